@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up on demand.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMPS := .cache/stamps
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo apt data clean-venv bench
+
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/data
+
+# Debian packages: installed only when missing (dpkg -s is quick), so a second run costs nothing.
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+# Virtual environment: torch first, alone (the CPU build); then the project with every pin in constraints.txt.
+$(STAMPS)/venv: pyproject.toml constraints.txt
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	@touch $@
+
+# Real data of ../shared/DATA.md, fetched once into .cache/data.
+$(STAMPS)/data: $(STAMPS)/venv src/medanomaly/data/sources.py
+	$(PY) -m medanomaly.data.sources fetch
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/medanomaly demo
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV) $(STAMPS)

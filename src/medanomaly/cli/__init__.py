@@ -1,0 +1,1 @@
+"""The ``medanomaly`` command line: one command per public verb, thin over the library."""

@@ -1,0 +1,46 @@
+"""The ``medanomaly`` typer app.
+
+Each command module in :data:`COMMAND_MODULES` defines ``register(app)`` and adds its commands;
+heavy libraries are imported inside the commands, so ``medanomaly --help`` stays fast.
+Errors raised on purpose (:class:`medanomaly.errors.MedanomalyError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from medanomaly.errors import MedanomalyError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "medanomaly.cli.runs",
+)
+
+app = typer.Typer(
+    name="medanomaly",
+    help="Deep-learning anomaly detection in medical images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning expected errors into one line and exit code 2."""
+    try:
+        app()
+    except MedanomalyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

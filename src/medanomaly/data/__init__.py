@@ -1,0 +1,1 @@
+"""Datasets, real-data sources, patient-level splits and sampling."""

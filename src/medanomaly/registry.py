@@ -1,0 +1,104 @@
+"""One small registry class: models, datasets, transforms, tasks and explainers by name.
+
+YAML configs pick components by these names, never by import path. Each registry knows which
+package fills it, and imports that package the first time it is asked, so ``import medanomaly``
+stays fast.
+
+Example:
+    >>> from medanomaly.registry import Registry
+    >>> shapes = Registry("shape")
+    >>> @shapes.register("square")
+    ... def square(side: float) -> float:
+    ...     return side * side
+    >>> shapes.create("square", side=3.0)
+    9.0
+    >>> shapes.names()
+    ['square']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from medanomaly.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> factory map with lazy population and helpful errors.
+
+    Args:
+        kind: what is registered ("model", "dataset", ...), used in error messages.
+        populate: modules imported on first lookup; their import registers the entries.
+    """
+
+    def __init__(self, kind: str, populate: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._populate = populate
+        self._populated = not populate
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator registering a factory (function or class) under ``name`` (default: its __name__)."""
+
+        def decorator(obj: T) -> T:
+            key = name or getattr(obj, "__name__", None)
+            if not key:
+                raise ValueError(f"{self.kind}: cannot infer a name for {obj!r}")
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._entries[key] = obj
+            return obj
+
+        return decorator
+
+    def _ensure_populated(self) -> None:
+        if not self._populated:
+            self._populated = True
+            for module in self._populate:
+                importlib.import_module(module)
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``; an unknown name raises ConfigError listing the valid ones."""
+        self._ensure_populated()
+        try:
+            return self._entries[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._entries)) or "(none registered)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Call the factory registered as ``name`` with ``kwargs``."""
+        factory = self.get(name)
+        return factory(**kwargs)  # type: ignore[operator]
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted registered names matching a shell-style ``pattern``."""
+        self._ensure_populated()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_populated()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+#: Networks (classifiers, detectors, segmenters, fusion heads) by name.
+MODELS: Registry[Callable[..., Any]] = Registry("model", populate=("medanomaly.models",))
+#: Datasets by name (manifest, medmnist, inbreast, lidc, ...).
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", populate=("medanomaly.data",))
+#: Preprocessing pipeline steps by name (window, denoise, resample, ...).
+TRANSFORMS: Registry[Callable[..., Any]] = Registry("transform", populate=("medanomaly.preprocess",))
+#: Training tasks by config ``task:`` value (classification, lung_nodule, fusion, ...).
+TASKS: Registry[Any] = Registry("task", populate=("medanomaly.tasks",))
+#: Explanation methods by name (gradcam, occlusion, ...).
+EXPLAINERS: Registry[Callable[..., Any]] = Registry("explainer", populate=("medanomaly.explain",))

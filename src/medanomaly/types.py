@@ -1,0 +1,319 @@
+"""The small typed objects that travel through medanomaly.
+
+Conventions, stated once for the whole package:
+
+* **Geometry is LPS** (DICOM/ITK patient coordinates, millimetres). ``spacing``, ``origin`` and
+  index tuples are in ITK order **(x, y, z)**; voxel arrays are stored NumPy-style **(z, y, x)**,
+  exactly as ``SimpleITK.GetArrayFromImage`` returns them. A 2D image is a ``Volume`` with one slice.
+* **Higher score = more abnormal.** Every detector, classifier and anomaly model returns scores
+  where a larger value means "more likely a lesion / disease".
+* **No PHI** in ``Volume.meta``: only technical keys (modality, series UID, rescale, source format).
+
+Example:
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((2, 3, 4), np.float32), spacing=(0.5, 0.5, 2.0))
+    >>> v.index_to_physical((1, 2, 1)).tolist()
+    [0.5, 1.0, 2.0]
+    >>> v.physical_to_index((0.5, 1.0, 2.0)).tolist()
+    [1.0, 2.0, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import SimpleITK as sitk
+
+Vec3 = tuple[float, float, float]
+
+#: Metadata keys a Volume may carry. Anything else is dropped: it could hold PHI.
+SAFE_META_KEYS = frozenset(
+    {
+        "modality",
+        "series_uid",
+        "study_uid",
+        "sop_class_uid",
+        "transfer_syntax",
+        "rescale_applied",
+        "rescale_slope",
+        "rescale_intercept",
+        "source_format",
+        "n_frames",
+        "n_series",
+        "photometric",
+        "body_part",
+        "view",
+        "laterality",
+        "units",
+        "window_center",
+        "window_width",
+        "skipped_files",
+        "synthetic",
+        "description",
+        "channels",
+        "label",
+    }
+)
+
+
+def _as_vec3(values: Sequence[float], name: str) -> Vec3:
+    arr = tuple(float(v) for v in values)
+    if len(arr) != 3:
+        raise ValueError(f"{name} must have 3 values (x, y, z), got {len(arr)}")
+    return arr  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """Voxels plus their place in the patient: the one image type of medanomaly.
+
+    Attributes:
+        array: voxels, shape (z, y, x) for scalar images or (z, y, x, c) for multi-component
+            images (RGB ultrasound, colour Doppler). CT voxels are in HU once rescaled.
+        spacing: voxel size in mm, (x, y, z).
+        origin: physical position of voxel (0, 0, 0) in mm, LPS, (x, y, z).
+        direction: 3x3 direction cosines; column ``i`` is the LPS direction of index axis ``i``.
+        meta: technical metadata only (see ``SAFE_META_KEYS``); never patient identity.
+    """
+
+    array: np.ndarray
+    spacing: Vec3 = (1.0, 1.0, 1.0)
+    origin: Vec3 = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        array = np.asarray(self.array)
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        if array.ndim not in (3, 4):
+            raise ValueError(f"Volume array must be (z,y,x) or (z,y,x,c), got shape {array.shape}")
+        spacing = _as_vec3(self.spacing, "spacing")
+        if any(s <= 0 or not np.isfinite(s) for s in spacing):
+            raise ValueError(f"spacing must be positive and finite, got {spacing}")
+        direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        unsafe = set(self.meta) - SAFE_META_KEYS
+        if unsafe:
+            raise ValueError(f"meta keys not allowed (possible PHI): {sorted(unsafe)}")
+        object.__setattr__(self, "array", array)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", _as_vec3(self.origin, "origin"))
+        object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    # ----------------------------------------------------------------------------- shape
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape (z, y, x)."""
+        return tuple(int(s) for s in self.array.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Spatial size in ITK order (x, y, z)."""
+        z, y, x = self.shape
+        return (x, y, z)
+
+    @property
+    def n_components(self) -> int:
+        """1 for scalar images, 3 for RGB."""
+        return 1 if self.array.ndim == 3 else int(self.array.shape[3])
+
+    @property
+    def is_2d(self) -> bool:
+        return self.shape[0] == 1
+
+    @property
+    def modality(self) -> str:
+        return str(self.meta.get("modality", "OT"))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm^3."""
+        return float(np.prod(self.spacing))
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous index (x, y, z, 1) to LPS mm."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction @ np.diag(self.spacing)
+        affine[:3, 3] = self.origin
+        return affine
+
+    # ----------------------------------------------------------------------------- geometry
+    def index_to_physical(self, index_xyz: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Map continuous index (x, y, z), or an (N, 3) array of them, to LPS mm."""
+        idx = np.asarray(index_xyz, dtype=np.float64)
+        matrix = self.direction @ np.diag(self.spacing)
+        return idx @ matrix.T + np.asarray(self.origin)
+
+    def physical_to_index(self, point_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Map LPS mm point(s) to continuous index (x, y, z); round for the nearest voxel."""
+        pts = np.asarray(point_mm, dtype=np.float64)
+        matrix = self.direction @ np.diag(self.spacing)
+        return (pts - np.asarray(self.origin)) @ np.linalg.inv(matrix).T
+
+    def same_grid(self, other: Volume, tol: float = 1e-4) -> bool:
+        """True when both volumes share shape, spacing, origin and direction (within ``tol`` mm)."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=tol)
+            and np.allclose(self.origin, other.origin, atol=tol)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    # ----------------------------------------------------------------------------- derive
+    def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
+        """A new Volume on the same grid with other voxels (and optionally updated meta)."""
+        array = np.asarray(array)
+        if array.shape[:3] != self.array.shape[:3] and not (
+            array.ndim == 2 and self.is_2d and array.shape == self.array.shape[1:3]
+        ):
+            raise ValueError(f"array shape {array.shape} does not fit grid {self.shape}")
+        return replace(self, array=array, meta={**self.meta, **meta})
+
+    def with_meta(self, **meta: Any) -> Volume:
+        return replace(self, meta={**self.meta, **meta})
+
+    # ----------------------------------------------------------------------------- SimpleITK
+    def to_sitk(self) -> sitk.Image:
+        """Convert to a SimpleITK image with identical geometry."""
+        import SimpleITK as sitk
+
+        is_vector = self.array.ndim == 4
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array), isVector=is_vector)
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(tuple(self.direction.ravel()))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, **meta: Any) -> Volume:
+        """Build a Volume from a SimpleITK image (2D images become one slice)."""
+        import SimpleITK as sitk
+
+        array = sitk.GetArrayFromImage(image)
+        dim = image.GetDimension()
+        if dim == 2:
+            spacing = (*image.GetSpacing(), 1.0)
+            origin = (*image.GetOrigin(), 0.0)
+            d2 = np.asarray(image.GetDirection()).reshape(2, 2)
+            direction = np.eye(3)
+            direction[:2, :2] = d2
+            array = array[np.newaxis]
+        elif dim == 3:
+            spacing, origin = image.GetSpacing(), image.GetOrigin()
+            direction = np.asarray(image.GetDirection()).reshape(3, 3)
+        else:
+            raise ValueError(f"only 2D and 3D images are supported, got {dim}D")
+        return cls(array, spacing=spacing, origin=origin, direction=direction, meta=meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"Volume(shape={self.shape}, components={self.n_components}, dtype={self.array.dtype}, "
+            f"spacing={tuple(round(s, 4) for s in self.spacing)}, modality={self.modality})"
+        )
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Quantitative description of one lesion, in physical units.
+
+    Attributes:
+        volume_ml: lesion volume in millilitres (voxel count x voxel volume).
+        max_diameter_mm: largest 3D distance between two surface points, mm.
+        long_axis_mm / short_axis_mm: RECIST-style axes on the axial slice of largest extent, mm.
+        mean / max / std: intensity statistics inside the mask (HU for CT).
+        solid_fraction: fraction of voxels above the solid threshold (CT: -300 HU), 0..1.
+    """
+
+    volume_ml: float
+    max_diameter_mm: float
+    long_axis_mm: float = float("nan")
+    short_axis_mm: float = float("nan")
+    mean: float = float("nan")
+    max: float = float("nan")
+    std: float = float("nan")
+    solid_fraction: float = float("nan")
+    n_voxels: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """One lesion found in one image. Higher ``score`` = more likely a true lesion.
+
+    Attributes:
+        center_mm: lesion centre in LPS mm (x, y, z).
+        bbox_mm: ((x0, y0, z0), (x1, y1, z1)) physical bounding box, LPS mm.
+        score: detector confidence; higher = more abnormal.
+        label: a short class name ("nodule", "mass", ...).
+        mask: the lesion mask on the source image grid (uint8), when segmented.
+        measurements: physical measurements, when quantified.
+    """
+
+    center_mm: Vec3
+    bbox_mm: tuple[Vec3, Vec3]
+    score: float
+    label: str = "lesion"
+    mask: Volume | None = None
+    measurements: Measurements | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict (the `findings.json` schema). ``mean_hu`` is the mean intensity."""
+        out: dict[str, Any] = {
+            "label": self.label,
+            "center_mm": [round(float(c), 3) for c in self.center_mm],
+            "bbox_mm": [[round(float(c), 3) for c in corner] for corner in self.bbox_mm],
+            "score": float(self.score),
+        }
+        m = self.measurements
+        if m is not None:
+            out.update(
+                volume_ml=m.volume_ml,
+                max_diameter_mm=m.max_diameter_mm,
+                long_axis_mm=m.long_axis_mm,
+                short_axis_mm=m.short_axis_mm,
+                mean_hu=m.mean,
+                max_hu=m.max,
+                std_hu=m.std,
+                solid_fraction=m.solid_fraction,
+                n_voxels=m.n_voxels,
+            )
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What a model says about one image.
+
+    Attributes:
+        scores: per-class probabilities (classification) or one anomaly score; higher = more abnormal.
+        class_names: names matching ``scores``.
+        label: the predicted class name, or ``"uncertain"`` when the model abstains.
+        abstained: True when confidence was below the abstention threshold.
+        anomaly_map: a voxel-wise score map on the input grid, when the model gives one.
+        findings: localised lesions, when the model detects.
+        flags: notes on the prediction (e.g. ``"missing_modality:MR"``).
+    """
+
+    scores: tuple[float, ...]
+    class_names: tuple[str, ...]
+    label: str
+    abstained: bool = False
+    anomaly_map: Volume | None = None
+    findings: tuple[Finding, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "abstained": self.abstained,
+            "probabilities": dict(zip(self.class_names, map(float, self.scores), strict=True)),
+            "findings": [f.to_json() for f in self.findings],
+            "flags": list(self.flags),
+        }
