@@ -1,0 +1,332 @@
+"""Paired-modality data: the manifest, its loader, and the checks fusion depends on.
+
+The manifest is a CSV with a ``patient_id`` column, one ``<name>_path`` column per modality and a
+``label`` column (0 = normal, 1 = abnormal), e.g. the cardiovascular case study's::
+
+    patient_id,ct_path,mr_path,label
+    p001,ct/p001.nii.gz,mr/p001.nii.gz,1
+
+Relative paths are resolved against the manifest's folder. The modality names are the column
+stems upper-cased (``CT``, ``MR``; ``T1``, ``PD`` for the simulated brain pair).
+
+What is checked, and what happens:
+
+* **a file missing for one modality of one patient**: the case is kept and flagged
+  ``missing_modality:<NAME>`` (fusion models predict from the rest); a patient with no file at all
+  is reported and skipped.
+* **swapped modalities**: the modality stored in the image (``Volume.meta["modality"]`` or the
+  DICOM ``Modality`` (0008,0060) attribute) is compared with the column's expectation (``ct`` ->
+  CT, ``mr``/``t1``/``pd`` -> MR, ``pet`` -> PT); swapped or wrong columns raise
+  :class:`~medanomaly.errors.InputError` naming the columns.
+* **different grids**: fusion assumes co-registered inputs on one grid; mismatched shape,
+  spacing, origin or direction raise InputError telling the user to run ``medanomaly register``.
+
+In a batch (:func:`load_paired_dataset`), a bad patient is reported and skipped, the rest load.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+#: Manifest column stem -> DICOM Modality code the image must carry (when it says).
+EXPECTED_DICOM_MODALITY: dict[str, str] = {
+    "ct": "CT",
+    "mr": "MR",
+    "mri": "MR",
+    "t1": "MR",
+    "t2": "MR",
+    "pd": "MR",
+    "flair": "MR",
+    "pet": "PT",
+    "pt": "PT",
+    "us": "US",
+}
+
+
+@dataclass(frozen=True)
+class PairedCase:
+    """One manifest row.
+
+    Attributes:
+        patient_id: pseudonymous id from the manifest (never a name).
+        paths: modality name (``"CT"``) -> file, or None when that file is missing.
+        label: 0 normal, 1 abnormal.
+        flags: ``missing_modality:<NAME>`` for each missing file.
+    """
+
+    patient_id: str
+    paths: Mapping[str, Path | None]
+    label: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Names of the modalities whose file is missing."""
+        return tuple(name for name, path in self.paths.items() if path is None)
+
+
+@dataclass(frozen=True)
+class PairedManifest:
+    """A validated manifest: usable cases, the modalities, and the rows that were skipped."""
+
+    path: Path
+    modalities: tuple[str, ...]
+    cases: tuple[PairedCase, ...]
+    problems: tuple[tuple[str, str], ...] = ()  # (patient_id or row number, reason)
+
+
+@dataclass(frozen=True, eq=False)
+class PairedSample:
+    """Loaded images of one patient: modality -> Volume (None when missing), all on one grid."""
+
+    patient_id: str
+    volumes: Mapping[str, Volume | None]
+    label: int
+    flags: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------------------- manifest
+def read_manifest(path: str | Path) -> PairedManifest:
+    """Read and validate a paired-modality manifest CSV.
+
+    Raises:
+        InputError: the file is missing, has no ``patient_id``/``label`` column, or fewer than
+            two ``<name>_path`` columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("manifest not found", path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = list(reader)
+    stems = [c[: -len("_path")] for c in columns if c.endswith("_path")]
+    if "patient_id" not in columns or "label" not in columns:
+        raise InputError("manifest needs 'patient_id' and 'label' columns", path)
+    if len(stems) < 2:
+        raise InputError("manifest needs at least two '<modality>_path' columns (e.g. ct_path, mr_path)", path)
+    modalities = tuple(s.upper() for s in stems)
+    cases: list[PairedCase] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        pid = row.get("patient_id", "")
+        where = pid or f"row {number}"
+        if not pid:
+            problems.append((where, "empty patient_id"))
+            continue
+        if pid in seen:
+            problems.append((where, "duplicate patient_id (splits are per patient)"))
+            continue
+        try:
+            label = int(row["label"])
+        except ValueError:
+            problems.append((where, f"label must be an integer, got {row['label']!r}"))
+            continue
+        paths: dict[str, Path | None] = {}
+        for stem, name in zip(stems, modalities, strict=True):
+            value = row.get(f"{stem}_path", "")
+            file = (path.parent / value) if value and not Path(value).is_absolute() else Path(value)
+            paths[name] = file if value and file.exists() else None
+        flags = tuple(f"missing_modality:{name}" for name, p in paths.items() if p is None)
+        if len(flags) == len(modalities):
+            problems.append((where, "no file found for any modality"))
+            continue
+        seen.add(pid)
+        cases.append(PairedCase(pid, paths, label, flags))
+    return PairedManifest(path, modalities, tuple(cases), tuple(problems))
+
+
+# --------------------------------------------------------------------------------------- checks
+def detect_modality(path: Path, volume: Volume | None = None) -> str | None:
+    """The modality an image says it is: ``Volume.meta["modality"]``, else the DICOM header.
+
+    Returns None when neither says (NIfTI, PNG without metadata): such files are not checked.
+    """
+    if volume is not None and volume.meta.get("modality") not in (None, "", "OT"):
+        return str(volume.meta["modality"]).upper()
+    candidate = path
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        if not files:
+            return None
+        candidate = files[0]
+    try:
+        with candidate.open("rb") as handle:
+            handle.seek(128)
+            is_dicom = handle.read(4) == b"DICM"
+    except OSError:
+        return None
+    if not is_dicom and candidate.suffix.lower() != ".dcm":
+        return None
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(candidate, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - an unreadable header just means "unknown"
+        return None
+    value = getattr(header, "Modality", None)
+    return str(value).upper() if value else None
+
+
+def check_modalities(detected: Mapping[str, str | None], source: Path | None = None) -> None:
+    """Raise InputError when images sit in the wrong manifest columns.
+
+    Args:
+        detected: modality name (column stem upper-cased, ``"CT"``) -> modality the image says.
+        source: manifest path, for the message.
+    """
+    expected = {name: EXPECTED_DICOM_MODALITY.get(name.lower()) for name in detected}
+    wrong = {n: d for n, d in detected.items() if d and expected[n] and d != expected[n]}
+    if not wrong:
+        return
+    names = list(wrong)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if wrong[a] == expected[b] and wrong[b] == expected[a]:
+                raise InputError(
+                    f"modalities swapped: {a.lower()}_path holds {wrong[a]} and {b.lower()}_path holds {wrong[b]}",
+                    source,
+                )
+    name, found = next(iter(wrong.items()))
+    raise InputError(f"{name.lower()}_path holds a {found} image, expected {expected[name]}", source)
+
+
+def describe_grid(volume: Volume) -> str:
+    """One-line grid description: size (x, y, z), spacing mm, origin mm."""
+    size = "x".join(str(s) for s in volume.size_xyz)
+    spacing = "x".join(f"{s:g}" for s in volume.spacing)
+    origin = ",".join(f"{o:g}" for o in volume.origin)
+    return f"{size} vox, {spacing} mm, origin ({origin})"
+
+
+def check_same_grid(volumes: Mapping[str, Volume | None], source: Path | None = None, tol: float = 1e-3) -> None:
+    """Refuse modalities on different grids (fusion assumes co-registered images).
+
+    Raises:
+        InputError: naming the two modalities and their grids, and how to fix it.
+    """
+    present = [(n, v) for n, v in volumes.items() if v is not None]
+    if not present:
+        return
+    ref_name, ref = present[0]
+    for name, vol in present[1:]:
+        if not ref.same_grid(vol, tol=tol):
+            raise InputError(
+                f"grids differ: {ref_name} {describe_grid(ref)} vs {name} {describe_grid(vol)}; "
+                f"co-register first (medanomaly register {ref_name}_IMAGE {name}_IMAGE --out OUT)",
+                source,
+            )
+
+
+# --------------------------------------------------------------------------------------- loading
+def load_case(
+    case: PairedCase, reader: Callable[[Path], Volume] | None = None, source: Path | None = None
+) -> PairedSample:
+    """Read every present modality of one case and run the modality and grid checks.
+
+    Raises:
+        InputError: unreadable file, swapped or wrong modality, different grids.
+    """
+    if reader is None:
+        from medanomaly.io import read as reader
+    volumes: dict[str, Volume | None] = {}
+    detected: dict[str, str | None] = {}
+    for name, path in case.paths.items():
+        if path is None:
+            volumes[name] = None
+            continue
+        volume = reader(path)
+        detected[name] = detect_modality(path, volume)
+        volumes[name] = volume.with_meta(modality=detected[name] or EXPECTED_DICOM_MODALITY.get(name.lower(), "OT"))
+    check_modalities(detected, source)
+    check_same_grid(volumes, source)
+    return PairedSample(case.patient_id, volumes, case.label, case.flags)
+
+
+def load_paired_dataset(
+    manifest: str | Path | PairedManifest, reader: Callable[[Path], Volume] | None = None
+) -> tuple[list[PairedSample], list[tuple[str, str]]]:
+    """Load every case of a manifest; a bad case is reported in ``problems`` and skipped.
+
+    Returns:
+        (samples, problems): problems are (patient_id, one-line reason), never image content.
+    """
+    if not isinstance(manifest, PairedManifest):
+        manifest = read_manifest(manifest)
+    samples: list[PairedSample] = []
+    problems = list(manifest.problems)
+    for case in manifest.cases:
+        try:
+            samples.append(load_case(case, reader))
+        except InputError as exc:
+            problems.append((case.patient_id, exc.reason))
+    return samples, problems
+
+
+# --------------------------------------------------------------------------------------- tensors
+def normalise(volume: Volume, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Voxels scaled for a network, float32.
+
+    CT (or any ``window`` given, HU): clipped to the window and mapped to [0, 1]. Other
+    modalities (MR has no absolute unit): robust z-score using the 1st-99th percentile range.
+    """
+    array = volume.array.astype(np.float32)
+    if array.ndim == 4:
+        array = array.mean(axis=3)
+    if window is None and volume.modality == "CT":
+        window = (-200.0, 600.0)  # cardiac soft tissue + contrast-enhanced blood pool, HU
+    if window is not None:
+        low, high = window
+        return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
+    low, high = np.percentile(array, [1, 99])
+    inside = array[(array >= low) & (array <= high)]
+    mean, std = float(inside.mean()), float(inside.std()) or 1.0
+    return ((array - mean) / std).astype(np.float32)
+
+
+def sample_to_array(
+    sample: PairedSample,
+    modalities: Sequence[str],
+    size: Sequence[int],
+    windows: Mapping[str, tuple[float, float]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack a sample's modalities into a network input.
+
+    Args:
+        sample: a loaded :class:`PairedSample` (modalities on one grid).
+        modalities: order of the channels, e.g. ``("CT", "MR")``.
+        size: output spatial size, (y, x) for 2D or (z, y, x) for 3D; images are resampled
+            linearly to it (SciPy zoom).
+        windows: per-modality HU windows (see :func:`normalise`).
+
+    Returns:
+        (array, present): array (M, *size) float32 with zeros for missing modalities, and the
+        boolean presence vector (M,).
+    """
+    from scipy.ndimage import zoom
+
+    windows = dict(windows or {})
+    channels, present = [], []
+    for name in modalities:
+        vol = sample.volumes.get(name)
+        if vol is None:
+            channels.append(np.zeros(tuple(size), np.float32))
+            present.append(False)
+            continue
+        array = normalise(vol, windows.get(name))
+        if len(size) == 2:
+            array = array[array.shape[0] // 2]  # 3D image into a 2D model: the middle slice
+        factors = [t / s for t, s in zip(size, array.shape, strict=True)]
+        channels.append(zoom(array, factors, order=1).astype(np.float32))
+        present.append(True)
+    return np.stack(channels), np.asarray(present, dtype=bool)

@@ -1,0 +1,104 @@
+"""Paired manifest: missing files flagged, swapped modalities and mismatched grids refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.fusion.data import (
+    check_modalities,
+    detect_modality,
+    load_case,
+    load_paired_dataset,
+    read_manifest,
+    sample_to_array,
+)
+from medanomaly.io import write
+from medanomaly.types import Volume
+
+
+def _write_pair(folder: Path, pid: str, shift_origin: bool = False) -> tuple[Path, Path]:
+    """A real CT slice and a second channel on the same grid (NRRD, modality in no header)."""
+    import medanomaly
+
+    ct = medanomaly.read(real_data("pydicom/CT_small.dcm"))
+    mr = ct.with_array(np.sqrt(np.abs(ct.array.astype(np.float32))))
+    if shift_origin:
+        mr = Volume(mr.array, mr.spacing, (mr.origin[0] + 5.0, *mr.origin[1:]), mr.direction)
+    return write(ct, folder / f"{pid}_ct.nrrd"), write(mr, folder / f"{pid}_mr.nrrd")
+
+
+def _manifest(folder: Path, rows: list[str]) -> Path:
+    path = folder / "manifest.csv"
+    path.write_text("patient_id,ct_path,mr_path,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_fusion_data_manifest_loads_and_flags_missing_file(tmp_path):
+    _write_pair(tmp_path, "p1")
+    _write_pair(tmp_path, "p2")
+    (tmp_path / "p2_mr.nrrd").unlink()  # one modality of one patient is gone
+    manifest = read_manifest(
+        _manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,0", "p2,p2_ct.nrrd,p2_mr.nrrd,1", "p3,nope.nrrd,,1"])
+    )
+    assert manifest.modalities == ("CT", "MR")
+    assert [c.patient_id for c in manifest.cases] == ["p1", "p2"]
+    assert manifest.cases[1].flags == ("missing_modality:MR",)
+    assert manifest.problems == (("p3", "no file found for any modality"),)
+    samples, problems = load_paired_dataset(manifest)
+    assert len(samples) == 2 and problems == [("p3", "no file found for any modality")]
+    array, present = sample_to_array(samples[1], ("CT", "MR"), (32, 32))
+    assert array.shape == (2, 32, 32) and present.tolist() == [True, False]
+    assert not array[1].any() and array[0].max() <= 1.0
+
+
+def test_fusion_data_refuses_different_grids(tmp_path):
+    _write_pair(tmp_path, "p1", shift_origin=True)
+    manifest = read_manifest(_manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,1"]))
+    with pytest.raises(InputError, match="grids differ.*medanomaly register"):
+        load_case(manifest.cases[0])
+    samples, problems = load_paired_dataset(manifest)  # in a batch: reported, skipped
+    assert samples == [] and "grids differ" in problems[0][1]
+
+
+def test_fusion_data_detects_swapped_dicom_modalities(tmp_path):
+    ct, mr = real_data("pydicom/CT_small.dcm"), real_data("pydicom/MR_small.dcm")
+    assert detect_modality(ct) == "CT" and detect_modality(mr) == "MR"
+    shutil.copy(ct, tmp_path / "a.dcm")
+    shutil.copy(mr, tmp_path / "b.dcm")
+    manifest = read_manifest(_manifest(tmp_path, ["p1,b.dcm,a.dcm,0", "p2,a.dcm,b.dcm,0"]))
+    with pytest.raises(InputError, match="modalities swapped: ct_path holds MR and mr_path holds CT"):
+        load_case(manifest.cases[0])
+    # correct columns: the modality check passes, and the real CT/MR grids differ
+    with pytest.raises(InputError, match="grids differ"):
+        load_case(manifest.cases[1])
+
+
+def test_fusion_data_detects_modality_from_volume_meta():
+    with pytest.raises(InputError, match="ct_path holds a MR image, expected CT"):
+        check_modalities({"CT": "MR", "MR": "MR"})
+    check_modalities({"CT": "CT", "MR": None})  # unknown is not an error
+    check_modalities({"T1": "MR", "PD": "MR"})
+    vol = Volume(np.zeros((1, 4, 4)), meta={"modality": "CT"})
+    assert detect_modality(Path("x.nii.gz"), vol) == "CT"
+
+
+def test_fusion_data_manifest_errors(tmp_path):
+    with pytest.raises(InputError, match="manifest not found"):
+        read_manifest(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("patient_id,ct_path,label\np1,a.nrrd,0\n")
+    with pytest.raises(InputError, match="two '<modality>_path' columns"):
+        read_manifest(bad)
+    _write_pair(tmp_path, "p1")
+    manifest = read_manifest(
+        _manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,x", "p1,p1_ct.nrrd,p1_mr.nrrd,0", "p1,p1_ct.nrrd,p1_mr.nrrd,1"])
+    )
+    assert len(manifest.cases) == 1
+    reasons = [r for _, r in manifest.problems]
+    assert "label must be an integer" in reasons[0] and "duplicate" in reasons[1]
