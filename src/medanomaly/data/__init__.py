@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-DATASET_MODULES: tuple[str, ...] = ()
+DATASET_MODULES: tuple[str, ...] = (
+    "manifest",
+    "medmnist",
+)
 
 for _module in DATASET_MODULES:
     importlib.import_module(f"medanomaly.data.{_module}")

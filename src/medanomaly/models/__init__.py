@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import importlib
 
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = (
+    "compact_cnn",
+    "resnet",
+    "densenet",
+    "efficientnet",
+    "nodule_unet",
+)
 
 for _module in MODEL_MODULES:
     importlib.import_module(f"medanomaly.models.{_module}")
