@@ -1,0 +1,190 @@
+"""Overlays a radiologist can read: PNG heatmaps on the scan, and the map as NIfTI.
+
+3D images get three panels through the map's peak (axial, coronal, sagittal) in radiological
+convention: images are first reoriented to LPS (``SimpleITK.DICOMOrient``), then axial slices
+show the patient's right on the viewer's left and anterior at the top, coronal and sagittal
+slices show superior at the top (sagittal: anterior on the left). Pixel aspect follows the
+spacing (axes in mm), a colour bar gives the map's unit, the lesion contour is drawn when a mask
+is given, and a cross marks the map's peak. Images from simulated data say "synthetic".
+
+Example:
+    >>> import numpy as np
+    >>> from medanomaly.types import Volume
+    >>> img = Volume(np.random.rand(1, 32, 32).astype(np.float32))
+    >>> heat = img.with_array(np.random.rand(1, 32, 32).astype(np.float32))
+    >>> overlay_png(img, heat, "/tmp/overlay_doctest.png").suffix
+    '.png'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+#: Colour-bar labels: what the map's numbers mean, per method.
+UNITS = {
+    "gradcam": "Grad-CAM (0-1, relative)",
+    "gradcampp": "Grad-CAM++ (0-1, relative)",
+    "occlusion": "drop in probability when occluded",
+    "integrated_gradients": "integrated gradients (logit units)",
+    "guided_backprop": "guided backprop |gradient|",
+}
+#: CT display window (HU) wide enough for lung nodules and soft-tissue masses.
+CT_WINDOW = (-1000.0, 400.0)
+
+
+def _to_lps(volume: Volume) -> Volume:
+    """Reorient so index axes point to L, P, S (no resampling, only flips and permutations)."""
+    if np.allclose(volume.direction, np.eye(3)):
+        return volume
+    import SimpleITK as sitk
+
+    if volume.n_components > 1:
+        return volume
+    oriented = sitk.DICOMOrient(volume.to_sitk(), "LPS")
+    return Volume.from_sitk(oriented, **dict(volume.meta))
+
+
+def _window(image: Volume, window: tuple[float, float] | None) -> tuple[float, float]:
+    if window is not None:
+        return float(window[0]), float(window[1])
+    if image.modality == "CT":
+        return CT_WINDOW
+    lo, hi = np.percentile(np.asarray(image.array, dtype=np.float64), [1, 99])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _panels(shape: tuple[int, int, int], peak: tuple[int, int, int], spacing: tuple[float, float, float],
+            is_2d: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """Slicing, extent (mm), origin and orientation letters for each panel. Arrays are (z, y, x) LPS."""
+    nz, ny, nx = shape
+    sx, sy, sz = spacing
+    z, y, x = peak
+    if is_2d:
+        return [dict(name="image", index=(0, slice(None), slice(None)), origin="upper",
+                     extent=(0, nx * sx, ny * sy, 0), letters=None)]  # fmt: skip
+    return [
+        dict(name=f"axial (slice {z})", index=(z, slice(None), slice(None)), origin="upper",
+             extent=(0, nx * sx, ny * sy, 0), letters=("R", "L", "A", "P")),
+        dict(name=f"coronal (row {y})", index=(slice(None), y, slice(None)), origin="lower",
+             extent=(0, nx * sx, 0, nz * sz), letters=("R", "L", "S", "I")),
+        dict(name=f"sagittal (column {x})", index=(slice(None), slice(None), x), origin="lower",
+             extent=(0, ny * sy, 0, nz * sz), letters=("A", "P", "S", "I")),
+    ]  # fmt: skip
+
+
+def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Volume | None = None,
+                method: str = "", window: tuple[float, float] | None = None,
+                threshold: float = 0.15, title: str | None = None, fov_mm: float | None = None,
+                dpi: int = 110) -> Path:  # fmt: skip
+    """Write a PNG of ``map_volume`` over ``image`` (3 orthogonal panels through the peak for 3D).
+
+    Args:
+        image: the scan (grey, or RGB for one-slice colour images).
+        map_volume: the explanation on ``image``'s grid (resample first if it is not).
+        mask: lesion mask on the same grid: its contour is drawn in cyan.
+        method: method name, for the title and the colour-bar unit.
+        window: display window (HU for CT; default CT -1000..400 HU, else 1st-99th percentile).
+        threshold: map values under this fraction of the maximum are transparent.
+        fov_mm: zoom each panel to this field of view (mm) around the peak (small lesions).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not map_volume.same_grid(image):
+        raise InputError("the map is not on the image grid; resample it with explain.maps.resample_to")
+    if mask is not None and not mask.same_grid(image):
+        raise InputError("the lesion mask is not on the image grid")
+    img = _to_lps(image)
+    heat = _to_lps(map_volume)
+    lesion = _to_lps(mask) if mask is not None else None
+    harr = np.asarray(heat.array, dtype=np.float32)
+    peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(harr)), harr.shape))
+    vmax = float(harr.max())
+    vmax = vmax if vmax > 0 else 1.0
+    lo, hi = _window(img, window)
+    panels = _panels(img.shape, peak, img.spacing, img.is_2d)
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.0, 4.8), squeeze=False)
+    shown = None
+    for ax, panel in zip(axes[0], panels, strict=True):
+        idx = panel["index"]
+        kw = dict(origin=panel["origin"], extent=panel["extent"], interpolation="nearest")
+        base = np.asarray(img.array)[idx]
+        if base.ndim == 3:  # RGB
+            rgb = base.astype(np.float32)
+            rgb = (rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6)
+            ax.imshow(rgb, **kw)
+        else:
+            ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, **kw)
+        hslice = harr[idx]
+        shown = ax.imshow(np.ma.masked_less(hslice, threshold * vmax), cmap="inferno", alpha=0.55,
+                          vmin=0.0, vmax=vmax, **kw)  # fmt: skip
+        if lesion is not None:
+            mslice = (np.asarray(lesion.array)[idx] > 0).astype(np.float32)
+            if mslice.any() and mslice.min() == 0:
+                ax.contour(mslice, levels=[0.5], colors="cyan", linewidths=1.2, origin=panel["origin"],
+                           extent=panel["extent"])  # fmt: skip
+        # peak marker, in panel mm coordinates
+        pz, py, px = peak
+        sx, sy, sz = img.spacing
+        pos = {"image": (px, py, sx, sy), "axial": (px, py, sx, sy), "coronal": (px, pz, sx, sz),
+               "sagittal": (py, pz, sy, sz)}[panel["name"].split()[0]]  # fmt: skip
+        cx, cy = (pos[0] + 0.5) * pos[2], (pos[1] + 0.5) * pos[3]
+        ax.plot(cx, cy, marker="+", color="lime", ms=12, mew=1.5)
+        if fov_mm:
+            half = fov_mm / 2
+            x0, x1, y0, y1 = panel["extent"]
+            ax.set_xlim(max(cx - half, x0), min(cx + half, x1))
+            lims = (max(cy - half, min(y0, y1)), min(cy + half, max(y0, y1)))
+            ax.set_ylim(lims[::-1] if panel["origin"] == "upper" else lims)
+        ax.set_title(panel["name"], fontsize=10)
+        ax.set_xlabel("mm", fontsize=8)
+        ax.tick_params(labelsize=7)
+        letters = panel["letters"]
+        if letters:
+            style = dict(color="yellow", fontsize=11, fontweight="bold", transform=ax.transAxes)
+            ax.text(0.01, 0.5, letters[0], ha="left", va="center", **style)
+            ax.text(0.99, 0.5, letters[1], ha="right", va="center", **style)
+            ax.text(0.5, 0.99, letters[2], ha="center", va="top", **style)
+            ax.text(0.5, 0.01, letters[3], ha="center", va="bottom", **style)
+    cbar = fig.colorbar(shown, ax=list(axes[0]), fraction=0.025, pad=0.02)
+    cbar.solids.set_alpha(1.0)
+    cbar.set_label(UNITS.get(method, method or "attribution"), fontsize=9)
+    synthetic = bool(image.meta.get("synthetic", False))
+    heading = title or (f"{method} explanation" if method else "explanation")
+    if synthetic:
+        heading += "  [synthetic]"
+    if lesion is not None:
+        heading += "  (cyan: lesion contour)"
+    fig.suptitle(heading, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_map(map_volume: Volume, path: str | Path) -> Path:
+    """Write the map (float32, on the image grid, LPS geometry kept) as NIfTI/NRRD by extension."""
+    from medanomaly.io import write
+
+    return write(map_volume.with_array(np.asarray(map_volume.array, dtype=np.float32)), path)
+
+
+def save_explanation(image: Volume, map_volume: Volume, out_dir: str | Path, *, stem: str = "explanation",
+                     mask: Volume | None = None, method: str = "", **overlay_options: Any) -> dict[str, Path]:  # fmt: skip
+    """Write ``<stem>.png`` (overlay) and ``<stem>.nii.gz`` (the map) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "png": overlay_png(image, map_volume, out / f"{stem}.png", mask=mask, method=method, **overlay_options),
+        "nifti": write_map(map_volume, out / f"{stem}.nii.gz"),
+    }
