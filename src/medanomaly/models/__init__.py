@@ -18,6 +18,10 @@ MODEL_MODULES: tuple[str, ...] = (
     "densenet",
     "efficientnet",
     "nodule_unet",
+    "fusion_early",
+    "fusion_feature",
+    "fusion_decision",
+    "fusion_hybrid",
 )
 
 for _module in MODEL_MODULES:
