@@ -1,0 +1,157 @@
+"""Procedural mammography phantom (synthetic): classes differ measurably, background is 1/f^3."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage import measure, morphology
+
+from medanomaly.errors import InputError
+from medanomaly.synth.mammo import (
+    power_law_noise,
+    render_case,
+    spectrum_slope,
+    write_dataset,
+)
+
+KINDS = (
+    ("circumscribed", "benign"),
+    ("indistinct", "uncertain"),
+    ("spiculated", "malignant"),
+    ("calcifications", "malignant"),
+)
+
+
+def _descriptors(case) -> tuple[float, float, int]:
+    """Measured from the image and mask (not read from the drawing parameters).
+
+    Returns:
+        spiculation index (1 - solidity of the largest mask component), margin sharpness (mean
+        gradient on the mask boundary per unit lesion contrast, 1/mm), calcification count (small
+        bright top-hat blobs within 12 mm of the lesion).
+    """
+    img = case.image.array[0].astype(float)
+    m = case.mask.array[0] > 0
+    sp = case.image.spacing[0]
+    largest = max(measure.regionprops(measure.label(m)), key=lambda p: p.area)
+    grad = np.hypot(ndi.sobel(img, 0), ndi.sobel(img, 1)) / (8 * sp)
+    boundary = m & ~ndi.binary_erosion(m)
+    ring = ndi.binary_dilation(m, iterations=max(2, int(3 / sp))) & ~ndi.binary_dilation(m)
+    sharpness = grad[boundary].mean() / max(img[m].mean() - img[ring].mean(), 1e-6)
+    cx, cy = np.array(case.lesion.center_mm) / sp
+    r = int(12 / sp)
+    win = img[int(max(cy - r, 0)) : int(cy + r), int(max(cx - r, 0)) : int(cx + r)]
+    tophat = morphology.white_tophat(win, morphology.disk(max(2, int(1.0 / sp))))
+    blobs = measure.regionprops(measure.label(tophat > 0.12))
+    n_calc = sum(1 for b in blobs if b.area <= (1.2 / sp) ** 2 * 3.2)
+    return 1.0 - largest.solidity, sharpness, n_calc
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[str, np.ndarray]:
+    return {
+        kind: np.array([_descriptors(render_case(label, "CC", 256, seed=100 + s, kind=kind)) for s in range(6)])
+        for kind, label in KINDS
+    }
+
+
+def test_spiculated_masses_have_the_highest_spiculation_index(measured):
+    spic = measured["spiculated"][:, 0]
+    for kind in ("circumscribed", "indistinct"):
+        assert spic.min() > measured[kind][:, 0].max() + 0.2, kind
+
+
+def test_circumscribed_margins_are_sharper_than_indistinct(measured):
+    assert measured["circumscribed"][:, 1].min() > measured["indistinct"][:, 1].max()
+    assert np.median(measured["circumscribed"][:, 1]) > 1.5 * np.median(measured["indistinct"][:, 1])
+
+
+def test_calcification_clusters_have_many_bright_specks(measured):
+    assert measured["calcifications"][:, 2].min() >= 4
+    for kind in ("circumscribed", "indistinct", "spiculated"):
+        assert measured[kind][:, 2].max() <= 2, kind
+
+
+@pytest.mark.parametrize("beta", [2.0, 3.0])
+def test_background_spectrum_slope_is_minus_beta(beta):
+    slopes = []
+    for seed in range(4):
+        case = render_case("normal", "CC", 256, seed=seed, beta=beta)
+        a = case.image.array[0]
+        roi = a[128 - 40 : 128 + 40, 32 : 32 + 80]  # inside the breast, away from the skin fall-off
+        assert case.mask.array.sum() == 0
+        slopes.append(spectrum_slope(roi))
+    assert np.mean(slopes) == pytest.approx(-beta, abs=0.3)
+    # the raw texture generator itself
+    assert spectrum_slope(power_law_noise((128, 128), beta, np.random.default_rng(0))) == pytest.approx(
+        -beta, abs=0.3
+    )
+
+
+def test_geometry_metadata_and_determinism():
+    a = render_case("benign", "MLO", 128, seed=5, field_of_view_mm=96.0)
+    b = render_case("benign", "MLO", 128, seed=5, field_of_view_mm=96.0)
+    assert np.array_equal(a.image.array, b.image.array) and a.lesion == b.lesion
+    assert a.image.spacing == pytest.approx((0.75, 0.75, 1.0))
+    assert a.image.meta["synthetic"] is True and a.image.modality == "MG"
+    assert a.image.meta["view"] == "MLO" and a.mask.same_grid(a.image)
+    assert a.mask.array.dtype == np.uint8 and a.mask.array.sum() > 0
+    c = render_case("benign", "MLO", 128, seed=6)
+    assert not np.array_equal(a.image.array, c.image.array)
+
+
+def test_anatomy_pectoral_muscle_skin_falloff_and_laterality():
+    mlo = [render_case("normal", "MLO", 128, seed=s).image.array[0] for s in range(3)]
+    cc = [render_case("normal", "CC", 128, seed=s).image.array[0] for s in range(3)]
+    corner = (slice(0, 12), slice(0, 12))  # upper chest-wall corner: muscle in MLO, air in CC
+    assert min(m[corner].mean() for m in mlo) > 0.6
+    assert max(c[corner].mean() for c in cc) < 0.3
+    # thickness falls toward the nipple-side skin: intensity along the central row decreases
+    row = cc[0][64, :]
+    inside = np.flatnonzero(row > 0.05)
+    edge = inside.max()
+    assert row[edge - 25 : edge - 15].mean() > row[edge - 3 : edge + 1].mean()
+    right = render_case("normal", "CC", 128, seed=0, laterality="R").image.array[0]
+    assert right[:, -12:].mean() > right[:, :12].mean()  # chest wall on the right
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(InputError, match="unknown phantom label"):
+        render_case("suspicious")
+    with pytest.raises(InputError, match="view"):
+        render_case("benign", view="LAT")
+    with pytest.raises(InputError, match="not drawn"):
+        render_case("benign", kind="spiculated")
+
+
+def test_write_dataset_patient_splits_and_engine_manifest_loader(tmp_path):
+    manifest = write_dataset(tmp_path / "mammo", n_patients=18, size=64, seed=1, two_view_fraction=0.6)
+    rows = list(csv.DictReader(manifest.open()))
+    assert {"path", "label", "patient_id", "split"} <= set(rows[0])
+    splits_of: dict[str, set[str]] = {}
+    for r in rows:
+        splits_of.setdefault(r["patient_id"], set()).add(r["split"])
+        assert (manifest.parent / r["path"]).is_file() and (manifest.parent / r["mask_path"]).is_file()
+    assert len(splits_of) == 18 and all(len(s) == 1 for s in splits_of.values())
+    for split in ("train", "val", "test"):
+        assert {r["label"] for r in rows if r["split"] == split} == {"benign", "uncertain", "malignant"}
+    views = {}
+    for r in rows:
+        views.setdefault(r["patient_id"], []).append(r["view"])
+    assert any(len(v) == 2 for v in views.values()) and any(len(v) == 1 for v in views.values())
+    assert "SYNTHETIC" in (manifest.parent / "README.txt").read_text()
+
+    from medanomaly.io import read
+
+    vol = read(manifest.parent / rows[0]["path"])
+    assert vol.spacing[0] == pytest.approx(120.0 / 64)
+    assert vol.shape == (1, 64, 64)
+
+    from medanomaly.data.manifest import load_manifest
+
+    data = load_manifest(manifest, class_names=("benign", "uncertain", "malignant"), image_size=(64, 64))
+    assert data.images.shape == (len(rows), 1, 64, 64)
+    assert sorted(set(data.labels.tolist())) == [0, 1, 2]
