@@ -241,6 +241,14 @@ def _as_map(t: Any, spatial: tuple[int, ...]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- methods
+def _unit_range(t: torch.Tensor) -> torch.Tensor:
+    """Scale each map of a batch to [0, 1] (a flat map becomes all zeros)."""
+    flat = t.detach().flatten(1)
+    lo = flat.min(1).values.view(-1, *[1] * (t.ndim - 1))
+    span = (flat.max(1).values.view(-1, *[1] * (t.ndim - 1)) - lo).clamp_min(1e-12)
+    return (t.detach() - lo) / span
+
+
 def _cam(cls_name: str, model: Any, x: torch.Tensor, target: int | None, layer: str | None,
          output_fn: Callable[[Any], Any] | None, method: str) -> np.ndarray:  # fmt: skip
     import monai.visualize as mv
@@ -257,7 +265,9 @@ def _cam(cls_name: str, model: Any, x: torch.Tensor, target: int | None, layer: 
     # gradients at the target layer.
     xin = x.detach().clone().requires_grad_(True)
     with _temporary_hooks(model), torch.enable_grad():
-        cam = getattr(mv, cls_name)(nn_module=scorer, target_layers=f"net.{name}")
+        # MONAI's default post-processing maps (min, max) to (1, 0), i.e. flips the map; ours keeps
+        # "higher = more evidence" and scales to [0, 1].
+        cam = getattr(mv, cls_name)(nn_module=scorer, target_layers=f"net.{name}", postprocessing=_unit_range)
         try:
             out = cam(xin, class_idx=target)
         except KeyError:
