@@ -40,6 +40,8 @@ PYRADIOMICS_VERSION = "3.0.1"
 ITK_DATA_DIR = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 INVESALIUS_ARCHIVE = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 MRICRON_DIR = Path("/usr/share/mricron/templates")
+#: Version of the Cranium.inv3 -> NRRD conversion; bump it when the conversion changes.
+CRANIUM_CONVERSION = "2"
 
 #: The real pyradiomics cases: name -> (modality, image file, mask file).
 PYRADIOMICS_CASES = {
@@ -153,9 +155,16 @@ def _fetch_pyradiomics(dest: Path) -> None:
 
 
 def _fetch_invesalius(dest: Path) -> None:
-    """Convert InVesalius' Cranium.inv3 (a gzip tar of a raw int16 matrix + plist) to NRRD once."""
+    """Convert InVesalius' Cranium.inv3 (a gzip tar of a raw int16 matrix + plist) to NRRD once.
+
+    InVesalius stores slices bottom-up in y (VTK's image origin is the lower-left corner): in
+    its matrix the face is at high row indices. We flip rows so that row index grows towards
+    posterior, as in DICOM/LPS (anterior at the top of an axial slice); slices already go
+    inferior -> superior (+z in LPS). The file records ``medanomaly_conversion`` so that a
+    cache written by an older conversion is redone.
+    """
     target = dest / "cranium.nrrd"
-    if target.is_file():
+    if target.is_file() and _conversion_version(target) == CRANIUM_CONVERSION:
         return
     if not INVESALIUS_ARCHIVE.is_file():
         raise FileNotFoundError(f"{INVESALIUS_ARCHIVE}: missing; `make setup` installs invesalius-examples")
@@ -175,12 +184,27 @@ def _fetch_invesalius(dest: Path) -> None:
         if raw.size != n_expected:
             full = tuple(s + 1 for s in shape)
             raw = raw[: int(np.prod(full))].reshape(full)[1:, 1:, 1:]
-        array = raw.reshape(shape)
+        array = np.ascontiguousarray(raw.reshape(shape)[:, ::-1, :])  # rows: anterior -> posterior
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(tuple(float(s) for s in info["spacing"]))
         image.SetMetaData("modality", "CT")
+        image.SetMetaData("medanomaly_conversion", CRANIUM_CONVERSION)
         dest.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(target), useCompression=True)
+
+
+def _conversion_version(path: Path) -> str | None:
+    """The ``medanomaly_conversion`` key of a converted file (header only), or None."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    key = "medanomaly_conversion"
+    return reader.GetMetaData(key) if reader.HasMetaDataKey(key) else None
 
 
 def fetch(verbose: bool = True) -> None:

@@ -1,38 +1,148 @@
 """Medical image I/O: ``read(path) -> Volume`` and ``write(volume, path)``.
 
-Formats are dispatched on the path: DICOM series folders and files, NIfTI, NRRD, PNG/JPEG,
-MedMNIST ``.npz``. Every reader keeps geometry (spacing, origin, direction, LPS).
+Formats are dispatched on the path:
+
+=====================================  ==========================================  ========
+input                                  module                                       writes
+=====================================  ==========================================  ========
+folder of DICOM files (a series)       :mod:`medanomaly.io.dicom_series` (pydicom)  series
+one DICOM file (incl. multi-frame)     :mod:`medanomaly.io.dicom` (pydicom)         --
+``.nii`` ``.nii.gz`` ``.nrrd`` ``.mha``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
+``.png`` ``.jpg`` ``.bmp`` ``.tif``      :mod:`medanomaly.io.png` (SimpleITK)         yes
+MedMNIST ``.npz``                      :mod:`medanomaly.io.npz` (NumPy)             --
+=====================================  ==========================================  ========
+
+Every reader keeps geometry (spacing, origin, direction, LPS mm) and puts only safe technical
+metadata in ``Volume.meta``. Every failure is an :class:`~medanomaly.errors.InputError` naming
+the file and the reason. See ``docs/io.md``.
+
+Example:
+    >>> from medanomaly.io import read
+    >>> from medanomaly.data.sources import real_data
+    >>> read(real_data("pydicom/CT_small.dcm")).meta["units"]  # doctest: +SKIP
+    'HU'
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["read", "write"]
+__all__ = ["read", "write", "detect_format"]
 
 
-def read(path: str | Path) -> Volume:
-    """Read a medical image into a :class:`Volume` (minimal: formats SimpleITK reads directly)."""
-    import SimpleITK as sitk
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def detect_format(path: str | Path) -> str:
+    """The format ``read`` would use: dicom-folder, dicom, nifti, nrrd, metaimage, png..., npz.
+
+    Raises:
+        InputError: missing path or a file of no known format.
+    """
+    from medanomaly.io.itk import itk_format
+    from medanomaly.io.png import PICTURE_SUFFIXES
 
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError("not a readable image", path) from None
-    return Volume.from_sitk(image, source_format=path.suffix.lstrip(".").lower())
+    if path.is_dir():
+        return "dicom-folder"
+    if path.stat().st_size == 0:
+        raise InputError("empty file", path)
+    fmt = itk_format(path)
+    if fmt:
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in PICTURE_SUFFIXES:
+        return PICTURE_SUFFIXES[suffix]
+    if suffix == ".npz":
+        return "npz"
+    if suffix in (".dcm", ".dicom", ".ima", "") or _has_dicm_magic(path):
+        return "dicom"
+    raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI, NRRD, MHA, PNG/JPEG, npz)", path)
 
 
-def write(volume: Volume, path: str | Path) -> Path:
-    """Write a Volume; the format follows the extension (.nii.gz, .nrrd, ...)."""
-    import SimpleITK as sitk
+def read(path: str | Path, series_uid: str | None = None, **options: Any) -> Volume:
+    """Read a medical image into a :class:`Volume` with its geometry.
 
+    Args:
+        path: a DICOM series folder, a DICOM file, NIfTI, NRRD, MetaImage, PNG/JPEG or
+            MedMNIST ``.npz``.
+        series_uid: for a folder holding several series, the SeriesInstanceUID to read; for a
+            DICOM file, checked against the file's.
+        **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test").
+
+    Returns:
+        Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS).
+
+    Raises:
+        InputError: the path is missing, empty, truncated, of unknown format, or (folders)
+            holds several series, inconsistent slice gaps or no readable image.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(volume.to_sitk(), str(path), useCompression=True)
-    return path
+    fmt = detect_format(path)
+    if fmt == "dicom-folder":
+        from medanomaly.io.dicom_series import read_dicom_folder
+
+        return read_dicom_folder(path, series_uid=series_uid)
+    if fmt == "dicom":
+        from medanomaly.io.dicom import read_dicom_file
+
+        vol = read_dicom_file(path)
+        found = vol.meta.get("series_uid")
+        if series_uid is not None and found != series_uid:
+            raise InputError(f"file belongs to series {found}, not {series_uid}", path)
+        return vol
+    if fmt == "npz":
+        from medanomaly.io.npz import read_npz
+
+        return read_npz(path, split=options.get("split"))
+    if fmt in ("nifti", "nrrd", "metaimage"):
+        from medanomaly.io.itk import read_itk
+
+        return read_itk(path)
+    from medanomaly.io.png import read_picture
+
+    return read_picture(path)
+
+
+def write(volume: Volume, path: str | Path, **options: Any) -> Path:
+    """Write a Volume; the format follows the extension.
+
+    ``.nii``/``.nii.gz``/``.nrrd``/``.mha`` keep the full geometry; ``.png``/``.jpg`` write one
+    slice (options ``window=(center, width)``, ``slice_index``); a path without suffix or
+    ending in ``/`` writes a DICOM series folder (options of
+    :func:`medanomaly.io.dicom_writer.write_dicom_series`).
+
+    Returns:
+        The written file (or folder).
+    """
+    from medanomaly.io.itk import itk_format
+    from medanomaly.io.png import PICTURE_SUFFIXES
+
+    raw = str(path)
+    path = Path(path)
+    if itk_format(path):
+        from medanomaly.io.itk import write_itk
+
+        return write_itk(volume, path, **options)
+    if path.suffix.lower() in PICTURE_SUFFIXES:
+        from medanomaly.io.png import write_picture
+
+        return write_picture(volume, path, **options)
+    if raw.endswith(("/", "\\")) or not path.suffix or path.is_dir():
+        from medanomaly.io.dicom_writer import write_dicom_series
+
+        write_dicom_series(volume, path, **options)
+        return path
+    raise InputError(f"cannot write '{path.suffix}' (use .nii.gz, .nrrd, .mha, .png, or a folder for DICOM)", path)

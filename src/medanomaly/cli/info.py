@@ -1,0 +1,98 @@
+"""``medanomaly info PATH [--json] [--series UID]``: what an image is, without opening a viewer.
+
+Prints modality, shape (z, y, x), spacing / origin (x, y, z, mm, LPS), direction, dtype,
+intensity range, number of frames and series. ``--json`` prints one JSON object with the keys
+``modality``, ``shape``, ``spacing_mm``, ``origin_mm``, ``direction``, ``min``, ``max`` (plus
+``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
+    """Read ``path`` and summarise it as a JSON-able dict (no PHI: technical fields only)."""
+    import numpy as np
+
+    from medanomaly.io import read
+
+    vol = read(path, series_uid=series_uid)
+    array = vol.array
+    finite = array if array.dtype.kind in "iub" else array[np.isfinite(array)]
+    lo = finite.min().item() if finite.size else None
+    hi = finite.max().item() if finite.size else None
+    meta = vol.meta
+    return {
+        "path": path.name,
+        "format": meta.get("source_format"),
+        "modality": vol.modality,
+        "shape": list(vol.shape),
+        "components": vol.n_components,
+        "spacing_mm": [round(s, 6) for s in vol.spacing],
+        "origin_mm": [round(o, 6) for o in vol.origin],
+        "direction": [[round(float(v), 6) for v in row] for row in vol.direction],
+        "dtype": str(array.dtype),
+        "min": lo,
+        "max": hi,
+        "units": meta.get("units"),
+        "n_frames": int(meta.get("n_frames", vol.shape[0])),
+        "n_series": int(meta.get("n_series", 1)),
+        "series_uid": meta.get("series_uid"),
+        "transfer_syntax": meta.get("transfer_syntax"),
+        "photometric": meta.get("photometric"),
+        "skipped_files": list(meta.get("skipped_files", [])),
+    }
+
+
+def _fmt_vec(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def print_human(info: dict[str, Any]) -> None:
+    """Aligned ``key: value`` lines (rich table)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rng = f"{info['min']} .. {info['max']}" + (f" {info['units']}" if info.get("units") else "")
+    rows = [
+        ("file", info["path"]),
+        ("format", str(info["format"])),
+        ("modality", info["modality"]),
+        ("shape (z, y, x)", " x ".join(map(str, info["shape"])) + (f" x {info['components']} channels" if info["components"] > 1 else "")),
+        ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])),
+        ("origin (x, y, z) mm", _fmt_vec(info["origin_mm"])),
+        ("direction", " ".join(_fmt_vec(row) for row in info["direction"])),
+        ("dtype", info["dtype"]),
+        ("intensity range", rng),
+        ("frames / series", f"{info['n_frames']} / {info['n_series']}"),
+    ]
+    if info.get("transfer_syntax"):
+        rows.append(("transfer syntax", info["transfer_syntax"]))
+    if info["skipped_files"]:
+        rows.append(("skipped files", ", ".join(info["skipped_files"])))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console(soft_wrap=True).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def info(
+        path: Path = typer.Argument(..., help="DICOM folder or file, NIfTI, NRRD, MHA, PNG/JPEG or MedMNIST .npz."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a multi-series folder."),
+    ) -> None:
+        """Show modality, shape, spacing, origin, direction, dtype and intensity range of an image."""
+        summary = describe(path, series)
+        if as_json:
+            typer.echo(json.dumps(summary))
+        else:
+            print_human(summary)

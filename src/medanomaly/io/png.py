@@ -1,0 +1,110 @@
+"""2D pictures (PNG, JPEG, BMP, TIFF) read and written through SimpleITK.
+
+A picture becomes a one-slice :class:`~medanomaly.types.Volume` (1, y, x) or (1, y, x, 3) for
+colour. RGB files whose three channels are identical (common for exported greyscale slices,
+e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped. Pixel
+spacing comes from the file when it stores one (else 1 mm); there is no patient geometry.
+
+Example:
+    >>> from medanomaly.data.sources import real_data
+    >>> read_picture(real_data("itk/BrainT1Slice.png")).shape  # doctest: +SKIP
+    (1, 217, 181)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+PICTURE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
+
+
+def read_picture(path: str | Path) -> Volume:
+    """Read a PNG/JPEG/BMP/TIFF picture into a one-slice Volume.
+
+    Raises:
+        InputError: unreadable or truncated file.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
+    vol = Volume.from_sitk(image, source_format=fmt)
+    array = vol.array
+    if array.ndim == 4:
+        if array.shape[-1] in (2, 4):  # grey+alpha or RGBA: drop alpha
+            array = array[..., : array.shape[-1] - 1]
+        if array.shape[-1] == 1 or np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
+            array[..., 0], array[..., 2]
+        ):
+            array = array[..., 0]
+    meta = dict(vol.meta)
+    if array.ndim == 4:
+        meta.update(channels=int(array.shape[-1]), photometric="RGB")
+    else:
+        meta["photometric"] = "MONOCHROME2"
+    return Volume(np.ascontiguousarray(array), spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+
+
+def to_uint8(array: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Map intensities to uint8 for display.
+
+    Args:
+        array: any numeric array.
+        window: (center, width) in the array's unit (e.g. HU for CT: lung (-600, 1500),
+            soft tissue (40, 400)); default: the 0.5-99.5 percentile range.
+    """
+    data = np.asarray(array, dtype=np.float32)
+    if window is not None:
+        center, width = window
+        lo, hi = center - width / 2.0, center + width / 2.0
+    else:
+        finite = data[np.isfinite(data)]
+        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    return np.nan_to_num(out).round().astype(np.uint8)
+
+
+def write_picture(
+    volume: Volume, path: str | Path, *, window: tuple[float, float] | None = None, slice_index: int | None = None
+) -> Path:
+    """Write one slice as PNG/JPEG/BMP/TIFF.
+
+    uint8/uint16 voxels are written as they are; other types are mapped to uint8 with ``window``
+    (center, width), or with the 0.5-99.5 percentile range when no window is given.
+
+    Args:
+        volume: a one-slice Volume, or any Volume with ``slice_index``.
+        path: output file; the extension picks the format.
+        window: display window for non-integer or signed data (e.g. HU).
+        slice_index: which z slice to write for a 3D volume.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise InputError(f"unknown picture extension (use one of {', '.join(PICTURE_SUFFIXES)})", path)
+    if slice_index is None:
+        if not volume.is_2d:
+            raise InputError(f"a picture holds one slice; volume has {volume.shape[0]} (pass slice_index)", path)
+        slice_index = 0
+    plane = volume.array[slice_index]
+    if window is not None or plane.dtype not in (np.uint8, np.uint16):
+        plane = to_uint8(plane, window)
+    if plane.dtype == np.uint16 and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+        plane = (plane >> 8).astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(plane), isVector=plane.ndim == 3)
+    image.SetSpacing(volume.spacing[:2])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
