@@ -16,6 +16,8 @@ from medanomaly.errors import MedanomalyError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
+    "medanomaly.cli.info",
+    "medanomaly.cli.demo",
 )
 
 app = typer.Typer(
