@@ -196,7 +196,7 @@ def shift_datetime(value: str, days: int) -> str | None:
     return None if head is None else head + value[8:]
 
 
-def _phi_terms(ds) -> list[str]:
+def phi_terms(ds) -> list[str]:
     """Identifying strings of this dataset, for the Clean action (longest first)."""
     terms: set[str] = set()
     for tag in (0x00100010, 0x00101001, 0x00101005, 0x00101060, 0x00080090, 0x00081050, 0x00081060, 0x00081070):
@@ -390,7 +390,7 @@ def deidentify_dataset(ds, key: bytes, options: ProfileOptions | None = None) ->
     identity = patient_identity(ds)
     original = {"patient_id": str(ds.get("PatientID", "") or ""), "patient_name": str(ds.get("PatientName", "") or "")}
     outcome = DeidOutcome(pseudonym=pseudonym(key, identity), identity=identity, original=original)
-    walker = _Walker(key, options, date_shift_days(key, identity), _phi_terms(ds), outcome.counts)
+    walker = _Walker(key, options, date_shift_days(key, identity), phi_terms(ds), outcome.counts)
     walker.walk(ds)
 
     ds.PatientName = outcome.pseudonym

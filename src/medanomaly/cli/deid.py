@@ -1,0 +1,90 @@
+"""``medanomaly deid IN OUT``: de-identify a DICOM folder (PS3.15 Annex E basic profile + options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _parse_private(items: list[str]) -> frozenset[tuple[str, int]]:
+    from medanomaly.errors import InputError
+
+    out = set()
+    for item in items:
+        creator, sep, elem = item.rpartition(":")
+        try:
+            value = int(elem, 16)
+        except ValueError:
+            value = -1
+        if not sep or not creator or not 0 <= value <= 0xFF:
+            raise InputError(f"--keep-private wants CREATOR:EE (element byte in hex), got {item!r}")
+        out.add((creator, value))
+    return frozenset(out)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def deid(
+        in_dir: Path = typer.Argument(..., help="Input folder of DICOM files (only read, never modified)."),
+        out_dir: Path = typer.Argument(..., help="Output folder (<study>/<series>/<instance>.dcm, remapped UIDs)."),
+        key_file: Path | None = typer.Option(
+            None, "--key-file", help="File holding the project secret (else $MEDANOMALY_DEID_KEY)."
+        ),
+        dates: str = typer.Option("remove", "--dates", help="remove | shift (per-patient offset) | keep."),
+        retain_dates: bool = typer.Option(False, "--retain-dates", help="Same as --dates shift."),
+        retain_patient_characteristics: bool = typer.Option(
+            False, "--retain-patient-characteristics", help="Keep sex, age, size, weight (Annex E option)."
+        ),
+        clean_descriptors: bool = typer.Option(
+            False, "--clean-descriptors", help="Keep descriptions/comments with identifiers scrubbed."
+        ),
+        retain_device_identity: bool = typer.Option(False, "--retain-device-identity"),
+        retain_institution_identity: bool = typer.Option(False, "--retain-institution-identity"),
+        keep_private: list[str] = typer.Option(
+            [], "--keep-private", help="Safe private element CREATOR:EE to keep (repeatable)."
+        ),
+        burned_in: str = typer.Option("auto", "--burned-in", help="auto (BurnedInAnnotation) | always | never."),
+        redact: str = typer.Option("all", "--redact", help="Blank all text regions, or only OCR-detected PHI."),
+        ocr_check: bool = typer.Option(True, "--ocr-check/--no-ocr-check", help="OCR whole frame after redaction."),
+        max_size_mb: float = typer.Option(2048, "--max-size-mb", help="Refuse larger files."),
+        lookup: Path | None = typer.Option(
+            None, "--lookup", help="Encrypted re-identification lookup file to create or extend."
+        ),
+    ) -> None:
+        """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from medanomaly.errors import InputError
+        from medanomaly.privacy.deid import DeidConfig, deidentify_folder
+        from medanomaly.privacy.profile import DATE_OPTIONS, ProfileOptions
+        from medanomaly.privacy.pseudonym import load_key
+
+        if retain_dates:
+            dates = "shift"
+        if dates not in DATE_OPTIONS:
+            raise InputError(f"--dates must be one of {', '.join(DATE_OPTIONS)}")
+        if burned_in not in ("auto", "always", "never") or redact not in ("all", "phi"):
+            raise InputError("--burned-in must be auto|always|never and --redact all|phi")
+        key = load_key(key_file)
+        options = ProfileOptions(
+            dates=dates,
+            retain_patient_characteristics=retain_patient_characteristics,
+            clean_descriptors=clean_descriptors,
+            retain_device_identity=retain_device_identity,
+            retain_institution_identity=retain_institution_identity,
+            safe_private=_parse_private(keep_private),
+        )
+        config = DeidConfig(options, burned_in, redact, ocr_check, max_size_mb, lookup)
+        columns = (TextColumn("deid"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeRemainingColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("deid", total=None)
+
+            def tick(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick)
+        typer.echo(
+            f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
+            f"audit: {summary.audit_path}"
+        )

@@ -1,0 +1,278 @@
+"""Batch de-identification of a DICOM folder: the driver behind ``medanomaly deid IN OUT``.
+
+For each file: size check, read, burned-in text redaction (pixels), header profile, UID remap and
+file meta fix, then an atomic write (temporary file + ``os.replace``) to
+``OUT/<study>/<series>/<instance>.dcm`` where every name is a remapped UID (no PHI in file names).
+Bad files (unreadable, no pixel data, too large, undecodable pixels, text left after redaction)
+are refused with a fixed reason in the audit and the rest goes on. The input folder is only read.
+
+A manifest (``OUT/.medanomaly/manifest.jsonl``, keyed file ids only) records each finished file
+after its output is in place, so an interrupted run re-run with the same arguments resumes where
+it stopped and never leaves half-written outputs.
+
+Example:
+    >>> from medanomaly.privacy.deid import DeidConfig
+    >>> DeidConfig().max_file_mb
+    2048
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from medanomaly.errors import InputError
+from medanomaly.privacy.audit import Audit
+from medanomaly.privacy.profile import ProfileOptions, phi_terms, deidentify_dataset, set_method
+from medanomaly.privacy.pseudonym import file_id, read_lookup, write_lookup
+from medanomaly.privacy.uids import fix_file_meta
+
+STATE_DIR = ".medanomaly"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    """Run settings.
+
+    Attributes:
+        options: header profile options.
+        burned_in: ``auto`` (respect BurnedInAnnotation; scan US/SC/OT... when absent),
+            ``always`` or ``never``.
+        redact: ``all`` text regions (default) or only those OCR reads as ``phi``.
+        ocr_check: after redaction, OCR the whole first frame as an independent check.
+        max_file_mb: larger files are refused (MB = 2**20 bytes).
+        lookup: optional encrypted re-identification lookup file to create/extend.
+    """
+
+    options: ProfileOptions = field(default_factory=ProfileOptions)
+    burned_in: str = "auto"
+    redact: str = "all"
+    ocr_check: bool = True
+    max_file_mb: float = 2048
+    lookup: Path | None = None
+
+    def describe(self) -> dict:
+        """Settings for the audit (no key, no lookup path)."""
+        opts = asdict(self.options)
+        opts["safe_private"] = sorted(f"{c}:{e:02X}" for c, e in self.options.safe_private)
+        return {
+            **opts,
+            "burned_in": self.burned_in,
+            "redact": self.redact,
+            "ocr_check": self.ocr_check,
+            "max_file_mb": self.max_file_mb,
+            "lookup_file": self.lookup is not None,
+        }
+
+
+@dataclass(frozen=True)
+class DeidSummary:
+    """What a folder run did."""
+
+    processed: int
+    resumed: int
+    refused: int
+    audit_path: Path
+    out_dir: Path
+
+
+class Refused(Exception):
+    """A file the run will not release; ``reason`` is one of :data:`audit.REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class FileResult:
+    """One de-identified dataset, ready to write (``outcome`` holds in-memory identity only)."""
+
+    dataset: object
+    outcome: object
+    redaction: object
+    relpath: str
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value validation while we work: its warnings can quote element values (PHI)."""
+    from pydicom import config as pconfig
+
+    settings = pconfig.settings
+    saved = (settings.reading_validation_mode, settings.writing_validation_mode)
+    settings.reading_validation_mode = pconfig.IGNORE
+    settings.writing_validation_mode = pconfig.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = saved
+
+
+def deidentify_file(path: str | Path, key: bytes, config: DeidConfig | None = None) -> FileResult:
+    """De-identify one file in memory (nothing written); pydicom warnings are silenced (PHI).
+
+    Raises:
+        Refused: with a fixed reason, for files that must not be released.
+    """
+    with quiet_pydicom():
+        return _deidentify_file(Path(path), key, config or DeidConfig())
+
+
+def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from medanomaly.privacy.burned_in import redact_dataset
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise Refused("not a readable DICOM file") from None
+    if size > config.max_file_mb * 2**20:
+        raise Refused("file larger than the size limit")
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        raise Refused("not a readable DICOM file") from None
+    if not any(t in ds for t in _PIXEL_TAGS):
+        raise Refused("no pixel data")
+    try:
+        terms = phi_terms(ds)
+    except Exception:  # noqa: BLE001 - a malformed header value: refuse, never print it
+        raise Refused("not a readable DICOM file") from None
+    try:
+        redaction = redact_dataset(
+            ds, terms=terms, policy=config.burned_in, mode=config.redact, ocr_check=config.ocr_check
+        )
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError, TypeError):
+        raise Refused("pixel data cannot be decoded") from None
+    if redaction.residual_phi:
+        raise Refused("burned-in text remains after redaction")
+    try:
+        outcome = deidentify_dataset(ds, key, config.options)
+        set_method(ds, config.options, pixels_cleaned=redaction.changed)
+        fix_file_meta(ds)
+    except Exception:  # noqa: BLE001 - never echo a value; the audit gets a fixed reason
+        raise Refused("de-identification failed") from None
+    rel = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    return FileResult(ds, outcome, redaction, rel)
+
+
+def write_atomic(ds, dest: Path) -> None:
+    """Write ``ds`` to ``dest`` via a temporary file in the same folder and ``os.replace``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def list_inputs(in_dir: Path) -> list[Path]:
+    """Every regular file under ``in_dir`` (recursively, sorted; hidden files included)."""
+    return sorted(p for p in in_dir.rglob("*") if p.is_file())
+
+
+def _check_dirs(in_dir: Path, out_dir: Path) -> None:
+    if not in_dir.is_dir():
+        raise InputError("input folder does not exist or is not a folder", in_dir)
+    a, b = in_dir.resolve(), out_dir.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise InputError("output folder must be outside the input folder (the input is never modified)", out_dir)
+
+
+def _load_manifest(path: Path, out_dir: Path) -> set[str]:
+    done: set[str] = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            if (out_dir / entry["output"]).is_file():
+                done.add(entry["file_id"])
+    return done
+
+
+def _clean_stale(out_dir: Path) -> None:
+    for tmp in out_dir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def deidentify_folder(
+    in_dir: str | Path,
+    out_dir: str | Path,
+    key: bytes,
+    config: DeidConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DeidSummary:
+    """De-identify every file under ``in_dir`` into ``out_dir`` (resumable; see module doc).
+
+    Args:
+        in_dir: input folder (read only).
+        out_dir: output folder (created; must not overlap the input).
+        key: project secret (:func:`medanomaly.privacy.pseudonym.load_key`).
+        config: run settings.
+        progress: called as ``progress(done, total)`` after each file.
+
+    Returns:
+        counts and the audit path (``OUT/.medanomaly/audit-<UTC time>.json``).
+    """
+    config = config or DeidConfig()
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    _check_dirs(in_dir, out_dir)
+    state = out_dir / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir)
+    manifest_path = state / "manifest.jsonl"
+    done = _load_manifest(manifest_path, out_dir)
+    known = set(read_lookup(config.lookup, key)) if config.lookup and Path(config.lookup).is_file() else set()
+
+    audit = Audit(options=config.describe())
+    files = list_inputs(in_dir)
+    total = len(files)
+    with manifest_path.open("a", encoding="utf-8") as manifest:
+        for i, path in enumerate(files, 1):
+            fid = file_id(key, path.relative_to(in_dir).as_posix())
+            if fid in done:
+                audit.resumed += 1
+            else:
+                _process_one(path, fid, key, config, out_dir, audit, manifest, known)
+            if progress is not None:
+                progress(i, total)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    audit_path = audit.write(state / f"audit-{stamp}.json")
+    return DeidSummary(audit.processed, audit.resumed, len(audit.refused), audit_path, out_dir)
+
+
+def _process_one(path, fid, key, config, out_dir, audit, manifest, known) -> None:
+    try:
+        result = deidentify_file(path, key, config)
+    except Refused as exc:
+        audit.refuse(fid, exc.reason)
+        return
+    outcome = result.outcome
+    if config.lookup is not None and outcome.pseudonym not in known:
+        write_lookup(config.lookup, key, {outcome.pseudonym: outcome.original})
+        known.add(outcome.pseudonym)
+    try:
+        with quiet_pydicom():
+            write_atomic(result.dataset, out_dir / result.relpath)
+    except (OSError, ValueError, TypeError, AttributeError):
+        audit.refuse(fid, "output could not be written")
+        return
+    manifest.write(json.dumps({"file_id": fid, "output": result.relpath}) + "\n")
+    manifest.flush()
+    audit.add(result.relpath, outcome.counts, outcome.pseudonym, result.redaction)
