@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
     "medanomaly.cli.info",
     "medanomaly.cli.demo",
+    "medanomaly.cli.classify",
+    "medanomaly.cli.deid",
 )
 
 app = typer.Typer(
