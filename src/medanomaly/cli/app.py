@@ -16,6 +16,7 @@ from medanomaly.errors import MedanomalyError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
+    "medanomaly.cli.preprocess",
     "medanomaly.cli.info",
     "medanomaly.cli.demo",
     "medanomaly.cli.classify",

@@ -9,6 +9,8 @@ it lazily). The lung mask is the stable entry point the lung-nodule task uses:
 
 from __future__ import annotations
 
+from medanomaly.preprocess import steps as steps  # registers the TRANSFORMS entries
+from medanomaly.preprocess.pipeline import Pipeline, PipelineResult, StepRecord
 from medanomaly.preprocess.segment import (
     LEFT_LUNG,
     RIGHT_LUNG,
@@ -21,6 +23,9 @@ from medanomaly.preprocess.segment import (
 )
 
 __all__ = [
+    "Pipeline",
+    "PipelineResult",
+    "StepRecord",
     "LEFT_LUNG",
     "RIGHT_LUNG",
     "airway_mask",

@@ -42,10 +42,10 @@ def require_finite(volume: Volume, what: str = "this step") -> Volume:
 
 
 def looks_like_hu(volume: Volume) -> bool:
-    """True when the intensity range is plausible for CT in HU (air near -1000, no huge values)."""
+    """True when the range is plausible for CT in HU: air (min -3100..-500), no huge values."""
     arr = volume.array
     lo, hi = float(np.min(arr)), float(np.max(arr))
-    return lo >= -3100.0 and lo <= -500.0 and hi <= 40000.0 and hi > -200.0
+    return -3100.0 <= lo <= -500.0 and hi <= 40000.0
 
 
 def require_ct(volume: Volume, what: str = "this step") -> Volume:

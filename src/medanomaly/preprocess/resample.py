@@ -1,0 +1,176 @@
+"""Spatial steps that keep patient space: resample to a spacing or a grid, crop/pad, crop to a
+mask's bounding box, canonical orientation.
+
+Every function returns a Volume whose voxels sit at the right LPS position (origin updated on
+crops and pads), so mapping back is always "resample onto the original grid"
+(:func:`resample_like`), and a point keeps its LPS coordinates. Resampling and reorientation
+are SimpleITK (``ResampleImageFilter``, ``DICOMOrient``); masks use nearest neighbour.
+
+Example:
+    >>> import numpy as np
+    >>> from medanomaly.types import Volume
+    >>> v = Volume(np.zeros((10, 20, 20), np.float32), spacing=(0.5, 0.5, 2.0))
+    >>> resample_to_spacing(v, 1.0).shape
+    (20, 10, 10)
+    >>> crop_or_pad(v, (4, 8, 30)).shape
+    (4, 8, 30)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.preprocess._checks import require_finite, require_mask
+from medanomaly.types import Volume
+
+__all__ = [
+    "is_mask_volume",
+    "resample_to_spacing",
+    "resample_like",
+    "crop_or_pad",
+    "crop_to_mask",
+    "to_canonical",
+]
+
+Interpolator = Literal["linear", "nearest", "bspline", "auto"]
+
+
+def is_mask_volume(volume: Volume) -> bool:
+    """True for label images (uint8/bool, or meta ``label`` set): they resample with nearest."""
+    return volume.array.dtype in (np.uint8, np.bool_) or "label" in volume.meta
+
+
+def _interpolator(volume: Volume, interpolator: Interpolator) -> int:
+    import SimpleITK as sitk
+
+    if interpolator == "auto":
+        interpolator = "nearest" if is_mask_volume(volume) else "linear"
+    table = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+    if interpolator not in table:
+        raise InputError(f"unknown interpolator {interpolator!r}; valid: auto, {', '.join(table)}")
+    return table[interpolator]
+
+
+def _default_value(volume: Volume) -> float:
+    if is_mask_volume(volume):
+        return 0.0
+    return float(np.min(volume.array))
+
+
+def _resample(volume: Volume, size_xyz, spacing, origin, direction, interpolator: Interpolator,
+              default: float | None) -> Volume:  # fmt: skip
+    import SimpleITK as sitk
+
+    require_finite(volume, "resample")
+    fill = _default_value(volume) if default is None else float(default)
+    dtype = volume.array.dtype
+    work = volume if dtype != np.bool_ else volume.with_array(volume.array.astype(np.uint8))
+    out = sitk.Resample(
+        work.to_sitk(), [int(s) for s in size_xyz], sitk.Transform(), _interpolator(volume, interpolator),
+        tuple(float(o) for o in origin), tuple(float(s) for s in spacing),
+        tuple(float(d) for d in np.asarray(direction).ravel()), fill,
+    )  # fmt: skip
+    arr = sitk.GetArrayFromImage(out)
+    return Volume(arr.astype(work.array.dtype, copy=False), spacing=spacing, origin=origin,
+                  direction=direction, meta=dict(volume.meta))  # fmt: skip
+
+
+def resample_to_spacing(
+    volume: Volume,
+    spacing: float | Sequence[float] = 1.0,
+    interpolator: Interpolator = "auto",
+    default: float | None = None,
+) -> Volume:
+    """Resample to a new voxel size in mm, keeping the origin and the physical extent.
+
+    The new size is ``round(size * old_spacing / new_spacing)`` per axis, so the extent
+    (``size * spacing``) changes by less than one new voxel. A single-slice (2D) image keeps
+    one slice.
+
+    Args:
+        spacing: target spacing, mm: one number (isotropic) or (x, y, z).
+        interpolator: ``auto`` (nearest for masks, linear otherwise), linear, nearest, bspline.
+        default: value outside the input (default: image minimum; 0 for masks).
+    """
+    target = np.full(3, float(spacing)) if np.isscalar(spacing) else np.asarray(spacing, dtype=float)
+    if target.shape != (3,) or np.any(target <= 0) or not np.all(np.isfinite(target)):
+        raise InputError(f"resample: spacing must be > 0 (one value or x, y, z), got {spacing}")
+    old = np.asarray(volume.spacing)
+    if volume.is_2d:
+        target[2] = old[2]
+    size = np.maximum(np.round(np.asarray(volume.size_xyz) * old / target), 1).astype(int)
+    return _resample(volume, size, tuple(target), volume.origin, volume.direction, interpolator, default)
+
+
+def resample_like(volume: Volume, reference: Volume, interpolator: Interpolator = "auto",
+                  default: float | None = None) -> Volume:  # fmt: skip
+    """Resample ``volume`` onto ``reference``'s grid (shape, spacing, origin, direction)."""
+    return _resample(volume, reference.size_xyz, reference.spacing, reference.origin, reference.direction,
+                     interpolator, default)  # fmt: skip
+
+
+def _crop_pad(volume: Volume, start_zyx: np.ndarray, size_zyx: Sequence[int], pad_value: float | None) -> Volume:
+    """Extract ``size`` voxels starting at ``start`` (may be negative / past the end: padded)."""
+    size_zyx = np.asarray(size_zyx, dtype=int)
+    fill = _default_value(volume) if pad_value is None else float(pad_value)
+    arr = volume.array
+    out_shape = tuple(size_zyx) + arr.shape[3:]
+    out = np.full(out_shape, fill, dtype=arr.dtype)
+    src_lo = np.maximum(start_zyx, 0)
+    src_hi = np.minimum(start_zyx + size_zyx, np.asarray(arr.shape[:3]))
+    if np.all(src_hi > src_lo):
+        dst_lo = src_lo - start_zyx
+        dst_hi = dst_lo + (src_hi - src_lo)
+        out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi, strict=True))] = arr[
+            tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))
+        ]
+    origin = volume.index_to_physical(np.asarray(start_zyx[::-1], dtype=float))
+    return Volume(out, spacing=volume.spacing, origin=tuple(origin), direction=volume.direction,
+                  meta=dict(volume.meta))  # fmt: skip
+
+
+def crop_or_pad(volume: Volume, size_zyx: Sequence[int], pad_value: float | None = None) -> Volume:
+    """Centre-crop or pad to ``size_zyx`` voxels (z, y, x); the origin moves so voxels keep their
+    LPS position. Padding uses ``pad_value`` (default: image minimum, 0 for masks)."""
+    size = np.asarray(size_zyx, dtype=int)
+    if size.shape != (3,) or np.any(size < 1):
+        raise InputError(f"crop_or_pad: size must be 3 positive ints (z, y, x), got {size_zyx}")
+    start = (np.asarray(volume.shape) - size) // 2
+    return _crop_pad(volume, start, size, pad_value)
+
+
+def crop_to_mask(volume: Volume, mask: Volume, margin_mm: float | Sequence[float] = 10.0) -> Volume:
+    """Crop to the bounding box of ``mask`` (same grid) grown by ``margin_mm``, within the image.
+
+    Raises:
+        InputError: empty mask, or a mask on another grid.
+    """
+    boolean = require_mask(mask, volume, "crop_to_mask")
+    margin = np.full(3, float(margin_mm)) if np.isscalar(margin_mm) else np.asarray(margin_mm, float)
+    if np.any(margin < 0):
+        raise InputError(f"crop_to_mask: margin must be >= 0 mm, got {margin_mm}")
+    pad_zyx = np.ceil(margin[::-1] / np.asarray(volume.spacing)[::-1]).astype(int)
+    idx = np.nonzero(boolean)
+    lo = np.array([i.min() for i in idx]) - pad_zyx
+    hi = np.array([i.max() for i in idx]) + 1 + pad_zyx
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, np.asarray(volume.shape))
+    return _crop_pad(volume, lo, hi - lo, None)
+
+
+def to_canonical(volume: Volume, orientation: str = "LPS") -> Volume:
+    """Reorient (permute/flip axes, no interpolation) so index axes point along ``orientation``
+    (ITK/DICOM letters, default LPS: identity direction). SimpleITK ``DICOMOrient``."""
+    import SimpleITK as sitk
+
+    orientation = orientation.upper()
+    if len(orientation) != 3 or sorted(orientation.translate(str.maketrans("RAI", "LPS"))) != ["L", "P", "S"]:
+        raise InputError(f"to_canonical: orientation must be three letters like LPS or RAS, got {orientation!r}")
+    if volume.n_components != 1:
+        raise InputError("to_canonical needs a scalar image")
+    out = sitk.DICOMOrient(volume.to_sitk(), orientation)
+    return Volume.from_sitk(out, **dict(volume.meta))

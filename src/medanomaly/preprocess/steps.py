@@ -1,0 +1,373 @@
+"""Pipeline steps: one small frozen dataclass per operation, registered in ``TRANSFORMS``.
+
+Each step stores its parameters (the constructor validates them), and ``apply(volume, context)``
+calls the pure function of :mod:`denoise`, :mod:`enhance`, :mod:`normalise`, :mod:`resample` or
+:mod:`segment` and returns ``(volume, applied)``, where ``applied`` records the values it used
+(window bounds, the sampled gamma, the ROI volume in mL, the new shape). ROI masks computed by
+``mask_roi``/``crop_to_roi`` live in ``context["masks"]`` and follow every later spatial step.
+Random steps sample their parameters from their own seeded generator, call the deterministic
+op, and record what they sampled.
+
+Example:
+    >>> from medanomaly.registry import TRANSFORMS
+    >>> TRANSFORMS.create("window", preset="lung").params
+    {'preset': 'lung', 'low': None, 'high': None}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from medanomaly.errors import ConfigError
+from medanomaly.preprocess import denoise as _denoise
+from medanomaly.preprocess import enhance as _enhance
+from medanomaly.preprocess import normalise as _normalise
+from medanomaly.preprocess import resample as _resample
+from medanomaly.preprocess import segment as _segment
+from medanomaly.registry import TRANSFORMS
+from medanomaly.types import Volume
+
+__all__ = ["Step", "ROI_FUNCTIONS", "DENOISERS"]
+
+#: ROI name -> mask function (Volume -> uint8 Volume).
+ROI_FUNCTIONS = {
+    "lung": _segment.lung_mask,
+    "body": _segment.body_mask,
+    "breast": _segment.breast_mask,
+    "brain": _segment.brain_mask,
+}
+
+#: ``denoise`` step methods -> function.
+DENOISERS = {
+    "gaussian": _denoise.gaussian,
+    "median": _denoise.median,
+    "bilateral": _denoise.bilateral,
+    "nl_means": _denoise.nl_means,
+    "curvature": lambda v, **kw: _denoise.anisotropic_diffusion(v, kind="curvature", **kw),
+    "gradient": lambda v, **kw: _denoise.anisotropic_diffusion(v, kind="gradient", **kw),
+    "speckle": _denoise.speckle_lee,
+}
+
+Applied = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Base class: ``params`` are the dataclass fields; subclasses implement ``run``."""
+
+    name: ClassVar[str] = "step"
+    spatial: ClassVar[bool] = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        raise NotImplementedError
+
+    def apply(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        """Run the step; spatial steps also carry the context's ROI masks onto the new grid."""
+        out, applied = self.run(volume, context)
+        if self.spatial and context.get("masks"):
+            context["masks"] = {
+                k: _resample.resample_like(m, out, interpolator="nearest", default=0) for k, m in context["masks"].items()
+            }
+        return out, applied
+
+
+def _roi_mask(roi: str, volume: Volume, context: dict[str, Any]) -> Volume:
+    masks = context.setdefault("masks", {})
+    if roi not in masks:
+        masks[roi] = ROI_FUNCTIONS[roi](volume)
+    return masks[roi]
+
+
+def _check_roi(roi: str) -> None:
+    if roi not in ROI_FUNCTIONS:
+        raise ConfigError(f"unknown roi {roi!r}; valid: {', '.join(sorted(ROI_FUNCTIONS))}")
+
+
+# ------------------------------------------------------------------------------------- intensity
+@TRANSFORMS.register("window")
+@dataclass(frozen=True)
+class Window(Step):
+    """CT window to 0..1 (:func:`enhance.window`)."""
+
+    preset: str | None = "lung"
+    low: float | None = None
+    high: float | None = None
+    name: ClassVar[str] = "window"
+
+    def __post_init__(self) -> None:
+        _enhance._window_bounds(self.preset, self.low, self.high)
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        lo, hi = _enhance._window_bounds(self.preset, self.low, self.high)
+        return _enhance.window(volume, self.preset, self.low, self.high), {"low_hu": lo, "high_hu": hi}
+
+
+@TRANSFORMS.register("multi_window")
+@dataclass(frozen=True)
+class MultiWindow(Step):
+    """Several CT windows stacked as channels (:func:`enhance.multi_window`)."""
+
+    presets: tuple[str, ...] = ("lung", "mediastinum", "bone")
+    name: ClassVar[str] = "multi_window"
+
+    def __post_init__(self) -> None:
+        for p in self.presets:
+            _enhance._window_bounds(p, None, None)
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _enhance.multi_window(volume, tuple(self.presets)), {"channels": list(self.presets)}
+
+
+@TRANSFORMS.register("denoise")
+@dataclass(frozen=True)
+class Denoise(Step):
+    """Denoise with ``method`` (gaussian, median, bilateral, nl_means, curvature, gradient,
+    speckle); ``options`` are passed to the function (e.g. ``sigma_mm``)."""
+
+    method: str = "gaussian"
+    options: dict[str, Any] = field(default_factory=dict)
+    name: ClassVar[str] = "denoise"
+
+    def __init__(self, method: str = "gaussian", **options: Any) -> None:
+        if method not in DENOISERS:
+            raise ConfigError(f"unknown denoise method {method!r}; valid: {', '.join(sorted(DENOISERS))}")
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "options", dict(options))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"method": self.method, **self.options}
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        try:
+            out = DENOISERS[self.method](volume, **self.options)
+        except TypeError as exc:
+            raise ConfigError(f"denoise {self.method}: {exc}") from None
+        return out, {"method": self.method}
+
+
+@TRANSFORMS.register("clahe")
+@dataclass(frozen=True)
+class Clahe(Step):
+    """CLAHE to 0..1 (:func:`enhance.clahe`)."""
+
+    clip_limit: float = 0.01
+    kernel_size: int | None = None
+    per_slice: bool = True
+    name: ClassVar[str] = "clahe"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _enhance.clahe(volume, self.clip_limit, self.kernel_size, self.per_slice), {}
+
+
+@TRANSFORMS.register("equalize")
+@dataclass(frozen=True)
+class Equalize(Step):
+    """Histogram equalisation to 0..1, optionally from the histogram inside ``roi``."""
+
+    nbins: int = 256
+    roi: str | None = None
+    name: ClassVar[str] = "equalize"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        mask = _roi_mask(self.roi, volume, context) if self.roi else None
+        return _enhance.equalize(volume, self.nbins, mask), {}
+
+
+@TRANSFORMS.register("gamma")
+@dataclass(frozen=True)
+class Gamma(Step):
+    """Gamma correction of a 0..1 image."""
+
+    gamma: float = 1.0
+    name: ClassVar[str] = "gamma"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _enhance.gamma(volume, self.gamma), {"gamma": self.gamma}
+
+
+@TRANSFORMS.register("random_gamma")
+@dataclass(frozen=True)
+class RandomGamma(Step):
+    """Gamma drawn log-uniformly in ``low..high`` (seeded), then :func:`enhance.gamma`; the
+    sampled value is recorded so the run is reproducible."""
+
+    low: float = 0.7
+    high: float = 1.5
+    seed: int | None = None
+    name: ClassVar[str] = "random_gamma"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.high:
+            raise ConfigError(f"random_gamma: need 0 < low <= high, got {self.low}, {self.high}")
+        object.__setattr__(self, "_rng", np.random.default_rng(self.seed))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "seed": self.seed}
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        g = float(np.exp(self._rng.uniform(np.log(self.low), np.log(self.high))))  # type: ignore[attr-defined]
+        return _enhance.gamma(volume, g), {"gamma": g}
+
+
+@TRANSFORMS.register("unsharp")
+@dataclass(frozen=True)
+class Unsharp(Step):
+    """Unsharp masking (:func:`enhance.unsharp`)."""
+
+    radius_mm: float = 1.0
+    amount: float = 1.0
+    name: ClassVar[str] = "unsharp"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _enhance.unsharp(volume, self.radius_mm, self.amount), {}
+
+
+@TRANSFORMS.register("minmax")
+@dataclass(frozen=True)
+class MinMax(Step):
+    """Min-max to 0..1 (inside ``roi`` if given)."""
+
+    roi: str | None = None
+    name: ClassVar[str] = "minmax"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        mask = _roi_mask(self.roi, volume, context) if self.roi else None
+        vals = volume.array if mask is None else volume.array[mask.array > 0]
+        return _normalise.minmax(volume, mask), {"min": float(np.min(vals)), "max": float(np.max(vals))}
+
+
+@TRANSFORMS.register("zscore")
+@dataclass(frozen=True)
+class ZScore(Step):
+    """Z-score (statistics inside ``roi`` if given)."""
+
+    roi: str | None = None
+    name: ClassVar[str] = "zscore"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        mask = _roi_mask(self.roi, volume, context) if self.roi else None
+        vals = np.asarray(volume.array if mask is None else volume.array[mask.array > 0], np.float64)
+        return _normalise.zscore(volume, mask), {"mean": float(vals.mean()), "std": float(vals.std())}
+
+
+@TRANSFORMS.register("percentile_clip")
+@dataclass(frozen=True)
+class PercentileClip(Step):
+    """Clip to percentiles (:func:`normalise.percentile_clip`)."""
+
+    lower: float = 0.5
+    upper: float = 99.5
+    name: ClassVar[str] = "percentile_clip"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        lo, hi = np.percentile(volume.array, [self.lower, self.upper])
+        return _normalise.percentile_clip(volume, self.lower, self.upper), {"low": float(lo), "high": float(hi)}
+
+
+@TRANSFORMS.register("hu_clip")
+@dataclass(frozen=True)
+class HuClip(Step):
+    """Clip a CT to ``low..high`` HU."""
+
+    low: float = -1024.0
+    high: float = 3071.0
+    name: ClassVar[str] = "hu_clip"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _normalise.hu_clip(volume, self.low, self.high), {}
+
+
+# ------------------------------------------------------------------------------------- ROI
+@TRANSFORMS.register("mask_roi")
+@dataclass(frozen=True)
+class MaskRoi(Step):
+    """Compute an ROI mask (lung, body, breast, brain), keep it for later steps, and set voxels
+    outside it to ``fill`` (default: the image minimum). Records the ROI volume in mL."""
+
+    roi: str = "lung"
+    fill: float | None = None
+    name: ClassVar[str] = "mask_roi"
+
+    def __post_init__(self) -> None:
+        _check_roi(self.roi)
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        mask = _roi_mask(self.roi, volume, context)
+        inside = mask.array > 0
+        fill = float(np.min(volume.array)) if self.fill is None else float(self.fill)
+        arr = np.where(inside if volume.array.ndim == 3 else inside[..., None], volume.array, fill)
+        ml = float(np.count_nonzero(inside) * volume.voxel_volume_mm3 / 1000.0)
+        return volume.with_array(arr.astype(volume.array.dtype)), {"roi_ml": round(ml, 2), "fill": fill}
+
+
+# ------------------------------------------------------------------------------------- spatial
+@TRANSFORMS.register("resample")
+@dataclass(frozen=True)
+class Resample(Step):
+    """Resample to ``spacing`` mm (one value or x, y, z)."""
+
+    spacing: float | tuple[float, float, float] = 1.0
+    interpolator: str = "auto"
+    name: ClassVar[str] = "resample"
+    spatial: ClassVar[bool] = True
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        spacing = self.spacing if np.isscalar(self.spacing) else tuple(self.spacing)  # type: ignore[arg-type]
+        out = _resample.resample_to_spacing(volume, spacing, self.interpolator)  # type: ignore[arg-type]
+        return out, {"shape_zyx": list(out.shape)}
+
+
+@TRANSFORMS.register("crop_or_pad")
+@dataclass(frozen=True)
+class CropOrPad(Step):
+    """Centre crop/pad to ``size`` voxels (z, y, x)."""
+
+    size: tuple[int, int, int] = (64, 64, 64)
+    pad_value: float | None = None
+    name: ClassVar[str] = "crop_or_pad"
+    spatial: ClassVar[bool] = True
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        out = _resample.crop_or_pad(volume, tuple(self.size), self.pad_value)
+        return out, {"origin_mm": [round(o, 4) for o in out.origin]}
+
+
+@TRANSFORMS.register("crop_to_roi")
+@dataclass(frozen=True)
+class CropToRoi(Step):
+    """Crop to the bounding box of an ROI mask plus ``margin_mm``."""
+
+    roi: str = "lung"
+    margin_mm: float = 10.0
+    name: ClassVar[str] = "crop_to_roi"
+    spatial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_roi(self.roi)
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        mask = _roi_mask(self.roi, volume, context)
+        out = _resample.crop_to_mask(volume, mask, self.margin_mm)
+        return out, {"shape_zyx": list(out.shape), "origin_mm": [round(o, 4) for o in out.origin]}
+
+
+@TRANSFORMS.register("canonical")
+@dataclass(frozen=True)
+class Canonical(Step):
+    """Reorient to ``orientation`` (default LPS) without interpolation."""
+
+    orientation: str = "LPS"
+    name: ClassVar[str] = "canonical"
+    spatial: ClassVar[bool] = True
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _resample.to_canonical(volume, self.orientation), {}
