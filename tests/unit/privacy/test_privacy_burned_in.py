@@ -1,0 +1,146 @@
+"""Done-when: burned-in PHI in the real deid-data ultrasounds is found, blanked and gone for OCR."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from medanomaly.data.sources import real_data
+from medanomaly.privacy.burned_in import (
+    blank_regions,
+    detect_text_regions,
+    needs_scan,
+    ocr_text,
+    redact_dataset,
+)
+from medanomaly.privacy.deid import DeidConfig, deidentify_file
+
+#: Strings burned into the deid-data ultrasound frames (read off the images; names, MRNs, DOB,
+#: dates, site). The test first checks which of them tesseract reads *before* redaction.
+PLANTED = {
+    "GREYSCALE_IMAGE.dcm": ["ZZZ", "PATIENTFI", "00079241539", "08/29/1951", "CLEVELAN", "03/02/2017", "05:24:57PM"],
+    "RGB_IMAGE.dcm": ["ZZZDOWNTIME", "MARY", "120907058", "00047431395", "CLEVELAND", "4/14/2020", "8:48:26"],
+}
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", text).upper()
+
+
+def _frame(ds) -> np.ndarray:
+    arr = ds.pixel_array
+    return arr[0] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr
+
+
+@pytest.fixture(scope="module", params=sorted(PLANTED))
+def ultrasound(request, key):
+    """(name, strings OCR reads before, de-identified dataset, redaction result)."""
+    path = real_data("deid/ultrasounds") / request.param
+    before = _norm(ocr_text(_frame(pydicom.dcmread(path))))
+    seen = [s for s in PLANTED[request.param] if _norm(s) in before]
+    result = deidentify_file(path, key, DeidConfig())
+    return request.param, seen, result
+
+
+def test_planted_strings_are_readable_before_redaction(ultrasound):
+    name, seen, _ = ultrasound
+    assert len(seen) >= 4, f"{name}: OCR read only {seen} before redaction"
+
+
+def test_burned_in_text_found_blanked_and_unreadable_after(ultrasound):
+    name, seen, result = ultrasound
+    red = result.redaction
+    assert red.scanned and red.changed and len(red.regions) >= 5
+    assert red.phi_regions >= 2 and red.residual_phi == 0
+    ds = result.dataset
+    after = _norm(ocr_text(_frame(ds)))
+    assert not [s for s in PLANTED[name] if _norm(s) in after]
+    assert not re.search(r"\d{6,}", after)  # no MRN-like number left
+    assert ds.BurnedInAnnotation == "NO"
+    assert "113101" in {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    # the header names are gone too
+    assert "ZZZ" not in str(ds.PatientName)
+
+
+def test_redaction_leaves_the_image_area_mostly_untouched(ultrasound):
+    name, _, result = ultrasound
+    original = pydicom.dcmread(real_data("deid/ultrasounds") / name).pixel_array
+    changed = np.any(result.dataset.pixel_array != original, axis=-1) if original.ndim == 3 else (
+        result.dataset.pixel_array != original
+    )
+    assert 0 < changed.mean() < 0.10  # text is blanked, the scan itself is not
+
+
+def _text_image(text_rows: list[str], size=(256, 320), noise=True) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 40, size=size, dtype=np.uint8) if noise else np.zeros(size, np.uint8)
+    img = Image.fromarray(base)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=14)
+    for k, row in enumerate(text_rows):
+        draw.text((6, 6 + 22 * k), row, fill=255, font=font)
+    return np.asarray(img)
+
+
+def test_detect_and_blank_synthetic_text():
+    frame = _text_image(["DOE^JOHN 1234567", "DOB 01/02/1960"])
+    regions = detect_text_regions(frame)
+    assert regions and all(r.y < 60 for r in regions)
+    clean = blank_regions(frame, regions)
+    assert detect_text_regions(clean) == []
+    assert np.array_equal(clean[80:], frame[80:])  # below the text nothing moved
+
+
+def test_static_text_in_a_cine_is_found_moving_noise_is_not():
+    rng = np.random.default_rng(1)
+    text = _text_image(["ACC 99887766"], noise=False)
+    frames = np.stack([np.maximum(text, rng.integers(0, 255, text.shape) * (rng.random(text.shape) < 0.02)) for _ in range(5)])
+    frames = frames.astype(np.uint8)
+    regions = detect_text_regions(frames, multiframe=True)
+    assert len(regions) == 1 and regions[0].y < 30
+
+
+def _sc_dataset(frame: np.ndarray, burned_in: str | None):
+    ds = pydicom.dcmread(real_data("pydicom/CT_small.dcm"))
+    ds.Modality = "OT"
+    ds.set_pixel_data(frame, "MONOCHROME2", 8, generate_instance_uid=False)
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
+    return ds
+
+
+def test_burned_in_annotation_is_respected():
+    frame = _text_image(["SMITH 00012345"])
+    assert not needs_scan(_sc_dataset(frame, "NO"))
+    assert needs_scan(_sc_dataset(frame, "YES"))
+    assert needs_scan(_sc_dataset(frame, None))  # OT without the flag: scan
+    ds = _sc_dataset(frame, "NO")
+    before = ds.PixelData
+    assert not redact_dataset(ds).scanned and ds.PixelData == before
+    ct = pydicom.dcmread(real_data("pydicom/CT_small.dcm"))
+    assert not needs_scan(ct) and needs_scan(ct, "always") and not needs_scan(_sc_dataset(frame, "YES"), "never")
+
+
+def test_phi_mode_blanks_only_phi_regions():
+    frame = _text_image(["SMITH 00012345", "", "", "", "", "GAIN 60 DR 58"], noise=False)
+    ds = _sc_dataset(frame, "YES")
+    result = redact_dataset(ds, terms=["SMITH"], mode="phi", ocr_check=False)
+    assert result.phi_regions >= 1 and 1 <= len(result.regions) < 3
+    assert all(r.y < 40 for r in result.regions)
+
+
+def test_multiframe_ultrasound_keeps_anatomy(tmp_path, key):
+    """The 30-frame echo: static overlay text goes, the moving anatomy stays."""
+    src = real_data("deid/ultrasounds") / "ultrasound-multiframe.dcm"
+    path = tmp_path / "cine.dcm"
+    shutil.copy(src, path)
+    result = deidentify_file(path, key, DeidConfig(ocr_check=False))
+    assert result.redaction.changed and result.redaction.residual_phi == 0
+    original = pydicom.dcmread(src).pixel_array
+    changed = np.any(result.dataset.pixel_array != original, axis=-1)
+    assert 0 < changed.mean() < 0.05
