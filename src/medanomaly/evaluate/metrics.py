@@ -456,32 +456,54 @@ class CurveBand:
     auc: float
 
 
+def _roc_on_grid(scores: np.ndarray, positive: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Step ROC per row, evaluated on an FPR grid: TPR(x) = max TPR among thresholds with FPR <= x.
+
+    Args:
+        scores: (B, n) scores; positive: (B, n) boolean truth; grid: (G,) FPR values.
+
+    Returns:
+        (B, G) TPR values.
+    """
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = np.take_along_axis(scores, order, axis=1)
+    pos = np.take_along_axis(positive, order, axis=1)
+    tp = np.cumsum(pos, axis=1)
+    fp = np.cumsum(~pos, axis=1)
+    ends = np.ones_like(pos, dtype=bool)
+    ends[:, :-1] = s[:, :-1] != s[:, 1:]
+    out = np.empty((s.shape[0], grid.size))
+    for b in range(s.shape[0]):
+        n_pos, n_neg = max(tp[b, -1], 1), max(fp[b, -1], 1)
+        fpr = np.r_[0.0, fp[b, ends[b]] / n_neg]
+        tpr = np.r_[0.0, tp[b, ends[b]] / n_pos]
+        out[b] = tpr[np.searchsorted(fpr, grid, side="right") - 1]
+    return out
+
+
 def roc_curve_band(
     y_true: np.ndarray,
     scores: np.ndarray,
     n_bootstrap: int = 200,
     seed: int = 0,
     ci_level: float = 0.95,
-    n_grid: int = 101,
+    n_grid: int = 201,
 ) -> CurveBand:
     """ROC curve of binary ``y_true`` (0/1) vs ``scores`` with a pointwise bootstrap band.
 
-    Uses scikit-learn's ``roc_curve`` per resample (a few hundred calls are fast enough for a plot).
+    Curves are step functions on an FPR grid (the best TPR reachable at each FPR); resamples are
+    stratified like :func:`bootstrap_indices`.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y_true).astype(np.int64)
     s = np.asarray(scores, dtype=np.float64)
+    if y.min() == y.max():
+        raise InputError("a ROC curve needs both classes")
     grid = np.linspace(0.0, 1.0, n_grid)
-
-    def interp(yy: np.ndarray, ss: np.ndarray) -> np.ndarray:
-        fpr, tpr, _ = roc_curve(yy, ss)
-        out = np.interp(grid, fpr, tpr)
-        out[0] = 0.0
-        return out
-
-    curve = interp(y, s)
-    boots = np.stack([interp(y[i], s[i]) for i in bootstrap_indices(y, n_bootstrap, seed)])
+    curve = _roc_on_grid(s[None, :], (y == 1)[None, :], grid)[0]
+    idx = bootstrap_indices(y, n_bootstrap, seed)
+    boots = _roc_on_grid(s[idx], y[idx] == 1, grid)
     alpha = (1.0 - ci_level) / 2
     low, high = np.percentile(boots, [100 * alpha, 100 * (1 - alpha)], axis=0)
     return CurveBand(grid, curve, low, high, float(roc_auc_score(y, s)))

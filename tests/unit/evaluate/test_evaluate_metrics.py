@@ -208,7 +208,11 @@ def test_roc_band_contains_curve():
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 200)
     s = y * 0.8 + rng.normal(size=200)
+    s = np.round(s, 1)  # ties
     band = roc_curve_band(y, s, n_bootstrap=100)
     assert band.auc == pytest.approx(skm.roc_auc_score(y, s))
     assert np.all(band.low <= band.y + 1e-9) and np.all(band.y <= band.high + 1e-9)
-    assert band.y[0] == 0 and band.y[-1] == 1
+    assert band.y[-1] == 1 and np.all(np.diff(band.y) >= 0)
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    reference = [tpr[fpr <= x + 1e-12].max() for x in band.x]  # best TPR reachable at each FPR
+    np.testing.assert_allclose(band.y, reference)
