@@ -1,0 +1,156 @@
+"""The batch driver and CLI: refusals, untouched input, atomic writes, resume, keys, audit, lookup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from medanomaly.cli.app import app
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.privacy import deid as deid_mod
+from medanomaly.privacy.deid import DeidConfig, deidentify_folder
+from medanomaly.privacy.pseudonym import KEY_ENV, load_key, read_lookup, reidentify
+
+PATIENT_DIR = "DOE_JANE_19510829"  # input paths often name the patient
+
+
+@pytest.fixture()
+def folder(tmp_path, charset):
+    """A small input folder: 2 CT files, 2 charset images, a DICOM without pixels, a zip, a text file."""
+    src = tmp_path / "in"
+    sub = src / PATIENT_DIR
+    sub.mkdir(parents=True)
+    shutil.copy(real_data("pydicom/CT_small.dcm"), sub / "ct1.dcm")
+    shutil.copy(real_data("pydicom/MR_small.dcm"), sub / "mr1.dcm")
+    shutil.copy(charset("chrFren.dcm"), src / "fren.dcm")
+    shutil.copy(charset("chrRuss.dcm"), src / "russ.dcm")
+    shutil.copy(charset("chrJapMulti.dcm"), src / "nopixels.dcm")
+    (src / "notes.txt").write_text("Jane Doe called on 08/29/1951\n")
+    shutil.copy(real_data("deid/ultrasounds") / "RGB_CINE.zip", src / "cine.zip")
+    return src
+
+
+def test_bad_files_refused_with_reasons_and_input_untouched(folder, tmp_path, key, digest):
+    before = digest(folder)
+    out = tmp_path / "out"
+    summary = deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    assert digest(folder) == before
+    assert (summary.processed, summary.refused) == (4, 3)
+    audit = json.loads(summary.audit_path.read_text())
+    assert audit["files"]["refused_by_reason"] == {"no pixel data": 1, "not a readable DICOM file": 2}
+    assert len(list(out.rglob("*.dcm"))) == 4
+    text = summary.audit_path.read_text()
+    for phi in (PATIENT_DIR, "DOE", "19510829", "ct1.dcm", "Buc", "CompressedSamples^CT1", key.decode()):
+        assert phi not in text
+    assert audit["actions_per_attribute"]["PatientName"]["P"] == 4
+
+
+def test_huge_files_refused(folder, tmp_path, key):
+    summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never", max_file_mb=0.01))
+    audit = json.loads(summary.audit_path.read_text())
+    assert audit["files"]["refused_by_reason"]["file larger than the size limit"] >= 2
+
+
+def test_output_inside_input_is_rejected(folder, key):
+    with pytest.raises(InputError):
+        deidentify_folder(folder, folder / "out", key)
+
+
+def test_interrupted_write_leaves_no_partial_file_and_rerun_resumes(folder, tmp_path, key, monkeypatch):
+    out = tmp_path / "out"
+    real_write = deid_mod.write_atomic
+    calls = {"n": 0}
+
+    def flaky(ds, dest):
+        calls["n"] += 1
+        if calls["n"] == 3:  # die half-way through the third file: a partial temp file is left
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.with_name(f".{dest.name}.999.tmp").write_bytes(b"DICM partial")
+            raise KeyboardInterrupt
+        real_write(ds, dest)
+
+    monkeypatch.setattr(deid_mod, "write_atomic", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    assert len(list(out.rglob("*.dcm"))) == 2  # only complete files carry the final name
+    monkeypatch.setattr(deid_mod, "write_atomic", real_write)
+    summary = deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    assert (summary.resumed, summary.processed) == (2, 2)
+    assert not list(out.rglob("*.tmp"))
+    assert len(list(out.rglob("*.dcm"))) == 4
+    for path in out.rglob("*.dcm"):
+        pydicom.dcmread(path)  # every output is a complete DICOM file
+
+
+def test_key_required_and_never_written(folder, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(InputError, match="no de-identification key"):
+        load_key()
+    with pytest.raises(InputError, match="shorter"):
+        load_key(env={KEY_ENV: "short"})
+    secret = "env-secret-value-0123456789"
+    assert load_key(env={KEY_ENV: secret}) == secret.encode()
+    key_file = tmp_path / "k.txt"
+    key_file.write_text("file-secret-value-0123456789\n")
+    assert load_key(key_file) == b"file-secret-value-0123456789"
+    summary = deidentify_folder(folder, tmp_path / "out", load_key(key_file), DeidConfig(burned_in="never"))
+    for path in [summary.audit_path, *(tmp_path / "out").rglob("*")]:
+        if path.is_file():
+            assert b"file-secret-value" not in path.read_bytes()
+
+
+def test_pseudonyms_stable_across_runs_and_lookup_reidentifies(folder, tmp_path, key):
+    lookup = tmp_path / "lookup.bin"
+    cfg = DeidConfig(burned_in="never", lookup=lookup)
+    deidentify_folder(folder, tmp_path / "a", key, cfg)
+    deidentify_folder(folder, tmp_path / "b", key, DeidConfig(burned_in="never"))
+    a = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.dcm"))
+    b = sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*.dcm"))
+    assert a == b  # same key -> same UIDs -> same file names, on every run
+    ct_out = next(p for p in (tmp_path / "a").rglob("*.dcm") if pydicom.dcmread(p).Modality == "CT")
+    pseudo = str(pydicom.dcmread(ct_out).PatientID)
+    assert reidentify(lookup, key, pseudo)["patient_id"] == str(pydicom.dcmread(real_data("pydicom/CT_small.dcm")).PatientID)
+    assert b"CompressedSamples" not in lookup.read_bytes()  # encrypted
+    with pytest.raises(InputError):
+        read_lookup(lookup, b"another-key-0123456789")
+    deidentify_folder(folder, tmp_path / "c", b"another-project-key-000", DeidConfig(burned_in="never"))
+    c = sorted(p.relative_to(tmp_path / "c").as_posix() for p in (tmp_path / "c").rglob("*.dcm"))
+    assert set(a).isdisjoint(c)
+
+
+def test_cli_deid_shows_progress_and_summary(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["deid", str(folder), str(out), "--retain-dates", "--burned-in", "never"])
+    assert result.exit_code == 0, result.output
+    assert "deid" in result.output and "7/7" in result.output
+    assert "de-identified 4, resumed 0, refused 3" in result.output
+    assert PATIENT_DIR not in result.output
+    ds = pydicom.dcmread(next(out.rglob("*.dcm")))
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_cli_without_key_fails_cleanly(folder, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    result = CliRunner().invoke(app, ["deid", str(folder), str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, InputError)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_parses_safe_private(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    result = CliRunner().invoke(app, ["deid", str(folder), str(tmp_path / "o"), "--keep-private", "bad"])
+    assert isinstance(result.exception, InputError)
+    result = CliRunner().invoke(
+        app, ["deid", str(folder), str(tmp_path / "o"), "--keep-private", "GEMS_ACQU_01:0C", "--burned-in", "never"]
+    )
+    assert result.exit_code == 0, result.output
+    audit = json.loads(next(Path(tmp_path / "o" / ".medanomaly").glob("audit-*.json")).read_text())
+    assert audit["options"]["safe_private"] == ["GEMS_ACQU_01:0C"]
