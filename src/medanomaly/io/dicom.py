@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,13 +228,18 @@ def invert_monochrome1(array: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def to_rgb(array: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
-    """Palette or YBR pixels to RGB with pydicom's own conversions."""
-    from pydicom.pixels import apply_color_lut, convert_color_space
+    """Palette colour to 8-bit RGB with pydicom's LUT; YBR arrives as RGB already.
+
+    pydicom's ``pixel_array`` converts every YBR variant (native, JPEG, JPEG 2000 ICT/RCT) to
+    RGB itself. 16-bit palette entries are scaled to 8 bits (``>> 8``), as GDCM/SimpleITK do.
+    """
+    from pydicom.pixels import apply_color_lut
 
     if photometric == "PALETTE COLOR":
-        return apply_color_lut(array, ds)
-    if photometric.startswith("YBR") and photometric not in ("YBR_ICT", "YBR_RCT"):
-        return convert_color_space(array, photometric, "RGB")
+        rgb = apply_color_lut(array, ds)
+        if rgb.dtype.itemsize > 1:
+            rgb = (rgb >> 8).astype(np.uint8)
+        return rgb
     return array
 
 
@@ -292,6 +298,55 @@ def _native_pixels(ds: Dataset) -> np.ndarray | None:
     return array
 
 
+_JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def _pillow_jpeg_frames(ds: Dataset) -> np.ndarray | None:
+    """8-bit colour JPEG baseline frames decoded by Pillow in a thread pool, or None.
+
+    Why not pydicom's own path: it decodes to YCbCr and converts to RGB in float64 NumPy
+    (about 30 ms per 640x480 frame, 10 s for the 120-frame echo). Pillow's libjpeg does the
+    YCbCr->RGB step in C and releases the GIL, so frames decode in parallel (about 10x faster).
+    Used only for YBR JPEG baseline (so the JPEG holds YCbCr and Pillow's conversion is the
+    right one); anything unexpected returns None and goes through pydicom. The tests check both
+    paths agree (JPEG rounding: at most a few grey levels).
+    """
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if tsyntax != _JPEG_BASELINE or ds.get("SamplesPerPixel") != 3 or not photometric.startswith("YBR"):
+        return None
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+    from pydicom.encaps import generate_frames
+
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+
+    def decode(frame: bytes) -> np.ndarray | None:
+        with Image.open(io.BytesIO(frame)) as image:
+            if image.mode != "RGB" or image.size != (cols, rows):
+                return None
+            return np.asarray(image)
+
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+        if len(frames) != n_frames:
+            return None
+        if n_frames > 2:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                decoded = list(pool.map(decode, frames))
+        else:
+            decoded = [decode(f) for f in frames]
+    except Exception:  # noqa: BLE001 - any Pillow trouble: let pydicom decode (and report) instead
+        return None
+    if any(d is None for d in decoded):
+        return None
+    out = np.stack(decoded)  # type: ignore[arg-type]
+    return out if n_frames > 1 else out[0]
+
+
 def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
     """Decoded pixels (frames, rows, cols[, 3]) and the photometric interpretation they are in.
 
@@ -302,6 +357,8 @@ def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         array = _native_pixels(ds)
+        if array is None:
+            array = _pillow_jpeg_frames(ds)
         if array is None:
             array = ds.pixel_array
     except Exception as exc:  # pydicom raises ValueError, RuntimeError, NotImplementedError ...
@@ -317,9 +374,8 @@ def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
         array = array[np.newaxis]
     if samples == 1 and array.ndim != 3 or samples > 1 and array.ndim != 4:
         raise InputError(f"unexpected decoded pixel shape {array.shape}", path)
-    # pydicom converts YBR_FULL(_422) JPEG to RGB by default; report what the array now holds.
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if photometric.startswith("YBR") and tsyntax is not None and tsyntax.is_compressed:
+    # pydicom's pixel_array converts every YBR variant to RGB; report what the array now holds.
+    if photometric.startswith("YBR"):
         photometric = "RGB"
     return array, photometric
 

@@ -1,0 +1,158 @@
+"""Single DICOM files from pydicom-data: every shipped compressed syntax, multi-frame, colour, geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read
+from medanomaly.types import SAFE_META_KEYS
+
+
+def pd(name: str):
+    return real_data(f"pydicom/{name}")
+
+
+def syntax(name: str) -> str:
+    return str(pydicom.dcmread(pd(name), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
+# (compressed file, uncompressed reference, transfer syntax UID, max abs difference allowed)
+LOSSLESS_PAIRS = [
+    ("MR_small_jp2klossless.dcm", "MR_small.dcm", "1.2.840.10008.1.2.4.90", 0),  # JPEG 2000 lossless
+    ("RG1_J2KR.dcm", "RG1_UNCR.dcm", "1.2.840.10008.1.2.4.90", 0),
+    ("US1_J2KR.dcm", "US1_UNCR.dcm", "1.2.840.10008.1.2.4.90", 0),  # YBR_RCT -> RGB
+    ("JPEG2000.dcm", "JPEG2000_UNC.dcm", "1.2.840.10008.1.2.4.91", 0),  # JPEG 2000
+    ("US1_J2KI.dcm", "US1_UNCI.dcm", "1.2.840.10008.1.2.4.91", 0),  # YBR_ICT -> RGB
+    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm", "1.2.840.10008.1.2.4.80", 0),  # JPEG-LS lossless
+    ("SC_rgb_jls_lossy_line.dcm", "SC_rgb.dcm", "1.2.840.10008.1.2.4.81", 2),  # JPEG-LS near-lossless
+    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm", "1.2.840.10008.1.2.4.70", 0),  # JPEG lossless SV1
+    ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb.dcm", "1.2.840.10008.1.2.4.50", 8),  # JPEG baseline, YBR
+    ("MR_small_RLE.dcm", "MR_small.dcm", "1.2.840.10008.1.2.5", 0),  # RLE
+    ("SC_rgb_rle.dcm", "SC_rgb.dcm", "1.2.840.10008.1.2.5", 0),
+    ("emri_small_RLE.dcm", "emri_small.dcm", "1.2.840.10008.1.2.5", 0),  # RLE, multi-frame
+    ("MR_small_bigendian.dcm", "MR_small.dcm", "1.2.840.10008.1.2.2", 0),  # big endian
+    ("SC_ybr_full_uncompressed.dcm", "SC_rgb.dcm", "1.2.840.10008.1.2.1", 8),  # native YBR_FULL
+]
+
+
+@pytest.mark.parametrize(("name", "reference", "tsuid", "tol"), LOSSLESS_PAIRS, ids=[p[0] for p in LOSSLESS_PAIRS])
+def test_io_dicom_compressed_matches_uncompressed(name, reference, tsuid, tol):
+    assert syntax(name) == tsuid
+    vol, ref = read(pd(name)), read(pd(reference))
+    assert vol.shape == ref.shape and vol.n_components == ref.n_components
+    assert vol.array.dtype.isnative
+    diff = np.abs(vol.array.astype(np.int64) - ref.array.astype(np.int64))
+    assert diff.max() <= tol
+    assert vol.same_grid(ref)
+
+
+def test_io_dicom_jpeg_extended_12bit():
+    """JPEG extended (process 2/4): decodes to the NM image (lossy, so close to the uncompressed one)."""
+    assert syntax("JPGExtended.dcm") == "1.2.840.10008.1.2.4.51"
+    vol, ref = read(pd("JPGExtended.dcm")), read(pd("JPEG2000_UNC.dcm"))
+    assert vol.shape == ref.shape == (1, 1024, 256)
+    assert np.corrcoef(vol.array.ravel(), ref.array.ravel())[0, 1] > 0.9
+    assert vol.spacing[:2] == (2.26, 2.26)
+
+
+def test_io_dicom_deflated():
+    assert syntax("image_dfl.dcm") == "1.2.840.10008.1.2.1.99"
+    vol = read(pd("image_dfl.dcm"))
+    assert vol.shape == (1, 512, 512) and np.ptp(vol.array) > 100
+
+
+def test_io_dicom_echo_multiframe_jpeg_baseline():
+    vol = read(pd("color3d_jpeg_baseline.dcm"))
+    assert vol.shape == (120, 480, 640) and vol.n_components == 3
+    assert vol.array.dtype == np.uint8 and vol.meta["n_frames"] == 120
+    assert vol.meta["photometric"] == "RGB" and vol.modality == "US"
+    first, middle = vol.array[0].astype(np.int16), vol.array[60].astype(np.int16)
+    assert np.abs(first - middle).mean() > 0.1  # frames differ: a moving heart
+
+
+def test_io_dicom_palette_colour_matches_gdcm():
+    vol = read(pd("OBXXXX1A.dcm"))
+    assert vol.n_components == 3 and vol.array.dtype == np.uint8
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(pd("OBXXXX1A.dcm"))))
+    np.testing.assert_array_equal(vol.array, ref.reshape(vol.array.shape))
+    np.testing.assert_array_equal(read(pd("OBXXXX1A_rle_2frame.dcm")).array[0], vol.array[0])
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR2_UNCR.dcm", "rtdose.dcm"])
+def test_io_dicom_geometry_vs_simpleitk(name):
+    vol = read(pd(name))
+    ref = sitk.ReadImage(str(pd(name)))
+    np.testing.assert_allclose(vol.spacing[:2], ref.GetSpacing()[:2], rtol=1e-5)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(ref).reshape(vol.shape), rtol=1e-6)
+
+
+def test_io_dicom_ct_hu_and_safe_meta():
+    vol = read(pd("CT_small.dcm"))
+    ds = pydicom.dcmread(pd("CT_small.dcm"))
+    np.testing.assert_array_equal(vol.array[0], ds.pixel_array.astype(np.int32) * 1 - 1024)
+    assert vol.meta["units"] == "HU" and vol.meta["rescale_applied"] is True
+    assert set(vol.meta) <= SAFE_META_KEYS
+    text = repr(dict(vol.meta))
+    assert str(ds.PatientName) not in text and str(ds.PatientID) not in text
+
+
+def test_io_dicom_enhanced_ct_multiframe_geometry():
+    """eCT_Supplemental: 2 frames with per-frame positions; physical voxel positions match SimpleITK."""
+    vol = read(pd("eCT_Supplemental.dcm"))
+    ref = sitk.ReadImage(str(pd("eCT_Supplemental.dcm")))
+    ref_arr = sitk.GetArrayFromImage(ref)
+    assert vol.shape == (2, 512, 512) and vol.meta["units"] == "HU"
+    assert vol.spacing == pytest.approx(ref.GetSpacing(), abs=1e-4)
+    for k in range(2):  # each of our slices equals the SimpleITK slice at the same physical place
+        point = vol.index_to_physical((3, 5, k))
+        idx = np.round(ref.TransformPhysicalPointToContinuousIndex(tuple(point))).astype(int)
+        assert (idx[0], idx[1]) == (3, 5)
+        np.testing.assert_array_equal(vol.array[k], ref_arr[idx[2]])
+
+
+def test_io_dicom_monochrome1_inverted_like_gdcm():
+    vol = read(pd("RG3_UNCR.dcm"))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(pd("RG3_UNCR.dcm"))))
+    np.testing.assert_array_equal(vol.array[0], ref[0])
+    assert vol.meta["photometric"] == "MONOCHROME2" and vol.modality == "CR"
+
+
+def test_io_dicom_preamble_less_file_is_read():
+    vol = read(pd("OT-PAL-8-face.dcm"))
+    assert vol.shape == (1, 480, 640) and vol.n_components == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("MR_truncated.dcm", "truncated DICOM"),
+        ("rtplan.dcm", "not an image"),
+        ("no_meta.dcm", "not a DICOM file"),
+    ],
+)
+def test_io_dicom_bad_files(name, reason):
+    with pytest.raises(InputError) as err:
+        read(pd(name))
+    assert reason in str(err.value) and name in str(err.value)
+
+
+def test_io_dicom_series_uid_checked_for_files():
+    with pytest.raises(InputError, match="belongs to series"):
+        read(pd("CT_small.dcm"), series_uid="1.2.3")
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm", "examples_ybr_color.dcm"])
+def test_io_dicom_pillow_jpeg_path_equals_pydicom(name):
+    from medanomaly.io.dicom import _pillow_jpeg_frames
+
+    ds = pydicom.dcmread(pd(name))
+    fast = _pillow_jpeg_frames(ds)
+    assert fast is not None
+    assert np.abs(fast.astype(int) - ds.pixel_array.astype(int)).max() <= 5

@@ -1,0 +1,157 @@
+"""DICOM series folders: sorting, HU, geometry vs SimpleITK, multi-series, corrupt files, gaps."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read
+from medanomaly.io.dicom_series import list_series
+from medanomaly.types import Volume
+
+
+def sitk_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def test_io_series_matches_source_and_simpleitk(ct_series, lung_crop):
+    vol = read(ct_series)
+    assert vol.shape == lung_crop.shape
+    np.testing.assert_array_equal(vol.array, lung_crop.array)  # HU back exactly
+    assert vol.array.dtype == np.int16
+    assert vol.meta["units"] == "HU" and vol.meta["rescale_intercept"] == -1024.0
+    ref = sitk_series(ct_series)
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
+    np.testing.assert_allclose(vol.spacing, ref.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(vol.origin, lung_crop.origin, atol=1e-3)
+    assert vol.meta["skipped_files"] == [] and vol.meta["n_series"] == 1
+
+
+def test_io_series_sorted_by_position_not_name(ct_series, ct_series_shuffled):
+    a, b = read(ct_series), read(ct_series_shuffled)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.spacing == b.spacing and a.origin == b.origin
+
+
+def test_io_series_oblique_and_reversed_geometry(tmp_path, lung_crop, series_writer):
+    """An oblique stack whose normal points inferiorly: sorted along the normal, same as SimpleITK."""
+    angle = np.radians(20)
+    rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    direction = rot @ np.diag([1.0, -1.0, -1.0])  # y and z flipped: det +1, normal towards feet
+    src = Volume(lung_crop.array, spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 30.0), direction=direction,
+                 meta={"modality": "CT"})  # fmt: skip
+    series_writer(src, tmp_path, shuffle=True)
+    vol = read(tmp_path)
+    assert vol.same_grid(src, tol=1e-3)
+    np.testing.assert_array_equal(vol.array, src.array)
+    ref = sitk_series(tmp_path)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-5)
+
+
+def test_io_series_real_pydicom_folder_vs_simpleitk():
+    """A real CT series shipped by pydicom-data (dicomdirtests/98892001/CT5N)."""
+    folder = real_data("pydicom/dicomdirtests") / "98892001" / "CT5N"
+    vol = read(folder)
+    ref = sitk_series(folder)
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
+    np.testing.assert_allclose(vol.spacing, ref.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-3)
+    assert vol.modality == "CT"
+
+
+def test_io_series_multi_series_needs_choice():
+    folder = real_data("pydicom/dicomdirtests") / "77654033"
+    with pytest.raises(InputError) as err:
+        read(folder)
+    message = str(err.value)
+    assert "4 series" in message and "--series" in message and "CT, 4 files" in message
+    assert "\n" not in message
+    series = list_series(folder)
+    assert [s.n_files for s in series] == [4, 1, 1, 1]
+    cr = next(s for s in series if s.modality == "CR")
+    vol = read(folder, series_uid=cr.series_uid)
+    assert vol.modality == "CR" and vol.meta["n_series"] == 4
+    with pytest.raises(InputError, match="not in folder"):
+        read(folder, series_uid="1.2.3")
+
+
+def test_io_series_corrupt_files_skipped_and_reported(tmp_path, lung_crop, series_writer, caplog):
+    vol = lung_crop
+    paths = series_writer(vol, tmp_path)
+    (tmp_path / "garbage.dcm").write_bytes(b"\x00" * 50 + b"not dicom at all" * 10)
+    extra = tmp_path / "cut.dcm"  # a truncated copy of a slice
+    extra.write_bytes(paths[3].read_bytes()[:2000])
+    with caplog.at_level(logging.WARNING, logger="medanomaly.io"):
+        out = read(tmp_path)
+    assert sorted(out.meta["skipped_files"]) == ["cut.dcm", "garbage.dcm"]
+    np.testing.assert_array_equal(out.array, vol.array)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "cut.dcm" in logged and "truncated" in logged and "garbage.dcm" in logged
+
+
+def test_io_series_missing_slice_is_an_error(tmp_path, lung_crop, series_writer):
+    paths = series_writer(lung_crop, tmp_path)
+    paths[5].unlink()
+    with pytest.raises(InputError) as err:
+        read(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path) in message and "inconsistent slice spacing" in message
+    assert "10 mm" in message and "expected 5 mm" in message
+
+
+def test_io_series_duplicate_position_is_an_error(tmp_path, lung_crop, series_writer):
+    series_writer(lung_crop, tmp_path / "a")
+    one = Volume(lung_crop.array[:3], spacing=lung_crop.spacing, origin=lung_crop.origin, meta={"modality": "CT"})
+    uid = read(tmp_path / "a").meta["series_uid"]
+    series_writer(one, tmp_path / "a" / "dup", series_uid=uid)
+    with pytest.raises(InputError, match="same position"):
+        read(tmp_path / "a")
+
+
+def test_io_series_empty_and_non_dicom_folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="empty folder"):
+        read(empty)
+    other = tmp_path / "text"
+    other.mkdir()
+    (other / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="no DICOM images"):
+        read(other)
+
+
+def test_io_series_real_folder_with_gap_from_pydicom():
+    """dicomdirtests/77654033/CT2 really has a 202 mm jump: refused, naming the two files."""
+    folder = real_data("pydicom/dicomdirtests") / "77654033" / "CT2"
+    with pytest.raises(InputError, match="gap of 202 mm between 17106 and 17136"):
+        read(folder)
+
+
+def test_io_series_fast_pixel_path_equals_pydicom(ct_series):
+    import pydicom
+
+    from medanomaly.io.dicom import _native_pixels
+
+    for path in sorted(ct_series.iterdir())[:3]:
+        ds = pydicom.dcmread(path)
+        np.testing.assert_array_equal(_native_pixels(ds), ds.pixel_array)
+        ds.PixelData = (np.frombuffer(ds.PixelData, "<u2") | 0xF000).astype("<u2").tobytes()  # junk high bits
+        np.testing.assert_array_equal(_native_pixels(ds), ds.pixel_array)
+
+
+def test_io_series_single_file_folder_and_copy(tmp_path):
+    shutil.copy(real_data("pydicom/CT_small.dcm"), tmp_path / "only")
+    vol = read(tmp_path)
+    assert vol.shape == (1, 128, 128) and vol.meta["units"] == "HU"
