@@ -21,8 +21,8 @@ What an image contains (all lengths in mm; ``spacing = field_of_view_mm / size``
   kind           appearance                                              label
   ============== ======================================================= =========
   circumscribed  round/oval mass, sharp margin (edge blur 0.2 mm)        benign
-  indistinct     oval mass, ill-defined lobulated margin (blur ~35% R),  uncertain
-                 lower contrast, partly obscured by tissue
+  indistinct     oval mass, ill-defined lobulated margin (blur ~30% R),  uncertain
+                 partly obscured by the overlying tissue texture
   spiculated     small dense core with 10-24 tapering radiating spicules malignant
   calcifications cluster of 6-20 bright specks within a 2.5-6 mm radius    malignant
   none           no lesion (only when ``"normal"`` is asked for)         normal
@@ -57,6 +57,7 @@ from medanomaly.types import Volume
 
 __all__ = [
     "KIND_LABEL",
+    "PHANTOM_VERSION",
     "LABEL_KINDS",
     "Lesion",
     "MammoCase",
@@ -66,6 +67,9 @@ __all__ = [
     "spectrum_slope",
     "write_dataset",
 ]
+
+#: Bumped whenever the drawing rules change, so cached cohorts can be told apart.
+PHANTOM_VERSION = "1"
 
 #: Lesion kind -> class label.
 KIND_LABEL = {
@@ -247,7 +251,7 @@ def _draw_lesion(
             lobes = sum(0.08 * np.cos(m * theta + rng.uniform(0, 2 * np.pi)) for m in (3, 5, 7))
             rho = rho * (1.0 + lobes)
         core = _mass_profile(rho)
-        blur_mm = 0.2 if kind == "circumscribed" else 0.35 * params["radius_mm"]
+        blur_mm = 0.2 if kind == "circumscribed" else 0.3 * params["radius_mm"]
         signal = params["contrast"] * gaussian_filter(core, max(blur_mm / spacing, 0.3))
         mask = rho <= 1.0
     elif kind == "spiculated":
@@ -309,10 +313,10 @@ def _lesion_params(kind: str, rng: np.random.Generator) -> dict[str, float]:
     if kind == "circumscribed":
         params.update(radius_mm=rng.uniform(5.0, 10.0), contrast=rng.uniform(0.22, 0.32))
     elif kind == "indistinct":
-        params.update(radius_mm=rng.uniform(5.0, 10.0), contrast=rng.uniform(0.2, 0.3))
+        params.update(radius_mm=rng.uniform(5.0, 10.0), contrast=rng.uniform(0.22, 0.32))
     elif kind == "spiculated":
         params.update(
-            radius_mm=rng.uniform(4.0, 7.0), contrast=rng.uniform(0.24, 0.34), n_spicules=int(rng.integers(10, 25))
+            radius_mm=rng.uniform(4.0, 7.0), contrast=rng.uniform(0.28, 0.38), n_spicules=int(rng.integers(10, 25))
         )
     elif kind == "calcifications":
         n = int(rng.integers(6, 21))  # a cluster: >= 5 calcifications within about 1 cm
@@ -519,8 +523,8 @@ def write_dataset(
         writer.writerows(rows)
     (out / "README.txt").write_text(
         "SYNTHETIC DATA: procedural mammography phantom (medanomaly.synth.mammo), not real patients.\n"
-        f"seed={seed} n_patients={n_patients} size={size}px field_of_view={field_of_view_mm}mm "
-        f"labels={list(labels)} format={fmt}\n"
+        f"phantom_version={PHANTOM_VERSION} seed={seed} n_patients={n_patients} size={size}px "
+        f"field_of_view={field_of_view_mm}mm labels={list(labels)} format={fmt}\n"
         "benign = circumscribed mass; uncertain = indistinct mass; malignant = spiculated mass or "
         "calcification cluster.\n"
     )
