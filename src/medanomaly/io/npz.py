@@ -73,6 +73,8 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
                         path,
                     )
                 splits[split] = MedMNISTSplit(images=images, labels=labels)
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError) as exc:  # pickled object arrays, truncated members
         raise InputError(f"unreadable .npz member ({exc.__class__.__name__})", path) from None
     if not splits:

@@ -1,0 +1,104 @@
+"""NRRD / NIfTI / MetaImage through SimpleITK, geometry checked against pynrrd and nibabel."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+
+from medanomaly.data.sources import PYRADIOMICS_CASES, real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read, write
+from medanomaly.types import Volume
+
+
+@pytest.mark.parametrize("case", sorted(PYRADIOMICS_CASES))
+def test_io_itk_pyradiomics_nrrd_geometry_vs_pynrrd(case):
+    _, image_file, mask_file = PYRADIOMICS_CASES[case]
+    path = real_data(f"pyradiomics/{image_file}")
+    vol = read(path)
+    data, header = nrrd.read(str(path))  # pynrrd: array (x, y, z), space directions rows = axes
+    assert header["space"] == "left-posterior-superior"
+    directions = np.asarray(header["space directions"], dtype=float)
+    spacing = np.linalg.norm(directions, axis=1)
+    np.testing.assert_allclose(vol.spacing, spacing, rtol=1e-6)
+    np.testing.assert_allclose(vol.origin, header["space origin"], atol=1e-6)
+    np.testing.assert_allclose(vol.direction, (directions / spacing[:, None]).T, atol=1e-6)
+    np.testing.assert_array_equal(vol.array, np.transpose(data, (2, 1, 0)))
+    mask = read(real_data(f"pyradiomics/{mask_file}"))
+    assert mask.same_grid(vol) and mask.array.max() >= 1
+
+
+def test_io_itk_nifti_geometry_vs_nibabel():
+    path = real_data("mricron/ch2.nii.gz")
+    vol = read(path)
+    img = nib.load(str(path))
+    lps_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine  # nibabel is RAS
+    np.testing.assert_allclose(vol.affine_lps, lps_affine, atol=1e-4)
+    np.testing.assert_array_equal(vol.array, np.transpose(np.asanyarray(img.dataobj), (2, 1, 0)))
+    assert vol.meta["source_format"] == "nifti"
+
+
+def test_io_itk_nilearn_mni_template():
+    path = real_data("nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    vol = read(path)
+    img = nib.load(str(path))
+    np.testing.assert_allclose(vol.affine_lps, np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine, atol=1e-4)
+    # MNI origin (0, 0, 0 mm) is inside the brain: the voxel there is bright tissue
+    idx = np.round(vol.physical_to_index((0.0, 0.0, 0.0))).astype(int)
+    assert vol.array[idx[2], idx[1], idx[0]] > np.percentile(vol.array, 60)
+
+
+def test_io_itk_cranium_is_a_head_ct_in_hu_with_anterior_up():
+    vol = read(real_data("invesalius/cranium.nrrd"))
+    assert vol.modality == "CT" and vol.meta["units"] == "HU"
+    assert vol.shape == (108, 256, 256)
+    np.testing.assert_allclose(vol.spacing, (0.957, 0.957, 1.5), atol=1e-3)
+    a = vol.array
+    assert a.min() == -1024  # air outside the scan field
+    brain = a[60, 100:160, 100:160]  # central brain in a mid-upper slice: soft tissue 0..80 HU
+    assert 0 < np.median(brain) < 80
+    assert (a > 700).mean() > 0.01  # skull bone
+    # Anterior = low y rows (LPS): the sinuses and nasal cavity (air enclosed by tissue along y,
+    # at the midline of the lower slices) must all lie in the anterior half.
+    sub = a[10:50, :, 108:148]
+    tissue = sub > -300
+    first = np.argmax(tissue, axis=1)
+    last = tissue.shape[1] - 1 - np.argmax(tissue[:, ::-1, :], axis=1)
+    y = np.arange(a.shape[1])[None, :, None]
+    enclosed_air = (y > first[:, None, :]) & (y < last[:, None, :]) & (sub < -500)
+    y_air = np.nonzero(enclosed_air)[1]
+    assert y_air.size > 1000 and np.mean(y_air < a.shape[1] // 2) > 0.95
+    # Superior slices are smaller (the vertex): head area shrinks from middle to top
+    area = (a > -300).reshape(108, -1).sum(axis=1)
+    assert area[100] < area[50]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_io_itk_write_read_round_trip(tmp_path, suffix):
+    direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # rotated 90 deg in-plane
+    src = Volume(
+        np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6),
+        spacing=(0.5, 0.75, 2.0),
+        origin=(-10.0, 20.0, 5.5),
+        direction=direction,
+        meta={"modality": "CT"},
+    )
+    out = write(src, tmp_path / f"vol{suffix}")
+    back = read(out)
+    assert back.same_grid(src, tol=1e-5)
+    np.testing.assert_array_equal(back.array, src.array)
+    if suffix != ".nii.gz":
+        assert back.modality == "CT"
+
+
+def test_io_itk_errors(tmp_path):
+    bad = tmp_path / "broken.nrrd"
+    bad.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 10 10 10\nencoding: raw\n\n" + "x" * 20)
+    with pytest.raises(InputError, match="broken.nrrd: not a readable nrrd image"):
+        read(bad)
+    with pytest.raises(InputError, match="unknown image extension"):
+        from medanomaly.io.itk import write_itk
+
+        write_itk(Volume(np.zeros((2, 2, 2))), tmp_path / "x.xyz")

@@ -1,0 +1,58 @@
+"""PNG/JPEG pictures: ITK's real MRI slice pair, round trips, display windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read, write
+from medanomaly.io.png import to_uint8
+from medanomaly.types import Volume
+
+
+def test_io_png_itk_mri_pair():
+    t1 = read(real_data("itk/BrainT1Slice.png"))
+    pd = read(real_data("itk/BrainProtonDensitySlice.png"))
+    assert t1.shape == pd.shape == (1, 217, 181)
+    assert t1.n_components == 1  # stored as RGB with equal channels: read as grey
+    ref = np.asarray(Image.open(real_data("itk/BrainT1Slice.png")).convert("L"))
+    np.testing.assert_array_equal(t1.array[0], ref)
+    assert t1.meta["source_format"] == "png" and t1.is_2d
+    # two contrasts of one subject: correlated but not identical
+    r = np.corrcoef(t1.array.ravel(), pd.array.ravel())[0, 1]
+    assert 0.2 < abs(r) < 0.99
+
+
+def test_io_png_round_trip_uint8_uint16_rgb(tmp_path):
+    grey = Volume(np.arange(60, dtype=np.uint8).reshape(1, 6, 10), spacing=(0.5, 0.5, 1.0))
+    back = read(write(grey, tmp_path / "g.png"))
+    np.testing.assert_array_equal(back.array, grey.array)
+    deep = Volume((np.arange(60, dtype=np.uint16) * 1000).reshape(1, 6, 10))
+    np.testing.assert_array_equal(read(write(deep, tmp_path / "d.png")).array, deep.array)
+    rgb = Volume(np.random.default_rng(0).integers(0, 255, (1, 6, 10, 3), dtype=np.uint8))
+    back = read(write(rgb, tmp_path / "c.png"))
+    assert back.n_components == 3
+    np.testing.assert_array_equal(back.array, rgb.array)
+
+
+def test_io_png_ct_window_and_3d_slice(tmp_path):
+    ct = Volume(np.array([[[-1000, -600, 40, 3000]]], dtype=np.int16).repeat(3, axis=0), meta={"modality": "CT"})
+    with pytest.raises(InputError, match="one slice"):
+        write(ct, tmp_path / "x.png")
+    out = read(write(ct, tmp_path / "x.png", window=(40.0, 400.0), slice_index=1))
+    np.testing.assert_array_equal(out.array[0, 0], [0, 0, 128, 255])
+    np.testing.assert_array_equal(to_uint8(np.array([-600.0, 150.0]), (-600.0, 1500.0)), [128, 255])
+
+
+def test_io_png_jpeg_and_bad_picture(tmp_path):
+    photo = tmp_path / "fundus.jpg"
+    Image.fromarray(np.full((8, 8, 3), (200, 40, 30), np.uint8)).save(photo)
+    vol = read(photo)
+    assert vol.n_components == 3 and vol.meta["source_format"] == "jpeg"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(real_data("itk/BrainT1Slice.png").read_bytes()[:200])
+    with pytest.raises(InputError, match="broken.png: not a readable png"):
+        read(broken)

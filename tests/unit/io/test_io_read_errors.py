@@ -1,0 +1,57 @@
+"""Bad input of any kind: one InputError naming the file and the reason, never another exception."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.io import detect_format, read, write
+from medanomaly.types import Volume
+
+
+def test_io_errors_missing_empty_unknown(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        read(tmp_path / "nope.nii.gz")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    with pytest.raises(InputError, match="empty.dcm: empty file"):
+        read(tmp_path / "empty.dcm")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(InputError, match="notes.txt: unsupported file type '.txt'"):
+        read(tmp_path / "notes.txt")
+    with pytest.raises(InputError, match="cannot write"):
+        write(Volume(np.zeros((1, 2, 2))), tmp_path / "x.txt")
+
+
+def test_io_errors_non_image_without_suffix_and_truncated_dicom(tmp_path):
+    (tmp_path / "README").write_text("plain text without a suffix")
+    with pytest.raises(InputError, match="README: not a DICOM file"):
+        read(tmp_path / "README")
+    data = real_data("pydicom/CT_small.dcm").read_bytes()
+    for cut in (200, 1500, len(data) - 1000):
+        (tmp_path / "cut.dcm").write_bytes(data[:cut])
+        with pytest.raises(InputError) as err:
+            read(tmp_path / "cut.dcm")
+        assert "cut.dcm" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "fmt"),
+    [
+        ("pydicom/CT_small.dcm", "dicom"),
+        ("pyradiomics/lung1_image.nrrd", "nrrd"),
+        ("mricron/ch2.nii.gz", "nifti"),
+        ("itk/BrainT1Slice.png", "png"),
+    ],
+)
+def test_io_detect_format(key, fmt):
+    assert detect_format(real_data(key)) == fmt
+
+
+def test_io_dicom_folder_write_read(tmp_path):
+    vol = Volume(np.full((3, 4, 5), 40, np.int16), spacing=(0.8, 0.8, 3.0), meta={"modality": "CT"})
+    write(vol, tmp_path / "series")
+    back = read(tmp_path / "series")
+    assert back.same_grid(vol) and back.meta["units"] == "HU"
+    np.testing.assert_array_equal(back.array, vol.array)
