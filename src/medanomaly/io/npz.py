@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
     path = Path(path)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"not a readable .npz archive ({exc.__class__.__name__})", path) from None
     if not hasattr(archive, "files"):
         raise InputError("not an .npz archive (a single .npy array)", path)
@@ -75,7 +76,7 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
                 splits[split] = MedMNISTSplit(images=images, labels=labels)
     except InputError:
         raise
-    except (ValueError, OSError, EOFError) as exc:  # pickled object arrays, truncated members
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # pickled object arrays, truncated members
         raise InputError(f"unreadable .npz member ({exc.__class__.__name__})", path) from None
     if not splits:
         raise InputError(
