@@ -28,7 +28,9 @@ class Task(Protocol):
 
 
 #: Modules that register a task when imported. Add yours here.
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = (
+    "medanomaly.classify.task",
+)
 
 for _module in TASK_MODULES:
     importlib.import_module(_module)

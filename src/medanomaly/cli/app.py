@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.demo",
     "medanomaly.cli.classify",
     "medanomaly.cli.deid",
+    "medanomaly.cli.explain",
 )
 
 app = typer.Typer(

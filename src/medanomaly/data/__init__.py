@@ -10,6 +10,9 @@ import importlib
 DATASET_MODULES: tuple[str, ...] = (
     "manifest",
     "medmnist",
+    "phantom",
+    "inbreast",
+    "lidc",
 )
 
 for _module in DATASET_MODULES:

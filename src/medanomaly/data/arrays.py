@@ -70,11 +70,11 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1) ->
             a trailing component axis (z, y, x, c); a one-slice volume is treated as 2D when
             ``size`` is 2D.
         size: target spatial size, (y, x) or (z, y, x), voxels.
-        channels: number of channels the model expects. A grey image is repeated to 3 channels
-            when asked; a colour image is averaged to grey for ``channels=1``.
+        channels: number of channels the model expects; an image with another number of
+            channels is an error (never silently converted). RGBA loses its alpha for 3 channels.
 
     Raises:
-        InputError: when the image dimension cannot match ``size``.
+        InputError: when the image dimension or channel count cannot match.
     """
     a = np.asarray(image)
     comps = 1
@@ -90,13 +90,12 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1) ->
         a = a[:, 0]
     elif len(size) == 3 and len(spatial) == 2:
         raise InputError(f"a 2D image of shape {tuple(spatial)} cannot feed a 3D model")
+    if comps == 4 and channels == 3:  # RGBA: drop alpha
+        a, comps = a[:3], 3
     if comps != channels:
-        if channels == 1:
-            a = a[:3].mean(axis=0, keepdims=True)
-        elif comps == 1:
-            a = np.repeat(a, channels, axis=0)
-        else:
-            raise InputError(f"image has {comps} channels, the model expects {channels}")
+        raise InputError(
+            f"image has {comps} channel(s), the config expects {channels} (set data.channels to {comps})"
+        )
     a = np.stack([normalise_intensity(c) for c in a])
     return resize(a, size)
 

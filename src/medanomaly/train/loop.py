@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,8 @@ def _progress(enabled: bool, total_steps: int):
 
 
 def fit(model, train: LabelledImages, val: LabelledImages | None, settings: TrainSettings,
-        run_dir: str | Path | None = None, resume: bool = False) -> FitResult:
+        run_dir: str | Path | None = None, resume: bool = False,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` in place and leave it at its best validation epoch.
 
     Args:
@@ -184,6 +186,8 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
         run_dir: where ``model.safetensors`` (best weights), ``history.json`` and ``checkpoint/``
             (resumable state, written every epoch) go; None keeps everything in memory.
         resume: continue from ``run_dir/checkpoint`` when it exists.
+        on_epoch: called after each epoch with (epoch, record); may raise to stop training
+            (Optuna pruning does).
 
     Returns:
         A :class:`FitResult` (history per epoch: train loss and validation scores).
@@ -257,7 +261,7 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
                     break
                 x, y = x_all[idx], y_all[idx]
                 if augmenter is not None:
-                    x = torch.stack([augmenter(xi, np_rng)[0] for xi in x])
+                    x = augmenter.batch(x, np_rng)[0]
                 loss = criterion(model(x), y)
                 if penalised is not None:
                     loss = loss + weight_penalty(model, s.l1, s.l2, penalised)
@@ -293,6 +297,8 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
                 save_training_state(ckpt_dir, model, optimizer, scheduler,
                                     {"epoch": epoch, "history": history, "best": best,
                                      "batch_rng": batches.generator.get_state().tolist()}, np_rng)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
             if best["stale"] >= s.patience:
                 stopped = True
                 break

@@ -1,0 +1,296 @@
+"""Train, save, load and apply a classification run (single model, seeds ensemble or k-fold).
+
+A run directory written by :func:`train_run` holds::
+
+    config.yaml            the validated config (written by the CLI)
+    classifier.json        class names, input size, members, temperature, thresholds, synthetic flag
+    members/<i>/model.safetensors, history.json, checkpoint/   one folder per ensemble member
+    train.json             what each member's training did (epochs, best validation score, images/s)
+    splits.json            images per split and class (no patient ids)
+
+Everything learned after training (temperature, binary decision threshold, abstention threshold)
+is fitted on the VALIDATION split, never on test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.classify.config import ClassificationConfig
+from medanomaly.data.arrays import LabelledImages
+from medanomaly.errors import InputError
+
+UNCERTAIN = "uncertain"
+
+
+# ----------------------------------------------------------------------------------- data
+def load_data(cfg: ClassificationConfig) -> LabelledImages:
+    """Load the configured dataset, assign patient-level splits, and check it before training.
+
+    Raises:
+        InputError: a patient in two splits, a class with no sample in train/val (or test when
+            a test split exists), or a channel count the config does not expect.
+    """
+    from medanomaly.data.splits import check_classes_present, check_patient_splits, patient_split
+    from medanomaly.registry import DATASETS
+
+    params = dict(cfg.data.dataset.params)
+    params.setdefault("image_size", tuple(cfg.data.image_size))
+    params.setdefault("channels", cfg.data.channels)
+    if cfg.data.class_names is not None:
+        params.setdefault("class_names", tuple(cfg.data.class_names))
+    data: LabelledImages = DATASETS.create(cfg.data.dataset.name, **params)
+    if len(data) == 0:
+        raise InputError(f"dataset {cfg.data.dataset.name!r} has no images")
+    if data.channels != cfg.data.channels:
+        raise InputError(f"images have {data.channels} channel(s), data.channels is {cfg.data.channels}")
+    if cfg.data.resplit or not np.all(np.isin(data.splits, ("train", "val", "test"))):
+        data = data.with_splits(patient_split(data.patient_ids, data.labels, cfg.data.val_fraction,
+                                              cfg.data.test_fraction, seed=cfg.seed))
+    check_patient_splits(data.patient_ids, data.splits)
+    required = ("train", "val") + (("test",) if np.any(data.splits == "test") else ())
+    check_classes_present(data.labels, data.splits, data.class_names, required)
+    return data
+
+
+def split_summary(data: LabelledImages) -> dict[str, Any]:
+    """Images (and patients) per split and class, for ``splits.json`` (no ids)."""
+    out: dict[str, Any] = {"class_names": list(data.class_names), "synthetic": data.synthetic}
+    for split in ("train", "val", "test"):
+        sub = data.split(split)
+        out[split] = {"images": len(sub), "patients": int(len(np.unique(sub.patient_ids))),
+                      "per_class": dict(zip(data.class_names, sub.class_counts().tolist(), strict=True))}
+    return out
+
+
+# ----------------------------------------------------------------------------------- model
+def build_model(cfg: ClassificationConfig, n_classes: int):
+    """Instantiate the configured classifier for this data."""
+    from medanomaly.models._classifier import TASK
+    from medanomaly.registry import MODELS
+
+    params = dict(cfg.model.params)
+    for key, want in (("in_channels", cfg.data.channels), ("num_classes", n_classes),
+                      ("spatial_dims", len(cfg.data.image_size))):
+        if key in params and params[key] != want:
+            raise InputError(f"model.params.{key}={params[key]} contradicts the data ({want})")
+        params[key] = want
+    factory = MODELS.get(cfg.model.name)
+    if getattr(factory, "task", None) != TASK:
+        raise InputError(f"model {cfg.model.name!r} is not a classifier")
+    return factory(**params)
+
+
+def train_settings(cfg: ClassificationConfig, seed: int | None = None):
+    from medanomaly.train.augment import AugmentSpec
+    from medanomaly.train.loop import TrainSettings
+
+    t = cfg.train.model_dump()
+    for key in ("resume", "num_threads"):
+        t.pop(key)
+    t["augment"] = AugmentSpec(**t["augment"])
+    cw = t["class_weights"]
+    t["class_weights"] = None if cw == "none" else ("balanced" if cw == "balanced" else tuple(cw))
+    return TrainSettings(**t, seed=cfg.seed if seed is None else seed)
+
+
+# ----------------------------------------------------------------------------------- ensemble
+@dataclass(frozen=True, eq=False)
+class Classifier:
+    """A trained run ready to predict: members, combination, calibration and thresholds.
+
+    Attributes:
+        models: the member networks (eval mode).
+        class_names: class order of the probabilities.
+        image_size / channels: model input (see :func:`medanomaly.data.arrays.to_model_array`).
+        method / weights: ensemble combination.
+        temperature: temperature applied to the combined log-probabilities (1 = none).
+        abstain_threshold: answer "uncertain" when the top probability is below it (0 = never).
+        decision_threshold: binary only, threshold on P(class 1) (None = arg-max).
+        tta: average over flips at prediction time.
+        synthetic: trained on simulated data.
+    """
+
+    models: tuple[Any, ...]
+    class_names: tuple[str, ...]
+    image_size: tuple[int, ...]
+    channels: int
+    method: str = "average"
+    weights: tuple[float, ...] | None = None
+    temperature: float = 1.0
+    abstain_threshold: float = 0.0
+    decision_threshold: float | None = None
+    tta: bool = False
+    synthetic: bool = False
+
+    def raw_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Combined member probabilities (N, K) before temperature scaling."""
+        from medanomaly.train.ensemble import combine
+        from medanomaly.train.loop import predict_logits, softmax
+        from medanomaly.train.tta import predict_proba_tta
+
+        members = []
+        for model in self.models:
+            if self.tta:
+                members.append(predict_proba_tta(model, images, batch_size=batch_size))
+            else:
+                members.append(softmax(predict_logits(model, images, batch_size)))
+        return combine(np.stack(members), self.method, self.weights)
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Calibrated class probabilities (N, K)."""
+        from medanomaly.train.loop import softmax
+
+        p = self.raw_proba(images, batch_size)
+        if self.temperature == 1.0:
+            return p
+        return softmax(np.log(np.clip(p, 1e-12, 1.0)), self.temperature)
+
+    def decide(self, probs: np.ndarray) -> list[str]:
+        """Class name per row, or ``"uncertain"`` below the abstention threshold."""
+        if self.decision_threshold is not None and probs.shape[1] == 2:
+            arg = (probs[:, 1] >= self.decision_threshold).astype(int)
+        else:
+            arg = probs.argmax(axis=1)
+        conf = probs.max(axis=1)
+        return [UNCERTAIN if c < self.abstain_threshold else self.class_names[a]
+                for c, a in zip(conf, arg, strict=True)]
+
+
+def _member_dirs(run_dir: Path) -> list[Path]:
+    return sorted((p for p in (run_dir / "members").glob("*") if p.is_dir()), key=lambda p: int(p.name))
+
+
+def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path | None,
+                progress: bool | None = None) -> tuple[list[Any], list[Any]]:
+    """Train the configured members; returns (models, FitResults)."""
+    from dataclasses import replace
+
+    import torch
+
+    from medanomaly.data.splits import patient_kfold
+    from medanomaly.train.loop import fit
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    train, val = data.split("train"), data.split("val")
+    jobs: list[tuple[LabelledImages, LabelledImages, int]] = []
+    if cfg.ensemble.folds >= 2:
+        for tr_idx, va_idx in patient_kfold(train.patient_ids, train.labels, cfg.ensemble.folds, cfg.seed):
+            jobs.append((train.subset(tr_idx), train.subset(va_idx), cfg.seed))
+    else:
+        jobs = [(train, val, cfg.seed + i) for i in range(cfg.ensemble.members)]
+    models, results = [], []
+    for i, (tr, va, seed) in enumerate(jobs):
+        settings = train_settings(cfg, seed)
+        if progress is not None:
+            settings = replace(settings, progress=progress)
+        torch.manual_seed(seed)
+        model = build_model(cfg, len(data.class_names))
+        member_dir = run_dir / "members" / str(i) if run_dir is not None else None
+        results.append(fit(model, tr, va, settings, member_dir, resume=cfg.train.resume))
+        models.append(model)
+    return models, results
+
+
+def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
+              val: LabelledImages, synthetic: bool) -> Classifier:
+    """Combine members and fit temperature, decision and abstention thresholds on validation."""
+    from medanomaly.evaluate.calibration import TemperatureScaler, threshold_for_coverage
+    from medanomaly.evaluate.metrics import choose_threshold
+    from medanomaly.train.ensemble import weights_from_scores
+
+    weights = None
+    if cfg.ensemble.weighted and len(models) > 1:
+        higher = cfg.train.early_stopping_metric != "loss"
+        scores = [r.best_score if higher else -r.best_score for r in results]
+        weights = tuple(float(w) for w in weights_from_scores(np.exp(scores) if not higher else scores))
+    clf = Classifier(models=tuple(models), class_names=val.class_names, image_size=val.image_size,
+                     channels=val.channels, method=cfg.ensemble.method, weights=weights,
+                     tta=cfg.evaluate.tta, synthetic=synthetic)
+    raw = clf.raw_proba(val.images)
+    temperature = 1.0
+    if cfg.evaluate.calibrate:
+        temperature = TemperatureScaler().fit(np.log(np.clip(raw, 1e-12, 1.0)), val.labels).temperature_
+    clf = _replace(clf, temperature=float(temperature))
+    probs = clf.predict_proba(val.images)
+    decision = None
+    if len(val.class_names) == 2 and cfg.evaluate.threshold_rule != "argmax":
+        decision = float(choose_threshold(val.labels, probs[:, 1], cfg.evaluate.threshold_rule))
+    abstain = 0.0
+    if cfg.evaluate.abstain_confidence is not None:
+        abstain = float(cfg.evaluate.abstain_confidence)
+    elif cfg.evaluate.abstain_coverage is not None and cfg.evaluate.abstain_coverage < 1.0:
+        abstain = float(threshold_for_coverage(probs, cfg.evaluate.abstain_coverage))
+    return _replace(clf, decision_threshold=decision, abstain_threshold=abstain)
+
+
+def _replace(clf: Classifier, **changes: Any) -> Classifier:
+    from dataclasses import replace
+
+    return replace(clf, **changes)
+
+
+# ----------------------------------------------------------------------------------- save / load
+def save_classifier(clf: Classifier, cfg: ClassificationConfig, run_dir: Path) -> Path:
+    """Write ``classifier.json`` (weights are already in ``members/<i>/model.safetensors``)."""
+    from medanomaly.train.checkpoint import save_weights
+
+    for i, model in enumerate(clf.models):
+        save_weights(model, run_dir / "members" / str(i) / "model.safetensors")
+    info = {
+        "class_names": list(clf.class_names), "image_size": list(clf.image_size), "channels": clf.channels,
+        "model": cfg.model.name, "model_params": dict(cfg.model.params), "members": len(clf.models),
+        "method": clf.method, "weights": list(clf.weights) if clf.weights else None,
+        "temperature": clf.temperature, "abstain_threshold": clf.abstain_threshold,
+        "decision_threshold": clf.decision_threshold, "tta": clf.tta, "synthetic": clf.synthetic,
+        "fitted_on": "val",
+    }
+    path = run_dir / "classifier.json"
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def load_classifier(run_dir: str | Path) -> Classifier:
+    """Load a trained run (config + ``classifier.json`` + member weights)."""
+    from medanomaly.config import load_config
+    from medanomaly.train.checkpoint import load_weights
+
+    run_dir = Path(run_dir)
+    info_path = run_dir / "classifier.json"
+    if not info_path.is_file():
+        raise InputError("not a trained classification run (no classifier.json)", run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    info = json.loads(info_path.read_text())
+    models = []
+    for member in _member_dirs(run_dir)[: info["members"]]:
+        model = build_model(cfg, len(info["class_names"]))
+        load_weights(model, member / "model.safetensors").eval()
+        models.append(model)
+    if len(models) != info["members"]:
+        raise InputError(f"run has {len(models)} of {info['members']} member weights", run_dir)
+    return Classifier(models=tuple(models), class_names=tuple(info["class_names"]),
+                      image_size=tuple(info["image_size"]), channels=int(info["channels"]),
+                      method=info["method"], weights=tuple(info["weights"]) if info["weights"] else None,
+                      temperature=float(info["temperature"]), abstain_threshold=float(info["abstain_threshold"]),
+                      decision_threshold=info["decision_threshold"], tta=bool(info["tta"]),
+                      synthetic=bool(info["synthetic"]))
+
+
+def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:
+    """Load data, train the members, calibrate on validation and write the run directory."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg)
+    (run_dir / "splits.json").write_text(json.dumps(split_summary(data), indent=2))
+    models, results = fit_members(cfg, data, run_dir)
+    clf = calibrate(cfg, models, results, data.split("val"), data.synthetic)
+    save_classifier(clf, cfg, run_dir)
+    (run_dir / "train.json").write_text(json.dumps(
+        {"synthetic": data.synthetic, "members": [r.to_json() for r in results]}, indent=1, default=float))
+    return clf

@@ -1,0 +1,144 @@
+"""The ``classification`` task: what ``medanomaly train / evaluate / predict / tune`` dispatch to.
+
+Example:
+    >>> from medanomaly.registry import TASKS
+    >>> TASKS.get("classification").config_class.__name__
+    'ClassificationConfig'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.classify.config import ClassificationConfig
+from medanomaly.errors import InputError
+from medanomaly.registry import TASKS
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """Metrics of a trained run on ``split``: bootstrap CIs, calibration, abstention; writes
+    ``metrics.json`` (and ``report.html`` when the report module is available).
+
+    Thresholds and temperature were learned on validation at training time and are only applied here.
+    """
+    from medanomaly.classify.engine import UNCERTAIN, load_classifier, load_data
+    from medanomaly.config import load_config
+    from medanomaly.evaluate.calibration import (expected_calibration_error, reliability_curve,
+                                                 risk_coverage_curve, selective_accuracy)
+    from medanomaly.evaluate.metrics import classification_metrics
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if split not in ("train", "val", "test"):
+        raise InputError(f"unknown split {split!r}; expected train, val or test")
+    clf = load_classifier(run_dir)
+    data = load_data(cfg).split(split)
+    if len(data) == 0:
+        raise InputError(f"the {split!r} split is empty", run_dir)
+    raw = clf.raw_proba(data.images)
+    probs = clf.predict_proba(data.images)
+    result = classification_metrics(data.labels, probs, clf.class_names, threshold=clf.decision_threshold,
+                                    n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed,
+                                    synthetic=clf.synthetic)
+    decisions = clf.decide(probs)
+    sel_acc, coverage = selective_accuracy(data.labels, probs, clf.abstain_threshold)
+    rc = risk_coverage_curve(data.labels, probs)
+    metrics = result.to_json()
+    metrics.update({
+        "split": split,
+        "synthetic": bool(clf.synthetic),
+        "data_note": "SYNTHETIC data: simulated images, not patients" if clf.synthetic else "",
+        "calibration": {
+            "temperature": clf.temperature,
+            "fitted_on": "val",
+            "ece_before": expected_calibration_error(data.labels, raw),
+            "ece_after": expected_calibration_error(data.labels, probs),
+            "reliability": reliability_curve(data.labels, probs).to_json(),
+        },
+        "abstention": {
+            "confidence_threshold": clf.abstain_threshold,
+            "fitted_on": "val",
+            "coverage": coverage,
+            "selective_accuracy": sel_acc,
+            "n_uncertain": int(sum(d == UNCERTAIN for d in decisions)),
+            "risk_coverage": rc.to_json(),
+        },
+        "ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
+    })
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    if cfg.evaluate.report:
+        _write_report(run_dir, metrics, result, data, probs, clf)
+    return metrics
+
+
+def _write_report(run_dir: Path, metrics: dict[str, Any], result: Any, data: Any, probs: np.ndarray,
+                  clf: Any) -> None:
+    """Plots + HTML report through ``medanomaly.evaluate.report`` when it exists."""
+    try:
+        from medanomaly.evaluate import report
+    except ImportError:  # the report module is optional until it lands
+        return
+    writer = getattr(report, "write_classification_report", None) or getattr(report, "write_report", None)
+    if writer is None:
+        return
+    writer(run_dir=run_dir, metrics=metrics, result=result, y_true=data.labels, probs=probs,
+           class_names=clf.class_names)
+
+
+def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tuple[Path, Any]]:
+    """Predict each image file; a bad file gives ``(path, InputError)`` and the rest go on.
+
+    Returns:
+        ``[(path, Prediction | InputError), ...]`` in input order.
+    """
+    from medanomaly.classify.engine import UNCERTAIN, load_classifier
+    from medanomaly.data.arrays import to_model_array
+    from medanomaly.io import read
+    from medanomaly.types import Prediction
+
+    clf = load_classifier(run_dir)
+    out: list[tuple[Path, Any]] = []
+    for path in map(Path, paths):
+        try:
+            volume = read(path)
+            x = to_model_array(volume.array, clf.image_size, clf.channels)[None]
+        except InputError as exc:
+            out.append((path, exc))
+            continue
+        p = clf.predict_proba(x)
+        label = clf.decide(p)[0]
+        flags = ("synthetic_training_data",) if clf.synthetic else ()
+        out.append((path, Prediction(scores=tuple(float(v) for v in p[0]), class_names=clf.class_names,
+                                     label=label, abstained=label == UNCERTAIN, flags=flags)))
+    return out
+
+
+class ClassificationTask:
+    """Binary / multi-class disease classification (2D and 3D)."""
+
+    config_class = ClassificationConfig
+
+    def train(self, config: ClassificationConfig, run_dir: Path) -> Path:
+        from medanomaly.classify.engine import train_run
+
+        train_run(config, run_dir)
+        return Path(run_dir)
+
+    def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
+        return evaluate_run(run_dir, split)
+
+    def predict(self, run_dir: Path, paths: Sequence[Path]) -> list[tuple[Path, Any]]:
+        return predict_paths(run_dir, paths)
+
+    def tune(self, config: ClassificationConfig, trials: int | None, out_dir: Path) -> dict[str, Any]:
+        from medanomaly.train.tune import tune
+
+        return tune(config, trials=trials, out_dir=out_dir)
+
+
+TASKS.register("classification")(ClassificationTask())

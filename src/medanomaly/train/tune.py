@@ -1,0 +1,135 @@
+"""Hyper-parameter search with Optuna over a space declared in the config (``tune:`` section).
+
+Each trial copies the config, sets the searched values at their dotted paths (``train.lr``,
+``model.params.dropout``, ...), trains one model on the training split and is scored on the
+validation split (never on test). Unpromising trials are pruned by Optuna's median rule from
+their per-epoch validation scores. The result (``tune.json``) lists every trial; ``best.yaml`` is
+the winning config, ready for ``medanomaly train``.
+
+Example YAML::
+
+    tune:
+      trials: 20
+      epochs: 8
+      space:
+        train.lr: {type: float, low: 0.0003, high: 0.005, log: true}
+        train.loss: {type: categorical, choices: [ce, focal]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from medanomaly.errors import ConfigError, InputError
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``dotted = "a.b.c"`` (creating ``params`` dicts)."""
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        if not isinstance(node, dict):
+            raise ConfigError(f"tune.space: {dotted!r} does not name a config field")
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def apply_overrides(cfg, overrides: dict[str, Any]):
+    """A validated copy of ``cfg`` with dotted-path ``overrides``."""
+    from medanomaly.config import parse_config
+
+    tree = cfg.model_dump(mode="json")
+    for path, value in overrides.items():
+        set_path(tree, path, value)
+    return parse_config(tree, "<tune>")
+
+
+def suggest(trial, name: str, space) -> Any:
+    """Draw one value for ``name`` from its :class:`~medanomaly.classify.config.ParamSpace`."""
+    if space.type == "categorical":
+        if not space.choices:
+            raise ConfigError(f"tune.space.{name}: categorical needs choices")
+        return trial.suggest_categorical(name, space.choices)
+    if space.low is None or space.high is None or space.low > space.high:
+        raise ConfigError(f"tune.space.{name}: needs low <= high")
+    if space.type == "int":
+        return trial.suggest_int(name, int(space.low), int(space.high), log=space.log)
+    return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
+
+
+def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None) -> dict[str, Any]:
+    """Run the search; returns (and writes to ``out_dir/tune.json``) the best params and all trials.
+
+    Args:
+        cfg: a :class:`~medanomaly.classify.config.ClassificationConfig` with a ``tune.space``.
+        trials: number of trials (default ``cfg.tune.trials``).
+        out_dir: where ``tune.json`` and ``best.yaml`` go (None = nowhere).
+        data: pre-loaded :class:`~medanomaly.data.arrays.LabelledImages` (default: load the config's).
+    """
+    import optuna
+    import torch
+
+    from medanomaly.classify.engine import build_model, load_data, train_settings
+    from medanomaly.train.loop import METRICS, fit
+
+    if not cfg.tune.space:
+        raise ConfigError("tune.space is empty: declare at least one parameter to search")
+    n_trials = trials or cfg.tune.trials
+    data = load_data(cfg) if data is None else data
+    train, val = data.split("train"), data.split("val")
+    metric = cfg.tune.metric
+    higher = METRICS[metric]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.tune.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=cfg.seed))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2) if cfg.tune.pruning \
+        else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize" if higher else "minimize", sampler=sampler, pruner=pruner)
+
+    def objective(trial) -> float:
+        from dataclasses import replace
+
+        overrides = {name: suggest(trial, name, space) for name, space in cfg.tune.space.items()}
+        if cfg.tune.epochs:
+            overrides["train.epochs"] = cfg.tune.epochs
+        trial_cfg = apply_overrides(cfg, overrides)
+        settings = replace(train_settings(trial_cfg), progress=False, early_stopping_metric=metric)
+        torch.manual_seed(cfg.seed)
+        model = build_model(trial_cfg, len(data.class_names))
+
+        def report(epoch: int, record: dict[str, float]) -> None:
+            value = record.get(f"val_{metric}", math.nan)
+            if math.isfinite(value):
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        result = fit(model, train, val, settings, on_epoch=report)
+        if not math.isfinite(result.best_score):
+            raise InputError(f"trial {trial.number}: validation {metric} is undefined")
+        return result.best_score
+
+    study.optimize(objective, n_trials=n_trials, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise InputError("no tuning trial completed")
+    best = study.best_trial
+    summary = {
+        "metric": f"val_{metric}", "direction": "maximize" if higher else "minimize",
+        "synthetic": bool(data.synthetic), "n_trials": len(study.trials), "best_value": best.value,
+        "best_params": best.params,
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
+                   for t in study.trials],
+    }
+    if out_dir is not None:
+        import yaml
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tune.json").write_text(json.dumps(summary, indent=2, default=float))
+        best_cfg = apply_overrides(cfg, dict(best.params))
+        (out / "best.yaml").write_text(yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
+    return summary
