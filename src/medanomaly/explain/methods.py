@@ -123,7 +123,8 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The layer CAM methods use: ``model.explain_layer`` if declared, else the last convolution.
+    """The layer CAM methods use: ``model.explain_layer`` if declared, else the last convolution
+    with more than one output channel.
 
     The last convolution (in registration order, which is execution order for the usual
     ``Sequential``-style networks) has the finest semantics that still keeps a spatial grid.
@@ -131,13 +132,18 @@ def default_layer(model: nn.Module) -> str:
     declared = getattr(model, "explain_layer", None)
     if declared:
         return resolve_layer(model, str(declared))
-    convs = [name for name, m in model.named_modules() if name and type(m).__name__ in _CONV_NAMES]
+    convs = [(name, m) for name, m in model.named_modules() if name and type(m).__name__ in _CONV_NAMES]
+    # A segmenter's last convolution maps features to its output classes (1 channel): its "CAM"
+    # would only repeat the output; the decoder layer before it carries the evidence.
+    wide = [name for name, m in convs if getattr(m, "out_channels", 2) > 1]
+    if wide:
+        return wide[-1]
     if not convs:
         raise InputError(
             "model has no convolution layer for a CAM method; pass --layer "
             f"(valid: {_listing(layer_names(model))}) or use occlusion / integrated_gradients"
         )
-    return convs[-1]
+    return convs[-1][0]
 
 
 def _listing(names: list[str]) -> str:

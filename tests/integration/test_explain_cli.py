@@ -1,0 +1,127 @@
+"""``medanomaly explain`` end to end on a classification run and a lung-nodule run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medanomaly.cli.app import app
+from medanomaly.io import read, write
+from medanomaly.types import Volume
+
+
+def _blob(rng: np.random.Generator, abnormal: bool, size: int = 32):
+    """Noise + a bright line (normal anatomy, in every image) + a round blob when abnormal.
+
+    The line keeps the classifier's per-image intensity scaling alike in both classes, so the
+    model must find the blob rather than a global contrast shortcut.
+    """
+    img = rng.normal(0.0, 0.3, (size, size)).astype(np.float32)
+    row, col = rng.integers(2, size - 2), rng.integers(2, size - 12)
+    img[row, col : col + 10] += 1.5
+    mask = np.zeros((size, size), np.uint8)
+    if abnormal:
+        c = rng.uniform(6, size - 7, 2)
+        yy, xx = np.indices((size, size))
+        d2 = (yy - c[0]) ** 2 + (xx - c[1]) ** 2
+        img += 1.5 * np.exp(-d2 / 8.0).astype(np.float32)
+        mask[d2 <= 9] = 1
+    return img, mask
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory) -> Path:
+    """A real classification run directory (config.yaml, classifier.json, safetensors), tiny model."""
+    from medanomaly.classify.config import ClassificationConfig
+    from medanomaly.classify.engine import Classifier, build_model, save_classifier
+    from medanomaly.config import save_config
+    from medanomaly.data.arrays import to_model_array
+
+    run = tmp_path_factory.mktemp("cls_run")
+    cfg = ClassificationConfig.model_validate({
+        "task": "classification",
+        "data": {"dataset": {"name": "manifest", "params": {"csv": "none.csv"}}, "image_size": [32, 32],
+                 "class_names": ["normal", "abnormal"]},
+        "model": {"name": "compact_cnn", "params": {"widths": [8, 16], "hidden": 8, "dropout": 0.0, "stem_stride": 1}},
+    })  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(80):
+        labels = rng.integers(0, 2, 16)
+        xs = np.stack([to_model_array(_blob(rng, bool(k))[0], (32, 32)) for k in labels])
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(xs)), torch.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # Re-estimate batch-norm statistics over a few batches (80 steps leave the running means lagging).
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        for _ in range(8):
+            labels = rng.integers(0, 2, 32)
+            model(torch.from_numpy(np.stack([to_model_array(_blob(rng, bool(k))[0], (32, 32)) for k in labels])))
+    model.eval()
+    clf = Classifier(models=(model,), class_names=("normal", "abnormal"), image_size=(32, 32), channels=1,
+                     synthetic=True)  # fmt: skip
+    save_config(cfg, run)
+    save_classifier(clf, cfg, run)
+    return run
+
+
+def test_explain_classification_run(classification_run, tmp_path):
+    rng = np.random.default_rng(42)
+    img, mask = _blob(rng, True)
+    image = write(Volume(img, spacing=(0.7, 0.7, 1.0), origin=(5, 6, 0)), tmp_path / "case_image.nrrd")
+    lesion = write(Volume(mask, spacing=(0.7, 0.7, 1.0), origin=(5, 6, 0)), tmp_path / "case_label.nrrd")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", str(classification_run), str(image), "--method", "gradcam",
+                                      "--out", str(out), "--mask", str(lesion), "--evaluate", "--dicom",
+                                      "--target", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "explain.json").read_text())
+    assert report["run_kind"] == "classification" and report["synthetic_model"] is True
+    heat = read(out / "explanation.nii.gz")
+    assert heat.same_grid(read(image), tol=1e-3)
+    assert report["pointing_hit"] is True
+    f = report["faithfulness"]
+    assert f["deletion_auc"] < f["random_deletion_auc"]
+    dcm = [p for p in report["files"] if p.endswith(".dcm")]
+    assert pydicom.dcmread(dcm[0]).Modality == "OT"
+    assert (out / "explanation.png").stat().st_size > 10_000
+
+
+def test_explain_dataset_folder_and_bad_inputs(classification_run, tmp_path):
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "set"
+    for i in range(3):
+        img, mask = _blob(rng, True)
+        write(Volume(img), folder / f"c{i}_image.nrrd")
+        write(Volume(mask), folder / f"c{i}_label.nrrd")
+    (folder / "broken_image.nrrd").write_text("not an image")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["explain", str(classification_run), str(folder), "--method", "occlusion",
+                                      "--out", str(out), "--evaluate", "--target", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "explain.json").read_text())
+    assert report["summary"]["n_images"] == 3 and report["summary"]["pointing_count"] == 3
+    assert [s["name"] for s in report["skipped"]] == ["broken_image.nrrd"]
+
+    image = folder / "c0_image.nrrd"
+    bad = CliRunner().invoke(app, ["explain", str(classification_run), str(image), "--method", "lime"])
+    assert bad.exit_code != 0 and "unknown explainer 'lime'" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["explain", str(classification_run), str(image), "--layer", "nope",
+                                   "--out", str(tmp_path / "x")])  # fmt: skip
+    assert "unknown layer 'nope'; valid layers: 0, 0.0" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["explain", str(tmp_path), str(image)])
+    assert "not a trained lung_nodule or classification run" in str(bad.exception)
