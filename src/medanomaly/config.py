@@ -48,6 +48,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config ({exc.__class__.__name__})", path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path) from None
     if not isinstance(data, dict) or "task" not in data:
@@ -59,7 +61,10 @@ def parse_config(data: dict[str, Any], source: str | Path = "<config>") -> RunCo
     """Validate a config mapping with the class of its task."""
     from medanomaly.registry import TASKS
 
-    task = TASKS.get(str(data.get("task")))
+    try:
+        task = TASKS.get(str(data.get("task")))
+    except ConfigError as exc:  # name the config file, not only the unknown task
+        raise ConfigError(exc.reason, source) from None
     try:
         return task.config_class.model_validate(data)
     except ValidationError as exc:

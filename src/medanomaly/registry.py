@@ -40,6 +40,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._populate = populate
         self._populated = not populate
+        self._populating = False
         self._entries: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -57,10 +58,18 @@ class Registry(Generic[T]):
         return decorator
 
     def _ensure_populated(self) -> None:
-        if not self._populated:
-            self._populated = True
+        # Marked populated only once every module imported: a failed import is raised again on
+        # the next lookup instead of turning into a misleading "unknown name" error. The
+        # _populating flag stops recursion when a module looks itself up while importing.
+        if self._populated or self._populating:
+            return
+        self._populating = True
+        try:
             for module in self._populate:
                 importlib.import_module(module)
+            self._populated = True
+        finally:
+            self._populating = False
 
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name raises ConfigError listing the valid ones."""

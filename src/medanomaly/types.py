@@ -98,6 +98,8 @@ class Volume:
         if any(s <= 0 or not np.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be positive and finite, got {spacing}")
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+            raise ValueError(f"direction must be a finite, invertible 3x3 matrix, got {direction.tolist()}")
         unsafe = set(self.meta) - SAFE_META_KEYS
         if unsafe:
             raise ValueError(f"meta keys not allowed (possible PHI): {sorted(unsafe)}")
@@ -186,7 +188,12 @@ class Volume:
         import SimpleITK as sitk
 
         is_vector = self.array.ndim == 4
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array), isVector=is_vector)
+        array = self.array
+        if array.dtype == np.bool_:  # SimpleITK has no bool pixel type
+            array = array.astype(np.uint8)
+        elif not array.dtype.isnative:  # big-endian arrays (old DICOM) are not accepted
+            array = array.astype(array.dtype.newbyteorder("="))
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=is_vector)
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(tuple(self.direction.ravel()))
