@@ -132,7 +132,7 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from medanomaly.privacy.burned_in import redact_dataset
+    from medanomaly.privacy.burned_in import needs_scan, redact_dataset
 
     try:
         size = path.stat().st_size
@@ -147,7 +147,7 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     if not any(t in ds for t in _PIXEL_TAGS):
         raise Refused("no pixel data")
     try:
-        terms = phi_terms(ds)
+        terms = phi_terms(ds) if needs_scan(ds, config.burned_in) else []
     except Exception:  # noqa: BLE001 - a malformed header value: refuse, never print it
         raise Refused("not a readable DICOM file") from None
     try:
@@ -168,9 +168,14 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     return FileResult(ds, outcome, redaction, rel)
 
 
+_MADE_DIRS: set[Path] = set()
+
+
 def write_atomic(ds, dest: Path) -> None:
     """Write ``ds`` to ``dest`` via a temporary file in the same folder and ``os.replace``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.parent not in _MADE_DIRS or not dest.parent.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _MADE_DIRS.add(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         ds.save_as(tmp, enforce_file_format=True)

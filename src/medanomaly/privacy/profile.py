@@ -233,6 +233,13 @@ class DeidOutcome:
     original: dict[str, str] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or f"{tag:08X}"
+
+
 class _Walker:
     def __init__(self, key: bytes, options: ProfileOptions, shift: int, terms: list[str], counts: Counter):
         self.key = key
@@ -275,11 +282,18 @@ class _Walker:
             if tag.group & 1:
                 self._private(ds, tag, safe_blocks)
                 continue
-            elem = ds[tag]
-            vr = elem.VR
+            # Decide from the raw element when possible: converting every value costs more than
+            # the whole profile, and deleted or kept elements never need it.
+            raw = ds.get_item(tag)
+            vr = raw.VR
+            if vr is None or vr == "UN":
+                vr = ds[tag].VR
             action = self._action_for(int(tag), vr)
-            self.counts[(elem.keyword or f"{int(tag):08X}", action)] += 1
-            self._apply(ds, elem, action, vr)
+            self.counts[(_keyword(int(tag)), action)] += 1
+            if action == "X":
+                del ds[tag]
+            elif action != "K" or vr == "SQ":
+                self._apply(ds, ds[tag], action, vr)
 
     def _safe_private_blocks(self, ds) -> dict[tuple[int, int], str]:
         if not self.options.safe_private:
@@ -390,7 +404,9 @@ def deidentify_dataset(ds, key: bytes, options: ProfileOptions | None = None) ->
     identity = patient_identity(ds)
     original = {"patient_id": str(ds.get("PatientID", "") or ""), "patient_name": str(ds.get("PatientName", "") or "")}
     outcome = DeidOutcome(pseudonym=pseudonym(key, identity), identity=identity, original=original)
-    walker = _Walker(key, options, date_shift_days(key, identity), phi_terms(ds), outcome.counts)
+    cleans = "C" in action_table(options).values()
+    terms = phi_terms(ds) if cleans else []
+    walker = _Walker(key, options, date_shift_days(key, identity), terms, outcome.counts)
     walker.walk(ds)
 
     ds.PatientName = outcome.pseudonym
