@@ -9,6 +9,8 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,21 @@ def print_human(info: dict[str, Any]) -> None:
     Console(soft_wrap=True).print(table)
 
 
+class _StderrHandler(logging.Handler):
+    """Writes ``warning: <message>`` to the *current* ``sys.stderr`` (so redirections apply)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+
+
+def log_warnings_to_stderr() -> None:
+    """Show medanomaly's warnings (e.g. skipped corrupt files) on stderr, once per process."""
+    logger = logging.getLogger("medanomaly")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler(level=logging.WARNING)
+        logger.addHandler(handler)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def info(
@@ -91,6 +108,7 @@ def register(app: typer.Typer) -> None:
         series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a multi-series folder."),
     ) -> None:
         """Show modality, shape, spacing, origin, direction, dtype and intensity range of an image."""
+        log_warnings_to_stderr()
         summary = describe(path, series)
         if as_json:
             typer.echo(json.dumps(summary))
