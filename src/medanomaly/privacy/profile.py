@@ -14,7 +14,8 @@ Compound codes are resolved to the action that keeps the dataset valid whatever 
 
 Safety net beyond the table (elements the table does not list): person names (PN) are emptied,
 non-registered UIDs (UI) remapped, dates and date-times (DA/DT) follow the date option, times
-(TM) are emptied unless dates are kept or shifted, private elements removed unless safe-listed.
+(TM) are emptied unless dates are kept or shifted, public elements of unknown VR (UN) removed,
+private elements removed unless safe-listed.
 
 Why our own table and not ``deid`` or ``dicognito``: pydicom/deid ships recipe files, not the
 Annex E table (its default recipe covers a subset and needs a recipe language to extend); dicognito
@@ -264,6 +265,8 @@ class _Walker:
             return self.masks["50xxxxxx"]
         if group & 0xFF00 == 0x6000 and elem in (0x3000, 0x4000):
             return self.masks[f"60xx{elem:04X}"]
+        if vr == "UN":  # a public element nobody (not even pydicom's dictionary) knows: may hold anything
+            return "X"
         if vr == "PN":
             return "Z"
         if vr == "UI":

@@ -65,6 +65,7 @@ def _ct():
     ds.add_new(0x50000010, "US", 3)  # curve data group
     ds.add_new(0x00181012, "DA", "20170302")  # Date of Secondary Capture: not in the table, a date
     ds.add_new(0x00321032, "PN", "Requesting^Doctor")
+    ds.add_new(0x0018FFF0, "UN", b"Buc Jerome")  # a public tag unknown to the dictionary
     item = Dataset()
     item.add_new(0x00401101, "SQ", [])
     item.add_new(0x0040A123, "PN", "Nested^Person")
@@ -79,6 +80,7 @@ def test_basic_profile_on_a_real_ct(key):
     for tag in ("SeriesDescription", "PatientAge", "RequestingPhysician"):
         assert tag not in ds
     assert 0x60003000 not in ds and 0x60004000 not in ds and 0x50000010 not in ds
+    assert 0x0018FFF0 not in ds  # safety net: unknown public element removed
     assert not ds[0x00181012].value  # safety net: an unlisted date is emptied
     assert str(ds.ContentSequence[0].PersonName) == "ANONYMOUS"  # D inside a sequence
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
