@@ -154,3 +154,27 @@ def test_cli_parses_safe_private(folder, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     audit = json.loads(next(Path(tmp_path / "o" / ".medanomaly").glob("audit-*.json")).read_text())
     assert audit["options"]["safe_private"] == ["GEMS_ACQU_01:0C"]
+
+
+def test_real_deid_data_humans_headers_cleaned_pixels_identical(tmp_path, key, needles):
+    """deid-data's 'humans': JPEG CT secondary captures full of header PHI (Simpson family)."""
+    src = real_data("deid/humans")
+    summary = deidentify_folder(src, tmp_path / "out", key, DeidConfig(ocr_check=False))
+    assert (summary.processed, summary.refused) == (2, 0)
+    phi = [
+        "SIMPSON^HOMER^J^", "HIBBARD^JULIUS", "RIVERIA^NICK", "SPRINGFIELD GENERAL", "Evergreen Terrace",
+        "00007041776", "M1212121", "999887722", "20200704", "Seizure", "SGHCT01A", "SIEMENS CSA HEADER",
+    ]  # fmt: skip
+    outputs = sorted((tmp_path / "out").rglob("*.dcm"))
+    originals = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in src.glob("*.dcm")}
+    for path in outputs:
+        raw = path.read_bytes()
+        for value in phi:
+            assert not any(n in raw for n in needles(value, "ISO_IR 100")), value
+    for path in src.glob("*.dcm"):  # the search can fail: the values are in the input
+        assert b"SIMPSON" in path.read_bytes() and b"Evergreen Terrace" in path.read_bytes()
+    audit = json.loads(summary.audit_path.read_text())
+    assert len(audit["pixel_redaction"]) == 2 and all(not p["regions_blanked"] for p in audit["pixel_redaction"])
+    out_pixels = sorted(pydicom.dcmread(p).PixelData for p in outputs)
+    assert out_pixels == sorted(o.PixelData for o in originals.values())  # scanned, no text: untouched
+    assert all(pydicom.dcmread(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50" for p in outputs)
