@@ -1,0 +1,180 @@
+"""Evaluation of a trained detector: held-out simulated scans (FROC, agreement) and real lesions.
+
+* **Held-out simulated scans** (synthetic): nodules are inserted into the lung that training never
+  used (see :mod:`medanomaly.detect.simulate`) with a seed stream separate from training; the
+  detector searches only that lung. Hits follow :func:`medanomaly.evaluate.froc.match_findings`
+  (centre within ``max(radius, hit_min_radius_mm)``); findings in the exclusion zone around a real
+  lesion are ignored. For every hit, the detector's mask is measured and compared with the
+  simulation truth (volume: continuous simulated volume; diameter: maximum 3D diameter of the
+  truth mask) by Bland-Altman.
+* **Real lesions**: the detector searches both lungs of each source CT that has a real lesion
+  mask; the report gives the rank of the first finding whose mask overlaps the lesion, its score,
+  and how many non-overlapping findings score at least as high (false positives in that scan at
+  that threshold).
+
+Example:
+    >>> rank_on_lesion([], None)
+    (None, None, 0)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.detect.detector import NoduleDetector
+from medanomaly.detect.simulate import SourceScan, _placement_distances, simulate_scan
+from medanomaly.evaluate.agreement import bland_altman
+from medanomaly.evaluate.froc import ScanMarks, froc, match_findings
+from medanomaly.types import Finding, Volume
+
+__all__ = ["CaseResult", "evaluate_heldout", "evaluate_real", "rank_on_lesion", "finding_json"]
+
+
+def rank_on_lesion(findings: list[Finding], lesion: Volume | None) -> tuple[int | None, float | None, int]:
+    """(1-based rank of the first finding overlapping ``lesion``, its score, FPs scoring >= it).
+
+    Returns ``(None, None, len(findings))`` when no finding overlaps.
+    """
+    if lesion is None:
+        return None, None, len(findings)
+    les = np.asarray(lesion.array) > 0
+    for i, f in enumerate(findings):
+        if f.mask is not None and np.any(np.asarray(f.mask.array)[les]):
+            fps = sum(
+                1 for g in findings if g.score >= f.score and not (g.mask is not None and np.any(np.asarray(g.mask.array)[les]))
+            )
+            return i + 1, float(f.score), fps
+    return None, None, len(findings)
+
+
+def finding_json(f: Finding, lesion: Volume | None = None) -> dict[str, Any]:
+    """A finding's JSON (``Finding.to_json``) plus whether it overlaps the reference lesion."""
+    out = f.to_json()
+    if lesion is not None and f.mask is not None:
+        out["overlaps_reference"] = bool(np.any(np.asarray(f.mask.array)[np.asarray(lesion.array) > 0]))
+    return out
+
+
+def evaluate_heldout(
+    detector: NoduleDetector,
+    sources: list[SourceScan],
+    heldout_side: int,
+    scans_per_source: int,
+    nodules_per_scan: int,
+    diameter_range_mm: tuple[float, float],
+    seed: int,
+    hit_min_radius_mm: float = 5.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """FROC + agreement on held-out simulated scans (synthetic). Returns results and raw pairs."""
+    from medanomaly.quantify.measure import max_diameter_mm
+
+    marks: list[ScanMarks] = []
+    vol_pairs: list[tuple[float, float]] = []
+    diam_pairs: list[tuple[float, float]] = []
+    jobs = [(si, k) for si in range(len(sources)) for k in range(scans_per_source)]
+    iterator: Any = jobs
+    if progress:
+        from rich.progress import track
+
+        iterator = track(jobs, description="detect on held-out simulated scans")
+    distances: dict[int, Any] = {}
+    for si, k in iterator:
+        source = sources[si]
+        if si not in distances:
+            distances[si] = _placement_distances(source, heldout_side)
+        rng = np.random.default_rng([seed, 1, si, k])
+        sim = simulate_scan(source, heldout_side, nodules_per_scan, rng, diameter_range_mm,
+                            name=f"{source.name}-heldout-{k}", distances=distances[si])  # fmt: skip
+        findings = detector.detect(sim.ct, source.lung, side=heldout_side)
+        exclude = None if source.exclude is None else np.asarray(source.exclude.array) > 0
+
+        def ignore(c: np.ndarray, ct: Volume = sim.ct, ex: np.ndarray | None = exclude) -> bool:
+            if ex is None:
+                return False
+            idx = np.round(ct.physical_to_index(c)).astype(int)[::-1]
+            inside = all(0 <= i < n for i, n in zip(idx, ct.shape, strict=True))
+            return bool(inside and ex[tuple(idx)])
+
+        centres = np.array([f.center_mm for f in findings]).reshape(-1, 3)
+        truths = sim.truths
+        m = match_findings(
+            centres, [f.score for f in findings], np.array([t.center_mm for t in truths]).reshape(-1, 3),
+            [t.radius_mm for t in truths], hit_min_radius_mm, ignore,
+        )  # fmt: skip
+        marks.append(m)
+        # Agreement: the best-scoring hit of each lesion.
+        kept = [f for f in findings if not ignore(np.asarray(f.center_mm))]
+        seen: set[int] = set()
+        for f, lid in zip(kept, m.lesion_ids, strict=True):
+            if lid < 0 or lid in seen or f.measurements is None:
+                continue
+            seen.add(lid)
+            truth_mask = sim.labels.with_array((np.asarray(sim.labels.array) == lid + 1).astype(np.uint8))
+            vol_pairs.append((f.measurements.volume_ml, truths[lid].volume_ml))
+            diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
+    result = froc(marks)
+    out: dict[str, Any] = {"froc": result, "volume": None, "diameter": None, "marks": marks}
+    if len(vol_pairs) >= 2:
+        out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
+        out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CaseResult:
+    """Detection on one real CT: findings (best first) and the rank/score/FPs on its lesion."""
+
+    name: str
+    findings: list[Finding]
+    rank: int | None
+    score: float | None
+    fp_at_threshold: int
+
+
+def evaluate_real(detector: NoduleDetector, source: SourceScan) -> CaseResult:
+    """Detect in both lungs of a real CT and locate its real lesion among the findings."""
+    findings = detector.detect(source.ct, source.lung)
+    rank, score, fps = rank_on_lesion(findings, source.lesion)
+    return CaseResult(source.name, findings, rank, score, fps)
+
+
+def write_case(case: CaseResult, source: SourceScan, out_dir: Path, overlays: bool = True) -> dict[str, Any]:
+    """Write ``<out_dir>/<case>/findings.json`` (+ overlay PNGs); return the report's case entry."""
+    from medanomaly.evaluate.lung_report import plot_finding
+
+    case_dir = out_dir / case.name
+    case_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, f in enumerate(case.findings, start=1):
+        row = finding_json(f, source.lesion)
+        if overlays:
+            png = plot_finding(source.ct, f, case_dir / f"finding_{i:02d}.png", source.lesion,
+                               title=f"{case.name} #{i} score {f.score:.2f}")  # fmt: skip
+            row["overlay"] = f"{case.name}/{png.name}"
+        rows.append(row)
+    (case_dir / "findings.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "overlay"} for r in rows], indent=2))
+    reference_ml = None
+    if source.lesion is not None:
+        reference_ml = float(np.count_nonzero(source.lesion.array)) * source.ct.voxel_volume_mm3 / 1000.0
+    measured_ml = None
+    if case.rank is not None:
+        m = case.findings[case.rank - 1].measurements
+        measured_ml = None if m is None else m.volume_ml
+    return {
+        "name": case.name,
+        "rank": case.rank,
+        "score": case.score,
+        "fp_at_threshold": case.fp_at_threshold,
+        "n_findings": len(case.findings),
+        "reference_ml": reference_ml,
+        "measured_ml": measured_ml,
+        "findings": [
+            {**r, "hit": bool(r.get("overlaps_reference", False)), "overlay": r.get("overlay", "")} for r in rows
+        ],
+    }

@@ -1,0 +1,165 @@
+"""FROC analysis and the CPM score for lesion detection (LUNA16-style).
+
+A finding is a **hit** of a lesion when its centre lies within ``max(lesion radius, min_radius)``
+of the lesion centre (mm); each lesion counts once (its best-scoring hit), further hits of the same
+lesion are neither true nor false positives. Findings inside an *ignore* region (e.g. a real,
+unlabelled lesion in a simulated scan) are dropped. Everything else is a false positive.
+
+The FROC curve is sensitivity versus mean false positives per scan as the score threshold falls.
+Sensitivity at a given FP rate is read as a step function: the best sensitivity among thresholds
+whose FP rate does not exceed it. The **CPM** (competition performance metric) is the mean
+sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 FP per scan.
+
+Example:
+    >>> marks = [ScanMarks(scores=[0.9, 0.4], lesion_ids=[0, -1], n_lesions=1),
+    ...          ScanMarks(scores=[0.8], lesion_ids=[-1], n_lesions=1)]
+    >>> res = froc(marks)
+    >>> res.n_scans, res.n_lesions, res.sensitivity_at(1.0)
+    (2, 2, 0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: FP-per-scan rates of the FROC operating points and the CPM.
+FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "froc", "match_findings"]
+
+
+@dataclass(frozen=True)
+class ScanMarks:
+    """Scored marks of one scan: ``lesion_ids[i]`` is the lesion mark ``i`` hits, or -1 (FP).
+
+    A lesion hit by several marks should appear once (:func:`match_findings` does this); extra
+    hits are dropped by :func:`froc` anyway.
+    """
+
+    scores: Sequence[float]
+    lesion_ids: Sequence[int]
+    n_lesions: int
+
+
+@dataclass(frozen=True)
+class FrocResult:
+    """A FROC curve and its summary.
+
+    Attributes:
+        fps_per_scan: mean false positives per scan at each threshold (ascending).
+        sensitivity: lesion sensitivity at each threshold.
+        thresholds: the score thresholds (descending).
+        operating_points: {FP rate: sensitivity} at :data:`FP_RATES`.
+        cpm: mean of the operating-point sensitivities.
+        n_scans / n_lesions: how many scans and lesions the curve is computed on.
+    """
+
+    fps_per_scan: np.ndarray
+    sensitivity: np.ndarray
+    thresholds: np.ndarray
+    operating_points: dict[float, float] = field(default_factory=dict)
+    cpm: float = 0.0
+    n_scans: int = 0
+    n_lesions: int = 0
+
+    def sensitivity_at(self, fp_rate: float) -> float:
+        """Best sensitivity with at most ``fp_rate`` false positives per scan."""
+        ok = self.fps_per_scan <= fp_rate + 1e-12
+        return float(self.sensitivity[ok].max()) if ok.any() else 0.0
+
+    def threshold_at(self, fp_rate: float) -> float:
+        """Lowest score threshold with at most ``fp_rate`` false positives per scan (inf if none)."""
+        ok = self.fps_per_scan <= fp_rate + 1e-12
+        return float(self.thresholds[ok].min()) if ok.any() else float("inf")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpm": self.cpm,
+            "sensitivity_at_fp_per_scan": {str(k): v for k, v in self.operating_points.items()},
+            "n_scans": self.n_scans,
+            "n_lesions": self.n_lesions,
+        }
+
+
+def froc(marks: Sequence[ScanMarks], fp_rates: Sequence[float] = FP_RATES) -> FrocResult:
+    """FROC curve and CPM over scans (see the module docstring for the conventions).
+
+    Raises:
+        ValueError: no scans, or no lesions at all.
+    """
+    n_scans = len(marks)
+    n_lesions = int(sum(m.n_lesions for m in marks))
+    if n_scans == 0 or n_lesions == 0:
+        raise ValueError("FROC needs at least one scan and one lesion")
+    rows: list[tuple[float, int, int]] = []  # (score, is_tp, global lesion key)
+    offset = 0
+    for m in marks:
+        if len(m.scores) != len(m.lesion_ids):
+            raise ValueError("scores and lesion_ids must have the same length")
+        seen: set[int] = set()
+        for s, lid in sorted(zip(m.scores, m.lesion_ids, strict=True), key=lambda t: -t[0]):
+            if lid >= 0:
+                if lid in seen:
+                    continue
+                seen.add(lid)
+                rows.append((float(s), 1, offset + int(lid)))
+            else:
+                rows.append((float(s), 0, -1))
+        offset += m.n_lesions
+    if not rows:
+        return FrocResult(np.zeros(1), np.zeros(1), np.array([np.inf]), {f: 0.0 for f in fp_rates}, 0.0, n_scans, n_lesions)
+    rows.sort(key=lambda r: -r[0])
+    scores = np.array([r[0] for r in rows])
+    tp = np.cumsum([r[1] for r in rows])
+    fp = np.cumsum([1 - r[1] for r in rows])
+    # One point per distinct threshold: the last row with that score.
+    last = np.r_[scores[1:] != scores[:-1], True]
+    fps = np.r_[0.0, fp[last] / n_scans]
+    sens = np.r_[0.0, tp[last] / n_lesions]
+    thr = np.r_[np.inf, scores[last]]
+    result = FrocResult(fps, sens, thr, n_scans=n_scans, n_lesions=n_lesions)
+    points = {float(f): result.sensitivity_at(f) for f in fp_rates}
+    return FrocResult(fps, sens, thr, points, float(np.mean(list(points.values()))), n_scans, n_lesions)
+
+
+def match_findings(
+    centres_mm: np.ndarray,
+    scores: Sequence[float],
+    lesion_centres_mm: np.ndarray,
+    lesion_radii_mm: Sequence[float],
+    min_radius_mm: float = 5.0,
+    ignore: Callable[[np.ndarray], bool] | None = None,
+) -> ScanMarks:
+    """Match one scan's findings to its lesions by centre distance.
+
+    Args:
+        centres_mm: (N, 3) finding centres, LPS mm.
+        scores: N finding scores.
+        lesion_centres_mm: (M, 3) lesion centres, LPS mm.
+        lesion_radii_mm: M lesion radii, mm.
+        min_radius_mm: hit radius floor (small nodules on thick slices), mm.
+        ignore: predicate on a finding centre; True drops the finding (neither TP nor FP).
+
+    Returns:
+        The scan's :class:`ScanMarks` (each finding hits its nearest lesion within reach).
+    """
+    centres = np.asarray(centres_mm, float).reshape(-1, 3)
+    lesions = np.asarray(lesion_centres_mm, float).reshape(-1, 3)
+    radii = np.maximum(np.asarray(lesion_radii_mm, float), min_radius_mm)
+    kept_scores: list[float] = []
+    ids: list[int] = []
+    for c, s in zip(centres, scores, strict=True):
+        lid = -1
+        if len(lesions):
+            d = np.linalg.norm(lesions - c, axis=1)
+            inside = np.flatnonzero(d <= radii)
+            if inside.size:
+                lid = int(inside[np.argmin(d[inside])])
+        if lid < 0 and ignore is not None and ignore(c):
+            continue
+        kept_scores.append(float(s))
+        ids.append(lid)
+    return ScanMarks(scores=kept_scores, lesion_ids=ids, n_lesions=len(lesions))

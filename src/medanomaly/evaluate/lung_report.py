@@ -1,0 +1,174 @@
+"""Plots and the HTML report of the lung-nodule case study (matplotlib PNGs + a jinja2 page).
+
+Everything measured on simulated scans is labelled "synthetic" in titles and tables. The report
+links PNGs by relative path, so the run folder can be moved or zipped as a whole.
+
+Example:
+    >>> from medanomaly.evaluate.froc import ScanMarks, froc
+    >>> res = froc([ScanMarks([0.9, 0.2], [0, -1], 1)])
+    >>> import tempfile, pathlib
+    >>> p = plot_froc(res, pathlib.Path(tempfile.mkdtemp()) / "froc.png")
+    >>> p.suffix
+    '.png'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.evaluate.agreement import BlandAltman
+from medanomaly.evaluate.froc import FP_RATES, FrocResult
+from medanomaly.types import Finding, Volume
+
+__all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "write_lung_report"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out simulated scans (synthetic)") -> Path:
+    """FROC curve (log FP axis) with the 7 operating points and the CPM in the legend."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fps = np.clip(result.fps_per_scan, 1e-3, None)
+    ax.step(fps, result.sensitivity, where="post", color="C0", label=f"CPM = {result.cpm:.3f}")
+    ax.plot(list(result.operating_points), list(result.operating_points.values()), "o", color="C3",
+            label="sensitivity at 1/8..8 FP/scan")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlim(FP_RATES[0] / 2, FP_RATES[-1] * 2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(FP_RATES)
+    ax.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"{title}\n{result.n_scans} scans, {result.n_lesions} lesions", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path:
+    """Bland-Altman plot: difference vs mean, bias and 95 % limits of agreement."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(ba.means, ba.diffs, s=14, alpha=0.8)
+    for y, style, name in ((ba.bias, "-", "bias"), (ba.loa_low, "--", "-1.96 SD"), (ba.loa_high, "--", "+1.96 SD")):
+        ax.axhline(y, color="C3", linestyle=style, linewidth=1)
+        ax.text(ax.get_xlim()[1], y, f" {name} {y:.2f}", va="center", fontsize=8, color="C3")
+    diff_unit = "%" if ba.relative else unit
+    ax.set_xlabel(f"mean of measured and simulated {what} ({unit})")
+    ax.set_ylabel(f"measured - simulated ({diff_unit})")
+    ax.set_title(f"{what}: agreement with simulation truth (synthetic), n = {ba.n}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_finding(
+    ct: Volume,
+    finding: Finding,
+    path: Path,
+    reference: Volume | None = None,
+    title: str = "",
+    half_width_mm: float = 40.0,
+) -> Path:
+    """Axial overlay of one finding: lung window, finding mask (red), reference lesion (green)."""
+    plt = _plt()
+    idx = ct.physical_to_index(finding.center_mm)
+    z = int(np.clip(round(idx[2]), 0, ct.shape[0] - 1))
+    if finding.mask is not None and np.asarray(finding.mask.array).any():
+        areas = (np.asarray(finding.mask.array) > 0).reshape(ct.shape[0], -1).sum(1)
+        z = int(np.argmax(areas))
+    sx, sy, _ = ct.spacing
+    hy, hx = int(half_width_mm / sy), int(half_width_mm / sx)
+    cy, cx = int(round(idx[1])), int(round(idx[0]))
+    ys = slice(max(cy - hy, 0), min(cy + hy, ct.shape[1]))
+    xs = slice(max(cx - hx, 0), min(cx + hx, ct.shape[2]))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(np.asarray(ct.array)[z, ys, xs], cmap="gray", vmin=-1000, vmax=400,
+              extent=(0, (xs.stop - xs.start) * sx, (ys.stop - ys.start) * sy, 0))  # fmt: skip
+    extent = (0, (xs.stop - xs.start) * sx, 0, (ys.stop - ys.start) * sy)
+    for vol, colour in ((reference, "lime"), (finding.mask, "red")):
+        if vol is not None:
+            sl = (np.asarray(vol.array)[z, ys, xs] > 0).astype(float)
+            if sl.any():
+                ax.contour(sl, levels=[0.5], colors=colour, linewidths=1.0, extent=extent, origin="upper")
+    ax.set_title(title or f"score {finding.score:.2f}, slice {z}", fontsize=9)
+    ax.set_xlabel("mm")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+_TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; max-width: 1200px; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; font-weight: bold; }
+.gallery img { width: 260px; margin: 4px; border: 1px solid #ccc; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ intro }}</p>
+{% if froc %}
+<h2>Detection on held-out simulated scans <span class="synthetic">(synthetic)</span></h2>
+<p>{{ split }}</p>
+<p>CPM = <b>{{ "%.3f"|format(froc.cpm) }}</b> on {{ froc.n_scans }} scans with {{ froc.n_lesions }} simulated lesions.</p>
+<table><tr><th>FP / scan</th>{% for k in froc.points %}<th>{{ k }}</th>{% endfor %}</tr>
+<tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr></table>
+<img src="{{ froc.plot }}" alt="FROC curve">
+{% for ba in agreement %}<img src="{{ ba.plot }}" alt="Bland-Altman {{ ba.what }}">{% endfor %}
+<table><tr><th>measure (synthetic)</th><th>n</th><th>bias</th><th>95% limits of agreement</th></tr>
+{% for ba in agreement %}<tr><td>{{ ba.what }}</td><td>{{ ba.n }}</td><td>{{ "%.2f"|format(ba.bias) }} {{ ba.unit }}</td>
+<td>{{ "%.2f"|format(ba.loa_low) }} .. {{ "%.2f"|format(ba.loa_high) }} {{ ba.unit }}</td></tr>{% endfor %}</table>
+{% endif %}
+<h2>Real lesions (never seen in training)</h2>
+<table><tr><th>case</th><th>rank of first finding on the lesion</th><th>its score</th><th>FP in that scan at that threshold</th>
+<th>findings</th><th>reference volume (mL)</th><th>measured volume (mL)</th></tr>
+{% for c in cases %}<tr><td>{{ c.name }}</td><td>{{ c.rank if c.rank else "missed" }}</td>
+<td>{{ "%.3f"|format(c.score) if c.rank else "-" }}</td><td>{{ c.fp_at_threshold if c.rank else "-" }}</td><td>{{ c.n_findings }}</td>
+<td>{{ "%.2f"|format(c.reference_ml) if c.reference_ml is not none else "-" }}</td>
+<td>{{ "%.2f"|format(c.measured_ml) if c.measured_ml is not none else "-" }}</td></tr>{% endfor %}</table>
+{% for c in cases %}
+<h3>{{ c.name }}: findings</h3>
+<table><tr><th>#</th><th>score</th><th>centre (LPS mm)</th><th>volume (mL)</th><th>max diameter (mm)</th>
+<th>long / short axis (mm)</th><th>mean HU</th><th>solid fraction</th><th>on real lesion</th></tr>
+{% for f in c.findings %}<tr class="{{ 'hit' if f.hit else '' }}"><td>{{ loop.index }}</td><td>{{ "%.3f"|format(f.score) }}</td>
+<td>{{ f.center_mm|join(", ") }}</td><td>{{ "%.3f"|format(f.volume_ml) }}</td><td>{{ "%.1f"|format(f.max_diameter_mm) }}</td>
+<td>{{ "%.1f"|format(f.long_axis_mm) }} / {{ "%.1f"|format(f.short_axis_mm) }}</td><td>{{ "%.0f"|format(f.mean_hu) }}</td>
+<td>{{ "%.2f"|format(f.solid_fraction) }}</td><td>{{ "yes" if f.hit else "" }}</td></tr>{% endfor %}</table>
+<div class="gallery">{% for f in c.findings %}<img src="{{ f.overlay }}" alt="finding {{ loop.index }}">{% endfor %}</div>
+{% endfor %}
+<p><small>Red: detector mask; green: reference lesion mask. Generated by medanomaly.</small></p>
+</body></html>
+"""
+
+
+def write_lung_report(path: Path, context: dict[str, Any]) -> Path:
+    """Render the lung report. ``context`` keys: title, intro, split, froc, agreement, cases."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(_TEMPLATE).render(**context)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
