@@ -30,6 +30,7 @@ class Task(Protocol):
 #: Modules that register a task when imported. Add yours here.
 TASK_MODULES: tuple[str, ...] = (
     "medanomaly.classify.task",
+    "medanomaly.detect.task",
 )
 
 for _module in TASK_MODULES:

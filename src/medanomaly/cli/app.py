@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.classify",
     "medanomaly.cli.deid",
     "medanomaly.cli.explain",
+    "medanomaly.cli.lung",
 )
 
 app = typer.Typer(
