@@ -156,3 +156,24 @@ def test_io_dicom_pillow_jpeg_path_equals_pydicom(name):
     fast = _pillow_jpeg_frames(ds)
     assert fast is not None
     assert np.abs(fast.astype(int) - ds.pixel_array.astype(int)).max() <= 5
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "components"),
+    [("GREYSCALE_IMAGE.dcm", (1, 768, 1024), 1), ("RGB_IMAGE.dcm", (1, 768, 1024), 3)],
+)  # fmt: skip
+def test_io_dicom_deid_ultrasounds_vs_simpleitk(name, shape, components):
+    path = real_data("deid/ultrasounds") / name
+    vol = read(path)
+    assert vol.shape == shape and vol.n_components == components and vol.modality == "US"
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    np.testing.assert_array_equal(vol.array, ref.reshape(vol.array.shape))
+
+
+def test_io_dicom_deid_multiframe_ultrasound():
+    from pydicom.pixels import pixel_array
+
+    path = real_data("deid/ultrasounds") / "ultrasound-multiframe.dcm"
+    vol = read(path)
+    assert vol.shape == (30, 600, 800) and vol.n_components == 3 and vol.meta["n_frames"] == 30
+    np.testing.assert_array_equal(vol.array[29], pixel_array(path, index=29))
