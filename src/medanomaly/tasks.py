@@ -31,6 +31,7 @@ class Task(Protocol):
 TASK_MODULES: tuple[str, ...] = (
     "medanomaly.classify.task",
     "medanomaly.detect.task",
+    "medanomaly.fusion.task",
 )
 
 for _module in TASK_MODULES:

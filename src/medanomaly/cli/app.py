@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.deid",
     "medanomaly.cli.explain",
     "medanomaly.cli.lung",
+    "medanomaly.cli.fusion",
 )
 
 app = typer.Typer(

@@ -62,7 +62,7 @@ def fusion_names() -> list[str]:
 
 
 def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0):
-    """Conv(3)-BatchNorm-ReLU-MaxPool blocks, then global average pooling: (B, C, *S) -> (B, widths[-1])."""
+    """Conv(3)-BatchNorm-ReLU-MaxPool blocks, then global max+average pooling: (B, C, *S) -> (B, 2*widths[-1])."""
     from monai.networks.layers import Act, Conv, Norm, Pool
     from torch import nn
 
@@ -76,10 +76,39 @@ def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = (1
             Pool[Pool.MAX, spatial_dims](2),
         ]
         cin = width
-    layers += [Pool[Pool.ADAPTIVEAVG, spatial_dims](1), nn.Flatten()]
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+    return _Encoder(nn.Sequential(*layers), spatial_dims, dropout)
+
+
+def _pooled_encoder_class():
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        """Conv stack, then global max and average pooling concatenated (2 x width features).
+
+        Max pooling keeps a small lesion's response that averaging over the image would dilute.
+        """
+
+        def __init__(self, body: nn.Module, spatial_dims: int, dropout: float) -> None:
+            super().__init__()
+            self.body = body
+            self.spatial_dims = spatial_dims
+            self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.body(x).flatten(2)
+            return self.drop(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
+
+    return Encoder
+
+
+def _Encoder(body, spatial_dims: int, dropout: float):  # noqa: N802 - factory named like the class it builds
+    return _pooled_encoder_class()(body, spatial_dims, dropout)
+
+
+def feature_width(widths: Sequence[int]) -> int:
+    """Length of the feature vector :func:`conv_encoder` returns."""
+    return 2 * int(widths[-1])
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, make_base, masked_mean, register_fusion
+from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, masked_mean, register_fusion
 
 COMBINERS = ("mean", "weighted", "stacker")
 
@@ -73,7 +73,7 @@ def fusion_decision(
         def __init__(self) -> None:
             super().__init__(modalities, num_classes, spatial_dims)
             self.encoders = nn.ModuleList(conv_encoder(1, spatial_dims, widths, dropout) for _ in modalities)
-            self.heads = nn.ModuleList(nn.Linear(widths[-1], num_classes) for _ in modalities)
+            self.heads = nn.ModuleList(nn.Linear(feature_width(widths), num_classes) for _ in modalities)
             self.combiner = build_combiner(len(modalities), num_classes, combine)
 
         def forward_all(self, x, present=None):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, make_base, register_fusion
+from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, register_fusion
 
 
 @register_fusion("fusion_early", example_params={"widths": (4, 8)})
@@ -38,7 +38,7 @@ def fusion_early(
             super().__init__(modalities, num_classes, spatial_dims)
             m = len(modalities)
             self.encoder = conv_encoder(2 * m if m > 1 else 1, spatial_dims, widths, dropout)
-            self.head = nn.Linear(widths[-1], num_classes)
+            self.head = nn.Linear(feature_width(widths), num_classes)
 
         def forward_all(self, x, present=None):
             x, pf = self.mask_inputs(x, present)

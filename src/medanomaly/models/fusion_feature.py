@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, make_base, register_fusion
+from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, register_fusion
 
 MODES = ("concat", "attention")
 
@@ -72,7 +72,7 @@ def fusion_feature(
         def __init__(self) -> None:
             super().__init__(modalities, num_classes, spatial_dims)
             self.encoders = nn.ModuleList(conv_encoder(1, spatial_dims, widths, dropout) for _ in modalities)
-            self.fuser = build_feature_fuser(len(modalities), widths[-1], mode)
+            self.fuser = build_feature_fuser(len(modalities), feature_width(widths), mode)
             self.head = nn.Sequential(
                 nn.Linear(self.fuser.out_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
             )

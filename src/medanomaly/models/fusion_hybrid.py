@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, make_base, register_fusion
+from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, register_fusion
 from medanomaly.models.fusion_decision import build_combiner
 from medanomaly.models.fusion_feature import build_feature_fuser
 
@@ -46,11 +46,11 @@ def fusion_hybrid(
             super().__init__(modalities, num_classes, spatial_dims)
             m = len(modalities)
             self.encoders = nn.ModuleList(conv_encoder(1, spatial_dims, widths, dropout) for _ in modalities)
-            self.fuser = build_feature_fuser(m, widths[-1], mode)
+            self.fuser = build_feature_fuser(m, feature_width(widths), mode)
             self.feature_head = nn.Sequential(
                 nn.Linear(self.fuser.out_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
             )
-            self.heads = nn.ModuleList(nn.Linear(widths[-1], num_classes) for _ in modalities)
+            self.heads = nn.ModuleList(nn.Linear(feature_width(widths), num_classes) for _ in modalities)
             self.combiner = build_combiner(m, num_classes, combine)
             self.gate = nn.Parameter(torch.zeros(1))
 
