@@ -429,8 +429,8 @@ def write_classification_report(
         rows.append(("abstain ('uncertain') below confidence (learned on val)", num(ab["confidence_threshold"], 3)))
         rows.append((f"coverage on {split}", num(cov, 3)))
         rows.append((f"selective accuracy on {split} (answered cases)", num(sel, 3)))
-        if "n_uncertain" in ab:
-            rows.append((f"cases answered 'uncertain' on {split}", str(ab["n_uncertain"])))
+        n_abstained = int(np.sum(p.max(axis=1) < float(ab["confidence_threshold"])))
+        rows.append((f"cases abstained on {split} (answer 'uncertain')", f"{n_abstained} of {y.size}"))
     else:
         rows.append(("abstention", "off"))
     info = {**_run_info(run_dir), "split": split, "classes": ", ".join(class_names)}
