@@ -260,7 +260,7 @@ def missing_pixels_reason(ds: Dataset) -> str:
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})  # implicit / explicit VR LE
 
 
-def _native_pixels(ds: Dataset) -> np.ndarray | None:
+def _native_pixels(ds: Dataset, out: np.ndarray | None = None) -> np.ndarray | None:
     """Uncompressed little-endian greyscale single-frame pixels as a NumPy view, or None.
 
     The fast path of series reading: pydicom has already parsed the PixelData element; for
@@ -268,7 +268,8 @@ def _native_pixels(ds: Dataset) -> np.ndarray | None:
     running pydicom's generic decoder (about 0.5 ms per slice). Cases needing more (sign
     extension of signed BitsStored < BitsAllocated, big endian, colour, frames, odd bit depths,
     short buffers) return None and go through ``ds.pixel_array``. Unused high bits of unsigned
-    data are masked exactly as pydicom does; the tests check both paths agree.
+    data are masked exactly as pydicom does; the tests check both paths agree. With ``out``, the
+    pixels are copied into that (rows, cols) array instead (None if it does not fit).
     """
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if tsyntax not in _NATIVE_LE or "PixelData" not in ds:
@@ -293,6 +294,14 @@ def _native_pixels(ds: Dataset) -> np.ndarray | None:
         return None  # let pydicom report the truncation
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
     array = np.frombuffer(data, dtype=dtype, count=count).reshape(int(rows), int(cols))
+    if out is not None:  # copy into a caller's buffer (must match shape and dtype)
+        if out.shape != array.shape or out.dtype != array.dtype:
+            return None
+        if not signed and stored < allocated:
+            np.bitwise_and(array, dtype.type((1 << stored) - 1), out=out)
+        else:
+            np.copyto(out, array)
+        return out
     if not signed and stored < allocated:
         array = array & dtype.type((1 << stored) - 1)
     return array

@@ -155,3 +155,36 @@ def test_io_series_single_file_folder_and_copy(tmp_path):
     shutil.copy(real_data("pydicom/CT_small.dcm"), tmp_path / "only")
     vol = read(tmp_path)
     assert vol.shape == (1, 128, 128) and vol.meta["units"] == "HU"
+
+
+def test_io_series_two_series_in_one_folder(tmp_path, lung_crop, series_writer):
+    """Both series go through the shared pixel buffer; each comes back exactly by its UID."""
+    other = Volume(np.flip(lung_crop.array, axis=2).copy(), spacing=(0.9, 0.9, 2.0), meta={"modality": "CT"})
+    series_writer(lung_crop, tmp_path / "a", shuffle=True, series_uid="1.2.826.0.1.3680043.8.498.11")
+    series_writer(other, tmp_path / "b", shuffle=True, seed=5, series_uid="1.2.826.0.1.3680043.8.498.12")
+    first = read(tmp_path, series_uid="1.2.826.0.1.3680043.8.498.11")
+    second = read(tmp_path, series_uid="1.2.826.0.1.3680043.8.498.12")
+    np.testing.assert_array_equal(first.array, lung_crop.array)
+    np.testing.assert_array_equal(second.array, other.array)
+    assert second.spacing == pytest.approx((0.9, 0.9, 2.0)) and first.meta["n_series"] == 2
+
+
+def test_io_series_per_slice_rescale(tmp_path, lung_crop, series_writer):
+    """Slices with different RescaleIntercept (as some scanners write) still give the same HU."""
+    import pydicom
+
+    paths = series_writer(lung_crop, tmp_path, shuffle=True)
+    for k, path in enumerate(paths[::3]):
+        ds = pydicom.dcmread(path)
+        stored = np.frombuffer(ds.PixelData, "<u2").astype(np.int32)
+        shift = 24 + k
+        ds.PixelData = (stored - shift).clip(0).astype("<u2").tobytes()
+        ds.RescaleIntercept = str(-1024 + shift)
+        ds.save_as(path)
+    vol = read(tmp_path)
+    expected = lung_crop.array.copy()
+    for k in range(len(paths[::3])):  # values below the new intercept were clipped at 0 stored
+        z = 3 * k
+        expected[z] = np.maximum(expected[z], -1024 + 24 + k)
+    np.testing.assert_array_equal(vol.array, expected)
+    assert "rescale_intercept" not in vol.meta and vol.meta["rescale_applied"] is True
