@@ -353,21 +353,23 @@ def _complete_lesions(
     raw: np.ndarray,
     body: np.ndarray,
     threshold_hu: float,
-    min_core_ml: float = 1.0,
+    seed_thickness_mm: float = 6.0,
+    min_seed_ml: float = 2.0,
     dense_hu: float = -60.0,
-    max_radius_mm: float = 30.0,
+    grow_mm: float = 25.0,
     shadow_mm: float = 35.0,
-    rim_mm: float = 2.0,
+    rim_mm: float = 3.0,
 ) -> np.ndarray:
     """Grow dense tumours that the closing filled only partly out to their pleural side.
 
-    A "core" is a 3D component of the closing additions that is solid (``HU > threshold_hu``)
-    with mean HU above ``dense_hu`` and at least ``min_core_ml`` (a nodule or tumour pressed
-    into the lung, not a vessel). Each core grows through dense soft tissue (``dense_hu`` ..
-    200 HU: not bone, not fat) no further than its equivalent-sphere radius, and only under the
-    lung's cranial "shadow" (voxels that are lung within ``shadow_mm`` above or 10 mm below),
-    so the growth follows a basal or juxtapleural tumour but not the chest wall at large; a
-    ``rim_mm`` in-plane rim is added for the lesion's partial-volume edge.
+    Seeds are the *thick* part of the closing additions: dense voxels (mean above
+    ``dense_hu``) at least ``seed_thickness_mm`` inside a filled region on their slice, in 3D
+    components of at least ``min_seed_ml`` (a tumour pressed into the lung; the thin crescents
+    the closing adds along the heart and hilum never qualify). Each seed grows through dense
+    soft tissue (``dense_hu`` .. 200 HU: not bone, not fat) no further than ``grow_mm``, and
+    only under the lung's "shadow" (voxels that are lung within ``shadow_mm`` above or 10 mm
+    below), so the growth follows a basal or juxtapleural tumour into the costophrenic or
+    paravertebral recess. A ``rim_mm`` in-plane rim adds the lesion's partial-volume edge.
     Own code: no library offers juxtapleural-lesion inclusion.
     """
     from scipy import ndimage
@@ -375,50 +377,49 @@ def _complete_lesions(
     hu = np.asarray(ct.array)
     sz, sy, sx = _spacing_zyx(ct)
     closed = labels > 0
-    z_dir = 1 if float(ct.direction[2, 2]) >= 0 else -1
-    up = max(int(round(shadow_mm / sz)), 1)
-    down = max(int(round(10.0 / sz)), 1)
+    additions = closed & ~raw & (hu > threshold_hu)
+    if not additions.any():
+        return labels
+    thick = np.zeros(hu.shape, bool)
+    for z in np.nonzero(additions.reshape(hu.shape[0], -1).any(axis=1))[0]:
+        thick[z] = ndimage.distance_transform_edt(additions[z], sampling=(sy, sx)) >= seed_thickness_mm
+    seeds, n = ndimage.label(thick & (hu > dense_hu))
+    if n == 0:
+        return labels
+    voxel_ml = ct.voxel_volume_mm3 / 1000.0
+    sizes = np.bincount(seeds.ravel()) * voxel_ml
+    z_up = 1 if float(ct.direction[2, 2]) >= 0 else -1
     shadow = closed.copy()
-    for k in range(1, up + 1):
-        if z_dir > 0:
+    for k in range(1, max(int(round(shadow_mm / sz)), 1) + 1):
+        if z_up > 0:
             shadow[:-k] |= closed[k:]
         else:
             shadow[k:] |= closed[:-k]
-    for k in range(1, down + 1):
-        if z_dir > 0:
+    for k in range(1, max(int(round(10.0 / sz)), 1) + 1):
+        if z_up > 0:
             shadow[k:] |= closed[:-k]
         else:
             shadow[:-k] |= closed[k:]
     dense = (hu > dense_hu) & (hu < 200) & body
-    additions = closed & ~raw & (hu > threshold_hu)
-    lab, n = ndimage.label(additions)
-    if n == 0:
-        return labels
-    voxel_ml = ct.voxel_volume_mm3 / 1000.0
-    sizes = np.bincount(lab.ravel()) * voxel_ml
-    means = ndimage.mean(hu, lab, index=np.arange(n + 1))
     out = labels.copy()
-    for k, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is None or sizes[k] < min_core_ml or means[k] < dense_hu:
+    pad = (int(np.ceil(grow_mm / sz)) + 1, int(np.ceil(grow_mm / sy)) + 1, int(np.ceil(grow_mm / sx)) + 1)
+    for k, sl in enumerate(ndimage.find_objects(seeds), start=1):
+        if sl is None or sizes[k] < min_seed_ml:
             continue
-        radius = float(np.clip((3.0 * sizes[k] * 1000.0 / (4.0 * np.pi)) ** (1 / 3), 5.0, max_radius_mm))
-        pad = (int(np.ceil(radius / sz)) + 1, int(np.ceil(radius / sy)) + 1, int(np.ceil(radius / sx)) + 1)
         box = tuple(
             slice(max(s.start - p, 0), min(s.stop + p, dim)) for s, p, dim in zip(sl, pad, hu.shape, strict=True)
         )
-        core = lab[box] == k
-        near = ndimage.distance_transform_edt(~core, sampling=(sz, sy, sx)) <= radius
-        grow = (dense[box] & near & shadow[box]) | core
-        cc, _ = ndimage.label(grow)
-        ids = np.unique(cc[core])
+        seed = seeds[box] == k
+        near = ndimage.distance_transform_edt(~seed, sampling=(sz, sy, sx)) <= grow_mm
+        cc, _ = ndimage.label((dense[box] & near & shadow[box]) | seed)
+        ids = np.unique(cc[seed])
         grown = np.isin(cc, ids[ids > 0])
-        if rim_mm > 0:  # the lesion's partial-volume rim (fat/tissue mix) around the grown part
+        if rim_mm > 0:
             iters = max(int(round(rim_mm / min(sy, sx))), 1)
             grown |= ndimage.binary_dilation(grown, structure=_IN_PLANE, iterations=iters) & body[box]
-        new = grown & (out[box] == 0)
-        # The grown voxels take the label of the lung the core belongs to.
-        owner = np.bincount(out[box][core].ravel(), minlength=3)[1:]
-        out[box][new] = int(np.argmax(owner)) + 1
+        owner = np.bincount(out[box][seed].ravel(), minlength=3)[1:]
+        target = out[box]
+        target[grown & (target == 0)] = int(np.argmax(owner)) + 1
     return out
 
 
@@ -508,19 +509,18 @@ def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
     if ids.size == 0:
         return np.zeros_like(breast)
     region = np.isin(labels, ids)
-    # Width per row = contiguous run from the chest wall; enforce a triangle (non-increasing).
-    width = np.zeros(h, int)
-    for y in range(h):
-        row = region[y]
-        width[y] = int(np.argmin(row)) if not row.all() else w
-    width = np.minimum.accumulate(width)
+    # Width per row (pixels of the region, median-smoothed over 9 rows against noise); below
+    # the widest row the muscle narrows, so widths are made non-increasing there (a triangle).
+    width = ndimage.median_filter(region.sum(axis=1), size=9, mode="nearest")
+    top = int(np.argmax(width))
+    width[top:] = np.minimum.accumulate(width[top:])
     pect = np.arange(w)[np.newaxis, :] < width[:, np.newaxis]
     pect &= br
     return pect[:, ::-1] if flip else pect
 
 
 # --------------------------------------------------------------------------------------- brain
-def brain_mask(mr: Volume, erosion_mm: float = 4.0) -> Volume:
+def brain_mask(mr: Volume, erosion_mm: float = 8.0) -> Volume:
     """Brain mask of a head MRI: Otsu -> erosion to cut the scalp -> largest component ->
     dilation back -> holes filled per slice (a simple classical skull strip, in 3D).
 

@@ -1,0 +1,174 @@
+"""ROI masks on real scans: lungs of the pyradiomics CTs contain the expert lesions, volumes in mL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from medanomaly.data.sources import pyradiomics_case
+from medanomaly.errors import InputError
+from medanomaly.io import read
+from medanomaly.preprocess.overlay import write_lung_overlays, write_mask_overlay
+from medanomaly.preprocess.segment import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    airway_mask,
+    body_mask,
+    brain_mask,
+    breast_mask,
+    lung_mask,
+    lung_stats,
+)
+from medanomaly.types import Volume
+
+
+@pytest.mark.parametrize("case", ["lung1", "lung2"])
+def test_lung_mask_contains_whole_lesion(case, request):
+    c = request.getfixturevalue(case)
+    lesion = c.lesion.array > 0
+    assert c.lungs.same_grid(c.ct) and c.lungs.array.dtype == np.uint8
+    assert set(np.unique(c.lungs.array)) == {0, RIGHT_LUNG, LEFT_LUNG}
+    assert np.all(c.lungs.array[lesion] > 0), f"{case}: {np.count_nonzero(c.lungs.array[lesion] == 0)} lesion voxels outside"
+
+
+def test_lung_labels_follow_lps(lung1, lung2):
+    # LPS: +x is the patient's left, so the right lung (1) has the smaller physical x.
+    for c in (lung1, lung2):
+        xs = {}
+        for lab in (RIGHT_LUNG, LEFT_LUNG):
+            zyx = np.array(ndimage.center_of_mass(c.lungs.array == lab))
+            xs[lab] = c.ct.index_to_physical(zyx[::-1])[0]
+        assert xs[RIGHT_LUNG] < xs[LEFT_LUNG]
+    # lung1's nodule is in the right lung, lung2's tumour in the left (read off the overlays).
+    assert set(np.unique(lung1.lungs.array[lung1.lesion.array > 0])) == {RIGHT_LUNG}
+    assert set(np.unique(lung2.lungs.array[lung2.lesion.array > 0])) == {LEFT_LUNG}
+
+
+def _independent_count(hu: np.ndarray) -> int:
+    """Pixels below -500 HU inside the body outline of one slice (largest > -500 HU blob, holes
+    filled), keeping only air blobs over 1500 pixels (drops trachea and bronchi): no morphology,
+    no closing, no lesion handling. Bowel gas below the diaphragm is counted (it is > 1500 px)."""
+    labels, _ = ndimage.label(hu > -500)
+    body = ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    lab, n = ndimage.label((hu < -500) & body)
+    sizes = np.bincount(lab.ravel())
+    return int(sum(sizes[i] for i in range(1, n + 1) if sizes[i] > 1500))
+
+
+@pytest.mark.parametrize("case", ["lung1", "lung2"])
+def test_lung_volume_matches_independent_count(case, request):
+    """Manual check (docs/preprocess.md): the mask adds vessels, hilum and lesions to plain air,
+    so it is 1.0-1.2x the independent count over the scan, and 1.0-1.15x on the 5 largest
+    lesion-free slices."""
+    c = request.getfixturevalue(case)
+    stats = lung_stats(c.lungs)
+    assert 1500 < stats.total_ml < 7000  # partial chest CTs: plausible adult lung volume in mL
+    counts = np.array([_independent_count(c.ct.array[z]) for z in range(c.ct.shape[0])])
+    per_slice = (c.lungs.array > 0).reshape(c.ct.shape[0], -1).sum(axis=1)
+    assert 1.0 <= per_slice.sum() / counts.sum() <= 1.2
+    lesion_free = ~(c.lesion.array > 0).reshape(c.ct.shape[0], -1).any(axis=1)
+    largest = [z for z in np.argsort(counts)[::-1] if lesion_free[z]][:5]
+    ratios = per_slice[largest] / counts[largest]
+    assert np.all((ratios >= 1.0) & (ratios <= 1.15)), ratios
+
+
+def test_airway_removed(lung1):
+    airway = airway_mask(lung1.ct).array > 0
+    ml = airway.sum() * lung1.ct.voxel_volume_mm3 / 1000
+    assert 5 < ml < 100
+    # the trachea in the top slices is not lung
+    top = lung1.ct.shape[0] - 10
+    assert not np.any(lung1.lungs.array[top:][airway[top:]] > 0)
+
+
+def test_lung_overlay_png(lung1, lung2, tmp_path):
+    for c in (lung1, lung2):
+        path = write_mask_overlay(c.ct, c.lungs, tmp_path / f"{c.name}.png", c.lesion)
+        assert path.stat().st_size > 10_000
+        from PIL import Image
+
+        img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        cyan = (img[..., 0] < 80) & (img[..., 1] > 180) & (img[..., 2] > 180)
+        yellow = (img[..., 0] > 180) & (img[..., 1] > 180) & (img[..., 2] < 80)
+        red = (img[..., 0] > 180) & (img[..., 1] < 80) & (img[..., 2] < 80)
+        assert cyan.sum() > 200 and yellow.sum() > 200 and red.sum() > 10
+
+
+def test_write_lung_overlays_script(tmp_path, monkeypatch):
+    import medanomaly.preprocess.segment as seg
+
+    # the script path is what writes runs/preprocess; reuse cheap masks so the test stays fast
+    monkeypatch.setattr(seg, "lung_mask", lambda ct: body_mask(ct).with_array(
+        np.where(body_mask(ct).array > 0, 1, 0).astype(np.uint8)))
+    paths = write_lung_overlays(tmp_path, cases=("lung1",))
+    assert paths[0].name == "lung1_lung_overlay.png" and paths[0].stat().st_size > 5_000
+
+
+def test_body_mask_ct(lung1):
+    body = body_mask(lung1.ct)
+    arr = body.array > 0
+    assert arr[:, 0, 0].sum() == 0  # corner air is outside
+    assert np.all(arr[lung1.lungs.array > 0])  # lungs are inside the (hole-filled) body
+    assert lung1.ct.array[arr].mean() > -400
+
+
+def test_brain_mask_mr_contains_lesion():
+    image, lesion_path = pyradiomics_case("brain1")
+    mr = read(image).with_meta(modality="MR")
+    lesion = read(lesion_path).array > 0
+    brain = brain_mask(mr)
+    ml = (brain.array > 0).sum() * mr.voxel_volume_mm3 / 1000
+    assert 800 < ml < 1800  # a whole-head T1: intracranial volume about 1.2-1.7 L
+    assert (brain.array[lesion] > 0).mean() > 0.95
+    corners = brain.array[:, :10, :10]
+    assert corners.sum() == 0
+
+
+def _mlo_phantom(seed: int = 0) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """Synthetic MLO-like image: noisy half-ellipse breast on the left, bright pectoral triangle
+    in its upper-left corner. Returns (image, breast truth, pectoral truth)."""
+    rng = np.random.default_rng(seed)
+    h, w = 200, 160
+    yy, xx = np.mgrid[:h, :w]
+    breast = ((yy - h / 2) / (h / 2)) ** 2 + (xx / (0.8 * w)) ** 2 < 1
+    pect = (xx < 60 - 0.6 * yy) & breast
+    img = np.where(breast, 0.45, 0.02) + np.where(pect, 0.4, 0.0) + rng.normal(0, 0.03, (h, w))
+    vol = Volume(img.astype(np.float32), spacing=(0.1, 0.1, 1.0), meta={"modality": "MG", "view": "MLO", "synthetic": True})
+    return vol, breast & ~pect, pect
+
+
+def test_breast_mask_removes_pectoral_on_synthetic_mlo():
+    vol, breast_truth, pect_truth = _mlo_phantom()
+    mask = breast_mask(vol).array[0] > 0
+    dice = 2 * (mask & breast_truth).sum() / (mask.sum() + breast_truth.sum())
+    assert dice > 0.95
+    assert (mask & pect_truth).sum() < 0.1 * pect_truth.sum()
+    kept = breast_mask(vol, remove_pectoral=False).array[0] > 0
+    assert (kept & pect_truth).sum() > 0.9 * pect_truth.sum()
+
+
+def test_breast_mask_on_real_mri_slice():
+    image, _ = pyradiomics_case("breast1")
+    mask = breast_mask(read(image))
+    assert mask.array.any() and mask.array.dtype == np.uint8
+
+
+def test_lung_mask_rejects_mr_and_nan(lung1):
+    image, _ = pyradiomics_case("brain1")
+    with pytest.raises(InputError, match="CT"):
+        lung_mask(read(image).with_meta(modality="MR"))
+    with pytest.raises(InputError, match="HU"):
+        lung_mask(read(image))  # unlabelled but 0..3057: not HU
+    bad = lung1.ct.array[20:22].astype(np.float32).copy()
+    bad[0, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        lung_mask(lung1.ct.with_array(np.zeros((48, 512, 512), np.float32)).__class__(bad, meta={"modality": "CT"}))
+
+
+def test_lung_mask_no_lungs_is_input_error():
+    ct = np.full((3, 64, 64), -1000, np.int16)
+    yy, xx = np.mgrid[:64, :64]
+    ct[:, (yy - 32) ** 2 + (xx - 32) ** 2 < 28**2] = 40  # a body with no air inside
+    with pytest.raises(InputError, match="no air|no lungs"):
+        lung_mask(Volume(ct, meta={"modality": "CT"}))
