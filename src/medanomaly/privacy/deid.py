@@ -142,10 +142,12 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         raise Refused("file larger than the size limit")
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+    except (InvalidDicomError, Exception):  # noqa: BLE001 - any reader failure: refuse, go on
         raise Refused("not a readable DICOM file") from None
     if not any(t in ds for t in _PIXEL_TAGS):
         raise Refused("no pixel data")
+    if _truncated(ds):
+        raise Refused("pixel data cannot be decoded")
     try:
         terms = phi_terms(ds) if needs_scan(ds, config.burned_in) else []
     except Exception:  # noqa: BLE001 - a malformed header value: refuse, never print it
@@ -154,7 +156,7 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         redaction = redact_dataset(
             ds, terms=terms, policy=config.burned_in, mode=config.redact, ocr_check=config.ocr_check
         )
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError, TypeError):
+    except Exception:  # noqa: BLE001 - missing codec, corrupt stream, odd geometry
         raise Refused("pixel data cannot be decoded") from None
     if redaction.residual_phi:
         raise Refused("burned-in text remains after redaction")
@@ -169,6 +171,20 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
 
 
 _MADE_DIRS: set[Path] = set()
+
+
+def _truncated(ds) -> bool:
+    """True when native (uncompressed) Pixel Data is shorter than its rows x columns x frames x samples."""
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in ds or tsyntax is None or tsyntax.is_compressed:
+        return False
+    try:
+        bits = int(ds.BitsAllocated)
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1))
+    except (AttributeError, TypeError, ValueError):
+        return True
+    expected = (n * bits + 7) // 8
+    return len(ds.PixelData) < expected
 
 
 def write_atomic(ds, dest: Path) -> None:
@@ -267,6 +283,9 @@ def _process_one(path, fid, key, config, out_dir, audit, manifest, known) -> Non
         result = deidentify_file(path, key, config)
     except Refused as exc:
         audit.refuse(fid, exc.reason)
+        return
+    except Exception:  # noqa: BLE001 - one bad file never stops the batch; no message (may quote PHI)
+        audit.refuse(fid, "de-identification failed")
         return
     outcome = result.outcome
     if config.lookup is not None and outcome.pseudonym not in known:

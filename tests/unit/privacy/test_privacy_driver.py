@@ -51,6 +51,17 @@ def test_bad_files_refused_with_reasons_and_input_untouched(folder, tmp_path, ke
     assert audit["actions_per_attribute"]["PatientName"]["P"] == 4
 
 
+def test_truncated_pixel_data_refused(folder, tmp_path, key):
+    data = real_data("pydicom/CT_small.dcm").read_bytes()
+    (folder / "truncated.dcm").write_bytes(data[: len(data) - 5000])
+    summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never"))
+    audit = json.loads(summary.audit_path.read_text())
+    assert audit["files"]["refused_by_reason"] == {
+        "no pixel data": 1, "not a readable DICOM file": 2, "pixel data cannot be decoded": 1,
+    }  # fmt: skip
+    assert summary.processed == 4
+
+
 def test_huge_files_refused(folder, tmp_path, key):
     summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never", max_file_mb=0.01))
     audit = json.loads(summary.audit_path.read_text())
