@@ -132,14 +132,13 @@ class Augmenter:
         from monai.networks.blocks import Warp
         from monai.networks.layers import AffineTransform
 
-        out = torch.as_tensor(x, dtype=torch.float32)
+        out = torch.as_tensor(x, dtype=torch.float32).clone()  # never modify the caller's tensor
         size = tuple(out.shape[2:])
         geometric = [i for i, r in enumerate(records) if {"flip_axes", "rotate_deg", "zoom", "crop"} & set(r)]
         if geometric:
             theta = torch.from_numpy(np.stack([self.theta(records[i], size) for i in geometric])).float()
             warp = AffineTransform(normalized=True, reverse_indexing=False, align_corners=False,
                                    padding_mode="zeros")
-            out = out.clone()
             out[geometric] = warp(out[geometric], theta)
         elastic = [i for i, r in enumerate(records) if "elastic_seed" in r]
         if elastic:

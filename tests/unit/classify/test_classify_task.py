@@ -1,0 +1,94 @@
+"""The classification task: config checks, training output, reload, predict with abstention, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.classify.engine import build_model, load_classifier, load_data
+from medanomaly.classify.task import evaluate_run, predict_paths
+from medanomaly.config import parse_config
+from medanomaly.errors import ConfigError, InputError
+
+from .conftest import tiny_config  # noqa: TID252
+
+
+def test_classify_config_rejects_typos_and_bad_values(blob_manifest: Path) -> None:
+    with pytest.raises(ConfigError, match="train.lrate"):
+        parse_config(tiny_config(blob_manifest, train={"lrate": 0.1}))
+    with pytest.raises(ConfigError, match="image_size"):
+        parse_config(tiny_config(blob_manifest, data={"image_size": [16]}))
+    with pytest.raises(ConfigError, match="unknown task"):
+        parse_config({**tiny_config(blob_manifest), "task": "clasification"})
+
+
+def test_classify_bad_input_found_before_training(blob_manifest: Path) -> None:
+    # a class with no samples in a split (splits given by the manifest)
+    rows = ["path,label,patient_id,split", "img/p0_0.nrrd,normal,P00,train", "img/p1_0.nrrd,abnormal,P01,train",
+            "img/p2_0.nrrd,normal,P02,val", "img/p4_0.nrrd,normal,P04,test", "img/p3_0.nrrd,abnormal,P03,test"]
+    split_csv = blob_manifest.parent / "with_splits.csv"
+    split_csv.write_text("\n".join(rows) + "\n")
+    cfg = parse_config(tiny_config(split_csv))
+    with pytest.raises(InputError, match=r"\['abnormal'\] have no samples in the 'val' split"):
+        load_data(cfg)
+    # model parameters that contradict the data
+    cfg = parse_config(tiny_config(blob_manifest, model={"params": {"in_channels": 3, "widths": [4]}}))
+    with pytest.raises(InputError, match="in_channels=3 contradicts the data"):
+        build_model(cfg, 2)
+    # wrong channel count
+    with pytest.raises(InputError, match="channel"):
+        load_data(parse_config(tiny_config(blob_manifest, data={"channels": 3})))
+
+
+def test_classify_run_directory_and_reload(trained_run: Path) -> None:
+    info = json.loads((trained_run / "classifier.json").read_text())
+    assert info["members"] == 2 and info["fitted_on"] == "val" and info["decision_threshold"] is not None
+    splits = json.loads((trained_run / "splits.json").read_text())
+    assert splits["train"]["patients"] + splits["val"]["patients"] + splits["test"]["patients"] == 12
+    assert "P0" not in (trained_run / "splits.json").read_text()  # no patient ids written
+    train = json.loads((trained_run / "train.json").read_text())
+    assert len(train["members"]) == 2 and train["members"][0]["best_score"] > 0.5
+    clf = load_classifier(trained_run)
+    data = load_data(parse_config(json.loads(json.dumps(
+        __import__("yaml").safe_load((trained_run / "config.yaml").read_text())))))
+    p1, p2 = clf.predict_proba(data.images), load_classifier(trained_run).predict_proba(data.images)
+    np.testing.assert_array_equal(p1, p2)
+    assert np.allclose(p1.sum(axis=1), 1.0)
+    from medanomaly.train.loop import quick_scores
+
+    assert quick_scores(data.labels, p1)["auc"] > 0.8  # the bright square is learned
+
+
+def test_classify_predict_files_abstains_and_skips_bad_files(trained_run: Path, blob_manifest: Path,
+                                                              tmp_path: Path) -> None:
+    images = sorted((blob_manifest.parent / "img").glob("*.nrrd"))[:4]
+    bad = tmp_path / "broken.nrrd"
+    bad.write_text("not an image")
+    out = predict_paths(trained_run, [images[0], bad, images[1]])
+    assert [p.name for p, _ in out] == [images[0].name, "broken.nrrd", images[1].name]
+    assert isinstance(out[1][1], InputError)
+    pred = out[0][1]
+    assert pred.label in ("normal", "abnormal", "uncertain") and abs(sum(pred.scores) - 1) < 1e-6
+    # with an abstention threshold above every confidence, every answer is "uncertain"
+    info_path = trained_run / "classifier.json"
+    original = info_path.read_text()
+    try:
+        info_path.write_text(json.dumps({**json.loads(original), "abstain_threshold": 1.01}))
+        assert all(p.label == "uncertain" and p.abstained for _, p in predict_paths(trained_run, images))
+    finally:
+        info_path.write_text(original)
+
+
+def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
+    metrics = evaluate_run(trained_run, "test")
+    assert json.loads((trained_run / "metrics.json").read_text())["split"] == "test"
+    acc = metrics["accuracy"]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert metrics["calibration"]["fitted_on"] == "val" and metrics["abstention"]["fitted_on"] == "val"
+    assert 0 < metrics["abstention"]["coverage"] <= 1
+    assert metrics["synthetic"] is False
+    with pytest.raises(InputError, match="unknown split"):
+        evaluate_run(trained_run, "holdout")

@@ -1,0 +1,43 @@
+"""INbreast and LIDC-IDRI parsing helpers (whole-file loading is in tests/integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.data.inbreast import birads_class, parse_point, read_rois
+from medanomaly.data.lidc import cluster_reads, malignancy_class, read_lidc_xml
+from medanomaly.errors import InputError
+
+
+def test_data_inbreast_birads_mapping_and_points() -> None:
+    assert [birads_class(b) for b in ("1", "2", "3", "4a", "4B", "5", "6")] == [
+        "benign", "benign", "uncertain", "malignant", "malignant", "malignant", "malignant"]
+    with pytest.raises(InputError, match="unknown BI-RADS"):
+        birads_class("7")
+    assert parse_point("(12.5, 3)") == (12.5, 3.0)
+    assert parse_point("(1.0, 2.0, 0.0)") == (1.0, 2.0)
+
+
+def test_data_inbreast_rejects_non_plist(tmp_path: Path) -> None:
+    path = tmp_path / "1.xml"
+    path.write_text("<html>not a plist")
+    with pytest.raises(InputError, match="plist"):
+        read_rois(path)
+
+
+def test_data_lidc_median_rule_and_clustering() -> None:
+    assert [malignancy_class(r) for r in ([1, 2], [2, 3], [3, 3, 4], [2, 4], [5])] == [
+        "benign", "benign", "uncertain", "uncertain", "malignant"]
+    centroids = np.array([[0.0, 0, 0], [3.0, 0, 0], [50.0, 0, 0]])
+    groups = sorted(sorted(g) for g in cluster_reads(centroids, [0, 1, 0], cluster_mm=5.0))
+    assert groups == [[0, 1], [2]]
+
+
+def test_data_lidc_xml_requires_the_lidc_root(tmp_path: Path) -> None:
+    path = tmp_path / "x.xml"
+    path.write_text('<?xml version="1.0"?><IdriReadMessage xmlns="http://www.nih.gov"/>')
+    with pytest.raises(InputError, match="LidcReadMessage"):
+        read_lidc_xml(path)

@@ -1,0 +1,84 @@
+"""Manifest and MedMNIST loaders: content and the clear errors a user sees before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.data.arrays import to_model_array
+from medanomaly.data.manifest import load_manifest
+from medanomaly.data.medmnist import load_medmnist
+from medanomaly.errors import InputError
+
+
+@pytest.fixture
+def pngs(tmp_path: Path) -> Path:
+    import SimpleITK as sitk
+
+    for i in range(3):
+        arr = np.full((12, 10), 40 * i, np.uint8)
+        arr[3:6, 3:6] = 250
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / f"im{i}.png"))
+    return tmp_path
+
+
+def _csv(folder: Path, rows: list[str], header: str = "path,label,patient_id,split") -> Path:
+    path = folder / "m.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_data_manifest_loads_labels_splits_and_size(pngs: Path) -> None:
+    csv = _csv(pngs, ["im0.png,normal,P1,train", "im1.png,abnormal,P2,val", "im2.png,normal,P3,test"])
+    data = load_manifest(csv, image_size=(8, 8))
+    assert data.class_names == ("abnormal", "normal")
+    assert data.labels.tolist() == [1, 0, 1]
+    assert data.splits.tolist() == ["train", "val", "test"]
+    assert data.images.shape == (3, 1, 8, 8)
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "match"),
+    [
+        (["im0.png,cancer,P1,train"], None, "unknown label 'cancer'"),
+        (["missing.png,normal,P1,train"], None, "do not exist: missing.png"),
+        (["im0.png,normal,P1,holdout"], None, "unknown split 'holdout'"),
+        (["im0.png,normal"], "path,label", r"lacks column\(s\) \['patient_id'\]"),
+        (["im0.png,,P1,train"], None, "empty 'label'"),
+    ],
+)
+def test_data_manifest_bad_input_is_a_clear_error(pngs: Path, rows, header, match) -> None:
+    csv = _csv(pngs, rows, header or "path,label,patient_id,split")
+    with pytest.raises(InputError, match=match):
+        load_manifest(csv, class_names=("normal", "abnormal"), image_size=(8, 8))
+
+
+def test_data_manifest_wrong_channel_count_is_a_clear_error(pngs: Path) -> None:
+    csv = _csv(pngs, ["im0.png,normal,P1,train"])
+    with pytest.raises(InputError, match=r"image has 1 channel\(s\), the config expects 3"):
+        load_manifest(csv, image_size=(8, 8), channels=3)
+    with pytest.raises(InputError, match="has 3 channel"):
+        to_model_array(np.zeros((1, 8, 8, 3)), (4, 4), channels=1)
+
+
+def test_data_to_model_array_refuses_dimension_mismatch() -> None:
+    with pytest.raises(InputError, match="cannot feed a 3D model"):
+        to_model_array(np.zeros((8, 8)), (4, 4, 4))
+    with pytest.raises(InputError, match="cannot feed a 2D model"):
+        to_model_array(np.zeros((3, 8, 8)), (4, 4))
+    assert to_model_array(np.zeros((3, 8, 8)), (4, 4, 4)).shape == (1, 4, 4, 4)
+
+
+def test_data_medmnist_rejects_foreign_and_multilabel_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x.npz"
+    np.savez(bad, images=np.zeros((2, 4, 4)))
+    with pytest.raises(InputError, match="missing arrays"):
+        load_medmnist(bad)
+    multi = tmp_path / "chestmnist.npz"
+    np.savez(multi, **{f"{s}_images": np.zeros((2, 28, 28), np.uint8) for s in ("train", "val", "test")},
+             **{f"{s}_labels": np.zeros((2, 14), np.uint8) for s in ("train", "val", "test")})
+    with pytest.raises(InputError, match="multi-label"):
+        load_medmnist(multi)
