@@ -330,7 +330,7 @@ def _pillow_jpeg_frames(ds: Dataset) -> np.ndarray | None:
     from PIL import Image
     from pydicom.encaps import generate_frames
 
-    n_frames = int(ds.get("NumberOfFrames") or 1)
+    n_frames = number_of_frames(ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
 
     def decode(frame: bytes) -> np.ndarray | None:
@@ -356,6 +356,14 @@ def _pillow_jpeg_frames(ds: Dataset) -> np.ndarray | None:
     return out if n_frames > 1 else out[0]
 
 
+def number_of_frames(ds: Dataset) -> int:
+    """NumberOfFrames as an int (1 when missing or malformed)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
     """Decoded pixels (frames, rows, cols[, 3]) and the photometric interpretation they are in.
 
@@ -377,7 +385,7 @@ def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
         raise InputError(f"cannot decode pixel data ({_short(exc)})", path) from None
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    n_frames = int(_first(ds.get("NumberOfFrames")) or 1) if str(ds.get("NumberOfFrames", "1")).strip().isdigit() else 1
+    n_frames = number_of_frames(ds)
     samples = int(ds.get("SamplesPerPixel") or 1)
     if n_frames == 1:
         array = array[np.newaxis]

@@ -39,6 +39,7 @@ from medanomaly.io.dicom import (
     in_plane_spacing,
     is_truncated_image,
     missing_pixels_reason,
+    number_of_frames,
     read_dataset,
     rescale_of,
     rescaled_dtype,
@@ -266,8 +267,7 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
 def _is_simple(ds: Dataset) -> bool:
     """Greyscale, single frame: the fast path (decode + rescale into the output array)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    frames = str(ds.get("NumberOfFrames", "1")).strip()
-    return photometric == "MONOCHROME2" and int(ds.get("SamplesPerPixel") or 1) == 1 and frames in ("", "1")
+    return photometric == "MONOCHROME2" and int(ds.get("SamplesPerPixel") or 1) == 1 and number_of_frames(ds) == 1
 
 
 def _decode_all(
@@ -399,7 +399,7 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volu
     if len(chosen) == 1 and chosen[0].slot is None:  # one (possibly multi-frame) file
         vol = volume_from_dataset(chosen[0].ds, chosen[0].path)
         return vol.with_meta(**extra)
-    if any(str(s.ds.get("NumberOfFrames", "1")).strip() not in ("", "1") for s in chosen):
+    if any(number_of_frames(s.ds) > 1 for s in chosen):
         raise InputError("series of several multi-frame files: read one file at a time", folder)
 
     sizes = {(int(s.ds.get("Rows") or 0), int(s.ds.get("Columns") or 0)) for s in chosen}
@@ -443,6 +443,8 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volu
         if meta.get("modality") == "CT" and meta.get("rescale_applied"):
             meta["units"] = "HU"
     else:  # colour or MONOCHROME1 slices: the general single-file path, slice by slice
+        if any(s.slot is not None for s in ordered):
+            raise InputError("slices of one series mix greyscale and colour/MONOCHROME1 pixels", folder)
         vols = [volume_from_dataset(s.ds, s.path) for s in ordered]
         out = np.concatenate([v.array for v in vols])
         meta.update({k: v for k, v in vols[0].meta.items() if k not in meta or k == "photometric"})
