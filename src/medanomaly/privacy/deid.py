@@ -254,6 +254,10 @@ def deidentify_folder(
     config = config or DeidConfig()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     _check_dirs(in_dir, out_dir)
+    if config.lookup is not None:
+        lk = Path(config.lookup).resolve()
+        if out_dir.resolve() in lk.parents or in_dir.resolve() in lk.parents:
+            raise InputError("keep the re-identification lookup file outside the input and output folders", lk.name)
     state = out_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     _clean_stale(out_dir)

@@ -14,7 +14,8 @@ Compound codes are resolved to the action that keeps the dataset valid whatever 
 
 Safety net beyond the table (elements the table does not list): person names (PN) are emptied,
 non-registered UIDs (UI) remapped, dates and date-times (DA/DT) follow the date option, times
-(TM) are emptied unless dates are kept or shifted, public elements of unknown VR (UN) removed,
+(TM) are emptied unless dates are kept or shifted, public elements of unknown VR (UN) removed, free
+text inside a sequence whose action is D (Content Sequence TEXT items...) dummied except codes,
 private elements removed unless safe-listed.
 
 Why our own table and not ``deid`` or ``dicognito``: pydicom/deid ships recipe files, not the
@@ -64,6 +65,12 @@ _DUMMY = {
     "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0, "UV": 0, "SV": 0,
 }  # fmt: skip
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
+_FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
+#: Coded-entry attributes (codes, not free text) kept inside sequences the profile dummies.
+_CODED_ENTRY_TAGS = frozenset({
+    0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080105, 0x00080106, 0x00080107,
+    0x00080119, 0x00080120, 0x00080121, 0x0008010B, 0x0008010F, 0x00080117, 0x00081150,
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,7 @@ class _Walker:
         self.masks = _mask_actions(options)
         self.shift = shift
         self.counts = counts
+        self.dummy_depth = 0
         self.scrub = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE) if terms else None
 
     def _clean_text(self, text: str) -> str:
@@ -265,6 +273,8 @@ class _Walker:
             return self.masks["50xxxxxx"]
         if group & 0xFF00 == 0x6000 and elem in (0x3000, 0x4000):
             return self.masks[f"60xx{elem:04X}"]
+        if self.dummy_depth and vr in _FREE_TEXT_VRS and tag not in _CODED_ENTRY_TAGS:
+            return "D"  # free text inside a D sequence (e.g. Content Sequence TEXT items)
         if vr == "UN":  # a public element nobody (not even pydicom's dictionary) knows: may hold anything
             return "X"
         if vr == "PN":
@@ -338,8 +348,12 @@ class _Walker:
             if action == "Z":
                 elem.value = []
             else:  # D, K, C, U*: keep the structure, clean every item
-                for item in elem.value:
-                    self.walk(item)
+                self.dummy_depth += action == "D"
+                try:
+                    for item in elem.value:
+                        self.walk(item)
+                finally:
+                    self.dummy_depth -= action == "D"
             return
         if action == "K" or elem.value is None or elem.value == "":
             return

@@ -189,3 +189,8 @@ def test_real_deid_data_humans_headers_cleaned_pixels_identical(tmp_path, key, n
     out_pixels = sorted(pydicom.dcmread(p).PixelData for p in outputs)
     assert out_pixels == sorted(o.PixelData for o in originals.values())  # scanned, no text: untouched
     assert all(pydicom.dcmread(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50" for p in outputs)
+
+
+def test_lookup_inside_output_is_rejected(folder, tmp_path, key):
+    with pytest.raises(InputError, match="outside"):
+        deidentify_folder(folder, tmp_path / "out", key, DeidConfig(lookup=tmp_path / "out" / "lookup.bin"))

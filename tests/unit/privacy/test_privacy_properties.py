@@ -75,3 +75,45 @@ def test_registered_uids_kept_and_invalid_uids_detected():
     assert not is_valid_uid("1.02.3") and not is_valid_uid("1." + "1" * 70) and not is_valid_uid("1.a")
     assert shift_date("2017", -3) is None and shift_date("notadate", -3) is None
     assert shift_date("20170101-20170110", -1) == "20161231-20170109"
+
+
+# a "Qz" prefix so a value cannot occur by chance in pixel data or another element
+phi_text = st.text(alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd")), min_size=6, max_size=24).map(
+    lambda s: "Qz" + s
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(phi_text, phi_text, phi_text, st.integers(min_value=1, max_value=4))
+def test_random_phi_at_any_depth_never_reaches_the_output(name, comment, private, depth):
+    """Random identifiers planted in the header, in sequences nested ``depth`` deep and in private
+    tags never appear in the written bytes (UTF-8 character set, so any letter is encodable)."""
+    from io import BytesIO
+
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from medanomaly.data.sources import real_data
+    from medanomaly.privacy.profile import deidentify_dataset
+    from medanomaly.privacy.uids import fix_file_meta
+
+    ds = pydicom.dcmread(real_data("pydicom/CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = name
+    ds.ImageComments = comment
+    item = ds
+    for _ in range(depth):
+        child = Dataset()
+        child.PersonName = name
+        child.TextValue = comment  # (0040,A160) free text in structured content
+        child.add_new(0x00091001, "LO", private)
+        item.ContentSequence = [child]
+        item = child
+    ds.private_block(0x0029, "ANY CREATOR", create=True).add_new(0x01, "LO", private)
+    deidentify_dataset(ds, b"property-test-key-0123")
+    fix_file_meta(ds)
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    for value in (name, private):
+        assert value.encode("utf-8") not in raw
