@@ -72,22 +72,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     })
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     if cfg.evaluate.report:
-        _write_report(run_dir, metrics, result, data, probs, clf)
+        from medanomaly.evaluate.report import write_classification_report
+
+        title = f"{cfg.name or 'classification'}: {split} split" + (" (SYNTHETIC data)" if clf.synthetic else "")
+        write_classification_report(run_dir, metrics, result, data.labels, probs, clf.class_names,
+                                    raw_probs=raw, split=split, title=title)
     return metrics
-
-
-def _write_report(run_dir: Path, metrics: dict[str, Any], result: Any, data: Any, probs: np.ndarray,
-                  clf: Any) -> None:
-    """Plots + HTML report through ``medanomaly.evaluate.report`` when it exists."""
-    try:
-        from medanomaly.evaluate import report
-    except ImportError:  # the report module is optional until it lands
-        return
-    writer = getattr(report, "write_classification_report", None) or getattr(report, "write_report", None)
-    if writer is None:
-        return
-    writer(run_dir=run_dir, metrics=metrics, result=result, y_true=data.labels, probs=probs,
-           class_names=clf.class_names)
 
 
 def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tuple[Path, Any]]:
