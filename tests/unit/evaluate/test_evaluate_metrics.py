@@ -216,3 +216,13 @@ def test_roc_band_contains_curve():
     fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
     reference = [tpr[fpr <= x + 1e-12].max() for x in band.x]  # best TPR reachable at each FPR
     np.testing.assert_allclose(band.y, reference)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_property_point_estimates_ignore_case_order(seed):
+    y, p = _multiclass(n=60, seed=seed)
+    perm = np.random.default_rng(seed).permutation(60)
+    a = classification_metrics(y, p, ("a", "b", "c"), n_bootstrap=0).to_json()
+    b = classification_metrics(y[perm], p[perm], ("a", "b", "c"), n_bootstrap=0).to_json()
+    assert a == b
