@@ -1,7 +1,7 @@
 """DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile, with options.
 
 The attribute table (``annex_e.json`` beside this module, 460 rows with the basic-profile action
-and each option's action) is data, not code. :func:`action_table` resolves it for a set of
+and each option's action, plus 5 patient-identity rows of later revisions) is data, not code. :func:`action_table` resolves it for a set of
 :class:`ProfileOptions`; :func:`deidentify_dataset` applies it to a pydicom dataset in place,
 recursing into every sequence item.
 
@@ -135,7 +135,8 @@ class Rule:
 def load_table() -> tuple[Rule, ...]:
     """The Annex E rows from ``annex_e.json`` (packaged data)."""
     text = resources.files("medanomaly.privacy").joinpath("annex_e.json").read_text(encoding="utf-8")
-    rows = json.loads(text)["rows"]
+    data = json.loads(text)
+    rows = data["rows"] + data.get("supplement", [])
     rules = []
     for tag, basic, opts, name in rows:
         parsed = dict(item.split("=") for item in opts.split()) if opts else {}
