@@ -469,6 +469,7 @@ def volume_from_dataset(ds: Dataset, path: Path) -> Volume:
     sz = slice_thickness(ds, measures)
     origin = _floats(ds.get("ImagePositionPatient"), 3) or [0.0, 0.0, 0.0]
 
+    frame_order = np.arange(n_frames)
     positions = _frame_positions(ds, n_frames) if n_frames > 1 else None
     if positions is None and n_frames == 1:
         single = _frame_positions(ds, 1)
@@ -478,6 +479,7 @@ def volume_from_dataset(ds: Dataset, path: Path) -> Volume:
         normal = direction[:, 2]
         proj = np.asarray(positions) @ normal
         order = np.argsort(proj, kind="stable")
+        frame_order = order
         if not np.all(order == np.arange(n_frames)):
             array = array[order]
         proj = proj[order]
@@ -499,12 +501,25 @@ def volume_from_dataset(ds: Dataset, path: Path) -> Volume:
         if photometric == "MONOCHROME1":
             array = invert_monochrome1(array, ds)
         meta["photometric"] = "MONOCHROME2"
-        first_group = _sequence_item(ds, "PerFrameFunctionalGroupsSequence")
-        rescale = rescale_of(ds, first_group)
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+        if len(per_frame) == n_frames:  # enhanced objects may rescale each frame differently
+            rescales = [rescale_of(ds, group) for group in per_frame]
+            rescales = [rescales[int(i)] for i in frame_order]
+        else:
+            rescales = [rescale_of(ds)] * n_frames
+        rescale = rescales[0]
         if rescale is not None:
-            slope, intercept = rescale
-            array = apply_rescale(array, slope, intercept, rescaled_dtype(stored_range(ds), slope, intercept))
-            meta.update(rescale_applied=True, rescale_slope=slope, rescale_intercept=intercept)
+            pairs = [r or (1.0, 0.0) for r in rescales]
+            dtype = np.result_type(*{rescaled_dtype(stored_range(ds), a, b) for a, b in pairs})
+            if len(set(pairs)) == 1:
+                array = apply_rescale(array, *pairs[0], dtype)
+                meta.update(rescale_slope=pairs[0][0], rescale_intercept=pairs[0][1])
+            else:
+                out = np.empty(array.shape, dtype)
+                for k, (slope, intercept) in enumerate(pairs):
+                    apply_rescale(array[k], slope, intercept, dtype, out=out[k])
+                array = out
+            meta["rescale_applied"] = True
         else:
             meta["rescale_applied"] = False
         if meta.get("modality") == "CT" and rescale is not None:

@@ -177,3 +177,24 @@ def test_io_dicom_deid_multiframe_ultrasound():
     vol = read(path)
     assert vol.shape == (30, 600, 800) and vol.n_components == 3 and vol.meta["n_frames"] == 30
     np.testing.assert_array_equal(vol.array[29], pixel_array(path, index=29))
+
+
+def test_io_dicom_enhanced_per_frame_rescale_and_order(tmp_path):
+    """Frames stored out of order with their own rescale: sorted along the normal, each rescaled."""
+    import copy
+
+    ds = pydicom.dcmread(pd("eCT_Supplemental.dcm"))
+    ref = read(pd("eCT_Supplemental.dcm"))
+    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[::-1]  # swap frames...
+    frames = ds.pixel_array[::-1].copy()
+    item = copy.deepcopy(ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence)
+    ds.PerFrameFunctionalGroupsSequence[0].PixelValueTransformationSequence = item
+    ds.PerFrameFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleIntercept = "-1000"
+    frames[0] = np.clip(frames[0].astype(np.int32) - 24, 0, None)  # ...and re-encode frame 0 by +24 HU
+    ds.PixelData = frames.astype(np.uint16).tobytes()
+    ds.save_as(tmp_path / "ect.dcm")
+    vol = read(tmp_path / "ect.dcm")
+    assert vol.same_grid(ref)
+    np.testing.assert_array_equal(vol.array[1:], ref.array[1:])  # (frames are sorted along the normal)
+    expected = np.maximum(ref.array[0], -1000)
+    np.testing.assert_array_equal(vol.array[0], expected)
