@@ -188,3 +188,14 @@ def test_io_series_per_slice_rescale(tmp_path, lung_crop, series_writer):
         expected[z] = np.maximum(expected[z], -1024 + 24 + k)
     np.testing.assert_array_equal(vol.array, expected)
     assert "rescale_intercept" not in vol.meta and vol.meta["rescale_applied"] is True
+
+
+def test_io_series_gantry_tilt_is_an_error(tmp_path, lung_crop, series_writer):
+    """Slice positions stepping sideways (a tilted gantry) are refused, not read as a straight stack."""
+    tilt = np.radians(15)
+    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
+    vol = Volume(lung_crop.array, spacing=lung_crop.spacing, origin=lung_crop.origin, direction=sheared,
+                 meta={"modality": "CT"})  # fmt: skip
+    series_writer(vol, tmp_path)
+    with pytest.raises(InputError, match=r"sheared \(gantry tilt of 15.0 deg\)"):
+        read(tmp_path)

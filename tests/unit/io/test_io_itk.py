@@ -102,3 +102,10 @@ def test_io_itk_errors(tmp_path):
         from medanomaly.io.itk import write_itk
 
         write_itk(Volume(np.zeros((2, 2, 2))), tmp_path / "x.xyz")
+
+
+def test_io_itk_4d_nifti_refused(tmp_path):
+    img = nib.Nifti1Image(np.zeros((4, 5, 6, 3), np.float32), np.eye(4))
+    nib.save(img, tmp_path / "fmri.nii.gz")
+    with pytest.raises(InputError, match=r"fmri.nii.gz: 4D image \(3 volumes\)"):
+        read(tmp_path / "fmri.nii.gz")
