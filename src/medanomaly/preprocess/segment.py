@@ -75,13 +75,25 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray | None = None) ->
 
 
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill holes in every axial slice (3D hole filling would treat the end slices as border)."""
+    """Fill holes in every axial slice (3D hole filling would treat the end slices as border).
+
+    One in-plane labelling of the background for all slices (4-connected, like
+    ``ndimage.binary_fill_holes``): background components that do not touch a slice's edge are
+    holes. Same result as a per-slice ``binary_fill_holes`` loop, several times faster.
+    """
     from scipy import ndimage
 
-    out = np.empty_like(mask, dtype=bool)
-    for z in range(mask.shape[0]):
-        out[z] = ndimage.binary_fill_holes(mask[z])
-    return out
+    mask = mask.astype(bool)
+    background = ~mask
+    labels, n = ndimage.label(background, structure=_IN_PLANE)
+    if n == 0:
+        return mask.copy()
+    edge = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
+                                     labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))  # fmt: skip
+    keep = np.zeros(n + 1, bool)
+    keep[edge] = True
+    keep[0] = True
+    return mask | ~keep[labels]
 
 
 def _disk_closing_per_slice(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:

@@ -94,14 +94,19 @@ def _check_roi(roi: str) -> None:
 @TRANSFORMS.register("window")
 @dataclass(frozen=True)
 class Window(Step):
-    """CT window to 0..1 (:func:`enhance.window`)."""
+    """CT window to 0..1 (:func:`enhance.window`): a ``preset``, or explicit ``low``/``high``
+    HU; with neither, the lung window."""
 
-    preset: str | None = "lung"
+    preset: str | None = None
     low: float | None = None
     high: float | None = None
     name: ClassVar[str] = "window"
 
     def __post_init__(self) -> None:
+        if self.preset is not None and (self.low is not None or self.high is not None):
+            raise ConfigError("window: give a preset or low/high, not both")
+        if self.preset is None and self.low is None and self.high is None:
+            object.__setattr__(self, "preset", "lung")
         _enhance._window_bounds(self.preset, self.low, self.high)
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:

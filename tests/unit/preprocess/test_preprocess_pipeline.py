@@ -71,6 +71,16 @@ def test_random_gamma_records_and_reproduces():
     assert np.allclose(a.volume.array, vol.array**g, atol=1e-5)
 
 
+def test_window_step_explicit_bounds_and_conflicts():
+    vol = Volume(np.array([[[-1000.0, 0.0, 100.0]]], np.float32), meta={"modality": "CT"})
+    out = Pipeline.from_config([{"name": "window", "low": -100, "high": 100}])(vol)
+    assert out.volume.array.ravel().tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert out.records[0].applied == {"low_hu": -100.0, "high_hu": 100.0}
+    assert TRANSFORMS.create("window").params["preset"] == "lung"
+    with pytest.raises(ConfigError, match="not both"):
+        TRANSFORMS.create("window", preset="bone", low=0, high=1)
+
+
 def test_pipeline_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown transform"):
         Pipeline.from_config([{"name": "sharpen_magic"}])
