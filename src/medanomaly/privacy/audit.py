@@ -28,6 +28,7 @@ REASONS = (
     "file larger than the size limit",
     "pixel data cannot be decoded",
     "burned-in text remains after redaction",
+    "burned-in annotation flagged but no text found (review by hand)",
     "de-identification failed",
     "output could not be written",
 )

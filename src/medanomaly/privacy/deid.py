@@ -152,6 +152,7 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         terms = phi_terms(ds) if needs_scan(ds, config.burned_in) else []
     except Exception:  # noqa: BLE001 - a malformed header value: refuse, never print it
         raise Refused("not a readable DICOM file") from None
+    flagged = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
     try:
         redaction = redact_dataset(
             ds, terms=terms, policy=config.burned_in, mode=config.redact, ocr_check=config.ocr_check
@@ -160,6 +161,9 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         raise Refused("pixel data cannot be decoded") from None
     if redaction.residual_phi:
         raise Refused("burned-in text remains after redaction")
+    if flagged and redaction.scanned and not redaction.regions:
+        # the device says there is text and we see none: our detector may have missed it
+        raise Refused("burned-in annotation flagged but no text found (review by hand)")
     try:
         outcome = deidentify_dataset(ds, key, config.options)
         set_method(ds, config.options, pixels_cleaned=redaction.changed)

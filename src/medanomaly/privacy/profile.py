@@ -64,7 +64,6 @@ _DUMMY = {
     "DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y", "IS": "0", "DS": "0",
     "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0, "UV": 0, "SV": 0,
 }  # fmt: skip
-_PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
 _FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
 #: Coded-entry attributes (codes, not free text) kept inside sequences the profile dummies.
 _CODED_ENTRY_TAGS = frozenset({

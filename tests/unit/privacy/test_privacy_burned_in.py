@@ -130,3 +130,14 @@ def test_multiframe_ultrasound_keeps_anatomy(tmp_path, key):
     original = pydicom.dcmread(src).pixel_array
     changed = np.any(result.dataset.pixel_array != original, axis=-1)
     assert 0 < changed.mean() < 0.05
+
+
+def test_flagged_file_without_detectable_text_is_refused(tmp_path, key):
+    """BurnedInAnnotation YES but nothing found: not released (the detector may have missed it)."""
+    from medanomaly.privacy.deid import Refused
+
+    ds = _sc_dataset(np.zeros((64, 64), np.uint8), "YES")
+    path = tmp_path / "flagged.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(Refused, match="flagged but no text"):
+        deidentify_file(path, key, DeidConfig(ocr_check=False))
