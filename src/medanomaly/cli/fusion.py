@@ -11,8 +11,10 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("fusion-benchmark")
     def fusion_benchmark(
-        config: Path = typer.Argument(..., help="YAML config with `task: fusion` (e.g. configs/fusion_brain_sim.yaml)."),
-        out: Path | None = typer.Option(None, "--out", help="Folder for fusion_benchmark.md/.json (default runs/<name>-benchmark)."),
+        config: Path = typer.Argument(..., help="YAML config with `task: fusion` (configs/fusion_brain_sim.yaml)."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Folder for fusion_benchmark.md/.json (default runs/<name>-benchmark)."
+        ),
     ) -> None:
         """Train and compare single-modality, early, feature, decision and hybrid fusion on one split."""
         from medanomaly.config import load_config
@@ -32,7 +34,9 @@ def register(app: typer.Typer) -> None:
     def register_images(
         fixed: Path = typer.Argument(..., help="Reference image (its grid is kept), e.g. the CT or T1."),
         moving: Path = typer.Argument(..., help="Image brought into the fixed grid, e.g. the MR or PD."),
-        out: Path = typer.Option(..., "--out", help="Output image (.nii.gz, .nrrd); the transform goes beside it as .tfm."),
+        out: Path = typer.Option(
+            ..., "--out", help="Output image (.nii.gz, .nrrd); the transform goes beside it as .tfm."
+        ),
         stages: str = typer.Option("rigid", help="Comma-separated: rigid[,affine[,bspline]]."),
         metric: str = typer.Option("mattes", help="mattes (mutual information, multi-modal) or mean_squares."),
     ) -> None:
@@ -40,9 +44,8 @@ def register(app: typer.Typer) -> None:
         from medanomaly.fusion.registration import load_scalar, register, write_transform
         from medanomaly.io import write
 
-        result = register(
-            load_scalar(fixed), load_scalar(moving), stages=[s.strip() for s in stages.split(",") if s.strip()], metric=metric
-        )
+        stage_list = [s.strip() for s in stages.split(",") if s.strip()]
+        result = register(load_scalar(fixed), load_scalar(moving), stages=stage_list, metric=metric)
         written = write(result.resampled, out)
         name = written.name
         stem = name[: -len("".join(written.suffixes))] if written.suffixes else name

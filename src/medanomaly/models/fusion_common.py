@@ -76,9 +76,10 @@ def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = (1
             Pool[Pool.MAX, spatial_dims](2),
         ]
         cin = width
-    return _Encoder(nn.Sequential(*layers), spatial_dims, dropout)
+    return _pooled_encoder_class()(nn.Sequential(*layers), spatial_dims, dropout)
 
 
+@lru_cache(maxsize=1)
 def _pooled_encoder_class():
     import torch
     from torch import nn
@@ -100,10 +101,6 @@ def _pooled_encoder_class():
             return self.drop(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
 
     return Encoder
-
-
-def _Encoder(body, spatial_dims: int, dropout: float):  # noqa: N802 - factory named like the class it builds
-    return _pooled_encoder_class()(body, spatial_dims, dropout)
 
 
 def feature_width(widths: Sequence[int]) -> int:
