@@ -152,9 +152,14 @@ def test_io_series_fast_pixel_path_equals_pydicom(ct_series):
 
 
 def test_io_series_single_file_folder_and_copy(tmp_path):
-    shutil.copy(real_data("pydicom/CT_small.dcm"), tmp_path / "only")
-    vol = read(tmp_path)
-    assert vol.shape == (1, 128, 128) and vol.meta["units"] == "HU"
+    for name in ("CT_small.dcm", "MR_small.dcm", "RG3_UNCR.dcm"):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(real_data(f"pydicom/{name}"), folder / "only")
+        vol, single = read(folder), read(real_data(f"pydicom/{name}"))
+        assert vol.same_grid(single) and vol.modality == single.modality
+        np.testing.assert_array_equal(vol.array, single.array)
+        assert vol.meta.get("units") == single.meta.get("units")
 
 
 def test_io_series_two_series_in_one_folder(tmp_path, lung_crop, series_writer):
