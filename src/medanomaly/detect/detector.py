@@ -229,7 +229,8 @@ class NoduleDetector:
         self._check_fitted()
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.model_.state_dict().items()}
+        # DynUNet registers some blocks twice (shared tensors): clone so every key is saved.
+        state = {k: v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()}
         save_file(state, str(run_dir / WEIGHTS_FILE))
         params = self.get_params()
         (run_dir / SIDECAR_FILE).write_text(json.dumps(params, indent=2))

@@ -90,12 +90,12 @@ def load_source(
     from medanomaly.errors import InputError
     from medanomaly.io import read
 
+    if lesion_mask is not None and not Path(lesion_mask).exists():
+        raise InputError("lesion mask not found", lesion_mask)
     ct = read(image)
     lung = lung_region(ct, image)
     lesion = exclude = None
     if lesion_mask is not None:
-        if not Path(lesion_mask).exists():
-            raise InputError("lesion mask not found", lesion_mask)
         lesion = read(lesion_mask)
         if not lesion.same_grid(ct, tol=1e-3):
             raise InputError("lesion mask is not on the image grid", lesion_mask)

@@ -1,0 +1,67 @@
+"""FROC / CPM and Bland-Altman agreement (evaluate.froc, evaluate.agreement) used by the lung task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medanomaly.evaluate.agreement import bland_altman
+from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, match_findings
+
+
+def test_froc_perfect_detector_has_cpm_one() -> None:
+    marks = [ScanMarks([0.9, 0.8], [0, 1], 2), ScanMarks([0.7], [0], 1)]
+    res = froc(marks)
+    assert res.cpm == 1.0 and res.n_scans == 2 and res.n_lesions == 3
+    assert all(v == 1.0 for v in res.operating_points.values())
+
+
+def test_froc_counts_false_positives_per_scan() -> None:
+    # Scan 1: a FP above the only TP; scan 2: one missed lesion and one FP.
+    marks = [ScanMarks([0.9, 0.5], [-1, 0], 1), ScanMarks([0.6], [-1], 1)]
+    res = froc(marks)
+    assert res.sensitivity_at(0.125) == 0.0
+    assert res.sensitivity_at(0.5) == 0.0  # at 0.5 FP/scan the TP (score 0.5) is below 2 FPs
+    assert res.sensitivity_at(1.0) == 0.5
+    assert res.cpm == pytest.approx((0 + 0 + 0 + 0.5 + 0.5 + 0.5 + 0.5) / 7)
+    assert res.threshold_at(1.0) == 0.5
+
+
+def test_froc_duplicate_hits_count_once() -> None:
+    res = froc([ScanMarks([0.9, 0.8, 0.1], [0, 0, -1], 1)])
+    assert res.fps_per_scan[-1] == 1.0 and res.sensitivity[-1] == 1.0
+
+
+def test_froc_needs_lesions() -> None:
+    with pytest.raises(ValueError):
+        froc([ScanMarks([0.5], [-1], 0)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(-1, 2)), min_size=0, max_size=30))
+def test_froc_curve_is_monotone(rows) -> None:
+    res = froc([ScanMarks([r[0] for r in rows], [r[1] for r in rows], 3)])
+    assert np.all(np.diff(res.fps_per_scan) >= 0) and np.all(np.diff(res.sensitivity) >= 0)
+    assert 0.0 <= res.cpm <= 1.0
+    assert list(res.operating_points) == list(FP_RATES)
+
+
+def test_froc_match_findings_by_radius_and_ignore() -> None:
+    lesions = np.array([[0.0, 0.0, 0.0], [50.0, 0.0, 0.0]])
+    centres = np.array([[3.0, 0.0, 0.0], [50.0, 9.0, 0.0], [100.0, 0.0, 0.0], [200.0, 0, 0]])
+    m = match_findings(centres, [0.9, 0.8, 0.7, 0.6], lesions, [2.0, 10.0], min_radius_mm=5.0,
+                       ignore=lambda c: c[0] > 150)  # fmt: skip
+    assert m.lesion_ids == [0, 1, -1] and m.n_lesions == 2 and m.scores == [0.9, 0.8, 0.7]
+
+
+def test_agreement_bias_and_limits() -> None:
+    ba = bland_altman([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0])
+    assert ba.bias == 1.0 and ba.sd == 0.0 and ba.loa_low == ba.loa_high == 1.0 and ba.n == 4
+    rel = bland_altman([1.1, 2.2], [1.0, 2.0], relative=True)
+    assert rel.bias == pytest.approx(100 * 0.1 / 1.05, rel=1e-6)
+    noisy = bland_altman(np.arange(10.0) + np.r_[1, -1] .repeat(5), np.arange(10.0))
+    assert noisy.loa_low < noisy.bias < noisy.loa_high
+    with pytest.raises(ValueError):
+        bland_altman([1.0], [1.0])

@@ -1,0 +1,112 @@
+"""Lesion measurements: agreement with the pyradiomics baseline on real masks, and properties."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medanomaly.data.sources import PYRADIOMICS_CASES, pyradiomics_case, real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read
+from medanomaly.quantify.measure import axial_axes_mm, max_diameter_mm, measure, measure_lesions
+from medanomaly.types import Volume
+
+
+def _baseline() -> dict[str, dict[str, float]]:
+    with real_data("pyradiomics/baseline/baseline_shape.csv").open() as fh:
+        rows = {r["featureName"]: r for r in csv.DictReader(fh)}
+    return {
+        case: {
+            "VoxelVolume": float(rows["original_shape_VoxelVolume"][case]),
+            "Maximum3DDiameter": float(rows["original_shape_Maximum3DDiameter"][case]),
+        }
+        for case in PYRADIOMICS_CASES
+    }
+
+
+@pytest.mark.parametrize("case", sorted(PYRADIOMICS_CASES))
+def test_quantify_matches_pyradiomics_baseline(case: str) -> None:
+    image_path, mask_path = pyradiomics_case(case)
+    image, mask = read(image_path), read(mask_path)
+    lesion = mask.with_array((np.asarray(mask.array) == 1).astype(np.uint8))
+    ref = _baseline()[case]
+    m = measure(lesion, image)
+    assert m.volume_ml * 1000.0 == pytest.approx(ref["VoxelVolume"], rel=0.01)
+    assert m.max_diameter_mm == pytest.approx(ref["Maximum3DDiameter"], rel=0.02)
+    assert m.long_axis_mm >= m.short_axis_mm > 0
+    assert m.max_diameter_mm >= m.long_axis_mm - 1e-6
+    assert np.isfinite([m.mean, m.max, m.std, m.solid_fraction]).all()
+
+
+def test_quantify_real_lung1_hu_statistics_are_plausible() -> None:
+    image_path, mask_path = pyradiomics_case("lung1")
+    m = measure(read(mask_path), read(image_path))
+    assert -300 < m.mean < 100  # a solid nodule, in HU
+    assert 0.5 < m.solid_fraction <= 1.0
+
+
+def _blob(rng: np.random.Generator, shape=(6, 9, 9)) -> np.ndarray:
+    arr = rng.random(shape) > 0.6
+    arr[shape[0] // 2, shape[1] // 2, shape[2] // 2] = True
+    return arr.astype(np.uint8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.floats(0.5, 3.0), sx=st.floats(0.3, 2.0), sz=st.floats(0.5, 6.0))
+def test_quantify_scales_with_spacing(seed: int, k: float, sx: float, sz: float) -> None:
+    mask = _blob(np.random.default_rng(seed))
+    a = measure(Volume(mask, spacing=(sx, sx, sz)))
+    b = measure(Volume(mask, spacing=(k * sx, k * sx, k * sz)))
+    assert b.volume_ml == pytest.approx(a.volume_ml * k**3, rel=1e-9)
+    assert b.max_diameter_mm == pytest.approx(a.max_diameter_mm * k, rel=1e-6)
+    assert b.long_axis_mm == pytest.approx(a.long_axis_mm * k, rel=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_quantify_diameter_invariant_to_axis_flips_and_xy_transpose(seed: int) -> None:
+    mask = _blob(np.random.default_rng(seed))
+    d = max_diameter_mm(Volume(mask, spacing=(0.7, 0.9, 2.5)))
+    assert max_diameter_mm(Volume(mask[::-1, :, ::-1].copy(), spacing=(0.7, 0.9, 2.5))) == pytest.approx(d)
+    assert max_diameter_mm(Volume(mask.transpose(0, 2, 1).copy(), spacing=(0.9, 0.7, 2.5))) == pytest.approx(d)
+
+
+def test_quantify_single_voxel_and_disk() -> None:
+    one = np.zeros((3, 3, 3), np.uint8)
+    one[1, 1, 1] = 1
+    # Marching-cubes vertices of one voxel lie half a voxel from its centre along each axis.
+    assert max_diameter_mm(Volume(one, spacing=(0.5, 0.5, 5.0))) == pytest.approx(5.0)
+    yy, xx = np.mgrid[:61, :61]
+    disk = ((yy - 30) ** 2 + (xx - 30) ** 2 <= 20**2).astype(np.uint8)[None]
+    long_axis, short_axis = axial_axes_mm(Volume(disk, spacing=(0.5, 0.5, 1.0)))
+    assert long_axis == pytest.approx(20.5, abs=0.6)  # 41 pixels of 0.5 mm
+    assert short_axis == pytest.approx(long_axis, rel=0.05)
+
+
+def test_quantify_lesions_splits_components_and_sorts_by_volume() -> None:
+    mask = np.zeros((5, 20, 20), np.uint8)
+    mask[1:4, 2:5, 2:5] = 1  # 27 voxels
+    mask[2, 12:14, 12:14] = 1  # 4 voxels
+    ct = Volume(np.where(mask > 0, 40, -850).astype(np.int16), spacing=(1.0, 1.0, 2.0))
+    found = measure_lesions(ct.with_array(mask), ct)
+    assert [f.measurements.n_voxels for f in found] == [27, 4]
+    first = found[0].to_json()
+    assert first["volume_ml"] == pytest.approx(27 * 2.0 / 1000)
+    assert first["mean_hu"] == pytest.approx(40.0)
+    assert first["solid_fraction"] == 1.0
+    lo, hi = first["bbox_mm"]
+    assert lo[0] == pytest.approx(1.5) and hi[0] == pytest.approx(4.5)
+    assert first["center_mm"] == pytest.approx([3.0, 3.0, 4.0])
+
+
+def test_quantify_bad_input_errors() -> None:
+    ct = Volume(np.zeros((3, 4, 4), np.int16))
+    with pytest.raises(InputError, match="empty"):
+        measure(ct.with_array(np.zeros((3, 4, 4), np.uint8)))
+    other = Volume(np.ones((3, 4, 5), np.uint8))
+    with pytest.raises(InputError, match="grid"):
+        measure(other, ct)
