@@ -135,7 +135,12 @@ def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
 
 
 def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tuple[float, float]:
-    """(x, y) pixel spacing in mm: PixelSpacing, else ImagerPixelSpacing, else 1 mm."""
+    """(x, y) pixel spacing in mm.
+
+    PixelSpacing, else ImagerPixelSpacing (projection radiographs), else the calibration of the
+    first 2D tissue region of an ultrasound image (``SequenceOfUltrasoundRegions``, physical
+    units cm -> mm), else 1 mm.
+    """
     for source in (pixel_measures, ds):
         if source is None:
             continue
@@ -143,6 +148,14 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
             ps = _floats(source.get(kw), 2)
             if ps is not None and ps[0] > 0 and ps[1] > 0:
                 return ps[1], ps[0]
+    for region in ds.get("SequenceOfUltrasoundRegions") or []:
+        cm = 3  # PhysicalUnits code for cm; RegionSpatialFormat 1 = 2D tissue or flow
+        if region.get("RegionSpatialFormat") == 1 and region.get("PhysicalUnitsXDirection") == cm and region.get(
+            "PhysicalUnitsYDirection"
+        ) == cm:
+            dx, dy = _floats(region.get("PhysicalDeltaX"), 1), _floats(region.get("PhysicalDeltaY"), 1)
+            if dx and dy and dx[0] > 0 and dy[0] > 0:
+                return abs(dx[0]) * 10.0, abs(dy[0]) * 10.0
     return 1.0, 1.0
 
 

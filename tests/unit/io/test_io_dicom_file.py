@@ -198,3 +198,16 @@ def test_io_dicom_enhanced_per_frame_rescale_and_order(tmp_path):
     np.testing.assert_array_equal(vol.array[1:], ref.array[1:])  # (frames are sorted along the normal)
     expected = np.maximum(ref.array[0], -1000)
     np.testing.assert_array_equal(vol.array[0], expected)
+
+
+def test_io_dicom_ultrasound_region_calibration():
+    """US without PixelSpacing: mm from the tissue region's PhysicalDelta (cm); agrees with
+    PixelSpacing where a file has both (deid RGB_IMAGE)."""
+    echo = read(pd("color3d_jpeg_baseline.dcm"))
+    assert echo.spacing[:2] == pytest.approx((0.5105, 0.5105), abs=1e-4)
+    both = real_data("deid/ultrasounds") / "RGB_IMAGE.dcm"
+    ds = pydicom.dcmread(both, stop_before_pixels=True)
+    del ds.PixelSpacing
+    from medanomaly.io.dicom import in_plane_spacing
+
+    assert in_plane_spacing(ds) == pytest.approx(read(both).spacing[:2], rel=1e-5)
