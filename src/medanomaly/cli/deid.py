@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         lookup: Path | None = typer.Option(
             None, "--lookup", help="Encrypted re-identification lookup file to create or extend."
         ),
+        workers: int = typer.Option(1, "--workers", min=1, help="Processes working in parallel."),
     ) -> None:
         """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
             def tick(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick)
+            summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick, workers=workers)
         typer.echo(
             f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
             f"audit: {summary.audit_path}"

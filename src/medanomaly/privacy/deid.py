@@ -242,6 +242,7 @@ def deidentify_folder(
     key: bytes,
     config: DeidConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> DeidSummary:
     """De-identify every file under ``in_dir`` into ``out_dir`` (resumable; see module doc).
 
@@ -251,6 +252,8 @@ def deidentify_folder(
         key: project secret (:func:`medanomaly.privacy.pseudonym.load_key`).
         config: run settings.
         progress: called as ``progress(done, total)`` after each file.
+        workers: processes working on files in parallel (1: in this process). Workers read,
+            de-identify and write; this process alone keeps the lookup, manifest and audit.
 
     Returns:
         counts and the audit path (``OUT/.medanomaly/audit-<UTC time>.json``).
@@ -269,42 +272,86 @@ def deidentify_folder(
     done = _load_manifest(manifest_path, out_dir)
     known = set(read_lookup(config.lookup, key)) if config.lookup and Path(config.lookup).is_file() else set()
 
-    audit = Audit(options=config.describe())
+    audit = Audit(options={**config.describe(), "workers": workers})
     files = list_inputs(in_dir)
     total = len(files)
+    todo = []
+    for path in files:
+        fid = file_id(key, path.relative_to(in_dir).as_posix())
+        if fid in done:
+            audit.resumed += 1
+        else:
+            todo.append((path, fid))
+    count = audit.resumed
+    if progress is not None:
+        progress(count, total)
     with manifest_path.open("a", encoding="utf-8") as manifest:
-        for i, path in enumerate(files, 1):
-            fid = file_id(key, path.relative_to(in_dir).as_posix())
-            if fid in done:
-                audit.resumed += 1
-            else:
-                _process_one(path, fid, key, config, out_dir, audit, manifest, known)
+        for result in _run(todo, key, config, out_dir, workers):
+            _record(result, config, key, audit, manifest, known)
+            count += 1
             if progress is not None:
-                progress(i, total)
+                progress(count, total)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     audit_path = audit.write(state / f"audit-{stamp}.json")
     return DeidSummary(audit.processed, audit.resumed, len(audit.refused), audit_path, out_dir)
 
 
-def _process_one(path, fid, key, config, out_dir, audit, manifest, known) -> None:
+@dataclass
+class _Done:
+    """What a worker hands back: no dataset, only what the audit/lookup/manifest need."""
+
+    file_id: str
+    reason: str | None = None
+    relpath: str = ""
+    counts: object = None
+    pseudonym: str = ""
+    original: dict | None = None
+    redaction: object = None
+
+
+def _work(path: Path, fid: str, key: bytes, config: DeidConfig, out_dir: Path) -> _Done:
+    """Read, de-identify and atomically write one file (runs in a worker or in this process)."""
     try:
         result = deidentify_file(path, key, config)
     except Refused as exc:
-        audit.refuse(fid, exc.reason)
-        return
+        return _Done(fid, exc.reason)
     except Exception:  # noqa: BLE001 - one bad file never stops the batch; no message (may quote PHI)
-        audit.refuse(fid, "de-identification failed")
-        return
-    outcome = result.outcome
-    if config.lookup is not None and outcome.pseudonym not in known:
-        write_lookup(config.lookup, key, {outcome.pseudonym: outcome.original})
-        known.add(outcome.pseudonym)
+        return _Done(fid, "de-identification failed")
     try:
         with quiet_pydicom():
             write_atomic(result.dataset, out_dir / result.relpath)
     except (OSError, ValueError, TypeError, AttributeError):
-        audit.refuse(fid, "output could not be written")
+        return _Done(fid, "output could not be written")
+    outcome = result.outcome
+    return _Done(fid, None, result.relpath, outcome.counts, outcome.pseudonym, outcome.original, result.redaction)
+
+
+def _work_packed(args) -> _Done:
+    return _work(*args)
+
+
+def _run(todo, key, config, out_dir, workers):
+    if workers <= 1 or len(todo) < 2:
+        for path, fid in todo:
+            yield _work(path, fid, key, config, out_dir)
         return
-    manifest.write(json.dumps({"file_id": fid, "output": result.relpath}) + "\n")
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    jobs = [(path, fid, key, config, out_dir) for path, fid in todo]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from pool.map(_work_packed, jobs, chunksize=8)
+
+
+def _record(done: _Done, config, key, audit, manifest, known) -> None:
+    """Lookup, then manifest, then audit: an interruption between them only causes a redo."""
+    if done.reason is not None:
+        audit.refuse(done.file_id, done.reason)
+        return
+    if config.lookup is not None and done.pseudonym not in known:
+        write_lookup(config.lookup, key, {done.pseudonym: done.original})
+        known.add(done.pseudonym)
+    manifest.write(json.dumps({"file_id": done.file_id, "output": done.relpath}) + "\n")
     manifest.flush()
-    audit.add(result.relpath, outcome.counts, outcome.pseudonym, result.redaction)
+    audit.add(done.relpath, done.counts, done.pseudonym, done.redaction)

@@ -194,3 +194,11 @@ def test_real_deid_data_humans_headers_cleaned_pixels_identical(tmp_path, key, n
 def test_lookup_inside_output_is_rejected(folder, tmp_path, key):
     with pytest.raises(InputError, match="outside"):
         deidentify_folder(folder, tmp_path / "out", key, DeidConfig(lookup=tmp_path / "out" / "lookup.bin"))
+
+
+def test_parallel_workers_give_the_same_output(folder, tmp_path, key, digest):
+    one = deidentify_folder(folder, tmp_path / "one", key, DeidConfig(burned_in="never"))
+    two = deidentify_folder(folder, tmp_path / "two", key, DeidConfig(burned_in="never"), workers=2)
+    assert (two.processed, two.refused) == (one.processed, one.refused) == (4, 3)
+    strip = lambda d: {k: v for k, v in d.items() if not k.startswith(".medanomaly")}  # noqa: E731
+    assert strip(digest(tmp_path / "one")) == strip(digest(tmp_path / "two"))
