@@ -74,7 +74,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     if cfg.evaluate.report:
         from medanomaly.evaluate.report import write_classification_report
 
-        title = f"{cfg.name or 'classification'}: {split} split" + (" (SYNTHETIC data)" if clf.synthetic else "")
+        title = f"{cfg.name or 'classification'}: {split} split"
         write_classification_report(run_dir, metrics, result, data.labels, probs, clf.class_names,
                                     raw_probs=raw, split=split, title=title)
     return metrics

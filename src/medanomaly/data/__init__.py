@@ -13,6 +13,7 @@ DATASET_MODULES: tuple[str, ...] = (
     "phantom",
     "inbreast",
     "lidc",
+    "nodule_patches",
 )
 
 for _module in DATASET_MODULES:
