@@ -117,6 +117,7 @@ def detect_text_regions(
     stroke_window: int = 15,
     min_height: int = 5,
     max_height: int = 48,
+    static_tolerance: int = 12,
 ) -> list[TextRegion]:
     """Find text-like regions in one frame, or the static text of several frames.
 
@@ -128,6 +129,7 @@ def detect_text_regions(
         ink_threshold: top-hat contrast (0..255 scale) a stroke seed needs.
         stroke_window: top-hat window (pixels); glyph strokes must be narrower than this.
         min_height, max_height: glyph height range (pixels).
+        static_tolerance: grey levels (0..255) a text pixel may vary across frames (JPEG noise).
 
     Returns:
         regions grouping at least two glyphs, or one word-shaped glyph blob, padded by 2 pixels.
@@ -139,9 +141,10 @@ def detect_text_regions(
     for f in stack:
         m = text_ink(f, ink_threshold=ink_threshold, stroke_window=stroke_window)
         ink = m if ink is None else (ink & m)
-    if multiframe and len(stack) > 1:  # burned-in text is pixel-identical in every frame
-        same = np.all(stack == stack[:1], axis=0)
-        ink &= same.all(axis=-1) if same.ndim == 3 else same
+    if multiframe and len(stack) > 1:
+        # burned-in text is the same in every frame (up to lossy-compression noise); anatomy moves
+        grey = np.stack([to_gray8(f) for f in stack]).astype(np.int16)
+        ink &= (grey.max(axis=0) - grey.min(axis=0)) <= static_tolerance
     # thin anti-aliased fonts break into fragments: a 3x3 dilation reunites each glyph
     labels, n = ndi.label(ndi.binary_dilation(ink, structure=np.ones((3, 3), bool)))
     if n == 0:
