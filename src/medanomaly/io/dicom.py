@@ -391,7 +391,9 @@ def decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, str]:
             array = _pillow_jpeg_frames(ds)
         if array is None:
             array = ds.pixel_array
-    except Exception as exc:  # pydicom raises ValueError, RuntimeError, NotImplementedError ...
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - decoders raise anything, incl. Rust panics (pyo3)
         text = str(exc)
         if "less than expected" in text or "ends early" in text or "too short" in text.lower():
             raise InputError("truncated DICOM (pixel data ends early)", path) from None

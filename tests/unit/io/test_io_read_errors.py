@@ -55,3 +55,55 @@ def test_io_dicom_folder_write_read(tmp_path):
     back = read(tmp_path / "series")
     assert back.same_grid(vol) and back.meta["units"] == "HU"
     np.testing.assert_array_equal(back.array, vol.array)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pydicom/CT_small.dcm",
+        "pydicom/MR_small_RLE.dcm",
+        "pydicom/emri_small_jpeg_ls_lossless.dcm",
+        "pydicom/SC_rgb_jpeg_dcmtk.dcm",
+        "pydicom/MR_small_jp2klossless.dcm",
+        "pyradiomics/breast1_image.nrrd",
+        "itk/BrainT1Slice.png",
+    ],
+)
+def test_io_errors_damaged_real_files_only_raise_input_error(tmp_path, key):
+    """Truncated or byte-damaged real files: either read, or one InputError (never another
+    exception, not even a decoder's Rust panic)."""
+    import random
+
+    src = real_data(key)
+    data = src.read_bytes()
+    rng = random.Random(f"{key}-damage")
+    for trial in range(10):
+        damaged = bytearray(data)
+        if trial % 2 == 0:
+            damaged = damaged[: rng.randrange(1, len(data))]
+        else:
+            start = rng.randrange(len(data) // 4, len(data))  # keep most headers, hit the pixels
+            for i in range(start, min(len(data), start + 256)):
+                damaged[i] = rng.randrange(256)
+        path = tmp_path / f"damaged{trial}{src.suffix}"
+        path.write_bytes(bytes(damaged))
+        try:
+            read(path)
+        except InputError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+
+
+def test_io_errors_rle_decoder_panic_becomes_input_error(tmp_path):
+    """Damaged RLE segments make pylibjpeg-rle panic (a BaseException from Rust): one InputError."""
+    import random
+
+    data = real_data("pydicom/MR_small_RLE.dcm").read_bytes()
+    rng = random.Random(0)
+    for _ in range(3):  # the third damage of this sequence panics in the decoder
+        damaged = bytearray(data)
+        start = rng.randrange(len(data) // 4, len(data))
+        for i in range(start, min(len(data), start + 256)):
+            damaged[i] = rng.randrange(256)
+    (tmp_path / "rle.dcm").write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match="rle.dcm: cannot decode pixel data"):
+        read(tmp_path / "rle.dcm")
