@@ -218,24 +218,44 @@ def _check_target(target: int, n_classes: int) -> int:
     return int(target)
 
 
-def _require_gradients(model: Any, x: torch.Tensor, method: str, scorer: nn.Module) -> None:
-    """Raise a clear InputError when ``method`` cannot get gradients from ``model``."""
+def _probe(model: Any, x: torch.Tensor, method: str, scorer: nn.Module, target: int | None,
+           need_gradients: bool) -> tuple[torch.Tensor, int]:  # fmt: skip
+    """One forward pass (eval mode): class probabilities and the checked target.
+
+    For gradient methods it also checks, on the same pass, that the output depends
+    differentiably on the input; otherwise a clear InputError says to use occlusion.
+    """
     import torch
 
     hint = "use --method occlusion, which needs only forward passes"
-    if not is_torch_module(model):
+    if need_gradients and not is_torch_module(model):
         raise InputError(
             f"{method} needs gradients but the model is not a PyTorch module "
             f"({type(model).__name__}, e.g. an ONNX session); {hint}"
         )
-    probe = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = scorer(probe)
-    if not out.requires_grad:
-        raise InputError(
-            f"{method} needs gradients but the model output is not differentiable "
-            f"(computed under no_grad, detached or through non-torch code); {hint}"
-        )
+    was_training = bool(getattr(model, "training", False))
+    if is_torch_module(model):
+        model.eval()
+    try:
+        if need_gradients:
+            with torch.enable_grad():
+                out = scorer(x.detach().clone().requires_grad_(True))
+            if not out.requires_grad:
+                raise InputError(
+                    f"{method} needs gradients but the model output is not differentiable "
+                    f"(computed under no_grad, detached or through non-torch code); {hint}"
+                )
+            out = out.detach()
+        else:
+            with torch.no_grad():
+                out = scorer(x)
+    finally:
+        if was_training:
+            model.train()
+    probs = activate(out)
+    if target is None:
+        target = 0 if probs.shape[1] == 1 else int(probs[0].argmax())
+    return probs, _check_target(target, int(probs.shape[1]))
 
 
 def _as_map(t: Any, spatial: tuple[int, ...]) -> np.ndarray:
@@ -262,11 +282,8 @@ def _cam(cls_name: str, model: Any, x: torch.Tensor, target: int | None, layer: 
 
     _check_input(x)
     scorer = as_scorer(model, output_fn)
-    _require_gradients(model, x, method, scorer)
-    name = resolve_layer(model, layer)
-    target = default_target(model, x, output_fn) if target is None else target
-    n_classes = int(scores(model, x, output_fn).shape[1])
-    target = _check_target(target, n_classes)
+    name = resolve_layer(model, layer) if is_torch_module(model) else ""
+    _, target = _probe(model, x, method, scorer, target, need_gradients=True)
     # Input requires grad so frozen models (all parameters requires_grad=False) still get
     # gradients at the target layer.
     xin = x.detach().clone().requires_grad_(True)
@@ -326,8 +343,7 @@ def occlusion(model: Any, x: torch.Tensor, *, target: int | None = None, layer: 
     _check_input(x)
     scorer = as_scorer(model, output_fn)
     spatial = tuple(int(s) for s in x.shape[2:])
-    base = scores(model, x, output_fn)
-    target = _check_target(default_target(model, x, output_fn) if target is None else target, base.shape[1])
+    base, target = _probe(model, x, "occlusion", scorer, target, need_gradients=False)
     size = _default_mask_size(spatial) if mask_size is None else mask_size
     if isinstance(size, int):
         size = (size,) * len(spatial)
@@ -359,9 +375,7 @@ def integrated_gradients(model: Any, x: torch.Tensor, *, target: int | None = No
     del layer
     _check_input(x)
     scorer = as_scorer(model, output_fn)
-    _require_gradients(model, x, "integrated_gradients", scorer)
-    n_classes = int(scores(model, x, output_fn).shape[1])
-    target = _check_target(default_target(model, x, output_fn) if target is None else target, n_classes)
+    _, target = _probe(model, x, "integrated_gradients", scorer, target, need_gradients=True)
     base_value = float(x.min()) if baseline == "min" else float(baseline)
     was_training = model.training
     model.eval()
@@ -391,9 +405,7 @@ def guided_backprop(model: Any, x: torch.Tensor, *, target: int | None = None, l
     del layer
     _check_input(x)
     scorer = as_scorer(model, output_fn)
-    _require_gradients(model, x, "guided_backprop", scorer)
-    n_classes = int(scores(model, x, output_fn).shape[1])
-    target = _check_target(default_target(model, x, output_fn) if target is None else target, n_classes)
+    _, target = _probe(model, x, "guided_backprop", scorer, target, need_gradients=True)
     was_training = model.training
     model.eval()
     try:

@@ -135,3 +135,18 @@ def test_target_out_of_range(toy2d):
 def test_batch_input_rejected(toy2d):
     with pytest.raises(InputError, match="expected one input"):
         attribute(toy2d.model, torch.zeros(2, 1, 24, 24), "occlusion")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_model_state_untouched(method):
+    """A model in training mode keeps its mode and its batch-norm statistics."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 2))  # fmt: skip
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    attribute(net, torch.rand(1, 1, 12, 12), method, mask_size=4) if method == "occlusion" else attribute(
+        net, torch.rand(1, 1, 12, 12), method)
+    assert net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
