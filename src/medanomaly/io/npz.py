@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
                 splits[split] = MedMNISTSplit(images=images, labels=labels)
     except InputError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # pickled object arrays, truncated members
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # pickled object arrays, truncated members
         raise InputError(f"unreadable .npz member ({exc.__class__.__name__})", path) from None
     if not splits:
         raise InputError(

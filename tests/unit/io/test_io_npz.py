@@ -59,3 +59,25 @@ def test_io_npz_bad_archives(tmp_path):
     np.savez(tmp_path / "pickled.npz", train_images=np.array([{"a": 1}], dtype=object), train_labels=np.zeros((1, 1)))
     with pytest.raises(InputError, match="pickled.npz"):
         read(tmp_path / "pickled.npz")
+
+
+def test_io_npz_damaged_archive(tmp_path):
+    """A compressed member with damaged bytes (zlib error) is one InputError naming the file."""
+    import random
+
+    medmnist(tmp_path / "m.npz", (28, 28), n=(50, 2, 2))
+    data = (tmp_path / "m.npz").read_bytes()
+    rng = random.Random(1)
+    raised = 0
+    for trial in range(40):
+        damaged = bytearray(data)
+        start = rng.randrange(len(damaged))
+        for i in range(start, min(len(damaged), start + 50)):
+            damaged[i] = rng.randrange(256)
+        (tmp_path / "d.npz").write_bytes(bytes(damaged))
+        try:
+            read(tmp_path / "d.npz")
+        except InputError as exc:
+            raised += 1
+            assert "d.npz" in str(exc)
+    assert raised > 5
