@@ -142,3 +142,22 @@ def test_flagged_file_without_detectable_text_is_refused(tmp_path, key):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(Refused, match="flagged but no text"):
         deidentify_file(path, key, DeidConfig(ocr_check=False))
+
+
+def test_real_greyscale_cine_text_gone_from_every_frame(tmp_path, key):
+    """deid-data's zipped 27-frame greyscale cine: the same burned-in PHI on every frame."""
+    import zipfile
+
+    with zipfile.ZipFile(real_data("deid/ultrasounds") / "GREYSCALE_CINE.zip") as zf:
+        zf.extractall(tmp_path)
+    (path,) = tmp_path.glob("*.dcm")
+    original = pydicom.dcmread(path).pixel_array
+    planted = ["00079241539", "08/29/1951", "PATIENTF", "03/02/2017"]
+    before = _norm(ocr_text(original[-1]))
+    assert sum(_norm(s) in before for s in planted) >= 3
+    result = deidentify_file(path, key, DeidConfig(ocr_check=False))
+    arr = result.dataset.pixel_array
+    assert arr.shape == original.shape and result.redaction.residual_phi == 0
+    after = _norm(ocr_text(arr[-1]))  # the last frame: blanking must reach every frame
+    assert not [s for s in planted if _norm(s) in after]
+    assert 0 < (arr != original).mean() < 0.10
