@@ -204,3 +204,18 @@ def test_io_series_gantry_tilt_is_an_error(tmp_path, lung_crop, series_writer):
     series_writer(vol, tmp_path)
     with pytest.raises(InputError, match=r"sheared \(gantry tilt of 15.0 deg\)"):
         read(tmp_path)
+
+
+def test_io_series_compressed_rle_and_jpegls(tmp_path, lung_crop, series_writer):
+    """A series re-encoded with pydicom (RLE, JPEG-LS lossless) decodes in the thread pool to the same HU."""
+    import pydicom
+    from pydicom.uid import JPEGLSLossless, RLELossless
+
+    paths = series_writer(lung_crop, tmp_path, shuffle=True)
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless if k % 2 else JPEGLSLossless)
+        ds.save_as(path)
+    vol = read(tmp_path)
+    np.testing.assert_array_equal(vol.array, lung_crop.array)
+    assert vol.meta["units"] == "HU"
