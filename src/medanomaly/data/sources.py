@@ -190,7 +190,9 @@ def _fetch_invesalius(dest: Path) -> None:
         image.SetMetaData("modality", "CT")
         image.SetMetaData("medanomaly_conversion", CRANIUM_CONVERSION)
         dest.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(image, str(target), useCompression=True)
+        partial = dest / "cranium.partial.nrrd"  # write then rename: readers never see half a file
+        sitk.WriteImage(image, str(partial), useCompression=True)
+        os.replace(partial, target)
 
 
 def _conversion_version(path: Path) -> str | None:
