@@ -151,15 +151,17 @@ class Classifier:
             return p
         return softmax(np.log(np.clip(p, 1e-12, 1.0)), self.temperature)
 
-    def decide(self, probs: np.ndarray) -> list[str]:
-        """Class name per row, or ``"uncertain"`` below the abstention threshold."""
+    def decide(self, probs: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(class name per row, abstained mask): rows whose top probability is below the abstention
+        threshold are answered ``"uncertain"`` with ``abstained = True``. A class may itself be
+        called "uncertain" (BI-RADS 3-like); the mask tells the two apart."""
         if self.decision_threshold is not None and probs.shape[1] == 2:
             arg = (probs[:, 1] >= self.decision_threshold).astype(int)
         else:
             arg = probs.argmax(axis=1)
-        conf = probs.max(axis=1)
-        return [UNCERTAIN if c < self.abstain_threshold else self.class_names[a]
-                for c, a in zip(conf, arg, strict=True)]
+        abstained = probs.max(axis=1) < self.abstain_threshold
+        labels = [UNCERTAIN if a else self.class_names[k] for a, k in zip(abstained, arg, strict=True)]
+        return labels, abstained
 
 
 def _member_dirs(run_dir: Path) -> list[Path]:

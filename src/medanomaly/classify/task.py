@@ -26,7 +26,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 
     Thresholds and temperature were learned on validation at training time and are only applied here.
     """
-    from medanomaly.classify.engine import UNCERTAIN, load_classifier, load_data
+    from medanomaly.classify.engine import load_classifier, load_data
     from medanomaly.config import load_config
     from medanomaly.evaluate.calibration import (expected_calibration_error, reliability_curve,
                                                  risk_coverage_curve, selective_accuracy)
@@ -45,7 +45,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     result = classification_metrics(data.labels, probs, clf.class_names, threshold=clf.decision_threshold,
                                     n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed,
                                     synthetic=clf.synthetic)
-    decisions = clf.decide(probs)
+    _, abstained = clf.decide(probs)
     sel_acc, coverage = selective_accuracy(data.labels, probs, clf.abstain_threshold)
     rc = risk_coverage_curve(data.labels, probs)
     metrics = result.to_json()
@@ -65,7 +65,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
             "fitted_on": "val",
             "coverage": coverage,
             "selective_accuracy": sel_acc,
-            "n_uncertain": int(sum(d == UNCERTAIN for d in decisions)),
+            "n_abstained": int(abstained.sum()),
             "risk_coverage": rc.to_json(),
         },
         "ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
@@ -86,7 +86,7 @@ def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tupl
     Returns:
         ``[(path, Prediction | InputError), ...]`` in input order.
     """
-    from medanomaly.classify.engine import UNCERTAIN, load_classifier
+    from medanomaly.classify.engine import load_classifier
     from medanomaly.data.arrays import to_model_array
     from medanomaly.io import read
     from medanomaly.types import Prediction
@@ -101,10 +101,10 @@ def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tupl
             out.append((path, exc))
             continue
         p = clf.predict_proba(x)
-        label = clf.decide(p)[0]
+        labels, abstained = clf.decide(p)
         flags = ("synthetic_training_data",) if clf.synthetic else ()
         out.append((path, Prediction(scores=tuple(float(v) for v in p[0]), class_names=clf.class_names,
-                                     label=label, abstained=label == UNCERTAIN, flags=flags)))
+                                     label=labels[0], abstained=bool(abstained[0]), flags=flags)))
     return out
 
 

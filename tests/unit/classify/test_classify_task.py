@@ -92,3 +92,13 @@ def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
     assert metrics["synthetic"] is False
     with pytest.raises(InputError, match="unknown split"):
         evaluate_run(trained_run, "holdout")
+
+
+def test_classify_abstention_is_not_the_uncertain_class() -> None:
+    from medanomaly.classify.engine import Classifier
+
+    clf = Classifier(models=(), class_names=("benign", "uncertain", "malignant"), image_size=(8, 8), channels=1,
+                     abstain_threshold=0.6)
+    labels, abstained = clf.decide(np.array([[0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9]]))
+    assert labels == ["uncertain", "uncertain", "malignant"]
+    assert abstained.tolist() == [False, True, False]  # the first is the class, the second abstains

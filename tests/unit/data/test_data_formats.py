@@ -41,3 +41,15 @@ def test_data_lidc_xml_requires_the_lidc_root(tmp_path: Path) -> None:
     path.write_text('<?xml version="1.0"?><IdriReadMessage xmlns="http://www.nih.gov"/>')
     with pytest.raises(InputError, match="LidcReadMessage"):
         read_lidc_xml(path)
+
+
+def test_data_nodule_patches_lung_rads_rule() -> None:
+    from medanomaly.data.nodule_patches import lung_rads_category, lung_rads_class
+
+    assert [lung_rads_category("solid", "sphere", d) for d in (5.9, 6.0, 8.0, 15.0)] == ["2", "3", "4A", "4B"]
+    assert [lung_rads_category("part_solid", "sphere", 10.0, f) for f in (0.5, 0.7, 0.9)] == ["3", "4A", "4B"]
+    assert lung_rads_category("part_solid", "sphere", 5.0, 0.9) == "2"
+    assert lung_rads_category("ground_glass", "lobulated", 29.0) == "2"
+    assert lung_rads_category("solid", "spiculated", 7.0) == "4X"
+    assert lung_rads_category("solid", "spiculated", 4.0) == "2"  # too small to matter
+    assert lung_rads_class("solid", "sphere", 7.0) == "uncertain"
