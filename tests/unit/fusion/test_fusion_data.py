@@ -23,13 +23,13 @@ from medanomaly.types import Volume
 
 
 def _write_pair(folder: Path, pid: str, shift_origin: bool = False) -> tuple[Path, Path]:
-    """A real CT slice and a second channel on the same grid (NRRD, modality in no header)."""
+    """A real CT slice and a second channel on the same grid (NRRD)."""
     import medanomaly
 
     ct = medanomaly.read(real_data("pydicom/CT_small.dcm"))
-    mr = ct.with_array(np.sqrt(np.abs(ct.array.astype(np.float32))))
+    mr = ct.with_array(np.sqrt(np.abs(ct.array.astype(np.float32))), modality="MR")
     if shift_origin:
-        mr = Volume(mr.array, mr.spacing, (mr.origin[0] + 5.0, *mr.origin[1:]), mr.direction)
+        mr = Volume(mr.array, mr.spacing, (mr.origin[0] + 5.0, *mr.origin[1:]), mr.direction, meta=dict(mr.meta))
     return write(ct, folder / f"{pid}_ct.nrrd"), write(mr, folder / f"{pid}_mr.nrrd")
 
 
