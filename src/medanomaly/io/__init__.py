@@ -52,7 +52,7 @@ def detect_format(path: str | Path) -> str:
     from medanomaly.io.itk import itk_format
     from medanomaly.io.png import PICTURE_SUFFIXES
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_dir():
@@ -89,7 +89,7 @@ def read(path: str | Path, series_uid: str | None = None, **options: Any) -> Vol
         InputError: the path is missing, empty, truncated, of unknown format, or (folders)
             holds several series, inconsistent slice gaps or no readable image.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     fmt = detect_format(path)
     if fmt == "dicom-folder":
         from medanomaly.io.dicom_series import read_dicom_folder
@@ -131,7 +131,7 @@ def write(volume: Volume, path: str | Path, **options: Any) -> Path:
     from medanomaly.io.png import PICTURE_SUFFIXES
 
     raw = str(path)
-    path = Path(path)
+    path = Path(path).expanduser()
     if itk_format(path):
         from medanomaly.io.itk import write_itk
 
