@@ -81,8 +81,15 @@ class LungNoduleTask:
     def __init__(self, progress: bool = True) -> None:
         self.progress = progress
 
-    def train(self, config: LungNoduleConfig, run_dir: Path, sources: list[SourceScan] | None = None) -> Path:
-        """Simulate, train, save the detector, then evaluate (writes metrics and the report)."""
+    def train(
+        self,
+        config: LungNoduleConfig,
+        run_dir: Path,
+        sources: list[SourceScan] | None = None,
+        out_dir: Path | None = None,
+    ) -> Path:
+        """Simulate, train, save the detector, then evaluate (metrics and report into ``out_dir``,
+        default ``run_dir``)."""
         from medanomaly.detect.detector import NoduleDetector
 
         run_dir = Path(run_dir)
@@ -95,7 +102,7 @@ class LungNoduleTask:
             json.dumps({"loss": detector.history_, "n_train_scans": len(scans), "synthetic": True,
                         "note": f"trained on simulated nodules in lung {config.simulation.train_side}"})  # fmt: skip
         )
-        self.evaluate(run_dir, "test", sources=sources, config=config)
+        self.evaluate(run_dir, "test", sources=sources, config=config, out_dir=out_dir)
         return run_dir
 
     def evaluate(

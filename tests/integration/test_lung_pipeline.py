@@ -1,0 +1,92 @@
+"""End to end on the real lung CTs: quantify CLI vs pyradiomics, tiny train -> detect, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medanomaly.data.sources import pyradiomics_case, real_data
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = {"lung1": (1361.1978149414062, 21.3449467202), "lung2": (48434.108762463955, 68.9824710303)}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medanomaly.cli.app", *map(str, args)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["lung1", "lung2"])
+def test_lung_quantify_cli_matches_pyradiomics(case: str) -> None:
+    image, mask = pyradiomics_case(case)
+    res = _cli("quantify", image, "--mask", mask, "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert len(rows) >= 1
+    biggest = rows[0]
+    volume_mm3, diameter = BASELINE[case]
+    total_ml = sum(r["volume_ml"] for r in rows)
+    assert total_ml * 1000 == pytest.approx(volume_mm3, rel=0.01)
+    assert biggest["max_diameter_mm"] == pytest.approx(diameter, rel=0.02)
+    for key in ("center_mm", "bbox_mm", "score", "volume_ml", "max_diameter_mm", "mean_hu"):
+        assert key in biggest
+
+
+@pytest.mark.slow
+def test_lung_tiny_train_then_detect(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    res = _cli("train", ROOT / "configs" / "lung_nodule_tiny.yaml", "--out", run)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("config.yaml", "model.safetensors", "detector.json", "metrics.json", "report.html", "froc.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    held = metrics["heldout_synthetic"]
+    assert held["synthetic"] is True and held["n_scans"] == 1 and held["n_lesions"] >= 1
+    assert 0.0 <= held["cpm"] <= 1.0
+    assert "lung1" in metrics["real_lesions"]
+    assert (run / "lung1" / "findings.json").is_file()
+    assert "synthetic" in (run / "report.html").read_text()
+
+    image, _ = pyradiomics_case("lung1")
+    out = tmp_path / "det"
+    res = _cli("detect", run, image, "--out", out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    findings = json.loads((out / "findings.json").read_text())
+    assert isinstance(findings, list) and len(findings) <= 5
+    for f in findings:
+        for key in ("center_mm", "bbox_mm", "score", "volume_ml", "max_diameter_mm", "mean_hu"):
+            assert key in f
+    assert [f["score"] for f in findings] == sorted((f["score"] for f in findings), reverse=True)
+
+
+def test_lung_cli_bad_input_gives_one_line_and_exit_2(tmp_path: Path) -> None:
+    image, _ = pyradiomics_case("lung1")
+    res = _cli("quantify", image)
+    assert res.returncode == 2 and "mask is required" in res.stderr
+    res = _cli("quantify", image, "--mask", tmp_path / "missing.nrrd")
+    assert res.returncode == 2 and "mask file not found" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = _cli("detect", tmp_path, image, "--out", tmp_path / "o")
+    assert res.returncode == 2 and "not a trained lung_nodule run" in res.stderr
+
+
+def test_lung_detect_cli_rejects_scan_without_lungs_and_mri(tmp_path: Path) -> None:
+    from medanomaly.detect.detector import NoduleDetector
+
+    run = tmp_path / "run"
+    det = NoduleDetector(model_params={"filters": [4, 8, 16]})
+    import medanomaly.models.nodule_unet as nu
+
+    det.model_ = nu.nodule_unet(filters=(4, 8, 16)).eval()
+    det.save(run)
+    res = _cli("detect", run, real_data("invesalius/cranium.nrrd"), "--out", tmp_path / "o")
+    assert res.returncode == 2 and "no lungs found" in res.stderr, res.stderr
+    brain, _ = pyradiomics_case("brain1")
+    res = _cli("detect", run, brain, "--out", tmp_path / "o")
+    assert res.returncode == 2 and "CT in HU" in res.stderr, res.stderr
