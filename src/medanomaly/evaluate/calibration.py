@@ -41,6 +41,7 @@ __all__ = [
     "reliability_curve",
     "risk_coverage_curve",
     "selective_accuracy",
+    "selective_accuracy_at_coverage",
     "softmax",
     "threshold_for_coverage",
     "with_abstention",
@@ -280,3 +281,19 @@ def selective_accuracy(
     if not answered.any():
         return float("nan"), cov
     return float((p[answered].argmax(axis=1) == y[answered]).mean()), cov
+
+
+def selective_accuracy_at_coverage(
+    y_true: np.ndarray | Sequence[int], probs: np.ndarray, coverage: float = 0.9
+) -> float:
+    """Accuracy on the ``coverage`` fraction of most confident cases of this split (descriptive).
+
+    Reads the risk-coverage curve at the first point whose coverage reaches ``coverage`` (tied
+    confidences enter together). To *deploy* abstention, learn the threshold on validation with
+    :func:`threshold_for_coverage` and apply it with :func:`selective_accuracy` instead.
+    """
+    if not 0.0 < coverage <= 1.0:
+        raise InputError(f"coverage must be in (0, 1], got {coverage}")
+    curve = risk_coverage_curve(y_true, probs)
+    i = int(np.searchsorted(curve.coverage, coverage - 1e-12, side="left"))
+    return float(1.0 - curve.risk[min(i, curve.risk.size - 1)])

@@ -17,6 +17,7 @@ from medanomaly.evaluate.calibration import (
     reliability_curve,
     risk_coverage_curve,
     selective_accuracy,
+    selective_accuracy_at_coverage,
     softmax,
     threshold_for_coverage,
     with_abstention,
@@ -134,3 +135,14 @@ def test_property_coverage_monotone_in_threshold(seed, target):
     curve = risk_coverage_curve(y, p)
     assert np.all(np.diff(curve.coverage) > 0) and np.all(np.diff(curve.thresholds) < 0)
     assert 0.0 <= curve.aurc <= 1.0
+
+
+def test_selective_accuracy_at_coverage_reads_the_curve():
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
+    y = np.array([0, 1, 1, 0])  # most confident first: right, wrong, right, wrong
+    assert selective_accuracy_at_coverage(y, p, 0.25) == 1.0
+    assert selective_accuracy_at_coverage(y, p, 0.5) == 0.5
+    assert selective_accuracy_at_coverage(y, p, 0.75) == pytest.approx(2 / 3)
+    assert selective_accuracy_at_coverage(y, p, 1.0) == 0.5
+    with pytest.raises(InputError):
+        selective_accuracy_at_coverage(y, p, 0.0)
