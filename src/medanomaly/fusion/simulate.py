@@ -133,7 +133,10 @@ def crop_pair(
 
     half = (size - 1) / 2.0
     offset = np.asarray(center_yx) - matrix @ np.array([half, half])
-    return [affine_transform(img, matrix, offset=offset, output_shape=(size, size), order=1, mode="constant") for img in images]
+    return [
+        affine_transform(img, matrix, offset=offset, output_shape=(size, size), order=1, mode="constant")
+        for img in images
+    ]
 
 
 def lesion_mask(size: int, lesion: SimulatedLesion) -> np.ndarray:
@@ -191,7 +194,7 @@ def simulate_pairs(
     seed: int = 0,
     size: int = 64,
     lesion_fraction: float = 0.5,
-    strong_contrast: tuple[float, float] = (0.3, 0.6),
+    strong_contrast: tuple[float, float] = (0.6, 1.0),
     weak_contrast: float = 0.05,
     p_both: float = 0.2,
     noise: float = 0.04,

@@ -31,7 +31,7 @@ from medanomaly.registry import TASKS
 class SimulationConfig(Section):
     """Lesion simulation in the two real MRI contrasts (see :mod:`medanomaly.fusion.simulate`)."""
 
-    strong_contrast: tuple[float, float] = (0.3, 0.6)
+    strong_contrast: tuple[float, float] = (0.6, 1.0)
     weak_contrast: float = 0.05
     p_both: float = 0.2
     noise: float = 0.04
@@ -145,7 +145,7 @@ def build_splits(config: FusionConfig) -> FusionSplits:
     present = np.stack([p for _, p in stacked])
     y = np.asarray([s.label for s in samples], np.int64)
     names = patient_split(np.asarray([s.patient_id for s in samples]), y, data.val, data.test, config.seed)
-    arrays = {split: (x[names == split], y[names == split], present[names == split]) for split in ("train", "val", "test")}
+    arrays = {s: (x[names == s], y[names == s], present[names == s]) for s in ("train", "val", "test")}
     return FusionSplits(tuple(data.modalities), arrays, False, {}, tuple(problems))
 
 
@@ -165,7 +165,9 @@ def build_model(component: ComponentConfig, modalities: tuple[str, ...], spatial
     return factory(modalities=modalities, spatial_dims=spatial_dims, **component.params)
 
 
-def auc_with_ci(labels: np.ndarray, p_abnormal: np.ndarray, n_bootstrap: int, seed: int, synthetic: bool) -> dict[str, Any]:
+def auc_with_ci(
+    labels: np.ndarray, p_abnormal: np.ndarray, n_bootstrap: int, seed: int, synthetic: bool
+) -> dict[str, Any]:
     """ROC AUC of P(abnormal) with a stratified bootstrap 95% CI (medanomaly.evaluate.metrics)."""
     from medanomaly.evaluate.metrics import classification_metrics
 
