@@ -109,10 +109,11 @@ def real_data(key: str) -> Path:
         raise KeyError(f"data key must look like 'source/path', got {key!r}")
     if source == "pydicom":
         try:
-            from pydicom.data import get_testdata_file
+            from pydicom.data import get_charset_files, get_testdata_file
         except ImportError as exc:  # pragma: no cover
             raise FileNotFoundError("pydicom is not installed; run `make setup`") from exc
-        found = get_testdata_file(rel)
+        # pydicom keeps its character-set files (chrH31.dcm, ...) apart from its test files.
+        found = get_testdata_file(rel) or next(iter(get_charset_files(rel)), None)
         if found is None:
             raise FileNotFoundError(f"{key}: not among pydicom's test files; run `make setup`")
         return Path(found)
