@@ -9,7 +9,7 @@ Example:
     >>> net = torch.nn.Linear(2, 1, bias=False)
     >>> with torch.no_grad():
     ...     _ = net.weight.fill_(2.0)
-    >>> float(weight_penalty(net, l1=1.0, l2=0.0)), float(weight_penalty(net, l1=0.0, l2=1.0))
+    >>> float(weight_penalty(net, l1=1.0).detach()), float(weight_penalty(net, l2=1.0).detach())
     (4.0, 8.0)
 """
 

@@ -102,3 +102,13 @@ def test_classify_abstention_is_not_the_uncertain_class() -> None:
     labels, abstained = clf.decide(np.array([[0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9]]))
     assert labels == ["uncertain", "uncertain", "malignant"]
     assert abstained.tolist() == [False, True, False]  # the first is the class, the second abstains
+
+
+def test_classify_kfold_members_validate_on_held_out_patients(blob_manifest: Path) -> None:
+    from medanomaly.classify.engine import fit_members
+
+    cfg = parse_config(tiny_config(blob_manifest, ensemble={"folds": 2, "members": 1},
+                                   train={"epochs": 1}))
+    data = load_data(cfg)
+    models, results = fit_members(cfg, data, None, progress=False)
+    assert len(models) == 2 and all(r.epochs_run == 1 for r in results)

@@ -61,6 +61,6 @@ def test_train_penalties_and_dropout() -> None:
         for p in net.parameters():
             p.fill_(-0.5)
     # weights only (6 entries), biases not penalised
-    assert float(weight_penalty(net, l1=1.0)) == pytest.approx(3.0)
-    assert float(weight_penalty(net, l2=2.0)) == pytest.approx(3.0)
+    assert float(weight_penalty(net, l1=1.0).detach()) == pytest.approx(3.0)
+    assert float(weight_penalty(net, l2=2.0).detach()) == pytest.approx(3.0)
     assert set_dropout(net, 0.4) == 1 and net[1].p == 0.4
