@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -60,10 +61,15 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     try:
         if path.stat().st_size == 0:
             raise InputError("empty file", path)
+        # Whole files are parsed from memory: pydicom makes hundreds of small read/tell calls
+        # per file, which cost ~20 % of a series read on a buffered file object.
+        source: Any = path if stop_before_pixels else io.BytesIO(path.read_bytes())
         try:
-            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            return pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
         except InvalidDicomError:
-            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+            if not stop_before_pixels:
+                source.seek(0)
+            ds = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels, force=True)
             if "SOPClassUID" not in ds and "Rows" not in ds:
                 raise InputError("not a DICOM file", path) from None
             if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
@@ -337,7 +343,6 @@ def _pillow_jpeg_frames(ds: Dataset) -> np.ndarray | None:
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if tsyntax != _JPEG_BASELINE or ds.get("SamplesPerPixel") != 3 or not photometric.startswith("YBR"):
         return None
-    import io
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
