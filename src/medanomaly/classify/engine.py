@@ -209,9 +209,10 @@ def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
 
     weights = None
     if cfg.ensemble.weighted and len(models) > 1:
-        higher = cfg.train.early_stopping_metric != "loss"
-        scores = [r.best_score if higher else -r.best_score for r in results]
-        weights = tuple(float(w) for w in weights_from_scores(np.exp(scores) if not higher else scores))
+        scores = np.array([r.best_score for r in results])
+        if cfg.train.early_stopping_metric == "loss":  # lower is better: weight by exp(-loss)
+            scores = np.exp(-scores)
+        weights = tuple(float(w) for w in weights_from_scores(scores))
     clf = Classifier(models=tuple(models), class_names=val.class_names, image_size=val.image_size,
                      channels=val.channels, method=cfg.ensemble.method, weights=weights,
                      tta=cfg.evaluate.tta, synthetic=synthetic)

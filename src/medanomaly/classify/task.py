@@ -22,7 +22,7 @@ from medanomaly.registry import TASKS
 
 def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     """Metrics of a trained run on ``split``: bootstrap CIs, calibration, abstention; writes
-    ``metrics.json`` (and ``report.html`` when the report module is available).
+    ``metrics.json``, ``plots/`` and ``report.html``; returns the metrics without curve points.
 
     Thresholds and temperature were learned on validation at training time and are only applied here.
     """
@@ -77,7 +77,16 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         title = f"{cfg.name or 'classification'}: {split} split"
         write_classification_report(run_dir, metrics, result, data.labels, probs, clf.class_names,
                                     raw_probs=raw, split=split, title=title)
-    return metrics
+    return _without_curves(metrics)
+
+
+def _without_curves(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``medanomaly evaluate`` prints: everything in ``metrics.json`` except the curve points."""
+    out = dict(metrics)
+    out["calibration"] = {k: v for k, v in metrics["calibration"].items() if k != "reliability"}
+    out["abstention"] = {k: v for k, v in metrics["abstention"].items() if k != "risk_coverage"}
+    out["abstention"]["aurc"] = metrics["abstention"]["risk_coverage"]["aurc"]
+    return out
 
 
 def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tuple[Path, Any]]:
