@@ -129,11 +129,17 @@ def _rel(path: Path, folder: Path) -> str:
 
 
 def _parse_all(
-    files: Sequence[Path], folder: Path, sink: _PixelSink | None = None
+    files: Sequence[Path], folder: Path, sink: _PixelSink | None = None, series_uid: str | None = None
 ) -> tuple[list[_Slice], list[str]]:
-    """Parse every file; returns the image slices and the names of skipped (corrupt) files."""
+    """Parse every file; returns the image slices and the names of skipped (corrupt) files.
+
+    Only pixels of the wanted series (``series_uid``, else the first series met) are kept:
+    other series keep their headers (to list them) but drop their pixel data at once, so a
+    whole-study folder never sits in memory.
+    """
     slices: list[_Slice] = []
     skipped: list[str] = []
+    wanted = series_uid
     for path in files:
         try:
             ds = read_dataset(path)
@@ -148,10 +154,20 @@ def _parse_all(
                 log.debug("ignored %s: DICOM without pixel data", _rel(path, folder))
             continue
         item = _Slice(path, ds)
-        if sink is not None:
+        uid = _series_key(ds)
+        wanted = wanted if wanted is not None else uid
+        if uid != wanted:
+            for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+                if kw in ds:
+                    delattr(ds, kw)
+        elif sink is not None:
             sink.take(item)
         slices.append(item)
     return slices, skipped
+
+
+def _series_key(ds: Dataset) -> str:
+    return str(ds.get("SeriesInstanceUID") or "unknown")
 
 
 def _skip(skipped: list[str], path: Path, folder: Path, reason: str) -> None:
@@ -386,13 +402,13 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volu
     if not files:
         raise InputError("empty folder (no files)", folder)
     sink = _PixelSink(len(files))
-    slices, skipped = _parse_all(files, folder, sink)
+    slices, skipped = _parse_all(files, folder, sink, series_uid)
     if not slices:
         detail = f", {len(skipped)} unreadable file(s)" if skipped else ""
         raise InputError(f"no DICOM images in folder ({len(files)} file(s){detail})", folder)
     groups: dict[str, list[_Slice]] = {}
     for s in slices:
-        groups.setdefault(str(s.ds.get("SeriesInstanceUID") or "unknown"), []).append(s)
+        groups.setdefault(_series_key(s.ds), []).append(s)
     chosen = _choose_series(groups, series_uid, folder)
     extra: dict[str, Any] = {"n_series": len(groups), "skipped_files": skipped}
 
