@@ -199,7 +199,7 @@ def _config(dataset: str, params: dict, size: list[int], class_names=None) -> Cl
 def _train_tiny(cfg: ClassificationConfig, data) -> None:
     import torch
 
-    models, results = fit_members(cfg, data, None, progress=False)
+    models, results, _ = fit_members(cfg, data, None, progress=False)
     assert results[0].epochs_run == 1
     x = torch.from_numpy(data.images[:2])
     assert models[0](x).shape == (2, len(data.class_names))

@@ -169,35 +169,39 @@ def _member_dirs(run_dir: Path) -> list[Path]:
 
 
 def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path | None,
-                progress: bool | None = None) -> tuple[list[Any], list[Any]]:
-    """Train the configured members; returns (models, FitResults)."""
+                progress: bool | None = None) -> tuple[list[Any], list[Any], dict[str, Any] | None]:
+    """Train the configured members; returns (models, FitResults, cross-validation summary or None).
+
+    ``ensemble.folds >= 2``: k-fold cross-validation by patient on the training split (one member
+    per fold, validation split untouched for calibration); else ``ensemble.members`` seeds.
+    """
     from dataclasses import replace
 
     import torch
 
-    from medanomaly.data.splits import patient_kfold
+    from medanomaly.train.cv import cross_validate
     from medanomaly.train.loop import fit
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    settings = train_settings(cfg)
+    if progress is not None:
+        settings = replace(settings, progress=progress)
     train, val = data.split("train"), data.split("val")
-    jobs: list[tuple[LabelledImages, LabelledImages, int]] = []
+    n_classes = len(data.class_names)
     if cfg.ensemble.folds >= 2:
-        for tr_idx, va_idx in patient_kfold(train.patient_ids, train.labels, cfg.ensemble.folds, cfg.seed):
-            jobs.append((train.subset(tr_idx), train.subset(va_idx), cfg.seed))
-    else:
-        jobs = [(train, val, cfg.seed + i) for i in range(cfg.ensemble.members)]
+        cv = cross_validate(lambda: build_model(cfg, n_classes), train, settings, cfg.ensemble.folds,
+                            cfg.seed, run_dir, resume=cfg.train.resume)
+        return list(cv.models), list(cv.results), cv.to_json()
     models, results = [], []
-    for i, (tr, va, seed) in enumerate(jobs):
-        settings = train_settings(cfg, seed)
-        if progress is not None:
-            settings = replace(settings, progress=progress)
-        torch.manual_seed(seed)
-        model = build_model(cfg, len(data.class_names))
+    for i in range(cfg.ensemble.members):
+        member = replace(settings, seed=cfg.seed + i)
+        torch.manual_seed(member.seed)
+        model = build_model(cfg, n_classes)
         member_dir = run_dir / "members" / str(i) if run_dir is not None else None
-        results.append(fit(model, tr, va, settings, member_dir, resume=cfg.train.resume))
+        results.append(fit(model, train, val, member, member_dir, resume=cfg.train.resume))
         models.append(model)
-    return models, results
+    return models, results, None
 
 
 def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
@@ -291,9 +295,10 @@ def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:
     run_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
     (run_dir / "splits.json").write_text(json.dumps(split_summary(data), indent=2))
-    models, results = fit_members(cfg, data, run_dir)
+    models, results, cv = fit_members(cfg, data, run_dir)
     clf = calibrate(cfg, models, results, data.split("val"), data.synthetic)
     save_classifier(clf, cfg, run_dir)
     (run_dir / "train.json").write_text(json.dumps(
-        {"synthetic": data.synthetic, "members": [r.to_json() for r in results]}, indent=1, default=float))
+        {"synthetic": data.synthetic, "cross_validation": cv, "members": [r.to_json() for r in results]},
+        indent=1, default=float))
     return clf

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
 from medanomaly.errors import InputError

@@ -110,5 +110,6 @@ def test_classify_kfold_members_validate_on_held_out_patients(blob_manifest: Pat
     cfg = parse_config(tiny_config(blob_manifest, ensemble={"folds": 2, "members": 1},
                                    train={"epochs": 1}))
     data = load_data(cfg)
-    models, results = fit_members(cfg, data, None, progress=False)
+    models, results, cv = fit_members(cfg, data, None, progress=False)
     assert len(models) == 2 and all(r.epochs_run == 1 for r in results)
+    assert cv["folds"] == 2 and len(cv["fold_scores"]) == 2 and cv["metric"] == "val_auc"
