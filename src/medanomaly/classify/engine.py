@@ -114,6 +114,7 @@ class Classifier:
         decision_threshold: binary only, threshold on P(class 1) (None = arg-max).
         tta: average over flips at prediction time.
         synthetic: trained on simulated data.
+        intensity: intensity mapping of the training images (applied again by ``predict``).
     """
 
     models: tuple[Any, ...]
@@ -127,6 +128,7 @@ class Classifier:
     decision_threshold: float | None = None
     tta: bool = False
     synthetic: bool = False
+    intensity: str = "percentile"
 
     def raw_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Combined member probabilities (N, K) before temperature scaling."""
@@ -219,7 +221,7 @@ def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
         weights = tuple(float(w) for w in weights_from_scores(scores))
     clf = Classifier(models=tuple(models), class_names=val.class_names, image_size=val.image_size,
                      channels=val.channels, method=cfg.ensemble.method, weights=weights,
-                     tta=cfg.evaluate.tta, synthetic=synthetic)
+                     tta=cfg.evaluate.tta, synthetic=synthetic, intensity=val.intensity)
     raw = clf.raw_proba(val.images)
     temperature = 1.0
     if cfg.evaluate.calibrate:
@@ -256,6 +258,7 @@ def save_classifier(clf: Classifier, cfg: ClassificationConfig, run_dir: Path) -
         "method": clf.method, "weights": list(clf.weights) if clf.weights else None,
         "temperature": clf.temperature, "abstain_threshold": clf.abstain_threshold,
         "decision_threshold": clf.decision_threshold, "tta": clf.tta, "synthetic": clf.synthetic,
+        "intensity": clf.intensity,
         "fitted_on": "val",
     }
     path = run_dir / "classifier.json"
@@ -286,7 +289,7 @@ def load_classifier(run_dir: str | Path) -> Classifier:
                       method=info["method"], weights=tuple(info["weights"]) if info["weights"] else None,
                       temperature=float(info["temperature"]), abstain_threshold=float(info["abstain_threshold"]),
                       decision_threshold=info["decision_threshold"], tta=bool(info["tta"]),
-                      synthetic=bool(info["synthetic"]))
+                      synthetic=bool(info["synthetic"]), intensity=str(info.get("intensity", "percentile")))
 
 
 def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:

@@ -104,7 +104,7 @@ def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tupl
     for path in map(Path, paths):
         try:
             volume = read(path)
-            x = to_model_array(volume.array, clf.image_size, clf.channels)[None]
+            x = to_model_array(volume.array, clf.image_size, clf.channels, clf.intensity)[None]
         except InputError as exc:
             out.append((path, exc))
             continue

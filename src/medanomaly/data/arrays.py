@@ -62,7 +62,25 @@ def resize(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return out[0].numpy()
 
 
-def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1) -> np.ndarray:
+#: Intensity mappings to [0, 1]: per-image robust percentiles, or fixed CT windows in HU.
+INTENSITY_WINDOWS_HU: dict[str, tuple[float, float]] = {"ct_lung": (-1000.0, 400.0), "ct_soft": (-160.0, 240.0)}
+INTENSITY_MODES = ("percentile", *INTENSITY_WINDOWS_HU)
+
+
+def map_intensity(array: np.ndarray, mode: str = "percentile") -> np.ndarray:
+    """Map one channel to [0, 1]: ``"percentile"`` (see :func:`normalise_intensity`) or a fixed CT
+    window in HU (``"ct_lung"`` -1000..400, ``"ct_soft"`` -160..240), which keeps absolute HU
+    differences (ground glass vs solid) that per-image scaling would erase."""
+    if mode == "percentile":
+        return normalise_intensity(array)
+    if mode not in INTENSITY_WINDOWS_HU:
+        raise InputError(f"unknown intensity mode {mode!r}; valid: {', '.join(INTENSITY_MODES)}")
+    lo, hi = INTENSITY_WINDOWS_HU[mode]
+    return np.clip((np.asarray(array, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1,
+                   intensity: str = "percentile") -> np.ndarray:
     """Turn one image into model input: (channels, *size) float32 in [0, 1].
 
     Args:
@@ -72,6 +90,7 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1) ->
         size: target spatial size, (y, x) or (z, y, x), voxels.
         channels: number of channels the model expects; an image with another number of
             channels is an error (never silently converted). RGBA loses its alpha for 3 channels.
+        intensity: how intensities map to [0, 1] (see :func:`map_intensity`).
 
     Raises:
         InputError: when the image dimension or channel count cannot match.
@@ -96,7 +115,7 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1) ->
         raise InputError(
             f"image has {comps} channel(s), the config expects {channels} (set data.channels to {comps})"
         )
-    a = np.stack([normalise_intensity(c) for c in a])
+    a = np.stack([map_intensity(c, intensity) for c in a])
     return resize(a, size)
 
 
@@ -112,6 +131,7 @@ class LabelledImages:
         splits: (N,) split names ("train", "val", "test" or "" when not given by the source).
         keys: (N,) a short key per image (file name or index) for error messages.
         synthetic: True when the images are simulated (reports say "synthetic").
+        intensity: how the loader mapped intensities (``predict`` applies the same mapping).
     """
 
     images: np.ndarray
@@ -121,6 +141,7 @@ class LabelledImages:
     splits: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U5"))
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     synthetic: bool = False
+    intensity: str = "percentile"
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -13,8 +13,9 @@ are skipped.
 Reads of the same nodule by different radiologists are grouped by centroid distance
 (``cluster_mm``), the median malignancy of the group gives the class (as commonly done, e.g. with
 pylidc): median < 3 benign, = 3 uncertain (indeterminate), > 3 malignant. A cube of ``patch_mm``
-around the group centroid is resampled (SimpleITK, linear) to ``image_size`` voxels, clipped to the
-lung window (-1000..400 HU) and normalised. The patient is the DICOM PatientID.
+around the group centroid is resampled (SimpleITK, linear) to ``image_size`` voxels and mapped
+to [0, 1] through the lung window (-1000..400 HU, ``intensity="ct_lung"``). The patient is the
+DICOM PatientID.
 
 Example:
     >>> malignancy_class([2, 3, 2]), malignancy_class([3, 4]), malignancy_class([3])
@@ -36,7 +37,6 @@ from medanomaly.registry import DATASETS
 
 CLASSES = ("benign", "uncertain", "malignant")
 NS = {"n": "http://www.nih.gov"}
-LUNG_WINDOW_HU = (-1000.0, 400.0)
 
 
 def malignancy_class(ratings: Sequence[float]) -> str:
@@ -199,12 +199,12 @@ def load_lidc(
         for g, group in enumerate(cluster_reads(centroids_arr, [r.reader for r in reads], cluster_mm)):
             label = malignancy_class([reads[i].malignancy for i in group])
             center = centroids_arr[group].mean(axis=0)
-            patch = np.clip(_patch(volume, center, patch_mm, image_size), *LUNG_WINDOW_HU)
-            images.append(to_model_array(patch, image_size, channels))
+            patch = _patch(volume, center, patch_mm, image_size)
+            images.append(to_model_array(patch, image_size, channels, intensity="ct_lung"))
             labels.append(label_index(label, names, f"{xml.name} nodule {g}", xml))
             patients.append(patient)
             keys.append(f"{xml.parent.name}#{g}")
     if not images:
         raise InputError("no rated nodules (>= 3 mm) in the LIDC XMLs", root)
     return LabelledImages(np.stack(images), np.array(labels), np.array(patients), names,
-                          keys=np.array(keys, dtype=object))
+                          keys=np.array(keys, dtype=object), intensity="ct_lung")

@@ -79,7 +79,7 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
               patch_mm: float, image_size: Sequence[int], seed: int) -> dict[str, np.ndarray]:
     from scipy import ndimage
 
-    from medanomaly.data.lidc import LUNG_WINDOW_HU, _patch
+    from medanomaly.data.lidc import _patch
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.detect.simulate import load_source
     from medanomaly.synth.nodules import NoduleSpec, insert_nodule, nodule_reach_mm, sample_nodule_spec
@@ -115,15 +115,14 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
                 out, _, truth = insert_nodule(sub, spec, lung=sub_lung)
                 if truth.n_voxels == 0:
                     continue
-                patch = np.clip(_patch(out, np.asarray(truth.center_mm), patch_mm, image_size), *LUNG_WINDOW_HU)
-                images.append(to_model_array(patch, image_size, 1))
+                images.append(_patch(out, np.asarray(truth.center_mm), patch_mm, image_size)[None])
                 labels.append(lung_rads_class(spec.kind, spec.shape, spec.diameter_mm, spec.core_fraction))
                 pids.append(f"{name}-{side}-{made}")
                 splits.append("test" if side == 2 else "")
                 keys.append(f"{name}-{'R' if side == 1 else 'L'}{made}:{spec.kind}/{spec.shape}/"
                             f"{spec.diameter_mm:.1f}mm")
                 made += 1
-    return {"images": np.stack(images), "labels": np.array(labels), "patient_ids": np.array(pids),
+    return {"patches_hu": np.stack(images).astype(np.float32), "labels": np.array(labels), "patient_ids": np.array(pids),
             "splits": np.array(splits), "keys": np.array(keys)}
 
 
@@ -139,6 +138,7 @@ def load_lung_nodule_patches(
     class_names: Sequence[str] | None = None,
     image_size: Sequence[int] = (32, 32, 32),
     channels: int = 1,
+    intensity: str = "ct_lung",
 ) -> LabelledImages:
     """SYNTHETIC nodule patches with simplified Lung-RADS classes (see the module docstring).
 
@@ -151,6 +151,7 @@ def load_lung_nodule_patches(
         seed: simulation seed.
         cache_dir: where the simulated set is cached (default: the synth cache).
         class_names, image_size, channels: class order and model input.
+        intensity: HU mapping to [0, 1] (default the lung window; the cache keeps HU).
     """
     from medanomaly.data.phantom import synth_cache_dir
     from medanomaly.data.splits import patient_split
@@ -159,7 +160,7 @@ def load_lung_nodule_patches(
         raise InputError("lung nodule patches are 3D, one channel: image_size needs (z, y, x), channels 1")
     names = tuple(class_names or CLASSES)
     params = {"n": n_nodules, "src": list(sources), "d": list(diameter_range_mm), "mm": patch_mm,
-              "size": list(image_size), "seed": seed, "v": 1}
+              "size": list(image_size), "seed": seed, "v": 2}
     tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     path = (Path(cache_dir) if cache_dir is not None else synth_cache_dir()) / f"lung_nodule_patches_{tag}.npz"
     if path.is_file():
@@ -178,5 +179,6 @@ def load_lung_nodule_patches(
     right = splits != "test"
     splits[right] = patient_split(arrays["patient_ids"][right], labels[right], val=val_fraction, test=0.0,
                                   seed=seed)
-    return LabelledImages(arrays["images"], labels, arrays["patient_ids"], names, splits=splits,
-                          keys=arrays["keys"].astype(object), synthetic=True)
+    images = np.stack([to_model_array(p[0], image_size, 1, intensity=intensity) for p in arrays["patches_hu"]])
+    return LabelledImages(images, labels, arrays["patient_ids"], names, splits=splits,
+                          keys=arrays["keys"].astype(object), synthetic=True, intensity=intensity)

@@ -82,3 +82,13 @@ def test_data_medmnist_rejects_foreign_and_multilabel_files(tmp_path: Path) -> N
              **{f"{s}_labels": np.zeros((2, 14), np.uint8) for s in ("train", "val", "test")})
     with pytest.raises(InputError, match="multi-label"):
         load_medmnist(multi)
+
+
+def test_data_ct_window_keeps_absolute_hu() -> None:
+    from medanomaly.data.arrays import map_intensity
+
+    ggo, solid = np.full((4, 4), -500.0), np.full((4, 4), 40.0)
+    assert map_intensity(ggo, "ct_lung").mean() < map_intensity(solid, "ct_lung").mean()
+    np.testing.assert_allclose(map_intensity(np.array([-1000.0, 400.0, 2000.0]), "ct_lung"), [0.0, 1.0, 1.0])
+    with pytest.raises(InputError, match="unknown intensity mode"):
+        map_intensity(ggo, "ct_bone")
