@@ -26,7 +26,7 @@ Example:
     >>> result.volume.shape, [r.name for r in result.records]
     ((2, 4, 4), ['window', 'resample'])
     >>> result.index_to_original((1, 1, 1)).tolist()
-    [2.0, 2.0, 1.0]
+    [2.5, 2.5, 1.0]
 """
 
 from __future__ import annotations

@@ -85,11 +85,12 @@ def resample_to_spacing(
     interpolator: Interpolator = "auto",
     default: float | None = None,
 ) -> Volume:
-    """Resample to a new voxel size in mm, keeping the origin and the physical extent.
+    """Resample to a new voxel size in mm, keeping the physical box the image covers.
 
     The new size is ``round(size * old_spacing / new_spacing)`` per axis, so the extent
-    (``size * spacing``) changes by less than one new voxel. A single-slice (2D) image keeps
-    one slice.
+    (``size * spacing``) changes by at most half a new voxel, and the outer corner of the first
+    voxel stays put (the origin, a voxel centre, moves by half the spacing change). A
+    single-slice (2D) image keeps one slice.
 
     Args:
         spacing: target spacing, mm: one number (isotropic) or (x, y, z).
@@ -103,7 +104,10 @@ def resample_to_spacing(
     if volume.is_2d:
         target[2] = old[2]
     size = np.maximum(np.round(np.asarray(volume.size_xyz) * old / target), 1).astype(int)
-    return _resample(volume, size, tuple(target), volume.origin, volume.direction, interpolator, default)
+    # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
+    # sits half a new voxel inside it, so both grids cover the same box up to rounding.
+    origin = volume.index_to_physical((target / old - 1.0) / 2.0)
+    return _resample(volume, size, tuple(target), tuple(origin), volume.direction, interpolator, default)
 
 
 def resample_like(volume: Volume, reference: Volume, interpolator: Interpolator = "auto",

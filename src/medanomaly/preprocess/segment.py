@@ -74,12 +74,13 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray | None = None) ->
     return labels == int(np.argmax(sizes))
 
 
-def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+def _fill_holes_per_slice(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
     """Fill holes in every axial slice (3D hole filling would treat the end slices as border).
 
     One in-plane labelling of the background for all slices (4-connected, like
     ``ndimage.binary_fill_holes``): background components that do not touch a slice's edge are
     holes. Same result as a per-slice ``binary_fill_holes`` loop, several times faster.
+    ``max_hole_px`` leaves larger holes open (an organ ringed by lung on one slice).
     """
     from scipy import ndimage
 
@@ -93,6 +94,8 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     keep = np.zeros(n + 1, bool)
     keep[edge] = True
     keep[0] = True
+    if max_hole_px is not None:
+        keep |= np.bincount(labels.ravel(), minlength=n + 1) > max_hole_px
     return mask | ~keep[labels]
 
 
@@ -270,6 +273,7 @@ def lung_mask(
     threshold_hu: float = -320.0,
     closing_mm: float = 20.0,
     min_lung_ml: float = 20.0,
+    max_hole_cm2: float = 25.0,
     lesion_completion: bool = True,
 ) -> Volume:
     """Left and right lung mask from a CT in HU, nodules and juxtapleural tumours included.
@@ -286,6 +290,8 @@ def lung_mask(
         threshold_hu: air/tissue threshold, HU.
         closing_mm: radius of the in-plane closing ball, mm.
         min_lung_ml: smallest air component kept as lung, mL.
+        max_hole_cm2: largest in-slice hole filled, cm^2 (a 5.6 cm disk: nodules and tumours
+            ringed by lung are filled; the spleen or liver dome ringed by the lung base is not).
         lesion_completion: grow dense tumours filled only partly by the closing out to their
             pleural side (see :func:`_complete_lesions`).
 
@@ -342,12 +348,13 @@ def lung_mask(
         body_x = float(ct.index_to_physical(np.array(ndimage.center_of_mass(body))[::-1])[0])
         mapping = {lab: RIGHT_LUNG if centroids[lab] < body_x else LEFT_LUNG}
     _, sy, sx = _spacing_zyx(ct)
+    max_hole = int(max_hole_cm2 * 100.0 / (sy * sx))
     filled = {}
     for lab, target in mapping.items():
-        lung = _fill_holes_per_slice(two == lab)
+        lung = _fill_holes_per_slice(two == lab, max_hole)
         if closing_mm > 0:
             lung = _disk_closing_per_slice(lung, closing_mm, (sy, sx))
-            lung = _fill_holes_per_slice(lung)
+            lung = _fill_holes_per_slice(lung, max_hole)
         filled[target] = lung & body
     for target, lung in filled.items():
         out[lung & (out == 0)] = target
@@ -370,6 +377,7 @@ def _complete_lesions(
     dense_hu: float = -60.0,
     grow_mm: float = 25.0,
     shadow_mm: float = 35.0,
+    reach_mm: float = 12.0,
     rim_mm: float = 3.0,
 ) -> np.ndarray:
     """Grow dense tumours that the closing filled only partly out to their pleural side.
@@ -378,8 +386,8 @@ def _complete_lesions(
     ``dense_hu``) at least ``seed_thickness_mm`` inside a filled region on their slice, in 3D
     components of at least ``min_seed_ml`` (a tumour pressed into the lung; the thin crescents
     the closing adds along the heart and hilum never qualify). Each seed grows through dense
-    soft tissue (``dense_hu`` .. 200 HU: not bone, not fat) no further than ``grow_mm``, and
-    only under the lung's "shadow" (voxels that are lung within ``shadow_mm`` above or 10 mm
+    soft tissue (``dense_hu`` .. 200 HU: not bone, not fat) no further than ``grow_mm``, no
+    further than ``reach_mm`` in-plane from the seed's axial footprint, and only under the lung's "shadow" (voxels that are lung within ``shadow_mm`` above or 10 mm
     below), so the growth follows a basal or juxtapleural tumour into the costophrenic or
     paravertebral recess. A ``rim_mm`` in-plane rim adds the lesion's partial-volume edge.
     Own code: no library offers juxtapleural-lesion inclusion.
@@ -423,6 +431,10 @@ def _complete_lesions(
         )
         seed = seeds[box] == k
         near = ndimage.distance_transform_edt(~seed, sampling=(sz, sy, sx)) <= grow_mm
+        # and within reach_mm (in-plane) of the seed's axial footprint: a tumour continues
+        # above/below itself, an organ under the lung base lies beside it
+        footprint = ndimage.distance_transform_edt(~seed.any(axis=0), sampling=(sy, sx)) <= reach_mm
+        near &= footprint[np.newaxis]
         cc, _ = ndimage.label((dense[box] & near & shadow[box]) | seed)
         ids = np.unique(cc[seed])
         grown = np.isin(cc, ids[ids > 0])

@@ -99,8 +99,7 @@ def test_write_lung_overlays_script(tmp_path, monkeypatch):
     import medanomaly.preprocess.segment as seg
 
     # the script path is what writes runs/preprocess; reuse cheap masks so the test stays fast
-    monkeypatch.setattr(seg, "lung_mask", lambda ct: body_mask(ct).with_array(
-        np.where(body_mask(ct).array > 0, 1, 0).astype(np.uint8)))
+    monkeypatch.setattr(seg, "lung_mask", lambda ct: ct.with_array((ct.array < -500).astype(np.uint8)))
     paths = write_lung_overlays(tmp_path, cases=("lung1",))
     assert paths[0].name == "lung1_lung_overlay.png" and paths[0].stat().st_size > 5_000
 
