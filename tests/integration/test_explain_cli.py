@@ -125,3 +125,37 @@ def test_explain_dataset_folder_and_bad_inputs(classification_run, tmp_path):
     assert "unknown layer 'nope'; valid layers: 0, 0.0" in str(bad.exception)
     bad = CliRunner().invoke(app, ["explain", str(tmp_path), str(image)])
     assert "not a trained lung_nodule or classification run" in str(bad.exception)
+
+
+def test_explain_lung_run_on_real_ct(tmp_path):
+    """A lung_nodule run directory (detector.json + safetensors) on lung1: findings from a JSON file
+    plus the reference lesion; maps land on the CT grid. (Untrained weights: geometry, not accuracy.)"""
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.detect.detector import NoduleDetector
+    from medanomaly.models.nodule_unet import nodule_unet
+
+    torch.manual_seed(0)
+    det = NoduleDetector(model_params={"filters": [4, 8, 16]})
+    det.model_ = nodule_unet(filters=(4, 8, 16)).eval()
+    run = tmp_path / "lung_run"
+    det.save(run)
+    image_path, mask_path = pyradiomics_case("lung1")
+    ct = read(image_path)
+    lesion = np.argwhere(read(mask_path).array > 0).mean(0)
+    centre = [float(v) for v in ct.index_to_physical(lesion[::-1])]
+    findings = tmp_path / "findings.json"
+    findings.write_text(json.dumps({"findings": [{"center_mm": centre, "score": 0.9, "label": "nodule"}]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", str(run), str(image_path), "--findings", str(findings),
+                                      "--mask", str(mask_path), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "explain.json").read_text())
+    assert report["run_kind"] == "lung_nodule" and len(report["findings"]) == 2
+    assert report["findings"][1]["label"] == "reference lesion"
+    heat = read(out / "explanation.nii.gz")
+    assert heat.same_grid(ct, tol=1e-3) and heat.array.max() > 0
+    assert Path(report["findings"][0]["png"]).is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"score": 1}]))
+    result = CliRunner().invoke(app, ["explain", str(run), str(image_path), "--findings", str(bad)])
+    assert "each finding needs center_mm" in str(result.exception)

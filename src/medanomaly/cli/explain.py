@@ -1,7 +1,8 @@
 """``medanomaly explain RUN IMAGE --method M --out DIR``: explanation maps, overlays, faithfulness.
 
-Lung-nodule runs: the detector runs on the CT and each finding is explained on a patch around it
-(one PNG per finding, plus the stitched map as NIfTI on the CT grid). Classification runs: the
+Lung-nodule runs: the detector runs on the CT (or ``--findings findings.json`` gives the findings)
+and each finding is explained on a patch around it (one PNG per finding, plus the stitched map as
+NIfTI on the CT grid). Classification runs: the
 whole image is explained (PNG + NIfTI). ``--mask`` adds the reference lesion (contour, pointing
 game, energy inside). ``--evaluate`` adds deletion/insertion AUCs against random maps; with a
 folder or a CSV manifest (columns ``image``, optional ``mask``) as IMAGE it evaluates a dataset.
@@ -82,8 +83,31 @@ def _stitch(ct: Any, results: list[Any]) -> Any:
     return ct.with_array(full, **meta)
 
 
+def _read_findings(path: Path) -> list[Any]:
+    """Findings from a ``findings.json`` (a list, or ``{"findings": [...]}``; ``center_mm`` required)."""
+    from medanomaly.errors import InputError
+    from medanomaly.types import Finding
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError("not a readable findings JSON file", path) from None
+    items = data.get("findings", []) if isinstance(data, dict) else data
+    findings = []
+    for item in items:
+        try:
+            centre = tuple(float(v) for v in item["center_mm"])
+            box = item.get("bbox_mm") or [centre, centre]
+            findings.append(Finding(center_mm=centre, bbox_mm=(tuple(box[0]), tuple(box[1])),
+                                    score=float(item.get("score", float("nan"))), label=str(item.get("label", "lesion"))))  # fmt: skip
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise InputError("each finding needs center_mm (x, y, z in mm)", path) from None
+    return findings
+
+
 def explain_command(run: Path, image: Path, method: str, out: Path, layer: str | None, target: int | None,
-                    mask: Path | None, evaluate: bool, dicom: bool, fov: float) -> dict[str, Any]:  # fmt: skip
+                    mask: Path | None, evaluate: bool, dicom: bool, fov: float,
+                    findings_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """The work of ``medanomaly explain`` (importable; returns what it writes to ``explain.json``)."""
     import numpy as np
 
@@ -112,7 +136,7 @@ def explain_command(run: Path, image: Path, method: str, out: Path, layer: str |
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic, "files": []}
     if ex.kind == "lung_nodule":
         volume = volume if volume.meta.get("modality") else volume.with_meta(modality="CT")
-        findings = list(ex.runner.detect(volume))
+        findings = _read_findings(findings_path) if findings_path is not None else list(ex.runner.detect(volume))
         if lesion is not None:
             centre = volume.index_to_physical(np.argwhere(np.asarray(lesion.array) > 0).mean(0)[::-1])
             findings.append(Finding(center_mm=tuple(centre), bbox_mm=(tuple(centre), tuple(centre)), score=float("nan"),
@@ -181,8 +205,10 @@ def register(app: typer.Typer) -> None:
         evaluate: bool = typer.Option(False, "--evaluate", help="Faithfulness: deletion/insertion AUC vs random maps."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write a DICOM secondary capture (classification)."),
         fov: float = typer.Option(80.0, "--fov", help="Field of view (mm) of each finding's overlay."),
+        findings: Path | None = typer.Option(None, "--findings",
+                                             help="findings.json to explain instead of running the detector."),
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
-        report = explain_command(run, image, method, out, layer, target, mask, evaluate, dicom, fov)
+        report = explain_command(run, image, method, out, layer, target, mask, evaluate, dicom, fov, findings)
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(summary, indent=2, default=float))

@@ -47,6 +47,10 @@ def train_detector(steps: int = 300, seed: int = 0, scans_per_source: int = 3) -
     return det.fit(scans, progress=True)
 
 
+#: Occlusion on a 16 x 96 x 96 detector patch: a 4 x 24 x 24 occluder (20 x 30 x 30 mm), 125 positions.
+OPTIONS = {"occlusion": {"mask_size": (4, 24, 24), "overlap": 0.25}}
+
+
 def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: tuple[str, ...] = ("gradcam", "occlusion"),
         n_heldout_scans: int = 2, seed: int = 1) -> dict[str, Any]:  # fmt: skip
     """Explain the real lesions of lung1/lung2 and held-out simulated nodules; returns the summary."""
@@ -73,7 +77,8 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
         finding = Finding(center_mm=_centre_mm(lesion), bbox_mm=((0, 0, 0), (0, 0, 0)), score=1.0,
                           label="real lesion", mask=lesion)  # fmt: skip
         for method in methods:
-            (res,) = explain_findings_detailed(ex, ct, [finding], out_dir, method=method, stem=f"{case}_{method}")
+            (res,) = explain_findings_detailed(ex, ct, [finding], out_dir, method=method, stem=f"{case}_{method}",
+                                               **OPTIONS.get(method, {}))  # fmt: skip
             summary["real_lesions"][f"{case}/{method}"] = {"peak_in_lesion": res.peak_in_mask, "png": str(res.png)}
             print(f"{case} {method}: peak inside the real lesion = {res.peak_in_mask}")
     # held-out synthetic nodules in the left lungs
@@ -90,7 +95,8 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
                 finding = Finding(center_mm=truth.center_mm, bbox_mm=((0, 0, 0), (0, 0, 0)), score=1.0,
                                   label="synthetic nodule", mask=mask)  # fmt: skip
                 for method in methods:
-                    res = explain_findings_detailed(ex, ct, [finding], None, method=method, write_png=False)
+                    res = explain_findings_detailed(ex, ct, [finding], None, method=method, write_png=False,
+                                                    **OPTIONS.get(method, {}))  # fmt: skip
                     if res and res[0].peak_in_mask is not None:
                         hits[method].append(bool(res[0].peak_in_mask))
     for method, h in hits.items():

@@ -64,8 +64,8 @@ def _view_size(volume: Volume, fov_mm: float) -> tuple[int, int, int]:
 
 
 def explain_findings(source: Any, volume: Volume, findings: Sequence[Finding], out_dir: str | Path, *,
-                     method: str = "gradcam", layer: str | None = None, fov_mm: float = 80.0,
-                     stem: str = "finding", write_png: bool = True,
+                     method: str = "gradcam", layer: str | None = None, target: int | None = None,
+                     fov_mm: float = 80.0, stem: str = "finding", write_png: bool = True,
                      **options: Any) -> list[Path]:  # fmt: skip
     """Write one explanation overlay PNG per finding (or one for a whole-image model); return the paths.
 
@@ -75,18 +75,19 @@ def explain_findings(source: Any, volume: Volume, findings: Sequence[Finding], o
         findings: the report's findings (``Finding.center_mm``; ``Finding.mask`` drawn as contour).
         out_dir: where ``<stem>_<i>.png`` files go (created).
         method: explanation method name (``EXPLAINERS``).
+        target: class index explained (default: the model's default, else the predicted class).
         fov_mm: field of view of each finding's overlay (mm).
 
     A finding that cannot be explained (e.g. centre outside the image) is skipped, the rest go on.
     """
     return [r.png for r in explain_findings_detailed(
-        source, volume, findings, out_dir, method=method, layer=layer, fov_mm=fov_mm, stem=stem,
+        source, volume, findings, out_dir, method=method, layer=layer, target=target, fov_mm=fov_mm, stem=stem,
         write_png=write_png, **options) if r.png is not None]  # fmt: skip
 
 
 def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Finding], out_dir: str | Path | None,
-                              *, method: str = "gradcam", layer: str | None = None, fov_mm: float = 80.0,
-                              stem: str = "finding", write_png: bool = True,
+                              *, method: str = "gradcam", layer: str | None = None, target: int | None = None,
+                              fov_mm: float = 80.0, stem: str = "finding", write_png: bool = True,
                               **options: Any) -> list[FindingExplanation]:  # fmt: skip
     """:func:`explain_findings` returning the maps, peaks and "peak inside the finding's mask"."""
     from medanomaly.explain.adapters import as_explainable
@@ -97,12 +98,13 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
 
     EXPLAINERS.get(method)
     ex = as_explainable(source)
+    target = ex.target if target is None else target
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     results: list[FindingExplanation] = []
     if ex.patch_size is None:  # whole-image model: one map, all findings' masks as contour
-        heat = explain(ex.model, volume, method, target=ex.target, layer=layer, preprocess=ex.preprocess,
+        heat = explain(ex.model, volume, method, target=target, layer=layer, preprocess=ex.preprocess,
                        output_fn=ex.output_fn, **options)  # fmt: skip
         mask = _union_mask(volume, findings)
         png = None
@@ -115,7 +117,7 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
     grid = ex.preprocess(volume) if ex.preprocess is not None else volume
     for i, finding in enumerate(findings):
         try:
-            patch_map = explain_patch(ex, grid, finding.center_mm, method, layer=layer, **options)
+            patch_map = explain_patch(ex, grid, finding.center_mm, method, layer=layer, target=target, **options)
             view = crop_patch(volume, finding.center_mm, _view_size(volume, fov_mm))
         except InputError:
             continue
@@ -128,7 +130,7 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
         png = None
         if out is not None and write_png:
             png = overlay_png(view, heat, out / f"{stem}_{i + 1}.png", mask=mask, method=method,
-                              title=_title(ex, method, (i + 1, finding)))  # fmt: skip
+                              title=_title(ex, method, (i + 1, finding)), center_mm=finding.center_mm)  # fmt: skip
         hit = pointing_game(heat, mask) if mask is not None else None
         results.append(FindingExplanation(i + 1, heat, view, png, peak_mm(heat), hit))
     return results
@@ -151,7 +153,7 @@ def _title(ex: Any, method: str, item: tuple[int, Finding] | None) -> str:
     head = f"{method}"
     if item is not None:
         i, f = item
-        head += f" - finding {i}: {f.label}, score {f.score:.2f}"
+        head += f" - finding {i}: {f.label}" + (f", score {f.score:.2f}" if np.isfinite(f.score) else "")
     if ex.synthetic:
         head += "  (model trained on synthetic lesions)"
     return head

@@ -81,7 +81,7 @@ def _panels(shape: tuple[int, int, int], peak: tuple[int, int, int], spacing: tu
 def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Volume | None = None,
                 method: str = "", window: tuple[float, float] | None = None,
                 threshold: float = 0.15, title: str | None = None, fov_mm: float | None = None,
-                dpi: int = 110) -> Path:  # fmt: skip
+                center_mm: tuple[float, float, float] | None = None, dpi: int = 110) -> Path:  # fmt: skip
     """Write a PNG of ``map_volume`` over ``image`` (3 orthogonal panels through the peak for 3D).
 
     Args:
@@ -91,7 +91,9 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
         method: method name, for the title and the colour-bar unit.
         window: display window (HU for CT; default CT -1000..400 HU, else 1st-99th percentile).
         threshold: map values under this fraction of the maximum are transparent.
-        fov_mm: zoom each panel to this field of view (mm) around the peak (small lesions).
+        fov_mm: zoom each panel to this field of view (mm) around the slice centre (small lesions).
+        center_mm: LPS point the three slices go through (e.g. a finding's centre); default the
+            map's peak. The peak is marked with a green cross on the panels that contain it.
     """
     import matplotlib
 
@@ -107,10 +109,14 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     lesion = _to_lps(mask) if mask is not None else None
     harr = np.asarray(heat.array, dtype=np.float32)
     peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(harr)), harr.shape))
+    focus = peak
+    if center_mm is not None:
+        idx = np.rint(img.physical_to_index(center_mm)).astype(int)[::-1]
+        focus = tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(idx, img.shape, strict=True))
     vmax = float(harr.max())
     vmax = vmax if vmax > 0 else 1.0
     lo, hi = _window(img, window)
-    panels = _panels(img.shape, peak, img.spacing, img.is_2d)
+    panels = _panels(img.shape, focus, img.spacing, img.is_2d)
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.0, 4.8), squeeze=False)
     shown = None
@@ -132,14 +138,17 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
             if mslice.any() and mslice.min() == 0:
                 ax.contour(mslice, levels=[0.5], colors="cyan", linewidths=1.2, origin=panel["origin"],
                            extent=panel["extent"])  # fmt: skip
-        # peak marker, in panel mm coordinates
-        pz, py, px = peak
+        # peak marker (when the panel's slice holds the peak); zoom around the slice centre
         sx, sy, sz = img.spacing
-        pos = {"image": (px, py, sx, sy), "axial": (px, py, sx, sy), "coronal": (px, pz, sx, sz),
-               "sagittal": (py, pz, sy, sz)}[panel["name"].split()[0]]  # fmt: skip
-        cx, cy = (pos[0] + 0.5) * pos[2], (pos[1] + 0.5) * pos[3]
-        ax.plot(cx, cy, marker="+", color="lime", ms=12, mew=1.5)
+        kind = panel["name"].split()[0]
+        axis = {"image": 0, "axial": 0, "coronal": 1, "sagittal": 2}[kind]
+        inplane = {"image": (2, 1), "axial": (2, 1), "coronal": (2, 0), "sagittal": (1, 0)}[kind]
+        sp = (sz, sy, sx)
+        if peak[axis] == focus[axis]:
+            ax.plot((peak[inplane[0]] + 0.5) * sp[inplane[0]], (peak[inplane[1]] + 0.5) * sp[inplane[1]],
+                    marker="+", color="lime", ms=12, mew=1.5)  # fmt: skip
         if fov_mm:
+            cx, cy = (focus[inplane[0]] + 0.5) * sp[inplane[0]], (focus[inplane[1]] + 0.5) * sp[inplane[1]]
             half = fov_mm / 2
             x0, x1, y0, y1 = panel["extent"]
             ax.set_xlim(max(cx - half, x0), min(cx + half, x1))
