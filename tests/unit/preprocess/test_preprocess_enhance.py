@@ -80,3 +80,14 @@ def test_gamma_and_unsharp(ct_slice):
     grad = lambda a: np.abs(np.diff(a[0], axis=1)).mean()  # noqa: E731
     assert grad(sharp.array) > grad(ct_slice.array)
     assert sharp.array.mean() == pytest.approx(ct_slice.array.mean(), rel=0.02)
+
+
+def test_clahe_3d_and_slice_wise_on_a_volume(lung1_ct):
+    from medanomaly.preprocess.resample import crop_or_pad
+
+    block = enhance.window(crop_or_pad(lung1_ct, (8, 96, 96)), "lung")  # a central 3D block
+    slice_wise = enhance.clahe(block, per_slice=True)
+    volumetric = enhance.clahe(block, per_slice=False, kernel_size=(4, 32, 32))
+    for out in (slice_wise, volumetric):
+        assert out.same_grid(block) and out.array.std() > block.array.std()
+    assert not np.allclose(slice_wise.array, volumetric.array)

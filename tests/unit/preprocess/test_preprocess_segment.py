@@ -171,3 +171,12 @@ def test_lung_mask_no_lungs_is_input_error():
     ct[:, (yy - 32) ** 2 + (xx - 32) ** 2 < 28**2] = 40  # a body with no air inside
     with pytest.raises(InputError, match="no air|no lungs"):
         lung_mask(Volume(ct, meta={"modality": "CT"}))
+
+
+def test_body_mask_mr_contains_brain():
+    mr = read(pyradiomics_case("brain1")[0]).with_meta(modality="MR")
+    body = body_mask(mr).array > 0
+    brain = brain_mask(mr).array > 0
+    assert body[brain].mean() > 0.99
+    assert body.sum() > 1.2 * brain.sum()  # scalp and skull are body, not brain
+    assert not body[:, :3, :3].any()
