@@ -251,7 +251,6 @@ def _split_two(component: np.ndarray, max_iter: int = 12) -> np.ndarray:
     from skimage.segmentation import watershed
 
     eroded = component.copy()
-    total = component.sum()
     for _ in range(max_iter):
         eroded = ndimage.binary_erosion(eroded, structure=_IN_PLANE)
         labels, n = ndimage.label(eroded)
@@ -259,7 +258,7 @@ def _split_two(component: np.ndarray, max_iter: int = 12) -> np.ndarray:
             sizes = np.bincount(labels.ravel())
             sizes[0] = 0
             a, b = np.argsort(sizes)[::-1][:2]
-            if sizes[b] >= 0.1 * total * (sizes.sum() / total):
+            if sizes[b] >= 0.1 * sizes.sum():  # the smaller piece is a lung, not a crumb
                 markers = np.zeros(component.shape, np.int32)
                 markers[labels == a] = 1
                 markers[labels == b] = 2

@@ -180,3 +180,22 @@ def test_body_mask_mr_contains_brain():
     assert body[brain].mean() > 0.99
     assert body.sum() > 1.2 * brain.sum()  # scalp and skull are body, not brain
     assert not body[:, :3, :3].any()
+
+
+def test_touching_lungs_are_split_left_right():
+    """Synthetic (labelled so): two lung-shaped air regions joined by a 4-pixel bridge (the
+    anterior junction line) are separated, and the one at smaller LPS x is the right lung."""
+    ct = np.full((6, 96, 96), -1000, np.int16)
+    yy, xx = np.mgrid[:96, :96]
+    ct[:, (yy - 48) ** 2 / 40**2 + (xx - 48) ** 2 / 44**2 < 1] = 40
+    for cx in (30, 66):
+        ct[:, (yy - 48) ** 2 / 26**2 + (xx - cx) ** 2 / 14**2 < 1] = -850
+    ct[:, 30:34, 40:57] = -850  # the bridge
+    vol = Volume(ct, spacing=(4.0, 4.0, 5.0), meta={"modality": "CT", "synthetic": True})
+    labels = lung_mask(vol, min_lung_ml=5.0, lesion_completion=False).array
+    assert set(np.unique(labels)) == {0, RIGHT_LUNG, LEFT_LUNG}
+    assert np.all(labels[:, 48, 25:35] == RIGHT_LUNG) and np.all(labels[:, 48, 61:71] == LEFT_LUNG)
+    # mirrored direction (x axis pointing to the patient's right): the labels swap sides
+    flipped = Volume(ct, spacing=(4.0, 4.0, 5.0), direction=np.diag([-1.0, 1.0, 1.0]), meta={"modality": "CT"})
+    labels_f = lung_mask(flipped, min_lung_ml=5.0, lesion_completion=False).array
+    assert np.all(labels_f[:, 48, 25:35] == LEFT_LUNG) and np.all(labels_f[:, 48, 61:71] == RIGHT_LUNG)
