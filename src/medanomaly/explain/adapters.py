@@ -107,15 +107,16 @@ def from_detector(detector: Any, patch_size: tuple[int, int, int] = (16, 96, 96)
 
 
 # --------------------------------------------------------------------------------------- classification
-def classification_preprocess(image_size: Sequence[int], channels: int) -> Callable[[Volume], Volume]:
-    """The classifier's input (``data.arrays.to_model_array``: per-image percentile scaling, resize),
+def classification_preprocess(image_size: Sequence[int], channels: int,
+                              intensity: str = "percentile") -> Callable[[Volume], Volume]:  # fmt: skip
+    """The classifier's input (``data.arrays.to_model_array``: the run's intensity mapping, resize),
     returned as a Volume whose geometry covers the same physical extent (align_corners=False)."""
 
     def preprocess(volume: Volume) -> Volume:
         from medanomaly.data.arrays import to_model_array
 
         size = tuple(int(s) for s in image_size)
-        arr = to_model_array(volume.array, size, channels)  # (C, *size)
+        arr = to_model_array(volume.array, size, channels, intensity)  # (C, *size)
         zyx = (1, *size) if len(size) == 2 else size
         ratio = np.asarray(volume.shape[::-1], float) / np.asarray(zyx[::-1], float)  # x, y, z
         spacing = tuple(float(s) for s in np.asarray(volume.spacing) * ratio)
@@ -161,7 +162,8 @@ def from_classifier(clf: Any) -> Explainable:
     else:
         model = _ensemble_module(models, clf.weights, clf.temperature)
     return Explainable(
-        model=model, preprocess=classification_preprocess(clf.image_size, clf.channels),
+        model=model,
+        preprocess=classification_preprocess(clf.image_size, clf.channels, getattr(clf, "intensity", "percentile")),
         class_names=tuple(clf.class_names), kind="classification", synthetic=bool(clf.synthetic), runner=clf,
     )  # fmt: skip
 
