@@ -543,13 +543,22 @@ def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- brain
-def brain_mask(mr: Volume, erosion_mm: float = 8.0) -> Volume:
+def _disk(radius_mm: float, sy: float, sx: float) -> np.ndarray:
+    """In-plane elliptic disk (1, ny, nx) of ``radius_mm`` for a (z, y, x) array."""
+    ry, rx = max(int(round(radius_mm / sy)), 1), max(int(round(radius_mm / sx)), 1)
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return (((yy / ry) ** 2 + (xx / rx) ** 2) <= 1.0)[np.newaxis]
+
+
+def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> Volume:
     """Brain mask of a head MRI: Otsu -> erosion to cut the scalp -> largest component ->
-    dilation back -> holes filled per slice (a simple classical skull strip, in 3D).
+    dilation back (a little further, within the Otsu foreground, so peripheral lesions stay
+    in) -> holes filled per slice (a simple classical skull strip, in 3D).
 
     Args:
         mr: scalar head MRI (any weighting; CT is refused: use a HU window instead).
         erosion_mm: in-plane erosion radius separating brain from scalp, mm.
+        regrow_mm: in-plane dilation radius growing the eroded brain back, mm.
 
     Returns:
         uint8 Volume, 1 = brain.
@@ -569,13 +578,10 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0) -> Volume:
         raise InputError("brain_mask: image is constant")
     fg = arr > threshold_otsu(arr)
     _, sy, sx = _spacing_zyx(mr)
-    ry, rx = max(int(round(erosion_mm / sy)), 1), max(int(round(erosion_mm / sx)), 1)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    disk = (((yy / ry) ** 2 + (xx / rx) ** 2) <= 1.0)[np.newaxis]
-    core = ndimage.binary_erosion(fg, structure=disk)
+    core = ndimage.binary_erosion(fg, structure=_disk(erosion_mm, sy, sx))
     if not core.any():
         core = fg
     core = _largest_component(core)
-    brain = ndimage.binary_dilation(core, structure=disk) & fg
+    brain = ndimage.binary_dilation(core, structure=_disk(regrow_mm, sy, sx)) & fg
     brain = _fill_holes_per_slice(brain)
     return _mask_volume(mr, brain, "brain")

@@ -112,14 +112,15 @@ def test_body_mask_ct(lung1):
     assert lung1.ct.array[arr].mean() > -400
 
 
-def test_brain_mask_mr_contains_lesion():
-    image, lesion_path = pyradiomics_case("brain1")
+@pytest.mark.parametrize("case, min_inside", [("brain1", 0.99), ("brain2", 0.93)])
+def test_brain_mask_mr_contains_lesion(case, min_inside):
+    image, lesion_path = pyradiomics_case(case)
     mr = read(image).with_meta(modality="MR")
     lesion = read(lesion_path).array > 0
     brain = brain_mask(mr)
     ml = (brain.array > 0).sum() * mr.voxel_volume_mm3 / 1000
     assert 800 < ml < 1800  # a whole-head T1: intracranial volume about 1.2-1.7 L
-    assert (brain.array[lesion] > 0).mean() > 0.95
+    assert (brain.array[lesion] > 0).mean() > min_inside
     corners = brain.array[:, :10, :10]
     assert corners.sum() == 0
 
@@ -177,7 +178,8 @@ def test_body_mask_mr_contains_brain():
     mr = read(pyradiomics_case("brain1")[0]).with_meta(modality="MR")
     body = body_mask(mr).array > 0
     brain = brain_mask(mr).array > 0
-    assert body[brain].mean() > 0.99
+    assert body[brain].mean() > 0.98  # the 3 mm opening trims ~1 % (thin bits where the dark skull is open)
+    assert np.all(body_mask(mr, opening_mm=0).array[brain] > 0)
     assert body.sum() > 1.2 * brain.sum()  # scalp and skull are body, not brain
     assert not body[:, :3, :3].any()
 
