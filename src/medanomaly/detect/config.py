@@ -32,7 +32,7 @@ class SimulationConfig(Section):
     sources: tuple[SourceConfig, ...] = (SourceConfig(case="lung1"), SourceConfig(case="lung2"))
     exclude_margin_mm: float = 20.0
     train_side: int = 1  # 1 = right lung for training, the left lung (2) is held out
-    train_scans_per_source: int = 4
+    train_scans_per_source: int = 3
     nodules_per_train_scan: int = 8
     test_scans_per_source: int = 3
     nodules_per_test_scan: int = 4
@@ -49,9 +49,9 @@ class GridConfig(Section):
 class TrainConfig(Section):
     """The detector's small training loop (Adam, Dice + BCE, one-cycle learning rate)."""
 
-    steps: int = 300
+    steps: int = 250
     batch_size: int = 8
-    patch_size: tuple[int, int, int] = (8, 64, 64)
+    patch_size: tuple[int, int, int] = (8, 48, 48)
     lr: float = 3e-3
     positive_fraction: float = 0.5
     hard_negative_fraction: float = 0.3

@@ -71,8 +71,16 @@ def exclusion_zone(lesion: Volume, margin_mm: float) -> Volume:
     if not binary.any():
         return lesion.with_array(np.zeros(lesion.shape, np.uint8))
     sx, sy, sz = lesion.spacing
-    dist = ndimage.distance_transform_edt(~binary, sampling=(sz, sy, sx))
-    return lesion.with_array((dist <= margin_mm).astype(np.uint8))
+    # Work in the lesion's bounding box grown by the margin (a full-volume EDT is 10x slower).
+    idx = np.argwhere(binary)
+    pad = np.ceil(margin_mm / np.array([sz, sy, sx])).astype(int) + 1
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, binary.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    dist = ndimage.distance_transform_edt(~binary[box], sampling=(sz, sy, sx))
+    out = np.zeros(binary.shape, np.uint8)
+    out[box] = dist <= margin_mm
+    return lesion.with_array(out)
 
 
 def load_source(
