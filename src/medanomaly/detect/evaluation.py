@@ -109,7 +109,7 @@ def evaluate_heldout(
         )  # fmt: skip
         marks.append(m)
         # Agreement: the best-scoring hit of each lesion.
-        kept = [f for f in findings if not ignore(np.asarray(f.center_mm))]
+        kept = [findings[i] for i in m.finding_index]
         seen: set[int] = set()
         for f, lid in zip(kept, m.lesion_ids, strict=True):
             if lid < 0 or lid in seen or f.measurements is None:

@@ -42,6 +42,7 @@ class ScanMarks:
     scores: Sequence[float]
     lesion_ids: Sequence[int]
     n_lesions: int
+    finding_index: Sequence[int] = ()  # which input findings these marks are (after ignoring)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ def match_findings(
     radii = np.maximum(np.asarray(lesion_radii_mm, float), min_radius_mm)
     kept_scores: list[float] = []
     ids: list[int] = []
-    for c, s in zip(centres, scores, strict=True):
+    index: list[int] = []
+    for i, (c, s) in enumerate(zip(centres, scores, strict=True)):
         lid = -1
         if len(lesions):
             d = np.linalg.norm(lesions - c, axis=1)
@@ -162,4 +164,5 @@ def match_findings(
             continue
         kept_scores.append(float(s))
         ids.append(lid)
-    return ScanMarks(scores=kept_scores, lesion_ids=ids, n_lesions=len(lesions))
+        index.append(i)
+    return ScanMarks(scores=kept_scores, lesion_ids=ids, n_lesions=len(lesions), finding_index=index)

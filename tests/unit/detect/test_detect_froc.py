@@ -54,6 +54,10 @@ def test_froc_match_findings_by_radius_and_ignore() -> None:
     m = match_findings(centres, [0.9, 0.8, 0.7, 0.6], lesions, [2.0, 10.0], min_radius_mm=5.0,
                        ignore=lambda c: c[0] > 150)  # fmt: skip
     assert m.lesion_ids == [0, 1, -1] and m.n_lesions == 2 and m.scores == [0.9, 0.8, 0.7]
+    assert list(m.finding_index) == [0, 1, 2]
+    # A hit inside the ignore region still counts as a hit.
+    hit = match_findings(lesions[:1], [0.5], lesions, [2.0], ignore=lambda c: True)
+    assert hit.lesion_ids == [0] and list(hit.finding_index) == [0]
 
 
 def test_agreement_bias_and_limits() -> None:
