@@ -235,7 +235,7 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
         other = direction_from_iop(s.ds.get("ImageOrientationPatient"))
         if not np.allclose(other, direction, atol=1e-3):
             raise InputError(
-                f"slices have different orientations ({slices[0].path.name} vs {s.path.name})", folder
+                f"slices have different orientations ({_rel(slices[0].path, folder)} vs {_rel(s.path, folder)})", folder
             )
     positions = [_position(s.ds) for s in slices]
     if any(p is None for p in positions):
@@ -255,7 +255,7 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
     i_min = int(np.argmin(gaps))
     if gaps[i_min] <= GAP_ATOL_MM:
         raise InputError(
-            f"two slices at the same position ({slices[i_min].path.name}, {slices[i_min + 1].path.name}, "
+            f"two slices at the same position ({_rel(slices[i_min].path, folder)}, {_rel(slices[i_min + 1].path, folder)}, "
             f"{proj[i_min]:.2f} mm along the normal): duplicate or mixed acquisitions",
             folder,
         )
@@ -264,8 +264,8 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
     if np.any(bad):
         k = int(np.argmax(np.abs(gaps - expected)))
         raise InputError(
-            f"inconsistent slice spacing: gap of {gaps[k]:.3g} mm between {slices[k].path.name} and "
-            f"{slices[k + 1].path.name}, expected {expected:.3g} mm (missing or extra slice?)",
+            f"inconsistent slice spacing: gap of {gaps[k]:.3g} mm between {_rel(slices[k].path, folder)} and "
+            f"{_rel(slices[k + 1].path, folder)}, expected {expected:.3g} mm (missing or extra slice?)",
             folder,
         )
     step = (pos[-1] - pos[0]) / (len(slices) - 1)
