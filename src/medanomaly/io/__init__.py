@@ -31,7 +31,7 @@ from typing import Any
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["read", "write", "detect_format"]
+__all__ = ["read", "write", "check_writable", "detect_format"]
 
 
 def _has_dicm_magic(path: Path) -> bool:
@@ -114,6 +114,27 @@ def read(path: str | Path, series_uid: str | None = None, **options: Any) -> Vol
     from medanomaly.io.png import read_picture
 
     return read_picture(path)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise :class:`InputError` now if :func:`write` could not write ``path``'s format.
+
+    Commands call it before a long computation, so a typo in the output name fails at once.
+
+    Example:
+        >>> check_writable("mask.nii.gz").name
+        'mask.nii.gz'
+    """
+    from medanomaly.io.itk import itk_format
+    from medanomaly.io.png import PICTURE_SUFFIXES
+
+    raw = str(path)
+    path = Path(path).expanduser()
+    if itk_format(path) or path.suffix.lower() in PICTURE_SUFFIXES:
+        return path
+    if raw.endswith(("/", "\\")) or not path.suffix or path.is_dir():
+        return path
+    raise InputError(f"cannot write '{path.suffix}' (use .nii.gz, .nrrd, .mha, .png, or a folder for DICOM)", path)
 
 
 def write(volume: Volume, path: str | Path, **options: Any) -> Path:

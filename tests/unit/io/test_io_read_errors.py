@@ -107,3 +107,19 @@ def test_io_errors_rle_decoder_panic_becomes_input_error(tmp_path):
     (tmp_path / "rle.dcm").write_bytes(bytes(damaged))
     with pytest.raises(InputError, match="rle.dcm: cannot decode pixel data"):
         read(tmp_path / "rle.dcm")
+
+
+def test_io_check_writable_matches_write(tmp_path):
+    """check_writable accepts exactly what write can write, and names the path when it cannot."""
+    from medanomaly.io import check_writable, write
+    from medanomaly.types import Volume
+
+    vol = Volume(np.zeros((1, 4, 4), np.int16), meta={"modality": "CT"})  # one slice: PNG too
+    for name in ("a.nii.gz", "a.nii", "a.nrrd", "a.mha", "a.png", "series_folder"):
+        assert check_writable(tmp_path / name) == tmp_path / name
+        write(vol, tmp_path / name)
+    for name in ("a.xyz", "a.txt", "a.gz"):
+        with pytest.raises(InputError, match=r"a\.\w+: cannot write"):
+            check_writable(tmp_path / name)
+        with pytest.raises(InputError, match="cannot write"):
+            write(vol, tmp_path / name)
