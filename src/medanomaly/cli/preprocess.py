@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -18,6 +20,19 @@ def _sidecar(out: Path) -> Path:
     return out.with_name(name + ".steps.json")
 
 
+@contextmanager
+def _about(path: Path) -> Iterator[None]:
+    """Errors raised without a file (e.g. "no air near -1000 HU") name ``path``, the input image."""
+    from medanomaly.errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise InputError(exc.reason, path) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def preprocess(
@@ -25,32 +40,52 @@ def register(app: typer.Typer) -> None:
         out_path: Path = typer.Argument(..., metavar="OUT", help="Output image (.nii.gz, .nrrd, ...)."),
         config: Path = typer.Option(..., "--config", "-c", help="YAML list of steps (- {name: window, preset: lung})."),
     ) -> None:
-        """Run a preprocessing pipeline; writes OUT and OUT's .steps.json (what every step did)."""
-        from medanomaly.io import read, write
+        """Run a preprocessing pipeline; writes OUT and OUT's .steps.json (what every step did).
+
+        Example: medanomaly preprocess lung1_image.nrrd lung1_pre.nii.gz -c configs/preprocess_lung.yaml
+        """
+        from medanomaly.cli.info import log_warnings_to_stderr
+        from medanomaly.io import check_writable, read, write
         from medanomaly.preprocess.pipeline import Pipeline
 
+        log_warnings_to_stderr()
+        check_writable(out_path)
         pipeline = Pipeline.from_yaml(config)
-        result = pipeline(read(in_path))
+        image = read(in_path)
+        with _about(in_path):
+            result = pipeline(image)
         write(result.volume, out_path)
         sidecar = _sidecar(out_path)
         sidecar.write_text(json.dumps(result.to_json(), indent=2))
-        typer.echo(f"wrote {out_path} {result.volume.shape} ({len(result.records)} steps; log {sidecar.name})")
+        shape = " x ".join(map(str, result.volume.shape))
+        typer.echo(f"wrote {out_path} ({shape} z,y,x; {len(result.records)} steps; log {sidecar.name})")
 
     @app.command()
     def segment(
         in_path: Path = typer.Argument(..., metavar="IN", help="Image to segment."),
         out_path: Path = typer.Argument(..., metavar="OUT", help="Output mask (.nii.gz, .nrrd, ...)."),
-        roi: str = typer.Option("lung", "--roi", help="lung (CT: 1 right, 2 left), body, breast or brain."),
+        roi: str = typer.Option(
+            "lung",
+            "--roi",
+            help="lung (CT in HU: 1 right, 2 left), body (CT or MRI), brain (head MRI) or breast (mammogram, US).",
+        ),
     ) -> None:
-        """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL."""
+        """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL.
+
+        Example: medanomaly segment lung1_image.nrrd lung1_lungs.nii.gz --roi lung
+        """
+        from medanomaly.cli.info import log_warnings_to_stderr
         from medanomaly.errors import InputError
-        from medanomaly.io import read, write
+        from medanomaly.io import check_writable, read, write
         from medanomaly.preprocess.steps import ROI_FUNCTIONS
 
+        log_warnings_to_stderr()
         if roi not in ROI_FUNCTIONS:
             raise InputError(f"unknown --roi {roi!r}; valid: {', '.join(ROIS)}")
+        check_writable(out_path)
         image = read(in_path)
-        mask = ROI_FUNCTIONS[roi](image)
+        with _about(in_path):
+            mask = ROI_FUNCTIONS[roi](image)
         write(mask, out_path)
         voxel_ml = mask.voxel_volume_mm3 / 1000.0
         labels = {int(v): round(float((mask.array == v).sum() * voxel_ml), 1) for v in range(1, int(mask.array.max()) + 1)}

@@ -147,17 +147,33 @@ class Pipeline:
         for i, entry in enumerate(config):
             if not isinstance(entry, Mapping) or "name" not in entry:
                 raise ConfigError(f"step {i + 1}: must be a mapping with a 'name'")
+            name = str(entry["name"])
             params = {k: v for k, v in entry.items() if k != "name"}
             try:
-                steps.append(TRANSFORMS.create(str(entry["name"]), **params))
+                factory = TRANSFORMS.get(name)
+            except InputError as exc:
+                raise ConfigError(f"step {i + 1}: {exc.reason}") from None
+            unknown = _unknown_params(factory, params)
+            if unknown:
+                valid = ", ".join(_param_names(factory)) or "(none)"
+                raise ConfigError(f"step {i + 1} ({name}): unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+            try:
+                steps.append(factory(**params))
             except TypeError as exc:
-                raise ConfigError(f"step {i + 1} ({entry['name']}): {exc}") from None
+                raise ConfigError(f"step {i + 1} ({name}): {exc}") from None
+            except InputError as exc:
+                raise ConfigError(f"step {i + 1} ({name}): {exc.reason}") from None
         return cls(steps)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Pipeline:
-        """Build from a YAML steps file."""
-        return cls.from_config(load_steps(path))
+        """Build from a YAML steps file; errors name the file (``steps.yaml: step 2 (window): ...``)."""
+        try:
+            return cls.from_config(load_steps(path))
+        except InputError as exc:
+            if exc.path is not None:
+                raise
+            raise ConfigError(exc.reason, path) from None
 
     def __call__(self, volume: Volume) -> PipelineResult:
         """Run every step in order, recording what each did."""
@@ -176,6 +192,30 @@ class Pipeline:
         return f"Pipeline([{', '.join(s.name for s in self.steps)}])"
 
 
+def _param_names(factory: Any) -> list[str]:
+    """Keyword parameters a step factory accepts (empty if it takes ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _unknown_params(factory: Any, params: Mapping[str, Any]) -> list[str]:
+    """Names in ``params`` the factory does not take (a typo in a YAML step), sorted."""
+    import inspect
+
+    try:
+        kinds = {p.kind for p in inspect.signature(factory).parameters.values()}
+    except (TypeError, ValueError):
+        return []
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return []
+    return sorted(set(params) - set(_param_names(factory)))
+
+
 def load_steps(path: str | Path) -> list[dict[str, Any]]:
     """Read a YAML steps file into a list of step mappings.
 
@@ -190,9 +230,9 @@ def load_steps(path: str | Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
     if isinstance(data, Mapping):
         data = data.get("steps")
     if not isinstance(data, list):
-        raise ConfigError(f"{path.name}: expected a list of steps (or a 'steps:' list)")
+        raise ConfigError("expected a list of steps (or a 'steps:' list)", path)
     return data

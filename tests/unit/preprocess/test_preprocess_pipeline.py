@@ -84,8 +84,10 @@ def test_window_step_explicit_bounds_and_conflicts():
 def test_pipeline_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown transform"):
         Pipeline.from_config([{"name": "sharpen_magic"}])
-    with pytest.raises(ConfigError, match="unexpected keyword|got an unexpected"):
+    with pytest.raises(ConfigError, match=r"step 1 \(window\): unknown parameter\(s\) colour; valid: preset, low, high"):
         Pipeline.from_config([{"name": "window", "colour": "red"}])
+    with pytest.raises(ConfigError, match=r"step 2: unknown transform 'windw'"):
+        Pipeline.from_config([{"name": "window"}, {"name": "windw"}])
     with pytest.raises(ConfigError, match="unknown denoise"):
         Pipeline.from_config([{"name": "denoise", "method": "magic"}])
     with pytest.raises(ConfigError, match="unknown roi"):
@@ -98,6 +100,12 @@ def test_pipeline_config_errors(tmp_path):
         Pipeline.from_yaml(bad)
     with pytest.raises(InputError, match="not found"):
         Pipeline.from_yaml(tmp_path / "missing.yaml")
+    # Errors in a YAML file name the file, so the CLI prints "error: <file>: step N ...".
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("steps:\n  - {name: window, preset: lungs}\n")
+    with pytest.raises(ConfigError) as err:
+        Pipeline.from_yaml(typo)
+    assert err.value.path == typo and "step 1 (window): unknown window preset 'lungs'" in str(err.value)
 
 
 def test_cli_preprocess_and_segment(lung1_ct, tmp_path):
@@ -130,6 +138,18 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "needs a CT in HU" in res.stderr
+    assert res.stderr.startswith(f"error: {path}: ")  # the input image is named
+    res = subprocess.run([*exe, "segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "lung"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {path}: lung_mask needs a CT")
+    # A bad output name fails before any work, naming the output.
+    res = subprocess.run([*exe, "preprocess", str(path), str(tmp_path / "o.xyz"), "--config", str(steps)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path / 'o.xyz'}: cannot write '.xyz'")
+    steps.write_text("- {name: windw}\n")
+    res = subprocess.run([*exe, "preprocess", str(path), str(tmp_path / "o.nii.gz"), "--config", str(steps)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {steps}: step 1: unknown transform 'windw'")
     res = subprocess.run([*exe, "segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "kidney"],
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "unknown --roi" in res.stderr
