@@ -143,3 +143,13 @@ def test_cli_info_console_script_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "scan.nii.gz: not a readable nifti image" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_info_nifti_direction_has_no_negative_zero():
+    """A real NIfTI (ITK examples) whose direction holds -0.0: printed as 0, in JSON and table."""
+    path = real_data("itk/KmeansTest_T1UCharRaw.nii.gz")
+    info = info_json(path)
+    assert info["direction"][1] == [0.0, 0.0, -1.0]
+    assert all(str(v) != "-0.0" for row in info["direction"] for v in row)
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0 and "-0," not in result.stdout and "(0, 0, -1)" in result.stdout

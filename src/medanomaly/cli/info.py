@@ -38,7 +38,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "components": vol.n_components,
         "spacing_mm": [round(s, 6) for s in vol.spacing],
         "origin_mm": [round(o, 6) for o in vol.origin],
-        "direction": [[round(float(v), 6) for v in row] for row in vol.direction],
+        "direction": [[round(float(v), 6) + 0.0 for v in row] for row in vol.direction],  # + 0.0: no "-0"
         "dtype": str(array.dtype),
         "min": lo,
         "max": hi,
@@ -53,7 +53,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
 
 
 def _fmt_vec(values: list[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+    return "(" + ", ".join(f"{v + 0.0:.4g}" for v in values) + ")"
 
 
 def print_human(info: dict[str, Any]) -> None:
