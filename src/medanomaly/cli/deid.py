@@ -39,13 +39,17 @@ def register(app: typer.Typer) -> None:
         clean_descriptors: bool = typer.Option(
             False, "--clean-descriptors", help="Keep descriptions/comments with identifiers scrubbed."
         ),
-        retain_device_identity: bool = typer.Option(False, "--retain-device-identity"),
-        retain_institution_identity: bool = typer.Option(False, "--retain-institution-identity"),
+        retain_device_identity: bool = typer.Option(
+            False, "--retain-device-identity", help="Keep station name, serial numbers, device ids (Annex E option)."
+        ),
+        retain_institution_identity: bool = typer.Option(
+            False, "--retain-institution-identity", help="Keep institution name, address, department (Annex E option)."
+        ),
         keep_private: list[str] = typer.Option(
             [], "--keep-private", help="Safe private element CREATOR:EE to keep (repeatable)."
         ),
         burned_in: str = typer.Option("auto", "--burned-in", help="auto (BurnedInAnnotation) | always | never."),
-        redact: str = typer.Option("all", "--redact", help="Blank all text regions, or only OCR-detected PHI."),
+        redact: str = typer.Option("all", "--redact", help="all: blank every text region (safest) | phi: only regions OCR reads as identifying (names, IDs, dates)."),
         ocr_check: bool = typer.Option(True, "--ocr-check/--no-ocr-check", help="OCR whole frame after redaction."),
         max_size_mb: float = typer.Option(2048, "--max-size-mb", help="Refuse larger files."),
         lookup: Path | None = typer.Option(
@@ -53,7 +57,10 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int = typer.Option(1, "--workers", min=1, help="Processes working in parallel."),
     ) -> None:
-        """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit."""
+        """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit.
+
+        Example: medanomaly deid study_in/ study_out/ --key-file ~/secrets/deid.key --dates shift
+        """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from medanomaly.errors import InputError
@@ -89,3 +96,5 @@ def register(app: typer.Typer) -> None:
             f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
             f"audit: {summary.audit_path}"
         )
+        for reason, n in summary.refused_by_reason.items():  # fixed strings only (no PHI)
+            typer.echo(f"  refused {n}: {reason}")

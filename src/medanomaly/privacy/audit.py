@@ -25,6 +25,7 @@ from pathlib import Path
 REASONS = (
     "not a readable DICOM file",
     "no pixel data",
+    "missing a required UID (SOP Class, SOP Instance, Study or Series)",
     "file larger than the size limit",
     "pixel data cannot be decoded",
     "burned-in text remains after redaction",

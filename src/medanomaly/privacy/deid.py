@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,7 @@ class DeidSummary:
     refused: int
     audit_path: Path
     out_dir: Path
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Refused(Exception):
@@ -128,6 +130,9 @@ def deidentify_file(path: str | Path, key: bytes, config: DeidConfig | None = No
         return _deidentify_file(Path(path), key, config or DeidConfig())
 
 
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
 def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -146,6 +151,9 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         raise Refused("not a readable DICOM file") from None
     if not any(t in ds for t in _PIXEL_TAGS):
         raise Refused("no pixel data")
+    if not all(str(ds.get(k, "") or "").strip() for k in _REQUIRED_UIDS):
+        # The output path and the UID remap need them; such files are not valid image instances.
+        raise Refused("missing a required UID (SOP Class, SOP Instance, Study or Series)")
     if _truncated(ds):
         raise Refused("pixel data cannot be decoded")
     try:
@@ -293,7 +301,8 @@ def deidentify_folder(
                 progress(count, total)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     audit_path = audit.write(state / f"audit-{stamp}.json")
-    return DeidSummary(audit.processed, audit.resumed, len(audit.refused), audit_path, out_dir)
+    reasons = dict(Counter(item["reason"] for item in audit.refused).most_common())
+    return DeidSummary(audit.processed, audit.resumed, len(audit.refused), audit_path, out_dir, reasons)
 
 
 @dataclass

@@ -202,3 +202,18 @@ def test_parallel_workers_give_the_same_output(folder, tmp_path, key, digest):
     assert (two.processed, two.refused) == (one.processed, one.refused) == (4, 3)
     strip = lambda d: {k: v for k, v in d.items() if not k.startswith(".medanomaly")}  # noqa: E731
     assert strip(digest(tmp_path / "one")) == strip(digest(tmp_path / "two"))
+
+
+def test_files_missing_required_uids_refused_with_clear_reason(folder, tmp_path, key, monkeypatch):
+    """Real pydicom files without StudyInstanceUID / SOPClassUID: refused with a reason that says so."""
+    shutil.copy(real_data("pydicom/JPEGLSNearLossless_08.dcm"), folder / "no_study_uid.dcm")
+    shutil.copy(real_data("pydicom/meta_missing_tsyntax.dcm"), folder / "no_sop_class.dcm")
+    summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never"))
+    reason = "missing a required UID (SOP Class, SOP Instance, Study or Series)"
+    assert summary.refused_by_reason[reason] == 2
+    assert "de-identification failed" not in summary.refused_by_reason
+    assert summary.processed == 4
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    result = CliRunner().invoke(app, ["deid", str(folder), str(tmp_path / "o2"), "--burned-in", "never"])
+    assert result.exit_code == 0, result.output
+    assert f"refused 2: {reason}" in result.output and "refused 1: no pixel data" in result.output
