@@ -35,7 +35,7 @@ def train_detector(steps: int = 300, seed: int = 0, scans_per_source: int = 3) -
     from medanomaly.detect.patches import to_grid_scan
     from medanomaly.detect.simulate import load_source, simulate_scan
 
-    det = NoduleDetector(model_params={"filters": [8, 16, 32]}, steps=steps, seed=seed)
+    det = NoduleDetector(model_params={"filters": [8, 16, 32]}, steps=steps, seed=seed, threads=2)
     rng = np.random.default_rng(seed)
     scans = []
     for case in ("lung1", "lung2"):
@@ -52,7 +52,7 @@ OPTIONS = {"occlusion": {"mask_size": (4, 24, 24), "overlap": 0.25}}
 
 
 def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: tuple[str, ...] = ("gradcam", "occlusion"),
-        n_heldout_scans: int = 2, seed: int = 1) -> dict[str, Any]:  # fmt: skip
+        n_heldout_scans: int = 2, seed: int = 1, scans_per_source: int = 3) -> dict[str, Any]:  # fmt: skip
     """Explain the real lesions of lung1/lung2 and held-out simulated nodules; returns the summary."""
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.detect.detector import NoduleDetector
@@ -66,7 +66,7 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
     if run_dir is not None:
         det = NoduleDetector.load(run_dir)
     else:
-        det = train_detector(steps=steps)
+        det = train_detector(steps=steps, scans_per_source=scans_per_source)
         det.save(out_dir / "detector")
     ex = from_detector(det)
     summary: dict[str, Any] = {"detector": str(run_dir) if run_dir else "trained here (synthetic nodules)",
@@ -112,9 +112,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/explain-casestudy"))
     parser.add_argument("--run", type=Path, default=None, help="a trained lung_nodule run directory")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--heldout-scans", type=int, default=2)
+    parser.add_argument("--heldout-scans", type=int, default=2, help="held-out scans per source (4 nodules each)")
+    parser.add_argument("--train-scans", type=int, default=3, help="training scans per source (8 nodules each)")
     args = parser.parse_args()
-    run(args.out, args.run, args.steps, n_heldout_scans=args.heldout_scans)
+    run(args.out, args.run, args.steps, n_heldout_scans=args.heldout_scans, scans_per_source=args.train_scans)
 
 
 if __name__ == "__main__":
