@@ -544,6 +544,12 @@ def volume_from_dataset(ds: Dataset, path: Path) -> Volume:
             meta["rescale_applied"] = False
         if meta.get("modality") == "CT" and rescale is not None:
             meta["units"] = "HU"
+        if photometric == "MONOCHROME1" and "window_center" in meta:
+            # The VOI window applies before the MONOCHROME1 inversion: mirror its centre so that
+            # it selects the same tissue in the inverted (higher = brighter) values.
+            slope, intercept = rescale or (1.0, 0.0)
+            lo, hi = stored_range(ds)
+            meta["window_center"] = float((lo + hi) * slope + 2 * intercept - meta["window_center"])
     return Volume(np.ascontiguousarray(array), spacing=(sx, sy, sz), origin=origin, direction=direction, meta=meta)
 
 

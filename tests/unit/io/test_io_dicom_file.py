@@ -122,6 +122,15 @@ def test_io_dicom_monochrome1_inverted_like_gdcm():
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(pd("RG3_UNCR.dcm"))))
     np.testing.assert_array_equal(vol.array[0], ref[0])
     assert vol.meta["photometric"] == "MONOCHROME2" and vol.modality == "CR"
+    # The file's window (centre 550, width 1024 on the 10-bit MONOCHROME1 values) selects the
+    # same pixels on the inverted array: its centre becomes 1023 - 550.
+    assert vol.meta["window_center"] == 473.0 and vol.meta["window_width"] == 1024.0
+    ds = pydicom.dcmread(pd("RG3_UNCR.dcm"))
+    raw = ds.pixel_array
+    c, w = 550.0, 1024.0
+    inside_raw = np.abs(raw - c) < w / 4
+    inside_ours = np.abs(vol.array[0].astype(np.float64) - vol.meta["window_center"]) < w / 4
+    np.testing.assert_array_equal(inside_raw, inside_ours)
 
 
 def test_io_dicom_preamble_less_file_is_read():
