@@ -53,3 +53,16 @@ def test_data_nodule_patches_lung_rads_rule() -> None:
     assert lung_rads_category("solid", "spiculated", 7.0) == "4X"
     assert lung_rads_category("solid", "spiculated", 4.0) == "2"  # too small to matter
     assert lung_rads_class("solid", "sphere", 7.0) == "uncertain"
+
+
+def test_data_nodule_patch_crop_keeps_geometry() -> None:
+    from medanomaly.data.nodule_patches import _crop
+    from medanomaly.types import Volume
+
+    arr = np.arange(10 * 12 * 14, dtype=np.float32).reshape(10, 12, 14)
+    vol = Volume(arr, spacing=(0.7, 0.8, 2.5), origin=(-10.0, 5.0, 30.0))
+    sub = _crop(vol, np.array([5, 6, 7]), np.array([2, 3, 4]))
+    assert sub.shape == (5, 7, 9)
+    # the same voxel value sits at the same physical point in both volumes
+    np.testing.assert_allclose(sub.index_to_physical((0, 0, 0)), vol.index_to_physical((3, 3, 3)))
+    assert sub.array[0, 0, 0] == arr[3, 3, 3]
