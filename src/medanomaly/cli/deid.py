@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from medanomaly.errors import InputError
-        from medanomaly.privacy.deid import DeidConfig, deidentify_folder
+        from medanomaly.privacy.deid import DeidConfig, check_folders, deidentify_folder
         from medanomaly.privacy.profile import DATE_OPTIONS, ProfileOptions
         from medanomaly.privacy.pseudonym import load_key
 
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--dates must be one of {', '.join(DATE_OPTIONS)}")
         if burned_in not in ("auto", "always", "never") or redact not in ("all", "phi"):
             raise InputError("--burned-in must be auto|always|never and --redact all|phi")
+        check_folders(in_dir, out_dir)  # before the progress bar starts: a usage error prints one line only
         key = load_key(key_file)
         options = ProfileOptions(
             dates=dates,
@@ -98,3 +99,6 @@ def register(app: typer.Typer) -> None:
         )
         for reason, n in summary.refused_by_reason.items():  # fixed strings only (no PHI)
             typer.echo(f"  refused {n}: {reason}")
+        if summary.processed + summary.resumed == 0:  # a run that released nothing is a failed run
+            reason = f"{summary.refused} refused, see the audit" if summary.refused else "the folder holds no files"
+            raise InputError(f"no file could be de-identified ({reason})", in_dir)

@@ -218,9 +218,12 @@ def list_inputs(in_dir: Path) -> list[Path]:
     return sorted(p for p in in_dir.rglob("*") if p.is_file())
 
 
-def _check_dirs(in_dir: Path, out_dir: Path) -> None:
+def check_folders(in_dir: Path, out_dir: Path) -> None:
+    """Raise :class:`InputError` unless ``in_dir`` is a folder and ``out_dir`` lies outside it."""
+    if in_dir.is_file():
+        raise InputError("is a file; deid takes a folder (pass the folder that holds it)", in_dir)
     if not in_dir.is_dir():
-        raise InputError("input folder does not exist or is not a folder", in_dir)
+        raise InputError("input folder does not exist", in_dir)
     a, b = in_dir.resolve(), out_dir.resolve()
     if a == b or a in b.parents or b in a.parents:
         raise InputError("output folder must be outside the input folder (the input is never modified)", out_dir)
@@ -268,7 +271,7 @@ def deidentify_folder(
     """
     config = config or DeidConfig()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    _check_dirs(in_dir, out_dir)
+    check_folders(in_dir, out_dir)
     if config.lookup is not None:
         lk = Path(config.lookup).resolve()
         if out_dir.resolve() in lk.parents or in_dir.resolve() in lk.parents:

@@ -217,3 +217,31 @@ def test_files_missing_required_uids_refused_with_clear_reason(folder, tmp_path,
     result = CliRunner().invoke(app, ["deid", str(folder), str(tmp_path / "o2"), "--burned-in", "never"])
     assert result.exit_code == 0, result.output
     assert f"refused 2: {reason}" in result.output and "refused 1: no pixel data" in result.output
+
+
+def test_cli_usage_errors_print_one_line_and_nothing_on_stdout(folder, tmp_path, monkeypatch, capsys):
+    """A file instead of a folder, a folder without DICOM: one 'error: <path>: ...' line, exit 2."""
+    import sys
+
+    from medanomaly.cli.app import main
+
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    text_only = tmp_path / "text_only"
+    text_only.mkdir()
+    (text_only / "notes.txt").write_text("no images here")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (folder / "fren.dcm", "is a file; deid takes a folder (pass the folder that holds it)", False),
+        (tmp_path / "missing", "input folder does not exist", False),
+        (text_only, "no file could be de-identified (1 refused, see the audit)", True),
+        (empty, "no file could be de-identified (the folder holds no files)", True),
+    ]
+    for i, (path, reason, ran) in enumerate(cases):
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "deid", str(path), str(tmp_path / f"out{i}")])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2
+        assert err == f"error: {path}: {reason}\n"
+        assert (out != "") == ran  # progress and summary only when files were processed
