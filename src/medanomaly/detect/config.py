@@ -55,7 +55,7 @@ class TrainConfig(Section):
     lr: float = 3e-3
     positive_fraction: float = 0.5
     hard_negative_fraction: float = 0.3
-    threads: int = 2
+    threads: int = 1  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
 
 
 class InferConfig(Section):
