@@ -119,6 +119,7 @@ def run_benchmark(
     Writes ``fusion_benchmark.md`` and ``fusion_benchmark.json`` into ``out_dir`` when given.
     """
     from medanomaly.fusion.training import fit_fusion
+    from medanomaly.train.loop import seed_everything
 
     splits = build_splits(config)
     variants = config.benchmark.variants or default_variants(splits.modalities, config.model.params)
@@ -135,6 +136,7 @@ def run_benchmark(
             if name in splits.visible_in:
                 visible[name] = splits.visible_in[name][keep]
         sub = replace(splits, modalities=mods, arrays=arrays, visible_in=visible)
+        seed_everything(config.seed)  # same initialisation stream for every variant, run alone or together
         model = build_model(variant.model, mods, spatial_dims)
         start = time.perf_counter()
         fit = fit_fusion(model, sub.arrays["train"], sub.arrays["val"], settings)
@@ -144,12 +146,18 @@ def run_benchmark(
                "modalities": list(mods), "best_epoch": fit.best_epoch, "val_auc": fit.best_val_auc,
                "seconds": seconds, "test": test}
         rows.append(row)
+        result = BenchmarkResult(tuple(rows), splits.modalities, splits.synthetic)
+        if out_dir is not None:  # after every variant: an interrupted run keeps what it measured
+            _write(result, Path(out_dir), complete=len(rows) == len(variants))
         if log:
             log(f"{variant.label}: test AUC {test['auc']['value']:.3f} ({seconds:.1f}s)")
-    result = BenchmarkResult(tuple(rows), splits.modalities, splits.synthetic)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "fusion_benchmark.md").write_text(result.table() + "\n")
-        (out / "fusion_benchmark.json").write_text(json.dumps(result.to_json(), indent=2, default=float))
-    return result
+    return BenchmarkResult(tuple(rows), splits.modalities, splits.synthetic)
+
+
+def _write(result: BenchmarkResult, out: Path, complete: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    note = "" if complete else "\n(partial: the run has not finished every variant yet)"
+    (out / "fusion_benchmark.md").write_text(result.table() + note + "\n")
+    (out / "fusion_benchmark.json").write_text(
+        json.dumps({**result.to_json(), "complete": complete}, indent=2, default=float)
+    )

@@ -210,9 +210,11 @@ class FusionTask:
         from medanomaly.config import save_config
         from medanomaly.fusion.training import fit_fusion
         from medanomaly.train.checkpoint import save_weights
+        from medanomaly.train.loop import seed_everything
 
         run_dir = Path(run_dir)
         splits = build_splits(config)
+        seed_everything(config.seed)
         model = build_model(config.model, splits.modalities, len(config.data.size))
         result = fit_fusion(model, splits.arrays["train"], splits.arrays["val"], settings_from(config))
         save_config(config, run_dir)
