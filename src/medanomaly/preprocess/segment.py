@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import require_ct, require_finite, require_scalar
+from medanomaly.preprocess._checks import looks_like_hu, require_ct, require_finite, require_scalar
 from medanomaly.types import Volume
 
 __all__ = [
@@ -573,6 +573,9 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
     require_finite(mr, "brain_mask")
     if mr.modality.upper() == "CT":
         raise InputError("brain_mask expects an MRI, got modality CT")
+    if mr.modality.upper() in ("", "OT") and looks_like_hu(mr):  # NRRD/NIfTI carry no modality
+        lo = float(np.min(mr.array))
+        raise InputError(f"brain_mask expects an MRI, but values look like CT in HU (minimum {lo:.0f}, air)")
     arr = np.asarray(mr.array, dtype=np.float32)
     if float(arr.min()) == float(arr.max()):
         raise InputError("brain_mask: image is constant")

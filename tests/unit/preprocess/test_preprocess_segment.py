@@ -125,6 +125,17 @@ def test_brain_mask_mr_contains_lesion(case, min_inside):
     assert corners.sum() == 0
 
 
+def test_brain_mask_refuses_unlabelled_ct(lung1_ct):
+    """A chest CT read from NRRD has no modality ("OT"): its HU range still gets it refused (it
+    used to give a 10.8 L "brain"); an unlabelled MRI (values >= 0) is still accepted."""
+    ct = lung1_ct.with_meta(modality="OT")
+    with pytest.raises(InputError, match="brain_mask expects an MRI, but values look like CT in HU"):
+        brain_mask(ct)
+    shifted = np.clip(ct.array[:, ::4, ::4].astype(np.float32) + 1024, 0, None)  # same anatomy, no HU
+    mr = Volume(shifted, spacing=(ct.spacing[0] * 4, ct.spacing[1] * 4, ct.spacing[2]), meta={"modality": "OT"})
+    assert brain_mask(mr).array.any()
+
+
 def _mlo_phantom(seed: int = 0) -> tuple[Volume, np.ndarray, np.ndarray]:
     """Synthetic MLO-like image: noisy half-ellipse breast on the left, bright pectoral triangle
     in its upper-left corner. Returns (image, breast truth, pectoral truth)."""
