@@ -74,7 +74,9 @@ def write_secondary_capture(image: Volume, map_volume: Volume, out_dir: str | Pa
         raise InputError(f"slices must be 'peak' or 'all', got {slices!r}")
     heat = _to_lps(map_volume)
     oriented = _to_lps(image)
-    peak_z = int(np.unravel_index(int(np.argmax(heat.array)), heat.shape)[0])
+    from medanomaly.explain.maps import peak_index
+
+    peak_z = int(peak_index(heat.array)[0])
     zs = [peak_z] if slices == "peak" else list(range(oriented.shape[0]))
     series_uid = generate_uid()
     study_uid = generate_uid()

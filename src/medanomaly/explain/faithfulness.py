@@ -167,11 +167,16 @@ def _on_same_grid(map_volume: Volume, mask: Volume) -> Volume:
 
 
 def pointing_game(map_volume: Volume, mask: Volume, tolerance_mm: float = 0.0) -> bool:
-    """True when the map's maximum lies inside ``mask`` (or within ``tolerance_mm`` of it)."""
+    """True when the map's maximum lies inside ``mask`` (or within ``tolerance_mm`` of it).
+
+    A flat-topped maximum counts at the plateau voxel nearest its centroid (``maps.peak_index``).
+    """
     lesion = np.asarray(_on_same_grid(map_volume, mask).array) > 0
     if not lesion.any():
         raise InputError("lesion mask is empty; the pointing game needs a lesion")
-    peak = np.unravel_index(int(np.argmax(map_volume.array)), map_volume.shape)
+    from medanomaly.explain.maps import peak_index
+
+    peak = peak_index(map_volume.array)
     if lesion[peak]:
         return True
     if tolerance_mm <= 0:

@@ -199,7 +199,25 @@ def explain(model: Any, image: Volume, method: str = "gradcam", *, target: int |
     return resample_to(map_on_grid(arr, grid, method), image)
 
 
+def peak_index(array: np.ndarray, rtol: float = 1e-4) -> tuple[int, ...]:
+    """Index of a map's maximum; on a plateau (ties within ``rtol`` of the range), the plateau
+    voxel nearest the plateau's centroid.
+
+    Occlusion with an occluder larger than the lesion gives a flat top; ``np.argmax`` would return
+    its first voxel in memory order (a corner), not its middle.
+    """
+    arr = np.asarray(array, dtype=np.float64)
+    top = float(arr.max())
+    span = top - float(arr.min())
+    ties = np.argwhere(arr >= top - rtol * span) if span > 0 else np.argwhere(arr == top)
+    if len(ties) == 1:
+        return tuple(int(v) for v in ties[0])
+    centre = ties.mean(axis=0)
+    best = ties[int(np.argmin(((ties - centre) ** 2).sum(axis=1)))]
+    return tuple(int(v) for v in best)
+
+
 def peak_mm(map_volume: Volume) -> tuple[float, float, float]:
-    """LPS position (mm) of the map's maximum."""
-    zyx = np.unravel_index(int(np.argmax(map_volume.array)), map_volume.shape)
+    """LPS position (mm) of the map's maximum (plateau-aware, see :func:`peak_index`)."""
+    zyx = peak_index(map_volume.array)
     return tuple(float(v) for v in map_volume.index_to_physical(np.asarray(zyx[::-1], float)))  # type: ignore[return-value]

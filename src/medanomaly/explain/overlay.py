@@ -108,7 +108,9 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     heat = _to_lps(map_volume)
     lesion = _to_lps(mask) if mask is not None else None
     harr = np.asarray(heat.array, dtype=np.float32)
-    peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(harr)), harr.shape))
+    from medanomaly.explain.maps import peak_index
+
+    peak = peak_index(harr)
     focus = peak
     if center_mm is not None:
         idx = np.rint(img.physical_to_index(center_mm)).astype(int)[::-1]

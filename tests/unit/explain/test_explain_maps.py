@@ -116,3 +116,13 @@ def test_explain_with_chunks_uses_windows(toy3d):
     heat = explain(Counting(toy3d.model), vol, "gradcam", chunk=16)
     assert heat.shape == vol.shape
     assert max(calls) == (16, 16, 16)
+
+
+def test_peak_index_takes_the_middle_of_a_plateau():
+    from medanomaly.explain.maps import peak_index
+
+    arr = np.zeros((5, 9, 9), np.float32)
+    arr[1:4, 2:7, 3:8] = 1.0  # flat top, as occlusion gives with an occluder larger than the lesion
+    assert peak_index(arr) == (2, 4, 5)
+    arr[0, 0, 0] = 2.0
+    assert peak_index(arr) == (0, 0, 0)
