@@ -60,6 +60,7 @@ def load_manifest(
     image_size: Sequence[int] = (128, 128),
     channels: int = 1,
     synthetic: bool = False,
+    intensity: str = "percentile",
 ) -> LabelledImages:
     """Load every image a manifest names, resized to ``image_size``.
 
@@ -70,6 +71,8 @@ def load_manifest(
         image_size: (y, x) or (z, y, x) voxels of the model input.
         channels: model input channels.
         synthetic: mark the set as simulated data.
+        intensity: intensity mapping (``percentile``, or a CT window ``ct_lung`` / ``ct_soft`` for
+            images in HU; see :func:`medanomaly.data.arrays.map_intensity`).
 
     Raises:
         InputError: missing file, unreadable image, unknown label, bad column.
@@ -89,7 +92,7 @@ def load_manifest(
     images = []
     for row, path in zip(rows, paths, strict=True):
         volume = read(path)
-        images.append(to_model_array(volume.array, image_size, channels))
+        images.append(to_model_array(volume.array, image_size, channels, intensity))
     return LabelledImages(
         images=np.stack(images),
         labels=np.array(labels),
@@ -98,4 +101,5 @@ def load_manifest(
         splits=np.array([r.get("split", "") for r in rows]),
         keys=np.array([Path(r["path"]).name for r in rows], dtype=object),
         synthetic=synthetic,
+        intensity=intensity,
     )
