@@ -125,31 +125,40 @@ def test_cli_preprocess_and_segment(lung1_ct, tmp_path):
     assert set(np.unique(lungs.array)) == {0, 1, 2}
 
 
-def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
+
+    from medanomaly.cli.app import main
 
     mr = Volume(np.random.default_rng(0).uniform(0, 500, (2, 16, 16)).astype(np.float32), meta={"modality": "MR"})
     path = write(mr, tmp_path / "mr.nrrd")
     steps = tmp_path / "steps.yaml"
     steps.write_text("- {name: window, preset: lung}\n")
+    # The console entry point in a fresh process once: one line on stderr, exit code 2.
     exe = [sys.executable, "-c", "from medanomaly.cli.app import main; main()"]
     res = subprocess.run([*exe, "preprocess", str(path), str(tmp_path / "o.nii.gz"), "--config", str(steps)],
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "needs a CT in HU" in res.stderr
     assert res.stderr.startswith(f"error: {path}: ")  # the input image is named
-    res = subprocess.run([*exe, "segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "lung"],
-                         capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and res.stderr.startswith(f"error: {path}: lung_mask needs a CT")
+
+    def run(*args: str) -> str:
+        """The same entry point in this process (fast); returns stderr after checking exit code 2."""
+        monkeypatch.setattr(sys, "argv", ["medanomaly", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1, err
+        return err
+
+    assert run("segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "lung").startswith(
+        f"error: {path}: lung_mask needs a CT"
+    )
     # A bad output name fails before any work, naming the output.
-    res = subprocess.run([*exe, "preprocess", str(path), str(tmp_path / "o.xyz"), "--config", str(steps)],
-                         capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path / 'o.xyz'}: cannot write '.xyz'")
+    err = run("preprocess", str(path), str(tmp_path / "o.xyz"), "--config", str(steps))
+    assert err.startswith(f"error: {tmp_path / 'o.xyz'}: cannot write '.xyz'")
     steps.write_text("- {name: windw}\n")
-    res = subprocess.run([*exe, "preprocess", str(path), str(tmp_path / "o.nii.gz"), "--config", str(steps)],
-                         capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and res.stderr.startswith(f"error: {steps}: step 1: unknown transform 'windw'")
-    res = subprocess.run([*exe, "segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "kidney"],
-                         capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and "unknown --roi" in res.stderr
+    err = run("preprocess", str(path), str(tmp_path / "o.nii.gz"), "--config", str(steps))
+    assert err.startswith(f"error: {steps}: step 1: unknown transform 'windw'")
+    assert "unknown --roi" in run("segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "kidney")
