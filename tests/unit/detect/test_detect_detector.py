@@ -12,6 +12,9 @@ from medanomaly.detect.simulate import exclusion_zone, simulate_scan
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
+# One worker builds the session-scoped tiny detector once (CI runs `-n 2 --dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("lung_tiny_detector")
+
 
 def test_detect_fit_records_finite_loss(tiny_detector) -> None:
     det, _ = tiny_detector
