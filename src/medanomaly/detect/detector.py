@@ -217,8 +217,9 @@ class NoduleDetector:
         if not region.any():
             raise InputError("no lungs found in the search region")
         prob = self.heatmap(ct, region)
+        core = grid_region(lung, self.spacing_mm, side, 0.0)  # type: ignore[arg-type]
         return findings_from_heatmap(
-            prob, ct, region, self.candidate_threshold, self.mask_threshold, self.max_findings
+            prob, ct, region, self.candidate_threshold, self.mask_threshold, self.max_findings, centre_mask=core
         )
 
     # ------------------------------------------------------------------------------ persist

@@ -7,8 +7,8 @@
    air around the patient, the mediastinum's sides and the abdomen: the comparison against a plain
    full-volume ``SlidingWindowInferer`` over the same network is ``bench/bench_lung_detect.py``.
 3. **Findings**: connected components (26-neighbourhood) of ``probability > candidate_threshold``
-   inside the region; score = the component's peak probability; the ``max_findings`` best are
-   kept. Each is segmented on the **source grid**: the probability map is resampled there
+   inside the region whose centre lies in the lung mask itself (not the margin); score = the
+   component's peak probability; the ``max_findings`` best are kept. Each is segmented on the **source grid**: the probability map is resampled there
    (linear) and thresholded at ``mask_threshold`` (or at half the peak for weak findings),
    keeping the connected part around the peak; the mask is then measured with
    :func:`medanomaly.quantify.measure` (mL, mm, HU).
@@ -152,11 +152,14 @@ def findings_from_heatmap(
     mask_threshold: float = 0.5,
     max_findings: int = 20,
     label: str = "nodule",
+    centre_mask: np.ndarray | None = None,
 ) -> list[Finding]:
     """Findings (centre, box, score, source-grid mask, measurements) from a probability map.
 
     Sorted by score, highest first. Centres are the probability-weighted centroid of each
-    component (LPS mm); boxes and measurements come from the source-grid mask.
+    component (LPS mm); boxes and measurements come from the source-grid mask. With
+    ``centre_mask`` (detector grid), a component whose centre voxel lies outside it is dropped
+    (the search region has a margin around the lungs; a nodule's centre is inside the lung).
     """
     from scipy import ndimage
 
@@ -168,13 +171,17 @@ def findings_from_heatmap(
         return []
     index = np.arange(1, n + 1)
     peaks = np.asarray(ndimage.maximum(p, labels, index))
-    order = np.argsort(-peaks)[:max_findings]
-    findings = []
+    order = np.argsort(-peaks)
+    findings: list[Finding] = []
     for k in order:
+        if len(findings) >= max_findings:
+            break
         component = labels == index[k]
         peak = float(peaks[k])
         weights = p[component]
         zyx = (np.argwhere(component) * weights[:, None]).sum(0) / weights.sum()
+        if centre_mask is not None and not centre_mask[tuple(np.round(zyx).astype(int))]:
+            continue
         centre = tuple(float(c) for c in prob.index_to_physical(zyx[::-1]))
         mask = _source_mask(prob, ct, component, peak, mask_threshold)
         if mask is None:
