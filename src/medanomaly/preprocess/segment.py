@@ -485,12 +485,17 @@ def breast_mask(image: Volume, remove_pectoral: bool | None = None) -> Volume:
 
     Returns:
         uint8 Volume, 1 = breast.
+
+    Raises:
+        InputError: CT input (labelled CT, or unlabelled values in HU), NaNs, a constant image.
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     require_scalar(image, "breast_mask")
     require_finite(image, "breast_mask")
+    if image.modality.upper() == "CT" or (image.modality.upper() in ("", "OT") and looks_like_hu(image)):
+        raise InputError("breast_mask expects a mammogram or ultrasound image, but this is a CT in HU")
     arr = np.asarray(image.array, dtype=np.float32)
     if float(arr.min()) == float(arr.max()):
         raise InputError("breast_mask: image is constant, no breast to find")

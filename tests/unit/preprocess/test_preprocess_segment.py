@@ -134,6 +134,10 @@ def test_brain_mask_refuses_unlabelled_ct(lung1_ct):
     shifted = np.clip(ct.array[:, ::4, ::4].astype(np.float32) + 1024, 0, None)  # same anatomy, no HU
     mr = Volume(shifted, spacing=(ct.spacing[0] * 4, ct.spacing[1] * 4, ct.spacing[2]), meta={"modality": "OT"})
     assert brain_mask(mr).array.any()
+    # Same for the breast ROI (mammogram / US): a chest CT gave a 10.8 L "breast".
+    for image in (ct, lung1_ct):
+        with pytest.raises(InputError, match="breast_mask expects a mammogram or ultrasound"):
+            breast_mask(image)
 
 
 def _mlo_phantom(seed: int = 0) -> tuple[Volume, np.ndarray, np.ndarray]:
