@@ -425,7 +425,13 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volu
     chosen, arrays = _decode_all(chosen, folder, skipped, sink)
     if not chosen:
         raise InputError("no slice of the series could be decoded", folder)
-    ordered, direction, spacing_z, origin = _sort_and_check(chosen, folder)
+    try:
+        ordered, direction, spacing_z, origin = _sort_and_check(chosen, folder)
+    except InputError as exc:
+        if skipped and "gap of" in exc.reason:  # the missing slice may be one we could not read
+            names = ", ".join(sorted(skipped)[:3]) + (", ..." if len(skipped) > 3 else "")
+            raise InputError(f"{exc.reason}; {len(skipped)} unreadable file(s) skipped: {names}", folder) from None
+        raise
     by_path = {s.path: a for s, a in zip(chosen, arrays, strict=True)}
     arrays = [by_path[s.path] for s in ordered]
     first = ordered[0].ds

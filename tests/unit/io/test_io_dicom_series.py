@@ -111,6 +111,17 @@ def test_io_series_missing_slice_is_an_error(tmp_path, lung_crop, series_writer)
     assert "10 mm" in message and "expected 5 mm" in message
 
 
+def test_io_series_gap_from_a_corrupt_slice_names_it(tmp_path, lung_crop, series_writer):
+    """A corrupt slice in the middle leaves a gap: the error says which unreadable file caused it."""
+    paths = series_writer(lung_crop, tmp_path)
+    paths[5].write_bytes(paths[5].read_bytes()[:3000])  # truncated
+    with pytest.raises(InputError) as err:
+        read(tmp_path)
+    message = str(err.value)
+    assert "inconsistent slice spacing: gap of 10 mm" in message
+    assert message.endswith(f"; 1 unreadable file(s) skipped: {paths[5].name}")
+
+
 def test_io_series_duplicate_position_is_an_error(tmp_path, lung_crop, series_writer):
     series_writer(lung_crop, tmp_path / "a")
     one = Volume(lung_crop.array[:3], spacing=lung_crop.spacing, origin=lung_crop.origin, meta={"modality": "CT"})
