@@ -33,6 +33,18 @@ def _about(path: Path) -> Iterator[None]:
         raise InputError(exc.reason, path) from None
 
 
+def _check_slices(out: Path, image_path: Path, n_slices: int) -> None:
+    """A PNG/JPEG output holds one slice: refuse a volume now, before the (long) work."""
+    from medanomaly.errors import InputError
+    from medanomaly.io.png import PICTURE_SUFFIXES
+
+    if out.suffix.lower() in PICTURE_SUFFIXES and n_slices > 1:
+        raise InputError(
+            f"a picture holds one slice but {image_path.name} has {n_slices}; write .nii.gz, .nrrd or a DICOM folder",
+            out,
+        )
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def preprocess(
@@ -52,6 +64,7 @@ def register(app: typer.Typer) -> None:
         check_writable(out_path)
         pipeline = Pipeline.from_yaml(config)
         image = read(in_path)
+        _check_slices(out_path, in_path, image.shape[0])
         with _about(in_path):
             result = pipeline(image)
         write(result.volume, out_path)
@@ -70,7 +83,7 @@ def register(app: typer.Typer) -> None:
             help="lung (CT in HU: 1 right, 2 left), body (CT or MRI), brain (head MRI) or breast (mammogram, US).",
         ),
     ) -> None:
-        """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL.
+        """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL (area in cm2 for 2D).
 
         Example: medanomaly segment lung1_image.nrrd lung1_lungs.nii.gz --roi lung
         """
@@ -84,11 +97,16 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"unknown --roi {roi!r}; valid: {', '.join(ROIS)}")
         check_writable(out_path)
         image = read(in_path)
+        _check_slices(out_path, in_path, image.shape[0])
         with _about(in_path):
             mask = ROI_FUNCTIONS[roi](image)
         write(mask, out_path)
-        voxel_ml = mask.voxel_volume_mm3 / 1000.0
-        labels = {int(v): round(float((mask.array == v).sum() * voxel_ml), 1) for v in range(1, int(mask.array.max()) + 1)}
+        if mask.is_2d:  # one slice: an area (cm2), not a volume
+            sx, sy, _ = mask.spacing
+            per_voxel, unit = sx * sy / 100.0, "cm2"
+        else:
+            per_voxel, unit = mask.voxel_volume_mm3 / 1000.0, "mL"
+        labels = {int(v): round(float((mask.array == v).sum() * per_voxel), 1) for v in range(1, int(mask.array.max()) + 1)}
         names = {1: "right", 2: "left"} if roi == "lung" else {1: roi}
-        parts = ", ".join(f"{names.get(k, k)} {v} mL" for k, v in labels.items())
+        parts = ", ".join(f"{names.get(k, k)} {v} {unit}" for k, v in labels.items())
         typer.echo(f"wrote {out_path}: {roi} mask, {parts}")

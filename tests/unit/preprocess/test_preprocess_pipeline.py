@@ -162,3 +162,19 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     err = run("preprocess", str(path), str(tmp_path / "o.nii.gz"), "--config", str(steps))
     assert err.startswith(f"error: {steps}: step 1: unknown transform 'windw'")
     assert "unknown --roi" in run("segment", str(path), str(tmp_path / "m.nii.gz"), "--roi", "kidney")
+    # A PNG holds one slice: a 2-slice volume is refused before the work (the CLI has no slice option).
+    err = run("segment", str(path), str(tmp_path / "m.png"), "--roi", "body")
+    assert err.startswith(f"error: {tmp_path / 'm.png'}: a picture holds one slice but mr.nrrd has 2")
+
+
+def test_cli_segment_2d_reports_area(tmp_path):
+    """A single-slice image (real ITK T1 slice, PNG) gets its ROI size as an area in cm2, not mL."""
+    from medanomaly.cli.app import app
+    from medanomaly.data.sources import real_data
+
+    res = CliRunner().invoke(app, ["segment", str(real_data("itk/BrainT1Slice.png")), str(tmp_path / "m.png"),
+                                   "--roi", "body"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    mask = read(tmp_path / "m.png")
+    area = float((mask.array > 0).sum()) / 100.0  # 1 x 1 mm pixels
+    assert f"body {round(area, 1)} cm2" in res.output and " mL" not in res.output
