@@ -56,6 +56,9 @@ def test_classify_cli_train_evaluate_predict_tune(tmp_path: Path) -> None:
 
     res = runner.invoke(app, ["evaluate", str(run), "--split", "test"])
     assert res.exit_code == 0, res.output
+    assert "macro.roc_auc" in res.output and "metrics.json" in res.output
+    res = runner.invoke(app, ["evaluate", str(run), "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)
     assert "roc_auc" in metrics["macro"] and metrics["ensemble"]["tta"] is True
 

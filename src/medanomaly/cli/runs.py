@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
+
+#: Longest list printed inline by ``evaluate``; longer ones (curves) stay in metrics.json.
+_MAX_INLINE_LIST = 8
+
+
+def summarise_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Readable lines of a task's metrics: ``name  value [ci_low, ci_high]``; curves left out.
+
+    Example:
+        >>> list(summarise_metrics({"auc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}, "n": 10}))
+        ['auc                                 0.900 [0.800, 0.950]', 'n                                   10']
+    """
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and {"value", "ci_low", "ci_high"} <= value.keys():
+            v, lo, hi = (value[k] for k in ("value", "ci_low", "ci_high"))
+            if v is None:
+                yield f"{name:<35} n/a"
+            else:
+                ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+                yield f"{name:<35} {v:.3f}{ci}"
+        elif isinstance(value, dict):
+            yield from summarise_metrics(value, prefix=f"{name}.")
+        elif isinstance(value, list) and len(value) > _MAX_INLINE_LIST:
+            continue
+        elif isinstance(value, float):
+            yield f"{name:<35} {value:.4g}"
+        else:
+            yield f"{name:<35} {value}"
 
 
 def default_run_dir(config_path: Path, name: str | None) -> Path:
@@ -36,6 +67,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         run: Path = typer.Argument(..., help="Run directory written by `medanomaly train`."),
         split: str = typer.Option("test", help="Which split to evaluate."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
     ) -> None:
         """Evaluate a trained run: metrics with 95% CIs, plots and an HTML report in the run dir."""
         from medanomaly.config import load_config
@@ -46,4 +78,9 @@ def register(app: typer.Typer) -> None:
             raise InputError("not a run directory (no config.yaml)", run)
         cfg = load_config(run / "config.yaml")
         metrics = TASKS.get(cfg.task).evaluate(run, split)
-        typer.echo(json.dumps(metrics, indent=2, default=float))
+        if as_json:
+            typer.echo(json.dumps(metrics, indent=2, default=float))
+            return
+        for line in summarise_metrics(metrics):
+            typer.echo(line)
+        typer.echo(f"full metrics and report: {run}/metrics.json, {run}/report.html")
