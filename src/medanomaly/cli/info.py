@@ -108,7 +108,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a multi-series folder."),
     ) -> None:
-        """Show modality, shape, spacing, origin, direction, dtype and intensity range of an image."""
+        """Show modality, shape, spacing, origin, direction, dtype and intensity range of an image.
+
+        Example: medanomaly info study/CT_series/ --json
+        """
         log_warnings_to_stderr()
         # pydicom's warnings about odd-but-readable headers would add multi-line noise; what
         # matters (skipped files, errors) is reported by medanomaly itself, one line each.
