@@ -45,6 +45,7 @@ def main() -> None:
         det.model_ = nodule_unet(**det.model_params).eval() if det.model_params else nodule_unet().eval()
     from monai.inferers import SlidingWindowInferer
 
+    det.threads = 2  # same torch threads on both sides
     inferer = SlidingWindowInferer(roi_size=det.roi_size, sw_batch_size=1, overlap=det.overlap, mode="gaussian")
 
     def baseline() -> np.ndarray:
