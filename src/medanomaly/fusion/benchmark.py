@@ -138,6 +138,8 @@ def run_benchmark(
         sub = replace(splits, modalities=mods, arrays=arrays, visible_in=visible)
         seed_everything(config.seed)  # same initialisation stream for every variant, run alone or together
         model = build_model(variant.model, mods, spatial_dims)
+        if log:
+            log(f"[{len(rows) + 1}/{len(variants)}] training {variant.label} ...")
         start = time.perf_counter()
         fit = fit_fusion(model, sub.arrays["train"], sub.arrays["val"], settings)
         seconds = time.perf_counter() - start
@@ -150,7 +152,8 @@ def run_benchmark(
         if out_dir is not None:  # after every variant: an interrupted run keeps what it measured
             _write(result, Path(out_dir), complete=len(rows) == len(variants))
         if log:
-            log(f"{variant.label}: test AUC {test['auc']['value']:.3f} ({seconds:.1f}s)")
+            left = (len(variants) - len(rows)) * sum(r["seconds"] for r in rows) / len(rows)
+            log(f"{variant.label}: test AUC {test['auc']['value']:.3f} ({seconds:.1f}s; about {left:.0f}s left)")
     return BenchmarkResult(tuple(rows), splits.modalities, splits.synthetic)
 
 

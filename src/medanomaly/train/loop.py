@@ -284,6 +284,9 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
             else:
                 score = -record["train_loss"] if higher else record["train_loss"]
             history.append(record)
+            if progress:  # one line per epoch: visible in a terminal and in a redirected log alike
+                progress.console.print(f"epoch {epoch + 1}/{s.epochs}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
             improved = (score > best["score"] + s.min_delta) if higher else (score < best["score"] - s.min_delta)
             if improved or best["epoch"] < 0 or (math.isnan(best["score"]) and not math.isnan(score)):
                 best = {"epoch": epoch, "score": float(score), "stale": 0}
