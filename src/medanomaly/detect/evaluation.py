@@ -8,9 +8,10 @@
   simulation truth (volume: continuous simulated volume; diameter: maximum 3D diameter of the
   truth mask) by Bland-Altman.
 * **Real lesions**: the detector searches both lungs of each source CT that has a real lesion
-  mask; the report gives the rank of the first finding whose mask overlaps the lesion, its score,
-  and how many non-overlapping findings score at least as high (false positives in that scan at
-  that threshold).
+  mask; the report gives the rank of the first finding that hits the lesion (its mask overlaps the
+  lesion **and** its centre lies inside the lesion's bounding box grown by ``HIT_MARGIN_MM``, so a
+  huge blob that merely touches the lesion is not a hit), its score, and how many other findings
+  score at least as high (false positives in that scan at that threshold).
 
 Example:
     >>> rank_on_lesion([], None)
@@ -32,31 +33,48 @@ from medanomaly.evaluate.agreement import bland_altman
 from medanomaly.evaluate.froc import ScanMarks, froc, match_findings
 from medanomaly.types import Finding, Volume
 
-__all__ = ["CaseResult", "evaluate_heldout", "evaluate_real", "rank_on_lesion", "finding_json"]
+__all__ = ["CaseResult", "evaluate_heldout", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
+
+
+#: A finding's centre may lie this far (mm) outside the reference lesion's bounding box and still hit it.
+HIT_MARGIN_MM = 5.0
+
+
+def hits_lesion(finding: Finding, lesion: Volume) -> bool:
+    """True when the finding's mask overlaps ``lesion`` and its centre lies in the lesion's LPS
+    bounding box grown by :data:`HIT_MARGIN_MM` (overlap alone would credit a lung-sized blob)."""
+    les = np.asarray(lesion.array) > 0
+    if finding.mask is None or not np.any(np.asarray(finding.mask.array)[les]):
+        return False
+    zyx = np.argwhere(les)
+    corners_xyz = np.array([[x, y, z] for z in (zyx[:, 0].min(), zyx[:, 0].max())
+                            for y in (zyx[:, 1].min(), zyx[:, 1].max()) for x in (zyx[:, 2].min(), zyx[:, 2].max())])
+    corners_mm = lesion.index_to_physical(corners_xyz)
+    low, high = corners_mm.min(axis=0) - HIT_MARGIN_MM, corners_mm.max(axis=0) + HIT_MARGIN_MM
+    centre = np.asarray(finding.center_mm, dtype=float)
+    return bool(np.all(centre >= low) and np.all(centre <= high))
 
 
 def rank_on_lesion(findings: list[Finding], lesion: Volume | None) -> tuple[int | None, float | None, int]:
-    """(1-based rank of the first finding overlapping ``lesion``, its score, FPs scoring >= it).
+    """(1-based rank of the first finding hitting ``lesion``, its score, other findings scoring >= it).
 
-    Returns ``(None, None, len(findings))`` when no finding overlaps.
+    Returns ``(None, None, len(findings))`` when no finding hits (see :func:`hits_lesion`).
     """
     if lesion is None:
         return None, None, len(findings)
-    les = np.asarray(lesion.array) > 0
+    hits = [hits_lesion(f, lesion) for f in findings]
     for i, f in enumerate(findings):
-        if f.mask is not None and np.any(np.asarray(f.mask.array)[les]):
-            fps = sum(
-                1 for g in findings if g.score >= f.score and not (g.mask is not None and np.any(np.asarray(g.mask.array)[les]))
-            )
+        if hits[i]:
+            fps = sum(1 for g, hit in zip(findings, hits, strict=True) if g.score >= f.score and not hit)
             return i + 1, float(f.score), fps
     return None, None, len(findings)
 
 
 def finding_json(f: Finding, lesion: Volume | None = None) -> dict[str, Any]:
-    """A finding's JSON (``Finding.to_json``) plus whether it overlaps the reference lesion."""
+    """A finding's JSON (``Finding.to_json``) plus whether it hits the reference lesion."""
     out = f.to_json()
     if lesion is not None and f.mask is not None:
-        out["overlaps_reference"] = bool(np.any(np.asarray(f.mask.array)[np.asarray(lesion.array) > 0]))
+        out["overlaps_reference"] = hits_lesion(f, lesion)
     return out
 
 
