@@ -41,7 +41,7 @@ def require_chest_ct(ct: Volume, path: str | Path | None = None) -> Volume:
     Raises:
         InputError: multi-component, NaNs, a non-CT modality (MR, US, ...) or a non-HU range.
     """
-    from medanomaly.preprocess._checks import require_ct
+    from medanomaly.preprocess.checks import require_ct
 
     try:
         return require_ct(ct, "nodule detection")

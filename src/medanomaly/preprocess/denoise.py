@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import require_finite, require_scalar
+from medanomaly.preprocess.checks import require_finite, require_scalar
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import require_ct, require_finite, require_scalar
+from medanomaly.preprocess.checks import require_ct, require_finite, require_scalar
 from medanomaly.types import Volume
 
 __all__ = ["WINDOWS", "window", "multi_window", "clahe", "equalize", "gamma", "unsharp"]
@@ -119,7 +119,7 @@ def equalize(volume: Volume, nbins: int = 256, mask: Volume | None = None) -> Vo
     the histogram inside ``mask`` only."""
     from skimage.exposure import equalize_hist
 
-    from medanomaly.preprocess._checks import require_mask
+    from medanomaly.preprocess.checks import require_mask
 
     require_scalar(volume, "equalize")
     require_finite(volume, "equalize")

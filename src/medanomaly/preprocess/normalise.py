@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import require_ct, require_finite, require_mask, require_scalar
+from medanomaly.preprocess.checks import require_ct, require_finite, require_mask, require_scalar
 from medanomaly.types import Volume
 
 __all__ = ["minmax", "zscore", "percentile_clip", "hu_clip"]

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import require_finite, require_mask
+from medanomaly.preprocess.checks import require_finite, require_mask
 from medanomaly.types import Volume
 
 __all__ = [

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess._checks import looks_like_hu, require_ct, require_finite, require_scalar
+from medanomaly.preprocess.checks import looks_like_hu, require_ct, require_finite, require_scalar
 from medanomaly.types import Volume
 
 __all__ = [

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["_checks", "denoise", "enhance", "normalise", "resample", "segment", "pipeline", "steps", "overlay"]
+MODULES = ["checks", "denoise", "enhance", "normalise", "resample", "segment", "pipeline", "steps", "overlay"]
 
 
 @pytest.mark.parametrize("name", MODULES)
