@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from medanomaly.registry import MODELS
+from medanomaly.models._tagging import model_names_for_task, register_tagged
 
 TASK = "classification"
 
@@ -42,17 +42,11 @@ def register_classifier(name: str, example_params: dict[str, Any] | None = None,
             module.spatial_dims = spatial_dims
             return module
 
-        build.__name__ = name
-        build.__doc__ = factory.__doc__
-        build.__wrapped__ = factory  # type: ignore[attr-defined]
-        build.task = TASK  # type: ignore[attr-defined]
-        build.example_params = dict(example_params or {})  # type: ignore[attr-defined]
-        build.example_size = example_size  # type: ignore[attr-defined]
-        return MODELS.register(name)(build)
+        return register_tagged(name, TASK, build, factory, example_params, example_size)
 
     return decorator
 
 
 def classifier_names() -> list[str]:
     """Registered model names whose factory declares ``task == "classification"``."""
-    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", None) == TASK]
+    return model_names_for_task(TASK)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from medanomaly.registry import MODELS
+from medanomaly.models._tagging import model_names_for_task, register_tagged
 
 TASK = "fusion"
 
@@ -45,20 +45,14 @@ def register_fusion(name: str, example_params: dict[str, Any] | None = None, exa
             module.model_name = name
             return module
 
-        build.__name__ = name
-        build.__doc__ = factory.__doc__
-        build.__wrapped__ = factory  # type: ignore[attr-defined]
-        build.task = TASK  # type: ignore[attr-defined]
-        build.example_params = dict(example_params or {})  # type: ignore[attr-defined]
-        build.example_size = example_size  # type: ignore[attr-defined]
-        return MODELS.register(name)(build)
+        return register_tagged(name, TASK, build, factory, example_params, example_size)
 
     return decorator
 
 
 def fusion_names() -> list[str]:
     """Registered model names whose factory declares ``task == "fusion"``."""
-    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", None) == TASK]
+    return model_names_for_task(TASK)
 
 
 def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0):
