@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from medanomaly.config import ComponentConfig, RunConfig, Section
 
 
@@ -68,6 +70,7 @@ class InferConfig(Section):
     mask_threshold: float = 0.5
     max_findings: int = 20
     hit_min_radius_mm: float = 5.0
+    explain_top: int = Field(3, ge=0)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
 
 
 class LungNoduleConfig(RunConfig):

@@ -157,6 +157,7 @@ class LungNoduleTask:
                 continue
             case = evaluate_real(detector, source)
             entry = write_case(case, source, out_dir)
+            explain_case(detector, source.ct, case.findings[: cfg.infer.explain_top], entry, out_dir)
             cases.append(entry)
             real_metrics[source.name] = {k: entry[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
                                                                "reference_ml", "measured_ml")}  # fmt: skip
@@ -190,6 +191,20 @@ class LungNoduleTask:
             },
         )
         return metrics
+
+
+def explain_case(detector: Any, ct: Any, findings: list[Any], entry: dict[str, Any], out_dir: Path) -> None:
+    """Grad-CAM overlay of each given finding into ``<out_dir>/<case>/explain/``; the report entry's
+    findings get the relative path under ``"explain"`` (a finding that cannot be explained gets none)."""
+    if not findings:
+        return
+    from medanomaly.explain.findings import explain_findings_detailed
+
+    results = explain_findings_detailed(detector, ct, findings, out_dir / entry["name"] / "explain",
+                                        method="gradcam", fov_mm=80.0)  # fmt: skip
+    for r in results:
+        if r.png is not None:
+            entry["findings"][r.index - 1]["explain"] = f"{entry['name']}/explain/{r.png.name}"
 
 
 def _fmt_rate(rate: float) -> str:
