@@ -100,6 +100,7 @@ class EvaluateConfig(Section):
     threshold_rule: str = "youden"
     tta: bool = False
     report: bool = True
+    explain: int = Field(6, ge=0)  # Grad-CAM overlays in report.html: most confident right/wrong per class (0 = off)
 
 
 class EnsembleConfig(Section):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
 from medanomaly.errors import InputError
@@ -74,9 +75,56 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         from medanomaly.evaluate.report import write_classification_report
 
         title = f"{cfg.name or 'classification'}: {split} split"
+        explained = explain_examples(clf, data.images, data.labels, probs, run_dir / "explain", cfg.evaluate.explain)
         write_classification_report(run_dir, metrics, result, data.labels, probs, clf.class_names,
-                                    raw_probs=raw, split=split, title=title)
+                                    raw_probs=raw, split=split, title=title, explanations=explained)
     return _without_curves(metrics)
+
+
+def pick_examples(labels: np.ndarray, probs: np.ndarray, limit: int) -> list[int]:
+    """Indices to explain: per class, the most confident correct and the most confident wrong call
+    (true class = that class), in class order, at most ``limit``."""
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    picked: list[int] = []
+    for c in range(probs.shape[1]):
+        for correct in (True, False):
+            idx = np.flatnonzero((labels == c) & ((pred == c) == correct))
+            if idx.size:
+                picked.append(int(idx[np.argmax(conf[idx])]))
+    return picked[:limit]
+
+
+def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, out_dir: Path,
+                     limit: int) -> list[tuple[Path, str]]:  # fmt: skip
+    """Grad-CAM overlays of :func:`pick_examples` into ``out_dir`` (``<split index>_overview.png``);
+    returns ``(png, caption)`` pairs with the true and predicted class. Images are model inputs
+    (no patient geometry): the overlay's axes are in model pixels."""
+    if limit <= 0 or len(images) == 0:
+        return []
+    import dataclasses
+
+    from medanomaly.explain.adapters import as_explainable
+    from medanomaly.explain.findings import explain_findings
+    from medanomaly.types import Volume
+
+    ex = dataclasses.replace(as_explainable(clf), preprocess=None)  # images are already model inputs
+    names = clf.class_names
+    out: list[tuple[Path, str]] = []
+    for i in pick_examples(np.asarray(labels), np.asarray(probs), limit):
+        x = np.asarray(images[i], np.float32)  # (C, *spatial)
+        data = x.reshape((x.shape[0], 1, *x.shape[1:])) if x.ndim == 3 else x
+        data = data[0] if x.shape[0] == 1 else np.moveaxis(data, 0, -1)
+        meta = {"synthetic": True} if getattr(clf, "synthetic", False) else {}
+        try:
+            pngs = explain_findings(ex, Volume(data, meta=meta), [], out_dir, method="gradcam", stem=f"case{i}")
+        except InputError:
+            continue
+        pred = int(np.argmax(probs[i]))
+        verdict = "correct" if pred == int(labels[i]) else "wrong"
+        out += [(p, f"Grad-CAM, case {i} of the split: true {names[int(labels[i])]}, predicted {names[pred]} "
+                    f"(p = {probs[i, pred]:.2f}, {verdict}) - {out_dir.name}/{p.name}") for p in pngs]  # fmt: skip
+    return out
 
 
 def _without_curves(metrics: dict[str, Any]) -> dict[str, Any]:

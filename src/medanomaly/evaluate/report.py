@@ -136,6 +136,7 @@ def _html(
     decision_rule: str,
     split: str,
     title: str,
+    explanations: Sequence[tuple[Path, str]] = (),
 ) -> str:
     """Fill the jinja2 template (self-contained HTML: plots embedded as base64 PNG)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -153,6 +154,7 @@ def _html(
     except PackageNotFoundError:  # pragma: no cover
         pkg_version = "dev"
     figs = [{"data": base64.b64encode(Path(p).read_bytes()).decode("ascii"), "caption": cap} for p, cap in figures]
+    cams = [{"data": base64.b64encode(Path(p).read_bytes()).decode("ascii"), "caption": cap} for p, cap in explanations]
     return template.render(
         title=title,
         synthetic=result.synthetic,
@@ -165,6 +167,7 @@ def _html(
         decision_rule=decision_rule,
         calibration_rows=list(calibration_rows),
         figures=figs,
+        explanations=cams,
         version=pkg_version,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -373,6 +376,7 @@ def write_classification_report(
     raw_probs: np.ndarray | None = None,
     split: str | None = None,
     title: str | None = None,
+    explanations: Sequence[tuple[Path, str]] | None = None,
 ) -> Path:
     """Plots and ``report.html`` for metrics a task has already computed (``metrics.json`` content).
 
@@ -391,6 +395,8 @@ def write_classification_report(
         raw_probs: (n, K) probabilities before temperature scaling, to show both reliability curves.
         split: split name (default ``metrics["split"]``).
         title: report title.
+        explanations: ``(png, caption)`` explanation overlays (e.g. Grad-CAM of chosen test images),
+            embedded in their own section.
 
     Returns:
         Path of ``report.html``.
@@ -442,7 +448,7 @@ def write_classification_report(
         sel_rule = metrics.get("threshold_selection")
         rule = sel_rule.get("rule") if isinstance(sel_rule, Mapping) else None
     html = _html(result, figures, info, rows, _decision_rule(result, rule), split,
-                 title or f"Classification evaluation: {info.get('config name', run_dir.name)}")
+                 title or f"Classification evaluation: {info.get('config name', run_dir.name)}", explanations or ())
     out = run_dir / "report.html"
     out.write_text(html)
     return out

@@ -90,6 +90,12 @@ def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
     assert metrics["calibration"]["fitted_on"] == "val" and metrics["abstention"]["fitted_on"] == "val"
     assert 0 < metrics["abstention"]["coverage"] <= 1
     assert metrics["synthetic"] is False
+    cams = sorted((trained_run / "explain").glob("case*_overview.png"))
+    assert 1 <= len(cams) <= 6  # evaluate.explain: most confident right/wrong per class, at most 6
+    html = (trained_run / "report.html").read_text()
+    for png in cams:
+        assert f"explain/{png.name}" in html
+    assert "Grad-CAM" in html and html.count("predicted ") >= len(cams)
     with pytest.raises(InputError, match="unknown split"):
         evaluate_run(trained_run, "holdout")
 
@@ -113,3 +119,13 @@ def test_classify_kfold_members_validate_on_held_out_patients(blob_manifest: Pat
     models, results, cv = fit_members(cfg, data, None, progress=False)
     assert len(models) == 2 and all(r.epochs_run == 1 for r in results)
     assert cv["folds"] == 2 and len(cv["fold_scores"]) == 2 and cv["metric"] == "val_auc"
+
+
+def test_classify_pick_examples_most_confident_right_and_wrong_per_class() -> None:
+    from medanomaly.classify.task import pick_examples
+
+    labels = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7], [0.45, 0.55]])
+    assert pick_examples(labels, probs, 6) == [0, 2, 3]  # class 1 has no wrong call
+    assert pick_examples(labels, probs, 2) == [0, 2]
+    assert pick_examples(labels, probs, 0) == []
