@@ -127,6 +127,23 @@ def summarise(scan: EmbeddedScan, vol: Volume) -> dict[str, Any]:
     }
 
 
+def blank_burned_in_text(plane: np.ndarray, vol: Volume) -> np.ndarray:
+    """The displayed plane with burned-in text blanked (:mod:`medanomaly.privacy.burned_in`), so
+    no identifier printed into an ultrasound frame reaches the contact sheet. For a cine, only
+    text that stays still across frames counts (moving anatomy is not text)."""
+    from medanomaly.privacy.burned_in import blank_regions, detect_text_regions
+
+    if vol.shape[0] > 1:
+        frames = vol.array[:: max(1, vol.shape[0] // 8)]
+        return blank_regions(plane, detect_text_regions(np.asarray(frames), multiframe=True))
+    for _ in range(3):  # blanking can uncover fainter text next to what it removed: look again
+        regions = detect_text_regions(plane)
+        if not regions:
+            break
+        plane = blank_regions(plane, regions)
+    return plane
+
+
 def contact_sheet(items: list[tuple[EmbeddedScan, Volume, dict[str, Any]]], path: Any) -> None:
     """Grid of middle slices with name, modality and shape under each."""
     import matplotlib
@@ -142,10 +159,15 @@ def contact_sheet(items: list[tuple[EmbeddedScan, Volume, dict[str, Any]]], path
         ax.set_axis_off()
     for ax, (scan, vol, row) in zip(np.ravel(axes), items, strict=False):
         plane, aspect = display_slice(vol, scan.window)
+        redacted = ""
+        if row["modality"] == "US":  # ultrasound test files carry burned-in (fake) patient text
+            plane = blank_burned_in_text(plane, vol)
+            redacted = ", text blanked"
         ax.imshow(plane, cmap=None if plane.ndim == 3 else "gray", aspect=aspect, interpolation="lanczos")
         shape = "x".join(str(s) for s in row["shape"])
         win = f", {scan.window} window" if scan.window else ""
-        ax.set_title(f"{scan.name} ({row['modality']}{win})\n{scan.what}\n{shape}", color="white", fontsize=8)
+        ax.set_title(f"{scan.name} ({row['modality']}{win}{redacted})\n{scan.what}\n{shape}", color="white",
+                     fontsize=8)
     fig.suptitle("medanomaly demo: embedded real scans (middle slice each)", color="white", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110, facecolor="black")

@@ -75,3 +75,15 @@ def test_demo_every_embedded_scan_resolves(scan):
     from medanomaly.data.sources import real_data
 
     assert real_data(scan.key).exists()
+
+
+def test_demo_contact_sheet_blanks_burned_in_ultrasound_text():
+    from medanomaly.privacy.burned_in import detect_text_regions
+
+    us = next(s for s in scans.EMBEDDED_SCANS if s.name == "US1")
+    vol = scans.load_scan(us)
+    plane, _ = scans.display_slice(vol, us.window)
+    assert len(detect_text_regions(plane)) >= 3  # the real file carries burned-in (fake) patient text
+    cleaned = scans.blank_burned_in_text(plane, vol)
+    assert detect_text_regions(cleaned) == []
+    assert np.mean(np.any(cleaned != plane, axis=-1)) < 0.15  # the image itself is kept
