@@ -81,11 +81,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     return _without_curves(metrics)
 
 
-def pick_examples(labels: np.ndarray, probs: np.ndarray, limit: int) -> list[int]:
+def pick_examples(labels: np.ndarray, probs: np.ndarray, limit: int, pred: np.ndarray | None = None) -> list[int]:
     """Indices to explain: per class, the most confident correct and the most confident wrong call
-    (true class = that class), in class order, at most ``limit``."""
-    pred = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
+    (true class = that class), in class order, at most ``limit``.
+
+    Args:
+        pred: the called class per row (default the most probable; pass the decision-threshold call).
+    """
+    pred = probs.argmax(axis=1) if pred is None else np.asarray(pred)
+    conf = probs[np.arange(len(pred)), pred]
     picked: list[int] = []
     for c in range(probs.shape[1]):
         for correct in (True, False):
@@ -110,20 +114,27 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
 
     ex = dataclasses.replace(as_explainable(clf), preprocess=None)  # images are already model inputs
     names = clf.class_names
+    probs = np.asarray(probs)
+    called, abstained = clf.decide(probs)
+    pred_all = np.array([names.index(c) if not a else int(np.argmax(p))
+                         for c, a, p in zip(called, abstained, probs, strict=True)])  # fmt: skip
     out: list[tuple[Path, str]] = []
-    for i in pick_examples(np.asarray(labels), np.asarray(probs), limit):
+    for i in pick_examples(np.asarray(labels), probs, limit, pred_all):
         x = np.asarray(images[i], np.float32)  # (C, *spatial)
         data = x.reshape((x.shape[0], 1, *x.shape[1:])) if x.ndim == 3 else x
         data = data[0] if x.shape[0] == 1 else np.moveaxis(data, 0, -1)
         meta = {"synthetic": True} if getattr(clf, "synthetic", False) else {}
         try:
-            pngs = explain_findings(ex, Volume(data, meta=meta), [], out_dir, method="gradcam", stem=f"case{i}")
+            pngs = explain_findings(ex, Volume(data, meta=meta), [], out_dir, method="gradcam", stem=f"case{i}",
+                                    target=int(pred_all[i]))  # fmt: skip
         except InputError:
             continue
-        pred = int(np.argmax(probs[i]))
+        pred = int(pred_all[i])
         verdict = "correct" if pred == int(labels[i]) else "wrong"
-        out += [(p, f"Grad-CAM, case {i} of the split: true {names[int(labels[i])]}, predicted {names[pred]} "
-                    f"(p = {probs[i, pred]:.2f}, {verdict}) - {out_dir.name}/{p.name}") for p in pngs]  # fmt: skip
+        verdict += ", abstained: answered 'uncertain'" if abstained[i] else ""
+        out += [(p, f"Grad-CAM of the predicted class, case {i} of the split: true {names[int(labels[i])]}, "
+                    f"predicted {names[pred]} (p = {probs[i, pred]:.2f}, {verdict}) - {out_dir.name}/{p.name}")
+                for p in pngs]  # fmt: skip
     return out
 
 

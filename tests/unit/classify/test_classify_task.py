@@ -129,3 +129,5 @@ def test_classify_pick_examples_most_confident_right_and_wrong_per_class() -> No
     assert pick_examples(labels, probs, 6) == [0, 2, 3]  # class 1 has no wrong call
     assert pick_examples(labels, probs, 2) == [0, 2]
     assert pick_examples(labels, probs, 0) == []
+    called = np.array([0, 1, 1, 1, 1])  # a decision threshold of 0.4 on class 1
+    assert pick_examples(labels, probs, 6, called) == [0, 2, 3]  # case 2 (p=0.8 wrong) beats case 1 (p=0.4)
