@@ -92,8 +92,15 @@ def _scorer_class() -> type:
 
 
 def as_scorer(model: Any, output_fn: Callable[[Any], Any] | None = None) -> nn.Module:
-    """Wrap ``model`` so it returns ``(B, K)`` scores (see the module docstring)."""
-    return _scorer_class()(model, output_fn)
+    """Wrap ``model`` so it returns ``(B, K)`` scores (see the module docstring).
+
+    The wrapper takes the model's train/eval mode: MONAI's CAM classes restore the mode of the
+    module they are given, and a fresh wrapper (``training=True``) would switch an eval-mode model
+    to training mode, so batch norm would use batch statistics in every later prediction.
+    """
+    scorer = _scorer_class()(model, output_fn)
+    scorer.training = bool(getattr(model, "training", False))
+    return scorer
 
 
 def is_torch_module(model: Any) -> bool:

@@ -150,3 +150,25 @@ def test_model_state_untouched(method):
     assert net.training
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "occlusion", "integrated_gradients", "guided_backprop"])
+def test_explaining_leaves_an_eval_model_in_eval_mode(method):
+    """Regression: MONAI's CAM restored the (training-mode) wrapper's mode onto the model, so batch
+    norm switched to batch statistics and every later prediction of a detector changed."""
+    import torch
+    from torch import nn
+
+    from medanomaly.registry import EXPLAINERS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model.eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    EXPLAINERS.get(method)(model, x)
+    assert model.training is False
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
