@@ -110,7 +110,7 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
         png = None
         if out is not None and write_png:
             png = overlay_png(volume, heat, out / f"{stem}_overview.png", mask=mask, method=method,
-                              title=_title(ex, method, None))  # fmt: skip
+                              title=_title(ex, method, None), contour_label="findings' masks")  # fmt: skip
         hit = pointing_game(heat, mask) if mask is not None else None
         results.append(FindingExplanation(0, heat, volume, png, peak_mm(heat), hit))
         return results
@@ -130,7 +130,8 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
         png = None
         if out is not None and write_png:
             png = overlay_png(view, heat, out / f"{stem}_{i + 1}.png", mask=mask, method=method,
-                              title=_title(ex, method, (i + 1, finding)), center_mm=finding.center_mm)  # fmt: skip
+                              title=_title(ex, method, (i + 1, finding)), center_mm=finding.center_mm,
+                              contour_label="finding's mask")  # fmt: skip
         hit = pointing_game(heat, mask) if mask is not None else None
         results.append(FindingExplanation(i + 1, heat, view, png, peak_mm(heat), hit))
     return results

@@ -81,13 +81,15 @@ def _panels(shape: tuple[int, int, int], peak: tuple[int, int, int], spacing: tu
 def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Volume | None = None,
                 method: str = "", window: tuple[float, float] | None = None,
                 threshold: float = 0.15, title: str | None = None, fov_mm: float | None = None,
-                center_mm: tuple[float, float, float] | None = None, dpi: int = 110) -> Path:  # fmt: skip
+                center_mm: tuple[float, float, float] | None = None, dpi: int = 110,
+                contour_label: str = "lesion contour") -> Path:  # fmt: skip
     """Write a PNG of ``map_volume`` over ``image`` (3 orthogonal panels through the peak for 3D).
 
     Args:
         image: the scan (grey, or RGB for one-slice colour images).
         map_volume: the explanation on ``image``'s grid (resample first if it is not).
         mask: lesion mask on the same grid: its contour is drawn in cyan.
+        contour_label: what the cyan contour is, in the title (a reference lesion, a detector's finding).
         method: method name, for the title and the colour-bar unit.
         window: display window (HU for CT; default CT -1000..400 HU, else 1st-99th percentile).
         threshold: map values under this fraction of the maximum are transparent.
@@ -174,7 +176,7 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     if synthetic:
         heading += "  [synthetic]"
     if lesion is not None:
-        heading += "  (cyan: lesion contour)"
+        heading += f"  (cyan: {contour_label})"
     fig.suptitle(heading, fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
