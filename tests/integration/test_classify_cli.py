@@ -53,6 +53,7 @@ def test_classify_cli_train_evaluate_predict_tune(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(cfg), "--out", str(run)])
     assert res.exit_code == 0, res.output
     assert (run / "members/0/model.safetensors").is_file()
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
 
     res = runner.invoke(app, ["evaluate", str(run), "--split", "test"])
     assert res.exit_code == 0, res.output
@@ -86,3 +87,15 @@ def test_classify_cli_bad_input_is_one_line(tmp_path: Path) -> None:
                           str(tmp_path / "run")], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "do not exist: p3.nrrd" in out.stderr
+
+
+def test_cli_evaluate_refuses_a_run_whose_training_did_not_finish(tmp_path: Path) -> None:
+    from medanomaly.cli.runs import read_status, write_status
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: classification\n")
+    write_status(run, "running")
+    assert read_status(run) == "running"
+    res = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert res.exit_code != 0 and "did not finish" in str(res.exception)

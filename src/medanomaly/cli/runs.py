@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,20 @@ def summarise_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[str
             yield f"{name:<35} {value}"
 
 
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """Record in ``run_dir/status.json`` whether training is ``running`` or ``complete``, so an
+    interrupted run is recognisable as such."""
+    (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}))
+
+
+def read_status(run_dir: Path) -> str | None:
+    """The status written by :func:`write_status`, or None for a run made without it."""
+    try:
+        return str(json.loads((run_dir / "status.json").read_text())["status"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
 def default_run_dir(config_path: Path, name: str | None) -> Path:
     """``runs/<name or config stem>-<YYYYmmdd-HHMMSS>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -57,10 +72,14 @@ def register(app: typer.Typer) -> None:
         from medanomaly.registry import TASKS
 
         cfg = load_config(config)
+        task = TASKS.get(cfg.task)
         run_dir = out or default_run_dir(config, cfg.name)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir)
-        TASKS.get(cfg.task).train(cfg, run_dir)
+        write_status(run_dir, "running")
+        start = time.perf_counter()
+        task.train(cfg, run_dir)
+        write_status(run_dir, "complete", seconds=round(time.perf_counter() - start, 1))
         typer.echo(f"run: {run_dir}")
 
     @app.command()
@@ -76,6 +95,8 @@ def register(app: typer.Typer) -> None:
 
         if not (run / "config.yaml").is_file():
             raise InputError("not a run directory (no config.yaml)", run)
+        if read_status(run) == "running":
+            raise InputError("training of this run did not finish (status.json says running); train it again", run)
         cfg = load_config(run / "config.yaml")
         metrics = TASKS.get(cfg.task).evaluate(run, split)
         if as_json:
