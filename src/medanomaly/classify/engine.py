@@ -133,7 +133,8 @@ class Classifier:
     def raw_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Combined member probabilities (N, K) before temperature scaling."""
         from medanomaly.train.ensemble import combine
-        from medanomaly.train.loop import predict_logits, softmax
+        from medanomaly.evaluate.calibration import softmax
+        from medanomaly.train.loop import predict_logits
         from medanomaly.train.tta import predict_proba_tta
 
         members = []
@@ -146,7 +147,7 @@ class Classifier:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Calibrated class probabilities (N, K)."""
-        from medanomaly.train.loop import softmax
+        from medanomaly.evaluate.calibration import softmax
 
         p = self.raw_proba(images, batch_size)
         if self.temperature == 1.0:

@@ -93,7 +93,7 @@ def predict_proba(model, x: np.ndarray, present: np.ndarray | None = None, batch
     """Class probabilities (N, K) of a fusion network in eval mode."""
     import torch
 
-    from medanomaly.train.loop import softmax
+    from medanomaly.evaluate.calibration import softmax
 
     model.eval()
     m = len(model.modalities)

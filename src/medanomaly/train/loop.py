@@ -31,6 +31,7 @@ import numpy as np
 
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import InputError
+from medanomaly.evaluate.calibration import softmax
 from medanomaly.train.augment import Augmenter, AugmentSpec
 
 #: Validation metrics early stopping can watch, and whether higher is better.
@@ -102,14 +103,6 @@ def predict_logits(model, images: np.ndarray, batch_size: int = 64):
         for i in range(0, len(x), batch_size):
             outs.append(model(x[i:i + batch_size]).float())
     return torch.cat(outs).numpy() if outs else np.zeros((0, getattr(model, "num_classes", 2)), np.float32)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def quick_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -25,7 +25,8 @@ def default_flips(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
 def predict_proba_tta(model, images: np.ndarray, flips: Sequence[Sequence[int]] | None = None,
                       batch_size: int = 64, temperature: float = 1.0) -> np.ndarray:
     """Mean softmax probability (N, K) over flipped versions of ``images`` (N, C, *spatial)."""
-    from medanomaly.train.loop import predict_logits, softmax
+    from medanomaly.evaluate.calibration import softmax
+    from medanomaly.train.loop import predict_logits
 
     spatial_dims = images.ndim - 2
     flips = default_flips(spatial_dims) if flips is None else flips
