@@ -120,13 +120,10 @@ def crop_geometry(reference: Volume, lo_zyx: np.ndarray, hi_zyx: np.ndarray) -> 
 
 
 def resample_like(volume: Volume, reference: Volume, nearest: bool = False, default: float = 0.0) -> Volume:
-    """Resample ``volume`` onto ``reference``'s grid (linear, or nearest for labels), SimpleITK."""
-    import SimpleITK as sitk
+    """Resample ``volume`` onto ``reference``'s grid (linear in float32, or nearest for labels);
+    the result carries ``reference``'s metadata. Uses :func:`medanomaly.preprocess.resample.resample_like`."""
+    from medanomaly.preprocess.resample import resample_like as resample_onto
 
-    image = volume.to_sitk()
-    if not nearest:
-        image = sitk.Cast(image, sitk.sitkFloat32)
-    ref = reference.to_sitk()
-    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    out = sitk.Resample(image, ref, sitk.Transform(), interp, default)
-    return reference.with_array(sitk.GetArrayFromImage(out))
+    source = volume if nearest else volume.with_array(np.asarray(volume.array, dtype=np.float32))
+    out = resample_onto(source, reference, interpolator="nearest" if nearest else "linear", default=default)
+    return reference.with_array(out.array)

@@ -62,17 +62,12 @@ def resample_to(map_volume: Volume, reference: Volume, default: float = 0.0) -> 
     SimpleITK is used instead of array zooming because it honours origin and direction, so a map
     computed on a cropped, resampled or reoriented model grid lands on the right voxels.
     """
-    import SimpleITK as sitk
+    from medanomaly.preprocess.resample import resample_like
 
     if map_volume.same_grid(reference):
         return map_volume
-    src = map_volume.with_array(np.asarray(map_volume.array, dtype=np.float32)).to_sitk()
-    ref = Volume(np.zeros(reference.shape, np.uint8), spacing=reference.spacing,
-                 origin=reference.origin, direction=reference.direction).to_sitk()  # fmt: skip
-    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, float(default), sitk.sitkFloat32)
-    arr = sitk.GetArrayFromImage(out)
-    return Volume(arr, spacing=reference.spacing, origin=reference.origin,
-                  direction=reference.direction, meta=dict(map_volume.meta))  # fmt: skip
+    source = map_volume.with_array(np.asarray(map_volume.array, dtype=np.float32))
+    return resample_like(source, reference, interpolator="linear", default=float(default))
 
 
 def crop_patch(volume: Volume, center_mm: Sequence[float], size_zyx: Sequence[int],
