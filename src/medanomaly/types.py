@@ -293,6 +293,34 @@ class Finding:
             )
         return out
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """The inverse of :meth:`to_json` (masks are not stored in JSON; measurements are, when present).
+
+        Example:
+            >>> f = Finding((1.0, 2.0, 3.0), ((0.0, 0.0, 0.0), (2.0, 4.0, 6.0)), 0.9, "nodule")
+            >>> Finding.from_json(f.to_json()).to_json() == f.to_json()
+            True
+        """
+        try:
+            center = tuple(float(c) for c in data["center_mm"])
+            lo, hi = (tuple(float(c) for c in corner) for corner in data["bbox_mm"])
+            score = float(data["score"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("a finding needs center_mm [x, y, z], bbox_mm [[x0, y0, z0], [x1, y1, z1]] and score") from None
+        measurements = None
+        if data.get("volume_ml") is not None:
+            names = {"mean_hu": "mean", "max_hu": "max", "std_hu": "std"}
+            fields = {f for f in Measurements.__dataclass_fields__}
+            values = {names.get(k, k): (float("nan") if v is None else v) for k, v in data.items()
+                      if names.get(k, k) in fields}  # fmt: skip
+            measurements = Measurements(**values)
+        return cls(center, (lo, hi), score, str(data.get("label", "lesion")), measurements=measurements)  # type: ignore[arg-type]
+
+
+#: The decision of a prediction that abstains (never a class name: a class may be called "uncertain").
+ABSTAIN = "abstain"
+
 
 @dataclass(frozen=True, eq=False)
 class Prediction:
@@ -301,8 +329,10 @@ class Prediction:
     Attributes:
         scores: per-class probabilities (classification) or one anomaly score; higher = more abnormal.
         class_names: names matching ``scores``.
-        label: the predicted class name, or ``"uncertain"`` when the model abstains.
-        abstained: True when confidence was below the abstention threshold.
+        label: the class the model calls (always one of ``class_names``, even when it abstains).
+        abstained: True when confidence was below the abstention threshold: the call is then not
+            to be acted on. Distinct from a class that is itself named "uncertain" (BI-RADS 3-like):
+            ``decision`` is ``"abstain"`` only for an abstention.
         anomaly_map: a voxel-wise score map on the input grid, when the model gives one.
         findings: localised lesions, when the model detects.
         flags: notes on the prediction (e.g. ``"missing_modality:MR"``).
@@ -316,9 +346,23 @@ class Prediction:
     findings: tuple[Finding, ...] = ()
     flags: tuple[str, ...] = ()
 
+    @property
+    def decision(self) -> str:
+        """What to act on: the called class, or ``"abstain"`` (low confidence, no call)."""
+        return ABSTAIN if self.abstained else self.label
+
+    @property
+    def score(self) -> float:
+        """One image-level score, higher = more abnormal: the anomaly score, the best finding's
+        score, or the probability of the last class (the "most abnormal" one by convention)."""
+        if self.findings and not self.scores:
+            return max(float(f.score) for f in self.findings)
+        return float(self.scores[-1]) if self.scores else float("nan")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "decision": self.decision,
             "abstained": self.abstained,
             "probabilities": dict(zip(self.class_names, map(float, self.scores), strict=True)),
             "findings": [f.to_json() for f in self.findings],

@@ -1,0 +1,136 @@
+"""The task contract: what every task and every loaded model provides, so each verb is written once.
+
+A **task** (registered in :data:`medanomaly.registry.TASKS` under its config's ``task:`` name and
+listed in :mod:`medanomaly.tasks`) trains a run folder, evaluates it, and loads it::
+
+    task.train(config, run_dir) -> run_dir          task.evaluate(run_dir, split) -> metrics
+    task.load(run_dir, info) -> TaskModel
+
+A **loaded model** (:class:`TaskModel`) predicts one image, or several, explains itself and hands
+its network to export::
+
+    model.predict(volume) -> Prediction             model.predict_many(volumes) -> [Prediction]
+    model.explainable() -> Explainable              model.network() -> torch module
+    model.preprocessing -> Pipeline (recorded in model.json, replayable without training code)
+
+Adding a task = one package with a ``config_class``, these four methods, and one line in
+``medanomaly/tasks.py``. The verbs (:mod:`medanomaly.engine.verbs`), the CLI, export, batch
+inference and the service then work for it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from medanomaly.config import RunConfig
+from medanomaly.engine.run import RunInfo
+from medanomaly.errors import InputError
+from medanomaly.types import Prediction, Volume
+
+__all__ = ["Task", "TaskModel", "ModelBase"]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A trainable task (see the module docstring)."""
+
+    config_class: type[RunConfig]
+
+    def train(self, config: RunConfig, run_dir: Path) -> Path: ...
+
+    def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]: ...
+
+    def load(self, run_dir: Path, info: RunInfo) -> TaskModel: ...
+
+
+@runtime_checkable
+class TaskModel(Protocol):
+    """A trained model of any task, ready to predict (see the module docstring)."""
+
+    info: RunInfo
+    run_dir: Path
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def preprocessing(self) -> Any: ...
+
+    def predict(self, volume: Volume) -> Prediction: ...
+
+    def predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]: ...
+
+    def explainable(self) -> Any: ...
+
+    def network(self) -> Any: ...
+
+
+class ModelBase:
+    """Shared behaviour of loaded models: names from ``model.json``, the recorded pipeline, a
+    one-by-one ``predict_many`` (tasks that can batch override it), and the input checks.
+
+    Args:
+        info: the run's validated ``model.json``.
+        run_dir: the run folder it was loaded from.
+    """
+
+    def __init__(self, info: RunInfo, run_dir: Path) -> None:
+        self.info = info
+        self.run_dir = Path(run_dir)
+        self._pipeline: Any = None
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.info.class_names)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.info.synthetic
+
+    @property
+    def preprocessing(self) -> Any:
+        """The recorded input pipeline (:class:`medanomaly.preprocess.pipeline.Pipeline`)."""
+        if self._pipeline is None:
+            from medanomaly.preprocess.pipeline import Pipeline
+
+            self._pipeline = Pipeline.from_config(list(self.info.preprocessing))
+        return self._pipeline
+
+    def predict(self, volume: Volume) -> Prediction:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
+        """One :class:`Prediction` per volume, in order."""
+        return [self.predict(v) for v in volumes]
+
+    def network(self) -> Any:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def explainable(self) -> Any:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def flags(self) -> tuple[str, ...]:
+        """Flags every prediction of this model carries."""
+        return ("synthetic_training_data",) if self.synthetic else ()
+
+    def check_input(self, volume: Volume, path: Any = None) -> None:
+        """Refuse an image of another dimensionality or channel count than the model's, in one line."""
+        want_dims = self.info.input.get("spatial_dims")
+        if want_dims == 3 and volume.is_2d:
+            raise InputError("the model expects a 3D volume, got a 2D image", path)
+        want = self.info.input.get("modality")
+        got = volume.meta.get("modality")
+        if want and got and got not in ("OT", want) and want not in ("any",):
+            raise InputError(f"the model expects modality {want}, got {got}", path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task!r}, classes={self.class_names}, run={self.run_dir.name!r})"

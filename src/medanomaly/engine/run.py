@@ -1,0 +1,241 @@
+"""One run folder for every task: what is in it, how it is written, and how it is checked.
+
+A run folder holds ``config.yaml`` (what was asked), ``model.json`` (:class:`RunInfo`: the task,
+class names, learned thresholds, the recorded input preprocessing, the weights files and the
+software version), weights as safetensors, ``metrics.json``, ``report.html`` and ``status.json``
+(``running`` -> ``complete`` or ``failed``). Every verb that reads a run (predict, evaluate,
+explain, export) goes through :func:`check_run`, which refuses a folder that is not a run, whose
+files are truncated or invalid, or whose training did not finish, in one line naming the folder.
+
+JSON is written atomically (temp file + rename): a killed process never leaves half a file.
+
+Example:
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = write_run_info(run, RunInfo(task="classification", class_names=("benign", "malignant")))
+    >>> read_run_info(run).class_names
+    ('benign', 'malignant')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from medanomaly.errors import InputError
+from medanomaly.jsonio import write_json
+
+MODEL_JSON = "model.json"
+STATUS_JSON = "status.json"
+CONFIG_YAML = "config.yaml"
+LOCK_FILE = ".train.lock"
+
+__all__ = [
+    "MODEL_JSON", "STATUS_JSON", "CONFIG_YAML", "RunInfo", "RunStatus", "write_json", "write_run_info",
+    "read_run_info", "write_status", "read_status", "require_finished", "check_run", "training_lock",
+    "prepare_run_dir",
+]  # fmt: skip
+
+
+def software_version() -> str:
+    """The installed medanomaly version (recorded in every run and package)."""
+    from medanomaly import __version__
+
+    return __version__
+
+
+class RunInfo(BaseModel):
+    """``model.json``: what a trained run is, in one validated object (no field is free-form code).
+
+    Attributes:
+        task: the registered task name (``classification``, ``lung_nodule``, ``fusion``, ...).
+        class_names: output names, in score order.
+        thresholds: learned decision values (``decision``, ``abstain``, ``temperature``,
+            ``finding``...); finite numbers only.
+        preprocessing: the recorded input pipeline (a list of registered TRANSFORMS steps), replayed
+            by :func:`medanomaly.preprocess.pipeline.Pipeline.from_config`.
+        weights: safetensors files of the run, relative to the run folder.
+        input: what the model takes (``spatial_dims``, ``channels``, ``modalities``, ``modality``).
+        synthetic: trained on simulated data.
+        extra: task-specific settings the task's ``load`` needs (JSON values only).
+        software_version: medanomaly version that wrote the run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str
+    class_names: tuple[str, ...] = ()
+    thresholds: dict[str, float | None] = {}
+    preprocessing: list[dict[str, Any]] = []
+    weights: tuple[str, ...] = ()
+    input: dict[str, Any] = {}
+    synthetic: bool = False
+    extra: dict[str, Any] = {}
+    software_version: str = ""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _finite(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        bad = [k for k, v in value.items() if v is not None and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"thresholds must be finite numbers: {bad}")
+        return value
+
+
+class RunStatus(BaseModel):
+    """``status.json``: whether training is running, complete or failed, and when."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["running", "complete", "failed"]
+    updated: str = ""
+    pid: int | None = None
+    seconds: float | None = None
+    reason: str | None = None
+
+
+def _read_json(path: Path, run_dir: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"not a trained run (no {path.name})", run_dir) from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise InputError(f"{path.name} is truncated or not valid JSON", run_dir) from None
+
+
+def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
+    """Write ``model.json`` (the software version is filled in when empty)."""
+    if not info.software_version:
+        info = info.model_copy(update={"software_version": software_version()})
+    return write_json(Path(run_dir) / MODEL_JSON, info.model_dump(mode="json"))
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read and validate ``model.json``; a missing, truncated or invalid one is one InputError."""
+    run_dir = Path(run_dir)
+    data = _read_json(run_dir / MODEL_JSON, run_dir)
+    try:
+        return RunInfo.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "model.json"
+        raise InputError(f"model.json is invalid: {where}: {first['msg']}", run_dir) from None
+
+
+def write_status(run_dir: str | Path, status: str, **extra: Any) -> Path:
+    """Record the training state in ``status.json`` (``running``, ``complete`` or ``failed``)."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = RunStatus(status=status, updated=stamp, pid=os.getpid(), **extra)  # type: ignore[arg-type]
+    return write_json(Path(run_dir) / STATUS_JSON, record.model_dump(mode="json", exclude_none=True))
+
+
+def read_status(run_dir: str | Path) -> RunStatus | None:
+    """The run's status, or None when it has no status.json."""
+    run_dir = Path(run_dir)
+    if not (run_dir / STATUS_JSON).is_file():
+        return None
+    try:
+        return RunStatus.model_validate(_read_json(run_dir / STATUS_JSON, run_dir))
+    except ValidationError:
+        raise InputError("status.json is invalid", run_dir) from None
+
+
+def require_finished(run_dir: str | Path) -> None:
+    """Refuse a run whose training is still running, failed, or never recorded a status."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status is None:
+        raise InputError("no status.json: training never finished here (or the folder is not a run)", run_dir)
+    if status.status == "running":
+        raise InputError("training of this run did not finish (status.json says running); train it again", run_dir)
+    if status.status == "failed":
+        raise InputError(f"training of this run failed ({status.reason or 'no reason recorded'})", run_dir)
+
+
+def check_run(run_dir: str | Path) -> RunInfo:
+    """Everything a reader of a run checks first: a folder, finished, with a valid ``model.json``
+    whose weights files exist. Returns the RunInfo."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run folder not found", run_dir)
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise InputError("not a run folder (no config.yaml)", run_dir)
+    require_finished(run_dir)
+    info = read_run_info(run_dir)
+    missing = [w for w in info.weights if not (run_dir / w).is_file()]
+    if missing:
+        raise InputError(f"weights file missing: {missing[0]}", run_dir)
+    return info
+
+
+def prepare_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Create a run folder for training; refuse one that already holds a run unless ``overwrite``.
+
+    Overwriting removes the previous run's model.json, metrics and status first, so a half-done
+    retraining can never be mistaken for the old run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError("exists and is not a folder", run_dir)
+    holds_run = any((run_dir / f).exists() for f in (MODEL_JSON, STATUS_JSON, CONFIG_YAML))
+    if holds_run and not overwrite:
+        raise InputError("already holds a run; choose another --out or pass --overwrite", run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create run folder ({exc.strerror})", run_dir) from None
+    if holds_run:
+        for name in (MODEL_JSON, STATUS_JSON, "metrics.json", "report.html"):
+            (run_dir / name).unlink(missing_ok=True)
+    return run_dir
+
+
+@contextmanager
+def training_lock(run_dir: str | Path) -> Iterator[Path]:
+    """One training per run folder: an exclusive lock file naming the PID; a second one is refused.
+
+    A lock left by a process that no longer exists is taken over.
+    """
+    lock = Path(run_dir) / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            pid = _lock_pid(lock)
+            if pid is not None and _alive(pid):
+                raise InputError(f"another training (pid {pid}) is writing this run folder", run_dir) from None
+            lock.unlink(missing_ok=True)
+    else:  # pragma: no cover - only when two processes race for a stale lock
+        raise InputError("could not lock the run folder", run_dir)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_pid(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,127 @@
+"""The verbs, written once for every task: train, load, evaluate, predict.
+
+The CLI, export, batch inference and the service call these; none of them knows a task by name.
+
+Example:
+    >>> from medanomaly.engine import load_model          # doctest: +SKIP
+    >>> model = load_model("runs/breast")                  # doctest: +SKIP
+    >>> model.predict(medanomaly.read("mammo.dcm")).label  # doctest: +SKIP
+    'benign'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from medanomaly.config import RunConfig, load_config, save_config
+from medanomaly.engine.contract import TaskModel
+from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock, write_status)
+from medanomaly.errors import ConfigError, InputError
+from medanomaly.types import Prediction
+
+__all__ = ["train_run", "load_model", "evaluate_run", "predict_paths", "default_out", "is_main_process", "get_task"]
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` job (only rank 0 writes the run)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def default_out(verb: str, name: str) -> Path:
+    """The one default output rule of every verb that writes: ``runs/<verb>-<name>-<YYYYmmdd-HHMMSS>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{verb}-{name}-{stamp}"
+
+
+def get_task(name: str, where: Any = None) -> Any:
+    """The registered task called ``name``; an unknown one is one line naming ``where``."""
+    from medanomaly.registry import TASKS
+
+    try:
+        return TASKS.get(name)
+    except ConfigError as exc:
+        raise InputError(exc.reason, where) from None
+
+
+def train_run(config: RunConfig | str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Train the task a config describes into a run folder, with the run's lock and status.
+
+    ``status.json`` says ``running`` while training, then ``complete`` (with seconds) or ``failed``
+    (with the reason); ``config.yaml`` is written first. Under ``torchrun`` only rank 0 prepares and
+    marks the folder; every rank trains.
+
+    Args:
+        config: a validated config, or the path of a YAML config.
+        out: run folder (default ``runs/train-<name>-<time>``).
+        overwrite: allow training into a folder that already holds a run.
+
+    Raises:
+        InputError: the folder already holds a run (without ``overwrite``), another training holds
+            its lock, or the config is invalid.
+    """
+    cfg = load_config(config) if isinstance(config, (str, Path)) else config
+    name = cfg.name or (Path(config).stem if isinstance(config, (str, Path)) else cfg.task)
+    run_dir = Path(out) if out is not None else default_out("train", name)
+    task = get_task(cfg.task, config if isinstance(config, (str, Path)) else None)
+    if not is_main_process():
+        task.train(cfg, run_dir)
+        return run_dir
+    prepare_run_dir(run_dir, overwrite)
+    with training_lock(run_dir):
+        save_config(cfg, run_dir)
+        write_status(run_dir, "running")
+        start = time.perf_counter()
+        try:
+            task.train(cfg, run_dir)
+            read_run_info(run_dir)  # the task must have written a valid model.json
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
+            write_status(run_dir, "failed", reason=reason)
+            raise
+        write_status(run_dir, "complete", seconds=round(time.perf_counter() - start, 1))
+    return run_dir
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def load_model(run_dir: str | Path) -> TaskModel:
+    """Load a finished run of any task (checked first: see :func:`medanomaly.engine.run.check_run`)."""
+    run_dir = Path(run_dir)
+    info = check_run(run_dir)
+    task = get_task(info.task, run_dir)
+    return task.load(run_dir, info)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """Evaluate a finished run on ``split``: writes ``metrics.json`` and ``report.html``."""
+    run_dir = Path(run_dir)
+    info = check_run(run_dir)
+    return get_task(info.task, run_dir).evaluate(run_dir, split)
+
+
+def predict_paths(model: TaskModel, paths: Iterable[str | Path],
+                  read_options: dict[str, Any] | None = None) -> Iterator[tuple[Path, Prediction | InputError, Any]]:
+    """Predict image files one by one; a bad file yields its ``InputError`` and the rest go on.
+
+    Yields:
+        ``(path, Prediction or InputError, Volume or None)`` in input order.
+    """
+    from medanomaly.io import read
+
+    for path in map(Path, paths):
+        try:
+            volume = read(path, **(read_options or {}))
+            model.check_input(volume, path)  # type: ignore[attr-defined]
+            prediction = model.predict(volume)
+        except InputError as exc:
+            yield path, (exc if exc.path is not None else InputError(exc.reason, path)), None
+            continue
+        yield path, prediction, volume

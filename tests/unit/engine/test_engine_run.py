@@ -1,0 +1,100 @@
+"""The run folder: model.json validation, status, lock, overwrite; every refusal is one InputError."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medanomaly.engine.run import (RunInfo, check_run, prepare_run_dir, read_run_info, training_lock,
+                                   write_run_info, write_status)
+from medanomaly.errors import InputError
+from medanomaly.jsonio import write_json
+
+
+def _run(tmp_path: Path, status: str = "complete") -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: classification\n")
+    (run / "w.safetensors").write_bytes(b"x")
+    write_run_info(run, RunInfo(task="classification", class_names=("a", "b"), weights=("w.safetensors",)))
+    write_status(run, status)
+    return run
+
+
+def test_check_run_accepts_a_finished_run(tmp_path):
+    info = check_run(_run(tmp_path))
+    assert info.class_names == ("a", "b")
+    assert info.software_version  # filled in on write
+
+
+@pytest.mark.parametrize("status, words", [("running", "did not finish"), ("failed", "failed")])
+def test_check_run_refuses_unfinished(tmp_path, status, words):
+    with pytest.raises(InputError, match=words):
+        check_run(_run(tmp_path, status))
+
+
+def test_truncated_model_json_is_one_line(tmp_path):
+    run = _run(tmp_path)
+    text = (run / "model.json").read_text()
+    (run / "model.json").write_text(text[: len(text) // 2])
+    with pytest.raises(InputError, match="truncated") as err:
+        check_run(run)
+    assert str(run) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_nan_threshold_and_missing_weights_are_refused(tmp_path):
+    run = _run(tmp_path)
+    data = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**data, "thresholds": {"decision": float("nan")}}))
+    with pytest.raises(InputError, match="thresholds"):
+        read_run_info(run)
+    (run / "model.json").write_text(json.dumps(data))
+    (run / "w.safetensors").unlink()
+    with pytest.raises(InputError, match="weights file missing"):
+        check_run(run)
+
+
+def test_missing_status_and_not_a_folder(tmp_path):
+    run = _run(tmp_path)
+    (run / "status.json").unlink()
+    with pytest.raises(InputError, match="no status.json"):
+        check_run(run)
+    with pytest.raises(InputError, match="not found"):
+        check_run(tmp_path / "nope")
+
+
+def test_prepare_refuses_existing_run_without_overwrite(tmp_path):
+    run = _run(tmp_path)
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare_run_dir(run)
+    prepare_run_dir(run, overwrite=True)
+    assert not (run / "model.json").exists() and not (run / "status.json").exists()
+
+
+def test_training_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
+    with training_lock(tmp_path):
+        with pytest.raises(InputError, match=f"pid {os.getpid()}"):
+            with training_lock(tmp_path):
+                pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".train.lock").write_text(dead.stdout.strip())
+    with training_lock(tmp_path) as lock:
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_write_json_turns_nan_into_null(tmp_path):
+    path = write_json(tmp_path / "m.json", {"auc": float("nan"), "x": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"auc": None, "x": [1.0, None]}
+
+
+def test_write_json_into_unwritable_place_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot write"):
+        write_json(blocker / "sub" / "m.json", {})
