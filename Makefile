@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .cache/stamps
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data dicom3tools orthanc orthanc-dicomweb
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo apt data clean-venv bench

@@ -1,0 +1,117 @@
+"""Write the DICOM results of one series: SEG of the lesion masks, SR (TID 1500), Parametric Map.
+
+The one call the batch runner, the PACS bridge and ``detect --dicom`` share:
+
+>>> out = write_dicom_outputs(findings, files, volume, "out/series1", run_id="r1")  # doctest: +SKIP
+>>> out.seg.name, out.sr.name                                                        # doctest: +SKIP
+('seg.dcm', 'sr.dcm')
+
+Files are written all-or-nothing (temporary file, then rename). A SEG is written when at least
+one finding has a mask, an SR when there is at least one finding, a Parametric Map when a score
+map is given. UIDs are deterministic in (run id, source series), so a rerun rewrites the same
+instances. :func:`dciodvfy` runs the DICOM validator of dicom3tools on a written file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medanomaly.deploy.atomic import atomic_save_dataset
+from medanomaly.deploy.dicom_source import SourceSeries, load_source_series
+from medanomaly.errors import InputError
+from medanomaly.types import Finding, Volume
+
+__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "write_dicom_outputs"]
+
+
+@dataclass(frozen=True)
+class DicomOutputs:
+    """Paths of the DICOM objects written for one series (None when not written)."""
+
+    seg: Path | None = None
+    sr: Path | None = None
+    parametric_map: Path | None = None
+
+    def paths(self) -> list[Path]:
+        """The written files: SEG, SR, Parametric Map (those present)."""
+        return [p for p in (self.seg, self.sr, self.parametric_map) if p is not None]
+
+
+def write_dicom_outputs(
+    findings: Sequence[Finding],
+    source_files: Sequence[str | Path] | SourceSeries,
+    volume: Volume,
+    out_dir: str | Path,
+    *,
+    run_id: str = "",
+    site: str | None = "lung",
+    algorithm: str = "medanomaly",
+    score_map: Volume | None = None,
+    map_label: str = "anomaly score",
+) -> DicomOutputs:
+    """Write ``seg.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
+
+    Args:
+        findings: the findings made on ``volume`` (masks on its grid; measured in mL, mm, HU).
+        source_files: the DICOM files of the source series (or an already loaded :class:`SourceSeries`).
+        volume: the image read from those files.
+        out_dir: output folder (created).
+        run_id: identifies the model run (deterministic UIDs).
+        site: anatomic site name of the findings ("lung", "breast", ...), or None.
+        algorithm: algorithm name (e.g. the task name).
+        score_map: a voxel-wise score map to write as a Parametric Map, or None.
+        map_label: what the map's values are.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        InputError: the source files do not match the volume, or a mask misses the grid.
+    """
+    from medanomaly.deploy.dicom_seg import build_seg
+    from medanomaly.deploy.dicom_sr import build_sr
+    from medanomaly.deploy.parametric_map import build_parametric_map
+
+    out_dir = Path(out_dir)
+    source = source_files if isinstance(source_files, SourceSeries) else load_source_series(source_files, volume)
+    seg_path = sr_path = pm_path = None
+    seg, infos = None, []
+    if any(f.mask is not None for f in findings):
+        seg, infos = build_seg(findings, source, volume, run_id=run_id, site=site, algorithm=algorithm)
+        seg_path = atomic_save_dataset(out_dir / "seg.dcm", seg)
+    if findings:
+        sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm)
+        sr_path = atomic_save_dataset(out_dir / "sr.dcm", sr)
+    if score_map is not None:
+        pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
+        pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
+    return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What ``dciodvfy`` said about one file: its Error and Warning lines."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def dciodvfy(path: str | Path, timeout_s: float = 120.0) -> ValidationResult:
+    """Validate a DICOM file against its IOD with ``dciodvfy`` (Debian package dicom3tools).
+
+    Raises:
+        InputError: dciodvfy is not installed (``make setup`` installs dicom3tools).
+    """
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        raise InputError("dciodvfy not found (install the Debian package dicom3tools: make setup)", path)
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return ValidationResult(
+        errors=[ln.strip() for ln in lines if ln.startswith("Error")],
+        warnings=[ln.strip() for ln in lines if ln.startswith("Warning")],
+    )

@@ -1,0 +1,141 @@
+"""The source DICOM series of a volume: headers in file order, matched to the volume's slices.
+
+DICOM SEG, SR and Parametric Map objects reference the images they were derived from, frame by
+frame. A :class:`~medanomaly.types.Volume` read from a DICOM series is sorted along the slice
+normal, so slice ``k`` of the volume (and of every mask or map on its grid) belongs to the file
+whose ImagePositionPatient lies at index ``(0, 0, k)``. :func:`load_source_series` reads the
+headers only (no pixel data), finds that index for each file and refuses files that do not sit
+on the volume grid, so a SEG frame can never land on the wrong slice.
+
+Example:
+    >>> from medanomaly.io import read                                  # doctest: +SKIP
+    >>> vol = read("ct_folder")                                          # doctest: +SKIP
+    >>> src = load_source_series(sorted(Path("ct_folder").iterdir()), vol)  # doctest: +SKIP
+    >>> src.frames(mask.array).shape                                     # doctest: +SKIP
+    (61, 512, 512)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydicom.dataset import Dataset
+
+__all__ = ["SourceSeries", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
+
+#: Written into Manufacturer / ManufacturerModelName of every object we create.
+MANUFACTURER = "medanomaly"
+MODEL_NAME = "medanomaly"
+#: Type 2 attributes (present, may be empty) that the SEG/SR/PM copy from the source: filled in
+#: empty on our in-memory header copies when a source file lacks them (the files are not touched).
+_TYPE2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+#: Largest distance (in voxels) of a file's position from the volume grid that still matches.
+_INDEX_TOL = 0.05
+
+
+def software_version() -> str:
+    """The medanomaly version string written into SoftwareVersions."""
+    from medanomaly import __version__
+
+    return str(__version__)
+
+
+@dataclass(frozen=True)
+class SourceSeries:
+    """Headers of a single-frame DICOM series and the volume slice each one holds.
+
+    Attributes:
+        datasets: pydicom datasets without pixel data, one per slice, in volume slice order.
+        slice_index: ``slice_index[i]`` is the volume z index of ``datasets[i]`` (0..n-1).
+        series_uid / study_uid / frame_of_reference_uid: of the source series.
+        modality: of the source series ("CT", "MR", ...).
+    """
+
+    datasets: tuple[Dataset, ...]
+    slice_index: tuple[int, ...]
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    modality: str
+
+    def frames(self, array: np.ndarray) -> np.ndarray:
+        """Slices of a (z, y, x) array on the volume grid, in ``datasets`` order (frame i -> file i)."""
+        array = np.asarray(array)
+        return array[list(self.slice_index)]
+
+
+def _read_header(path: Path) -> Dataset:
+    from medanomaly.io.dicom import read_dataset
+
+    ds = read_dataset(Path(path), stop_before_pixels=True)
+    for keyword in _TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _slice_of(ds: Dataset, volume: Volume, where: Path) -> int:
+    """Volume z index of one file, from its ImagePositionPatient; InputError when off the grid."""
+    ipp = ds.get("ImagePositionPatient")
+    if ipp is None or len(ipp) != 3:
+        raise InputError("source image without ImagePositionPatient", where)
+    index = volume.physical_to_index([float(v) for v in ipp])
+    k = int(round(float(index[2])))
+    if np.any(np.abs(index[:2]) > _INDEX_TOL) or abs(index[2] - k) > _INDEX_TOL or not 0 <= k < volume.shape[0]:
+        raise InputError(f"source image is not on the volume grid (index {np.round(index, 2).tolist()})", where)
+    return k
+
+
+def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSeries:
+    """Read the headers of a volume's source DICOM files and match each to a volume slice.
+
+    Args:
+        files: the DICOM files of the series the volume was read from (any order); files of
+            other series and non-image objects among them are ignored.
+        volume: the volume read from those files (its ``meta["series_uid"]`` picks the series).
+
+    Returns:
+        A :class:`SourceSeries` with one dataset per volume slice.
+
+    Raises:
+        InputError: no image of the series, a multi-frame source, a file off the volume grid,
+            or a slice with no file / two files.
+    """
+    wanted = volume.meta.get("series_uid")
+    chosen: list[tuple[int, Dataset]] = []
+    for path in files:
+        ds = _read_header(Path(path))
+        if "Rows" not in ds or (wanted and str(ds.get("SeriesInstanceUID", "")) != wanted):
+            continue
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError("multi-frame source images: DICOM SEG/SR output needs single-frame slices", path)
+        chosen.append((_slice_of(ds, volume, Path(path)), ds))
+    if not chosen:
+        raise InputError(f"no source image of series {wanted or '?'} among {len(files)} file(s)")
+    chosen.sort(key=lambda item: item[0])
+    index = [k for k, _ in chosen]
+    if index != list(range(volume.shape[0])):
+        missing = sorted(set(range(volume.shape[0])) - set(index))
+        reason = f"slices without a source file: {missing[:5]}" if missing else "two source files for one slice"
+        raise InputError(f"source series does not match the volume ({reason})")
+    first = chosen[0][1]
+    return SourceSeries(
+        datasets=tuple(ds for _, ds in chosen),
+        slice_index=tuple(index),
+        series_uid=str(first.SeriesInstanceUID),
+        study_uid=str(first.StudyInstanceUID),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        modality=str(first.get("Modality", "OT")),
+    )

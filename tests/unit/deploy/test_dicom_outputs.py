@@ -1,0 +1,170 @@
+"""DICOM SEG, SR (TID 1500) and Parametric Map of findings: structure, read-back, errors."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.deploy.dicom_out import dciodvfy, write_dicom_outputs
+from medanomaly.deploy.dicom_source import load_source_series
+from medanomaly.deploy.dicom_sr import read_sr_lesions
+from medanomaly.errors import InputError
+from medanomaly.quantify.measure import measure_lesions
+from medanomaly.types import Finding, Volume
+
+
+def _two_lesions(ct: Volume) -> list[Finding]:
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[1:3, 4:9, 3:7] = 1  # lesion A (40 voxels)
+    mask[3:6, 14:20, 10:16] = 1  # lesion B (108 voxels), disjoint from A
+    findings = measure_lesions(ct.with_array(mask), ct, label="nodule")
+    return [Finding(f.center_mm, f.bbox_mm, s, f.label, f.mask, f.measurements) for f, s in zip(findings, (0.9, 0.4))]
+
+
+def _seg_masks(seg_path: Path, files: list[Path], ct: Volume) -> np.ndarray:
+    """(segments, z, y, x) masks of a SEG, in volume slice order."""
+    import highdicom as hd
+
+    source = load_source_series(files, ct)
+    seg = hd.seg.segread(seg_path)
+    uids = [str(ds.SOPInstanceUID) for ds in source.datasets]
+    pixels = seg.get_pixels_by_source_instance(uids, ignore_spatial_locations=False)  # (files, y, x, segments)
+    out = np.zeros((pixels.shape[-1], *ct.shape), np.uint8)
+    out[:, list(source.slice_index)] = np.moveaxis(pixels, -1, 0)
+    return out
+
+
+def test_seg_masks_equal_the_findings_voxel_for_voxel_with_files_shuffled(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    findings = _two_lesions(ct)
+    shuffled = list(files)
+    random.Random(3).shuffle(shuffled)  # frame <-> file matching must not depend on file order
+    out = write_dicom_outputs(findings, shuffled, ct, tmp_path / "out", run_id="r1")
+    got = _seg_masks(out.seg, files, ct)
+    want = np.stack([np.asarray(f.mask.array) > 0 for f in findings])
+    assert got.shape == want.shape
+    assert np.array_equal(got > 0, want)
+
+
+def test_sr_groups_carry_the_findings_measurements_and_reference_their_segments(ct_series, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    ct, files = ct_series
+    findings = _two_lesions(ct)
+    out = write_dicom_outputs(findings, files, ct, tmp_path / "out", run_id="r1")
+    seg = hd.seg.segread(out.seg)
+    rows = read_sr_lesions(out.sr)
+    assert [r["tracking_id"] for r in rows] == ["Lesion 1", "Lesion 2"]
+    for k, (row, f) in enumerate(zip(rows, findings, strict=True)):
+        want = f.to_json()
+        for key in ("volume_ml", "max_diameter_mm", "long_axis_mm", "short_axis_mm", "mean_hu", "score"):
+            assert row[key] == pytest.approx(want[key], rel=1e-9), key
+        assert row["finding_type"] == "Nodule" and row["finding_site"] == "Lung"
+        assert row["seg_sop_instance_uid"] == seg.SOPInstanceUID
+        assert row["segment_number"] == k + 1
+        desc = seg.get_segment_description(k + 1)
+        assert desc.tracking_uid == row["tracking_uid"] and desc.tracking_id == row["tracking_id"]
+
+
+def test_outputs_are_deterministic_per_run_and_series_and_differ_between_runs(ct_series, tmp_path: Path) -> None:
+    import pydicom
+
+    ct, files = ct_series
+    findings = _two_lesions(ct)
+    a = write_dicom_outputs(findings, files, ct, tmp_path / "a", run_id="r1")
+    b = write_dicom_outputs(findings, files, ct, tmp_path / "b", run_id="r1")
+    c = write_dicom_outputs(findings, files, ct, tmp_path / "c", run_id="r2")
+    uid = [pydicom.dcmread(o.seg).SOPInstanceUID for o in (a, b, c)]
+    assert uid[0] == uid[1] != uid[2]
+    src = pydicom.dcmread(files[0])
+    seg = pydicom.dcmread(a.seg)
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+
+
+def test_overlapping_masks_are_stacked_segments(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    a = np.zeros(ct.shape, np.uint8)
+    a[1:4, 5:12, 5:12] = 1
+    b = np.zeros(ct.shape, np.uint8)
+    b[2:5, 8:15, 8:15] = 1  # overlaps a
+    findings = [measure_lesions(ct.with_array(m), ct)[0] for m in (a, b)]
+    out = write_dicom_outputs(findings, files, ct, tmp_path / "o", run_id="r")
+    got = _seg_masks(out.seg, files, ct)
+    assert np.array_equal(got[0] > 0, a > 0) and np.array_equal(got[1] > 0, b > 0)
+
+
+def test_finding_without_mask_goes_to_the_sr_only(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    f = Finding(center_mm=(0.0, 10.0, 35.0), bbox_mm=((-2, 8, 33), (2, 12, 37)), score=0.7, label="mass")
+    out = write_dicom_outputs([f], files, ct, tmp_path / "o", run_id="r", site="breast")
+    assert out.seg is None and out.sr is not None
+    (row,) = read_sr_lesions(out.sr)
+    assert row["segment_number"] is None and row["score"] == pytest.approx(0.7)
+    assert row["finding_type"] == "Mass" and row["finding_site"] == "Breast"
+    assert dciodvfy(out.sr).errors == []
+
+
+def test_parametric_map_holds_the_float_scores_on_the_source_frames(ct_series, tmp_path: Path) -> None:
+    import highdicom as hd
+    import pydicom
+
+    ct, files = ct_series
+    rng = np.random.default_rng(1)
+    scores = rng.random(ct.shape).astype(np.float32) * 3.0 - 1.0
+    out = write_dicom_outputs([], files, ct, tmp_path / "o", run_id="r", score_map=ct.with_array(scores))
+    assert out.seg is None and out.sr is None
+    ds = pydicom.dcmread(out.parametric_map)
+    frames = np.frombuffer(ds.FloatPixelData, np.float32).reshape(-1, *ct.shape[1:])
+    assert len(frames) == ct.shape[0]
+    for frame, item in zip(frames, ds.PerFrameFunctionalGroupsSequence, strict=True):
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        k = int(round(ct.physical_to_index(position)[2]))  # frames may be stored in any order
+        assert np.array_equal(frame, scores[k])
+    assert hd.pm.ParametricMap.from_dataset(ds).pixel_array.dtype == np.float32
+    assert dciodvfy(out.parametric_map).errors == []
+
+
+def test_a_map_on_another_grid_is_resampled_onto_the_source(ct_series, tmp_path: Path) -> None:
+    from medanomaly.deploy.parametric_map import map_on_source_grid
+    from medanomaly.preprocess.resample import resample_to_spacing
+
+    ct, _ = ct_series
+    ramp = np.broadcast_to(np.arange(ct.shape[2], dtype=np.float32), ct.shape).copy()
+    coarse = resample_to_spacing(ct.with_array(ramp), (1.6, 1.4, 2.5), "linear")
+    back = map_on_source_grid(coarse, ct)
+    assert back.shape == ct.shape
+    inner = back[:, 2:-2, 3:-3]
+    assert np.abs(inner - ramp[:, 2:-2, 3:-3]).max() < 0.8  # a linear ramp survives linear resampling
+
+
+def test_files_off_the_volume_grid_are_refused(ct_series, make_ct, tmp_path: Path) -> None:
+    ct, files = ct_series
+    shifted = Volume(ct.array, spacing=ct.spacing, origin=(ct.origin[0], ct.origin[1], ct.origin[2] + 1.0),
+                     direction=ct.direction, meta=dict(ct.meta))  # fmt: skip
+    with pytest.raises(InputError, match="not on the volume grid"):
+        load_source_series(files, shifted)
+    with pytest.raises(InputError, match="slices without a source file"):
+        load_source_series(files[:-1], ct)
+
+
+def test_unknown_site_is_one_line(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    with pytest.raises(InputError, match="unknown finding site 'elbow'"):
+        write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "o", site="elbow")
+
+
+def test_dciodvfy_reports_errors_of_a_broken_object(ct_series, tmp_path: Path) -> None:
+    import pydicom
+
+    ct, files = ct_series
+    out = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "o", run_id="r")
+    ds = pydicom.dcmread(out.seg)
+    del ds.SegmentSequence  # a SEG without its segment descriptions is invalid
+    broken = tmp_path / "broken.dcm"
+    ds.save_as(broken)
+    assert dciodvfy(out.seg).errors == []
+    assert dciodvfy(broken).errors  # the check used on lung1/lung2 can fail
