@@ -237,6 +237,9 @@ class Measurements:
         long_axis_mm / short_axis_mm: RECIST-style axes on the axial slice of largest extent, mm.
         mean / max / std: intensity statistics inside the mask (HU for CT).
         solid_fraction: fraction of voxels above the solid threshold (CT: -300 HU), 0..1.
+        mesh_volume_ml ... max_2d_diameter_column_mm: IBSI / pyradiomics shape features
+            (:data:`SHAPE_FEATURES`; definitions in :mod:`medanomaly.quantify.shape`); ``nan`` when
+            not computed.
     """
 
     volume_ml: float
@@ -248,6 +251,25 @@ class Measurements:
     std: float = float("nan")
     solid_fraction: float = float("nan")
     n_voxels: int = 0
+    mesh_volume_ml: float = float("nan")
+    surface_area_mm2: float = float("nan")
+    sphericity: float = float("nan")
+    major_axis_mm: float = float("nan")
+    minor_axis_mm: float = float("nan")
+    least_axis_mm: float = float("nan")
+    elongation: float = float("nan")
+    flatness: float = float("nan")
+    max_2d_diameter_slice_mm: float = float("nan")
+    max_2d_diameter_row_mm: float = float("nan")
+    max_2d_diameter_column_mm: float = float("nan")
+
+
+#: Shape-feature fields of :class:`Measurements`, written under these names in findings JSON.
+SHAPE_FEATURES: tuple[str, ...] = (
+    "mesh_volume_ml", "surface_area_mm2", "sphericity", "major_axis_mm", "minor_axis_mm",
+    "least_axis_mm", "elongation", "flatness", "max_2d_diameter_slice_mm", "max_2d_diameter_row_mm",
+    "max_2d_diameter_column_mm",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,6 +313,7 @@ class Finding:
                 solid_fraction=m.solid_fraction,
                 n_voxels=m.n_voxels,
             )
+            out.update({name: getattr(m, name) for name in SHAPE_FEATURES})
         return out
 
     @classmethod

@@ -49,16 +49,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def quantify(
         image: Path = typer.Argument(..., help="The image the mask belongs to (CT in HU for HU statistics)."),
-        mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (non-zero = lesion)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per connected lesion)."),
-        label: int = typer.Option(0, "--label", help="Only this mask label (0 = any non-zero voxel)."),
+        mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (0 = background)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON: per label the whole lesion, then its parts."),
+        label: int = typer.Option(0, "--label", help="Only this mask label (0 = every label, each on its own)."),
     ) -> None:
-        """Measure every connected lesion of a mask: volume (mL), diameters (mm), HU statistics."""
-        import numpy as np
-
+        """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
+        diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
         from medanomaly.errors import InputError
         from medanomaly.io import read
-        from medanomaly.quantify.measure import measure_lesions
+        from medanomaly.jsonio import finite_json
+        from medanomaly.quantify.labels import measure_labels
 
         if mask is None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
@@ -66,19 +66,21 @@ def register(app: typer.Typer) -> None:
             raise InputError("mask file not found", mask)
         img = read(image)
         msk = read(mask)
-        if not msk.same_grid(img, tol=1e-3):
-            raise InputError(f"mask grid {msk.shape} does not match image grid {img.shape}", mask)
-        arr = np.asarray(msk.array)
-        binary = arr == label if label else arr > 0
-        if not binary.any():
-            raise InputError("mask is empty" + (f" for label {label}" if label else ""), mask)
-        findings = measure_lesions(msk.with_array(binary.astype(np.uint8)), img)
-        rows = [f.to_json() for f in findings]
+        try:
+            lesions = measure_labels(msk, img, label=label)
+        except InputError as exc:
+            raise InputError(exc.reason, mask) from None
         if as_json:
-            typer.echo(json.dumps(rows, indent=2))
+            rows = [lesion.to_json() for lesion in lesions]
+            typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
             return
-        for i, r in enumerate(rows, start=1):
+        for lesion in lesions:
+            m = lesion.finding.measurements
+            head = (f"label {lesion.label_value}" if lesion.whole else f"  part {lesion.part} of {lesion.n_parts}")
+            if lesion.whole and lesion.n_parts > 1:
+                head += f" (whole, {lesion.n_parts} parts)"
             typer.echo(
-                f"lesion {i}: {r['volume_ml']:.3f} mL, max diameter {r['max_diameter_mm']:.1f} mm, "
-                f"axes {r['long_axis_mm']:.1f} x {r['short_axis_mm']:.1f} mm, mean {r['mean_hu']:.0f}"
+                f"{head}: {m.volume_ml:.3f} mL, max diameter {m.max_diameter_mm:.1f} mm, "
+                f"axes {m.long_axis_mm:.1f} x {m.short_axis_mm:.1f} mm, sphericity {m.sphericity:.2f}, "
+                f"mean {m.mean:.0f}"
             )

@@ -8,6 +8,8 @@ Every number is computed on the source voxel grid, never on a resampled copy:
   ``Maximum3DDiameter`` (its C ``cshape`` module meshes the padded mask with marching cubes and
   takes the largest vertex-vertex distance). We use scikit-image's ``marching_cubes`` for the mesh
   and restrict the O(n^2) search to the convex hull vertices (SciPy), which gives the same maximum.
+* the IBSI / pyradiomics shape features (mesh volume, surface area, sphericity, principal axes,
+  elongation, flatness, 2D diameters): see :mod:`medanomaly.quantify.shape`.
 * ``long_axis_mm`` / ``short_axis_mm``: RECIST-style axes on the axial slice with the largest lesion
   area: the long axis is the largest distance between two points of the slice's marching-squares
   contour; the short axis is the lesion's extent perpendicular to the long axis.
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.quantify.shape import max_distance, shape_features, surface_mesh
 from medanomaly.types import Finding, Measurements, Volume
 
 #: CT voxels above this (HU) count as solid; below as ground glass (Fleischner convention).
@@ -38,46 +41,23 @@ SOLID_THRESHOLD_HU = -300.0
 __all__ = [
     "SOLID_THRESHOLD_HU",
     "axial_axes_mm",
+    "lesion_box",
     "max_diameter_mm",
     "measure",
     "measure_lesions",
 ]
 
 
-def _hull_max_distance(points: np.ndarray) -> float:
-    """Largest pairwise distance (mm) among ``points`` (N, d), searched over their convex hull."""
-    from scipy.spatial import ConvexHull, QhullError
-    from scipy.spatial.distance import pdist
-
-    if len(points) < 2:
-        return 0.0
-    candidates = points
-    if len(points) > 3 + points.shape[1]:
-        try:
-            candidates = points[ConvexHull(points).vertices]
-        except QhullError:  # flat or degenerate point set: use every point
-            candidates = points
-    return float(pdist(candidates).max())
-
-
 def max_diameter_mm(mask: Volume) -> float:
     """Maximum 3D diameter (mm) of a binary mask: pyradiomics' ``Maximum3DDiameter`` definition.
 
     The mask is padded by one voxel, meshed by marching cubes at level 0.5 with the volume's
-    spacing, rotated by its direction, and the largest vertex-to-vertex distance is returned.
+    spacing, and the largest vertex-to-vertex distance is returned (0 for an empty mask).
     """
-    from skimage.measure import marching_cubes
-
     binary = np.asarray(mask.array[..., 0] if mask.array.ndim == 4 else mask.array) > 0
     if not binary.any():
         return 0.0
-    zs, ys, xs = np.nonzero(binary)
-    crop = binary[zs.min() : zs.max() + 1, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    padded = np.pad(crop, 1).astype(np.float32)
-    sx, sy, sz = mask.spacing
-    verts, _, _, _ = marching_cubes(padded, level=0.5, spacing=(sz, sy, sx))
-    xyz = verts[:, ::-1] @ mask.direction.T  # (z,y,x) -> (x,y,z) mm, then into LPS orientation
-    return _hull_max_distance(xyz)
+    return max_distance(surface_mesh(binary, mask.spacing).mm)
 
 
 def axial_axes_mm(mask: Volume) -> tuple[float, float]:
@@ -122,7 +102,10 @@ def measure(
     image: Volume | None = None,
     solid_threshold: float = SOLID_THRESHOLD_HU,
 ) -> Measurements:
-    """Measure one lesion: volume (mL), diameters (mm), intensity statistics and solid fraction.
+    """Measure one lesion: volume (mL), diameters (mm), shape features, intensity statistics.
+
+    The lesion is measured as one object, whatever its number of connected parts (pyradiomics
+    does the same); :func:`medanomaly.quantify.labels.measure_labels` also measures each part.
 
     Args:
         mask: binary lesion mask (non-zero = lesion) on its source grid.
@@ -139,12 +122,12 @@ def measure(
     n_voxels = int(binary.sum())
     if n_voxels == 0:
         raise InputError("lesion mask is empty")
+    if image is not None and not image.same_grid(mask, tol=1e-3):
+        raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
     long_axis, short_axis = axial_axes_mm(mask)
     stats: dict[str, float] = {}
     if image is not None:
-        if not image.same_grid(mask, tol=1e-3):
-            raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
         values = np.asarray(image.array, dtype=np.float64)[binary]
         stats = {
             "mean": float(values.mean()),
@@ -152,25 +135,29 @@ def measure(
             "std": float(values.std()),
             "solid_fraction": float((values > solid_threshold).mean()),
         }
+    shape = shape_features(binary, mask.spacing).to_json()
     return Measurements(
         volume_ml=float(volume_ml),
-        max_diameter_mm=max_diameter_mm(mask),
         long_axis_mm=long_axis,
         short_axis_mm=short_axis,
         n_voxels=n_voxels,
+        **shape,
         **stats,
     )
 
 
-def _component_box(mask: Volume, binary: np.ndarray) -> tuple[Any, Any, Any]:
-    """(centre LPS mm, bbox LPS mm) of a binary component on ``mask``'s grid."""
+def lesion_box(mask: Volume, binary: np.ndarray) -> tuple[Any, Any]:
+    """(centre LPS mm, bbox LPS mm) of the voxels of ``binary`` on ``mask``'s grid.
+
+    The centre is the mean voxel centre; the box spans the outer faces of the extreme voxels.
+    """
     idx = np.argwhere(binary)[:, ::-1].astype(np.float64)  # (x, y, z) indices
     centre = tuple(float(c) for c in mask.index_to_physical(idx.mean(axis=0)))
     lo = mask.index_to_physical(idx.min(axis=0) - 0.5)
     hi = mask.index_to_physical(idx.max(axis=0) + 0.5)
     corners = np.stack([lo, hi])
     bbox = (tuple(corners.min(axis=0).tolist()), tuple(corners.max(axis=0).tolist()))
-    return centre, bbox, None
+    return centre, bbox
 
 
 def measure_lesions(
@@ -204,7 +191,7 @@ def measure_lesions(
         if component.sum() < min_voxels:
             continue
         comp_vol = mask.with_array(component.astype(np.uint8))
-        centre, bbox, _ = _component_box(mask, component)
+        centre, bbox = lesion_box(mask, component)
         findings.append(
             Finding(
                 center_mm=centre,
