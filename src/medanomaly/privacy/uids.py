@@ -56,9 +56,11 @@ def is_valid_uid(uid: str) -> bool:
 def fix_file_meta(ds, transfer_syntax: str | None = None) -> None:
     """Rewrite the file meta of a de-identified dataset (in place).
 
-    Media Storage SOP Class/Instance UIDs follow the (remapped) dataset; our implementation UID
-    and version replace the creator's; source/sending/receiving AE titles and private information
-    (which can name a site) are dropped.
+    The file meta is built anew: Media Storage SOP Class/Instance UIDs follow the (remapped)
+    dataset, our implementation UID and version replace the creator's, and nothing else of the old
+    meta survives (source/sending/receiving AE titles and private information can name a site).
+    The 128-byte preamble (free for applications to fill, e.g. with a TIFF header naming the
+    patient) is zeroed.
     """
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
@@ -73,3 +75,4 @@ def fix_file_meta(ds, transfer_syntax: str | None = None) -> None:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta
+    ds.preamble = b"\x00" * 128

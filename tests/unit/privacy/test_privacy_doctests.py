@@ -7,7 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ("audit", "burned_in", "deid", "profile", "pseudonym", "uids")
+MODULES = (
+    "allowlist", "audit", "burned_in", "dates", "deid", "freetext", "profile", "pseudonym", "table", "uids", "walker",
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,7 +20,7 @@ BASIC_CODES = {"X", "Z", "D", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/
 
 def test_table_is_complete_and_well_formed():
     rules = load_table()
-    assert len(rules) >= 450
+    assert len(rules) >= 656  # the 2026c edition of Table E.1-1 has 656 rows
     assert len({r.tag for r in rules}) == len(rules)
     for r in rules:
         assert r.basic in BASIC_CODES, r
@@ -28,7 +28,7 @@ def test_table_is_complete_and_well_formed():
         assert set(r.options.values()) <= {"K", "C", "X"}
     by_name = {r.name: r for r in rules}
     # spot checks against PS3.15 Table E.1-1
-    assert by_name["Patient's Name"].basic == "Z" and by_name["Patient ID"].basic == "Z"
+    assert by_name["Patient's Name"].basic == "Z" and by_name["Patient ID"].basic == "Z/D"  # 2026c
     assert by_name["Patient's Birth Date"].basic == "Z"
     assert by_name["Study Instance UID"].basic == "U" and by_name["SOP Instance UID"].basic == "U"
     assert by_name["Patient's Age"].options == {"pat": "K"}
@@ -63,7 +63,8 @@ def _ct():
     ds.add_new(0x60003000, "OW", b"\x01\x02" * 8)  # overlay data (can hold burned-in annotation)
     ds.add_new(0x60004000, "LT", "overlay by Buc")
     ds.add_new(0x50000010, "US", 3)  # curve data group
-    ds.add_new(0x00181012, "DA", "20170302")  # Date of Secondary Capture: not in the table, a date
+    ds.add_new(0x00181012, "DA", "20170302")  # Date of Secondary Capture: X in the 2026c table
+    ds.add_new(0x00141020, "DA", "20170302")  # Expiry Date: not in the table, a date
     ds.add_new(0x00321032, "PN", "Requesting^Doctor")
     ds.add_new(0x0018FFF0, "UN", b"Buc Jerome")  # a public tag unknown to the dictionary
     item = Dataset()
@@ -81,7 +82,8 @@ def test_basic_profile_on_a_real_ct(key):
         assert tag not in ds
     assert 0x60003000 not in ds and 0x60004000 not in ds and 0x50000010 not in ds
     assert 0x0018FFF0 not in ds  # safety net: unknown public element removed
-    assert not ds[0x00181012].value  # safety net: an unlisted date is emptied
+    assert 0x00181012 not in ds  # a row of the 2026c edition
+    assert not ds[0x00141020].value  # allowlist: an unlisted date is emptied
     assert str(ds.ContentSequence[0].PersonName) == "ANONYMOUS"  # D inside a sequence
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
     assert out.counts[("PatientName", "Z")] == 1 and out.counts[("SeriesDescription", "X")] == 1
