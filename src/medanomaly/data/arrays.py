@@ -22,22 +22,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.intensity import WINDOWS, percentile_unit_array, window_array
 
 #: Split names used everywhere ("" = not assigned yet).
 SPLITS = ("train", "val", "test")
 
 
-def normalise_intensity(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
-    """Map intensities to [0, 1] by robust percentiles of the whole image (any unit: HU, raw counts).
-
-    Per-image scaling makes sources with different units (CT in HU, mammograms in raw detector
-    counts, 8-bit PNGs) comparable; a constant image maps to zeros.
-    """
-    a = np.asarray(array, dtype=np.float32)
-    lo, hi = np.percentile(a, [low_pct, high_pct]) if a.size else (0.0, 0.0)
-    if not np.isfinite(hi - lo) or hi - lo <= 1e-12:
-        return np.zeros_like(a, dtype=np.float32)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+#: Per-image robust percentile scaling to [0, 1] (the ``percentile`` intensity mode).
+normalise_intensity = percentile_unit_array
 
 
 def resize(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -63,7 +55,8 @@ def resize(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 #: Intensity mappings to [0, 1]: per-image robust percentiles, or fixed CT windows in HU.
-INTENSITY_WINDOWS_HU: dict[str, tuple[float, float]] = {"ct_lung": (-1000.0, 400.0), "ct_soft": (-160.0, 240.0)}
+#: The CT modes are named windows of :data:`medanomaly.preprocess.intensity.WINDOWS`.
+INTENSITY_WINDOWS_HU: dict[str, tuple[float, float]] = {"ct_lung": WINDOWS["lung_input"], "ct_soft": WINDOWS["mediastinum"]}
 INTENSITY_MODES = ("percentile", *INTENSITY_WINDOWS_HU)
 
 
@@ -72,11 +65,10 @@ def map_intensity(array: np.ndarray, mode: str = "percentile") -> np.ndarray:
     window in HU (``"ct_lung"`` -1000..400, ``"ct_soft"`` -160..240), which keeps absolute HU
     differences (ground glass vs solid) that per-image scaling would erase."""
     if mode == "percentile":
-        return normalise_intensity(array)
+        return percentile_unit_array(array)
     if mode not in INTENSITY_WINDOWS_HU:
         raise InputError(f"unknown intensity mode {mode!r}; valid: {', '.join(INTENSITY_MODES)}")
-    lo, hi = INTENSITY_WINDOWS_HU[mode]
-    return np.clip((np.asarray(array, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return window_array(array, *INTENSITY_WINDOWS_HU[mode])
 
 
 def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1,

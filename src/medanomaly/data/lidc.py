@@ -146,18 +146,16 @@ def _read_series(folder: Path, series_uid: str):
 
 def _patch(volume, center_mm: np.ndarray, patch_mm: float, size: Sequence[int]) -> np.ndarray:
     """A cube of ``patch_mm`` around ``center_mm`` resampled to ``size`` (z, y, x) voxels, in HU."""
-    import SimpleITK as sitk
+    from medanomaly.preprocess.resample import resample_like
+    from medanomaly.types import Volume
 
     size_xyz = [int(s) for s in size][::-1]
     spacing = [patch_mm / s for s in size_xyz]
     direction = volume.direction
     origin = center_mm - direction @ (np.array(spacing) * (np.array(size_xyz) - 1) / 2)
-    ref = sitk.Image(size_xyz, sitk.sitkFloat32)
-    ref.SetSpacing(spacing)
-    ref.SetOrigin(tuple(float(v) for v in origin))
-    ref.SetDirection(tuple(direction.ravel()))
-    out = sitk.Resample(volume.to_sitk(), ref, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    ref = Volume(np.zeros(tuple(size), np.uint8), spacing=tuple(spacing), origin=tuple(float(v) for v in origin),
+                 direction=direction)  # fmt: skip
+    return resample_like(volume, ref, "linear", default=-1000.0, dtype=np.float32).array
 
 
 @DATASETS.register("lidc")

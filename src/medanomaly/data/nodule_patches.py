@@ -65,14 +65,11 @@ def lung_rads_class(kind: str, shape: str, diameter_mm: float, core_fraction: fl
 
 def _crop(volume, center_zyx: np.ndarray, half: np.ndarray):
     """Sub-volume (a Volume with correct origin) of +-``half`` voxels around ``center_zyx``."""
-    from medanomaly.types import Volume
+    from medanomaly.preprocess.resample import crop_zyx
 
     lo = np.maximum(center_zyx - half, 0).astype(int)
     hi = np.minimum(center_zyx + half + 1, np.array(volume.shape)).astype(int)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    origin = volume.index_to_physical(lo[::-1].astype(float))
-    return Volume(np.asarray(volume.array)[box], spacing=volume.spacing, origin=origin,
-                  direction=volume.direction, meta=dict(volume.meta))
+    return crop_zyx(volume, lo, hi)
 
 
 def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[float, float],

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.preprocess.intensity import WINDOWS
 
 
 class SourceConfig(Section):
@@ -45,7 +46,7 @@ class GridConfig(Section):
     """The detector grid: voxel spacing (mm, x/y/z) and HU window of the network input."""
 
     spacing_mm: tuple[float, float, float] = (1.25, 1.25, 5.0)
-    hu_window: tuple[float, float] = (-1000.0, 400.0)
+    hu_window: tuple[float, float] = WINDOWS["lung_input"]
 
 
 class TrainConfig(Section):

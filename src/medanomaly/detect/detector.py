@@ -31,6 +31,7 @@ import numpy as np
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
+from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Finding, Volume
 
 WEIGHTS_FILE = "model.safetensors"
@@ -69,7 +70,7 @@ class NoduleDetector:
         model_name: str = "nodule_unet",
         model_params: dict[str, Any] | None = None,
         spacing_mm: tuple[float, float, float] = (1.25, 1.25, 5.0),
-        hu_window: tuple[float, float] = (-1000.0, 400.0),
+        hu_window: tuple[float, float] = WINDOWS["lung_input"],
         patch_size: tuple[int, int, int] = (8, 48, 48),
         batch_size: int = 8,
         steps: int = 250,

@@ -2,7 +2,8 @@
 
 The detector runs on a fixed physical grid (default 1.25 x 1.25 x 5 mm) so one network serves
 scans of any in-plane resolution; findings and masks are mapped back to the source grid before
-anything is measured. Resampling uses SimpleITK (Gaussian anti-aliasing before down-sampling).
+anything is measured. Resampling and windowing are the :mod:`medanomaly.preprocess` ones
+(SimpleITK, Gaussian anti-aliasing before down-sampling; the ``lung_input`` HU window).
 
 Example:
     >>> import numpy as np
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.intensity import WINDOWS, window_array
 from medanomaly.types import Volume
 
 #: A chest CT must show at least this much lung (mL, both lungs) to be searched for nodules.
@@ -26,7 +28,6 @@ MIN_LUNG_ML = 200.0
 
 __all__ = [
     "MIN_LUNG_ML",
-    "crop_geometry",
     "lung_region",
     "require_chest_ct",
     "resample_like",
@@ -71,52 +72,26 @@ def lung_region(ct: Volume, path: str | Path | None = None, min_lung_ml: float =
     return lungs
 
 
-def window(hu: np.ndarray, lo: float = -1000.0, hi: float = 400.0) -> np.ndarray:
-    """HU clipped to [lo, hi] and scaled to [0, 1] (float32): the network's input."""
-    arr = (np.asarray(hu, dtype=np.float32) - lo) / (hi - lo)
-    return np.clip(arr, 0.0, 1.0)
+def window(hu: np.ndarray, lo: float = WINDOWS["lung_input"][0], hi: float = WINDOWS["lung_input"][1]) -> np.ndarray:
+    """HU clipped to [lo, hi] and scaled to [0, 1] (float32): the network's input
+    (:func:`medanomaly.preprocess.intensity.window_array`; default the ``lung_input`` window)."""
+    return window_array(hu, lo, hi)
 
 
 def to_grid(volume: Volume, spacing: tuple[float, float, float], nearest: bool = False) -> Volume:
     """Resample onto a grid of ``spacing`` (mm, x/y/z) covering the same physical extent.
 
-    Linear interpolation after Gaussian anti-aliasing (sigma = half the down-sampling factor in
-    voxels) for images; nearest neighbour for label masks (``nearest=True``).
+    Images: float32, Gaussian anti-aliasing (sigma = half the new spacing on shrinking axes),
+    linear, 0 outside; label masks (``nearest=True``): nearest neighbour, type kept. This is
+    :func:`medanomaly.preprocess.resample.resample_to_spacing` (the recorded detection recipe
+    replays the same call).
     """
-    import SimpleITK as sitk
+    from medanomaly.preprocess.resample import resample_to_spacing
 
-    src = np.asarray(volume.spacing)
-    dst = np.asarray(spacing, dtype=np.float64)
-    size = [max(int(round(n * s / d)), 1) for n, s, d in zip(volume.size_xyz, src, dst, strict=True)]
-    image = volume.to_sitk()
-    if not nearest:
-        image = sitk.Cast(image, sitk.sitkFloat32)
-        sigma = [0.5 * d if d > s * 1.01 else 0.0 for s, d in zip(src, dst, strict=True)]
-        if any(sigma):
-            image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
-    # Keep the physical centre of the first voxel's footprint: shift the origin by half the change.
-    origin = volume.index_to_physical(0.5 * (dst / src) - 0.5)
-    ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetSpacing(tuple(dst.tolist()))
-    ref.SetOrigin(tuple(float(o) for o in origin))
-    ref.SetDirection(tuple(volume.direction.ravel()))
-    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    out = sitk.Resample(image, ref, sitk.Transform(), interp, 0.0)
-    array = sitk.GetArrayFromImage(out)
     if nearest:
-        array = array.astype(volume.array.dtype)
-    return Volume(array, spacing=tuple(dst), origin=tuple(origin), direction=volume.direction, meta=volume.meta)
-
-
-def crop_geometry(reference: Volume, lo_zyx: np.ndarray, hi_zyx: np.ndarray) -> Volume:
-    """An empty Volume with the geometry of ``reference[lo:hi]`` (z, y, x index box)."""
-    lo = np.asarray(lo_zyx, int)
-    hi = np.asarray(hi_zyx, int)
-    shape = tuple(int(v) for v in hi - lo)
-    origin = reference.index_to_physical(lo[::-1].astype(float))
-    return Volume(
-        np.zeros(shape, np.uint8), spacing=reference.spacing, origin=tuple(origin), direction=reference.direction
-    )
+        return resample_to_spacing(volume, spacing, interpolator="nearest", default=0.0)
+    image = volume.with_array(np.asarray(volume.array, dtype=np.float32))
+    return resample_to_spacing(image, spacing, interpolator="linear", default=0.0, antialias=True)
 
 
 def resample_like(volume: Volume, reference: Volume, nearest: bool = False, default: float = 0.0) -> Volume:

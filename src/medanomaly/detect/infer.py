@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.detect.grid import crop_geometry, resample_like, to_grid, window
+from medanomaly.detect.grid import resample_like, to_grid, window
+from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume
 
 __all__ = ["findings_from_heatmap", "grid_region", "heatmap", "region_box"]
@@ -128,7 +129,7 @@ def _source_mask(prob: Volume, ct: Volume, component: np.ndarray, peak: float, t
     s_hi = np.clip(np.ceil(src_idx.max(0)).astype(int) + 1, 0, np.array(ct.size_xyz))
     if np.any(s_hi <= s_lo):
         return None
-    ref = crop_geometry(ct, s_lo[::-1], s_hi[::-1])
+    ref = crop_zyx(ct, s_lo[::-1], s_hi[::-1])
     local = np.where(component, prob.array, 0.0).astype(np.float32)
     on_src = np.asarray(resample_like(prob.with_array(local), ref).array)
     level = threshold if peak >= threshold else 0.5 * peak

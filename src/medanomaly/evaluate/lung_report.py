@@ -21,6 +21,7 @@ import numpy as np
 
 from medanomaly.evaluate.agreement import BlandAltman
 from medanomaly.evaluate.froc import FP_RATES, FrocResult
+from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Finding, Volume
 
 __all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "write_lung_report"]
@@ -101,7 +102,7 @@ def plot_finding(
     ys = slice(max(cy - hy, 0), min(cy + hy, ct.shape[1]))
     xs = slice(max(cx - hx, 0), min(cx + hx, ct.shape[2]))
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(np.asarray(ct.array)[z, ys, xs], cmap="gray", vmin=-1000, vmax=400,
+    ax.imshow(np.asarray(ct.array)[z, ys, xs], cmap="gray", vmin=WINDOWS["lung_input"][0], vmax=WINDOWS["lung_input"][1],
               extent=(0, (xs.stop - xs.start) * sx, (ys.stop - ys.start) * sy, 0))  # fmt: skip
     extent = (0, (xs.stop - xs.start) * sx, 0, (ys.stop - ys.start) * sy)
     for vol, colour in ((reference, "lime"), (finding.mask, "red")):

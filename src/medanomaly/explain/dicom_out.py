@@ -35,10 +35,11 @@ def blend_slice(image: Volume, map_volume: Volume, z: int, *, mask: Volume | Non
     from scipy.ndimage import binary_erosion
 
     from medanomaly.explain.overlay import _to_lps, _window
+    from medanomaly.preprocess.intensity import window_array
 
     img, heat = _to_lps(image), _to_lps(map_volume)
     lo, hi = _window(img, window)
-    grey = np.clip((np.asarray(img.array[z], dtype=np.float32) - lo) / (hi - lo), 0, 1)
+    grey = window_array(img.array[z], lo, hi)
     rgb = np.repeat(grey[..., None], 3, axis=2) if grey.ndim == 2 else grey[..., :3]
     harr = np.asarray(heat.array, dtype=np.float32)
     vmax = float(harr.max()) if harr.max() > 0 else 1.0

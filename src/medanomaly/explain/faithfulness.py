@@ -156,14 +156,9 @@ def random_baseline_auc(model: Any, x: torch.Tensor, kind: str = "deletion", *, 
 
 
 def _on_same_grid(map_volume: Volume, mask: Volume) -> Volume:
-    if mask.same_grid(map_volume):
-        return mask
-    import SimpleITK as sitk
+    from medanomaly.preprocess.resample import mask_onto_grid
 
-    ref = map_volume.with_array(np.zeros(map_volume.shape, np.uint8)).to_sitk()
-    out = sitk.Resample(mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8)).to_sitk(), ref,
-                        sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)  # fmt: skip
-    return map_volume.with_array(sitk.GetArrayFromImage(out))
+    return mask_onto_grid(mask, map_volume)
 
 
 def pointing_game(map_volume: Volume, mask: Volume, tolerance_mm: float = 0.0) -> bool:

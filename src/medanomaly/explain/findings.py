@@ -94,6 +94,7 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
     from medanomaly.explain.faithfulness import pointing_game
     from medanomaly.explain.maps import crop_patch, explain, peak_mm, resample_to
     from medanomaly.explain.overlay import overlay_png
+    from medanomaly.preprocess.resample import mask_onto_grid
     from medanomaly.registry import EXPLAINERS
 
     EXPLAINERS.get(method)
@@ -124,7 +125,7 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
         heat = resample_to(patch_map, view)
         mask = None
         if finding.mask is not None:
-            mask = resample_to(finding.mask.with_array(np.asarray(finding.mask.array, np.float32)), view)
+            mask = mask_onto_grid(finding.mask, view)
             mask = mask.with_array((np.asarray(mask.array) >= 0.5).astype(np.uint8))
             mask = mask if mask.array.any() else None
         png = None
@@ -138,14 +139,14 @@ def explain_findings_detailed(source: Any, volume: Volume, findings: Sequence[Fi
 
 
 def _union_mask(volume: Volume, findings: Sequence[Finding]) -> Volume | None:
-    from medanomaly.explain.maps import resample_to
+    from medanomaly.preprocess.resample import mask_onto_grid
 
     masks = [f.mask for f in findings if f.mask is not None]
     if not masks:
         return None
     union = np.zeros(volume.shape, bool)
     for m in masks:
-        on_grid = m if m.same_grid(volume) else resample_to(m.with_array(np.asarray(m.array, np.float32)), volume)
+        on_grid = mask_onto_grid(m, volume)
         union |= np.asarray(on_grid.array) >= 0.5
     return volume.with_array(union.astype(np.uint8)) if union.any() else None
 

@@ -84,20 +84,13 @@ def crop_patch(volume: Volume, center_mm: Sequence[float], size_zyx: Sequence[in
     centre_xyz = np.rint(volume.physical_to_index(center_mm)).astype(int)
     centre_zyx = centre_xyz[::-1]
     start = [int(c) - s // 2 for c, s in zip(centre_zyx, size, strict=True)]
-    arr = volume.array
-    fill_value = float(np.min(arr)) if fill is None else float(fill)
-    out = np.full(size + arr.shape[3:], fill_value, dtype=arr.dtype)
-    src, dst = [], []
-    for st, s, n in zip(start, size, arr.shape[:3], strict=True):
-        lo, hi = max(st, 0), min(st + s, n)
-        if hi <= lo:
+    from medanomaly.preprocess.resample import crop_zyx
+
+    for st, s, n in zip(start, size, volume.shape, strict=True):
+        if min(st + s, n) <= max(st, 0):
             raise InputError(f"patch centre {tuple(round(c, 1) for c in center_mm)} mm lies outside the image")
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - st, hi - st))
-    out[tuple(dst)] = arr[tuple(src)]
-    origin = volume.index_to_physical(np.asarray(start[::-1], dtype=float))
-    return Volume(out, spacing=volume.spacing, origin=tuple(origin), direction=volume.direction,
-                  meta=dict(volume.meta))  # fmt: skip
+    fill_value = float(np.min(volume.array)) if fill is None else float(fill)
+    return crop_zyx(volume, start, np.add(start, size), fill_value)
 
 
 def _windows(shape: Sequence[int], chunk: Sequence[int], overlap: float) -> list[tuple[slice, ...]]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Volume
 
 #: Colour-bar labels: what the map's numbers mean, per method.
@@ -34,8 +35,8 @@ UNITS = {
     "integrated_gradients": "integrated gradients (logit units)",
     "guided_backprop": "guided backprop |gradient|",
 }
-#: CT display window (HU) wide enough for lung nodules and soft-tissue masses.
-CT_WINDOW = (-1000.0, 400.0)
+#: CT display window (HU) wide enough for lung nodules and soft-tissue masses (the ``lung_input`` preset).
+CT_WINDOW = WINDOWS["lung_input"]
 
 
 def _to_lps(volume: Volume) -> Volume:

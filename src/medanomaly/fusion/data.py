@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.intensity import WINDOWS, robust_zscore_array, window_array
 from medanomaly.types import Volume
 
 #: Manifest column stem -> DICOM Modality code the image must carry (when it says).
@@ -275,23 +276,21 @@ def load_paired_dataset(
 
 # --------------------------------------------------------------------------------------- tensors
 def normalise(volume: Volume, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Voxels scaled for a network, float32.
+    """Voxels scaled for a network, float32 (colour components averaged to one first).
 
-    CT (or any ``window`` given, HU): clipped to the window and mapped to [0, 1]. Other
-    modalities (MR has no absolute unit): robust z-score using the 1st-99th percentile range.
+    CT (or any ``window`` given, HU): clipped to the window and mapped to [0, 1]
+    (default the ``cardiac`` window, -200..600 HU: soft tissue and contrast-enhanced blood pool).
+    Other modalities (MR has no absolute unit): robust z-score from the 1st-99th percentile
+    range. Both are the :mod:`medanomaly.preprocess.intensity` functions.
     """
     array = volume.array.astype(np.float32)
     if array.ndim == 4:
         array = array.mean(axis=3)
     if window is None and volume.modality == "CT":
-        window = (-200.0, 600.0)  # cardiac soft tissue + contrast-enhanced blood pool, HU
+        window = WINDOWS["cardiac"]
     if window is not None:
-        low, high = window
-        return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
-    low, high = np.percentile(array, [1, 99])
-    inside = array[(array >= low) & (array <= high)]
-    mean, std = float(inside.mean()), float(inside.std()) or 1.0
-    return ((array - mean) / std).astype(np.float32)
+        return window_array(array, *window)
+    return robust_zscore_array(array)
 
 
 def sample_to_array(

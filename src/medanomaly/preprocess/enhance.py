@@ -1,6 +1,7 @@
 """Contrast: CT windows by name, multi-window channels, CLAHE, histogram equalisation, gamma, unsharp.
 
-Windowing is ``clip(hu, low, high)`` rescaled to 0..1: we write the one line in NumPy rather
+Windowing is ``clip(hu, low, high)`` rescaled to 0..1 (:func:`~medanomaly.preprocess.intensity.window_array`,
+the one implementation every task calls): we write the one line in NumPy rather
 than calling MONAI's ``ScaleIntensityRange`` (same result) so that preprocessing does not
 import torch; ``bench/bench_lung_pipeline.py`` times both. CLAHE, equalisation, gamma and
 unsharp masking are scikit-image (MONAI has no CLAHE).
@@ -18,36 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess import intensity as _intensity
 from medanomaly.preprocess.checks import require_ct, require_finite, require_scalar
 from medanomaly.types import Volume
 
 __all__ = ["WINDOWS", "window", "multi_window", "clahe", "equalize", "gamma", "unsharp"]
 
-#: CT windows as (low, high) HU. Lung and mediastinum as in the issue; bone W2000/L300,
-#: brain W80/L40, liver W150/L30, soft tissue W400/L50, subdural W200/L75.
-WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (-1350.0, 150.0),
-    "mediastinum": (-160.0, 240.0),
-    "bone": (-700.0, 1300.0),
-    "brain": (0.0, 80.0),
-    "liver": (-45.0, 105.0),
-    "soft_tissue": (-150.0, 250.0),
-    "subdural": (-25.0, 175.0),
-}
-
-
-def _window_bounds(preset: str | None, low: float | None, high: float | None) -> tuple[float, float]:
-    if preset is not None:
-        if preset not in WINDOWS:
-            raise InputError(f"unknown window preset {preset!r}; valid: {', '.join(sorted(WINDOWS))}")
-        lo, hi = WINDOWS[preset]
-    else:
-        if low is None or high is None:
-            raise InputError("window: give a preset or both low and high")
-        lo, hi = float(low), float(high)
-    if not hi > lo:
-        raise InputError(f"window: high ({hi}) must exceed low ({lo})")
-    return lo, hi
+#: Named CT windows (low, high) HU: one table, kept in :mod:`medanomaly.preprocess.intensity`.
+WINDOWS = _intensity.WINDOWS
+_window_bounds = _intensity.window_bounds
 
 
 def window(volume: Volume, preset: str | None = None, low: float | None = None, high: float | None = None) -> Volume:
@@ -67,9 +47,8 @@ def window(volume: Volume, preset: str | None = None, low: float | None = None, 
     else:
         require_scalar(volume, "window")
         require_finite(volume, "window")
-    arr = np.asarray(volume.array, dtype=np.float32)
-    out = (np.clip(arr, lo, hi) - lo) / (hi - lo)
-    return volume.with_array(out.astype(np.float32), window_center=(lo + hi) / 2, window_width=hi - lo)
+    out = _intensity.window_array(volume.array, lo, hi)
+    return volume.with_array(out, window_center=(lo + hi) / 2, window_width=hi - lo)
 
 
 def multi_window(volume: Volume, presets: tuple[str, ...] = ("lung", "mediastinum", "bone")) -> Volume:

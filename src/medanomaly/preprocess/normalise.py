@@ -1,4 +1,5 @@
-"""Intensity normalisation: min-max to 0..1, z-score (within a mask), percentile clipping, HU clip.
+"""Intensity normalisation: min-max to 0..1, z-score (within a mask), percentile clipping, HU clip,
+per-image percentile scaling to 0..1 and robust z-score (the classification and fusion inputs).
 
 NumPy one-liners (MONAI's ``ScaleIntensity``/``NormalizeIntensity`` do the same on tensors;
 these avoid importing torch and take a mask ``Volume`` checked to lie on the same grid).
@@ -19,9 +20,10 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.preprocess.checks import require_ct, require_finite, require_mask, require_scalar
+from medanomaly.preprocess.intensity import percentile_unit_array, robust_zscore_array
 from medanomaly.types import Volume
 
-__all__ = ["minmax", "zscore", "percentile_clip", "hu_clip"]
+__all__ = ["minmax", "zscore", "percentile_clip", "hu_clip", "percentile_unit", "robust_zscore"]
 
 
 def _values(volume: Volume, mask: Volume | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +75,36 @@ def hu_clip(volume: Volume, low: float = -1024.0, high: float = 3071.0) -> Volum
     if not high > low:
         raise InputError(f"hu_clip: high ({high}) must exceed low ({low})")
     return volume.with_array(np.clip(np.asarray(volume.array, np.float32), low, high))
+
+
+def _per_channel(volume: Volume, fn, what: str) -> np.ndarray:  # noqa: ANN001 - array -> array
+    """``fn`` on each component of ``volume`` separately (statistics per channel), float32."""
+    require_finite(volume, what)
+    arr = volume.array
+    if arr.ndim == 3:
+        return fn(arr)
+    return np.stack([fn(arr[..., c]) for c in range(arr.shape[-1])], axis=-1)
+
+
+def percentile_unit(volume: Volume, low_pct: float = 0.5, high_pct: float = 99.5) -> Volume:
+    """Scale each channel to 0..1 by its own ``low_pct``..``high_pct`` percentiles (float32).
+
+    The classification ``percentile`` intensity mode
+    (:func:`~medanomaly.preprocess.intensity.percentile_unit_array`); a constant channel maps to 0.
+    """
+    if not 0.0 <= low_pct < high_pct <= 100.0:
+        raise InputError(f"percentile_unit: need 0 <= low < high <= 100, got {low_pct}, {high_pct}")
+    return volume.with_array(_per_channel(volume, lambda a: percentile_unit_array(a, low_pct, high_pct),
+                                          "percentile_unit"))  # fmt: skip
+
+
+def robust_zscore(volume: Volume, low_pct: float = 1.0, high_pct: float = 99.0) -> Volume:
+    """Z-score from the voxels between two percentiles (all components together), float32.
+
+    The fusion input of a modality without absolute units (MR); see
+    :func:`~medanomaly.preprocess.intensity.robust_zscore_array`.
+    """
+    if not 0.0 <= low_pct < high_pct <= 100.0:
+        raise InputError(f"robust_zscore: need 0 <= low < high <= 100, got {low_pct}, {high_pct}")
+    require_finite(volume, "robust_zscore")
+    return volume.with_array(robust_zscore_array(volume.array, low_pct, high_pct))

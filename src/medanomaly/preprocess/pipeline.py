@@ -111,11 +111,11 @@ class PipelineResult:
 
     def mask_to_original(self, mask: Volume) -> Volume:
         """A mask (or label map) on the output grid resampled (nearest) onto the original grid."""
-        from medanomaly.preprocess.resample import resample_like
+        from medanomaly.preprocess.resample import mask_onto_grid
 
         if not mask.same_grid(self.volume):
             raise InputError("mask_to_original: the mask is not on the pipeline's output grid")
-        return resample_like(mask, self.original_grid.empty_volume(), interpolator="nearest", default=0)
+        return mask_onto_grid(mask, self.original_grid.empty_volume())
 
     def to_json(self) -> dict[str, Any]:
         return {"original_grid": self.original_grid.to_json(), "steps": [r.to_json() for r in self.records]}

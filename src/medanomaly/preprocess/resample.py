@@ -1,10 +1,15 @@
-"""Spatial steps that keep patient space: resample to a spacing or a grid, crop/pad, crop to a
-mask's bounding box, canonical orientation.
+"""Spatial steps that keep patient space: resample to a spacing or a grid, masks onto a grid,
+crop/pad, crop to an index box or a mask's bounding box, canonical orientation.
+
+This is the one resampler and the one origin-keeping crop of the package: every task (the
+detector grid, explanation maps, lesion masks, classification patches) calls these.
 
 Every function returns a Volume whose voxels sit at the right LPS position (origin updated on
 crops and pads), so mapping back is always "resample onto the original grid"
 (:func:`resample_like`), and a point keeps its LPS coordinates. Resampling and reorientation
-are SimpleITK (``ResampleImageFilter``, ``DICOMOrient``); masks use nearest neighbour.
+are SimpleITK (``ResampleImageFilter``, ``DICOMOrient``); masks use nearest neighbour
+(:func:`mask_onto_grid`). Linear or B-spline interpolation of an integer image rounds to the
+nearest integer (ITK alone truncates toward zero: 0.75 would become 0).
 
 Example:
     >>> import numpy as np
@@ -14,6 +19,8 @@ Example:
     (20, 10, 10)
     >>> crop_or_pad(v, (4, 8, 30)).shape
     (4, 8, 30)
+    >>> crop_zyx(v, (2, 0, 0), (4, 5, 5)).origin
+    (0.0, 0.0, 4.0)
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from medanomaly.errors import InputError
 from medanomaly.preprocess.checks import require_finite, require_mask
@@ -31,6 +39,8 @@ __all__ = [
     "is_mask_volume",
     "resample_to_spacing",
     "resample_like",
+    "mask_onto_grid",
+    "crop_zyx",
     "crop_or_pad",
     "crop_to_mask",
     "to_canonical",
@@ -61,21 +71,43 @@ def _default_value(volume: Volume) -> float:
     return float(np.min(volume.array))
 
 
+def _antialiased(image, old_spacing: np.ndarray, new_spacing: np.ndarray):  # noqa: ANN001, ANN202 - sitk.Image
+    """Gaussian low-pass before down-sampling: sigma = half the new spacing (mm) on each axis that
+    shrinks by more than 1 %; other axes get a negligible 0.001 mm. Unchanged when none shrinks."""
+    import SimpleITK as sitk
+
+    sigma = [0.5 * d if d > s * 1.01 else 0.0 for s, d in zip(old_spacing, new_spacing, strict=True)]
+    if not any(sigma):
+        return image
+    return sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
+
+
 def _resample(volume: Volume, size_xyz, spacing, origin, direction, interpolator: Interpolator,
-              default: float | None) -> Volume:  # fmt: skip
+              default: float | None, antialias: bool = False, dtype: DTypeLike | None = None) -> Volume:  # fmt: skip
     import SimpleITK as sitk
 
     require_finite(volume, "resample")
     fill = _default_value(volume) if default is None else float(default)
-    dtype = volume.array.dtype
-    work = volume if dtype != np.bool_ else volume.with_array(volume.array.astype(np.uint8))
+    work = volume if volume.array.dtype != np.bool_ else volume.with_array(volume.array.astype(np.uint8))
+    out_dtype = work.array.dtype if dtype is None else np.dtype(dtype)
+    interp = _interpolator(volume, interpolator)
+    rounds = np.issubdtype(out_dtype, np.integer) and interp != sitk.sitkNearestNeighbor
+    floats = {np.dtype(np.float32): sitk.sitkFloat32, np.dtype(np.float64): sitk.sitkFloat64}
+    pixel = sitk.sitkFloat64 if rounds else floats.get(out_dtype, sitk.sitkUnknown)
+    image = work.to_sitk()
+    if antialias and interp != sitk.sitkNearestNeighbor:
+        image = sitk.Cast(image, sitk.sitkFloat64) if rounds else image
+        image = _antialiased(image, np.asarray(volume.spacing), np.asarray(spacing, dtype=float))
     out = sitk.Resample(
-        work.to_sitk(), [int(s) for s in size_xyz], sitk.Transform(), _interpolator(volume, interpolator),
+        image, [int(s) for s in size_xyz], sitk.Transform(), interp,
         tuple(float(o) for o in origin), tuple(float(s) for s in spacing),
-        tuple(float(d) for d in np.asarray(direction).ravel()), fill,
+        tuple(float(d) for d in np.asarray(direction).ravel()), fill, pixel,
     )  # fmt: skip
     arr = sitk.GetArrayFromImage(out)
-    return Volume(arr.astype(work.array.dtype, copy=False), spacing=spacing, origin=origin,
+    if rounds:  # interpolated values into an integer type: nearest integer, within the type's range
+        info = np.iinfo(out_dtype)
+        arr = np.clip(np.rint(arr), info.min, info.max)
+    return Volume(arr.astype(out_dtype, copy=False), spacing=spacing, origin=origin,
                   direction=direction, meta=dict(volume.meta))  # fmt: skip
 
 
@@ -84,6 +116,8 @@ def resample_to_spacing(
     spacing: float | Sequence[float] = 1.0,
     interpolator: Interpolator = "auto",
     default: float | None = None,
+    antialias: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> Volume:
     """Resample to a new voxel size in mm, keeping the physical box the image covers.
 
@@ -96,6 +130,10 @@ def resample_to_spacing(
         spacing: target spacing, mm: one number (isotropic) or (x, y, z).
         interpolator: ``auto`` (nearest for masks, linear otherwise), linear, nearest, bspline.
         default: value outside the input (default: image minimum; 0 for masks).
+        antialias: Gaussian low-pass (sigma = half the new spacing, mm) on the axes that shrink,
+            before a non-nearest interpolation (the detector grid uses it).
+        dtype: output type (default: the input's). Interpolated values into an integer type are
+            rounded to the nearest integer and clipped to its range.
     """
     target = np.full(3, float(spacing)) if np.isscalar(spacing) else np.asarray(spacing, dtype=float)
     if target.shape != (3,) or np.any(target <= 0) or not np.all(np.isfinite(target)):
@@ -107,14 +145,29 @@ def resample_to_spacing(
     # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
     # sits half a new voxel inside it, so both grids cover the same box up to rounding.
     origin = volume.index_to_physical((target / old - 1.0) / 2.0)
-    return _resample(volume, size, tuple(target), tuple(origin), volume.direction, interpolator, default)
+    return _resample(volume, size, tuple(target), tuple(origin), volume.direction, interpolator, default,
+                     antialias, dtype)  # fmt: skip
 
 
 def resample_like(volume: Volume, reference: Volume, interpolator: Interpolator = "auto",
-                  default: float | None = None) -> Volume:  # fmt: skip
-    """Resample ``volume`` onto ``reference``'s grid (shape, spacing, origin, direction)."""
+                  default: float | None = None, dtype: DTypeLike | None = None) -> Volume:  # fmt: skip
+    """Resample ``volume`` onto ``reference``'s grid (shape, spacing, origin, direction).
+
+    ``interpolator``, ``default`` and ``dtype`` as in :func:`resample_to_spacing`.
+    """
     return _resample(volume, reference.size_xyz, reference.spacing, reference.origin, reference.direction,
-                     interpolator, default)  # fmt: skip
+                     interpolator, default, dtype=dtype)  # fmt: skip
+
+
+def mask_onto_grid(mask: Volume, reference: Volume) -> Volume:
+    """A mask or label map carried onto ``reference``'s grid by nearest neighbour (0 outside).
+
+    Labels keep their values and type (bool becomes uint8); a mask already on the grid comes back
+    as it is. The result has ``reference``'s geometry and the mask's metadata.
+    """
+    if mask.same_grid(reference):
+        return mask
+    return resample_like(mask, reference, interpolator="nearest", default=0)
 
 
 def _crop_pad(volume: Volume, start_zyx: np.ndarray, size_zyx: Sequence[int], pad_value: float | None) -> Volume:
@@ -135,6 +188,23 @@ def _crop_pad(volume: Volume, start_zyx: np.ndarray, size_zyx: Sequence[int], pa
     origin = volume.index_to_physical(np.asarray(start_zyx[::-1], dtype=float))
     return Volume(out, spacing=volume.spacing, origin=tuple(origin), direction=volume.direction,
                   meta=dict(volume.meta))  # fmt: skip
+
+
+def crop_zyx(volume: Volume, lo_zyx: Sequence[int], hi_zyx: Sequence[int], fill: float | None = None) -> Volume:
+    """The voxels ``lo <= index < hi`` (z, y, x), keeping their place in the patient.
+
+    The origin becomes the physical position of voxel ``lo``, so points, maps and masks computed
+    on the crop map straight back. A box reaching outside the image is padded with ``fill``
+    (default: image minimum, 0 for masks).
+
+    Raises:
+        InputError: a box that is not 3 (z, y, x) indices with ``hi > lo``.
+    """
+    lo = np.asarray(lo_zyx, dtype=int)
+    hi = np.asarray(hi_zyx, dtype=int)
+    if lo.shape != (3,) or hi.shape != (3,) or np.any(hi <= lo):
+        raise InputError(f"crop: need 3 (z, y, x) indices with hi > lo, got {list(lo)}..{list(hi)}")
+    return _crop_pad(volume, lo, hi - lo, fill)
 
 
 def crop_or_pad(volume: Volume, size_zyx: Sequence[int], pad_value: float | None = None) -> Volume:

@@ -73,7 +73,7 @@ class Step:
         out, applied = self.run(volume, context)
         if self.spatial and context.get("masks"):
             context["masks"] = {
-                k: _resample.resample_like(m, out, interpolator="nearest", default=0) for k, m in context["masks"].items()
+                k: _resample.mask_onto_grid(m, out) for k, m in context["masks"].items()
             }
         return out, applied
 
