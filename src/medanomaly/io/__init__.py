@@ -7,14 +7,19 @@ input                                  module                                   
 =====================================  ==========================================  ========
 folder of DICOM files (a series)       :mod:`medanomaly.io.dicom_series` (pydicom)  series
 one DICOM file (incl. multi-frame)     :mod:`medanomaly.io.dicom` (pydicom)         --
-``.nii`` ``.nii.gz`` ``.nrrd`` ``.mha``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
+a DICOMDIR                             :mod:`medanomaly.io.dicomdir` (pydicom)      --
+``.nii`` ``.nii.gz`` (NIfTI-1 and -2)  :mod:`medanomaly.io.nifti` (nibabel)         yes
+``.nrrd`` ``.nhdr`` ``.mha`` ``.mhd``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
 ``.png`` ``.jpg`` ``.bmp`` ``.tif``      :mod:`medanomaly.io.png` (SimpleITK)         yes
 MedMNIST ``.npz``                      :mod:`medanomaly.io.npz` (NumPy)             --
 =====================================  ==========================================  ========
 
 Every reader keeps geometry (spacing, origin, direction, LPS mm) and puts only safe technical
-metadata in ``Volume.meta``. Every failure is an :class:`~medanomaly.errors.InputError` naming
-the file and the reason. See ``docs/io.md``.
+metadata in ``Volume.meta``. Every reader checks the declared (and, for deflated DICOM, the
+decompressed) size against one limit before allocating (:mod:`medanomaly.io.limits`: 1 GiB of
+voxel data by default, ``max_voxel_bytes=`` or ``$MEDANOMALY_MAX_VOXEL_BYTES``). Every failure
+is one :class:`~medanomaly.errors.InputError` line naming the file and the reason. See
+``docs/io.md``.
 
 Example:
     >>> from medanomaly.io import read
@@ -72,33 +77,41 @@ def detect_format(path: str | Path) -> str:
     raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI, NRRD, MHA, PNG/JPEG, npz)", path)
 
 
-def read(path: str | Path, series_uid: str | None = None, **options: Any) -> Volume:
+def read(
+    path: str | Path, series_uid: str | None = None, *, max_voxel_bytes: int | None = None, **options: Any
+) -> Volume:
     """Read a medical image into a :class:`Volume` with its geometry.
 
     Args:
-        path: a DICOM series folder, a DICOM file, NIfTI, NRRD, MetaImage, PNG/JPEG or
-            MedMNIST ``.npz``.
-        series_uid: for a folder holding several series, the SeriesInstanceUID to read; for a
-            DICOM file, checked against the file's.
+        path: a DICOM series folder, a DICOM file or DICOMDIR, NIfTI, NRRD, MetaImage,
+            PNG/JPEG or MedMNIST ``.npz``.
+        series_uid: for a folder or DICOMDIR holding several series, the SeriesInstanceUID to
+            read; for a DICOM file, checked against the file's.
+        max_voxel_bytes: refuse images with more voxel data than this (bytes), checked from the
+            header before allocating; default ``$MEDANOMALY_MAX_VOXEL_BYTES``, else 1 GiB.
         **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test").
 
     Returns:
-        Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS).
+        Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS); NaN kept.
 
     Raises:
-        InputError: the path is missing, empty, truncated, of unknown format, or (folders)
-            holds several series, inconsistent slice gaps or no readable image.
+        InputError: the path is missing, empty, truncated, of unknown format, over the voxel
+            limit, or (folders) holds several series, inconsistent slice gaps or no readable
+            image. The message is one line naming the file and the reason.
     """
+    from medanomaly.io.limits import max_voxel_bytes as resolve_limit
+
     path = Path(path).expanduser()
     fmt = detect_format(path)
+    limit = resolve_limit(max_voxel_bytes)
     if fmt == "dicom-folder":
         from medanomaly.io.dicom_series import read_dicom_folder
 
-        return read_dicom_folder(path, series_uid=series_uid)
+        return read_dicom_folder(path, series_uid=series_uid, max_voxel_bytes=limit)
     if fmt == "dicom":
         from medanomaly.io.dicom import read_dicom_file
 
-        vol = read_dicom_file(path)
+        vol = read_dicom_file(path, series_uid=series_uid, max_voxel_bytes=limit)
         found = vol.meta.get("series_uid")
         if series_uid is not None and found != series_uid:
             raise InputError(f"file belongs to series {found}, not {series_uid}", path)
@@ -106,14 +119,18 @@ def read(path: str | Path, series_uid: str | None = None, **options: Any) -> Vol
     if fmt == "npz":
         from medanomaly.io.npz import read_npz
 
-        return read_npz(path, split=options.get("split"))
-    if fmt in ("nifti", "nrrd", "metaimage"):
+        return read_npz(path, split=options.get("split"), max_voxel_bytes=limit)
+    if fmt == "nifti":
+        from medanomaly.io.nifti import read_nifti
+
+        return read_nifti(path, max_voxel_bytes=limit)
+    if fmt in ("nrrd", "metaimage"):
         from medanomaly.io.itk import read_itk
 
-        return read_itk(path)
+        return read_itk(path, max_voxel_bytes=limit)
     from medanomaly.io.png import read_picture
 
-    return read_picture(path)
+    return read_picture(path, max_voxel_bytes=limit)
 
 
 def check_writable(path: str | Path) -> Path:

@@ -6,13 +6,17 @@ What it does, in order:
    their reason and listed in ``Volume.meta["skipped_files"]``; non-image objects such as a
    DICOMDIR, SR or presentation state are ignored);
 2. group the images by ``SeriesInstanceUID``; with several series and no ``series_uid`` chosen,
-   fail with the list of series (UID, modality, file count, description; never identity);
+   fail with the list of series by UID (modality, file count; never the series description,
+   which is free text and can hold a name);
 3. sort the slices by ``ImagePositionPatient`` projected on the slice normal (never by file
    name or instance number, which are often wrong), and check that the gaps are equal: a
    missing slice, a duplicate position or a tilted stack is an :class:`InputError` naming the
    folder and the gap, not a silently wrong volume;
 4. decode the pixels (compressed syntaxes in a thread pool) and apply the modality LUT per
    slice (CT in HU), writing straight into one preallocated array.
+
+The voxel limit of :mod:`medanomaly.io.limits` is checked per file (size, deflate), while the
+wanted series' pixels are gathered, and for the whole series before decoding.
 
 Why our own and not ``SimpleITK.ImageSeriesReader``: it sorts and stacks too, but skips
 neither corrupt files nor reports them, silently accepts gaps, and reads no metadata we need;
@@ -33,21 +37,26 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import (
-    apply_rescale,
-    decode_pixels,
     direction_from_iop,
     in_plane_spacing,
+    read_dataset,
+    safe_meta,
+    slice_thickness,
+    volume_from_dataset,
+)
+from medanomaly.io.dicom_pixels import (
+    _native_pixels,
+    apply_rescale,
+    decode_pixels,
+    declared_pixels,
     is_truncated_image,
     missing_pixels_reason,
     number_of_frames,
-    read_dataset,
     rescale_of,
     rescaled_dtype,
-    safe_meta,
-    slice_thickness,
     stored_range,
-    volume_from_dataset,
 )
+from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,16 +71,17 @@ GAP_ATOL_MM = 0.01
 
 @dataclass(frozen=True)
 class SeriesSummary:
-    """One series found in a folder (technical fields only, no identity)."""
+    """One series found in a folder: its UID, modality and file count.
+
+    No free text: the series description can hold a patient's name, so series are named by UID.
+    """
 
     series_uid: str
     modality: str
     n_files: int
-    description: str
 
     def __str__(self) -> str:
-        desc = f" '{self.description}'" if self.description else ""
-        return f"{self.series_uid} ({self.modality or '?'}, {self.n_files} files{desc})"
+        return f"{self.series_uid} ({self.modality or '?'}, {self.n_files} files)"
 
 
 @dataclass
@@ -90,14 +100,14 @@ class _PixelSink:
     volume (permuted into slice order and rescaled in place).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, folder: Path, max_voxel_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.folder = folder
+        self.limit = max_voxel_bytes
         self.buffer: np.ndarray | None = None
         self.count = 0
 
     def take(self, item: _Slice) -> None:
-        from medanomaly.io.dicom import _native_pixels
-
         ds = item.ds
         if not _is_simple(ds):
             return
@@ -106,6 +116,9 @@ class _PixelSink:
             if first is None:
                 return
             self.buffer = np.empty((self.capacity, *first.shape), first.dtype)
+        # the series so far must fit the voxel limit (checked before each copy)
+        check_voxel_bytes((self.count + 1, *self.buffer.shape[1:]), self.buffer.itemsize, self.folder,
+                          limit=self.limit, what="series (so far)")
         if _native_pixels(ds, out=self.buffer[self.count]) is None:
             return
         item.slot = self.count
@@ -122,14 +135,19 @@ def _list_files(folder: Path) -> list[Path]:
 
 
 def _rel(path: Path, folder: Path) -> str:
+    """``path`` relative to the folder (or to a DICOMDIR's folder) named in messages."""
     try:
-        return str(path.relative_to(folder))
+        return str(path.relative_to(folder if folder.is_dir() else folder.parent))
     except ValueError:  # pragma: no cover
         return path.name
 
 
 def _parse_all(
-    files: Sequence[Path], folder: Path, sink: _PixelSink | None = None, series_uid: str | None = None
+    files: Sequence[Path],
+    folder: Path,
+    sink: _PixelSink | None = None,
+    series_uid: str | None = None,
+    max_voxel_bytes: int | None = None,
 ) -> tuple[list[_Slice], list[str]]:
     """Parse every file; returns the image slices and the names of skipped (corrupt) files.
 
@@ -142,7 +160,7 @@ def _parse_all(
     wanted = series_uid
     for path in files:
         try:
-            ds = read_dataset(path)
+            ds = read_dataset(path, max_voxel_bytes=max_voxel_bytes)
         except InputError as exc:
             _skip(skipped, path, folder, exc.reason)
             continue
@@ -195,14 +213,7 @@ def _summaries(groups: dict[str, list[Any]]) -> list[SeriesSummary]:
     out = []
     for uid, items in groups.items():
         ds = items[0].ds if isinstance(items[0], _Slice) else items[0]
-        out.append(
-            SeriesSummary(
-                series_uid=uid,
-                modality=str(ds.get("Modality") or ""),
-                n_files=len(items),
-                description=str(ds.get("SeriesDescription") or "").strip()[:64],
-            )
-        )
+        out.append(SeriesSummary(series_uid=uid, modality=str(ds.get("Modality") or "").strip(), n_files=len(items)))
     return sorted(out, key=lambda s: (-s.n_files, s.series_uid))
 
 
@@ -283,7 +294,12 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
 def _is_simple(ds: Dataset) -> bool:
     """Greyscale, single frame: the fast path (decode + rescale into the output array)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    return photometric == "MONOCHROME2" and int(ds.get("SamplesPerPixel") or 1) == 1 and number_of_frames(ds) == 1
+    return (
+        photometric == "MONOCHROME2"
+        and int(ds.get("SamplesPerPixel") or 1) == 1
+        and number_of_frames(ds) == 1
+        and "ModalityLUTSequence" not in ds
+    )
 
 
 def _decode_all(
@@ -295,7 +311,7 @@ def _decode_all(
         if s.slot is not None:
             return sink.buffer[s.slot]  # type: ignore[index]
         try:
-            return decode_pixels(s.ds, s.path)[0][0]
+            return decode_pixels(s.ds, s.path, sink.limit)[0][0]
         except InputError as exc:
             return exc
 
@@ -382,12 +398,13 @@ def _rescale_in_place(stored: np.ndarray, pairs: Sequence[tuple[float, float]], 
     return True
 
 
-def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volume:
+def read_dicom_folder(folder: str | Path, series_uid: str | None = None, max_voxel_bytes: int | None = None) -> Volume:
     """Read the DICOM series in a folder (searched recursively) into one Volume.
 
     Args:
         folder: a folder of DICOM files (names and order do not matter).
         series_uid: which series to read when the folder holds several.
+        max_voxel_bytes: limit on the series' voxel data (see :mod:`medanomaly.io.limits`).
 
     Returns:
         Volume (z, y, x) sorted along the slice normal; CT in HU; ``meta["skipped_files"]`` lists
@@ -395,82 +412,102 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None) -> Volu
 
     Raises:
         InputError: empty folder, no DICOM images, several series and none chosen, unequal
-            slice gaps, duplicate positions, different slice sizes or orientations.
+            slice gaps, duplicate positions, different slice sizes or orientations, or a series
+            over the voxel limit.
     """
     folder = Path(folder)
     files = _list_files(folder)
     if not files:
         raise InputError("empty folder (no files)", folder)
-    sink = _PixelSink(len(files))
-    slices, skipped = _parse_all(files, folder, sink, series_uid)
+    return read_dicom_files(files, folder, series_uid=series_uid, max_voxel_bytes=max_voxel_bytes)
+
+
+def read_dicom_files(
+    files: Sequence[Path], source: Path, *, series_uid: str | None = None, max_voxel_bytes: int | None = None
+) -> Volume:
+    """Read one series from an explicit list of files (a folder's, or those a DICOMDIR references).
+
+    Args:
+        files: candidate DICOM files; unreadable ones are skipped and listed.
+        source: the folder (or DICOMDIR file) named in errors; file names are given relative to it.
+        series_uid: which series to read when the files hold several.
+        max_voxel_bytes: limit on the series' voxel data.
+    """
+    sink = _PixelSink(len(files), source, max_voxel_bytes)
+    slices, skipped = _parse_all(files, source, sink, series_uid, max_voxel_bytes)
     if not slices:
         detail = f", {len(skipped)} unreadable file(s)" if skipped else ""
-        raise InputError(f"no DICOM images in folder ({len(files)} file(s){detail})", folder)
+        raise InputError(f"no DICOM images in {_kind(source)} ({len(files)} file(s){detail})", source)
     groups: dict[str, list[_Slice]] = {}
     for s in slices:
         groups.setdefault(_series_key(s.ds), []).append(s)
-    chosen = _choose_series(groups, series_uid, folder)
+    chosen = _choose_series(groups, series_uid, source)
     extra: dict[str, Any] = {"n_series": len(groups), "skipped_files": skipped}
 
     if len(chosen) == 1 and chosen[0].slot is None:  # one (possibly multi-frame) file
-        vol = volume_from_dataset(chosen[0].ds, chosen[0].path)
+        vol = volume_from_dataset(chosen[0].ds, chosen[0].path, max_voxel_bytes)
         return vol.with_meta(**extra)
     if any(number_of_frames(s.ds) > 1 for s in chosen):
-        raise InputError("series of several multi-frame files: read one file at a time", folder)
-
+        raise InputError("series of several multi-frame files: read one file at a time", source)
     sizes = {(int(s.ds.get("Rows") or 0), int(s.ds.get("Columns") or 0)) for s in chosen}
     if len(sizes) > 1:
-        raise InputError(f"slices of different sizes in one series: {sorted(sizes)}", folder)
+        raise InputError(f"slices of different sizes in one series: {sorted(sizes)}", source)
+    slice_shape, itemsize = declared_pixels(chosen[0].ds)
+    check_voxel_bytes((len(chosen), *slice_shape[1:]), itemsize, source, limit=max_voxel_bytes, what="series")
 
-    chosen, arrays = _decode_all(chosen, folder, skipped, sink)
+    chosen, arrays = _decode_all(chosen, source, skipped, sink)
     if not chosen:
-        raise InputError("no slice of the series could be decoded", folder)
+        raise InputError("no slice of the series could be decoded", source)
     try:
-        ordered, direction, spacing_z, origin = _sort_and_check(chosen, folder)
+        ordered, direction, spacing_z, origin = _sort_and_check(chosen, source)
     except InputError as exc:
         if skipped and "gap of" in exc.reason:  # the missing slice may be one we could not read
             names = ", ".join(sorted(skipped)[:3]) + (", ..." if len(skipped) > 3 else "")
-            raise InputError(f"{exc.reason}; {len(skipped)} unreadable file(s) skipped: {names}", folder) from None
+            raise InputError(f"{exc.reason}; {len(skipped)} unreadable file(s) skipped: {names}", source) from None
         raise
     by_path = {s.path: a for s, a in zip(chosen, arrays, strict=True)}
     arrays = [by_path[s.path] for s in ordered]
     first = ordered[0].ds
     sx, sy = in_plane_spacing(first)
     meta = {**safe_meta(first), **extra, "n_frames": len(ordered)}
-
-    if all(_is_simple(s.ds) for s in ordered):
-        rescales = [rescale_of(s.ds) for s in ordered]
-        value_range = stored_range(first)
-        stored = _stored_in_order(ordered, sink)
-        if any(r is not None for r in rescales):
-            pairs = [r or (1.0, 0.0) for r in rescales]
-            dtypes = {rescaled_dtype(value_range, a, b) for a, b in pairs}
-            dtype = np.result_type(*dtypes)
-            if stored is not None and _rescale_in_place(stored, pairs, dtype):
-                out = stored.view(dtype)
-            else:
-                # ``arrays`` may view the sink buffer, which _stored_in_order has permuted: use ``stored``
-                sources = list(stored) if stored is not None else arrays
-                out = np.empty((len(ordered), *sources[0].shape), dtype)
-                for k, (array, (slope, intercept)) in enumerate(zip(sources, pairs, strict=True)):
-                    apply_rescale(array, slope, intercept, dtype, out=out[k])
-            uniform = len(set(pairs)) == 1
-            meta.update(rescale_applied=True, photometric="MONOCHROME2")
-            if uniform:
-                meta.update(rescale_slope=pairs[0][0], rescale_intercept=pairs[0][1])
-        else:
-            out = stored if stored is not None else np.stack(arrays)
-            out = out.astype(np.dtype(out.dtype).newbyteorder("="), copy=False)
-            meta.update(rescale_applied=False, photometric="MONOCHROME2")
-        if meta.get("modality") == "CT" and meta.get("rescale_applied"):
-            meta["units"] = "HU"
-    else:  # colour or MONOCHROME1 slices: the general single-file path, slice by slice
-        if any(s.slot is not None for s in ordered):
-            raise InputError("slices of one series mix greyscale and colour/MONOCHROME1 pixels", folder)
-        vols = [volume_from_dataset(s.ds, s.path) for s in ordered]
-        out = np.concatenate([v.array for v in vols])
-        meta.update({k: v for k, v in vols[0].meta.items() if k not in meta or k == "photometric"})
+    out = _stack(ordered, arrays, sink, source, meta)
     return Volume(out, spacing=(sx, sy, spacing_z), origin=origin, direction=direction, meta=meta)
 
 
-__all__ = ["SeriesSummary", "list_series", "read_dicom_folder"]
+def _kind(source: Path) -> str:
+    return "folder" if source.is_dir() else "the files it references"
+
+
+def _stack(ordered: list[_Slice], arrays: list[np.ndarray], sink: _PixelSink, source: Path, meta: dict[str, Any]) -> np.ndarray:
+    """The ordered slices as one (z, y, x) array in voxel units (HU for CT); updates ``meta``."""
+    first = ordered[0].ds
+    if not all(_is_simple(s.ds) for s in ordered):  # colour, MONOCHROME1 or LUT: slice by slice
+        if any(s.slot is not None for s in ordered):
+            raise InputError("slices of one series mix greyscale and colour/MONOCHROME1 pixels", source)
+        vols = [volume_from_dataset(s.ds, s.path, sink.limit) for s in ordered]
+        meta.update({k: v for k, v in vols[0].meta.items() if k not in meta or k == "photometric"})
+        return np.concatenate([v.array for v in vols])
+    rescales = [rescale_of(s.ds) for s in ordered]
+    stored = _stored_in_order(ordered, sink)
+    meta.update(photometric="MONOCHROME2", rescale_applied=any(r is not None for r in rescales))
+    if not meta["rescale_applied"]:
+        out = stored if stored is not None else np.stack(arrays)
+        return out.astype(np.dtype(out.dtype).newbyteorder("="), copy=False)
+    pairs = [r or (1.0, 0.0) for r in rescales]
+    dtype = np.result_type(*{rescaled_dtype(stored_range(first), a, b) for a, b in pairs})
+    if stored is not None and _rescale_in_place(stored, pairs, dtype):
+        out = stored.view(dtype)
+    else:
+        # ``arrays`` may view the sink buffer, which _stored_in_order has permuted: use ``stored``
+        sources = list(stored) if stored is not None else arrays
+        out = np.empty((len(ordered), *sources[0].shape), dtype)
+        for k, (array, (slope, intercept)) in enumerate(zip(sources, pairs, strict=True)):
+            apply_rescale(array, slope, intercept, dtype, out=out[k])
+    if len(set(pairs)) == 1:
+        meta.update(rescale_slope=pairs[0][0], rescale_intercept=pairs[0][1])
+    if meta.get("modality") == "CT":
+        meta["units"] = "HU"
+    return out
+
+
+__all__ = ["SeriesSummary", "list_series", "read_dicom_files", "read_dicom_folder"]

@@ -1,9 +1,15 @@
-"""NIfTI, NRRD and MetaImage (``.mha``/``.mhd``) through SimpleITK, the reference for their geometry.
+"""NRRD and MetaImage (``.mha``/``.mhd``) read, and NIfTI/NRRD/MetaImage written, through SimpleITK.
 
-SimpleITK converts NIfTI's RAS affine (qform/sform) to LPS direction/origin, reads NRRD's
-``space directions`` and ``space origin``, and MetaImage's ``TransformMatrix``/``Offset``; we
-keep what it gives and only add safe metadata (the ``modality`` key that our NRRD writer stores).
-Geometry is cross-checked in the tests against nibabel (NIfTI, RAS->LPS) and pynrrd (NRRD).
+SimpleITK reads NRRD's ``space directions`` and ``space origin`` and MetaImage's
+``TransformMatrix``/``Offset``; we keep what it gives and only add safe metadata (the
+``modality`` key that our NRRD writer stores). Geometry is cross-checked in the tests against
+pynrrd. NIfTI is *read* by :mod:`medanomaly.io.nifti` (nibabel: sform before qform, NaN kept,
+NIfTI-2); :func:`read_itk` hands ``.nii``/``.nii.gz`` over to it.
+
+The image header is read first (``ImageFileReader.ReadImageInformation``: sizes, pixel type,
+components) and the declared voxel data checked against :mod:`medanomaly.io.limits` before
+ITK allocates or decompresses anything, so a 1 KB NRRD header claiming 1000^3 floats, or a
+small gzip NRRD that inflates to gigabytes, is refused at the cost of reading its header.
 
 Example:
     >>> from medanomaly.data.sources import real_data
@@ -14,10 +20,12 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.types import Volume
 
 #: File endings read and written by this module, with the name stored in ``meta["source_format"]``.
@@ -42,34 +50,44 @@ def itk_format(path: Path) -> str | None:
     return None
 
 
-def read_itk(path: str | Path) -> Volume:
-    """Read a NIfTI, NRRD or MetaImage file with SimpleITK, keeping its LPS geometry.
+def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
+    """Read an NRRD or MetaImage file with SimpleITK, keeping its LPS geometry.
 
     Args:
-        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
+        path: ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file (``.nii``/``.nii.gz`` are passed
+            to :func:`medanomaly.io.nifti.read_nifti`).
+        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`).
 
     Returns:
-        Volume (z, y, x[, c]); intensities as stored (HU for CT NRRDs written in HU).
+        Volume (z, y, x[, c]); intensities as stored (HU for CT NRRDs written in HU), NaN kept.
 
     Raises:
-        InputError: unreadable or truncated file, or more than 3 spatial dimensions.
+        InputError: unreadable or truncated file, more than 3 spatial dimensions, or more voxel
+            data than the limit.
     """
     import SimpleITK as sitk
 
     path = Path(path)
     fmt = itk_format(path) or "itk"
+    if fmt == "nifti":
+        from medanomaly.io.nifti import read_nifti
+
+        return read_nifti(path, max_voxel_bytes=max_voxel_bytes)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"not a readable {fmt} image ({_itk_reason(exc)})", path) from None
-    dim = image.GetDimension()
-    if dim == 4:
-        size = image.GetSize()
-        if size[3] != 1:
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        if len(size) == 4 and size[3] != 1:
             raise InputError(f"4D image ({size[3]} volumes): medanomaly reads 2D/3D images", path)
+        if len(size) not in (2, 3, 4):
+            raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images", path)
+        check_declared_size(reader, path, max_voxel_bytes)
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"not a readable {fmt} image ({_itk_reason(exc, path)})", path) from None
+    if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    elif dim not in (2, 3):
-        raise InputError(f"{dim}D image: medanomaly reads 2D/3D images", path)
     meta: dict[str, object] = {"source_format": fmt}
     if image.HasMetaDataKey("modality"):
         modality = image.GetMetaData("modality").strip().upper()
@@ -83,11 +101,42 @@ def read_itk(path: str | Path) -> Volume:
     return vol
 
 
-def _itk_reason(exc: RuntimeError) -> str:
-    """The useful last line of an ITK exception."""
+def check_declared_size(reader: Any, path: Path, max_voxel_bytes: int | None = None) -> None:
+    """Refuse, from the header an ``ImageFileReader`` has read, more voxel data than the limit."""
+    import SimpleITK as sitk
+
+    size = reader.GetSize()
+    probe = sitk.Image([1] * len(size), reader.GetPixelID())  # a 1-voxel image of the same pixel type
+    itemsize = sitk.GetArrayViewFromImage(probe).itemsize  # bytes per component
+    components = max(1, reader.GetNumberOfComponents())
+    check_voxel_bytes((*size, components), itemsize, path, limit=max_voxel_bytes)
+
+
+#: ITK messages (lower case) and the plain reason we give instead.
+_ITK_REASONS = {
+    "unable to determine imageio reader": "no ITK reader recognises its content",
+    "file does not exist": "file not found",
+    "could not open": "cannot open file",
+    "premature end": "truncated file (data end early)",
+    "read failed": "truncated file (data end early)",
+    "zlib": "corrupt compressed data",
+    "gzip": "corrupt compressed data",
+}
+
+
+def _itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
+    """A short, one-line reason for an ITK exception: known messages in plain words, else its
+    last line without the file name (the caller names the file) and cut at 120 characters."""
+    text = " ".join(str(exc).split())
+    lower = text.lower()
+    for needle, reason in _ITK_REASONS.items():
+        if needle in lower:
+            return reason
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[-1] if lines else "ITK error"
-    text = text.split(": ", 1)[-1] if text.startswith(("itk::", "ITK ")) else text
+    text = text.split(": ", 1)[-1] if text.startswith(("itk::", "ITK ", "sitk::")) else text
+    if path is not None:
+        text = text.replace(f'"{path}"', "the file").replace(str(path), "the file")
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -111,5 +160,5 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
     try:
         sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as exc:
-        raise InputError(f"cannot write image ({_itk_reason(exc)})", path) from None
+        raise InputError(f"cannot write image ({_itk_reason(exc, path)})", path) from None
     return path

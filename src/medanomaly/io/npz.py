@@ -22,10 +22,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.limits import max_voxel_bytes as max_voxel_limit
 from medanomaly.types import Volume
 
 SPLITS = ("train", "val", "test")
@@ -43,12 +46,20 @@ class MedMNISTSplit:
         return self.images.ndim == 4 and self.images.shape[-1] not in (3,)
 
 
-def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
+def load_medmnist(
+    path: str | Path, *, only: str | None = None, max_voxel_bytes: int | None = None
+) -> dict[str, MedMNISTSplit]:
     """Every split present in a MedMNIST ``.npz`` (at least one of train/val/test).
 
+    Args:
+        path: the archive.
+        only: load this split only (the others are not decompressed).
+        max_voxel_bytes: with it, the uncompressed size of the loaded members (from the zip
+            directory, before decompressing) must be within this limit (:mod:`medanomaly.io.limits`).
+
     Raises:
-        InputError: not a zip/npz, pickled content, no ``<split>_images`` key, or labels that do
-            not match the images.
+        InputError: not a zip/npz, pickled content, no ``<split>_images`` key, labels that do
+            not match the images, or members larger than ``max_voxel_bytes``.
     """
     path = Path(path)
     try:
@@ -60,10 +71,11 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
     splits: dict[str, MedMNISTSplit] = {}
     try:
         with archive:
-            for split in SPLITS:
+            wanted = [s for s in SPLITS if only in (None, s) and f"{s}_images" in archive.files]
+            if max_voxel_bytes is not None:
+                _check_members(archive, wanted, path, max_voxel_bytes)
+            for split in wanted:
                 key = f"{split}_images"
-                if key not in archive.files:
-                    continue
                 images = archive[key]
                 labels = archive[f"{split}_labels"] if f"{split}_labels" in archive.files else None
                 if labels is None:
@@ -87,16 +99,44 @@ def load_medmnist(path: str | Path) -> dict[str, MedMNISTSplit]:
     return splits
 
 
-def read_npz(path: str | Path, split: str | None = None) -> Volume:
+def _check_members(archive: Any, splits: list[str], path: Path, limit: int) -> None:
+    """Refuse members whose declared uncompressed size exceeds the voxel limit."""
+    total = 0
+    for split in splits:
+        for key in (f"{split}_images", f"{split}_labels"):
+            try:
+                total += archive.zip.getinfo(f"{key}.npy").file_size
+            except KeyError:
+                continue
+    check_voxel_bytes((total,), 1, path, limit=limit, what=f"{'+'.join(splits)} split data")
+
+
+def load_medmnist_names(path: Path) -> list[str]:
+    """The splits an archive holds (``<split>_images`` members), without decompressing them."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"not a readable .npz archive ({exc.__class__.__name__})", path) from None
+    return [s for s in SPLITS if f"{s}_images.npy" in names]
+
+
+def read_npz(path: str | Path, split: str | None = None, *, max_voxel_bytes: int | None = None) -> Volume:
     """One split of a MedMNIST archive as a Volume (the first split present by default).
 
-    A 2D set gives (N, H, W[, 3]): one slice per image. A 3D set gives its first volume.
+    A 2D set gives (N, H, W[, 3]): one slice per image. A 3D set gives its first volume. Only
+    that split is decompressed, after its size was checked against :mod:`medanomaly.io.limits`.
     """
     path = Path(path)
-    splits = load_medmnist(path)
-    name = split or next(s for s in SPLITS if s in splits)
-    if name not in splits:
-        raise InputError(f"no '{name}' split (found {', '.join(splits)})", path)
+    if split is not None and split not in SPLITS:
+        raise InputError(f"unknown split '{split}' (train, val or test)", path)
+    present = load_medmnist_names(path)
+    if not present:
+        load_medmnist(path)  # raises its "no MedMNIST keys" / pickled / not-an-archive error
+    name = split or next(s for s in SPLITS if s in present)
+    if name not in present:
+        raise InputError(f"no '{name}' split (found {', '.join(present)})", path)
+    splits = load_medmnist(path, only=name, max_voxel_bytes=max_voxel_limit(max_voxel_bytes))
     data = splits[name]
     meta: dict[str, object] = {"source_format": "npz", "n_frames": int(len(data.images))}
     if data.is_3d:

@@ -23,18 +23,27 @@ from medanomaly.types import Volume
 PICTURE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
 
 
-def read_picture(path: str | Path) -> Volume:
+def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     """Read a PNG/JPEG/BMP/TIFF picture into a one-slice Volume.
 
+    The declared size (width x height x channels x bytes, from the header) is checked against
+    :mod:`medanomaly.io.limits` before the pixels are decompressed.
+
     Raises:
-        InputError: unreadable or truncated file.
+        InputError: unreadable or truncated file, or more pixel data than the limit.
     """
     import SimpleITK as sitk
 
+    from medanomaly.io.itk import check_declared_size
+
     path = Path(path)
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        check_declared_size(reader, path, max_voxel_bytes)
+        image = reader.Execute()
     except RuntimeError:
         raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
     vol = Volume.from_sitk(image, source_format=fmt)

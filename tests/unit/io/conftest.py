@@ -52,3 +52,79 @@ def ct_series_shuffled(tmp_path_factory, lung_crop) -> Path:
 def series_writer():
     """The ``write_series(vol, folder, shuffle=False, seed=0, **kwargs)`` helper, as a fixture."""
     return write_series
+
+
+# ----------------------------------------------------------------------------- decompression bombs
+def _repeat_deflate(parts: list[bytes | int]) -> bytes:
+    """A raw deflate stream of ``parts`` (bytes, or an int = that many zero bytes), built
+    without compressing every zero.
+
+    After a full flush a deflate block never refers back, so the blocks of one 16 MiB run of
+    zeros can be repeated: building a 1 GiB bomb takes about a second.
+    """
+    import zlib
+
+    run = 16 << 20
+    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = None
+    out = []
+    for part in parts:
+        if isinstance(part, bytes):
+            out += [comp.compress(part), comp.flush(zlib.Z_FULL_FLUSH)]
+            continue
+        if part >= run and block is None:
+            block = comp.compress(bytes(run)) + comp.flush(zlib.Z_FULL_FLUSH)
+            out.append(block)
+            part -= run
+        out += [block] * (part // run)
+        out += [comp.compress(bytes(part % run)), comp.flush(zlib.Z_FULL_FLUSH)]
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def write_deflated_dicom(path: Path, frames: int, rows: int = 1024, cols: int = 1024, padding: int = 0) -> Path:
+    """A Deflated Explicit VR Little Endian MR file of ``frames`` x rows x cols uint16 zeros,
+    with ``padding`` zero bytes in a private OB element before the pixel data."""
+    import struct
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, generate_uid(), "MR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if padding:
+        ds.add_new(0x00290010, "LO", "MEDANOMALY TEST")
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    parts: list[bytes | int] = [body.getvalue()]
+    if padding:
+        parts += [b"\x29\x00\x00\x10OB\x00\x00" + struct.pack("<I", padding), padding]
+    n_bytes = rows * cols * frames * 2
+    parts += [b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", n_bytes), n_bytes]  # PixelData
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = DicomBytesIO()
+    head.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    path.write_bytes(head.getvalue() + _repeat_deflate(parts))
+    return path
+
+
+@pytest.fixture(scope="session")
+def deflate_bomb(tmp_path_factory) -> Path:
+    """A ~1 MB deflated DICOM holding 1 GiB + 1 frame (2 MiB) of pixels: over the default limit."""
+    return write_deflated_dicom(tmp_path_factory.mktemp("bomb") / "bomb.dcm", frames=513)
+
+
+@pytest.fixture(scope="session")
+def deflated_dicom_writer():
+    """``write_deflated_dicom(path, frames, rows=1024, cols=1024, padding=0)`` as a fixture."""
+    return write_deflated_dicom

@@ -159,7 +159,7 @@ def test_io_dicom_series_uid_checked_for_files():
 
 @pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm", "examples_ybr_color.dcm"])
 def test_io_dicom_pillow_jpeg_path_equals_pydicom(name):
-    from medanomaly.io.dicom import _pillow_jpeg_frames
+    from medanomaly.io.dicom_pixels import _pillow_jpeg_frames
 
     ds = pydicom.dcmread(pd(name))
     fast = _pillow_jpeg_frames(ds)

@@ -155,7 +155,7 @@ def test_io_series_real_folder_with_gap_from_pydicom():
 def test_io_series_fast_pixel_path_equals_pydicom(ct_series):
     import pydicom
 
-    from medanomaly.io.dicom import _native_pixels
+    from medanomaly.io.dicom_pixels import _native_pixels
 
     for path in sorted(ct_series.iterdir())[:3]:
         ds = pydicom.dcmread(path)
@@ -241,7 +241,7 @@ def test_io_series_other_series_pixels_released(tmp_path, lung_crop, series_writ
     series_writer(lung_crop, tmp_path / "a", series_uid="1.2.826.0.1.3680043.8.498.21")
     series_writer(lung_crop, tmp_path / "b", series_uid="1.2.826.0.1.3680043.8.498.22")
     files = _list_files(tmp_path)
-    sink = _PixelSink(len(files))
+    sink = _PixelSink(len(files), tmp_path)
     slices, skipped = _parse_all(files, tmp_path, sink, "1.2.826.0.1.3680043.8.498.22")
     assert len(slices) == 24 and skipped == [] and sink.count == 12
     for s in slices:

@@ -1,0 +1,173 @@
+"""NIfTI-1 and NIfTI-2 (``.nii``, ``.nii.gz``) read with nibabel: geometry as nibabel, FSL and
+MRtrix see it, NaN kept.
+
+Why nibabel and not SimpleITK for NIfTI: ITK builds the geometry from the qform even where a
+file sets its sform (which nibabel, FSL, MRtrix and the NIfTI standard's "sform first" use): on
+4 of the 13 mricron templates that moved the origin by up to 126 mm and flipped the x axis of
+jhu189. ITK also turned NaN voxels into 0 and does not read NIfTI-2. Here:
+
+* **geometry**: nibabel's ``affine``: the sform when ``sform_code > 0``, else the qform when
+  ``qform_code > 0``, else the pixel sizes alone. It is converted from RAS to LPS (x and y
+  negated) and split into spacing (column norms), direction (unit columns) and origin, so
+  ``Volume.affine_lps`` equals ``diag(-1, -1, 1, 1) @ nibabel affine`` exactly (sheared
+  affines included). Which one was used is recorded in ``meta["description"]``, e.g.
+  ``"NIfTI-1 geometry from sform (code 4: MNI)"``;
+* **voxels**: stored values, scaled by ``scl_slope``/``scl_inter`` when the header sets them
+  (then float32, or float64 for double data), NaN and Inf kept as they are;
+* **limits**: the declared size (dimensions x bytes per voxel of the result) is checked
+  against :mod:`medanomaly.io.limits` from the 348/540-byte header, before any data is read or
+  decompressed;
+* **refused** (one line): 4D and higher images with more than one volume, CIFTI-2 (not a
+  volume), complex voxels, a singular affine.
+
+The header's free-text fields (``descrip``, ``aux_file``, intent name) are never copied.
+
+Example:
+    >>> from medanomaly.data.sources import real_data
+    >>> read_nifti(real_data("mricron/ch2.nii.gz")).meta["description"]  # doctest: +SKIP
+    'NIfTI-1 geometry from sform (code 4: MNI)'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.types import Volume
+
+#: NIfTI xform codes (``sform_code`` / ``qform_code``).
+XFORM_NAMES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI", 5: "template"}
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def nifti_geometry_source(header: Any) -> str:
+    """Which transform nibabel's ``affine`` comes from: ``"sform (code 4: MNI)"``, ``"qform
+    (code 1: scanner)"`` or ``"pixel sizes (no sform or qform)"``."""
+    for name in ("sform", "qform"):
+        code = int(header[f"{name}_code"])
+        if code > 0:
+            return f"{name} (code {code}: {XFORM_NAMES.get(code, 'other')})"
+    return "pixel sizes (no sform or qform)"
+
+
+def _load(path: Path) -> Any:
+    """nibabel's image object (header parsed, no data read), or InputError."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
+        from medanomaly.io.dicom_pixels import _short
+
+        raise InputError(f"not a readable NIfTI file ({_short(exc)})", path) from None
+    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+        kind = type(image).__name__.removesuffix("Image")
+        reason = "CIFTI-2 file: surface/grayordinate data, not a volume" if kind == "Cifti2" else f"{kind} file"
+        raise InputError(f"{reason}: medanomaly reads NIfTI volumes", path)
+    return image
+
+
+def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
+    """(x, y, z) of a NIfTI shape; extra dimensions must be 1 (a single volume)."""
+    dims = tuple(int(d) for d in shape) + (1,) * max(0, 3 - len(shape))
+    extra = int(np.prod(dims[3:])) if len(dims) > 3 else 1
+    if extra != 1:
+        raise InputError(f"{len(shape)}D image ({extra} volumes): medanomaly reads 2D/3D images", path)
+    return dims[0], dims[1], dims[2]
+
+
+def _result_dtype(header: Any) -> np.dtype:
+    """dtype of the voxels we return: stored, or float32/float64 when scl_slope/inter apply."""
+    stored = np.dtype(header.get_data_dtype())
+    if stored.kind == "c":
+        raise InputError("complex voxels are not supported")
+    slope, inter = header.get_slope_inter()
+    if slope is None or (slope == 1.0 and (inter or 0.0) == 0.0):
+        return stored.newbyteorder("=") if stored.fields is None else stored
+    return np.dtype(np.float64 if stored.itemsize == 8 else np.float32)
+
+
+def _is_scaled(header: Any) -> bool:
+    slope, inter = header.get_slope_inter()
+    return slope is not None and not (slope == 1.0 and (inter or 0.0) == 0.0)
+
+
+def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """The voxels as a C-contiguous (z, y, x[, 3]) array: scaled, native byte order, NaN kept."""
+    raw = np.asarray(image.dataobj.get_unscaled())
+    raw = raw.reshape(xyz, order="A")  # only drops / adds singleton axes: no copy
+    if raw.dtype.fields is not None:  # RGB24 / RGBA32 records -> (x, y, z, 3) uint8
+        raw = np.stack([raw[name] for name in ("R", "G", "B")], axis=-1)
+        return np.ascontiguousarray(np.moveaxis(raw, (0, 1, 2), (2, 1, 0)))
+    if _is_scaled(image.header):
+        slope, inter = image.header.get_slope_inter()
+        out = raw.astype(dtype)  # keeps the Fortran layout: the transpose below is C-contiguous
+        if slope != 1.0:
+            out *= dtype.type(slope)
+        if inter:
+            out += dtype.type(inter)
+    else:
+        out = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
+    return np.ascontiguousarray(out.transpose(2, 1, 0))
+
+
+def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spacing, direction, origin) with ``direction @ diag(spacing) == affine[:3, :3]``."""
+    matrix = affine_lps[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    if not np.all(np.isfinite(affine_lps)) or np.any(spacing <= 0) or abs(np.linalg.det(matrix)) < 1e-12:
+        raise InputError(f"degenerate NIfTI geometry (affine {np.round(affine_lps[:3], 4).tolist()})", path)
+    return spacing, matrix / spacing, affine_lps[:3, 3]
+
+
+def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
+    """Read a NIfTI-1 or NIfTI-2 volume with nibabel, geometry as nibabel's ``affine`` (LPS).
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`).
+
+    Returns:
+        Volume (z, y, x) (or (z, y, x, 3) for RGB NIfTI); ``meta["description"]`` says which
+        transform the geometry came from.
+
+    Raises:
+        InputError: unreadable or truncated file, CIFTI, several volumes, complex voxels,
+            degenerate affine, or more voxel data than the limit.
+    """
+    path = Path(path)
+    image = _load(path)
+    header = image.header
+    try:
+        xyz = _spatial_shape(image.shape, path)
+        dtype = _result_dtype(header)
+        affine = _RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64)
+    except InputError as exc:
+        raise InputError(exc.reason, path) from None
+    except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
+        from medanomaly.io.dicom_pixels import _short
+
+        raise InputError(f"invalid NIfTI header ({_short(exc)})", path) from None
+    channels = 3 if dtype.fields is not None else 1
+    check_voxel_bytes((*xyz, channels), dtype.itemsize // channels, path, limit=max_voxel_bytes)
+    spacing, direction, origin = _split_affine(affine, path)
+    try:
+        array = _voxels(image, xyz, dtype)
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
+        from medanomaly.io.dicom_pixels import _short
+
+        raise InputError(f"truncated or corrupt NIfTI data ({_short(exc)})", path) from None
+    import nibabel as nib
+
+    version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
+    meta: dict[str, Any] = {"source_format": "nifti", "description": f"{version} geometry from {nifti_geometry_source(header)}"}
+    if channels == 3:
+        meta.update(channels=3, photometric="RGB")
+    return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)
+
+
+__all__ = ["XFORM_NAMES", "nifti_geometry_source", "read_nifti"]
