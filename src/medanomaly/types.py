@@ -327,10 +327,13 @@ class Finding:
         """
         try:
             center = tuple(float(c) for c in data["center_mm"])
-            lo, hi = (tuple(float(c) for c in corner) for corner in data["bbox_mm"])
-            score = float(data["score"])
+            box = data.get("bbox_mm") or [center, center]
+            lo, hi = (tuple(float(c) for c in corner) for corner in box)
+            score = float("nan") if data.get("score") is None else float(data["score"])
+            if len(center) != 3 or len(lo) != 3 or len(hi) != 3:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise ValueError("a finding needs center_mm [x, y, z], bbox_mm [[x0, y0, z0], [x1, y1, z1]] and score") from None
+            raise ValueError("a finding needs center_mm [x, y, z] (bbox_mm and score optional)") from None
         measurements = None
         if data.get("volume_ml") is not None:
             names = {"mean_hu": "mean", "max_hu": "max", "std_hu": "std"}

@@ -68,7 +68,11 @@ def test_classify_cli_train_evaluate_predict_tune(tmp_path: Path) -> None:
     lines = res.output.strip().splitlines()
     assert lines[0].startswith("p0.nrrd: ") and "normal=" in lines[0] and "abnormal=" in lines[0]
     # confidence threshold 0.99 on a 2-epoch model: it abstains
-    assert "uncertain (abstained: low confidence)" in res.output
+    assert "ABSTAIN (low confidence; top class " in res.output  # never confused with a class named "uncertain"
+    res = runner.invoke(app, ["predict", str(run), str(tmp_path / "img/p0.nrrd"), "--out", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output
+    written = json.loads((tmp_path / "pred" / "p0.json").read_text())
+    assert written["decision"] == "abstain" and written["abstained"] and written["label"] in ("normal", "abnormal")
 
     res = runner.invoke(app, ["tune", str(cfg), "--trials", "2", "--out", str(tmp_path / "tune")])
     assert res.exit_code == 0, res.output
@@ -90,12 +94,14 @@ def test_classify_cli_bad_input_is_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_evaluate_refuses_a_run_whose_training_did_not_finish(tmp_path: Path) -> None:
-    from medanomaly.cli.runs import read_status, write_status
+    from medanomaly.engine.run import read_status, write_status
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("task: classification\n")
     write_status(run, "running")
-    assert read_status(run) == "running"
-    res = CliRunner().invoke(app, ["evaluate", str(run)])
-    assert res.exit_code != 0 and "did not finish" in str(res.exception)
+    assert read_status(run).status == "running"
+    for verb in (["evaluate", str(run)], ["predict", str(run), "x.png"], ["explain", str(run), "x.png"],
+                 ["detect", str(run), "x.nrrd"]):
+        res = CliRunner().invoke(app, verb)
+        assert res.exit_code != 0 and "did not finish" in str(res.exception), verb

@@ -39,8 +39,9 @@ def _blob(rng: np.random.Generator, abnormal: bool, size: int = 32):
 def classification_run(tmp_path_factory) -> Path:
     """A real classification run directory (config.yaml, classifier.json, safetensors), tiny model."""
     from medanomaly.classify.config import ClassificationConfig
-    from medanomaly.classify.engine import Classifier, build_model, save_classifier
-    from medanomaly.config import save_config
+    from medanomaly.classify.engine import Classifier, build_model, member_weights, save_classifier
+    from medanomaly.classify.model import run_info
+    from medanomaly.engine import write_finished_run
     from medanomaly.data.arrays import to_model_array
 
     run = tmp_path_factory.mktemp("cls_run")
@@ -74,8 +75,8 @@ def classification_run(tmp_path_factory) -> Path:
     model.eval()
     clf = Classifier(models=(model,), class_names=("normal", "abnormal"), image_size=(32, 32), channels=1,
                      synthetic=True)  # fmt: skip
-    save_config(cfg, run)
     save_classifier(clf, cfg, run)
+    write_finished_run(run, cfg, run_info(clf, member_weights(run, 1)))
     return run
 
 
@@ -124,7 +125,18 @@ def test_explain_dataset_folder_and_bad_inputs(classification_run, tmp_path):
                                    "--out", str(tmp_path / "x")])  # fmt: skip
     assert "unknown layer 'nope'; valid layers: 0, 0.0" in str(bad.exception)
     bad = CliRunner().invoke(app, ["explain", str(tmp_path), str(image)])
-    assert "not a trained lung_nodule or classification run" in str(bad.exception)
+    assert "not a run folder" in str(bad.exception)
+
+
+def save_detector_run(det, run: Path) -> Path:
+    """A finished lung_nodule run folder around a detector built in the test."""
+    from medanomaly.detect.config import LungNoduleConfig
+    from medanomaly.detect.detector import WEIGHTS_FILE
+    from medanomaly.detect.model import run_info
+    from medanomaly.engine import write_finished_run
+
+    det.save(run)
+    return write_finished_run(run, LungNoduleConfig(task="lung_nodule"), run_info(det, WEIGHTS_FILE))
 
 
 def test_explain_lung_run_on_real_ct(tmp_path):
@@ -138,7 +150,7 @@ def test_explain_lung_run_on_real_ct(tmp_path):
     det = NoduleDetector(model_params={"filters": [4, 8, 16]})
     det.model_ = nodule_unet(filters=(4, 8, 16)).eval()
     run = tmp_path / "lung_run"
-    det.save(run)
+    save_detector_run(det, run)
     image_path, mask_path = pyradiomics_case("lung1")
     ct = read(image_path)
     lesion = np.argwhere(read(mask_path).array > 0).mean(0)
@@ -158,4 +170,4 @@ def test_explain_lung_run_on_real_ct(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"score": 1}]))
     result = CliRunner().invoke(app, ["explain", str(run), str(image_path), "--findings", str(bad)])
-    assert "each finding needs center_mm" in str(result.exception)
+    assert "a finding needs center_mm" in str(result.exception)

@@ -57,12 +57,24 @@ def test_lung_tiny_train_then_detect(tmp_path: Path) -> None:
     out = tmp_path / "det"
     res = _cli("detect", run, image, "--out", out)
     assert res.returncode == 0, res.stderr[-2000:]
-    findings = json.loads((out / "findings.json").read_text())
-    assert isinstance(findings, list) and len(findings) <= 5
+    doc = json.loads((out / "findings.json").read_text())
+    findings = doc["findings"]
+    assert doc["schema"] == "medanomaly.findings/1" and doc["image"] == image.name and len(findings) <= 5
     for f in findings:
         for key in ("center_mm", "bbox_mm", "score", "volume_ml", "max_diameter_mm", "mean_hu"):
             assert key in f
     assert [f["score"] for f in findings] == sorted((f["score"] for f in findings), reverse=True)
+    case_doc = json.loads((run / "lung1" / "findings.json").read_text())  # the same schema from the report
+    assert case_doc["schema"] == doc["schema"]
+
+    # every verb through the engine: predict (findings JSON beside) and explain on the same run
+    res = _cli("predict", run, image, "--out", tmp_path / "pred", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    pred = json.loads(res.stdout.strip().splitlines()[-1])
+    assert pred["file"] == image.name and len(pred["findings"]) == len(findings)
+    res = _cli("explain", run, image, "--out", tmp_path / "expl", "--fov", "60")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "expl" / "explain.json").is_file()
 
 
 def test_lung_cli_bad_input_gives_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -73,7 +85,7 @@ def test_lung_cli_bad_input_gives_one_line_and_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "mask file not found" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     res = _cli("detect", tmp_path, image, "--out", tmp_path / "o")
-    assert res.returncode == 2 and "not a trained lung_nodule run" in res.stderr
+    assert res.returncode == 2 and "not a run folder" in res.stderr
 
 
 def test_lung_detect_cli_rejects_mri(tmp_path: Path) -> None:
@@ -85,7 +97,13 @@ def test_lung_detect_cli_rejects_mri(tmp_path: Path) -> None:
     import medanomaly.models.nodule_unet as nu
 
     det.model_ = nu.nodule_unet(filters=(4, 8, 16)).eval()
+    from medanomaly.detect.config import LungNoduleConfig
+    from medanomaly.detect.detector import WEIGHTS_FILE
+    from medanomaly.detect.model import run_info
+    from medanomaly.engine import write_finished_run
+
     det.save(run)
+    write_finished_run(run, LungNoduleConfig(task="lung_nodule"), run_info(det, WEIGHTS_FILE))
     brain, _ = pyradiomics_case("brain1")
     res = _cli("detect", run, brain, "--out", tmp_path / "o")
     assert res.returncode == 2 and "CT in HU" in res.stderr, res.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
+from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
 
@@ -108,11 +109,11 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
         return []
     import dataclasses
 
-    from medanomaly.explain.adapters import as_explainable
+    from medanomaly.explain.adapters import from_classifier
     from medanomaly.explain.findings import explain_findings
     from medanomaly.types import Volume
 
-    ex = dataclasses.replace(as_explainable(clf), preprocess=None)  # images are already model inputs
+    ex = dataclasses.replace(from_classifier(clf), preprocess=None)  # images are already model inputs
     names = clf.class_names
     probs = np.asarray(probs)
     called, abstained = clf.decide(probs)
@@ -181,10 +182,19 @@ class ClassificationTask:
     config_class = ClassificationConfig
 
     def train(self, config: ClassificationConfig, run_dir: Path) -> Path:
-        from medanomaly.classify.engine import train_run
+        from medanomaly.classify.engine import member_weights, train_run
+        from medanomaly.classify.model import run_info
 
-        train_run(config, run_dir)
+        clf = train_run(config, run_dir)
+        write_run_info(run_dir, run_info(clf, member_weights(Path(run_dir), len(clf.models))))
         return Path(run_dir)
+
+    def load(self, run_dir: Path, info: RunInfo) -> Any:
+        """The calibrated classifier of a checked run folder, behind the engine contract."""
+        from medanomaly.classify.engine import load_classifier
+        from medanomaly.classify.model import ClassificationModel
+
+        return ClassificationModel(info, run_dir, load_classifier(run_dir))
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
         return evaluate_run(run_dir, split)

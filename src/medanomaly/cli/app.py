@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.preprocess",
     "medanomaly.cli.info",
     "medanomaly.cli.demo",
-    "medanomaly.cli.classify",
+    "medanomaly.cli.predict",
     "medanomaly.cli.deid",
     "medanomaly.cli.explain",
     "medanomaly.cli.lung",

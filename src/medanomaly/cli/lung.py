@@ -1,7 +1,7 @@
-"""``detect`` and ``quantify``: whole-volume nodule detection and lesion measurement.
+"""``detect`` and ``quantify``: whole-image lesion detection and lesion measurement.
 
-``medanomaly detect RUN IMAGE --out DIR`` writes ``DIR/findings.json`` (a list of findings with
-``center_mm``, ``bbox_mm``, ``score``, ``volume_ml``, ``max_diameter_mm``, ``mean_hu``, ...).
+``medanomaly detect RUN IMAGE --out DIR`` writes ``DIR/findings.json`` (the one findings schema of
+:mod:`medanomaly.io.findings`: ``center_mm``, ``bbox_mm``, ``score``, ``volume_ml``, ``mean_hu``, ...).
 ``medanomaly quantify IMAGE --mask MASK --json`` prints one object per connected lesion, same keys.
 """
 
@@ -16,35 +16,27 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def detect(
-        run: Path = typer.Argument(..., help="Run directory of a trained lung_nodule detector."),
-        image: Path = typer.Argument(..., help="Chest CT (NRRD, NIfTI, DICOM folder...) in HU."),
-        out: Path = typer.Option(Path("detections"), "--out", help="Output folder for findings.json."),
+        run: Path = typer.Argument(..., help="Run folder of a trained detector (e.g. lung_nodule)."),
+        image: Path = typer.Argument(..., help="Image to search (chest CT in HU for the lung recipe)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/detect-<image>-<time>)."),
         overlays: bool = typer.Option(False, "--overlays", help="Also write an axial overlay PNG per finding."),
         masks: bool = typer.Option(False, "--masks", help="Also write each finding's mask as NRRD."),
     ) -> None:
-        """Detect lung nodules in a whole chest CT; write findings.json (centre, box, score, measurements)."""
-        from medanomaly.detect.detector import NoduleDetector
-        from medanomaly.detect.grid import lung_region
-        from medanomaly.io import read, write
+        """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
+        from medanomaly.engine import default_out, load_model
+        from medanomaly.engine.outputs import output_stem, write_detection
+        from medanomaly.errors import InputError
+        from medanomaly.io import read
 
-        detector = NoduleDetector.load(run)
-        ct = read(image)
-        lung = lung_region(ct, image)
-        findings = detector.detect(ct, lung)
-        out.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i, f in enumerate(findings, start=1):
-            row = f.to_json()
-            row["rank"] = i
-            if overlays:
-                from medanomaly.evaluate.lung_report import plot_finding
-
-                row["overlay"] = plot_finding(ct, f, out / f"finding_{i:02d}.png").name
-            if masks and f.mask is not None:
-                row["mask"] = write(f.mask, out / f"finding_{i:02d}_mask.nrrd").name
-            rows.append(row)
-        (out / "findings.json").write_text(json.dumps(rows, indent=2))
-        typer.echo(f"{len(findings)} finding(s) -> {out / 'findings.json'}")
+        model = load_model(run)
+        if not model.class_names or model.task not in ("lung_nodule", "detection"):
+            raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
+        volume = read(image)
+        model.check_input(volume, image)
+        prediction = model.predict(volume)
+        target = out or default_out("detect", output_stem(image))
+        path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
+        typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
 
     @app.command()
     def quantify(

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +164,7 @@ def evaluate_real(detector: NoduleDetector, source: SourceScan) -> CaseResult:
 def write_case(case: CaseResult, source: SourceScan, out_dir: Path, overlays: bool = True) -> dict[str, Any]:
     """Write ``<out_dir>/<case>/findings.json`` (+ overlay PNGs); return the report's case entry."""
     from medanomaly.evaluate.lung_report import plot_finding
+    from medanomaly.io.findings import write_findings
 
     case_dir = out_dir / case.name
     case_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,8 @@ def write_case(case: CaseResult, source: SourceScan, out_dir: Path, overlays: bo
                                title=f"{case.name} #{i} score {f.score:.2f}")  # fmt: skip
             row["overlay"] = f"{case.name}/{png.name}"
         rows.append(row)
-    (case_dir / "findings.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "overlay"} for r in rows], indent=2))
+    extra = [{k: v for k, v in r.items() if k not in f.to_json() and k != "overlay"} for r, f in zip(rows, case.findings, strict=True)]
+    write_findings(case_dir / "findings.json", case.findings, image=case.name, extra=extra, synthetic_training=True)
     reference_ml = None
     if source.lesion is not None:
         reference_ml = float(np.count_nonzero(source.lesion.array)) * source.ct.voxel_volume_mm3 / 1000.0

@@ -2,7 +2,7 @@
 
 ``medanomaly train configs/lung_nodule.yaml`` calls :meth:`LungNoduleTask.train`, which trains the
 detector, then evaluates it; ``medanomaly evaluate RUN`` re-runs the evaluation. The run folder
-holds ``config.yaml``, ``model.safetensors`` + ``detector.json``, ``train_history.json``,
+holds ``config.yaml``, ``model.json``, ``model.safetensors`` + ``detector.json``, ``train_history.json``,
 ``metrics.json``, the plots, ``report.html`` and ``<case>/findings.json`` for each real CT.
 
 Example:
@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.config import LungNoduleConfig, SimulationConfig
+from medanomaly.detect.model import DetectionModel, detector_explainable, run_info
 from medanomaly.detect.simulate import SourceScan, load_source
+from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
 
@@ -90,7 +92,7 @@ class LungNoduleTask:
     ) -> Path:
         """Simulate, train, save the detector, then evaluate (metrics and report into ``out_dir``,
         default ``run_dir``)."""
-        from medanomaly.detect.detector import NoduleDetector
+        from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,12 +100,19 @@ class LungNoduleTask:
         scans = simulate_training_set(config, sources, self.progress)
         detector = NoduleDetector.from_config(config).fit(scans, progress=self.progress)
         detector.save(run_dir)
+        write_run_info(run_dir, run_info(detector, WEIGHTS_FILE))
         (run_dir / "train_history.json").write_text(
             json.dumps({"loss": detector.history_, "n_train_scans": len(scans), "synthetic": True,
                         "note": f"trained on simulated nodules in lung {config.simulation.train_side}"})  # fmt: skip
         )
         self.evaluate(run_dir, "test", sources=sources, config=config, out_dir=out_dir)
         return run_dir
+
+    def load(self, run_dir: Path, info: RunInfo) -> DetectionModel:
+        """The trained detector of a checked run folder, behind the engine contract."""
+        from medanomaly.detect.detector import NoduleDetector
+
+        return DetectionModel(info, run_dir, NoduleDetector.load(run_dir))
 
     def evaluate(
         self,
@@ -200,7 +209,7 @@ def explain_case(detector: Any, ct: Any, findings: list[Any], entry: dict[str, A
         return
     from medanomaly.explain.findings import explain_findings_detailed
 
-    results = explain_findings_detailed(detector, ct, findings, out_dir / entry["name"] / "explain",
+    results = explain_findings_detailed(detector_explainable(detector), ct, findings, out_dir / entry["name"] / "explain",
                                         method="gradcam", fov_mm=80.0)  # fmt: skip
     for r in results:
         if r.png is not None:

@@ -41,7 +41,7 @@ LOCK_FILE = ".train.lock"
 __all__ = [
     "MODEL_JSON", "STATUS_JSON", "CONFIG_YAML", "RunInfo", "RunStatus", "write_json", "write_run_info",
     "read_run_info", "write_status", "read_status", "require_finished", "check_run", "training_lock",
-    "prepare_run_dir",
+    "prepare_run_dir", "write_finished_run",
 ]  # fmt: skip
 
 
@@ -239,3 +239,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def write_finished_run(run_dir: str | Path, config: Any, info: RunInfo) -> Path:
+    """Mark a folder that already holds a model's weights as a finished run: ``config.yaml``,
+    ``model.json`` and ``status.json`` (complete). For runs assembled outside ``train`` (weights
+    trained elsewhere, tests); ``train`` does the same through the task."""
+    from medanomaly.config import save_config
+
+    run_dir = Path(run_dir)
+    save_config(config, run_dir)
+    write_run_info(run_dir, info)
+    write_status(run_dir, "complete")
+    return run_dir

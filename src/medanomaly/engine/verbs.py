@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import Prediction
 
-__all__ = ["train_run", "load_model", "evaluate_run", "predict_paths", "default_out", "is_main_process", "get_task"]
+__all__ = ["train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "default_out", "is_main_process", "get_task"]
 
 
 def is_main_process() -> bool:
@@ -125,3 +125,21 @@ def predict_paths(model: TaskModel, paths: Iterable[str | Path],
             yield path, (exc if exc.path is not None else InputError(exc.reason, path)), None
             continue
         yield path, prediction, volume
+
+
+def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
+                       ) -> tuple[Path, Prediction | InputError, Any]:  # fmt: skip
+    """Predict one case from one file per modality (None = missing, flagged by the model).
+
+    Returns:
+        ``(first path, Prediction or InputError, None)``, like one item of :func:`predict_paths`.
+    """
+    from medanomaly.io import read
+
+    given = [Path(p) for p in paths.values() if p is not None]
+    first = given[0] if given else Path("-")
+    try:
+        volumes = {name: (read(p) if p is not None else None) for name, p in paths.items()}
+        return first, model.predict(volumes), None  # type: ignore[arg-type]
+    except InputError as exc:
+        return first, exc, None

@@ -4,10 +4,9 @@ An :class:`Explainable` bundles the network with the preprocessing it was traine
 ``Volume -> Volume`` that keeps geometry, so maps land back in patient space), the patch it looks
 at (detectors) or ``None`` (whole-image classifiers), and the score being explained.
 
-:func:`as_explainable` accepts a run directory (lung-nodule runs: ``detector.json`` +
-``model.safetensors``; classification runs: ``classifier.json`` + ``members/<i>/model.safetensors``),
-a loaded :class:`~medanomaly.detect.detector.NoduleDetector` or
-:class:`~medanomaly.classify.engine.Classifier`, an ``Explainable``, or a plain ``torch`` module.
+:func:`as_explainable` accepts an ``Explainable``, anything with an ``explainable()`` method (every
+loaded model of the engine contract: ``medanomaly.engine.load_model(run)``), or a plain ``torch``
+module. This package imports no task: tasks hand it what it needs through ``explainable()``.
 
 Example:
     >>> import torch
@@ -77,59 +76,25 @@ def centre_max(fraction: float = 0.5) -> Callable[[Any], Any]:
     return fn
 
 
-# --------------------------------------------------------------------------------------- lung nodule
-def lung_preprocess(spacing_mm: Sequence[float], hu_window: Sequence[float]) -> Callable[[Volume], Volume]:
-    """The detector's input: CT resampled to its grid (``detect.grid.to_grid``) and HU-windowed to 0..1."""
-
-    def preprocess(ct: Volume) -> Volume:
-        from medanomaly.detect.grid import to_grid, window
-
-        grid = to_grid(ct, tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
-        return grid.with_array(window(grid.array, float(hu_window[0]), float(hu_window[1])))
-
-    return preprocess
-
-
-def from_detector(detector: Any, patch_size: tuple[int, int, int] = (16, 96, 96)) -> Explainable:
-    """Explainable of a fitted :class:`~medanomaly.detect.detector.NoduleDetector`.
-
-    The default patch (16 x 96 x 96 at 5 x 1.25 x 1.25 mm = 80 x 120 x 120 mm) holds a 3 cm mass
-    with context, and is divisible by the U-Net's (2, 4, 4).
-    """
-    if not hasattr(detector, "model_"):
-        raise InputError("the nodule detector is not trained (no weights loaded)")
-    model = detector.model_.eval()
-    return Explainable(
-        model=model, preprocess=lung_preprocess(detector.spacing_mm, detector.hu_window),
-        patch_size=patch_size, output_fn=centre_max(0.5), class_names=("nodule",), target=0,
-        kind="lung_nodule", synthetic=True, runner=detector,
-    )  # fmt: skip
-
-
 # --------------------------------------------------------------------------------------- classification
 def classification_preprocess(image_size: Sequence[int], channels: int,
                               intensity: str = "percentile") -> Callable[[Volume], Volume]:  # fmt: skip
-    """The classifier's input (``data.arrays.to_model_array``: the run's intensity mapping, resize),
-    returned as a Volume whose geometry covers the same physical extent (align_corners=False)."""
+    """The classifier's input as a Volume covering the same physical extent: the recorded
+    ``classification_input`` step (:mod:`medanomaly.preprocess.recipes`) replayed."""
+    from medanomaly.preprocess.pipeline import Pipeline
+    from medanomaly.preprocess.recipes import classification_steps
+
+    pipeline = Pipeline.from_config(classification_steps(image_size, channels, intensity))
 
     def preprocess(volume: Volume) -> Volume:
-        from medanomaly.data.arrays import to_model_array
-
-        size = tuple(int(s) for s in image_size)
-        arr = to_model_array(volume.array, size, channels, intensity)  # (C, *size)
-        zyx = (1, *size) if len(size) == 2 else size
-        ratio = np.asarray(volume.shape[::-1], float) / np.asarray(zyx[::-1], float)  # x, y, z
-        spacing = tuple(float(s) for s in np.asarray(volume.spacing) * ratio)
-        origin = tuple(float(o) for o in volume.index_to_physical(0.5 * ratio - 0.5))
-        data = arr.reshape((arr.shape[0], *zyx))
-        data = data[0] if channels == 1 else np.moveaxis(data, 0, -1)
-        meta = {k: v for k, v in volume.meta.items() if k in ("modality", "synthetic")}
-        return Volume(data, spacing=spacing, origin=origin, direction=volume.direction, meta=meta)
+        return pipeline(volume).volume
 
     return preprocess
 
 
-def _ensemble_module(models: Sequence[Any], weights: Sequence[float] | None, temperature: float) -> Any:
+def ensemble_module(models: Sequence[Any], weights: Sequence[float] | None, temperature: float) -> Any:
+    """A torch module averaging the members' softmax (weighted), temperature applied; it returns
+    calibrated log-probabilities, so its softmax is the calibrated probability."""
     import torch
     from torch import nn
 
@@ -154,45 +119,38 @@ def _ensemble_module(models: Sequence[Any], weights: Sequence[float] | None, tem
     return Ensemble().eval()
 
 
-def from_classifier(clf: Any) -> Explainable:
-    """Explainable of a loaded :class:`~medanomaly.classify.engine.Classifier` (ensemble-aware)."""
+def from_classifier(clf: Any, preprocess: Callable[[Volume], Volume] | None = None) -> Explainable:
+    """Explainable of a calibrated classifier (members, weights, temperature, class names; ensemble-aware).
+
+    Args:
+        clf: an object with ``models``, ``weights``, ``temperature``, ``class_names``, ``image_size``,
+            ``channels`` and ``synthetic`` (the classification task's ``Classifier``).
+        preprocess: the run's recorded input pipeline (default: the classifier's resize and intensity).
+    """
     models = list(clf.models)
     if len(models) == 1 and float(clf.temperature) == 1.0:
         model = models[0].eval()
     else:
-        model = _ensemble_module(models, clf.weights, clf.temperature)
+        model = ensemble_module(models, clf.weights, clf.temperature)
+    default = classification_preprocess(clf.image_size, clf.channels, getattr(clf, "intensity", "percentile"))
     return Explainable(
         model=model,
-        preprocess=classification_preprocess(clf.image_size, clf.channels, getattr(clf, "intensity", "percentile")),
+        preprocess=preprocess or default,
         class_names=tuple(clf.class_names), kind="classification", synthetic=bool(clf.synthetic), runner=clf,
     )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- dispatch
-def load_run(run_dir: str | Path) -> Explainable:
-    """Explainable of a run directory written by ``medanomaly train`` (lung_nodule or classification)."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise InputError("run directory not found", run)
-    if (run / "detector.json").is_file():
-        from medanomaly.detect.detector import NoduleDetector
-
-        return from_detector(NoduleDetector.load(run))
-    if (run / "classifier.json").is_file():
-        from medanomaly.classify.engine import load_classifier
-
-        return from_classifier(load_classifier(run))
-    raise InputError("not a trained lung_nodule or classification run (no detector.json / classifier.json)", run)
-
-
 def as_explainable(source: Any) -> Explainable:
-    """Normalise a run dir, detector, classifier, Explainable or torch module to an Explainable."""
+    """Normalise an Explainable, a loaded model of any task (``.explainable()``) or a torch module.
+
+    A run folder is not accepted here (explain imports no task): load it first with
+    :func:`medanomaly.engine.load_model` and pass ``model.explainable()``.
+    """
     if isinstance(source, Explainable):
         return source
     if isinstance(source, (str, Path)):
-        return load_run(source)
-    if hasattr(source, "model_") and hasattr(source, "spacing_mm"):
-        return from_detector(source)
-    if hasattr(source, "models") and hasattr(source, "image_size"):
-        return from_classifier(source)
+        raise InputError("explain takes a loaded model: use medanomaly.engine.load_model(run).explainable()", source)
+    if callable(getattr(source, "explainable", None)):
+        return source.explainable()
     return Explainable(model=source)

@@ -65,6 +65,9 @@ def read_findings(path: str | Path) -> list[Finding]:
         return [Finding.from_json(r) for r in rows]
     except FileNotFoundError:
         raise InputError("findings file not found", path) from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, KeyError, TypeError):
         raise InputError("not a valid findings.json", path) from None
+    except ValueError as exc:
+        reason = str(exc) if "center_mm" in str(exc) else "not valid JSON"
+        raise InputError(f"not a valid findings.json ({reason})", path) from None
 

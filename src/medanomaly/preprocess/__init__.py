@@ -9,6 +9,7 @@ it lazily). The lung mask is the stable entry point the lung-nodule task uses:
 
 from __future__ import annotations
 
+from medanomaly.preprocess import recipes as recipes  # registers the model-input steps
 from medanomaly.preprocess import steps as steps  # registers the TRANSFORMS entries
 from medanomaly.preprocess.pipeline import Pipeline, PipelineResult, StepRecord
 from medanomaly.preprocess.segment import (

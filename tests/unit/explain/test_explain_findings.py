@@ -65,5 +65,5 @@ def test_centre_max_and_as_explainable(toy3d):
     out[0, 0, 4, 4, 4] = 2.0
     assert float(centre_max(0.5)(out)) == 2.0
     assert as_explainable(toy3d.model).kind == "model"
-    with pytest.raises(InputError, match="run directory not found"):
+    with pytest.raises(InputError, match="load_model"):
         as_explainable("/nonexistent/run")

@@ -1,4 +1,4 @@
-"""Case study: do Grad-CAM and occlusion point at real lung lesions? (``python -m medanomaly.explain.casestudy``)
+"""Case study: do Grad-CAM and occlusion point at real lung lesions? (``python -m medanomaly.detect.explain_study``)
 
 1. The lung-nodule detector (a trained ``lung_nodule`` run given with ``--run``, else trained here
    with :class:`~medanomaly.detect.detector.NoduleDetector` on simulated nodules inserted into the
@@ -28,9 +28,9 @@ TOLERANCE_MM = 5.0
 
 
 def _mask_on(mask: Volume, view: Volume) -> Volume:
-    from medanomaly.explain.maps import resample_to
+    from medanomaly.preprocess.resample import mask_onto_grid
 
-    m = resample_to(mask.with_array(np.asarray(mask.array, np.float32)), view)
+    m = mask_onto_grid(mask, view)
     return m.with_array((np.asarray(m.array) >= 0.5).astype(np.uint8))
 
 
@@ -68,7 +68,7 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.detect.detector import NoduleDetector
     from medanomaly.detect.simulate import load_source, simulate_scan
-    from medanomaly.explain.adapters import from_detector
+    from medanomaly.detect.model import detector_explainable
     from medanomaly.explain.findings import explain_findings_detailed
     from medanomaly.io import read
     from medanomaly.types import Finding
@@ -79,7 +79,7 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
     else:
         det = train_detector(steps=steps, scans_per_source=scans_per_source)
         det.save(out_dir / "detector")
-    ex = from_detector(det)
+    ex = detector_explainable(det)
     summary: dict[str, Any] = {"detector": str(run_dir) if run_dir else "trained here (synthetic nodules)",
                                "real_lesions": {}, "heldout_synthetic": {}}  # fmt: skip
     for case in ("lung1", "lung2"):

@@ -1,0 +1,95 @@
+"""A trained classification run behind the engine contract (:class:`medanomaly.engine.TaskModel`).
+
+:func:`run_info` is what the task writes as ``model.json``; :class:`ClassificationModel` is what
+``load_model(run)`` returns: ``predict(volume)`` gives the calibrated class probabilities, the
+called class (decision threshold learned on validation, else arg-max) and whether the model
+abstains (top probability below the abstention threshold learned on validation).
+
+Example:
+    >>> from medanomaly.engine import load_model                 # doctest: +SKIP
+    >>> load_model("runs/breast").predict(volume).decision        # doctest: +SKIP
+    'malignant'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.run import RunInfo
+from medanomaly.types import Prediction, Volume
+
+__all__ = ["ClassificationModel", "run_info"]
+
+
+def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
+    """``model.json`` of a calibrated :class:`~medanomaly.classify.engine.Classifier`."""
+    from medanomaly.preprocess.recipes import classification_steps
+
+    return RunInfo(
+        task="classification",
+        class_names=tuple(clf.class_names),
+        thresholds={"decision": clf.decision_threshold, "abstain": float(clf.abstain_threshold),
+                    "temperature": float(clf.temperature)},  # fmt: skip
+        preprocessing=classification_steps(clf.image_size, clf.channels, clf.intensity),
+        weights=tuple(member_weights),
+        input={"spatial_dims": len(clf.image_size), "channels": clf.channels, "image_size": list(clf.image_size)},
+        synthetic=bool(clf.synthetic),
+        extra={"ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta}},
+    )
+
+
+class ClassificationModel(ModelBase):
+    """Binary / multi-class classifier (2D or 3D, single model or ensemble) loaded from a run."""
+
+    def __init__(self, info: RunInfo, run_dir: Path, classifier: Any) -> None:
+        super().__init__(info, run_dir)
+        self.classifier = classifier
+
+    def model_input(self, volume: Volume) -> np.ndarray:
+        """The network input (C, *spatial) of one image, by replaying the recorded pipeline."""
+        out = self.preprocessing(volume).volume
+        arr = np.asarray(out.array, np.float32)
+        spatial = self.info.input["image_size"]
+        arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[np.newaxis]  # (C, z, y, x)
+        return arr.reshape((arr.shape[0], *spatial))
+
+    def predict(self, volume: Volume) -> Prediction:
+        return self.predict_many([volume])[0]
+
+    def predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
+        """Batched prediction: one forward pass per batch of images."""
+        if not volumes:
+            return []
+        x = np.stack([self.model_input(v) for v in volumes])
+        probs = self.classifier.predict_proba(x)
+        return self.predictions(probs)
+
+    def predictions(self, probs: np.ndarray) -> list[Prediction]:
+        """Predictions from calibrated probabilities (N, K): called class and abstention."""
+        arg, abstained = self.classifier.call(probs)
+        return [Prediction(scores=tuple(float(v) for v in p), class_names=self.class_names,
+                           label=self.class_names[int(a)], abstained=bool(ab), flags=self.flags())
+                for p, a, ab in zip(probs, arg, abstained, strict=True)]  # fmt: skip
+
+    def network(self) -> Any:
+        """A torch module mapping the model input to calibrated log-probabilities (members averaged,
+        temperature applied): its softmax is what ``predict`` reports."""
+        from medanomaly.explain.adapters import ensemble_module
+
+        return ensemble_module(list(self.classifier.models), self.classifier.weights, self.classifier.temperature)
+
+    def explainable(self) -> Any:
+        from medanomaly.explain.adapters import from_classifier
+
+        return from_classifier(self.classifier, preprocess=self._explain_preprocess())
+
+    def _explain_preprocess(self) -> Any:
+        def preprocess(volume: Volume) -> Volume:
+            return self.preprocessing(volume).volume
+
+        return preprocess

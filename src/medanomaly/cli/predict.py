@@ -1,0 +1,99 @@
+"""``predict`` and ``tune``: apply any trained run to image files; search hyper-parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def _format_prediction(path: Path, prediction) -> str:
+    probs = " ".join(f"{c}={p:.3f}" for c, p in zip(prediction.class_names, prediction.scores, strict=True))
+    if prediction.abstained:
+        call = f"ABSTAIN (low confidence; top class {prediction.label})"
+    else:
+        call = prediction.label
+    found = f", {len(prediction.findings)} finding(s)" if prediction.findings else ""
+    flags = f" {{{', '.join(prediction.flags)}}}" if prediction.flags else ""
+    return f"{path.name}: {call}{found}  [{probs}]{flags}"
+
+
+def _fusion_inputs(paths: list[Path]) -> dict[str, Path | None]:
+    """``MOD=path`` arguments of a fusion prediction (``MOD=-`` marks a missing modality)."""
+    from medanomaly.errors import InputError
+
+    out: dict[str, Path | None] = {}
+    for arg in map(str, paths):
+        if "=" not in arg:
+            raise InputError("a fusion run takes MODALITY=path arguments (MODALITY=- when missing)", arg)
+        name, _, value = arg.partition("=")
+        out[name] = None if value in ("", "-") else Path(value)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def predict(
+        run: Path = typer.Argument(..., help="Run folder written by `medanomaly train` (any task)."),
+        paths: list[Path] = typer.Argument(..., help="Image files (DICOM, NIfTI, NRRD, PNG...); fusion: MOD=path."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Also write <image>.json (+ findings, maps) here."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+    ) -> None:
+        """Predict with a trained run: class and probabilities (or "ABSTAIN"), findings, anomaly score."""
+        from medanomaly.engine import load_model
+
+        model = load_model(run)
+        if model.task == "fusion":
+            from medanomaly.engine.verbs import predict_multimodal
+
+            results = [predict_multimodal(model, _fusion_inputs(paths))]
+        else:
+            from medanomaly.engine import predict_paths
+
+            results = predict_paths(model, paths)
+        _report(results, out, as_json, run)
+
+    @app.command()
+    def tune(
+        config: Path = typer.Argument(..., help="YAML config with a `tune:` section (the search space)."),
+        trials: int | None = typer.Option(None, "--trials", "-n", help="Number of trials (default: the config's)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/tune-<name>-<time>)."),
+    ) -> None:
+        """Optuna search over the declared space, scored on the validation split; writes best.yaml."""
+        from medanomaly.config import load_config
+        from medanomaly.engine import default_out, get_task
+        from medanomaly.errors import InputError
+
+        cfg = load_config(config)
+        task = get_task(cfg.task, config)
+        if not hasattr(task, "tune"):
+            raise InputError(f"task {cfg.task!r} has no tuning", config)
+        out_dir = out or default_out("tune", cfg.name or config.stem)
+        summary = task.tune(cfg, trials, out_dir)
+        tag = " (SYNTHETIC data)" if summary.get("synthetic") else ""
+        typer.echo(f"best {summary['metric']} = {summary['best_value']:.4f}{tag} with {summary['best_params']}")
+        typer.echo(f"tune: {out_dir}")
+
+
+def _report(results, out: Path | None, as_json: bool, run: Path) -> None:
+    """Print each result (bad files on stderr) and write outputs; exit 2 when every file failed."""
+    from medanomaly.engine.outputs import write_prediction
+    from medanomaly.errors import InputError
+    from medanomaly.jsonio import finite_json
+
+    total = failures = 0
+    for path, outcome, _volume in results:
+        total += 1
+        if isinstance(outcome, InputError):
+            failures += 1
+            typer.echo(f"skipped: {outcome}", err=True)
+            continue
+        if out is not None:
+            write_prediction(out, path, outcome, {"run": run.name})
+        if as_json:
+            typer.echo(json.dumps(finite_json({"file": path.name, **outcome.to_json()})))
+        else:
+            typer.echo(_format_prediction(path, outcome))
+    if failures and failures == total:
+        raise typer.Exit(code=2)

@@ -1,0 +1,71 @@
+"""What a prediction leaves on disk, the same for every task.
+
+For an input ``NAME`` (its file name as the user gave it) :func:`write_prediction` writes into the
+output folder ``NAME.json`` (the :class:`~medanomaly.types.Prediction` JSON), ``NAME.findings.json``
+when the model found lesions (the one findings schema, :mod:`medanomaly.io.findings`), and
+``NAME_anomaly_map.nii.gz`` on the input's grid when the model gives a voxel map. Nothing is
+overwritten silently: an output of the same name is replaced atomically, never half-written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medanomaly.jsonio import write_json
+from medanomaly.types import Prediction
+
+__all__ = ["output_stem", "write_prediction"]
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
+
+
+def output_stem(path: str | Path) -> str:
+    """The input's name without its image extension (``lung1.nii.gz`` -> ``lung1``)."""
+    name = Path(path).name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
+def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
+                     context: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
+    """Write one prediction's files into ``out_dir``; returns the paths written."""
+    from medanomaly.io.findings import write_findings
+
+    out_dir = Path(out_dir)
+    stem = output_stem(source)
+    doc = {"image": Path(source).name, **(context or {}), **prediction.to_json()}
+    written = [write_json(out_dir / f"{stem}.json", doc)]
+    if prediction.findings:
+        written.append(write_findings(out_dir / f"{stem}.findings.json", prediction.findings,
+                                      image=Path(source).name, **(context or {})))  # fmt: skip
+    if prediction.anomaly_map is not None:
+        from medanomaly.io import write
+
+        written.append(Path(write(prediction.anomaly_map, out_dir / f"{stem}_anomaly_map.nii.gz")))
+    return written
+
+
+def write_detection(out_dir: str | Path, source: str | Path, volume: Any, prediction: Prediction,
+                    overlays: bool = False, masks: bool = False, run: str | None = None) -> Path:  # fmt: skip
+    """``findings.json`` of one detection (the one schema), with optional per-finding overlay PNGs
+    (axial, LPS) and lesion masks (NRRD on the input grid) beside it; returns the JSON's path."""
+    from medanomaly.io.findings import write_findings
+
+    out_dir = Path(out_dir)
+    extra: list[dict[str, Any]] = []
+    for i, finding in enumerate(prediction.findings, start=1):
+        row: dict[str, Any] = {}
+        if overlays:
+            from medanomaly.evaluate.lung_report import plot_finding
+
+            row["overlay"] = plot_finding(volume, finding, out_dir / f"finding_{i:02d}.png").name
+        if masks and finding.mask is not None:
+            from medanomaly.io import write
+
+            row["mask"] = Path(write(finding.mask, out_dir / f"finding_{i:02d}_mask.nrrd")).name
+        extra.append(row)
+    return write_findings(out_dir / "findings.json", prediction.findings, image=Path(source).name, extra=extra,
+                          run=run, flags=list(prediction.flags))  # fmt: skip

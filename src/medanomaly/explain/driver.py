@@ -1,0 +1,186 @@
+"""Explain a model's call on one image file, or evaluate explanations over a dataset.
+
+Detectors (an Explainable with a ``patch_size``): the detector runs on the image (or a
+``findings.json`` gives the findings) and each finding is explained on a patch around it (one PNG
+per finding, plus the stitched map as NIfTI on the image grid). Whole-image models (classifiers,
+fusion): the whole image is explained (PNG + NIfTI). A reference lesion mask adds its contour, the
+pointing game and the energy inside. ``evaluate`` adds deletion/insertion AUCs against random
+maps; with a folder or a CSV manifest (columns ``image``, optional ``mask``) it evaluates a dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medanomaly.jsonio import write_json
+
+__all__ = ["explain_file"]
+
+IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
+
+
+def _dataset_items(path: Path) -> list[tuple[str, Path, Path | None]]:
+    """(name, image, mask) from a CSV manifest or a folder (``X_image.*`` paired with ``X_label/_mask.*``)."""
+    import csv
+
+    from medanomaly.errors import InputError
+
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "image" not in rows[0]:
+            raise InputError("manifest needs an 'image' column", path)
+        return [(Path(r["image"]).name, path.parent / r["image"], (path.parent / r["mask"]) if r.get("mask") else None)
+                for r in rows]  # fmt: skip
+    files = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    masks = {p.name for p in files if "_label" in p.name or "_mask" in p.name}
+    items = []
+    for p in files:
+        if p.name in masks:
+            continue
+        mask = next((p.with_name(p.name.replace("_image", tag)) for tag in ("_label", "_mask")
+                     if "_image" in p.name and p.name.replace("_image", tag) in masks), None)  # fmt: skip
+        items.append((p.name, p, mask))
+    if not items:
+        raise InputError("no images found", path)
+    return items
+
+
+def _evaluate_dataset(ex: Any, path: Path, method: str, layer: str | None, target: int | None) -> dict[str, Any]:
+    from medanomaly.errors import InputError
+    from medanomaly.explain.faithfulness import evaluate_dataset
+    from medanomaly.io import read
+
+    skipped: list[tuple[str, str]] = []
+
+    def items():
+        for name, image, mask in _dataset_items(path):
+            try:
+                yield name, read(image), read(mask) if mask is not None else None
+            except InputError as exc:
+                skipped.append((name, str(exc)))
+
+    if ex.patch_size is not None:
+        raise InputError("--evaluate on a folder needs a whole-image model; give one CT with --mask for a lung run")
+    result = evaluate_dataset(ex.model, items(), method, layer=layer, target=target if target is not None else ex.target,
+                              preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
+    out = result.to_json()
+    out["skipped"] += [{"name": n, "reason": r} for n, r in skipped]
+    out["summary"]["synthetic_model"] = ex.synthetic
+    return out
+
+
+def _stitch(ct: Any, results: list[Any]) -> Any:
+    """Maximum of the finding maps, resampled onto the full CT grid (a Volume)."""
+    import numpy as np
+
+    from medanomaly.explain.maps import resample_to
+
+    full = np.zeros(ct.shape, np.float32)
+    for r in results:
+        full = np.maximum(full, np.asarray(resample_to(r.map, ct).array))
+    meta = {"description": results[0].map.meta.get("description", "attribution map")} if results else {}
+    return ct.with_array(full, **meta)
+
+
+def explain_file(ex: Any, image: Path, method: str, out: Path, layer: str | None = None, target: int | None = None,
+                 mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
+                 findings_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Explain a model's call on one image file (or, with ``evaluate``, a folder / CSV manifest).
+
+    Args:
+        ex: the model's :class:`~medanomaly.explain.adapters.Explainable` (``model.explainable()``).
+        image: the image file (folder or CSV manifest with ``evaluate``).
+        method: a registered explainer (gradcam, occlusion, ...).
+        out: output folder (PNG overlays, NIfTI map, ``explain.json``).
+        mask: the reference lesion mask on the image grid (contour, pointing game, energy inside).
+        fov: field of view (mm) of each finding's overlay (detectors).
+        findings_path: a findings.json to explain instead of running the detector.
+
+    Returns:
+        What it writes to ``explain.json``.
+    """
+    import numpy as np
+
+    from medanomaly.errors import InputError
+    from medanomaly.explain.findings import explain_findings_detailed
+    from medanomaly.explain.maps import crop_patch, explain, peak_mm
+    from medanomaly.preprocess.resample import mask_onto_grid
+    from medanomaly.explain.overlay import save_explanation, write_map
+    from medanomaly.io import read
+    from medanomaly.io.findings import read_findings
+    from medanomaly.registry import EXPLAINERS
+    from medanomaly.types import Finding
+
+    EXPLAINERS.get(method)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror})", out) from None
+    if image.is_dir() or image.suffix.lower() == ".csv":
+        if not evaluate:
+            raise InputError("a folder or manifest is evaluated: add --evaluate", image)
+        report = _evaluate_dataset(ex, image, method, layer, target)
+        write_json(out / "explain.json", report)
+        return report
+    volume = read(image)
+    lesion = read(mask) if mask is not None else None
+    if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
+        raise InputError("the mask is not on the image grid", mask)
+    report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic, "files": []}
+    if ex.kind == "lung_nodule":
+        volume = volume if volume.meta.get("modality") else volume.with_meta(modality="CT")
+        findings = read_findings(findings_path) if findings_path is not None else list(ex.runner.detect(volume))
+        if lesion is not None:
+            centre = volume.index_to_physical(np.argwhere(np.asarray(lesion.array) > 0).mean(0)[::-1])
+            findings.append(Finding(center_mm=tuple(centre), bbox_mm=(tuple(centre), tuple(centre)), score=float("nan"),
+                                    label="reference lesion", mask=lesion))  # fmt: skip
+        results = explain_findings_detailed(ex, volume, findings, out, method=method, layer=layer, fov_mm=fov)
+        report["findings"] = [
+            {"index": r.index, "label": f.label, "score": f.score, "peak_mm": [round(v, 2) for v in r.peak_mm],
+             "peak_in_mask": r.peak_in_mask, "png": str(r.png)}
+            for r, f in zip(results, findings, strict=False)
+        ]  # fmt: skip
+        report["files"] += [str(r.png) for r in results]
+        if results:
+            full = _stitch(volume, results)
+            report["files"].append(str(write_map(full, out / "explanation.nii.gz")))
+        if evaluate and results:
+            from medanomaly.explain.faithfulness import evaluate_image
+
+            grid = ex.preprocess(volume)
+            evals = []
+            for r, f in zip(results, findings, strict=False):
+                patch = crop_patch(grid, f.center_mm, ex.patch_size)
+                pmask = None
+                if f.mask is not None:
+                    pm = mask_onto_grid(f.mask, patch)
+                    pmask = pm.with_array((np.asarray(pm.array) >= 0.5).astype(np.uint8)) if pm.array.max() >= 0.5 else None
+                res = evaluate_image(ex.model, patch, method, mask=pmask, target=ex.target, layer=layer,
+                                     output_fn=ex.output_fn)  # fmt: skip
+                evals.append({"index": r.index, **res.to_json()})
+            report["faithfulness"] = evals
+    else:
+        heat = explain(ex.model, volume, method, target=target if target is not None else ex.target, layer=layer,
+                       preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
+        files = save_explanation(volume, heat, out, mask=lesion, method=method)
+        report["files"] += [str(p) for p in files.values()]
+        report["peak_mm"] = [round(v, 2) for v in peak_mm(heat)]
+        if lesion is not None:
+            from medanomaly.explain.faithfulness import energy_inside, pointing_game
+
+            report["pointing_hit"] = pointing_game(heat, lesion)
+            report["energy_inside"] = energy_inside(heat, lesion)
+        if dicom:
+            from medanomaly.explain.dicom_out import write_secondary_capture
+
+            report["files"] += [str(p) for p in write_secondary_capture(volume, heat, out / "dicom", mask=lesion)]
+        if evaluate:
+            from medanomaly.explain.faithfulness import evaluate_image
+
+            res = evaluate_image(ex.model, volume, method, mask=lesion, target=target if target is not None else ex.target,
+                                 layer=layer, preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
+            report["faithfulness"] = res.to_json()
+    write_json(out / "explain.json", report)
+    return report

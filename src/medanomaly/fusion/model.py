@@ -1,0 +1,105 @@
+"""A trained fusion run behind the engine contract (:class:`medanomaly.engine.TaskModel`).
+
+A fusion model takes several co-registered modalities of one patient. ``predict`` accepts either
+a mapping ``modality -> Volume`` (None or absent = missing, flagged ``missing_modality:<name>``) or
+one Volume whose components are the modalities in the model's order. ``explainable()`` wraps the
+network so the explainers see an ordinary ``(B, M, *spatial)`` input with every modality present.
+
+Example:
+    >>> from medanomaly.engine import load_model                               # doctest: +SKIP
+    >>> load_model("runs/fusion").predict({"T1": t1, "PD": None}).flags          # doctest: +SKIP
+    ('missing_modality:PD',)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.run import RunInfo
+from medanomaly.errors import InputError
+from medanomaly.fusion.infer import CLASS_NAMES, predict_volumes
+from medanomaly.types import Prediction, Volume
+
+__all__ = ["FusionModel", "run_info", "all_present"]
+
+
+def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights: str) -> RunInfo:
+    """``model.json`` of a trained fusion run."""
+    from medanomaly.preprocess.recipes import fusion_steps
+
+    data = config.data
+    return RunInfo(
+        task="fusion", class_names=CLASS_NAMES, weights=(weights,), synthetic=synthetic,
+        preprocessing=fusion_steps(modalities, data.size, dict(data.windows)),
+        input={"spatial_dims": len(data.size), "channels": len(modalities), "modalities": list(modalities),
+               "image_size": list(data.size)},
+        extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()}},
+    )  # fmt: skip
+
+
+def all_present(network: Any) -> Any:
+    """A torch module ``x -> network(x, present=all)``: the fusion network with a plain signature
+    (explainers and ONNX export call ``model(x)``)."""
+    import torch
+    from torch import nn
+
+    class AllPresent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = network
+            self.spatial_dims = getattr(network, "spatial_dims", None)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            present = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
+            return self.net(x, present)
+
+    return AllPresent().eval()
+
+
+class FusionModel(ModelBase):
+    """Multimodal classifier (early / feature / decision / hybrid fusion) loaded from a run."""
+
+    def __init__(self, info: RunInfo, run_dir: Path, network: Any) -> None:
+        super().__init__(info, run_dir)
+        self.net = network.eval()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.info.input["modalities"])
+
+    def split_components(self, volume: Volume) -> dict[str, Volume | None]:
+        """One Volume per modality from a multi-component Volume (components in the model's order)."""
+        m = len(self.modalities)
+        if m == 1 and volume.n_components == 1:
+            return {self.modalities[0]: volume}
+        if volume.n_components != m:
+            raise InputError(f"the fusion model expects {m} modalities {list(self.modalities)} as components "
+                             f"(or one file per modality), got {volume.n_components} component(s)")  # fmt: skip
+        return {name: volume.with_array(np.asarray(volume.array[..., j])) for j, name in enumerate(self.modalities)}
+
+    def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
+        volumes = volume if isinstance(volume, Mapping) else self.split_components(volume)
+        windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
+        p = predict_volumes(self.net, volumes, self.info.input["image_size"], windows, self.class_names)
+        return Prediction(scores=p.scores, class_names=p.class_names, label=p.label, flags=p.flags + self.flags())
+
+    def check_input(self, volume: Volume, path: Any = None) -> None:
+        return None  # modality names and grids are checked by predict_volumes
+
+    def network(self) -> Any:
+        """The fusion network with every modality present (``model(x)``, x: (B, M, *spatial))."""
+        return all_present(self.net)
+
+    def explainable(self) -> Any:
+        from medanomaly.explain.adapters import Explainable
+
+        def preprocess(volume: Volume) -> Volume:
+            return self.preprocessing(volume).volume
+
+        return Explainable(model=all_present(self.net), preprocess=preprocess, class_names=self.class_names,
+                           kind="fusion", synthetic=self.synthetic, runner=self)  # fmt: skip
