@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,13 +33,15 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
+log = logging.getLogger(__name__)
+
 
 def dicomdir_series(path: Path, ds: Dataset) -> dict[str, tuple[str, list[Path]]]:
     """The series a DICOMDIR references: ``{series UID: (modality, [existing files])}``.
 
     Raises:
         InputError: records that pydicom cannot follow, a referenced file outside the DICOMDIR's
-            folder, or referenced files that do not exist.
+            folder, or none of the referenced files found (some missing: a warning).
     """
     from pydicom.fileset import FileSet
 
@@ -46,25 +50,29 @@ def dicomdir_series(path: Path, ds: Dataset) -> dict[str, tuple[str, list[Path]]
     root = path.resolve().parent
     ds.filename = str(path)  # FileSet resolves ReferencedFileID relative to the DICOMDIR
     try:
-        instances = FileSet(ds).find()
+        with warnings.catch_warnings():  # pydicom warns once per missing file: we report a count
+            warnings.simplefilter("ignore")
+            instances = FileSet(ds).find()
     except Exception as exc:  # noqa: BLE001 - malformed records raise ValueError/KeyError/...
         raise InputError(f"DICOMDIR whose records cannot be followed ({_short(exc)})", path) from None
     series: dict[str, tuple[str, list[Path]]] = {}
-    missing: list[str] = []
     for instance in instances:
         if "ReferencedFileID" not in instance:
             continue
         file = Path(instance.path)
         if not file.resolve().is_relative_to(root):
             raise InputError(f"DICOMDIR references a file outside its folder ({instance.ReferencedFileID})", path)
-        if not file.is_file():
-            missing.append(str(file.relative_to(root)) if file.is_relative_to(root) else file.name)
-            continue
-        uid = _record_value(instance, "SeriesInstanceUID") or "unknown"
-        modality = _record_value(instance, "Modality")
-        series.setdefault(uid, (modality, []))[1].append(file)
-    if missing and not series:
-        raise InputError(f"DICOMDIR references {len(missing)} missing file(s), e.g. {missing[0]}", path)
+        if file.is_file():
+            uid = _record_value(instance, "SeriesInstanceUID") or "unknown"
+            series.setdefault(uid, (_record_value(instance, "Modality"), []))[1].append(file)
+    referenced = [r.ReferencedFileID for r in ds.get("DirectoryRecordSequence") or [] if "ReferencedFileID" in r]
+    found = sum(len(files) for _, files in series.values())
+    if len(referenced) > found:
+        first = referenced[0]
+        example = first if isinstance(first, str) else "/".join(first)
+        if not series:
+            raise InputError(f"DICOMDIR references {len(referenced)} file(s), none found (e.g. {example})", path)
+        log.warning("%s: %d of %d referenced file(s) missing", path, len(referenced) - found, len(referenced))
     return series
 
 

@@ -80,20 +80,25 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     return dims[0], dims[1], dims[2]
 
 
-def _result_dtype(header: Any) -> np.dtype:
+def _scaling(image: Any) -> tuple[float, float] | None:
+    """(scl_slope, scl_inter) when they change the values, else None.
+
+    nibabel moves the header's scaling into the data proxy when it loads a file (and reports
+    slope 0 or NaN as "no scaling"), so the proxy is where to read it.
+    """
+    slope = float(getattr(image.dataobj, "slope", 1.0))
+    inter = float(getattr(image.dataobj, "inter", 0.0))
+    return None if slope == 1.0 and inter == 0.0 else (slope, inter)
+
+
+def _result_dtype(image: Any) -> np.dtype:
     """dtype of the voxels we return: stored, or float32/float64 when scl_slope/inter apply."""
-    stored = np.dtype(header.get_data_dtype())
+    stored = np.dtype(image.header.get_data_dtype())
     if stored.kind == "c":
         raise InputError("complex voxels are not supported")
-    slope, inter = header.get_slope_inter()
-    if slope is None or (slope == 1.0 and (inter or 0.0) == 0.0):
+    if _scaling(image) is None:
         return stored.newbyteorder("=") if stored.fields is None else stored
     return np.dtype(np.float64 if stored.itemsize == 8 else np.float32)
-
-
-def _is_scaled(header: Any) -> bool:
-    slope, inter = header.get_slope_inter()
-    return slope is not None and not (slope == 1.0 and (inter or 0.0) == 0.0)
 
 
 def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
@@ -103,8 +108,9 @@ def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype) -> np.ndarra
     if raw.dtype.fields is not None:  # RGB24 / RGBA32 records -> (x, y, z, 3) uint8
         raw = np.stack([raw[name] for name in ("R", "G", "B")], axis=-1)
         return np.ascontiguousarray(np.moveaxis(raw, (0, 1, 2), (2, 1, 0)))
-    if _is_scaled(image.header):
-        slope, inter = image.header.get_slope_inter()
+    scaling = _scaling(image)
+    if scaling is not None:
+        slope, inter = scaling
         out = raw.astype(dtype)  # keeps the Fortran layout: the transpose below is C-contiguous
         if slope != 1.0:
             out *= dtype.type(slope)
@@ -144,7 +150,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     header = image.header
     try:
         xyz = _spatial_shape(image.shape, path)
-        dtype = _result_dtype(header)
+        dtype = _result_dtype(image)
         affine = _RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64)
     except InputError as exc:
         raise InputError(exc.reason, path) from None

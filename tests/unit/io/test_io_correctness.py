@@ -1,0 +1,258 @@
+"""Outside files read right: big-endian palette colour as GDCM, the Modality LUT Sequence,
+NIfTI geometry as nibabel (sform before qform), NaN kept, NIfTI-2, DICOMDIR, one-line errors
+that never print a series description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from medanomaly.data.sources import real_data
+from medanomaly.errors import InputError
+from medanomaly.io import read
+from medanomaly.types import Volume
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def pd(name: str):
+    return real_data(f"pydicom/{name}")
+
+
+# ------------------------------------------------------------------------------ DICOM pixels
+@pytest.mark.parametrize("name", ["OBXXXX1A_expb.dcm", "OBXXXX1A_expb_2frame.dcm"])
+def test_io_big_endian_palette_matches_gdcm(name):
+    """pydicom reads 16-bit palette LUT data in the machine's byte order: a big-endian file came
+    back all zeros. Now it equals GDCM (SimpleITK) and the little-endian copy of the image."""
+    vol = read(pd(name))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(pd(name)))).reshape(vol.array.shape)
+    assert vol.n_components == 3 and np.ptp(vol.array) > 100
+    np.testing.assert_array_equal(vol.array, ref)
+    little = read(pd(name.replace("_expb", "")))
+    np.testing.assert_array_equal(vol.array, little.array)
+
+
+def test_io_palette_helper_leaves_the_dataset_alone():
+    from medanomaly.io.dicom_pixels import _palette_in_native_order
+
+    ds = pydicom.dcmread(pd("OBXXXX1A_expb.dcm"))
+    before = bytes(ds.RedPaletteColorLookupTableData)
+    swapped = _palette_in_native_order(ds)
+    assert swapped is not ds and bytes(ds.RedPaletteColorLookupTableData) == before
+    assert swapped.RedPaletteColorLookupTableData == pydicom.dcmread(pd("OBXXXX1A.dcm")).RedPaletteColorLookupTableData
+
+
+def test_io_modality_lut_sequence_applied():
+    """mlut_18.dcm maps its signed 12-bit stored values through a 4096-entry Modality LUT
+    Sequence (no rescale tags); the LUT output is what we return, as pydicom computes it."""
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(pd("mlut_18.dcm"))
+    assert "ModalityLUTSequence" in ds and "RescaleSlope" not in ds
+    vol = read(pd("mlut_18.dcm"))
+    expected = apply_modality_lut(ds.pixel_array, ds)
+    np.testing.assert_array_equal(vol.array[0], expected)
+    assert not np.array_equal(vol.array[0], ds.pixel_array)  # the LUT does change the values
+    assert vol.meta["rescale_applied"] is True
+
+
+def test_io_modality_lut_sequence_in_a_series(tmp_path):
+    """A folder of LUT-mapped slices takes the general path (the fast rescale path would skip
+    the LUT): each slice equals the single-file read."""
+    ds = pydicom.dcmread(pd("mlut_18.dcm"))
+    for k in range(3):
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0, 0, 2.5 * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{k + 1}"
+        ds.save_as(tmp_path / f"s{k}.dcm")
+    vol = read(tmp_path)
+    single = read(pd("mlut_18.dcm"))
+    assert vol.shape == (3, 512, 512) and vol.spacing[2] == pytest.approx(2.5)
+    np.testing.assert_array_equal(vol.array[1], single.array[0])
+
+
+# ------------------------------------------------------------------------------ NIfTI
+NIFTI_TEMPLATES = [
+    *(f"mricron/{n}" for n in (
+        "AICHAmc.nii.gz", "HarvardOxford-cort-maxprob-thr0-1mm.nii.gz", "JHU-WhiteMatter-labels-1mm.nii.gz",
+        "JHU-WhiteMatter-labels-2mm.nii.gz", "aal.nii.gz", "brodmann.nii.gz", "ch2.nii.gz", "ch2bet.nii.gz",
+        "ch2better.nii.gz", "inia19-NeuroMaps.nii.gz", "inia19-t1-brain.nii.gz", "jhu189.nii.gz",
+        "natbrainlab.nii.gz",
+    )),
+    "nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "nilearn/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", NIFTI_TEMPLATES)
+def test_io_nifti_templates_geometry_equals_nibabel(key):
+    """Geometry = nibabel's affine (sform when set, else qform), RAS -> LPS; ITK used the qform
+    and was off by up to 126 mm (and flipped x on jhu189). Voxels equal nibabel's."""
+    path = real_data(key)
+    vol = read(path)
+    img = nib.load(str(path))
+    np.testing.assert_allclose(vol.affine_lps, LPS @ img.affine, atol=1e-5)
+    np.testing.assert_array_equal(vol.array, np.asanyarray(img.dataobj).transpose(2, 1, 0))
+    code = int(img.header["sform_code"])
+    assert vol.meta["description"].startswith(f"NIfTI-1 geometry from {'sform' if code else 'qform'}")
+
+
+def _nifti(tmp_path, name, data, sform=None, sform_code=0, qform=None, qform_code=0, cls=nib.Nifti1Image):
+    img = cls(data, None)
+    if qform is not None:
+        img.set_qform(qform, code=qform_code)
+    if sform is not None:
+        img.set_sform(sform, code=sform_code)
+    else:
+        img.header["sform_code"] = 0
+    path = tmp_path / name
+    nib.save(img, path)
+    return path
+
+
+def test_io_nifti_sform_else_qform_else_pixdim(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    qform = np.diag([2.0, 2.0, 3.0, 1.0])
+    qform[:3, 3] = (-10, 20, 30)
+    sform = np.array([[-1.5, 0, 0, 90], [0, 1.5, 0, -100], [0, 0, 2.0, -50], [0, 0, 0, 1]])
+    both = _nifti(tmp_path, "both.nii.gz", data, sform=sform, sform_code=4, qform=qform, qform_code=1)
+    vol = read(both)
+    np.testing.assert_allclose(vol.affine_lps, LPS @ sform, atol=1e-6)
+    assert vol.meta["description"] == "NIfTI-1 geometry from sform (code 4: MNI)"
+    only_q = _nifti(tmp_path, "q.nii.gz", data, qform=qform, qform_code=1)
+    vol = read(only_q)
+    np.testing.assert_allclose(vol.affine_lps, LPS @ qform, atol=1e-6)
+    assert vol.meta["description"] == "NIfTI-1 geometry from qform (code 1: scanner)"
+    neither = _nifti(tmp_path, "none.nii.gz", data, qform=qform, qform_code=0)
+    vol = read(neither)
+    np.testing.assert_allclose(vol.affine_lps, LPS @ nib.load(neither).affine, atol=1e-6)
+    assert "pixel sizes" in vol.meta["description"]
+    np.testing.assert_array_equal(vol.array, data.transpose(2, 1, 0))
+
+
+def test_io_nifti_sheared_sform_kept_exactly(tmp_path):
+    sform = np.array([[1.0, 0.3, 0, 5], [0, 1.0, 0, 6], [0.1, 0, 2.0, 7], [0, 0, 0, 1]])
+    path = _nifti(tmp_path, "shear.nii", np.ones((3, 4, 5), np.float32), sform=sform, sform_code=2)
+    np.testing.assert_allclose(read(path).affine_lps, LPS @ sform, atol=1e-6)
+
+
+def test_io_nifti_nan_inf_kept_and_scaling(tmp_path):
+    data = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4)
+    data[0, 0, 0], data[1, 1, 1], data[1, 2, 3] = np.nan, np.inf, -np.inf
+    vol = read(_nifti(tmp_path, "nan.nii.gz", data, sform=np.eye(4), sform_code=1))
+    assert np.isnan(vol.array).sum() == 1 and np.isposinf(vol.array).sum() == 1 and np.isneginf(vol.array).sum() == 1
+    np.testing.assert_array_equal(vol.array, data.transpose(2, 1, 0))
+    header = nib.Nifti1Header()  # written by hand: nib.save would recompute the scaling
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((2, 3, 4))
+    header.set_slope_inter(0.5, -3.0)
+    header.set_sform(np.eye(4), code=1)
+    header["vox_offset"] = 352
+    stored = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    (tmp_path / "scaled.nii").write_bytes(header.binaryblock + bytes(4) + stored.tobytes(order="F"))
+    vol = read(tmp_path / "scaled.nii")
+    assert vol.array.dtype == np.float32
+    np.testing.assert_allclose(vol.array, (stored * 0.5 - 3.0).transpose(2, 1, 0))
+    np.testing.assert_allclose(vol.array, np.asanyarray(nib.load(tmp_path / "scaled.nii").dataobj).transpose(2, 1, 0))
+
+
+def test_io_nifti2_read_and_cifti_refused(tmp_path):
+    data = np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32)
+    affine = np.diag([1.2, 1.3, 2.5, 1.0])
+    affine[:3, 3] = (-5, 4, 3)
+    path = _nifti(tmp_path, "two.nii.gz", data, sform=affine, sform_code=1, cls=nib.Nifti2Image)
+    vol = read(path)
+    np.testing.assert_array_equal(vol.array, data.transpose(2, 1, 0))
+    np.testing.assert_allclose(vol.affine_lps, LPS @ affine, atol=1e-6)
+    assert vol.meta["description"].startswith("NIfTI-2 geometry from sform")
+    nibabel_tests = Path(nib.__file__).parent / "tests" / "data"
+    with pytest.raises(InputError, match=r"example_nifti2.nii.gz: 4D image \(2 volumes\)") as err:
+        read(nibabel_tests / "example_nifti2.nii.gz")
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="row_major.dconn.nii: CIFTI-2 file"):
+        read(nibabel_tests / "row_major.dconn.nii")
+
+
+def test_io_nifti_damaged_one_line(tmp_path):
+    good = real_data("mricron/ch2.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(good[: len(good) // 2])
+    (tmp_path / "junk.nii").write_bytes(b"not a nifti header" * 40)
+    for name in ("cut.nii.gz", "junk.nii"):
+        with pytest.raises(InputError) as err:
+            read(tmp_path / name)
+        text = str(err.value)
+        assert text.startswith(str(tmp_path / name)) and "\n" not in text and len(text) < 400
+
+
+def test_io_itk_error_names_file_once_without_cut_off(tmp_path):
+    bad = tmp_path / "broken.mha"
+    bad.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    with pytest.raises(InputError) as err:
+        read(bad)
+    text = str(err.value)
+    assert text.startswith(f"{bad}: not a readable metaimage image") and text.count(str(bad)) == 1 and "..." not in text
+
+
+# ------------------------------------------------------------------------------ DICOMDIR, series
+def test_io_dicomdir_lists_series_by_uid_and_reads_the_chosen_one():
+    dicomdir = pd("DICOMDIR")
+    with pytest.raises(InputError) as err:
+        read(dicomdir)
+    text = str(err.value)
+    assert text.startswith(f"{dicomdir}: DICOMDIR indexes 13 series, choose one") and "\n" not in text
+    assert "Routine Brain" not in text and "ANGIO" not in text  # series descriptions never printed
+    uid = "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"  # the 5-slice CT
+    vol = read(dicomdir, series_uid=uid)
+    folder = read(dicomdir.parent / "98892001", series_uid=uid)
+    assert vol.meta["series_uid"] == uid and vol.meta["n_series"] == 13
+    assert vol.same_grid(folder)
+    np.testing.assert_array_equal(vol.array, folder.array)
+    with pytest.raises(InputError, match="series 1.2.3 not in DICOMDIR"):
+        read(dicomdir, series_uid="1.2.3")
+
+
+def test_io_dicomdir_broken_references(tmp_path):
+    import shutil
+
+    shutil.copytree(pd("DICOMDIR").parent, tmp_path / "media")
+    shutil.rmtree(tmp_path / "media" / "98892003")
+    shutil.rmtree(tmp_path / "media" / "77654033")
+    shutil.rmtree(tmp_path / "media" / "98892001")
+    with pytest.raises(InputError, match=r"DICOMDIR: DICOMDIR references 31 file\(s\), none found \(e.g. "):
+        read(tmp_path / "media" / "DICOMDIR")
+    with pytest.raises(InputError, match="DICOMDIR that references no image files"):
+        read(pd("DICOMDIR-empty.dcm"))
+    with pytest.raises(InputError, match="DICOMDIR whose records cannot be followed"):
+        read(pd("DICOMDIR-nopatient"))
+
+
+def test_io_multi_series_error_names_series_by_uid_only(tmp_path, lung_crop, series_writer):
+    """SeriesDescription is free text and can hold a name: the error lists UIDs, never it."""
+    for k, desc in enumerate(["DOE^JOHN chest", "Smith, Anna 1944"]):
+        series_writer(lung_crop, tmp_path / f"s{k}", series_uid=f"1.2.826.0.1.3680043.8.498.{k + 70}", description=desc)
+    with pytest.raises(InputError) as err:
+        read(tmp_path)
+    text = str(err.value)
+    assert "1.2.826.0.1.3680043.8.498.70 (CT, 12 files)" in text and "\n" not in text
+    assert "DOE" not in text and "Smith" not in text
+    from medanomaly.io.dicom_series import list_series
+
+    assert not hasattr(list_series(tmp_path)[0], "description")
+
+
+def test_io_nifti_writer_and_reader_agree(tmp_path):
+    """Our own NIfTI writer (SimpleITK) and reader (nibabel) agree on geometry."""
+    direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    src = Volume(np.arange(60, dtype=np.int16).reshape(3, 4, 5), spacing=(0.5, 0.8, 2.0), origin=(1, 2, 3),
+                 direction=direction)  # fmt: skip
+    from medanomaly.io import write
+
+    back = read(write(src, tmp_path / "v.nii.gz"))
+    assert back.same_grid(src, tol=1e-5)
+    np.testing.assert_array_equal(back.array, src.array)
