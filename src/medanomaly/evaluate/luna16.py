@@ -1,0 +1,254 @@
+"""The LUNA16 challenge evaluation: FROC, sensitivities at 1/8 ... 8 FP/scan, CPM, bootstrap CIs.
+
+Follows the challenge's published evaluation (Setio et al., Med Image Anal 2017; the
+``noduleCADEvaluationLUNA16`` script), re-implemented here:
+
+* **Hit rule**: a CAD mark hits a reference nodule when its distance to the nodule's centre is
+  below the nodule's radius (``diameter_mm / 2``, strict). A nodule hit by several marks counts
+  once, with the highest probability among them; the other marks on it are ignored (neither true
+  nor false positives). A mark may hit two nodules (both count). A mark on an *excluded* finding
+  (``annotations_excluded.csv``; a negative diameter means 10 mm) that hits no reference nodule is
+  ignored. Every other mark is a false positive. Per scan, only the ``max_marks`` (100) most
+  probable marks are kept.
+* **FROC**: as the probability threshold falls, sensitivity = nodules hit / all reference nodules
+  (missed nodules included), FP per scan = false positives / scans evaluated (scans without marks
+  count). Sensitivity at an FP rate is **linearly interpolated** on that curve (``np.interp``, as
+  the challenge does); the **CPM** is the mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 FP/scan.
+  (:mod:`medanomaly.evaluate.froc` reads the curve as a step function instead, and uses a
+  5 mm minimum hit radius: its numbers are ours, these are LUNA16's.)
+* **Bootstrap**: scans are resampled with replacement ``n_bootstrap`` times; the CI of each
+  sensitivity and of the CPM are the percentiles of the resampled values.
+
+Example:
+    >>> nodules = {"s1": [((0.0, 0.0, 0.0), 10.0)]}
+    >>> marks = {"s1": [((1.0, 0.0, 0.0), 0.9), ((30.0, 0.0, 0.0), 0.5)]}
+    >>> res = evaluate_cad(nodules, marks, scans=["s1", "s2"], n_bootstrap=0)
+    >>> res.sensitivity[1.0], res.n_false_positives, round(res.cpm, 3)
+    (1.0, 1, 1.0)
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.errors import InputError
+
+FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+MAX_MARKS = 100
+EXCLUDED_DEFAULT_DIAMETER_MM = 10.0
+RESULT_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+
+#: A reference nodule: ((x, y, z) mm, diameter mm); a CAD mark: ((x, y, z) mm, probability).
+Nodule = tuple[Sequence[float], float]
+Mark = tuple[Sequence[float], float]
+
+__all__ = ["FP_RATES", "Luna16Result", "ScanOutcome", "evaluate_cad", "froc_curve", "match_scan", "read_results",
+           "sensitivities"]
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What one scan contributes: the best probability per reference nodule (None = missed),
+    the false-positive probabilities, and how many marks were ignored (duplicates, excluded)."""
+
+    nodule_probs: tuple[float | None, ...]
+    fp_probs: tuple[float, ...]
+    n_ignored: int = 0
+
+
+@dataclass(frozen=True)
+class Luna16Result:
+    """The evaluation of one CAD system on a set of scans.
+
+    Attributes:
+        fps_per_scan / sens / thresholds: the FROC curve (fps ascending; thresholds descending).
+        sensitivity: {FP rate: sensitivity} at :data:`FP_RATES` (interpolated).
+        cpm: mean of ``sensitivity``.
+        sensitivity_ci / cpm_ci: bootstrap percentile intervals (empty / None without bootstrap).
+        n_scans / n_nodules / n_detected / n_false_positives / n_ignored: counts at the lowest threshold.
+    """
+
+    fps_per_scan: np.ndarray
+    sens: np.ndarray
+    thresholds: np.ndarray
+    sensitivity: dict[float, float]
+    cpm: float
+    n_scans: int
+    n_nodules: int
+    n_detected: int
+    n_false_positives: int
+    n_ignored: int
+    sensitivity_ci: dict[float, tuple[float, float]] = field(default_factory=dict)
+    cpm_ci: tuple[float, float] | None = None
+    confidence: float = 0.95
+    n_bootstrap: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cpm": self.cpm, "cpm_ci": list(self.cpm_ci) if self.cpm_ci else None,
+            "sensitivity_at_fp_per_scan": {str(k): v for k, v in self.sensitivity.items()},
+            "sensitivity_ci": {str(k): list(v) for k, v in self.sensitivity_ci.items()},
+            "n_scans": self.n_scans, "n_nodules": self.n_nodules, "n_detected": self.n_detected,
+            "n_false_positives": self.n_false_positives, "n_ignored": self.n_ignored,
+            "confidence": self.confidence, "n_bootstrap": self.n_bootstrap,
+            "hit_rule": "distance < diameter/2; one hit per nodule; excluded findings ignored",
+        }
+
+
+# ----------------------------------------------------------------------------------- matching
+def _as_points(items: Sequence[tuple[Sequence[float], float]]) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.array([list(c) for c, _ in items], dtype=float).reshape(-1, 3)
+    vals = np.array([v for _, v in items], dtype=float)
+    return pts, vals
+
+
+def match_scan(nodules: Sequence[Nodule], marks: Sequence[Mark], excluded: Sequence[Nodule] = (),
+               max_marks: int = MAX_MARKS) -> ScanOutcome:
+    """Apply the hit rule (module docstring) to one scan."""
+    if max_marks > 0 and len(marks) > max_marks:
+        order = sorted(range(len(marks)), key=lambda i: -float(marks[i][1]))[:max_marks]
+        marks = [marks[i] for i in sorted(order)]
+    mark_pts, probs = _as_points(marks)
+    matched = np.zeros(len(marks), bool)
+    nodule_probs: list[float | None] = []
+    for centre, diameter in nodules:
+        hits = np.linalg.norm(mark_pts - np.asarray(centre, float), axis=1) < diameter / 2.0
+        matched |= hits
+        nodule_probs.append(float(probs[hits].max()) if hits.any() else None)
+    ignored = matched.copy()
+    for centre, diameter in excluded:
+        d = diameter if diameter >= 0 else EXCLUDED_DEFAULT_DIAMETER_MM
+        ignored |= np.linalg.norm(mark_pts - np.asarray(centre, float), axis=1) < d / 2.0
+    n_hits = sum(p is not None for p in nodule_probs)
+    return ScanOutcome(tuple(nodule_probs), tuple(float(p) for p in probs[~ignored]),
+                       int(ignored.sum()) - int(min(n_hits, matched.sum())))
+
+
+# ----------------------------------------------------------------------------------- FROC
+def froc_curve(outcomes: Sequence[ScanOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(FP per scan ascending, sensitivity, threshold descending) over scans; starts at (0, 0).
+
+    Raises:
+        ValueError: no scan or no reference nodule.
+    """
+    n_scans = len(outcomes)
+    tp = np.array([p for o in outcomes for p in o.nodule_probs if p is not None], float)
+    n_nodules = sum(len(o.nodule_probs) for o in outcomes)
+    if n_scans == 0 or n_nodules == 0:
+        raise ValueError("the FROC needs at least one scan and one reference nodule")
+    fp = np.array([p for o in outcomes for p in o.fp_probs], float)
+    thresholds = np.unique(np.r_[tp, fp])[::-1]
+    tp_sorted, fp_sorted = np.sort(tp), np.sort(fp)
+    n_tp = len(tp_sorted) - np.searchsorted(tp_sorted, thresholds, side="left")  # probability >= threshold
+    n_fp = len(fp_sorted) - np.searchsorted(fp_sorted, thresholds, side="left")
+    fps = np.r_[0.0, n_fp / n_scans]
+    sens = np.r_[0.0, n_tp / n_nodules]
+    return fps, sens, np.r_[np.inf, thresholds]
+
+
+def sensitivities(fps: np.ndarray, sens: np.ndarray, rates: Sequence[float] = FP_RATES) -> dict[float, float]:
+    """Sensitivity at each FP rate, linearly interpolated on the FROC curve (the challenge's rule).
+
+    Example:
+        >>> sensitivities(np.array([0.0, 1.0]), np.array([0.0, 1.0]), (0.5, 2.0))
+        {0.5: 0.5, 2.0: 1.0}
+    """
+    return {float(r): float(np.interp(r, fps, sens)) for r in rates}
+
+
+def _summary(outcomes: Sequence[ScanOutcome], rates: Sequence[float]) -> tuple[dict[float, float], float]:
+    fps, sens, _ = froc_curve(outcomes)
+    at = sensitivities(fps, sens, rates)
+    return at, float(np.mean(list(at.values())))
+
+
+def _bootstrap(outcomes: Sequence[ScanOutcome], rates: Sequence[float], n: int, seed: int,
+               confidence: float) -> tuple[dict[float, tuple[float, float]], tuple[float, float]]:
+    rng = np.random.default_rng(seed)
+    rows, cpms = [], []
+    for _ in range(n):
+        sample = [outcomes[i] for i in rng.integers(len(outcomes), size=len(outcomes))]
+        if not any(len(o.nodule_probs) for o in sample):
+            continue  # a resample without any nodule has no sensitivity
+        at, cpm = _summary(sample, rates)
+        rows.append([at[float(r)] for r in rates])
+        cpms.append(cpm)
+    if not rows:
+        return {}, (float("nan"), float("nan"))
+    lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
+    arr = np.array(rows)
+    ci = {float(r): (float(np.percentile(arr[:, k], lo)), float(np.percentile(arr[:, k], hi)))
+          for k, r in enumerate(rates)}
+    return ci, (float(np.percentile(cpms, lo)), float(np.percentile(cpms, hi)))
+
+
+def evaluate_cad(nodules: Mapping[str, Sequence[Any]], marks: Mapping[str, Sequence[Mark]], scans: Sequence[str],
+                 excluded: Mapping[str, Sequence[Any]] | None = None, max_marks: int = MAX_MARKS,
+                 n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+                 rates: Sequence[float] = FP_RATES) -> Luna16Result:
+    """Evaluate CAD marks against reference nodules on ``scans`` (the LUNA16 rules, module docstring).
+
+    Args:
+        nodules: series UID -> reference nodules, each ``((x, y, z), diameter_mm)`` or an object with
+            ``center_mm`` and ``diameter_mm`` (:class:`medanomaly.data.luna16.Luna16Nodule`).
+        marks: series UID -> CAD marks ``((x, y, z), probability)``; UIDs outside ``scans`` are ignored.
+        scans: the series evaluated (the FP-per-scan denominator).
+        excluded: series UID -> findings whose marks are ignored (``annotations_excluded.csv``).
+        max_marks: marks kept per scan, most probable first (0 = all).
+        n_bootstrap: bootstrap resamples of the scans (0 = no CI).
+
+    Raises:
+        InputError: no scan, or no reference nodule in the scans.
+    """
+    if not scans:
+        raise InputError("no scan to evaluate")
+    as_pairs = lambda items: [_pair(n) for n in items]  # noqa: E731
+    outcomes = [match_scan(as_pairs(nodules.get(uid, [])), list(marks.get(uid, [])),
+                           as_pairs((excluded or {}).get(uid, [])), max_marks) for uid in scans]
+    n_nodules = sum(len(o.nodule_probs) for o in outcomes)
+    if n_nodules == 0:
+        raise InputError(f"none of the {len(scans)} scans has a reference nodule; the FROC is undefined")
+    fps, sens, thr = froc_curve(outcomes)
+    at = sensitivities(fps, sens, rates)
+    ci, cpm_ci = _bootstrap(outcomes, rates, n_bootstrap, seed, confidence) if n_bootstrap > 0 else ({}, None)
+    return Luna16Result(fps, sens, thr, at, float(np.mean(list(at.values()))), len(scans), n_nodules,
+                        sum(p is not None for o in outcomes for p in o.nodule_probs),
+                        sum(len(o.fp_probs) for o in outcomes), sum(o.n_ignored for o in outcomes),
+                        ci, cpm_ci, confidence, n_bootstrap)
+
+
+def _pair(item: Any) -> Nodule:
+    if hasattr(item, "center_mm"):
+        return tuple(item.center_mm), float(item.diameter_mm)
+    centre, diameter = item
+    return tuple(centre), float(diameter)
+
+
+def read_results(path: str | Path) -> dict[str, list[Mark]]:
+    """A LUNA16 submission CSV (``seriesuid,coordX,coordY,coordZ,probability``) -> marks per series.
+
+    Raises:
+        InputError: missing file or column, or a non-numeric value (the message gives the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    out: dict[str, list[Mark]] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"not a LUNA16 result CSV: column(s) {', '.join(missing)} missing", path)
+        for line, row in enumerate(reader, start=2):
+            try:
+                x, y, z, p = (float(row[c]) for c in RESULT_COLUMNS[1:])
+            except (TypeError, ValueError):
+                raise InputError(f"line {line}: coordinates and probability must be numbers", path) from None
+            out.setdefault(row["seriesuid"].strip(), []).append(((x, y, z), p))
+    return out
