@@ -24,7 +24,7 @@ from typing import Any
 #: Ordered demo steps: (name, "module:function"). Later steps may read ``ctx.results`` of earlier ones.
 DEMO_STEPS: list[tuple[str, str]] = [
     ("scans", "medanomaly.demo.scans:run"),
-    ("lung", "medanomaly.detect.demo:run"),
+    ("lung", "medanomaly.demo.lung:run"),
 ]
 
 

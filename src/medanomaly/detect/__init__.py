@@ -6,5 +6,5 @@ Modules: :mod:`~medanomaly.detect.grid` (input checks, lung region, detector gri
 (the detector: design, training, persistence), :mod:`~medanomaly.detect.infer` (lung-restricted
 sliding-window inference, findings), :mod:`~medanomaly.detect.evaluation` (FROC, agreement, real
 lesions), :mod:`~medanomaly.detect.task` (train/evaluate, report) and
-:mod:`~medanomaly.detect.demo` (the ``medanomaly demo`` step). Heavy libraries load on use.
+the lung step of ``medanomaly demo`` lives in :mod:`medanomaly.demo.lung`. Heavy libraries load on use.
 """

@@ -48,7 +48,8 @@ def get_task(name: str, where: Any = None) -> Any:
         raise InputError(exc.reason, where) from None
 
 
-def train_run(config: RunConfig | str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+def train_run(config: RunConfig | str | Path, out: str | Path | None = None, overwrite: bool = False,
+              **task_options: Any) -> Path:
     """Train the task a config describes into a run folder, with the run's lock and status.
 
     ``status.json`` says ``running`` while training, then ``complete`` (with seconds) or ``failed``
@@ -59,6 +60,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
         config: a validated config, or the path of a YAML config.
         out: run folder (default ``runs/train-<name>-<time>``).
         overwrite: allow training into a folder that already holds a run.
+        task_options: passed to the task's ``train`` (e.g. ``out_dir`` for the lung report).
 
     Raises:
         InputError: the folder already holds a run (without ``overwrite``), another training holds
@@ -69,7 +71,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
     run_dir = Path(out) if out is not None else default_out("train", name)
     task = get_task(cfg.task, config if isinstance(config, (str, Path)) else None)
     if not is_main_process():
-        task.train(cfg, run_dir)
+        task.train(cfg, run_dir, **task_options)
         return run_dir
     prepare_run_dir(run_dir, overwrite)
     with training_lock(run_dir):
@@ -77,7 +79,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
         write_status(run_dir, "running")
         start = time.perf_counter()
         try:
-            task.train(cfg, run_dir)
+            task.train(cfg, run_dir, **task_options)
             read_run_info(run_dir)  # the task must have written a valid model.json
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)

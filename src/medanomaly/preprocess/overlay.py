@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -81,23 +81,16 @@ def write_mask_overlay(
     return path
 
 
-def write_lung_overlays(out_dir: str | Path, cases: tuple[str, ...] = ("lung1", "lung2")) -> list[Path]:
-    """Lung-mask overlays of the real pyradiomics CTs (needs ``make setup`` data)."""
-    from medanomaly.data.sources import pyradiomics_case
+def write_lung_overlays(out_dir: str | Path, cases: Mapping[str, tuple[str | Path, str | Path]]) -> list[Path]:
+    """Lung-mask overlays of chest CTs: ``cases`` maps a name to (CT path, lesion mask path)."""
     from medanomaly.io import read
     from medanomaly.preprocess.segment import lung_mask, lung_stats
 
     written = []
-    for case in cases:
-        image_path, lesion_path = pyradiomics_case(case)
+    for case, (image_path, lesion_path) in cases.items():
         ct, lesion = read(image_path), read(lesion_path)
         mask = lung_mask(ct)
         stats = lung_stats(mask)
         title = f"{case}: right {stats.right_ml:.0f} mL (cyan), left {stats.left_ml:.0f} mL (yellow), lesion red"
         written.append(write_mask_overlay(ct, mask, Path(out_dir) / f"{case}_lung_overlay.png", lesion, title=title))
     return written
-
-
-if __name__ == "__main__":
-    for p in write_lung_overlays(sys.argv[1] if len(sys.argv) > 1 else "runs/preprocess"):
-        print(p)

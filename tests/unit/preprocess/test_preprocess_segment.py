@@ -100,7 +100,9 @@ def test_write_lung_overlays_script(tmp_path, monkeypatch):
 
     # the script path is what writes runs/preprocess; reuse cheap masks so the test stays fast
     monkeypatch.setattr(seg, "lung_mask", lambda ct: ct.with_array((ct.array < -500).astype(np.uint8)))
-    paths = write_lung_overlays(tmp_path, cases=("lung1",))
+    from medanomaly.data.sources import pyradiomics_case
+
+    paths = write_lung_overlays(tmp_path, cases={"lung1": pyradiomics_case("lung1")})
     assert paths[0].name == "lung1_lung_overlay.png" and paths[0].stat().st_size > 5_000
 
 

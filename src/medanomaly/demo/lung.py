@@ -1,7 +1,7 @@
 """Demo step ``lung``: simulate -> train -> detect on the real lung1/lung2 -> measure -> report.
 
-Writes into the demo folder (``runs/demo/`` by default): ``lung_model/`` (config, safetensors
-weights, training history), ``<case>/findings.json`` and overlay PNGs for each real lung CT,
+Writes into the demo folder (``runs/demo/`` by default): ``lung_model/`` (a run folder like
+``medanomaly train`` writes: config, model.json, status.json, safetensors weights, training history), ``<case>/findings.json`` and overlay PNGs for each real lung CT,
 ``froc.png`` and ``bland_altman_*.png`` (held-out simulated scans, synthetic), ``metrics.json``
 and ``report.html``. The configuration is :class:`medanomaly.detect.config.LungNoduleConfig`'s
 defaults (the same as ``configs/lung_nodule.yaml``).
@@ -21,15 +21,11 @@ def run(ctx: DemoContext, config: Any = None) -> dict[str, Any]:
 
     from rich.table import Table
 
-    from medanomaly.config import save_config
     from medanomaly.detect.config import LungNoduleConfig
-    from medanomaly.detect.task import LungNoduleTask
+    from medanomaly.engine import train_run
 
     cfg = config if config is not None else LungNoduleConfig(name="lung_nodule_demo")
-    run_dir = ctx.out_dir / "lung_model"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir)
-    LungNoduleTask(progress=True).train(cfg, run_dir, out_dir=ctx.out_dir)
+    train_run(cfg, ctx.out_dir / "lung_model", overwrite=True, out_dir=ctx.out_dir)
     metrics = json.loads((ctx.out_dir / "metrics.json").read_text())
     table = Table(title="Real lesions (never seen in training)")
     for col in ("case", "rank of lesion", "score", "FP in scan at that score", "findings", "ref mL", "measured mL"):
