@@ -4,6 +4,8 @@ Prints modality, shape (z, y, x), spacing / origin (x, y, z, mm, LPS), direction
 intensity range, number of frames and series. ``--json`` prints one JSON object with the keys
 ``modality``, ``shape``, ``spacing_mm``, ``origin_mm``, ``direction``, ``min``, ``max`` (plus
 ``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``).
+``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
+the image, never turned into 0).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
     finite = array if array.dtype.kind in "iub" else array[np.isfinite(array)]
     lo = finite.min().item() if finite.size else None
     hi = finite.max().item() if finite.size else None
+    nonfinite = int(array.size - finite.size)  # NaN / Inf voxels: kept in the volume, left out of the range
     meta = vol.meta
     return {
         "path": path.name,
@@ -42,6 +45,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "dtype": str(array.dtype),
         "min": lo,
         "max": hi,
+        "nonfinite_voxels": nonfinite,
         "units": meta.get("units"),
         "n_frames": int(meta.get("n_frames", vol.shape[0])),
         "n_series": int(meta.get("n_series", 1)),
@@ -65,6 +69,8 @@ def print_human(info: dict[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column()
     rng = f"{info['min']} .. {info['max']}" + (f" {info['units']}" if info.get("units") else "")
+    if info.get("nonfinite_voxels"):
+        rng += f" (finite voxels; {info['nonfinite_voxels']} NaN/Inf voxel(s) not counted)"
     rows = [
         ("file", info["path"]),
         ("format", str(info["format"])),

@@ -256,3 +256,18 @@ def test_io_nifti_writer_and_reader_agree(tmp_path):
     back = read(write(src, tmp_path / "v.nii.gz"))
     assert back.same_grid(src, tol=1e-5)
     np.testing.assert_array_equal(back.array, src.array)
+
+
+def test_io_info_range_ignores_nan_and_counts_them(tmp_path, capsys):
+    """`medanomaly info` shows the range of the finite voxels and how many NaN/Inf there are."""
+    from medanomaly.cli.info import describe, print_human
+
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    data[0, 0, 0], data[1, 1, 1] = np.nan, np.inf
+    path = _nifti(tmp_path, "nan.nii.gz", data, sform=np.eye(4), sform_code=1)
+    info = describe(path)
+    assert (info["min"], info["max"], info["nonfinite_voxels"]) == (1.0, 23.0, 2)
+    print_human(info)
+    out = " ".join(capsys.readouterr().out.split())  # rich may wrap the row
+    assert "1.0 .. 23.0 (finite voxels; 2 NaN/Inf voxel(s) not counted)" in out, out
+    assert describe(real_data("pydicom/CT_small.dcm"))["nonfinite_voxels"] == 0
