@@ -38,6 +38,7 @@ $(STAMPS)/data: $(STAMPS)/venv src/medanomaly/data/sources.py
 	@touch $@
 
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: setup
