@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess.intensity import WINDOWS, percentile_unit_array, window_array
+from medanomaly.preprocess.intensity import INTENSITY_WINDOWS_HU, percentile_unit_array, window_array
+from medanomaly.preprocess.resize import resize_array
 
 #: Split names used everywhere ("" = not assigned yet).
 SPLITS = ("train", "val", "test")
@@ -32,31 +33,12 @@ SPLITS = ("train", "val", "test")
 normalise_intensity = percentile_unit_array
 
 
-def resize(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Resize a channel-first array (C, *spatial) to ``size`` with linear interpolation.
-
-    Uses ``torch.nn.functional.interpolate`` (antialiased area averaging when shrinking 2D),
-    the same operator the network sees at inference.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    size = tuple(int(s) for s in size)
-    if tuple(array.shape[1:]) == size:
-        return np.ascontiguousarray(array, dtype=np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
-    if len(size) == 2:
-        out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
-    elif len(size) == 3:
-        out = F.interpolate(t, size=size, mode="trilinear", align_corners=False)
-    else:
-        raise ValueError(f"size must be 2D or 3D, got {size}")
-    return out[0].numpy()
+#: Channel-first resize to a fixed size (:func:`medanomaly.preprocess.resize.resize_array`).
+resize = resize_array
 
 
-#: Intensity mappings to [0, 1]: per-image robust percentiles, or fixed CT windows in HU.
-#: The CT modes are named windows of :data:`medanomaly.preprocess.intensity.WINDOWS`.
-INTENSITY_WINDOWS_HU: dict[str, tuple[float, float]] = {"ct_lung": WINDOWS["lung_input"], "ct_soft": WINDOWS["mediastinum"]}
+#: Intensity mappings to [0, 1]: per-image robust percentiles, or fixed CT windows in HU
+#: (:data:`medanomaly.preprocess.intensity.INTENSITY_WINDOWS_HU`).
 INTENSITY_MODES = ("percentile", *INTENSITY_WINDOWS_HU)
 
 
@@ -108,7 +90,7 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1,
             f"image has {comps} channel(s), the config expects {channels} (set data.channels to {comps})"
         )
     a = np.stack([map_intensity(c, intensity) for c in a])
-    return resize(a, size)
+    return resize_array(a, size)
 
 
 @dataclass(frozen=True, eq=False)

@@ -304,28 +304,27 @@ def sample_to_array(
     Args:
         sample: a loaded :class:`PairedSample` (modalities on one grid).
         modalities: order of the channels, e.g. ``("CT", "MR")``.
-        size: output spatial size, (y, x) for 2D or (z, y, x) for 3D; images are resampled
-            linearly to it (SciPy zoom).
+        size: output spatial size, (y, x) for 2D (a 3D image gives its middle slice) or
+            (z, y, x) for 3D; the stacked modalities are resized together
+            (:func:`medanomaly.preprocess.resize.resize_array`, the classifiers' resize).
         windows: per-modality HU windows (see :func:`normalise`).
 
     Returns:
         (array, present): array (M, *size) float32 with zeros for missing modalities, and the
         boolean presence vector (M,).
     """
-    from scipy.ndimage import zoom
+    from medanomaly.preprocess.resize import resize_array
 
     windows = dict(windows or {})
-    channels, present = [], []
+    arrays: dict[str, np.ndarray] = {}
     for name in modalities:
         vol = sample.volumes.get(name)
-        if vol is None:
-            channels.append(np.zeros(tuple(size), np.float32))
-            present.append(False)
-            continue
-        array = normalise(vol, windows.get(name))
-        if len(size) == 2:
-            array = array[array.shape[0] // 2]  # 3D image into a 2D model: the middle slice
-        factors = [t / s for t, s in zip(size, array.shape, strict=True)]
-        channels.append(zoom(array, factors, order=1).astype(np.float32))
-        present.append(True)
-    return np.stack(channels), np.asarray(present, dtype=bool)
+        if vol is not None:
+            array = normalise(vol, windows.get(name))
+            arrays[name] = array[array.shape[0] // 2] if len(size) == 2 else array  # 2D model: middle slice
+    present = np.asarray([name in arrays for name in modalities], dtype=bool)
+    if not arrays:
+        return np.zeros((len(modalities), *size), np.float32), present
+    shape = next(iter(arrays.values())).shape
+    stacked = np.stack([arrays.get(name, np.zeros(shape, np.float32)) for name in modalities])
+    return resize_array(stacked, size), present

@@ -36,7 +36,8 @@ def window(volume: Volume, preset: str | None = None, low: float | None = None, 
     Args:
         volume: CT in HU (a named preset refuses MR/US and values that are not HU).
         preset: a name from :data:`WINDOWS` (lung, mediastinum, bone, brain, liver, ...).
-        low / high: explicit window in HU (any modality) when ``preset`` is None.
+        low / high: explicit window in HU (any modality; every component alike) when ``preset``
+            is None.
 
     Returns:
         float32 Volume in 0..1 with ``meta["window_center"/"window_width"]`` set.
@@ -45,7 +46,6 @@ def window(volume: Volume, preset: str | None = None, low: float | None = None, 
     if preset is not None:
         require_ct(volume, f"window preset {preset!r}")
     else:
-        require_scalar(volume, "window")
         require_finite(volume, "window")
     out = _intensity.window_array(volume.array, lo, hi)
     return volume.with_array(out, window_center=(lo + hi) / 2, window_width=hi - lo)

@@ -26,7 +26,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["WINDOWS", "window_bounds", "window_array", "percentile_unit_array", "robust_zscore_array"]
+__all__ = ["WINDOWS", "INTENSITY_WINDOWS_HU", "window_bounds", "window_array", "percentile_unit_array", "robust_zscore_array"]
 
 #: CT windows as (low, high) HU. ``lung`` is the W1500/L-600 display window, ``lung_input``
 #: the detector's input window (see the module docstring); mediastinum W400/L40 (also the
@@ -44,6 +44,12 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "subdural": (-25.0, 175.0),
     "cardiac": (-200.0, 600.0),
 }
+
+
+#: The classification intensity modes that are CT windows (HU): ``ct_lung`` is ``lung_input``,
+#: ``ct_soft`` is ``mediastinum``. (The other mode, ``percentile``, scales each image by itself.)
+INTENSITY_WINDOWS_HU: dict[str, tuple[float, float]] = {"ct_lung": WINDOWS["lung_input"],
+                                                        "ct_soft": WINDOWS["mediastinum"]}  # fmt: skip
 
 
 def window_bounds(preset: str | None = None, low: float | None = None, high: float | None = None) -> tuple[float, float]:

@@ -26,6 +26,7 @@ from medanomaly.preprocess import denoise as _denoise
 from medanomaly.preprocess import enhance as _enhance
 from medanomaly.preprocess import normalise as _normalise
 from medanomaly.preprocess import resample as _resample
+from medanomaly.preprocess import resize as _resize
 from medanomaly.preprocess import segment as _segment
 from medanomaly.registry import TRANSFORMS
 from medanomaly.types import Volume
@@ -278,6 +279,50 @@ class PercentileClip(Step):
         return _normalise.percentile_clip(volume, self.lower, self.upper), {"low": float(lo), "high": float(hi)}
 
 
+@TRANSFORMS.register("percentile_unit")
+@dataclass(frozen=True)
+class PercentileUnit(Step):
+    """Each channel to 0..1 by its own percentiles (:func:`normalise.percentile_unit`)."""
+
+    low_pct: float = 0.5
+    high_pct: float = 99.5
+    name: ClassVar[str] = "percentile_unit"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _normalise.percentile_unit(volume, self.low_pct, self.high_pct), {}
+
+
+@TRANSFORMS.register("robust_zscore")
+@dataclass(frozen=True)
+class RobustZScore(Step):
+    """Z-score from the voxels between two percentiles (:func:`normalise.robust_zscore`)."""
+
+    low_pct: float = 1.0
+    high_pct: float = 99.0
+    name: ClassVar[str] = "robust_zscore"
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return _normalise.robust_zscore(volume, self.low_pct, self.high_pct), {}
+
+
+@TRANSFORMS.register("cast")
+@dataclass(frozen=True)
+class Cast(Step):
+    """Convert voxels to ``dtype`` (float32, float64, int16, uint8, ...), values unchanged."""
+
+    dtype: str = "float32"
+    name: ClassVar[str] = "cast"
+
+    def __post_init__(self) -> None:
+        try:
+            np.dtype(self.dtype)
+        except TypeError:
+            raise ConfigError(f"cast: unknown dtype {self.dtype!r}") from None
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        return volume.with_array(np.asarray(volume.array, dtype=np.dtype(self.dtype))), {}
+
+
 @TRANSFORMS.register("hu_clip")
 @dataclass(frozen=True)
 class HuClip(Step):
@@ -318,17 +363,54 @@ class MaskRoi(Step):
 @TRANSFORMS.register("resample")
 @dataclass(frozen=True)
 class Resample(Step):
-    """Resample to ``spacing`` mm (one value or x, y, z)."""
+    """Resample to ``spacing`` mm (one value or x, y, z); ``default`` fills outside the image
+    (None: image minimum), ``antialias`` low-passes the axes that shrink first."""
 
     spacing: float | tuple[float, float, float] = 1.0
     interpolator: str = "auto"
+    default: float | None = None
+    antialias: bool = False
     name: ClassVar[str] = "resample"
     spatial: ClassVar[bool] = True
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         spacing = self.spacing if np.isscalar(self.spacing) else tuple(self.spacing)  # type: ignore[arg-type]
-        out = _resample.resample_to_spacing(volume, spacing, self.interpolator)  # type: ignore[arg-type]
+        out = _resample.resample_to_spacing(volume, spacing, self.interpolator, self.default,  # type: ignore[arg-type]
+                                            self.antialias)  # fmt: skip
         return out, {"shape_zyx": list(out.shape)}
+
+
+@TRANSFORMS.register("resize")
+@dataclass(frozen=True)
+class Resize(Step):
+    """Resize to ``size`` voxels, (y, x) for a 2D model or (z, y, x), keeping the physical box
+    (:func:`resize.resize_to_shape`; the classifier and fusion input size)."""
+
+    size: tuple[int, ...] = (64, 64)
+    name: ClassVar[str] = "resize"
+    spatial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if len(self.size) not in (2, 3) or min(int(s) for s in self.size) < 1:
+            raise ConfigError(f"resize: size must be 2 or 3 positive ints, got {list(self.size)}")
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        out = _resize.resize_to_shape(volume, tuple(self.size))
+        return out, {"shape_zyx": list(out.shape)}
+
+
+@TRANSFORMS.register("middle_slice")
+@dataclass(frozen=True)
+class MiddleSlice(Step):
+    """Keep the middle axial slice (index ``z // 2``), origin kept: a 3D image for a 2D model."""
+
+    name: ClassVar[str] = "middle_slice"
+    spatial: ClassVar[bool] = True
+
+    def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
+        z = volume.shape[0] // 2
+        out = _resample.crop_zyx(volume, (z, 0, 0), (z + 1, *volume.shape[1:3]))
+        return out, {"slice": z}
 
 
 @TRANSFORMS.register("crop_or_pad")
