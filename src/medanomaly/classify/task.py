@@ -203,9 +203,11 @@ class ClassificationTask:
         return predict_paths(run_dir, paths)
 
     def tune(self, config: ClassificationConfig, trials: int | None, out_dir: Path) -> dict[str, Any]:
+        from medanomaly.classify.engine import build_model, load_data, train_settings
         from medanomaly.train.tune import tune
 
-        return tune(config, trials=trials, out_dir=out_dir)
+        return tune(config, trials=trials, out_dir=out_dir, load_data=load_data, build_model=build_model,
+                    train_settings=train_settings)
 
 
 TASKS.register("classification")(ClassificationTask())

@@ -78,7 +78,7 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
 
     from medanomaly.data.lidc import _patch
     from medanomaly.data.sources import pyradiomics_case
-    from medanomaly.detect.simulate import load_source
+    from medanomaly.synth.sources import load_source
     from medanomaly.synth.nodules import NoduleSpec, insert_nodule, nodule_reach_mm, sample_nodule_spec
 
     rng = np.random.default_rng(seed)

@@ -21,34 +21,14 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from medanomaly.synth.sources import SourceScan, exclusion_zone, load_source
 from medanomaly.synth.nodules import InsertedNodule, NoduleSpec, nodule_reach_mm, insert_nodules, sample_nodule_spec
 from medanomaly.types import Volume
 
 __all__ = ["SimScan", "SourceScan", "exclusion_zone", "load_source", "simulate_scan"]
-
-
-@dataclass(frozen=True, eq=False)
-class SourceScan:
-    """A real chest CT used as background: image (HU), lung mask (1 right, 2 left), exclusion zone.
-
-    Attributes:
-        name: short technical name (no PHI), e.g. "lung1".
-        ct: the CT in HU.
-        lung: lung mask on ``ct``'s grid.
-        exclude: uint8 mask of regions excluded from simulation and training (real lesions grown
-            by the margin), or None.
-        lesion: the real lesion mask when known (for reporting), or None.
-    """
-
-    name: str
-    ct: Volume
-    lung: Volume
-    exclude: Volume | None = None
-    lesion: Volume | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,55 +41,6 @@ class SimScan:
     ct: Volume
     labels: Volume
     truths: list[InsertedNodule] = field(default_factory=list)
-
-
-def exclusion_zone(lesion: Volume, margin_mm: float) -> Volume:
-    """``lesion`` grown by ``margin_mm`` (Euclidean, physical spacing): uint8 mask."""
-    from scipy import ndimage
-
-    binary = np.asarray(lesion.array) > 0
-    if not binary.any():
-        return lesion.with_array(np.zeros(lesion.shape, np.uint8))
-    sx, sy, sz = lesion.spacing
-    # Work in the lesion's bounding box grown by the margin (a full-volume EDT is 10x slower).
-    idx = np.argwhere(binary)
-    pad = np.ceil(margin_mm / np.array([sz, sy, sx])).astype(int) + 1
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, binary.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    dist = ndimage.distance_transform_edt(~binary[box], sampling=(sz, sy, sx))
-    out = np.zeros(binary.shape, np.uint8)
-    out[box] = dist <= margin_mm
-    return lesion.with_array(out)
-
-
-def load_source(
-    name: str,
-    image: str | Path,
-    lesion_mask: str | Path | None = None,
-    exclude_margin_mm: float = 20.0,
-) -> SourceScan:
-    """Read a chest CT (and its real lesion mask, if any) and build a :class:`SourceScan`.
-
-    Raises:
-        InputError: the image is not a chest CT with lungs, or the mask is missing / off-grid.
-    """
-    from medanomaly.detect.grid import lung_region
-    from medanomaly.errors import InputError
-    from medanomaly.io import read
-
-    if lesion_mask is not None and not Path(lesion_mask).exists():
-        raise InputError("lesion mask not found", lesion_mask)
-    ct = read(image)
-    lung = lung_region(ct, image)
-    lesion = exclude = None
-    if lesion_mask is not None:
-        lesion = read(lesion_mask)
-        if not lesion.same_grid(ct, tol=1e-3):
-            raise InputError("lesion mask is not on the image grid", lesion_mask)
-        lesion = lesion.with_array((np.asarray(lesion.array) > 0).astype(np.uint8))
-        exclude = exclusion_zone(lesion, exclude_margin_mm)
-    return SourceScan(name=name, ct=ct, lung=lung, exclude=exclude, lesion=lesion)
 
 
 def _placement_distances(source: SourceScan, side: int) -> tuple[np.ndarray, np.ndarray | None]:

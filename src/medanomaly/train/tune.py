@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +61,22 @@ def suggest(trial, name: str, space) -> Any:
     return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
 
 
-def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None) -> dict[str, Any]:
+def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None, *,
+         load_data: Callable[[Any], Any], build_model: Callable[[Any, int], Any],
+         train_settings: Callable[[Any], Any]) -> dict[str, Any]:
     """Run the search; returns (and writes to ``out_dir/tune.json``) the best params and all trials.
 
     Args:
         cfg: a :class:`~medanomaly.classify.config.ClassificationConfig` with a ``tune.space``.
         trials: number of trials (default ``cfg.tune.trials``).
         out_dir: where ``tune.json`` and ``best.yaml`` go (None = nowhere).
-        data: pre-loaded :class:`~medanomaly.data.arrays.LabelledImages` (default: load the config's).
+        data: pre-loaded :class:`~medanomaly.data.arrays.LabelledImages` (default: ``load_data(cfg)``).
+        load_data / build_model / train_settings: the task's own functions (config -> data,
+            (config, n_classes) -> network, config -> TrainSettings); train imports no task.
     """
     import optuna
     import torch
 
-    from medanomaly.classify.engine import build_model, load_data, train_settings
     from medanomaly.train.loop import METRICS, fit
 
     if not cfg.tune.space:
@@ -90,13 +94,11 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
     study = optuna.create_study(direction="maximize" if higher else "minimize", sampler=sampler, pruner=pruner)
 
     def objective(trial) -> float:
-        from dataclasses import replace
-
         overrides = {name: suggest(trial, name, space) for name, space in cfg.tune.space.items()}
         if cfg.tune.epochs:
             overrides["train.epochs"] = cfg.tune.epochs
         trial_cfg = apply_overrides(cfg, overrides)
-        settings = replace(train_settings(trial_cfg), progress=False, early_stopping_metric=metric)
+        settings = train_settings(trial_cfg).replace(progress=False, early_stopping_metric=metric)
         torch.manual_seed(cfg.seed)
         model = build_model(trial_cfg, len(data.class_names))
 
