@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
             None, "--lookup", help="Encrypted re-identification lookup file to create or extend."
         ),
         workers: int = typer.Option(1, "--workers", min=1, help="Processes working in parallel."),
+        redo: bool = typer.Option(
+            False, "--redo", help="OUT holds outputs made with other options or key: remove them and start over."
+        ),
     ) -> None:
         """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit.
 
@@ -92,13 +95,19 @@ def register(app: typer.Typer) -> None:
             def tick(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick, workers=workers)
+            summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick, workers=workers, redo=redo)
         typer.echo(
             f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
             f"audit: {summary.audit_path}"
         )
         for reason, n in summary.refused_by_reason.items():  # fixed strings only (no PHI)
             typer.echo(f"  refused {n}: {reason}")
+        if summary.stopped is not None:  # e.g. a full disk: what was written is valid, the rest refused
+            raise InputError(
+                f"{summary.stopped}: stopped after {summary.processed} written, {summary.refused} refused; "
+                f"audit: {summary.audit_path}",
+                out_dir,
+            )
         if summary.processed + summary.resumed == 0:  # a run that released nothing is a failed run
             reason = f"{summary.refused} refused, see the audit" if summary.refused else "the folder holds no files"
             raise InputError(f"no file could be de-identified ({reason})", in_dir)

@@ -32,6 +32,10 @@ REASONS = (
     "burned-in annotation flagged but no text found (review by hand)",
     "de-identification failed",
     "output could not be written",
+    "another input has the same SOP Instance UID (the first was kept)",
+    "the worker process died on this file twice (killed or out of memory)",
+    "not attempted: the output folder is full or not writable",
+    "the re-identification lookup file could not be written",
 )
 
 
@@ -47,12 +51,17 @@ class Audit:
     actions: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     pixels: list[dict] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
+    status: str = "running"
 
-    def refuse(self, file_id: str, reason: str) -> None:
-        """Record a refused input by keyed id and one of :data:`REASONS`."""
+    def refuse(self, file_id: str, reason: str, same_output_as: str | None = None) -> None:
+        """Record a refused input by keyed id and one of :data:`REASONS` (and, for a duplicate,
+        the keyed id of the input that was kept)."""
         if reason not in REASONS:
             raise ValueError(f"audit reasons must be fixed strings from REASONS, got {reason!r}")
-        self.refused.append({"file_id": file_id, "reason": reason})
+        entry = {"file_id": file_id, "reason": reason}
+        if same_output_as is not None:
+            entry["same_output_as"] = same_output_as
+        self.refused.append(entry)
 
     def add(self, output: str, counts: Counter, pseudonym: str, redaction=None) -> None:
         """Record one written file: its output path, action counts and pixel redaction."""
@@ -77,6 +86,7 @@ class Audit:
         return {
             "tool": "medanomaly deid",
             "profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
+            "status": self.status,
             "started": self.started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "options": self.options,
@@ -92,11 +102,19 @@ class Audit:
             "pixel_redaction": self.pixels,
         }
 
+    def compact(self) -> dict:
+        """The audit without its per-file lists (what still fits when the disk is full)."""
+        full = self.as_dict()
+        for name in ("refused", "actions_per_attribute", "pixel_redaction"):
+            full.pop(name)
+        full["compact"] = "per-file lists left out: the output folder was full"
+        return full
+
     def write(self, path: str | Path) -> Path:
         """Write the audit JSON atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=False), encoding="utf-8")
         os.replace(tmp, path)
         return path

@@ -67,7 +67,9 @@ def load_key(key_file: str | Path | None = None, env: dict[str, str] | None = No
 
 def keyed_digest(key: bytes, purpose: str, value: str) -> bytes:
     """HMAC-SHA256 of ``value`` under ``key``, domain-separated by ``purpose`` (32 bytes)."""
-    message = purpose.encode("ascii") + b"\x00" + value.encode("utf-8")
+    # surrogateescape: a file name that is not UTF-8 (read by Python as lone surrogates) still
+    # gets its own id instead of an error; valid text encodes exactly as UTF-8.
+    message = purpose.encode("ascii") + b"\x00" + value.encode("utf-8", "surrogateescape")
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
@@ -88,6 +90,11 @@ def date_shift_days(key: bytes, identity: str) -> int:
     """
     digest = keyed_digest(key, "date-shift", identity.strip())
     return -(1 + int.from_bytes(digest[:8], "big") % MAX_SHIFT_DAYS)
+
+
+def key_id(key: bytes) -> str:
+    """A keyed id of the project key itself (12 hex digits): tells two keys apart, reveals nothing."""
+    return keyed_digest(key, "key-id", "medanomaly").hex()[:12]
 
 
 def file_id(key: bytes, relative_path: str) -> str:
@@ -135,9 +142,12 @@ def write_lookup(path: str | Path, key: bytes, entries: dict[str, dict[str, str]
     merged = read_lookup(path, key) if path.is_file() else {}
     merged.update(entries)
     token = _fernet(key).encrypt(json.dumps(merged, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(token)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(token)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def reidentify(path: str | Path, key: bytes, pseudo: str) -> dict[str, str]:

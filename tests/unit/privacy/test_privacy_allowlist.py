@@ -144,14 +144,14 @@ def test_clean_descriptors_scrubs_dates_in_words_phones_addresses_and_names_anyw
     observer = Dataset()
     observer.add_new(0x0040A123, "PN", "Hidden^Observer")  # a name deep in a sequence
     ds.add_new(0x0040A730, "SQ", Sequence([observer]))
-    ds.SeriesDescription = (
+    ds.ImageComments = (
         "Chest for Jane Doe born 29 Aug 1944 (March 17th 1944), tel +1 (555) 123-4567, "
         "742 Evergreen Terrace, seen by Observer Hidden and Dr Watson"
     )
     ds.add_new(0x0040A160, "UT", "Note: 12 rue de la Paix, 75002 Paris; Hauptstrasse 5; call 555 0199")
     ds = _roundtrip(ds)
     deidentify_dataset(ds, KEY, ProfileOptions(clean_descriptors=True))
-    desc, note = str(ds.SeriesDescription), str(ds.TextValue)
+    desc, note = str(ds.ImageComments), str(ds.TextValue)
     assert desc.startswith("Chest for")
     for gone in ("Jane", "Doe", "1944", "Aug", "March", "555", "4567", "Evergreen", "742", "Observer", "Hidden",
                  "Watson"):  # fmt: skip

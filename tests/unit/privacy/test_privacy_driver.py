@@ -15,7 +15,7 @@ from medanomaly.data.sources import real_data
 from medanomaly.errors import InputError
 from medanomaly.privacy import deid as deid_mod
 from medanomaly.privacy.deid import DeidConfig, deidentify_folder
-from medanomaly.privacy.pseudonym import KEY_ENV, load_key, read_lookup, reidentify
+from medanomaly.privacy.pseudonym import KEY_ENV, file_id, load_key, read_lookup, reidentify
 
 PATIENT_DIR = "DOE_JANE_19510829"  # input paths often name the patient
 
@@ -75,22 +75,23 @@ def test_output_inside_input_is_rejected(folder, key):
 
 def test_interrupted_write_leaves_no_partial_file_and_rerun_resumes(folder, tmp_path, key, monkeypatch):
     out = tmp_path / "out"
-    real_write = deid_mod.write_atomic
+    real_stage = deid_mod.stage
     calls = {"n": 0}
 
-    def flaky(ds, dest):
+    def flaky(ds, dest, fid):
         calls["n"] += 1
         if calls["n"] == 3:  # die half-way through the third file: a partial temp file is left
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.with_name(f".{dest.name}.999.tmp").write_bytes(b"DICM partial")
+            dest.with_name(f".{dest.name}.{fid}.999999999.tmp").write_bytes(b"DICM partial")
             raise KeyboardInterrupt
-        real_write(ds, dest)
+        return real_stage(ds, dest, fid)
 
-    monkeypatch.setattr(deid_mod, "write_atomic", flaky)
+    monkeypatch.setattr(deid_mod, "stage", flaky)
     with pytest.raises(KeyboardInterrupt):
         deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
     assert len(list(out.rglob("*.dcm"))) == 2  # only complete files carry the final name
-    monkeypatch.setattr(deid_mod, "write_atomic", real_write)
+    assert json.loads(next((out / ".medanomaly").glob("audit-*.json")).read_text())["status"] == "interrupted"
+    monkeypatch.setattr(deid_mod, "stage", real_stage)
     summary = deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
     assert (summary.resumed, summary.processed) == (2, 2)
     assert not list(out.rglob("*.tmp"))
@@ -168,16 +169,20 @@ def test_cli_parses_safe_private(folder, tmp_path, monkeypatch):
 
 
 def test_real_deid_data_humans_headers_cleaned_pixels_identical(tmp_path, key, needles):
-    """deid-data's 'humans': JPEG CT secondary captures full of header PHI (Simpson family)."""
+    """deid-data's 'humans': JPEG CT secondary captures full of header PHI (Simpson family).
+
+    Both files carry the same SOP Instance UID: the first (sorted by path) is written, the second
+    is refused by keyed id and named as a duplicate in the audit (it used to overwrite the first
+    silently while the audit counted 2 files written)."""
     src = real_data("deid/humans")
     summary = deidentify_folder(src, tmp_path / "out", key, DeidConfig(ocr_check=False))
-    assert (summary.processed, summary.refused) == (2, 0)
+    assert (summary.processed, summary.refused) == (1, 1)
+    assert summary.refused_by_reason == {"another input has the same SOP Instance UID (the first was kept)": 1}
     phi = [
         "SIMPSON^HOMER^J^", "HIBBARD^JULIUS", "RIVERIA^NICK", "SPRINGFIELD GENERAL", "Evergreen Terrace",
         "00007041776", "M1212121", "999887722", "20200704", "Seizure", "SGHCT01A", "SIEMENS CSA HEADER",
     ]  # fmt: skip
     outputs = sorted((tmp_path / "out").rglob("*.dcm"))
-    originals = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in src.glob("*.dcm")}
     for path in outputs:
         raw = path.read_bytes()
         for value in phi:
@@ -185,9 +190,14 @@ def test_real_deid_data_humans_headers_cleaned_pixels_identical(tmp_path, key, n
     for path in src.glob("*.dcm"):  # the search can fail: the values are in the input
         assert b"SIMPSON" in path.read_bytes() and b"Evergreen Terrace" in path.read_bytes()
     audit = json.loads(summary.audit_path.read_text())
-    assert len(audit["pixel_redaction"]) == 2 and all(not p["regions_blanked"] for p in audit["pixel_redaction"])
-    out_pixels = sorted(pydicom.dcmread(p).PixelData for p in outputs)
-    assert out_pixels == sorted(o.PixelData for o in originals.values())  # scanned, no text: untouched
+    assert len(audit["pixel_redaction"]) == 1 and all(not p["regions_blanked"] for p in audit["pixel_redaction"])
+    (first, second) = sorted(src.glob("*.dcm"))
+    assert audit["refused"] == [
+        {"file_id": file_id(key, second.name), "reason": next(iter(summary.refused_by_reason)),
+         "same_output_as": file_id(key, first.name)}
+    ]  # fmt: skip
+    out_pixels = [pydicom.dcmread(p).PixelData for p in outputs]
+    assert out_pixels == [pydicom.dcmread(first).PixelData]  # scanned, no text: untouched
     assert all(pydicom.dcmread(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50" for p in outputs)
 
 
