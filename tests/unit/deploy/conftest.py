@@ -32,3 +32,31 @@ def ct_series(tmp_path: Path) -> tuple[Volume, list[Path]]:
 
     files = write_dicom_series(_small_ct(), tmp_path / "ct")
     return read(tmp_path / "ct"), files
+
+
+def load_fake_module():
+    """tests/unit/deploy/fake_model.py as the module ``deploy_fake_model`` (tests are not a package)."""
+    import importlib.util
+    import sys
+
+    name = "deploy_fake_model"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fake_model.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def fake_module():
+    """The fake detection model module (FakeDetector, load_fake)."""
+    return load_fake_module()
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory):
+    """A 10-series archive built from the real lung CTs (8x64x64 crops), 2 corrupt, with clutter."""
+    from medanomaly.deploy.demo_archive import build_archive
+
+    return build_archive(tmp_path_factory.mktemp("archive") / "a", n_series=10, n_corrupt=2, seed=3)

@@ -1,0 +1,378 @@
+"""Walk an image archive (a folder tree of DICOM files, NIfTI, NRRD) and group it into series.
+
+What the walk does, and why:
+
+* **Safe walk**: directories are entered by their real identity (device, inode), so a symlink
+  loop or a link back to a parent is entered once; a file reached through two links is indexed
+  once; names that are not valid UTF-8 are kept as bytes-preserving ``str`` (surrogate escapes)
+  and shown escaped; unreadable folders and files are reported, not fatal.
+* **Headers only**: each DICOM file is parsed without its pixel data (``stop_before_pixels``);
+  NIfTI/NRRD/MetaImage headers are read with SimpleITK without the voxels. Memory grows with
+  the number of files (a few hundred bytes each), never with image size.
+* **Grouped by UID, not by folder**: files are grouped by SeriesInstanceUID (and the study they
+  belong to), wherever they lie; a NIfTI/NRRD file is a series of its own, keyed by a hash of its
+  content (never its name, which may carry a patient name).
+* **Non-image objects** (SR, RT plan/structure/dose, presentation states, key objects, SEG,
+  DICOMDIR...) and files that are not DICOM are reported with their reason and skipped.
+
+The output (:class:`ArchiveIndex`) lists :class:`SeriesEntry` objects with what series selection
+needs (modality, orientation, slice thickness, kernel, image type, size) and the estimated
+memory of the series as float32, so a series too large is refused by UID before it is read.
+
+Example:
+    >>> index = walk_archive("/data/archive")                 # doctest: +SKIP
+    >>> [(s.key, s.modality, s.n_frames) for s in index.series]  # doctest: +SKIP
+    [('1.2.826...', 'CT', 120)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medanomaly.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ArchiveIndex", "Problem", "SeriesEntry", "display_path", "iter_files", "read_series", "walk_archive"]
+
+#: Modalities of DICOM objects that are not images to run a model on.
+NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "RTPLAN", "RTSTRUCT", "RTDOSE", "RTRECORD", "RTIMAGE", "PR", "KO", "SEG", "REG", "FID",
+     "DOC", "PLAN", "RWV", "AU", "ECG", "HD", "OT_SR"}
+)  # fmt: skip
+#: SOP class UID prefixes of non-image objects (SR documents, RT objects, presentation states...).
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports
+    "1.2.840.10008.5.1.4.1.1.481.",  # radiotherapy objects
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, fiducials, SEG
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF / CDA
+    "1.2.840.10008.5.1.4.1.1.30",  # parametric map
+    "1.2.840.10008.1.3.10",  # media storage directory (DICOMDIR)
+)
+#: File endings of volume files that are a series on their own.
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: DICOM header keywords kept per file (technical only; never identity).
+_KEYWORDS = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
+    "BitsAllocated", "SamplesPerPixel", "SliceThickness", "ConvolutionKernel", "ImageType",
+    "ImageOrientationPatient", "BodyPartExamined", "SeriesDescription",
+)  # fmt: skip
+
+
+def display_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, printable: bytes that are not UTF-8 shown as ``\\xNN``."""
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        rel = str(path)
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file or series that could not be used: where (relative path or series key) and why."""
+
+    where: str
+    reason: str
+    kind: str = "file"  # "file" | "series"
+
+
+@dataclass
+class SeriesEntry:
+    """One image series of the archive (technical fields only; no patient identity).
+
+    Attributes:
+        key: SeriesInstanceUID for DICOM; ``file-<content hash>`` for a NIfTI/NRRD/MetaImage file.
+        study_uid: StudyInstanceUID (DICOM), else None.
+        kind: ``"dicom"`` or ``"volume"`` (a NIfTI/NRRD/MetaImage file).
+        files: the files of the series (absolute paths).
+        modality: DICOM Modality ("CT", "MR", ...), "OT" when unknown.
+        rows / columns / n_frames: image size; ``n_frames`` sums frames over files (slices).
+        bytes_per_sample / samples: stored pixel size (bytes) and samples per pixel.
+        slice_thickness: mm, when given.
+        kernel: ConvolutionKernel text ("" when absent).
+        image_type: ImageType values ("ORIGINAL", "PRIMARY", "AXIAL", "LOCALIZER"...).
+        orientation: "axial" | "coronal" | "sagittal" | "oblique" | "" (from ImageOrientationPatient).
+        body_part: BodyPartExamined ("" when absent).
+        description: SeriesDescription, used only for selection rules, never written to results.
+    """
+
+    key: str
+    study_uid: str | None
+    kind: str
+    files: list[Path] = field(default_factory=list)
+    modality: str = "OT"
+    rows: int = 0
+    columns: int = 0
+    n_frames: int = 0
+    bytes_per_sample: int = 2
+    samples: int = 1
+    slice_thickness: float | None = None
+    kernel: str = ""
+    image_type: tuple[str, ...] = ()
+    orientation: str = ""
+    body_part: str = ""
+    description: str = ""
+
+    @property
+    def series_uid(self) -> str | None:
+        """The SeriesInstanceUID (DICOM series), else None."""
+        return self.key if self.kind == "dicom" else None
+
+    @property
+    def estimated_bytes(self) -> int:
+        """Memory of the series as the float32 volume a model works on: rows x columns x frames x
+        samples x max(stored bytes, 4). Computed from headers, before any pixel is read."""
+        return self.rows * self.columns * max(self.n_frames, 1) * self.samples * max(self.bytes_per_sample, 4)
+
+
+@dataclass
+class ArchiveIndex:
+    """The series of an archive and the problems met while walking it."""
+
+    root: Path
+    series: list[SeriesEntry] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    n_files: int = 0
+
+
+def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
+    """Every regular file under ``root`` once, following links safely (loops entered once).
+
+    Hidden entries (names starting with ".") are skipped. Folders that cannot be listed and
+    dangling links are added to ``problems``.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen_dirs:
+                continue  # a symlink loop or a second link to a folder already walked
+            seen_dirs.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(Problem(display_path(Path(folder), root), f"cannot list folder ({exc.strerror})"))
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:
+                problems.append(Problem(display_path(Path(entry.path), root), f"unreachable ({exc.strerror})"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(Path(entry.path))
+            elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen_files:
+                seen_files.add((st.st_dev, st.st_ino))
+                yield Path(entry.path)
+        stack.extend(reversed(subdirs))
+
+
+def _orientation(iop: Any) -> str:
+    """axial / coronal / sagittal / oblique from ImageOrientationPatient (6 direction cosines)."""
+    import numpy as np
+
+    try:
+        values = [float(v) for v in iop]
+    except (TypeError, ValueError):
+        return ""
+    if len(values) != 6:
+        return ""
+    normal = np.abs(np.cross(values[:3], values[3:]))
+    axis = int(np.argmax(normal))
+    if normal[axis] < 0.9:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _dicom_header(path: Path) -> dict[str, Any]:
+    """Selected header fields of one DICOM file (no pixel data read); InputError when unreadable."""
+    from medanomaly.io.dicom import read_dataset
+
+    ds = read_dataset(path, stop_before_pixels=True)
+    return {kw: ds.get(kw) for kw in _KEYWORDS}
+
+
+def _non_image_reason(h: dict[str, Any]) -> str | None:
+    """Why a DICOM object is not an image to run on (None when it is one)."""
+    modality = str(h.get("Modality") or "").upper()
+    sop = str(h.get("SOPClassUID") or "")
+    if modality in NON_IMAGE_MODALITIES or any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
+        return f"non-image DICOM object ({modality or 'SOP class ' + sop}): skipped"
+    if not h.get("Rows") or not h.get("Columns"):
+        return f"DICOM object without an image ({modality or 'no modality'}): skipped"
+    return None
+
+
+def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
+    thickness = h.get("SliceThickness")
+    try:
+        thickness_mm = float(thickness) if thickness not in (None, "") else None
+    except (TypeError, ValueError):
+        thickness_mm = None
+    return SeriesEntry(
+        key=str(h["SeriesInstanceUID"]),
+        study_uid=str(h.get("StudyInstanceUID") or "") or None,
+        kind="dicom",
+        modality=str(h.get("Modality") or "OT"),
+        rows=int(h.get("Rows") or 0),
+        columns=int(h.get("Columns") or 0),
+        bytes_per_sample=max(int(h.get("BitsAllocated") or 16) // 8, 1),
+        samples=int(h.get("SamplesPerPixel") or 1),
+        slice_thickness=thickness_mm,
+        kernel=_text(h.get("ConvolutionKernel")),
+        image_type=tuple(_text(h.get("ImageType")).upper().split("\\")) if h.get("ImageType") else (),
+        orientation=_orientation(h.get("ImageOrientationPatient")),
+        body_part=str(h.get("BodyPartExamined") or ""),
+        description=str(h.get("SeriesDescription") or ""),
+    )
+
+
+def content_key(path: Path, chunk: int = 1 << 20) -> str:
+    """``file-<sha256 of size + first MiB>``: an id of a volume file that does not reveal its name."""
+    digest = hashlib.sha256()
+    digest.update(str(path.stat().st_size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(chunk))
+    return "file-" + digest.hexdigest()[:24]
+
+
+def _volume_entry(path: Path) -> SeriesEntry:
+    """A NIfTI/NRRD/MetaImage file as a series (header read with SimpleITK, no voxels)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError("not a readable NIfTI/NRRD/MetaImage header", path) from None
+    size = list(reader.GetSize()) + [1, 1]
+    modality = reader.GetMetaData("modality") if reader.HasMetaDataKey("modality") else "OT"
+    return SeriesEntry(
+        key=content_key(path),
+        study_uid=None,
+        kind="volume",
+        files=[path],
+        modality=modality or "OT",
+        rows=int(size[1]),
+        columns=int(size[0]),
+        n_frames=int(size[2]),
+        bytes_per_sample=_itk_bytes(reader),
+        samples=int(reader.GetNumberOfComponents()),
+        slice_thickness=float(reader.GetSpacing()[2]) if reader.GetDimension() >= 3 else None,
+        orientation="axial",
+    )
+
+
+def _itk_bytes(reader: Any) -> int:
+    import SimpleITK as sitk
+
+    name = sitk.GetPixelIDValueAsString(reader.GetPixelID()).lower()
+    for token, nbytes in (("64", 8), ("double", 8), ("32", 4), ("float", 4), ("16", 2), ("8", 1)):
+        if token in name:
+            return nbytes
+    return 4
+
+
+def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, SeriesEntry]) -> None:
+    """Index one file: a volume series, a slice of a DICOM series, or a problem."""
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        index.series.append(_volume_entry(path))
+        return
+    h = _dicom_header(path)
+    reason = _non_image_reason(h)
+    if reason is not None:
+        index.problems.append(Problem(display_path(path, root), reason))
+        return
+    if not h.get("SeriesInstanceUID"):
+        index.problems.append(Problem(display_path(path, root), "DICOM image without SeriesInstanceUID"))
+        return
+    uid = str(h["SeriesInstanceUID"])
+    entry = by_uid.get(uid)
+    if entry is None:
+        entry = by_uid[uid] = _new_dicom_entry(h)
+        index.series.append(entry)
+    entry.files.append(path)
+    entry.n_frames += int(h.get("NumberOfFrames") or 1)
+
+
+def walk_archive(root: str | Path) -> ArchiveIndex:
+    """Index every series under ``root`` (headers only), reporting what cannot be used.
+
+    Args:
+        root: a folder (searched recursively, links followed safely) or one file.
+
+    Returns:
+        The :class:`ArchiveIndex`: series in the order first met, and the problems (relative
+        path + reason) of unreadable files, non-image objects and unlistable folders.
+
+    Raises:
+        InputError: ``root`` does not exist.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise InputError("no such file or folder", root)
+    index = ArchiveIndex(root=root)
+    by_uid: dict[str, SeriesEntry] = {}
+    files = [root] if root.is_file() else iter_files(root, index.problems)
+    base = root.parent if root.is_file() else root
+    for path in files:
+        index.n_files += 1
+        try:
+            _add_file(path, base, index, by_uid)
+        except InputError as exc:
+            index.problems.append(Problem(display_path(path, base), exc.reason))
+        except OSError as exc:
+            index.problems.append(Problem(display_path(path, base), f"unreadable ({exc.strerror or exc})"))
+    return index
+
+
+def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None) -> Any:
+    """Read one series of the index into a :class:`~medanomaly.types.Volume`.
+
+    A DICOM series whose files lie in several folders is read through a temporary folder of
+    links to exactly its files (the reader then sees one series, wherever the files are).
+
+    Raises:
+        InputError: the series cannot be read (gaps, corrupt slices, over the voxel limit...);
+            the message names the series by its key, never by a folder.
+    """
+    import tempfile
+
+    from medanomaly.io import read
+
+    where = f"series {entry.key}"
+    try:
+        if entry.kind == "volume" or len(entry.files) == 1:
+            return read(entry.files[0], max_voxel_bytes=max_voxel_bytes)
+        with tempfile.TemporaryDirectory(prefix="medanomaly-series-") as tmp:
+            for i, path in enumerate(entry.files):
+                os.symlink(os.path.abspath(path), os.path.join(tmp, f"{i:06d}.dcm"))
+            return read(tmp, series_uid=entry.key, max_voxel_bytes=max_voxel_bytes)
+    except InputError as exc:
+        raise InputError(exc.reason, where) from None
+    except OSError as exc:
+        raise InputError(f"unreadable ({exc.strerror or exc})", where) from None

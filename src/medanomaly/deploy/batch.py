@@ -1,0 +1,389 @@
+"""Batch inference over an archive: every series in, one result row per series out; resumable.
+
+``run_batch(model, ARCHIVE, OUT)`` walks the archive (:mod:`medanomaly.deploy.archive`), decides
+per series (:mod:`medanomaly.deploy.select`), then for each series to run: reads it (the next one
+is read while the current one is predicted: at most two volumes in memory), predicts, writes the
+DICOM SEG/SR/Parametric Map when there are findings or a map (DICOM sources only), and writes
+the series record last. ``results.csv`` / ``results.parquet`` are rebuilt from the records at the
+end, ``problems.csv`` lists the files that could not be used.
+
+Resuming: a series whose record carries the same fingerprint (model run + options) is not
+processed again; a record of another run or other options is redone. Killed at any moment
+(``kill -9``), a rerun finishes the rest: nothing missing, nothing twice. A bad series becomes a
+row with status ``error`` and its reason; the batch goes on. Only one batch may write into an
+output folder at a time (a lock file).
+
+Example:
+    >>> from medanomaly.engine import load_model                            # doctest: +SKIP
+    >>> summary = run_batch(load_model("runs/lung"), "/data/archive", "out")  # doctest: +SKIP
+    >>> summary.counts                                                       # doctest: +SKIP
+    {'done': 180, 'skipped': 12, 'refused': 1, 'error': 7}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medanomaly.deploy.archive import SeriesEntry, read_series, walk_archive
+from medanomaly.deploy.results import keyed_id, load_record, record_path, write_problems, write_record, write_tables
+from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, DETECTION_TASKS, Decision, select_series
+from medanomaly.errors import InputError
+from medanomaly.types import Prediction
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "run_batch",
+           "run_fingerprint"]  # fmt: skip
+
+#: Statuses a record may have. "done": predicted; "skipped": not for this task; "refused": too
+#: large; "error": could not be read or predicted (reason given).
+STATUSES = ("done", "skipped", "refused", "error")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Options of a batch that change its results (they enter the fingerprint).
+
+    Attributes:
+        series_filters: ``FIELD OP VALUE`` rules every run series must pass (``Modality=CT``).
+        memory_limit: largest float32 series volume, bytes; larger series are refused by UID.
+        dicom: write DICOM SEG + SR (findings) and Parametric Map (anomaly map) for DICOM sources.
+        site: anatomic site of findings for the DICOM outputs; ``"auto"`` = lung for lung
+            detection, none otherwise.
+    """
+
+    series_filters: tuple[str, ...] = ()
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
+    dicom: bool = True
+    site: str | None = "auto"
+
+    def resolved_site(self, task: str) -> str | None:
+        if self.site != "auto":
+            return self.site
+        return "lung" if task in DETECTION_TASKS else None
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """Everything a worker needs to process a series (picklable: Ray ships it to its workers)."""
+
+    out_dir: Path
+    fingerprint: str
+    run_id: str
+    task: str
+    software_version: str
+    synthetic: bool
+    options: BatchOptions
+    site: str | None
+    key: bytes | None = None
+
+    def series_id(self, entry: SeriesEntry) -> str:
+        return keyed_id(self.key, "series", entry.key, "S-")
+
+    def study_id(self, entry: SeriesEntry) -> str | None:
+        return keyed_id(self.key, "study", entry.study_uid, "T-") if entry.study_uid else None
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: counts per status, series reused from an earlier run, the output files."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    reused: int = 0
+    processed: int = 0
+    seconds: float = 0.0
+    results_csv: Path | None = None
+    results_parquet: Path | None = None
+    problems_csv: Path | None = None
+    n_problems: int = 0
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def run_fingerprint(model: Any) -> str:
+    """A digest of the model run: its model.json and weights files (or its ``info`` when it has no folder)."""
+    digest = hashlib.sha256()
+    run_dir = getattr(model, "run_dir", None)
+    if run_dir is not None and (Path(run_dir) / "model.json").is_file():
+        run_dir = Path(run_dir)
+        digest.update((run_dir / "model.json").read_bytes())
+        for name in sorted(getattr(model.info, "weights", ()) or ()):
+            if (run_dir / name).is_file():
+                _hash_file(digest, run_dir / name)
+    else:
+        info = getattr(model, "info", None)
+        dump = info.model_dump(mode="json") if hasattr(info, "model_dump") else repr(info)
+        digest.update(json.dumps(dump, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: bytes | None = None) -> BatchContext:
+    """The batch context: run id, and a fingerprint over the run, the options and the key."""
+    from medanomaly import __version__
+
+    run = run_fingerprint(model)
+    opts = asdict(options)
+    opts["series_filters"] = sorted(opts["series_filters"])
+    key_tag = hashlib.sha256(b"medanomaly-batch-key\x1f" + key).hexdigest()[:16] if key else ""
+    blob = json.dumps({"run": run, "options": opts, "key": key_tag, "version": __version__}, sort_keys=True)
+    task = str(model.task)
+    info = getattr(model, "info", None)
+    return BatchContext(
+        out_dir=Path(out_dir),
+        fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:32],
+        run_id=run[:16],
+        task=task,
+        software_version=str(__version__),
+        synthetic=bool(getattr(info, "synthetic", False)),
+        options=options,
+        site=options.resolved_site(task),
+        key=key,
+    )
+
+
+def _base_record(entry: SeriesEntry, ctx: BatchContext, status: str, reason: str = "") -> dict[str, Any]:
+    return {
+        "fingerprint": ctx.fingerprint,
+        "series_id": ctx.series_id(entry),
+        "study_id": ctx.study_id(entry),
+        "modality": entry.modality,
+        "status": status,
+        "reason": reason,
+        "task": ctx.task,
+        "run_id": ctx.run_id,
+        "software_version": ctx.software_version,
+        "synthetic_model": ctx.synthetic,
+    }
+
+
+def _prediction_fields(prediction: Prediction) -> dict[str, Any]:
+    volumes = [f.measurements.volume_ml for f in prediction.findings if f.measurements is not None]
+    score = getattr(prediction, "score", None)
+    if score is None:
+        score = float(prediction.scores[-1]) if prediction.scores else None
+    return {
+        "label": prediction.label,
+        "decision": getattr(prediction, "decision", prediction.label),
+        "abstained": bool(prediction.abstained),
+        "score": score if score is None or math.isfinite(score) else None,
+        "probabilities": dict(zip(prediction.class_names, map(float, prediction.scores), strict=False)),
+        "n_findings": len(prediction.findings),
+        "largest_lesion_ml": max(volumes) if volumes else None,
+        "prediction": prediction.to_json(),
+    }
+
+
+def _dicom_outputs(entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext) -> dict[str, str]:
+    """Write SEG/SR/map for a DICOM series with findings or a map; paths relative to the output folder."""
+    from medanomaly.deploy.dicom_out import write_dicom_outputs
+
+    if not ctx.options.dicom or entry.kind != "dicom" or not (prediction.findings or prediction.anomaly_map):
+        return {}
+    folder = record_path(ctx.out_dir, ctx.series_id(entry)).stem
+    out = write_dicom_outputs(
+        prediction.findings, entry.files, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
+        site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map,
+    )  # fmt: skip
+    named = {"seg": out.seg, "sr": out.sr, "parametric_map": out.parametric_map}
+    return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}
+
+
+def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: Any = None) -> dict[str, Any]:
+    """Read (unless given), predict and write the outputs and record of one series; returns the record.
+
+    Never raises for a bad series: the record then has status ``error`` and the reason.
+    """
+    start = time.perf_counter()
+    try:
+        if volume is None:
+            volume = read_series(entry, ctx.options.memory_limit)
+        if hasattr(model, "check_input"):
+            model.check_input(volume, f"series {entry.key}")
+        prediction = model.predict(volume)
+        record = _base_record(entry, ctx, "done")
+        record.update(_prediction_fields(prediction))
+        record["dicom"] = _dicom_outputs(entry, volume, prediction, ctx)
+    except InputError as exc:
+        record = _base_record(entry, ctx, "error", exc.reason)
+    except Exception as exc:  # noqa: BLE001 - one bad series must not stop an archive run
+        log.debug("series %s failed", entry.key, exc_info=True)
+        record = _base_record(entry, ctx, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    write_record(ctx.out_dir, record)
+    return record
+
+
+def _finished(entry: SeriesEntry, ctx: BatchContext, retry_errors: bool) -> dict[str, Any] | None:
+    """The existing record of a series when it is finished under this fingerprint, else None."""
+    record = load_record(record_path(ctx.out_dir, ctx.series_id(entry)))
+    if record is None or record.get("fingerprint") != ctx.fingerprint or record.get("status") not in STATUSES:
+        return None
+    if retry_errors and record["status"] == "error":
+        return None
+    return record
+
+
+@contextmanager
+def batch_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``<out>/.batch.lock``; a second batch on the same folder is refused in one line."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".batch.lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another batch is writing into this output folder", out_dir) from None
+        yield
+
+
+def _run_local(model: Any, todo: Sequence[SeriesEntry], ctx: BatchContext, advance: Callable[[dict], None]) -> None:
+    """Process series one by one; the next series is read in a thread while this one is predicted."""
+
+    def read(entry: SeriesEntry) -> Any:
+        try:
+            return read_series(entry, ctx.options.memory_limit)
+        except InputError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medanomaly-read") as pool:
+        pending: Future | None = pool.submit(read, todo[0]) if todo else None
+        for i, entry in enumerate(todo):
+            volume = pending.result() if pending is not None else None
+            pending = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+            if isinstance(volume, InputError):
+                record = _base_record(entry, ctx, "error", volume.reason)
+                record["seconds"] = 0.0
+                write_record(ctx.out_dir, record)
+            else:
+                record = process_series(model, entry, ctx, volume)
+            del volume
+            advance(record)
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[dict], None]]:
+    """A rich progress bar (count, elapsed, ETA, per-status tallies); a no-op when disabled."""
+    tally = dict.fromkeys(STATUSES, 0)
+    if not enabled:
+        yield lambda record: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]series"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn(), TextColumn("{task.description}"))  # fmt: skip
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("", total=total)
+
+        def advance(record: dict) -> None:
+            tally[record["status"]] = tally.get(record["status"], 0) + 1
+            bar.update(task, advance=1, description=" ".join(f"{k}={v}" for k, v in tally.items() if v))
+
+        yield advance
+
+
+def run_batch(
+    model: Any,
+    archive: str | Path,
+    out_dir: str | Path,
+    options: BatchOptions | None = None,
+    *,
+    key: bytes | None = None,
+    retry_errors: bool = False,
+    progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    model_factory: Callable[[], Any] | None = None,
+) -> BatchSummary:
+    """Run a model over every series of an archive; write records, results tables and problems.
+
+    Args:
+        model: a loaded model (``medanomaly.engine.load_model``) or any object with ``task``,
+            ``info`` and ``predict(volume) -> Prediction``.
+        archive: folder tree of DICOM / NIfTI / NRRD files (or one file).
+        out_dir: output folder: ``results.csv``, ``results.parquet``, ``problems.csv``,
+            ``series/<id>.json``, ``dicom/<id>/{seg,sr,map}.dcm``.
+        options: what changes results (filters, memory limit, DICOM outputs, site).
+        key: secret for keyed (HMAC) series/study ids instead of UIDs, and keyed file ids in
+            problems.csv; None = UIDs and relative paths.
+        retry_errors: process again series whose earlier record is an error.
+        progress: show a progress bar with ETA.
+        engine: ``"local"`` (this process) or ``"ray"`` (Ray Data; ``medanomaly[scale]``).
+        address: Ray cluster address (``engine="ray"``); None = a local Ray with ``workers`` CPUs.
+        workers: number of Ray workers (default: 2).
+        model_factory: how a Ray worker gets the model (default: load the run folder again).
+
+    Raises:
+        InputError: the archive is missing, a filter rule is invalid, or the folder is locked.
+    """
+    options = options or BatchOptions()
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    with batch_lock(out_dir):
+        ctx = make_context(model, out_dir, options, key)
+        index = walk_archive(archive)
+        decisions = select_series(index.series, ctx.task, options.series_filters, options.memory_limit)
+        summary = BatchSummary(n_problems=len(index.problems))
+        records, todo = _plan(decisions, ctx, retry_errors, summary)
+        summary.processed = len(todo)
+        with _progress(progress, len(todo)) as advance:
+            if engine == "local":
+                _run_local(model, todo, ctx, advance)
+            elif engine == "ray":
+                from medanomaly.deploy.ray_engine import run_on_ray
+
+                run_on_ray(model, todo, ctx, advance, address=address, workers=workers, model_factory=model_factory)
+            else:
+                raise InputError(f"unknown engine {engine!r} (local, ray)")
+        return _finish(decisions, ctx, index, records, summary, start)
+
+
+def _plan(decisions: Sequence[Decision], ctx: BatchContext, retry_errors: bool,
+          summary: BatchSummary) -> tuple[dict[str, dict], list[SeriesEntry]]:  # fmt: skip
+    """Reuse finished records of series to run; write skip/refuse records; return the series still to run."""
+    records: dict[str, dict] = {}
+    todo = []
+    for d in decisions:
+        if d.status == "run":
+            previous = _finished(d.entry, ctx, retry_errors)
+            if previous is not None and previous["status"] in ("done", "error"):
+                records[d.entry.key] = previous
+                summary.reused += 1
+            else:
+                todo.append(d.entry)
+        else:  # cheap: always rewritten, so the reason follows the current archive
+            record = _base_record(d.entry, ctx, d.status, d.reason)
+            write_record(ctx.out_dir, record)
+            records[d.entry.key] = record
+    return records, todo
+
+
+def _finish(decisions: Sequence[Decision], ctx: BatchContext, index: Any, records: dict[str, dict],
+            summary: BatchSummary, start: float) -> BatchSummary:  # fmt: skip
+    """Collect every decision's record (from disk), write the tables and problems.csv."""
+    rows = []
+    for d in decisions:
+        record = records.get(d.entry.key) or load_record(record_path(ctx.out_dir, ctx.series_id(d.entry)))
+        if record is None or record.get("fingerprint") != ctx.fingerprint:
+            record = _base_record(d.entry, ctx, "error", "no result was recorded (worker lost)")
+        rows.append(record)
+        summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
+    summary.results_csv, summary.results_parquet = write_tables(ctx.out_dir, rows)
+    summary.problems_csv = write_problems(ctx.out_dir, index.problems, ctx.key)
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,112 @@
+"""Archive walking (safe: loops, non-UTF-8 names, unreadable files, non-image objects) and series choice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from medanomaly.deploy.archive import read_series, walk_archive
+from medanomaly.deploy.select import kernel_class, parse_rule, parse_size, select_series
+from medanomaly.errors import InputError
+
+
+def test_walk_groups_by_series_uid_and_reports_clutter(small_archive) -> None:
+    index = walk_archive(small_archive.root)
+    dicom = {s.key for s in index.series if s.kind == "dicom"}
+    assert set(small_archive.good) | set(small_archive.bad) | set(small_archive.localizers) == dicom
+    assert len([s for s in index.series if s.kind == "volume"]) == 1  # the NIfTI copy
+    reasons = {p.where: p.reason for p in index.problems}
+    assert any("SR" in r for r in reasons.values()) and any("RTPLAN" in r for r in reasons.values())
+    assert reasons["misc/broken.dcm"] == "not a DICOM file"
+    assert "misc/caf\\xe9-notes.txt" in reasons  # the non-UTF-8 name, shown escaped
+    # the symlink loop misc/loop -> root is entered once: no series counted twice
+    for s in index.series:
+        assert len(s.files) == len({f.resolve() for f in s.files})
+        assert s.n_frames == (len(s.files) if s.kind == "dicom" else 8)
+
+
+def test_files_of_one_series_in_two_folders_are_one_series(tmp_path: Path, make_ct) -> None:
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    files = write_dicom_series(make_ct(), tmp_path / "a", series_uid="1.2.3.4", study_uid="1.2.3")
+    (tmp_path / "b").mkdir()
+    for f in files[::2]:
+        f.rename(tmp_path / "b" / f.name)
+    index = walk_archive(tmp_path)
+    (entry,) = index.series
+    assert entry.key == "1.2.3.4" and entry.n_frames == len(files)
+    assert read_series(entry).shape == make_ct().shape
+
+
+def test_unreadable_file_is_a_problem_not_a_crash(tmp_path: Path, make_ct) -> None:
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    files = write_dicom_series(make_ct(), tmp_path / "s")
+    if os.geteuid() == 0:  # root reads everything: make the file unreadable another way
+        files[0].unlink()
+        os.symlink(tmp_path / "missing", files[0])
+    else:
+        files[0].chmod(0)
+    index = walk_archive(tmp_path)
+    assert len(index.problems) == 1 and index.problems[0].where == "s/slice_0000.dcm"
+    assert len(index.series) == 1
+
+
+def test_missing_archive_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or folder"):
+        walk_archive(tmp_path / "nope")
+
+
+def test_detection_picks_the_thinnest_soft_axial_ct_per_study(small_archive) -> None:
+    import dataclasses
+
+    index = walk_archive(small_archive.root)
+    base = next(s for s in index.series if s.key == small_archive.good[0])
+    thin = dataclasses.replace(base, key="thin", slice_thickness=1.0, kernel="B31f")
+    bone = dataclasses.replace(base, key="bone", slice_thickness=0.6, kernel="B70f")
+    cor = dataclasses.replace(base, key="cor", slice_thickness=0.5, orientation="coronal")
+    mr = dataclasses.replace(base, key="mr", modality="MR")
+    decisions = {d.entry.key: d for d in select_series([base, thin, bone, cor, mr], "lung_nodule")}
+    assert decisions["thin"].status == "run"
+    assert decisions[base.key].status == "skipped" and "thin" in decisions[base.key].reason
+    assert decisions["bone"].status == "skipped"  # thinner, but a bone kernel
+    assert "not axial" in decisions["cor"].reason and "not CT" in decisions["mr"].reason
+    # another task runs every series passing the filters
+    other = {d.entry.key: d.status for d in select_series([base, mr], "classification", ["Modality=MR"])}
+    assert other == {base.key: "skipped", "mr": "run"}
+
+
+def test_series_over_the_memory_limit_is_refused_by_uid(small_archive) -> None:
+    index = walk_archive(small_archive.root)
+    entry = next(s for s in index.series if s.key == small_archive.good[0])
+    assert entry.estimated_bytes == 64 * 64 * 8 * 4  # rows x columns x frames x float32
+    (d,) = select_series([entry], "lung_nodule", memory_limit=entry.estimated_bytes - 1)
+    assert d.status == "refused" and entry.key in d.reason and "over the limit" in d.reason
+    (d,) = select_series([entry], "lung_nodule", memory_limit=entry.estimated_bytes)
+    assert d.status == "run"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "op"),
+    [("Modality=CT", "modality", "="), ("SliceThickness<=2.5", "slice_thickness", "<="),
+     ("ConvolutionKernel~B3", "kernel", "~"), ("orientation!=axial", "orientation", "!=")],
+)  # fmt: skip
+def test_parse_rule(text: str, field: str, op: str) -> None:
+    rule = parse_rule(text)
+    assert (rule.field, rule.op) == (field, op)
+
+
+@pytest.mark.parametrize("text", ["Modality", "PatientName=X", "SliceThickness<thin", "SeriesDescription~("])
+def test_bad_rules_are_one_line(text: str) -> None:
+    with pytest.raises(InputError, match="series filter"):
+        parse_rule(text)
+
+
+def test_kernel_classes_and_sizes() -> None:
+    assert [kernel_class(k) for k in ("B31f", "Br40", "LUNG", "B60f", "BONEPLUS", "FC13", "")] == [
+        "soft", "soft", "lung", "bone", "bone", "soft", "unknown"]  # fmt: skip
+    assert parse_size("4G") == 4 << 30 and parse_size("512MiB") == 512 << 20 and parse_size(1000) == 1000
+    with pytest.raises(InputError):
+        parse_size("lots")

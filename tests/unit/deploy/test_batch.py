@@ -1,0 +1,157 @@
+"""Batch inference over an archive: rows per series, reasons, no PHI, resume, kill -9, keyed ids."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from medanomaly.deploy.batch import BatchOptions, run_batch
+from medanomaly.errors import InputError
+
+NO_DICOM = BatchOptions(dicom=False)  # DICOM outputs cost ~1 s a series: tested once, in the first test
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _calls(log: Path) -> Counter:
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_every_series_gets_a_row_and_every_bad_one_a_reason(small_archive, fake_module, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    summary = run_batch(fake_module.FakeDetector(), small_archive.root, out, progress=False)
+    rows = {r["series_id"]: r for r in _rows(out)}
+    for uid in small_archive.good:
+        assert rows[uid]["status"] == "done", rows[uid]
+        assert int(rows[uid]["n_findings"]) >= 1 and float(rows[uid]["largest_lesion_ml"]) > 0
+    for uid in small_archive.bad:
+        assert rows[uid]["status"] == "error" and rows[uid]["reason"], rows[uid]
+    for uid in small_archive.localizers:
+        assert rows[uid]["status"] == "skipped"
+    assert summary.counts["done"] == len(small_archive.good) + 1  # + the NIfTI copy
+    assert len(rows) == len(_rows(out))  # one row per series
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["series_id"] for r in table) == sorted(rows)
+    record = json.loads((out / "series" / f"{small_archive.good[0]}.json").read_text())
+    assert record["status"] == "done" and record["prediction"]["findings"]
+    dicom = record["dicom"]
+    assert set(dicom) == {"seg", "sr", "parametric_map"} and (out / dicom["seg"]).is_file()
+    problems = (out / "problems.csv").read_text()
+    assert "RTPLAN" in problems and "SR" in problems and "misc/broken.dcm" in problems
+
+
+def test_no_phi_folder_or_file_name_in_results(small_archive, fake_module, tmp_path: Path) -> None:
+    from medanomaly.deploy.demo_archive import PHI_FOLDER
+
+    out = tmp_path / "out"
+    run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, progress=False)
+    texts = [(out / "results.csv").read_text(), (out / "results.parquet").read_bytes().decode("latin-1")]
+    texts += [p.read_text() for p in (out / "series").glob("*.json")]
+    for text in texts:
+        assert PHI_FOLDER not in text and "DOE" not in text and "scan.nii" not in text and "study0" not in text
+
+
+def test_keyed_ids_replace_uids_and_paths(small_archive, fake_module, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, key=b"a-secret-key-of-16+-bytes",
+              progress=False)  # fmt: skip
+    text = (out / "results.csv").read_text() + (out / "problems.csv").read_text()
+    assert not any(uid in text for uid in small_archive.good)
+    assert "misc/" not in text and all(r["series_id"].startswith(("S-", "file-")) for r in _rows(out))
+
+
+def test_rerun_skips_finished_series_and_other_options_redo_them(small_archive, fake_module, tmp_path: Path) -> None:
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    model = fake_module.FakeDetector(calls_log=str(log))
+    first = run_batch(model, small_archive.root, out, NO_DICOM, progress=False)
+    n_calls = sum(_calls(log).values())
+    assert n_calls == len(small_archive.good) + 1  # bad series fail while reading: never predicted
+    again = run_batch(model, small_archive.root, out, NO_DICOM, progress=False)
+    assert sum(_calls(log).values()) == n_calls and again.processed == 0
+    assert again.reused == first.counts["done"] + first.counts["error"]
+    assert _rows(out) == _rows(out)  # stable
+    run_batch(model, small_archive.root, out, BatchOptions(dicom=False, site="chest"), progress=False)
+    assert sum(_calls(log).values()) == 2 * n_calls  # other options: every series again
+    other_run = fake_module.FakeDetector(calls_log=str(log), version="fake-2")
+    run_batch(other_run, small_archive.root, out, BatchOptions(dicom=False, site="chest"), progress=False)
+    assert sum(_calls(log).values()) == 3 * n_calls  # another model run: again
+
+
+def test_a_failing_series_is_reported_and_the_rest_goes_on(small_archive, fake_module, tmp_path: Path) -> None:
+    victim = small_archive.good[1]
+    out = tmp_path / "out"
+    run_batch(fake_module.FakeDetector(fail_on=victim), small_archive.root, out, NO_DICOM, progress=False)
+    rows = {r["series_id"]: r for r in _rows(out)}
+    assert rows[victim]["status"] == "error" and rows[victim]["reason"] == "RuntimeError: planted model failure"
+    assert all(rows[u]["status"] == "done" for u in small_archive.good if u != victim)
+
+
+def test_memory_limit_and_filters_give_reasons(small_archive, fake_module, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    options = BatchOptions(memory_limit=64 * 64 * 8 * 4 - 1, series_filters=("Modality=CT",))
+    summary = run_batch(fake_module.FakeDetector(), small_archive.root, out, options, progress=False)
+    rows = _rows(out)
+    refused = [r for r in rows if r["status"] == "refused"]
+    assert len(refused) == len(small_archive.good) + len(small_archive.bad)
+    assert all(r["series_id"] in r["reason"] for r in refused)
+    assert summary.counts.get("done", 0) == 0
+    assert any("filtered out by modality=CT" in r["reason"] for r in rows)  # the NIfTI (no modality)
+
+
+def test_a_second_batch_on_the_same_folder_is_refused(small_archive, fake_module, tmp_path: Path) -> None:
+    from medanomaly.deploy.batch import batch_lock
+
+    out = tmp_path / "out"
+    with batch_lock(out), pytest.raises(InputError, match="another batch"):
+        run_batch(fake_module.FakeDetector(), small_archive.root, out, progress=False)
+
+
+_KILL_SCRIPT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("deploy_fake_model", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); sys.modules["deploy_fake_model"] = mod; spec.loader.exec_module(mod)
+from medanomaly.deploy.batch import run_batch
+from medanomaly.deploy.batch import BatchOptions
+run_batch(mod.FakeDetector(calls_log=sys.argv[4], delay_s=0.4), sys.argv[2], sys.argv[3], BatchOptions(dicom=False),
+          progress=False)
+"""
+
+
+def test_kill_9_mid_run_then_rerun_nothing_missing_nothing_twice(small_archive, fake_module, tmp_path: Path) -> None:
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), fake_module.__file__, str(small_archive.root), str(out), str(log)])
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(_calls(log).values()) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_calls = _calls(log)
+    assert 3 <= sum(killed_calls.values()) < len(small_archive.good), "killed too late to test resuming"
+    assert not (out / "results.csv").exists()  # the tables come at the end
+    run_batch(fake_module.FakeDetector(calls_log=str(log)), small_archive.root, out, NO_DICOM, progress=False)
+    rows = _rows(out)
+    ids = [r["series_id"] for r in rows]
+    assert len(ids) == len(set(ids))  # nothing twice
+    by_id = {r["series_id"]: r["status"] for r in rows}
+    assert all(by_id[u] == "done" for u in small_archive.good)  # nothing missing
+    calls = _calls(log)
+    twice = [u for u, n in calls.items() if n > 1]
+    assert len(twice) <= 1  # at most the series in flight at the kill was predicted again
+    assert set(calls) >= set(small_archive.good)
+    assert all(json.loads(p.read_text())["status"] for p in (out / "series").glob("*.json"))
