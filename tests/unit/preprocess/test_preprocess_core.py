@@ -113,3 +113,19 @@ def test_mask_onto_grid_is_nearest_and_keeps_labels():
     boolean = mask.with_array(lab > 0)
     assert mask_onto_grid(boolean, fine).array.dtype == np.uint8
     assert mask_onto_grid(mask, mask) is mask
+
+
+def test_resize_and_middle_slice_keep_the_physical_box():
+    from medanomaly.preprocess.pipeline import Pipeline
+
+    v = Volume(np.arange(5 * 40 * 60, dtype=np.float32).reshape(5, 40, 60), spacing=(0.5, 0.5, 3.0),
+               origin=(10.0, 20.0, -30.0), direction=DIRECTION)  # fmt: skip
+    result = Pipeline.from_config([{"name": "middle_slice"}, {"name": "resize", "size": [20, 30]}])(v)
+    out = result.volume
+    assert out.shape == (1, 20, 30) and out.spacing == (1.0, 1.0, 3.0)
+    assert [r.applied for r in result.records] == [{"slice": 2}, {"shape_zyx": [1, 20, 30]}]
+    # the first output voxel centre is the centre of the first 2 x 2 input block of slice 2
+    np.testing.assert_allclose(result.index_to_original((0, 0, 0)), (0.5, 0.5, 2.0), atol=1e-9)
+    # a linear ramp (value = flat index) is reproduced at the new voxel centres away from the border
+    y, x = 5, 7
+    np.testing.assert_allclose(out.array[0, y, x], 2 * 2400 + (2 * y + 0.5) * 60 + (2 * x + 0.5), rtol=1e-6)

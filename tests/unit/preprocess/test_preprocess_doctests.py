@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["checks", "denoise", "enhance", "normalise", "resample", "segment", "pipeline", "steps", "overlay"]
+MODULES = ["checks", "denoise", "enhance", "intensity", "normalise", "resample", "resize", "recipes", "segment", "pipeline",
+           "steps", "overlay"]
 
 
 @pytest.mark.parametrize("name", MODULES)
