@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medanomaly.errors import ConfigError
 
@@ -39,7 +39,7 @@ class RunConfig(Section):
 
     task: str
     name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy and torch seeds
     description: str = ""
 
 

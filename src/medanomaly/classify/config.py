@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.train.augment import AugmentSpec as AugmentConfig
+from medanomaly.train.settings import TrainSection
+
+__all__ = ["AugmentConfig", "ClassificationConfig", "DataConfig", "EnsembleConfig", "EvaluateConfig", "ParamSpace",
+           "TrainConfig", "TuneConfig"]
+
+#: The largest image a classification config may ask for (voxels per image).
+MAX_VOXELS = 2**26
 
 
 class DataConfig(Section):
@@ -30,7 +39,7 @@ class DataConfig(Section):
     dataset: ComponentConfig
     class_names: list[str] | None = None
     image_size: list[int] = [128, 128]
-    channels: int = Field(1, ge=1)
+    channels: int = Field(1, ge=1, le=64)
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     resplit: bool = False
@@ -40,49 +49,23 @@ class DataConfig(Section):
     def _size(cls, v: list[int]) -> list[int]:
         if len(v) not in (2, 3) or any(s < 8 for s in v):
             raise ValueError("image_size must be 2 or 3 sizes of at least 8 voxels")
+        if int(np.prod(v, dtype=np.int64)) > MAX_VOXELS:
+            raise ValueError(f"image_size {v} is {int(np.prod(v, dtype=np.int64)):,} voxels per image; "
+                             f"the limit is {MAX_VOXELS:,}")
         return v
 
 
-class AugmentConfig(Section):
-    """See :class:`medanomaly.train.augment.AugmentSpec` (degrees, fractions, probability)."""
+class TrainConfig(TrainSection):
+    """The ``train:`` section: :class:`medanomaly.train.settings.TrainSection` (its defaults and
+    limits are the only ones; ``augment`` is :class:`medanomaly.train.augment.AugmentSpec`), plus:
 
-    rotate_deg: float = Field(0.0, ge=0.0, le=180.0)
-    scale: float = Field(0.0, ge=0.0, lt=1.0)
-    crop: float = Field(0.0, ge=0.0, lt=1.0)
-    flip: bool = False
-    intensity: float = Field(0.0, ge=0.0, lt=1.0)
-    noise_std: float = Field(0.0, ge=0.0)
-    elastic: bool = False
-    prob: float = Field(0.5, ge=0.0, le=1.0)
+    Attributes:
+        resume: continue each member from its checkpoint in the run folder.
+        num_threads: torch CPU threads while training (None = torch's default).
+    """
 
-
-class TrainConfig(Section):
-    """See :class:`medanomaly.train.loop.TrainSettings`."""
-
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(1e-4, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    scheduler: Literal["none", "cosine", "step", "onecycle"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    loss: Literal["ce", "bce", "focal"] = "ce"
-    focal_gamma: float = Field(2.0, ge=0.0)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    class_weights: Literal["balanced", "none"] | list[float] = "none"
-    weighted_sampling: bool = False
-    l1: float = Field(0.0, ge=0.0)
-    l2: float = Field(0.0, ge=0.0)
-    dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    augment: AugmentConfig = AugmentConfig()
-    early_stopping_metric: Literal["auc", "balanced_accuracy", "accuracy", "loss"] = "auc"
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0.0)
-    max_steps_per_epoch: int | None = Field(None, ge=1)
     resume: bool = False
-    progress: bool = True
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, le=1024)
 
 
 class EvaluateConfig(Section):
@@ -93,7 +76,7 @@ class EvaluateConfig(Section):
     both ``None`` = never abstain.
     """
 
-    n_bootstrap: int = Field(1000, ge=0)
+    n_bootstrap: int = Field(1000, ge=0, le=1_000_000)
     calibrate: bool = True
     abstain_coverage: float | None = Field(0.9, gt=0.0, le=1.0)
     abstain_confidence: float | None = Field(None, ge=0.0, le=1.0)
@@ -108,8 +91,8 @@ class EnsembleConfig(Section):
     fold; else ``members`` models with different seeds. Combined by ``method``; ``weighted``
     weights members by their validation score."""
 
-    folds: int = Field(0, ge=0)
-    members: int = Field(1, ge=1)
+    folds: int = Field(0, ge=0, le=100)
+    members: int = Field(1, ge=1, le=100)
     method: Literal["average", "vote"] = "average"
     weighted: bool = False
 
@@ -128,7 +111,7 @@ class TuneConfig(Section):
     """Optuna search: ``space`` maps dotted config paths (``train.lr``, ``model.params.hidden``) to
     ranges; each trial trains ``epochs`` epochs (default: the config's) and is scored on validation."""
 
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=1, le=100_000)
     space: dict[str, ParamSpace] = {}
     epochs: int | None = Field(None, ge=1)
     metric: Literal["auc", "balanced_accuracy", "accuracy", "loss"] = "auc"

@@ -87,16 +87,11 @@ def build_model(cfg: ClassificationConfig, n_classes: int):
 
 
 def train_settings(cfg: ClassificationConfig, seed: int | None = None):
-    from medanomaly.train.augment import AugmentSpec
-    from medanomaly.train.loop import TrainSettings
+    """The loop's :class:`~medanomaly.train.settings.TrainSettings`: the ``train:`` section as it
+    is, with the run's seed (or ``seed``)."""
+    from medanomaly.train.settings import TrainSettings
 
-    t = cfg.train.model_dump()
-    for key in ("resume", "num_threads"):
-        t.pop(key)
-    t["augment"] = AugmentSpec(**t["augment"])
-    cw = t["class_weights"]
-    t["class_weights"] = None if cw == "none" else ("balanced" if cw == "balanced" else tuple(cw))
-    return TrainSettings(**t, seed=cfg.seed if seed is None else seed)
+    return TrainSettings.from_config(cfg.train, seed=cfg.seed if seed is None else seed)
 
 
 # ----------------------------------------------------------------------------------- ensemble
@@ -178,8 +173,6 @@ def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path |
     ``ensemble.folds >= 2``: k-fold cross-validation by patient on the training split (one member
     per fold, validation split untouched for calibration); else ``ensemble.members`` seeds.
     """
-    from dataclasses import replace
-
     import torch
 
     from medanomaly.train.cv import cross_validate
@@ -189,7 +182,7 @@ def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path |
         torch.set_num_threads(cfg.train.num_threads)
     settings = train_settings(cfg)
     if progress is not None:
-        settings = replace(settings, progress=progress)
+        settings = settings.replace(progress=progress)
     train, val = data.split("train"), data.split("val")
     n_classes = len(data.class_names)
     if cfg.ensemble.folds >= 2:
@@ -198,7 +191,7 @@ def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path |
         return list(cv.models), list(cv.results), cv.to_json()
     models, results = [], []
     for i in range(cfg.ensemble.members):
-        member = replace(settings, seed=cfg.seed + i)
+        member = settings.replace(seed=cfg.seed + i)
         torch.manual_seed(member.seed)
         model = build_model(cfg, n_classes)
         member_dir = run_dir / "members" / str(i) if run_dir is not None else None

@@ -21,15 +21,18 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, Field
+
+from medanomaly.config import Section
 
 
-@dataclass(frozen=True)
-class AugmentSpec:
+class AugmentSpec(Section):
     """How strongly to augment (0 / False = off). Each operation fires with probability ``prob``.
+
+    Also the ``train.augment:`` section of a classification config (one source of defaults and limits).
 
     Attributes:
         rotate_deg: maximum rotation angle, degrees (in-plane for 2D; about each axis for 3D).
@@ -42,14 +45,16 @@ class AugmentSpec:
         prob: probability of each operation.
     """
 
-    rotate_deg: float = 0.0
-    scale: float = 0.0
-    crop: float = 0.0
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    rotate_deg: float = Field(0.0, ge=0.0, le=180.0)
+    scale: float = Field(0.0, ge=0.0, lt=1.0)
+    crop: float = Field(0.0, ge=0.0, lt=1.0)
     flip: bool = False
-    intensity: float = 0.0
-    noise_std: float = 0.0
+    intensity: float = Field(0.0, ge=0.0, lt=1.0)
+    noise_std: float = Field(0.0, ge=0.0, le=10.0)
     elastic: bool = False
-    prob: float = 0.5
+    prob: float = Field(0.5, ge=0.0, le=1.0)
 
     @property
     def active(self) -> bool:
@@ -187,7 +192,7 @@ class Augmenter:
         return self.apply_batch(x, records), records
 
     def __repr__(self) -> str:
-        return f"Augmenter({asdict(self.spec)}, spatial_dims={self.spatial_dims})"
+        return f"Augmenter({self.spec.model_dump()}, spatial_dims={self.spatial_dims})"
 
 
 def _rotation(angles_rad, d: int) -> np.ndarray:

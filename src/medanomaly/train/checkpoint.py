@@ -37,7 +37,9 @@ def save_weights(model, path: str | Path, metadata: dict[str, str] | None = None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    tmp.replace(path)  # never half a weights file
     return path
 
 
@@ -90,6 +92,8 @@ def save_training_state(directory: str | Path, model, optimizer, scheduler, info
     import torch
     from safetensors.torch import save_file
 
+    from medanomaly.jsonio import finite_json
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -103,7 +107,7 @@ def save_training_state(directory: str | Path, model, optimizer, scheduler, info
                "np_rng": np_rng.bit_generator.state if np_rng is not None else None}
     tmp_t, tmp_j = directory / (STATE_TENSORS + ".tmp"), directory / (STATE_JSON + ".tmp")
     save_file(tensors, str(tmp_t))
-    tmp_j.write_text(json.dumps(payload, default=_json_default))
+    tmp_j.write_text(json.dumps(finite_json(payload), default=_json_default))  # NaN -> null: valid JSON
     tmp_t.replace(directory / STATE_TENSORS)
     tmp_j.replace(directory / STATE_JSON)
     return directory

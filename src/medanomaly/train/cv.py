@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def cross_validate(build_model: Callable[[], Any], data: LabelledImages, setting
 
     models, results = [], []
     for i, (tr, va) in enumerate(patient_kfold(data.patient_ids, data.labels, k, seed)):
-        fold_settings = replace(settings, seed=settings.seed + i)
+        fold_settings = settings.replace(seed=settings.seed + i)
         torch.manual_seed(fold_settings.seed)
         model = build_model()
         out = Path(run_dir) / "members" / str(i) if run_dir is not None else None

@@ -1,0 +1,155 @@
+"""Multi-process training under ``torchrun`` (PyTorch DDP): gloo on CPU, NCCL on GPU.
+
+``torchrun --nproc_per_node N -m medanomaly train CONFIG`` starts N processes with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address in their environment. The training loop
+(:mod:`medanomaly.train.engine`) asks :func:`context` what it is: the process group is created
+once per process (and destroyed at exit); a plain ``python`` run is world size 1 and touches no
+``torch.distributed`` code at all.
+
+What the loop does with it: every rank draws the same global batch of indices and takes its
+share (:func:`shard`), the model is wrapped in ``DistributedDataParallel`` (gradients averaged),
+validation runs on rank 0 and its metrics are broadcast (:func:`broadcast_object`), only rank 0
+writes files, and the epoch loss is summed over ranks (:func:`all_sum`).
+
+Example:
+    >>> ctx = context("cpu")        # no torchrun here: world size 1
+    >>> ctx.world_size, ctx.is_main
+    (1, True)
+    >>> [int(i) for i in shard(__import__("torch").arange(5), ctx)]
+    [0, 1, 2, 3, 4]
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from medanomaly.errors import InputError
+
+__all__ = ["DistContext", "context", "shard", "broadcast_object", "all_sum", "gather_objects", "wrap"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank, world size, local rank (GPU index) and torch device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the only rank that writes files and prints)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        raise InputError(f"environment variable {name} is not an integer") from None
+
+
+def _device(choice: str, local_rank: int) -> str:
+    import torch
+
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise InputError("train.device is 'cuda' but no CUDA device is available")
+    return f"cuda:{local_rank % torch.cuda.device_count()}"
+
+
+def context(device: str = "auto") -> DistContext:
+    """This process's :class:`DistContext`; under ``torchrun`` (``WORLD_SIZE`` > 1) the default
+    process group is initialised on first use (NCCL for CUDA devices, else gloo).
+
+    Args:
+        device: ``auto``, ``cpu`` or ``cuda`` (the settings' ``device``).
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    dev = _device(device, local)
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if dev.startswith("cuda"):
+                torch.cuda.set_device(dev)
+            dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+            atexit.register(_destroy)
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(indices: Any, ctx: DistContext) -> Any:
+    """This rank's contiguous share of a global batch of indices (shares differ by at most one)."""
+    if not ctx.distributed:
+        return indices
+    import torch
+
+    return torch.tensor_split(indices, ctx.world_size)[ctx.rank]
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (a picklable Python object: metric dicts, flags)."""
+    if not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_sum(values: list[float], ctx: DistContext) -> list[float]:
+    """Element-wise sum of ``values`` over ranks (float64)."""
+    if not ctx.distributed:
+        return list(values)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def wrap(module: Any, ctx: DistContext, find_unused_parameters: bool = False) -> Any:
+    """``module`` wrapped in ``DistributedDataParallel`` (unchanged at world size 1). On CUDA,
+    batch norm layers become ``SyncBatchNorm`` (PyTorch's SyncBatchNorm is GPU-only, so on CPU
+    batch statistics stay per rank)."""
+    if not ctx.distributed:
+        return module
+    import torch
+
+    if ctx.device.startswith("cuda"):
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[torch.device(ctx.device).index],
+                                                         find_unused_parameters=find_unused_parameters)
+    return torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=find_unused_parameters)
