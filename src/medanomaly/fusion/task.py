@@ -18,18 +18,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 from medanomaly.errors import InputError
+from medanomaly.fusion.training import FusionTrainSection
 from medanomaly.registry import TASKS
 
 
 class SimulationConfig(Section):
     """Lesion simulation in the two real MRI contrasts (see :mod:`medanomaly.fusion.simulate`)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     strong_contrast: tuple[float, float] = (0.6, 1.0)
     weak_contrast: float = 0.05
@@ -46,29 +49,24 @@ class FusionDataConfig(Section):
     patients ``val``/``test`` fractions (stratified, seeded).
     """
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     source: Literal["simulated", "manifest"] = "simulated"
     manifest: str | None = None
     modalities: tuple[str, ...] = ("T1", "PD")
-    size: tuple[int, ...] = (64, 64)
-    n_train: int = Field(300, ge=4)
-    n_val: int = Field(100, ge=4)
-    n_test: int = Field(200, ge=4)
-    val: float = 0.15
-    test: float = 0.2
+    size: tuple[Annotated[int, Field(ge=8, le=2048)], ...] = (64, 64)
+    n_train: int = Field(300, ge=4, le=100_000)
+    n_val: int = Field(100, ge=4, le=100_000)
+    n_test: int = Field(200, ge=4, le=100_000)
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.2, ge=0.0, lt=1.0)
     windows: dict[str, tuple[float, float]] = {}
     simulation: SimulationConfig = SimulationConfig()
 
 
-class FusionTrainConfig(Section):
-    """See :class:`medanomaly.fusion.training.FusionTrainSettings`."""
-
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(32, ge=2)
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    modality_dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    branch_weight: float = 0.5
-    flips: bool = True
+class FusionTrainConfig(FusionTrainSection):
+    """The ``train:`` section: :class:`medanomaly.fusion.training.FusionTrainSection` (its
+    defaults and limits are the only ones)."""
 
 
 class VariantConfig(Section):
@@ -81,7 +79,7 @@ class VariantConfig(Section):
 
 class BenchmarkConfig(Section):
     variants: tuple[VariantConfig, ...] = ()
-    n_bootstrap: int = Field(1000, ge=0)
+    n_bootstrap: int = Field(1000, ge=0, le=1_000_000)
 
 
 class FusionConfig(RunConfig):
