@@ -9,14 +9,25 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 from medanomaly.preprocess.intensity import WINDOWS
 
+Voxels = Annotated[int, Field(ge=1, le=1024)]
+Spacing = Annotated[float, Field(ge=0.1, le=20.0)]
+Diameter = Annotated[float, Field(gt=0.5, le=100.0)]
 
-class SourceConfig(Section):
+
+class _Finite(Section):
+    """Sections whose floats must be finite (NaN / inf are refused at load)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class SourceConfig(_Finite):
     """One real chest CT used as background for simulation.
 
     Either ``case`` (a pyradiomics case name: lung1, lung2; its lesion mask is used as the
@@ -28,50 +39,88 @@ class SourceConfig(Section):
     lesion_mask: Path | None = None
     name: str | None = None
 
+    @field_validator("case")
+    @classmethod
+    def _known_case(cls, v: str | None) -> str | None:
+        from medanomaly.data.sources import PYRADIOMICS_CASES
 
-class SimulationConfig(Section):
+        ct = [name for name, (modality, *_) in PYRADIOMICS_CASES.items() if modality == "CT"]
+        if v is not None and v not in ct:
+            raise ValueError(f"unknown chest CT case {v!r}; valid: {', '.join(ct)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_image(self) -> SourceConfig:
+        if (self.case is None) == (self.image is None):
+            raise ValueError("give either case or image")
+        return self
+
+
+class SimulationConfig(_Finite):
     """How the simulated training and held-out scans are made (see ``medanomaly.detect.simulate``)."""
 
     sources: tuple[SourceConfig, ...] = (SourceConfig(case="lung1"), SourceConfig(case="lung2"))
-    exclude_margin_mm: float = 20.0
-    train_side: int = 1  # 1 = right lung for training, the left lung (2) is held out
-    train_scans_per_source: int = 3
-    nodules_per_train_scan: int = 8
-    test_scans_per_source: int = 3
-    nodules_per_test_scan: int = 4
-    diameter_range_mm: tuple[float, float] = (3.0, 30.0)
+    exclude_margin_mm: float = Field(20.0, ge=0.0, le=200.0)
+    train_side: Literal[1, 2] = 1  # 1 = right lung for training, the left lung (2) is held out
+    train_scans_per_source: int = Field(3, ge=1, le=1000)
+    nodules_per_train_scan: int = Field(8, ge=1, le=200)
+    test_scans_per_source: int = Field(3, ge=1, le=1000)
+    nodules_per_test_scan: int = Field(4, ge=1, le=200)
+    diameter_range_mm: tuple[Diameter, Diameter] = (3.0, 30.0)
+
+    @field_validator("diameter_range_mm")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"diameter_range_mm [{v[0]}, {v[1]}] is inverted: give [smallest, largest]")
+        return v
 
 
-class GridConfig(Section):
+class GridConfig(_Finite):
     """The detector grid: voxel spacing (mm, x/y/z) and HU window of the network input."""
 
-    spacing_mm: tuple[float, float, float] = (1.25, 1.25, 5.0)
+    spacing_mm: tuple[Spacing, Spacing, Spacing] = (1.25, 1.25, 5.0)
     hu_window: tuple[float, float] = WINDOWS["lung_input"]
 
-
-class TrainConfig(Section):
-    """The detector's small training loop (Adam, Dice + BCE, one-cycle learning rate)."""
-
-    steps: int = 250
-    batch_size: int = 8
-    patch_size: tuple[int, int, int] = (8, 48, 48)
-    lr: float = 3e-3
-    positive_fraction: float = 0.5
-    hard_negative_fraction: float = 0.3
-    threads: int = 1  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
+    @field_validator("hu_window")
+    @classmethod
+    def _window(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not -4000.0 <= v[0] < v[1] <= 40000.0:
+            raise ValueError(f"hu_window [{v[0]}, {v[1]}] must be [low, high] HU with low < high")
+        return v
 
 
-class InferConfig(Section):
+class TrainConfig(_Finite):
+    """The detector's training (AdamW, Dice + BCE, one-cycle learning rate) through the shared loop
+    of :mod:`medanomaly.train.engine`; these are the only defaults (the detector and the patch
+    sampler take theirs from here). ``batch_size`` is global (split over ``torchrun`` processes)."""
+
+    steps: int = Field(250, ge=1, le=1_000_000)
+    batch_size: int = Field(8, ge=1, le=1024)
+    patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    threads: int = Field(1, ge=1, le=256)  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
+
+    @model_validator(mode="after")
+    def _mix(self) -> TrainConfig:
+        if self.positive_fraction + self.hard_negative_fraction > 1.0:
+            raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
+        return self
+
+
+class InferConfig(_Finite):
     """Whole-volume inference and post-processing."""
 
-    roi_size: tuple[int, int, int] = (16, 128, 128)
-    overlap: float = 0.25
-    lung_margin_mm: float = 5.0
-    candidate_threshold: float = 0.15
-    mask_threshold: float = 0.5
-    max_findings: int = 20
-    hit_min_radius_mm: float = 5.0
-    explain_top: int = Field(3, ge=0)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
+    roi_size: tuple[Voxels, Voxels, Voxels] = (16, 128, 128)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    lung_margin_mm: float = Field(5.0, ge=0.0, le=200.0)
+    candidate_threshold: float = Field(0.15, ge=0.0, le=1.0)
+    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    max_findings: int = Field(20, ge=1, le=10_000)
+    hit_min_radius_mm: float = Field(5.0, ge=0.0, le=100.0)
+    explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
 
 
 class LungNoduleConfig(RunConfig):

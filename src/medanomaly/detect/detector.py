@@ -50,6 +50,13 @@ def _build(name: str, params: dict[str, Any]) -> Any:
     return MODELS.create(name, **params)
 
 
+def _param_names(cls: type) -> list[str]:
+    """The constructor parameters of ``cls``, in order."""
+    import inspect
+
+    return list(inspect.signature(cls).parameters)
+
+
 class NoduleDetector:
     """Whole-volume lung-nodule detector (see the module docstring for the design).
 
@@ -84,7 +91,7 @@ class NoduleDetector:
         mask_threshold: float = 0.5,
         max_findings: int = 20,
         seed: int = 0,
-        threads: int = 2,
+        threads: int = 1,
     ) -> None:
         self.model_name = model_name
         self.model_params = dict(model_params or {})
@@ -108,70 +115,59 @@ class NoduleDetector:
     # ------------------------------------------------------------------------------ config
     @classmethod
     def from_config(cls, cfg: Any) -> NoduleDetector:
-        """Build from a :class:`medanomaly.detect.config.LungNoduleConfig`."""
-        return cls(
-            model_name=cfg.model.name,
-            model_params=dict(cfg.model.params),
-            spacing_mm=cfg.grid.spacing_mm,
-            hu_window=cfg.grid.hu_window,
-            patch_size=cfg.train.patch_size,
-            batch_size=cfg.train.batch_size,
-            steps=cfg.train.steps,
-            lr=cfg.train.lr,
-            positive_fraction=cfg.train.positive_fraction,
-            hard_negative_fraction=cfg.train.hard_negative_fraction,
-            roi_size=cfg.infer.roi_size,
-            overlap=cfg.infer.overlap,
-            lung_margin_mm=cfg.infer.lung_margin_mm,
-            candidate_threshold=cfg.infer.candidate_threshold,
-            mask_threshold=cfg.infer.mask_threshold,
-            max_findings=cfg.infer.max_findings,
-            seed=cfg.seed,
-            threads=cfg.train.threads,
-        )
+        """Build from a :class:`medanomaly.detect.config.LungNoduleConfig`: every constructor
+        parameter is taken by name from the ``grid``, ``train`` and ``infer`` sections (the only
+        source of defaults), the model and the seed; section keys the detector does not take
+        (``hit_min_radius_mm``, ``explain_top``) stay with the task."""
+        values = {**cfg.grid.model_dump(), **cfg.train.model_dump(), **cfg.infer.model_dump(),
+                  "model_name": cfg.model.name, "model_params": dict(cfg.model.params), "seed": cfg.seed}
+        names = _param_names(cls)
+        missing = set(names) - set(values)
+        if missing:  # a constructor parameter the config does not provide would fall back to a second default
+            raise TypeError(f"the config provides no {sorted(missing)} for {cls.__name__}")
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def get_params(self) -> dict[str, Any]:
-        keys = (
-            "model_name model_params spacing_mm hu_window patch_size batch_size steps lr positive_fraction "
-            "hard_negative_fraction roi_size overlap lung_margin_mm candidate_threshold mask_threshold "
-            "max_findings seed threads"
-        ).split()
-        return {k: getattr(self, k) for k in keys}
+        """The constructor parameters (as sklearn's ``get_params``; saved in ``detector.json``)."""
+        return {k: getattr(self, k) for k in _param_names(type(self))}
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, scans: list[GridScan], progress: bool = True) -> NoduleDetector:
-        """Train the network on patches of simulated scans (already on the detector grid)."""
+        """Train the network on patches of simulated scans (already on the detector grid).
+
+        Runs the shared training loop (:func:`medanomaly.train.engine.train`, so also under
+        ``torchrun``): a step-wise patch sampler (``steps`` steps of ``batch_size`` patches, each
+        process drawing its share), Dice + BCE (MONAI ``DiceCELoss``), AdamW with a one-cycle rate,
+        one log line every tenth of the steps. ``history_`` holds every step's loss.
+        """
         import torch
         from monai.losses import DiceCELoss
 
+        from medanomaly.train.batches import SampledBatches
+        from medanomaly.train.engine import Hooks, LoopOptions, train
+
         torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(max(1, self.threads))
         try:
             model = _build(self.model_name, self.model_params)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction)
-            loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
-            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=1e-4)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=max(self.steps, 1))
-            history: list[float] = []
-            model.train()
-            with _progress(progress, "train detector (synthetic nodules)", self.steps) as advance:
-                for _ in range(self.steps):
-                    x, y = sampler.sample(rng, self.batch_size)
-                    logits = model(torch.from_numpy(x))
-                    loss = loss_fn(logits, torch.from_numpy(y))
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    history.append(float(loss.detach()))
-                    advance(f"loss {np.mean(history[-20:]):.3f}")
+            dice_ce = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
+
+            def optimizer(net: Any, steps: int, total: int) -> tuple[Any, Any]:
+                opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=1e-4)
+                return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
+
+            hooks = Hooks(loss=lambda x, y, net, extras: dice_ce(net(x), y), optimizer=optimizer)
+            options = LoopOptions(epochs=1, seed=self.seed, progress=progress, record_steps=True,
+                                  title="train detector (synthetic nodules)", log_every=max(self.steps // 10, 1))
+            result = train(model, lambda ctx: SampledBatches(sampler.sample, self.batch_size, self.steps,
+                                                             self.seed, ctx), hooks, options)
             model.eval()
         finally:
             torch.set_num_threads(old_threads)
         self.model_ = model
-        self.history_ = history
+        self.history_ = list(result.step_losses)
         return self
 
     # ------------------------------------------------------------------------------ predict
@@ -256,31 +252,3 @@ class NoduleDetector:
         det.model_ = model.eval()
         det.history_ = []
         return det
-
-
-class _progress:
-    """A rich progress bar (or nothing) as a context manager yielding ``advance(description)``."""
-
-    def __init__(self, enabled: bool, title: str, total: int) -> None:
-        self.enabled, self.title, self.total = enabled, title, total
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda _desc="": None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-        )  # fmt: skip
-        self._bar.__enter__()
-        task = self._bar.add_task(self.title, total=self.total, info="")
-
-        def advance(desc: str = "") -> None:
-            self._bar.update(task, advance=1, info=desc)
-
-        return advance
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self._bar.__exit__(*exc)

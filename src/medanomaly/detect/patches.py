@@ -9,7 +9,8 @@ three kinds of patch centres (fractions from the config):
 * **random**: any voxel of the training lung.
 
 A patch is rejected when it touches the exclusion zone (real lesions + margin), so real lesions
-never appear in training material. Augmentation: flips along x and y, 90-degree in-plane
+never appear in training material; the number of tries is bounded, and a patch size or margin
+that leaves no admissible patch is refused in one line naming the keys to change. Augmentation: flips along x and y, 90-degree in-plane
 rotations, and a small HU offset (+-20 HU).
 
 Example:
@@ -28,12 +29,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medanomaly.detect.config import TrainConfig
 from medanomaly.detect.grid import to_grid, window
 from medanomaly.detect.simulate import SimScan
+from medanomaly.errors import InputError
 
 __all__ = ["GridScan", "PatchSampler", "to_grid_scan"]
 
 HARD_NEGATIVE_HU = -500.0
+
+#: Draws allowed per patch before the sampler gives up (with at least ``MIN_TRIES`` per batch).
+TRIES_PER_PATCH = 200
+MIN_TRIES = 2000
+
+_DEFAULTS = TrainConfig()  # the config is the one source of the patch-mix defaults
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +100,8 @@ class PatchSampler:
         self,
         scans: list[GridScan],
         patch_size: tuple[int, int, int],
-        positive_fraction: float = 0.5,
-        hard_negative_fraction: float = 0.25,
+        positive_fraction: float = _DEFAULTS.positive_fraction,
+        hard_negative_fraction: float = _DEFAULTS.hard_negative_fraction,
     ) -> None:
         self.scans = scans
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -118,9 +127,20 @@ class PatchSampler:
         return out
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """One batch: images (B, 1, z, y, x) float32 and targets (B, 1, z, y, x) float32."""
+        """One batch: images (B, 1, z, y, x) float32 and targets (B, 1, z, y, x) float32.
+
+        Raises:
+            InputError: no admissible patch (clear of the exclusion zone) in a bounded number of tries.
+        """
         xs, ys = [], []
+        tries, limit = 0, max(MIN_TRIES, TRIES_PER_PATCH * batch_size)
         while len(xs) < batch_size:
+            tries += 1
+            if tries > limit:
+                raise InputError(
+                    f"no training patch of {list(self.patch_size)} voxels (z, y, x) stays clear of the excluded "
+                    f"zone around the real lesions: {len(xs)} of {batch_size} found in {limit} tries; make "
+                    f"train.patch_size smaller or simulation.exclude_margin_mm smaller")
             i = int(rng.integers(len(self.scans)))
             scan = self.scans[i]
             u = rng.random()
