@@ -158,7 +158,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, max_voxel_byte
     except InputError:
         raise
     except Exception as exc:  # pydicom raises many types on garbage; all mean "unreadable"
-        raise InputError(f"not a readable DICOM file ({_short(exc)})", path) from None
+        raise InputError(f"not a readable DICOM file ({_short(exc, path)})", path) from None
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -285,7 +285,9 @@ def _functional(ds: Dataset, keyword: str) -> Dataset | None:
     return item
 
 
-def _geometry(ds: Dataset, n_frames: int, path: Path) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray]:
+def _geometry(
+    ds: Dataset, n_frames: int, path: Path
+) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray]:
     """Spacing (x, y, z mm), origin (LPS mm), direction and the frame order (sorted along the normal)."""
     orientation = _functional(ds, "PlaneOrientationSequence")
     measures = _functional(ds, "PixelMeasuresSequence")
@@ -319,7 +321,9 @@ def _geometry(ds: Dataset, n_frames: int, path: Path) -> tuple[tuple[float, floa
     return (sx, sy, sz), origin, direction, frame_order
 
 
-def _greyscale(array: np.ndarray, ds: Dataset, photometric: str, frame_order: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+def _greyscale(
+    array: np.ndarray, ds: Dataset, photometric: str, frame_order: np.ndarray, meta: dict[str, Any]
+) -> np.ndarray:
     """The modality transform (LUT sequence, else rescale per frame) and MONOCHROME1 inversion."""
     meta["photometric"] = "MONOCHROME2"
     lut = modality_lut_sequence(array, ds)

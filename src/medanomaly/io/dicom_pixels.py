@@ -32,13 +32,14 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.reasons import short_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+def _short(exc: BaseException, path: str | Path | None = None) -> str:
+    """One-line reason from an exception (see :func:`medanomaly.io.reasons.short_reason`)."""
+    return short_reason(exc, path)
 
 
 def _floats(value: Any, n: int) -> list[float] | None:
@@ -373,7 +374,7 @@ def decode_pixels(ds: Dataset, path: Path, max_voxel_bytes: int | None = None) -
         text = str(exc)
         if "less than expected" in text or "ends early" in text or "too short" in text.lower():
             raise InputError("truncated DICOM (pixel data ends early)", path) from None
-        raise InputError(f"cannot decode pixel data ({_short(exc)})", path) from None
+        raise InputError(f"cannot decode pixel data ({_short(exc, path)})", path) from None
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     n_frames = number_of_frames(ds)

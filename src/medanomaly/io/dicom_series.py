@@ -478,7 +478,9 @@ def _kind(source: Path) -> str:
     return "folder" if source.is_dir() else "the files it references"
 
 
-def _stack(ordered: list[_Slice], arrays: list[np.ndarray], sink: _PixelSink, source: Path, meta: dict[str, Any]) -> np.ndarray:
+def _stack(
+    ordered: list[_Slice], arrays: list[np.ndarray], sink: _PixelSink, source: Path, meta: dict[str, Any]
+) -> np.ndarray:
     """The ordered slices as one (z, y, x) array in voxel units (HU for CT); updates ``meta``."""
     first = ordered[0].ds
     if not all(_is_simple(s.ds) for s in ordered):  # colour, MONOCHROME1 or LUT: slice by slice

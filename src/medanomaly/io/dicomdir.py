@@ -54,7 +54,7 @@ def dicomdir_series(path: Path, ds: Dataset) -> dict[str, tuple[str, list[Path]]
             warnings.simplefilter("ignore")
             instances = FileSet(ds).find()
     except Exception as exc:  # noqa: BLE001 - malformed records raise ValueError/KeyError/...
-        raise InputError(f"DICOMDIR whose records cannot be followed ({_short(exc)})", path) from None
+        raise InputError(f"DICOMDIR whose records cannot be followed ({_short(exc, path)})", path) from None
     series: dict[str, tuple[str, list[Path]]] = {}
     for instance in instances:
         if "ReferencedFileID" not in instance:

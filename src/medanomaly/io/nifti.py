@@ -37,6 +37,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.reasons import short_reason
 from medanomaly.types import Volume
 
 #: NIfTI xform codes (``sform_code`` / ``qform_code``).
@@ -61,9 +62,7 @@ def _load(path: Path) -> Any:
     try:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
-        from medanomaly.io.dicom_pixels import _short
-
-        raise InputError(f"not a readable NIfTI file ({_short(exc)})", path) from None
+        raise InputError(f"not a readable nifti image ({short_reason(exc, path)})", path) from None
     if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
         kind = type(image).__name__.removesuffix("Image")
         reason = "CIFTI-2 file: surface/grayordinate data, not a volume" if kind == "Cifti2" else f"{kind} file"
@@ -155,22 +154,22 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
-        from medanomaly.io.dicom_pixels import _short
-
-        raise InputError(f"invalid NIfTI header ({_short(exc)})", path) from None
+        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
     channels = 3 if dtype.fields is not None else 1
     check_voxel_bytes((*xyz, channels), dtype.itemsize // channels, path, limit=max_voxel_bytes)
     spacing, direction, origin = _split_affine(affine, path)
     try:
         array = _voxels(image, xyz, dtype)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
-        from medanomaly.io.dicom_pixels import _short
-
-        raise InputError(f"truncated or corrupt NIfTI data ({_short(exc)})", path) from None
+        reason = f"truncated or corrupt data: {short_reason(exc, path)}"
+        raise InputError(f"not a readable nifti image ({reason})", path) from None
     import nibabel as nib
 
     version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
-    meta: dict[str, Any] = {"source_format": "nifti", "description": f"{version} geometry from {nifti_geometry_source(header)}"}
+    meta: dict[str, Any] = {
+        "source_format": "nifti",
+        "description": f"{version} geometry from {nifti_geometry_source(header)}",
+    }
     if channels == 3:
         meta.update(channels=3, photometric="RGB")
     return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)

@@ -96,8 +96,8 @@ def _check(path: Path) -> str | None:
         vol = read(path)
     except InputError as exc:
         text = str(exc)
-        if "\n" in text or not text.startswith(str(path)):
-            return f"error not one line naming the file: {text!r}"
+        if "\n" in text or not text.startswith(str(path)) or text.count(str(path)) != 1:
+            return f"error not one line naming the file once: {text!r}"
         return None
     except Exception as exc:  # noqa: BLE001 - exactly what this test hunts
         return f"crash {type(exc).__name__}: {exc}"
