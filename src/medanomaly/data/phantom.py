@@ -1,22 +1,34 @@
-"""Simulated (SYNTHETIC) classification cohorts from ``medanomaly.synth``, as datasets.
+"""Simulated (SYNTHETIC) cohorts from ``medanomaly.synth``, as datasets.
 
-``mammo_phantom``: the procedural mammography phantom of :mod:`medanomaly.synth.mammo`
-(benign = circumscribed mass, uncertain = indistinct mass, malignant = spiculated mass or
-calcification cluster), written once to a cache folder with its patient-level split and loaded
-through the manifest loader. Every set returned here has ``synthetic=True``: reports say so.
+* ``mammo_phantom`` (classification, :class:`~medanomaly.data.arrays.LabelledImages`): the
+  procedural mammography phantom of :mod:`medanomaly.synth.mammo`, one lesion per image
+  (benign = circumscribed mass or coarse calcifications, uncertain = indistinct mass or amorphous
+  calcifications, malignant = spiculated mass or fine pleomorphic calcifications), written once
+  to a cache folder with its patient-level split and loaded through the manifest loader.
+* ``mammo_phantom_lesions`` and ``us_phantom_lesions`` (detection,
+  :class:`~medanomaly.data.lesions2d.LesionSet`): mammograms with 0-2 lesions, and breast
+  ultrasounds (:mod:`medanomaly.synth.ultrasound`) with 0-1 lesion, each lesion with its box,
+  mask and class; patient-level splits; cached with :func:`~medanomaly.data.lesions2d.write_lesion_set`.
+* ``us_phantom`` (classification): one sample per ultrasound image, labelled with its lesion's
+  class (``normal`` when none).
+
+Every set returned here has ``synthetic=True``: reports say so. Cache folder names carry the
+phantom version, so a change of the drawing rules never reuses an old cohort.
 
 Example:
     >>> from medanomaly.registry import DATASETS
-    >>> "mammo_phantom" in DATASETS
+    >>> "mammo_phantom" in DATASETS and "us_phantom_lesions" in DATASETS
     True
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from medanomaly.data.arrays import LabelledImages
+from medanomaly.data.lesions2d import CLASSES, LesionSet
 from medanomaly.registry import DATASETS
 
 
@@ -54,10 +66,10 @@ def load_mammo_phantom(
         image_size, channels: model input.
     """
     from medanomaly.data.manifest import load_manifest
-    from medanomaly.synth.mammo import write_dataset
+    from medanomaly.synth.mammo import PHANTOM_VERSION, write_dataset
 
     root = Path(cache_dir) if cache_dir is not None else synth_cache_dir()
-    tag = f"mammo_n{n_patients}_s{size}_seed{seed}_{'-'.join(labels)}_tv{two_view_fraction:g}_" + "-".join(
+    tag = f"mammo_v{PHANTOM_VERSION}_n{n_patients}_s{size}_seed{seed}_{'-'.join(labels)}_tv{two_view_fraction:g}_" + "-".join(
         f"{f:g}" for f in split_fractions)
     folder = root / tag
     manifest = folder / "manifest.csv"
@@ -74,3 +86,97 @@ def load_mammo_phantom(
             tmp.rename(folder)
     return load_manifest(manifest, class_names=tuple(class_names or labels), image_size=image_size,
                          channels=channels, synthetic=True)
+
+
+def _cached_lesion_set(tag: str, cache_dir: str | Path | None, make: Callable[[], LesionSet]) -> LesionSet:
+    """Read the cohort ``tag`` from the cache, or make it, write it (atomically) and read it back."""
+    from medanomaly.data.lesion_store import read_lesion_set, write_lesion_set
+    from medanomaly.errors import InputError
+
+    root = Path(cache_dir) if cache_dir is not None else synth_cache_dir()
+    folder = root / tag
+    if not (folder / "dataset.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            write_lesion_set(make(), folder)
+        except (InputError, OSError):
+            if not (folder / "dataset.json").is_file():  # not written concurrently by another process
+                raise
+    return read_lesion_set(folder)
+
+
+def _tag(name: str, version: str, params: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        return "-".join(fmt(x) for x in v) if isinstance(v, (tuple, list)) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return f"{name}_v{version}_" + "_".join(f"{k}{fmt(v)}" for k, v in params.items())
+
+
+@DATASETS.register("mammo_phantom_lesions")
+def load_mammo_phantom_lesions(
+    n_patients: int = 60,
+    size: int = 256,
+    seed: int = 0,
+    two_view_fraction: float = 0.5,
+    normal_fraction: float = 0.2,
+    max_lesions: int = 2,
+    mass_fraction: float = 0.6,
+    val: float = 0.2,
+    test: float = 0.2,
+    class_names: Sequence[str] = CLASSES,
+    cache_dir: str | Path | None = None,
+) -> LesionSet:
+    """SYNTHETIC mammograms with annotated lesions (see :func:`medanomaly.synth.mammo.make_lesion_cohort`);
+    written to the cache once per parameter set, then read from it."""
+    from medanomaly.synth.mammo import PHANTOM_VERSION, make_lesion_cohort
+
+    params = {"n": n_patients, "s": size, "seed": seed, "tv": float(two_view_fraction), "nf": float(normal_fraction),
+              "ml": max_lesions, "mf": float(mass_fraction), "val": float(val), "test": float(test),
+              "c": tuple(class_names)}
+    return _cached_lesion_set(_tag("mammo_lesions", PHANTOM_VERSION, params), cache_dir, lambda: make_lesion_cohort(
+        n_patients, size, seed, two_view_fraction, normal_fraction, max_lesions, mass_fraction, tuple(class_names),
+        val, test))
+
+
+@DATASETS.register("us_phantom_lesions")
+def load_us_phantom_lesions(
+    n_patients: int = 60,
+    size: Sequence[int] = (256, 256),
+    seed: int = 0,
+    two_plane_fraction: float = 0.5,
+    normal_fraction: float = 0.2,
+    val: float = 0.2,
+    test: float = 0.2,
+    class_names: Sequence[str] = CLASSES,
+    cache_dir: str | Path | None = None,
+) -> LesionSet:
+    """SYNTHETIC breast ultrasounds with annotated lesions (see
+    :func:`medanomaly.synth.ultrasound.make_us_cohort`); cached like ``mammo_phantom_lesions``."""
+    from medanomaly.synth.ultrasound import PHANTOM_VERSION, make_us_cohort
+
+    shape = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    params = {"n": n_patients, "s": shape, "seed": seed, "tp": float(two_plane_fraction), "nf": float(normal_fraction),
+              "val": float(val), "test": float(test), "c": tuple(class_names)}
+    return _cached_lesion_set(_tag("us_lesions", PHANTOM_VERSION, params), cache_dir, lambda: make_us_cohort(
+        n_patients, shape, seed, two_plane_fraction, normal_fraction, tuple(class_names), val, test))
+
+
+@DATASETS.register("us_phantom")
+def load_us_phantom(
+    n_patients: int = 200,
+    size: Sequence[int] = (256, 256),
+    seed: int = 0,
+    normal_fraction: float = 0.0,
+    class_names: Sequence[str] | None = None,
+    image_size: Sequence[int] = (128, 128),
+    channels: int = 1,
+    cache_dir: str | Path | None = None,
+) -> LabelledImages:
+    """SYNTHETIC breast-ultrasound images for whole-image classification (benign / uncertain /
+    malignant, plus ``normal`` when ``normal_fraction`` > 0 and it is in ``class_names``)."""
+    from medanomaly.data.lesion_samples import image_level_set
+
+    names = tuple(class_names or ((("normal",) if normal_fraction > 0 else ()) + CLASSES))
+    lesions = load_us_phantom_lesions(n_patients, size, seed, normal_fraction=normal_fraction,
+                                      class_names=CLASSES, cache_dir=cache_dir)
+    return image_level_set(lesions, names, image_size, channels)

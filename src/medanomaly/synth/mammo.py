@@ -1,39 +1,37 @@
-"""A procedural mammography phantom (SYNTHETIC data) for the breast 3-class case study.
+"""A procedural mammography phantom (SYNTHETIC data) for the breast case studies.
 
 No mammography cohort can be used here (DATA.md), so this module draws 2D mammogram-like images
-whose lesion class is known exactly. It is a *stand-in for testing the pipeline*, not a model of
-breast imaging physics; every image it makes says ``synthetic=True`` in its metadata, and every
-number measured on it must be labelled synthetic.
+whose lesions are known exactly: their class, their mask and their box. It is a *stand-in for
+testing the pipeline*, not a model of breast imaging physics; every image says
+``synthetic=True`` in its metadata, and every number measured on it must be labelled synthetic.
 
 What an image contains (all lengths in mm; ``spacing = field_of_view_mm / size``):
 
 * **Breast outline**: a half-ellipse against the chest wall (left edge; mirrored for right
-  breasts) with a slightly irregular border. ``CC`` view: centred; ``MLO`` view: taller, lower,
-  with the **pectoral muscle** as a bright triangle in the upper chest-wall corner.
-* **Anatomical background**: power-law noise with power spectrum P(f) ~ 1/f^beta, beta = 3
-  by default (the value measured on real mammograms, Burgess et al. 2001), scaled to a
-  fibroglandular texture; :func:`spectrum_slope` measures it back (about -beta).
-* **Compressed-thickness fall-off** near the skin (semicircular edge profile over
-  ``edge_falloff_mm``) and a thin brighter **skin line**.
-* **One lesion** of a kind that decides the label (BI-RADS-like descriptors):
-
-  ============== ======================================================= =========
-  kind           appearance                                              label
-  ============== ======================================================= =========
-  circumscribed  round/oval mass, sharp margin (edge blur 0.2 mm)        benign
-  indistinct     oval mass, ill-defined lobulated margin (blur ~30% R),  uncertain
-                 partly obscured by the overlying tissue texture
-  spiculated     small dense core with 10-24 tapering radiating spicules malignant
-  calcifications cluster of 6-20 bright specks within a 2.5-6 mm radius    malignant
-  none           no lesion (only when ``"normal"`` is asked for)         normal
-  ============== ======================================================= =========
-
+  breasts) with an irregular border. ``CC``: centred; ``MLO``: taller, lower, reaching the
+  top edge (axilla), with the **pectoral muscle** as a bright, textured region with a slightly
+  convex or concave edge in the upper chest-wall corner.
+* **Breast density** (BI-RADS a-d: fatty, scattered, heterogeneous, extremely dense): the
+  fibroglandular tissue is a soft threshold of an **anatomical power-law texture** (power
+  spectrum ~ 1/f^beta, beta = 3 by default, the value measured on real mammograms: Burgess et
+  al. 2001) on a smooth envelope that keeps it away from the skin, so that the class's
+  fraction of the breast (a: 3-20%, b: 20-45%, c: 45-70%, d: 70-90%) is dense; fat and dense
+  tissue have different attenuation. :func:`spectrum_slope` measures the texture back (about
+  -beta). Faint curvilinear strands (ducts, Cooper's ligaments) converge on the nipple.
+* **Compressed-thickness fall-off** near the skin and a thin brighter **skin line**.
+* **Lesions** (:mod:`medanomaly.synth.mammo_lesions`): masses (circumscribed = benign,
+  indistinct = uncertain, spiculated = malignant) and calcification clusters (coarse = benign,
+  amorphous = uncertain, fine pleomorphic in a linear/branching distribution = malignant), each
+  with its mask and box (:class:`~medanomaly.data.lesions2d.Lesion2D`).
 * Detector blur (Gaussian, 0.5 px) and white quantum noise.
 
-What it is **not**: no X-ray spectrum, scatter, Cooper's ligaments, ducts, vessels or real
-BI-RADS density categories; calcifications smaller than a pixel are drawn at a minimum of about
-one pixel (so at low resolution they are larger than real microcalcifications); label noise is
-zero. A classifier that does well here has learned these drawing rules, not breast cancer.
+Two entry points: :func:`render_case` (one lesion of a given class: the classification API) and
+:func:`render_mammogram` (any number of lesions, a :class:`~medanomaly.data.lesions2d.LesionImage`
+for detection). :func:`make_lesion_cohort` draws patients with one or two views of one breast.
+
+What it is **not**: no X-ray spectrum, scatter, vessels or nipple; calcifications smaller than
+a pixel are drawn at about one pixel; label noise is zero. A model that does well here has
+learned these drawing rules, not breast cancer.
 
 Example:
     >>> case = render_case("malignant", view="MLO", size=128, seed=3)
@@ -41,80 +39,73 @@ Example:
     ('MG', True, 'malignant')
     >>> case.image.shape == case.mask.shape == (1, 128, 128)
     True
+    >>> [les.label for les in case.lesions]
+    ['malignant']
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medanomaly.data.lesions2d import CLASSES, Lesion2D, LesionImage, LesionSet, lesion_from_mask
 from medanomaly.errors import InputError
+from medanomaly.synth.mammo_lesions import (
+    KIND_LABEL,
+    LABEL_KINDS,
+    Lesion,
+    draw_lesion,
+    finding_type,
+    lesion_params,
+    lesion_reach_mm,
+)
+from medanomaly.synth.texture import power_law_noise, radial_power_spectrum, spectrum_slope
 from medanomaly.types import Volume
 
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
 __all__ = [
+    "DENSITIES",
     "KIND_LABEL",
     "PHANTOM_VERSION",
     "LABEL_KINDS",
     "Lesion",
     "MammoCase",
+    "make_lesion_cohort",
     "power_law_noise",
     "radial_power_spectrum",
     "render_case",
+    "render_mammogram",
     "spectrum_slope",
     "write_dataset",
 ]
 
 #: Bumped whenever the drawing rules change, so cached cohorts can be told apart.
-PHANTOM_VERSION = "1"
-
-#: Lesion kind -> class label.
-KIND_LABEL = {
-    "circumscribed": "benign",
-    "indistinct": "uncertain",
-    "spiculated": "malignant",
-    "calcifications": "malignant",
-    "none": "normal",
-}
-#: Class label -> the lesion kinds drawn for it.
-LABEL_KINDS = {
-    "benign": ("circumscribed",),
-    "uncertain": ("indistinct",),
-    "malignant": ("spiculated", "calcifications"),
-    "normal": ("none",),
-}
+PHANTOM_VERSION = "2"
 VIEWS = ("CC", "MLO")
-
-
-@dataclass(frozen=True)
-class Lesion:
-    """What was drawn (the ground truth of one image).
-
-    Attributes:
-        kind: ``circumscribed``, ``indistinct``, ``spiculated``, ``calcifications`` or ``none``.
-        center_mm: lesion centre (x, y) in mm from the image corner.
-        radius_mm: mass radius (mean semi-axis) or calcification-cluster radius, mm.
-        margin_blur_mm: Gaussian margin blur, mm (0 for calcifications).
-        n_spicules: number of spicules (spiculated only).
-        n_calcifications: number of calcifications (calcifications only).
-        contrast: peak added intensity (background tissue is ~0.45 +- 0.1).
-    """
-
-    kind: str
-    center_mm: tuple[float, float] = (float("nan"), float("nan"))
-    radius_mm: float = 0.0
-    margin_blur_mm: float = 0.0
-    n_spicules: int = 0
-    n_calcifications: int = 0
-    contrast: float = 0.0
+#: BI-RADS density class -> range of the dense (fibroglandular) fraction of the breast area.
+DENSITIES = {"a": (0.03, 0.20), "b": (0.20, 0.45), "c": (0.45, 0.70), "d": (0.70, 0.90)}
+#: Relative attenuation (image intensity at full thickness) of fat, dense tissue and muscle.
+FAT, GLAND, MUSCLE = 0.25, 0.62, 0.80
 
 
 @dataclass(frozen=True, eq=False)
 class MammoCase:
-    """One synthetic mammogram: image, lesion mask (uint8, same grid), label and what was drawn."""
+    """One synthetic mammogram with one lesion (the classification API).
+
+    Attributes:
+        image: the mammogram (float32, about 0..1, brighter = denser; spacing in mm).
+        mask: lesion mask (uint8, same grid).
+        label: the lesion's class (or ``normal``).
+        lesion: what was drawn.
+        view, laterality: ``CC`` / ``MLO``, ``L`` / ``R``.
+        lesions: the lesion with its box and mask (empty for ``normal``).
+        density: BI-RADS density class ``a``-``d``.
+    """
 
     image: Volume
     mask: Volume
@@ -122,65 +113,18 @@ class MammoCase:
     lesion: Lesion
     view: str
     laterality: str
+    lesions: tuple[Lesion2D, ...] = ()
+    density: str = ""
 
-
-# --------------------------------------------------------------------------- background
-def power_law_noise(shape: tuple[int, int], beta: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-std 2D field whose power spectrum falls as 1/f^beta.
-
-    White Gaussian noise is filtered in Fourier space by f^(-beta/2) (the DC term set to 0).
-    """
-    h, w = shape
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    f = np.sqrt(fx**2 + fy**2)
-    f[0, 0] = 1.0
-    amp = f ** (-beta / 2.0)
-    amp[0, 0] = 0.0
-    spectrum = np.fft.rfft2(rng.standard_normal((h, w))) * amp
-    field = np.fft.irfft2(spectrum, s=(h, w))
-    return (field - field.mean()) / (field.std() + 1e-12)
-
-
-def radial_power_spectrum(image: np.ndarray, spacing_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of a square 2D region (Hann-windowed, mean removed).
-
-    Returns:
-        (frequency in cycles/mm, power) for integer radial frequency bins 1 .. N/2 - 1.
-    """
-    a = np.asarray(image, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 16:
-        raise InputError(f"need a square 2D region of at least 16 px, got {a.shape}")
-    n = a.shape[0]
-    win = np.outer(np.hanning(n), np.hanning(n))
-    a = (a - a.mean()) * win
-    power = np.abs(np.fft.fftshift(np.fft.fft2(a))) ** 2
-    yy, xx = np.indices(power.shape) - n // 2
-    r = np.rint(np.hypot(yy, xx)).astype(int)
-    radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
-    k = np.arange(1, n // 2)
-    return k / (n * spacing_mm), radial[k]
-
-
-def spectrum_slope(image: np.ndarray, f_range: tuple[float, float] = (0.03, 0.25)) -> float:
-    """Slope of log(power) vs log(frequency), fitted over ``f_range`` in cycles/pixel.
-
-    For a 1/f^beta texture this is about -beta. The default band leaves out the lowest
-    frequencies (window leakage) and the highest (detector blur, quantum noise).
-    """
-    freqs, power = radial_power_spectrum(image, 1.0)
-    keep = (freqs >= f_range[0]) & (freqs <= f_range[1]) & (power > 0)
-    if keep.sum() < 3:
-        raise InputError("too few frequencies in the fit band: use a larger region")
-    slope, _ = np.polyfit(np.log(freqs[keep]), np.log(power[keep]), 1)
-    return float(slope)
+    def to_lesion_image(self, patient_id: str = "", key: str = "") -> LesionImage:
+        """This case as a :class:`~medanomaly.data.lesions2d.LesionImage`."""
+        return LesionImage(self.image, self.lesions, patient_id, key, view=self.view, laterality=self.laterality,
+                           attributes={"density": self.density})
 
 
 # --------------------------------------------------------------------------- anatomy
-def _breast_regions(
-    shape: tuple[int, int], view: str, spacing: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Breast mask and pectoral-muscle mask, chest wall at x = 0."""
+def _breast_regions(shape: tuple[int, int], view: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Breast mask, pectoral-muscle mask and the outline's ellipse (chest wall at x = 0)."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     if view == "CC":
@@ -190,145 +134,228 @@ def _breast_regions(
     theta = np.arctan2((yy - cy) / b, xx / a)
     # irregular border: a smooth random function of the angle (a few low harmonics)
     wobble = sum(rng.normal(0, 0.02) * np.cos(m * theta + rng.uniform(0, 2 * np.pi)) for m in (2, 3, 5))
-    rho = np.hypot(xx / a, (yy - cy) / b)
-    breast = rho <= 1.0 + wobble
+    breast = np.hypot(xx / a, (yy - cy) / b) <= 1.0 + wobble
     pectoral = np.zeros(shape, dtype=bool)
     if view == "MLO":
-        top, left = w * rng.uniform(0.22, 0.34), h * rng.uniform(0.45, 0.62)
-        pectoral = (xx / top + yy / left) < 1.0
+        top, left, g = w * rng.uniform(0.22, 0.34), h * rng.uniform(0.45, 0.62), rng.uniform(0.8, 1.25)
+        pectoral = (xx / top) ** g + (yy / left) ** g < 1.0  # g > 1 convex edge, g < 1 concave
         breast |= pectoral
-    return breast, pectoral
+    return breast, pectoral, {"cy": cy, "a": a, "b": b}
 
 
-def _thickness(breast: np.ndarray, spacing: float, falloff_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Relative compressed thickness (0..1) and the distance to the skin line in mm."""
+def _thickness(breast: np.ndarray, spacing: float, falloff_mm: float, open_top: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Relative compressed thickness (0..1) and the distance to the skin line in mm.
+
+    The chest wall (left edge) is never skin; with ``open_top`` (MLO) the top edge is not
+    either: the breast continues into the axilla there.
+    """
     from scipy.ndimage import distance_transform_edt
 
-    padded = np.pad(breast, ((1, 1), (0, 0)), constant_values=False)
-    padded = np.pad(padded, ((0, 0), (1, 0)), constant_values=True)  # the chest wall is not skin
+    padded = np.pad(breast, ((1, 0), (0, 0)), constant_values=open_top)
+    padded = np.pad(padded, ((0, 1), (0, 0)), constant_values=False)
+    padded = np.pad(padded, ((0, 0), (1, 0)), constant_values=True)
     dist = distance_transform_edt(padded)[1:-1, 1:] * spacing
     d = np.clip(dist / falloff_mm, 0.0, 1.0)
     return np.sqrt(1.0 - (1.0 - d) ** 2) * breast, dist
 
 
-# --------------------------------------------------------------------------- lesions
-def _ellipse_rho(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, ra: float, rb: float, ang: float) -> np.ndarray:
-    c, s = np.cos(ang), np.sin(ang)
-    u = (xx - cx) * c + (yy - cy) * s
-    v = -(xx - cx) * s + (yy - cy) * c
-    return np.hypot(u / ra, v / rb)
+def _glandular(breast: np.ndarray, dist_mm: np.ndarray, density: str, beta: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fibroglandular fraction map (0..1) for a density class, the 1/f^beta texture it was cut
+    from (unit std), and the map's breast mean (the dense fraction).
+
+    A soft threshold of a 1/f^beta texture on an envelope that rises over the first 20 mm from
+    the skin; the threshold is found (bisection) so that the breast's mean dense fraction is the
+    class's target.
+    """
+    lo, hi = DENSITIES[density]
+    target = rng.uniform(lo, hi)
+    texture = power_law_noise(breast.shape, beta, rng)
+    z = texture + 1.2 * np.clip(dist_mm / 20.0, 0.0, 1.0)
+    inside = z[breast]
+    if not inside.size:
+        return np.zeros(breast.shape), texture, 0.0
+    t_lo, t_hi = float(inside.min()) - 8.0, float(inside.max()) + 8.0
+    for _ in range(40):  # mean(sigmoid(k (z - t))) decreases with t
+        t = (t_lo + t_hi) / 2
+        if np.mean(1.0 / (1.0 + np.exp(-1.6 * (inside - t)))) > target:
+            t_lo = t
+        else:
+            t_hi = t
+    gland = 1.0 / (1.0 + np.exp(-1.6 * (z - t)))
+    return gland, texture, float(gland[breast].mean())
 
 
-def _mass_profile(rho: np.ndarray) -> np.ndarray:
-    """Projected density of a compact mass: steep rise at the margin, flat-ish top."""
-    return np.clip(2.0 * np.sqrt(np.clip(1.0 - rho**2, 0.0, None)), 0.0, 1.0)
-
-
-def _draw_lesion(
-    kind: str,
-    shape: tuple[int, int],
-    spacing: float,
-    center_px: tuple[float, float],
-    params: dict[str, float],
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, Lesion]:
-    """Additive lesion signal, its mask and the record of what was drawn."""
+def _strands(shape: tuple[int, int], geo: dict, spacing: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Faint curvilinear strands (ducts, Cooper's ligaments) from the nipple toward the chest
+    wall: quadratic Bezier curves rasterised as points, then blurred to ~0.3 mm width."""
     from scipy.ndimage import gaussian_filter
 
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    cx, cy = center_px
-    r_px = params["radius_mm"] / spacing
-    ang = params["angle"]
-    signal = np.zeros(shape)
-    n_spic = n_calc = 0
-    blur_mm = 0.0
-    if kind in ("circumscribed", "indistinct"):
-        ra, rb = r_px * params["aspect"], r_px / params["aspect"]
-        rho = _ellipse_rho(xx, yy, cx, cy, ra, rb, ang)
-        if kind == "indistinct":  # lobulated, ill-defined border
-            theta = np.arctan2(yy - cy, xx - cx)
-            lobes = sum(0.08 * np.cos(m * theta + rng.uniform(0, 2 * np.pi)) for m in (3, 5, 7))
-            rho = rho * (1.0 + lobes)
-        core = _mass_profile(rho)
-        blur_mm = 0.2 if kind == "circumscribed" else 0.3 * params["radius_mm"]
-        signal = params["contrast"] * gaussian_filter(core, max(blur_mm / spacing, 0.3))
-        mask = rho <= 1.0
-    elif kind == "spiculated":
-        rho = _ellipse_rho(xx, yy, cx, cy, r_px * 0.6, r_px * 0.6, 0.0)
-        blur_mm = 0.1 * params["radius_mm"]
-        core = gaussian_filter(_mass_profile(rho), max(blur_mm / spacing, 0.3))
-        spic = np.zeros(shape)
-        n_spic = int(params["n_spicules"])
-        for t0 in rng.uniform(0, 2 * np.pi, n_spic):
-            length = r_px * rng.uniform(1.4, 2.6)
-            width = max(rng.uniform(0.4, 0.8) / spacing, 0.5)
-            dx, dy = np.cos(t0), np.sin(t0)
-            t = (xx - cx) * dx + (yy - cy) * dy
-            d = np.abs(-(xx - cx) * dy + (yy - cy) * dx)
-            taper = np.clip(1.0 - t / length, 0.0, 1.0) * (t > 0)
-            spic = np.maximum(spic, taper * np.exp(-((d / width) ** 2)))
-        signal = params["contrast"] * np.maximum(core, 0.7 * spic)
-        mask = (rho <= 1.0) | (spic > 0.35)
-    elif kind == "calcifications":
-        n_calc = int(params["n_calcifications"])
-        dots = np.zeros(shape)
-        sigma = max(0.15 / spacing, 0.6)
-        min_gap = max(4.0 * sigma, 0.8 / spacing)  # distinct specks, not one blob
-        # uniform in the cluster disk, at least ~2 dot widths apart where possible
-        placed: list[tuple[float, float]] = []
-        for _ in range(n_calc * 20):
-            if len(placed) == n_calc:
-                break
-            rr, tt = r_px * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
-            px, py = cx + rr * np.cos(tt), cy + rr * np.sin(tt)
-            if all(np.hypot(px - qx, py - qy) > min_gap for qx, qy in placed):
-                placed.append((px, py))
-        n_calc = len(placed)
-        for px, py in placed:
-            bright = rng.uniform(0.7, 1.0)
-            dots = np.maximum(dots, bright * np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * sigma**2)))
-        signal = params["contrast"] * dots
-        mask = dots > 0.3
-    elif kind == "none":
-        mask = np.zeros(shape, dtype=bool)
-        return signal, mask, Lesion("none")
-    else:
-        raise InputError(f"unknown lesion kind {kind!r}; expected one of {sorted(KIND_LABEL)}")
-    lesion = Lesion(
-        kind=kind,
-        center_mm=(round(cx * spacing, 3), round(cy * spacing, 3)),
-        radius_mm=round(float(params["radius_mm"]), 3),
-        margin_blur_mm=round(float(blur_mm), 3),
-        n_spicules=n_spic,
-        n_calcifications=n_calc,
-        contrast=round(float(params["contrast"]), 4),
-    )
-    return signal, mask, lesion
+    acc = np.zeros(shape)
+    nipple = np.array([geo["a"] * 0.97, geo["cy"]])
+    t = np.linspace(0.0, 1.0, int(2 * max(h, w)))[:, None]
+    for _ in range(n):
+        end = np.array([rng.uniform(0.0, 0.5) * geo["a"], geo["cy"] + rng.uniform(-0.9, 0.9) * geo["b"]])
+        mid = (nipple + end) / 2 + rng.normal(0, 0.08, 2) * np.array([geo["a"], geo["b"]])
+        start = nipple + rng.uniform(0.1, 0.5) * (end - nipple)
+        pts = (1 - t) ** 2 * start + 2 * (1 - t) * t * mid + t**2 * end
+        xi, yi = np.rint(pts[:, 0]).astype(int), np.rint(pts[:, 1]).astype(int)
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        acc[yi[ok], xi[ok]] = np.maximum(acc[yi[ok], xi[ok]], rng.uniform(0.5, 1.0))
+    blurred = gaussian_filter(acc, max(0.3 / spacing, 0.5))
+    return blurred / (blurred.max() + 1e-12)
 
 
-def _lesion_params(kind: str, rng: np.random.Generator) -> dict[str, float]:
-    """Sample the lesion's own parameters (shared by the two views of one patient)."""
-    params = {"angle": rng.uniform(0, np.pi), "aspect": rng.uniform(1.0, 1.35)}
-    if kind == "circumscribed":
-        params.update(radius_mm=rng.uniform(5.0, 10.0), contrast=rng.uniform(0.22, 0.32))
-    elif kind == "indistinct":
-        params.update(radius_mm=rng.uniform(5.0, 10.0), contrast=rng.uniform(0.22, 0.32))
-    elif kind == "spiculated":
-        params.update(
-            radius_mm=rng.uniform(4.0, 7.0), contrast=rng.uniform(0.28, 0.38), n_spicules=int(rng.integers(10, 25))
-        )
-    elif kind == "calcifications":
-        n = int(rng.integers(6, 21))  # a cluster: >= 5 calcifications within about 1 cm
-        params.update(
-            radius_mm=max(rng.uniform(2.5, 6.0), np.sqrt(n)), contrast=rng.uniform(0.45, 0.7), n_calcifications=n
-        )
-    else:
-        params.update(radius_mm=0.0, contrast=0.0)
-    return params
+def _place(kind: str, params: dict[str, float], geo: dict, eligible: np.ndarray, taken: list[tuple[float, float, float]],
+           spacing: float, rng: np.random.Generator) -> tuple[float, float] | None:
+    """Lesion centre (x, y) px from its relative position (u: depth from the chest wall, v: across),
+    clear of the skin, the muscle and other lesions; resampled when it does not fit."""
+    reach = lesion_reach_mm(kind, params) / spacing
+    h, w = eligible.shape
+    for attempt in range(60):
+        u, v = (params["u"], params["v"]) if attempt == 0 and "u" in params else (rng.uniform(0.15, 0.85),
+                                                                                   rng.uniform(-0.8, 0.8))
+        x = u * geo["a"]
+        y = geo["cy"] + v * geo["b"] * np.sqrt(max(1.0 - u**2, 0.0))
+        xi, yi = int(round(x)), int(round(y))
+        if not (0 <= xi < w and 0 <= yi < h) or not eligible[yi, xi] or x < reach + 2:
+            continue
+        if all(np.hypot(x - tx, y - ty) > reach + tr for tx, ty, tr in taken):
+            return x, y
+    return None
 
 
 # --------------------------------------------------------------------------- one image
+def _check(view: str, laterality: str, size: int, density: str | None) -> None:
+    if view not in VIEWS:
+        raise InputError(f"unknown view {view!r}; expected CC or MLO")
+    if laterality not in ("L", "R"):
+        raise InputError(f"laterality must be 'L' or 'R', got {laterality!r}")
+    if size < 32:
+        raise InputError(f"phantom size must be at least 32 px, got {size}")
+    if density is not None and density not in DENSITIES:
+        raise InputError(f"unknown breast density {density!r}; expected one of {sorted(DENSITIES)}")
+
+
+def _render(specs: list[tuple[str, dict[str, float]]], view: str, size: int, rng: np.random.Generator,
+            fov_mm: float, beta: float, laterality: str, density: str | None, falloff_mm: float,
+            noise_sigma: float) -> tuple[Volume, list[tuple[str, np.ndarray, Lesion]], str, float]:
+    """Draw the image and its lesions: (image, [(kind, mask, record)], density class, dense fraction)."""
+    from scipy.ndimage import gaussian_filter
+
+    spacing = fov_mm / size
+    shape = (size, size)
+    density = density or "abcd"[int(rng.integers(4))]
+    breast, pectoral, geo = _breast_regions(shape, view, rng)
+    thick, dist_mm = _thickness(breast, spacing, falloff_mm, open_top=view == "MLO")
+    gland, texture, fraction = _glandular(breast & ~pectoral, dist_mm, density, beta, rng)
+    # fat is textured too (lobules, trabeculae): a linear share of the same 1/f^beta field
+    tissue = FAT + (GLAND - FAT) * gland + 0.04 * texture + 0.03 * _strands(shape, geo, spacing, int(rng.integers(12, 30)), rng)
+    muscle = MUSCLE + 0.03 * power_law_noise(shape, beta, rng)
+    tissue = np.where(pectoral, muscle, tissue)
+    skin = 0.12 * np.exp(-((dist_mm / rng.uniform(0.7, 1.2)) ** 2)) * breast
+
+    signal = np.zeros(shape)
+    drawn: list[tuple[str, np.ndarray, Lesion]] = []
+    taken: list[tuple[float, float, float]] = []
+    for kind, params in specs:
+        if kind == "none":
+            continue
+        reach_mm = lesion_reach_mm(kind, params)
+        eligible = breast & ~pectoral & (dist_mm > reach_mm + 4.0)
+        center = _place(kind, params, geo, eligible, taken, spacing, rng)
+        if center is None:  # no room left (tiny image): fall back to any breast pixel
+            cand = np.flatnonzero(breast & ~pectoral)
+            cy, cx = np.unravel_index(cand[int(rng.integers(cand.size))], shape)
+            center = (float(cx), float(cy))
+        sig, mask, record = draw_lesion(kind, shape, spacing, center, params, rng)
+        mask &= breast
+        if not mask.any():
+            continue
+        signal = np.maximum(signal, sig) if kind.endswith("calcifications") else signal + sig
+        taken.append((center[0], center[1], reach_mm / spacing))
+        drawn.append((kind, mask, record))
+
+    image = thick * (tissue + signal) + skin
+    image = gaussian_filter(image, 0.5) + rng.normal(0.0, noise_sigma, shape)
+    image = np.clip(image, 0.0, None).astype(np.float32)
+    if laterality == "R":
+        image = image[:, ::-1].copy()
+        drawn = [(k, m[:, ::-1].copy(), replace(r, center_mm=(round((size - 1) * spacing - r.center_mm[0], 3),
+                                                              r.center_mm[1]))) for k, m, r in drawn]
+    kinds = ", ".join(k for k, _, _ in drawn) or "no lesion"
+    meta = {"modality": "MG", "synthetic": True, "view": view, "laterality": laterality,
+            "units": "a.u. (relative density)", "source_format": "phantom",
+            "description": f"procedural mammography phantom (synthetic), density {density}, {kinds}"}
+    return Volume(image, spacing=(spacing, spacing, 1.0), meta=meta), drawn, density, fraction
+
+
+def _annotate(image: Volume, drawn: list[tuple[str, np.ndarray, Lesion]]) -> tuple[Lesion2D, ...]:
+    """Lesion2D per drawn lesion: class, finding type, box (calcification clusters padded by 1 mm)."""
+    out = []
+    spacing = image.spacing[0]
+    for kind, mask, rec in drawn:
+        pad = int(round(1.0 / spacing)) if finding_type(kind) == "calcification_cluster" else 0
+        attrs = {"phantom_kind": kind, "radius_mm": rec.radius_mm, "contrast": rec.contrast,
+                 "margin_blur_mm": rec.margin_blur_mm, "n_spicules": rec.n_spicules,
+                 "n_calcifications": rec.n_calcifications}
+        out.append(lesion_from_mask(image, mask, KIND_LABEL[kind], finding_type(kind), attrs, pad_px=pad))
+    return tuple(out)
+
+
+def _kind_for(entry: str, rng: np.random.Generator) -> str:
+    """A lesion kind from a kind name or a class label (label: one of its kinds at random)."""
+    if entry in KIND_LABEL:
+        return entry
+    if entry in LABEL_KINDS:
+        kinds = LABEL_KINDS[entry]
+        return kinds[int(rng.integers(len(kinds)))]
+    raise InputError(f"unknown lesion {entry!r}; expected a class {sorted(LABEL_KINDS)} or a kind {sorted(KIND_LABEL)}")
+
+
+def render_mammogram(
+    lesions: Sequence[str] = (),
+    view: str = "CC",
+    size: int = 256,
+    seed: int | np.random.Generator = 0,
+    field_of_view_mm: float = 120.0,
+    beta: float = 3.0,
+    laterality: str = "L",
+    density: str | None = None,
+    edge_falloff_mm: float = 12.0,
+    noise_sigma: float = 0.01,
+    params: Sequence[dict[str, float]] | None = None,
+    patient_id: str = "",
+    key: str = "",
+) -> LesionImage:
+    """Draw one synthetic mammogram with any number of lesions, annotated with boxes and masks.
+
+    Args:
+        lesions: one entry per lesion: a class (``benign``, ``uncertain``, ``malignant``: one of its
+            kinds at random) or a kind (``spiculated``, ``coarse_calcifications``...); empty = normal.
+        view, size, seed, field_of_view_mm, beta, laterality, edge_falloff_mm, noise_sigma: as
+            :func:`render_case`.
+        density: BI-RADS density ``a``-``d`` (None: random).
+        params: per lesion, parameters from :func:`~medanomaly.synth.mammo_lesions.lesion_params`
+            (with optional relative position ``u``, ``v``) to draw the same lesions in two views.
+        patient_id, key: stored on the returned image.
+
+    Returns:
+        A :class:`~medanomaly.data.lesions2d.LesionImage` (attributes: ``density``, ``dense_fraction``).
+    """
+    _check(view, laterality, size, density)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    kinds = [_kind_for(e, rng) for e in lesions]
+    if params is not None and len(params) != len(kinds):
+        raise InputError(f"{len(params)} parameter sets for {len(kinds)} lesions")
+    specs = [(k, dict(params[i]) if params is not None else lesion_params(k, rng)) for i, k in enumerate(kinds)]
+    image, drawn, dens, fraction = _render(specs, view, size, rng, field_of_view_mm, beta, laterality, density,
+                                           edge_falloff_mm, noise_sigma)
+    return LesionImage(image, _annotate(image, drawn), patient_id, key, view=view, laterality=laterality,
+                       attributes={"density": dens, "dense_fraction": round(fraction, 3)})
+
+
 def render_case(
     label: str,
     view: str = "CC",
@@ -340,6 +367,7 @@ def render_case(
     kind: str | None = None,
     edge_falloff_mm: float = 12.0,
     noise_sigma: float = 0.01,
+    density: str | None = None,
     _lesion_params_override: dict[str, float] | None = None,
 ) -> MammoCase:
     """Draw one synthetic mammogram with one lesion of the given class.
@@ -355,89 +383,99 @@ def render_case(
         kind: force a lesion kind of that label (e.g. ``"calcifications"`` for malignant).
         edge_falloff_mm: width of the compressed-thickness fall-off at the skin.
         noise_sigma: standard deviation of the white quantum noise (intensity units).
+        density: BI-RADS density class ``a``-``d`` (None: random).
 
     Returns:
         A :class:`MammoCase`; the image is float32 in about 0..1 (brighter = denser), spacing in mm.
     """
-    from scipy.ndimage import gaussian_filter
-
     if label not in LABEL_KINDS:
         raise InputError(f"unknown phantom label {label!r}; expected one of {sorted(LABEL_KINDS)}")
-    if view not in VIEWS:
-        raise InputError(f"unknown view {view!r}; expected CC or MLO")
-    if laterality not in ("L", "R"):
-        raise InputError(f"laterality must be 'L' or 'R', got {laterality!r}")
-    if size < 32:
-        raise InputError(f"phantom size must be at least 32 px, got {size}")
+    _check(view, laterality, size, density)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     kinds = LABEL_KINDS[label]
     if kind is None:
         kind = kinds[int(rng.integers(len(kinds)))]
     elif kind not in kinds:
         raise InputError(f"lesion kind {kind!r} is not drawn for label {label!r}")
-    spacing = field_of_view_mm / size
-    shape = (size, size)
-
-    breast, pectoral = _breast_regions(shape, view, spacing, rng)
-    thick, dist_mm = _thickness(breast, spacing, edge_falloff_mm)
-    texture = power_law_noise(shape, beta, rng)
-    density = 0.45 + 0.10 * texture
-    muscle = 0.78 + 0.03 * power_law_noise(shape, beta, rng)
-    tissue = np.where(pectoral, muscle, density)
-    skin = 0.12 * np.exp(-((dist_mm / 0.8) ** 2)) * breast
-
-    params = _lesion_params_override or _lesion_params(kind, rng)
-    r_mm = params["radius_mm"] * (2.6 if kind == "spiculated" else 1.0)
-    eligible = breast & ~pectoral & (dist_mm > r_mm + 4.0)
-    eligible[:, : max(int((r_mm + 4.0) / spacing), 1)] = False  # keep clear of the chest wall
-    if not eligible.any():
-        eligible = breast & ~pectoral
-    cand = np.flatnonzero(eligible)
-    cy, cx = np.unravel_index(cand[int(rng.integers(cand.size))], shape)
-    signal, mask, lesion = _draw_lesion(kind, shape, spacing, (float(cx), float(cy)), params, rng)
-
-    image = thick * (tissue + signal) + skin
-    image = gaussian_filter(image, 0.5) + rng.normal(0.0, noise_sigma, shape)
-    image = np.clip(image, 0.0, None).astype(np.float32)
-    mask = (mask & breast).astype(np.uint8)
-    if laterality == "R":
-        image, mask = image[:, ::-1].copy(), mask[:, ::-1].copy()
-        if kind != "none":
-            x_mm = (size - 1) * spacing - lesion.center_mm[0]
-            lesion = Lesion(**{**lesion.__dict__, "center_mm": (round(x_mm, 3), lesion.center_mm[1])})
-    meta = {
-        "modality": "MG",
-        "synthetic": True,
-        "view": view,
-        "laterality": laterality,
-        "label": label,
-        "units": "a.u. (relative density)",
-        "description": f"procedural mammography phantom (synthetic), {kind}",
-        "source_format": "phantom",
-    }
-    geo = {"spacing": (spacing, spacing, 1.0)}
+    params = _lesion_params_override or lesion_params(kind, rng)
+    image, drawn, dens, _ = _render([(kind, dict(params))], view, size, rng, field_of_view_mm, beta, laterality,
+                                    density, edge_falloff_mm, noise_sigma)
+    mask = np.zeros(image.shape[1:], dtype=np.uint8)
+    for _, m, _ in drawn:
+        mask |= m.astype(np.uint8)
+    lesion = drawn[0][2] if drawn else Lesion("none")
+    image = image.with_meta(label=label)
     return MammoCase(
-        image=Volume(image, meta=meta, **geo),
-        mask=Volume(mask, meta={"synthetic": True, "label": label}, **geo),
+        image=image,
+        mask=image.with_array(mask[None], modality="MG", units="mask", label=label),
         label=label,
         lesion=lesion,
         view=view,
         laterality=laterality,
+        lesions=_annotate(image, drawn),
+        density=dens,
     )
 
 
-# --------------------------------------------------------------------------- data set
-def _write_image(volume: Volume, path: Path, fmt: str, is_mask: bool) -> None:
-    if fmt == "nrrd":
-        from medanomaly.io import write
+# --------------------------------------------------------------------------- cohorts
+def _patient_lesions(n_lesions: int, classes: list[str], mass_fraction: float,
+                     rng: np.random.Generator) -> list[tuple[str, dict[str, float]]]:
+    specs = []
+    for label in classes[:n_lesions]:
+        mass_kind, calc_kind = LABEL_KINDS[label][0], LABEL_KINDS[label][1]
+        kind = mass_kind if rng.random() < mass_fraction else calc_kind
+        params = lesion_params(kind, rng)
+        params.update(u=rng.uniform(0.2, 0.8), v=rng.uniform(-0.7, 0.7))
+        specs.append((kind, params))
+    return specs
 
-        write(volume, path)
-        return
-    from PIL import Image  # 16-bit PNG: no spacing in the file (the manifest notes it)
 
-    a = volume.array[0]
-    a = a.astype(np.uint16) if is_mask else np.clip(a * 40000.0, 0, 65535).astype(np.uint16)
-    Image.fromarray(a).save(path)
+def make_lesion_cohort(
+    n_patients: int = 60,
+    size: int = 256,
+    seed: int = 0,
+    two_view_fraction: float = 0.5,
+    normal_fraction: float = 0.2,
+    max_lesions: int = 2,
+    mass_fraction: float = 0.6,
+    class_names: Sequence[str] = CLASSES,
+    val: float = 0.2,
+    test: float = 0.2,
+    field_of_view_mm: float = 120.0,
+) -> LesionSet:
+    """A SYNTHETIC detection cohort: patients with one breast, one or two views, 0..max lesions.
+
+    Lesion classes are balanced over the cohort; each lesion is a mass (``mass_fraction``) or a
+    calcification cluster of its class; both views of a patient show the same lesions at the same
+    relative depth from the chest wall (so a CC/MLO pairing by nipple distance is possible).
+    Splits are by patient, stratified by each patient's most severe lesion class.
+
+    Returns:
+        A :class:`~medanomaly.data.lesions2d.LesionSet` with ``synthetic=True``; image keys
+        ``P0001_L_CC``..., patient ids ``P0001``...
+    """
+    if n_patients < 3 or max_lesions < 1:
+        raise InputError(f"need at least 3 patients and max_lesions >= 1, got {n_patients}, {max_lesions}")
+    unknown = [c for c in class_names if c not in LABEL_KINDS or c == "normal"]
+    if unknown:
+        raise InputError(f"unknown lesion class(es) {unknown}; expected some of {list(CLASSES)}")
+    rng = np.random.default_rng(seed)
+    pool = [class_names[i % len(class_names)] for i in range(n_patients * max_lesions)]
+    rng.shuffle(pool)
+    items = []
+    for i in range(n_patients):
+        prng = np.random.default_rng([seed, i])
+        n_les = 0 if prng.random() < normal_fraction else int(prng.integers(1, max_lesions + 1))
+        specs = _patient_lesions(n_les, pool[i * max_lesions:(i + 1) * max_lesions], mass_fraction, prng)
+        side = "L" if prng.random() < 0.5 else "R"
+        density = "abcd"[int(prng.integers(4))]
+        pid = f"P{i + 1:04d}"
+        for view in ("CC", "MLO") if prng.random() < two_view_fraction else ("CC",):
+            items.append(render_mammogram([k for k, _ in specs], view, size, prng, field_of_view_mm,
+                                          laterality=side, density=density, params=[p for _, p in specs],
+                                          patient_id=pid, key=f"{pid}_{side}_{view}"))
+    cohort = LesionSet(tuple(items), tuple(class_names), "mammo_phantom", synthetic=True)
+    return cohort.with_patient_splits(val=val, test=test, seed=seed)
 
 
 def write_dataset(
@@ -451,81 +489,11 @@ def write_dataset(
     fmt: str = "nrrd",
     field_of_view_mm: float = 120.0,
 ) -> Path:
-    """Write a synthetic mammography cohort: images, lesion masks and ``manifest.csv``.
+    """Write a synthetic one-lesion-per-image cohort for classification: images, lesion masks,
+    ``manifest.csv`` (columns ``path,label,patient_id,split,view,mask_path,density``).
 
-    Each patient has one lesion class and one or two views (CC, and MLO for ``two_view_fraction``
-    of them) of one breast; both views show the same lesion (same size and kind). Patients are
-    split into train/val/test *by patient* and stratified by class, so every split has every
-    class and no patient is in two splits.
-
-    Args:
-        out_dir: folder to write (``images/``, ``masks/``, ``manifest.csv``, ``README.txt``).
-        n_patients: number of patients (classes are balanced at patient level).
-        labels: class labels to draw (any of benign, uncertain, malignant, normal).
-        size: image side in pixels.
-        seed: seed of the whole cohort.
-        two_view_fraction: fraction of patients with both CC and MLO views.
-        split_fractions: train, val, test fractions of patients per class.
-        fmt: ``"nrrd"`` (float32, keeps spacing) or ``"png"`` (16-bit, intensity x 40000).
-        field_of_view_mm: image side in mm.
-
-    Returns:
-        Path of ``manifest.csv`` (columns ``path,label,patient_id,split,view,mask_path``).
+    See :func:`medanomaly.synth.mammo_cohort.write_dataset` (same arguments).
     """
-    if fmt not in ("nrrd", "png"):
-        raise InputError(f"format must be 'nrrd' or 'png', got {fmt!r}")
-    unknown = [lb for lb in labels if lb not in LABEL_KINDS]
-    if unknown:
-        raise InputError(f"unknown phantom label(s) {unknown}; expected {sorted(LABEL_KINDS)}")
-    if n_patients < 3 * len(labels):
-        raise InputError(f"need at least {3 * len(labels)} patients for 3 splits x {len(labels)} classes")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    patient_label = np.array([labels[i % len(labels)] for i in range(n_patients)])
-    rng.shuffle(patient_label)
-    split = np.empty(n_patients, dtype=object)
-    for lb in labels:  # stratified split at patient level
-        members = rng.permutation(np.flatnonzero(patient_label == lb))
-        n_train = int(round(split_fractions[0] * members.size))
-        n_val = max(1, int(round(split_fractions[1] * members.size)))
-        split[members[:n_train]] = "train"
-        split[members[n_train : n_train + n_val]] = "val"
-        split[members[n_train + n_val :]] = "test"
-    ext = "nrrd" if fmt == "nrrd" else "png"
-    rows = []
-    for i in range(n_patients):
-        pid = f"P{i + 1:04d}"
-        label = str(patient_label[i])
-        prng = np.random.default_rng([seed, i])
-        kinds = LABEL_KINDS[label]
-        kind = kinds[int(prng.integers(len(kinds)))]
-        params = _lesion_params(kind, prng)
-        side = "L" if prng.random() < 0.5 else "R"
-        views = ("CC", "MLO") if prng.random() < two_view_fraction else ("CC",)
-        for view in views:
-            case = render_case(
-                label, view, size, prng, field_of_view_mm, laterality=side, kind=kind,
-                _lesion_params_override=params,
-            )
-            name = f"{pid}_{side}_{view}.{ext}"
-            _write_image(case.image, out / "images" / name, fmt, False)
-            _write_image(case.mask, out / "masks" / name, fmt, True)
-            rows.append(
-                {"path": f"images/{name}", "label": label, "patient_id": pid, "split": split[i],
-                 "view": view, "mask_path": f"masks/{name}"}
-            )
-    manifest = out / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "README.txt").write_text(
-        "SYNTHETIC DATA: procedural mammography phantom (medanomaly.synth.mammo), not real patients.\n"
-        f"phantom_version={PHANTOM_VERSION} seed={seed} n_patients={n_patients} size={size}px "
-        f"field_of_view={field_of_view_mm}mm labels={list(labels)} format={fmt}\n"
-        "benign = circumscribed mass; uncertain = indistinct mass; malignant = spiculated mass or "
-        "calcification cluster.\n"
-    )
-    return manifest
+    from medanomaly.synth.mammo_cohort import write_dataset as _write
+
+    return _write(out_dir, n_patients, labels, size, seed, two_view_fraction, split_fractions, fmt, field_of_view_mm)

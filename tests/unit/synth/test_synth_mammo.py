@@ -174,3 +174,94 @@ def test_write_dataset_png_and_bad_arguments(tmp_path):
         write_dataset(tmp_path / "x", n_patients=9, fmt="jpeg")
     with pytest.raises(InputError, match="at least"):
         write_dataset(tmp_path / "x", n_patients=4)
+
+
+# ------------------------------------------------------------------ lesions with boxes, density
+def test_lesions_have_class_box_and_mask_matching_the_image():
+    from medanomaly.synth.mammo import render_mammogram
+
+    img = render_mammogram(["benign", "malignant", "uncertain"], "CC", 256, seed=4, density="b")
+    assert [les.label for les in img.lesions] == ["benign", "malignant", "uncertain"]
+    assert img.synthetic and img.image.modality == "MG" and img.attributes["density"] == "b"
+    sp = img.image.spacing[0]
+    inst = img.instance_map()
+    for i, les in enumerate(img.lesions):
+        assert les.kind in ("mass", "calcification_cluster") and les.area_px > 0
+        assert np.allclose(les.box_mm, (np.array(les.box_px) - 0.5) * sp)
+        assert (inst == i + 1).sum() == les.area_px  # lesions do not overlap
+        x0, y0, x1, y1 = les.box_px
+        a = img.image.array[0]
+        ring = np.ones(a.shape, bool)
+        ring[max(y0 - 6, 0):y1 + 6, max(x0 - 6, 0):x1 + 6] = False
+        ring[max(y0 - 12, 0):y1 + 12, max(x0 - 12, 0):x1 + 12] &= True
+        near = ~ring & ~les.full_mask(a.shape)
+        near[y0:y1, x0:x1] = False
+        assert a[les.full_mask(a.shape)].mean() > a[near].mean()  # lesions are denser than around them
+    one = render_case("malignant", "CC", 128, seed=7, kind="spiculated")
+    assert len(one.lesions) == 1 and one.lesions[0].kind == "mass"
+    assert np.array_equal(one.lesions[0].full_mask((128, 128)), one.mask.array[0] > 0)
+    assert one.to_lesion_image("P1", "k").label == "malignant"
+    assert render_case("normal", "CC", 64, seed=1).lesions == ()
+
+
+def test_right_breast_boxes_are_mirrored():
+    from medanomaly.synth.mammo import render_mammogram
+
+    left = render_mammogram(["benign"], "MLO", 128, seed=9, laterality="L", density="a")
+    right = render_mammogram(["benign"], "MLO", 128, seed=9, laterality="R", density="a")
+    (lx0, ly0, lx1, ly1), (rx0, ry0, rx1, ry1) = left.lesions[0].box_px, right.lesions[0].box_px
+    assert (ly0, ly1) == (ry0, ry1) and (rx0, rx1) == (128 - lx1, 128 - lx0)
+    assert np.array_equal(right.image.array[0], left.image.array[0][:, ::-1])
+
+
+def test_density_classes_give_increasing_dense_fraction_and_brightness():
+    from medanomaly.synth.mammo import DENSITIES, render_mammogram
+
+    frac, level = {}, {}
+    for d in "abcd":
+        imgs = [render_mammogram([], "CC", 128, seed=s, density=d) for s in range(4)]
+        frac[d] = [im.attributes["dense_fraction"] for im in imgs]
+        level[d] = np.mean([np.median(im.image.array[0][40:90, 10:60]) for im in imgs])
+        lo, hi = DENSITIES[d]
+        assert lo - 0.08 <= min(frac[d]) and max(frac[d]) <= hi + 0.08, (d, frac[d])
+    assert level["a"] < level["b"] < level["c"] < level["d"]
+    with pytest.raises(InputError, match="density"):
+        render_mammogram([], density="e")
+
+
+def test_calcification_classes_differ_in_speck_size_and_brightness():
+    def specks(kind: str, label: str) -> tuple[float, float]:
+        sizes, peaks = [], []
+        for s in range(4):
+            case = render_case(label, "CC", 256, seed=40 + s, kind=kind)
+            m = case.mask.array[0] > 0
+            lab = measure.label(m)
+            sizes += [r.area for r in measure.regionprops(lab)]
+            tophat = morphology.white_tophat(case.image.array[0], morphology.disk(6))
+            peaks.append(float(tophat[m].max()))
+        return float(np.median(sizes)), float(np.median(peaks))
+
+    coarse, amorphous, fine = (specks("coarse_calcifications", "benign"), specks("amorphous_calcifications", "uncertain"),
+                               specks("calcifications", "malignant"))
+    assert coarse[0] > 2.5 * fine[0] and coarse[0] > 2.5 * amorphous[0]  # large benign calcifications
+    assert amorphous[1] < 0.75 * fine[1]  # faint amorphous specks
+    case = render_case("benign", "CC", 128, seed=3, kind="coarse_calcifications")
+    assert case.lesions[0].kind == "calcification_cluster" and case.lesions[0].label == "benign"
+
+
+def test_lesion_cohort_two_views_share_lesions_and_split_by_patient():
+    from medanomaly.synth.mammo import make_lesion_cohort
+
+    cohort = make_lesion_cohort(n_patients=12, size=96, seed=2, two_view_fraction=1.0, normal_fraction=0.2)
+    assert cohort.synthetic and cohort.source == "mammo_phantom" and len(cohort) == 24
+    by_patient: dict[str, list] = {}
+    for it in cohort:
+        by_patient.setdefault(it.patient_id, []).append(it)
+    for views in by_patient.values():
+        cc, mlo = sorted(views, key=lambda it: it.view)
+        assert (cc.view, mlo.view) == ("CC", "MLO") and cc.split == mlo.split
+        assert sorted(les.label for les in cc.lesions) == sorted(les.label for les in mlo.lesions)
+        assert cc.attributes["density"] == mlo.attributes["density"]
+    assert any(not it.lesions for it in cohort) and {it.split for it in cohort} == {"train", "val", "test"}
+    counts = {c: sum(les.label == c for it in cohort for les in it.lesions) for c in cohort.class_names}
+    assert min(counts.values()) > 0
