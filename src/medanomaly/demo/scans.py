@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medanomaly.preprocess.intensity import WINDOWS as PRESETS
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,8 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: CT display windows (center, width) in HU.
-WINDOWS = {"lung": (-600.0, 1500.0), "soft": (40.0, 400.0), "brain": (40.0, 80.0), "bone": (500.0, 2000.0)}
+#: CT display windows (center, width) in HU, from the one window table (``preprocess.intensity.WINDOWS``).
+WINDOWS = {name: ((PRESETS[p][0] + PRESETS[p][1]) / 2, PRESETS[p][1] - PRESETS[p][0])
+           for name, p in (("lung", "lung"), ("soft", "mediastinum"), ("brain", "brain"), ("bone", "bone"))}
 
 
 @dataclass(frozen=True)
