@@ -10,9 +10,13 @@ with geometry:
   (row spacing, column spacing) = (y, x). Enhanced multi-frame files carry the same tags in their
   shared / per-frame functional groups. Projection radiographs (CR/DX/MG) without patient
   geometry fall back to ``ImagerPixelSpacing``; images without any spacing use 1 mm.
-* **Intensity**: the modality LUT (``RescaleSlope``/``RescaleIntercept``) is applied whenever
-  present, so CT voxels are in HU; ``MONOCHROME1`` is inverted so that higher is brighter;
-  palette colour and YBR images become RGB (``(z, y, x, 3)`` arrays).
+* **Intensity** (:mod:`medanomaly.io.dicom_pixels`): the modality LUT (``RescaleSlope`` /
+  ``RescaleIntercept``, or a ``ModalityLUTSequence``) is applied whenever present, so CT voxels
+  are in HU; ``MONOCHROME1`` is inverted so that higher is brighter; palette colour (big endian
+  included) and YBR images become RGB (``(z, y, x, 3)`` arrays).
+* **Limits**: file size, the inflated size of deflated files and the declared pixel size are
+  checked against :mod:`medanomaly.io.limits` before the memory is taken.
+* **DICOMDIR**: read through the series it references (:mod:`medanomaly.io.dicomdir`).
 * **Metadata**: only technical keys of :data:`medanomaly.types.SAFE_META_KEYS`; never a name,
   date, ID or free text other than the series description.
 

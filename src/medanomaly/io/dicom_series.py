@@ -57,6 +57,7 @@ from medanomaly.io.dicom_pixels import (
     stored_range,
 )
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.limits import max_voxel_bytes as max_voxel_limit
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,7 +116,9 @@ class _PixelSink:
             first = _native_pixels(ds)
             if first is None:
                 return
-            self.buffer = np.empty((self.capacity, *first.shape), first.dtype)
+            # never more slots than the voxel limit allows (take() refuses the slice past it)
+            slots = max_voxel_limit(self.limit) // max(1, first.nbytes) + 1
+            self.buffer = np.empty((min(self.capacity, slots), *first.shape), first.dtype)
         # the series so far must fit the voxel limit (checked before each copy)
         check_voxel_bytes((self.count + 1, *self.buffer.shape[1:]), self.buffer.itemsize, self.folder,
                           limit=self.limit, what="series (so far)")
