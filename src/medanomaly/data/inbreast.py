@@ -18,6 +18,16 @@ hash in the DICOM file name, so both views of one breast (and both breasts) stay
 sample per annotated ROI of the chosen kinds, a square crop around its bounding box (with
 ``margin`` of its size), labelled with the image's class.
 
+``inbreast_lesions`` (:func:`load_inbreast_lesions`) gives the lesions for detection: a
+:class:`~medanomaly.data.lesions2d.LesionSet` with one image per mammogram (spacing from the
+DICOM's ImagerPixelSpacing, 0.07 mm in the release) and per lesion its polygon mask, box and the
+image's class (INbreast grades BI-RADS per image, so every lesion of an image gets the image's
+class). ROI names map to finding types: ``Mass`` and ``Spiculated Region`` -> ``mass``,
+``Cluster`` -> ``calcification_cluster``, ``Calcification`` -> ``calcification`` (single points
+or small outlines). Individual calcifications are grouped into clusters (``calcifications=
+"cluster"``: single linkage within ``cluster_gap_mm``, at least ``min_cluster`` members, those
+inside an annotated ``Cluster`` belong to it), kept one by one (``"each"``) or dropped (``"none"``).
+
 Example:
     >>> birads_class("4c"), birads_class("2"), birads_class("3")
     ('malignant', 'benign', 'uncertain')
@@ -34,10 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
+from medanomaly.data.lesions2d import CLASSES, Lesion2D, LesionImage, LesionSet
 from medanomaly.errors import InputError
 from medanomaly.registry import DATASETS
 
-CLASSES = ("benign", "uncertain", "malignant")
+#: ROI name (lower case) -> finding type; names not listed are ``other``.
+ROI_TYPES = {"mass": "mass", "spiculated region": "mass", "espiculated region": "mass", "spiculated": "mass",
+             "cluster": "calcification_cluster", "calcification": "calcification", "calcifications": "calcification"}
 #: BI-RADS assessment -> class (keys lower-case, as written in INbreast.csv).
 BIRADS_MAP: dict[str, str] = {
     "1": "benign", "2": "benign", "3": "uncertain",
@@ -177,3 +190,196 @@ def load_inbreast(
         raise InputError("no INbreast samples found (no images, or no ROIs of the requested kinds)", root)
     return LabelledImages(np.stack(images), np.array(labels), np.array(patients), names,
                           keys=np.array(keys, dtype=object))
+
+
+# ----------------------------------------------------------------------------- lesions (detection)
+def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
+    """Rows of ``INbreast.csv`` with the keys ``file``, ``birads``, ``laterality``, ``view``, ``acr``."""
+    csv_path = Path(csv_path)
+    birads = read_table(csv_path)  # checks the file and the two required columns
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=";")
+        fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
+        rows = []
+        for row in reader:
+            name = (row.get(fields["file name"]) or "").strip()
+            if name:
+                rows.append({"file": name, "birads": birads[name],
+                             **{k: (row.get(fields.get(k, ""), "") or "").strip() for k in ("laterality", "view", "acr")}})
+    return rows
+
+
+def roi_mask(points: np.ndarray, shape: tuple[int, int], point_radius_px: float) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """(box_px, mask crop) of one ROI outline on an image of ``shape`` (y, x); a single point
+    becomes a disk of ``point_radius_px``, two points a line; None when it lies outside."""
+    from skimage.draw import disk, line, polygon
+
+    h, w = shape
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pad = int(np.ceil(point_radius_px)) + 1
+    x0, y0 = max(int(np.floor(pts[:, 0].min())) - pad, 0), max(int(np.floor(pts[:, 1].min())) - pad, 0)
+    x1, y1 = min(int(np.ceil(pts[:, 0].max())) + pad + 1, w), min(int(np.ceil(pts[:, 1].max())) + pad + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    crop = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    local = pts - np.array([x0, y0])
+    if len(pts) >= 3:
+        rr, cc = polygon(local[:, 1], local[:, 0], crop.shape)
+    elif len(pts) == 2:
+        rr, cc = line(*(int(round(v)) for v in (local[0, 1], local[0, 0], local[1, 1], local[1, 0])))
+    else:
+        rr, cc = disk((local[0, 1], local[0, 0]), max(point_radius_px, 0.5), shape=crop.shape)
+    ok = (rr >= 0) & (rr < crop.shape[0]) & (cc >= 0) & (cc < crop.shape[1])
+    crop[rr[ok], cc[ok]] = True
+    if not crop.any():
+        return None
+    ys, xs = np.nonzero(crop)
+    box = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
+    return box, crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _union(parts: list[tuple[tuple[int, int, int, int], np.ndarray]], pad: int,
+           shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """One box and crop covering several (box, crop) parts, grown by ``pad`` pixels."""
+    boxes = np.array([b for b, _ in parts])
+    x0, y0 = max(int(boxes[:, 0].min()) - pad, 0), max(int(boxes[:, 1].min()) - pad, 0)
+    x1, y1 = min(int(boxes[:, 2].max()) + pad, shape[1]), min(int(boxes[:, 3].max()) + pad, shape[0])
+    crop = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for (bx0, by0, bx1, by1), m in parts:
+        crop[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] |= m
+    return (x0, y0, x1, y1), crop
+
+
+def _group_calcifications(calcs: list[tuple[tuple[int, int, int, int], np.ndarray]], clusters: list[tuple[int, int, int, int]],
+                          gap_px: float, min_members: int) -> list[list[int]]:
+    """Indices of calcifications forming clusters: single linkage within ``gap_px`` between
+    centres, at least ``min_members``; calcifications inside an annotated cluster box are left out."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial.distance import cdist
+
+    def inside(b: tuple[int, int, int, int]) -> bool:
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        return any(c[0] <= cx <= c[2] and c[1] <= cy <= c[3] for c in clusters)
+
+    free = [i for i, (b, _) in enumerate(calcs) if not inside(b)]
+    if not free:
+        return []
+    centres = np.array([[(calcs[i][0][0] + calcs[i][0][2]) / 2, (calcs[i][0][1] + calcs[i][0][3]) / 2] for i in free])
+    _, comp = connected_components(cdist(centres, centres) <= gap_px, directed=False)
+    groups = [[free[j] for j in np.flatnonzero(comp == c)] for c in np.unique(comp)]
+    return [g for g in groups if len(g) >= min_members]
+
+
+def _image_lesions(
+    rois: list[dict[str, object]], shape: tuple[int, int], spacing_mm: float, opts: dict[str, object],
+) -> list[tuple[str, tuple[int, int, int, int], np.ndarray, dict[str, object]]]:
+    """(kind, box, crop, attributes) per lesion of one image, on the full-resolution grid."""
+    found: dict[str, list[tuple[tuple[int, int, int, int], np.ndarray, str]]] = {}
+    for roi in rois:
+        name = str(roi["name"]).strip()
+        kind = ROI_TYPES.get(name.lower(), "other")
+        got = roi_mask(roi["points"], shape, float(opts["point_radius_mm"]) / spacing_mm)  # type: ignore[arg-type]
+        if got is not None:
+            found.setdefault(kind, []).append((got[0], got[1], name))
+    out = [(k, b, m, {"roi_name": n}) for k in ("mass", "calcification_cluster", "other") for b, m, n in found.get(k, [])]
+    calcs = [(b, m) for b, m, _ in found.get("calcification", [])]
+    mode = opts["calcifications"]
+    if mode == "each":
+        out += [("calcification", b, m, {"roi_name": "Calcification"}) for b, m in calcs]
+    elif mode == "cluster" and calcs:
+        boxes = [b for b, _, _ in found.get("calcification_cluster", [])]
+        for group in _group_calcifications(calcs, boxes, float(opts["cluster_gap_mm"]) / spacing_mm,
+                                           int(opts["min_cluster"])):
+            box, crop = _union([calcs[i] for i in group], int(round(1.0 / spacing_mm)), shape)
+            out.append(("calcification_cluster", box, crop, {"roi_name": "Calcification", "n_calcifications": len(group)}))
+    return [(k, b, m, a) for k, b, m, a in out if k in opts["kinds"]]
+
+
+def _load_one(path: Path, row: dict[str, str], label: str, root: Path, opts: dict[str, object]) -> LesionImage:
+    from medanomaly.data.lesions2d import lesion_from_crop, reduce_crop, reduce_factor, reduce_image
+    from medanomaly.io import read
+
+    image = read(path)
+    if not image.is_2d or image.n_components != 1:
+        raise InputError(f"expected one grey-level mammogram, got shape {image.array.shape}", path)
+    xml = root / "AllXML" / f"{row['file']}.xml"
+    rois = read_rois(xml) if xml.is_file() else []
+    shape = image.shape[1:3]
+    lesions = _image_lesions(rois, shape, float(image.spacing[0]), opts)
+    factor = reduce_factor(shape, opts["max_side"])  # type: ignore[arg-type]
+    small = reduce_image(image, factor)
+    annotated: list[Lesion2D] = []
+    for kind, box, crop, attrs in lesions:
+        rbox, rcrop = reduce_crop(box, crop, factor)
+        annotated.append(lesion_from_crop(small, rbox, rcrop, label, kind, {**attrs, "birads": row["birads"]}))
+    parts = path.name.split("_")
+    view = {"ML": "MLO"}.get(row["view"].upper(), row["view"].upper())
+    return LesionImage(small.with_meta(view=view, laterality=row["laterality"].upper()), tuple(annotated),
+                       patient_id=parts[1] if len(parts) > 2 else row["file"], key=row["file"], view=view,
+                       laterality=row["laterality"].upper(), attributes={"birads": row["birads"], "acr": row["acr"]})
+
+
+@DATASETS.register("inbreast_lesions")
+def load_inbreast_lesions(
+    root: str | Path,
+    calcifications: str = "cluster",
+    cluster_gap_mm: float = 5.0,
+    min_cluster: int = 3,
+    kinds: Sequence[str] = ("mass", "calcification_cluster"),
+    point_radius_mm: float = 0.25,
+    birads_map: Mapping[str, str] | None = None,
+    class_names: Sequence[str] = CLASSES,
+    max_side: int | None = 1024,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+) -> LesionSet:
+    """INbreast mammograms with lesion masks and boxes (detection), split by patient.
+
+    Args:
+        root: the INbreast folder (``INbreast.csv``, ``AllDICOMs/``, ``AllXML/``).
+        calcifications: ``cluster``, ``each`` or ``none`` (see the module docstring).
+        cluster_gap_mm, min_cluster: the clustering of single calcifications.
+        kinds: finding types to keep (``mass``, ``calcification_cluster``, ``calcification``, ``other``).
+        point_radius_mm: radius of the disk drawn for a single-point ROI.
+        birads_map: BI-RADS -> class (default :data:`BIRADS_MAP`: 1-2 benign, 3 uncertain, 4-6 malignant).
+        class_names: lesion classes, least to most severe.
+        max_side: block-average images (and masks) so the longer side is at most this many
+            pixels (None: full resolution, 3328 x 4084; spacing follows).
+        val, test, seed: patient-level split fractions and seed.
+
+    Returns:
+        A :class:`~medanomaly.data.lesions2d.LesionSet`; a DICOM or XML that cannot be read is
+        reported in ``skipped`` and the rest is loaded.
+
+    Raises:
+        InputError: a missing ``INbreast.csv``/``AllDICOMs``, an unknown BI-RADS value, or no image at all.
+    """
+    root = Path(root)
+    if calcifications not in ("cluster", "each", "none"):
+        raise InputError(f"calcifications must be 'cluster', 'each' or 'none', got {calcifications!r}")
+    mapping = {str(k).lower(): v for k, v in (birads_map or BIRADS_MAP).items()}
+    rows = read_rows(root / "INbreast.csv")
+    dicom_dir = root / "AllDICOMs"
+    if not dicom_dir.is_dir():
+        raise InputError("no AllDICOMs folder", root)
+    by_file = {path.name.split("_")[0]: path for path in dicom_dir.glob("*.dcm")}
+    opts = {"calcifications": calcifications, "cluster_gap_mm": cluster_gap_mm, "min_cluster": min_cluster,
+            "kinds": tuple(kinds), "point_radius_mm": point_radius_mm, "max_side": max_side}
+    items, skipped = [], []
+    for row in rows:
+        label = birads_class(row["birads"], mapping)
+        if label not in class_names:
+            raise InputError(f"BI-RADS {row['birads']} maps to {label!r}, not in {list(class_names)}", root / "INbreast.csv")
+        path = by_file.get(row["file"])
+        if path is None:
+            skipped.append(f"{row['file']}: INbreast.csv names it but AllDICOMs has no such DICOM")
+            continue
+        try:
+            items.append(_load_one(path, row, label, root, opts))
+        except InputError as exc:
+            skipped.append(f"{row['file']}: {exc.reason}")
+    if not items:
+        raise InputError("no INbreast image could be loaded" + (f" ({skipped[0]})" if skipped else ""), root)
+    return LesionSet(tuple(items), tuple(class_names), "inbreast", skipped=tuple(skipped)).with_patient_splits(
+        val=val, test=test, seed=seed)
