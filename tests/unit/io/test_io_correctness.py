@@ -271,3 +271,19 @@ def test_io_info_range_ignores_nan_and_counts_them(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())  # rich may wrap the row
     assert "1.0 .. 23.0 (finite voxels; 2 NaN/Inf voxel(s) not counted)" in out, out
     assert describe(real_data("pydicom/CT_small.dcm"))["nonfinite_voxels"] == 0
+
+
+def test_io_nifti_rgb_and_2d(tmp_path):
+    rgb = np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = np.arange(120).reshape(4, 5, 6)
+    rgb["B"] = 7
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    vol = read(tmp_path / "rgb.nii.gz")
+    assert vol.shape == (6, 5, 4) and vol.n_components == 3 and vol.meta["photometric"] == "RGB"
+    np.testing.assert_array_equal(vol.array[..., 0], rgb["R"].transpose(2, 1, 0))
+    assert np.all(vol.array[..., 2] == 7) and np.all(vol.array[..., 1] == 0)
+    flat = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nib.save(nib.Nifti1Image(flat, np.diag([0.5, 0.7, 1.0, 1.0])), tmp_path / "slice.nii")
+    vol = read(tmp_path / "slice.nii")
+    assert vol.shape == (1, 4, 3) and vol.spacing[:2] == pytest.approx((0.5, 0.7))
+    np.testing.assert_array_equal(vol.array[0], flat.T)
