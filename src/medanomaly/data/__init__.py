@@ -14,6 +14,8 @@ DATASET_MODULES: tuple[str, ...] = (
     "inbreast",
     "lidc",
     "nodule_patches",
+    "busi",
+    "cbis_ddsm",
 )
 
 for _module in DATASET_MODULES:
