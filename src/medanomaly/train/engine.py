@@ -282,10 +282,10 @@ class _Run:
         self.reporter = _Reporter(self.ctx.is_main, opts.progress, opts.title, max(left, 0))
         self.t0 = time.perf_counter()
         for epoch in range(self.start_epoch, opts.epochs):
-            if self.steps_run >= self.total_steps:
+            record, out_of_budget = self.train_epoch(epoch)
+            if record is None:  # the budget ran out before this epoch's first step
                 self.reason = "budget"
                 break
-            record, out_of_budget = self.train_epoch(epoch)
             self.validate(record)
             self.history.append(record)
             self.select(epoch, record)
@@ -314,7 +314,7 @@ class _Run:
 
     def over_budget(self) -> bool:
         """Step or time budget spent (the time check agrees on every rank)."""
-        if self.steps_run >= self.total_steps:
+        if self.opts.max_steps is not None and self.steps_run >= self.opts.max_steps:
             return True
         if self.opts.max_minutes is None:
             return False
@@ -325,8 +325,9 @@ class _Run:
             late = all_sum([float(late)], self.ctx)[0] > 0
         return late
 
-    def train_epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
-        """One epoch of steps; returns its record and whether the budget ran out."""
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float] | None, bool]:
+        """One epoch of steps; returns its record (None when no step was taken) and whether the
+        budget ran out."""
         import torch
 
         self.fwd.train()
@@ -351,12 +352,14 @@ class _Run:
             self.steps_run += 1
             self.after_step(epoch, loss)
         loss_sum, count = all_sum([float(total), float(n)], self.ctx)
+        if count == 0:
+            return None, True
         if not math.isfinite(loss_sum):
             raise InputError("training diverged (loss is not finite); lower the learning rate")
         self.samples += count
         record = {"epoch": epoch, "train_loss": loss_sum / max(count, 1.0),
                   "lr": float(self.optimizer.param_groups[0]["lr"])}
-        return record, out or self.steps_run >= self.total_steps
+        return record, out or (self.opts.max_steps is not None and self.steps_run >= self.opts.max_steps)
 
     def after_step(self, epoch: int, loss: Any) -> None:
         """Per-step loss record, progress bar and the every-N-steps log line."""

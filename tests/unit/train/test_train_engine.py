@@ -48,12 +48,15 @@ def test_train_sampled_batches_split_the_global_batch() -> None:
 def test_train_loop_step_and_time_budget() -> None:
     x, y = torch.randn(32, 3), torch.arange(32) % 2
     net = torch.nn.Linear(3, 2)
+    result = train(net, lambda ctx: ArrayBatches(x, y, 8, ctx=ctx), _linear_hooks(), LoopOptions(epochs=2, progress=False))
+    assert result.steps_run == 8 and result.stop_reason == "epochs" and result.epochs_run == 2
     result = train(net, lambda ctx: ArrayBatches(x, y, 8, ctx=ctx), _linear_hooks(),
                    LoopOptions(epochs=10, max_steps=6, progress=False))
     assert result.steps_run == 6 and result.stop_reason == "budget" and result.epochs_run == 2
     result = train(net, lambda ctx: ArrayBatches(x, y, 8, ctx=ctx), _linear_hooks(),
                    LoopOptions(epochs=1000, max_minutes=1e-9, progress=False))
     assert result.stop_reason == "budget" and result.steps_run < 1000 * 4
+    assert all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in result.history)  # no empty epoch
 
 
 def test_train_loop_refuses_divergence_and_empty_data() -> None:
