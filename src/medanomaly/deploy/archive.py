@@ -40,7 +40,8 @@ from medanomaly.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArchiveIndex", "Problem", "SeriesEntry", "display_path", "iter_files", "read_series", "walk_archive"]
+__all__ = ["ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
+           "walk_archive"]
 
 #: Modalities of DICOM objects that are not images to run a model on.
 NON_IMAGE_MODALITIES = frozenset(
@@ -248,6 +249,22 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
         body_part=str(h.get("BodyPartExamined") or ""),
         description=str(h.get("SeriesDescription") or ""),
     )
+
+
+def entry_from_datasets(datasets: Any) -> SeriesEntry | str:
+    """A :class:`SeriesEntry` (no files yet) from the headers of one series' instances, e.g. WADO-RS
+    metadata; or the reason (str) why the series is not an image series to run on."""
+    headers = [{kw: ds.get(kw) for kw in _KEYWORDS} for ds in datasets]
+    if not headers:
+        return "series without instances"
+    reason = _non_image_reason(headers[0])
+    if reason is not None:
+        return reason
+    if not headers[0].get("SeriesInstanceUID"):
+        return "DICOM image without SeriesInstanceUID"
+    entry = _new_dicom_entry(headers[0])
+    entry.n_frames = sum(int(h.get("NumberOfFrames") or 1) for h in headers)
+    return entry
 
 
 def content_key(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,0 +1,306 @@
+"""The PACS bridge: query studies (QIDO-RS), retrieve series (WADO-RS), run the model, store the
+DICOM SEG and SR back into the same study (STOW-RS), and remember what was processed.
+
+Talks DICOMweb through ``dicomweb-client`` to any PACS that serves it (Orthanc with its DICOMweb
+plugin in the tests). One poll:
+
+1. QIDO-RS: the studies (optionally filtered, e.g. ``{"ModalitiesInStudy": "CT"}``) and their series;
+2. series already in the state file for this model run and these options are skipped without a
+   request; our own SEG / SR and other non-image series are recorded as skipped;
+3. for the rest, WADO-RS metadata (headers only) decides which series the task runs on (the same
+   rules as for an archive: :mod:`medanomaly.deploy.select`); only chosen series are retrieved;
+4. the series is processed like an archive series (:func:`medanomaly.deploy.batch.process_series`);
+   its SEG and SR (and, with ``store_map``, the Parametric Map) are stored with STOW-RS;
+5. the outcome is written to the state file (SQLite): a second poll adds nothing.
+
+The SEG/SR UIDs are deterministic in (run, options, source series), so even with a lost state
+file a rerun stores the same instances again instead of adding new ones.
+
+Errors: an unreachable PACS or one that refuses (HTTP 401/403/...) is an :class:`InputError` of
+one line naming the URL; a bad series is recorded with its reason and the poll goes on.
+
+Example:
+    >>> summary = run_pacs(load_model("runs/lung"), "http://127.0.0.1:8042/dicom-web", "work")  # doctest: +SKIP
+    >>> summary.stored                                                                             # doctest: +SKIP
+    2
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medanomaly.deploy.atomic import atomic_save_dataset
+from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
+from medanomaly.errors import InputError
+
+__all__ = ["PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
+
+T = TypeVar("T")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed (
+    series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, status TEXT NOT NULL,
+    reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint)
+)"""
+
+
+@dataclass
+class PacsSummary:
+    """What polls did: studies seen, series processed / skipped, instances stored, errors (one line each)."""
+
+    polls: int = 0
+    studies: int = 0
+    processed: int = 0
+    skipped: int = 0
+    stored: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class PacsState:
+    """The SQLite file of processed series: (series UID, fingerprint) -> status, reason, stored UIDs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def done(self, series_uid: str, fingerprint: str) -> bool:
+        """True when the series was handled (any status) under this fingerprint."""
+        row = self._db.execute("SELECT 1 FROM processed WHERE series_uid=? AND fingerprint=?",
+                               (series_uid, fingerprint)).fetchone()  # fmt: skip
+        return row is not None
+
+    def record(self, series_uid: str, fingerprint: str, study_uid: str, status: str, reason: str = "",
+               stored: Sequence[str] = ()) -> None:  # fmt: skip
+        """Remember one series' outcome (replacing an earlier one of the same fingerprint)."""
+        self._db.execute("INSERT OR REPLACE INTO processed VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (series_uid, fingerprint, study_uid, status, reason, " ".join(stored), time.time()))  # fmt: skip
+        self._db.commit()
+
+    def rows(self) -> list[tuple]:
+        """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""
+        return self._db.execute("SELECT * FROM processed ORDER BY at").fetchall()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _one_line(exc: BaseException, url: str) -> InputError:
+    """A DICOMweb / HTTP failure as one line naming the URL (never a traceback)."""
+    import requests
+
+    response = getattr(exc, "response", None)
+    if isinstance(exc, requests.exceptions.HTTPError) and response is not None:
+        reason = f"PACS refused the request (HTTP {response.status_code} {response.reason})"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        reason = "PACS did not answer in time"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        reason = "cannot reach the PACS (connection refused or host unknown)"
+    else:
+        reason = f"DICOMweb request failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+    return InputError(f"{url}: {reason}")  # the URL as text: a Path would fold its "//"
+
+
+def _call(url: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one DICOMweb request, turning HTTP and network failures into a one-line InputError."""
+    import requests
+
+    try:
+        return fn(*args, **kwargs)
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise _one_line(exc, url) from None
+
+
+def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None) -> Any:
+    """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query.
+
+    Raises:
+        InputError: the PACS cannot be reached or refuses the query (one line naming the URL).
+    """
+    import logging
+
+    from dicomweb_client.api import DICOMwebClient
+
+    logging.getLogger("retrying").setLevel(logging.ERROR)  # it logs a traceback per retried attempt
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"{url}: a DICOMweb URL starts with http:// or https://")
+    client = DICOMwebClient(url=url.rstrip("/"), headers=headers, timeout=timeout_s)
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    _call(url, client.search_for_studies, limit=1)
+    return client
+
+
+def _value(item: dict, tag: str) -> str:
+    """First value of a DICOM JSON attribute (by 8-hex-digit tag), or ""."""
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+_STUDY_UID, _SERIES_UID, _MODALITY = "0020000D", "0020000E", "00080060"
+
+
+def _metadata_entry(client: Any, url: str, study_uid: str, series_uid: str) -> Any:
+    """SeriesEntry (or a skip reason) of one series from its WADO-RS metadata (headers, no pixels)."""
+    from pydicom import Dataset
+
+    from medanomaly.deploy.archive import entry_from_datasets
+
+    metadata = _call(url, client.retrieve_series_metadata, study_uid, series_uid)
+    datasets = [Dataset.from_json(item, bulk_data_uri_handler=lambda *a: b"") for item in metadata]
+    return entry_from_datasets(datasets)
+
+
+def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
+    """WADO-RS retrieve of a series into ``folder`` (one file per instance); sets ``entry.files``."""
+    datasets = _call(url, client.retrieve_series, entry.study_uid, entry.key)
+    entry.files = [atomic_save_dataset(folder / f"{i:06d}.dcm", ds) for i, ds in enumerate(datasets)]
+    entry.n_frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets)
+
+
+def _store(client: Any, url: str, ctx: BatchContext, record: dict, study_uid: str, store_map: bool) -> list[str]:
+    """STOW-RS the SEG and SR (and map) of a record into its study; returns the stored SOP Instance UIDs."""
+    import pydicom
+
+    kinds = ("seg", "sr", "parametric_map") if store_map else ("seg", "sr")
+    datasets = [pydicom.dcmread(ctx.out_dir / record["dicom"][k]) for k in kinds if k in record.get("dicom", {})]
+    if not datasets:
+        return []
+    response = _call(url, client.store_instances, datasets, study_instance_uid=study_uid)
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        raise InputError(f"{url}: PACS did not store {len(failed)} of {len(datasets)} instance(s)")
+    return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: BatchContext,
+                summary: PacsSummary) -> list[Any]:  # fmt: skip
+    """The new image series of a study as SeriesEntry objects (others recorded as skipped)."""
+    from medanomaly.deploy.archive import NON_IMAGE_MODALITIES
+
+    out = []
+    for item in _call(url, client.search_for_series, study_uid):
+        series_uid = _value(item, _SERIES_UID)
+        if not series_uid or state.done(series_uid, ctx.fingerprint):
+            continue
+        modality = _value(item, _MODALITY).upper()
+        entry = None if modality in NON_IMAGE_MODALITIES else _metadata_entry(client, url, study_uid, series_uid)
+        if not hasattr(entry, "key"):
+            state.record(series_uid, ctx.fingerprint, study_uid, "skipped", entry or f"non-image series ({modality})")
+            summary.skipped += 1
+            continue
+        entry.study_uid = entry.study_uid or study_uid
+        out.append(entry)
+    return out
+
+
+def _process_study(model: Any, client: Any, url: str, study_uid: str, state: PacsState, ctx: BatchContext,
+                   summary: PacsSummary, store_map: bool) -> None:  # fmt: skip
+    from medanomaly.deploy.select import select_series
+
+    entries = _candidates(client, url, study_uid, state, ctx, summary)
+    for decision in select_series(entries, ctx.task, ctx.options.series_filters, ctx.options.memory_limit):
+        entry = decision.entry
+        if decision.status != "run":
+            state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
+            summary.skipped += 1
+            continue
+        folder = ctx.out_dir / "incoming" / entry.key
+        try:
+            _retrieve(client, url, entry, folder)
+            record = process_series(model, entry, ctx)
+            stored = _store(client, url, ctx, record, study_uid, store_map) if record["status"] == "done" else []
+        except InputError as exc:  # retrieve or store failed: not recorded, so the next poll retries
+            summary.errors.append(f"series {entry.key}: {exc}")
+            continue
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # disk stays bounded: one series at a time
+        state.record(entry.key, ctx.fingerprint, study_uid, record["status"], record.get("reason", ""), stored)
+        summary.processed += 1
+        summary.stored += len(stored)
+        if record["status"] == "error":
+            summary.errors.append(f"series {entry.key}: {record['reason']}")
+
+
+def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchContext, *,
+              search_filters: dict[str, Any] | None = None, store_map: bool = False,
+              summary: PacsSummary | None = None) -> PacsSummary:  # fmt: skip
+    """Query every study once and process its new series (see the module docstring)."""
+    summary = summary or PacsSummary()
+    summary.polls += 1
+    studies = _call(url, client.search_for_studies, search_filters=search_filters, get_remaining=True)
+    for study in studies:
+        study_uid = _value(study, _STUDY_UID)
+        if study_uid:
+            summary.studies += 1
+            _process_study(model, client, url, study_uid, state, ctx, summary, store_map)
+    return summary
+
+
+@contextmanager
+def _state(path: Path) -> Iterator[PacsState]:
+    state = PacsState(path)
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+def run_pacs(
+    model: Any,
+    url: str,
+    work_dir: str | Path,
+    *,
+    options: BatchOptions | None = None,
+    state_path: str | Path | None = None,
+    search_filters: dict[str, Any] | None = None,
+    watch: bool = False,
+    interval_s: float = 30.0,
+    max_polls: int | None = None,
+    store_map: bool = False,
+    key: bytes | None = None,
+    timeout_s: float = 30.0,
+    on_poll: Callable[[PacsSummary], None] | None = None,
+) -> PacsSummary:
+    """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
+
+    Args:
+        model: a loaded model (``medanomaly.engine.load_model``).
+        url: the DICOMweb root (Orthanc: ``http://HOST:8042/dicom-web``).
+        work_dir: folder for series records, DICOM outputs and (default) the state file.
+        options: batch options (filters, memory limit, site); DICOM outputs are always written.
+        state_path: SQLite state file (default ``work_dir/pacs_state.sqlite``).
+        search_filters: QIDO-RS study filters, e.g. ``{"ModalitiesInStudy": "CT"}``.
+        watch: poll every ``interval_s`` seconds until Ctrl-C (or ``max_polls``).
+        store_map: also store the Parametric Map (off by default: large float data).
+        key: secret for keyed ids in the local series records (the PACS always gets real UIDs).
+        timeout_s: HTTP timeout per request.
+        on_poll: called after each poll with the running summary (the CLI prints a line).
+
+    Raises:
+        InputError: the PACS is unreachable or refuses (one line).
+    """
+    options = BatchOptions(**{**options.__dict__, "dicom": True}) if options else BatchOptions()
+    work_dir = Path(work_dir)
+    client = connect(url, timeout_s=timeout_s)
+    ctx = make_context(model, work_dir, options, key)
+    summary = PacsSummary()
+    with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state:
+        while True:
+            poll_once(model, client, url, state, ctx, search_filters=search_filters, store_map=store_map,
+                      summary=summary)  # fmt: skip
+            if on_poll is not None:
+                on_poll(summary)
+            if not watch or (max_polls is not None and summary.polls >= max_polls):
+                return summary
+            try:
+                time.sleep(interval_s)
+            except KeyboardInterrupt:  # pragma: no cover - interactive stop
+                return summary
