@@ -51,9 +51,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Volume
 
-__all__ = ["Background", "InsertedShape", "InsertionSpec", "ShapeLike", "SimpleShape", "apply_insertion",
+__all__ = ["Background", "InsertedShape", "InsertionSpec", "ShapeLike", "SimpleShape", "apply_insertion", "crop_background",
            "insert_shape", "insert_shapes", "prepare_background", "render_shape", "sample_appearance",
            "sample_insertion"]
 
@@ -209,6 +210,21 @@ def _opening_in_plane(mask: np.ndarray, diameter_mm: float, spacing_yx: np.ndarr
     return ndimage.binary_opening(mask, structure=disk[None])
 
 
+def _grow(mask: np.ndarray, margin_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
+    """``mask`` grown by ``margin_mm`` (Euclidean, mm), computed in its bounding box plus the margin."""
+    from scipy import ndimage
+
+    if margin_mm <= 0 or not mask.any():
+        return mask
+    nz = np.argwhere(mask)
+    pad = np.ceil(margin_mm / spacing_zyx).astype(int) + 1
+    lo, hi = np.maximum(nz.min(0) - pad, 0), np.minimum(nz.max(0) + pad + 1, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx) <= margin_mm
+    return out
+
+
 def prepare_background(ct: Volume, lung: Volume | None = None, exclude: Volume | None = None,
                        exclude_margin_mm: float = 0.0, pleura_mm: float = 2.0, vessel_hu: float = -300.0,
                        vessel_min_mm: float = 3.0, name: str = "ct") -> Background:
@@ -240,25 +256,50 @@ def prepare_background(ct: Volume, lung: Volume | None = None, exclude: Volume |
     lung_arr = np.asarray(lung.array) > 0
     if not lung_arr.any():
         raise InputError(f"{name}: the lung mask is empty; cannot place a nodule")
-    hu = np.asarray(ct.array, dtype=np.float32)
-    vessels = _opening_in_plane((hu > vessel_hu) & lung_arr, vessel_min_mm, spacing[1:])
-    allowed = ndimage.distance_transform_edt(lung_arr, sampling=spacing) > pleura_mm
-    allowed &= ~vessels
+    # Work inside the lungs' bounding box (one voxel of margin): the EDTs cost a fraction of the full CT.
+    nz = np.argwhere(lung_arr)
+    lo, hi = np.maximum(nz.min(0) - 1, 0), np.minimum(nz.max(0) + 2, lung_arr.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    lung_box = np.pad(lung_arr[box], 1)
+    hu = np.pad(np.asarray(ct.array[box], dtype=np.float32), 1, constant_values=-1000.0)
+    vessels = _opening_in_plane((hu > vessel_hu) & lung_box, vessel_min_mm, spacing[1:])
+    allowed_box = ndimage.distance_transform_edt(lung_box, sampling=spacing) > pleura_mm
+    allowed_box &= ~vessels
+    allowed_box = allowed_box[1:-1, 1:-1, 1:-1]
     if exclude is not None and np.asarray(exclude.array).any():
-        excl = np.asarray(exclude.array) > 0
-        if exclude_margin_mm > 0:
-            excl = ndimage.distance_transform_edt(~excl, sampling=spacing) <= exclude_margin_mm
-        allowed &= ~excl
-    if not allowed.any():
+        allowed_box &= ~_grow(np.asarray(exclude.array) > 0, exclude_margin_mm, spacing)[box]
+    if not allowed_box.any():
         raise InputError(f"{name}: no lung voxel left after eroding the lung by {pleura_mm} mm and excluding "
                          f"vessels > {vessel_hu:g} HU; the lung is too small or the exclusions too wide")
-    room = ndimage.distance_transform_edt(allowed, sampling=spacing).astype(np.float32)
+    allowed = np.zeros(lung_arr.shape, bool)
+    allowed[box] = allowed_box
+    room = np.zeros(lung_arr.shape, np.float32)
+    room[box] = ndimage.distance_transform_edt(np.pad(allowed_box, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     flat = np.flatnonzero(allowed)
     depth = room.ravel()[flat]
     order = np.argsort(-depth, kind="stable")
     settings = {"pleura_mm": pleura_mm, "vessel_hu": vessel_hu, "vessel_min_mm": vessel_min_mm,
                 "exclude_margin_mm": exclude_margin_mm}
     return Background(ct, lung_arr, allowed, room, flat[order], depth[order], name, settings)
+
+
+def crop_background(background: Background, center_index: tuple[int, int, int],
+                    half_mm: float) -> tuple[Background, tuple[int, int, int]]:
+    """The part of a background within ``half_mm`` of voxel ``center_index`` (x, y, z), so that an
+    insertion copies a small array instead of the whole CT; returns it with the (x, y, z) index of
+    its first voxel in the original (subtract it from a spec's ``center_index``). The crop carries
+    no placement candidates: sample on the full background, apply on the crop."""
+    ct = background.ct
+    centre = np.asarray(center_index[::-1], int)
+    half = np.ceil(half_mm / _spacing_zyx(ct)).astype(int)
+    lo = np.maximum(centre - half, 0)
+    hi = np.minimum(centre + half + 1, np.asarray(ct.shape))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub = crop_zyx(ct, lo, hi)  # origin kept: the crop's voxels stay at their LPS position
+    none = np.zeros(0, np.int64)  # a crop is for applying a sampled spec, not for sampling
+    cropped = Background(sub, background.lung[box], background.allowed[box], background.room_mm[box], none,
+                         none.astype(np.float32), background.name, dict(background.settings))
+    return cropped, tuple(int(v) for v in lo[::-1])
 
 
 # ------------------------------------------------------------------------------------- rendering
@@ -314,6 +355,9 @@ def render_shape(shape: ShapeLike, spacing_xyz: tuple[float, float, float], spec
     shape6 = (size[0], n_sub[0], size[1], n_sub[1], size[2], n_sub[2])
     out = []
     for m in (src, core):
+        if m is core and not core.any():
+            out.append(np.zeros_like(out[0]))
+            continue
         vals = ndimage.map_coordinates(m.astype(np.float32), coords.reshape(3, -1), order=1, mode="constant")
         occ = vals.reshape(shape6).mean(axis=(1, 3, 5))
         if psf_mm > 0:

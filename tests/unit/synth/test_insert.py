@@ -194,3 +194,23 @@ def test_real_shapes_in_the_real_lung1_ct():
         assert np.median(hu_before[m]) < -500  # placed in aerated lung, not on a vessel or the wall
         assert rec.nodule_id == shape.nodule_id and rec.to_json()["synthetic"] is True
     assert np.mean(np.asarray(out.array)[lab > 0]) > np.mean(hu_before[lab > 0]) + 100
+
+
+def test_applying_on_a_crop_equals_applying_on_the_whole_ct():
+    from dataclasses import replace
+
+    from medanomaly.synth.insert import crop_background
+
+    ct, lung = _phantom()
+    bg = prepare_background(ct, lung=lung)
+    shape = SimpleShape.ball(9.0, spacing_xyz=(0.6, 0.6, 1.25))
+    spec = sample_insertion(shape, bg, np.random.default_rng(3))
+    full, full_mask, rec = apply_insertion(bg, shape, spec)
+    sub, lo = crop_background(bg, spec.center_index, 15.0)
+    part, part_mask, rec_sub = apply_insertion(sub, shape, replace(spec, center_index=tuple(
+        c - o for c, o in zip(spec.center_index, lo, strict=True))))
+    box = tuple(slice(o, o + n) for o, n in zip(lo[::-1], part.shape, strict=True))
+    assert np.array_equal(np.asarray(full_mask.array)[box], part_mask.array)
+    assert np.allclose(rec.center_mm, rec_sub.center_mm) and rec.volume_ml == pytest.approx(rec_sub.volume_ml)
+    # the noise level is estimated around the nodule, so the crop must hold that neighbourhood too
+    assert np.abs(np.asarray(full.array, float)[box] - part.array).max() <= 1.0
