@@ -14,6 +14,7 @@ DATASET_MODULES: tuple[str, ...] = (
     "inbreast",
     "lidc",
     "nodule_patches",
+    "lidc_malignancy",
     "busi",
     "cbis_ddsm",
 )
