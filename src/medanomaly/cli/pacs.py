@@ -1,0 +1,121 @@
+"""``pacs`` and the archive batch: studies in, results tables and DICOM SEG/SR out.
+
+``medanomaly pacs RUN --url http://127.0.0.1:8042/dicom-web [--watch]`` queries the PACS
+(QIDO-RS), retrieves the series the task needs (WADO-RS), runs the model, stores the DICOM SEG
+and SR back into each study (STOW-RS) and remembers what it did in ``OUT/pacs_state.sqlite``.
+
+:func:`predict_archive` is the body of ``medanomaly predict RUN ARCHIVE --out DIR`` on a folder
+tree (the ``predict`` command calls it): one row per series in ``DIR/results.csv`` and
+``DIR/results.parquet``, per-series JSON, DICOM SEG/SR/Parametric Map, a resumable run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
+    """The secret for keyed ids (``--keyed-ids``: ``$MEDANOMALY_DEID_KEY`` or ``--key-file``), else None."""
+    if not keyed_ids and key_file is None:
+        return None
+    from medanomaly.privacy.pseudonym import load_key
+
+    return load_key(key_file)
+
+
+def _options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str):
+    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.select import parse_rule, parse_size
+
+    filters = tuple(series_filter or ())
+    for rule in filters:
+        parse_rule(rule)  # a bad rule is one line, before any work
+    return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
+                        site=None if site == "none" else site)  # fmt: skip
+
+
+def predict_archive(
+    run: Path,
+    archive: Path,
+    out: Path,
+    *,
+    series_filter: list[str] | None = None,
+    memory_limit: str = "4G",
+    dicom: bool = True,
+    site: str = "auto",
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    keyed_ids: bool = False,
+    key_file: Path | None = None,
+    retry_errors: bool = False,
+    progress: bool = True,
+) -> int:
+    """Run a trained model over every series of an archive; print a summary; return the exit code.
+
+    Exit code 0 when every series to run finished (done, skipped or refused), 1 when some ended
+    in error (their reasons are in results.csv), 2 for bad input (raised as InputError).
+    """
+    from medanomaly.deploy.batch import run_batch
+    from medanomaly.engine import load_model
+
+    options = _options(series_filter, memory_limit, dicom, site)
+    key = _key(keyed_ids, key_file)
+    model = load_model(run)
+    summary = run_batch(model, archive, out, options, key=key, retry_errors=retry_errors, progress=progress,
+                        engine=engine, address=address, workers=workers)  # fmt: skip
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    typer.echo(f"{sum(summary.counts.values())} series: {counts} ({summary.reused} reused from an earlier run; "
+               f"{summary.n_problems} file(s) skipped, see problems.csv)")  # fmt: skip
+    typer.echo(f"results: {summary.results_csv} and {summary.results_parquet.name}")
+    return 1 if summary.counts.get("error") else 0
+
+
+def _study_filters(pairs: list[str] | None) -> dict[str, str] | None:
+    from medanomaly.errors import InputError
+
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"study filter {pair!r}: expected KEYWORD=VALUE (e.g. ModalitiesInStudy=CT)")
+        out[name.strip()] = value.strip()
+    return out or None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def pacs(
+        run: Path = typer.Argument(..., help="Run folder of a trained model (e.g. a lung_nodule detector)."),
+        url: str = typer.Option(..., "--url", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web (Orthanc)."),
+        out: Path = typer.Option(Path("pacs-work"), "--out", help="Work folder: records, DICOM outputs, state file."),
+        watch: bool = typer.Option(False, "--watch", help="Keep polling the PACS until Ctrl-C."),
+        interval: float = typer.Option(30.0, "--interval", help="Seconds between polls with --watch."),
+        state: Path | None = typer.Option(None, "--state", help="SQLite state file (default OUT/pacs_state.sqlite)."),
+        study_filter: list[str] | None = typer.Option(None, "--study-filter", help="QIDO-RS filter KEYWORD=VALUE."),
+        series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
+        memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this as float32."),
+        site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
+        store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly map (Parametric Map)."),
+    ) -> None:
+        """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study."""
+        from medanomaly.deploy.pacs import connect, run_pacs
+        from medanomaly.engine import load_model
+
+        options = _options(series_filter, memory_limit, True, site)
+        filters = _study_filters(study_filter)
+        connect(url)  # an unreachable or refusing PACS is one line before the model is loaded
+        model = load_model(run)
+
+        def report(s) -> None:
+            typer.echo(f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
+                       f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
+
+        summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
+                           interval_s=interval, store_map=store_map, on_poll=report)  # fmt: skip
+        for line in summary.errors:
+            typer.echo(f"error: {line}", err=True)
+        if summary.errors:
+            raise typer.Exit(1)

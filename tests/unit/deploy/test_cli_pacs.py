@@ -1,0 +1,58 @@
+"""The ``pacs`` command and the archive-predict body: bad input is one line (exit 2 through the app)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medanomaly.errors import InputError
+
+
+def _app() -> typer.Typer:
+    from medanomaly.cli import pacs
+
+    app = typer.Typer()
+    pacs.register(app)
+
+    @app.command()
+    def other() -> None:  # a second command, so typer keeps "pacs" as a subcommand name
+        pass
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_pacs_unreachable_is_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/dicom-web"
+    result = CliRunner().invoke(_app(), ["pacs", str(tmp_path / "run"), "--url", url, "--out", str(tmp_path / "w")])
+    assert isinstance(result.exception, InputError), result.output
+    assert "cannot reach the PACS" in str(result.exception) and "\n" not in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(["--series-filter", "Modality"], "series filter"), (["--memory-limit", "lots"], "memory limit"),
+     (["--study-filter", "CT"], "study filter"), (["--url", "ftp://x"], "http")],
+)  # fmt: skip
+def test_pacs_bad_options_are_one_line(tmp_path: Path, args: list[str], match: str) -> None:
+    base = ["pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web"]
+    result = CliRunner().invoke(_app(), base[:2] + (args if "--url" in args else base[2:] + args))
+    assert isinstance(result.exception, InputError) and match in str(result.exception)
+
+
+def test_predict_archive_refuses_a_bad_filter_before_loading(tmp_path: Path) -> None:
+    from medanomaly.cli.pacs import predict_archive
+
+    with pytest.raises(InputError, match="unknown field"):
+        predict_archive(tmp_path / "no-run", tmp_path, tmp_path / "out", series_filter=["Colour=red"])
+    with pytest.raises(InputError, match="run folder not found"):
+        predict_archive(tmp_path / "no-run", tmp_path, tmp_path / "out")
