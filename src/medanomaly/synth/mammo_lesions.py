@@ -202,7 +202,7 @@ def _calcs(kind: str, xx: np.ndarray, yy: np.ndarray, c: tuple[float, float], sp
     n = int(p["n_calcifications"])
     r_px = p["radius_mm"] / spacing
     if kind == "coarse_calcifications":
-        size_mm = (0.4, 1.0)  # sigma of large round calcifications
+        size_mm = (0.25, 0.55)  # sigma: round calcifications of 0.9-2 mm diameter
         min_gap = max(2.5 / spacing, 4.0)
     elif kind == "amorphous_calcifications":
         size_mm = (0.1, 0.15)
