@@ -1,8 +1,11 @@
-"""Training craft for classifiers: the loop and everything around it.
+"""Training: the one loop every task trains through, and the craft around it.
 
-``loop`` (fit, early stopping, resumable checkpoints, progress bar), ``losses`` (CE, BCE, focal,
-class weights), ``optim`` (Adam/AdamW/SGD, schedules), ``regularise`` (L1/L2, dropout),
-``augment`` (sampled, recorded, batched MONAI warps), ``checkpoint`` (safetensors), ``tune``
-(Optuna), ``cv`` (k-fold by patient), ``ensemble`` (averaging, weighted voting), ``tta``
-(flip test-time augmentation). Nothing heavy is imported here.
+``engine`` (the loop: hooks for batches, loss, optimiser and validation; step and time budget;
+progress and log lines; resumable checkpoints; chance-level flag), ``batches`` (epoch-wise index
+batches, step-wise samplers), ``distributed`` (``torchrun`` / DDP: gloo on CPU, NCCL on GPU),
+``settings`` (the ``train:`` section: one source of defaults and limits), ``loop`` (``fit``: the
+classification hooks), ``losses`` (CE, BCE, focal, class weights), ``optim`` (Adam/AdamW/SGD,
+schedules), ``regularise`` (L1/L2, dropout), ``augment`` (sampled, recorded, batched MONAI warps),
+``checkpoint`` (safetensors), ``tune`` (Optuna), ``cv`` (k-fold by patient), ``ensemble``
+(averaging, weighted voting), ``tta`` (flip test-time augmentation). Nothing heavy is imported here.
 """
