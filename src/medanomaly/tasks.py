@@ -32,6 +32,7 @@ TASK_MODULES: tuple[str, ...] = (
     "medanomaly.classify.task",
     "medanomaly.detect.task",
     "medanomaly.fusion.task",
+    "medanomaly.anomaly.task",
 )
 
 for _module in TASK_MODULES:

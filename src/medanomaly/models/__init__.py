@@ -22,6 +22,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "fusion_feature",
     "fusion_decision",
     "fusion_hybrid",
+    "anomaly_autoencoder",
 )
 
 for _module in MODEL_MODULES:

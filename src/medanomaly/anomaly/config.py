@@ -1,0 +1,73 @@
+"""The ``anomaly`` task's config (``task: anomaly``).
+
+Example YAML::
+
+    task: anomaly
+    data: {train: [mni152, ch2], val: [ch2better], size: 96, slab_mm: 5.0, step_mm: 2.0, copies: 3}
+    method: {name: autoencoder, params: {channels: [16, 32, 64]}}
+    train: {epochs: 30, batch_size: 16, lr: 0.002, eval_every: 5, threads: 2}
+    threshold: {target_fpr: 0.01, sigmas: [0, 1, 2, 3]}
+    evaluate: {cases: [brain1, brain2], n_bootstrap: 1000}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from medanomaly.config import ComponentConfig, RunConfig, Section
+
+__all__ = ["AnomalyConfig"]
+
+
+class AnomalyDataConfig(Section):
+    """Normal training and validation brains (``NORMAL_BRAINS`` names, ``real_data`` keys or paths)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    train: tuple[str, ...] = ("mni152", "ch2")
+    val: tuple[str, ...] = ("ch2better",)
+    size: int = Field(96, ge=16, le=512)
+    slab_mm: float = Field(5.0, ge=0.0, le=20.0)
+    step_mm: float = Field(2.0, ge=0.0, le=20.0)
+    copies: int = Field(3, ge=0, le=50)
+    rotate_deg: float = Field(6.0, ge=0.0, le=45.0)
+    scale: float = Field(0.06, ge=0.0, le=0.5)
+    bias: float = Field(0.3, ge=0.0, le=1.0)
+
+
+class AnomalyTrainConfig(Section):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    eval_every: int = Field(5, ge=1)
+    threads: int = Field(2, ge=1, le=256)
+
+
+class AnomalyThresholdConfig(Section):
+    """Thresholds from normal validation data only; smoothing chosen on synthetic anomalies."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    target_fpr: float = Field(0.01, gt=0.0, lt=1.0)
+    sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
+
+
+class AnomalyEvaluateConfig(Section):
+    cases: tuple[str, ...] = ("brain1", "brain2")
+    n_bootstrap: int = Field(1000, ge=0, le=100_000)
+    min_finding_ml: float = Field(0.1, ge=0.0)
+
+
+class AnomalyConfig(RunConfig):
+    """An anomaly run: normal data, one method, training, thresholds, the case study."""
+
+    task: Literal["anomaly"] = "anomaly"
+    data: AnomalyDataConfig = AnomalyDataConfig()
+    method: ComponentConfig = ComponentConfig(name="autoencoder")
+    train: AnomalyTrainConfig = AnomalyTrainConfig()
+    threshold: AnomalyThresholdConfig = AnomalyThresholdConfig()
+    evaluate: AnomalyEvaluateConfig = AnomalyEvaluateConfig()

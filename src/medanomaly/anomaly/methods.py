@@ -1,0 +1,216 @@
+"""The anomaly methods, by name in :data:`METHODS`: each learns from normal common-grid slices.
+
+=============  ===============================================================================
+name           what
+=============  ===============================================================================
+normative      classical baseline: per-pixel mean and spread of the normal brains on the common
+               grid, in bins of relative brain height; map = |x - mean| / spread (a z-score)
+autoencoder    MONAI convolutional autoencoder trained to reconstruct normal slices (L1 + SSIM);
+               map = w (1 - local SSIM) + (1 - w) |x - reconstruction|
+padim          PaDiM-style per-position Gaussian on the features of the autoencoder's encoder
+               (self-supervised on the normal data, no downloaded weights); map = Mahalanobis distance
+=============  ===============================================================================
+
+A method has ``fit(train, val, settings)``, ``score(images, masks, rel_z) -> (N, S, S) maps``,
+``state() -> {name: array}`` (saved as safetensors) and ``load_state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medanomaly.registry import Registry
+
+__all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "pixel_auroc"]
+
+#: Anomaly methods by name.
+METHODS: Registry[Any] = Registry("anomaly method")
+
+
+def pixel_auroc(maps: np.ndarray, lesions: np.ndarray, brain: np.ndarray) -> float:
+    """ROC AUC of map values, lesion vs other brain pixels (NaN when one class is missing)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = lesions[brain]
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, maps[brain]))
+
+
+def ssim_map(x: Any, y: Any, window: int = 7) -> Any:
+    """Local SSIM (uniform ``window`` x ``window``, data range 1) of two (N, 1, H, W) tensors."""
+    import torch.nn.functional as F
+
+    c1, c2 = 0.01**2, 0.03**2
+    pool = lambda t: F.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)  # noqa: E731
+    mx, my = pool(x), pool(y)
+    vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+@METHODS.register("normative")
+class NormativeMethod:
+    """Per-pixel mean and spread in ``z_bins`` bins of relative brain height (see module doc)."""
+
+    def __init__(self, z_bins: int = 6, floor: float = 0.05) -> None:
+        self.z_bins, self.floor = int(z_bins), float(floor)
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+
+    def _bins(self, rel_z: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(rel_z) * self.z_bins).astype(int), 0, self.z_bins - 1)
+
+    def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
+        bins = self._bins(train["rel_z"])
+        size = train["images"].shape[1:]
+        self.mean = np.zeros((self.z_bins, *size), np.float32)
+        self.std = np.ones((self.z_bins, *size), np.float32)
+        for b in range(self.z_bins):
+            sel = bins == b
+            if sel.sum() >= 2:
+                self.mean[b] = train["images"][sel].mean(0)
+                self.std[b] = train["images"][sel].std(0)
+        return {"slices": int(len(bins))}
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        b = self._bins(rel_z)
+        spread = np.sqrt(self.std[b] ** 2 + self.floor**2)
+        return (np.abs(images - self.mean[b]) / spread * masks).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.mean, self.std = np.asarray(state["mean"]), np.asarray(state["std"])
+
+    def network(self) -> Any:
+        return None
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+@METHODS.register("autoencoder")
+class AutoencoderMethod:
+    """Autoencoder with an L1 + SSIM residual map; the epoch is chosen on synthetic anomalies."""
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
+                 num_res_units: int = 1) -> None:  # fmt: skip
+        from medanomaly.registry import MODELS
+
+        self.ssim_weight = float(ssim_weight)
+        self.net = MODELS.create("anomaly_autoencoder", channels=tuple(channels), num_res_units=num_res_units)
+
+    def _reconstruct(self, images: np.ndarray) -> Any:
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32))
+            return x, torch.cat([self.net(x[i : i + 64]) for i in range(0, len(x), 64)])
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        x, rec = self._reconstruct(images)
+        w = self.ssim_weight
+        m = w * (1 - ssim_map(x, rec)) + (1 - w) * (x - rec).abs()
+        return (m[:, 0].numpy() * masks).astype(np.float32)
+
+    def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
+        """Train on normal slices; every ``eval_every`` epochs score the synthetic-anomaly validation
+        set and keep the weights with the best pixel AUROC there (label-free model selection)."""
+        import copy
+
+        import torch
+        from monai.losses import SSIMLoss
+
+        rng = np.random.default_rng(settings.get("seed", 0))
+        torch.manual_seed(int(settings.get("seed", 0)))
+        opt = torch.optim.Adam(self.net.parameters(), lr=float(settings.get("lr", 2e-3)))
+        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
+        x_all = torch.from_numpy(train["images"][:, None].astype(np.float32))
+        history, best = [], (-1.0, None, 0)
+        for epoch in range(1, int(settings.get("epochs", 20)) + 1):
+            self.net.train()
+            for idx in _batches(len(x_all), int(settings.get("batch_size", 16)), rng):
+                x = x_all[idx]
+                rec = self.net(x)
+                loss = (rec - x).abs().mean() + self.ssim_weight * ssim_loss(rec.clamp(0, 1), x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if epoch % int(settings.get("eval_every", 5)) == 0 or epoch == int(settings.get("epochs", 20)):
+                auc = pixel_auroc(self.score(val["images"], val["masks"], val["rel_z"]), val["lesions"], val["masks"])
+                history.append({"epoch": epoch, "loss": round(float(loss), 5), "synthetic_val_pixel_auroc": round(auc, 4)})
+                if auc > best[0]:
+                    best = (auc, copy.deepcopy(self.net.state_dict()), epoch)
+        if best[1] is not None:
+            self.net.load_state_dict(best[1])
+        return {"history": history, "selected_epoch": best[2], "synthetic_val_pixel_auroc": best[0]}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        import torch
+
+        self.net.load_state_dict({k[4:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("net.")})
+        self.net.eval()
+
+    def network(self) -> Any:
+        return self.net
+
+
+@METHODS.register("padim")
+class PadimMethod(AutoencoderMethod):
+    """PaDiM-style: a Gaussian per feature position on the self-supervised encoder's features."""
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
+                 num_res_units: int = 1, eps: float = 0.01) -> None:  # fmt: skip
+        super().__init__(channels, ssim_weight, num_res_units)
+        self.eps = float(eps)
+        self.mean: np.ndarray | None = None
+        self.inv_cov: np.ndarray | None = None
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32))
+            return torch.cat([self.net.features(x[i : i + 64]) for i in range(0, len(x), 64)]).numpy()
+
+    def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
+        log = super().fit(train, val, settings)  # the encoder, self-supervised on normal slices
+        f = self._features(train["images"])  # (N, C, h, w)
+        n, c = f.shape[:2]
+        flat = f.transpose(2, 3, 0, 1).reshape(-1, n, c)  # (positions, N, C)
+        self.mean = flat.mean(1)
+        centred = flat - self.mean[:, None]
+        cov = np.einsum("pnc,pnd->pcd", centred, centred) / max(n - 1, 1) + self.eps * np.eye(c)[None]
+        self.inv_cov = np.linalg.inv(cov).astype(np.float32)
+        log["feature_shape"] = list(f.shape[1:])
+        return log
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        if self.inv_cov is None:  # during encoder training: the autoencoder's own map
+            return super().score(images, masks, rel_z)
+        from skimage.transform import resize
+
+        f = self._features(images)
+        n, c, h, w = f.shape
+        d = f.transpose(0, 2, 3, 1).reshape(n, h * w, c) - self.mean[None]
+        dist = np.sqrt(np.maximum(np.einsum("npc,pcd,npd->np", d, self.inv_cov, d), 0)).reshape(n, h, w)
+        size = images.shape[1:]
+        up = np.stack([resize(m, size, order=1) for m in dist])
+        return (up * masks).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**super().state(), "mean": self.mean, "inv_cov": self.inv_cov}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state(state)
+        self.mean, self.inv_cov = np.asarray(state["mean"]), np.asarray(state["inv_cov"])

@@ -1,0 +1,67 @@
+"""A trained anomaly run behind the engine contract (:class:`medanomaly.engine.TaskModel`).
+
+``predict(volume)`` gives one anomaly score (``scores=(score,)``, ``class_names=("anomaly",)``),
+the label ``anomaly`` or ``normal`` by the threshold learned on normal validation brains, and the
+voxel map (``anomaly_map``) on the input's grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.run import RunInfo
+from medanomaly.errors import InputError
+from medanomaly.types import Prediction, Volume
+
+__all__ = ["AnomalyModel", "run_info"]
+
+
+def run_info(config: Any, fitted: Any, weights: str) -> RunInfo:
+    """``model.json`` of a fitted anomaly run."""
+    return RunInfo(
+        task="anomaly", class_names=("anomaly",), weights=(weights,),
+        thresholds={"decision": fitted.image_threshold, "pixel": fitted.pixel_threshold, "sigma": fitted.sigma},
+        input={"spatial_dims": 3, "channels": 1, "modality": "MR", "image_size": [config.data.size] * 2},
+        extra={"method": config.method.model_dump(mode="json"), "size": config.data.size},
+    )  # fmt: skip
+
+
+class AnomalyModel(ModelBase):
+    """An anomaly method fitted on normal brains, loaded from a run folder."""
+
+    def __init__(self, info: RunInfo, run_dir: Path, method: Any) -> None:
+        super().__init__(info, run_dir)
+        self.method = method
+
+    def check_input(self, volume: Volume, path: Any = None) -> None:
+        """Refuse a 2D image, a multi-component image or another modality than training, in one line."""
+        if volume.is_2d:
+            raise InputError("the anomaly model was trained on 3D brain MRI, got a 2D image", path)
+        if volume.n_components != 1:
+            raise InputError("the anomaly model takes scalar images, got several components", path)
+        got = str(volume.meta.get("modality", "") or "")
+        if got and got not in ("OT", "MR"):
+            raise InputError(f"the anomaly model was trained on MR, got modality {got}", path)
+        super().check_input(volume, path)
+
+    def predict(self, volume: Volume) -> Prediction:
+        from medanomaly.anomaly.pipeline import predict_volume
+
+        self.check_input(volume)
+        amap, score, _, _ = predict_volume(self.method, volume, int(self.info.extra["size"]),
+                                           float(self.info.thresholds["sigma"]))  # fmt: skip
+        label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"
+        return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=self.flags())
+
+    def network(self) -> Any:
+        """The torch module of the method (``None`` for the normative baseline, which has none)."""
+        return self.method.network()
+
+    def explainable(self) -> Any:
+        """The anomaly map is the explanation: the method's network (if any) and its preprocessing."""
+        from medanomaly.explain.adapters import Explainable
+
+        return Explainable(model=self.network(), preprocess=lambda v: v, class_names=self.class_names,
+                           kind="anomaly", synthetic=self.synthetic, runner=self)  # fmt: skip

@@ -1,0 +1,100 @@
+"""Train and apply one anomaly method: normal data -> fitted method -> smoothing and thresholds
+chosen label-free -> a map and a score for a new volume on its own grid.
+
+Model selection (epochs, smoothing) uses synthetic anomalies made from the normal validation
+brains; the thresholds are quantiles of the normal validation brains' scores at the target
+false-positive rate. The test cases are never looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medanomaly.anomaly.data import CommonSlices, augment, load_normal, maps_to_volume, to_common
+from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.types import Volume
+
+__all__ = ["build_split", "fit", "smooth", "volume_score", "predict_volume", "Fitted"]
+
+
+def _stack(items: list[CommonSlices]) -> dict[str, np.ndarray]:
+    return {"images": np.concatenate([c.images for c in items]), "masks": np.concatenate([c.masks for c in items]),
+            "rel_z": np.concatenate([c.rel_z for c in items])}  # fmt: skip
+
+
+def build_split(names: tuple[str, ...], config: Any, seed: int) -> dict[str, np.ndarray]:
+    """Common-grid slices of normal brains plus ``copies`` augmented copies of each."""
+    d = config.data
+    commons = [to_common(load_normal(n), d.size, d.slab_mm, d.step_mm) for n in names]
+    split = _stack(commons)
+    if d.copies:
+        rng = np.random.default_rng(seed)
+        images, masks = augment(split["images"], split["masks"], rng, d.copies,
+                                {"rotate_deg": d.rotate_deg, "scale": d.scale, "bias": d.bias})  # fmt: skip
+        split = {"images": np.concatenate([split["images"], images]), "masks": np.concatenate([split["masks"], masks]),
+                 "rel_z": np.concatenate([split["rel_z"]] * (d.copies + 1))}  # fmt: skip
+    return split
+
+
+def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """In-plane Gaussian smoothing of (N, S, S) maps (sigma in common-grid pixels)."""
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(maps, (0, sigma, sigma)) if sigma > 0 else maps
+
+
+def volume_score(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Image-level score: the 99.9th percentile of the map inside the brain."""
+    values = maps[masks]
+    return float(np.percentile(values, 99.9)) if values.size else 0.0
+
+
+@dataclass
+class Fitted:
+    """A fitted method with its label-free choices."""
+
+    method: Any
+    sigma: float
+    pixel_threshold: float
+    image_threshold: float
+    log: dict[str, Any]
+
+
+def fit(config: Any) -> Fitted:
+    """Fit ``config.method`` on the normal training brains; choose smoothing on synthetic anomalies
+    of the normal validation brains; set thresholds on the clean validation brains."""
+    import torch
+
+    from medanomaly.anomaly.synthetic import make_synthetic
+
+    torch.set_num_threads(config.train.threads)
+    train = build_split(config.data.train, config, config.seed)
+    val = build_split(config.data.val, config, config.seed + 1)
+    synth_images, lesions = make_synthetic(val["images"], val["masks"], seed=config.seed + 2)
+    synth = {**val, "images": synth_images, "lesions": lesions}
+    method = METHODS.get(config.method.name)(**config.method.params)
+    settings = {**config.train.model_dump(), "seed": config.seed}
+    log = method.fit(train, synth, settings)
+    raw = method.score(synth["images"], synth["masks"], synth["rel_z"])
+    by_sigma = {s: pixel_auroc(smooth(raw, s), lesions, synth["masks"]) for s in config.threshold.sigmas}
+    sigma = max(by_sigma, key=lambda s: -1 if np.isnan(by_sigma[s]) else by_sigma[s])
+    clean = smooth(method.score(val["images"], val["masks"], val["rel_z"]), sigma)
+    q = 1.0 - config.threshold.target_fpr
+    pixel_threshold = float(np.quantile(clean[val["masks"]], q))
+    groups = np.array_split(np.arange(len(clean)), max(config.data.copies + 1, 1))  # pseudo-volumes
+    image_scores = [volume_score(clean[g], val["masks"][g]) for g in groups if len(g)]
+    log.update({"synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
+                "sigma": sigma, "n_train_slices": int(len(train["images"])), "n_val_slices": int(len(clean)),
+                "val_image_scores": [round(s, 4) for s in image_scores]})  # fmt: skip
+    return Fitted(method, float(sigma), pixel_threshold, float(np.quantile(image_scores, q)), log)
+
+
+def predict_volume(method: Any, volume: Volume, size: int, sigma: float) -> tuple[Volume, float, CommonSlices, np.ndarray]:
+    """Anomaly map of one volume on its own grid, its image-level score, the common slices and
+    the common-grid maps."""
+    common = to_common(volume, size, min_brain_fraction=0.0)
+    maps = smooth(method.score(common.images, common.masks, common.rel_z), sigma)
+    return maps_to_volume(common, maps, volume), volume_score(maps, common.masks), common, maps

@@ -1,0 +1,88 @@
+"""The ``anomaly`` task: ``medanomaly train CONFIG`` / ``evaluate RUN`` / ``predict RUN IMAGE``.
+
+Trains one method of :data:`medanomaly.anomaly.methods.METHODS` on normal brain MRI only (see
+:mod:`medanomaly.anomaly.data`), writes ``weights.safetensors`` (the method's arrays),
+``train.json`` (training log, label-free choices) and ``model.json``. ``evaluate`` runs the case
+study of :mod:`medanomaly.anomaly.case_study` on the real tumours of brain1/brain2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.anomaly.config import AnomalyConfig
+from medanomaly.engine.run import RunInfo, write_run_info
+from medanomaly.errors import InputError
+from medanomaly.jsonio import write_json
+from medanomaly.registry import TASKS
+
+__all__ = ["AnomalyTask", "WEIGHTS", "save_state", "load_state"]
+
+#: The weights file of an anomaly run.
+WEIGHTS = "weights.safetensors"
+
+
+def save_state(state: dict[str, np.ndarray], path: Path, method: str) -> Path:
+    """Write the method's arrays as safetensors (temp file + rename)."""
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata={"method": method})
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+class AnomalyTask:
+    """``train``, ``evaluate`` and ``load`` for ``task: anomaly`` (registered in TASKS)."""
+
+    config_class = AnomalyConfig
+
+    def train(self, config: AnomalyConfig, run_dir: Path) -> Path:
+        import time
+
+        from medanomaly.anomaly.model import run_info
+        from medanomaly.anomaly.pipeline import fit
+
+        run_dir = Path(run_dir)
+        start = time.perf_counter()
+        fitted = fit(config)
+        seconds = round(time.perf_counter() - start, 1)
+        save_state(fitted.method.state(), run_dir / WEIGHTS, config.method.name)
+        write_json(run_dir / "train.json", {**fitted.log, "seconds": seconds, "method": config.method.name,
+                                            "threads": config.train.threads})  # fmt: skip
+        write_run_info(run_dir, run_info(config, fitted, WEIGHTS))
+        return run_dir
+
+    def load(self, run_dir: Path, info: RunInfo) -> Any:
+        from medanomaly.anomaly.methods import METHODS
+        from medanomaly.anomaly.model import AnomalyModel
+
+        spec = info.extra.get("method", {})
+        method = METHODS.get(spec.get("name", ""))(**spec.get("params", {}))
+        method.load_state(load_state(Path(run_dir) / WEIGHTS))
+        return AnomalyModel(info, Path(run_dir), method)
+
+    def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
+        from medanomaly.anomaly.case_study import run_case_study
+        from medanomaly.config import load_config
+        from medanomaly.engine.run import read_run_info
+
+        run_dir = Path(run_dir)
+        if split != "test":
+            raise InputError(f"the anomaly task evaluates the test cases only (split 'test'), got {split!r}")
+        config = load_config(run_dir / "config.yaml")
+        model = self.load(run_dir, read_run_info(run_dir))
+        return run_case_study(model, config, run_dir)
+
+
+TASKS.register("anomaly")(AnomalyTask())

@@ -1,0 +1,105 @@
+"""Unit tests of the anomaly task's pieces on small arrays (fast; no training data read)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medanomaly.anomaly.data import maps_to_volume, refuse_lesion_image, to_common
+from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.anomaly.synthetic import make_synthetic
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+
+def _head(seed: int = 0, lesion: bool = False) -> Volume:
+    """A synthetic 'head': an ellipsoid brain with smooth texture (values 100..200), optional bright blob."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:12, :40, :40]
+    brain = ((z - 6) / 6.5) ** 2 + ((y - 20) / 15) ** 2 + ((x - 20) / 13) ** 2 < 1
+    arr = np.where(brain, 150 + 30 * np.sin(x / 3.0) + rng.normal(0, 2, brain.shape), 0).astype(np.float32)
+    if lesion:
+        arr[5:8, 14:20, 22:28] = 400
+    return Volume(arr, spacing=(2.0, 2.0, 3.0), meta={"modality": "MR"})
+
+
+def _split(volumes: list[Volume]) -> dict[str, np.ndarray]:
+    commons = [to_common(v, size=24) for v in volumes]
+    return {"images": np.concatenate([c.images for c in commons]), "masks": np.concatenate([c.masks for c in commons]),
+            "rel_z": np.concatenate([c.rel_z for c in commons])}
+
+
+def test_common_grid_round_trip_lands_on_input_grid():
+    head = _head()
+    common = to_common(head, size=24)
+    assert common.images.shape[1:] == (24, 24) and 0 <= common.images.min() and common.images.max() <= 1
+    back = maps_to_volume(common, np.ones_like(common.images), head)
+    assert back.same_grid(head)
+    inside = np.asarray(back.array) > 0
+    assert inside.sum() > 0.8 * (head.array > 0).sum()  # the brain comes back, outside stays 0
+    assert not inside[head.array == 0].any()
+
+
+@pytest.mark.parametrize("name", ["normative", "padim"])
+def test_methods_score_an_inserted_lesion_above_normal_brain(name):
+    train = _split([_head(s) for s in range(3)])
+    val_images, lesions = make_synthetic(train["images"], train["masks"], seed=1)
+    val = {**train, "images": val_images, "lesions": lesions}
+    params = {"channels": (4, 8, 8), "num_res_units": 0} if name == "padim" else {}
+    method = METHODS.get(name)(**params)
+    method.fit(train, val, {"epochs": 2, "batch_size": 8, "eval_every": 1, "seed": 0})
+    test = to_common(_head(9, lesion=True), size=24)
+    clean = to_common(_head(9), size=24)
+    maps = method.score(test.images, test.masks, test.rel_z)
+    assert maps.shape == test.images.shape and np.isfinite(maps).all()
+    restored = METHODS.get(name)(**params)
+    restored.load_state(method.state())
+    np.testing.assert_allclose(restored.score(test.images, test.masks, test.rel_z), maps, rtol=1e-4, atol=1e-5)
+    if name == "normative":  # the classical z-score must see a 400-vs-150 blob
+        lesion_px = np.abs(test.images - clean.images) > 0.2  # where the blob changed the ranks
+        assert lesion_px.any()
+        assert pixel_auroc(maps, lesion_px, test.masks) > 0.9
+
+
+def test_autoencoder_selects_an_evaluated_epoch():
+    train = _split([_head(s) for s in range(2)])
+    images, lesions = make_synthetic(train["images"], train["masks"], seed=2)
+    method = METHODS.get("autoencoder")(channels=(4, 8, 8), num_res_units=0)
+    log = method.fit(train, {**train, "images": images, "lesions": lesions},
+                     {"epochs": 3, "batch_size": 8, "eval_every": 1, "seed": 0})
+    assert log["selected_epoch"] in {h["epoch"] for h in log["history"]}
+    assert log["synthetic_val_pixel_auroc"] == max(h["synthetic_val_pixel_auroc"] for h in log["history"]) or \
+        abs(log["synthetic_val_pixel_auroc"] - max(h["synthetic_val_pixel_auroc"] for h in log["history"])) < 1e-3
+
+
+def test_synthetic_lesions_change_only_masked_slices():
+    train = _split([_head(0)])
+    images, lesions = make_synthetic(train["images"], train["masks"], seed=3, fraction=0.5)
+    assert lesions.any()
+    untouched = ~lesions.any(axis=(1, 2))
+    np.testing.assert_array_equal(images[untouched], train["images"][untouched])
+
+
+def test_lesion_cases_and_masks_are_refused_as_training_data(tmp_path):
+    with pytest.raises(InputError, match="lesion case"):
+        refuse_lesion_image(tmp_path / "brain1_image.nrrd")
+    with pytest.raises(InputError, match="lesion mask"):
+        refuse_lesion_image(tmp_path / "scan_label.nii.gz")
+    (tmp_path / "subject.nii.gz").write_bytes(b"")
+    (tmp_path / "subject_mask.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="lesion mask beside it"):
+        refuse_lesion_image(tmp_path / "subject.nii.gz")
+    refuse_lesion_image(tmp_path / "healthy.nii.gz")  # no mask: accepted
+
+
+def test_model_refuses_other_dimensionality_and_modality():
+    from medanomaly.anomaly.model import AnomalyModel
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo(task="anomaly", class_names=("anomaly",), input={"spatial_dims": 3, "modality": "MR"})
+    model = AnomalyModel(info, ".", method=None)
+    with pytest.raises(InputError, match="2D"):
+        model.check_input(Volume(np.zeros((1, 8, 8), np.float32)))
+    with pytest.raises(InputError, match="modality CT"):
+        model.check_input(Volume(np.zeros((4, 8, 8), np.float32), meta={"modality": "CT"}))
+    model.check_input(_head())
