@@ -67,8 +67,12 @@ def _write_tables(lesions: LesionSet, tmp: Path) -> None:
     (tmp / "images").mkdir(parents=True)
     (tmp / "masks").mkdir()
     img_rows, les_rows = [], []
+    stems: set[str] = set()
     for it in lesions:
         stem = _safe_stem(it.key)
+        if stem in stems:
+            raise InputError(f"two images share the file name {stem!r}; image keys must be unique")
+        stems.add(stem)
         write(it.image, tmp / "images" / f"{stem}.nrrd")
         crops = {f"lesion_{i}": les.mask for i, les in enumerate(it.lesions)}
         np.savez_compressed(tmp / "masks" / f"{stem}.npz", **crops)

@@ -130,6 +130,10 @@ def test_write_and_read_back_exactly(tmp_path):
     assert not list(tmp_path.glob("*.partial*"))
     with pytest.raises(InputError, match="exists"):
         write_lesion_set(s, folder)
+    twice = LesionSet(s.items + s.items[:1])
+    with pytest.raises(InputError, match="unique"):
+        write_lesion_set(twice, tmp_path / "twice")
+    assert not (tmp_path / "twice").exists() and not list(tmp_path.glob("*.partial*"))
     (folder / "dataset.json").unlink()
     with pytest.raises(InputError, match="dataset.json"):
         read_lesion_set(folder)
