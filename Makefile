@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test demo apt data clean-venv bench
 
-setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/data
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/scale $(STAMPS)/data
 
 # Debian packages: installed only when missing (dpkg -s is quick), so a second run costs nothing.
 $(STAMPS)/apt:
@@ -30,6 +30,11 @@ $(STAMPS)/venv: pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	@touch $@
+
+# Optional extra medanomaly[scale]: Ray Data for batch inference over many machines (--engine ray).
+$(STAMPS)/scale: $(STAMPS)/venv
+	$(PIP) install -q -c constraints.txt -e '.[scale]'
 	@touch $@
 
 # Real data of ../shared/DATA.md, fetched once into .cache/data.
