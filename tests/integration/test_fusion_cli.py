@@ -84,9 +84,11 @@ def test_fusion_cli_train_evaluate(tmp_path):
     assert (run / "weights.safetensors").is_file() and (run / "train.json").is_file()
     result = runner.invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["synthetic"] is True and metrics["n"] == 48
-    assert 0.0 <= metrics["auc"]["value"] <= 1.0 and "auc_without_T1" in metrics
+    metrics = json.loads((run / "metrics.json").read_text())  # the one classification schema + fusion keys
+    assert metrics["synthetic"] is True and metrics["n_samples"] == 48 and "roc_auc" in metrics["macro"]
+    fusion = metrics["fusion"]
+    assert 0.0 <= fusion["auc"]["value"] <= 1.0 and "auc_without_T1" in fusion
+    assert (run / "report.html").is_file() and "Fusion" in (run / "report.html").read_text()
 
 
 def test_fusion_cli_manifest_training_with_missing_file(tmp_path):

@@ -24,8 +24,8 @@ import numpy as np
 from medanomaly.classify.config import ClassificationConfig
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import InputError
+from medanomaly.evaluate.decision import DecisionRule
 
-UNCERTAIN = "uncertain"
 
 
 # ----------------------------------------------------------------------------------- data
@@ -104,9 +104,8 @@ class Classifier:
         class_names: class order of the probabilities.
         image_size / channels: model input (see :func:`medanomaly.data.arrays.to_model_array`).
         method / weights: ensemble combination.
-        temperature: temperature applied to the combined log-probabilities (1 = none).
-        abstain_threshold: answer "uncertain" when the top probability is below it (0 = never).
-        decision_threshold: binary only, threshold on P(class 1) (None = arg-max).
+        decision: the rule learned on validation (temperature, binary threshold, abstention):
+            :class:`medanomaly.evaluate.decision.DecisionRule`.
         tta: average over flips at prediction time.
         synthetic: trained on simulated data.
         intensity: intensity mapping of the training images (applied again by ``predict``).
@@ -118,9 +117,7 @@ class Classifier:
     channels: int
     method: str = "average"
     weights: tuple[float, ...] | None = None
-    temperature: float = 1.0
-    abstain_threshold: float = 0.0
-    decision_threshold: float | None = None
+    decision: DecisionRule = DecisionRule(fitted_on="none")
     tta: bool = False
     synthetic: bool = False
     intensity: str = "percentile"
@@ -140,26 +137,22 @@ class Classifier:
                 members.append(softmax(predict_logits(model, images, batch_size)))
         return combine(np.stack(members), self.method, self.weights)
 
+    @property
+    def temperature(self) -> float:
+        return self.decision.temperature
+
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Calibrated class probabilities (N, K)."""
-        from medanomaly.evaluate.calibration import softmax
+        return self.decision.calibrate(self.raw_proba(images, batch_size))
 
-        p = self.raw_proba(images, batch_size)
-        if self.temperature == 1.0:
-            return p
-        return softmax(np.log(np.clip(p, 1e-12, 1.0)), self.temperature)
+    def call(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(called class index per row, abstained mask) under the learned decision rule."""
+        return self.decision.call(probs)
 
-    def decide(self, probs: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """(class name per row, abstained mask): rows whose top probability is below the abstention
-        threshold are answered ``"uncertain"`` with ``abstained = True``. A class may itself be
-        called "uncertain" (BI-RADS 3-like); the mask tells the two apart."""
-        if self.decision_threshold is not None and probs.shape[1] == 2:
-            arg = (probs[:, 1] >= self.decision_threshold).astype(int)
-        else:
-            arg = probs.argmax(axis=1)
-        abstained = probs.max(axis=1) < self.abstain_threshold
-        labels = [UNCERTAIN if a else self.class_names[k] for a, k in zip(abstained, arg, strict=True)]
-        return labels, abstained
+
+def member_weights(run_dir: Path, n_members: int) -> list[str]:
+    """The member weights files, relative to the run folder (recorded in model.json)."""
+    return [f"members/{i}/model.safetensors" for i in range(n_members)]
 
 
 def _member_dirs(run_dir: Path) -> list[Path]:
@@ -202,9 +195,8 @@ def fit_members(cfg: ClassificationConfig, data: LabelledImages, run_dir: Path |
 
 def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
               val: LabelledImages, synthetic: bool) -> Classifier:
-    """Combine members and fit temperature, decision and abstention thresholds on validation."""
-    from medanomaly.evaluate.calibration import TemperatureScaler, threshold_for_coverage
-    from medanomaly.evaluate.metrics import choose_threshold
+    """Combine members and learn the decision rule on validation (:func:`~medanomaly.evaluate.decision.learn_decision`)."""
+    from medanomaly.evaluate.decision import learn_decision
     from medanomaly.train.ensemble import weights_from_scores
 
     weights = None
@@ -216,21 +208,11 @@ def calibrate(cfg: ClassificationConfig, models: list[Any], results: list[Any],
     clf = Classifier(models=tuple(models), class_names=val.class_names, image_size=val.image_size,
                      channels=val.channels, method=cfg.ensemble.method, weights=weights,
                      tta=cfg.evaluate.tta, synthetic=synthetic, intensity=val.intensity)
-    raw = clf.raw_proba(val.images)
-    temperature = 1.0
-    if cfg.evaluate.calibrate:
-        temperature = TemperatureScaler().fit(np.log(np.clip(raw, 1e-12, 1.0)), val.labels).temperature_
-    clf = _replace(clf, temperature=float(temperature))
-    probs = clf.predict_proba(val.images)
-    decision = None
-    if len(val.class_names) == 2 and cfg.evaluate.threshold_rule != "argmax":
-        decision = float(choose_threshold(val.labels, probs[:, 1], cfg.evaluate.threshold_rule))
-    abstain = 0.0
-    if cfg.evaluate.abstain_confidence is not None:
-        abstain = float(cfg.evaluate.abstain_confidence)
-    elif cfg.evaluate.abstain_coverage is not None and cfg.evaluate.abstain_coverage < 1.0:
-        abstain = float(threshold_for_coverage(probs, cfg.evaluate.abstain_coverage))
-    return _replace(clf, decision_threshold=decision, abstain_threshold=abstain)
+    ev = cfg.evaluate
+    decision = learn_decision(val.labels, clf.raw_proba(val.images), calibrate=ev.calibrate,
+                              threshold_rule=ev.threshold_rule, abstain_confidence=ev.abstain_confidence,
+                              abstain_coverage=ev.abstain_coverage)  # fmt: skip
+    return _replace(clf, decision=decision)
 
 
 def _replace(clf: Classifier, **changes: Any) -> Classifier:
@@ -250,8 +232,7 @@ def save_classifier(clf: Classifier, cfg: ClassificationConfig, run_dir: Path) -
         "class_names": list(clf.class_names), "image_size": list(clf.image_size), "channels": clf.channels,
         "model": cfg.model.name, "model_params": dict(cfg.model.params), "members": len(clf.models),
         "method": clf.method, "weights": list(clf.weights) if clf.weights else None,
-        "temperature": clf.temperature, "abstain_threshold": clf.abstain_threshold,
-        "decision_threshold": clf.decision_threshold, "tta": clf.tta, "synthetic": clf.synthetic,
+        "decision": clf.decision.to_json(), "tta": clf.tta, "synthetic": clf.synthetic,
         "intensity": clf.intensity,
         "fitted_on": "val",
     }
@@ -281,9 +262,20 @@ def load_classifier(run_dir: str | Path) -> Classifier:
     return Classifier(models=tuple(models), class_names=tuple(info["class_names"]),
                       image_size=tuple(info["image_size"]), channels=int(info["channels"]),
                       method=info["method"], weights=tuple(info["weights"]) if info["weights"] else None,
-                      temperature=float(info["temperature"]), abstain_threshold=float(info["abstain_threshold"]),
-                      decision_threshold=info["decision_threshold"], tta=bool(info["tta"]),
+                      decision=_decision(info, run_dir), tta=bool(info["tta"]),
                       synthetic=bool(info["synthetic"]), intensity=str(info.get("intensity", "percentile")))
+
+
+def _decision(info: dict[str, Any], run_dir: Path) -> DecisionRule:
+    """The stored decision rule, validated (a NaN or out-of-range threshold is refused in one line)."""
+    try:
+        d = DecisionRule(**info["decision"])
+        values = [d.temperature, d.abstain_below] + ([d.threshold] if d.threshold is not None else [])
+        if not all(np.isfinite(values)) or d.temperature <= 0 or not 0.0 <= d.abstain_below <= 1.0:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise InputError("classifier.json has no valid decision rule", run_dir) from None
+    return d
 
 
 def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:

@@ -33,13 +33,14 @@ def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
     return RunInfo(
         task="classification",
         class_names=tuple(clf.class_names),
-        thresholds={"decision": clf.decision_threshold, "abstain": float(clf.abstain_threshold),
-                    "temperature": float(clf.temperature)},  # fmt: skip
+        thresholds={"decision": clf.decision.threshold, "abstain": clf.decision.abstain_below,
+                    "temperature": clf.decision.temperature},  # fmt: skip
         preprocessing=classification_steps(clf.image_size, clf.channels, clf.intensity),
         weights=tuple(member_weights),
         input={"spatial_dims": len(clf.image_size), "channels": clf.channels, "image_size": list(clf.image_size)},
         synthetic=bool(clf.synthetic),
-        extra={"ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta}},
+        extra={"ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
+               "decision": clf.decision.to_json()},
     )
 
 
@@ -52,11 +53,9 @@ class ClassificationModel(ModelBase):
 
     def model_input(self, volume: Volume) -> np.ndarray:
         """The network input (C, *spatial) of one image, by replaying the recorded pipeline."""
-        out = self.preprocessing(volume).volume
-        arr = np.asarray(out.array, np.float32)
-        spatial = self.info.input["image_size"]
-        arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[np.newaxis]  # (C, z, y, x)
-        return arr.reshape((arr.shape[0], *spatial))
+        from medanomaly.preprocess.resize import channels_first
+
+        return channels_first(self.preprocessing(volume).volume, int(self.info.input["spatial_dims"]))
 
     def predict(self, volume: Volume) -> Prediction:
         return self.predict_many([volume])[0]

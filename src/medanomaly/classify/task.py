@@ -9,7 +9,6 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,13 @@ from medanomaly.registry import TASKS
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
-    """Metrics of a trained run on ``split``: bootstrap CIs, calibration, abstention; writes
-    ``metrics.json``, ``plots/`` and ``report.html``; returns the metrics without curve points.
-
-    Thresholds and temperature were learned on validation at training time and are only applied here.
+    """Metrics of a trained run on ``split`` under the decision rule it learned on validation
+    (:func:`medanomaly.evaluate.report.evaluate_classification`: bootstrap CIs, calibration,
+    abstention, plots, ``metrics.json`` and ``report.html``); returns the metrics without curve points.
     """
     from medanomaly.classify.engine import load_classifier, load_data
     from medanomaly.config import load_config
-    from medanomaly.evaluate.calibration import (expected_calibration_error, reliability_curve,
-                                                 risk_coverage_curve, selective_accuracy)
-    from medanomaly.evaluate.metrics import classification_metrics
+    from medanomaly.evaluate.report import evaluate_classification
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -42,44 +38,16 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     if len(data) == 0:
         raise InputError(f"the {split!r} split is empty", run_dir)
     raw = clf.raw_proba(data.images)
-    probs = clf.predict_proba(data.images)
-    result = classification_metrics(data.labels, probs, clf.class_names, threshold=clf.decision_threshold,
-                                    n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed,
-                                    synthetic=clf.synthetic)
-    _, abstained = clf.decide(probs)
-    sel_acc, coverage = selective_accuracy(data.labels, probs, clf.abstain_threshold)
-    rc = risk_coverage_curve(data.labels, probs)
-    metrics = result.to_json()
-    metrics.update({
-        "split": split,
-        "synthetic": bool(clf.synthetic),
-        "data_note": "SYNTHETIC data: simulated images, not patients" if clf.synthetic else "",
-        "calibration": {
-            "temperature": clf.temperature,
-            "fitted_on": "val",
-            "ece_before": expected_calibration_error(data.labels, raw),
-            "ece_after": expected_calibration_error(data.labels, probs),
-            "reliability": reliability_curve(data.labels, probs).to_json(),
-        },
-        "abstention": {
-            "confidence_threshold": clf.abstain_threshold,
-            "fitted_on": "val",
-            "coverage": coverage,
-            "selective_accuracy": sel_acc,
-            "n_abstained": int(abstained.sum()),
-            "risk_coverage": rc.to_json(),
-        },
-        "ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
-    })
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    if cfg.evaluate.report:
-        from medanomaly.evaluate.report import write_classification_report
-
-        title = f"{cfg.name or 'classification'}: {split} split"
-        explained = explain_examples(clf, data.images, data.labels, probs, run_dir / "explain", cfg.evaluate.explain)
-        write_classification_report(run_dir, metrics, result, data.labels, probs, clf.class_names,
-                                    raw_probs=raw, split=split, title=title, explanations=explained)
-    return _without_curves(metrics)
+    explained = explain_examples(clf, data.images, data.labels, clf.decision.calibrate(raw), run_dir / "explain",
+                                 cfg.evaluate.explain) if cfg.evaluate.report else []  # fmt: skip
+    extra = {"synthetic": bool(clf.synthetic),
+             "data_note": "SYNTHETIC data: simulated images, not patients" if clf.synthetic else "",
+             "ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta}}  # fmt: skip
+    ev = evaluate_classification(run_dir, data.labels, raw, clf.class_names, clf.decision,
+                                 n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed, synthetic=clf.synthetic,
+                                 split=split, title=f"{cfg.name or 'classification'}: {split} split",
+                                 explanations=explained, extra=extra)  # fmt: skip
+    return _without_curves({**ev.to_json(), **extra})
 
 
 def pick_examples(labels: np.ndarray, probs: np.ndarray, limit: int, pred: np.ndarray | None = None) -> list[int]:
@@ -116,9 +84,7 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
     ex = dataclasses.replace(from_classifier(clf), preprocess=None)  # images are already model inputs
     names = clf.class_names
     probs = np.asarray(probs)
-    called, abstained = clf.decide(probs)
-    pred_all = np.array([names.index(c) if not a else int(np.argmax(p))
-                         for c, a, p in zip(called, abstained, probs, strict=True)])  # fmt: skip
+    pred_all, abstained = clf.call(probs)
     out: list[tuple[Path, str]] = []
     for i in pick_examples(np.asarray(labels), probs, limit, pred_all):
         x = np.asarray(images[i], np.float32)  # (C, *spatial)
@@ -132,7 +98,7 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
             continue
         pred = int(pred_all[i])
         verdict = "correct" if pred == int(labels[i]) else "wrong"
-        verdict += ", abstained: answered 'uncertain'" if abstained[i] else ""
+        verdict += ", abstained: no call (low confidence)" if abstained[i] else ""
         out += [(p, f"Grad-CAM of the predicted class, case {i} of the split: true {names[int(labels[i])]}, "
                     f"predicted {names[pred]} (p = {probs[i, pred]:.2f}, {verdict}) - {out_dir.name}/{p.name}")
                 for p in pngs]  # fmt: skip
@@ -142,37 +108,9 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
 def _without_curves(metrics: dict[str, Any]) -> dict[str, Any]:
     """What ``medanomaly evaluate`` prints: everything in ``metrics.json`` except the curve points."""
     out = dict(metrics)
-    out["calibration"] = {k: v for k, v in metrics["calibration"].items() if k != "reliability"}
+    out["calibration"] = {k: v for k, v in metrics["calibration"].items() if k != "curves"}
     out["abstention"] = {k: v for k, v in metrics["abstention"].items() if k != "risk_coverage"}
     out["abstention"]["aurc"] = metrics["abstention"]["risk_coverage"]["aurc"]
-    return out
-
-
-def predict_paths(run_dir: str | Path, paths: Sequence[str | Path]) -> list[tuple[Path, Any]]:
-    """Predict each image file; a bad file gives ``(path, InputError)`` and the rest go on.
-
-    Returns:
-        ``[(path, Prediction | InputError), ...]`` in input order.
-    """
-    from medanomaly.classify.engine import load_classifier
-    from medanomaly.data.arrays import to_model_array
-    from medanomaly.io import read
-    from medanomaly.types import Prediction
-
-    clf = load_classifier(run_dir)
-    out: list[tuple[Path, Any]] = []
-    for path in map(Path, paths):
-        try:
-            volume = read(path)
-            x = to_model_array(volume.array, clf.image_size, clf.channels, clf.intensity)[None]
-        except InputError as exc:
-            out.append((path, exc))
-            continue
-        p = clf.predict_proba(x)
-        labels, abstained = clf.decide(p)
-        flags = ("synthetic_training_data",) if clf.synthetic else ()
-        out.append((path, Prediction(scores=tuple(float(v) for v in p[0]), class_names=clf.class_names,
-                                     label=labels[0], abstained=bool(abstained[0]), flags=flags)))
     return out
 
 
@@ -198,9 +136,6 @@ class ClassificationTask:
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
         return evaluate_run(run_dir, split)
-
-    def predict(self, run_dir: Path, paths: Sequence[Path]) -> list[tuple[Path, Any]]:
-        return predict_paths(run_dir, paths)
 
     def tune(self, config: ClassificationConfig, trials: int | None, out_dir: Path) -> dict[str, Any]:
         from medanomaly.classify.engine import build_model, load_data, train_settings

@@ -15,7 +15,6 @@ removed). Results on simulated data are marked ``synthetic``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,9 +23,15 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.fusion.training import FusionTrainSection
+from medanomaly.fusion.model import run_info
+from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
+
+#: The weights file of a fusion run.
+WEIGHTS = "weights.safetensors"
 
 
 class SimulationConfig(Section):
@@ -216,10 +221,21 @@ class FusionTask:
         model = build_model(config.model, splits.modalities, len(config.data.size))
         result = fit_fusion(model, splits.arrays["train"], splits.arrays["val"], settings_from(config))
         save_config(config, run_dir)
-        save_weights(model, run_dir / "weights.safetensors", metadata={"model": config.model.name})
+        save_weights(model, run_dir / WEIGHTS, metadata={"model": config.model.name})
         info = {"synthetic": splits.synthetic, "fit": result.to_json(), "skipped": [list(p) for p in splits.problems]}
-        (run_dir / "train.json").write_text(json.dumps(info, indent=2, default=float))
+        write_json(run_dir / "train.json", info)
+        write_run_info(run_dir, run_info(config, splits.modalities, splits.synthetic, WEIGHTS))
         return run_dir
+
+    def load(self, run_dir: Path, info: RunInfo) -> Any:
+        """The trained fusion network of a checked run folder, behind the engine contract."""
+        from medanomaly.config import load_config
+        from medanomaly.fusion.model import FusionModel
+        from medanomaly.train.checkpoint import load_weights
+
+        config = load_config(run_dir / "config.yaml")
+        network = build_model(config.model, tuple(info.input["modalities"]), int(info.input["spatial_dims"]))
+        return FusionModel(info, run_dir, load_weights(network, run_dir / WEIGHTS))
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
         from medanomaly.config import load_config
@@ -231,11 +247,32 @@ class FusionTask:
         config = load_config(run_dir / "config.yaml")
         splits = build_splits(config)
         model = build_model(config.model, splits.modalities, len(config.data.size))
-        load_weights(model, run_dir / "weights.safetensors")
+        load_weights(model, run_dir / WEIGHTS)
         metrics = evaluate_model(model, splits, split, config.benchmark.n_bootstrap, config.seed)
         metrics["model"] = config.model.name
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        write_report(run_dir, model, splits, split, config, metrics)  # metrics.json: one schema + "fusion"
         return metrics
+
+
+def write_report(run_dir: Path, model: Any, splits: FusionSplits, split: str, config: FusionConfig,
+                 metrics: dict[str, Any]) -> Path:
+    """``report.html`` of a fusion run: the one classification evaluation of the all-modality
+    prediction (ROC, confusion matrix, calibration with CIs); the title gives the AUC without each
+    modality. ``metrics.json`` keeps the fusion keys (AUC without each modality) beside it."""
+    from medanomaly.evaluate.report import evaluate_classification
+    from medanomaly.fusion.infer import CLASS_NAMES
+    from medanomaly.fusion.training import predict_proba
+
+    x, y, present = splits.arrays[split]
+    without = ", ".join(f"AUC without {k[len('auc_without_'):]} {v['value']:.3f}"
+                        for k, v in metrics.items() if k.startswith("auc_without_") and v.get("value") is not None)  # fmt: skip
+    tag = " (SYNTHETIC data)" if splits.synthetic else ""
+    title = f"Fusion ({config.model.name}, {' + '.join(splits.modalities)}): {split} split{tag}"
+    evaluate_classification(run_dir, y, predict_proba(model, x, present), CLASS_NAMES,
+                            n_bootstrap=config.benchmark.n_bootstrap, seed=config.seed, synthetic=splits.synthetic,
+                            split=split, title=title + (f"; {without}" if without else ""),
+                            extra={"fusion": metrics})  # fmt: skip
+    return run_dir / "report.html"
 
 
 TASKS.register("fusion")(FusionTask())

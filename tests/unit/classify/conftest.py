@@ -58,11 +58,8 @@ def blob_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(blob_manifest, tmp_path_factory) -> Path:
-    from medanomaly.config import parse_config, save_config
-    from medanomaly.registry import TASKS
+    from medanomaly.config import parse_config
+    from medanomaly.engine import train_run
 
     cfg = parse_config(tiny_config(blob_manifest))
-    run = tmp_path_factory.mktemp("run")
-    save_config(cfg, run)
-    TASKS.get("classification").train(cfg, run)
-    return run
+    return train_run(cfg, tmp_path_factory.mktemp("parent") / "run")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from medanomaly.classify.engine import build_model, load_classifier, load_data
-from medanomaly.classify.task import evaluate_run, predict_paths
+from medanomaly.classify.task import evaluate_run
+from medanomaly.engine import load_model
+from medanomaly.engine import predict_paths as engine_predict_paths
 from medanomaly.config import parse_config
 from medanomaly.errors import ConfigError, InputError
 
@@ -45,7 +47,8 @@ def test_classify_bad_input_found_before_training(blob_manifest: Path) -> None:
 
 def test_classify_run_directory_and_reload(trained_run: Path) -> None:
     info = json.loads((trained_run / "classifier.json").read_text())
-    assert info["members"] == 2 and info["fitted_on"] == "val" and info["decision_threshold"] is not None
+    assert info["members"] == 2 and info["fitted_on"] == "val" and info["decision"]["threshold"] is not None
+    assert info["decision"]["threshold_rule"] == "youden" and info["decision"]["fitted_on"] == "val"
     splits = json.loads((trained_run / "splits.json").read_text())
     assert splits["train"]["patients"] + splits["val"]["patients"] + splits["test"]["patients"] == 12
     assert "P0" not in (trained_run / "splits.json").read_text()  # no patient ids written
@@ -71,15 +74,23 @@ def test_classify_predict_files_abstains_and_skips_bad_files(trained_run: Path, 
     assert [p.name for p, _ in out] == [images[0].name, "broken.nrrd", images[1].name]
     assert isinstance(out[1][1], InputError)
     pred = out[0][1]
-    assert pred.label in ("normal", "abnormal", "uncertain") and abs(sum(pred.scores) - 1) < 1e-6
-    # with an abstention threshold above every confidence, every answer is "uncertain"
+    assert pred.label in ("normal", "abnormal") and abs(sum(pred.scores) - 1) < 1e-6
+    # with an abstention threshold above every confidence, every answer abstains (the call stays a class)
     info_path = trained_run / "classifier.json"
-    original = info_path.read_text()
+    original = json.loads(info_path.read_text())
     try:
-        info_path.write_text(json.dumps({**json.loads(original), "abstain_threshold": 1.01}))
-        assert all(p.label == "uncertain" and p.abstained for _, p in predict_paths(trained_run, images))
+        info_path.write_text(json.dumps({**original, "decision": {**original["decision"], "abstain_below": 0.999}}))
+        preds = [p for _, p in predict_paths(trained_run, images)]
+        assert all(p.abstained and p.decision == "abstain" and p.label in ("normal", "abnormal") for p in preds)
+        info_path.write_text(json.dumps({**original, "decision": {**original["decision"], "threshold": float("nan")}}))
+        with pytest.raises(InputError, match="no valid decision rule"):
+            load_model(trained_run)
     finally:
-        info_path.write_text(original)
+        info_path.write_text(json.dumps(original))
+
+
+def predict_paths(run: Path, paths: list[Path]) -> list[tuple[Path, object]]:
+    return [(path, outcome) for path, outcome, _ in engine_predict_paths(load_model(run), paths)]
 
 
 def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
@@ -88,6 +99,9 @@ def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
     acc = metrics["accuracy"]
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert metrics["calibration"]["fitted_on"] == "val" and metrics["abstention"]["fitted_on"] == "val"
+    assert metrics["threshold_selection"]["rule"] == "youden"  # named in the report too
+    assert "by rule &#39;youden&#39;" in (trained_run / "report.html").read_text() or \
+        "by rule 'youden'" in (trained_run / "report.html").read_text()
     assert 0 < metrics["abstention"]["coverage"] <= 1
     assert metrics["synthetic"] is False
     cams = sorted((trained_run / "explain").glob("case*_overview.png"))
@@ -103,11 +117,18 @@ def test_classify_evaluate_writes_metrics(trained_run: Path) -> None:
 def test_classify_abstention_is_not_the_uncertain_class() -> None:
     from medanomaly.classify.engine import Classifier
 
-    clf = Classifier(models=(), class_names=("benign", "uncertain", "malignant"), image_size=(8, 8), channels=1,
-                     abstain_threshold=0.6)
-    labels, abstained = clf.decide(np.array([[0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9]]))
-    assert labels == ["uncertain", "uncertain", "malignant"]
-    assert abstained.tolist() == [False, True, False]  # the first is the class, the second abstains
+    from medanomaly.classify.model import ClassificationModel
+    from medanomaly.engine.run import RunInfo
+    from medanomaly.evaluate.decision import DecisionRule
+
+    names = ("benign", "uncertain", "malignant")
+    clf = Classifier(models=(), class_names=names, image_size=(8, 8), channels=1,
+                     decision=DecisionRule(abstain_below=0.6, abstain_rule="confidence 0.6"))
+    model = ClassificationModel(RunInfo(task="classification", class_names=names), Path("run"), clf)
+    preds = model.predictions(np.array([[0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9]]))
+    assert [p.label for p in preds] == ["uncertain", "benign", "malignant"]
+    assert [p.decision for p in preds] == ["uncertain", "abstain", "malignant"]  # class vs abstention
+    assert [p.abstained for p in preds] == [False, True, False]
 
 
 def test_classify_kfold_members_validate_on_held_out_patients(blob_manifest: Path) -> None:
