@@ -19,13 +19,14 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.dicom_source import SourceSeries, load_source_series
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
 
-__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "write_dicom_outputs"]
+__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "write_dicom_outputs", "write_dicom_outputs_for_path"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,44 @@ def write_dicom_outputs(
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
     return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path)
+
+
+def write_dicom_outputs_for_path(
+    image: str | Path,
+    volume: Volume,
+    prediction: Any,
+    out_dir: str | Path,
+    *,
+    run_id: str = "",
+    site: str | None = "lung",
+    algorithm: str = "medanomaly",
+) -> DicomOutputs:
+    """``write_dicom_outputs`` for an image the user named (``detect RUN IMAGE --dicom``).
+
+    Args:
+        image: the DICOM folder or file the volume was read from.
+        volume: the volume read from it.
+        prediction: the model's :class:`~medanomaly.types.Prediction` (findings, anomaly map).
+        out_dir, run_id, site, algorithm: as for :func:`write_dicom_outputs`.
+
+    Raises:
+        InputError: the image is not DICOM (a SEG/SR must reference DICOM source images).
+    """
+    from medanomaly.io import detect_format
+
+    image = Path(image)
+    fmt = detect_format(image)
+    if fmt not in ("dicom", "dicom-folder"):
+        raise InputError(f"DICOM SEG/SR need a DICOM source series, not {fmt}", image)
+    if fmt == "dicom":
+        files: list[Path] = [image]
+    else:
+        from medanomaly.deploy.archive import Problem, iter_files
+
+        problems: list[Problem] = []
+        files = list(iter_files(image, problems))
+    return write_dicom_outputs(prediction.findings, files, volume, out_dir, run_id=run_id, site=site,
+                               algorithm=algorithm, score_map=prediction.anomaly_map)  # fmt: skip
 
 
 @dataclass(frozen=True)

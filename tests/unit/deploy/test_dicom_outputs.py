@@ -168,3 +168,17 @@ def test_dciodvfy_reports_errors_of_a_broken_object(ct_series, tmp_path: Path) -
     ds.save_as(broken)
     assert dciodvfy(out.seg).errors == []
     assert dciodvfy(broken).errors  # the check used on lung1/lung2 can fail
+
+
+def test_outputs_for_a_dicom_folder_and_refusal_for_nifti(ct_series, tmp_path: Path) -> None:
+    from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
+    from medanomaly.io import write
+    from medanomaly.types import Prediction
+
+    ct, files = ct_series
+    prediction = Prediction(scores=(0.9,), class_names=("nodule",), label="nodule", findings=tuple(_two_lesions(ct)))
+    out = write_dicom_outputs_for_path(files[0].parent, ct, prediction, tmp_path / "o", run_id="r")
+    assert out.seg is not None and out.sr is not None and out.parametric_map is None
+    nifti = write(ct, tmp_path / "ct.nii.gz")
+    with pytest.raises(InputError, match="need a DICOM source series"):
+        write_dicom_outputs_for_path(nifti, ct, prediction, tmp_path / "o2")
