@@ -5,7 +5,9 @@ A task is an object registered in :data:`medanomaly.registry.TASKS` under the co
 
 * ``config_class``: its :class:`medanomaly.config.RunConfig` subclass;
 * ``train(config, run_dir: Path) -> Path``: train and write the run directory;
-* ``evaluate(run_dir: Path, split: str) -> dict``: compute metrics, write ``metrics.json`` and the report.
+* ``evaluate(run_dir: Path, split: str) -> dict``: compute metrics, write ``metrics.json`` and the report;
+* ``load(run_dir: Path, info: RunInfo) -> TaskModel``: the trained model behind the engine contract
+  (:mod:`medanomaly.engine.contract`).
 
 Importing this module imports the task modules listed below, which register themselves.
 """
@@ -25,6 +27,8 @@ class Task(Protocol):
     def train(self, config: RunConfig, run_dir: Path) -> Path: ...
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]: ...
+
+    def load(self, run_dir: Path, info: Any) -> Any: ...
 
 
 #: Modules that register a task when imported. Add yours here.

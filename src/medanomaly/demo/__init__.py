@@ -25,6 +25,7 @@ from typing import Any
 DEMO_STEPS: list[tuple[str, str]] = [
     ("scans", "medanomaly.demo.scans:run"),
     ("lung", "medanomaly.demo.lung:run"),
+    ("anomaly", "medanomaly.demo.anomaly:run"),
 ]
 
 
