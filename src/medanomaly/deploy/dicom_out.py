@@ -73,11 +73,22 @@ def write_dicom_outputs(
     Raises:
         InputError: the source files do not match the volume, or a mask misses the grid.
     """
+    import warnings
+
+    from medanomaly.deploy.dicom_source import PERSON_NAME_WARNING
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+        return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label)
+
+
+def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
+           out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
+           map_label: str) -> DicomOutputs:  # fmt: skip
     from medanomaly.deploy.dicom_seg import build_seg
     from medanomaly.deploy.dicom_sr import build_sr
     from medanomaly.deploy.parametric_map import build_parametric_map
 
-    out_dir = Path(out_dir)
     source = source_files if isinstance(source_files, SourceSeries) else load_source_series(source_files, volume)
     seg_path = sr_path = pm_path = None
     seg, infos = None, []

@@ -30,7 +30,7 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["SourceSeries", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["PERSON_NAME_WARNING", "SourceSeries", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
@@ -74,6 +74,10 @@ class SourceSeries:
         """Slices of a (z, y, x) array on the volume grid, in ``datasets`` order (frame i -> file i)."""
         array = np.asarray(array)
         return array[list(self.slice_index)]
+
+
+#: highdicom warns when a copied PatientName has one component ("ANONYMOUS"): not ours to fix.
+PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 
 
 def _read_header(path: Path) -> Dataset:

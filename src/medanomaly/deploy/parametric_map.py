@@ -101,8 +101,7 @@ def build_parametric_map(
         device_serial_number="0",
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
-        window_center=(lo + hi) / 2.0,
-        window_width=width,
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=(lo + hi) / 2.0, window_width=width)],
         series_description=f"{label} map"[:64],
     )
     if site:
