@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .cache/stamps
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data dicom3tools orthanc orthanc-dicomweb
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data dicom3tools orthanc orthanc-dicomweb chromium nodejs npm
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo apt data clean-venv bench
@@ -29,7 +29,7 @@ $(STAMPS)/venv: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test,serve]'
 	@touch $@
 
 # Optional extra medanomaly[scale]: Ray Data for batch inference over many machines (--engine ray).
@@ -40,6 +40,14 @@ $(STAMPS)/scale: $(STAMPS)/venv
 # Real data of ../shared/DATA.md, fetched once into .cache/data.
 $(STAMPS)/data: $(STAMPS)/venv src/medanomaly/data/sources.py
 	$(PY) -m medanomaly.data.sources fetch
+	@touch $@
+
+# The viewer's NiiVue bundle: npm ci from the committed lockfile, the UMD file copied into web/static.
+WEB := src/medanomaly/web
+$(STAMPS)/web: $(STAMPS)/apt $(WEB)/package.json $(WEB)/package-lock.json
+	@mkdir -p $(STAMPS)
+	cd $(WEB) && npm ci --no-audit --no-fund --silent
+	cp $(WEB)/node_modules/@niivue/niivue/dist/niivue.umd.js $(WEB)/static/niivue.umd.js
 	@touch $@
 
 test: setup

@@ -1,0 +1,155 @@
+"""The FastAPI app: studies in, jobs followed, results and files out, the viewer at ``/``.
+
+Every ``/v1`` route needs ``Authorization: Bearer TOKEN`` (401 without a valid one, 403 when the
+token may not use the job's model). Uploads are limited in size (413, see :mod:`.limits`), checked
+by content (415, see :mod:`.ingest`), and refused with 503 + ``Retry-After`` when the model's
+queue is full. OpenAPI docs at ``/docs``.
+
+Example:
+    >>> from fastapi.testclient import TestClient                       # doctest: +SKIP
+    >>> app = create_app(ServiceConfig(models={"lung": "runs/lung"}, data_dir="svc", tokens="t.json"))
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, store_upload
+from medanomaly.deploy.service.limits import BodyLimit
+from medanomaly.deploy.service.store import JobStore
+from medanomaly.deploy.service.tokens import TokenEntry, TokenStore
+from medanomaly.deploy.service.worker import ModelWorker
+
+__all__ = ["ServiceConfig", "create_app", "WEB_DIR"]
+
+log = logging.getLogger("medanomaly.service")
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+@dataclass
+class ServiceConfig:
+    """What ``medanomaly serve`` starts.
+
+    Attributes:
+        models: model name -> run folder (or a loaded model).
+        data_dir: where the job store (``jobs.sqlite``) and the study folders live.
+        tokens: the token file (hashes only).
+        limits: upload limits.
+        queue_size: most queued jobs per model (more: 503 + Retry-After).
+        batch: most jobs per batched call of a 2D classifier.
+        start_workers: False only to queue jobs without running them (tests of a restart).
+    """
+
+    models: dict[str, Any]
+    data_dir: Path
+    tokens: Path
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    queue_size: int = 32
+    batch: int = 8
+    start_workers: bool = True
+
+
+def _load(models: dict[str, Any]) -> dict[str, Any]:
+    from medanomaly.engine import load_model
+
+    return {name: (load_model(m) if isinstance(m, (str, Path)) else m) for name, m in models.items()}
+
+
+def create_app(config: ServiceConfig) -> Any:
+    """The ASGI app (FastAPI inside a body-size limit) of ``config``; models are loaded now."""
+    from fastapi import FastAPI
+
+    data_dir = Path(config.data_dir)
+    store = JobStore(data_dir / "jobs.sqlite")
+    tokens = TokenStore(config.tokens)
+    workers = {n: ModelWorker(n, m, store, data_dir / "studies", config.queue_size, config.batch)
+               for n, m in _load(config.models).items()}  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app: Any):  # noqa: ANN202
+        counts = store.recover()
+        log.info("job store: %s", counts)
+        if config.start_workers:
+            for w in workers.values():
+                w.start()
+        yield
+        for w in workers.values():
+            w.stop()
+
+    app = FastAPI(title="medanomaly", version="0.1.0", lifespan=lifespan,
+                  description="Upload a study, follow its job, read the findings. Research use only.")  # fmt: skip
+    app.state.store, app.state.workers, app.state.tokens, app.state.config = store, workers, tokens, config
+    from medanomaly.deploy.service.routes import add_routes
+
+    add_routes(app)
+    wrapped = BodyLimit(app, config.limits.max_body_bytes)
+    wrapped.fastapi = app  # type: ignore[attr-defined]
+    return wrapped
+
+
+def bearer(request: Request) -> TokenEntry:
+    """The caller's token entry, or 401."""
+    from fastapi import HTTPException
+
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    entry = request.app.state.tokens.check(token)
+    if entry is None:
+        raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return entry
+
+
+async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, Any]:
+    """Store an upload as a new queued job of ``model`` (the body of ``POST /v1/studies``)."""
+    from fastapi import HTTPException
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    state = request.app.state
+    worker = state.workers.get(model)
+    if worker is None:
+        raise HTTPException(404, f"no model called {model!r} (see GET /v1/models)")
+    if not entry.allows(model):
+        raise HTTPException(403, f"this token may not use model {model!r}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(415, "send multipart/form-data with the files in field 'files'")
+    if not worker.accepts():
+        raise HTTPException(503, f"the queue of model {model!r} is full, retry later",
+                            headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
+    limits: IngestLimits = state.config.limits
+    try:
+        form = await request.form(max_files=limits.max_files, max_fields=20)
+    except StarletteHTTPException as exc:
+        status = 413 if "Too many" in str(exc.detail) else 400
+        raise HTTPException(status, f"bad multipart body: {exc.detail}") from None
+    files = [v.file for k, v in form.multi_items() if k == "files" and hasattr(v, "file")]
+    job_id = __import__("uuid").uuid4().hex
+    study_dir = Path(state.workers[model].data_dir) / job_id
+    try:
+        kind, n = await run_in_threadpool(store_upload, files, study_dir / "input", limits)
+    except UploadRefused as exc:
+        shutil.rmtree(study_dir, ignore_errors=True)
+        raise HTTPException(exc.status, exc.reason) from None
+    finally:
+        await form.close()
+    state.store.create(model, kind, n, job_id=job_id)
+    worker.notify()
+    log.info("job %s queued (%s, %d %s file(s))", job_id, model, n, kind)
+    return {"job_id": job_id, "study_id": job_id, "status": "queued", "model": model}
+
+
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """The public view of a job row."""
+    out = {k: job[k] for k in ("id", "model", "status", "progress", "reason", "attempts", "input_kind", "n_files",
+                               "seconds")}  # fmt: skip
+    out["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job["created"]))
+    out["study_id"] = job["id"]
+    return out

@@ -1,0 +1,191 @@
+"""Uploads: limits first, the format from the bytes (never the name), and zips opened safely.
+
+An upload is DICOM files (each with the ``DICM`` preamble), one NIfTI (``n+1``/``ni1``/``n+2``
+header, gzipped or not) or NRRD (``NRRD000``) file, or a zip of those. Every file is stored under a
+name the service makes (``00001.dcm``): the client's file names, which may carry patient names,
+are never used or logged. A zip is checked *before* anything is extracted: member count, no
+absolute or ``..`` paths, no symlinks, the declared total size and compression ratio; extraction
+then counts the real bytes again (a zip may lie about its sizes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+__all__ = ["IngestLimits", "UploadRefused", "sniff", "store_upload", "check_zip"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Upload limits (bytes are of the request body or of the unzipped content)."""
+
+    max_body_bytes: int = 1 << 30
+    max_files: int = 2000
+    max_zip_members: int = 5000
+    max_unzipped_bytes: int = 2 << 30
+    max_zip_ratio: float = 200.0
+
+
+class UploadRefused(Exception):
+    """An upload the service refuses: the HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def sniff(head: bytes) -> str | None:
+    """The format of a file from its first bytes (at least 352): dicom, nifti, nrrd, zip or None.
+
+    Example:
+        >>> sniff(b"\\0" * 128 + b"DICM" + b"\\0" * 220), sniff(b"NRRD0004\\n"), sniff(b"hello")
+        ('dicom', 'nrrd', None)
+    """
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"NRRD000"):
+        return "nrrd"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        try:  # a gzipped NIfTI: inflate only the header
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 540)
+        except zlib.error:
+            return None
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return "nifti"
+    if len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        return "nifti"
+    return None
+
+
+def _head(fh: BinaryIO) -> bytes:
+    data = fh.read(4096)
+    fh.seek(0)
+    return data
+
+
+def _copy(src: BinaryIO, dest: Path, budget: list[int], limit_reason: str) -> None:
+    with dest.open("wb") as out:
+        while chunk := src.read(_CHUNK):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise UploadRefused(413, limit_reason)
+            out.write(chunk)
+
+
+def check_zip(zf: zipfile.ZipFile, limits: IngestLimits) -> list[zipfile.ZipInfo]:
+    """The file members of a zip, after every check that needs no extraction.
+
+    Raises:
+        UploadRefused: 413 too many members / too large unzipped / compression ratio of a zip bomb;
+            400 an absolute or ``..`` path, or a symlink.
+    """
+    infos = zf.infolist()
+    if len(infos) > limits.max_zip_members:
+        raise UploadRefused(413, f"zip has {len(infos)} members, more than the limit of {limits.max_zip_members}")
+    total = packed = 0
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or (parts and ":" in parts[0]) or ".." in parts:
+            raise UploadRefused(400, "zip member with an absolute or '..' path refused")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UploadRefused(400, "zip member that is a symbolic link refused")
+        total += info.file_size
+        packed += info.compress_size
+    if total > limits.max_unzipped_bytes:
+        raise UploadRefused(413, f"zip unpacks to {total} bytes, more than the limit of {limits.max_unzipped_bytes}")
+    if total > (1 << 20) and total > limits.max_zip_ratio * max(packed, 1):
+        raise UploadRefused(413, f"zip compression ratio over {limits.max_zip_ratio:.0f}:1 refused (zip bomb)")
+    return [i for i in infos if not i.is_dir()]
+
+
+def _extract_zip(path: Path, dest: Path, limits: IngestLimits, counter: list[int]) -> list[tuple[Path, str]]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise UploadRefused(400, "not a readable zip (truncated or corrupt)") from None
+    out: list[tuple[Path, str]] = []
+    budget = [limits.max_unzipped_bytes]
+    with zf:
+        for info in check_zip(zf, limits):
+            counter[0] += 1
+            target = dest / f"{counter[0]:05d}.part"
+            try:
+                with zf.open(info) as src:
+                    _copy(src, target, budget, "zip unpacks to more than the size limit (zip bomb)")
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                raise UploadRefused(400, f"not a readable zip (truncated or corrupt: {type(exc).__name__})") from None
+            with target.open("rb") as fh:
+                out.append((target, sniff(_head(fh)) or "unknown"))
+    return out
+
+
+def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tuple[str, int]:
+    """Store uploaded files into ``dest`` under service-made names, zips unpacked and checked.
+
+    Args:
+        files: open binary files (the multipart parts), read from their start.
+        dest: an empty folder.
+        limits: the upload limits.
+
+    Returns:
+        ``(kind, n)``: ``"dicom"`` (``dest`` is a folder of n DICOM files) or ``"nifti"``/``"nrrd"``
+        (one file ``dest/image.nii.gz`` or ``dest/image.nrrd``).
+
+    Raises:
+        UploadRefused: 415 a file that is none of the accepted formats (or a mix), 400/413 see
+            :func:`check_zip`.
+    """
+    if not files:
+        raise UploadRefused(400, "no file in the upload (send multipart field 'files')")
+    dest.mkdir(parents=True, exist_ok=True)
+    counter = [0]
+    found: list[tuple[Path, str]] = []
+    budget = [limits.max_body_bytes]
+    for fh in files:
+        kind = sniff(_head(fh))
+        if kind is None:
+            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, NRRD or zip")
+        counter[0] += 1
+        target = dest / f"{counter[0]:05d}.part"
+        _copy(fh, target, budget, "upload larger than the size limit")
+        if kind == "zip":
+            found.extend(_extract_zip(target, dest, limits, counter))
+            target.unlink()
+        else:
+            found.append((target, kind))
+    return _finish(found, dest)
+
+
+def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
+    kinds = {k for _, k in found}
+    if not found or "unknown" in kinds or "zip" in kinds:
+        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/NRRD")
+    if kinds == {"dicom"}:
+        for path, _ in found:
+            path.rename(path.with_suffix(".dcm"))
+        return "dicom", len(found)
+    if len(found) == 1:
+        path, kind = found[0]
+        with path.open("rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        name = "image.nrrd" if kind == "nrrd" else ("image.nii.gz" if gz else "image.nii")
+        path.rename(dest / name)
+        return kind, 1
+    raise UploadRefused(415, "send DICOM files of one series, or exactly one NIfTI/NRRD file")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a study folder (ignores a folder already gone)."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""What a finished job leaves in its study folder, and the result JSON the API and viewer read.
+
+``result.json``: the :class:`~medanomaly.types.Prediction` JSON plus, per finding, its number, the
+axial slice the viewer jumps to (the slice of largest lesion area, the one the overlay PNG shows),
+that point in LPS and RAS mm, and which files exist. Beside it: ``image.nii.gz`` (the study on its
+own grid, for the viewer), ``masks/N.nii.gz`` and ``contours/N.nii.gz`` (lesion N and its outline,
+slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map.
+Every file is written atomically; ``result.json`` last, so its presence means the job is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.jsonio import write_json
+from medanomaly.types import Finding, Prediction, Volume
+
+__all__ = ["write_outputs", "finding_view"]
+
+
+def finding_view(volume: Volume, finding: Finding) -> dict[str, Any]:
+    """Where the viewer shows a finding: voxel (x, y, slice) and that point in LPS and RAS mm."""
+    idx = volume.physical_to_index(finding.center_mm)
+    z = int(np.clip(round(float(idx[2])), 0, volume.shape[0] - 1))
+    if finding.mask is not None and finding.mask.same_grid(volume) and np.asarray(finding.mask.array).any():
+        areas = (np.asarray(finding.mask.array) > 0).reshape(volume.shape[0], -1).sum(1)
+        z = int(np.argmax(areas))
+    voxel = [float(idx[0]), float(idx[1]), float(z)]
+    lps = [float(v) for v in volume.index_to_physical(voxel)]
+    return {"slice": z, "voxel": [round(v, 2) for v in voxel], "point_lps_mm": [round(v, 3) for v in lps],
+            "point_ras_mm": [round(-lps[0], 3), round(-lps[1], 3), round(lps[2], 3)]}  # fmt: skip
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """The outline of a (z, y, x) mask, slice by slice (mask minus its in-plane erosion)."""
+    from scipy import ndimage
+
+    inside = mask > 0
+    eroded = ndimage.binary_erosion(inside, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+    return (inside & ~eroded).astype(np.uint8)
+
+
+def _write_volume(volume: Volume, path: Path) -> str:
+    from medanomaly.io import write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(volume, tmp)
+    tmp.replace(path)
+    return path.name
+
+
+def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model_name: str,
+                  task: str) -> dict[str, Any]:  # fmt: skip
+    """Write a job's files into ``study_dir`` and return the result document (also ``result.json``)."""
+    doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
+    is_3d = not volume.is_2d and volume.n_components == 1
+    doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": is_3d}
+    if is_3d:
+        _write_volume(volume, study_dir / "image.nii.gz")
+    if prediction.anomaly_map is not None and is_3d and prediction.anomaly_map.same_grid(volume):
+        _write_volume(prediction.anomaly_map, study_dir / "heatmap.nii.gz")
+        doc["heatmap"] = True
+    rows = []
+    for n, finding in enumerate(prediction.findings, start=1):
+        row = {"n": n, **finding.to_json(), **(finding_view(volume, finding) if is_3d else {})}
+        if is_3d and finding.mask is not None and finding.mask.same_grid(volume):
+            mask = (np.asarray(finding.mask.array) > 0).astype(np.uint8)
+            _write_volume(finding.mask.with_array(mask), study_dir / "masks" / f"{n}.nii.gz")
+            _write_volume(finding.mask.with_array(_contour(mask)), study_dir / "contours" / f"{n}.nii.gz")
+            row["mask"] = True
+        if is_3d:
+            row["overlay"] = _overlay(volume, finding, study_dir / "overlays" / f"{n}.png")
+        rows.append(row)
+    doc["findings"] = rows
+    write_json(study_dir / "result.json", doc)
+    return doc
+
+
+def _overlay(volume: Volume, finding: Finding, path: Path) -> bool:
+    from medanomaly.evaluate.lung_report import plot_finding
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    plot_finding(volume, finding, tmp)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,111 @@
+"""The HTTP routes of the service (``/v1`` API, the viewer page and its static files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
+from medanomaly.deploy.service.ingest import remove_tree
+from medanomaly.deploy.service.tokens import TokenEntry
+
+__all__ = ["add_routes"]
+
+_UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                             "description": "DICOM files of one series, a zip of them, or one NIfTI/NRRD"}}}}}}}  # fmt: skip
+
+
+def _job(request: Request, job_id: str, entry: TokenEntry) -> dict[str, Any]:
+    from fastapi import HTTPException
+
+    job = request.app.state.store.get(job_id) if len(job_id) == 32 and job_id.isalnum() else None
+    if job is None:
+        raise HTTPException(404, "no such job or study")
+    if not entry.allows(job["model"]):
+        raise HTTPException(403, f"this token may not use model {job['model']!r}")
+    return job
+
+
+def _study_file(request: Request, study_id: str, entry: TokenEntry, *parts: str) -> Path:
+    from fastapi import HTTPException
+
+    job = _job(request, study_id, entry)
+    if job["status"] != "done":
+        raise HTTPException(409, f"job is {job['status']}" + (f": {job['reason']}" if job["reason"] else ""))
+    path = request.app.state.workers[job["model"]].data_dir.joinpath(study_id, *parts)
+    if not path.is_file():
+        raise HTTPException(404, f"this study has no {'/'.join(parts)}")
+    return path
+
+
+def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
+    """Add every route to ``app``."""
+    from fastapi import Depends
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    auth = Depends(bearer)
+    static = WEB_DIR / "static"
+    static.mkdir(parents=True, exist_ok=True)
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> Any:
+        return HTMLResponse((WEB_DIR / "index.html").read_text())
+
+    @app.get("/v1/models", summary="Models this token may use")
+    def models(request: Request, entry: TokenEntry = auth) -> Any:
+        return [{"name": n, "task": w.model.task, "class_names": list(w.model.class_names),
+                 "queued": request.app.state.store.n_queued(n), "queue_size": w.queue_size}
+                for n, w in request.app.state.workers.items() if entry.allows(n)]  # fmt: skip
+
+    @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/NRRD)",
+              openapi_extra=_UPLOAD_DOC)  # fmt: skip
+    async def upload(request: Request, model: str | None = None, entry: TokenEntry = auth) -> Any:
+        name = model or next(iter(request.app.state.workers))
+        return await ingest(request, name, entry)
+
+    @app.get("/v1/jobs", summary="Recent jobs of the models this token may use")
+    def jobs(request: Request, entry: TokenEntry = auth) -> Any:
+        return [job_view(j) for j in request.app.state.store.list() if entry.allows(j["model"])]
+
+    @app.get("/v1/jobs/{job_id}", summary="One job: queued, running (progress), done or failed (reason)")
+    def job(request: Request, job_id: str, entry: TokenEntry = auth) -> Any:
+        return job_view(_job(request, job_id, entry))
+
+    @app.get("/v1/studies/{study_id}/results", summary="Findings or classification JSON")
+    def results(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
+        return JSONResponse(json.loads(_study_file(request, study_id, entry, "result.json").read_text()))
+
+    @app.get("/v1/studies/{study_id}/overlays/{n}.png", summary="Axial overlay PNG of finding n")
+    def overlay(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:
+        return FileResponse(_study_file(request, study_id, entry, "overlays", f"{n}.png"), media_type="image/png")
+
+    @app.get("/v1/studies/{study_id}/image", summary="The study as NIfTI (for the viewer)")
+    def image(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
+        return FileResponse(_study_file(request, study_id, entry, "image.nii.gz"), filename="image.nii.gz")
+
+    @app.get("/v1/studies/{study_id}/masks/{n}", summary="Mask of finding n as NIfTI")
+    def mask(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:
+        return FileResponse(_study_file(request, study_id, entry, "masks", f"{n}.nii.gz"), filename="mask.nii.gz")
+
+    @app.get("/v1/studies/{study_id}/contours/{n}", summary="Outline of finding n (per slice) as NIfTI")
+    def contour(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:
+        path = _study_file(request, study_id, entry, "contours", f"{n}.nii.gz")
+        return FileResponse(path, filename="contour.nii.gz")
+
+    @app.get("/v1/studies/{study_id}/heatmap", summary="The model's voxel map as NIfTI, when it gives one")
+    def heatmap(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
+        return FileResponse(_study_file(request, study_id, entry, "heatmap.nii.gz"), filename="heatmap.nii.gz")
+
+    @app.delete("/v1/studies/{study_id}", summary="Remove a study, its job and its files")
+    def delete(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
+        job = _job(request, study_id, entry)
+        request.app.state.store.delete(study_id)
+        remove_tree(request.app.state.workers[job["model"]].data_dir / study_id)
+        return {"deleted": study_id}

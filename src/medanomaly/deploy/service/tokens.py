@@ -1,0 +1,113 @@
+"""Bearer tokens: a new token is printed once; the token file keeps only its SHA-256 hash.
+
+The file is JSON ``{"tokens": [{"id", "sha256", "models", "created"}]}`` written atomically with
+mode 0600. ``models`` is ``["*"]`` (every model) or a list of model names. A presented token is
+hashed and compared with :func:`hmac.compare_digest` against every stored hash.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "tokens.json"
+    >>> token = new_token(path, models=["lung"])
+    >>> TokenStore(path).check(token).allows("lung"), TokenStore(path).check("nope")
+    (True, None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medanomaly.errors import InputError
+
+__all__ = ["TokenEntry", "TokenStore", "new_token", "hash_token"]
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token (tokens are 256-bit random, so a plain hash is enough)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """One stored token: its id (not secret), hash and the models it may use."""
+
+    id: str
+    sha256: str
+    models: tuple[str, ...]
+
+    def allows(self, model: str) -> bool:
+        """True when this token may use ``model``."""
+        return "*" in self.models or model in self.models
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        doc = json.loads(path.read_text())
+        return list(doc["tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError("not a readable token file (expected JSON with a 'tokens' list)", path) from None
+
+
+def new_token(path: str | Path, models: list[str] | None = None) -> str:
+    """Create a token, store its hash in ``path`` (created 0600), and return the token itself.
+
+    Args:
+        path: the token file (JSON).
+        models: model names the token may use; None or empty = every model.
+
+    Returns:
+        The token: shown once, never stored.
+    """
+    path = Path(path)
+    entries = _read(path)
+    token = secrets.token_urlsafe(32)
+    entries.append({"id": secrets.token_hex(4), "sha256": hash_token(token), "models": list(models or ["*"]),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"tokens": entries}, fh, indent=2)
+    os.replace(tmp, path)
+    return token
+
+
+class TokenStore:
+    """The token file, re-read when it changes (a token added while serving works at once)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._mtime: float | None = None
+        self._entries: tuple[TokenEntry, ...] = ()
+        self._reload()
+
+    def _reload(self) -> None:
+        mtime = self.path.stat().st_mtime if self.path.exists() else None
+        if mtime == self._mtime and self._entries:
+            return
+        self._entries = tuple(TokenEntry(str(e.get("id", "?")), str(e["sha256"]), tuple(e.get("models") or ["*"]))
+                              for e in _read(self.path))  # fmt: skip
+        self._mtime = mtime
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def check(self, token: str | None) -> TokenEntry | None:
+        """The entry of a valid token, or None. Every stored hash is compared (constant time each)."""
+        if not token:
+            return None
+        self._reload()
+        digest = hash_token(token)
+        found = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.sha256, digest):
+                found = entry
+        return found

@@ -1,0 +1,131 @@
+"""One worker thread per model: it claims queued jobs from the store, predicts, writes the outputs.
+
+The bounded queue is the number of queued jobs of a model in the store (checked at upload, see
+:class:`ModelWorker.accepts`). 2D classification models take up to ``batch`` queued jobs at once
+and predict them in one ``predict_many`` call (dynamic batching). A job that raises is failed with
+a one-line reason; the thread goes on with the next. Logs name jobs by their random id only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from medanomaly.deploy.service.outputs import write_outputs
+from medanomaly.deploy.service.store import JobStore
+from medanomaly.errors import MedanomalyError
+
+__all__ = ["ModelWorker", "input_path"]
+
+log = logging.getLogger("medanomaly.service")
+
+
+def input_path(study_dir: Path) -> Path:
+    """What to read for a study: its single image file, or its folder of DICOM files."""
+    folder = study_dir / "input"
+    for name in ("image.nii.gz", "image.nii", "image.nrrd"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MedanomalyError):
+        return getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    text = str(exc).strip().splitlines()
+    return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
+
+
+class ModelWorker:
+    """Serve one loaded model from the job store on a daemon thread.
+
+    Args:
+        name: the model's name in the API.
+        model: a loaded :class:`~medanomaly.engine.TaskModel`.
+        store: the job store.
+        data_dir: the folder of study folders.
+        queue_size: most queued jobs of this model; more are refused (503 + Retry-After).
+        batch: most jobs per ``predict_many`` call for 2D classification models.
+    """
+
+    def __init__(self, name: str, model: Any, store: JobStore, data_dir: Path, queue_size: int = 32,
+                 batch: int = 8) -> None:  # fmt: skip
+        self.name, self.model, self.store, self.data_dir = name, model, store, Path(data_dir)
+        self.queue_size, self.batch = queue_size, batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.seconds_per_job = 5.0
+
+    @property
+    def batchable(self) -> bool:
+        return self.model.task == "classification" and self.model.info.input.get("spatial_dims") == 2
+
+    def accepts(self) -> bool:
+        """True while the model's queue has room."""
+        return self.store.n_queued(self.name) < self.queue_size
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait (a queue's worth of recent job time, at least 1)."""
+        return max(1, int(self.seconds_per_job * self.queue_size / max(self.batch if self.batchable else 1, 1)))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{self.name}", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Wake the worker: a job was queued."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            jobs = self.store.claim(self.name, self.batch if self.batchable else 1)
+            if not jobs:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._run(jobs)
+            except BaseException as exc:  # noqa: BLE001 - a job never takes the worker down
+                for job in jobs:
+                    if self.store.get(job["id"]) and self.store.get(job["id"])["status"] == "running":
+                        self.store.fail(job["id"], _reason(exc))
+
+    def _run(self, jobs: list[dict[str, Any]]) -> None:
+        from medanomaly.io import read
+
+        start = time.perf_counter()
+        volumes, ready = [], []
+        for job in jobs:
+            try:
+                volume = read(input_path(self.data_dir / job["id"]))
+                self.model.check_input(volume)
+            except MedanomalyError as exc:
+                self.store.fail(job["id"], _reason(exc))
+                log.info("job %s failed: %s", job["id"], _reason(exc))
+                continue
+            self.store.progress(job["id"], 0.2)
+            volumes.append(volume)
+            ready.append(job)
+        if not ready:
+            return
+        predictions = self.model.predict_many(volumes) if len(ready) > 1 else [self.model.predict(volumes[0])]
+        for job, volume, prediction in zip(ready, volumes, predictions, strict=True):
+            self.store.progress(job["id"], 0.8)
+            study_dir = self.data_dir / job["id"]
+            if not study_dir.is_dir():  # deleted while running
+                continue
+            write_outputs(study_dir, volume, prediction, self.name, self.model.task)
+            seconds = time.perf_counter() - start
+            self.store.finish(job["id"], round(seconds, 3))
+            log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)
+        self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start) / len(ready)

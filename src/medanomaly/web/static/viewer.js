@@ -1,0 +1,142 @@
+// medanomaly viewer: the job list and a study page on NiiVue (axial / coronal / sagittal, window
+// presets, findings table that jumps to a lesion's slice and draws its contour, mask toggle, opacity).
+"use strict";
+const WINDOWS = { // [low, high] HU from width/level: lung W1500/L-600, mediastinum W350/L50, bone W2000/L300, brain W80/L40
+  lung: [-1350, 150], mediastinum: [-125, 225], bone: [-700, 1300], brain: [0, 80],
+};
+const $ = (s) => document.querySelector(s);
+const state = { nv: null, study: null, result: null, finding: 0, timer: null, view: "multi" };
+
+function token() { return $("#token").value.trim(); }
+function auth() { return { Authorization: "Bearer " + token() }; }
+async function api(path, opts = {}) {
+  const r = await fetch(path, { ...opts, headers: { ...auth(), ...(opts.headers || {}) } });
+  if (!r.ok) { let d = ""; try { d = (await r.json()).detail; } catch (e) {} throw new Error(r.status + " " + d); }
+  return r.json();
+}
+function fmt(v, d = 1) { return (v === null || v === undefined || Number.isNaN(v)) ? "-" : Number(v).toFixed(d); }
+function esc(s) { const e = document.createElement("span"); e.textContent = s == null ? "" : String(s); return e.innerHTML; }
+
+async function refreshJobs() {
+  if (!token()) return;
+  try {
+    const jobs = await api("/v1/jobs");
+    $("#jobs tbody").innerHTML = jobs.map((j) => `<tr data-id="${esc(j.id)}" data-status="${esc(j.status)}">
+      <td>${esc(j.id.slice(0, 12))}</td><td>${esc(j.model)}</td><td class="status">${esc(j.status)}</td>
+      <td>${Math.round(100 * j.progress)}%</td><td>${esc(j.created)}</td><td>${esc(j.reason || "")}</td>
+      <td>${j.status === "done" ? `<a href="#study=${esc(j.id)}">open</a>` : ""}</td></tr>`).join("");
+  } catch (e) { $("#upload-status").textContent = e.message; }
+}
+async function loadModels() {
+  if (!token()) return;
+  try {
+    const models = await api("/v1/models");
+    $("#model").innerHTML = models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)})</option>`).join("");
+  } catch (e) { $("#upload-status").textContent = e.message; }
+}
+async function upload(ev) {
+  ev.preventDefault();
+  const data = new FormData();
+  for (const f of $("#files").files) data.append("files", f);
+  $("#upload-status").textContent = "uploading...";
+  try {
+    const r = await api("/v1/studies?model=" + encodeURIComponent($("#model").value), { method: "POST", body: data });
+    $("#upload-status").textContent = "queued " + r.job_id.slice(0, 12);
+    $("#upload-status").dataset.job = r.job_id;
+  } catch (e) { $("#upload-status").textContent = e.message; }
+  refreshJobs();
+}
+
+function ensureViewer() {
+  if (state.nv) return state.nv;
+  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], crosshairColor: [0.2, 0.9, 0.2, 0.7], show3Dcrosshair: false,
+                                 isColorbar: false, dragAndDropEnabled: false });
+  nv.attachToCanvas($("#gl"));
+  nv.onLocationChange = () => showSlice();
+  state.nv = nv;
+  return nv;
+}
+function showSlice() {
+  const nv = state.nv;
+  if (!nv || !nv.volumes.length) return;
+  const vox = nv.frac2vox(nv.scene.crosshairPos, 0);
+  $("#slice-info").dataset.slice = String(Math.round(vox[2]));
+  $("#slice-info").textContent = `axial slice ${Math.round(vox[2])} (voxel ${Math.round(vox[0])}, ${Math.round(vox[1])})`;
+}
+function setView(view) {
+  const nv = state.nv; state.view = view;
+  const types = { multi: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal };
+  nv.setSliceType(types[view]);
+}
+function setWindow(name) {
+  const nv = state.nv, [lo, hi] = WINDOWS[name];
+  if (!nv || !nv.volumes.length) return;
+  nv.volumes[0].cal_min = lo; nv.volumes[0].cal_max = hi;
+  nv.updateGLVolume();
+}
+async function showFinding(n) {
+  const nv = state.nv, f = state.result.findings[n - 1];
+  state.finding = n;
+  document.querySelectorAll("#findings tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.n === String(n)));
+  while (nv.volumes.length > 1) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
+  const base = `/v1/studies/${state.study}`;
+  if (f.mask) {
+    const opacity = $("#opacity").value / 100;
+    for (const [kind, colormap, op] of [["masks", "warm", opacity], ["contours", "red", 1]]) {
+      const img = await niivue.NVImage.loadFromUrl({ url: `${base}/${kind}/${n}`, headers: auth(), name: kind + ".nii.gz",
+                                                     colormap, opacity: op, cal_min: 0.5, cal_max: 1 });
+      nv.addVolume(img);
+    }
+    nv.setOpacity(1, $("#show-mask").checked ? opacity : 0);
+  }
+  nv.scene.crosshairPos = nv.mm2frac(f.point_ras_mm);
+  nv.drawScene();
+  showSlice();
+  $("#slice-info").dataset.finding = String(n);
+}
+function renderResult(res) {
+  $("#classification").innerHTML = Object.keys(res.probabilities || {}).length
+    ? `<p>decision <b>${esc(res.decision)}</b>: ` + Object.entries(res.probabilities).map(([k, v]) => `${esc(k)} ${fmt(v, 3)}`).join(", ") + "</p>" : "";
+  $("#findings tbody").innerHTML = res.findings.map((f) => `<tr class="clickable" data-n="${f.n}">
+    <td>${f.n}</td><td>${esc(f.label)}</td><td>${fmt(f.score, 2)}</td><td class="volume">${fmt(f.volume_ml, 2)}</td>
+    <td>${fmt(f.max_diameter_mm, 1)}</td><td>${fmt(f.mean_hu, 0)}</td><td>${f.slice ?? "-"}</td></tr>`).join("")
+    || `<tr><td colspan="7">no findings</td></tr>`;
+  document.querySelectorAll("#findings tr.clickable").forEach((tr) => tr.addEventListener("click", () => showFinding(Number(tr.dataset.n))));
+  $("#flags").textContent = (res.flags || []).join(", ");
+  $("#mask-kind").textContent = res.heatmap ? "heatmap" : "mask";
+}
+async function openStudy(id) {
+  $("#list-view").hidden = true; $("#study-view").hidden = false;
+  state.study = id; $("#study-title").textContent = "study " + id.slice(0, 12);
+  const res = await api(`/v1/studies/${id}/results`);
+  state.result = res;
+  renderResult(res);
+  const blob = new Blob([JSON.stringify(res, null, 2)], { type: "application/json" });
+  $("#report").href = URL.createObjectURL(blob);
+  if (!res.image.viewable) return;
+  const nv = ensureViewer();
+  const [lo, hi] = WINDOWS.lung;
+  await nv.loadVolumes([{ url: `/v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray", cal_min: lo, cal_max: hi }]);
+  setView(state.view);
+  showSlice();
+  document.body.dataset.ready = "1";
+}
+function route() {
+  const m = location.hash.match(/study=([0-9a-f]{32})/);
+  document.body.dataset.ready = "";
+  if (m) { openStudy(m[1]).catch((e) => { $("#study-title").textContent = e.message; }); return; }
+  $("#list-view").hidden = false; $("#study-view").hidden = true;
+  loadModels(); refreshJobs();
+}
+window.addEventListener("DOMContentLoaded", () => {
+  $("#token").value = sessionStorage.getItem("medanomaly-token") || "";
+  $("#token").addEventListener("change", () => { sessionStorage.setItem("medanomaly-token", token()); route(); });
+  $("#upload").addEventListener("submit", upload);
+  document.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => setWindow(b.dataset.window)));
+  document.querySelectorAll("[data-view]").forEach((b) => b.addEventListener("click", () => setView(b.dataset.view)));
+  $("#show-mask").addEventListener("change", () => state.nv && state.nv.volumes.length > 1 && state.nv.setOpacity(1, $("#show-mask").checked ? $("#opacity").value / 100 : 0));
+  $("#opacity").addEventListener("input", () => state.nv && state.nv.volumes.length > 1 && $("#show-mask").checked && state.nv.setOpacity(1, $("#opacity").value / 100));
+  window.addEventListener("hashchange", route);
+  state.timer = setInterval(() => { if (!$("#list-view").hidden) refreshJobs(); }, 2000);
+  route();
+});

@@ -1,0 +1,221 @@
+"""The service API through FastAPI's TestClient: tokens, limits, content checks, zips, restart."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medanomaly.deploy.service.app import ServiceConfig, create_app
+from medanomaly.deploy.service.ingest import IngestLimits
+from medanomaly.deploy.service.store import JobStore
+from medanomaly.deploy.service.tokens import new_token
+from medanomaly.io import write
+from medanomaly.types import Volume
+
+pytestmark = pytest.mark.xdist_group("service")
+
+
+def make_classification_run(run: Path) -> Path:
+    """A finished 2D classification run (tiny untrained CNN): the API, not accuracy, is tested."""
+    from medanomaly.classify.config import ClassificationConfig
+    from medanomaly.classify.engine import Classifier, build_model, member_weights, save_classifier
+    from medanomaly.classify.model import run_info
+    from medanomaly.engine import write_finished_run
+
+    cfg = ClassificationConfig.model_validate({
+        "task": "classification",
+        "data": {"dataset": {"name": "manifest", "params": {"csv": "none.csv"}}, "image_size": [32, 32],
+                 "class_names": ["normal", "abnormal"]},
+        "model": {"name": "compact_cnn", "params": {"widths": [8, 16], "hidden": 8, "dropout": 0.0, "stem_stride": 1}},
+    })  # fmt: skip
+    torch.manual_seed(0)
+    clf = Classifier(models=(build_model(cfg, 2).eval(),), class_names=("normal", "abnormal"), image_size=(32, 32),
+                     channels=1, synthetic=True)  # fmt: skip
+    save_classifier(clf, cfg, run)
+    write_finished_run(run, cfg, run_info(clf, member_weights(run, 1)))
+    return run
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory) -> Path:
+    return make_classification_run(tmp_path_factory.mktemp("svc") / "cls")
+
+
+def nifti_bytes(tmp: Path, seed: int = 0) -> bytes:
+    """A small 2D NIfTI image as bytes."""
+    arr = np.random.default_rng(seed).normal(0, 1, (1, 32, 32)).astype(np.float32)
+    path = write(Volume(arr, spacing=(0.5, 0.5, 1.0)), tmp / f"img{seed}.nii.gz")
+    return Path(path).read_bytes()
+
+
+@pytest.fixture
+def service(tmp_path, cls_run):
+    from fastapi.testclient import TestClient
+
+    tokens = tmp_path / "tokens.json"
+    full, other = new_token(tokens), new_token(tokens, models=["elsewhere"])
+    limits = IngestLimits(max_body_bytes=2 << 20, max_files=50, max_zip_members=1000, max_unzipped_bytes=8 << 20)
+    app = create_app(ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / "data", tokens=tokens, limits=limits,
+                                   queue_size=4))  # fmt: skip
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {full}"
+        yield client, full, other, tmp_path
+
+
+def post(client, files, **kw):
+    return client.post("/v1/studies", files=[("files", (f"f{i}", data)) for i, data in enumerate(files)], **kw)
+
+
+def wait_done(client, job_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not finished: {job}")
+
+
+def test_upload_classify_results_delete(service):
+    client, *_ , tmp = service
+    r = post(client, [nifti_bytes(tmp)])
+    assert r.status_code == 202, r.text
+    job = wait_done(client, r.json()["job_id"])
+    assert job["status"] == "done", job
+    res = client.get(f"/v1/studies/{job['id']}/results").json()
+    assert res["task"] == "classification" and set(res["probabilities"]) == {"normal", "abnormal"}
+    assert abs(sum(res["probabilities"].values()) - 1) < 1e-4
+    assert client.delete(f"/v1/studies/{job['id']}").status_code == 200
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not (tmp / "data" / "studies" / job["id"]).exists()
+    assert client.get("/docs").status_code == 200 and "/v1/studies" in client.get("/openapi.json").json()["paths"]
+
+
+def test_tokens_401_403(service):
+    client, full, other, tmp = service
+    data = [nifti_bytes(tmp)]
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+        r = post(client, data, headers=headers)
+        assert r.status_code == 401 and r.json()["detail"] == "missing or invalid bearer token"
+    r = post(client, data, headers={"Authorization": f"Bearer {other}"})
+    assert r.status_code == 403 and "may not use model 'cls'" in r.json()["detail"]
+    job_id = post(client, data).json()["job_id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    stored = (tmp / "tokens.json").read_text()
+    assert full not in stored and other not in stored
+
+
+def test_size_limit_413(service):
+    client, *_ = service
+    r = post(client, [b"\0" * (3 << 20)])
+    assert r.status_code == 413 and "larger than the limit" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is checked while streaming
+        yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a\"\r\n\r\n"
+        for _ in range(40):
+            yield b"\0" * (100 << 10)
+    r = client.post("/v1/studies", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413
+
+
+def test_content_checked_by_content_415(service):
+    client, *_ , tmp = service
+    r = client.post("/v1/studies", files=[("files", ("scan.dcm", b"this is not a DICOM file" * 20))])
+    assert r.status_code == 415 and "not DICOM" in r.json()["detail"]
+    r = client.post("/v1/studies", files=[("files", ("scan.txt", nifti_bytes(tmp)))])  # a NIfTI named .txt is fine
+    assert r.status_code == 202
+
+
+def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_bad_zips_refused_and_service_goes_on(service):
+    client, *_ , tmp = service
+    good = nifti_bytes(tmp)
+    cases = {
+        "truncated": (_zip({"a.nii.gz": good})[:-40], 400, "truncated or corrupt"),
+        "dotdot": (_zip({"../../etc/evil.nii.gz": good}), 400, "'..' path"),
+        "absolute": (_zip({"/abs.nii.gz": good}), 400, "absolute"),
+        "bomb": (_zip({"a.bin": b"\0" * (64 << 20)}), 413, "zip"),
+        "many": (_zip({f"{i}.dcm": b"x" for i in range(10_000)}, zipfile.ZIP_STORED), 413, "10000 members"),
+    }
+    link = zipfile.ZipInfo("link.nii.gz")
+    link.external_attr = (0o120777 << 16)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(link, "/etc/passwd")
+    cases["symlink"] = (buf.getvalue(), 400, "symbolic link")
+    for name, (data, status, words) in cases.items():
+        r = post(client, [data])
+        assert r.status_code == status, (name, r.text)
+        assert words in r.json()["detail"], (name, r.json())
+        assert "\n" not in r.json()["detail"]
+    assert not list((tmp / "data" / "studies").glob("*/input")), "refused uploads leave nothing"
+    assert not (tmp.parent / "etc").exists()
+    r = post(client, [_zip({"scan.nii.gz": good})])  # a good zip still works after all that
+    assert wait_done(client, r.json()["job_id"])["status"] == "done"
+
+
+def test_too_many_multipart_files_413(service):
+    client, *_ = service
+    r = post(client, [b"x"] * 60)
+    assert r.status_code == 413 and "Too many files" in r.json()["detail"]
+
+
+def test_full_queue_503_retry_after(tmp_path, cls_run):
+    from fastapi.testclient import TestClient
+
+    tokens = tmp_path / "t.json"
+    tok = new_token(tokens)
+    app = create_app(ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / "d", tokens=tokens, queue_size=2,
+                                   start_workers=False))  # fmt: skip
+    with TestClient(app, headers={"Authorization": f"Bearer {tok}"}) as client:
+        codes = [post(client, [nifti_bytes(tmp_path)]) for _ in range(3)]
+    assert [r.status_code for r in codes] == [202, 202, 503]
+    assert int(codes[2].headers["Retry-After"]) >= 1
+
+
+def test_restart_runs_queued_jobs_and_retries_dead_worker_once(tmp_path, cls_run):
+    """Jobs queued when the service stopped run after the restart; a job left 'running' (its worker
+    killed mid-job) is retried once, and failed with a reason the second time, never lost."""
+    from fastapi.testclient import TestClient
+
+    tokens = tmp_path / "t.json"
+    tok = new_token(tokens)
+    headers = {"Authorization": f"Bearer {tok}"}
+
+    def config(start: bool) -> ServiceConfig:
+        return ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / "d", tokens=tokens, start_workers=start)
+
+    with TestClient(create_app(config(False)), headers=headers) as client:
+        ids = [post(client, [nifti_bytes(tmp_path, s)]).json()["job_id"] for s in range(3)]
+        assert {client.get(f"/v1/jobs/{i}").json()["status"] for i in ids} == {"queued"}
+    store = JobStore(tmp_path / "d" / "jobs.sqlite")  # what a kill -9 mid-job leaves: 'running' rows
+    store.claim("cls", 1)  # ids[0] running, attempt 1
+    store._exec("UPDATE jobs SET status='running', attempts=2 WHERE id=?", (ids[1],))  # already retried once
+    store.close()
+    with TestClient(create_app(config(True)), headers=headers) as client:
+        jobs = [wait_done(client, i) for i in ids]
+    assert [j["status"] for j in jobs] == ["done", "failed", "done"]
+    assert jobs[0]["attempts"] == 2 and "stopped during this job 2 times" in jobs[1]["reason"]
+
+
+def test_failed_job_has_one_line_reason(service):
+    client, *_ , tmp = service
+    vol = Volume(np.zeros((4, 8, 8), np.float32))  # 3D into a 2D classifier
+    data = Path(write(vol, tmp / "vol.nii.gz")).read_bytes()
+    job = wait_done(client, post(client, [data]).json()["job_id"])
+    assert job["status"] == "failed" and job["reason"] and "\n" not in job["reason"]
+    assert client.get(f"/v1/studies/{job['id']}/results").status_code == 409
