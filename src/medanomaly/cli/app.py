@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.explain",
     "medanomaly.cli.lung",
     "medanomaly.cli.fusion",
+    "medanomaly.cli.serve",
+    "medanomaly.cli.export",
 )
 
 app = typer.Typer(

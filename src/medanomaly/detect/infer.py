@@ -96,6 +96,7 @@ def heatmap(
     roi_size: tuple[int, int, int],
     overlap: float = 0.25,
     region: np.ndarray | None = None,
+    runner: Callable[..., np.ndarray] | None = None,
 ) -> Volume:
     """Nodule probability (0..1) on the detector grid; outside the region's box it is 0.
 
@@ -107,12 +108,14 @@ def heatmap(
         roi_size: sliding-window size (z, y, x) on the detector grid.
         overlap: sliding-window overlap.
         region: boolean search region on the detector grid; None = the full volume.
+        runner: the sliding window, ``runner(predictor, image, roi_size, overlap) -> probability``
+            (default :func:`run_network`, torch + MONAI; export injects a NumPy one).
     """
     grid = to_grid(ct, spacing)
     image = window(grid.array, *hu_window)
     prob = np.zeros(image.shape, np.float32)
     box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in image.shape)
-    prob[box] = run_network(predictor, image[box], roi_size, overlap)
+    prob[box] = (runner or run_network)(predictor, image[box], roi_size, overlap)
     return grid.with_array(prob)
 
 

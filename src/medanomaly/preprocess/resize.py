@@ -30,20 +30,23 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["resize_array", "resize_to_shape", "channels_first"]
+__all__ = ["resize_array", "resize_array_numpy", "resize_to_shape", "channels_first"]
 
 
 def resize_array(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize a channel-first array (C, *spatial) to ``size`` (y, x) or (z, y, x), float32.
 
     Channels are resized independently; an array already of that size comes back unchanged.
+    Without torch (an inference-only install) :func:`resize_array_numpy` gives the same values.
     """
-    import torch
-    import torch.nn.functional as F
-
     size = tuple(int(s) for s in size)
     if tuple(array.shape[1:]) == size:
         return np.ascontiguousarray(array, dtype=np.float32)
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return resize_array_numpy(array, size)
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
     if len(size) == 2:
         out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -52,6 +55,44 @@ def resize_array(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     else:
         raise ValueError(f"size must be 2D or 3D, got {size}")
     return out[0].numpy()
+
+
+def _axis_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """(n_out, n_in) interpolation weights of torch's linear resize (align_corners=False): the
+    antialiased triangle filter of ``F.interpolate(antialias=True)`` or plain linear."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in), np.float64)
+    if antialias:
+        support = scale if scale >= 1.0 else 1.0
+        inv = 1.0 / scale if scale >= 1.0 else 1.0
+        for i in range(n_out):
+            centre = scale * (i + 0.5)
+            lo = max(int(centre - support + 0.5), 0)
+            hi = min(int(centre + support + 0.5), n_in)
+            j = np.arange(lo, hi)
+            row = np.clip(1.0 - np.abs((j - centre + 0.5) * inv), 0.0, None)
+            w[i, lo:hi] = row / row.sum() if row.sum() > 0 else row
+        return w
+    src = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    np.add.at(w, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(w, (np.arange(n_out), i1), lam)
+    return w
+
+
+def resize_array_numpy(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """:func:`resize_array` in NumPy (no torch): separable weights of torch's bilinear
+    (antialiased) and trilinear resize; equal to torch's within float32 rounding."""
+    size = tuple(int(s) for s in size)
+    if len(size) not in (2, 3):
+        raise ValueError(f"size must be 2D or 3D, got {size}")
+    out = np.asarray(array, np.float64)
+    for axis, n in enumerate(size, start=1):
+        w = _axis_weights(out.shape[axis], n, antialias=len(size) == 2)
+        out = np.moveaxis(np.tensordot(w, np.moveaxis(out, axis, 0), axes=1), 0, axis)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def channels_first(volume: Volume, spatial_dims: int) -> np.ndarray:

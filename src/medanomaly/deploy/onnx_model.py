@@ -1,0 +1,205 @@
+"""An exported model behind the engine contract, run by ONNX Runtime (no torch imported).
+
+:func:`onnx_model` wraps an ONNX file and the package's ``model.json`` into the task's own model
+class, with the torch network swapped for an ONNX Runtime session, so the recorded preprocessing,
+the thresholds and the post-processing are the very code the torch run uses:
+
+* classification: :class:`~medanomaly.classify.model.ClassificationModel` over an
+  :class:`OnnxClassifier` (calibrated log-probabilities out of the graph, then the run's decision
+  and abstention thresholds);
+* detection: :class:`~medanomaly.detect.model.DetectionModel` over an :class:`OnnxDetector`
+  (the network in the graph; the lung region, the NumPy sliding window of
+  :mod:`medanomaly.deploy.sliding` and the findings post-processing outside);
+* fusion: :class:`OnnxFusionModel` (the presence mask is the graph's second input).
+
+Example:
+    >>> from medanomaly.deploy.package import load_package        # doctest: +SKIP
+    >>> load_package("pkg/breast").predict(volume).label           # doctest: +SKIP
+    'benign'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.classify.model import ClassificationModel
+from medanomaly.detect.detector import NoduleDetector
+from medanomaly.detect.model import DetectionModel
+from medanomaly.engine.run import RunInfo
+from medanomaly.errors import InputError
+from medanomaly.fusion.model import FusionModel
+from medanomaly.types import Prediction, Volume
+
+__all__ = ["session", "OnnxClassifier", "OnnxDetector", "OnnxClassificationModel", "OnnxDetectionModel",
+           "OnnxFusionModel", "onnx_model", "softmax"]  # fmt: skip
+
+NO_EXPLAIN = "an exported package cannot explain (no gradients); explain the torch run"
+
+
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` intra-op threads
+    (default ``MEDANOMALY_ORT_THREADS`` or ORT's own choice)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = threads or int(os.environ.get("MEDANOMALY_ORT_THREADS", "0"))
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (float64) of (N, K) log-probabilities or logits."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def run_batches(sess: Any, x: np.ndarray, batch: int = 16, **extra: np.ndarray) -> np.ndarray:
+    """The session's first output over ``x`` (N, ...) in batches of ``batch`` (extra inputs sliced alike)."""
+    name = sess.get_inputs()[0].name
+    outs = []
+    for i in range(0, len(x), batch):
+        feed = {name: np.ascontiguousarray(x[i : i + batch], np.float32)}
+        feed.update({k: np.ascontiguousarray(v[i : i + batch]) for k, v in extra.items()})
+        outs.append(sess.run(None, feed)[0])
+    return np.concatenate(outs)
+
+
+class OnnxClassifier:
+    """The classifier interface :class:`~medanomaly.classify.model.ClassificationModel` uses
+    (``predict_proba`` and ``call``) over an exported graph of calibrated log-probabilities."""
+
+    def __init__(self, sess: Any, info: RunInfo) -> None:
+        self.session = sess
+        self.decision_threshold = info.thresholds.get("decision")
+        self.abstain_threshold = float(info.thresholds.get("abstain") or 0.0)
+        self.channels = int(info.input.get("channels", 1))
+        self.image_size = tuple(int(s) for s in info.input.get("image_size", ()))
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Calibrated class probabilities (N, K) of model inputs (N, C, *spatial)."""
+        return softmax(run_batches(self.session, images, batch_size))
+
+    def call(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(called class per row, abstained mask), the rule of the classification run."""
+        if self.decision_threshold is not None and probs.shape[1] == 2:
+            arg = (probs[:, 1] >= self.decision_threshold).astype(int)
+        else:
+            arg = probs.argmax(axis=1)
+        return arg, probs.max(axis=1) < self.abstain_threshold
+
+
+class OnnxDetector(NoduleDetector):
+    """The lung-nodule detector with its network in an ONNX graph: ``detect`` (lung region,
+    findings, masks, measurements) is the torch detector's; only the heatmap runs through ONNX
+    Runtime with the NumPy sliding window."""
+
+    def __init__(self, sess: Any, params: dict[str, Any]) -> None:
+        super().__init__(**params)
+        self.session = sess
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """Logit maps (B, 1, *roi) of windows (B, 1, *roi)."""
+        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+
+    def heatmap(self, ct: Volume, region: np.ndarray | None) -> Volume:
+        from medanomaly.deploy.sliding import run_network_numpy
+        from medanomaly.detect.infer import heatmap
+
+        return heatmap(self.predict_logits, ct, self.spacing_mm, self.hu_window, self.roi_size,  # type: ignore[arg-type]
+                       self.overlap, region, runner=run_network_numpy)  # fmt: skip
+
+
+class OnnxClassificationModel(ClassificationModel):
+    """A classification run's model over an exported graph (``network()`` is the ORT session)."""
+
+    def model_input(self, volume: Volume) -> np.ndarray:
+        """The recorded pipeline's output, refused in one line when it is not the graph's input."""
+        try:
+            return super().model_input(volume)
+        except ValueError:
+            want = [self.info.input.get("channels"), *self.info.input.get("image_size", [])]
+            raise InputError(f"the image does not give the model input (channels, size) {want}: "
+                             f"shape {tuple(volume.array.shape)}") from None  # fmt: skip
+
+    def network(self) -> Any:
+        return self.classifier.session
+
+    def explainable(self) -> Any:
+        raise InputError(NO_EXPLAIN, self.run_dir)
+
+
+class OnnxDetectionModel(DetectionModel):
+    """A detection run's model over an exported graph (``network()`` is the ORT session)."""
+
+    def network(self) -> Any:
+        return self.detector.session
+
+    def explainable(self) -> Any:
+        raise InputError(NO_EXPLAIN, self.run_dir)
+
+
+class OnnxFusionModel(FusionModel):
+    """Fusion model over an exported graph ``(x, present) -> logits``: missing modalities are
+    zero-filled and flagged exactly as the torch run does (same checks, same input builder)."""
+
+    def __init__(self, info: RunInfo, run_dir: Path, sess: Any) -> None:
+        self.info = info
+        self.run_dir = Path(run_dir)
+        self._pipeline = None
+        self.session = sess
+
+    def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
+        from medanomaly.fusion.data import PairedSample, check_modalities, check_same_grid, sample_to_array
+
+        volumes = volume if isinstance(volume, Mapping) else self.split_components(volume)
+        unknown = set(volumes) - set(self.modalities)
+        if unknown:
+            raise InputError(f"unknown modalities {sorted(unknown)}; the model expects {list(self.modalities)}")
+        full = {name: volumes.get(name) for name in self.modalities}
+        if all(v is None for v in full.values()):
+            raise InputError("no modality present: nothing to predict from")
+        check_modalities({n: (v.modality if v is not None and v.modality != "OT" else None) for n, v in full.items()})
+        check_same_grid(full)
+        windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
+        array, present = sample_to_array(PairedSample("case", full, -1), self.modalities,
+                                         self.info.input["image_size"], windows)  # fmt: skip
+        probs = self.probabilities(array[None], present[None])[0]
+        flags = tuple(f"missing_modality:{n}" for n, ok in zip(self.modalities, present, strict=True) if not ok)
+        return Prediction(scores=tuple(float(p) for p in probs), class_names=self.class_names,
+                          label=self.class_names[int(np.argmax(probs))], flags=flags + self.flags())  # fmt: skip
+
+    def probabilities(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) of inputs (N, M, *size) with presence masks (N, M)."""
+        return softmax(run_batches(self.session, x, 16, present=np.asarray(present, bool)))
+
+    def network(self) -> Any:
+        return self.session
+
+    def explainable(self) -> Any:
+        raise InputError(NO_EXPLAIN, self.run_dir)
+
+
+def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads: int | None = None) -> Any:
+    """The task model of an exported graph (see the module docstring).
+
+    Raises:
+        InputError: a task that export does not know.
+    """
+    sess = session(onnx_path, threads)
+    folder = Path(folder)
+    if info.task == "classification":
+        return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
+    if info.task == "lung_nodule":
+        return OnnxDetectionModel(info, folder, OnnxDetector(sess, dict(info.extra["detector"])))
+    if info.task == "fusion":
+        return OnnxFusionModel(info, folder, sess)
+    raise InputError(f"no ONNX runner for task {info.task!r}", folder)

@@ -1,0 +1,248 @@
+"""Export to ONNX: fp32 matches torch within 1e-4 on validation for every task, the package is
+checksummed and loads behind the engine contract without torch, int8 sits behind its guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from medanomaly.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _classify_config(root: Path) -> Path:
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = ["path,label,patient_id"]
+    for p in range(16):
+        label = ("normal", "abnormal")[p % 2]
+        img = rng.normal(100, 10, (16, 16)).astype(np.float32)
+        if label == "abnormal":
+            img[5:11, 5:11] += 80
+        sitk.WriteImage(sitk.GetImageFromArray(img), str(root / f"img/p{p}.nrrd"))
+        rows.append(f"img/p{p}.nrrd,{label},P{p}")
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    cfg = {
+        "task": "classification", "name": "exp", "seed": 0,
+        "data": {"dataset": {"name": "manifest", "params": {"csv": str(root / "m.csv")}},
+                 "class_names": ["normal", "abnormal"], "image_size": [16, 16],
+                 "val_fraction": 0.5, "test_fraction": 0.25},
+        "model": {"name": "compact_cnn_dw", "params": {"widths": [4, 8], "hidden": 0}},
+        "ensemble": {"members": 2},
+        "train": {"epochs": 2, "batch_size": 4, "progress": False},
+        "evaluate": {"n_bootstrap": 10, "tta": True},
+    }  # fmt: skip
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from medanomaly.engine import train_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cls")
+    return train_run(_classify_config(root), root / "run")
+
+
+@pytest.fixture(scope="module")
+def cls_pkg(cls_run: Path) -> Path:
+    from medanomaly.deploy.export import export_run
+
+    return export_run(cls_run, cls_run.parent / "pkg")
+
+
+def test_classification_package_matches_torch(cls_run: Path, cls_pkg: Path) -> None:
+    from medanomaly.deploy.export import OPSET
+    from medanomaly.deploy.validation import validation_data
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+
+    manifest = json.loads((cls_pkg / "manifest.json").read_text())
+    assert manifest["onnx_opset"] == OPSET >= 17 and manifest["source_run"] == "run"
+    assert set(manifest["sha256"]) == {"model.onnx", "model.json"} and manifest["fp32_max_abs_diff"] <= 1e-4
+    torch_model, onnx_model = load_model(cls_run), load_model(cls_pkg)  # the engine accepts a package
+    assert onnx_model.task == "classification" and onnx_model.class_names == torch_model.class_names
+    # the validation split through the graph, batched (dynamic batch axis), against the calibrated classifier
+    val = validation_data(cls_run, "classification")
+    ref = torch_model.classifier.predict_proba(val.inputs)
+    got = onnx_model.classifier.predict_proba(val.inputs)
+    assert len(val.inputs) >= 4 and np.abs(ref - got).max() <= 1e-4
+    # whole predictions from files: same probabilities, labels and abstention
+    volumes = [read(cls_run.parent / f"img/p{i}.nrrd") for i in range(6)]
+    for a, b in zip(torch_model.predict_many(volumes), onnx_model.predict_many(volumes), strict=True):
+        assert np.abs(np.subtract(a.scores, b.scores)).max() <= 1e-4
+        assert (a.label, a.abstained) == (b.label, b.abstained)
+
+
+def test_tampered_package_is_refused(cls_pkg: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from medanomaly.deploy.package import load_package
+
+    bad = tmp_path / "bad"
+    shutil.copytree(cls_pkg, bad)
+    info = json.loads((bad / "model.json").read_text())
+    info["thresholds"]["decision"] = 0.01
+    (bad / "model.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="checksum mismatch: model.json"):
+        load_package(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(cls_pkg, bad)
+    (bad / "model.onnx").unlink()
+    with pytest.raises(InputError, match="package file missing: model.onnx"):
+        load_package(bad)
+
+
+def test_wrong_channel_count_is_one_line(cls_pkg: Path) -> None:
+    from medanomaly.deploy.package import load_package
+    from medanomaly.types import Volume
+
+    rgb = Volume(np.random.default_rng(0).random((1, 16, 16, 5)).astype(np.float32))
+    with pytest.raises(InputError):
+        load_package(cls_pkg).predict(rgb)
+
+
+def test_int8_guard_refuses_and_force_keeps_with_warning(cls_run: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from medanomaly.deploy import quantise
+    from medanomaly.deploy.export import export_run
+    from medanomaly.deploy.package import load_package
+
+    pkg = export_run(cls_run, tmp_path / "int8", int8=True, calibration=8, force=True)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    guard = manifest["int8"]
+    assert guard["calibration_split"] == "validation" and "model.int8.onnx" in manifest["sha256"]
+    assert guard["passed"] == (not manifest["warnings"])
+    assert load_package(pkg, precision="int8").graph == "model.int8.onnx"
+    # a guard no graph can pass (any accuracy change counts, even none): refused in one line, kept with force
+    monkeypatch.setattr(quantise, "MAX_ACC_DROP", -1.0)
+    with pytest.raises(InputError, match=r"int8 refused by the accuracy guard: validation (AUC|accuracy) drops by [0-9.]+"):
+        export_run(cls_run, tmp_path / "refused", int8=True, calibration=8)
+    assert not (tmp_path / "refused").exists()  # nothing half-written
+    forced = export_run(cls_run, tmp_path / "forced", int8=True, calibration=8, force=True)
+    manifest = json.loads((forced / "manifest.json").read_text())
+    assert manifest["int8"]["passed"] is False and "kept with --force" in manifest["warnings"][0]
+
+
+def test_unfinished_run_and_unknown_task_refused(cls_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from medanomaly.deploy.export import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(cls_run, run)
+    (run / "status.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(InputError, match="did not finish"):
+        export_run(run, tmp_path / "p1")
+    (run / "status.json").write_text(json.dumps({"status": "complete"}))
+    info = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**info, "task": "no_such_task"}))
+    with pytest.raises(InputError):
+        export_run(run, tmp_path / "p2")
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
+
+
+def test_package_predicts_without_torch(cls_pkg: Path, cls_run: Path) -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+        "from medanomaly.deploy.package import load_package\nfrom medanomaly.io import read\n"
+        f"p = load_package({str(cls_pkg)!r}).predict(read({str(cls_run.parent / 'img/p1.nrrd')!r}))\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\nprint(p.label, p.scores)\n"
+    )  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[0] in ("normal", "abnormal")
+
+
+def test_fusion_export_matches_torch_with_missing_modalities(tmp_path: Path) -> None:
+    import torch
+
+    from medanomaly.deploy.export import export_run, match_inputs, onnx_outputs, torch_outputs
+    from medanomaly.deploy.onnx_model import session
+    from medanomaly.deploy.validation import validation_data
+    from medanomaly.engine import load_model, train_run
+
+    torch.set_num_threads(1)
+    cfg = {"task": "fusion", "name": "tiny", "seed": 0,
+           "data": {"source": "simulated", "size": [24, 24], "n_train": 16, "n_val": 12, "n_test": 8},
+           "model": {"name": "fusion_hybrid", "params": {"widths": [4, 8]}},
+           "train": {"epochs": 1, "batch_size": 8}, "benchmark": {"n_bootstrap": 10, "variants": []}}  # fmt: skip
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    run = train_run(tmp_path / "f.yaml", tmp_path / "run")
+    pkg = export_run(run, tmp_path / "pkg")
+    model = load_model(run)
+    x, present = match_inputs(validation_data(run, "fusion"), "fusion")
+    assert (~present).any()  # the check covers missing modalities
+    ref = torch_outputs(model, x, present)
+    got = onnx_outputs(session(pkg / "model.onnx"), "fusion", x, present)
+    assert np.abs(ref - got).max() <= 1e-4
+    # one case with a missing modality, through the engine: same scores and the same flag
+    onnx_model = load_model(pkg)
+    from medanomaly.types import Volume
+
+    names = model.modalities
+    vols = {names[0]: Volume(np.random.default_rng(1).random((24, 24)).astype(np.float32)), names[1]: None}
+    a, b = model.predict(vols), onnx_model.predict(vols)
+    assert np.abs(np.subtract(a.scores, b.scores)).max() <= 1e-4 and a.flags == b.flags
+    assert f"missing_modality:{names[1]}" in b.flags
+
+
+def test_numpy_sliding_window_matches_monai() -> None:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from medanomaly.deploy.sliding import sliding_window
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 1, 3, padding=1).eval()
+    image = np.random.default_rng(0).random((10, 40, 36)).astype(np.float32)
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(image)[None, None], (4, 16, 16), 1, net, overlap=0.25,
+                                       mode="gaussian")[0, 0].numpy()  # fmt: skip
+        got = sliding_window(lambda x: net(torch.from_numpy(x)).numpy(), image, (4, 16, 16), 0.25, batch=3)
+    assert np.abs(ref - got).max() <= 1e-5
+
+
+def test_detector_graph_heatmap_matches_torch(tmp_path: Path) -> None:
+    """The lung detector's network in ONNX (dynamic spatial axes), windows and blending in NumPy:
+    the heatmap equals the torch + MONAI heatmap within 1e-4 on a CT-like volume."""
+    import torch
+
+    from medanomaly.config import load_config
+    from medanomaly.deploy.export import export_graph, graph_spec
+    from medanomaly.deploy.onnx_model import OnnxDetector, session
+    from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector, _build
+    from medanomaly.detect.model import run_info
+    from medanomaly.engine import load_model, write_finished_run
+    from medanomaly.types import Volume
+
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "configs" / "lung_nodule_tiny.yaml")
+    det = NoduleDetector.from_config(cfg)
+    det.model_ = _build(det.model_name, det.model_params).eval()
+    run = tmp_path / "run"
+    det.save(run)
+    write_finished_run(run, cfg, run_info(det, WEIGHTS_FILE))
+    model = load_model(run)
+    path = export_graph(graph_spec(model), tmp_path / "det.onnx")
+    onnx_det = OnnxDetector(session(path), dict(model.info.extra["detector"]))
+    rng = np.random.default_rng(0)
+    ct = Volume(rng.normal(-700, 200, (30, 70, 60)).astype(np.float32), spacing=(2.0, 2.0, 4.0))
+    region = np.zeros((24, 56, 48), bool)
+    region[3:20, 5:50, 4:40] = True
+    ref = np.asarray(model.detector.heatmap(ct, region).array)
+    got = np.asarray(onnx_det.heatmap(ct, region).array)
+    assert ref.shape == got.shape and ref.max() > 0 and np.abs(ref - got).max() <= 1e-4
