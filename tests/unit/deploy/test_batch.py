@@ -155,3 +155,12 @@ def test_kill_9_mid_run_then_rerun_nothing_missing_nothing_twice(small_archive, 
     assert len(twice) <= 1  # at most the series in flight at the kill was predicted again
     assert set(calls) >= set(small_archive.good)
     assert all(json.loads(p.read_text())["status"] for p in (out / "series").glob("*.json"))
+
+
+def test_progress_bar_runs_without_a_terminal(tmp_path: Path, fake_module, capsys) -> None:
+    from medanomaly.deploy.demo_archive import build_archive
+
+    archive = build_archive(tmp_path / "a", n_series=2, n_corrupt=0, extras=False)
+    summary = run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "out", NO_DICOM, progress=True)
+    assert summary.counts == {"done": 2}
+    assert "series" in capsys.readouterr().out  # rich prints the bar (count, elapsed, ETA)
