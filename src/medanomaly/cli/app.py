@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.lung",
     "medanomaly.cli.fusion",
     "medanomaly.cli.serve",
+    "medanomaly.cli.serve",
     "medanomaly.cli.export",
 )
 
