@@ -37,6 +37,7 @@ TASK_MODULES: tuple[str, ...] = (
     "medanomaly.detect.task",
     "medanomaly.fusion.task",
     "medanomaly.anomaly.task",
+    "medanomaly.detect.detection_task",
 )
 
 for _module in TASK_MODULES:

@@ -94,6 +94,8 @@ class PatchSampler:
         patch_size: (z, y, x) voxels.
         positive_fraction: share of patches centred on a nodule voxel.
         hard_negative_fraction: share centred on dense lung voxels (> -500 HU) outside nodules.
+        hard_level: the ``hu`` value above which an allowed voxel outside the target is a hard
+            negative (default -500 HU; a 2D detector passes a level in its own intensity unit).
     """
 
     def __init__(
@@ -102,13 +104,14 @@ class PatchSampler:
         patch_size: tuple[int, int, int],
         positive_fraction: float = _DEFAULTS.positive_fraction,
         hard_negative_fraction: float = _DEFAULTS.hard_negative_fraction,
+        hard_level: float = HARD_NEGATIVE_HU,
     ) -> None:
         self.scans = scans
         self.patch_size = tuple(int(p) for p in patch_size)
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
         self._pos = [np.argwhere(s.target > 0) for s in scans]
-        self._hard = [np.argwhere(s.allowed & (s.hu > HARD_NEGATIVE_HU) & (s.target == 0)) for s in scans]
+        self._hard = [np.argwhere(s.allowed & (s.hu > hard_level) & (s.target == 0)) for s in scans]
         self._any = [np.argwhere(s.allowed) for s in scans]
         if not any(len(p) for p in self._any):
             raise ValueError("no voxel may be a patch centre (empty lungs or everything excluded)")

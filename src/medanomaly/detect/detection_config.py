@@ -1,0 +1,163 @@
+"""The ``detection`` task's config tree: data source, grid, search region, detector, lesion classifier.
+
+One config describes a 2D (or 3D) heatmap detector: which images it learns from (a phantom or a
+real-format loader), the grid and intensity mapping of the network input (recorded in
+``model.json`` as preprocessing steps), the search-region plug-in, the network and its training
+budget, and the second stage that calls each found lesion benign / uncertain / malignant.
+
+Example:
+    >>> cfg = DetectionConfig(task="detection", data={"source": "mammo_phantom"})
+    >>> cfg.grid.spacing_mm, cfg.region.name, cfg.input_modality
+    ((0.5, 0.5, 1.0), 'breast', 'MG')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from medanomaly.config import ComponentConfig, RunConfig, Section
+
+Voxels = Annotated[int, Field(ge=1, le=4096)]
+Spacing = Annotated[float, Field(ge=0.01, le=20.0)]
+
+#: Data source -> the modality of its images.
+SOURCE_MODALITY = {"mammo_phantom": "MG", "us_phantom": "US", "inbreast": "MG", "cbis_ddsm": "MG", "busi": "US"}
+
+
+class _Finite(Section):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class DataConfig(_Finite):
+    """Where the annotated images come from (:mod:`medanomaly.data.lesions2d` sets).
+
+    ``mammo_phantom`` / ``us_phantom``: synthetic cohorts drawn here (``n_patients``, ``size``
+    pixels, ``seed``). ``inbreast`` / ``busi`` / ``cbis_ddsm``: the real-format loaders on ``root``
+    (``max_side`` pixels for the mammograms). Splits are by patient (``val``, ``test`` fractions).
+    """
+
+    source: Literal["mammo_phantom", "us_phantom", "inbreast", "busi", "cbis_ddsm"] = "mammo_phantom"
+    root: Path | None = None
+    n_patients: int = Field(40, ge=3, le=100_000)
+    size: int = Field(256, ge=32, le=4096)
+    max_lesions: int = Field(2, ge=1, le=20)
+    normal_fraction: float = Field(0.2, ge=0.0, le=0.9)
+    max_side: int | None = Field(1024, ge=64, le=8192)
+    val: float = Field(0.2, ge=0.0, le=0.5)
+    test: float = Field(0.2, ge=0.05, le=0.5)
+
+    @model_validator(mode="after")
+    def _root(self) -> DataConfig:
+        if self.source not in ("mammo_phantom", "us_phantom") and self.root is None:
+            raise ValueError(f"data.source {self.source} needs data.root (the dataset folder)")
+        return self
+
+
+class GridConfig(_Finite):
+    """The network grid (mm, x/y/z; z of a 2D image is its one slice) and the input intensity:
+    ``window`` maps [low, high] to [0, 1]; ``percentile`` maps the 0.5-99.5th percentiles of each
+    image to [0, 1] (images without an absolute unit: ultrasound, PNG mammograms)."""
+
+    spacing_mm: tuple[Spacing, Spacing, Spacing] = (0.5, 0.5, 1.0)
+    intensity: Literal["window", "percentile"] = "window"
+    window: tuple[float, float] = (0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GridConfig:
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"grid.window [{self.window[0]}, {self.window[1]}] must be [low, high] with low < high")
+        return self
+
+
+class RegionConfig(_Finite):
+    """The search-region plug-in (:data:`medanomaly.detect.regions.SEARCH_REGIONS`) and its margin."""
+
+    name: str = "breast"
+    margin_mm: float = Field(2.0, ge=0.0, le=100.0)
+
+
+class TrainConfig(_Finite):
+    """Heatmap training through :func:`medanomaly.train.engine.train` (Dice + BCE, AdamW, one-cycle);
+    ``patch_size`` (z, y, x) voxels, z = 1 for 2D. ``hard_level``: input intensity (0..1) above
+    which a searched pixel outside lesions is a hard negative."""
+
+    steps: int = Field(300, ge=1, le=1_000_000)
+    batch_size: int = Field(8, ge=1, le=1024)
+    patch_size: tuple[Voxels, Voxels, Voxels] = (1, 64, 64)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    hard_level: float = Field(0.5, ge=-10_000.0, le=10_000.0)
+    threads: int = Field(1, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _mix(self) -> TrainConfig:
+        if self.positive_fraction + self.hard_negative_fraction > 1.0:
+            raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
+        return self
+
+
+class InferConfig(_Finite):
+    """Sliding-window inference and findings (components of the thresholded heatmap)."""
+
+    roi_size: tuple[Voxels, Voxels, Voxels] = (1, 256, 256)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    candidate_threshold: float = Field(0.2, ge=0.0, le=1.0)
+    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    max_findings: int = Field(10, ge=1, le=10_000)
+    finding_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ClassifierConfig(_Finite):
+    """Second stage: a small CNN on lesion crops (benign / uncertain / malignant), with abstention.
+
+    ``abstain_coverage``: answer this fraction of validation lesions, abstain on the rest (1 = never).
+    """
+
+    enabled: bool = True
+    model: ComponentConfig = ComponentConfig(name="compact_cnn", params={})
+    crop_size: tuple[Voxels, Voxels] = (48, 48)
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    abstain_coverage: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class EvalConfig(_Finite):
+    """Evaluation: a finding hits a lesion when its centre lies within max(lesion radius,
+    ``hit_min_radius_mm``) of the lesion centre; bootstrap over images / lesions."""
+
+    hit_min_radius_mm: float = Field(4.0, ge=0.0, le=100.0)
+    n_bootstrap: int = Field(500, ge=0, le=100_000)
+    overlays: int = Field(6, ge=0, le=200)
+
+
+class DetectionConfig(RunConfig):
+    """Config of the ``detection`` task (a heatmap detector and a lesion classifier, 2D or 3D)."""
+
+    task: str = "detection"
+    spatial_dims: Literal[2, 3] = 2
+    data: DataConfig = DataConfig()
+    grid: GridConfig = GridConfig()
+    region: RegionConfig = RegionConfig()
+    model: ComponentConfig = ComponentConfig(name="heatmap_unet", params={"filters": [8, 16, 32]})
+    train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    evaluation: EvalConfig = EvalConfig()
+
+    @property
+    def input_modality(self) -> str:
+        """The modality the run accepts (MG or US for the breast sources)."""
+        return SOURCE_MODALITY[self.data.source]
+
+    @model_validator(mode="after")
+    def _dims(self) -> DetectionConfig:
+        if self.spatial_dims == 2 and (self.train.patch_size[0] != 1 or self.infer.roi_size[0] != 1):
+            raise ValueError("a 2D detector needs train.patch_size and infer.roi_size with z = 1")
+        if self.spatial_dims == 3:
+            raise ValueError("spatial_dims 3 is served by the lung_nodule recipe for now (its 3D data source)")
+        return self

@@ -1,0 +1,290 @@
+"""The generic heatmap detector: 2D or 3D, any modality, search region by plug-in name.
+
+Same design as the lung-nodule detector (:mod:`medanomaly.detect.detector`): a small fully
+convolutional U-Net (MONAI ``DynUNet``) is trained as a pixel-wise lesion segmenter on patches
+(lesion / hard negative / random, :class:`medanomaly.detect.patches.PatchSampler`) with Dice +
+BCE through the one training loop (:func:`medanomaly.train.engine.train`); at inference it runs
+with MONAI sliding windows over the bounding box of the search region
+(:mod:`medanomaly.detect.regions`), and the connected components of its thresholded probability
+map are the findings (:func:`medanomaly.detect.infer.findings_from_heatmap`: box, mask on the
+source grid, score = peak probability, measurements in mm).
+
+2D images are one-slice volumes ``(1, y, x)`` everywhere (grid, patches, heatmap, findings), so
+the 2D and 3D code paths are one; the 2D network (:class:`OneSliceNet`) is a real 2D U-Net that
+takes ``(B, 1, 1, y, x)`` or ``(B, 1, y, x)``. The input preprocessing is a recorded pipeline
+(:meth:`HeatmapDetector.preprocessing_steps`: cast, resample to the grid, window or percentile to [0, 1]),
+replayed identically in training, inference, export and the service.
+
+Example:
+    >>> det = HeatmapDetector(spatial_dims=2, model_params={"filters": [4, 8, 16]})
+    >>> [s["name"] for s in det.preprocessing_steps()]
+    ['cast', 'resample', 'window']
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.detect.patches import GridScan, PatchSampler
+from medanomaly.errors import InputError
+from medanomaly.types import Finding, Volume
+
+__all__ = ["HeatmapDetector", "OneSliceNet", "fit_heatmap_network", "heatmap_unet", "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
+
+DETECTOR_WEIGHTS = "detector.safetensors"
+DETECTOR_JSON = "heatmap_detector.json"
+
+
+def heatmap_unet(spatial_dims: int = 2, filters: Any = (8, 16, 32), dropout: float = 0.0) -> Any:
+    """A 3-level DynUNet (isotropic 3x3 kernels, two 2x down-samplings), 1 channel in, 1 logit map out;
+    2D networks are wrapped in :class:`OneSliceNet`. Input sizes must be multiples of 4 in-plane."""
+    from monai.networks.nets import DynUNet
+
+    if len(filters) != 3:
+        raise InputError(f"heatmap_unet needs 3 filter sizes, got {list(filters)}")
+    net = DynUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, kernel_size=[3, 3, 3],
+                  strides=[1, 2, 2], upsample_kernel_size=[2, 2], filters=list(filters), dropout=dropout or None,
+                  norm_name="batch")  # fmt: skip
+    return OneSliceNet(net) if spatial_dims == 2 else net
+
+
+def _one_slice_class() -> type:
+    import torch
+
+    class _OneSliceNet(torch.nn.Module):
+        """A 2D network behind a one-slice 3D interface: (B, C, 1, y, x) -> (B, 1, 1, y, x);
+        a 4D input (B, C, y, x) passes straight through."""
+
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            if x.dim() == 5:
+                return self.net(x[:, :, 0])[:, :, None]
+            return self.net(x)
+
+    return _OneSliceNet
+
+
+def OneSliceNet(net: Any) -> Any:  # noqa: N802 - a class factory (torch imported lazily)
+    """Wrap a 2D network so it takes one-slice volumes (see the module docstring)."""
+    return _one_slice_class()(net)
+
+
+def _build(name: str, params: dict[str, Any], spatial_dims: int) -> Any:
+    if name == "heatmap_unet":
+        return heatmap_unet(spatial_dims, **params)
+    from medanomaly.registry import MODELS
+
+    return MODELS.create(name, **params)
+
+
+def fit_heatmap_network(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
+                        progress: bool, title: str) -> list[float]:  # fmt: skip
+    """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through
+    the one training loop; returns every step's loss."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from medanomaly.train.batches import SampledBatches
+    from medanomaly.train.engine import Hooks, LoopOptions, train
+
+    dice_ce = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
+
+    def optimizer(net: Any, steps_per_epoch: int, total: int) -> tuple[Any, Any]:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+
+    hooks = Hooks(loss=lambda x, y, net, extras: dice_ce(net(x), y), optimizer=optimizer)
+    options = LoopOptions(epochs=1, seed=seed, progress=progress, record_steps=True, title=title,
+                          log_every=max(steps // 10, 1))  # fmt: skip
+    result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, steps, seed, ctx), hooks, options)
+    model.eval()
+    return list(result.step_losses)
+
+
+class HeatmapDetector:
+    """Heatmap lesion detector for 2D or 3D images (see the module docstring).
+
+    Args:
+        spatial_dims: 2 (one-slice images) or 3.
+        model_name / model_params: ``heatmap_unet`` or a registered model.
+        spacing_mm: network grid (x, y, z) mm; z of a 2D image is its one slice.
+        intensity / window: ``window`` ([low, high] -> [0, 1]) or ``percentile`` (per image).
+        region / region_margin_mm: search-region plug-in name and its margin (mm).
+        patch_size, batch_size, steps, lr, positive_fraction, hard_negative_fraction, hard_level: training.
+        roi_size, overlap: sliding-window inference (z, y, x voxels).
+        candidate_threshold, mask_threshold, max_findings: findings.
+        label: the findings' label before classification.
+        seed / threads: seeds; torch CPU threads.
+    """
+
+    def __init__(self, spatial_dims: int = 2, model_name: str = "heatmap_unet",
+                 model_params: dict[str, Any] | None = None, spacing_mm: Any = (0.5, 0.5, 1.0),
+                 intensity: str = "window", window: Any = (0.0, 1.0), region: str = "breast",
+                 region_margin_mm: float = 2.0, patch_size: Any = (1, 64, 64), batch_size: int = 8,
+                 steps: int = 300, lr: float = 3e-3, positive_fraction: float = 0.5,
+                 hard_negative_fraction: float = 0.3, hard_level: float = 0.5, roi_size: Any = (1, 256, 256),
+                 overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
+                 max_findings: int = 10, label: str = "lesion", seed: int = 0, threads: int = 1) -> None:  # fmt: skip
+        self.spatial_dims = int(spatial_dims)
+        self.model_name, self.model_params = model_name, dict(model_params or {})
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.intensity, self.window = intensity, tuple(float(w) for w in window)
+        self.region, self.region_margin_mm = region, float(region_margin_mm)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size, self.steps, self.lr = int(batch_size), int(steps), float(lr)
+        self.positive_fraction, self.hard_negative_fraction = positive_fraction, hard_negative_fraction
+        self.hard_level = float(hard_level)
+        self.roi_size, self.overlap = tuple(int(r) for r in roi_size), float(overlap)
+        self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
+        self.max_findings, self.label, self.seed, self.threads = int(max_findings), label, int(seed), int(threads)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> HeatmapDetector:
+        """From a :class:`medanomaly.detect.detection_config.DetectionConfig` (its sections are the defaults)."""
+        t, i, g = cfg.train, cfg.infer, cfg.grid
+        return cls(cfg.spatial_dims, cfg.model.name, dict(cfg.model.params), g.spacing_mm, g.intensity, g.window,
+                   cfg.region.name, cfg.region.margin_mm, t.patch_size, t.batch_size, t.steps, t.lr,
+                   t.positive_fraction, t.hard_negative_fraction, t.hard_level, i.roi_size, i.overlap,
+                   i.candidate_threshold, i.mask_threshold, i.max_findings, "lesion", cfg.seed, t.threads)  # fmt: skip
+
+    def get_params(self) -> dict[str, Any]:
+        import inspect
+
+        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
+
+    # ------------------------------------------------------------------ input
+    @property
+    def divisor(self) -> tuple[int, int, int]:
+        """Sizes the network needs (z, y, x): 4 in-plane, 4 in z for 3D, 1 for one slice."""
+        return (1 if self.spatial_dims == 2 else 4, 4, 4)
+
+    def preprocessing_steps(self) -> list[dict[str, Any]]:
+        """The recorded input pipeline (``model.json`` ``preprocessing``)."""
+        from medanomaly.preprocess.recipes import detection_steps
+
+        steps = detection_steps(self.spacing_mm, self.window)
+        if self.intensity == "percentile":
+            steps[-1] = {"name": "percentile_unit", "low_pct": 0.5, "high_pct": 99.5}
+        return steps
+
+    def prepare(self, image: Volume) -> Volume:
+        """The network input on the detector grid (the recorded pipeline)."""
+        from medanomaly.preprocess.pipeline import Pipeline
+
+        if self.spatial_dims == 2 and not image.is_2d:
+            raise InputError(f"this detector takes a 2D image, got a 3D volume of {image.shape[0]} slices")
+        return Pipeline.from_config(self.preprocessing_steps())(image).volume
+
+    def grid_scan(self, image: Volume, target: np.ndarray, name: str) -> GridScan:
+        """A training image (and its lesion mask on the image grid) on the detector grid."""
+        from medanomaly.detect.grid import to_grid
+        from medanomaly.detect.regions import search_region
+
+        grid = self.prepare(image)
+        arr = np.asarray(grid.array, np.float32)
+        lesion = np.asarray(to_grid(image.with_array(target.astype(np.uint8)), self.spacing_mm, nearest=True).array) > 0
+        _, core = search_region(self.region, image, self.spacing_mm, self.region_margin_mm)  # type: ignore[arg-type]
+        allowed = core | lesion
+        return GridScan(name, arr, lesion.astype(np.uint8), allowed, np.zeros(arr.shape, bool), arr)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, scans: list[GridScan], progress: bool = True) -> HeatmapDetector:
+        """Train on images already on the grid (:meth:`grid_scan`); ``history_`` holds each step's loss."""
+        import torch
+
+        torch.manual_seed(self.seed)
+        old = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads))
+        try:
+            model = _build(self.model_name, self.model_params, self.spatial_dims)
+            sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
+                                   hard_level=self.hard_level)  # fmt: skip
+            self.history_ = fit_heatmap_network(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
+                                                progress, "train heatmap detector")  # fmt: skip
+        finally:
+            torch.set_num_threads(old)
+        self.model_ = model
+        return self
+
+    # ------------------------------------------------------------------ detect
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("HeatmapDetector is not fitted; call fit() or load()")
+
+    def heatmap(self, image: Volume, region: np.ndarray | None, runner: Any = None) -> Volume:
+        """Lesion probability (0..1) on the detector grid; 0 outside the region's bounding box."""
+        import torch
+
+        from medanomaly.detect.infer import region_box, run_network
+
+        self._check_fitted()
+        grid = self.prepare(image)
+        arr = np.asarray(grid.array, np.float32)
+        prob = np.zeros(arr.shape, np.float32)
+        box = region_box(region, self.roi_size, self.divisor) if region is not None else tuple(slice(0, n) for n in arr.shape)
+        old = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads))
+        try:
+            if runner is not None:
+                prob[box] = runner(self.model_, arr[box], self.roi_size, self.overlap)
+            else:
+                prob[box] = run_network(self.model_, arr[box], self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
+        finally:
+            torch.set_num_threads(old)
+        return grid.with_array(prob)
+
+    def detect(self, image: Volume) -> list[Finding]:
+        """Findings in ``image`` (best first): centre, box, score, mask on the image grid, measurements.
+
+        Raises:
+            InputError: a 3D volume for a 2D detector, or an image the region plug-in refuses (a CT
+                for ``breast``, anything but a chest CT for ``lung``), or an empty region.
+        """
+        from medanomaly.detect.infer import findings_from_heatmap
+        from medanomaly.detect.regions import search_region
+
+        if self.spatial_dims == 2 and not image.is_2d:
+            raise InputError(f"this detector takes a 2D image, got a 3D volume of {image.shape[0]} slices")
+        region, core = search_region(self.region, image, self.spacing_mm, self.region_margin_mm)  # type: ignore[arg-type]
+        prob = self.heatmap(image, region)
+        return findings_from_heatmap(prob, image, region, self.candidate_threshold, self.mask_threshold,
+                                     self.max_findings, label=self.label, centre_mask=core)  # fmt: skip
+
+    # ------------------------------------------------------------------ persist
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``detector.safetensors`` and ``heatmap_detector.json`` (the parameters)."""
+        from safetensors.torch import save_file
+
+        from medanomaly.jsonio import write_json
+
+        self._check_fitted()
+        run_dir = Path(run_dir)
+        state = {k: v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()}
+        save_file(state, str(run_dir / DETECTOR_WEIGHTS))
+        write_json(run_dir / DETECTOR_JSON, self.get_params())
+        return run_dir / DETECTOR_WEIGHTS
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> HeatmapDetector:
+        """Load a detector written by :meth:`save`; a missing or mismatched file is one InputError."""
+        from safetensors.torch import load_file
+
+        run_dir = Path(run_dir)
+        if not (run_dir / DETECTOR_WEIGHTS).is_file() or not (run_dir / DETECTOR_JSON).is_file():
+            raise InputError(f"not a detection run (no {DETECTOR_WEIGHTS} / {DETECTOR_JSON})", run_dir)
+        try:
+            det = cls(**json.loads((run_dir / DETECTOR_JSON).read_text()))
+            model = _build(det.model_name, det.model_params, det.spatial_dims)
+            model.load_state_dict(load_file(str(run_dir / DETECTOR_WEIGHTS)))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise InputError(f"detector weights or parameters do not fit ({type(exc).__name__})", run_dir) from None
+        det.model_ = model.eval()
+        det.history_ = []
+        return det
