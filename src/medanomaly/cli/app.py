@@ -25,7 +25,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.lung",
     "medanomaly.cli.fusion",
     "medanomaly.cli.serve",
-    "medanomaly.cli.serve",
     "medanomaly.cli.export",
 )
 
