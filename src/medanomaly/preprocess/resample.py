@@ -79,6 +79,12 @@ def _antialiased(image, old_spacing: np.ndarray, new_spacing: np.ndarray):  # no
     sigma = [0.5 * d if d > s * 1.01 else 0.0 for s, d in zip(old_spacing, new_spacing, strict=True)]
     if not any(sigma):
         return image
+    if image.GetDimension() == 3 and image.GetSize()[2] < 4:  # one-slice (2D) images: in-plane, slice by slice
+        planes = [sitk.SmoothingRecursiveGaussian(image[:, :, k], [max(s, 1e-3) for s in sigma[:2]])
+                  for k in range(image.GetSize()[2])]  # fmt: skip
+        out = sitk.JoinSeries(planes)
+        out.CopyInformation(image)
+        return out
     return sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
 
 
