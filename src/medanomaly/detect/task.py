@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from medanomaly.detect.model import DetectionModel, detector_explainable, run_in
 from medanomaly.detect.simulate import SourceScan, load_source
 from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
+from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
 __all__ = ["LungNoduleTask", "load_sources", "simulate_training_set"]
@@ -101,10 +101,9 @@ class LungNoduleTask:
         detector = NoduleDetector.from_config(config).fit(scans, progress=self.progress)
         detector.save(run_dir)
         write_run_info(run_dir, run_info(detector, WEIGHTS_FILE))
-        (run_dir / "train_history.json").write_text(
-            json.dumps({"loss": detector.history_, "n_train_scans": len(scans), "synthetic": True,
-                        "note": f"trained on simulated nodules in lung {config.simulation.train_side}"})  # fmt: skip
-        )
+        write_json(run_dir / "train_history.json",
+                   {"loss": detector.history_, "n_train_scans": len(scans), "synthetic": True,
+                    "note": f"trained on simulated nodules in lung {config.simulation.train_side}"})  # fmt: skip
         self.evaluate(run_dir, "test", sources=sources, config=config, out_dir=out_dir)
         return run_dir
 
@@ -133,8 +132,8 @@ class LungNoduleTask:
         """
         from medanomaly.config import load_config
         from medanomaly.detect.detector import NoduleDetector
-        from medanomaly.detect.evaluation import evaluate_heldout, evaluate_real, write_case
-        from medanomaly.evaluate.lung_report import plot_bland_altman, plot_froc, write_lung_report
+        from medanomaly.detect.evaluation import evaluate_heldout
+        from medanomaly.evaluate.lung_report import plot_froc, write_lung_report
 
         if split != "test":
             raise InputError(f"lung_nodule has only the 'test' split, got {split!r}")
@@ -152,39 +151,18 @@ class LungNoduleTask:
         )  # fmt: skip
         fr = held["froc"]
         plot_froc(fr, out_dir / "froc.png")
-        agreement = []
-        for key, what, unit in (("volume", "volume", "mL"), ("diameter", "max 3D diameter", "mm")):
-            ba = held[key]
-            if ba is None:
-                continue
-            png = plot_bland_altman(ba, out_dir / f"bland_altman_{key}.png", what, unit)
-            agreement.append({**ba.to_json(), "what": what, "unit": "%" if ba.relative else unit, "plot": png.name})
-        cases = []
-        real_metrics = {}
-        for source in sources:
-            if source.lesion is None:
-                continue
-            case = evaluate_real(detector, source)
-            entry = write_case(case, source, out_dir)
-            explain_case(detector, source.ct, case.findings[: cfg.infer.explain_top], entry, out_dir)
-            cases.append(entry)
-            real_metrics[source.name] = {k: entry[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
-                                                               "reference_ml", "measured_ml")}  # fmt: skip
-        side_name = {1: "right", 2: "left"}
-        split_text = (
-            f"Training used simulated nodules in the {side_name[sim.train_side]} lung of "
-            f"{', '.join(s.name for s in sources)}; these held-out scans have nodules only in the "
-            f"{side_name[heldout_side]} lung (a separate seed stream), searched only there. The real lesions "
-            f"grown by {sim.exclude_margin_mm:g} mm were excluded from simulation and training; findings "
-            f"there are ignored in the FROC. Hit: centre within max(radius, {cfg.infer.hit_min_radius_mm:g} mm)."
-        )
+        agreement = _agreement_plots(held, out_dir)
+        cases = [_real_case(detector, source, cfg.infer.explain_top, out_dir) for source in sources
+                 if source.lesion is not None]  # fmt: skip
+        split_text = _split_text(cfg, sources)
         metrics = {
             "heldout_synthetic": {**fr.to_json(), "synthetic": True, "split": split_text},
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
                                                                  "relative_percent")} for a in agreement},  # fmt: skip
-            "real_lesions": real_metrics,
+            "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
+                                                          "reference_ml", "measured_ml")} for c in cases},  # fmt: skip
         }
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        write_json(out_dir / "metrics.json", metrics)
         write_lung_report(
             out_dir / "report.html",
             {
@@ -200,6 +178,43 @@ class LungNoduleTask:
             },
         )
         return metrics
+
+
+def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+    """Bland-Altman plots of measured vs true volume and diameter on the held-out simulated nodules."""
+    from medanomaly.evaluate.lung_report import plot_bland_altman
+
+    agreement = []
+    for key, what, unit in (("volume", "volume", "mL"), ("diameter", "max 3D diameter", "mm")):
+        ba = held[key]
+        if ba is None:
+            continue
+        png = plot_bland_altman(ba, out_dir / f"bland_altman_{key}.png", what, unit)
+        agreement.append({**ba.to_json(), "what": what, "unit": "%" if ba.relative else unit, "plot": png.name})
+    return agreement
+
+
+def _real_case(detector: Any, source: SourceScan, explain_top: int, out_dir: Path) -> dict[str, Any]:
+    """Detect in one real CT, write its findings.json and overlays, explain its top findings."""
+    from medanomaly.detect.evaluation import evaluate_real, write_case
+
+    case = evaluate_real(detector, source)
+    entry = write_case(case, source, out_dir)
+    explain_case(detector, source.ct, case.findings[:explain_top], entry, out_dir)
+    return entry
+
+
+def _split_text(cfg: LungNoduleConfig, sources: list[SourceScan]) -> str:
+    """How the held-out evaluation was split from training, in words (for metrics.json and the report)."""
+    sim = cfg.simulation
+    side_name = {1: "right", 2: "left"}
+    return (
+        f"Training used simulated nodules in the {side_name[sim.train_side]} lung of "
+        f"{', '.join(s.name for s in sources)}; these held-out scans have nodules only in the "
+        f"{side_name[3 - sim.train_side]} lung (a separate seed stream), searched only there. The real lesions "
+        f"grown by {sim.exclude_margin_mm:g} mm were excluded from simulation and training; findings "
+        f"there are ignored in the FROC. Hit: centre within max(radius, {cfg.infer.hit_min_radius_mm:g} mm)."
+    )
 
 
 def explain_case(detector: Any, ct: Any, findings: list[Any], entry: dict[str, Any], out_dir: Path) -> None:

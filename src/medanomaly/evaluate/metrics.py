@@ -339,40 +339,21 @@ def classification_metrics(
     pred = predict_labels(p, threshold)
 
     point = _block_stats(y, p, pred, np.arange(y.shape[0])[None, :])[0]
-    if n_bootstrap > 0:
-        blocks = []
-        idx_all = bootstrap_indices(y, n_bootstrap, seed)
-        for start in range(0, n_bootstrap, _BLOCK):
-            blocks.append(_block_stats(y, p, pred, idx_all[start : start + _BLOCK]))
-        boot = np.concatenate(blocks, axis=0)
-        alpha = (1.0 - ci_level) / 2
-        low, high = np.nanpercentile(boot, [100 * alpha, 100 * (1 - alpha)], axis=0)
-    else:
-        low = high = np.full_like(point, np.nan)
-
+    boot = _bootstrap_stats(y, p, pred, n_bootstrap, seed)
+    alpha = (1.0 - ci_level) / 2
     m = len(CLASS_METRICS)
-
-    def est(col: int) -> Estimate:
-        return Estimate(float(point[col]), float(low[col]), float(high[col]))
-
-    per_class = {
-        names[c]: MappingProxyType({CLASS_METRICS[j]: est(1 + c * m + j) for j in range(m)})
-        for c in range(k)
-    }
-    macro_cols = [[1 + c * m + j for c in range(k)] for j in range(m)]
-    if n_bootstrap > 0:
-        macro_boot = np.stack([boot[:, cols].mean(axis=1) for cols in macro_cols], axis=1)
-        mlow, mhigh = np.nanpercentile(macro_boot, [100 * alpha, 100 * (1 - alpha)], axis=0)
-    else:
-        mlow = mhigh = np.full(m, np.nan)
-    macro = {
-        CLASS_METRICS[j]: Estimate(float(point[cols].mean()), float(mlow[j]), float(mhigh[j]))
-        for j, cols in enumerate(macro_cols)
-    }
+    cols = [[1 + c * m + j for j in range(m)] for c in range(k)]
+    accuracy = _estimates(point[:1], None if boot is None else boot[:, :1], alpha)[0]
+    per_class = {names[c]: MappingProxyType(dict(zip(CLASS_METRICS, _estimates(
+        point[cols[c]], None if boot is None else boot[:, cols[c]], alpha), strict=True))) for c in range(k)}
+    macro_point = np.array([point[[cols[c][j] for c in range(k)]].mean() for j in range(m)])
+    macro_boot = None if boot is None else np.stack(
+        [boot[:, [cols[c][j] for c in range(k)]].mean(axis=1) for j in range(m)], axis=1)
+    macro = dict(zip(CLASS_METRICS, _estimates(macro_point, macro_boot, alpha), strict=True))
     cm = _confusions(y, pred, np.arange(y.shape[0])[None, :], k)[0]
     return MetricsResult(
         class_names=names,
-        accuracy=est(0),
+        accuracy=accuracy,
         per_class=MappingProxyType(per_class),
         macro=MappingProxyType(macro),
         confusion=tuple(tuple(int(v) for v in row) for row in cm),
@@ -384,6 +365,23 @@ def classification_metrics(
         synthetic=bool(synthetic),
         class_counts=tuple(int(c) for c in counts),
     )
+
+
+def _bootstrap_stats(y: np.ndarray, p: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray | None:
+    """The statistics of every stratified bootstrap resample (n_bootstrap, n_stats), or None."""
+    if n_bootstrap <= 0:
+        return None
+    idx_all = bootstrap_indices(y, n_bootstrap, seed)
+    blocks = [_block_stats(y, p, pred, idx_all[start : start + _BLOCK]) for start in range(0, n_bootstrap, _BLOCK)]
+    return np.concatenate(blocks, axis=0)
+
+
+def _estimates(point: np.ndarray, boot: np.ndarray | None, alpha: float) -> list[Estimate]:
+    """Point values with their percentile interval over the resampled values (NaN bounds without)."""
+    if boot is None:
+        return [Estimate(float(v), float("nan"), float("nan")) for v in point]
+    low, high = np.nanpercentile(boot, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return [Estimate(float(v), float(lo), float(hi)) for v, lo, hi in zip(point, low, high, strict=True)]
 
 
 # --------------------------------------------------------------------------- thresholds

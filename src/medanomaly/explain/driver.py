@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medanomaly.jsonio import write_json
 
 __all__ = ["explain_file"]
@@ -101,17 +103,9 @@ def explain_file(ex: Any, image: Path, method: str, out: Path, layer: str | None
     Returns:
         What it writes to ``explain.json``.
     """
-    import numpy as np
-
     from medanomaly.errors import InputError
-    from medanomaly.explain.findings import explain_findings_detailed
-    from medanomaly.explain.maps import crop_patch, explain, peak_mm
-    from medanomaly.preprocess.resample import mask_onto_grid
-    from medanomaly.explain.overlay import save_explanation, write_map
     from medanomaly.io import read
-    from medanomaly.io.findings import read_findings
     from medanomaly.registry import EXPLAINERS
-    from medanomaly.types import Finding
 
     EXPLAINERS.get(method)
     try:
@@ -128,59 +122,94 @@ def explain_file(ex: Any, image: Path, method: str, out: Path, layer: str | None
     lesion = read(mask) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
-    report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic, "files": []}
-    if ex.kind == "lung_nodule":
-        volume = volume if volume.meta.get("modality") else volume.with_meta(modality="CT")
-        findings = read_findings(findings_path) if findings_path is not None else list(ex.runner.detect(volume))
-        if lesion is not None:
-            centre = volume.index_to_physical(np.argwhere(np.asarray(lesion.array) > 0).mean(0)[::-1])
-            findings.append(Finding(center_mm=tuple(centre), bbox_mm=(tuple(centre), tuple(centre)), score=float("nan"),
-                                    label="reference lesion", mask=lesion))  # fmt: skip
-        results = explain_findings_detailed(ex, volume, findings, out, method=method, layer=layer, fov_mm=fov)
-        report["findings"] = [
-            {"index": r.index, "label": f.label, "score": f.score, "peak_mm": [round(v, 2) for v in r.peak_mm],
-             "peak_in_mask": r.peak_in_mask, "png": str(r.png)}
-            for r, f in zip(results, findings, strict=False)
-        ]  # fmt: skip
-        report["files"] += [str(r.png) for r in results]
-        if results:
-            full = _stitch(volume, results)
-            report["files"].append(str(write_map(full, out / "explanation.nii.gz")))
-        if evaluate and results:
-            from medanomaly.explain.faithfulness import evaluate_image
-
-            grid = ex.preprocess(volume)
-            evals = []
-            for r, f in zip(results, findings, strict=False):
-                patch = crop_patch(grid, f.center_mm, ex.patch_size)
-                pmask = None
-                if f.mask is not None:
-                    pm = mask_onto_grid(f.mask, patch)
-                    pmask = pm.with_array((np.asarray(pm.array) >= 0.5).astype(np.uint8)) if pm.array.max() >= 0.5 else None
-                res = evaluate_image(ex.model, patch, method, mask=pmask, target=ex.target, layer=layer,
-                                     output_fn=ex.output_fn)  # fmt: skip
-                evals.append({"index": r.index, **res.to_json()})
-            report["faithfulness"] = evals
+    report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}
+    if ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
+        report.update(_explain_findings(ex, volume, lesion, out, method, layer, fov, evaluate, findings_path))
     else:
-        heat = explain(ex.model, volume, method, target=target if target is not None else ex.target, layer=layer,
-                       preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
-        files = save_explanation(volume, heat, out, mask=lesion, method=method)
-        report["files"] += [str(p) for p in files.values()]
-        report["peak_mm"] = [round(v, 2) for v in peak_mm(heat)]
-        if lesion is not None:
-            from medanomaly.explain.faithfulness import energy_inside, pointing_game
-
-            report["pointing_hit"] = pointing_game(heat, lesion)
-            report["energy_inside"] = energy_inside(heat, lesion)
-        if dicom:
-            from medanomaly.explain.dicom_out import write_secondary_capture
-
-            report["files"] += [str(p) for p in write_secondary_capture(volume, heat, out / "dicom", mask=lesion)]
-        if evaluate:
-            from medanomaly.explain.faithfulness import evaluate_image
-
-            res = evaluate_image(ex.model, volume, method, mask=lesion, target=target if target is not None else ex.target,
-                                 layer=layer, preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
-            report["faithfulness"] = res.to_json()
+        report.update(_explain_whole(ex, volume, lesion, out, method, layer, target, evaluate, dicom))
     write_json(out / "explain.json", report)
+    return report
+
+
+def _explain_findings(ex: Any, volume: Any, lesion: Any, out: Path, method: str, layer: str | None, fov: float,
+                      evaluate: bool, findings_path: Path | None) -> dict[str, Any]:  # fmt: skip
+    """A detector: each finding (from the detector or a findings.json, plus the reference lesion)
+    explained on a patch around it; the stitched map on the image grid; optional faithfulness."""
+    from medanomaly.explain.findings import explain_findings_detailed
+    from medanomaly.explain.overlay import write_map
+    from medanomaly.io.findings import read_findings
+    from medanomaly.types import Finding
+
+    report: dict[str, Any] = {"files": []}
+    if ex.kind == "lung_nodule" and not volume.meta.get("modality"):  # NRRD carries no modality
+        volume = volume.with_meta(modality="CT")
+    findings = read_findings(findings_path) if findings_path is not None else list(ex.runner.detect(volume))
+    if lesion is not None:
+        centre = volume.index_to_physical(np.argwhere(np.asarray(lesion.array) > 0).mean(0)[::-1])
+        findings.append(Finding(center_mm=tuple(centre), bbox_mm=(tuple(centre), tuple(centre)), score=float("nan"),
+                                label="reference lesion", mask=lesion))  # fmt: skip
+    results = explain_findings_detailed(ex, volume, findings, out, method=method, layer=layer, fov_mm=fov)
+    report["findings"] = [
+        {"index": r.index, "label": f.label, "score": f.score, "peak_mm": [round(v, 2) for v in r.peak_mm],
+         "peak_in_mask": r.peak_in_mask, "png": str(r.png)}
+        for r, f in zip(results, findings, strict=False)
+    ]  # fmt: skip
+    report["files"] += [str(r.png) for r in results]
+    if results:
+        full = _stitch(volume, results)
+        report["files"].append(str(write_map(full, out / "explanation.nii.gz")))
+    if evaluate and results:
+        report["faithfulness"] = _finding_faithfulness(ex, volume, results, findings, method, layer)
+    return report
+
+
+def _finding_faithfulness(ex: Any, volume: Any, results: list[Any], findings: list[Any], method: str,
+                          layer: str | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Deletion/insertion AUCs of each finding's patch explanation against random maps."""
+    from medanomaly.explain.faithfulness import evaluate_image
+    from medanomaly.explain.maps import crop_patch
+    from medanomaly.preprocess.resample import mask_onto_grid
+
+    grid = ex.preprocess(volume)
+    evals = []
+    for r, f in zip(results, findings, strict=False):
+        patch = crop_patch(grid, f.center_mm, ex.patch_size)
+        pmask = None
+        if f.mask is not None:
+            pm = mask_onto_grid(f.mask, patch)
+            pmask = pm.with_array((np.asarray(pm.array) >= 0.5).astype(np.uint8)) if pm.array.max() >= 0.5 else None
+        res = evaluate_image(ex.model, patch, method, mask=pmask, target=ex.target, layer=layer,
+                             output_fn=ex.output_fn)  # fmt: skip
+        evals.append({"index": r.index, **res.to_json()})
+    return evals
+
+
+def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, layer: str | None,
+                   target: int | None, evaluate: bool, dicom: bool) -> dict[str, Any]:  # fmt: skip
+    """A whole-image model: one map over the image (PNG overlays + NIfTI), pointing game against the
+    reference lesion, optional DICOM secondary capture and faithfulness."""
+    from medanomaly.explain.maps import explain, peak_mm
+    from medanomaly.explain.overlay import save_explanation
+
+    report: dict[str, Any] = {"files": []}
+    heat = explain(ex.model, volume, method, target=target if target is not None else ex.target, layer=layer,
+                   preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
+    files = save_explanation(volume, heat, out, mask=lesion, method=method)
+    report["files"] += [str(p) for p in files.values()]
+    report["peak_mm"] = [round(v, 2) for v in peak_mm(heat)]
+    if lesion is not None:
+        from medanomaly.explain.faithfulness import energy_inside, pointing_game
+
+        report["pointing_hit"] = pointing_game(heat, lesion)
+        report["energy_inside"] = energy_inside(heat, lesion)
+    if dicom:
+        from medanomaly.explain.dicom_out import write_secondary_capture
+
+        report["files"] += [str(p) for p in write_secondary_capture(volume, heat, out / "dicom", mask=lesion)]
+    if evaluate:
+        from medanomaly.explain.faithfulness import evaluate_image
+
+        res = evaluate_image(ex.model, volume, method, mask=lesion, target=target if target is not None else ex.target,
+                             layer=layer, preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
+        report["faithfulness"] = res.to_json()
     return report
