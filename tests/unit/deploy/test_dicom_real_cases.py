@@ -9,7 +9,6 @@ numbers must equal findings.json.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
