@@ -111,3 +111,5 @@ TRANSFORMS: Registry[Callable[..., Any]] = Registry("transform", populate=("meda
 TASKS: Registry[Any] = Registry("task", populate=("medanomaly.tasks",))
 #: Explanation methods by name (gradcam, occlusion, ...).
 EXPLAINERS: Registry[Callable[..., Any]] = Registry("explainer", populate=("medanomaly.explain",))
+#: Loaders of exported model packages by format name (``onnx``), ``loader(folder) -> TaskModel``.
+PACKAGE_LOADERS: Registry[Callable[..., Any]] = Registry("package loader", populate=("medanomaly.deploy.package",))

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from medanomaly.detect.detector import NoduleDetector
 from medanomaly.detect.model import DetectionModel
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
+from medanomaly.evaluate.calibration import softmax
+from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.fusion.model import FusionModel
 from medanomaly.types import Prediction, Volume
 
@@ -55,13 +57,6 @@ def session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax (float64) of (N, K) log-probabilities or logits."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def run_batches(sess: Any, x: np.ndarray, batch: int = 16, **extra: np.ndarray) -> np.ndarray:
     """The session's first output over ``x`` (N, ...) in batches of ``batch`` (extra inputs sliced alike)."""
     name = sess.get_inputs()[0].name
@@ -79,8 +74,7 @@ class OnnxClassifier:
 
     def __init__(self, sess: Any, info: RunInfo) -> None:
         self.session = sess
-        self.decision_threshold = info.thresholds.get("decision")
-        self.abstain_threshold = float(info.thresholds.get("abstain") or 0.0)
+        self.decision = decision_rule(info)
         self.channels = int(info.input.get("channels", 1))
         self.image_size = tuple(int(s) for s in info.input.get("image_size", ()))
 
@@ -89,12 +83,15 @@ class OnnxClassifier:
         return softmax(run_batches(self.session, images, batch_size))
 
     def call(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(called class per row, abstained mask), the rule of the classification run."""
-        if self.decision_threshold is not None and probs.shape[1] == 2:
-            arg = (probs[:, 1] >= self.decision_threshold).astype(int)
-        else:
-            arg = probs.argmax(axis=1)
-        return arg, probs.max(axis=1) < self.abstain_threshold
+        """(called class per row, abstained mask) under the run's learned decision rule."""
+        return self.decision.call(probs)
+
+
+def decision_rule(info: RunInfo) -> DecisionRule:
+    """The run's decision rule from model.json (temperature is already inside the exported graph)."""
+    stored = dict(info.extra.get("decision") or {"threshold": info.thresholds.get("decision"),
+                                                 "abstain_below": float(info.thresholds.get("abstain") or 0.0)})
+    return DecisionRule(**{**stored, "temperature": 1.0})
 
 
 class OnnxDetector(NoduleDetector):

@@ -12,7 +12,7 @@ A package holds::
 Loading verifies every checksum first (a changed, missing or extra file is one line naming it,
 exit 2 in the CLI) and reads only JSON and ONNX protobuf: nothing is ever unpickled.
 Importing this module registers :func:`load_package` with
-:data:`medanomaly.engine.verbs.PACKAGE_LOADERS`, so ``load_model(PKG)`` (and ``medanomaly
+:data:`medanomaly.registry.PACKAGE_LOADERS` (as ``onnx``), so ``load_model(PKG)`` (and ``medanomaly
 predict PKG ...`` / ``medanomaly detect PKG ...``) work on a package unchanged.
 """
 
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.engine.run import RunInfo, software_version, write_run_info
-from medanomaly.engine.verbs import PACKAGE_LOADERS, PACKAGE_MANIFEST
+from medanomaly.engine.verbs import PACKAGE_MANIFEST
+from medanomaly.registry import PACKAGE_LOADERS
 from medanomaly.errors import InputError
 from medanomaly.jsonio import write_json
 
@@ -137,5 +138,4 @@ def load_package(pkg: str | Path, precision: str | None = None, threads: int | N
     return model
 
 
-if load_package not in PACKAGE_LOADERS:
-    PACKAGE_LOADERS.append(load_package)
+PACKAGE_LOADERS.register("onnx")(load_package)

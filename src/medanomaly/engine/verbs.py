@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,11 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_LOADERS", "PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
 PACKAGE_MANIFEST = "manifest.json"
-#: Loaders of exported packages, ``loader(folder) -> TaskModel``; the deploy layer (above the
-#: engine) appends its own on import, so :func:`load_model` accepts a package without importing it.
-PACKAGE_LOADERS: list[Callable[[Path], TaskModel]] = []
 
 
 def is_main_process() -> bool:
@@ -103,13 +100,12 @@ def _one_line(exc: BaseException) -> str:
 
 def load_model(run_dir: str | Path) -> TaskModel:
     """Load a finished run of any task (checked first: see :func:`medanomaly.engine.run.check_run`),
-    or an exported package folder (one with ``manifest.json``) through :data:`PACKAGE_LOADERS`."""
+    or an exported package folder (one with ``manifest.json``) through the ``onnx`` entry of :data:`medanomaly.registry.PACKAGE_LOADERS`."""
     run_dir = Path(run_dir)
     if (run_dir / PACKAGE_MANIFEST).is_file() and not (run_dir / "config.yaml").is_file():
-        if not PACKAGE_LOADERS:
-            raise InputError("an exported package: no package loader is installed (import medanomaly.deploy.package)",
-                             run_dir)  # fmt: skip
-        return PACKAGE_LOADERS[-1](run_dir)
+        from medanomaly.registry import PACKAGE_LOADERS  # filled by the deploy layer, imported by name
+
+        return PACKAGE_LOADERS.get("onnx")(run_dir)
     info = check_run(run_dir)
     task = get_task(info.task, run_dir)
     return task.load(run_dir, info)
