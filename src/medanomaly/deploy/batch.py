@@ -36,7 +36,7 @@ from typing import Any
 
 from medanomaly.deploy.archive import SeriesEntry, read_series, walk_archive
 from medanomaly.deploy.results import keyed_id, load_record, record_path, write_problems, write_record, write_tables
-from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, DETECTION_TASKS, Decision, select_series
+from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.errors import InputError
 from medanomaly.types import Prediction
 
@@ -70,7 +70,7 @@ class BatchOptions:
     def resolved_site(self, task: str) -> str | None:
         if self.site != "auto":
             return self.site
-        return "lung" if task in DETECTION_TASKS else None
+        return "lung" if task == "lung_nodule" else None
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class BatchContext:
     fingerprint: str
     run_id: str
     task: str
+    selection: str
     software_version: str
     synthetic: bool
     options: BatchOptions
@@ -142,11 +143,13 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     blob = json.dumps({"run": run, "options": opts, "key": key_tag, "version": __version__}, sort_keys=True)
     task = str(model.task)
     info = getattr(model, "info", None)
+    policy = selection_policy(task, info)
     return BatchContext(
         out_dir=Path(out_dir),
         fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:32],
         run_id=run[:16],
         task=task,
+        selection=policy,
         software_version=str(__version__),
         synthetic=bool(getattr(info, "synthetic", False)),
         options=options,
@@ -337,7 +340,7 @@ def run_batch(
     with batch_lock(out_dir):
         ctx = make_context(model, out_dir, options, key)
         index = walk_archive(archive)
-        decisions = select_series(index.series, ctx.task, options.series_filters, options.memory_limit)
+        decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit)
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)

@@ -206,7 +206,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
     from medanomaly.deploy.select import select_series
 
     entries = _candidates(client, url, study_uid, state, ctx, summary)
-    for decision in select_series(entries, ctx.task, ctx.options.series_filters, ctx.options.memory_limit):
+    for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
         entry = decision.entry
         if decision.status != "run":
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)

@@ -6,7 +6,8 @@
   SliceThickness (mm), ConvolutionKernel, ImageType, BodyPartExamined, SeriesDescription, Rows,
   Columns, NumberOfFrames, orientation (axial/coronal/sagittal/oblique), kernel_class.
   Example: ``Modality=CT``, ``SliceThickness<=2.5``, ``ConvolutionKernel~B3|STANDARD``.
-* **Detection on CT** (lung nodules) wants one series per study: an axial CT, not a localizer,
+* **Detection on CT** (``lung_nodule``, or a generic ``detection`` run whose input is CT) wants
+  one series per study: an axial CT, not a localizer,
   with a soft-tissue or lung kernel (a bone/sharp kernel only when nothing else exists), the
   thinnest slices, then the most slices. The other series of the study are reported as "not
   selected" with the chosen series' UID.
@@ -30,10 +31,26 @@ from dataclasses import dataclass
 from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.errors import InputError
 
-__all__ = ["DETECTION_TASKS", "Decision", "Rule", "kernel_class", "parse_rule", "parse_size", "select_series"]
+__all__ = ["CT_DETECTION", "DETECTION_TASKS", "Decision", "Rule", "kernel_class", "parse_rule", "parse_size",
+           "select_series", "selection_policy"]  # fmt: skip
 
-#: Tasks that want one thin axial CT per study.
-DETECTION_TASKS = frozenset({"lung_nodule", "detection"})
+#: Tasks that always want one thin axial CT per study.
+DETECTION_TASKS = frozenset({"lung_nodule"})
+#: The selection policy name of "one thin axial CT per study".
+CT_DETECTION = "ct_detection"
+
+
+def selection_policy(task: str, info: object = None) -> str:
+    """``"ct_detection"`` for lung nodule detection and for a generic ``detection`` run whose input
+    modality is CT (``model.json`` ``input.modality``); else the task name (every series runs).
+
+    >>> selection_policy("lung_nodule"), selection_policy("classification")
+    ('ct_detection', 'classification')
+    """
+    modality = str((getattr(info, "input", None) or {}).get("modality", "")).upper()
+    if task in DETECTION_TASKS or (task == "detection" and modality == "CT"):
+        return CT_DETECTION
+    return task
 #: Default memory limit per series (float32 volume): 4 GiB.
 DEFAULT_MEMORY_LIMIT = 4 << 30
 
@@ -209,7 +226,8 @@ def select_series(
 
     Args:
         entries: the archive's series.
-        task: the model's task name (detection tasks pick one series per study).
+        task: the selection policy (:func:`selection_policy`: ``"ct_detection"`` picks one
+            thin axial CT per study) or a task name.
         rules: ``--series-filter`` rules (text or parsed) that every run series must pass.
         memory_limit: largest estimated float32 volume (bytes) a series may have.
     """
@@ -224,7 +242,7 @@ def select_series(
             reasons[e.key] = f"filtered out by {failed.field}{failed.op}{failed.value}"
         else:
             kept.append(e)
-    if task in DETECTION_TASKS:
+    if task == CT_DETECTION or task in DETECTION_TASKS:
         reasons.update(_pick_per_study(kept))
     out = []
     for e in entries:

@@ -110,3 +110,14 @@ def test_kernel_classes_and_sizes() -> None:
     assert parse_size("4G") == 4 << 30 and parse_size("512MiB") == 512 << 20 and parse_size(1000) == 1000
     with pytest.raises(InputError):
         parse_size("lots")
+
+
+def test_selection_policy_follows_task_and_input_modality() -> None:
+    from types import SimpleNamespace
+
+    from medanomaly.deploy.select import selection_policy
+
+    assert selection_policy("lung_nodule") == "ct_detection"
+    assert selection_policy("detection", SimpleNamespace(input={"modality": "CT"})) == "ct_detection"
+    assert selection_policy("detection", SimpleNamespace(input={"modality": "MG"})) == "detection"
+    assert selection_policy("classification", None) == "classification"
