@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.fusion",
     "medanomaly.cli.serve",
     "medanomaly.cli.export",
+    "medanomaly.cli.pacs",
 )
 
 app = typer.Typer(

@@ -14,8 +14,6 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    import medanomaly.deploy.package  # noqa: F401  (registers load_package with engine.load_model)
-
     @app.command()
     def export(
         run: Path = typer.Argument(..., help="Finished run folder (classification, lung_nodule, fusion)."),

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/detect-<image>-<time>)."),
         overlays: bool = typer.Option(False, "--overlays", help="Also write an axial overlay PNG per finding."),
         masks: bool = typer.Option(False, "--masks", help="Also write each finding's mask as NRRD."),
+        dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM SEG + SR (TID 1500) for a DICOM input."),
     ) -> None:
         """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
         from medanomaly.engine import default_out, load_model
@@ -37,6 +38,12 @@ def register(app: typer.Typer) -> None:
         target = out or default_out("detect", output_stem(image))
         path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
         typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
+        if dicom:
+            from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
+
+            written = write_dicom_outputs_for_path(image, volume, prediction, target / "dicom", run_id=run.name,
+                                                   algorithm=model.task)  # fmt: skip
+            typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
 
     @app.command()
     def quantify(

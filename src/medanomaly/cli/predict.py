@@ -39,10 +39,23 @@ def register(app: typer.Typer) -> None:
         paths: list[Path] = typer.Argument(..., help="Image files (DICOM, NIfTI, NRRD, PNG...); fusion: MOD=path."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Also write <image>.json (+ findings, maps) here."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+        series_filter: list[str] = typer.Option([], "--series-filter", help="Archive: keep series matching "
+                                                "KEY=VALUE (e.g. Modality=CT); repeatable."),
+        engine: str = typer.Option("local", "--engine", help="Archive: local (one machine) or ray."),
+        address: str | None = typer.Option(None, "--address", help="Archive: Ray cluster address (--engine ray)."),
+        dicom: bool = typer.Option(True, "--dicom/--no-dicom", help="Archive: write DICOM SEG + SR per series."),
     ) -> None:
-        """Predict with a trained run: class and probabilities (or "ABSTAIN"), findings, anomaly score."""
-        from medanomaly.engine import load_model
+        """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
+        findings, anomaly score. A single folder argument is an archive: every series is found by UID,
+        run, and summarised in OUT/results.csv + results.parquet (resumable)."""
+        from medanomaly.engine import default_out, load_model
 
+        if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
+            from medanomaly.cli.pacs import predict_archive
+
+            code = predict_archive(run, paths[0], out or default_out("predict", paths[0].name),
+                                   series_filter=series_filter or None, dicom=dicom, engine=engine, address=address)
+            raise typer.Exit(code=code)
         model = load_model(run)
         if model.task == "fusion":
             from medanomaly.engine.verbs import predict_multimodal

@@ -26,6 +26,7 @@ DEMO_STEPS: list[tuple[str, str]] = [
     ("scans", "medanomaly.demo.scans:run"),
     ("lung", "medanomaly.demo.lung:run"),
     ("anomaly", "medanomaly.demo.anomaly:run"),
+    ("breast", "medanomaly.demo.breast:run_breast_step"),
 ]
 
 
