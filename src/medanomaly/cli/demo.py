@@ -10,7 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder."),
+        out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
         only: list[str] | None = typer.Option(None, "--only", help="Run only these steps (repeatable)."),
     ) -> None:
         """Run the demo on the embedded real scans: summary table, contact sheet, and later pipelines."""

@@ -45,12 +45,30 @@ def _check_slices(out: Path, image_path: Path, n_slices: int) -> None:
         )
 
 
+def output_file(verb: str, in_path: Path, out_arg: Path | None, out_opt: Path | None) -> Path:
+    """The output file of a verb that writes one image: ``--out/-o`` (or the positional OUT), default
+    ``runs/<verb>-<IN>-<time>/<IN>.nii.gz``; never the input itself."""
+    from medanomaly.engine import default_out
+    from medanomaly.engine.outputs import output_stem
+    from medanomaly.errors import InputError
+
+    if out_arg is not None and out_opt is not None and out_arg != out_opt:
+        raise InputError("give the output once (OUT or --out), not both", out_opt)
+    stem = output_stem(in_path)
+    out_path = out_opt or out_arg or default_out(verb, stem) / f"{stem}.nii.gz"
+    if out_path.exists() and in_path.exists() and out_path.resolve() == in_path.resolve():
+        raise InputError("the output would overwrite the input; choose another --out", out_path)
+    return out_path
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def preprocess(
         in_path: Path = typer.Argument(..., metavar="IN", help="Image (DICOM folder/file, NIfTI, NRRD, PNG)."),
-        out_path: Path = typer.Argument(..., metavar="OUT", help="Output image (.nii.gz, .nrrd, ...)."),
+        out_arg: Path | None = typer.Argument(None, metavar="[OUT]", help="Output image (same as --out)."),
         config: Path = typer.Option(..., "--config", "-c", help="YAML list of steps (- {name: window, preset: lung})."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output image (.nii.gz, .nrrd, ...; default "
+                                        "runs/preprocess-<IN>-<time>/<IN>.nii.gz)."),
     ) -> None:
         """Run a preprocessing pipeline; writes OUT and OUT's .steps.json (what every step did).
 
@@ -61,6 +79,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.preprocess.pipeline import Pipeline
 
         log_warnings_to_stderr()
+        out_path = output_file("preprocess", in_path, out_arg, out)
         check_writable(out_path)
         pipeline = Pipeline.from_yaml(config)
         image = read(in_path)
@@ -76,12 +95,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def segment(
         in_path: Path = typer.Argument(..., metavar="IN", help="Image to segment."),
-        out_path: Path = typer.Argument(..., metavar="OUT", help="Output mask (.nii.gz, .nrrd, ...)."),
+        out_arg: Path | None = typer.Argument(None, metavar="[OUT]", help="Output mask (same as --out)."),
         roi: str = typer.Option(
             "lung",
             "--roi",
             help="lung (CT in HU: 1 right, 2 left), body (CT or MRI), brain (head MRI) or breast (mammogram, US).",
         ),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output mask (.nii.gz, .nrrd, ...; default "
+                                        "runs/segment-<IN>-<time>/<IN>.nii.gz)."),
     ) -> None:
         """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL (area in cm2 for 2D).
 
@@ -95,6 +116,7 @@ def register(app: typer.Typer) -> None:
         log_warnings_to_stderr()
         if roi not in ROI_FUNCTIONS:
             raise InputError(f"unknown --roi {roi!r}; valid: {', '.join(ROIS)}")
+        out_path = output_file("segment", in_path, out_arg, out)
         check_writable(out_path)
         image = read(in_path)
         _check_slices(out_path, in_path, image.shape[0])

@@ -178,3 +178,23 @@ def test_cli_segment_2d_reports_area(tmp_path):
     mask = read(tmp_path / "m.png")
     area = float((mask.array > 0).sum()) / 100.0  # 1 x 1 mm pixels
     assert f"body {round(area, 1)} cm2" in res.output and " mL" not in res.output
+
+
+def test_preprocess_cli_out_option_and_never_overwrites_its_input(tmp_path):
+    """One output convention: --out/-o (positional OUT still accepted); OUT == IN is refused."""
+    from typer.testing import CliRunner
+
+    from medanomaly.cli.app import app
+    from medanomaly.io import write
+    from medanomaly.types import Volume
+
+    image = write(Volume(np.full((1, 16, 16), 100, np.int16), meta={"modality": "MR"}), tmp_path / "x.nii.gz")
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("- {name: minmax}\n")
+    before = image.read_bytes()
+    res = CliRunner().invoke(app, ["preprocess", str(image), "-o", str(image), "-c", str(steps)])
+    assert res.exit_code != 0 and "overwrite the input" in str(res.exception)
+    assert image.read_bytes() == before
+    res = CliRunner().invoke(app, ["preprocess", str(image), "-o", str(tmp_path / "y.nii.gz"), "-c", str(steps)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "y.nii.gz").is_file()
