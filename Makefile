@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .cache/stamps
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data dicom3tools orthanc orthanc-dicomweb chromium nodejs npm
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng insighttoolkit5-examples invesalius-examples mricron-data dicom3tools orthanc orthanc-dicomweb chromium
+# Node.js and npm (the viewer bundle): Debian's packages only when no npm is on PATH (an image may ship NodeSource's).
+NODE_PACKAGES := nodejs npm
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo apt data clean-venv bench
@@ -16,6 +18,7 @@ setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/scale $(STAMPS)/data
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v npm >/dev/null 2>&1 || missing="$$missing $(NODE_PACKAGES)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
