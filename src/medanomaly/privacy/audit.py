@@ -33,8 +33,8 @@ REASONS = (
     "de-identification failed",
     "output could not be written",
     "another input has the same SOP Instance UID (the first was kept)",
-    "the worker process died on this file twice (killed or out of memory)",
-    "not attempted: the output folder is full or not writable",
+    "the worker process died on this file, also when retried alone (killed or out of memory)",
+    "not attempted: the run stopped early (see the audit status)",
     "the re-identification lookup file could not be written",
 )
 

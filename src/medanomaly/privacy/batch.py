@@ -238,7 +238,7 @@ def write_audit(path: Path, full: dict, compact: dict) -> Path:
 
 
 # --------------------------------------------------------------------------------- worker pool
-#: What :func:`run_jobs` yields for a job whose worker process died twice (killed, out of memory).
+#: What :func:`run_jobs` yields for a job whose worker process died, also when run alone.
 WORKER_DIED = "worker died"
 #: What it yields for a job not started because ``stop()`` said so.
 NOT_STARTED = "not started"
@@ -247,10 +247,12 @@ NOT_STARTED = "not started"
 def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], bool] = lambda: False) -> Iterator:
     """Run ``fn(*job)`` for every job, yielding ``(job, result)`` in job order.
 
-    With ``workers > 1`` jobs run in spawned processes. When a worker dies (killed, out of memory)
-    the jobs that were in flight are retried one by one, each in a fresh process: a job that kills
-    its worker again yields :data:`WORKER_DIED`, and the rest of the batch goes on. Once ``stop()``
-    returns True, the jobs not yet started yield :data:`NOT_STARTED`.
+    With ``workers > 1`` jobs run in spawned processes, in chunks of up to 8 (fewer IPC round
+    trips). When a worker dies (killed, out of memory) the jobs that were in flight are retried
+    one by one, each alone in a fresh process (up to :data:`SOLO_TRIES` times, as a job queued
+    behind the killer may not have started yet): a job whose worker dies every time yields
+    :data:`WORKER_DIED`, and the rest of the batch goes on. Once ``stop()`` returns True, the
+    jobs not yet started yield :data:`NOT_STARTED`.
     """
     if workers <= 1 or len(jobs) < 2:
         for job in jobs:
@@ -261,7 +263,8 @@ def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], b
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    queue = deque(jobs)
+    size = max(1, min(8, len(jobs) // (4 * workers)))
+    queue = deque(jobs[i : i + size] for i in range(0, len(jobs), size))
     while queue:
         suspects: list = []
         inflight: deque = deque()
@@ -270,30 +273,43 @@ def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], b
                 while queue and len(inflight) < 2 * workers:
                     if stop():
                         while queue:
-                            yield queue.popleft(), NOT_STARTED
+                            yield from ((job, NOT_STARTED) for job in queue.popleft())
                         break
-                    job = queue.popleft()
-                    inflight.append((job, pool.submit(fn, *job)))
+                    chunk = queue.popleft()
+                    inflight.append((chunk, pool.submit(_chunk, fn, chunk)))
                 if not inflight:
                     break
-                job, future = inflight.popleft()
+                chunk, future = inflight.popleft()
                 try:
-                    result = future.result()
+                    results = future.result()
                 except BrokenProcessPool:
-                    suspects = [(job, future), *inflight]
+                    suspects = [(chunk, future), *inflight]
                     break
-                yield job, result
-        for job, future in suspects:  # in job order; unfinished ones alone: the killer is named
-            finished = future.done() and not future.cancelled() and future.exception() is None
-            yield job, (future.result() if finished else _alone(fn, job, ctx))
+                yield from zip(chunk, results)
+        for chunk, future in suspects:  # in job order; unfinished ones alone: the killer is named
+            if future.done() and not future.cancelled() and future.exception() is None:
+                yield from zip(chunk, future.result())
+            else:
+                for job in chunk:
+                    yield job, (NOT_STARTED if stop() else _alone(fn, job, ctx))
+
+
+def _chunk(fn: Callable, chunk: list[tuple]) -> list:
+    return [fn(*job) for job in chunk]
+
+
+#: Solo attempts of a job whose worker died in the pool.
+SOLO_TRIES = 2
 
 
 def _alone(fn: Callable, job: tuple, ctx):
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        try:
-            return pool.submit(fn, *job).result()
-        except BrokenProcessPool:
-            return WORKER_DIED
+    for _ in range(SOLO_TRIES):
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                return pool.submit(fn, *job).result()
+            except BrokenProcessPool:
+                continue
+    return WORKER_DIED

@@ -7,7 +7,7 @@ one place decides, so nothing is lost or overwritten.
 
 * **Bad files** are refused with a fixed reason in the audit and the batch goes on; so is a
   second input with the same SOP Instance UID (the first, in sorted order, is kept) and a file
-  whose worker process dies twice (killed, out of memory; it is retried once alone).
+  whose worker process dies (killed, out of memory) also when retried alone, twice.
 * **Resume**: ``OUT/.medanomaly/manifest.jsonl`` records each finished file (keyed ids only); the
   same command run again goes on where it stopped. ``run.json`` records the settings, profile
   version and key id: a rerun with other ones refuses, unless ``redo=True`` (``--redo``), which
@@ -68,10 +68,14 @@ __all__ = [
 ]  # fmt: skip
 
 _DUPLICATE = "another input has the same SOP Instance UID (the first was kept)"
-_DIED = "the worker process died on this file twice (killed or out of memory)"
-_NOT_ATTEMPTED = "not attempted: the output folder is full or not writable"
+_DIED = "the worker process died on this file, also when retried alone (killed or out of memory)"
+_NOT_ATTEMPTED = "not attempted: the run stopped early (see the audit status)"
 _LOOKUP = "the re-identification lookup file could not be written"
 _UNWRITABLE = "output could not be written"
+_FULL = "the output folder is full or not writable"
+#: Files in a row whose worker died also when run alone before the run stops: workers that cannot
+#: start (or a machine out of memory) would otherwise cost two process starts per file.
+MAX_DEATHS_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,11 @@ def deidentify_folder(
     with RunLock(state):
         record = {"settings": config.record_settings(), "profile": profile_id(), "key_id": key_id(key)}
         _check_record(state, out_dir, record, redo)
-        write_record(state, record)
-        clean_stale_temps(out_dir)
+        try:
+            write_record(state, record)
+            clean_stale_temps(out_dir)
+        except OSError as exc:
+            raise InputError(f"cannot write the output folder ({exc.strerror or 'not writable'})", out_dir) from None
         return _run(in_dir, out_dir, state, key, config, known, progress, workers)
 
 
@@ -206,12 +213,16 @@ class _Run:
     manifest: object
     claims: dict[str, str]
     stopped: str | None = None
+    deaths_in_a_row: int = 0
 
 
 def _run(in_dir, out_dir, state, key, config, known, progress, workers) -> DeidSummary:
     done = load_manifest(state, out_dir)
     audit = Audit(options={**config.describe(), "workers": workers})
-    audit_path = reserve_audit(state)
+    try:
+        audit_path = reserve_audit(state)
+    except OSError as exc:
+        raise InputError(f"cannot write the audit ({exc.strerror or 'not writable'})", out_dir) from None
     files = list_inputs(in_dir)
     todo = []
     for path in files:
@@ -288,11 +299,15 @@ def _record(run: _Run, fid: str, done) -> None:
         return
     if done is WORKER_DIED:
         audit.refuse(fid, _DIED)
+        run.deaths_in_a_row += 1
+        if run.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW:
+            run.stopped = f"worker processes died on {run.deaths_in_a_row} files in a row (try --workers 1)"
         return
+    run.deaths_in_a_row = 0
     if done.reason is not None:
         audit.refuse(fid, done.reason)
         if done.errno in OUTPUT_FULL:
-            run.stopped = "the output folder is full or not writable"
+            run.stopped = _FULL
         return
     staged = run.out_dir / done.staged
     owner = run.claims.get(done.relpath)
@@ -314,7 +329,7 @@ def _record(run: _Run, fid: str, done) -> None:
         staged.unlink(missing_ok=True)
         audit.refuse(fid, _UNWRITABLE)
         if exc.errno in OUTPUT_FULL:
-            run.stopped = "the output folder is full or not writable"
+            run.stopped = _FULL
         return
     run.claims[done.relpath] = fid
     audit.add(done.relpath, done.counts, done.pseudonym, done.redaction)
@@ -322,4 +337,4 @@ def _record(run: _Run, fid: str, done) -> None:
         run.manifest.write(json.dumps({"file_id": fid, "output": done.relpath}) + "\n")
         run.manifest.flush()
     except OSError:  # the file is in place and valid; a resume redoes it
-        run.stopped = "the output folder is full or not writable"
+        run.stopped = _FULL

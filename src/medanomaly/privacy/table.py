@@ -51,7 +51,9 @@ class ProfileOptions:
         retain_patient_characteristics: keep sex, age, size, weight, ethnic group, smoking and
             pregnancy status; clean allergies, pre-medication, special needs, patient state.
         clean_descriptors: keep descriptions and comments (series/study description, protocol
-            name, comments...) with this patient's identifiers scrubbed, instead of removing them.
+            name, comments...) and the free text the table does not list, cleaned (names found
+            anywhere in the header, dates, phone numbers, addresses scrubbed), instead of
+            removing or emptying them.
         retain_device_identity: keep station name, serial numbers, device ids.
         retain_institution_identity: keep institution name/address/department.
         safe_private: private elements to keep, as ``(private creator, element byte)`` pairs,

@@ -85,18 +85,20 @@ class Walker:
 
     def action_for(self, tag: int, vr: str) -> str:
         """The action for one public element (table row, repeating group or allowlist)."""
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group == 0x0002:
+            return "X"  # file meta inside a data set: the meta is rebuilt apart
         action = self.actions.get(tag)
         if action is not None:
             return action
-        group, elem = tag >> 16, tag & 0xFFFF
         if group & 0xFF00 == 0x5000:
             return self.masks["50xxxxxx"]
         if group & 0xFF00 == 0x6000:
             if elem in (0x3000, 0x4000):
                 return self.masks[f"60xx{elem:04X}"]
             return "X" if self.masks["60xx3000"] == "X" else "K"  # the overlay goes with its data
-        if group == 0x0002 or elem == 0x0000 or not is_known_public(tag):
-            return "X"  # file meta inside a data set, group lengths, unknown public elements
+        if elem == 0x0000 or not is_known_public(tag):
+            return "X"  # group lengths, unknown public elements
         return unlisted_action(tag, vr, self.options, self.dummy_depth > 0)
 
     def walk(self, ds) -> None:

@@ -20,3 +20,15 @@ def work_or_die(path: Path, fid: str, key: bytes, config, out_dir: Path):
             marker.write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
     return _real_work(path, fid, key, config, out_dir)
+
+
+def square_or_die(x: int) -> int:
+    """``x * x``; the worker computing 13 dies."""
+    if x == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+def always_die(*_args):
+    """A worker that can never finish (as when worker processes cannot start)."""
+    os.kill(os.getpid(), signal.SIGKILL)

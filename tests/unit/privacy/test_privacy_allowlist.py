@@ -171,3 +171,14 @@ def test_phi_terms_collects_names_at_any_depth_and_scrubber_spares_short_words()
     assert {"Li", "Wei", "Surgeon", "Sam"} <= set(terms)
     text = Scrubber(terms).clean("Clinical note: Li Wei operated by Surgeon")
     assert text == "Clinical note: X X operated by X"  # "Li" goes as a word, not inside "Clinical"
+
+
+def test_file_meta_elements_and_group_lengths_inside_the_data_set_are_removed():
+    ds = Dataset()
+    ds.add_new(0x00020016, "AE", "SRCNODE")  # Source Application Entity Title, misplaced in the body
+    ds.add_new(0x00020003, "UI", "1.2.3.4")  # Media Storage SOP Instance UID (a table row: U)
+    ds.add_new(0x00080000, "UL", 42)  # a group length
+    ds.Manufacturer = "ACME"
+    deidentify_dataset(ds, KEY)
+    assert not [t for t in ds.keys() if t.group == 0x0002 or t.element == 0]
+    assert ds.Manufacturer == "ACME"

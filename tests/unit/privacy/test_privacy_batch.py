@@ -135,7 +135,7 @@ def test_killed_worker_retried_or_refused_and_the_batch_goes_on(folder, tmp_path
     monkeypatch.setattr(deid_mod, "_work", _deid_faults.work_or_die)
     summary = deidentify_folder(folder, tmp_path / "out", key, CFG, workers=2)
     assert summary.processed == 5  # the 4 files and kill_once (retried alone)
-    assert summary.refused_by_reason == {"the worker process died on this file twice (killed or out of memory)": 1}
+    assert summary.refused_by_reason == {"the worker process died on this file, also when retried alone (killed or out of memory)": 1}
     audit = _audit(summary)
     assert audit["status"] == "finished" and audit["refused"][0]["file_id"] == file_id(key, "kill_me.dcm")
     assert not list((tmp_path / "out").rglob("*.tmp"))
@@ -154,7 +154,7 @@ def test_full_disk_keeps_valid_files_refuses_the_rest_and_writes_the_audit(folde
     summary = deidentify_folder(folder, tmp_path / "out", key, CFG)
     assert summary.processed == 2 and summary.stopped == "the output folder is full or not writable"
     assert summary.refused_by_reason == {
-        "output could not be written": 1, "not attempted: the output folder is full or not writable": 1,
+        "output could not be written": 1, "not attempted: the run stopped early (see the audit status)": 1,
     }  # fmt: skip
     for path in _outputs(tmp_path / "out"):
         pydicom.dcmread(path)  # the files written are whole
@@ -211,3 +211,45 @@ def test_cli_full_disk_prints_one_line_after_the_summary(folder, tmp_path, monke
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert "full or not writable: stopped after 0 written, 4 refused; audit:" in err
+
+
+def test_cli_redo_replaces_outputs_made_with_other_options(folder, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medanomaly.cli.app import app
+
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    out = tmp_path / "out"
+    base = ["deid", str(folder), str(out), "--burned-in", "never"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    refused = CliRunner().invoke(app, [*base, "--retain-dates"])
+    assert isinstance(refused.exception, InputError) and "--redo" in str(refused.exception)
+    redone = CliRunner().invoke(app, [*base, "--retain-dates", "--redo"])
+    assert redone.exit_code == 0 and "de-identified 4, resumed 0, refused 0" in redone.output
+    assert all(pydicom.dcmread(p).LongitudinalTemporalInformationModified == "MODIFIED" for p in _outputs(out))
+
+
+def test_worker_pool_keeps_job_order_in_chunks_and_names_the_killer(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _deid_faults
+
+    jobs = [(i,) for i in range(16)]  # chunks of 2 with 2 workers
+    results = list(batch_mod.run_jobs(jobs, _deid_faults.square_or_die, workers=2))
+    assert [job for job, _ in results] == jobs
+    assert [r for _, r in results] == [i * i if i != 13 else batch_mod.WORKER_DIED for i in range(16)]
+    stopped = list(batch_mod.run_jobs(jobs[:4], _deid_faults.square_or_die, workers=2, stop=lambda: True))
+    assert [r for _, r in stopped] == [batch_mod.NOT_STARTED] * 4
+
+
+def test_workers_that_always_die_stop_the_run_after_three_files(folder, tmp_path, key, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _deid_faults
+
+    monkeypatch.setattr(deid_mod, "_work", _deid_faults.always_die)
+    summary = deidentify_folder(folder, tmp_path / "out", key, CFG, workers=2)
+    assert summary.processed == 0 and summary.stopped.startswith("worker processes died on 3 files in a row")
+    assert summary.refused_by_reason == {
+        "the worker process died on this file, also when retried alone (killed or out of memory)": 3,
+        "not attempted: the run stopped early (see the audit status)": 1,
+    }
+    assert _audit(summary)["status"].startswith("stopped: worker processes died")

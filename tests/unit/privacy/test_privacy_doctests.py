@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = (
-    "allowlist", "audit", "burned_in", "dates", "deid", "freetext", "profile", "pseudonym", "table", "uids", "walker",
+    "allowlist", "audit", "batch", "burned_in", "dates", "deid", "freetext", "one_file", "profile", "pseudonym", "table",
+    "uids", "walker",
 )
 
 
