@@ -74,6 +74,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
 )
 
 
+#: Words of institution names too common to scrub on their own (the whole name still is).
+_GENERIC_WORDS = frozenset({
+    "hospital", "hopital", "hôpital", "krankenhaus", "klinik", "klinikum", "clinic", "clinique", "clinica",
+    "center", "centre", "medical", "general", "university", "universitat", "universität", "universite",
+    "université", "health", "institute", "institut", "imaging", "radiology", "radiologie", "department",
+    "saint", "memorial", "regional", "national", "community", "children", "childrens", "women", "foundation",
+})  # fmt: skip
+
+
 def _values(elem) -> list[str]:
     value = elem.value
     if value is None or value == "":
@@ -129,7 +138,9 @@ def _collect(ds, terms: set[str], depth: int) -> None:
                 if len(v) >= 2:
                     terms.add(v)
                 if int(tag) in (0x00080080, 0x00081040):  # institution / department: each word too
-                    terms.update(w for w in re.split(r"[\s,]+", v) if len(w) >= 4)
+                    terms.update(
+                        w for w in re.split(r"[\s,.\-]+", v) if len(w) >= 4 and w.lower() not in _GENERIC_WORDS
+                    )
 
 
 class Scrubber:

@@ -171,6 +171,10 @@ def test_phi_terms_collects_names_at_any_depth_and_scrubber_spares_short_words()
     assert {"Li", "Wei", "Surgeon", "Sam"} <= set(terms)
     text = Scrubber(terms).clean("Clinical note: Li Wei operated by Surgeon")
     assert text == "Clinical note: X X operated by X"  # "Li" goes as a word, not inside "Clinical"
+    ds.InstitutionName = "Springfield General Hospital"
+    terms = phi_terms(ds)
+    assert "Springfield" in terms and "General" not in terms and "Hospital" not in terms
+    assert Scrubber(terms).clean("from Springfield, a general hospital") == "from X, a general hospital"
 
 
 def test_file_meta_elements_and_group_lengths_inside_the_data_set_are_removed():
