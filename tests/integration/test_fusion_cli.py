@@ -90,6 +90,19 @@ def test_fusion_cli_train_evaluate(tmp_path):
     assert 0.0 <= fusion["auc"]["value"] <= 1.0 and "auc_without_T1" in fusion
     assert (run / "report.html").is_file() and "Fusion" in (run / "report.html").read_text()
 
+    # predict and explain through the engine, one file per modality (a missing one is flagged)
+    t1, pd = real_data("itk/BrainT1Slice.png"), real_data("itk/BrainProtonDensitySlice.png")
+    result = runner.invoke(app, ["predict", str(run), f"T1={t1}", f"PD={pd}", "--json"])
+    assert result.exit_code == 0, result.output
+    pred = json.loads(result.output.strip().splitlines()[-1])
+    assert set(pred["probabilities"]) == {"normal", "abnormal"} and not pred["flags"][:1] == ["missing_modality:T1"]
+    result = runner.invoke(app, ["predict", str(run), f"T1={t1}", "PD=-", "--json"])
+    assert result.exit_code == 0 and "missing_modality:PD" in result.output, result.output
+    result = runner.invoke(app, ["explain", str(run), f"T1={t1},PD={pd}", "-o", str(tmp_path / "expl")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "expl" / "explain.json").read_text())
+    assert report["run_kind"] == "fusion" and any(f.endswith(".png") for f in report["files"])
+
 
 def test_fusion_cli_manifest_training_with_missing_file(tmp_path):
     from medanomaly.fusion.simulate import simulate_pairs, write_manifest

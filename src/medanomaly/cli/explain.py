@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
         run: Path = typer.Argument(..., help="Run folder of any task (classification, lung_nodule, fusion...)."),
-        image: Path = typer.Argument(..., help="Image file; with --evaluate also a folder or CSV manifest."),
+        image: Path = typer.Argument(..., help="Image file; with --evaluate also a folder or CSV manifest; "
+                                     "fusion runs: MOD=path,MOD=path (one file per modality)."),
         method: str = typer.Option("gradcam", "--method", "-m",
                                    help="gradcam, gradcampp, occlusion, integrated_gradients, guided_backprop."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/explain-<image>-<time>)."),
@@ -33,8 +34,15 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine.outputs import output_stem
         from medanomaly.explain.driver import explain_file
 
-        target_dir = out or default_out("explain", output_stem(image))
-        report = explain_file(load_model(run).explainable(), image, method, target_dir, layer, target, mask, evaluate,
+        model = load_model(run)
+        source = image
+        if "=" in str(image):  # one file per modality: stacked as components in the model's order
+            from medanomaly.cli.predict import _fusion_inputs
+            from medanomaly.engine.verbs import stack_modalities
+
+            source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
+        target_dir = out or default_out("explain", "fusion" if source is not image else output_stem(image))
+        report = explain_file(model.explainable(), source, method, target_dir, layer, target, mask, evaluate,
                               dicom, fov, findings)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(summary, indent=2, default=float))

@@ -24,7 +24,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
@@ -154,3 +154,22 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
         return first, model.predict(volumes), None  # type: ignore[arg-type]
     except InputError as exc:
         return first, exc, None
+
+
+def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> Any:
+    """One Volume whose components are a multimodal model's inputs in its order (read from one file
+    per modality, all present, on one grid): what explain takes for a fusion model."""
+    import numpy as np
+
+    from medanomaly.io import read
+
+    names = tuple(getattr(model, "modalities", ()))
+    missing = [n for n in names if paths.get(n) is None]
+    if not names or missing or set(paths) - set(names):
+        raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
+    volumes = [read(paths[n]) for n in names]  # type: ignore[arg-type]
+    if any(not v.same_grid(volumes[0], tol=1e-3) for v in volumes[1:]):
+        raise InputError("the modality images are not on one grid; register them first (medanomaly register)")
+    arrays = [np.asarray(v.array, np.float32) for v in volumes]
+    arrays = [a.mean(axis=-1) if a.ndim == 4 else a for a in arrays]
+    return volumes[0].with_array(np.stack(arrays, axis=-1))

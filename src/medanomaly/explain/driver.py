@@ -86,14 +86,15 @@ def _stitch(ct: Any, results: list[Any]) -> Any:
     return ct.with_array(full, **meta)
 
 
-def explain_file(ex: Any, image: Path, method: str, out: Path, layer: str | None = None, target: int | None = None,
+def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str | None = None, target: int | None = None,
                  mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
                  findings_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Explain a model's call on one image file (or, with ``evaluate``, a folder / CSV manifest).
 
     Args:
         ex: the model's :class:`~medanomaly.explain.adapters.Explainable` (``model.explainable()``).
-        image: the image file (folder or CSV manifest with ``evaluate``).
+        image: the image file (folder or CSV manifest with ``evaluate``), or an already read Volume
+            (a fusion model's modalities stacked as components).
         method: a registered explainer (gradcam, occlusion, ...).
         out: output folder (PNG overlays, NIfTI map, ``explain.json``).
         mask: the reference lesion mask on the image grid (contour, pointing game, energy inside).
@@ -112,13 +113,13 @@ def explain_file(ex: Any, image: Path, method: str, out: Path, layer: str | None
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder ({exc.strerror})", out) from None
-    if image.is_dir() or image.suffix.lower() == ".csv":
+    if isinstance(image, Path) and (image.is_dir() or image.suffix.lower() == ".csv"):
         if not evaluate:
             raise InputError("a folder or manifest is evaluated: add --evaluate", image)
         report = _evaluate_dataset(ex, image, method, layer, target)
         write_json(out / "explain.json", report)
         return report
-    volume = read(image)
+    volume = read(image) if isinstance(image, Path) else image
     lesion = read(mask) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)

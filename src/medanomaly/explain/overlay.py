@@ -129,6 +129,8 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
         idx = panel["index"]
         kw = dict(origin=panel["origin"], extent=panel["extent"], interpolation="nearest")
         base = np.asarray(img.array)[idx]
+        if base.ndim == 3 and base.shape[-1] not in (3, 4):  # several modalities: show the first
+            base = base[..., 0]
         if base.ndim == 3:  # RGB
             rgb = base.astype(np.float32)
             rgb = (rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6)
