@@ -28,7 +28,8 @@ The shape is a radiologists' consensus mask on its own physical grid
   matched to the local background as :func:`medanomaly.synth.nodules.insert_nodule` does.
 * **Truth**: mask = occupancy >= 0.5 (a nodule thinner than a slice, whose occupancy never
   reaches 0.5, keeps the voxels above half its peak occupancy, so it is never empty);
-  ``volume_ml`` = summed occupancy x voxel volume (equals the shape's own volume within ~2 %).
+  ``volume_ml`` = summed occupancy x voxel volume (over 150 LIDC shapes in lung1: 0.98-1.03 times
+  the shape's own volume, 5th-95th percentile).
 
 Example:
     >>> import numpy as np
