@@ -124,9 +124,13 @@ def _nifti_gz(path: Path, shape: tuple[int, ...], dtype: type = np.int16) -> Pat
 
 
 def _rss_of_reading(paths: list[Path]) -> dict:
-    """Read each path in a fresh interpreter; its peak RSS (MB) and the errors, as a dict."""
+    """Read each path in a fresh interpreter; its peak RSS (MB) and the errors, as a dict.
+
+    The peak is VmHWM of /proc/self/status: the high-water mark of this process's own address
+    space. (``ru_maxrss`` is not: Linux carries it over fork + exec, so a child of a big pytest
+    worker would report the worker's size.)"""
     script = (
-        "import json, resource, sys\n"
+        "import json, re, sys\n"
         "from medanomaly.errors import InputError\n"
         "from medanomaly.io import read\n"
         "out = {'errors': []}\n"
@@ -135,7 +139,8 @@ def _rss_of_reading(paths: list[Path]) -> dict:
         "        read(p); out['errors'].append(None)\n"
         "    except InputError as exc:\n"
         "        out['errors'].append(str(exc))\n"
-        "out['maxrss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())\n"
+        "out['maxrss_mb'] = int(hwm.group(1)) / 1024\n"
         "print(json.dumps(out))\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != ENV_VAR}
