@@ -72,6 +72,40 @@ def _crop(volume, center_zyx: np.ndarray, half: np.ndarray):
     return crop_zyx(volume, lo, hi)
 
 
+#: Rejection sampling of a nodule's place gives up after this many draws per requested nodule.
+MAX_TRIES_PER_NODULE = 500
+
+
+def place_nodule(rng: np.random.Generator, candidates: np.ndarray, to_wall: np.ndarray, to_excl: np.ndarray | None,
+                 diameter_range_mm: tuple[float, float], tries: int, wanted: int, where: str):  # fmt: skip
+    """Draw a nodule and a lung voxel (z, y, x) for it: far enough from the lung wall (0.4 x its
+    reach, mm) and from the excluded lesion (its reach + 2 mm).
+
+    Rejection sampling with a bound: after ``MAX_TRIES_PER_NODULE * wanted`` draws in total for one
+    lung it stops with an :class:`InputError` instead of looping for ever.
+
+    Returns:
+        ``(spec, zyx, tries)`` with ``tries`` the draws used so far (pass it back in).
+
+    Raises:
+        InputError: no place found within the bound (diameters too large for this lung).
+    """
+    from medanomaly.synth.nodules import nodule_reach_mm, sample_nodule_spec
+
+    limit = MAX_TRIES_PER_NODULE * max(int(wanted), 1)
+    while tries < limit:
+        tries += 1
+        spec = sample_nodule_spec(rng, (0.0, 0.0, 0.0), diameter_range_mm)
+        reach = nodule_reach_mm(spec)
+        zyx = candidates[rng.integers(len(candidates))]
+        if to_wall[tuple(zyx)] < 0.4 * reach or (to_excl is not None and to_excl[tuple(zyx)] < reach + 2):
+            continue
+        return spec, zyx, tries
+    lo, hi = diameter_range_mm
+    raise InputError(f"{where}: no place for a {lo:g}-{hi:g} mm nodule away from the lung wall and the excluded "
+                     f"lesion after {limit} tries; use a smaller diameter_range_mm or fewer nodules")
+
+
 def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[float, float],
               patch_mm: float, image_size: Sequence[int], seed: int) -> dict[str, np.ndarray]:
     from scipy import ndimage
@@ -79,7 +113,7 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
     from medanomaly.data.lidc import _patch
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.synth.sources import load_source
-    from medanomaly.synth.nodules import NoduleSpec, insert_nodule, nodule_reach_mm, sample_nodule_spec
+    from medanomaly.synth.nodules import NoduleSpec, insert_nodule
 
     rng = np.random.default_rng(seed)
     images, labels, pids, splits, keys = [], [], [], [], []
@@ -97,13 +131,11 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
             candidates = np.argwhere(inside)
             if len(candidates) == 0:
                 raise InputError(f"{name}: no {'right' if side == 1 else 'left'} lung found")
-            made = 0
+            made, tries = 0, 0
+            where = f"{name}, {'right' if side == 1 else 'left'} lung"
             while made < per_cell:
-                spec = sample_nodule_spec(rng, (0.0, 0.0, 0.0), diameter_range_mm)
-                reach = nodule_reach_mm(spec)
-                zyx = candidates[rng.integers(len(candidates))]
-                if to_wall[tuple(zyx)] < 0.4 * reach or (to_excl is not None and to_excl[tuple(zyx)] < reach + 2):
-                    continue
+                spec, zyx, tries = place_nodule(rng, candidates, to_wall, to_excl, diameter_range_mm, tries,
+                                                per_cell, where)  # fmt: skip
                 half = np.ceil((patch_mm / 2 + 4.0) / spacing_zyx)
                 sub = _crop(src.ct, zyx, half)
                 sub_lung = _crop(src.lung, zyx, half)
