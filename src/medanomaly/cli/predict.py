@@ -49,13 +49,17 @@ def register(app: typer.Typer) -> None:
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
+        from medanomaly.engine.outputs import prepare_output_dir
 
         if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
             from medanomaly.cli.pacs import predict_archive
 
-            code = predict_archive(run, paths[0], out or default_out("predict", paths[0].name),
+            target = prepare_output_dir(out or default_out("predict", paths[0].name))
+            code = predict_archive(run, paths[0], target,
                                    series_filter=series_filter or None, dicom=dicom, engine=engine, address=address)
             raise typer.Exit(code=code)
+        if out is not None:
+            prepare_output_dir(out)
         model = load_model(run)
         if model.task == "fusion":
             from medanomaly.engine.verbs import predict_multimodal

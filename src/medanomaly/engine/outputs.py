@@ -15,7 +15,7 @@ from typing import Any
 from medanomaly.jsonio import write_json
 from medanomaly.types import Prediction
 
-__all__ = ["output_stem", "write_prediction"]
+__all__ = ["output_stem", "prepare_output_dir", "write_prediction"]
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
 
@@ -27,6 +27,33 @@ def output_stem(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name
     return name
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create the output folder and prove it can be written, before any work is done.
+
+    A probe file is created and removed at once, so an unwritable, read-only or impossible location
+    (a path under a regular file, a full disk) fails in one line naming the folder, not after minutes
+    of work with a traceback.
+
+    Raises:
+        InputError: the folder cannot be created or written.
+    """
+    import os
+    import tempfile
+
+    from medanomaly.errors import InputError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise InputError(f"cannot write the output folder ({reason})", folder) from None
+    return folder
 
 
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
