@@ -58,6 +58,7 @@ SAFE_META_KEYS = frozenset(
         "description",
         "channels",
         "label",
+        "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm
     }
 )
 

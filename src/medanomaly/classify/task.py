@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         raise InputError(f"the {split!r} split is empty", run_dir)
     raw = clf.raw_proba(data.images)
     explained = explain_examples(clf, data.images, data.labels, clf.decision.calibrate(raw), run_dir / "explain",
-                                 cfg.evaluate.explain) if cfg.evaluate.report else []  # fmt: skip
+                                 cfg.evaluate.explain, keys=data.keys) if cfg.evaluate.report else []  # fmt: skip
     extra = {"synthetic": bool(clf.synthetic),
              "data_note": "SYNTHETIC data: simulated images, not patients" if clf.synthetic else "",
              "ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta}}  # fmt: skip
@@ -68,10 +68,11 @@ def pick_examples(labels: np.ndarray, probs: np.ndarray, limit: int, pred: np.nd
 
 
 def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, out_dir: Path,
-                     limit: int) -> list[tuple[Path, str]]:  # fmt: skip
+                     limit: int, keys: Any = None) -> list[tuple[Path, str]]:  # fmt: skip
     """Grad-CAM overlays of :func:`pick_examples` into ``out_dir`` (``<split index>_overview.png``);
-    returns ``(png, caption)`` pairs with the true and predicted class. Images are model inputs
-    (no patient geometry): the overlay's axes are in model pixels."""
+    returns ``(png, caption)`` pairs naming the case by its key (the file name the manifest gave, or
+    the loader's id; ``keys``) with the true and predicted class. Images are model inputs (no
+    patient geometry): the overlay's axes are in model pixels and say so."""
     if limit <= 0 or len(images) == 0:
         return []
     import dataclasses
@@ -89,7 +90,7 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
         x = np.asarray(images[i], np.float32)  # (C, *spatial)
         data = x.reshape((x.shape[0], 1, *x.shape[1:])) if x.ndim == 3 else x
         data = data[0] if x.shape[0] == 1 else np.moveaxis(data, 0, -1)
-        meta = {"synthetic": True} if getattr(clf, "synthetic", False) else {}
+        meta = {"model_pixels": True, **({"synthetic": True} if getattr(clf, "synthetic", False) else {})}
         try:
             pngs = explain_findings(ex, Volume(data, meta=meta), [], out_dir, method="gradcam", stem=f"case{i}",
                                     target=int(pred_all[i]))  # fmt: skip
@@ -98,7 +99,8 @@ def explain_examples(clf: Any, images: np.ndarray, labels: np.ndarray, probs: np
         pred = int(pred_all[i])
         verdict = "correct" if pred == int(labels[i]) else "wrong"
         verdict += ", abstained: no call (low confidence)" if abstained[i] else ""
-        out += [(p, f"Grad-CAM of the predicted class, case {i} of the split: true {names[int(labels[i])]}, "
+        case = f"case {keys[i]}" if keys is not None else f"case {i} of the split"
+        out += [(p, f"Grad-CAM of the predicted class, {case}: true {names[int(labels[i])]}, "
                     f"predicted {names[pred]} (p = {probs[i, pred]:.2f}, {verdict}) - {out_dir.name}/{p.name}")
                 for p in pngs]  # fmt: skip
     return out

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medanomaly.errors import InputError
 from medanomaly.jsonio import write_json
+from medanomaly.train.engine import WARNINGS_JSON
 
 MODEL_JSON = "model.json"
 STATUS_JSON = "status.json"
@@ -41,7 +42,7 @@ LOCK_FILE = ".train.lock"
 __all__ = [
     "MODEL_JSON", "STATUS_JSON", "CONFIG_YAML", "RunInfo", "RunStatus", "write_json", "write_run_info",
     "read_run_info", "write_status", "read_status", "require_finished", "check_run", "training_lock",
-    "prepare_run_dir", "write_finished_run",
+    "prepare_run_dir", "write_finished_run", "training_warnings",
 ]  # fmt: skip
 
 
@@ -100,6 +101,7 @@ class RunStatus(BaseModel):
     pid: int | None = None
     seconds: float | None = None
     reason: str | None = None
+    warnings: list[str] | None = None
 
 
 def _read_json(path: Path, run_dir: Path) -> Any:
@@ -130,8 +132,44 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         raise InputError(f"model.json is invalid: {where}: {first['msg']}", run_dir) from None
 
 
+def training_warnings(run_dir: str | Path) -> list[str]:
+    """What this run's training loops warned about (a model at chance level...), in the order found.
+
+    Read from the loops' ``warnings.json`` in the run folder and up to two levels below (ensemble
+    members, cross-validation folds); files older than the ``running`` record of ``status.json``
+    belong to an earlier training and are ignored.
+    """
+    run_dir = Path(run_dir)
+    since = -math.inf
+    status = run_dir / STATUS_JSON
+    try:
+        record = json.loads(status.read_text())
+        if record.get("status") == "running":
+            since = status.stat().st_mtime - 1.0
+    except (OSError, ValueError, AttributeError):
+        pass
+    found: list[str] = []
+    for pattern in (WARNINGS_JSON, f"*/{WARNINGS_JSON}", f"*/*/{WARNINGS_JSON}"):
+        for path in sorted(run_dir.glob(pattern)):
+            try:
+                if path.stat().st_mtime < since:
+                    continue
+                items = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            where = path.parent.relative_to(run_dir).as_posix()
+            found += [f"{where}: {w}" if where != "." else str(w) for w in items if isinstance(w, str)]
+    return found
+
+
 def write_status(run_dir: str | Path, status: str, **extra: Any) -> Path:
-    """Record the training state in ``status.json`` (``running``, ``complete`` or ``failed``)."""
+    """Record the training state in ``status.json`` (``running``, ``complete`` or ``failed``).
+
+    A ``complete`` record lists the training's warnings (:func:`training_warnings`, e.g. a model
+    at chance level) under ``warnings`` unless given.
+    """
+    if status == "complete" and "warnings" not in extra:
+        extra["warnings"] = training_warnings(run_dir)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record = RunStatus(status=status, updated=stamp, pid=os.getpid(), **extra)  # type: ignore[arg-type]
     return write_json(Path(run_dir) / STATUS_JSON, record.model_dump(mode="json", exclude_none=True))

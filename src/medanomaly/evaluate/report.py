@@ -122,6 +122,7 @@ def _html(
     split: str,
     title: str,
     explanations: Sequence[tuple[Path, str]] = (),
+    warnings: Sequence[str] = (),
 ) -> str:
     """Fill the jinja2 template (self-contained HTML: plots embedded as base64 PNG)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -153,6 +154,7 @@ def _html(
         calibration_rows=list(calibration_rows),
         figures=figs,
         explanations=cams,
+        warnings=list(warnings),
         version=pkg_version,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -218,6 +220,40 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
+def chance_warnings(result: MetricsResult, split: str) -> list[str]:
+    """One line when the split's ROC AUC (macro over classes) is compatible with chance: its bootstrap
+    CI contains 0.5 (or, without a CI, the AUC itself is at most 0.5).
+
+    Example:
+        >>> from types import SimpleNamespace as N
+        >>> chance_warnings(N(macro={"roc_auc": Estimate(0.55, 0.41, 0.68)}, ci_level=0.95), "test")[0][:37]
+        'chance level: ROC AUC on test = 0.550'
+    """
+    auc = result.macro.get("roc_auc")
+    if auc is None or not np.isfinite(auc.value):
+        return []
+    if np.isfinite(auc.low) and np.isfinite(auc.high):
+        if auc.low <= 0.5 <= auc.high:
+            level = int(round(result.ci_level * 100))
+            return [f"chance level: ROC AUC on {split} = {auc.value:.3f}, its {level}% CI [{auc.low:.3f}, "
+                    f"{auc.high:.3f}] contains 0.5: on this split the model is not distinguishable from guessing"]
+        return []
+    if auc.value <= 0.5:
+        return [f"chance level: ROC AUC on {split} = {auc.value:.3f} (no CI): the model does no better than guessing"]
+    return []
+
+
+def run_warnings(run_dir: Path) -> list[str]:
+    """The training's warnings recorded in the run's ``status.json`` (``warnings``; none when absent)."""
+    import json
+
+    try:
+        items = json.loads((Path(run_dir) / "status.json").read_text()).get("warnings") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f"training: {w}" for w in items if isinstance(w, str)]
+
+
 def _calibration_rows(ev: ClassificationEvaluation) -> list[tuple[str, str]]:
     d, split = ev.decision, ev.split
     rows = [(f"ECE ({name}, {c.count.size} equal-width bins)", f"{c.ece:.4f}") for name, c in ev.reliability.items()]
@@ -250,6 +286,7 @@ def evaluate_classification(
     explanations: Sequence[tuple[Path, str]] = (),
     extra: Mapping[str, Any] | None = None,
     n_bins: int = 15,
+    warnings: Sequence[str] | None = None,
 ) -> ClassificationEvaluation:
     """Measure a classifier on one split under its learned rule; write metrics.json, plots, report.html.
 
@@ -267,6 +304,9 @@ def evaluate_classification(
         explanations: ``(png, caption)`` explanation overlays embedded in the report.
         extra: task-specific keys added to ``metrics.json`` (ensemble, data note ...).
         n_bins: bins of the reliability diagram / ECE.
+        warnings: the training's warnings (default: ``out_dir/status.json``'s); with a split AUC
+            whose CI contains 0.5 (:func:`chance_warnings`) they make a banner in the report and
+            ``warnings`` in ``metrics.json``.
     """
     from medanomaly.evaluate.calibration import selective_accuracy
     from medanomaly.jsonio import write_json, write_text_atomic
@@ -288,8 +328,10 @@ def evaluate_classification(
     ev = ClassificationEvaluation(metrics, d, reliability, rc, sel, cov, int(d.call(p)[1].sum()), split, out)
     op = (cov, 1.0 - sel) if (cov is not None and sel is not None) else None
     figures = _figures(out / "plots", y, p, class_names, metrics, reliability, rc, op, seed)
-    write_json(out / "metrics.json", {**ev.to_json(), **dict(extra or {})})
+    notes = [*(run_warnings(out) if warnings is None else warnings), *chance_warnings(metrics, split)]
+    write_json(out / "metrics.json", {**ev.to_json(), **dict(extra or {}), "warnings": notes})
     info = {**(run_info if run_info is not None else _run_info(out)), "split": split, "classes": ", ".join(class_names)}
-    html = _html(metrics, figures, info, _calibration_rows(ev), d.describe(class_names), split, title, explanations)
+    html = _html(metrics, figures, info, _calibration_rows(ev), d.describe(class_names), split, title, explanations,
+                 notes)  # fmt: skip
     write_text_atomic(out / "report.html", html)
     return ev

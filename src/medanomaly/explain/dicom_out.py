@@ -30,7 +30,8 @@ from medanomaly.types import Volume
 def blend_slice(image: Volume, map_volume: Volume, z: int, *, mask: Volume | None = None,
                 window: tuple[float, float] | None = None, alpha: float = 0.45,
                 threshold: float = 0.15) -> np.ndarray:  # fmt: skip
-    """RGB uint8 ``(Y, X, 3)`` of axial slice ``z`` (LPS) with the heatmap (inferno) and lesion contour."""
+    """RGB uint8 ``(Y, X, 3)`` of axial slice ``z`` (LPS) with the heatmap (inferno) and lesion contour
+    (a flat map, empty or constant, is not blended in)."""
     from matplotlib import colormaps
     from scipy.ndimage import binary_erosion
 
@@ -45,7 +46,9 @@ def blend_slice(image: Volume, map_volume: Volume, z: int, *, mask: Volume | Non
     vmax = float(harr.max()) if harr.max() > 0 else 1.0
     h = np.clip(harr[z] / vmax, 0, 1)
     colour = colormaps["inferno"](h)[..., :3]
-    a = np.where(h >= threshold, alpha, 0.0)[..., None]
+    from medanomaly.explain.maps import is_flat
+
+    a = np.where((h >= threshold) & (not is_flat(harr)), alpha, 0.0)[..., None]  # a flat map shows nothing
     rgb = rgb * (1 - a) + colour * a
     if mask is not None:
         m = np.asarray(_to_lps(mask).array[z]) > 0

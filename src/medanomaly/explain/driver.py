@@ -151,8 +151,9 @@ def _explain_findings(ex: Any, volume: Any, lesion: Any, out: Path, method: str,
                                 label="reference lesion", mask=lesion))  # fmt: skip
     results = explain_findings_detailed(ex, volume, findings, out, method=method, layer=layer, fov_mm=fov)
     report["findings"] = [
-        {"index": r.index, "label": f.label, "score": f.score, "peak_mm": [round(v, 2) for v in r.peak_mm],
-         "peak_in_mask": r.peak_in_mask, "png": str(r.png)}
+        {"index": r.index, "label": f.label, "score": f.score, "flat_map": r.flat,
+         "peak_mm": None if r.flat else [round(v, 2) for v in r.peak_mm], "peak_in_mask": r.peak_in_mask,
+         "png": str(r.png)}
         for r, f in zip(results, findings, strict=False)
     ]  # fmt: skip
     report["files"] += [str(r.png) for r in results]
@@ -197,7 +198,9 @@ def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, la
                    preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
     files = save_explanation(volume, heat, out, mask=lesion, method=method)
     report["files"] += [str(p) for p in files.values()]
-    report["peak_mm"] = [round(v, 2) for v in peak_mm(heat)]
+    peak = peak_mm(heat)
+    report["flat_map"] = peak is None  # an empty or constant map: no peak, nothing to point at
+    report["peak_mm"] = None if peak is None else [round(v, 2) for v in peak]
     if lesion is not None:
         from medanomaly.explain.faithfulness import energy_inside, pointing_game
 

@@ -164,12 +164,16 @@ def _on_same_grid(map_volume: Volume, mask: Volume) -> Volume:
 def pointing_game(map_volume: Volume, mask: Volume, tolerance_mm: float = 0.0) -> bool:
     """True when the map's maximum lies inside ``mask`` (or within ``tolerance_mm`` of it).
 
-    A flat-topped maximum counts at the plateau voxel nearest its centroid (``maps.peak_index``).
+    A flat-topped maximum counts at the plateau voxel nearest its centroid (``maps.peak_index``);
+    a flat map (empty or constant, ``maps.is_flat``) points nowhere: a miss.
     """
     lesion = np.asarray(_on_same_grid(map_volume, mask).array) > 0
     if not lesion.any():
         raise InputError("lesion mask is empty; the pointing game needs a lesion")
-    from medanomaly.explain.maps import peak_index
+    from medanomaly.explain.maps import is_flat, peak_index
+
+    if is_flat(map_volume.array):
+        return False
 
     peak = peak_index(map_volume.array)
     if lesion[peak]:

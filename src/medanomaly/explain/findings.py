@@ -32,8 +32,13 @@ class FindingExplanation:
     map: Volume
     view: Volume
     png: Path | None
-    peak_mm: tuple[float, float, float]
+    peak_mm: tuple[float, float, float] | None
     peak_in_mask: bool | None
+
+    @property
+    def flat(self) -> bool:
+        """The map shows nothing (empty or constant): it has no peak (``peak_mm`` is None)."""
+        return self.peak_mm is None
 
 
 def explain_patch(explainable: Any, grid: Volume, centre_mm: Sequence[float], method: str = "gradcam", *,

@@ -187,6 +187,27 @@ def explain(model: Any, image: Volume, method: str = "gradcam", *, target: int |
     return resample_to(map_on_grid(arr, grid, method), image)
 
 
+#: A map whose finite values span less than this fraction of their magnitude is flat.
+FLAT_RTOL = 1e-6
+
+
+def is_flat(array: np.ndarray, rtol: float = FLAT_RTOL) -> bool:
+    """True when a map shows nothing: no finite value, all zeros, or one constant value (within
+    ``rtol`` of its magnitude). Such a map has no peak; overlays and reports say so instead of
+    marking one (a plateau's centroid would put a fake "peak" in the image centre).
+
+    Example:
+        >>> is_flat(np.zeros((2, 3, 3))), is_flat(np.full((2, 3, 3), 0.4)), is_flat(np.eye(3)[None])
+        (True, True, False)
+    """
+    arr = np.asarray(array, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return True
+    top, bottom = float(finite.max()), float(finite.min())
+    return top - bottom <= rtol * max(abs(top), abs(bottom)) or top == bottom
+
+
 def peak_index(array: np.ndarray, rtol: float = 1e-4) -> tuple[int, ...]:
     """Index of a map's maximum; on a plateau (ties within ``rtol`` of the range), the plateau
     voxel nearest the plateau's centroid.
@@ -205,7 +226,10 @@ def peak_index(array: np.ndarray, rtol: float = 1e-4) -> tuple[int, ...]:
     return tuple(int(v) for v in best)
 
 
-def peak_mm(map_volume: Volume) -> tuple[float, float, float]:
-    """LPS position (mm) of the map's maximum (plateau-aware, see :func:`peak_index`)."""
+def peak_mm(map_volume: Volume) -> tuple[float, float, float] | None:
+    """LPS position (mm) of the map's maximum (plateau-aware, see :func:`peak_index`); None for a
+    flat map (:func:`is_flat`), which has no peak."""
+    if is_flat(map_volume.array):
+        return None
     zyx = peak_index(map_volume.array)
     return tuple(float(v) for v in map_volume.index_to_physical(np.asarray(zyx[::-1], float)))  # type: ignore[return-value]

@@ -4,8 +4,10 @@
 convention: images are first reoriented to LPS (``SimpleITK.DICOMOrient``), then axial slices
 show the patient's right on the viewer's left and anterior at the top, coronal and sagittal
 slices show superior at the top (sagittal: anterior on the left). Pixel aspect follows the
-spacing (axes in mm), a colour bar gives the map's unit, the lesion contour is drawn when a mask
-is given, and a cross marks the map's peak. Images from simulated data say "synthetic".
+spacing (axes in mm; in pixels for model inputs without patient geometry), a colour bar gives the
+map's unit, the lesion contour is drawn when a mask is given, and a cross marks the map's peak. A
+flat map (empty or constant) is flagged "FLAT MAP" and has no peak. Images from simulated data say
+"synthetic".
 
 Example:
     >>> import numpy as np
@@ -79,12 +81,75 @@ def _panels(shape: tuple[int, int, int], peak: tuple[int, int, int], spacing: tu
     ]  # fmt: skip
 
 
+def _draw_panel(ax: Any, panel: dict[str, Any], img: Volume, harr: np.ndarray, lesion: Volume | None,
+                peak: tuple[int, ...] | None, focus: tuple[int, ...], display: dict[str, Any]) -> Any:  # fmt: skip
+    """One panel: the grey (or RGB) image, the map above ``threshold`` (none for a flat map), the
+    lesion contour, the peak cross (when this slice holds it) and the orientation letters."""
+    idx = panel["index"]
+    kw = dict(origin=panel["origin"], extent=panel["extent"], interpolation="nearest")
+    base = np.asarray(img.array)[idx]
+    if base.ndim == 3 and base.shape[-1] not in (3, 4):  # several modalities: show the first
+        base = base[..., 0]
+    if base.ndim == 3:  # RGB
+        rgb = base.astype(np.float32)
+        ax.imshow((rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6), **kw)
+    else:
+        ax.imshow(base, cmap="gray", vmin=display["lo"], vmax=display["hi"], **kw)
+    shown = None
+    if peak is not None:  # a flat map is not drawn: a uniform colour wash would read as "everywhere"
+        vmax = display["vmax"]
+        shown = ax.imshow(np.ma.masked_less(harr[idx], display["threshold"] * vmax), cmap="inferno", alpha=0.55,
+                          vmin=0.0, vmax=vmax, **kw)  # fmt: skip
+    if lesion is not None:
+        mslice = (np.asarray(lesion.array)[idx] > 0).astype(np.float32)
+        if mslice.any() and mslice.min() == 0:
+            ax.contour(mslice, levels=[0.5], colors="cyan", linewidths=1.2, origin=panel["origin"],
+                       extent=panel["extent"])  # fmt: skip
+    sx, sy, sz = img.spacing
+    kind = panel["name"].split()[0]
+    axis = {"image": 0, "axial": 0, "coronal": 1, "sagittal": 2}[kind]
+    inplane = {"image": (2, 1), "axial": (2, 1), "coronal": (2, 0), "sagittal": (1, 0)}[kind]
+    sp = (sz, sy, sx)
+    if peak is not None and peak[axis] == focus[axis]:
+        ax.plot((peak[inplane[0]] + 0.5) * sp[inplane[0]], (peak[inplane[1]] + 0.5) * sp[inplane[1]],
+                marker="+", color="lime", ms=12, mew=1.5)  # fmt: skip
+    fov_mm = display["fov_mm"]
+    if fov_mm:  # zoom around the slice centre
+        cx, cy = (focus[inplane[0]] + 0.5) * sp[inplane[0]], (focus[inplane[1]] + 0.5) * sp[inplane[1]]
+        half = fov_mm / 2
+        x0, x1, y0, y1 = panel["extent"]
+        ax.set_xlim(max(cx - half, x0), min(cx + half, x1))
+        lims = (max(cy - half, min(y0, y1)), min(cy + half, max(y0, y1)))
+        ax.set_ylim(lims[::-1] if panel["origin"] == "upper" else lims)
+    ax.set_title(panel["name"], fontsize=10)
+    ax.set_xlabel(display["unit"], fontsize=8)
+    ax.tick_params(labelsize=7)
+    letters = panel["letters"]
+    if letters:
+        style = dict(color="yellow", fontsize=11, fontweight="bold", transform=ax.transAxes)
+        ax.text(0.01, 0.5, letters[0], ha="left", va="center", **style)
+        ax.text(0.99, 0.5, letters[1], ha="right", va="center", **style)
+        ax.text(0.5, 0.99, letters[2], ha="center", va="top", **style)
+        ax.text(0.5, 0.01, letters[3], ha="center", va="bottom", **style)
+    return shown
+
+
+#: Volume meta key: the image is a model input without patient geometry (axes in pixels, not mm).
+MODEL_PIXELS = "model_pixels"
+#: What a flat (empty or constant) map's overlay says instead of drawing a peak.
+FLAT_NOTE = "FLAT MAP: the explanation is empty or constant; no region stands out, no peak"
+
+
 def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Volume | None = None,
                 method: str = "", window: tuple[float, float] | None = None,
                 threshold: float = 0.15, title: str | None = None, fov_mm: float | None = None,
                 center_mm: tuple[float, float, float] | None = None, dpi: int = 110,
                 contour_label: str = "lesion contour") -> Path:  # fmt: skip
     """Write a PNG of ``map_volume`` over ``image`` (3 orthogonal panels through the peak for 3D).
+
+    A flat map (empty or constant, :func:`medanomaly.explain.maps.is_flat`) is not drawn and has no
+    peak cross: the figure says "FLAT MAP" instead. Axes are in mm, or in pixels when the image is a
+    model input without patient geometry (``image.meta["model_pixels"]``).
 
     Args:
         image: the scan (grey, or RGB for one-slice colour images).
@@ -103,6 +168,8 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from medanomaly.explain.maps import is_flat, peak_index
+
     if not map_volume.same_grid(image):
         raise InputError("the map is not on the image grid; resample it with explain.maps.resample_to")
     if mask is not None and not mask.same_grid(image):
@@ -111,75 +178,37 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     heat = _to_lps(map_volume)
     lesion = _to_lps(mask) if mask is not None else None
     harr = np.asarray(heat.array, dtype=np.float32)
-    from medanomaly.explain.maps import peak_index
-
-    peak = peak_index(harr)
-    focus = peak
+    flat = is_flat(harr)
+    peak = None if flat else peak_index(harr)
+    focus = peak if peak is not None else tuple(n // 2 for n in img.shape)
     if center_mm is not None:
         idx = np.rint(img.physical_to_index(center_mm)).astype(int)[::-1]
         focus = tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(idx, img.shape, strict=True))
-    vmax = float(harr.max())
-    vmax = vmax if vmax > 0 else 1.0
+    vmax = 0.0 if flat else float(np.nanmax(harr))
     lo, hi = _window(img, window)
+    pixels = bool(image.meta.get(MODEL_PIXELS, False))
+    display = dict(lo=lo, hi=hi, vmax=vmax if vmax > 0 else 1.0, threshold=threshold, fov_mm=fov_mm,
+                   unit="model pixels" if pixels else "mm")  # fmt: skip
     panels = _panels(img.shape, focus, img.spacing, img.is_2d)
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.0, 4.8), squeeze=False)
-    shown = None
-    for ax, panel in zip(axes[0], panels, strict=True):
-        idx = panel["index"]
-        kw = dict(origin=panel["origin"], extent=panel["extent"], interpolation="nearest")
-        base = np.asarray(img.array)[idx]
-        if base.ndim == 3 and base.shape[-1] not in (3, 4):  # several modalities: show the first
-            base = base[..., 0]
-        if base.ndim == 3:  # RGB
-            rgb = base.astype(np.float32)
-            rgb = (rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6)
-            ax.imshow(rgb, **kw)
-        else:
-            ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, **kw)
-        hslice = harr[idx]
-        shown = ax.imshow(np.ma.masked_less(hslice, threshold * vmax), cmap="inferno", alpha=0.55,
-                          vmin=0.0, vmax=vmax, **kw)  # fmt: skip
-        if lesion is not None:
-            mslice = (np.asarray(lesion.array)[idx] > 0).astype(np.float32)
-            if mslice.any() and mslice.min() == 0:
-                ax.contour(mslice, levels=[0.5], colors="cyan", linewidths=1.2, origin=panel["origin"],
-                           extent=panel["extent"])  # fmt: skip
-        # peak marker (when the panel's slice holds the peak); zoom around the slice centre
-        sx, sy, sz = img.spacing
-        kind = panel["name"].split()[0]
-        axis = {"image": 0, "axial": 0, "coronal": 1, "sagittal": 2}[kind]
-        inplane = {"image": (2, 1), "axial": (2, 1), "coronal": (2, 0), "sagittal": (1, 0)}[kind]
-        sp = (sz, sy, sx)
-        if peak[axis] == focus[axis]:
-            ax.plot((peak[inplane[0]] + 0.5) * sp[inplane[0]], (peak[inplane[1]] + 0.5) * sp[inplane[1]],
-                    marker="+", color="lime", ms=12, mew=1.5)  # fmt: skip
-        if fov_mm:
-            cx, cy = (focus[inplane[0]] + 0.5) * sp[inplane[0]], (focus[inplane[1]] + 0.5) * sp[inplane[1]]
-            half = fov_mm / 2
-            x0, x1, y0, y1 = panel["extent"]
-            ax.set_xlim(max(cx - half, x0), min(cx + half, x1))
-            lims = (max(cy - half, min(y0, y1)), min(cy + half, max(y0, y1)))
-            ax.set_ylim(lims[::-1] if panel["origin"] == "upper" else lims)
-        ax.set_title(panel["name"], fontsize=10)
-        ax.set_xlabel("mm", fontsize=8)
-        ax.tick_params(labelsize=7)
-        letters = panel["letters"]
-        if letters:
-            style = dict(color="yellow", fontsize=11, fontweight="bold", transform=ax.transAxes)
-            ax.text(0.01, 0.5, letters[0], ha="left", va="center", **style)
-            ax.text(0.99, 0.5, letters[1], ha="right", va="center", **style)
-            ax.text(0.5, 0.99, letters[2], ha="center", va="top", **style)
-            ax.text(0.5, 0.01, letters[3], ha="center", va="bottom", **style)
-    cbar = fig.colorbar(shown, ax=list(axes[0]), fraction=0.025, pad=0.02)
-    cbar.solids.set_alpha(1.0)
-    cbar.set_label(UNITS.get(method, method or "attribution"), fontsize=9)
-    synthetic = bool(image.meta.get("synthetic", False))
+    shown = [_draw_panel(ax, panel, img, harr, lesion, peak, focus, display)
+             for ax, panel in zip(axes[0], panels, strict=True)]  # fmt: skip
+    if shown[0] is not None:
+        cbar = fig.colorbar(shown[0], ax=list(axes[0]), fraction=0.025, pad=0.02)
+        cbar.solids.set_alpha(1.0)
+        cbar.set_label(UNITS.get(method, method or "attribution"), fontsize=9)
+    else:
+        fig.text(0.5, 0.02, FLAT_NOTE, ha="center", va="bottom", fontsize=10, color="red", fontweight="bold")
     heading = title or (f"{method} explanation" if method else "explanation")
-    if synthetic:
+    if flat:
+        heading += "  [FLAT MAP: no peak]"
+    if bool(image.meta.get("synthetic", False)):
         heading += "  [synthetic]"
     if lesion is not None:
         heading += f"  (cyan: {contour_label})"
+    if pixels:
+        heading += "  (axes in model pixels, not mm)"
     fig.suptitle(heading, fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: A validation AUC at or below this is reported as chance level.
 CHANCE_AUC = 0.55
+#: The loop's warnings (chance level), written beside ``history.json`` when it has a run folder.
+WARNINGS_JSON = "warnings.json"
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,10 @@ class _Run:
         if message is not None:
             self.warnings.append(message)
             self.reporter.line(message, warning=True)
+        if self.run_dir is not None and self.ctx.is_main:  # the run's status.json and report pick these up
+            from medanomaly.jsonio import write_json
+
+            write_json(self.run_dir / WARNINGS_JSON, list(self.warnings))
 
     def over_budget(self) -> bool:
         """Step or time budget spent (the time check agrees on every rank)."""
