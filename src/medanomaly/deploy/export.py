@@ -14,7 +14,11 @@ What goes into the graph, per task:
   ``input`` (B, C, *size), output ``log_probs`` (B, K) (softmax = the run's probabilities);
 * lung_nodule: the fully convolutional network, input ``input`` (B, 1, z, y, x) with dynamic
   spatial axes, output ``logits``; the sliding window and post-processing stay in NumPy;
-* fusion: the raw network with the presence mask as a second input ``present`` (B, M) bool.
+* fusion: the raw network with the presence mask as a second input ``present`` (B, M) bool;
+* detection (generic 2D heatmap detector + lesion classifier): :mod:`medanomaly.deploy.export_detection`;
+* anomaly (normative, autoencoder, padim): :mod:`medanomaly.deploy.export_anomaly`.
+
+The last two have their own graphs and checks (:data:`TASK_EXPORTERS`); int8 is refused for them.
 
 Example:
     >>> from medanomaly.deploy.export import export_run         # doctest: +SKIP
@@ -42,7 +46,9 @@ __all__ = ["OPSET", "MATCH_LIMIT", "GraphSpec", "graph_spec", "export_graph", "e
 OPSET = 17
 #: Largest accepted |ONNX - torch| (probability or heatmap value) on validation before refusing.
 MATCH_LIMIT = 1e-4
-EXPORTABLE = ("classification", "lung_nodule", "fusion")
+EXPORTABLE = ("classification", "lung_nodule", "fusion", "detection", "anomaly")
+#: Tasks exported by a module of their own: ``graphs(model)``, ``package_info(model)``, ``check(...)``.
+TASK_EXPORTERS = {"detection": "medanomaly.deploy.export_detection", "anomaly": "medanomaly.deploy.export_anomaly"}
 
 
 @dataclass
@@ -212,19 +218,28 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     if out.exists() and not overwrite and any(out.iterdir() if out.is_dir() else [out]):
         raise InputError("already exists; choose another --out", out)
     model = load_model(run_dir)
-    spec = graph_spec(model)  # refuses tasks export does not know, before any work
+    exporter = _task_exporter(model.info.task)
+    if exporter is not None and int8:
+        raise InputError(f"--int8 is not available for the {model.info.task} task (fp32 export only)", run_dir)
+    graphs = exporter.graphs(model) if exporter is not None else [("model.onnx", graph_spec(model))]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        export_graph(spec, tmp / "model.onnx")
-        val = validation_data(run_dir, model.info.task, calibration)
-        record: dict[str, Any] = {"fp32_max_abs_diff": check_match(model, tmp / "model.onnx", val),
-                                  "validation_items": int(len(val.inputs))}  # fmt: skip
+        for name, spec in graphs:
+            export_graph(spec, tmp / name)
+        info = model.info
+        if exporter is not None:
+            info = exporter.package_info(model)
+            record = exporter.check(model, tmp, info, calibration)
+        else:
+            val = validation_data(run_dir, model.info.task, calibration)
+            record = {"fp32_max_abs_diff": check_match(model, tmp / "model.onnx", val),
+                      "validation_items": int(len(val.inputs))}  # fmt: skip
         if int8:
             from medanomaly.deploy.quantise import quantise_run
 
             record["int8"] = quantise_run(model, tmp / "model.onnx", tmp / "model.int8.onnx", val, force)
-        write_package(tmp, model.info, run_dir, record)
+        write_package(tmp, info, run_dir, record)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -232,3 +247,11 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _task_exporter(task: str) -> Any:
+    """The exporter module of a task in :data:`TASK_EXPORTERS` (None for the built-in tasks)."""
+    import importlib
+
+    name = TASK_EXPORTERS.get(task)
+    return importlib.import_module(name) if name else None

@@ -10,7 +10,8 @@ the thresholds and the post-processing are the very code the torch run uses:
 * detection: :class:`~medanomaly.detect.model.DetectionModel` over an :class:`OnnxDetector`
   (the network in the graph; the lung region, the NumPy sliding window of
   :mod:`medanomaly.deploy.sliding` and the findings post-processing outside);
-* fusion: :class:`OnnxFusionModel` (the presence mask is the graph's second input).
+* fusion: :class:`OnnxFusionModel` (the presence mask is the graph's second input);
+* 2D detection: :mod:`medanomaly.deploy.onnx_detection`; anomaly: :mod:`medanomaly.deploy.onnx_anomaly`.
 
 Example:
     >>> from medanomaly.deploy.package import load_package        # doctest: +SKIP
@@ -199,4 +200,12 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
         return OnnxDetectionModel(info, folder, OnnxDetector(sess, dict(info.extra["detector"])))
     if info.task == "fusion":
         return OnnxFusionModel(info, folder, sess)
+    if info.task == "detection":
+        from medanomaly.deploy.onnx_detection import onnx_detection_model
+
+        return onnx_detection_model(sess, info, folder, threads)
+    if info.task == "anomaly":
+        from medanomaly.deploy.onnx_anomaly import onnx_anomaly_model
+
+        return onnx_anomaly_model(sess, info, folder)
     raise InputError(f"no ONNX runner for task {info.task!r}", folder)

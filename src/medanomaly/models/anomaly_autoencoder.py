@@ -39,7 +39,7 @@ def anomaly_autoencoder(channels: Sequence[int] = (16, 32, 64), strides: Sequenc
                 maps.append(x)
                 if i == 1:
                     break
-            size = maps[-1].shape[2:]
+            size = tuple(int(s) for s in maps[-1].shape[2:])  # constant sizes: exportable to ONNX
             pool = torch.nn.functional.adaptive_avg_pool2d if spatial_dims == 2 else torch.nn.functional.adaptive_avg_pool3d
             return torch.cat([pool(m, size) for m in maps], dim=1)
 

@@ -1,0 +1,113 @@
+"""An exported ``anomaly`` run, run by ONNX Runtime (no torch imported).
+
+Each method is rebuilt with its scoring network swapped for an ONNX Runtime session (see
+:mod:`medanomaly.deploy.export_anomaly` for what each graph holds); the method's NumPy code and
+:class:`~medanomaly.anomaly.model.AnomalyModel` (common grid, smoothing, score, threshold, map on
+the input grid) are the torch run's own. ``score(images (N, S, S), masks, rel_z) -> (N, S, S)``
+maps, brain masks applied, as the torch methods give them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.anomaly.methods import NormativeMethod, PadimMethod
+from medanomaly.anomaly.model import AnomalyModel
+from medanomaly.engine.run import RunInfo
+from medanomaly.errors import InputError
+
+#: The PaDiM Gaussian beside the encoder graph (NumPy .npy, read without pickle).
+PADIM_ARRAYS = ("padim_mean.npy", "padim_inv_cov.npy")
+
+__all__ = ["PADIM_ARRAYS", "OnnxNormative", "OnnxAutoencoder", "OnnxPadim", "OnnxAnomalyModel", "onnx_method",
+           "onnx_anomaly_model"]  # fmt: skip
+
+
+def _run(sess: Any, feed: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """The session's first output over a feed of equally long arrays, in batches of ``batch``."""
+    n = len(next(iter(feed.values())))
+    outs = [sess.run(None, {k: np.ascontiguousarray(v[i : i + batch]) for k, v in feed.items()})[0]
+            for i in range(0, n, batch)]  # fmt: skip
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+class OnnxNormative(NormativeMethod):
+    """Normative z-score map with the mean and spread inside the graph (initializers)."""
+
+    def __init__(self, sess: Any, params: dict[str, Any]) -> None:
+        super().__init__(**params)
+        self.session = sess
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        bins = self._bins(rel_z).astype(np.int64)
+        maps = _run(self.session, {"input": np.asarray(images, np.float32), "bins": bins})
+        return (maps * masks).astype(np.float32)
+
+    def network(self) -> Any:
+        return self.session
+
+
+class OnnxAutoencoder:
+    """Autoencoder residual map (L1 + local SSIM) computed inside the graph."""
+
+    def __init__(self, sess: Any) -> None:
+        self.session = sess
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        maps = _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})
+        return (maps[:, 0] * masks).astype(np.float32)
+
+    def network(self) -> Any:
+        return self.session
+
+
+class OnnxPadim(PadimMethod):
+    """PaDiM with its encoder in the graph; the Gaussian from ``.npy`` files (no pickle)."""
+
+    def __init__(self, sess: Any, mean: np.ndarray, inv_cov: np.ndarray) -> None:  # noqa: PLW0231 - no torch net
+        self.session = sess
+        self.mean, self.inv_cov = mean, inv_cov
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})
+
+    def network(self) -> Any:
+        return self.session
+
+
+class OnnxAnomalyModel(AnomalyModel):
+    """An anomaly run's model over an exported graph (``network()`` is the ORT session)."""
+
+    def explainable(self) -> Any:
+        from medanomaly.deploy.onnx_model import NO_EXPLAIN
+
+        raise InputError(NO_EXPLAIN, self.run_dir)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise InputError(f"package file unreadable: {path.name}", path.parent) from None
+
+
+def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
+    """The anomaly method of a package, its network an ONNX Runtime session."""
+    spec = info.extra.get("method", {})
+    name, params = spec.get("name", ""), dict(spec.get("params", {}))
+    if name == "normative":
+        return OnnxNormative(sess, params)
+    if name == "autoencoder":
+        return OnnxAutoencoder(sess)
+    if name == "padim":
+        mean, inv_cov = (_load_npy(Path(folder) / f) for f in PADIM_ARRAYS)
+        return OnnxPadim(sess, mean, inv_cov)
+    raise InputError(f"no ONNX runner for anomaly method {name!r}", folder)
+
+
+def onnx_anomaly_model(sess: Any, info: RunInfo, folder: str | Path) -> OnnxAnomalyModel:
+    """The anomaly model of a package folder."""
+    return OnnxAnomalyModel(info, Path(folder), onnx_method(sess, info, folder))

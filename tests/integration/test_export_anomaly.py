@@ -1,0 +1,78 @@
+"""Export of ``anomaly`` runs (tiny, trained here on the real normal brains): for each method the
+package's anomaly map and score equal the torch run's within 1e-4 on a real tumour case (brain2),
+through the engine, the ``predict`` verb, and without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medanomaly.cli.app import app
+from medanomaly.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
+          "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
+
+
+def _tiny_run(root: Path, method: str) -> Path:
+    import torch
+
+    from medanomaly.engine import train_run
+
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
+    cfg["method"] = {"name": method, "params": PARAMS[method]}
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return train_run(root / "cfg.yaml", root / "run")
+
+
+@pytest.mark.parametrize("method", ["normative", "autoencoder", "padim"])
+def test_anomaly_package_matches_torch(method: str, tmp_path: Path) -> None:
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.deploy.export import export_run
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+
+    run = _tiny_run(tmp_path, method)
+    with pytest.raises(InputError, match="--int8 is not available for the anomaly task"):
+        export_run(run, tmp_path / "int8", int8=True)
+    pkg = export_run(run, tmp_path / "pkg")
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["method"] == method and manifest["fp32_max_abs_diff"] <= 1e-4 and manifest["validation_items"] >= 4
+    side = {"padim_mean.npy", "padim_inv_cov.npy"} if method == "padim" else set()
+    assert set(manifest["sha256"]) == {"model.onnx", "model.json"} | side
+    image_path, _ = pyradiomics_case("brain2")
+    image = read(image_path)
+    a, b = load_model(run).predict(image), load_model(pkg).predict(image)
+    ma, mb = np.asarray(a.anomaly_map.array), np.asarray(b.anomaly_map.array)
+    assert ma.max() > 0 and np.abs(ma - mb).max() <= 1e-4 and b.anomaly_map.same_grid(a.anomaly_map)
+    assert abs(a.scores[0] - b.scores[0]) <= 1e-4 and a.label == b.label and a.flags == b.flags
+    # the predict verb takes the package; without torch the package gives the same score
+    res = CliRunner().invoke(app, ["predict", str(pkg), str(image_path), "--json"])
+    assert res.exit_code == 0, res.output
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+        "from medanomaly.deploy.package import load_package\nfrom medanomaly.io import read\n"
+        f"print(load_package({str(pkg)!r}).predict(read({str(image_path)!r})).scores[0])\n"
+    )  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert abs(float(proc.stdout.split()[-1]) - a.scores[0]) <= 1e-4
+
+
+def test_padim_arrays_are_checked_and_never_unpickled(tmp_path: Path) -> None:
+    """A pickled object array in place of the Gaussian is refused (checksum first; np.load without pickle)."""
+    from medanomaly.deploy.onnx_anomaly import _load_npy
+
+    path = tmp_path / "padim_mean.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="package file unreadable: padim_mean.npy"):
+        _load_npy(path)

@@ -1,0 +1,182 @@
+"""Export of a 2D breast ``detection`` run (tiny, trained here) and its use: ``detect`` and
+``predict`` on the package give the torch run's findings, and batch inference (``predict RUN
+ARCHIVE/``) and the service work for the run and for the package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medanomaly.cli.app import app
+from medanomaly.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "breast_mammo_detect_tiny.yaml"
+runner = CliRunner()
+
+
+def _mammograms(folder: Path) -> list[Path]:
+    """Three MG phantom images as NRRD (modality kept in the header)."""
+    from medanomaly.io import write
+    from medanomaly.synth.mammo import render_mammogram
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(write(render_mammogram([kind], size=96, seed=seed).image, folder / f"mg{seed}.nrrd"))
+            for seed, kind in ((3, "malignant"), (5, "malignant"), (6, "benign"))]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def breast(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Path]]:
+    """(tiny trained breast run, its package, MG images). The sliding window is 48 px, smaller
+    than the images on the grid (96 px), so the NumPy window placement and blending are exercised."""
+    import torch
+    import yaml
+
+    from medanomaly.deploy.export import export_run
+    from medanomaly.engine import train_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("breast")
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["infer"]["roi_size"] = [1, 48, 48]
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = train_run(root / "cfg.yaml", root / "run")
+    return run, export_run(run, root / "pkg"), _mammograms(root / "img")
+
+
+def test_package_heatmaps_and_findings_match_torch(breast: tuple[Path, Path, list[Path]]) -> None:
+    from medanomaly.detect.regions import search_region
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+
+    run, pkg, images = breast
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["task"] == "detection" and manifest["findings_match"] is True
+    assert {"model.onnx", "lesion_classifier.onnx", "model.json"} == set(manifest["sha256"])
+    assert manifest["fp32_max_abs_diff"] <= 1e-4 and manifest["classifier_max_abs_diff"] <= 1e-4
+    a, b = load_model(run), load_model(pkg)
+    assert type(b).__name__ == "OnnxHeatmapDetectionModel" and b.class_names == a.class_names
+    n_findings = 0
+    for path in images:
+        image = read(path)
+        det = a.detector
+        region, _ = search_region(det.region, image, det.spacing_mm, det.region_margin_mm)
+        ha, hb = np.asarray(det.heatmap(image, region).array), np.asarray(b.detector.heatmap(image, region).array)
+        assert ha.max() > 0.05 and np.abs(ha - hb).max() <= 1e-4  # a real map, not an empty one
+        pa, pb = a.predict(image), b.predict(image)
+        assert len(pa.findings) == len(pb.findings)
+        assert (pa.label, pa.abstained, pa.flags) == (pb.label, pb.abstained, pb.flags)
+        for fa, fb in zip(pa.findings, pb.findings, strict=True):
+            assert fa.bbox_mm == fb.bbox_mm and fa.label == fb.label and abs(fa.score - fb.score) <= 1e-4
+        assert np.abs(np.subtract(pa.scores, pb.scores)).max() <= 1e-4
+        n_findings += len(pa.findings)
+    assert n_findings >= 1  # the comparison covered findings and their classes
+
+
+def test_detect_and_predict_cli_on_the_package(breast: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    run, pkg, images = breast
+    docs = []
+    for name, model in (("run", run), ("pkg", pkg)):
+        res = runner.invoke(app, ["detect", str(model), str(images[0]), "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads((tmp_path / name / "findings.json").read_text())["findings"])
+    assert len(docs[0]) == len(docs[1]) >= 1
+    for fa, fb in zip(*docs, strict=True):
+        assert fa["bbox_mm"] == fb["bbox_mm"] and fa["label"] == fb["label"] and abs(fa["score"] - fb["score"]) <= 1e-4
+    preds = [json.loads(runner.invoke(app, ["predict", str(m), str(images[0]), "--json"]).output) for m in (run, pkg)]
+    assert preds[0]["label"] == preds[1]["label"] and preds[0]["flags"] == preds[1]["flags"]
+    assert max(abs(preds[0]["probabilities"][k] - preds[1]["probabilities"][k]) for k in preds[0]["probabilities"]) <= 1e-4
+
+
+def test_int8_refused_in_one_line_and_package_runs_without_torch(breast: tuple[Path, Path, list[Path]],
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    from medanomaly.deploy.export import export_run
+
+    run, pkg, images = breast
+    with pytest.raises(InputError, match="--int8 is not available for the detection task"):
+        export_run(run, tmp_path / "int8", int8=True)
+    assert not (tmp_path / "int8").exists()
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+        "from medanomaly.deploy.package import load_package\nfrom medanomaly.io import read\n"
+        f"p = load_package({str(pkg)!r}).predict(read({str(images[0])!r}))\n"
+        "print(p.label, len(p.findings))\n"
+    )  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[0] in ("benign", "uncertain", "malignant", "none")
+
+
+def _archive(folder: Path, images: list[Path]) -> Path:
+    """A folder of 2D MG images: one DICOM MG series per patient, and one NRRD file."""
+    import shutil
+
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    for i, path in enumerate(images[:2]):
+        write_dicom_series(read(path), folder / f"patient{i}" / "mg")
+    shutil.copyfile(images[2], folder / "patient2.nrrd")
+    return folder
+
+
+def test_batch_over_a_folder_of_mammograms(breast: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    import csv
+
+    run, pkg, images = breast
+    archive = _archive(tmp_path / "archive", images)
+    rows = {}
+    for name, model in (("run", run), ("pkg", pkg)):
+        res = runner.invoke(app, ["predict", str(model), str(archive), "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        with (tmp_path / name / "results.csv").open() as fh:
+            rows[name] = sorted(csv.DictReader(fh), key=lambda r: r["series_id"])
+    assert len(rows["run"]) == 3 and all(r["status"] == "done" and r["task"] == "detection" for r in rows["run"])
+    assert {r["modality"] for r in rows["run"]} == {"MG"}
+    for ra, rb in zip(rows["run"], rows["pkg"], strict=True):
+        assert (ra["label"], ra["n_findings"]) == (rb["label"], rb["n_findings"]) and rb["status"] == "done"
+    assert any(int(r["n_findings"]) > 0 for r in rows["run"])
+    assert list((tmp_path / "run" / "dicom").rglob("sr.dcm"))  # findings of a DICOM MG series as SR + SEG
+
+
+def test_service_answers_an_mg_upload_for_run_and_package(breast: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from medanomaly.deploy.service.app import ServiceConfig, create_app
+    from medanomaly.deploy.service.ingest import IngestLimits
+    from medanomaly.deploy.service.tokens import new_token
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    run, pkg, images = breast
+    dicom = write_dicom_series(read(images[0]), tmp_path / "upload")[0].read_bytes()
+    tokens = tmp_path / "tokens.json"
+    token = new_token(tokens)
+    limits = IngestLimits(max_body_bytes=4 << 20, max_files=10, max_zip_members=100, max_unzipped_bytes=16 << 20)
+    app_ = create_app(ServiceConfig(models={"breast": run, "breast_onnx": pkg}, data_dir=tmp_path / "data",
+                                    tokens=tokens, limits=limits, queue_size=4))  # fmt: skip
+    results = {}
+    with TestClient(app_) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        assert {m["name"]: m["task"] for m in client.get("/v1/models").json()} == {"breast": "detection",
+                                                                                   "breast_onnx": "detection"}
+        for name in ("breast", "breast_onnx"):
+            r = client.post(f"/v1/studies?model={name}", files=[("files", ("mg.dcm", dicom))])
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            deadline = time.time() + 60
+            while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+                assert time.time() < deadline
+                time.sleep(0.1)
+            assert job["status"] == "done", job
+            results[name] = client.get(f"/v1/studies/{job_id}/results").json()
+    a, b = results["breast"], results["breast_onnx"]
+    assert a["task"] == "detection" and len(a["findings"]) == len(b["findings"]) >= 1 and a["label"] == b["label"]
+    assert [f["bbox_mm"] for f in a["findings"]] == [f["bbox_mm"] for f in b["findings"]]
