@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -193,6 +193,8 @@ def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
         return np.eye(3)
     row = row / np.linalg.norm(row)
     col = col - row * float(row @ col)  # re-orthogonalise small rounding errors
+    if not np.all(np.isfinite(col)) or np.linalg.norm(col) < 1e-6:  # parallel cosines: no plane
+        return np.eye(3)
     col = col / np.linalg.norm(col)
     return np.column_stack([row, col, np.cross(row, col)])
 
@@ -211,7 +213,12 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
             ps = _floats(source.get(kw), 2)
             if ps is not None and ps[0] > 0 and ps[1] > 0:
                 return ps[1], ps[0]
-    for region in ds.get("SequenceOfUltrasoundRegions") or []:
+    from pydicom.dataset import Dataset as Item
+
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    for region in regions if isinstance(regions, MutableSequence) else []:  # another VR than SQ: ignored
+        if not isinstance(region, Item):
+            continue
         cm = 3  # PhysicalUnits code for cm; RegionSpatialFormat 1 = 2D tissue or flow
         if region.get("RegionSpatialFormat") == 1 and region.get("PhysicalUnitsXDirection") == cm and region.get(
             "PhysicalUnitsYDirection"

@@ -141,7 +141,16 @@ def invert_monochrome1(array: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def invert_range(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``lo + hi - array``: mirror values within [lo, hi], keeping the dtype when it fits."""
+    """``lo + hi - array``: mirror values within [lo, hi], keeping the dtype when it fits.
+
+    Float pixel data (which has no stored bit range) is mirrored over its finite value range in
+    floating point, so NaN stays NaN.
+    """
+    if array.dtype.kind == "f":
+        finite = array[np.isfinite(array)]
+        if finite.size == 0:
+            return array
+        return (finite.min() + finite.max() - array).astype(array.dtype, copy=False)
     if array.dtype.kind == "u" and lo == 0:  # hi - v stays within [0, hi]: same dtype
         return (array.dtype.type(hi) - array).astype(array.dtype, copy=False)
     return (lo + hi - array.astype(np.int64)).astype(array.dtype)
