@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.config import ComponentConfig, RunConfig
+from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig
 from medanomaly.preprocess.intensity import WINDOWS
 
 Voxels = Annotated[int, Field(ge=1, le=1024)]
@@ -21,13 +22,7 @@ Spacing = Annotated[float, Field(ge=0.1, le=20.0)]
 Diameter = Annotated[float, Field(gt=0.5, le=100.0)]
 
 
-class _Finite(Section):
-    """Sections whose floats must be finite (NaN / inf are refused at load)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-
-class SourceConfig(_Finite):
+class SourceConfig(Finite):
     """One real chest CT used as background for simulation.
 
     Either ``case`` (a pyradiomics case name: lung1, lung2; its lesion mask is used as the
@@ -56,7 +51,7 @@ class SourceConfig(_Finite):
         return self
 
 
-class SimulationConfig(_Finite):
+class SimulationConfig(Finite):
     """How the simulated training and held-out scans are made (see ``medanomaly.detect.simulate``)."""
 
     sources: tuple[SourceConfig, ...] = (SourceConfig(case="lung1"), SourceConfig(case="lung2"))
@@ -76,7 +71,7 @@ class SimulationConfig(_Finite):
         return v
 
 
-class GridConfig(_Finite):
+class GridConfig(Finite):
     """The detector grid: voxel spacing (mm, x/y/z) and HU window of the network input."""
 
     spacing_mm: tuple[Spacing, Spacing, Spacing] = (1.25, 1.25, 5.0)
@@ -90,34 +85,20 @@ class GridConfig(_Finite):
         return v
 
 
-class TrainConfig(_Finite):
-    """The detector's training (AdamW, Dice + BCE, one-cycle learning rate) through the shared loop
-    of :mod:`medanomaly.train.engine`; these are the only defaults (the detector and the patch
-    sampler take theirs from here). ``batch_size`` is global (split over ``torchrun`` processes)."""
+class TrainConfig(PatchTrainConfig):
+    """The lung recipe's training budget and 3D patch (z, y, x voxels); these are the only defaults
+    (the detector and the patch sampler take theirs from here)."""
 
     steps: int = Field(250, ge=1, le=1_000_000)
-    batch_size: int = Field(8, ge=1, le=1024)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
-    lr: float = Field(3e-3, gt=0.0, le=10.0)
-    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
-    threads: int = Field(1, ge=1, le=256)  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
-
-    @model_validator(mode="after")
-    def _mix(self) -> TrainConfig:
-        if self.positive_fraction + self.hard_negative_fraction > 1.0:
-            raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
-        return self
 
 
-class InferConfig(_Finite):
-    """Whole-volume inference and post-processing."""
+class InferConfig(SlidingInferConfig):
+    """Whole-volume inference restricted to the lungs (grown by ``lung_margin_mm``) and post-processing."""
 
     roi_size: tuple[Voxels, Voxels, Voxels] = (16, 128, 128)
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
     lung_margin_mm: float = Field(5.0, ge=0.0, le=200.0)
     candidate_threshold: float = Field(0.15, ge=0.0, le=1.0)
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
     max_findings: int = Field(20, ge=1, le=10_000)
     hit_min_radius_mm: float = Field(5.0, ge=0.0, le=100.0)
     explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)

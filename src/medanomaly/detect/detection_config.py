@@ -27,11 +27,42 @@ Spacing = Annotated[float, Field(ge=0.01, le=20.0)]
 SOURCE_MODALITY = {"mammo_phantom": "MG", "us_phantom": "US", "inbreast": "MG", "cbis_ddsm": "MG", "busi": "US"}
 
 
-class _Finite(Section):
+class Finite(Section):
+    """Sections whose floats must be finite (NaN / inf are refused at load)."""
+
     model_config = ConfigDict(allow_inf_nan=False)
 
 
-class DataConfig(_Finite):
+class PatchTrainConfig(Finite):
+    """What every heatmap detector's training shares (Dice + BCE, AdamW, one-cycle rate, through
+    :func:`medanomaly.train.engine.train`): the budget, the patch mix and the CPU threads.
+    ``batch_size`` is global (split over ``torchrun`` processes). Recipes add their patch size."""
+
+    steps: int = Field(300, ge=1, le=1_000_000)
+    batch_size: int = Field(8, ge=1, le=1024)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    threads: int = Field(1, ge=1, le=256)  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
+
+    @model_validator(mode="after")
+    def _mix(self) -> PatchTrainConfig:
+        if self.positive_fraction + self.hard_negative_fraction > 1.0:
+            raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
+        return self
+
+
+class SlidingInferConfig(Finite):
+    """What every heatmap detector's inference shares: sliding-window overlap and the findings
+    (components of the heatmap above ``candidate_threshold``, masks at ``mask_threshold``)."""
+
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    candidate_threshold: float = Field(0.2, ge=0.0, le=1.0)
+    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    max_findings: int = Field(10, ge=1, le=10_000)
+
+
+class DataConfig(Finite):
     """Where the annotated images come from (:mod:`medanomaly.data.lesions2d` sets).
 
     ``mammo_phantom`` / ``us_phantom``: synthetic cohorts drawn here (``n_patients``, ``size``
@@ -56,7 +87,7 @@ class DataConfig(_Finite):
         return self
 
 
-class GridConfig(_Finite):
+class GridConfig(Finite):
     """The network grid (mm, x/y/z; z of a 2D image is its one slice) and the input intensity:
     ``window`` maps [low, high] to [0, 1]; ``percentile`` maps the 0.5-99.5th percentiles of each
     image to [0, 1] (images without an absolute unit: ultrasound, PNG mammograms)."""
@@ -72,46 +103,29 @@ class GridConfig(_Finite):
         return self
 
 
-class RegionConfig(_Finite):
+class RegionConfig(Finite):
     """The search-region plug-in (:data:`medanomaly.detect.regions.SEARCH_REGIONS`) and its margin."""
 
     name: str = "breast"
     margin_mm: float = Field(2.0, ge=0.0, le=100.0)
 
 
-class TrainConfig(_Finite):
-    """Heatmap training through :func:`medanomaly.train.engine.train` (Dice + BCE, AdamW, one-cycle);
-    ``patch_size`` (z, y, x) voxels, z = 1 for 2D. ``hard_level``: input intensity (0..1) above
-    which a searched pixel outside lesions is a hard negative."""
+class TrainConfig(PatchTrainConfig):
+    """Heatmap training; ``patch_size`` (z, y, x) voxels, z = 1 for 2D. ``hard_level``: input
+    intensity (0..1) above which a searched pixel outside lesions is a hard negative."""
 
-    steps: int = Field(300, ge=1, le=1_000_000)
-    batch_size: int = Field(8, ge=1, le=1024)
     patch_size: tuple[Voxels, Voxels, Voxels] = (1, 64, 64)
-    lr: float = Field(3e-3, gt=0.0, le=10.0)
-    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
     hard_level: float = Field(0.5, ge=-10_000.0, le=10_000.0)
-    threads: int = Field(1, ge=1, le=256)
-
-    @model_validator(mode="after")
-    def _mix(self) -> TrainConfig:
-        if self.positive_fraction + self.hard_negative_fraction > 1.0:
-            raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
-        return self
 
 
-class InferConfig(_Finite):
-    """Sliding-window inference and findings (components of the thresholded heatmap)."""
+class InferConfig(SlidingInferConfig):
+    """Sliding-window inference (``roi_size`` z, y, x voxels) and the finding call threshold."""
 
     roi_size: tuple[Voxels, Voxels, Voxels] = (1, 256, 256)
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    candidate_threshold: float = Field(0.2, ge=0.0, le=1.0)
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    max_findings: int = Field(10, ge=1, le=10_000)
     finding_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
-class ClassifierConfig(_Finite):
+class ClassifierConfig(Finite):
     """Second stage: a small CNN on lesion crops (benign / uncertain / malignant), with abstention.
 
     ``abstain_coverage``: answer this fraction of validation lesions, abstain on the rest (1 = never).
@@ -126,7 +140,7 @@ class ClassifierConfig(_Finite):
     abstain_coverage: float = Field(0.9, gt=0.0, le=1.0)
 
 
-class EvalConfig(_Finite):
+class EvalConfig(Finite):
     """Evaluation: a finding hits a lesion when its centre lies within max(lesion radius,
     ``hit_min_radius_mm``) of the lesion centre; bootstrap over images / lesions."""
 

@@ -28,6 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.detect.generic import (
+    build_network,
+    constructor_params,
+    fit_heatmap_network,
+    params_from_sections,
+    torch_threads,
+)
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
@@ -38,23 +45,6 @@ WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "detector.json"
 
 __all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE"]
-
-
-def _build(name: str, params: dict[str, Any]) -> Any:
-    from medanomaly.registry import MODELS
-
-    if name == "nodule_unet":  # direct import: works even while other model modules are broken
-        from medanomaly.models.nodule_unet import nodule_unet
-
-        return nodule_unet(**params)
-    return MODELS.create(name, **params)
-
-
-def _param_names(cls: type) -> list[str]:
-    """The constructor parameters of ``cls``, in order."""
-    import inspect
-
-    return list(inspect.signature(cls).parameters)
 
 
 class NoduleDetector:
@@ -121,53 +111,31 @@ class NoduleDetector:
         (``hit_min_radius_mm``, ``explain_top``) stay with the task."""
         values = {**cfg.grid.model_dump(), **cfg.train.model_dump(), **cfg.infer.model_dump(),
                   "model_name": cfg.model.name, "model_params": dict(cfg.model.params), "seed": cfg.seed}
-        names = _param_names(cls)
-        missing = set(names) - set(values)
-        if missing:  # a constructor parameter the config does not provide would fall back to a second default
-            raise TypeError(f"the config provides no {sorted(missing)} for {cls.__name__}")
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**params_from_sections(cls, values))
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (as sklearn's ``get_params``; saved in ``detector.json``)."""
-        return {k: getattr(self, k) for k in _param_names(type(self))}
+        return constructor_params(self)
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, scans: list[GridScan], progress: bool = True) -> NoduleDetector:
         """Train the network on patches of simulated scans (already on the detector grid).
 
-        Runs the shared training loop (:func:`medanomaly.train.engine.train`, so also under
-        ``torchrun``): a step-wise patch sampler (``steps`` steps of ``batch_size`` patches, each
-        process drawing its share), Dice + BCE (MONAI ``DiceCELoss``), AdamW with a one-cycle rate,
-        one log line every tenth of the steps. ``history_`` holds every step's loss.
+        The heatmap recipe of :func:`medanomaly.detect.generic.fit_heatmap_network` (the shared loop
+        of :func:`medanomaly.train.engine.train`, so also under ``torchrun``): a step-wise patch
+        sampler (``steps`` steps of ``batch_size`` patches, each process drawing its share), Dice +
+        BCE (MONAI ``DiceCELoss``), AdamW with a one-cycle rate, one log line every tenth of the
+        steps. ``history_`` holds every step's loss.
         """
         import torch
-        from monai.losses import DiceCELoss
-
-        from medanomaly.train.batches import SampledBatches
-        from medanomaly.train.engine import Hooks, LoopOptions, train
 
         torch.manual_seed(self.seed)
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
-            model = _build(self.model_name, self.model_params)
+        with torch_threads(self.threads):
+            model = build_network(self.model_name, self.model_params)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction)
-            dice_ce = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
-
-            def optimizer(net: Any, steps: int, total: int) -> tuple[Any, Any]:
-                opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=1e-4)
-                return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
-
-            hooks = Hooks(loss=lambda x, y, net, extras: dice_ce(net(x), y), optimizer=optimizer)
-            options = LoopOptions(epochs=1, seed=self.seed, progress=progress, record_steps=True,
-                                  title="train detector (synthetic nodules)", log_every=max(self.steps // 10, 1))
-            result = train(model, lambda ctx: SampledBatches(sampler.sample, self.batch_size, self.steps,
-                                                             self.seed, ctx), hooks, options)
-            model.eval()
-        finally:
-            torch.set_num_threads(old_threads)
+            self.history_ = fit_heatmap_network(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
+                                                progress, "train detector (synthetic nodules)")  # fmt: skip
         self.model_ = model
-        self.history_ = list(result.step_losses)
         return self
 
     # ------------------------------------------------------------------------------ predict
@@ -181,17 +149,11 @@ class NoduleDetector:
 
     def heatmap(self, ct: Volume, region: np.ndarray | None) -> Volume:
         """Nodule probability on the detector grid (0 outside ``region``'s box; None = everywhere)."""
-        import torch
-
         self._check_fitted()
-        old = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
+        with torch_threads(self.threads):
             return heatmap(
                 self.model_, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region  # type: ignore[arg-type]
             )
-        finally:
-            torch.set_num_threads(old)
 
     def detect(self, ct: Volume, lung: Volume | None = None, side: int | None = None) -> list[Finding]:
         """Findings in a chest CT (HU), best first, each with centre, box, score, mask, measurements.
@@ -222,14 +184,11 @@ class NoduleDetector:
     # ------------------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:
         """Write ``model.safetensors`` and ``detector.json`` into ``run_dir``."""
-        from safetensors.torch import save_file
+        from medanomaly.train.checkpoint import save_weights
 
         self._check_fitted()
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # DynUNet registers some blocks twice (shared tensors): clone so every key is saved.
-        state = {k: v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()}
-        save_file(state, str(run_dir / WEIGHTS_FILE))
+        save_weights(self.model_, run_dir / WEIGHTS_FILE)  # clones DynUNet's shared tensors
         params = self.get_params()
         (run_dir / SIDECAR_FILE).write_text(json.dumps(params, indent=2))
         return run_dir / WEIGHTS_FILE
@@ -241,14 +200,12 @@ class NoduleDetector:
         Raises:
             InputError: the folder has no detector weights.
         """
-        from safetensors.torch import load_file
+        from medanomaly.train.checkpoint import load_weights
 
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
             raise InputError(f"not a trained lung_nodule run (no {WEIGHTS_FILE} / {SIDECAR_FILE})", run_dir)
         det = cls(**json.loads((run_dir / SIDECAR_FILE).read_text()))
-        model = _build(det.model_name, det.model_params)
-        model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILE)))
-        det.model_ = model.eval()
+        det.model_ = load_weights(build_network(det.model_name, det.model_params), run_dir / WEIGHTS_FILE).eval()
         det.history_ = []
         return det

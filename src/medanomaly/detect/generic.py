@@ -24,6 +24,8 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,9 @@ from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
 
-__all__ = ["HeatmapDetector", "OneSliceNet", "fit_heatmap_network", "heatmap_unet", "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
+__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "heatmap_unet", "params_from_sections",
+           "torch_threads",
+           "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
 
 DETECTOR_WEIGHTS = "detector.safetensors"
 DETECTOR_JSON = "heatmap_detector.json"
@@ -76,12 +80,52 @@ def OneSliceNet(net: Any) -> Any:  # noqa: N802 - a class factory (torch importe
     return _one_slice_class()(net)
 
 
-def _build(name: str, params: dict[str, Any], spatial_dims: int) -> Any:
+def build_network(name: str, params: dict[str, Any], spatial_dims: int = 3) -> Any:
+    """A detector network by name: ``heatmap_unet`` (2D or 3D), ``nodule_unet`` (the lung recipe's
+    anisotropic 3D DynUNet, imported directly so it builds even while other model modules are broken)
+    or any registered model."""
     if name == "heatmap_unet":
         return heatmap_unet(spatial_dims, **params)
+    if name == "nodule_unet":
+        from medanomaly.models.nodule_unet import nodule_unet
+
+        return nodule_unet(**params)
     from medanomaly.registry import MODELS
 
     return MODELS.create(name, **params)
+
+
+def constructor_params(obj: Any) -> dict[str, Any]:
+    """An object's constructor parameters and their current values (as sklearn's ``get_params``)."""
+    import inspect
+
+    return {k: getattr(obj, k) for k in inspect.signature(type(obj)).parameters}
+
+
+def params_from_sections(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a detector class taken by name from its config sections'
+    values (the config is the only source of defaults): keys the class does not take are left out;
+    a parameter the config does not provide is an error, never a silent second default."""
+    import inspect
+
+    names = list(inspect.signature(cls).parameters)
+    missing = set(names) - set(values)
+    if missing:
+        raise TypeError(f"the config provides no {sorted(missing)} for {cls.__name__}")
+    return {k: v for k, v in values.items() if k in names}
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (at least 1), then restore the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def fit_heatmap_network(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
@@ -147,17 +191,17 @@ class HeatmapDetector:
 
     @classmethod
     def from_config(cls, cfg: Any) -> HeatmapDetector:
-        """From a :class:`medanomaly.detect.detection_config.DetectionConfig` (its sections are the defaults)."""
-        t, i, g = cfg.train, cfg.infer, cfg.grid
-        return cls(cfg.spatial_dims, cfg.model.name, dict(cfg.model.params), g.spacing_mm, g.intensity, g.window,
-                   cfg.region.name, cfg.region.margin_mm, t.patch_size, t.batch_size, t.steps, t.lr,
-                   t.positive_fraction, t.hard_negative_fraction, t.hard_level, i.roi_size, i.overlap,
-                   i.candidate_threshold, i.mask_threshold, i.max_findings, "lesion", cfg.seed, t.threads)  # fmt: skip
+        """From a :class:`medanomaly.detect.detection_config.DetectionConfig`: every parameter by name
+        from the ``grid``, ``train`` and ``infer`` sections, the region, the model and the seed."""
+        values = {**cfg.grid.model_dump(), **cfg.train.model_dump(), **cfg.infer.model_dump(),
+                  "spatial_dims": cfg.spatial_dims, "model_name": cfg.model.name, "model_params": dict(cfg.model.params),
+                  "region": cfg.region.name, "region_margin_mm": cfg.region.margin_mm, "label": "lesion",
+                  "seed": cfg.seed}  # fmt: skip
+        return cls(**params_from_sections(cls, values))
 
     def get_params(self) -> dict[str, Any]:
-        import inspect
-
-        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
+        """The constructor parameters (saved in ``heatmap_detector.json``)."""
+        return constructor_params(self)
 
     # ------------------------------------------------------------------ input
     @property
@@ -200,16 +244,12 @@ class HeatmapDetector:
         import torch
 
         torch.manual_seed(self.seed)
-        old = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
-            model = _build(self.model_name, self.model_params, self.spatial_dims)
+        with torch_threads(self.threads):
+            model = build_network(self.model_name, self.model_params, self.spatial_dims)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    hard_level=self.hard_level)  # fmt: skip
             self.history_ = fit_heatmap_network(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                 progress, "train heatmap detector")  # fmt: skip
-        finally:
-            torch.set_num_threads(old)
         self.model_ = model
         return self
 
@@ -220,8 +260,6 @@ class HeatmapDetector:
 
     def heatmap(self, image: Volume, region: np.ndarray | None, runner: Any = None) -> Volume:
         """Lesion probability (0..1) on the detector grid; 0 outside the region's bounding box."""
-        import torch
-
         from medanomaly.detect.infer import region_box, run_network
 
         self._check_fitted()
@@ -229,15 +267,11 @@ class HeatmapDetector:
         arr = np.asarray(grid.array, np.float32)
         prob = np.zeros(arr.shape, np.float32)
         box = region_box(region, self.roi_size, self.divisor) if region is not None else tuple(slice(0, n) for n in arr.shape)
-        old = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
-        try:
+        with torch_threads(self.threads):
             if runner is not None:
                 prob[box] = runner(self.model_, arr[box], self.roi_size, self.overlap)
             else:
                 prob[box] = run_network(self.model_, arr[box], self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
-        finally:
-            torch.set_num_threads(old)
         return grid.with_array(prob)
 
     def detect(self, image: Volume) -> list[Finding]:
@@ -260,31 +294,28 @@ class HeatmapDetector:
     # ------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:
         """Write ``detector.safetensors`` and ``heatmap_detector.json`` (the parameters)."""
-        from safetensors.torch import save_file
-
         from medanomaly.jsonio import write_json
+        from medanomaly.train.checkpoint import save_weights
 
         self._check_fitted()
         run_dir = Path(run_dir)
-        state = {k: v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()}
-        save_file(state, str(run_dir / DETECTOR_WEIGHTS))
+        save_weights(self.model_, run_dir / DETECTOR_WEIGHTS)
         write_json(run_dir / DETECTOR_JSON, self.get_params())
         return run_dir / DETECTOR_WEIGHTS
 
     @classmethod
     def load(cls, run_dir: str | Path) -> HeatmapDetector:
         """Load a detector written by :meth:`save`; a missing or mismatched file is one InputError."""
-        from safetensors.torch import load_file
+        from medanomaly.train.checkpoint import load_weights
 
         run_dir = Path(run_dir)
         if not (run_dir / DETECTOR_WEIGHTS).is_file() or not (run_dir / DETECTOR_JSON).is_file():
             raise InputError(f"not a detection run (no {DETECTOR_WEIGHTS} / {DETECTOR_JSON})", run_dir)
         try:
             det = cls(**json.loads((run_dir / DETECTOR_JSON).read_text()))
-            model = _build(det.model_name, det.model_params, det.spatial_dims)
-            model.load_state_dict(load_file(str(run_dir / DETECTOR_WEIGHTS)))
+            model = build_network(det.model_name, det.model_params, det.spatial_dims)
         except (ValueError, TypeError, RuntimeError) as exc:
-            raise InputError(f"detector weights or parameters do not fit ({type(exc).__name__})", run_dir) from None
-        det.model_ = model.eval()
+            raise InputError(f"detector parameters do not fit ({type(exc).__name__})", run_dir / DETECTOR_JSON) from None
+        det.model_ = load_weights(model, run_dir / DETECTOR_WEIGHTS).eval()
         det.history_ = []
         return det

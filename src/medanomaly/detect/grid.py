@@ -15,11 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from medanomaly.errors import InputError
 from medanomaly.preprocess.intensity import WINDOWS, window_array
 from medanomaly.preprocess.lungs import MIN_LUNG_ML, lung_region, require_chest_ct
 from medanomaly.types import Volume

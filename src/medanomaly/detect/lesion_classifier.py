@@ -129,13 +129,11 @@ class LesionClassifier:
 
     # ------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> None:
-        from safetensors.torch import save_file
-
         from medanomaly.jsonio import write_json
+        from medanomaly.train.checkpoint import save_weights
 
         run_dir = Path(run_dir)
-        save_file({k: v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()},
-                  str(run_dir / CLASSIFIER_WEIGHTS))  # fmt: skip
+        save_weights(self.model_, run_dir / CLASSIFIER_WEIGHTS)
         params = {"class_names": list(self.class_names), "model_name": self.model_name,
                   "model_params": self.model_params, "crop_size": list(self.crop_size), "epochs": self.epochs,
                   "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
@@ -145,16 +143,14 @@ class LesionClassifier:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> LesionClassifier:
-        from safetensors.torch import load_file
-
         from medanomaly.evaluate.decision import DecisionRule
+        from medanomaly.train.checkpoint import load_weights
 
         run_dir = Path(run_dir)
         try:
             doc = json.loads((run_dir / CLASSIFIER_JSON).read_text())
             clf = cls(**doc["params"])
-            net = clf._network()
-            net.load_state_dict(load_file(str(run_dir / CLASSIFIER_WEIGHTS)))
+            net = load_weights(clf._network(), run_dir / CLASSIFIER_WEIGHTS)
             clf.rule_ = DecisionRule(**doc["rule"])
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"lesion classifier files missing or do not fit ({type(exc).__name__})", run_dir) from None

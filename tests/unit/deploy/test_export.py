@@ -224,7 +224,8 @@ def test_detector_graph_heatmap_matches_torch(tmp_path: Path) -> None:
     from medanomaly.config import load_config
     from medanomaly.deploy.export import export_graph, graph_spec
     from medanomaly.deploy.onnx_model import OnnxDetector, session
-    from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector, _build
+    from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector
+    from medanomaly.detect.generic import build_network
     from medanomaly.detect.model import run_info
     from medanomaly.engine import load_model, write_finished_run
     from medanomaly.types import Volume
@@ -232,7 +233,7 @@ def test_detector_graph_heatmap_matches_torch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = load_config(ROOT / "configs" / "lung_nodule_tiny.yaml")
     det = NoduleDetector.from_config(cfg)
-    det.model_ = _build(det.model_name, det.model_params).eval()
+    det.model_ = build_network(det.model_name, det.model_params).eval()
     run = tmp_path / "run"
     det.save(run)
     write_finished_run(run, cfg, run_info(det, WEIGHTS_FILE))
