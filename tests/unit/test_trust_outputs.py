@@ -124,6 +124,29 @@ def test_explain_json_never_holds_nan(tmp_path):
     assert "NaN" not in path.read_text() and json.loads(path.read_text())["findings"][0]["score"] is None
 
 
+def test_explain_cli_prints_valid_json(tmp_path, monkeypatch):
+    """``medanomaly explain`` prints its summary as valid JSON: a NaN score becomes null."""
+    from typer.testing import CliRunner
+
+    import medanomaly.engine
+    import medanomaly.explain.driver as driver
+    from medanomaly.cli.app import app
+
+    class Model:
+        def explainable(self):
+            return None
+
+    monkeypatch.setattr(medanomaly.engine, "load_model", lambda run: Model())
+    report = {"findings": [{"score": float("nan")}], "flat_map": True}
+    monkeypatch.setattr(driver, "explain_file", lambda *a, **k: report)
+    image = tmp_path / "x.nrrd"
+    image.write_bytes(b"")
+    result = CliRunner().invoke(app, ["explain", str(tmp_path), str(image), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    assert data["findings"][0]["score"] is None
+
+
 def test_report_cases_are_named_by_their_key(tmp_path, monkeypatch):
     from medanomaly.classify.task import explain_examples
 

@@ -67,7 +67,8 @@ def _elements(draw, depth: int = 0):
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    out = [DataElement(t, vr, v) for t, vr, v in draw(st.lists(st.sampled_from(_LEAVES), max_size=5, unique_by=lambda e: e[0]))]
+    leaves = draw(st.lists(st.sampled_from(_LEAVES), max_size=5, unique_by=lambda e: e[0]))
+    out = [DataElement(t, vr, v) for t, vr, v in leaves]
     if draw(st.booleans()):  # a private block: creator + data of several VRs
         group = 2 * draw(st.integers(0x0005, 0x7FDF // 2)) + 1
         out.append(DataElement((group << 16) | 0x0010, "LO", "FUZZ CREATOR"))
@@ -187,7 +188,8 @@ def nifti_files(draw):
     for row in ("srow_x", "srow_y", "srow_z"):
         hdr[row] = [draw(st.sampled_from(_ODD)) for _ in range(3)] + [draw(st.floats(-300, 300))]
     if draw(st.booleans()):
-        hdr["scl_slope"], hdr["scl_inter"] = draw(st.sampled_from((1.0, 2.0, 0.0))), draw(st.sampled_from((0.0, -1024.0)))
+        hdr["scl_slope"] = draw(st.sampled_from((1.0, 2.0, 0.0)))
+        hdr["scl_inter"] = draw(st.sampled_from((0.0, -1024.0)))
     raw = hdr.binaryblock + b"\x00" * 4 + data.astype(dtype.newbyteorder("<")).tobytes(order="F")
     return raw, planted
 

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_stem
         from medanomaly.explain.driver import explain_file
+        from medanomaly.jsonio import finite_json
 
         model = load_model(run)
         source = image
@@ -45,4 +46,4 @@ def register(app: typer.Typer) -> None:
         report = explain_file(model.explainable(), source, method, target_dir, layer, target, mask, evaluate,
                               dicom, fov, findings)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
-        typer.echo(json.dumps(summary, indent=2, default=float))
+        typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null
