@@ -144,7 +144,7 @@ class AutoencoderMethod:
                 opt.step()
             if epoch % int(settings.get("eval_every", 5)) == 0 or epoch == int(settings.get("epochs", 20)):
                 auc = pixel_auroc(self.score(val["images"], val["masks"], val["rel_z"]), val["lesions"], val["masks"])
-                history.append({"epoch": epoch, "loss": round(float(loss), 5), "synthetic_val_pixel_auroc": round(auc, 4)})
+                history.append({"epoch": epoch, "loss": round(float(loss.item()), 5), "synthetic_val_pixel_auroc": round(auc, 4)})
                 if auc > best[0]:
                     best = (auc, copy.deepcopy(self.net.state_dict()), epoch)
         if best[1] is not None:
