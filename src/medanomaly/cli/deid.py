@@ -1,4 +1,4 @@
-"""``medanomaly deid IN OUT``: de-identify a DICOM folder (PS3.15 Annex E basic profile + options)."""
+"""``medanomaly deid IN -o OUT`` (or ``deid IN OUT``): de-identify a DICOM folder (PS3.15 Annex E basic profile + options)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,48 @@ def _parse_private(items: list[str]) -> frozenset[tuple[str, int]]:
     return frozenset(out)
 
 
+def _output_folder(out_arg: Path | None, out_opt: Path | None) -> Path:
+    """The one output folder, given as OUT or ``--out/-o`` (exactly once)."""
+    from medanomaly.errors import InputError
+
+    if out_arg is not None and out_opt is not None:
+        raise InputError("give the output folder once (OUT or --out), not both", out_opt)
+    if out_arg is None and out_opt is None:
+        raise InputError("give the output folder (--out DIR)")
+    return out_opt or out_arg  # type: ignore[return-value]
+
+
+def _report(summary, in_dir: Path, out_dir: Path) -> None:  # noqa: ANN001 - privacy.deid.Summary
+    """Print what a batch did (fixed reason strings only, no PHI); a run that stopped early or
+    released nothing is a failure (one line, exit 2)."""
+    from medanomaly.errors import InputError
+
+    typer.echo(
+        f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
+        f"audit: {summary.audit_path}"
+    )
+    for reason, n in summary.refused_by_reason.items():  # fixed strings only (no PHI)
+        typer.echo(f"  refused {n}: {reason}")
+    if summary.stopped is not None:  # e.g. a full disk: what was written is valid, the rest refused
+        raise InputError(
+            f"{summary.stopped}: stopped after {summary.processed} written, {summary.refused} refused; "
+            f"audit: {summary.audit_path}",
+            out_dir,
+        )
+    if summary.processed + summary.resumed == 0:  # a run that released nothing is a failed run
+        reason = f"{summary.refused} refused, see the audit" if summary.refused else "the folder holds no files"
+        raise InputError(f"no file could be de-identified ({reason})", in_dir)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def deid(
         in_dir: Path = typer.Argument(..., help="Input folder of DICOM files (only read, never modified)."),
-        out_dir: Path = typer.Argument(..., help="Output folder (<study>/<series>/<instance>.dcm, remapped UIDs)."),
+        out_arg: Path | None = typer.Argument(None, metavar="[OUT]", help="Output folder (same as --out)."),
+        out_opt: Path | None = typer.Option(
+            None, "--out", "-o", help="Output folder (<study>/<series>/<instance>.dcm, remapped UIDs). Required: no "
+            "default is derived from IN, whose name may identify the patient."
+        ),
         key_file: Path | None = typer.Option(
             None, "--key-file", help="File holding the project secret (else $MEDANOMALY_DEID_KEY)."
         ),
@@ -62,7 +99,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """De-identify a DICOM folder: header profile, keyed pseudonyms and UIDs, burned-in text, audit.
 
-        Example: medanomaly deid study_in/ study_out/ --key-file ~/secrets/deid.key --dates shift
+        Example: medanomaly deid study_in/ -o study_out/ --key-file ~/secrets/deid.key --dates shift
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -71,6 +108,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.privacy.profile import DATE_OPTIONS, ProfileOptions
         from medanomaly.privacy.pseudonym import load_key
 
+        out_dir = _output_folder(out_arg, out_opt)
         if retain_dates:
             dates = "shift"
         if dates not in DATE_OPTIONS:
@@ -96,18 +134,4 @@ def register(app: typer.Typer) -> None:
                 bar.update(task, completed=done, total=total)
 
             summary = deidentify_folder(in_dir, out_dir, key, config, progress=tick, workers=workers, redo=redo)
-        typer.echo(
-            f"de-identified {summary.processed}, resumed {summary.resumed}, refused {summary.refused}; "
-            f"audit: {summary.audit_path}"
-        )
-        for reason, n in summary.refused_by_reason.items():  # fixed strings only (no PHI)
-            typer.echo(f"  refused {n}: {reason}")
-        if summary.stopped is not None:  # e.g. a full disk: what was written is valid, the rest refused
-            raise InputError(
-                f"{summary.stopped}: stopped after {summary.processed} written, {summary.refused} refused; "
-                f"audit: {summary.audit_path}",
-                out_dir,
-            )
-        if summary.processed + summary.resumed == 0:  # a run that released nothing is a failed run
-            reason = f"{summary.refused} refused, see the audit" if summary.refused else "the folder holds no files"
-            raise InputError(f"no file could be de-identified ({reason})", in_dir)
+        _report(summary, in_dir, out_dir)

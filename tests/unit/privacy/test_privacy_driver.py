@@ -255,3 +255,17 @@ def test_cli_usage_errors_print_one_line_and_nothing_on_stdout(folder, tmp_path,
         assert exit_info.value.code == 2
         assert err == f"error: {path}: {reason}\n"
         assert (out != "") == ran  # progress and summary only when files were processed
+
+
+def test_cli_output_by_option_once_and_required(folder, tmp_path, monkeypatch):
+    """``-o OUT`` works like the positional OUT; both at once, or neither, is one usage error."""
+    monkeypatch.setenv(KEY_ENV, "cli-secret-value-0123456789")
+    out = tmp_path / "by_option"
+    result = CliRunner().invoke(app, ["deid", str(folder), "-o", str(out), "--burned-in", "never"])
+    assert result.exit_code == 0, result.output
+    assert list(out.rglob("*.dcm"))
+    both = CliRunner().invoke(app, ["deid", str(folder), str(tmp_path / "a"), "-o", str(tmp_path / "b")])
+    assert isinstance(both.exception, InputError) and "once" in str(both.exception)
+    neither = CliRunner().invoke(app, ["deid", str(folder)])
+    assert isinstance(neither.exception, InputError) and "--out" in str(neither.exception)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
