@@ -16,7 +16,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
-        run: Path = typer.Argument(..., help="Finished run folder (classification, lung_nodule, fusion)."),
+        run: Path = typer.Argument(..., help="Finished run folder (classification, lung_nodule, fusion, detection, anomaly)."),
         out: Path = typer.Option(..., "--out", "-o", help="Package folder to create."),
         int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static QDQ, guarded)."),
         calibration: int = typer.Option(64, "--calibration", help="Validation items for int8 calibration."),
