@@ -255,6 +255,35 @@ def _flatten(transform: sitk.Transform) -> sitk.Transform:
     return transform
 
 
+def _affine_stage(rigid: sitk.Transform, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str, bins: int,
+                  sampling: float, seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+    """The affine stage, started from the rigid result (same matrix, translation and centre)."""
+    import SimpleITK as sitk
+
+    dim = fixed_img.GetDimension()
+    affine = sitk.AffineTransform(dim)
+    linear = sitk.Euler2DTransform(rigid) if dim == 2 else sitk.Euler3DTransform(rigid)
+    affine.SetMatrix(linear.GetMatrix())
+    affine.SetTranslation(linear.GetTranslation())
+    affine.SetCenter(linear.GetCenter())
+    method = _method(metric, bins, sampling, seed, iterations)
+    method.SetInitialTransform(affine, inPlace=False)
+    return _flatten(method.Execute(fixed_img, moving_img))
+
+
+def _bspline_stage(current: sitk.Transform, mesh: int, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str,
+                   bins: int, sampling: float, seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+    """The B-spline stage (``mesh`` control-grid cells per axis) on top of ``current``; returns the composite."""
+    import SimpleITK as sitk
+
+    bspline = sitk.BSplineTransformInitializer(fixed_img, [mesh] * fixed_img.GetDimension())
+    method = _method(metric, bins, sampling, seed, iterations, bspline=True)
+    method.SetMovingInitialTransform(current)
+    method.SetInitialTransform(bspline, inPlace=True)
+    method.Execute(fixed_img, moving_img)
+    return sitk.CompositeTransform([current, bspline])
+
+
 def register(
     fixed: Volume,
     moving: Volume,
@@ -309,23 +338,11 @@ def register(
     rigid_params = _rigid_parameters(rigid, dim)
     current: sitk.Transform = rigid
 
+    run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations)
     if "affine" in stages:
-        affine = sitk.AffineTransform(dim)
-        linear = sitk.Euler2DTransform(rigid) if dim == 2 else sitk.Euler3DTransform(rigid)
-        affine.SetMatrix(linear.GetMatrix())
-        affine.SetTranslation(linear.GetTranslation())
-        affine.SetCenter(linear.GetCenter())
-        method = _method(metric, bins, sampling, seed, iterations)
-        method.SetInitialTransform(affine, inPlace=False)
-        current = _flatten(method.Execute(fixed_img, moving_img))
-
+        current = _affine_stage(rigid, *run)
     if "bspline" in stages:
-        bspline = sitk.BSplineTransformInitializer(fixed_img, [bspline_mesh] * dim)
-        method = _method(metric, bins, sampling, seed, iterations, bspline=True)
-        method.SetMovingInitialTransform(current)
-        method.SetInitialTransform(bspline, inPlace=True)
-        method.Execute(fixed_img, moving_img)
-        current = sitk.CompositeTransform([current, bspline])
+        current = _bspline_stage(current, bspline_mesh, *run)
 
     resampled = resample_to(fixed, moving, current)
     identity = sitk.Transform(dim, sitk.sitkIdentity)
