@@ -54,7 +54,7 @@ def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], di
     from medanomaly.anomaly.pipeline import predict_volume
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.io import read
-    from medanomaly.preprocess.segment import brain_mask
+    from medanomaly.preprocess.tissue_masks import brain_mask
 
     image_path, mask_path = pyradiomics_case(name)
     image = read(image_path).with_meta(modality="MR")

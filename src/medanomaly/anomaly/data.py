@@ -1,7 +1,7 @@
 """Normal-only brain MRI on one common grid, as 2D axial slices.
 
 The common grid: the image is reoriented to LPS (no interpolation), a brain mask is found
-(:func:`medanomaly.preprocess.segment.brain_mask`, or the non-zero voxels of an already
+(:func:`medanomaly.preprocess.tissue_masks.brain_mask`, or the non-zero voxels of an already
 skull-stripped template), intensities are replaced by their rank among the brain's voxels (0..1,
 removing contrast and scanner scale), and each axial slice's brain bounding box (x and y extent, mm) is resampled to ``size x
 size`` pixels (a scaling-only alignment of every brain to the same box). Each slice also carries
@@ -94,7 +94,7 @@ def _brain(volume: Volume) -> np.ndarray:
     """Brain mask: a skull-stripped image (>= 30 % exact zeros) is its own mask, else brain_mask."""
     from scipy import ndimage
 
-    from medanomaly.preprocess.segment import brain_mask
+    from medanomaly.preprocess.tissue_masks import brain_mask
 
     arr = np.asarray(volume.array, np.float32)
     if np.mean(arr == 0) >= 0.3 and np.mean(arr > 0) > 0.02:

@@ -11,7 +11,7 @@ name        region
 ``lung``    both lungs of a chest CT (:func:`medanomaly.preprocess.lungs.lung_region`): the lung
             recipe; refuses an image that is not a chest CT in HU
 ``breast``  the breast of a mammogram or breast ultrasound
-            (:func:`medanomaly.preprocess.segment.breast_mask`: Otsu, largest part, pectoral muscle
+            (:func:`medanomaly.preprocess.tissue_masks.breast_mask`: Otsu, largest part, pectoral muscle
             removed on MLO views); refuses a CT in HU
 ``body``    the patient's body (:func:`medanomaly.preprocess.segment.body_mask`)
 ``none``    the whole image
@@ -54,7 +54,7 @@ def lung(image: Volume) -> Volume:
 @SEARCH_REGIONS.register("breast")
 def breast(image: Volume) -> Volume:
     """The breast of a mammogram (pectoral muscle removed on MLO) or of a breast ultrasound."""
-    from medanomaly.preprocess.segment import breast_mask
+    from medanomaly.preprocess.tissue_masks import breast_mask
 
     return breast_mask(image)
 

@@ -1,4 +1,5 @@
-"""Classical ROI masks (no training): lungs and body from CT, body/brain from MRI, breast region.
+"""Classical ROI masks (no training): lungs, airways and body from CT, body from MRI
+(breast and brain masks: :mod:`medanomaly.preprocess.tissue_masks`).
 
 All functions take a :class:`~medanomaly.types.Volume` and return a ``uint8`` mask ``Volume``
 on the same grid (``meta["label"]`` names the ROI). Building blocks are SciPy
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess.checks import looks_like_hu, require_ct, require_finite, require_scalar
+from medanomaly.preprocess.checks import require_ct, require_finite, require_scalar
 from medanomaly.types import Volume
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "body_mask",
     "lung_mask",
     "lung_stats",
-    "breast_mask",
-    "brain_mask",
     "airway_mask",
 ]
 
@@ -301,11 +300,22 @@ def lung_mask(
     Raises:
         InputError: not a CT in HU, NaNs, or no lung-sized air region inside the body.
     """
+    require_ct(ct, "lung_mask")
+    body = body_mask(ct).array > 0
+    two = _two_air_regions(ct, body, threshold_hu, min_lung_ml)
+    mapping = _sides(ct, two, body)
+    out = _closed_lungs(ct, two, mapping, body, closing_mm, max_hole_cm2)
+    if lesion_completion:
+        out = _complete_lesions(ct, out, two > 0, body, threshold_hu)
+    return _mask_volume(ct, out, "lung")
+
+
+def _two_air_regions(ct: Volume, body: np.ndarray, threshold_hu: float, min_lung_ml: float) -> np.ndarray:
+    """Air below ``threshold_hu`` inside the body, airways removed, as one or two lung-sized
+    components labelled 1 and 2 (touching lungs split by :func:`_split_two`); unsided yet."""
     from scipy import ndimage
 
-    require_ct(ct, "lung_mask")
     hu = np.asarray(ct.array)
-    body = body_mask(ct).array > 0
     cand = (hu < threshold_hu) & body
     airway = airway_mask(ct, body=body).array > 0
     if airway.any():
@@ -314,8 +324,7 @@ def lung_mask(
     labels, n = ndimage.label(cand)
     if n == 0:
         raise InputError("lung_mask: no air inside the body below the threshold; is this a chest CT?")
-    voxel_ml = ct.voxel_volume_mm3 / 1000.0
-    sizes = np.bincount(labels.ravel()).astype(float) * voxel_ml
+    sizes = np.bincount(labels.ravel()).astype(float) * (ct.voxel_volume_mm3 / 1000.0)
     sizes[0] = 0.0
     order = np.argsort(sizes)[::-1]
     if sizes[order[0]] < min_lung_ml:
@@ -327,13 +336,17 @@ def lung_mask(
     if len(keep) == 2:
         two[labels == keep[0]] = 1
         two[labels == keep[1]] = 2
-    else:
-        blob = labels == keep[0]
-        two = _split_two(blob)
-        if not two.any():
-            two = blob.astype(np.int32)  # one lung, or two we could not split: decided below
-    # Assign right/left by the physical x (LPS: +x = patient left) of each label's centroid.
-    out = np.zeros(hu.shape, np.uint8)
+        return two
+    blob = labels == keep[0]
+    two = _split_two(blob)
+    return two if two.any() else blob.astype(np.int32)  # one lung, or two we could not split: sided later
+
+
+def _sides(ct: Volume, two: np.ndarray, body: np.ndarray) -> dict[int, int]:
+    """Component label -> RIGHT_LUNG / LEFT_LUNG by the physical x of its centroid (LPS: +x =
+    patient left); a single lung is sided against the body's centroid."""
+    from scipy import ndimage
+
     centroids = {}
     for lab in (1, 2):
         if (two == lab).any():
@@ -341,13 +354,19 @@ def lung_mask(
             centroids[lab] = float(ct.index_to_physical(zyx[::-1])[0])
     if len(centroids) == 2:
         right = min(centroids, key=centroids.get)
-        mapping = {right: RIGHT_LUNG, 3 - right: LEFT_LUNG}
-    else:
-        (lab,) = centroids
-        body_x = float(ct.index_to_physical(np.array(ndimage.center_of_mass(body))[::-1])[0])
-        mapping = {lab: RIGHT_LUNG if centroids[lab] < body_x else LEFT_LUNG}
+        return {right: RIGHT_LUNG, 3 - right: LEFT_LUNG}
+    (lab,) = centroids
+    body_x = float(ct.index_to_physical(np.array(ndimage.center_of_mass(body))[::-1])[0])
+    return {lab: RIGHT_LUNG if centroids[lab] < body_x else LEFT_LUNG}
+
+
+def _closed_lungs(ct: Volume, two: np.ndarray, mapping: dict[int, int], body: np.ndarray, closing_mm: float,
+                  max_hole_cm2: float) -> np.ndarray:  # fmt: skip
+    """Per lung and axial slice: holes up to ``max_hole_cm2`` filled and a disk closing of
+    ``closing_mm`` (mm); where two closings overlap, the raw threshold label wins."""
     _, sy, sx = _spacing_zyx(ct)
     max_hole = int(max_hole_cm2 * 100.0 / (sy * sx))
+    out = np.zeros(two.shape, np.uint8)
     filled = {}
     for lab, target in mapping.items():
         lung = _fill_holes_per_slice(two == lab, max_hole)
@@ -357,12 +376,9 @@ def lung_mask(
         filled[target] = lung & body
     for target, lung in filled.items():
         out[lung & (out == 0)] = target
-    # Where closings overlap, the raw threshold label wins.
     for lab, target in mapping.items():
         out[(two == lab)] = target
-    if lesion_completion:
-        out = _complete_lesions(ct, out, two > 0, body, threshold_hu)
-    return _mask_volume(ct, out, "lung")
+    return out
 
 
 def _complete_lesions(
@@ -469,127 +485,3 @@ def lung_stats(mask: Volume) -> LungStats:
 
 
 # --------------------------------------------------------------------------------------- breast
-def breast_mask(image: Volume, remove_pectoral: bool | None = None) -> Volume:
-    """Breast region in a mammogram or breast-ultrasound-like image (per slice for 3D input).
-
-    Otsu threshold (scikit-image) -> largest component -> holes filled. For MLO views
-    (``meta["view"] == "MLO"``, or ``remove_pectoral=True``) the pectoral muscle, the bright
-    region in the upper corner at the chest wall, is removed: the chest-wall side is the image
-    side with more breast; within the upper half, pixels brighter than the Otsu threshold of
-    the breast, connected to the top chest-wall corner, with widths made non-increasing down
-    the rows (the muscle is a triangle).
-
-    Args:
-        image: scalar 2D (one slice) or 3D image.
-        remove_pectoral: force pectoral removal on/off; default: on for MLO views.
-
-    Returns:
-        uint8 Volume, 1 = breast.
-
-    Raises:
-        InputError: CT input (labelled CT, or unlabelled values in HU), NaNs, a constant image.
-    """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    require_scalar(image, "breast_mask")
-    require_finite(image, "breast_mask")
-    if image.modality.upper() == "CT" or (image.modality.upper() in ("", "OT") and looks_like_hu(image)):
-        raise InputError("breast_mask expects a mammogram or ultrasound image, but this is a CT in HU")
-    arr = np.asarray(image.array, dtype=np.float32)
-    if float(arr.min()) == float(arr.max()):
-        raise InputError("breast_mask: image is constant, no breast to find")
-    if remove_pectoral is None:
-        remove_pectoral = str(image.meta.get("view", "")).upper() == "MLO"
-    out = np.zeros(arr.shape, bool)
-    for z in range(arr.shape[0]):
-        sl = arr[z]
-        if sl.min() == sl.max():
-            continue
-        fg = sl > threshold_otsu(sl)
-        if not fg.any():
-            continue
-        breast = ndimage.binary_fill_holes(_largest_component(fg))
-        if remove_pectoral:
-            breast &= ~_pectoral(sl, breast)
-        out[z] = breast
-    if not out.any():
-        raise InputError("breast_mask: no breast region found")
-    return _mask_volume(image, out, "breast")
-
-
-def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    h, w = sl.shape
-    flip = breast[:, w // 2 :].sum() > breast[:, : w // 2].sum()  # chest wall on the right
-    img = sl[:, ::-1] if flip else sl
-    br = breast[:, ::-1] if flip else breast
-    values = img[br]
-    if values.size < 10 or values.min() == values.max():
-        return np.zeros_like(breast)
-    bright = (img > threshold_otsu(values)) & br
-    bright[h // 2 :] = False
-    labels, _ = ndimage.label(bright)
-    corner = labels[: max(h // 10, 1), : max(w // 10, 1)]
-    ids = np.unique(corner[corner > 0])
-    if ids.size == 0:
-        return np.zeros_like(breast)
-    region = np.isin(labels, ids)
-    # Width per row (pixels of the region, median-smoothed over 9 rows against noise); below
-    # the widest row the muscle narrows, so widths are made non-increasing there (a triangle).
-    width = ndimage.median_filter(region.sum(axis=1), size=9, mode="nearest")
-    top = int(np.argmax(width))
-    width[top:] = np.minimum.accumulate(width[top:])
-    pect = np.arange(w)[np.newaxis, :] < width[:, np.newaxis]
-    pect &= br
-    return pect[:, ::-1] if flip else pect
-
-
-# --------------------------------------------------------------------------------------- brain
-def _disk(radius_mm: float, sy: float, sx: float) -> np.ndarray:
-    """In-plane elliptic disk (1, ny, nx) of ``radius_mm`` for a (z, y, x) array."""
-    ry, rx = max(int(round(radius_mm / sy)), 1), max(int(round(radius_mm / sx)), 1)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    return (((yy / ry) ** 2 + (xx / rx) ** 2) <= 1.0)[np.newaxis]
-
-
-def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> Volume:
-    """Brain mask of a head MRI: Otsu -> erosion to cut the scalp -> largest component ->
-    dilation back (a little further, within the Otsu foreground, so peripheral lesions stay
-    in) -> holes filled per slice (a simple classical skull strip, in 3D).
-
-    Args:
-        mr: scalar head MRI (any weighting; CT is refused: use a HU window instead).
-        erosion_mm: in-plane erosion radius separating brain from scalp, mm.
-        regrow_mm: in-plane dilation radius growing the eroded brain back, mm.
-
-    Returns:
-        uint8 Volume, 1 = brain.
-
-    Raises:
-        InputError: CT input, NaNs, or a constant image.
-    """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    require_scalar(mr, "brain_mask")
-    require_finite(mr, "brain_mask")
-    if mr.modality.upper() == "CT":
-        raise InputError("brain_mask expects an MRI, got modality CT")
-    if mr.modality.upper() in ("", "OT") and looks_like_hu(mr):  # NRRD/NIfTI carry no modality
-        lo = float(np.min(mr.array))
-        raise InputError(f"brain_mask expects an MRI, but values look like CT in HU (minimum {lo:.0f}, air)")
-    arr = np.asarray(mr.array, dtype=np.float32)
-    if float(arr.min()) == float(arr.max()):
-        raise InputError("brain_mask: image is constant")
-    fg = arr > threshold_otsu(arr)
-    _, sy, sx = _spacing_zyx(mr)
-    core = ndimage.binary_erosion(fg, structure=_disk(erosion_mm, sy, sx))
-    if not core.any():
-        core = fg
-    core = _largest_component(core)
-    brain = ndimage.binary_dilation(core, structure=_disk(regrow_mm, sy, sx)) & fg
-    brain = _fill_holes_per_slice(brain)
-    return _mask_volume(mr, brain, "brain")

@@ -28,6 +28,7 @@ from medanomaly.preprocess import normalise as _normalise
 from medanomaly.preprocess import resample as _resample
 from medanomaly.preprocess import resize as _resize
 from medanomaly.preprocess import segment as _segment
+from medanomaly.preprocess import tissue_masks as _tissue
 from medanomaly.registry import TRANSFORMS
 from medanomaly.types import Volume
 
@@ -37,8 +38,8 @@ __all__ = ["Step", "ROI_FUNCTIONS", "DENOISERS"]
 ROI_FUNCTIONS = {
     "lung": _segment.lung_mask,
     "body": _segment.body_mask,
-    "breast": _segment.breast_mask,
-    "brain": _segment.brain_mask,
+    "breast": _tissue.breast_mask,
+    "brain": _tissue.brain_mask,
 }
 
 #: ``denoise`` step methods -> function.

@@ -15,11 +15,10 @@ from medanomaly.preprocess.segment import (
     RIGHT_LUNG,
     airway_mask,
     body_mask,
-    brain_mask,
-    breast_mask,
     lung_mask,
     lung_stats,
 )
+from medanomaly.preprocess.tissue_masks import brain_mask, breast_mask
 from medanomaly.types import Volume
 
 
