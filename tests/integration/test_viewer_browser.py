@@ -1,0 +1,193 @@
+"""The viewer in a real browser: Debian's chromium (headless, SwiftShader WebGL) driven by Playwright.
+
+`medanomaly serve` runs in a subprocess on a free 127.0.0.1 port with the committed fixture
+detector (``tests/fixtures/lung_detector``: the demo lung_nodule detector trained on simulated
+nodules, synthetic; its top finding on lung1 and lung2 is the real lesion). A real CT (pyradiomics
+lung1 / lung2, NRRD) is uploaded through the page, the job followed to done, the study opened and
+the first finding clicked. Checked: the slice shown is the finding's slice (largest area of the
+mask the service wrote) and lies in the reference lesion, red contour pixels are drawn on the
+canvas there and not on a slice far from the lesion, and the table shows the finding's volume.
+Screenshots are kept in each test's tmp folder (the artefacts).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("service")]
+CHROMIUM = "/usr/bin/chromium"
+PAGE_MS = 180_000  # every page action: a WebGL (SwiftShader, CPU) frame on 2 busy cores can take tens of seconds
+CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fixture_lung_run):
+    """``medanomaly serve`` on the fixture run in a subprocess: (base URL, token, tmp folder)."""
+    import httpx
+
+    from medanomaly.deploy.service.tokens import new_token
+
+    tmp = tmp_path_factory.mktemp("viewer")
+    tokens = tmp / "tokens.json"
+    token = new_token(tokens)
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp / "serve.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "medanomaly.cli.app", "serve", str(fixture_lung_run),
+                                 "--port", str(port), "--tokens", str(tokens), "--data", str(tmp / "data")],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(base + "/docs", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError((tmp / "serve.log").read_text()[-2000:])
+    yield base, token, tmp
+    proc.terminate()
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log = (tmp / "serve.log").read_text()
+    assert "lung1" not in log and "lung2" not in log, "client file names never reach the log"
+
+
+def red_pixels(png: bytes) -> int:
+    """Pure-red pixels (the contour colour) in a PNG screenshot."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb[..., 0] > 180) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).sum())
+
+
+def open_first_finding(page, base: str, token: str, case: str, shots: Path) -> tuple[dict, str]:
+    """Upload ``case`` through the page, wait for done, open the study, click finding 1."""
+    import httpx
+
+    from medanomaly.data.sources import pyradiomics_case
+
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/")
+    page.fill("#token", token)
+    page.dispatch_event("#token", "change")
+    page.wait_for_selector("#model option", state="attached")  # <option>s are never "visible"
+    page.set_input_files("#files", str(pyradiomics_case(case)[0]))
+    page.click("#upload button")
+    page.wait_for_function("document.querySelector('#upload-status').dataset.job")
+    job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+    page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
+    page.screenshot(path=str(shots / "list.png"))
+    page.click(f"tr[data-id='{job}'] a")
+    page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
+    result = httpx.get(f"{base}/v1/studies/{job}/results", headers={"Authorization": f"Bearer {token}"}).json()
+    assert result["findings"], f"the fixture detector finds something on {case}"
+    page.click("#findings tbody tr:first-child")
+    page.wait_for_selector("#slice-info[data-finding='1']", state="attached", timeout=PAGE_MS)
+    assert not errors, errors
+    return result, job
+
+
+def overlay_pixels(png: bytes) -> int:
+    """Pixels of the mask / contour overlay in a canvas screenshot: red to yellow, blended over the grey
+    CT (red well above blue); the CT itself is grey and the crosshair green."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+    return int((rgb[..., 0] - rgb[..., 2] > 80).sum())
+
+
+def lesion_slices(case: str) -> set[int]:
+    """Axial slices (z index) of the reference lesion of a pyradiomics case."""
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.io import read
+
+    ref = np.asarray(read(pyradiomics_case(case)[1]).array) > 0
+    return {int(z) for z in np.flatnonzero(ref.reshape(ref.shape[0], -1).any(1))}
+
+
+@contextmanager
+def chromium_page(height: int) -> Iterator[Any]:
+    """A page of Debian's headless chromium, 1280 px wide, with the generous action timeout."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": height})
+        page.set_default_timeout(PAGE_MS)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_viewer_lung1_first_finding_shows_lesion_slice_and_contour(server, tmp_path):
+    import httpx
+
+    from medanomaly.io import read
+
+    base, token, _ = server
+    with chromium_page(760) as page:
+        result, job = open_first_finding(page, base, token, "lung1", tmp_path)
+        first = result["findings"][0]
+        assert first["volume_ml"] > 0
+        assert page.inner_text("#findings tbody tr:first-child td.volume") == f"{first['volume_ml']:.2f}"
+        page.click("[data-view='axial']")
+        page.wait_for_timeout(500)
+        shown = int(page.get_attribute("#slice-info", "data-slice"))
+        mask_file = tmp_path / "mask.nii.gz"
+        mask_file.write_bytes(httpx.get(f"{base}/v1/studies/{job}/masks/1",
+                                        headers={"Authorization": f"Bearer {token}"}).content)  # fmt: skip
+        mask = np.asarray(read(mask_file).array) > 0
+        areas = mask.reshape(mask.shape[0], -1).sum(1)
+        assert shown == int(np.argmax(areas)) == first["slice"], "the slice shown is the lesion's slice"
+        assert shown in lesion_slices("lung1"), "finding 1 is the real lesion of lung1"
+        on_lesion = page.locator("#gl").screenshot(path=str(tmp_path / "lesion_slice.png"))
+        empty = [int(z) for z in np.flatnonzero(areas == 0)]
+        far = max(empty, key=lambda z: abs(z - shown))
+        page.evaluate(f"state.nv.moveCrosshairInVox(0, 0, {far - shown})")
+        page.wait_for_timeout(500)
+        assert int(page.get_attribute("#slice-info", "data-slice")) == far
+        off_lesion = page.locator("#gl").screenshot(path=str(tmp_path / "empty_slice.png"))
+    assert red_pixels(on_lesion) > 20, "contour drawn on the lesion's slice"
+    assert red_pixels(off_lesion) < red_pixels(on_lesion) / 10, "no contour where the lesion is not"
+
+
+def test_viewer_lung2_findings_table_and_three_planes(server, tmp_path):
+    base, token, _ = server
+    with chromium_page(720) as page:
+        result, _ = open_first_finding(page, base, token, "lung2", tmp_path)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "viewer_lung2.png"))
+        shot = page.locator("#gl").screenshot(path=str(tmp_path / "viewer_lung2_canvas.png"))
+        rows = page.locator("#findings tbody tr.clickable").count()
+    assert rows == len(result["findings"])
+    assert result["findings"][0]["slice"] in lesion_slices("lung2"), "finding 1 is the real lesion of lung2"
+    assert overlay_pixels(shot) > 50, "the lesion's mask and contour show in the three planes"
