@@ -29,7 +29,6 @@ from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
-from medanomaly.types import Volume
 
 __all__ = ["CLASSIFIER_GRAPH", "OnnxHeatmapDetector", "OnnxLesionClassifier", "OnnxHeatmapDetectionModel",
            "onnx_detection_model"]  # fmt: skip
@@ -51,20 +50,11 @@ class OnnxHeatmapDetector(HeatmapDetector):
         """Logit maps (B, 1, 1, y, x) of windows (B, 1, 1, y, x) float32."""
         return self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
 
-    def heatmap(self, image: Volume, region: np.ndarray | None, runner: Any = None) -> Volume:
-        """Lesion probability (0..1) on the detector grid, 0 outside the region's bounding box:
-        the torch detector's heatmap with :func:`medanomaly.deploy.sliding.run_network_numpy`."""
+    def run_windows(self, arr: np.ndarray) -> np.ndarray:
+        """Sliding-window probabilities with the ONNX session (:func:`medanomaly.deploy.sliding.run_network_numpy`)."""
         from medanomaly.deploy.sliding import run_network_numpy
-        from medanomaly.detect.infer import region_box
 
-        grid = self.prepare(image)
-        arr = np.asarray(grid.array, np.float32)
-        prob = np.zeros(arr.shape, np.float32)
-        whole = tuple(slice(0, n) for n in arr.shape)
-        box = region_box(region, self.roi_size, self.divisor) if region is not None else whole  # type: ignore[arg-type]
-        prob[box] = run_network_numpy(self.predict_logits, arr[box], self.roi_size, self.overlap,  # type: ignore[arg-type]
-                                      self.divisor)  # fmt: skip
-        return grid.with_array(prob)
+        return run_network_numpy(self.predict_logits, arr, self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
 
     def save(self, run_dir: str | Path) -> Path:
         raise InputError("an exported detector cannot be saved as a run; export the torch run again")

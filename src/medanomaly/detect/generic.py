@@ -258,21 +258,25 @@ class HeatmapDetector:
         if not hasattr(self, "model_"):
             raise RuntimeError("HeatmapDetector is not fitted; call fit() or load()")
 
-    def heatmap(self, image: Volume, region: np.ndarray | None, runner: Any = None) -> Volume:
+    def heatmap(self, image: Volume, region: np.ndarray | None) -> Volume:
         """Lesion probability (0..1) on the detector grid; 0 outside the region's bounding box."""
-        from medanomaly.detect.infer import region_box, run_network
+        from medanomaly.detect.infer import region_box
 
-        self._check_fitted()
         grid = self.prepare(image)
         arr = np.asarray(grid.array, np.float32)
         prob = np.zeros(arr.shape, np.float32)
         box = region_box(region, self.roi_size, self.divisor) if region is not None else tuple(slice(0, n) for n in arr.shape)
-        with torch_threads(self.threads):
-            if runner is not None:
-                prob[box] = runner(self.model_, arr[box], self.roi_size, self.overlap)
-            else:
-                prob[box] = run_network(self.model_, arr[box], self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
+        prob[box] = self.run_windows(arr[box])
         return grid.with_array(prob)
+
+    def run_windows(self, arr: np.ndarray) -> np.ndarray:
+        """Sliding-window probabilities over a (z, y, x) network input: the torch network with
+        ``threads`` CPU threads (an exported package overrides this with ONNX Runtime)."""
+        from medanomaly.detect.infer import run_network
+
+        self._check_fitted()
+        with torch_threads(self.threads):
+            return run_network(self.model_, arr, self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
 
     def detect(self, image: Volume) -> list[Finding]:
         """Findings in ``image`` (best first): centre, box, score, mask on the image grid, measurements.
