@@ -32,7 +32,7 @@ $(STAMPS)/venv: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,serve,infer]'
+	$(PIP) install -q -c constraints.txt -e '.[train,test,serve,infer]'
 	@touch $@
 
 # Optional extra medanomaly[scale]: Ray Data for batch inference over many machines (--engine ray).

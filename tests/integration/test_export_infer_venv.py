@@ -1,16 +1,15 @@
-"""An inference-only environment: a fresh venv (no system site packages, no torch, no MONAI) with
-only the packages an exported package needs, pinned by constraints.txt, runs ``predict`` on a
-classification package and ``detect`` on a 2D detection package, giving the torch run's answers.
-
-medanomaly itself is put on ``PYTHONPATH`` (not pip-installed: building a wheel would write build
-folders into the source tree, and the project's base dependencies still include torch; see the
-``[infer]`` note in pyproject.toml). Packages come from the configured index / pip cache.
+"""An inference-only install: ``pip install "medanomaly[infer]"`` (a copy of this source tree, so the
+build writes nothing here) into a fresh venv without system site packages, pinned by
+constraints.txt, has no torch and no MONAI, and runs ``predict`` on a classification package and
+``detect`` on a 2D detection package, giving the torch run's answers. Packages come from the
+configured index / pip cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +20,28 @@ from typer.testing import CliRunner
 from medanomaly.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
-#: What running an exported package imports (classification: the first seven; 2D detection also
-#: scipy (connected components) and scikit-image (breast region)); torch and MONAI are not among them.
-INFER_RUNTIME = ("numpy", "onnxruntime", "pydantic", "pyyaml", "typer", "rich", "simpleitk", "scipy", "scikit-image")
 OFFLINE = ("No matching distribution", "Could not find a version", "Failed to establish", "Network is unreachable")
 
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "deploy"))
 from test_export import _classify_config  # noqa: E402
 
 
-def _fresh_venv(path: Path) -> Path:
-    """A venv without system site packages holding only :data:`INFER_RUNTIME` (skipped when no index)."""
+def _source_copy(dest: Path) -> Path:
+    """What a source distribution holds (pyproject, README, LICENSE, src/), copied to ``dest``."""
+    dest.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def _fresh_venv(path: Path, source: Path) -> Path:
+    """A venv without system site packages with ``medanomaly[infer]`` installed from ``source``
+    (skipped when no package index or cache is reachable)."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
     python = path / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), *INFER_RUNTIME]
+    pip = [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), f"{source}[infer]"]
     res = subprocess.run(pip, capture_output=True, text=True, timeout=1200)
     if res.returncode != 0 and any(word in res.stdout + res.stderr for word in OFFLINE):
         pytest.skip("no package index or cached wheels reachable for the inference-only venv")
@@ -44,7 +51,6 @@ def _fresh_venv(path: Path) -> Path:
 
 def _cli(python: Path, *args: object) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PYTHONPATH"] = str(ROOT / "src")
     return subprocess.run([str(python), "-m", "medanomaly.cli.app", *map(str, args)], capture_output=True, text=True,
                           cwd=python.parents[2], env=env, timeout=600)  # fmt: skip
 
@@ -65,9 +71,10 @@ def test_packages_run_in_a_torch_free_venv(tmp_path: Path) -> None:
     det_pkg = export_run(det_run, tmp_path / "det" / "pkg")
     mg = write(render_mammogram(["malignant"], size=96, seed=3).image, tmp_path / "mg.nrrd")
 
-    python = _fresh_venv(tmp_path / "venv")
-    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True, timeout=60)
-    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr  # really torch-free
+    python = _fresh_venv(tmp_path / "venv", _source_copy(tmp_path / "source"))
+    for module in ("torch", "monai"):  # really torch-free
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+        assert probe.returncode != 0 and f"No module named '{module}'" in probe.stderr
     image = tmp_path / "cls" / "img" / "p1.nrrd"
     res = _cli(python, "predict", cls_pkg, image, "--json")
     assert res.returncode == 0, res.stderr[-2000:]
