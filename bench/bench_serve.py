@@ -1,0 +1,191 @@
+"""Load on `medanomaly serve`, bounded and on 127.0.0.1 only: 0 errors expected.
+
+(a) classification: a tiny 2D classifier trained here (compact CNN, 64 px, on the synthetic
+    mammography phantom, 2 epochs: the numbers are of the SERVICE, not of the model) takes N
+    requests (default 200) from C concurrent clients (default 8). A request is one 2D NIfTI upload
+    (POST /v1/studies) followed by polling its job until done; latency is that whole round trip
+    (upload + queue + dynamic batching + predict + outputs), and the POST alone is timed too.
+(b) CT: M uploads (default 10) of the pyradiomics lung1 / lung2 CTs (NRRD, about 25 MB each) to
+    the fixture lung detector (tests/fixtures/lung_detector, trained on synthetic nodules), queued
+    at once; per-job server time and the throughput of the whole batch.
+
+The service runs in a subprocess (uvicorn, one worker thread per model) with --threads torch
+threads. Prints p50 / p95 latency and throughput; --json writes them.
+
+Usage: python bench/bench_serve.py [--requests 200] [--clients 8] [--cts 10] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "lung_detector"
+HOST = "127.0.0.1"  # never anything else: this bench loads a service it starts itself
+
+
+def train_tiny_classifier(run: Path) -> Path:
+    """Train a 2-epoch compact CNN on a small synthetic mammography phantom into ``run``."""
+    from medanomaly.classify.config import ClassificationConfig
+    from medanomaly.engine import train_run
+
+    cfg = ClassificationConfig.model_validate({
+        "task": "classification", "name": "bench_cls", "seed": 0,
+        "data": {"dataset": {"name": "mammo_phantom", "params": {"n_patients": 40, "size": 64, "seed": 0,
+                                                                   "split_fractions": [0.6, 0.2, 0.2]}},
+                 "class_names": ["benign", "uncertain", "malignant"], "image_size": [64, 64], "channels": 1},
+        "model": {"name": "compact_cnn", "params": {"widths": [8, 16], "hidden": 8, "dropout": 0.0}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.002},
+        "evaluate": {"n_bootstrap": 20, "calibrate": False},
+    })  # fmt: skip
+    return Path(train_run(cfg, run))
+
+
+def fixture_detector(run: Path) -> Path:
+    """The committed fixture lung detector as a finished run folder."""
+    from medanomaly.engine import write_status
+
+    run.mkdir(parents=True)
+    for name in ("model.safetensors", "detector.json", "model.json", "config.yaml"):
+        shutil.copyfile(FIXTURE / name, run / name)
+    write_status(run, "complete")
+    return run
+
+
+def start_service(runs: list[Path], tmp: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
+    """``medanomaly serve`` on a free 127.0.0.1 port: (process, base URL, token)."""
+    import httpx
+
+    from medanomaly.deploy.service.tokens import new_token
+
+    token = new_token(tmp / "tokens.json")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "medanomaly.cli.app", "serve", *map(str, runs), "--host", HOST, "--port", str(port),
+           "--tokens", str(tmp / "tokens.json"), "--data", str(tmp / "data"), "--queue-size", "64"]  # fmt: skip
+    with open(tmp / "serve.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://{HOST}:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(base + "/docs", timeout=2).status_code == 200:
+                return proc, base, token
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the service did not start:\n" + (tmp / "serve.log").read_text()[-2000:])
+
+
+def one_request(client, model: str, data: bytes, name: str, timeout: float) -> tuple[float, float, str]:
+    """Upload one file and poll its job: (POST seconds, round-trip seconds, final status or error)."""
+    t0 = time.perf_counter()
+    r = client.post(f"/v1/studies?model={model}", files=[("files", (name, data))])
+    t_post = time.perf_counter() - t0
+    if r.status_code != 202:
+        return t_post, time.perf_counter() - t0, f"HTTP {r.status_code}: {r.text[:120]}"
+    job_id = r.json()["job_id"]
+    while time.perf_counter() - t0 < timeout:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return t_post, time.perf_counter() - t0, job["status"] + (f": {job['reason']}" if job["reason"] else "")
+        time.sleep(0.02)
+    return t_post, time.perf_counter() - t0, "timeout"
+
+
+def run_load(base: str, token: str, model: str, payloads: list[tuple[str, bytes]], clients: int,
+             timeout: float) -> dict:  # fmt: skip
+    """Send every payload from ``clients`` concurrent clients; latency percentiles and throughput."""
+    import httpx
+
+    pools = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+             for _ in range(clients)]  # fmt: skip
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        out = list(ex.map(lambda i: one_request(pools[i % clients], model, payloads[i][1], payloads[i][0], timeout),
+                          range(len(payloads))))  # fmt: skip
+    wall = time.perf_counter() - start
+    for c in pools:
+        c.close()
+    posts, trips, status = (np.array([o[0] for o in out]), np.array([o[1] for o in out]), [o[2] for o in out])
+    errors = [s for s in status if s != "done"]
+    return {"n": len(out), "clients": clients, "errors": len(errors), "error_examples": errors[:3],
+            "post_p50_ms": round(float(np.percentile(posts, 50)) * 1e3, 1),
+            "post_p95_ms": round(float(np.percentile(posts, 95)) * 1e3, 1),
+            "roundtrip_p50_s": round(float(np.percentile(trips, 50)), 3),
+            "roundtrip_p95_s": round(float(np.percentile(trips, 95)), 3),
+            "wall_s": round(wall, 2), "throughput_per_s": round(len(out) / wall, 3)}  # fmt: skip
+
+
+def nifti_2d(tmp: Path, n: int) -> list[tuple[str, bytes]]:
+    """``n`` distinct 2D NIfTI images (64 x 64, float32) as upload payloads."""
+    from medanomaly.io import write
+    from medanomaly.types import Volume
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        path = write(Volume(rng.random((1, 64, 64), dtype=np.float32), spacing=(0.1, 0.1, 1.0)), tmp / f"c{i}.nii.gz")
+        out.append((f"img{i}.nii.gz", Path(path).read_bytes()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=200, choices=range(1, 1001), metavar="N")
+    ap.add_argument("--clients", type=int, default=8, choices=range(1, 33), metavar="C")
+    ap.add_argument("--cts", type=int, default=10, choices=range(0, 21), metavar="M")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the service")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    from medanomaly.data.sources import pyradiomics_case
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as d:
+        tmp = Path(d)
+        t = time.perf_counter()
+        cls = train_tiny_classifier(tmp / "cls")
+        print(f"tiny classifier trained in {time.perf_counter() - t:.1f} s (synthetic phantom; service speed only)")
+        runs = [cls, fixture_detector(tmp / "lung")] if args.cts else [cls]
+        proc, base, token = start_service(runs, tmp, args.threads)
+        try:
+            results = {"classification": run_load(base, token, "cls", nifti_2d(tmp, args.requests), args.clients, 120)}
+            print("classification:", json.dumps(results["classification"]))
+            if args.cts:
+                cts = [pyradiomics_case(c)[0] for c in ("lung1", "lung2")]
+                payloads = [(f"ct{i}.nrrd", cts[i % 2].read_bytes()) for i in range(args.cts)]
+                results["ct"] = run_load(base, token, "lung", payloads, args.cts, 1800)
+                print("ct:", json.dumps(results["ct"]))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        results["threads"], results["cpus"] = args.threads, os.cpu_count()
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        errors = sum(r["errors"] for r in results.values() if isinstance(r, dict))
+        print(f"errors: {errors}")
+        raise SystemExit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
