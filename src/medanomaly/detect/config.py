@@ -102,6 +102,13 @@ class InferConfig(SlidingInferConfig):
     max_findings: int = Field(20, ge=1, le=10_000)
     hit_min_radius_mm: float = Field(5.0, ge=0.0, le=100.0)
     explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
+    # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
+    # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
+    # grow_min_hu: fainter ground glass keeps the network's mask), opened by grow_opening_mm (vessels).
+    grow: bool = True
+    grow_margin_mm: float = Field(30.0, gt=0.0, le=100.0)
+    grow_opening_mm: float = Field(2.0, ge=0.0, le=10.0)
+    grow_min_hu: float = Field(-700.0, ge=-1000.0, le=200.0)
 
 
 class LungNoduleConfig(RunConfig):

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from medanomaly.detect.generic import (
     params_from_sections,
     torch_threads,
 )
+from medanomaly.detect.grow import grow_mask
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
@@ -58,6 +60,8 @@ class NoduleDetector:
         positive_fraction, hard_negative_fraction: patch mix.
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
+        grow, grow_margin_mm, grow_opening_mm, grow_min_hu: region growing of each finding's mask
+            to the lesion's extent in HU (:func:`medanomaly.detect.grow.grow_mask`).
         seed: seeds numpy and torch for training.
         threads: torch CPU threads while training and inferring.
     """
@@ -80,6 +84,10 @@ class NoduleDetector:
         candidate_threshold: float = 0.15,
         mask_threshold: float = 0.5,
         max_findings: int = 20,
+        grow: bool = True,
+        grow_margin_mm: float = 30.0,
+        grow_opening_mm: float = 2.0,
+        grow_min_hu: float = -700.0,
         seed: int = 0,
         threads: int = 1,
     ) -> None:
@@ -99,6 +107,10 @@ class NoduleDetector:
         self.candidate_threshold = candidate_threshold
         self.mask_threshold = mask_threshold
         self.max_findings = max_findings
+        self.grow = grow
+        self.grow_margin_mm = grow_margin_mm
+        self.grow_opening_mm = grow_opening_mm
+        self.grow_min_hu = grow_min_hu
         self.seed = seed
         self.threads = threads
 
@@ -158,6 +170,10 @@ class NoduleDetector:
     def detect(self, ct: Volume, lung: Volume | None = None, side: int | None = None) -> list[Finding]:
         """Findings in a chest CT (HU), best first, each with centre, box, score, mask, measurements.
 
+        Each finding's mask is grown to the lesion's extent (``grow``, inside the searched lung);
+        its volume, diameters and HU are measured on that mask; centre, score and rank stay the
+        network's.
+
         Args:
             ct: chest CT in HU.
             lung: its lung mask (1 right, 2 left); computed when None.
@@ -177,9 +193,15 @@ class NoduleDetector:
             raise InputError("no lungs found in the search region")
         prob = self.heatmap(ct, region)
         core = grid_region(lung, self.spacing_mm, side, 0.0)  # type: ignore[arg-type]
-        return findings_from_heatmap(
-            prob, ct, region, self.candidate_threshold, self.mask_threshold, self.max_findings, centre_mask=core
-        )
+        refine = None
+        if self.grow:
+            labels = np.asarray(lung.array)
+            inside = labels > 0 if side is None else labels == side
+            hu = np.asarray(ct.array)
+            refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
+                             opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu)  # fmt: skip
+        return findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
+                                     self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
 
     # ------------------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:

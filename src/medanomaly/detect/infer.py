@@ -10,7 +10,8 @@
    inside the region whose centre lies in the lung mask itself (not the margin); score = the
    component's peak probability; the ``max_findings`` best are kept. Each is segmented on the **source grid**: the probability map is resampled there
    (linear) and thresholded at ``mask_threshold`` (or at half the peak for weak findings),
-   keeping the connected part around the peak; the mask is then measured with
+   keeping the connected part around the peak; the lung recipe then grows it to the lesion's
+   extent in HU (:mod:`medanomaly.detect.grow`), and the mask is measured with
    :func:`medanomaly.quantify.measure` (mL, mm, HU).
 
 Example:
@@ -35,7 +36,7 @@ from medanomaly.detect.grid import resample_like, to_grid, window
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume
 
-__all__ = ["findings_from_heatmap", "grid_region", "heatmap", "region_box"]
+__all__ = ["finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "region_box"]
 
 
 def grid_region(lung: Volume, spacing: tuple[float, float, float], side: int | None, margin_mm: float) -> np.ndarray:
@@ -157,6 +158,7 @@ def findings_from_heatmap(
     max_findings: int = 20,
     label: str = "nodule",
     centre_mask: np.ndarray | None = None,
+    refine: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Finding]:
     """Findings (centre, box, score, source-grid mask, measurements) from a probability map.
 
@@ -164,10 +166,10 @@ def findings_from_heatmap(
     component (LPS mm); boxes and measurements come from the source-grid mask. With
     ``centre_mask`` (detector grid), a component whose centre voxel lies outside it is dropped
     (the search region has a margin around the lungs; a nodule's centre is inside the lung).
+    ``refine`` maps each source-grid mask to the one that is measured (e.g. the region growing of
+    :func:`medanomaly.detect.grow.grow_mask`); centres and scores stay the network's.
     """
     from scipy import ndimage
-
-    from medanomaly.quantify.measure import measure
 
     p = np.where(region, np.asarray(prob.array, np.float32), 0.0)
     labels, n = ndimage.label(p > candidate_threshold, structure=np.ones((3, 3, 3), bool))
@@ -190,21 +192,31 @@ def findings_from_heatmap(
         mask = _source_mask(prob, ct, component, peak, mask_threshold)
         if mask is None:
             continue
-        mask_vol = Volume(
-            mask.astype(np.uint8), spacing=ct.spacing, origin=ct.origin, direction=ct.direction, meta={"label": label}
-        )
-        idx = np.argwhere(mask)[:, ::-1].astype(float)
-        corners = ct.index_to_physical(np.stack([idx.min(0) - 0.5, idx.max(0) + 0.5]))
-        bbox = (tuple(corners.min(0).tolist()), tuple(corners.max(0).tolist()))
-        findings.append(
-            Finding(
-                center_mm=centre,  # type: ignore[arg-type]
-                bbox_mm=bbox,  # type: ignore[arg-type]
-                score=peak,
-                label=label,
-                mask=mask_vol,
-                measurements=measure(mask_vol, ct),
-            )
-        )
+        if refine is not None:
+            mask = refine(mask)
+        findings.append(finding_from_mask(centre, peak, label, mask, ct))  # type: ignore[arg-type]
     findings.sort(key=lambda f: -f.score)
     return findings
+
+
+def finding_from_mask(
+    centre_mm: tuple[float, float, float], score: float, label: str, mask: np.ndarray, ct: Volume
+) -> Finding:
+    """A finding whose box and measurements (mL, mm, HU: :func:`medanomaly.quantify.measure`) come
+    from ``mask`` (boolean, non-empty, on ``ct``'s grid); centre and score are given."""
+    from medanomaly.quantify.measure import measure
+
+    mask_vol = Volume(
+        mask.astype(np.uint8), spacing=ct.spacing, origin=ct.origin, direction=ct.direction, meta={"label": label}
+    )
+    idx = np.argwhere(mask)[:, ::-1].astype(float)
+    corners = ct.index_to_physical(np.stack([idx.min(0) - 0.5, idx.max(0) + 0.5]))
+    bbox = (tuple(corners.min(0).tolist()), tuple(corners.max(0).tolist()))
+    return Finding(
+        center_mm=centre_mm,
+        bbox_mm=bbox,  # type: ignore[arg-type]
+        score=score,
+        label=label,
+        mask=mask_vol,
+        measurements=measure(mask_vol, ct),
+    )
