@@ -6,6 +6,8 @@ Messages name the file (never a patient) and the reason, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -29,3 +31,24 @@ class InputError(MedanomalyError, ValueError):
 
 class ConfigError(InputError):
     """A config that does not validate (unknown name, wrong type, missing field)."""
+
+
+@contextmanager
+def about_file(path: str | Path) -> Iterator[None]:
+    """Inside the block, an :class:`InputError` raised without a file (e.g. "image has 1 NaN
+    voxel", raised deep in a check) names ``path``, the input being worked on.
+
+    Example:
+        >>> try:
+        ...     with about_file("scan.nii.gz"):
+        ...         raise InputError("image has 1 NaN/infinite voxels")
+        ... except InputError as exc:
+        ...     print(exc)
+        scan.nii.gz: image has 1 NaN/infinite voxels
+    """
+    try:
+        yield
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.reason, path) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
@@ -36,6 +37,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+
+@app.callback()
+def _every_command() -> None:
+    """Before any command: pydicom's warnings about odd-but-readable headers (multi-line, with
+    source lines) are silenced; what matters (skipped files, refusals) medanomaly reports itself,
+    one line each."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_stem
+        from medanomaly.errors import about_file
         from medanomaly.explain.driver import explain_file
         from medanomaly.jsonio import finite_json
 
@@ -43,7 +44,8 @@ def register(app: typer.Typer) -> None:
 
             source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
         target_dir = out or default_out("explain", "fusion" if source is not image else output_stem(image))
-        report = explain_file(model.explainable(), source, method, target_dir, layer, target, mask, evaluate,
-                              dicom, fov, findings)  # fmt: skip
+        with about_file(image):
+            report = explain_file(model.explainable(), source, method, target_dir, layer, target, mask, evaluate,
+                                  dicom, fov, findings)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +118,6 @@ def register(app: typer.Typer) -> None:
         Example: medanomaly info study/CT_series/ --json
         """
         log_warnings_to_stderr()
-        # pydicom's warnings about odd-but-readable headers would add multi-line noise; what
-        # matters (skipped files, errors) is reported by medanomaly itself, one line each.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
         summary = describe(path, series)
         if as_json:
             typer.echo(json.dumps(summary))

@@ -26,16 +26,17 @@ def register(app: typer.Typer) -> None:
         """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_stem, prepare_output_dir, write_detection
-        from medanomaly.errors import InputError
+        from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
 
         target = prepare_output_dir(out or default_out("detect", output_stem(image)))
         model = load_model(run)
         if not model.class_names or model.task not in ("lung_nodule", "detection"):
             raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
-        volume = read(image)
-        model.check_input(volume, image)
-        prediction = model.predict(volume)
+        with about_file(image):
+            volume = read(image)
+            model.check_input(volume, image)
+            prediction = model.predict(volume)
         path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
         typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
         if dicom:

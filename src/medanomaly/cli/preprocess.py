@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -18,19 +16,6 @@ def _sidecar(out: Path) -> Path:
         if name.endswith(ext):
             return out.with_name(name[: -len(ext)] + ".steps.json")
     return out.with_name(name + ".steps.json")
-
-
-@contextmanager
-def _about(path: Path) -> Iterator[None]:
-    """Errors raised without a file (e.g. "no air near -1000 HU") name ``path``, the input image."""
-    from medanomaly.errors import InputError
-
-    try:
-        yield
-    except InputError as exc:
-        if exc.path is not None:
-            raise
-        raise InputError(exc.reason, path) from None
 
 
 def _check_slices(out: Path, image_path: Path, n_slices: int) -> None:
@@ -75,6 +60,7 @@ def register(app: typer.Typer) -> None:
         Example: medanomaly preprocess lung1_image.nrrd lung1_pre.nii.gz -c configs/preprocess_lung.yaml
         """
         from medanomaly.cli.info import log_warnings_to_stderr
+        from medanomaly.errors import about_file
         from medanomaly.io import check_writable, read, write
         from medanomaly.preprocess.pipeline import Pipeline
 
@@ -84,7 +70,7 @@ def register(app: typer.Typer) -> None:
         pipeline = Pipeline.from_yaml(config)
         image = read(in_path)
         _check_slices(out_path, in_path, image.shape[0])
-        with _about(in_path):
+        with about_file(in_path):
             result = pipeline(image)
         write(result.volume, out_path)
         sidecar = _sidecar(out_path)
@@ -109,7 +95,7 @@ def register(app: typer.Typer) -> None:
         Example: medanomaly segment lung1_image.nrrd lung1_lungs.nii.gz --roi lung
         """
         from medanomaly.cli.info import log_warnings_to_stderr
-        from medanomaly.errors import InputError
+        from medanomaly.errors import InputError, about_file
         from medanomaly.io import check_writable, read, write
         from medanomaly.preprocess.steps import ROI_FUNCTIONS
 
@@ -120,7 +106,7 @@ def register(app: typer.Typer) -> None:
         check_writable(out_path)
         image = read(in_path)
         _check_slices(out_path, in_path, image.shape[0])
-        with _about(in_path):
+        with about_file(in_path):
             mask = ROI_FUNCTIONS[roi](image)
         write(mask, out_path)
         if mask.is_2d:  # one slice: an area (cm2), not a volume

@@ -21,7 +21,7 @@ from typing import Any
 from medanomaly.config import RunConfig, load_config, save_config
 from medanomaly.engine.contract import TaskModel
 from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock, write_status)
-from medanomaly.errors import ConfigError, InputError
+from medanomaly.errors import ConfigError, InputError, about_file
 from medanomaly.types import Prediction
 
 __all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]
@@ -129,11 +129,12 @@ def predict_paths(model: TaskModel, paths: Iterable[str | Path],
 
     for path in map(Path, paths):
         try:
-            volume = read(path, **(read_options or {}))
-            model.check_input(volume, path)  # type: ignore[attr-defined]
-            prediction = model.predict(volume)
+            with about_file(path):
+                volume = read(path, **(read_options or {}))
+                model.check_input(volume, path)  # type: ignore[attr-defined]
+                prediction = model.predict(volume)
         except InputError as exc:
-            yield path, (exc if exc.path is not None else InputError(exc.reason, path)), None
+            yield path, exc, None
             continue
         yield path, prediction, volume
 

@@ -1,0 +1,43 @@
+"""Bad input through the real console entry point: one line on stderr naming the file, exit 2, no
+library warning noise, for errors raised deep in a check (NaN voxels) and for a broken DICOM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.errors import InputError, about_file
+
+
+def test_about_file_names_the_input_only_when_the_error_has_no_file():
+    with pytest.raises(InputError) as exc_info, about_file("scan.nii.gz"):
+        raise InputError("image has 1 NaN/infinite voxels")
+    assert str(exc_info.value) == "scan.nii.gz: image has 1 NaN/infinite voxels"
+    with pytest.raises(InputError) as exc_info, about_file("scan.nii.gz"):
+        raise InputError("truncated", "other.dcm")
+    assert str(exc_info.value) == "other.dcm: truncated"
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medanomaly.cli.app", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)  # fmt: skip
+
+
+def test_detect_and_explain_name_the_file_of_a_nan_volume_and_a_broken_dicom(tmp_path, fixture_lung_run):
+    import nibabel as nib
+
+    run = fixture_lung_run  # tests/integration/conftest.py: the committed fixture detector
+    hu = np.full((10, 64, 64), -800, np.float32)
+    hu[5, 30, 30] = np.nan
+    nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([1.0, 1.0, 5.0, 1.0])), tmp_path / "nan.nii.gz")
+    broken = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x04\x00abcd" * 3  # odd UID value, no pixel data
+    (tmp_path / "broken.dcm").write_bytes(broken)
+    for verb, image in (("detect", "nan.nii.gz"), ("explain", "nan.nii.gz"), ("detect", "broken.dcm")):
+        res = _cli(verb, run, image, "-o", tmp_path / f"out-{verb}-{image}", cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {image}: "), res.stderr
