@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from medanomaly.cli.app import app
 from medanomaly.data.sources import pyradiomics_case
+from medanomaly.errors import ConfigError
 from medanomaly.io import read
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "anomaly_tiny.yaml"
@@ -36,3 +37,45 @@ def test_anomaly_train_evaluate_predict(tmp_path):
     lung, _ = pyradiomics_case("lung1")
     result = runner.invoke(app, ["predict", str(run), str(lung), "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+CHEST = Path(__file__).resolve().parents[2] / "configs" / "anomaly_chest_ct.yaml"
+
+
+@pytest.mark.slow
+def test_anomaly_chest_ct_leave_one_patient_out(tmp_path):
+    """Tiny chest CT run: lung1's parenchyma minus its grown nodule trains, lung2's real tumour tests
+    inside lung2's lung mask; the exclusion is recorded; an MR brain and a leaking config are refused."""
+    import yaml
+
+    doc = yaml.safe_load(CHEST.read_text())
+    doc["data"].update(size=32, copies=0)
+    doc["threshold"]["sigmas"] = [0, 1]
+    doc["evaluate"]["n_bootstrap"] = 20
+    config = tmp_path / "chest_tiny.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "model.json").read_text())
+    domain = info["extra"]["domain"]
+    assert info["input"]["modality"] == "CT" and domain["region"] == "lung_mask" and domain["window"] == "lung"
+    excluded = domain["training_exclusion"][0]
+    assert excluded["case"] == "lung1" and excluded["margin_mm"] == 20.0 and excluded["excluded_lung_ml"] > excluded["lesion_ml"] > 1.0
+    assert json.loads((run / "train.json").read_text())["training_exclusion"] == domain["training_exclusion"]
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["region"] == "lung_mask" and metrics["cases"][0]["case"] == "lung2"
+    assert metrics["cases"][0]["tumour_in_region_fraction"] > 0.95  # the test region holds the lesion
+    assert 0.5 < metrics["pixel_auroc"] <= 1.0  # a dense 48 mL tumour in aerated lung must stand out
+    assert metrics["slice_auroc"]["n_pos"] > 0 and metrics["slice_auroc"]["n_neg"] > 0
+    brain, _ = pyradiomics_case("brain1")  # an MRI (no modality tag, values not HU): one line, exit 2
+    result = runner.invoke(app, ["predict", str(run), str(brain), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "HU" in result.output and "Traceback" not in result.output
+    doc["evaluate"]["cases"] = ["lung1"]  # the training CT as test: refused before any work
+    config.write_text(yaml.safe_dump(doc))
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "leak")])
+    # the console entry point (cli.app.main) prints a ConfigError as one line, exit 2
+    assert isinstance(result.exception, ConfigError) and "leave-one-patient-out" in str(result.exception)

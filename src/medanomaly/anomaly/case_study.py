@@ -1,5 +1,7 @@
-"""Brain tumour case study of an anomaly run: trained on normal brains, tested on the real tumours
-of pyradiomics brain1 and brain2 (T1 post-contrast, expert masks).
+"""Case study of an anomaly run on real lesions with expert masks: brain MR (trained on normal
+brains, tested on the real tumours of pyradiomics brain1 and brain2, T1 post-contrast) or chest CT
+(trained on one CT's lung parenchyma away from its lesion, tested on the other CT's lesion, inside
+its lung mask: ``metrics.json`` ``region`` says which).
 
 Metrics (``metrics.json``): pixel AUROC inside the brain mask (per case and pooled), slice-level
 AUROC (slices with tumour vs tumour-free slices of the same scans; slice score = 99th percentile of
@@ -21,6 +23,10 @@ import numpy as np
 from medanomaly.jsonio import write_json
 
 __all__ = ["run_case_study", "auroc_ci", "case_metrics"]
+
+_REFERENCE_BRAIN = {"BMAD BraTS2021 PatchCore pixel AUROC": 0.9697, "note": "different data (BraTS, not ours)"}
+_REFERENCE_CHEST = {"BMAD liver CT SimpleNet pixel AUROC": 0.9751,
+                    "note": "different organ and data (BMAD liver CT, not ours); two chest CTs only here"}  # fmt: skip
 
 
 def auroc_ci(y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int = 0) -> dict[str, Any]:
@@ -50,17 +56,28 @@ def _findings(amap: Any, binary: np.ndarray, image: Any, min_ml: float) -> list[
 
 
 def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics of one pyradiomics case, and the arrays the report plots."""
+    """Metrics of one pyradiomics case, and the arrays the report plots (``brain`` = the region:
+    brain mask, or lung mask for a chest CT run)."""
     from medanomaly.anomaly.pipeline import predict_volume
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.io import read
-    from medanomaly.preprocess.tissue_masks import brain_mask
 
     image_path, mask_path = pyradiomics_case(name)
-    image = read(image_path).with_meta(modality="MR")
+    domain = model.info.extra.get("domain") or {}
+    chest = domain.get("name") == "chest_ct"
+    image = read(image_path).with_meta(modality="CT" if chest else "MR")
+    model.check_input(image, image_path)
     tumour = np.asarray(read(mask_path).array) > 0
-    brain = np.asarray(brain_mask(image).array) > 0
-    amap, score, _, _ = predict_volume(model.method, image, int(model.info.extra["size"]), float(model.info.thresholds["sigma"]))
+    if chest:
+        from medanomaly.preprocess.segment import lung_mask
+
+        brain = np.asarray(lung_mask(image).array) > 0
+    else:
+        from medanomaly.preprocess.tissue_masks import brain_mask
+
+        brain = np.asarray(brain_mask(image).array) > 0
+    amap, score, _, _ = predict_volume(model.method, image, int(model.info.extra["size"]),
+                                       float(model.info.thresholds["sigma"]), domain or None)  # fmt: skip
     values = np.asarray(amap.array)
     binary = (values > float(model.info.thresholds["pixel"])) & brain
     inter = float((binary & tumour).sum())
@@ -71,6 +88,7 @@ def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], di
     out = {"case": name, "image_score": score, "label": "anomaly" if score > model.info.thresholds["decision"] else "normal",
            "pixel_auroc": auroc_ci(tumour[brain], values[brain], 0)["value"], "dice": dice,
            "tumour_ml": float(tumour.sum() * image.voxel_volume_mm3 / 1000),
+           "tumour_in_region_fraction": float((tumour & brain).sum() / max(tumour.sum(), 1)),
            "flagged_ml": float(binary.sum() * image.voxel_volume_mm3 / 1000),
            "findings": _findings(amap, binary, image, config.evaluate.min_finding_ml)}  # fmt: skip
     arrays = {"image": np.asarray(image.array, np.float32), "map": values, "tumour": tumour, "brain": brain,
@@ -89,16 +107,25 @@ def run_case_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
     s = np.concatenate([a["map"][a["brain"]] for a in arrays])
     sy = np.concatenate([a["slice_y"] for a in arrays])
     ss = np.concatenate([a["slice_scores"] for a in arrays])
-    metrics = {"task": "anomaly", "method": config.method.name, "synthetic": False,
-               "test_data": "pyradiomics " + " + ".join(config.evaluate.cases) + " (real tumours, expert masks)",
+    domain = model.info.extra.get("domain") or {"name": "brain_mr", "region": "brain_mask"}
+    chest = domain.get("name") == "chest_ct"
+    metrics = {"task": "anomaly", "method": config.method.name, "synthetic": False, "domain": domain["name"],
+               "region": domain.get("region", "brain_mask"),
+               "test_data": "pyradiomics " + " + ".join(config.evaluate.cases) + " (real "
+               + ("lesions" if chest else "tumours") + ", expert masks)",
+               "training_exclusion": domain.get("training_exclusion"),
                "pixel_auroc": auroc_ci(y, s, 0)["value"],
                "slice_auroc": auroc_ci(sy, ss, config.evaluate.n_bootstrap, config.seed),
                "dice_mean": float(np.mean([c["dice"] for c in cases])),
                "thresholds": dict(model.info.thresholds), "cases": cases,
-               "reference": {"BMAD BraTS2021 PatchCore pixel AUROC": 0.9697, "note": "different data (BraTS, not ours)"}}  # fmt: skip
+               "reference": _REFERENCE_CHEST if chest else _REFERENCE_BRAIN}  # fmt: skip
     write_json(Path(run_dir) / "metrics.json", metrics)
     write_report(Path(run_dir) / "report.html", metrics, arrays, y, s)
     return metrics
+
+
+def _where(metrics: dict[str, Any]) -> str:
+    return "lungs" if metrics.get("region") == "lung_mask" else "brain"
 
 
 def _png(fig: Any) -> str:
@@ -114,10 +141,10 @@ def _figures(metrics: dict[str, Any], arrays: list[dict[str, Any]], y: np.ndarra
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    figs = []
+    figs, where = [], _where(metrics)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].hist(s[~y], bins=60, density=True, alpha=0.6, label="brain, no tumour")
-    ax[0].hist(s[y], bins=60, density=True, alpha=0.6, label="tumour (expert mask)")
+    ax[0].hist(s[~y], bins=60, density=True, alpha=0.6, label=f"{where}, no lesion")
+    ax[0].hist(s[y], bins=60, density=True, alpha=0.6, label="lesion (expert mask)")
     ax[0].axvline(metrics["thresholds"]["pixel"], color="k", ls="--", label="threshold (normal validation)")
     ax[0].set_xlabel("anomaly score per voxel")
     ax[0].legend(fontsize=8)
@@ -127,7 +154,7 @@ def _figures(metrics: dict[str, Any], arrays: list[dict[str, Any]], y: np.ndarra
     ax[1].set_xlabel("false-positive rate")
     ax[1].set_ylabel("true-positive rate")
     ax[1].legend()
-    figs.append(("Score histograms and pixel ROC inside the brain", _png(fig)))
+    figs.append((f"Score histograms and pixel ROC inside the {where}", _png(fig)))
     plt.close(fig)
     for row, a in zip(metrics["cases"], arrays):
         zs = np.flatnonzero(a["tumour"].any(axis=(1, 2)))
@@ -141,7 +168,7 @@ def _figures(metrics: dict[str, Any], arrays: list[dict[str, Any]], y: np.ndarra
         ax[1].contour(a["tumour"][z], colors="c", linewidths=1)
         for axis in ax:
             axis.axis("off")
-        figs.append((f"{row['case']} slice {z}: cyan = expert tumour mask, map in the brain, green = above the "
+        figs.append((f"{row['case']} slice {z}: cyan = expert lesion mask, map in the {where}, green = above the "
                      f"validation threshold (Dice {row['dice']:.2f})", _png(fig)))  # fmt: skip
         plt.close(fig)
     return figs
@@ -158,11 +185,16 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
                    for c in metrics["cases"])  # fmt: skip
     figs = "".join(f"<h3>{html.escape(t)}</h3><img src='data:image/png;base64,{b}'>" for t, b in _figures(metrics, arrays, y, s))
     slice_text = f"{sl['value']:.3f}" if sl.get("value") is not None else "n/a"
+    where = _where(metrics)
+    trained = ("one chest CT's lung parenchyma, its lesion grown by a margin excluded" if where == "lungs"
+               else "normal brains only")
+    ref = ("For orientation only, BMAD's best pixel AUROC on liver CT is 0.975 (different organ and data)."
+           if where == "lungs" else "BMAD's best pixel AUROC on BraTS2021 is 0.970 (different data, for orientation only).")  # fmt: skip
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anomaly detection: {html.escape(metrics['method'])}"
-           f"</title></head><body><h1>Anomaly detection ({html.escape(metrics['method'])}), trained on normal brains only</h1>"
-           f"<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the brain {metrics['pixel_auroc']:.3f}; "
+           f"</title></head><body><h1>Anomaly detection ({html.escape(metrics['method'])}), trained on {trained}</h1>"
+           f"<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the {where} {metrics['pixel_auroc']:.3f}; "
            f"slice AUROC {slice_text}{ci}; mean Dice at the validation threshold {metrics['dice_mean']:.3f}. "
-           f"BMAD's best pixel AUROC on BraTS2021 is 0.970 (different data, for orientation only).</p>"
+           f"{ref}</p>"
            f"<table border=1><tr><th>case</th><th>pixel AUROC</th><th>Dice</th><th>image score</th><th>call</th>"
            f"<th>findings</th></tr>{rows}</table>{figs}</body></html>")  # fmt: skip
     tmp = path.with_name(f".{path.name}.tmp")

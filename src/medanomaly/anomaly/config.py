@@ -8,13 +8,20 @@ Example YAML::
     train: {epochs: 30, batch_size: 16, lr: 0.002, eval_every: 5, threads: 2}
     threshold: {target_fpr: 0.01, sigmas: [0, 1, 2, 3]}
     evaluate: {cases: [brain1, brain2], n_bootstrap: 1000}
+
+Chest CT (``data.domain: chest_ct``, see :mod:`medanomaly.anomaly.chest`): ``train``/``val`` name a
+pyradiomics chest CT (lung1 or lung2) whose lesion grown by ``exclude_margin_mm`` is excluded;
+``evaluate.cases`` must be the *other* CT (leave-one-patient-out)::
+
+    data: {domain: chest_ct, train: [lung1], val: [lung1], window: lung, exclude_margin_mm: 20}
+    evaluate: {cases: [lung2]}
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 
@@ -22,10 +29,12 @@ __all__ = ["AnomalyConfig"]
 
 
 class AnomalyDataConfig(Section):
-    """Normal training and validation brains (``NORMAL_BRAINS`` names, ``real_data`` keys or paths)."""
+    """Normal training and validation data: brains (``NORMAL_BRAINS`` names, ``real_data`` keys or
+    paths) or, with ``domain: chest_ct``, chest CTs whose lesion (plus a margin) is excluded."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
+    domain: Literal["brain_mr", "chest_ct"] = "brain_mr"
     train: tuple[str, ...] = ("mni152", "ch2")
     val: tuple[str, ...] = ("ch2better",)
     size: int = Field(96, ge=16, le=512)
@@ -35,6 +44,18 @@ class AnomalyDataConfig(Section):
     rotate_deg: float = Field(6.0, ge=0.0, le=45.0)
     scale: float = Field(0.06, ge=0.0, le=0.5)
     bias: float = Field(0.3, ge=0.0, le=1.0)
+    window: str = "lung"  # chest_ct: a preprocess.intensity.WINDOWS name (HU window)
+    exclude_margin_mm: float = Field(20.0, ge=0.0, le=100.0)  # chest_ct: lesion grown by this, mm
+    holdout_every: int = Field(4, ge=2, le=50)  # chest_ct: 1 lung slice in N validates when train == val
+
+    @field_validator("window")
+    @classmethod
+    def _known_window(cls, value: str) -> str:
+        from medanomaly.preprocess.intensity import WINDOWS
+
+        if value not in WINDOWS:
+            raise ValueError(f"unknown CT window {value!r}; valid: {', '.join(WINDOWS)}")
+        return value
 
 
 class AnomalyTrainConfig(Section):
@@ -71,3 +92,18 @@ class AnomalyConfig(RunConfig):
     train: AnomalyTrainConfig = AnomalyTrainConfig()
     threshold: AnomalyThresholdConfig = AnomalyThresholdConfig()
     evaluate: AnomalyEvaluateConfig = AnomalyEvaluateConfig()
+
+    @model_validator(mode="after")
+    def _chest_leave_one_patient_out(self) -> "AnomalyConfig":
+        """Chest CT: known cases only, and never test on a CT whose parenchyma trained the model."""
+        if self.data.domain != "chest_ct":
+            return self
+        from medanomaly.anomaly.chest import CHEST_CASES
+
+        for name in (*self.data.train, *self.data.val, *self.evaluate.cases):
+            if name not in CHEST_CASES:
+                raise ValueError(f"chest_ct cases must be {' or '.join(CHEST_CASES)}, got {name!r}")
+        leaked = set(self.evaluate.cases) & set(self.data.train + self.data.val)
+        if leaked:
+            raise ValueError(f"chest_ct test case(s) {sorted(leaked)} also train or validate (leave-one-patient-out)")
+        return self

@@ -24,7 +24,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["CommonSlices", "to_common", "load_normal", "maps_to_volume", "refuse_lesion_image", "NORMAL_BRAINS"]
+__all__ = ["CommonSlices", "to_common", "slices_on_grid", "load_normal", "maps_to_volume", "refuse_lesion_image", "NORMAL_BRAINS"]
 
 #: The normal brain MRI our data sources provide (``real_data`` keys). inia19 is a macaque
 #: template: listed, but not in the default training set (another species).
@@ -129,8 +129,6 @@ def to_common(volume: Volume, size: int = 96, slab_mm: float = 0.0, step_mm: flo
         step_mm: keep one slice every ``step_mm`` (0 = every slice), mm.
         min_brain_fraction: skip slices whose brain covers less than this fraction of the box.
     """
-    from skimage.transform import resize
-
     from medanomaly.preprocess.resample import to_canonical
 
     if volume.is_2d or volume.n_components != 1:
@@ -144,25 +142,42 @@ def to_common(volume: Volume, size: int = 96, slab_mm: float = 0.0, step_mm: flo
     brain = _brain(canonical)
     if brain.sum() < 100:
         raise InputError("no brain found in the image (fewer than 100 brain voxels)")
-    zs = np.flatnonzero(brain.any(axis=(1, 2)))
     scaled = _scale(_slab(arr, canonical.spacing[2], slab_mm), brain)
     stride = max(1, int(round(step_mm / canonical.spacing[2]))) if step_mm else 1
+    return slices_on_grid(canonical, scaled, brain, size, stride, min_brain_fraction)
+
+
+def slices_on_grid(canonical: Volume, scaled: np.ndarray, region: np.ndarray, size: int, stride: int = 1,
+                   min_fraction: float = 0.02) -> CommonSlices:  # fmt: skip
+    """Each axial slice's ``region`` box (in-plane extent, mm) resampled to ``size x size`` pixels.
+
+    Args:
+        canonical: the LPS volume the slices come from.
+        scaled: its intensities already scaled to ~0..1 (0 outside ``region``).
+        region: bool (z, y, x) region mask (brain, or lungs for chest CT).
+        size: pixels per side of the common grid.
+        stride: keep one region slice in ``stride``.
+        min_fraction: skip slices whose region box covers less than this fraction of the slice.
+    """
+    from skimage.transform import resize
+
+    zs = np.flatnonzero(region.any(axis=(1, 2)))
     images, masks, rel, index, boxes = [], [], [], [], []
     for z in zs[::stride]:
-        ys, xs = np.nonzero(brain[z])
+        ys, xs = np.nonzero(region[z])
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        if (y1 - y0) * (x1 - x0) < min_brain_fraction * brain.shape[1] * brain.shape[2]:
+        if (y1 - y0) * (x1 - x0) < min_fraction * region.shape[1] * region.shape[2]:
             continue
         images.append(resize(scaled[z, y0:y1, x0:x1], (size, size), order=1, anti_aliasing=True))
-        masks.append(resize(brain[z, y0:y1, x0:x1].astype(np.float32), (size, size), order=1) > 0.5)
+        masks.append(resize(region[z, y0:y1, x0:x1].astype(np.float32), (size, size), order=1) > 0.5)
         rel.append((z - zs[0]) / max(zs[-1] - zs[0], 1))
         index.append(z)
         boxes.append((y0, y1, x0, x1))
     if not images:
-        raise InputError("no axial slice with enough brain")
+        raise InputError("no axial slice with enough of the region (brain or lungs)")
     return CommonSlices(np.stack(images).astype(np.float32), np.stack(masks), np.asarray(rel, np.float32),
                         np.asarray(index), np.asarray(boxes), canonical,
-                        canonical.with_array(brain.astype(np.uint8)))  # fmt: skip
+                        canonical.with_array(region.astype(np.uint8)))  # fmt: skip
 
 
 def maps_to_volume(common: CommonSlices, maps: np.ndarray, reference: Volume) -> Volume:

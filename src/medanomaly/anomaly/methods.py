@@ -4,7 +4,9 @@
 name           what
 =============  ===============================================================================
 normative      classical baseline: per-pixel mean and spread of the normal brains on the common
-               grid, in bins of relative brain height; map = |x - mean| / spread (a z-score)
+               grid, in bins of relative brain height; map = |x - mean| / spread (a z-score);
+               ``masked=True`` takes the statistics over each pixel's in-mask slices only (chest
+               CT: the excluded lesion zone does not count as zeros)
 autoencoder    MONAI convolutional autoencoder trained to reconstruct normal slices (L1 + SSIM);
                map = w (1 - local SSIM) + (1 - w) |x - reconstruction|
 padim          PaDiM-style per-position Gaussian on the features of the autoencoder's encoder
@@ -54,8 +56,8 @@ def ssim_map(x: Any, y: Any, window: int = 7) -> Any:
 class NormativeMethod:
     """Per-pixel mean and spread in ``z_bins`` bins of relative brain height (see module doc)."""
 
-    def __init__(self, z_bins: int = 6, floor: float = 0.05) -> None:
-        self.z_bins, self.floor = int(z_bins), float(floor)
+    def __init__(self, z_bins: int = 6, floor: float = 0.05, masked: bool = False) -> None:
+        self.z_bins, self.floor, self.masked = int(z_bins), float(floor), bool(masked)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 
@@ -69,7 +71,13 @@ class NormativeMethod:
         self.std = np.ones((self.z_bins, *size), np.float32)
         for b in range(self.z_bins):
             sel = bins == b
-            if sel.sum() >= 2:
+            if sel.sum() >= 2 and self.masked:
+                m = train["masks"][sel]
+                n = np.maximum(m.sum(0), 1)
+                self.mean[b] = (train["images"][sel] * m).sum(0) / n
+                var = ((train["images"][sel] - self.mean[b]) ** 2 * m).sum(0) / n
+                self.std[b] = np.where(m.sum(0) >= 2, np.sqrt(var), 1.0)
+            elif sel.sum() >= 2:
                 self.mean[b] = train["images"][sel].mean(0)
                 self.std[b] = train["images"][sel].std(0)
         return {"slices": int(len(bins))}

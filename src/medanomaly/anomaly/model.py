@@ -18,13 +18,27 @@ from medanomaly.types import Prediction, Volume
 __all__ = ["AnomalyModel", "run_info"]
 
 
+def _domain(config: Any, fitted: Any) -> dict[str, Any]:
+    """``extra.domain`` of ``model.json``: what the model was trained on, exclusions included."""
+    d = config.data
+    if d.domain != "chest_ct":
+        return {"name": "brain_mr", "region": "brain_mask", "train": list(d.train), "val": list(d.val)}
+    from medanomaly.preprocess.intensity import WINDOWS
+
+    return {"name": "chest_ct", "region": "lung_mask", "window": d.window, "window_hu": list(WINDOWS[d.window]),
+            "train": list(d.train), "val": list(d.val), "exclude_margin_mm": d.exclude_margin_mm,
+            "training_exclusion": fitted.log.get("training_exclusion", [])}  # fmt: skip
+
+
 def run_info(config: Any, fitted: Any, weights: str) -> RunInfo:
     """``model.json`` of a fitted anomaly run."""
+    modality = "CT" if config.data.domain == "chest_ct" else "MR"
     return RunInfo(
         task="anomaly", class_names=("anomaly",), weights=(weights,),
         thresholds={"decision": fitted.image_threshold, "pixel": fitted.pixel_threshold, "sigma": fitted.sigma},
-        input={"spatial_dims": 3, "channels": 1, "modality": "MR", "image_size": [config.data.size] * 2},
-        extra={"method": config.method.model_dump(mode="json"), "size": config.data.size},
+        input={"spatial_dims": 3, "channels": 1, "modality": modality, "image_size": [config.data.size] * 2},
+        extra={"method": config.method.model_dump(mode="json"), "size": config.data.size,
+               "domain": _domain(config, fitted)},
     )  # fmt: skip
 
 
@@ -36,14 +50,23 @@ class AnomalyModel(ModelBase):
         self.method = method
 
     def check_input(self, volume: Volume, path: Any = None) -> None:
-        """Refuse a 2D image, a multi-component image or another modality than training, in one line."""
+        """Refuse a 2D image, a multi-component image or another modality than training, in one line
+        (a chest CT model also refuses values that are not CT in HU, e.g. an unlabelled MRI)."""
+        want = str(self.info.input.get("modality", "MR") or "MR")
+        trained = "chest CT" if want == "CT" else "brain MRI"
         if volume.is_2d:
-            raise InputError("the anomaly model was trained on 3D brain MRI, got a 2D image", path)
+            raise InputError(f"the anomaly model was trained on 3D {trained}, got a 2D image", path)
         if volume.n_components != 1:
             raise InputError("the anomaly model takes scalar images, got several components", path)
         got = str(volume.meta.get("modality", "") or "")
-        if got and got not in ("OT", "MR"):
-            raise InputError(f"the anomaly model was trained on MR, got modality {got}", path)
+        if got and got not in ("OT", want):
+            raise InputError(f"the anomaly model was trained on {want}, got modality {got}", path)
+        if want == "CT":
+            from medanomaly.preprocess.checks import looks_like_hu
+
+            if not looks_like_hu(volume):
+                raise InputError("the anomaly model was trained on chest CT in HU, but the values are not HU "
+                                 "(no air near -1000 HU)", path)  # fmt: skip
         super().check_input(volume, path)
 
     def predict(self, volume: Volume) -> Prediction:
@@ -51,7 +74,7 @@ class AnomalyModel(ModelBase):
 
         self.check_input(volume)
         amap, score, _, _ = predict_volume(self.method, volume, int(self.info.extra["size"]),
-                                           float(self.info.thresholds["sigma"]))  # fmt: skip
+                                           float(self.info.thresholds["sigma"]), self.info.extra.get("domain"))  # fmt: skip
         label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"
         return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=self.flags())
 

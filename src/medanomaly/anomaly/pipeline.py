@@ -25,10 +25,21 @@ def _stack(items: list[CommonSlices]) -> dict[str, np.ndarray]:
             "rel_z": np.concatenate([c.rel_z for c in items])}  # fmt: skip
 
 
-def build_split(names: tuple[str, ...], config: Any, seed: int) -> dict[str, np.ndarray]:
-    """Common-grid slices of normal brains plus ``copies`` augmented copies of each."""
+def build_split(names: tuple[str, ...], config: Any, seed: int, part: str | None = None) -> dict[str, np.ndarray]:
+    """Common-grid slices of normal brains (or, for ``chest_ct``, of lung parenchyma with the grown
+    lesion excluded) plus ``copies`` augmented copies of each.
+
+    ``part`` (``train``/``val``) matters only for a chest CT that both trains and validates (its
+    slices are split); by default a call with ``config.seed`` is ``train``, any other seed ``val``.
+    """
     d = config.data
-    commons = [to_common(load_normal(n), d.size, d.slab_mm, d.step_mm) for n in names]
+    if d.domain == "chest_ct":
+        from medanomaly.anomaly.chest import chest_split_slices
+
+        part = part or ("train" if seed == config.seed else "val")
+        commons = [chest_split_slices(n, d, part) for n in names]
+    else:
+        commons = [to_common(load_normal(n), d.size, d.slab_mm, d.step_mm) for n in names]
     split = _stack(commons)
     if d.copies:
         rng = np.random.default_rng(seed)
@@ -71,8 +82,8 @@ def fit(config: Any) -> Fitted:
     from medanomaly.anomaly.synthetic import make_synthetic
 
     torch.set_num_threads(config.train.threads)
-    train = build_split(config.data.train, config, config.seed)
-    val = build_split(config.data.val, config, config.seed + 1)
+    train = build_split(config.data.train, config, config.seed, "train")
+    val = build_split(config.data.val, config, config.seed + 1, "val")
     synth_images, lesions = make_synthetic(val["images"], val["masks"], seed=config.seed + 2)
     synth = {**val, "images": synth_images, "lesions": lesions}
     method = METHODS.get(config.method.name)(**config.method.params)
@@ -89,12 +100,24 @@ def fit(config: Any) -> Fitted:
     log.update({"synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
                 "sigma": sigma, "n_train_slices": int(len(train["images"])), "n_val_slices": int(len(clean)),
                 "val_image_scores": [round(s, 4) for s in image_scores]})  # fmt: skip
+    if config.data.domain == "chest_ct":
+        from medanomaly.anomaly.chest import exclusion_record
+
+        log["training_exclusion"] = [exclusion_record(n, config.data.exclude_margin_mm)
+                                     for n in dict.fromkeys(config.data.train + config.data.val)]  # fmt: skip
     return Fitted(method, float(sigma), pixel_threshold, float(np.quantile(image_scores, q)), log)
 
 
-def predict_volume(method: Any, volume: Volume, size: int, sigma: float) -> tuple[Volume, float, CommonSlices, np.ndarray]:
+def predict_volume(method: Any, volume: Volume, size: int, sigma: float,
+                   domain: dict[str, Any] | None = None) -> tuple[Volume, float, CommonSlices, np.ndarray]:  # fmt: skip
     """Anomaly map of one volume on its own grid, its image-level score, the common slices and
-    the common-grid maps."""
-    common = to_common(volume, size, min_brain_fraction=0.0)
+    the common-grid maps. ``domain`` is the run's ``model.json`` ``extra.domain`` (brain MR when
+    ``None``; ``{"name": "chest_ct", "window": ...}`` maps a CT inside its lung mask)."""
+    if domain and domain.get("name") == "chest_ct":
+        from medanomaly.anomaly.chest import chest_to_common
+
+        common = chest_to_common(volume, size, str(domain["window"]))
+    else:
+        common = to_common(volume, size, min_brain_fraction=0.0)
     maps = smooth(method.score(common.images, common.masks, common.rel_z), sigma)
     return maps_to_volume(common, maps, volume), volume_score(maps, common.masks), common, maps

@@ -103,3 +103,57 @@ def test_model_refuses_other_dimensionality_and_modality():
     with pytest.raises(InputError, match="modality CT"):
         model.check_input(Volume(np.zeros((4, 8, 8), np.float32), meta={"modality": "CT"}))
     model.check_input(_head())
+
+
+def test_chest_exclusion_zone_grows_by_margin_in_mm():
+    from medanomaly.anomaly.chest import exclusion_zone
+
+    lesion = np.zeros((9, 41, 41), bool)
+    lesion[4, 20, 20] = True
+    zone = exclusion_zone(lesion, (1.0, 1.0, 5.0), 10.0)  # spacing x, y, z (mm)
+    assert zone[4, 20, 30] and not zone[4, 20, 31]  # 10 mm in-plane = 10 voxels
+    assert zone[6, 20, 20] and not zone[7, 20, 20]  # 10 mm along z = 2 slices of 5 mm
+
+
+def test_chest_config_refuses_unknown_case_and_test_on_training_ct():
+    from pydantic import ValidationError
+
+    from medanomaly.anomaly.config import AnomalyConfig
+
+    base = {"data": {"domain": "chest_ct", "train": ["lung1"], "val": ["lung1"]}, "evaluate": {"cases": ["lung2"]}}
+    assert AnomalyConfig(**base).data.window == "lung"
+    with pytest.raises(ValidationError, match="leave-one-patient-out"):
+        AnomalyConfig(**{**base, "evaluate": {"cases": ["lung1"]}})
+    with pytest.raises(ValidationError, match="chest_ct cases"):
+        AnomalyConfig(**{**base, "evaluate": {"cases": ["brain1"]}})
+    with pytest.raises(ValidationError, match="unknown CT window"):
+        AnomalyConfig(data={"domain": "chest_ct", "train": ["lung1"], "window": "nope"})
+    assert AnomalyConfig().data.domain == "brain_mr"  # the brain path is the default
+
+
+def test_masked_normative_ignores_excluded_pixels():
+    images = np.full((4, 6, 6), 0.3, np.float32)
+    masks = np.ones((4, 6, 6), bool)
+    images[0, :3] = 0.0  # an excluded zone, zeroed
+    masks[0, :3] = False
+    train = {"images": images, "masks": masks, "rel_z": np.zeros(4, np.float32)}
+    method = METHODS.get("normative")(z_bins=1, masked=True)
+    method.fit(train, train, {})
+    np.testing.assert_allclose(method.mean[0], 0.3, atol=1e-6)
+    plain = METHODS.get("normative")(z_bins=1)
+    plain.fit(train, train, {})
+    assert plain.mean[0, 0, 0] < 0.25  # the unmasked statistics would count the zeros
+
+
+def test_chest_model_refuses_mr_and_non_hu_values():
+    from medanomaly.anomaly.model import AnomalyModel
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo(task="anomaly", class_names=("anomaly",), input={"spatial_dims": 3, "modality": "CT"})
+    model = AnomalyModel(info, ".", method=None)
+    with pytest.raises(InputError, match="trained on CT, got modality MR"):
+        model.check_input(_head())
+    with pytest.raises(InputError, match="not HU"):
+        model.check_input(Volume(np.asarray(_head().array), spacing=(2.0, 2.0, 3.0)))
+    ct = np.full((4, 8, 8), -1000.0, np.float32)
+    model.check_input(Volume(ct, meta={"modality": "CT"}))
