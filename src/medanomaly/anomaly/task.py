@@ -1,9 +1,11 @@
 """The ``anomaly`` task: ``medanomaly train CONFIG`` / ``evaluate RUN`` / ``predict RUN IMAGE``.
 
 Trains one method of :data:`medanomaly.anomaly.methods.METHODS` on normal brain MRI only (see
-:mod:`medanomaly.anomaly.data`), writes ``weights.safetensors`` (the method's arrays),
+:mod:`medanomaly.anomaly.data`), or on one chest CT's lung parenchyma away from its lesion
+(:mod:`medanomaly.anomaly.chest`), writes ``weights.safetensors`` (the method's arrays),
 ``train.json`` (training log, label-free choices) and ``model.json``. ``evaluate`` runs the case
-study of :mod:`medanomaly.anomaly.case_study` on the real tumours of brain1/brain2.
+study of :mod:`medanomaly.anomaly.case_study` on the real tumours of brain1/brain2 (or the other
+chest CT's real lesion).
 """
 
 from __future__ import annotations
