@@ -1,28 +1,45 @@
 """Eager torch fp32 vs ONNX Runtime fp32 vs ONNX Runtime int8, from one process, side by side.
 
-(a) a 2D classifier (MONAI ResNet-18 via the registry) at 224 px, batch 16: images/s, and the
-    latency of one image (p50/p95 over single requests);
-(b) whole-CT detection on pyradiomics lung1 (the lung_nodule.yaml network and grid): seconds per
-    CT for the heatmap (torch + MONAI sliding window vs ONNX + NumPy sliding window).
+(a) 2D classifier: a MONAI ResNet-18 at 224 px trained for ``--epochs`` on the breast phantom
+    (SYNTHETIC mammography, benign vs malignant, 300 patients; a tiny quickly trained model),
+    exported with ``export_run(int8=True)`` (int8 calibrated on the validation split, behind the
+    guard; kept with ``force`` so that a refusal is printed instead of stopping the bench).
+    Printed per path: images/s at batch 16 and the ratio to eager torch, macro ROC AUC on the
+    validation split and its change from torch, latency of one image (p50/p95 of single requests).
+(b) whole-CT detection with the committed fixture lung detector (tests/fixtures/lung_detector,
+    the lung_nodule.yaml network trained on simulated nodules): seconds per CT on lung1 (lung mask
+    given; p50/p95 over ``--ct-repeats``) for the full ``detect`` (heatmap, findings, masks,
+    measurements) and for the network heatmap alone (sliding window), the rank of the real lesion of
+    lung1 and lung2 and the held-out CPM (simulated nodules in the held-out lung, synthetic;
+    ``--heldout-scans`` per source, the run itself uses 3). int8 is calibrated on the same
+    validation windows export uses; the full export guard (CPM on validation scans, real lesion
+    ranks) is not rerun here: ``medanomaly export RUN --int8`` does that.
 
-Networks are randomly initialised here: this measures SPEED only. Accuracy changes of int8 are
-what the export guard measures on a trained run's validation split (see docs/deploy.md).
-int8 is calibrated on random inputs here (speed only; export calibrates on validation data).
+The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md).
 
-Usage: python bench/bench_export.py [--threads 2] [--repeats 5] [--skip-ct]
+Usage: python bench/bench_export.py [--threads 1] [--repeats 5] [--epochs 1] [--skip-2d] [--skip-ct]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "lung_detector"
+PATHS = ("torch fp32", "onnx fp32", "onnx int8")
 
-def _rate(fn, x, repeats: int) -> float:
+
+def _rate(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> float:
+    """Images per second of ``fn`` on the batch ``x`` (one warm-up call)."""
     fn(x)
     t = time.perf_counter()
     for _ in range(repeats):
@@ -30,7 +47,8 @@ def _rate(fn, x, repeats: int) -> float:
     return repeats * len(x) / (time.perf_counter() - t)
 
 
-def _latency(fn, x1, n: int) -> tuple[float, float]:
+def _latency(fn: Callable[[np.ndarray], Any], x1: np.ndarray, n: int) -> tuple[float, float]:
+    """p50 and p95 (ms) of ``n`` single requests."""
     fn(x1)
     times = []
     for _ in range(n):
@@ -40,92 +58,159 @@ def _latency(fn, x1, n: int) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
 
 
-def bench_2d(threads: int, repeats: int, tmp: Path) -> None:
-    import torch
+def _classifier_config(tmp: Path, epochs: int) -> Path:
+    """A tiny ResNet-18 run config at 224 px: breast phantom benign vs malignant (rendered at 128 px)."""
+    import yaml
 
-    from medanomaly.deploy.export import GraphSpec, export_graph
+    cfg = {
+        "task": "classification", "name": "bench_export_resnet18", "seed": 0,
+        "data": {"dataset": {"name": "mammo_phantom", "params": {"n_patients": 300, "size": 128, "seed": 0,
+                                                                 "labels": ["benign", "malignant"],
+                                                                 "split_fractions": [0.6, 0.2, 0.2]}},
+                 "class_names": ["benign", "malignant"], "image_size": [224, 224], "channels": 1},
+        "model": {"name": "resnet", "params": {"depth": 18}},
+        "train": {"epochs": epochs, "batch_size": 16, "lr": 0.003, "optimizer": "adamw", "progress": False},
+        "evaluate": {"n_bootstrap": 10},
+    }  # fmt: skip
+    path = tmp / "cls.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def bench_2d(threads: int, repeats: int, epochs: int, tmp: Path) -> None:
+    """Part (a): see the module docstring."""
+    from medanomaly.deploy.export import export_run, graph_spec, onnx_outputs, torch_outputs
     from medanomaly.deploy.onnx_model import session
-    from medanomaly.deploy.quantise import quantise_graph
-    from medanomaly.registry import MODELS
+    from medanomaly.deploy.quantise import class_metrics
+    from medanomaly.deploy.validation import validation_data
+    from medanomaly.engine import load_model, train_run
 
-    torch.manual_seed(0)
-    net = MODELS.create("resnet", in_channels=1, num_classes=2, spatial_dims=2, depth=18).eval()
-    x = np.random.default_rng(0).random((16, 1, 224, 224)).astype(np.float32)
-    spec = GraphSpec(net, (torch.zeros(1, 1, 224, 224),), ["input"], ["logits"], {"input": {0: "b"}, "logits": {0: "b"}})
-    fp32 = export_graph(spec, tmp / "cls.onnx")
-    int8 = quantise_graph(fp32, tmp / "cls.int8.onnx", [{"input": x[i : i + 1]} for i in range(8)])
-    s32, s8 = session(fp32, threads), session(int8, threads)
+    t = time.perf_counter()
+    run = train_run(_classifier_config(tmp, epochs), tmp / "cls_run")
+    trained = time.perf_counter() - t
+    t = time.perf_counter()
+    pkg = export_run(run, tmp / "cls_pkg", int8=True, calibration=10_000, force=True)
+    exported = time.perf_counter() - t
+    guard = json.loads((pkg / "manifest.json").read_text())["int8"]
+    model = load_model(run)
+    val = validation_data(run, "classification")
+    module = graph_spec(model).module
+    sessions = {name: session(pkg / graph, threads) for name, graph in (("onnx fp32", "model.onnx"),
+                                                                        ("onnx int8", "model.int8.onnx"))}
+    aucs = {"torch fp32": class_metrics(val.labels, torch_outputs(model, val.inputs))["auc"]}
+    aucs.update({k: class_metrics(val.labels, onnx_outputs(s, "classification", val.inputs))["auc"]
+                 for k, s in sessions.items()})  # fmt: skip
 
-    def eager(b):
+    def eager(b: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
-            return net(torch.from_numpy(b)).numpy()
+            return module(torch.from_numpy(b)).numpy()
 
-    runners = {"torch fp32": eager, "onnx fp32": lambda b: s32.run(None, {"input": b})[0],
-               "onnx int8": lambda b: s8.run(None, {"input": b})[0]}  # fmt: skip
-    print(f"(a) 2D ResNet-18, 224 px, batch 16, {threads} thread(s) [random weights: speed only]")
+    runners = {"torch fp32": eager}
+    runners.update({k: (lambda b, s=s: s.run(None, {"input": b})[0]) for k, s in sessions.items()})
+    x = np.ascontiguousarray(val.inputs[:16], np.float32)
+    print(f"(a) 2D ResNet-18, 224 px, batch 16, {threads} thread(s); breast phantom (SYNTHETIC), tiny model trained "
+          f"{epochs} epoch(s) in {trained:.0f} s, export + int8 guard {exported:.0f} s; AUC = ROC AUC (malignant) on the "
+          f"{len(val.labels)} validation images")  # fmt: skip
     base = None
     for name, fn in runners.items():
         rate = _rate(fn, x, repeats)
         p50, p95 = _latency(fn, x[:1], 30)
         base = base or rate
-        print(f"    {name:10s} {rate:8.1f} img/s  ({rate / base:4.1f}x)   one image p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")
+        print(f"    {name:10s} {rate:7.1f} img/s ({rate / base:4.1f}x)  AUC {aucs[name]:.4f} "
+              f"({aucs[name] - aucs['torch fp32']:+.4f})  one image p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")  # fmt: skip
+    print(f"    int8 guard (export, validation): passed={guard['passed']} auc_drop={guard['auc_drop']} "
+          f"accuracy_drop={guard['accuracy_drop']}")  # fmt: skip
 
 
-def bench_ct(threads: int, tmp: Path) -> None:
-    import torch
+def _fixture_run(dest: Path) -> Path:
+    """The committed fixture lung detector as a finished run folder."""
+    from medanomaly.engine import write_status
 
+    dest.mkdir(parents=True)
+    for name in ("model.safetensors", "detector.json", "model.json", "config.yaml"):
+        shutil.copyfile(FIXTURE / name, dest / name)
+    write_status(dest, "complete")
+    return dest
+
+
+def _ct_scores(detector: Any, sources: list[Any], cfg: Any, heldout_scans: int, ct_repeats: int) -> dict[str, Any]:
+    """One detector: seconds of the lung1 heatmap and of the full lung1 detection (``ct_repeats``
+    each), the real lesion ranks and the held-out CPM."""
+    from medanomaly.detect.evaluation import evaluate_heldout, evaluate_real
+
+    first = sources[0]
+    region = detector.region(first.lung)
+    heat, times, ranks = [], [], {}
+    for _ in range(ct_repeats):
+        t = time.perf_counter()
+        detector.heatmap(first.ct, region)
+        heat.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ranks[first.name] = evaluate_real(detector, first).rank
+        times.append(time.perf_counter() - t)
+    ranks.update({src.name: evaluate_real(detector, src).rank for src in sources[1:]})
+    sim = cfg.simulation
+    held = evaluate_heldout(detector, sources, 3 - sim.train_side, heldout_scans, sim.nodules_per_test_scan,
+                            sim.diameter_range_mm, cfg.seed, cfg.infer.hit_min_radius_mm, progress=False)  # fmt: skip
+    return {"heatmap": heat, "times": times, "ranks": ranks, "cpm": float(held["froc"].cpm)}
+
+
+def bench_ct(threads: int, heldout_scans: int, ct_repeats: int, tmp: Path) -> None:
+    """Part (b): see the module docstring."""
     from medanomaly.config import load_config
-    from medanomaly.data.sources import pyradiomics_case
-    from medanomaly.deploy.export import GraphSpec, export_graph
-    from medanomaly.deploy.onnx_model import OnnxDetector, session
+    from medanomaly.deploy.export import export_run
+    from medanomaly.deploy.onnx_model import onnx_model
     from medanomaly.deploy.quantise import quantise_graph
-    from medanomaly.detect.detector import NoduleDetector, _build
-    from medanomaly.detect.grid import lung_region
-    from medanomaly.io import read
+    from medanomaly.deploy.validation import validation_data
+    from medanomaly.engine import load_model
 
-    cfg = load_config("configs/lung_nodule.yaml")
-    det = NoduleDetector.from_config(cfg)
-    det.threads = threads
-    torch.manual_seed(0)
-    det.model_ = _build(det.model_name, det.model_params).eval()
-    roi = det.roi_size
-    axes = {0: "b", 2: "z", 3: "y", 4: "x"}
-    fp32 = export_graph(GraphSpec(det.model_, (torch.zeros(1, 1, *roi),), ["input"], ["logits"],
-                                  {"input": axes, "logits": axes}), tmp / "det.onnx")  # fmt: skip
-    feeds = [{"input": np.random.default_rng(i).random((1, 1, *roi)).astype(np.float32)} for i in range(4)]
-    int8 = quantise_graph(fp32, tmp / "det.int8.onnx", feeds)
-    params = det.get_params()
-    ct = read(pyradiomics_case("lung1")[0])
-    region = det.region(lung_region(ct))
-    print(f"(b) whole-CT heatmap, lung1, lung_nodule.yaml network, {threads} thread(s) [random weights: speed only]")
-    runners = {"torch fp32": det, "onnx fp32": OnnxDetector(session(fp32, threads), params),
-               "onnx int8": OnnxDetector(session(int8, threads), params)}  # fmt: skip
-    base = None
-    for name, d in runners.items():
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            d.heatmap(ct, region)
-            times.append(time.perf_counter() - t)
-        sec = float(np.median(times))
-        base = base or sec
-        print(f"    {name:10s} {sec:8.2f} s/CT  ({base / sec:4.1f}x)   p50 {np.percentile(times, 50):.2f} s  "
-              f"p95 {np.percentile(times, 95):.2f} s")  # fmt: skip
+    if not (FIXTURE / "model.safetensors").is_file():
+        print(f"(b) skipped: the fixture detector {FIXTURE} is missing")
+        return
+    run = _fixture_run(tmp / "lung_run")
+    cfg = load_config(run / "config.yaml")
+    pkg = export_run(run, tmp / "lung_pkg")  # fp32 graph, checked against torch on validation windows
+    val = validation_data(run, "lung_nodule", 64)
+    int8 = quantise_graph(pkg / "model.onnx", tmp / "lung.int8.onnx", [{"input": w[None]} for w in val.inputs])
+    torch_model = load_model(run)
+    torch_model.detector.threads = threads
+    detectors = {"torch fp32": torch_model.detector}
+    for name, path in (("onnx fp32", pkg / "model.onnx"), ("onnx int8", int8)):
+        detectors[name] = onnx_model(path, torch_model.info, pkg, threads).detector
+    print(f"(b) whole-CT detection, fixture lung detector (lung_nodule.yaml network), {threads} thread(s); "
+          f"seconds per CT on lung1 (lung mask given; {ct_repeats} run(s)): full detect and its network heatmap; "
+          f"held-out CPM on {heldout_scans} simulated scan(s) per source (SYNTHETIC nodules)")  # fmt: skip
+    base, hbase = None, None
+    for name, det in detectors.items():
+        s = _ct_scores(det, val.sources, cfg, heldout_scans, ct_repeats)
+        sec, heat = float(np.median(s["times"])), float(np.median(s["heatmap"]))
+        base, hbase = base or sec, hbase or heat
+        ranks = ", ".join(f"{k} {v}" for k, v in s["ranks"].items())
+        print(f"    {name:10s} detect {sec:6.2f} s/CT ({base / sec:4.1f}x; p50 {np.percentile(s['times'], 50):.2f} "
+              f"p95 {np.percentile(s['times'], 95):.2f})  heatmap {heat:6.2f} s ({hbase / heat:4.1f}x)  "
+              f"lesion rank {ranks}  held-out CPM {s['cpm']:.3f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
+    ap.add_argument("--repeats", type=int, default=5, help="timed batches per 2D path")
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs of the tiny 2D classifier")
+    ap.add_argument("--heldout-scans", type=int, default=1, help="held-out simulated scans per source CT")
+    ap.add_argument("--ct-repeats", type=int, default=1, help="timed detections of lung1 per path")
+    ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--skip-ct", action="store_true")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        bench_2d(args.threads, args.repeats, Path(tmp))
+        if not args.skip_2d:
+            bench_2d(args.threads, args.repeats, args.epochs, Path(tmp))
         if not args.skip_ct:
-            bench_ct(args.threads, Path(tmp))
+            bench_ct(args.threads, args.heldout_scans, args.ct_repeats, Path(tmp))
 
 
 if __name__ == "__main__":
