@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test demo apt data clean-venv bench
 
-setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/scale $(STAMPS)/data
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/scale $(STAMPS)/data $(STAMPS)/web
 
 # Debian packages: installed only when missing (dpkg -s is quick), so a second run costs nothing.
 $(STAMPS)/apt:
