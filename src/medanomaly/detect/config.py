@@ -104,11 +104,13 @@ class InferConfig(SlidingInferConfig):
     explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
     # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
-    # grow_min_hu: fainter ground glass keeps the network's mask), opened by grow_opening_mm (vessels).
+    # grow_min_hu: fainter ground glass keeps the network's mask), opened by a ball of radius
+    # max(grow_opening_mm, grow_opening_fraction x the lesion's inscribed radius) that cuts vessels.
     grow: bool = True
     grow_margin_mm: float = Field(30.0, gt=0.0, le=100.0)
     grow_opening_mm: float = Field(2.0, ge=0.0, le=10.0)
     grow_min_hu: float = Field(-700.0, ge=-1000.0, le=200.0)
+    grow_opening_fraction: float = Field(0.5, ge=0.0, le=0.9)
 
 
 class LungNoduleConfig(RunConfig):

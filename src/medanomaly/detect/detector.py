@@ -60,8 +60,8 @@ class NoduleDetector:
         positive_fraction, hard_negative_fraction: patch mix.
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
-        grow, grow_margin_mm, grow_opening_mm, grow_min_hu: region growing of each finding's mask
-            to the lesion's extent in HU (:func:`medanomaly.detect.grow.grow_mask`).
+        grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction: region growing of
+            each finding's mask to the lesion's extent in HU (:func:`medanomaly.detect.grow.grow_mask`).
         seed: seeds numpy and torch for training.
         threads: torch CPU threads while training and inferring.
     """
@@ -88,6 +88,7 @@ class NoduleDetector:
         grow_margin_mm: float = 30.0,
         grow_opening_mm: float = 2.0,
         grow_min_hu: float = -700.0,
+        grow_opening_fraction: float = 0.5,
         seed: int = 0,
         threads: int = 1,
     ) -> None:
@@ -111,6 +112,7 @@ class NoduleDetector:
         self.grow_margin_mm = grow_margin_mm
         self.grow_opening_mm = grow_opening_mm
         self.grow_min_hu = grow_min_hu
+        self.grow_opening_fraction = grow_opening_fraction
         self.seed = seed
         self.threads = threads
 
@@ -199,7 +201,8 @@ class NoduleDetector:
             inside = labels > 0 if side is None else labels == side
             hu = np.asarray(ct.array)
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
-                             opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu)  # fmt: skip
+                             opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
+                             opening_fraction=self.grow_opening_fraction)  # fmt: skip
         return findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
                                      self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
 

@@ -13,9 +13,11 @@ finding's **seed** mask (the network's, on the source grid) to the lesion's exte
    parenchyma linearly, so the 50 % level is the boundary's best estimate, whatever the lesion's
    own HU (solid or part-solid). When that level falls below ``min_hu`` (a faint ground-glass
    nodule, whose contrast is within a few noise SDs of the parenchyma) the network's mask is kept.
-3. **Vessels**: the thresholded voxels are opened with an ellipsoid of radius ``opening_mm`` (in
-   mm, per axis), which cuts vessels thinner than ``2 x opening_mm`` where they attach, before
-   connectivity (26-neighbourhood, :func:`scipy.ndimage.binary_propagation` from the seed).
+3. **Vessels**: the thresholded voxels are opened (Euclidean, in mm) with a ball of radius
+   ``max(opening_mm, opening_fraction x r)``, r = the lesion's inscribed radius around the seed:
+   vessels attached to a nodule are narrower than the nodule, so attachments thinner than the
+   lesion's radius (at ``opening_fraction`` 0.5) are cut, before connectivity (26-neighbourhood,
+   :func:`scipy.ndimage.binary_propagation` from the seed).
 4. Holes (cavities, noise) are filled (:func:`scipy.ndimage.binary_fill_holes`). If nothing of
    the seed survives the opening (a nodule thinner than the opening), the network's mask is kept.
 
@@ -26,22 +28,14 @@ Example:
     >>> seed = (zz == 4) & ((yy - 20) ** 2 + (xx - 20) ** 2 <= 4)
     >>> grown = grow_mask(ct, seed, np.ones(ct.shape, bool), spacing=(1.0, 1.0, 2.0))
     >>> int(seed.sum()), int(grown.sum()), int((ct > -400).sum())  # the opening trims the poles
-    (13, 1005, 1037)
+    (13, 933, 1037)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ellipsoid_footprint", "grow_mask"]
-
-
-def ellipsoid_footprint(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Boolean ellipsoid (z, y, x) of radius ``radius_mm`` on a grid of ``spacing`` (mm, x/y/z)."""
-    sx, sy, sz = spacing
-    half = [int(np.floor(radius_mm / s)) for s in (sz, sy, sx)]
-    zz, yy, xx = np.ogrid[-half[0] : half[0] + 1, -half[1] : half[1] + 1, -half[2] : half[2] + 1]
-    return (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm**2 + 1e-9
+__all__ = ["grow_mask"]
 
 
 def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
@@ -53,6 +47,24 @@ def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
+def _open(candidate: np.ndarray, core: np.ndarray, sampling: tuple[float, ...], opening_mm: float,
+          fraction: float) -> np.ndarray:
+    """Euclidean opening (in mm, exact for anisotropic voxels: two distance transforms) with radius
+    ``max(opening_mm, fraction x r)``, r = the lesion's inscribed radius (the largest distance
+    from a core voxel to the outside of ``candidate``): attachments thinner than ``2 x`` that
+    radius, i.e. vessels narrower than the lesion, are cut."""
+    from scipy import ndimage
+
+    inner = ndimage.distance_transform_edt(candidate, sampling=sampling)
+    radius = max(opening_mm, fraction * float(inner[core].max()))
+    if radius <= 0:
+        return candidate
+    eroded = inner > radius
+    if not eroded.any():
+        return eroded
+    return candidate & (ndimage.distance_transform_edt(~eroded, sampling=sampling) <= radius)
+
+
 def grow_mask(
     ct_hu: np.ndarray,
     seed: np.ndarray,
@@ -61,6 +73,7 @@ def grow_mask(
     margin_mm: float = 30.0,
     opening_mm: float = 2.0,
     min_hu: float = -700.0,
+    opening_fraction: float = 0.5,
 ) -> np.ndarray:
     """The seed mask grown to the lesion's extent (see the module docstring); same shape as ``seed``.
 
@@ -70,7 +83,9 @@ def grow_mask(
         lung: lung mask (boolean, z, y, x); growth never leaves it.
         spacing: voxel spacing (mm, x/y/z).
         margin_mm: the farthest (mm) a grown voxel may lie from the seed.
-        opening_mm: radius (mm) of the opening that detaches vessels (0 = none).
+        opening_mm: smallest radius (mm) of the opening that detaches vessels (0 with
+            ``opening_fraction`` 0 = none).
+        opening_fraction: the opening's radius as a fraction of the lesion's inscribed radius.
         min_hu: lowest growing threshold (HU); below it the seed is returned unchanged.
 
     Returns:
@@ -93,8 +108,7 @@ def grow_mask(
     if level < min_hu:
         return seed
     candidate = (ct >= level) & inside & (dist <= margin_mm)
-    if opening_mm > 0:
-        candidate = ndimage.binary_opening(candidate, structure=ellipsoid_footprint(opening_mm, spacing))
+    candidate = _open(candidate, core, sampling, opening_mm, opening_fraction)
     start = candidate & core
     if not start.any():
         return seed

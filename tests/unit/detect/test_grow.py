@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from medanomaly.detect.config import InferConfig
-from medanomaly.detect.grow import ellipsoid_footprint, grow_mask
+from medanomaly.detect.grow import grow_mask
 from medanomaly.detect.infer import findings_from_heatmap
 from medanomaly.types import Volume
 
@@ -34,18 +34,13 @@ def _core(sphere: np.ndarray, centre_mm: tuple[float, float, float], radius_mm: 
     return sphere & _sphere(centre_mm, radius_mm)
 
 
-def test_footprint_is_anisotropic_in_mm() -> None:
-    fp = ellipsoid_footprint(2.0, SPACING)
-    assert fp.shape == (1, 5, 5)  # 2 mm spans no neighbour slice at 2.5 mm, 2 voxels in-plane
-    assert fp[0, 2, 2] and not fp[0, 0, 0]
-
-
 def test_sphere_grows_to_the_sphere_not_the_attached_vessel() -> None:
     centre, radius = (30.0, 32.0, 32.0), 8.0
     nodule = _sphere(centre, radius)
     z, y, x = _mm_grid()
-    # A 2.4 mm vessel leaving the nodule along +x through the slice of its centre, to the edge.
-    vessel = (np.abs(z - centre[0]) <= 1.3) & (np.abs(y - centre[1]) <= 1.2) & (x > centre[2])
+    # A 4 mm vessel (wider than the 2 mm floor of the opening, narrower than the nodule's 8 mm
+    # radius) leaving the nodule along +x through the slice of its centre, to the edge.
+    vessel = (np.abs(z - centre[0]) <= 1.3) & (np.abs(y - centre[1]) <= 2.0) & (x > centre[2])
     ct = _parenchyma()
     ct[vessel] = 40.0 + np.random.default_rng(1).normal(0.0, 25.0, int(vessel.sum()))
     ct[nodule] = 30.0 + np.random.default_rng(2).normal(0.0, 25.0, int(nodule.sum()))
@@ -55,8 +50,8 @@ def test_sphere_grows_to_the_sphere_not_the_attached_vessel() -> None:
     assert (grown & nodule).sum() >= 0.85 * nodule.sum()
     far_vessel = vessel & (x > centre[2] + radius + 3.0)
     assert not (grown & far_vessel).any()
-    # Without the opening the same vessel is swallowed: the test can tell the two apart.
-    leaky = grow_mask(ct, seed, np.ones(SHAPE, bool), SPACING, opening_mm=0.0)
+    # With only the fixed 2 mm opening (no radius relative to the lesion) the vessel is swallowed.
+    leaky = grow_mask(ct, seed, np.ones(SHAPE, bool), SPACING, opening_fraction=0.0)
     assert (leaky & far_vessel).sum() > 20
 
 
@@ -116,7 +111,10 @@ def test_findings_are_measured_on_the_refined_mask() -> None:
     assert grown[0].measurements.volume_ml == pytest.approx(true_ml, rel=0.15)
 
 
-@pytest.mark.parametrize("field,value", [("grow_margin_mm", 0.0), ("grow_opening_mm", -1.0), ("grow_min_hu", -2000.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("grow_margin_mm", 0.0), ("grow_opening_mm", -1.0), ("grow_min_hu", -2000.0), ("grow_opening_fraction", 1.0)],
+)
 def test_grow_parameters_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError):
         InferConfig(**{field: value})
