@@ -111,6 +111,7 @@ class InferConfig(SlidingInferConfig):
     grow_opening_mm: float = Field(2.0, ge=0.0, le=10.0)
     grow_min_hu: float = Field(-700.0, ge=-1000.0, le=200.0)
     grow_opening_fraction: float = Field(0.5, ge=0.0, le=0.9)
+    grow_max_ratio: float = Field(50.0, ge=1.0, le=1000.0)  # grown / network volume beyond this: spread, keep the network's
 
 
 class LungNoduleConfig(RunConfig):

@@ -60,7 +60,7 @@ class NoduleDetector:
         positive_fraction, hard_negative_fraction: patch mix.
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
-        grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction: region growing of
+        grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_max_ratio: region growing of
             each finding's mask to the lesion's extent in HU (:func:`medanomaly.detect.grow.grow_mask`).
         seed: seeds numpy and torch for training.
         threads: torch CPU threads while training and inferring.
@@ -89,6 +89,7 @@ class NoduleDetector:
         grow_opening_mm: float = 2.0,
         grow_min_hu: float = -700.0,
         grow_opening_fraction: float = 0.5,
+        grow_max_ratio: float = 50.0,
         seed: int = 0,
         threads: int = 1,
     ) -> None:
@@ -113,6 +114,7 @@ class NoduleDetector:
         self.grow_opening_mm = grow_opening_mm
         self.grow_min_hu = grow_min_hu
         self.grow_opening_fraction = grow_opening_fraction
+        self.grow_max_ratio = grow_max_ratio
         self.seed = seed
         self.threads = threads
 
@@ -202,7 +204,7 @@ class NoduleDetector:
             hu = np.asarray(ct.array)
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
                              opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
-                             opening_fraction=self.grow_opening_fraction)  # fmt: skip
+                             opening_fraction=self.grow_opening_fraction, max_ratio=self.grow_max_ratio)  # fmt: skip
         return findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
                                      self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
 

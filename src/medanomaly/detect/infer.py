@@ -167,7 +167,10 @@ def findings_from_heatmap(
     ``centre_mask`` (detector grid), a component whose centre voxel lies outside it is dropped
     (the search region has a margin around the lungs; a nodule's centre is inside the lung).
     ``refine`` maps each source-grid mask to the one that is measured (e.g. the region growing of
-    :func:`medanomaly.detect.grow.grow_mask`); centres and scores stay the network's.
+    :func:`medanomaly.detect.grow.grow_mask`); centres and scores stay the network's. A component
+    whose own mask lies mostly (>= half) inside the refined mask of a higher-scoring finding is a
+    part of that lesion, not another one, and is dropped (a large tumour found as several pieces
+    becomes one finding).
     """
     from scipy import ndimage
 
@@ -179,6 +182,7 @@ def findings_from_heatmap(
     peaks = np.asarray(ndimage.maximum(p, labels, index))
     order = np.argsort(-peaks)
     findings: list[Finding] = []
+    claimed = np.zeros(ct.shape, bool) if refine is not None else None
     for k in order:
         if len(findings) >= max_findings:
             break
@@ -192,8 +196,11 @@ def findings_from_heatmap(
         mask = _source_mask(prob, ct, component, peak, mask_threshold)
         if mask is None:
             continue
-        if refine is not None:
-            mask = refine(mask)
+        if claimed is not None:
+            if (mask & claimed).sum() * 2 >= mask.sum():
+                continue  # a piece of a lesion already found (its grown mask holds this one)
+            mask = refine(mask)  # type: ignore[misc]
+            claimed |= mask
         findings.append(finding_from_mask(centre, peak, label, mask, ct))  # type: ignore[arg-type]
     findings.sort(key=lambda f: -f.score)
     return findings

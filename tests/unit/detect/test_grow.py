@@ -111,6 +111,25 @@ def test_findings_are_measured_on_the_refined_mask() -> None:
     assert grown[0].measurements.volume_ml == pytest.approx(true_ml, rel=0.15)
 
 
+def test_a_lesion_found_in_two_pieces_is_one_grown_finding() -> None:
+    """Two separate heatmap components inside one large lesion: the higher one grows over the
+    whole lesion, the lower one is a piece of it and is dropped; without growing both remain."""
+    centre, radius = (30.0, 32.0, 32.0), 12.0
+    tumour = _sphere(centre, radius)
+    ct_arr = _parenchyma()
+    ct_arr[tumour] = 30.0
+    ct = Volume(ct_arr.astype(np.int16), spacing=SPACING)
+    heat = _core(tumour, (30.0, 26.0, 32.0), 4.0).astype(np.float32) * 0.9
+    heat[_core(tumour, (30.0, 39.0, 32.0), 4.0)] = 0.7
+    prob = ct.with_array(heat)
+    region, lung = np.ones(SHAPE, bool), np.ones(SHAPE, bool)
+    assert len(findings_from_heatmap(prob, ct, region)) == 2
+    grown = findings_from_heatmap(prob, ct, region, refine=lambda m: grow_mask(ct_arr, m, lung, SPACING))
+    assert len(grown) == 1 and grown[0].score == pytest.approx(0.9)
+    true_ml = float(tumour.sum()) * 0.8 * 0.8 * 2.5 / 1000.0
+    assert grown[0].measurements.volume_ml == pytest.approx(true_ml, rel=0.15)
+
+
 @pytest.mark.parametrize(
     "field,value",
     [("grow_margin_mm", 0.0), ("grow_opening_mm", -1.0), ("grow_min_hu", -2000.0), ("grow_opening_fraction", 1.0)],
@@ -118,3 +137,19 @@ def test_findings_are_measured_on_the_refined_mask() -> None:
 def test_grow_parameters_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError):
         InferConfig(**{field: value})
+
+
+def test_a_seed_that_would_spread_far_beyond_itself_is_kept() -> None:
+    """A tiny seed on the edge of a large dense region (heart border, hilum) would grow to many
+    times its volume: past ``max_ratio`` the network's mask is returned unchanged."""
+    ct_arr = _parenchyma()
+    block = np.zeros(SHAPE, bool)
+    block[4:20, 20:60, 20:60] = True
+    ct_arr[block] = 40.0
+    seed = np.zeros(SHAPE, bool)
+    seed[10:13, 38:42, 38:42] = True
+    lung = np.ones(SHAPE, bool)
+    spread = grow_mask(ct_arr, seed, lung, SPACING, max_ratio=1000.0)
+    assert spread.sum() > 50 * seed.sum()
+    kept = grow_mask(ct_arr, seed, lung, SPACING)
+    assert np.array_equal(kept, seed)
