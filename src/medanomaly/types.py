@@ -63,6 +63,13 @@ SAFE_META_KEYS = frozenset(
 )
 
 
+def is_valid_direction(direction: np.ndarray) -> bool:
+    """Whether a 3x3 direction matrix (unit columns) is finite and invertible (``|det| >= 1e-6``):
+    the one test a :class:`Volume` and the readers apply."""
+    direction = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    return bool(np.all(np.isfinite(direction)) and abs(np.linalg.det(direction)) >= 1e-6)
+
+
 def _as_vec3(values: Sequence[float], name: str) -> Vec3:
     arr = tuple(float(v) for v in values)
     if len(arr) != 3:
@@ -99,7 +106,7 @@ class Volume:
         if any(s <= 0 or not np.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be positive and finite, got {spacing}")
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
-        if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+        if not is_valid_direction(direction):
             raise ValueError(f"direction must be a finite, invertible 3x3 matrix, got {direction.tolist()}")
         unsafe = set(self.meta) - SAFE_META_KEYS
         if unsafe:

@@ -123,3 +123,14 @@ def test_io_check_writable_matches_write(tmp_path):
             check_writable(tmp_path / name)
         with pytest.raises(InputError, match="cannot write"):
             write(vol, tmp_path / name)
+
+
+def test_nifti_with_a_near_singular_affine_is_refused_in_one_line(tmp_path):
+    """Columns almost parallel: the scaled matrix's determinant (1e-7) passed the reader's old test,
+    and the Volume then raised a ValueError; the reader now applies the Volume's own test."""
+    import nibabel as nib
+
+    affine = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 1e-7, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), affine), tmp_path / "flat.nii.gz")
+    with pytest.raises(InputError, match="degenerate NIfTI geometry"):
+        read(tmp_path / "flat.nii.gz")
