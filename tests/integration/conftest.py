@@ -2,7 +2,8 @@
 
 ``tests/fixtures/lung_detector/`` holds the demo lung_nodule detector (``LungNoduleConfig()``
 defaults) trained once on simulated nodules inserted into lung1 / lung2 (synthetic training data):
-its weights (``model.safetensors``, < 2 MB), ``detector.json``, ``model.json`` and ``config.yaml``.
+its weights (``model.safetensors``, < 2 MB), ``detector.json``, ``model.json``, ``config.yaml`` and
+``status.json`` (complete): a finished run folder as it is.
 Its top finding on lung1 and on lung2 is the real lesion, which is all the viewer and service
 tests need; it is not a validated detector.
 """
@@ -15,11 +16,10 @@ from pathlib import Path
 import pytest
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "lung_detector"
-FIXTURE_FILES = ("model.safetensors", "detector.json", "model.json", "config.yaml")
 
 
 def lung_detector_run(dest: Path) -> Path:
-    """Copy the fixture detector into ``dest`` (a new folder) and mark it a finished run.
+    """Copy the fixture detector (a finished run folder, ``status.json`` included) into ``dest``.
 
     Args:
         dest: the run folder to create; its name is the model's name in ``medanomaly serve``.
@@ -27,13 +27,7 @@ def lung_detector_run(dest: Path) -> Path:
     Returns:
         ``dest``, loadable by ``medanomaly.engine.load_model``.
     """
-    from medanomaly.engine import write_status
-
-    dest.mkdir(parents=True)
-    for name in FIXTURE_FILES:
-        shutil.copyfile(FIXTURE_DIR / name, dest / name)
-    write_status(dest, "complete")
-    return dest
+    return Path(shutil.copytree(FIXTURE_DIR, dest))
 
 
 @pytest.fixture(scope="session")
