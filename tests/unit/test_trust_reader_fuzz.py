@@ -51,6 +51,16 @@ def _nan_count(array: np.ndarray) -> int:
     return int(np.isnan(array).sum()) if np.asarray(array).dtype.kind == "f" else 0
 
 
+def _check_file(folder: Path, name: str, raw: bytes, planted: int) -> None:
+    """Write ``raw`` as ``folder/name``: it reads (every planted NaN kept, never turned into 0) or is
+    refused in one line."""
+    path = folder / name
+    path.write_bytes(raw)
+    vol = _read_or_refuse(path)
+    if vol is not None and planted:
+        assert _nan_count(vol.array) == planted
+
+
 # ------------------------------------------------------------------------------------- DICOM
 _LEAVES = (
     (0x00080060, "CS", "CT"), (0x00081030, "LO", "study"), (0x00180050, "DS", "1.25"), (0x00200011, "IS", "3"),
@@ -151,12 +161,7 @@ def dicom_files(draw):
 @FUZZ
 @given(dicom_files())
 def test_random_dicom_files_read_or_refuse_in_one_line(tmp_path_factory, case):
-    raw, planted = case
-    path = tmp_path_factory.mktemp("dcm") / "fuzz.dcm"
-    path.write_bytes(raw)
-    vol = _read_or_refuse(path)
-    if vol is not None and planted:
-        assert _nan_count(vol.array) == planted  # NaN kept, never turned into 0
+    _check_file(tmp_path_factory.mktemp("dcm"), "fuzz.dcm", *case)
 
 
 # ------------------------------------------------------------------------------------- NIfTI
@@ -198,11 +203,8 @@ def nifti_files(draw):
 @given(nifti_files(), st.booleans())
 def test_random_nifti_files_read_or_refuse_in_one_line(tmp_path_factory, case, gz):
     raw, planted = case
-    path = tmp_path_factory.mktemp("nii") / ("fuzz.nii.gz" if gz else "fuzz.nii")
-    path.write_bytes(gzip.compress(raw) if gz else raw)
-    vol = _read_or_refuse(path)
-    if vol is not None and planted:
-        assert _nan_count(vol.array) == planted
+    _check_file(tmp_path_factory.mktemp("nii"), "fuzz.nii.gz" if gz else "fuzz.nii",
+                gzip.compress(raw) if gz else raw, planted)  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- NRRD
@@ -244,12 +246,7 @@ def nrrd_files(draw):
 @FUZZ
 @given(nrrd_files())
 def test_random_nrrd_files_read_or_refuse_in_one_line(tmp_path_factory, case):
-    raw, planted = case
-    path = tmp_path_factory.mktemp("nrrd") / "fuzz.nrrd"
-    path.write_bytes(raw)
-    vol = _read_or_refuse(path)
-    if vol is not None and planted:
-        assert _nan_count(vol.array) == planted
+    _check_file(tmp_path_factory.mktemp("nrrd"), "fuzz.nrrd", *case)
 
 
 def test_the_reader_property_can_fail(tmp_path, monkeypatch):
