@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig
 from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig
+from medanomaly.detect.luna16_source import Luna16Section
 from medanomaly.preprocess.intensity import WINDOWS
 
 Voxels = Annotated[int, Field(ge=1, le=1024)]
@@ -123,3 +124,4 @@ class LungNoduleConfig(RunConfig):
     model: ComponentConfig = ComponentConfig(name="nodule_unet", params={"filters": [8, 16, 32]})
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
+    luna16: Luna16Section | None = None  # train/test on LUNA16 folds instead of simulation (detect.luna16_source)

@@ -96,6 +96,10 @@ class LungNoduleTask:
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if config.luna16 is not None:  # the LUNA16 recipe: annotated nodules of its training folds
+            from medanomaly.detect.luna16_source import train_luna16
+
+            return train_luna16(config, run_dir, out_dir, self.progress)
         sources = sources if sources is not None else load_sources(config.simulation, self.progress)
         scans = simulate_training_set(config, sources, self.progress)
         detector = NoduleDetector.from_config(config).fit(scans, progress=self.progress)
@@ -135,12 +139,16 @@ class LungNoduleTask:
         from medanomaly.detect.evaluation import evaluate_heldout
         from medanomaly.evaluate.lung_report import plot_froc, write_lung_report
 
-        if split != "test":
-            raise InputError(f"lung_nodule has only the 'test' split, got {split!r}")
         run_dir = Path(run_dir)
         out_dir = Path(out_dir) if out_dir is not None else run_dir
         cfg = config if config is not None else load_config(run_dir / "config.yaml")
         assert isinstance(cfg, LungNoduleConfig)
+        if cfg.luna16 is not None:  # LUNA16 folds: 'test' or 'val', the challenge's CPM
+            from medanomaly.detect.luna16_source import evaluate_luna16
+
+            return evaluate_luna16(run_dir, cfg, split, out_dir, self.progress)
+        if split != "test":
+            raise InputError(f"lung_nodule has only the 'test' split, got {split!r}")
         detector = NoduleDetector.load(run_dir)
         sources = sources if sources is not None else load_sources(cfg.simulation, self.progress)
         sim = cfg.simulation
