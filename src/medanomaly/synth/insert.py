@@ -505,18 +505,16 @@ def insert_shapes(background: Background, shapes: list[ShapeLike], rng: np.rando
     Raises:
         InputError: a shape cannot be placed (the message names it).
     """
-    from scipy import ndimage
-
     labels = np.zeros(background.ct.shape, np.uint8)
+    avoid = np.zeros(background.ct.shape, bool)  # the inserted nodules grown by gap_mm
     records: list[InsertedShape] = []
     current = background
     spacing = _spacing_zyx(background.ct)
     for shape in shapes:
-        avoid = None
-        if labels.any():
-            avoid = ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= gap_mm
-        ct, mask, rec = insert_shape(current, shape, rng, avoid=avoid, **kwargs)
+        ct, mask, rec = insert_shape(current, shape, rng, avoid=avoid if records else None, **kwargs)
         records.append(rec)
-        labels[(np.asarray(mask.array) > 0) & (labels == 0)] = len(records)
+        inside = np.asarray(mask.array) > 0
+        labels[inside & (labels == 0)] = len(records)
+        avoid |= _grow(inside, gap_mm, spacing)  # in the nodule's box: a full-CT distance map took ~1.5 s each
         current = replace(current, ct=ct)
     return current.ct, background.ct.with_array(labels), records
