@@ -24,7 +24,7 @@ from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
 __all__ = ["CHEST_CASES", "ChestCase", "chest_case", "chest_to_common", "chest_split_slices", "exclusion_record",
-           "exclusion_zone"]  # fmt: skip
+           "exclusion_zone", "simulated_test_case"]  # fmt: skip
 
 #: The real chest CTs with an expert lesion mask (pyradiomics cases).
 CHEST_CASES = ("lung1", "lung2")
@@ -133,3 +133,33 @@ def chest_split_slices(name: str, data: Any, part: str) -> CommonSlices:
     keep = held if part == "val" else ~held
     return CommonSlices(common.images[keep], common.masks[keep], common.rel_z[keep], common.index[keep],
                         common.boxes[keep], common.canonical, common.brain)  # fmt: skip
+
+
+def simulated_test_case(name: str, n: int, seed: int, margin_mm: float, diameter_mm: tuple[float, float] = (6.0, 20.0)
+                        ) -> tuple[Volume, np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """The test CT with ``n`` held-out simulated nodules (SYNTHETIC) in its lungs, away from its real lesion.
+
+    The shapes are real LIDC-IDRI consensus outlines of the library's **test** split (patients never
+    used for anything else here) with an equivalent diameter in ``diameter_mm`` (mm), inserted with
+    :func:`medanomaly.synth.insert.insert_shapes` (HU from the readers' texture rating, partial
+    volume, background-matched noise) inside the lung mask eroded by 2 mm, off large vessels, never
+    within ``margin_mm`` of the real lesion and at least 5 mm apart.
+
+    Returns:
+        (CT with the nodules on the canonical LPS grid, uint8 (z, y, x) labels 1..n, one JSON record
+        per nodule with ``synthetic: true``).
+    """
+    from medanomaly.data.lidc_shapes import load_library
+    from medanomaly.synth.insert import insert_shapes, prepare_background
+
+    case = chest_case(name)
+    library = load_library()
+    pool = library.indices("test", *diameter_mm)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(pool, size=min(n, pool.size), replace=False)
+    ct = case.canonical
+    background = prepare_background(ct, lung=ct.with_array(case.lungs.astype(np.uint8)),
+                                    exclude=ct.with_array(case.lesion.astype(np.uint8)), exclude_margin_mm=margin_mm,
+                                    name=name)  # fmt: skip
+    out, labels, records = insert_shapes(background, [library[int(i)] for i in picks], rng)
+    return out.with_meta(modality="CT"), np.asarray(labels.array), [r.to_json() for r in records]

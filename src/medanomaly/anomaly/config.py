@@ -15,6 +15,13 @@ pyradiomics chest CT (lung1 or lung2) whose lesion grown by ``exclude_margin_mm`
 
     data: {domain: chest_ct, train: [lung1], val: [lung1], window: lung, exclude_margin_mm: 20}
     evaluate: {cases: [lung2]}
+
+2D images (``data.domain: folder2d``, see :mod:`medanomaly.anomaly.images2d`): ``data.folder`` is a
+folder tree (train/normal, val/normal, test/normal, test/abnormal, optional test/masks) or a
+MedMNIST-style ``.npz`` whose ``normal_label`` is the normal class; ``train``/``val``/``evaluate.cases``
+are not used::
+
+    data: {domain: folder2d, folder: data/xray_normal, size: 64}
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ class AnomalyDataConfig(Section):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    domain: Literal["brain_mr", "chest_ct"] = "brain_mr"
+    domain: Literal["brain_mr", "chest_ct", "folder2d"] = "brain_mr"
     train: tuple[str, ...] = ("mni152", "ch2")
     val: tuple[str, ...] = ("ch2better",)
     size: int = Field(96, ge=16, le=512)
@@ -47,6 +54,8 @@ class AnomalyDataConfig(Section):
     window: str = "lung"  # chest_ct: a preprocess.intensity.WINDOWS name (HU window)
     exclude_margin_mm: float = Field(20.0, ge=0.0, le=100.0)  # chest_ct: lesion grown by this, mm
     holdout_every: int = Field(4, ge=2, le=50)  # chest_ct: 1 lung slice in N validates when train == val
+    folder: str = ""  # folder2d: the image folder tree or MedMNIST-style .npz
+    normal_label: int = Field(0, ge=0)  # folder2d .npz: the label of normal images
 
     @field_validator("window")
     @classmethod
@@ -78,9 +87,15 @@ class AnomalyThresholdConfig(Section):
 
 
 class AnomalyEvaluateConfig(Section):
+    """The case study; ``simulated_nodules`` (chest CT only): held-out simulated nodules (SYNTHETIC,
+    LIDC test-split shapes) inserted in each test CT's lungs, scored apart from its real lesion."""
+
     cases: tuple[str, ...] = ("brain1", "brain2")
     n_bootstrap: int = Field(1000, ge=0, le=100_000)
     min_finding_ml: float = Field(0.1, ge=0.0)
+    max_fpr: float = Field(0.3, gt=0.0, le=1.0)  # AUPRO integration limit
+    simulated_nodules: int = Field(0, ge=0, le=20)
+    simulated_seed: int = 0
 
 
 class AnomalyConfig(RunConfig):
@@ -95,7 +110,10 @@ class AnomalyConfig(RunConfig):
 
     @model_validator(mode="after")
     def _chest_leave_one_patient_out(self) -> "AnomalyConfig":
-        """Chest CT: known cases only, and never test on a CT whose parenchyma trained the model."""
+        """Chest CT: known cases only, and never test on a CT whose parenchyma trained the model;
+        2D folders: a folder is named."""
+        if self.data.domain == "folder2d" and not self.data.folder:
+            raise ValueError("data.domain folder2d needs data.folder (an image folder tree or a .npz file)")
         if self.data.domain != "chest_ct":
             return self
         from medanomaly.anomaly.chest import CHEST_CASES

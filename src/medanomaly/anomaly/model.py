@@ -21,6 +21,13 @@ __all__ = ["AnomalyModel", "run_info"]
 def _domain(config: Any, fitted: Any) -> dict[str, Any]:
     """``extra.domain`` of ``model.json``: what the model was trained on, exclusions included."""
     d = config.data
+    if d.domain == "folder2d":
+        from medanomaly.anomaly.images2d import image_set
+
+        images = image_set(d.folder, d.normal_label)
+        return {"name": "folder2d", "region": "image", "source": images.layout, "folder": str(d.folder),
+                "n_train": len(images.train), "n_val": len(images.val), "grey_from_rgb": images.grey_from_rgb,
+                "excluded_not_normal": images.excluded, "grey": "RGB converted to grey (ITU-R BT.601 luma)"}  # fmt: skip
     if d.domain != "chest_ct":
         return {"name": "brain_mr", "region": "brain_mask", "train": list(d.train), "val": list(d.val)}
     from medanomaly.preprocess.intensity import WINDOWS
@@ -32,11 +39,12 @@ def _domain(config: Any, fitted: Any) -> dict[str, Any]:
 
 def run_info(config: Any, fitted: Any, weights: str) -> RunInfo:
     """``model.json`` of a fitted anomaly run."""
-    modality = "CT" if config.data.domain == "chest_ct" else "MR"
+    modality = {"chest_ct": "CT", "folder2d": "any"}.get(config.data.domain, "MR")
+    dims = 2 if config.data.domain == "folder2d" else 3
     return RunInfo(
         task="anomaly", class_names=("anomaly",), weights=(weights,),
         thresholds={"decision": fitted.image_threshold, "pixel": fitted.pixel_threshold, "sigma": fitted.sigma},
-        input={"spatial_dims": 3, "channels": 1, "modality": modality, "image_size": [config.data.size] * 2},
+        input={"spatial_dims": dims, "channels": 1, "modality": modality, "image_size": [config.data.size] * 2},
         extra={"method": config.method.model_dump(mode="json"), "size": config.data.size,
                "domain": _domain(config, fitted)},
     )  # fmt: skip
@@ -52,6 +60,11 @@ class AnomalyModel(ModelBase):
     def check_input(self, volume: Volume, path: Any = None) -> None:
         """Refuse a 2D image, a multi-component image or another modality than training, in one line
         (a chest CT model also refuses values that are not CT in HU, e.g. an unlabelled MRI)."""
+        if self.info.input.get("spatial_dims") == 2:  # 2D images (grey; colour is converted)
+            if not volume.is_2d:
+                raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)",
+                                 path)  # fmt: skip
+            return
         want = str(self.info.input.get("modality", "MR") or "MR")
         trained = "chest CT" if want == "CT" else "brain MRI"
         if volume.is_2d:

@@ -33,14 +33,17 @@ def build_split(names: tuple[str, ...], config: Any, seed: int, part: str | None
     slices are split); by default a call with ``config.seed`` is ``train``, any other seed ``val``.
     """
     d = config.data
-    if d.domain == "chest_ct":
+    part = part or ("train" if seed == config.seed else "val")
+    if d.domain == "folder2d":
+        from medanomaly.anomaly.images2d import folder_split
+
+        split = folder_split(d, part)
+    elif d.domain == "chest_ct":
         from medanomaly.anomaly.chest import chest_split_slices
 
-        part = part or ("train" if seed == config.seed else "val")
-        commons = [chest_split_slices(n, d, part) for n in names]
+        split = _stack([chest_split_slices(n, d, part) for n in names])
     else:
-        commons = [to_common(load_normal(n), d.size, d.slab_mm, d.step_mm) for n in names]
-    split = _stack(commons)
+        split = _stack([to_common(load_normal(n), d.size, d.slab_mm, d.step_mm) for n in names])
     if d.copies:
         rng = np.random.default_rng(seed)
         images, masks = augment(split["images"], split["masks"], rng, d.copies,
@@ -96,6 +99,8 @@ def fit(config: Any) -> Fitted:
     q = 1.0 - config.threshold.target_fpr
     pixel_threshold = float(np.quantile(clean[val["masks"]], q))
     groups = np.array_split(np.arange(len(clean)), max(config.data.copies + 1, 1))  # pseudo-volumes
+    if config.data.domain == "folder2d":  # 2D: each validation image is one image
+        groups = list(np.arange(len(clean))[:, None])
     image_scores = [volume_score(clean[g], val["masks"][g]) for g in groups if len(g)]
     log.update({"synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
                 "sigma": sigma, "n_train_slices": int(len(train["images"])), "n_val_slices": int(len(clean)),
@@ -113,6 +118,10 @@ def predict_volume(method: Any, volume: Volume, size: int, sigma: float,
     """Anomaly map of one volume on its own grid, its image-level score, the common slices and
     the common-grid maps. ``domain`` is the run's ``model.json`` ``extra.domain`` (brain MR when
     ``None``; ``{"name": "chest_ct", "window": ...}`` maps a CT inside its lung mask)."""
+    if domain and domain.get("name") == "folder2d":
+        from medanomaly.anomaly.images2d import predict_image
+
+        return predict_image(method, volume, size, sigma)  # type: ignore[return-value]
     if domain and domain.get("name") == "chest_ct":
         from medanomaly.anomaly.chest import chest_to_common
 

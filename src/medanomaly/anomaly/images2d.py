@@ -1,0 +1,78 @@
+"""2D images on the common grid (``data.domain: folder2d``): normal-only image folders or MedMNIST-style
+``.npz`` (:mod:`medanomaly.data.image_folders`) for the same anomaly methods as the 3D slices.
+
+Each image (1-channel; colour converted to grey with luma weights) is scaled to 0..1 by its own
+0.5th-99.5th percentiles (:func:`medanomaly.preprocess.intensity.percentile_unit_array`: 8-bit
+pictures, X-ray counts and HU alike) and resized to ``size x size`` pixels; the region is the whole
+image (no organ mask) and every image has relative height 0 (one normative bin). Maps come back on
+the image's own grid, as a one-slice volume with the input's geometry.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from medanomaly.data.image_folders import Image2D, NormalImageSet, load_normal_images, to_grey
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+__all__ = ["image_set", "to_grid", "stack_images", "folder_split", "map_to_image", "predict_image"]
+
+
+@lru_cache(maxsize=2)
+def image_set(source: str, normal_label: int) -> NormalImageSet:
+    """The image set of a run's ``data.folder`` (cached: train, val and evaluate read it once)."""
+    return load_normal_images(source, normal_label)
+
+
+def to_grid(array: np.ndarray, size: int) -> np.ndarray:
+    """A (y, x) grey image scaled to 0..1 by its own percentiles and resized to (size, size), float32."""
+    from skimage.transform import resize
+
+    from medanomaly.preprocess.intensity import percentile_unit_array
+
+    scaled = percentile_unit_array(np.asarray(array, np.float32))
+    return resize(scaled, (size, size), order=1, anti_aliasing=True).astype(np.float32)
+
+
+def stack_images(images: tuple[Image2D, ...] | list[Image2D], size: int) -> dict[str, np.ndarray]:
+    """Images on the common grid as a split dict (``images``, ``masks`` all True, ``rel_z`` 0)."""
+    grid = np.stack([to_grid(im.array, size) for im in images])
+    return {"images": grid, "masks": np.ones(grid.shape, bool), "rel_z": np.zeros(len(grid), np.float32)}
+
+
+def folder_split(data: Any, part: str) -> dict[str, np.ndarray]:
+    """The normal ``train`` or ``val`` images of ``data.folder`` on the common grid (no augmentation)."""
+    from medanomaly.anomaly.data import refuse_lesion_image
+
+    images = getattr(image_set(data.folder, data.normal_label), part)
+    for im in images:  # a file named like a mask or a lesion case is not a normal image
+        refuse_lesion_image(im.name)
+    return stack_images(images, data.size)
+
+
+def map_to_image(common_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (size, size) common-grid map resized back to the image's (y, x) grid, float32."""
+    from skimage.transform import resize
+
+    return resize(common_map, shape, order=1).astype(np.float32)
+
+
+def predict_image(method: Any, volume: Volume, size: int, sigma: float) -> tuple[Volume, float, dict[str, Any], np.ndarray]:
+    """Anomaly map of one 2D image on its own grid (a one-slice float32 volume), its image score
+    (99.9th percentile of the map), the common-grid split and map."""
+    from medanomaly.anomaly.pipeline import smooth, volume_score
+
+    if not volume.is_2d:
+        raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)")
+    grey, was_rgb = to_grey(volume.array)
+    split = stack_images([Image2D("input", grey)], size)
+    maps = smooth(method.score(split["images"], split["masks"], split["rel_z"]), sigma)
+    full = map_to_image(maps[0], grey.shape)
+    grid = Volume(full[None], spacing=volume.spacing, origin=volume.origin, direction=volume.direction,
+                  meta={"units": "anomaly score",
+                        **({"description": "input RGB converted to grey (ITU-R BT.601 luma)"} if was_rgb else {})})  # fmt: skip
+    return grid, volume_score(maps, split["masks"]), split, maps

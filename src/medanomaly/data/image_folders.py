@@ -1,0 +1,206 @@
+"""Normal-only 2D image sets for anomaly detection: a folder tree or a MedMNIST-style ``.npz``.
+
+Folder layout (PNG, JPEG, BMP, TIFF, or 2D NIfTI/NRRD/DICOM files)::
+
+    ROOT/train/normal/*      normal images only: what the model learns from
+    ROOT/val/normal/*        normal images only: thresholds (target false-positive rate), model selection
+    ROOT/test/normal/*       normal test images
+    ROOT/test/abnormal/*     abnormal test images
+    ROOT/test/masks/*        optional: a lesion mask per abnormal image, same file name (or same stem)
+
+A ``train/abnormal`` or ``train/masks`` (or ``val/...``) folder with files is refused: training and
+validation are on normal images only. MedMNIST-style ``.npz``: ``{train,val,test}_images`` (uint8 (N, H, W)
+or (N, H, W, 3)) and ``{train,val,test}_labels``; ``normal_label`` names the normal class; train and val
+images of other labels are **excluded** (counted in :attr:`NormalImageSet.excluded`); an optional
+``test_masks`` array (N, H, W) gives pixel truth. 3D images ((N, D, H, W) sets, or a 3D file) are refused.
+
+Images are kept at their own size as (y, x) float32 grey values. Colour (RGB) images are converted
+to grey with the ITU-R BT.601 luma weights (0.299 R + 0.587 G + 0.114 B), counted in
+:attr:`NormalImageSet.grey_from_rgb`; the anomaly models are 1-channel.
+
+Example:
+    >>> grey, colour = to_grey(np.full((1, 2, 2, 3), 100, np.uint8))  # a one-slice RGB picture
+    >>> grey.shape, round(float(grey[0, 0]), 3), colour
+    ((2, 2), 100.0, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medanomaly.errors import InputError
+
+__all__ = ["Image2D", "NormalImageSet", "load_normal_images", "to_grey", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
+
+#: Files read from a folder tree (pictures, and 2D medical formats).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".dcm")
+#: ITU-R BT.601 luma weights (R, G, B) used to turn a colour image into grey.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True, eq=False)
+class Image2D:
+    """One 2D image: ``array`` (y, x) float32 grey; ``mask`` (y, x) bool lesion truth or None."""
+
+    name: str
+    array: np.ndarray
+    abnormal: bool = False
+    mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class NormalImageSet:
+    """A normal-only training set with its validation and test images.
+
+    Attributes:
+        source: the folder or ``.npz``.
+        layout: ``folders`` or ``npz``.
+        train, val: normal images.
+        test: normal and abnormal test images (``abnormal`` flag, optional ``mask``).
+        grey_from_rgb: how many colour images were converted to grey (luma).
+        excluded: train/val images left out because their label is not normal (``npz`` only).
+    """
+
+    source: Path
+    layout: str
+    train: tuple[Image2D, ...]
+    val: tuple[Image2D, ...]
+    test: tuple[Image2D, ...]
+    grey_from_rgb: int = 0
+    excluded: int = 0
+
+
+def to_grey(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A 2D image as (y, x) float32 grey, and whether it was colour (RGB/RGBA, luma weights).
+
+    Accepts (y, x), (1, y, x), (y, x, c) and (1, y, x, c) with c in 1..4 (alpha dropped).
+
+    Raises:
+        InputError: a 3D image (several slices) or another channel layout.
+    """
+    a = np.asarray(array)
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            raise InputError(f"a 3D image ({a.shape[0]} slices) where a 2D image is expected")
+        a = a[0]
+    elif a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    elif a.ndim == 3 and a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"a 3D image ({a.shape[0]} slices) where a 2D image is expected")
+    if a.ndim == 2:
+        return a.astype(np.float32), False
+    if a.ndim != 3:
+        raise InputError(f"not a 2D image (array of shape {np.shape(array)})")
+    if a.shape[-1] in (1, 2):  # grey (+ alpha)
+        return a[..., 0].astype(np.float32), False
+    rgb = a[..., :3].astype(np.float32)
+    return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32), True
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.name.lower().endswith(IMAGE_SUFFIXES))  # fmt: skip
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _read(path: Path) -> tuple[np.ndarray, bool]:
+    from medanomaly.io import read
+
+    volume = read(path)
+    if not volume.is_2d:
+        raise InputError(f"a 3D image ({volume.shape[0]} slices) in a 2D image folder", path)
+    try:
+        return to_grey(volume.array)
+    except InputError as err:
+        raise InputError(str(err), path) from None
+
+
+def _normal_part(root: Path, split: str) -> list[Path]:
+    for bad in ("abnormal", "masks"):
+        if _files(root / split / bad):
+            raise InputError(f"{split}/{bad}/ holds images: {split} must be normal images only (no lesions, no masks)",
+                             root / split / bad)  # fmt: skip
+    files = _files(root / split / "normal")
+    if not files:
+        raise InputError(f"no images in {split}/normal/ (layout: train/normal, val/normal, test/normal, test/abnormal)",
+                         root)  # fmt: skip
+    return files
+
+
+def _load_folders(root: Path) -> NormalImageSet:
+    colour = 0
+    parts: dict[str, list[Image2D]] = {"train": [], "val": [], "test": []}
+    masks = {_stem(p): p for p in _files(root / "test" / "masks")}
+    listing = [("train", f, False) for f in _normal_part(root, "train")] + \
+              [("val", f, False) for f in _normal_part(root, "val")] + \
+              [("test", f, False) for f in _files(root / "test" / "normal")] + \
+              [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
+    for split, path, abnormal in listing:
+        array, was_rgb = _read(path)
+        colour += was_rgb
+        mask = None
+        if abnormal and _stem(path) in masks:
+            mask = _read(masks[_stem(path)])[0] > 0
+            if mask.shape != array.shape:
+                raise InputError(f"mask {mask.shape} and image {array.shape} differ in size", masks[_stem(path)])
+        parts[split].append(Image2D(path.name, array, abnormal, mask))
+    return NormalImageSet(root, "folders", *(tuple(parts[s]) for s in ("train", "val", "test")), grey_from_rgb=colour)
+
+
+def _load_npz(path: Path, normal_label: int) -> NormalImageSet:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise InputError("not a readable .npz file", path) from None
+    with data:
+        missing = [f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels") if f"{s}_{k}" not in data.files]
+        if missing:
+            raise InputError(f"not a MedMNIST-style file: missing arrays {missing}", path)
+        arrays = {k: np.asarray(data[k]) for k in data.files}
+    if arrays["train_images"].ndim == 4 and arrays["train_images"].shape[-1] not in (3, 4):
+        raise InputError("3D images (N, D, H, W): this loader takes 2D images", path)
+    parts, colour, excluded = {}, 0, 0
+    for split in ("train", "val", "test"):
+        labels = arrays[f"{split}_labels"].reshape(len(arrays[f"{split}_labels"]), -1)[:, 0]
+        normal = labels == normal_label
+        test_masks = arrays.get("test_masks") if split == "test" else None
+        items = []
+        for i, image in enumerate(arrays[f"{split}_images"]):
+            if split != "test" and not normal[i]:
+                excluded += 1
+                continue
+            grey, was_rgb = to_grey(image)
+            colour += was_rgb
+            mask = None if test_masks is None or normal[i] else np.asarray(test_masks[i]) > 0
+            items.append(Image2D(f"{split}#{i}", grey, not bool(normal[i]), mask))
+        parts[split] = tuple(items)
+    if not parts["train"] or not parts["val"]:
+        raise InputError(f"no normal (label {normal_label}) images in the train or val split", path)
+    return NormalImageSet(path, "npz", parts["train"], parts["val"], parts["test"], colour, excluded)
+
+
+def load_normal_images(source: str | Path, normal_label: int = 0) -> NormalImageSet:
+    """Read a normal-only 2D image set (folder tree or MedMNIST-style ``.npz``; see the module docstring).
+
+    Args:
+        source: the root folder or the ``.npz`` file.
+        normal_label: the label index of normal images in an ``.npz`` (ignored for folders).
+
+    Raises:
+        InputError: missing or empty parts, lesion images or masks among training/validation images,
+            a 3D image, or a mask whose size differs from its image (one line naming the file).
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".npz":
+        return _load_npz(source, normal_label)
+    if not source.is_dir():
+        raise InputError("2D anomaly data not found (a folder with train/normal, ... or a .npz file)", source)
+    return _load_folders(source)
