@@ -250,3 +250,54 @@ def test_docstring_examples():
     for mod in (medanomaly.data.luna16, medanomaly.evaluate.luna16):
         result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0
+
+
+# ----------------------------------------------------------------------------------- the recipe
+def test_sphere_targets_have_the_annotated_size():
+    from medanomaly.detect.luna16_source import sphere_target
+
+    grid = Volume(np.zeros((20, 40, 40), np.float32), spacing=(1.0, 1.0, 2.0), origin=(-20.0, -20.0, -20.0))
+    sphere = 4 / 3 * np.pi * 5.0**3  # mm3 of a 10 mm nodule
+    big = sphere_target(grid, [((0.0, 0.0, 0.0), 10.0)])
+    assert abs(big.sum() * 2.0 - sphere) / sphere < 0.15 and big[10, 20, 20] == 1
+    zs = np.nonzero(big.any(axis=(1, 2)))[0]
+    assert (zs.min(), zs.max()) == (8, 12)  # +-5 mm at 2 mm slices: z = -4 .. +4 mm
+    small = sphere_target(grid, [((0.3, 10.0, 6.0), 1.0), ((500.0, 0.0, 0.0), 8.0)])
+    assert small.sum() == 1 and small[13, 30, 20] == 1  # thinner than a voxel: its centre voxel; outside: none
+
+
+@pytest.mark.slow  # ~20 s on 2 busy cores: train 3 steps, detect on two folds
+def test_luna16_recipe_trains_on_annotations_and_scores_the_test_fold(luna_root, tmp_path):
+    """`medanomaly train` on a config with a luna16: section: trained on fold 0's annotated nodules,
+    marks written for the test fold (1) and scored with the challenge's CPM; then the val fold (2)."""
+    import json
+
+    from medanomaly.config import parse_config
+    from medanomaly.engine.verbs import evaluate_run, train_run
+
+    root, truth = luna_root
+    cfg = parse_config({
+        "task": "lung_nodule", "seed": 0, "luna16": {"root": str(root), "test_fold": 1, "n_bootstrap": 50},
+        "grid": {"spacing_mm": [2.5, 2.5, 5.0]}, "model": {"name": "nodule_unet", "params": {"filters": [4, 8, 16]}},
+        "train": {"steps": 3, "batch_size": 2, "patch_size": [4, 32, 32], "threads": 1},
+        "infer": {"roi_size": [8, 64, 64], "explain_top": 0, "candidate_threshold": 0.51, "max_findings": 12,
+                  "grow": False},
+    })  # 3 steps: the map is ~0.5 everywhere; at 0.51 it falls apart into many marks (plumbing, not accuracy)
+    run = train_run(cfg, tmp_path / "run")
+    history = json.loads((run / "train_history.json").read_text())
+    assert history["n_train_scans"] == 1 and history["train_scans"] == [UID.format(0)]
+    assert history["n_train_nodules"] == len(truth[UID.format(0)][2]) and history["synthetic"] is False
+    assert json.loads((run / "model.json").read_text())["synthetic"] is False
+    marks = read_results(run / "luna16_test_results.csv")
+    assert set(marks) == {UID.format(1)} and len(marks[UID.format(1)]) >= 1
+    test = json.loads((run / "metrics.json").read_text())["luna16"]["test"]
+    assert (test["fold"], test["n_scans"], test["n_nodules"]) == (1, 1, len(truth[UID.format(1)][2]))
+    data = Luna16(root)
+    again = evaluate_cad(data.annotations, marks, [UID.format(1)], n_bootstrap=0)
+    assert test["cpm"] == pytest.approx(again.cpm) and 0.0 <= test["cpm"] <= 1.0 and test["n_bootstrap"] == 50
+    assert test["n_detected"] + test["n_false_positives"] + test["n_ignored"] == sum(len(m) for m in marks.values())
+    evaluate_run(run, "val")
+    both = json.loads((run / "metrics.json").read_text())["luna16"]
+    assert set(both) == {"test", "val"} and both["val"]["fold"] == 2
+    html = (run / "report.html").read_text()
+    assert "fold 1 (1 scans" in html and "fold 2 (1 scans" in html and (run / "luna16_val_froc.png").is_file()
