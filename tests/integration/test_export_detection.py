@@ -93,16 +93,40 @@ def test_detect_and_predict_cli_on_the_package(breast: tuple[Path, Path, list[Pa
     assert max(abs(preds[0]["probabilities"][k] - preds[1]["probabilities"][k]) for k in preds[0]["probabilities"]) <= 1e-4
 
 
-def test_int8_refused_in_one_line_and_package_runs_without_torch(breast: tuple[Path, Path, list[Path]],
-                                                                 tmp_path: Path, predict_without_torch) -> None:  # fmt: skip
+def test_int8_heatmap_behind_the_cpm_guard_and_package_runs_without_torch(
+        breast: tuple[Path, Path, list[Path]], tmp_path: Path, predict_without_torch) -> None:  # fmt: skip
     from medanomaly.deploy.export import export_run
+    from medanomaly.deploy.package import load_package
+    from medanomaly.deploy.quantise import MAX_CPM_DROP
+    from medanomaly.io import read
 
     run, pkg, images = breast
-    with pytest.raises(InputError, match="--int8 is not available for the detection task"):
-        export_run(run, tmp_path / "int8", int8=True)
-    assert not (tmp_path / "int8").exists()
+    out = export_run(run, tmp_path / "int8", int8=True, calibration=8, force=True)
+    guard = json.loads((out / "manifest.json").read_text())["int8"]
+    assert "model.int8.onnx" in json.loads((out / "manifest.json").read_text())["sha256"]
+    assert guard["metric"] == "cpm" and guard["calibration_split"] == "validation" and guard["calibration_items"] >= 1
+    drop = guard["fp32"]["cpm"] - guard["int8"]["cpm"]
+    assert guard["cpm_drop"] == pytest.approx(drop, abs=1e-6) and guard["passed"] == (drop <= MAX_CPM_DROP)
+    int8 = load_package(out, precision="int8")
+    assert int8.graph == "model.int8.onnx"
+    image = read(images[0])
+    heat = np.asarray(int8.detector.heatmap(image, None).array)
+    ref = np.asarray(load_package(out, precision="fp32").detector.heatmap(image, None).array)
+    assert 0 < np.abs(heat - ref).max() < 0.5  # quantised: close to fp32, not the same graph
     got = predict_without_torch(pkg, images[0], timeout=120)
     assert got["label"] in ("benign", "uncertain", "malignant", "none")
+
+
+def test_int8_refused_when_the_guard_fails(breast: tuple[Path, Path, list[Path]], tmp_path: Path, monkeypatch) -> None:
+    import medanomaly.deploy.export_detection as ed
+    from medanomaly.deploy.export import export_run
+
+    run, _pkg, _images = breast
+    cpms = iter([0.9, 0.5])  # fp32, then int8: a drop of 0.4
+    monkeypatch.setattr(ed, "_validation_cpm", lambda *a: next(cpms))
+    with pytest.raises(InputError, match=r"int8 refused by the accuracy guard: validation CPM drops by 0\.4000"):
+        export_run(run, tmp_path / "int8", int8=True, calibration=4)
+    assert not (tmp_path / "int8").exists() and not list(tmp_path.glob(".int8.*"))
 
 
 def _archive(folder: Path, images: list[Path]) -> Path:

@@ -18,7 +18,9 @@ What goes into the graph, per task:
 * detection (generic 2D heatmap detector + lesion classifier): :mod:`medanomaly.deploy.export_detection`;
 * anomaly (normative, autoencoder, padim): :mod:`medanomaly.deploy.export_anomaly`.
 
-The last two have their own graphs and checks (:data:`TASK_EXPORTERS`); int8 is refused for them.
+The last two have their own graphs and checks (:data:`TASK_EXPORTERS`); int8 for detection
+quantises the heatmap network behind a validation-CPM guard; it is refused for anomaly runs (no
+accuracy guard is defined for their maps).
 
 Example:
     >>> from medanomaly.deploy.export import export_run         # doctest: +SKIP
@@ -219,7 +221,7 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
         raise InputError("already exists; choose another --out", out)
     model = load_model(run_dir)
     exporter = _task_exporter(model.info.task)
-    if exporter is not None and int8:
+    if exporter is not None and int8 and not hasattr(exporter, "quantise"):
         raise InputError(f"--int8 is not available for the {model.info.task} task (fp32 export only)", run_dir)
     graphs = exporter.graphs(model) if exporter is not None else [("model.onnx", graph_spec(model))]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +237,9 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
             val = validation_data(run_dir, model.info.task, calibration)
             record = {"fp32_max_abs_diff": check_match(model, tmp / "model.onnx", val),
                       "validation_items": int(len(val.inputs))}  # fmt: skip
-        if int8:
+        if int8 and exporter is not None:
+            record["int8"] = exporter.quantise(model, tmp, info, calibration, force)
+        elif int8:
             from medanomaly.deploy.quantise import quantise_run
 
             record["int8"] = quantise_run(model, tmp / "model.onnx", tmp / "model.int8.onnx", val, force)

@@ -31,11 +31,15 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_AUC_DROP", "MAX_ACC_DROP", "MAX_CPM_DROP", "quantise_graph", "quantise_run", "class_metrics"]
+__all__ = ["MAX_AUC_DROP", "MAX_ACC_DROP", "MAX_CPM_DROP", "QDQ_RECORD", "quantise_graph", "quantise_run",
+           "class_metrics", "cpm_problem", "guard_verdict"]  # fmt: skip
 
 MAX_AUC_DROP = 0.005
 MAX_ACC_DROP = 0.01
 MAX_CPM_DROP = 0.02
+#: How every int8 graph here is made (recorded in the manifest).
+QDQ_RECORD = {"calibration_split": "validation", "format": "QDQ", "weights": "int8 per-channel (7-bit range)",
+              "activations": "uint8 (MinMax)"}  # fmt: skip
 
 
 def quantise_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
@@ -123,10 +127,8 @@ def _detection_guard(model: Any, fp32: Path, int8: Path, val: Any) -> tuple[dict
     drop = scores["fp32"]["cpm"] - scores["int8"]["cpm"]
     result = {"metric": "cpm+real_lesion_ranks", **scores, "cpm_drop": round(drop, 6),
               "validation": "simulated nodules in the training lung, separate seed (synthetic)"}  # fmt: skip
-    problems = []
-    if drop > MAX_CPM_DROP:
-        problems.append(f"validation CPM drops by {drop:.4f} ({scores['fp32']['cpm']:.4f} -> "
-                        f"{scores['int8']['cpm']:.4f}, limit {MAX_CPM_DROP})")  # fmt: skip
+    problem = cpm_problem(scores["fp32"]["cpm"], scores["int8"]["cpm"])
+    problems = [problem] if problem else []
     moved = [k for k, r in scores["fp32"]["real_lesion_ranks"].items() if scores["int8"]["real_lesion_ranks"].get(k) != r]
     if moved:
         problems.append("real lesion rank changes: " + ", ".join(
@@ -156,12 +158,28 @@ def quantise_run(model: Any, fp32: Path, int8: Path, val: Any, force: bool = Fal
         result, problem = _detection_guard(model, fp32, int8, val)
     else:
         result, problem = _class_guard(task, fp32, int8, val)
-    result.update({"calibration_split": "validation", "calibration_items": n, "format": "QDQ",
-                   "weights": "int8 per-channel (7-bit range)", "activations": "uint8 (MinMax)",
-                   "passed": problem is None})  # fmt: skip
+    result.update({**QDQ_RECORD, "calibration_items": n})
+    return guard_verdict(result, problem, force, model.run_dir)
+
+
+def cpm_problem(fp32_cpm: float, int8_cpm: float) -> str | None:
+    """The guard's complaint when int8 loses more than :data:`MAX_CPM_DROP` of the validation CPM."""
+    drop = fp32_cpm - int8_cpm
+    if drop <= MAX_CPM_DROP:
+        return None
+    return f"validation CPM drops by {drop:.4f} ({fp32_cpm:.4f} -> {int8_cpm:.4f}, limit {MAX_CPM_DROP})"
+
+
+def guard_verdict(result: dict[str, Any], problem: str | None, force: bool, run_dir: Path) -> dict[str, Any]:
+    """The guard record with ``passed``; a refusal raises unless ``force`` (then a ``warning``).
+
+    Raises:
+        InputError: the guard refuses and ``force`` is False (one line saying by how much).
+    """
+    result["passed"] = problem is None
     if problem is None:
         return result
     if not force:
-        raise InputError(f"int8 refused by the accuracy guard: {problem} (--force keeps it)", model.run_dir)
+        raise InputError(f"int8 refused by the accuracy guard: {problem} (--force keeps it)", run_dir)
     result["warning"] = f"int8 kept with --force although the guard refused it: {problem}"
     return result
