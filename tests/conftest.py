@@ -15,6 +15,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Property tests (hypothesis) draw the same cases on every run by default, so `make test` cannot turn
+# red on a case nobody changed code for; HYPOTHESIS_PROFILE=explore draws new random cases (run it
+# to hunt for bugs: a failure there is a bug report, with the failing example printed).
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True)
+    _hypothesis_settings.register_profile("explore", derandomize=False)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 
 def pytest_configure(config):  # noqa: D103
     try:
