@@ -63,6 +63,11 @@ class SimulationConfig(Finite):
     test_scans_per_source: int = Field(3, ge=1, le=1000)
     nodules_per_test_scan: int = Field(4, ge=1, le=200)
     diameter_range_mm: tuple[Diameter, Diameter] = (3.0, 30.0)
+    # Nodule shapes: ``lidc`` = the LIDC-IDRI radiologists' consensus shapes (train split for training
+    # scans, val split for validation scans, test split for held-out scans: medanomaly.synth.insert),
+    # ``procedural`` = medanomaly.synth.nodules (spheres, ellipsoids, lobulated, spiculated).
+    shapes: Literal["lidc", "procedural"] = "lidc"
+    val_scans_per_source: int = Field(1, ge=0, le=1000)  # validation scans (learning curve); 0 = none
 
     @field_validator("diameter_range_mm")
     @classmethod
@@ -92,6 +97,9 @@ class TrainConfig(PatchTrainConfig):
 
     steps: int = Field(250, ge=1, le=1_000_000)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
+    budget_minutes: float | None = Field(None, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
+    eval_every: int = Field(0, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
+    positive_sampling: Literal["voxel", "lesion"] = "lesion"  # lesion: each nodule equally often, whatever its size
 
 
 class InferConfig(SlidingInferConfig):

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.generic import (
+    HeatmapFit,
     build_network,
     constructor_params,
-    fit_heatmap_network,
+    fit_heatmap_run,
     params_from_sections,
     torch_threads,
 )
@@ -58,6 +60,8 @@ class NoduleDetector:
         hu_window: input HU window.
         patch_size, batch_size, steps, lr: training.
         positive_fraction, hard_negative_fraction: patch mix.
+        positive_sampling: ``lesion`` (each nodule equally often) or ``voxel`` (by volume).
+        budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_max_ratio: region growing of
@@ -78,6 +82,8 @@ class NoduleDetector:
         lr: float = 3e-3,
         positive_fraction: float = 0.5,
         hard_negative_fraction: float = 0.3,
+        positive_sampling: str = "lesion",
+        budget_minutes: float | None = None,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,
         lung_margin_mm: float = 5.0,
@@ -103,6 +109,8 @@ class NoduleDetector:
         self.lr = lr
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
+        self.positive_sampling = positive_sampling
+        self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
         self.overlap = overlap
         self.lung_margin_mm = lung_margin_mm
@@ -134,24 +142,33 @@ class NoduleDetector:
         return constructor_params(self)
 
     # ------------------------------------------------------------------------------ fit
-    def fit(self, scans: list[GridScan], progress: bool = True) -> NoduleDetector:
+    def fit(self, scans: list[GridScan], progress: bool = True,
+            validate: Callable[[NoduleDetector], dict[str, float]] | None = None,
+            eval_every: int = 0) -> NoduleDetector:  # fmt: skip
         """Train the network on patches of simulated scans (already on the detector grid).
 
-        The heatmap recipe of :func:`medanomaly.detect.generic.fit_heatmap_network` (the shared loop
+        The heatmap recipe of :func:`medanomaly.detect.generic.fit_heatmap_run` (the shared loop
         of :func:`medanomaly.train.engine.train`, so also under ``torchrun``): a step-wise patch
         sampler (``steps`` steps of ``batch_size`` patches, each process drawing its share), Dice +
         BCE (MONAI ``DiceCELoss``), AdamW with a one-cycle rate, one log line every tenth of the
-        steps. ``history_`` holds every step's loss.
+        steps, stopped at ``budget_minutes`` of wall clock if that comes first. With ``validate``
+        (``validate(detector) -> {"cpm": ...}``, called with this detector holding the current
+        weights) every ``eval_every`` steps, the best weights are kept. ``history_`` holds every
+        step's loss, ``fit_`` the run's record (:class:`medanomaly.detect.generic.HeatmapFit`).
         """
         import torch
 
         torch.manual_seed(self.seed)
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params)
-            sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction)
-            self.history_ = fit_heatmap_network(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
-                                                progress, "train detector (synthetic nodules)")  # fmt: skip
-        self.model_ = model
+            self.model_ = model  # validation detects with the weights being trained
+            sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
+                                   per_lesion=self.positive_sampling == "lesion")  # fmt: skip
+            hook = None if validate is None else (lambda net: validate(self))
+            self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
+                                                    progress, "train detector (synthetic nodules)",
+                                                    self.budget_minutes, hook, eval_every)  # fmt: skip
+        self.history_ = self.fit_.losses
         return self
 
     # ------------------------------------------------------------------------------ predict

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.detector import NoduleDetector
-from medanomaly.detect.simulate import SourceScan, _placement_distances, simulate_scan
+from medanomaly.detect.simulate import ScanSimulator, SimScan, SourceScan, truth_radius_mm
 from medanomaly.evaluate.agreement import bland_altman
 from medanomaly.evaluate.froc import ScanMarks, froc, match_findings
 from medanomaly.types import Finding, Volume
 
-__all__ = ["CaseResult", "evaluate_heldout", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
+__all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
 
 
 #: A finding's centre may lie this far (mm) outside the reference lesion's bounding box and still hit it.
@@ -87,28 +88,36 @@ def evaluate_heldout(
     seed: int,
     hit_min_radius_mm: float = 5.0,
     progress: bool = True,
+    simulator: ScanSimulator | None = None,
 ) -> dict[str, Any]:
-    """FROC + agreement on held-out simulated scans (synthetic). Returns results and raw pairs."""
+    """FROC + agreement on held-out simulated scans (synthetic). Returns results and raw pairs.
+
+    ``simulator`` makes the scans (default: procedural shapes); seed stream ``[seed, 1, source, k]``.
+    """
+    sim = simulator if simulator is not None else ScanSimulator("procedural", "test", diameter_range_mm)
+    jobs = [(si, k) for si in range(len(sources)) for k in range(scans_per_source)]
+    scans = (sim.scan(sources[si], heldout_side, nodules_per_scan, np.random.default_rng([seed, 1, si, k]),
+                      f"{sources[si].name}-heldout-{k}") for si, k in jobs)  # fmt: skip
+    return score_scans(detector, scans, hit_min_radius_mm, progress, total=len(jobs))
+
+
+def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radius_mm: float = 5.0,
+                progress: bool = False, total: int | None = None) -> dict[str, Any]:
+    """Detect in each simulated scan's nodule lung and score: FROC (``froc``), Bland-Altman of measured
+    vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each nodule."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
     vol_pairs: list[tuple[float, float]] = []
     diam_pairs: list[tuple[float, float]] = []
-    jobs = [(si, k) for si in range(len(sources)) for k in range(scans_per_source)]
-    iterator: Any = jobs
+    iterator: Any = scans
     if progress:
         from rich.progress import track
 
-        iterator = track(jobs, description="detect on held-out simulated scans")
-    distances: dict[int, Any] = {}
-    for si, k in iterator:
-        source = sources[si]
-        if si not in distances:
-            distances[si] = _placement_distances(source, heldout_side)
-        rng = np.random.default_rng([seed, 1, si, k])
-        sim = simulate_scan(source, heldout_side, nodules_per_scan, rng, diameter_range_mm,
-                            name=f"{source.name}-heldout-{k}", distances=distances[si])  # fmt: skip
-        findings = detector.detect(sim.ct, source.lung, side=heldout_side)
+        iterator = track(scans, description="detect on held-out simulated scans", total=total)
+    for sim in iterator:
+        source = sim.source
+        findings = detector.detect(sim.ct, source.lung, side=sim.side)
         exclude = None if source.exclude is None else np.asarray(source.exclude.array) > 0
 
         def ignore(c: np.ndarray, ct: Volume = sim.ct, ex: np.ndarray | None = exclude) -> bool:
@@ -122,7 +131,7 @@ def evaluate_heldout(
         truths = sim.truths
         m = match_findings(
             centres, [f.score for f in findings], np.array([t.center_mm for t in truths]).reshape(-1, 3),
-            [t.radius_mm for t in truths], hit_min_radius_mm, ignore,
+            [truth_radius_mm(t) for t in truths], hit_min_radius_mm, ignore,
         )  # fmt: skip
         marks.append(m)
         # Agreement: the best-scoring hit of each lesion.

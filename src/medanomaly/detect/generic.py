@@ -24,8 +24,11 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
 
-__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "heatmap_unet", "params_from_sections",
+__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "fit_heatmap_run", "HeatmapFit", "heatmap_unet", "one_cycle", "params_from_sections",
            "torch_threads",
            "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
 
@@ -132,6 +135,57 @@ def fit_heatmap_network(model: Any, sampler: PatchSampler, batch_size: int, step
                         progress: bool, title: str) -> list[float]:  # fmt: skip
     """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through
     the one training loop; returns every step's loss."""
+    return fit_heatmap_run(model, sampler, batch_size, steps, lr, seed, progress, title).losses
+
+
+@dataclass(frozen=True)
+class HeatmapFit:
+    """What a heatmap training run did: every step's loss, steps done, wall and process CPU seconds
+    (``time.process_time``, all threads), why it stopped (``steps`` = all steps done, ``time budget`` =
+    the wall-clock budget ran out first) and the learning curve (one row per validation: step, seconds, CPU seconds,
+    the validation metrics), with the step whose weights were kept."""
+
+    losses: list[float]
+    steps: int
+    seconds: float
+    cpu_seconds: float
+    stop_reason: str
+    curve: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps_done": self.steps, "wall_seconds": round(self.seconds, 2),
+                "cpu_seconds": round(self.cpu_seconds, 2), "stop_reason": self.stop_reason,
+                "learning_curve": self.curve, "best_step": self.best_step}
+
+
+def one_cycle(progress: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4) -> float:
+    """Learning-rate factor at training progress 0..1: cosine warm-up from 1/div to 1 over ``pct_start``,
+    then cosine annealing to 1/(div x final_div) (torch's ``OneCycleLR`` shape, driven by progress).
+
+    Example:
+        >>> round(one_cycle(0.0), 3), one_cycle(0.3), round(one_cycle(1.0), 6)
+        (0.04, 1.0, 4e-06)
+    """
+    p = min(max(progress, 0.0), 1.0)
+    low, end = 1.0 / div, 1.0 / (div * final_div)
+    if p < pct_start:
+        return low + (1.0 - low) * (1.0 - math.cos(math.pi * p / pct_start)) / 2.0
+    return end + (1.0 - end) * (1.0 + math.cos(math.pi * (p - pct_start) / (1.0 - pct_start))) / 2.0
+
+
+def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
+                    progress: bool, title: str, budget_minutes: float | None = None,
+                    validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
+                    monitor: str = "cpm") -> HeatmapFit:  # fmt: skip
+    """:func:`fit_heatmap_network` with a wall-clock budget and a learning curve.
+
+    Training stops after ``steps`` steps or ``budget_minutes`` of wall clock (validation included),
+    whichever comes first; with a budget the one-cycle rate follows the larger of the step and the
+    time fractions, so it anneals fully either way. ``validate(model) -> {metric: value}`` runs every
+    ``eval_every`` steps and after the last one (the model in eval mode); the weights with the best
+    ``monitor`` value are kept (without ``validate``: the last ones).
+    """
     import torch
     from monai.losses import DiceCELoss
 
@@ -139,17 +193,44 @@ def fit_heatmap_network(model: Any, sampler: PatchSampler, batch_size: int, step
     from medanomaly.train.engine import Hooks, LoopOptions, train
 
     dice_ce = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
+    clock = {"t0": time.perf_counter(), "cpu0": time.process_time(), "step": 0}
+    curve: list[dict[str, float]] = []
 
     def optimizer(net: Any, steps_per_epoch: int, total: int) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+        clock["t0"] = time.perf_counter()
+        if budget_minutes is None:
+            return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+        seconds = 60.0 * budget_minutes
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: one_cycle(max(k / total, (time.perf_counter() - clock["t0"]) / seconds)))
 
-    hooks = Hooks(loss=lambda x, y, net, extras: dice_ce(net(x), y), optimizer=optimizer)
-    options = LoopOptions(epochs=1, seed=seed, progress=progress, record_steps=True, title=title,
-                          log_every=max(steps // 10, 1))  # fmt: skip
-    result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, steps, seed, ctx), hooks, options)
+    def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
+        clock["step"] += 1
+        return dice_ce(net(x), y)
+
+    def check(net: Any) -> dict[str, float]:
+        net.eval()
+        try:
+            scores = validate(net)  # type: ignore[misc]
+        finally:
+            net.train()
+        curve.append({"step": clock["step"], "seconds": round(time.perf_counter() - clock["t0"], 2),
+                      "cpu_seconds": round(time.process_time() - clock["cpu0"], 2),
+                      **{k: float(v) for k, v in scores.items()}})
+        return scores
+
+    every = eval_every if validate is not None and eval_every > 0 else steps
+    hooks = Hooks(loss=loss, optimizer=optimizer, validate=check if validate is not None else None)
+    options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
+                          title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
+                          monitor=f"val_{monitor}" if validate is not None else None)  # fmt: skip
+    result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()
-    return list(result.step_losses)
+    best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None
+    reason = "steps" if result.steps_run >= steps else "time budget"
+    return HeatmapFit(list(result.step_losses), result.steps_run, result.seconds, time.process_time() - clock["cpu0"],
+                      reason, curve, best)  # fmt: skip
 
 
 class HeatmapDetector:

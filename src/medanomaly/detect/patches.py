@@ -96,6 +96,9 @@ class PatchSampler:
         hard_negative_fraction: share centred on dense lung voxels (> -500 HU) outside nodules.
         hard_level: the ``hu`` value above which an allowed voxel outside the target is a hard
             negative (default -500 HU; a 2D detector passes a level in its own intensity unit).
+        per_lesion: positive centres pick a lesion (connected component of the target) uniformly,
+            then one of its voxels, so a 4 mm nodule is drawn as often as a 25 mm one (False: a
+            voxel of any lesion, which favours large lesions by their volume).
     """
 
     def __init__(
@@ -105,12 +108,14 @@ class PatchSampler:
         positive_fraction: float = _DEFAULTS.positive_fraction,
         hard_negative_fraction: float = _DEFAULTS.hard_negative_fraction,
         hard_level: float = HARD_NEGATIVE_HU,
+        per_lesion: bool = False,
     ) -> None:
         self.scans = scans
         self.patch_size = tuple(int(p) for p in patch_size)
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
         self._pos = [np.argwhere(s.target > 0) for s in scans]
+        self._lesions = [_lesion_voxels(s.target) for s in scans] if per_lesion else None
         self._hard = [np.argwhere(s.allowed & (s.hu > hard_level) & (s.target == 0)) for s in scans]
         self._any = [np.argwhere(s.allowed) for s in scans]
         if not any(len(p) for p in self._any):
@@ -148,7 +153,7 @@ class PatchSampler:
             scan = self.scans[i]
             u = rng.random()
             if u < self.positive_fraction and len(self._pos[i]):
-                pool = self._pos[i]
+                pool = self._pos[i] if self._lesions is None else self._lesions[i][rng.integers(len(self._lesions[i]))]
             elif u < self.positive_fraction + self.hard_negative_fraction and len(self._hard[i]):
                 pool = self._hard[i]
             else:
@@ -164,6 +169,20 @@ class PatchSampler:
             xs.append(img)
             ys.append(tgt)
         return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)[:, None].astype(np.float32)
+
+
+def _lesion_voxels(target: np.ndarray) -> list[np.ndarray]:
+    """The (z, y, x) voxels of each lesion (26-connected component) of a target mask."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(target > 0, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return []
+    coords = np.argwhere(labels > 0)
+    ids = labels[tuple(coords.T)]
+    order = np.argsort(ids, kind="stable")
+    starts = np.searchsorted(ids[order], np.arange(1, n + 2))
+    return [coords[order[starts[k]:starts[k + 1]]] for k in range(n)]
 
 
 def _augment(img: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

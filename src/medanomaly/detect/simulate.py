@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from medanomaly.synth.sources import SourceScan, exclusion_zone, load_source
 from medanomaly.synth.nodules import InsertedNodule, NoduleSpec, nodule_reach_mm, insert_nodules, sample_nodule_spec
 from medanomaly.types import Volume
 
-__all__ = ["SimScan", "SourceScan", "exclusion_zone", "load_source", "simulate_scan"]
+__all__ = ["ScanSimulator", "SimScan", "SourceScan", "exclusion_zone", "load_source", "simulate_scan", "truth_radius_mm"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +41,14 @@ class SimScan:
     side: int
     ct: Volume
     labels: Volume
-    truths: list[InsertedNodule] = field(default_factory=list)
+    truths: list[Any] = field(default_factory=list)  # InsertedNodule (procedural) or InsertedShape (lidc)
+
+
+def truth_radius_mm(truth: Any) -> float:
+    """Hit radius of a simulated nodule, mm: a procedural nodule's own radius, or half the diameter of the
+    sphere with an inserted real shape's (continuous) volume."""
+    radius = getattr(truth, "radius_mm", None)
+    return float(radius) if radius is not None else 0.5 * float(truth.diameter_mm)
 
 
 def _placement_distances(source: SourceScan, side: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -95,3 +103,52 @@ def simulate_scan(
     return SimScan(
         name=name or f"{source.name}-sim", source=source, side=side, ct=ct, labels=labels, truths=truths
     )
+
+
+class ScanSimulator:
+    """Simulated scans of one kind of shape, with each source's placement maps computed once.
+
+    Args:
+        shapes: ``procedural`` (:func:`simulate_scan`) or ``lidc`` (real LIDC-IDRI consensus shapes of
+            ``split`` with an equivalent diameter in ``diameter_range_mm``, inserted by
+            :func:`medanomaly.synth.insert.insert_shapes` into lung ``side`` only, never in the
+            source's exclusion zone).
+        split: the LIDC split the shapes come from (``train``, ``val`` or ``test``).
+        diameter_range_mm: nodule diameters (procedural) or equivalent diameters (lidc), mm.
+
+    Raises:
+        InputError: the LIDC split has no shape in the diameter range, or a nodule cannot be placed.
+    """
+
+    def __init__(self, shapes: str = "procedural", split: str = "train",
+                 diameter_range_mm: tuple[float, float] = (3.0, 30.0)) -> None:
+        self.shapes, self.split, self.diameter_range_mm = shapes, split, tuple(diameter_range_mm)
+        self._maps: dict[tuple[str, int], Any] = {}
+        self._pool: np.ndarray | None = None
+        if shapes == "lidc":
+            from medanomaly.data.lidc_shapes import load_library
+            from medanomaly.errors import InputError
+
+            self._library = load_library()
+            self._pool = self._library.indices(split, *self.diameter_range_mm)
+            if len(self._pool) == 0:
+                raise InputError(f"no LIDC {split} shape with an equivalent diameter in {list(diameter_range_mm)} mm")
+
+    def scan(self, source: SourceScan, side: int, n_nodules: int, rng: np.random.Generator, name: str) -> SimScan:
+        """One scan of ``source`` with ``n_nodules`` nodules in lung ``side`` (1 right, 2 left)."""
+        key = (source.name, side)
+        if self.shapes == "procedural":
+            if key not in self._maps:
+                self._maps[key] = _placement_distances(source, side)
+            return simulate_scan(source, side, n_nodules, rng, self.diameter_range_mm, name=name,
+                                 distances=self._maps[key])  # fmt: skip
+        from medanomaly.synth.insert import insert_shapes, prepare_background
+
+        if key not in self._maps:
+            one_lung = source.lung.with_array((np.asarray(source.lung.array) == side).astype(np.uint8))
+            self._maps[key] = prepare_background(source.ct, lung=one_lung, exclude=source.exclude, name=source.name)
+        assert self._pool is not None
+        picks = rng.choice(self._pool, size=min(n_nodules, len(self._pool)), replace=False)
+        shapes = [self._library[int(i)] for i in picks]
+        ct, labels, truths = insert_shapes(self._maps[key], shapes, rng)
+        return SimScan(name=name, source=source, side=side, ct=ct, labels=labels, truths=truths)

@@ -20,13 +20,13 @@ import numpy as np
 
 from medanomaly.detect.config import LungNoduleConfig, SimulationConfig
 from medanomaly.detect.model import DetectionModel, detector_explainable, run_info
-from medanomaly.detect.simulate import SourceScan, load_source
+from medanomaly.detect.simulate import ScanSimulator, SourceScan, load_source
 from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
-__all__ = ["LungNoduleTask", "load_sources", "simulate_training_set"]
+__all__ = ["LungNoduleTask", "load_sources", "simulate_set", "simulate_training_set", "validation_cpm"]
 
 
 def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceScan]:
@@ -50,29 +50,51 @@ def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceSca
     return [load_source(name, image, mask, sim.exclude_margin_mm) for name, image, mask in iterator]
 
 
-def simulate_training_set(cfg: LungNoduleConfig, sources: list[SourceScan], progress: bool = True) -> list[Any]:
-    """Simulated training scans on the detector grid (nodules in lung ``train_side`` only)."""
-    from medanomaly.detect.patches import to_grid_scan
-    from medanomaly.detect.simulate import _placement_distances, simulate_scan
+def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str = "train",
+                 progress: bool = True) -> list[Any]:
+    """Simulated scans for ``purpose``: ``train`` (lung ``train_side``, LIDC train shapes, seed stream 0),
+    ``val`` (the held-out lung, LIDC val shapes, stream 2) or ``test`` (the held-out lung, LIDC test
+    shapes, stream 1; what :meth:`LungNoduleTask.evaluate` scores), as :class:`SimScan` s."""
+    from medanomaly.detect.simulate import ScanSimulator
 
     sim = cfg.simulation
-    jobs = [(si, k) for si in range(len(sources)) for k in range(sim.train_scans_per_source)]
+    side, n_scans, n_nodules, stream = {
+        "train": (sim.train_side, sim.train_scans_per_source, sim.nodules_per_train_scan, 0),
+        "val": (3 - sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
+        "test": (3 - sim.train_side, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
+    }[purpose]
+    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm)
+    jobs = [(si, k) for si in range(len(sources)) for k in range(n_scans)]
     iterator: Any = jobs
     if progress:
         from rich.progress import track
 
-        iterator = track(jobs, description="simulate training scans (synthetic nodules)")
-    distances: dict[int, Any] = {}
-    out = []
-    for si, k in iterator:
-        src = sources[si]
-        if si not in distances:
-            distances[si] = _placement_distances(src, sim.train_side)
-        rng = np.random.default_rng([cfg.seed, 0, si, k])
-        scan = simulate_scan(src, sim.train_side, sim.nodules_per_train_scan, rng, sim.diameter_range_mm,
-                             name=f"{src.name}-train-{k}", distances=distances[si])  # fmt: skip
-        out.append(to_grid_scan(scan, cfg.grid.spacing_mm, cfg.grid.hu_window))
-    return out
+        iterator = track(jobs, description=f"simulate {purpose} scans (synthetic nodules, {sim.shapes} shapes)")
+    return [simulator.scan(sources[si], side, n_nodules, np.random.default_rng([cfg.seed, stream, si, k]),
+                           f"{sources[si].name}-{purpose}-{k}") for si, k in iterator]  # fmt: skip
+
+
+def simulate_training_set(cfg: LungNoduleConfig, sources: list[SourceScan], progress: bool = True) -> list[Any]:
+    """Simulated training scans on the detector grid (nodules in lung ``train_side`` only)."""
+    from medanomaly.detect.patches import to_grid_scan
+
+    return [to_grid_scan(scan, cfg.grid.spacing_mm, cfg.grid.hu_window)
+            for scan in simulate_set(cfg, sources, "train", progress)]  # fmt: skip
+
+
+def validation_cpm(scans: list[Any], hit_min_radius_mm: float) -> Any:
+    """``validate(detector) -> {"cpm": ...}`` on simulated validation scans (synthetic), for the learning
+    curve: FROC CPM of the network's findings (region growing off: it moves no centre or score)."""
+    from medanomaly.detect.evaluation import score_scans
+
+    def validate(detector: Any) -> dict[str, float]:
+        grow, detector.grow = detector.grow, False
+        try:
+            return {"cpm": score_scans(detector, scans, hit_min_radius_mm)["froc"].cpm}
+        finally:
+            detector.grow = grow
+
+    return validate
 
 
 class LungNoduleTask:
@@ -102,12 +124,21 @@ class LungNoduleTask:
             return train_luna16(config, run_dir, out_dir, self.progress)
         sources = sources if sources is not None else load_sources(config.simulation, self.progress)
         scans = simulate_training_set(config, sources, self.progress)
-        detector = NoduleDetector.from_config(config).fit(scans, progress=self.progress)
+        validate, eval_every = None, config.train.eval_every
+        if eval_every > 0 and config.simulation.val_scans_per_source > 0:
+            validate = validation_cpm(simulate_set(config, sources, "val", self.progress), config.infer.hit_min_radius_mm)
+        detector = NoduleDetector.from_config(config).fit(scans, progress=self.progress, validate=validate,
+                                                          eval_every=eval_every)  # fmt: skip
         detector.save(run_dir)
         write_run_info(run_dir, run_info(detector, WEIGHTS_FILE))
         write_json(run_dir / "train_history.json",
                    {"loss": detector.history_, "n_train_scans": len(scans), "synthetic": True,
-                    "note": f"trained on simulated nodules in lung {config.simulation.train_side}"})  # fmt: skip
+                    **detector.fit_.to_json(), "budget_minutes": config.train.budget_minutes,
+                    "steps_max": config.train.steps, "shapes": config.simulation.shapes,
+                    "note": f"trained on simulated nodules ({config.simulation.shapes} shapes) in lung "
+                            f"{config.simulation.train_side}; learning curve: CPM on "
+                            f"{config.simulation.val_scans_per_source} validation scan(s) per source "
+                            "(val-split shapes, held-out lung)"})  # fmt: skip
         self.evaluate(run_dir, "test", sources=sources, config=config, out_dir=out_dir)
         return run_dir
 
@@ -156,6 +187,7 @@ class LungNoduleTask:
         held = evaluate_heldout(
             detector, sources, heldout_side, sim.test_scans_per_source, sim.nodules_per_test_scan,
             sim.diameter_range_mm, cfg.seed, cfg.infer.hit_min_radius_mm, self.progress,
+            simulator=ScanSimulator(sim.shapes, "test", sim.diameter_range_mm),
         )  # fmt: skip
         fr = held["froc"]
         plot_froc(fr, out_dir / "froc.png")
@@ -163,6 +195,7 @@ class LungNoduleTask:
         cases = [_real_case(detector, source, cfg.infer.explain_top, out_dir) for source in sources
                  if source.lesion is not None]  # fmt: skip
         split_text = _split_text(cfg, sources)
+        training = _training_record(run_dir, out_dir)
         metrics = {
             "heldout_synthetic": {**fr.to_json(), "synthetic": True, "split": split_text},
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
@@ -170,6 +203,8 @@ class LungNoduleTask:
             "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
                                                           "reference_ml", "measured_ml")} for c in cases},  # fmt: skip
         }
+        if training is not None:
+            metrics["training"] = {k: v for k, v in training.items() if k != "plot"}
         write_json(out_dir / "metrics.json", metrics)
         write_lung_report(
             out_dir / "report.html",
@@ -183,9 +218,33 @@ class LungNoduleTask:
                          "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()}},  # fmt: skip
                 "agreement": agreement,
                 "cases": cases,
+                "training": training,
             },
         )
         return metrics
+
+
+def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The training run's budget, steps, wall / CPU seconds and learning curve (from
+    ``train_history.json``; None for a run without one), with ``learning_curve.png`` drawn into ``out_dir``."""
+    import json
+
+    from medanomaly.evaluate.lung_report import plot_learning_curve
+
+    path = run_dir / "train_history.json"
+    if not path.is_file():
+        return None
+    history = json.loads(path.read_text())
+    if "steps_done" not in history:  # a run from before budgets and learning curves
+        return None
+    keys = ("steps_done", "wall_seconds", "cpu_seconds", "stop_reason", "budget_minutes", "steps_max", "best_step",
+            "learning_curve", "shapes")
+    record = {k: history.get(k) for k in keys}
+    record["plot"] = None
+    if record["learning_curve"]:
+        record["plot"] = plot_learning_curve(record["learning_curve"], out_dir / "learning_curve.png",
+                                             record["best_step"]).name  # fmt: skip
+    return record
 
 
 def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
@@ -216,7 +275,10 @@ def _split_text(cfg: LungNoduleConfig, sources: list[SourceScan]) -> str:
     """How the held-out evaluation was split from training, in words (for metrics.json and the report)."""
     sim = cfg.simulation
     side_name = {1: "right", 2: "left"}
-    return (
+    shapes = ("Nodule shapes: real LIDC-IDRI consensus outlines, training from the LIDC train split, validation "
+              "from the val split, these held-out scans from the test split (split by LIDC patient, never mixed). "
+              if sim.shapes == "lidc" else "Nodule shapes: procedural. ")
+    return shapes + (
         f"Training used simulated nodules in the {side_name[sim.train_side]} lung of "
         f"{', '.join(s.name for s in sources)}; these held-out scans have nodules only in the "
         f"{side_name[3 - sim.train_side]} lung (a separate seed stream), searched only there. The real lesions "

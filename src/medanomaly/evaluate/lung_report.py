@@ -24,7 +24,7 @@ from medanomaly.evaluate.froc import FP_RATES, FrocResult
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Finding, Volume
 
-__all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "write_lung_report"]
+__all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "plot_learning_curve", "write_lung_report"]
 
 
 def _plt() -> Any:
@@ -53,6 +53,31 @@ def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out sim
     ax.set_ylabel("sensitivity")
     ax.set_title(f"{title}\n{result.n_scans} scans, {result.n_lesions} lesions", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: int | None = None,
+                        metric: str = "cpm") -> Path:
+    """Validation ``metric`` (CPM on simulated validation scans, synthetic) against training steps, the
+    kept step marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in curve]
+    ax.plot(steps, [r[metric] for r in curve], "o-", color="C0", label=f"validation {metric.upper()}")
+    if best_step is not None:
+        best = [r[metric] for r in curve if r["step"] == best_step]
+        if best:
+            ax.plot([best_step], best[:1], "*", color="C3", markersize=14, label=f"kept: step {best_step}")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel(metric.upper())
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Learning curve on validation scans (synthetic, LIDC val shapes)", fontsize=10)
+    ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +169,18 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 {% for ba in agreement %}<tr><td>{{ ba.what }}</td><td>{{ ba.n }}</td><td>{{ "%.2f"|format(ba.bias) }} {{ ba.unit }}</td>
 <td>{{ "%.2f"|format(ba.loa_low) }} .. {{ "%.2f"|format(ba.loa_high) }} {{ ba.unit }}</td></tr>{% endfor %}</table>
 {% endif %}
+{% if training %}
+<h2>Training and learning curve <span class="synthetic">(synthetic)</span></h2>
+<p>{{ training.steps_done }} steps in {{ "%.0f"|format(training.wall_seconds) }} s wall clock
+({{ "%.0f"|format(training.cpu_seconds) }} s process CPU){% if training.budget_minutes %}, budget
+{{ "%g"|format(training.budget_minutes) }} min{% endif %}; stopped by {{ training.stop_reason }};
+{% if training.best_step %}weights kept from step {{ training.best_step }} (best validation CPM).{% else %}last weights kept.{% endif %}</p>
+{% if training.learning_curve %}
+<table><tr><th>step</th><th>wall s</th><th>CPU s</th><th>validation CPM</th></tr>
+{% for r in training.learning_curve %}<tr class="{{ 'hit' if r.step == training.best_step else '' }}"><td>{{ r.step }}</td>
+<td>{{ "%.0f"|format(r.seconds) }}</td><td>{{ "%.0f"|format(r.cpu_seconds) }}</td><td>{{ "%.3f"|format(r.cpm) }}</td></tr>{% endfor %}</table>
+<img src="{{ training.plot }}" alt="learning curve">
+{% endif %}{% endif %}
 <h2>Real lesions (never seen in training)</h2>
 <table><tr><th>case</th><th>rank of first finding on the lesion</th><th>its score</th><th>FP in that scan at that threshold</th>
 <th>findings</th><th>reference volume (mL)</th><th>measured volume (mL)</th></tr>
@@ -173,11 +210,13 @@ can give a diffuse map. The detector was trained on synthetic lesions. Generated
 
 
 def write_lung_report(path: Path, context: dict[str, Any]) -> Path:
-    """Render the lung report. ``context`` keys: title, intro, split, froc, agreement, cases."""
+    """Render the lung report. ``context`` keys: title, intro, split, froc, agreement, cases, and
+    optionally training (steps_done, wall_seconds, cpu_seconds, budget_minutes, stop_reason, best_step,
+    learning_curve rows, plot)."""
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.from_string(_TEMPLATE).render(**context)
+    html = env.from_string(_TEMPLATE).render(**{"training": None, **context})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
