@@ -4,8 +4,13 @@
     (SYNTHETIC mammography, benign vs malignant, 300 patients; a tiny quickly trained model),
     exported with ``export_run(int8=True)`` (int8 calibrated on the validation split, behind the
     guard; kept with ``force`` so that a refusal is printed instead of stopping the bench).
-    Printed per path: images/s at batch 16 and the ratio to eager torch, macro ROC AUC on the
-    validation split and its change from torch, latency of one image (p50/p95 of single requests).
+    Printed per path: images/s at batch 16 and the speed-up against eager torch (the paths are
+    timed in interleaved rounds; the speed-up is the median of the per-round ratios, so a change of
+    machine load hits every path alike), the multiply-accumulate rate reached (GMAC/s, from the
+    counted MACs per image: compare with the CPU's peak), macro ROC AUC on the validation split and
+    its change from torch, latency of one image (p50/p95 of single requests). ``--stem-stride``
+    picks the ResNet-18 stem: 2 (our model registry's default, as torchvision's) and/or 1 (the
+    default of MONAI's ``resnet18``: 4x the activations of the first stage, memory-bound in fp32).
 (b) whole-CT detection with the committed fixture lung detector (tests/fixtures/lung_detector,
     the lung_nodule.yaml network trained on simulated nodules): seconds per CT on lung1 (lung mask
     given; p50/p95 over ``--ct-repeats``) for the full ``detect`` (heatmap, findings, masks,
@@ -17,7 +22,7 @@
 
 The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md).
 
-Usage: python bench/bench_export.py [--threads 1] [--repeats 5] [--epochs 1] [--skip-2d] [--skip-ct]
+Usage: python bench/bench_export.py [--threads 1] [--repeats 7] [--epochs 1] [--stem-stride 2 1] [--skip-2d] [--skip-ct]
 """
 
 from __future__ import annotations
@@ -38,13 +43,22 @@ FIXTURE = ROOT / "tests" / "fixtures" / "lung_detector"
 PATHS = ("torch fp32", "onnx fp32", "onnx int8")
 
 
-def _rate(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> float:
-    """Images per second of ``fn`` on the batch ``x`` (one warm-up call)."""
-    fn(x)
-    t = time.perf_counter()
-    for _ in range(repeats):
+def _interleaved_rates(runners: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int) -> dict[str, Any]:
+    """Images per second of each path on the batch ``x``, timed in interleaved rounds (one warm-up call
+    each, then every round times every path once, in turn), so that a change of machine load hits all
+    paths alike. Returns per path the median rate and the median over rounds of its speed-up against the
+    first path (timed in the same round)."""
+    for fn in runners.values():
         fn(x)
-    return repeats * len(x) / (time.perf_counter() - t)
+    secs: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            t = time.perf_counter()
+            fn(x)
+            secs[name].append(time.perf_counter() - t)
+    first = np.asarray(secs[next(iter(runners))])
+    return {k: {"rate": len(x) / float(np.median(v)), "ratio": float(np.median(first / np.asarray(v)))}
+            for k, v in secs.items()}  # fmt: skip
 
 
 def _latency(fn: Callable[[np.ndarray], Any], x1: np.ndarray, n: int) -> tuple[float, float]:
@@ -58,8 +72,9 @@ def _latency(fn: Callable[[np.ndarray], Any], x1: np.ndarray, n: int) -> tuple[f
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
 
 
-def _classifier_config(tmp: Path, epochs: int) -> Path:
-    """A tiny ResNet-18 run config at 224 px: breast phantom benign vs malignant (rendered at 128 px)."""
+def _classifier_config(tmp: Path, epochs: int, stem_stride: int) -> Path:
+    """A tiny ResNet-18 run config at 224 px: breast phantom benign vs malignant (rendered at 128 px);
+    ``stem_stride`` 2 is our registry's default stem (torchvision's), 1 is MONAI ``resnet18``'s default."""
     import yaml
 
     cfg = {
@@ -68,30 +83,45 @@ def _classifier_config(tmp: Path, epochs: int) -> Path:
                                                                  "labels": ["benign", "malignant"],
                                                                  "split_fractions": [0.6, 0.2, 0.2]}},
                  "class_names": ["benign", "malignant"], "image_size": [224, 224], "channels": 1},
-        "model": {"name": "resnet", "params": {"depth": 18}},
+        "model": {"name": "resnet", "params": {"depth": 18, "conv1_stride": stem_stride}},
         "train": {"epochs": epochs, "batch_size": 16, "lr": 0.003, "optimizer": "adamw", "progress": False},
         "evaluate": {"n_bootstrap": 10},
     }  # fmt: skip
-    path = tmp / "cls.yaml"
+    path = tmp / f"cls_stem{stem_stride}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def bench_2d(threads: int, repeats: int, epochs: int, tmp: Path) -> None:
-    """Part (a): see the module docstring."""
-    from medanomaly.deploy.export import export_run, graph_spec, onnx_outputs, torch_outputs
+def _gmacs(module: Any, x1: np.ndarray) -> float:
+    """Multiply-accumulates of one forward pass of ``module`` on one image (convolutions and linear
+    layers; GMAC), counted with forward hooks."""
+    import torch
+
+    total = [0]
+
+    def hook(m: Any, _inp: Any, out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * m.in_channels // m.groups * int(np.prod(m.kernel_size))
+        elif isinstance(m, torch.nn.Linear):
+            total[0] += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    with torch.inference_mode():
+        module(torch.from_numpy(x1))
+    for h in handles:
+        h.remove()
+    return total[0] / 1e9
+
+
+def _paths_2d(run: Path, pkg: Path, threads: int) -> tuple[dict[str, Any], dict[str, float], Any, Any]:
+    """The three runnable paths of the exported classifier, their validation AUC, the validation data
+    and the torch module."""
+    from medanomaly.deploy.export import graph_spec, onnx_outputs, torch_outputs
     from medanomaly.deploy.onnx_model import session
     from medanomaly.deploy.quantise import class_metrics
     from medanomaly.deploy.validation import validation_data
-    from medanomaly.engine import load_model, train_run
+    from medanomaly.engine import load_model
 
-    t = time.perf_counter()
-    run = train_run(_classifier_config(tmp, epochs), tmp / "cls_run")
-    trained = time.perf_counter() - t
-    t = time.perf_counter()
-    pkg = export_run(run, tmp / "cls_pkg", int8=True, calibration=10_000, force=True)
-    exported = time.perf_counter() - t
-    guard = json.loads((pkg / "manifest.json").read_text())["int8"]
     model = load_model(run)
     val = validation_data(run, "classification")
     module = graph_spec(model).module
@@ -107,19 +137,37 @@ def bench_2d(threads: int, repeats: int, epochs: int, tmp: Path) -> None:
         with torch.inference_mode():
             return module(torch.from_numpy(b)).numpy()
 
-    runners = {"torch fp32": eager}
+    runners: dict[str, Any] = {"torch fp32": eager}
     runners.update({k: (lambda b, s=s: s.run(None, {"input": b})[0]) for k, s in sessions.items()})
+    return runners, aucs, val, module
+
+
+def bench_2d(threads: int, repeats: int, epochs: int, tmp: Path, stem_stride: int = 2) -> None:
+    """Part (a): see the module docstring."""
+    from medanomaly.deploy.export import export_run
+    from medanomaly.engine import train_run
+
+    t = time.perf_counter()
+    run = train_run(_classifier_config(tmp, epochs, stem_stride), tmp / f"cls_run{stem_stride}")
+    trained = time.perf_counter() - t
+    t = time.perf_counter()
+    pkg = export_run(run, tmp / f"cls_pkg{stem_stride}", int8=True, calibration=10_000, force=True)
+    exported = time.perf_counter() - t
+    guard = json.loads((pkg / "manifest.json").read_text())["int8"]
+    runners, aucs, val, module = _paths_2d(run, pkg, threads)
     x = np.ascontiguousarray(val.inputs[:16], np.float32)
-    print(f"(a) 2D ResNet-18, 224 px, batch 16, {threads} thread(s); breast phantom (SYNTHETIC), tiny model trained "
-          f"{epochs} epoch(s) in {trained:.0f} s, export + int8 guard {exported:.0f} s; AUC = ROC AUC (malignant) on the "
-          f"{len(val.labels)} validation images")  # fmt: skip
-    base = None
+    gmac = _gmacs(module, x[:1])
+    print(f"(a) 2D ResNet-18 (stem stride {stem_stride}, {gmac:.2f} GMAC per image), 224 px, batch 16, {threads} "
+          f"thread(s); breast phantom (SYNTHETIC), tiny model trained {epochs} epoch(s) in {trained:.0f} s, export + "
+          f"int8 guard {exported:.0f} s; AUC = ROC AUC (malignant) on the {len(val.labels)} validation images; "
+          f"speed-up = median over {repeats} interleaved rounds")  # fmt: skip
+    rates = _interleaved_rates(runners, x, repeats)
     for name, fn in runners.items():
-        rate = _rate(fn, x, repeats)
         p50, p95 = _latency(fn, x[:1], 30)
-        base = base or rate
-        print(f"    {name:10s} {rate:7.1f} img/s ({rate / base:4.1f}x)  AUC {aucs[name]:.4f} "
-              f"({aucs[name] - aucs['torch fp32']:+.4f})  one image p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")  # fmt: skip
+        r = rates[name]
+        print(f"    {name:10s} {r['rate']:7.1f} img/s ({r['ratio']:4.1f}x; {r['rate'] * gmac:5.1f} GMAC/s)  "
+              f"AUC {aucs[name]:.4f} ({aucs[name] - aucs['torch fp32']:+.4f})  one image p50 {p50:6.1f} ms  "
+              f"p95 {p95:6.1f} ms")  # fmt: skip
     print(f"    int8 guard (export, validation): passed={guard['passed']} auc_drop={guard['auc_drop']} "
           f"accuracy_drop={guard['accuracy_drop']}")  # fmt: skip
 
@@ -190,10 +238,12 @@ def bench_ct(threads: int, heldout_scans: int, ct_repeats: int, tmp: Path) -> No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
-    ap.add_argument("--repeats", type=int, default=5, help="timed batches per 2D path")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (one batch per path each)")
     ap.add_argument("--epochs", type=int, default=1, help="training epochs of the tiny 2D classifier")
     ap.add_argument("--heldout-scans", type=int, default=1, help="held-out simulated scans per source CT")
     ap.add_argument("--ct-repeats", type=int, default=1, help="timed detections of lung1 per path")
+    ap.add_argument("--stem-stride", type=int, nargs="+", default=[2], choices=[1, 2],
+                    help="ResNet-18 stem stride(s) for (a): 2 = our registry default, 1 = MONAI resnet18's default")
     ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--skip-ct", action="store_true")
     args = ap.parse_args()
@@ -202,7 +252,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_2d:
-            bench_2d(args.threads, args.repeats, args.epochs, Path(tmp))
+            for stride in args.stem_stride:
+                bench_2d(args.threads, args.repeats, args.epochs, Path(tmp), stride)
         if not args.skip_ct:
             bench_ct(args.threads, args.heldout_scans, args.ct_repeats, Path(tmp))
 
