@@ -26,6 +26,8 @@ def test_anomaly_train_evaluate_predict(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0 and (run / "report.html").stat().st_size > 10_000
+    assert 0.0 <= metrics["aupro"]["value"] <= 1.0 and metrics["aupro"]["max_fpr"] == 0.3  # 3D tumour regions
+    assert metrics["cases"][0]["aupro"] == metrics["aupro"]["value"]  # one case: pooled = per case
     image, _ = pyradiomics_case("brain2")
     out = tmp_path / "pred"
     result = runner.invoke(app, ["predict", str(run), str(image), "--out", str(out)])
@@ -51,7 +53,7 @@ def test_anomaly_chest_ct_leave_one_patient_out(tmp_path):
     doc = yaml.safe_load(CHEST.read_text())
     doc["data"].update(size=32, copies=0)
     doc["threshold"]["sigmas"] = [0, 1]
-    doc["evaluate"]["n_bootstrap"] = 20
+    doc["evaluate"].update(n_bootstrap=20, simulated_nodules=2)
     config = tmp_path / "chest_tiny.yaml"
     config.write_text(yaml.safe_dump(doc))
     runner = CliRunner()
@@ -71,6 +73,11 @@ def test_anomaly_chest_ct_leave_one_patient_out(tmp_path):
     assert metrics["cases"][0]["tumour_in_region_fraction"] > 0.95  # the test region holds the lesion
     assert 0.5 < metrics["pixel_auroc"] <= 1.0  # a dense 48 mL tumour in aerated lung must stand out
     assert metrics["slice_auroc"]["n_pos"] > 0 and metrics["slice_auroc"]["n_neg"] > 0
+    assert metrics["aupro"]["n_regions"] >= 1 and metrics["aupro"]["value"] > 0.15  # above a random map
+    sim = metrics["simulated"]  # held-out simulated nodules (SYNTHETIC), scored apart from the real lesion
+    assert sim["synthetic"] and sim["cases"][0]["n_nodules"] == 2 and sim["pixel_auroc"] > 0.6
+    assert all(n["synthetic"] and n["in_region_fraction"] == 1.0 for n in sim["cases"][0]["nodules"])  # in the lungs
+    assert "Held-out simulated nodules (SYNTHETIC)" in (run / "report.html").read_text()
     brain, _ = pyradiomics_case("brain1")  # an MRI (no modality tag, values not HU): one line, exit 2
     result = runner.invoke(app, ["predict", str(run), str(brain), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "HU" in result.output and "Traceback" not in result.output

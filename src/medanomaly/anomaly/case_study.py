@@ -76,9 +76,13 @@ def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], di
     model.check_input(image, image_path)
     tumour = np.asarray(read(mask_path).array) > 0
     if chest:
+        from medanomaly.anomaly.chest import chest_case
         from medanomaly.preprocess.segment import lung_mask
 
-        brain = np.asarray(lung_mask(image).array) > 0
+        case = chest_case(name)  # its lung mask is computed once (cached) when the CT is already LPS
+        brain = case.lungs if case.canonical.same_grid(image) else np.asarray(lung_mask(image).array) > 0
+        if case.canonical.same_grid(image):
+            domain = {**domain, "lungs": case.lungs}
     else:
         from medanomaly.preprocess.tissue_masks import brain_mask
 
@@ -115,17 +119,16 @@ def simulated_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any
     ct, labels, records = simulated_test_case(name, ev.simulated_nodules, ev.simulated_seed,
                                               float(domain.get("exclude_margin_mm", 20.0)))  # fmt: skip
     case = chest_case(name)
-    amap, _, common, _ = predict_volume(model.method, ct, int(model.info.extra["size"]),
-                                        float(model.info.thresholds["sigma"]), domain)  # fmt: skip
+    amap, _, _, _ = predict_volume(model.method, ct, int(model.info.extra["size"]),
+                                   float(model.info.thresholds["sigma"]), {**domain, "lungs": case.lungs})  # fmt: skip
     values = np.asarray(amap.array)
     region = case.lungs & ~case.lesion
     nodules = labels > 0
-    model_lungs = case.lungs if common is None else np.asarray(common.brain.array) > 0  # predict's lung mask
     threshold = float(model.info.thresholds["pixel"])
     for k, rec in enumerate(records, start=1):
         inside = labels == k
         rec.update(peak_score=float(values[inside].max()), detected=bool(values[inside].max() > threshold),
-                   in_model_lung_fraction=float(model_lungs[inside].mean()))  # fmt: skip
+                   in_region_fraction=float(region[inside].mean()))  # fmt: skip
     out = {"case": name, "synthetic": True, "n_nodules": len(records),
            "shapes": "LIDC-IDRI consensus outlines, library test split, 6-20 mm, inserted by synth.insert",
            "pixel_auroc": auroc_ci(nodules[region], values[region], 0)["value"],

@@ -31,7 +31,7 @@ def score_images(model: Any, images: Any) -> tuple[np.ndarray, list[np.ndarray]]
     from medanomaly.anomaly.pipeline import smooth, volume_score
 
     size, sigma = int(model.info.extra["size"]), float(model.info.thresholds["sigma"])
-    split = stack_images(images, size)
+    split = stack_images(images, size, model.info.extra["domain"].get("intensity_range"))
     maps = smooth(model.method.score(split["images"], split["masks"], split["rel_z"]), sigma)
     scores = np.asarray([volume_score(maps[i : i + 1], split["masks"][i : i + 1]) for i in range(len(maps))])
     return scores, [map_to_image(m, im.array.shape) for m, im in zip(maps, images)]

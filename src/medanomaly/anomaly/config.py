@@ -56,6 +56,7 @@ class AnomalyDataConfig(Section):
     holdout_every: int = Field(4, ge=2, le=50)  # chest_ct: 1 lung slice in N validates when train == val
     folder: str = ""  # folder2d: the image folder tree or MedMNIST-style .npz
     normal_label: int = Field(0, ge=0)  # folder2d .npz: the label of normal images
+    intensity: Literal["dataset", "image"] = "dataset"  # folder2d: training-set window, or per-image percentiles
 
     @field_validator("window")
     @classmethod

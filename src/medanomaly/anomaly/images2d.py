@@ -1,9 +1,12 @@
 """2D images on the common grid (``data.domain: folder2d``): normal-only image folders or MedMNIST-style
 ``.npz`` (:mod:`medanomaly.data.image_folders`) for the same anomaly methods as the 3D slices.
 
-Each image (1-channel; colour converted to grey with luma weights) is scaled to 0..1 by its own
-0.5th-99.5th percentiles (:func:`medanomaly.preprocess.intensity.percentile_unit_array`: 8-bit
-pictures, X-ray counts and HU alike) and resized to ``size x size`` pixels; the region is the whole
+Each image (1-channel; colour converted to grey with luma weights) is scaled to 0..1 and resized to
+``size x size`` pixels. Scaling (``data.intensity``): ``dataset`` (default) maps the 0.5th-99.5th
+percentiles of all *training* pixels to 0..1 for every image (a fixed window, recorded in ``model.json``:
+a bright lesion does not rescale the normal tissue around it); ``image`` uses each image's own
+percentiles (:func:`medanomaly.preprocess.intensity.percentile_unit_array`; for sources whose exposure
+varies, but a lesion covering more than 0.5 % of the image then rescales the rest); the region is the whole
 image (no organ mask) and every image has relative height 0 (one normative bin). Maps come back on
 the image's own grid, as a one-slice volume with the input's geometry.
 """
@@ -19,7 +22,7 @@ from medanomaly.data.image_folders import Image2D, NormalImageSet, load_normal_i
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["image_set", "to_grid", "stack_images", "folder_split", "map_to_image", "predict_image"]
+__all__ = ["image_set", "intensity_range", "to_grid", "stack_images", "folder_split", "map_to_image", "predict_image"]
 
 
 @lru_cache(maxsize=2)
@@ -28,19 +31,32 @@ def image_set(source: str, normal_label: int) -> NormalImageSet:
     return load_normal_images(source, normal_label)
 
 
-def to_grid(array: np.ndarray, size: int) -> np.ndarray:
-    """A (y, x) grey image scaled to 0..1 by its own percentiles and resized to (size, size), float32."""
+def intensity_range(data: Any) -> list[float] | None:
+    """``[low, high]``: the 0.5th and 99.5th percentiles of all training pixels (``data.intensity:
+    dataset``), or None (``image``: each image's own percentiles)."""
+    if data.intensity != "dataset":
+        return None
+    pixels = np.concatenate([im.array.ravel() for im in image_set(data.folder, data.normal_label).train])
+    low, high = np.percentile(pixels, [0.5, 99.5])
+    return [float(low), float(high) if high > low else float(low) + 1.0]
+
+
+def to_grid(array: np.ndarray, size: int, window: list[float] | None = None) -> np.ndarray:
+    """A (y, x) grey image scaled to 0..1 (``window`` [low, high], or its own percentiles when None)
+    and resized to (size, size), float32."""
     from skimage.transform import resize
 
     from medanomaly.preprocess.intensity import percentile_unit_array
 
-    scaled = percentile_unit_array(np.asarray(array, np.float32))
+    a = np.asarray(array, np.float32)
+    scaled = percentile_unit_array(a) if window is None else np.clip((a - window[0]) / (window[1] - window[0]), 0, 1)
     return resize(scaled, (size, size), order=1, anti_aliasing=True).astype(np.float32)
 
 
-def stack_images(images: tuple[Image2D, ...] | list[Image2D], size: int) -> dict[str, np.ndarray]:
+def stack_images(images: tuple[Image2D, ...] | list[Image2D], size: int,
+                 window: list[float] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Images on the common grid as a split dict (``images``, ``masks`` all True, ``rel_z`` 0)."""
-    grid = np.stack([to_grid(im.array, size) for im in images])
+    grid = np.stack([to_grid(im.array, size, window) for im in images])
     return {"images": grid, "masks": np.ones(grid.shape, bool), "rel_z": np.zeros(len(grid), np.float32)}
 
 
@@ -51,7 +67,7 @@ def folder_split(data: Any, part: str) -> dict[str, np.ndarray]:
     images = getattr(image_set(data.folder, data.normal_label), part)
     for im in images:  # a file named like a mask or a lesion case is not a normal image
         refuse_lesion_image(im.name)
-    return stack_images(images, data.size)
+    return stack_images(images, data.size, intensity_range(data))
 
 
 def map_to_image(common_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -61,15 +77,17 @@ def map_to_image(common_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(common_map, shape, order=1).astype(np.float32)
 
 
-def predict_image(method: Any, volume: Volume, size: int, sigma: float) -> tuple[Volume, float, dict[str, Any], np.ndarray]:
+def predict_image(method: Any, volume: Volume, size: int, sigma: float,
+                  window: list[float] | None = None) -> tuple[Volume, float, dict[str, Any], np.ndarray]:  # fmt: skip
     """Anomaly map of one 2D image on its own grid (a one-slice float32 volume), its image score
-    (99.9th percentile of the map), the common-grid split and map."""
+    (99.9th percentile of the map), the common-grid split and map; ``window`` is the run's
+    ``extra.domain.intensity_range`` (None: the image's own percentiles)."""
     from medanomaly.anomaly.pipeline import smooth, volume_score
 
     if not volume.is_2d:
         raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)")
     grey, was_rgb = to_grey(volume.array)
-    split = stack_images([Image2D("input", grey)], size)
+    split = stack_images([Image2D("input", grey)], size, window)
     maps = smooth(method.score(split["images"], split["masks"], split["rel_z"]), sigma)
     full = map_to_image(maps[0], grey.shape)
     grid = Volume(full[None], spacing=volume.spacing, origin=volume.origin, direction=volume.direction,

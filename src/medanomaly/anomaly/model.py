@@ -22,10 +22,11 @@ def _domain(config: Any, fitted: Any) -> dict[str, Any]:
     """``extra.domain`` of ``model.json``: what the model was trained on, exclusions included."""
     d = config.data
     if d.domain == "folder2d":
-        from medanomaly.anomaly.images2d import image_set
+        from medanomaly.anomaly.images2d import image_set, intensity_range
 
         images = image_set(d.folder, d.normal_label)
         return {"name": "folder2d", "region": "image", "source": images.layout, "folder": str(d.folder),
+                "intensity": d.intensity, "intensity_range": intensity_range(d),
                 "n_train": len(images.train), "n_val": len(images.val), "grey_from_rgb": images.grey_from_rgb,
                 "excluded_not_normal": images.excluded, "grey": "RGB converted to grey (ITU-R BT.601 luma)"}  # fmt: skip
     if d.domain != "chest_ct":

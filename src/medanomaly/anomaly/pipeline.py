@@ -121,11 +121,11 @@ def predict_volume(method: Any, volume: Volume, size: int, sigma: float,
     if domain and domain.get("name") == "folder2d":
         from medanomaly.anomaly.images2d import predict_image
 
-        return predict_image(method, volume, size, sigma)  # type: ignore[return-value]
+        return predict_image(method, volume, size, sigma, domain.get("intensity_range"))  # type: ignore[return-value]
     if domain and domain.get("name") == "chest_ct":
         from medanomaly.anomaly.chest import chest_to_common
 
-        common = chest_to_common(volume, size, str(domain["window"]))
+        common = chest_to_common(volume, size, str(domain["window"]), lungs=domain.get("lungs"))  # case study: known lungs
     else:
         common = to_common(volume, size, min_brain_fraction=0.0)
     maps = smooth(method.score(common.images, common.masks, common.rel_z), sigma)

@@ -1,0 +1,73 @@
+"""The 2D (folder2d) anomaly pieces on small arrays: config, the 2D/3D refusal, a map on the picture's grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "anomaly_2d_folder.yaml"
+
+
+def test_folder2d_config_needs_a_folder():
+    from pydantic import ValidationError
+
+    from medanomaly.anomaly.config import AnomalyConfig
+    from medanomaly.config import load_config
+
+    config = load_config(CONFIG)
+    assert config.data.domain == "folder2d" and config.data.folder and config.method.name == "normative"
+    with pytest.raises(ValidationError, match="needs data.folder"):
+        AnomalyConfig(data={"domain": "folder2d"})
+
+
+def _fitted_normative(size: int = 16):
+    from medanomaly.anomaly.images2d import stack_images
+    from medanomaly.anomaly.methods import METHODS
+    from medanomaly.data.image_folders import Image2D
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:20, :24]
+    normal = [Image2D(f"n{i}", (100 + 50 * np.sin(xx / 4.0) + rng.normal(0, 2, (20, 24))).astype(np.float32))
+              for i in range(6)]  # fmt: skip
+    pixels = np.concatenate([im.array.ravel() for im in normal])
+    window = [float(np.percentile(pixels, 0.5)), float(np.percentile(pixels, 99.5))]  # data.intensity: dataset
+    train = stack_images(normal, size, window)
+    method = METHODS.get("normative")(z_bins=1)
+    method.fit(train, train, {})
+    return method, normal[0].array, window
+
+
+def test_predict_image_maps_a_lesion_on_the_picture_grid_and_reads_rgb():
+    from medanomaly.anomaly.images2d import predict_image
+
+    method, clean, window = _fitted_normative()
+    lesion = clean.copy()
+    lesion[6:12, 8:14] = 400.0
+    rgb = np.repeat(lesion[None, ..., None], 3, axis=-1)
+    rgb[..., 2] *= 0.5  # really colour: converted with luma weights
+    amap, score, _, _ = predict_image(method, Volume(rgb, spacing=(0.5, 0.5, 1.0)), 16, 0.0, window)
+    assert amap.is_2d and amap.shape == (1, 20, 24) and amap.spacing[:2] == (0.5, 0.5)
+    assert "grey" in amap.meta["description"]
+    values = np.asarray(amap.array)[0]
+    assert values[7:11, 9:13].mean() > 3 * values[15:, :].mean()
+    _, clean_score, _, _ = predict_image(method, Volume(clean[None]), 16, 0.0, window)
+    assert score > clean_score
+    with pytest.raises(InputError, match="got a 3D volume"):
+        predict_image(method, Volume(np.zeros((3, 20, 24), np.float32)), 16, 0.0)
+
+
+def test_2d_model_refuses_a_3d_volume_in_one_line():
+    from medanomaly.anomaly.model import AnomalyModel
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo(task="anomaly", class_names=("anomaly",), input={"spatial_dims": 2, "modality": "any"})
+    model = AnomalyModel(info, ".", method=None)
+    with pytest.raises(InputError, match="trained on 2D images, got a 3D volume") as err:
+        model.check_input(Volume(np.zeros((4, 8, 8), np.float32)), "scan.nii.gz")
+    assert "\n" not in str(err.value)
+    model.check_input(Volume(np.zeros((1, 8, 8, 3), np.uint8)))  # a colour picture is accepted (made grey)
