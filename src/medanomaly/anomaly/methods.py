@@ -11,6 +11,8 @@ autoencoder    MONAI convolutional autoencoder trained to reconstruct normal sli
                map = w (1 - local SSIM) + (1 - w) |x - reconstruction|
 padim          PaDiM-style per-position Gaussian on the features of the autoencoder's encoder
                (self-supervised on the normal data, no downloaded weights); map = Mahalanobis distance
+atlas          registered voxel-wise atlas (3D, :mod:`medanomaly.anomaly.atlas`): the normal brains
+               registered (affine) to the test volume; map = difference to their voxel-wise mean
 =============  ===============================================================================
 
 A method has ``fit(train, val, settings)``, ``score(images, masks, rel_z) -> (N, S, S) maps``,
@@ -222,3 +224,6 @@ class PadimMethod(AutoencoderMethod):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         super().load_state(state)
         self.mean, self.inv_cov = np.asarray(state["mean"]), np.asarray(state["inv_cov"])
+
+
+from medanomaly.anomaly import atlas as _atlas  # noqa: E402,F401  (registers "atlas"; imports METHODS above)

@@ -90,7 +90,8 @@ class AnomalyModel(ModelBase):
         amap, score, _, _ = predict_volume(self.method, volume, int(self.info.extra["size"]),
                                            float(self.info.thresholds["sigma"]), self.info.extra.get("domain"))  # fmt: skip
         label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"
-        return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=self.flags())
+        flags = self.flags() + tuple(getattr(self.method, "last_flags", ()))  # e.g. a failed atlas registration
+        return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=flags)
 
     def network(self) -> Any:
         """The torch module of the method (``None`` for the normative baseline, which has none)."""

@@ -85,11 +85,16 @@ def fit(config: Any) -> Fitted:
     from medanomaly.anomaly.synthetic import make_synthetic
 
     torch.set_num_threads(config.train.threads)
+    method = METHODS.get(config.method.name)(**config.method.params)
+    if getattr(method, "volumetric", False):  # the registered atlas: whole volumes, its own validation
+        from medanomaly.anomaly.atlas import fit_volumes
+
+        got = fit_volumes(method, config)
+        return Fitted(method, got["sigma"], got["pixel_threshold"], got["image_threshold"], got["log"])
     train = build_split(config.data.train, config, config.seed, "train")
     val = build_split(config.data.val, config, config.seed + 1, "val")
     synth_images, lesions = make_synthetic(val["images"], val["masks"], seed=config.seed + 2)
     synth = {**val, "images": synth_images, "lesions": lesions}
-    method = METHODS.get(config.method.name)(**config.method.params)
     settings = {**config.train.model_dump(), "seed": config.seed}
     log = method.fit(train, synth, settings)
     raw = method.score(synth["images"], synth["masks"], synth["rel_z"])
@@ -114,10 +119,14 @@ def fit(config: Any) -> Fitted:
 
 
 def predict_volume(method: Any, volume: Volume, size: int, sigma: float,
-                   domain: dict[str, Any] | None = None) -> tuple[Volume, float, CommonSlices, np.ndarray]:  # fmt: skip
+                   domain: dict[str, Any] | None = None) -> tuple[Volume, float, CommonSlices | None, np.ndarray | None]:  # fmt: skip
     """Anomaly map of one volume on its own grid, its image-level score, the common slices and
-    the common-grid maps. ``domain`` is the run's ``model.json`` ``extra.domain`` (brain MR when
-    ``None``; ``{"name": "chest_ct", "window": ...}`` maps a CT inside its lung mask)."""
+    the common-grid maps (``None, None`` for a volumetric method, the ``atlas``, whose ``sigma`` is
+    in mm). ``domain`` is the run's ``model.json`` ``extra.domain`` (brain MR when ``None``;
+    ``{"name": "chest_ct", "window": ...}`` maps a CT inside its lung mask)."""
+    if getattr(method, "volumetric", False):  # the registered atlas maps the volume on its own grid
+        amap, score = method.predict_volume(volume, sigma)
+        return amap, score, None, None
     if domain and domain.get("name") == "folder2d":
         from medanomaly.anomaly.images2d import predict_image
 

@@ -16,7 +16,7 @@ reference implementation the ITK Software Guide validates on these very images.
 
 Example:
     >>> from medanomaly.data.sources import real_data
-    >>> from medanomaly.fusion.registration import load_scalar, register
+    >>> from medanomaly.preprocess.registration import load_scalar, register
     >>> fixed = load_scalar(real_data("itk/BrainProtonDensitySliceBorder20.png"))  # doctest: +SKIP
     >>> moving = load_scalar(real_data("itk/BrainProtonDensitySliceShifted13x17y.png"))  # doctest: +SKIP
     >>> result = register(fixed, moving)  # doctest: +SKIP
@@ -296,6 +296,7 @@ def register(
     bspline_mesh: int = 4,
     true_transform: sitk.Transform | None = None,
     seed: int = 0,
+    init: str = "geometry",
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``: rigid, then optionally affine and B-spline.
 
@@ -311,6 +312,9 @@ def register(
         true_transform: the known fixed -> moving transform, to report TRE in mm.
         seed: metric sampling seed: the same seed on the same thread count gives the same result
             (ITK gets seed + 1: it reads 0 as "the wall clock", which made results vary run to run).
+        init: centring of the rigid start: ``"geometry"`` (the images' geometric centres) or
+            ``"moments"`` (their intensity centres of mass: robust when the field of view differs,
+            e.g. a skull-stripped template against a head scan whose brain mask is given).
 
     Returns:
         A :class:`RegistrationResult` with the resampled moving Volume on the fixed grid.
@@ -325,13 +329,16 @@ def register(
         raise InputError(f"stages must start with 'rigid' and use {STAGES} once each, got {list(stages)}")
     if metric not in METRICS:
         raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
+    if init not in ("geometry", "moments"):
+        raise InputError(f"init must be 'geometry' or 'moments', got {init!r}")
     _check_pair(fixed, moving)
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()
 
     euler = sitk.Euler2DTransform() if dim == 2 else sitk.Euler3DTransform()
+    centring = sitk.CenteredTransformInitializerFilter
     initial = sitk.CenteredTransformInitializer(
-        fixed_img, moving_img, euler, sitk.CenteredTransformInitializerFilter.GEOMETRY
+        fixed_img, moving_img, euler, centring.MOMENTS if init == "moments" else centring.GEOMETRY
     )
     method = _method(metric, bins, sampling, seed, iterations)
     method.SetInitialTransform(initial, inPlace=False)

@@ -1,0 +1,359 @@
+"""``atlas``: a registered voxel-wise normative atlas of brain MRI (the classical baseline in 3D).
+
+Train: each normal brain is reoriented to LPS, skull-stripped (the template's own brain, or for
+``ch2`` its skull-stripped twin ``ch2bet``), resampled to ``spacing_mm`` (2 mm) and its brain
+intensities replaced by their rank in the brain (0..1); the arrays and their geometry are the
+run's weights (safetensors, no pickle).
+
+Predict (a volume on its own grid, nothing reoriented): the test brain is found
+(:func:`medanomaly.anomaly.data._brain`: ``preprocess.tissue_masks.brain_mask``, or the non-zero
+voxels of a skull-stripped image) and ranked; each normal brain is registered to it with
+:func:`medanomaly.preprocess.registration.register` (moving = normal brain ranks, fixed = test brain
+ranks at ``fixed_mm`` in-plane; centre-of-mass start, rigid then affine, optionally a coarse
+B-spline; 2 resolution levels). A registration whose warped brain mask overlaps the test brain
+mask with Dice below ``min_dice`` is dropped and flagged (``atlas_registration_failed:<k>``);
+if all fail, the best one is kept (flagged too). Each warped normal brain is averaged over the
+test's slice thickness (thin template -> thick clinical slices), re-ranked inside the test brain,
+and the voxel-wise mean (and spread) of the normal brains is compared with the test's ranks:
+
+=========  ==========================================================================
+map        value per voxel (higher = more abnormal)
+=========  ==========================================================================
+abs        ``|x - mean|``
+z          ``|x - mean| / sqrt(spread^2 + floor^2)`` (spread = SD over the normal brains)
+bright     ``max(x - mean, 0)`` (brighter than every normal brain would predict)
+=========  ==========================================================================
+
+then Gaussian smoothing of ``sigma`` mm. Voxels of the test brain that no warped normal brain
+covers take the nearest covered atlas value. The map kind and ``sigma`` are chosen on SYNTHETIC
+3D lesions inserted into the normal validation brain (:func:`fit_volumes`), never on the test.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "thick_slices", "atlas_brain", "conditional_expectation", "fit_volumes"]
+
+#: Map kinds the validation chooses from (see the module docstring).
+MAP_KINDS = ("abs", "z", "bright")
+#: Intensity matches the validation chooses from: the test's expected rank given the atlas
+#: (:func:`conditional_expectation`) or the atlas mean's own rank.
+MATCHES = ("conditional", "rank")
+#: Normal brains whose own brain mask is a separate skull-stripped file on the same grid.
+_SKULL_STRIPPED = {"ch2": "mricron/ch2bet.nii.gz"}
+
+
+def atlas_brain(volume: Volume, spacing_mm: float) -> tuple[Volume, np.ndarray]:
+    """One normal brain for the atlas: LPS, ``spacing_mm`` isotropic, brain ranks 0..1 (the brain:
+    :func:`medanomaly.anomaly.data._brain`, i.e. the non-zero voxels of a skull-stripped image).
+
+    Returns:
+        (rank Volume, 0 outside the brain; bool brain mask on the same grid).
+    """
+    from medanomaly.anomaly.data import _brain, _scale
+    from medanomaly.preprocess.resample import resample_to_spacing, to_canonical
+
+    volume = to_canonical(volume)
+    volume = resample_to_spacing(volume.with_array(np.asarray(volume.array, np.float32)), spacing_mm,
+                                 interpolator="linear", antialias=True)  # fmt: skip
+    brain = _brain(volume)
+    if brain.sum() < 1000:
+        raise InputError(f"normal brain: fewer than 1000 brain voxels at {spacing_mm} mm")
+    return volume.with_array(_scale(np.asarray(volume.array, np.float32), brain)), brain
+
+
+def thick_slices(volume: Volume, in_plane_mm: float, thickness_mm: float) -> Volume:
+    """A thin-slice normal brain made to look like a clinical scan: LPS, ``in_plane_mm`` pixels and
+    axial slices ``thickness_mm`` thick (each the average of the thin slices it covers)."""
+    from scipy import ndimage
+
+    from medanomaly.preprocess.resample import resample_to_spacing, to_canonical
+
+    fine = max(0.5, thickness_mm / 13)
+    thin = resample_to_spacing(to_canonical(volume).with_array(np.asarray(to_canonical(volume).array, np.float32)),
+                               (in_plane_mm, in_plane_mm, fine), interpolator="linear", antialias=True)  # fmt: skip
+    k = max(1, int(round(thickness_mm / fine)))
+    arr = ndimage.uniform_filter1d(np.asarray(thin.array, np.float32), size=k, axis=0)[k // 2 :: k]
+    origin = np.asarray(thin.origin) + thin.direction[:, 2] * (k // 2) * fine
+    return Volume(arr, (in_plane_mm, in_plane_mm, k * fine), tuple(origin), thin.direction, meta=dict(volume.meta))
+
+
+def _rank_in(arr: np.ndarray, region: np.ndarray) -> np.ndarray:
+    from medanomaly.anomaly.data import _scale
+
+    return _scale(arr, region) if region.any() else np.zeros_like(arr, np.float32)
+
+
+def _shifted(reference: Volume, dz_mm: float) -> Volume:
+    """``reference``'s grid moved ``dz_mm`` along its slice axis (for slab averaging)."""
+    origin = np.asarray(reference.origin) + reference.direction[:, 2] * dz_mm
+    return Volume(np.zeros(reference.shape, np.float32), reference.spacing, tuple(origin), reference.direction)
+
+
+def _slab_resample(reference: Volume, moving: Volume, transform: Any, samples: int) -> np.ndarray:
+    """``moving`` resampled onto ``reference`` through ``transform``, averaged over its slice thickness."""
+    from medanomaly.preprocess.registration import resample_to
+
+    dz = reference.spacing[2]
+    offsets = [((i + 0.5) / samples - 0.5) * dz for i in range(samples)]
+    out = [np.asarray(resample_to(_shifted(reference, o), moving, transform).array, np.float32) for o in offsets]
+    return np.mean(out, axis=0)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+
+
+def _fill_nearest(values: np.ndarray, covered: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Each uncovered voxel takes the value of the nearest covered one (distances in mm)."""
+    from scipy import ndimage
+
+    if covered.all() or not covered.any():
+        return values
+    idx = ndimage.distance_transform_edt(~covered, sampling=spacing[::-1], return_distances=False, return_indices=True)
+    return values[tuple(idx)]
+
+
+def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndarray,
+                            bins: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The test's expected rank given the atlas value, and its spread, learned from the test brain itself.
+
+    The brain voxels are put in ``bins`` quantile bins of the atlas value; per bin the median and the
+    robust spread (1.4826 x median absolute deviation) of the test's ranks are taken, then linearly
+    interpolated in the atlas value. This maps any contrast of the test (a T1 after contrast with
+    little grey/white difference, another sequence) onto the atlas without labels; a lesion, a small
+    fraction of each bin, barely moves the medians. Returns (expected, spread) arrays like ``ranks``.
+    """
+    a, x = atlas[brain], ranks[brain]
+    edges = np.unique(np.quantile(a, np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, len(edges) - 2)
+    centres, med, mad = [], [], []
+    for b in range(len(edges) - 1):
+        sel = which == b
+        if sel.sum() >= 20:
+            centres.append(float(np.median(a[sel])))
+            med.append(float(np.median(x[sel])))
+            mad.append(1.4826 * float(np.median(np.abs(x[sel] - med[-1]))))
+    if len(centres) < 2:
+        return atlas.astype(np.float32), np.zeros_like(atlas, np.float32)
+    expected = np.interp(atlas, centres, med).astype(np.float32)
+    return expected, np.interp(atlas, centres, mad).astype(np.float32)
+
+
+@METHODS.register("atlas")
+class AtlasMethod:
+    """Registered voxel-wise atlas of the normal brains (see the module docstring).
+
+    Args:
+        spacing_mm: voxel size the normal brains are stored at, mm.
+        fixed_mm: in-plane voxel size the test brain is registered at, mm.
+        stages: registration stages (``rigid``, ``affine``, ``bspline``; rigid first).
+        bspline_mesh: B-spline control-grid cells per axis (coarse: 4 = ~4 cm cells).
+        iterations: optimiser iterations per resolution level.
+        sampling: fraction of fixed voxels the metric samples.
+        min_dice: brain-mask Dice below which a registration is dropped and flagged.
+        floor: spread floor of the ``z`` map (rank units).
+        match: ``conditional`` (the test's expected rank given the atlas mean, learned from the
+            test brain: :func:`conditional_expectation`) or ``rank`` (the atlas mean's own ranks).
+        kind: the map (``abs``, ``z``, ``bright``); chosen on synthetic lesions by ``fit_volumes``.
+        kinds: the kinds validation chooses from.
+    """
+
+    volumetric = True
+
+    def __init__(self, spacing_mm: float = 2.0, fixed_mm: float = 2.0, stages: tuple[str, ...] = ("rigid", "affine"),
+                 bspline_mesh: int = 4, iterations: int = 200, sampling: float = 0.25, min_dice: float = 0.6,
+                 floor: float = 0.05, kind: str = "abs", kinds: tuple[str, ...] = MAP_KINDS, seed: int = 0,
+                 match: str = "conditional") -> None:  # fmt: skip
+        if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
+            raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
+        if match not in MATCHES:
+            raise InputError(f"atlas intensity match must be 'conditional' or 'rank', got {match!r}")
+        self.match = match
+        self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
+        self.bspline_mesh, self.iterations, self.sampling = int(bspline_mesh), int(iterations), float(sampling)
+        self.min_dice, self.floor, self.kind, self.kinds, self.seed = float(min_dice), float(floor), kind, tuple(kinds), int(seed)
+        self.brains_: list[tuple[Volume, np.ndarray]] = []
+        self.last_flags: tuple[str, ...] = ()
+        self.last_log: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ train / state
+    def fit_brains(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """Store the normal training brains (see :func:`atlas_brain`)."""
+        from medanomaly.anomaly.data import load_normal
+
+        self.brains_ = [atlas_brain(load_normal(_SKULL_STRIPPED.get(n, n)), self.spacing_mm) for n in names]
+        return {"atlas_brains": list(names), "atlas_voxels": [int(m.sum()) for _, m in self.brains_]}
+
+    def state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"kind": np.asarray([MAP_KINDS.index(self.kind)], np.int64),
+                                      "match": np.asarray([MATCHES.index(self.match)], np.int64)}
+        for k, (vol, brain) in enumerate(self.brains_):
+            out[f"brain{k}.ranks"] = np.asarray(vol.array, np.float32)
+            out[f"brain{k}.mask"] = brain.astype(np.uint8)
+            out[f"brain{k}.geometry"] = np.concatenate([vol.spacing, vol.origin, np.ravel(vol.direction)]).astype(np.float64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.kind = MAP_KINDS[int(np.asarray(state["kind"])[0])]
+        self.match = MATCHES[int(np.asarray(state["match"])[0])]
+        self.brains_ = []
+        for k in range(sum(1 for key in state if key.endswith(".ranks"))):
+            g = np.asarray(state[f"brain{k}.geometry"], np.float64)
+            vol = Volume(np.asarray(state[f"brain{k}.ranks"], np.float32), tuple(g[:3]), tuple(g[3:6]), g[6:].reshape(3, 3))
+            self.brains_.append((vol, np.asarray(state[f"brain{k}.mask"]) > 0))
+
+    def network(self) -> Any:
+        return None
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        raise InputError("the atlas method maps whole volumes (predict_volume), not common-grid slices")
+
+    # ------------------------------------------------------------------ predict
+    def _register(self, fixed: Volume, brain: Volume, k: int) -> Any:
+        from medanomaly.preprocess.registration import register
+
+        result = register(fixed, brain, stages=self.stages, metric="mattes", sampling=self.sampling,
+                          iterations=self.iterations, bspline_mesh=self.bspline_mesh, seed=self.seed + k,
+                          init="moments")  # fmt: skip
+        return result.transform
+
+    def components(self, volume: Volume) -> dict[str, Any]:
+        """Test ranks, test brain, and the registered normal brains' voxel-wise mean and spread on
+        ``volume``'s grid; registrations failing the mask-Dice check are dropped and flagged."""
+        from medanomaly.anomaly.data import _brain
+        from medanomaly.preprocess.resample import resample_to_spacing
+
+        if not self.brains_:
+            raise InputError("the atlas method has no normal brains (train it first)")
+        start = time.process_time()
+        brain = _brain(volume)
+        if brain.sum() < 100:
+            raise InputError("no brain found in the image (fewer than 100 brain voxels)")
+        ranks = _rank_in(np.asarray(volume.array, np.float32), brain)
+        fine = volume.with_array(ranks)
+        fixed = resample_to_spacing(fine, (self.fixed_mm, self.fixed_mm, volume.spacing[2]), interpolator="linear",
+                                    antialias=True) if min(volume.spacing[:2]) < self.fixed_mm else fine  # fmt: skip
+        samples = max(1, int(np.ceil(volume.spacing[2] / self.spacing_mm)))
+        warped, dices = [], []
+        for k, (atlas, mask) in enumerate(self.brains_):
+            transform = self._register(fixed, atlas, k)
+            w_mask = _slab_resample(fine, atlas.with_array(mask.astype(np.float32)), transform, samples) > 0.5
+            w_ranks = _slab_resample(fine, atlas, transform, samples)
+            dices.append(_dice(w_mask, brain))
+            warped.append((_rank_in(w_ranks, w_mask & brain), w_mask & brain))
+        keep = [k for k, d in enumerate(dices) if d >= self.min_dice] or [int(np.argmax(dices))]
+        flags = tuple(f"atlas_registration_failed:{k}" for k, d in enumerate(dices) if d < self.min_dice)
+        count = np.sum([warped[k][1] for k in keep], axis=0).astype(np.float32)
+        total = np.sum([warped[k][0] for k in keep], axis=0)
+        squares = np.sum([warped[k][0] ** 2 for k in keep], axis=0)
+        covered = count > 0
+        mean = np.where(covered, total / np.maximum(count, 1), 0.0).astype(np.float32)
+        spread = np.sqrt(np.maximum(np.where(count >= 2, squares / np.maximum(count, 1) - mean**2, 0.0), 0.0))
+        mean, spread = (_fill_nearest(a, covered, volume.spacing) for a in (mean, spread.astype(np.float32)))
+        log = {"mask_dice": [round(d, 4) for d in dices], "kept": keep, "cpu_s": round(time.process_time() - start, 1),
+               "covered_fraction": round(float(covered[brain].mean()), 4)}  # fmt: skip
+        parts = {"ranks": ranks, "brain": brain, "rank": (mean, spread), "flags": flags, "log": log}
+        parts["conditional"] = conditional_expectation(ranks, mean, brain)
+        return parts
+
+    def map_from(self, parts: dict[str, Any], kind: str, sigma_mm: float, spacing: tuple[float, ...],
+                 match: str | None = None) -> np.ndarray:  # fmt: skip
+        """The anomaly map of ``kind`` with the intensity ``match`` (default: the method's), smoothed
+        by ``sigma_mm`` (0 outside the test brain)."""
+        from scipy import ndimage
+
+        expected, spread = parts[match or self.match]
+        diff = parts["ranks"] - expected
+        if kind == "abs":
+            out = np.abs(diff)
+        elif kind == "bright":
+            out = np.maximum(diff, 0.0)
+        else:
+            out = np.abs(diff) / np.sqrt(spread**2 + self.floor**2)
+        out = out * parts["brain"]
+        if sigma_mm > 0:
+            out = ndimage.gaussian_filter(out.astype(np.float32), [sigma_mm / s for s in spacing[::-1]])
+        return (out * parts["brain"]).astype(np.float32)
+
+    def predict_volume(self, volume: Volume, sigma_mm: float) -> tuple[Volume, float]:
+        """(map on ``volume``'s grid, image score = 99.9th percentile of the map in the brain)."""
+        from medanomaly.anomaly.pipeline import volume_score
+
+        parts = self.components(volume)
+        self.last_flags, self.last_log = parts["flags"], parts["log"]
+        amap = self.map_from(parts, self.kind, sigma_mm, volume.spacing)
+        score = volume_score(amap, parts["brain"])
+        return volume.with_array(amap, units="anomaly score"), score
+
+
+def _synthetic_cases(cleans: list[Volume], noise: tuple[float, ...], seed: int) -> list[tuple[Volume, np.ndarray]]:
+    """SYNTHETIC validation cases: each clean validation volume, for each ``noise`` level (Gaussian
+    noise of SD = level x the brain's interquartile intensity range, lowering the grey/white
+    contrast-to-noise ratio as in clinical scans), with 3D lesions (:func:`make_synthetic_3d`)."""
+    from medanomaly.anomaly.data import _brain
+    from medanomaly.anomaly.synthetic import make_synthetic_3d
+
+    out = []
+    for i, clean in enumerate(cleans):
+        arr, brain = np.asarray(clean.array, np.float32), _brain(clean)
+        iqr = float(np.subtract(*np.percentile(arr[brain], [75, 25])))
+        for j, level in enumerate(noise):
+            rng = np.random.default_rng(seed + 100 * i + j)
+            noisy = arr + brain * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
+            lesioned, lesions = make_synthetic_3d(noisy, brain, clean.spacing, seed=seed + 100 * i + j)
+            out.append((clean.with_array(lesioned), lesions))
+    return out
+
+
+def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float] = (0.8, 6.5),
+                noise: tuple[float, ...] = (0.0, 0.5)) -> dict[str, Any]:  # fmt: skip
+    """Store the training brains; choose the intensity match, the map kind and ``sigma`` (mm,
+    ``config.threshold.sigmas``) by pooled pixel AUROC on SYNTHETIC 3D lesions inserted into the
+    normal validation brains made to look like clinical scans (``val_grid_mm`` = in-plane pixel and
+    slice thickness, mm; ``noise`` levels, see :func:`_synthetic_cases`); set the pixel threshold
+    (quantile at ``target_fpr``) and the image threshold on the clean validation brains.
+
+    Returns:
+        ``{"sigma", "pixel_threshold", "image_threshold", "log"}``.
+    """
+    from medanomaly.anomaly.data import load_normal
+    from medanomaly.anomaly.pipeline import volume_score
+
+    start = time.process_time()
+    log = method.fit_brains(tuple(config.data.train))
+    cleans = [thick_slices(load_normal(n), *val_grid_mm) for n in config.data.val]
+    choices = [(m, k, float(s)) for m in MATCHES for k in method.kinds for s in config.threshold.sigmas]
+    ys, scores, registration = [], {c: [] for c in choices}, []
+    for case, lesions in _synthetic_cases(cleans, noise, config.seed):
+        parts = method.components(case)
+        registration.append(parts["log"])
+        ys.append(lesions[parts["brain"]])
+        for m, k, s in choices:
+            scores[(m, k, s)].append(method.map_from(parts, k, s, case.spacing, m)[parts["brain"]])
+    y = np.concatenate(ys)
+    by_choice = {c: pixel_auroc(np.concatenate(v), y, np.ones_like(y)) for c, v in scores.items()}
+    method.match, method.kind, sigma = max(choices, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
+    clean_maps, image_scores = [], []
+    for clean in cleans:
+        parts = method.components(clean)
+        amap = method.map_from(parts, method.kind, sigma, clean.spacing)
+        clean_maps.append(amap[parts["brain"]])
+        image_scores.append(volume_score(amap, parts["brain"]))
+        registration.append(parts["log"])
+    q = 1.0 - config.threshold.target_fpr
+    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm": {f"{m}/{k}/{s:g}": round(v, 4) for (m, k, s), v
+                                                                      in by_choice.items()},
+                "match": method.match, "kind": method.kind, "sigma_mm": sigma, "val_grid_mm": list(val_grid_mm),
+                "val_noise_iqr": list(noise), "registrations": registration,
+                "val_image_scores": [round(v, 4) for v in image_scores], "fit_cpu_s": round(time.process_time() - start, 1)})  # fmt: skip
+    return {"sigma": sigma, "pixel_threshold": float(np.quantile(np.concatenate(clean_maps), q)),
+            "image_threshold": float(np.quantile(image_scores, q)), "log": log}
