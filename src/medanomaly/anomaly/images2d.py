@@ -64,9 +64,11 @@ def folder_split(data: Any, part: str) -> dict[str, np.ndarray]:
     """The normal ``train`` or ``val`` images of ``data.folder`` on the common grid (no augmentation)."""
     from medanomaly.anomaly.data import refuse_lesion_image
 
-    images = getattr(image_set(data.folder, data.normal_label), part)
-    for im in images:  # a file named like a mask or a lesion case is not a normal image
-        refuse_lesion_image(im.name)
+    found = image_set(data.folder, data.normal_label)
+    images = getattr(found, part)
+    if found.layout == "folders":  # a file named like a mask or a lesion case, or with a mask beside it
+        for im in images:
+            refuse_lesion_image(found.source / part / "normal" / im.name)
     return stack_images(images, data.size, intensity_range(data))
 
 

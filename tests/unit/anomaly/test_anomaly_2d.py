@@ -71,3 +71,20 @@ def test_2d_model_refuses_a_3d_volume_in_one_line():
         model.check_input(Volume(np.zeros((4, 8, 8), np.float32)), "scan.nii.gz")
     assert "\n" not in str(err.value)
     model.check_input(Volume(np.zeros((1, 8, 8, 3), np.uint8)))  # a colour picture is accepted (made grey)
+
+
+def test_folder_training_image_with_a_mask_beside_it_is_refused(tmp_path):
+    from medanomaly.anomaly.config import AnomalyConfig
+    from medanomaly.anomaly.images2d import folder_split, image_set
+    from medanomaly.io import write
+
+    for part in ("train/normal", "val/normal"):
+        (tmp_path / part).mkdir(parents=True)
+        for name in ("a.png", "b.png"):
+            write(Volume(np.full((1, 8, 8), 50, np.uint8)), tmp_path / part / name)
+    data = AnomalyConfig(data={"domain": "folder2d", "folder": str(tmp_path), "size": 16}).data
+    assert folder_split(data, "train")["images"].shape == (2, 16, 16)
+    write(Volume(np.zeros((1, 8, 8), np.uint8)), tmp_path / "train/normal/b_mask.png")
+    image_set.cache_clear()
+    with pytest.raises(InputError, match="mask"):
+        folder_split(data, "train")
