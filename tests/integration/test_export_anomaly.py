@@ -5,6 +5,8 @@ through the engine, the ``predict`` verb, and without torch."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,31 @@ def test_padim_arrays_are_checked_and_never_unpickled(tmp_path: Path) -> None:
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="package file unreadable: padim_mean.npy"):
         _load_npy(path)
+
+
+def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """An ``atlas`` run (its validation stubbed: two synthetic brains stored) is refused by export, exit 2."""
+    from medanomaly.anomaly import atlas
+    from medanomaly.engine import train_run
+    from medanomaly.types import Volume
+
+    zz, yy, xx = np.mgrid[:40, :48, :48]
+    head = Volume(np.where(((zz - 20) / 18) ** 2 + ((yy - 24) / 20) ** 2 + ((xx - 24) / 18) ** 2 < 1,
+                           150 + 20 * np.sin(xx / 4.0), 0).astype(np.float32), spacing=(2.0, 2.0, 2.0))  # fmt: skip
+
+    def fake_fit(method, config):
+        method.brains_ = [atlas.atlas_brain(head, 2.0)]
+        return {"sigma": 0.0, "pixel_threshold": 1.0, "image_threshold": 1.0, "log": {}}
+
+    monkeypatch.setattr(atlas, "fit_volumes", fake_fit)
+    cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
+    cfg["method"] = {"name": "atlas", "params": {}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = train_run(tmp_path / "cfg.yaml", tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "pkg")])
+    assert isinstance(result.exception, InputError) and "the atlas method cannot be exported" in str(result.exception)
+    assert not (tmp_path / "pkg").exists()
+    proc = subprocess.run([sys.executable, "-m", "medanomaly.cli.app", "export", str(run), "--out", str(tmp_path / "p")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and "the atlas method cannot be exported" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -14,7 +14,9 @@ smoothing, the image score and the mapping back to the input grid stay the run's
   ``padim_inv_cov.npy`` (read with ``allow_pickle=False``) and the Mahalanobis distance and its
   up-sampling run in NumPy, the run's code.
 
-The brain masks multiply every map outside the graph, exactly as the methods do. The check
+The brain masks multiply every map outside the graph, exactly as the methods do. The ``atlas``
+method is refused in one line: its registration of the normal brains to each test volume
+(SimpleITK) is not an ONNX graph. The check
 (:func:`check`) compares the torch method's maps with the package's on the run's normal
 **validation** slices (never the test cases): max abs difference above
 :data:`~medanomaly.deploy.export.MATCH_LIMIT` is refused in one line.
@@ -91,6 +93,9 @@ def graphs(model: Any) -> list[tuple[str, GraphSpec]]:
     import torch
 
     name, size = _method_name(model), int(model.info.extra["size"])
+    if name == "atlas":
+        raise InputError("the atlas method cannot be exported: it registers the normal brains to each test volume "
+                         "(SimpleITK), which is not an ONNX graph; predict with the run folder", model.run_dir)  # fmt: skip
     batch = {0: "batch"}
     if name == "normative":
         return [("model.onnx", GraphSpec(_normative_module(model.method), (torch.zeros((1, size, size)),
