@@ -99,6 +99,15 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     mask = np.asarray(read(folder / "test/masks/synthetic_lesion_01.png").array)[0] > 0
     values = np.asarray(amap.array)[0]
     assert values[mask].mean() > values[~mask].mean()  # the map lights up on the lesion
+    pkg = tmp_path / "pkg"  # the exported package gives the run's score and map
+    assert runner.invoke(app, ["export", str(run), "--out", str(pkg)]).exit_code == 0
+    result = runner.invoke(app, ["predict", str(pkg), str(image), "-o", str(tmp_path / "pred_pkg")])
+    assert result.exit_code == 0, result.output
+    got = json.loads((tmp_path / "pred_pkg" / "synthetic_lesion_01.json").read_text())
+    score, pkg_score = pred["probabilities"]["anomaly"], got["probabilities"]["anomaly"]
+    assert got["label"] == pred["label"] and abs(pkg_score - score) <= 1e-4 * max(1.0, abs(score))
+    pkg_map = np.asarray(read(tmp_path / "pred_pkg" / "synthetic_lesion_01_anomaly_map.nii.gz").array)[0]
+    assert np.abs(pkg_map - values).max() <= 1e-3 * max(1.0, float(np.abs(values).max()))
     volume = tmp_path / "volume.nii.gz"  # a 3D image to a 2D model: one line, exit 2
     write(Volume(np.zeros((5, 32, 32), np.float32)), volume)
     result = runner.invoke(app, ["predict", str(run), str(volume), "-o", str(tmp_path / "bad")])
