@@ -8,25 +8,33 @@ run's weights (safetensors, no pickle).
 Predict (a volume on its own grid, nothing reoriented): the test brain is found
 (:func:`medanomaly.anomaly.data._brain`: ``preprocess.tissue_masks.brain_mask``, or the non-zero
 voxels of a skull-stripped image) and ranked; each normal brain is registered to it with
-:func:`medanomaly.preprocess.registration.register` (moving = normal brain ranks, fixed = test brain
-ranks at ``fixed_mm`` in-plane; centre-of-mass start, rigid then affine, optionally a coarse
+:func:`medanomaly.preprocess.registration.register` (moving = normal brain ranks, fixed = test
+brain ranks at ``fixed_mm`` in-plane; centre-of-mass start, rigid then affine, optionally a coarse
 B-spline; 2 resolution levels). A registration whose warped brain mask overlaps the test brain
 mask with Dice below ``min_dice`` is dropped and flagged (``atlas_registration_failed:<k>``);
 if all fail, the best one is kept (flagged too). Each warped normal brain is averaged over the
-test's slice thickness (thin template -> thick clinical slices), re-ranked inside the test brain,
-and the voxel-wise mean (and spread) of the normal brains is compared with the test's ranks:
+test's slice thickness (thin template -> thick clinical slices) and re-ranked inside the test
+brain; their voxel-wise mean gives the test's expected rank ``e`` and spread ``s`` by the
+intensity ``match``: ``conditional`` (the test's median rank and robust spread given the atlas
+mean, learned from the test brain itself: :func:`conditional_expectation`; handles a test with
+another grey/white contrast) or ``rank`` (``e`` = the atlas mean, ``s`` = its SD over the brains):
 
 =========  ==========================================================================
 map        value per voxel (higher = more abnormal)
 =========  ==========================================================================
-abs        ``|x - mean|``
-z          ``|x - mean| / sqrt(spread^2 + floor^2)`` (spread = SD over the normal brains)
-bright     ``max(x - mean, 0)`` (brighter than every normal brain would predict)
+abs        ``|x - e|``
+z          ``|x - e| / sqrt(s^2 + floor^2)``
+bright     ``max(x - e, 0)`` (brighter than the normal brains predict)
 =========  ==========================================================================
 
 then Gaussian smoothing of ``sigma`` mm. Voxels of the test brain that no warped normal brain
-covers take the nearest covered atlas value. The map kind and ``sigma`` are chosen on SYNTHETIC
-3D lesions inserted into the normal validation brain (:func:`fit_volumes`), never on the test.
+covers take the nearest covered atlas value. The match, the map kind and ``sigma`` are chosen on
+SYNTHETIC 3D lesions inserted into the normal validation brain (:func:`fit_volumes`), never on
+the test. Example (a trained run)::
+
+    >>> from medanomaly.engine import load_model                       # doctest: +SKIP
+    >>> prediction = load_model("runs/atlas").predict(volume)          # doctest: +SKIP
+    >>> prediction.anomaly_map                                         # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -140,6 +140,15 @@ def _check_pair(fixed: Volume, moving: Volume) -> None:
             raise InputError(f"{name} image is constant: nothing to register")
 
 
+def _check_options(stages: tuple[str, ...], metric: str, init: str) -> None:
+    if not stages or stages[0] != "rigid" or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
+        raise InputError(f"stages must start with 'rigid' and use {STAGES} once each, got {list(stages)}")
+    if metric not in METRICS:
+        raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
+    if init not in ("geometry", "moments"):
+        raise InputError(f"init must be 'geometry' or 'moments', got {init!r}")
+
+
 def mattes_mutual_information(
     fixed: Volume, moving: Volume, transform: sitk.Transform | None = None, bins: int = 32
 ) -> float:
@@ -325,12 +334,7 @@ def register(
     import SimpleITK as sitk
 
     stages = tuple(stages)
-    if not stages or stages[0] != "rigid" or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
-        raise InputError(f"stages must start with 'rigid' and use {STAGES} once each, got {list(stages)}")
-    if metric not in METRICS:
-        raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
-    if init not in ("geometry", "moments"):
-        raise InputError(f"init must be 'geometry' or 'moments', got {init!r}")
+    _check_options(stages, metric, init)
     _check_pair(fixed, moving)
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()

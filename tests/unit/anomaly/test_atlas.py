@@ -68,3 +68,12 @@ def test_thick_slices_and_synthetic_lesions_in_mm():
     arr, lesions = make_synthetic_3d(np.asarray(thick.array), brain, thick.spacing, seed=0, n_lesions=3)
     assert lesions.any() and not lesions[~brain].any()
     assert np.abs(arr - np.asarray(thick.array))[~brain].max() == 0  # nothing changes outside the brain
+
+
+def test_register_refuses_an_unknown_start():
+    from medanomaly.errors import InputError
+    from medanomaly.preprocess.registration import register
+
+    head, _ = _head(4)
+    with pytest.raises(InputError, match="init must be 'geometry' or 'moments'"):
+        register(head, head, init="centre")
