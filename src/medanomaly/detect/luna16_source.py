@@ -148,7 +148,8 @@ def train_luna16(config: Any, run_dir: Path, out_dir: Path | None = None, progre
     write_json(run_dir / "train_history.json",
                {"loss": detector.history_, "n_train_scans": len(scans), "n_train_nodules": n_nodules,
                 "synthetic": False, "test_fold": section.test_fold,
-                "train_scans": uids, "note": "trained on LUNA16 annotations (spheres of the annotated diameter)"})  # fmt: skip
+                "train_scans": uids,
+                "note": "trained on LUNA16 annotations (spheres of the annotated diameter)"})  # fmt: skip
     evaluate_luna16(run_dir, config, "test", out_dir, progress)
     return run_dir
 
@@ -165,13 +166,23 @@ def _previous(path: Path) -> dict[str, Any]:
     return old.get("luna16", {}) if isinstance(old, dict) and isinstance(old.get("luna16"), dict) else {}
 
 
-def detect_marks(detector: Any, data: Any, uids: Sequence[str], progress: bool = True) -> dict[str, list[Any]]:
-    """CAD marks ``((x, y, z) mm, probability)`` per series: every finding of the detector, both lungs."""
+def detect_marks(detector: Any, data: Any, uids: Sequence[str], progress: bool = True
+                 ) -> tuple[dict[str, list[Any]], list[str]]:
+    """CAD marks ``((x, y, z) mm, probability)`` per series (every finding of the detector, both lungs),
+    and the series where no lungs were found: they get no mark (their nodules count as missed)."""
+    from medanomaly.errors import InputError
+
     marks: dict[str, list[Any]] = {}
+    no_lungs: list[str] = []
     for uid in _iterate(list(uids), progress, "detect on LUNA16 scans"):
-        findings = detector.detect(data.read(uid))
+        ct = data.read(uid)
+        try:
+            findings = detector.detect(ct)
+        except InputError:  # the lung mask failed on this scan: no search, no mark
+            no_lungs.append(uid)
+            findings = []
         marks[uid] = [(tuple(float(c) for c in f.center_mm), float(f.score)) for f in findings]
-    return marks
+    return marks, no_lungs
 
 
 def evaluate_luna16(run_dir: Path, config: Any, split: str = "test", out_dir: Path | None = None,
@@ -199,14 +210,14 @@ def evaluate_luna16(run_dir: Path, config: Any, split: str = "test", out_dir: Pa
     if not uids:
         raise InputError(f"no scan in the {split} fold", section.root)
     detector = NoduleDetector.load(run_dir)
-    marks = detect_marks(detector, data, uids, progress)
+    marks, no_lungs = detect_marks(detector, data, uids, progress)
     csv_path = write_csv(out_dir / f"luna16_{split}_results.csv", RESULT_COLUMNS,
                          [(u, *c, p) for u in uids for c, p in marks[u]])  # fmt: skip
     result = evaluate_cad(data.annotations, marks, uids, excluded=data.excluded, n_bootstrap=section.n_bootstrap,
                           seed=config.seed)  # fmt: skip
     fold = section.test_fold if split == "test" else sorted({data.folds[u] for u in uids})[0]
     entry = {**result.to_json(), "split": split, "fold": fold, "marks_csv": csv_path.name,
-             "synthetic": False, "froc_plot": f"luna16_{split}_froc.png",
+             "scans_without_lungs": no_lungs, "synthetic": False, "froc_plot": f"luna16_{split}_froc.png",
              "note": "LUNA16 CT and annotations (real); the challenge's CPM (medanomaly.evaluate.luna16)"}  # fmt: skip
     plot_cad_froc(result, out_dir / entry["froc_plot"], f"LUNA16 fold {fold} ({split})")
     luna = {**_previous(out_dir / "metrics.json"), split: entry}

@@ -73,11 +73,13 @@ sensitivities linearly interpolated on the FROC; CI: bootstrap over scans.</p>
 <p>CPM = <b>{{ "%.3f"|format(e.cpm) }}</b>{% if e.cpm_ci %} ({{ "%.0f"|format(100 * e.confidence) }} % CI
 {{ "%.3f"|format(e.cpm_ci[0]) }} - {{ "%.3f"|format(e.cpm_ci[1]) }}, {{ e.n_bootstrap }} resamples){% endif %};
 nodules hit at the lowest threshold: {{ e.n_detected }}; false positives: {{ e.n_false_positives }};
-marks: <a href="{{ e.marks_csv }}">{{ e.marks_csv }}</a></p>
+marks: <a href="{{ e.marks_csv }}">{{ e.marks_csv }}</a>{% if e.scans_without_lungs %};
+no lungs found (no marks, nodules missed) in {{ e.scans_without_lungs|length }} scans{% endif %}</p>
 <table><tr><th>FP / scan</th>{% for k in e.sensitivity_at_fp_per_scan %}<th>{{ labels.get(k, k) }}</th>{% endfor %}</tr>
-<tr><td>sensitivity</td>{% for v in e.sensitivity_at_fp_per_scan.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
-{% if e.sensitivity_ci %}<tr><td>CI</td>{% for k in e.sensitivity_at_fp_per_scan %}<td>{{ "%.2f"|format(e.sensitivity_ci[k][0]) }}
-- {{ "%.2f"|format(e.sensitivity_ci[k][1]) }}</td>{% endfor %}</tr>{% endif %}</table>
+<tr><td>sensitivity</td>{% for v in e.sensitivity_at_fp_per_scan.values() %}
+<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
+{% if e.sensitivity_ci %}<tr><td>CI</td>{% for k in e.sensitivity_at_fp_per_scan %}
+<td>{{ "%.2f"|format(e.sensitivity_ci[k][0]) }} - {{ "%.2f"|format(e.sensitivity_ci[k][1]) }}</td>{% endfor %}</tr>{% endif %}</table>
 <img src="{{ e.froc_plot }}" alt="FROC {{ name }}">
 {% endfor %}
 <p><small>Published anchors on LUNA16 (10-fold): CPM 0.930 nnDetection, 0.936 MONAI RetinaNet, 0.956 CPMNet v2.

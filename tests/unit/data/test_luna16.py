@@ -266,6 +266,24 @@ def test_sphere_targets_have_the_annotated_size():
     assert small.sum() == 1 and small[13, 30, 20] == 1  # thinner than a voxel: its centre voxel; outside: none
 
 
+def test_a_scan_without_lungs_gets_no_marks_and_is_listed(luna_root):
+    from medanomaly.detect.luna16_source import detect_marks
+
+    class Stub:  # finds one mark per scan, and no lungs in the second scan
+        def detect(self, ct):
+            if ct.shape[0] and np.asarray(ct.array).flat[0] == self.bad:
+                raise InputError("no lungs found")
+            return [type("F", (), {"center_mm": (1.0, 2.0, 3.0), "score": 0.7})()]
+
+    data = Luna16(luna_root[0])
+    uids = sorted(data.scans)
+    stub = Stub()
+    stub.bad = np.asarray(data.read(uids[1]).array).flat[0]
+    assert np.asarray(data.read(uids[0]).array).flat[0] != stub.bad
+    marks, no_lungs = detect_marks(stub, data, uids[:2], progress=False)
+    assert no_lungs == [uids[1]] and marks == {uids[0]: [((1.0, 2.0, 3.0), 0.7)], uids[1]: []}
+
+
 @pytest.mark.slow  # ~20 s on 2 busy cores: train 3 steps, detect on two folds
 def test_luna16_recipe_trains_on_annotations_and_scores_the_test_fold(luna_root, tmp_path):
     """`medanomaly train` on a config with a luna16: section: trained on fold 0's annotated nodules,
@@ -298,6 +316,6 @@ def test_luna16_recipe_trains_on_annotations_and_scores_the_test_fold(luna_root,
     assert test["n_detected"] + test["n_false_positives"] + test["n_ignored"] == sum(len(m) for m in marks.values())
     evaluate_run(run, "val")
     both = json.loads((run / "metrics.json").read_text())["luna16"]
-    assert set(both) == {"test", "val"} and both["val"]["fold"] == 2
+    assert set(both) == {"test", "val"} and both["val"]["fold"] == 2 and both["test"]["scans_without_lungs"] == []
     html = (run / "report.html").read_text()
     assert "fold 1 (1 scans" in html and "fold 2 (1 scans" in html and (run / "luna16_val_froc.png").is_file()
