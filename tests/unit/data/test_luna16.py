@@ -245,9 +245,12 @@ def test_docstring_examples():
     import doctest
 
     import medanomaly.data.luna16
+    import medanomaly.detect.luna16_source
     import medanomaly.evaluate.luna16
+    import medanomaly.evaluate.luna16_report
 
-    for mod in (medanomaly.data.luna16, medanomaly.evaluate.luna16):
+    for mod in (medanomaly.data.luna16, medanomaly.evaluate.luna16, medanomaly.detect.luna16_source,
+                medanomaly.evaluate.luna16_report):
         result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0
 
