@@ -11,9 +11,9 @@ folder with :class:`medanomaly.data.luna16.Luna16` instead of simulating nodules
   (LPS mm, the MetaImage's physical space), rendered on that grid (a voxel is in when its centre
   is within ``diameter / 2``; the voxel holding the centre always is, so a 3 mm nodule on 2.5 mm
   slices is never empty). Patch centres: the lungs grown by ``infer.lung_margin_mm`` (juxtapleural
-  nodules) and the target voxels. At most ``max_train_scans`` training scans are loaded (in memory,
-  about 12 bytes per grid voxel: roughly 150-200 MB per LUNA16 scan at 1.25 x 1.25 x 2.5 mm), drawn
-  by the run's seed.
+  nodules) and the target voxels. At most ``max_train_scans`` training scans are loaded, drawn by
+  the run's seed, and held in memory (11 bytes per grid voxel plus the patch sampler's index of the
+  lung voxels: an estimated 150-200 MB per LUNA16 scan at 1.25 x 1.25 x 2.5 mm, not measured on LUNA16).
 * **Evaluation**: the detector searches both lungs of each scan of the split; every finding is a
   CAD mark (its centre, its score as probability), written as a LUNA16 submission CSV
   (``luna16_<split>_results.csv``: ``seriesuid,coordX,coordY,coordZ,probability``) and scored with
