@@ -72,9 +72,10 @@ def test_padim_arrays_are_checked_and_never_unpickled(tmp_path: Path) -> None:
 
 
 def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
-    """An ``atlas`` run (its validation stubbed: two synthetic brains stored) is refused by export, exit 2."""
+    """An ``atlas`` run (its validation stubbed: one synthetic brain stored) predicts through the engine and is
+    refused by export in one line, exit 2."""
     from medanomaly.anomaly import atlas
-    from medanomaly.engine import train_run
+    from medanomaly.engine import load_model, train_run
     from medanomaly.types import Volume
 
     zz, yy, xx = np.mgrid[:40, :48, :48]
@@ -90,6 +91,8 @@ def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) ->
     cfg["method"] = {"name": "atlas", "params": {}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = train_run(tmp_path / "cfg.yaml", tmp_path / "run")
+    pred = load_model(run).predict(head.with_meta(modality="MR"))  # the engine path: a map on the input grid
+    assert pred.anomaly_map.same_grid(head) and pred.label in ("anomaly", "normal") and pred.flags == ()
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "pkg")])
     assert isinstance(result.exception, InputError) and "the atlas method cannot be exported" in str(result.exception)
     assert not (tmp_path / "pkg").exists()
