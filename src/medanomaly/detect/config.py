@@ -66,7 +66,7 @@ class SimulationConfig(Finite):
     # Nodule shapes: ``lidc`` = the LIDC-IDRI radiologists' consensus shapes (train split for training
     # scans, val split for validation scans, test split for held-out scans: medanomaly.synth.insert),
     # ``procedural`` = medanomaly.synth.nodules (spheres, ellipsoids, lobulated, spiculated).
-    shapes: Literal["lidc", "procedural"] = "lidc"
+    shapes: Literal["lidc", "procedural"] = "procedural"
     val_scans_per_source: int = Field(1, ge=0, le=1000)  # validation scans (learning curve); 0 = none
 
     @field_validator("diameter_range_mm")
@@ -95,11 +95,11 @@ class TrainConfig(PatchTrainConfig):
     """The lung recipe's training budget and 3D patch (z, y, x voxels); these are the only defaults
     (the detector and the patch sampler take theirs from here)."""
 
-    steps: int = Field(250, ge=1, le=1_000_000)
+    steps: int = Field(1500, ge=1, le=1_000_000)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
-    budget_minutes: float | None = Field(None, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
-    eval_every: int = Field(0, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
-    positive_sampling: Literal["voxel", "lesion"] = "lesion"  # lesion: each nodule equally often, whatever its size
+    budget_minutes: float | None = Field(4.0, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
+    eval_every: int = Field(500, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
+    positive_sampling: Literal["voxel", "lesion"] = "voxel"  # lesion: each nodule equally often, whatever its size
 
 
 class InferConfig(SlidingInferConfig):

@@ -82,7 +82,7 @@ class NoduleDetector:
         lr: float = 3e-3,
         positive_fraction: float = 0.5,
         hard_negative_fraction: float = 0.3,
-        positive_sampling: str = "lesion",
+        positive_sampling: str = "voxel",
         budget_minutes: float | None = None,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,

@@ -242,8 +242,9 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     record = {k: history.get(k) for k in keys}
     record["plot"] = None
     if record["learning_curve"]:
+        shapes = "LIDC val" if record["shapes"] == "lidc" else str(record["shapes"])
         record["plot"] = plot_learning_curve(record["learning_curve"], out_dir / "learning_curve.png",
-                                             record["best_step"]).name  # fmt: skip
+                                             record["best_step"], shapes=shapes).name  # fmt: skip
     return record
 
 

@@ -62,7 +62,7 @@ def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out sim
 
 
 def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: int | None = None,
-                        metric: str = "cpm") -> Path:
+                        metric: str = "cpm", shapes: str = "LIDC val") -> Path:
     """Validation ``metric`` (CPM on simulated validation scans, synthetic) against training steps, the
     kept step marked."""
     plt = _plt()
@@ -76,7 +76,7 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
     ax.set_xlabel("training steps")
     ax.set_ylabel(metric.upper())
     ax.set_ylim(0, 1.02)
-    ax.set_title("Learning curve on validation scans (synthetic, LIDC val shapes)", fontsize=10)
+    ax.set_title(f"Learning curve on validation scans (synthetic, {shapes} shapes)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

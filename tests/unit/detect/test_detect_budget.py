@@ -109,7 +109,7 @@ def test_train_history_records_budget_and_learning_curve(tmp_path, toy_source) -
     cfg = LungNoduleConfig(
         simulation={"sources": [{"case": "lung1"}], "train_scans_per_source": 1, "nodules_per_train_scan": 2,
                     "test_scans_per_source": 1, "nodules_per_test_scan": 2, "val_scans_per_source": 1,
-                    "diameter_range_mm": [6.0, 15.0]},
+                    "diameter_range_mm": [6.0, 15.0], "shapes": "lidc"},
         grid={"spacing_mm": [2.5, 2.5, 5.0]}, model={"name": "nodule_unet", "params": {"filters": [4, 8, 16]}},
         train={"steps": 4, "eval_every": 2, "budget_minutes": 10.0, "batch_size": 2, "patch_size": [4, 32, 32]},
         infer={"roi_size": [8, 32, 32], "max_findings": 3, "explain_top": 0},
