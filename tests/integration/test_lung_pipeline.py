@@ -50,6 +50,9 @@ def test_lung_tiny_train_then_detect(tmp_path: Path) -> None:
     assert held["synthetic"] is True and held["n_scans"] == 1 and held["n_lesions"] >= 1
     assert 0.0 <= held["cpm"] <= 1.0
     assert "lung1" in metrics["real_lesions"]
+    training = metrics["training"]  # budget, steps and the learning curve (validation CPM every 3 steps)
+    assert training["steps_done"] == 6 and training["shapes"] == "lidc" and training["cpu_seconds"] > 0
+    assert [r["step"] for r in training["learning_curve"]] == [3, 6] and (run / "learning_curve.png").is_file()
     assert (run / "lung1" / "findings.json").is_file()
     assert "synthetic" in (run / "report.html").read_text()
 
