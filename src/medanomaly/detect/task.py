@@ -53,14 +53,15 @@ def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceSca
 def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str = "train",
                  progress: bool = True) -> list[Any]:
     """Simulated scans for ``purpose``: ``train`` (lung ``train_side``, LIDC train shapes, seed stream 0),
-    ``val`` (the held-out lung, LIDC val shapes, stream 2) or ``test`` (the held-out lung, LIDC test
+    ``val`` (the training lung, LIDC val shapes, stream 2: never the held-out lung the test
+    scans are searched in) or ``test`` (the held-out lung, LIDC test
     shapes, stream 1; what :meth:`LungNoduleTask.evaluate` scores), as :class:`SimScan` s."""
     from medanomaly.detect.simulate import ScanSimulator
 
     sim = cfg.simulation
     side, n_scans, n_nodules, stream = {
         "train": (sim.train_side, sim.train_scans_per_source, sim.nodules_per_train_scan, 0),
-        "val": (3 - sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
+        "val": (sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
         "test": (3 - sim.train_side, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
     }[purpose]
     simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm)
@@ -138,7 +139,7 @@ class LungNoduleTask:
                     "note": f"trained on simulated nodules ({config.simulation.shapes} shapes) in lung "
                             f"{config.simulation.train_side}; learning curve: CPM on "
                             f"{config.simulation.val_scans_per_source} validation scan(s) per source "
-                            "(val-split shapes, held-out lung)"})  # fmt: skip
+                            "(val-split shapes, training lung, separate seed)"})  # fmt: skip
         self.evaluate(run_dir, "test", sources=sources, config=config, out_dir=out_dir)
         return run_dir
 
