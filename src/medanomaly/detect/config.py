@@ -98,7 +98,7 @@ class TrainConfig(PatchTrainConfig):
     steps: int = Field(1500, ge=1, le=1_000_000)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
     budget_minutes: float | None = Field(4.0, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
-    eval_every: int = Field(500, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
+    eval_every: int = Field(250, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
     positive_sampling: Literal["voxel", "lesion"] = "voxel"  # lesion: each nodule equally often, whatever its size
 
 
