@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.evaluate.luna16 import FP_RATES, Luna16Result
+from medanomaly.evaluate.lung_report import finish_figure, froc_axes
 
 __all__ = ["plot_cad_froc", "write_luna16_report"]
 
@@ -41,21 +42,8 @@ def plot_cad_froc(result: Luna16Result, path: Path, title: str) -> Path:
                     label=f"1/8..8 FP/scan ({result.confidence:.0%} CI)")  # fmt: skip
     else:
         ax.plot(rates, sens, "o", color="C3", label="sensitivity at 1/8..8 FP/scan")
-    ax.set_xscale("log")
-    ax.set_xlim(FP_RATES[0] / 2, FP_RATES[-1] * 2)
-    ax.set_ylim(0, 1.02)
-    ax.set_xticks(FP_RATES)
-    ax.set_xticklabels([_LABELS.get(r, f"{r:g}") for r in FP_RATES])
-    ax.set_xlabel("false positives per scan")
-    ax.set_ylabel("sensitivity")
-    ax.set_title(f"{title}\n{result.n_scans} scans, {result.n_nodules} nodules", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    froc_axes(ax, f"{title}\n{result.n_scans} scans, {result.n_nodules} nodules")
+    return finish_figure(fig, path)
 
 
 _TEMPLATE = """<!doctype html>

@@ -36,6 +36,30 @@ def _plt() -> Any:
     return plt
 
 
+def froc_axes(ax: Any, title: str) -> None:
+    """The FROC axes every FROC plot here shares: log FP/scan axis at 1/8..8, sensitivity 0..1, title, legend."""
+    ax.set_xscale("log")
+    ax.set_xlim(FP_RATES[0] / 2, FP_RATES[-1] * 2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(FP_RATES)
+    ax.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def finish_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write (PNG, parents created) and close ``fig``; the path."""
+    from medanomaly.evaluate.plots import save_figure
+
+    fig.tight_layout()
+    save_figure(fig, path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out simulated scans (synthetic)") -> Path:
     """FROC curve (log FP axis) with the 7 operating points and the CPM in the legend."""
     plt = _plt()
@@ -44,21 +68,8 @@ def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out sim
     ax.step(fps, result.sensitivity, where="post", color="C0", label=f"CPM = {result.cpm:.3f}")
     ax.plot(list(result.operating_points), list(result.operating_points.values()), "o", color="C3",
             label="sensitivity at 1/8..8 FP/scan")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlim(FP_RATES[0] / 2, FP_RATES[-1] * 2)
-    ax.set_ylim(0, 1.02)
-    ax.set_xticks(FP_RATES)
-    ax.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
-    ax.set_xlabel("false positives per scan")
-    ax.set_ylabel("sensitivity")
-    ax.set_title(f"{title}\n{result.n_scans} scans, {result.n_lesions} lesions", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    froc_axes(ax, f"{title}\n{result.n_scans} scans, {result.n_lesions} lesions")
+    return finish_figure(fig, path)
 
 
 def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: int | None = None,
@@ -79,11 +90,7 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
     ax.set_title(f"Learning curve on validation scans (synthetic, {shapes} shapes)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path)
 
 
 def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path:
@@ -99,11 +106,7 @@ def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path
     ax.set_ylabel(f"measured - simulated ({diff_unit})")
     ax.set_title(f"{what}: agreement with simulation truth (synthetic), n = {ba.n}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path)
 
 
 def plot_finding(
@@ -137,11 +140,7 @@ def plot_finding(
                 ax.contour(sl, levels=[0.5], colors=colour, linewidths=1.0, extent=extent, origin="upper")
     ax.set_title(title or f"score {finding.score:.2f}, slice {z}", fontsize=9)
     ax.set_xlabel("mm")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, dpi=90)
 
 
 _TEMPLATE = """<!doctype html>
