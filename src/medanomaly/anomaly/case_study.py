@@ -224,27 +224,38 @@ def _overlay(a: dict[str, Any]) -> tuple[int, str]:
     return z, png
 
 
+def score_panels(scores: np.ndarray, y: np.ndarray, threshold: float, names: tuple[str, str], xlabel: str,
+                 roc_label: str, bins: int, density: bool = False) -> Any:
+    """A two-panel figure: score histograms of the negatives and positives of ``y`` with the threshold
+    chosen on normal validation data, and the ROC curve of ``scores`` (``roc_label`` in its legend)."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].hist(scores[~y], bins=bins, density=density, alpha=0.6, label=names[0])
+    ax[0].hist(scores[y], bins=bins, density=density, alpha=0.6, label=names[1])
+    ax[0].axvline(threshold, color="k", ls="--", label="threshold (normal validation)")
+    ax[0].set_xlabel(xlabel)
+    ax[0].legend(fontsize=8)
+    fpr, tpr, _ = roc_curve(y, scores)
+    ax[1].plot(fpr, tpr, label=roc_label)
+    ax[1].plot([0, 1], [0, 1], ls="--", color="0.6")
+    ax[1].set_xlabel("false-positive rate")
+    ax[1].set_ylabel("true-positive rate")
+    ax[1].legend()
+    return fig
+
+
 def _figures(metrics: dict[str, Any], arrays: list[dict[str, Any]], y: np.ndarray, s: np.ndarray,
              sim_arrays: list[dict[str, Any]]) -> list[tuple[str, str]]:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
     figs, where = [], _where(metrics)
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].hist(s[~y], bins=60, density=True, alpha=0.6, label=f"{where}, no lesion")
-    ax[0].hist(s[y], bins=60, density=True, alpha=0.6, label="lesion (expert mask)")
-    ax[0].axvline(metrics["thresholds"]["pixel"], color="k", ls="--", label="threshold (normal validation)")
-    ax[0].set_xlabel("anomaly score per voxel")
-    ax[0].legend(fontsize=8)
-    fpr, tpr, _ = roc_curve(y, s)
-    ax[1].plot(fpr, tpr, label=f"pixel AUROC {metrics['pixel_auroc']:.3f}")
-    ax[1].plot([0, 1], [0, 1], ls="--", color="0.6")
-    ax[1].set_xlabel("false-positive rate")
-    ax[1].set_ylabel("true-positive rate")
-    ax[1].legend()
+    fig = score_panels(s, y, metrics["thresholds"]["pixel"], (f"{where}, no lesion", "lesion (expert mask)"),
+                       "anomaly score per voxel", f"pixel AUROC {metrics['pixel_auroc']:.3f}", bins=60, density=True)
     figs.append((f"Score histograms and pixel ROC inside the {where}", _png(fig)))
     plt.close(fig)
     for row, a in zip(metrics["cases"], arrays):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.anomaly.case_study import _fmt, _png, auroc_ci, write_html
+from medanomaly.anomaly.case_study import _fmt, _png, auroc_ci, score_panels, write_html
 from medanomaly.errors import InputError
 from medanomaly.evaluate.aupro import aupro_report
 from medanomaly.jsonio import write_json
@@ -81,20 +81,9 @@ def _figures(metrics: dict[str, Any], test: Any, scores: np.ndarray, maps: list[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].hist(scores[~y], bins=20, alpha=0.6, label="normal test images")
-    ax[0].hist(scores[y], bins=20, alpha=0.6, label="abnormal test images")
-    ax[0].axvline(metrics["thresholds"]["decision"], color="k", ls="--", label="threshold (normal validation)")
-    ax[0].set_xlabel("image anomaly score")
-    ax[0].legend(fontsize=8)
-    fpr, tpr, _ = roc_curve(y, scores)
-    ax[1].plot(fpr, tpr, label=f"image AUROC {metrics['image_auroc']['value']:.3f}")
-    ax[1].plot([0, 1], [0, 1], ls="--", color="0.6")
-    ax[1].set_xlabel("false-positive rate")
-    ax[1].set_ylabel("true-positive rate")
-    ax[1].legend()
+    fig = score_panels(scores, y, metrics["thresholds"]["decision"], ("normal test images", "abnormal test images"),
+                       "image anomaly score", f"image AUROC {metrics['image_auroc']['value']:.3f}", bins=20)
     figs = [("Image scores (normal vs abnormal) and image ROC", _png(fig))]
     plt.close(fig)
     picks = list(np.flatnonzero(y)[:4]) + list(np.flatnonzero(~y)[:2])
