@@ -54,6 +54,7 @@ $(STAMPS)/web: $(STAMPS)/apt $(WEB)/package.json $(WEB)/package-lock.json
 	@touch $@
 
 test: setup
+	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 

@@ -19,7 +19,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 import yaml
 
@@ -40,7 +41,7 @@ def test_config_load_validate_save(tmp_path, toy_tasks):
     saved = save_config(cfg, tmp_path / "run")
     assert yaml.safe_load(saved.read_text())["toy"] == {"width": 16}
     assert load_config(saved).model_dump() == cfg.model_dump()
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.seed = 4  # frozen
 
 

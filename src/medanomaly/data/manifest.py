@@ -90,7 +90,7 @@ def load_manifest(
         shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         raise InputError(f"{len(absent)} file(s) named in the manifest do not exist: {shown}", csv)
     images = []
-    for row, path in zip(rows, paths, strict=True):
+    for path in paths:
         volume = read(path)
         images.append(to_model_array(volume.array, image_size, channels, intensity))
     return LabelledImages(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.synth.sources import SourceScan, exclusion_zone, load_source
-from medanomaly.synth.nodules import InsertedNodule, NoduleSpec, nodule_reach_mm, insert_nodules, sample_nodule_spec
+from medanomaly.synth.nodules import NoduleSpec, nodule_reach_mm, insert_nodules, sample_nodule_spec
 from medanomaly.types import Volume
 
 __all__ = ["ScanSimulator", "SimScan", "SourceScan", "exclusion_zone", "load_source", "simulate_scan", "truth_radius_mm"]

@@ -69,7 +69,7 @@ def test_io_npz_damaged_archive(tmp_path):
     data = (tmp_path / "m.npz").read_bytes()
     rng = random.Random(1)
     raised = 0
-    for trial in range(40):
+    for _trial in range(40):
         damaged = bytearray(data)
         start = rng.randrange(len(damaged))
         for i in range(start, min(len(damaged), start + 50)):

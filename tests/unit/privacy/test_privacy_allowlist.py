@@ -6,7 +6,7 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from medanomaly.data.sources import real_data
