@@ -22,7 +22,8 @@ from medanomaly.data.image_folders import Image2D, NormalImageSet, load_normal_i
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["image_set", "intensity_range", "to_grid", "stack_images", "folder_split", "map_to_image", "predict_image"]
+__all__ = ["image_set", "intensity_range", "to_grid", "stack_images", "folder_split", "map_to_image", "predict_image",
+           "window_flags"]
 
 
 @lru_cache(maxsize=2)
@@ -31,14 +32,57 @@ def image_set(source: str, normal_label: int) -> NormalImageSet:
     return load_normal_images(source, normal_label)
 
 
+#: A training image whose 99.5th-percentile grey value is this many times the training set's median one has
+#: another bit depth or scaling (16-bit among 8-bit pictures): the dataset window would squash all the others.
+#: (A much darker image is left alone: it only loses contrast itself.)
+SCALE_MISMATCH = 10.0
+#: A test image with more than this share of its pixels outside the training window (widened by half its
+#: width on each side) is flagged ``intensity_outside_training_window``: its call is not to be trusted.
+OUTSIDE_WINDOW_SHARE = 0.25
+
+
 def intensity_range(data: Any) -> list[float] | None:
     """``[low, high]``: the 0.5th and 99.5th percentiles of all training pixels (``data.intensity:
-    dataset``), or None (``image``: each image's own percentiles)."""
+    dataset``), or None (``image``: each image's own percentiles).
+
+    Raises:
+        InputError: a training image on another grey scale than the rest (:data:`SCALE_MISMATCH`), named.
+    """
     if data.intensity != "dataset":
         return None
-    pixels = np.concatenate([im.array.ravel() for im in image_set(data.folder, data.normal_label).train])
+    found = image_set(data.folder, data.normal_label)
+    _refuse_scale_mismatch(found)
+    pixels = np.concatenate([im.array.ravel() for im in found.train])
     low, high = np.percentile(pixels, [0.5, 99.5])
     return [float(low), float(high) if high > low else float(low) + 1.0]
+
+
+def _refuse_scale_mismatch(found: NormalImageSet) -> None:
+    """One line naming the first training image whose grey scale is :data:`SCALE_MISMATCH` times the
+    median image's (a 16-bit picture among 8-bit ones would squash every other image into a few grey levels)."""
+    tops = np.array([float(np.percentile(im.array, 99.5)) for im in found.train])
+    typical = float(np.median(tops))
+    if typical <= 0:
+        return
+    for im, top in zip(found.train, tops, strict=True):
+        if top > SCALE_MISMATCH * typical:
+            where = found.source / "train" / "normal" / im.name if found.layout == "folders" else found.source
+            raise InputError(f"training image {im.name} reaches grey value {top:.0f} where the training images "
+                             f"typically reach {typical:.0f} (another bit depth or scaling): convert or remove it, "
+                             "or set data.intensity: image", where)  # fmt: skip
+
+
+def window_flags(array: np.ndarray, window: list[float] | None) -> tuple[str, ...]:
+    """``("intensity_outside_training_window",)`` when more than :data:`OUTSIDE_WINDOW_SHARE` of a grey
+    image's pixels lie outside the run's training window widened by half its width on each side (another
+    modality, bit depth or exposure); ``()`` otherwise or without a dataset window."""
+    if window is None:
+        return ()
+    low, high = window
+    margin = 0.5 * (high - low)
+    a = np.asarray(array, np.float32)
+    outside = float(np.mean((a < low - margin) | (a > high + margin)))
+    return ("intensity_outside_training_window",) if outside > OUTSIDE_WINDOW_SHARE else ()
 
 
 def to_grid(array: np.ndarray, size: int, window: list[float] | None = None) -> np.ndarray:

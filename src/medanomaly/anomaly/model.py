@@ -91,7 +91,18 @@ class AnomalyModel(ModelBase):
                                            float(self.info.thresholds["sigma"]), self.info.extra.get("domain"))  # fmt: skip
         label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"
         flags = self.flags() + tuple(getattr(self.method, "last_flags", ()))  # e.g. a failed atlas registration
+        flags += self._window_flags(volume)
         return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=flags)
+
+    def _window_flags(self, volume: Volume) -> tuple[str, ...]:
+        """A 2D image far outside the training grey window is flagged (:func:`images2d.window_flags`)."""
+        domain = self.info.extra.get("domain") or {}
+        if domain.get("name") != "folder2d":
+            return ()
+        from medanomaly.anomaly.images2d import window_flags
+        from medanomaly.data.image_folders import to_grey
+
+        return window_flags(to_grey(volume.array)[0], domain.get("intensity_range"))
 
     def network(self) -> Any:
         """The torch module of the method (``None`` for the normative baseline, which has none)."""

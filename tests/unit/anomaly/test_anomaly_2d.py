@@ -88,3 +88,51 @@ def test_folder_training_image_with_a_mask_beside_it_is_refused(tmp_path):
     image_set.cache_clear()
     with pytest.raises(InputError, match="mask"):
         folder_split(data, "train")
+
+
+def _write_folders(root: Path, train: dict[str, np.ndarray]) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for part in ("train/normal", "val/normal", "test/normal", "test/abnormal"):
+        (root / part).mkdir(parents=True)
+    base = (rng.random((24, 24)) * 200).astype(np.uint8)
+    for part in ("val/normal", "test/normal", "test/abnormal"):
+        Image.fromarray(base).save(root / part / "x.png")
+    for name, array in train.items():
+        Image.fromarray(array).save(root / "train" / "normal" / name)
+    return root
+
+
+def test_dataset_window_refuses_a_training_image_on_another_grey_scale_by_name(tmp_path):
+    """A 16-bit picture among 8-bit ones would squash every other image into a few grey levels."""
+    from types import SimpleNamespace
+
+    from medanomaly.anomaly.images2d import image_set, intensity_range
+
+    rng = np.random.default_rng(2)
+    eight = {f"n{i}.png": (rng.random((24, 24)) * 200).astype(np.uint8) for i in range(4)}
+    ok = _write_folders(tmp_path / "ok", {**eight, "dark.png": (rng.random((24, 24)) * 10).astype(np.uint8)})
+    data = SimpleNamespace(intensity="dataset", folder=str(ok), normal_label=0)
+    low, high = intensity_range(data)  # a darker 8-bit image is accepted
+    assert 0 <= low < high <= 200
+    sixteen = (rng.random((24, 24)) * 200 * 257).astype(np.uint16)
+    bad = _write_folders(tmp_path / "bad", {**eight, "deep.png": sixteen})
+    image_set.cache_clear()
+    with pytest.raises(InputError, match="deep.png reaches grey value .* typically reach"):
+        intensity_range(SimpleNamespace(intensity="dataset", folder=str(bad), normal_label=0))
+    assert intensity_range(SimpleNamespace(intensity="image", folder=str(bad), normal_label=0)) is None
+
+
+def test_window_flags_an_image_far_outside_the_training_grey_window():
+    from medanomaly.anomaly.images2d import window_flags
+
+    rng = np.random.default_rng(3)
+    eight_bit = rng.random((32, 32)) * 255
+    assert window_flags(eight_bit, [0.0, 255.0]) == ()
+    lesion = eight_bit.copy()
+    lesion[:8, :8] = 2000.0  # a bright lesion on 6 % of the image is not a scale change
+    assert window_flags(lesion, [0.0, 255.0]) == ()
+    ct_hu = rng.random((32, 32)) * 2000 - 1000  # a CT slice in HU against an 8-bit window
+    assert window_flags(ct_hu, [0.0, 255.0]) == ("intensity_outside_training_window",)
+    assert window_flags(ct_hu, None) == ()
