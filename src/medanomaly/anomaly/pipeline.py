@@ -17,7 +17,7 @@ from medanomaly.anomaly.data import CommonSlices, augment, load_normal, maps_to_
 from medanomaly.anomaly.methods import METHODS, pixel_auroc
 from medanomaly.types import Volume
 
-__all__ = ["build_split", "fit", "smooth", "volume_score", "predict_volume", "Fitted"]
+__all__ = ["build_split", "fit", "smooth", "volume_score", "label_free_thresholds", "predict_volume", "Fitted"]
 
 
 def _stack(items: list[CommonSlices]) -> dict[str, np.ndarray]:
@@ -101,12 +101,7 @@ def fit(config: Any) -> Fitted:
     by_sigma = {s: pixel_auroc(smooth(raw, s), lesions, synth["masks"]) for s in config.threshold.sigmas}
     sigma = max(by_sigma, key=lambda s: -1 if np.isnan(by_sigma[s]) else by_sigma[s])
     clean = smooth(method.score(val["images"], val["masks"], val["rel_z"]), sigma)
-    q = 1.0 - config.threshold.target_fpr
-    pixel_threshold = float(np.quantile(clean[val["masks"]], q))
-    groups = np.array_split(np.arange(len(clean)), max(config.data.copies + 1, 1))  # pseudo-volumes
-    if config.data.domain == "folder2d":  # 2D: each validation image is one image
-        groups = list(np.arange(len(clean))[:, None])
-    image_scores = [volume_score(clean[g], val["masks"][g]) for g in groups if len(g)]
+    pixel_threshold, image_threshold, image_scores = label_free_thresholds(clean, val["masks"], config)
     log.update({"synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
                 "sigma": sigma, "n_train_slices": int(len(train["images"])), "n_val_slices": int(len(clean)),
                 "val_image_scores": [round(s, 4) for s in image_scores]})  # fmt: skip
@@ -115,7 +110,20 @@ def fit(config: Any) -> Fitted:
 
         log["training_exclusion"] = [exclusion_record(n, config.data.exclude_margin_mm)
                                      for n in dict.fromkeys(config.data.train + config.data.val)]  # fmt: skip
-    return Fitted(method, float(sigma), pixel_threshold, float(np.quantile(image_scores, q)), log)
+    return Fitted(method, float(sigma), pixel_threshold, image_threshold, log)
+
+
+def label_free_thresholds(clean: np.ndarray, masks: np.ndarray, config: Any) -> tuple[float, float, list[float]]:
+    """(pixel threshold, image threshold, image scores) from smoothed maps of the NORMAL validation data:
+    the quantiles at 1 - ``threshold.target_fpr`` of the map values inside the masks and of the image
+    scores (3D: the split's ``copies + 1`` parts as pseudo-volumes; 2D ``folder2d``: each image)."""
+    q = 1.0 - config.threshold.target_fpr
+    pixel_threshold = float(np.quantile(clean[masks], q))
+    groups = np.array_split(np.arange(len(clean)), max(config.data.copies + 1, 1))  # pseudo-volumes
+    if config.data.domain == "folder2d":  # 2D: each validation image is one image
+        groups = list(np.arange(len(clean))[:, None])
+    image_scores = [volume_score(clean[g], masks[g]) for g in groups if len(g)]
+    return pixel_threshold, float(np.quantile(image_scores, q)), image_scores
 
 
 def predict_volume(method: Any, volume: Volume, size: int, sigma: float,

@@ -19,8 +19,9 @@ What goes into the graph, per task:
 * anomaly (normative, autoencoder, padim): :mod:`medanomaly.deploy.export_anomaly`.
 
 The last two have their own graphs and checks (:data:`TASK_EXPORTERS`); int8 for detection
-quantises the heatmap network behind a validation-CPM guard; it is refused for anomaly runs (no
-accuracy guard is defined for their maps).
+quantises the heatmap network behind a validation-CPM guard, int8 for anomaly runs the method's
+graph behind a synthetic-lesion AUROC guard, with its own thresholds (``int8_thresholds``, kept in
+``model.json``'s ``extra``: the package loader uses them with the int8 graph).
 
 Example:
     >>> from medanomaly.deploy.export import export_run         # doctest: +SKIP
@@ -239,6 +240,9 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
                       "validation_items": int(len(val.inputs))}  # fmt: skip
         if int8 and exporter is not None:
             record["int8"] = exporter.quantise(model, tmp, info, calibration, force)
+            if record["int8"].get("int8_thresholds"):
+                info = info.model_copy(update={"extra": {**info.extra,
+                                                         "int8_thresholds": record["int8"]["int8_thresholds"]}})
         elif int8:
             from medanomaly.deploy.quantise import quantise_run
 

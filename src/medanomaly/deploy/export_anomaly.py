@@ -14,6 +14,16 @@ smoothing, the image score and the mapping back to the input grid stay the run's
   ``padim_inv_cov.npy`` (read with ``allow_pickle=False``) and the Mahalanobis distance and its
   up-sampling run in NumPy, the run's code.
 
+``--int8`` (:func:`quantise`): the graph is quantised as :mod:`medanomaly.deploy.quantise` does,
+calibrated on up to ``--calibration`` normal **validation** slices (evenly spaced through the split;
+never test data). The autoencoder's residual map (local SSIM and L1: differences of nearby values
+that 8 bits would erase) stays float: only its network (the ``/net/`` nodes) is quantised; the
+normative graph's mean and spread tables are (it has no network, so int8 saves no time there).
+The guard and the int8 thresholds are :mod:`medanomaly.deploy.anomaly_guard`'s: pixel (and, for
+2D runs, image) AUROC on the validation slices with SYNTHETIC lesions, and thresholds recomputed
+on the int8 maps of the normal validation slices (stored in ``model.json`` as
+``extra.int8_thresholds``; the package loader uses them with the int8 graph).
+
 The brain masks multiply every map outside the graph, exactly as the methods do. The ``atlas``
 method is refused in one line: its registration of the normal brains to each test volume
 (SimpleITK) is not an ONNX graph. The check
@@ -33,7 +43,7 @@ from medanomaly.deploy.export import MATCH_LIMIT, GraphSpec
 from medanomaly.deploy.onnx_anomaly import PADIM_ARRAYS
 from medanomaly.errors import InputError
 
-__all__ = ["graphs", "package_info", "check"]
+__all__ = ["graphs", "package_info", "check", "quantise"]
 
 
 def _normative_module(method: Any) -> Any:
@@ -155,3 +165,70 @@ def check(model: Any, folder: Path, info: Any, limit: int) -> dict[str, Any]:
                          model.run_dir)  # fmt: skip
     return {"fp32_max_abs_diff": diff, "validation_items": int(len(val["images"])), "method": _method_name(model),
             "validation_synthetic": False}  # fmt: skip
+
+
+#: What the int8 graph quantises, per method (recorded in the manifest).
+QUANTISED = {"autoencoder": "the network; the residual map (local SSIM, L1) stays float",
+             "padim": "the encoder; the Gaussian (Mahalanobis) distance runs in NumPy, float",
+             "normative": "the mean and spread tables and the input (no network)"}  # fmt: skip
+
+
+def _calibration_feeds(model: Any, val: dict[str, np.ndarray], limit: int) -> list[dict[str, np.ndarray]]:
+    """Graph inputs of up to ``limit`` normal validation slices, evenly spaced through the split
+    (its first slices alone would all be the bottom of one brain)."""
+    n = len(val["images"])
+    idx = np.unique(np.linspace(0, n - 1, min(limit, n)).round().astype(int)) if n else []
+    feeds = []
+    for i in idx:
+        x = np.ascontiguousarray(val["images"][i : i + 1], np.float32)
+        if _method_name(model) == "normative":
+            feeds.append({"input": x, "bins": model.method._bins(val["rel_z"][i : i + 1]).astype(np.int64)})
+        else:
+            feeds.append({"input": x[:, None]})
+    return feeds
+
+
+def _float_nodes(model: Any, fp32: Path) -> list[str]:
+    """Nodes that stay float: the autoencoder's residual map (everything outside its ``/net/``)."""
+    import onnx
+
+    if _method_name(model) != "autoencoder":
+        return []
+    return [n.name for n in onnx.load(str(fp32)).graph.node if not n.name.startswith("/net/")]
+
+
+def quantise(model: Any, folder: Path, info: Any, limit: int, force: bool) -> dict[str, Any]:
+    """``model.int8.onnx`` from ``folder/model.onnx`` behind the synthetic-lesion AUROC guard, with
+    thresholds recomputed on its maps (see the module docstring).
+
+    Returns:
+        The manifest's ``int8`` record (AUROCs of both graphs, drops, thresholds, ``passed``) and
+        ``int8_thresholds`` (``pixel``, ``decision``) for ``model.json``.
+
+    Raises:
+        InputError: no validation slice, or the guard refuses without ``force``.
+    """
+    from medanomaly.deploy.anomaly_guard import auroc_problem, guard_set, int8_thresholds, map_metrics
+    from medanomaly.deploy.onnx_anomaly import onnx_method
+    from medanomaly.deploy.onnx_model import session
+    from medanomaly.deploy.quantise import MAX_MAP_AUROC_DROP, QDQ_RECORD, guard_verdict, quantise_graph
+
+    gs = guard_set(model.run_dir)
+    feeds = _calibration_feeds(model, gs.val, limit)
+    if not feeds:
+        raise InputError("the run's validation split holds no slice to calibrate and guard int8 on", model.run_dir)
+    excluded = _float_nodes(model, folder / "model.onnx")
+    quantise_graph(folder / "model.onnx", folder / "model.int8.onnx", feeds, excluded)
+    sigma = float(info.thresholds["sigma"])
+    methods = {name: onnx_method(session(folder / graph), info, folder)
+               for name, graph in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))}  # fmt: skip
+    ref, got = (map_metrics(methods[k], gs, sigma) for k in ("fp32", "int8"))
+    threshold = int8_thresholds(methods["fp32"], methods["int8"], gs, info.thresholds)
+    drops = {f"{k}_drop": None if ref[k] is None or got[k] is None else round(ref[k] - got[k], 6)
+             for k in ("pixel_auroc", "image_auroc")}  # fmt: skip
+    result = {"metric": "synthetic-lesion pixel AUROC (+ image AUROC in 2D)", "fp32": ref, "int8": got, **drops,
+              "validation_slices": int(len(gs.val["images"])), "validation_synthetic": True,
+              "quantised": QUANTISED[_method_name(model)],
+              "threshold": threshold, "int8_thresholds": threshold["int8"],
+              **QDQ_RECORD, "calibration_items": len(feeds)}  # fmt: skip
+    return guard_verdict(result, auroc_problem(ref, got, MAX_MAP_AUROC_DROP), force, model.run_dir)

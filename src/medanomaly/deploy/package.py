@@ -5,7 +5,8 @@ A package holds::
     model.onnx          fp32 graph (opset 17, dynamic batch axis)
     model.int8.onnx     optional: static QDQ int8 graph (per-channel weights) that passed the guard
     model.json          the run's RunInfo: task, class names, thresholds (decision, abstention,
-                        temperature, finding...), recorded preprocessing, input spec
+                        temperature, finding...), recorded preprocessing, input spec; an anomaly
+                        package's int8 thresholds (``extra.int8_thresholds``, used with the int8 graph)
     manifest.json       format, ONNX opset, source run, software version, default graph, the fp32
                         match and int8 guard results (or the forced warning), SHA-256 of every file
 
@@ -132,7 +133,10 @@ def load_package(pkg: str | Path, precision: str | None = None, threads: int | N
     graph = manifest["default_graph"] if precision is None else (INT8 if precision == "int8" else FP32)
     if graph not in manifest["sha256"]:
         raise InputError(f"the package has no {graph} (export it with --int8)", pkg)
-    model = onnx_model(pkg / graph, read_run_info(pkg), pkg, threads)
+    info = read_run_info(pkg)
+    if graph == INT8 and info.extra.get("int8_thresholds"):  # thresholds set on the int8 graph's own maps
+        info = info.model_copy(update={"thresholds": {**info.thresholds, **info.extra["int8_thresholds"]}})
+    model = onnx_model(pkg / graph, info, pkg, threads)
     model.manifest = manifest
     model.graph = graph
     return model

@@ -16,14 +16,17 @@ much) when it costs more than:
 * classification / fusion: ROC AUC down by more than :data:`MAX_AUC_DROP` (0.005) or accuracy
   down by more than :data:`MAX_ACC_DROP` (0.01);
 * lung_nodule: CPM on simulated validation scans (training lung, separate seed) down by more than
-  :data:`MAX_CPM_DROP` (0.02), or the rank of any real lesion (lung1, lung2...) changed.
+  :data:`MAX_CPM_DROP` (0.02), or the rank of any real lesion (lung1, lung2...) changed;
+* anomaly (normative, autoencoder, padim): pixel AUROC (and image AUROC where an image is defined)
+  on the normal validation slices with SYNTHETIC lesions down by more than
+  :data:`MAX_MAP_AUROC_DROP` (0.005) (:mod:`medanomaly.deploy.anomaly_guard`).
 
 ``force=True`` keeps a refused graph; the manifest then carries the warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +34,24 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_AUC_DROP", "MAX_ACC_DROP", "MAX_CPM_DROP", "QDQ_RECORD", "quantise_graph", "quantise_run",
+__all__ = ["MAX_AUC_DROP", "MAX_ACC_DROP", "MAX_CPM_DROP", "MAX_MAP_AUROC_DROP", "QDQ_RECORD", "quantise_graph", "quantise_run",
            "class_metrics", "cpm_problem", "guard_verdict"]  # fmt: skip
 
 MAX_AUC_DROP = 0.005
 MAX_ACC_DROP = 0.01
 MAX_CPM_DROP = 0.02
+#: Largest accepted drop of an anomaly map's pixel (or image) AUROC on synthetic-lesion validation slices.
+MAX_MAP_AUROC_DROP = 0.005
 #: How every int8 graph here is made (recorded in the manifest).
 QDQ_RECORD = {"calibration_split": "validation", "format": "QDQ", "weights": "int8 per-channel (7-bit range)",
               "activations": "uint8 (MinMax)"}  # fmt: skip
 
 
-def quantise_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+def quantise_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]],
+                   nodes_to_exclude: Sequence[str] = ()) -> Path:  # fmt: skip
     """Static QDQ quantisation of ``fp32`` into ``int8`` (uint8 activations, per-channel int8 weights with
-    ``reduce_range``; see the module docstring), calibrated on ``feeds``."""
+    ``reduce_range``; see the module docstring), calibrated on ``feeds``; the nodes named in
+    ``nodes_to_exclude`` stay float (e.g. arithmetic on small differences that 8 bits would erase)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)  # fmt: skip
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -61,7 +68,8 @@ def quantise_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]]) -
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                        calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=list(nodes_to_exclude))  # fmt: skip
     finally:
         pre.unlink(missing_ok=True)
     return int8
