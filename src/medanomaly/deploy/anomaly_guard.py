@@ -11,7 +11,7 @@ and the int8 graph is refused when
 * the image AUROC drops by more than the same limit, where an image is defined: ``folder2d``
   runs, where each validation image is one image and gets the run's image score (the 99.9th
   percentile of its map). A 3D run's image is a whole volume, and its validation split holds too
-  few volumes (one brain and its augmented copies) for an AUROC: not computed, recorded as ``None``.
+  few volumes (one or two brains and their augmented copies) for an AUROC: not computed, ``None``.
 
 The thresholds (:func:`int8_thresholds`): the run's pixel and image thresholds are quantiles at
 1 - target FPR of its maps of the clean normal validation slices. The int8 graph maps the same
