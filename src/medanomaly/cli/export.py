@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         int8: bool = typer.Option(False, "--int8", help=(
             "Also write model.int8.onnx (static QDQ, per-channel weights, calibrated on validation data), refused "
             "(exit 2) when the validation metric drops: AUC > 0.005 / accuracy > 0.01 (classification, fusion), "
-            "CPM > 0.02 (detection), synthetic-lesion pixel/image AUROC > 0.005 (anomaly; thresholds "
+            "CPM > 0.02 (lung_nodule: or a real lesion's rank changes; detection), synthetic-lesion pixel/image "
+            "AUROC > 0.005 (anomaly, normal validation slices with synthetic lesions; thresholds "
             "recomputed on the int8 maps; the atlas method is not exportable).")),
         calibration: int = typer.Option(64, "--calibration", help="Validation items for int8 calibration."),
         force: bool = typer.Option(False, "--force", help="Keep an int8 graph the accuracy guard refuses."),
