@@ -61,8 +61,9 @@ def _check_int8_package(run: Path, pkg: Path, method: str) -> None:
     image = read(pyradiomics_case("brain2")[0])
     a, b = fp32.predict(image), int8.predict(image)
     ma, mb = np.asarray(a.anomaly_map.array), np.asarray(b.anomaly_map.array)
-    diff = float(np.abs(ma - mb).max())
-    assert ma.max() > 0 and 0 < diff <= 0.1 * float(ma.max()), (method, diff, float(ma.max()))  # close, not equal
+    # close (voxel-wise correlation, mean deviation), but not equal: int8 changed the map
+    corr, rel = float(np.corrcoef(ma.ravel(), mb.ravel())[0, 1]), float(np.abs(ma - mb).mean() / np.abs(ma).mean())
+    assert ma.max() > 0 and corr >= 0.99 and rel <= 0.1 and np.abs(ma - mb).max() > 0, (method, corr, rel)
     assert abs(a.scores[0] - b.scores[0]) <= 0.1 * abs(a.scores[0])
     assert b.label == ("anomaly" if b.scores[0] > stored["decision"] else "normal")  # the int8 threshold decides
 
