@@ -28,9 +28,12 @@ bright     ``max(x - e, 0)`` (brighter than the normal brains predict)
 =========  ==========================================================================
 
 then Gaussian smoothing of ``sigma`` mm. Voxels of the test brain that no warped normal brain
-covers take the nearest covered atlas value. The match, the map kind and ``sigma`` are chosen on
-SYNTHETIC 3D lesions inserted into the normal validation brain (:func:`fit_volumes`), never on
-the test. Example (a trained run)::
+covers take the nearest covered atlas value; with the atlas brain ``support`` on, the map is
+weighted by the signed distance (mm) to the edge of the warped normal brains' own brain masks
+(:func:`support_weight`), so such voxels score 0. The match, the map kind, ``sigma`` and the
+support are chosen on SYNTHETIC 3D lesions inserted into the normal validation brain and, with
+``edge_heads``, into a whole normal head inside its rough ``brain_mask`` (:func:`fit_volumes`),
+never on the test. Example (a trained run)::
 
     >>> from medanomaly.engine import load_model                       # doctest: +SKIP
     >>> prediction = load_model("runs/atlas").predict(volume)          # doctest: +SKIP
@@ -48,13 +51,18 @@ from medanomaly.anomaly.methods import METHODS, pixel_auroc
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "thick_slices", "atlas_brain", "conditional_expectation", "fit_volumes"]
+__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
+           "conditional_expectation", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
 
 #: Map kinds the validation chooses from (see the module docstring).
 MAP_KINDS = ("abs", "z", "bright")
 #: Intensity matches the validation chooses from: the test's expected rank given the atlas
 #: (:func:`conditional_expectation`) or the atlas mean's own rank.
 MATCHES = ("conditional", "rank")
+#: Atlas brain-support candidates ``(edge_mm, ramp_mm)`` the validation chooses from (besides off):
+#: a hard cut at 4 mm outside / at / 4 or 8 mm inside the support edge, or the same edges with an
+#: 8 mm linear ramp (see :func:`support_weight`). Fixed before any test run.
+DEFAULT_SUPPORTS: tuple[tuple[float, float], ...] = tuple((e, r) for r in (0.0, 8.0) for e in (-4.0, 0.0, 4.0, 8.0))
 #: Normal brains whose own brain mask is a separate skull-stripped file on the same grid.
 _SKULL_STRIPPED = {"ch2": "mricron/ch2bet.nii.gz"}
 
@@ -130,6 +138,30 @@ def _fill_nearest(values: np.ndarray, covered: np.ndarray, spacing: tuple[float,
     return values[tuple(idx)]
 
 
+def signed_distance_mm(support: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Signed distance to the edge of ``support`` in mm (positive inside, negative outside); the
+    array border is not an edge (a brain cut by the field of view stays inside)."""
+    from scipy import ndimage
+
+    if not support.any():
+        return np.full(support.shape, -1e6, np.float32)
+    if support.all():
+        return np.full(support.shape, 1e6, np.float32)
+    sampling = spacing[::-1]
+    inside = ndimage.distance_transform_edt(support, sampling=sampling)
+    outside = ndimage.distance_transform_edt(~support, sampling=sampling)
+    return (inside - outside).astype(np.float32)
+
+
+def support_weight(distance_mm: np.ndarray, edge_mm: float, ramp_mm: float) -> np.ndarray:
+    """Weight of the anomaly map by the signed distance to the atlas brain support (mm, positive
+    inside): 0 up to ``edge_mm`` (negative = a margin outside the support, positive = an erosion),
+    rising linearly to 1 at ``edge_mm + ramp_mm`` (a hard cut when ``ramp_mm`` is 0)."""
+    if ramp_mm <= 0:
+        return (distance_mm >= edge_mm).astype(np.float32)
+    return np.clip((distance_mm - edge_mm) / ramp_mm, 0.0, 1.0).astype(np.float32)
+
+
 def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndarray,
                             bins: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The test's expected rank given the atlas value, and its spread, learned from the test brain itself.
@@ -173,6 +205,16 @@ class AtlasMethod:
             test brain: :func:`conditional_expectation`) or ``rank`` (the atlas mean's own ranks).
         kind: the map (``abs``, ``z``, ``bright``); chosen on synthetic lesions by ``fit_volumes``.
         kinds: the kinds validation chooses from.
+        support: ``None`` (off), or ``(edge_mm, ramp_mm)``: the map is weighted by the distance to
+            the edge of the atlas brain support (the warped normal brains' own brain masks, a voxel
+            is in the support when at least half of them cover it; :func:`support_weight`), so test
+            voxels no normal brain covers (scalp, orbits, skull base inside a rough test mask) score
+            0, and the conditional match is learned inside the support; chosen on synthetic lesions.
+        supports: the ``(edge_mm, ramp_mm)`` candidates validation chooses from (besides off).
+        edge_heads: whole-head normal volumes (``ch2``) for an edge validation: the rough
+            ``brain_mask`` of the head is the region (as for the test), the synthetic lesions are
+            put in its skull-stripped twin's brain, and the training brain of the same name is left
+            out of the atlas for it (see :func:`fit_volumes`).
     """
 
     volumetric = True
@@ -180,16 +222,25 @@ class AtlasMethod:
     def __init__(self, spacing_mm: float = 2.0, fixed_mm: float = 2.0, stages: tuple[str, ...] = ("rigid", "affine"),
                  bspline_mesh: int = 4, iterations: int = 200, sampling: float = 0.25, min_dice: float = 0.6,
                  floor: float = 0.05, kind: str = "abs", kinds: tuple[str, ...] = MAP_KINDS, seed: int = 0,
-                 match: str = "conditional") -> None:  # fmt: skip
+                 match: str = "conditional", support: tuple[float, float] | None = None,
+                 supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = ()) -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
             raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
         if match not in MATCHES:
             raise InputError(f"atlas intensity match must be 'conditional' or 'rank', got {match!r}")
         self.match = match
+        self.support = None if support is None else (float(support[0]), float(support[1]))
+        self.supports = tuple((float(e), float(r)) for e, r in supports)
+        if any(r < 0 for _, r in self.supports) or (self.support is not None and self.support[1] < 0):
+            raise InputError(f"atlas support ramp_mm must be >= 0, got {self.support} / {list(self.supports)}")
+        self.edge_heads = tuple(edge_heads)
+        if any(h not in _SKULL_STRIPPED for h in self.edge_heads):
+            raise InputError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
         self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
         self.bspline_mesh, self.iterations, self.sampling = int(bspline_mesh), int(iterations), float(sampling)
         self.min_dice, self.floor, self.kind, self.kinds, self.seed = float(min_dice), float(floor), kind, tuple(kinds), int(seed)
         self.brains_: list[tuple[Volume, np.ndarray]] = []
+        self.names_: tuple[str, ...] = ()
         self.last_flags: tuple[str, ...] = ()
         self.last_log: dict[str, Any] = {}
 
@@ -199,11 +250,14 @@ class AtlasMethod:
         from medanomaly.anomaly.data import load_normal
 
         self.brains_ = [atlas_brain(load_normal(_SKULL_STRIPPED.get(n, n)), self.spacing_mm) for n in names]
+        self.names_ = tuple(names)
         return {"atlas_brains": list(names), "atlas_voxels": [int(m.sum()) for _, m in self.brains_]}
 
     def state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"kind": np.asarray([MAP_KINDS.index(self.kind)], np.int64),
-                                      "match": np.asarray([MATCHES.index(self.match)], np.int64)}
+                                      "match": np.asarray([MATCHES.index(self.match)], np.int64),
+                                      "support": np.asarray([0.0, 0.0, 0.0] if self.support is None
+                                                            else [1.0, *self.support], np.float64)}  # fmt: skip
         for k, (vol, brain) in enumerate(self.brains_):
             out[f"brain{k}.ranks"] = np.asarray(vol.array, np.float32)
             out[f"brain{k}.mask"] = brain.astype(np.uint8)
@@ -213,6 +267,8 @@ class AtlasMethod:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.kind = MAP_KINDS[int(np.asarray(state["kind"])[0])]
         self.match = MATCHES[int(np.asarray(state["match"])[0])]
+        flag, edge, ramp = np.asarray(state["support"], np.float64) if "support" in state else (0.0, 0.0, 0.0)
+        self.support = (float(edge), float(ramp)) if flag else None
         self.brains_ = []
         for k in range(sum(1 for key in state if key.endswith(".ranks"))):
             g = np.asarray(state[f"brain{k}.geometry"], np.float64)
@@ -234,16 +290,18 @@ class AtlasMethod:
                           init="moments")  # fmt: skip
         return result.transform
 
-    def components(self, volume: Volume) -> dict[str, Any]:
-        """Test ranks, test brain, and the registered normal brains' voxel-wise mean and spread on
-        ``volume``'s grid; registrations failing the mask-Dice check are dropped and flagged."""
+    def components(self, volume: Volume, brain: np.ndarray | None = None) -> dict[str, Any]:
+        """Test ranks, test brain (``brain``, default :func:`medanomaly.anomaly.data._brain`), the
+        registered normal brains' voxel-wise mean and spread on ``volume``'s grid, and the signed
+        distance (mm) to the edge of their brain support; registrations failing the mask-Dice
+        check are dropped and flagged."""
         from medanomaly.anomaly.data import _brain
         from medanomaly.preprocess.resample import resample_to_spacing
 
         if not self.brains_:
             raise InputError("the atlas method has no normal brains (train it first)")
         start = time.process_time()
-        brain = _brain(volume)
+        brain = _brain(volume) if brain is None else np.asarray(brain, bool)
         if brain.sum() < 100:
             raise InputError("no brain found in the image (fewer than 100 brain voxels)")
         ranks = _rank_in(np.asarray(volume.array, np.float32), brain)
@@ -251,12 +309,13 @@ class AtlasMethod:
         fixed = resample_to_spacing(fine, (self.fixed_mm, self.fixed_mm, volume.spacing[2]), interpolator="linear",
                                     antialias=True) if min(volume.spacing[:2]) < self.fixed_mm else fine  # fmt: skip
         samples = max(1, int(np.ceil(volume.spacing[2] / self.spacing_mm)))
-        warped, dices = [], []
+        warped, dices, masks = [], [], []
         for k, (atlas, mask) in enumerate(self.brains_):
             transform = self._register(fixed, atlas, k)
             w_mask = _slab_resample(fine, atlas.with_array(mask.astype(np.float32)), transform, samples) > 0.5
             w_ranks = _slab_resample(fine, atlas, transform, samples)
             dices.append(_dice(w_mask, brain))
+            masks.append(w_mask)
             warped.append((_rank_in(w_ranks, w_mask & brain), w_mask & brain))
         keep = [k for k, d in enumerate(dices) if d >= self.min_dice] or [int(np.argmax(dices))]
         flags = tuple(f"atlas_registration_failed:{k}" for k, d in enumerate(dices) if d < self.min_dice)
@@ -267,19 +326,28 @@ class AtlasMethod:
         mean = np.where(covered, total / np.maximum(count, 1), 0.0).astype(np.float32)
         spread = np.sqrt(np.maximum(np.where(count >= 2, squares / np.maximum(count, 1) - mean**2, 0.0), 0.0))
         mean, spread = (_fill_nearest(a, covered, volume.spacing) for a in (mean, spread.astype(np.float32)))
+        support = np.mean([masks[k] for k in keep], axis=0) >= 0.5
+        inside = brain & support
         log = {"mask_dice": [round(d, 4) for d in dices], "kept": keep, "cpu_s": round(time.process_time() - start, 1),
-               "covered_fraction": round(float(covered[brain].mean()), 4)}  # fmt: skip
-        parts = {"ranks": ranks, "brain": brain, "rank": (mean, spread), "flags": flags, "log": log}
+               "covered_fraction": round(float(covered[brain].mean()), 4),
+               "support_fraction": round(float(inside.sum() / brain.sum()), 4)}  # fmt: skip
+        parts = {"ranks": ranks, "brain": brain, "rank": (mean, spread), "flags": flags, "log": log,
+                 "support_mm": signed_distance_mm(support, volume.spacing)}  # fmt: skip
         parts["conditional"] = conditional_expectation(ranks, mean, brain)
+        parts["conditional_in_support"] = (conditional_expectation(ranks, mean, inside) if inside.sum() >= 1000
+                                           else parts["conditional"])  # fmt: skip
         return parts
 
     def map_from(self, parts: dict[str, Any], kind: str, sigma_mm: float, spacing: tuple[float, ...],
-                 match: str | None = None) -> np.ndarray:  # fmt: skip
-        """The anomaly map of ``kind`` with the intensity ``match`` (default: the method's), smoothed
-        by ``sigma_mm`` (0 outside the test brain)."""
+                 match: str | None = None, support: Any = "method") -> np.ndarray:  # fmt: skip
+        """The anomaly map of ``kind`` with the intensity ``match`` (default: the method's), weighted
+        by the atlas brain ``support`` (``None`` = off, ``(edge_mm, ramp_mm)``, default: the method's;
+        :func:`support_weight`), smoothed by ``sigma_mm`` (0 outside the test brain)."""
         from scipy import ndimage
 
-        expected, spread = parts[match or self.match]
+        support = self.support if isinstance(support, str) else support
+        match = match or self.match
+        expected, spread = parts["conditional_in_support" if support is not None and match == "conditional" else match]
         diff = parts["ranks"] - expected
         if kind == "abs":
             out = np.abs(diff)
@@ -288,6 +356,8 @@ class AtlasMethod:
         else:
             out = np.abs(diff) / np.sqrt(spread**2 + self.floor**2)
         out = out * parts["brain"]
+        if support is not None:
+            out = out * support_weight(parts["support_mm"], *support)
         if sigma_mm > 0:
             out = ndimage.gaussian_filter(out.astype(np.float32), [sigma_mm / s for s in spacing[::-1]])
         return (out * parts["brain"]).astype(np.float32)
@@ -303,65 +373,127 @@ class AtlasMethod:
         return volume.with_array(amap, units="anomaly score"), score
 
 
-def _synthetic_cases(cleans: list[Volume], noise: tuple[float, ...], seed: int) -> list[tuple[Volume, np.ndarray]]:
-    """SYNTHETIC validation cases: each clean validation volume, for each ``noise`` level (Gaussian
-    noise of SD = level x the brain's interquartile intensity range, lowering the grey/white
-    contrast-to-noise ratio as in clinical scans), with 3D lesions (:func:`make_synthetic_3d`)."""
-    from medanomaly.anomaly.data import _brain
+def _lesioned(clean: Volume, region: np.ndarray, lesion_area: np.ndarray, noise: tuple[float, ...],
+              seed: int) -> list[tuple[Volume, np.ndarray]]:  # fmt: skip
+    """SYNTHETIC copies of one clean volume: for each ``noise`` level, Gaussian noise of SD = level x
+    the region's interquartile intensity range inside ``region`` (lowering the grey/white
+    contrast-to-noise ratio as in clinical scans), then 3D lesions (:func:`make_synthetic_3d`)
+    centred and confined in ``lesion_area`` (the brain)."""
     from medanomaly.anomaly.synthetic import make_synthetic_3d
 
+    arr = np.asarray(clean.array, np.float32)
+    iqr = float(np.subtract(*np.percentile(arr[region], [75, 25])))
     out = []
-    for i, clean in enumerate(cleans):
-        arr, brain = np.asarray(clean.array, np.float32), _brain(clean)
-        iqr = float(np.subtract(*np.percentile(arr[brain], [75, 25])))
-        for j, level in enumerate(noise):
-            rng = np.random.default_rng(seed + 100 * i + j)
-            noisy = arr + brain * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
-            lesioned, lesions = make_synthetic_3d(noisy, brain, clean.spacing, seed=seed + 100 * i + j)
-            out.append((clean.with_array(lesioned), lesions))
+    for j, level in enumerate(noise):
+        rng = np.random.default_rng(seed + j)
+        noisy = arr + region * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
+        lesioned, lesions = make_synthetic_3d(noisy, lesion_area, clean.spacing, seed=seed + j)
+        out.append((clean.with_array(lesioned), lesions))
     return out
+
+
+def _leave_out(method: AtlasMethod, name: str) -> AtlasMethod:
+    """The atlas without the training brain ``name`` (for validating on the same person's head)."""
+    import copy
+
+    other = copy.copy(method)
+    other.brains_ = [b for n, b in zip(method.names_, method.brains_) if n != name]
+    if not other.brains_:
+        raise InputError(f"atlas edge validation head {name!r} is the only training brain; add another")
+    return other
+
+
+def _validation_cases(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float],
+                      noise: tuple[float, ...]) -> list[dict[str, Any]]:  # fmt: skip
+    """The validation volumes, clean (``lesions`` None) and with SYNTHETIC lesions, made to look like
+    clinical scans (``val_grid_mm``: in-plane pixel and slice thickness, mm): the skull-stripped
+    validation brains (``config.data.val``; region = their brain), and the whole-head ``edge_heads``
+    (region = the rough ``brain_mask`` of the head, as for the test, so non-brain tissue inside it
+    is scored; lesions only in the head's skull-stripped twin; the atlas leaves that person out)."""
+    from medanomaly.anomaly.data import _brain, load_normal
+    from medanomaly.preprocess.tissue_masks import brain_mask
+
+    cases = []
+    for i, name in enumerate(config.data.val):
+        clean = thick_slices(load_normal(name), *val_grid_mm)
+        brain = _brain(clean)
+        cases.append({"name": name, "volume": clean, "lesions": None, "region": None, "atlas": method})
+        for j, (case, lesions) in enumerate(_lesioned(clean, brain, brain, noise, config.seed + 100 * i)):
+            cases.append({"name": f"{name}/noise{noise[j]:g}", "volume": case, "lesions": lesions, "region": None,
+                          "atlas": method})  # fmt: skip
+    for i, head in enumerate(method.edge_heads):
+        clean = thick_slices(load_normal(head), *val_grid_mm)
+        stripped = thick_slices(load_normal(_SKULL_STRIPPED[head]), *val_grid_mm)
+        region = np.asarray(brain_mask(clean).array) > 0
+        atlas = _leave_out(method, head)
+        cases.append({"name": f"{head}_head", "volume": clean, "lesions": None, "region": region, "atlas": atlas})
+        for j, (case, lesions) in enumerate(_lesioned(clean, region, _brain(stripped) & region, noise,
+                                                      config.seed + 1000 + 100 * i)):  # fmt: skip
+            cases.append({"name": f"{head}_head/noise{noise[j]:g}", "volume": case, "lesions": lesions,
+                          "region": region, "atlas": atlas})  # fmt: skip
+    return cases
+
+
+def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[float]) -> dict[tuple, float]:
+    """Pooled pixel AUROC on the SYNTHETIC lesion cases, in two stages (to keep training cheap): every
+    (match, kind, sigma mm) with the support off, then every support candidate with the best of those.
+    Keys are ``(match, kind, sigma, support)``."""
+    y = np.concatenate([c["lesions"][c["parts"]["brain"]] for c in lesioned])
+
+    def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None) -> float:
+        scores = [method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup)[c["parts"]["brain"]] for c in lesioned]
+        return pixel_auroc(np.concatenate(scores), y, np.ones_like(y))
+
+    out = {(m, k, float(s), None): auroc(m, k, float(s), None) for m in MATCHES for k in method.kinds for s in sigmas}
+    m, k, s, _ = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
+    out.update({(m, k, s, sup): auroc(m, k, s, sup) for sup in method.supports})
+    return out
+
+
+def _key(choice: tuple) -> str:
+    m, k, s, sup = choice
+    return f"{m}/{k}/{s:g}/" + ("off" if sup is None else f"{sup[0]:g},{sup[1]:g}")
 
 
 def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float] = (0.8, 6.5),
                 noise: tuple[float, ...] = (0.0, 0.5)) -> dict[str, Any]:  # fmt: skip
-    """Store the training brains; choose the intensity match, the map kind and ``sigma`` (mm,
-    ``config.threshold.sigmas``) by pooled pixel AUROC on SYNTHETIC 3D lesions inserted into the
-    normal validation brains made to look like clinical scans (``val_grid_mm`` = in-plane pixel and
-    slice thickness, mm; ``noise`` levels, see :func:`_synthetic_cases`); set the pixel threshold
-    (quantile at ``target_fpr``) and the image threshold on the clean validation brains.
+    """Store the training brains; choose the intensity match, the map kind, ``sigma`` (mm,
+    ``config.threshold.sigmas``), then the atlas brain support (off or one of ``method.supports``) by
+    pooled pixel AUROC on SYNTHETIC 3D lesions in the validation volumes (:func:`_validation_cases`,
+    :func:`_choose`);
+    set the pixel threshold (quantile at ``target_fpr``) and the image threshold on the clean ones.
 
     Returns:
         ``{"sigma", "pixel_threshold", "image_threshold", "log"}``.
     """
-    from medanomaly.anomaly.data import load_normal
     from medanomaly.anomaly.pipeline import volume_score
 
     start = time.process_time()
     log = method.fit_brains(tuple(config.data.train))
-    cleans = [thick_slices(load_normal(n), *val_grid_mm) for n in config.data.val]
-    choices = [(m, k, float(s)) for m in MATCHES for k in method.kinds for s in config.threshold.sigmas]
-    ys, scores, registration = [], {c: [] for c in choices}, []
-    for case, lesions in _synthetic_cases(cleans, noise, config.seed):
-        parts = method.components(case)
-        registration.append(parts["log"])
-        ys.append(lesions[parts["brain"]])
-        for m, k, s in choices:
-            scores[(m, k, s)].append(method.map_from(parts, k, s, case.spacing, m)[parts["brain"]])
-    y = np.concatenate(ys)
-    by_choice = {c: pixel_auroc(np.concatenate(v), y, np.ones_like(y)) for c, v in scores.items()}
-    method.match, method.kind, sigma = max(choices, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
+    cases = _validation_cases(method, config, val_grid_mm, noise)
+    for c in cases:
+        c["parts"] = c["atlas"].components(c["volume"], c["region"])
+    lesioned = [c for c in cases if c["lesions"] is not None]
+    by_choice = _choose(method, lesioned, config.threshold.sigmas)
+    best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
+    method.match, method.kind, sigma, method.support = best
     clean_maps, image_scores = [], []
-    for clean in cleans:
-        parts = method.components(clean)
-        amap = method.map_from(parts, method.kind, sigma, clean.spacing)
-        clean_maps.append(amap[parts["brain"]])
-        image_scores.append(volume_score(amap, parts["brain"]))
-        registration.append(parts["log"])
+    for c in cases:
+        if c["lesions"] is None:
+            amap = method.map_from(c["parts"], method.kind, sigma, c["volume"].spacing)
+            clean_maps.append(amap[c["parts"]["brain"]])
+            image_scores.append(volume_score(amap, c["parts"]["brain"]))
+    by_support = {}
+    for choice, value in by_choice.items():
+        name = _key(choice).rsplit("/", 1)[1]
+        by_support[name] = max(by_support.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
     q = 1.0 - config.threshold.target_fpr
-    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm": {f"{m}/{k}/{s:g}": round(v, 4) for (m, k, s), v
-                                                                      in by_choice.items()},
-                "match": method.match, "kind": method.kind, "sigma_mm": sigma, "val_grid_mm": list(val_grid_mm),
-                "val_noise_iqr": list(noise), "registrations": registration,
+    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support": {_key(c): round(v, 4) for c, v in by_choice.items()},
+                "synthetic_val_best_pixel_auroc_by_support": by_support,
+                "match": method.match, "kind": method.kind, "sigma_mm": sigma,
+                "support": None if method.support is None else list(method.support),
+                "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),
+                "registrations": [{"case": c["name"], **c["parts"]["log"]} for c in cases],
                 "val_image_scores": [round(v, 4) for v in image_scores], "fit_cpu_s": round(time.process_time() - start, 1)})  # fmt: skip
     return {"sigma": sigma, "pixel_threshold": float(np.quantile(np.concatenate(clean_maps), q)),
-            "image_threshold": float(np.quantile(image_scores, q)), "log": log}
+            "image_threshold": float(np.quantile(image_scores, q)), "log": log}  # fmt: skip

@@ -79,3 +79,90 @@ def test_register_refuses_an_unknown_start():
     head, _ = _head(4)
     with pytest.raises(InputError, match="init must be 'geometry' or 'moments'"):
         register(head, head, init="centre")
+
+
+def test_support_distance_and_weight_in_mm():
+    from medanomaly.anomaly.atlas import signed_distance_mm, support_weight
+
+    support = np.zeros((3, 1, 20), bool)
+    support[:, :, 5:15] = True  # 10 voxels of 2 mm along x
+    d = signed_distance_mm(support, (2.0, 1.0, 1.0))
+    assert d[1, 0, 5] == pytest.approx(2.0) and d[1, 0, 9] == pytest.approx(10.0)  # inside: to the nearest outside voxel
+    assert d[1, 0, 4] == pytest.approx(-2.0) and d[1, 0, 0] == pytest.approx(-10.0)  # outside: negative
+    assert np.array_equal(support_weight(d, 0.0, 0.0) > 0, support)  # hard cut at the support edge
+    assert support_weight(d, -4.0, 0.0)[1, 0, 3] == 1.0 and support_weight(d, -4.0, 0.0)[1, 0, 2] == 0.0  # 4 mm margin
+    ramp = support_weight(d, 0.0, 8.0)[1, 0]
+    assert ramp[4] == 0.0 and ramp[5] == pytest.approx(0.25) and ramp[8] == pytest.approx(1.0)
+    assert (signed_distance_mm(np.ones((2, 2, 2), bool), (1.0, 1.0, 1.0)) > 0).all()
+
+
+def test_atlas_support_silences_tissue_no_normal_brain_covers():
+    """A test 'head' whose rough brain region includes a dark 4 mm gap and a bright 4 mm shell (skull,
+    scalp) that no normal brain covers: without the support the shell outranks the lesion; with it
+    the shell scores ~0 and the lesion keeps its score."""
+    method = _fitted()
+    test, lesion = _head(9, shift_mm=6.0, lesion=True)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * 2.0 for n in test.shape), indexing="ij")
+    ellipsoid = lambda a: ((zz - 50) / (40 + a)) ** 2 + ((yy - 76) / (60 + a)) ** 2 + ((xx - 76) / (50 + a)) ** 2 < 1  # noqa: E731
+    arr = np.asarray(test.array, np.float32).copy()
+    shell = ellipsoid(8) & ~ellipsoid(4) & (arr == 0)
+    arr[shell] = 250.0
+    region = ellipsoid(8) | (arr > 0)
+    parts = method.components(test.with_array(arr), region)
+    assert min(parts["log"]["mask_dice"]) > 0.6 and parts["log"]["support_fraction"] < 0.7
+    off = method.map_from(parts, "abs", 2.0, test.spacing, "conditional", None)
+    on = method.map_from(parts, "abs", 2.0, test.spacing, "conditional", (2.0, 0.0))
+    assert pixel_auroc(off, lesion, region) < 0.85 and pixel_auroc(on, lesion, region) > 0.98
+    assert on[shell].max() < 0.05 * on[lesion].max()
+    assert method.support is None  # off until the validation chooses
+    method.support = (2.0, 0.0)
+    assert np.array_equal(method.map_from(parts, "abs", 2.0, test.spacing, "conditional"), on)
+    restored = AtlasMethod()
+    restored.load_state({k: np.asarray(v) for k, v in method.state().items()})
+    assert restored.support == (2.0, 0.0)
+
+
+def test_atlas_edge_validation_settings_are_checked():
+    from medanomaly.anomaly.atlas import _leave_out
+    from medanomaly.errors import InputError
+
+    with pytest.raises(InputError, match="skull-stripped twin"):
+        AtlasMethod(edge_heads=("mni152",))
+    with pytest.raises(InputError, match="ramp_mm must be >= 0"):
+        AtlasMethod(supports=((0.0, -1.0),))
+    method = _fitted()
+    method.names_ = ("ch2", "mni152")
+    assert len(_leave_out(method, "ch2").brains_) == 1 and len(method.brains_) == 2
+    method.names_, method.brains_ = ("ch2",), method.brains_[:1]
+    with pytest.raises(InputError, match="only training brain"):
+        _leave_out(method, "ch2")
+
+
+def test_validation_chooses_the_support_when_bright_non_brain_rims_the_region():
+    """The label-free choice (two stages: match/kind/sigma with the support off, then the support) on
+    hand-made parts: a bright rim outside the atlas support competes with the lesion, so the
+    validation must switch the support on; with no rim and a lesion across the support's edge it
+    must keep the map unweighted (the support would silence part of the lesion)."""
+    from medanomaly.anomaly.atlas import _choose, signed_distance_mm
+
+    rng = np.random.default_rng(0)
+    shape, spacing = (6, 40, 40), (2.0, 2.0, 4.0)
+    support = np.zeros(shape, bool)
+    support[:, 5:35, 5:35] = True
+    method = AtlasMethod(supports=((0.0, 0.0), (8.0, 0.0)))
+    for rim, want in ((True, (0.0, 0.0)), (False, None)):
+        lesion = np.zeros(shape, bool)
+        lesion[2:4, 15:22, 15:22] = True
+        if not rim:
+            lesion[2:4, 1:9, 15:22] = True  # across the support edge (rows 5+)
+        ranks = (0.5 + rng.normal(0, 0.05, shape)).astype(np.float32)
+        ranks[lesion] = 0.95
+        if rim:
+            ranks[~support] = 0.95
+        flat = (np.full(shape, 0.5, np.float32), np.full(shape, 0.05, np.float32))
+        parts = {"ranks": ranks, "brain": np.ones(shape, bool), "rank": flat, "conditional": flat,
+                 "conditional_in_support": flat, "support_mm": signed_distance_mm(support, spacing)}  # fmt: skip
+        got = _choose(method, [{"parts": parts, "lesions": lesion, "volume": Volume(ranks, spacing)}], [0.0, 2.0])
+        assert len(got) == 2 * 3 * 2 + 2  # every match/kind/sigma off, then each support with the best
+        best = max(got, key=got.get)
+        assert best[3] == want and got[best] > 0.97
