@@ -114,13 +114,16 @@ class InferConfig(SlidingInferConfig):
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
     # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
     # grow_min_hu: fainter ground glass keeps the network's mask), opened by a ball of radius
-    # max(grow_opening_mm, grow_opening_fraction x the lesion's inscribed radius) that cuts vessels.
+    # max(grow_opening_mm, grow_opening_fraction x the lesion's inscribed radius) that cuts vessels; a grown
+    # mask less compact than grow_min_compactness (inscribed / equivalent-sphere radius) is a leak: the
+    # network's mask is kept. grow_max_ratio (grown / network volume; None = off) is the rule of older runs.
     grow: bool = True
     grow_margin_mm: float = Field(30.0, gt=0.0, le=100.0)
     grow_opening_mm: float = Field(2.0, ge=0.0, le=10.0)
     grow_min_hu: float = Field(-700.0, ge=-1000.0, le=200.0)
     grow_opening_fraction: float = Field(0.5, ge=0.0, le=0.9)
-    grow_max_ratio: float = Field(50.0, ge=1.0, le=1000.0)  # grown / network volume beyond this: spread, keep the network's
+    grow_min_compactness: float = Field(0.5, ge=0.0, le=1.0)
+    grow_max_ratio: float | None = Field(None, ge=1.0, le=1000.0)
 
 
 class LungNoduleConfig(RunConfig):

@@ -64,8 +64,9 @@ class NoduleDetector:
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
-        grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_max_ratio: region growing of
-            each finding's mask to the lesion's extent in HU (:func:`medanomaly.detect.grow.grow_mask`).
+        grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
+            grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
+            (:func:`medanomaly.detect.grow.grow_mask`; ``grow_max_ratio`` None = off, set by older runs).
         seed: seeds numpy and torch for training.
         threads: torch CPU threads while training and inferring.
     """
@@ -95,7 +96,8 @@ class NoduleDetector:
         grow_opening_mm: float = 2.0,
         grow_min_hu: float = -700.0,
         grow_opening_fraction: float = 0.5,
-        grow_max_ratio: float = 50.0,
+        grow_min_compactness: float = 0.5,
+        grow_max_ratio: float | None = None,
         seed: int = 0,
         threads: int = 1,
     ) -> None:
@@ -122,6 +124,7 @@ class NoduleDetector:
         self.grow_opening_mm = grow_opening_mm
         self.grow_min_hu = grow_min_hu
         self.grow_opening_fraction = grow_opening_fraction
+        self.grow_min_compactness = grow_min_compactness
         self.grow_max_ratio = grow_max_ratio
         self.seed = seed
         self.threads = threads
@@ -221,7 +224,8 @@ class NoduleDetector:
             hu = np.asarray(ct.array)
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
                              opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
-                             opening_fraction=self.grow_opening_fraction, max_ratio=self.grow_max_ratio)  # fmt: skip
+                             opening_fraction=self.grow_opening_fraction, min_compactness=self.grow_min_compactness,
+                             max_ratio=self.grow_max_ratio)  # fmt: skip
         return findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
                                      self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
 

@@ -20,11 +20,18 @@ finding's **seed** mask (the network's, on the source grid) to the lesion's exte
    :func:`scipy.ndimage.binary_propagation` from the seed).
 4. Holes (cavities, noise) are filled (:func:`scipy.ndimage.binary_fill_holes`). If nothing of
    the seed survives the opening (a nodule thinner than the opening), the network's mask is kept.
-5. **Spread**: a grown mask more than ``max_ratio`` times the seed's volume has spread beyond a
-   lesion (along hilar vessels, into the heart border or the diaphragm): the network's mask is
-   kept. (Added after seeing false-positive seeds of 0.01-0.2 mL grow to 13-46 mL on lung1 /
-   lung2, 100-4000x their seed; lung2's tumour grows 13x and lung1's nodule 1.2x, so the
-   default limit of 50x does not change them.)
+5. **Leakage, whatever the seed's size**: a lesion is a compact blob, a leak (along hilar vessels
+   and bronchi, a rim along the heart border or the diaphragm) is long or thin. The grown mask's
+   **compactness** ``r_in / r_eq`` (its largest inscribed radius, from a Euclidean distance
+   transform in mm less half the finest voxel side, over the radius of the sphere of its volume:
+   1 for a ball, 0.5 for a prolate 8:1:1 or an oblate 2.8:2.8:1 ellipsoid) below
+   ``min_compactness`` (0.5) marks a leak, and the network's mask is kept. The level was set from
+   real nodules: 0.5 is about the 10th percentile of the 583 LIDC-IDRI train-split consensus shapes
+   of 6 mm or more rasterised on 0.65 x 0.65 x 5 mm voxels (5th percentile 0.47; 0.46-0.49 on 1.25
+   and 2.5 mm slices); refusing a good growth costs little (its seed is then the network's mask),
+   accepting a leak costs a multiple of the volume. It replaces a grown / seed volume ratio
+   (``max_ratio``, kept for old runs, off by default), which threw away the growth of a large
+   lesion whose seed was a sliver of it.
 
 Example:
     >>> import numpy as np
@@ -40,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grow_mask"]
+__all__ = ["compactness", "grow_mask"]
 
 
 def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
@@ -52,8 +59,9 @@ def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def _open(candidate: np.ndarray, core: np.ndarray, sampling: tuple[float, ...], opening_mm: float,
-          fraction: float) -> np.ndarray:
+def _open(
+    candidate: np.ndarray, core: np.ndarray, sampling: tuple[float, ...], opening_mm: float, fraction: float
+) -> np.ndarray:
     """Euclidean opening (in mm, exact for anisotropic voxels: two distance transforms) with radius
     ``max(opening_mm, fraction x r)``, r = the lesion's inscribed radius (the largest distance
     from a core voxel to the outside of ``candidate``): attachments thinner than ``2 x`` that
@@ -70,6 +78,25 @@ def _open(candidate: np.ndarray, core: np.ndarray, sampling: tuple[float, ...], 
     return candidate & (ndimage.distance_transform_edt(~eroded, sampling=sampling) <= radius)
 
 
+def compactness(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """``r_in / r_eq`` of a non-empty mask (z, y, x; spacing mm, x/y/z): largest inscribed radius (mm,
+    Euclidean distance transform less half the finest voxel side) over the equivalent sphere's radius.
+
+    Example:
+        >>> zz, yy, xx = np.mgrid[:40, :40, :40]
+        >>> ball = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 15**2
+        >>> rod = (np.abs(yy - 20) <= 2) & (np.abs(xx - 20) <= 2)
+        >>> round(compactness(ball, (1.0, 1.0, 1.0)), 2), round(compactness(rod, (1.0, 1.0, 1.0)), 2)
+        (0.97, 0.4)
+    """
+    from scipy import ndimage
+
+    sampling = tuple(float(s) for s in spacing[::-1])
+    r_in = float(ndimage.distance_transform_edt(mask, sampling=sampling).max()) - 0.5 * min(sampling)
+    r_eq = (3.0 * float(mask.sum()) * float(np.prod(sampling)) / (4.0 * np.pi)) ** (1.0 / 3.0)
+    return r_in / r_eq
+
+
 def grow_mask(
     ct_hu: np.ndarray,
     seed: np.ndarray,
@@ -79,7 +106,8 @@ def grow_mask(
     opening_mm: float = 2.0,
     min_hu: float = -700.0,
     opening_fraction: float = 0.5,
-    max_ratio: float = 50.0,
+    min_compactness: float = 0.5,
+    max_ratio: float | None = None,
 ) -> np.ndarray:
     """The seed mask grown to the lesion's extent (see the module docstring); same shape as ``seed``.
 
@@ -93,11 +121,13 @@ def grow_mask(
             ``opening_fraction`` 0 = none).
         opening_fraction: the opening's radius as a fraction of the lesion's inscribed radius.
         min_hu: lowest growing threshold (HU); below it the seed is returned unchanged.
-        max_ratio: largest grown / seed volume ratio; beyond it the seed is returned unchanged.
+        min_compactness: lowest :func:`compactness` of the grown mask (0 = no leakage test).
+        max_ratio: largest grown / seed volume ratio (None = off; the rule of runs before the
+            compactness test).
 
     Returns:
         Boolean mask; the seed itself when growing is not possible (empty seed, faint lesion,
-        nothing left after the opening, spread beyond ``max_ratio``).
+        nothing left after the opening, a leak: compactness below ``min_compactness``).
     """
     from scipy import ndimage
 
@@ -121,7 +151,9 @@ def grow_mask(
         return seed
     grown = ndimage.binary_propagation(start, structure=np.ones((3, 3, 3), bool), mask=candidate)
     grown = ndimage.binary_fill_holes(grown)
-    if grown.sum() > max_ratio * seed.sum():
+    if compactness(grown, spacing) < min_compactness:
+        return seed
+    if max_ratio is not None and grown.sum() > max_ratio * seed.sum():
         return seed
     out = np.zeros_like(seed)
     out[box] = grown

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from medanomaly.detect.config import InferConfig
-from medanomaly.detect.grow import grow_mask
+from medanomaly.detect.grow import compactness, grow_mask
 from medanomaly.detect.infer import findings_from_heatmap
 from medanomaly.types import Volume
 
@@ -132,24 +132,79 @@ def test_a_lesion_found_in_two_pieces_is_one_grown_finding() -> None:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("grow_margin_mm", 0.0), ("grow_opening_mm", -1.0), ("grow_min_hu", -2000.0), ("grow_opening_fraction", 1.0)],
+    [
+        ("grow_margin_mm", 0.0),
+        ("grow_opening_mm", -1.0),
+        ("grow_min_hu", -2000.0),
+        ("grow_opening_fraction", 1.0),
+        ("grow_min_compactness", 1.5),
+        ("grow_min_compactness", -0.1),
+    ],
 )
 def test_grow_parameters_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError):
         InferConfig(**{field: value})
 
 
-def test_a_seed_that_would_spread_far_beyond_itself_is_kept() -> None:
-    """A tiny seed on the edge of a large dense region (heart border, hilum) would grow to many
-    times its volume: past ``max_ratio`` the network's mask is returned unchanged."""
-    ct_arr = _parenchyma()
-    block = np.zeros(SHAPE, bool)
-    block[4:20, 20:60, 20:60] = True
-    ct_arr[block] = 40.0
-    seed = np.zeros(SHAPE, bool)
-    seed[10:13, 38:42, 38:42] = True
+def test_a_sliver_seed_grows_to_the_whole_lesion() -> None:
+    """The network marks only a sliver at the edge of a large lesion (lung2's case): the growth is
+    compact, so it is kept however small the seed; the former volume-ratio rule threw it away."""
+    centre, radius = (30.0, 32.0, 32.0), 12.0
+    tumour = _sphere(centre, radius)
+    z, y, x = _mm_grid()
+    ct = _parenchyma()
+    ct[tumour] = 30.0 + np.random.default_rng(5).normal(0.0, 25.0, int(tumour.sum()))
+    seed = tumour & (x > centre[2] + radius - 3.0) & (np.abs(z - centre[0]) <= 2.5) & (np.abs(y - centre[1]) <= 2.0)
     lung = np.ones(SHAPE, bool)
-    spread = grow_mask(ct_arr, seed, lung, SPACING, max_ratio=1000.0)
-    assert spread.sum() > 50 * seed.sum()
-    kept = grow_mask(ct_arr, seed, lung, SPACING)
-    assert np.array_equal(kept, seed)
+    grown = grow_mask(ct, seed, lung, SPACING)
+    assert grown.sum() > 50 * seed.sum()
+    assert (grown & tumour).sum() >= 0.85 * tumour.sum()
+    assert not (grown & ~_sphere(centre, radius + 1.5)).any()
+    assert compactness(grown, SPACING) > 0.8
+    assert np.array_equal(grow_mask(ct, seed, lung, SPACING, max_ratio=50.0), seed)
+
+
+def _rim() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A heart-like dense region outside the lung mask with a 6 mm partial-volume rim inside it,
+    and a seed on the rim (false positives at the heart border)."""
+    z, y, x = _mm_grid()
+    r = np.sqrt((z - 30.0) ** 2 + (y - 32.0) ** 2 + (x - 75.0) ** 2)
+    lung = r > 30.0
+    ct = _parenchyma()
+    ct[r <= 36.0] = 40.0
+    seed = lung & (r <= 36.0) & (np.abs(z - 30.0) <= 2.5) & (np.abs(y - 32.0) <= 2.0)
+    return ct, seed, lung
+
+
+def _vessel_tree() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A trunk with three branches, all 3 mm in radius (thicker than the opening's 2 mm floor),
+    and a seed on the trunk (false positives on hilar vessels)."""
+    z, y, x = _mm_grid()
+    tree = ((z - 30.0) ** 2 + (x - 32.0) ** 2 <= 9.0) & (y > 4.0) & (y < 60.0)
+    for yb in (15.0, 30.0, 45.0):
+        tree |= ((z - 30.0) ** 2 + (y - yb) ** 2 <= 9.0) & (x > 32.0) & (x < 60.0)
+    ct = _parenchyma()
+    ct[tree] = 40.0
+    seed = tree & (np.abs(y - 22.0) <= 2.0)
+    return ct, seed, np.ones(SHAPE, bool)
+
+
+@pytest.mark.parametrize("make", [_rim, _vessel_tree], ids=["heart-border rim", "vessel tree"])
+def test_a_leak_is_refused_whatever_the_seed(make) -> None:  # type: ignore[no-untyped-def]
+    """Growth along a rim or a vessel tree is long and thin (compactness < 0.5): the network's
+    mask is kept; without the test the same seed spreads over the structure."""
+    ct, seed, lung = make()
+    spread = grow_mask(ct, seed, lung, SPACING, min_compactness=0.0)
+    assert spread.sum() > 10 * seed.sum()
+    assert compactness(spread, SPACING) < 0.4
+    assert np.array_equal(grow_mask(ct, seed, lung, SPACING), seed)
+
+
+def test_compactness_ranks_ball_ellipsoid_rod() -> None:
+    z, y, x = _mm_grid()
+    ball = _sphere((30.0, 32.0, 32.0), 10.0)
+    oblate = ((z - 30.0) / 4.0) ** 2 + ((y - 32.0) / 16.0) ** 2 + ((x - 32.0) / 16.0) ** 2 <= 1.0
+    rod = ((z - 30.0) ** 2 + (x - 32.0) ** 2 <= 9.0) & (y > 4.0) & (y < 60.0)
+    values = [compactness(m, SPACING) for m in (ball, oblate, rod)]
+    assert values[0] > 0.85 and values[0] > values[1] > values[2]
+    assert values[1] < 0.55 and values[2] < 0.4
