@@ -66,13 +66,17 @@ class SimulationConfig(Finite):
     # Nodule shapes: ``lidc`` = the LIDC-IDRI radiologists' consensus shapes (train split for training
     # scans, val split for validation scans, test split for held-out scans: medanomaly.synth.insert),
     # ``procedural`` = medanomaly.synth.nodules (spheres, ellipsoids, lobulated, spiculated).
-    shapes: Literal["lidc", "procedural"] = "procedural"
+    # ``mixed`` = LIDC train shapes and procedural nodules in alternate training scans, LIDC shapes for
+    # validation and test (medanomaly.detect.simulate.ScanSimulator).
+    shapes: Literal["lidc", "procedural", "mixed"] = "mixed"
+    # mixed: the procedural nodules' diameters, mm (None: diameter_range_mm)
+    procedural_diameter_range_mm: tuple[Diameter, Diameter] | None = (3.0, 70.0)
     val_scans_per_source: int = Field(1, ge=0, le=1000)  # validation scans (learning curve); 0 = none
 
-    @field_validator("diameter_range_mm")
+    @field_validator("diameter_range_mm", "procedural_diameter_range_mm")
     @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] > v[1]:
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
             raise ValueError(f"diameter_range_mm [{v[0]}, {v[1]}] is inverted: give [smallest, largest]")
         return v
 
@@ -98,8 +102,11 @@ class TrainConfig(PatchTrainConfig):
     steps: int = Field(1500, ge=1, le=1_000_000)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
     budget_minutes: float | None = Field(4.0, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
-    eval_every: int = Field(250, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
-    positive_sampling: Literal["voxel", "lesion"] = "voxel"  # lesion: each nodule equally often, whatever its size
+    eval_every: int = Field(1500, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
+    positive_sampling: Literal["voxel", "lesion"] = "lesion"  # lesion: each nodule equally often, whatever its size
+    # dice_ce: Dice over the batch + BCE (large nodules weigh by their volume); dice_ce_patch: Dice per patch;
+    # dice_focal_patch: Dice per patch + focal loss (medanomaly.detect.generic.heatmap_loss)
+    loss: Literal["dice_ce", "dice_ce_patch", "dice_focal_patch"] = "dice_ce_patch"
 
 
 class InferConfig(SlidingInferConfig):

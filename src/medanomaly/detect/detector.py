@@ -3,7 +3,8 @@
 Design (why this one): a labelled cohort does not exist here, and thick-slice CT (5 mm) makes
 small nodules look like vessel cross-sections on any single slice. A small fully-convolutional
 3D network (``nodule_unet``: MONAI DynUNet, anisotropic kernels) is trained as a voxel-wise
-nodule segmenter on patches of real CT with inserted nodules (Dice + BCE, MONAI ``DiceCELoss``),
+nodule segmenter on patches of real CT with inserted nodules (Dice + BCE, ``train.loss``: Dice per patch
+so that a 4 mm nodule weighs as much as a 25 mm one, or over the batch),
 with hard negatives (vessels, pleura) over-sampled. Because it is fully convolutional, the same
 weights then run over a whole scan with MONAI sliding windows, restricted to the lung region, and
 its probability map gives detection (component peaks = scores), segmentation (the map
@@ -61,6 +62,7 @@ class NoduleDetector:
         patch_size, batch_size, steps, lr: training.
         positive_fraction, hard_negative_fraction: patch mix.
         positive_sampling: ``lesion`` (each nodule equally often) or ``voxel`` (by volume).
+        loss: training loss (:func:`medanomaly.detect.generic.heatmap_loss`).
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
@@ -83,7 +85,8 @@ class NoduleDetector:
         lr: float = 3e-3,
         positive_fraction: float = 0.5,
         hard_negative_fraction: float = 0.3,
-        positive_sampling: str = "voxel",
+        positive_sampling: str = "lesion",
+        loss: str = "dice_ce_patch",
         budget_minutes: float | None = 4.0,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,
@@ -112,6 +115,7 @@ class NoduleDetector:
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
         self.positive_sampling = positive_sampling
+        self.loss = loss
         self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
         self.overlap = overlap
@@ -152,10 +156,10 @@ class NoduleDetector:
 
         The heatmap recipe of :func:`medanomaly.detect.generic.fit_heatmap_run` (the shared loop
         of :func:`medanomaly.train.engine.train`, so also under ``torchrun``): a step-wise patch
-        sampler (``steps`` steps of ``batch_size`` patches, each process drawing its share), Dice +
-        BCE (MONAI ``DiceCELoss``), AdamW with a one-cycle rate, one log line every tenth of the
-        steps, stopped at ``budget_minutes`` of wall clock if that comes first. With ``validate``
-        (``validate(detector) -> {"cpm": ...}``, called with this detector holding the current
+        sampler (``steps`` steps of ``batch_size`` patches, each process drawing its share), the loss
+        ``loss`` (:func:`medanomaly.detect.generic.heatmap_loss`), AdamW with a one-cycle rate, one log
+        line every tenth of the steps, stopped at ``budget_minutes`` of wall clock if that comes first.
+        With ``validate`` (``validate(detector) -> {"cpm": ...}``, called with this detector holding the current
         weights) every ``eval_every`` steps, the best weights are kept. ``history_`` holds every
         step's loss, ``fit_`` the run's record (:class:`medanomaly.detect.generic.HeatmapFit`).
         """
@@ -170,7 +174,8 @@ class NoduleDetector:
             hook = None if validate is None else (lambda net: validate(self))
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
-                                                    self.budget_minutes, hook, eval_every)  # fmt: skip
+                                                    self.budget_minutes, hook, eval_every,
+                                                    loss_name=self.loss)  # fmt: skip
         self.history_ = self.fit_.losses
         return self
 

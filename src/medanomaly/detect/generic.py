@@ -38,7 +38,7 @@ from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
 
-__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "fit_heatmap_run", "HeatmapFit", "heatmap_unet", "one_cycle", "params_from_sections",
+__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "fit_heatmap_run", "HeatmapFit", "HEATMAP_LOSSES", "heatmap_loss", "heatmap_unet", "one_cycle", "params_from_sections",
            "torch_threads",
            "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
 
@@ -159,6 +159,34 @@ class HeatmapFit:
                 "learning_curve": self.curve, "best_step": self.best_step}
 
 
+#: Training losses of the heatmap networks (``train.loss``), see :func:`heatmap_loss`.
+HEATMAP_LOSSES = ("dice_ce", "dice_ce_patch", "dice_focal_patch")
+
+
+def heatmap_loss(name: str = "dice_ce") -> Any:
+    """The training loss of a heatmap network (sigmoid logits vs a 0/1 lesion mask), by name.
+
+    * ``dice_ce``: Dice over the whole batch + BCE (MONAI ``DiceCELoss``, ``batch=True``): every
+      lesion voxel weighs the same, so a 25 mm nodule outweighs a 4 mm one about 250 times.
+    * ``dice_ce_patch``: Dice per patch (averaged over the batch) + BCE: each patch's lesion weighs the
+      same whatever its volume; a patch without lesion adds an almost constant term (no gradient to speak of).
+    * ``dice_focal_patch``: per-patch Dice + focal loss (gamma 2): the BCE of voxels already well
+      classified (most of the lung) is down-weighted, the hard ones (small, faint lesions) dominate.
+
+    Example:
+        >>> type(heatmap_loss("dice_ce_patch")).__name__
+        'DiceCELoss'
+    """
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    if name not in HEATMAP_LOSSES:
+        raise InputError(f"unknown heatmap loss {name!r}; valid: {', '.join(HEATMAP_LOSSES)}")
+    smooth = {"smooth_nr": 1e-3, "smooth_dr": 1e-3}
+    if name == "dice_focal_patch":
+        return DiceFocalLoss(sigmoid=True, batch=False, gamma=2.0, **smooth)
+    return DiceCELoss(sigmoid=True, batch=name == "dice_ce", **smooth)
+
+
 def one_cycle(progress: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4) -> float:
     """Learning-rate factor at training progress 0..1: cosine warm-up from 1/div to 1 over ``pct_start``,
     then cosine annealing to 1/(div x final_div) (torch's ``OneCycleLR`` shape, driven by progress).
@@ -177,22 +205,22 @@ def one_cycle(progress: float, pct_start: float = 0.3, div: float = 25.0, final_
 def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
                     progress: bool, title: str, budget_minutes: float | None = None,
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
-                    monitor: str = "cpm") -> HeatmapFit:  # fmt: skip
+                    monitor: str = "cpm", loss_name: str = "dice_ce") -> HeatmapFit:  # fmt: skip
     """:func:`fit_heatmap_network` with a wall-clock budget and a learning curve.
 
     Training stops after ``steps`` steps or ``budget_minutes`` of wall clock (validation included),
     whichever comes first; with a budget the one-cycle rate follows the larger of the step and the
     time fractions, so it anneals fully either way. ``validate(model) -> {metric: value}`` runs every
     ``eval_every`` steps and after the last one (the model in eval mode); the weights with the best
-    ``monitor`` value are kept (without ``validate``: the last ones).
+    ``monitor`` value are kept, the later ones on a tie (a tie on a few validation nodules says nothing, and
+    later weights are further annealed); without ``validate``: the last ones. ``loss_name``: :func:`heatmap_loss`.
     """
     import torch
-    from monai.losses import DiceCELoss
 
     from medanomaly.train.batches import SampledBatches
     from medanomaly.train.engine import Hooks, LoopOptions, train
 
-    dice_ce = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
+    criterion = heatmap_loss(loss_name)
     clock = {"t0": time.perf_counter(), "cpu0": time.process_time(), "step": 0}
     curve: list[dict[str, float]] = []
 
@@ -207,7 +235,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
 
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
-        return dice_ce(net(x), y)
+        return criterion(net(x), y)
 
     def check(net: Any) -> dict[str, float]:
         net.eval()
@@ -224,7 +252,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     hooks = Hooks(loss=loss, optimizer=optimizer, validate=check if validate is not None else None)
     options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
                           title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
-                          monitor=f"val_{monitor}" if validate is not None else None)  # fmt: skip
+                          monitor=f"val_{monitor}" if validate is not None else None,
+                          min_delta=-1e-9)  # fmt: skip  # a tie keeps the later weights
     result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()
     best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None

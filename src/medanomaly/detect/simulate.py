@@ -109,23 +109,32 @@ class ScanSimulator:
     """Simulated scans of one kind of shape, with each source's placement maps computed once.
 
     Args:
-        shapes: ``procedural`` (:func:`simulate_scan`) or ``lidc`` (real LIDC-IDRI consensus shapes of
+        shapes: ``procedural`` (:func:`simulate_scan`), ``lidc`` (real LIDC-IDRI consensus shapes of
             ``split`` with an equivalent diameter in ``diameter_range_mm``, inserted by
             :func:`medanomaly.synth.insert.insert_shapes` into lung ``side`` only, never in the
-            source's exclusion zone).
+            source's exclusion zone) or ``mixed``: training scans alternate, LIDC train shapes in the
+            even ones (``index`` 0, 2, ...) and procedural nodules in the odd ones (real shapes are
+            at most 38 mm, the procedural ones teach large, solid masses); validation and test
+            scans get LIDC shapes of their split only.
         split: the LIDC split the shapes come from (``train``, ``val`` or ``test``).
         diameter_range_mm: nodule diameters (procedural) or equivalent diameters (lidc), mm.
+        procedural_range_mm: diameters of the procedural nodules of ``mixed`` training scans, mm (None:
+            ``diameter_range_mm``); up to 70 mm teaches masses the size of lung2's tumour.
 
     Raises:
         InputError: the LIDC split has no shape in the diameter range, or a nodule cannot be placed.
     """
 
     def __init__(self, shapes: str = "procedural", split: str = "train",
-                 diameter_range_mm: tuple[float, float] = (3.0, 30.0)) -> None:
+                 diameter_range_mm: tuple[float, float] = (3.0, 30.0),
+                 procedural_range_mm: tuple[float, float] | None = None) -> None:  # fmt: skip
         self.shapes, self.split, self.diameter_range_mm = shapes, split, tuple(diameter_range_mm)
-        self._maps: dict[tuple[str, int], Any] = {}
+        self._procedural_range = self.diameter_range_mm
+        if shapes == "mixed" and procedural_range_mm is not None:
+            self._procedural_range = tuple(procedural_range_mm)
+        self._maps: dict[tuple[str, int, str], Any] = {}
         self._pool: np.ndarray | None = None
-        if shapes == "lidc":
+        if shapes in ("lidc", "mixed"):
             from medanomaly.data.lidc_shapes import load_library
             from medanomaly.errors import InputError
 
@@ -134,13 +143,20 @@ class ScanSimulator:
             if len(self._pool) == 0:
                 raise InputError(f"no LIDC {split} shape with an equivalent diameter in {list(diameter_range_mm)} mm")
 
-    def scan(self, source: SourceScan, side: int, n_nodules: int, rng: np.random.Generator, name: str) -> SimScan:
-        """One scan of ``source`` with ``n_nodules`` nodules in lung ``side`` (1 right, 2 left)."""
-        key = (source.name, side)
-        if self.shapes == "procedural":
+    def kind(self, index: int = 0) -> str:
+        """The shapes of scan number ``index``: ``procedural`` or ``lidc`` (``mixed``: see the class)."""
+        if self.shapes != "mixed":
+            return self.shapes
+        return "procedural" if self.split == "train" and index % 2 == 1 else "lidc"
+
+    def scan(self, source: SourceScan, side: int, n_nodules: int, rng: np.random.Generator, name: str,
+             index: int = 0) -> SimScan:  # fmt: skip
+        """Scan number ``index`` of ``source`` with ``n_nodules`` nodules in lung ``side`` (1 right, 2 left)."""
+        key = (source.name, side, self.kind(index))
+        if key[2] == "procedural":
             if key not in self._maps:
                 self._maps[key] = _placement_distances(source, side)
-            return simulate_scan(source, side, n_nodules, rng, self.diameter_range_mm, name=name,
+            return simulate_scan(source, side, n_nodules, rng, self._procedural_range, name=name,
                                  distances=self._maps[key])  # fmt: skip
         from medanomaly.synth.insert import insert_shapes, prepare_background
 

@@ -64,7 +64,7 @@ def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str 
         "val": (sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
         "test": (3 - sim.train_side, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
     }[purpose]
-    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm)
+    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm, sim.procedural_diameter_range_mm)
     jobs = [(si, k) for si in range(len(sources)) for k in range(n_scans)]
     iterator: Any = jobs
     if progress:
@@ -72,7 +72,7 @@ def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str 
 
         iterator = track(jobs, description=f"simulate {purpose} scans (synthetic nodules, {sim.shapes} shapes)")
     return [simulator.scan(sources[si], side, n_nodules, np.random.default_rng([cfg.seed, stream, si, k]),
-                           f"{sources[si].name}-{purpose}-{k}") for si, k in iterator]  # fmt: skip
+                           f"{sources[si].name}-{purpose}-{k}", index=k) for si, k in iterator]  # fmt: skip
 
 
 def simulate_training_set(cfg: LungNoduleConfig, sources: list[SourceScan], progress: bool = True) -> list[Any]:
@@ -243,7 +243,7 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     record = {k: history.get(k) for k in keys}
     record["plot"] = None
     if record["learning_curve"]:
-        shapes = "LIDC val" if record["shapes"] == "lidc" else str(record["shapes"])
+        shapes = "LIDC val" if record["shapes"] in ("lidc", "mixed") else str(record["shapes"])
         record["plot"] = plot_learning_curve(record["learning_curve"], out_dir / "learning_curve.png",
                                              record["best_step"], shapes=shapes).name  # fmt: skip
     return record
@@ -277,9 +277,10 @@ def _split_text(cfg: LungNoduleConfig, sources: list[SourceScan]) -> str:
     """How the held-out evaluation was split from training, in words (for metrics.json and the report)."""
     sim = cfg.simulation
     side_name = {1: "right", 2: "left"}
-    shapes = ("Nodule shapes: real LIDC-IDRI consensus outlines, training from the LIDC train split, validation "
-              "from the val split, these held-out scans from the test split (split by LIDC patient, never mixed). "
-              if sim.shapes == "lidc" else "Nodule shapes: procedural. ")
+    real = ("real LIDC-IDRI consensus outlines, training from the LIDC train split, validation from the val split, "
+            "these held-out scans from the test split (split by LIDC patient, never mixed). ")
+    shapes = {"lidc": "Nodule shapes: " + real, "procedural": "Nodule shapes: procedural. ",
+              "mixed": "Nodule shapes: procedural in every second training scan, otherwise " + real}[sim.shapes]
     return shapes + (
         f"Training used simulated nodules in the {side_name[sim.train_side]} lung of "
         f"{', '.join(s.name for s in sources)}; these held-out scans have nodules only in the "
