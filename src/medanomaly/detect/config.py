@@ -102,7 +102,10 @@ class TrainConfig(PatchTrainConfig):
     steps: int = Field(1500, ge=1, le=1_000_000)
     patch_size: tuple[Voxels, Voxels, Voxels] = (8, 48, 48)
     budget_minutes: float | None = Field(4.0, gt=0.0, le=100_000.0)  # wall clock: stop here or at `steps`
-    eval_every: int = Field(1500, ge=0, le=1_000_000)  # validation CPM every N steps, best kept (0 = last step)
+    eval_every: int = Field(250, ge=0, le=1_000_000)  # validation CPM every N steps and at the end (learning curve)
+    # which weights the run keeps: `best` validation CPM (the later on a tie) or the `last` step's (the curve is
+    # then a record only: on a few validation nodules an early, unannealed checkpoint can win by noise)
+    keep_weights: Literal["best", "last"] = "last"
     positive_sampling: Literal["voxel", "lesion"] = "lesion"  # lesion: each nodule equally often, whatever its size
     # dice_ce: Dice over the batch + BCE (large nodules weigh by their volume); dice_ce_patch: Dice per patch;
     # dice_focal_patch: Dice per patch + focal loss (medanomaly.detect.generic.heatmap_loss)

@@ -63,6 +63,7 @@ class NoduleDetector:
         positive_fraction, hard_negative_fraction: patch mix.
         positive_sampling: ``lesion`` (each nodule equally often) or ``voxel`` (by volume).
         loss: training loss (:func:`medanomaly.detect.generic.heatmap_loss`).
+        keep_weights: ``best`` (validation CPM) or ``last`` weights when training validates.
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
@@ -87,6 +88,7 @@ class NoduleDetector:
         hard_negative_fraction: float = 0.3,
         positive_sampling: str = "lesion",
         loss: str = "dice_ce_patch",
+        keep_weights: str = "last",
         budget_minutes: float | None = 4.0,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,
@@ -116,6 +118,7 @@ class NoduleDetector:
         self.hard_negative_fraction = hard_negative_fraction
         self.positive_sampling = positive_sampling
         self.loss = loss
+        self.keep_weights = keep_weights
         self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
         self.overlap = overlap
@@ -160,8 +163,8 @@ class NoduleDetector:
         ``loss`` (:func:`medanomaly.detect.generic.heatmap_loss`), AdamW with a one-cycle rate, one log
         line every tenth of the steps, stopped at ``budget_minutes`` of wall clock if that comes first.
         With ``validate`` (``validate(detector) -> {"cpm": ...}``, called with this detector holding the current
-        weights) every ``eval_every`` steps, the best weights are kept. ``history_`` holds every
-        step's loss, ``fit_`` the run's record (:class:`medanomaly.detect.generic.HeatmapFit`).
+        weights) every ``eval_every`` steps, the best (``keep_weights: best``) or the last weights are kept.
+        ``history_`` holds every step's loss, ``fit_`` the run's record (:class:`medanomaly.detect.generic.HeatmapFit`).
         """
         import torch
 
@@ -175,7 +178,7 @@ class NoduleDetector:
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,
-                                                    loss_name=self.loss)  # fmt: skip
+                                                    loss_name=self.loss, keep=self.keep_weights)  # fmt: skip
         self.history_ = self.fit_.losses
         return self
 

@@ -205,7 +205,7 @@ def one_cycle(progress: float, pct_start: float = 0.3, div: float = 25.0, final_
 def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
                     progress: bool, title: str, budget_minutes: float | None = None,
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
-                    monitor: str = "cpm", loss_name: str = "dice_ce") -> HeatmapFit:  # fmt: skip
+                    monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best") -> HeatmapFit:  # fmt: skip
     """:func:`fit_heatmap_network` with a wall-clock budget and a learning curve.
 
     Training stops after ``steps`` steps or ``budget_minutes`` of wall clock (validation included),
@@ -213,7 +213,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     time fractions, so it anneals fully either way. ``validate(model) -> {metric: value}`` runs every
     ``eval_every`` steps and after the last one (the model in eval mode); the weights with the best
     ``monitor`` value are kept, the later ones on a tie (a tie on a few validation nodules says nothing, and
-    later weights are further annealed); without ``validate``: the last ones. ``loss_name``: :func:`heatmap_loss`.
+    later weights are further annealed); without ``validate`` or with ``keep="last"``: the last ones (the curve is
+    then a record only). ``loss_name``: :func:`heatmap_loss`.
     """
     import torch
 
@@ -252,7 +253,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     hooks = Hooks(loss=loss, optimizer=optimizer, validate=check if validate is not None else None)
     options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
                           title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
-                          monitor=f"val_{monitor}" if validate is not None else None,
+                          monitor=f"val_{monitor}" if validate is not None and keep == "best" else None,
                           min_delta=-1e-9)  # fmt: skip  # a tie keeps the later weights
     result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()

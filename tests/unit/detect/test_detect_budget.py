@@ -4,6 +4,7 @@ and the LIDC-shape simulation path (issue 16)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,18 +38,36 @@ def test_steps_stop_training_within_a_generous_budget(toy_scans) -> None:
     assert det.fit_.steps == 4 and det.fit_.stop_reason == "steps"
 
 
-def test_learning_curve_keeps_the_best_validated_weights(toy_scans) -> None:
-    import torch
-
-    seen: dict[int, dict[str, torch.Tensor]] = {}
-
+def _validate_recording(seen: dict) -> Any:
+    """A validation that records the weights it saw per step and rates step 3 best."""
     def validate(detector: NoduleDetector) -> dict[str, float]:
         step = len(seen) * 3 + 3 if len(seen) < 2 else 7
         assert not detector.model_.training  # validated in eval mode
         seen[step] = {k: v.detach().clone() for k, v in detector.model_.state_dict().items()}
         return {"cpm": 0.9 if step == 3 else 0.1}
 
-    det = NoduleDetector(**{**TINY, "steps": 7}).fit(toy_scans, progress=False, validate=validate, eval_every=3)
+    return validate
+
+
+def test_keep_weights_last_records_the_curve_but_keeps_the_last_weights(toy_scans) -> None:
+    import torch
+
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    det = NoduleDetector(**{**TINY, "steps": 7, "keep_weights": "last"}).fit(
+        toy_scans, progress=False, validate=_validate_recording(seen), eval_every=3)
+    assert [r["cpm"] for r in det.fit_.curve] == [0.9, 0.1, 0.1] and det.fit_.best_step == 7
+    kept = det.model_.state_dict()
+    assert all(torch.equal(kept[k], seen[7][k]) for k in kept)
+    assert not all(torch.equal(kept[k], seen[3][k]) for k in kept)
+
+
+def test_learning_curve_keeps_the_best_validated_weights(toy_scans) -> None:
+    import torch
+
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    det = NoduleDetector(**{**TINY, "steps": 7, "keep_weights": "best"}).fit(
+        toy_scans, progress=False, validate=_validate_recording(seen), eval_every=3)
     curve = det.fit_.curve
     assert [r["step"] for r in curve] == [3, 6, 7]
     assert [r["cpm"] for r in curve] == [0.9, 0.1, 0.1]

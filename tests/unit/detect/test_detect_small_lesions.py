@@ -90,6 +90,6 @@ def test_config_refuses_an_inverted_procedural_range() -> None:
 def test_a_validation_tie_keeps_the_later_weights(toy_source) -> None:
     sims = [simulate_scan(toy_source, 1, 3, np.random.default_rng([4, k]), (6.0, 15.0)) for k in range(2)]
     scans = [to_grid_scan(s, TINY["spacing_mm"], (-1000.0, 400.0)) for s in sims]
-    det = NoduleDetector(**{**TINY, "steps": 6}).fit(scans, progress=False, validate=lambda d: {"cpm": 0.5},
+    det = NoduleDetector(**{**TINY, "steps": 6, "keep_weights": "best"}).fit(scans, progress=False, validate=lambda d: {"cpm": 0.5},
                                                      eval_every=3)  # fmt: skip
     assert [r["step"] for r in det.fit_.curve] == [3, 6] and det.fit_.best_step == 6
