@@ -1,4 +1,5 @@
-"""Integration-test helpers: the committed lung detector fixture as a finished run folder.
+"""Integration-test helpers: the committed lung detector fixture as a finished run folder, and tiny
+anomaly runs trained here on the real normal brains (``configs/anomaly_tiny.yaml``).
 
 ``tests/fixtures/lung_detector/`` holds the demo lung_nodule detector (``LungNoduleConfig()``
 defaults) trained once on simulated nodules inserted into lung1 / lung2 (synthetic training data):
@@ -16,6 +17,24 @@ from pathlib import Path
 import pytest
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "lung_detector"
+ROOT = Path(__file__).resolve().parents[2]
+#: Tiny parameters per anomaly method for export tests (seconds to train on one thread).
+TINY_ANOMALY_PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
+                       "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
+
+
+def train_tiny_anomaly(root: Path, method: str) -> Path:
+    """Train ``configs/anomaly_tiny.yaml`` with ``method`` (:data:`TINY_ANOMALY_PARAMS`) into ``root/run``."""
+    import torch
+    import yaml
+
+    from medanomaly.engine import train_run
+
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
+    cfg["method"] = {"name": method, "params": TINY_ANOMALY_PARAMS[method]}
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return train_run(root / "cfg.yaml", root / "run")
 
 
 def lung_detector_run(dest: Path) -> Path:
@@ -34,3 +53,9 @@ def lung_detector_run(dest: Path) -> Path:
 def fixture_lung_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run folder called ``lung`` holding the fixture detector."""
     return lung_detector_run(tmp_path_factory.mktemp("fixture-run") / "lung")
+
+
+@pytest.fixture(scope="session")
+def tiny_anomaly_run():
+    """``tiny_anomaly_run(root, method)``: a tiny anomaly run trained into ``root/run`` (:func:`train_tiny_anomaly`)."""
+    return train_tiny_anomaly

@@ -18,30 +18,17 @@ from medanomaly.cli.app import app
 from medanomaly.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
-          "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
 
-
-def _tiny_run(root: Path, method: str) -> Path:
-    import torch
-
-    from medanomaly.engine import train_run
-
-    torch.set_num_threads(1)
-    cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
-    cfg["method"] = {"name": method, "params": PARAMS[method]}
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return train_run(root / "cfg.yaml", root / "run")
 
 
 @pytest.mark.parametrize("method", ["normative", "autoencoder", "padim"])
-def test_anomaly_package_matches_torch(method: str, tmp_path: Path, predict_without_torch) -> None:
+def test_anomaly_package_matches_torch(method: str, tmp_path: Path, predict_without_torch, tiny_anomaly_run) -> None:
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.deploy.export import export_run
     from medanomaly.engine import load_model
     from medanomaly.io import read
 
-    run = _tiny_run(tmp_path, method)
+    run = tiny_anomaly_run(tmp_path, method)
     pkg = export_run(run, tmp_path / "pkg")  # int8: test_export_anomaly_int8.py
     manifest = json.loads((pkg / "manifest.json").read_text())
     assert manifest["method"] == method and manifest["fp32_max_abs_diff"] <= 1e-4 and manifest["validation_items"] >= 4

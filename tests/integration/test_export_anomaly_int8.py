@@ -11,29 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 
-ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
-          "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
-
-
-def _tiny_run(root: Path, method: str) -> Path:
-    import torch
-
-    from medanomaly.engine import train_run
-
-    torch.set_num_threads(1)
-    cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
-    cfg["method"] = {"name": method, "params": PARAMS[method]}
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return train_run(root / "cfg.yaml", root / "run")
 
 
 @pytest.fixture(scope="module")
-def padim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_run(tmp_path_factory.mktemp("padim"), "padim")
+def padim_run(tmp_path_factory: pytest.TempPathFactory, tiny_anomaly_run) -> Path:
+    return tiny_anomaly_run(tmp_path_factory.mktemp("padim"), "padim")
 
 
 def _check_int8_package(run: Path, pkg: Path, method: str) -> None:
@@ -118,10 +102,10 @@ def test_force_keeps_a_refused_int8_graph_with_a_warning(padim_run: Path, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["normative", "autoencoder"])
-def test_int8_normative_and_autoencoder_packages(method: str, tmp_path: Path) -> None:
+def test_int8_normative_and_autoencoder_packages(method: str, tmp_path: Path, tiny_anomaly_run) -> None:
     from medanomaly.deploy.export import export_run
 
-    run = _tiny_run(tmp_path, method)
+    run = tiny_anomaly_run(tmp_path, method)
     pkg = export_run(run, tmp_path / "pkg", int8=True)
     _check_int8_package(run, pkg, method)
     if method == "autoencoder":  # only the network is quantised: the residual map's nodes stay float
