@@ -171,6 +171,8 @@ class NoduleDetector:
         torch.manual_seed(self.seed)
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params)
+            if not torch.cuda.is_available():  # CPU: channels-last 3D convolutions train about 1.5x faster
+                model = model.to(memory_format=torch.channels_last_3d)
             self.model_ = model  # validation detects with the weights being trained
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    per_lesion=self.positive_sampling == "lesion")  # fmt: skip
@@ -179,6 +181,7 @@ class NoduleDetector:
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,
                                                     loss_name=self.loss, keep=self.keep_weights)  # fmt: skip
+            model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
         return self
 

@@ -134,3 +134,32 @@ def test_detect_exclusion_zone_grows_by_margin_in_mm() -> None:
 def test_detect_load_rejects_a_folder_without_weights(tmp_path) -> None:
     with pytest.raises(InputError, match="not a trained lung_nodule run"):
         NoduleDetector.load(tmp_path)
+
+
+def test_detect_tiny_detector_weights_are_contiguous_after_channels_last_training(tiny_detector) -> None:
+    det, _ = tiny_detector  # fit trains in channels-last 3D on the CPU, then hands back the usual layout
+    convs = [p for p in det.model_.parameters() if p.dim() == 5]
+    assert convs and all(p.is_contiguous() for p in det.model_.parameters())
+
+
+@pytest.mark.parametrize("where", ["inside", "at_the_border"])
+def test_detect_finding_measured_on_its_crop_equals_measured_on_the_whole_ct(where) -> None:
+    from dataclasses import asdict
+
+    from medanomaly.detect.infer import finding_from_mask
+    from medanomaly.quantify.measure import measure
+
+    rng = np.random.default_rng(0)
+    hu = rng.normal(-700, 200, (12, 40, 40)).round().astype(np.int16)
+    ct = Volume(hu, spacing=(0.8, 0.8, 2.5), origin=(-12.0, 30.0, 100.0))
+    mask = np.zeros(hu.shape, bool)
+    if where == "inside":
+        mask[4:8, 10:19, 12:20] = True
+        mask[5, 19:22, 15] = True  # an irregular part
+    else:
+        mask[0:3, 35:40, 0:4] = True  # touches three faces of the volume
+    f = finding_from_mask((0.0, 0.0, 0.0), 0.9, "nodule", mask, ct)
+    whole = measure(ct.with_array(mask.astype(np.uint8)), ct)
+    assert f.measurements.volume_ml == pytest.approx(whole.volume_ml, rel=1e-12)
+    assert asdict(f.measurements) == pytest.approx(asdict(whole), rel=1e-9, abs=1e-9, nan_ok=True)
+    assert np.array_equal(np.asarray(f.mask.array) > 0, mask)
