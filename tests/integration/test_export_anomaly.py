@@ -56,6 +56,33 @@ def test_padim_arrays_are_checked_and_never_unpickled(tmp_path: Path) -> None:
         _load_npy(path)
 
 
+def test_autoencoder_package_with_the_map_in_its_graph_is_refused(tmp_path: Path) -> None:
+    """An earlier export's autoencoder graph (output ``map``, the float32 residual map) is refused in one
+    line by the loader: its map is not the run's float64 map; a ``reconstruction`` graph is accepted."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from medanomaly.deploy.onnx_anomaly import OnnxAutoencoder, onnx_method
+    from medanomaly.deploy.onnx_model import session
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo.model_construct(extra={"method": {"name": "autoencoder", "params": {"ssim_weight": 0.25}}})
+    for output, refused in (("map", True), ("reconstruction", False)):
+        graph = helper.make_graph([helper.make_node("Identity", ["input"], [output])], "g",
+                                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["n", 1, 8, 8])])  # fmt: skip
+        path = tmp_path / f"{output}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        if refused:
+            with pytest.raises(InputError, match="holds the residual map in its graph .* export the run again"):
+                onnx_method(session(path), info, tmp_path)
+        else:
+            method = onnx_method(session(path), info, tmp_path)
+            assert isinstance(method, OnnxAutoencoder) and method.ssim_weight == 0.25
+            images = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+            assert np.abs(method.score(images, np.ones((2, 8, 8), bool), np.zeros(2))).max() < 1e-6
+
+
 def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
     """An ``atlas`` run (its validation stubbed: one synthetic brain stored) predicts through the engine and is
     refused by export in one line, exit 2."""

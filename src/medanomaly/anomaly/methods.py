@@ -27,7 +27,7 @@ import numpy as np
 
 from medanomaly.registry import Registry
 
-__all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "pixel_auroc"]
+__all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc"]
 
 #: Anomaly methods by name.
 METHODS: Registry[Any] = Registry("anomaly method")
@@ -43,15 +43,38 @@ def pixel_auroc(maps: np.ndarray, lesions: np.ndarray, brain: np.ndarray) -> flo
     return float(roc_auc_score(y, maps[brain]))
 
 
-def ssim_map(x: Any, y: Any, window: int = 7) -> Any:
-    """Local SSIM (uniform ``window`` x ``window``, data range 1) of two (N, 1, H, W) tensors."""
-    import torch.nn.functional as F
+def _local_mean(t: np.ndarray, window: int) -> np.ndarray:
+    """Mean over each pixel's ``window`` x ``window`` neighbourhood inside the image (pixels past
+    the border are not counted), per slice of an (N, H, W) array."""
+    from scipy.ndimage import uniform_filter
 
+    size = (1, window, window)
+    inside = uniform_filter(np.ones(t.shape[1:], np.float64)[None], size, mode="constant")
+    return uniform_filter(t, size, mode="constant") / inside
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, window: int = 7) -> np.ndarray:
+    """Local SSIM (uniform ``window`` x ``window``, data range 1) of two (N, H, W) arrays, in float64.
+
+    Float64 on purpose: in flat tissue the local variance is the small difference of two large
+    means, and in float32 that difference is noise of order 1e-4 in the map (the torch and the
+    ONNX Runtime float32 maps of one network differed by 1.85e-4).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     c1, c2 = 0.01**2, 0.03**2
-    pool = lambda t: F.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)  # noqa: E731
-    mx, my = pool(x), pool(y)
-    vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
+    mx, my = _local_mean(x, window), _local_mean(y, window)
+    vx, vy = _local_mean(x * x, window) - mx**2, _local_mean(y * y, window) - my**2
+    cxy = _local_mean(x * y, window) - mx * my
     return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def residual_map(images: np.ndarray, reconstructions: np.ndarray, ssim_weight: float) -> np.ndarray:
+    """The autoencoder's anomaly map of (N, H, W) images and their reconstructions (grey values
+    0..1): ``w (1 - local SSIM) + (1 - w) |x - x^|``, computed in float64, returned as float32.
+    The torch method and the exported package both call this (the ONNX graph is the network only)."""
+    x, rec = np.asarray(images, np.float64), np.asarray(reconstructions, np.float64)
+    w = float(ssim_weight)
+    return (w * (1 - ssim_map(x, rec)) + (1 - w) * np.abs(x - rec)).astype(np.float32)
 
 
 @METHODS.register("normative")
@@ -125,9 +148,7 @@ class AutoencoderMethod:
 
     def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
         x, rec = self._reconstruct(images)
-        w = self.ssim_weight
-        m = w * (1 - ssim_map(x, rec)) + (1 - w) * (x - rec).abs()
-        return (m[:, 0].numpy() * masks).astype(np.float32)
+        return residual_map(x[:, 0].numpy(), rec[:, 0].numpy(), self.ssim_weight) * masks.astype(np.float32)
 
     def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
         """Train on normal slices; every ``eval_every`` epochs score the synthetic-anomaly validation

@@ -9,12 +9,13 @@ maps, brain masks applied, as the torch methods give them.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medanomaly.anomaly.methods import NormativeMethod, PadimMethod
+from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod, residual_map
 from medanomaly.anomaly.model import AnomalyModel
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -51,14 +52,16 @@ class OnnxNormative(NormativeMethod):
 
 
 class OnnxAutoencoder:
-    """Autoencoder residual map (L1 + local SSIM) computed inside the graph."""
+    """Autoencoder whose network is the graph (``input`` -> ``reconstruction``); the residual map
+    (L1 + local SSIM) is the run's own float64 NumPy code, :func:`residual_map`."""
 
-    def __init__(self, sess: Any) -> None:
-        self.session = sess
+    def __init__(self, sess: Any, ssim_weight: float) -> None:
+        self.session, self.ssim_weight = sess, float(ssim_weight)
 
     def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        maps = _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})
-        return (maps[:, 0] * masks).astype(np.float32)
+        x = np.asarray(images, np.float32)
+        rec = _run(self.session, {"input": x[:, None]})[:, 0]
+        return residual_map(x, rec, self.ssim_weight) * np.asarray(masks, np.float32)
 
     def network(self) -> Any:
         return self.session
@@ -94,6 +97,14 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"package file unreadable: {path.name}", path.parent) from None
 
 
+def _refuse_map_graph(sess: Any, folder: str | Path) -> None:
+    """Refuse an autoencoder package from an earlier export, whose graph held the float32 map (output
+    ``map``, which failed the 1e-4 check on real-size networks) instead of the reconstruction."""
+    if [o.name for o in sess.get_outputs()] != ["reconstruction"]:
+        raise InputError("this autoencoder package holds the residual map in its graph (an older export): "
+                         "export the run again", folder)  # fmt: skip
+
+
 def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
     """The anomaly method of a package, its network an ONNX Runtime session."""
     spec = info.extra.get("method", {})
@@ -101,7 +112,9 @@ def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
     if name == "normative":
         return OnnxNormative(sess, params)
     if name == "autoencoder":
-        return OnnxAutoencoder(sess)
+        _refuse_map_graph(sess, folder)
+        default = inspect.signature(AutoencoderMethod).parameters["ssim_weight"].default
+        return OnnxAutoencoder(sess, params.get("ssim_weight", default))
     if name == "padim":
         mean, inv_cov = (_load_npy(Path(folder) / f) for f in PADIM_ARRAYS)
         return OnnxPadim(sess, mean, inv_cov)
