@@ -25,15 +25,22 @@ map        value per voxel (higher = more abnormal)
 abs        ``|x - e|``
 z          ``|x - e| / sqrt(s^2 + floor^2)``
 bright     ``max(x - e, 0)`` (brighter than the normal brains predict)
+robust     ``|x - e| / (1.4826 MAD of x - e in the test brain)``: ``abs`` in units of the test's
+           own robust residual spread (one scale per volume, so thresholds transfer between scans)
 =========  ==========================================================================
+
+where, with ``local_mm`` > 0, ``x - e`` first loses its local mean over the brain (Gaussian
+weighting of SD ``local_mm``, :func:`local_offset`): a regional offset (intensity inhomogeneity,
+partial volume of the top slice, a region whose contrast differs from the atlas's) is removed, a
+lesion much smaller than ``local_mm`` keeps most of its contrast;
 
 then Gaussian smoothing of ``sigma`` mm. Voxels of the test brain that no warped normal brain
 covers take the nearest covered atlas value; with the atlas brain ``support`` on, the map is
 weighted by the signed distance (mm) to the edge of the warped normal brains' own brain masks
 (:func:`support_weight`), so such voxels score 0. The match, the map kind, ``sigma`` and the
-support are chosen on SYNTHETIC 3D lesions inserted into the normal validation brain and, with
-``edge_heads``, into a whole normal head inside its rough ``brain_mask`` (:func:`fit_volumes`),
-never on the test. Example (a trained run)::
+support, ``local_mm`` are chosen on SYNTHETIC 3D lesions inserted into the normal validation brain
+and, with ``edge_heads``, into a whole normal head inside its rough ``brain_mask`` (:func:`fit_volumes`;
+the volumes: :mod:`medanomaly.anomaly.atlas_validation`), never on the test. Example (a trained run)::
 
     >>> from medanomaly.engine import load_model                       # doctest: +SKIP
     >>> prediction = load_model("runs/atlas").predict(volume)          # doctest: +SKIP
@@ -48,14 +55,15 @@ from typing import Any
 import numpy as np
 
 from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
 __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
-           "conditional_expectation", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
+           "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
 
 #: Map kinds the validation chooses from (see the module docstring).
-MAP_KINDS = ("abs", "z", "bright")
+MAP_KINDS = ("abs", "z", "bright", "robust")
 #: Intensity matches the validation chooses from: the test's expected rank given the atlas
 #: (:func:`conditional_expectation`) or the atlas mean's own rank.
 MATCHES = ("conditional", "rank")
@@ -162,6 +170,21 @@ def support_weight(distance_mm: np.ndarray, edge_mm: float, ramp_mm: float) -> n
     return np.clip((distance_mm - edge_mm) / ramp_mm, 0.0, 1.0).astype(np.float32)
 
 
+def local_offset(residual: np.ndarray, brain: np.ndarray, spacing: tuple[float, ...], local_mm: float) -> np.ndarray:
+    """The local mean of ``residual`` over ``brain`` (Gaussian weights of SD ``local_mm`` mm; a
+    normalised convolution, so the brain's edge and the field of view do not pull it to 0); 0
+    outside the brain and when ``local_mm`` is 0."""
+    from scipy import ndimage
+
+    if local_mm <= 0 or not brain.any():
+        return np.zeros(residual.shape, np.float32)
+    sigma = [local_mm / s for s in spacing[::-1]]
+    weight = brain.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(brain, residual, 0.0).astype(np.float32), sigma)
+    den = ndimage.gaussian_filter(weight, sigma)
+    return np.where(brain, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+
+
 def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndarray,
                             bins: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The test's expected rank given the atlas value, and its spread, learned from the test brain itself.
@@ -211,6 +234,17 @@ class AtlasMethod:
             voxels no normal brain covers (scalp, orbits, skull base inside a rough test mask) score
             0, and the conditional match is learned inside the support; chosen on synthetic lesions.
         supports: the ``(edge_mm, ramp_mm)`` candidates validation chooses from (besides off).
+        demons_iterations: iterations of a deformable demons refinement after the linear stages
+            (0 = none; :func:`medanomaly.preprocess.registration.demons_refine`).
+        demons_smooth_mm: SD (mm) of the demons displacement-field smoothing.
+        local_mm: SD (mm) of the local mean removed from the residual ``x - e`` (0 = off;
+            :func:`local_offset`); chosen on synthetic lesions from ``locals_mm``.
+        locals_mm: the ``local_mm`` candidates validation chooses from.
+        val_leave_out: score a validation brain against the atlas without the training brain of
+            the same person (:mod:`medanomaly.anomaly.atlas_validation`).
+        val_lesions: the SYNTHETIC validation lesion model (``mixed`` or ``enhancing``).
+        val_bias: strength of the smooth multiplicative intensity field put on the validation
+            volumes (``exp(+-val_bias)`` at most over the brain; 0 = none).
         edge_heads: whole-head normal volumes (``ch2``) for an edge validation: the rough
             ``brain_mask`` of the head is the region (as for the test), the synthetic lesions are
             put in its skull-stripped twin's brain, and the training brain of the same name is left
@@ -223,7 +257,9 @@ class AtlasMethod:
                  bspline_mesh: int = 4, iterations: int = 200, sampling: float = 0.25, min_dice: float = 0.6,
                  floor: float = 0.05, kind: str = "abs", kinds: tuple[str, ...] = MAP_KINDS, seed: int = 0,
                  match: str = "conditional", support: tuple[float, float] | None = None,
-                 supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = (),
+                 local_mm: float = 0.0, locals_mm: tuple[float, ...] = (0.0,), val_leave_out: bool = False,
+                 val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0) -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
             raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
         if match not in MATCHES:
@@ -234,6 +270,13 @@ class AtlasMethod:
         if any(r < 0 for _, r in self.supports) or (self.support is not None and self.support[1] < 0):
             raise InputError(f"atlas support ramp_mm must be >= 0, got {self.support} / {list(self.supports)}")
         self.edge_heads = tuple(edge_heads)
+        self.local_mm, self.locals_mm = float(local_mm), tuple(float(v) for v in locals_mm)
+        if self.local_mm < 0 or any(v < 0 for v in self.locals_mm) or not self.locals_mm:
+            raise InputError(f"atlas local_mm must be >= 0 mm, got {local_mm} / {list(locals_mm)}")
+        self.val_leave_out, self.val_bias, self.val_lesions = bool(val_leave_out), float(val_bias), str(val_lesions)
+        if self.val_lesions not in LESION_MODELS:
+            raise InputError(f"atlas val_lesions must be one of {LESION_MODELS}, got {val_lesions!r}")
+        self.demons_iterations, self.demons_smooth_mm = int(demons_iterations), float(demons_smooth_mm)
         if any(h not in _SKULL_STRIPPED for h in self.edge_heads):
             raise InputError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
         self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
@@ -257,7 +300,8 @@ class AtlasMethod:
         out: dict[str, np.ndarray] = {"kind": np.asarray([MAP_KINDS.index(self.kind)], np.int64),
                                       "match": np.asarray([MATCHES.index(self.match)], np.int64),
                                       "support": np.asarray([0.0, 0.0, 0.0] if self.support is None
-                                                            else [1.0, *self.support], np.float64)}  # fmt: skip
+                                                            else [1.0, *self.support], np.float64),
+                                      "local_mm": np.asarray([self.local_mm], np.float64)}  # fmt: skip
         for k, (vol, brain) in enumerate(self.brains_):
             out[f"brain{k}.ranks"] = np.asarray(vol.array, np.float32)
             out[f"brain{k}.mask"] = brain.astype(np.uint8)
@@ -269,6 +313,7 @@ class AtlasMethod:
         self.match = MATCHES[int(np.asarray(state["match"])[0])]
         flag, edge, ramp = np.asarray(state["support"], np.float64) if "support" in state else (0.0, 0.0, 0.0)
         self.support = (float(edge), float(ramp)) if flag else None
+        self.local_mm = float(np.asarray(state["local_mm"])[0]) if "local_mm" in state else 0.0
         self.brains_ = []
         for k in range(sum(1 for key in state if key.endswith(".ranks"))):
             g = np.asarray(state[f"brain{k}.geometry"], np.float64)
@@ -283,12 +328,12 @@ class AtlasMethod:
 
     # ------------------------------------------------------------------ predict
     def _register(self, fixed: Volume, brain: Volume, k: int) -> Any:
-        from medanomaly.preprocess.registration import register
+        from medanomaly.preprocess.registration import demons_refine, register
 
         result = register(fixed, brain, stages=self.stages, metric="mattes", sampling=self.sampling,
                           iterations=self.iterations, bspline_mesh=self.bspline_mesh, seed=self.seed + k,
                           init="moments")  # fmt: skip
-        return result.transform
+        return demons_refine(fixed, brain, result.transform, self.demons_iterations, self.demons_smooth_mm)
 
     def components(self, volume: Volume, brain: np.ndarray | None = None) -> dict[str, Any]:
         """Test ranks, test brain (``brain``, default :func:`medanomaly.anomaly.data._brain`), the
@@ -339,20 +384,31 @@ class AtlasMethod:
         return parts
 
     def map_from(self, parts: dict[str, Any], kind: str, sigma_mm: float, spacing: tuple[float, ...],
-                 match: str | None = None, support: Any = "method") -> np.ndarray:  # fmt: skip
-        """The anomaly map of ``kind`` with the intensity ``match`` (default: the method's), weighted
+                 match: str | None = None, support: Any = "method", local_mm: float | None = None) -> np.ndarray:  # fmt: skip
+        """The anomaly map of ``kind`` with the intensity ``match`` (default: the method's), the local
+        residual offset removed at ``local_mm`` (default: the method's; :func:`local_offset`), weighted
         by the atlas brain ``support`` (``None`` = off, ``(edge_mm, ramp_mm)``, default: the method's;
         :func:`support_weight`), smoothed by ``sigma_mm`` (0 outside the test brain)."""
         from scipy import ndimage
 
         support = self.support if isinstance(support, str) else support
         match = match or self.match
-        expected, spread = parts["conditional_in_support" if support is not None and match == "conditional" else match]
-        diff = parts["ranks"] - expected
+        local_mm = self.local_mm if local_mm is None else float(local_mm)
+        which = "conditional_in_support" if support is not None and match == "conditional" else match
+        expected, spread = parts[which]
+        cache = parts.setdefault("residual_cache", {})  # the validation asks for many kinds and sigmas
+        if (which, local_mm) not in cache:
+            diff = parts["ranks"] - expected
+            cache[(which, local_mm)] = diff - local_offset(diff, parts["brain"], spacing, local_mm)
+        diff = cache[(which, local_mm)]
         if kind == "abs":
             out = np.abs(diff)
         elif kind == "bright":
             out = np.maximum(diff, 0.0)
+        elif kind == "robust":
+            inside = diff[parts["brain"]]
+            mad = 1.4826 * float(np.median(np.abs(inside - np.median(inside)))) if inside.size else 0.0
+            out = np.abs(diff) / max(mad, 1e-6)
         else:
             out = np.abs(diff) / np.sqrt(spread**2 + self.floor**2)
         out = out * parts["brain"]
@@ -373,124 +429,72 @@ class AtlasMethod:
         return volume.with_array(amap, units="anomaly score"), score
 
 
-def _lesioned(clean: Volume, region: np.ndarray, lesion_area: np.ndarray, noise: tuple[float, ...],
-              seed: int) -> list[tuple[Volume, np.ndarray]]:  # fmt: skip
-    """SYNTHETIC copies of one clean volume: for each ``noise`` level, Gaussian noise of SD = level x
-    the region's interquartile intensity range inside ``region`` (lowering the grey/white
-    contrast-to-noise ratio as in clinical scans), then 3D lesions (:func:`make_synthetic_3d`)
-    centred and confined in ``lesion_area`` (the brain)."""
-    from medanomaly.anomaly.synthetic import make_synthetic_3d
-
-    arr = np.asarray(clean.array, np.float32)
-    iqr = float(np.subtract(*np.percentile(arr[region], [75, 25])))
-    out = []
-    for j, level in enumerate(noise):
-        rng = np.random.default_rng(seed + j)
-        noisy = arr + region * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
-        lesioned, lesions = make_synthetic_3d(noisy, lesion_area, clean.spacing, seed=seed + j)
-        out.append((clean.with_array(lesioned), lesions))
-    return out
-
-
-def _leave_out(method: AtlasMethod, name: str) -> AtlasMethod:
-    """The atlas without the training brain ``name`` (for validating on the same person's head)."""
-    import copy
-
-    other = copy.copy(method)
-    other.brains_ = [b for n, b in zip(method.names_, method.brains_) if n != name]
-    if not other.brains_:
-        raise InputError(f"atlas edge validation head {name!r} is the only training brain; add another")
-    return other
-
-
-def _validation_cases(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float],
-                      noise: tuple[float, ...]) -> list[dict[str, Any]]:  # fmt: skip
-    """The validation volumes, clean (``lesions`` None) and with SYNTHETIC lesions, made to look like
-    clinical scans (``val_grid_mm``: in-plane pixel and slice thickness, mm): the skull-stripped
-    validation brains (``config.data.val``; region = their brain), and the whole-head ``edge_heads``
-    (region = the rough ``brain_mask`` of the head, as for the test, so non-brain tissue inside it
-    is scored; lesions only in the head's skull-stripped twin; the atlas leaves that person out)."""
-    from medanomaly.anomaly.data import _brain, load_normal
-    from medanomaly.preprocess.tissue_masks import brain_mask
-
-    cases = []
-    for i, name in enumerate(config.data.val):
-        clean = thick_slices(load_normal(name), *val_grid_mm)
-        brain = _brain(clean)
-        cases.append({"name": name, "volume": clean, "lesions": None, "region": None, "atlas": method})
-        for j, (case, lesions) in enumerate(_lesioned(clean, brain, brain, noise, config.seed + 100 * i)):
-            cases.append({"name": f"{name}/noise{noise[j]:g}", "volume": case, "lesions": lesions, "region": None,
-                          "atlas": method})  # fmt: skip
-    for i, head in enumerate(method.edge_heads):
-        clean = thick_slices(load_normal(head), *val_grid_mm)
-        stripped = thick_slices(load_normal(_SKULL_STRIPPED[head]), *val_grid_mm)
-        region = np.asarray(brain_mask(clean).array) > 0
-        atlas = _leave_out(method, head)
-        cases.append({"name": f"{head}_head", "volume": clean, "lesions": None, "region": region, "atlas": atlas})
-        for j, (case, lesions) in enumerate(_lesioned(clean, region, _brain(stripped) & region, noise,
-                                                      config.seed + 1000 + 100 * i)):  # fmt: skip
-            cases.append({"name": f"{head}_head/noise{noise[j]:g}", "volume": case, "lesions": lesions,
-                          "region": region, "atlas": atlas})  # fmt: skip
-    return cases
-
-
 def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[float]) -> dict[tuple, float]:
     """Pooled pixel AUROC on the SYNTHETIC lesion cases, in two stages (to keep training cheap): every
-    (match, kind, sigma mm) with the support off, then every support candidate with the best of those.
-    Keys are ``(match, kind, sigma, support)``."""
+    (match, kind, sigma mm, local mm) with the support off, then every support candidate with the best
+    of those. Keys are ``(match, kind, sigma, support, local_mm)``; on a tie the earlier candidate
+    (``locals_mm`` in order: list 0 first) wins."""
     y = np.concatenate([c["lesions"][c["parts"]["brain"]] for c in lesioned])
 
-    def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None) -> float:
-        scores = [method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup)[c["parts"]["brain"]] for c in lesioned]
+    def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None, loc: float) -> float:
+        scores = [method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup, loc)[c["parts"]["brain"]]
+                  for c in lesioned]  # fmt: skip
         return pixel_auroc(np.concatenate(scores), y, np.ones_like(y))
 
-    out = {(m, k, float(s), None): auroc(m, k, float(s), None) for m in MATCHES for k in method.kinds for s in sigmas}
-    m, k, s, _ = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
-    out.update({(m, k, s, sup): auroc(m, k, s, sup) for sup in method.supports})
+    out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
+           for m in MATCHES for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
+    m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
+    out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
     return out
 
 
 def _key(choice: tuple) -> str:
-    m, k, s, sup = choice
-    return f"{m}/{k}/{s:g}/" + ("off" if sup is None else f"{sup[0]:g},{sup[1]:g}")
+    m, k, s, sup, loc = choice
+    return f"{m}/{k}/{s:g}/" + ("off" if sup is None else f"{sup[0]:g},{sup[1]:g}") + f"/local{loc:g}"
 
 
 def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float] = (0.8, 6.5),
                 noise: tuple[float, ...] = (0.0, 0.5)) -> dict[str, Any]:  # fmt: skip
     """Store the training brains; choose the intensity match, the map kind, ``sigma`` (mm,
     ``config.threshold.sigmas``), then the atlas brain support (off or one of ``method.supports``) by
-    pooled pixel AUROC on SYNTHETIC 3D lesions in the validation volumes (:func:`_validation_cases`,
-    :func:`_choose`);
+    pooled pixel AUROC on SYNTHETIC 3D lesions in the validation volumes
+    (:func:`medanomaly.anomaly.atlas_validation.validation_cases`, :func:`_choose`);
     set the pixel threshold (quantile at ``target_fpr``) and the image threshold on the clean ones.
 
     Returns:
         ``{"sigma", "pixel_threshold", "image_threshold", "log"}``.
     """
+    from medanomaly.anomaly.atlas_validation import validation_cases
     from medanomaly.anomaly.pipeline import volume_score
 
     start = time.process_time()
     log = method.fit_brains(tuple(config.data.train))
-    cases = _validation_cases(method, config, val_grid_mm, noise)
+    cases = validation_cases(method, config, val_grid_mm, noise)
     for c in cases:
         c["parts"] = c["atlas"].components(c["volume"], c["region"])
     lesioned = [c for c in cases if c["lesions"] is not None]
     by_choice = _choose(method, lesioned, config.threshold.sigmas)
     best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
-    method.match, method.kind, sigma, method.support = best
+    method.match, method.kind, sigma, method.support, method.local_mm = best
     clean_maps, image_scores = [], []
     for c in cases:
         if c["lesions"] is None:
             amap = method.map_from(c["parts"], method.kind, sigma, c["volume"].spacing)
             clean_maps.append(amap[c["parts"]["brain"]])
             image_scores.append(volume_score(amap, c["parts"]["brain"]))
-    by_support = {}
+    by_support: dict[str, float] = {}
+    by_local: dict[str, float] = {}
     for choice, value in by_choice.items():
-        name = _key(choice).rsplit("/", 1)[1]
-        by_support[name] = max(by_support.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
+        _, _, _, support, local = _key(choice).split("/")
+        for table, name in ((by_support, support), (by_local, local)):
+            table[name] = max(table.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
     q = 1.0 - config.threshold.target_fpr
-    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support": {_key(c): round(v, 4) for c, v in by_choice.items()},
+    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support_local": {_key(c): round(v, 4) for c, v in by_choice.items()},
                 "synthetic_val_best_pixel_auroc_by_support": by_support,
-                "match": method.match, "kind": method.kind, "sigma_mm": sigma,
+                "synthetic_val_best_pixel_auroc_by_local_mm": by_local,
+                "match": method.match, "kind": method.kind, "sigma_mm": sigma, "local_mm": method.local_mm,
+                "val_leave_out": method.val_leave_out, "val_bias": method.val_bias, "val_lesions": method.val_lesions,
+                "demons_iterations": method.demons_iterations,
                 "support": None if method.support is None else list(method.support),
                 "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),
                 "registrations": [{"case": c["name"], **c["parts"]["log"]} for c in cases],

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_synthetic", "make_synthetic_3d"]
+from medanomaly.errors import InputError
+
+__all__ = ["make_synthetic", "make_synthetic_3d", "LESION_MODELS"]
 
 
 def _ellipse(size: int, rng: np.random.Generator, brain: np.ndarray) -> np.ndarray | None:
@@ -57,14 +59,34 @@ def make_synthetic(images: np.ndarray, masks: np.ndarray, seed: int = 0,
     return out.astype(np.float32), lesions
 
 
+#: 3D lesion models: ``mixed`` (bright, dark or CutPaste, the 2D recipe) or ``enhancing`` (a tumour on
+#: a post-contrast T1: enhancing tissue, solid or a rim around a dark necrotic core).
+LESION_MODELS = ("mixed", "enhancing")
+
+
+def _enhancing_patch(d: np.ndarray, values: np.ndarray, radii: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A post-contrast tumour's intensities in the ellipsoid of normalised distance ``d`` (1 = its
+    surface): enhancing tissue from the top 85-100 % of the brain's intensities, in half the lesions
+    as a rim 2-5 mm thick around a necrotic core from the bottom 0-20 % (solid enhancement otherwise)."""
+    pick = lambda q: values[min(int(q * values.size), values.size - 1)]  # noqa: E731
+    patch = np.full(d.shape, pick(rng.uniform(0.85, 1.0)), np.float32)
+    if rng.random() < 0.5:
+        rim_mm = rng.uniform(2.0, 5.0)
+        core = np.sqrt(np.maximum(d, 0.0)) < max(0.0, 1.0 - rim_mm / float(radii.min()))
+        patch[core] = pick(rng.uniform(0.0, 0.2))
+    return patch
+
+
 def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[float, float, float], seed: int = 0,
-                      n_lesions: int = 6, radius_mm: tuple[float, float] = (4.0, 15.0)) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                      n_lesions: int = 6, radius_mm: tuple[float, float] = (4.0, 15.0),
+                      model: str = "mixed") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Insert SYNTHETIC 3D lesions into a copy of a normal volume, in its own intensities.
 
-    The same recipe as :func:`make_synthetic`, in 3D and in mm: soft-edged ellipsoids (semi-axes
-    ``radius_mm``) centred in the brain, filled with a random brain intensity from the top (90-100 %)
-    or bottom (0-15 %) of the brain's intensity distribution (bright or dark, 70 %) or with the
-    same volume shifted by up to a third of its extent (CutPaste, 30 %).
+    ``model`` ``mixed``: the same recipe as :func:`make_synthetic`, in 3D and in mm: soft-edged
+    ellipsoids (semi-axes ``radius_mm``) centred in the brain, filled with a random brain intensity
+    from the top (90-100 %) or bottom (0-15 %) of the brain's intensity distribution (bright or dark,
+    70 %) or with the same volume shifted by up to a third of its extent (CutPaste, 30 %).
+    ``enhancing``: the same ellipsoids filled as a tumour on a post-contrast T1 (:func:`_enhancing_patch`).
 
     Args:
         volume: (z, y, x) normal intensities.
@@ -73,10 +95,13 @@ def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[floa
         seed: random seed.
         n_lesions: lesions inserted.
         radius_mm: range of the ellipsoid semi-axes, mm.
+        model: ``mixed`` or ``enhancing`` (:data:`LESION_MODELS`).
 
     Returns:
         (volume with lesions, bool lesion mask = where the lesion weight is above 0.5).
     """
+    if model not in LESION_MODELS:
+        raise InputError(f"synthetic lesion model must be one of {LESION_MODELS}, got {model!r}")
     rng = np.random.default_rng(seed)
     out = volume.astype(np.float32).copy()
     lesions = np.zeros(volume.shape, bool)
@@ -88,7 +113,9 @@ def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[floa
         radii = rng.uniform(*radius_mm, 3)
         d = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
         weight = np.clip(1.5 - d, 0.0, 1.0) * brain
-        if rng.random() < 0.7:
+        if model == "enhancing":
+            patch = _enhancing_patch(d, values, radii, rng)
+        elif rng.random() < 0.7:
             q = rng.choice([rng.uniform(0.9, 1.0), rng.uniform(0.0, 0.15)])
             patch = np.full(volume.shape, values[min(int(q * values.size), values.size - 1)], np.float32)
         else:  # CutPaste: the same volume shifted

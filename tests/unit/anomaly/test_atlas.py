@@ -123,7 +123,7 @@ def test_atlas_support_silences_tissue_no_normal_brain_covers():
 
 
 def test_atlas_edge_validation_settings_are_checked():
-    from medanomaly.anomaly.atlas import _leave_out
+    from medanomaly.anomaly.atlas_validation import leave_out as _leave_out
     from medanomaly.errors import InputError
 
     with pytest.raises(InputError, match="skull-stripped twin"):
@@ -163,6 +163,124 @@ def test_validation_chooses_the_support_when_bright_non_brain_rims_the_region():
         parts = {"ranks": ranks, "brain": np.ones(shape, bool), "rank": flat, "conditional": flat,
                  "conditional_in_support": flat, "support_mm": signed_distance_mm(support, spacing)}  # fmt: skip
         got = _choose(method, [{"parts": parts, "lesions": lesion, "volume": Volume(ranks, spacing)}], [0.0, 2.0])
-        assert len(got) == 2 * 3 * 2 + 2  # every match/kind/sigma off, then each support with the best
+        assert len(got) == 2 * 4 * 2 + 2  # every match/kind/sigma off, then each support with the best
         best = max(got, key=got.get)
         assert best[3] == want and got[best] > 0.97
+
+
+def _offset_parts(offset: float, seed: int = 0) -> tuple[dict, np.ndarray, tuple]:
+    """Hand-made atlas parts: flat expected ranks, noise, a small bright lesion (8 x 8 mm, two 4 mm
+    slices) and a smooth regional offset of ``offset`` rank units rising across the field of view (as
+    an intensity inhomogeneity or a region whose contrast differs from the atlas's)."""
+    rng = np.random.default_rng(seed)
+    shape, spacing = (8, 48, 48), (2.0, 2.0, 4.0)
+    lesion = np.zeros(shape, bool)
+    lesion[3:5, 20:24, 8:12] = True
+    ramp = np.clip((np.arange(48) - 16) / 16.0, 0.0, 1.0)[None, None, :] * np.ones(shape)
+    ranks = (0.5 + rng.normal(0, 0.04, shape) + offset * ramp).astype(np.float32)
+    ranks[lesion] += 0.25
+    flat = (np.full(shape, 0.5, np.float32), np.full(shape, 0.04, np.float32))
+    parts = {"ranks": ranks, "brain": np.ones(shape, bool), "rank": flat, "conditional": flat}
+    return parts, lesion, spacing
+
+
+def test_local_offset_removes_a_regional_offset_and_keeps_a_small_lesion():
+    from medanomaly.anomaly.atlas import local_offset
+
+    brain = np.zeros((4, 10, 10), bool)
+    brain[:, 2:8, 2:8] = True
+    const = local_offset(np.full(brain.shape, 0.3, np.float32), brain, (1.0, 1.0, 1.0), 5.0)
+    assert np.allclose(const[brain], 0.3, atol=1e-5) and not const[~brain].any()  # normalised: the edge keeps 0.3
+    assert not local_offset(np.ones(brain.shape), brain, (1.0, 1.0, 1.0), 0.0).any()  # 0 mm = off
+    parts, lesion, spacing = _offset_parts(0.3)
+    method = AtlasMethod()
+    region = parts["brain"]
+    plain = method.map_from(parts, "abs", 0.0, spacing, "conditional", None, 0.0)
+    local = method.map_from(parts, "abs", 0.0, spacing, "conditional", None, 15.0)
+    assert pixel_auroc(plain, lesion, region) < 0.85 < 0.97 < pixel_auroc(local, lesion, region)
+    assert local[lesion].mean() > 0.6 * 0.25  # the lesion keeps most of its contrast
+
+
+def test_robust_map_is_in_units_of_the_volumes_own_residual_spread():
+    parts, lesion, spacing = _offset_parts(0.0)
+    method = AtlasMethod()
+    loud = dict(parts, ranks=0.5 + 3 * (parts["ranks"] - 0.5))  # the same scan with 3x the residuals
+    for kind, factor in (("robust", 1.0), ("abs", 3.0)):
+        a = method.map_from(parts, kind, 2.0, spacing, "conditional", None, 0.0)
+        b = method.map_from(loud, kind, 2.0, spacing, "conditional", None, 0.0)
+        assert np.allclose(b, factor * a, rtol=1e-4, atol=1e-5)
+    robust = method.map_from(parts, "robust", 0.0, spacing, "conditional", None, 0.0)
+    assert np.median(robust) == pytest.approx(0.6745, abs=0.05)  # |N(0,1)| median: the noise is 1 unit
+
+
+def test_validation_chooses_local_offset_removal_only_when_an_offset_is_there():
+    from medanomaly.anomaly.atlas import _choose
+    from medanomaly.errors import InputError
+
+    method = AtlasMethod(supports=(), locals_mm=(0.0, 15.0), kinds=("abs",))
+    for offset, want in ((0.3, 15.0), (0.0, 0.0)):
+        parts, lesion, spacing = _offset_parts(offset, seed=1)
+        got = _choose(method, [{"parts": parts, "lesions": lesion, "volume": Volume(parts["ranks"], spacing)}], [0.0, 2.0])
+        assert len(got) == 2 * 1 * 2 * 2  # match x kind x local x sigma, no support candidates
+        assert max(got, key=got.get)[4] == want
+    method.local_mm = 15.0
+    restored = AtlasMethod()
+    restored.load_state({k: np.asarray(v) for k, v in method.state().items()})
+    assert restored.local_mm == 15.0
+    with pytest.raises(InputError, match="local_mm must be >= 0"):
+        AtlasMethod(locals_mm=(-5.0,))
+
+
+def test_validation_volumes_look_clinical_bias_field_and_another_person():
+    from medanomaly.anomaly.atlas_validation import _atlas_for, bias_field
+
+    region = np.zeros((6, 30, 30), bool)
+    region[1:5, 5:25, 5:25] = True
+    field = bias_field(region.shape, region, 0.2, np.random.default_rng(0))
+    assert np.exp(-0.2) - 1e-5 <= field[region].min() and field[region].max() <= np.exp(0.2) + 1e-5
+    assert field[region].max() / field[region].min() > 1.15  # not flat
+    assert np.abs(np.diff(field, axis=2)).max() < 0.05  # smooth: < 5 % per voxel
+    assert (bias_field(region.shape, region, 0.0, np.random.default_rng(0)) == 1).all()
+    method = _fitted()
+    method.names_ = ("mni152", "ch2")
+    assert _atlas_for(method, "ch2better") is method  # val_leave_out off: the whole atlas
+    method.val_leave_out = True
+    assert len(_atlas_for(method, "ch2better").brains_) == 1  # ch2better is ch2's person: left out
+    assert _atlas_for(method, "inia19") is method
+
+
+def test_enhancing_lesions_are_bright_rims_or_solid_inside_the_brain():
+    from medanomaly.errors import InputError
+
+    head, _ = _head(3)
+    arr = np.asarray(head.array)
+    brain = arr > 0
+    out, lesions = make_synthetic_3d(arr, brain, head.spacing, seed=2, n_lesions=8, model="enhancing")
+    assert lesions.any() and not lesions[~brain].any()
+    top = np.quantile(arr[brain], 0.85)
+    inside = out[lesions]
+    assert np.mean(inside >= top - 1e-3) > 0.5  # mostly enhancing (top 15 % of the brain's intensities)
+    assert np.mean(inside <= np.quantile(arr[brain], 0.2) + 1e-3) > 0.02  # and some necrotic core
+    mixed, _ = make_synthetic_3d(arr, brain, head.spacing, seed=2, n_lesions=8)
+    assert not np.array_equal(mixed, out)
+    with pytest.raises(InputError, match="lesion model"):
+        make_synthetic_3d(arr, brain, head.spacing, model="cystic")
+
+
+def test_demons_refinement_fits_a_larger_brain_and_zero_iterations_is_the_identity():
+    import SimpleITK as sitk
+
+    from medanomaly.preprocess.registration import demons_refine, resample_to
+
+    grid = np.meshgrid(*(np.arange(40) * 2.0 for _ in range(3)), indexing="ij")
+    ball = lambda r: (sum((g - 40.0) ** 2 for g in grid) < r**2).astype(np.float32)  # noqa: E731
+    fixed, moving = Volume(ball(20.0), (2.0, 2.0, 2.0)), Volume(ball(26.0), (2.0, 2.0, 2.0))
+    identity = sitk.Transform(3, sitk.sitkIdentity)
+    assert demons_refine(fixed, moving, identity, iterations=0) is identity
+
+    def dice(t: object) -> float:
+        warped = np.asarray(resample_to(fixed, moving, t).array) > 0.5
+        return float(2 * (warped & (fixed.array > 0)).sum() / (warped.sum() + (fixed.array > 0).sum()))
+
+    before, after = dice(identity), dice(demons_refine(fixed, moving, identity, iterations=60, smooth_mm=2.0))
+    assert before < 0.8 and after > 0.9

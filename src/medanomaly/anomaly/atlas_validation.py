@@ -1,0 +1,128 @@
+"""Validation volumes for the registered atlas (:mod:`medanomaly.anomaly.atlas`): normal brains made
+to look like clinical scans, clean and with SYNTHETIC 3D lesions, for its label-free choices.
+
+A clinical test scan differs from the atlas in ways a normal validation brain must imitate, or the
+validation cannot see them:
+
+- **another person**: with ``val_leave_out`` a validation brain is scored against the atlas without
+  the training brain of the same person (ch2better is the same person as ch2; the test person is
+  never in the atlas either);
+- **thick slices** and **noise** (:func:`medanomaly.anomaly.atlas.thick_slices`, ``noise``: Gaussian
+  noise of SD = level x the region's interquartile intensity range);
+- **the lesions** (``val_lesions``): ``mixed`` (bright, dark, CutPaste) or ``enhancing`` (a tumour
+  on a post-contrast T1; :func:`medanomaly.anomaly.synthetic.make_synthetic_3d`);
+- **intensity inhomogeneity** (``val_bias``): a smooth multiplicative field between
+  ``exp(-val_bias)`` and ``exp(+val_bias)`` over the region (:func:`bias_field`), as in a T1 scan
+  without bias-field correction (10-30 % across the brain is common at 1.5-3 T).
+
+Everything made here is SYNTHETIC and is never the test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+__all__ = ["bias_field", "lesioned", "leave_out", "validation_cases", "SAME_PERSON"]
+
+#: Validation brains that are the same person as a training brain (left out of the atlas for them).
+SAME_PERSON = {"ch2better": "ch2", "ch2bet": "ch2", "ch2": "ch2"}
+
+
+def bias_field(shape: tuple[int, ...], region: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative intensity field ``exp(strength * p)``: ``p`` is a random quadratic
+    polynomial of the voxel position (coordinates -1..1 across ``region``'s bounding box) scaled so
+    that ``max |p| = 1`` inside ``region``; so the field spans at most ``exp(+-strength)`` there
+    (0.2: -18 % .. +22 %). ``strength`` 0 gives ones."""
+    if strength <= 0 or not region.any():
+        return np.ones(shape, np.float32)
+    idx = np.argwhere(region)
+    lo, hi = idx.min(0), idx.max(0)
+    axes = [(np.arange(n) - (a + b) / 2) / max((b - a) / 2, 1.0) for n, a, b in zip(shape, lo, hi)]
+    z, y, x = np.meshgrid(*axes, indexing="ij", sparse=True)
+    terms = (z, y, x, z * y, z * x, y * x, z * z, y * y, x * x)
+    p = sum(rng.normal() * t for t in terms)
+    p = np.broadcast_to(p, shape)
+    return np.exp(strength * p / max(float(np.abs(p[region]).max()), 1e-6)).astype(np.float32)
+
+
+def lesioned(clean: Volume, region: np.ndarray, lesion_area: np.ndarray, noise: tuple[float, ...], seed: int,
+             bias: float = 0.0, model: str = "mixed") -> list[tuple[Volume, np.ndarray]]:  # fmt: skip
+    """SYNTHETIC copies of one clean volume: for each ``noise`` level, Gaussian noise of SD = level x
+    the region's interquartile intensity range inside ``region`` (lowering the grey/white
+    contrast-to-noise ratio as in clinical scans), then 3D lesions (:func:`make_synthetic_3d`)
+    of lesion ``model`` centred and confined in ``lesion_area`` (the brain), then (``bias`` > 0) a multiplicative
+    :func:`bias_field` over the whole volume (lesion included, as an acquisition would)."""
+    from medanomaly.anomaly.synthetic import make_synthetic_3d
+
+    arr = np.asarray(clean.array, np.float32)
+    iqr = float(np.subtract(*np.percentile(arr[region], [75, 25])))
+    out = []
+    for j, level in enumerate(noise):
+        rng = np.random.default_rng(seed + j)
+        noisy = arr + region * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
+        case, lesions = make_synthetic_3d(noisy, lesion_area, clean.spacing, seed=seed + j, model=model)
+        case = case * bias_field(arr.shape, region, bias, rng)
+        out.append((clean.with_array(case.astype(np.float32)), lesions))
+    return out
+
+
+def leave_out(method: Any, name: str) -> Any:
+    """The atlas without the training brain ``name`` (for validating on the same person)."""
+    import copy
+
+    other = copy.copy(method)
+    other.brains_ = [b for n, b in zip(method.names_, method.brains_) if n != name]
+    if not other.brains_:
+        raise InputError(f"atlas edge validation head {name!r} is the only training brain; add another")
+    return other
+
+
+def _atlas_for(method: Any, name: str) -> Any:
+    """The atlas a validation brain is scored against: without its own person when ``val_leave_out``."""
+    person = SAME_PERSON.get(name, name)
+    return leave_out(method, person) if method.val_leave_out and person in method.names_ else method
+
+
+def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
+                     noise: tuple[float, ...]) -> list[dict[str, Any]]:  # fmt: skip
+    """The validation volumes, clean (``lesions`` None) and with SYNTHETIC lesions, made to look like
+    clinical scans (``val_grid_mm``: in-plane pixel and slice thickness, mm; ``method.val_bias``
+    inhomogeneity on all of them): the skull-stripped validation brains (``config.data.val``; region
+    = their brain), and the whole-head ``edge_heads`` (region = the rough ``brain_mask`` of the head,
+    as for the test, so non-brain tissue inside it is scored; lesions only in the head's
+    skull-stripped twin; the atlas leaves that person out)."""
+    from medanomaly.anomaly.atlas import _SKULL_STRIPPED, thick_slices
+    from medanomaly.anomaly.data import _brain, load_normal
+    from medanomaly.preprocess.tissue_masks import brain_mask
+
+    def clean_case(volume: Volume, region: np.ndarray, seed: int) -> Volume:
+        field = bias_field(volume.shape, region, method.val_bias, np.random.default_rng(seed))
+        return volume.with_array(np.asarray(volume.array, np.float32) * field)
+
+    cases = []
+    for i, name in enumerate(config.data.val):
+        clean = thick_slices(load_normal(name), *val_grid_mm)
+        brain, atlas, seed = _brain(clean), _atlas_for(method, name), config.seed + 100 * i
+        cases.append({"name": name, "volume": clean_case(clean, brain, seed + 99), "lesions": None, "region": None,
+                      "atlas": atlas})  # fmt: skip
+        for j, (case, lesions) in enumerate(lesioned(clean, brain, brain, noise, seed, method.val_bias,
+                                                     method.val_lesions)):  # fmt: skip
+            cases.append({"name": f"{name}/noise{noise[j]:g}", "volume": case, "lesions": lesions, "region": None,
+                          "atlas": atlas})  # fmt: skip
+    for i, head in enumerate(method.edge_heads):
+        clean = thick_slices(load_normal(head), *val_grid_mm)
+        stripped = thick_slices(load_normal(_SKULL_STRIPPED[head]), *val_grid_mm)
+        region = np.asarray(brain_mask(clean).array) > 0
+        atlas, seed = leave_out(method, head), config.seed + 1000 + 100 * i
+        cases.append({"name": f"{head}_head", "volume": clean_case(clean, region, seed + 99), "lesions": None,
+                      "region": region, "atlas": atlas})  # fmt: skip
+        for j, (case, lesions) in enumerate(lesioned(clean, region, _brain(stripped) & region, noise, seed,
+                                                     method.val_bias, method.val_lesions)):  # fmt: skip
+            cases.append({"name": f"{head}_head/noise{noise[j]:g}", "volume": case, "lesions": lesions,
+                          "region": region, "atlas": atlas})  # fmt: skip
+    return cases
