@@ -217,3 +217,19 @@ def test_touching_lungs_are_split_left_right():
     flipped = Volume(ct, spacing=(4.0, 4.0, 5.0), direction=np.diag([-1.0, 1.0, 1.0]), meta={"modality": "CT"})
     labels_f = lung_mask(flipped, min_lung_ml=5.0, lesion_completion=False).array
     assert np.all(labels_f[:, 48, 25:35] == LEFT_LUNG) and np.all(labels_f[:, 48, 61:71] == RIGHT_LUNG)
+
+
+def test_an_mri_with_a_few_negative_values_is_not_called_ct():
+    """nibabel's own test T1 (anatomical.nii, a file we did not write) holds a few negative values
+    (minimum -610, 0.08 % of voxels below 0), as resampled MRI often does: it is not CT in HU (no
+    air), so brain_mask takes it (a CT is still refused: the test above)."""
+    from pathlib import Path
+
+    from nibabel.testing import data_path
+
+    from medanomaly.io import read
+    from medanomaly.preprocess.checks import looks_like_hu
+
+    mr = read(Path(data_path) / "anatomical.nii")
+    assert float(mr.array.min()) <= -500 and not looks_like_hu(mr)
+    assert brain_mask(mr).array.any()
