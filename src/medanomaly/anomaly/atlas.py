@@ -34,7 +34,10 @@ weighting of SD ``local_mm``, :func:`local_offset`): a regional offset (intensit
 partial volume of the top slice, a region whose contrast differs from the atlas's) is removed, a
 lesion much smaller than ``local_mm`` keeps most of its contrast;
 
-then Gaussian smoothing of ``sigma`` mm. Voxels of the test brain that no warped normal brain
+then Gaussian smoothing of ``sigma`` mm; with ``map_scale: robust`` the smoothed map of each volume
+is finally put in units of its own robust spread over its brain (:func:`robust_scaled`), so that
+the pixel threshold set on the normal validation volume means the same on a scan whose map runs
+on another scale (see ``map_scale``). Voxels of the test brain that no warped normal brain
 covers take the nearest covered atlas value; with the atlas brain ``support`` on, the map is
 weighted by the signed distance (mm) to the edge of the warped normal brains' own brain masks
 (:func:`support_weight`), so such voxels score 0. The match, the map kind, ``sigma`` and the
@@ -59,7 +62,7 @@ from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
+__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
            "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
 
 #: Map kinds the validation chooses from (see the module docstring).
@@ -71,6 +74,8 @@ MATCHES = ("conditional", "rank")
 #: a hard cut at 4 mm outside / at / 4 or 8 mm inside the support edge, or the same edges with an
 #: 8 mm linear ramp (see :func:`support_weight`). Fixed before any test run.
 DEFAULT_SUPPORTS: tuple[tuple[float, float], ...] = tuple((e, r) for r in (0.0, 8.0) for e in (-4.0, 0.0, 4.0, 8.0))
+#: Per-volume scalings of the final (smoothed) map: ``none`` or ``robust`` (:func:`robust_scaled`).
+MAP_SCALES = ("none", "robust")
 #: Normal brains whose own brain mask is a separate skull-stripped file on the same grid.
 _SKULL_STRIPPED = {"ch2": "mricron/ch2bet.nii.gz"}
 
@@ -185,6 +190,19 @@ def local_offset(residual: np.ndarray, brain: np.ndarray, spacing: tuple[float, 
     return np.where(brain, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
+def robust_scaled(amap: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``amap`` in units of its own robust spread over ``region``: ``(m - median) / (1.4826 MAD)`` of the
+    map values in the region (a robust z, unitless), 0 outside. A lesion covering a few % of the
+    region barely moves the median and MAD, while a scan-wide change of the map's scale (noise,
+    contrast, how well the atlas fits this person) is divided out; a flat map gives 0."""
+    values = amap[region]
+    if not values.size:
+        return np.zeros(amap.shape, np.float32)
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    return np.where(region, (amap - median) / max(mad, 1e-6), 0.0).astype(np.float32)
+
+
 def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndarray,
                             bins: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The test's expected rank given the atlas value, and its spread, learned from the test brain itself.
@@ -249,6 +267,10 @@ class AtlasMethod:
             ``brain_mask`` of the head is the region (as for the test), the synthetic lesions are
             put in its skull-stripped twin's brain, and the training brain of the same name is left
             out of the atlas for it (see :func:`fit_volumes`).
+        map_scale: ``none`` or ``robust``: the final map of each volume is divided by its own robust
+            spread over the brain after its median is taken off (:func:`robust_scaled`); the
+            thresholds are then set on the scaled maps of the normal validation volumes. Not a
+            label-free choice: a rule fixed in the config (it does not change a volume's ranking).
     """
 
     volumetric = True
@@ -259,7 +281,8 @@ class AtlasMethod:
                  match: str = "conditional", support: tuple[float, float] | None = None,
                  supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = (),
                  local_mm: float = 0.0, locals_mm: tuple[float, ...] = (0.0,), val_leave_out: bool = False,
-                 val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0) -> None:  # fmt: skip
+                 val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0,
+                 map_scale: str = "none") -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
             raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
         if match not in MATCHES:
@@ -277,6 +300,9 @@ class AtlasMethod:
         if self.val_lesions not in LESION_MODELS:
             raise InputError(f"atlas val_lesions must be one of {LESION_MODELS}, got {val_lesions!r}")
         self.demons_iterations, self.demons_smooth_mm = int(demons_iterations), float(demons_smooth_mm)
+        if map_scale not in MAP_SCALES:
+            raise InputError(f"atlas map_scale must be one of {MAP_SCALES}, got {map_scale!r}")
+        self.map_scale = str(map_scale)
         if any(h not in _SKULL_STRIPPED for h in self.edge_heads):
             raise InputError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
         self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
@@ -418,13 +444,19 @@ class AtlasMethod:
             out = ndimage.gaussian_filter(out.astype(np.float32), [sigma_mm / s for s in spacing[::-1]])
         return (out * parts["brain"]).astype(np.float32)
 
+    def final_map(self, parts: dict[str, Any], sigma_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+        """The method's own map (:meth:`map_from` with its kind, match, support, local mm), scaled per
+        volume when ``map_scale`` is ``robust`` (:func:`robust_scaled` over the volume's brain)."""
+        amap = self.map_from(parts, self.kind, sigma_mm, spacing)
+        return robust_scaled(amap, parts["brain"]) if self.map_scale == "robust" else amap
+
     def predict_volume(self, volume: Volume, sigma_mm: float) -> tuple[Volume, float]:
         """(map on ``volume``'s grid, image score = 99.9th percentile of the map in the brain)."""
         from medanomaly.anomaly.pipeline import volume_score
 
         parts = self.components(volume)
         self.last_flags, self.last_log = parts["flags"], parts["log"]
-        amap = self.map_from(parts, self.kind, sigma_mm, volume.spacing)
+        amap = self.final_map(parts, sigma_mm, volume.spacing)
         score = volume_score(amap, parts["brain"])
         return volume.with_array(amap, units="anomaly score"), score
 
@@ -445,6 +477,23 @@ def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[fl
            for m in MATCHES for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
     m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
     out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
+    return out
+
+
+def _validation_fpr(method: AtlasMethod, cases: list[dict[str, Any]], sigma: float,
+                    threshold: float) -> dict[str, float]:  # fmt: skip
+    """Per validation volume, the fraction of its normal brain voxels whose final map exceeds the
+    pixel ``threshold`` (the FPR; for a volume with SYNTHETIC lesions, over the voxels more than 2
+    voxels away from them, as the smoothing spreads a lesion): the clean volume gives the target FPR
+    by construction, the noisy copies (clinical-like contrast-to-noise) show how the threshold transfers."""
+    from scipy import ndimage
+
+    out = {}
+    for c in cases:
+        brain = c["parts"]["brain"]
+        normal = brain if c["lesions"] is None else brain & ~ndimage.binary_dilation(c["lesions"] > 0, iterations=2)
+        amap = method.final_map(c["parts"], sigma, c["volume"].spacing)
+        out[c["name"]] = round(float(np.mean(amap[normal] > threshold)), 5)
     return out
 
 
@@ -476,19 +525,22 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
     by_choice = _choose(method, lesioned, config.threshold.sigmas)
     best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
     method.match, method.kind, sigma, method.support, method.local_mm = best
+    q = 1.0 - config.threshold.target_fpr
     clean_maps, image_scores = [], []
     for c in cases:
         if c["lesions"] is None:
-            amap = method.map_from(c["parts"], method.kind, sigma, c["volume"].spacing)
+            amap = method.final_map(c["parts"], sigma, c["volume"].spacing)
             clean_maps.append(amap[c["parts"]["brain"]])
             image_scores.append(volume_score(amap, c["parts"]["brain"]))
+    pixel_threshold = float(np.quantile(np.concatenate(clean_maps), q))
     by_support: dict[str, float] = {}
     by_local: dict[str, float] = {}
     for choice, value in by_choice.items():
         _, _, _, support, local = _key(choice).split("/")
         for table, name in ((by_support, support), (by_local, local)):
             table[name] = max(table.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
-    q = 1.0 - config.threshold.target_fpr
+    log.update({"val_pixel_fpr_at_threshold": _validation_fpr(method, cases, sigma, pixel_threshold),
+                "map_scale": method.map_scale})  # fmt: skip
     log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support_local": {_key(c): round(v, 4) for c, v in by_choice.items()},
                 "synthetic_val_best_pixel_auroc_by_support": by_support,
                 "synthetic_val_best_pixel_auroc_by_local_mm": by_local,
@@ -499,5 +551,5 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
                 "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),
                 "registrations": [{"case": c["name"], **c["parts"]["log"]} for c in cases],
                 "val_image_scores": [round(v, 4) for v in image_scores], "fit_cpu_s": round(time.process_time() - start, 1)})  # fmt: skip
-    return {"sigma": sigma, "pixel_threshold": float(np.quantile(np.concatenate(clean_maps), q)),
+    return {"sigma": sigma, "pixel_threshold": pixel_threshold,
             "image_threshold": float(np.quantile(image_scores, q)), "log": log}  # fmt: skip

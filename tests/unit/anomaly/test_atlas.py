@@ -284,3 +284,34 @@ def test_demons_refinement_fits_a_larger_brain_and_zero_iterations_is_the_identi
 
     before, after = dice(identity), dice(demons_refine(fixed, moving, identity, iterations=60, smooth_mm=2.0))
     assert before < 0.8 and after > 0.9
+
+
+def test_robust_scaled_map_lets_a_normal_volumes_threshold_transfer_to_a_louder_scan():
+    """``map_scale: robust``: a threshold set at 1 % FPR on one volume's scaled map keeps ~1 % FPR on a
+    scan whose map runs 3x higher with an offset (the unscaled threshold flags far more there), and a
+    bright lesion on 2 % of the louder scan stays above it."""
+    from medanomaly.anomaly.atlas import robust_scaled
+    from medanomaly.errors import InputError
+
+    rng = np.random.default_rng(3)
+    region = np.zeros((10, 40, 40), bool)
+    region[:, 4:36, 4:36] = True
+    quiet = np.abs(rng.normal(0, 1, region.shape)).astype(np.float32)
+    loud = (0.5 + 3 * np.abs(rng.normal(0, 1, region.shape))).astype(np.float32)
+    lesion = np.zeros(region.shape, bool)
+    lesion[4:6, 10:20, 10:20] = True  # 200 of 10240 region voxels
+    loud[lesion] += 30.0
+    raw_t = np.quantile(quiet[region], 0.99)
+    scaled_t = np.quantile(robust_scaled(quiet, region)[region], 0.99)
+    normal = region & ~lesion
+    assert np.mean(loud[normal] > raw_t) > 0.3  # the unscaled threshold does not transfer
+    scaled = robust_scaled(loud, region)
+    assert 0.005 < np.mean(scaled[normal] > scaled_t) < 0.02 and (scaled[lesion] > scaled_t).all()
+    assert not scaled[~region].any() and not robust_scaled(np.ones(region.shape), region).any()  # flat -> 0
+    method = AtlasMethod(map_scale="robust")
+    parts, _, spacing = _offset_parts(0.0)
+    method.kind = "abs"
+    expected = robust_scaled(method.map_from(parts, "abs", 2.0, spacing), parts["brain"])
+    assert np.allclose(method.final_map(parts, 2.0, spacing), expected)
+    with pytest.raises(InputError, match="map_scale must be one of"):
+        AtlasMethod(map_scale="zscore")
