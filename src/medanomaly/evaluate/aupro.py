@@ -38,7 +38,7 @@ def _regions(masks: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> tuple[
     from scipy import ndimage
 
     ids, sizes, offset = [], [], 0
-    for mask, ok in zip(masks, valid):
+    for mask, ok in zip(masks, valid, strict=False):
         truth = np.asarray(mask, bool) & ok
         labels, n = ndimage.label(truth, structure=np.ones((3,) * truth.ndim, bool))
         ids.append(np.where(labels[ok] > 0, labels[ok] - 1 + offset, -1))
@@ -65,11 +65,11 @@ def pro_curve(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     if len(maps) != len(masks) or (valid is not None and len(valid) != len(maps)):
         raise InputError("AUPRO: maps, masks and valid regions must come in equal numbers")
     valid = [np.ones(np.shape(m), bool) for m in maps] if valid is None else [np.asarray(v, bool) for v in valid]
-    for m, t, v in zip(maps, masks, valid):
+    for m, t, v in zip(maps, masks, valid, strict=False):
         if np.shape(m) != np.shape(t) or np.shape(m) != np.shape(v):
             raise InputError(f"AUPRO: map {np.shape(m)}, mask {np.shape(t)} and region {np.shape(v)} differ in shape")
     region, sizes = _regions(masks, valid)
-    scores = np.concatenate([np.asarray(m, np.float64)[v] for m, v in zip(maps, valid)])
+    scores = np.concatenate([np.asarray(m, np.float64)[v] for m, v in zip(maps, valid, strict=False)])
     n_neg = int((region < 0).sum())
     if sizes.size == 0 or n_neg == 0:
         raise InputError(f"AUPRO needs anomalous regions and normal pixels ({sizes.size} regions, {n_neg} normal pixels)")

@@ -79,7 +79,7 @@ def fusion_decision(
         def forward_all(self, x, present=None):
             x, pf = self.mask_inputs(x, present)
             branches = torch.stack(
-                [head(enc(x[:, i : i + 1])) for i, (enc, head) in enumerate(zip(self.encoders, self.heads))], dim=1
+                [head(enc(x[:, i : i + 1])) for i, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=False))], dim=1
             )
             return self.combiner(branches, pf), branches
 

@@ -285,10 +285,10 @@ def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], b
                 except BrokenProcessPool:
                     suspects = [(chunk, future), *inflight]
                     break
-                yield from zip(chunk, results)
+                yield from zip(chunk, results, strict=False)
         for chunk, future in suspects:  # in job order; unfinished ones alone: the killer is named
             if future.done() and not future.cancelled() and future.exception() is None:
-                yield from zip(chunk, future.result())
+                yield from zip(chunk, future.result(), strict=False)
             else:
                 for job in chunk:
                     yield job, (NOT_STARTED if stop() else _alone(fn, job, ctx))

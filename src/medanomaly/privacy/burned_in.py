@@ -214,7 +214,7 @@ def ocr_regions(frame: np.ndarray, regions: Sequence[TextRegion]) -> list[str]:
         y += big.shape[0] + gap
     data = pytesseract.image_to_data(Image.fromarray(canvas), config="--psm 6", output_type=pytesseract.Output.DICT)
     texts = [[] for _ in regions]
-    for word, top, h in zip(data["text"], data["top"], data["height"]):
+    for word, top, h in zip(data["text"], data["top"], data["height"], strict=False):
         if not word.strip():
             continue
         centre = top + h / 2
@@ -316,7 +316,7 @@ def redact_dataset(
     regions = _dedupe(detect_text_regions(frames[picked], multiframe=True))
     texts = ocr_regions(frames[picked[0]], regions) if regions else []
     phi_flags = [looks_like_phi(t, terms) for t in texts]
-    to_blank = regions if mode == "all" else [r for r, p in zip(regions, phi_flags) if p]
+    to_blank = regions if mode == "all" else [r for r, p in zip(regions, phi_flags, strict=False) if p]
     changed = bool(to_blank)
     if changed:
         frames = np.stack([blank_regions(f, to_blank) for f in frames])
