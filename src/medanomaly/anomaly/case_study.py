@@ -7,7 +7,8 @@ Metrics (``metrics.json``): pixel AUROC and AUPRO (per-region overlap up to ``ev
 FPR, normalised: :mod:`medanomaly.evaluate.aupro`; 3D regions) inside the brain mask (per case and pooled), slice-level
 AUROC (slices with tumour vs tumour-free slices of the same scans; slice score = 99th percentile of
 the map in the slice's brain) with a stratified bootstrap 95 % CI, Dice of the map thresholded at
-the validation-chosen pixel threshold, and findings (connected components of the thresholded map,
+the validation-chosen pixel threshold with the flagged mL and the pixel FPR (normal voxels of the
+region above it) and TPR (lesion voxels above it), and findings (connected components of the thresholded map,
 measured with :mod:`medanomaly.quantify`). ``report.html``: score histograms, ROC, map overlays.
 
 Chest CT with ``evaluate.simulated_nodules``: each test CT also gets that many held-out simulated
@@ -54,12 +55,9 @@ def auroc_ci(y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int = 0) -> d
 
 
 def _findings(amap: Any, binary: np.ndarray, image: Any, min_ml: float) -> list[dict[str, Any]]:
-    from medanomaly.quantify.measure import measure_lesions
+    from medanomaly.anomaly.model import map_findings
 
-    if not binary.any():
-        return []
-    found = measure_lesions(amap.with_array(binary.astype(np.uint8)), image, label="anomaly")
-    return [f.to_json() for f in found if f.measurements is None or f.measurements.volume_ml >= min_ml][:10]
+    return [f.to_json() for f in map_findings(amap, binary, image, min_ml)]
 
 
 def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,6 +100,8 @@ def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], di
            "tumour_ml": float(tumour.sum() * image.voxel_volume_mm3 / 1000),
            "tumour_in_region_fraction": float((tumour & brain).sum() / max(tumour.sum(), 1)),
            "flagged_ml": float(binary.sum() * image.voxel_volume_mm3 / 1000),
+           "pixel_fpr": float((binary & ~tumour).sum() / max(int((brain & ~tumour).sum()), 1)),
+           "pixel_tpr": float((binary & tumour).sum() / max(int((brain & tumour).sum()), 1)),
            "findings": _findings(amap, binary, image, config.evaluate.min_finding_ml)}  # fmt: skip
     arrays = {"image": np.asarray(image.array, np.float32), "map": values, "tumour": tumour, "brain": brain,
               "slice_scores": slice_scores, "slice_y": slice_y, "binary": binary}  # fmt: skip
@@ -287,7 +287,7 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
     sl = metrics["slice_auroc"]
     ci = f" (95 % CI {sl['ci95'][0]:.3f}-{sl['ci95'][1]:.3f})" if sl.get("ci95") else ""
     rows = "".join(f"<tr><td>{html.escape(c['case'])}</td><td>{_fmt(c['pixel_auroc'])}</td><td>{_fmt(c.get('aupro'))}</td>"
-                   f"<td>{c['dice']:.3f}</td><td>{c['image_score']:.3f}</td><td>{c['label']}</td><td>{len(c['findings'])}</td></tr>"
+                   f"<td>{c['dice']:.3f}</td><td>{c['flagged_ml']:.1f}</td><td>{c['image_score']:.3f}</td><td>{c['label']}</td><td>{len(c['findings'])}</td></tr>"
                    for c in metrics["cases"])  # fmt: skip
     figs = "".join(f"<h3>{html.escape(t)}</h3><img src='data:image/png;base64,{b}'>"
                    for t, b in _figures(metrics, arrays, y, s, sim_arrays or []))  # fmt: skip
@@ -303,7 +303,7 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
            f"AUPRO (to {aupro['max_fpr']:.0%} FPR, normalised) {_fmt(aupro['value'])}; "
            f"slice AUROC {_fmt(sl.get('value'))}{ci}; mean Dice at the validation threshold {metrics['dice_mean']:.3f}. "
            f"{ref}</p>"
-           f"<table border=1><tr><th>case</th><th>pixel AUROC</th><th>AUPRO</th><th>Dice</th><th>image score</th>"
+           f"<table border=1><tr><th>case</th><th>pixel AUROC</th><th>AUPRO</th><th>Dice</th><th>flagged mL</th><th>image score</th>"
            f"<th>call</th><th>findings</th></tr>{rows}</table>{_simulated_html(metrics)}{figs}</body></html>")  # fmt: skip
     return write_html(path, doc)
 

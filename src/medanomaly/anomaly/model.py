@@ -1,8 +1,10 @@
 """A trained anomaly run behind the engine contract (:class:`medanomaly.engine.TaskModel`).
 
 ``predict(volume)`` gives one anomaly score (``scores=(score,)``, ``class_names=("anomaly",)``),
-the label ``anomaly`` or ``normal`` by the threshold learned on normal validation brains, and the
-voxel map (``anomaly_map``) on the input's grid.
+the label ``anomaly`` or ``normal`` by the threshold learned on normal validation brains, the
+voxel map (``anomaly_map``) on the input's grid and, for a 3D volume, the findings: the connected
+regions of the map above the pixel threshold learned on the normal validation data, measured
+(:func:`map_findings`; ``predict`` writes them to ``NAME.findings.json``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
-from medanomaly.types import Prediction, Volume
+from medanomaly.types import Finding, Prediction, Volume
 
-__all__ = ["AnomalyModel", "run_info"]
+__all__ = ["AnomalyModel", "run_info", "map_findings", "MIN_FINDING_ML", "MAX_FINDINGS"]
+
+#: Smallest region of the thresholded map reported as a finding at predict (mL).
+MIN_FINDING_ML = 0.1
+#: At most this many findings (the largest) per volume.
+MAX_FINDINGS = 10
+
+
+def map_findings(amap: Volume, binary: np.ndarray, image: Volume, min_ml: float = MIN_FINDING_ML,
+                 top: int = MAX_FINDINGS) -> tuple[Finding, ...]:  # fmt: skip
+    """The ``top`` largest connected regions (26-connectivity) of ``binary`` (the map above the pixel
+    threshold, on ``image``'s grid) of at least ``min_ml`` mL, measured with
+    :func:`medanomaly.quantify.measure.measure_lesions` on ``image``; each finding's ``score`` is the
+    map's peak inside it and its label ``anomaly``."""
+    import dataclasses
+
+    from medanomaly.quantify.measure import measure_lesions
+
+    if not binary.any():
+        return ()
+    min_voxels = max(1, int(np.ceil(min_ml * 1000.0 / image.voxel_volume_mm3)))
+    values = np.asarray(amap.array)
+    found = measure_lesions(amap.with_array(binary.astype(np.uint8)), image, label="anomaly", min_voxels=min_voxels)
+    out = []
+    for f in found[:top]:
+        inside = np.asarray(f.mask.array) > 0 if f.mask is not None else binary
+        out.append(dataclasses.replace(f, score=float(values[inside].max())))
+    return tuple(out)
 
 
 def _domain(config: Any, fitted: Any) -> dict[str, Any]:
@@ -92,7 +123,12 @@ class AnomalyModel(ModelBase):
         label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"
         flags = self.flags() + tuple(getattr(self.method, "last_flags", ()))  # e.g. a failed atlas registration
         flags += self._window_flags(volume)
-        return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, flags=flags)
+        findings: tuple[Finding, ...] = ()
+        if not volume.is_2d:  # the call as regions: the map above the validation pixel threshold
+            values = np.asarray(amap.array)  # 0 outside the region (brain, lungs)
+            findings = map_findings(amap, (values > float(self.info.thresholds["pixel"])) & (values != 0), volume)
+        return Prediction(scores=(score,), class_names=("anomaly",), label=label, anomaly_map=amap, findings=findings,
+                          flags=flags)  # fmt: skip
 
     def _window_flags(self, volume: Volume) -> tuple[str, ...]:
         """A 2D image far outside the training grey window is flagged (:func:`images2d.window_flags`)."""
