@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -36,9 +37,28 @@ def test_anomaly_train_evaluate_predict(tmp_path):
     assert doc["label"] in ("anomaly", "normal")
     amap = read(out / "brain2_image_anomaly_map.nii.gz")
     assert amap.same_grid(read(image), tol=1e-3)
+    _check_map_findings(run, out / "brain2_image.findings.json", amap)
     lung, _ = pyradiomics_case("lung1")
     result = runner.invoke(app, ["predict", str(run), str(lung), "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def _check_map_findings(run: Path, path: Path, amap) -> None:
+    """The findings file holds the map's regions above the run's pixel threshold of >= 0.1 mL (written
+    only when there is one), largest first, each scored by its peak above the threshold."""
+    from scipy import ndimage
+
+    pixel = json.loads((run / "model.json").read_text())["thresholds"]["pixel"]
+    values = amap.array
+    labels, n = ndimage.label((values > pixel) & (values != 0), structure=np.ones((3, 3, 3), bool))
+    ml = np.bincount(labels.ravel())[1:] * amap.voxel_volume_mm3 / 1000.0
+    big = np.sort(ml[ml >= 0.1])[::-1][:10]
+    if not path.exists():
+        assert big.size == 0, big
+        return
+    found = json.loads(path.read_text())["findings"]
+    assert np.allclose([f["volume_ml"] for f in found], big, rtol=1e-3), ([f["volume_ml"] for f in found], big)
+    assert all(f["score"] > pixel and f["label"] == "anomaly" for f in found)
 
 
 CHEST = Path(__file__).resolve().parents[2] / "configs" / "anomaly_chest_ct.yaml"
