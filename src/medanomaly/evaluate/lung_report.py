@@ -87,6 +87,7 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
     ax.set_xlabel("training steps")
     ax.set_ylabel(metric.upper())
     ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, 1.05 * max(steps, default=1))  # from step 0: one validation (the demo's) is a point, not a curve
     ax.set_title(f"Learning curve on validation scans (synthetic, {shapes} shapes)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
