@@ -62,7 +62,7 @@ from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
+__all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
            "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
 
 #: Map kinds the validation chooses from (see the module docstring).
@@ -190,6 +190,13 @@ def local_offset(residual: np.ndarray, brain: np.ndarray, spacing: tuple[float, 
     return np.where(brain, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
+def median_spread(values: np.ndarray) -> tuple[float, float]:
+    """(median, robust spread = 1.4826 x median absolute deviation) of non-empty ``values``: the
+    location and the normal-equivalent SD that a small lesion among them barely moves."""
+    median = float(np.median(values))
+    return median, 1.4826 * float(np.median(np.abs(values - median)))
+
+
 def robust_scaled(amap: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``amap`` in units of its own robust spread over ``region``: ``(m - median) / (1.4826 MAD)`` of the
     map values in the region (a robust z, unitless), 0 outside. A lesion covering a few % of the
@@ -198,9 +205,8 @@ def robust_scaled(amap: np.ndarray, region: np.ndarray) -> np.ndarray:
     values = amap[region]
     if not values.size:
         return np.zeros(amap.shape, np.float32)
-    median = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - median)))
-    return np.where(region, (amap - median) / max(mad, 1e-6), 0.0).astype(np.float32)
+    median, spread = median_spread(values)
+    return np.where(region, (amap - median) / max(spread, 1e-6), 0.0).astype(np.float32)
 
 
 def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndarray,
@@ -221,8 +227,9 @@ def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndar
         sel = which == b
         if sel.sum() >= 20:
             centres.append(float(np.median(a[sel])))
-            med.append(float(np.median(x[sel])))
-            mad.append(1.4826 * float(np.median(np.abs(x[sel] - med[-1]))))
+            m, spread = median_spread(x[sel])
+            med.append(m)
+            mad.append(spread)
     if len(centres) < 2:
         return atlas.astype(np.float32), np.zeros_like(atlas, np.float32)
     expected = np.interp(atlas, centres, med).astype(np.float32)
@@ -433,8 +440,8 @@ class AtlasMethod:
             out = np.maximum(diff, 0.0)
         elif kind == "robust":
             inside = diff[parts["brain"]]
-            mad = 1.4826 * float(np.median(np.abs(inside - np.median(inside)))) if inside.size else 0.0
-            out = np.abs(diff) / max(mad, 1e-6)
+            spread = median_spread(inside)[1] if inside.size else 0.0
+            out = np.abs(diff) / max(spread, 1e-6)
         else:
             out = np.abs(diff) / np.sqrt(spread**2 + self.floor**2)
         out = out * parts["brain"]
@@ -480,8 +487,7 @@ def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[fl
     return out
 
 
-def _validation_fpr(method: AtlasMethod, cases: list[dict[str, Any]], sigma: float,
-                    threshold: float) -> dict[str, float]:  # fmt: skip
+def _validation_fpr(cases: list[dict[str, Any]], maps: list[np.ndarray], threshold: float) -> dict[str, float]:
     """Per validation volume, the fraction of its normal brain voxels whose final map exceeds the
     pixel ``threshold`` (the FPR; for a volume with SYNTHETIC lesions, over the voxels more than 2
     voxels away from them, as the smoothing spreads a lesion): the clean volume gives the target FPR
@@ -489,10 +495,9 @@ def _validation_fpr(method: AtlasMethod, cases: list[dict[str, Any]], sigma: flo
     from scipy import ndimage
 
     out = {}
-    for c in cases:
+    for c, amap in zip(cases, maps, strict=True):
         brain = c["parts"]["brain"]
         normal = brain if c["lesions"] is None else brain & ~ndimage.binary_dilation(c["lesions"] > 0, iterations=2)
-        amap = method.final_map(c["parts"], sigma, c["volume"].spacing)
         out[c["name"]] = round(float(np.mean(amap[normal] > threshold)), 5)
     return out
 
@@ -526,10 +531,10 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
     best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
     method.match, method.kind, sigma, method.support, method.local_mm = best
     q = 1.0 - config.threshold.target_fpr
+    maps = [method.final_map(c["parts"], sigma, c["volume"].spacing) for c in cases]
     clean_maps, image_scores = [], []
-    for c in cases:
+    for c, amap in zip(cases, maps, strict=True):
         if c["lesions"] is None:
-            amap = method.final_map(c["parts"], sigma, c["volume"].spacing)
             clean_maps.append(amap[c["parts"]["brain"]])
             image_scores.append(volume_score(amap, c["parts"]["brain"]))
     pixel_threshold = float(np.quantile(np.concatenate(clean_maps), q))
@@ -539,7 +544,7 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
         _, _, _, support, local = _key(choice).split("/")
         for table, name in ((by_support, support), (by_local, local)):
             table[name] = max(table.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
-    log.update({"val_pixel_fpr_at_threshold": _validation_fpr(method, cases, sigma, pixel_threshold),
+    log.update({"val_pixel_fpr_at_threshold": _validation_fpr(cases, maps, pixel_threshold),
                 "map_scale": method.map_scale})  # fmt: skip
     log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support_local": {_key(c): round(v, 4) for c, v in by_choice.items()},
                 "synthetic_val_best_pixel_auroc_by_support": by_support,

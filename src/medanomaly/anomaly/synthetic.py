@@ -64,16 +64,20 @@ def make_synthetic(images: np.ndarray, masks: np.ndarray, seed: int = 0,
 LESION_MODELS = ("mixed", "enhancing")
 
 
+def _intensity_at(values: np.ndarray, q: float) -> float:
+    """The brain intensity at quantile ``q`` (0..1) of the sorted brain ``values``."""
+    return values[min(int(q * values.size), values.size - 1)]
+
+
 def _enhancing_patch(d: np.ndarray, values: np.ndarray, radii: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A post-contrast tumour's intensities in the ellipsoid of normalised distance ``d`` (1 = its
     surface): enhancing tissue from the top 85-100 % of the brain's intensities, in half the lesions
     as a rim 2-5 mm thick around a necrotic core from the bottom 0-20 % (solid enhancement otherwise)."""
-    pick = lambda q: values[min(int(q * values.size), values.size - 1)]  # noqa: E731
-    patch = np.full(d.shape, pick(rng.uniform(0.85, 1.0)), np.float32)
+    patch = np.full(d.shape, _intensity_at(values, rng.uniform(0.85, 1.0)), np.float32)
     if rng.random() < 0.5:
         rim_mm = rng.uniform(2.0, 5.0)
         core = np.sqrt(np.maximum(d, 0.0)) < max(0.0, 1.0 - rim_mm / float(radii.min()))
-        patch[core] = pick(rng.uniform(0.0, 0.2))
+        patch[core] = _intensity_at(values, rng.uniform(0.0, 0.2))
     return patch
 
 
@@ -117,7 +121,7 @@ def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[floa
             patch = _enhancing_patch(d, values, radii, rng)
         elif rng.random() < 0.7:
             q = rng.choice([rng.uniform(0.9, 1.0), rng.uniform(0.0, 0.15)])
-            patch = np.full(volume.shape, values[min(int(q * values.size), values.size - 1)], np.float32)
+            patch = np.full(volume.shape, _intensity_at(values, q), np.float32)
         else:  # CutPaste: the same volume shifted
             shift = tuple(int(rng.integers(-n // 3, n // 3 + 1)) for n in volume.shape)
             patch = np.roll(volume, shift, axis=(0, 1, 2)).astype(np.float32)
