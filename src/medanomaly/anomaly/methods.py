@@ -138,17 +138,18 @@ class AutoencoderMethod:
         self.ssim_weight = float(ssim_weight)
         self.net = MODELS.create("anomaly_autoencoder", channels=tuple(channels), num_res_units=num_res_units)
 
-    def _reconstruct(self, images: np.ndarray) -> Any:
+    def _reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """The network's reconstructions (N, S, S) of ``images`` (N, S, S), in batches of 64."""
         import torch
 
         self.net.eval()
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32))
-            return x, torch.cat([self.net(x[i : i + 64]) for i in range(0, len(x), 64)])
+            return torch.cat([self.net(x[i : i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
 
     def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        x, rec = self._reconstruct(images)
-        return residual_map(x[:, 0].numpy(), rec[:, 0].numpy(), self.ssim_weight) * masks.astype(np.float32)
+        x = np.asarray(images, np.float32)
+        return residual_map(x, self._reconstruct(x), self.ssim_weight) * np.asarray(masks, np.float32)
 
     def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
         """Train on normal slices; every ``eval_every`` epochs score the synthetic-anomaly validation

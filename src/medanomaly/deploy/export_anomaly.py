@@ -65,20 +65,6 @@ def _normative_module(method: Any) -> Any:
     return NormativeMap().eval()
 
 
-def _network_module(method: Any) -> Any:
-    import torch
-
-    class Reconstruction(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = method.net.eval()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x)
-
-    return Reconstruction().eval()
-
-
 def _encoder_module(method: Any) -> Any:
     import torch
 
@@ -112,7 +98,7 @@ def graphs(model: Any) -> list[tuple[str, GraphSpec]]:
                  {"input": batch, "bins": batch, "map": batch}))]  # fmt: skip
     x = (torch.zeros((1, 1, size, size)),)
     if name == "autoencoder":
-        return [("model.onnx", GraphSpec(_network_module(model.method), x, ["input"], ["reconstruction"],
+        return [("model.onnx", GraphSpec(model.method.net.eval(), x, ["input"], ["reconstruction"],
                                          {"input": batch, "reconstruction": batch}))]  # fmt: skip
     if name == "padim":
         return [("model.onnx", GraphSpec(_encoder_module(model.method), x, ["input"], ["features"],
@@ -196,7 +182,7 @@ def _float_nodes(model: Any, fp32: Path) -> list[str]:
 
     if _method_name(model) != "autoencoder":
         return []
-    return [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith("/net/decode/")]
+    return [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith("/decode/")]
 
 
 def quantise(model: Any, folder: Path, info: Any, limit: int, force: bool) -> dict[str, Any]:

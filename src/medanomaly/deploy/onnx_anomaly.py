@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod, residual_map
+from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod
 from medanomaly.anomaly.model import AnomalyModel
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -51,17 +51,16 @@ class OnnxNormative(NormativeMethod):
         return self.session
 
 
-class OnnxAutoencoder:
-    """Autoencoder whose network is the graph (``input`` -> ``reconstruction``); the residual map
-    (L1 + local SSIM) is the run's own float64 NumPy code, :func:`residual_map`."""
+class OnnxAutoencoder(AutoencoderMethod):
+    """The autoencoder with its network an ONNX Runtime session (``input`` -> ``reconstruction``);
+    the residual map is the torch method's own float64 NumPy code
+    (:func:`~medanomaly.anomaly.methods.residual_map`)."""
 
-    def __init__(self, sess: Any, ssim_weight: float) -> None:
+    def __init__(self, sess: Any, ssim_weight: float) -> None:  # noqa: PLW0231 - no torch net
         self.session, self.ssim_weight = sess, float(ssim_weight)
 
-    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        x = np.asarray(images, np.float32)
-        rec = _run(self.session, {"input": x[:, None]})[:, 0]
-        return residual_map(x, rec, self.ssim_weight) * np.asarray(masks, np.float32)
+    def _reconstruct(self, images: np.ndarray) -> np.ndarray:
+        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})[:, 0]
 
     def network(self) -> Any:
         return self.session
