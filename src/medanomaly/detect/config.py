@@ -123,6 +123,9 @@ class InferConfig(SlidingInferConfig):
     max_findings: int = Field(20, ge=1, le=10_000)
     hit_min_radius_mm: float = Field(5.0, ge=0.0, le=100.0)
     explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
+    # Test-time mirroring along x (left-right, nnU-Net's mirroring on one axis: 2 network passes): the held-out
+    # lung is the other side from the training lung (docs/lung_nodules.md, "Test-time mirroring").
+    mirror_axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x"], max_length=3)
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
     # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
     # grow_min_hu: fainter ground glass keeps the network's mask), opened by a ball of radius

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 
@@ -60,6 +60,16 @@ class SlidingInferConfig(Finite):
     candidate_threshold: float = Field(0.2, ge=0.0, le=1.0)
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
     max_findings: int = Field(10, ge=1, le=10_000)
+    # Test-time mirroring: the heatmap averaged over every flip of these image axes (nnU-Net's mirroring;
+    # 2^k network passes). [] = one pass.
+    mirror_axes: list[Literal["x", "y", "z"]] = Field(default_factory=list, max_length=3)
+
+    @field_validator("mirror_axes")
+    @classmethod
+    def _distinct_axes(cls, axes: list[str]) -> list[str]:
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"mirror_axes repeats an axis: {axes}")
+        return axes
 
 
 class DataConfig(Finite):

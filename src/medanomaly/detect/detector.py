@@ -66,6 +66,7 @@ class NoduleDetector:
         keep_weights: ``best`` (validation CPM) or ``last`` weights when training validates.
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
+        mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
             grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
@@ -96,6 +97,7 @@ class NoduleDetector:
         candidate_threshold: float = 0.15,
         mask_threshold: float = 0.5,
         max_findings: int = 20,
+        mirror_axes: tuple[str, ...] = (),
         grow: bool = True,
         grow_margin_mm: float = 30.0,
         grow_opening_mm: float = 2.0,
@@ -126,6 +128,7 @@ class NoduleDetector:
         self.candidate_threshold = candidate_threshold
         self.mask_threshold = mask_threshold
         self.max_findings = max_findings
+        self.mirror_axes = tuple(mirror_axes)
         self.grow = grow
         self.grow_margin_mm = grow_margin_mm
         self.grow_opening_mm = grow_opening_mm
@@ -199,7 +202,8 @@ class NoduleDetector:
         self._check_fitted()
         with torch_threads(self.threads):
             return heatmap(
-                self.model_, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region  # type: ignore[arg-type]
+                self.model_, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region,  # type: ignore[arg-type]
+                mirror_axes=self.mirror_axes,
             )
 
     def detect(self, ct: Volume, lung: Volume | None = None, side: int | None = None) -> list[Finding]:

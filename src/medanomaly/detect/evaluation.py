@@ -30,11 +30,14 @@ import numpy as np
 from medanomaly.detect.detector import NoduleDetector
 from medanomaly.detect.simulate import ScanSimulator, SimScan, SourceScan, truth_radius_mm
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import ScanMarks, froc, match_findings
+from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings
 from medanomaly.types import Finding, Volume
 
 __all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
 
+
+#: Nodules of this diameter (mm) or more are the issue's "sensitivity at 1 FP/scan for nodules >= 6 mm" subset.
+LARGE_NODULE_MM = 6.0
 
 #: A finding's centre may lie this far (mm) outside the reference lesion's bounding box and still hit it.
 HIT_MARGIN_MM = 5.0
@@ -103,11 +106,14 @@ def evaluate_heldout(
 
 def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radius_mm: float = 5.0,
                 progress: bool = False, total: int | None = None) -> dict[str, Any]:
-    """Detect in each simulated scan's nodule lung and score: FROC (``froc``), Bland-Altman of measured
-    vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each nodule."""
+    """Detect in each simulated scan's nodule lung and score: FROC (``froc``), the FROC of the nodules of
+    :data:`LARGE_NODULE_MM` or more (``froc_large``, marks on smaller ones ignored; None without such nodules),
+    Bland-Altman of measured vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each
+    nodule."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
+    large: list[list[bool]] = []
     vol_pairs: list[tuple[float, float]] = []
     diam_pairs: list[tuple[float, float]] = []
     iterator: Any = scans
@@ -134,6 +140,7 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             [truth_radius_mm(t) for t in truths], hit_min_radius_mm, ignore,
         )  # fmt: skip
         marks.append(m)
+        large.append([2.0 * truth_radius_mm(t) >= LARGE_NODULE_MM for t in truths])
         # Agreement: the best-scoring hit of each lesion.
         kept = [findings[i] for i in m.finding_index]
         seen: set[int] = set()
@@ -145,7 +152,8 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             vol_pairs.append((f.measurements.volume_ml, truths[lid].volume_ml))
             diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
     result = froc(marks)
-    out: dict[str, Any] = {"froc": result, "volume": None, "diameter": None, "marks": marks}
+    large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
+    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "diameter": None, "marks": marks}
     if len(vol_pairs) >= 2:
         out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
         out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])

@@ -275,6 +275,7 @@ class HeatmapDetector:
         patch_size, batch_size, steps, lr, positive_fraction, hard_negative_fraction, hard_level: training.
         roi_size, overlap: sliding-window inference (z, y, x voxels).
         candidate_threshold, mask_threshold, max_findings: findings.
+        mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
         label: the findings' label before classification.
         seed / threads: seeds; torch CPU threads.
     """
@@ -286,7 +287,8 @@ class HeatmapDetector:
                  steps: int = 300, lr: float = 3e-3, positive_fraction: float = 0.5,
                  hard_negative_fraction: float = 0.3, hard_level: float = 0.5, roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
-                 max_findings: int = 10, label: str = "lesion", seed: int = 0, threads: int = 1) -> None:  # fmt: skip
+                 max_findings: int = 10, mirror_axes: Any = (), label: str = "lesion", seed: int = 0,
+                 threads: int = 1) -> None:  # fmt: skip
         self.spatial_dims = int(spatial_dims)
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
@@ -299,6 +301,7 @@ class HeatmapDetector:
         self.roi_size, self.overlap = tuple(int(r) for r in roi_size), float(overlap)
         self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
         self.max_findings, self.label, self.seed, self.threads = int(max_findings), label, int(seed), int(threads)
+        self.mirror_axes = tuple(mirror_axes)
 
     @classmethod
     def from_config(cls, cfg: Any) -> HeatmapDetector:
@@ -371,13 +374,13 @@ class HeatmapDetector:
 
     def heatmap(self, image: Volume, region: np.ndarray | None) -> Volume:
         """Lesion probability (0..1) on the detector grid; 0 outside the region's bounding box."""
-        from medanomaly.detect.infer import region_box
+        from medanomaly.detect.infer import mirrored, region_box
 
         grid = self.prepare(image)
         arr = np.asarray(grid.array, np.float32)
         prob = np.zeros(arr.shape, np.float32)
         box = region_box(region, self.roi_size, self.divisor) if region is not None else tuple(slice(0, n) for n in arr.shape)
-        prob[box] = self.run_windows(arr[box])
+        prob[box] = mirrored(self.run_windows, arr[box], self.mirror_axes)
         return grid.with_array(prob)
 
     def run_windows(self, arr: np.ndarray) -> np.ndarray:

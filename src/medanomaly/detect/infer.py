@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,11 @@ from medanomaly.detect.grid import resample_like, to_grid, window
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume
 
-__all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "region_box"]
+__all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "mirrored",
+           "region_box"]
+
+#: Array axis of each named image axis (z, y, x order; 2D images are (y, x)).
+IMAGE_AXIS = {"x": -1, "y": -2, "z": -3}
 
 #: Voxels of margin around a finding's mask on which it is measured (:func:`finding_from_mask`).
 MEASURE_MARGIN = 2
@@ -92,6 +96,31 @@ def run_network(
     return prob[: image.shape[0], : image.shape[1], : image.shape[2]]
 
 
+def mirrored(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, axes: Sequence[str] = ()) -> np.ndarray:
+    """``run(image)`` averaged over every mirroring of ``axes`` (test-time augmentation).
+
+    ``axes`` names image axes (``x`` last, ``y``, ``z``); each of the 2^k combinations of flips is
+    applied to the image, run, flipped back and the probabilities averaged, as nnU-Net's mirroring
+    (nnDetection flips alike). No axes: one plain run.
+
+    Example:
+        >>> mirrored(lambda a: a * 2.0, np.arange(3.0), ("x",)).tolist()
+        [0.0, 2.0, 4.0]
+    """
+    from itertools import combinations
+
+    dims = sorted({IMAGE_AXIS[a] for a in axes})
+    if not dims:
+        return run(image)
+    total = np.zeros(image.shape, np.float64)
+    flips = [c for k in range(len(dims) + 1) for c in combinations(dims, k)]
+    for flip in flips:
+        flipped = np.flip(image, flip) if flip else image
+        out = run(np.ascontiguousarray(flipped))
+        total += np.flip(out, flip) if flip else out
+    return (total / len(flips)).astype(np.float32)
+
+
 def heatmap(
     predictor: Callable[[Any], Any],
     ct: Volume,
@@ -101,6 +130,7 @@ def heatmap(
     overlap: float = 0.25,
     region: np.ndarray | None = None,
     runner: Callable[..., np.ndarray] | None = None,
+    mirror_axes: Sequence[str] = (),
 ) -> Volume:
     """Nodule probability (0..1) on the detector grid; outside the region's box it is 0.
 
@@ -114,12 +144,14 @@ def heatmap(
         region: boolean search region on the detector grid; None = the full volume.
         runner: the sliding window, ``runner(predictor, image, roi_size, overlap) -> probability``
             (default :func:`run_network`, torch + MONAI; export injects a NumPy one).
+        mirror_axes: test-time mirroring (:func:`mirrored`): the probability averaged over flips of these axes.
     """
     grid = to_grid(ct, spacing)
     image = window(grid.array, *hu_window)
     prob = np.zeros(image.shape, np.float32)
     box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in image.shape)
-    prob[box] = (runner or run_network)(predictor, image[box], roi_size, overlap)
+    run = runner or run_network
+    prob[box] = mirrored(lambda crop: run(predictor, crop, roi_size, overlap), image[box], mirror_axes)
     return grid.with_array(prob)
 
 

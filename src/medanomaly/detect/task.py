@@ -168,7 +168,7 @@ class LungNoduleTask:
         """
         from medanomaly.config import load_config
         from medanomaly.detect.detector import NoduleDetector
-        from medanomaly.detect.evaluation import evaluate_heldout
+        from medanomaly.detect.evaluation import LARGE_NODULE_MM, evaluate_heldout
         from medanomaly.evaluate.lung_report import plot_froc, write_lung_report
 
         run_dir = Path(run_dir)
@@ -190,7 +190,7 @@ class LungNoduleTask:
             sim.diameter_range_mm, cfg.seed, cfg.infer.hit_min_radius_mm, self.progress,
             simulator=ScanSimulator(sim.shapes, "test", sim.diameter_range_mm),
         )  # fmt: skip
-        fr = held["froc"]
+        fr, large = held["froc"], held["froc_large"]
         plot_froc(fr, out_dir / "froc.png")
         agreement = _agreement_plots(held, out_dir)
         cases = [_real_case(detector, source, cfg.infer.explain_top, out_dir) for source in sources
@@ -199,6 +199,8 @@ class LungNoduleTask:
         training = _training_record(run_dir, out_dir)
         metrics = {
             "heldout_synthetic": {**fr.to_json(), "synthetic": True, "split": split_text},
+            "heldout_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
+                                                                         "min_diameter_mm": LARGE_NODULE_MM},
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
                                                                  "relative_percent")} for a in agreement},  # fmt: skip
             "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
@@ -216,7 +218,10 @@ class LungNoduleTask:
                 "lung1 and lung2, which the simulation never saw.",
                 "split": split_text,
                 "froc": {"cpm": fr.cpm, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
-                         "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()}},  # fmt: skip
+                         "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
+                         "large": None if large is None else {
+                             "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",
+                             "points": {_fmt_rate(k): v for k, v in large.operating_points.items()}}},  # fmt: skip
                 "agreement": agreement,
                 "cases": cases,
                 "training": training,

@@ -28,7 +28,7 @@ import numpy as np
 #: FP-per-scan rates of the FROC operating points and the CPM.
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
-__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "froc", "match_findings"]
+__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "froc", "lesion_subset", "match_findings"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +166,26 @@ def match_findings(
         ids.append(lid)
         index.append(i)
     return ScanMarks(scores=kept_scores, lesion_ids=ids, n_lesions=len(lesions), finding_index=index)
+
+
+def lesion_subset(marks: Sequence[ScanMarks], keep: Sequence[Sequence[bool]]) -> list[ScanMarks]:
+    """The marks scored on a subset of the lesions (e.g. nodules of 6 mm or more): lesion ``j`` of scan
+    ``i`` stays when ``keep[i][j]``; a mark on a lesion left out is ignored (neither true nor false
+    positive, as LUNA16 treats ``annotations_excluded.csv``); the kept lesions are renumbered.
+
+    Example:
+        >>> m = ScanMarks(scores=[0.9, 0.5, 0.3], lesion_ids=[1, 0, -1], n_lesions=2)
+        >>> sub = lesion_subset([m], [[False, True]])[0]
+        >>> list(sub.scores), list(sub.lesion_ids), sub.n_lesions
+        ([0.9, 0.3], [0, -1], 1)
+    """
+    out = []
+    for m, flags in zip(marks, keep, strict=True):
+        if len(flags) != m.n_lesions:
+            raise ValueError(f"keep has {len(flags)} flags for a scan of {m.n_lesions} lesions")
+        new_id = np.cumsum(flags) - 1
+        rows = [(s, -1 if lid < 0 else int(new_id[lid]), i)
+                for s, lid, i in zip(m.scores, m.lesion_ids, m.finding_index or range(len(m.scores)), strict=True)
+                if lid < 0 or flags[lid]]  # fmt: skip
+        out.append(ScanMarks([r[0] for r in rows], [r[1] for r in rows], int(np.sum(flags)), [r[2] for r in rows]))
+    return out

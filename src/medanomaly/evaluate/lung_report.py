@@ -162,7 +162,9 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 <p>{{ split }}</p>
 <p>CPM = <b>{{ "%.3f"|format(froc.cpm) }}</b> on {{ froc.n_scans }} scans with {{ froc.n_lesions }} simulated lesions.</p>
 <table><tr><th>FP / scan</th>{% for k in froc.points %}<th>{{ k }}</th>{% endfor %}</tr>
-<tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr></table>
+<tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
+{% if froc.large %}<tr><td>sensitivity, the {{ froc.large.n_lesions }} nodules of {{ froc.large.min_mm }} mm or more
+(CPM {{ "%.3f"|format(froc.large.cpm) }})</td>{% for v in froc.large.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>{% endif %}</table>
 <img src="{{ froc.plot }}" alt="FROC curve">
 {% for ba in agreement %}<img src="{{ ba.plot }}" alt="Bland-Altman {{ ba.what }}">{% endfor %}
 <table><tr><th>measure (synthetic)</th><th>n</th><th>bias</th><th>95% limits of agreement</th></tr>

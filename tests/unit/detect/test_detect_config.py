@@ -29,3 +29,9 @@ def test_detect_tiny_config_validates() -> None:
 def test_detect_config_rejects_typos() -> None:
     with pytest.raises(ConfigError, match="stepz"):
         parse_config({"task": "lung_nodule", "train": {"stepz": 3}})
+
+
+@pytest.mark.parametrize(("axes", "message"), [(["x", "x"], "repeats an axis"), (["w"], "mirror_axes")])
+def test_detect_config_refuses_bad_mirror_axes(axes: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"task": "lung_nodule", "infer": {"mirror_axes": axes}})

@@ -163,3 +163,34 @@ def test_detect_finding_measured_on_its_crop_equals_measured_on_the_whole_ct(whe
     assert f.measurements.volume_ml == pytest.approx(whole.volume_ml, rel=1e-12)
     assert asdict(f.measurements) == pytest.approx(asdict(whole), rel=1e-9, abs=1e-9, nan_ok=True)
     assert np.array_equal(np.asarray(f.mask.array) > 0, mask)
+
+
+def test_detect_mirrored_averages_every_flip_and_is_plain_without_axes() -> None:
+    from medanomaly.detect.infer import mirrored
+
+    image = np.random.default_rng(0).random((3, 4, 5))
+    ramp = np.arange(5.0)  # a run that is not mirror-symmetric: it adds a left-to-right ramp
+
+    def run(a):
+        return a + ramp
+
+    assert np.array_equal(mirrored(run, image), run(image))
+    np.testing.assert_allclose(mirrored(run, image, ["x"]), image + ramp.mean(), rtol=1e-6)
+    both = mirrored(run, image, ["y", "x"])
+    np.testing.assert_allclose(both, image + ramp.mean(), rtol=1e-6)  # y flips do not touch the ramp
+    calls = []
+    mirrored(lambda a: calls.append(a.shape) or a, image, ["x", "y", "z"])
+    assert len(calls) == 8
+
+
+def test_detect_mirror_axes_reach_the_heatmap_and_survive_save_load(tiny_detector, toy_source) -> None:
+    det, _ = tiny_detector
+    loaded = NoduleDetector.load(_save(det))
+    region = loaded.region(toy_source.lung, side=1)
+    plain = loaded.heatmap(toy_source.ct, region).array
+    loaded.mirror_axes = ("x",)
+    flipped = loaded.heatmap(toy_source.ct, region).array
+    again = NoduleDetector.load(_save(loaded))
+    assert again.mirror_axes == ("x",)
+    np.testing.assert_array_equal(again.heatmap(toy_source.ct, region).array, flipped)
+    assert not np.array_equal(plain, flipped)  # a trained (asymmetric) network changes under the flip

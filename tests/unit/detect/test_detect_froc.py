@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, match_findings
+from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, lesion_subset, match_findings
 
 
 def test_froc_perfect_detector_has_cpm_one() -> None:
@@ -69,3 +69,22 @@ def test_agreement_bias_and_limits() -> None:
     assert noisy.loa_low < noisy.bias < noisy.loa_high
     with pytest.raises(ValueError):
         bland_altman([1.0], [1.0])
+
+
+def test_lesion_subset_ignores_marks_on_lesions_left_out() -> None:
+    # Scan 1: lesions 0 (small, left out) and 1; marks: a hit on 0 above everything, an FP, a hit on 1.
+    # Scan 2: one kept lesion, missed; one FP.
+    marks = [ScanMarks([0.9, 0.6, 0.5], [0, -1, 1], 2), ScanMarks([0.7], [-1], 1)]
+    sub = lesion_subset(marks, [[False, True], [True]])
+    assert [list(m.lesion_ids) for m in sub] == [[-1, 0], [-1]] and [m.n_lesions for m in sub] == [1, 1]
+    assert list(sub[0].finding_index) == [1, 2]  # which input findings remain
+    res = froc(sub)
+    # Without the left-out hit: 2 FPs (0.7, 0.6) before the only found kept lesion (0.5): 1 FP/scan, 1 of 2.
+    assert res.n_lesions == 2 and res.sensitivity_at(0.5) == 0.0 and res.sensitivity_at(1.0) == 0.5
+    # The same marks with the small lesion kept: it is found first, at 0 FP.
+    assert froc(marks).sensitivity_at(0.125) == pytest.approx(1 / 3)
+
+
+def test_lesion_subset_needs_one_flag_per_lesion() -> None:
+    with pytest.raises(ValueError, match="2 flags for a scan of 1 lesions"):
+        lesion_subset([ScanMarks([0.5], [0], 1)], [[True, False]])
