@@ -198,7 +198,8 @@ class LungNoduleTask:
         split_text = _split_text(cfg, sources)
         training = _training_record(run_dir, out_dir)
         metrics = {
-            "heldout_synthetic": {**fr.to_json(), "synthetic": True, "split": split_text},
+            "heldout_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(held["cpm_ci"]), "synthetic": True,
+                                  "split": split_text},
             "heldout_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
                                                                          "min_diameter_mm": LARGE_NODULE_MM},
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
@@ -217,7 +218,7 @@ class LungNoduleTask:
                 "tested on held-out simulated nodules (synthetic) and on the real lesions of pyradiomics "
                 "lung1 and lung2, which the simulation never saw.",
                 "split": split_text,
-                "froc": {"cpm": fr.cpm, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
+                "froc": {"cpm": fr.cpm, "cpm_ci": held["cpm_ci"], "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
                          "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
                          "large": None if large is None else {
                              "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",

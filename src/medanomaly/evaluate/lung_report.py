@@ -160,7 +160,8 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 {% if froc %}
 <h2>Detection on held-out simulated scans <span class="synthetic">(synthetic)</span></h2>
 <p>{{ split }}</p>
-<p>CPM = <b>{{ "%.3f"|format(froc.cpm) }}</b> on {{ froc.n_scans }} scans with {{ froc.n_lesions }} simulated lesions.</p>
+<p>CPM = <b>{{ "%.3f"|format(froc.cpm) }}</b>{% if froc.cpm_ci %} (95 % interval {{ "%.3f"|format(froc.cpm_ci[0]) }} ..
+{{ "%.3f"|format(froc.cpm_ci[1]) }}, bootstrap over scans){% endif %} on {{ froc.n_scans }} scans with {{ froc.n_lesions }} simulated lesions.</p>
 <table><tr><th>FP / scan</th>{% for k in froc.points %}<th>{{ k }}</th>{% endfor %}</tr>
 <tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
 {% if froc.large %}<tr><td>sensitivity, the {{ froc.large.n_lesions }} nodules of {{ froc.large.min_mm }} mm or more

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, lesion_subset, match_findings
+from medanomaly.evaluate.froc import FP_RATES, ScanMarks, cpm_interval, froc, lesion_subset, match_findings
 
 
 def test_froc_perfect_detector_has_cpm_one() -> None:
@@ -88,3 +88,12 @@ def test_lesion_subset_ignores_marks_on_lesions_left_out() -> None:
 def test_lesion_subset_needs_one_flag_per_lesion() -> None:
     with pytest.raises(ValueError, match="2 flags for a scan of 1 lesions"):
         lesion_subset([ScanMarks([0.5], [0], 1)], [[True, False]])
+
+
+def test_cpm_interval_is_a_point_for_a_perfect_detector_and_wide_for_a_mixed_one() -> None:
+    perfect = [ScanMarks([0.9], [0], 1) for _ in range(4)]
+    assert cpm_interval(perfect, n_bootstrap=100) == (1.0, 1.0)
+    mixed = [ScanMarks([0.9], [0], 1), ScanMarks([0.8], [-1], 1), ScanMarks([0.7], [0], 1), ScanMarks([], [], 1)]
+    lo, hi = cpm_interval(mixed, n_bootstrap=400, seed=1)
+    assert lo < froc(mixed).cpm < hi and hi - lo > 0.3  # four scans: the interval says how little they tell
+    assert cpm_interval(mixed, n_bootstrap=400, seed=1) == (lo, hi)  # seeded
