@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.classify.model import ClassificationModel
-from medanomaly.detect.detector import NoduleDetector
+from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -197,7 +197,7 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
     if info.task == "classification":
         return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
     if info.task == "lung_nodule":
-        return OnnxDetectionModel(info, folder, OnnxDetector(sess, dict(info.extra["detector"])))
+        return OnnxDetectionModel(info, folder, OnnxDetector(sess, saved_params(dict(info.extra["detector"]))))
     if info.task == "fusion":
         return OnnxFusionModel(info, folder, sess)
     if info.task == "detection":

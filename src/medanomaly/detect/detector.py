@@ -49,7 +49,13 @@ from medanomaly.types import Finding, Volume
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "detector.json"
 
-__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE"]
+__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
+
+
+def saved_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
+    before test-time mirroring existed has no ``mirror_axes`` and keeps the one pass it was measured with."""
+    return {"mirror_axes": (), **params}
 
 
 class NoduleDetector:
@@ -66,7 +72,8 @@ class NoduleDetector:
         keep_weights: ``best`` (validation CPM) or ``last`` weights when training validates.
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
-        mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
+        mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off; a
+            saved run without the key loads with () ).
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
             grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
@@ -97,7 +104,7 @@ class NoduleDetector:
         candidate_threshold: float = 0.15,
         mask_threshold: float = 0.5,
         max_findings: int = 20,
-        mirror_axes: tuple[str, ...] = (),
+        mirror_axes: tuple[str, ...] = ("x",),
         grow: bool = True,
         grow_margin_mm: float = 30.0,
         grow_opening_mm: float = 2.0,
@@ -268,7 +275,7 @@ class NoduleDetector:
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
             raise InputError(f"not a trained lung_nodule run (no {WEIGHTS_FILE} / {SIDECAR_FILE})", run_dir)
-        det = cls(**json.loads((run_dir / SIDECAR_FILE).read_text()))
+        det = cls(**saved_params(json.loads((run_dir / SIDECAR_FILE).read_text())))
         det.model_ = load_weights(build_network(det.model_name, det.model_params), run_dir / WEIGHTS_FILE).eval()
         det.history_ = []
         return det

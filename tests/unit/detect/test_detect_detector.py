@@ -187,6 +187,7 @@ def test_detect_mirror_axes_reach_the_heatmap_and_survive_save_load(tiny_detecto
     det, _ = tiny_detector
     loaded = NoduleDetector.load(_save(det))
     region = loaded.region(toy_source.lung, side=1)
+    loaded.mirror_axes = ()
     plain = loaded.heatmap(toy_source.ct, region).array
     loaded.mirror_axes = ("x",)
     flipped = loaded.heatmap(toy_source.ct, region).array
@@ -194,3 +195,14 @@ def test_detect_mirror_axes_reach_the_heatmap_and_survive_save_load(tiny_detecto
     assert again.mirror_axes == ("x",)
     np.testing.assert_array_equal(again.heatmap(toy_source.ct, region).array, flipped)
     assert not np.array_equal(plain, flipped)  # a trained (asymmetric) network changes under the flip
+
+
+def test_detect_a_run_saved_before_mirroring_loads_with_one_pass(tiny_detector) -> None:
+    import json
+
+    det, _ = tiny_detector
+    path = _save(det)
+    params = json.loads((path / "detector.json").read_text())
+    del params["mirror_axes"]
+    (path / "detector.json").write_text(json.dumps(params))
+    assert NoduleDetector.load(path).mirror_axes == () and NoduleDetector().mirror_axes == ("x",)
