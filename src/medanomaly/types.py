@@ -243,11 +243,14 @@ class Measurements:
         volume_ml: lesion volume in millilitres (voxel count x voxel volume).
         max_diameter_mm: largest 3D distance between two surface points, mm.
         long_axis_mm / short_axis_mm: RECIST-style axes on the axial slice of largest extent, mm.
-        mean / max / std: intensity statistics inside the mask (HU for CT).
-        solid_fraction: fraction of voxels above the solid threshold (CT: -300 HU), 0..1.
+        mean / max / std: intensity statistics inside the mask, in ``intensity_unit``.
+        solid_fraction: fraction of voxels above the solid threshold (CT: -300 HU), 0..1; ``nan`` when the
+            intensities are not HU.
         mesh_volume_ml ... max_2d_diameter_column_mm: IBSI / pyradiomics shape features
             (:data:`SHAPE_FEATURES`; definitions in :mod:`medanomaly.quantify.shape`); ``nan`` when
             not computed.
+        intensity_unit: ``HU`` (CT) or ``a.u.`` (MR and other signal without a physical unit); the findings
+            JSON names the statistics ``mean_hu`` ... for HU and ``mean_intensity`` ... otherwise.
     """
 
     volume_ml: float
@@ -270,6 +273,12 @@ class Measurements:
     max_2d_diameter_slice_mm: float = float("nan")
     max_2d_diameter_row_mm: float = float("nan")
     max_2d_diameter_column_mm: float = float("nan")
+    intensity_unit: str = "HU"
+
+
+#: Intensity statistics of :class:`Measurements` and their findings-JSON names for HU and for other units.
+INTENSITY_KEYS: dict[str, tuple[str, str]] = {"mean": ("mean_hu", "mean_intensity"), "max": ("max_hu", "max_intensity"),
+                                              "std": ("std_hu", "std_intensity")}  # fmt: skip
 
 
 #: Shape-feature fields of :class:`Measurements`, written under these names in findings JSON.
@@ -301,7 +310,9 @@ class Finding:
     measurements: Measurements | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the `findings.json` schema). ``mean_hu`` is the mean intensity."""
+        """Plain JSON-able dict (the `findings.json` schema). Intensity statistics are ``mean_hu``, ``max_hu``,
+        ``std_hu`` and ``solid_fraction`` for a CT in HU; ``mean_intensity``, ``max_intensity``, ``std_intensity``
+        and ``intensity_unit`` for other images (an MR signal is not HU)."""
         out: dict[str, Any] = {
             "label": self.label,
             "center_mm": [round(float(c), 3) for c in self.center_mm],
@@ -315,12 +326,14 @@ class Finding:
                 max_diameter_mm=m.max_diameter_mm,
                 long_axis_mm=m.long_axis_mm,
                 short_axis_mm=m.short_axis_mm,
-                mean_hu=m.mean,
-                max_hu=m.max,
-                std_hu=m.std,
-                solid_fraction=m.solid_fraction,
                 n_voxels=m.n_voxels,
             )
+            hu = m.intensity_unit == "HU"
+            out.update({names[0 if hu else 1]: getattr(m, field) for field, names in INTENSITY_KEYS.items()})
+            if hu:
+                out["solid_fraction"] = m.solid_fraction
+            else:
+                out["intensity_unit"] = m.intensity_unit
             out.update({name: getattr(m, name) for name in SHAPE_FEATURES})
         return out
 
@@ -344,7 +357,7 @@ class Finding:
             raise ValueError("a finding needs center_mm [x, y, z] (bbox_mm and score optional)") from None
         measurements = None
         if data.get("volume_ml") is not None:
-            names = {"mean_hu": "mean", "max_hu": "max", "std_hu": "std"}
+            names = {key: field for field, keys in INTENSITY_KEYS.items() for key in keys}
             fields = {f for f in Measurements.__dataclass_fields__}
             values = {names.get(k, k): (float("nan") if v is None else v) for k, v in data.items()
                       if names.get(k, k) in fields}  # fmt: skip

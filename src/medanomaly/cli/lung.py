@@ -82,5 +82,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"{head}: {m.volume_ml:.3f} mL, max diameter {m.max_diameter_mm:.1f} mm, "
                 f"axes {m.long_axis_mm:.1f} x {m.short_axis_mm:.1f} mm, sphericity {m.sphericity:.2f}, "
-                f"mean {m.mean:.0f}"
+                f"mean {m.mean:.0f} {m.intensity_unit}"
             )

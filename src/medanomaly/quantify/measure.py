@@ -97,10 +97,30 @@ def axial_axes_mm(mask: Volume) -> tuple[float, float]:
     return long_axis, float(proj.max() - proj.min())
 
 
+def intensity_unit(image: Volume) -> str:
+    """``HU`` for a CT (modality CT, or an unlabelled image whose values look like HU:
+    :func:`medanomaly.preprocess.checks.looks_like_hu`), else ``a.u.`` (an MR or ultrasound signal has no
+    physical unit).
+
+    Example:
+        >>> intensity_unit(Volume(np.zeros((1, 2, 2)), meta={"modality": "MR"}))
+        'a.u.'
+    """
+    from medanomaly.preprocess.checks import NON_HU_MODALITIES, looks_like_hu
+
+    modality = image.modality.upper()
+    if modality == "CT":
+        return "HU"
+    if modality in NON_HU_MODALITIES:
+        return "a.u."
+    return "HU" if looks_like_hu(image) else "a.u."
+
+
 def measure(
     mask: Volume,
     image: Volume | None = None,
     solid_threshold: float = SOLID_THRESHOLD_HU,
+    unit: str | None = None,
 ) -> Measurements:
     """Measure one lesion: volume (mL), diameters (mm), shape features, intensity statistics.
 
@@ -111,6 +131,8 @@ def measure(
         mask: binary lesion mask (non-zero = lesion) on its source grid.
         image: the image the mask belongs to (same grid), for intensity statistics; optional.
         solid_threshold: voxels of ``image`` above this value count as solid (HU for CT).
+        unit: the image's intensity unit (``HU`` or ``a.u.``); None = :func:`intensity_unit` of ``image``
+            (give it when ``image`` is a crop of a larger one: a crop inside a tumour has no air to tell HU by).
 
     Returns:
         The :class:`medanomaly.types.Measurements` of the lesion.
@@ -126,14 +148,16 @@ def measure(
         raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
     long_axis, short_axis = axial_axes_mm(mask)
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}
     if image is not None:
         values = np.asarray(image.array, dtype=np.float64)[binary]
+        unit = unit or intensity_unit(image)
         stats = {
             "mean": float(values.mean()),
             "max": float(values.max()),
             "std": float(values.std()),
-            "solid_fraction": float((values > solid_threshold).mean()),
+            "solid_fraction": float((values > solid_threshold).mean()) if unit == "HU" else float("nan"),
+            "intensity_unit": unit,
         }
     shape = shape_features(binary, mask.spacing).to_json()
     return Measurements(
@@ -183,6 +207,7 @@ def measure_lesions(
     if image is not None and not image.same_grid(mask, tol=1e-3):
         raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    unit = intensity_unit(image) if image is not None else None
     findings = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -199,7 +224,7 @@ def measure_lesions(
                 score=1.0,
                 label=label,
                 mask=comp_vol,
-                measurements=measure(comp_vol, image, solid_threshold),
+                measurements=measure(comp_vol, image, solid_threshold, unit),
             )
         )
     findings.sort(key=lambda f: -f.measurements.volume_ml)  # type: ignore[union-attr]

@@ -59,7 +59,9 @@ def test_quantify_matches_pyradiomics_baseline(case: str) -> None:
         assert getattr(m, field) * factor == pytest.approx(ref[name], rel=rel), name
     assert m.long_axis_mm >= m.short_axis_mm > 0
     assert m.max_diameter_mm >= m.long_axis_mm - 1e-6
-    assert np.isfinite([m.mean, m.max, m.std, m.solid_fraction]).all()
+    assert np.isfinite([m.mean, m.max, m.std]).all()
+    assert m.intensity_unit == ("HU" if case.startswith("lung") else "a.u.")  # brain1/2, breast1 are MR
+    assert np.isfinite(m.solid_fraction) == (m.intensity_unit == "HU")  # "solid" is a CT notion
 
 
 def test_quantify_real_lung1_hu_statistics_are_plausible() -> None:
@@ -130,3 +132,28 @@ def test_quantify_bad_input_errors() -> None:
     other = Volume(np.ones((3, 4, 5), np.uint8))
     with pytest.raises(InputError, match="grid"):
         measure(other, ct)
+
+
+def test_quantify_intensity_unit_is_hu_only_for_ct() -> None:
+    from medanomaly.quantify.measure import intensity_unit
+
+    air_and_tissue = np.where(np.arange(8 * 8).reshape(1, 8, 8) % 2, 40, -900).astype(np.int16)
+    assert intensity_unit(Volume(air_and_tissue)) == "HU"  # unlabelled, values like HU
+    assert intensity_unit(Volume(air_and_tissue, meta={"modality": "MR"})) == "a.u."  # the modality wins
+    assert intensity_unit(Volume(np.full((1, 8, 8), 200.0), meta={"modality": "CT"})) == "HU"
+    assert intensity_unit(Volume(np.full((1, 8, 8), 200.0))) == "a.u."  # an unlabelled MR-like signal
+
+
+def test_quantify_mr_lesion_json_names_intensity_not_hu() -> None:
+    from medanomaly.types import Finding
+
+    mask = np.zeros((3, 10, 10), np.uint8)
+    mask[1, 3:6, 3:6] = 1
+    mr = Volume(np.where(mask > 0, 900.0, 300.0), spacing=(1.0, 1.0, 3.0), meta={"modality": "MR"})
+    found = measure_lesions(mr.with_array(mask), mr)
+    row = found[0].to_json()
+    assert row["mean_intensity"] == pytest.approx(900.0) and row["intensity_unit"] == "a.u."
+    assert "mean_hu" not in row and "solid_fraction" not in row  # an MR signal is not HU, nothing is "solid"
+    back = Finding.from_json(row)
+    assert back.measurements.mean == pytest.approx(900.0) and back.measurements.intensity_unit == "a.u."
+    assert back.to_json() == row
