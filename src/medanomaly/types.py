@@ -235,6 +235,40 @@ class Volume:
         )
 
 
+#: Modalities whose voxels are not Hounsfield units.
+NON_HU_MODALITIES = frozenset({"MR", "US", "MG", "CR", "DX", "XA", "RF", "PT", "NM", "OP", "SM", "IVUS"})
+
+
+#: Smallest share of voxels at or below -500 HU for a CT in HU: its air (outside the body, lungs,
+#: airways). The CTs we read hold 21-60 %; an MRI's few negative interpolation values do not count
+#: (nibabel's anatomical.nii T1: 0.08 % of voxels below 0, minimum -610, used to be called CT).
+MIN_AIR_FRACTION = 0.01
+
+
+def looks_like_hu(volume: Volume) -> bool:
+    """True when the values are plausible for CT in HU: air (minimum -3100..-500 HU and at least
+    :data:`MIN_AIR_FRACTION` of the voxels at or below -500 HU), no huge values."""
+    arr = volume.array
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    return -3100.0 <= lo <= -500.0 and hi <= 40000.0 and float(np.mean(arr <= -500.0)) >= MIN_AIR_FRACTION
+
+
+def intensity_unit(image: Volume) -> str:
+    """``HU`` for a CT (modality CT, or an unlabelled image whose values look like HU:
+    :func:`looks_like_hu`), else ``a.u.`` (an MR or ultrasound signal has no physical unit).
+
+    Example:
+        >>> intensity_unit(Volume(np.zeros((1, 2, 2)), meta={"modality": "MR"}))
+        'a.u.'
+    """
+    modality = image.modality.upper()
+    if modality == "CT":
+        return "HU"
+    if modality in NON_HU_MODALITIES:
+        return "a.u."
+    return "HU" if looks_like_hu(image) else "a.u."
+
+
 @dataclass(frozen=True)
 class Measurements:
     """Quantitative description of one lesion, in physical units.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.types import MIN_AIR_FRACTION as MIN_AIR_FRACTION  # the HU test lives in types (quantify uses it)
+from medanomaly.types import NON_HU_MODALITIES as NON_HU_MODALITIES
 from medanomaly.types import Volume
+from medanomaly.types import looks_like_hu as looks_like_hu
 
-#: Modalities whose voxels are not Hounsfield units.
-NON_HU_MODALITIES = frozenset({"MR", "US", "MG", "CR", "DX", "XA", "RF", "PT", "NM", "OP", "SM", "IVUS"})
 
 
 def require_scalar(volume: Volume, what: str = "this step") -> Volume:
@@ -41,18 +42,6 @@ def require_finite(volume: Volume, what: str = "this step") -> Volume:
     return volume
 
 
-#: Smallest share of voxels at or below -500 HU for a CT in HU: its air (outside the body, lungs,
-#: airways). The CTs we read hold 21-60 %; an MRI's few negative interpolation values do not count
-#: (nibabel's anatomical.nii T1: 0.08 % of voxels below 0, minimum -610, used to be called CT).
-MIN_AIR_FRACTION = 0.01
-
-
-def looks_like_hu(volume: Volume) -> bool:
-    """True when the values are plausible for CT in HU: air (minimum -3100..-500 HU and at least
-    :data:`MIN_AIR_FRACTION` of the voxels at or below -500 HU), no huge values."""
-    arr = volume.array
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    return -3100.0 <= lo <= -500.0 and hi <= 40000.0 and float(np.mean(arr <= -500.0)) >= MIN_AIR_FRACTION
 
 
 def require_ct(volume: Volume, what: str = "this step") -> Volume:

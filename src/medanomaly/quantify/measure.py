@@ -33,7 +33,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.quantify.shape import max_distance, shape_features, surface_mesh
-from medanomaly.types import Finding, Measurements, Volume
+from medanomaly.types import Finding, Measurements, Volume, intensity_unit
 
 #: CT voxels above this (HU) count as solid; below as ground glass (Fleischner convention).
 SOLID_THRESHOLD_HU = -300.0
@@ -41,6 +41,7 @@ SOLID_THRESHOLD_HU = -300.0
 __all__ = [
     "SOLID_THRESHOLD_HU",
     "axial_axes_mm",
+    "intensity_unit",
     "lesion_box",
     "max_diameter_mm",
     "measure",
@@ -95,25 +96,6 @@ def axial_axes_mm(mask: Volume) -> tuple[float, float]:
     normal = np.array([-direction[1], direction[0]])
     proj = hull @ normal
     return long_axis, float(proj.max() - proj.min())
-
-
-def intensity_unit(image: Volume) -> str:
-    """``HU`` for a CT (modality CT, or an unlabelled image whose values look like HU:
-    :func:`medanomaly.preprocess.checks.looks_like_hu`), else ``a.u.`` (an MR or ultrasound signal has no
-    physical unit).
-
-    Example:
-        >>> intensity_unit(Volume(np.zeros((1, 2, 2)), meta={"modality": "MR"}))
-        'a.u.'
-    """
-    from medanomaly.preprocess.checks import NON_HU_MODALITIES, looks_like_hu
-
-    modality = image.modality.upper()
-    if modality == "CT":
-        return "HU"
-    if modality in NON_HU_MODALITIES:
-        return "a.u."
-    return "HU" if looks_like_hu(image) else "a.u."
 
 
 def measure(
