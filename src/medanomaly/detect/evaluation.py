@@ -30,7 +30,7 @@ import numpy as np
 from medanomaly.detect.detector import NoduleDetector
 from medanomaly.detect.simulate import ScanSimulator, SimScan, SourceScan, truth_radius_mm
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import ScanMarks, cpm_interval, froc, lesion_subset, match_findings
+from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings
 from medanomaly.types import Finding, Volume
 
 __all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
@@ -108,7 +108,6 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
                 progress: bool = False, total: int | None = None) -> dict[str, Any]:
     """Detect in each simulated scan's nodule lung and score: FROC (``froc``), the FROC of the nodules of
     :data:`LARGE_NODULE_MM` or more (``froc_large``, marks on smaller ones ignored; None without such nodules),
-    the CPM's 95 % scan-bootstrap interval (``cpm_ci``),
     Bland-Altman of measured vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each
     nodule."""
     from medanomaly.quantify.measure import max_diameter_mm
@@ -154,8 +153,7 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
     result = froc(marks)
     large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
-    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "cpm_ci": cpm_interval(marks),
-                           "volume": None, "diameter": None, "marks": marks}
+    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "diameter": None, "marks": marks}
     if len(vol_pairs) >= 2:
         out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
         out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])

@@ -169,6 +169,7 @@ class LungNoduleTask:
         from medanomaly.config import load_config
         from medanomaly.detect.detector import NoduleDetector
         from medanomaly.detect.evaluation import LARGE_NODULE_MM, evaluate_heldout
+        from medanomaly.evaluate.froc import cpm_interval
         from medanomaly.evaluate.lung_report import plot_froc, write_lung_report
 
         run_dir = Path(run_dir)
@@ -191,6 +192,7 @@ class LungNoduleTask:
             simulator=ScanSimulator(sim.shapes, "test", sim.diameter_range_mm),
         )  # fmt: skip
         fr, large = held["froc"], held["froc_large"]
+        cpm_ci = cpm_interval(held["marks"])  # here, not in score_scans: the learning curve's validations need no CI
         plot_froc(fr, out_dir / "froc.png")
         agreement = _agreement_plots(held, out_dir)
         cases = [_real_case(detector, source, cfg.infer.explain_top, out_dir) for source in sources
@@ -198,7 +200,7 @@ class LungNoduleTask:
         split_text = _split_text(cfg, sources)
         training = _training_record(run_dir, out_dir)
         metrics = {
-            "heldout_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(held["cpm_ci"]), "synthetic": True,
+            "heldout_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_ci), "synthetic": True,
                                   "split": split_text},
             "heldout_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
                                                                          "min_diameter_mm": LARGE_NODULE_MM},
@@ -218,7 +220,7 @@ class LungNoduleTask:
                 "tested on held-out simulated nodules (synthetic) and on the real lesions of pyradiomics "
                 "lung1 and lung2, which the simulation never saw.",
                 "split": split_text,
-                "froc": {"cpm": fr.cpm, "cpm_ci": held["cpm_ci"], "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
+                "froc": {"cpm": fr.cpm, "cpm_ci": cpm_ci, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
                          "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
                          "large": None if large is None else {
                              "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",
