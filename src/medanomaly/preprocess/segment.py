@@ -394,6 +394,7 @@ def _complete_lesions(
     shadow_mm: float = 35.0,
     reach_mm: float = 12.0,
     rim_mm: float = 3.0,
+    min_depth_ratio: float = 0.5,
 ) -> np.ndarray:
     """Grow dense tumours that the closing filled only partly out to their pleural side.
 
@@ -405,6 +406,9 @@ def _complete_lesions(
     further than ``reach_mm`` in-plane from the seed's axial footprint, and only under the lung's "shadow" (voxels that are lung within ``shadow_mm`` above or 10 mm
     below), so the growth follows a basal or juxtapleural tumour into the costophrenic or
     paravertebral recess. A ``rim_mm`` in-plane rim adds the lesion's partial-volume edge.
+    A seed flatter than ``min_depth_ratio`` (its craniocaudal extent over the equivalent
+    diameter of its widest slice) is not a tumour but the cap of an organ under the lung base
+    (spleen, stomach, liver dome) cut tangentially by the slices, and is not grown.
     Own code: no library offers juxtapleural-lesion inclusion.
     """
     from scipy import ndimage
@@ -439,7 +443,7 @@ def _complete_lesions(
     out = labels.copy()
     pad = (int(np.ceil(grow_mm / sz)) + 1, int(np.ceil(grow_mm / sy)) + 1, int(np.ceil(grow_mm / sx)) + 1)
     for k, sl in enumerate(ndimage.find_objects(seeds), start=1):
-        if sl is None or sizes[k] < min_seed_ml:
+        if sl is None or sizes[k] < min_seed_ml or _depth_ratio(seeds[sl] == k, (sz, sy, sx)) < min_depth_ratio:
             continue
         box = tuple(
             slice(max(s.start - p, 0), min(s.stop + p, dim)) for s, p, dim in zip(sl, pad, hu.shape, strict=True)
@@ -460,6 +464,17 @@ def _complete_lesions(
         target = out[box]
         target[grown & (target == 0)] = int(np.argmax(owner)) + 1
     return out
+
+
+def _depth_ratio(seed: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
+    """Craniocaudal extent of a 3D seed (slices it touches x slice spacing, mm) over the
+    equivalent-circle diameter of its largest axial cross-section (mm): about 1 for a
+    roughly round lesion, well under 1 for a pancake."""
+    sz, sy, sx = spacing_zyx
+    per_slice = seed.reshape(seed.shape[0], -1).sum(axis=1)
+    depth_mm = np.count_nonzero(per_slice) * sz
+    diameter_mm = 2.0 * np.sqrt(per_slice.max() * sy * sx / np.pi)
+    return float(depth_mm / diameter_mm)
 
 
 @dataclass(frozen=True)
