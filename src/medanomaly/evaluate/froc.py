@@ -20,7 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,10 @@ import numpy as np
 #: FP-per-scan rates of the FROC operating points and the CPM.
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
-__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "cpm_interval", "froc", "lesion_subset", "match_findings"]
+__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "cpm_interval", "froc", "lesion_subset", "match_findings",
+           "percentile_interval", "scan_resamples"]
+
+Scan = TypeVar("Scan")
 
 
 @dataclass(frozen=True)
@@ -203,12 +207,31 @@ def cpm_interval(marks: Sequence[ScanMarks], n_bootstrap: int = 1000, seed: int 
         >>> 0.0 <= lo <= froc(marks).cpm <= hi <= 1.0
         True
     """
+    values = [froc(sample).cpm for sample in scan_resamples(marks, lambda m: m.n_lesions > 0, n_bootstrap, seed)]
+    return percentile_interval(values, confidence)
+
+
+def scan_resamples(scans: Sequence[Scan], has_lesion: Callable[[Scan], bool], n: int,
+                   seed: int = 0) -> Iterator[list[Scan]]:  # fmt: skip
+    """``n`` resamples of whole scans with replacement (the LUNA16 bootstrap); a resample without
+    any lesion has no sensitivity and is drawn again.
+
+    Raises:
+        ValueError: no scan holds a lesion (every resample would be redrawn forever).
+    """
+    if n > 0 and not any(has_lesion(s) for s in scans):
+        raise ValueError("scan bootstrap: no scan holds a lesion")
     rng = np.random.default_rng(seed)
-    values: list[float] = []
-    while len(values) < n_bootstrap:
-        sample = [marks[i] for i in rng.integers(len(marks), size=len(marks))]
-        if any(m.n_lesions for m in sample):
-            values.append(froc(sample).cpm)
+    done = 0
+    while done < n:
+        sample = [scans[i] for i in rng.integers(len(scans), size=len(scans))]
+        if any(has_lesion(s) for s in sample):
+            done += 1
+            yield sample
+
+
+def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Central percentile interval of bootstrap values (``confidence`` 0.95: 2.5th-97.5th)."""
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    lo, hi = np.quantile(np.asarray(values, float), [alpha, 1.0 - alpha])
     return float(lo), float(hi)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.evaluate.froc import percentile_interval, scan_resamples
 
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 MAX_MARKS = 100
@@ -170,22 +171,14 @@ def _summary(outcomes: Sequence[ScanOutcome], rates: Sequence[float]) -> tuple[d
 
 def _bootstrap(outcomes: Sequence[ScanOutcome], rates: Sequence[float], n: int, seed: int,
                confidence: float) -> tuple[dict[float, tuple[float, float]], tuple[float, float]]:
-    rng = np.random.default_rng(seed)
     rows, cpms = [], []
-    for _ in range(n):
-        sample = [outcomes[i] for i in rng.integers(len(outcomes), size=len(outcomes))]
-        if not any(len(o.nodule_probs) for o in sample):
-            continue  # a resample without any nodule has no sensitivity
+    for sample in scan_resamples(outcomes, lambda o: len(o.nodule_probs) > 0, n, seed):
         at, cpm = _summary(sample, rates)
         rows.append([at[float(r)] for r in rates])
         cpms.append(cpm)
-    if not rows:
-        return {}, (float("nan"), float("nan"))
-    lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     arr = np.array(rows)
-    ci = {float(r): (float(np.percentile(arr[:, k], lo)), float(np.percentile(arr[:, k], hi)))
-          for k, r in enumerate(rates)}
-    return ci, (float(np.percentile(cpms, lo)), float(np.percentile(cpms, hi)))
+    ci = {float(r): percentile_interval(arr[:, k], confidence) for k, r in enumerate(rates)}
+    return ci, percentile_interval(cpms, confidence)
 
 
 def evaluate_cad(nodules: Mapping[str, Sequence[Any]], marks: Mapping[str, Sequence[Mark]], scans: Sequence[str],

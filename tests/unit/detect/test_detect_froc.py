@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import FP_RATES, ScanMarks, cpm_interval, froc, lesion_subset, match_findings
+from medanomaly.evaluate.froc import (
+    FP_RATES,
+    ScanMarks,
+    cpm_interval,
+    froc,
+    lesion_subset,
+    match_findings,
+    scan_resamples,
+)
 
 
 def test_froc_perfect_detector_has_cpm_one() -> None:
@@ -97,3 +105,12 @@ def test_cpm_interval_is_a_point_for_a_perfect_detector_and_wide_for_a_mixed_one
     lo, hi = cpm_interval(mixed, n_bootstrap=400, seed=1)
     assert lo < froc(mixed).cpm < hi and hi - lo > 0.3  # four scans: the interval says how little they tell
     assert cpm_interval(mixed, n_bootstrap=400, seed=1) == (lo, hi)  # seeded
+
+
+def test_scan_resamples_redraws_lesion_free_samples_and_refuses_when_none_can_exist() -> None:
+    scans = [ScanMarks([0.9], [0], 1)] + [ScanMarks([0.5], [-1], 0) for _ in range(3)]
+    samples = list(scan_resamples(scans, lambda m: m.n_lesions > 0, 200, seed=3))
+    assert len(samples) == 200 and all(len(s) == 4 for s in samples)
+    assert all(any(m.n_lesions for m in s) for s in samples)  # 4 scans, one with a lesion: 32 % would lack one
+    with pytest.raises(ValueError, match="no scan holds a lesion"):
+        next(scan_resamples(scans[1:], lambda m: m.n_lesions > 0, 10))
