@@ -60,7 +60,7 @@ class SimulationConfig(Finite):
     train_side: Literal[1, 2] = 1  # 1 = right lung for training, the left lung (2) is held out
     train_scans_per_source: int = Field(3, ge=1, le=1000)
     nodules_per_train_scan: int = Field(8, ge=1, le=200)
-    test_scans_per_source: int = Field(3, ge=1, le=1000)
+    test_scans_per_source: int = Field(5, ge=1, le=1000)  # 40 held-out nodules in the demo (full config: 80)
     nodules_per_test_scan: int = Field(4, ge=1, le=200)
     diameter_range_mm: tuple[Diameter, Diameter] = (3.0, 30.0)
     # Nodule shapes: ``lidc`` = the LIDC-IDRI radiologists' consensus shapes (train split for training
