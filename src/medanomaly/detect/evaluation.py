@@ -109,12 +109,14 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     """Detect in each simulated scan's nodule lung and score: FROC (``froc``), the FROC of the nodules of
     :data:`LARGE_NODULE_MM` or more (``froc_large``, marks on smaller ones ignored; None without such nodules),
     Bland-Altman of measured vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each
-    nodule."""
+    nodule, and of the volume of the nodules of :data:`LARGE_NODULE_MM` or more (``volume_large``): below it a
+    nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up categories start at 6 mm (100 mm3)."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
     large: list[list[bool]] = []
     vol_pairs: list[tuple[float, float]] = []
+    vol_pairs_large: list[tuple[float, float]] = []
     diam_pairs: list[tuple[float, float]] = []
     iterator: Any = scans
     if progress:
@@ -150,13 +152,19 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             seen.add(lid)
             truth_mask = sim.labels.with_array((np.asarray(sim.labels.array) == lid + 1).astype(np.uint8))
             vol_pairs.append((f.measurements.volume_ml, truths[lid].volume_ml))
+            if large[-1][lid]:
+                vol_pairs_large.append(vol_pairs[-1])
             diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
     result = froc(marks)
     large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
-    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "diameter": None, "marks": marks}
+    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "volume_large": None,
+                           "diameter": None, "marks": marks}  # fmt: skip
     if len(vol_pairs) >= 2:
         out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
         out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])
+    if len(vol_pairs_large) >= 2:
+        out["volume_large"] = bland_altman([p[0] for p in vol_pairs_large], [p[1] for p in vol_pairs_large],
+                                           relative=True)  # fmt: skip
     return out
 
 

@@ -259,10 +259,13 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
 
 def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     """Bland-Altman plots of measured vs true volume and diameter on the held-out simulated nodules."""
+    from medanomaly.detect.evaluation import LARGE_NODULE_MM
     from medanomaly.evaluate.lung_report import plot_bland_altman
 
     agreement = []
-    for key, what, unit in (("volume", "volume", "mL"), ("diameter", "max 3D diameter", "mm")):
+    rows = (("volume", "volume", "mL"), ("volume_large", f"volume, nodules >= {LARGE_NODULE_MM:g} mm", "mL"),
+            ("diameter", "max 3D diameter", "mm"))  # fmt: skip
+    for key, what, unit in rows:
         ba = held[key]
         if ba is None:
             continue

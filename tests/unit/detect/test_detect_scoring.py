@@ -1,0 +1,47 @@
+"""score_scans: FROC and volume agreement of simulated scans, all nodules and those of 6 mm or more."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medanomaly.detect.evaluation import LARGE_NODULE_MM, score_scans
+from medanomaly.detect.simulate import SimScan
+from medanomaly.types import Finding, Measurements, Volume
+
+
+class _Measurer:
+    """A stand-in detector: one finding at each truth's centre, its volume a fixed fraction of the truth's
+    (``small`` under 6 mm, ``large`` from 6 mm), plus one false positive."""
+
+    def __init__(self, truths: list[SimpleNamespace], small: float, large: float) -> None:
+        self.truths, self.small, self.large = truths, small, large
+
+    def detect(self, ct: Volume, lung: Volume, side: int | None = None) -> list[Finding]:
+        out = [Finding(t.center_mm, (t.center_mm, t.center_mm), 0.9 - 0.01 * i,
+                       measurements=Measurements(t.volume_ml * (self.large if 2 * t.radius_mm >= LARGE_NODULE_MM
+                                                                else self.small), 2 * t.radius_mm))
+               for i, t in enumerate(self.truths)]  # fmt: skip
+        return [*out, Finding((200.0, 200.0, 200.0), ((200.0,) * 3, (200.0,) * 3), 0.5)]
+
+
+def _truth(x: float, diameter_mm: float) -> SimpleNamespace:
+    return SimpleNamespace(center_mm=(x, 10.0, 10.0), radius_mm=diameter_mm / 2,
+                           volume_ml=np.pi / 6 * diameter_mm**3 / 1000.0)  # fmt: skip
+
+
+def test_volume_agreement_is_given_for_all_nodules_and_for_those_of_6_mm_or_more() -> None:
+    truths = [_truth(5.0, 4.0), _truth(20.0, 5.0), _truth(35.0, 8.0), _truth(50.0, 12.0)]
+    ct = Volume(np.full((20, 20, 60), -800, np.int16), spacing=(1.0, 1.0, 1.0), meta={"modality": "CT"})
+    labels = ct.with_array(np.zeros(ct.shape, np.uint8))
+    source = SimpleNamespace(name="phantom", lung=labels, exclude=None)
+    scan = SimScan("phantom-0", source, 1, ct, labels, truths)  # type: ignore[arg-type]
+    out = score_scans(_Measurer(truths, small=0.5, large=1.1), [scan])  # type: ignore[arg-type]
+    assert out["froc"].cpm == 1.0 and out["volume"].n == 4 and out["volume_large"].n == 2
+    rel_large = 100 * 0.1 / 1.05  # (m - t) / mean(m, t) for m = 1.1 t
+    assert out["volume_large"].bias == pytest.approx(rel_large)
+    assert out["volume"].bias == pytest.approx((2 * rel_large + 2 * 100 * -0.5 / 0.75) / 4)
+    only_small = score_scans(_Measurer(truths[:2], 0.5, 1.1), [SimScan("s", source, 1, ct, labels, truths[:2])])  # type: ignore[arg-type]
+    assert only_small["volume_large"] is None and only_small["froc_large"] is None
