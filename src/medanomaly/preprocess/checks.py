@@ -18,7 +18,6 @@ from medanomaly.types import Volume
 from medanomaly.types import looks_like_hu as looks_like_hu
 
 
-
 def require_scalar(volume: Volume, what: str = "this step") -> Volume:
     """Reject multi-component (RGB) volumes for operations defined on scalar images."""
     if volume.n_components != 1:
@@ -40,8 +39,6 @@ def require_finite(volume: Volume, what: str = "this step") -> Volume:
     if arr.size == 0:
         raise InputError(f"{what}: image is empty")
     return volume
-
-
 
 
 def require_ct(volume: Volume, what: str = "this step") -> Volume:
