@@ -275,6 +275,9 @@ class Measurements:
 
     Attributes:
         volume_ml: lesion volume in millilitres (voxel count x voxel volume).
+        partial_volume_ml: the lesion's partial-volume volume, mL (each boundary voxel counted by the fraction of
+            lesion its HU holds: :mod:`medanomaly.quantify.partial_volume`); ``nan`` when not computed (only the
+            lung recipe computes it, for lesions in lung parenchyma).
         max_diameter_mm: largest 3D distance between two surface points, mm.
         long_axis_mm / short_axis_mm: RECIST-style axes on the axial slice of largest extent, mm.
         mean / max / std: intensity statistics inside the mask, in ``intensity_unit``.
@@ -308,6 +311,7 @@ class Measurements:
     max_2d_diameter_row_mm: float = float("nan")
     max_2d_diameter_column_mm: float = float("nan")
     intensity_unit: str = "HU"
+    partial_volume_ml: float = float("nan")
 
 
 #: Intensity statistics of :class:`Measurements` and their findings-JSON names for HU and for other units.
@@ -369,6 +373,8 @@ class Finding:
             else:
                 out["intensity_unit"] = m.intensity_unit
             out.update({name: getattr(m, name) for name in SHAPE_FEATURES})
+            if np.isfinite(m.partial_volume_ml):
+                out["partial_volume_ml"] = m.partial_volume_ml
         return out
 
     @classmethod

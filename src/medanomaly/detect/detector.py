@@ -49,7 +49,20 @@ from medanomaly.types import Finding, Volume
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "detector.json"
 
-__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
+__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params", "with_partial_volume"]
+
+
+def with_partial_volume(finding: Finding, ct_hu: np.ndarray, lung: np.ndarray,
+                        spacing: tuple[float, float, float]) -> Finding:  # fmt: skip
+    """``finding`` with its measurements' ``partial_volume_ml`` (mL) in the ``lung`` parenchyma (boolean, z, y, x)."""
+    from dataclasses import replace
+
+    from medanomaly.quantify.partial_volume import partial_volume_ml
+
+    if finding.mask is None or finding.measurements is None:
+        return finding
+    volume = partial_volume_ml(ct_hu, np.asarray(finding.mask.array) > 0, lung, spacing)
+    return replace(finding, measurements=replace(finding.measurements, partial_volume_ml=volume))
 
 
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -217,8 +230,9 @@ class NoduleDetector:
         """Findings in a chest CT (HU), best first, each with centre, box, score, mask, measurements.
 
         Each finding's mask is grown to the lesion's extent (``grow``, inside the searched lung);
-        its volume, diameters and HU are measured on that mask; centre, score and rank stay the
-        network's.
+        its volume, diameters and HU are measured on that mask, and its partial-volume volume
+        (``partial_volume_ml``: :mod:`medanomaly.quantify.partial_volume`, in both lungs) around it;
+        centre, score and rank stay the network's.
 
         Args:
             ct: chest CT in HU.
@@ -239,17 +253,18 @@ class NoduleDetector:
             raise InputError("no lungs found in the search region")
         prob = self.heatmap(ct, region)
         core = grid_region(lung, self.spacing_mm, side, 0.0)  # type: ignore[arg-type]
+        labels = np.asarray(lung.array)
+        inside = labels > 0 if side is None else labels == side
+        hu = np.asarray(ct.array)
         refine = None
         if self.grow:
-            labels = np.asarray(lung.array)
-            inside = labels > 0 if side is None else labels == side
-            hu = np.asarray(ct.array)
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
                              opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
                              opening_fraction=self.grow_opening_fraction, min_compactness=self.grow_min_compactness,
                              max_ratio=self.grow_max_ratio)  # fmt: skip
-        return findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
-                                     self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
+        findings = findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
+                                         self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
+        return [with_partial_volume(f, hu, labels > 0, ct.spacing) for f in findings]
 
     # ------------------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:

@@ -5,7 +5,8 @@
   detector searches only that lung. Hits follow :func:`medanomaly.evaluate.froc.match_findings`
   (centre within ``max(radius, hit_min_radius_mm)``); findings in the exclusion zone around a real
   lesion are ignored. For every hit, the detector's mask is measured and compared with the
-  simulation truth (volume: continuous simulated volume; diameter: maximum 3D diameter of the
+  simulation truth (volume: the finding's partial-volume volume, :func:`lesion_volume_ml`, against the
+  continuous simulated volume, and the mask's voxel volume beside it; diameter: maximum 3D diameter of the
   truth mask) by Bland-Altman.
 * **Real lesions**: the detector searches both lungs of each source CT that has a real lesion
   mask; the report gives the rank of the first finding that hits the lesion (its mask overlaps the
@@ -33,7 +34,8 @@ from medanomaly.evaluate.agreement import bland_altman
 from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings
 from medanomaly.types import Finding, Volume
 
-__all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion"]
+__all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion",
+           "lesion_volume_ml"]
 
 
 #: Nodules of this diameter (mm) or more are the issue's "sensitivity at 1 FP/scan for nodules >= 6 mm" subset.
@@ -41,6 +43,14 @@ LARGE_NODULE_MM = 6.0
 
 #: A finding's centre may lie this far (mm) outside the reference lesion's bounding box and still hit it.
 HIT_MARGIN_MM = 5.0
+
+
+def lesion_volume_ml(finding: Finding) -> float:
+    """A measured finding's volume (mL): its partial-volume volume when computed (the lung detector's,
+    :mod:`medanomaly.quantify.partial_volume`), else its mask's voxel volume."""
+    m = finding.measurements
+    assert m is not None
+    return m.partial_volume_ml if np.isfinite(m.partial_volume_ml) else m.volume_ml
 
 
 def hits_lesion(finding: Finding, lesion: Volume) -> bool:
@@ -108,15 +118,18 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
                 progress: bool = False, total: int | None = None) -> dict[str, Any]:
     """Detect in each simulated scan's nodule lung and score: FROC (``froc``), the FROC of the nodules of
     :data:`LARGE_NODULE_MM` or more (``froc_large``, marks on smaller ones ignored; None without such nodules),
-    Bland-Altman of measured vs true volume (mL, relative) and maximum 3D diameter (mm) of the best hit of each
-    nodule, and of the volume of the nodules of :data:`LARGE_NODULE_MM` or more (``volume_large``): below it a
-    nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up categories start at 6 mm (100 mm3)."""
+    Bland-Altman of measured (:func:`lesion_volume_ml`) vs true volume (mL, relative) and maximum 3D diameter (mm)
+    of the best hit of each nodule, of the volume of the nodules of :data:`LARGE_NODULE_MM` or more
+    (``volume_large``: below it a nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up
+    categories start at 6 mm, 100 mm3), and of the mask's voxel volume (``volume_mask``: what partial-volume
+    analysis corrects)."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
     large: list[list[bool]] = []
     vol_pairs: list[tuple[float, float]] = []
     vol_pairs_large: list[tuple[float, float]] = []
+    mask_pairs: list[tuple[float, float]] = []
     diam_pairs: list[tuple[float, float]] = []
     iterator: Any = scans
     if progress:
@@ -151,16 +164,18 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
                 continue
             seen.add(lid)
             truth_mask = sim.labels.with_array((np.asarray(sim.labels.array) == lid + 1).astype(np.uint8))
-            vol_pairs.append((f.measurements.volume_ml, truths[lid].volume_ml))
+            vol_pairs.append((lesion_volume_ml(f), truths[lid].volume_ml))
+            mask_pairs.append((f.measurements.volume_ml, truths[lid].volume_ml))
             if large[-1][lid]:
                 vol_pairs_large.append(vol_pairs[-1])
             diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
     result = froc(marks)
     large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
     out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "volume_large": None,
-                           "diameter": None, "marks": marks}  # fmt: skip
+                           "volume_mask": None, "diameter": None, "marks": marks}  # fmt: skip
     if len(vol_pairs) >= 2:
         out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
+        out["volume_mask"] = bland_altman([p[0] for p in mask_pairs], [p[1] for p in mask_pairs], relative=True)
         out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])
     if len(vol_pairs_large) >= 2:
         out["volume_large"] = bland_altman([p[0] for p in vol_pairs_large], [p[1] for p in vol_pairs_large],
@@ -206,10 +221,10 @@ def write_case(case: CaseResult, source: SourceScan, out_dir: Path, overlays: bo
     reference_ml = None
     if source.lesion is not None:
         reference_ml = float(np.count_nonzero(source.lesion.array)) * source.ct.voxel_volume_mm3 / 1000.0
-    measured_ml = None
-    if case.rank is not None:
-        m = case.findings[case.rank - 1].measurements
-        measured_ml = None if m is None else m.volume_ml
+    measured_ml = measured_mask_ml = None
+    if case.rank is not None and case.findings[case.rank - 1].measurements is not None:
+        hit = case.findings[case.rank - 1]
+        measured_ml, measured_mask_ml = lesion_volume_ml(hit), hit.measurements.volume_ml  # type: ignore[union-attr]
     return {
         "name": case.name,
         "rank": case.rank,
@@ -218,6 +233,7 @@ def write_case(case: CaseResult, source: SourceScan, out_dir: Path, overlays: bo
         "n_findings": len(case.findings),
         "reference_ml": reference_ml,
         "measured_ml": measured_ml,
+        "measured_mask_ml": measured_mask_ml,
         "findings": [
             {**r, "hit": bool(r.get("overlaps_reference", False)), "overlay": r.get("overlay", "")} for r in rows
         ],

@@ -207,7 +207,8 @@ class LungNoduleTask:
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
                                                                  "relative_percent")} for a in agreement},  # fmt: skip
             "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
-                                                          "reference_ml", "measured_ml")} for c in cases},  # fmt: skip
+                                                          "reference_ml", "measured_ml", "measured_mask_ml")}
+                           for c in cases},  # fmt: skip
         }
         if training is not None:
             metrics["training"] = {k: v for k, v in training.items() if k != "plot"}
@@ -264,7 +265,7 @@ def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]
 
     agreement = []
     rows = (("volume", "volume", "mL"), ("volume_large", f"volume, nodules >= {LARGE_NODULE_MM:g} mm", "mL"),
-            ("diameter", "max 3D diameter", "mm"))  # fmt: skip
+            ("volume_mask", "volume of the mask's voxels", "mL"), ("diameter", "max 3D diameter", "mm"))  # fmt: skip
     for key, what, unit in rows:
         ba = held[key]
         if ba is None:

@@ -186,17 +186,18 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 {% endif %}{% endif %}
 <h2>Real lesions (never seen in training)</h2>
 <table><tr><th>case</th><th>rank of first finding on the lesion</th><th>its score</th><th>FP in that scan at that threshold</th>
-<th>findings</th><th>reference volume (mL)</th><th>measured volume (mL)</th></tr>
+<th>findings</th><th>reference volume (mL)</th><th>measured volume (mL, partial volume)</th><th>its mask's voxels (mL)</th></tr>
 {% for c in cases %}<tr><td>{{ c.name }}</td><td>{{ c.rank if c.rank else "missed" }}</td>
 <td>{{ "%.3f"|format(c.score) if c.rank else "-" }}</td><td>{{ c.fp_at_threshold if c.rank else "-" }}</td><td>{{ c.n_findings }}</td>
 <td>{{ "%.2f"|format(c.reference_ml) if c.reference_ml is not none else "-" }}</td>
-<td>{{ "%.2f"|format(c.measured_ml) if c.measured_ml is not none else "-" }}</td></tr>{% endfor %}</table>
+<td>{{ "%.2f"|format(c.measured_ml) if c.measured_ml is not none else "-" }}</td>
+<td>{{ "%.2f"|format(c.measured_mask_ml) if c.measured_mask_ml is not none else "-" }}</td></tr>{% endfor %}</table>
 {% for c in cases %}
 <h3>{{ c.name }}: findings</h3>
-<table><tr><th>#</th><th>score</th><th>centre (LPS mm)</th><th>volume (mL)</th><th>max diameter (mm)</th>
+<table><tr><th>#</th><th>score</th><th>centre (LPS mm)</th><th>volume (mL): partial volume / mask</th><th>max diameter (mm)</th>
 <th>long / short axis (mm)</th><th>mean HU</th><th>solid fraction</th><th>on real lesion</th></tr>
 {% for f in c.findings %}<tr class="{{ 'hit' if f.hit else '' }}"><td>{{ loop.index }}</td><td>{{ "%.3f"|format(f.score) }}</td>
-<td>{{ f.center_mm|join(", ") }}</td><td>{{ "%.3f"|format(f.volume_ml) }}</td><td>{{ "%.1f"|format(f.max_diameter_mm) }}</td>
+<td>{{ f.center_mm|join(", ") }}</td><td>{% if f.partial_volume_ml is defined %}{{ "%.3f"|format(f.partial_volume_ml) }} / {% endif %}{{ "%.3f"|format(f.volume_ml) }}</td><td>{{ "%.1f"|format(f.max_diameter_mm) }}</td>
 <td>{{ "%.1f"|format(f.long_axis_mm) }} / {{ "%.1f"|format(f.short_axis_mm) }}</td><td>{{ "%.0f"|format(f.mean_hu) }}</td>
 <td>{{ "%.2f"|format(f.solid_fraction) }}</td><td>{{ "yes" if f.hit else "" }}</td></tr>{% endfor %}</table>
 <div class="gallery">{% for f in c.findings %}{% if f.overlay %}<figure><img src="{{ f.overlay }}" alt="finding {{ loop.index }}">

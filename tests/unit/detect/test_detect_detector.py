@@ -45,8 +45,9 @@ def test_detect_findings_schema_and_order(tiny_detector, toy_source) -> None:
     left_x = toy_source.ct.index_to_physical((48, 0, 0))[0]
     for f in findings:
         row = f.to_json()
-        for key in ("center_mm", "bbox_mm", "score", "volume_ml", "max_diameter_mm", "mean_hu"):
+        for key in ("center_mm", "bbox_mm", "score", "volume_ml", "partial_volume_ml", "max_diameter_mm", "mean_hu"):
             assert key in row
+        assert row["partial_volume_ml"] >= 0.0
         assert f.mask is not None and f.mask.same_grid(toy_source.ct)
         assert f.measurements.n_voxels == int(np.count_nonzero(f.mask.array))
         lo, hi = np.array(f.bbox_mm)

@@ -16,14 +16,18 @@ class _Measurer:
     """A stand-in detector: one finding at each truth's centre, its volume a fixed fraction of the truth's
     (``small`` under 6 mm, ``large`` from 6 mm), plus one false positive."""
 
-    def __init__(self, truths: list[SimpleNamespace], small: float, large: float) -> None:
-        self.truths, self.small, self.large = truths, small, large
+    def __init__(self, truths: list[SimpleNamespace], small: float, large: float, partial: float | None = None) -> None:
+        self.truths, self.small, self.large, self.partial = truths, small, large, partial
+
+    def _measure(self, t: SimpleNamespace) -> Measurements:
+        """The mask's volume by size; ``partial`` x the truth as the partial-volume volume (None: not computed)."""
+        fraction = self.large if 2 * t.radius_mm >= LARGE_NODULE_MM else self.small
+        partial = float("nan") if self.partial is None else self.partial * t.volume_ml
+        return Measurements(t.volume_ml * fraction, 2 * t.radius_mm, partial_volume_ml=partial)
 
     def detect(self, ct: Volume, lung: Volume, side: int | None = None) -> list[Finding]:
-        out = [Finding(t.center_mm, (t.center_mm, t.center_mm), 0.9 - 0.01 * i,
-                       measurements=Measurements(t.volume_ml * (self.large if 2 * t.radius_mm >= LARGE_NODULE_MM
-                                                                else self.small), 2 * t.radius_mm))
-               for i, t in enumerate(self.truths)]  # fmt: skip
+        out = [Finding(t.center_mm, (t.center_mm, t.center_mm), 0.9 - 0.01 * i, measurements=self._measure(t))
+               for i, t in enumerate(self.truths)]
         return [*out, Finding((200.0, 200.0, 200.0), ((200.0,) * 3, (200.0,) * 3), 0.5)]
 
 
@@ -45,3 +49,13 @@ def test_volume_agreement_is_given_for_all_nodules_and_for_those_of_6_mm_or_more
     assert out["volume"].bias == pytest.approx((2 * rel_large + 2 * 100 * -0.5 / 0.75) / 4)
     only_small = score_scans(_Measurer(truths[:2], 0.5, 1.1), [SimScan("s", source, 1, ct, labels, truths[:2])])  # type: ignore[arg-type]
     assert only_small["volume_large"] is None and only_small["froc_large"] is None
+
+
+def test_volume_agreement_takes_the_partial_volume_when_measured_and_keeps_the_mask_beside_it() -> None:
+    truths = [_truth(5.0, 4.0), _truth(35.0, 8.0), _truth(50.0, 12.0)]
+    ct = Volume(np.full((20, 20, 60), -800, np.int16), spacing=(1.0, 1.0, 1.0), meta={"modality": "CT"})
+    labels = ct.with_array(np.zeros(ct.shape, np.uint8))
+    scan = SimScan("phantom-0", SimpleNamespace(name="phantom", lung=labels, exclude=None), 1, ct, labels, truths)  # type: ignore[arg-type]
+    out = score_scans(_Measurer(truths, small=0.5, large=0.5, partial=1.1), [scan])  # type: ignore[arg-type]
+    assert out["volume"].bias == pytest.approx(100 * 0.1 / 1.05)  # the partial volume, 1.1 x the truth
+    assert out["volume_mask"].bias == pytest.approx(100 * -0.5 / 0.75)  # the mask, 0.5 x the truth
