@@ -38,6 +38,18 @@ def test_lung_quantify_cli_matches_pyradiomics(case: str) -> None:
         assert key in biggest
 
 
+def test_lung_quantify_cli_gives_the_partial_volume_on_chest_ct_and_refuses_it_elsewhere() -> None:
+    image, mask = pyradiomics_case("lung1")
+    rows = json.loads(_cli("quantify", image, "--mask", mask, "--json", "--partial-volume").stdout)
+    whole = rows[0]
+    # The reference outline is tight (its rim at -350 HU lies outside it): the partial volume is larger, not equal.
+    assert whole["volume_ml"] * 1.05 < whole["partial_volume_ml"] < whole["volume_ml"] * 1.3
+    brain, brain_mask = pyradiomics_case("brain1")
+    res = _cli("quantify", brain, "--mask", brain_mask, "--partial-volume")
+    assert res.returncode == 2 and "partial-volume analysis needs a CT in HU" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_lung_tiny_train_then_detect(tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -52,10 +53,12 @@ def register(app: typer.Typer) -> None:
         mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (0 = background)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: per label the whole lesion, then its parts."),
         label: int = typer.Option(0, "--label", help="Only this mask label (0 = every label, each on its own)."),
+        partial_volume: bool = typer.Option(False, "--partial-volume", help="Chest CT: also each lesion's "
+                                            "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
     ) -> None:
         """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
-        from medanomaly.errors import InputError
+        from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
         from medanomaly.jsonio import finite_json
         from medanomaly.quantify.labels import measure_labels
@@ -70,6 +73,9 @@ def register(app: typer.Typer) -> None:
             lesions = measure_labels(msk, img, label=label)
         except InputError as exc:
             raise InputError(exc.reason, mask) from None
+        if partial_volume:
+            with about_file(image):
+                lesions = _with_partial_volumes(lesions, img)
         if as_json:
             rows = [lesion.to_json() for lesion in lesions]
             typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
@@ -83,4 +89,22 @@ def register(app: typer.Typer) -> None:
                 f"{head}: {m.volume_ml:.3f} mL, max diameter {m.max_diameter_mm:.1f} mm, "
                 f"axes {m.long_axis_mm:.1f} x {m.short_axis_mm:.1f} mm, sphericity {m.sphericity:.2f}, "
                 f"mean {m.mean:.0f} {m.intensity_unit}"
+                + (f", partial volume {m.partial_volume_ml:.3f} mL" if partial_volume else "")
             )
+
+
+def _with_partial_volumes(lesions: list[Any], image: Any) -> list[Any]:
+    """Each measured lesion with its partial-volume volume (mL) in the lungs of ``image``, a chest CT in HU
+    (:func:`medanomaly.quantify.partial_volume.with_partial_volume`). Raises InputError (one line) for an image
+    that is not a chest CT."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from medanomaly.preprocess.checks import require_ct
+    from medanomaly.preprocess.lungs import lung_region
+    from medanomaly.quantify.partial_volume import with_partial_volume
+
+    lung = np.asarray(lung_region(require_ct(image, "partial-volume analysis")).array) > 0
+    hu = np.asarray(image.array)
+    return [replace(les, finding=with_partial_volume(les.finding, hu, lung, image.spacing)) for les in lesions]

@@ -44,25 +44,13 @@ from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
 from medanomaly.preprocess.intensity import WINDOWS
+from medanomaly.quantify.partial_volume import with_partial_volume
 from medanomaly.types import Finding, Volume
 
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "detector.json"
 
-__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params", "with_partial_volume"]
-
-
-def with_partial_volume(finding: Finding, ct_hu: np.ndarray, lung: np.ndarray,
-                        spacing: tuple[float, float, float]) -> Finding:  # fmt: skip
-    """``finding`` with its measurements' ``partial_volume_ml`` (mL) in the ``lung`` parenchyma (boolean, z, y, x)."""
-    from dataclasses import replace
-
-    from medanomaly.quantify.partial_volume import partial_volume_ml
-
-    if finding.mask is None or finding.measurements is None:
-        return finding
-    volume = partial_volume_ml(ct_hu, np.asarray(finding.mask.array) > 0, lung, spacing)
-    return replace(finding, measurements=replace(finding.measurements, partial_volume_ml=volume))
+__all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
 
 
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_CONTRAST_SD", "partial_volume_ml"]
+from medanomaly.types import Finding
+
+__all__ = ["MIN_CONTRAST_SD", "partial_volume_ml", "with_partial_volume"]
 
 #: Lesion-to-parenchyma contrast below this many parenchyma noise SDs: fractions are noise, the mask's volume stands.
 MIN_CONTRAST_SD = 4.0
@@ -97,3 +99,15 @@ def partial_volume_ml(
     fractions = np.clip((hu[core | ring] - mu_p) / contrast, 0.0, 1.0)
     clip_bias = (sigma / contrast) / float(np.sqrt(2.0 * np.pi))
     return max(float(fractions.sum()) - clip_bias * float(ring.sum()), 0.0) * voxel_ml
+
+
+def with_partial_volume(finding: Finding, ct_hu: np.ndarray, parenchyma: np.ndarray,
+                        spacing: tuple[float, float, float]) -> Finding:  # fmt: skip
+    """``finding`` with its measurements' ``partial_volume_ml`` (mL) in ``parenchyma`` (boolean, z, y, x, on the
+    finding's mask grid: the lung mask); a finding without mask or measurements is returned as it is."""
+    from dataclasses import replace
+
+    if finding.mask is None or finding.measurements is None:
+        return finding
+    volume = partial_volume_ml(ct_hu, np.asarray(finding.mask.array) > 0, parenchyma, spacing)
+    return replace(finding, measurements=replace(finding.measurements, partial_volume_ml=volume))
