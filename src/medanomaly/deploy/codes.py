@@ -20,7 +20,8 @@ from medanomaly.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.sr.coding import Code
 
-__all__ = ["FINDING_TYPES", "SITES", "deterministic_uid", "finding_site", "finding_type", "unit"]
+__all__ = ["FINDING_TYPES", "PRIVATE_SCHEME", "SITES", "deterministic_uid", "finding_site", "finding_type", "unit",
+           "volume_method"]
 
 #: Finding label -> (SCT code, meaning). Category of all: Morphologically Abnormal Structure.
 FINDING_TYPES: dict[str, tuple[str, str]] = {
@@ -78,6 +79,22 @@ def finding_site(name: str) -> Code:
         raise InputError(f"unknown finding site {name!r}; known: {', '.join(sorted(SITES))}")
     value, meaning = SITES[key]
     return _code(value, "SCT", meaning)
+
+
+#: medanomaly's private coding scheme (PS3.16: designators beginning "99"), for what no standard code names.
+PRIVATE_SCHEME = "99MEDANOMALY"
+
+#: How a volume was calculated (the TID 300 Measurement Method, CID 7474 extended): key -> (value, scheme, meaning).
+_VOLUME_METHODS: dict[str, tuple[str, str, str]] = {
+    "voxels": ("126030", "DCM", "Sum of segmented voxel method for volume"),
+    "partial_volume": ("PVA", PRIVATE_SCHEME, "Partial-volume analysis"),
+}
+
+
+def volume_method(name: str) -> Code:
+    """The method code of a volume: "voxels" (the mask's voxel count x voxel volume, DCM 126030) or
+    "partial_volume" (:mod:`medanomaly.quantify.partial_volume`: no standard code, so a private one)."""
+    return _code(*_VOLUME_METHODS[name])
 
 
 def unit(name: str) -> Code:

@@ -5,7 +5,9 @@ Per lesion with a mask, a Volumetric ROI group (TID 1411) holds:
 * tracking identifier ("Lesion 1") and tracking UID, the same as the SEG segment's;
 * the finding type (SNOMED CT, e.g. Nodule) and category, the finding site (e.g. Lung);
 * the referenced SEG segment (SEG SOP instance + segment number + source series);
-* measurements (TID 300): Volume (mL), Diameter with derivation Maximum (the 3D longest
+* measurements (TID 300): Volume (mL) with method Sum of segmented voxel method (DCM 126030), and for a
+  lung finding a second Volume with method Partial-volume analysis (private code ``99MEDANOMALY`` ``PVA``:
+  :mod:`medanomaly.quantify.partial_volume`), Diameter with derivation Maximum (the 3D longest
   diameter, mm), Long axis and Short axis on the axial slice (mm), Attenuation Coefficient
   with derivation Mean (HU, CT only), and the detector score as Certainty of Finding (DCM
   111012, unitless, higher = more likely a lesion; not a calibrated probability).
@@ -24,7 +26,15 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medanomaly.deploy.codes import deterministic_uid, finding_category, finding_site, finding_type, unit
+from medanomaly.deploy.codes import (
+    PRIVATE_SCHEME,
+    deterministic_uid,
+    finding_category,
+    finding_site,
+    finding_type,
+    unit,
+    volume_method,
+)
 from medanomaly.deploy.dicom_seg import SegmentInfo
 from medanomaly.deploy.dicom_source import MANUFACTURER, MODEL_NAME, SourceSeries, software_version
 from medanomaly.types import Finding
@@ -37,10 +47,10 @@ __all__ = ["SR_SERIES_NUMBER", "build_sr", "lesion_measurements"]
 SR_SERIES_NUMBER = 902
 
 
-def _measurement(name: Any, value: float, unit_name: str, derivation: Any = None) -> Any:
+def _measurement(name: Any, value: float, unit_name: str, derivation: Any = None, method: Any = None) -> Any:
     import highdicom as hd
 
-    return hd.sr.Measurement(name=name, value=float(value), unit=unit(unit_name), derivation=derivation)
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit(unit_name), derivation=derivation, method=method)
 
 
 def lesion_measurements(finding: Finding, modality: str) -> list[Any]:
@@ -50,15 +60,16 @@ def lesion_measurements(finding: Finding, modality: str) -> list[Any]:
     out = []
     m = finding.measurements
     if m is not None:
-        items: list[tuple[Any, float, str, Any]] = [
-            (codes.SCT.Volume, m.volume_ml, "ml", None),
-            (codes.SCT.Diameter, m.max_diameter_mm, "mm", codes.SCT.Maximum),
-            (codes.SCT.LongAxis, m.long_axis_mm, "mm", None),
-            (codes.SCT.ShortAxis, m.short_axis_mm, "mm", None),
+        items: list[tuple[Any, float, str, Any, Any]] = [
+            (codes.SCT.Volume, m.volume_ml, "ml", None, volume_method("voxels")),
+            (codes.SCT.Volume, m.partial_volume_ml, "ml", None, volume_method("partial_volume")),
+            (codes.SCT.Diameter, m.max_diameter_mm, "mm", codes.SCT.Maximum, None),
+            (codes.SCT.LongAxis, m.long_axis_mm, "mm", None, None),
+            (codes.SCT.ShortAxis, m.short_axis_mm, "mm", None, None),
         ]
         if modality == "CT":
-            items.append((codes.DCM.AttenuationCoefficient, m.mean, "hu", codes.SCT.Mean))
-        out += [_measurement(n, v, u, d) for n, v, u, d in items if v is not None and math.isfinite(v)]
+            items.append((codes.DCM.AttenuationCoefficient, m.mean, "hu", codes.SCT.Mean, None))
+        out += [_measurement(*item) for item in items if item[1] is not None and math.isfinite(item[1])]
     if math.isfinite(finding.score):
         out.append(_measurement(codes.DCM.CertaintyOfFinding, finding.score, "1"))
     return out
@@ -153,7 +164,7 @@ def build_sr(
         title=codes.cid7021.ImagingMeasurementReport,
     )
     evidence = [*source.datasets, *([seg] if seg is not None else [])]
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=deterministic_uid(run_id, source.series_uid, "sr-series"),
@@ -166,6 +177,20 @@ def build_sr(
         is_verified=False,
         series_description=f"{algorithm} measurement report"[:64],
     )
+    _declare_private_scheme(sr)
+    return sr
+
+
+def _declare_private_scheme(sr: Any) -> None:
+    """Name medanomaly's private coding scheme in the Coding Scheme Identification Sequence (PS3.3 C.12.1), which a
+    report using one of its codes (the partial-volume method) should carry."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "medanomaly private codes"
+    item.CodingSchemeResponsibleOrganization = MANUFACTURER
+    sr.CodingSchemeIdentificationSequence = [item]
 
 
 #: Measurement names read back by :func:`read_sr_lesions`: key -> (scheme, code value).
@@ -184,7 +209,7 @@ def read_sr_lesions(path_or_dataset: Any) -> list[dict[str, Any]]:
 
     Each dict holds ``tracking_id``, ``tracking_uid``, ``finding_type`` (code meaning),
     ``finding_site`` (meaning or None), ``segment_number`` and ``seg_sop_instance_uid`` (None
-    for a group without a segment) and the measurements (``volume_ml``, ``max_diameter_mm``,
+    for a group without a segment) and the measurements (``volume_ml``, ``partial_volume_ml``, ``max_diameter_mm``,
     ``long_axis_mm``, ``short_axis_mm``, ``mean_hu``, ``score``) present in the group.
     """
     import highdicom as hd
@@ -211,10 +236,18 @@ def read_sr_lesions(path_or_dataset: Any) -> list[dict[str, Any]]:
         for m in g.get_measurements():
             for key, (scheme, value) in _READ_BACK.items():
                 if m.name.scheme_designator == scheme and m.name.value == value:
-                    row[key] = float(m.value)
+                    row[_by_method(key, m)] = float(m.value)
         rows.append(row)
     rows.sort(key=lambda r: _lesion_number(r["tracking_id"]))
     return rows
+
+
+def _by_method(key: str, measurement: Any) -> str:
+    """``partial_volume_ml`` for a volume measured by partial-volume analysis, else ``key``."""
+    method = measurement.method
+    if key == "volume_ml" and method is not None and method.scheme_designator == PRIVATE_SCHEME:
+        return "partial_volume_ml"
+    return key
 
 
 def _lesion_number(tracking_id: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ def _two_lesions(ct: Volume) -> list[Finding]:
     mask[1:3, 4:9, 3:7] = 1  # lesion A (40 voxels)
     mask[3:6, 14:20, 10:16] = 1  # lesion B (108 voxels), disjoint from A
     findings = measure_lesions(ct.with_array(mask), ct, label="nodule")
-    return [Finding(f.center_mm, f.bbox_mm, s, f.label, f.mask, f.measurements) for f, s in zip(findings, (0.9, 0.4))]
+    partial = (replace(findings[0].measurements, partial_volume_ml=0.1234), findings[1].measurements)  # lung findings have it
+    return [Finding(f.center_mm, f.bbox_mm, s, f.label, f.mask, m) for f, s, m in zip(findings, (0.9, 0.4), partial)]
 
 
 def _seg_masks(seg_path: Path, files: list[Path], ct: Volume) -> np.ndarray:
@@ -62,11 +64,13 @@ def test_sr_groups_carry_the_findings_measurements_and_reference_their_segments(
         want = f.to_json()
         for key in ("volume_ml", "max_diameter_mm", "long_axis_mm", "short_axis_mm", "mean_hu", "score"):
             assert row[key] == pytest.approx(want[key], rel=1e-9), key
+        assert row.get("partial_volume_ml") == want.get("partial_volume_ml")  # 0.1234 for the first, absent for the second
         assert row["finding_type"] == "Nodule" and row["finding_site"] == "Lung"
         assert row["seg_sop_instance_uid"] == seg.SOPInstanceUID
         assert row["segment_number"] == k + 1
         desc = seg.get_segment_description(k + 1)
         assert desc.tracking_uid == row["tracking_uid"] and desc.tracking_id == row["tracking_id"]
+    assert dciodvfy(out.sr).errors == []  # two Volume measurements told apart by their method, one a private code
 
 
 def test_outputs_are_deterministic_per_run_and_series_and_differ_between_runs(ct_series, tmp_path: Path) -> None:
