@@ -43,7 +43,9 @@ class PatchTrainConfig(Finite):
     lr: float = Field(3e-3, gt=0.0, le=10.0)
     positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
     hard_negative_fraction: float = Field(0.3, ge=0.0, le=1.0)
-    threads: int = Field(1, ge=1, le=256)  # 1 beats 2 on a shared 2-core machine (no OpenMP oversubscription)
+    # torch CPU threads, or "auto": timed on the first training steps (1 beats 2 where another process holds a core,
+    # 2 beats 1 on an idle 2-core machine: medanomaly.train.thread_probe)
+    threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
 
     @model_validator(mode="after")
     def _mix(self) -> PatchTrainConfig:

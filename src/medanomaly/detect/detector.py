@@ -37,6 +37,7 @@ from medanomaly.detect.generic import (
     constructor_params,
     fit_heatmap_run,
     params_from_sections,
+    thread_probe,
     torch_threads,
 )
 from medanomaly.detect.grow import grow_mask
@@ -80,7 +81,8 @@ class NoduleDetector:
             grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
             (:func:`medanomaly.detect.grow.grow_mask`; ``grow_max_ratio`` None = off, set by older runs).
         seed: seeds numpy and torch for training.
-        threads: torch CPU threads while training and inferring.
+        threads: torch CPU threads while training and inferring (``"auto"``: timed on the first training steps,
+            :func:`medanomaly.detect.generic.thread_probe`; the count kept is saved).
     """
 
     def __init__(
@@ -114,7 +116,7 @@ class NoduleDetector:
         grow_min_compactness: float = 0.5,
         grow_max_ratio: float | None = None,
         seed: int = 0,
-        threads: int = 1,
+        threads: int | str = 1,
     ) -> None:
         self.model_name = model_name
         self.model_params = dict(model_params or {})
@@ -180,6 +182,7 @@ class NoduleDetector:
         import torch
 
         torch.manual_seed(self.seed)
+        probe = thread_probe(self.threads)
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params)
             if not torch.cuda.is_available():  # CPU: channels-last 3D convolutions train about 1.5x faster
@@ -191,9 +194,11 @@ class NoduleDetector:
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,
-                                                    loss_name=self.loss, keep=self.keep_weights)  # fmt: skip
+                                                    loss_name=self.loss, keep=self.keep_weights, probe=probe)  # fmt: skip
             model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
+        if probe is not None:
+            self.threads = self.fit_.threads  # the count the probe kept: inference uses it too
         return self
 
     # ------------------------------------------------------------------------------ predict

@@ -36,10 +36,11 @@ import numpy as np
 
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
+from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
 
-__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_network", "fit_heatmap_run", "HeatmapFit", "HEATMAP_LOSSES", "heatmap_loss", "heatmap_unet", "one_cycle", "params_from_sections",
-           "torch_threads",
+__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_run", "HeatmapFit", "HEATMAP_LOSSES", "heatmap_loss", "heatmap_unet", "one_cycle", "params_from_sections",
+           "thread_probe", "torch_threads",
            "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
 
 DETECTOR_WEIGHTS = "detector.safetensors"
@@ -119,23 +120,23 @@ def params_from_sections(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (at least 1), then restore the previous count."""
+def torch_threads(threads: int | str) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (at least 1; ``"auto"`` before a training chose: 1), then
+    restore the previous count."""
     import torch
 
     old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(1 if threads == "auto" else max(1, int(threads)))
     try:
         yield
     finally:
         torch.set_num_threads(old)
 
 
-def fit_heatmap_network(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
-                        progress: bool, title: str) -> list[float]:  # fmt: skip
-    """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through
-    the one training loop; returns every step's loss."""
-    return fit_heatmap_run(model, sampler, batch_size, steps, lr, seed, progress, title).losses
+def thread_probe(threads: int | str) -> ThreadProbe | None:
+    """The probe that chooses the thread count of a training run whose ``threads`` is ``"auto"``
+    (:mod:`medanomaly.train.thread_probe`), else None (the count is given)."""
+    return ThreadProbe(thread_candidates()) if threads == "auto" else None
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,14 @@ class HeatmapFit:
     stop_reason: str
     curve: list[dict[str, float]] = field(default_factory=list)
     best_step: int | None = None
+    threads: int | None = None
+    thread_step_seconds: dict[int, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"steps_done": self.steps, "wall_seconds": round(self.seconds, 2),
                 "cpu_seconds": round(self.cpu_seconds, 2), "stop_reason": self.stop_reason,
-                "learning_curve": self.curve, "best_step": self.best_step}
+                "learning_curve": self.curve, "best_step": self.best_step, "threads": self.threads,
+                "thread_probe_step_seconds": {str(k): round(v, 4) for k, v in self.thread_step_seconds.items()}}
 
 
 #: Training losses of the heatmap networks (``train.loss``), see :func:`heatmap_loss`.
@@ -205,8 +209,10 @@ def one_cycle(progress: float, pct_start: float = 0.3, div: float = 25.0, final_
 def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: int, lr: float, seed: int,
                     progress: bool, title: str, budget_minutes: float | None = None,
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
-                    monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best") -> HeatmapFit:  # fmt: skip
-    """:func:`fit_heatmap_network` with a wall-clock budget and a learning curve.
+                    monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best",
+                    probe: ThreadProbe | None = None) -> HeatmapFit:  # fmt: skip
+    """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through the one
+    training loop, with a wall-clock budget and a learning curve.
 
     Training stops after ``steps`` steps or ``budget_minutes`` of wall clock (validation included),
     whichever comes first; with a budget the one-cycle rate follows the larger of the step and the
@@ -214,7 +220,9 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     ``eval_every`` steps and after the last one (the model in eval mode); the weights with the best
     ``monitor`` value are kept, the later ones on a tie (a tie on a few validation nodules says nothing, and
     later weights are further annealed); without ``validate`` or with ``keep="last"``: the last ones (the curve is
-    then a record only). ``loss_name``: :func:`heatmap_loss`.
+    then a record only). ``loss_name``: :func:`heatmap_loss`. ``probe`` (:func:`thread_probe`) chooses the torch
+    thread count on the first steps; the run's ``threads`` is the count it kept (1 if the run was shorter than the
+    probe), or the count the caller set.
     """
     import torch
 
@@ -236,6 +244,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
 
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
+        if probe is not None:
+            probe.on_step()
         return criterion(net(x), y)
 
     def check(net: Any) -> dict[str, float]:
@@ -259,8 +269,9 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     model.eval()
     best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None
     reason = "steps" if result.steps_run >= steps else "time budget"
+    threads = torch.get_num_threads() if probe is None else (probe.chosen or 1)
     return HeatmapFit(list(result.step_losses), result.steps_run, result.seconds, time.process_time() - clock["cpu0"],
-                      reason, curve, best)  # fmt: skip
+                      reason, curve, best, threads, dict(probe.step_seconds) if probe is not None else {})  # fmt: skip
 
 
 class HeatmapDetector:
@@ -277,7 +288,7 @@ class HeatmapDetector:
         candidate_threshold, mask_threshold, max_findings: findings.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
         label: the findings' label before classification.
-        seed / threads: seeds; torch CPU threads.
+        seed / threads: seeds; torch CPU threads (``"auto"``: timed on the first training steps, :func:`thread_probe`).
     """
 
     def __init__(self, spatial_dims: int = 2, model_name: str = "heatmap_unet",
@@ -288,7 +299,7 @@ class HeatmapDetector:
                  hard_negative_fraction: float = 0.3, hard_level: float = 0.5, roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
                  max_findings: int = 10, mirror_axes: Any = (), label: str = "lesion", seed: int = 0,
-                 threads: int = 1) -> None:  # fmt: skip
+                 threads: int | str = 1) -> None:  # fmt: skip
         self.spatial_dims = int(spatial_dims)
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
@@ -300,7 +311,8 @@ class HeatmapDetector:
         self.hard_level = float(hard_level)
         self.roi_size, self.overlap = tuple(int(r) for r in roi_size), float(overlap)
         self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
-        self.max_findings, self.label, self.seed, self.threads = int(max_findings), label, int(seed), int(threads)
+        self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
+        self.threads = threads if threads == "auto" else int(threads)
         self.mirror_axes = tuple(mirror_axes)
 
     @classmethod
@@ -358,12 +370,16 @@ class HeatmapDetector:
         import torch
 
         torch.manual_seed(self.seed)
+        probe = thread_probe(self.threads)
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params, self.spatial_dims)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    hard_level=self.hard_level)  # fmt: skip
-            self.history_ = fit_heatmap_network(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
-                                                progress, "train heatmap detector")  # fmt: skip
+            fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
+                                  "train heatmap detector", probe=probe)  # fmt: skip
+        self.history_ = fit.losses
+        if probe is not None:
+            self.threads = fit.threads  # the count the probe kept: inference uses it too
         self.model_ = model
         return self
 

@@ -209,3 +209,20 @@ def test_detect_a_run_saved_before_mirroring_loads_with_one_pass(tiny_detector) 
     del params["mirror_axes"]
     (path / "detector.json").write_text(json.dumps(params))
     assert NoduleDetector.load(path).mirror_axes == () and NoduleDetector().mirror_axes == ("x",)
+
+
+def test_detect_threads_auto_keeps_a_timed_count_and_saves_it(toy_source, tmp_path) -> None:
+    from medanomaly.detect.patches import to_grid_scan
+    from medanomaly.detect.simulate import simulate_scan
+    from medanomaly.train.thread_probe import thread_candidates
+
+    from .conftest import TINY
+
+    sim = simulate_scan(toy_source, 1, 3, np.random.default_rng(0), (6.0, 15.0))
+    scans = [to_grid_scan(sim, TINY["spacing_mm"], (-1000.0, 400.0))]
+    det = NoduleDetector(**{**TINY, "threads": "auto"}).fit(scans, progress=False)
+    assert det.threads in thread_candidates() and det.fit_.threads == det.threads
+    if len(thread_candidates()) > 1:  # a one-CPU machine has nothing to time
+        assert set(det.fit_.to_json()["thread_probe_step_seconds"]) == {str(c) for c in thread_candidates()}
+    det.save(tmp_path)
+    assert NoduleDetector.load(tmp_path).threads == det.threads  # an int: inference never sees "auto"

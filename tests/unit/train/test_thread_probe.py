@@ -1,0 +1,47 @@
+"""The thread probe: times real training steps with each candidate count, keeps the fastest, then stays out of the way."""
+
+from __future__ import annotations
+
+import pytest
+
+from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
+
+
+def _run(step_seconds: dict[int, float], candidates=(2, 1), steps_each: int = 3, steps: int = 12):
+    """Drive a probe over ``steps`` steps whose duration depends on the thread count in force; return it and the
+    counts set, in order."""
+    state = {"t": 0.0, "threads": 1}
+    sets: list[int] = []
+
+    def set_threads(n: int) -> None:
+        state["threads"] = n
+        sets.append(n)
+
+    probe = ThreadProbe(candidates, steps_each=steps_each, clock=lambda: state["t"], set_threads=set_threads)
+    for _ in range(steps):
+        probe.on_step()
+        state["t"] += step_seconds[state["threads"]]
+    return probe, sets
+
+
+@pytest.mark.parametrize(("seconds", "kept"), [({2: 0.25, 1: 0.35}, 2), ({2: 1.6, 1: 0.35}, 1)])
+def test_probe_keeps_the_faster_count_and_sets_it_once_more_only(seconds: dict[int, float], kept: int) -> None:
+    probe, sets = _run(seconds)
+    assert probe.chosen == kept
+    assert probe.step_seconds == pytest.approx(seconds)
+    assert sets == [2, 2, 2, 1, 1, 1, kept]  # 3 steps each, then the choice; later steps set nothing
+
+
+def test_probe_with_one_candidate_chooses_it_at_once_and_a_short_run_chooses_nothing() -> None:
+    probe, sets = _run({1: 0.3}, candidates=(1,))
+    assert probe.chosen == 1 and sets == [] and probe.probe_steps == 0
+    short, _ = _run({2: 0.2, 1: 0.3}, steps=4)
+    assert short.chosen is None  # the training stopped before the probe finished: the caller falls back to 1
+    with pytest.raises(ValueError, match="two steps each"):
+        ThreadProbe((2, 1), steps_each=1)
+
+
+def test_candidates_are_the_usable_cpus_capped_and_one() -> None:
+    candidates = thread_candidates(cap=4)
+    assert candidates[-1] == 1 and all(1 <= c <= 4 for c in candidates)
+    assert list(candidates) == sorted(set(candidates), reverse=True)
