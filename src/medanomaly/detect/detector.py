@@ -116,7 +116,7 @@ class NoduleDetector:
         grow_min_compactness: float = 0.5,
         grow_max_ratio: float | None = None,
         seed: int = 0,
-        threads: int | str = 1,
+        threads: int | str = "auto",
     ) -> None:
         self.model_name = model_name
         self.model_params = dict(model_params or {})

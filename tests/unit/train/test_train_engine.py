@@ -175,7 +175,7 @@ def test_train_detector_params_come_from_the_lung_config() -> None:
     cfg = LungNoduleConfig(task="lung_nodule", seed=3)
     det = NoduleDetector.from_config(cfg)
     params = det.get_params()
-    assert params["seed"] == 3 and params["threads"] == cfg.train.threads == 1
+    assert params["seed"] == 3 and params["threads"] == cfg.train.threads == "auto"
     assert params["hard_negative_fraction"] == cfg.train.hard_negative_fraction == 0.3
     # constructor defaults = config defaults (the network's own parameters are the model's business)
     assert NoduleDetector().get_params() == params | {"seed": 0, "model_params": {}}
