@@ -101,10 +101,9 @@ def _with_partial_volumes(lesions: list[Any], image: Any) -> list[Any]:
 
     import numpy as np
 
-    from medanomaly.preprocess.checks import require_ct
     from medanomaly.preprocess.lungs import lung_region
     from medanomaly.quantify.partial_volume import with_partial_volume
 
-    lung = np.asarray(lung_region(require_ct(image, "partial-volume analysis")).array) > 0
+    lung = np.asarray(lung_region(image, what="partial-volume analysis").array) > 0
     hu = np.asarray(image.array)
     return [replace(les, finding=with_partial_volume(les.finding, hu, lung, image.spacing)) for les in lesions]

@@ -177,7 +177,8 @@ def build_sr(
         is_verified=False,
         series_description=f"{algorithm} measurement report"[:64],
     )
-    _declare_private_scheme(sr)
+    if any(f.measurements is not None and math.isfinite(f.measurements.partial_volume_ml) for f in findings):
+        _declare_private_scheme(sr)  # only a report holding a partial-volume method code uses the scheme
     return sr
 
 

@@ -246,11 +246,10 @@ class NoduleDetector:
             raise InputError("no lungs found in the search region")
         prob = self.heatmap(ct, region)
         core = grid_region(lung, self.spacing_mm, side, 0.0)  # type: ignore[arg-type]
-        labels = np.asarray(lung.array)
-        inside = labels > 0 if side is None else labels == side
-        hu = np.asarray(ct.array)
+        labels, hu = np.asarray(lung.array), np.asarray(ct.array)
         refine = None
         if self.grow:
+            inside = labels > 0 if side is None else labels == side
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
                              opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
                              opening_fraction=self.grow_opening_fraction, min_compactness=self.grow_min_compactness,

@@ -171,16 +171,16 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             diam_pairs.append((f.measurements.max_diameter_mm, max_diameter_mm(truth_mask)))
     result = froc(marks)
     large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
-    out: dict[str, Any] = {"froc": result, "froc_large": large_froc, "volume": None, "volume_large": None,
-                           "volume_mask": None, "diameter": None, "marks": marks}  # fmt: skip
-    if len(vol_pairs) >= 2:
-        out["volume"] = bland_altman([p[0] for p in vol_pairs], [p[1] for p in vol_pairs], relative=True)
-        out["volume_mask"] = bland_altman([p[0] for p in mask_pairs], [p[1] for p in mask_pairs], relative=True)
-        out["diameter"] = bland_altman([p[0] for p in diam_pairs], [p[1] for p in diam_pairs])
-    if len(vol_pairs_large) >= 2:
-        out["volume_large"] = bland_altman([p[0] for p in vol_pairs_large], [p[1] for p in vol_pairs_large],
-                                           relative=True)  # fmt: skip
-    return out
+    return {"froc": result, "froc_large": large_froc, "volume": _agreement(vol_pairs, relative=True),
+            "volume_large": _agreement(vol_pairs_large, relative=True),
+            "volume_mask": _agreement(mask_pairs, relative=True), "diameter": _agreement(diam_pairs), "marks": marks}
+
+
+def _agreement(pairs: list[tuple[float, float]], relative: bool = False) -> Any:
+    """Bland-Altman of (measured, reference) pairs; None for fewer than two."""
+    if len(pairs) < 2:
+        return None
+    return bland_altman([p[0] for p in pairs], [p[1] for p in pairs], relative=relative)
 
 
 @dataclass(frozen=True, eq=False)

@@ -70,7 +70,7 @@ class ThreadProbe:
 
     def on_step(self) -> None:
         """Record the step that just ended (if it is timed) and set the count for the one that starts."""
-        if self.chosen is not None and self._step >= self.probe_steps:
+        if self.chosen is not None:
             return
         now = self.clock()
         done = self._step - 1  # the step that just ended

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from medanomaly.deploy.dicom_out import dciodvfy, write_dicom_outputs
@@ -71,6 +72,7 @@ def test_sr_groups_carry_the_findings_measurements_and_reference_their_segments(
         desc = seg.get_segment_description(k + 1)
         assert desc.tracking_uid == row["tracking_uid"] and desc.tracking_id == row["tracking_id"]
     assert dciodvfy(out.sr).errors == []  # two Volume measurements told apart by their method, one a private code
+    assert [i.CodingSchemeDesignator for i in pydicom.dcmread(out.sr).CodingSchemeIdentificationSequence] == ["99MEDANOMALY"]
 
 
 def test_outputs_are_deterministic_per_run_and_series_and_differ_between_runs(ct_series, tmp_path: Path) -> None:
@@ -110,6 +112,7 @@ def test_finding_without_mask_goes_to_the_sr_only(ct_series, tmp_path: Path) -> 
     assert row["segment_number"] is None and row["score"] == pytest.approx(0.7)
     assert row["finding_type"] == "Mass" and row["finding_site"] == "Breast"
     assert dciodvfy(out.sr).errors == []
+    assert "CodingSchemeIdentificationSequence" not in pydicom.dcmread(out.sr)  # no private code used, none declared
 
 
 def test_parametric_map_holds_the_float_scores_on_the_source_frames(ct_series, tmp_path: Path) -> None:
