@@ -249,6 +249,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
         return criterion(net(x), y)
 
     def check(net: Any) -> dict[str, float]:
+        if probe is not None:
+            probe.discard()  # a validation inside the probe's steps is not a step's time
         net.eval()
         try:
             scores = validate(net)  # type: ignore[misc]

@@ -45,3 +45,28 @@ def test_candidates_are_the_usable_cpus_capped_and_one() -> None:
     candidates = thread_candidates(cap=4)
     assert candidates[-1] == 1 and all(1 <= c <= 4 for c in candidates)
     assert list(candidates) == sorted(set(candidates), reverse=True)
+
+
+def test_a_validation_inside_the_probe_is_not_counted_as_a_step() -> None:
+    """A 30 s validation after the second 2-thread step would make 2 threads look slower than 1 if it were timed."""
+    state = {"t": 0.0, "threads": 1}
+    probe = ThreadProbe((2, 1), steps_each=3, clock=lambda: state["t"],
+                        set_threads=lambda n: state.update(threads=n))  # fmt: skip
+    seconds = {2: 0.25, 1: 0.35}
+    for step in range(8):
+        probe.on_step()
+        state["t"] += seconds[state["threads"]]
+        if step == 1:
+            probe.discard()
+            state["t"] += 30.0
+    assert probe.chosen == 2 and probe.step_seconds == pytest.approx(seconds)
+
+
+def test_every_step_discarded_keeps_the_first_candidate() -> None:
+    state = {"t": 0.0}
+    probe = ThreadProbe((2, 1), steps_each=2, clock=lambda: state["t"], set_threads=lambda n: None)
+    for _ in range(5):
+        probe.on_step()
+        probe.discard()
+        state["t"] += 1.0
+    assert probe.chosen == 2 and probe.step_seconds == {}
