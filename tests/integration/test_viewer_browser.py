@@ -6,7 +6,7 @@ nodules, synthetic; its top finding on lung1 and lung2 is the real lesion). A re
 lung1 / lung2, NRRD) is uploaded through the page, the job followed to done, the study opened and
 the first finding clicked. Checked: the slice shown is the finding's slice (largest area of the
 mask the service wrote) and lies in the reference lesion, red contour pixels are drawn on the
-canvas there and not on a slice far from the lesion, and the table shows the finding's volume.
+canvas there and not on a slice far from the lesion, and the table shows the finding's volume and partial volume.
 Screenshots are kept in each test's tmp folder (the artefacts).
 """
 
@@ -159,6 +159,9 @@ def test_viewer_lung1_first_finding_shows_lesion_slice_and_contour(server, tmp_p
         first = result["findings"][0]
         assert first["volume_ml"] > 0
         assert page.inner_text("#findings tbody tr:first-child td.volume") == f"{first['volume_ml']:.2f}"
+        assert first["partial_volume_ml"] > 0, "the lung detector measures partial volumes"
+        shown_pv = page.inner_text("#findings tbody tr:first-child td.partial-volume")
+        assert shown_pv == f"{first['partial_volume_ml']:.2f}"
         page.click("[data-view='axial']")
         page.wait_for_timeout(500)
         shown = int(page.get_attribute("#slice-info", "data-slice"))

@@ -99,8 +99,9 @@ function renderResult(res) {
     ? `<p>decision <b>${esc(res.decision)}</b>: ` + Object.entries(res.probabilities).map(([k, v]) => `${esc(k)} ${fmt(v, 3)}`).join(", ") + "</p>" : "";
   $("#findings tbody").innerHTML = res.findings.map((f) => `<tr class="clickable" data-n="${f.n}">
     <td>${f.n}</td><td>${esc(f.label)}</td><td>${fmt(f.score, 2)}</td><td class="volume">${fmt(f.volume_ml, 2)}</td>
+    <td class="partial-volume">${fmt(f.partial_volume_ml, 2)}</td>
     <td>${fmt(f.max_diameter_mm, 1)}</td><td>${f.mean_hu != null ? fmt(f.mean_hu, 0) + " HU" : f.mean_intensity != null ? fmt(f.mean_intensity, 0) + " " + esc(f.intensity_unit || "") : "-"}</td><td>${f.slice ?? "-"}</td></tr>`).join("")
-    || `<tr><td colspan="7">no findings</td></tr>`;
+    || `<tr><td colspan="8">no findings</td></tr>`;
   document.querySelectorAll("#findings tr.clickable").forEach((tr) => tr.addEventListener("click", () => showFinding(Number(tr.dataset.n))));
   $("#flags").textContent = (res.flags || []).join(", ");
   $("#mask-kind").textContent = res.heatmap ? "heatmap" : "mask";
