@@ -19,6 +19,8 @@ def summarise_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[str
     Example:
         >>> list(summarise_metrics({"auc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}, "n": 10}))
         ['auc                                 0.900 [0.800, 0.950]', 'n                                   10']
+        >>> list(summarise_metrics({"cases": [{"case": "b1", "findings": [{"score": 1.0}]}]}))
+        ['cases[0].case                       b1', 'cases[0].findings                   1 rows (in metrics.json)']
     """
     for key, value in metrics.items():
         name = f"{prefix}{key}"
@@ -31,10 +33,18 @@ def summarise_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[str
                 yield f"{name:<35} {v:.3f}{ci}"
         elif isinstance(value, dict):
             yield from summarise_metrics(value, prefix=f"{name}.")
+        elif value and isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            if "[" in prefix or len(value) > _MAX_INLINE_LIST:  # rows within rows (a case's findings): a count
+                yield f"{name:<35} {len(value)} rows (in metrics.json)"
+            else:
+                for i, row in enumerate(value):
+                    yield from summarise_metrics(row, prefix=f"{name}[{i}].")
         elif isinstance(value, list) and len(value) > _MAX_INLINE_LIST:
             continue
         elif isinstance(value, float):
             yield f"{name:<35} {value:.4g}"
+        elif isinstance(value, list) and any(isinstance(v, float) for v in value):
+            yield f"{name:<35} [" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) + "]"
         else:
             yield f"{name:<35} {value}"
 

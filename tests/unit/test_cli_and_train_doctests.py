@@ -1,0 +1,17 @@
+"""The examples in the docstrings of the CLI's metric summary and the thread probe run and are right: the console
+summary of `medanomaly evaluate` lists a case's rows as a count, not as a raw Python list of dicts."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
