@@ -39,17 +39,16 @@ _REFERENCE_CHEST = {"BMAD liver CT SimpleNet pixel AUROC": 0.9751,
 
 def auroc_ci(y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int = 0) -> dict[str, Any]:
     """ROC AUC with a stratified bootstrap 95 % CI (:func:`medanomaly.evaluate.metrics.bootstrap_indices`)."""
-    from sklearn.metrics import roc_auc_score
-
+    from medanomaly.evaluate.auroc import binary_auroc
     from medanomaly.evaluate.metrics import bootstrap_indices
 
     y = np.asarray(y, bool)
     if y.all() or not y.any():
         return {"value": None, "ci95": None, "n_pos": int(y.sum()), "n_neg": int((~y).sum())}
-    value = float(roc_auc_score(y, s))
+    value = binary_auroc(s, y)
     ci = None
     if n_bootstrap:
-        boots = [roc_auc_score(y[i], s[i]) for i in bootstrap_indices(y.astype(int), n_bootstrap, seed)]
+        boots = [binary_auroc(s[i], y[i]) for i in bootstrap_indices(y.astype(int), n_bootstrap, seed)]
         ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
     return {"value": value, "ci95": ci, "n_pos": int(y.sum()), "n_neg": int((~y).sum())}
 

@@ -35,12 +35,9 @@ METHODS: Registry[Any] = Registry("anomaly method")
 
 def pixel_auroc(maps: np.ndarray, lesions: np.ndarray, brain: np.ndarray) -> float:
     """ROC AUC of map values, lesion vs other brain pixels (NaN when one class is missing)."""
-    from sklearn.metrics import roc_auc_score
+    from medanomaly.evaluate.auroc import binary_auroc
 
-    y = lesions[brain]
-    if y.all() or not y.any():
-        return float("nan")
-    return float(roc_auc_score(y, maps[brain]))
+    return binary_auroc(maps[brain], lesions[brain])
 
 
 def _local_mean(t: np.ndarray, window: int) -> np.ndarray:

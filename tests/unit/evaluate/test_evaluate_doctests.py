@@ -9,6 +9,7 @@ import pytest
 
 MODULES = (
     "medanomaly.evaluate.metrics",
+    "medanomaly.evaluate.auroc",
     "medanomaly.evaluate.calibration",
     "medanomaly.evaluate.plots",
     "medanomaly.evaluate.report",
