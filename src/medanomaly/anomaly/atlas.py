@@ -274,6 +274,10 @@ class AtlasMethod:
             ``brain_mask`` of the head is the region (as for the test), the synthetic lesions are
             put in its skull-stripped twin's brain, and the training brain of the same name is left
             out of the atlas for it (see :func:`fit_volumes`).
+        val_cross_outline: in the ``edge_heads``, the SYNTHETIC lesions (centred in the brain) are
+            cut to the head's rough brain mask instead of its brain, so those near the edge cross
+            the normal brain's outline, as a tumour can; the brain ``support`` cuts such lesions,
+            so only then can the validation see what the support costs.
         map_scale: ``none`` or ``robust``: the final map of each volume is divided by its own robust
             spread over the brain after its median is taken off (:func:`robust_scaled`); the
             thresholds are then set on the scaled maps of the normal validation volumes. Not a
@@ -289,7 +293,7 @@ class AtlasMethod:
                  supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = (),
                  local_mm: float = 0.0, locals_mm: tuple[float, ...] = (0.0,), val_leave_out: bool = False,
                  val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0,
-                 map_scale: str = "none") -> None:  # fmt: skip
+                 map_scale: str = "none", val_cross_outline: bool = False) -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
             raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
         if match not in MATCHES:
@@ -299,7 +303,9 @@ class AtlasMethod:
         self.supports = tuple((float(e), float(r)) for e, r in supports)
         if any(r < 0 for _, r in self.supports) or (self.support is not None and self.support[1] < 0):
             raise InputError(f"atlas support ramp_mm must be >= 0, got {self.support} / {list(self.supports)}")
-        self.edge_heads = tuple(edge_heads)
+        self.edge_heads, self.val_cross_outline = tuple(edge_heads), bool(val_cross_outline)
+        if self.val_cross_outline and not self.edge_heads:
+            raise InputError("atlas val_cross_outline needs edge_heads (a whole head whose brain outline lesions can cross)")
         self.local_mm, self.locals_mm = float(local_mm), tuple(float(v) for v in locals_mm)
         if self.local_mm < 0 or any(v < 0 for v in self.locals_mm) or not self.locals_mm:
             raise InputError(f"atlas local_mm must be >= 0 mm, got {local_mm} / {list(locals_mm)}")
@@ -551,6 +557,7 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
                 "synthetic_val_best_pixel_auroc_by_local_mm": by_local,
                 "match": method.match, "kind": method.kind, "sigma_mm": sigma, "local_mm": method.local_mm,
                 "val_leave_out": method.val_leave_out, "val_bias": method.val_bias, "val_lesions": method.val_lesions,
+                "val_cross_outline": method.val_cross_outline,
                 "demons_iterations": method.demons_iterations,
                 "support": None if method.support is None else list(method.support),
                 "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),

@@ -10,7 +10,8 @@ validation cannot see them:
 - **thick slices** and **noise** (:func:`medanomaly.anomaly.atlas.thick_slices`, ``noise``: Gaussian
   noise of SD = level x the region's interquartile intensity range);
 - **the lesions** (``val_lesions``): ``mixed`` (bright, dark, CutPaste) or ``enhancing`` (a tumour
-  on a post-contrast T1; :func:`medanomaly.anomaly.synthetic.make_synthetic_3d`);
+  on a post-contrast T1; :func:`medanomaly.anomaly.synthetic.make_synthetic_3d`); in a whole head
+  (``edge_heads``) with ``val_cross_outline`` they may cross the brain's outline, as a test tumour can;
 - **intensity inhomogeneity** (``val_bias``): a smooth multiplicative field between
   ``exp(-val_bias)`` and ``exp(+val_bias)`` over the region (:func:`bias_field`), as in a T1 scan
   without bias-field correction (10-30 % across the brain is common at 1.5-3 T).
@@ -27,7 +28,11 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["bias_field", "lesioned", "leave_out", "validation_cases", "SAME_PERSON"]
+__all__ = ["bias_field", "lesioned", "leave_out", "validation_cases", "SAME_PERSON", "OUTLINE_SHARE"]
+
+#: With ``val_cross_outline``, the share of an edge head's SYNTHETIC lesions centred on the brain's outline (the
+#: rest anywhere in the brain): half, as bright and dark lesions are drawn in equal share; fixed, not tuned.
+OUTLINE_SHARE = 0.5
 
 #: Validation brains that are the same person as a training brain (left out of the atlas for them).
 SAME_PERSON = {"ch2better": "ch2", "ch2bet": "ch2", "ch2": "ch2"}
@@ -51,11 +56,14 @@ def bias_field(shape: tuple[int, ...], region: np.ndarray, strength: float, rng:
 
 
 def lesioned(clean: Volume, region: np.ndarray, lesion_area: np.ndarray, noise: tuple[float, ...], seed: int,
-             bias: float = 0.0, model: str = "mixed") -> list[tuple[Volume, np.ndarray]]:  # fmt: skip
+             bias: float = 0.0, model: str = "mixed", confine: np.ndarray | None = None,
+             outline_share: float = 0.0) -> list[tuple[Volume, np.ndarray]]:  # fmt: skip
     """SYNTHETIC copies of one clean volume: for each ``noise`` level, Gaussian noise of SD = level x
     the region's interquartile intensity range inside ``region`` (lowering the grey/white
     contrast-to-noise ratio as in clinical scans), then 3D lesions (:func:`make_synthetic_3d`)
-    of lesion ``model`` centred and confined in ``lesion_area`` (the brain), then (``bias`` > 0) a multiplicative
+    of lesion ``model`` centred in ``lesion_area`` (the brain) and cut to ``confine`` (default
+    ``lesion_area``; a whole head's rough brain mask lets them cross the brain's outline; ``outline_share``
+    of them centred on ``lesion_area``'s outline), then (``bias`` > 0) a multiplicative
     :func:`bias_field` over the whole volume (lesion included, as an acquisition would)."""
     from medanomaly.anomaly.synthetic import make_synthetic_3d
 
@@ -65,7 +73,8 @@ def lesioned(clean: Volume, region: np.ndarray, lesion_area: np.ndarray, noise: 
     for j, level in enumerate(noise):
         rng = np.random.default_rng(seed + j)
         noisy = arr + region * rng.normal(0.0, level * iqr, arr.shape).astype(np.float32)
-        case, lesions = make_synthetic_3d(noisy, lesion_area, clean.spacing, seed=seed + j, model=model)
+        case, lesions = make_synthetic_3d(noisy, lesion_area, clean.spacing, seed=seed + j, model=model,
+                                          confine=confine, outline_share=outline_share)
         case = case * bias_field(arr.shape, region, bias, rng)
         out.append((clean.with_array(case.astype(np.float32)), lesions))
     return out
@@ -95,7 +104,9 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
     inhomogeneity on all of them): the skull-stripped validation brains (``config.data.val``; region
     = their brain), and the whole-head ``edge_heads`` (region = the rough ``brain_mask`` of the head,
     as for the test, so non-brain tissue inside it is scored; lesions only in the head's
-    skull-stripped twin; the atlas leaves that person out)."""
+    skull-stripped twin, centred in its brain and, with ``method.val_cross_outline``, free to cross
+    the brain's outline into the rest of the region, :data:`OUTLINE_SHARE` of them centred on it, as a
+    tumour that pushes out of the brain or sits against it does; the atlas leaves that person out)."""
     from medanomaly.anomaly.atlas import _SKULL_STRIPPED, thick_slices
     from medanomaly.anomaly.data import _brain, load_normal
     from medanomaly.preprocess.tissue_masks import brain_mask
@@ -121,8 +132,9 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
         atlas, seed = leave_out(method, head), config.seed + 1000 + 100 * i
         cases.append({"name": f"{head}_head", "volume": clean_case(clean, region, seed + 99), "lesions": None,
                       "region": region, "atlas": atlas})  # fmt: skip
+        confine, share = (region, OUTLINE_SHARE) if method.val_cross_outline else (None, 0.0)
         for j, (case, lesions) in enumerate(lesioned(clean, region, _brain(stripped) & region, noise, seed,
-                                                     method.val_bias, method.val_lesions)):  # fmt: skip
+                                                     method.val_bias, method.val_lesions, confine, share)):  # fmt: skip
             cases.append({"name": f"{head}_head/noise{noise[j]:g}", "volume": case, "lesions": lesions,
                           "region": region, "atlas": atlas})  # fmt: skip
     return cases

@@ -11,7 +11,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["make_synthetic", "make_synthetic_3d", "LESION_MODELS"]
+__all__ = ["make_synthetic", "make_synthetic_3d", "LESION_MODELS", "OUTLINE_MM"]
 
 
 def _ellipse(size: int, rng: np.random.Generator, brain: np.ndarray) -> np.ndarray | None:
@@ -59,6 +59,9 @@ def make_synthetic(images: np.ndarray, masks: np.ndarray, seed: int = 0,
     return out.astype(np.float32), lesions
 
 
+#: Depth (mm) inside the brain's edge where a lesion "on the outline" is centred (:func:`make_synthetic_3d`).
+OUTLINE_MM = 5.0
+
 #: 3D lesion models: ``mixed`` (bright, dark or CutPaste, the 2D recipe) or ``enhancing`` (a tumour on
 #: a post-contrast T1: enhancing tissue, solid or a rim around a dark necrotic core).
 LESION_MODELS = ("mixed", "enhancing")
@@ -81,9 +84,19 @@ def _enhancing_patch(d: np.ndarray, values: np.ndarray, radii: np.ndarray, rng: 
     return patch
 
 
+def _outline_voxels(brain: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """(n, 3) indices of the brain voxels within :data:`OUTLINE_MM` of the brain's edge (all of them if none)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=spacing[::-1])[1:-1, 1:-1, 1:-1]
+    shell = np.argwhere(brain & (depth <= OUTLINE_MM))
+    return shell if len(shell) else np.argwhere(brain)
+
+
 def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[float, float, float], seed: int = 0,
                       n_lesions: int = 6, radius_mm: tuple[float, float] = (4.0, 15.0),
-                      model: str = "mixed") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                      model: str = "mixed", confine: np.ndarray | None = None,
+                      outline_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Insert SYNTHETIC 3D lesions into a copy of a normal volume, in its own intensities.
 
     ``model`` ``mixed``: the same recipe as :func:`make_synthetic`, in 3D and in mm: soft-edged
@@ -100,6 +113,12 @@ def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[floa
         n_lesions: lesions inserted.
         radius_mm: range of the ellipsoid semi-axes, mm.
         model: ``mixed`` or ``enhancing`` (:data:`LESION_MODELS`).
+        confine: (z, y, x) bool mask the lesions are cut to (default ``brain``). A wider mask
+            than ``brain`` (a whole head's rough brain mask) lets a lesion centred in the brain
+            cross the brain's outline, as an extra-axial or an outward-growing tumour does.
+        outline_share: the share of lesions centred on the brain's outline (brain voxels within
+            :data:`OUTLINE_MM` of its edge) rather than anywhere in it; with a wider ``confine`` these
+            cross the outline.
 
     Returns:
         (volume with lesions, bool lesion mask = where the lesion weight is above 0.5).
@@ -110,13 +129,16 @@ def make_synthetic_3d(volume: np.ndarray, brain: np.ndarray, spacing: tuple[floa
     out = volume.astype(np.float32).copy()
     lesions = np.zeros(volume.shape, bool)
     values = np.sort(volume[brain])
+    confine = brain if confine is None else np.asarray(confine, bool)
     zyx = np.argwhere(brain)
+    outline = _outline_voxels(brain, spacing) if outline_share > 0 else zyx
     grid = np.meshgrid(*(np.arange(n) * s for n, s in zip(volume.shape, spacing[::-1])), indexing="ij")
     for _ in range(n_lesions):
-        centre = zyx[rng.integers(len(zyx))] * np.asarray(spacing[::-1])
+        pool = outline if outline_share > 0 and rng.random() < outline_share else zyx
+        centre = pool[rng.integers(len(pool))] * np.asarray(spacing[::-1])
         radii = rng.uniform(*radius_mm, 3)
         d = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
-        weight = np.clip(1.5 - d, 0.0, 1.0) * brain
+        weight = np.clip(1.5 - d, 0.0, 1.0) * confine
         if model == "enhancing":
             patch = _enhancing_patch(d, values, radii, rng)
         elif rng.random() < 0.7:

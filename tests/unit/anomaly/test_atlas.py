@@ -315,3 +315,27 @@ def test_robust_scaled_map_lets_a_normal_volumes_threshold_transfer_to_a_louder_
     assert np.allclose(method.final_map(parts, 2.0, spacing), expected)
     with pytest.raises(InputError, match="map_scale must be one of"):
         AtlasMethod(map_scale="zscore")
+
+
+def test_lesions_cut_to_a_wider_region_cross_the_brain_outline_only_when_asked():
+    from medanomaly.errors import InputError
+
+    head, _ = _head(4)
+    arr = np.asarray(head.array)
+    brain = arr > 0
+    from scipy import ndimage
+
+    region = ndimage.binary_dilation(brain, iterations=5)  # a rough whole-head mask around the brain
+    _, inside = make_synthetic_3d(arr, brain, head.spacing, seed=5, n_lesions=12, radius_mm=(10.0, 15.0))
+    _, crossing = make_synthetic_3d(arr, brain, head.spacing, seed=5, n_lesions=12, radius_mm=(10.0, 15.0),
+                                    confine=region)  # fmt: skip
+    assert not inside[~brain].any()
+    assert crossing[~brain].any() and not crossing[~region].any()
+    assert np.array_equal(crossing & brain, inside)  # the same lesions, only no longer cut at the outline
+    small = {"seed": 5, "n_lesions": 40, "radius_mm": (4.0, 8.0), "confine": region}
+    _, anywhere = make_synthetic_3d(arr, brain, head.spacing, **small)
+    _, on_outline = make_synthetic_3d(arr, brain, head.spacing, outline_share=1.0, **small)
+    outside = (~brain[anywhere]).mean(), (~brain[on_outline]).mean()
+    assert outside[1] > 2 * outside[0] and outside[1] > 0.15, outside  # centred on the outline: far more outside
+    with pytest.raises(InputError, match="val_cross_outline needs edge_heads"):
+        AtlasMethod(val_cross_outline=True)
