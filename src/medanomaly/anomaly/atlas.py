@@ -478,18 +478,26 @@ def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[fl
     """Pooled pixel AUROC on the SYNTHETIC lesion cases, in two stages (to keep training cheap): every
     (match, kind, sigma mm, local mm) with the support off, then every support candidate with the best
     of those. Keys are ``(match, kind, sigma, support, local_mm)``; on a tie the earlier candidate
-    (``locals_mm`` in order: list 0 first) wins."""
+    (``locals_mm`` in order: list 0 first) wins. The cases' maps are made in parallel threads (one per
+    usable CPU, at most 4; SciPy's filters release the GIL, and each thread works on its own case, so the
+    values are those of a serial run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medanomaly.train.thread_probe import thread_candidates
+
     y = np.concatenate([c["lesions"][c["parts"]["brain"]] for c in lesioned])
 
     def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None, loc: float) -> float:
-        scores = [method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup, loc)[c["parts"]["brain"]]
-                  for c in lesioned]  # fmt: skip
-        return pixel_auroc(np.concatenate(scores), y, np.ones_like(y))
+        def case_scores(c: dict[str, Any]) -> np.ndarray:
+            return method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup, loc)[c["parts"]["brain"]]
 
-    out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
-           for m in MATCHES for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
-    m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
-    out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
+        return pixel_auroc(np.concatenate(list(pool.map(case_scores, lesioned))), y, np.ones_like(y))
+
+    with ThreadPoolExecutor(max(thread_candidates())) as pool:
+        out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
+               for m in MATCHES for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
+        m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
+        out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
     return out
 
 
