@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -81,8 +82,15 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Call the factory registered as ``name`` with ``kwargs``."""
+        """Call the factory registered as ``name`` with ``kwargs``; a keyword it does not take (a typo in a
+        config's ``params``) or a missing one raises ConfigError naming both, before anything is built."""
         factory = self.get(name)
+        try:
+            inspect.signature(factory, follow_wrapped=False).bind(**kwargs)  # a wrapper checks for itself
+        except TypeError as exc:
+            raise ConfigError(f"{self.kind} {name!r}: {exc}; its parameters: {_parameters(factory)}") from None
+        except ValueError:  # no signature to check (a builtin): the call itself will say
+            pass
         return factory(**kwargs)  # type: ignore[operator]
 
     def names(self, pattern: str = "*") -> list[str]:
@@ -99,6 +107,13 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+def _parameters(factory: Any) -> str:
+    """The keyword names ``factory`` takes, comma-separated."""
+    names = [p.name for p in inspect.signature(factory, follow_wrapped=False).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+    return ", ".join(names) or "(none)"
 
 
 #: Networks (classifiers, detectors, segmenters, fusion heads) by name.

@@ -54,3 +54,38 @@ def test_registry_lazy_population_and_failed_import(monkeypatch):
 def test_registry_global_registries_are_distinct():
     kinds = {r.kind for r in (MODELS, DATASETS, TRANSFORMS, TASKS, EXPLAINERS)}
     assert kinds == {"model", "dataset", "transform", "task", "explainer"}
+
+
+def test_create_names_a_parameter_the_factory_does_not_take_before_calling_it():
+    shapes: Registry = Registry("shape")
+    calls = []
+
+    @shapes.register("square")
+    def square(side: float, scale: float = 1.0) -> float:
+        calls.append(side)
+        return side * side * scale
+
+    with pytest.raises(ConfigError, match=r"shape 'square': got an unexpected keyword argument 'sidee'; its parameters: side, scale"):
+        shapes.create("square", side=1.0, sidee=2.0)
+    with pytest.raises(ConfigError, match="missing a required argument: 'side'"):
+        shapes.create("square", scale=2.0)
+    assert calls == []  # nothing was built
+    assert shapes.create("square", side=2.0, scale=0.5) == 2.0
+
+
+def test_a_method_parameter_typo_in_a_config_names_the_config_in_one_line(tmp_path):
+    """`medanomaly train` on an anomaly config whose method params hold a typo: ConfigError naming the YAML file, not
+    a TypeError traceback; a parameter check of the method itself (val_cross_outline without edge_heads) too."""
+    import yaml
+
+    from medanomaly.engine import train_run
+
+    base = {"task": "anomaly", "name": "typo", "data": {"train": ["mni152"], "val": ["ch2better"], "copies": 0},
+            "method": {"name": "atlas", "params": {"val_cros_outline": True}}}  # fmt: skip
+    for params, reason in (({"val_cros_outline": True}, "unexpected keyword argument 'val_cros_outline'"),
+                           ({"val_cross_outline": True}, "val_cross_outline needs edge_heads")):  # fmt: skip
+        config = tmp_path / "typo.yaml"
+        config.write_text(yaml.safe_dump({**base, "method": {"name": "atlas", "params": params}}))
+        with pytest.raises(ConfigError) as caught:
+            train_run(config, tmp_path / "run", overwrite=True)
+        assert str(caught.value).startswith(f"{config}: ") and reason in str(caught.value)

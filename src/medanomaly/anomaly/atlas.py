@@ -59,7 +59,7 @@ import numpy as np
 
 from medanomaly.anomaly.methods import METHODS, pixel_auroc
 from medanomaly.anomaly.synthetic import LESION_MODELS
-from medanomaly.errors import InputError
+from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import Volume
 
 __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
@@ -295,29 +295,29 @@ class AtlasMethod:
                  val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0,
                  map_scale: str = "none", val_cross_outline: bool = False) -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
-            raise InputError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
+            raise ConfigError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
         if match not in MATCHES:
-            raise InputError(f"atlas intensity match must be 'conditional' or 'rank', got {match!r}")
+            raise ConfigError(f"atlas intensity match must be 'conditional' or 'rank', got {match!r}")
         self.match = match
         self.support = None if support is None else (float(support[0]), float(support[1]))
         self.supports = tuple((float(e), float(r)) for e, r in supports)
         if any(r < 0 for _, r in self.supports) or (self.support is not None and self.support[1] < 0):
-            raise InputError(f"atlas support ramp_mm must be >= 0, got {self.support} / {list(self.supports)}")
+            raise ConfigError(f"atlas support ramp_mm must be >= 0, got {self.support} / {list(self.supports)}")
         self.edge_heads, self.val_cross_outline = tuple(edge_heads), bool(val_cross_outline)
         if self.val_cross_outline and not self.edge_heads:
-            raise InputError("atlas val_cross_outline needs edge_heads (a whole head whose brain outline lesions can cross)")
+            raise ConfigError("atlas val_cross_outline needs edge_heads (a whole head whose brain outline lesions can cross)")
         self.local_mm, self.locals_mm = float(local_mm), tuple(float(v) for v in locals_mm)
         if self.local_mm < 0 or any(v < 0 for v in self.locals_mm) or not self.locals_mm:
-            raise InputError(f"atlas local_mm must be >= 0 mm, got {local_mm} / {list(locals_mm)}")
+            raise ConfigError(f"atlas local_mm must be >= 0 mm, got {local_mm} / {list(locals_mm)}")
         self.val_leave_out, self.val_bias, self.val_lesions = bool(val_leave_out), float(val_bias), str(val_lesions)
         if self.val_lesions not in LESION_MODELS:
-            raise InputError(f"atlas val_lesions must be one of {LESION_MODELS}, got {val_lesions!r}")
+            raise ConfigError(f"atlas val_lesions must be one of {LESION_MODELS}, got {val_lesions!r}")
         self.demons_iterations, self.demons_smooth_mm = int(demons_iterations), float(demons_smooth_mm)
         if map_scale not in MAP_SCALES:
-            raise InputError(f"atlas map_scale must be one of {MAP_SCALES}, got {map_scale!r}")
+            raise ConfigError(f"atlas map_scale must be one of {MAP_SCALES}, got {map_scale!r}")
         self.map_scale = str(map_scale)
         if any(h not in _SKULL_STRIPPED for h in self.edge_heads):
-            raise InputError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
+            raise ConfigError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
         self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
         self.bspline_mesh, self.iterations, self.sampling = int(bspline_mesh), int(iterations), float(sampling)
         self.min_dice, self.floor, self.kind, self.kinds, self.seed = float(min_dice), float(floor), kind, tuple(kinds), int(seed)

@@ -85,7 +85,7 @@ def fit(config: Any) -> Fitted:
     from medanomaly.anomaly.synthetic import make_synthetic
 
     torch.set_num_threads(config.train.threads)
-    method = METHODS.get(config.method.name)(**config.method.params)
+    method = METHODS.create(config.method.name, **config.method.params)
     if getattr(method, "volumetric", False):  # the registered atlas: whole volumes, its own validation
         from medanomaly.anomaly.atlas import fit_volumes
 

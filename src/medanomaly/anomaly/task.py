@@ -70,7 +70,7 @@ class AnomalyTask:
         from medanomaly.anomaly.model import AnomalyModel
 
         spec = info.extra.get("method", {})
-        method = METHODS.get(spec.get("name", ""))(**spec.get("params", {}))
+        method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))
         method.load_state(load_state(Path(run_dir) / WEIGHTS))
         return AnomalyModel(info, Path(run_dir), method)
 
