@@ -85,11 +85,11 @@ def _enhancing_patch(d: np.ndarray, values: np.ndarray, radii: np.ndarray, rng: 
 
 
 def _outline_voxels(brain: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """(n, 3) indices of the brain voxels within :data:`OUTLINE_MM` of the brain's edge (all of them if none)."""
-    from scipy import ndimage
+    """(n, 3) indices of the brain voxels within :data:`OUTLINE_MM` of the brain's edge (all of them if none);
+    the field of view's border is not the brain's outline (:func:`medanomaly.anomaly.atlas.signed_distance_mm`)."""
+    from medanomaly.anomaly.atlas import signed_distance_mm
 
-    depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=spacing[::-1])[1:-1, 1:-1, 1:-1]
-    shell = np.argwhere(brain & (depth <= OUTLINE_MM))
+    shell = np.argwhere(brain & (signed_distance_mm(brain, spacing) <= OUTLINE_MM))
     return shell if len(shell) else np.argwhere(brain)
 
 
