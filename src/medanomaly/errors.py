@@ -34,9 +34,10 @@ class ConfigError(InputError):
 
 
 @contextmanager
-def about_file(path: str | Path) -> Iterator[None]:
-    """Inside the block, an :class:`InputError` raised without a file (e.g. "image has 1 NaN
-    voxel", raised deep in a check) names ``path``, the input being worked on.
+def about_file(path: str | Path, kind: type[InputError] = InputError) -> Iterator[None]:
+    """Inside the block, an :class:`InputError` (or only the narrower ``kind``, e.g. :class:`ConfigError`)
+    raised without a file (e.g. "image has 1 NaN voxel", raised deep in a check) names ``path``, the input
+    being worked on.
 
     Example:
         >>> try:
@@ -48,7 +49,7 @@ def about_file(path: str | Path) -> Iterator[None]:
     """
     try:
         yield
-    except InputError as exc:
+    except kind as exc:
         if exc.path is not None:
             raise
         raise type(exc)(exc.reason, path) from None

@@ -41,6 +41,14 @@ def test_anomaly_train_evaluate_predict(tmp_path):
     lung, _ = pyradiomics_case("lung1")
     result = runner.invoke(app, ["predict", str(run), str(lung), "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+    info = json.loads((run / "model.json").read_text())  # a run whose recorded method parameters hold a typo
+    info["extra"]["method"]["params"]["bogus"] = 1
+    (run / "model.json").write_text(json.dumps(info))
+    result = runner.invoke(app, ["predict", str(run), str(image), "--out", str(tmp_path / "typo")])
+    # the console entry point (cli.app.main) prints a ConfigError as one line, exit 2
+    assert isinstance(result.exception, ConfigError), result.output
+    assert str(result.exception).startswith(f"{run / 'model.json'}: anomaly method 'normative'")
+    assert "unexpected keyword argument 'bogus'" in str(result.exception)
 
 
 def _check_map_findings(run: Path, path: Path, amap) -> None:

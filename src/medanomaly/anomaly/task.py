@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from medanomaly.anomaly.config import AnomalyConfig
-from medanomaly.engine.run import RunInfo, write_run_info
-from medanomaly.errors import InputError
+from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
+from medanomaly.errors import ConfigError, InputError, about_file
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
@@ -70,7 +70,8 @@ class AnomalyTask:
         from medanomaly.anomaly.model import AnomalyModel
 
         spec = info.extra.get("method", {})
-        method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))
+        with about_file(Path(run_dir) / MODEL_JSON, ConfigError):  # the method's recorded parameters
+            method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))
         method.load_state(load_state(Path(run_dir) / WEIGHTS))
         return AnomalyModel(info, Path(run_dir), method)
 

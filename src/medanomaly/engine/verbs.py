@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
         write_status(run_dir, "running")
         start = time.perf_counter()
         try:
-            with _about_config(config):
+            # a method's parameters are checked when the task builds it: a ConfigError then names the config file
+            with about_file(config, ConfigError) if isinstance(config, (str, Path)) else nullcontext():
                 task.train(cfg, run_dir, **task_options)
             read_run_info(run_dir)  # the task must have written a valid model.json
         except BaseException as exc:
@@ -93,18 +94,6 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
             raise
         write_status(run_dir, "complete", seconds=round(time.perf_counter() - start, 1))
     return run_dir
-
-
-@contextmanager
-def _about_config(config: RunConfig | str | Path) -> Iterator[None]:
-    """A :class:`ConfigError` raised without a file while training (a method's parameters checked when it is
-    built) names the config file it came from, when there is one."""
-    try:
-        yield
-    except ConfigError as exc:
-        if exc.path is not None or not isinstance(config, (str, Path)):
-            raise
-        raise ConfigError(exc.reason, config) from None
 
 
 def _one_line(exc: BaseException) -> str:
