@@ -113,7 +113,8 @@ class OnnxDetector(NoduleDetector):
         from medanomaly.detect.infer import heatmap
 
         return heatmap(self.predict_logits, ct, self.spacing_mm, self.hu_window, self.roi_size,  # type: ignore[arg-type]
-                       self.overlap, region, runner=run_network_numpy, mirror_axes=self.mirror_axes)  # fmt: skip
+                       self.overlap, region, runner=run_network_numpy, mirror_axes=self.mirror_axes,
+                       scales=self.scales, coarse_filter=self.coarse_filter)  # fmt: skip
 
 
 class OnnxClassificationModel(ClassificationModel):

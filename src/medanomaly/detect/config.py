@@ -128,6 +128,14 @@ class InferConfig(SlidingInferConfig):
     # Test-time mirroring along x (left-right, nnU-Net's mirroring on one axis: 2 network passes): the held-out
     # lung is the other side from the training lung (docs/lung_nodules.md, "Test-time mirroring").
     mirror_axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x"], max_length=3)
+    # Image pyramid: the network also runs on the CT resampled to the grid's spacing times each factor above 1,
+    # merged by the voxel-wise maximum (medanomaly.detect.infer.heatmap): at factor 2 a 60 mm tumour looks like
+    # a 30 mm one, as trained. A coarser scale adds only components filling a ball of coarse_min_diameter_mm
+    # (at mask_threshold; 30 mm = the upper end of the LIDC shapes' range), not more small candidates.
+    # Chosen on validation scans (docs/lung_nodules.md, "Image pyramid"); [1.0] = the detector grid only.
+    scales: list[Annotated[float, Field(ge=1.0, le=4.0)]] = Field(default_factory=lambda: [1.0, 2.0], min_length=1,
+                                                                   max_length=4)
+    coarse_min_diameter_mm: float = Field(30.0, ge=0.0, le=200.0)
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
     # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
     # grow_min_hu: fainter ground glass keeps the network's mask), opened by a ball of radius

@@ -41,7 +41,7 @@ from medanomaly.detect.generic import (
     torch_threads,
 )
 from medanomaly.detect.grow import grow_mask
-from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap
+from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError
 from medanomaly.preprocess.intensity import WINDOWS
@@ -56,8 +56,9 @@ __all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
 
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
-    before test-time mirroring existed has no ``mirror_axes`` and keeps the one pass it was measured with."""
-    return {"mirror_axes": (), **params}
+    before test-time mirroring or the image pyramid existed has no ``mirror_axes`` / ``scales`` and keeps the
+    one pass on the detector grid it was measured with."""
+    return {"mirror_axes": (), "scales": (1.0,), **params}
 
 
 class NoduleDetector:
@@ -76,6 +77,10 @@ class NoduleDetector:
         roi_size, overlap: sliding-window inference.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off; a
             saved run without the key loads with () ).
+        scales: image pyramid of the heatmap (:func:`medanomaly.detect.infer.heatmap`; (1.0,) = the detector grid
+            only; a saved run without the key loads with (1.0,) ).
+        coarse_min_diameter_mm: a coarser scale adds only components that fill a ball this wide (mm) at
+            ``mask_threshold`` (:meth:`coarse_filter`): lesions beyond the trained sizes, not more small candidates.
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
             grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
@@ -108,6 +113,8 @@ class NoduleDetector:
         mask_threshold: float = 0.5,
         max_findings: int = 20,
         mirror_axes: tuple[str, ...] = ("x",),
+        scales: tuple[float, ...] = (1.0, 2.0),
+        coarse_min_diameter_mm: float = 30.0,
         grow: bool = True,
         grow_margin_mm: float = 30.0,
         grow_opening_mm: float = 2.0,
@@ -139,6 +146,8 @@ class NoduleDetector:
         self.mask_threshold = mask_threshold
         self.max_findings = max_findings
         self.mirror_axes = tuple(mirror_axes)
+        self.scales = tuple(float(f) for f in scales)
+        self.coarse_min_diameter_mm = float(coarse_min_diameter_mm)
         self.grow = grow
         self.grow_margin_mm = grow_margin_mm
         self.grow_opening_mm = grow_opening_mm
@@ -216,8 +225,13 @@ class NoduleDetector:
         with torch_threads(self.threads):
             return heatmap(
                 self.model_, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region,  # type: ignore[arg-type]
-                mirror_axes=self.mirror_axes,
+                mirror_axes=self.mirror_axes, scales=self.scales, coarse_filter=self.coarse_filter,
             )
+
+    def coarse_filter(self, prob: Volume) -> np.ndarray:
+        """What a coarser scale of the pyramid adds (:func:`medanomaly.detect.infer.keep_large`): only its
+        components that fill a ball of ``coarse_min_diameter_mm`` at ``mask_threshold``."""
+        return keep_large(prob, self.coarse_min_diameter_mm, self.candidate_threshold, self.mask_threshold)
 
     def detect(self, ct: Volume, lung: Volume | None = None, side: int | None = None) -> list[Finding]:
         """Findings in a chest CT (HU), best first, each with centre, box, score, mask, measurements.

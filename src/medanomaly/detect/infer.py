@@ -36,8 +36,8 @@ from medanomaly.detect.grid import resample_like, to_grid, window
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume, intensity_unit
 
-__all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "mirrored",
-           "region_box"]
+__all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "keep_large",
+           "mirrored", "region_box"]
 
 #: Array axis of each named image axis (z, y, x order; 2D images are (y, x)).
 IMAGE_AXIS = {"x": -1, "y": -2, "z": -3}
@@ -131,6 +131,8 @@ def heatmap(
     region: np.ndarray | None = None,
     runner: Callable[..., np.ndarray] | None = None,
     mirror_axes: Sequence[str] = (),
+    scales: Sequence[float] = (1.0,),
+    coarse_filter: Callable[[Volume], np.ndarray] | None = None,
 ) -> Volume:
     """Nodule probability (0..1) on the detector grid; outside the region's box it is 0.
 
@@ -145,14 +147,64 @@ def heatmap(
         runner: the sliding window, ``runner(predictor, image, roi_size, overlap) -> probability``
             (default :func:`run_network`, torch + MONAI; export injects a NumPy one).
         mirror_axes: test-time mirroring (:func:`mirrored`): the probability averaged over flips of these axes.
+        scales: image pyramid: the network also runs on the CT resampled to ``spacing`` times each factor
+            above 1 (a lesion twice the training sizes looks like a trained one at factor 2), and each
+            coarser probability, brought back to the detector grid (linear), is merged by the voxel-wise
+            maximum. ``(1.0,)``: the detector grid only.
+        coarse_filter: applied to each coarser probability on the detector grid before the merge
+            (e.g. :func:`keep_large`: the coarse scales add only lesions larger than the trained ones).
     """
     grid = to_grid(ct, spacing)
+    prob = _probability(predictor, grid, hu_window, roi_size, overlap, region, runner, mirror_axes)
+    for factor in sorted(set(scales) - {1.0}):
+        coarse = to_grid(ct, tuple(s * factor for s in spacing))  # type: ignore[arg-type]
+        coarse_region = None if region is None else np.asarray(
+            resample_like(grid.with_array(region.astype(np.uint8)), coarse, nearest=True).array) > 0
+        coarse_prob = _probability(predictor, coarse, hu_window, roi_size, overlap, coarse_region, runner, mirror_axes)
+        back = resample_like(coarse.with_array(coarse_prob), grid)
+        added = np.asarray(back.array) if coarse_filter is None else coarse_filter(back)
+        box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in prob.shape)
+        prob[box] = np.maximum(prob[box], added[box])  # 0 outside the detector grid's box, as without the pyramid
+    return grid.with_array(prob)
+
+
+def keep_large(prob: Volume, min_diameter_mm: float, floor: float = 0.15, level: float = 0.5) -> np.ndarray:
+    """``prob`` (0..1) kept only where it is ``level`` or more in a large component, 0 elsewhere (float32).
+
+    A component of ``prob > floor`` (26-neighbourhood) is large when its voxels at ``level`` or more
+    fill at least a ball of ``min_diameter_mm`` (mm; its volume, pi/6 d^3, in mm3 of ``prob``'s grid).
+    Only those voxels are kept: a coarse scale's faint rim can reach past the lesion into the mediastinum
+    or chest wall, and merged into the detector grid's map it would join the lesion to them and carry the
+    finding's centre out of it (lung2's tumour with the full config's weights, docs/lung_nodules.md).
+
+    Example:
+        >>> p = np.zeros((1, 8, 12), np.float32); p[0, 1:7, 1:7] = 0.9; p[0, 2, 9] = 0.9
+        >>> kept = keep_large(Volume(p, spacing=(2.0, 2.0, 2.0)), min_diameter_mm=8.0)
+        >>> int(kept[0, 1:7, 1:7].astype(bool).sum()), float(kept[0, 2, 9])
+        (36, 0.0)
+    """
+    from scipy import ndimage
+
+    arr = np.asarray(prob.array, np.float32)
+    labels, n = ndimage.label(arr > floor, structure=np.ones((3,) * arr.ndim, bool))
+    if n == 0:
+        return np.zeros_like(arr)
+    filled_mm3 = np.asarray(ndimage.sum(arr >= level, labels, np.arange(1, n + 1))) * prob.voxel_volume_mm3
+    keep = np.concatenate([[False], filled_mm3 >= np.pi / 6.0 * min_diameter_mm**3])
+    return np.where(keep[labels] & (arr >= level), arr, 0.0).astype(np.float32)
+
+
+def _probability(
+    predictor: Callable[[Any], Any], grid: Volume, hu_window: tuple[float, float], roi_size: tuple[int, int, int],
+    overlap: float, region: np.ndarray | None, runner: Callable[..., np.ndarray] | None, mirror_axes: Sequence[str],
+) -> np.ndarray:
+    """The network's probability on one resampled CT ``grid`` (HU), 0 outside the region's box."""
     image = window(grid.array, *hu_window)
     prob = np.zeros(image.shape, np.float32)
     box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in image.shape)
     run = runner or run_network
     prob[box] = mirrored(lambda crop: run(predictor, crop, roi_size, overlap), image[box], mirror_axes)
-    return grid.with_array(prob)
+    return prob
 
 
 def _source_mask(prob: Volume, ct: Volume, component: np.ndarray, peak: float, threshold: float) -> np.ndarray | None:
