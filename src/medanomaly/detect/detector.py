@@ -229,8 +229,8 @@ class NoduleDetector:
             )
 
     def coarse_filter(self, prob: Volume) -> np.ndarray:
-        """What a coarser scale of the pyramid adds (:func:`medanomaly.detect.infer.keep_large`): only its
-        components that fill a ball of ``coarse_min_diameter_mm`` at ``mask_threshold``."""
+        """What a coarser scale of the pyramid adds (:func:`medanomaly.detect.infer.keep_large`): only the
+        voxels at ``mask_threshold`` or more of its components that fill a ball of ``coarse_min_diameter_mm``."""
         return keep_large(prob, self.coarse_min_diameter_mm, self.candidate_threshold, self.mask_threshold)
 
     def detect(self, ct: Volume, lung: Volume | None = None, side: int | None = None) -> list[Finding]:

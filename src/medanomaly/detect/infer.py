@@ -6,6 +6,8 @@
    (MONAI ``sliding_window_inference`` with Gaussian blending on the crop), which skips the
    air around the patient, the mediastinum's sides and the abdomen: the comparison against a plain
    full-volume ``SlidingWindowInferer`` over the same network is ``bench/bench_lung_detect.py``.
+   With an **image pyramid** (``scales``) the network also runs on the CT at coarser spacings, and what
+   each adds (:func:`keep_large`: only components larger than the trained lesions) is merged by the maximum.
 3. **Findings**: connected components (26-neighbourhood) of ``probability > candidate_threshold``
    inside the region whose centre lies in the lung mask itself (not the margin); score = the
    component's peak probability; the ``max_findings`` best are kept. Each is segmented on the **source grid**: the probability map is resampled there
