@@ -296,7 +296,11 @@ class NoduleDetector:
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
             raise InputError(f"not a trained lung_nodule run (no {WEIGHTS_FILE} / {SIDECAR_FILE})", run_dir)
-        det = cls(**saved_params(json.loads((run_dir / SIDECAR_FILE).read_text())))
-        det.model_ = load_weights(build_network(det.model_name, det.model_params), run_dir / WEIGHTS_FILE).eval()
+        try:
+            det = cls(**saved_params(json.loads((run_dir / SIDECAR_FILE).read_text())))
+            network = build_network(det.model_name, det.model_params)
+        except (ValueError, TypeError) as exc:  # a hand-edited or foreign sidecar: one line, no traceback
+            raise InputError(f"detector parameters do not fit ({type(exc).__name__}: {exc})", run_dir / SIDECAR_FILE) from None
+        det.model_ = load_weights(network, run_dir / WEIGHTS_FILE).eval()
         det.history_ = []
         return det

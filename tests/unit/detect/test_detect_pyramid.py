@@ -92,3 +92,19 @@ def test_config_refuses_scales_outside_one_to_four(scales) -> None:  # noqa: ANN
 
     with pytest.raises(ConfigError, match="scales"):
         parse_config({"task": "lung_nodule", "infer": {"scales": scales}})
+
+
+@pytest.mark.parametrize("edit", [{"scales": "x"}, {"bogus": 1}, {"scales": [1.0, None]}])
+def test_a_tampered_detector_sidecar_is_one_error_naming_it(tmp_path, edit) -> None:  # noqa: ANN001
+    import json
+    import shutil
+    from pathlib import Path
+
+    from medanomaly.detect.detector import SIDECAR_FILE, NoduleDetector
+    from medanomaly.errors import InputError
+
+    shutil.copytree(Path(__file__).parents[2] / "fixtures" / "lung_detector", tmp_path / "run")
+    sidecar = tmp_path / "run" / SIDECAR_FILE
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **edit}))
+    with pytest.raises(InputError, match="detector.json.*detector parameters do not fit"):
+        NoduleDetector.load(tmp_path / "run")
