@@ -238,3 +238,11 @@ def test_detector_graph_heatmap_matches_torch(tmp_path: Path) -> None:
     ref = np.asarray(model.detector.heatmap(ct, region).array)
     got = np.asarray(onnx_det.heatmap(ct, region).array)
     assert ref.shape == got.shape and ref.max() > 0 and np.abs(ref - got).max() <= 1e-4
+    # The image pyramid (the recipe's default) runs through the graph too; with no size gate every coarse voxel counts.
+    assert onnx_det.scales == model.detector.scales == (1.0, 2.0)
+    for d in (model.detector, onnx_det):
+        d.coarse_min_diameter_mm = 0.0
+    ref_all = np.asarray(model.detector.heatmap(ct, region).array)
+    got_all = np.asarray(onnx_det.heatmap(ct, region).array)
+    assert np.abs(ref_all - got_all).max() <= 1e-4 and np.all(ref_all >= ref - 1e-6)
+    assert (ref_all > ref + 1e-3).any()  # the coarse scale did add to the map
