@@ -53,3 +53,25 @@ def about_file(path: str | Path, kind: type[InputError] = InputError) -> Iterato
         if exc.path is not None:
             raise
         raise type(exc)(exc.reason, path) from None
+
+
+@contextmanager
+def unfit_file(path: str | Path, what: str) -> Iterator[None]:
+    """Inside the block, a saved file's values that do not build (a wrong type, an unknown key, a
+    network that cannot be made: TypeError, ValueError or RuntimeError) are one :class:`InputError`
+    naming ``path``: ``<what> do not fit (<error type>: <its first line>)``, for a hand-edited or
+    foreign file.
+
+    Example:
+        >>> try:
+        ...     with unfit_file("detector.json", "detector parameters"):
+        ...         float("x")
+        ... except InputError as exc:
+        ...     print(exc)
+        detector.json: detector parameters do not fit (ValueError: could not convert string to float: 'x')
+    """
+    try:
+        yield
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise InputError(f"{what} do not fit ({type(exc).__name__}: {first})", path) from None

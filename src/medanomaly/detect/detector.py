@@ -43,7 +43,7 @@ from medanomaly.detect.generic import (
 from medanomaly.detect.grow import grow_mask
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large
 from medanomaly.detect.patches import GridScan, PatchSampler
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.quantify.partial_volume import with_partial_volume
 from medanomaly.types import Finding, Volume
@@ -296,11 +296,9 @@ class NoduleDetector:
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
             raise InputError(f"not a trained lung_nodule run (no {WEIGHTS_FILE} / {SIDECAR_FILE})", run_dir)
-        try:
+        with unfit_file(run_dir / SIDECAR_FILE, "detector parameters"):
             det = cls(**saved_params(json.loads((run_dir / SIDECAR_FILE).read_text())))
             network = build_network(det.model_name, det.model_params)
-        except (ValueError, TypeError) as exc:  # a hand-edited or foreign sidecar: one line, no traceback
-            raise InputError(f"detector parameters do not fit ({type(exc).__name__}: {exc})", run_dir / SIDECAR_FILE) from None
         det.model_ = load_weights(network, run_dir / WEIGHTS_FILE).eval()
         det.history_ = []
         return det

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.patches import GridScan, PatchSampler
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
 
@@ -447,11 +447,9 @@ class HeatmapDetector:
         run_dir = Path(run_dir)
         if not (run_dir / DETECTOR_WEIGHTS).is_file() or not (run_dir / DETECTOR_JSON).is_file():
             raise InputError(f"not a detection run (no {DETECTOR_WEIGHTS} / {DETECTOR_JSON})", run_dir)
-        try:
+        with unfit_file(run_dir / DETECTOR_JSON, "detector parameters"):
             det = cls(**json.loads((run_dir / DETECTOR_JSON).read_text()))
             model = build_network(det.model_name, det.model_params, det.spatial_dims)
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise InputError(f"detector parameters do not fit ({type(exc).__name__})", run_dir / DETECTOR_JSON) from None
         det.model_ = load_weights(model, run_dir / DETECTOR_WEIGHTS).eval()
         det.history_ = []
         return det

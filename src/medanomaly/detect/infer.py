@@ -157,17 +157,23 @@ def heatmap(
             (e.g. :func:`keep_large`: the coarse scales add only lesions larger than the trained ones).
     """
     grid = to_grid(ct, spacing)
-    prob = _probability(predictor, grid, hu_window, roi_size, overlap, region, runner, mirror_axes)
+    box = _search_box(region, roi_size, grid.shape)
+    prob = _probability(predictor, grid, hu_window, roi_size, overlap, box, runner, mirror_axes)
     for factor in sorted(set(scales) - {1.0}):
         coarse = to_grid(ct, tuple(s * factor for s in spacing))  # type: ignore[arg-type]
         coarse_region = None if region is None else np.asarray(
             resample_like(grid.with_array(region.astype(np.uint8)), coarse, nearest=True).array) > 0
-        coarse_prob = _probability(predictor, coarse, hu_window, roi_size, overlap, coarse_region, runner, mirror_axes)
+        coarse_box = _search_box(coarse_region, roi_size, coarse.shape)
+        coarse_prob = _probability(predictor, coarse, hu_window, roi_size, overlap, coarse_box, runner, mirror_axes)
         back = resample_like(coarse.with_array(coarse_prob), grid)
         added = np.asarray(back.array) if coarse_filter is None else coarse_filter(back)
-        box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in prob.shape)
         prob[box] = np.maximum(prob[box], added[box])  # 0 outside the detector grid's box, as without the pyramid
     return grid.with_array(prob)
+
+
+def _search_box(region: np.ndarray | None, roi_size: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """Where the network runs on a grid of ``shape``: ``region``'s box (:func:`region_box`), or all of it."""
+    return region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in shape)
 
 
 def keep_large(prob: Volume, min_diameter_mm: float, floor: float = 0.15, level: float = 0.5) -> np.ndarray:
@@ -198,12 +204,11 @@ def keep_large(prob: Volume, min_diameter_mm: float, floor: float = 0.15, level:
 
 def _probability(
     predictor: Callable[[Any], Any], grid: Volume, hu_window: tuple[float, float], roi_size: tuple[int, int, int],
-    overlap: float, region: np.ndarray | None, runner: Callable[..., np.ndarray] | None, mirror_axes: Sequence[str],
+    overlap: float, box: tuple[slice, ...], runner: Callable[..., np.ndarray] | None, mirror_axes: Sequence[str],
 ) -> np.ndarray:
-    """The network's probability on one resampled CT ``grid`` (HU), 0 outside the region's box."""
+    """The network's probability on one resampled CT ``grid`` (HU), 0 outside ``box``."""
     image = window(grid.array, *hu_window)
     prob = np.zeros(image.shape, np.float32)
-    box = region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in image.shape)
     run = runner or run_network
     prob[box] = mirrored(lambda crop: run(predictor, crop, roi_size, overlap), image[box], mirror_axes)
     return prob
