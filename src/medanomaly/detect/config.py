@@ -136,6 +136,10 @@ class InferConfig(SlidingInferConfig):
     scales: list[Annotated[float, Field(ge=1.0, le=4.0)]] = Field(default_factory=lambda: [1.0, 2.0], min_length=1,
                                                                    max_length=4)
     coarse_min_diameter_mm: float = Field(30.0, ge=0.0, le=200.0)
+    # Valley splitting (SlidingInferConfig.split_depth) on for the lung: 0.3 cost nothing on validation scans and
+    # large lesions and gave a nodule merged into a neighbouring candidate its own finding (docs/lung_nodules.md,
+    # "Valley splitting").
+    split_depth: float | None = Field(0.3, gt=0.0, le=1.0)
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within
     # grow_margin_mm of the network's mask, inside the lung, at the half-maximum HU level (never below
     # grow_min_hu: fainter ground glass keeps the network's mask), opened by a ball of radius

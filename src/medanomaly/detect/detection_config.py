@@ -65,6 +65,10 @@ class SlidingInferConfig(Finite):
     # Test-time mirroring: the heatmap averaged over every flip of these image axes (nnU-Net's mirroring;
     # 2^k network passes). [] = one pass.
     mirror_axes: list[Literal["x", "y", "z"]] = Field(default_factory=list, max_length=3)
+    # Components of the heatmap split at probability valleys at least this deep (medanomaly.detect.infer.
+    # split_at_valleys): a lesion touching a vessel's or another candidate's probability keeps its own finding
+    # and centre. None = whole components (and runs saved before it).
+    split_depth: float | None = Field(None, gt=0.0, le=1.0)
 
     @field_validator("mirror_axes")
     @classmethod

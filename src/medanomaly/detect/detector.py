@@ -57,8 +57,8 @@ __all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
     before test-time mirroring or the image pyramid existed has no ``mirror_axes`` / ``scales`` and keeps the
-    one pass on the detector grid it was measured with."""
-    return {"mirror_axes": (), "scales": (1.0,), **params}
+    one pass on the detector grid it was measured with; one saved before valley splitting keeps whole components."""
+    return {"mirror_axes": (), "scales": (1.0,), "split_depth": None, **params}
 
 
 class NoduleDetector:
@@ -81,6 +81,8 @@ class NoduleDetector:
             only; a saved run without the key loads with (1.0,) ).
         coarse_min_diameter_mm: a coarser scale adds only components that fill a ball this wide (mm) at
             ``mask_threshold`` (:meth:`coarse_filter`): lesions beyond the trained sizes, not more small candidates.
+        split_depth: components of the heatmap are split at probability valleys this deep
+            (:func:`medanomaly.detect.infer.split_at_valleys`; None = off, as runs saved before it load).
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
             grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
@@ -115,6 +117,7 @@ class NoduleDetector:
         mirror_axes: tuple[str, ...] = ("x",),
         scales: tuple[float, ...] = (1.0, 2.0),
         coarse_min_diameter_mm: float = 30.0,
+        split_depth: float | None = 0.3,
         grow: bool = True,
         grow_margin_mm: float = 30.0,
         grow_opening_mm: float = 2.0,
@@ -148,6 +151,7 @@ class NoduleDetector:
         self.mirror_axes = tuple(mirror_axes)
         self.scales = tuple(float(f) for f in scales)
         self.coarse_min_diameter_mm = float(coarse_min_diameter_mm)
+        self.split_depth = None if split_depth is None else float(split_depth)
         self.grow = grow
         self.grow_margin_mm = grow_margin_mm
         self.grow_opening_mm = grow_opening_mm
@@ -269,7 +273,8 @@ class NoduleDetector:
                              opening_fraction=self.grow_opening_fraction, min_compactness=self.grow_min_compactness,
                              max_ratio=self.grow_max_ratio)  # fmt: skip
         findings = findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
-                                         self.max_findings, centre_mask=core, refine=refine)  # fmt: skip
+                                         self.max_findings, centre_mask=core, refine=refine,
+                                         split_depth=self.split_depth)  # fmt: skip
         return [with_partial_volume(f, hu, labels > 0, ct.spacing) for f in findings]
 
     # ------------------------------------------------------------------------------ persist

@@ -289,6 +289,8 @@ class HeatmapDetector:
         roi_size, overlap: sliding-window inference (z, y, x voxels).
         candidate_threshold, mask_threshold, max_findings: findings.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
+        split_depth: components split at probability valleys this deep
+            (:func:`medanomaly.detect.infer.split_at_valleys`; None = off).
         label: the findings' label before classification.
         seed / threads: seeds; torch CPU threads (``"auto"``: timed on the first training steps, :func:`thread_probe`).
     """
@@ -300,8 +302,8 @@ class HeatmapDetector:
                  steps: int = 300, lr: float = 3e-3, positive_fraction: float = 0.5,
                  hard_negative_fraction: float = 0.3, hard_level: float = 0.5, roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
-                 max_findings: int = 10, mirror_axes: Any = (), label: str = "lesion", seed: int = 0,
-                 threads: int | str = 1) -> None:  # fmt: skip
+                 max_findings: int = 10, mirror_axes: Any = (), split_depth: float | None = None,
+                 label: str = "lesion", seed: int = 0, threads: int | str = 1) -> None:  # fmt: skip
         self.spatial_dims = int(spatial_dims)
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
@@ -316,6 +318,7 @@ class HeatmapDetector:
         self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
         self.threads = threads if threads == "auto" else int(threads)
         self.mirror_axes = tuple(mirror_axes)
+        self.split_depth = None if split_depth is None else float(split_depth)
 
     @classmethod
     def from_config(cls, cfg: Any) -> HeatmapDetector:
@@ -425,7 +428,8 @@ class HeatmapDetector:
         region, core = search_region(self.region, image, self.spacing_mm, self.region_margin_mm)  # type: ignore[arg-type]
         prob = self.heatmap(image, region)
         return findings_from_heatmap(prob, image, region, self.candidate_threshold, self.mask_threshold,
-                                     self.max_findings, label=self.label, centre_mask=core)  # fmt: skip
+                                     self.max_findings, label=self.label, centre_mask=core,
+                                     split_depth=self.split_depth)  # fmt: skip
 
     # ------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:
