@@ -9,6 +9,7 @@
    With an **image pyramid** (``scales``) the network also runs on the CT at coarser spacings, and what
    each adds (:func:`keep_large`: only components larger than the trained lesions) is merged by the maximum.
 3. **Findings**: connected components (26-neighbourhood) of ``probability > candidate_threshold``
+   (optionally split at probability valleys, :func:`split_at_valleys`)
    inside the region whose centre lies in the lung mask itself (not the margin); score = the
    component's peak probability; the ``max_findings`` best are kept. Each is segmented on the **source grid**: the probability map is resampled there
    (linear) and thresholded at ``mask_threshold`` (or at half the peak for weak findings),
