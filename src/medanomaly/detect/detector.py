@@ -41,7 +41,7 @@ from medanomaly.detect.generic import (
     torch_threads,
 )
 from medanomaly.detect.grow import grow_mask
-from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large
+from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.preprocess.intensity import WINDOWS
@@ -151,7 +151,7 @@ class NoduleDetector:
         self.mirror_axes = tuple(mirror_axes)
         self.scales = tuple(float(f) for f in scales)
         self.coarse_min_diameter_mm = float(coarse_min_diameter_mm)
-        self.split_depth = None if split_depth is None else float(split_depth)
+        self.split_depth = split_depth_or_none(split_depth)
         self.grow = grow
         self.grow_margin_mm = grow_margin_mm
         self.grow_opening_mm = grow_opening_mm

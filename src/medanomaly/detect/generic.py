@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.detect.infer import split_depth_or_none
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
@@ -318,7 +319,7 @@ class HeatmapDetector:
         self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
         self.threads = threads if threads == "auto" else int(threads)
         self.mirror_axes = tuple(mirror_axes)
-        self.split_depth = None if split_depth is None else float(split_depth)
+        self.split_depth = split_depth_or_none(split_depth)
 
     @classmethod
     def from_config(cls, cfg: Any) -> HeatmapDetector:

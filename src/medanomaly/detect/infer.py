@@ -40,7 +40,7 @@ from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume, intensity_unit
 
 __all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "keep_large",
-           "mirrored", "region_box", "split_at_valleys"]
+           "mirrored", "region_box", "split_at_valleys", "split_depth_or_none"]
 
 #: Array axis of each named image axis (z, y, x order; 2D images are (y, x)).
 IMAGE_AXIS = {"x": -1, "y": -2, "z": -3}
@@ -242,6 +242,20 @@ def _source_mask(prob: Volume, ct: Volume, component: np.ndarray, peak: float, t
     full = np.zeros(ct.shape, bool)
     full[s_lo[2] : s_hi[2], s_lo[1] : s_hi[1], s_lo[0] : s_hi[0]] = keep
     return full
+
+
+def split_depth_or_none(value: float | None) -> float | None:
+    """A valley depth for :func:`split_at_valleys` as a float in (0, 1], or None (no splitting).
+
+    Raises:
+        ValueError: outside (0, 1] (a hand-edited detector file; the config refuses it first).
+    """
+    if value is None:
+        return None
+    depth = float(value)
+    if not 0.0 < depth <= 1.0:
+        raise ValueError(f"split_depth must lie in (0, 1], got {value!r}")
+    return depth
 
 
 def split_at_valleys(p: np.ndarray, labels: np.ndarray, depth: float) -> tuple[np.ndarray, int]:
