@@ -83,7 +83,7 @@ def _lung_windows(cfg: Any, limit: int) -> ValidationData:
             [cfg.seed + VALIDATION_SEED_OFFSET, 2, si]), sim.diameter_range_mm, name=f"{src.name}-val")  # fmt: skip
         grid = to_grid_scan(scan, cfg.grid.spacing_mm, cfg.grid.hu_window)
         image = grid.image
-        box = region_box(grid.target > 0, roi) if grid.target.any() else tuple(slice(0, n) for n in image.shape)
+        box = region_box(grid.target > 0, roi)  # all of the image when it holds no nodule
         for _ in range(max(1, limit // len(sources))):
             start = [int(rng.integers(max(b.start - r // 2, 0), max(min(b.stop, n - r), 0) + 1))
                      for b, r, n in zip(box, roi, image.shape, strict=True)]  # fmt: skip

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.detect.infer import split_depth_or_none
+from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
@@ -396,20 +396,16 @@ class HeatmapDetector:
 
     def heatmap(self, image: Volume, region: np.ndarray | None) -> Volume:
         """Lesion probability (0..1) on the detector grid; 0 outside the region's bounding box."""
-        from medanomaly.detect.infer import mirrored, region_box
-
         grid = self.prepare(image)
         arr = np.asarray(grid.array, np.float32)
         prob = np.zeros(arr.shape, np.float32)
-        box = region_box(region, self.roi_size, self.divisor) if region is not None else tuple(slice(0, n) for n in arr.shape)
+        box = search_box(region, self.roi_size, arr.shape, self.divisor)  # type: ignore[arg-type]
         prob[box] = mirrored(self.run_windows, arr[box], self.mirror_axes)
         return grid.with_array(prob)
 
     def run_windows(self, arr: np.ndarray) -> np.ndarray:
         """Sliding-window probabilities over a (z, y, x) network input: the torch network with
         ``threads`` CPU threads (an exported package overrides this with ONNX Runtime)."""
-        from medanomaly.detect.infer import run_network
-
         self._check_fitted()
         with torch_threads(self.threads):
             return run_network(self.model_, arr, self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
@@ -421,7 +417,6 @@ class HeatmapDetector:
             InputError: a 3D volume for a 2D detector, or an image the region plug-in refuses (a CT
                 for ``breast``, anything but a chest CT for ``lung``), or an empty region.
         """
-        from medanomaly.detect.infer import findings_from_heatmap
         from medanomaly.detect.regions import search_region
 
         if self.spatial_dims == 2 and not image.is_2d:

@@ -40,7 +40,8 @@ from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume, intensity_unit
 
 __all__ = ["MEASURE_MARGIN", "finding_from_mask", "findings_from_heatmap", "grid_region", "heatmap", "keep_large",
-           "mirrored", "region_box", "split_at_valleys", "split_depth_or_none"]
+           "mirrored", "region_box", "search_box", "split_at_valleys",
+           "split_depth_or_none"]
 
 #: Array axis of each named image axis (z, y, x order; 2D images are (y, x)).
 IMAGE_AXIS = {"x": -1, "y": -2, "z": -3}
@@ -158,13 +159,13 @@ def heatmap(
             (e.g. :func:`keep_large`: the coarse scales add only lesions larger than the trained ones).
     """
     grid = to_grid(ct, spacing)
-    box = _search_box(region, roi_size, grid.shape)
+    box = search_box(region, roi_size, grid.shape)
     prob = _probability(predictor, grid, hu_window, roi_size, overlap, box, runner, mirror_axes)
     for factor in sorted(set(scales) - {1.0}):
         coarse = to_grid(ct, tuple(s * factor for s in spacing))  # type: ignore[arg-type]
         coarse_region = None if region is None else np.asarray(
             resample_like(grid.with_array(region.astype(np.uint8)), coarse, nearest=True).array) > 0
-        coarse_box = _search_box(coarse_region, roi_size, coarse.shape)
+        coarse_box = search_box(coarse_region, roi_size, coarse.shape)
         coarse_prob = _probability(predictor, coarse, hu_window, roi_size, overlap, coarse_box, runner, mirror_axes)
         back = resample_like(coarse.with_array(coarse_prob), grid)
         added = np.asarray(back.array) if coarse_filter is None else coarse_filter(back)
@@ -172,9 +173,11 @@ def heatmap(
     return grid.with_array(prob)
 
 
-def _search_box(region: np.ndarray | None, roi_size: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """Where the network runs on a grid of ``shape``: ``region``'s box (:func:`region_box`), or all of it."""
-    return region_box(region, roi_size) if region is not None else tuple(slice(0, n) for n in shape)
+def search_box(region: np.ndarray | None, roi_size: tuple[int, int, int], shape: tuple[int, ...],
+               divisor: tuple[int, int, int] = (2, 4, 4)) -> tuple[slice, ...]:
+    """Where the network runs on a grid of ``shape``: ``region``'s box (:func:`region_box`), or all of it
+    without a region."""
+    return region_box(region, roi_size, divisor) if region is not None else tuple(slice(0, n) for n in shape)
 
 
 def keep_large(prob: Volume, min_diameter_mm: float, floor: float = 0.15, level: float = 0.5) -> np.ndarray:
