@@ -146,6 +146,9 @@ class InferConfig(SlidingInferConfig):
     # max(grow_opening_mm, grow_opening_fraction x the lesion's inscribed radius) that cuts vessels; a grown
     # mask less compact than grow_min_compactness (inscribed / equivalent-sphere radius) is a leak: the
     # network's mask is kept. grow_max_ratio (grown / network volume; None = off) is the rule of older runs.
+    # grow_max_slice_rise: the grown mask's area per slice, walked out of the network's largest slice, may not
+    # rise above this x its running minimum after a fall (a second body: the organ under the diaphragm dome a
+    # basal tumour touches; medanomaly.detect.grow.drop_second_body; None = off).
     grow: bool = True
     grow_margin_mm: float = Field(30.0, gt=0.0, le=100.0)
     grow_opening_mm: float = Field(2.0, ge=0.0, le=10.0)
@@ -153,6 +156,7 @@ class InferConfig(SlidingInferConfig):
     grow_opening_fraction: float = Field(0.5, ge=0.0, le=0.9)
     grow_min_compactness: float = Field(0.5, ge=0.0, le=1.0)
     grow_max_ratio: float | None = Field(None, ge=1.0, le=1000.0)
+    grow_max_slice_rise: float | None = Field(1.25, ge=1.0, le=10.0)
 
 
 class LungNoduleConfig(RunConfig):

@@ -40,7 +40,7 @@ from medanomaly.detect.generic import (
     thread_probe,
     torch_threads,
 )
-from medanomaly.detect.grow import grow_mask
+from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
@@ -57,8 +57,9 @@ __all__ = ["NoduleDetector", "SIDECAR_FILE", "WEIGHTS_FILE", "saved_params"]
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
     before test-time mirroring or the image pyramid existed has no ``mirror_axes`` / ``scales`` and keeps the
-    one pass on the detector grid it was measured with; one saved before valley splitting keeps whole components."""
-    return {"mirror_axes": (), "scales": (1.0,), "split_depth": None, **params}
+    one pass on the detector grid it was measured with; one saved before valley splitting keeps whole components,
+    one saved before the second-body rule grows without it."""
+    return {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, **params}
 
 
 class NoduleDetector:
@@ -85,8 +86,9 @@ class NoduleDetector:
             (:func:`medanomaly.detect.infer.split_at_valleys`; None = off, as runs saved before it load).
         lung_margin_mm, candidate_threshold, mask_threshold, max_findings: post-processing.
         grow, grow_margin_mm, grow_opening_mm, grow_min_hu, grow_opening_fraction, grow_min_compactness,
-            grow_max_ratio: region growing of each finding's mask to the lesion's extent in HU
-            (:func:`medanomaly.detect.grow.grow_mask`; ``grow_max_ratio`` None = off, set by older runs).
+            grow_max_ratio, grow_max_slice_rise: region growing of each finding's mask to the lesion's extent
+            in HU (:func:`medanomaly.detect.grow.grow_mask`; ``grow_max_ratio`` None = off, set by older runs;
+            ``grow_max_slice_rise`` None = off, as in runs saved before it).
         seed: seeds numpy and torch for training.
         threads: torch CPU threads while training and inferring (``"auto"``: timed on the first training steps,
             :func:`medanomaly.detect.generic.thread_probe`; the count kept is saved).
@@ -125,6 +127,7 @@ class NoduleDetector:
         grow_opening_fraction: float = 0.5,
         grow_min_compactness: float = 0.5,
         grow_max_ratio: float | None = None,
+        grow_max_slice_rise: float | None = 1.25,
         seed: int = 0,
         threads: int | str = "auto",
     ) -> None:
@@ -159,6 +162,7 @@ class NoduleDetector:
         self.grow_opening_fraction = grow_opening_fraction
         self.grow_min_compactness = grow_min_compactness
         self.grow_max_ratio = grow_max_ratio
+        self.grow_max_slice_rise = slice_rise_or_none(grow_max_slice_rise)
         self.seed = seed
         self.threads = threads
 
@@ -271,7 +275,7 @@ class NoduleDetector:
             refine = partial(grow_mask, hu, lung=inside, spacing=ct.spacing, margin_mm=self.grow_margin_mm,
                              opening_mm=self.grow_opening_mm, min_hu=self.grow_min_hu,
                              opening_fraction=self.grow_opening_fraction, min_compactness=self.grow_min_compactness,
-                             max_ratio=self.grow_max_ratio)  # fmt: skip
+                             max_ratio=self.grow_max_ratio, max_slice_rise=self.grow_max_slice_rise)  # fmt: skip
         findings = findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
                                          self.max_findings, centre_mask=core, refine=refine,
                                          split_depth=self.split_depth)  # fmt: skip

@@ -32,6 +32,18 @@ finding's **seed** mask (the network's, on the source grid) to the lesion's exte
    accepting a leak costs a multiple of the volume. It replaces a grown / seed volume ratio
    (``max_ratio``, kept for old runs, off by default), which threw away the growth of a large
    lesion whose seed was a sliver of it.
+6. **A second body below or above the lesion** (the organ under the diaphragm dome that a basal tumour
+   touches, with the tumour's own attenuation): the grown mask's cross-section area per slice, walked
+   out from the seed's largest slice, must not rise again after it has fallen. For a convex body the
+   square root of the area is a concave function of the slice position (Brunn-Minkowski), so its
+   profile has one peak; a slice whose area exceeds ``max_slice_rise`` x the smallest since the last
+   peak (+ :data:`SLICE_FLOOR_MM2`) starts another body, and it and every slice beyond are dropped
+   (never a slice the seed itself covers). At 1.25 the rule cuts 0.2 % of the 1,262 LIDC-IDRI
+   train-split consensus shapes of 3 mm or more rasterised on 0.65 x 0.65 x 5 mm voxels (random slice
+   phase; 0.8 % on 2.5 mm and 1.3 % on 1.25 mm slices; mean volume lost 0.1-0.3 %); at 1.0 (strict
+   unimodality) 1.1 / 2.8 / 12.7 %. The rule was designed after lung2's grown mask was seen reaching
+   the organ under the dome (docs/lung_nodules.md): a hindsight-informed rule, its level set on the
+   LIDC shapes, not on lung2.
 
 Example:
     >>> import numpy as np
@@ -47,7 +59,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["compactness", "grow_mask"]
+__all__ = ["SLICE_FLOOR_MM2", "compactness", "drop_second_body", "grow_mask", "slice_rise_or_none"]
+
+#: Per-slice area (mm^2) a slice may exceed ``max_slice_rise`` x the running minimum by (a few voxels of
+#: rasterisation noise on a small lesion's end slices).
+SLICE_FLOOR_MM2 = 5.0
 
 
 def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
@@ -97,6 +113,66 @@ def compactness(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
     return r_in / r_eq
 
 
+def slice_rise_or_none(value: float | None) -> float | None:
+    """A ``max_slice_rise`` for :func:`drop_second_body` as a float of at least 1, or None (rule off).
+
+    Raises:
+        ValueError: below 1 or not a number (a hand-edited detector file; the config refuses it first).
+    """
+    if value is None:
+        return None
+    rise = float(value)
+    if not rise >= 1.0:
+        raise ValueError(f"grow_max_slice_rise must be at least 1, got {value!r}")
+    return rise
+
+
+def _unimodal_slices(areas: np.ndarray, start: int, protected: range, rise: float) -> np.ndarray:
+    """Slices kept (boolean per slice) by walking out of ``start`` in both directions until an area rises
+    above ``rise`` x the smallest since the last peak + :data:`SLICE_FLOOR_MM2`, or the mask ends; the
+    ``protected`` slices are always kept."""
+    keep = np.zeros(len(areas), bool)
+    keep[start] = True
+    for step in (-1, 1):
+        peak = low = float(areas[start])
+        k = start + step
+        while 0 <= k < len(areas) and areas[k] > 0:
+            a = float(areas[k])
+            if k not in protected and low < peak and a > rise * low + SLICE_FLOOR_MM2:
+                break
+            peak, low = (a, a) if a >= peak else (peak, min(low, a))
+            keep[k] = True
+            k += step
+    keep[list(protected)] = True
+    return keep
+
+
+def drop_second_body(grown: np.ndarray, seed: np.ndarray, sampling: tuple[float, ...], rise: float) -> np.ndarray:
+    """``grown`` without the slices of a second body beyond the lesion (rule 6 of the module docstring):
+    the per-slice area (mm^2, slices along axis 0; ``sampling`` = voxel size z, y, x in mm) walked out of
+    the seed's largest slice must not rise above ``rise`` x its running minimum after a fall; what stays
+    connected (26-neighbourhood) to ``seed`` is returned.
+
+    Example:
+        >>> grown = np.zeros((7, 20, 20), bool); grown[0:3, 2:18, 2:18] = True   # an organ, 16 x 16
+        >>> grown[3, 8:12, 8:12] = grown[6, 8:12, 8:12] = True                    # a lesion on it:
+        >>> grown[4:6, 6:14, 6:14] = True                                          # areas 16, 64, 64, 16
+        >>> seed = np.zeros_like(grown); seed[4:6, 8:12, 8:12] = True
+        >>> int(drop_second_body(grown, seed, (5.0, 1.0, 1.0), 1.25).sum()), int(grown.sum())
+        (160, 928)
+    """
+    from scipy import ndimage
+
+    areas = grown.sum(axis=(1, 2)) * float(sampling[1] * sampling[2])
+    covered = np.flatnonzero(seed.any(axis=(1, 2)))
+    start = int(covered[np.argmax(areas[covered])])
+    keep = _unimodal_slices(areas, start, range(int(covered[0]), int(covered[-1]) + 1), rise)
+    if keep[areas > 0].all():
+        return grown
+    trimmed = grown & keep[:, None, None]
+    return ndimage.binary_propagation(trimmed & seed, structure=np.ones((3, 3, 3), bool), mask=trimmed)
+
+
 def grow_mask(
     ct_hu: np.ndarray,
     seed: np.ndarray,
@@ -108,6 +184,7 @@ def grow_mask(
     opening_fraction: float = 0.5,
     min_compactness: float = 0.5,
     max_ratio: float | None = None,
+    max_slice_rise: float | None = None,
 ) -> np.ndarray:
     """The seed mask grown to the lesion's extent (see the module docstring); same shape as ``seed``.
 
@@ -124,6 +201,8 @@ def grow_mask(
         min_compactness: lowest :func:`compactness` of the grown mask (0 = no leakage test).
         max_ratio: largest grown / seed volume ratio (None = off; the rule of runs before the
             compactness test).
+        max_slice_rise: largest rise of the per-slice area after a fall, as a factor of the running
+            minimum (:func:`drop_second_body`; None = off, the rule of runs before it).
 
     Returns:
         Boolean mask; the seed itself when growing is not possible (empty seed, faint lesion,
@@ -151,6 +230,8 @@ def grow_mask(
         return seed
     grown = ndimage.binary_propagation(start, structure=np.ones((3, 3, 3), bool), mask=candidate)
     grown = ndimage.binary_fill_holes(grown)
+    if max_slice_rise is not None:
+        grown = drop_second_body(grown, start, sampling, max_slice_rise)
     if compactness(grown, spacing) < min_compactness:
         return seed
     if max_ratio is not None and grown.sum() > max_ratio * seed.sum():
