@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.grid import resample_like, to_grid, window
+from medanomaly.detect.grow import mask_bounds
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume, intensity_unit
 
@@ -218,12 +219,17 @@ def _probability(
     return prob
 
 
-def _source_mask(prob: Volume, ct: Volume, component: np.ndarray, peak: float, threshold: float) -> np.ndarray | None:
-    """Lesion mask of one component on the source grid (boolean, full size), or None."""
+def _source_mask(prob: Volume, ct: Volume, labels: np.ndarray, label: int, box: tuple[slice, ...], peak: float,
+                 threshold: float) -> np.ndarray | None:
+    """Lesion mask (boolean, full size) on the source grid of the component ``label`` of ``labels`` (detector
+    grid; ``box`` = its :func:`scipy.ndimage.find_objects` slice), or None.
+
+    Only the component's box (+2 voxels of zeros) is resampled: the same values as resampling the whole
+    zeroed grid, without copying it per finding."""
     from scipy import ndimage
 
-    idx = np.argwhere(component)
-    lo, hi = idx.min(0) - 1, idx.max(0) + 2
+    lo = np.array([b.start for b in box]) - 1
+    hi = np.array([b.stop for b in box]) + 1
     corners_idx = np.array([[lo[2] - 0.5, lo[1] - 0.5, lo[0] - 0.5], [hi[2] - 0.5, hi[1] - 0.5, hi[0] - 0.5]])
     corners_mm = prob.index_to_physical(corners_idx)
     src_idx = ct.physical_to_index(corners_mm)  # (x, y, z)
@@ -232,16 +238,18 @@ def _source_mask(prob: Volume, ct: Volume, component: np.ndarray, peak: float, t
     if np.any(s_hi <= s_lo):
         return None
     ref = crop_zyx(ct, s_lo[::-1], s_hi[::-1])
-    local = np.where(component, prob.array, 0.0).astype(np.float32)
-    on_src = np.asarray(resample_like(prob.with_array(local), ref).array)
+    g_lo, g_hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(labels.shape))
+    near = tuple(slice(int(a), int(b)) for a, b in zip(g_lo, g_hi, strict=True))
+    local = np.where(labels[near] == label, np.asarray(prob.array)[near], 0.0).astype(np.float32)
+    on_src = np.asarray(resample_like(crop_zyx(prob, g_lo, g_hi).with_array(local), ref).array)
     level = threshold if peak >= threshold else 0.5 * peak
     binary = on_src >= level
     if not binary.any():
         binary = on_src >= 0.5 * on_src.max() if on_src.max() > 0 else binary
     if not binary.any():
         return None
-    labels, _ = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
-    keep = labels == labels[np.unravel_index(int(np.argmax(np.where(binary, on_src, -1))), on_src.shape)]
+    parts, _ = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    keep = parts == parts[np.unravel_index(int(np.argmax(np.where(binary, on_src, -1))), on_src.shape)]
     full = np.zeros(ct.shape, bool)
     full[s_lo[2] : s_hi[2], s_lo[1] : s_hi[1], s_lo[0] : s_hi[0]] = keep
     return full
@@ -336,6 +344,7 @@ def findings_from_heatmap(
         return []
     index = np.arange(1, n + 1)
     peaks = np.asarray(ndimage.maximum(p, labels, index))
+    boxes = ndimage.find_objects(labels, max_label=n)
     order = np.argsort(-peaks)
     unit = intensity_unit(ct)  # once, on the whole image (a finding's crop may hold no air)
     findings: list[Finding] = []
@@ -343,14 +352,16 @@ def findings_from_heatmap(
     for k in order:
         if len(findings) >= max_findings:
             break
-        component = labels == index[k]
+        box = boxes[k]
+        component = labels[box] == index[k]
         peak = float(peaks[k])
-        weights = p[component]
-        zyx = (np.argwhere(component) * weights[:, None]).sum(0) / weights.sum()
+        weights = p[box][component]
+        offset = np.array([b.start for b in box])
+        zyx = ((np.argwhere(component) + offset) * weights[:, None]).sum(0) / weights.sum()
         if centre_mask is not None and not centre_mask[tuple(np.round(zyx).astype(int))]:
             continue
         centre = tuple(float(c) for c in prob.index_to_physical(zyx[::-1]))
-        mask = _source_mask(prob, ct, component, peak, mask_threshold)
+        mask = _source_mask(prob, ct, labels, int(index[k]), box, peak, mask_threshold)
         if mask is None:
             continue
         if claimed is not None:
@@ -361,16 +372,6 @@ def findings_from_heatmap(
         findings.append(finding_from_mask(centre, peak, label, mask, ct, unit))  # type: ignore[arg-type]
     findings.sort(key=lambda f: -f.score)
     return findings
-
-
-def _mask_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding box ``lo <= index < hi`` (z, y, x) of a non-empty boolean mask, from its projections."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        lo.append(hit[0])
-        hi.append(hit[-1] + 1)
-    return np.array(lo), np.array(hi)
 
 
 def finding_from_mask(
@@ -390,7 +391,7 @@ def finding_from_mask(
     mask_vol = Volume(
         mask.astype(np.uint8), spacing=ct.spacing, origin=ct.origin, direction=ct.direction, meta={"label": label}
     )
-    lo, hi = _mask_box(mask)
+    lo, hi = mask_bounds(mask)
     corners = ct.index_to_physical(np.stack([lo[::-1] - 0.5, hi[::-1] - 0.5]).astype(float))
     bbox = (tuple(corners.min(0).tolist()), tuple(corners.max(0).tolist()))
     box_lo = np.maximum(lo - MEASURE_MARGIN, 0)
