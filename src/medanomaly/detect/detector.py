@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.detect.config import GridConfig, InferConfig, TrainConfig
 from medanomaly.detect.generic import (
     HeatmapFit,
     build_network,
@@ -58,8 +59,15 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
     before test-time mirroring or the image pyramid existed has no ``mirror_axes`` / ``scales`` and keeps the
     one pass on the detector grid it was measured with; one saved before valley splitting keeps whole components,
-    one saved before the second-body rule grows without it."""
-    return {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, **params}
+    one saved before the second-body rule grows without it.
+
+    The values of the config's ``grid``, ``train`` and ``infer`` sections are checked with the config's own
+    bounds, so a hand-edited file fails here (pydantic's ValidationError, a ValueError) and not at detect time.
+    """
+    full = {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, **params}
+    for section in (GridConfig, TrainConfig, InferConfig):
+        section.model_validate({k: v for k, v in full.items() if k in section.model_fields})
+    return full
 
 
 class NoduleDetector:

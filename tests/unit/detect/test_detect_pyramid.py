@@ -96,7 +96,8 @@ def test_config_refuses_scales_outside_one_to_four(scales) -> None:  # noqa: ANN
 
 @pytest.mark.parametrize("edit", [{"scales": "x"}, {"bogus": 1}, {"scales": [1.0, None]}, {"split_depth": 0},
                                   {"split_depth": -1.0}, {"split_depth": "deep"}, {"grow_max_slice_rise": 0.5},
-                                  {"grow_max_slice_rise": "steep"}])
+                                  {"grow_max_slice_rise": "steep"}, {"grow_min_hu": "dense"},
+                                  {"grow_min_compactness": 7.0}, {"candidate_threshold": -1}, {"overlap": 1.5}])
 def test_a_tampered_detector_sidecar_is_one_error_naming_it(tmp_path, edit) -> None:  # noqa: ANN001
     import json
     import shutil
