@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +26,19 @@ Spacing = Annotated[float, Field(ge=0.01, le=20.0)]
 
 #: Data source -> the modality of its images.
 SOURCE_MODALITY = {"mammo_phantom": "MG", "us_phantom": "US", "inbreast": "MG", "cbis_ddsm": "MG", "busi": "US"}
+
+
+def check_saved(params: Mapping[str, Any], sections: Sequence[type[Section]]) -> None:
+    """Check a saved detector's parameters (a run's detector file) with the bounds of the config sections they
+    came from: the values of each section's fields are validated, so a hand-edited file fails when it is
+    loaded, not at detect time.
+
+    Raises:
+        pydantic.ValidationError: a value out of its section's bounds (a ValueError: :func:`medanomaly.errors.unfit_file`
+            makes it one InputError naming the file).
+    """
+    for section in sections:
+        section.model_validate({k: v for k, v in params.items() if k in section.model_fields})
 
 
 class Finite(Section):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.detect.config import GridConfig, InferConfig, TrainConfig
+from medanomaly.detect.detection_config import check_saved
 from medanomaly.detect.generic import (
     HeatmapFit,
     build_network,
@@ -65,8 +66,7 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     bounds, so a hand-edited file fails here (pydantic's ValidationError, a ValueError) and not at detect time.
     """
     full = {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, **params}
-    for section in (GridConfig, TrainConfig, InferConfig):
-        section.model_validate({k: v for k, v in full.items() if k in section.model_fields})
+    check_saved(full, (GridConfig, TrainConfig, InferConfig))
     return full
 
 

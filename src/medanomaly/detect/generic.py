@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.detect.detection_config import GridConfig, InferConfig, TrainConfig, check_saved
 from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
@@ -448,7 +449,9 @@ class HeatmapDetector:
         if not (run_dir / DETECTOR_WEIGHTS).is_file() or not (run_dir / DETECTOR_JSON).is_file():
             raise InputError(f"not a detection run (no {DETECTOR_WEIGHTS} / {DETECTOR_JSON})", run_dir)
         with unfit_file(run_dir / DETECTOR_JSON, "detector parameters"):
-            det = cls(**json.loads((run_dir / DETECTOR_JSON).read_text()))
+            params = json.loads((run_dir / DETECTOR_JSON).read_text())
+            check_saved(params, (GridConfig, TrainConfig, InferConfig))
+            det = cls(**params)
             model = build_network(det.model_name, det.model_params, det.spatial_dims)
         det.model_ = load_weights(model, run_dir / DETECTOR_WEIGHTS).eval()
         det.history_ = []

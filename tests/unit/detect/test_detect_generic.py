@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -57,9 +59,14 @@ def test_detector_save_load_gives_the_same_heatmap(trained: object, tmp_path) ->
     image = _blob_image(7)[0]
     a = trained.heatmap(image, None).array  # type: ignore[attr-defined]
     np.testing.assert_allclose(again.heatmap(image, None).array, a, atol=1e-6)
+    saved = (tmp_path / "heatmap_detector.json").read_text()
     (tmp_path / "heatmap_detector.json").write_text('{"spatial_dims": 2, "model_params": {"filters": [8, 16, 32]}}')
     with pytest.raises(InputError, match="do not fit"):
         HeatmapDetector.load(tmp_path)
+    for edit in ({"candidate_threshold": 2.0}, {"overlap": "half"}, {"mask_threshold": -0.5}):
+        (tmp_path / "heatmap_detector.json").write_text(json.dumps({**json.loads(saved), **edit}))
+        with pytest.raises(InputError, match="heatmap_detector.json.*do not fit"):  # checked on load, not at detect time
+            HeatmapDetector.load(tmp_path)
 
 
 def test_recorded_preprocessing_replays_the_detector_input(trained: object) -> None:
