@@ -73,5 +73,16 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).splitlines() or [""])[0]
-        raise InputError(f"{what} do not fit ({type(exc).__name__}: {first})", path) from None
+        raise InputError(f"{what} do not fit ({type(exc).__name__}: {_first_reason(exc)})", path) from None
+
+
+def _first_reason(exc: Exception) -> str:
+    """The first line of an error; for pydantic's ValidationError (whose first line only counts the errors) the
+    first error's field and message, e.g. ``grow_min_hu: Input should be a valid number``."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        return f"{field}: {error['msg']}" if field else str(error["msg"])
+    return (str(exc).splitlines() or [""])[0]

@@ -111,3 +111,18 @@ def test_a_tampered_detector_sidecar_is_one_error_naming_it(tmp_path, edit) -> N
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **edit}))
     with pytest.raises(InputError, match="detector.json.*detector parameters do not fit"):
         NoduleDetector.load(tmp_path / "run")
+
+
+def test_an_out_of_bounds_value_is_named_in_the_error(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import shutil
+    from pathlib import Path
+
+    from medanomaly.detect.detector import SIDECAR_FILE, NoduleDetector
+    from medanomaly.errors import InputError
+
+    shutil.copytree(Path(__file__).parents[2] / "fixtures" / "lung_detector", tmp_path / "run")
+    sidecar = tmp_path / "run" / SIDECAR_FILE
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "grow_min_hu": "dense"}))
+    with pytest.raises(InputError, match="grow_min_hu: Input should be a valid number"):
+        NoduleDetector.load(tmp_path / "run")
