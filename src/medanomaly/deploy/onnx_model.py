@@ -32,7 +32,7 @@ from medanomaly.classify.model import ClassificationModel
 from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
 from medanomaly.engine.run import RunInfo
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.fusion.model import FusionModel
@@ -187,6 +187,20 @@ class OnnxFusionModel(FusionModel):
         raise InputError(NO_EXPLAIN, self.run_dir)
 
 
+def package_detector_params(info: RunInfo, folder: Path) -> dict[str, Any]:
+    """The lung detector's constructor parameters recorded in a package's ``model.json``, checked as a run's
+    ``detector.json`` is (:func:`medanomaly.detect.detector.saved_params`).
+
+    Raises:
+        InputError: no detector parameters, or a value out of the config's bounds, naming the package's ``model.json``.
+    """
+    recorded = info.extra.get("detector")
+    if not isinstance(recorded, dict):
+        raise InputError("no detector parameters recorded", folder / "model.json")
+    with unfit_file(folder / "model.json", "detector parameters"):
+        return saved_params(dict(recorded))
+
+
 def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads: int | None = None) -> Any:
     """The task model of an exported graph (see the module docstring).
 
@@ -198,7 +212,7 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
     if info.task == "classification":
         return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
     if info.task == "lung_nodule":
-        return OnnxDetectionModel(info, folder, OnnxDetector(sess, saved_params(dict(info.extra["detector"]))))
+        return OnnxDetectionModel(info, folder, OnnxDetector(sess, package_detector_params(info, folder)))
     if info.task == "fusion":
         return OnnxFusionModel(info, folder, sess)
     if info.task == "detection":

@@ -246,3 +246,15 @@ def test_detector_graph_heatmap_matches_torch(tmp_path: Path) -> None:
     got_all = np.asarray(onnx_det.heatmap(ct, region).array)
     assert np.abs(ref_all - got_all).max() <= 1e-4 and np.all(ref_all >= ref - 1e-6)
     assert (ref_all > ref + 1e-3).any()  # the coarse scale did add to the map
+
+
+@pytest.mark.parametrize("detector", [None, {"candidate_threshold": 3.0}, {"grow_min_hu": "dense"}])
+def test_package_detector_parameters_are_checked(detector, tmp_path: Path) -> None:  # noqa: ANN001
+    """A package's recorded lung-detector parameters fail on load as a run's detector.json does (one line)."""
+    from medanomaly.deploy.onnx_model import package_detector_params
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo(task="lung_nodule", extra={} if detector is None else {"detector": detector})
+    with pytest.raises(InputError, match="model.json"):
+        package_detector_params(info, tmp_path)
+    assert package_detector_params(RunInfo(task="lung_nodule", extra={"detector": {}}), tmp_path)["split_depth"] is None
