@@ -59,31 +59,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SLICE_FLOOR_MM2", "compactness", "drop_second_body", "grow_mask", "mask_bounds", "slice_rise_or_none"]
+from medanomaly.boxes import padded_box
+
+__all__ = ["SLICE_FLOOR_MM2", "compactness", "drop_second_body", "grow_mask", "slice_rise_or_none"]
 
 #: Per-slice area (mm^2) a slice may exceed ``max_slice_rise`` x the running minimum by (a few voxels of
 #: rasterisation noise on a small lesion's end slices).
 SLICE_FLOOR_MM2 = 5.0
-
-
-def mask_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding box ``lo <= index < hi`` (per array axis) of a non-empty boolean mask, from its projections
-    (no index list: a whole CT's mask costs a few ``any`` passes, not an ``argwhere`` of millions of voxels)."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        lo.append(hit[0])
-        hi.append(hit[-1] + 1)
-    return np.array(lo), np.array(hi)
-
-
-def _box(seed: np.ndarray, margin_mm: float, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
-    """The seed's bounding box grown by ``margin_mm`` (+1 voxel), clipped to the array."""
-    pad = np.array([int(np.ceil(margin_mm / s)) + 1 for s in spacing[::-1]])
-    lo, hi = mask_bounds(seed)
-    lo = np.maximum(lo - pad, 0)
-    hi = np.minimum(hi + pad, seed.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
 def _open(
@@ -224,7 +206,7 @@ def grow_mask(
     seed = np.asarray(seed, bool)
     if not seed.any():
         return seed
-    box = _box(seed, margin_mm, spacing)
+    box = padded_box(seed, margin_mm, spacing[::-1])
     ct, core, inside = np.asarray(ct_hu[box], np.float32), seed[box], np.asarray(lung[box], bool)
     sampling = tuple(float(s) for s in spacing[::-1])
     dist = ndimage.distance_transform_edt(~core, sampling=sampling)

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.boxes import mask_bounds
 from medanomaly.detect.grid import resample_like, to_grid, window
-from medanomaly.detect.grow import mask_bounds
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Finding, Volume, intensity_unit
 
@@ -68,8 +68,7 @@ def region_box(region: np.ndarray, roi_size: tuple[int, int, int], divisor: tupl
     """Bounding box of ``region`` (z, y, x slices), grown so each side is a multiple of ``divisor``."""
     if not region.any():
         return tuple(slice(0, n) for n in region.shape)
-    idx = np.argwhere(region)
-    lo, hi = idx.min(0), idx.max(0) + 1
+    lo, hi = mask_bounds(region)
     box = []
     for a, b, n, d in zip(lo, hi, region.shape, divisor, strict=True):
         size = int(np.ceil((b - a) / d) * d)

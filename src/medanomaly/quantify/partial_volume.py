@@ -39,21 +39,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from medanomaly.boxes import padded_box
 from medanomaly.types import Finding
 
 __all__ = ["MIN_CONTRAST_SD", "partial_volume_ml", "with_partial_volume"]
 
 #: Lesion-to-parenchyma contrast below this many parenchyma noise SDs: fractions are noise, the mask's volume stands.
 MIN_CONTRAST_SD = 4.0
-
-
-def _crop(mask: np.ndarray, margin_mm: float, spacing_zyx: np.ndarray) -> tuple[slice, ...]:
-    """The mask's bounding box grown by ``margin_mm`` (+1 voxel), clipped to the array."""
-    idx = np.argwhere(mask)
-    pad = np.ceil(margin_mm / spacing_zyx).astype(int) + 1
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + 1 + pad, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
 def partial_volume_ml(
@@ -82,7 +74,7 @@ def partial_volume_ml(
     if not mask.any():
         return 0.0
     spacing_zyx = np.asarray(spacing[::-1], float)
-    box = _crop(mask, shell_mm[1], spacing_zyx)
+    box = padded_box(mask, shell_mm[1], spacing_zyx)
     core, tissue = mask[box], np.asarray(parenchyma[box], bool) & ~mask[box]
     hu = np.asarray(ct_hu[box], np.float32)
     dist = ndimage.distance_transform_edt(~core, sampling=tuple(spacing_zyx))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.boxes import padded_box
 from medanomaly.types import Volume
 
 __all__ = ["SourceScan", "exclusion_zone", "load_source"]
@@ -48,11 +49,7 @@ def exclusion_zone(lesion: Volume, margin_mm: float) -> Volume:
         return lesion.with_array(np.zeros(lesion.shape, np.uint8))
     sx, sy, sz = lesion.spacing
     # Work in the lesion's bounding box grown by the margin (a full-volume EDT is 10x slower).
-    idx = np.argwhere(binary)
-    pad = np.ceil(margin_mm / np.array([sz, sy, sx])).astype(int) + 1
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, binary.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = padded_box(binary, margin_mm, (sz, sy, sx))
     dist = ndimage.distance_transform_edt(~binary[box], sampling=(sz, sy, sx))
     out = np.zeros(binary.shape, np.uint8)
     out[box] = dist <= margin_mm
