@@ -53,6 +53,18 @@ def test_the_organ_under_a_tumour_is_dropped_and_the_tumour_kept() -> None:
     assert (grown & dome).sum() <= 0.15 * tumour.sum()
 
 
+def test_a_seeds_thin_tail_into_the_organ_does_not_keep_the_organ() -> None:
+    """A network's mask can trail a few voxels into the organ's slices: those slices are not the network's own
+    (the seed holds a sliver of their grown area), so the organ is still dropped."""
+    ct, seed, tumour, dome = _tumour_on_dome()
+    z, y, x = _mm_grid()
+    tail = (z >= 10.0) & (z <= 28.0) & ((y - 32.0) ** 2 + (x - 32.0) ** 2 <= 1.0)  # 1 mm wide, 4 slices into the dome
+    assert (tail & dome).any(axis=(1, 2)).sum() >= 3
+    grown = grow_mask(ct, seed | tail, np.ones(SHAPE, bool), SPACING, margin_mm=40.0, max_slice_rise=1.25)
+    assert (grown & tumour).sum() >= 0.85 * tumour.sum()
+    assert (grown & dome).sum() <= 0.15 * tumour.sum()
+
+
 def test_a_lone_lesion_is_unchanged_by_the_rule() -> None:
     tumour = _ellipsoid((30.0, 32.0, 32.0), (12.0, 9.0, 9.0))
     ct, seed = _ct(tumour), tumour & _ellipsoid((30.0, 32.0, 32.0), (4.0, 4.0, 4.0))
