@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.boxes import mask_bounds
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
@@ -45,8 +46,8 @@ def bias_field(shape: tuple[int, ...], region: np.ndarray, strength: float, rng:
     (0.2: -18 % .. +22 %). ``strength`` 0 gives ones."""
     if strength <= 0 or not region.any():
         return np.ones(shape, np.float32)
-    idx = np.argwhere(region)
-    lo, hi = idx.min(0), idx.max(0)
+    lo, end = mask_bounds(region)
+    hi = end - 1  # the last voxel inside
     axes = [(np.arange(n) - (a + b) / 2) / max((b - a) / 2, 1.0) for n, a, b in zip(shape, lo, hi)]
     z, y, x = np.meshgrid(*axes, indexing="ij", sparse=True)
     terms = (z, y, x, z * y, z * x, y * x, z * z, y * y, x * x)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.boxes import mask_bounds
 from medanomaly.errors import InputError
 
 #: The nine LIDC ratings, in the database's column names.
@@ -273,8 +274,7 @@ def consensus(readings: Sequence[Reading], scan: ScanInfo) -> Nodule:
         start = np.asarray(r.offset) - lo
         box = tuple(slice(int(a), int(a) + n) for a, n in zip(start, r.mask.shape, strict=True))
         agreement[box] += r.mask.astype(np.uint8)
-    nz = np.argwhere(agreement)
-    first, last = nz.min(axis=0), nz.max(axis=0) + 1
+    first, last = mask_bounds(agreement > 0)
     agreement = agreement[tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))]
     return Nodule(scan.scan_id, scan.patient_id, np.ascontiguousarray(agreement), len(readings),
                   (scan.pixel_spacing, scan.pixel_spacing, scan.slice_interval),
