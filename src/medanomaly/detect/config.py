@@ -71,6 +71,10 @@ class SimulationConfig(Finite):
     shapes: Literal["lidc", "procedural", "mixed"] = "mixed"
     # mixed: the procedural nodules' diameters, mm (None: diameter_range_mm)
     procedural_diameter_range_mm: tuple[Diameter, Diameter] | None = (3.0, 70.0)
+    # Training scans only: LIDC train shapes of ground glass or part-solid texture (median rating < 4) are
+    # drawn this many times as often as solid ones (1 = the library's own mix, ~18 % non-solid); validation
+    # and held-out scans always keep the library's mix.
+    non_solid_weight: float = Field(1.0, ge=1.0, le=20.0)
     val_scans_per_source: int = Field(1, ge=0, le=1000)  # validation scans (learning curve); 0 = none
 
     @field_validator("diameter_range_mm", "procedural_diameter_range_mm")

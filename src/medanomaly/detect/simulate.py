@@ -120,6 +120,8 @@ class ScanSimulator:
         diameter_range_mm: nodule diameters (procedural) or equivalent diameters (lidc), mm.
         procedural_range_mm: diameters of the procedural nodules of ``mixed`` training scans, mm (None:
             ``diameter_range_mm``); up to 70 mm teaches masses the size of lung2's tumour.
+        non_solid_weight: LIDC shapes of ground glass or part-solid texture (median rating < 4) are drawn
+            this many times as often as solid ones (1: uniformly, the library's own mix).
 
     Raises:
         InputError: the LIDC split has no shape in the diameter range, or a nodule cannot be placed.
@@ -127,13 +129,14 @@ class ScanSimulator:
 
     def __init__(self, shapes: str = "procedural", split: str = "train",
                  diameter_range_mm: tuple[float, float] = (3.0, 30.0),
-                 procedural_range_mm: tuple[float, float] | None = None) -> None:  # fmt: skip
+                 procedural_range_mm: tuple[float, float] | None = None, non_solid_weight: float = 1.0) -> None:  # fmt: skip
         self.shapes, self.split, self.diameter_range_mm = shapes, split, tuple(diameter_range_mm)
         self._procedural_range = self.diameter_range_mm
         if shapes == "mixed" and procedural_range_mm is not None:
             self._procedural_range = tuple(procedural_range_mm)
         self._maps: dict[tuple[str, int, str], Any] = {}
         self._pool: np.ndarray | None = None
+        self._pool_p: np.ndarray | None = None
         if shapes in ("lidc", "mixed"):
             from medanomaly.data.lidc_shapes import load_library
             from medanomaly.errors import InputError
@@ -142,6 +145,9 @@ class ScanSimulator:
             self._pool = self._library.indices(split, *self.diameter_range_mm)
             if len(self._pool) == 0:
                 raise InputError(f"no LIDC {split} shape with an equivalent diameter in {list(diameter_range_mm)} mm")
+            if non_solid_weight != 1.0:  # uniform draws keep their random stream when the weight is 1
+                w = np.where(self._library.rating("texture")[self._pool] < 4, non_solid_weight, 1.0)
+                self._pool_p = w / w.sum()
 
     def kind(self, index: int = 0) -> str:
         """The shapes of scan number ``index``: ``procedural`` or ``lidc`` (``mixed``: see the class)."""
@@ -164,7 +170,7 @@ class ScanSimulator:
             one_lung = source.lung.with_array((np.asarray(source.lung.array) == side).astype(np.uint8))
             self._maps[key] = prepare_background(source.ct, lung=one_lung, exclude=source.exclude, name=source.name)
         assert self._pool is not None
-        picks = rng.choice(self._pool, size=min(n_nodules, len(self._pool)), replace=False)
+        picks = rng.choice(self._pool, size=min(n_nodules, len(self._pool)), replace=False, p=self._pool_p)
         shapes = [self._library[int(i)] for i in picks]
         ct, labels, truths = insert_shapes(self._maps[key], shapes, rng)
         return SimScan(name=name, source=source, side=side, ct=ct, labels=labels, truths=truths)

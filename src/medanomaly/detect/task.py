@@ -64,7 +64,8 @@ def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str 
         "val": (sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
         "test": (3 - sim.train_side, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
     }[purpose]
-    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm, sim.procedural_diameter_range_mm)
+    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm, sim.procedural_diameter_range_mm,
+                              non_solid_weight=sim.non_solid_weight if purpose == "train" else 1.0)
     jobs = [(si, k) for si in range(len(sources)) for k in range(n_scans)]
     iterator: Any = jobs
     if progress:

@@ -93,3 +93,23 @@ def test_a_validation_tie_keeps_the_later_weights(toy_source) -> None:
     det = NoduleDetector(**{**TINY, "steps": 6, "keep_weights": "best"}).fit(scans, progress=False, validate=lambda d: {"cpm": 0.5},
                                                      eval_every=3)  # fmt: skip
     assert [r["step"] for r in det.fit_.curve] == [3, 6] and det.fit_.best_step == 6
+
+
+def test_non_solid_weight_draws_more_non_solid_training_shapes_and_leaves_held_out_scans_alone(toy_source) -> None:
+    from medanomaly.config import parse_config
+    from medanomaly.detect.task import simulate_set
+
+    def non_solid_share(sim: ScanSimulator) -> float:
+        kinds = [t.spec.kind for k in range(12)
+                 for t in sim.scan(toy_source, 1, 2, np.random.default_rng(k), "t").truths]  # fmt: skip
+        return float(np.mean([kind != "solid" for kind in kinds]))
+
+    assert non_solid_share(ScanSimulator("lidc", "train", (4.0, 10.0), non_solid_weight=20.0)) >= 0.6
+    assert non_solid_share(ScanSimulator("lidc", "train", (4.0, 10.0))) <= 0.4  # the library's mix, ~18 %
+    cfg = parse_config({"task": "lung_nodule", "simulation": {"shapes": "lidc", "non_solid_weight": 20.0,
+                        "test_scans_per_source": 2, "val_scans_per_source": 2}})
+    plain = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"non_solid_weight": 1.0})})
+    for purpose in ("val", "test"):
+        weighted = simulate_set(cfg, [toy_source], purpose, progress=False)
+        natural = simulate_set(plain, [toy_source], purpose, progress=False)
+        assert [t.nodule_id for s in weighted for t in s.truths] == [t.nodule_id for s in natural for t in s.truths]
