@@ -65,6 +65,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: Skipped files logged one line each per folder scan; the rest are counted (``meta['skipped_files']``).
+SKIP_LOG_LIMIT = 10
+
 #: Relative tolerance on slice gaps (1 %, at least 0.01 mm): scanners write rounded positions.
 GAP_RTOL = 0.01
 GAP_ATOL_MM = 0.01
@@ -192,9 +195,14 @@ def _series_key(ds: Dataset) -> str:
 
 
 def _skip(skipped: list[str], path: Path, folder: Path, reason: str) -> None:
+    """Record a skipped file; the first :data:`SKIP_LOG_LIMIT` are logged one line each, then one
+    line says the rest are only counted (a folder of 10,000 foreign files must not print 10,000 lines)."""
     name = _rel(path, folder)
     skipped.append(name)
-    log.warning("skipped %s: %s", name, reason)
+    if len(skipped) <= SKIP_LOG_LIMIT:
+        log.warning("skipped %s: %s", name, reason)
+    elif len(skipped) == SKIP_LOG_LIMIT + 1:
+        log.warning("skipped more files in %s: counted, not listed one by one", folder.name)
 
 
 def list_series(folder: str | Path) -> list[SeriesSummary]:

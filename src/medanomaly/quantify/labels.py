@@ -29,8 +29,11 @@ from medanomaly.types import Finding, Volume
 
 #: A mask with more distinct labels than this is refused (it is not a lesion label map).
 MAX_LABELS = 1000
+#: A mask whose labels fall into more connected parts than this, all labels together, is refused
+#: before anything is measured (a grey image given as a mask: each grey level in thousands of pieces).
+MAX_PARTS = 2000
 
-__all__ = ["MAX_LABELS", "LabelledLesion", "mask_labels", "measure_labels"]
+__all__ = ["MAX_LABELS", "MAX_PARTS", "LabelledLesion", "mask_labels", "measure_labels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,15 +111,16 @@ def measure_labels(
         Per label (ascending): the whole lesion, then its parts by volume, largest first.
 
     Raises:
-        InputError: empty mask or label, non-integer labels, or a mask not on the image grid.
+        InputError: empty mask or label, non-integer labels, more than :data:`MAX_PARTS` parts, or a
+            mask not on the image grid.
     """
     if image is not None and not image.same_grid(mask, tol=1e-3):
         raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
+    parts_of = _parts_per_label(mask.array, mask_labels(mask.array, label), min_voxels)
     out: list[LabelledLesion] = []
-    for value in mask_labels(mask.array, label):
+    for value, n_parts in parts_of.items():
         binary = np.asarray(mask.array) == value
         whole_mask = mask.with_array(binary.astype(np.uint8))
-        n_parts = _count_parts(binary, min_voxels)
         centre, bbox = lesion_box(mask, binary)
         whole = Finding(centre, bbox, 1.0, name, mask=whole_mask,
                         measurements=measure(whole_mask, image, solid_threshold))  # fmt: skip
@@ -126,6 +130,17 @@ def measure_labels(
                                     solid_threshold=solid_threshold)  # fmt: skip
             out.extend(LabelledLesion(value, i, n_parts, f) for i, f in enumerate(parts, start=1))
     return out
+
+
+def _parts_per_label(array: np.ndarray, values: list[int], min_voxels: int) -> dict[int, int]:
+    """Connected parts per label value, checked against :data:`MAX_PARTS` before any measuring."""
+    arr = np.asarray(array)
+    counts = {v: _count_parts(arr == v, min_voxels) for v in values}
+    total = sum(counts.values())
+    if total > MAX_PARTS:
+        raise InputError(f"mask has {total} connected parts in {len(values)} label(s), more than {MAX_PARTS}: "
+                         "not a lesion label map (an image given as the mask?)")  # fmt: skip
+    return counts
 
 
 def _count_parts(binary: np.ndarray, min_voxels: int) -> int:

@@ -101,6 +101,22 @@ def test_io_series_corrupt_files_skipped_and_reported(tmp_path, lung_crop, serie
     assert "cut.dcm" in logged and "truncated" in logged and "garbage.dcm" in logged
 
 
+def test_io_series_many_skipped_files_are_counted_after_the_first_ones(tmp_path, lung_crop, series_writer, caplog):
+    from medanomaly.io.dicom_series import SKIP_LOG_LIMIT
+
+    series_writer(lung_crop, tmp_path)
+    n_bad = SKIP_LOG_LIMIT + 5
+    for i in range(n_bad):
+        (tmp_path / f"junk{i:02d}.txt").write_bytes(b"not dicom " * 20)
+    with caplog.at_level(logging.WARNING, logger="medanomaly.io"):
+        out = read(tmp_path)
+    assert len(out.meta["skipped_files"]) == n_bad  # every one is still listed in the volume's record
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == SKIP_LOG_LIMIT + 1
+    assert "counted, not listed" in lines[-1] and str(tmp_path.parent) not in lines[-1]
+    np.testing.assert_array_equal(out.array, lung_crop.array)
+
+
 def test_io_series_missing_slice_is_an_error(tmp_path, lung_crop, series_writer):
     paths = series_writer(lung_crop, tmp_path)
     paths[5].unlink()
