@@ -105,6 +105,25 @@ def test_lung_cli_bad_input_gives_one_line_and_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "not a run folder" in res.stderr
 
 
+def test_quantify_cli_refuses_colour_mask_and_image_naming_the_file(tmp_path: Path) -> None:
+    """A colour PNG as the mask used to end in a numpy traceback (found by feeding ITK's example PNGs)."""
+    import numpy as np
+    from PIL import Image
+
+    grey, colour = tmp_path / "grey.png", tmp_path / "colour.png"
+    disk = np.zeros((40, 40), np.uint8)
+    disk[10:20, 10:20] = 1
+    Image.fromarray(disk).save(grey)
+    Image.fromarray(np.stack([disk * 200, disk * 100, disk * 50], axis=-1)).save(colour)  # not grey
+    for image, mask, named, reason in ((grey, colour, colour, "mask has 3 components"),
+                                       (colour, grey, colour, "image has 3 components")):  # fmt: skip
+        res = _cli("quantify", image, "--mask", mask)
+        assert res.returncode == 2 and reason in res.stderr and str(named) in res.stderr, res.stderr[-2000:]
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    res = _cli("quantify", grey, "--mask", grey, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)[0]["n_voxels"] == 100
+
+
 def test_lung_detect_cli_rejects_mri(tmp_path: Path) -> None:
     """(The head CT without lungs is checked in tests/unit/detect/test_detect_inputs.py.)"""
     from medanomaly.detect.detector import NoduleDetector

@@ -61,13 +61,15 @@ def register(app: typer.Typer) -> None:
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
         from medanomaly.jsonio import finite_json
-        from medanomaly.quantify.labels import measure_labels
+        from medanomaly.quantify.labels import measure_labels, require_scalar_image
 
         if mask is None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
         if not mask.exists():
             raise InputError("mask file not found", mask)
         img = read(image)
+        with about_file(image):
+            require_scalar_image(img)
         msk = read(mask)
         try:
             lesions = measure_labels(msk, img, label=label)

@@ -33,7 +33,7 @@ MAX_LABELS = 1000
 #: before anything is measured (a grey image given as a mask: each grey level in thousands of pieces).
 MAX_PARTS = 2000
 
-__all__ = ["MAX_LABELS", "MAX_PARTS", "LabelledLesion", "mask_labels", "measure_labels"]
+__all__ = ["MAX_LABELS", "MAX_PARTS", "LabelledLesion", "mask_labels", "measure_labels", "require_scalar_image"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +65,13 @@ class LabelledLesion:
         """
         head = {"label_value": self.label_value, "whole": self.whole, "part": self.part, "n_parts": self.n_parts}
         return finite_json({**head, **self.finding.to_json()})
+
+
+def require_scalar_image(image: Volume) -> Volume:
+    """The image whose intensities are measured must be scalar (one value per voxel, not RGB)."""
+    if image.n_components != 1:
+        raise InputError(f"image has {image.n_components} components; intensity statistics need a scalar image")
+    return image
 
 
 def mask_labels(array: np.ndarray, label: int = 0) -> list[int]:
@@ -111,9 +118,14 @@ def measure_labels(
         Per label (ascending): the whole lesion, then its parts by volume, largest first.
 
     Raises:
-        InputError: empty mask or label, non-integer labels, more than :data:`MAX_PARTS` parts, or a
-            mask not on the image grid.
+        InputError: empty mask or label, non-integer labels, more than :data:`MAX_PARTS` parts, a
+            multi-component (colour) mask or image, or a mask not on the image grid.
     """
+    if mask.n_components != 1:
+        raise InputError(f"mask has {mask.n_components} components (a colour image?); a lesion mask holds one label "
+                         "per voxel")  # fmt: skip
+    if image is not None:
+        require_scalar_image(image)
     if image is not None and not image.same_grid(mask, tol=1e-3):
         raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
     parts_of = _parts_per_label(mask.array, mask_labels(mask.array, label), min_voxels)
