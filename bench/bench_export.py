@@ -22,7 +22,10 @@
 
 The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md).
 
-Usage: python bench/bench_export.py [--threads 1] [--repeats 7] [--epochs 1] [--stem-stride 2 1] [--skip-2d] [--skip-ct]
+``--run RUN`` replaces the tiny ResNet-18 of (a) by a trained 2D classification run (its validation images, its
+model; e.g. ``configs/breast_3class.yaml``'s), so the int8 AUC change is measured on a model that has learned.
+
+Usage: python bench/bench_export.py [--threads 1] [--repeats 7] [--epochs 1] [--stem-stride 2 1] [--run RUN] [--skip-2d] [--skip-ct]
 """
 
 from __future__ import annotations
@@ -144,23 +147,35 @@ def _paths_2d(run: Path, pkg: Path, threads: int) -> tuple[dict[str, Any], dict[
 
 def bench_2d(threads: int, repeats: int, epochs: int, tmp: Path, stem_stride: int = 2) -> None:
     """Part (a): see the module docstring."""
-    from medanomaly.deploy.export import export_run
     from medanomaly.engine import train_run
 
     t = time.perf_counter()
     run = train_run(_classifier_config(tmp, epochs, stem_stride), tmp / f"cls_run{stem_stride}")
     trained = time.perf_counter() - t
+    title = (f"2D ResNet-18 (stem stride {stem_stride}), 224 px; breast phantom (SYNTHETIC), tiny model trained "
+             f"{epochs} epoch(s) in {trained:.0f} s")  # fmt: skip
+    _bench_2d_paths(run, tmp / f"cls_pkg{stem_stride}", title, threads, repeats)
+
+
+def bench_2d_run(run: Path, threads: int, repeats: int, tmp: Path) -> None:
+    """Part (a) on a trained 2D classification run of the user's (``--run``): its own images and model."""
+    _bench_2d_paths(run, tmp / "run_pkg", f"{run.name} (a trained run)", threads, repeats)
+
+
+def _bench_2d_paths(run: Path, pkg_dir: Path, title: str, threads: int, repeats: int) -> None:
+    """Export ``run`` with int8 (kept with ``force``), then time and score the three paths at batch 16."""
+    from medanomaly.deploy.export import export_run
+
     t = time.perf_counter()
-    pkg = export_run(run, tmp / f"cls_pkg{stem_stride}", int8=True, calibration=10_000, force=True)
+    pkg = export_run(run, pkg_dir, int8=True, calibration=10_000, force=True)
     exported = time.perf_counter() - t
     guard = json.loads((pkg / "manifest.json").read_text())["int8"]
     runners, aucs, val, module = _paths_2d(run, pkg, threads)
     x = np.ascontiguousarray(val.inputs[:16], np.float32)
     gmac = _gmacs(module, x[:1])
-    print(f"(a) 2D ResNet-18 (stem stride {stem_stride}, {gmac:.2f} GMAC per image), 224 px, batch 16, {threads} "
-          f"thread(s); breast phantom (SYNTHETIC), tiny model trained {epochs} epoch(s) in {trained:.0f} s, export + "
-          f"int8 guard {exported:.0f} s; AUC = ROC AUC (malignant) on the {len(val.labels)} validation images; "
-          f"speed-up = median over {repeats} interleaved rounds")  # fmt: skip
+    print(f"(a) {title}; {gmac:.3f} GMAC per image, input {tuple(x.shape[1:])}, batch {len(x)}, {threads} thread(s); "
+          f"export + int8 guard {exported:.0f} s; AUC = ROC AUC (binary: class 1; else macro) on the "
+          f"{len(val.labels)} validation images; speed-up = median over {repeats} interleaved rounds")  # fmt: skip
     rates = _interleaved_rates(runners, x, repeats)
     for name, fn in runners.items():
         p50, p95 = _latency(fn, x[:1], 30)
@@ -244,6 +259,8 @@ def main() -> None:
     ap.add_argument("--ct-repeats", type=int, default=1, help="timed detections of lung1 per path")
     ap.add_argument("--stem-stride", type=int, nargs="+", default=[2], choices=[1, 2],
                     help="ResNet-18 stem stride(s) for (a): 2 = our registry default, 1 = MONAI resnet18's default")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="(a) on this trained 2D classification run instead of the tiny ResNet-18 (e.g. breast_3class)")
     ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--skip-ct", action="store_true")
     args = ap.parse_args()
@@ -251,7 +268,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_2d:
+        if args.run is not None and not args.skip_2d:
+            bench_2d_run(args.run, args.threads, args.repeats, Path(tmp))
+        elif not args.skip_2d:
             for stride in args.stem_stride:
                 bench_2d(args.threads, args.repeats, args.epochs, Path(tmp), stride)
         if not args.skip_ct:
