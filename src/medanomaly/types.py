@@ -253,6 +253,20 @@ def looks_like_hu(volume: Volume) -> bool:
     return -3100.0 <= lo <= -500.0 and hi <= 40000.0 and float(np.mean(arr <= -500.0)) >= MIN_AIR_FRACTION
 
 
+def require_scalar(volume: Volume, what: str = "this step") -> Volume:
+    """Refuse a multi-component (colour) volume where one value per voxel is needed.
+
+    Raises:
+        InputError: naming ``what`` and the number of components.
+    """
+    if volume.n_components != 1:
+        from medanomaly.errors import InputError  # errors and types are base-layer siblings
+
+        raise InputError(f"{what} needs a scalar image (one value per voxel), got {volume.n_components} "
+                         "components (a colour image?)")  # fmt: skip
+    return volume
+
+
 def intensity_unit(image: Volume) -> str:
     """``HU`` for a CT (modality CT, or an unlabelled image whose values look like HU:
     :func:`looks_like_hu`), else ``a.u.`` (an MR or ultrasound signal has no physical unit).

@@ -115,8 +115,8 @@ def test_quantify_cli_refuses_colour_mask_and_image_naming_the_file(tmp_path: Pa
     disk[10:20, 10:20] = 1
     Image.fromarray(disk).save(grey)
     Image.fromarray(np.stack([disk * 200, disk * 100, disk * 50], axis=-1)).save(colour)  # not grey
-    for image, mask, named, reason in ((grey, colour, colour, "mask has 3 components"),
-                                       (colour, grey, colour, "image has 3 components")):  # fmt: skip
+    for image, mask, named, reason in ((grey, colour, colour, "lesion mask needs a scalar image"),
+                                       (colour, grey, colour, "intensity statistics needs a scalar image")):  # fmt: skip
         res = _cli("quantify", image, "--mask", mask)
         assert res.returncode == 2 and reason in res.stderr and str(named) in res.stderr, res.stderr[-2000:]
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

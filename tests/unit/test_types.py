@@ -105,3 +105,14 @@ def test_types_finding_and_prediction_json():
     p = Prediction(scores=(0.2, 0.8), class_names=("normal", "nodule"), label="nodule", findings=(f,))
     js = p.to_json()
     assert js["probabilities"] == {"normal": 0.2, "nodule": 0.8} and len(js["findings"]) == 1
+
+
+def test_require_scalar_names_the_step_and_the_components_and_passes_a_grey_volume():
+    """One check for preprocess and quantify alike (it was written three times)."""
+    from medanomaly.errors import InputError
+    from medanomaly.types import require_scalar
+
+    grey = Volume(np.zeros((1, 4, 4), np.float32))
+    assert require_scalar(grey, "median") is grey
+    with pytest.raises(InputError, match=r"^median needs a scalar image .*got 3 components \(a colour image\?\)$"):
+        require_scalar(Volume(np.zeros((1, 4, 4, 3), np.uint8)), "median")

@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
         from medanomaly.jsonio import finite_json
-        from medanomaly.quantify.labels import measure_labels, require_scalar_image
+        from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
+        from medanomaly.types import require_scalar
 
         if mask is None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("mask file not found", mask)
         img = read(image)
         with about_file(image):
-            require_scalar_image(img)
+            require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
         msk = read(mask)
         try:
             lesions = measure_labels(msk, img, label=label)

@@ -16,13 +16,7 @@ from medanomaly.types import MIN_AIR_FRACTION as MIN_AIR_FRACTION  # the HU test
 from medanomaly.types import NON_HU_MODALITIES as NON_HU_MODALITIES
 from medanomaly.types import Volume
 from medanomaly.types import looks_like_hu as looks_like_hu
-
-
-def require_scalar(volume: Volume, what: str = "this step") -> Volume:
-    """Reject multi-component (RGB) volumes for operations defined on scalar images."""
-    if volume.n_components != 1:
-        raise InputError(f"{what} needs a scalar image, got {volume.n_components} components")
-    return volume
+from medanomaly.types import require_scalar as require_scalar  # quantify uses it too
 
 
 def require_finite(volume: Volume, what: str = "this step") -> Volume:

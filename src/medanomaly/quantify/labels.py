@@ -25,7 +25,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.jsonio import finite_json
 from medanomaly.quantify.measure import SOLID_THRESHOLD_HU, lesion_box, measure, measure_lesions
-from medanomaly.types import Finding, Volume
+from medanomaly.types import Finding, Volume, require_scalar
 
 #: A mask with more distinct labels than this is refused (it is not a lesion label map).
 MAX_LABELS = 1000
@@ -33,7 +33,11 @@ MAX_LABELS = 1000
 #: before anything is measured (a grey image given as a mask: each grey level in thousands of pieces).
 MAX_PARTS = 2000
 
-__all__ = ["MAX_LABELS", "MAX_PARTS", "LabelledLesion", "mask_labels", "measure_labels", "require_scalar_image"]
+__all__ = ["INTENSITY_STATISTICS", "MAX_LABELS", "MAX_PARTS", "LabelledLesion", "mask_labels", "measure_labels"]
+
+
+#: What :func:`~medanomaly.types.require_scalar` names when the measured image is not scalar.
+INTENSITY_STATISTICS = "intensity statistics"
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,13 +69,6 @@ class LabelledLesion:
         """
         head = {"label_value": self.label_value, "whole": self.whole, "part": self.part, "n_parts": self.n_parts}
         return finite_json({**head, **self.finding.to_json()})
-
-
-def require_scalar_image(image: Volume) -> Volume:
-    """The image whose intensities are measured must be scalar (one value per voxel, not RGB)."""
-    if image.n_components != 1:
-        raise InputError(f"image has {image.n_components} components; intensity statistics need a scalar image")
-    return image
 
 
 def mask_labels(array: np.ndarray, label: int = 0) -> list[int]:
@@ -121,17 +118,15 @@ def measure_labels(
         InputError: empty mask or label, non-integer labels, more than :data:`MAX_PARTS` parts, a
             multi-component (colour) mask or image, or a mask not on the image grid.
     """
-    if mask.n_components != 1:
-        raise InputError(f"mask has {mask.n_components} components (a colour image?); a lesion mask holds one label "
-                         "per voxel")  # fmt: skip
+    require_scalar(mask, "the lesion mask")
     if image is not None:
-        require_scalar_image(image)
+        require_scalar(image, INTENSITY_STATISTICS)
     if image is not None and not image.same_grid(mask, tol=1e-3):
         raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
     parts_of = _parts_per_label(mask.array, mask_labels(mask.array, label), min_voxels)
     out: list[LabelledLesion] = []
     for value, n_parts in parts_of.items():
-        binary = np.asarray(mask.array) == value
+        binary = np.asarray(mask.array) == value  # again, not kept from the count: one mask per label at a time
         whole_mask = mask.with_array(binary.astype(np.uint8))
         centre, bbox = lesion_box(mask, binary)
         whole = Finding(centre, bbox, 1.0, name, mask=whole_mask,
