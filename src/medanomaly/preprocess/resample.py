@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess.checks import require_finite, require_mask
+from medanomaly.preprocess.checks import require_finite, require_mask, require_scalar
 from medanomaly.types import Volume
 
 __all__ = [
@@ -250,7 +250,6 @@ def to_canonical(volume: Volume, orientation: str = "LPS") -> Volume:
     orientation = orientation.upper()
     if len(orientation) != 3 or sorted(orientation.translate(str.maketrans("RAI", "LPS"))) != ["L", "P", "S"]:
         raise InputError(f"to_canonical: orientation must be three letters like LPS or RAS, got {orientation!r}")
-    if volume.n_components != 1:
-        raise InputError("to_canonical needs a scalar image")
+    require_scalar(volume, "to_canonical")
     out = sitk.DICOMOrient(volume.to_sitk(), orientation)
     return Volume.from_sitk(out, **dict(volume.meta))

@@ -120,3 +120,5 @@ def test_to_canonical_from_ras_like_direction():
         assert out.array[tuple(j[::-1])] == arr[zyx]
     with pytest.raises(InputError, match="orientation"):
         to_canonical(vol, "LPQ")
+    with pytest.raises(InputError, match=r"^to_canonical needs a scalar image .*got 3 components"):
+        to_canonical(Volume(np.zeros((2, 3, 4, 3), np.uint8)))
