@@ -154,10 +154,14 @@ def mattes_mutual_information(
 ) -> float:
     """Mattes mutual information (nats; higher = better aligned) of fixed vs. transformed moving.
 
-    ITK's metric is the negative MI (it is minimised); we flip the sign.
+    ITK's metric is the negative MI (it is minimised); we flip the sign. A constant image (for
+    example a moving image resampled where it does not overlap the fixed one) shares no information:
+    0.0 (ITK refuses its zero-width histogram).
     """
     import SimpleITK as sitk
 
+    if transform is None and any(np.ptp(np.asarray(v.array)) == 0 for v in (fixed, moving)):
+        return 0.0
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)

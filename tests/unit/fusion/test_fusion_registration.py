@@ -91,6 +91,17 @@ def test_fusion_registration_3d_rigid_recovers_known_shift():
     assert result.tre_mm < 1.5 * min(fixed.spacing)
 
 
+def test_fusion_registration_moving_far_away_starts_from_moments(pd_fixed):
+    """A moving image that does not overlap the fixed one at all (another scanner's origin, as ITK's
+    3D T1 example against a template): its mutual information before is 0 (a constant resampled
+    image shares nothing; ITK itself refuses the zero-width histogram), and the moments start finds it."""
+    far = Volume(pd_fixed.array, spacing=pd_fixed.spacing, origin=(5000.0, -7000.0, 0.0))
+    result = register(pd_fixed, far, metric="mattes", init="moments")
+    assert result.mutual_information_before == 0.0
+    assert np.allclose(result.rigid.translation_mm, (5000.0, -7000.0), atol=1.0)
+    assert result.mutual_information > 0.5
+
+
 def test_fusion_registration_bad_input(pd_fixed):
     with pytest.raises(InputError, match="stages"):
         register(pd_fixed, pd_fixed, stages=("affine",))
