@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.anomaly.data import BRAIN_LABELS, SKULL_STRIPPED
 from medanomaly.anomaly.methods import METHODS, pixel_auroc
 from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import ConfigError, InputError
@@ -76,8 +77,6 @@ MATCHES = ("conditional", "rank")
 DEFAULT_SUPPORTS: tuple[tuple[float, float], ...] = tuple((e, r) for r in (0.0, 8.0) for e in (-4.0, 0.0, 4.0, 8.0))
 #: Per-volume scalings of the final (smoothed) map: ``none`` or ``robust`` (:func:`robust_scaled`).
 MAP_SCALES = ("none", "robust")
-#: Normal brains whose own brain mask is a separate skull-stripped file on the same grid.
-_SKULL_STRIPPED = {"ch2": "mricron/ch2bet.nii.gz"}
 
 
 def atlas_brain(volume: Volume, spacing_mm: float) -> tuple[Volume, np.ndarray]:
@@ -316,8 +315,9 @@ class AtlasMethod:
         if map_scale not in MAP_SCALES:
             raise ConfigError(f"atlas map_scale must be one of {MAP_SCALES}, got {map_scale!r}")
         self.map_scale = str(map_scale)
-        if any(h not in _SKULL_STRIPPED for h in self.edge_heads):
-            raise ConfigError(f"atlas edge_heads must have a skull-stripped twin {sorted(_SKULL_STRIPPED)}, got {list(edge_heads)}")  # fmt: skip
+        heads = sorted({*SKULL_STRIPPED, *BRAIN_LABELS})
+        if any(h not in heads for h in self.edge_heads):
+            raise ConfigError(f"atlas edge_heads must be whole heads with a known brain {heads}, got {list(edge_heads)}")
         self.spacing_mm, self.fixed_mm, self.stages = float(spacing_mm), float(fixed_mm), tuple(stages)
         self.bspline_mesh, self.iterations, self.sampling = int(bspline_mesh), int(iterations), float(sampling)
         self.min_dice, self.floor, self.kind, self.kinds, self.seed = float(min_dice), float(floor), kind, tuple(kinds), int(seed)
@@ -328,10 +328,10 @@ class AtlasMethod:
 
     # ------------------------------------------------------------------ train / state
     def fit_brains(self, names: tuple[str, ...]) -> dict[str, Any]:
-        """Store the normal training brains (see :func:`atlas_brain`)."""
-        from medanomaly.anomaly.data import load_normal
+        """Store the normal training brains, skull-stripped (see :func:`atlas_brain`)."""
+        from medanomaly.anomaly.data import load_brain_only
 
-        self.brains_ = [atlas_brain(load_normal(_SKULL_STRIPPED.get(n, n)), self.spacing_mm) for n in names]
+        self.brains_ = [atlas_brain(load_brain_only(n), self.spacing_mm) for n in names]
         self.names_ = tuple(names)
         return {"atlas_brains": list(names), "atlas_voxels": [int(m.sum()) for _, m in self.brains_]}
 

@@ -108,8 +108,8 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
     skull-stripped twin, centred in its brain and, with ``method.val_cross_outline``, free to cross
     the brain's outline into the rest of the region, :data:`OUTLINE_SHARE` of them centred on it, as a
     tumour that pushes out of the brain or sits against it does; the atlas leaves that person out)."""
-    from medanomaly.anomaly.atlas import _SKULL_STRIPPED, thick_slices
-    from medanomaly.anomaly.data import _brain, load_normal
+    from medanomaly.anomaly.atlas import thick_slices
+    from medanomaly.anomaly.data import _brain, load_brain_only, load_normal
     from medanomaly.preprocess.tissue_masks import brain_mask
 
     def clean_case(volume: Volume, region: np.ndarray, seed: int) -> Volume:
@@ -118,7 +118,7 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
 
     cases = []
     for i, name in enumerate(config.data.val):
-        clean = thick_slices(load_normal(name), *val_grid_mm)
+        clean = thick_slices(load_brain_only(name), *val_grid_mm)
         brain, atlas, seed = _brain(clean), _atlas_for(method, name), config.seed + 100 * i
         cases.append({"name": name, "volume": clean_case(clean, brain, seed + 99), "lesions": None, "region": None,
                       "atlas": atlas})  # fmt: skip
@@ -128,7 +128,7 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
                           "atlas": atlas})  # fmt: skip
     for i, head in enumerate(method.edge_heads):
         clean = thick_slices(load_normal(head), *val_grid_mm)
-        stripped = thick_slices(load_normal(_SKULL_STRIPPED[head]), *val_grid_mm)
+        stripped = thick_slices(load_brain_only(head), *val_grid_mm)
         region = np.asarray(brain_mask(clean).array) > 0
         atlas, seed = leave_out(method, head), config.seed + 1000 + 100 * i
         cases.append({"name": f"{head}_head", "volume": clean_case(clean, region, seed + 99), "lesions": None,

@@ -24,16 +24,23 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["CommonSlices", "to_common", "slices_on_grid", "load_normal", "maps_to_volume", "refuse_lesion_image", "NORMAL_BRAINS"]
+__all__ = ["CommonSlices", "to_common", "slices_on_grid", "load_normal", "maps_to_volume", "refuse_lesion_image", "NORMAL_BRAINS",
+           "SKULL_STRIPPED", "BRAIN_LABELS", "load_brain_only"]
 
 #: The normal brain MRI our data sources provide (``real_data`` keys). inia19 is a macaque
-#: template: listed, but not in the default training set (another species).
+#: template: listed, but not in the default training set (another species). ``itk_t1`` is a third
+#: person: ITK's whole-head T1 example (2 x 3 x 2 mm, coronal acquisition; no lesion known or seen).
 NORMAL_BRAINS: dict[str, str] = {
     "mni152": "nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "ch2": "mricron/ch2.nii.gz",
     "ch2better": "mricron/ch2better.nii.gz",
     "inia19": "mricron/inia19-t1-brain.nii.gz",
+    "itk_t1": "itk/KmeansTest_T1UCharRaw.nii.gz",
 }
+#: Whole-head normal brains whose brain alone is a skull-stripped twin file on the same grid.
+SKULL_STRIPPED: dict[str, str] = {"ch2": "mricron/ch2bet.nii.gz"}
+#: Whole-head normal brains whose brain is given by a label image on the same grid (non-zero = brain).
+BRAIN_LABELS: dict[str, str] = {"itk_t1": "itk/KmeansTest_T1RawSkullStrip.nii.gz"}
 
 _MASK_SUFFIXES = ("_label", "_mask", "_seg", "_lesion", "-label", "-mask", "-seg")
 _LESION_CASES = ("brain1", "brain2", "lung1", "lung2", "breast1")
@@ -70,7 +77,7 @@ def refuse_lesion_image(path: str | Path) -> None:
         raise InputError("training image is a lesion case (has an expert lesion mask); train on normal images only", path)
     if any(stem.endswith(s) for s in _MASK_SUFFIXES):
         raise InputError("looks like a lesion mask, not a normal image", path)
-    for sibling in path.parent.glob(f"{stem}*"):
+    for sibling in path.parent.iterdir():  # not glob: a mixed-case name must match its lower-case stem
         sib = sibling.name.split(".")[0].lower()
         if sib != stem and any(sib == stem + s or sib == stem.replace("_image", "") + s for s in _MASK_SUFFIXES):
             raise InputError(f"training image has a lesion mask beside it ({sibling.name}); normal images only", path)
@@ -88,6 +95,25 @@ def load_normal(key_or_path: str) -> Volume:
     if volume.is_2d or volume.n_components != 1:
         raise InputError("normal training images must be scalar 3D volumes", path)
     return volume.with_meta(modality="MR")
+
+
+def load_brain_only(name: str) -> Volume:
+    """A normal brain with everything outside the brain set to 0: a whole head's skull-stripped twin
+    (:data:`SKULL_STRIPPED`), the head masked by its brain labels (:data:`BRAIN_LABELS`), or the image
+    as it is (a template that is already skull-stripped)."""
+    from medanomaly.data.sources import real_data
+    from medanomaly.io import read
+
+    if name in SKULL_STRIPPED:
+        return load_normal(SKULL_STRIPPED[name])
+    volume = load_normal(name)
+    if name not in BRAIN_LABELS:
+        return volume
+    path = real_data(BRAIN_LABELS[name])
+    labels = read(path)
+    if labels.shape != volume.shape or not np.allclose(labels.spacing, volume.spacing):
+        raise InputError(f"brain labels are not on the grid of {name!r}", path)
+    return volume.with_array(np.where(np.asarray(labels.array) > 0, np.asarray(volume.array, np.float32), 0.0))
 
 
 def _brain(volume: Volume) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The ``anomaly`` demo step: the registered atlas (``configs/anomaly_brain_atlas.yaml``, strict
 label-free validation, per-volume robust map scale) trained on the normal brains and tested on the
-real tumours of brain1/brain2, with their maps in ``report.html`` (about 3-4 min on 2 CPU cores).
+real tumours of brain1/brain2, with their maps in ``report.html`` (about 4-5 min on 2 CPU cores).
 """
 
 from __future__ import annotations

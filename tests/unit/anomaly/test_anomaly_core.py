@@ -90,6 +90,11 @@ def test_lesion_cases_and_masks_are_refused_as_training_data(tmp_path):
     with pytest.raises(InputError, match="lesion mask beside it"):
         refuse_lesion_image(tmp_path / "subject.nii.gz")
     refuse_lesion_image(tmp_path / "healthy.nii.gz")  # no mask: accepted
+    (tmp_path / "Subject_T1.nii.gz").write_bytes(b"")  # mixed case: the mask beside it is still found
+    (tmp_path / "subject_t1_seg.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="subject_t1_seg.nii.gz"):
+        refuse_lesion_image(tmp_path / "Subject_T1.nii.gz")
+
 
 
 def test_model_refuses_other_dimensionality_and_modality():

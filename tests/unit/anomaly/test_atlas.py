@@ -126,8 +126,9 @@ def test_atlas_edge_validation_settings_are_checked():
     from medanomaly.anomaly.atlas_validation import leave_out as _leave_out
     from medanomaly.errors import InputError
 
-    with pytest.raises(InputError, match="skull-stripped twin"):
+    with pytest.raises(InputError, match="whole heads with a known brain"):
         AtlasMethod(edge_heads=("mni152",))
+    assert AtlasMethod(edge_heads=("ch2", "itk_t1")).edge_heads == ("ch2", "itk_t1")
     with pytest.raises(InputError, match="ramp_mm must be >= 0"):
         AtlasMethod(supports=((0.0, -1.0),))
     method = _fitted()
@@ -339,3 +340,16 @@ def test_lesions_cut_to_a_wider_region_cross_the_brain_outline_only_when_asked()
     assert outside[1] > 2 * outside[0] and outside[1] > 0.15, outside  # centred on the outline: far more outside
     with pytest.raises(InputError, match="val_cross_outline needs edge_heads"):
         AtlasMethod(val_cross_outline=True)
+
+
+def test_third_normal_brain_is_itk_t1_masked_by_its_brain_labels():
+    """ITK's whole-head T1 (a third person) is skull-stripped by its label image: zero outside the
+    brain, its intensities inside, on its own grid; the raw head keeps its scalp."""
+    from medanomaly.anomaly.data import load_brain_only, load_normal
+
+    head, brain = load_normal("itk_t1"), load_brain_only("itk_t1")
+    assert brain.shape == head.shape == (62, 128, 128) and brain.spacing == head.spacing
+    inside = np.asarray(brain.array) > 0
+    assert 0.08 < inside.mean() < 0.2  # ~1.5 L of brain in a 2 x 2 x 3 mm, 128 x 128 x 62 head
+    np.testing.assert_array_equal(np.asarray(brain.array)[inside], np.asarray(head.array, np.float32)[inside])
+    assert (np.asarray(head.array)[~inside] > 0).mean() > 0.05  # the scalp and skull stay in the head
