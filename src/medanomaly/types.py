@@ -421,6 +421,9 @@ class Finding:
 
 #: The decision of a prediction that abstains (never a class name: a class may be called "uncertain").
 ABSTAIN = "abstain"
+#: Prefix of a flag that says why a prediction abstains although it is confident: a quality check of the
+#: pipeline failed (e.g. ``quality_check_failed:no_atlas_registration_passed``), so its map is not to be read.
+QUALITY_FAILED = "quality_check_failed"
 
 
 @dataclass(frozen=True, eq=False)
@@ -431,9 +434,10 @@ class Prediction:
         scores: per-class probabilities (classification) or one anomaly score; higher = more abnormal.
         class_names: names matching ``scores``.
         label: the class the model calls (always one of ``class_names``, even when it abstains).
-        abstained: True when confidence was below the abstention threshold: the call is then not
-            to be acted on. Distinct from a class that is itself named "uncertain" (BI-RADS 3-like):
-            ``decision`` is ``"abstain"`` only for an abstention.
+        abstained: True when confidence was below the abstention threshold, or a quality check failed
+            (a ``QUALITY_FAILED`` flag says which): the call is then not to be acted on. Distinct from a
+            class that is itself named "uncertain" (BI-RADS 3-like): ``decision`` is ``"abstain"`` only
+            for an abstention.
         anomaly_map: a voxel-wise score map on the input grid, when the model gives one.
         findings: localised lesions, when the model detects.
         flags: notes on the prediction (e.g. ``"missing_modality:MR"``).
@@ -449,7 +453,7 @@ class Prediction:
 
     @property
     def decision(self) -> str:
-        """What to act on: the called class, or ``"abstain"`` (low confidence, no call)."""
+        """What to act on: the called class, or ``"abstain"`` (low confidence or a failed quality check)."""
         return ABSTAIN if self.abstained else self.label
 
     @property

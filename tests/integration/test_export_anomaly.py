@@ -105,6 +105,15 @@ def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) ->
     run = train_run(tmp_path / "cfg.yaml", tmp_path / "run")
     pred = load_model(run).predict(head.with_meta(modality="MR"))  # the engine path: a map on the input grid
     assert pred.anomaly_map.same_grid(head) and pred.label in ("anomaly", "normal") and pred.flags == ()
+    assert not pred.abstained
+    model = load_model(run)
+    model.method.min_dice = 1.01  # no registration can pass: the map rests on a misaligned brain, so no call
+    failed = model.predict(head.with_meta(modality="MR"))
+    assert failed.abstained and failed.decision == "abstain" and failed.anomaly_map is not None
+    assert "quality_check_failed:no_atlas_registration_passed" in failed.flags
+    from medanomaly.cli.predict import _format_prediction
+
+    assert "ABSTAIN (a quality check failed; top class " in _format_prediction(Path("head.nii.gz"), failed)
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "pkg")])
     assert isinstance(result.exception, InputError) and "the atlas method cannot be exported" in str(result.exception)
     assert not (tmp_path / "pkg").exists()

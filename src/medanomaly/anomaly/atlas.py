@@ -12,7 +12,8 @@ voxels of a skull-stripped image) and ranked; each normal brain is registered to
 brain ranks at ``fixed_mm`` in-plane; centre-of-mass start, rigid then affine, optionally a coarse
 B-spline; 2 resolution levels). A registration whose warped brain mask overlaps the test brain
 mask with Dice below ``min_dice`` is dropped and flagged (``atlas_registration_failed:<k>``);
-if all fail, the best one is kept (flagged too). Each warped normal brain is averaged over the
+if all fail, the best one is kept (flagged too) and the prediction abstains
+(``quality_check_failed:no_atlas_registration_passed``). Each warped normal brain is averaged over the
 test's slice thickness (thin template -> thick clinical slices) and re-ranked inside the test
 brain; their voxel-wise mean gives the test's expected rank ``e`` and spread ``s`` by the
 intensity ``match``: ``conditional`` (the test's median rank and robust spread given the atlas
@@ -61,7 +62,7 @@ from medanomaly.anomaly.data import BRAIN_LABELS, SKULL_STRIPPED
 from medanomaly.anomaly.methods import METHODS, pixel_auroc
 from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import ConfigError, InputError
-from medanomaly.types import Volume
+from medanomaly.types import QUALITY_FAILED, Volume
 
 __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
            "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
@@ -468,7 +469,9 @@ class AtlasMethod:
         from medanomaly.anomaly.pipeline import volume_score
 
         parts = self.components(volume)
-        self.last_flags, self.last_log = parts["flags"], parts["log"]
+        none_passed = len(parts["flags"]) == len(self.brains_)  # the map then rests on a misaligned brain
+        self.last_flags = parts["flags"] + ((f"{QUALITY_FAILED}:no_atlas_registration_passed",) if none_passed else ())
+        self.last_log = parts["log"]
         amap = self.final_map(parts, sigma_mm, volume.spacing)
         score = volume_score(amap, parts["brain"])
         return volume.with_array(amap, units="anomaly score"), score

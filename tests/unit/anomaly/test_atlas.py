@@ -58,8 +58,12 @@ def test_atlas_flags_a_failed_registration():
     method.min_dice = 0.999  # no registration can pass: every one is flagged, the best is kept
     test, _ = _head(9, shift_mm=6.0)
     amap, _ = method.predict_volume(test, 0.0)
-    assert set(method.last_flags) == {"atlas_registration_failed:0", "atlas_registration_failed:1"}
+    assert set(method.last_flags) == {"atlas_registration_failed:0", "atlas_registration_failed:1",
+                                      "quality_check_failed:no_atlas_registration_passed"}  # fmt: skip
     assert len(method.last_log["kept"]) == 1 and np.asarray(amap.array).max() > 0
+    method.min_dice = 0.6  # both pass again: no flag, no abstention
+    method.predict_volume(test, 0.0)
+    assert method.last_flags == ()
 
 
 def test_thick_slices_and_synthetic_lesions_in_mm():
