@@ -77,7 +77,11 @@ def refuse_lesion_image(path: str | Path) -> None:
         raise InputError("training image is a lesion case (has an expert lesion mask); train on normal images only", path)
     if any(stem.endswith(s) for s in _MASK_SUFFIXES):
         raise InputError("looks like a lesion mask, not a normal image", path)
-    for sibling in path.parent.iterdir():  # not glob: a mixed-case name must match its lower-case stem
+    try:  # not glob: a mixed-case name must match its lower-case stem
+        siblings = list(path.parent.iterdir())
+    except OSError:  # an unlistable or missing folder: no sibling can be seen (reading the image says why)
+        siblings = []
+    for sibling in siblings:
         sib = sibling.name.split(".")[0].lower()
         if sib != stem and any(sib == stem + s or sib == stem.replace("_image", "") + s for s in _MASK_SUFFIXES):
             raise InputError(f"training image has a lesion mask beside it ({sibling.name}); normal images only", path)

@@ -94,6 +94,7 @@ def test_lesion_cases_and_masks_are_refused_as_training_data(tmp_path):
     (tmp_path / "subject_t1_seg.nii.gz").write_bytes(b"")
     with pytest.raises(InputError, match="subject_t1_seg.nii.gz"):
         refuse_lesion_image(tmp_path / "Subject_T1.nii.gz")
+    refuse_lesion_image(tmp_path / "missing" / "scan.nii.gz")  # no folder to list: reading it will say so
 
 
 

@@ -357,3 +357,12 @@ def test_third_normal_brain_is_itk_t1_masked_by_its_brain_labels():
     assert 0.08 < inside.mean() < 0.2  # ~1.5 L of brain in a 2 x 2 x 3 mm, 128 x 128 x 62 head
     np.testing.assert_array_equal(np.asarray(brain.array)[inside], np.asarray(head.array, np.float32)[inside])
     assert (np.asarray(head.array)[~inside] > 0).mean() > 0.05  # the scalp and skull stay in the head
+
+
+def test_brain_labels_on_another_grid_are_refused(monkeypatch):
+    from medanomaly.anomaly import data
+    from medanomaly.errors import InputError
+
+    monkeypatch.setitem(data.BRAIN_LABELS, "itk_t1", "itk/BrainProtonDensity3Slices.mha")
+    with pytest.raises(InputError, match="brain labels are not on the grid of 'itk_t1'"):
+        data.load_brain_only("itk_t1")
