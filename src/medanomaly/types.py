@@ -426,6 +426,11 @@ ABSTAIN = "abstain"
 QUALITY_FAILED = "quality_check_failed"
 
 
+def quality_check_failed(flags: tuple[str, ...]) -> bool:
+    """True when one of a prediction's ``flags`` says a quality check failed (:data:`QUALITY_FAILED`)."""
+    return any(f.startswith(QUALITY_FAILED) for f in flags)
+
+
 @dataclass(frozen=True, eq=False)
 class Prediction:
     """What a model says about one image.

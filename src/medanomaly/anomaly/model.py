@@ -17,7 +17,7 @@ import numpy as np
 from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
-from medanomaly.types import QUALITY_FAILED, Finding, Prediction, Volume
+from medanomaly.types import Finding, Prediction, Volume, quality_check_failed
 
 __all__ = ["AnomalyModel", "run_info", "map_findings", "MIN_FINDING_ML", "MAX_FINDINGS"]
 
@@ -127,7 +127,7 @@ class AnomalyModel(ModelBase):
         if not volume.is_2d:  # the call as regions: the map above the validation pixel threshold
             values = np.asarray(amap.array)  # 0 outside the region (brain, lungs)
             findings = map_findings(amap, (values > float(self.info.thresholds["pixel"])) & (values != 0), volume)
-        failed = any(f.startswith(QUALITY_FAILED) for f in flags)  # e.g. no atlas brain could be aligned
+        failed = quality_check_failed(flags)  # e.g. no atlas brain could be aligned
         return Prediction(scores=(score,), class_names=("anomaly",), label=label, abstained=failed, anomaly_map=amap,
                           findings=findings, flags=flags)  # fmt: skip
 

@@ -11,10 +11,10 @@ import typer
 def _format_prediction(path: Path, prediction) -> str:
     probs = " ".join(f"{c}={p:.3f}" for c, p in zip(prediction.class_names, prediction.scores, strict=True))
     if prediction.abstained:
-        from medanomaly.types import QUALITY_FAILED
+        from medanomaly.types import quality_check_failed
 
-        failed = any(f.startswith(QUALITY_FAILED) for f in prediction.flags)
-        call = f"ABSTAIN ({'a quality check failed' if failed else 'low confidence'}; top class {prediction.label})"
+        reason = "a quality check failed" if quality_check_failed(prediction.flags) else "low confidence"
+        call = f"ABSTAIN ({reason}; top class {prediction.label})"
     else:
         call = prediction.label
     found = f", {len(prediction.findings)} finding(s)" if prediction.findings else ""

@@ -97,7 +97,6 @@ def test_lesion_cases_and_masks_are_refused_as_training_data(tmp_path):
     refuse_lesion_image(tmp_path / "missing" / "scan.nii.gz")  # no folder to list: reading it will say so
 
 
-
 def test_model_refuses_other_dimensionality_and_modality():
     from medanomaly.anomaly.model import AnomalyModel
     from medanomaly.engine.run import RunInfo
