@@ -93,7 +93,10 @@ def load_normal(key_or_path: str) -> Volume:
     from medanomaly.io import read
 
     key = NORMAL_BRAINS.get(key_or_path, key_or_path)
-    path = Path(key) if Path(key).is_file() else real_data(key)
+    try:
+        path = Path(key) if Path(key).is_file() else real_data(key)
+    except KeyError:  # neither a file nor a "source/path" data key
+        raise InputError(f"no such file, and not a normal brain name {sorted(NORMAL_BRAINS)} or data key", key) from None
     refuse_lesion_image(path)
     volume = read(path)
     if volume.is_2d or volume.n_components != 1:

@@ -97,6 +97,13 @@ def test_lesion_cases_and_masks_are_refused_as_training_data(tmp_path):
     refuse_lesion_image(tmp_path / "missing" / "scan.nii.gz")  # no folder to list: reading it will say so
 
 
+def test_a_missing_normal_brain_file_is_one_input_error(tmp_path):
+    from medanomaly.anomaly.data import load_normal
+
+    with pytest.raises(InputError, match="no such file, and not a normal brain name"):
+        load_normal(str(tmp_path / "missing.nii.gz"))
+
+
 def test_model_refuses_other_dimensionality_and_modality():
     from medanomaly.anomaly.model import AnomalyModel
     from medanomaly.engine.run import RunInfo
