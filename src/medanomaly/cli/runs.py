@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(finite_json(metrics), indent=2))
             return
-        for line in summarise_metrics(metrics):
+        for line in summarise_metrics({k: v for k, v in metrics.items() if k != "files"}):
             typer.echo(line)
-        typer.echo(f"full metrics and report: {run}/metrics.json, {run}/report.html")
+        files = metrics.get("files") or ["metrics.json", "report.html"]  # a task that writes elsewhere names its files
+        typer.echo("full metrics and report: " + ", ".join(f"{run}/{name}" for name in files))

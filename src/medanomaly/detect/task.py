@@ -26,7 +26,8 @@ from medanomaly.errors import InputError
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
-__all__ = ["LungNoduleTask", "load_sources", "simulate_set", "simulate_training_set", "validation_cpm"]
+__all__ = ["LungNoduleTask", "evaluate_validation", "load_sources", "simulate_set", "simulate_training_set",
+           "validation_cpm"]
 
 
 def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceScan]:
@@ -53,27 +54,32 @@ def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceSca
 def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str = "train",
                  progress: bool = True) -> list[Any]:
     """Simulated scans for ``purpose``: ``train`` (lung ``train_side``, LIDC train shapes, seed stream 0),
-    ``val`` (the training lung, LIDC val shapes, stream 2: never the held-out lung the test
-    scans are searched in) or ``test`` (the held-out lung, LIDC test
-    shapes, stream 1; what :meth:`LungNoduleTask.evaluate` scores), as :class:`SimScan` s."""
+    ``val`` (the training lung, LIDC val shapes, stream 2, scans 0 .. ``val_scans_per_source`` - 1: the learning
+    curve's, which pick the kept weights; never the held-out lung the test scans are searched in), ``val_draw``
+    (the training lung, LIDC val shapes, stream 2, the next ``test_scans_per_source`` scans per source: a
+    validation draw as large as the held-out one and disjoint from the scans that chose the weights; what
+    ``evaluate --split val`` scores) or ``test`` (the held-out lung, LIDC test shapes, stream 1; what
+    :meth:`LungNoduleTask.evaluate` scores), as :class:`SimScan` s."""
     from medanomaly.detect.simulate import ScanSimulator
 
     sim = cfg.simulation
-    side, n_scans, n_nodules, stream = {
-        "train": (sim.train_side, sim.train_scans_per_source, sim.nodules_per_train_scan, 0),
-        "val": (sim.train_side, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
-        "test": (3 - sim.train_side, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
+    side, first, n_scans, n_nodules, stream = {
+        "train": (sim.train_side, 0, sim.train_scans_per_source, sim.nodules_per_train_scan, 0),
+        "val": (sim.train_side, 0, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
+        "val_draw": (sim.train_side, sim.val_scans_per_source, sim.test_scans_per_source, sim.nodules_per_test_scan, 2),
+        "test": (3 - sim.train_side, 0, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
     }[purpose]
-    simulator = ScanSimulator(sim.shapes, purpose, sim.diameter_range_mm, sim.procedural_diameter_range_mm,
+    split = "val" if purpose == "val_draw" else purpose
+    simulator = ScanSimulator(sim.shapes, split, sim.diameter_range_mm, sim.procedural_diameter_range_mm,
                               non_solid_weight=sim.non_solid_weight if purpose == "train" else 1.0)
-    jobs = [(si, k) for si in range(len(sources)) for k in range(n_scans)]
+    jobs = [(si, k) for si in range(len(sources)) for k in range(first, first + n_scans)]
     iterator: Any = jobs
     if progress:
         from rich.progress import track
 
         iterator = track(jobs, description=f"simulate {purpose} scans (synthetic nodules, {sim.shapes} shapes)")
     return [simulator.scan(sources[si], side, n_nodules, np.random.default_rng([cfg.seed, stream, si, k]),
-                           f"{sources[si].name}-{purpose}-{k}", index=k) for si, k in iterator]  # fmt: skip
+                           f"{sources[si].name}-{split}-{k}", index=k) for si, k in iterator]  # fmt: skip
 
 
 def simulate_training_set(cfg: LungNoduleConfig, sources: list[SourceScan], progress: bool = True) -> list[Any]:
@@ -162,7 +168,9 @@ class LungNoduleTask:
 
         Args:
             run_dir: the trained run folder.
-            split: only "test" (held-out simulated scans + the real lesions) exists.
+            split: "test" (held-out simulated scans + the real lesions) or "val" (a validation draw in the
+                training lung, :func:`evaluate_validation`: ``metrics_val.json`` and ``froc_val.png``; the
+                held-out ``metrics.json`` and ``report.html`` are left as they are).
             sources: already loaded source CTs (else read from the config).
             config: the run's config (else read from ``run_dir/config.yaml``).
             out_dir: where findings, plots and the report go (default ``run_dir``).
@@ -181,10 +189,12 @@ class LungNoduleTask:
             from medanomaly.detect.luna16_source import evaluate_luna16
 
             return evaluate_luna16(run_dir, cfg, split, out_dir, self.progress)
-        if split != "test":
-            raise InputError(f"lung_nodule has only the 'test' split, got {split!r}")
+        if split not in ("test", "val"):
+            raise InputError(f"lung_nodule has the splits 'test' and 'val', got {split!r}")
         detector = NoduleDetector.load(run_dir)
         sources = sources if sources is not None else load_sources(cfg.simulation, self.progress)
+        if split == "val":
+            return evaluate_validation(detector, cfg, sources, out_dir, self.progress)
         sim = cfg.simulation
         heldout_side = 3 - sim.train_side
         held = evaluate_heldout(
@@ -233,6 +243,47 @@ class LungNoduleTask:
             },
         )
         return metrics
+
+
+def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[SourceScan], out_dir: Path,
+                        progress: bool = True) -> dict[str, Any]:
+    """FROC (CPM with its scan-bootstrap CI, the >= 6 mm FROC) and volume agreement on the ``val_draw`` scans of
+    :func:`simulate_set` (synthetic; the training lung, LIDC val shapes, as many scans and nodules as the held-out
+    draw, none of the scans that chose the kept weights): for choosing between runs or recipes without the
+    held-out lung. Writes ``metrics_val.json`` and ``froc_val.png`` into ``out_dir``.
+
+    Raises:
+        InputError: the config draws no validation nodule (``test_scans_per_source`` or ``nodules_per_test_scan`` 0).
+    """
+    from medanomaly.detect.evaluation import LARGE_NODULE_MM, score_scans
+    from medanomaly.evaluate.froc import cpm_interval
+    from medanomaly.evaluate.lung_report import plot_froc
+
+    sim = cfg.simulation
+    if sim.test_scans_per_source * sim.nodules_per_test_scan == 0:
+        raise InputError("lung_nodule split 'val': the config draws no validation nodule "
+                         "(simulation.test_scans_per_source x nodules_per_test_scan is 0)")  # fmt: skip
+    scans = simulate_set(cfg, sources, "val_draw", progress)
+    held = score_scans(detector, scans, cfg.infer.hit_min_radius_mm, progress, total=len(scans))
+    fr, large = held["froc"], held["froc_large"]
+    plot_froc(fr, out_dir / "froc_val.png")
+    side = {1: "right", 2: "left"}[sim.train_side]
+    shapes = "procedural nodules" if sim.shapes == "procedural" else "LIDC-IDRI val-split shapes"
+    split_text = (f"validation draw (SYNTHETIC): {len(scans)} simulated scans with {sim.nodules_per_test_scan} "
+                  f"{shapes} each in the {side} (training) lung of {', '.join(s.name for s in sources)}, "
+                  f"seed stream 2 from scan {sim.val_scans_per_source} on (after the learning curve's scans); "
+                  "never the held-out lung or test shapes")  # fmt: skip
+    metrics = {
+        "validation_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_interval(held["marks"])),
+                                 "synthetic": True, "split": split_text},
+        "validation_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
+                                                                        "min_diameter_mm": LARGE_NODULE_MM},
+        "agreement_synthetic": {key: held[key].to_json() for key in ("volume", "volume_large", "diameter")
+                                if held[key] is not None},
+        "files": ["metrics_val.json", "froc_val.png"],
+    }
+    write_json(out_dir / "metrics_val.json", metrics)
+    return metrics
 
 
 def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:

@@ -113,3 +113,18 @@ def test_non_solid_weight_draws_more_non_solid_training_shapes_and_leaves_held_o
         weighted = simulate_set(cfg, [toy_source], purpose, progress=False)
         natural = simulate_set(plain, [toy_source], purpose, progress=False)
         assert [t.nodule_id for s in weighted for t in s.truths] == [t.nodule_id for s in natural for t in s.truths]
+
+
+def test_the_validation_draw_is_as_large_as_the_heldout_one_and_disjoint_from_the_learning_curve_scans(toy_source):
+    from medanomaly.config import parse_config
+    from medanomaly.detect.task import simulate_set
+
+    cfg = parse_config({"task": "lung_nodule", "simulation": {"shapes": "lidc", "test_scans_per_source": 3,
+                        "nodules_per_test_scan": 2, "val_scans_per_source": 2}})  # fmt: skip
+    curve = simulate_set(cfg, [toy_source], "val", progress=False)
+    draw = simulate_set(cfg, [toy_source], "val_draw", progress=False)
+    assert [s.name for s in curve] == ["toy-val-0", "toy-val-1"]
+    assert [s.name for s in draw] == ["toy-val-2", "toy-val-3", "toy-val-4"]
+    assert {s.side for s in draw} == {cfg.simulation.train_side} and all(len(s.truths) == 2 for s in draw)
+    centres = {tuple(np.round(t.center_mm, 1)) for s in curve for t in s.truths}
+    assert not centres & {tuple(np.round(t.center_mm, 1)) for s in draw for t in s.truths}
