@@ -3,7 +3,8 @@ tested on brain1/brain2 (the step itself trains for minutes and is run by ``make
 
 from __future__ import annotations
 
-from medanomaly.anomaly.demo import DEMO_CONFIG, demo_config
+from medanomaly.anomaly.demo import DEMO_CONFIG, DEMO_EDGE_HEADS, demo_config
+from medanomaly.config import load_config
 
 
 def test_demo_step_trains_the_strict_atlas_with_robust_thresholds():
@@ -13,6 +14,11 @@ def test_demo_step_trains_the_strict_atlas_with_robust_thresholds():
     assert cfg.method.params.get("val_lesions", "mixed") == "mixed"  # not the hindsight-informed prior
     assert tuple(cfg.evaluate.cases) == ("brain1", "brain2") and cfg.evaluate.n_bootstrap == 500
     assert cfg.train.threads == 1
+    shipped = load_config(DEMO_CONFIG)
+    assert list(shipped.method.params["edge_heads"]) == ["ch2", "itk_t1"]  # the demo cuts only the edge heads
+    assert list(cfg.method.params["edge_heads"]) == DEMO_EDGE_HEADS == ["ch2"]
+    rest = {k: v for k, v in cfg.method.params.items() if k != "edge_heads"}
+    assert rest == {k: v for k, v in shipped.method.params.items() if k != "edge_heads"}
 
 
 def test_demo_summary_prints_the_slice_auroc_ci_the_case_study_writes():
