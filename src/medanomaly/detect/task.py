@@ -266,7 +266,7 @@ def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[Sour
     scans = simulate_set(cfg, sources, "val_draw", progress)
     held = score_scans(detector, scans, cfg.infer.hit_min_radius_mm, progress, total=len(scans))
     fr, large = held["froc"], held["froc_large"]
-    plot_froc(fr, out_dir / "froc_val.png")
+    plot_froc(fr, out_dir / "froc_val.png", "FROC on validation scans, training lung (synthetic)")
     side = {1: "right", 2: "left"}[sim.train_side]
     shapes = "procedural nodules" if sim.shapes == "procedural" else "LIDC-IDRI val-split shapes"
     split_text = (f"validation draw (SYNTHETIC): {len(scans)} simulated scans with {sim.nodules_per_test_scan} "
