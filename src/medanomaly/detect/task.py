@@ -29,6 +29,9 @@ from medanomaly.registry import TASKS
 __all__ = ["LungNoduleTask", "evaluate_validation", "load_sources", "simulate_set", "simulate_training_set",
            "validation_cpm"]
 
+#: Lung labels of the simulation config (``train_side``) in words.
+_SIDE_NAMES = {1: "right", 2: "left"}
+
 
 def load_sources(sim: SimulationConfig, progress: bool = True) -> list[SourceScan]:
     """Read the source CTs (and real lesion masks) of a simulation config, with their lung masks."""
@@ -211,10 +214,7 @@ class LungNoduleTask:
         split_text = _split_text(cfg, sources)
         training = _training_record(run_dir, out_dir)
         metrics = {
-            "heldout_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_ci), "synthetic": True,
-                                  "split": split_text},
-            "heldout_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
-                                                                         "min_diameter_mm": LARGE_NODULE_MM},
+            **_froc_entries("heldout_synthetic", fr, large, cpm_ci, split_text),
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
                                                                  "relative_percent")} for a in agreement},  # fmt: skip
             "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
@@ -250,40 +250,43 @@ def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[Sour
     """FROC (CPM with its scan-bootstrap CI, the >= 6 mm FROC) and volume agreement on the ``val_draw`` scans of
     :func:`simulate_set` (synthetic; the training lung, LIDC val shapes, as many scans and nodules as the held-out
     draw, none of the scans that chose the kept weights): for choosing between runs or recipes without the
-    held-out lung. Writes ``metrics_val.json`` and ``froc_val.png`` into ``out_dir``.
-
-    Raises:
-        InputError: the config draws no validation nodule (``test_scans_per_source`` or ``nodules_per_test_scan`` 0).
+    held-out lung (the config guarantees at least one scan and one nodule). Writes ``metrics_val.json`` and
+    ``froc_val.png`` into ``out_dir``.
     """
-    from medanomaly.detect.evaluation import LARGE_NODULE_MM, score_scans
+    from medanomaly.detect.evaluation import score_scans
     from medanomaly.evaluate.froc import cpm_interval
     from medanomaly.evaluate.lung_report import plot_froc
 
     sim = cfg.simulation
-    if sim.test_scans_per_source * sim.nodules_per_test_scan == 0:
-        raise InputError("lung_nodule split 'val': the config draws no validation nodule "
-                         "(simulation.test_scans_per_source x nodules_per_test_scan is 0)")  # fmt: skip
     scans = simulate_set(cfg, sources, "val_draw", progress)
     held = score_scans(detector, scans, cfg.infer.hit_min_radius_mm, progress, total=len(scans))
     fr, large = held["froc"], held["froc_large"]
     plot_froc(fr, out_dir / "froc_val.png", "FROC on validation scans, training lung (synthetic)")
-    side = {1: "right", 2: "left"}[sim.train_side]
+    side = _SIDE_NAMES[sim.train_side]
     shapes = "procedural nodules" if sim.shapes == "procedural" else "LIDC-IDRI val-split shapes"
     split_text = (f"validation draw (SYNTHETIC): {len(scans)} simulated scans with {sim.nodules_per_test_scan} "
                   f"{shapes} each in the {side} (training) lung of {', '.join(s.name for s in sources)}, "
                   f"seed stream 2 from scan {sim.val_scans_per_source} on (after the learning curve's scans); "
                   "never the held-out lung or test shapes")  # fmt: skip
     metrics = {
-        "validation_synthetic": {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_interval(held["marks"])),
-                                 "synthetic": True, "split": split_text},
-        "validation_synthetic_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
-                                                                        "min_diameter_mm": LARGE_NODULE_MM},
+        **_froc_entries("validation_synthetic", fr, large, cpm_interval(held["marks"]), split_text),
         "agreement_synthetic": {key: held[key].to_json() for key in ("volume", "volume_large", "diameter")
                                 if held[key] is not None},
         "files": ["metrics_val.json", "froc_val.png"],
     }
     write_json(out_dir / "metrics_val.json", metrics)
     return metrics
+
+
+def _froc_entries(key: str, fr: Any, large: Any, cpm_ci: tuple[float, float], split_text: str) -> dict[str, Any]:
+    """``key`` (the FROC with its CPM's scan-bootstrap CI, SYNTHETIC) and ``key_6mm_or_more`` (the FROC of the
+    nodules of :data:`~medanomaly.detect.evaluation.LARGE_NODULE_MM` or more; None without such nodules) of a
+    metrics file."""
+    from medanomaly.detect.evaluation import LARGE_NODULE_MM
+
+    return {key: {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_ci), "synthetic": True, "split": split_text},
+            f"{key}_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
+                                                              "min_diameter_mm": LARGE_NODULE_MM}}  # fmt: skip
 
 
 def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
@@ -340,15 +343,14 @@ def _real_case(detector: Any, source: SourceScan, explain_top: int, out_dir: Pat
 def _split_text(cfg: LungNoduleConfig, sources: list[SourceScan]) -> str:
     """How the held-out evaluation was split from training, in words (for metrics.json and the report)."""
     sim = cfg.simulation
-    side_name = {1: "right", 2: "left"}
     real = ("real LIDC-IDRI consensus outlines, training from the LIDC train split, validation from the val split, "
             "these held-out scans from the test split (split by LIDC patient, never mixed). ")
     shapes = {"lidc": "Nodule shapes: " + real, "procedural": "Nodule shapes: procedural. ",
               "mixed": "Nodule shapes: procedural in every second training scan, otherwise " + real}[sim.shapes]
     return shapes + (
-        f"Training used simulated nodules in the {side_name[sim.train_side]} lung of "
+        f"Training used simulated nodules in the {_SIDE_NAMES[sim.train_side]} lung of "
         f"{', '.join(s.name for s in sources)}; these held-out scans have nodules only in the "
-        f"{side_name[3 - sim.train_side]} lung (a separate seed stream), searched only there. The real lesions "
+        f"{_SIDE_NAMES[3 - sim.train_side]} lung (a separate seed stream), searched only there. The real lesions "
         f"grown by {sim.exclude_margin_mm:g} mm were excluded from simulation and training; findings "
         f"there are ignored in the FROC. Hit: centre within max(radius, {cfg.infer.hit_min_radius_mm:g} mm)."
     )
