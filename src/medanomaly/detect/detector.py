@@ -44,6 +44,7 @@ from medanomaly.detect.generic import (
 )
 from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
+from medanomaly.detect.mining import mine_sampler
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.preprocess.intensity import WINDOWS
@@ -82,6 +83,9 @@ class NoduleDetector:
         positive_sampling: ``lesion`` (each nodule equally often) or ``voxel`` (by volume).
         loss: training loss (:func:`medanomaly.detect.generic.heatmap_loss`).
         keep_weights: ``best`` (validation CPM) or ``last`` weights when training validates.
+        mine_every, mined_fraction: hard negatives mined from the network's own false positives on the training
+            scans every ``mine_every`` steps (0 = off), ``mined_fraction`` of the hard-negative patches then centred
+            on them (:mod:`medanomaly.detect.mining`).
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off; a
@@ -117,6 +121,8 @@ class NoduleDetector:
         positive_sampling: str = "lesion",
         loss: str = "dice_ce_patch",
         keep_weights: str = "last",
+        mine_every: int = 0,
+        mined_fraction: float = 0.5,
         budget_minutes: float | None = 4.0,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,
@@ -152,6 +158,8 @@ class NoduleDetector:
         self.positive_sampling = positive_sampling
         self.loss = loss
         self.keep_weights = keep_weights
+        self.mine_every = mine_every
+        self.mined_fraction = mined_fraction
         self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
         self.overlap = overlap
@@ -214,12 +222,15 @@ class NoduleDetector:
                 model = model.to(memory_format=torch.channels_last_3d)
             self.model_ = model  # validation detects with the weights being trained
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
-                                   per_lesion=self.positive_sampling == "lesion")  # fmt: skip
+                                   per_lesion=self.positive_sampling == "lesion",
+                                   mined_fraction=self.mined_fraction)  # fmt: skip
             hook = None if validate is None else (lambda net: validate(self))
+            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap)
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,
-                                                    loss_name=self.loss, keep=self.keep_weights, probe=probe)  # fmt: skip
+                                                    loss_name=self.loss, keep=self.keep_weights, probe=probe,
+                                                    mine=mine, mine_every=self.mine_every)  # fmt: skip
             model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
         if probe is not None:

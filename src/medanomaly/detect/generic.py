@@ -157,12 +157,14 @@ class HeatmapFit:
     best_step: int | None = None
     threads: int | None = None
     thread_step_seconds: dict[int, float] = field(default_factory=dict)
+    mining: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"steps_done": self.steps, "wall_seconds": round(self.seconds, 2),
                 "cpu_seconds": round(self.cpu_seconds, 2), "stop_reason": self.stop_reason,
                 "learning_curve": self.curve, "best_step": self.best_step, "threads": self.threads,
-                "thread_probe_step_seconds": {str(k): round(v, 4) for k, v in self.thread_step_seconds.items()}}
+                "thread_probe_step_seconds": {str(k): round(v, 4) for k, v in self.thread_step_seconds.items()},
+                "hard_negative_mining": self.mining}
 
 
 #: Training losses of the heatmap networks (``train.loss``), see :func:`heatmap_loss`.
@@ -212,7 +214,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
                     progress: bool, title: str, budget_minutes: float | None = None,
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
                     monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best",
-                    probe: ThreadProbe | None = None) -> HeatmapFit:  # fmt: skip
+                    probe: ThreadProbe | None = None, mine: Callable[[Any], dict[str, float]] | None = None,
+                    mine_every: int = 0) -> HeatmapFit:  # fmt: skip
     """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through the one
     training loop, with a wall-clock budget and a learning curve.
 
@@ -234,6 +237,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     criterion = heatmap_loss(loss_name)
     clock = {"t0": time.perf_counter(), "cpu0": time.process_time(), "step": 0}
     curve: list[dict[str, float]] = []
+    mining: list[dict[str, float]] = []
 
     def optimizer(net: Any, steps_per_epoch: int, total: int) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -246,6 +250,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
 
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
+        if mine is not None and mine_every > 0 and clock["step"] > 1 and (clock["step"] - 1) % mine_every == 0:
+            mining.append({"step": clock["step"] - 1, **_mine_round(mine, net)})
         if probe is not None:
             probe.on_step()
         return criterion(net(x), y)
@@ -275,7 +281,18 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     reason = "steps" if result.steps_run >= steps else "time budget"
     threads = torch.get_num_threads() if probe is None else (probe.chosen or 1)
     return HeatmapFit(list(result.step_losses), result.steps_run, result.seconds, time.process_time() - clock["cpu0"],
-                      reason, curve, best, threads, dict(probe.step_seconds) if probe is not None else {})  # fmt: skip
+                      reason, curve, best, threads, dict(probe.step_seconds) if probe is not None else {},
+                      mining)  # fmt: skip
+
+
+def _mine_round(mine: Callable[[Any], dict[str, float]], net: Any) -> dict[str, float]:
+    """One mining round with the bare network (a DDP wrapper's module) in eval mode, back to training after."""
+    bare = getattr(net, "module", net)
+    bare.eval()
+    try:
+        return mine(bare)
+    finally:
+        bare.train()
 
 
 class HeatmapDetector:

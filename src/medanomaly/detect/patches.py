@@ -5,7 +5,8 @@ three kinds of patch centres (fractions from the config):
 
 * **positive**: a random voxel of an inserted nodule (so large nodules are seen off-centre too);
 * **hard negative**: a random lung voxel denser than -500 HU (vessels, fissures, the pleura:
-  what nodules are confused with);
+  what nodules are confused with), or, once :meth:`PatchSampler.set_mined` gave a scan a pool, with
+  probability ``mined_fraction`` one of the network's own false positives there (:mod:`medanomaly.detect.mining`);
 * **random**: any voxel of the training lung.
 
 A patch is rejected when it touches the exclusion zone (real lesions + margin), so real lesions
@@ -99,6 +100,8 @@ class PatchSampler:
         per_lesion: positive centres pick a lesion (connected component of the target) uniformly,
             then one of its voxels, so a 4 mm nodule is drawn as often as a 25 mm one (False: a
             voxel of any lesion, which favours large lesions by their volume).
+        mined_fraction: share of a scan's hard-negative patches centred on its mined false positives once it has
+            any (:meth:`set_mined`); until then, and with 0, the sampler draws exactly as without mining.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class PatchSampler:
         hard_negative_fraction: float = _DEFAULTS.hard_negative_fraction,
         hard_level: float = HARD_NEGATIVE_HU,
         per_lesion: bool = False,
+        mined_fraction: float = _DEFAULTS.mined_fraction,
     ) -> None:
         self.scans = scans
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -118,8 +122,18 @@ class PatchSampler:
         self._lesions = [_lesion_voxels(s.target) for s in scans] if per_lesion else None
         self._hard = [np.argwhere(s.allowed & (s.hu > hard_level) & (s.target == 0)) for s in scans]
         self._any = [np.argwhere(s.allowed) for s in scans]
+        self.mined_fraction = mined_fraction
+        self._mined = [np.empty((0, 3), np.int64) for _ in scans]
         if not any(len(p) for p in self._any):
             raise ValueError("no voxel may be a patch centre (empty lungs or everything excluded)")
+
+    def set_mined(self, index: int, centres: np.ndarray) -> None:
+        """Replace scan ``index``'s pool of mined false-positive centres ((k, 3) voxels, z, y, x); only the
+        scan's admissible voxels are kept."""
+        centres = np.asarray(centres, np.int64).reshape(-1, 3)
+        if len(centres):
+            centres = centres[self.scans[index].allowed[tuple(centres.T)]]
+        self._mined[index] = centres
 
     def _box(self, scan: GridScan, centre: np.ndarray, rng: np.random.Generator) -> tuple[slice, ...]:
         size = np.array(self.patch_size)
@@ -155,7 +169,9 @@ class PatchSampler:
             if u < self.positive_fraction and len(self._pos[i]):
                 pool = self._pos[i] if self._lesions is None else self._lesions[i][rng.integers(len(self._lesions[i]))]
             elif u < self.positive_fraction + self.hard_negative_fraction and len(self._hard[i]):
-                pool = self._hard[i]
+                mined = self._mined[i]
+                use_mined = len(mined) and self.mined_fraction > 0 and rng.random() < self.mined_fraction
+                pool = mined if use_mined else self._hard[i]
             else:
                 pool = self._any[i]
             if len(pool) == 0:
