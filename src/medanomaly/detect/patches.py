@@ -135,6 +135,18 @@ class PatchSampler:
             centres = centres[self.scans[index].allowed[tuple(centres.T)]]
         self._mined[index] = centres
 
+    def _hard_pool(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """The centres of a hard-negative draw: the scan's mined false positives with probability ``mined_fraction``
+        (or always when it has no dense voxel), else its dense lung voxels (empty: a random patch instead). The
+        generator is only drawn from when the scan has a mined pool and ``mined_fraction`` > 0, so a sampler without
+        mining draws as before."""
+        mined, dense = self._mined[index], self._hard[index]
+        if len(mined) == 0 or self.mined_fraction == 0:
+            return dense
+        if len(dense) == 0 or rng.random() < self.mined_fraction:
+            return mined
+        return dense
+
     def _box(self, scan: GridScan, centre: np.ndarray, rng: np.random.Generator) -> tuple[slice, ...]:
         size = np.array(self.patch_size)
         jitter = rng.integers(-(size // 4), size // 4 + 1)
@@ -168,10 +180,8 @@ class PatchSampler:
             u = rng.random()
             if u < self.positive_fraction and len(self._pos[i]):
                 pool = self._pos[i] if self._lesions is None else self._lesions[i][rng.integers(len(self._lesions[i]))]
-            elif u < self.positive_fraction + self.hard_negative_fraction and len(self._hard[i]):
-                mined = self._mined[i]
-                use_mined = len(mined) and self.mined_fraction > 0 and rng.random() < self.mined_fraction
-                pool = mined if use_mined else self._hard[i]
+            elif u < self.positive_fraction + self.hard_negative_fraction and len(hard := self._hard_pool(i, rng)):
+                pool = hard
             else:
                 pool = self._any[i]
             if len(pool) == 0:

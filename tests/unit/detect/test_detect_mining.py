@@ -1,0 +1,86 @@
+"""Hard negatives mined from the lung detector's own false positives (medanomaly.detect.mining)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medanomaly.detect.detector import NoduleDetector
+from medanomaly.detect.mining import false_positive_peaks
+from medanomaly.detect.patches import GridScan, PatchSampler, to_grid_scan
+from medanomaly.detect.simulate import simulate_scan
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.xdist_group("lung_tiny_detector")
+
+SHAPE = (8, 32, 32)
+
+
+def _scan(bright: dict[tuple[int, int, int], float], nodule: tuple[int, int, int] | None = None,
+          allowed: np.ndarray | None = None) -> GridScan:  # fmt: skip
+    """A scan whose windowed image is 0 except the ``bright`` voxels; the stub network below turns them into peaks."""
+    image = np.zeros(SHAPE, np.float32)
+    for voxel, value in bright.items():
+        image[voxel] = value
+    target = np.zeros(SHAPE, np.uint8)
+    if nodule is not None:
+        target[nodule] = 1
+    allowed = np.ones(SHAPE, bool) if allowed is None else allowed
+    return GridScan("toy", image, target, allowed, np.zeros(SHAPE, bool), np.full(SHAPE, -1000.0, np.float32))
+
+
+def _stub(x):  # logits: 0 -> -10 (probability ~0), 1 -> +10 (~1), 0.6 -> +2 (0.88)
+    return x * 20.0 - 10.0
+
+
+def test_peaks_outside_nodules_and_their_fringe_highest_first() -> None:
+    allowed = np.ones(SHAPE, bool)
+    allowed[:, :, 28:] = False
+    scan = _scan({(4, 8, 8): 0.6, (4, 20, 8): 1.0, (4, 24, 24): 1.0, (4, 24, 26): 1.0, (4, 8, 30): 1.0},
+                 nodule=(4, 24, 24), allowed=allowed)  # fmt: skip
+    peaks = false_positive_peaks(_stub, scan, SHAPE, 0.25)
+    # the nodule (24, 24) and its fringe 2 voxels away are not false positives, nor the voxel outside `allowed`
+    assert peaks.tolist() == [[4, 20, 8], [4, 8, 8]]
+    assert false_positive_peaks(_stub, scan, SHAPE, 0.25, max_per_scan=1).tolist() == [[4, 20, 8]]
+    assert false_positive_peaks(_stub, scan, SHAPE, 0.25, level=0.95).tolist() == [[4, 20, 8]]
+    assert false_positive_peaks(_stub, scan, SHAPE, 0.25, guard=0).tolist()[:3] == [[4, 20, 8], [4, 24, 26], [4, 8, 8]]
+
+
+def test_a_scan_without_admissible_voxels_has_no_peaks() -> None:
+    scan = _scan({(4, 8, 8): 1.0}, allowed=np.zeros(SHAPE, bool))
+    assert false_positive_peaks(_stub, scan, SHAPE, 0.25).shape == (0, 3)
+
+
+def test_mined_centres_are_drawn_and_inadmissible_ones_dropped() -> None:
+    allowed = np.ones(SHAPE, bool)
+    allowed[:, :, 28:] = False
+    scan = _scan({(4, 16, 16): 0.9}, allowed=allowed)
+    sampler = PatchSampler([scan], (4, 16, 16), positive_fraction=0.0, hard_negative_fraction=1.0, mined_fraction=1.0)
+    sampler.set_mined(0, np.array([[4, 16, 16], [4, 16, 30]]))
+    assert sampler._mined[0].tolist() == [[4, 16, 16]]  # (4, 16, 30) is not admissible
+    x, _ = sampler.sample(np.random.default_rng(0), 32)
+    # the centre's jitter is at most a quarter patch, so every patch holds the mined voxel (0.9 +- the HU offset)
+    assert (x.reshape(32, -1).max(axis=1) > 0.85).all()
+
+
+def test_without_mined_fraction_the_sampler_draws_as_before() -> None:
+    scan = _scan({(4, 16, 16): 0.9})
+    plain = PatchSampler([scan], (4, 16, 16), hard_negative_fraction=0.5)
+    pooled = PatchSampler([scan], (4, 16, 16), hard_negative_fraction=0.5, mined_fraction=0.0)
+    pooled.set_mined(0, np.array([[4, 16, 16]]))
+    a = plain.sample(np.random.default_rng(3), 16)
+    b = pooled.sample(np.random.default_rng(3), 16)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_training_mines_every_n_steps_and_records_the_rounds(toy_source) -> None:
+    sims = [simulate_scan(toy_source, 1, 3, np.random.default_rng([1, k]), (6.0, 15.0)) for k in range(2)]
+    scans = [to_grid_scan(s, TINY["spacing_mm"], (-1000.0, 400.0)) for s in sims]
+    det = NoduleDetector(**{**TINY, "steps": 5, "mine_every": 2}).fit(scans, progress=False)
+    rounds = det.fit_.mining
+    assert [r["step"] for r in rounds] == [2, 4]
+    assert all(r["false_positives"] >= 0 and r["seconds"] >= 0 for r in rounds)
+    assert det.fit_.to_json()["hard_negative_mining"] == rounds
+    assert det.model_.training is False  # back in eval mode after training, mining rounds included
+    assert NoduleDetector(**{**TINY, "steps": 3}).fit(scans, progress=False).fit_.mining == []
