@@ -303,7 +303,7 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     if "steps_done" not in history:  # a run from before budgets and learning curves
         return None
     keys = ("steps_done", "wall_seconds", "cpu_seconds", "stop_reason", "budget_minutes", "steps_max", "best_step",
-            "learning_curve", "shapes")
+            "learning_curve", "shapes", "hard_negative_mining")
     record = {k: history.get(k) for k in keys}
     record["plot"] = None
     if record["learning_curve"]:

@@ -178,6 +178,8 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 ({{ "%.0f"|format(training.cpu_seconds) }} s process CPU){% if training.budget_minutes %}, budget
 {{ "%g"|format(training.budget_minutes) }} min{% endif %}; stopped by {{ training.stop_reason }};
 {% if training.best_step %}weights kept from step {{ training.best_step }} (best validation CPM).{% else %}last weights kept.{% endif %}</p>
+{% if training.hard_negative_mining %}<p>Hard negatives mined from the network's own false positives on its training
+scans: {% for m in training.hard_negative_mining %}step {{ m.step }}: {{ m.false_positives|int }} peaks ({{ "%.0f"|format(m.seconds) }} s){{ "; " if not loop.last else "." }}{% endfor %}</p>{% endif %}
 {% if training.learning_curve %}
 <table><tr><th>step</th><th>wall s</th><th>CPU s</th><th>validation CPM</th></tr>
 {% for r in training.learning_curve %}<tr class="{{ 'hit' if r.step == training.best_step else '' }}"><td>{{ r.step }}</td>

@@ -84,3 +84,15 @@ def test_training_mines_every_n_steps_and_records_the_rounds(toy_source) -> None
     assert det.fit_.to_json()["hard_negative_mining"] == rounds
     assert det.model_.training is False  # back in eval mode after training, mining rounds included
     assert NoduleDetector(**{**TINY, "steps": 3}).fit(scans, progress=False).fit_.mining == []
+
+
+@pytest.mark.parametrize("rounds", [[{"step": 800, "false_positives": 12.0, "scans_with_any": 3.0, "seconds": 41.6}], None])
+def test_the_report_lists_the_mining_rounds(tmp_path, rounds) -> None:
+    from medanomaly.evaluate.lung_report import write_lung_report
+
+    training = {"steps_done": 900, "wall_seconds": 60.0, "cpu_seconds": 100.0, "budget_minutes": 1.0,
+                "stop_reason": "steps", "best_step": None, "learning_curve": [], "hard_negative_mining": rounds}
+    html = write_lung_report(tmp_path / "report.html", {"title": "t", "intro": "", "split": "", "froc": None,
+                                                        "agreement": [], "cases": [], "training": training}).read_text()  # fmt: skip
+    assert ("step 800: 12 peaks (42 s)." in html) == (rounds is not None)
+    assert ("Hard negatives mined" in html) == (rounds is not None)
