@@ -167,6 +167,9 @@ class HeatmapFit:
                 "hard_negative_mining": self.mining}
 
 
+#: Share of a run (steps or budget) after which no more hard negatives are mined.
+MINE_UNTIL = 0.9
+
 #: Training losses of the heatmap networks (``train.loss``), see :func:`heatmap_loss`.
 HEATMAP_LOSSES = ("dice_ce", "dice_ce_patch", "dice_focal_patch")
 
@@ -248,9 +251,14 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
         return opt, torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: one_cycle(max(k / total, (time.perf_counter() - clock["t0"]) / seconds)))
 
+    def done() -> float:  # the run's progress 0..1: the larger of its step and (with a budget) time fractions
+        spent = 0.0 if budget_minutes is None else (time.perf_counter() - clock["t0"]) / (60.0 * budget_minutes)
+        return max(clock["step"] / steps, spent)
+
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
-        if mine is not None and mine_every > 0 and clock["step"] > 1 and (clock["step"] - 1) % mine_every == 0:
+        if mine is not None and mine_every > 0 and clock["step"] > 1 and (clock["step"] - 1) % mine_every == 0 \
+                and done() < MINE_UNTIL:
             mining.append({"step": clock["step"] - 1, **_mine_round(mine, net)})
         if probe is not None:
             probe.on_step()
