@@ -225,7 +225,8 @@ class NoduleDetector:
                                    per_lesion=self.positive_sampling == "lesion",
                                    mined_fraction=self.mined_fraction)  # fmt: skip
             hook = None if validate is None else (lambda net: validate(self))
-            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap)
+            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap) \
+                if self.mine_every else None
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,

@@ -247,18 +247,15 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
         clock["t0"] = time.perf_counter()
         if budget_minutes is None:
             return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
-        seconds = 60.0 * budget_minutes
-        return opt, torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda k: one_cycle(max(k / total, (time.perf_counter() - clock["t0"]) / seconds)))
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: one_cycle(max(k / total, spent())))
 
-    def done() -> float:  # the run's progress 0..1: the larger of its step and (with a budget) time fractions
-        spent = 0.0 if budget_minutes is None else (time.perf_counter() - clock["t0"]) / (60.0 * budget_minutes)
-        return max(clock["step"] / steps, spent)
+    def spent() -> float:  # share of the wall-clock budget used (0 without a budget)
+        return 0.0 if budget_minutes is None else (time.perf_counter() - clock["t0"]) / (60.0 * budget_minutes)
 
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
         if mine is not None and mine_every > 0 and clock["step"] > 1 and (clock["step"] - 1) % mine_every == 0 \
-                and done() < MINE_UNTIL:
+                and max(clock["step"] / steps, spent()) < MINE_UNTIL:
             mining.append({"step": clock["step"] - 1, **_mine_round(mine, net)})
         if probe is not None:
             probe.on_step()
