@@ -60,6 +60,9 @@ class PatchTrainConfig(Finite):
     # torch CPU threads, or "auto": timed on the first training steps (1 beats 2 where another process holds a core,
     # 2 beats 1 on an idle 2-core machine: medanomaly.train.thread_probe)
     threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    # exponential moving average of the weights, validated, kept and saved instead of the live ones (0 = off;
+    # 0.995 averages over about the last 200 steps: medanomaly.train.averaging)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _mix(self) -> PatchTrainConfig:

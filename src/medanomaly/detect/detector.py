@@ -86,6 +86,8 @@ class NoduleDetector:
         mine_every, mined_fraction: hard negatives mined from the network's own false positives on the training
             scans every ``mine_every`` steps (0 = off), ``mined_fraction`` of the hard-negative patches then centred
             on them (:mod:`medanomaly.detect.mining`).
+        ema_decay: moving average of the weights, validated and kept instead of the live ones (0 = off;
+            :mod:`medanomaly.train.averaging`).
         budget_minutes: wall-clock training budget (None: ``steps`` only).
         roi_size, overlap: sliding-window inference.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off; a
@@ -123,6 +125,7 @@ class NoduleDetector:
         keep_weights: str = "last",
         mine_every: int = 0,
         mined_fraction: float = 0.5,
+        ema_decay: float = 0.0,
         budget_minutes: float | None = 4.0,
         roi_size: tuple[int, int, int] = (16, 128, 128),
         overlap: float = 0.25,
@@ -160,6 +163,7 @@ class NoduleDetector:
         self.keep_weights = keep_weights
         self.mine_every = mine_every
         self.mined_fraction = mined_fraction
+        self.ema_decay = float(ema_decay)
         self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
         self.overlap = overlap
@@ -231,7 +235,8 @@ class NoduleDetector:
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,
                                                     loss_name=self.loss, keep=self.keep_weights, probe=probe,
-                                                    mine=mine, mine_every=self.mine_every)  # fmt: skip
+                                                    mine=mine, mine_every=self.mine_every,
+                                                    ema_decay=self.ema_decay)  # fmt: skip
             model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
         if probe is not None:

@@ -218,7 +218,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
                     monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best",
                     probe: ThreadProbe | None = None, mine: Callable[[Any], dict[str, float]] | None = None,
-                    mine_every: int = 0) -> HeatmapFit:  # fmt: skip
+                    mine_every: int = 0, ema_decay: float = 0.0) -> HeatmapFit:  # fmt: skip
     """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through the one
     training loop, with a wall-clock budget and a learning curve.
 
@@ -230,7 +230,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     later weights are further annealed); without ``validate`` or with ``keep="last"``: the last ones (the curve is
     then a record only). ``loss_name``: :func:`heatmap_loss`. ``probe`` (:func:`thread_probe`) chooses the torch
     thread count on the first steps; the run's ``threads`` is the count it kept (1 if the run was shorter than the
-    probe), or the count the caller set.
+    probe), or the count the caller set. ``ema_decay`` > 0: the moving average of the weights is what is validated
+    and kept (:mod:`medanomaly.train.averaging`).
     """
     import torch
 
@@ -279,7 +280,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
                           title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
                           monitor=f"val_{monitor}" if validate is not None and keep == "best" else None,
-                          min_delta=-1e-9)  # fmt: skip  # a tie keeps the later weights
+                          min_delta=-1e-9, ema_decay=ema_decay)  # fmt: skip  # a tie keeps the later weights
     result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()
     best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None
@@ -310,6 +311,8 @@ class HeatmapDetector:
         intensity / window: ``window`` ([low, high] -> [0, 1]) or ``percentile`` (per image).
         region / region_margin_mm: search-region plug-in name and its margin (mm).
         patch_size, batch_size, steps, lr, positive_fraction, hard_negative_fraction, hard_level: training.
+        ema_decay: moving average of the weights, kept instead of the live ones (0 = off;
+            :mod:`medanomaly.train.averaging`).
         roi_size, overlap: sliding-window inference (z, y, x voxels).
         candidate_threshold, mask_threshold, max_findings: findings.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
@@ -324,7 +327,8 @@ class HeatmapDetector:
                  intensity: str = "window", window: Any = (0.0, 1.0), region: str = "breast",
                  region_margin_mm: float = 2.0, patch_size: Any = (1, 64, 64), batch_size: int = 8,
                  steps: int = 300, lr: float = 3e-3, positive_fraction: float = 0.5,
-                 hard_negative_fraction: float = 0.3, hard_level: float = 0.5, roi_size: Any = (1, 256, 256),
+                 hard_negative_fraction: float = 0.3, hard_level: float = 0.5, ema_decay: float = 0.0,
+                 roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
                  max_findings: int = 10, mirror_axes: Any = (), split_depth: float | None = None,
                  label: str = "lesion", seed: int = 0, threads: int | str = 1) -> None:  # fmt: skip
@@ -337,6 +341,7 @@ class HeatmapDetector:
         self.batch_size, self.steps, self.lr = int(batch_size), int(steps), float(lr)
         self.positive_fraction, self.hard_negative_fraction = positive_fraction, hard_negative_fraction
         self.hard_level = float(hard_level)
+        self.ema_decay = float(ema_decay)
         self.roi_size, self.overlap = tuple(int(r) for r in roi_size), float(overlap)
         self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
         self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
@@ -405,7 +410,7 @@ class HeatmapDetector:
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    hard_level=self.hard_level)  # fmt: skip
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
-                                  "train heatmap detector", probe=probe)  # fmt: skip
+                                  "train heatmap detector", probe=probe, ema_decay=self.ema_decay)  # fmt: skip
         self.history_ = fit.losses
         if probe is not None:
             self.threads = fit.threads  # the count the probe kept: inference uses it too

@@ -87,8 +87,9 @@ def _unflatten_optimizer(tensors: dict[str, Any], plain: dict[str, Any]) -> dict
 
 
 def save_training_state(directory: str | Path, model, optimizer, scheduler, info: dict[str, Any],
-                        np_rng: np.random.Generator | None = None) -> Path:
-    """Write a resumable training state into ``directory`` (atomically: temp files, then rename)."""
+                        np_rng: np.random.Generator | None = None, average=None) -> Path:
+    """Write a resumable training state into ``directory`` (atomically: temp files, then rename); ``average``:
+    the run's :class:`medanomaly.train.averaging.WeightAverage`, if any."""
     import torch
     from safetensors.torch import save_file
 
@@ -100,6 +101,8 @@ def save_training_state(directory: str | Path, model, optimizer, scheduler, info
     opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if average is not None:
+        tensors.update({f"average.{k}": v for k, v in average.state_tensors().items()})
     sched = scheduler.state_dict() if scheduler is not None else None
     if sched is not None:
         sched = {k: v for k, v in sched.items() if not callable(v) and k != "lr_lambdas"}
@@ -127,8 +130,9 @@ def has_training_state(directory: str | Path) -> bool:
 
 
 def load_training_state(directory: str | Path, model, optimizer, scheduler,
-                        np_rng: np.random.Generator | None = None) -> dict[str, Any]:
-    """Restore what :func:`save_training_state` wrote (in place); returns the saved ``info``."""
+                        np_rng: np.random.Generator | None = None, average=None) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote (in place); returns the saved ``info``. A state saved
+    without a weight average leaves ``average`` as it is (it then starts from the restored weights' next step)."""
     import torch
     from safetensors.torch import load_file
 
@@ -142,6 +146,9 @@ def load_training_state(directory: str | Path, model, optimizer, scheduler,
     if scheduler is not None and payload["scheduler"] is not None:
         scheduler.load_state_dict({**scheduler.state_dict(), **payload["scheduler"]})
     torch.set_rng_state(tensors["rng.torch"])
+    averaged = {k[len("average."):]: v for k, v in tensors.items() if k.startswith("average.")}
+    if average is not None and averaged:
+        average.load_state_tensors(averaged)
     if np_rng is not None and payload["np_rng"] is not None:
         np_rng.bit_generator.state = payload["np_rng"]
     return payload["info"]

@@ -4,6 +4,8 @@ What differs between tasks comes in through hooks; everything else is written on
 
 * **batches** (:mod:`medanomaly.train.batches`): epoch-wise index batches of in-memory tensors, or
   a step-wise sampler (detection patches); built for this process's rank.
+* **weight averaging** (``ema_decay`` > 0, :mod:`medanomaly.train.averaging`): an exponential moving average
+  of the weights, updated after every step; validation, the kept weights and the result are the average's.
 * **loss** ``loss(x, y, model, extras) -> scalar``: the mean loss over the rank's share of the batch
   (fusion passes the presence mask in ``extras`` and adds per-branch losses).
 * **optimizer** ``optimizer(model, steps_per_epoch, total_steps) -> (optimiser, per-step schedule)``.
@@ -34,11 +36,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medanomaly.errors import InputError
+from medanomaly.train.averaging import WeightAverage
 from medanomaly.train.distributed import DistContext, all_sum, broadcast_object, context, gather_objects, wrap
 
 __all__ = ["Hooks", "LoopOptions", "FitResult", "train", "seed_everything", "CHANCE_AUC", "chance_warning"]
@@ -80,6 +84,8 @@ class LoopOptions:
         forward: the model method the loss hook's ``model`` calls (``forward_all`` for fusion).
         find_unused_parameters: passed to DDP (networks whose branches may go unused in a step).
         weights_file: the best weights' file name in ``run_dir``.
+        ema_decay: exponential moving average of the weights (0 = off; e.g. 0.995 averages over about the last
+            200 steps): what is validated, kept and returned (:mod:`medanomaly.train.averaging`).
     """
 
     epochs: int = 1
@@ -100,6 +106,7 @@ class LoopOptions:
     forward: str = "forward"
     find_unused_parameters: bool = False
     weights_file: str = "model.safetensors"
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,7 @@ class _Run:
         first = next(iter(model.parameters()), None)
         self.home = first.device if first is not None else torch.device("cpu")
         model.to(self.ctx.device)
+        self.average = WeightAverage(model, opts.ema_decay) if opts.ema_decay > 0 else None
         self.optimizer, self.scheduler = hooks.optimizer(model, self.steps_per_epoch, self.total_steps)
         self.history: list[dict[str, float]] = []
         self.step_losses: list[float] = []
@@ -264,7 +272,8 @@ class _Run:
 
         if self.run_dir is None or not has_training_state(self.run_dir / "checkpoint"):
             return
-        info = load_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler)
+        info = load_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler,
+                                   average=self.average)
         self.start_epoch, self.history = info["epoch"] + 1, info["history"]
         self.best = {**info["best"], "score": math.nan if info["best"]["score"] is None else info["best"]["score"]}
         self.steps_run, self.step_losses = info.get("steps_run", 0), info.get("step_losses", [])
@@ -288,9 +297,10 @@ class _Run:
             if record is None:  # the budget ran out before this epoch's first step
                 self.reason = "budget"
                 break
-            self.validate(record)
-            self.history.append(record)
-            self.select(epoch, record)
+            with self.evaluated_weights():
+                self.validate(record)
+                self.history.append(record)
+                self.select(epoch, record)
             self.reporter.line(f"epoch {epoch + 1}/{opts.epochs}: {_fmt(record)}")
             self.checkpoint(epoch)
             if self.hooks.on_epoch is not None:
@@ -351,6 +361,8 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             weighted.backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             if self.scheduler is not None:
                 self.scheduler.step()
             total += loss.detach() * batch.n
@@ -384,6 +396,10 @@ class _Run:
             recent = self.step_losses[-opts.log_every:]
             self.reporter.line(f"step {self.steps_run}/{self.total_steps}: loss {sum(recent) / len(recent):.4g} "
                                f"(mean of the last {len(recent)})")
+
+    def evaluated_weights(self) -> Any:
+        """The weights validation and selection see: the moving average when there is one, else the live ones."""
+        return self.average.swapped_in(self.model) if self.average is not None else nullcontext()
 
     def validate(self, record: dict[str, float]) -> None:
         """Validation metrics (computed on rank 0, the same on every rank) into ``record``."""
@@ -427,7 +443,8 @@ class _Run:
         write_json(self.run_dir / "history.json", self.history)
         info = {"epoch": epoch, "history": self.history, "best": self.best, "sources": states,
                 "steps_run": self.steps_run, "step_losses": self.step_losses}
-        save_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler, info)
+        save_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler, info,
+                            average=self.average)
 
     # ------------------------------------------------------------------------ the end
     def close(self, done: bool) -> None:
@@ -439,6 +456,8 @@ class _Run:
             self.seconds = time.perf_counter() - self.t0
         if done and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        elif done and self.average is not None:
+            self.average.load_into(self.model)
         self.model.to(self.home)
 
     def result(self) -> FitResult:

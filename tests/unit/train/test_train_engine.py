@@ -139,6 +139,8 @@ def test_train_settings_come_from_the_config_section() -> None:
     ({"task": "lung_nodule", "simulation": {"diameter_range_mm": [30, 3]}}, "simulation.diameter_range_mm"),
     ({"task": "lung_nodule", "simulation": {"sources": [{"case": "lung9"}]}}, "simulation.sources"),
     ({"task": "lung_nodule", "train": {"positive_fraction": 0.8, "hard_negative_fraction": 0.5}}, "train"),
+    ({"task": "lung_nodule", "train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"task": "lung_nodule", "train": {"ema_decay": -0.5}}, "train.ema_decay"),
     ({"task": "fusion", "data": {"n_train": 1e11}}, "data.n_train"),
     ({"task": "fusion", "train": {"lr": float("nan")}}, "train.lr"),
 ])

@@ -1,0 +1,89 @@
+"""The moving average of the weights (``LoopOptions.ema_decay``): it follows the warmed-up formula step by step,
+validation and the result see it, the live training is not changed by it, and a resumed run continues it exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medanomaly.train.averaging import WeightAverage, warmed_decay
+from medanomaly.train.batches import SampledBatches
+from medanomaly.train.engine import Hooks, LoopOptions, train
+
+
+def _sample(rng, n):
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+def _run(ema: float, run_dir=None, resume=False, stop_after=None, validate=None, monitor=None):
+    """A 12-step run of a linear net; returns the net, the result and the live weights after every step."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    after_steps: list[torch.Tensor] = []
+
+    def optimizer(model, spe, total):
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        opt.register_step_post_hook(lambda *_: after_steps.append(net.weight.detach().clone()))
+        return opt, None
+
+    def stop(epoch, record):
+        if epoch == stop_after:
+            raise KeyboardInterrupt
+
+    hooks = Hooks(loss=lambda x, y, model, extras: torch.nn.functional.cross_entropy(model(x), y),
+                  optimizer=optimizer, validate=validate, on_epoch=stop if stop_after is not None else None)
+    opts = LoopOptions(epochs=4, progress=False, record_steps=True, ema_decay=ema, monitor=monitor)
+    result = train(net, lambda ctx: SampledBatches(_sample, 4, 3, seed=2, ctx=ctx), hooks, opts,
+                   run_dir=run_dir, resume=resume)
+    return net, result, after_steps
+
+
+def _moving_average(weights: list[torch.Tensor], decay: float) -> torch.Tensor:
+    average = weights[0].clone()
+    for n, w in enumerate(weights[1:], start=1):
+        average = warmed_decay(decay, n) * average + (1 - warmed_decay(decay, n)) * w
+    return average
+
+
+def test_averaging_result_is_the_warmed_moving_average_and_training_is_unchanged() -> None:
+    plain_net, plain, plain_steps = _run(0.0)
+    net, averaged, steps = _run(0.8)
+    assert averaged.step_losses == pytest.approx(plain.step_losses)  # the average never feeds back into training
+    torch.testing.assert_close(steps[-1], plain_net.weight)
+    assert len(steps) == 12
+    torch.testing.assert_close(net.weight.detach(), _moving_average(steps, 0.8))
+    assert not torch.allclose(net.weight, plain_net.weight)
+
+
+def test_averaging_validation_sees_the_average_and_the_best_average_is_kept() -> None:
+    seen: list[torch.Tensor] = []
+    holder: dict[str, torch.nn.Module] = {}
+
+    def validate(model):
+        holder["net"] = model
+        seen.append(model.weight.detach().clone())
+        return {"score": -len(seen) if len(seen) != 2 else 0.0}  # epoch 2 (after step 6) is the best
+
+    net, result, steps = _run(0.8, validate=validate, monitor="val_score")
+    assert len(seen) == 4 and result.best_epoch == 1
+    for epoch, weights in enumerate(seen):
+        torch.testing.assert_close(weights, _moving_average(steps[: 3 * (epoch + 1)], 0.8))
+    torch.testing.assert_close(net.weight.detach(), seen[1])
+
+
+def test_averaging_resumed_run_continues_the_average_exactly(tmp_path: Path) -> None:
+    full_net, full, _ = _run(0.8)
+    with pytest.raises(KeyboardInterrupt):
+        _run(0.8, run_dir=tmp_path, stop_after=1)
+    net, resumed, _ = _run(0.8, run_dir=tmp_path, resume=True)
+    assert resumed.step_losses == pytest.approx(full.step_losses)
+    torch.testing.assert_close(net.weight, full_net.weight)
+
+
+def test_averaging_refuses_a_decay_outside_zero_one() -> None:
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(torch.nn.Linear(2, 1), 1.0)
