@@ -134,18 +134,18 @@ class InferConfig(SlidingInferConfig):
     hit_min_radius_mm: float = Field(5.0, ge=0.0, le=100.0)
     explain_top: int = Field(3, ge=0, le=100)  # Grad-CAM overlays of the top-N findings per real case (0 = off)
     # Test-time mirroring along x (left-right, nnU-Net's mirroring on one axis: 2 network passes): the held-out
-    # lung is the other side from the training lung (docs/lung_nodules.md, "Test-time mirroring").
+    # lung is the other side from the training lung (docs/lung_nodules_runs.md, "Test-time mirroring").
     mirror_axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x"], max_length=3)
     # Image pyramid: the network also runs on the CT resampled to the grid's spacing times each factor above 1,
     # merged by the voxel-wise maximum (medanomaly.detect.infer.heatmap): at factor 2 a 60 mm tumour looks like
     # a 30 mm one, as trained. A coarser scale adds only components filling a ball of coarse_min_diameter_mm
     # (at mask_threshold; 30 mm = the upper end of the LIDC shapes' range), not more small candidates.
-    # Chosen on validation scans (docs/lung_nodules.md, "Image pyramid"); [1.0] = the detector grid only.
+    # Chosen on validation scans (docs/lung_nodules_runs.md, "Image pyramid"); [1.0] = the detector grid only.
     scales: list[Annotated[float, Field(ge=1.0, le=4.0)]] = Field(default_factory=lambda: [1.0, 2.0], min_length=1,
                                                                    max_length=4)
     coarse_min_diameter_mm: float = Field(30.0, ge=0.0, le=200.0)
     # Valley splitting (SlidingInferConfig.split_depth) on for the lung: 0.3 cost nothing on validation scans and
-    # large lesions and gave a nodule merged into a neighbouring candidate its own finding (docs/lung_nodules.md,
+    # large lesions and gave a nodule merged into a neighbouring candidate its own finding (docs/lung_nodules_runs.md,
     # "Valley splitting").
     split_depth: float | None = Field(0.3, gt=0.0, le=1.0)
     # Region growing of each finding's mask to the lesion's extent (medanomaly.detect.grow): within

@@ -43,10 +43,10 @@ finding's **seed** mask (the network's, on the source grid) to the lesion's exte
    train-split consensus shapes of 3 mm or more rasterised on 0.65 x 0.65 x 5 mm voxels (random slice
    phase; 0.8 % on 2.5 mm and 1.3 % on 1.25 mm slices; mean volume lost 0.1-0.3 %); at 1.0 (strict
    unimodality) 1.1 / 2.8 / 12.7 %. The rule was designed after lung2's grown mask was seen reaching
-   the organ under the dome (docs/lung_nodules.md): a hindsight-informed rule, its level set on the
+   the organ under the dome (docs/lung_nodules_runs.md): a hindsight-informed rule, its level set on the
    LIDC shapes, not on lung2. Its walk starts at the seed's own widest slice (the slice with the most seed
    area) and the protection needs that share since a full-config network's seed reached 4 slices into lung2's
-   organ with a thin tail (hindsight again, docs/lung_nodules.md); neither can add a cut on a one-peak profile.
+   organ with a thin tail (hindsight again, docs/lung_nodules_runs.md); neither can add a cut on a one-peak profile.
 
 Example:
     >>> import numpy as np

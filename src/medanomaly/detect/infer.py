@@ -187,7 +187,7 @@ def keep_large(prob: Volume, min_diameter_mm: float, floor: float = 0.15, level:
     fill at least a ball of ``min_diameter_mm`` (mm; its volume, pi/6 d^3, in mm3 of ``prob``'s grid).
     Only those voxels are kept: a coarse scale's faint rim can reach past the lesion into the mediastinum
     or chest wall, and merged into the detector grid's map it would join the lesion to them and carry the
-    finding's centre out of it (lung2's tumour with the full config's weights, docs/lung_nodules.md).
+    finding's centre out of it (lung2's tumour with the full config's weights, docs/lung_nodules_runs.md).
 
     Example:
         >>> p = np.zeros((1, 8, 12), np.float32); p[0, 1:7, 1:7] = 0.9; p[0, 2, 9] = 0.9

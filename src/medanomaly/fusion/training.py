@@ -198,7 +198,7 @@ def fit_fusion(model, train: Split, val: Split | None, settings: FusionTrainSett
     options = LoopOptions(epochs=s.epochs, monitor="val_auc" if validate else None, higher=True, seed=s.seed,
                           device=s.device, progress=s.progress, max_minutes=s.max_minutes, title="train fusion",
                           chance_metric="val_auc" if validate else None, forward="forward_all",
-                          find_unused_parameters=True)
+                          find_unused_parameters=True, ema_decay=s.ema_decay)
     r = run_loop(model, batches, hooks, options)
     auc = r.best_score if validate is not None and np.isfinite(r.best_score) else float("nan")
     return FusionFitResult(best_epoch=r.best_epoch, best_val_auc=float(auc), epochs_run=r.epochs_run,

@@ -2,7 +2,7 @@
 
 A binary mask counts each voxel wholly in or out. On 5 mm slices a 6-10 mm nodule's top and bottom slices
 hold a fraction of it each, and a half-maximum boundary drops them: masks then measure 6-10 mm nodules
-17-36 % small (docs/lung_nodules.md). Partial-volume analysis (Kuhnigk et al., IEEE TMI 25(4):417-434,
+17-36 % small (docs/lung_nodules_runs.md). Partial-volume analysis (Kuhnigk et al., IEEE TMI 25(4):417-434,
 2006, for solid lung nodules) counts every voxel near the boundary by the fraction of lesion its HU says
 it holds, since a voxel's HU is the occupancy-weighted mix of lesion and parenchyma:
 

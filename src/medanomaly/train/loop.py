@@ -178,6 +178,6 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
         higher=METRICS[s.early_stopping_metric] if validated else False, patience=s.patience,
         min_delta=s.min_delta, max_minutes=s.max_minutes, max_steps_per_epoch=s.max_steps_per_epoch,
         seed=s.seed, device=s.device, progress=s.progress, title="train",
-        chance_metric="val_auc" if validated else None)
+        chance_metric="val_auc" if validated else None, ema_decay=s.ema_decay)
     result = run_loop(model, batches, hooks, options, run_dir=run_dir, resume=resume)
     return replace(result, metric=s.early_stopping_metric)

@@ -38,6 +38,8 @@ class LoopControl(Section):
         max_minutes: stop after this many minutes of training (wall clock; None = no limit).
         device: ``auto`` (a CUDA device when there is one, else the CPU), ``cpu`` or ``cuda``.
         progress: show a progress bar and one line per epoch.
+        ema_decay: an exponential moving average of the weights is validated, kept and returned instead of the
+            live weights (0 = off; :mod:`medanomaly.train.averaging`).
     """
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -45,6 +47,7 @@ class LoopControl(Section):
     max_minutes: float | None = Field(None, gt=0.0, le=60 * 24 * 30)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class TrainSection(LoopControl):

@@ -2,7 +2,7 @@
 
 More threads are not always faster: on an idle 2-core machine two torch threads train the lung detector about
 1.4x faster than one (4.0 against 2.8-3.1 steps a second, demo config), but where another process holds a core
-the two OpenMP threads wait on each other and a step takes 4-5x longer (docs/lung_nodules.md). So the count is
+the two OpenMP threads wait on each other and a step takes 4-5x longer (docs/lung_nodules_runs.md). So the count is
 measured, not guessed: the first steps of the run itself are timed with each candidate in turn (``steps_each``
 steps each, the first of each a warm-up), and the fastest by median step time is kept for the rest of the run.
 The probe steps are ordinary training steps; nothing is repeated. A step during which something else ran (a

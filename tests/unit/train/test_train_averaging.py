@@ -87,3 +87,21 @@ def test_averaging_resumed_run_continues_the_average_exactly(tmp_path: Path) -> 
 def test_averaging_refuses_a_decay_outside_zero_one() -> None:
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(torch.nn.Linear(2, 1), 1.0)
+
+
+def test_averaging_reaches_classification_through_its_train_section() -> None:
+    from medanomaly.data.arrays import LabelledImages
+    from medanomaly.registry import MODELS
+    from medanomaly.train.loop import TrainSettings, fit
+
+    rng = np.random.default_rng(0)
+    data = LabelledImages(rng.random((16, 1, 16, 16)), np.arange(16) % 2, np.arange(16), ("a", "b"))
+    nets, results = [], []
+    for ema in (0.0, 0.9):
+        torch.manual_seed(0)
+        net = MODELS.create("compact_cnn", num_classes=2, widths=(4, 8), hidden=0)
+        settings = TrainSettings(epochs=3, batch_size=4, progress=False, ema_decay=ema, early_stopping_metric="loss")
+        results.append(fit(net, data, data, settings))
+        nets.append(net)
+    assert [r["train_loss"] for r in results[0].history] == pytest.approx([r["train_loss"] for r in results[1].history])
+    assert any(not torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
