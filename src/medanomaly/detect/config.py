@@ -118,10 +118,6 @@ class TrainConfig(PatchTrainConfig):
     # dice_ce: Dice over the batch + BCE (large nodules weigh by their volume); dice_ce_patch: Dice per patch;
     # dice_focal_patch: Dice per patch + focal loss (medanomaly.detect.generic.heatmap_loss)
     loss: Literal["dice_ce", "dice_ce_patch", "dice_focal_patch"] = "dice_ce_patch"
-    # hard negatives mined from the network's own false positives on the training scans every N steps (0 = off;
-    # medanomaly.detect.mining); `mined_fraction` of the hard-negative patches are then centred on them
-    mine_every: int = Field(0, ge=0, le=1_000_000)
-    mined_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class InferConfig(SlidingInferConfig):

@@ -63,6 +63,10 @@ class PatchTrainConfig(Finite):
     # exponential moving average of the weights, validated, kept and saved instead of the live ones (0 = off;
     # 0.995 averages over about the last 200 steps: medanomaly.train.averaging)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    # hard negatives mined from the network's own false positives on the training scans every N steps (0 = off;
+    # medanomaly.detect.mining); `mined_fraction` of the hard-negative patches are then centred on them
+    mine_every: int = Field(0, ge=0, le=1_000_000)
+    mined_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _mix(self) -> PatchTrainConfig:

@@ -179,6 +179,7 @@ class DetectionTask:
             classifier.save(run_dir)
         write_run_info(run_dir, _run_info(config, detector, classifier, lesions.synthetic))
         write_json(run_dir / "train_history.json", {"detector_loss": detector.history_, "n_train_images": len(train),
+                                                    "hard_negative_mining": detector.mining_,
                                                     "data": lesions.summary(), "synthetic": lesions.synthetic})  # fmt: skip
         self.evaluate(run_dir, "test", lesions=lesions, config=config)
         return run_dir

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from medanomaly.detect.detection_config import GridConfig, InferConfig, TrainConfig, check_saved
 from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
+from medanomaly.detect.mining import mine_sampler
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
@@ -313,6 +315,9 @@ class HeatmapDetector:
         patch_size, batch_size, steps, lr, positive_fraction, hard_negative_fraction, hard_level: training.
         ema_decay: moving average of the weights, kept instead of the live ones (0 = off;
             :mod:`medanomaly.train.averaging`).
+        mine_every, mined_fraction: hard negatives mined from the network's own false positives on the training
+            images every ``mine_every`` steps (0 = off), ``mined_fraction`` of the hard-negative patches then
+            centred on them (:mod:`medanomaly.detect.mining`).
         roi_size, overlap: sliding-window inference (z, y, x voxels).
         candidate_threshold, mask_threshold, max_findings: findings.
         mirror_axes: test-time mirroring of the heatmap (:func:`medanomaly.detect.infer.mirrored`; () = off).
@@ -328,7 +333,7 @@ class HeatmapDetector:
                  region_margin_mm: float = 2.0, patch_size: Any = (1, 64, 64), batch_size: int = 8,
                  steps: int = 300, lr: float = 3e-3, positive_fraction: float = 0.5,
                  hard_negative_fraction: float = 0.3, hard_level: float = 0.5, ema_decay: float = 0.0,
-                 roi_size: Any = (1, 256, 256),
+                 mine_every: int = 0, mined_fraction: float = 0.5, roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
                  max_findings: int = 10, mirror_axes: Any = (), split_depth: float | None = None,
                  label: str = "lesion", seed: int = 0, threads: int | str = 1) -> None:  # fmt: skip
@@ -342,6 +347,7 @@ class HeatmapDetector:
         self.positive_fraction, self.hard_negative_fraction = positive_fraction, hard_negative_fraction
         self.hard_level = float(hard_level)
         self.ema_decay = float(ema_decay)
+        self.mine_every, self.mined_fraction = int(mine_every), float(mined_fraction)
         self.roi_size, self.overlap = tuple(int(r) for r in roi_size), float(overlap)
         self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
         self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
@@ -408,10 +414,13 @@ class HeatmapDetector:
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params, self.spatial_dims)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
-                                   hard_level=self.hard_level)  # fmt: skip
+                                   hard_level=self.hard_level, mined_fraction=self.mined_fraction)  # fmt: skip
+            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap,
+                           divisor=self.divisor) if self.mine_every else None  # fmt: skip
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
-                                  "train heatmap detector", probe=probe, ema_decay=self.ema_decay)  # fmt: skip
-        self.history_ = fit.losses
+                                  "train heatmap detector", probe=probe, mine=mine, mine_every=self.mine_every,
+                                  ema_decay=self.ema_decay)  # fmt: skip
+        self.history_, self.mining_ = fit.losses, fit.mining
         if probe is not None:
             self.threads = fit.threads  # the count the probe kept: inference uses it too
         self.model_ = model

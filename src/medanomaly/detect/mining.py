@@ -43,7 +43,7 @@ MAX_PER_SCAN = 64
 
 def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_size: tuple[int, int, int],
                          overlap: float, level: float = MINING_LEVEL, guard: int = 2,
-                         max_per_scan: int = MAX_PER_SCAN) -> np.ndarray:  # fmt: skip
+                         max_per_scan: int = MAX_PER_SCAN, divisor: tuple[int, int, int] = (2, 4, 4)) -> np.ndarray:  # fmt: skip
     """(z, y, x) voxels of the heatmap's false-positive peaks in one training scan, highest first.
 
     Args:
@@ -54,6 +54,7 @@ def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_si
         guard: voxels (26-connected dilation steps) around each inserted nodule that are not false positives
             (a nodule's own fringe).
         max_per_scan: the most peaks returned.
+        divisor: the sizes (z, y, x) the network needs, as at inference (z 1 for a one-slice 2D network).
     """
     from scipy import ndimage
 
@@ -61,7 +62,7 @@ def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_si
         return np.empty((0, 3), np.int64)
     box = region_box(scan.allowed, roi_size)
     prob = np.zeros(scan.image.shape, np.float32)
-    prob[box] = run_network(predictor, scan.image[box], roi_size, overlap)
+    prob[box] = run_network(predictor, scan.image[box], roi_size, overlap, divisor)
     cube = np.ones((3, 3, 3), bool)
     near = ndimage.binary_dilation(scan.target > 0, cube, iterations=guard) if guard > 0 else scan.target > 0
     labels, n = ndimage.label((prob >= level) & scan.allowed & ~near, structure=cube)
@@ -74,8 +75,9 @@ def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_si
 
 
 def mine_sampler(net: Any, sampler: PatchSampler, roi_size: tuple[int, int, int], overlap: float,
-                 level: float = MINING_LEVEL) -> dict[str, float]:  # fmt: skip
-    """Refresh ``sampler``'s mined pools with ``net``'s false-positive peaks on every one of its scans.
+                 level: float = MINING_LEVEL, divisor: tuple[int, int, int] = (2, 4, 4)) -> dict[str, float]:  # fmt: skip
+    """Refresh ``sampler``'s mined pools with ``net``'s false-positive peaks on every one of its scans (the 3D lung
+    detector and the 2D heatmap detector alike; ``divisor`` as :func:`false_positive_peaks`).
 
     Returns:
         ``{"false_positives": total peaks, "scans_with_any": n, "seconds": wall}`` (a record of the round).
@@ -83,7 +85,7 @@ def mine_sampler(net: Any, sampler: PatchSampler, roi_size: tuple[int, int, int]
     t0 = time.perf_counter()
     total = with_any = 0
     for i, scan in enumerate(sampler.scans):
-        peaks = false_positive_peaks(net, scan, roi_size, overlap, level)
+        peaks = false_positive_peaks(net, scan, roi_size, overlap, level, divisor=divisor)
         sampler.set_mined(i, peaks)
         total += len(peaks)
         with_any += int(len(peaks) > 0)

@@ -96,3 +96,34 @@ def test_the_report_lists_the_mining_rounds(tmp_path, rounds) -> None:
                                                         "agreement": [], "cases": [], "training": training}).read_text()  # fmt: skip
     assert ("step 800: 12 peaks (42 s)." in html) == (rounds is not None)
     assert ("Hard negatives mined" in html) == (rounds is not None)
+
+
+def test_one_slice_images_are_mined_with_the_2d_divisor() -> None:
+    image = np.zeros((1, 32, 32), np.float32)
+    image[0, 8, 8], image[0, 20, 24] = 0.9, 1.0
+    target = np.zeros(image.shape, np.uint8)
+    target[0, 20, 24] = 1
+    scan = GridScan("slice", image, target, np.ones(image.shape, bool), np.zeros(image.shape, bool), image)
+    peaks = false_positive_peaks(lambda x: x * 20.0 - 10.0, scan, (1, 32, 32), 0.25, divisor=(1, 4, 4))
+    assert peaks.tolist() == [[0, 8, 8]]
+
+
+def test_the_2d_heatmap_detector_mines_its_training_images() -> None:
+    import torch
+
+    from medanomaly.detect.generic import HeatmapDetector
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    det = HeatmapDetector(model_params={"filters": [4, 8, 16]}, region="none", patch_size=(1, 16, 16), steps=30,
+                          batch_size=4, roi_size=(1, 32, 32), lr=1e-2, mine_every=10, seed=0)
+    scans = []
+    for i in range(3):
+        image = rng.normal(0.3, 0.03, (1, 32, 32)).astype(np.float32)
+        target = np.zeros(image.shape, np.uint8)
+        target[0, 10:14, 10:14], image[0, 10:14, 10:14] = 1, 0.9
+        scans.append(GridScan(f"s{i}", image, target, np.ones(image.shape, bool), np.zeros(image.shape, bool), image))
+    det.fit(scans, progress=False)
+    assert [r["step"] for r in det.mining_] == [10, 20]  # none in the last 10 % of the steps
+    assert all(set(r) == {"step", "false_positives", "scans_with_any", "seconds"} for r in det.mining_)
+    assert HeatmapDetector(**det.get_params()).mine_every == 10  # saved with the detector's parameters
