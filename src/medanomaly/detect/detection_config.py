@@ -72,6 +72,9 @@ class PatchTrainConfig(Finite):
     def _mix(self) -> PatchTrainConfig:
         if self.positive_fraction + self.hard_negative_fraction > 1.0:
             raise ValueError("positive_fraction + hard_negative_fraction must be at most 1")
+        if self.mine_every and (self.hard_negative_fraction == 0 or self.mined_fraction == 0):
+            raise ValueError("mine_every > 0 mines hard negatives for nothing when hard_negative_fraction or "
+                             "mined_fraction is 0; set both above 0 or mine_every to 0")
         return self
 
 

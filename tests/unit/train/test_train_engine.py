@@ -140,6 +140,8 @@ def test_train_settings_come_from_the_config_section() -> None:
     ({"task": "lung_nodule", "simulation": {"sources": [{"case": "lung9"}]}}, "simulation.sources"),
     ({"task": "lung_nodule", "train": {"positive_fraction": 0.8, "hard_negative_fraction": 0.5}}, "train"),
     ({"task": "lung_nodule", "train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"task": "lung_nodule", "train": {"mine_every": 100, "hard_negative_fraction": 0.0}}, "train"),
+    ({"task": "lung_nodule", "train": {"mine_every": 100, "mined_fraction": 0.0}}, "train"),
     ({"task": "lung_nodule", "train": {"ema_decay": -0.5}}, "train.ema_decay"),
     ({"task": "classification", "train": {"ema_decay": 1.5}}, "train.ema_decay"),
     ({"task": "fusion", "data": {"n_train": 1e11}}, "data.n_train"),
