@@ -53,6 +53,15 @@ def _warmed_update(decay: float) -> Callable[[list[Any], list[Any], Any], None]:
     return update
 
 
+def _copy_into(model: Any, tensors: Any) -> None:
+    """Copy ``tensors`` into ``model``'s parameters, in order."""
+    import torch
+
+    with torch.no_grad():
+        for p, value in zip(model.parameters(), tensors, strict=True):
+            p.copy_(value)
+
+
 class WeightAverage:
     """The moving average of ``model``'s parameters (``decay`` in (0, 1); see the module docstring)."""
 
@@ -61,41 +70,25 @@ class WeightAverage:
 
         if not 0.0 < decay < 1.0:
             raise ValueError(f"weight-average decay must be in (0, 1), got {decay}")
-        self.decay = decay
         self.averaged = AveragedModel(model, multi_avg_fn=_warmed_update(decay), use_buffers=False)
 
     def update(self, model: Any) -> None:
         """One averaging step towards ``model``'s current parameters (after an optimiser step)."""
         self.averaged.update_parameters(model)
 
-    @property
-    def updates(self) -> int:
-        return int(self.averaged.n_averaged)
-
     @contextmanager
     def swapped_in(self, model: Any) -> Iterator[None]:
         """Inside the block ``model`` holds the averaged parameters; its own come back after."""
-        import torch
-
-        params = list(model.parameters())
-        live = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, avg in zip(params, self.averaged.module.parameters(), strict=True):
-                p.copy_(avg)
+        live = [p.detach().clone() for p in model.parameters()]
+        self.load_into(model)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for p, own in zip(params, live, strict=True):
-                    p.copy_(own)
+            _copy_into(model, live)
 
     def load_into(self, model: Any) -> None:
         """Copy the averaged parameters into ``model`` for good (the result of training)."""
-        import torch
-
-        with torch.no_grad():
-            for p, avg in zip(model.parameters(), self.averaged.module.parameters(), strict=True):
-                p.copy_(avg)
+        _copy_into(model, self.averaged.module.parameters())
 
     def state_tensors(self) -> dict[str, Any]:
         """The average's tensors (parameters and update count) for a checkpoint."""

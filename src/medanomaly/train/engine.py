@@ -84,8 +84,9 @@ class LoopOptions:
         forward: the model method the loss hook's ``model`` calls (``forward_all`` for fusion).
         find_unused_parameters: passed to DDP (networks whose branches may go unused in a step).
         weights_file: the best weights' file name in ``run_dir``.
-        ema_decay: exponential moving average of the weights (0 = off; e.g. 0.995 averages over about the last
-            200 steps): what is validated, kept and returned (:mod:`medanomaly.train.averaging`).
+        ema_decay: exponential moving average of the weights (0 = off; the decay warms up as (1 + n) / (10 + n),
+            so 0.995 holds from about step 1,800 and then averages over about the last 200 steps): what is
+            validated, kept and returned (:mod:`medanomaly.train.averaging`).
     """
 
     epochs: int = 1
