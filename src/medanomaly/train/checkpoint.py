@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -133,14 +133,29 @@ def load_training_state(directory: str | Path, model, optimizer, scheduler,
                         np_rng: np.random.Generator | None = None, average=None) -> dict[str, Any]:
     """Restore what :func:`save_training_state` wrote (in place); returns the saved ``info``. A state saved
     without a weight average leaves ``average`` as it is (it then starts from the restored weights' next step)."""
-    import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
     if not has_training_state(directory):
         raise InputError("no training state to resume from", directory)
-    tensors = load_file(str(directory / STATE_TENSORS))
-    payload = json.loads((directory / STATE_JSON).read_text())
+    try:
+        tensors = load_file(str(directory / STATE_TENSORS))
+        payload = json.loads((directory / STATE_JSON).read_text())
+    except (SafetensorError, OSError, ValueError):
+        raise InputError("not a readable checkpoint (state.safetensors + state.json)", directory) from None
+    with unfit_file(directory, "checkpoint values"):  # a hand-edited or foreign state: one line, not a traceback
+        try:
+            return _restore(tensors, payload, model, optimizer, scheduler, np_rng, average)
+        except KeyError as exc:
+            raise ValueError(f"missing {exc}") from None
+
+
+def _restore(tensors: dict[str, Any], payload: dict[str, Any], model, optimizer, scheduler,
+             np_rng: np.random.Generator | None, average) -> dict[str, Any]:
+    """Apply a read training state to the run's objects; returns its ``info``."""
+    import torch
+
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(_unflatten_optimizer(tensors, payload["optimizer"]))
     if scheduler is not None and payload["scheduler"] is not None:

@@ -105,3 +105,27 @@ def test_averaging_reaches_classification_through_its_train_section() -> None:
         nets.append(net)
     assert [r["train_loss"] for r in results[0].history] == pytest.approx([r["train_loss"] for r in results[1].history])
     assert any(not torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+
+
+@pytest.mark.parametrize("damage", ["average_shape", "truncated", "missing_rng"])
+def test_averaging_a_damaged_checkpoint_is_one_line_naming_it(tmp_path: Path, damage: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from medanomaly.errors import InputError
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(0.8, run_dir=tmp_path, stop_after=1)
+    state = tmp_path / "checkpoint" / "state.safetensors"
+    tensors = load_file(str(state))
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[:100])
+    else:
+        if damage == "average_shape":
+            tensors["average.module.weight"] = torch.zeros(5, 5)
+        else:
+            del tensors["rng.torch"]
+        save_file(tensors, str(state))
+    with pytest.raises(InputError, match="checkpoint") as info:
+        _run(0.8, run_dir=tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+    assert ("not a readable checkpoint" if damage == "truncated" else "checkpoint values do not fit") in str(info.value)
