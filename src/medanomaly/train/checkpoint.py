@@ -19,6 +19,8 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +146,22 @@ def load_training_state(directory: str | Path, model, optimizer, scheduler,
         payload = json.loads((directory / STATE_JSON).read_text())
     except (SafetensorError, OSError, ValueError):
         raise InputError("not a readable checkpoint (state.safetensors + state.json)", directory) from None
-    with unfit_file(directory, "checkpoint values"):  # a hand-edited or foreign state: one line, not a traceback
+    with checkpoint_values(directory):
+        return _restore(tensors, payload, model, optimizer, scheduler, np_rng, average)
+
+
+@contextmanager
+def checkpoint_values(directory: str | Path) -> Iterator[None]:
+    """Inside the block, a training state's values that do not fit the run (a hand-edited or foreign state: a
+    tensor of the wrong shape, a missing key, a wrong type) are one :class:`InputError` naming ``directory``
+    (``checkpoint values do not fit (...)``), not a traceback."""
+    with unfit_file(directory, "checkpoint values"):
         try:
-            return _restore(tensors, payload, model, optimizer, scheduler, np_rng, average)
+            yield
         except KeyError as exc:
             raise ValueError(f"missing {exc}") from None
+        except (IndexError, ZeroDivisionError) as exc:  # e.g. an empty list of sampler states
+            raise ValueError(f"a list too short ({exc})") from None
 
 
 def _restore(tensors: dict[str, Any], payload: dict[str, Any], model, optimizer, scheduler,

@@ -269,17 +269,18 @@ class _Run:
     # ------------------------------------------------------------------------ resume
     def restore(self) -> None:
         """Load ``run_dir/checkpoint`` (every rank reads the same files) when it exists."""
-        from medanomaly.train.checkpoint import has_training_state, load_training_state
+        from medanomaly.train.checkpoint import checkpoint_values, has_training_state, load_training_state
 
-        if self.run_dir is None or not has_training_state(self.run_dir / "checkpoint"):
+        checkpoint = None if self.run_dir is None else self.run_dir / "checkpoint"
+        if checkpoint is None or not has_training_state(checkpoint):
             return
-        info = load_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler,
-                                   average=self.average)
-        self.start_epoch, self.history = info["epoch"] + 1, info["history"]
-        self.best = {**info["best"], "score": math.nan if info["best"]["score"] is None else info["best"]["score"]}
-        self.steps_run, self.step_losses = info.get("steps_run", 0), info.get("step_losses", [])
-        states = info["sources"]
-        self.source.load_state(states[self.ctx.rank % len(states)])
+        info = load_training_state(checkpoint, self.model, self.optimizer, self.scheduler, average=self.average)
+        with checkpoint_values(checkpoint):  # the loop's own record (epoch, best, sampler state)
+            self.start_epoch, self.history = int(info["epoch"]) + 1, list(info["history"])
+            self.best = {**info["best"], "score": math.nan if info["best"]["score"] is None else info["best"]["score"]}
+            self.steps_run, self.step_losses = int(info.get("steps_run", 0)), list(info.get("step_losses", []))
+            states = info["sources"]
+            self.source.load_state(states[self.ctx.rank % len(states)])
         weights = self.run_dir / self.opts.weights_file
         if self.opts.monitor is not None and weights.is_file():
             from safetensors.torch import load_file

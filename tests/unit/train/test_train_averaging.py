@@ -3,6 +3,7 @@ validation and the result see it, the live training is not changed by it, and a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_averaging_reaches_classification_through_its_train_section() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
 
 
-@pytest.mark.parametrize("damage", ["average_shape", "truncated", "missing_rng"])
+@pytest.mark.parametrize("damage", ["average_shape", "truncated", "missing_rng", "no_epoch", "no_sources"])
 def test_averaging_a_damaged_checkpoint_is_one_line_naming_it(tmp_path: Path, damage: str) -> None:
     from safetensors.torch import load_file, save_file
 
@@ -119,6 +120,14 @@ def test_averaging_a_damaged_checkpoint_is_one_line_naming_it(tmp_path: Path, da
     tensors = load_file(str(state))
     if damage == "truncated":
         state.write_bytes(state.read_bytes()[:100])
+    elif damage in ("no_epoch", "no_sources"):  # the loop's own record in state.json
+        record = tmp_path / "checkpoint" / "state.json"
+        payload = json.loads(record.read_text())
+        if damage == "no_epoch":
+            del payload["info"]["epoch"]
+        else:
+            payload["info"]["sources"] = []
+        record.write_text(json.dumps(payload))
     else:
         if damage == "average_shape":
             tensors["average.module.weight"] = torch.zeros(5, 5)
