@@ -44,7 +44,7 @@ from medanomaly.detect.generic import (
 )
 from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
-from medanomaly.detect.mining import mine_sampler
+from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.preprocess.intensity import WINDOWS
@@ -229,8 +229,7 @@ class NoduleDetector:
                                    per_lesion=self.positive_sampling == "lesion",
                                    mined_fraction=self.mined_fraction)  # fmt: skip
             hook = None if validate is None else (lambda net: validate(self))
-            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap) \
-                if self.mine_every else None
+            mine = mining_round(sampler, self.roi_size, self.overlap, self.mine_every)
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,
                                                     progress, "train detector (synthetic nodules)",
                                                     self.budget_minutes, hook, eval_every,

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from medanomaly.detect.detection_config import GridConfig, InferConfig, TrainConfig, check_saved
 from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
-from medanomaly.detect.mining import mine_sampler
+from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
@@ -415,8 +414,7 @@ class HeatmapDetector:
             model = build_network(self.model_name, self.model_params, self.spatial_dims)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    hard_level=self.hard_level, mined_fraction=self.mined_fraction)  # fmt: skip
-            mine = partial(mine_sampler, sampler=sampler, roi_size=self.roi_size, overlap=self.overlap,
-                           divisor=self.divisor) if self.mine_every else None  # fmt: skip
+            mine = mining_round(sampler, self.roi_size, self.overlap, self.mine_every, self.divisor)
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
                                   "train heatmap detector", probe=probe, mine=mine, mine_every=self.mine_every,
                                   ema_decay=self.ema_decay)  # fmt: skip

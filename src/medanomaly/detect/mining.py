@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from medanomaly.detect.infer import region_box, run_network
 from medanomaly.detect.patches import GridScan, PatchSampler
 
-__all__ = ["false_positive_peaks", "mine_sampler"]
+__all__ = ["false_positive_peaks", "mine_sampler", "mining_round"]
 
 #: Heatmap probability at which a component outside the nodules counts as a false positive.
 MINING_LEVEL = 0.5
@@ -91,3 +92,12 @@ def mine_sampler(net: Any, sampler: PatchSampler, roi_size: tuple[int, int, int]
         with_any += int(len(peaks) > 0)
     return {"false_positives": float(total), "scans_with_any": float(with_any),
             "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+
+def mining_round(sampler: PatchSampler, roi_size: tuple[int, int, int], overlap: float, mine_every: int,
+                 divisor: tuple[int, int, int] = (2, 4, 4)) -> Callable[[Any], dict[str, float]] | None:  # fmt: skip
+    """The ``mine(net)`` callable a heatmap training run calls every ``mine_every`` steps (:func:`mine_sampler` on
+    ``sampler``), or None when ``mine_every`` is 0 (no mining)."""
+    if not mine_every:
+        return None
+    return partial(mine_sampler, sampler=sampler, roi_size=roi_size, overlap=overlap, divisor=divisor)
