@@ -63,6 +63,8 @@ def test_lung_tiny_train_then_detect(tmp_path: Path) -> None:
     assert 0.0 <= held["cpm"] <= 1.0
     lo, hi = held["cpm_ci95_scan_bootstrap"]  # one scan: every resample is that scan
     assert lo == pytest.approx(held["cpm"]) == hi and "heldout_synthetic_6mm_or_more" in metrics
+    recurring = held["recurring_false_positives"]  # one scan: nothing can recur across scans
+    assert recurring["recurring"] == 0 and recurring["positions"] == [] and recurring["false_positives"] >= 0
     assert "lung1" in metrics["real_lesions"]
     training = metrics["training"]  # budget, steps and the learning curve (validation CPM every 3 steps)
     assert training["steps_done"] == 6 and training["shapes"] == "lidc" and training["cpu_seconds"] > 0

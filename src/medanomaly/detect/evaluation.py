@@ -32,6 +32,7 @@ from medanomaly.detect.detector import NoduleDetector
 from medanomaly.detect.simulate import ScanSimulator, SimScan, SourceScan, truth_radius_mm
 from medanomaly.evaluate.agreement import bland_altman
 from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings
+from medanomaly.evaluate.recurrence import recurring_false_positives
 from medanomaly.types import Finding, Volume
 
 __all__ = ["CaseResult", "evaluate_heldout", "score_scans", "evaluate_real", "rank_on_lesion", "finding_json", "hits_lesion",
@@ -122,7 +123,8 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     of the best hit of each nodule, of the volume of the nodules of :data:`LARGE_NODULE_MM` or more
     (``volume_large``: below it a nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up
     categories start at 6 mm, 100 mm3), and of the mask's voxel volume (``volume_mask``: what partial-volume
-    analysis corrects)."""
+    analysis corrects), and how many false positives recur at one position across the scans of a source
+    (``recurring_fp``: :mod:`medanomaly.evaluate.recurrence`; the scans of a source share its anatomy)."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
@@ -131,6 +133,7 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     vol_pairs_large: list[tuple[float, float]] = []
     mask_pairs: list[tuple[float, float]] = []
     diam_pairs: list[tuple[float, float]] = []
+    fp_sites: list[tuple[str, list[np.ndarray]]] = []
     iterator: Any = scans
     if progress:
         from rich.progress import track
@@ -155,6 +158,8 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
             [truth_radius_mm(t) for t in truths], hit_min_radius_mm, ignore,
         )  # fmt: skip
         marks.append(m)
+        fp_sites.append((source.name, [centres[i] for i, lid in zip(m.finding_index, m.lesion_ids, strict=True)
+                                       if lid < 0]))  # fmt: skip
         large.append([2.0 * truth_radius_mm(t) >= LARGE_NODULE_MM for t in truths])
         # Agreement: the best-scoring hit of each lesion.
         kept = [findings[i] for i in m.finding_index]
@@ -173,7 +178,8 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     large_froc = froc(lesion_subset(marks, large)) if any(map(any, large)) else None
     return {"froc": result, "froc_large": large_froc, "volume": _agreement(vol_pairs, relative=True),
             "volume_large": _agreement(vol_pairs_large, relative=True),
-            "volume_mask": _agreement(mask_pairs, relative=True), "diameter": _agreement(diam_pairs), "marks": marks}
+            "volume_mask": _agreement(mask_pairs, relative=True), "diameter": _agreement(diam_pairs), "marks": marks,
+            "recurring_fp": recurring_false_positives(fp_sites)}
 
 
 def _agreement(pairs: list[tuple[float, float]], relative: bool = False) -> Any:

@@ -166,6 +166,11 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 <tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
 {% if froc.large %}<tr><td>sensitivity, the {{ froc.large.n_lesions }} nodules of {{ froc.large.min_mm }} mm or more
 (CPM {{ "%.3f"|format(froc.large.cpm) }})</td>{% for v in froc.large.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>{% endif %}</table>
+{% if froc.recurring and froc.recurring.false_positives %}<p>Of the {{ froc.recurring.false_positives }} false positives,
+<b>{{ froc.recurring.recurring }}</b> lie at {{ froc.recurring.n_positions }} position(s) that recur in at least
+{{ "%.0f"|format(100 * froc.recurring.min_fraction) }} % of their source's scans (the scans of one source share its
+anatomy, so one structure mistaken for a nodule is counted in each of them): the low-FP end of the curve rests on
+few independent mistakes.</p>{% endif %}
 <img src="{{ froc.plot }}" alt="FROC curve">
 {% for ba in agreement %}<img src="{{ ba.plot }}" alt="Bland-Altman {{ ba.what }}">{% endfor %}
 <table><tr><th>measure (synthetic)</th><th>n</th><th>bias</th><th>95% limits of agreement</th></tr>

@@ -59,3 +59,14 @@ def test_volume_agreement_takes_the_partial_volume_when_measured_and_keeps_the_m
     out = score_scans(_Measurer(truths, small=0.5, large=0.5, partial=1.1), [scan])  # type: ignore[arg-type]
     assert out["volume"].bias == pytest.approx(100 * 0.1 / 1.05)  # the partial volume, 1.1 x the truth
     assert out["volume_mask"].bias == pytest.approx(100 * -0.5 / 0.75)  # the mask, 0.5 x the truth
+
+
+def test_a_false_positive_at_the_same_place_in_every_scan_of_a_source_is_counted_as_recurring() -> None:
+    truths = [_truth(5.0, 8.0)]
+    ct = Volume(np.full((20, 20, 60), -800, np.int16), spacing=(1.0, 1.0, 1.0), meta={"modality": "CT"})
+    labels = ct.with_array(np.zeros(ct.shape, np.uint8))
+    source = SimpleNamespace(name="phantom", lung=labels, exclude=None)
+    scans = [SimScan(f"phantom-{k}", source, 1, ct, labels, truths) for k in range(3)]  # type: ignore[arg-type]
+    record = score_scans(_Measurer(truths, 1.0, 1.0), scans)["recurring_fp"]  # type: ignore[arg-type]
+    assert (record.false_positives, record.recurring) == (3, 3)
+    assert record.positions == [{"source": "phantom", "center_mm": [200.0, 200.0, 200.0], "scans": 3, "of_scans": 3}]

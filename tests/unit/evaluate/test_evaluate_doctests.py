@@ -13,6 +13,7 @@ MODULES = (
     "medanomaly.evaluate.calibration",
     "medanomaly.evaluate.plots",
     "medanomaly.evaluate.report",
+    "medanomaly.evaluate.recurrence",
     "medanomaly.synth.mammo",
 )
 
