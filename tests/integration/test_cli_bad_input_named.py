@@ -41,3 +41,15 @@ def test_detect_and_explain_name_the_file_of_a_nan_volume_and_a_broken_dicom(tmp
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {image}: "), res.stderr
+
+
+def test_predict_gives_one_bad_file_the_error_line_and_a_batch_its_skipped_lines(tmp_path, fixture_lung_run):
+    (tmp_path / "bad.png").write_text("not an image")
+    (tmp_path / "bad2.png").write_text("not an image either")
+    one = _cli("predict", fixture_lung_run, "bad.png", cwd=tmp_path)
+    assert one.returncode == 2 and one.stderr.strip().splitlines() == [
+        "error: bad.png: not a readable png image (corrupt or truncated)"], one.stderr
+    both = _cli("predict", fixture_lung_run, "bad.png", "bad2.png", cwd=tmp_path)
+    lines = both.stderr.strip().splitlines()
+    assert both.returncode == 2 and [line.split(":")[:2] for line in lines] == [["skipped", " bad.png"],
+                                                                                ["skipped", " bad2.png"]], both.stderr

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             from medanomaly.engine import predict_paths
 
             results = predict_paths(model, paths)
-        _report(results, out, as_json, run)
+        _report(results, out, as_json, run, single=len(paths) == 1)
 
     @app.command()
     def tune(
@@ -96,8 +96,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"tune: {out_dir}")
 
 
-def _report(results, out: Path | None, as_json: bool, run: Path) -> None:
-    """Print each result (bad files on stderr) and write outputs; exit 2 when every file failed."""
+def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = False) -> None:
+    """Print each result (bad files on stderr, "skipped: ...") and write outputs; exit 2 when every file failed. A
+    ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2)."""
     from medanomaly.engine.outputs import write_prediction
     from medanomaly.errors import InputError
     from medanomaly.jsonio import finite_json
@@ -106,6 +107,9 @@ def _report(results, out: Path | None, as_json: bool, run: Path) -> None:
     for path, outcome, _volume in results:
         total += 1
         if isinstance(outcome, InputError):
+            if single:  # the console entry point's one line for any bad input
+                typer.echo(f"error: {outcome}", err=True)
+                raise typer.Exit(code=2)
             failures += 1
             typer.echo(f"skipped: {outcome}", err=True)
             continue
