@@ -169,8 +169,8 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 {% if froc.recurring and froc.recurring.false_positives %}<p>Of the {{ froc.recurring.false_positives }} false positives,
 <b>{{ froc.recurring.recurring }}</b> lie at {{ froc.recurring.n_positions }} position(s) that recur in at least
 {{ "%.0f"|format(100 * froc.recurring.min_fraction) }} % of their source's scans (the scans of one source share its
-anatomy, so one structure mistaken for a nodule is counted in each of them): the low-FP end of the curve rests on
-few independent mistakes.</p>{% endif %}
+anatomy, so one structure mistaken for a nodule is counted in each of them){% if froc.recurring.recurring %}: the
+curve's false positives are fewer independent mistakes than their count{% endif %}.</p>{% endif %}
 <img src="{{ froc.plot }}" alt="FROC curve">
 {% for ba in agreement %}<img src="{{ ba.plot }}" alt="Bland-Altman {{ ba.what }}">{% endfor %}
 <table><tr><th>measure (synthetic)</th><th>n</th><th>bias</th><th>95% limits of agreement</th></tr>

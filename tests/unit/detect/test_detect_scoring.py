@@ -70,3 +70,17 @@ def test_a_false_positive_at_the_same_place_in_every_scan_of_a_source_is_counted
     record = score_scans(_Measurer(truths, 1.0, 1.0), scans)["recurring_fp"]  # type: ignore[arg-type]
     assert (record.false_positives, record.recurring) == (3, 3)
     assert record.positions == [{"source": "phantom", "center_mm": [200.0, 200.0, 200.0], "scans": 3, "of_scans": 3}]
+
+
+@pytest.mark.parametrize("recurring", [237, 0])
+def test_the_report_says_how_many_false_positives_recur(tmp_path, recurring: int) -> None:
+    from medanomaly.evaluate.lung_report import write_lung_report
+
+    record = {"false_positives": 311, "recurring": recurring, "n_positions": 27 if recurring else 0, "min_fraction": 0.5}
+    froc = {"cpm": 0.8, "cpm_ci": (0.7, 0.9), "n_scans": 20, "n_lesions": 80, "plot": "froc.png", "points": {"1": 0.8},
+            "large": None, "recurring": record}  # fmt: skip
+    html = write_lung_report(tmp_path / "report.html", {"title": "t", "intro": "", "split": "", "froc": froc,
+                                                        "agreement": [], "cases": [], "training": None}).read_text()  # fmt: skip
+    text = " ".join(html.split())
+    assert f"Of the 311 false positives, <b>{recurring}</b> lie at" in text
+    assert ("fewer independent mistakes" in text) == bool(recurring)
