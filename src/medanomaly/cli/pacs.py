@@ -56,7 +56,8 @@ def predict_archive(
     """Run a trained model over every series of an archive; print a summary; return the exit code.
 
     Exit code 0 when every series to run finished (done, skipped or refused), 1 when some ended
-    in error (their reasons are in results.csv), 2 for bad input (raised as InputError).
+    in error (their reasons are in results.csv), 2 for bad input (raised as InputError) and for an archive
+    without a single readable series (its files' reasons are in problems.csv).
     """
     from medanomaly.deploy.batch import run_batch
     from medanomaly.engine import load_model
@@ -66,6 +67,10 @@ def predict_archive(
     model = load_model(run)
     summary = run_batch(model, archive, out, options, key=key, retry_errors=retry_errors, progress=progress,
                         engine=engine, address=address, workers=workers)  # fmt: skip
+    if not sum(summary.counts.values()):  # nothing readable: bad input as a whole, said in one line
+        typer.echo(f"error: {archive}: no readable DICOM series ({summary.n_problems} file(s) skipped, see "
+                   f"{out / 'problems.csv'})", err=True)  # fmt: skip
+        return 2
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     typer.echo(f"{sum(summary.counts.values())} series: {counts} ({summary.reused} reused from an earlier run; "
                f"{summary.n_problems} file(s) skipped, see problems.csv)")  # fmt: skip

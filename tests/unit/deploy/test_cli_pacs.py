@@ -56,3 +56,18 @@ def test_predict_archive_refuses_a_bad_filter_before_loading(tmp_path: Path) -> 
         predict_archive(tmp_path / "no-run", tmp_path, tmp_path / "out", series_filter=["Colour=red"])
     with pytest.raises(InputError, match="run folder not found"):
         predict_archive(tmp_path / "no-run", tmp_path, tmp_path / "out")
+
+
+def test_an_archive_without_one_readable_series_is_one_error_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from medanomaly.cli.pacs import predict_archive
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "a.dcm").write_bytes(b"garbage")
+    (archive / "b.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 40)
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "lung_detector"
+    code = predict_archive(fixture, archive, tmp_path / "out", dicom=False, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {archive}: no readable DICOM series (2 file(s) skipped, see ")
+    assert (tmp_path / "out" / "problems.csv").read_text().count("\n") == 3  # header + the two files and why
