@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,8 @@ from medanomaly.errors import InputError
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
-__all__ = ["LungNoduleTask", "evaluate_validation", "load_sources", "simulate_set", "simulate_training_set",
-           "validation_cpm"]
+__all__ = ["LungNoduleTask", "check_training_memory", "evaluate_validation", "iter_simulated", "load_sources",
+           "simulate_set", "simulate_training_set", "validation_cpm"]
 
 #: Lung labels of the simulation config (``train_side``) in words.
 _SIDE_NAMES = {1: "right", 2: "left"}
@@ -63,15 +65,17 @@ def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str 
     validation draw as large as the held-out one and disjoint from the scans that chose the weights; what
     ``evaluate --split val`` scores) or ``test`` (the held-out lung, LIDC test shapes, stream 1; what
     :meth:`LungNoduleTask.evaluate` scores), as :class:`SimScan` s."""
+    return list(iter_simulated(cfg, sources, purpose, progress))
+
+
+def iter_simulated(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str = "train",
+                   progress: bool = True) -> Iterator[Any]:
+    """The scans of :func:`simulate_set`, made one at a time (a caller that keeps only what it needs of each never
+    holds the whole set at source resolution)."""
     from medanomaly.detect.simulate import ScanSimulator
 
     sim = cfg.simulation
-    side, first, n_scans, n_nodules, stream = {
-        "train": (sim.train_side, 0, sim.train_scans_per_source, sim.nodules_per_train_scan, 0),
-        "val": (sim.train_side, 0, sim.val_scans_per_source, sim.nodules_per_test_scan, 2),
-        "val_draw": (sim.train_side, sim.val_scans_per_source, sim.test_scans_per_source, sim.nodules_per_test_scan, 2),
-        "test": (3 - sim.train_side, 0, sim.test_scans_per_source, sim.nodules_per_test_scan, 1),
-    }[purpose]
+    side, first, n_scans, n_nodules, stream = _SETS[purpose](sim)
     split = "val" if purpose == "val_draw" else purpose
     simulator = ScanSimulator(sim.shapes, split, sim.diameter_range_mm, sim.procedural_diameter_range_mm,
                               non_solid_weight=sim.non_solid_weight if purpose == "train" else 1.0)
@@ -81,16 +85,56 @@ def simulate_set(cfg: LungNoduleConfig, sources: list[SourceScan], purpose: str 
         from rich.progress import track
 
         iterator = track(jobs, description=f"simulate {purpose} scans (synthetic nodules, {sim.shapes} shapes)")
-    return [simulator.scan(sources[si], side, n_nodules, np.random.default_rng([cfg.seed, stream, si, k]),
-                           f"{sources[si].name}-{split}-{k}", index=k) for si, k in iterator]  # fmt: skip
+    for si, k in iterator:
+        yield simulator.scan(sources[si], side, n_nodules, np.random.default_rng([cfg.seed, stream, si, k]),
+                             f"{sources[si].name}-{split}-{k}", index=k)  # fmt: skip
+
+
+#: (lung side, first scan index, scans per source, nodules per scan, seed stream) of each simulated set.
+_SETS = {
+    "train": lambda s: (s.train_side, 0, s.train_scans_per_source, s.nodules_per_train_scan, 0),
+    "val": lambda s: (s.train_side, 0, s.val_scans_per_source, s.nodules_per_test_scan, 2),
+    "val_draw": lambda s: (s.train_side, s.val_scans_per_source, s.test_scans_per_source, s.nodules_per_test_scan, 2),
+    "test": lambda s: (3 - s.train_side, 0, s.test_scans_per_source, s.nodules_per_test_scan, 1),
+}
 
 
 def simulate_training_set(cfg: LungNoduleConfig, sources: list[SourceScan], progress: bool = True) -> list[Any]:
-    """Simulated training scans on the detector grid (nodules in lung ``train_side`` only)."""
+    """Simulated training scans on the detector grid (nodules in lung ``train_side`` only), each resampled as soon
+    as it is made."""
     from medanomaly.detect.patches import to_grid_scan
 
     return [to_grid_scan(scan, cfg.grid.spacing_mm, cfg.grid.hu_window)
-            for scan in simulate_set(cfg, sources, "train", progress)]  # fmt: skip
+            for scan in iter_simulated(cfg, sources, "train", progress)]  # fmt: skip
+
+
+def check_training_memory(cfg: LungNoduleConfig, sources: list[SourceScan], available: int | None = None) -> int:
+    """Refuse a simulation whose training scans (kept on the detector grid) and learning-curve validation scans (kept
+    at source resolution) would not fit in memory, before any is made; returns the estimate in bytes.
+
+    Raises:
+        InputError: the estimate is over 90 % of ``available`` (default: what the system has available now).
+    """
+    from medanomaly.io.limits import available_memory_bytes, format_bytes
+
+    sim = cfg.simulation
+    grid = sum(math.prod(round(n * s / g) for n, s, g in zip(src.ct.shape[::-1], src.ct.spacing, cfg.grid.spacing_mm,
+                                                               strict=True)) for src in sources)  # fmt: skip
+    full = sum(math.prod(src.ct.shape) for src in sources)
+    need = sim.train_scans_per_source * grid * _GRID_BYTES + sim.val_scans_per_source * full * _SOURCE_BYTES
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > 0.9 * available:
+        raise InputError(f"the simulation needs about {format_bytes(need)} of memory ({sim.train_scans_per_source} "
+                         f"training and {sim.val_scans_per_source} validation scan(s) per source, {len(sources)} "
+                         f"source(s)) but {format_bytes(available)} is available: lower "
+                         "simulation.train_scans_per_source or val_scans_per_source")  # fmt: skip
+    return need
+
+
+#: Bytes per detector-grid voxel of a training scan (image and HU float32, nodule / allowed / exclusion masks).
+_GRID_BYTES = 11
+#: Bytes per source voxel of a kept simulated scan (CT int16 and its label mask uint8).
+_SOURCE_BYTES = 3
 
 
 def validation_cpm(scans: list[Any], hit_min_radius_mm: float) -> Any:
@@ -134,6 +178,7 @@ class LungNoduleTask:
 
             return train_luna16(config, run_dir, out_dir, self.progress)
         sources = sources if sources is not None else load_sources(config.simulation, self.progress)
+        check_training_memory(config, sources)
         scans = simulate_training_set(config, sources, self.progress)
         validate, eval_every = None, config.train.eval_every
         if eval_every > 0 and config.simulation.val_scans_per_source > 0:
@@ -259,13 +304,14 @@ def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[Sour
     from medanomaly.evaluate.lung_report import plot_froc
 
     sim = cfg.simulation
-    scans = simulate_set(cfg, sources, "val_draw", progress)
-    held = score_scans(detector, scans, cfg.infer.hit_min_radius_mm, progress, total=len(scans))
+    n_scans = len(sources) * sim.test_scans_per_source
+    scans = iter_simulated(cfg, sources, "val_draw", progress=False)  # one at a time: score_scans shows the progress
+    held = score_scans(detector, scans, cfg.infer.hit_min_radius_mm, progress, total=n_scans)
     fr, large = held["froc"], held["froc_large"]
     plot_froc(fr, out_dir / "froc_val.png", "FROC on validation scans, training lung (synthetic)")
     side = _SIDE_NAMES[sim.train_side]
     shapes = "procedural nodules" if sim.shapes == "procedural" else "LIDC-IDRI val-split shapes"
-    split_text = (f"validation draw (SYNTHETIC): {len(scans)} simulated scans with {sim.nodules_per_test_scan} "
+    split_text = (f"validation draw (SYNTHETIC): {n_scans} simulated scans with {sim.nodules_per_test_scan} "
                   f"{shapes} each in the {side} (training) lung of {', '.join(s.name for s in sources)}, "
                   f"seed stream 2 from scan {sim.val_scans_per_source} on (after the learning curve's scans); "
                   "never the held-out lung or test shapes")  # fmt: skip

@@ -78,6 +78,21 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process without swapping (Linux ``MemAvailable``, bytes), else the free
+    physical pages; None when neither can be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _limit_hint(limit: int) -> str:
     return f"the limit of {format_bytes(limit)} (raise it with {ENV_VAR} or max_voxel_bytes=)"
 
