@@ -33,12 +33,15 @@ from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
 from medanomaly.types import ABSTAIN, Finding, Prediction, Volume
 
-__all__ = ["DetectionTask", "HeatmapDetectionModel", "birads_like", "load_lesion_set"]
+__all__ = ["DetectionTask", "HeatmapDetectionModel", "birads_like", "check_phantom_memory", "load_lesion_set"]
 
 
 def load_lesion_set(cfg: DetectionConfig) -> Any:
-    """The annotated images of ``cfg.data`` with patient-level train / val / test splits."""
+    """The annotated images of ``cfg.data`` with patient-level train / val / test splits (a phantom cohort's memory is
+    checked first: :func:`check_phantom_memory`)."""
     d = cfg.data
+    if d.source in ("mammo_phantom", "us_phantom"):
+        check_phantom_memory(d)
     if d.source == "mammo_phantom":
         from medanomaly.synth.mammo import make_lesion_cohort
 
@@ -60,6 +63,29 @@ def load_lesion_set(cfg: DetectionConfig) -> Any:
     from medanomaly.data.cbis_ddsm import load_cbis_ddsm_lesions
 
     return load_cbis_ddsm_lesions(d.root, max_side=d.max_side, val=d.val, test=d.test, seed=cfg.seed)  # type: ignore[arg-type]
+
+
+#: Images a phantom patient can have (a mammography patient's two views), and bytes per pixel of each (float32).
+_PHANTOM_IMAGES_PER_PATIENT, _PHANTOM_PIXEL_BYTES = 2, 4
+
+
+def check_phantom_memory(data: Any, available: int | None = None) -> int:
+    """Refuse a phantom cohort whose images alone (``n_patients`` x up to two views x ``size`` squared float32 pixels)
+    would take more than 45 % of the memory available, before any is drawn (the rest is left for what training builds
+    from them: grid copies, patches); returns the estimate in bytes.
+
+    Raises:
+        InputError: one line with the estimate and the keys to lower.
+    """
+    from medanomaly.io.limits import available_memory_bytes, format_bytes
+
+    need = data.n_patients * _PHANTOM_IMAGES_PER_PATIENT * data.size**2 * _PHANTOM_PIXEL_BYTES
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > 0.45 * available:
+        raise InputError(f"a phantom cohort of {data.n_patients} patients at {data.size} px needs about "
+                         f"{format_bytes(need)} for its images, more than 45 % of the {format_bytes(available)} "
+                         "available: lower data.n_patients or data.size")  # fmt: skip
+    return need
 
 
 def birads_like(called: str | None, abstained: bool, p_malignant: float) -> str:

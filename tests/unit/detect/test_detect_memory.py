@@ -53,3 +53,15 @@ def test_the_training_set_is_resampled_scan_by_scan(monkeypatch) -> None:
     monkeypatch.setattr("medanomaly.detect.patches.to_grid_scan", lambda scan, spacing, window: grid.append(scan) or scan)
     assert task.simulate_training_set(_config(3, 0), [], progress=False) == ["scan0", "scan1", "scan2"]
     assert held == [1, 1, 1]
+
+
+def test_a_phantom_cohort_too_large_for_memory_is_refused_before_it_is_drawn() -> None:
+    from medanomaly.detect.detection_config import DataConfig
+    from medanomaly.detect.detection_task import check_phantom_memory
+
+    assert check_phantom_memory(DataConfig(n_patients=40, size=256), available=1 << 34) == 40 * 2 * 256 * 256 * 4
+    with pytest.raises(InputError) as info:
+        check_phantom_memory(DataConfig(n_patients=100_000, size=4096), available=24 << 30)
+    message = str(info.value)
+    assert "\n" not in message and "100000 patients at 4096 px needs about 12.21 TiB" in message
+    assert "lower data.n_patients or data.size" in message
