@@ -77,11 +77,11 @@ def check_phantom_memory(data: Any, available: int | None = None) -> int:
     Raises:
         InputError: one line with the estimate and the keys to lower.
     """
-    from medanomaly.io.limits import available_memory_bytes, format_bytes
+    from medanomaly.io.limits import format_bytes, memory_shortfall
 
     need = data.n_patients * _PHANTOM_IMAGES_PER_PATIENT * data.size**2 * _PHANTOM_PIXEL_BYTES
-    available = available_memory_bytes() if available is None else available
-    if available is not None and need > 0.45 * available:
+    available = memory_shortfall(need, 0.45, available)
+    if available is not None:
         raise InputError(f"a phantom cohort of {data.n_patients} patients at {data.size} px needs about "
                          f"{format_bytes(need)} for its images, more than 45 % of the {format_bytes(available)} "
                          "available: lower data.n_patients or data.size")  # fmt: skip

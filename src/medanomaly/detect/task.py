@@ -115,15 +115,15 @@ def check_training_memory(cfg: LungNoduleConfig, sources: list[SourceScan], avai
     Raises:
         InputError: the estimate is over 90 % of ``available`` (default: what the system has available now).
     """
-    from medanomaly.io.limits import available_memory_bytes, format_bytes
+    from medanomaly.io.limits import format_bytes, memory_shortfall
+    from medanomaly.preprocess.resample import resampled_size
 
     sim = cfg.simulation
-    grid = sum(math.prod(round(n * s / g) for n, s, g in zip(src.ct.shape[::-1], src.ct.spacing, cfg.grid.spacing_mm,
-                                                               strict=True)) for src in sources)  # fmt: skip
+    grid = sum(int(np.prod(resampled_size(src.ct.shape[::-1], src.ct.spacing, cfg.grid.spacing_mm))) for src in sources)
     full = sum(math.prod(src.ct.shape) for src in sources)
     need = sim.train_scans_per_source * grid * _GRID_BYTES + sim.val_scans_per_source * full * _SOURCE_BYTES
-    available = available_memory_bytes() if available is None else available
-    if available is not None and need > 0.9 * available:
+    available = memory_shortfall(need, 0.9, available)
+    if available is not None:
         raise InputError(f"the simulation needs about {format_bytes(need)} of memory ({sim.train_scans_per_source} "
                          f"training and {sim.val_scans_per_source} validation scan(s) per source, {len(sources)} "
                          f"source(s)) but {format_bytes(available)} is available: lower "

@@ -93,6 +93,14 @@ def available_memory_bytes() -> int | None:
         return None
 
 
+def memory_shortfall(need: int, share: float, available: int | None = None) -> int | None:
+    """The memory available (bytes; default :func:`available_memory_bytes`) when work that needs ``need`` bytes would
+    take more than ``share`` of it, for the caller to refuse the work in its own words; None when it fits or when the
+    available memory cannot be read."""
+    available = available_memory_bytes() if available is None else available
+    return available if available is not None and need > share * available else None
+
+
 def _limit_hint(limit: int) -> str:
     return f"the limit of {format_bytes(limit)} (raise it with {ENV_VAR} or max_voxel_bytes=)"
 

@@ -37,6 +37,7 @@ from medanomaly.types import Volume
 
 __all__ = [
     "is_mask_volume",
+    "resampled_size",
     "resample_to_spacing",
     "resample_like",
     "mask_onto_grid",
@@ -117,6 +118,13 @@ def _resample(volume: Volume, size_xyz, spacing, origin, direction, interpolator
                   direction=direction, meta=dict(volume.meta))  # fmt: skip
 
 
+def resampled_size(size_xyz: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]) -> np.ndarray:
+    """Voxels per axis (x, y, z) of an image of ``size_xyz`` voxels at ``old_spacing`` resampled to ``new_spacing``
+    (mm) by :func:`resample_to_spacing`: ``round(size * old / new)``, at least 1."""
+    ratio = np.asarray(old_spacing, dtype=float) / np.asarray(new_spacing, dtype=float)
+    return np.maximum(np.round(np.asarray(size_xyz) * ratio), 1).astype(int)
+
+
 def resample_to_spacing(
     volume: Volume,
     spacing: float | Sequence[float] = 1.0,
@@ -147,7 +155,7 @@ def resample_to_spacing(
     old = np.asarray(volume.spacing)
     if volume.is_2d:
         target[2] = old[2]
-    size = np.maximum(np.round(np.asarray(volume.size_xyz) * old / target), 1).astype(int)
+    size = resampled_size(volume.size_xyz, old, target)
     # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
     # sits half a new voxel inside it, so both grids cover the same box up to rounding.
     origin = volume.index_to_physical((target / old - 1.0) / 2.0)

@@ -179,3 +179,11 @@ def test_io_limits_deflated_dicom_inflated_size_and_small_files(tmp_path, deflat
     with pytest.raises(InputError, match="padded.dcm: deflated data expand to more than the limit of 1 MiB"):
         read(padded, max_voxel_bytes=1 << 20)
     assert read(padded, max_voxel_bytes=128 << 20).shape == (2, 16, 16)
+
+
+def test_memory_shortfall_gives_the_available_bytes_only_when_the_need_is_over_its_share() -> None:
+    from medanomaly.io.limits import memory_shortfall
+
+    assert memory_shortfall(91, 0.9, available=100) == 100
+    assert memory_shortfall(90, 0.9, available=100) is None
+    assert memory_shortfall(1, 0.9) is None  # this machine's own memory (readable here) holds one byte
