@@ -65,4 +65,3 @@ def test_a_phantom_cohort_too_large_for_memory_is_refused_before_it_is_drawn() -
     message = str(info.value)
     assert "\n" not in message and "100000 patients at 4096 px needs about 12.21 TiB" in message
     assert "lower data.n_patients or data.size" in message
-
