@@ -67,27 +67,26 @@ def recurring_false_positives(sites: Sequence[tuple[str, Sequence[Sequence[float
     if not radius_mm > 0 or not 0 < min_fraction <= 1:
         raise ValueError(f"radius_mm must be > 0 and min_fraction in (0, 1], got {radius_mm}, {min_fraction}")
     scans_of: dict[str, int] = {}
-    groups: dict[str, list[tuple[np.ndarray, set[int], list[int]]]] = {}  # source -> [(first centre, scans, count)]
+    groups: dict[str, list[tuple[np.ndarray, list[int]]]] = {}  # source -> [(first centre, scan of each member)]
     total = 0
     for index, (source, centres) in enumerate(sites):
         scans_of[source] = scans_of.get(source, 0) + 1
         for centre in centres:
             c = np.asarray(centre, float)
             total += 1
-            for first, scans, count in groups.setdefault(source, []):
-                if np.linalg.norm(first - c) <= radius_mm:
-                    scans.add(index)
-                    count[0] += 1
-                    break
+            members = next((m for first, m in groups.setdefault(source, []) if np.linalg.norm(first - c) <= radius_mm),
+                           None)  # fmt: skip
+            if members is None:
+                groups[source].append((c, [index]))
             else:
-                groups[source].append((c, {index}, [1]))
+                members.append(index)
     positions, recurring = [], 0
     for source, found in groups.items():
         need = max(2, math.ceil(min_fraction * scans_of[source]))
-        for first, scans, count in found:
-            if len(scans) >= need:
-                recurring += count[0]
+        for first, members in found:
+            if len(set(members)) >= need:
+                recurring += len(members)
                 positions.append({"source": source, "center_mm": [round(float(v), 1) for v in first],
-                                  "scans": len(scans), "of_scans": scans_of[source]})  # fmt: skip
+                                  "scans": len(set(members)), "of_scans": scans_of[source]})  # fmt: skip
     positions.sort(key=lambda p: -p["scans"])
     return RecurringFalsePositives(total, recurring, positions, float(radius_mm), float(min_fraction))
