@@ -170,12 +170,27 @@ class Volume:
 
     def same_grid(self, other: Volume, tol: float = 1e-4) -> bool:
         """True when both volumes share shape, spacing, origin and direction (within ``tol`` mm)."""
-        return (
-            self.shape == other.shape
-            and np.allclose(self.spacing, other.spacing, atol=tol)
-            and np.allclose(self.origin, other.origin, atol=tol)
-            and np.allclose(self.direction, other.direction, atol=tol)
-        )
+        return self.grid_mismatch(other, tol) is None
+
+    def grid_mismatch(self, other: Volume, tol: float = 1e-4) -> str | None:
+        """What differs between this grid and ``other``'s, in words (None: the same grid within ``tol`` mm):
+        shape (z, y, x), spacing (x, y, z) mm, origin (LPS mm) or direction, this grid's value first.
+
+        Example:
+            >>> a = Volume(np.zeros((2, 4, 4)), spacing=(1.0, 1.0, 2.0))
+            >>> a.grid_mismatch(a.with_array(np.ones((2, 4, 4)))) is None
+            True
+            >>> a.grid_mismatch(Volume(np.zeros((2, 4, 4)), spacing=(1.0, 1.0, 3.0)))
+            'spacing (1, 1, 2) mm vs (1, 1, 3) mm'
+        """
+        if self.shape != other.shape:
+            return f"shape {self.shape} vs {other.shape}"
+        for name, mine, theirs, unit in (("spacing", self.spacing, other.spacing, " mm"),
+                                         ("origin", self.origin, other.origin, " mm"),
+                                         ("direction", self.direction, other.direction, "")):
+            if not np.allclose(mine, theirs, atol=tol):
+                return f"{name} {_rounded(mine)}{unit} vs {_rounded(theirs)}{unit}"
+        return None
 
     # ----------------------------------------------------------------------------- derive
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
@@ -478,3 +493,9 @@ class Prediction:
             "findings": [f.to_json() for f in self.findings],
             "flags": list(self.flags),
         }
+
+
+def _rounded(values: Sequence[float] | np.ndarray) -> str:
+    """Numbers for a message: up to 3 decimals, no trailing zeros, as a tuple."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return "(" + ", ".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in flat) + ")"

@@ -65,6 +65,31 @@ def test_fusion_cli_register_recovers_shift(tmp_path):
     assert out.is_file() and (tmp_path / "pd_in_t1.tfm").is_file()
 
 
+def test_fusion_cli_register_names_the_bad_file(tmp_path):
+    """A NaN image or a 2D image against a 3D one, through the console entry point: one line naming that file,
+    exit 2, nothing written."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    good, bad, flat = tmp_path / "good.nii.gz", tmp_path / "nan.nii.gz", tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(rng.normal(size=(32, 32, 8)).astype(np.float32), np.eye(4)), good)
+    nib.save(nib.Nifti1Image(np.full((32, 32, 8), np.nan, np.float32), np.eye(4)), bad)
+    nib.save(nib.Nifti1Image(rng.normal(size=(32, 32)).astype(np.float32), np.eye(4)), flat)
+    for fixed, moving, named, reason in ((good, bad, "nan.nii.gz", "moving image has non-finite voxels"),
+                                         (bad, good, "nan.nii.gz", "fixed image has non-finite voxels"),
+                                         (good, flat, "slice.nii.gz", "cannot register a 2D moving image")):
+        out = tmp_path / "out.nii.gz"
+        result = subprocess.run([sys.executable, "-m", "medanomaly.cli.app", "register", str(fixed), str(moving),
+                                 "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0] and reason in lines[0], result.stderr
+        assert not out.exists()
+
+
 def test_fusion_cli_benchmark_table(tmp_path):
     result = runner.invoke(app, ["fusion-benchmark", str(_config(tmp_path)), "--out", str(tmp_path / "bench")])
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """The examples in the docstrings of the CLI's metric summary and the thread probe run and are right: the console
-summary of `medanomaly evaluate` lists a case's rows as a count, not as a raw Python list of dicts."""
+summary of `medanomaly evaluate` lists a case's rows as a count, not as a raw Python list of dicts; a grid
+mismatch is said in words (`Volume.grid_mismatch`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib
 
 import pytest
 
-MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe")
+MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types")
 
 
 @pytest.mark.parametrize("name", MODULES)

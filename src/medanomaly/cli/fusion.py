@@ -41,11 +41,18 @@ def register(app: typer.Typer) -> None:
         metric: str = typer.Option("mattes", help="mattes (mutual information, multi-modal) or mean_squares."),
     ) -> None:
         """Register MOVING to FIXED (SimpleITK); write the resampled image, the transform and the residual."""
-        from medanomaly.fusion.registration import load_scalar, register, write_transform
+        from medanomaly.errors import about_file
+        from medanomaly.preprocess.registration import check_registrable, load_scalar, register, write_transform
         from medanomaly.io import write
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()]
-        result = register(load_scalar(fixed), load_scalar(moving), stages=stage_list, metric=metric)
+        images = {}
+        for role, path in (("fixed", fixed), ("moving", moving)):
+            with about_file(path):  # each bad image is named by its file
+                images[role] = load_scalar(path)
+                check_registrable(images[role], role)
+        with about_file(moving):  # what is left is a pair that does not fit: the moving image is named
+            result = register(images["fixed"], images["moving"], stages=stage_list, metric=metric)
         written = write(result.resampled, out)
         name = written.name
         stem = name[: -len("".join(written.suffixes))] if written.suffixes else name

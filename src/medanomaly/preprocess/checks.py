@@ -60,8 +60,9 @@ def require_mask(mask: Volume, image: Volume | None = None, what: str = "this st
     Raises:
         InputError: the mask is empty or on another grid.
     """
-    if image is not None and not mask.same_grid(image):
-        raise InputError(f"{what}: mask is not on the image grid ({mask.shape} vs {image.shape})")
+    mismatch = None if image is None else mask.grid_mismatch(image)
+    if mismatch is not None:
+        raise InputError(f"{what}: mask is not on the image grid ({mismatch})")
     arr = np.asarray(mask.array)
     if arr.ndim == 4:
         arr = arr[..., 0]

@@ -132,12 +132,22 @@ def _check_pair(fixed: Volume, moving: Volume) -> None:
             f"{'2D' if fixed.is_2d else '3D'} fixed image"
         )
     for name, vol in (("fixed", fixed), ("moving", moving)):
-        if min(vol.shape[1:]) < 8 or (not vol.is_2d and vol.shape[0] < 4):
-            raise InputError(f"{name} image too small to register: shape {vol.shape}")
-        if not np.isfinite(vol.array).all():
-            raise InputError(f"{name} image has non-finite voxels")
-        if float(np.ptp(vol.array)) == 0.0:
-            raise InputError(f"{name} image is constant: nothing to register")
+        check_registrable(vol, name)
+
+
+def check_registrable(vol: Volume, name: str = "the") -> None:
+    """Refuse an image registration cannot use: too small (under 8 pixels in-plane or 4 slices), NaN or
+    infinite voxels, or constant.
+
+    Raises:
+        InputError: naming ``name`` ("fixed", "moving") and the reason.
+    """
+    if min(vol.shape[1:]) < 8 or (not vol.is_2d and vol.shape[0] < 4):
+        raise InputError(f"{name} image too small to register: shape {vol.shape}")
+    if not np.isfinite(vol.array).all():
+        raise InputError(f"{name} image has non-finite voxels")
+    if float(np.ptp(vol.array)) == 0.0:
+        raise InputError(f"{name} image is constant: nothing to register")
 
 
 def _check_options(stages: tuple[str, ...], metric: str, init: str) -> None:

@@ -49,6 +49,17 @@ __all__ = [
 ]
 
 
+def require_on_grid(mask: Volume, image: Volume | None, tol: float = 1e-3) -> None:
+    """Refuse a mask that is not on ``image``'s grid (``tol`` mm), saying what differs; no image: nothing to check.
+
+    Raises:
+        InputError: e.g. "the mask is not on the image grid: spacing (1, 1, 3) mm vs (1, 1, 2) mm".
+    """
+    mismatch = None if image is None else mask.grid_mismatch(image, tol)
+    if mismatch is not None:
+        raise InputError(f"the mask is not on the image grid: {mismatch}")
+
+
 def max_diameter_mm(mask: Volume) -> float:
     """Maximum 3D diameter (mm) of a binary mask: pyradiomics' ``Maximum3DDiameter`` definition.
 
@@ -126,8 +137,7 @@ def measure(
     n_voxels = int(binary.sum())
     if n_voxels == 0:
         raise InputError("lesion mask is empty")
-    if image is not None and not image.same_grid(mask, tol=1e-3):
-        raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
+    require_on_grid(mask, image)
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
     long_axis, short_axis = axial_axes_mm(mask)
     stats: dict[str, Any] = {}
@@ -186,8 +196,7 @@ def measure_lesions(
     binary = np.asarray(mask.array) > 0
     if not binary.any():
         raise InputError("lesion mask is empty")
-    if image is not None and not image.same_grid(mask, tol=1e-3):
-        raise InputError(f"mask grid {mask.shape} does not match image grid {image.shape}")
+    require_on_grid(mask, image)
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
     unit = intensity_unit(image) if image is not None else None
     findings = []

@@ -114,6 +114,9 @@ def test_labels_bad_masks_refused() -> None:
         measure_labels(mask.with_array(np.full((4, 20, 20), 0.5, np.float32)))
     with pytest.raises(InputError, match="grid"):
         measure_labels(mask, Volume(np.zeros((4, 20, 21), np.int16)))
+    thicker = Volume(np.zeros((4, 20, 20), np.int16), spacing=(*mask.spacing[:2], mask.spacing[2] + 1.0))
+    with pytest.raises(InputError, match=r"not on the image grid: spacing \(.*\) mm vs \(.*\) mm"):
+        measure_labels(mask, thicker)  # same shape, other spacing: the message says what differs
 
 
 def test_labels_json_has_shape_keys_and_null_for_undefined() -> None:
