@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="The image the mask belongs to (CT in HU for HU statistics)."),
         mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (0 = background)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: per label the whole lesion, then its parts."),
-        label: int = typer.Option(0, "--label", help="Only this mask label (0 = every label, each on its own)."),
+        label: int = typer.Option(0, "--label", min=0, help="Only this mask label (0 = every label, each on its own)."),
         partial_volume: bool = typer.Option(False, "--partial-volume", help="Chest CT: also each lesion's "
                                             "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
     ) -> None:

@@ -75,8 +75,8 @@ def mask_labels(array: np.ndarray, label: int = 0) -> list[int]:
     """The label values to measure: ``[label]``, or every non-zero value when ``label`` is 0.
 
     Raises:
-        InputError: the mask holds non-integer values, more than :data:`MAX_LABELS` labels, or
-            no voxel of the requested label.
+        InputError: the mask holds non-integer or negative values, more than :data:`MAX_LABELS`
+            labels, or no voxel of the requested label.
     """
     arr = np.asarray(array)
     if label:
@@ -88,6 +88,9 @@ def mask_labels(array: np.ndarray, label: int = 0) -> list[int]:
         raise InputError("lesion mask is empty")
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
         raise InputError("mask values are not integer labels (a probability map? threshold it first)")
+    if values[0] < 0:
+        raise InputError(f"mask holds negative values (lowest {values[0]:g}): a label mask is 0 (background) "
+                         "and positive labels")  # fmt: skip
     if values.size > MAX_LABELS:
         raise InputError(f"mask has {values.size} labels, more than {MAX_LABELS}: not a lesion label map")
     return [int(v) for v in values]

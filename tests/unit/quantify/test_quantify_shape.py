@@ -112,6 +112,10 @@ def test_labels_bad_masks_refused() -> None:
         measure_labels(mask.with_array(np.zeros((4, 20, 20), np.uint8)))
     with pytest.raises(InputError, match="integer labels"):
         measure_labels(mask.with_array(np.full((4, 20, 20), 0.5, np.float32)))
+    signed = np.asarray(mask.array, np.int16).copy()
+    signed[0, 0, 0] = -1  # an "ignore" value or an image given as the mask: not a lesion label
+    with pytest.raises(InputError, match=r"negative values \(lowest -1\)"):
+        measure_labels(mask.with_array(signed))
     with pytest.raises(InputError, match="grid"):
         measure_labels(mask, Volume(np.zeros((4, 20, 21), np.int16)))
     thicker = Volume(np.zeros((4, 20, 20), np.int16), spacing=(*mask.spacing[:2], mask.spacing[2] + 1.0))
