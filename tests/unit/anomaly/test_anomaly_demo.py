@@ -3,7 +3,7 @@ tested on brain1/brain2 (the step itself trains for minutes and is run by ``make
 
 from __future__ import annotations
 
-from medanomaly.anomaly.demo import DEMO_CONFIG, DEMO_EDGE_HEADS, demo_config
+from medanomaly.anomaly.demo import DEMO_CONFIG, DEMO_EDGE_HEADS, DEMO_MAX_SIGMA_MM, demo_config
 from medanomaly.config import load_config
 
 
@@ -15,8 +15,10 @@ def test_demo_step_trains_the_strict_atlas_with_robust_thresholds():
     assert tuple(cfg.evaluate.cases) == ("brain1", "brain2") and cfg.evaluate.n_bootstrap == 500
     assert cfg.train.threads == 1
     shipped = load_config(DEMO_CONFIG)
-    assert list(shipped.method.params["edge_heads"]) == ["ch2", "itk_t1"]  # the demo cuts only the edge heads
-    assert list(cfg.method.params["edge_heads"]) == DEMO_EDGE_HEADS == ["ch2"]
+    assert list(shipped.method.params["edge_heads"]) == ["ch2", "itk_t1"]  # the demo cuts the edge heads ...
+    wide = [s for s in shipped.threshold.sigmas if s > DEMO_MAX_SIGMA_MM]
+    assert wide == [12.0, 16.0] and list(cfg.threshold.sigmas) == [s for s in shipped.threshold.sigmas if s not in wide]
+    assert list(cfg.method.params["edge_heads"]) == DEMO_EDGE_HEADS == ["ch2"]  # ... and the widest smoothings only
     rest = {k: v for k, v in cfg.method.params.items() if k != "edge_heads"}
     assert rest == {k: v for k, v in shipped.method.params.items() if k != "edge_heads"}
 
