@@ -134,13 +134,15 @@ def plot_finding(
     ax.imshow(np.asarray(ct.array)[z, ys, xs], cmap="gray", vmin=WINDOWS["lung_input"][0], vmax=WINDOWS["lung_input"][1],
               extent=(0, (xs.stop - xs.start) * sx, (ys.stop - ys.start) * sy, 0))  # fmt: skip
     extent = (0, (xs.stop - xs.start) * sx, 0, (ys.stop - ys.start) * sy)
-    for vol, colour in ((reference, "lime"), (finding.mask, "red")):
+    key = []
+    for vol, colour, name in ((reference, "lime", "reference"), (finding.mask, "red", "finding")):
         if vol is not None:
             sl = (np.asarray(vol.array)[z, ys, xs] > 0).astype(float)
             if sl.any():
                 ax.contour(sl, levels=[0.5], colors=colour, linewidths=1.0, extent=extent, origin="upper")
+                key.append(f"{'green' if colour == 'lime' else colour}: {name}")
     ax.set_title(title or f"score {finding.score:.2f}, slice {z}", fontsize=9)
-    ax.set_xlabel("mm")
+    ax.set_xlabel("; ".join(["mm", *key]), fontsize=8)  # the key in the picture: the PNG is also opened alone
     return finish_figure(fig, path, dpi=90)
 
 

@@ -115,3 +115,22 @@ def test_plots_have_titles_axis_labels_and_legends():
         assert any(a.get_xlabel() for a in fig.axes) and ax.get_ylabel()
     assert len(figs[0].axes[0].get_legend().get_texts()) == 4  # chance + 3 classes
     assert figs[0].axes[0].get_legend().get_texts()[1].get_text().startswith("benign: AUC")
+
+
+def test_finding_overlay_names_its_colours_in_the_picture(tmp_path, monkeypatch):
+    """The overlay PNG is also opened alone (runs/demo/<case>/finding_01.png): its label says which contour is which."""
+    import numpy as np
+
+    from medanomaly.evaluate import lung_report
+    from medanomaly.types import Finding, Volume
+
+    labels = []
+    monkeypatch.setattr(lung_report, "finish_figure", lambda fig, path, dpi=110: labels.append(fig.axes[0].get_xlabel()))
+    ct = Volume(np.full((5, 40, 40), -800.0, np.float32), spacing=(1.0, 1.0, 5.0))
+    mask = np.zeros((5, 40, 40), np.uint8)
+    mask[2, 15:25, 15:25] = 1
+    finding = Finding(label="nodule", center_mm=(20.0, 20.0, 10.0), bbox_mm=((15, 15, 10), (25, 25, 10)), score=0.9,
+                      mask=ct.with_array(mask))  # fmt: skip
+    lung_report.plot_finding(ct, finding, tmp_path / "a.png", reference=ct.with_array(mask))
+    lung_report.plot_finding(ct, finding, tmp_path / "b.png")
+    assert labels == ["mm; green: reference; red: finding", "mm; red: finding"]
