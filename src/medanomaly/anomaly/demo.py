@@ -38,8 +38,8 @@ def demo_config(path: str | Path = DEMO_CONFIG) -> Any:
     cfg = load_config(Path(path))
     data = cfg.model_dump()
     data["evaluate"] = {**data["evaluate"], "n_bootstrap": 500}
-    sigmas = sorted(data["threshold"]["sigmas"])
-    data["threshold"] = {**data["threshold"], "sigmas": [s for s in sigmas if s <= DEMO_MAX_SIGMA_MM] or sigmas[:1]}
+    sigmas = data["threshold"]["sigmas"]  # in the config's order: on a tie the earlier candidate wins
+    data["threshold"] = {**data["threshold"], "sigmas": [s for s in sigmas if s <= DEMO_MAX_SIGMA_MM] or [min(sigmas)]}
     params = data["method"].get("params") or {}
     if params.get("edge_heads"):
         data["method"] = {**data["method"], "params": {**params, "edge_heads": DEMO_EDGE_HEADS}}
