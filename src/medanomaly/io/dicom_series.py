@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,26 +155,27 @@ def _parse_all(
     sink: _PixelSink | None = None,
     series_uid: str | None = None,
     max_voxel_bytes: int | None = None,
-) -> tuple[list[_Slice], list[str]]:
-    """Parse every file; returns the image slices and the names of skipped (corrupt) files.
+) -> tuple[list[_Slice], list[tuple[str, str]]]:
+    """Parse every file; returns the image slices and the skipped (corrupt) files as (name, reason), not
+    yet logged: when no file holds an image the caller says so in one line instead.
 
     Only pixels of the wanted series (``series_uid``, else the first series met) are kept:
     other series keep their headers (to list them) but drop their pixel data at once, so a
     whole-study folder never sits in memory.
     """
     slices: list[_Slice] = []
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     wanted = series_uid
     for path in files:
         try:
             ds = read_dataset(path, max_voxel_bytes=max_voxel_bytes)
         except InputError as exc:
-            _skip(skipped, path, folder, exc.reason)
+            skipped.append((_rel(path, folder), exc.reason))
             continue
         has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
         if not has_pixels:
             if is_truncated_image(ds):  # an image whose pixel data was cut off
-                _skip(skipped, path, folder, missing_pixels_reason(ds))
+                skipped.append((_rel(path, folder), missing_pixels_reason(ds)))
             else:
                 log.debug("ignored %s: DICOM without pixel data", _rel(path, folder))
             continue
@@ -197,7 +199,11 @@ def _series_key(ds: Dataset) -> str:
 def _skip(skipped: list[str], path: Path, folder: Path, reason: str) -> None:
     """Record a skipped file; the first :data:`SKIP_LOG_LIMIT` are logged one line each, then one
     line says the rest are only counted (a folder of 10,000 foreign files must not print 10,000 lines)."""
-    name = _rel(path, folder)
+    _skip_name(skipped, _rel(path, folder), folder, reason)
+
+
+def _skip_name(skipped: list[str], name: str, folder: Path, reason: str) -> None:
+    """:func:`_skip` for a name already relative to ``folder``."""
     skipped.append(name)
     if len(skipped) <= SKIP_LOG_LIMIT:
         log.warning("skipped %s: %s", name, reason)
@@ -445,10 +451,17 @@ def read_dicom_files(
         max_voxel_bytes: limit on the series' voxel data.
     """
     sink = _PixelSink(len(files), source, max_voxel_bytes)
-    slices, skipped = _parse_all(files, source, sink, series_uid, max_voxel_bytes)
-    if not slices:
-        detail = f", {len(skipped)} unreadable file(s)" if skipped else ""
+    slices, unreadable = _parse_all(files, source, sink, series_uid, max_voxel_bytes)
+    if not slices:  # one line, with the commonest reason: not one "skipped" line per file before it
+        detail = ""
+        if unreadable:
+            reason, count = Counter(r for _, r in unreadable).most_common(1)[0]
+            share = "" if count == len(unreadable) else f", {count} of them"
+            detail = f", {len(unreadable)} unreadable{share}: {reason}"
         raise InputError(f"no DICOM images in {_kind(source)} ({len(files)} file(s){detail})", source)
+    skipped: list[str] = []
+    for name, reason in unreadable:  # logged now that the read goes on
+        _skip_name(skipped, name, source, reason)
     groups: dict[str, list[_Slice]] = {}
     for s in slices:
         groups.setdefault(_series_key(s.ds), []).append(s)

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from medanomaly.data.sources import real_data
 from medanomaly.errors import InputError
 from medanomaly.io import read
-from medanomaly.io.dicom_series import list_series
+from medanomaly.io.dicom_series import SKIP_LOG_LIMIT, list_series
 from medanomaly.types import Volume
 
 
@@ -159,6 +159,20 @@ def test_io_series_empty_and_non_dicom_folders(tmp_path):
     (other / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="no DICOM images"):
         read(other)
+
+
+def test_io_series_with_no_readable_file_says_so_in_one_line(tmp_path, caplog):
+    """Every file unreadable: one error with the commonest reason, not a "skipped" line per file before it."""
+    for i in range(SKIP_LOG_LIMIT + 2):
+        (tmp_path / f"junk{i:02d}.dcm").write_bytes(b"not dicom " * 20)
+    cut = real_data("pydicom/CT_small.dcm").read_bytes()[:300]  # a real header whose pixels were cut off
+    (tmp_path / "cut.dcm").write_bytes(cut)
+    with caplog.at_level(logging.WARNING, logger="medanomaly.io"), pytest.raises(InputError) as err:
+        read(tmp_path)
+    n = SKIP_LOG_LIMIT + 3
+    assert str(err.value).endswith(f"no DICOM images in folder ({n} file(s), {n} unreadable, {n - 1} of them: "
+                                   "not a DICOM file)")  # fmt: skip
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
 
 
 def test_io_series_real_folder_with_gap_from_pydicom():
