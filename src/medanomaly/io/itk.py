@@ -19,6 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,13 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.types import Volume
+
+log = logging.getLogger(__name__)
+
+#: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
+#: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
+NATIVE_REMARKS = ("libpng warning:",)
+_FD2 = threading.Lock()  # one capture of file descriptor 2 at a time (a second would restore the first's file)
 
 #: File endings read and written by this module, with the name stored in ``meta["source_format"]``.
 ITK_SUFFIXES = {
@@ -99,6 +113,29 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
     vol = Volume.from_sitk(image, **meta)
     return vol
+
+
+@contextmanager
+def native_remarks_logged(path: Path) -> Iterator[None]:
+    """Run a native (C/C++) reader with file descriptor 2 captured: its :data:`NATIVE_REMARKS` go to
+    the debug log under ``path``'s name instead of the terminal (a bad input is one line on stderr, and
+    a good one none); anything else written meanwhile is passed on to stderr unchanged, after the read.
+    Used around the libpng reads of :func:`medanomaly.io.png.read_picture` only: short, and serialised."""
+    with _FD2, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if line.startswith(NATIVE_REMARKS):
+                    log.debug("%s: %s", path.name, line.rstrip())
+                else:  # another thread's output, or the reader's own: passed on as it came
+                    os.write(2, line.encode())
 
 
 def check_declared_size(reader: Any, path: Path, max_voxel_bytes: int | None = None) -> None:

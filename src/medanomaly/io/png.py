@@ -34,16 +34,17 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     """
     import SimpleITK as sitk
 
-    from medanomaly.io.itk import check_declared_size
+    from medanomaly.io.itk import check_declared_size, native_remarks_logged
 
     path = Path(path)
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-        check_declared_size(reader, path, max_voxel_bytes)
-        image = reader.Execute()
+        with native_remarks_logged(path):
+            reader.ReadImageInformation()
+            check_declared_size(reader, path, max_voxel_bytes)
+            image = reader.Execute()
     except RuntimeError:
         raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
     vol = Volume.from_sitk(image, source_format=fmt)

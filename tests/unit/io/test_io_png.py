@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,3 +58,21 @@ def test_io_png_jpeg_and_bad_picture(tmp_path):
     broken.write_bytes(real_data("itk/BrainT1Slice.png").read_bytes()[:200])
     with pytest.raises(InputError, match="broken.png: not a readable png"):
         read(broken)
+
+
+def test_png_native_remarks_go_to_the_log_not_the_terminal(capfd, caplog):
+    """ITK's own example PNGs make libpng print "libpng warning: sCAL: invalid unit" three times on file
+    descriptor 2: a good file then printed three lines, and a bad input four instead of one."""
+    import logging
+    import os
+
+    from medanomaly.io.itk import native_remarks_logged
+
+    with caplog.at_level(logging.DEBUG, logger="medanomaly.io"):
+        vol = read(real_data("itk/FFTCosinus.png"))
+    assert vol.shape[0] == 1
+    assert "libpng" not in capfd.readouterr().err
+    assert any("FFTCosinus.png: libpng warning" in r.getMessage() for r in caplog.records)
+    with native_remarks_logged(Path("x.png")):
+        os.write(2, b"libpng warning: a remark\nsomething else\n")
+    assert capfd.readouterr().err == "something else\n"  # what is not a known remark is passed on
