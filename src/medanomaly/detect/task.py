@@ -225,9 +225,9 @@ class LungNoduleTask:
         """
         from medanomaly.config import load_config
         from medanomaly.detect.detector import NoduleDetector
-        from medanomaly.detect.evaluation import LARGE_NODULE_MM, evaluate_heldout
+        from medanomaly.detect.evaluation import evaluate_heldout
         from medanomaly.evaluate.froc import cpm_interval
-        from medanomaly.evaluate.lung_report import plot_froc, write_lung_report
+        from medanomaly.evaluate.lung_report import plot_froc
 
         run_dir = Path(run_dir)
         out_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -269,25 +269,7 @@ class LungNoduleTask:
         if training is not None:
             metrics["training"] = {k: v for k, v in training.items() if k != "plot"}
         write_json(out_dir / "metrics.json", metrics)
-        write_lung_report(
-            out_dir / "report.html",
-            {
-                "title": "Lung nodule detection and measurement",
-                "intro": "A 3D heatmap network trained only on simulated nodules inserted into real chest CT, "
-                "tested on held-out simulated nodules (synthetic) and on the real lesions of pyradiomics "
-                "lung1 and lung2, which the simulation never saw.",
-                "split": split_text,
-                "froc": {"cpm": fr.cpm, "cpm_ci": cpm_ci, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
-                         "recurring": held["recurring_fp"].to_json(),
-                         "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
-                         "large": None if large is None else {
-                             "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",
-                             "points": {_fmt_rate(k): v for k, v in large.operating_points.items()}}},  # fmt: skip
-                "agreement": agreement,
-                "cases": cases,
-                "training": training,
-            },
-        )
+        _write_heldout_report(out_dir, held, cpm_ci, split_text, agreement, cases, training)
         return metrics
 
 
@@ -362,6 +344,36 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
                                              record["best_step"], shapes=shapes).name  # fmt: skip
     return record
 
+
+
+def _write_heldout_report(out_dir: Path, held: dict[str, Any], cpm_ci: Any, split_text: str,
+                          agreement: list[dict[str, Any]], cases: list[dict[str, Any]],
+                          training: dict[str, Any] | None) -> Path:  # fmt: skip
+    """``out_dir/report.html`` of a held-out evaluation: FROC (all nodules and those of
+    :data:`~medanomaly.detect.evaluation.LARGE_NODULE_MM` or more), agreement plots, real cases, training."""
+    from medanomaly.detect.evaluation import LARGE_NODULE_MM
+    from medanomaly.evaluate.lung_report import write_lung_report
+
+    fr, large = held["froc"], held["froc_large"]
+    return write_lung_report(
+        out_dir / "report.html",
+        {
+            "title": "Lung nodule detection and measurement",
+            "intro": "A 3D heatmap network trained only on simulated nodules inserted into real chest CT, "
+            "tested on held-out simulated nodules (synthetic) and on the real lesions of pyradiomics "
+            "lung1 and lung2, which the simulation never saw.",
+            "split": split_text,
+            "froc": {"cpm": fr.cpm, "cpm_ci": cpm_ci, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
+                     "recurring": held["recurring_fp"].to_json(),
+                     "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
+                     "large": None if large is None else {
+                         "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",
+                         "points": {_fmt_rate(k): v for k, v in large.operating_points.items()}}},  # fmt: skip
+            "agreement": agreement,
+            "cases": cases,
+            "training": training,
+        },
+    )
 
 def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     """Bland-Altman plots of measured vs true volume and diameter on the held-out simulated nodules."""
