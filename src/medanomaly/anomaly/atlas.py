@@ -18,7 +18,8 @@ test's slice thickness (thin template -> thick clinical slices) and re-ranked in
 brain; their voxel-wise mean gives the test's expected rank ``e`` and spread ``s`` by the
 intensity ``match``: ``conditional`` (the test's median rank and robust spread given the atlas
 mean, learned from the test brain itself: :func:`conditional_expectation`; handles a test with
-another grey/white contrast) or ``rank`` (``e`` = the atlas mean, ``s`` = its SD over the brains):
+another grey/white contrast), ``rank`` (``e`` = the atlas mean, ``s`` = its SD over the brains) or, when
+``matches`` lists it, ``mirror`` (``e`` = the test's own rank at the mirror place, :mod:`~medanomaly.anomaly.mirror`):
 
 =========  ==========================================================================
 map        value per voxel (higher = more abnormal)
@@ -69,9 +70,10 @@ __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread",
 
 #: Map kinds the validation chooses from (see the module docstring).
 MAP_KINDS = ("abs", "z", "bright", "robust")
-#: Intensity matches the validation chooses from: the test's expected rank given the atlas
-#: (:func:`conditional_expectation`) or the atlas mean's own rank.
-MATCHES = ("conditional", "rank")
+#: Intensity matches: the test's expected rank given the atlas (:func:`conditional_expectation`), the
+#: atlas mean's own rank, or the test's own mirror image (:mod:`medanomaly.anomaly.mirror`; a candidate only
+#: when ``matches`` lists it).
+MATCHES = ("conditional", "rank", "mirror")
 #: Atlas brain-support candidates ``(edge_mm, ramp_mm)`` the validation chooses from (besides off):
 #: a hard cut at 4 mm outside / at / 4 or 8 mm inside the support edge, or the same edges with an
 #: 8 mm linear ramp (see :func:`support_weight`). Fixed before any test run.
@@ -253,6 +255,8 @@ class AtlasMethod:
             test brain: :func:`conditional_expectation`) or ``rank`` (the atlas mean's own ranks).
         kind: the map (``abs``, ``z``, ``bright``); chosen on synthetic lesions by ``fit_volumes``.
         kinds: the kinds validation chooses from.
+        matches: the intensity matches validation chooses from (``mirror`` costs one more rigid
+            registration per volume).
         support: ``None`` (off), or ``(edge_mm, ramp_mm)``: the map is weighted by the distance to
             the edge of the atlas brain support (the warped normal brains' own brain masks, a voxel
             is in the support when at least half of them cover it; :func:`support_weight`), so test
@@ -293,12 +297,13 @@ class AtlasMethod:
                  supports: tuple[tuple[float, float], ...] = DEFAULT_SUPPORTS, edge_heads: tuple[str, ...] = (),
                  local_mm: float = 0.0, locals_mm: tuple[float, ...] = (0.0,), val_leave_out: bool = False,
                  val_bias: float = 0.0, val_lesions: str = "mixed", demons_iterations: int = 0, demons_smooth_mm: float = 4.0,
-                 map_scale: str = "none", val_cross_outline: bool = False) -> None:  # fmt: skip
+                 map_scale: str = "none", val_cross_outline: bool = False,
+                 matches: tuple[str, ...] = ("conditional", "rank")) -> None:  # fmt: skip
         if kind not in MAP_KINDS or any(k not in MAP_KINDS for k in kinds):
             raise ConfigError(f"atlas map kind must be one of {MAP_KINDS}, got {kind!r} / {list(kinds)}")
-        if match not in MATCHES:
-            raise ConfigError(f"atlas intensity match must be 'conditional' or 'rank', got {match!r}")
-        self.match = match
+        if match not in MATCHES or not matches or any(m not in MATCHES for m in matches):
+            raise ConfigError(f"atlas intensity match must be one of {MATCHES}, got {match!r} / {list(matches)}")
+        self.match, self.matches = match, tuple(matches)
         self.support = None if support is None else (float(support[0]), float(support[1]))
         self.supports = tuple((float(e), float(r)) for e, r in supports)
         if any(r < 0 for _, r in self.supports) or (self.support is not None and self.support[1] < 0):
@@ -419,6 +424,12 @@ class AtlasMethod:
         parts = {"ranks": ranks, "brain": brain, "rank": (mean, spread), "flags": flags, "log": log,
                  "support_mm": signed_distance_mm(support, volume.spacing)}  # fmt: skip
         parts["conditional"] = conditional_expectation(ranks, mean, brain)
+        if "mirror" in (self.match, *self.matches):
+            from medanomaly.anomaly.mirror import mirror_expectation
+
+            expected, mirror_log = mirror_expectation(fine, brain, parts["conditional"][0], seed=self.seed)
+            parts["mirror"] = (expected, parts["conditional"][1])  # the spread: the test's own, per atlas level
+            log.update(mirror_log)
         parts["conditional_in_support"] = (conditional_expectation(ranks, mean, inside) if inside.sum() >= 1000
                                            else parts["conditional"])  # fmt: skip
         return parts
@@ -498,7 +509,7 @@ def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[fl
 
     with ThreadPoolExecutor(max(thread_candidates())) as pool:
         out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
-               for m in MATCHES for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
+               for m in method.matches for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
         m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
         out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
     return out
