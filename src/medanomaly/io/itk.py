@@ -99,7 +99,7 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         check_declared_size(reader, path, max_voxel_bytes)
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"not a readable {fmt} image ({_itk_reason(exc, path)})", path) from None
+        raise InputError(f"not a readable {fmt} image ({itk_reason(exc, path)})", path) from None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     meta: dict[str, object] = {"source_format": fmt}
@@ -158,10 +158,11 @@ _ITK_REASONS = {
     "read failed": "truncated file (data end early)",
     "zlib": "corrupt compressed data",
     "gzip": "corrupt compressed data",
+    "do not sufficiently overlap": "the images do not overlap in space (not in one patient space?)",
 }
 
 
-def _itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
+def itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
     """A short, one-line reason for an ITK exception: known messages in plain words, else its
     last line without the file name (the caller names the file) and cut at 120 characters."""
     text = " ".join(str(exc).split())
@@ -197,5 +198,5 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
     try:
         sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as exc:
-        raise InputError(f"cannot write image ({_itk_reason(exc, path)})", path) from None
+        raise InputError(f"cannot write image ({itk_reason(exc, path)})", path) from None
     return path

@@ -133,6 +133,9 @@ def _check_pair(fixed: Volume, moving: Volume) -> None:
         )
     for name, vol in (("fixed", fixed), ("moving", moving)):
         check_registrable(vol, name)
+        if vol.is_2d and abs(float(np.linalg.det(np.asarray(vol.direction)[:2, :2]))) < 1e-6:
+            raise InputError(f"{name} image is one slice whose plane is not axial: 2D registration works in the "
+                             "x-y plane")  # fmt: skip
 
 
 def check_registrable(vol: Volume, name: str = "the") -> None:
@@ -278,6 +281,21 @@ def _flatten(transform: sitk.Transform) -> sitk.Transform:
     return transform
 
 
+def _rigid_stage(init: str, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str, bins: int, sampling: float,
+                 seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+    """The rigid (Euler) stage from a centred start (``init``: geometric centres or centres of mass)."""
+    import SimpleITK as sitk
+
+    euler = sitk.Euler2DTransform() if fixed_img.GetDimension() == 2 else sitk.Euler3DTransform()
+    centring = sitk.CenteredTransformInitializerFilter
+    initial = sitk.CenteredTransformInitializer(
+        fixed_img, moving_img, euler, centring.MOMENTS if init == "moments" else centring.GEOMETRY
+    )
+    method = _method(metric, bins, sampling, seed, iterations)
+    method.SetInitialTransform(initial, inPlace=False)
+    return _flatten(method.Execute(fixed_img, moving_img))
+
+
 def _affine_stage(rigid: sitk.Transform, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str, bins: int,
                   sampling: float, seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
     """The affine stage, started from the rigid result (same matrix, translation and centre)."""
@@ -352,23 +370,19 @@ def register(
     _check_pair(fixed, moving)
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()
-
-    euler = sitk.Euler2DTransform() if dim == 2 else sitk.Euler3DTransform()
-    centring = sitk.CenteredTransformInitializerFilter
-    initial = sitk.CenteredTransformInitializer(
-        fixed_img, moving_img, euler, centring.MOMENTS if init == "moments" else centring.GEOMETRY
-    )
-    method = _method(metric, bins, sampling, seed, iterations)
-    method.SetInitialTransform(initial, inPlace=False)
-    rigid = _flatten(method.Execute(fixed_img, moving_img))
-    rigid_params = _rigid_parameters(rigid, dim)
-    current: sitk.Transform = rigid
-
     run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations)
-    if "affine" in stages:
-        current = _affine_stage(rigid, *run)
-    if "bspline" in stages:
-        current = _bspline_stage(current, bspline_mesh, *run)
+    try:
+        rigid = _rigid_stage(init, *run)
+        current: sitk.Transform = rigid
+        if "affine" in stages:
+            current = _affine_stage(rigid, *run)
+        if "bspline" in stages:
+            current = _bspline_stage(current, bspline_mesh, *run)
+    except RuntimeError as exc:  # ITK's optimiser refuses: one line, not a C++ trace
+        from medanomaly.io.itk import itk_reason
+
+        raise InputError(f"registration failed: {itk_reason(exc)}") from None
+    rigid_params = _rigid_parameters(rigid, dim)
 
     resampled = resample_to(fixed, moving, current)
     identity = sitk.Transform(dim, sitk.sitkIdentity)

@@ -111,6 +111,17 @@ def test_fusion_registration_bad_input(pd_fixed):
         register(pd_fixed, pd_fixed.with_array(np.zeros(pd_fixed.shape, np.float32)))
     with pytest.raises(InputError, match="2D"):
         register(pd_fixed, Volume(np.ones((20, 30, 30), np.float32)))
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # rows along y, columns along -z
+    with pytest.raises(InputError, match="moving image is one slice whose plane is not axial"):
+        register(pd_fixed, Volume(pd_fixed.array, spacing=pd_fixed.spacing, direction=sagittal))
+
+
+def test_fusion_registration_that_itk_gives_up_is_one_line(pd_fixed):
+    """pydicom's real CR image against ITK's brain slice: ITK's metric finds no overlap and raised a
+    C++ trace through the CLI; now one InputError line."""
+    hand = load_scalar(real_data("pydicom/dicomdirtests") / "77654033" / "CR1" / "6154")
+    with pytest.raises(InputError, match=r"^registration failed: the images do not overlap in space"):
+        register(load_scalar(real_data("itk/BrainT1Slice.png")), hand)
 
 
 @settings(max_examples=25, deadline=None)
