@@ -1,7 +1,7 @@
 """The ``anomaly`` demo step: the registered atlas (``configs/anomaly_brain_atlas.yaml``, strict
-label-free validation, per-volume robust map scale; its whole-head edge validation on ch2 only, for time) trained on
-the normal brains and tested on the real tumours of brain1/brain2, with their maps in ``report.html`` (about 4-5 min
-on 2 CPU cores).
+label-free validation, per-volume robust map scale; its whole-head edge validation on ch2 only and smoothings up to
+8 mm, for time) trained on the normal brains and tested on the real tumours of brain1/brain2, with their maps in
+``report.html`` (about 3-3.5 min on 2 CPU cores).
 """
 
 from __future__ import annotations
