@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -173,6 +174,7 @@ def itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[-1] if lines else "ITK error"
     text = text.split(": ", 1)[-1] if text.startswith(("itk::", "ITK ", "sitk::")) else text
+    text = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", text)  # the filter's class and address: noise to a user
     if path is not None:
         text = text.replace(f'"{path}"', "the file").replace(str(path), "the file")
     return text if len(text) <= 120 else text[:117] + "..."

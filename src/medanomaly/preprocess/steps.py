@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medanomaly.errors import ConfigError
+from medanomaly.errors import ConfigError, InputError
 from medanomaly.preprocess import denoise as _denoise
 from medanomaly.preprocess import enhance as _enhance
 from medanomaly.preprocess import normalise as _normalise
@@ -71,8 +71,18 @@ class Step:
         raise NotImplementedError
 
     def apply(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
-        """Run the step; spatial steps also carry the context's ROI masks onto the new grid."""
-        out, applied = self.run(volume, context)
+        """Run the step; spatial steps also carry the context's ROI masks onto the new grid.
+
+        Raises:
+            InputError: the step's own checks, or a SimpleITK filter refusing the image (e.g. fewer than
+                four voxels along an axis for a recursive Gaussian), in one line naming the step.
+        """
+        try:
+            out, applied = self.run(volume, context)
+        except RuntimeError as exc:  # SimpleITK's C++ exceptions: one line, not a trace
+            from medanomaly.io.itk import itk_reason
+
+            raise InputError(f"{self.name}: {itk_reason(exc)}") from None
         if self.spatial and context.get("masks"):
             context["masks"] = {
                 k: _resample.mask_onto_grid(m, out) for k, m in context["masks"].items()

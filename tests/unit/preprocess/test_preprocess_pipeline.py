@@ -108,6 +108,16 @@ def test_pipeline_config_errors(tmp_path):
     assert err.value.path == typo and "step 1 (window): unknown window preset 'lungs'" in str(err.value)
 
 
+def test_a_filter_simpleitk_refuses_is_one_line_naming_the_step():
+    """pydicom's sagittal one-slice CT (dicomdirtests CT2N) made canonical is one voxel thick along x: ITK's
+    recursive Gaussian refuses it with a C++ trace, now an InputError naming the step, no filter address."""
+    thin = Volume(np.random.default_rng(0).normal(0, 1, (16, 16, 1)).astype(np.float32), spacing=(650.0, 0.6, 0.5))
+    with pytest.raises(InputError) as err:
+        Pipeline.from_config([{"name": "denoise", "method": "gaussian", "sigma_mm": 1.0}])(thin)
+    assert str(err.value).startswith("denoise: The number of pixels along dimension 0 is less than 4")
+    assert "0x" not in str(err.value)
+
+
 def test_cli_preprocess_and_segment(lung1_ct, tmp_path):
     from medanomaly.cli.app import app
 
