@@ -38,6 +38,14 @@ def test_anomaly_train_evaluate_predict(tmp_path):
     amap = read(out / "brain2_image_anomaly_map.nii.gz")
     assert amap.same_grid(read(image), tol=1e-3)
     _check_map_findings(run, out / "brain2_image.findings.json", amap)
+    explained = tmp_path / "explain"  # the map is the explanation: explain writes it, whatever --method asks
+    _, label = pyradiomics_case("brain2")
+    result = runner.invoke(app, ["explain", str(run), str(image), "--mask", str(label), "--out", str(explained)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((explained / "explain.json").read_text())
+    assert report["method"] == "anomaly_map" and report["requested_method"] == "gradcam"
+    assert isinstance(report["pointing_hit"], bool) and (explained / "explanation.png").stat().st_size > 10_000
+    np.testing.assert_allclose(read(explained / "explanation.nii.gz").array, amap.array, atol=1e-5)
     lung, _ = pyradiomics_case("lung1")
     result = runner.invoke(app, ["predict", str(run), str(lung), "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "Traceback" not in result.output

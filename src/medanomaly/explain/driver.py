@@ -124,7 +124,9 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}
-    if ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
+    if ex.kind == "anomaly":  # the map is the explanation (issue 15): no gradients, no occlusion of it
+        report.update(_explain_anomaly(ex, volume, lesion, out, method, evaluate))
+    elif ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
         report.update(_explain_findings(ex, volume, lesion, out, method, layer, fov, evaluate, findings_path))
     else:
         report.update(_explain_whole(ex, volume, lesion, out, method, layer, target, evaluate, dicom))
@@ -184,6 +186,31 @@ def _finding_faithfulness(ex: Any, volume: Any, results: list[Any], findings: li
                              output_fn=ex.output_fn)  # fmt: skip
         evals.append({"index": r.index, **res.to_json()})
     return evals
+
+
+def _explain_anomaly(ex: Any, volume: Any, lesion: Any, out: Path, method: str, evaluate: bool) -> dict[str, Any]:
+    """An anomaly model's explanation is its own voxel map (``Prediction.anomaly_map``), written as any map
+    (PNG overlay + NIfTI) with the pointing game against the reference lesion. ``method`` is not applied:
+    Grad-CAM of a reconstruction network or occlusion of a registered atlas would explain something else."""
+    from medanomaly.errors import InputError
+    from medanomaly.explain.maps import peak_mm
+    from medanomaly.explain.overlay import save_explanation
+
+    if evaluate:
+        raise InputError("--evaluate measures a classifier's faithfulness; an anomaly map is its own explanation")
+    heat = ex.runner.predict(volume).anomaly_map
+    if heat is None:
+        raise InputError("the anomaly model gave no map for this image")
+    files = save_explanation(volume, heat, out, mask=lesion, method="anomaly map")
+    peak = peak_mm(heat)
+    report: dict[str, Any] = {"method": "anomaly_map", "requested_method": method, "files": [str(p) for p in files.values()],
+                              "flat_map": peak is None, "peak_mm": None if peak is None else [round(v, 2) for v in peak]}  # fmt: skip
+    if lesion is not None:
+        from medanomaly.explain.faithfulness import energy_inside, pointing_game
+
+        report["pointing_hit"] = pointing_game(heat, lesion)
+        report["energy_inside"] = energy_inside(heat, lesion)
+    return report
 
 
 def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, layer: str | None,
