@@ -380,11 +380,13 @@ class AtlasMethod:
                           init="moments")  # fmt: skip
         return demons_refine(fixed, brain, result.transform, self.demons_iterations, self.demons_smooth_mm)
 
-    def components(self, volume: Volume, brain: np.ndarray | None = None) -> dict[str, Any]:
+    def components(self, volume: Volume, brain: np.ndarray | None = None,
+                   matches: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
         """Test ranks, test brain (``brain``, default :func:`medanomaly.anomaly.data._brain`), the
         registered normal brains' voxel-wise mean and spread on ``volume``'s grid, and the signed
         distance (mm) to the edge of their brain support; registrations failing the mask-Dice
-        check are dropped and flagged."""
+        check are dropped and flagged. The test's mirror expectation is made only when ``matches``
+        (default: the method's chosen match) holds ``mirror``: the validation passes every candidate."""
         from medanomaly.anomaly.data import _brain
         from medanomaly.preprocess.resample import resample_to_spacing
 
@@ -424,7 +426,7 @@ class AtlasMethod:
         parts = {"ranks": ranks, "brain": brain, "rank": (mean, spread), "flags": flags, "log": log,
                  "support_mm": signed_distance_mm(support, volume.spacing)}  # fmt: skip
         parts["conditional"] = conditional_expectation(ranks, mean, brain)
-        if "mirror" in (self.match, *self.matches):
+        if "mirror" in (matches if matches is not None else (self.match,)):  # its registration only where used
             from medanomaly.anomaly.mirror import mirror_expectation
 
             expected, mirror_log = mirror_expectation(fine, brain, parts["conditional"][0], seed=self.seed)
@@ -553,7 +555,7 @@ def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, floa
     log = method.fit_brains(tuple(config.data.train))
     cases = validation_cases(method, config, val_grid_mm, noise)
     for c in cases:
-        c["parts"] = c["atlas"].components(c["volume"], c["region"])
+        c["parts"] = c["atlas"].components(c["volume"], c["region"], matches=method.matches)
     lesioned = [c for c in cases if c["lesions"] is not None]
     by_choice = _choose(method, lesioned, config.threshold.sigmas)
     best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))

@@ -345,7 +345,6 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-
 def _write_heldout_report(out_dir: Path, held: dict[str, Any], cpm_ci: Any, split_text: str,
                           agreement: list[dict[str, Any]], cases: list[dict[str, Any]],
                           training: dict[str, Any] | None) -> Path:  # fmt: skip
@@ -374,6 +373,7 @@ def _write_heldout_report(out_dir: Path, held: dict[str, Any], cpm_ci: Any, spli
             "training": training,
         },
     )
+
 
 def _agreement_plots(held: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     """Bland-Altman plots of measured vs true volume and diameter on the held-out simulated nodules."""

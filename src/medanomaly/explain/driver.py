@@ -193,18 +193,25 @@ def _explain_anomaly(ex: Any, volume: Any, lesion: Any, out: Path, method: str, 
     (PNG overlay + NIfTI) with the pointing game against the reference lesion. ``method`` is not applied:
     Grad-CAM of a reconstruction network or occlusion of a registered atlas would explain something else."""
     from medanomaly.errors import InputError
-    from medanomaly.explain.maps import peak_mm
-    from medanomaly.explain.overlay import save_explanation
 
     if evaluate:
         raise InputError("--evaluate measures a classifier's faithfulness; an anomaly map is its own explanation")
     heat = ex.runner.predict(volume).anomaly_map
     if heat is None:
         raise InputError("the anomaly model gave no map for this image")
-    files = save_explanation(volume, heat, out, mask=lesion, method="anomaly map")
+    return {"method": "anomaly_map", "requested_method": method, **_map_report(volume, heat, lesion, out, "anomaly map")}
+
+
+def _map_report(volume: Any, heat: Any, lesion: Any, out: Path, method: str) -> dict[str, Any]:
+    """Write one map over the image (PNG overlay + NIfTI) and report its files, its peak (LPS mm; none for
+    an empty or constant map) and, with a reference lesion, the pointing game and the energy inside it."""
+    from medanomaly.explain.maps import peak_mm
+    from medanomaly.explain.overlay import save_explanation
+
+    files = save_explanation(volume, heat, out, mask=lesion, method=method)
     peak = peak_mm(heat)
-    report: dict[str, Any] = {"method": "anomaly_map", "requested_method": method, "files": [str(p) for p in files.values()],
-                              "flat_map": peak is None, "peak_mm": None if peak is None else [round(v, 2) for v in peak]}  # fmt: skip
+    report: dict[str, Any] = {"files": [str(p) for p in files.values()], "flat_map": peak is None,
+                              "peak_mm": None if peak is None else [round(v, 2) for v in peak]}  # fmt: skip
     if lesion is not None:
         from medanomaly.explain.faithfulness import energy_inside, pointing_game
 
@@ -217,22 +224,11 @@ def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, la
                    target: int | None, evaluate: bool, dicom: bool) -> dict[str, Any]:  # fmt: skip
     """A whole-image model: one map over the image (PNG overlays + NIfTI), pointing game against the
     reference lesion, optional DICOM secondary capture and faithfulness."""
-    from medanomaly.explain.maps import explain, peak_mm
-    from medanomaly.explain.overlay import save_explanation
+    from medanomaly.explain.maps import explain
 
-    report: dict[str, Any] = {"files": []}
     heat = explain(ex.model, volume, method, target=target if target is not None else ex.target, layer=layer,
                    preprocess=ex.preprocess, output_fn=ex.output_fn)  # fmt: skip
-    files = save_explanation(volume, heat, out, mask=lesion, method=method)
-    report["files"] += [str(p) for p in files.values()]
-    peak = peak_mm(heat)
-    report["flat_map"] = peak is None  # an empty or constant map: no peak, nothing to point at
-    report["peak_mm"] = None if peak is None else [round(v, 2) for v in peak]
-    if lesion is not None:
-        from medanomaly.explain.faithfulness import energy_inside, pointing_game
-
-        report["pointing_hit"] = pointing_game(heat, lesion)
-        report["energy_inside"] = energy_inside(heat, lesion)
+    report = _map_report(volume, heat, lesion, out, method)
     if dicom:
         from medanomaly.explain.dicom_out import write_secondary_capture
 
