@@ -43,15 +43,106 @@ class RunConfig(Section):
     description: str = ""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_YAML_BYTES = 1 << 20  # a config or steps file is a few KiB; 1 MiB leaves room and bounds the parse
+MAX_YAML_DEPTH = 64  # nesting of lists and mappings as written (PyYAML's composer recurses per level)
+MAX_YAML_NODES = 100_000  # values once every alias (*name) is expanded: a "billion laughs" file stops here
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a small, trusted-format YAML file (a config, a steps list) with every limit checked first.
+
+    ``yaml.safe_load`` constructs no objects, but it still expands aliases and recurses per nesting level:
+    nine nested aliases of nine items each are 387 million values (memory grows until the machine gives
+    out), and a file of 50,000 ``[`` ends in a ``RecursionError`` trace. Here the file's size, its nesting
+    depth (from the parser's events, before composing), recursive aliases and the expanded value count are
+    checked before anything is built.
+
+    Raises:
+        ConfigError: missing, unreadable, too large, not YAML, or over a limit (one line naming the file).
+    """
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{size:,} bytes, over the {MAX_YAML_BYTES:,}-byte limit for a YAML file", path)
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config ({exc.__class__.__name__})", path) from None
+    try:
+        _check_yaml_depth(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_yaml_expansion(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path) from None
+        raise ConfigError(f"not valid YAML ({_first_line(exc)})", path) from None
+    except _YamlLimit as exc:
+        raise ConfigError(str(exc), path) from None
+
+
+class _YamlLimit(Exception):
+    """A YAML file over one of the limits above (turned into a ConfigError naming the file)."""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+
+
+def _check_yaml_depth(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_yaml_expansion(root: yaml.Node) -> None:
+    """Count the values ``root`` expands to (an alias counts its whole anchor each time), without building
+    them: iterative post-order over the node graph with one memo entry per node."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        kids = _yaml_children(node)
+        if children_done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            if size[key] > MAX_YAML_NODES:
+                raise _YamlLimit(f"YAML expands to more than {MAX_YAML_NODES:,} values (aliases *name repeat their anchors)")
+            continue
+        if key in size:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in on_path:
+                raise _YamlLimit("YAML alias refers to itself (a recursive structure)")
+            if id(kid) not in size:
+                stack.append((kid, False))
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = read_yaml(path)
     if not isinstance(data, dict) or "task" not in data:
         raise ConfigError("config must be a mapping with a 'task' key", path)
     return data

@@ -66,3 +66,32 @@ def test_config_errors_name_the_file(tmp_path, toy_tasks):
         load_config(tmp_path / "broken.yaml")
     with pytest.raises(ConfigError, match="model: Field required"):
         parse_config({"task": "toy"})
+
+
+def _alias_bomb(levels: int) -> str:
+    """``levels`` anchors, each a list of nine aliases of the one before: 9 ** levels values once expanded."""
+    anchors = ['&l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    anchors += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"task: toy\nmodel: {{name: a, params: {{p: [{', '.join(anchors)}]}}}}\n"
+
+
+def test_hostile_yaml_is_refused_before_it_is_built(tmp_path, toy_tasks):
+    """A "billion laughs" alias file used to grow memory without end (6.8 GB in two minutes), 50,000 nested
+    brackets ended in a RecursionError trace: each is one line naming the file, decided before building."""
+    cases = {
+        "bomb.yaml": (_alias_bomb(9), "expands to more than 100,000 values"),
+        "deep.yaml": ("task: toy\nname: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested deeper than 64 levels"),
+        "loop.yaml": ("task: toy\nname: &n [*n]\n", "alias refers to itself"),
+        "huge.yaml": ("task: toy\n#" + "x" * (2 << 20) + "\n", "over the 1,048,576-byte limit"),
+    }
+    for name, (text, reason) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=rf"{name}: .*{reason}"):
+            load_config(tmp_path / name)
+
+
+def test_yaml_aliases_within_the_limits_still_load(tmp_path, toy_tasks):
+    path = tmp_path / "shared.yaml"
+    path.write_text(_alias_bomb(4) + "toy: {width: 4}\n")  # 9 ** 4 = 6,561 values: a legitimate size
+    cfg = load_config(path)
+    assert len(cfg.model.params["p"]) == 4 and cfg.model.params["p"][3][0][0][0] == ["x"] * 9

@@ -222,15 +222,12 @@ def load_steps(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ConfigError: not YAML, or not a list of steps.
     """
-    import yaml
+    from medanomaly.config import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError("steps file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
+    data = read_yaml(path)
     if isinstance(data, Mapping):
         data = data.get("steps")
     if not isinstance(data, list):
