@@ -57,8 +57,8 @@ def about_file(path: str | Path, kind: type[InputError] = InputError) -> Iterato
 
 @contextmanager
 def unfit_file(path: str | Path, what: str) -> Iterator[None]:
-    """Inside the block, a saved file's values that do not build (a wrong type, an unknown key, a
-    network that cannot be made: TypeError, ValueError or RuntimeError) are one :class:`InputError`
+    """Inside the block, a saved file's values that do not build (not JSON, a wrong type, an unknown or
+    missing key, a network that cannot be made: TypeError, ValueError, RuntimeError or KeyError) are one :class:`InputError`
     naming ``path``: ``<what> do not fit (<error type>: <its first line>)``, for a hand-edited or
     foreign file.
 
@@ -72,7 +72,7 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     """
     try:
         yield
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"{what} do not fit ({type(exc).__name__}: {_first_reason(exc)})", path) from None
 
 

@@ -20,7 +20,32 @@ from typing import Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["finite_json", "write_json", "write_text_atomic"]
+__all__ = ["JsonLimitError", "MAX_JSON_BYTES", "finite_json", "read_json", "write_json", "write_text_atomic"]
+
+MAX_JSON_BYTES = 256 << 20  # the largest JSON we write (findings with contours, manifests) is a few MiB
+
+
+class JsonLimitError(ValueError):
+    """A JSON file over :data:`MAX_JSON_BYTES` or nested deeper than the parser can follow."""
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse the JSON file ``path`` with its size checked before it is read.
+
+    Errors are those of ``open`` (FileNotFoundError, OSError, UnicodeDecodeError) and ``ValueError`` for
+    text that is not JSON, so callers keep one ``except`` per cause; a file over ``max_bytes`` or nested
+    so deep that the parser would recurse past Python's limit (``[[[[...`` 100,000 times: a
+    RecursionError trace before) is a :class:`JsonLimitError`, a ValueError saying which.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise JsonLimitError(f"{size:,} bytes, over the {max_bytes:,}-byte limit for a JSON file")
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JsonLimitError("JSON nested too deeply to read") from None
 
 
 def finite_json(value: Any) -> Any:

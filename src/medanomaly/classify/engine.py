@@ -23,9 +23,9 @@ import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
 from medanomaly.data.arrays import LabelledImages
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.decision import DecisionRule
-
+from medanomaly.jsonio import read_json
 
 
 # ----------------------------------------------------------------------------------- data
@@ -124,8 +124,8 @@ class Classifier:
 
     def raw_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Combined member probabilities (N, K) before temperature scaling."""
-        from medanomaly.train.ensemble import combine
         from medanomaly.evaluate.calibration import softmax
+        from medanomaly.train.ensemble import combine
         from medanomaly.train.loop import predict_logits
         from medanomaly.train.tta import predict_proba_tta
 
@@ -251,19 +251,21 @@ def load_classifier(run_dir: str | Path) -> Classifier:
     if not info_path.is_file():
         raise InputError("not a trained classification run (no classifier.json)", run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    info = json.loads(info_path.read_text())
+    with unfit_file(info_path, "classifier values"):
+        info = read_json(info_path)
+        members = int(info["members"])
+        fields = {"class_names": tuple(str(name) for name in info["class_names"]),
+                  "image_size": tuple(info["image_size"]), "channels": int(info["channels"]), "method": info["method"],
+                  "weights": tuple(info["weights"]) if info["weights"] else None, "tta": bool(info["tta"]),
+                  "synthetic": bool(info["synthetic"]), "intensity": str(info.get("intensity", "percentile"))}
     models = []
-    for member in _member_dirs(run_dir)[: info["members"]]:
-        model = build_model(cfg, len(info["class_names"]))
+    for member in _member_dirs(run_dir)[:members]:
+        model = build_model(cfg, len(fields["class_names"]))
         load_weights(model, member / "model.safetensors").eval()
         models.append(model)
-    if len(models) != info["members"]:
-        raise InputError(f"run has {len(models)} of {info['members']} member weights", run_dir)
-    return Classifier(models=tuple(models), class_names=tuple(info["class_names"]),
-                      image_size=tuple(info["image_size"]), channels=int(info["channels"]),
-                      method=info["method"], weights=tuple(info["weights"]) if info["weights"] else None,
-                      decision=_decision(info, run_dir), tta=bool(info["tta"]),
-                      synthetic=bool(info["synthetic"]), intensity=str(info.get("intensity", "percentile")))
+    if len(models) != members:
+        raise InputError(f"run has {len(models)} of {members} member weights", run_dir)
+    return Classifier(models=tuple(models), decision=_decision(info, run_dir), **fields)
 
 
 def _decision(info: dict[str, Any], run_dir: Path) -> DecisionRule:

@@ -35,6 +35,7 @@ import numpy as np
 
 from medanomaly.data.lesions2d import Lesion2D, LesionImage, LesionSet, plain_value
 from medanomaly.errors import InputError
+from medanomaly.jsonio import JsonLimitError, read_json
 from medanomaly.types import Volume
 
 __all__ = ["FORMAT_VERSION", "read_lesion_set", "write_lesion_set"]
@@ -138,7 +139,13 @@ def read_lesion_set(folder: str | Path) -> LesionSet:
     info_path = folder / "dataset.json"
     if not info_path.is_file():
         raise InputError("not a lesion-set folder (no dataset.json)", folder)
-    info = json.loads(info_path.read_text())
+    try:
+        info = read_json(info_path)
+    except (OSError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, JsonLimitError) else "truncated or not valid JSON"
+        raise InputError(f"dataset.json: {reason}", folder) from None
+    if not isinstance(info, dict):
+        raise InputError("dataset.json is not a lesion-set record (a JSON object)", folder)
     if str(info.get("format_version")) != FORMAT_VERSION:
         raise InputError(f"lesion-set layout version {info.get('format_version')!r}, expected {FORMAT_VERSION}",
                          info_path)

@@ -20,7 +20,6 @@ predict PKG ...`` / ``medanomaly detect PKG ...``) work on a package unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +27,9 @@ from typing import Any
 
 from medanomaly.engine.run import RunInfo, software_version, write_run_info
 from medanomaly.engine.verbs import PACKAGE_MANIFEST
-from medanomaly.registry import PACKAGE_LOADERS
 from medanomaly.errors import InputError
-from medanomaly.jsonio import write_json
+from medanomaly.jsonio import JsonLimitError, read_json, write_json
+from medanomaly.registry import PACKAGE_LOADERS
 
 __all__ = ["FORMAT", "sha256", "write_package", "verify_package", "load_package", "read_manifest"]
 
@@ -77,9 +76,11 @@ def read_manifest(pkg: str | Path) -> dict[str, Any]:
     """The package's manifest (JSON only); a missing or broken one is one InputError."""
     pkg = Path(pkg)
     try:
-        manifest = json.loads((pkg / PACKAGE_MANIFEST).read_text())
+        manifest = read_json(pkg / PACKAGE_MANIFEST)
     except FileNotFoundError:
         raise InputError("not an exported package (no manifest.json)", pkg) from None
+    except JsonLimitError as exc:
+        raise InputError(f"manifest.json: {exc}", pkg) from None
     except (OSError, UnicodeDecodeError, ValueError):
         raise InputError("manifest.json is truncated or not valid JSON", pkg) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("sha256"), dict):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.deploy.atomic import atomic_write, atomic_write_json, atomic_write_text
+from medanomaly.jsonio import read_json
 
 __all__ = [
     "COLUMNS", "RECORD_SCHEMA", "keyed_id", "load_record", "record_path", "table_row", "write_problems",
@@ -68,7 +69,7 @@ def write_record(out_dir: str | Path, record: dict[str, Any]) -> Path:
 def load_record(path: str | Path) -> dict[str, Any] | None:
     """A record, or None when absent, unreadable or of another schema (the series is redone)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(Path(path))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("schema") == RECORD_SCHEMA else None

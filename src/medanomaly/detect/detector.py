@@ -47,6 +47,7 @@ from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap,
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
+from medanomaly.jsonio import read_json
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.quantify.partial_volume import with_partial_volume
 from medanomaly.types import Finding, Volume
@@ -330,7 +331,7 @@ class NoduleDetector:
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
             raise InputError(f"not a trained lung_nodule run (no {WEIGHTS_FILE} / {SIDECAR_FILE})", run_dir)
         with unfit_file(run_dir / SIDECAR_FILE, "detector parameters"):
-            det = cls(**saved_params(json.loads((run_dir / SIDECAR_FILE).read_text())))
+            det = cls(**saved_params(read_json(run_dir / SIDECAR_FILE)))
             network = build_network(det.model_name, det.model_params)
         det.model_ = load_weights(network, run_dir / WEIGHTS_FILE).eval()
         det.history_ = []

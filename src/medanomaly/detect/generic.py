@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
+from medanomaly.jsonio import read_json
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
 
@@ -483,7 +483,7 @@ class HeatmapDetector:
         if not (run_dir / DETECTOR_WEIGHTS).is_file() or not (run_dir / DETECTOR_JSON).is_file():
             raise InputError(f"not a detection run (no {DETECTOR_WEIGHTS} / {DETECTOR_JSON})", run_dir)
         with unfit_file(run_dir / DETECTOR_JSON, "detector parameters"):
-            params = json.loads((run_dir / DETECTOR_JSON).read_text())
+            params = read_json(run_dir / DETECTOR_JSON)
             check_saved(params, (GridConfig, TrainConfig, InferConfig))
             det = cls(**params)
             model = build_network(det.model_name, det.model_params, det.spatial_dims)

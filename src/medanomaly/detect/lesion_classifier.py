@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from medanomaly.data.lesions2d import LesionImage, LesionSet, lesion_from_mask
 from medanomaly.errors import InputError
+from medanomaly.jsonio import read_json
 from medanomaly.types import Finding, Volume
 
 __all__ = ["LesionClassifier", "CLASSIFIER_WEIGHTS", "CLASSIFIER_JSON"]
@@ -73,7 +73,8 @@ class LesionClassifier:
 
         from medanomaly.evaluate.decision import learn_decision
         from medanomaly.train.batches import ArrayBatches
-        from medanomaly.train.engine import Hooks, LoopOptions, train as train_loop
+        from medanomaly.train.engine import Hooks, LoopOptions
+        from medanomaly.train.engine import train as train_loop
 
         x, y = _crops(train, self.crop_size)  # type: ignore[arg-type]
         if len(set(y.tolist())) < 2:
@@ -148,7 +149,7 @@ class LesionClassifier:
 
         run_dir = Path(run_dir)
         try:
-            doc = json.loads((run_dir / CLASSIFIER_JSON).read_text())
+            doc = read_json(run_dir / CLASSIFIER_JSON)
             clf = cls(**doc["params"])
             net = load_weights(clf._network(), run_dir / CLASSIFIER_WEIGHTS)
             clf.rule_ = DecisionRule(**doc["rule"])

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from medanomaly.detect.detection_config import Finite
+from medanomaly.jsonio import read_json
 
 __all__ = ["Luna16Section", "evaluate_luna16", "luna16_grid_scan", "sphere_target", "train_luna16"]
 
@@ -157,10 +158,9 @@ def train_luna16(config: Any, run_dir: Path, out_dir: Path | None = None, progre
 # ------------------------------------------------------------------------------------ evaluate
 def _previous(path: Path) -> dict[str, Any]:
     """The other split's LUNA16 entry of an earlier ``metrics.json`` (kept beside the new one)."""
-    import json
 
     try:
-        old = json.loads(path.read_text())
+        old = read_json(path)
     except (OSError, ValueError):
         return {}
     return old.get("luna16", {}) if isinstance(old, dict) and isinstance(old.get("luna16"), dict) else {}

@@ -11,8 +11,10 @@ Example:
     'LungNoduleConfig'
 """
 
+
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +27,13 @@ from medanomaly.detect.model import DetectionModel, detector_explainable, run_in
 from medanomaly.detect.simulate import ScanSimulator, SourceScan, load_source
 from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError
-from medanomaly.jsonio import write_json
+from medanomaly.jsonio import read_json, write_json
 from medanomaly.registry import TASKS
 
 __all__ = ["LungNoduleTask", "check_training_memory", "evaluate_validation", "iter_simulated", "load_sources",
            "simulate_set", "simulate_training_set", "validation_cpm"]
+
+log = logging.getLogger(__name__)
 
 #: Lung labels of the simulation config (``train_side``) in words.
 _SIDE_NAMES = {1: "right", 2: "left"}
@@ -324,15 +328,19 @@ def _froc_entries(key: str, fr: Any, large: Any, cpm_ci: tuple[float, float], sp
 def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     """The training run's budget, steps, wall / CPU seconds and learning curve (from
     ``train_history.json``; None for a run without one), with ``learning_curve.png`` drawn into ``out_dir``."""
-    import json
 
     from medanomaly.evaluate.lung_report import plot_learning_curve
 
     path = run_dir / "train_history.json"
     if not path.is_file():
         return None
-    history = json.loads(path.read_text())
-    if "steps_done" not in history:  # a run from before budgets and learning curves
+    try:
+        history = read_json(path)
+    except (OSError, ValueError):
+        log.warning("%s: train_history.json is not readable JSON; the report leaves out the training section",
+                    run_dir.name)
+        return None
+    if not isinstance(history, dict) or "steps_done" not in history:  # a run from before budgets and learning curves
         return None
     keys = ("steps_done", "wall_seconds", "cpu_seconds", "stop_reason", "budget_minutes", "steps_max", "best_step",
             "learning_curve", "shapes", "hard_negative_mining")

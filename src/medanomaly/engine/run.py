@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medanomaly.errors import InputError
-from medanomaly.jsonio import write_json
+from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.train.engine import WARNINGS_JSON
 
 MODEL_JSON = "model.json"
@@ -106,9 +105,11 @@ class RunStatus(BaseModel):
 
 def _read_json(path: Path, run_dir: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         raise InputError(f"not a trained run (no {path.name})", run_dir) from None
+    except JsonLimitError as exc:
+        raise InputError(f"{path.name}: {exc}", run_dir) from None
     except (OSError, UnicodeDecodeError, ValueError):
         raise InputError(f"{path.name} is truncated or not valid JSON", run_dir) from None
 
@@ -143,7 +144,7 @@ def training_warnings(run_dir: str | Path) -> list[str]:
     since = -math.inf
     status = run_dir / STATUS_JSON
     try:
-        record = json.loads(status.read_text())
+        record = read_json(status)
         if record.get("status") == "running":
             since = status.stat().st_mtime - 1.0
     except (OSError, ValueError, AttributeError):
@@ -154,7 +155,7 @@ def training_warnings(run_dir: str | Path) -> list[str]:
             try:
                 if path.stat().st_mtime < since:
                     continue
-                items = json.loads(path.read_text())
+                items = read_json(path)
             except (OSError, ValueError):
                 continue
             where = path.parent.relative_to(run_dir).as_posix()

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.types import ABSTAIN
 from medanomaly.evaluate.calibration import ReliabilityCurve, RiskCoverage, reliability_curve, risk_coverage_curve
 from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.evaluate.metrics import (
@@ -42,6 +41,8 @@ from medanomaly.evaluate.metrics import (
     classification_metrics,
     to_probabilities,
 )
+from medanomaly.jsonio import read_json
+from medanomaly.types import ABSTAIN
 
 __all__ = ["ClassificationEvaluation", "evaluate_classification"]
 
@@ -197,11 +198,14 @@ def _figures(
 
 def _run_info(run_dir: Path) -> dict[str, Any]:
     """Technical facts from the run's ``config.yaml`` (names and sizes only: no paths, no PHI)."""
-    import yaml
+    from medanomaly.config import read_yaml
+    from medanomaly.errors import ConfigError
 
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        cfg = read_yaml(run_dir / "config.yaml") or {}
+    except ConfigError:
+        return {"run": run_dir.name}
+    if not isinstance(cfg, dict):
         return {"run": run_dir.name}
     data, model, train = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("train") or {}
     info: dict[str, Any] = {"run": run_dir.name, "task": cfg.get("task", "?")}
@@ -245,10 +249,9 @@ def chance_warnings(result: MetricsResult, split: str) -> list[str]:
 
 def run_warnings(run_dir: Path) -> list[str]:
     """The training's warnings recorded in the run's ``status.json`` (``warnings``; none when absent)."""
-    import json
 
     try:
-        items = json.loads((Path(run_dir) / "status.json").read_text()).get("warnings") or []
+        items = read_json(Path(run_dir) / "status.json").get("warnings") or []
     except (OSError, ValueError, AttributeError):
         return []
     return [f"training: {w}" for w in items if isinstance(w, str)]

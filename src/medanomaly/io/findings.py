@@ -16,13 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medanomaly.errors import InputError
-from medanomaly.jsonio import write_json
+from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.types import Finding
 
 SCHEMA = "medanomaly.findings/1"
@@ -60,7 +59,7 @@ def read_findings(path: str | Path) -> list[Finding]:
     """Read a ``findings.json`` written by :func:`write_findings` (masks are not in the JSON)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path)
         rows = doc["findings"] if isinstance(doc, dict) else doc
         return [Finding.from_json(r) for r in rows]
     except FileNotFoundError:
@@ -68,6 +67,6 @@ def read_findings(path: str | Path) -> list[Finding]:
     except (OSError, UnicodeDecodeError, KeyError, TypeError):
         raise InputError("not a valid findings.json", path) from None
     except ValueError as exc:
-        reason = str(exc) if "center_mm" in str(exc) else "not valid JSON"
+        reason = str(exc) if "center_mm" in str(exc) or isinstance(exc, JsonLimitError) else "not valid JSON"
         raise InputError(f"not a valid findings.json ({reason})", path) from None
 

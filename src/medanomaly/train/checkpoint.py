@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError, unfit_file
+from medanomaly.jsonio import read_json
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -143,7 +144,7 @@ def load_training_state(directory: str | Path, model, optimizer, scheduler,
         raise InputError("no training state to resume from", directory)
     try:
         tensors = load_file(str(directory / STATE_TENSORS))
-        payload = json.loads((directory / STATE_JSON).read_text())
+        payload = read_json(directory / STATE_JSON)
     except (SafetensorError, OSError, ValueError):
         raise InputError("not a readable checkpoint (state.safetensors + state.json)", directory) from None
     with checkpoint_values(directory):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
 from medanomaly.deploy.service.ingest import remove_tree
 from medanomaly.deploy.service.tokens import TokenEntry
+from medanomaly.jsonio import read_json
 
 __all__ = ["add_routes"]
 
@@ -80,7 +80,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
 
     @app.get("/v1/studies/{study_id}/results", summary="Findings or classification JSON")
     def results(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
-        return JSONResponse(json.loads(_study_file(request, study_id, entry, "result.json").read_text()))
+        return JSONResponse(read_json(_study_file(request, study_id, entry, "result.json")))
 
     @app.get("/v1/studies/{study_id}/overlays/{n}.png", summary="Axial overlay PNG of finding n")
     def overlay(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medanomaly.errors import InputError
+from medanomaly.jsonio import read_json
 
 __all__ = ["TokenEntry", "TokenStore", "new_token", "hash_token"]
 
@@ -50,7 +51,7 @@ def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path)
         return list(doc["tokens"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError("not a readable token file (expected JSON with a 'tokens' list)", path) from None
