@@ -130,6 +130,11 @@ def test_content_checked_by_content_415(service):
     assert r.status_code == 415 and "not DICOM" in r.json()["detail"]
     r = client.post("/v1/studies", files=[("files", ("scan.txt", nifti_bytes(tmp)))])  # a NIfTI named .txt is fine
     assert r.status_code == 202
+    # an NRRD header naming a detached data file would read a file of the server's (here its own tokens) as pixels
+    header = f"NRRD0004\ntype: uchar\ndimension: 1\nsizes: 8\nencoding: raw\ndata file: {tmp / 'tokens.json'}\n\n"
+    for files in ([header.encode()], [_zip({"scan.nrrd": header.encode()})]):
+        r = post(client, files)
+        assert r.status_code == 415 and "detached data file" in r.json()["detail"]
 
 
 def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:

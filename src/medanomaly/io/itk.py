@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.types import Volume
 
@@ -77,8 +78,9 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         Volume (z, y, x[, c]); intensities as stored (HU for CT NRRDs written in HU), NaN kept.
 
     Raises:
-        InputError: unreadable or truncated file, more than 3 spatial dimensions, or more voxel
-            data than the limit.
+        InputError: unreadable or truncated file, more than 3 spatial dimensions, more voxel
+            data than the limit, or a header naming a data file outside its folder
+            (:mod:`medanomaly.io.detached`).
     """
     import SimpleITK as sitk
 
@@ -88,6 +90,7 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         from medanomaly.io.nifti import read_nifti
 
         return read_nifti(path, max_voxel_bytes=max_voxel_bytes)
+    check_detached_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

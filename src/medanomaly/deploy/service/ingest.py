@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from medanomaly.io.detached import detached_names
+
 __all__ = ["IngestLimits", "UploadRefused", "sniff", "store_upload", "check_zip"]
 
 _CHUNK = 1 << 20
@@ -180,6 +182,8 @@ def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
         path, kind = found[0]
         with path.open("rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
+        if kind == "nrrd" and detached_names(path):  # its data would have to be another file of the server's
+            raise UploadRefused(415, "NRRD header names a detached data file: send one .nrrd with its data inside")
         name = "image.nrrd" if kind == "nrrd" else ("image.nii.gz" if gz else "image.nii")
         path.rename(dest / name)
         return kind, 1
