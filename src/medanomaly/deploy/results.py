@@ -34,8 +34,8 @@ from medanomaly.deploy.atomic import atomic_write, atomic_write_json, atomic_wri
 from medanomaly.jsonio import read_json
 
 __all__ = [
-    "COLUMNS", "RECORD_SCHEMA", "keyed_id", "load_record", "record_path", "table_row", "write_problems",
-    "write_record", "write_tables",
+    "COLUMNS", "RECORD_SCHEMA", "keyed_id", "load_record", "record_path", "spreadsheet_safe", "table_row",
+    "write_problems", "write_record", "write_tables",
 ]  # fmt: skip
 
 RECORD_SCHEMA = "medanomaly.batch-series/1"
@@ -84,12 +84,30 @@ def table_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, quoted with a leading ``'``; other values as given.
+
+    Series and study UIDs, the modality, file paths and reasons come from the archive's headers and names: a
+    DICOM whose Modality is ``=HYPERLINK("http://...")`` would otherwise be a live link (or a command) when
+    ``results.csv`` is opened in a spreadsheet. ``results.parquet`` keeps the values as they are.
+
+    Example:
+        >>> print(spreadsheet_safe('=HYPERLINK("http://x")'), spreadsheet_safe("CT"), spreadsheet_safe(-0.5))
+        '=HYPERLINK("http://x") CT -0.5
+    """
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: ("" if v is None else spreadsheet_safe(v)) for k, v in row.items()})
     return buf.getvalue()
 
 
@@ -125,5 +143,5 @@ def write_problems(out_dir: str | Path, problems: Iterable[Any], key: bytes | No
     writer.writerow(["where", "kind", "reason"])
     for p in problems:
         where = keyed_id(key, "file", p.where, "F-") if key is not None and p.kind == "file" else p.where
-        writer.writerow([where, p.kind, p.reason])
+        writer.writerow([spreadsheet_safe(where), p.kind, spreadsheet_safe(p.reason)])
     return atomic_write_text(Path(out_dir) / "problems.csv", buf.getvalue())

