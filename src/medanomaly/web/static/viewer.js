@@ -15,7 +15,8 @@ async function api(path, opts = {}) {
   return r.json();
 }
 function fmt(v, d = 1) { return (v === null || v === undefined || Number.isNaN(v)) ? "-" : Number(v).toFixed(d); }
-function esc(s) { const e = document.createElement("span"); e.textContent = s == null ? "" : String(s); return e.innerHTML; }
+// HTML-escape for text and attribute values alike (textContent -> innerHTML leaves quotes as they are)
+function esc(s) { return (s == null ? "" : String(s)).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
 
 async function refreshJobs() {
   if (!token()) return;
@@ -97,10 +98,10 @@ async function showFinding(n) {
 function renderResult(res) {
   $("#classification").innerHTML = Object.keys(res.probabilities || {}).length
     ? `<p>decision <b>${esc(res.decision)}</b>: ` + Object.entries(res.probabilities).map(([k, v]) => `${esc(k)} ${fmt(v, 3)}`).join(", ") + "</p>" : "";
-  $("#findings tbody").innerHTML = res.findings.map((f) => `<tr class="clickable" data-n="${f.n}">
-    <td>${f.n}</td><td>${esc(f.label)}</td><td>${fmt(f.score, 2)}</td><td class="volume">${fmt(f.volume_ml, 2)}</td>
+  $("#findings tbody").innerHTML = res.findings.map((f) => `<tr class="clickable" data-n="${esc(f.n)}">
+    <td>${esc(f.n)}</td><td>${esc(f.label)}</td><td>${fmt(f.score, 2)}</td><td class="volume">${fmt(f.volume_ml, 2)}</td>
     <td class="partial-volume">${fmt(f.partial_volume_ml, 2)}</td>
-    <td>${fmt(f.max_diameter_mm, 1)}</td><td>${f.mean_hu != null ? fmt(f.mean_hu, 0) + " HU" : f.mean_intensity != null ? fmt(f.mean_intensity, 0) + " " + esc(f.intensity_unit || "") : "-"}</td><td>${f.slice ?? "-"}</td></tr>`).join("")
+    <td>${fmt(f.max_diameter_mm, 1)}</td><td>${f.mean_hu != null ? fmt(f.mean_hu, 0) + " HU" : f.mean_intensity != null ? fmt(f.mean_intensity, 0) + " " + esc(f.intensity_unit || "") : "-"}</td><td>${esc(f.slice ?? "-")}</td></tr>`).join("")
     || `<tr><td colspan="8">no findings</td></tr>`;
   document.querySelectorAll("#findings tr.clickable").forEach((tr) => tr.addEventListener("click", () => showFinding(Number(tr.dataset.n))));
   $("#flags").textContent = (res.flags || []).join(", ");
