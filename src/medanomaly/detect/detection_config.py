@@ -67,6 +67,9 @@ class PatchTrainConfig(Finite):
     # medanomaly.detect.mining); `mined_fraction` of the hard-negative patches are then centred on them
     mine_every: int = Field(0, ge=0, le=1_000_000)
     mined_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # with positive_sampling "lesion": nodules the network missed at the last mining round (peak under 0.5) are drawn
+    # this many times as often as the others until the next round (1 = off; needs mine_every > 0)
+    hard_positive_weight: float = Field(1.0, ge=1.0, le=100.0)
 
     @model_validator(mode="after")
     def _mix(self) -> PatchTrainConfig:
@@ -75,6 +78,8 @@ class PatchTrainConfig(Finite):
         if self.mine_every and (self.hard_negative_fraction == 0 or self.mined_fraction == 0):
             raise ValueError("mine_every > 0 mines hard negatives for nothing when hard_negative_fraction or "
                              "mined_fraction is 0; set both above 0 or mine_every to 0")
+        if self.hard_positive_weight != 1.0 and not self.mine_every:
+            raise ValueError("hard_positive_weight weighs the nodules each mining round misses: set mine_every > 0")
         return self
 
 

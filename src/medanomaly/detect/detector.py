@@ -87,6 +87,8 @@ class NoduleDetector:
         mine_every, mined_fraction: hard negatives mined from the network's own false positives on the training
             scans every ``mine_every`` steps (0 = off), ``mined_fraction`` of the hard-negative patches then centred
             on them (:mod:`medanomaly.detect.mining`).
+        hard_positive_weight: with ``positive_sampling: lesion`` and mining, the nodules a mining round finds the
+            network missing are drawn this many times as often until the next round (1 = off).
         ema_decay: moving average of the weights, validated and kept instead of the live ones (0 = off;
             :mod:`medanomaly.train.averaging`).
         budget_minutes: wall-clock training budget (None: ``steps`` only).
@@ -126,6 +128,7 @@ class NoduleDetector:
         keep_weights: str = "last",
         mine_every: int = 0,
         mined_fraction: float = 0.5,
+        hard_positive_weight: float = 1.0,
         ema_decay: float = 0.0,
         budget_minutes: float | None = 4.0,
         roi_size: tuple[int, int, int] = (16, 128, 128),
@@ -164,6 +167,7 @@ class NoduleDetector:
         self.keep_weights = keep_weights
         self.mine_every = mine_every
         self.mined_fraction = mined_fraction
+        self.hard_positive_weight = float(hard_positive_weight)
         self.ema_decay = float(ema_decay)
         self.budget_minutes = budget_minutes
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -228,7 +232,8 @@ class NoduleDetector:
             self.model_ = model  # validation detects with the weights being trained
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
                                    per_lesion=self.positive_sampling == "lesion",
-                                   mined_fraction=self.mined_fraction)  # fmt: skip
+                                   mined_fraction=self.mined_fraction,
+                                   hard_positive_weight=self.hard_positive_weight)  # fmt: skip
             hook = None if validate is None else (lambda net: validate(self))
             mine = mining_round(sampler, self.roi_size, self.overlap, self.mine_every)
             self.fit_: HeatmapFit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed,

@@ -34,7 +34,7 @@ import numpy as np
 from medanomaly.detect.infer import region_box, run_network
 from medanomaly.detect.patches import GridScan, PatchSampler
 
-__all__ = ["false_positive_peaks", "mine_sampler", "mining_round"]
+__all__ = ["false_positive_peaks", "mine_sampler", "mining_round", "peaks_outside_nodules", "scan_heatmap"]
 
 #: Heatmap probability at which a component outside the nodules counts as a false positive.
 MINING_LEVEL = 0.5
@@ -57,13 +57,26 @@ def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_si
         max_per_scan: the most peaks returned.
         divisor: the sizes (z, y, x) the network needs, as at inference (z 1 for a one-slice 2D network).
     """
+    prob = scan_heatmap(predictor, scan, roi_size, overlap, divisor)
+    return peaks_outside_nodules(prob, scan, level, guard, max_per_scan)
+
+
+def scan_heatmap(predictor: Callable[[Any], Any], scan: GridScan, roi_size: tuple[int, int, int], overlap: float,
+                 divisor: tuple[int, int, int] = (2, 4, 4)) -> np.ndarray:
+    """The network's probability over the box of a scan's ``allowed`` voxels (0 elsewhere)."""
+    prob = np.zeros(scan.image.shape, np.float32)
+    if scan.allowed.any():
+        box = region_box(scan.allowed, roi_size)
+        prob[box] = run_network(predictor, scan.image[box], roi_size, overlap, divisor)
+    return prob
+
+
+def peaks_outside_nodules(prob: np.ndarray, scan: GridScan, level: float = MINING_LEVEL, guard: int = 2,
+                          max_per_scan: int = MAX_PER_SCAN) -> np.ndarray:
+    """The peaks of ``prob``'s components reaching ``level`` inside ``allowed`` and ``guard`` voxels clear of every
+    nodule, highest first (see :func:`false_positive_peaks`)."""
     from scipy import ndimage
 
-    if not scan.allowed.any():
-        return np.empty((0, 3), np.int64)
-    box = region_box(scan.allowed, roi_size)
-    prob = np.zeros(scan.image.shape, np.float32)
-    prob[box] = run_network(predictor, scan.image[box], roi_size, overlap, divisor)
     cube = np.ones((3, 3, 3), bool)
     near = ndimage.binary_dilation(scan.target > 0, cube, iterations=guard) if guard > 0 else scan.target > 0
     labels, n = ndimage.label((prob >= level) & scan.allowed & ~near, structure=cube)
@@ -78,20 +91,29 @@ def false_positive_peaks(predictor: Callable[[Any], Any], scan: GridScan, roi_si
 def mine_sampler(net: Any, sampler: PatchSampler, roi_size: tuple[int, int, int], overlap: float,
                  level: float = MINING_LEVEL, divisor: tuple[int, int, int] = (2, 4, 4)) -> dict[str, float]:  # fmt: skip
     """Refresh ``sampler``'s mined pools with ``net``'s false-positive peaks on every one of its scans (the 3D lung
-    detector and the 2D heatmap detector alike; ``divisor`` as :func:`false_positive_peaks`).
+    detector and the 2D heatmap detector alike; ``divisor`` as :func:`false_positive_peaks`), and give it each
+    nodule's highest probability from the same heatmap (:meth:`PatchSampler.set_lesion_peaks`: a sampler with a
+    ``hard_positive_weight`` then draws the nodules the network misses more often).
 
     Returns:
-        ``{"false_positives": total peaks, "scans_with_any": n, "seconds": wall}`` (a record of the round).
+        ``{"false_positives": total peaks, "scans_with_any": n, "missed_nodules": nodules whose peak is under
+        ``level`` (per-lesion samplers only), "seconds": wall}`` (a record of the round).
     """
     t0 = time.perf_counter()
     total = with_any = 0
+    missed: list[int] = []
     for i, scan in enumerate(sampler.scans):
-        peaks = false_positive_peaks(net, scan, roi_size, overlap, level, divisor=divisor)
+        prob = scan_heatmap(net, scan, roi_size, overlap, divisor)
+        peaks = peaks_outside_nodules(prob, scan, level)
         sampler.set_mined(i, peaks)
+        if (n := sampler.set_lesion_peaks(i, prob, level)) is not None:
+            missed.append(n)
         total += len(peaks)
         with_any += int(len(peaks) > 0)
-    return {"false_positives": float(total), "scans_with_any": float(with_any),
-            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    record = {"false_positives": float(total), "scans_with_any": float(with_any)}
+    if missed:  # a per-lesion sampler (the lung detector): how many training nodules this network misses
+        record["missed_nodules"] = float(sum(missed))
+    return {**record, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def mining_round(sampler: PatchSampler, roi_size: tuple[int, int, int], overlap: float, mine_every: int,

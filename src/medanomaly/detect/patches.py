@@ -102,6 +102,9 @@ class PatchSampler:
             voxel of any lesion, which favours large lesions by their volume).
         mined_fraction: share of a scan's hard-negative patches centred on its mined false positives once it has
             any (:meth:`set_mined`); until then, and with 0, the sampler draws exactly as without mining.
+        hard_positive_weight: with ``per_lesion``, a nodule whose highest probability at the last mining round was
+            under the mining level (:meth:`set_lesion_peaks`: one the network misses) is drawn this many times as
+            often as one it finds; 1 (or before any round) draws every nodule equally, exactly as without it.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class PatchSampler:
         hard_level: float = HARD_NEGATIVE_HU,
         per_lesion: bool = False,
         mined_fraction: float = _DEFAULTS.mined_fraction,
+        hard_positive_weight: float = 1.0,
     ) -> None:
         self.scans = scans
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -124,6 +128,8 @@ class PatchSampler:
         self._any = [np.argwhere(s.allowed) for s in scans]
         self.mined_fraction = mined_fraction
         self._mined = [np.empty((0, 3), np.int64) for _ in scans]
+        self.hard_positive_weight = float(hard_positive_weight)
+        self._lesion_p: list[np.ndarray | None] = [None for _ in scans]
         if not any(len(p) for p in self._any):
             raise ValueError("no voxel may be a patch centre (empty lungs or everything excluded)")
 
@@ -134,6 +140,26 @@ class PatchSampler:
         if len(centres):
             centres = centres[self.scans[index].allowed[tuple(centres.T)]]
         self._mined[index] = centres
+
+    def set_lesion_peaks(self, index: int, prob: np.ndarray, level: float) -> int | None:
+        """Weigh scan ``index``'s nodules by the network's heatmap ``prob`` on it (same grid): those whose
+        highest probability is under ``level`` get ``hard_positive_weight``. Returns how many are under it (None
+        for a sampler without ``per_lesion``, which does not know its nodules one by one)."""
+        if self._lesions is None:
+            return None
+        if not self._lesions[index]:
+            return 0
+        peaks = np.array([float(prob[tuple(vox.T)].max()) for vox in self._lesions[index]])
+        missed = peaks < level
+        if self.hard_positive_weight != 1.0:
+            weights = np.where(missed, self.hard_positive_weight, 1.0)
+            self._lesion_p[index] = weights / weights.sum()
+        return int(missed.sum())
+
+    def _lesion_pool(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """The voxels of one nodule of scan ``index``: uniformly, or by the weights :meth:`set_lesion_peaks` set."""
+        lesions, p = self._lesions[index], self._lesion_p[index]  # type: ignore[index]
+        return lesions[rng.integers(len(lesions)) if p is None else rng.choice(len(lesions), p=p)]
 
     def _hard_pool(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """The centres of a hard-negative draw: the scan's mined false positives with probability ``mined_fraction``
@@ -179,7 +205,7 @@ class PatchSampler:
             scan = self.scans[i]
             u = rng.random()
             if u < self.positive_fraction and len(self._pos[i]):
-                pool = self._pos[i] if self._lesions is None else self._lesions[i][rng.integers(len(self._lesions[i]))]
+                pool = self._pos[i] if self._lesions is None else self._lesion_pool(i, rng)
             elif u < self.positive_fraction + self.hard_negative_fraction and len(hard := self._hard_pool(i, rng)):
                 pool = hard
             else:

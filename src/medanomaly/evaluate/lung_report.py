@@ -186,7 +186,7 @@ curve's false positives are fewer independent mistakes than their count{% endif 
 {{ "%g"|format(training.budget_minutes) }} min{% endif %}; stopped by {{ training.stop_reason }};
 {% if training.best_step %}weights kept from step {{ training.best_step }} (best validation CPM).{% else %}last weights kept.{% endif %}</p>
 {% if training.hard_negative_mining %}<p>Hard negatives mined from the network's own false positives on its training
-scans: {% for m in training.hard_negative_mining %}step {{ m.step }}: {{ m.false_positives|int }} peaks ({{ "%.0f"|format(m.seconds) }} s){{ "; " if not loop.last else "." }}{% endfor %}</p>{% endif %}
+scans: {% for m in training.hard_negative_mining %}step {{ m.step }}: {{ m.false_positives|int }} peaks{% if m.missed_nodules is defined %}, {{ m.missed_nodules|int }} training nodules missed{% endif %} ({{ "%.0f"|format(m.seconds) }} s){{ "; " if not loop.last else "." }}{% endfor %}</p>{% endif %}
 {% if training.learning_curve %}
 <table><tr><th>step</th><th>wall s</th><th>CPU s</th><th>validation CPM</th></tr>
 {% for r in training.learning_curve %}<tr class="{{ 'hit' if r.step == training.best_step else '' }}"><td>{{ r.step }}</td>

@@ -74,19 +74,54 @@ def test_without_mined_fraction_the_sampler_draws_as_before() -> None:
     assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
 
 
+def _two_nodule_sampler(weight: float) -> PatchSampler:
+    target_scan = _scan({(4, 8, 8): 1.0, (4, 24, 24): 1.0})
+    target_scan.target[4, 8, 8] = 1
+    target_scan.target[4, 24, 24] = 1
+    return PatchSampler([target_scan], (4, 8, 8), positive_fraction=1.0, hard_negative_fraction=0.0,
+                        per_lesion=True, hard_positive_weight=weight)  # fmt: skip
+
+
+def test_missed_nodules_are_drawn_more_often_with_a_hard_positive_weight() -> None:
+    prob = np.zeros(SHAPE, np.float32)
+    prob[4, 8, 8] = 0.9  # found; (4, 24, 24) missed (0.0)
+    weighted, plain = _two_nodule_sampler(9.0), _two_nodule_sampler(1.0)
+    assert weighted.set_lesion_peaks(0, prob, 0.5) == 1 and plain.set_lesion_peaks(0, prob, 0.5) == 1
+    rng = np.random.default_rng(0)
+    drawn = [tuple(weighted._lesion_pool(0, rng)[0]) for _ in range(2000)]
+    share = drawn.count((4, 24, 24)) / len(drawn)
+    assert 0.86 < share < 0.94  # 9 : 1
+    # weight 1: equal draws, and the same generator stream as a sampler never given peaks
+    fresh = _two_nodule_sampler(1.0)
+    a, b = plain.sample(np.random.default_rng(5), 8), fresh.sample(np.random.default_rng(5), 8)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_hard_positive_weight_needs_mining() -> None:
+    from pydantic import ValidationError
+
+    from medanomaly.detect.detection_config import PatchTrainConfig
+
+    with pytest.raises(ValidationError, match="set mine_every > 0"):
+        PatchTrainConfig(hard_positive_weight=4.0)
+    assert PatchTrainConfig(hard_positive_weight=4.0, mine_every=100).hard_positive_weight == 4.0
+
+
 def test_training_mines_every_n_steps_and_records_the_rounds(toy_source) -> None:
     sims = [simulate_scan(toy_source, 1, 3, np.random.default_rng([1, k]), (6.0, 15.0)) for k in range(2)]
     scans = [to_grid_scan(s, TINY["spacing_mm"], (-1000.0, 400.0)) for s in sims]
     det = NoduleDetector(**{**TINY, "steps": 7, "mine_every": 2}).fit(scans, progress=False)
     rounds = det.fit_.mining
     assert [r["step"] for r in rounds] == [2, 4]  # not 6: the last 10 % of the run mines nothing
-    assert all(r["false_positives"] >= 0 and r["seconds"] >= 0 for r in rounds)
+    assert all(r["false_positives"] >= 0 and r["seconds"] >= 0 and r["missed_nodules"] >= 0 for r in rounds)
     assert det.fit_.to_json()["hard_negative_mining"] == rounds
     assert det.model_.training is False  # back in eval mode after training, mining rounds included
     assert NoduleDetector(**{**TINY, "steps": 3}).fit(scans, progress=False).fit_.mining == []
 
 
-@pytest.mark.parametrize("rounds", [[{"step": 800, "false_positives": 12.0, "scans_with_any": 3.0, "seconds": 41.6}], None])
+@pytest.mark.parametrize("rounds", [[{"step": 800, "false_positives": 12.0, "scans_with_any": 3.0, "seconds": 41.6},
+                                     {"step": 1600, "false_positives": 4.0, "scans_with_any": 2.0, "missed_nodules": 5.0,
+                                      "seconds": 40.0}], None])
 def test_the_report_lists_the_mining_rounds(tmp_path, rounds) -> None:
     from medanomaly.evaluate.lung_report import write_lung_report
 
@@ -94,7 +129,7 @@ def test_the_report_lists_the_mining_rounds(tmp_path, rounds) -> None:
                 "stop_reason": "steps", "best_step": None, "learning_curve": [], "hard_negative_mining": rounds}
     html = write_lung_report(tmp_path / "report.html", {"title": "t", "intro": "", "split": "", "froc": None,
                                                         "agreement": [], "cases": [], "training": training}).read_text()  # fmt: skip
-    assert ("step 800: 12 peaks (42 s)." in html) == (rounds is not None)
+    assert ("step 800: 12 peaks (42 s); step 1600: 4 peaks, 5 training nodules missed (40 s)." in html) == (rounds is not None)
     assert ("Hard negatives mined" in html) == (rounds is not None)
 
 
