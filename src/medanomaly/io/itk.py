@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
 #: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
-NATIVE_REMARKS = ("libpng warning:",)
+NATIVE_REMARKS = re.compile(r"^(libpng warning:|MetaObject:|MetaImage:|\w+ required and not defined\.)")
 _FD2 = threading.Lock()  # one capture of file descriptor 2 at a time (a second would restore the first's file)
 
 #: File endings read and written by this module, with the name stored in ``meta["source_format"]``.
@@ -93,8 +93,10 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     check_detached_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    remarks: list[str] = []
     try:
-        reader.ReadImageInformation()
+        with native_remarks_logged(path) as remarks:
+            reader.ReadImageInformation()
         size = reader.GetSize()
         if len(size) == 4 and size[3] != 1:
             raise InputError(f"4D image ({size[3]} volumes): medanomaly reads 2D/3D images", path)
@@ -102,8 +104,9 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
             raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images", path)
         check_declared_size(reader, path, max_voxel_bytes)
         image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"not a readable {fmt} image ({itk_reason(exc, path)})", path) from None
+    except RuntimeError as exc:  # MetaIO's own first remark says more than ITK's errno text
+        reason = remarks[0].rstrip(".") if remarks else itk_reason(exc, path)
+        raise InputError(f"not a readable {fmt} image ({reason})", path) from None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     meta: dict[str, object] = {"source_format": fmt}
@@ -120,24 +123,28 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
 
 
 @contextmanager
-def native_remarks_logged(path: Path) -> Iterator[None]:
+def native_remarks_logged(path: Path) -> Iterator[list[str]]:
     """Run a native (C/C++) reader with file descriptor 2 captured: its :data:`NATIVE_REMARKS` go to
     the debug log under ``path``'s name instead of the terminal (a bad input is one line on stderr, and
-    a good one none); anything else written meanwhile is passed on to stderr unchanged, after the read.
-    Used around the libpng reads of :func:`medanomaly.io.png.read_picture` only: short, and serialised."""
+    a good one none), and into the list this yields (after the block); anything else written meanwhile
+    is passed on to stderr unchanged, after the read. Used around libpng reads
+    (:func:`medanomaly.io.png.read_picture`) and ITK's header reads (MetaIO prints four lines for a
+    header it cannot parse): short, and serialised."""
+    remarks: list[str] = []
     with _FD2, tempfile.TemporaryFile() as captured:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(captured.fileno(), 2)
         try:
-            yield
+            yield remarks
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if line.startswith(NATIVE_REMARKS):
+                if NATIVE_REMARKS.match(line):
                     log.debug("%s: %s", path.name, line.rstrip())
+                    remarks.append(line.strip())
                 else:  # another thread's output, or the reader's own: passed on as it came
                     os.write(2, line.encode())
 

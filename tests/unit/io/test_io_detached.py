@@ -51,3 +51,13 @@ def test_data_beside_the_header_still_reads(study: Path) -> None:
     (study / "pair.mhd").write_text(META.format(ref="slice1.raw"))
     for name in ("pair.nhdr", "pair.mhd"):
         assert np.all(np.asarray(read(study / name).array) == 7)
+
+
+def test_a_metaimage_header_without_its_data_key_is_one_line(study: Path, capfd) -> None:
+    """MetaIO printed four lines of its own ('ElementDataFile required and not defined.', 'MetaObject: Read:
+    MET_Read Failed', ...) before our error, which said 'No such file or directory' of a file that exists."""
+    (study / "nokey.mhd").write_text(META.replace("ElementDataFile = {ref}\n", ""))
+    with pytest.raises(InputError, match=r"nokey.mhd: not a readable metaimage image \(ElementDataFile required and "
+                                         r"not defined\)$"):  # fmt: skip
+        read(study / "nokey.mhd")
+    assert capfd.readouterr().err == ""
