@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medanomaly.privacy.walker import TOO_DEEP
+
 #: The only reasons a file is refused (fixed strings: no PHI can leak through them).
 REASONS = (
     "not a readable DICOM file",
@@ -31,6 +33,7 @@ REASONS = (
     "burned-in text remains after redaction",
     "burned-in annotation flagged but no text found (review by hand)",
     "de-identification failed",
+    TOO_DEEP,
     "output could not be written",
     "another input has the same SOP Instance UID (the first was kept)",
     "the worker process died on this file, also when retried alone (killed or out of memory)",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from medanomaly.privacy.profile import ProfileOptions, deidentify_dataset, phi_terms, set_method
 from medanomaly.privacy.uids import fix_file_meta
+from medanomaly.privacy.walker import TOO_DEEP, NestedTooDeep
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
@@ -159,6 +160,8 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         outcome = deidentify_dataset(ds, key, config.options)
         set_method(ds, config.options, pixels_cleaned=redaction.changed)
         fix_file_meta(ds)
+    except NestedTooDeep:
+        raise Refused(TOO_DEEP) from None
     except Exception:  # noqa: BLE001 - never echo a value; the audit gets a fixed reason
         raise Refused("de-identification failed") from None
     rel = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"

@@ -61,6 +61,14 @@ def _strings(ds, tag) -> list[str]:
     return [str(value)]
 
 
+#: The audit's reason for a file whose sequences nest deeper than :data:`MAX_DEPTH` (fixed: quotes nothing).
+TOO_DEEP = f"sequences nested deeper than {MAX_DEPTH} levels"
+
+
+class NestedTooDeep(ValueError):
+    """Sequences nested deeper than :data:`MAX_DEPTH`."""
+
+
 class Walker:
     """One pass of the profile over a data set (in place).
 
@@ -104,7 +112,7 @@ class Walker:
     def walk(self, ds) -> None:
         """Apply the profile to ``ds`` and, recursively, to every item of its sequences."""
         if self.depth >= MAX_DEPTH:
-            raise ValueError("sequences nested too deep")
+            raise NestedTooDeep(TOO_DEEP)
         safe_blocks = self._safe_private_blocks(ds)
         for tag in list(ds.keys()):
             if tag.group & 1:

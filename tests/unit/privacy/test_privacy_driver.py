@@ -62,6 +62,26 @@ def test_truncated_pixel_data_refused(folder, tmp_path, key):
     assert summary.processed == 4
 
 
+def test_sequences_nested_too_deep_refused_with_their_own_reason(folder, tmp_path, key):
+    """A CT whose ContentSequence nests 70 levels (a crafted file) was refused as 'de-identification failed'."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(real_data("pydicom/CT_small.dcm"))
+    inner = Dataset()
+    inner.CodeMeaning = "leaf"
+    for _ in range(70):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([inner])
+        inner = outer
+    ds.ContentSequence = Sequence([inner])
+    ds.save_as(folder / "deep.dcm")
+    summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never"))
+    audit = json.loads(summary.audit_path.read_text())
+    assert audit["files"]["refused_by_reason"]["sequences nested deeper than 64 levels"] == 1
+    assert summary.processed == 4
+
+
 def test_huge_files_refused(folder, tmp_path, key):
     summary = deidentify_folder(folder, tmp_path / "out", key, DeidConfig(burned_in="never", max_file_mb=0.01))
     audit = json.loads(summary.audit_path.read_text())
