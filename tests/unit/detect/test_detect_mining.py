@@ -162,3 +162,24 @@ def test_the_2d_heatmap_detector_mines_its_training_images() -> None:
     assert [r["step"] for r in det.mining_] == [10, 20]  # none in the last 10 % of the steps
     assert all(set(r) == {"step", "false_positives", "scans_with_any", "seconds"} for r in det.mining_)
     assert HeatmapDetector(**det.get_params()).mine_every == 10  # saved with the detector's parameters
+
+
+def test_a_nodule_smaller_than_a_grid_voxel_keeps_its_centre_voxel(toy_source) -> None:
+    """Nearest-neighbour labels lost such a nodule (5 of 295 training nodules of a full run): the network was then
+    taught that it is background, and the hard-negative sampler could centre patches on it."""
+    from types import SimpleNamespace
+
+    from medanomaly.detect.grid import to_grid
+    from medanomaly.detect.simulate import SimScan
+
+    ct = toy_source.ct
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[8, 30, 26] = 1  # one 2.5 x 2.5 x 5 mm voxel
+    centre = tuple(float(c) for c in ct.index_to_physical([26, 30, 8]))
+    sim = SimScan("tiny", toy_source, 1, ct, ct.with_array(labels), [SimpleNamespace(center_mm=centre)])
+    spacing = (5.0, 5.0, 10.0)
+    assert not np.asarray(to_grid(sim.labels, spacing, nearest=True).array).any()  # lost by nearest neighbour
+    grid = to_grid_scan(sim, spacing, (-1000.0, 400.0))
+    assert int(grid.target.sum()) == 1
+    voxel = np.argwhere(grid.target)[0][::-1].astype(float)
+    assert np.linalg.norm(to_grid(ct, spacing).index_to_physical(voxel) - np.asarray(centre)) <= 6.0
