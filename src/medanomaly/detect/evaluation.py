@@ -31,7 +31,7 @@ import numpy as np
 from medanomaly.detect.detector import NoduleDetector
 from medanomaly.detect.simulate import ScanSimulator, SimScan, SourceScan, truth_radius_mm
 from medanomaly.evaluate.agreement import bland_altman
-from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings
+from medanomaly.evaluate.froc import ScanMarks, froc, lesion_subset, match_findings, sensitivity_by_size
 from medanomaly.evaluate.recurrence import recurring_false_positives
 from medanomaly.types import Finding, Volume
 
@@ -123,12 +123,14 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     of the best hit of each nodule, of the volume of the nodules of :data:`LARGE_NODULE_MM` or more
     (``volume_large``: below it a nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up
     categories start at 6 mm, 100 mm3), and of the mask's voxel volume (``volume_mask``: what partial-volume
-    analysis corrects), and how many false positives recur at one position across the scans of a source
+    analysis corrects), the sensitivity at 1 FP/scan per nodule-diameter band (``by_size``:
+    :func:`~medanomaly.evaluate.froc.sensitivity_by_size`), and how many false positives recur at one position across the scans of a source
     (``recurring_fp``: :mod:`medanomaly.evaluate.recurrence`; the scans of a source share its anatomy)."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
     large: list[list[bool]] = []
+    diameters: list[list[float]] = []
     vol_pairs: list[tuple[float, float]] = []
     vol_pairs_large: list[tuple[float, float]] = []
     mask_pairs: list[tuple[float, float]] = []
@@ -160,7 +162,8 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
         marks.append(m)
         fp_sites.append((source.name, [centres[i] for i, lid in zip(m.finding_index, m.lesion_ids, strict=True)
                                        if lid < 0]))  # fmt: skip
-        large.append([2.0 * truth_radius_mm(t) >= LARGE_NODULE_MM for t in truths])
+        diameters.append([2.0 * truth_radius_mm(t) for t in truths])
+        large.append([d >= LARGE_NODULE_MM for d in diameters[-1]])
         # Agreement: the best-scoring hit of each lesion.
         kept = [findings[i] for i in m.finding_index]
         seen: set[int] = set()
@@ -179,7 +182,7 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     return {"froc": result, "froc_large": large_froc, "volume": _agreement(vol_pairs, relative=True),
             "volume_large": _agreement(vol_pairs_large, relative=True),
             "volume_mask": _agreement(mask_pairs, relative=True), "diameter": _agreement(diam_pairs), "marks": marks,
-            "recurring_fp": recurring_false_positives(fp_sites)}
+            "by_size": sensitivity_by_size(marks, diameters), "recurring_fp": recurring_false_positives(fp_sites)}
 
 
 def _agreement(pairs: list[tuple[float, float]], relative: bool = False) -> Any:

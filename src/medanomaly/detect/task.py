@@ -263,7 +263,7 @@ class LungNoduleTask:
         split_text = _split_text(cfg, sources)
         training = _training_record(run_dir, out_dir)
         metrics = {
-            **_froc_entries("heldout_synthetic", fr, large, cpm_ci, split_text, held["recurring_fp"]),
+            **_froc_entries("heldout_synthetic", fr, large, cpm_ci, split_text, held["recurring_fp"], held["by_size"]),
             "agreement_synthetic": {a["what"]: {k: a[k] for k in ("bias", "sd", "loa_low", "loa_high", "n",
                                                                  "relative_percent")} for a in agreement},  # fmt: skip
             "real_lesions": {c["name"]: {k: c[k] for k in ("rank", "score", "fp_at_threshold", "n_findings",
@@ -303,7 +303,7 @@ def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[Sour
                   "never the held-out lung or test shapes")  # fmt: skip
     metrics = {
         **_froc_entries("validation_synthetic", fr, large, cpm_interval(held["marks"]), split_text,
-                        held["recurring_fp"]),
+                        held["recurring_fp"], held["by_size"]),
         "agreement_synthetic": {key: held[key].to_json() for key in ("volume", "volume_large", "diameter")
                                 if held[key] is not None},
         "files": ["metrics_val.json", "froc_val.png"],
@@ -313,14 +313,15 @@ def evaluate_validation(detector: Any, cfg: LungNoduleConfig, sources: list[Sour
 
 
 def _froc_entries(key: str, fr: Any, large: Any, cpm_ci: tuple[float, float], split_text: str,
-                  recurring: Any) -> dict[str, Any]:  # fmt: skip
-    """``key`` (the FROC with its CPM's scan-bootstrap CI and its false positives that recur at one position across a
-    source's scans, SYNTHETIC) and ``key_6mm_or_more`` (the FROC of the nodules of
-    :data:`~medanomaly.detect.evaluation.LARGE_NODULE_MM` or more; None without such nodules) of a metrics file."""
+                  recurring: Any, by_size: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """``key`` (the FROC with its CPM's scan-bootstrap CI, its false positives that recur at one position across a
+    source's scans and its sensitivity at 1 FP/scan per nodule-diameter band, SYNTHETIC) and ``key_6mm_or_more``
+    (the FROC of the nodules of :data:`~medanomaly.detect.evaluation.LARGE_NODULE_MM` or more; None without such
+    nodules) of a metrics file."""
     from medanomaly.detect.evaluation import LARGE_NODULE_MM
 
     return {key: {**fr.to_json(), "cpm_ci95_scan_bootstrap": list(cpm_ci), "recurring_false_positives":
-                  recurring.to_json(), "synthetic": True, "split": split_text},
+                  recurring.to_json(), "sensitivity_by_size": by_size, "synthetic": True, "split": split_text},
             f"{key}_6mm_or_more": None if large is None else {**large.to_json(), "synthetic": True,
                                                               "min_diameter_mm": LARGE_NODULE_MM}}  # fmt: skip
 
@@ -371,7 +372,7 @@ def _write_heldout_report(out_dir: Path, held: dict[str, Any], cpm_ci: Any, spli
             "lung1 and lung2, which the simulation never saw.",
             "split": split_text,
             "froc": {"cpm": fr.cpm, "cpm_ci": cpm_ci, "n_scans": fr.n_scans, "n_lesions": fr.n_lesions, "plot": "froc.png",
-                     "recurring": held["recurring_fp"].to_json(),
+                     "recurring": held["recurring_fp"].to_json(), "by_size": held["by_size"],
                      "points": {_fmt_rate(k): v for k, v in fr.operating_points.items()},
                      "large": None if large is None else {
                          "cpm": large.cpm, "n_lesions": large.n_lesions, "min_mm": f"{LARGE_NODULE_MM:g}",

@@ -29,8 +29,12 @@ import numpy as np
 #: FP-per-scan rates of the FROC operating points and the CPM.
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
-__all__ = ["FP_RATES", "FrocResult", "ScanMarks", "cpm_interval", "froc", "lesion_subset", "match_findings",
-           "percentile_interval", "scan_resamples"]
+#: Nodule diameter bands (mm, lower bound included) of :func:`sensitivity_by_size`: LIDC-IDRI's smallest nodules
+#: (3 mm) up to 4 mm, then the Fleischner 2017 size steps (6 mm, 100 mm3) and 10 mm.
+SIZE_BANDS_MM: tuple[tuple[float, float], ...] = ((0.0, 4.0), (4.0, 6.0), (6.0, 10.0), (10.0, float("inf")))
+
+__all__ = ["FP_RATES", "SIZE_BANDS_MM", "FrocResult", "ScanMarks", "cpm_interval", "froc", "lesion_subset",
+           "match_findings", "percentile_interval", "scan_resamples", "sensitivity_by_size"]
 
 Scan = TypeVar("Scan")
 
@@ -193,6 +197,32 @@ def lesion_subset(marks: Sequence[ScanMarks], keep: Sequence[Sequence[bool]]) ->
                 if lid < 0 or flags[lid]]  # fmt: skip
         out.append(ScanMarks([r[0] for r in rows], [r[1] for r in rows], int(np.sum(flags)), [r[2] for r in rows]))
     return out
+
+
+def sensitivity_by_size(marks: Sequence[ScanMarks], diameters_mm: Sequence[Sequence[float]],
+                        bands: Sequence[tuple[float, float]] = SIZE_BANDS_MM,
+                        fp_rate: float = 1.0) -> list[dict[str, float | int]]:  # fmt: skip
+    """Per nodule-diameter band (mm): how many lesions (``n``), how many any mark hits (``found``, at any score),
+    and the band's sensitivity at ``fp_rate`` false positives per scan (its :func:`lesion_subset` FROC: every false
+    positive of the scans counts, marks on lesions of other bands are ignored). ``diameters_mm[i][j]`` is lesion
+    ``j`` of scan ``i``; bands without lesions are left out; an open upper bound is None (JSON has no infinity).
+
+    Example:
+        >>> m = ScanMarks(scores=[0.9, 0.5, 0.3], lesion_ids=[1, -1, 0], n_lesions=3)
+        >>> [(b["band_mm"], b["n"], b["found"], b["sensitivity"]) for b in sensitivity_by_size([m], [[3.5, 12.0, 3.8]])]
+        [([0.0, 4.0], 2, 1, 0.5), ([10.0, None], 1, 1, 1.0)]
+    """
+    rows: list[dict[str, float | int]] = []
+    for lo, hi in bands:
+        keep = [[lo <= d < hi for d in scan] for scan in diameters_mm]
+        n = int(sum(map(sum, keep)))
+        if n == 0:
+            continue
+        sub = lesion_subset(marks, keep)
+        found = sum(len({lid for lid in m.lesion_ids if lid >= 0}) for m in sub)
+        rows.append({"band_mm": [lo, hi if np.isfinite(hi) else None], "n": n, "found": found,
+                     "sensitivity": froc(sub).sensitivity_at(fp_rate), "fp_per_scan": fp_rate})  # fmt: skip
+    return rows
 
 
 def cpm_interval(marks: Sequence[ScanMarks], n_bootstrap: int = 1000, seed: int = 0,

@@ -16,6 +16,7 @@ from medanomaly.evaluate.froc import (
     lesion_subset,
     match_findings,
     scan_resamples,
+    sensitivity_by_size,
 )
 
 
@@ -91,6 +92,21 @@ def test_lesion_subset_ignores_marks_on_lesions_left_out() -> None:
     assert res.n_lesions == 2 and res.sensitivity_at(0.5) == 0.0 and res.sensitivity_at(1.0) == 0.5
     # The same marks with the small lesion kept: it is found first, at 0 FP.
     assert froc(marks).sensitivity_at(0.125) == pytest.approx(1 / 3)
+
+
+def test_sensitivity_by_size_counts_each_band_against_every_false_positive() -> None:
+    # Scan 1: a 3 mm nodule hit at 0.3, a 12 mm one hit at 0.9, a 5 mm one missed; FPs at 0.8 and 0.6.
+    # Scan 2: a 3.5 mm nodule hit at 0.7, no FP.
+    marks = [ScanMarks([0.9, 0.8, 0.6, 0.3], [1, -1, -1, 0], 3), ScanMarks([0.7], [0], 1)]
+    rows = sensitivity_by_size(marks, [[3.0, 12.0, 5.0], [3.5]])
+    by_band = {tuple(r["band_mm"]): r for r in rows}
+    assert set(by_band) == {(0.0, 4.0), (4.0, 6.0), (10.0, None)}  # no nodule of 6-10 mm: no row
+    small = by_band[(0.0, 4.0)]
+    # At 0.7 (0.5 FP/scan: the 0.8 FP) one of the two small ones; at 0.3 both, with 2 FPs in 2 scans = 1 FP/scan.
+    assert (small["n"], small["found"], small["sensitivity"]) == (2, 2, 1.0)
+    assert sensitivity_by_size(marks, [[3.0, 12.0, 5.0], [3.5]], fp_rate=0.5)[0]["sensitivity"] == 0.5
+    assert (by_band[(4.0, 6.0)]["found"], by_band[(4.0, 6.0)]["sensitivity"]) == (0, 0.0)
+    assert by_band[(10.0, None)]["sensitivity"] == 1.0
 
 
 def test_lesion_subset_needs_one_flag_per_lesion() -> None:

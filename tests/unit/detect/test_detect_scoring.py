@@ -47,6 +47,8 @@ def test_volume_agreement_is_given_for_all_nodules_and_for_those_of_6_mm_or_more
     rel_large = 100 * 0.1 / 1.05  # (m - t) / mean(m, t) for m = 1.1 t
     assert out["volume_large"].bias == pytest.approx(rel_large)
     assert out["volume"].bias == pytest.approx((2 * rel_large + 2 * 100 * -0.5 / 0.75) / 4)
+    assert [(r["band_mm"], r["n"], r["found"]) for r in out["by_size"]] == [
+        ([4.0, 6.0], 2, 2), ([6.0, 10.0], 1, 1), ([10.0, None], 1, 1)]
     only_small = score_scans(_Measurer(truths[:2], 0.5, 1.1), [SimScan("s", source, 1, ct, labels, truths[:2])])  # type: ignore[arg-type]
     assert only_small["volume_large"] is None and only_small["froc_large"] is None
 
@@ -84,3 +86,17 @@ def test_the_report_says_how_many_false_positives_recur(tmp_path, recurring: int
     text = " ".join(html.split())
     assert f"Of the 311 false positives, <b>{recurring}</b> lie at" in text
     assert ("fewer independent mistakes" in text) == bool(recurring)
+
+
+def test_the_report_gives_the_sensitivity_per_nodule_size(tmp_path) -> None:
+    from medanomaly.evaluate.lung_report import write_lung_report
+
+    by_size = [{"band_mm": [0.0, 4.0], "n": 11, "found": 4, "sensitivity": 0.364, "fp_per_scan": 1.0},
+               {"band_mm": [10.0, None], "n": 30, "found": 30, "sensitivity": 1.0, "fp_per_scan": 1.0}]  # fmt: skip
+    froc = {"cpm": 0.8, "cpm_ci": (0.7, 0.9), "n_scans": 20, "n_lesions": 41, "plot": "froc.png", "points": {"1": 0.8},
+            "large": None, "recurring": None, "by_size": by_size}  # fmt: skip
+    html = write_lung_report(tmp_path / "report.html", {"title": "t", "intro": "", "split": "", "froc": froc,
+                                                        "agreement": [], "cases": [], "training": None}).read_text()  # fmt: skip
+    text = " ".join(html.split())
+    assert "<td>under 4</td><td>11</td> <td>4</td><td>0.364</td>" in text
+    assert "<td>10 or more</td><td>30</td> <td>30</td><td>1.000</td>" in text
