@@ -168,7 +168,8 @@ class HeatmapFit:
                 "hard_negative_mining": self.mining}
 
 
-#: Share of a run (steps or budget) after which no more hard negatives are mined.
+#: Share of a run (steps or budget) after which no more hard negatives are mined (a round on the budget starts only
+#: when, as long as the one before, it would end by then).
 MINE_UNTIL = 0.9
 
 #: Training losses of the heatmap networks (``train.loss``), see :func:`heatmap_loss`.
@@ -251,13 +252,13 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
             return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: one_cycle(max(k / total, spent())))
 
-    def spent() -> float:  # share of the wall-clock budget used (0 without a budget)
-        return 0.0 if budget_minutes is None else (time.perf_counter() - clock["t0"]) / (60.0 * budget_minutes)
+    def spent(ahead: float = 0.0) -> float:  # share of the wall-clock budget used after ``ahead`` more seconds
+        return 0.0 if budget_minutes is None else (time.perf_counter() - clock["t0"] + ahead) / (60.0 * budget_minutes)
 
     def loss(x: Any, y: Any, net: Any, extras: dict[str, Any]) -> Any:
         clock["step"] += 1
-        if mine is not None and mine_every > 0 and clock["step"] > 1 and (clock["step"] - 1) % mine_every == 0 \
-                and max(clock["step"] / steps, spent()) < MINE_UNTIL:
+        last_round = mining[-1].get("seconds", 0.0) if mining else 0.0
+        if mine is not None and mining_round_due(clock["step"], mine_every, steps, spent(last_round)):
             mining.append({"step": clock["step"] - 1, **_mine_round(mine, net)})
         if probe is not None:
             probe.on_step()
@@ -290,6 +291,20 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     return HeatmapFit(list(result.step_losses), result.steps_run, result.seconds, time.process_time() - clock["cpu0"],
                       reason, curve, best, threads, dict(probe.step_seconds) if probe is not None else {},
                       mining)  # fmt: skip
+
+
+def mining_round_due(step: int, every: int, steps: int, budget_share_at_end: float) -> bool:
+    """Whether a hard-negative mining round runs before ``step`` (counted from 1): every ``every`` steps, and only
+    while both the share of the steps and the share of the wall-clock budget the round would end at (the clock now
+    plus the last round's seconds; 0 without a budget) are under :data:`MINE_UNTIL`.
+
+    Example:
+        >>> [mining_round_due(s, 800, 8000, 0.5) for s in (800, 801, 7201)], mining_round_due(1601, 800, 8000, 0.95)
+        ([False, True, False], False)
+    """
+    if every <= 0 or step <= 1 or (step - 1) % every:
+        return False
+    return max(step / steps, budget_share_at_end) < MINE_UNTIL
 
 
 def _mine_round(mine: Callable[[Any], dict[str, float]], net: Any) -> dict[str, float]:

@@ -74,7 +74,8 @@ class LoopOptions:
         monitor: history key picking the best epoch (``val_auc``, ``train_loss``; None = last epoch).
         higher: whether a higher ``monitor`` is better.
         patience / min_delta: stop after ``patience`` epochs without a ``min_delta`` improvement.
-        max_steps / max_minutes / max_steps_per_epoch: step and time budget.
+        max_steps / max_minutes / max_steps_per_epoch: step and time budget (wall-clock minutes, the final
+            validation included: the longest validation so far is kept free for it).
         seed: seeds torch's global generator (dropout) at the start.
         device: ``auto`` / ``cpu`` / ``cuda``.
         progress / title / log_every: progress bar, its title, a log line every N steps (0 = per epoch).
@@ -264,6 +265,7 @@ class _Run:
         self.best_state: dict[str, Any] | None = None
         self.start_epoch, self.steps_run, self.samples, self.reason = 0, 0, 0.0, "epochs"
         self.seconds, self.reporter, self.t0 = 0.0, None, None
+        self.validation_seconds = 0.0  # the longest validation so far: the time the budget keeps for the last one
         self.fwd: Any = None
 
     # ------------------------------------------------------------------------ resume
@@ -331,12 +333,14 @@ class _Run:
             write_json(self.run_dir / WARNINGS_JSON, list(self.warnings))
 
     def over_budget(self) -> bool:
-        """Step or time budget spent (the time check agrees on every rank)."""
+        """Step or time budget spent (the time check agrees on every rank). The time budget keeps room for the
+        validation that follows the last step: a step starts only while the wall clock plus the longest
+        validation so far is within ``max_minutes``."""
         if self.opts.max_steps is not None and self.steps_run >= self.opts.max_steps:
             return True
         if self.opts.max_minutes is None:
             return False
-        late = time.perf_counter() - self.t0 > 60.0 * self.opts.max_minutes
+        late = time.perf_counter() - self.t0 + self.validation_seconds > 60.0 * self.opts.max_minutes
         if self.ctx.distributed:
             if self.steps_run % 10:
                 return False
@@ -407,8 +411,10 @@ class _Run:
         """Validation metrics (computed on rank 0, the same on every rank) into ``record``."""
         if self.hooks.validate is None:
             return
+        started = time.perf_counter()
         scores = self.hooks.validate(self.model) if self.ctx.is_main else None
         scores = broadcast_object(scores, self.ctx)
+        self.validation_seconds = max(self.validation_seconds, time.perf_counter() - started)
         record.update({f"val_{k}": float(v) for k, v in scores.items()})
 
     def select(self, epoch: int, record: dict[str, float]) -> None:

@@ -119,6 +119,15 @@ def test_training_mines_every_n_steps_and_records_the_rounds(toy_source) -> None
     assert NoduleDetector(**{**TINY, "steps": 3}).fit(scans, progress=False).fit_.mining == []
 
 
+def test_a_mining_round_that_would_end_past_nine_tenths_of_the_budget_does_not_start() -> None:
+    from medanomaly.detect.generic import mining_round_due
+
+    assert [mining_round_due(s, 800, 8000, 0.0) for s in (1, 800, 801, 1601, 7201)] == [False, False, True, True, False]
+    # F12 (0.8 mm grid): the round at step 2,400 started at 0.89 of the budget and took 177 s, a tenth of it.
+    assert mining_round_due(2401, 800, 8000, 0.89) and not mining_round_due(2401, 800, 8000, 0.89 + 177 / 1800)
+    assert not mining_round_due(801, 0, 8000, 0.0)  # mining off
+
+
 @pytest.mark.parametrize("rounds", [[{"step": 800, "false_positives": 12.0, "scans_with_any": 3.0, "seconds": 41.6},
                                      {"step": 1600, "false_positives": 4.0, "scans_with_any": 2.0, "missed_nodules": 5.0,
                                       "seconds": 40.0}], None])

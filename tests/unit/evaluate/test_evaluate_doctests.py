@@ -14,6 +14,7 @@ MODULES = (
     "medanomaly.evaluate.plots",
     "medanomaly.evaluate.report",
     "medanomaly.evaluate.recurrence",
+    "medanomaly.evaluate.froc",
     "medanomaly.synth.mammo",
 )
 

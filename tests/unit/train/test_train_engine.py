@@ -59,6 +59,31 @@ def test_train_loop_step_and_time_budget() -> None:
     assert all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in result.history)  # no empty epoch
 
 
+def test_train_time_budget_keeps_room_for_the_last_validation(monkeypatch) -> None:
+    """On a fake clock (1 s a step, 20 s a validation, 30 steps between validations, 100 s budget), training stops
+    where the validation that follows still ends within the budget; before, it ran to 121 s."""
+    import medanomaly.train.engine as engine
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock["t"])
+    x, y = torch.randn(8, 3), torch.arange(8) % 2
+
+    def loss(xb, yb, model, extras):
+        clock["t"] += 1.0
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+
+    def validate(model):
+        clock["t"] += 20.0
+        return {"auc": 0.5}
+
+    hooks = Hooks(loss=loss, optimizer=lambda m, spe, total: (torch.optim.SGD(m.parameters(), lr=0.1), None),
+                  validate=validate)  # fmt: skip
+    result = train(torch.nn.Linear(3, 2), lambda ctx: SampledBatches(lambda rng, n: (x[:n], y[:n]), 8, 30, 0, ctx),
+                   hooks, LoopOptions(epochs=100, max_minutes=100 / 60, progress=False))  # fmt: skip
+    assert result.stop_reason == "budget" and clock["t"] <= 100.0
+    assert result.steps_run == 60 and len(result.history) == 2  # 30 + 20 + 30 + 20 s: a third block would not fit
+
+
 def test_train_loop_refuses_divergence_and_empty_data() -> None:
     x, y = torch.randn(8, 3), torch.arange(8) % 2
     bad = Hooks(loss=lambda x, y, model, extras: model(x).sum() * float("nan"), optimizer=_linear_hooks().optimizer)
