@@ -74,8 +74,9 @@ class LoopOptions:
         monitor: history key picking the best epoch (``val_auc``, ``train_loss``; None = last epoch).
         higher: whether a higher ``monitor`` is better.
         patience / min_delta: stop after ``patience`` epochs without a ``min_delta`` improvement.
-        max_steps / max_minutes / max_steps_per_epoch: step and time budget (wall-clock minutes, the final
-            validation included: the longest validation so far is kept free for it).
+        max_steps / max_minutes / max_steps_per_epoch: step and time budget (wall-clock minutes; the longest
+            validation so far is kept free for the one after the last step, so a run that validates more than once
+            ends within it; a run whose only validation is the last one spends the budget on steps).
         seed: seeds torch's global generator (dropout) at the start.
         device: ``auto`` / ``cpu`` / ``cuda``.
         progress / title / log_every: progress bar, its title, a log line every N steps (0 = per epoch).
