@@ -124,8 +124,9 @@ def score_scans(detector: NoduleDetector, scans: Iterable[SimScan], hit_min_radi
     (``volume_large``: below it a nodule on 5 mm slices is a few voxels, and the Fleischner 2017 follow-up
     categories start at 6 mm, 100 mm3), and of the mask's voxel volume (``volume_mask``: what partial-volume
     analysis corrects), the sensitivity at 1 FP/scan per nodule-diameter band (``by_size``:
-    :func:`~medanomaly.evaluate.froc.sensitivity_by_size`), and how many false positives recur at one position across the scans of a source
-    (``recurring_fp``: :mod:`medanomaly.evaluate.recurrence`; the scans of a source share its anatomy)."""
+    :func:`~medanomaly.evaluate.froc.sensitivity_by_size`), and how many false positives recur at one position
+    across the scans of a source (``recurring_fp``: :mod:`medanomaly.evaluate.recurrence`; the scans of a source
+    share its anatomy)."""
     from medanomaly.quantify.measure import max_diameter_mm
 
     marks: list[ScanMarks] = []
