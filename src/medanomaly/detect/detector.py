@@ -324,13 +324,15 @@ class NoduleDetector:
         return run_dir / WEIGHTS_FILE
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> NoduleDetector:
-        """Load a detector saved by :meth:`save` (safetensors weights, JSON parameters).
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> NoduleDetector:
+        """Load a detector saved by :meth:`save` (safetensors weights, JSON parameters) onto ``device`` (``cpu``,
+        ``auto``: a GPU when present, or ``cuda``); its sliding windows then run there.
 
         Raises:
-            InputError: the folder has no detector weights.
+            InputError: the folder has no detector weights, or ``cuda`` without a GPU.
         """
         from medanomaly.train.checkpoint import load_weights
+        from medanomaly.train.distributed import resolve_device
 
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():
@@ -338,6 +340,6 @@ class NoduleDetector:
         with unfit_file(run_dir / SIDECAR_FILE, "detector parameters"):
             det = cls(**saved_params(read_json(run_dir / SIDECAR_FILE)))
             network = build_network(det.model_name, det.model_params)
-        det.model_ = load_weights(network, run_dir / WEIGHTS_FILE).eval()
+        det.model_ = load_weights(network, run_dir / WEIGHTS_FILE).eval().to(resolve_device(device))
         det.history_ = []
         return det

@@ -85,9 +85,12 @@ def run_network(
     overlap: float,
     divisor: tuple[int, int, int] = (2, 4, 4),
 ) -> np.ndarray:
-    """Sigmoid probability of ``predictor`` over ``image`` (z, y, x) with MONAI sliding windows."""
+    """Sigmoid probability of ``predictor`` over ``image`` (z, y, x) with MONAI sliding windows: each window goes to
+    the network's device (a GPU while it trains there), the probabilities are put together on the CPU."""
     import torch
     from monai.inferers import sliding_window_inference
+
+    from medanomaly.train.distributed import module_device
 
     # Pad to multiples of the network's divisor; the window never exceeds the padded image.
     pads = [(0, (-n) % d) for n, d in zip(image.shape, divisor, strict=True)]
@@ -95,7 +98,8 @@ def run_network(
     roi = tuple(min(r, n) for r, n in zip(roi_size, padded.shape, strict=True))
     x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
     with torch.no_grad():
-        logits = sliding_window_inference(x, roi, 1, predictor, overlap=overlap, mode="gaussian")
+        logits = sliding_window_inference(x, roi, 1, predictor, overlap=overlap, mode="gaussian",
+                                          sw_device=module_device(predictor), device="cpu")
     prob = torch.sigmoid(logits)[0, 0].numpy()
     return prob[: image.shape[0], : image.shape[1], : image.shape[2]]
 

@@ -108,9 +108,12 @@ class LesionClassifier:
 
         if len(crops) == 0:
             return np.zeros((0, len(self.class_names)))
+        from medanomaly.train.distributed import module_device
+
+        x = torch.from_numpy(np.ascontiguousarray(crops, np.float32)).to(module_device(self.model_))
         with torch.no_grad():
-            logits = self.model_(torch.from_numpy(np.ascontiguousarray(crops, np.float32)))
-        return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+            logits = self.model_(x)
+        return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
 
     def crops_for(self, image: Volume, findings: Sequence[Finding]) -> np.ndarray:
         """Crops (N, 1, y, x) around the findings' masks, cut exactly as the training crops."""

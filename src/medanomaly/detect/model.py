@@ -64,9 +64,19 @@ def detector_explainable(detector: Any, patch_size: tuple[int, int, int] = (16, 
         return pipeline(ct).volume
 
     return Explainable(
-        model=detector.model_.eval(), preprocess=preprocess, patch_size=patch_size, output_fn=centre_max(0.5),
+        model=cpu_network(detector.model_).eval(), preprocess=preprocess, patch_size=patch_size, output_fn=centre_max(0.5),
         class_names=("nodule",), target=0, kind="lung_nodule", synthetic=True, runner=detector,
     )  # fmt: skip
+
+
+def cpu_network(network: Any) -> Any:
+    """``network`` itself on the CPU, else a CPU copy of it (explanation feeds CPU tensors; a detector evaluated on a
+    GPU keeps its own network there)."""
+    import copy
+
+    from medanomaly.train.distributed import module_device
+
+    return network if module_device(network).type == "cpu" else copy.deepcopy(network).cpu()
 
 
 class DetectionModel(ModelBase):

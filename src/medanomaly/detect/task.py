@@ -243,7 +243,7 @@ class LungNoduleTask:
             return evaluate_luna16(run_dir, cfg, split, out_dir, self.progress)
         if split not in ("test", "val"):
             raise InputError(f"lung_nodule has the splits 'test' and 'val', got {split!r}")
-        detector = NoduleDetector.load(run_dir)
+        detector = NoduleDetector.load(run_dir, device="auto")  # a GPU when present: the evaluation's sliding windows
         sources = sources if sources is not None else load_sources(cfg.simulation, self.progress)
         if split == "val":
             return evaluate_validation(detector, cfg, sources, out_dir, self.progress)

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from medanomaly.errors import InputError
+from medanomaly.train.distributed import module_device
 from medanomaly.train.settings import MAX_SEED, LoopControl
 
 Split = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -104,7 +105,7 @@ def predict_proba(model, x: np.ndarray, present: np.ndarray | None = None, batch
     from medanomaly.evaluate.calibration import softmax
 
     model.eval()
-    device = next(iter(model.parameters())).device
+    device = module_device(model)
     m = len(model.modalities)
     present = np.ones((len(x), m), bool) if present is None else np.asarray(present, bool)
     outs = []

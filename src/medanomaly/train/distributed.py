@@ -28,7 +28,8 @@ from typing import Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["DistContext", "context", "shard", "broadcast_object", "all_sum", "gather_objects", "wrap"]
+__all__ = ["DistContext", "context", "shard", "broadcast_object", "all_sum", "gather_objects", "wrap",
+           "module_device", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,20 @@ def _env_int(name: str, default: int) -> int:
         raise InputError(f"environment variable {name} is not an integer") from None
 
 
-def _device(choice: str, local_rank: int) -> str:
+def resolve_device(choice: str, local_rank: int = 0) -> str:
+    """The torch device for a ``device`` setting: ``cpu``; ``auto`` (a GPU when one is present, else the CPU) or
+    ``cuda`` (the GPU of ``local_rank``; an InputError without one).
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
     import torch
 
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return "cpu"
     if not torch.cuda.is_available():
-        raise InputError("train.device is 'cuda' but no CUDA device is available")
+        raise InputError("device is 'cuda' but no CUDA device is available")
     return f"cuda:{local_rank % torch.cuda.device_count()}"
 
 
@@ -76,7 +84,7 @@ def context(device: str = "auto") -> DistContext:
     """
     world = _env_int("WORLD_SIZE", 1)
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    dev = _device(device, local)
+    dev = resolve_device(device, local)
     if world > 1:
         import torch
         import torch.distributed as dist
@@ -153,3 +161,19 @@ def wrap(module: Any, ctx: DistContext, find_unused_parameters: bool = False) ->
         return torch.nn.parallel.DistributedDataParallel(module, device_ids=[torch.device(ctx.device).index],
                                                          find_unused_parameters=find_unused_parameters)
     return torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=find_unused_parameters)
+
+
+def module_device(module: Any) -> Any:
+    """The torch device ``module``'s first parameter lives on (the CPU for a module without parameters or for a
+    plain callable): where its inputs must go.
+
+    Example:
+        >>> import torch
+        >>> module_device(torch.nn.Linear(2, 1)), module_device(torch.nn.ReLU()), module_device(abs)
+        (device(type='cpu'), device(type='cpu'), device(type='cpu'))
+    """
+    import torch
+
+    parameters = getattr(module, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")

@@ -43,7 +43,8 @@ from typing import Any
 
 from medanomaly.errors import InputError
 from medanomaly.train.averaging import WeightAverage
-from medanomaly.train.distributed import DistContext, all_sum, broadcast_object, context, gather_objects, wrap
+from medanomaly.train.distributed import (DistContext, all_sum, broadcast_object, context, gather_objects, module_device,
+                                         wrap)
 
 __all__ = ["Hooks", "LoopOptions", "FitResult", "train", "seed_everything", "CHANCE_AUC", "chance_warning"]
 
@@ -241,8 +242,6 @@ class _Run:
 
     def __init__(self, model: Any, batches: Callable[[DistContext], Any], hooks: Hooks, opts: LoopOptions,
                  run_dir: str | Path | None) -> None:
-        import torch
-
         self.model, self.hooks, self.opts = model, hooks, opts
         self.ctx = context(opts.device)
         self.source = batches(self.ctx)
@@ -254,8 +253,7 @@ class _Run:
         where = broadcast_object(str(run_dir) if run_dir is not None else None, self.ctx)
         self.run_dir = Path(where) if where is not None else None
         seed_everything(opts.seed)
-        first = next(iter(model.parameters()), None)
-        self.home = first.device if first is not None else torch.device("cpu")
+        self.home = module_device(model)
         model.to(self.ctx.device)
         self.average = WeightAverage(model, opts.ema_decay) if opts.ema_decay > 0 else None
         self.optimizer, self.scheduler = hooks.optimizer(model, self.steps_per_epoch, self.total_steps)

@@ -33,6 +33,7 @@ from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import InputError
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.train.engine import FitResult, Hooks, LoopOptions, seed_everything
+from medanomaly.train.distributed import module_device
 from medanomaly.train.engine import train as run_loop
 from medanomaly.train.settings import TrainSettings
 
@@ -48,8 +49,7 @@ def predict_logits(model, images: np.ndarray, batch_size: int = 64):
     import torch
 
     model.eval()
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
+    device = module_device(model)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     outs = []
     with torch.inference_mode():
