@@ -130,9 +130,15 @@ def check_training_memory(cfg: LungNoduleConfig, sources: list[SourceScan], avai
     if available is not None:
         raise InputError(f"the simulation needs about {format_bytes(need)} of memory ({sim.train_scans_per_source} "
                          f"training and {sim.val_scans_per_source} validation scan(s) per source, {len(sources)} "
-                         f"source(s)) but {format_bytes(available)} is available: lower "
-                         "simulation.train_scans_per_source or val_scans_per_source")  # fmt: skip
+                         f"source(s), grid {_mm(cfg.grid.spacing_mm)} mm) but {format_bytes(available)} is available: "
+                         "lower simulation.train_scans_per_source or val_scans_per_source, or coarsen "
+                         "grid.spacing_mm")  # fmt: skip
     return need
+
+
+def _mm(spacing: Any) -> str:
+    """A grid spacing for a message: ``0.8 x 0.8 x 5``."""
+    return " x ".join(f"{float(v):g}" for v in spacing)
 
 
 #: Bytes per detector-grid voxel of a training scan (image and HU float32, nodule / allowed / exclusion masks).

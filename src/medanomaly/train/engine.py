@@ -280,6 +280,7 @@ class _Run:
             self.start_epoch, self.history = int(info["epoch"]) + 1, list(info["history"])
             self.best = {**info["best"], "score": math.nan if info["best"]["score"] is None else info["best"]["score"]}
             self.steps_run, self.step_losses = int(info.get("steps_run", 0)), list(info.get("step_losses", []))
+            self.validation_seconds = float(info.get("validation_seconds", 0.0))  # the budget keeps room for it
             states = info["sources"]
             self.source.load_state(states[self.ctx.rank % len(states)])
         weights = self.run_dir / self.opts.weights_file
@@ -449,7 +450,8 @@ class _Run:
 
         write_json(self.run_dir / "history.json", self.history)
         info = {"epoch": epoch, "history": self.history, "best": self.best, "sources": states,
-                "steps_run": self.steps_run, "step_losses": self.step_losses}
+                "steps_run": self.steps_run, "step_losses": self.step_losses,
+                "validation_seconds": self.validation_seconds}
         save_training_state(self.run_dir / "checkpoint", self.model, self.optimizer, self.scheduler, info,
                             average=self.average)
 

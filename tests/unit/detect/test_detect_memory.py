@@ -32,8 +32,18 @@ def test_a_simulation_that_cannot_fit_is_one_line_naming_the_keys_before_any_sca
     with pytest.raises(InputError) as info:
         check_training_memory(_config(1000, 2), sources, available=8 << 30)  # type: ignore[arg-type]
     message = str(info.value)
-    assert "\n" not in message and "of memory (1000 training and 2 validation scan(s) per source, 2 source(s))" in message
+    assert "\n" not in message and "of memory (1000 training and 2 validation scan(s) per source, 2 source(s)" in message
     assert "8 GiB is available" in message and "simulation.train_scans_per_source" in message
+
+
+def test_a_grid_too_fine_to_fit_names_the_grid_and_says_to_coarsen_it() -> None:
+    """A grid of 0.1 mm in-plane (49x the voxels of 0.7 mm) with the shipped scan counts: the message names the grid
+    and the key to change, not only the scan counts."""
+    cfg = LungNoduleConfig.model_validate({"grid": {"spacing_mm": [0.1, 0.1, 5.0]}})
+    with pytest.raises(InputError) as info:
+        check_training_memory(cfg, [_source(), _source()], available=8 << 30)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "grid 0.1 x 0.1 x 5 mm" in message and "coarsen grid.spacing_mm" in message
 
 
 def test_the_training_set_is_resampled_scan_by_scan(monkeypatch) -> None:

@@ -84,6 +84,41 @@ def test_train_time_budget_keeps_room_for_the_last_validation(monkeypatch) -> No
     assert result.steps_run == 60 and len(result.history) == 2  # 30 + 20 + 30 + 20 s: a third block would not fit
 
 
+def test_a_resumed_run_keeps_room_for_the_validation_it_measured_before(monkeypatch, tmp_path: Path) -> None:
+    """Same fake clock; the run stops after its first block, then resumes with a 40 s budget: it knows a validation
+    takes 20 s (saved in the checkpoint), so it takes 21 steps (a step starts while clock + validation <= budget) and
+    its validation ends at 41 s; before, it took the block's 30 and its validation ended at 50 s."""
+    import medanomaly.train.engine as engine
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock["t"])
+    x, y = torch.randn(8, 3), torch.arange(8) % 2
+
+    def loss(xb, yb, model, extras):
+        clock["t"] += 1.0
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+
+    def validate(model):
+        clock["t"] += 20.0
+        return {"auc": 0.5}
+
+    def stop(epoch, record):
+        raise KeyboardInterrupt
+
+    def run(minutes, on_epoch=None, resume=False):
+        hooks = Hooks(loss=loss, optimizer=lambda m, spe, total: (torch.optim.SGD(m.parameters(), lr=0.1), None),
+                      validate=validate, on_epoch=on_epoch)  # fmt: skip
+        return train(torch.nn.Linear(3, 2), lambda ctx: SampledBatches(lambda rng, n: (x[:n], y[:n]), 8, 30, 0, ctx),
+                     hooks, LoopOptions(epochs=100, max_minutes=minutes, progress=False), run_dir=tmp_path,
+                     resume=resume)  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        run(100 / 60, on_epoch=stop)
+    clock["t"] = 1000.0
+    resumed = run(40 / 60, resume=True)
+    assert resumed.steps_run == 51 and clock["t"] == 1041.0  # 30 before the stop, 21 after it
+
+
 def test_train_loop_refuses_divergence_and_empty_data() -> None:
     x, y = torch.randn(8, 3), torch.arange(8) % 2
     bad = Hooks(loss=lambda x, y, model, extras: model(x).sum() * float("nan"), optimizer=_linear_hooks().optimizer)
