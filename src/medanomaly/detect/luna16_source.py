@@ -209,7 +209,7 @@ def evaluate_luna16(run_dir: Path, config: Any, split: str = "test", out_dir: Pa
     uids = data.split(section.test_fold, section.val_fold)[split][: section.max_eval_scans]
     if not uids:
         raise InputError(f"no scan in the {split} fold", section.root)
-    detector = NoduleDetector.load(run_dir)
+    detector = NoduleDetector.load(run_dir, device="auto")  # a GPU when present
     marks, no_lungs = detect_marks(detector, data, uids, progress)
     csv_path = write_csv(out_dir / f"luna16_{split}_results.csv", RESULT_COLUMNS,
                          [(u, *c, p) for u in uids for c, p in marks[u]])  # fmt: skip

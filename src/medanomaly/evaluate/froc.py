@@ -34,7 +34,8 @@ FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SIZE_BANDS_MM: tuple[tuple[float, float], ...] = ((0.0, 4.0), (4.0, 6.0), (6.0, 10.0), (10.0, float("inf")))
 
 __all__ = ["FP_RATES", "SIZE_BANDS_MM", "FrocResult", "ScanMarks", "cpm_interval", "froc", "lesion_subset",
-           "match_findings", "percentile_interval", "scan_resamples", "sensitivity_by_size"]
+           "match_findings", "percentile_interval", "scan_resamples", "sensitivity_by_size", "size_band_row",
+           "size_bands"]
 
 Scan = TypeVar("Scan")
 
@@ -199,29 +200,49 @@ def lesion_subset(marks: Sequence[ScanMarks], keep: Sequence[Sequence[bool]]) ->
     return out
 
 
+def size_bands(diameters_mm: Sequence[Sequence[float]], bands: Sequence[tuple[float, float]] = SIZE_BANDS_MM,
+               ) -> list[tuple[float, float, list[list[bool]]]]:  # fmt: skip
+    """The diameter bands (mm) holding at least one lesion, each with its membership ``keep[i][j]`` (lesion ``j`` of
+    scan ``i`` is in the band, ``diameters_mm[i][j]``).
+
+    Example:
+        >>> [(lo, hi, keep) for lo, hi, keep in size_bands([[3.5, 12.0], []])]
+        [(0.0, 4.0, [[True, False], []]), (10.0, inf, [[False, True], []])]
+    """
+    out = []
+    for lo, hi in bands:
+        keep = [[lo <= d < hi for d in scan] for scan in diameters_mm]
+        if any(map(any, keep)):
+            out.append((lo, hi, keep))
+    return out
+
+
+def size_band_row(lo: float, hi: float, keep: Sequence[Sequence[bool]], found: int, sensitivity: float,
+                  fp_rate: float) -> dict[str, float | int]:  # fmt: skip
+    """One row of a per-size table (``metrics.json``'s ``sensitivity_by_size``): an open upper bound is None (JSON
+    has no infinity); ``n`` counts the band's lesions."""
+    return {"band_mm": [lo, hi if np.isfinite(hi) else None], "n": int(sum(map(sum, keep))), "found": int(found),
+            "sensitivity": float(sensitivity), "fp_per_scan": fp_rate}
+
+
 def sensitivity_by_size(marks: Sequence[ScanMarks], diameters_mm: Sequence[Sequence[float]],
                         bands: Sequence[tuple[float, float]] = SIZE_BANDS_MM,
                         fp_rate: float = 1.0) -> list[dict[str, float | int]]:  # fmt: skip
     """Per nodule-diameter band (mm): how many lesions (``n``), how many any mark hits (``found``, at any score),
     and the band's sensitivity at ``fp_rate`` false positives per scan (its :func:`lesion_subset` FROC: every false
     positive of the scans counts, marks on lesions of other bands are ignored). ``diameters_mm[i][j]`` is lesion
-    ``j`` of scan ``i``; bands without lesions are left out; an open upper bound is None (JSON has no infinity).
+    ``j`` of scan ``i``; bands without lesions are left out (:func:`size_bands`, :func:`size_band_row`).
 
     Example:
         >>> m = ScanMarks(scores=[0.9, 0.5, 0.3], lesion_ids=[1, -1, 0], n_lesions=3)
         >>> [(b["band_mm"], b["n"], b["found"], b["sensitivity"]) for b in sensitivity_by_size([m], [[3.5, 12.0, 3.8]])]
         [([0.0, 4.0], 2, 1, 0.5), ([10.0, None], 1, 1, 1.0)]
     """
-    rows: list[dict[str, float | int]] = []
-    for lo, hi in bands:
-        keep = [[lo <= d < hi for d in scan] for scan in diameters_mm]
-        n = int(sum(map(sum, keep)))
-        if n == 0:
-            continue
+    rows = []
+    for lo, hi, keep in size_bands(diameters_mm, bands):
         sub = lesion_subset(marks, keep)
         found = sum(len({lid for lid in m.lesion_ids if lid >= 0}) for m in sub)
-        rows.append({"band_mm": [lo, hi if np.isfinite(hi) else None], "n": n, "found": found,
-                     "sensitivity": froc(sub).sensitivity_at(fp_rate), "fp_per_scan": fp_rate})  # fmt: skip
+        rows.append(size_band_row(lo, hi, keep, found, froc(sub).sensitivity_at(fp_rate), fp_rate))
     return rows
 
 

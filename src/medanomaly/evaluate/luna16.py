@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.evaluate.froc import percentile_interval, scan_resamples
+from medanomaly.evaluate.froc import percentile_interval, scan_resamples, size_band_row, size_bands
 
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 MAX_MARKS = 100
@@ -50,7 +50,7 @@ Nodule = tuple[Sequence[float], float]
 Mark = tuple[Sequence[float], float]
 
 __all__ = ["FP_RATES", "Luna16Result", "ScanOutcome", "evaluate_cad", "froc_curve", "match_scan", "read_results",
-           "sensitivities"]
+           "sensitivities", "sensitivity_by_size"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Luna16Result:
         cpm: mean of ``sensitivity``.
         sensitivity_ci / cpm_ci: bootstrap percentile intervals (empty / None without bootstrap).
         n_scans / n_nodules / n_detected / n_false_positives / n_ignored: counts at the lowest threshold.
+        by_size: sensitivity at 1 FP/scan per nodule-diameter band (:func:`sensitivity_by_size`).
     """
 
     fps_per_scan: np.ndarray
@@ -89,6 +90,7 @@ class Luna16Result:
     cpm_ci: tuple[float, float] | None = None
     confidence: float = 0.95
     n_bootstrap: int = 0
+    by_size: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,7 +99,7 @@ class Luna16Result:
             "sensitivity_ci": {str(k): list(v) for k, v in self.sensitivity_ci.items()},
             "n_scans": self.n_scans, "n_nodules": self.n_nodules, "n_detected": self.n_detected,
             "n_false_positives": self.n_false_positives, "n_ignored": self.n_ignored,
-            "confidence": self.confidence, "n_bootstrap": self.n_bootstrap,
+            "confidence": self.confidence, "n_bootstrap": self.n_bootstrap, "sensitivity_by_size": self.by_size,
             "hit_rule": "distance < diameter/2; one hit per nodule; excluded findings ignored",
         }
 
@@ -163,6 +165,28 @@ def sensitivities(fps: np.ndarray, sens: np.ndarray, rates: Sequence[float] = FP
     return {float(r): float(np.interp(r, fps, sens)) for r in rates}
 
 
+def sensitivity_by_size(outcomes: Sequence[ScanOutcome], diameters_mm: Sequence[Sequence[float]],
+                        fp_rate: float = 1.0) -> list[dict[str, Any]]:  # fmt: skip
+    """Per nodule-diameter band (:data:`medanomaly.evaluate.froc.SIZE_BANDS_MM`, mm): the band's nodules, how many
+    any mark hits, and the sensitivity at ``fp_rate`` FP/scan on the band's own FROC, by the challenge's rules (every
+    false positive counts, a mark on a nodule of another band is neither; linear interpolation). ``diameters_mm[i]``:
+    the reference nodules of scan ``i``, in ``outcomes[i].nodule_probs`` order.
+
+    Example:
+        >>> o = ScanOutcome(nodule_probs=(0.9, None, 0.4), fp_probs=(0.5,))
+        >>> [(b["band_mm"], b["n"], b["found"], b["sensitivity"]) for b in sensitivity_by_size([o], [[3.5, 3.8, 12.0]])]
+        [([0.0, 4.0], 2, 1, 0.5), ([10.0, None], 1, 1, 1.0)]
+    """
+    rows = []
+    for lo, hi, keep in size_bands(diameters_mm):
+        sub = [ScanOutcome(tuple(p for p, k in zip(o.nodule_probs, ks, strict=True) if k), o.fp_probs, o.n_ignored)
+               for o, ks in zip(outcomes, keep, strict=True)]  # fmt: skip
+        fps, sens, _ = froc_curve(sub)
+        found = sum(p is not None for o in sub for p in o.nodule_probs)
+        rows.append(size_band_row(lo, hi, keep, found, sensitivities(fps, sens, (fp_rate,))[float(fp_rate)], fp_rate))
+    return rows
+
+
 def _summary(outcomes: Sequence[ScanOutcome], rates: Sequence[float]) -> tuple[dict[float, float], float]:
     fps, sens, _ = froc_curve(outcomes)
     at = sensitivities(fps, sens, rates)
@@ -210,10 +234,11 @@ def evaluate_cad(nodules: Mapping[str, Sequence[Any]], marks: Mapping[str, Seque
     fps, sens, thr = froc_curve(outcomes)
     at = sensitivities(fps, sens, rates)
     ci, cpm_ci = _bootstrap(outcomes, rates, n_bootstrap, seed, confidence) if n_bootstrap > 0 else ({}, None)
+    diameters = [[_pair(n)[1] for n in nodules.get(uid, [])] for uid in scans]
     return Luna16Result(fps, sens, thr, at, float(np.mean(list(at.values()))), len(scans), n_nodules,
                         sum(p is not None for o in outcomes for p in o.nodule_probs),
                         sum(len(o.fp_probs) for o in outcomes), sum(o.n_ignored for o in outcomes),
-                        ci, cpm_ci, confidence, n_bootstrap)
+                        ci, cpm_ci, confidence, n_bootstrap, sensitivity_by_size(outcomes, diameters))
 
 
 def _pair(item: Any) -> Nodule:

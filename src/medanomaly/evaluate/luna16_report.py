@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.evaluate.luna16 import FP_RATES, Luna16Result
-from medanomaly.evaluate.lung_report import finish_figure, froc_axes
+from medanomaly.evaluate.lung_report import SIZE_TABLE, finish_figure, froc_axes
 
 __all__ = ["plot_cad_froc", "write_luna16_report"]
 
@@ -68,6 +68,7 @@ no lungs found (no marks, nodules missed) in {{ e.scans_without_lungs|length }} 
 <td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
 {% if e.sensitivity_ci %}<tr><td>CI</td>{% for k in e.sensitivity_at_fp_per_scan %}
 <td>{{ "%.2f"|format(e.sensitivity_ci[k][0]) }} - {{ "%.2f"|format(e.sensitivity_ci[k][1]) }}</td>{% endfor %}</tr>{% endif %}</table>
+{% set by_size = e.sensitivity_by_size|default([]) %}""" + SIZE_TABLE + """
 <img src="{{ e.froc_plot }}" alt="FROC {{ name }}">
 {% endfor %}
 <p><small>Published anchors on LUNA16 (10-fold): CPM 0.930 nnDetection, 0.936 MONAI RetinaNet, 0.956 CPMNet v2.

@@ -146,6 +146,13 @@ def plot_finding(
     return finish_figure(fig, path, dpi=90)
 
 
+#: The per-size sensitivity table of a report (``by_size``: ``metrics.json``'s ``sensitivity_by_size`` rows).
+SIZE_TABLE = """{% if by_size %}<table><tr><th>nodule diameter (mm)</th><th>nodules</th><th>found at any score</th>
+<th>sensitivity at 1 FP/scan</th></tr>{% for b in by_size %}<tr><td>{% if b.band_mm[1] is none %}{{
+"%g"|format(b.band_mm[0]) }} or more{% elif b.band_mm[0] == 0 %}under {{ "%g"|format(b.band_mm[1]) }}{% else %}{{
+"%g"|format(b.band_mm[0]) }} to under {{ "%g"|format(b.band_mm[1]) }}{% endif %}</td><td>{{ b.n }}</td>
+<td>{{ b.found }}</td><td>{{ "%.3f"|format(b.sensitivity) }}</td></tr>{% endfor %}</table>{% endif %}"""
+
 _TEMPLATE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
@@ -168,11 +175,7 @@ th { background: #eee; } .hit { background: #dfd; } .synthetic { color: #a40; fo
 <tr><td>sensitivity</td>{% for v in froc.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>
 {% if froc.large %}<tr><td>sensitivity, the {{ froc.large.n_lesions }} nodules of {{ froc.large.min_mm }} mm or more
 (CPM {{ "%.3f"|format(froc.large.cpm) }})</td>{% for v in froc.large.points.values() %}<td>{{ "%.3f"|format(v) }}</td>{% endfor %}</tr>{% endif %}</table>
-{% if froc.by_size is defined and froc.by_size %}<table><tr><th>nodule diameter (mm)</th><th>nodules</th><th>found at any score</th>
-<th>sensitivity at 1 FP/scan</th></tr>{% for b in froc.by_size %}<tr><td>{% if b.band_mm[1] is none %}{{
-"%g"|format(b.band_mm[0]) }} or more{% elif b.band_mm[0] == 0 %}under {{ "%g"|format(b.band_mm[1]) }}{% else %}{{
-"%g"|format(b.band_mm[0]) }} to under {{ "%g"|format(b.band_mm[1]) }}{% endif %}</td><td>{{ b.n }}</td>
-<td>{{ b.found }}</td><td>{{ "%.3f"|format(b.sensitivity) }}</td></tr>{% endfor %}</table>{% endif %}
+{% if froc.by_size is defined %}{% set by_size = froc.by_size %}""" + SIZE_TABLE + """{% endif %}
 {% if froc.recurring and froc.recurring.false_positives %}<p>Of the {{ froc.recurring.false_positives }} false positives,
 <b>{{ froc.recurring.recurring }}</b> lie at {{ froc.recurring.n_positions }} position(s) that recur in at least
 {{ "%.0f"|format(100 * froc.recurring.min_fraction) }} % of their source's scans (the scans of one source share its

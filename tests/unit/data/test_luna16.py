@@ -179,6 +179,17 @@ def test_cpm_matches_a_froc_worked_out_by_hand():
     assert (res.n_detected, res.n_false_positives, res.n_ignored) == (3, 4, 2)
 
 
+def test_sensitivity_by_size_matches_the_hand_case():
+    """The same case by diameter band: 6-10 mm holds A2 (6 mm, hit at 0.5) and B1 (8 mm, 0.3), under all four false
+    positives (0.95 ... 0.7), so none is reached by 1 FP/scan; 10 mm or more holds A1, hit at 0.9 after one false
+    positive. A1's mark is neither a hit nor a false positive for the 6-10 mm band."""
+    nodules, marks, excluded = _hand_case()
+    res = evaluate_cad(nodules, marks, ["A", "B", "C"], excluded=excluded, n_bootstrap=0)
+    rows = [(b["band_mm"], b["n"], b["found"], b["sensitivity"]) for b in res.by_size]
+    assert rows == [([6.0, 10.0], 2, 2, 0.0), ([10.0, None], 1, 1, 1.0)]
+    assert res.to_json()["sensitivity_by_size"] == res.by_size
+
+
 def test_ties_interpolate_along_the_diagonal():
     # one nodule and one FP with the same probability: the curve jumps from (0, 0) to (1, 1)
     res = evaluate_cad({"s": [((0, 0, 0), 6.0)]}, {"s": [((0, 0, 0), 0.5), ((40, 0, 0), 0.5)]}, ["s"],
@@ -323,3 +334,5 @@ def test_luna16_recipe_trains_on_annotations_and_scores_the_test_fold(luna_root,
     assert set(both) == {"test", "val"} and both["val"]["fold"] == 2 and both["test"]["scans_without_lungs"] == []
     html = (run / "report.html").read_text()
     assert "fold 1 (1 scans" in html and "fold 2 (1 scans" in html and (run / "luna16_val_froc.png").is_file()
+    assert sum(b["n"] for b in test["sensitivity_by_size"]) == test["n_nodules"]
+    assert html.count("found at any score") == 2  # the per-size table of each fold
