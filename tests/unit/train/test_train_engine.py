@@ -59,9 +59,10 @@ def test_train_loop_step_and_time_budget() -> None:
     assert all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in result.history)  # no empty epoch
 
 
-def test_train_time_budget_keeps_room_for_the_last_validation(monkeypatch) -> None:
-    """On a fake clock (1 s a step, 20 s a validation, 30 steps between validations, 100 s budget), training stops
-    where the validation that follows still ends within the budget; before, it ran to 121 s."""
+@pytest.fixture()
+def fake_clock_run(monkeypatch):
+    """``run(minutes, on_epoch=None, run_dir=None, resume=False)`` trains on a fake clock: 1 s a step, 20 s a
+    validation, 30 steps between validations; the clock is ``run.clock["t"]``."""
     import medanomaly.train.engine as engine
 
     clock = {"t": 0.0}
@@ -76,47 +77,38 @@ def test_train_time_budget_keeps_room_for_the_last_validation(monkeypatch) -> No
         clock["t"] += 20.0
         return {"auc": 0.5}
 
-    hooks = Hooks(loss=loss, optimizer=lambda m, spe, total: (torch.optim.SGD(m.parameters(), lr=0.1), None),
-                  validate=validate)  # fmt: skip
-    result = train(torch.nn.Linear(3, 2), lambda ctx: SampledBatches(lambda rng, n: (x[:n], y[:n]), 8, 30, 0, ctx),
-                   hooks, LoopOptions(epochs=100, max_minutes=100 / 60, progress=False))  # fmt: skip
-    assert result.stop_reason == "budget" and clock["t"] <= 100.0
+    def run(minutes, on_epoch=None, run_dir=None, resume=False):
+        hooks = Hooks(loss=loss, optimizer=lambda m, spe, total: (torch.optim.SGD(m.parameters(), lr=0.1), None),
+                      validate=validate, on_epoch=on_epoch)  # fmt: skip
+        return train(torch.nn.Linear(3, 2), lambda ctx: SampledBatches(lambda rng, n: (x[:n], y[:n]), 8, 30, 0, ctx),
+                     hooks, LoopOptions(epochs=100, max_minutes=minutes, progress=False), run_dir=run_dir,
+                     resume=resume)  # fmt: skip
+
+    run.clock = clock
+    return run
+
+
+def test_train_time_budget_keeps_room_for_the_last_validation(fake_clock_run) -> None:
+    """With a 100 s budget training stops where the validation that follows still ends within the budget; before, it
+    ran to 121 s."""
+    result = fake_clock_run(100 / 60)
+    assert result.stop_reason == "budget" and fake_clock_run.clock["t"] <= 100.0
     assert result.steps_run == 60 and len(result.history) == 2  # 30 + 20 + 30 + 20 s: a third block would not fit
 
 
-def test_a_resumed_run_keeps_room_for_the_validation_it_measured_before(monkeypatch, tmp_path: Path) -> None:
-    """Same fake clock; the run stops after its first block, then resumes with a 40 s budget: it knows a validation
-    takes 20 s (saved in the checkpoint), so it takes 21 steps (a step starts while clock + validation <= budget) and
-    its validation ends at 41 s; before, it took the block's 30 and its validation ended at 50 s."""
-    import medanomaly.train.engine as engine
-
-    clock = {"t": 0.0}
-    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock["t"])
-    x, y = torch.randn(8, 3), torch.arange(8) % 2
-
-    def loss(xb, yb, model, extras):
-        clock["t"] += 1.0
-        return torch.nn.functional.cross_entropy(model(xb), yb)
-
-    def validate(model):
-        clock["t"] += 20.0
-        return {"auc": 0.5}
+def test_a_resumed_run_keeps_room_for_the_validation_it_measured_before(fake_clock_run, tmp_path: Path) -> None:
+    """The run stops after its first block, then resumes with a 40 s budget: it knows a validation takes 20 s (saved
+    in the checkpoint), so it takes 21 steps (a step starts while clock + validation <= budget) and its validation
+    ends at 41 s; before, it took the block's 30 and its validation ended at 50 s."""
 
     def stop(epoch, record):
         raise KeyboardInterrupt
 
-    def run(minutes, on_epoch=None, resume=False):
-        hooks = Hooks(loss=loss, optimizer=lambda m, spe, total: (torch.optim.SGD(m.parameters(), lr=0.1), None),
-                      validate=validate, on_epoch=on_epoch)  # fmt: skip
-        return train(torch.nn.Linear(3, 2), lambda ctx: SampledBatches(lambda rng, n: (x[:n], y[:n]), 8, 30, 0, ctx),
-                     hooks, LoopOptions(epochs=100, max_minutes=minutes, progress=False), run_dir=tmp_path,
-                     resume=resume)  # fmt: skip
-
     with pytest.raises(KeyboardInterrupt):
-        run(100 / 60, on_epoch=stop)
-    clock["t"] = 1000.0
-    resumed = run(40 / 60, resume=True)
-    assert resumed.steps_run == 51 and clock["t"] == 1041.0  # 30 before the stop, 21 after it
+        fake_clock_run(100 / 60, on_epoch=stop, run_dir=tmp_path)
+    fake_clock_run.clock["t"] = 1000.0
+    resumed = fake_clock_run(40 / 60, run_dir=tmp_path, resume=True)
+    assert resumed.steps_run == 51 and fake_clock_run.clock["t"] == 1041.0  # 30 before the stop, 21 after it
 
 
 def test_train_loop_refuses_divergence_and_empty_data() -> None:
