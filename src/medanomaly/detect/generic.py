@@ -124,12 +124,12 @@ def params_from_sections(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def torch_threads(threads: int | str) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (at least 1; ``"auto"`` before a training chose: 1), then
-    restore the previous count."""
+    """Run the block with ``threads`` torch CPU threads (at least 1; ``"auto"``, left by a training that did not
+    probe, on a GPU: the CPUs this process may use, at most 4), then restore the previous count."""
     import torch
 
     old = torch.get_num_threads()
-    torch.set_num_threads(1 if threads == "auto" else max(1, int(threads)))
+    torch.set_num_threads(thread_candidates()[0] if threads == "auto" else max(1, int(threads)))
     try:
         yield
     finally:
@@ -138,8 +138,11 @@ def torch_threads(threads: int | str) -> Iterator[None]:
 
 def thread_probe(threads: int | str) -> ThreadProbe | None:
     """The probe that chooses the thread count of a training run whose ``threads`` is ``"auto"``
-    (:mod:`medanomaly.train.thread_probe`), else None (the count is given)."""
-    return ThreadProbe(thread_candidates()) if threads == "auto" else None
+    (:mod:`medanomaly.train.thread_probe`), else None: the count is given, or the run trains on a GPU (the steps then
+    time the GPU, not the CPU threads inference will use; ``threads`` stays ``"auto"``)."""
+    import torch
+
+    return ThreadProbe(thread_candidates()) if threads == "auto" and not torch.cuda.is_available() else None
 
 
 @dataclass(frozen=True)

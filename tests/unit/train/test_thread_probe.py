@@ -70,3 +70,22 @@ def test_every_step_discarded_keeps_the_first_candidate() -> None:
         probe.discard()
         state["t"] += 1.0
     assert probe.chosen == 2 and probe.step_seconds == {}
+
+
+def test_a_run_on_a_gpu_is_not_probed_and_inference_then_uses_the_machines_cpus(monkeypatch) -> None:
+    """On a GPU the probe would time the GPU's steps (G1: 9.6 ms with 4 threads or 1), and its pick, 1, was then
+    the CPU thread count of every later CPU inference with the run. Now a GPU run leaves ``"auto"``, which at
+    inference is the CPUs this process may use (at most 4)."""
+    import torch
+
+    from medanomaly.detect.generic import thread_probe, torch_threads
+
+    assert isinstance(thread_probe("auto"), ThreadProbe) and thread_probe(2) is None  # this CPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert thread_probe("auto") is None
+    before = torch.get_num_threads()
+    with torch_threads("auto"):
+        assert torch.get_num_threads() == thread_candidates()[0]
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
