@@ -211,7 +211,10 @@ def test_detect_a_run_saved_before_mirroring_loads_with_one_pass(tiny_detector) 
     assert NoduleDetector.load(path).mirror_axes == () and NoduleDetector().mirror_axes == ("x",)
 
 
-def test_detect_threads_auto_keeps_a_timed_count_and_saves_it(toy_source, tmp_path) -> None:
+def test_detect_threads_auto_keeps_a_timed_count_and_saves_it(toy_source, tmp_path, monkeypatch) -> None:
+    """On a CPU machine (a GPU machine trains on the GPU and does not probe: test_thread_probe)."""
+    import torch
+
     from medanomaly.detect.patches import to_grid_scan
     from medanomaly.detect.simulate import simulate_scan
     from medanomaly.train.thread_probe import thread_candidates
@@ -220,6 +223,7 @@ def test_detect_threads_auto_keeps_a_timed_count_and_saves_it(toy_source, tmp_pa
 
     sim = simulate_scan(toy_source, 1, 3, np.random.default_rng(0), (6.0, 15.0))
     scans = [to_grid_scan(sim, TINY["spacing_mm"], (-1000.0, 400.0))]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     det = NoduleDetector(**{**TINY, "threads": "auto"}).fit(scans, progress=False)
     assert det.threads in thread_candidates() and det.fit_.threads == det.threads
     if len(thread_candidates()) > 1:  # a one-CPU machine has nothing to time

@@ -80,7 +80,8 @@ def test_a_run_on_a_gpu_is_not_probed_and_inference_then_uses_the_machines_cpus(
 
     from medanomaly.detect.generic import thread_probe, torch_threads
 
-    assert isinstance(thread_probe("auto"), ThreadProbe) and thread_probe(2) is None  # this CPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert isinstance(thread_probe("auto"), ThreadProbe) and thread_probe(2) is None  # a CPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert thread_probe("auto") is None
     before = torch.get_num_threads()

@@ -28,7 +28,7 @@ def _run(ema: float, run_dir=None, resume=False, stop_after=None, validate=None,
 
     def optimizer(model, spe, total):
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        opt.register_step_post_hook(lambda *_: after_steps.append(net.weight.detach().clone()))
+        opt.register_step_post_hook(lambda *_: after_steps.append(net.weight.detach().cpu().clone()))
         return opt, None
 
     def stop(epoch, record):
@@ -66,7 +66,7 @@ def test_averaging_validation_sees_the_average_and_the_best_average_is_kept() ->
 
     def validate(model):
         holder["net"] = model
-        seen.append(model.weight.detach().clone())
+        seen.append(model.weight.detach().cpu().clone())  # on a GPU when present; the result is back on the CPU
         return {"score": -len(seen) if len(seen) != 2 else 0.0}  # epoch 2 (after step 6) is the best
 
     net, result, steps = _run(0.8, validate=validate, monitor="val_score")
