@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 CANDIDATE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "class")
 _SUBSET = re.compile(r"^subset(\d+)$")
 
-__all__ = ["ANNOTATION_COLUMNS", "CANDIDATE_COLUMNS", "Luna16", "Luna16Candidate", "Luna16Nodule", "N_FOLDS",
-           "read_annotations", "read_candidates", "write_csv", "write_scan"]
+__all__ = ["ANNOTATION_COLUMNS", "CANDIDATE_COLUMNS", "Luna16", "Luna16Candidate", "Luna16Nodule", "N_FOLDS", "csv_numbers",
+           "csv_rows", "read_annotations", "read_candidates", "write_csv", "write_scan"]
 
 
 @dataclass(frozen=True)
@@ -66,24 +67,35 @@ class Luna16Candidate:
 
 
 # ---------------------------------------------------------------------------------------- CSV
-def _rows(path: Path, columns: Sequence[str]) -> Iterable[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV whose header holds ``columns``; InputError otherwise."""
+def csv_rows(path: Path, columns: Sequence[str], kind: str = "LUNA16 CSV") -> Iterable[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV whose header holds ``columns``; InputError otherwise (``kind`` names the file in
+    the message)."""
     if not path.is_file():
         raise InputError("file not found", path)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise InputError(f"not a LUNA16 CSV: column(s) {', '.join(missing)} missing", path)
+            raise InputError(f"not a {kind}: column(s) {', '.join(missing)} missing", path)
         for line, row in enumerate(reader, start=2):
             yield line, row
 
 
-def _floats(row: dict[str, str], names: Sequence[str], path: Path, line: int) -> list[float]:
+def csv_numbers(row: dict[str, str], names: Sequence[str], path: Path, line: int) -> list[float]:
+    """The ``names`` columns of ``row`` as finite floats; InputError naming the line otherwise (``nan`` and ``inf``
+    parse as floats but are no coordinate, diameter or probability).
+
+    Example:
+        >>> csv_numbers({"x": "1.5", "p": "0.9"}, ("x", "p"), Path("a.csv"), 2)
+        [1.5, 0.9]
+    """
     try:
-        return [float(row[n]) for n in names]
+        values = [float(row[n]) for n in names]
     except (TypeError, ValueError):
         raise InputError(f"line {line}: {', '.join(names)} must be numbers", path) from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"line {line}: {', '.join(names)} must be finite numbers", path)
+    return values
 
 
 def read_annotations(path: str | Path) -> dict[str, list[Luna16Nodule]]:
@@ -94,8 +106,8 @@ def read_annotations(path: str | Path) -> dict[str, list[Luna16Nodule]]:
     """
     path = Path(path)
     out: dict[str, list[Luna16Nodule]] = {}
-    for line, row in _rows(path, ANNOTATION_COLUMNS):
-        x, y, z, d = _floats(row, ANNOTATION_COLUMNS[1:], path, line)
+    for line, row in csv_rows(path, ANNOTATION_COLUMNS):
+        x, y, z, d = csv_numbers(row, ANNOTATION_COLUMNS[1:], path, line)
         uid = row["seriesuid"].strip()
         out.setdefault(uid, []).append(Luna16Nodule(uid, (x, y, z), d))
     return out
@@ -109,8 +121,8 @@ def read_candidates(path: str | Path) -> dict[str, list[Luna16Candidate]]:
     """
     path = Path(path)
     out: dict[str, list[Luna16Candidate]] = {}
-    for line, row in _rows(path, CANDIDATE_COLUMNS):
-        x, y, z, label = _floats(row, CANDIDATE_COLUMNS[1:], path, line)
+    for line, row in csv_rows(path, CANDIDATE_COLUMNS):
+        x, y, z, label = csv_numbers(row, CANDIDATE_COLUMNS[1:], path, line)
         if label not in (0.0, 1.0):
             raise InputError(f"line {line}: class must be 0 or 1, got {row['class']!r}", path)
         uid = row["seriesuid"].strip()

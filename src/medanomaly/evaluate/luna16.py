@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.data.luna16 import csv_numbers, csv_rows
 from medanomaly.errors import InputError
 from medanomaly.evaluate.froc import percentile_interval, scan_resamples, size_band_row, size_bands
 
@@ -252,21 +252,11 @@ def read_results(path: str | Path) -> dict[str, list[Mark]]:
     """A LUNA16 submission CSV (``seriesuid,coordX,coordY,coordZ,probability``) -> marks per series.
 
     Raises:
-        InputError: missing file or column, or a non-numeric value (the message gives the line).
+        InputError: missing file or column, or a value that is not a finite number (the message gives the line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path)
     out: dict[str, list[Mark]] = {}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"not a LUNA16 result CSV: column(s) {', '.join(missing)} missing", path)
-        for line, row in enumerate(reader, start=2):
-            try:
-                x, y, z, p = (float(row[c]) for c in RESULT_COLUMNS[1:])
-            except (TypeError, ValueError):
-                raise InputError(f"line {line}: coordinates and probability must be numbers", path) from None
-            out.setdefault(row["seriesuid"].strip(), []).append(((x, y, z), p))
+    for line, row in csv_rows(path, RESULT_COLUMNS, "LUNA16 result CSV"):
+        x, y, z, p = csv_numbers(row, RESULT_COLUMNS[1:], path, line)
+        out.setdefault(row["seriesuid"].strip(), []).append(((x, y, z), p))
     return out

@@ -244,6 +244,13 @@ def test_results_csv_and_errors(tmp_path):
     path.write_text("seriesuid,coordX,coordY,coordZ\nA,1,1,0\n")
     with pytest.raises(InputError, match="probability missing"):
         read_results(path)
+    for bad in ("nan", "inf", "-inf"):  # float() takes them; no probability or coordinate is one
+        path.write_text(f"seriesuid,coordX,coordY,coordZ,probability\nA,1,1,0,0.9\nA,1,1,0,{bad}\n")
+        with pytest.raises(InputError, match="line 3: .* must be finite numbers"):
+            read_results(path)
+        (tmp_path / "ann.csv").write_text(f"seriesuid,coordX,coordY,coordZ,diameter_mm\nA,1,{bad},0,5\n")
+        with pytest.raises(InputError, match="line 2: .* must be finite numbers"):
+            read_annotations(tmp_path / "ann.csv")
     with pytest.raises(InputError, match="no scan"):
         evaluate_cad({}, {}, [])
     with pytest.raises(InputError, match="has a reference nodule"):
