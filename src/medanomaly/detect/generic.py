@@ -140,9 +140,9 @@ def thread_probe(threads: int | str) -> ThreadProbe | None:
     """The probe that chooses the thread count of a training run whose ``threads`` is ``"auto"``
     (:mod:`medanomaly.train.thread_probe`), else None: the count is given, or the run trains on a GPU (the steps then
     time the GPU, not the CPU threads inference will use; ``threads`` stays ``"auto"``)."""
-    import torch
+    from medanomaly.train.distributed import resolve_device
 
-    return ThreadProbe(thread_candidates()) if threads == "auto" and not torch.cuda.is_available() else None
+    return ThreadProbe(thread_candidates()) if threads == "auto" and resolve_device("auto") == "cpu" else None
 
 
 @dataclass(frozen=True)

@@ -226,15 +226,16 @@ def evaluate_cad(nodules: Mapping[str, Sequence[Any]], marks: Mapping[str, Seque
     if not scans:
         raise InputError("no scan to evaluate")
     as_pairs = lambda items: [_pair(n) for n in items]  # noqa: E731
-    outcomes = [match_scan(as_pairs(nodules.get(uid, [])), list(marks.get(uid, [])),
-                           as_pairs((excluded or {}).get(uid, [])), max_marks) for uid in scans]
+    reference = [as_pairs(nodules.get(uid, [])) for uid in scans]
+    outcomes = [match_scan(ref, list(marks.get(uid, [])), as_pairs((excluded or {}).get(uid, [])), max_marks)
+                for uid, ref in zip(scans, reference, strict=True)]  # fmt: skip
     n_nodules = sum(len(o.nodule_probs) for o in outcomes)
     if n_nodules == 0:
         raise InputError(f"none of the {len(scans)} scans has a reference nodule; the FROC is undefined")
     fps, sens, thr = froc_curve(outcomes)
     at = sensitivities(fps, sens, rates)
     ci, cpm_ci = _bootstrap(outcomes, rates, n_bootstrap, seed, confidence) if n_bootstrap > 0 else ({}, None)
-    diameters = [[_pair(n)[1] for n in nodules.get(uid, [])] for uid in scans]
+    diameters = [[d for _, d in ref] for ref in reference]
     return Luna16Result(fps, sens, thr, at, float(np.mean(list(at.values()))), len(scans), n_nodules,
                         sum(p is not None for o in outcomes for p in o.nodule_probs),
                         sum(len(o.fp_probs) for o in outcomes), sum(o.n_ignored for o in outcomes),

@@ -43,8 +43,8 @@ def _validate_recording(seen: dict) -> Any:
     def validate(detector: NoduleDetector) -> dict[str, float]:
         step = len(seen) * 3 + 3 if len(seen) < 2 else 7
         assert not detector.model_.training  # validated in eval mode
-        seen[step] = {k: v.detach().cpu().clone() for k, v in detector.model_.state_dict().items()}  # trained on a GPU
-        # when present; the kept model comes back to the CPU
+        # on the CPU: training runs on a GPU when present, and the kept model comes back to the CPU
+        seen[step] = {k: v.detach().cpu().clone() for k, v in detector.model_.state_dict().items()}
         return {"cpm": 0.9 if step == 3 else 0.1}
 
     return validate

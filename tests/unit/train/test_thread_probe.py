@@ -82,7 +82,8 @@ def test_a_run_on_a_gpu_is_not_probed_and_inference_then_uses_the_machines_cpus(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert isinstance(thread_probe("auto"), ThreadProbe) and thread_probe(2) is None  # a CPU machine
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as train.device "auto" sees it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert thread_probe("auto") is None
     before = torch.get_num_threads()
     with torch_threads("auto"):
