@@ -98,16 +98,22 @@ def csv_numbers(row: dict[str, str], names: Sequence[str], path: Path, line: int
     return values
 
 
-def read_annotations(path: str | Path) -> dict[str, list[Luna16Nodule]]:
-    """``annotations.csv`` (or ``annotations_excluded.csv``) -> nodules per series UID.
+def read_annotations(path: str | Path, excluded: bool = False) -> dict[str, list[Luna16Nodule]]:
+    """``annotations.csv`` (or, with ``excluded``, ``annotations_excluded.csv``) -> nodules per series UID.
+
+    A reference nodule's diameter must be positive (one of 0 mm is a nodule no mark can hit); in
+    ``annotations_excluded.csv`` LUNA16 writes -1 for a finding of unknown size, so any diameter is taken there.
 
     Raises:
-        InputError: missing file or column, a non-numeric value (the message gives the line).
+        InputError: missing file or column, a non-numeric value, a reference diameter of 0 mm or less (the
+            message gives the line).
     """
     path = Path(path)
     out: dict[str, list[Luna16Nodule]] = {}
     for line, row in csv_rows(path, ANNOTATION_COLUMNS):
         x, y, z, d = csv_numbers(row, ANNOTATION_COLUMNS[1:], path, line)
+        if not excluded and d <= 0:
+            raise InputError(f"line {line}: diameter_mm must be positive, got {row['diameter_mm']!r}", path)
         uid = row["seriesuid"].strip()
         out.setdefault(uid, []).append(Luna16Nodule(uid, (x, y, z), d))
     return out
@@ -164,8 +170,8 @@ class Luna16:
         if not self.scans:
             raise InputError("no subset<k>/<seriesuid>.mhd scan found (is this the LUNA16 folder?)", self.root)
         self.annotations = read_annotations(self.root / "annotations.csv")
-        excluded = self.root / "annotations_excluded.csv"
-        self.excluded = read_annotations(excluded) if excluded.is_file() else {}
+        excluded_csv = self.root / "annotations_excluded.csv"
+        self.excluded = read_annotations(excluded_csv, excluded=True) if excluded_csv.is_file() else {}
         self._candidates_file = self.root / candidates_file
         self._candidates: dict[str, list[Luna16Candidate]] | None = None
 

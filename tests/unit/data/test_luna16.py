@@ -259,6 +259,15 @@ def test_results_csv_and_errors(tmp_path):
         read_annotations(tmp_path / "none.csv")
 
 
+def test_reference_diameters_must_be_positive_excluded_ones_need_not(tmp_path):
+    path = tmp_path / "ann.csv"
+    for bad in ("0", "-1", "-0.5"):
+        path.write_text(f"seriesuid,coordX,coordY,coordZ,diameter_mm\nA,1,1,0,5\nA,1,1,0,{bad}\n")
+        with pytest.raises(InputError, match=f"line 3: diameter_mm must be positive, got '{bad}'"):
+            read_annotations(path)
+        assert read_annotations(path, excluded=True)["A"][1].diameter_mm == float(bad)  # LUNA16 writes -1 there
+
+
 def test_docstring_examples():
     import doctest
 
