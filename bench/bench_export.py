@@ -20,7 +20,8 @@
     validation windows export uses; the full export guard (CPM on validation scans, real lesion
     ranks) is not rerun here: ``medanomaly export RUN --int8`` does that.
 
-The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md).
+The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md). The first line
+printed names the CPU and the instruction sets the int8 ratio depends on (AVX2, AVX-512, VNNI).
 
 ``--run RUN`` replaces the tiny ResNet-18 of (a) by a trained 2D classification run (its validation images, its
 model; e.g. ``configs/breast_3class.yaml``'s), so the int8 AUC change is measured on a model that has learned.
@@ -62,6 +63,31 @@ def _interleaved_rates(runners: dict[str, Callable[[np.ndarray], Any]], x: np.nd
     first = np.asarray(secs[next(iter(runners))])
     return {k: {"rate": len(x) / float(np.median(v)), "ratio": float(np.median(first / np.asarray(v)))}
             for k, v in secs.items()}  # fmt: skip
+
+
+def _machine_line() -> str:
+    """The CPU, its vector and int8 instruction sets (ONNX Runtime's int8 kernels are ~2x its fp32 ones on AVX2
+    alone and several times faster with VNNI: the ratios below depend on them), and the runtime versions."""
+    import os
+    import platform
+
+    import onnxruntime
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags] or ["unknown"]
+    return (f"machine: {model}, {os.cpu_count()} CPUs, {' '.join(isa)}; torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}")
 
 
 def _latency(fn: Callable[[np.ndarray], Any], x1: np.ndarray, n: int) -> tuple[float, float]:
@@ -267,6 +293,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    print(_machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.run is not None and not args.skip_2d:
             bench_2d_run(args.run, args.threads, args.repeats, Path(tmp))
