@@ -3,7 +3,7 @@
 :func:`quantise_graph` is ONNX Runtime's static quantisation in QDQ format with per-channel
 int8 weights (7-bit range) and uint8 activations, calibrated (MinMax) on validation inputs: never
 test data. Why U8S8 with ``reduce_range``: on x86 CPUs without VNNI (AVX2 only, like the 2-core
-development machine) ORT fused only 9 of ResNet-18's 20 QDQ convolutions into ``QLinearConv``
+development machine of the earlier sessions) ORT fused only 9 of ResNet-18's 20 QDQ convolutions into ``QLinearConv``
 with int8 (S8S8) activations and ran the other 11 as dequantise + float Conv (1.6x eager torch);
 with uint8 activations all 20 convolutions and the 8 residual adds run as integer kernels
 (2.5x to 4.6x eager torch, measured: docs/deploy.md); on a CPU with AVX-512 VNNI this setting is
