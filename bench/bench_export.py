@@ -22,7 +22,10 @@
     ranks) is not rerun here: ``medanomaly export RUN --int8`` does that.
 
 The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md). The first line
-printed names the CPU and the instruction sets the int8 ratio depends on (AVX2, AVX-512, VNNI).
+printed names the CPU and the instruction sets the int8 ratio depends on (AVX2, AVX-512, VNNI); the second the
+machine's GEMM ceilings (torch fp32, ORT fp32, ORT int8 matrix products) and their int8 / torch quotient, the most
+int8 can gain on a network bound by arithmetic. ORT sessions run with idle spinning off
+(``MEDANOMALY_ORT_SPINNING=0``), so that one path's idle threads do not take the cores of the next.
 
 ``--run RUN`` replaces the tiny ResNet-18 of (a) by a trained 2D classification run (its validation images, its
 model; e.g. ``configs/breast_3class.yaml``'s), so the int8 AUC change is measured on a model that has learned.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -69,7 +73,6 @@ def _interleaved_rates(runners: dict[str, Callable[[np.ndarray], Any]], x: np.nd
 def _machine_line() -> str:
     """The CPU, its vector and int8 instruction sets (ONNX Runtime's int8 kernels are ~2x its fp32 ones on AVX2
     alone and several times faster with VNNI: the ratios below depend on them), and the runtime versions."""
-    import os
     import platform
 
     import onnxruntime
@@ -89,6 +92,53 @@ def _machine_line() -> str:
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags] or ["unknown"]
     return (f"machine: {model}, {os.cpu_count()} CPUs, {' '.join(isa)}; torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}")
+
+
+def _gemm_rate(fn: Callable[[], Any], n: int, rounds: int = 5) -> float:
+    """Multiply-accumulates per second (GMAC/s) of ``fn``, an n x n x n matrix product (median of ``rounds``)."""
+    fn()
+    secs = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        secs.append(time.perf_counter() - t)
+    return n**3 / float(np.median(secs)) / 1e9
+
+
+def _gemm_ceilings(threads: int, n: int = 2048) -> str:
+    """The machine's own ceilings for the ratio the bench reports: an n^3 matrix product in eager torch fp32,
+    ONNX Runtime fp32 (``MatMul``) and ONNX Runtime int8 (``MatMulInteger``, uint8 x int8, the kernels
+    ``QLinearConv`` runs on). A convolution network bound by arithmetic cannot gain more from int8 than the
+    int8 rate over torch's fp32 rate: that quotient is printed as the ceiling of the int8 speed-up."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def ort_matmul(op: str, a: np.ndarray, b: np.ndarray, out_type: int) -> Callable[[], Any]:
+        elem = helper.np_dtype_to_tensor_dtype(a.dtype)
+        graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["Y"])], "gemm",
+                                  [helper.make_tensor_value_info("A", elem, [n, n])],
+                                  [helper.make_tensor_value_info("Y", out_type, [n, n])], [numpy_helper.from_array(b, "B")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        onnx.checker.check_model(model)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return lambda: sess.run(None, {"A": a})
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    rates = {"torch fp32": _gemm_rate(lambda: a @ b, n)}
+    f32 = rng.standard_normal((n, n), dtype=np.float32)
+    rates["onnx fp32"] = _gemm_rate(ort_matmul("MatMul", f32, f32, TensorProto.FLOAT), n)
+    u8, s8 = rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-64, 64, (n, n), dtype=np.int8)
+    rates["onnx int8"] = _gemm_rate(ort_matmul("MatMulInteger", u8, s8, TensorProto.INT32), n)
+    ceiling = rates["onnx int8"] / rates["torch fp32"]
+    return (f"GEMM ceilings ({n}^3, {threads} thread(s)): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+            + f" GMAC/s; int8 / torch fp32 = {ceiling:.1f}x: the most int8 can gain on a network bound by arithmetic")
 
 
 def _latency(fn: Callable[[np.ndarray], Any], x1: np.ndarray, n: int) -> tuple[float, float]:
@@ -292,10 +342,14 @@ def main() -> None:
     ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--skip-ct", action="store_true")
     args = ap.parse_args()
+    # The paths run back to back: ORT's idle workers would spin on the cores the next path needs (with 2 threads
+    # the int8 graph ran at 155 img/s after the fp32 session's run and 219 img/s with spinning off; torch 40 vs 44).
+    os.environ.setdefault("MEDANOMALY_ORT_SPINNING", "0")
     import torch
 
     torch.set_num_threads(args.threads)
     print(_machine_line(), flush=True)
+    print(_gemm_ceilings(args.threads), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.run is not None and not args.skip_2d:
             bench_2d_run(args.run, args.threads, args.repeats, Path(tmp))

@@ -258,3 +258,21 @@ def test_package_detector_parameters_are_checked(detector, tmp_path: Path) -> No
     with pytest.raises(InputError, match="model.json"):
         package_detector_params(info, tmp_path)
     assert package_detector_params(RunInfo(task="lung_nodule", extra={"detector": {}}), tmp_path)["split_depth"] is None
+
+
+def test_session_threads_and_spinning_follow_the_environment(cls_pkg: Path, monkeypatch) -> None:  # noqa: ANN001
+    """MEDANOMALY_ORT_THREADS sets the intra-op threads, MEDANOMALY_ORT_SPINNING=0 turns ORT's idle spinning off
+    (it is on by default: ORT's own default, left alone)."""
+    from medanomaly.deploy.onnx_model import session
+
+    def entry(sess) -> str:  # noqa: ANN001
+        try:
+            return sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # noqa: BLE001  (ORT raises when the entry was never set)
+            return "default"
+
+    monkeypatch.setenv("MEDANOMALY_ORT_THREADS", "2")
+    default = session(cls_pkg / "model.onnx")
+    assert default.get_session_options().intra_op_num_threads == 2 and entry(default) == "default"
+    monkeypatch.setenv("MEDANOMALY_ORT_SPINNING", "0")
+    assert entry(session(cls_pkg / "model.onnx")) == "0"
