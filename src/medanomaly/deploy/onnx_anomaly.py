@@ -27,11 +27,12 @@ __all__ = ["PADIM_ARRAYS", "OnnxNormative", "OnnxAutoencoder", "OnnxPadim", "Onn
            "onnx_anomaly_model"]  # fmt: skip
 
 
-def _run(sess: Any, feed: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
-    """The session's first output over a feed of equally long arrays, in batches of ``batch``."""
+def _run(sess: Any, feed: dict[str, np.ndarray], tail: tuple[int | None, ...], batch: int = 64) -> np.ndarray:
+    """The session's first output over a feed of equally long arrays, in batches of ``batch``; each batch's
+    output must be (b, *tail) (``None``: any length), else one InputError naming the graph."""
     n = len(next(iter(feed.values())))
-    outs = [sess.run(None, {k: np.ascontiguousarray(v[i : i + batch]) for k, v in feed.items()})[0]
-            for i in range(0, n, batch)]  # fmt: skip
+    outs = [sess.first({k: np.ascontiguousarray(v[i : i + batch]) for k, v in feed.items()},
+                       (min(batch, n - i), *tail)) for i in range(0, n, batch)]  # fmt: skip
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -44,7 +45,7 @@ class OnnxNormative(NormativeMethod):
 
     def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
         bins = self._bins(rel_z).astype(np.int64)
-        maps = _run(self.session, {"input": np.asarray(images, np.float32), "bins": bins})
+        maps = _run(self.session, {"input": np.asarray(images, np.float32), "bins": bins}, np.shape(images)[1:])
         return (maps * masks).astype(np.float32)
 
     def network(self) -> Any:
@@ -60,7 +61,7 @@ class OnnxAutoencoder(AutoencoderMethod):
         self.session, self.ssim_weight = sess, float(ssim_weight)
 
     def _reconstruct(self, images: np.ndarray) -> np.ndarray:
-        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})[:, 0]
+        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (1, *np.shape(images)[1:]))[:, 0]
 
     def network(self) -> Any:
         return self.session
@@ -74,7 +75,7 @@ class OnnxPadim(PadimMethod):
         self.mean, self.inv_cov = mean, inv_cov
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]})
+        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (None, None, None))
 
     def network(self) -> Any:
         return self.session

@@ -48,7 +48,8 @@ class OnnxHeatmapDetector(HeatmapDetector):
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Logit maps (B, 1, 1, y, x) of windows (B, 1, 1, y, x) float32."""
-        return self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
+        return self.session.first({self.session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)},
+                                  (len(x), 1, *x.shape[2:]))  # fmt: skip
 
     def run_windows(self, arr: np.ndarray) -> np.ndarray:
         """Sliding-window probabilities with the ONNX session (:func:`medanomaly.deploy.sliding.run_network_numpy`)."""
@@ -76,7 +77,7 @@ class OnnxLesionClassifier(LesionClassifier):
 
         if len(crops) == 0:
             return np.zeros((0, len(self.class_names)))
-        return softmax(run_batches(self.session, crops, 32).astype(np.float64))
+        return softmax(run_batches(self.session, crops, 32, columns=len(self.class_names)).astype(np.float64))
 
     def save(self, run_dir: str | Path) -> None:
         raise InputError("an exported lesion classifier cannot be saved as a run; export the torch run again")

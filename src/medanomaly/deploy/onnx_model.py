@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.fusion.model import FusionModel
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["session", "OnnxClassifier", "OnnxDetector", "OnnxClassificationModel", "OnnxDetectionModel",
+__all__ = ["session", "ort_reason", "CheckedSession", "OnnxClassifier", "OnnxDetector", "OnnxClassificationModel", "OnnxDetectionModel",
            "OnnxFusionModel", "onnx_model", "softmax"]  # fmt: skip
 
 NO_EXPLAIN = "an exported package cannot explain (no gradients); explain the torch run"
@@ -56,23 +57,65 @@ def session(path: str | Path, threads: int | None = None) -> Any:
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 4  # fatal only: a graph ORT cannot load is reported below, in one line
     threads = threads or int(os.environ.get("MEDANOMALY_ORT_THREADS", "0"))
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     if os.environ.get("MEDANOMALY_ORT_SPINNING", "1") == "0":
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  (ORT's own exception classes derive from Exception only)
+        raise InputError(f"ONNX Runtime cannot load this graph: {ort_reason(exc)}", path) from None
+    return CheckedSession(sess, Path(path))
 
 
-def run_batches(sess: Any, x: np.ndarray, batch: int = 16, **extra: np.ndarray) -> np.ndarray:
-    """The session's first output over ``x`` (N, ...) in batches of ``batch`` (extra inputs sliced alike)."""
+class CheckedSession:
+    """An ONNX Runtime session that answers for its graph file: a run that fails (a graph that does not fit
+    the inputs its package's ``model.json`` describes: another rank, type or input name) and, in
+    :meth:`first`, an output of another shape than the task needs are one :class:`InputError` naming the
+    graph, not a traceback. Everything else (``get_inputs``, ``get_session_options``...) is the ORT session's."""
+
+    def __init__(self, sess: Any, path: Path) -> None:
+        self.session, self.path = sess, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+    def run(self, output_names: list[str] | None, feed: Mapping[str, np.ndarray], run_options: Any = None) -> Any:
+        try:
+            return self.session.run(output_names, dict(feed), run_options)
+        except Exception as exc:  # noqa: BLE001  (ORT's own exception classes derive from Exception only)
+            raise InputError(f"ONNX Runtime cannot run this graph on its package's inputs: {ort_reason(exc)}",
+                             self.path) from None  # fmt: skip
+
+    def first(self, feed: Mapping[str, np.ndarray], expect: tuple[int | None, ...]) -> np.ndarray:
+        """The first output, which must have the shape ``expect`` (``None``: any length on that axis)."""
+        out = np.asarray(self.run(None, feed)[0])
+        if out.ndim != len(expect) or any(e is not None and e != n for e, n in zip(expect, out.shape, strict=True)):
+            wanted = "(" + ", ".join("any" if e is None else str(e) for e in expect) + ")"
+            raise InputError(f"the graph's output has shape {tuple(out.shape)}, the package needs {wanted}", self.path)
+        return out
+
+
+def ort_reason(exc: Exception, limit: int = 240) -> str:
+    """ONNX Runtime's error message on one line, without its ``[ONNXRuntimeError] : 1 : FAIL :`` prefix
+    (e.g. a truncated graph, an external-data path outside the package, an operator it does not know)."""
+    text = re.split(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", " ".join(str(exc).split()))[-1]  # the innermost cause
+    text = re.sub(r"\S+\.(?:cc|h|cpp):\d+ \w+ ", "", text).strip()  # ORT's source file and function names
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run_batches(sess: Any, x: np.ndarray, batch: int = 16, columns: int | None = None, **extra: np.ndarray) -> np.ndarray:
+    """The session's first output over ``x`` (N, ...) in batches of ``batch`` (extra inputs sliced alike);
+    with ``columns``, each batch's output must be (b, columns) (class scores), checked by :meth:`CheckedSession.first`."""
     name = sess.get_inputs()[0].name
     outs = []
     for i in range(0, len(x), batch):
         feed = {name: np.ascontiguousarray(x[i : i + batch], np.float32)}
         feed.update({k: np.ascontiguousarray(v[i : i + batch]) for k, v in extra.items()})
-        outs.append(sess.run(None, feed)[0])
+        outs.append(sess.first(feed, (len(feed[name]), columns)) if columns else sess.run(None, feed)[0])
     return np.concatenate(outs)
 
 
@@ -82,13 +125,14 @@ class OnnxClassifier:
 
     def __init__(self, sess: Any, info: RunInfo) -> None:
         self.session = sess
+        self.n_classes = len(info.class_names)
         self.decision = decision_rule(info)
         self.channels = int(info.input.get("channels", 1))
         self.image_size = tuple(int(s) for s in info.input.get("image_size", ()))
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Calibrated class probabilities (N, K) of model inputs (N, C, *spatial)."""
-        return softmax(run_batches(self.session, images, batch_size))
+        return softmax(run_batches(self.session, images, batch_size, columns=self.n_classes))
 
     def call(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(called class per row, abstained mask) under the run's learned decision rule."""
@@ -113,7 +157,7 @@ class OnnxDetector(NoduleDetector):
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Logit maps (B, 1, *roi) of windows (B, 1, *roi)."""
-        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        return self.session.first({self.session.get_inputs()[0].name: x}, (len(x), 1, *x.shape[2:]))
 
     def heatmap(self, ct: Volume, region: np.ndarray | None) -> Volume:
         from medanomaly.deploy.sliding import run_network_numpy
@@ -185,7 +229,7 @@ class OnnxFusionModel(FusionModel):
 
     def probabilities(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) of inputs (N, M, *size) with presence masks (N, M)."""
-        return softmax(run_batches(self.session, x, 16, present=np.asarray(present, bool)))
+        return softmax(run_batches(self.session, x, 16, columns=len(self.class_names), present=np.asarray(present, bool)))
 
     def network(self) -> Any:
         return self.session

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,6 +103,61 @@ def test_tampered_package_is_refused(cls_pkg: Path, tmp_path: Path) -> None:
     (bad / "model.onnx").unlink()
     with pytest.raises(InputError, match="package file missing: model.onnx"):
         load_package(bad)
+
+
+def _repackaged(cls_pkg: Path, folder: Path, model: Any) -> Path:
+    """A copy of ``cls_pkg`` whose model.onnx is ``model`` (an onnx ModelProto or raw bytes), checksum recomputed:
+    a package someone else wrote, which the manifest cannot catch."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(cls_pkg, folder)
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    (folder / "model.onnx").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"]["model.onnx"] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_hostile_or_broken_graph_is_one_line(cls_pkg: Path, tmp_path: Path) -> None:
+    """Graphs that pass the checksum (recomputed) but are truncated, read weights from outside the package, or do not
+    fit the package's inputs and classes: each is one InputError naming the graph file, never a traceback."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx.external_data_helper import set_external_data
+
+    from medanomaly.deploy.package import load_package
+    from medanomaly.types import Volume
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"x" * 4096)
+    outside = onnx.load(cls_pkg / "model.onnx")
+    weight = max(outside.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(weight, location=str(secret), offset=0, length=len(weight.raw_data))
+    weight.ClearField("raw_data")
+
+    def graph(in_type: int, in_shape: list[Any], out_shape: list[Any], name: str = "input") -> Any:
+        g = helper.make_graph([helper.make_node("Identity", [name], ["out"])], "g",
+                              [helper.make_tensor_value_info(name, in_type, in_shape)],
+                              [helper.make_tensor_value_info("out", in_type, out_shape)])  # fmt: skip
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    image = Volume(np.random.default_rng(0).random((1, 16, 16)).astype(np.float32))
+    cases = {
+        "truncated": ((cls_pkg / "model.onnx").read_bytes()[:3000], "cannot load this graph: .*Protobuf parsing failed"),
+        "outside": (outside, "cannot load this graph: External data path validation failed .*Absolute path"),
+        "rank": (graph(TensorProto.FLOAT, ["N", 2], ["N", 2]), "cannot run this graph .*Invalid rank for input"),
+        "dtype": (graph(TensorProto.INT64, ["N", 1, 16, 16], ["N", 1, 16, 16]), "cannot run this graph .*data type"),
+        "name": (graph(TensorProto.FLOAT, ["N", 2], ["N", 2], name="x"), "cannot run this graph"),
+        "identity": (graph(TensorProto.FLOAT, ["N", 1, 16, 16], ["N", 1, 16, 16]),
+                     r"output has shape \(1, 1, 16, 16\), the package needs \(1, 2\)"),
+    }  # fmt: skip
+    for case, (model, reason) in cases.items():
+        pkg = _repackaged(cls_pkg, tmp_path / case, model)
+        with pytest.raises(InputError, match=reason) as err:
+            load_package(pkg).predict(image)
+        assert err.value.path == pkg / "model.onnx" and "\n" not in str(err.value), case
 
 
 def test_wrong_channel_count_is_one_line(cls_pkg: Path) -> None:
