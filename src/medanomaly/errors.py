@@ -60,7 +60,7 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     """Inside the block, a saved file's values that do not build (not JSON, a wrong type, an unknown or
     missing key, a network that cannot be made: TypeError, ValueError, RuntimeError or KeyError) are one :class:`InputError`
     naming ``path``: ``<what> do not fit (<error type>: <its first line>)``, for a hand-edited or
-    foreign file.
+    foreign file. An :class:`InputError` raised inside passes unchanged (it already names its file).
 
     Example:
         >>> try:
@@ -72,6 +72,8 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     """
     try:
         yield
+    except InputError:
+        raise  # already one line naming its file
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"{what} do not fit ({type(exc).__name__}: {_first_reason(exc)})", path) from None
 

@@ -271,13 +271,9 @@ def load_classifier(run_dir: str | Path) -> Classifier:
 def _decision(info: dict[str, Any], run_dir: Path) -> DecisionRule:
     """The stored decision rule, validated (a NaN or out-of-range threshold is refused in one line)."""
     try:
-        d = DecisionRule(**info["decision"])
-        values = [d.temperature, d.abstain_below] + ([d.threshold] if d.threshold is not None else [])
-        if not all(np.isfinite(values)) or d.temperature <= 0 or not 0.0 <= d.abstain_below <= 1.0:
-            raise ValueError
+        return DecisionRule(**info["decision"])  # validates its own values
     except (KeyError, TypeError, ValueError):
         raise InputError("classifier.json has no valid decision rule", run_dir) from None
-    return d
 
 
 def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:

@@ -26,7 +26,7 @@ from medanomaly.detect.detection_task import HeatmapDetectionModel
 from medanomaly.detect.generic import HeatmapDetector
 from medanomaly.detect.lesion_classifier import LesionClassifier
 from medanomaly.engine.run import RunInfo
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
 
@@ -106,5 +106,8 @@ def onnx_detection_model(sess: Any, info: RunInfo, folder: str | Path,
     if not isinstance(params, dict):
         raise InputError("model.json has no heatmap_detector parameters (export the run again)", folder)
     doc = info.extra.get("lesion_classifier")
-    classifier = OnnxLesionClassifier(session(folder / CLASSIFIER_GRAPH, threads), doc) if doc else None
+    classifier = None
+    if doc:
+        with unfit_file(folder / "model.json", "lesion classifier settings"):
+            classifier = OnnxLesionClassifier(session(folder / CLASSIFIER_GRAPH, threads), dict(doc))
     return OnnxHeatmapDetectionModel(info, folder, OnnxHeatmapDetector(sess, dict(params)), classifier)

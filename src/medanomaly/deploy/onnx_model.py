@@ -175,6 +175,8 @@ class OnnxClassificationModel(ClassificationModel):
         """The recorded pipeline's output, refused in one line when it is not the graph's input."""
         try:
             return super().model_input(volume)
+        except InputError:
+            raise  # the pipeline's own line (an unknown step, a wrong image)
         except ValueError:
             want = [self.info.input.get("channels"), *self.info.input.get("image_size", [])]
             raise InputError(f"the image does not give the model input (channels, size) {want}: "
@@ -260,8 +262,12 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
     """
     sess = session(onnx_path, threads)
     folder = Path(folder)
+    if info.task in ("classification", "fusion") and len(info.class_names) < 2:
+        raise InputError(f"a {info.task} package needs at least 2 class names, model.json has {len(info.class_names)}",
+                         folder / "model.json")  # fmt: skip
     if info.task == "classification":
-        return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
+        with unfit_file(folder / "model.json", "decision rule values"):
+            return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
     if info.task == "lung_nodule":
         return OnnxDetectionModel(info, folder, OnnxDetector(sess, package_detector_params(info, folder)))
     if info.task == "fusion":

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from medanomaly.config import RunConfig
-from medanomaly.engine.run import RunInfo
-from medanomaly.errors import InputError
+from medanomaly.engine.run import MODEL_JSON, RunInfo
+from medanomaly.errors import InputError, about_file
 from medanomaly.types import Prediction, Volume
 
 __all__ = ["Task", "TaskModel", "ModelBase"]
@@ -102,7 +102,8 @@ class ModelBase:
         if self._pipeline is None:
             from medanomaly.preprocess.pipeline import Pipeline
 
-            self._pipeline = Pipeline.from_config(list(self.info.preprocessing))
+            with about_file(self.run_dir / MODEL_JSON):  # a bad recorded step is the run's fault, not the image's
+                self._pipeline = Pipeline.from_config(list(self.info.preprocessing))
         return self._pipeline
 
     def predict(self, volume: Volume) -> Prediction:  # pragma: no cover - every task overrides

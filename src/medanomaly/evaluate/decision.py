@@ -23,8 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,20 @@ class DecisionRule:
     abstain_below: float = 0.0
     abstain_rule: str | None = None
     fitted_on: str = "val"
+
+    def __post_init__(self) -> None:
+        """Refuse values no learned rule has (a hand-edited or foreign model.json): ValueError naming the field."""
+        numbers = {"temperature": self.temperature, "abstain_below": self.abstain_below, "threshold": self.threshold}
+        for name, value in numbers.items():
+            if value is None and name == "threshold":
+                continue
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(f"decision rule {name} must be a finite number, got {value!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"decision rule temperature must be > 0, got {self.temperature!r}")
+        for name in ("abstain_below", "threshold"):
+            if numbers[name] is not None and not 0.0 <= numbers[name] <= 1.0:  # type: ignore[operator]
+                raise ValueError(f"decision rule {name} must lie in [0, 1] (a probability), got {numbers[name]!r}")
 
     def calibrate(self, raw_probs: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) from raw ones (temperature applied to their logs)."""

@@ -160,6 +160,41 @@ def test_a_hostile_or_broken_graph_is_one_line(cls_pkg: Path, tmp_path: Path) ->
         assert err.value.path == pkg / "model.onnx" and "\n" not in str(err.value), case
 
 
+def test_a_hostile_model_json_is_one_line_naming_it(cls_pkg: Path, tmp_path: Path) -> None:
+    """model.json values no export writes (checksum recomputed): a NaN or text threshold, an abstention above 1, no
+    class names, an unknown preprocessing step; each is one InputError naming model.json, before any image is read."""
+    import hashlib
+    import shutil
+
+    from medanomaly.deploy.package import load_package
+    from medanomaly.types import Volume
+
+    def edited(case: str, edit: Any) -> Path:
+        folder = tmp_path / case
+        shutil.copytree(cls_pkg, folder)
+        info = json.loads((folder / "model.json").read_text())
+        edit(info)
+        (folder / "model.json").write_text(json.dumps(info))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["sha256"]["model.json"] = hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        return folder
+
+    cases = {
+        "nan": (lambda i: i["extra"]["decision"].update(threshold="nan"), "threshold must be a finite number"),
+        "text": (lambda i: i["extra"]["decision"].update(threshold="abc"), "threshold must be a finite number"),
+        "abstain": (lambda i: i["extra"]["decision"].update(abstain_below=5.0), r"abstain_below must lie in \[0, 1\]"),
+        "classes": (lambda i: i.update(class_names=[]), "needs at least 2 class names"),
+        "step": (lambda i: i.update(preprocessing=[{"name": "os.system", "cmd": "true"}]), "unknown transform 'os.system'"),
+    }  # fmt: skip
+    image = Volume(np.random.default_rng(0).random((1, 16, 16)).astype(np.float32))
+    for case, (edit, reason) in cases.items():
+        pkg = edited(case, edit)
+        with pytest.raises(InputError, match=reason) as err:
+            load_package(pkg).predict(image)
+        assert err.value.path == pkg / "model.json", case
+
+
 def test_wrong_channel_count_is_one_line(cls_pkg: Path) -> None:
     from medanomaly.deploy.package import load_package
     from medanomaly.types import Volume
