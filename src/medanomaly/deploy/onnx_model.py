@@ -81,6 +81,8 @@ class CheckedSession:
         self.session, self.path = sess, path
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("session", "path"):  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.session, name)
 
     def run(self, output_names: list[str] | None, feed: Mapping[str, np.ndarray], run_options: Any = None) -> Any:
