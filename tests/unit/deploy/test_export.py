@@ -105,17 +105,16 @@ def test_tampered_package_is_refused(cls_pkg: Path, tmp_path: Path) -> None:
         load_package(bad)
 
 
-def _repackaged(cls_pkg: Path, folder: Path, model: Any) -> Path:
-    """A copy of ``cls_pkg`` whose model.onnx is ``model`` (an onnx ModelProto or raw bytes), checksum recomputed:
-    a package someone else wrote, which the manifest cannot catch."""
+def _repackaged(cls_pkg: Path, folder: Path, name: str, data: bytes) -> Path:
+    """A copy of ``cls_pkg`` whose file ``name`` holds ``data``, its checksum recomputed: a package someone else
+    wrote, which the manifest cannot catch."""
     import hashlib
     import shutil
 
     shutil.copytree(cls_pkg, folder)
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    (folder / "model.onnx").write_bytes(data)
+    (folder / name).write_bytes(data)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["sha256"]["model.onnx"] = hashlib.sha256(data).hexdigest()
+    manifest["sha256"][name] = hashlib.sha256(data).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -154,7 +153,7 @@ def test_a_hostile_or_broken_graph_is_one_line(cls_pkg: Path, tmp_path: Path) ->
                      r"output has shape \(1, 1, 16, 16\), the package needs \(1, 2\)"),
     }  # fmt: skip
     for case, (model, reason) in cases.items():
-        pkg = _repackaged(cls_pkg, tmp_path / case, model)
+        pkg = _repackaged(cls_pkg, tmp_path / case, "model.onnx", model if isinstance(model, bytes) else model.SerializeToString())
         with pytest.raises(InputError, match=reason) as err:
             load_package(pkg).predict(image)
         assert err.value.path == pkg / "model.onnx" and "\n" not in str(err.value), case
@@ -163,22 +162,13 @@ def test_a_hostile_or_broken_graph_is_one_line(cls_pkg: Path, tmp_path: Path) ->
 def test_a_hostile_model_json_is_one_line_naming_it(cls_pkg: Path, tmp_path: Path) -> None:
     """model.json values no export writes (checksum recomputed): a NaN or text threshold, an abstention above 1, no
     class names, an unknown preprocessing step; each is one InputError naming model.json, before any image is read."""
-    import hashlib
-    import shutil
-
     from medanomaly.deploy.package import load_package
     from medanomaly.types import Volume
 
     def edited(case: str, edit: Any) -> Path:
-        folder = tmp_path / case
-        shutil.copytree(cls_pkg, folder)
-        info = json.loads((folder / "model.json").read_text())
+        info = json.loads((cls_pkg / "model.json").read_text())
         edit(info)
-        (folder / "model.json").write_text(json.dumps(info))
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["sha256"]["model.json"] = hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        return folder
+        return _repackaged(cls_pkg, tmp_path / case, "model.json", json.dumps(info).encode())
 
     cases = {
         "nan": (lambda i: i["extra"]["decision"].update(threshold="nan"), "threshold must be a finite number"),
