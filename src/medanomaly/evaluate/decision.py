@@ -58,8 +58,8 @@ class DecisionRule:
 
     def __post_init__(self) -> None:
         """Refuse values no learned rule has (a hand-edited or foreign model.json): ValueError naming the field."""
-        numbers = {"temperature": self.temperature, "abstain_below": self.abstain_below, "threshold": self.threshold}
-        for name, value in numbers.items():
+        values = {"temperature": self.temperature, "abstain_below": self.abstain_below, "threshold": self.threshold}
+        for name, value in values.items():
             if value is None and name == "threshold":
                 continue
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
@@ -67,8 +67,8 @@ class DecisionRule:
         if self.temperature <= 0:
             raise ValueError(f"decision rule temperature must be > 0, got {self.temperature!r}")
         for name in ("abstain_below", "threshold"):
-            if numbers[name] is not None and not 0.0 <= numbers[name] <= 1.0:  # type: ignore[operator]
-                raise ValueError(f"decision rule {name} must lie in [0, 1] (a probability), got {numbers[name]!r}")
+            if values[name] is not None and not 0.0 <= values[name] <= 1.0:  # type: ignore[operator]
+                raise ValueError(f"decision rule {name} must lie in [0, 1] (a probability), got {values[name]!r}")
 
     def calibrate(self, raw_probs: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) from raw ones (temperature applied to their logs)."""
