@@ -259,11 +259,18 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
     """Sort slices along the normal; returns (slices, direction, z spacing, origin)."""
     first = slices[0].ds
     direction = direction_from_iop(first.get("ImageOrientationPatient"))
+    spacing = np.asarray(in_plane_spacing(first))
     for s in slices[1:]:
         other = direction_from_iop(s.ds.get("ImageOrientationPatient"))
         if not np.allclose(other, direction, atol=1e-3):
             raise InputError(
                 f"slices have different orientations ({_rel(slices[0].path, folder)} vs {_rel(s.path, folder)})", folder
+            )
+        other_spacing = np.asarray(in_plane_spacing(s.ds))
+        if not np.allclose(other_spacing, spacing, rtol=1e-3, atol=1e-4):  # one grid per volume: refuse, never stretch
+            raise InputError(
+                f"slices have different pixel spacings ({_rel(slices[0].path, folder)} {spacing[0]:.4g} x {spacing[1]:.4g}"
+                f" mm vs {_rel(s.path, folder)} {other_spacing[0]:.4g} x {other_spacing[1]:.4g} mm)", folder
             )
     positions = [_position(s.ds) for s in slices]
     if any(p is None for p in positions):

@@ -249,6 +249,23 @@ def test_io_series_gantry_tilt_is_an_error(tmp_path, lung_crop, series_writer):
         read(tmp_path)
 
 
+def test_io_series_mixed_orientation_or_pixel_spacing_is_an_error(tmp_path, lung_crop, series_writer):
+    """One slice with another orientation or another pixel spacing: refused in one line naming both files, never
+    stacked onto the first slice's grid (that slice would be silently stretched)."""
+    import pydicom
+
+    for change, reason in ((("PixelSpacing", ["0.9", "0.9"]), "different pixel spacings"),
+                           (("ImageOrientationPatient", ["0", "1", "0", "1", "0", "0"]), "different orientations")):
+        folder = tmp_path / change[0]
+        paths = series_writer(lung_crop, folder)
+        ds = pydicom.dcmread(paths[3])
+        setattr(ds, *change)
+        ds.save_as(paths[3])
+        with pytest.raises(InputError, match=reason) as err:
+            read(folder)
+        assert paths[3].name in str(err.value) and "\n" not in str(err.value)
+
+
 def test_io_series_compressed_rle_and_jpegls(tmp_path, lung_crop, series_writer):
     """A series re-encoded with pydicom (RLE, JPEG-LS lossless) decodes in the thread pool to the same HU."""
     import pydicom
