@@ -56,6 +56,45 @@ def test_padim_arrays_are_checked_and_never_unpickled(tmp_path: Path) -> None:
         _load_npy(path)
 
 
+def test_padim_gaussian_of_the_wrong_shape_or_values_is_one_line(tmp_path: Path, tiny_anomaly_run, monkeypatch,
+                                                                 capsys) -> None:  # fmt: skip
+    """A PaDiM package whose Gaussian does not fit (checksums recomputed by whoever wrote it): arrays of another shape,
+    NaN, integers, or a Gaussian for another feature grid than the graph's: one line naming the package, exit 2."""
+    import hashlib
+    import shutil
+
+    from medanomaly.cli.app import main
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.deploy.export import export_run
+    from medanomaly.deploy.package import load_package
+    from medanomaly.io import read
+
+    pkg = export_run(tiny_anomaly_run(tmp_path, "padim"), tmp_path / "pkg")
+    mean, inv_cov = np.load(pkg / "padim_mean.npy"), np.load(pkg / "padim_inv_cov.npy")
+    p, c = mean.shape
+    cases = {
+        "shape": ({"padim_inv_cov.npy": inv_cov[:, :, :1]}, "do not make one Gaussian"),
+        "nan": ({"padim_mean.npy": np.full_like(mean, np.nan)}, "finite floating-point"),
+        "ints": ({"padim_mean.npy": mean.astype(np.int64)}, "finite floating-point"),
+        "grid": ({"padim_mean.npy": mean[: p // 2], "padim_inv_cov.npy": inv_cov[: p // 2]}, "feature positions"),
+    }
+    image = read(pyradiomics_case("brain2")[0])
+    for case, (arrays, reason) in cases.items():
+        bad = shutil.copytree(pkg, tmp_path / case)
+        manifest = json.loads((bad / "manifest.json").read_text())
+        for name, arr in arrays.items():
+            np.save(bad / name, arr)
+            manifest["sha256"][name] = hashlib.sha256((bad / name).read_bytes()).hexdigest()
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(InputError, match=reason):
+            load_package(bad).predict(image)
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "predict", str(bad), str(pyradiomics_case("brain2")[0])])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {bad}"), (case, err)
+
+
 def test_autoencoder_package_with_the_map_in_its_graph_is_refused(tmp_path: Path) -> None:
     """An earlier export's autoencoder graph (output ``map``, the float32 residual map) is refused in one
     line by the loader: its map is not the run's float64 map; a ``reconstruction`` graph is accepted."""

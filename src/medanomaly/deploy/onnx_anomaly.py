@@ -75,7 +75,13 @@ class OnnxPadim(PadimMethod):
         self.mean, self.inv_cov = mean, inv_cov
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (None, None, None))
+        """Encoder features (N, C, h, w) whose C and h * w are those of the stored Gaussian."""
+        positions, channels = self.mean.shape
+        feats = _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (channels, None, None))
+        if feats.ndim == 4 and feats.shape[2] * feats.shape[3] != positions:
+            raise InputError(f"the graph gives {feats.shape[2]} x {feats.shape[3]} feature positions, the Gaussian "
+                             f"({PADIM_ARRAYS[0]}) has {positions}", getattr(self.session, "path", None))  # fmt: skip
+        return feats
 
     def network(self) -> Any:
         return self.session
@@ -95,6 +101,16 @@ def _load_npy(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         raise InputError(f"package file unreadable: {path.name}", path.parent) from None
+
+
+def _check_gaussian(mean: np.ndarray, inv_cov: np.ndarray, folder: Path) -> None:
+    """The PaDiM Gaussian must be finite floats, mean (positions P, channels C) and inverse covariance (P, C, C)."""
+    for name, arr in zip(PADIM_ARRAYS, (mean, inv_cov), strict=True):
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+            raise InputError(f"{name} must hold finite floating-point numbers (it has {arr.dtype})", folder)
+    if mean.ndim != 2 or inv_cov.shape != (*mean.shape, mean.shape[1]):
+        raise InputError(f"{PADIM_ARRAYS[0]} {mean.shape} and {PADIM_ARRAYS[1]} {inv_cov.shape} do not make one "
+                         "Gaussian (need (P, C) and (P, C, C))", folder)  # fmt: skip
 
 
 def _refuse_map_graph(sess: Any, folder: str | Path) -> None:
@@ -117,6 +133,7 @@ def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
         return OnnxAutoencoder(sess, params.get("ssim_weight", default))
     if name == "padim":
         mean, inv_cov = (_load_npy(Path(folder) / f) for f in PADIM_ARRAYS)
+        _check_gaussian(mean, inv_cov, Path(folder))
         return OnnxPadim(sess, mean, inv_cov)
     raise InputError(f"no ONNX runner for anomaly method {name!r}", folder)
 
