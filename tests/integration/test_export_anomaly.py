@@ -95,6 +95,40 @@ def test_padim_gaussian_of_the_wrong_shape_or_values_is_one_line(tmp_path: Path,
         assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {bad}"), (case, err)
 
 
+def test_anomaly_model_json_values_no_training_writes_are_one_line(tmp_path: Path, tiny_anomaly_run) -> None:
+    """A normative run and its package whose model.json (checksum recomputed) carries a grid size of 10^6 pixels (it
+    allocated terabytes), a negative one, a negative sigma, an unknown domain, or a parameter the method does not
+    take: one InputError naming model.json, before any image is read."""
+    import hashlib
+    import shutil
+
+    from medanomaly.deploy.export import export_run
+    from medanomaly.engine import load_model
+
+    run = tiny_anomaly_run(tmp_path, "normative")
+    pkg = export_run(run, tmp_path / "pkg")
+    cases = {
+        "huge": (lambda i: i["extra"].update(size=10**6), "grid size must be a whole number"),
+        "negative": (lambda i: i["extra"].update(size=-5), "grid size must be a whole number"),
+        "sigma": (lambda i: i["thresholds"].update(sigma=-1.0), "sigma, pixels"),
+        "domain": (lambda i: i["extra"]["domain"].update(name="../../etc"), "unknown recorded data domain"),
+        "param": (lambda i: i["extra"]["method"]["params"].update(evil=1), "evil"),
+    }
+    for case, (edit, reason) in cases.items():
+        for source in (run, pkg):
+            bad = shutil.copytree(source, tmp_path / f"{case}_{source.name}")
+            info = json.loads((bad / "model.json").read_text())
+            edit(info)
+            (bad / "model.json").write_text(json.dumps(info))
+            if source == pkg:
+                manifest = json.loads((bad / "manifest.json").read_text())
+                manifest["sha256"]["model.json"] = hashlib.sha256((bad / "model.json").read_bytes()).hexdigest()
+                (bad / "manifest.json").write_text(json.dumps(manifest))
+            with pytest.raises(InputError, match=reason) as err:
+                load_model(bad)
+            assert err.value.path == bad / "model.json", (case, source.name)
+
+
 def test_autoencoder_package_with_the_map_in_its_graph_is_refused(tmp_path: Path) -> None:
     """An earlier export's autoencoder graph (output ``map``, the float32 residual map) is refused in one
     line by the loader: its map is not the run's float64 map; a ``reconstruction`` graph is accepted."""

@@ -10,10 +10,11 @@ regions of the map above the pixel threshold learned on the normal validation da
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from medanomaly.anomaly.config import AnomalyDataConfig
 from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -80,6 +81,32 @@ def run_info(config: Any, fitted: Any, weights: str) -> RunInfo:
         extra={"method": config.method.model_dump(mode="json"), "size": config.data.size,
                "domain": _domain(config, fitted)},
     )  # fmt: skip
+
+
+#: The data domains an anomaly run records (``AnomalyDataConfig.domain``).
+DOMAINS: tuple[str, ...] = get_args(AnomalyDataConfig.model_fields["domain"].annotation)
+
+
+def check_recorded_settings(info: RunInfo, path: Path) -> None:
+    """The settings ``predict`` reads from a run's (or package's) model.json: the common grid size (pixels, the
+    config's bounds 16-512), the map smoothing sigma (pixels, >= 0), the data domain and the decision and pixel thresholds.
+
+    Raises:
+        InputError: naming ``path``, for a value no training writes (a hand-edited or foreign file).
+    """
+    size = info.extra.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 512:
+        raise InputError(f"the recorded grid size must be a whole number of pixels in 16..512, got {size!r}", path)
+    sigma = info.thresholds.get("sigma")
+    if sigma is None or sigma < 0:
+        raise InputError(f"the recorded map smoothing (sigma, pixels) must be >= 0, got {sigma!r}", path)
+    domain = info.extra.get("domain")
+    if domain is not None and (not isinstance(domain, dict) or domain.get("name") not in DOMAINS):
+        name = domain.get("name") if isinstance(domain, dict) else domain
+        raise InputError(f"unknown recorded data domain {name!r} (known: {', '.join(DOMAINS)})", path)
+    missing = [k for k in ("decision", "pixel") if info.thresholds.get(k) is None]
+    if missing:
+        raise InputError(f"model.json has no {' or '.join(missing)} threshold", path)
 
 
 class AnomalyModel(ModelBase):

@@ -67,8 +67,9 @@ class AnomalyTask:
 
     def load(self, run_dir: Path, info: RunInfo) -> Any:
         from medanomaly.anomaly.methods import METHODS
-        from medanomaly.anomaly.model import AnomalyModel
+        from medanomaly.anomaly.model import AnomalyModel, check_recorded_settings
 
+        check_recorded_settings(info, Path(run_dir) / MODEL_JSON)
         spec = info.extra.get("method", {})
         with about_file(Path(run_dir) / MODEL_JSON, ConfigError):  # the method's recorded parameters
             method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod
-from medanomaly.anomaly.model import AnomalyModel
+from medanomaly.anomaly.model import AnomalyModel, check_recorded_settings
 from medanomaly.engine.run import RunInfo
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unfit_file
 
 #: The PaDiM Gaussian beside the encoder graph (NumPy .npy, read without pickle).
 PADIM_ARRAYS = ("padim_mean.npy", "padim_inv_cov.npy")
@@ -122,9 +122,15 @@ def _refuse_map_graph(sess: Any, folder: str | Path) -> None:
 
 
 def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
-    """The anomaly method of a package, its network an ONNX Runtime session."""
+    """The anomaly method of a package, its network an ONNX Runtime session (recorded parameters that do not
+    fit the method are one InputError naming model.json)."""
     spec = info.extra.get("method", {})
     name, params = spec.get("name", ""), dict(spec.get("params", {}))
+    with unfit_file(Path(folder) / "model.json", "anomaly method parameters"):
+        return _onnx_method(sess, name, params, folder)
+
+
+def _onnx_method(sess: Any, name: str, params: dict[str, Any], folder: str | Path) -> Any:
     if name == "normative":
         return OnnxNormative(sess, params)
     if name == "autoencoder":
@@ -139,5 +145,6 @@ def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
 
 
 def onnx_anomaly_model(sess: Any, info: RunInfo, folder: str | Path) -> OnnxAnomalyModel:
-    """The anomaly model of a package folder."""
+    """The anomaly model of a package folder (its recorded settings checked as a run's are)."""
+    check_recorded_settings(info, Path(folder) / "model.json")
     return OnnxAnomalyModel(info, Path(folder), onnx_method(sess, info, folder))
