@@ -18,14 +18,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.preprocess.resize import MAX_VOXELS
 from medanomaly.train.augment import AugmentSpec as AugmentConfig
 from medanomaly.train.settings import TrainSection
 
 __all__ = ["AugmentConfig", "ClassificationConfig", "DataConfig", "EnsembleConfig", "EvaluateConfig", "ParamSpace",
            "TrainConfig", "TuneConfig"]
 
-#: The largest image a classification config may ask for (voxels per image).
-MAX_VOXELS = 2**26
 
 
 class DataConfig(Section):

@@ -30,7 +30,10 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["resize_array", "resize_array_numpy", "resize_to_shape", "channels_first"]
+__all__ = ["MAX_VOXELS", "resize_array", "resize_array_numpy", "resize_to_shape", "channels_first"]
+
+#: The largest model input a resize may produce, and a config may ask for (voxels per image and channel).
+MAX_VOXELS = 2**26
 
 
 def resize_array(array: np.ndarray, size: Sequence[int]) -> np.ndarray:

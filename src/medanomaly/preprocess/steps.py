@@ -404,6 +404,9 @@ class Resize(Step):
     def __post_init__(self) -> None:
         if len(self.size) not in (2, 3) or min(int(s) for s in self.size) < 1:
             raise ConfigError(f"resize: size must be 2 or 3 positive ints, got {list(self.size)}")
+        voxels = int(np.prod([int(s) for s in self.size], dtype=np.int64))
+        if voxels > _resize.MAX_VOXELS:  # checked before any image is read, not by the allocator
+            raise ConfigError(f"resize: size {list(self.size)} is {voxels:,} voxels, the limit is {_resize.MAX_VOXELS:,}")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         out = _resize.resize_to_shape(volume, tuple(self.size))

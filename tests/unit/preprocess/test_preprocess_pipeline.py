@@ -94,6 +94,9 @@ def test_pipeline_config_errors(tmp_path):
         Pipeline.from_config([{"name": "mask_roi", "roi": "liver"}])
     with pytest.raises(ConfigError, match="mapping with a 'name'"):
         Pipeline.from_config([["window"]])
+    # A resize to 200,000 x 200,000 (a hand-edited model.json) is refused when built, before any allocation.
+    with pytest.raises(ConfigError, match=r"40,000,000,000 voxels, the limit is 67,108,864"):
+        Pipeline.from_config([{"name": "resize", "size": [200000, 200000]}])
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: {name: window}\n")
     with pytest.raises(ConfigError, match="list of steps"):
