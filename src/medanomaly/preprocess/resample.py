@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medanomaly.errors import InputError
+from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.preprocess.checks import require_finite, require_mask, require_scalar
 from medanomaly.types import Volume
 
@@ -156,6 +157,8 @@ def resample_to_spacing(
     if volume.is_2d:
         target[2] = old[2]
     size = resampled_size(volume.size_xyz, old, target)
+    itemsize = max(np.dtype(dtype or np.float32).itemsize, np.dtype(volume.array.dtype).itemsize)
+    check_voxel_bytes([*size[::-1], volume.n_components], itemsize, None, what=f"resampling to {spacing} mm gives an image")
     # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
     # sits half a new voxel inside it, so both grids cover the same box up to rounding.
     origin = volume.index_to_physical((target / old - 1.0) / 2.0)

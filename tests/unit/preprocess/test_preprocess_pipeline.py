@@ -97,6 +97,10 @@ def test_pipeline_config_errors(tmp_path):
     # A resize to 200,000 x 200,000 (a hand-edited model.json) is refused when built, before any allocation.
     with pytest.raises(ConfigError, match=r"40,000,000,000 voxels, the limit is 67,108,864"):
         Pipeline.from_config([{"name": "resize", "size": [200000, 200000]}])
+    # A resample to 1 micrometre is refused by the voxel limit before SimpleITK allocates anything.
+    tiny = Pipeline.from_config([{"name": "resample", "spacing": 0.001}])
+    with pytest.raises(InputError, match=r"resampling to 0.001 mm gives an image of .* exceeds the limit"):
+        tiny(Volume(np.zeros((4, 8, 8), np.float32), spacing=(1.0, 1.0, 1.0)))
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: {name: window}\n")
     with pytest.raises(ConfigError, match="list of steps"):
