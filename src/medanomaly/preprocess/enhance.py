@@ -100,6 +100,8 @@ def equalize(volume: Volume, nbins: int = 256, mask: Volume | None = None) -> Vo
 
     from medanomaly.preprocess.checks import require_mask
 
+    if isinstance(nbins, bool) or not isinstance(nbins, int | np.integer) or not 2 <= nbins <= 65536:
+        raise InputError(f"equalize: nbins must be a whole number in 2..65536, got {nbins!r}")
     require_scalar(volume, "equalize")
     require_finite(volume, "equalize")
     arr = np.asarray(volume.array, dtype=np.float64)

@@ -157,6 +157,11 @@ class Pipeline:
             if unknown:
                 valid = ", ".join(_param_names(factory)) or "(none)"
                 raise ConfigError(f"step {i + 1} ({name}): unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+            texts = _text_for_numbers(factory, params)
+            if texts:
+                value = params[texts[0]]
+                hint = " (YAML reads 1e9 as text: write 1.0e9)" if "e" in str(value).lower() else ""
+                raise ConfigError(f"step {i + 1} ({name}): {texts[0]} must be a number, got {value!r}{hint}")
             try:
                 steps.append(factory(**params))
             except TypeError as exc:
@@ -201,6 +206,20 @@ def _param_names(factory: Any) -> list[str]:
     except (TypeError, ValueError):
         return []
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _text_for_numbers(factory: Any, params: Mapping[str, Any]) -> list[str]:
+    """Parameters given as text where the step takes only numbers (annotation ``float``, ``int``, ``float | None``,
+    tuples of them), e.g. YAML's ``1e9``, which YAML 1.1 reads as a string; they failed later, mid-run."""
+    import inspect
+
+    try:
+        annotations = {p.name: str(p.annotation) for p in inspect.signature(factory).parameters.values()}
+    except (TypeError, ValueError):
+        return []
+    numeric = {k for k, a in annotations.items() if ("float" in a or "int" in a) and "str" not in a and "Any" not in a}
+    return sorted(k for k, v in params.items() if k in numeric and (isinstance(v, str) or (
+        isinstance(v, list | tuple) and any(isinstance(x, str) for x in v))))  # fmt: skip
 
 
 def _unknown_params(factory: Any, params: Mapping[str, Any]) -> list[str]:

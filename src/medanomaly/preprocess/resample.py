@@ -230,6 +230,8 @@ def crop_or_pad(volume: Volume, size_zyx: Sequence[int], pad_value: float | None
     size = np.asarray(size_zyx, dtype=int)
     if size.shape != (3,) or np.any(size < 1):
         raise InputError(f"crop_or_pad: size must be 3 positive ints (z, y, x), got {size_zyx}")
+    check_voxel_bytes([*size, volume.n_components], np.dtype(volume.array.dtype).itemsize, None,
+                      what="crop_or_pad gives an image")  # fmt: skip
     start = (np.asarray(volume.shape) - size) // 2
     return _crop_pad(volume, start, size, pad_value)
 

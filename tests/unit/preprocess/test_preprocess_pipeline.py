@@ -97,6 +97,15 @@ def test_pipeline_config_errors(tmp_path):
     # A resize to 200,000 x 200,000 (a hand-edited model.json) is refused when built, before any allocation.
     with pytest.raises(ConfigError, match=r"40,000,000,000 voxels, the limit is 67,108,864"):
         Pipeline.from_config([{"name": "resize", "size": [200000, 200000]}])
+    # A number YAML read as text (1e9 without a dot) is refused when built, naming the parameter.
+    with pytest.raises(ConfigError, match=r"step 1 \(unsharp\): radius_mm must be a number, got '1e9' \(YAML"):
+        Pipeline.from_config([{"name": "unsharp", "radius_mm": "1e9"}])
+    # Sizes that would allocate petabytes or a billion histogram bins: one line, before the work.
+    small = Volume(np.zeros((4, 8, 8), np.float32), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match=r"crop_or_pad gives an image of 100000 x 100000 x 100000 .* exceeds the limit"):
+        Pipeline.from_config([{"name": "crop_or_pad", "size": [100000, 100000, 100000]}])(small)
+    with pytest.raises(InputError, match=r"nbins must be a whole number in 2..65536"):
+        Pipeline.from_config([{"name": "equalize", "nbins": 10**9}])(small)
     # A resample to 1 micrometre is refused by the voxel limit before SimpleITK allocates anything.
     tiny = Pipeline.from_config([{"name": "resample", "spacing": 0.001}])
     with pytest.raises(InputError, match=r"resampling to 0.001 mm gives an image of .* exceeds the limit"):
