@@ -96,13 +96,8 @@ def _machine_line() -> str:
 
 def _gemm_rate(fn: Callable[[], Any], n: int, rounds: int = 5) -> float:
     """Multiply-accumulates per second (GMAC/s) of ``fn``, an n x n x n matrix product (median of ``rounds``)."""
-    fn()
-    secs = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        secs.append(time.perf_counter() - t)
-    return n**3 / float(np.median(secs)) / 1e9
+    median_ms, _ = _latency(lambda _: fn(), None, rounds)  # type: ignore[arg-type]
+    return n**3 / (median_ms / 1e3) / 1e9
 
 
 def _gemm_ceilings(threads: int, n: int = 2048) -> str:

@@ -35,6 +35,10 @@ from medanomaly.config import ComponentConfig, RunConfig, Section
 __all__ = ["AnomalyConfig"]
 
 
+#: Bounds of the common grid's side (pixels): the config's, and what a recorded run may hold.
+MIN_SIZE, MAX_SIZE = 16, 512
+
+
 class AnomalyDataConfig(Section):
     """Normal training and validation data: brains (``NORMAL_BRAINS`` names, ``real_data`` keys or
     paths) or, with ``domain: chest_ct``, chest CTs whose lesion (plus a margin) is excluded."""
@@ -44,7 +48,7 @@ class AnomalyDataConfig(Section):
     domain: Literal["brain_mr", "chest_ct", "folder2d"] = "brain_mr"
     train: tuple[str, ...] = ("mni152", "ch2")
     val: tuple[str, ...] = ("ch2better",)
-    size: int = Field(96, ge=16, le=512)
+    size: int = Field(96, ge=MIN_SIZE, le=MAX_SIZE)
     slab_mm: float = Field(5.0, ge=0.0, le=20.0)
     step_mm: float = Field(2.0, ge=0.0, le=20.0)
     copies: int = Field(3, ge=0, le=50)

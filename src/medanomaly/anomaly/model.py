@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from medanomaly.anomaly.config import AnomalyDataConfig
+from medanomaly.anomaly.config import MAX_SIZE, MIN_SIZE, AnomalyDataConfig
 from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -89,14 +89,15 @@ DOMAINS: tuple[str, ...] = get_args(AnomalyDataConfig.model_fields["domain"].ann
 
 def check_recorded_settings(info: RunInfo, path: Path) -> None:
     """The settings ``predict`` reads from a run's (or package's) model.json: the common grid size (pixels, the
-    config's bounds 16-512), the map smoothing sigma (pixels, >= 0), the data domain and the decision and pixel thresholds.
+    config's bounds MIN_SIZE..MAX_SIZE), the map smoothing sigma (pixels, >= 0), the data domain and the decision and pixel thresholds.
 
     Raises:
         InputError: naming ``path``, for a value no training writes (a hand-edited or foreign file).
     """
     size = info.extra.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 512:
-        raise InputError(f"the recorded grid size must be a whole number of pixels in 16..512, got {size!r}", path)
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputError(f"the recorded grid size must be a whole number of pixels in {MIN_SIZE}..{MAX_SIZE}, "
+                         f"got {size!r}", path)  # fmt: skip
     sigma = info.thresholds.get("sigma")
     if sigma is None or sigma < 0:
         raise InputError(f"the recorded map smoothing (sigma, pixels) must be >= 0, got {sigma!r}", path)

@@ -17,7 +17,7 @@ import numpy as np
 
 from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod
 from medanomaly.anomaly.model import AnomalyModel, check_recorded_settings
-from medanomaly.engine.run import RunInfo
+from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, unfit_file
 
 #: The PaDiM Gaussian beside the encoder graph (NumPy .npy, read without pickle).
@@ -126,7 +126,7 @@ def onnx_method(sess: Any, info: RunInfo, folder: str | Path) -> Any:
     fit the method are one InputError naming model.json)."""
     spec = info.extra.get("method", {})
     name, params = spec.get("name", ""), dict(spec.get("params", {}))
-    with unfit_file(Path(folder) / "model.json", "anomaly method parameters"):
+    with unfit_file(Path(folder) / MODEL_JSON, "anomaly method parameters"):
         return _onnx_method(sess, name, params, folder)
 
 
@@ -146,5 +146,5 @@ def _onnx_method(sess: Any, name: str, params: dict[str, Any], folder: str | Pat
 
 def onnx_anomaly_model(sess: Any, info: RunInfo, folder: str | Path) -> OnnxAnomalyModel:
     """The anomaly model of a package folder (its recorded settings checked as a run's are)."""
-    check_recorded_settings(info, Path(folder) / "model.json")
+    check_recorded_settings(info, Path(folder) / MODEL_JSON)
     return OnnxAnomalyModel(info, Path(folder), onnx_method(sess, info, folder))

@@ -25,7 +25,7 @@ import numpy as np
 from medanomaly.detect.detection_task import HeatmapDetectionModel
 from medanomaly.detect.generic import HeatmapDetector
 from medanomaly.detect.lesion_classifier import LesionClassifier
-from medanomaly.engine.run import RunInfo
+from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
@@ -108,6 +108,6 @@ def onnx_detection_model(sess: Any, info: RunInfo, folder: str | Path,
     doc = info.extra.get("lesion_classifier")
     classifier = None
     if doc:
-        with unfit_file(folder / "model.json", "lesion classifier settings"):
+        with unfit_file(folder / MODEL_JSON, "lesion classifier settings"):
             classifier = OnnxLesionClassifier(session(folder / CLASSIFIER_GRAPH, threads), dict(doc))
     return OnnxHeatmapDetectionModel(info, folder, OnnxHeatmapDetector(sess, dict(params)), classifier)

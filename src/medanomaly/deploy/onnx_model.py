@@ -32,7 +32,7 @@ import numpy as np
 from medanomaly.classify.model import ClassificationModel
 from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
-from medanomaly.engine.run import RunInfo
+from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
@@ -266,9 +266,9 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
     folder = Path(folder)
     if info.task in ("classification", "fusion") and len(info.class_names) < 2:
         raise InputError(f"a {info.task} package needs at least 2 class names, model.json has {len(info.class_names)}",
-                         folder / "model.json")  # fmt: skip
+                         folder / MODEL_JSON)  # fmt: skip
     if info.task == "classification":
-        with unfit_file(folder / "model.json", "decision rule values"):
+        with unfit_file(folder / MODEL_JSON, "decision rule values"):
             return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
     if info.task == "lung_nodule":
         return OnnxDetectionModel(info, folder, OnnxDetector(sess, package_detector_params(info, folder)))
