@@ -60,7 +60,8 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     """Inside the block, a saved file's values that do not build (not JSON, a wrong type, an unknown or
     missing key, a network that cannot be made: TypeError, ValueError, RuntimeError or KeyError) are one :class:`InputError`
     naming ``path``: ``<what> do not fit (<error type>: <its first line>)``, for a hand-edited or
-    foreign file. An :class:`InputError` raised inside passes unchanged (it already names its file).
+    foreign file. An :class:`InputError` raised inside passes unchanged when it names a file, and is given
+    ``path`` when it names none (e.g. a model size limit, raised far from the file that asked for it).
 
     Example:
         >>> try:
@@ -72,13 +73,15 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
     """
     try:
         yield
-    except InputError:
-        raise  # already one line naming its file
+    except InputError as exc:
+        if exc.path is not None:
+            raise  # already one line naming its file
+        raise type(exc)(exc.reason, path) from None
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise InputError(f"{what} do not fit ({type(exc).__name__}: {_first_reason(exc)})", path) from None
+        raise InputError(f"{what} do not fit ({type(exc).__name__}: {first_reason(exc)})", path) from None
 
 
-def _first_reason(exc: Exception) -> str:
+def first_reason(exc: Exception) -> str:
     """The first line of an error; for pydantic's ValidationError (whose first line only counts the errors) the
     first error's field and message, e.g. ``grow_min_hu: Input should be a valid number``."""
     from pydantic import ValidationError

@@ -35,11 +35,15 @@ class Registry(Generic[T]):
     Args:
         kind: what is registered ("model", "dataset", ...), used in error messages.
         populate: modules imported on first lookup; their import registers the entries.
+        builder: ``"module:function"`` that makes an entry, ``function(name, factory, kwargs)``, imported
+            on first use (e.g. the models' size limit, checked before a network is allocated);
+            default: ``factory(**kwargs)``.
     """
 
-    def __init__(self, kind: str, populate: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, populate: tuple[str, ...] = (), builder: str | None = None) -> None:
         self.kind = kind
         self._populate = populate
+        self._builder = builder
         self._populated = not populate
         self._populating = False
         self._entries: dict[str, T] = {}
@@ -84,14 +88,22 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs: Any) -> Any:
         """Call the factory registered as ``name`` with ``kwargs``; a keyword it does not take (a typo in a
         config's ``params``) or a missing one raises ConfigError naming both, before anything is built."""
-        factory = self.get(name)
+        return self.build(name, self.get(name), kwargs)
+
+    def build(self, name: str, factory: Any, kwargs: dict[str, Any]) -> Any:
+        """:meth:`create` for a factory already in hand (looked up and checked by the caller, or one that
+        is not registered but is made the same way, e.g. a detector's own network), called ``name``
+        in errors: keywords checked, then made through the registry's ``builder``."""
         try:
             inspect.signature(factory, follow_wrapped=False).bind(**kwargs)  # a wrapper checks for itself
         except TypeError as exc:
             raise ConfigError(f"{self.kind} {name!r}: {exc}; its parameters: {_parameters(factory)}") from None
         except ValueError:  # no signature to check (a builtin): the call itself will say
             pass
-        return factory(**kwargs)  # type: ignore[operator]
+        if self._builder is None:
+            return factory(**kwargs)
+        module, function = self._builder.split(":")
+        return getattr(importlib.import_module(module), function)(name, factory, kwargs)
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style ``pattern``."""
@@ -117,7 +129,9 @@ def _parameters(factory: Any) -> str:
 
 
 #: Networks (classifiers, detectors, segmenters, fusion heads) by name.
-MODELS: Registry[Callable[..., Any]] = Registry("model", populate=("medanomaly.models",))
+MODELS: Registry[Callable[..., Any]] = Registry(
+    "model", populate=("medanomaly.models",), builder="medanomaly.models.limits:build_within_limits"
+)
 #: Datasets by name (manifest, medmnist, inbreast, lidc, ...).
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset", populate=("medanomaly.data",))
 #: Preprocessing pipeline steps by name (window, denoise, resample, ...).

@@ -83,7 +83,7 @@ def build_model(cfg: ClassificationConfig, n_classes: int):
     factory = MODELS.get(cfg.model.name)
     if getattr(factory, "task", None) != TASK:
         raise InputError(f"model {cfg.model.name!r} is not a classifier")
-    return factory(**params)
+    return MODELS.build(cfg.model.name, factory, params)
 
 
 def train_settings(cfg: ClassificationConfig, seed: int | None = None):

@@ -42,7 +42,7 @@ from medanomaly.jsonio import read_json
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
 
-__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "constructor_params", "fit_heatmap_run", "HeatmapFit", "HEATMAP_LOSSES", "heatmap_loss", "heatmap_unet", "one_cycle", "params_from_sections",
+__all__ = ["HeatmapDetector", "OneSliceNet", "build_network", "check_network", "constructor_params", "fit_heatmap_run", "HeatmapFit", "HEATMAP_LOSSES", "heatmap_loss", "heatmap_unet", "one_cycle", "params_from_sections",
            "thread_probe", "torch_threads",
            "DETECTOR_JSON", "DETECTOR_WEIGHTS"]
 
@@ -89,17 +89,26 @@ def OneSliceNet(net: Any) -> Any:  # noqa: N802 - a class factory (torch importe
 
 def build_network(name: str, params: dict[str, Any], spatial_dims: int = 3) -> Any:
     """A detector network by name: ``heatmap_unet`` (2D or 3D), ``nodule_unet`` (the lung recipe's
-    anisotropic 3D DynUNet, imported directly so it builds even while other model modules are broken)
-    or any registered model."""
+    anisotropic 3D DynUNet) or any registered model; each counted before it is allocated and checked for parameters it cannot
+    build from (:mod:`medanomaly.models.limits`)."""
+    from medanomaly.registry import MODELS
+
     if name == "heatmap_unet":
-        return heatmap_unet(spatial_dims, **params)
+        return MODELS.build(name, heatmap_unet, {**params, "spatial_dims": spatial_dims})
     if name == "nodule_unet":
         from medanomaly.models.nodule_unet import nodule_unet
 
-        return nodule_unet(**params)
-    from medanomaly.registry import MODELS
-
+        return MODELS.build(name, nodule_unet, params)
     return MODELS.create(name, **params)
+
+
+def check_network(name: str, params: dict[str, Any], spatial_dims: int = 3) -> None:
+    """:func:`build_network`'s checks (parameters it cannot build from, the size limit) on the ``meta``
+    device, allocating nothing: for a task to call before its data work."""
+    import torch
+
+    with torch.device("meta"):
+        build_network(name, params, spatial_dims)
 
 
 def constructor_params(obj: Any) -> dict[str, Any]:

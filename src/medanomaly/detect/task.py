@@ -180,7 +180,9 @@ class LungNoduleTask:
         """Simulate, train, save the detector, then evaluate (metrics and report into ``out_dir``,
         default ``run_dir``)."""
         from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector
+        from medanomaly.detect.generic import check_network
 
+        check_network(config.model.name, dict(config.model.params))  # before minutes of data work
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if config.luna16 is not None:  # the LUNA16 recipe: annotated nodules of its training folds

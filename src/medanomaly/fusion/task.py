@@ -165,7 +165,8 @@ def build_model(component: ComponentConfig, modalities: tuple[str, ...], spatial
     factory = MODELS.get(component.name)
     if getattr(factory, "task", None) != "fusion":
         raise InputError(f"model {component.name!r} is not a fusion network (fusion_early, fusion_feature, ...)")
-    return factory(modalities=modalities, spatial_dims=spatial_dims, **component.params)
+    return MODELS.build(component.name, factory, {"modalities": modalities, "spatial_dims": spatial_dims,
+                                                   **component.params})
 
 
 def auc_with_ci(

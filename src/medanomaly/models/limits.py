@@ -1,0 +1,85 @@
+"""Networks are counted before they are allocated, and a network its parameters cannot build is one line.
+
+A config, or a hand-edited run's ``model.json``, may ask for any width: ``filters: [4000, 8000, 16000]``
+made a 20.7-billion-parameter U-Net whose allocation the kernel's out-of-memory killer ended 24 GiB in,
+with no message at all. So every network (the registered ones through ``MODELS``, and the detectors'
+own through :meth:`~medanomaly.registry.Registry.build`) is first made on PyTorch's ``meta`` device,
+where tensors have shapes and no storage (no memory, milliseconds), and its parameters are counted
+against :func:`max_parameters`. Only then is it made for real.
+
+A factory that cannot build from its parameters (``nodule_unet needs 3 filter sizes``, a negative
+width, an unknown variant: TypeError, ValueError, IndexError, KeyError, AssertionError, RuntimeError)
+raises :class:`~medanomaly.errors.ConfigError` naming the model and the reason, instead of a traceback.
+
+Example:
+    >>> from medanomaly.registry import MODELS
+    >>> MODELS.create("nodule_unet", filters=(4000, 8000, 16000))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medanomaly.errors.ConfigError: model 'nodule_unet': 20,736,200,001 parameters (77.2 GiB of float32 weights) exceed...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from medanomaly.errors import ConfigError, MedanomalyError, first_reason
+
+__all__ = ["DEFAULT_MAX_PARAMETERS", "MAX_PARAMETERS_ENV", "build_within_limits", "max_parameters", "parameter_count"]
+
+#: 2^28 = 268 million parameters: 1 GiB of float32 weights (training with Adam holds about four times
+#: that). The largest network in the registry's defaults (ResNet-18 3D) has 33 million.
+DEFAULT_MAX_PARAMETERS = 2**28
+#: Environment variable that overrides :data:`DEFAULT_MAX_PARAMETERS` (a whole number).
+MAX_PARAMETERS_ENV = "MEDANOMALY_MAX_MODEL_PARAMETERS"
+
+_CANNOT_BUILD = (TypeError, ValueError, IndexError, KeyError, AssertionError, RuntimeError)
+
+
+def max_parameters() -> int:
+    """The largest parameter count a network may have: ``MEDANOMALY_MAX_MODEL_PARAMETERS`` or 2^28."""
+    text = os.environ.get(MAX_PARAMETERS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMETERS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{MAX_PARAMETERS_ENV}={text!r} is not a whole number of parameters >= 1")
+    return int(text)
+
+
+def parameter_count(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> int | None:
+    """Parameters of ``factory(**kwargs)``, made on the ``meta`` device (no memory); None when the factory
+    does not build there (an operation meta tensors do not implement) or makes no torch module."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            net = _made(name, factory, kwargs)
+    except NotImplementedError:
+        return None
+    if not isinstance(net, torch.nn.Module):
+        return None
+    return sum(p.numel() for p in net.parameters())
+
+
+def build_within_limits(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)`` once its parameter count (on the meta device) is within :func:`max_parameters`;
+    a larger network, or parameters it cannot be built from, raise :class:`ConfigError` naming ``name``."""
+    limit = max_parameters()
+    count = parameter_count(name, factory, kwargs)
+    if count is not None and count > limit:
+        raise ConfigError(f"model {name!r}: {count:,} parameters ({count * 4 / 2**30:.1f} GiB of float32 "
+                          f"weights) exceed the limit of {limit:,}; set {MAX_PARAMETERS_ENV} to allow more")  # fmt: skip
+    return _made(name, factory, kwargs)
+
+
+def _made(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``; what it raises over its parameters becomes one :class:`ConfigError` line."""
+    try:
+        return factory(**kwargs)
+    except (MedanomalyError, NotImplementedError):
+        raise  # ours already say what is wrong; NotImplementedError: the meta device, handled above
+    except _CANNOT_BUILD as exc:
+        raise ConfigError(f"model {name!r} cannot be built from its parameters "
+                          f"({type(exc).__name__}: {first_reason(exc)})") from None  # fmt: skip
