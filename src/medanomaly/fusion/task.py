@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 from medanomaly.engine.run import RunInfo, write_run_info
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
 from medanomaly.fusion.model import run_info
 from medanomaly.jsonio import write_json
@@ -34,16 +34,28 @@ from medanomaly.registry import TASKS
 WEIGHTS = "weights.safetensors"
 
 
+_Contrast = Annotated[float, Field(ge=-1.0, le=10.0)]
+
+
 class SimulationConfig(Section):
     """Lesion simulation in the two real MRI contrasts (see :mod:`medanomaly.fusion.simulate`)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    strong_contrast: tuple[float, float] = (0.6, 1.0)
-    weak_contrast: float = 0.05
-    p_both: float = 0.2
-    noise: float = 0.04
-    lesion_fraction: float = 0.5
+    #: Range of the relative change in the contrast that shows a lesion (-1: black, 10: eleven times as bright).
+    strong_contrast: tuple[_Contrast, _Contrast] = (0.6, 1.0)
+    weak_contrast: float = Field(0.05, ge=0.0, le=1.0)
+    p_both: float = Field(0.2, ge=0.0, le=1.0)
+    noise: float = Field(0.04, ge=0.0, le=1.0)
+    #: Probability that a sample has a lesion; strictly between 0 and 1, as both classes are needed.
+    lesion_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SimulationConfig:
+        low, high = self.strong_contrast
+        if low > high:
+            raise ValueError(f"strong_contrast [{low}, {high}] is inverted: give [smallest, largest]")
+        return self
 
 
 class FusionDataConfig(Section):
@@ -129,6 +141,7 @@ def build_splits(config: FusionConfig) -> FusionSplits:
             s = simulate_pairs(n, split=split, seed=config.seed * 10 + offset, size=data.size[0], **sim)
             arrays[split] = (s.images[:, idx], s.labels, np.ones((n, len(idx)), bool))
             visible[split] = s.visible_in
+        _check_both_labels(arrays, "the simulated data (raise lesion_fraction's distance from 0 and 1, or n_*)")
         return FusionSplits(tuple(data.modalities), arrays, True, visible)
 
     from medanomaly.data.splits import patient_split
@@ -149,7 +162,20 @@ def build_splits(config: FusionConfig) -> FusionSplits:
     y = np.asarray([s.label for s in samples], np.int64)
     names = patient_split(np.asarray([s.patient_id for s in samples]), y, data.val, data.test, config.seed)
     arrays = {s: (x[names == s], y[names == s], present[names == s]) for s in ("train", "val", "test")}
+    with about_file(data.manifest):
+        _check_both_labels(arrays, "the manifest's patients")
     return FusionSplits(tuple(data.modalities), arrays, False, {}, tuple(problems))
+
+
+def _check_both_labels(arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], source: str) -> None:
+    """Refuse a split holding one label only (the training split always, validation and test when not empty):
+    a network cannot learn from it, and its AUC is undefined (it printed ``val_auc nan`` before)."""
+    for split, (_, labels, _) in arrays.items():
+        found = np.unique(labels)
+        if len(found) == 1 or (split == "train" and len(found) < 2):
+            held = f"only label {int(found[0])}" if len(found) else "no sample"
+            raise InputError(f"the {split} split of {source} holds {held} ({len(labels)} samples): "
+                             "both normal (0) and abnormal (1) are needed")  # fmt: skip
 
 
 def settings_from(config: FusionConfig):
@@ -165,8 +191,8 @@ def build_model(component: ComponentConfig, modalities: tuple[str, ...], spatial
     factory = MODELS.get(component.name)
     if getattr(factory, "task", None) != "fusion":
         raise InputError(f"model {component.name!r} is not a fusion network (fusion_early, fusion_feature, ...)")
-    return MODELS.build(component.name, factory, {"modalities": modalities, "spatial_dims": spatial_dims,
-                                                   **component.params})
+    params = {"modalities": modalities, "spatial_dims": spatial_dims, **component.params}
+    return MODELS.build(component.name, factory, params)
 
 
 def auc_with_ci(

@@ -45,3 +45,24 @@ def test_fusion_task_config_errors():
     cfg = parse_config({"task": "fusion", "model": {"name": "compact_cnn"}})
     with pytest.raises(InputError, match="not a fusion network"):
         build_model(cfg.model, ("T1", "PD"), 2)
+
+
+@pytest.mark.parametrize("simulation, field", [
+    ({"p_both": 5.0}, "p_both"), ({"lesion_fraction": -1}, "lesion_fraction"), ({"lesion_fraction": 1.0}, "lesion_fraction"),
+    ({"weak_contrast": -3}, "weak_contrast"), ({"noise": 2.0}, "noise"), ({"strong_contrast": [1.0, 0.6]}, "inverted"),
+    ({"strong_contrast": [0.6, 50.0]}, "strong_contrast"),
+])  # fmt: skip
+def test_fusion_simulation_values_are_bounded(simulation, field):
+    """A probability of 5 was taken silently, a lesion fraction of -1 trained on one class (val_auc nan), a negative
+    weak contrast was a numpy traceback mid-simulation."""
+    with pytest.raises(ConfigError, match=field):
+        parse_config({"task": "fusion", "data": {"simulation": simulation}})
+
+
+def test_a_split_with_one_label_is_refused_before_training():
+    from medanomaly.fusion.task import build_splits
+
+    cfg = parse_config({"task": "fusion", "data": {"n_train": 8, "n_val": 4, "n_test": 4, "size": [32, 32],
+                                                   "simulation": {"lesion_fraction": 0.001}}})  # fmt: skip
+    with pytest.raises(InputError, match=r"the train split of the simulated data .* holds only label 0 \(8 samples\)"):
+        build_splits(cfg)
