@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.errors import ConfigError
 from medanomaly.registry import Registry
 
 __all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc"]
@@ -74,12 +75,28 @@ def residual_map(images: np.ndarray, reconstructions: np.ndarray, ssim_weight: f
     return (w * (1 - ssim_map(x, rec)) + (1 - w) * np.abs(x - rec)).astype(np.float32)
 
 
+def _checked(method: str, name: str, value: Any, low: float, high: float, *, whole: bool = False,
+             above_low: bool = False) -> Any:
+    """``value`` of ``method``'s parameter ``name`` if it is a finite number in ``low``..``high`` (``above_low``:
+    strictly above ``low``; ``whole``: an integer), else one ConfigError line (a hand-written config's typo or
+    a hostile model.json: ``z_bins: 0`` was an IndexError, ``z_bins: 1e8`` a 381 GiB allocation)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (low < value if above_low else low <= value) and value <= high and (not whole or value == int(value))
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        bound = f"above {low:g} and up to {high:g}" if above_low else f"in {low:g}..{high:g}"
+        raise ConfigError(f"{method} {name} must be {kind} {bound}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
 @METHODS.register("normative")
 class NormativeMethod:
     """Per-pixel mean and spread in ``z_bins`` bins of relative brain height (see module doc)."""
 
     def __init__(self, z_bins: int = 6, floor: float = 0.05, masked: bool = False) -> None:
-        self.z_bins, self.floor, self.masked = int(z_bins), float(floor), bool(masked)
+        self.z_bins = _checked("normative", "z_bins", z_bins, 1, 256, whole=True)
+        self.floor = _checked("normative", "floor", floor, 0.0, 1.0, above_low=True)  # spread floor, rank units
+        self.masked = bool(masked)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 
@@ -132,8 +149,13 @@ class AutoencoderMethod:
                  num_res_units: int = 1) -> None:  # fmt: skip
         from medanomaly.registry import MODELS
 
-        self.ssim_weight = float(ssim_weight)
-        self.net = MODELS.create("anomaly_autoencoder", channels=tuple(channels), num_res_units=num_res_units)
+        self.ssim_weight = _checked("autoencoder", "ssim_weight", ssim_weight, 0.0, 1.0)
+        levels = tuple(channels) if isinstance(channels, list | tuple) else ()
+        if not 1 <= len(levels) <= 6:
+            raise ConfigError(f"autoencoder channels must list 1 to 6 levels, got {channels!r}")
+        levels = tuple(_checked("autoencoder", "channels", c, 1, 4096, whole=True) for c in levels)
+        units = _checked("autoencoder", "num_res_units", num_res_units, 0, 8, whole=True)
+        self.net = MODELS.create("anomaly_autoencoder", channels=levels, num_res_units=units)
 
     def _reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's reconstructions (N, S, S) of ``images`` (N, S, S), in batches of 64."""
@@ -200,7 +222,7 @@ class PadimMethod(AutoencoderMethod):
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
                  num_res_units: int = 1, eps: float = 0.01) -> None:  # fmt: skip
         super().__init__(channels, ssim_weight, num_res_units)
-        self.eps = float(eps)
+        self.eps = _checked("padim", "eps", eps, 0.0, 100.0, above_low=True)  # covariance regulariser
         self.mean: np.ndarray | None = None
         self.inv_cov: np.ndarray | None = None
 

@@ -205,3 +205,26 @@ def test_residual_map_is_stable_in_flat_tissue():
     rec = (x + 0.01 * rng.standard_normal(x.shape)).astype(np.float32)
     moved = rec + np.float32(3e-6) * rng.choice([-1, 1], size=x.shape).astype(np.float32)
     assert np.abs(residual_map(x, rec, 0.5) - residual_map(x, moved, 0.5)).max() < 5e-5
+
+
+@pytest.mark.parametrize("name, params, words", [
+    ("normative", {"z_bins": 0}, "normative z_bins must be a whole number in 1..256, got 0"),
+    ("normative", {"z_bins": 100_000_000}, "z_bins must be a whole number in 1..256"),
+    ("normative", {"z_bins": 2.5}, "z_bins must be a whole number"),
+    ("normative", {"floor": float("nan")}, "normative floor must be a number above 0 and up to 1, got nan"),
+    ("normative", {"floor": 0}, "floor must be a number above 0"),
+    ("autoencoder", {"ssim_weight": 7}, "autoencoder ssim_weight must be a number in 0..1, got 7"),
+    ("autoencoder", {"channels": []}, "channels must list 1 to 6 levels, got []"),
+    ("autoencoder", {"channels": 5}, "channels must list 1 to 6 levels, got 5"),
+    ("autoencoder", {"channels": [16, -4]}, "channels must be a whole number in 1..4096, got -4"),
+    ("padim", {"eps": -1}, "padim eps must be a number above 0 and up to 100, got -1"),
+    ("padim", {"num_res_units": True}, "num_res_units must be a whole number"),
+])  # fmt: skip
+def test_method_parameters_out_of_range_are_one_config_error(name, params, words):
+    """z_bins 0 was an IndexError in training, z_bins 1e8 a 381 GiB allocation; a NaN floor failed at the threshold,
+    an ssim_weight of 7 or a negative PaDiM eps made nonsense maps silently."""
+    from medanomaly.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        METHODS.create(name, **params)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
