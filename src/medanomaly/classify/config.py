@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 from medanomaly.preprocess.resize import MAX_VOXELS
@@ -99,11 +99,27 @@ class EnsembleConfig(Section):
 class ParamSpace(Section):
     """One searched hyper-parameter: a float or int range (optionally log-scaled) or choices."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     type: Literal["float", "int", "categorical"]
     low: float | None = None
     high: float | None = None
     log: bool = False
     choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _a_range_optuna_can_draw_from(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs choices")
+            return self
+        if self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"{self.type} needs low <= high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log needs low > 0, got {self.low}")
+        if self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"int needs whole low and high, got {self.low}, {self.high}")
+        return self
 
 
 class TuneConfig(Section):
@@ -112,7 +128,7 @@ class TuneConfig(Section):
 
     trials: int = Field(20, ge=1, le=100_000)
     space: dict[str, ParamSpace] = {}
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=100_000)
     metric: Literal["auc", "balanced_accuracy", "accuracy", "loss"] = "auc"
     sampler: Literal["tpe", "random"] = "tpe"
     pruning: bool = True

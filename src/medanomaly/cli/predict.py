@@ -83,14 +83,15 @@ def register(app: typer.Typer) -> None:
         """Optuna search over the declared space, scored on the validation split; writes best.yaml."""
         from medanomaly.config import load_config
         from medanomaly.engine import default_out, get_task
-        from medanomaly.errors import InputError
+        from medanomaly.errors import ConfigError, InputError, about_file
 
         cfg = load_config(config)
         task = get_task(cfg.task, config)
         if not hasattr(task, "tune"):
             raise InputError(f"task {cfg.task!r} has no tuning", config)
         out_dir = out or default_out("tune", cfg.name or config.stem)
-        summary = task.tune(cfg, trials, out_dir)
+        with about_file(config, ConfigError):  # a search-space error names the config
+            summary = task.tune(cfg, trials, out_dir)
         tag = " (SYNTHETIC data)" if summary.get("synthetic") else ""
         typer.echo(f"best {summary['metric']} = {summary['best_value']:.4f}{tag} with {summary['best_params']}")
         typer.echo(f"tune: {out_dir}")

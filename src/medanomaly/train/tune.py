@@ -48,14 +48,26 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     return parse_config(tree, "<tune>")
 
 
+def check_space(cfg) -> None:
+    """Every end of the searched space (low and high, or each choice) makes a valid config, checked before any
+    data is read or trial trained: a learning rate below 0, a typo in a dotted path or epochs past the limit is
+    one ConfigError naming the path and value (Optuna reported each as a failed trial first)."""
+    for name, space in cfg.tune.space.items():
+        ends = space.choices if space.type == "categorical" else [space.low, space.high]
+        for value in ends:
+            value = int(value) if space.type == "int" else value
+            try:
+                apply_overrides(cfg, {name: value})
+            except ConfigError as exc:
+                raise ConfigError(f"tune.space.{name} = {value!r} does not make a valid config "
+                                  f"({exc.reason.removeprefix('<tune>: ')})") from None  # fmt: skip
+
+
 def suggest(trial, name: str, space) -> Any:
-    """Draw one value for ``name`` from its :class:`~medanomaly.classify.config.ParamSpace`."""
+    """Draw one value for ``name`` from its :class:`~medanomaly.classify.config.ParamSpace` (checked when the
+    config was read: choices given, ``low <= high``, ``low > 0`` on a log scale)."""
     if space.type == "categorical":
-        if not space.choices:
-            raise ConfigError(f"tune.space.{name}: categorical needs choices")
         return trial.suggest_categorical(name, space.choices)
-    if space.low is None or space.high is None or space.low > space.high:
-        raise ConfigError(f"tune.space.{name}: needs low <= high")
     if space.type == "int":
         return trial.suggest_int(name, int(space.low), int(space.high), log=space.log)
     return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
@@ -81,6 +93,7 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
 
     if not cfg.tune.space:
         raise ConfigError("tune.space is empty: declare at least one parameter to search")
+    check_space(cfg)
     n_trials = trials or cfg.tune.trials
     data = load_data(cfg) if data is None else data
     train, val = data.split("train"), data.split("val")

@@ -27,6 +27,38 @@ def test_classify_config_rejects_typos_and_bad_values(blob_manifest: Path) -> No
         parse_config({**tiny_config(blob_manifest), "task": "clasification"})
 
 
+@pytest.mark.parametrize("space, words", [
+    ({"type": "float", "low": 0.01, "high": 0.001}, "float needs low <= high"),
+    ({"type": "float", "low": float("nan"), "high": 0.01}, "finite number"),
+    ({"type": "float", "low": 0.0, "high": 0.1, "log": True}, "log needs low > 0"),
+    ({"type": "int", "low": 1.5, "high": 3}, "int needs whole low and high"),
+    ({"type": "categorical"}, "categorical needs choices"),
+    ({"type": "float"}, "float needs low <= high"),
+])  # fmt: skip
+def test_a_tuning_range_optuna_cannot_draw_from_is_refused_when_read(blob_manifest: Path, space, words) -> None:
+    """A NaN bound or a log range from 0 were tracebacks from inside Optuna / NumPy; the rest failed as trials."""
+    with pytest.raises(ConfigError, match=words):
+        parse_config(tiny_config(blob_manifest, tune={"space": {"train.lr": space}}))
+
+
+@pytest.mark.parametrize("path, space, words", [
+    ("train.lr", {"type": "float", "low": -5, "high": -1}, r"train.lr = -5.0 does not make a valid config \(train.lr"),
+    ("train.nonexistent", {"type": "float", "low": 0.1, "high": 0.2}, "train.nonexistent = 0.1 does not make"),
+    ("train.epochs", {"type": "int", "low": 1, "high": 10**9}, "train.epochs = 1000000000 does not make"),
+    ("train.loss", {"type": "categorical", "choices": ["ce", "nope"]}, "train.loss = 'nope' does not make"),
+])  # fmt: skip
+def test_every_end_of_the_search_space_is_checked_before_any_data_is_read(blob_manifest: Path, path, space,
+                                                                          words) -> None:  # fmt: skip
+    from medanomaly.train.tune import tune
+
+    def no_data(_cfg):
+        raise AssertionError("data read before the search space was checked")
+
+    cfg = parse_config(tiny_config(blob_manifest, tune={"space": {path: space}}))
+    with pytest.raises(ConfigError, match=words):
+        tune(cfg, load_data=no_data, build_model=build_model, train_settings=lambda c: None)
+
+
 def test_classify_bad_input_found_before_training(blob_manifest: Path) -> None:
     # a class with no samples in a split (splits given by the manifest)
     rows = ["path,label,patient_id,split", "img/p0_0.nrrd,normal,P00,train", "img/p1_0.nrrd,abnormal,P01,train",
