@@ -19,6 +19,13 @@ file a rerun stores the same instances again instead of adding new ones.
 Errors: an unreachable PACS or one that refuses (HTTP 401/403/...) is an :class:`InputError` of
 one line naming the URL; a bad series is recorded with its reason and the poll goes on.
 
+What the PACS answers is not trusted: QIDO-RS results are read page by page (``offset``) up to
+:data:`MAX_QIDO_RESULTS`, and a PACS that ignores the offset (the same page again) or answers
+something other than DICOM JSON datasets is one line; only valid DICOM UIDs (digits and dots, at
+most 64 characters) go into request URLs, and the local work folder of a series is named by its
+keyed id, never by a UID the PACS sent (``../..`` or ``/`` there once named the folder that is
+removed after each series).
+
 Example:
     >>> summary = run_pacs(load_model("runs/lung"), "http://127.0.0.1:8042/dicom-web", "work")  # doctest: +SKIP
     >>> summary.stored                                                                             # doctest: +SKIP
@@ -27,6 +34,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import shutil
 import sqlite3
 import time
@@ -40,7 +50,11 @@ from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
 from medanomaly.errors import InputError
 
-__all__ = ["PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
+__all__ = ["MAX_QIDO_RESULTS", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
+
+#: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
+MAX_QIDO_RESULTS = 100_000
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 T = TypeVar("T")
 _SCHEMA = """
@@ -139,9 +153,44 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
 
 
 def _value(item: dict, tag: str) -> str:
-    """First value of a DICOM JSON attribute (by 8-hex-digit tag), or ""."""
-    values = item.get(tag, {}).get("Value") or [""]
-    return str(values[0])
+    """First value of a DICOM JSON attribute (by 8-hex-digit tag), or "" (also for a malformed attribute)."""
+    attribute = item.get(tag) if isinstance(item, dict) else None
+    values = attribute.get("Value") if isinstance(attribute, dict) else None
+    first = values[0] if isinstance(values, list) and values else ""
+    return str(first) if isinstance(first, str | int | float) else ""
+
+
+def _uid(item: dict, tag: str) -> str:
+    """The UID at ``tag`` if it is a valid DICOM UID (digits and dots, at most 64 characters), else "": a UID
+    the PACS sends goes into the URLs of later requests."""
+    value = _value(item, tag)
+    return value if len(value) <= 64 and _UID.fullmatch(value) else ""
+
+
+def _search(url: str, search: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict]:
+    """Every result of a QIDO-RS search, page by page (``offset``), at most :data:`MAX_QIDO_RESULTS`.
+
+    Raises:
+        InputError: the PACS answers something other than a list of DICOM JSON datasets, sends a page it sent
+            before (it ignores the offset: paging would never end), or has more results than the limit.
+    """
+    results: list[dict] = []
+    pages: set[str] = set()
+    while True:
+        page = _call(url, search, *args, offset=len(results), **kwargs)
+        if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
+            raise InputError(f"{url}: the PACS answered a query with something other than DICOM JSON datasets")
+        if not page:
+            return results
+        digest = hashlib.sha256(json.dumps(page, sort_keys=True, default=str).encode()).hexdigest()
+        if digest in pages:
+            raise InputError(f"{url}: the PACS sent the same query results again for a later page "
+                             "(it ignores the QIDO-RS offset)")  # fmt: skip
+        pages.add(digest)
+        results.extend(page)
+        if len(results) > MAX_QIDO_RESULTS:
+            raise InputError(f"{url}: more than {MAX_QIDO_RESULTS:,} results for one query; narrow it "
+                             "(--study-filter)")  # fmt: skip
 
 
 _STUDY_UID, _SERIES_UID, _MODALITY = "0020000D", "0020000E", "00080060"
@@ -154,8 +203,11 @@ def _metadata_entry(client: Any, url: str, study_uid: str, series_uid: str) -> A
     from medanomaly.deploy.archive import entry_from_datasets
 
     metadata = _call(url, client.retrieve_series_metadata, study_uid, series_uid)
-    datasets = [Dataset.from_json(item, bulk_data_uri_handler=lambda *a: b"") for item in metadata]
-    return entry_from_datasets(datasets)
+    try:
+        datasets = [Dataset.from_json(item, bulk_data_uri_handler=lambda *a: b"") for item in metadata]
+        return entry_from_datasets(datasets)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:  # pydicom on malformed JSON
+        return f"unreadable series metadata ({type(exc).__name__})"
 
 
 def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
@@ -186,17 +238,22 @@ def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: Ba
     from medanomaly.deploy.archive import NON_IMAGE_MODALITIES
 
     out = []
-    for item in _call(url, client.search_for_series, study_uid):
-        series_uid = _value(item, _SERIES_UID)
-        if not series_uid or state.done(series_uid, ctx.fingerprint):
+    for item in _search(url, client.search_for_series, study_uid):
+        series_uid = _uid(item, _SERIES_UID)
+        if not series_uid:
+            summary.errors.append(f"study {study_uid}: a series without a valid SeriesInstanceUID, not retrieved")
+            continue
+        if state.done(series_uid, ctx.fingerprint):
             continue
         modality = _value(item, _MODALITY).upper()
         entry = None if modality in NON_IMAGE_MODALITIES else _metadata_entry(client, url, study_uid, series_uid)
+        if hasattr(entry, "key") and (entry.key != series_uid or entry.study_uid not in (None, study_uid)):
+            entry = "its metadata names another series or study than the query did"
         if not hasattr(entry, "key"):
             state.record(series_uid, ctx.fingerprint, study_uid, "skipped", entry or f"non-image series ({modality})")
             summary.skipped += 1
             continue
-        entry.study_uid = entry.study_uid or study_uid
+        entry.study_uid = study_uid
         out.append(entry)
     return out
 
@@ -212,7 +269,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
             summary.skipped += 1
             continue
-        folder = ctx.out_dir / "incoming" / entry.key
+        folder = ctx.out_dir / "incoming" / ctx.series_id(entry)  # a keyed id: never a path the PACS chose
         try:
             _retrieve(client, url, entry, folder)
             record = process_series(model, entry, ctx)
@@ -235,10 +292,12 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
     """Query every study once and process its new series (see the module docstring)."""
     summary = summary or PacsSummary()
     summary.polls += 1
-    studies = _call(url, client.search_for_studies, search_filters=search_filters, get_remaining=True)
+    studies = _search(url, client.search_for_studies, search_filters=search_filters)
     for study in studies:
-        study_uid = _value(study, _STUDY_UID)
-        if study_uid:
+        study_uid = _uid(study, _STUDY_UID)
+        if not study_uid:
+            summary.errors.append("a study without a valid StudyInstanceUID, not queried")
+        else:
             summary.studies += 1
             _process_study(model, client, url, study_uid, state, ctx, summary, store_map)
     return summary

@@ -1,0 +1,130 @@
+"""The PACS bridge does not trust what the PACS answers: paging is bounded, a PACS that ignores the QIDO-RS offset is
+one line (it looped forever), and a UID that is not a DICOM UID never reaches a request URL or a local path (a series
+UID of ``../..`` named the work folder that is removed after each series). A fake DICOMweb client, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medanomaly.deploy.batch import BatchOptions, make_context
+from medanomaly.deploy.pacs import MAX_QIDO_RESULTS, PacsState, poll_once
+from medanomaly.errors import InputError
+
+URL = "http://pacs.invalid/dicom-web"
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+
+
+def _uid_item(tag: str, value: object, modality: str = "CT") -> dict:
+    return {tag: {"vr": "UI", "Value": [value]}, "00080060": {"vr": "CS", "Value": [modality]}}
+
+
+class FakeClient:
+    """search_for_studies / search_for_series with offset paging, metadata and retrieval, recording each call."""
+
+    def __init__(self, studies: list[dict], series: list[dict], metadata: list[dict] | None = None,
+                 ignore_offset: bool = False, page: int = 2) -> None:  # fmt: skip
+        self.studies, self.series, self.metadata = studies, series, metadata or []
+        self.ignore_offset, self.page = ignore_offset, page
+        self.calls: list[tuple] = []
+
+    def _page(self, items: list[dict], offset: int) -> list[dict]:
+        start = 0 if self.ignore_offset else offset
+        return items[start : start + self.page]
+
+    def search_for_studies(self, search_filters=None, offset=0):
+        self.calls.append(("studies", offset))
+        return self._page(self.studies, offset)
+
+    def search_for_series(self, study_uid, offset=0):
+        self.calls.append(("series", study_uid, offset))
+        return self._page(self.series, offset)
+
+    def retrieve_series_metadata(self, study_uid, series_uid):
+        self.calls.append(("metadata", study_uid, series_uid))
+        return self.metadata
+
+    def retrieve_series(self, study_uid, series_uid):
+        self.calls.append(("retrieve", study_uid, series_uid))
+        raise AssertionError("nothing here should be retrieved")
+
+
+def _poll(tmp_path: Path, client: FakeClient, fake_module):
+    ctx = make_context(fake_module.FakeDetector(), tmp_path / "work", BatchOptions())
+    state = PacsState(tmp_path / "state.sqlite")
+    try:
+        return poll_once(fake_module.FakeDetector(), client, URL, state, ctx), state.rows()
+    finally:
+        state.close()
+
+
+def test_a_pacs_that_ignores_the_offset_is_one_line_not_an_endless_loop(tmp_path, fake_module):
+    studies = [_uid_item("0020000D", f"{STUDY}.{k}") for k in range(3)]
+    client = FakeClient(studies, [], ignore_offset=True)
+    with pytest.raises(InputError, match="same query results again for a later page"):
+        _poll(tmp_path, client, fake_module)
+    assert len(client.calls) == 2
+
+
+def test_paging_reads_every_page_and_stops_at_an_empty_one(tmp_path, fake_module):
+    studies = [_uid_item("0020000D", f"{STUDY}.{k}") for k in range(5)]
+    client = FakeClient(studies, [])
+    summary, _ = _poll(tmp_path, client, fake_module)
+    assert summary.studies == 5 and [c[1] for c in client.calls if c[0] == "studies"] == [0, 2, 4, 5]
+
+
+def test_paging_stops_at_the_limit(tmp_path, fake_module, monkeypatch):
+    from medanomaly.deploy import pacs
+
+    monkeypatch.setattr(pacs, "MAX_QIDO_RESULTS", 3)
+    client = FakeClient([_uid_item("0020000D", f"{STUDY}.{k}") for k in range(9)], [])
+    with pytest.raises(InputError, match="more than 3 results for one query"):
+        _poll(tmp_path, client, fake_module)
+    assert MAX_QIDO_RESULTS == 100_000
+
+
+@pytest.mark.parametrize("answer", [{"a": 1}, [5, None], "text"])
+def test_an_answer_that_is_not_dicom_json_is_one_line(tmp_path, fake_module, answer):
+    client = FakeClient([], [])
+    client.search_for_studies = lambda search_filters=None, offset=0: answer
+    with pytest.raises(InputError, match="something other than DICOM JSON datasets"):
+        _poll(tmp_path, client, fake_module)
+
+
+@pytest.mark.parametrize("series_uid", ["../../victim", "/", "1.2.3/../../victim", "1.2.3?x=1", "1." + "2" * 70,
+                                        ["nested"], None])  # fmt: skip
+def test_a_uid_that_is_not_a_dicom_uid_reaches_no_url_and_no_path(tmp_path, fake_module, series_uid):
+    victim = tmp_path / "victim"
+    (victim / "keep").mkdir(parents=True)
+    client = FakeClient([_uid_item("0020000D", STUDY)], [_uid_item("0020000E", series_uid)])
+    summary, rows = _poll(tmp_path, client, fake_module)
+    assert [c[0] for c in client.calls] == ["studies", "studies", "series", "series"]  # no metadata, no retrieval
+    assert summary.errors == [f"study {STUDY}: a series without a valid SeriesInstanceUID, not retrieved"]
+    assert (victim / "keep").is_dir() and rows == []
+
+
+def test_a_study_uid_that_is_not_a_dicom_uid_is_not_queried(tmp_path, fake_module):
+    client = FakeClient([_uid_item("0020000D", "../x"), {"0020000D": "not an attribute"}], [])
+    summary, _ = _poll(tmp_path, client, fake_module)
+    assert summary.studies == 0 and len(summary.errors) == 2
+    assert all(c[0] == "studies" for c in client.calls)
+
+
+def test_metadata_naming_another_series_is_skipped_without_retrieval(tmp_path, fake_module):
+    series = "1.2.826.0.1.3680043.8.498.2"
+    metadata = [{"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+                 "0020000E": {"vr": "UI", "Value": ["../../victim"]}, "00080060": {"vr": "CS", "Value": ["CT"]},
+                 "00280010": {"vr": "US", "Value": [64]}, "00280011": {"vr": "US", "Value": [64]}}]  # fmt: skip
+    client = FakeClient([_uid_item("0020000D", STUDY)], [_uid_item("0020000E", series)], metadata)
+    summary, rows = _poll(tmp_path, client, fake_module)
+    assert "retrieve" not in [c[0] for c in client.calls] and summary.skipped == 1
+    assert rows[0][0] == series and rows[0][3] == "skipped" and "another series or study" in rows[0][4]
+
+
+def test_unreadable_metadata_is_a_skip_reason(tmp_path, fake_module):
+    series = "1.2.826.0.1.3680043.8.498.3"
+    client = FakeClient([_uid_item("0020000D", STUDY)], [_uid_item("0020000E", series)],
+                        [{"00280010": {"vr": "US", "Value": "not a list"}}])  # fmt: skip
+    summary, rows = _poll(tmp_path, client, fake_module)
+    assert summary.skipped == 1 and rows[0][3] == "skipped" and rows[0][4].startswith(("unreadable series metadata", "DICOM"))
