@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.deploy.archive import SeriesEntry, read_series, walk_archive
-from medanomaly.deploy.results import keyed_id, load_record, record_path, write_problems, write_record, write_tables
+from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.errors import InputError
 from medanomaly.types import Prediction
@@ -196,7 +196,7 @@ def _dicom_outputs(entry: SeriesEntry, volume: Any, prediction: Prediction, ctx:
 
     if not ctx.options.dicom or entry.kind != "dicom" or not (prediction.findings or prediction.anomaly_map):
         return {}
-    folder = record_path(ctx.out_dir, ctx.series_id(entry)).stem
+    folder = file_safe(ctx.series_id(entry))
     out = write_dicom_outputs(
         prediction.findings, entry.files, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map,

@@ -23,8 +23,8 @@ What the PACS answers is not trusted: QIDO-RS results are read page by page (``o
 :data:`MAX_QIDO_RESULTS`, and a PACS that ignores the offset (the same page again) or answers
 something other than DICOM JSON datasets is one line; only valid DICOM UIDs (digits and dots, at
 most 64 characters) go into request URLs, and the local work folder of a series is named by its
-keyed id, never by a UID the PACS sent (``../..`` or ``/`` there once named the folder that is
-removed after each series).
+file-safe series id, never by a path the PACS sent (``../..`` or ``/`` there once named the
+folder that is removed after each series).
 
 Example:
     >>> summary = run_pacs(load_model("runs/lung"), "http://127.0.0.1:8042/dicom-web", "work")  # doctest: +SKIP
@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
+from medanomaly.deploy.results import file_safe
 from medanomaly.errors import InputError
 
 __all__ = ["MAX_QIDO_RESULTS", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
@@ -269,7 +270,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
             summary.skipped += 1
             continue
-        folder = ctx.out_dir / "incoming" / ctx.series_id(entry)  # a keyed id: never a path the PACS chose
+        folder = ctx.out_dir / "incoming" / file_safe(ctx.series_id(entry))  # never a path the PACS chose
         try:
             _retrieve(client, url, entry, folder)
             record = process_series(model, entry, ctx)

@@ -56,9 +56,16 @@ def keyed_id(key: bytes | None, purpose: str, value: str, prefix: str) -> str:
     return f"{prefix}{digest[:24]}"
 
 
+def file_safe(series_id: str) -> str:
+    """``series_id`` as one file or folder name: characters other than letters, digits, ``.``, ``_`` and ``-``
+    become ``_``, and so do leading dots (a hostile file's UID ``..`` would name the parent folder)."""
+    name = _SAFE.sub("_", series_id)
+    return "_" * (len(name) - len(name.lstrip("."))) + name.lstrip(".") or "_"
+
+
 def record_path(out_dir: str | Path, series_id: str) -> Path:
-    """Where the record of a series lives: ``<out>/series/<series_id>.json`` (id made file-safe)."""
-    return Path(out_dir) / "series" / f"{_SAFE.sub('_', series_id)}.json"
+    """Where the record of a series lives: ``<out>/series/<series_id>.json`` (id made :func:`file_safe`)."""
+    return Path(out_dir) / "series" / f"{file_safe(series_id)}.json"
 
 
 def write_record(out_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -182,3 +182,27 @@ def test_results_csv_quotes_cells_a_spreadsheet_would_run(tmp_path: Path) -> Non
     problem = type("Problem", (), {"where": "-cmd|calc.dcm", "kind": "file", "reason": "=not DICOM"})()
     with write_problems(tmp_path, [problem]).open() as fh:
         assert next(iter(csv.DictReader(fh))) == {"where": "'-cmd|calc.dcm", "kind": "file", "reason": "'=not DICOM"}
+
+
+def test_a_series_uid_of_dots_names_no_parent_folder(small_archive, fake_module, tmp_path: Path) -> None:
+    """A hostile DICOM whose SeriesInstanceUID is '..' wrote its SEG / SR into the output folder itself (dicom/..);
+    its outputs and record now stay in their own folder."""
+    import pydicom
+
+    from medanomaly.deploy.results import file_safe
+
+    assert [file_safe(s) for s in ("..", ".", "../x", "1.2.3", "")] == ["__", "_", "___x", "1.2.3", "_"]
+    root = tmp_path / "archive"
+    series = small_archive.good[0]
+    for path in small_archive.root.rglob("*"):
+        if path.is_file() and pydicom.dcmread(path, stop_before_pixels=True, force=True).get("SeriesInstanceUID") == series:
+            target = root / path.relative_to(small_archive.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = ".."
+            ds.save_as(target)
+    out = tmp_path / "out"
+    run_batch(fake_module.FakeDetector(), root, out, progress=False)
+    assert not (out / "seg.dcm").exists() and not (out / "sr.dcm").exists()
+    record = json.loads((out / "series" / "__.json").read_text())
+    assert record["status"] == "done" and (out / record["dicom"]["seg"]).parent == out / "dicom" / "__"
