@@ -43,12 +43,14 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["OPSET", "MATCH_LIMIT", "GraphSpec", "graph_spec", "export_graph", "export_run", "torch_outputs",
+__all__ = ["OPSET", "MATCH_LIMIT", "MAX_CALIBRATION", "GraphSpec", "graph_spec", "export_graph", "export_run", "torch_outputs",
            "onnx_outputs"]  # fmt: skip
 
 OPSET = 17
 #: Largest accepted |ONNX - torch| (probability or heatmap value) on validation before refusing.
 MATCH_LIMIT = 1e-4
+#: Most validation items ``--calibration`` may ask for (the lung windows are also held to the voxel-memory limit).
+MAX_CALIBRATION = 10_000
 EXPORTABLE = ("classification", "lung_nodule", "fusion", "detection", "anomaly")
 #: Tasks exported by a module of their own: ``graphs(model)``, ``package_info(model)``, ``check(...)``.
 TASK_EXPORTERS = {"detection": "medanomaly.deploy.export_detection", "anomaly": "medanomaly.deploy.export_anomaly"}
@@ -216,8 +218,8 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     from medanomaly.engine import load_model
 
     run_dir, out = Path(run_dir), Path(out)
-    if calibration < 1:
-        raise InputError(f"--calibration must be at least 1, got {calibration}", run_dir)
+    if not 1 <= calibration <= MAX_CALIBRATION:
+        raise InputError(f"--calibration must be 1..{MAX_CALIBRATION:,} validation items, got {calibration:,}", run_dir)
     if out.exists() and not overwrite and any(out.iterdir() if out.is_dir() else [out]):
         raise InputError("already exists; choose another --out", out)
     model = load_model(run_dir)

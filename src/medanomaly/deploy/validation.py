@@ -60,7 +60,11 @@ def validation_data(run_dir: str | Path, task: str, limit: int | None = None) ->
         return ValidationData(np.asarray(x, np.float32)[:limit], np.asarray(y)[:limit],
                               np.asarray(present, bool)[:limit], synthetic=splits.synthetic)  # fmt: skip
     if task == "lung_nodule":
-        return _lung_windows(cfg, limit or 16)
+        from medanomaly.io.limits import check_voxel_bytes
+
+        limit = limit or 16
+        check_voxel_bytes((limit, *cfg.infer.roi_size), 4, Path(run_dir), what="calibration windows")
+        return _lung_windows(cfg, limit)
     from medanomaly.errors import InputError
 
     raise InputError(f"no validation data for task {task!r}", run_dir)

@@ -357,3 +357,24 @@ def test_session_threads_and_spinning_follow_the_environment(cls_pkg: Path, monk
     assert default.get_session_options().intra_op_num_threads == 2 and entry(default) == "default"
     monkeypatch.setenv("MEDANOMALY_ORT_SPINNING", "0")
     assert entry(session(cls_pkg / "model.onnx")) == "0"
+
+
+def test_a_calibration_count_past_the_limits_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """--calibration 1e12 on the lung detector allocated validation windows until the kernel killed it; now the count
+    (1..10,000) and the windows' bytes (the voxel-memory limit) are checked before a scan is simulated."""
+    import shutil
+
+    from medanomaly.deploy import validation
+    from medanomaly.deploy.export import MAX_CALIBRATION, export_run
+
+    def no_windows(*_args, **_kwargs):
+        raise AssertionError("windows were made before the calibration count was checked")
+
+    monkeypatch.setattr(validation, "_lung_windows", no_windows)
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "fixtures" / "lung_detector", run)
+    with pytest.raises(InputError, match=r"--calibration must be 1\.\.10,000 validation items, got 1,000,000,000,000"):
+        export_run(run, tmp_path / "p1", int8=True, calibration=10**12)
+    with pytest.raises(InputError, match=r"calibration windows of 10000 x 16 x 128 x 128 x 4 byte\(s\) = 9\.766 GiB"):
+        export_run(run, tmp_path / "p2", int8=True, calibration=MAX_CALIBRATION)
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
