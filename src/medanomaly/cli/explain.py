@@ -33,10 +33,12 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_stem
         from medanomaly.errors import about_file
-        from medanomaly.explain.driver import explain_file
+        from medanomaly.explain.driver import check_view_and_target, explain_file
         from medanomaly.jsonio import finite_json
 
         model = load_model(run)
+        explainable = model.explainable()
+        check_view_and_target(explainable, fov, target)  # option errors: not about the image
         source = image
         if "=" in str(image):  # one file per modality: stacked as components in the model's order
             from medanomaly.cli.predict import _fusion_inputs
@@ -45,7 +47,7 @@ def register(app: typer.Typer) -> None:
             source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
         target_dir = out or default_out("explain", "fusion" if source is not image else output_stem(image))
         with about_file(image):
-            report = explain_file(model.explainable(), source, method, target_dir, layer, target, mask, evaluate,
+            report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
                                   dicom, fov, findings)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

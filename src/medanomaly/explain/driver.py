@@ -17,7 +17,7 @@ import numpy as np
 
 from medanomaly.jsonio import write_json
 
-__all__ = ["explain_file"]
+__all__ = ["FOV_RANGE_MM", "check_view_and_target", "explain_file"]
 
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
 
@@ -86,6 +86,29 @@ def _stitch(ct: Any, results: list[Any]) -> Any:
     return ct.with_array(full, **meta)
 
 
+#: Bounds of a finding overlay's field of view, mm (a NaN one was a traceback, a negative or huge one no picture).
+FOV_RANGE_MM = (5.0, 1000.0)
+
+
+def check_view_and_target(ex: Any, fov: float, target: int | None) -> None:
+    """Refuse, before anything is written, a field of view outside :data:`FOV_RANGE_MM` and a ``--target`` class the
+    model does not have (a detector or anomaly map has no classes to pick: it was ignored silently)."""
+    import math
+
+    from medanomaly.errors import InputError
+
+    low, high = FOV_RANGE_MM
+    if not (math.isfinite(fov) and low <= fov <= high):
+        raise InputError(f"--fov must be {low:g}..{high:g} mm, got {fov:g}")
+    if target is None:
+        return
+    names = ex.class_names or ()
+    if ex.kind == "anomaly" or (ex.patch_size is not None and ex.runner is not None):
+        raise InputError(f"--target picks a class of a classifier; a {ex.kind} run explains its map")
+    if names and not 0 <= target < len(names):
+        raise InputError(f"--target must be a class index 0..{len(names) - 1} ({', '.join(names)}), got {target}")
+
+
 def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str | None = None, target: int | None = None,
                  mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
                  findings_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
@@ -109,6 +132,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     from medanomaly.registry import EXPLAINERS
 
     EXPLAINERS.get(method)
+    check_view_and_target(ex, fov, target)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,0 +1,47 @@
+"""``explain``'s options are checked before anything is read or written: a NaN field of view was a traceback, a
+negative or huge one gave no picture, and ``--target`` on a detector was ignored silently."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from medanomaly.errors import InputError
+from medanomaly.explain.adapters import Explainable
+from medanomaly.explain.driver import check_view_and_target
+
+ROOT = Path(__file__).resolve().parents[3]
+CLASSIFIER = Explainable(model=None, class_names=("benign", "uncertain", "malignant"), kind="classification")
+DETECTOR = Explainable(model=None, patch_size=(8, 64, 64), kind="lung_nodule", runner=object())
+
+
+@pytest.mark.parametrize("fov", [float("nan"), float("inf"), -5.0, 0.0, 4.9, 1e12])
+def test_a_field_of_view_outside_5_to_1000_mm_is_refused(fov):
+    with pytest.raises(InputError, match=r"--fov must be 5\.\.1000 mm"):
+        check_view_and_target(DETECTOR, fov, None)
+
+
+def test_a_target_the_model_does_not_have_is_refused():
+    check_view_and_target(CLASSIFIER, 80.0, 2)
+    check_view_and_target(DETECTOR, 5.0, None)
+    with pytest.raises(InputError, match=r"--target must be a class index 0\.\.2 \(benign, uncertain, malignant\), got 3"):
+        check_view_and_target(CLASSIFIER, 80.0, 3)
+    with pytest.raises(InputError, match="got -1"):
+        check_view_and_target(CLASSIFIER, 80.0, -1)
+    with pytest.raises(InputError, match="--target picks a class of a classifier; a lung_nodule run explains its map"):
+        check_view_and_target(DETECTOR, 80.0, 0)
+
+
+def test_the_cli_says_it_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from medanomaly.cli.app import main
+
+    out = tmp_path / "explained"
+    image = ROOT / "tests" / "fixtures" / "missing_image_never_read.nrrd"
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "explain", str(ROOT / "tests" / "fixtures" / "lung_detector"),
+                                      str(image), "--fov", "nan", "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit) as code:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert code.value.code == 2 and err == "error: --fov must be 5..1000 mm, got nan" and not out.exists()
