@@ -223,3 +223,28 @@ def test_failed_job_has_one_line_reason(service):
     job = wait_done(client, post(client, [data]).json()["job_id"])
     assert job["status"] == "failed" and job["reason"] and "\n" not in job["reason"]
     assert client.get(f"/v1/studies/{job['id']}/results").status_code == 409
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "99999"], "error: --port must be 1..65,535, got 99999"),
+    (["--max-upload-mb", "-1"], "error: --max-upload-mb must be 1..1,048,576, got -1"),
+    (["--queue-size", "0"], "error: --queue-size must be 1..100,000, got 0"),
+    (["--port", "{busy}"], "error: cannot listen on 127.0.0.1 port {busy} (Address already in use)"),
+])  # fmt: skip
+def test_serve_options_no_server_can_use_are_one_line(tmp_path, monkeypatch, capsys, args, words):
+    """A port over 65535 was an OverflowError traceback, a port in use uvicorn's log and exit 3, a negative upload
+    limit or queue a server that refused every request; now one line and exit 2 before any model loads."""
+    import socket
+    import sys
+
+    from medanomaly.cli.app import main
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        args = [a.replace("{busy}", port) for a in args]
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "serve", str(tmp_path / "never_loaded_run"), "--tokens",
+                                          str(tmp_path / "tokens.json"), "--data", str(tmp_path / "data"), *args])  # fmt: skip
+        with pytest.raises(SystemExit) as code:
+            main()
+    assert code.value.code == 2 and capsys.readouterr().err.strip() == words.replace("{busy}", port)
+    assert not (tmp_path / "data").exists()

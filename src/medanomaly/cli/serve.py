@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.service.ingest import IngestLimits
         from medanomaly.deploy.service.tokens import TokenStore
 
+        _check_serve_options(host, port, max_upload_mb, queue_size)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -64,3 +65,22 @@ def register(app: typer.Typer) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int) -> None:
+    """One line, exit 2, for an option no server can use, before the models load: a port over 65535 was an
+    OverflowError traceback from the socket, a port in use uvicorn's log and exit 3, a negative upload limit or
+    queue a server that refused every request."""
+    import socket
+
+    for name, value, low, high in (("--port", port, 1, 65535), ("--max-upload-mb", max_upload_mb, 1, 1 << 20),
+                                   ("--queue-size", queue_size, 1, 100_000)):  # fmt: skip
+        if not low <= value <= high:
+            raise InputError(f"{name} must be {low}..{high:,}, got {value}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass  # free now; uvicorn binds it a moment later
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]  # Python adds the address again
+        raise InputError(f"cannot listen on {host} port {port} ({reason})") from None
