@@ -11,9 +11,15 @@ tree (the ``predict`` command calls it): one row per series in ``DIR/results.csv
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
+
+from medanomaly.errors import InputError
+
+#: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
+MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
 
 
 def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
@@ -32,6 +38,10 @@ def _options(series_filter: list[str] | None, memory_limit: str, dicom: bool, si
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work
+    if site not in ("auto", "none"):
+        from medanomaly.deploy.codes import finding_site
+
+        finding_site(site)  # an unknown site failed each series' SR after its model run
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
                         site=None if site == "none" else site)  # fmt: skip
 
@@ -79,8 +89,6 @@ def predict_archive(
 
 
 def _study_filters(pairs: list[str] | None) -> dict[str, str] | None:
-    from medanomaly.errors import InputError
-
     out = {}
     for pair in pairs or ():
         name, sep, value = pair.partition("=")
@@ -111,6 +119,8 @@ def register(app: typer.Typer) -> None:
 
         options = _options(series_filter, memory_limit, True, site)
         filters = _study_filters(study_filter)
+        if watch and not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
+            raise InputError(f"--interval must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {interval:g}")
         connect(url)  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
