@@ -24,6 +24,8 @@ from medanomaly.privacy.uids import fix_file_meta
 from medanomaly.privacy.walker import TOO_DEEP, NestedTooDeep
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+#: Largest accepted file size limit, MB (2^20 MB = 1 TiB).
+MAX_FILE_MB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class DeidConfig:
     ocr_check: bool = True
     max_file_mb: float = 2048
     lookup: Path | None = None
+
+    def __post_init__(self) -> None:
+        """A file size limit no file can be judged by is refused (NaN turned the limit off, -1 refused every file)."""
+        import math
+
+        from medanomaly.errors import InputError
+
+        if not (math.isfinite(self.max_file_mb) and 0 < self.max_file_mb <= MAX_FILE_MB):
+            raise InputError(f"the file size limit (--max-size-mb) must be above 0 and at most {MAX_FILE_MB:,} MB, "
+                             f"got {self.max_file_mb:g}")  # fmt: skip
 
     def describe(self) -> dict:
         """Settings for the audit (no key, no lookup path)."""

@@ -289,3 +289,14 @@ def test_cli_output_by_option_once_and_required(folder, tmp_path, monkeypatch):
     neither = CliRunner().invoke(app, ["deid", str(folder)])
     assert isinstance(neither.exception, InputError) and "--out" in str(neither.exception)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("limit", [float("nan"), -1.0, 0.0, 1e30, float("inf")])
+def test_a_file_size_limit_no_file_can_be_judged_by_is_refused(limit):
+    """NaN turned the size limit off silently and -1 refused every file; both are one line before any work."""
+    from medanomaly.errors import InputError
+    from medanomaly.privacy.one_file import DeidConfig
+
+    with pytest.raises(InputError, match=r"the file size limit \(--max-size-mb\) must be above 0 and at most"):
+        DeidConfig(max_file_mb=limit)
+    assert DeidConfig(max_file_mb=0.5).max_file_mb == 0.5
