@@ -74,6 +74,10 @@ def predict_archive(
 
     options = _options(series_filter, memory_limit, dicom, site)
     key = _key(keyed_ids, key_file)
+    if engine == "ray" and address:
+        from medanomaly.deploy.ray_engine import check_reachable
+
+        check_reachable(address)  # before the model loads and OUT is locked
     model = load_model(run)
     summary = run_batch(model, archive, out, options, key=key, retry_errors=retry_errors, progress=progress,
                         engine=engine, address=address, workers=workers)  # fmt: skip

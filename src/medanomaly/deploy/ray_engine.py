@@ -29,7 +29,7 @@ from typing import Any
 from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.errors import InputError
 
-__all__ = ["default_factory", "run_on_ray"]
+__all__ = ["CONNECT_TIMEOUT_S", "check_reachable", "default_factory", "run_on_ray"]
 
 
 class _Fixed:
@@ -84,6 +84,28 @@ class _SeriesWorker:
         return {"record": [json.dumps(r, default=str) for r in records]}
 
 
+#: Seconds to wait for a TCP connection to a Ray cluster's address before the batch is refused.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """One line when ``host:port`` (or ``ray://host:port``) takes no TCP connection: Ray itself retried an
+    unreachable address for minutes, logging a warning every few seconds. ``auto`` and ``local`` are Ray's own."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise InputError(f"Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"cannot reach Ray at {address} ({reason})") from None
+
+
 def _init(address: str | None, workers: int) -> bool:
     """Connect to (or start) Ray; True when this call started a local Ray that must be stopped."""
     try:
@@ -94,6 +116,8 @@ def _init(address: str | None, workers: int) -> bool:
         return False
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
     kwargs: dict[str, Any] = {"runtime_env": env, "log_to_driver": False, "include_dashboard": False}
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)

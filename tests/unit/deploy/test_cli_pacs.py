@@ -74,3 +74,19 @@ def test_an_archive_without_one_readable_series_is_one_error_line_and_exit_2(tmp
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {archive}: no readable DICOM series (2 file(s) skipped, see ")
     assert (tmp_path / "out" / "problems.csv").read_text().count("\n") == 3  # header + the two files and why
+
+
+@pytest.mark.parametrize("address, words", [
+    ("127.0.0.1:{free}", "cannot reach Ray at 127.0.0.1:{free} (Connection refused)"),
+    ("ray://127.0.0.1:{free}", "cannot reach Ray at ray://127.0.0.1:{free}"),
+    ("garbage", "Ray address 'garbage': expected HOST:PORT, ray://HOST:PORT, auto or local"),
+])  # fmt: skip
+def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path: Path, address: str, words: str) -> None:
+    """Ray retried an unreachable address for minutes, a warning every few seconds, with OUT already locked."""
+    from medanomaly.cli.pacs import predict_archive
+
+    free = str(_free_port())
+    address, words = address.replace("{free}", free), words.replace("{free}", free)
+    with pytest.raises(InputError) as caught:
+        predict_archive(tmp_path / "never_loaded_run", tmp_path, tmp_path / "out", engine="ray", address=address)
+    assert str(caught.value).startswith(words) and not (tmp_path / "out").exists()
