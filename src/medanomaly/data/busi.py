@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.data.lesions2d import CLASSES, LesionImage, LesionSet, lesion_from_mask
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 from medanomaly.types import Volume
 
@@ -90,8 +90,7 @@ def _read_patients(path: str | Path | None) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise InputError("patients CSV not found", path)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    with read_csv(path, "patients CSV") as reader:
         if not {"key", "patient_id"} <= set(reader.fieldnames or []):
             raise InputError("patients CSV needs the columns key,patient_id", path)
         return {r["key"].strip(): r["patient_id"].strip() for r in reader}

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.data.lesions2d import CLASSES, LesionImage, LesionSet
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
 __all__ = ["TABLES", "lesion_class", "load_cbis_ddsm", "load_cbis_ddsm_lesions", "read_tables"]
@@ -83,8 +83,7 @@ def read_tables(folder: str | Path) -> list[dict[str, str]]:
         path = folder / name
         if not path.is_file():
             continue
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+        with read_csv(path, "CBIS-DDSM table") as reader:
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in REQUIRED if c not in columns]
             if missing:

@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import plistlib
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ import numpy as np
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.data.lesions2d import CLASSES, Lesion2D, LesionImage, LesionSet
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
 #: ROI name (lower case) -> finding type; names not listed are ``other``.
@@ -103,8 +103,7 @@ def read_table(csv_path: str | Path) -> dict[str, str]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputError("INbreast.csv not found", csv_path)
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=";")
+    with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:
         fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
         if "file name" not in fields or "bi-rads" not in fields:
             raise InputError("INbreast.csv lacks the 'File Name' or 'Bi-Rads' column", csv_path)
@@ -197,8 +196,7 @@ def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
     """Rows of ``INbreast.csv`` with the keys ``file``, ``birads``, ``laterality``, ``view``, ``acr``."""
     csv_path = Path(csv_path)
     birads = read_table(csv_path)  # checks the file and the two required columns
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=";")
+    with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:
         fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
         rows = []
         for row in reader:

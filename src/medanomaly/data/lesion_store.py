@@ -35,6 +35,7 @@ import numpy as np
 
 from medanomaly.data.lesions2d import Lesion2D, LesionImage, LesionSet, plain_value
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.jsonio import JsonLimitError, read_json
 from medanomaly.types import Volume
 
@@ -123,8 +124,8 @@ def write_lesion_set(lesions: LesionSet, folder: str | Path) -> Path:
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise InputError("not a lesion-set folder (missing table)", path)
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    with read_csv(path, "lesion-set table") as reader:
+        return list(reader)
 
 
 def read_lesion_set(folder: str | Path) -> LesionSet:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 
 N_FOLDS = 10
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
@@ -72,8 +73,7 @@ def csv_rows(path: Path, columns: Sequence[str], kind: str = "LUNA16 CSV") -> It
     the message)."""
     if not path.is_file():
         raise InputError("file not found", path)
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
+    with read_csv(path, kind) as reader:
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"not a {kind}: column(s) {', '.join(missing)} missing", path)

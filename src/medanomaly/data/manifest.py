@@ -15,7 +15,6 @@ Example CSV::
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from medanomaly.data.arrays import SPLITS, LabelledImages, label_index, to_model_array
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
 REQUIRED_COLUMNS = ("path", "label", "patient_id")
@@ -33,8 +33,7 @@ def read_manifest(csv_path: str | Path) -> list[dict[str, str]]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputError("manifest CSV not found", csv_path)
-    with csv_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    with read_csv(csv_path, "manifest CSV") as reader:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:

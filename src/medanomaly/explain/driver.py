@@ -24,13 +24,12 @@ IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm", ".png", ".
 
 def _dataset_items(path: Path) -> list[tuple[str, Path, Path | None]]:
     """(name, image, mask) from a CSV manifest or a folder (``X_image.*`` paired with ``X_label/_mask.*``)."""
-    import csv
-
     from medanomaly.errors import InputError
+    from medanomaly.io.tables import read_csv
 
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with read_csv(path, "manifest") as reader:
+            rows = list(reader)
         if not rows or "image" not in rows[0]:
             raise InputError("manifest needs an 'image' column", path)
         return [(Path(r["image"]).name, path.parent / r["image"], (path.parent / r["mask"]) if r.get("mask") else None)

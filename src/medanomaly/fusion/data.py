@@ -26,7 +26,6 @@ In a batch (:func:`load_paired_dataset`), a bad patient is reported and skipped,
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.tables import read_csv
 from medanomaly.preprocess.intensity import WINDOWS, robust_zscore_array, window_array
 from medanomaly.types import Volume
 
@@ -105,8 +105,7 @@ def read_manifest(path: str | Path) -> PairedManifest:
     path = Path(path)
     if not path.is_file():
         raise InputError("manifest not found", path)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    with read_csv(path, "manifest") as reader:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         rows = list(reader)
     stems = [c[: -len("_path")] for c in columns if c.endswith("_path")]
