@@ -17,7 +17,7 @@ import numpy as np
 
 from medanomaly.jsonio import write_json
 
-__all__ = ["FOV_RANGE_MM", "check_view_and_target", "explain_file"]
+__all__ = ["FOV_RANGE_MM", "MAX_EXPLAINED_FINDINGS", "check_view_and_target", "explain_file"]
 
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
 
@@ -85,6 +85,9 @@ def _stitch(ct: Any, results: list[Any]) -> Any:
     return ct.with_array(full, **meta)
 
 
+#: Most findings a findings.json given to ``explain --findings`` may list (a detector lists at most its
+#: ``max_findings``, 20 by default; a hand-made file could list a million, each a patch explanation and a PNG).
+MAX_EXPLAINED_FINDINGS = 1000
 #: Bounds of a finding overlay's field of view, mm (a NaN one was a traceback, a negative or huge one no picture).
 FOV_RANGE_MM = (5.0, 1000.0)
 
@@ -163,6 +166,7 @@ def _explain_findings(ex: Any, volume: Any, lesion: Any, out: Path, method: str,
     explained on a patch around it; the stitched map on the image grid; optional faithfulness."""
     from medanomaly.explain.findings import explain_findings_detailed
     from medanomaly.explain.overlay import write_map
+    from medanomaly.errors import InputError
     from medanomaly.io.findings import read_findings
     from medanomaly.types import Finding
 
@@ -170,6 +174,9 @@ def _explain_findings(ex: Any, volume: Any, lesion: Any, out: Path, method: str,
     if ex.kind == "lung_nodule" and not volume.meta.get("modality"):  # NRRD carries no modality
         volume = volume.with_meta(modality="CT")
     findings = read_findings(findings_path) if findings_path is not None else list(ex.runner.detect(volume))
+    if findings_path is not None and len(findings) > MAX_EXPLAINED_FINDINGS:  # each a patch explanation and a PNG
+        raise InputError(f"{len(findings):,} findings to explain, more than {MAX_EXPLAINED_FINDINGS:,}: keep the ones "
+                         "to explain in the findings file", findings_path)  # fmt: skip
     if lesion is not None:
         centre = volume.index_to_physical(np.argwhere(np.asarray(lesion.array) > 0).mean(0)[::-1])
         findings.append(Finding(center_mm=tuple(centre), bbox_mm=(tuple(centre), tuple(centre)), score=float("nan"),

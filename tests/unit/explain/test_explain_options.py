@@ -45,3 +45,21 @@ def test_the_cli_says_it_in_one_line_and_writes_nothing(tmp_path, monkeypatch, c
         main()
     err = capsys.readouterr().err.strip()
     assert code.value.code == 2 and err == "error: --fov must be 5..1000 mm, got nan" and not out.exists()
+
+
+def test_a_findings_file_listing_more_than_the_limit_is_refused_before_any_explanation(tmp_path):
+    """A hand-made findings.json may list a million findings, each a patch explanation and a PNG."""
+    import json
+
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.engine import load_model
+    from medanomaly.explain.driver import MAX_EXPLAINED_FINDINGS, explain_file
+
+    row = {"label": "nodule", "center_mm": [0, 0, -700], "bbox_mm": [[0, 0, -700], [1, 1, -699]], "score": 0.5}
+    findings = tmp_path / "findings.json"
+    findings.write_text(json.dumps({"findings": [row] * (MAX_EXPLAINED_FINDINGS + 1)}))
+    model = load_model(ROOT / "tests" / "fixtures" / "lung_detector")
+    with pytest.raises(InputError, match=r"1,001 findings to explain, more than 1,000"):
+        explain_file(model.explainable(), pyradiomics_case("lung1")[0], "gradcam", tmp_path / "out",
+                     findings_path=findings)  # fmt: skip
+    assert not list((tmp_path / "out").glob("*.png"))
