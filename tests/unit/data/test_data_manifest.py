@@ -92,3 +92,24 @@ def test_data_ct_window_keeps_absolute_hu() -> None:
     np.testing.assert_allclose(map_intensity(np.array([-1000.0, 400.0, 2000.0]), "ct_lung"), [0.0, 1.0, 1.0])
     with pytest.raises(InputError, match="unknown intensity mode"):
         map_intensity(ggo, "ct_bone")
+
+
+def test_a_manifest_whose_arrays_would_not_fit_in_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    """Each row becomes a float32 model array; a million rows at 224 x 224 (400 GB) would have been read until the
+    kernel stopped the process. The estimate is checked first, against what the machine has available."""
+    from medanomaly.data import manifest
+    from medanomaly.errors import InputError
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("an image was read before the memory check")
+
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,label,patient_id\n" + "".join(f"i{k}.nrrd,a,P{k}\n" for k in range(3)))
+    for k in range(3):
+        (tmp_path / f"i{k}.nrrd").write_bytes(b"")
+    monkeypatch.setattr("medanomaly.io.read", no_reading)
+    monkeypatch.setattr("medanomaly.io.limits.available_memory_bytes", lambda: 1_000_000)
+    with pytest.raises(InputError) as caught:
+        manifest.load_manifest(csv_path, image_size=(224, 224), channels=3)
+    assert str(caught.value) == (f"{csv_path}: 3 images of 224 x 224 x 3 channel(s) need about 3.445 MiB of memory but "
+                                 "976.6 KiB is available: use fewer rows or a smaller data.image_size")  # fmt: skip
