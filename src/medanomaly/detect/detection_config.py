@@ -60,6 +60,9 @@ class PatchTrainConfig(Finite):
     # torch CPU threads, or "auto": timed on the first training steps (1 beats 2 where another process holds a core,
     # 2 beats 1 on an idle 2-core machine: medanomaly.train.thread_probe)
     threads: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    # where the network trains: "auto" (a CUDA GPU when present, else the CPU), "cpu" (also on a GPU machine: the
+    # evaluation then stays on the CPU too) or "cuda" (refused in one line without a GPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     # exponential moving average of the weights, validated, kept and saved instead of the live ones (0 = off; the
     # decay warms up as (1 + n) / (10 + n), so 0.995 holds from about step 1,800: medanomaly.train.averaging)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)

@@ -186,6 +186,9 @@ class DetectionTask:
         from medanomaly.detect.lesion_classifier import LesionClassifier
         from medanomaly.jsonio import write_json
 
+        from medanomaly.train.distributed import resolve_device
+
+        resolve_device(config.train.device)  # "cuda" without a GPU: one line, before the data work
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         lesions = lesions if lesions is not None else load_lesion_set(config)

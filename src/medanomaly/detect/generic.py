@@ -145,13 +145,14 @@ def torch_threads(threads: int | str) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def thread_probe(threads: int | str) -> ThreadProbe | None:
+def thread_probe(threads: int | str, device: str = "auto") -> ThreadProbe | None:
     """The probe that chooses the thread count of a training run whose ``threads`` is ``"auto"``
-    (:mod:`medanomaly.train.thread_probe`), else None: the count is given, or the run trains on a GPU (the steps then
-    time the GPU, not the CPU threads inference will use; ``threads`` stays ``"auto"``)."""
+    (:mod:`medanomaly.train.thread_probe`), else None: the count is given, or the run trains on a GPU (``device``
+    resolves to CUDA: the steps then time the GPU, not the CPU threads inference will use; ``threads`` stays
+    ``"auto"``)."""
     from medanomaly.train.distributed import resolve_device
 
-    return ThreadProbe(thread_candidates()) if threads == "auto" and resolve_device("auto") == "cpu" else None
+    return ThreadProbe(thread_candidates()) if threads == "auto" and resolve_device(device) == "cpu" else None
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
                     monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best",
                     probe: ThreadProbe | None = None, mine: Callable[[Any], dict[str, float]] | None = None,
-                    mine_every: int = 0, ema_decay: float = 0.0) -> HeatmapFit:  # fmt: skip
+                    mine_every: int = 0, ema_decay: float = 0.0, device: str = "auto") -> HeatmapFit:  # fmt: skip
     """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through the one
     training loop, with a wall-clock budget and a learning curve.
 
@@ -294,7 +295,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
                           title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
                           monitor=f"val_{monitor}" if validate is not None and keep == "best" else None,
-                          min_delta=-1e-9, ema_decay=ema_decay)  # fmt: skip  # a tie keeps the later weights
+                          min_delta=-1e-9, ema_decay=ema_decay, device=device)  # fmt: skip  # a tie keeps the later weights
     result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()
     best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None
@@ -362,7 +363,8 @@ class HeatmapDetector:
                  mine_every: int = 0, mined_fraction: float = 0.5, roi_size: Any = (1, 256, 256),
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
                  max_findings: int = 10, mirror_axes: Any = (), split_depth: float | None = None,
-                 label: str = "lesion", seed: int = 0, threads: int | str = 1) -> None:  # fmt: skip
+                 label: str = "lesion", seed: int = 0, threads: int | str = 1,
+                 device: str = "auto") -> None:  # fmt: skip
         self.spatial_dims = int(spatial_dims)
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
@@ -378,6 +380,7 @@ class HeatmapDetector:
         self.candidate_threshold, self.mask_threshold = float(candidate_threshold), float(mask_threshold)
         self.max_findings, self.label, self.seed = int(max_findings), label, int(seed)
         self.threads = threads if threads == "auto" else int(threads)
+        self.device = str(device)
         self.mirror_axes = tuple(mirror_axes)
         self.split_depth = split_depth_or_none(split_depth)
 
@@ -436,7 +439,7 @@ class HeatmapDetector:
         import torch
 
         torch.manual_seed(self.seed)
-        probe = thread_probe(self.threads)
+        probe = thread_probe(self.threads, self.device)
         with torch_threads(self.threads):
             model = build_network(self.model_name, self.model_params, self.spatial_dims)
             sampler = PatchSampler(scans, self.patch_size, self.positive_fraction, self.hard_negative_fraction,
@@ -444,7 +447,7 @@ class HeatmapDetector:
             mine = mining_round(sampler, self.roi_size, self.overlap, self.mine_every, self.divisor)
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
                                   "train heatmap detector", probe=probe, mine=mine, mine_every=self.mine_every,
-                                  ema_decay=self.ema_decay)  # fmt: skip
+                                  ema_decay=self.ema_decay, device=self.device)  # fmt: skip
         self.history_, self.mining_ = fit.losses, fit.mining
         if probe is not None:
             self.threads = fit.threads  # the count the probe kept: inference uses it too

@@ -181,8 +181,10 @@ class LungNoduleTask:
         default ``run_dir``)."""
         from medanomaly.detect.detector import WEIGHTS_FILE, NoduleDetector
         from medanomaly.detect.generic import check_network
+        from medanomaly.train.distributed import resolve_device
 
         check_network(config.model.name, dict(config.model.params))  # before minutes of data work
+        resolve_device(config.train.device)  # "cuda" without a GPU: one line, before it too
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if config.luna16 is not None:  # the LUNA16 recipe: annotated nodules of its training folds

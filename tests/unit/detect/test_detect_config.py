@@ -35,3 +35,42 @@ def test_detect_config_rejects_typos() -> None:
 def test_detect_config_refuses_bad_mirror_axes(axes: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"task": "lung_nodule", "infer": {"mirror_axes": axes}})
+
+
+def test_train_device_reaches_both_detectors_and_their_saved_parameters(tmp_path) -> None:
+    """The docs named `train.device` for the detection recipes while their configs refused it; now it is a setting."""
+    from medanomaly.detect.detector import NoduleDetector
+    from medanomaly.detect.generic import HeatmapDetector, thread_probe
+
+    lung = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
+    lung["train"]["device"] = "cpu"
+    assert NoduleDetector.from_config(parse_config(lung)).get_params()["device"] == "cpu"
+    breast = yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())
+    breast["train"]["device"] = "cpu"
+    assert HeatmapDetector.from_config(parse_config(breast)).get_params()["device"] == "cpu"
+    assert LungNoduleConfig(name="x").train.device == "auto"
+    assert thread_probe("auto", "cpu") is not None and thread_probe(2, "cpu") is None
+    with pytest.raises(ConfigError, match="train.device"):
+        parse_config({**lung, "train": {**lung["train"], "device": "tpu"}})
+
+
+def test_a_cuda_run_without_a_gpu_stops_before_reading_any_scan(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from medanomaly.detect import task as lung_task
+    from medanomaly.engine import train_run
+    from medanomaly.errors import InputError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the sources were read before the device was checked")
+
+    monkeypatch.setattr(lung_task, "load_sources", no_reading)
+    config = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
+    config["train"]["device"] = "cuda"
+    path = tmp_path / "cuda.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(InputError, match="no CUDA device is available"):
+        train_run(path, tmp_path / "run")
