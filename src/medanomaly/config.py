@@ -34,6 +34,14 @@ class ComponentConfig(Section):
     params: dict[str, Any] = {}
 
 
+def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``pair`` unless it is a ``[smallest, largest]`` range given the other way round: then a ValueError naming
+    ``name``, which pydantic reports with the field (for a section's validators)."""
+    if pair is not None and pair[0] > pair[1]:
+        raise ValueError(f"{name} [{pair[0]}, {pair[1]}] is inverted: give [smallest, largest]")
+    return pair
+
+
 class RunConfig(Section):
     """Fields every task shares. Tasks subclass this with their own sections."""
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from medanomaly.config import ComponentConfig, RunConfig
+from medanomaly.config import ComponentConfig, RunConfig, ordered_pair
 from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig
 from medanomaly.detect.luna16_source import Luna16Section
 from medanomaly.preprocess.intensity import WINDOWS
@@ -79,10 +79,8 @@ class SimulationConfig(Finite):
 
     @field_validator("diameter_range_mm", "procedural_diameter_range_mm")
     @classmethod
-    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and v[0] > v[1]:
-            raise ValueError(f"diameter_range_mm [{v[0]}, {v[1]}] is inverted: give [smallest, largest]")
-        return v
+    def _ordered(cls, v: tuple[float, float] | None, info: ValidationInfo) -> tuple[float, float] | None:
+        return ordered_pair(str(info.field_name), v)
 
 
 class GridConfig(Finite):

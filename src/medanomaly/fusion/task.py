@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.config import ComponentConfig, RunConfig, Section, ordered_pair
 from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
@@ -50,12 +50,10 @@ class SimulationConfig(Section):
     #: Probability that a sample has a lesion; strictly between 0 and 1, as both classes are needed.
     lesion_fraction: float = Field(0.5, gt=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> SimulationConfig:
-        low, high = self.strong_contrast
-        if low > high:
-            raise ValueError(f"strong_contrast [{low}, {high}] is inverted: give [smallest, largest]")
-        return self
+    @field_validator("strong_contrast")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return ordered_pair("strong_contrast", v)
 
 
 class FusionDataConfig(Section):
