@@ -191,3 +191,20 @@ def label_index(label: object, class_names: Sequence[str], key: str, source: obj
     ):
         return as_int
     raise InputError(f"{key}: unknown label {text!r}; expected one of {list(class_names)}", source)
+
+
+def check_array_memory(n_items: int, item_shape: Sequence[int], path: object, fix: str,
+                       available: int | None = None) -> None:  # fmt: skip
+    """Refuse, before any image is read, ``n_items`` model arrays of ``item_shape`` (float32, held twice while they
+    are stacked) that would take more than 80 % of the memory available (a million rows at 224 x 224 need 400 GB);
+    the message names ``path`` and says how to ``fix`` it."""
+    import math
+
+    from medanomaly.io.limits import format_bytes, memory_shortfall
+
+    need = 2 * n_items * math.prod(item_shape) * 4
+    available = memory_shortfall(need, 0.8, available)
+    if available is not None:
+        shape = " x ".join(str(v) for v in item_shape)
+        raise InputError(f"{n_items:,} images of {shape} need about {format_bytes(need)} of memory but "
+                         f"{format_bytes(available)} is available: {fix}", path)  # fmt: skip

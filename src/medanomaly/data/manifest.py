@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medanomaly.data.arrays import SPLITS, LabelledImages, label_index, to_model_array
+from medanomaly.data.arrays import SPLITS, LabelledImages, check_array_memory, label_index, to_model_array
 from medanomaly.errors import InputError
 from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
@@ -49,23 +49,6 @@ def read_manifest(csv_path: str | Path) -> list[dict[str, str]]:
         if split and split not in SPLITS:
             raise InputError(f"row {i}: unknown split {split!r}; expected one of {list(SPLITS)}", csv_path)
     return rows
-
-
-def _check_memory(n_images: int, image_size: Sequence[int], channels: int, csv: Path,
-                  available: int | None = None) -> None:  # fmt: skip
-    """Refuse, before any image is read, a manifest whose model arrays (float32, held twice while they are stacked)
-    would take more than 80 % of the memory available (a million rows at 224 x 224 need 400 GB)."""
-    import math
-
-    from medanomaly.io.limits import format_bytes, memory_shortfall
-
-    need = 2 * n_images * math.prod(image_size) * channels * 4
-    available = memory_shortfall(need, 0.8, available)
-    if available is not None:
-        size = " x ".join(str(v) for v in image_size)
-        raise InputError(f"{n_images:,} images of {size} x {channels} channel(s) need about {format_bytes(need)} of "
-                         f"memory but {format_bytes(available)} is available: use fewer rows or a smaller "
-                         "data.image_size", csv)  # fmt: skip
 
 
 @DATASETS.register("manifest")
@@ -105,7 +88,7 @@ def load_manifest(
     if absent:
         shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         raise InputError(f"{len(absent)} file(s) named in the manifest do not exist: {shown}", csv)
-    _check_memory(len(paths), image_size, channels, csv)
+    check_array_memory(len(paths), (*image_size, channels), csv, "use fewer rows or a smaller data.image_size")
     images = []
     for path in paths:
         volume = read(path)

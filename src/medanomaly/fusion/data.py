@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,20 +255,27 @@ def load_case(
 
 
 def load_paired_dataset(
-    manifest: str | Path | PairedManifest, reader: Callable[[Path], Volume] | None = None
-) -> tuple[list[PairedSample], list[tuple[str, str]]]:
+    manifest: str | Path | PairedManifest, reader: Callable[[Path], Volume] | None = None,
+    convert: Callable[[PairedSample], Any] | None = None,
+) -> tuple[list[Any], list[tuple[str, str]]]:  # fmt: skip
     """Load every case of a manifest; a bad case is reported in ``problems`` and skipped.
 
+    ``convert`` (e.g. to a network input) is applied to each case as soon as it is loaded and only its result is
+    kept, so the images of every case are never held at their native size together; an InputError it raises
+    skips the case like a loading error.
+
     Returns:
-        (samples, problems): problems are (patient_id, one-line reason), never image content.
+        (samples, problems): the samples (or what ``convert`` made of them); problems are (patient_id, one-line
+        reason), never image content.
     """
     if not isinstance(manifest, PairedManifest):
         manifest = read_manifest(manifest)
-    samples: list[PairedSample] = []
+    samples: list[Any] = []
     problems = list(manifest.problems)
     for case in manifest.cases:
         try:
-            samples.append(load_case(case, reader))
+            sample = load_case(case, reader)
+            samples.append(convert(sample) if convert is not None else sample)
         except InputError as exc:
             problems.append((case.patient_id, exc.reason))
     return samples, problems

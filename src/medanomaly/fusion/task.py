@@ -142,6 +142,7 @@ def build_splits(config: FusionConfig) -> FusionSplits:
         _check_both_labels(arrays, "the simulated data (raise lesion_fraction's distance from 0 and 1, or n_*)")
         return FusionSplits(tuple(data.modalities), arrays, True, visible)
 
+    from medanomaly.data.arrays import check_array_memory
     from medanomaly.data.splits import patient_split
     from medanomaly.fusion.data import load_paired_dataset, read_manifest, sample_to_array
 
@@ -151,14 +152,19 @@ def build_splits(config: FusionConfig) -> FusionSplits:
     missing = set(data.modalities) - set(manifest.modalities)
     if missing:
         raise InputError(f"manifest has no column for {sorted(missing)}", data.manifest)
-    samples, problems = load_paired_dataset(manifest)
+    check_array_memory(len(manifest.cases), (len(data.modalities), *data.size), data.manifest,
+                       "use fewer patients or a smaller data.size")  # fmt: skip
+
+    def as_input(s: Any) -> tuple[str, int, np.ndarray, np.ndarray]:  # each case converted as it loads
+        return (s.patient_id, s.label, *sample_to_array(s, data.modalities, data.size, data.windows))
+
+    samples, problems = load_paired_dataset(manifest, convert=as_input)
     if len(samples) < 6:
         raise InputError(f"only {len(samples)} usable patients in the manifest; need at least 6", data.manifest)
-    stacked = [sample_to_array(s, data.modalities, data.size, data.windows) for s in samples]
-    x = np.stack([a for a, _ in stacked])
-    present = np.stack([p for _, p in stacked])
-    y = np.asarray([s.label for s in samples], np.int64)
-    names = patient_split(np.asarray([s.patient_id for s in samples]), y, data.val, data.test, config.seed)
+    x = np.stack([s[2] for s in samples])
+    present = np.stack([s[3] for s in samples])
+    y = np.asarray([s[1] for s in samples], np.int64)
+    names = patient_split(np.asarray([s[0] for s in samples]), y, data.val, data.test, config.seed)
     arrays = {s: (x[names == s], y[names == s], present[names == s]) for s in ("train", "val", "test")}
     with about_file(data.manifest):
         _check_both_labels(arrays, "the manifest's patients")

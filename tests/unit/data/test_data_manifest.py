@@ -111,5 +111,5 @@ def test_a_manifest_whose_arrays_would_not_fit_in_memory_is_refused_before_readi
     monkeypatch.setattr("medanomaly.io.limits.available_memory_bytes", lambda: 1_000_000)
     with pytest.raises(InputError) as caught:
         manifest.load_manifest(csv_path, image_size=(224, 224), channels=3)
-    assert str(caught.value) == (f"{csv_path}: 3 images of 224 x 224 x 3 channel(s) need about 3.445 MiB of memory but "
+    assert str(caught.value) == (f"{csv_path}: 3 images of 224 x 224 x 3 need about 3.445 MiB of memory but "
                                  "976.6 KiB is available: use fewer rows or a smaller data.image_size")  # fmt: skip

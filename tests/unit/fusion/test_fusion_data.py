@@ -102,3 +102,27 @@ def test_fusion_data_manifest_errors(tmp_path):
     assert len(manifest.cases) == 1
     reasons = [r for _, r in manifest.problems]
     assert "label must be an integer" in reasons[0] and "duplicate" in reasons[1]
+
+
+def test_cases_are_converted_as_they_load_and_the_arrays_memory_is_checked_first(tmp_path, monkeypatch):
+    """build_splits held every case's images at native size before resizing, and never estimated the memory."""
+    from medanomaly.config import parse_config
+    from medanomaly.fusion import data as fusion_data
+    from medanomaly.fusion.task import build_splits
+
+    for pid in ("p1", "p2"):
+        _write_pair(tmp_path, pid)
+    manifest = read_manifest(_manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,0", "p2,p2_ct.nrrd,p2_mr.nrrd,1"]))
+    converted, problems = load_paired_dataset(manifest, convert=lambda s: (s.patient_id, s.label))
+    assert converted == [("p1", 0), ("p2", 1)] and problems == []
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("a case was loaded before the memory check")
+
+    monkeypatch.setattr(fusion_data, "load_case", no_loading)
+    monkeypatch.setattr("medanomaly.io.limits.available_memory_bytes", lambda: 100_000)
+    cfg = parse_config({"task": "fusion", "data": {"source": "manifest", "manifest": str(tmp_path / "manifest.csv"),
+                                                   "modalities": ["CT", "MR"], "size": [64, 64]}})  # fmt: skip
+    with pytest.raises(InputError, match=r"2 images of 2 x 64 x 64 need about 128 KiB of memory but 97\.66 KiB is "
+                                         r"available: use fewer patients or a smaller data.size"):  # fmt: skip
+        build_splits(cfg)
