@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -157,3 +158,22 @@ def test_fusion_cli_bad_input(tmp_path):
     config = _config(tmp_path, data={"source": "manifest", "manifest": str(tmp_path / "none.csv")})
     result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")])
     assert "manifest not found" in str(result.exception)
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--stages", "rigid,bogus"], "error: stages must start with 'rigid'"),
+    (["--metric", "bogus"], "error: metric must be one of ('mattes', 'mean_squares'), got 'bogus'"),
+])  # fmt: skip
+def test_fusion_cli_register_option_errors_name_no_image(tmp_path, monkeypatch, capsys, option, words):
+    """An unknown stage or metric was reported as the moving image's fault ('brain1_image.nrrd: stages must ...'),
+    after both images had been read."""
+    import sys
+
+    from medanomaly.cli.app import main
+
+    missing = str(tmp_path / "never_read.nrrd")
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "register", missing, missing, "--out", str(tmp_path / "o.nrrd"),
+                                      *option])  # fmt: skip
+    with pytest.raises(SystemExit) as code:
+        main()
+    assert code.value.code == 2 and capsys.readouterr().err.strip().startswith(words)

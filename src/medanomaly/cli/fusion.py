@@ -42,10 +42,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register MOVING to FIXED (SimpleITK); write the resampled image, the transform and the residual."""
         from medanomaly.errors import about_file
-        from medanomaly.preprocess.registration import check_registrable, load_scalar, register, write_transform
+        from medanomaly.preprocess.registration import (check_options, check_registrable, load_scalar, register,
+                                                        write_transform)  # fmt: skip
         from medanomaly.io import write
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()]
+        check_options(stage_list, metric)  # option errors: not about an image
         images = {}
         for role, path in (("fixed", fixed), ("moving", moving)):
             with about_file(path):  # each bad image is named by its file

@@ -153,7 +153,9 @@ def check_registrable(vol: Volume, name: str = "the") -> None:
         raise InputError(f"{name} image is constant: nothing to register")
 
 
-def _check_options(stages: tuple[str, ...], metric: str, init: str) -> None:
+def check_options(stages: Sequence[str], metric: str, init: str = "geometry") -> None:
+    """One InputError line for stages, a metric or a start :func:`register` does not know (before any image is read,
+    for the CLI)."""
     if not stages or stages[0] != "rigid" or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
         raise InputError(f"stages must start with 'rigid' and use {STAGES} once each, got {list(stages)}")
     if metric not in METRICS:
@@ -366,7 +368,7 @@ def register(
     import SimpleITK as sitk
 
     stages = tuple(stages)
-    _check_options(stages, metric, init)
+    check_options(stages, metric, init)
     _check_pair(fixed, moving)
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()
