@@ -116,6 +116,9 @@ def read(
         if series_uid is not None and found != series_uid:
             raise InputError(f"file belongs to series {found}, not {series_uid}", path)
         return vol
+    if series_uid is not None:  # a NIfTI, NRRD, PNG or npz holds one image: asking for a series was ignored
+        raise InputError(f"a series (SeriesInstanceUID) is chosen in a DICOM folder or file, not in a {fmt} image",
+                         path)  # fmt: skip
     if fmt == "npz":
         from medanomaly.io.npz import read_npz
 

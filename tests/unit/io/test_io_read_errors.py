@@ -134,3 +134,11 @@ def test_nifti_with_a_near_singular_affine_is_refused_in_one_line(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), affine), tmp_path / "flat.nii.gz")
     with pytest.raises(InputError, match="degenerate NIfTI geometry"):
         read(tmp_path / "flat.nii.gz")
+
+
+def test_a_series_asked_of_a_single_image_file_is_refused(tmp_path):
+    """`info IMAGE.nrrd --series UID` read the NRRD and ignored the series asked for."""
+    path = write(Volume(np.zeros((2, 4, 4), np.int16), (1.0, 1.0, 1.0)), tmp_path / "v.nrrd")
+    assert read(path).shape == (2, 4, 4)
+    with pytest.raises(InputError, match="a series .* is chosen in a DICOM folder or file, not in a nrrd image"):
+        read(path, series_uid="1.2.3")
