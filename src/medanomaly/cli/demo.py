@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the demo on the embedded real scans: summary table, contact sheet, and later pipelines."""
         from medanomaly.demo import DEMO_STEPS, run_demo
+        from medanomaly.engine.outputs import prepare_output_dir
         from medanomaly.errors import InputError
 
         steps = DEMO_STEPS
@@ -23,5 +24,6 @@ def register(app: typer.Typer) -> None:
             if unknown:
                 raise InputError(f"unknown demo step(s) {unknown}; valid: {[n for n, _ in DEMO_STEPS]}")
             steps = [s for s in DEMO_STEPS if s[0] in only]
+        prepare_output_dir(out)  # a file there, or a folder that cannot be written: one line before any step
         ctx = run_demo(out, steps)
         ctx.console.print(f"demo outputs in {out}/")

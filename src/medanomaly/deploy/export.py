@@ -215,6 +215,7 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     """
     from medanomaly.deploy.package import write_package
     from medanomaly.deploy.validation import validation_data
+    from medanomaly.engine.outputs import prepare_output_dir
     from medanomaly.engine import load_model
 
     run_dir, out = Path(run_dir), Path(out)
@@ -227,7 +228,7 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     if exporter is not None and int8 and not hasattr(exporter, "quantise"):
         raise InputError(f"--int8 is not available for the {model.info.task} task (fp32 export only)", run_dir)
     graphs = exporter.graphs(model) if exporter is not None else [("model.onnx", graph_spec(model))]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out.parent)  # an impossible place is one line naming it, not the temporary folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, spec in graphs:

@@ -87,3 +87,18 @@ def test_demo_contact_sheet_blanks_burned_in_ultrasound_text():
     cleaned = scans.blank_burned_in_text(plane, vol)
     assert detect_text_regions(cleaned) == []
     assert np.mean(np.any(cleaned != plane, axis=-1)) < 0.15  # the image itself is kept
+
+
+def test_demo_out_that_is_a_file_is_one_line_before_any_step(tmp_path, monkeypatch, capsys):
+    """`medanomaly demo --out FILE` was a FileExistsError traceback."""
+    import sys
+
+    from medanomaly.cli.app import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "demo", "--only", "scans", "--out", str(blocker)])
+    with pytest.raises(SystemExit) as code:
+        main()
+    assert code.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {blocker}: cannot write the output folder (File exists)"

@@ -378,3 +378,14 @@ def test_a_calibration_count_past_the_limits_is_refused_before_any_work(tmp_path
     with pytest.raises(InputError, match=r"calibration windows of 10000 x 16 x 128 x 128 x 4 byte\(s\) = 9\.766 GiB"):
         export_run(run, tmp_path / "p2", int8=True, calibration=MAX_CALIBRATION)
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
+
+
+def test_an_impossible_package_place_names_itself_not_a_temporary_folder(tmp_path: Path) -> None:
+    """--out under a regular file named the hidden temporary folder export makes ('.pk.9y547r_o: No such file')."""
+    from medanomaly.deploy.export import export_run
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(InputError) as caught:
+        export_run(Path(__file__).resolve().parents[2] / "fixtures" / "lung_detector", blocker / "pkg")
+    assert str(caught.value) == f"{blocker}: cannot write the output folder (File exists)"
