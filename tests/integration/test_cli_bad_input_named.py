@@ -53,3 +53,26 @@ def test_predict_gives_one_bad_file_the_error_line_and_a_batch_its_skipped_lines
     lines = both.stderr.strip().splitlines()
     assert both.returncode == 2 and [line.split(":")[:2] for line in lines] == [["skipped", " bad.png"],
                                                                                 ["skipped", " bad2.png"]], both.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["segment", "{image}", "--out", "{blocker}/mask.nii.gz"],
+    ["token", "new", "--tokens", "{blocker}/tokens.json"],
+    ["fusion-benchmark", "{config}", "--out", "{blocker}"],
+])  # fmt: skip
+def test_an_output_under_a_regular_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys, argv):
+    """Any verb writing under a regular file (or to a read-only or full place) ended in a FileExistsError traceback;
+    the console entry point now says it in one line naming the path, exit 2, as it did for a missing file."""
+    from medanomaly.cli.app import main
+    from medanomaly.data.sources import pyradiomics_case
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    config = Path(__file__).resolve().parents[2] / "configs" / "fusion_brain_sim.yaml"
+    values = {"image": str(pyradiomics_case("lung1")[0]), "blocker": str(blocker), "config": str(config)}
+    monkeypatch.setattr(sys, "argv", ["medanomaly", *(a.format(**values) for a in argv)])
+    with pytest.raises(SystemExit) as code:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert code.value.code == 2 and err in (f"error: {blocker}: File exists",
+                                            f"error: {blocker}: cannot write the output folder (File exists)")

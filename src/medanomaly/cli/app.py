@@ -59,8 +59,11 @@ def main() -> None:
     except MedanomalyError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave (a socket, a library): a real failure, shown whole
+            raise
+        # a file or folder that is missing, in the way (an output under a regular file), read-only or full
+        typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
         sys.exit(2)
 
 
