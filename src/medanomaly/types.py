@@ -317,6 +317,9 @@ class Measurements:
             not computed.
         intensity_unit: ``HU`` (CT) or ``a.u.`` (MR and other signal without a physical unit); the findings
             JSON names the statistics ``mean_hu`` ... for HU and ``mean_intensity`` ... otherwise.
+        area_mm2: for a one-slice image (a mammogram, an ultrasound frame, a radiograph), the lesion's area in the
+            image plane, mm² (pixel count x pixel area): the size to read there, since ``volume_ml`` and the 3D shape
+            features then describe a slab one slice thick; ``nan`` for a volume.
     """
 
     volume_ml: float
@@ -341,6 +344,7 @@ class Measurements:
     max_2d_diameter_column_mm: float = float("nan")
     intensity_unit: str = "HU"
     partial_volume_ml: float = float("nan")
+    area_mm2: float = float("nan")
 
 
 #: Intensity statistics of :class:`Measurements` and their findings-JSON names for HU and for other units.
@@ -404,6 +408,8 @@ class Finding:
             out.update({name: getattr(m, name) for name in SHAPE_FEATURES})
             if np.isfinite(m.partial_volume_ml):
                 out["partial_volume_ml"] = m.partial_volume_ml
+            if np.isfinite(m.area_mm2):
+                out["area_mm2"] = m.area_mm2
         return out
 
     @classmethod

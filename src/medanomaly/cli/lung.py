@@ -84,16 +84,24 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
             return
         for lesion in lesions:
-            m = lesion.finding.measurements
-            head = (f"label {lesion.label_value}" if lesion.whole else f"  part {lesion.part} of {lesion.n_parts}")
-            if lesion.whole and lesion.n_parts > 1:
-                head += f" (whole, {lesion.n_parts} parts)"
-            typer.echo(
-                f"{head}: {m.volume_ml:.3f} mL, max diameter {m.max_diameter_mm:.1f} mm, "
-                f"axes {m.long_axis_mm:.1f} x {m.short_axis_mm:.1f} mm, sphericity {m.sphericity:.2f}, "
-                f"mean {m.mean:.0f} {m.intensity_unit}"
-                + (f", partial volume {m.partial_volume_ml:.3f} mL" if partial_volume else "")
-            )
+            typer.echo(_lesion_line(lesion, partial_volume))
+
+
+def _lesion_line(lesion: Any, partial_volume: bool) -> str:
+    """One measured lesion (or part) as ``quantify`` prints it: volume and sphericity for a volume, area (mm², cm²)
+    for a one-slice image, whose lesions have no volume to speak of."""
+    import math
+
+    m = lesion.finding.measurements
+    head = f"label {lesion.label_value}" if lesion.whole else f"  part {lesion.part} of {lesion.n_parts}"
+    if lesion.whole and lesion.n_parts > 1:
+        head += f" (whole, {lesion.n_parts} parts)"
+    flat = math.isfinite(m.area_mm2)
+    size = f"area {m.area_mm2:.1f} mm² ({m.area_mm2 / 100:.2f} cm²)" if flat else f"{m.volume_ml:.3f} mL"
+    shape = "" if flat else f", sphericity {m.sphericity:.2f}"
+    return (f"{head}: {size}, max diameter {m.max_diameter_mm:.1f} mm, axes {m.long_axis_mm:.1f} x "
+            f"{m.short_axis_mm:.1f} mm{shape}, mean {m.mean:.0f} {m.intensity_unit}"
+            + (f", partial volume {m.partial_volume_ml:.3f} mL" if partial_volume else ""))  # fmt: skip
 
 
 def _with_partial_volumes(lesions: list[Any], image: Any) -> list[Any]:

@@ -115,7 +115,8 @@ def measure(
     solid_threshold: float = SOLID_THRESHOLD_HU,
     unit: str | None = None,
 ) -> Measurements:
-    """Measure one lesion: volume (mL), diameters (mm), shape features, intensity statistics.
+    """Measure one lesion: volume (mL; area in mm² too for a one-slice image), diameters (mm), shape features,
+    intensity statistics.
 
     The lesion is measured as one object, whatever its number of connected parts (pyradiomics
     does the same); :func:`medanomaly.quantify.labels.measure_labels` also measures each part.
@@ -139,6 +140,8 @@ def measure(
         raise InputError("lesion mask is empty")
     require_on_grid(mask, image)
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
+    one_slice = mask.shape[0] == 1  # a 2D image: its lesions have an area (mm²), not a volume
+    area_mm2 = n_voxels * float(mask.spacing[0]) * float(mask.spacing[1]) if one_slice else float("nan")
     long_axis, short_axis = axial_axes_mm(mask)
     stats: dict[str, Any] = {}
     if image is not None:
@@ -157,6 +160,7 @@ def measure(
         long_axis_mm=long_axis,
         short_axis_mm=short_axis,
         n_voxels=n_voxels,
+        area_mm2=float(area_mm2),
         **shape,
         **stats,
     )

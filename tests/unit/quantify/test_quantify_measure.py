@@ -172,3 +172,33 @@ def test_quantify_mr_lesion_json_names_intensity_not_hu() -> None:
     back = Finding.from_json(row)
     assert back.measurements.mean == pytest.approx(900.0) and back.measurements.intensity_unit == "a.u."
     assert back.to_json() == row
+
+
+def test_a_one_slice_image_reports_the_lesions_area_in_mm2(tmp_path, monkeypatch, capsys):
+    """A mammogram or ultrasound lesion was reported in mL with a sphericity (a slab one slice thick); its area in the
+    image plane is now measured, written to findings JSON and printed by quantify instead."""
+    import sys
+
+    from medanomaly.cli.app import main
+    from medanomaly.io import write
+    from medanomaly.quantify.measure import measure
+    from medanomaly.types import Finding, Volume
+
+    mask = np.zeros((1, 40, 50), np.uint8)
+    mask[0, 10:20, 5:30] = 1  # 10 x 25 pixels of 0.2 x 0.1 mm (x, y spacing)
+    flat = Volume(mask, (0.2, 0.1, 1.0))
+    m = measure(flat)
+    assert m.area_mm2 == pytest.approx(250 * 0.2 * 0.1)
+    assert np.isnan(measure(Volume(np.repeat(mask, 3, axis=0), (0.2, 0.1, 1.0))).area_mm2)
+    finding = Finding((0.0, 0.0, 0.0), ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), 0.9, measurements=m)
+    assert finding.to_json()["area_mm2"] == pytest.approx(5.0)
+    assert Finding.from_json(finding.to_json()).measurements.area_mm2 == pytest.approx(5.0)
+    image = write(flat.with_array((mask * 100 + 20).astype(np.int16)), tmp_path / "image.nrrd")
+    labels = write(flat, tmp_path / "mask.nrrd")
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "quantify", str(image), "--mask", str(labels)])
+    with pytest.raises(SystemExit) as code:
+        main()
+    assert code.value.code == 0
+    line = capsys.readouterr().out.strip().splitlines()[0]
+    assert line.startswith("label 1: area 5.0 mm² (0.05 cm²), max diameter") and "mL" not in line
+    assert "sphericity" not in line
