@@ -41,7 +41,11 @@ import numpy as np
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import Volume
 
-__all__ = ["Grid", "StepRecord", "PipelineResult", "Pipeline", "load_steps"]
+__all__ = ["MAX_STEPS", "Grid", "StepRecord", "PipelineResult", "Pipeline", "load_steps"]
+
+
+#: Most steps a pipeline may have (recipes have 3-10; each step may take seconds on a CT).
+MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class Pipeline:
             config = config["steps"]
         if not isinstance(config, Sequence) or isinstance(config, str | bytes):
             raise ConfigError("pipeline config must be a list of steps")
+        if len(config) > MAX_STEPS:  # 20,000 denoise steps ran for a day on one CT
+            raise ConfigError(f"pipeline has {len(config):,} steps, more than {MAX_STEPS}")
         steps = []
         for i, entry in enumerate(config):
             if not isinstance(entry, Mapping) or "name" not in entry:

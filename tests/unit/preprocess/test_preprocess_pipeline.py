@@ -224,3 +224,12 @@ def test_preprocess_cli_out_option_and_never_overwrites_its_input(tmp_path):
     res = CliRunner().invoke(app, ["preprocess", str(image), "-o", str(tmp_path / "y.nii.gz"), "-c", str(steps)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "y.nii.gz").is_file()
+
+
+def test_a_pipeline_of_more_than_100_steps_is_refused_when_built():
+    """20,000 denoise steps (a 400 KB YAML file, within the YAML limits) would have run for about a day on one CT."""
+    from medanomaly.preprocess.pipeline import MAX_STEPS
+
+    assert len(Pipeline.from_config([{"name": "zscore"}] * MAX_STEPS).steps) == MAX_STEPS
+    with pytest.raises(ConfigError, match="pipeline has 20,000 steps, more than 100"):
+        Pipeline.from_config({"steps": [{"name": "denoise"}] * 20_000})
