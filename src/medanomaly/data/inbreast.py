@@ -101,9 +101,7 @@ def read_rois(xml_path: str | Path) -> list[dict[str, object]]:
 def read_table(csv_path: str | Path) -> dict[str, str]:
     """``File Name -> BI-RADS`` from ``INbreast.csv`` (';'-separated)."""
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError("INbreast.csv not found", csv_path)
-    with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:
+    with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:  # a missing file: "INbreast.csv not found"
         fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
         if "file name" not in fields or "bi-rads" not in fields:
             raise InputError("INbreast.csv lacks the 'File Name' or 'Bi-Rads' column", csv_path)

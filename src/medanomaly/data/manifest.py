@@ -31,9 +31,7 @@ REQUIRED_COLUMNS = ("path", "label", "patient_id")
 def read_manifest(csv_path: str | Path) -> list[dict[str, str]]:
     """Rows of a manifest CSV, checked for the required columns and non-empty values."""
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError("manifest CSV not found", csv_path)
-    with read_csv(csv_path, "manifest CSV") as reader:
+    with read_csv(csv_path, "manifest CSV") as reader:  # a missing file: "manifest CSV not found"
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:

@@ -185,7 +185,6 @@ class DetectionTask:
         from medanomaly.detect.generic import HeatmapDetector
         from medanomaly.detect.lesion_classifier import LesionClassifier
         from medanomaly.jsonio import write_json
-
         from medanomaly.train.distributed import resolve_device
 
         resolve_device(config.train.device)  # "cuda" without a GPU: one line, before the data work

@@ -104,9 +104,7 @@ def read_manifest(path: str | Path) -> PairedManifest:
             two ``<name>_path`` columns.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("manifest not found", path)
-    with read_csv(path, "manifest") as reader:
+    with read_csv(path, "manifest") as reader:  # a missing file: "manifest not found"
         columns = [c.strip() for c in (reader.fieldnames or [])]
         rows = list(reader)
     stems = [c[: -len("_path")] for c in columns if c.endswith("_path")]
