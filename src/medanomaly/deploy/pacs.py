@@ -21,7 +21,9 @@ one line naming the URL; a bad series is recorded with its reason and the poll g
 
 What the PACS answers is not trusted: QIDO-RS results are read page by page (``offset``) up to
 :data:`MAX_QIDO_RESULTS`, and a PACS that ignores the offset (the same page again) or answers
-something other than DICOM JSON datasets is one line; only valid DICOM UIDs (digits and dots, at
+something other than DICOM JSON datasets is one line; every answer is read only up to a limit set
+before the request (:mod:`medanomaly.deploy.bounded_http`: a series' announced size plus header room
+for a retrieval, 256 MiB for anything else), so a PACS cannot fill memory; only valid DICOM UIDs (digits and dots, at
 most 64 characters) go into request URLs, and the local work folder of a series is named by its
 file-safe series id, never by a path the PACS sent (``../..`` or ``/`` there once named the
 folder that is removed after each series).
@@ -47,14 +49,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medanomaly.deploy.atomic import atomic_save_dataset
+from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
 from medanomaly.deploy.results import file_safe
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
+#: Header room per frame of a retrieved series beyond its pixels, bytes (a CT header is 2-10 KB).
+HEADER_BYTES_PER_FRAME = 256 * 2**10
+#: Fixed room for one retrieval's multipart framing, bytes.
+ANSWER_OVERHEAD_BYTES = 16 * 2**20
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 T = TypeVar("T")
@@ -115,6 +122,8 @@ def _one_line(exc: BaseException, url: str) -> InputError:
     response = getattr(exc, "response", None)
     if isinstance(exc, requests.exceptions.HTTPError) and response is not None:
         reason = f"PACS refused the request (HTTP {response.status_code} {response.reason})"
+    elif isinstance(exc, AnswerTooLarge):
+        reason = str(exc)
     elif isinstance(exc, requests.exceptions.Timeout):
         reason = "PACS did not answer in time"
     elif isinstance(exc, requests.exceptions.ConnectionError):
@@ -147,7 +156,7 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
     logging.getLogger("retrying").setLevel(logging.ERROR)  # it logs a traceback per retried attempt
     if not url.startswith(("http://", "https://")):
         raise InputError(f"{url}: a DICOMweb URL starts with http:// or https://")
-    client = DICOMwebClient(url=url.rstrip("/"), headers=headers, timeout=timeout_s)
+    client = DICOMwebClient(url=url.rstrip("/"), session=BoundedSession(), headers=headers, timeout=timeout_s)
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
     _call(url, client.search_for_studies, limit=1)
     return client
@@ -211,9 +220,29 @@ def _metadata_entry(client: Any, url: str, study_uid: str, series_uid: str) -> A
         return f"unreadable series metadata ({type(exc).__name__})"
 
 
+def retrieval_limit(entry: Any) -> int:
+    """Most bytes a WADO-RS retrieval of ``entry`` may bring: the series' announced size (its float32
+    volume, :attr:`SeriesEntry.estimated_bytes`, at least the stored pixels) plus
+    :data:`HEADER_BYTES_PER_FRAME` per frame and :data:`ANSWER_OVERHEAD_BYTES`."""
+    return entry.estimated_bytes + HEADER_BYTES_PER_FRAME * max(entry.n_frames, 1) + ANSWER_OVERHEAD_BYTES
+
+
 def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
-    """WADO-RS retrieve of a series into ``folder`` (one file per instance); sets ``entry.files``."""
-    datasets = _call(url, client.retrieve_series, entry.study_uid, entry.key)
+    """WADO-RS retrieve of a series into ``folder`` (one file per instance); sets ``entry.files``. The
+    answer is read only up to :func:`retrieval_limit`: a PACS may not send more than its metadata announced."""
+    import struct
+
+    from pydicom.errors import InvalidDicomError
+
+    with answers_at_most(client, retrieval_limit(entry)):
+        try:
+            datasets = _call(url, client.retrieve_series, entry.study_uid, entry.key)
+        except InputError:
+            raise
+        except (InvalidDicomError, ValueError, EOFError, struct.error, KeyError, IndexError, TypeError) as exc:
+            # the type only: pydicom's message may quote a header value (PHI)
+            raise InputError(f"{url}: the PACS sent a retrieval answer that is not DICOM "
+                             f"({type(exc).__name__})") from None  # fmt: skip
     entry.files = [atomic_save_dataset(folder / f"{i:06d}.dcm", ds) for i, ds in enumerate(datasets)]
     entry.n_frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets)
 
