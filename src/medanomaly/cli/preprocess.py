@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -62,6 +61,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.cli.info import log_warnings_to_stderr
         from medanomaly.errors import about_file
         from medanomaly.io import check_writable, read, write
+        from medanomaly.jsonio import write_json
         from medanomaly.preprocess.pipeline import Pipeline
 
         log_warnings_to_stderr()
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             result = pipeline(image)
         write(result.volume, out_path)
         sidecar = _sidecar(out_path)
-        sidecar.write_text(json.dumps(result.to_json(), indent=2))
+        write_json(sidecar, result.to_json())
         shape = " x ".join(map(str, result.volume.shape))
         typer.echo(f"wrote {out_path} ({shape} z,y,x; {len(result.records)} steps; log {sidecar.name})")
 

@@ -57,11 +57,10 @@ def _curve_classes(class_names: Sequence[str]) -> list[int]:
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG (parents created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    """Write ``fig`` as PNG (parents created, all-or-nothing) and return the path."""
+    from medanomaly.io.staged import write_staged
+
+    return write_staged(path, lambda staged: fig.savefig(staged, dpi=dpi))
 
 
 def plot_roc(

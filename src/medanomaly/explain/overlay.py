@@ -210,11 +210,12 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     if pixels:
         heading += "  (axes in model pixels, not mm)"
     fig.suptitle(heading, fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    from medanomaly.io.staged import write_staged
+
+    try:  # all-or-nothing: a failed write leaves an earlier picture of this name whole
+        return write_staged(path, lambda staged: fig.savefig(staged, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def write_map(map_volume: Volume, path: str | Path) -> Path:

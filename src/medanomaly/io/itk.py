@@ -35,6 +35,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,11 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
     image = volume.with_array(array).to_sitk() if array is not volume.array else volume.to_sitk()
     if "modality" in volume.meta:
         image.SetMetaData("modality", str(volume.meta["modality"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        sitk.WriteImage(image, str(path), useCompression=compress)
-    except RuntimeError as exc:
-        raise InputError(f"cannot write image ({itk_reason(exc, path)})", path) from None
-    return path
+
+    def write(staged: Path) -> None:
+        try:
+            sitk.WriteImage(image, str(staged), useCompression=compress)
+        except RuntimeError as exc:
+            raise InputError(f"cannot write image ({itk_reason(exc, staged)})", path) from None
+
+    return write_staged(path, write)  # all-or-nothing: a failed write leaves an earlier file of this name whole

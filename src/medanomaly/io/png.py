@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
 PICTURE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
@@ -101,6 +102,8 @@ def write_picture(
     """
     import SimpleITK as sitk
 
+    from medanomaly.io.itk import itk_reason
+
     path = Path(path)
     if path.suffix.lower() not in PICTURE_SUFFIXES:
         raise InputError(f"unknown picture extension (use one of {', '.join(PICTURE_SUFFIXES)})", path)
@@ -115,6 +118,11 @@ def write_picture(
         plane = (plane >> 8).astype(np.uint8)
     image = sitk.GetImageFromArray(np.ascontiguousarray(plane), isVector=plane.ndim == 3)
     image.SetSpacing(volume.spacing[:2])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path))
-    return path
+
+    def write(staged: Path) -> None:
+        try:
+            sitk.WriteImage(image, str(staged))
+        except RuntimeError as exc:
+            raise InputError(f"cannot write picture ({itk_reason(exc, staged)})", path) from None
+
+    return write_staged(path, write)  # all-or-nothing: a failed write leaves an earlier file of this name whole

@@ -1,0 +1,61 @@
+"""Image files written all-or-nothing, whatever library writes them.
+
+SimpleITK writes an image straight to its path: a write that fails half-way (full disk, Ctrl-C, a
+killed process) leaves a cut file, and an earlier file of that name is already gone. Here the writer
+gets the same file name inside a fresh hidden folder beside the target (same file system); only
+when it has finished are its files fsynced and moved into place with ``os.replace``, each file
+whole, the named file last (a detached header such as ``.nhdr`` / ``.mhd`` names its data file,
+which is moved first). On failure the hidden folder is removed and the old file is untouched.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> write_staged(target, lambda p: p.write_text("whole")).read_text()
+    'whole'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_staged"]
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(staged_path)``, then move what it wrote to ``path``'s folder.
+
+    Args:
+        path: the final file; its folder is created.
+        write: writes the file (and any companion files) at the path it is given, which has ``path``'s name.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    except OSError as exc:  # name the file asked for, not the hidden folder
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    try:
+        write(stage / path.name)
+        written = sorted(stage.iterdir(), key=lambda p: p.name == path.name)  # the named file last
+        for file in written:
+            _fsync(file)
+        for file in written:
+            os.replace(file, path.parent / file.name)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return path
