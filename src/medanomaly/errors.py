@@ -91,3 +91,25 @@ def first_reason(exc: Exception) -> str:
         field = ".".join(str(part) for part in error["loc"])
         return f"{field}: {error['msg']}" if field else str(error["msg"])
     return (str(exc).splitlines() or [""])[0]
+
+
+#: Characters a console line must not carry raw: line breaks would split one error into several (or forge a
+#: line), terminal escapes could recolour or rewrite the console, bidi controls reorder what is shown.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0, C1, DEL, line and paragraph separators, bidi controls) written as
+    escapes, so that a file name from an archive or a PACS cannot break one line into two or drive the console.
+
+    Example:
+        >>> printable("scan\\n\\x1b[2Jname.dcm: truncated")
+        'scan\\\\n\\\\x1b[2Jname.dcm: truncated'
+    """
+    import unicodedata
+
+    def escaped(ch: str) -> str:
+        unsafe = ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        return ch.encode("unicode_escape").decode("ascii") if unsafe else ch
+
+    return "".join(escaped(ch) for ch in text) if not text.isprintable() else text

@@ -76,3 +76,31 @@ def test_an_output_under_a_regular_file_is_one_line_naming_it(tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert code.value.code == 2 and err in (f"error: {blocker}: File exists",
                                             f"error: {blocker}: cannot write the output folder (File exists)")
+
+
+def test_a_hostile_file_name_cannot_split_the_line_or_drive_the_console(tmp_path, fixture_lung_run):
+    """A file name from an archive may hold a line break (a forged second line), a terminal escape or a bidi
+    control; the error line shows them escaped, still one line."""
+    names = ["bad\nerror: forged.png", "red\x1b[31m.png", "gnp.\u202etxt.png"]
+    for name in names:
+        (tmp_path / name).write_text("not an image")
+    one = _cli("predict", fixture_lung_run, names[0], cwd=tmp_path)
+    assert one.returncode == 2 and one.stderr.splitlines() == [
+        "error: bad\\nerror: forged.png: not a readable png image (corrupt or truncated)"], one.stderr
+    batch = _cli("predict", fixture_lung_run, *names, cwd=tmp_path)
+    lines = batch.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines), batch.stderr
+    assert "\x1b" not in batch.stderr and "\u202e" not in batch.stderr and "red\\x1b[31m.png" in batch.stderr
+    info = _cli("info", names[1], cwd=tmp_path)
+    assert info.returncode == 2 and len(info.stderr.splitlines()) == 1 and "\x1b" not in info.stderr
+
+
+def test_a_skipped_file_warning_is_one_line_whatever_its_name(capsys):
+    import logging
+
+    from medanomaly.cli.info import log_warnings_to_stderr
+
+    log_warnings_to_stderr()
+    logging.getLogger("medanomaly.io.dicom_series").warning("skipped %s: %s", "evil\nwarning: forged\x1b[2J.dcm",
+                                                            "truncated DICOM")  # fmt: skip
+    assert capsys.readouterr().err.splitlines() == ["warning: skipped evil\\nwarning: forged\\x1b[2J.dcm: truncated DICOM"]

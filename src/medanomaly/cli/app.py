@@ -13,7 +13,7 @@ import warnings
 
 import typer
 
-from medanomaly.errors import MedanomalyError
+from medanomaly.errors import MedanomalyError, printable
 
 COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
@@ -57,13 +57,13 @@ def main() -> None:
     try:
         app()
     except MedanomalyError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(str(exc))}", err=True)  # a file name cannot split the line
         sys.exit(2)
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave (a socket, a library): a real failure, shown whole
             raise
         # a file or folder that is missing, in the way (an output under a regular file), read-only or full
-        typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+        typer.echo(printable(f"error: {exc.filename}: {exc.strerror or exc}"), err=True)
         sys.exit(2)
 
 

@@ -92,10 +92,13 @@ def print_human(info: dict[str, Any]) -> None:
 
 
 class _StderrHandler(logging.Handler):
-    """Writes ``warning: <message>`` to the *current* ``sys.stderr`` (so redirections apply)."""
+    """Writes ``warning: <message>`` to the *current* ``sys.stderr`` (so redirections apply), one line (a file
+    name's control characters escaped)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        from medanomaly.errors import printable
+
+        sys.stderr.write(f"{record.levelname.lower()}: {printable(record.getMessage())}\n")
 
 
 def log_warnings_to_stderr() -> None:

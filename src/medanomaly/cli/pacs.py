@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, printable
 
 #: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
@@ -135,6 +135,6 @@ def register(app: typer.Typer) -> None:
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report)  # fmt: skip
         for line in summary.errors:
-            typer.echo(f"error: {line}", err=True)
+            typer.echo(f"error: {printable(line)}", err=True)
         if summary.errors:
             raise typer.Exit(1)

@@ -101,7 +101,7 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
     """Print each result (bad files on stderr, "skipped: ...") and write outputs; exit 2 when every file failed. A
     ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2)."""
     from medanomaly.engine.outputs import write_prediction
-    from medanomaly.errors import InputError
+    from medanomaly.errors import InputError, printable
     from medanomaly.jsonio import finite_json
 
     total = failures = 0
@@ -109,16 +109,16 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
         total += 1
         if isinstance(outcome, InputError):
             if single:  # the console entry point's one line for any bad input
-                typer.echo(f"error: {outcome}", err=True)
+                typer.echo(f"error: {printable(str(outcome))}", err=True)
                 raise typer.Exit(code=2)
             failures += 1
-            typer.echo(f"skipped: {outcome}", err=True)
+            typer.echo(f"skipped: {printable(str(outcome))}", err=True)
             continue
         if out is not None:
             write_prediction(out, path, outcome, {"run": run.name})
         if as_json:
             typer.echo(json.dumps(finite_json({"file": path.name, **outcome.to_json()})))
         else:
-            typer.echo(_format_prediction(path, outcome))
+            typer.echo(printable(_format_prediction(path, outcome)))
     if failures and failures == total:
         raise typer.Exit(code=2)
