@@ -64,6 +64,23 @@ def test_detection_run_refuses_a_ct_and_a_3d_volume_in_one_line(tmp_path: Path) 
         load_model(run).predict(Volume(np.zeros((8, 32, 32), np.float32), meta={"modality": "MG"}))
 
 
+def test_explain_takes_an_image_the_network_cannot_divide_and_refuses_another_modality(tmp_path: Path) -> None:
+    """Grad-CAM over the whole image gives the U-Net the image padded as detection pads it (a 123 x 101 mammogram
+    was a tensor-size traceback), and explain refuses a CT as predict and detect do (it ran the MG detector on it)."""
+    from medanomaly.io import write
+
+    _, _, ct = _images(tmp_path)
+    run = _assembled_run(tmp_path)
+    rng = np.random.default_rng(0)
+    odd = Volume(rng.random((1, 123, 101)).astype(np.float32), spacing=(0.5, 0.5, 1.0), meta={"modality": "MG"})
+    res = _cli("explain", run, write(odd, tmp_path / "odd.nrrd"), "--out", tmp_path / "exp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "exp" / "explain.json").read_text())["files"]
+    res = _cli("explain", run, ct, "--out", tmp_path / "exp_ct")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: {ct}: the model expects modality MG, got CT"], res.stderr
+
+
 @pytest.mark.slow
 def test_breast_tiny_train_evaluate_detect_predict_explain(tmp_path: Path) -> None:
     mg, us, ct = _images(tmp_path)

@@ -48,6 +48,6 @@ def register(app: typer.Typer) -> None:
         target_dir = out or default_out("explain", "fusion" if source is not image else output_stem(image))
         with about_file(image):
             report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
-                                  dicom, fov, findings)  # fmt: skip
+                                  dicom, fov, findings, check_input=getattr(model, "check_input", None))  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

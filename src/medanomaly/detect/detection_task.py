@@ -147,10 +147,15 @@ class HeatmapDetectionModel(DetectionModel):
         """The whole-image explanation of the heatmap's maximum (Grad-CAM / occlusion on the grid)."""
         from medanomaly.explain.adapters import Explainable
 
+        from medanomaly.detect.infer import padded_to_divisor
+
         def peak(output: Any) -> Any:
             return output.flatten(1).max(dim=1).values
 
-        return Explainable(model=self.detector.model_.eval(), preprocess=self.detector.prepare, patch_size=None,
+        def prepare(image: Volume) -> Volume:  # the U-Net needs sizes its poolings divide, as in run_network
+            return padded_to_divisor(self.detector.prepare(image), self.detector.divisor)
+
+        return Explainable(model=self.detector.model_.eval(), preprocess=prepare, patch_size=None,
                            output_fn=peak, class_names=("lesion",), target=0, kind="detection",
                            synthetic=self.synthetic, runner=self.detector)  # fmt: skip
 

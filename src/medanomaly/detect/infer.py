@@ -93,8 +93,7 @@ def run_network(
     from medanomaly.train.distributed import module_device
 
     # Pad to multiples of the network's divisor; the window never exceeds the padded image.
-    pads = [(0, (-n) % d) for n, d in zip(image.shape, divisor, strict=True)]
-    padded = np.pad(image, pads, mode="constant")
+    padded = np.pad(image, divisor_pads(image.shape, divisor), mode="constant")
     roi = tuple(min(r, n) for r, n in zip(roi_size, padded.shape, strict=True))
     x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
     with torch.no_grad():
@@ -102,6 +101,23 @@ def run_network(
                                           sw_device=module_device(predictor), device="cpu")
     prob = torch.sigmoid(logits)[0, 0].numpy()
     return prob[: image.shape[0], : image.shape[1], : image.shape[2]]
+
+
+def divisor_pads(shape: Sequence[int], divisor: Sequence[int]) -> list[tuple[int, int]]:
+    """Zero padding at the far end of each axis (z, y, x) up to a multiple of the network's ``divisor``
+    (a U-Net's skip connections need sizes its poolings divide)."""
+    return [(0, (-n) % d) for n, d in zip(shape, divisor, strict=True)]
+
+
+def padded_to_divisor(grid: Volume, divisor: Sequence[int]) -> Volume:
+    """``grid`` (a network input on its grid) padded with 0 at the far ends, as :func:`run_network` pads, to
+    multiples of ``divisor``; the origin is unchanged, so a map on the padded grid resamples back onto ``grid``."""
+    from dataclasses import replace
+
+    pads = divisor_pads(grid.shape, divisor)
+    if not any(after for _, after in pads):
+        return grid
+    return replace(grid, array=np.pad(np.asarray(grid.array), pads + [(0, 0)] * (grid.array.ndim - 3)))
 
 
 def mirrored(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, axes: Sequence[str] = ()) -> np.ndarray:

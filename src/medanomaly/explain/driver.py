@@ -10,6 +10,7 @@ maps; with a folder or a CSV manifest (columns ``image``, optional ``mask``) it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def check_view_and_target(ex: Any, fov: float, target: int | None) -> None:
 
 def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str | None = None, target: int | None = None,
                  mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
-                 findings_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                 findings_path: Path | None = None,
+                 check_input: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Explain a model's call on one image file (or, with ``evaluate``, a folder / CSV manifest).
 
     Args:
@@ -125,6 +127,8 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         mask: the reference lesion mask on the image grid (contour, pointing game, energy inside).
         fov: field of view (mm) of each finding's overlay (detectors).
         findings_path: a findings.json to explain instead of running the detector.
+        check_input: the loaded model's ``check_input(volume, path)``: an image of another modality or
+            dimensionality than the model's is refused in one line, as ``predict`` refuses it.
 
     Returns:
         What it writes to ``explain.json``.
@@ -146,6 +150,8 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         write_json(out / "explain.json", report)
         return report
     volume = read(image) if isinstance(image, Path) else image
+    if check_input is not None:
+        check_input(volume, image if isinstance(image, Path) else None)
     lesion = read(mask) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
