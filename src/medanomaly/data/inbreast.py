@@ -44,7 +44,7 @@ import numpy as np
 
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.data.lesions2d import CLASSES, Lesion2D, LesionImage, LesionSet
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
@@ -179,7 +179,8 @@ def load_inbreast(
             crops = [_roi_crop(pixels, r["points"], margin, min_roi_px) for r in rois
                      if r["name"] in roi_kinds and len(r["points"])]
         for i, crop in enumerate(crops):
-            images.append(to_model_array(crop, image_size, channels))
+            with about_file(path):
+                images.append(to_model_array(crop, image_size, channels))
             labels.append(label)
             patients.append(patient)
             keys.append(f"{file_name}" + (f"#roi{i}" if mode == "roi" else ""))

@@ -23,7 +23,7 @@ import numpy as np
 
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.data.lesions2d import LesionSet
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 
 __all__ = ["image_level_set", "lesion_crops"]
 
@@ -51,7 +51,8 @@ def lesion_crops(
             xa, xb = int(max(round(cx - hx), 0)), int(min(round(cx + hx), arr.shape[1]))
             ya, yb = int(max(round(cy - hy), 0)), int(min(round(cy + hy), arr.shape[0]))
             crop = arr[ya:max(yb, ya + 1), xa:max(xb, xa + 1)]
-            images.append(to_model_array(crop, image_size, channels))
+            with about_file(it.key):
+                images.append(to_model_array(crop, image_size, channels))
             labels.append(lesions.class_names.index(les.label))
             patients.append(it.patient_id)
             splits.append(it.split)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.data.arrays import SPLITS, LabelledImages, check_array_memory, label_index, to_model_array
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
@@ -90,7 +90,8 @@ def load_manifest(
     images = []
     for path in paths:
         volume = read(path)
-        images.append(to_model_array(volume.array, image_size, channels, intensity))
+        with about_file(path):  # a channel count or dimension that does not fit names its file
+            images.append(to_model_array(volume.array, image_size, channels, intensity))
     return LabelledImages(
         images=np.stack(images),
         labels=np.array(labels),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.data.arrays import SPLITS, LabelledImages, to_model_array
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.registry import DATASETS
 
 #: Class names of the MedMNIST sets this package documents (from the MedMNIST v2 INFO table).
@@ -73,7 +73,8 @@ def load_medmnist(
         labs = labs.reshape(-1).astype(np.int64)
         if max_per_split is not None:
             imgs, labs = imgs[:max_per_split], labs[:max_per_split]
-        images.extend(to_model_array(im, image_size, channels) for im in imgs)
+        with about_file(path):
+            images.extend(to_model_array(im, image_size, channels) for im in imgs)
         labels.append(labs)
         splits.extend([split] * len(labs))
     labels_arr = np.concatenate(labels)

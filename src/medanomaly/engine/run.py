@@ -218,14 +218,15 @@ def check_run(run_dir: str | Path) -> RunInfo:
 def prepare_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
     """Create a run folder for training; refuse one that already holds a run unless ``overwrite``.
 
-    Overwriting removes the previous run's model.json, metrics and status first, so a half-done
-    retraining can never be mistaken for the old run.
+    A failed attempt (status.json says failed, no model.json: e.g. stopped by bad input before training) holds
+    no model, so the same command may run again once the input is fixed. Overwriting removes the previous run's
+    model.json, metrics and status first, so a half-done retraining can never be mistaken for the old run.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("exists and is not a folder", run_dir)
     holds_run = any((run_dir / f).exists() for f in (MODEL_JSON, STATUS_JSON, CONFIG_YAML))
-    if holds_run and not overwrite:
+    if holds_run and not overwrite and not _failed_attempt(run_dir):
         raise InputError("already holds a run; choose another --out or pass --overwrite", run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,17 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
         for name in (MODEL_JSON, STATUS_JSON, "metrics.json", "report.html"):
             (run_dir / name).unlink(missing_ok=True)
     return run_dir
+
+
+def _failed_attempt(run_dir: Path) -> bool:
+    """The folder holds only a training that failed (no model.json); an unreadable status counts as a run."""
+    if (run_dir / MODEL_JSON).exists():
+        return False
+    try:
+        status = read_status(run_dir)
+    except InputError:
+        return False
+    return status is not None and status.status == "failed"
 
 
 @contextmanager

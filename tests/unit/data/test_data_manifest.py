@@ -58,8 +58,8 @@ def test_data_manifest_bad_input_is_a_clear_error(pngs: Path, rows, header, matc
 
 def test_data_manifest_wrong_channel_count_is_a_clear_error(pngs: Path) -> None:
     csv = _csv(pngs, ["im0.png,normal,P1,train"])
-    with pytest.raises(InputError, match=r"image has 1 channel\(s\), the config expects 3"):
-        load_manifest(csv, image_size=(8, 8), channels=3)
+    with pytest.raises(InputError, match=r"im0\.png: image has 1 channel\(s\), the config expects 3"):
+        load_manifest(csv, image_size=(8, 8), channels=3)  # the file is named: the manifest may list thousands
     with pytest.raises(InputError, match="has 3 channel"):
         to_model_array(np.zeros((1, 8, 8, 3)), (4, 4), channels=1)
 
@@ -73,6 +73,11 @@ def test_data_to_model_array_refuses_dimension_mismatch() -> None:
 
 
 def test_data_medmnist_rejects_foreign_and_multilabel_files(tmp_path: Path) -> None:
+    rgb = tmp_path / "pathmnist.npz"
+    np.savez(rgb, **{f"{s}_images": np.zeros((2, 28, 28, 3), np.uint8) for s in ("train", "val", "test")},
+             **{f"{s}_labels": np.zeros((2, 1), np.uint8) for s in ("train", "val", "test")})
+    with pytest.raises(InputError, match=r"pathmnist\.npz: image has 3 channel"):
+        load_medmnist(rgb, image_size=(28, 28), channels=1)
     bad = tmp_path / "x.npz"
     np.savez(bad, images=np.zeros((2, 4, 4)))
     with pytest.raises(InputError, match="missing arrays"):

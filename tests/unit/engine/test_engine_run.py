@@ -76,6 +76,22 @@ def test_prepare_refuses_existing_run_without_overwrite(tmp_path):
     assert not (run / "model.json").exists() and not (run / "status.json").exists()
 
 
+def test_a_failed_attempt_without_a_model_may_be_trained_into_again(tmp_path):
+    """Bad input stops a training before any model exists (status failed, no model.json): the same command runs
+    again once the input is fixed; a failed retraining over a finished model, or an unreadable status, still asks."""
+    run = _run(tmp_path)
+    (run / "model.json").unlink()
+    (run / "status.json").write_text('{"status": "failed", "reason": "InputError: x.png: image has 3 channel(s)"}')
+    assert prepare_run_dir(run) == run
+    (run / "model.json").write_text("{}")
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare_run_dir(run)
+    (run / "model.json").unlink()
+    (run / "status.json").write_text("not json")
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare_run_dir(run)
+
+
 def test_training_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
     with training_lock(tmp_path):
         with pytest.raises(InputError, match=f"pid {os.getpid()}"):
