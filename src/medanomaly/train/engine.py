@@ -220,12 +220,15 @@ class _Reporter:
             self.bar.update(self.task, advance=1, description=description)
 
     def line(self, text: str, warning: bool = False) -> None:
-        """One line: printed above the bar (visible in a terminal and a redirected log alike)."""
+        """One line: printed above the bar (visible in a terminal and a redirected log alike), once: with a bar the
+        log record is at info level, so Python's last-resort handler does not print a warning a second time."""
         if not self.main:
             return
-        (log.warning if warning else log.info)(text)
-        if self.bar is not None:
-            self.bar.console.print(text)
+        if self.bar is None:
+            (log.warning if warning else log.info)(text)
+            return
+        log.info(text)
+        self.bar.console.print(f"warning: {text}" if warning else text, markup=False, highlight=False)
 
     def close(self) -> None:
         if self.bar is not None:

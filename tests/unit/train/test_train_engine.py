@@ -239,3 +239,18 @@ def test_train_detector_params_come_from_the_lung_config() -> None:
     import inspect
 
     assert inspect.signature(PatchSampler).parameters["hard_negative_fraction"].default == 0.3
+
+
+def test_a_warning_above_the_progress_bar_is_printed_once_and_verbatim(capsys) -> None:
+    """With a bar, a warning was printed by the bar's console and again by Python's last-resort log handler (on
+    stderr, unprefixed); and rich read ``[bold]`` in a message as markup."""
+    from medanomaly.train.engine import _Reporter
+
+    reporter = _Reporter(main=True, bar=True, title="train", total=1)
+    try:
+        reporter.line("val_auc 0.333 is at chance level for run [bold]x", warning=True)
+    finally:
+        reporter.close()
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.count("chance level") == 1
+    assert "warning: val_auc 0.333 is at chance level for run [bold]x" in " ".join(captured.out.split())
