@@ -98,15 +98,20 @@ def read_rois(xml_path: str | Path) -> list[dict[str, object]]:
     return rois
 
 
-def read_table(csv_path: str | Path) -> dict[str, str]:
-    """``File Name -> BI-RADS`` from ``INbreast.csv`` (';'-separated)."""
-    csv_path = Path(csv_path)
+def _table_rows(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of ``INbreast.csv`` (';'-separated) that name a file, keyed by lower-cased column name, values
+    stripped; the file is read once and must have the 'File Name' and 'Bi-Rads' columns."""
     with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:  # a missing file: "INbreast.csv not found"
         fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
         if "file name" not in fields or "bi-rads" not in fields:
             raise InputError("INbreast.csv lacks the 'File Name' or 'Bi-Rads' column", csv_path)
-        return {row[fields["file name"]].strip(): row[fields["bi-rads"]].strip() for row in reader
-                if row.get(fields["file name"])}
+        rows = [{key: (row.get(name) or "").strip() for key, name in fields.items()} for row in reader]
+    return [row for row in rows if row["file name"]]
+
+
+def read_table(csv_path: str | Path) -> dict[str, str]:
+    """``File Name -> BI-RADS`` from ``INbreast.csv`` (';'-separated)."""
+    return {row["file name"]: row["bi-rads"] for row in _table_rows(Path(csv_path))}
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -193,17 +198,8 @@ def load_inbreast(
 # ----------------------------------------------------------------------------- lesions (detection)
 def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
     """Rows of ``INbreast.csv`` with the keys ``file``, ``birads``, ``laterality``, ``view``, ``acr``."""
-    csv_path = Path(csv_path)
-    birads = read_table(csv_path)  # checks the file and the two required columns
-    with read_csv(csv_path, "INbreast.csv", delimiter=";") as reader:
-        fields = {f.strip().lower(): f for f in (reader.fieldnames or [])}
-        rows = []
-        for row in reader:
-            name = (row.get(fields["file name"]) or "").strip()
-            if name:
-                rows.append({"file": name, "birads": birads[name],
-                             **{k: (row.get(fields.get(k, ""), "") or "").strip() for k in ("laterality", "view", "acr")}})
-    return rows
+    return [{"file": row["file name"], "birads": row["bi-rads"], **{k: row.get(k, "") for k in ("laterality", "view", "acr")}}
+            for row in _table_rows(Path(csv_path))]  # fmt: skip
 
 
 def roi_mask(points: np.ndarray, shape: tuple[int, int], point_radius_px: float) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
