@@ -270,13 +270,21 @@ def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], b
         inflight: deque = deque()
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             while queue or inflight:
+                broken = False
                 while queue and len(inflight) < 2 * workers:
                     if stop():
                         while queue:
                             yield from ((job, NOT_STARTED) for job in queue.popleft())
                         break
-                    chunk = queue.popleft()
-                    inflight.append((chunk, pool.submit(_chunk, fn, chunk)))
+                    try:
+                        inflight.append((queue[0], pool.submit(_chunk, fn, queue[0])))
+                    except BrokenProcessPool:  # a worker died since the last result: this chunk never started
+                        broken = True
+                        break
+                    queue.popleft()
+                if broken:
+                    suspects = list(inflight)
+                    break
                 if not inflight:
                     break
                 chunk, future = inflight.popleft()

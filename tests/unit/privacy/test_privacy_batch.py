@@ -241,6 +241,40 @@ def test_worker_pool_keeps_job_order_in_chunks_and_names_the_killer(monkeypatch)
     assert [r for _, r in stopped] == [batch_mod.NOT_STARTED] * 4
 
 
+def test_a_pool_that_breaks_between_two_submissions_loses_no_job(monkeypatch):
+    """A worker may die while the next chunk is being submitted: ``submit`` then raises BrokenProcessPool (it did in a
+    CI run, ending the batch with a traceback). The chunk never started: it goes to the next pool, in job order."""
+    import concurrent.futures
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class PoolThatBreaksOnce:  # runs each chunk at once, in this process; the second submission finds it broken
+        broke = False
+
+        def __init__(self, max_workers, mp_context):
+            self.submitted = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, *args):
+            self.submitted += 1
+            if self.submitted == 2 and not PoolThatBreaksOnce.broke:
+                PoolThatBreaksOnce.broke = True
+                raise BrokenProcessPool("A child process terminated abruptly")
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", PoolThatBreaksOnce)
+    jobs = [(i,) for i in range(16)]
+    results = list(batch_mod.run_jobs(jobs, lambda x: x * x, workers=2))
+    assert PoolThatBreaksOnce.broke and results == [((i,), i * i) for i in range(16)]
+
+
 def test_workers_that_always_die_stop_the_run_after_three_files(folder, tmp_path, key, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     import _deid_faults
