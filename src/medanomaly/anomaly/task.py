@@ -18,7 +18,7 @@ import numpy as np
 
 from medanomaly.anomaly.config import AnomalyConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
-from medanomaly.errors import ConfigError, InputError, about_file
+from medanomaly.errors import ConfigError, InputError, about_file, unfit_file
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
@@ -39,9 +39,24 @@ def save_state(state: dict[str, np.ndarray], path: Path, method: str) -> Path:
 
 
 def load_state(path: Path) -> dict[str, np.ndarray]:
+    """The method's arrays from a safetensors file; a file larger than 80 % of the memory available is refused
+    before it is read, and an unreadable one is one line naming it."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return load_file(str(path))
+    from medanomaly.io.limits import format_bytes, memory_shortfall
+
+    if not path.is_file():
+        raise InputError("weights file not found", path)
+    size = path.stat().st_size
+    available = memory_shortfall(size, 0.8)
+    if available is not None:
+        raise InputError(f"weights of {format_bytes(size)} do not fit in the {format_bytes(available)} of memory "
+                         "available", path)  # fmt: skip
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError):
+        raise InputError("not a readable safetensors file", path) from None
 
 
 class AnomalyTask:
@@ -73,7 +88,8 @@ class AnomalyTask:
         spec = info.extra.get("method", {})
         with about_file(Path(run_dir) / MODEL_JSON, ConfigError):  # the method's recorded parameters
             method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))
-        method.load_state(load_state(Path(run_dir) / WEIGHTS))
+        with unfit_file(Path(run_dir) / WEIGHTS, "weights"):  # arrays of other names or shapes than the method's
+            method.load_state(load_state(Path(run_dir) / WEIGHTS))
         return AnomalyModel(info, Path(run_dir), method)
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:

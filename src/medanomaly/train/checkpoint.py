@@ -46,8 +46,31 @@ def save_weights(model, path: str | Path, metadata: dict[str, str] | None = None
     return path
 
 
+def _header_misfit(path: Path, model, strict: bool) -> str:
+    """What in the file's header (names and shapes, read without the tensor data) does not fit ``model``, or "".
+
+    A hostile or foreign file can declare tensors of any size: they are compared with the model before a byte of
+    them is read, so an extra 40 GB tensor is refused, not loaded."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:  # "pt" would map the whole file through torch
+        declared = {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    unknown = sorted(set(declared) - set(expected))
+    missing = sorted(set(expected) - set(declared)) if strict else []
+    wrong = sorted(k for k in set(declared) & set(expected) if declared[k] != expected[k])
+    if unknown:
+        return f"{len(unknown)} tensor(s) the model does not have, e.g. {unknown[0]!r}"
+    if missing:
+        return f"{len(missing)} tensor(s) of the model missing, e.g. {missing[0]!r}"
+    if wrong:
+        return f"{wrong[0]!r} has shape {list(declared[wrong[0]])}, the model's is {list(expected[wrong[0]])}"
+    return ""
+
+
 def load_weights(model, path: str | Path, strict: bool = True):
-    """Load safetensors weights into ``model`` (in place); returns the model."""
+    """Load safetensors weights into ``model`` (in place); returns the model. The header is checked against the
+    model first (names and shapes): nothing is read from a file whose tensors do not fit."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -55,6 +78,9 @@ def load_weights(model, path: str | Path, strict: bool = True):
     if not path.is_file():
         raise InputError("weights file not found", path)
     try:
+        misfit = _header_misfit(path, model, strict)
+        if misfit:
+            raise InputError(f"weights do not fit the model ({misfit})", path)
         state = load_file(str(path))
     except (SafetensorError, OSError):
         raise InputError("not a readable safetensors file", path) from None
