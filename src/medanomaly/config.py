@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medanomaly.errors import ConfigError
+from medanomaly.jsonio import write_text_atomic
 
 
 class Section(BaseModel):
@@ -182,5 +183,5 @@ def save_config(config: RunConfig, run_dir: str | Path) -> Path:
     """Write ``config.yaml`` into ``run_dir`` (the run's own record of what it did)."""
     out = Path(run_dir) / "config.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(out, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return out

@@ -25,7 +25,7 @@ from medanomaly.classify.config import ClassificationConfig
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.decision import DecisionRule
-from medanomaly.jsonio import read_json
+from medanomaly.jsonio import read_json, write_text_atomic
 
 
 # ----------------------------------------------------------------------------------- data
@@ -237,7 +237,7 @@ def save_classifier(clf: Classifier, cfg: ClassificationConfig, run_dir: Path) -
         "fitted_on": "val",
     }
     path = run_dir / "classifier.json"
-    path.write_text(json.dumps(info, indent=2))
+    write_text_atomic(path, json.dumps(info, indent=2))
     return path
 
 
@@ -281,11 +281,11 @@ def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
-    (run_dir / "splits.json").write_text(json.dumps(split_summary(data), indent=2))
+    write_text_atomic(run_dir / "splits.json", json.dumps(split_summary(data), indent=2))
     models, results, cv = fit_members(cfg, data, run_dir)
     clf = calibrate(cfg, models, results, data.split("val"), data.synthetic)
     save_classifier(clf, cfg, run_dir)
-    (run_dir / "train.json").write_text(json.dumps(
+    write_text_atomic(run_dir / "train.json", json.dumps(
         {"synthetic": data.synthetic, "cross_validation": cv, "members": [r.to_json() for r in results]},
         indent=1, default=float))
     return clf

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medanomaly.preprocess.intensity import WINDOWS as PRESETS
+from medanomaly.io.staged import write_staged
+from medanomaly.jsonio import write_text_atomic
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -172,8 +174,10 @@ def contact_sheet(items: list[tuple[EmbeddedScan, Volume, dict[str, Any]]], path
                      fontsize=8)
     fig.suptitle("medanomaly demo: embedded real scans (middle slice each)", color="white", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, facecolor="black")
-    plt.close(fig)
+    try:
+        write_staged(path, lambda staged: fig.savefig(staged, dpi=110, facecolor="black"))
+    finally:
+        plt.close(fig)
 
 
 def run(ctx: DemoContext) -> list[dict[str, Any]]:
@@ -207,6 +211,6 @@ def run(ctx: DemoContext) -> list[dict[str, Any]]:
     sheet = ctx.out_dir / "contact_sheet.png"
     contact_sheet(items, sheet)
     summary = [row for _, _, row in items]
-    (ctx.out_dir / "scans.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(ctx.out_dir / "scans.json", json.dumps(summary, indent=1))
     ctx.console.print(f"wrote {sheet} ({len(items)} scans) and {ctx.out_dir / 'scans.json'}")
     return summary

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, match_findings
+from medanomaly.io.staged import write_staged
 from medanomaly.types import ABSTAIN
 
 __all__ = ["evaluate_detection", "froc_bootstrap", "image_marks"]
@@ -112,9 +113,10 @@ def _overlay(item: Any, findings: list[Any], path: Path, synthetic: bool) -> Pat
     ax.set_axis_off()
     ax.set_title(f"{item.key}{' (synthetic)' if synthetic else ''}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return write_staged(path, lambda staged: fig.savefig(staged, dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def _search(model: Any, items: list[Any], min_radius: float, progress: bool) -> tuple[list[Any], list[Any], list[Any]]:

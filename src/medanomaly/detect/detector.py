@@ -44,6 +44,7 @@ from medanomaly.detect.generic import (
 )
 from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
+from medanomaly.jsonio import write_text_atomic
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
@@ -326,7 +327,7 @@ class NoduleDetector:
         run_dir = Path(run_dir)
         save_weights(self.model_, run_dir / WEIGHTS_FILE)  # clones DynUNet's shared tensors
         params = self.get_params()
-        (run_dir / SIDECAR_FILE).write_text(json.dumps(params, indent=2))
+        write_text_atomic(run_dir / SIDECAR_FILE, json.dumps(params, indent=2))
         return run_dir / WEIGHTS_FILE
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.types import Volume
+from medanomaly.jsonio import write_text_atomic
 
 
 #: Pointing-game tolerance also reported (mm): about one 5 mm slice.
@@ -122,7 +123,7 @@ def run(out_dir: Path, run_dir: Path | None = None, steps: int = 300, methods: t
                                                 "synthetic": True}  # fmt: skip
         print(f"held-out synthetic nodules, {method}: pointing game {sum(h)}/{len(h)} "
               f"({sum(n5)}/{len(n5)} within {TOLERANCE_MM:g} mm)")
-    (out_dir / "casestudy.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out_dir / "casestudy.json", json.dumps(summary, indent=2))
     return summary
 
 

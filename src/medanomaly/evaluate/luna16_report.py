@@ -16,6 +16,7 @@ import numpy as np
 
 from medanomaly.evaluate.luna16 import FP_RATES, Luna16Result
 from medanomaly.evaluate.lung_report import SIZE_TABLE, finish_figure, froc_axes
+from medanomaly.jsonio import write_text_atomic
 
 __all__ = ["plot_cad_froc", "write_luna16_report"]
 
@@ -85,5 +86,5 @@ def write_luna16_report(path: Path, splits: dict[str, dict[str, Any]]) -> Path:
     labels = {str(k): v for k, v in _LABELS.items()}
     html = env.from_string(_TEMPLATE).render(splits=splits, labels=labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    write_text_atomic(path, html)
     return path

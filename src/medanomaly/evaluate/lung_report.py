@@ -21,6 +21,7 @@ import numpy as np
 
 from medanomaly.evaluate.agreement import BlandAltman
 from medanomaly.evaluate.froc import FP_RATES, FrocResult
+from medanomaly.jsonio import write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Finding, Volume
 
@@ -239,5 +240,5 @@ def write_lung_report(path: Path, context: dict[str, Any]) -> Path:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(_TEMPLATE).render(**{"training": None, **context})
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    write_text_atomic(path, html)
     return path

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
 
@@ -105,7 +106,6 @@ def write_secondary_capture(image: Volume, map_volume: Volume, out_dir: str | Pa
         sc.ImageComments = f"axial slice {z}; {map_volume.meta.get('description', 'attribution map')}"
         if image.meta.get("synthetic"):
             sc.ImageComments += "; synthetic"
-        path = out / f"{stem}_{z:03d}.dcm"
-        sc.save_as(path)
+        path = write_staged(out / f"{stem}_{z:03d}.dcm", lambda staged: sc.save_as(staged))  # noqa: B023 - called at once
         written.append(path)
     return written

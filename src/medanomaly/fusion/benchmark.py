@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.config import ComponentConfig
+from medanomaly.jsonio import write_text_atomic
 from medanomaly.fusion.task import (
     FusionConfig,
     VariantConfig,
@@ -160,7 +161,8 @@ def run_benchmark(
 def _write(result: BenchmarkResult, out: Path, complete: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     note = "" if complete else "\n(partial: the run has not finished every variant yet)"
-    (out / "fusion_benchmark.md").write_text(result.table() + note + "\n")
-    (out / "fusion_benchmark.json").write_text(
+    write_text_atomic(out / "fusion_benchmark.md", result.table() + note + "\n")
+    write_text_atomic(
+        out / "fusion_benchmark.json",
         json.dumps({**result.to_json(), "complete": complete}, indent=2, default=float)
     )

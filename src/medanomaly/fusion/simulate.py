@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.jsonio import write_text_atomic
 
 MODALITIES = ("T1", "PD")
 SPLITS = ("train", "val", "test")
@@ -268,5 +269,5 @@ def write_manifest(data: MultiContrastSet, folder: str | Path, prefix: str = "si
             names.append(file)
         lines.append(f"{pid},{names[0]},{names[1]},{int(data.labels[i])}")
     manifest = folder / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n")
+    write_text_atomic(manifest, "\n".join(lines) + "\n")
     return manifest

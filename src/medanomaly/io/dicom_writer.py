@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
 _SOP_CLASSES = {
@@ -141,6 +142,6 @@ def write_dicom_series(
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in volume.index_to_physical((0.0, 0.0, float(k)))]
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        ds.save_as(path, enforce_file_format=True)
+        write_staged(path, lambda staged: ds.save_as(staged, enforce_file_format=True))  # noqa: B023 - called at once
         paths.append(path)
     return paths

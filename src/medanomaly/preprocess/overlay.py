@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
 __all__ = ["pick_slices", "write_mask_overlay", "write_lung_overlays"]
@@ -74,11 +75,10 @@ def write_mask_overlay(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=60)
-    plt.close(fig)
-    return path
+    try:
+        return write_staged(path, lambda staged: fig.savefig(staged, dpi=60))
+    finally:
+        plt.close(fig)
 
 
 def write_lung_overlays(out_dir: str | Path, cases: Mapping[str, tuple[str | Path, str | Path]]) -> list[Path]:

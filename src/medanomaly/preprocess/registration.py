@@ -449,10 +449,9 @@ def resample_to(fixed: Volume, moving: Volume, transform: sitk.Transform, interp
 
 
 def write_transform(transform: sitk.Transform, path: str | Path) -> Path:
-    """Write a transform as an ITK text transform file (``.tfm``: plain text, no pickle)."""
+    """Write a transform as an ITK text transform file (``.tfm``: plain text, no pickle), all-or-nothing."""
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteTransform(transform, str(path))
-    return path
+    from medanomaly.io.staged import write_staged
+
+    return write_staged(path, lambda staged: sitk.WriteTransform(transform, str(staged)))

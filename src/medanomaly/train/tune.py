@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.errors import ConfigError, InputError
+from medanomaly.jsonio import write_text_atomic
 
 
 def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -144,7 +145,7 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "tune.json").write_text(json.dumps(summary, indent=2, default=float))
+        write_text_atomic(out / "tune.json", json.dumps(summary, indent=2, default=float))
         best_cfg = apply_overrides(cfg, dict(best.params))
-        (out / "best.yaml").write_text(yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
+        write_text_atomic(out / "best.yaml", yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
     return summary
