@@ -127,6 +127,7 @@ def _check_yaml_expansion(root: yaml.Node) -> None:
         kids = _yaml_children(node)
         if children_done:
             on_path.discard(key)
+            _check_unique_keys(node)
             size[key] = 1 + sum(size[id(k)] for k in kids)
             if size[key] > MAX_YAML_NODES:
                 raise _YamlLimit(f"YAML expands to more than {MAX_YAML_NODES:,} values (aliases *name repeat their anchors)")
@@ -140,6 +141,21 @@ def _check_yaml_expansion(root: yaml.Node) -> None:
                 raise _YamlLimit("YAML alias refers to itself (a recursive structure)")
             if id(kid) not in size:
                 stack.append((kid, False))
+
+
+def _check_unique_keys(node: yaml.Node) -> None:
+    """A mapping may not give one key twice: YAML loaders keep the last silently, so ``batch_size: 32`` followed
+    later by ``batch_size: 4096`` trained with 4096 without a word (a merge ``<<`` may still be overridden)."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise _YamlLimit(f"key {key.value!r} given twice in one mapping (lines {seen[key.value]} and {line})")
+        seen[key.value] = line
 
 
 def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
