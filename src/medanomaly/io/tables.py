@@ -3,8 +3,8 @@
 :func:`read_csv` opens a table as UTF-8 (a byte-order mark is skipped), after checking its size against the table
 limit (:data:`MAX_TABLE_BYTES`), and turns what Python's ``csv`` module raises while the
 caller reads it into one :class:`~medanomaly.errors.InputError` naming the file and line: a byte that is not UTF-8
-(a table saved as Latin-1 or a binary file given as a CSV was a UnicodeDecodeError traceback) or a field over
-the ``csv`` module's limit.
+(a table saved as Latin-1 or a binary file given as a CSV was a UnicodeDecodeError traceback), a field over
+the ``csv`` module's limit, or a column name given twice (``csv`` would keep the last column's values silently).
 
 Example:
     >>> import tempfile, pathlib
@@ -50,12 +50,24 @@ def read_csv(path: str | Path, what: str = "CSV table", delimiter: str = ",") ->
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
+            _check_unique_columns(reader.fieldnames or [], what, path)
             yield reader
         except UnicodeDecodeError:
             raise InputError(f"line {_first_undecodable_line(path)}: not UTF-8 text (save the {what} as UTF-8)",
                              path) from None  # fmt: skip
         except csv.Error as exc:
             raise InputError(f"line {reader.line_num}: not a readable {what} ({exc})", path) from None
+
+
+def _check_unique_columns(names: list[str], what: str, path: Path) -> None:
+    """Two columns of one name (case and spaces aside): ``csv.DictReader`` keeps the last one's values silently."""
+    seen: set[str] = set()
+    for name in names:
+        key = name.strip().lower()
+        if key in seen:
+            raise InputError(f"line 1: column {name.strip()!r} appears twice in the {what} (only the last one would "
+                             "be read)", path)  # fmt: skip
+        seen.add(key)
 
 
 def _first_undecodable_line(path: Path) -> int:

@@ -69,3 +69,12 @@ def test_the_loaders_report_a_latin1_table_in_one_line(tmp_path: Path, reader_na
     with pytest.raises(InputError) as caught:
         read(path)
     assert str(caught.value).startswith(f"{path}: line 2: not UTF-8 text") and "\n" not in str(caught.value)
+
+
+def test_a_column_given_twice_is_refused(tmp_path):
+    """``path,label,Label`` used to read the second label column silently."""
+    table = tmp_path / "m.csv"
+    table.write_text("path,label, Label\na.nrrd,benign,malignant\n")
+    with pytest.raises(InputError, match=r"m\.csv: line 1: column 'Label' appears twice in the manifest"):
+        with read_csv(table, "manifest") as rows:
+            list(rows)
