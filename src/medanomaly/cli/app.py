@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 
 import typer
 
@@ -43,9 +42,11 @@ app = typer.Typer(
 @app.callback()
 def _every_command() -> None:
     """Before any command: pydicom's warnings about odd-but-readable headers (multi-line, with
-    source lines) are silenced; what matters (skipped files, refusals) medanomaly reports itself,
-    one line each."""
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    source lines, quoting header values) and the DICOM libraries' log messages are silenced; what matters
+    (skipped files, refusals) medanomaly reports itself, one line each."""
+    from medanomaly.io.library_logs import quiet_dicom_libraries
+
+    quiet_dicom_libraries()  # pydicom also logs the values it warns about: a birth date, a name
 
 
 for _module in COMMAND_MODULES:

@@ -64,9 +64,13 @@ def _load(models: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(config: ServiceConfig) -> Any:
-    """The ASGI app (FastAPI inside a body-size limit) of ``config``; models are loaded now."""
+    """The ASGI app (FastAPI inside a body-size limit) of ``config``; models are loaded now. The DICOM libraries'
+    log messages, which quote header values, are kept out of the service log."""
     from fastapi import FastAPI
 
+    from medanomaly.io.library_logs import quiet_dicom_library_logs
+
+    quiet_dicom_library_logs()
     data_dir = Path(config.data_dir)
     store = JobStore(data_dir / "jobs.sqlite")
     tokens = TokenStore(config.tokens)

@@ -1,0 +1,38 @@
+"""Quiet the DICOM libraries' own log messages: they quote header values.
+
+pydicom logs every value it finds invalid (``Invalid value for VR DA: '<a birth date>'``, a patient name too
+long for PN) through the ``pydicom`` logger as well as through ``warnings``, and highdicom logs what it copies from
+source datasets. A service that logs at INFO (``medanomaly serve``) would write those values, which may be PHI,
+into its log. medanomaly reports what matters itself, one line per file with a fixed reason, so the CLI and the
+service raise these loggers' level to CRITICAL (neither library logs at that level) and ignore pydicom's
+``UserWarning``s (multi-line, quoting the same values); so do Ray's worker processes, which start without the CLI.
+
+Example:
+    >>> import logging
+    >>> quiet_dicom_library_logs()
+    >>> logging.getLogger("pydicom").isEnabledFor(logging.WARNING)
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["DICOM_LIBRARY_LOGGERS", "quiet_dicom_libraries", "quiet_dicom_library_logs"]
+
+#: Loggers whose messages may quote DICOM header values.
+DICOM_LIBRARY_LOGGERS = ("pydicom", "highdicom")
+
+
+def quiet_dicom_library_logs() -> None:
+    """Raise the DICOM libraries' loggers to CRITICAL (see the module docstring)."""
+    for name in DICOM_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def quiet_dicom_libraries() -> None:
+    """The loggers above, and pydicom's ``UserWarning``s about odd-but-readable headers, for this process."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    quiet_dicom_library_logs()

@@ -1,0 +1,50 @@
+"""No header value in a log: pydicom logs every value it finds invalid (``Invalid value for VR UI: '<value>'``)
+through its logger as well as through ``warnings``, so a service logging at INFO wrote header values, possibly a
+name or a birth date, into its log. The CLI and the service quiet the DICOM libraries' loggers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from medanomaly.io.library_logs import DICOM_LIBRARY_LOGGERS
+
+PHI = "JANE.DOE.19450101"  # a name and a birth date where a UID belongs: invalid for VR UI, so pydicom quotes it
+
+
+@pytest.fixture
+def phi_dicom(tmp_path, monkeypatch):
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID = PHI
+    ds.save_as(tmp_path / "phi.dcm", enforce_file_format=True)
+    for name in DICOM_LIBRARY_LOGGERS:  # as a fresh process has them
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    return tmp_path / "phi.dcm"
+
+
+def test_the_cli_logs_no_header_value(phi_dicom, monkeypatch, caplog, capsys):
+    from medanomaly.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "info", str(phi_dicom), "--json"])
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    assert PHI not in caplog.text and PHI not in capsys.readouterr().err
+
+
+def test_the_service_logs_no_header_value(phi_dicom, tmp_path, caplog):
+    from medanomaly.deploy.service.app import ServiceConfig, create_app
+    from medanomaly.deploy.service.tokens import new_token
+    from medanomaly.io import read
+
+    tokens = tmp_path / "tokens.json"
+    new_token(tokens)
+    create_app(ServiceConfig(models={}, data_dir=tmp_path / "data", tokens=tokens))
+    with caplog.at_level(logging.INFO):  # the service's log level (``medanomaly serve``)
+        read(phi_dicom)
+    assert PHI not in caplog.text
