@@ -32,14 +32,15 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
-from medanomaly.io.reasons import short_reason
+from medanomaly.io.reasons import short_reason, without_header_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
 def _short(exc: BaseException, path: str | Path | None = None) -> str:
-    """One-line reason from an exception (see :func:`medanomaly.io.reasons.short_reason`)."""
-    return short_reason(exc, path)
+    """One-line reason from a DICOM library's exception (see :func:`medanomaly.io.reasons.short_reason`), with any
+    header value it quotes hidden (:func:`medanomaly.io.reasons.without_header_values`)."""
+    return without_header_values(short_reason(exc, path))
 
 
 def _floats(value: Any, n: int) -> list[float] | None:

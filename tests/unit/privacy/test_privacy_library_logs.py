@@ -1,4 +1,4 @@
-"""No header value in a log: pydicom logs every value it finds invalid (``Invalid value for VR UI: '<value>'``)
+"""No header value in a log or an error line: pydicom logs every value it finds invalid (``Invalid value for VR UI: '<value>'``)
 through its logger as well as through ``warnings``, so a service logging at INFO wrote header values, possibly a
 name or a birth date, into its log. The CLI and the service quiet the DICOM libraries' loggers."""
 
@@ -48,3 +48,19 @@ def test_the_service_logs_no_header_value(phi_dicom, tmp_path, caplog):
     with caplog.at_level(logging.INFO):  # the service's log level (``medanomaly serve``)
         read(phi_dicom)
     assert PHI not in caplog.text
+
+
+def test_a_dicom_error_quotes_no_header_value(tmp_path):
+    """A NumberOfFrames holding a name made the error line ``cannot decode pixel data (invalid literal for int()
+    with base 10: 'JANEDOE')``: the value pydicom quotes is hidden, the DICOM names it quotes are kept."""
+    from medanomaly.errors import InputError
+    from medanomaly.io import read
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.add_new(0x00280008, "IS", "87654321")  # NumberOfFrames, then overwritten in the file with a name
+    ds.save_as(tmp_path / "nf.dcm", enforce_file_format=True)
+    raw = (tmp_path / "nf.dcm").read_bytes()
+    (tmp_path / "nf.dcm").write_bytes(raw.replace(b"87654321", b"JANEDOE "))
+    with pytest.raises(InputError) as error:
+        read(tmp_path / "nf.dcm")
+    assert "JANEDOE" not in str(error.value) and "'<value>'" in str(error.value)
