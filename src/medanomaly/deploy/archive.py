@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.errors import InputError
+from medanomaly.io.dicom import modality_code
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def _dicom_header(path: Path) -> dict[str, Any]:
 
 def _non_image_reason(h: dict[str, Any]) -> str | None:
     """Why a DICOM object is not an image to run on (None when it is one)."""
-    modality = str(h.get("Modality") or "").upper()
+    modality = modality_code(h.get("Modality"))
     sop = str(h.get("SOPClassUID") or "")
     if modality in NON_IMAGE_MODALITIES or any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
         return f"non-image DICOM object ({modality or 'SOP class ' + sop}): skipped"
@@ -237,7 +238,7 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
         key=str(h["SeriesInstanceUID"]),
         study_uid=str(h.get("StudyInstanceUID") or "") or None,
         kind="dicom",
-        modality=str(h.get("Modality") or "OT"),
+        modality=modality_code(h.get("Modality"), "OT"),
         rows=int(h.get("Rows") or 0),
         columns=int(h.get("Columns") or 0),
         bytes_per_sample=max(int(h.get("BitsAllocated") or 16) // 8, 1),

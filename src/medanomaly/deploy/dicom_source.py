@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.dicom import modality_code
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,5 +142,5 @@ def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSer
         series_uid=str(first.SeriesInstanceUID),
         study_uid=str(first.StudyInstanceUID),
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
-        modality=str(first.get("Modality", "OT")),
+        modality=modality_code(first.get("Modality"), "OT"),
     )

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.dicom import modality_code
 from medanomaly.io.tables import read_csv
 from medanomaly.preprocess.intensity import WINDOWS, robust_zscore_array, window_array
 from medanomaly.types import Volume
@@ -173,8 +174,7 @@ def detect_modality(path: Path, volume: Volume | None = None) -> str | None:
         header = pydicom.dcmread(candidate, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - an unreadable header just means "unknown"
         return None
-    value = getattr(header, "Modality", None)
-    return str(value).upper() if value else None
+    return modality_code(getattr(header, "Modality", None)) or None
 
 
 def check_modalities(detected: Mapping[str, str | None], source: Path | None = None) -> None:

@@ -242,10 +242,34 @@ def slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float
 
 
 # ------------------------------------------------------------------------------------ metadata
+#: Modality defined terms of DICOM PS3.3 C.7.3.1.1.1, current and retired. Another value (a name typed into the
+#: field, a vendor's free text) is kept as "OT": it would be printed in errors ("got <modality>") and results.
+DICOM_MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DMS DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
+    "KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN POS PR PT PX REG RESP RF RG "
+    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US "
+    "VA XA XAPROTOCOL XC AS CD CF CP CS DD DF DM DS EC FA FS LP MA MS OPR ST VF".split()
+)
+
+
+def modality_code(value: Any, absent: str = "") -> str:
+    """A Modality value as a DICOM defined term (upper case), "OT" for any other text, ``absent`` when empty.
+
+    Example:
+        >>> modality_code(" ct "), modality_code("JANE DOE"), modality_code(None, "OT")
+        ('CT', 'OT', 'OT')
+    """
+    text = str(value or "").strip().upper()
+    if not text:
+        return absent
+    return text if text in DICOM_MODALITIES else "OT"
+
+
 def safe_meta(ds: Dataset) -> dict[str, Any]:
-    """Technical metadata only (see SAFE_META_KEYS). No names, dates, IDs, institutions."""
+    """Technical metadata only (see SAFE_META_KEYS). No names, dates, IDs, institutions; a Modality that is not a
+    DICOM defined term (:data:`DICOM_MODALITIES`) becomes "OT"."""
     meta: dict[str, Any] = {"source_format": "dicom"}
-    modality = str(ds.get("Modality") or "").strip()
+    modality = modality_code(ds.get("Modality"))
     if modality:
         meta["modality"] = modality
     for key, kw in (("series_uid", "SeriesInstanceUID"), ("study_uid", "StudyInstanceUID")):

@@ -40,6 +40,7 @@ from medanomaly.errors import InputError
 from medanomaly.io.dicom import (
     direction_from_iop,
     in_plane_spacing,
+    modality_code,
     read_dataset,
     safe_meta,
     slice_thickness,
@@ -230,7 +231,7 @@ def _summaries(groups: dict[str, list[Any]]) -> list[SeriesSummary]:
     out = []
     for uid, items in groups.items():
         ds = items[0].ds if isinstance(items[0], _Slice) else items[0]
-        out.append(SeriesSummary(series_uid=uid, modality=str(ds.get("Modality") or "").strip(), n_files=len(items)))
+        out.append(SeriesSummary(series_uid=uid, modality=modality_code(ds.get("Modality")), n_files=len(items)))
     return sorted(out, key=lambda s: (-s.n_files, s.series_uid))
 
 

@@ -45,6 +45,7 @@ def dicomdir_series(path: Path, ds: Dataset) -> dict[str, tuple[str, list[Path]]
     """
     from pydicom.fileset import FileSet
 
+    from medanomaly.io.dicom import modality_code
     from medanomaly.io.dicom_pixels import _short
 
     root = path.resolve().parent
@@ -64,7 +65,7 @@ def dicomdir_series(path: Path, ds: Dataset) -> dict[str, tuple[str, list[Path]]
             raise InputError(f"DICOMDIR references a file outside its folder ({instance.ReferencedFileID})", path)
         if file.is_file():
             uid = _record_value(instance, "SeriesInstanceUID") or "unknown"
-            series.setdefault(uid, (_record_value(instance, "Modality"), []))[1].append(file)
+            series.setdefault(uid, (modality_code(_record_value(instance, "Modality")), []))[1].append(file)
     referenced = [r.ReferencedFileID for r in ds.get("DirectoryRecordSequence") or [] if "ReferencedFileID" in r]
     found = sum(len(files) for _, files in series.values())
     if len(referenced) > found:

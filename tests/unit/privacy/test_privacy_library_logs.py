@@ -64,3 +64,16 @@ def test_a_dicom_error_quotes_no_header_value(tmp_path):
     with pytest.raises(InputError) as error:
         read(tmp_path / "nf.dcm")
     assert "JANEDOE" not in str(error.value) and "'<value>'" in str(error.value)
+
+
+def test_a_modality_that_is_not_a_dicom_term_is_kept_as_ot(tmp_path):
+    """The Modality is printed in errors (``the model expects modality MG, got <modality>``), listings and results:
+    a name typed into it must not travel with it. Only DICOM defined terms are kept; anything else reads as OT."""
+    from medanomaly.deploy.archive import walk_archive
+    from medanomaly.io import read
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Modality = "JANE DOE"
+    ds.save_as(tmp_path / "m.dcm", enforce_file_format=True)
+    assert read(tmp_path / "m.dcm").meta["modality"] == "OT"
+    assert [entry.modality for entry in walk_archive(tmp_path).series] == ["OT"]
