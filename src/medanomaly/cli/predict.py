@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import prepare_output_dir
+        from medanomaly.engine.outputs import check_distinct_outputs, prepare_output_dir
 
         if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
             from medanomaly.cli.pacs import predict_archive
@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
                                    series_filter=series_filter or None, dicom=dicom, engine=engine, address=address)
             raise typer.Exit(code=code)
         if out is not None:
+            if "=" not in str(paths[0]):  # fusion's MOD=path inputs make one prediction
+                check_distinct_outputs(paths)
             prepare_output_dir(out)
         model = load_model(run)
         if model.task == "fusion":

@@ -29,6 +29,29 @@ def output_stem(path: str | Path) -> str:
     return name
 
 
+def check_distinct_outputs(sources: list[str | Path]) -> None:
+    """Refuse, before any work, inputs whose outputs would share names in one folder (``a/x.nrrd`` and
+    ``b/x.nrrd`` both write ``x.json``: the second overwrote the first, and the first's ``x.findings.json`` stayed
+    beside the second's ``x.json``).
+
+    Example:
+        >>> check_distinct_outputs(["a/x.nrrd", "b/y.nii.gz"])
+        >>> check_distinct_outputs(["a/x.nrrd", "b/x.nii.gz"])
+        Traceback (most recent call last):
+        ...
+        medanomaly.errors.InputError: a/x.nrrd and b/x.nii.gz would write the same outputs (x.json): predict them into separate --out folders
+    """
+    from medanomaly.errors import InputError
+
+    first: dict[str, str | Path] = {}
+    for source in sources:
+        stem = output_stem(source)
+        if stem in first:
+            raise InputError(f"{first[stem]} and {source} would write the same outputs ({stem}.json): predict them "
+                             "into separate --out folders")  # fmt: skip
+        first[stem] = source
+
+
 def prepare_output_dir(path: str | Path) -> Path:
     """Create the output folder and prove it can be written, before any work is done.
 
@@ -64,14 +87,16 @@ def write_prediction(out_dir: str | Path, source: str | Path, prediction: Predic
     out_dir = Path(out_dir)
     stem = output_stem(source)
     doc = {"image": Path(source).name, **(context or {}), **prediction.to_json()}
+    findings, anomaly_map = out_dir / f"{stem}.findings.json", out_dir / f"{stem}_anomaly_map.nii.gz"
     written = [write_json(out_dir / f"{stem}.json", doc)]
     if prediction.findings:
-        written.append(write_findings(out_dir / f"{stem}.findings.json", prediction.findings,
-                                      image=Path(source).name, **(context or {})))  # fmt: skip
+        written.append(write_findings(findings, prediction.findings, image=Path(source).name, **(context or {})))
     if prediction.anomaly_map is not None:
         from medanomaly.io import write
 
-        written.append(Path(write(prediction.anomaly_map, out_dir / f"{stem}_anomaly_map.nii.gz")))
+        written.append(Path(write(prediction.anomaly_map, anomaly_map)))
+    for stale in {findings, anomaly_map} - set(written):  # an earlier prediction's, no longer true beside this one
+        stale.unlink(missing_ok=True)
     return written
 
 
