@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -52,9 +53,24 @@ def _read(path: Path) -> list[dict]:
         return []
     try:
         doc = read_json(path)
-        return list(doc["tokens"])
+        entries = list(doc["tokens"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError("not a readable token file (expected JSON with a 'tokens' list)", path) from None
+    for number, entry in enumerate(entries, start=1):
+        _check_entry(entry, number, path)
+    return entries
+
+
+def _check_entry(entry: object, number: int, path: Path) -> None:
+    """A stored token: a mapping with a 64-hex-digit ``sha256`` and ``models`` a list of names (a string such as
+    "lung" used to become the models 'l', 'u', 'n', 'g'); a missing hash was a KeyError traceback."""
+    digest = entry.get("sha256") if isinstance(entry, dict) else None
+    models = entry.get("models", ["*"]) if isinstance(entry, dict) else None
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise InputError(f"token {number}: 'sha256' must be 64 hex digits (the file is written by `medanomaly "
+                         "token new`)", path)  # fmt: skip
+    if not (isinstance(models, list) and all(isinstance(m, str) and m for m in models)):
+        raise InputError(f"token {number}: 'models' must be a list of model names", path)
 
 
 def new_token(path: str | Path, models: list[str] | None = None) -> str:
@@ -91,11 +107,21 @@ class TokenStore:
         self._reload()
 
     def _reload(self) -> None:
+        """Read the file again when it changed. While serving (tokens already loaded), a file edited into an
+        invalid state keeps the tokens loaded before and logs one line; at start it is an InputError."""
         mtime = self.path.stat().st_mtime if self.path.exists() else None
         if mtime == self._mtime and self._entries:
             return
-        self._entries = tuple(TokenEntry(str(e.get("id", "?")), str(e["sha256"]), tuple(e.get("models") or ["*"]))
-                              for e in _read(self.path))  # fmt: skip
+        try:
+            entries = _read(self.path)
+        except InputError as exc:
+            if not self._entries:
+                raise
+            logging.getLogger(__name__).warning("%s; keeping the %d token(s) read before", exc, len(self._entries))
+            self._mtime = mtime
+            return
+        self._entries = tuple(TokenEntry(str(e.get("id", "?")), e["sha256"], tuple(e.get("models") or ["*"]))
+                              for e in entries)  # fmt: skip
         self._mtime = mtime
 
     def __len__(self) -> int:

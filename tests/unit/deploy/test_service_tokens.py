@@ -1,0 +1,39 @@
+"""A hand-edited token file is checked entry by entry: a missing hash was a KeyError traceback at start (and a 500
+for every request while serving), and ``"models": "lung"`` became the models 'l', 'u', 'n', 'g'. While serving, a file
+edited into an invalid state keeps the tokens read before."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from medanomaly.deploy.service.tokens import TokenStore, new_token
+from medanomaly.errors import InputError
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ({"id": "a", "models": ["*"]}, "'sha256' must be 64 hex digits"),
+    ({"sha256": 5}, "'sha256' must be 64 hex digits"),
+    ("not a mapping", "'sha256' must be 64 hex digits"),
+    ({"sha256": "ab" * 32, "models": "lung"}, "'models' must be a list of model names"),
+    ({"sha256": "ab" * 32, "models": [""]}, "'models' must be a list of model names"),
+])  # fmt: skip
+def test_a_bad_entry_is_one_line_naming_it(tmp_path, entry, reason):
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [{"sha256": "cd" * 32}, entry]}))
+    with pytest.raises(InputError, match=rf"tokens\.json: token 2: {reason}"):
+        TokenStore(path)
+    with pytest.raises(InputError, match="token 2"):
+        new_token(path)
+
+
+def test_while_serving_a_broken_edit_keeps_the_tokens_read_before(tmp_path, caplog):
+    path = tmp_path / "tokens.json"
+    token = new_token(path)
+    store = TokenStore(path)
+    path.write_text(json.dumps({"tokens": [{"id": "x"}]}))
+    os.utime(path, (1, 1))  # a changed modification time: the store reads the file again
+    assert store.check(token) is not None
+    assert "token 1: 'sha256' must be 64 hex digits" in caplog.text and "keeping the 1 token(s)" in caplog.text
