@@ -40,7 +40,6 @@ import hashlib
 import json
 import re
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +51,7 @@ from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
 from medanomaly.deploy.results import file_safe
+from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
 
 __all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS processed (
     series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, status TEXT NOT NULL,
     reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint)
 )"""
+_COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
 
 
 @dataclass
@@ -89,9 +90,7 @@ class PacsState:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute(_SCHEMA)
+        self._db = open_state_db(self.path, _SCHEMA, "processed", _COLUMNS, "PACS state file")
         self._db.commit()
 
     def done(self, series_uid: str, fingerprint: str) -> bool:

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from medanomaly.deploy.state_db import open_state_db
+
 __all__ = ["JobStore", "MAX_ATTEMPTS", "STATES"]
 
 STATES = ("queued", "running", "done", "failed")
@@ -30,6 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (model, status, created);
 """
+_COLUMNS = ("id", "model", "status", "progress", "reason", "attempts", "input_kind", "n_files", "created", "updated",
+            "seconds")  # fmt: skip
 
 
 class JobStore:
@@ -37,13 +41,10 @@ class JobStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = open_state_db(self.path, "PRAGMA journal_mode=WAL;" + _SCHEMA, "jobs", _COLUMNS, "job store",
+                                 check_same_thread=False, isolation_level=None, timeout=30)  # fmt: skip
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
 
     def _exec(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         with self._lock:

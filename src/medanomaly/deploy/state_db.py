@@ -1,0 +1,52 @@
+"""SQLite state files (the service's job store, the PACS bridge's processed series) opened with one check.
+
+A state file that is not SQLite (a truncated copy, another program's file), or a SQLite file whose table lacks the
+columns medanomaly writes, used to end ``serve`` or ``pacs`` with a ``sqlite3.DatabaseError`` or an
+``OperationalError`` traceback, at start or at the first query. :func:`open_state_db` opens it, applies the schema
+(``CREATE ... IF NOT EXISTS``) and checks the table's columns; any problem is one line naming the file.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.sqlite"
+    >>> db = open_state_db(path, "CREATE TABLE IF NOT EXISTS t (a TEXT)", "t", ("a",), "state file")
+    >>> db.execute("SELECT count(*) FROM t").fetchone()[0]
+    0
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medanomaly.errors import InputError
+
+__all__ = ["open_state_db"]
+
+
+def open_state_db(path: Path, schema: str, table: str, columns: Sequence[str], what: str,
+                  **connect: Any) -> sqlite3.Connection:  # fmt: skip
+    """A connection to ``path`` with ``schema`` applied and ``table`` holding ``columns``.
+
+    Raises:
+        InputError: the file is not a SQLite database, or its ``table`` lacks a column (one line naming it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, **connect)
+    try:
+        db.executescript(schema)
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.OperationalError as exc:  # a SQLite file whose tables are not ours
+        db.close()
+        raise InputError(f"not a {what} ({exc}; another program's file?)", path) from None
+    except sqlite3.DatabaseError:
+        db.close()
+        raise InputError(f"not a readable {what} (corrupt, or not a SQLite file): move it away to start "
+                         "afresh", path) from None  # fmt: skip
+    missing = [c for c in columns if c not in present]
+    if missing:
+        db.close()
+        raise InputError(f"not a {what}: its table {table!r} has no column {missing[0]!r} (another program's "
+                         "file?)", path)  # fmt: skip
+    return db

@@ -1,0 +1,37 @@
+"""The service's job store and the PACS bridge's state file: a file that is not SQLite, or another program's SQLite
+file, was a sqlite3 traceback at start (``serve``) or at the first query; it is one line naming the file now."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from medanomaly.deploy.pacs import PacsState
+from medanomaly.deploy.service.store import JobStore
+from medanomaly.errors import InputError
+
+
+@pytest.mark.parametrize("opener", [JobStore, PacsState])
+def test_a_file_that_is_not_sqlite_is_one_line(tmp_path, opener):
+    path = tmp_path / "state.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InputError, match=r"state\.sqlite: not a readable .*\(corrupt, or not a SQLite file\)"):
+        opener(path)
+
+
+@pytest.mark.parametrize(("opener", "table"), [(JobStore, "jobs"), (PacsState, "processed")])
+def test_another_programs_sqlite_file_is_one_line(tmp_path, opener, table):
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    with pytest.raises(InputError, match=r"state\.sqlite: not a .*(no such column|has no column)"):
+        opener(path)
+
+
+def test_our_own_files_open_again(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.create("m", "dicom", 1)
+    assert JobStore(tmp_path / "jobs.sqlite").get(job)["model"] == "m"
+    PacsState(tmp_path / "pacs.sqlite").close()
+    PacsState(tmp_path / "pacs.sqlite").close()
