@@ -74,7 +74,7 @@ def test_an_output_under_a_regular_file_is_one_line_naming_it(tmp_path, monkeypa
     with pytest.raises(SystemExit) as code:
         main()
     err = capsys.readouterr().err.strip()
-    assert code.value.code == 2 and err in (f"error: {blocker}: File exists",
+    assert code.value.code == 2 and err in (f"error: {blocker}: is a file, where a folder is needed",
                                             f"error: {blocker}: cannot write the output folder (File exists)")
 
 

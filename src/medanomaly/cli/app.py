@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import typer
 
@@ -64,7 +65,10 @@ def main() -> None:
         if exc.filename is None:  # not about a path the user gave (a socket, a library): a real failure, shown whole
             raise
         # a file or folder that is missing, in the way (an output under a regular file), read-only or full
-        typer.echo(printable(f"error: {exc.filename}: {exc.strerror or exc}"), err=True)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError) and Path(exc.filename).is_file():  # mkdir where a file is in the way
+            reason = "is a file, where a folder is needed"
+        typer.echo(printable(f"error: {exc.filename}: {reason}"), err=True)
         sys.exit(2)
 
 
