@@ -139,9 +139,10 @@ def read_record(state: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"unreadable": True}
+    return record if isinstance(record, dict) else {"unreadable": True}  # '[1, 2]' was an AttributeError traceback
 
 
 def write_record(state: Path, record: dict) -> None:

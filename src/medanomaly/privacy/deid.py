@@ -194,11 +194,10 @@ def _check_record(state: Path, out_dir: Path, record: dict, redo: bool) -> None:
     previous = read_record(state)
     differences = ["settings of an earlier version"] if previous is None else record_differences(previous, record)
     if differences:
-        raise InputError(
-            f"holds outputs made with other {', '.join(differences)}; rerun with --redo to replace them, "
-            "or choose another output folder",
-            out_dir,
-        )
+        made = ("whose resume record (.medanomaly/run.json) is unreadable" if differences == ["record unreadable"]
+                else f"made with other {', '.join(differences)}")  # fmt: skip
+        raise InputError(f"holds outputs {made}; rerun with --redo to replace them, or choose another output folder",
+                         out_dir)  # fmt: skip
 
 
 @dataclass

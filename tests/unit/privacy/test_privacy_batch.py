@@ -79,6 +79,12 @@ def test_rerun_with_other_options_or_key_refuses_unless_redo(folder, tmp_path, k
     with pytest.raises(InputError, match="other key"):
         deidentify_folder(folder, out, b"another-project-key-0123", CFG)
     assert _outputs(out) == before  # refusing changed nothing
+    run_json = out / ".medanomaly" / "run.json"
+    for broken in ("[1, 2]", "not json"):  # a list was an AttributeError traceback
+        run_json.write_text(broken)
+        with pytest.raises(InputError, match=r"holds outputs whose resume record \(\.medanomaly/run\.json\) is "):
+            deidentify_folder(folder, out, key, CFG)
+    run_json.write_text(json.dumps(record))
     again = deidentify_folder(folder, out, key, CFG)  # same settings: resumes
     assert (again.resumed, again.processed) == (4, 0)
     redone = deidentify_folder(folder, out, b"another-project-key-0123", CFG, redo=True)
