@@ -74,6 +74,10 @@ def suggest(trial, name: str, space) -> Any:
     return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
 
 
+#: Most trials one search may run (the config's ``tune.trials`` has the same bound).
+MAX_TRIALS = 100_000
+
+
 def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None, *,
          load_data: Callable[[Any], Any], build_model: Callable[[Any, int], Any],
          train_settings: Callable[[Any], Any]) -> dict[str, Any]:
@@ -95,7 +99,9 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
     if not cfg.tune.space:
         raise ConfigError("tune.space is empty: declare at least one parameter to search")
     check_space(cfg)
-    n_trials = trials or cfg.tune.trials
+    n_trials = cfg.tune.trials if trials is None else trials
+    if not 1 <= n_trials <= MAX_TRIALS:  # 0 used to mean "the config's 20", -1 ran none and said "no trial completed"
+        raise InputError(f"--trials must be 1..{MAX_TRIALS:,}, got {n_trials}")
     data = load_data(cfg) if data is None else data
     train, val = data.split("train"), data.split("val")
     metric = cfg.tune.metric

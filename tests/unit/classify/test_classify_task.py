@@ -59,6 +59,20 @@ def test_every_end_of_the_search_space_is_checked_before_any_data_is_read(blob_m
         tune(cfg, load_data=no_data, build_model=build_model, train_settings=lambda c: None)
 
 
+@pytest.mark.parametrize("trials", [0, -1, 10**9])
+def test_a_trial_count_outside_1_to_100000_is_refused_before_any_data_is_read(blob_manifest: Path, trials) -> None:
+    """``--trials 0`` ran the config's 20 trials, -1 ran none and said "no tuning trial completed", 10**9 ran on."""
+    from medanomaly.train.tune import tune
+
+    def no_data(_cfg):
+        raise AssertionError("data read before the trial count was checked")
+
+    cfg = parse_config(tiny_config(blob_manifest, tune={"space": {"train.lr": {"type": "float", "low": 0.001,
+                                                                                "high": 0.01}}}))  # fmt: skip
+    with pytest.raises(InputError, match=rf"--trials must be 1\.\.100,000, got {trials}"):
+        tune(cfg, trials, load_data=no_data, build_model=build_model, train_settings=lambda c: None)
+
+
 def test_classify_bad_input_found_before_training(blob_manifest: Path) -> None:
     # a class with no samples in a split (splits given by the manifest)
     rows = ["path,label,patient_id,split", "img/p0_0.nrrd,normal,P00,train", "img/p1_0.nrrd,abnormal,P01,train",
