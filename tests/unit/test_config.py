@@ -54,6 +54,15 @@ def test_config_errors_name_the_file(tmp_path, toy_tasks):
     unknown.write_text("task: nope\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown task 'nope'; valid: toy"):
         load_config(unknown)
+    # a key given twice: YAML loaders kept the last without a word (``width: 4`` then ``width: 4096`` ran 4096)
+    (tmp_path / "twice.yaml").write_text("task: toy\nmodel: {name: a}\ntoy:\n  width: 4\n  width: 4096\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'width' given twice in one mapping \(lines 4 and 5\)"):
+        load_config(tmp_path / "twice.yaml")
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path, toy_tasks):
+    (tmp_path / "merged.yaml").write_text("task: toy\nmodel: {name: a}\ntoy:\n  <<: {width: 4}\n  width: 8\n")
+    assert load_config(tmp_path / "merged.yaml").toy.width == 8
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="cannot read config"):
@@ -95,15 +104,3 @@ def test_yaml_aliases_within_the_limits_still_load(tmp_path, toy_tasks):
     path.write_text(_alias_bomb(4) + "toy: {width: 4}\n")  # 9 ** 4 = 6,561 values: a legitimate size
     cfg = load_config(path)
     assert len(cfg.model.params["p"]) == 4 and cfg.model.params["p"][3][0][0][0] == ["x"] * 9
-
-
-def test_a_key_given_twice_is_refused_not_silently_overridden(tmp_path, toy_tasks):
-    """YAML loaders keep the last of two equal keys without a word: ``width: 4`` then ``width: 4096`` trained with
-    4096. Now one line names both lines; a merge key (``<<``) may still be overridden."""
-    twice = tmp_path / "twice.yaml"
-    twice.write_text("task: toy\nmodel: {name: a}\ntoy:\n  width: 4\n  width: 4096\n")
-    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'width' given twice in one mapping \(lines 4 and 5\)"):
-        load_config(twice)
-    merged = tmp_path / "merged.yaml"
-    merged.write_text("task: toy\nmodel: &m {name: a}\ntoy:\n  <<: {width: 4}\n  width: 8\n")
-    assert load_config(merged).toy.width == 8
