@@ -77,10 +77,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # an OSError, or Ctrl-C mid-write: no hidden temporary file is left behind
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path) from None
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path) from None
+        raise
     return path
 
 

@@ -32,3 +32,23 @@ def test_no_direct_write_outside_the_all_or_nothing_helpers():
             if DIRECT_WRITE.search(line) and not STAGED_TARGET.search(line):
                 found.append(f"{rel}:{number}: {line.strip()}")
     assert found == [], "write these through io.staged.write_staged or jsonio.write_text_atomic:\n" + "\n".join(found)
+
+
+def test_an_interrupted_text_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    """Ctrl-C between writing the temporary file and moving it into place left ``.name.XXXX`` beside the target."""
+    import os
+
+    import pytest
+
+    from medanomaly import jsonio
+
+    target = tmp_path / "report.html"
+    target.write_text("old")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        jsonio.write_text_atomic(target, "new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
