@@ -147,11 +147,13 @@ class ArchiveIndex:
 
 
 def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
-    """Every regular file under ``root`` once, following links safely (loops entered once).
+    """Every regular file under ``root`` once, following links safely: loops are entered once, and a link that leads
+    out of the archive is not followed (a link to ``/`` or ``/etc`` made the walk read the whole file system).
 
-    Hidden entries (names starting with ".") are skipped. Folders that cannot be listed and
-    dangling links are added to ``problems``.
+    Hidden entries (names starting with ".") are skipped. Folders that cannot be listed, dangling links and links
+    out of the archive are added to ``problems``.
     """
+    inside = root.resolve()
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     stack = [root]
@@ -170,6 +172,9 @@ def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
         subdirs = []
         for entry in entries:
             if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(inside):
+                problems.append(Problem(display_path(Path(entry.path), root), "link out of the archive: not followed"))
                 continue
             try:
                 st = entry.stat(follow_symlinks=True)

@@ -54,6 +54,23 @@ def test_unreadable_file_is_a_problem_not_a_crash(tmp_path: Path, make_ct) -> No
     assert len(index.series) == 1
 
 
+def test_a_link_out_of_the_archive_is_not_followed(tmp_path: Path, make_ct) -> None:
+    """A link to ``/etc`` made the walk read 839 files outside the archive (a link to ``/``, the whole file system);
+    a series behind a link out of the archive is not the archive's either. Links inside it are followed."""
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    write_dicom_series(make_ct(), tmp_path / "elsewhere" / "s", series_uid="1.2.3.9")
+    archive = tmp_path / "archive"
+    write_dicom_series(make_ct(seed=1), archive / "own", series_uid="1.2.3.8")
+    os.symlink(tmp_path / "elsewhere", archive / "out_link")
+    os.symlink("/etc", archive / "etc_link")
+    os.symlink(archive / "own", archive / "in_link")
+    index = walk_archive(archive)
+    assert [s.key for s in index.series] == ["1.2.3.8"] and len(index.series[0].files) == make_ct().shape[0]
+    assert {(p.where, p.reason) for p in index.problems} == {("out_link", "link out of the archive: not followed"),
+                                                              ("etc_link", "link out of the archive: not followed")}
+
+
 def test_missing_archive_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         walk_archive(tmp_path / "nope")
