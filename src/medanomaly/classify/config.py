@@ -21,6 +21,7 @@ from medanomaly.config import ComponentConfig, RunConfig, Section
 from medanomaly.preprocess.resize import MAX_VOXELS
 from medanomaly.train.augment import AugmentSpec as AugmentConfig
 from medanomaly.train.settings import TrainSection
+from medanomaly.train.tune import MAX_TRIALS
 
 __all__ = ["AugmentConfig", "ClassificationConfig", "DataConfig", "EnsembleConfig", "EvaluateConfig", "ParamSpace",
            "TrainConfig", "TuneConfig"]
@@ -126,7 +127,7 @@ class TuneConfig(Section):
     """Optuna search: ``space`` maps dotted config paths (``train.lr``, ``model.params.hidden``) to
     ranges; each trial trains ``epochs`` epochs (default: the config's) and is scored on validation."""
 
-    trials: int = Field(20, ge=1, le=100_000)
+    trials: int = Field(20, ge=1, le=MAX_TRIALS)
     space: dict[str, ParamSpace] = {}
     epochs: int | None = Field(None, ge=1, le=100_000)
     metric: Literal["auc", "balanced_accuracy", "accuracy", "loss"] = "auc"

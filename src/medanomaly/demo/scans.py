@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medanomaly.preprocess.intensity import WINDOWS as PRESETS
 from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_text_atomic
+from medanomaly.preprocess.intensity import WINDOWS as PRESETS
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -44,11 +44,10 @@ from medanomaly.detect.generic import (
 )
 from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
-from medanomaly.jsonio import write_text_atomic
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.errors import InputError, unfit_file
-from medanomaly.jsonio import read_json
+from medanomaly.jsonio import read_json, write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.quantify.partial_volume import with_partial_volume
 from medanomaly.types import Finding, Volume

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.types import Volume
 from medanomaly.jsonio import write_text_atomic
+from medanomaly.types import Volume
 
 
 #: Pointing-game tolerance also reported (mm): about one 5 mm slice.

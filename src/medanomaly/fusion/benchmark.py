@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.config import ComponentConfig
-from medanomaly.jsonio import write_text_atomic
 from medanomaly.fusion.task import (
     FusionConfig,
     VariantConfig,
@@ -32,6 +31,7 @@ from medanomaly.fusion.task import (
     evaluate_model,
     settings_from,
 )
+from medanomaly.jsonio import write_text_atomic
 
 
 def default_variants(modalities: tuple[str, ...], params: dict[str, Any] | None = None) -> tuple[VariantConfig, ...]:

@@ -9,7 +9,7 @@ service raise these loggers' level to CRITICAL (neither library logs at that lev
 
 Example:
     >>> import logging
-    >>> quiet_dicom_library_logs()
+    >>> quiet_dicom_libraries()
     >>> logging.getLogger("pydicom").isEnabledFor(logging.WARNING)
     False
 """
@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["DICOM_LIBRARY_LOGGERS", "quiet_dicom_libraries", "quiet_dicom_library_logs"]
+__all__ = ["DICOM_LIBRARY_LOGGERS", "quiet_dicom_libraries"]
 
 #: Loggers whose messages may quote DICOM header values.
 DICOM_LIBRARY_LOGGERS = ("pydicom", "highdicom")
 
 
-def quiet_dicom_library_logs() -> None:
-    """Raise the DICOM libraries' loggers to CRITICAL (see the module docstring)."""
-    for name in DICOM_LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def quiet_dicom_libraries() -> None:
-    """The loggers above, and pydicom's ``UserWarning``s about odd-but-readable headers, for this process."""
+    """Raise the DICOM libraries' loggers to CRITICAL and ignore pydicom's ``UserWarning``s about odd-but-readable
+    headers, for this process (see the module docstring)."""
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
-    quiet_dicom_library_logs()
+    for name in DICOM_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

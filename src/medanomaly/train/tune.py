@@ -74,7 +74,7 @@ def suggest(trial, name: str, space) -> Any:
     return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
 
 
-#: Most trials one search may run (the config's ``tune.trials`` has the same bound).
+#: Most trials one search may run: the bound of ``--trials`` and of the config's ``tune.trials``.
 MAX_TRIALS = 100_000
 
 
