@@ -1,8 +1,11 @@
-"""Valid JSON written atomically: the one helper every writer of JSON uses.
+"""Valid JSON written atomically: the one helper every writer of JSON uses, and the one all-or-nothing file writer.
 
 JSON has no NaN or Infinity: :func:`finite_json` turns them into ``null`` (and NumPy values into
-plain Python), and :func:`write_json` writes a temp file in the target folder then renames it, so a
-killed process never leaves half a file.
+plain Python), and :func:`write_json` writes through :func:`atomic_write`: a temporary file in the
+target folder, fsynced, then renamed over the target, so a killed process (or a power cut) never
+leaves half a file. Every writer that has a file handle uses :func:`atomic_write` (text here, DICOM
+and results in :mod:`medanomaly.deploy.atomic`); libraries that insist on a path (SimpleITK,
+matplotlib) write through :func:`medanomaly.io.staged.write_staged`.
 
 Example:
     >>> finite_json({"auc": float("nan"), "n": 3})
@@ -15,12 +18,21 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["JsonLimitError", "MAX_JSON_BYTES", "finite_json", "read_json", "write_json", "write_text_atomic"]
+__all__ = [
+    "JsonLimitError",
+    "MAX_JSON_BYTES",
+    "atomic_write",
+    "finite_json",
+    "read_json",
+    "write_json",
+    "write_text_atomic",
+]
 
 MAX_JSON_BYTES = 256 << 20  # the largest JSON we write (findings with contours, manifests) is a few MiB
 
@@ -63,27 +75,44 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then move it into place.
+
+    A reader (or a rerun after ``kill -9``) sees either the old file or the complete new one; on any
+    failure, Ctrl-C included, the temporary file is removed and the old file is untouched.
+
+    Args:
+        path: the final file; its folder is created.
+        write: writes the content into the open binary file handle.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` atomically (temp file + rename).
+    """Write UTF-8 ``text`` all-or-nothing (:func:`atomic_write`).
 
     Raises:
         InputError: the folder cannot be written (permission, full disk), naming the file.
     """
-    path = Path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:  # an OSError, or Ctrl-C mid-write: no hidden temporary file is left behind
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path) from None
-        raise
-    return path
+        return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    except OSError as exc:
+        raise InputError(f"cannot write ({exc.strerror or exc.__class__.__name__})", Path(path)) from None
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:

@@ -1,6 +1,8 @@
 """Every file medanomaly writes appears whole or not at all: a write that fails half-way (full disk, Ctrl-C, a killed
 process) leaves an earlier file of that name as it was. Writers go through ``io.staged.write_staged``,
-``jsonio.write_text_atomic`` / ``write_json`` or ``deploy.atomic``; this guard finds a direct write that slipped in."""
+``jsonio.atomic_write`` / ``write_text_atomic`` / ``write_json`` or ``deploy.atomic``; these guards find a direct write
+that slipped in, and a hand-made temporary-file-and-rename (each one had its own flaws: no fsync, the temporary file
+left behind when the write failed)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,48 @@ def test_no_direct_write_outside_the_all_or_nothing_helpers():
             if DIRECT_WRITE.search(line) and not STAGED_TARGET.search(line):
                 found.append(f"{rel}:{number}: {line.strip()}")
     assert found == [], "write these through io.staged.write_staged or jsonio.write_text_atomic:\n" + "\n".join(found)
+
+
+#: Renames outside the helpers, each for a reason the helpers do not cover.
+OWN_RENAME = {
+    "io/staged.py": "the helper for writers that need a path",
+    "jsonio.py": "the helper for writers that take a file handle",
+    "deploy/export.py": "moves a whole package folder into place",
+    "data/lesion_store.py": "moves a whole store folder into place",
+    "data/phantom.py": "moves a whole phantom cohort folder into place",
+    "data/sources.py": "moves a whole extracted data folder into place",
+    "deploy/service/ingest.py": "names an upload's files inside the job's own fresh folder (nothing is replaced)",
+    "privacy/batch.py": "deid's temporary files are named by process, so a rerun can clean those of a killed run",
+    "privacy/deid.py": "moves a worker's finished file into place (named by process, as above)",
+}
+
+
+def test_no_hand_made_rename_outside_the_helpers():
+    found = [
+        f"{path.relative_to(SRC).as_posix()}:{number}: {line.strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path.relative_to(SRC).as_posix() not in OWN_RENAME and not path.relative_to(SRC).as_posix().startswith("web/")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"os\.replace\(|os\.rename\(|\.rename\(|\.replace\(tmp|\.replace\(partial", line)
+    ]
+    assert found == [], "write these through jsonio.atomic_write or io.staged.write_staged:\n" + "\n".join(found)
+
+
+def test_a_failed_handle_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path):
+    from medanomaly.jsonio import atomic_write
+
+    target = tmp_path / "lookup.bin"
+    target.write_bytes(b"old")
+
+    def failing(fh):
+        fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    import pytest
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["lookup.bin"]
 
 
 def test_an_interrupted_text_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.evaluate.aupro import aupro_report
-from medanomaly.jsonio import write_json
+from medanomaly.jsonio import write_json, write_text_atomic
 
 __all__ = ["run_case_study", "auroc_ci", "case_metrics", "simulated_metrics"]
 
@@ -308,10 +308,5 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
 
 
 def write_html(path: Path, doc: str) -> Path:
-    """Write an HTML document atomically (temp file + rename)."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc)
-    os.replace(tmp, path)
-    return path
+    """Write an HTML document all-or-nothing."""
+    return write_text_atomic(path, doc)

@@ -10,7 +10,6 @@ chest CT's real lesion).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from medanomaly.anomaly.config import AnomalyConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import ConfigError, InputError, about_file, unfit_file
+from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
@@ -29,13 +29,11 @@ WEIGHTS = "weights.safetensors"
 
 
 def save_state(state: dict[str, np.ndarray], path: Path, method: str) -> Path:
-    """Write the method's arrays as safetensors (temp file + rename)."""
+    """Write the method's arrays as safetensors, all-or-nothing (:func:`medanomaly.io.staged.write_staged`)."""
     from safetensors.numpy import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata={"method": method})
-    os.replace(tmp, path)
-    return path
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    return write_staged(path, lambda staged: save_file(arrays, str(staged), metadata={"method": method}))
 
 
 def load_state(path: Path) -> dict[str, np.ndarray]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 from medanomaly.data.arrays import LabelledImages, map_intensity
 from medanomaly.data.lidc_shapes import MALIGNANCY_CLASSES, malignancy_class
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 from medanomaly.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,7 @@ def _cached_ct(library, indices: np.ndarray, sources: Sequence[str], patch_mm: f
         with np.load(path, allow_pickle=False) as f:
             return f["patches"], f["ok"]
     patches, ok = _build_ct(library, indices, sources, patch_mm, size, seed, intensity)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, patches=patches, ok=ok)
-    os.replace(tmp, path)
+    write_staged(path, lambda staged: np.savez_compressed(staged, patches=patches, ok=ok))
     return patches, ok
 
 

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from medanomaly.data.lidc_consensus import RATING_NAMES
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 
 #: Bump when the build (consensus, grouping, split) changes: a new file is built next to the old one.
 LIBRARY_VERSION = 1
@@ -256,11 +256,7 @@ def build_library(database: str | Path, out: str | Path, seed: int = SPLIT_SEED)
         "nodule_ids": np.array(cols["id"]), "diameters_mm": diameters.astype(np.float32),
         "splits": patient_split(pids, classes, val=VAL_FRACTION, test=TEST_FRACTION, seed=seed),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.partial.npz")  # two builders never share a temp file
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out)
-    return out
+    return write_staged(out, lambda staged: np.savez_compressed(staged, **arrays))  # a fresh stage per builder
 
 
 def ensure_library(database: str | Path, out: str | Path | None = None) -> Path:

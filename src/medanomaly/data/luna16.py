@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from medanomaly.errors import InputError
 from medanomaly.io.tables import read_csv
+from medanomaly.jsonio import write_text_atomic
 
 N_FOLDS = 10
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
@@ -261,15 +263,9 @@ def write_scan(volume, root: str | Path, fold: int, seriesuid: str) -> Path:
 
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    """Write a LUNA16-style CSV (header ``columns``) through a temp file and a rename."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    """Write a LUNA16-style CSV (header ``columns``) all-or-nothing."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return write_text_atomic(path, text.getvalue())

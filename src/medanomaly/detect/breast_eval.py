@@ -25,6 +25,7 @@ import numpy as np
 
 from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, match_findings
 from medanomaly.io.staged import write_staged
+from medanomaly.jsonio import write_text_atomic
 from medanomaly.types import ABSTAIN
 
 __all__ = ["evaluate_detection", "froc_bootstrap", "image_marks"]
@@ -188,7 +189,6 @@ def _fmt(e: dict[str, Any] | None) -> str:
 
 def _write_report(path: Path, m: dict[str, Any], overlays: list[str], confusion: bool, cfg: Any) -> None:
     """A self-contained HTML page (images are files beside it), written atomically."""
-    import os
 
     fr, lc = m["froc_per_image"], m["lesion_classification"]
     syn = " (SYNTHETIC data: phantom images; the numbers measure the drawing rules, not breast cancer)" if m["synthetic"] else ""
@@ -221,6 +221,4 @@ def _write_report(path: Path, m: dict[str, Any], overlays: list[str], confusion:
               "(cyan benign, gold uncertain, red malignant, magenta abstained).</p>"]  # fmt: skip
     parts += [f'<img src="{html.escape(o)}" alt="overlay">' for o in overlays]
     text = "<!doctype html><html><head><meta charset='utf-8'><title>detection report</title></head><body>" + "\n".join(parts) + "</body></html>"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

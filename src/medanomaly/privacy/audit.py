@@ -14,12 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from medanomaly.privacy.walker import TOO_DEEP
 
@@ -112,12 +109,3 @@ class Audit:
             full.pop(name)
         full["compact"] = "per-file lists left out: the output folder was full"
         return full
-
-    def write(self, path: str | Path) -> Path:
-        """Write the audit JSON atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path

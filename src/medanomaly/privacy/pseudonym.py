@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from medanomaly.errors import InputError
+from medanomaly.jsonio import atomic_write
 
 #: Environment variable holding the project secret.
 KEY_ENV = "MEDANOMALY_DEID_KEY"
@@ -142,12 +143,7 @@ def write_lookup(path: str | Path, key: bytes, entries: dict[str, dict[str, str]
     merged = read_lookup(path, key) if path.is_file() else {}
     merged.update(entries)
     token = _fernet(key).encrypt(json.dumps(merged, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(token)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda fh: fh.write(token))
 
 
 def reidentify(path: str | Path, key: bytes, pseudo: str) -> dict[str, str]:

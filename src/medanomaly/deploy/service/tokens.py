@@ -18,14 +18,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from medanomaly.errors import InputError
-from medanomaly.jsonio import read_json
+from medanomaly.jsonio import atomic_write, read_json
 
 __all__ = ["TokenEntry", "TokenStore", "new_token", "hash_token"]
 
@@ -88,12 +87,7 @@ def new_token(path: str | Path, models: list[str] | None = None) -> str:
     token = secrets.token_urlsafe(32)
     entries.append({"id": secrets.token_hex(4), "sha256": hash_token(token), "models": list(models or ["*"]),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"tokens": entries}, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": entries}, indent=2).encode()))  # mkstemp: 0600
     return token
 
 
