@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medanomaly.io.staged import write_staged
+from medanomaly.io.staged import save_figure
 from medanomaly.jsonio import write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS as PRESETS
 from medanomaly.types import Volume
@@ -174,10 +174,7 @@ def contact_sheet(items: list[tuple[EmbeddedScan, Volume, dict[str, Any]]], path
                      fontsize=8)
     fig.suptitle("medanomaly demo: embedded real scans (middle slice each)", color="white", fontsize=12)
     fig.tight_layout()
-    try:
-        write_staged(path, lambda staged: fig.savefig(staged, dpi=110, facecolor="black"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110, facecolor="black")
 
 
 def run(ctx: DemoContext) -> list[dict[str, Any]]:

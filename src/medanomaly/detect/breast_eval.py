@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.evaluate.froc import FP_RATES, ScanMarks, froc, match_findings
-from medanomaly.io.staged import write_staged
+from medanomaly.io.staged import save_figure
 from medanomaly.jsonio import write_text_atomic
 from medanomaly.types import ABSTAIN
 
@@ -114,10 +114,7 @@ def _overlay(item: Any, findings: list[Any], path: Path, synthetic: bool) -> Pat
     ax.set_axis_off()
     ax.set_title(f"{item.key}{' (synthetic)' if synthetic else ''}", fontsize=9)
     fig.tight_layout()
-    try:
-        return write_staged(path, lambda staged: fig.savefig(staged, dpi=110))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=110)
 
 
 def _search(model: Any, items: list[Any], min_radius: float, progress: bool) -> tuple[list[Any], list[Any], list[Any]]:
@@ -146,7 +143,7 @@ def evaluate_detection(model: Any, lesions: Any, split: str, cfg: Any, out_dir: 
     """Evaluate on ``split``; write metrics.json, froc.png, confusion.png, overlays and report.html."""
     from medanomaly.errors import InputError
     from medanomaly.evaluate.lung_report import plot_froc
-    from medanomaly.evaluate.plots import plot_confusion, save_figure
+    from medanomaly.evaluate.plots import plot_confusion
     from medanomaly.jsonio import write_json
 
     items = list(lesions.split(split))

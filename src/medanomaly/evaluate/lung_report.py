@@ -52,13 +52,11 @@ def froc_axes(ax: Any, title: str) -> None:
 
 
 def finish_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write (PNG, parents created) and close ``fig``; the path."""
-    from medanomaly.evaluate.plots import save_figure
+    """Lay out, write (PNG, parents created, all-or-nothing) and close ``fig``; the path."""
+    from medanomaly.io.staged import save_figure
 
     fig.tight_layout()
-    save_figure(fig, path, dpi=dpi)
-    _plt().close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out simulated scans (synthetic)") -> Path:

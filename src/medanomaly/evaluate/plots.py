@@ -2,7 +2,7 @@
 confusion matrix, reliability diagram and risk-coverage curve.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no global
-state, no GUI backend: safe in servers and test workers); :func:`save_figure` writes a PNG.
+state, no GUI backend: safe in servers and test workers); :func:`medanomaly.io.staged.save_figure` writes a PNG.
 Titles say "(synthetic data)" when ``synthetic=True``.
 
 Example:
@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,7 +34,6 @@ __all__ = [
     "plot_reliability",
     "plot_risk_coverage",
     "plot_roc",
-    "save_figure",
 ]
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
@@ -54,13 +52,6 @@ def _title(text: str, synthetic: bool) -> str:
 def _curve_classes(class_names: Sequence[str]) -> list[int]:
     """Binary: only the positive class (index 1); multi-class: every class one-vs-rest."""
     return [1] if len(class_names) == 2 else list(range(len(class_names)))
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG (parents created, all-or-nothing) and return the path."""
-    from medanomaly.io.staged import write_staged
-
-    return write_staged(path, lambda staged: fig.savefig(staged, dpi=dpi))
 
 
 def plot_roc(

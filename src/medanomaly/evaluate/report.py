@@ -179,8 +179,8 @@ def _figures(
         plot_reliability,
         plot_risk_coverage,
         plot_roc,
-        save_figure,
     )
+    from medanomaly.io.staged import save_figure
 
     syn = result.synthetic
     n_band = max(50, min(result.n_bootstrap, 200))

@@ -210,12 +210,9 @@ def overlay_png(image: Volume, map_volume: Volume, path: str | Path, *, mask: Vo
     if pixels:
         heading += "  (axes in model pixels, not mm)"
     fig.suptitle(heading, fontsize=11)
-    from medanomaly.io.staged import write_staged
+    from medanomaly.io.staged import save_figure
 
-    try:  # all-or-nothing: a failed write leaves an earlier picture of this name whole
-        return write_staged(path, lambda staged: fig.savefig(staged, dpi=dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=dpi, bbox_inches="tight")  # a failed write leaves an earlier picture whole
 
 
 def write_map(map_volume: Volume, path: str | Path) -> Path:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_staged"]
+__all__ = ["save_figure", "write_staged"]
 
 
 def _fsync(path: Path) -> None:
@@ -59,3 +60,14 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return path
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120, **options: Any) -> Path:
+    """Write a matplotlib figure all-or-nothing (:func:`write_staged`; PNG unless ``path`` says otherwise), then
+    close it in pyplot, if pyplot made it, whether or not the write succeeded; ``options`` go to ``savefig``."""
+    try:
+        return write_staged(path, lambda staged: fig.savefig(staged, dpi=dpi, **options))
+    finally:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(fig)

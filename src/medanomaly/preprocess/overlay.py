@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medanomaly.io.staged import write_staged
+from medanomaly.io.staged import save_figure
 from medanomaly.types import Volume
 
 __all__ = ["pick_slices", "write_mask_overlay", "write_lung_overlays"]
@@ -75,10 +75,7 @@ def write_mask_overlay(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return write_staged(path, lambda staged: fig.savefig(staged, dpi=60))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=60)
 
 
 def write_lung_overlays(out_dir: str | Path, cases: Mapping[str, tuple[str | Path, str | Path]]) -> list[Path]:

@@ -47,3 +47,27 @@ def test_a_detached_header_still_names_its_data(tmp_path, name):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     write(_volume(9), target)  # over the earlier pair
     assert np.array_equal(read(target).array, _volume(9).array) and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_figure_that_fails_to_save_keeps_the_earlier_picture_and_is_closed(tmp_path):
+    """The overlay, contact-sheet and breast-detection pictures closed their pyplot figure in their own ``finally``;
+    the FROC plot did not close it when the write failed (one open figure per failure in a long-lived service)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medanomaly.io.staged import save_figure
+
+    target = tmp_path / "froc.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    save_figure(fig, target, dpi=30)
+    before = target.read_bytes()
+    assert not plt.fignum_exists(fig.number)
+
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError):
+        save_figure(fig, target, dpi=30, format="no-such-format")
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["froc.png"]
+    assert not plt.fignum_exists(fig.number)
