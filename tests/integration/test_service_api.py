@@ -229,6 +229,7 @@ def test_failed_job_has_one_line_reason(service):
     (["--port", "99999"], "error: --port must be 1..65,535, got 99999"),
     (["--max-upload-mb", "-1"], "error: --max-upload-mb must be 1..1,048,576, got -1"),
     (["--queue-size", "0"], "error: --queue-size must be 1..100,000, got 0"),
+    (["--min-free-mb", "-5"], "error: --min-free-mb must be 0..1,048,576, got -5"),
     (["--port", "{busy}"], "error: cannot listen on 127.0.0.1 port {busy} (Address already in use)"),
 ])  # fmt: skip
 def test_serve_options_no_server_can_use_are_one_line(tmp_path, monkeypatch, capsys, args, words):
@@ -248,3 +249,38 @@ def test_serve_options_no_server_can_use_are_one_line(tmp_path, monkeypatch, cap
             main()
     assert code.value.code == 2 and capsys.readouterr().err.strip() == words.replace("{busy}", port)
     assert not (tmp_path / "data").exists()
+
+
+def test_disk_full_is_507_and_leaves_no_half_stored_study(service, monkeypatch, caplog):
+    """A disk that filled while an upload was stored was a 500 with a traceback in the log, and the half-written
+    study folder stayed; a disk already nearly full accepted uploads until it was full."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from medanomaly.deploy.service import ingest
+
+    client, _, _, tmp = service
+    studies = tmp / "data" / "studies"
+    real_copy = ingest._copy
+
+    def copy_then_disk_full(src, dest, budget, reason):
+        real_copy(src, dest, budget, reason)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+    monkeypatch.setattr(ingest, "_copy", copy_then_disk_full)
+    r = post(client, [nifti_bytes(tmp)])
+    assert r.status_code == 507 and "disk full" in r.json()["detail"]
+    assert not any(studies.iterdir()) and client.get("/v1/jobs").json() == []
+    assert str(tmp) not in caplog.text and "Traceback" not in caplog.text
+    monkeypatch.setattr(ingest, "_copy", real_copy)
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, (1 << 40) - (100 << 20), 100 << 20))
+    r = post(client, [nifti_bytes(tmp)])
+    assert r.status_code == 507 and "nearly full" in r.json()["detail"]
+    assert not any(studies.iterdir())
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1 << 40))
+    r = post(client, [nifti_bytes(tmp)])
+    assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done"

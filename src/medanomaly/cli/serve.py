@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(Path("service-data"), "--data", help="job store and study files"),
         max_upload_mb: int = typer.Option(1024, help="largest request body, MiB (413 above)"),
         queue_size: int = typer.Option(32, help="most queued jobs per model (503 + Retry-After above)"),
+        min_free_mb: int = typer.Option(512, help="free disk space (MiB) --data keeps after an upload (507 below)"),
     ) -> None:
         """Serve models over HTTP: POST /v1/studies, GET /v1/jobs/{id}, results, viewer at /, docs at /docs."""
         import logging
@@ -55,11 +56,11 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.service.ingest import IngestLimits
         from medanomaly.deploy.service.tokens import TokenStore
 
-        _check_serve_options(host, port, max_upload_mb, queue_size)
+        _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        limits = IngestLimits(max_body_bytes=max_upload_mb << 20)
+        limits = IngestLimits(max_body_bytes=max_upload_mb << 20, min_free_bytes=min_free_mb << 20)
         config = ServiceConfig(models=_model_names(runs), data_dir=data, tokens=tokens, limits=limits,
                                queue_size=queue_size)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -67,14 +68,14 @@ def register(app: typer.Typer) -> None:
         uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
-def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int) -> None:
+def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int = 512) -> None:
     """One line, exit 2, for an option no server can use, before the models load: a port over 65535 was an
     OverflowError traceback from the socket, a port in use uvicorn's log and exit 3, a negative upload limit or
     queue a server that refused every request."""
     import socket
 
     for name, value, low, high in (("--port", port, 1, 65535), ("--max-upload-mb", max_upload_mb, 1, 1 << 20),
-                                   ("--queue-size", queue_size, 1, 100_000)):  # fmt: skip
+                                   ("--queue-size", queue_size, 1, 100_000), ("--min-free-mb", min_free_mb, 0, 1 << 20)):  # fmt: skip
         if not low <= value <= high:
             raise InputError(f"{name} must be {low}..{high:,}, got {value}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

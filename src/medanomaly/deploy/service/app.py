@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, store_upload
+from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, check_free_space, store_upload
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.deploy.service.tokens import TokenEntry, TokenStore
@@ -129,25 +129,54 @@ async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, A
         raise HTTPException(503, f"the queue of model {model!r} is full, retry later",
                             headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
     limits: IngestLimits = state.config.limits
+    studies = Path(worker.data_dir)
+    _room_for(studies, _declared_length(request, limits), limits)
     try:
         form = await request.form(max_files=limits.max_files, max_fields=20)
     except StarletteHTTPException as exc:
         status = 413 if "Too many" in str(exc.detail) else 400
         raise HTTPException(status, f"bad multipart body: {exc.detail}") from None
+    except OSError as exc:  # the multipart parser's spool (the system's temporary folder) is full
+        log.warning("upload not read: %s", exc.strerror or type(exc).__name__)
+        raise HTTPException(507, "the server could not read the upload (no room for it); retry later") from None
     files = [v.file for k, v in form.multi_items() if k == "files" and hasattr(v, "file")]
     job_id = __import__("uuid").uuid4().hex
-    study_dir = Path(state.workers[model].data_dir) / job_id
+    study_dir = studies / job_id
     try:
         kind, n = await run_in_threadpool(store_upload, files, study_dir / "input", limits)
-    except UploadRefused as exc:
-        shutil.rmtree(study_dir, ignore_errors=True)
-        raise HTTPException(exc.status, exc.reason) from None
+    except (UploadRefused, OSError) as exc:
+        shutil.rmtree(study_dir, ignore_errors=True)  # nothing half-stored stays behind
+        if isinstance(exc, UploadRefused):
+            raise HTTPException(exc.status, exc.reason) from None
+        log.warning("job %s upload not stored: %s", job_id, exc.strerror or type(exc).__name__)
+        raise HTTPException(507, "the server could not store the upload (disk full or not writable); retry later")
     finally:
         await form.close()
     state.store.create(model, kind, n, job_id=job_id)
     worker.notify()
     log.info("job %s queued (%s, %d %s file(s))", job_id, model, n, kind)
     return {"job_id": job_id, "study_id": job_id, "status": "queued", "model": model}
+
+
+def _declared_length(request: Request, limits: IngestLimits) -> int:
+    """The body's declared length (the body limit itself when none is declared, as with chunked uploads)."""
+    try:
+        return min(int(request.headers.get("content-length", "")), limits.max_body_bytes)
+    except ValueError:
+        return limits.max_body_bytes
+
+
+def _room_for(studies: Path, upload_bytes: int, limits: IngestLimits) -> None:
+    """507 before anything is read when the studies' disk would keep less than its reserve after this upload."""
+    from fastapi import HTTPException
+
+    studies.mkdir(parents=True, exist_ok=True)
+    try:
+        check_free_space(studies, upload_bytes, limits)
+    except UploadRefused as exc:
+        log.warning("upload refused: the studies' disk is nearly full (reserve %d MiB, upload up to %d MiB)",
+                    limits.min_free_bytes >> 20, upload_bytes >> 20)  # fmt: skip
+        raise HTTPException(exc.status, exc.reason) from None
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:

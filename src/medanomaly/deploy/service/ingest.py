@@ -20,20 +20,22 @@ from typing import BinaryIO
 
 from medanomaly.io.detached import detached_names
 
-__all__ = ["IngestLimits", "UploadRefused", "sniff", "store_upload", "check_zip"]
+__all__ = ["IngestLimits", "UploadRefused", "check_free_space", "check_zip", "sniff", "store_upload"]
 
 _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """Upload limits (bytes are of the request body or of the unzipped content)."""
+    """Upload limits (bytes are of the request body or of the unzipped content); ``min_free_bytes`` is the free
+    space the data folder's disk keeps after an upload (the job's outputs, the job store and the system need it)."""
 
     max_body_bytes: int = 1 << 30
     max_files: int = 2000
     max_zip_members: int = 5000
     max_unzipped_bytes: int = 2 << 30
     max_zip_ratio: float = 200.0
+    min_free_bytes: int = 512 << 20
 
 
 class UploadRefused(Exception):
@@ -68,6 +70,17 @@ def sniff(head: bytes) -> str | None:
     if len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
         return "nifti"
     return None
+
+
+def check_free_space(folder: Path, upload_bytes: int, limits: IngestLimits) -> None:
+    """Check, before an upload of ``upload_bytes`` is stored, that ``folder``'s disk has room for it and the reserve.
+
+    Raises:
+        UploadRefused: 507 when storing it would leave less than ``limits.min_free_bytes`` free.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < limits.min_free_bytes + upload_bytes:
+        raise UploadRefused(507, "the server's disk is nearly full: the upload was not stored; retry later")
 
 
 def _head(fh: BinaryIO) -> bytes:
