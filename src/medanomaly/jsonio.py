@@ -75,7 +75,20 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], private: bool = False) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then move it into place.
 
     A reader (or a rerun after ``kill -9``) sees either the old file or the complete new one; on any
@@ -84,6 +97,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     Args:
         path: the final file; its folder is created.
         write: writes the content into the open binary file handle.
+        private: keep the file readable by its owner only (0600: tokens, re-identification lookups); else its
+            permissions are those of any new file (0666 less the umask; a temporary file is 0600, and every JSON
+            output was left so, unreadable by the rest of a team that shares the run folder).
 
     Returns:
         ``path``.
@@ -92,6 +108,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        if not private:
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

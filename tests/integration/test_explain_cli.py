@@ -171,3 +171,31 @@ def test_explain_lung_run_on_real_ct(tmp_path):
     bad.write_text(json.dumps([{"score": 1}]))
     result = CliRunner().invoke(app, ["explain", str(run), str(image_path), "--findings", str(bad)])
     assert "a finding needs center_mm" in str(result.exception)
+
+
+def test_a_failed_explanation_leaves_the_earlier_one_whole(classification_run, tmp_path, monkeypatch, capsys):
+    """The PNG overlay was written, then the NIfTI map or the DICOM captures failed (a full disk): a new
+    explanation.png stood beside the earlier explain.json. Now every file goes in together or none does."""
+    import errno
+    import sys
+
+    from medanomaly.cli.app import main
+    from medanomaly.explain import dicom_out
+
+    img, _ = _blob(np.random.default_rng(3), True)
+    image = write(Volume(img, spacing=(0.7, 0.7, 1.0)), tmp_path / "case_image.nrrd")
+    out = tmp_path / "out"
+    args = ["explain", str(classification_run), str(image), "--method", "gradcam", "--out", str(out), "--dicom"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dicom_out, "write_secondary_capture", disk_full)
+    monkeypatch.setattr(sys, "argv", ["medanomaly", *args, "--method", "occlusion"])
+    with pytest.raises(SystemExit) as code:
+        main()
+    assert code.value.code == 2 and "No space left on device" in capsys.readouterr().err
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before and not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -96,3 +96,30 @@ def test_an_interrupted_text_write_leaves_the_old_file_and_no_temporary_one(tmp_
     with pytest.raises(KeyboardInterrupt):
         jsonio.write_text_atomic(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_outputs_get_the_usual_permissions_and_secrets_stay_private(tmp_path):
+    """The temporary file behind every atomic write is 0600, and it kept that mode: findings.json, model.json,
+    metrics.json were unreadable by the rest of a team sharing a run folder while the images beside them were not."""
+    import os
+    import stat
+
+    from medanomaly.deploy.atomic import atomic_write_json
+    from medanomaly.deploy.service.tokens import new_token
+    from medanomaly.jsonio import write_json
+    from medanomaly.privacy.pseudonym import write_lookup
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        assert mode(write_json(tmp_path / "findings.json", {})) == 0o644
+        assert mode(atomic_write_json(tmp_path / "results.json", {})) == 0o644
+        new_token(tmp_path / "tokens.json")
+        write_lookup(tmp_path / "lookup.bin", b"k" * 32, {"ANON1": {"PatientName": "x"}})
+        assert mode(tmp_path / "tokens.json") == 0o600 and mode(tmp_path / "lookup.bin") == 0o600
+        os.umask(0o077)
+        assert mode(write_json(tmp_path / "findings.json", {})) == 0o600
+    finally:
+        os.umask(old)

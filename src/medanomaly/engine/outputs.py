@@ -4,7 +4,9 @@ For an input ``NAME`` (its file name as the user gave it) :func:`write_predictio
 output folder ``NAME.json`` (the :class:`~medanomaly.types.Prediction` JSON), ``NAME.findings.json``
 when the model found lesions (the one findings schema, :mod:`medanomaly.io.findings`), and
 ``NAME_anomaly_map.nii.gz`` on the input's grid when the model gives a voxel map. Nothing is
-overwritten silently: an output of the same name is replaced atomically, never half-written.
+overwritten silently: a prediction's files are written together into a hidden folder and moved into place only
+when all are whole (:func:`medanomaly.io.staged.write_staged`), so a write that fails (a full disk) leaves the
+earlier prediction of that name as it was, never a new ``NAME.json`` beside no map.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 from medanomaly.types import Prediction
 
@@ -87,14 +90,22 @@ def write_prediction(out_dir: str | Path, source: str | Path, prediction: Predic
     out_dir = Path(out_dir)
     stem = output_stem(source)
     doc = {"image": Path(source).name, **(context or {}), **prediction.to_json()}
-    findings, anomaly_map = out_dir / f"{stem}.findings.json", out_dir / f"{stem}_anomaly_map.nii.gz"
-    written = [write_json(out_dir / f"{stem}.json", doc)]
-    if prediction.findings:
-        written.append(write_findings(findings, prediction.findings, image=Path(source).name, **(context or {})))
-    if prediction.anomaly_map is not None:
-        from medanomaly.io import write
+    record, findings, anomaly_map = (out_dir / f"{stem}{end}" for end in (".json", ".findings.json",
+                                                                           "_anomaly_map.nii.gz"))  # fmt: skip
+    written = [path for path, made in ((anomaly_map, prediction.anomaly_map is not None),
+                                       (findings, bool(prediction.findings)), (record, True)) if made]  # fmt: skip
 
-        written.append(Path(write(prediction.anomaly_map, anomaly_map)))
+    def write_all(staged_record: Path) -> None:  # the largest first: a full disk stops it before the rest
+        stage = staged_record.parent
+        if prediction.anomaly_map is not None:
+            from medanomaly.io import write
+
+            write(prediction.anomaly_map, stage / anomaly_map.name)
+        if prediction.findings:
+            write_findings(stage / findings.name, prediction.findings, image=Path(source).name, **(context or {}))
+        write_json(staged_record, doc)
+
+    write_staged(record, write_all)
     for stale in {findings, anomaly_map} - set(written):  # an earlier prediction's, no longer true beside this one
         stale.unlink(missing_ok=True)
     return written
@@ -103,21 +114,24 @@ def write_prediction(out_dir: str | Path, source: str | Path, prediction: Predic
 def write_detection(out_dir: str | Path, source: str | Path, volume: Any, prediction: Prediction,
                     overlays: bool = False, masks: bool = False, run: str | None = None) -> Path:  # fmt: skip
     """``findings.json`` of one detection (the one schema), with optional per-finding overlay PNGs
-    (axial, LPS) and lesion masks (NRRD on the input grid) beside it; returns the JSON's path."""
+    (axial, LPS) and lesion masks (NRRD on the input grid) beside it, all moved into ``out_dir`` together when
+    all are whole; returns the JSON's path."""
     from medanomaly.io.findings import write_findings
 
-    out_dir = Path(out_dir)
-    extra: list[dict[str, Any]] = []
-    for i, finding in enumerate(prediction.findings, start=1):
-        row: dict[str, Any] = {}
-        if overlays:
-            from medanomaly.evaluate.lung_report import plot_finding
+    def write_all(staged_json: Path) -> None:
+        stage, extra = staged_json.parent, []
+        for i, finding in enumerate(prediction.findings, start=1):
+            row: dict[str, Any] = {}
+            if overlays:
+                from medanomaly.evaluate.lung_report import plot_finding
 
-            row["overlay"] = plot_finding(volume, finding, out_dir / f"finding_{i:02d}.png").name
-        if masks and finding.mask is not None:
-            from medanomaly.io import write
+                row["overlay"] = plot_finding(volume, finding, stage / f"finding_{i:02d}.png").name
+            if masks and finding.mask is not None:
+                from medanomaly.io import write
 
-            row["mask"] = Path(write(finding.mask, out_dir / f"finding_{i:02d}_mask.nrrd")).name
-        extra.append(row)
-    return write_findings(out_dir / "findings.json", prediction.findings, image=Path(source).name, extra=extra,
-                          run=run, flags=list(prediction.flags))  # fmt: skip
+                row["mask"] = Path(write(finding.mask, stage / f"finding_{i:02d}_mask.nrrd")).name
+            extra.append(row)
+        write_findings(staged_json, prediction.findings, image=Path(source).name, extra=extra, run=run,
+                       flags=list(prediction.flags))  # fmt: skip
+
+    return write_staged(Path(out_dir) / "findings.json", write_all)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 
 __all__ = ["FOV_RANGE_MM", "MAX_EXPLAINED_FINDINGS", "check_view_and_target", "explain_file"]
@@ -156,14 +157,31 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}
-    if ex.kind == "anomaly":  # the map is the explanation (issue 15): no gradients, no occlusion of it
-        report.update(_explain_anomaly(ex, volume, lesion, out, method, evaluate))
-    elif ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
-        report.update(_explain_findings(ex, volume, lesion, out, method, layer, fov, evaluate, findings_path))
-    else:
-        report.update(_explain_whole(ex, volume, lesion, out, method, layer, target, evaluate, dicom))
-    write_json(out / "explain.json", report)
+
+    def explain_into(staged_json: Path) -> None:  # every file into a hidden folder, moved into ``out`` when all are whole
+        stage = staged_json.parent
+        if ex.kind == "anomaly":  # the map is the explanation (issue 15): no gradients, no occlusion of it
+            report.update(_explain_anomaly(ex, volume, lesion, stage, method, evaluate))
+        elif ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
+            report.update(_explain_findings(ex, volume, lesion, stage, method, layer, fov, evaluate, findings_path))
+        else:
+            report.update(_explain_whole(ex, volume, lesion, stage, method, layer, target, evaluate, dicom))
+        report.update(_relocated(report, str(stage), str(out)))
+        write_json(staged_json, report)
+
+    write_staged(out / "explain.json", explain_into)
     return report
+
+
+def _relocated(value: Any, stage: str, out: str) -> Any:
+    """``value`` with every path string under the hidden ``stage`` folder made a path under ``out``."""
+    if isinstance(value, dict):
+        return {k: _relocated(v, stage, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, stage, out) for v in value]
+    if isinstance(value, str) and (value == stage or value.startswith(stage + "/")):
+        return out + value[len(stage):]
+    return value
 
 
 def _explain_findings(ex: Any, volume: Any, lesion: Any, out: Path, method: str, layer: str | None, fov: float,

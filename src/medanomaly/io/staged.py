@@ -7,6 +7,11 @@ when it has finished are its files fsynced and moved into place with ``os.replac
 whole, the named file last (a detached header such as ``.nhdr`` / ``.mhd`` names its data file,
 which is moved first). On failure the hidden folder is removed and the old file is untouched.
 
+A full disk counts as a failure even when the writer does not say so: ITK's NIfTI writer (``.nii`` and
+``.nii.gz``) and its transform writer print ``** ERROR: NWAD: wrote only 0 of N bytes`` and return normally,
+leaving a cut file that was then moved into place and reported as written. A file system left with less than
+:data:`FULL_BELOW_BYTES` free after the write is therefore treated as "No space left on device".
+
 Example:
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
@@ -16,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -24,7 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_figure", "write_staged"]
+__all__ = ["FULL_BELOW_BYTES", "save_figure", "write_staged"]
+
+#: Free space (bytes) under which a file system is taken to have filled during a write: a writer that stopped
+#: short left at most one of its buffers unwritten (the kernel fills the last block before ENOSPC).
+FULL_BELOW_BYTES = 64 << 10
 
 
 def _fsync(path: Path) -> None:
@@ -32,12 +42,23 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _filled(folder: Path) -> bool:
+    """True when ``folder``'s file system has less than :data:`FULL_BELOW_BYTES` left for this process (root may
+    use the blocks a file system reserves; others may not)."""
+    if not hasattr(os, "statvfs"):
+        return False
+    st = os.statvfs(folder)
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize < FULL_BELOW_BYTES
+
+
 def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(staged_path)``, then move what it wrote to ``path``'s folder.
 
     Args:
         path: the final file; its folder is created.
-        write: writes the file (and any companion files) at the path it is given, which has ``path``'s name.
+        write: writes the file (and any companion files, also in sub-folders, which are merged into those of
+            ``path``'s folder) at the path it is given, which has ``path``'s name.
 
     Returns:
         ``path``.
@@ -50,11 +71,16 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     try:
         write(stage / path.name)
-        written = sorted(stage.iterdir(), key=lambda p: p.name == path.name)  # the named file last
+        named = stage / path.name
+        written = sorted((p for p in stage.rglob("*") if not p.is_dir()), key=lambda p: p == named)  # named last
         for file in written:
             _fsync(file)
+        if _filled(stage):  # a writer may have stopped short without an error (module docstring)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         for file in written:
-            os.replace(file, path.parent / file.name)
+            target = path.parent / file.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     finally:

@@ -143,7 +143,7 @@ def write_lookup(path: str | Path, key: bytes, entries: dict[str, dict[str, str]
     merged = read_lookup(path, key) if path.is_file() else {}
     merged.update(entries)
     token = _fernet(key).encrypt(json.dumps(merged, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-    atomic_write(path, lambda fh: fh.write(token))
+    atomic_write(path, lambda fh: fh.write(token), private=True)
 
 
 def reidentify(path: str | Path, key: bytes, pseudo: str) -> dict[str, str]:

@@ -47,3 +47,25 @@ def test_the_cli_refuses_two_inputs_of_one_name(tmp_path, monkeypatch, capsys):
         main()
     assert done.value.code == 2 and "would write the same outputs (x.json)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_prediction_whose_map_cannot_be_written_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """The JSON and findings were written first, then the map failed (a full disk): a new x.json stood beside the
+    earlier prediction's map. Now the map goes first and the three files go in together or not at all."""
+    import errno
+
+    import medanomaly.io as mio
+
+    write_prediction(tmp_path, "x.nrrd", _prediction(with_findings=True))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mio, "write", disk_full)
+    changed = _prediction(with_findings=True)
+    changed = Prediction(scores=(0.9, 0.1), class_names=changed.class_names, label="benign",
+                         findings=changed.findings, anomaly_map=changed.anomaly_map)  # fmt: skip
+    with pytest.raises(OSError, match="No space left on device"):
+        write_prediction(tmp_path, "x.nrrd", changed)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -71,3 +71,27 @@ def test_a_figure_that_fails_to_save_keeps_the_earlier_picture_and_is_closed(tmp
         save_figure(fig, target, dpi=30, format="no-such-format")
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["froc.png"]
     assert not plt.fignum_exists(fig.number)
+
+
+def test_a_writer_that_stops_short_on_a_full_disk_without_an_error_is_a_failure(tmp_path, monkeypatch):
+    """ITK's NIfTI writer prints 'NWAD: wrote only 0 of N bytes' on a full disk and returns normally: the cut file
+    was moved into place and `preprocess` / `register` reported it written (seen on a 3 MB tmpfs)."""
+    import os
+    from collections import namedtuple
+
+    import SimpleITK as sitk
+
+    target = tmp_path / "out.nii.gz"
+    write(_volume(), target)
+    before = target.read_bytes()
+
+    def silently_short(image, name, *args, **kwargs):
+        with open(name, "wb") as fh:
+            fh.write(b"\x1f\x8b cut")  # and the file system is now full
+
+    statvfs = namedtuple("statvfs", "f_bfree f_bavail f_frsize")
+    monkeypatch.setattr(sitk, "WriteImage", silently_short)
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs(3, 0, 4096))
+    with pytest.raises(OSError, match="No space left on device"):  # the CLI prints it as one line, exit 2
+        write(_volume(8), target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]

@@ -87,7 +87,7 @@ def new_token(path: str | Path, models: list[str] | None = None) -> str:
     token = secrets.token_urlsafe(32)
     entries.append({"id": secrets.token_hex(4), "sha256": hash_token(token), "models": list(models or ["*"]),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
-    atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": entries}, indent=2).encode()))  # mkstemp: 0600
+    atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": entries}, indent=2).encode()), private=True)
     return token
 
 
