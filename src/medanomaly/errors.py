@@ -6,9 +6,13 @@ Messages name the file (never a patient) and the reason, e.g.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: errno values meaning "this output folder cannot take more files" (full, over quota, read-only, not ours).
+OUTPUT_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class MedanomalyError(Exception):

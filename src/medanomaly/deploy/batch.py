@@ -37,7 +37,7 @@ from typing import Any
 from medanomaly.deploy.archive import SeriesEntry, read_series, walk_archive
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
-from medanomaly.errors import InputError
+from medanomaly.errors import OUTPUT_FULL, InputError
 from medanomaly.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def run_batch(
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)
-        with _progress(progress, len(todo)) as advance:
+        with _progress(progress, len(todo)) as advance, _stop_when_output_full(out_dir):
             if engine == "local":
                 _run_local(model, todo, ctx, advance)
             elif engine == "ray":
@@ -353,7 +353,21 @@ def run_batch(
                 run_on_ray(model, todo, ctx, advance, address=address, workers=workers, model_factory=model_factory)
             else:
                 raise InputError(f"unknown engine {engine!r} (local, ray)")
-        return _finish(decisions, ctx, index, records, summary, start)
+        with _stop_when_output_full(out_dir):
+            return _finish(decisions, ctx, index, records, summary, start)
+
+
+@contextmanager
+def _stop_when_output_full(out_dir: Path) -> Iterator[None]:
+    """An output folder that takes no more files (full disk, quota, read-only) stops the run in one line: every
+    series would fail the same way. The records written so far are whole, so a rerun resumes after them."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUTPUT_FULL:
+            raise
+        raise InputError(f"the output folder is full or not writable ({exc.strerror or exc}): stopped; the series "
+                         "finished so far are kept, run the same command again to resume", out_dir) from None
 
 
 def _plan(decisions: Sequence[Decision], ctx: BatchContext, retry_errors: bool,

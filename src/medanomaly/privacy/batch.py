@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -38,8 +37,6 @@ from medanomaly.errors import InputError
 STATE_DIR = ".medanomaly"
 #: Room reserved for the audit file at the start of a run (bytes of JSON whitespace).
 AUDIT_RESERVE = 256 * 1024
-#: errno values meaning "this output folder cannot take more files".
-OUTPUT_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 _TMP = re.compile(r"^\..*\.(\d+)\.tmp$")
 
 

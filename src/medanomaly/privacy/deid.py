@@ -33,11 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medanomaly.errors import InputError
+from medanomaly.errors import OUTPUT_FULL, InputError
 from medanomaly.privacy.audit import Audit
 from medanomaly.privacy.batch import (
     NOT_STARTED,
-    OUTPUT_FULL,
     STATE_DIR,
     WORKER_DIED,
     RunLock,

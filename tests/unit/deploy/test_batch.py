@@ -206,3 +206,52 @@ def test_a_series_uid_of_dots_names_no_parent_folder(small_archive, fake_module,
     assert not (out / "seg.dcm").exists() and not (out / "sr.dcm").exists()
     record = json.loads((out / "series" / "__.json").read_text())
     assert record["status"] == "done" and (out / record["dicom"]["seg"]).parent == out / "dicom" / "__"
+
+
+def test_a_full_output_disk_stops_the_run_in_one_line_and_a_rerun_resumes(small_archive, fake_module, tmp_path: Path,
+                                                                           monkeypatch) -> None:  # fmt: skip
+    """A full disk under the output folder was a traceback (OSError from a flush, with no file name, chained twice)
+    after the first series that did not fit; every later series would have failed the same way."""
+    import errno
+
+    from medanomaly.deploy import atomic
+
+    out, real_write = tmp_path / "out", atomic.atomic_write
+    written: list[str] = []
+
+    def full_after_two(path, write, **kw):
+        if str(path).endswith(".json") and "series" in Path(path).parts and len(written) >= 2:
+            def short(fh):
+                raise OSError(errno.ENOSPC, "No space left on device")  # as a flush into a full disk: no file name
+
+            return real_write(path, short, **kw)
+        written.append(str(path))
+        return real_write(path, write, **kw)
+
+    monkeypatch.setattr(atomic, "atomic_write", full_after_two)
+    with pytest.raises(InputError, match=r"output folder is full or not writable \(No space left on device\): "
+                                         r"stopped; .* run the same command again to resume"):  # fmt: skip
+        run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, progress=False)
+    assert len(list((out / "series").glob("*.json"))) == 2 and not list(out.rglob(".*.part"))
+    monkeypatch.setattr(atomic, "atomic_write", real_write)
+    summary = run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, progress=False)
+    run_batch(fake_module.FakeDetector(), small_archive.root, tmp_path / "clean", NO_DICOM, progress=False)
+    assert summary.reused >= 1
+    assert sorted((r["series_id"], r["status"]) for r in _rows(out)) == sorted(
+        (r["series_id"], r["status"]) for r in _rows(tmp_path / "clean"))
+
+
+def test_a_failed_handle_write_names_the_file() -> None:
+    """A write or flush into a full disk raises an OSError without a file name: the CLI showed it as a traceback."""
+    import errno
+    import tempfile
+
+    from medanomaly.jsonio import atomic_write
+
+    def short(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = Path(tempfile.mkdtemp()) / "x.json"
+    with pytest.raises(OSError) as error:
+        atomic_write(target, short)
+    assert error.value.filename == str(target) and error.value.errno == errno.ENOSPC
