@@ -29,6 +29,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "atomic_write",
     "finite_json",
+    "new_file_mode",
     "read_json",
     "write_json",
     "write_text_atomic",
@@ -75,17 +76,18 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it (Linux), else set and restored at once."""
+def new_file_mode() -> int:
+    """The permissions a new file gets here: 0666 less the process's umask (read without changing it on Linux, else
+    set and restored at once)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
+                return 0o666 & ~int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], private: bool = False) -> Path:
@@ -109,7 +111,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], private: b
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         if not private:
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -56,7 +56,7 @@ def test_no_hand_made_rename_outside_the_helpers():
         for path in sorted(SRC.rglob("*.py"))
         if path.relative_to(SRC).as_posix() not in OWN_RENAME and not path.relative_to(SRC).as_posix().startswith("web/")
         for number, line in enumerate(path.read_text().splitlines(), start=1)
-        if re.search(r"os\.replace\(|os\.rename\(|\.rename\(|\.replace\(tmp|\.replace\(partial", line)
+        if re.search(r"os\.replace\(|os\.rename\(|\.rename\(|\.replace\((tmp|partial)|(tmp|partial)\w*\.replace\(", line)
     ]
     assert found == [], "write these through jsonio.atomic_write or io.staged.write_staged:\n" + "\n".join(found)
 

@@ -18,7 +18,7 @@ import numpy as np
 from medanomaly.anomaly.config import AnomalyConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import ConfigError, InputError, about_file, unfit_file
-from medanomaly.io.staged import write_staged
+from medanomaly.io.staged import write_safetensors
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
@@ -29,11 +29,11 @@ WEIGHTS = "weights.safetensors"
 
 
 def save_state(state: dict[str, np.ndarray], path: Path, method: str) -> Path:
-    """Write the method's arrays as safetensors, all-or-nothing (:func:`medanomaly.io.staged.write_staged`)."""
+    """Write the method's arrays as safetensors, all-or-nothing (:func:`medanomaly.io.staged.write_safetensors`)."""
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    return write_staged(path, lambda staged: save_file(arrays, str(staged), metadata={"method": method}))
+    return write_safetensors(path, lambda staged: save_file(arrays, staged, metadata={"method": method}))
 
 
 def load_state(path: Path) -> dict[str, np.ndarray]:

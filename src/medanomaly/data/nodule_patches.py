@@ -36,6 +36,7 @@ import numpy as np
 
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.errors import InputError
+from medanomaly.io.staged import write_staged
 from medanomaly.registry import DATASETS
 
 CLASSES = ("benign", "uncertain", "malignant")
@@ -198,10 +199,7 @@ def load_lung_nodule_patches(
     else:
         arrays = _simulate(sources, n_nodules, (float(diameter_range_mm[0]), float(diameter_range_mm[1])),
                            patch_mm, image_size, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        write_staged(path, lambda staged: np.savez_compressed(staged, **arrays))
     labels = np.array([label_index(lab, names, key, path) for lab, key in zip(arrays["labels"], arrays["keys"],
                                                                              strict=True)])
     splits = arrays["splits"].astype("<U5")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FULL_BELOW_BYTES", "save_figure", "write_staged"]
+__all__ = ["FULL_BELOW_BYTES", "save_figure", "write_safetensors", "write_staged"]
 
 #: Free space (bytes) under which a file system is taken to have filled during a write: a writer that stopped
 #: short left at most one of its buffers unwritten (the kernel fills the last block before ENOSPC).
@@ -97,3 +98,24 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120, **options: Any) -> P
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
             pyplot.close(fig)
+
+
+def write_safetensors(path: str | Path, save: Callable[[str], Any]) -> Path:
+    """Write a safetensors file all-or-nothing: ``save(staged_path)`` is safetensors' own ``save_file`` (torch or
+    NumPy) bound to its tensors. The file gets the permissions of any new file (safetensors makes it 0600: weights
+    unreadable by the rest of a team), and safetensors' I/O errors (``Error while serializing: I/O error: No space
+    left on device (os error 28)``, a traceback before) become the OSError they report, naming ``path``."""
+    from safetensors import SafetensorError
+
+    from medanomaly.jsonio import new_file_mode
+
+    def write(staged: Path) -> None:
+        try:
+            save(str(staged))
+        except SafetensorError as exc:
+            found = re.search(r"\(os error (\d+)\)", str(exc))
+            code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from None
+        os.chmod(staged, new_file_mode())
+
+    return write_staged(path, write)

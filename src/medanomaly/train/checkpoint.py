@@ -27,23 +27,19 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError, unfit_file
-from medanomaly.jsonio import read_json
+from medanomaly.io.staged import write_safetensors
+from medanomaly.jsonio import read_json, write_text_atomic
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 
 
 def save_weights(model, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model.state_dict()`` to a safetensors file (shared tensors are cloned)."""
+    """Write ``model.state_dict()`` to a safetensors file (shared tensors are cloned), all-or-nothing."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp.replace(path)  # never half a weights file
-    return path
+    return write_safetensors(path, lambda staged: save_file(state, staged, metadata=metadata))
 
 
 def _header_misfit(path: Path, model, strict: bool) -> str:
@@ -137,11 +133,9 @@ def save_training_state(directory: str | Path, model, optimizer, scheduler, info
         sched = {k: v for k, v in sched.items() if not callable(v) and k != "lr_lambdas"}
     payload = {"info": info, "optimizer": opt_plain, "scheduler": sched,
                "np_rng": np_rng.bit_generator.state if np_rng is not None else None}
-    tmp_t, tmp_j = directory / (STATE_TENSORS + ".tmp"), directory / (STATE_JSON + ".tmp")
-    save_file(tensors, str(tmp_t))
-    tmp_j.write_text(json.dumps(finite_json(payload), default=_json_default))  # NaN -> null: valid JSON
-    tmp_t.replace(directory / STATE_TENSORS)
-    tmp_j.replace(directory / STATE_JSON)
+    text = json.dumps(finite_json(payload), default=_json_default)  # NaN -> null: valid JSON
+    write_safetensors(directory / STATE_TENSORS, lambda staged: save_file(tensors, staged))
+    write_text_atomic(directory / STATE_JSON, text)
     return directory
 
 

@@ -95,3 +95,35 @@ def test_a_writer_that_stops_short_on_a_full_disk_without_an_error_is_a_failure(
     with pytest.raises(OSError, match="No space left on device"):  # the CLI prints it as one line, exit 2
         write(_volume(8), target)
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]
+
+
+def test_weights_are_written_whole_readable_like_any_file_and_a_full_disk_is_one_oserror(tmp_path):
+    """safetensors makes its files 0600 (weights unreadable by a team sharing the run folder, beside 0644 images),
+    and its full-disk error was a SafetensorError traceback from `train`, with the cut weights of a failed write."""
+    import errno
+    import os
+    import stat
+
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
+
+    from medanomaly.io.staged import write_safetensors
+
+    target = tmp_path / "weights.safetensors"
+    old = os.umask(0o022)
+    try:
+        write_safetensors(target, lambda staged: save_file({"w": np.zeros(3, np.float32)}, staged))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    before = target.read_bytes()
+
+    def full(staged):
+        with open(staged, "wb") as fh:
+            fh.write(b"cut")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(OSError) as error:
+        write_safetensors(target, full)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

@@ -46,10 +46,7 @@ def _contour(mask: np.ndarray) -> np.ndarray:
 def _write_volume(volume: Volume, path: Path) -> str:
     from medanomaly.io import write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(volume, tmp)
-    tmp.replace(path)
+    write(volume, path)  # all-or-nothing (io.staged)
     return path.name
 
 
@@ -83,8 +80,5 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
 def _overlay(volume: Volume, finding: Finding, path: Path) -> bool:
     from medanomaly.evaluate.lung_report import plot_finding
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    plot_finding(volume, finding, tmp)
-    tmp.replace(path)
+    plot_finding(volume, finding, path)  # all-or-nothing (io.staged.save_figure)
     return True
