@@ -104,3 +104,21 @@ def test_a_skipped_file_warning_is_one_line_whatever_its_name(capsys):
     logging.getLogger("medanomaly.io.dicom_series").warning("skipped %s: %s", "evil\nwarning: forged\x1b[2J.dcm",
                                                             "truncated DICOM")  # fmt: skip
     assert capsys.readouterr().err.splitlines() == ["warning: skipped evil\\nwarning: forged\\x1b[2J.dcm: truncated DICOM"]
+
+
+def test_a_full_disk_a_library_reports_without_a_file_name_is_one_line(tmp_path, monkeypatch, capsys):
+    """The last resort for a write into a full disk that no medanomaly code named: it was a traceback."""
+    import errno
+
+    import medanomaly.io as mio
+    from medanomaly.cli.app import main
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mio, "read", disk_full)
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "info", str(tmp_path / "x.nii.gz")])
+    with pytest.raises(SystemExit) as code:
+        main()
+    assert code.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: No space left on device (the disk of an output folder is full)"

@@ -7,6 +7,7 @@ Errors raised on purpose (:class:`medanomaly.errors.MedanomalyError`) print one 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -62,6 +63,9 @@ def main() -> None:
         typer.echo(f"error: {printable(str(exc))}", err=True)  # a file name cannot split the line
         sys.exit(2)
     except OSError as exc:
+        if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
+            typer.echo(f"error: {exc.strerror or exc} (the disk of an output folder is full)", err=True)
+            sys.exit(2)
         if exc.filename is None:  # not about a path the user gave (a socket, a library): a real failure, shown whole
             raise
         # a file or folder that is missing, in the way (an output under a regular file), read-only or full

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.staged import disk_full
 
 __all__ = ["OPSET", "MATCH_LIMIT", "MAX_CALIBRATION", "GraphSpec", "graph_spec", "export_graph", "export_run", "torch_outputs",
            "onnx_outputs"]  # fmt: skip
@@ -251,9 +253,15 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
 
             record["int8"] = quantise_run(model, tmp / "model.onnx", tmp / "model.int8.onnx", val, force)
         write_package(tmp, info, run_dir, record)
+        if disk_full(tmp):  # a writer may have stopped short without an error (io.staged)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
+    except OSError as exc:  # ONNX's writer names no file when the disk fills: name the package
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FULL_BELOW_BYTES", "save_figure", "write_safetensors", "write_staged"]
+__all__ = ["FULL_BELOW_BYTES", "disk_full", "save_figure", "write_safetensors", "write_staged"]
 
 #: Free space (bytes) under which a file system is taken to have filled during a write: a writer that stopped
 #: short left at most one of its buffers unwritten (the kernel fills the last block before ENOSPC).
@@ -43,7 +43,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _filled(folder: Path) -> bool:
+def disk_full(folder: Path) -> bool:
     """True when ``folder``'s file system has less than :data:`FULL_BELOW_BYTES` left for this process (root may
     use the blocks a file system reserves; others may not)."""
     if not hasattr(os, "statvfs"):
@@ -76,7 +76,7 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
         written = sorted((p for p in stage.rglob("*") if not p.is_dir()), key=lambda p: p == named)  # named last
         for file in written:
             _fsync(file)
-        if _filled(stage):  # a writer may have stopped short without an error (module docstring)
+        if disk_full(stage):  # a writer may have stopped short without an error (module docstring)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         for file in written:
             target = path.parent / file.relative_to(stage)

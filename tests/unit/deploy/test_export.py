@@ -389,3 +389,21 @@ def test_an_impossible_package_place_names_itself_not_a_temporary_folder(tmp_pat
     with pytest.raises(InputError) as caught:
         export_run(Path(__file__).resolve().parents[2] / "fixtures" / "lung_detector", blocker / "pkg")
     assert str(caught.value) == f"{blocker}: cannot write the output folder (File exists)"
+
+
+def test_a_full_disk_while_exporting_names_the_package_and_leaves_nothing(cls_run: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:  # fmt: skip
+    """ONNX's writer raised OSError without a file name when the disk filled: the CLI printed a traceback."""
+    import errno
+
+    from medanomaly.deploy import export
+
+    def disk_full(spec, path):
+        Path(path).write_bytes(b"cut")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "export_graph", disk_full)
+    with pytest.raises(OSError) as caught:
+        export.export_run(cls_run, tmp_path / "pkg")
+    assert caught.value.filename == str(tmp_path / "pkg") and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
