@@ -10,7 +10,8 @@ kept. Here an unlisted element survives only when it is known to be harmless:
 * **free text** (LO, SH, LT, ST, UT, UC, UR): kept only for the codes, equipment and acquisition
   technique attributes of ``safe_text.json``; any other (Text Value, comments, HL7 identifiers,
   labels...) is emptied, or cleaned under ``--clean-descriptors``; inside a sequence the table
-  dummies (Content Sequence...) it gets a dummy value, codes kept;
+  dummies (Content Sequence...) it gets a dummy value, codes kept; a Tracking ID (required in segmentations) always
+  gets a dummy value;
 * **codes and numbers in text form** (CS, DS, IS, AS, and kept dates and times): kept only when
   they are well formed for their VR (a CS of at most 16 capitals, digits, space, ``_-./+``; a
   number; an age ``nnnY``), else emptied, so a name typed into a numeric field goes;
@@ -38,6 +39,9 @@ from medanomaly.privacy.table import ProfileOptions
 
 #: Free-text VRs: kept only when safe-listed.
 FREE_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR"})
+#: Free-text identifiers a valid object must carry (Tracking ID, Type 1C in a segmentation's segments and in SR
+#: measurements): replaced by a dummy value, never kept (a site may type anything into them) nor emptied.
+DUMMIED_TEXT_TAGS = frozenset({0x00620020})
 #: Coded-entry attributes (codes, not free text) kept inside sequences the profile dummies.
 CODED_ENTRY_TAGS = frozenset({
     0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080105, 0x00080106, 0x00080107,
@@ -101,7 +105,7 @@ def unlisted_action(tag: int, vr: str, options: ProfileOptions, in_dummy: bool =
     """
     if vr == "SQ":
         return "K"
-    if in_dummy and (vr in FREE_TEXT_VRS or vr == "PN") and tag not in CODED_ENTRY_TAGS:
+    if (in_dummy and (vr in FREE_TEXT_VRS or vr == "PN") and tag not in CODED_ENTRY_TAGS) or tag in DUMMIED_TEXT_TAGS:
         return "D"
     if vr in ("UN", "NONE") or not vr:
         return "X"

@@ -19,11 +19,24 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medanomaly.privacy.burned_in import RedactionResult
 from medanomaly.privacy.profile import ProfileOptions, deidentify_dataset, phi_terms, set_method
 from medanomaly.privacy.uids import fix_file_meta
 from medanomaly.privacy.walker import TOO_DEEP, NestedTooDeep
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def is_document(ds) -> bool:
+    """True for a structured report or key object selection document: no pixels, and everything it says is in its
+    Content Sequence, which the profile dummies (text, names, dates replaced; codes, numbers and references kept).
+    Other objects without pixels (encapsulated PDF or CDA, waveforms, RT plans) carry content the profile cannot
+    check and stay refused."""
+    from pydicom.uid import UID
+
+    name = UID(str(ds.get("SOPClassUID", "") or "")).name
+    return name.endswith("SR Storage") or name == "Key Object Selection Document Storage"
+
 #: Largest accepted file size limit, MB (2^20 MB = 1 TiB).
 MAX_FILE_MB = 1 << 20
 
@@ -133,8 +146,6 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from medanomaly.privacy.burned_in import needs_scan, redact_dataset
-
     try:
         size = path.stat().st_size
     except OSError:
@@ -145,13 +156,31 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, Exception):  # noqa: BLE001 - any reader failure: refuse, go on
         raise Refused("not a readable DICOM file") from None
-    if not any(t in ds for t in _PIXEL_TAGS):
+    document = is_document(ds)
+    if not document and not any(t in ds for t in _PIXEL_TAGS):
         raise Refused("no pixel data")
     if not all(str(ds.get(k, "") or "").strip() for k in _REQUIRED_UIDS):
         # The output path and the UID remap need them; such files are not valid image instances.
         raise Refused("missing a required UID (SOP Class, SOP Instance, Study or Series)")
     if _truncated(ds):
         raise Refused("pixel data cannot be decoded")
+    redaction = RedactionResult(scanned=False) if document else _redact(ds, config)
+    try:
+        outcome = deidentify_dataset(ds, key, config.options)
+        set_method(ds, config.options, pixels_cleaned=redaction.changed)
+        fix_file_meta(ds)
+    except NestedTooDeep:
+        raise Refused(TOO_DEEP) from None
+    except Exception:  # noqa: BLE001 - never echo a value; the audit gets a fixed reason
+        raise Refused("de-identification failed") from None
+    rel = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    return FileResult(ds, outcome, redaction, rel)
+
+
+def _redact(ds, config: DeidConfig) -> RedactionResult:
+    """Burned-in text found and blanked in an image's pixels (:mod:`medanomaly.privacy.burned_in`)."""
+    from medanomaly.privacy.burned_in import needs_scan, redact_dataset
+
     try:
         terms = phi_terms(ds) if needs_scan(ds, config.burned_in) else []
     except Exception:  # noqa: BLE001 - a malformed header value: refuse, never print it
@@ -168,16 +197,7 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
     if flagged and redaction.scanned and not redaction.regions:
         # the device says there is text and we see none: our detector may have missed it
         raise Refused("burned-in annotation flagged but no text found (review by hand)")
-    try:
-        outcome = deidentify_dataset(ds, key, config.options)
-        set_method(ds, config.options, pixels_cleaned=redaction.changed)
-        fix_file_meta(ds)
-    except NestedTooDeep:
-        raise Refused(TOO_DEEP) from None
-    except Exception:  # noqa: BLE001 - never echo a value; the audit gets a fixed reason
-        raise Refused("de-identification failed") from None
-    rel = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
-    return FileResult(ds, outcome, redaction, rel)
+    return redaction
 
 
 def _truncated(ds) -> bool:

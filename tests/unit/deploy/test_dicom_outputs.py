@@ -189,3 +189,34 @@ def test_outputs_for_a_dicom_folder_and_refusal_for_nifti(ct_series, tmp_path: P
     nifti = write(ct, tmp_path / "ct.nii.gz")
     with pytest.raises(InputError, match="need a DICOM source series"):
         write_dicom_outputs_for_path(nifti, ct, prediction, tmp_path / "o2")
+
+
+def test_a_study_with_our_seg_and_sr_can_be_shared_de_identified_and_stays_valid(ct_series, tmp_path: Path) -> None:
+    """deid refused every SR ('no pixel data'), so a study could not be shared with medanomaly's own report, and it
+    emptied the SEG's Algorithm Name / Version and Tracking ID (Type 1 / 1C: dciodvfy errors). Now the SR is
+    de-identified by the profile (its Content Sequence dummied: text replaced; codes, numbers and references kept),
+    and SEG and SR pass dciodvfy with their references pointing at the de-identified CT and SEG."""
+    import shutil
+
+    import highdicom as hd
+
+    from medanomaly.privacy.deid import DeidConfig, deidentify_folder
+
+    ct, files = ct_series
+    out = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "out", run_id="r1")
+    study = tmp_path / "study"
+    study.mkdir()
+    for path in [*files, out.seg, out.sr]:
+        shutil.copy(path, study / f"{path.parent.name}_{path.name}")
+    summary = deidentify_folder(study, tmp_path / "deid", b"k" * 32, DeidConfig(burned_in="never"))
+    assert summary.refused == 0
+    written = {pydicom.dcmread(p).Modality: p for p in (tmp_path / "deid").rglob("*.dcm")}
+    instances = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (tmp_path / "deid").rglob("*.dcm")}
+    assert dciodvfy(written["SEG"]).errors == [] and dciodvfy(written["SR"]).errors == []
+    rows = read_sr_lesions(written["SR"])
+    assert [r["seg_sop_instance_uid"] for r in rows] == [hd.seg.segread(written["SEG"]).SOPInstanceUID] * 2
+    assert rows[0]["volume_ml"] == pytest.approx(read_sr_lesions(out.sr)[0]["volume_ml"])  # measurements kept
+    assert rows[0]["tracking_id"] != "Lesion 1"  # free text dummied, as PS3.15 Annex E says for the Content Sequence
+    seg = pydicom.dcmread(written["SEG"])
+    refs = [str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    assert refs and set(refs) <= instances
