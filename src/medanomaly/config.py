@@ -186,7 +186,8 @@ def parse_config(data: dict[str, Any], source: str | Path = "<config>") -> RunCo
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}: {first['msg']} ({exc.error_count()} error(s))", source) from None
+        message = first["msg"].removeprefix("Value error, ")  # a validator's own sentence, not pydantic's wording
+        raise ConfigError(f"{where + ': ' if where else ''}{message} ({exc.error_count()} error(s))", source) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

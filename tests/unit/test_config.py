@@ -104,3 +104,27 @@ def test_yaml_aliases_within_the_limits_still_load(tmp_path, toy_tasks):
     path.write_text(_alias_bomb(4) + "toy: {width: 4}\n")  # 9 ** 4 = 6,561 values: a legitimate size
     cfg = load_config(path)
     assert len(cfg.model.params["p"]) == 4 and cfg.model.params["p"][3][0][0][0] == ["x"] * 9
+
+
+@pytest.mark.parametrize("config, section, key, value, words", [
+    ("breast_mammo_detect_tiny.yaml", "train", "patch_size", [1, 33, 31],
+     "train.patch_size [1, 33, 31] must be a multiple of [1, 4, 4] (z, y, x) for heatmap_unet, e.g. [1, 32, 28]"),
+    ("breast_mammo_detect_tiny.yaml", "infer", "roi_size", [1, 95, 96],
+     "infer.roi_size [1, 95, 96] must be a multiple of [1, 4, 4] (z, y, x) for heatmap_unet, e.g. [1, 92, 96]"),
+    ("lung_nodule_tiny.yaml", "train", "patch_size", [7, 32, 32],
+     "train.patch_size [7, 32, 32] must be a multiple of [2, 4, 4] (z, y, x) for nodule_unet, e.g. [6, 32, 32]"),
+    ("lung_nodule_tiny.yaml", "infer", "roi_size", [8, 64, 66],
+     "infer.roi_size [8, 64, 66] must be a multiple of [2, 4, 4] (z, y, x) for nodule_unet, e.g. [8, 64, 64]"),
+])  # fmt: skip
+def test_a_window_the_network_cannot_take_is_one_line_before_any_work(tmp_path, config, section, key, value, words):
+    """A patch or sliding window the U-Net's poolings do not divide was a tensor-size traceback after the data was
+    simulated (train) or at the first window (detect)."""
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
+    data[section][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {words} (1 error(s))"

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, ordered_pair
-from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig
+from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig, check_window_sizes
 from medanomaly.detect.luna16_source import Luna16Section
 from medanomaly.preprocess.intensity import WINDOWS
 
@@ -171,3 +171,9 @@ class LungNoduleConfig(RunConfig):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     luna16: Luna16Section | None = None  # train/test on LUNA16 folds instead of simulation (detect.luna16_source)
+
+    @model_validator(mode="after")
+    def _window_sizes(self) -> LungNoduleConfig:
+        check_window_sizes(self.model.name, 3, {"train.patch_size": self.train.patch_size,
+                                                "infer.roi_size": self.infer.roi_size})  # fmt: skip
+        return self

@@ -41,6 +41,32 @@ def check_saved(params: Mapping[str, Any], sections: Sequence[type[Section]]) ->
         section.model_validate({k: v for k, v in params.items() if k in section.model_fields})
 
 
+#: Sizes (z, y, x) a network's input must be a multiple of, by name and spatial dims: its poolings halve them, and
+#: the U-Net's skip connections need the halves to line up (a patch of 33 x 31 was a tensor-size traceback).
+NETWORK_DIVISORS: dict[tuple[str, int], tuple[int, int, int]] = {
+    ("heatmap_unet", 2): (1, 4, 4),  # two in-plane poolings on one slice
+    ("heatmap_unet", 3): (4, 4, 4),
+    ("nodule_unet", 3): (2, 4, 4),  # DynUNet strides (1,1,1), (1,2,2), (2,2,2)
+}
+
+
+def check_window_sizes(model: str, spatial_dims: int, sizes: Mapping[str, Sequence[int]]) -> None:
+    """Each named window size (``train.patch_size``, ``infer.roi_size``; z, y, x) must be a multiple of the
+    network's :data:`NETWORK_DIVISORS` on every axis (a registered model of another name is not checked).
+
+    Raises:
+        ValueError: naming the size, the multiple and the nearest sizes that work (pydantic reports it).
+    """
+    divisor = NETWORK_DIVISORS.get((model, spatial_dims))
+    if divisor is None:
+        return
+    for name, size in sizes.items():
+        if any(int(n) % d for n, d in zip(size, divisor, strict=True)):
+            fixed = [max(d, int(n) // d * d) for n, d in zip(size, divisor, strict=True)]
+            raise ValueError(f"{name} {list(size)} must be a multiple of {list(divisor)} (z, y, x) for {model}, "
+                             f"e.g. {fixed}")  # fmt: skip
+
+
 class Finite(Section):
     """Sections whose floats must be finite (NaN / inf are refused at load)."""
 
@@ -222,4 +248,6 @@ class DetectionConfig(RunConfig):
             raise ValueError("a 2D detector needs train.patch_size and infer.roi_size with z = 1")
         if self.spatial_dims == 3:
             raise ValueError("spatial_dims 3 is served by the lung_nodule recipe for now (its 3D data source)")
+        check_window_sizes(self.model.name, self.spatial_dims,
+                           {"train.patch_size": self.train.patch_size, "infer.roi_size": self.infer.roi_size})
         return self

@@ -401,8 +401,11 @@ class HeatmapDetector:
     # ------------------------------------------------------------------ input
     @property
     def divisor(self) -> tuple[int, int, int]:
-        """Sizes the network needs (z, y, x): 4 in-plane, 4 in z for 3D, 1 for one slice."""
-        return (1 if self.spatial_dims == 2 else 4, 4, 4)
+        """Sizes the network needs (z, y, x): 4 in-plane, 4 in z for 3D, 1 for one slice
+        (:data:`medanomaly.detect.detection_config.NETWORK_DIVISORS`)."""
+        from medanomaly.detect.detection_config import NETWORK_DIVISORS
+
+        return NETWORK_DIVISORS.get((self.model_name, self.spatial_dims), (1 if self.spatial_dims == 2 else 4, 4, 4))
 
     def preprocessing_steps(self) -> list[dict[str, Any]]:
         """The recorded input pipeline (``model.json`` ``preprocessing``)."""

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -38,9 +39,17 @@ def is_main_process() -> bool:
 
 
 def default_out(verb: str, name: str) -> Path:
-    """The one default output rule of every verb that writes: ``runs/<verb>-<name>-<YYYYmmdd-HHMMSS>``."""
+    """The one default output rule of every verb that writes: ``runs/<verb>-<name>-<YYYYmmdd-HHMMSS>``, always one
+    folder inside ``runs/``: ``name`` (a config's ``name``, an input's file name) keeps letters, digits, ``.``, ``_``
+    and ``-``, anything else becomes ``_`` (a config named ``../../../x`` wrote its run outside ``runs/``).
+
+    Example:
+        >>> default_out("train", "../../etc/x").parent, default_out("train", "../../etc/x").name[:18]
+        (PosixPath('runs'), 'train-.._.._etc_x-')
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{verb}-{name}-{stamp}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
+    return Path("runs") / f"{verb}-{safe}-{stamp}"
 
 
 def get_task(name: str, where: Any = None) -> Any:

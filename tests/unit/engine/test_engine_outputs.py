@@ -4,6 +4,8 @@ map removes an earlier prediction's findings and map of that name (they no longe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,13 @@ def test_a_prediction_whose_map_cannot_be_written_leaves_the_earlier_one_whole(t
     with pytest.raises(OSError, match="No space left on device"):
         write_prediction(tmp_path, "x.nrrd", changed)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil", "a/b", "..", "x\ny", "/etc/passwd", ""])
+def test_a_default_output_folder_stays_one_folder_inside_runs(name):
+    """A config named '../../../x' (train without -o) wrote its run outside runs/, three levels up."""
+    from medanomaly.engine.verbs import default_out
+
+    out = default_out("train", name)
+    assert out.parent == Path("runs") and len(out.parts) == 2 and ".." not in out.parts
+    assert "/" not in out.name and "\n" not in out.name
