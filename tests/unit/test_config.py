@@ -128,3 +128,24 @@ def test_a_window_the_network_cannot_take_is_one_line_before_any_work(tmp_path, 
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value) == f"{path}: {words} (1 error(s))"
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("data", "train", [], "data: train names no brain: give one"),
+    ("data", "val", [], "data: val names no brain: give one"),
+    ("data", "train", ["ch2", "mni152", "ch2"], "data: train names 'ch2' twice: each volume counts once"),
+    ("evaluate", "cases", ["brain2", "brain2"], "evaluate.cases: cases names 'brain2' twice: each volume counts once"),
+    ("threshold", "sigmas", [], "threshold.sigmas: Tuple should have at least 1 item after validation, not 0"),
+])  # fmt: skip
+def test_anomaly_lists_name_each_volume_once(tmp_path, section, key, value, words):
+    """An empty training list was a NumPy traceback after the data work; a brain named 50 times trained on 50 copies
+    of it without a word."""
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "anomaly_tiny.yaml").read_text())
+    data[section][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {words} (1 error(s))"

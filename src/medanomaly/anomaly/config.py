@@ -26,7 +26,7 @@ are not used::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +39,19 @@ __all__ = ["AnomalyConfig"]
 MIN_SIZE, MAX_SIZE = 16, 512
 
 
+#: Most volumes a list of the config may name (each is read and registered or sliced).
+MAX_NAMED = 1000
+
+
+def check_named_once(field: str, names: tuple[str, ...]) -> None:
+    """A ValueError (pydantic reports it) naming the first name ``field`` lists twice."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{field} names {name!r} twice: each volume counts once")
+        seen.add(name)
+
+
 class AnomalyDataConfig(Section):
     """Normal training and validation data: brains (``NORMAL_BRAINS`` names, ``real_data`` keys or
     paths) or, with ``domain: chest_ct``, chest CTs whose lesion (plus a margin) is excluded."""
@@ -46,8 +59,8 @@ class AnomalyDataConfig(Section):
     model_config = ConfigDict(allow_inf_nan=False)
 
     domain: Literal["brain_mr", "chest_ct", "folder2d"] = "brain_mr"
-    train: tuple[str, ...] = ("mni152", "ch2")
-    val: tuple[str, ...] = ("ch2better",)
+    train: tuple[str, ...] = Field(("mni152", "ch2"), max_length=MAX_NAMED)
+    val: tuple[str, ...] = Field(("ch2better",), max_length=MAX_NAMED)
     size: int = Field(96, ge=MIN_SIZE, le=MAX_SIZE)
     slab_mm: float = Field(5.0, ge=0.0, le=20.0)
     step_mm: float = Field(2.0, ge=0.0, le=20.0)
@@ -71,6 +84,17 @@ class AnomalyDataConfig(Section):
             raise ValueError(f"unknown CT window {value!r}; valid: {', '.join(WINDOWS)}")
         return value
 
+    @model_validator(mode="after")
+    def _named_once(self) -> "AnomalyDataConfig":
+        """Brains and CTs are named at least once and at most once: an empty list was a NumPy traceback after the
+        data work, a name given 50 times trained on 50 copies of one volume without a word."""
+        for field in ("train", "val"):
+            names = getattr(self, field)
+            if not names and self.domain != "folder2d":
+                raise ValueError(f"{field} names no {'CT' if self.domain == 'chest_ct' else 'brain'}: give one")
+            check_named_once(field, names)
+        return self
+
 
 class AnomalyTrainConfig(Section):
     model_config = ConfigDict(allow_inf_nan=False)
@@ -88,19 +112,27 @@ class AnomalyThresholdConfig(Section):
     model_config = ConfigDict(allow_inf_nan=False)
 
     target_fpr: float = Field(0.01, gt=0.0, lt=1.0)
-    sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
+    # Gaussian smoothings (mm) of the map the validation chooses from: at least one (none was a max() traceback)
+    sigmas: tuple[Annotated[float, Field(ge=0.0, le=100.0)], ...] = Field((0.0, 1.0, 2.0, 3.0), min_length=1,
+                                                                          max_length=50)
 
 
 class AnomalyEvaluateConfig(Section):
     """The case study; ``simulated_nodules`` (chest CT only): held-out simulated nodules (SYNTHETIC,
     LIDC test-split shapes) inserted in each test CT's lungs, scored apart from its real lesion."""
 
-    cases: tuple[str, ...] = ("brain1", "brain2")
+    cases: tuple[str, ...] = Field(("brain1", "brain2"), max_length=MAX_NAMED)
     n_bootstrap: int = Field(1000, ge=0, le=100_000)
     min_finding_ml: float = Field(0.1, ge=0.0)
     max_fpr: float = Field(0.3, gt=0.0, le=1.0)  # AUPRO integration limit
     simulated_nodules: int = Field(0, ge=0, le=20)
     simulated_seed: int = 0
+
+    @field_validator("cases")
+    @classmethod
+    def _cases_once(cls, cases: tuple[str, ...]) -> tuple[str, ...]:
+        check_named_once("cases", cases)
+        return cases
 
 
 class AnomalyConfig(RunConfig):
