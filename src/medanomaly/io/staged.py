@@ -45,10 +45,13 @@ def _fsync(path: Path) -> None:
 
 def disk_full(folder: Path) -> bool:
     """True when ``folder``'s file system has less than :data:`FULL_BELOW_BYTES` left for this process (root may
-    use the blocks a file system reserves; others may not)."""
+    use the blocks a file system reserves; others may not). A file system that reports no size at all (some FUSE
+    mounts answer zeros) is never taken for full."""
     if not hasattr(os, "statvfs"):
         return False
     st = os.statvfs(folder)
+    if st.f_blocks == 0:
+        return False
     blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
     return blocks * st.f_frsize < FULL_BELOW_BYTES
 

@@ -89,9 +89,9 @@ def test_a_writer_that_stops_short_on_a_full_disk_without_an_error_is_a_failure(
         with open(name, "wb") as fh:
             fh.write(b"\x1f\x8b cut")  # and the file system is now full
 
-    statvfs = namedtuple("statvfs", "f_bfree f_bavail f_frsize")
+    statvfs = namedtuple("statvfs", "f_blocks f_bfree f_bavail f_frsize")
     monkeypatch.setattr(sitk, "WriteImage", silently_short)
-    monkeypatch.setattr(os, "statvfs", lambda path: statvfs(3, 0, 4096))
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs(1000, 3, 0, 4096))
     with pytest.raises(OSError, match="No space left on device"):  # the CLI prints it as one line, exit 2
         write(_volume(8), target)
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]
@@ -127,3 +127,15 @@ def test_weights_are_written_whole_readable_like_any_file_and_a_full_disk_is_one
         write_safetensors(target, full)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_a_file_system_that_reports_no_size_is_not_taken_for_full(tmp_path, monkeypatch):
+    """Some FUSE mounts answer statvfs with zeros: every write there would have been refused as a full disk."""
+    import os
+    from collections import namedtuple
+
+    statvfs = namedtuple("statvfs", "f_blocks f_bfree f_bavail f_frsize")
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs(0, 0, 0, 0))
+    target = tmp_path / "out.nii.gz"
+    write(_volume(), target)
+    assert read(target).shape == (3, 8, 9)
