@@ -281,6 +281,9 @@ def test_disk_full_is_507_and_leaves_no_half_stored_study(service, monkeypatch, 
     assert r.status_code == 507 and "nearly full" in r.json()["detail"]
     assert not any(studies.iterdir())
 
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, 0))  # a mount that reports no size
+    r = post(client, [nifti_bytes(tmp)])
+    assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done"
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1 << 40))
     r = post(client, [nifti_bytes(tmp)])
     assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done"

@@ -78,8 +78,8 @@ def check_free_space(folder: Path, upload_bytes: int, limits: IngestLimits) -> N
     Raises:
         UploadRefused: 507 when storing it would leave less than ``limits.min_free_bytes`` free.
     """
-    free = shutil.disk_usage(folder).free
-    if free < limits.min_free_bytes + upload_bytes:
+    usage = shutil.disk_usage(folder)
+    if usage.total and usage.free < limits.min_free_bytes + upload_bytes:  # total 0: a mount that reports no size
         raise UploadRefused(507, "the server's disk is nearly full: the upload was not stored; retry later")
 
 
