@@ -149,3 +149,22 @@ def test_anomaly_lists_name_each_volume_once(tmp_path, section, key, value, word
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value) == f"{path}: {words} (1 error(s))"
+
+
+@pytest.mark.parametrize("sources, words", [
+    ([], "simulation.sources names no chest CT: give one (or a luna16 section)"),
+    ([{"case": "lung1"}, {"case": "lung2"}, {"case": "lung1"}],
+     "simulation.sources: names the chest CT 'lung1' twice: each source counts once (more scans per source: "
+     "train_scans_per_source)"),
+])  # fmt: skip
+def test_lung_sources_name_each_ct_once(tmp_path, sources, words):
+    """No source was a traceback after the data work; lung1 listed 50 times ran on without end."""
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_tiny.yaml").read_text())
+    data.setdefault("simulation", {})["sources"] = sources
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {words} (1 error(s))"

@@ -55,7 +55,7 @@ class SourceConfig(Finite):
 class SimulationConfig(Finite):
     """How the simulated training and held-out scans are made (see ``medanomaly.detect.simulate``)."""
 
-    sources: tuple[SourceConfig, ...] = (SourceConfig(case="lung1"), SourceConfig(case="lung2"))
+    sources: tuple[SourceConfig, ...] = Field((SourceConfig(case="lung1"), SourceConfig(case="lung2")), max_length=1000)
     exclude_margin_mm: float = Field(20.0, ge=0.0, le=200.0)
     train_side: Literal[1, 2] = 1  # 1 = right lung for training, the left lung (2) is held out
     train_scans_per_source: int = Field(3, ge=1, le=1000)
@@ -76,6 +76,19 @@ class SimulationConfig(Finite):
     # and held-out scans always keep the library's mix.
     non_solid_weight: float = Field(1.0, ge=1.0, le=20.0)
     val_scans_per_source: int = Field(1, ge=0, le=1000)  # validation scans (learning curve); 0 = none
+
+    @field_validator("sources")
+    @classmethod
+    def _each_source_once(cls, sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        """A CT listed twice was simulated twice as often without a word (50 times: a run that never ended)."""
+        seen: set[str] = set()
+        for source in sources:
+            key = source.case or str(source.image)
+            if key in seen:
+                raise ValueError(f"names the chest CT {key!r} twice: each source counts once "
+                                 "(more scans per source: train_scans_per_source)")  # fmt: skip
+            seen.add(key)
+        return sources
 
     @field_validator("diameter_range_mm", "procedural_diameter_range_mm")
     @classmethod
@@ -174,6 +187,8 @@ class LungNoduleConfig(RunConfig):
 
     @model_validator(mode="after")
     def _window_sizes(self) -> LungNoduleConfig:
+        if not self.simulation.sources and self.luna16 is None:  # an empty list was a traceback after the data work
+            raise ValueError("simulation.sources names no chest CT: give one (or a luna16 section)")
         check_window_sizes(self.model.name, 3, {"train.patch_size": self.train.patch_size,
                                                 "infer.roi_size": self.infer.roi_size})  # fmt: skip
         return self
