@@ -9,7 +9,9 @@ against :func:`max_parameters`. Only then is it made for real.
 
 A factory that cannot build from its parameters (``nodule_unet needs 3 filter sizes``, a negative
 width, an unknown variant: TypeError, ValueError, IndexError, KeyError, AssertionError, RuntimeError)
-raises :class:`~medanomaly.errors.ConfigError` naming the model and the reason, instead of a traceback.
+raises :class:`~medanomaly.errors.ConfigError` naming the model and the reason, instead of a traceback. So does a
+network with a layer of no weights (a width or filter size of 0): PyTorch builds it, and it failed at its first
+forward pass, after the data work, with a convolution's traceback.
 
 Example:
     >>> from medanomaly.registry import MODELS
@@ -60,6 +62,10 @@ def parameter_count(name: str, factory: Callable[..., Any], kwargs: dict[str, An
         return None
     if not isinstance(net, torch.nn.Module):
         return None
+    empty = next((key for key, p in net.named_parameters() if p.numel() == 0), None)
+    if empty is not None:
+        raise ConfigError(f"model {name!r} cannot be built from its parameters (layer {empty!r} has no weights: a "
+                          "width or filter size of 0?)")  # fmt: skip
     return sum(p.numel() for p in net.parameters())
 
 

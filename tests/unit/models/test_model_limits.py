@@ -44,6 +44,8 @@ def test_the_limit_counts_exactly_and_can_be_raised_or_lowered(monkeypatch):
 @pytest.mark.parametrize("name, params, reason", [
     ("nodule_unet", {"filters": (4, 8)}, "ValueError: nodule_unet needs 3 filter sizes, got [4, 8]"),
     ("compact_cnn", {"widths": (-4,)}, "RuntimeError: Trying to create tensor with negative dimension"),
+    ("nodule_unet", {"filters": (0, 0, 0)}, "has no weights: a width or filter size of 0?"),
+    ("compact_cnn", {"widths": (0, 8)}, "has no weights: a width or filter size of 0?"),
     ("resnet", {"depth": 7}, "ValueError: depth must be one of"),
     ("fusion_decision", {"modalities": ("T1", "PD"), "combine": "nope"}, "ValueError: combine must be one of"),
 ])  # fmt: skip
