@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medanomaly.errors import ConfigError
 from medanomaly.jsonio import write_text_atomic
@@ -33,6 +33,24 @@ class ComponentConfig(Section):
 
     name: str
     params: dict[str, Any] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """No NaN or infinity anywhere in the parameters: a NaN dropout or seed passed every check of the
+        component and failed at its first use, after the data work, as a traceback."""
+        import math
+
+        def check(value: Any, where: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} is {value}: give a finite number")
+            for key, item in value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+                    value, (list, tuple)) else ():
+                check(item, f"{where}.{key}")
+
+        for key, value in params.items():
+            check(value, str(key))
+        return params
 
 
 def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, float] | None:

@@ -101,7 +101,7 @@ class Registry(Generic[T]):
         except ValueError:  # no signature to check (a builtin): the call itself will say
             pass
         if self._builder is None:
-            return factory(**kwargs)
+            return _called(self.kind, name, factory, kwargs)
         module, function = self._builder.split(":")
         return getattr(importlib.import_module(module), function)(name, factory, kwargs)
 
@@ -129,6 +129,22 @@ def _parameters(factory: Any) -> str:
 
 
 #: Networks (classifiers, detectors, segmenters, fusion heads) by name.
+
+def _called(kind: str, name: str, factory: Any, kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``; a factory that checks its own arguments (pydantic's ``validate_call``: bounds of a
+    phantom's size or patient count) refuses them as one :class:`ConfigError` naming the component."""
+    from pydantic import ValidationError
+
+    try:
+        return factory(**kwargs)
+    except ValidationError as exc:
+        if exc.title != getattr(factory, "__name__", None):  # raised inside the factory's work, not by its arguments
+            raise
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{kind} {name!r}: {where}: {message}") from None
+
 MODELS: Registry[Callable[..., Any]] = Registry(
     "model", populate=("medanomaly.models",), builder="medanomaly.models.limits:build_within_limits"
 )

@@ -168,3 +168,42 @@ def test_lung_sources_name_each_ct_once(tmp_path, sources, words):
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value) == f"{path}: {words} (1 error(s))"
+
+
+@pytest.mark.parametrize("where, value, words", [
+    (("model", "params", "dropout"), float("nan"), "model.params: dropout is nan: give a finite number (1 error(s))"),
+    (("data", "dataset", "params", "seed"), float("nan"),
+     "data.dataset.params: seed is nan: give a finite number (1 error(s))"),
+])  # fmt: skip
+def test_a_component_parameter_that_is_not_finite_is_refused_at_load(tmp_path, where, value, words):
+    """A NaN dropout built, then failed at the first forward pass; a NaN seed failed in NumPy: tracebacks."""
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "breast_3class.yaml").read_text())
+    node = data
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {words}"
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"n_patients": 10**9}, "n_patients: Input should be less than or equal to 100000"),
+    ({"size": 10**9}, "size: Input should be less than or equal to 4096"),
+    ({"split_fractions": [-0.6, -0.2, -0.2]}, "split_fractions.0: Input should be greater than or equal to 0"),
+    ({"split_fractions": [0.6, 0.6, 0.2]}, "split_fractions: train / val / test fractions must add up to 1"),
+    ({"two_view_fraction": 2.0}, "two_view_fraction: Input should be less than or equal to 1"),
+])  # fmt: skip
+def test_a_phantom_cohort_checks_its_parameters_before_drawing(tmp_path, params, words):
+    """The classification datasets' params are free: 10^9 patients ran on without end, 10^9-pixel images were a
+    NumPy traceback, negative split fractions were used as they were."""
+    from medanomaly.registry import DATASETS
+
+    with pytest.raises(ConfigError) as error:
+        DATASETS.create("mammo_phantom", cache_dir=tmp_path, **params)
+    assert str(error.value).startswith(f"dataset 'mammo_phantom': {words}")
+    assert not any(tmp_path.iterdir())

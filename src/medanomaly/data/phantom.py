@@ -25,11 +25,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, validate_call
 
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.data.lesions2d import CLASSES, LesionSet
 from medanomaly.registry import DATASETS
+
+
+def _split(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"train / val / test fractions must add up to 1, got {list(fractions)}")
+    return fractions
+
+
+#: Bounds of the phantom cohorts' parameters, checked before anything is drawn (a config's ``dataset.params`` are
+#: free: 10^9 patients ran on without end, a size of 10^9 pixels was a NumPy traceback, negative fractions were
+#: taken as they were).
+Patients = Annotated[int, Field(ge=3, le=100_000)]
+Side = Annotated[int, Field(ge=32, le=4096)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Split = Annotated[tuple[Fraction, Fraction, Fraction], AfterValidator(_split)]
+_CHECKED = validate_call(config={"arbitrary_types_allowed": True})
 
 
 def synth_cache_dir() -> Path:
@@ -40,13 +59,14 @@ def synth_cache_dir() -> Path:
 
 
 @DATASETS.register("mammo_phantom")
+@_CHECKED
 def load_mammo_phantom(
-    n_patients: int = 300,
-    size: int = 128,
-    seed: int = 0,
+    n_patients: Patients = 300,
+    size: Side = 128,
+    seed: Seed = 0,
     labels: Sequence[str] = ("benign", "uncertain", "malignant"),
-    two_view_fraction: float = 0.5,
-    split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    two_view_fraction: Fraction = 0.5,
+    split_fractions: Split = (0.6, 0.2, 0.2),
     cache_dir: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     image_size: Sequence[int] = (128, 128),
@@ -162,11 +182,12 @@ def load_us_phantom_lesions(
 
 
 @DATASETS.register("us_phantom")
+@_CHECKED
 def load_us_phantom(
-    n_patients: int = 200,
-    size: Sequence[int] = (256, 256),
-    seed: int = 0,
-    normal_fraction: float = 0.0,
+    n_patients: Patients = 200,
+    size: Side | tuple[Side, Side] = (256, 256),
+    seed: Seed = 0,
+    normal_fraction: Fraction = 0.0,
     class_names: Sequence[str] | None = None,
     image_size: Sequence[int] = (128, 128),
     channels: int = 1,
