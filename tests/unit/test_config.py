@@ -106,6 +106,22 @@ def test_yaml_aliases_within_the_limits_still_load(tmp_path, toy_tasks):
     assert len(cfg.model.params["p"]) == 4 and cfg.model.params["p"][3][0][0][0] == ["x"] * 9
 
 
+def _refusal(tmp_path, config: str, where: tuple[str, ...], value) -> str:
+    """The one-line error of configs/<config> with the value at ``where`` (keys, created as needed) replaced."""
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
+    node = data
+    for key in where[:-1]:
+        node = node.setdefault(key, {})
+    node[where[-1]] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    return str(error.value).removeprefix(f"{path}: ")
+
+
 @pytest.mark.parametrize("config, section, key, value, words", [
     ("breast_mammo_detect_tiny.yaml", "train", "patch_size", [1, 33, 31],
      "train.patch_size [1, 33, 31] must be a multiple of [1, 4, 4] (z, y, x) for heatmap_unet, e.g. [1, 32, 28]"),
@@ -119,15 +135,7 @@ def test_yaml_aliases_within_the_limits_still_load(tmp_path, toy_tasks):
 def test_a_window_the_network_cannot_take_is_one_line_before_any_work(tmp_path, config, section, key, value, words):
     """A patch or sliding window the U-Net's poolings do not divide was a tensor-size traceback after the data was
     simulated (train) or at the first window (detect)."""
-    from pathlib import Path
-
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
-    data[section][key] = value
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value) == f"{path}: {words} (1 error(s))"
+    assert _refusal(tmp_path, config, (section, key), value) == f"{words} (1 error(s))"
 
 
 @pytest.mark.parametrize("section, key, value, words", [
@@ -140,15 +148,7 @@ def test_a_window_the_network_cannot_take_is_one_line_before_any_work(tmp_path, 
 def test_anomaly_lists_name_each_volume_once(tmp_path, section, key, value, words):
     """An empty training list was a NumPy traceback after the data work; a brain named 50 times trained on 50 copies
     of it without a word."""
-    from pathlib import Path
-
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "anomaly_tiny.yaml").read_text())
-    data[section][key] = value
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value) == f"{path}: {words} (1 error(s))"
+    assert _refusal(tmp_path, "anomaly_tiny.yaml", (section, key), value) == f"{words} (1 error(s))"
 
 
 @pytest.mark.parametrize("sources, words", [
@@ -159,15 +159,7 @@ def test_anomaly_lists_name_each_volume_once(tmp_path, section, key, value, word
 ])  # fmt: skip
 def test_lung_sources_name_each_ct_once(tmp_path, sources, words):
     """No source was a traceback after the data work; lung1 listed 50 times ran on without end."""
-    from pathlib import Path
-
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "lung_nodule_tiny.yaml").read_text())
-    data.setdefault("simulation", {})["sources"] = sources
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value) == f"{path}: {words} (1 error(s))"
+    assert _refusal(tmp_path, "lung_nodule_tiny.yaml", ("simulation", "sources"), sources) == f"{words} (1 error(s))"
 
 
 @pytest.mark.parametrize("where, value, words", [
@@ -177,18 +169,7 @@ def test_lung_sources_name_each_ct_once(tmp_path, sources, words):
 ])  # fmt: skip
 def test_a_component_parameter_that_is_not_finite_is_refused_at_load(tmp_path, where, value, words):
     """A NaN dropout built, then failed at the first forward pass; a NaN seed failed in NumPy: tracebacks."""
-    from pathlib import Path
-
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "breast_3class.yaml").read_text())
-    node = data
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value) == f"{path}: {words}"
+    assert _refusal(tmp_path, "breast_3class.yaml", where, value) == words
 
 
 @pytest.mark.parametrize("params, words", [
