@@ -188,3 +188,10 @@ def test_a_phantom_cohort_checks_its_parameters_before_drawing(tmp_path, params,
         DATASETS.create("mammo_phantom", cache_dir=tmp_path, **params)
     assert str(error.value).startswith(f"dataset 'mammo_phantom': {words}")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_fusion_encoder_deeper_than_its_crops_is_refused_at_load(tmp_path):
+    """Six width levels on 32 x 32 crops pooled them to nothing: a PyTorch traceback at the first batch."""
+    words = _refusal(tmp_path, "fusion_brain_sim.yaml", ("model", "params", "widths"), [4, 4, 4, 4, 4, 4, 4])
+    assert words == ("model: 7 width levels halve a 64-pixel crop side 7 times, to nothing; use at most 6 levels or "
+                     "larger crops (data.size) (1 error(s))")

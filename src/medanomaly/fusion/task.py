@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section, ordered_pair
 from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
 from medanomaly.fusion.model import run_info
+from medanomaly.models.fusion_common import ENCODER_WIDTHS
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
 
@@ -105,6 +106,21 @@ class FusionConfig(RunConfig):
     model: ComponentConfig = ComponentConfig(name="fusion_feature")
     train: FusionTrainConfig = FusionTrainConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
+
+    @model_validator(mode="after")
+    def _encoders_fit_the_crops(self) -> FusionConfig:
+        """Each width level of a fusion encoder halves the crop (max pooling, :func:`conv_encoder`): more levels
+        than the smallest crop side allows (6 on 32 x 32) was a PyTorch traceback at the first batch."""
+        smallest = min(self.data.size)
+        models = [("model", self.model)] + [(f"benchmark.variants.{i}.model", v.model)
+                                            for i, v in enumerate(self.benchmark.variants)]  # fmt: skip
+        for where, model in models:
+            widths = model.params.get("widths", ENCODER_WIDTHS)
+            if isinstance(widths, (list, tuple)) and 2 ** len(widths) > smallest:
+                raise ValueError(f"{where}: {len(widths)} width levels halve a {smallest}-pixel crop side "
+                                 f"{len(widths)} times, to nothing; use at most {smallest.bit_length() - 1} levels "
+                                 "or larger crops (data.size)")  # fmt: skip
+        return self
 
 
 @dataclass(frozen=True, eq=False)

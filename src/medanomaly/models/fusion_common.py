@@ -55,7 +55,11 @@ def fusion_names() -> list[str]:
     return model_names_for_task(TASK)
 
 
-def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0):
+#: The encoders' default channels per level (each level ends in a 2x max pooling).
+ENCODER_WIDTHS = (16, 32, 64)
+
+
+def conv_encoder(in_channels: int, spatial_dims: int, widths: Sequence[int] = ENCODER_WIDTHS, dropout: float = 0.0):
     """Conv(3)-BatchNorm-ReLU-MaxPool blocks, then global max+average pooling: (B, C, *S) -> (B, 2*widths[-1])."""
     from monai.networks.layers import Act, Conv, Norm, Pool
     from torch import nn
