@@ -12,13 +12,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medanomaly.errors import ConfigError
+from medanomaly.errors import ConfigError, first_reason
 from medanomaly.jsonio import write_text_atomic
 
 
@@ -44,13 +45,34 @@ class ComponentConfig(Section):
         def check(value: Any, where: str) -> None:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{where} is {value}: give a finite number")
-            for key, item in value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
-                    value, (list, tuple)) else ():
+            if isinstance(value, dict):
+                children = value.items()
+            elif isinstance(value, (list, tuple)):
+                children = enumerate(value)
+            else:
+                return
+            for key, item in children:
                 check(item, f"{where}.{key}")
 
         for key, value in params.items():
             check(value, str(key))
         return params
+
+
+def first_repeat(values: Iterable[Hashable]) -> Hashable | None:
+    """The first value that appears a second time in ``values``, or None (for validators of lists that name each
+    volume once).
+
+    Example:
+        >>> first_repeat(["ch2", "mni152", "ch2"]), first_repeat(["lung1", "lung2"])
+        ('ch2', None)
+    """
+    seen: set[Hashable] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -202,10 +224,7 @@ def parse_config(data: dict[str, Any], source: str | Path = "<config>") -> RunCo
     try:
         return task.config_class.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")  # a validator's own sentence, not pydantic's wording
-        raise ConfigError(f"{where + ': ' if where else ''}{message} ({exc.error_count()} error(s))", source) from None
+        raise ConfigError(f"{first_reason(exc)} ({exc.error_count()} error(s))", source) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -85,15 +85,23 @@ def unfit_file(path: str | Path, what: str) -> Iterator[None]:
         raise InputError(f"{what} do not fit ({type(exc).__name__}: {first_reason(exc)})", path) from None
 
 
+def named_os_error(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` (same errno and reason, so the same OSError subclass) naming ``path``: a write into a full disk, or a
+    library's error about its own temporary file, names no file the user asked for."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def first_reason(exc: Exception) -> str:
     """The first line of an error; for pydantic's ValidationError (whose first line only counts the errors) the
-    first error's field and message, e.g. ``grow_min_hu: Input should be a valid number``."""
+    first error's field and message, e.g. ``grow_min_hu: Input should be a valid number`` (a validator's own
+    sentence without the ``Value error,`` pydantic puts before it)."""
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError) and exc.errors():
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
-        return f"{field}: {error['msg']}" if field else str(error["msg"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{field}: {message}" if field else message
     return (str(exc).splitlines() or [""])[0]
 
 

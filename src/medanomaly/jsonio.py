@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, named_os_error
 
 __all__ = [
     "JsonLimitError",
@@ -120,7 +120,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], private: b
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:  # a write or flush into a full disk names no file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+            raise named_os_error(exc, path) from None
         raise
     return path
 

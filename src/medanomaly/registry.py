@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from medanomaly.errors import ConfigError
+from medanomaly.errors import ConfigError, first_reason
 
 T = TypeVar("T")
 
@@ -128,8 +128,6 @@ def _parameters(factory: Any) -> str:
     return ", ".join(names) or "(none)"
 
 
-#: Networks (classifiers, detectors, segmenters, fusion heads) by name.
-
 def _called(kind: str, name: str, factory: Any, kwargs: dict[str, Any]) -> Any:
     """``factory(**kwargs)``; a factory that checks its own arguments (pydantic's ``validate_call``: bounds of a
     phantom's size or patient count) refuses them as one :class:`ConfigError` naming the component."""
@@ -140,11 +138,10 @@ def _called(kind: str, name: str, factory: Any, kwargs: dict[str, Any]) -> Any:
     except ValidationError as exc:
         if exc.title != getattr(factory, "__name__", None):  # raised inside the factory's work, not by its arguments
             raise
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{kind} {name!r}: {where}: {message}") from None
+        raise ConfigError(f"{kind} {name!r}: {first_reason(exc)}") from None
 
+
+#: Networks (classifiers, detectors, segmenters, fusion heads) by name.
 MODELS: Registry[Callable[..., Any]] = Registry(
     "model", populate=("medanomaly.models",), builder="medanomaly.models.limits:build_within_limits"
 )

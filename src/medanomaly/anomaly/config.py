@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.config import ComponentConfig, RunConfig, Section, first_repeat
 
 __all__ = ["AnomalyConfig"]
 
@@ -45,11 +45,9 @@ MAX_NAMED = 1000
 
 def check_named_once(field: str, names: tuple[str, ...]) -> None:
     """A ValueError (pydantic reports it) naming the first name ``field`` lists twice."""
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{field} names {name!r} twice: each volume counts once")
-        seen.add(name)
+    repeated = first_repeat(names)
+    if repeated is not None:
+        raise ValueError(f"{field} names {repeated!r} twice: each volume counts once")
 
 
 class AnomalyDataConfig(Section):

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
-def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int = 512) -> None:
+def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int) -> None:
     """One line, exit 2, for an option no server can use, before the models load: a port over 65535 was an
     OverflowError traceback from the socket, a port in use uvicorn's log and exit 3, a negative upload limit or
     queue a server that refused every request."""

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, named_os_error
 from medanomaly.io.staged import disk_full
 
 __all__ = ["OPSET", "MATCH_LIMIT", "MAX_CALIBRATION", "GraphSpec", "graph_spec", "export_graph", "export_run", "torch_outputs",
@@ -261,7 +261,7 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     except OSError as exc:  # ONNX's writer names no file when the disk fills: name the package
         if exc.filename is not None:
             raise
-        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
+        raise named_os_error(exc, out) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

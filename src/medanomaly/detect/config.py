@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from medanomaly.config import ComponentConfig, RunConfig, ordered_pair
+from medanomaly.config import ComponentConfig, RunConfig, first_repeat, ordered_pair
 from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig, check_window_sizes
 from medanomaly.detect.luna16_source import Luna16Section
 from medanomaly.preprocess.intensity import WINDOWS
@@ -81,13 +81,10 @@ class SimulationConfig(Finite):
     @classmethod
     def _each_source_once(cls, sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
         """A CT listed twice was simulated twice as often without a word (50 times: a run that never ended)."""
-        seen: set[str] = set()
-        for source in sources:
-            key = source.case or str(source.image)
-            if key in seen:
-                raise ValueError(f"names the chest CT {key!r} twice: each source counts once "
-                                 "(more scans per source: train_scans_per_source)")  # fmt: skip
-            seen.add(key)
+        repeated = first_repeat(source.case or str(source.image) for source in sources)
+        if repeated is not None:
+            raise ValueError(f"names the chest CT {repeated!r} twice: each source counts once "
+                             "(more scans per source: train_scans_per_source)")  # fmt: skip
         return sources
 
     @field_validator("diameter_range_mm", "procedural_diameter_range_mm")

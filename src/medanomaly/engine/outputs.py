@@ -11,6 +11,7 @@ earlier prediction of that name as it was, never a new ``NAME.json`` beside no m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def prepare_output_dir(path: str | Path) -> Path:
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
                      context: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
     """Write one prediction's files into ``out_dir``; returns the paths written."""
+    from medanomaly.io import write
     from medanomaly.io.findings import write_findings
 
     out_dir = Path(out_dir)
@@ -92,20 +94,20 @@ def write_prediction(out_dir: str | Path, source: str | Path, prediction: Predic
     doc = {"image": Path(source).name, **(context or {}), **prediction.to_json()}
     record, findings, anomaly_map = (out_dir / f"{stem}{end}" for end in (".json", ".findings.json",
                                                                            "_anomaly_map.nii.gz"))  # fmt: skip
-    written = [path for path, made in ((anomaly_map, prediction.anomaly_map is not None),
-                                       (findings, bool(prediction.findings)), (record, True)) if made]  # fmt: skip
+    parts: list[tuple[Path, Callable[[Path], Any]]] = []  # the largest first: a full disk stops before the rest
+    if prediction.anomaly_map is not None:
+        parts.append((anomaly_map, lambda path: write(prediction.anomaly_map, path)))
+    if prediction.findings:
+        parts.append((findings, lambda path: write_findings(path, prediction.findings, image=Path(source).name,
+                                                            **(context or {}))))  # fmt: skip
 
-    def write_all(staged_record: Path) -> None:  # the largest first: a full disk stops it before the rest
-        stage = staged_record.parent
-        if prediction.anomaly_map is not None:
-            from medanomaly.io import write
-
-            write(prediction.anomaly_map, stage / anomaly_map.name)
-        if prediction.findings:
-            write_findings(stage / findings.name, prediction.findings, image=Path(source).name, **(context or {}))
+    def write_all(staged_record: Path) -> None:
+        for final, write_part in parts:
+            write_part(staged_record.parent / final.name)
         write_json(staged_record, doc)
 
     write_staged(record, write_all)
+    written = [final for final, _ in parts] + [record]
     for stale in {findings, anomaly_map} - set(written):  # an earlier prediction's, no longer true beside this one
         stale.unlink(missing_ok=True)
     return written

@@ -27,8 +27,8 @@ from medanomaly.engine.run import RunInfo, write_run_info
 from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
 from medanomaly.fusion.model import run_info
-from medanomaly.models.fusion_common import ENCODER_WIDTHS
 from medanomaly.jsonio import write_json
+from medanomaly.models.fusion_common import ENCODER_WIDTHS
 from medanomaly.registry import TASKS
 
 #: The weights file of a fusion run.

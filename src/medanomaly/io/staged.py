@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medanomaly.errors import named_os_error
+
 __all__ = ["FULL_BELOW_BYTES", "disk_full", "save_figure", "write_safetensors", "write_staged"]
 
 #: Free space (bytes) under which a file system is taken to have filled during a write: a writer that stopped
@@ -72,7 +74,7 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     except OSError as exc:  # name the file asked for, not the hidden folder
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise named_os_error(exc, path) from None
     try:
         write(stage / path.name)
         named = stage / path.name
@@ -86,7 +88,7 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, target)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise named_os_error(exc, path) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return path

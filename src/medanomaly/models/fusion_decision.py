@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, masked_mean, register_fusion
+from medanomaly.models.fusion_common import ENCODER_WIDTHS, conv_encoder, feature_width, make_base, masked_mean, register_fusion
 
 COMBINERS = ("mean", "weighted", "stacker")
 
@@ -57,7 +57,7 @@ def fusion_decision(
     modalities: tuple[str, ...],
     num_classes: int = 2,
     spatial_dims: int = 2,
-    widths: Sequence[int] = (16, 32, 64),
+    widths: Sequence[int] = ENCODER_WIDTHS,
     combine: str = "mean",
     dropout: float = 0.0,
 ):

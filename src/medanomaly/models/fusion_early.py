@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, register_fusion
+from medanomaly.models.fusion_common import ENCODER_WIDTHS, conv_encoder, feature_width, make_base, register_fusion
 
 
 @register_fusion("fusion_early", example_params={"widths": (4, 8)})
@@ -24,7 +24,7 @@ def fusion_early(
     modalities: tuple[str, ...],
     num_classes: int = 2,
     spatial_dims: int = 2,
-    widths: Sequence[int] = (16, 32, 64),
+    widths: Sequence[int] = ENCODER_WIDTHS,
     dropout: float = 0.0,
 ):
     """Early (input-level) fusion: one encoder over stacked modalities + presence channels."""

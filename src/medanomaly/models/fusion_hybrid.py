@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medanomaly.models.fusion_common import conv_encoder, feature_width, make_base, register_fusion
+from medanomaly.models.fusion_common import ENCODER_WIDTHS, conv_encoder, feature_width, make_base, register_fusion
 from medanomaly.models.fusion_decision import build_combiner
 from medanomaly.models.fusion_feature import build_feature_fuser
 
@@ -27,7 +27,7 @@ def fusion_hybrid(
     modalities: tuple[str, ...],
     num_classes: int = 2,
     spatial_dims: int = 2,
-    widths: Sequence[int] = (16, 32, 64),
+    widths: Sequence[int] = ENCODER_WIDTHS,
     mode: str = "attention",
     combine: str = "mean",
     hidden: int = 32,

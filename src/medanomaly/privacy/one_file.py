@@ -26,6 +26,9 @@ from medanomaly.privacy.walker import TOO_DEEP, NestedTooDeep
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
+#: Largest accepted file size limit, MB (2^20 MB = 1 TiB).
+MAX_FILE_MB = 1 << 20
+
 
 def is_document(ds) -> bool:
     """True for a structured report or key object selection document: no pixels, and everything it says is in its
@@ -36,9 +39,6 @@ def is_document(ds) -> bool:
 
     name = UID(str(ds.get("SOPClassUID", "") or "")).name
     return name.endswith("SR Storage") or name == "Key Object Selection Document Storage"
-
-#: Largest accepted file size limit, MB (2^20 MB = 1 TiB).
-MAX_FILE_MB = 1 << 20
 
 
 @dataclass(frozen=True)
