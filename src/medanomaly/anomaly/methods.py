@@ -155,7 +155,22 @@ class AutoencoderMethod:
             raise ConfigError(f"autoencoder channels must list 1 to 6 levels, got {channels!r}")
         levels = tuple(_checked("autoencoder", "channels", c, 1, 4096, whole=True) for c in levels)
         units = _checked("autoencoder", "num_res_units", num_res_units, 0, 8, whole=True)
+        self.levels = levels
         self.net = MODELS.create("anomaly_autoencoder", channels=levels, num_res_units=units)
+
+    def check_grid(self, size: int) -> None:
+        """Refuse, before any slice is made, a network that cannot reconstruct ``size`` x ``size`` slices (more
+        levels than the side allows, or a side its strides do not divide: the reconstruction comes out of
+        another size), run on a shape-only ``meta`` copy (:func:`medanomaly.models.limits.meta_output_shape`)."""
+        import copy
+
+        from medanomaly.models.limits import meta_output_shape, shape_text
+
+        shape = (2, 1, size, size)
+        out = meta_output_shape(copy.deepcopy(self.net).to("meta"), "anomaly_autoencoder", shape, "data.size")
+        if out is not None and out != shape:
+            raise ConfigError(f"autoencoder channels {list(self.levels)} reconstruct a {shape_text(shape)} "
+                              f"slice (data.size) as {shape_text(out)}: use a data.size that 2^levels divides")
 
     def _reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's reconstructions (N, S, S) of ``images`` (N, S, S), in batches of 64."""

@@ -86,6 +86,8 @@ def fit(config: Any) -> Fitted:
 
     torch.set_num_threads(config.train.threads)
     method = METHODS.create(config.method.name, **config.method.params)
+    if hasattr(method, "check_grid"):  # the networks' methods: a grid they cannot take, before the data work
+        method.check_grid(config.data.size)
     if getattr(method, "volumetric", False):  # the registered atlas: whole volumes, its own validation
         from medanomaly.anomaly.atlas import fit_volumes
 

@@ -71,6 +71,24 @@ def split_summary(data: LabelledImages) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- model
 def build_model(cfg: ClassificationConfig, n_classes: int):
     """Instantiate the configured classifier for this data."""
+    from medanomaly.registry import MODELS
+
+    factory, params = _classifier_call(cfg, n_classes)
+    return MODELS.build(cfg.model.name, factory, params)
+
+
+def check_model_input(cfg: ClassificationConfig) -> None:
+    """Refuse, before any image is read, a classifier that cannot take ``data.image_size`` inputs (a network
+    deeper than the image: PyTorch failed at the first batch, after the data work)."""
+    from medanomaly.models.limits import check_input_shape
+
+    factory, params = _classifier_call(cfg, len(cfg.data.class_names or ()) or 2)
+    shape = (2, cfg.data.channels, *cfg.data.image_size)
+    check_input_shape(cfg.model.name, factory, params, shape, "data.image_size")
+
+
+def _classifier_call(cfg: ClassificationConfig, n_classes: int) -> tuple[Any, dict[str, Any]]:
+    """The registered classifier factory of ``cfg.model`` and its keywords for this data."""
     from medanomaly.models._classifier import TASK
     from medanomaly.registry import MODELS
 
@@ -83,7 +101,7 @@ def build_model(cfg: ClassificationConfig, n_classes: int):
     factory = MODELS.get(cfg.model.name)
     if getattr(factory, "task", None) != TASK:
         raise InputError(f"model {cfg.model.name!r} is not a classifier")
-    return MODELS.build(cfg.model.name, factory, params)
+    return factory, params
 
 
 def train_settings(cfg: ClassificationConfig, seed: int | None = None):
@@ -279,6 +297,7 @@ def _decision(info: dict[str, Any], run_dir: Path) -> DecisionRule:
 def train_run(cfg: ClassificationConfig, run_dir: str | Path) -> Classifier:
     """Load data, train the members, calibrate on validation and write the run directory."""
     run_dir = Path(run_dir)
+    check_model_input(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
     write_text_atomic(run_dir / "splits.json", json.dumps(split_summary(data), indent=2))

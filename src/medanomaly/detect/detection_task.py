@@ -187,12 +187,19 @@ class DetectionTask:
 
     def train(self, config: DetectionConfig, run_dir: Path, lesions: Any = None) -> Path:
         """Train detector and classifier on the training patients, write the run, then evaluate."""
-        from medanomaly.detect.generic import HeatmapDetector
+        from medanomaly.data.lesions2d import CLASSES
+        from medanomaly.detect.generic import HeatmapDetector, check_network
         from medanomaly.detect.lesion_classifier import LesionClassifier
         from medanomaly.jsonio import write_json
         from medanomaly.train.distributed import resolve_device
 
         resolve_device(config.train.device)  # "cuda" without a GPU: one line, before the data work
+        check_network(config.model.name, dict(config.model.params), config.spatial_dims,  # and the networks too
+                      windows={"train.patch_size": config.train.patch_size, "infer.roi_size": config.infer.roi_size})
+        c = config.classifier
+        if c.enabled:
+            LesionClassifier(CLASSES, c.model.name, dict(c.model.params),
+                             c.crop_size).check_network()  # fmt: skip
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         lesions = lesions if lesions is not None else load_lesion_set(config)
@@ -204,8 +211,7 @@ class DetectionTask:
         detector.fit(scans, progress=self.progress)
         detector.save(run_dir)
         classifier = None
-        if config.classifier.enabled:
-            c = config.classifier
+        if c.enabled:
             classifier = LesionClassifier(lesions.class_names, c.model.name, dict(c.model.params), c.crop_size,
                                           c.epochs, c.batch_size, c.lr, config.seed, c.abstain_coverage)  # fmt: skip
             classifier.fit(train, val, progress=self.progress)

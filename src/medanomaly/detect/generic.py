@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ from medanomaly.detect.detection_config import GridConfig, InferConfig, TrainCon
 from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
-from medanomaly.errors import InputError, unfit_file
+from medanomaly.errors import ConfigError, InputError, unfit_file
 from medanomaly.jsonio import read_json
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
@@ -102,13 +102,29 @@ def build_network(name: str, params: dict[str, Any], spatial_dims: int = 3) -> A
     return MODELS.create(name, **params)
 
 
-def check_network(name: str, params: dict[str, Any], spatial_dims: int = 3) -> None:
+def check_network(name: str, params: dict[str, Any], spatial_dims: int = 3,
+                  windows: Mapping[str, Sequence[int]] | None = None) -> None:
     """:func:`build_network`'s checks (parameters it cannot build from, the size limit) on the ``meta``
-    device, allocating nothing: for a task to call before its data work."""
+    device, allocating nothing: for a task to call before its data work. Each of ``windows`` (config key ->
+    z, y, x voxels: the training patch, the inference window) is run through the network there too: it must
+    take it (a network deeper than the window is refused) and return a heatmap of its size, (B, 1, z, y, x)
+    (a classifier named as the detector returns class scores)."""
     import torch
 
+    from medanomaly.models.limits import meta_output_shape, shape_text
+    from medanomaly.registry import MODELS
+
+    task = None if name in ("heatmap_unet", "nodule_unet") else getattr(MODELS.get(name), "task", None)
+    if task is not None:
+        raise ConfigError(f"model {name!r} is a {task} network, not a heatmap detector (heatmap_unet, nodule_unet)")
     with torch.device("meta"):
-        build_network(name, params, spatial_dims)
+        net = build_network(name, params, spatial_dims)
+    for key, window in (windows or {}).items():
+        shape = (2, 1, *(int(v) for v in window))
+        out = meta_output_shape(net, name, shape, key)
+        if out is not None and out != shape:
+            raise ConfigError(f"model {name!r} is not a heatmap detector: on a {shape_text(shape)} window ({key}) "
+                              f"it returns shape ({shape_text(out)}), not one heatmap of the window's size")
 
 
 def constructor_params(obj: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.data.lesions2d import LesionImage, LesionSet, lesion_from_mask
-from medanomaly.errors import InputError
+from medanomaly.errors import ConfigError, InputError
 from medanomaly.jsonio import read_json
 from medanomaly.types import Finding, Volume
 
@@ -65,7 +65,24 @@ class LesionClassifier:
     def _network(self) -> Any:
         from medanomaly.registry import MODELS
 
-        return MODELS.create(self.model_name, in_channels=1, num_classes=len(self.class_names), **self.model_params)
+        return MODELS.create(self.model_name, **self._network_params())
+
+    def _network_params(self) -> dict[str, Any]:
+        """The classifier's keywords: one grey-level channel, one output per class, then ``model_params``."""
+        fixed = {"in_channels": 1, "num_classes": len(self.class_names)}
+        clash = sorted(set(fixed) & set(self.model_params))
+        if clash:
+            raise ConfigError(f"classifier.model.params may not set {', '.join(clash)} (fixed by the lesion crops)")
+        return {**fixed, **self.model_params}
+
+    def check_network(self) -> None:
+        """Refuse, before any data work, a classifier that cannot take ``crop_size`` crops (on the meta device:
+        :func:`medanomaly.models.limits.check_input_shape`)."""
+        from medanomaly.models.limits import check_input_shape
+        from medanomaly.registry import MODELS
+
+        check_input_shape(self.model_name, MODELS.get(self.model_name), self._network_params(), (2, 1, *self.crop_size),
+                          "classifier.crop_size")
 
     def fit(self, train: LesionSet, val: LesionSet, progress: bool = True) -> LesionClassifier:
         """Train on the lesions of ``train``; learn the decision rule on those of ``val``."""

@@ -183,7 +183,8 @@ class LungNoduleTask:
         from medanomaly.detect.generic import check_network
         from medanomaly.train.distributed import resolve_device
 
-        check_network(config.model.name, dict(config.model.params))  # before minutes of data work
+        check_network(config.model.name, dict(config.model.params),  # before minutes of data work
+                      windows={"train.patch_size": config.train.patch_size, "infer.roi_size": config.infer.roi_size})
         resolve_device(config.train.device)  # "cuda" without a GPU: one line, before it too
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

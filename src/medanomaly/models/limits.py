@@ -29,7 +29,8 @@ from typing import Any
 
 from medanomaly.errors import ConfigError, MedanomalyError, first_reason
 
-__all__ = ["DEFAULT_MAX_PARAMETERS", "MAX_PARAMETERS_ENV", "build_within_limits", "max_parameters", "parameter_count"]
+__all__ = ["DEFAULT_MAX_PARAMETERS", "MAX_PARAMETERS_ENV", "build_within_limits", "check_input_shape", "max_parameters",
+           "meta_output_shape", "parameter_count", "shape_text"]
 
 #: 2^28 = 268 million parameters: 1 GiB of float32 weights (training with Adam holds about four times
 #: that). The largest network in the registry's defaults (ResNet-18 3D) has 33 million.
@@ -78,6 +79,52 @@ def build_within_limits(name: str, factory: Callable[..., Any], kwargs: dict[str
         raise ConfigError(f"model {name!r}: {count:,} parameters ({count * 4 / 2**30:.1f} GiB of float32 "
                           f"weights) exceed the limit of {limit:,}; set {MAX_PARAMETERS_ENV} to allow more")  # fmt: skip
     return _made(name, factory, kwargs)
+
+
+def check_input_shape(name: str, factory: Callable[..., Any], kwargs: dict[str, Any], shape: tuple[int, ...],
+                      source: str) -> tuple[int, ...] | None:
+    """The output shape of ``factory(**kwargs)`` on an input of ``shape`` (batch first), made and run on the
+    ``meta`` device (shapes only: no memory, milliseconds), for a task to call before its data work; see
+    :func:`meta_output_shape`."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            net = _made(name, factory, kwargs)
+    except NotImplementedError:
+        return None
+    return meta_output_shape(net, name, shape, source)
+
+
+def meta_output_shape(net: Any, name: str, shape: tuple[int, ...], source: str) -> tuple[int, ...] | None:
+    """The output shape of ``net`` (made on the ``meta`` device) on an input of ``shape``, run once in training
+    mode (stricter than eval: an instance norm refuses a single value per channel only while training).
+
+    A network deeper than its input (a pooling or a kernel larger than what is left of the image: PyTorch's
+    ``Output size is too small``, which came at the first batch, after the data work) raises
+    :class:`ConfigError` naming the model, the input size and ``source`` (the config key that sets it). None
+    when it cannot be judged here: not a torch module, or an operation the meta device cannot run.
+    """
+    import torch
+
+    if not isinstance(net, torch.nn.Module):
+        return None
+    try:
+        with torch.device("meta"), torch.no_grad():
+            out = net.train()(torch.empty(shape))
+    except NotImplementedError:
+        return None
+    except _CANNOT_BUILD as exc:
+        if "meta" in str(exc).lower():  # an operation that needs values (.item(), data-dependent shapes)
+            return None
+        raise ConfigError(f"model {name!r} cannot take inputs of {shape_text(shape)} ({source}; channels "
+                          f"first): {first_reason(exc)}") from None  # fmt: skip
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``1 x 8 x 8``: a batch-first shape without its batch."""
+    return " x ".join(str(s) for s in shape[1:])
 
 
 def _made(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
