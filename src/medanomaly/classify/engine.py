@@ -23,7 +23,7 @@ import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
 from medanomaly.data.arrays import LabelledImages
-from medanomaly.errors import InputError, unfit_file
+from medanomaly.errors import ConfigError, InputError, unfit_file
 from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.jsonio import read_json, write_text_atomic
 
@@ -96,11 +96,11 @@ def _classifier_call(cfg: ClassificationConfig, n_classes: int) -> tuple[Any, di
     for key, want in (("in_channels", cfg.data.channels), ("num_classes", n_classes),
                       ("spatial_dims", len(cfg.data.image_size))):
         if key in params and params[key] != want:
-            raise InputError(f"model.params.{key}={params[key]} contradicts the data ({want})")
+            raise ConfigError(f"model.params.{key}={params[key]} contradicts the data ({want})")
         params[key] = want
     factory = MODELS.get(cfg.model.name)
     if getattr(factory, "task", None) != TASK:
-        raise InputError(f"model {cfg.model.name!r} is not a classifier")
+        raise ConfigError(f"model {cfg.model.name!r} is not a classifier")
     return factory, params
 
 

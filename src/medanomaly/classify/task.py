@@ -142,9 +142,8 @@ class ClassificationTask:
         from medanomaly.classify.engine import build_model, check_model_input, load_data, train_settings
         from medanomaly.train.tune import tune
 
-        check_model_input(config)  # the base config's network, before the data work
         return tune(config, trials=trials, out_dir=out_dir, load_data=load_data, build_model=build_model,
-                    train_settings=train_settings)
+                    train_settings=train_settings, check_config=check_model_input)
 
 
 TASKS.register("classification")(ClassificationTask())

@@ -49,16 +49,23 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     return parse_config(tree, "<tune>")
 
 
-def check_space(cfg) -> None:
+def check_space(cfg, check_config: Callable[[Any], None] | None = None) -> None:
     """Every end of the searched space (low and high, or each choice) makes a valid config, checked before any
     data is read or trial trained: a learning rate below 0, a typo in a dotted path or epochs past the limit is
-    one ConfigError naming the path and value (Optuna reported each as a failed trial first)."""
+    one ConfigError naming the path and value (Optuna reported each as a failed trial first). ``check_config``
+    (the task's own check of a config, e.g. that its network takes the configured images) is run on the base
+    config and on each end too: ``model.params`` are free, so a dropout of 1.5 or widths too deep for the images
+    are only found by building the network."""
+    if check_config is not None:
+        check_config(cfg)
     for name, space in cfg.tune.space.items():
         ends = space.choices if space.type == "categorical" else [space.low, space.high]
         for value in ends:
             value = int(value) if space.type == "int" else value
             try:
-                apply_overrides(cfg, {name: value})
+                end = apply_overrides(cfg, {name: value})
+                if check_config is not None:
+                    check_config(end)
             except ConfigError as exc:
                 raise ConfigError(f"tune.space.{name} = {value!r} does not make a valid config "
                                   f"({exc.reason.removeprefix('<tune>: ')})") from None  # fmt: skip
@@ -80,7 +87,7 @@ MAX_TRIALS = 100_000
 
 def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None, *,
          load_data: Callable[[Any], Any], build_model: Callable[[Any, int], Any],
-         train_settings: Callable[[Any], Any]) -> dict[str, Any]:
+         train_settings: Callable[[Any], Any], check_config: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run the search; returns (and writes to ``out_dir/tune.json``) the best params and all trials.
 
     Args:
@@ -90,6 +97,7 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
         data: pre-loaded :class:`~medanomaly.data.arrays.LabelledImages` (default: ``load_data(cfg)``).
         load_data / build_model / train_settings: the task's own functions (config -> data,
             (config, n_classes) -> network, config -> TrainSettings); train imports no task.
+        check_config: the task's check of a config before any data work (see :func:`check_space`).
     """
     import optuna
     import torch
@@ -98,7 +106,7 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
 
     if not cfg.tune.space:
         raise ConfigError("tune.space is empty: declare at least one parameter to search")
-    check_space(cfg)
+    check_space(cfg, check_config)
     n_trials = cfg.tune.trials if trials is None else trials
     if not 1 <= n_trials <= MAX_TRIALS:  # 0 used to mean "the config's 20", -1 ran none and said "no trial completed"
         raise InputError(f"--trials must be 1..{MAX_TRIALS:,}, got {n_trials}")

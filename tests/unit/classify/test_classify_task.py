@@ -59,6 +59,29 @@ def test_every_end_of_the_search_space_is_checked_before_any_data_is_read(blob_m
         tune(cfg, load_data=no_data, build_model=build_model, train_settings=lambda c: None)
 
 
+@pytest.mark.parametrize("path, space, words", [
+    ("model.params.dropout", {"type": "float", "low": 0.0, "high": 1.5},
+     r"model.params.dropout = 1.5 does not make a valid config \(model 'compact_cnn' cannot be built"),
+    ("model.params.widths", {"type": "categorical", "choices": [[4, 8], [4, 8, 16, 32, 64, 64]]},
+     r"model.params.widths = \[4, 8, 16, 32, 64, 64\] does not make a valid config \(model 'compact_cnn' cannot take "
+     r"inputs of 1 x 16 x 16 \(data.image_size"),
+])  # fmt: skip
+def test_the_task_builds_the_network_of_every_end_of_the_search_space_before_any_data_is_read(
+        blob_manifest: Path, monkeypatch, path, space, words) -> None:  # fmt: skip
+    """``model.params`` are free: a dropout of 1.5 or widths too deep for 16 x 16 images failed as trials, after the
+    data were read (each trial's traceback in Optuna's log)."""
+    from medanomaly.classify import engine
+    from medanomaly.classify.task import ClassificationTask
+
+    def no_data(_cfg):
+        raise AssertionError("data read before the networks of the search space were checked")
+
+    monkeypatch.setattr(engine, "load_data", no_data)
+    cfg = parse_config(tiny_config(blob_manifest, tune={"space": {path: space}}))
+    with pytest.raises(ConfigError, match=words):
+        ClassificationTask().tune(cfg, None, None)
+
+
 @pytest.mark.parametrize("trials", [0, -1, 10**9])
 def test_a_trial_count_outside_1_to_100000_is_refused_before_any_data_is_read(blob_manifest: Path, trials) -> None:
     """``--trials 0`` ran the config's 20 trials, -1 ran none and said "no tuning trial completed", 10**9 ran on."""
