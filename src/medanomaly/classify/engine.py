@@ -40,8 +40,10 @@ def load_data(cfg: ClassificationConfig) -> LabelledImages:
     from medanomaly.registry import DATASETS
 
     params = dict(cfg.data.dataset.params)
-    params.setdefault("image_size", tuple(cfg.data.image_size))
-    params.setdefault("channels", cfg.data.channels)
+    for key, want in (("image_size", list(cfg.data.image_size)), ("channels", cfg.data.channels)):
+        given = params.setdefault(key, want)
+        if (list(given) if isinstance(given, list | tuple) else given) != want:  # the network is built for data.*
+            raise ConfigError(f"data.dataset.params.{key}={given} contradicts data.{key} ({want}); set data.{key}")
     if cfg.data.class_names is not None:
         params.setdefault("class_names", tuple(cfg.data.class_names))
     data: LabelledImages = DATASETS.create(cfg.data.dataset.name, **params)

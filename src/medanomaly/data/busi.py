@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Channels, Fraction, ImageSize, Millimetres, Seed, checked
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.data.lesions2d import CLASSES, LesionImage, LesionSet, lesion_from_mask
 from medanomaly.errors import InputError
@@ -133,15 +134,16 @@ def _scan(folder: Path, cls: str) -> tuple[dict[int, Path], dict[int, dict[int, 
 
 
 @DATASETS.register("busi_lesions")
+@checked
 def load_busi_lesions(
     root: str | Path,
-    pixel_mm: float | None = None,
+    pixel_mm: Millimetres | None = None,
     patients: str | Path | None = None,
     include_normal: bool = True,
     class_names: Sequence[str] = CLASSES,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
+    val: Fraction = 0.15,
+    test: Fraction = 0.15,
+    seed: Seed = 0,
 ) -> LesionSet:
     """BUSI images with their lesion masks and boxes, split by patient (see the module docstring).
 
@@ -186,15 +188,16 @@ def load_busi_lesions(
 
 
 @DATASETS.register("busi")
+@checked
 def load_busi(
     root: str | Path,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (128, 128),
-    channels: int = 1,
+    image_size: ImageSize = (128, 128),
+    channels: Channels = 1,
     patients: str | Path | None = None,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
+    val: Fraction = 0.15,
+    test: Fraction = 0.15,
+    seed: Seed = 0,
 ) -> LabelledImages:
     """BUSI whole images for classification: ``normal`` / ``benign`` / ``malignant`` (default order),
     split by patient (each image its own patient unless ``patients`` is given)."""

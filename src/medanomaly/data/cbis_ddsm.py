@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Assessment, Channels, Fraction, ImageSize, MaxSide, Seed, checked
 from medanomaly.data.arrays import LabelledImages
 from medanomaly.data.lesions2d import CLASSES, LesionImage, LesionSet
 from medanomaly.errors import InputError
@@ -188,17 +189,18 @@ def _official_splits(lesions: LesionSet, val: float, seed: int) -> LesionSet:
 
 
 @DATASETS.register("cbis_ddsm_lesions")
+@checked
 def load_cbis_ddsm_lesions(
     root: str | Path,
     data_root: str | Path | None = None,
     abnormalities: Sequence[str] = ("mass", "calcification"),
-    uncertain_assessments: Sequence[int] = (3,),
+    uncertain_assessments: Sequence[Assessment] = (3,),
     class_names: Sequence[str] = CLASSES,
-    max_side: int | None = 1024,
+    max_side: MaxSide | None = 1024,
     split: str = "patient",
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
+    val: Fraction = 0.15,
+    test: Fraction = 0.15,
+    seed: Seed = 0,
 ) -> LesionSet:
     """CBIS-DDSM mammograms with their ROI masks and boxes (detection).
 
@@ -244,12 +246,13 @@ def load_cbis_ddsm_lesions(
 
 
 @DATASETS.register("cbis_ddsm")
+@checked
 def load_cbis_ddsm(
     root: str | Path,
     mode: str = "roi",
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (128, 128),
-    channels: int = 1,
+    image_size: ImageSize = (128, 128),
+    channels: Channels = 1,
     **options: object,
 ) -> LabelledImages:
     """CBIS-DDSM for classification: ``mode="roi"`` one crop per abnormality labelled with its class

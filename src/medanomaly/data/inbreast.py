@@ -39,9 +39,12 @@ import plistlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
+from medanomaly.data.bounds import Channels, Fraction, ImageSize, MaxSide, Millimetres, Seed, checked
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.data.lesions2d import CLASSES, Lesion2D, LesionImage, LesionSet
 from medanomaly.errors import InputError, about_file
@@ -138,16 +141,17 @@ def _roi_crop(pixels: np.ndarray, points: np.ndarray, margin: float, min_size: i
 
 
 @DATASETS.register("inbreast")
+@checked
 def load_inbreast(
     root: str | Path,
     mode: str = "image",
     roi_kinds: Sequence[str] = ("Mass", "Calcification", "Cluster", "Spiculated Region"),
-    margin: float = 0.25,
-    min_roi_px: int = 32,
+    margin: Annotated[float, Field(ge=0.0, le=10.0)] = 0.25,
+    min_roi_px: Annotated[int, Field(ge=1, le=4096)] = 32,
     birads_map: Mapping[str, str] | None = None,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (256, 256),
-    channels: int = 1,
+    image_size: ImageSize = (256, 256),
+    channels: Channels = 1,
 ) -> LabelledImages:
     """Load INbreast images (``mode="image"``) or lesion crops (``mode="roi"``) with BI-RADS classes.
 
@@ -313,19 +317,20 @@ def _load_one(path: Path, row: dict[str, str], label: str, root: Path, opts: dic
 
 
 @DATASETS.register("inbreast_lesions")
+@checked
 def load_inbreast_lesions(
     root: str | Path,
     calcifications: str = "cluster",
-    cluster_gap_mm: float = 5.0,
-    min_cluster: int = 3,
+    cluster_gap_mm: Millimetres = 5.0,
+    min_cluster: Annotated[int, Field(ge=1, le=1000)] = 3,
     kinds: Sequence[str] = ("mass", "calcification_cluster"),
-    point_radius_mm: float = 0.25,
+    point_radius_mm: Millimetres = 0.25,
     birads_map: Mapping[str, str] | None = None,
     class_names: Sequence[str] = CLASSES,
-    max_side: int | None = 1024,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
+    max_side: MaxSide | None = 1024,
+    val: Fraction = 0.15,
+    test: Fraction = 0.15,
+    seed: Seed = 0,
 ) -> LesionSet:
     """INbreast mammograms with lesion masks and boxes (detection), split by patient.
 

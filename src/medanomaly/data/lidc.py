@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Channels, ImageSize, Millimetres, PatchMillimetres, checked
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.errors import InputError
 from medanomaly.registry import DATASETS
@@ -159,13 +160,14 @@ def _patch(volume, center_mm: np.ndarray, patch_mm: float, size: Sequence[int]) 
 
 
 @DATASETS.register("lidc")
+@checked
 def load_lidc(
     root: str | Path,
-    patch_mm: float = 48.0,
-    cluster_mm: float = 10.0,
+    patch_mm: PatchMillimetres = 48.0,
+    cluster_mm: Millimetres = 10.0,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (32, 32, 32),
-    channels: int = 1,
+    image_size: ImageSize = (32, 32, 32),
+    channels: Channels = 1,
 ) -> LabelledImages:
     """One 3D patch per nodule (reads grouped across radiologists), labelled by median malignancy.
 

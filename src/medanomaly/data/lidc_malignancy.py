@@ -34,9 +34,12 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
+from medanomaly.data.bounds import Channels, Count, ImageSize, PatchMillimetres, Seed, checked
 from medanomaly.data.arrays import LabelledImages, map_intensity
 from medanomaly.data.lidc_shapes import MALIGNANCY_CLASSES, malignancy_class
 from medanomaly.errors import InputError
@@ -171,18 +174,19 @@ def _cached_ct(library, indices: np.ndarray, sources: Sequence[str], patch_mm: f
 
 # ----------------------------------------------------------------------------------------- dataset
 @DATASETS.register("lidc_malignancy")
+@checked
 def load_lidc_malignancy(
     input: str = "mask",  # noqa: A002 - the config's word
-    patch_mm: float = 40.0,
+    patch_mm: PatchMillimetres = 40.0,
     sources: Sequence[str] = ("lung1", "lung2"),
-    max_per_split: int | None = None,
-    min_diameter_mm: float = 0.0,
-    seed: int = 0,
+    max_per_split: Count | None = None,
+    min_diameter_mm: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0,
+    seed: Seed = 0,
     library: str | Path | None = None,
     cache_dir: str | Path | None = None,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (32, 32, 32),
-    channels: int = 1,
+    image_size: ImageSize = (32, 32, 32),
+    channels: Channels = 1,
     intensity: str = "ct_lung",
 ) -> LabelledImages:
     """3D patches of the real LIDC nodules with their median-malignancy class (module docstring).

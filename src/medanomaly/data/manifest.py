@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Channels, ImageSize, checked
 from medanomaly.data.arrays import SPLITS, LabelledImages, check_array_memory, label_index, to_model_array
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.tables import read_csv
@@ -50,12 +51,13 @@ def read_manifest(csv_path: str | Path) -> list[dict[str, str]]:
 
 
 @DATASETS.register("manifest")
+@checked
 def load_manifest(
     csv: str | Path,
     root: str | Path | None = None,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (128, 128),
-    channels: int = 1,
+    image_size: ImageSize = (128, 128),
+    channels: Channels = 1,
     synthetic: bool = False,
     intensity: str = "percentile",
 ) -> LabelledImages:

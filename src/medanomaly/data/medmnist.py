@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Channels, Count, ImageSize, checked
 from medanomaly.data.arrays import SPLITS, LabelledImages, to_model_array
 from medanomaly.errors import InputError, about_file
 from medanomaly.registry import DATASETS
@@ -33,12 +34,13 @@ KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
 
 
 @DATASETS.register("medmnist")
+@checked
 def load_medmnist(
     path: str | Path,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (28, 28),
-    channels: int = 1,
-    max_per_split: int | None = None,
+    image_size: ImageSize = (28, 28),
+    channels: Channels = 1,
+    max_per_split: Count | None = None,
 ) -> LabelledImages:
     """Load a MedMNIST ``.npz`` with its official train/val/test splits.
 

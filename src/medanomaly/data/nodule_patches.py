@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.bounds import Channels, DiameterRange, Fraction, ImageSize, PatchMillimetres, Seed, SimulatedCount, checked
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.errors import InputError
 from medanomaly.io.staged import write_staged
@@ -157,17 +158,18 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
 
 
 @DATASETS.register("lung_nodule_patches")
+@checked
 def load_lung_nodule_patches(
-    n_nodules: int = 240,
+    n_nodules: SimulatedCount = 240,
     sources: Sequence[str] = ("lung1", "lung2"),
-    diameter_range_mm: Sequence[float] = (4.0, 20.0),
-    patch_mm: float = 40.0,
-    val_fraction: float = 0.25,
-    seed: int = 0,
+    diameter_range_mm: DiameterRange = (4.0, 20.0),
+    patch_mm: PatchMillimetres = 40.0,
+    val_fraction: Fraction = 0.25,
+    seed: Seed = 0,
     cache_dir: str | Path | None = None,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (32, 32, 32),
-    channels: int = 1,
+    image_size: ImageSize = (32, 32, 32),
+    channels: Channels = 1,
     intensity: str = "ct_lung",
 ) -> LabelledImages:
     """SYNTHETIC nodule patches with simplified Lung-RADS classes (see the module docstring).

@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, validate_call
+from pydantic import AfterValidator, Field
 
 from medanomaly.data.arrays import LabelledImages
+from medanomaly.data.bounds import Channels, Fraction, ImageSize, Patients, Seed, Side, checked
 from medanomaly.data.lesions2d import CLASSES, LesionSet
 from medanomaly.registry import DATASETS
 
@@ -40,15 +41,7 @@ def _split(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
     return fractions
 
 
-#: Bounds of the phantom cohorts' parameters, checked before anything is drawn (a config's ``dataset.params`` are
-#: free: 10^9 patients ran on without end, a size of 10^9 pixels was a NumPy traceback, negative fractions were
-#: taken as they were).
-Patients = Annotated[int, Field(ge=3, le=100_000)]
-Side = Annotated[int, Field(ge=32, le=4096)]
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Split = Annotated[tuple[Fraction, Fraction, Fraction], AfterValidator(_split)]
-_CHECKED = validate_call(config={"arbitrary_types_allowed": True})
 
 
 def synth_cache_dir() -> Path:
@@ -59,7 +52,7 @@ def synth_cache_dir() -> Path:
 
 
 @DATASETS.register("mammo_phantom")
-@_CHECKED
+@checked
 def load_mammo_phantom(
     n_patients: Patients = 300,
     size: Side = 128,
@@ -69,8 +62,8 @@ def load_mammo_phantom(
     split_fractions: Split = (0.6, 0.2, 0.2),
     cache_dir: str | Path | None = None,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (128, 128),
-    channels: int = 1,
+    image_size: ImageSize = (128, 128),
+    channels: Channels = 1,
 ) -> LabelledImages:
     """The SYNTHETIC mammography cohort (written once per parameter set, then read from cache).
 
@@ -133,16 +126,17 @@ def _tag(name: str, version: str, params: dict[str, Any]) -> str:
 
 
 @DATASETS.register("mammo_phantom_lesions")
+@checked
 def load_mammo_phantom_lesions(
-    n_patients: int = 60,
-    size: int = 256,
-    seed: int = 0,
-    two_view_fraction: float = 0.5,
-    normal_fraction: float = 0.2,
-    max_lesions: int = 2,
-    mass_fraction: float = 0.6,
-    val: float = 0.2,
-    test: float = 0.2,
+    n_patients: Patients = 60,
+    size: Side = 256,
+    seed: Seed = 0,
+    two_view_fraction: Fraction = 0.5,
+    normal_fraction: Fraction = 0.2,
+    max_lesions: Annotated[int, Field(ge=0, le=20)] = 2,
+    mass_fraction: Fraction = 0.6,
+    val: Fraction = 0.2,
+    test: Fraction = 0.2,
     class_names: Sequence[str] = CLASSES,
     cache_dir: str | Path | None = None,
 ) -> LesionSet:
@@ -159,14 +153,15 @@ def load_mammo_phantom_lesions(
 
 
 @DATASETS.register("us_phantom_lesions")
+@checked
 def load_us_phantom_lesions(
-    n_patients: int = 60,
-    size: Sequence[int] = (256, 256),
-    seed: int = 0,
-    two_plane_fraction: float = 0.5,
-    normal_fraction: float = 0.2,
-    val: float = 0.2,
-    test: float = 0.2,
+    n_patients: Patients = 60,
+    size: Side | tuple[Side, Side] = (256, 256),
+    seed: Seed = 0,
+    two_plane_fraction: Fraction = 0.5,
+    normal_fraction: Fraction = 0.2,
+    val: Fraction = 0.2,
+    test: Fraction = 0.2,
     class_names: Sequence[str] = CLASSES,
     cache_dir: str | Path | None = None,
 ) -> LesionSet:
@@ -182,15 +177,15 @@ def load_us_phantom_lesions(
 
 
 @DATASETS.register("us_phantom")
-@_CHECKED
+@checked
 def load_us_phantom(
     n_patients: Patients = 200,
     size: Side | tuple[Side, Side] = (256, 256),
     seed: Seed = 0,
     normal_fraction: Fraction = 0.0,
     class_names: Sequence[str] | None = None,
-    image_size: Sequence[int] = (128, 128),
-    channels: int = 1,
+    image_size: ImageSize = (128, 128),
+    channels: Channels = 1,
     cache_dir: str | Path | None = None,
 ) -> LabelledImages:
     """SYNTHETIC breast-ultrasound images for whole-image classification (benign / uncertain /

@@ -62,7 +62,7 @@ def test_bad_parameters_are_input_errors():
     with pytest.raises(InputError, match="unknown class"):
         load_lidc_malignancy(class_names=("benign", "cancer"))
     with pytest.raises(InputError, match="no LIDC nodule left"):
-        load_lidc_malignancy(min_diameter_mm=500.0)
+        load_lidc_malignancy(min_diameter_mm=99.0)
 
 
 @functools.lru_cache(maxsize=1)
