@@ -12,6 +12,7 @@ tests need; it is not a validated detector.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,15 @@ def fixture_lung_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_anomaly_run():
     """``tiny_anomaly_run(root, method)``: a tiny anomaly run trained into ``root/run`` (:func:`train_tiny_anomaly`)."""
     return train_tiny_anomaly
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console entry point in-process (it turns our errors into one line and an exit code, which typer's
+    CliRunner does not); returns (exit code, stdout, stderr)."""
+    from medanomaly.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["medanomaly", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return int(exit_info.value.code or 0), out.out, out.err

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from medanomaly.cli.app import app, main
+from medanomaly.cli.app import app
 from medanomaly.data.sources import real_data
 from medanomaly.io import read
 from medanomaly.io.dicom_writer import write_dicom_series
 from medanomaly.types import Volume
+from tests.integration.conftest import run_main
 
 runner = CliRunner()
 JSON_KEYS = {"modality", "shape", "spacing_mm", "origin_mm", "direction", "min", "max"}
@@ -41,15 +42,6 @@ def info_json(path: Path, *extra: str) -> dict:
     result = runner.invoke(app, ["info", str(path), "--json", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["medanomaly", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
 
 
 def test_cli_info_json_keys_on_real_scans():

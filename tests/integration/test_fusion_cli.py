@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from medanomaly.cli.app import app
 from medanomaly.data.sources import real_data
+from tests.integration.conftest import run_main
 
 runner = CliRunner()
 
@@ -103,7 +104,7 @@ def test_fusion_cli_benchmark_table(tmp_path):
     assert hybrid["auc"]["ci_low"] <= hybrid["auc"]["value"] <= hybrid["auc"]["ci_high"]
 
 
-def test_fusion_cli_train_evaluate(tmp_path):
+def test_fusion_cli_train_evaluate(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(_config(tmp_path)), "--out", str(run)])
     assert result.exit_code == 0, result.output
@@ -128,6 +129,20 @@ def test_fusion_cli_train_evaluate(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "expl" / "explain.json").read_text())
     assert report["run_kind"] == "fusion" and any(f.endswith(".png") for f in report["files"])
+
+    # a CT behind the T1 key (pydicom's test CT), or images on two grids: one error line naming the files, exit 2,
+    # for predict (it said "skipped: t1_path holds ..." naming no file) and explain (it ran on the CT unchecked)
+    from pydicom.data import get_testdata_file
+
+    ct, mr = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
+    for verb, inputs, reason in (("predict", [f"T1={ct}", f"PD={pd}"], "T1 holds a CT image, expected MR"),
+                                 ("explain", [f"T1={ct},PD={pd}"], "T1 holds a CT image, expected MR"),
+                                 ("explain", [f"T1={mr},PD={pd}"], "grids differ: T1 64x64x1 vox")):  # fmt: skip
+        code, _, err = run_main(monkeypatch, capsys, verb, str(run), *inputs, "-o", str(tmp_path / f"bad-{verb}"))
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: T1={ct if 'CT' in reason else mr}, PD={pd}: {reason}"), lines
+        assert not (tmp_path / f"bad-{verb}").exists() or not any((tmp_path / f"bad-{verb}").iterdir())
 
 
 def test_fusion_cli_manifest_training_with_missing_file(tmp_path):

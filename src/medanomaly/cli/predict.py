@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             from medanomaly.engine import predict_paths
 
             results = predict_paths(model, paths)
-        _report(results, out, as_json, run, single=len(paths) == 1)
+        _report(results, out, as_json, run, single=len(results) == 1)  # fusion: its files make one prediction
 
     @app.command()
     def tune(

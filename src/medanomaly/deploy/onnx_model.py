@@ -212,17 +212,10 @@ class OnnxFusionModel(FusionModel):
         self.session = sess
 
     def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
-        from medanomaly.fusion.data import PairedSample, check_modalities, check_same_grid, sample_to_array
+        from medanomaly.fusion.data import PairedSample, model_inputs, sample_to_array
 
         volumes = volume if isinstance(volume, Mapping) else self.split_components(volume)
-        unknown = set(volumes) - set(self.modalities)
-        if unknown:
-            raise InputError(f"unknown modalities {sorted(unknown)}; the model expects {list(self.modalities)}")
-        full = {name: volumes.get(name) for name in self.modalities}
-        if all(v is None for v in full.values()):
-            raise InputError("no modality present: nothing to predict from")
-        check_modalities({n: (v.modality if v is not None and v.modality != "OT" else None) for n, v in full.items()})
-        check_same_grid(full)
+        full = model_inputs(volumes, self.modalities)
         windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
         array, present = sample_to_array(PairedSample("case", full, -1), self.modalities,
                                          self.info.input["image_size"], windows)  # fmt: skip

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -156,33 +156,52 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
     """Predict one case from one file per modality (None = missing, flagged by the model).
 
     Returns:
-        ``(first path, Prediction or InputError, None)``, like one item of :func:`predict_paths`.
+        ``(first path, Prediction or InputError, None)``, like one item of :func:`predict_paths`; an error the
+        model raises over the images together (a modality behind the wrong key, grids that differ) names the files.
     """
-    from medanomaly.io import read
-
     given = [Path(p) for p in paths.values() if p is not None]
     first = given[0] if given else Path("-")
     try:
-        volumes = {name: (read(p) if p is not None else None) for name, p in paths.items()}
-        return first, model.predict(volumes), None  # type: ignore[arg-type]
+        with _naming_inputs(paths):
+            return first, model.predict(_read_modalities(paths)), None  # type: ignore[arg-type]
     except InputError as exc:
         return first, exc, None
 
 
 def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> Any:
     """One Volume whose components are a multimodal model's inputs in its order (read from one file
-    per modality, all present, on one grid): what explain takes for a fusion model."""
+    per modality, all present, checked as ``predict`` checks them: each image's modality, one grid): what explain
+    takes for a fusion model."""
     import numpy as np
-
-    from medanomaly.io import read
 
     names = tuple(getattr(model, "modalities", ()))
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
-    volumes = [read(paths[n]) for n in names]  # type: ignore[arg-type]
-    if any(not v.same_grid(volumes[0], tol=1e-3) for v in volumes[1:]):
-        raise InputError("the modality images are not on one grid; register them first (medanomaly register)")
+    with _naming_inputs(paths):
+        by_name = _read_modalities(paths)
+        model.predict(by_name)  # type: ignore[arg-type]  # the model's own checks of the images together
+    volumes = [by_name[n] for n in names]
     arrays = [np.asarray(v.array, np.float32) for v in volumes]
     arrays = [a.mean(axis=-1) if a.ndim == 4 else a for a in arrays]
     return volumes[0].with_array(np.stack(arrays, axis=-1))
+
+
+def _read_modalities(paths: Mapping[str, str | Path | None]) -> dict[str, Any]:
+    """The Volume of each modality's file (None stays None: a missing modality)."""
+    from medanomaly.io import read
+
+    return {name: (read(p) if p is not None else None) for name, p in paths.items()}
+
+
+@contextmanager
+def _naming_inputs(paths: Mapping[str, str | Path | None]) -> Iterator[None]:
+    """An InputError that names no file (the model's checks see Volumes, not files) names the inputs: ``T1=a.dcm,
+    PD=b.png: T1 holds a CT image, expected MR``."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        inputs = ", ".join(f"{name}={p}" for name, p in paths.items() if p is not None)
+        raise type(exc)(exc.reason, inputs) from None

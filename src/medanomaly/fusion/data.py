@@ -177,27 +177,49 @@ def detect_modality(path: Path, volume: Volume | None = None) -> str | None:
     return modality_code(getattr(header, "Modality", None)) or None
 
 
-def check_modalities(detected: Mapping[str, str | None], source: Path | None = None) -> None:
-    """Raise InputError when images sit in the wrong manifest columns.
+def check_modalities(detected: Mapping[str, str | None], source: Path | None = None,
+                     labels: Mapping[str, str] | None = None) -> None:
+    """Raise InputError when images sit in the wrong manifest columns (or behind the wrong modality key).
 
     Args:
         detected: modality name (column stem upper-cased, ``"CT"``) -> modality the image says.
         source: manifest path, for the message.
+        labels: how each modality's input is called in the message (default: its manifest column, ``ct_path``;
+            a prediction from Volumes keyed by modality says ``CT``).
     """
     expected = {name: EXPECTED_DICOM_MODALITY.get(name.lower()) for name in detected}
     wrong = {n: d for n, d in detected.items() if d and expected[n] and d != expected[n]}
     if not wrong:
         return
+    label = {n: (labels or {}).get(n, f"{n.lower()}_path") for n in detected}
     names = list(wrong)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             if wrong[a] == expected[b] and wrong[b] == expected[a]:
-                raise InputError(
-                    f"modalities swapped: {a.lower()}_path holds {wrong[a]} and {b.lower()}_path holds {wrong[b]}",
-                    source,
-                )
+                raise InputError(f"modalities swapped: {label[a]} holds {wrong[a]} and {label[b]} holds {wrong[b]}",
+                                 source)  # fmt: skip
     name, found = next(iter(wrong.items()))
-    raise InputError(f"{name.lower()}_path holds a {found} image, expected {expected[name]}", source)
+    raise InputError(f"{label[name]} holds a {found} image, expected {expected[name]}", source)
+
+
+def model_inputs(volumes: Mapping[str, Volume | None], modalities: Sequence[str]) -> dict[str, Volume | None]:
+    """The Volumes of one prediction in the model's modality order (None = missing), checked: no unknown modality
+    name, at least one present, each image's own modality matching its key (``OT``, DICOM's "other", says
+    nothing), all on one grid.
+
+    Raises:
+        InputError: what is wrong, naming the modalities (the caller names the files).
+    """
+    unknown = set(volumes) - set(modalities)
+    if unknown:
+        raise InputError(f"unknown modalities {sorted(unknown)}; the model expects {list(modalities)}")
+    full = {name: volumes.get(name) for name in modalities}
+    if all(v is None for v in full.values()):
+        raise InputError("no modality present: nothing to predict from")
+    check_modalities({n: (v.modality if v is not None and v.modality != "OT" else None) for n, v in full.items()},
+                     labels={n: n for n in full})  # fmt: skip
+    check_same_grid(full)
+    return full
 
 
 def describe_grid(volume: Volume) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.fusion.data import PairedSample, check_modalities, check_same_grid, sample_to_array
+from medanomaly.fusion.data import PairedSample, model_inputs, sample_to_array
 from medanomaly.types import Prediction, Volume
 
 CLASS_NAMES = ("normal", "abnormal")
@@ -55,16 +55,7 @@ def predict_volumes(
         InputError: unknown modality names, no modality present, different grids, or a Volume
             whose own modality contradicts its key (swapped inputs).
     """
-    unknown = set(volumes) - set(model.modalities)
-    if unknown:
-        raise InputError(f"unknown modalities {sorted(unknown)}; the model expects {list(model.modalities)}")
-    full = {name: volumes.get(name) for name in model.modalities}
-    if all(v is None for v in full.values()):
-        raise InputError("no modality present: nothing to predict from")
-    check_modalities(
-        {n: (v.modality if v is not None and v.modality != "OT" else None) for n, v in full.items()}
-    )
-    check_same_grid(full)
+    full = model_inputs(volumes, model.modalities)
     sample = PairedSample("case", full, -1)
     array, present = sample_to_array(sample, model.modalities, size, windows)
     return predict_array(model, array, present, class_names)

@@ -99,7 +99,7 @@ def test_fusion_missing_modality_inference_is_flagged(trained_hybrid):
         predict_volumes(net, {"T1": None, "PD": None}, size=(32, 32))
     with pytest.raises(InputError, match="grids differ"):
         predict_volumes(net, {"T1": t1, "PD": Volume(pd.array, spacing=(2.0, 2.0, 1.0))}, size=(32, 32))
-    with pytest.raises(InputError, match="pd_path holds a CT image"):
+    with pytest.raises(InputError, match="^PD holds a CT image, expected MR$"):
         predict_volumes(net, {"T1": t1, "PD": pd.with_meta(modality="CT")}, size=(32, 32))
     with pytest.raises(InputError, match="unknown modalities"):
         predict_volumes(net, {"FLAIR": t1}, size=(32, 32))
