@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
             from medanomaly.engine import predict_paths
 
             results = predict_paths(model, paths)
-        _report(results, out, as_json, run, single=len(results) == 1)  # fusion: its files make one prediction
+        single = len(paths) == 1 or model.task == "fusion"  # fusion: its files make one prediction
+        _report(results, out, as_json, run, single=single)
 
     @app.command()
     def tune(
