@@ -33,12 +33,12 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_stem
         from medanomaly.errors import about_file
-        from medanomaly.explain.driver import check_view_and_target, explain_file
+        from medanomaly.explain.driver import check_options, explain_file
         from medanomaly.jsonio import finite_json
 
         model = load_model(run)
         explainable = model.explainable()
-        check_view_and_target(explainable, fov, target)  # option errors: not about the image
+        check_options(explainable, fov, target, method, layer)  # option errors: not about the image
         source = image
         if "=" in str(image):  # one file per modality: stacked as components in the model's order
             from medanomaly.cli.predict import _fusion_inputs

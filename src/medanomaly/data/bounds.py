@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import AfterValidator, Field, validate_call
 
 __all__ = ["Assessment", "Channels", "Count", "DiameterRange", "Fraction", "ImageSize", "MaxSide", "Millimetres", "PatchMillimetres",
-           "Patients", "Seed", "Side", "SimulatedCount", "checked"]
+           "Patients", "Seed", "Side", "SimulatedCount", "SourceNames", "checked"]
 
 
 def _within_voxel_limit(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -33,6 +33,13 @@ def _within_voxel_limit(size: tuple[int, ...]) -> tuple[int, ...]:
     if voxels > MAX_VOXELS:
         raise ValueError(f"{list(size)} is {voxels:,} voxels per image; the limit is {MAX_VOXELS:,}")
     return size
+
+
+def _each_once(names: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"{repeated!r} is named twice")
+    return names
 
 
 def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
@@ -67,6 +74,8 @@ MaxSide = Annotated[int, Field(ge=32, le=65_536)]
 #: The model input a loader resizes to: 2 or 3 sides of at least one voxel, within the resize limit.
 ImageSize = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=2, max_length=3),
                       AfterValidator(_within_voxel_limit)]  # fmt: skip
+#: Real CTs a simulation draws from (``lung1``, ``lung2``): at least one, each once (an empty list divided by zero).
+SourceNames = Annotated[tuple[str, ...], Field(min_length=1, max_length=100), AfterValidator(_each_once)]
 #: Image channels a loader produces (a classification config's ``data.channels`` has the same bounds).
 Channels = Annotated[int, Field(ge=1, le=64)]
 

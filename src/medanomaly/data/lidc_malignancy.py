@@ -39,7 +39,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from medanomaly.data.bounds import Channels, Count, ImageSize, PatchMillimetres, Seed, checked
+from medanomaly.data.bounds import Channels, Count, ImageSize, PatchMillimetres, Seed, SourceNames, checked
 from medanomaly.data.arrays import LabelledImages, map_intensity
 from medanomaly.data.lidc_shapes import MALIGNANCY_CLASSES, malignancy_class
 from medanomaly.errors import InputError
@@ -178,7 +178,7 @@ def _cached_ct(library, indices: np.ndarray, sources: Sequence[str], patch_mm: f
 def load_lidc_malignancy(
     input: str = "mask",  # noqa: A002 - the config's word
     patch_mm: PatchMillimetres = 40.0,
-    sources: Sequence[str] = ("lung1", "lung2"),
+    sources: SourceNames = ("lung1", "lung2"),
     max_per_split: Count | None = None,
     min_diameter_mm: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0,
     seed: Seed = 0,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medanomaly.data.bounds import Channels, DiameterRange, Fraction, ImageSize, PatchMillimetres, Seed, SimulatedCount, checked
+from medanomaly.data.bounds import Channels, DiameterRange, Fraction, ImageSize, PatchMillimetres, Seed, SimulatedCount, SourceNames, checked
 from medanomaly.data.arrays import LabelledImages, label_index, to_model_array
 from medanomaly.errors import InputError
 from medanomaly.io.staged import write_staged
@@ -161,7 +161,7 @@ def _simulate(sources: Sequence[str], n_nodules: int, diameter_range_mm: tuple[f
 @checked
 def load_lung_nodule_patches(
     n_nodules: SimulatedCount = 240,
-    sources: Sequence[str] = ("lung1", "lung2"),
+    sources: SourceNames = ("lung1", "lung2"),
     diameter_range_mm: DiameterRange = (4.0, 20.0),
     patch_mm: PatchMillimetres = 40.0,
     val_fraction: Fraction = 0.25,

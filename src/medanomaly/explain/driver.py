@@ -19,7 +19,7 @@ import numpy as np
 from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 
-__all__ = ["FOV_RANGE_MM", "MAX_EXPLAINED_FINDINGS", "check_view_and_target", "explain_file"]
+__all__ = ["FOV_RANGE_MM", "MAX_EXPLAINED_FINDINGS", "check_options", "explain_file"]
 
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
 
@@ -94,13 +94,21 @@ MAX_EXPLAINED_FINDINGS = 1000
 FOV_RANGE_MM = (5.0, 1000.0)
 
 
-def check_view_and_target(ex: Any, fov: float, target: int | None) -> None:
-    """Refuse, before anything is written, a field of view outside :data:`FOV_RANGE_MM` and a ``--target`` class the
-    model does not have (a detector or anomaly map has no classes to pick: it was ignored silently)."""
+def check_options(ex: Any, fov: float, target: int | None, method: str = "gradcam", layer: str | None = None) -> None:
+    """Refuse, before anything is read or written, an option that is not about the image: an unknown ``--method``, a
+    ``--layer`` the network does not have (both named the image, as if it were at fault), a field of view outside
+    :data:`FOV_RANGE_MM` and a ``--target`` class the model does not have (a detector or anomaly map has no classes
+    to pick: it was ignored silently)."""
     import math
 
     from medanomaly.errors import InputError
+    from medanomaly.registry import EXPLAINERS
 
+    EXPLAINERS.get(method)  # ConfigError listing the valid methods
+    if layer is not None and ex.model is not None and hasattr(ex.model, "named_modules"):
+        from medanomaly.explain.methods import resolve_layer
+
+        resolve_layer(ex.model, layer)
     low, high = FOV_RANGE_MM
     if not (math.isfinite(fov) and low <= fov <= high):
         raise InputError(f"--fov must be {low:g}..{high:g} mm, got {fov:g}")
@@ -136,10 +144,8 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     """
     from medanomaly.errors import InputError
     from medanomaly.io import read
-    from medanomaly.registry import EXPLAINERS
 
-    EXPLAINERS.get(method)
-    check_view_and_target(ex, fov, target)
+    check_options(ex, fov, target, method, layer)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from medanomaly.errors import ConfigError, InputError
+from medanomaly.errors import ConfigError, InputError, first_reason
 from medanomaly.types import Volume
 
 __all__ = ["MAX_STEPS", "Grid", "StepRecord", "PipelineResult", "Pipeline", "load_steps"]
@@ -170,6 +171,8 @@ class Pipeline:
                 raise ConfigError(f"step {i + 1} ({name}): {texts[0]} must be a number, got {value!r}{hint}")
             try:
                 steps.append(factory(**params))
+            except ValidationError as exc:  # a checked step's bounds (steps.checked_step)
+                raise ConfigError(f"step {i + 1} ({name}): {first_reason(exc)}") from None
             except TypeError as exc:
                 raise ConfigError(f"step {i + 1} ({name}): {exc}") from None
             except InputError as exc:

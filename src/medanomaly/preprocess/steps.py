@@ -17,9 +17,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.preprocess import denoise as _denoise
@@ -54,6 +56,24 @@ DENOISERS = {
 }
 
 Applied = dict[str, Any]
+
+#: A percentile (0..100).
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+#: The voxel types a step may cast to: those the NIfTI / NRRD / MHA writers take as scalars.
+CAST_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64")
+
+
+def checked_step(cls: type) -> type:
+    """A frozen step dataclass whose fields pydantic checks against their annotations when the step is made (bounds,
+    finite numbers): a config's or a hand-edited ``model.json``'s values were used as they were (a CLAHE kernel of 0
+    divided by zero, a percentile of 200 or a 10^9 mm unsharp radius were tracebacks mid-pipeline, a NaN clip limit
+    or sigma ran silently)."""
+    return _pydantic_dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False))(cls)
+
+
+def _ordered(low: float, high: float, what: str = "low < high") -> None:
+    if not low < high:
+        raise ConfigError(f"need {what}, got {low}, {high}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +124,7 @@ def _check_roi(roi: str) -> None:
 
 # ------------------------------------------------------------------------------------- intensity
 @TRANSFORMS.register("window")
-@dataclass(frozen=True)
+@checked_step
 class Window(Step):
     """CT window to 0..1 (:func:`enhance.window`): a ``preset``, or explicit ``low``/``high``
     HU; with neither, the lung window."""
@@ -116,7 +136,7 @@ class Window(Step):
 
     def __post_init__(self) -> None:
         if self.preset is not None and (self.low is not None or self.high is not None):
-            raise ConfigError("window: give a preset or low/high, not both")
+            raise ConfigError("give a preset or low/high, not both")
         if self.preset is None and self.low is None and self.high is None:
             object.__setattr__(self, "preset", "lung")
         _enhance._window_bounds(self.preset, self.low, self.high)
@@ -127,7 +147,7 @@ class Window(Step):
 
 
 @TRANSFORMS.register("multi_window")
-@dataclass(frozen=True)
+@checked_step
 class MultiWindow(Step):
     """Several CT windows stacked as channels (:func:`enhance.multi_window`)."""
 
@@ -155,6 +175,9 @@ class Denoise(Step):
     def __init__(self, method: str = "gaussian", **options: Any) -> None:
         if method not in DENOISERS:
             raise ConfigError(f"unknown denoise method {method!r}; valid: {', '.join(sorted(DENOISERS))}")
+        odd = next((k for k, v in options.items() if isinstance(v, float) and not np.isfinite(v)), None)
+        if odd is not None:
+            raise ConfigError(f"denoise {method}: {odd} is {options[odd]}: give a finite number")
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "options", dict(options))
 
@@ -171,12 +194,12 @@ class Denoise(Step):
 
 
 @TRANSFORMS.register("clahe")
-@dataclass(frozen=True)
+@checked_step
 class Clahe(Step):
     """CLAHE to 0..1 (:func:`enhance.clahe`)."""
 
-    clip_limit: float = 0.01
-    kernel_size: int | None = None
+    clip_limit: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
+    kernel_size: Annotated[int, Field(ge=2, le=4096)] | None = None
     per_slice: bool = True
     name: ClassVar[str] = "clahe"
 
@@ -185,13 +208,17 @@ class Clahe(Step):
 
 
 @TRANSFORMS.register("equalize")
-@dataclass(frozen=True)
+@checked_step
 class Equalize(Step):
     """Histogram equalisation to 0..1, optionally from the histogram inside ``roi``."""
 
-    nbins: int = 256
+    nbins: Annotated[int, Field(ge=2, le=65_536)] = 256
     roi: str | None = None
     name: ClassVar[str] = "equalize"
+
+    def __post_init__(self) -> None:
+        if self.roi is not None:
+            _check_roi(self.roi)
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         mask = _roi_mask(self.roi, volume, context) if self.roi else None
@@ -199,11 +226,11 @@ class Equalize(Step):
 
 
 @TRANSFORMS.register("gamma")
-@dataclass(frozen=True)
+@checked_step
 class Gamma(Step):
     """Gamma correction of a 0..1 image."""
 
-    gamma: float = 1.0
+    gamma: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
     name: ClassVar[str] = "gamma"
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
@@ -211,19 +238,19 @@ class Gamma(Step):
 
 
 @TRANSFORMS.register("random_gamma")
-@dataclass(frozen=True)
+@checked_step
 class RandomGamma(Step):
     """Gamma drawn log-uniformly in ``low..high`` (seeded), then :func:`enhance.gamma`; the
     sampled value is recorded so the run is reproducible."""
 
-    low: float = 0.7
-    high: float = 1.5
-    seed: int | None = None
+    low: Annotated[float, Field(gt=0.0, le=100.0)] = 0.7
+    high: Annotated[float, Field(gt=0.0, le=100.0)] = 1.5
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     name: ClassVar[str] = "random_gamma"
 
     def __post_init__(self) -> None:
         if not 0 < self.low <= self.high:
-            raise ConfigError(f"random_gamma: need 0 < low <= high, got {self.low}, {self.high}")
+            raise ConfigError(f"need 0 < low <= high, got {self.low}, {self.high}")
         object.__setattr__(self, "_rng", np.random.default_rng(self.seed))
 
     @property
@@ -236,12 +263,12 @@ class RandomGamma(Step):
 
 
 @TRANSFORMS.register("unsharp")
-@dataclass(frozen=True)
+@checked_step
 class Unsharp(Step):
     """Unsharp masking (:func:`enhance.unsharp`)."""
 
-    radius_mm: float = 1.0
-    amount: float = 1.0
+    radius_mm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    amount: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     name: ClassVar[str] = "unsharp"
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
@@ -249,12 +276,16 @@ class Unsharp(Step):
 
 
 @TRANSFORMS.register("minmax")
-@dataclass(frozen=True)
+@checked_step
 class MinMax(Step):
     """Min-max to 0..1 (inside ``roi`` if given)."""
 
     roi: str | None = None
     name: ClassVar[str] = "minmax"
+
+    def __post_init__(self) -> None:
+        if self.roi is not None:
+            _check_roi(self.roi)
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         mask = _roi_mask(self.roi, volume, context) if self.roi else None
@@ -263,12 +294,16 @@ class MinMax(Step):
 
 
 @TRANSFORMS.register("zscore")
-@dataclass(frozen=True)
+@checked_step
 class ZScore(Step):
     """Z-score (statistics inside ``roi`` if given)."""
 
     roi: str | None = None
     name: ClassVar[str] = "zscore"
+
+    def __post_init__(self) -> None:
+        if self.roi is not None:
+            _check_roi(self.roi)
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         mask = _roi_mask(self.roi, volume, context) if self.roi else None
@@ -277,13 +312,16 @@ class ZScore(Step):
 
 
 @TRANSFORMS.register("percentile_clip")
-@dataclass(frozen=True)
+@checked_step
 class PercentileClip(Step):
     """Clip to percentiles (:func:`normalise.percentile_clip`)."""
 
-    lower: float = 0.5
-    upper: float = 99.5
+    lower: Percent = 0.5
+    upper: Percent = 99.5
     name: ClassVar[str] = "percentile_clip"
+
+    def __post_init__(self) -> None:
+        _ordered(self.lower, self.upper, "lower < upper")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         lo, hi = np.percentile(volume.array, [self.lower, self.upper])
@@ -291,33 +329,39 @@ class PercentileClip(Step):
 
 
 @TRANSFORMS.register("percentile_unit")
-@dataclass(frozen=True)
+@checked_step
 class PercentileUnit(Step):
     """Each channel to 0..1 by its own percentiles (:func:`normalise.percentile_unit`)."""
 
-    low_pct: float = 0.5
-    high_pct: float = 99.5
+    low_pct: Percent = 0.5
+    high_pct: Percent = 99.5
     name: ClassVar[str] = "percentile_unit"
+
+    def __post_init__(self) -> None:
+        _ordered(self.low_pct, self.high_pct, "low_pct < high_pct")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         return _normalise.percentile_unit(volume, self.low_pct, self.high_pct), {}
 
 
 @TRANSFORMS.register("robust_zscore")
-@dataclass(frozen=True)
+@checked_step
 class RobustZScore(Step):
     """Z-score from the voxels between two percentiles (:func:`normalise.robust_zscore`)."""
 
-    low_pct: float = 1.0
-    high_pct: float = 99.0
+    low_pct: Percent = 1.0
+    high_pct: Percent = 99.0
     name: ClassVar[str] = "robust_zscore"
+
+    def __post_init__(self) -> None:
+        _ordered(self.low_pct, self.high_pct, "low_pct < high_pct")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         return _normalise.robust_zscore(volume, self.low_pct, self.high_pct), {}
 
 
 @TRANSFORMS.register("cast")
-@dataclass(frozen=True)
+@checked_step
 class Cast(Step):
     """Convert voxels to ``dtype`` (float32, float64, int16, uint8, ...), values unchanged."""
 
@@ -325,17 +369,15 @@ class Cast(Step):
     name: ClassVar[str] = "cast"
 
     def __post_init__(self) -> None:
-        try:
-            np.dtype(self.dtype)
-        except TypeError:
-            raise ConfigError(f"cast: unknown dtype {self.dtype!r}") from None
+        if self.dtype not in CAST_DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(CAST_DTYPES)}")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         return volume.with_array(np.asarray(volume.array, dtype=np.dtype(self.dtype))), {}
 
 
 @TRANSFORMS.register("hu_clip")
-@dataclass(frozen=True)
+@checked_step
 class HuClip(Step):
     """Clip a CT to ``low..high`` HU."""
 
@@ -343,13 +385,16 @@ class HuClip(Step):
     high: float = 3071.0
     name: ClassVar[str] = "hu_clip"
 
+    def __post_init__(self) -> None:
+        _ordered(self.low, self.high)
+
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         return _normalise.hu_clip(volume, self.low, self.high), {}
 
 
 # ------------------------------------------------------------------------------------- ROI
 @TRANSFORMS.register("mask_roi")
-@dataclass(frozen=True)
+@checked_step
 class MaskRoi(Step):
     """Compute an ROI mask (lung, body, breast, brain), keep it for later steps, and set voxels
     outside it to ``fill`` (default: the image minimum). Records the ROI volume in mL."""
@@ -372,7 +417,7 @@ class MaskRoi(Step):
 
 # ------------------------------------------------------------------------------------- spatial
 @TRANSFORMS.register("resample")
-@dataclass(frozen=True)
+@checked_step
 class Resample(Step):
     """Resample to ``spacing`` mm (one value or x, y, z); ``default`` fills outside the image
     (None: image minimum), ``antialias`` low-passes the axes that shrink first."""
@@ -392,7 +437,7 @@ class Resample(Step):
 
 
 @TRANSFORMS.register("resize")
-@dataclass(frozen=True)
+@checked_step
 class Resize(Step):
     """Resize to ``size`` voxels, (y, x) for a 2D model or (z, y, x), keeping the physical box
     (:func:`resize.resize_to_shape`; the classifier and fusion input size)."""
@@ -403,10 +448,10 @@ class Resize(Step):
 
     def __post_init__(self) -> None:
         if len(self.size) not in (2, 3) or min(int(s) for s in self.size) < 1:
-            raise ConfigError(f"resize: size must be 2 or 3 positive ints, got {list(self.size)}")
+            raise ConfigError(f"size must be 2 or 3 positive ints, got {list(self.size)}")
         voxels = int(np.prod([int(s) for s in self.size], dtype=np.int64))
         if voxels > _resize.MAX_VOXELS:  # checked before any image is read, not by the allocator
-            raise ConfigError(f"resize: size {list(self.size)} is {voxels:,} voxels, the limit is {_resize.MAX_VOXELS:,}")
+            raise ConfigError(f"size {list(self.size)} is {voxels:,} voxels, the limit is {_resize.MAX_VOXELS:,}")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         out = _resize.resize_to_shape(volume, tuple(self.size))
@@ -414,7 +459,7 @@ class Resize(Step):
 
 
 @TRANSFORMS.register("middle_slice")
-@dataclass(frozen=True)
+@checked_step
 class MiddleSlice(Step):
     """Keep the middle axial slice (index ``z // 2``), origin kept: a 3D image for a 2D model."""
 
@@ -428,14 +473,20 @@ class MiddleSlice(Step):
 
 
 @TRANSFORMS.register("crop_or_pad")
-@dataclass(frozen=True)
+@checked_step
 class CropOrPad(Step):
     """Centre crop/pad to ``size`` voxels (z, y, x)."""
 
-    size: tuple[int, int, int] = (64, 64, 64)
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (64, 64, 64)
     pad_value: float | None = None
     name: ClassVar[str] = "crop_or_pad"
     spatial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        voxels = int(np.prod(self.size, dtype=np.int64))
+        if voxels > _resize.MAX_VOXELS:  # checked before any image is read, not by the allocator
+            raise ConfigError(f"size {list(self.size)} is {voxels:,} voxels, the limit is "
+                              f"{_resize.MAX_VOXELS:,}")  # fmt: skip
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, Applied]:
         out = _resample.crop_or_pad(volume, tuple(self.size), self.pad_value)
@@ -443,12 +494,12 @@ class CropOrPad(Step):
 
 
 @TRANSFORMS.register("crop_to_roi")
-@dataclass(frozen=True)
+@checked_step
 class CropToRoi(Step):
     """Crop to the bounding box of an ROI mask plus ``margin_mm``."""
 
     roi: str = "lung"
-    margin_mm: float = 10.0
+    margin_mm: Annotated[float, Field(ge=0.0, le=1000.0)] = 10.0
     name: ClassVar[str] = "crop_to_roi"
     spatial: ClassVar[bool] = True
 
@@ -462,7 +513,7 @@ class CropToRoi(Step):
 
 
 @TRANSFORMS.register("canonical")
-@dataclass(frozen=True)
+@checked_step
 class Canonical(Step):
     """Reorient to ``orientation`` (default LPS) without interpolation."""
 

@@ -38,6 +38,8 @@ def test_every_registered_dataset_checks_its_arguments():
     ("lung_nodule_patches", {"n_nodules": 10**9}, "n_nodules: Input should be less than or equal to 100000"),
     ("lung_nodule_patches", {"diameter_range_mm": [20.0, 4.0]},
      "diameter_range_mm: the range must go from low to high, got [20.0, 4.0]"),
+    ("lung_nodule_patches", {"sources": []}, "sources: Tuple should have at least 1 item after validation, not 0"),
+    ("lidc_malignancy", {"sources": ["lung1", "lung1"]}, "sources: 'lung1' is named twice"),
     ("mammo_phantom_lesions", {"max_lesions": -1}, "max_lesions: Input should be greater than or equal to 0"),
     ("manifest", {"csv": NOWHERE, "channels": 0}, "channels: Input should be greater than or equal to 1"),
 ])  # fmt: skip

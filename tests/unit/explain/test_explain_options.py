@@ -10,7 +10,7 @@ import pytest
 
 from medanomaly.errors import InputError
 from medanomaly.explain.adapters import Explainable
-from medanomaly.explain.driver import check_view_and_target
+from medanomaly.explain.driver import check_options
 
 ROOT = Path(__file__).resolve().parents[3]
 CLASSIFIER = Explainable(model=None, class_names=("benign", "uncertain", "malignant"), kind="classification")
@@ -20,18 +20,18 @@ DETECTOR = Explainable(model=None, patch_size=(8, 64, 64), kind="lung_nodule", r
 @pytest.mark.parametrize("fov", [float("nan"), float("inf"), -5.0, 0.0, 4.9, 1e12])
 def test_a_field_of_view_outside_5_to_1000_mm_is_refused(fov):
     with pytest.raises(InputError, match=r"--fov must be 5\.\.1000 mm"):
-        check_view_and_target(DETECTOR, fov, None)
+        check_options(DETECTOR, fov, None)
 
 
 def test_a_target_the_model_does_not_have_is_refused():
-    check_view_and_target(CLASSIFIER, 80.0, 2)
-    check_view_and_target(DETECTOR, 5.0, None)
+    check_options(CLASSIFIER, 80.0, 2)
+    check_options(DETECTOR, 5.0, None)
     with pytest.raises(InputError, match=r"--target must be a class index 0\.\.2 \(benign, uncertain, malignant\), got 3"):
-        check_view_and_target(CLASSIFIER, 80.0, 3)
+        check_options(CLASSIFIER, 80.0, 3)
     with pytest.raises(InputError, match="got -1"):
-        check_view_and_target(CLASSIFIER, 80.0, -1)
+        check_options(CLASSIFIER, 80.0, -1)
     with pytest.raises(InputError, match="--target picks a class of a classifier; a lung_nodule run explains its map"):
-        check_view_and_target(DETECTOR, 80.0, 0)
+        check_options(DETECTOR, 80.0, 0)
 
 
 def test_the_cli_says_it_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -63,3 +63,18 @@ def test_a_findings_file_listing_more_than_the_limit_is_refused_before_any_expla
         explain_file(model.explainable(), pyradiomics_case("lung1")[0], "gradcam", tmp_path / "out",
                      findings_path=findings)  # fmt: skip
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_an_unknown_method_or_layer_is_an_option_error_not_the_images(tmp_path, monkeypatch, capsys):
+    """Both were reported against the image file, as if it were at fault, after it had been read."""
+    from medanomaly.cli.app import main
+
+    image = ROOT / "tests" / "fixtures" / "missing_image_never_read.nrrd"
+    run = str(ROOT / "tests" / "fixtures" / "lung_detector")
+    for option, words in ((["--method", "nope"], "error: unknown explainer 'nope'; valid: gradcam, "),
+                          (["--layer", "nope"], "error: unknown layer 'nope'; valid layers: ")):  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "explain", run, str(image), *option, "--out", str(tmp_path / "x")])
+        with pytest.raises(SystemExit) as code:
+            main()
+        err = capsys.readouterr().err.strip()
+        assert code.value.code == 2 and err.startswith(words) and "\n" not in err and not (tmp_path / "x").exists()

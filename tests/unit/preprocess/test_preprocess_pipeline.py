@@ -100,12 +100,12 @@ def test_pipeline_config_errors(tmp_path):
     # A number YAML read as text (1e9 without a dot) is refused when built, naming the parameter.
     with pytest.raises(ConfigError, match=r"step 1 \(unsharp\): radius_mm must be a number, got '1e9' \(YAML"):
         Pipeline.from_config([{"name": "unsharp", "radius_mm": "1e9"}])
-    # Sizes that would allocate petabytes or a billion histogram bins: one line, before the work.
-    small = Volume(np.zeros((4, 8, 8), np.float32), spacing=(1.0, 1.0, 1.0))
-    with pytest.raises(InputError, match=r"crop_or_pad gives an image of 100000 x 100000 x 100000 .* exceeds the limit"):
-        Pipeline.from_config([{"name": "crop_or_pad", "size": [100000, 100000, 100000]}])(small)
-    with pytest.raises(InputError, match=r"nbins must be a whole number in 2..65536"):
-        Pipeline.from_config([{"name": "equalize", "nbins": 10**9}])(small)
+    # Sizes that would allocate petabytes or a billion histogram bins: one line when the pipeline is built.
+    with pytest.raises(ConfigError, match=r"^step 1 \(crop_or_pad\): size \[100000, 100000, 100000\] is "
+                                          r"1,000,000,000,000,000 voxels, the limit is 67,108,864$"):  # fmt: skip
+        Pipeline.from_config([{"name": "crop_or_pad", "size": [100000, 100000, 100000]}])
+    with pytest.raises(ConfigError, match=r"^step 1 \(equalize\): nbins: Input should be less than or equal to 65536$"):
+        Pipeline.from_config([{"name": "equalize", "nbins": 10**9}])
     # A resample to 1 micrometre is refused by the voxel limit before SimpleITK allocates anything.
     tiny = Pipeline.from_config([{"name": "resample", "spacing": 0.001}])
     with pytest.raises(InputError, match=r"resampling to 0.001 mm gives an image of .* exceeds the limit"):
@@ -233,3 +233,29 @@ def test_a_pipeline_of_more_than_100_steps_is_refused_when_built():
     assert len(Pipeline.from_config([{"name": "zscore"}] * MAX_STEPS).steps) == MAX_STEPS
     with pytest.raises(ConfigError, match="pipeline has 20,000 steps, more than 100"):
         Pipeline.from_config({"steps": [{"name": "denoise"}] * 20_000})
+
+
+@pytest.mark.parametrize("step, words", [
+    ({"name": "clahe", "kernel_size": 0}, "kernel_size: Input should be greater than or equal to 2"),
+    ({"name": "clahe", "clip_limit": float("nan")}, "clip_limit: Input should be a finite number"),
+    ({"name": "cast", "dtype": "float16"}, "dtype 'float16' is not one of uint8, int8"),
+    ({"name": "cast", "dtype": "complex128"}, "dtype 'complex128' is not one of"),
+    ({"name": "equalize", "roi": "nope"}, "unknown roi 'nope'; valid: body, brain, breast, lung"),
+    ({"name": "zscore", "roi": "nope"}, "unknown roi 'nope'"),
+    ({"name": "percentile_clip", "lower": 200}, "lower: Input should be less than or equal to 100"),
+    ({"name": "percentile_unit", "low_pct": 90, "high_pct": 10}, "need low_pct < high_pct, got 90.0, 10.0"),
+    ({"name": "random_gamma", "seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"name": "unsharp", "radius_mm": 1e9}, "radius_mm: Input should be less than or equal to 100"),
+    ({"name": "unsharp", "amount": float("nan")}, "amount: Input should be a finite number"),
+    ({"name": "denoise", "sigma_mm": float("nan")}, "denoise gaussian: sigma_mm is nan: give a finite number"),
+    ({"name": "crop_or_pad", "pad_value": float("nan")}, "pad_value: Input should be a finite number"),
+    ({"name": "resample", "default": float("nan")}, "default: Input should be a finite number"),
+    ({"name": "hu_clip", "low": 500, "high": -500}, "need low < high, got 500.0, -500.0"),
+])  # fmt: skip
+def test_a_step_checks_its_parameters_when_the_pipeline_is_built(step, words):
+    """Each was a traceback mid-pipeline (a CLAHE kernel of 0 divided by zero, a percentile of 200, a 10^9 mm unsharp
+    kernel of 76 GiB, an unknown ROI a KeyError, a seed of -1, float16 that SimpleITK cannot write) or ran silently
+    (a NaN clip limit, sigma, amount or fill value; a complex cast)."""
+    with pytest.raises(ConfigError) as error:
+        Pipeline.from_config([step])
+    assert str(error.value).startswith(f"step 1 ({step['name']}): {words}") and "\n" not in str(error.value)
