@@ -70,13 +70,26 @@ def _load(path: Path) -> Any:
     return image
 
 
-def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
-    """(x, y, z) of a NIfTI shape; extra dimensions must be 1 (a single volume)."""
+#: NIfTI intent code of a vector per voxel (``NIFTI_INTENT_VECTOR``): how ITK, and so ``medanomaly.io.write``, stores
+#: a multi-component image (5D, x y z 1 c).
+INTENT_VECTOR = 1007
+#: Most components a vector NIfTI may hold (a model input's channel limit).
+MAX_COMPONENTS = 64
+
+
+def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple[tuple[int, int, int], int]:
+    """((x, y, z), components) of a NIfTI shape: extra dimensions must be 1 (a single volume), except the fifth of a
+    vector image (``intent`` :data:`INTENT_VECTOR`, time 1), whose components become channels."""
     dims = tuple(int(d) for d in shape) + (1,) * max(0, 3 - len(shape))
+    components = 1
+    if intent == INTENT_VECTOR and len(dims) == 5 and dims[3] == 1:
+        components, dims = dims[4], dims[:3]
+        if not 1 <= components <= MAX_COMPONENTS:
+            raise InputError(f"vector image of {components} components; at most {MAX_COMPONENTS} are read", path)
     extra = int(np.prod(dims[3:])) if len(dims) > 3 else 1
     if extra != 1:
         raise InputError(f"{len(shape)}D image ({extra} volumes): medanomaly reads 2D/3D images", path)
-    return dims[0], dims[1], dims[2]
+    return (dims[0], dims[1], dims[2]), components
 
 
 def _scaling(image: Any) -> tuple[float, float] | None:
@@ -100,24 +113,31 @@ def _result_dtype(image: Any) -> np.dtype:
     return np.dtype(np.float64 if stored.itemsize == 8 else np.float32)
 
 
-def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
-    """The voxels as a C-contiguous (z, y, x[, 3]) array: scaled, native byte order, NaN kept."""
+def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype, components: int = 1) -> np.ndarray:
+    """The voxels as a C-contiguous (z, y, x[, c]) array: scaled, native byte order, NaN kept."""
     raw = np.asarray(image.dataobj.get_unscaled())
+    if components > 1:  # a vector image (x, y, z, 1, c)
+        out = _voxels_scaled(raw.reshape((*xyz, components), order="A"), image, dtype)
+        return np.ascontiguousarray(out.transpose(2, 1, 0, 3))
     raw = raw.reshape(xyz, order="A")  # only drops / adds singleton axes: no copy
     if raw.dtype.fields is not None:  # RGB24 / RGBA32 records -> (x, y, z, 3) uint8
         raw = np.stack([raw[name] for name in ("R", "G", "B")], axis=-1)
         return np.ascontiguousarray(np.moveaxis(raw, (0, 1, 2), (2, 1, 0)))
+    return np.ascontiguousarray(_voxels_scaled(raw, image, dtype).transpose(2, 1, 0))
+
+
+def _voxels_scaled(raw: np.ndarray, image: Any, dtype: np.dtype) -> np.ndarray:
+    """``raw`` with the header's scaling applied (as ``dtype``), in native byte order."""
     scaling = _scaling(image)
-    if scaling is not None:
-        slope, inter = scaling
-        out = raw.astype(dtype)  # keeps the Fortran layout: the transpose below is C-contiguous
-        if slope != 1.0:
-            out *= dtype.type(slope)
-        if inter:
-            out += dtype.type(inter)
-    else:
-        out = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
-    return np.ascontiguousarray(out.transpose(2, 1, 0))
+    if scaling is None:
+        return raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
+    slope, inter = scaling
+    out = raw.astype(dtype)  # keeps the Fortran layout: the caller's transpose is C-contiguous
+    if slope != 1.0:
+        out *= dtype.type(slope)
+    if inter:
+        out += dtype.type(inter)
+    return out
 
 
 def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,18 +170,19 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     image = _load(path)
     header = image.header
     try:
-        xyz = _spatial_shape(image.shape, path)
+        xyz, components = _spatial_shape(image.shape, path, int(header.get("intent_code", 0)))
         dtype = _result_dtype(image)
         affine = _RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
         raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
-    channels = 3 if dtype.fields is not None else 1
-    check_voxel_bytes((*xyz, channels), dtype.itemsize // channels, path, limit=max_voxel_bytes)
+    channels = 3 if dtype.fields is not None else components
+    check_voxel_bytes((*xyz, channels), dtype.itemsize // (3 if dtype.fields is not None else 1), path,
+                      limit=max_voxel_bytes)  # fmt: skip
     spacing, direction, origin = _split_affine(affine, path)
     try:
-        array = _voxels(image, xyz, dtype)
+        array = _voxels(image, xyz, dtype, components)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
         reason = f"truncated or corrupt data: {short_reason(exc, path)}"
         raise InputError(f"not a readable nifti image ({reason})", path) from None
@@ -172,9 +193,11 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
         "source_format": "nifti",
         "description": f"{version} geometry from {nifti_geometry_source(header)}",
     }
-    if channels == 3:
+    if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")
+    elif components > 1:
+        meta.update(channels=components)
     return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)
 
 
-__all__ = ["XFORM_NAMES", "nifti_geometry_source", "read_nifti"]
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "read_nifti"]

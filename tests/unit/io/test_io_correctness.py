@@ -4,6 +4,7 @@ that never print a series description."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -256,6 +257,30 @@ def test_io_nifti_writer_and_reader_agree(tmp_path):
     back = read(write(src, tmp_path / "v.nii.gz"))
     assert back.same_grid(src, tol=1e-5)
     np.testing.assert_array_equal(back.array, src.array)
+
+
+def test_io_nifti_writer_and_reader_agree_on_a_multi_channel_image(tmp_path):
+    """Our writer (SimpleITK) stores channels as a vector image (5D, intent 1007); our reader refused its own output
+    ("5D image (3 volumes)"): `preprocess` with `multi_window` wrote a file `info`, `predict` and the service could
+    not read (a fusion run's two-channel upload). A 5D image that is not a vector, or of too many components, is
+    still refused."""
+    from medanomaly.io import write
+    from medanomaly.io.nifti import MAX_COMPONENTS
+
+    data = np.random.default_rng(0).normal(size=(3, 4, 5, 3)).astype(np.float32)
+    src = Volume(data, spacing=(0.5, 0.8, 2.0), origin=(1, 2, 3))
+    back = read(write(src, tmp_path / "v.nii.gz"))
+    assert back.same_grid(src, tol=1e-5) and back.n_components == 3 and back.meta["channels"] == 3
+    np.testing.assert_array_equal(back.array, data)
+    assert nib.load(tmp_path / "v.nii.gz").header["intent_code"] == 1007
+    for intent, shape, words in ((0, (5, 4, 3, 1, 2), "5D image (2 volumes)"),
+                                 (1007, (5, 4, 3, 2, 2), "5D image (4 volumes)"),
+                                 (1007, (5, 4, 3, 1, MAX_COMPONENTS + 1), "vector image of 65 components")):  # fmt: skip
+        image = nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4))
+        image.header["intent_code"] = intent
+        nib.save(image, tmp_path / "odd.nii.gz")
+        with pytest.raises(InputError, match=rf"odd.nii.gz: {re.escape(words)}"):
+            read(tmp_path / "odd.nii.gz")
 
 
 def test_io_info_range_ignores_nan_and_counts_them(tmp_path, capsys):
