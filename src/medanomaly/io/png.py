@@ -2,7 +2,8 @@
 
 A picture becomes a one-slice :class:`~medanomaly.types.Volume` (1, y, x) or (1, y, x, 3) for
 colour. RGB files whose three channels are identical (common for exported greyscale slices,
-e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped. Pixel
+e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped (an 8-bit grey + alpha PNG,
+which SimpleITK cannot read, through Pillow). Pixel
 spacing comes from the file when it stores one (else 1 mm); there is no patient geometry.
 
 Example:
@@ -47,7 +48,10 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
             check_declared_size(reader, path, max_voxel_bytes)
             image = reader.Execute()
     except RuntimeError:
-        raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
+        grey = _grey_of_grey_alpha(path, max_voxel_bytes) if fmt == "png" else None
+        if grey is None:
+            raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
+        return Volume(grey[None], meta={"source_format": fmt, "photometric": "MONOCHROME2"})
     vol = Volume.from_sitk(image, source_format=fmt)
     array = vol.array
     if array.ndim == 4:
@@ -63,6 +67,24 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     else:
         meta["photometric"] = "MONOCHROME2"
     return Volume(np.ascontiguousarray(array), spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+
+
+def _grey_of_grey_alpha(path: Path, max_voxel_bytes: int | None) -> np.ndarray | None:
+    """The grey channel (y, x) of an 8-bit grey + alpha PNG, which SimpleITK cannot read ("Unknown PixelType"), read
+    with Pillow after its declared size is checked (1 mm pixels: such files keep no spacing we read); None when the
+    file is not one."""
+    from PIL import Image, UnidentifiedImageError
+
+    from medanomaly.io.limits import check_voxel_bytes
+
+    try:
+        with Image.open(path) as picture:
+            if picture.format != "PNG" or picture.mode != "LA":
+                return None
+            check_voxel_bytes((1, picture.height, picture.width), 1, path, limit=max_voxel_bytes)
+            return np.ascontiguousarray(np.asarray(picture.getchannel("L"), np.uint8))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def to_uint8(array: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -112,6 +134,9 @@ def write_picture(
             raise InputError(f"a picture holds one slice; volume has {volume.shape[0]} (pass slice_index)", path)
         slice_index = 0
     plane = volume.array[slice_index]
+    if plane.ndim == 3 and plane.shape[-1] not in (3, 4):
+        raise InputError(f"a picture holds grey, RGB or RGBA pixels; this volume has {plane.shape[-1]} components "
+                         "(write NIfTI, NRRD or MHA)", path)  # fmt: skip
     if window is not None or plane.dtype not in (np.uint8, np.uint16):
         plane = to_uint8(plane, window)
     if plane.dtype == np.uint16 and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):

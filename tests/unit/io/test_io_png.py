@@ -76,3 +76,17 @@ def test_png_native_remarks_go_to_the_log_not_the_terminal(capfd, caplog):
     with native_remarks_logged(Path("x.png")):
         os.write(2, b"libpng warning: a remark\nsomething else\n")
     assert capfd.readouterr().err == "something else\n"  # what is not a known remark is passed on
+
+
+def test_a_grey_alpha_png_is_read_as_grey_and_two_components_are_not_written(tmp_path):
+    """SimpleITK cannot read an 8-bit grey + alpha PNG ("Unknown PixelType"): it was "corrupt or truncated"; our own
+    writer made such a file from a two-channel volume and could not read it back."""
+    pixels = np.zeros((6, 7, 2), np.uint8)
+    pixels[..., 0], pixels[..., 1] = np.arange(42).reshape(6, 7), 128
+    Image.fromarray(pixels, "LA").save(tmp_path / "la.png")
+    grey = read(tmp_path / "la.png")
+    assert grey.shape == (1, 6, 7) and grey.n_components == 1 and grey.meta["photometric"] == "MONOCHROME2"
+    np.testing.assert_array_equal(grey.array[0], pixels[..., 0])
+    with pytest.raises(InputError, match="a picture holds grey, RGB or RGBA pixels; this volume has 2 components"):
+        write(Volume(pixels[None]), tmp_path / "two.png")
+    assert not (tmp_path / "two.png").exists()
