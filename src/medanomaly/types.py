@@ -192,6 +192,43 @@ class Volume:
                 return f"{name} {_rounded(mine)}{unit} vs {_rounded(theirs)}{unit}"
         return None
 
+    def placed_on(self, other: Volume, tol: float = 1e-3) -> Volume | None:
+        """This image's voxels on ``other``'s grid (zeros elsewhere) when its voxel centres are ``other``'s, up to
+        ``tol`` voxels: the same spacing and axes (any order or sign) and an origin a whole number of voxels away,
+        all inside ``other`` (a DICOM SEG spans only the slices its segments touch, its slices maybe in reverse);
+        None when they are not (then nothing is resampled here).
+
+        Example:
+            >>> big = Volume(np.zeros((4, 4, 4)))
+            >>> part = Volume(np.ones((2, 4, 4)), origin=(0.0, 0.0, 1.0))
+            >>> part.placed_on(big).array[:, 0, 0].tolist()
+            [0.0, 1.0, 1.0, 0.0]
+        """
+        if self.array.ndim != other.array.ndim:
+            return None
+        index_map = np.linalg.inv(other.affine_lps) @ self.affine_lps  # this (x, y, z) index -> other's
+        linear, offset = index_map[:3, :3], index_map[:3, 3]
+        rounded = np.round(linear)
+        permutation = np.abs(rounded).argmax(axis=0)  # other's axis of each of this image's axes
+        if not (np.allclose(linear, rounded, atol=tol) and np.allclose(offset, np.round(offset), atol=tol)
+                and np.all(np.abs(rounded).sum(axis=0) == 1) and len(set(permutation.tolist())) == 3):
+            return None
+        signs = rounded[permutation, [0, 1, 2]]
+        data = np.moveaxis(self.array, (0, 1, 2), (2, 1, 0))  # (x, y, z[, c])
+        data = np.flip(data, axis=tuple(a for a in range(3) if signs[a] < 0))
+        target_xyz = np.zeros((*other.shape[::-1], *self.array.shape[3:]), self.array.dtype)
+        data = np.moveaxis(data, (0, 1, 2), tuple(int(p) for p in permutation))
+        corner = [int(round(offset[permutation[a]] + (signs[a] < 0) * signs[a] * (self.shape[::-1][a] - 1)))
+                  for a in range(3)]  # fmt: skip
+        starts = [0, 0, 0]
+        for a in range(3):
+            starts[int(permutation[a])] = corner[a]
+        ends = [starts[i] + data.shape[i] for i in range(3)]
+        if min(starts) < 0 or any(ends[i] > target_xyz.shape[i] for i in range(3)):
+            return None
+        target_xyz[starts[0]:ends[0], starts[1]:ends[1], starts[2]:ends[2]] = data
+        return other.with_array(np.ascontiguousarray(np.moveaxis(target_xyz, (0, 1, 2), (2, 1, 0))), **dict(self.meta))
+
     # ----------------------------------------------------------------------------- derive
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A new Volume on the same grid with other voxels (and optionally updated meta)."""

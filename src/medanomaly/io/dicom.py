@@ -408,8 +408,13 @@ def _greyscale(
 def volume_from_dataset(ds: Dataset, path: Path, max_voxel_bytes: int | None = None) -> Volume:
     """Decode one parsed DICOM dataset (any number of frames) into a Volume with geometry.
 
-    The declared pixel size is checked against :mod:`medanomaly.io.limits` before decoding.
+    The declared pixel size is checked against :mod:`medanomaly.io.limits` before decoding. A DICOM Segmentation
+    becomes its label map (:mod:`medanomaly.io.dicom_seg_read`).
     """
+    from medanomaly.io.dicom_seg_read import is_segmentation, read_segmentation
+
+    if is_segmentation(ds):
+        return read_segmentation(ds, path, safe_meta(ds), max_voxel_bytes)
     array, photometric = decode_pixels(ds, path, max_voxel_bytes)
     n_frames = array.shape[0]
     meta = safe_meta(ds)

@@ -24,7 +24,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.jsonio import finite_json
-from medanomaly.quantify.measure import SOLID_THRESHOLD_HU, lesion_box, measure, measure_lesions, require_on_grid
+from medanomaly.quantify.measure import SOLID_THRESHOLD_HU, lesion_box, measure, measure_lesions, on_image_grid
 from medanomaly.types import Finding, Volume, require_scalar
 
 #: A mask with more distinct labels than this is refused (it is not a lesion label map).
@@ -124,7 +124,7 @@ def measure_labels(
     require_scalar(mask, "the lesion mask")
     if image is not None:
         require_scalar(image, INTENSITY_STATISTICS)
-    require_on_grid(mask, image)
+    mask = on_image_grid(mask, image)
     parts_of = _parts_per_label(mask.array, mask_labels(mask.array, label), min_voxels)
     out: list[LabelledLesion] = []
     for value, n_parts in parts_of.items():

@@ -49,15 +49,22 @@ __all__ = [
 ]
 
 
-def require_on_grid(mask: Volume, image: Volume | None, tol: float = 1e-3) -> None:
-    """Refuse a mask that is not on ``image``'s grid (``tol`` mm), saying what differs; no image: nothing to check.
+def on_image_grid(mask: Volume, image: Volume | None, tol: float = 1e-3) -> Volume:
+    """``mask`` on ``image``'s grid: as it is when the grids are the same (``tol`` mm), or placed voxel for voxel
+    when its voxel centres are the image's (a DICOM SEG spans only the slices its segments touch:
+    :meth:`~medanomaly.types.Volume.placed_on`, nothing resampled); no image: the mask.
 
     Raises:
-        InputError: e.g. "the mask is not on the image grid: spacing (1, 1, 3) mm vs (1, 1, 2) mm".
+        InputError: any other grid, saying what differs: "the mask is not on the image grid: spacing (1, 1, 3) mm vs
+            (1, 1, 2) mm".
     """
     mismatch = None if image is None else mask.grid_mismatch(image, tol)
-    if mismatch is not None:
+    if mismatch is None:
+        return mask
+    placed = mask.placed_on(image)  # type: ignore[arg-type]
+    if placed is None:
         raise InputError(f"the mask is not on the image grid: {mismatch}")
+    return placed
 
 
 def max_diameter_mm(mask: Volume) -> float:
@@ -134,11 +141,11 @@ def measure(
     Raises:
         InputError: the mask is empty, or the image is on another grid.
     """
+    mask = on_image_grid(mask, image)
     binary = np.asarray(mask.array) > 0
     n_voxels = int(binary.sum())
     if n_voxels == 0:
         raise InputError("lesion mask is empty")
-    require_on_grid(mask, image)
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
     one_slice = mask.shape[0] == 1  # a 2D image: its lesions have an area (mm²), not a volume
     area_mm2 = n_voxels * float(mask.spacing[0]) * float(mask.spacing[1]) if one_slice else float("nan")
@@ -197,10 +204,10 @@ def measure_lesions(
     """
     from scipy import ndimage
 
+    mask = on_image_grid(mask, image)
     binary = np.asarray(mask.array) > 0
     if not binary.any():
         raise InputError("lesion mask is empty")
-    require_on_grid(mask, image)
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
     unit = intensity_unit(image) if image is not None else None
     findings = []

@@ -220,3 +220,32 @@ def test_a_study_with_our_seg_and_sr_can_be_shared_de_identified_and_stays_valid
     seg = pydicom.dcmread(written["SEG"])
     refs = [str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
     assert refs and set(refs) <= instances
+
+
+def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_findings(ct_series, tmp_path: Path) -> None:
+    """Read as an image, a SEG (one frame per segment and slice) was "frames are not equally spaced": neither `info`
+    nor `quantify --mask seg.dcm` could take our own output. It is now the label map of its segment numbers on the
+    slices it spans, placed voxel for voxel on the CT's grid to be measured; overlapping segments are one line."""
+    from medanomaly.io import read
+    from medanomaly.quantify.labels import measure_labels
+
+    ct, files = ct_series
+    findings = _two_lesions(ct)
+    out = write_dicom_outputs(findings, files, ct, tmp_path / "out", run_id="r1")
+    labels = read(out.seg)
+    assert labels.meta["modality"] == "SEG" and labels.shape[0] < ct.shape[0]  # the slices the segments touch
+    assert np.unique(labels.array).tolist() == [0, 1, 2]  # segment numbers, not the frames' 0 / 1
+    placed = labels.placed_on(ct)
+    for number, finding in enumerate(findings, start=1):
+        assert np.array_equal(placed.array == number, np.asarray(finding.mask.array) > 0)
+    measured = {lesion.label_value: lesion for lesion in measure_labels(labels, ct) if lesion.whole}
+    for number, finding in enumerate(findings, start=1):
+        assert measured[number].finding.measurements.volume_ml == pytest.approx(finding.measurements.volume_ml)
+    a, b = np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)
+    a[1:4, 5:12, 5:12], b[2:5, 8:15, 8:15] = 1, 1
+    overlapping = write_dicom_outputs([measure_lesions(ct.with_array(m), ct)[0] for m in (a, b)], files, ct,
+                                      tmp_path / "o", run_id="r")  # fmt: skip
+    with pytest.raises(InputError) as error:
+        read(overlapping.seg)
+    text = str(error.value)
+    assert text.startswith(f"{overlapping.seg}: DICOM SEG not readable as one label map") and "\n" not in text
