@@ -66,6 +66,7 @@ def run_folder_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
     metrics = {"task": "anomaly", "method": config.method.name, "domain": "folder2d", "region": "image",
                "synthetic": "not known (the user's images)", "test_data": f"{images.layout} {images.source.name}: {int((~y).sum())} normal, "
                f"{int(y.sum())} abnormal test images", "grey_from_rgb": images.grey_from_rgb,
+               "skipped_files": list(images.skipped),
                "image_auroc": auroc_ci(y, scores, config.evaluate.n_bootstrap, config.seed),
                "sensitivity": float(called[y].mean()), "specificity": float((~called[~y]).mean()),
                "pixel": _pixel_metrics(test, maps, config.evaluate.max_fpr), "thresholds": dict(model.info.thresholds),

@@ -60,7 +60,8 @@ def _domain(config: Any, fitted: Any) -> dict[str, Any]:
         return {"name": "folder2d", "region": "image", "source": images.layout, "folder": str(d.folder),
                 "intensity": d.intensity, "intensity_range": intensity_range(d),
                 "n_train": len(images.train), "n_val": len(images.val), "grey_from_rgb": images.grey_from_rgb,
-                "excluded_not_normal": images.excluded, "grey": "RGB converted to grey (ITU-R BT.601 luma)"}  # fmt: skip
+                "excluded_not_normal": images.excluded, "skipped_files": list(images.skipped),
+                "grey": "RGB converted to grey (ITU-R BT.601 luma)"}  # fmt: skip
     if d.domain != "chest_ct":
         return {"name": "brain_mr", "region": "brain_mask", "train": list(d.train), "val": list(d.val)}
     from medanomaly.preprocess.intensity import WINDOWS

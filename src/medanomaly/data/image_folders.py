@@ -26,12 +26,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medanomaly.errors import InputError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Image2D", "NormalImageSet", "load_normal_images", "to_grey", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
 
@@ -62,6 +65,8 @@ class NormalImageSet:
         test: normal and abnormal test images (``abnormal`` flag, optional ``mask``).
         grey_from_rgb: how many colour images were converted to grey (luma).
         excluded: train/val images left out because their label is not normal (``npz`` only).
+        skipped: ``part/name: reason`` of each file left out because it could not be used (unreadable, empty, a 3D
+            image, a mask of another size: reported, the rest loaded; ``folders`` only).
     """
 
     source: Path
@@ -71,6 +76,7 @@ class NormalImageSet:
     test: tuple[Image2D, ...]
     grey_from_rgb: int = 0
     excluded: int = 0
+    skipped: tuple[str, ...] = ()
 
 
 def to_grey(array: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -136,23 +142,51 @@ def _normal_part(root: Path, split: str) -> list[Path]:
 
 
 def _load_folders(root: Path) -> NormalImageSet:
+    """Every usable image of the folder tree; a file that cannot be used is logged and left out, as a batch does."""
     colour = 0
     parts: dict[str, list[Image2D]] = {"train": [], "val": [], "test": []}
+    skipped: list[str] = []
     masks = {_stem(p): p for p in _files(root / "test" / "masks")}
     listing = [("train", f, False) for f in _normal_part(root, "train")] + \
               [("val", f, False) for f in _normal_part(root, "val")] + \
               [("test", f, False) for f in _files(root / "test" / "normal")] + \
               [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
     for split, path, abnormal in listing:
-        array, was_rgb = _read(path)
+        try:
+            array, was_rgb = _read(path)
+        except InputError as err:
+            skipped.append(_skip(root, path, err))
+            continue
         colour += was_rgb
-        mask = None
-        if abnormal and _stem(path) in masks:
-            mask = _read(masks[_stem(path)])[0] > 0
-            if mask.shape != array.shape:
-                raise InputError(f"mask {mask.shape} and image {array.shape} differ in size", masks[_stem(path)])
+        mask = _mask_of(masks.get(_stem(path)), array.shape, root, skipped) if abnormal else None
         parts[split].append(Image2D(path.name, array, abnormal, mask))
-    return NormalImageSet(root, "folders", *(tuple(parts[s]) for s in ("train", "val", "test")), grey_from_rgb=colour)
+    for split in ("train", "val"):
+        if not parts[split]:
+            raise InputError(f"no usable image in {split}/normal/ ({len(skipped)} file(s) skipped: {skipped[0]})", root)
+    return NormalImageSet(root, "folders", *(tuple(parts[s]) for s in ("train", "val", "test")), grey_from_rgb=colour,
+                          skipped=tuple(skipped))  # fmt: skip
+
+
+def _mask_of(path: Path | None, shape: tuple[int, ...], root: Path, skipped: list[str]) -> np.ndarray | None:
+    """The lesion mask of an abnormal image (None: no mask, or one that cannot be used: logged, the image kept)."""
+    if path is None:
+        return None
+    try:
+        mask = _read(path)[0] > 0
+        if mask.shape != shape:
+            raise InputError(f"mask {mask.shape} and image {shape} differ in size", path)
+    except InputError as err:
+        skipped.append(_skip(root, path, err))
+        return None
+    return mask
+
+
+def _skip(root: Path, path: Path, err: InputError) -> str:
+    """Log a file left out of a folder tree (one line, its path inside the tree, never its content)."""
+    where = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    line = f"{where}: {err.reason}"
+    log.warning("skipped %s", line)
+    return line
 
 
 def _load_npz(path: Path, normal_label: int) -> NormalImageSet:

@@ -44,17 +44,32 @@ def test_folder_tree_refusals(tmp_path):
         f.unlink()
     with pytest.raises(InputError, match="no images in val/normal"):
         load_normal_images(root)
-    root = _tree(tmp_path / "c")
-    write(Volume(np.zeros((4, 12, 10), np.float32)), root / "train/normal/volume.nii.gz")
-    with pytest.raises(InputError, match="3D image") as err:
-        load_normal_images(root)
-    assert "volume.nii.gz" in str(err.value) and "\n" not in str(err.value)
-    root = _tree(tmp_path / "d")
-    _png(root / "test/masks/img1.png", np.zeros((6, 6)))
-    with pytest.raises(InputError, match="differ in size"):
-        load_normal_images(root)
     with pytest.raises(InputError, match="not found"):
         load_normal_images(tmp_path / "missing")
+
+
+def test_a_file_that_cannot_be_used_is_reported_and_left_out_as_in_a_batch(tmp_path, caplog):
+    """A 3D volume, an empty or a non-image file, or a mask of another size stopped the whole run at the first one
+    (one run per bad file to find them all); each is now one logged line, listed in the set, and the rest load. A
+    part left with no usable image is still refused."""
+    root = _tree(tmp_path / "c")
+    write(Volume(np.zeros((4, 12, 10), np.float32)), root / "train/normal/volume.nii.gz")
+    (root / "train/normal/empty.png").write_bytes(b"")
+    (root / "val/normal/text.png").write_text("not a picture")
+    _png(root / "test/masks/img1.png", np.zeros((6, 6)))
+    with caplog.at_level("WARNING", logger="medanomaly.data.image_folders"):
+        images = load_normal_images(root)
+    assert (len(images.train), len(images.val), len(images.test)) == (3, 3, 6)
+    assert images.skipped == ("train/normal/empty.png: empty file",
+                              "train/normal/volume.nii.gz: a 3D image (4 slices) in a 2D image folder",
+                              "val/normal/text.png: not a readable png image (corrupt or truncated)",
+                              "test/masks/img1.png: mask (6, 6) and image (12, 10) differ in size")  # fmt: skip
+    assert [r.getMessage() for r in caplog.records] == [f"skipped {line}" for line in images.skipped]
+    assert next(im for im in images.test if im.name == "img1.png" and im.abnormal).mask is None  # kept, unmasked
+    for f in (root / "val/normal").glob("img*.png"):
+        f.write_bytes(b"")
+    with pytest.raises(InputError, match=r"no usable image in val/normal/ \(7 file\(s\) skipped: train/normal/empty"):
+        load_normal_images(root)
 
 
 def test_medmnist_style_npz(tmp_path):
