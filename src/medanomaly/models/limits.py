@@ -114,11 +114,12 @@ def meta_output_shape(net: Any, name: str, shape: tuple[int, ...], source: str) 
             out = net.train()(torch.empty(shape))
     except NotImplementedError:
         return None
-    except _CANNOT_BUILD as exc:
+    except (*_CANNOT_BUILD, ArithmeticError) as exc:
         if "meta" in str(exc).lower():  # an operation that needs values (.item(), data-dependent shapes)
             return None
+        reason = f"{type(exc).__name__}: a stride or size of 0?" if isinstance(exc, ArithmeticError) else first_reason(exc)
         raise ConfigError(f"model {name!r} cannot take inputs of {shape_text(shape)} ({source}; channels "
-                          f"first): {first_reason(exc)}") from None  # fmt: skip
+                          f"first): {reason}") from None  # fmt: skip
     return tuple(out.shape) if isinstance(out, torch.Tensor) else None
 
 

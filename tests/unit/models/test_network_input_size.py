@@ -79,6 +79,18 @@ def test_a_classifier_deeper_than_its_images_is_refused_before_the_images_are_re
     assert "model 'densenet' cannot take inputs of 1 x 8 x 8 (data.image_size" in text and "too small" in text
 
 
+def test_a_stride_of_0_is_one_line_not_the_meta_devices_division_by_zero(tmp_path, monkeypatch):
+    """The meta device computes a convolution's output size by dividing by its stride: a ZeroDivisionError traceback
+    (found by mutating lung_malignancy_3d's conv1_stride)."""
+    from medanomaly.classify import engine
+
+    config = _yaml("lung_malignancy_3d.yaml")
+    config["model"]["params"]["conv1_stride"] = 0
+    text = _train_refused(tmp_path, config, monkeypatch, engine, "load_data")
+    assert text.endswith("model 'resnet' cannot take inputs of 1 x 32 x 32 x 32 (data.image_size; channels first): "
+                         "ZeroDivisionError: a stride or size of 0?")
+
+
 def test_a_detection_run_checks_its_detector_and_its_lesion_classifier_first(tmp_path, monkeypatch):
     from medanomaly.detect import detection_task
 
