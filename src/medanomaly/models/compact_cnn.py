@@ -38,6 +38,10 @@ def _conv_block(dims: int, cin: int, cout: int, separable: bool, stride: int = 1
 
 
 
+#: Most conv blocks (each after the first halves the image: 2^13 is the longest side the resize limit allows).
+MAX_LEVELS = 14
+
+
 def build_compact_cnn(in_channels: int, num_classes: int, spatial_dims: int = 2,
                       widths: Sequence[int] = (16, 32, 64, 128), hidden: int = 64,
                       dropout: float = 0.2, separable: bool = False, stem_stride: int = 2):
@@ -54,6 +58,8 @@ def build_compact_cnn(in_channels: int, num_classes: int, spatial_dims: int = 2,
     from monai.networks.layers import Pool
     from torch import nn
 
+    if not 1 <= len(widths) <= MAX_LEVELS:  # each level halves the image: more cannot be used, and a config's
+        raise ValueError(f"widths must list 1 to {MAX_LEVELS} levels, got {len(widths)}")  # 10^6 took minutes to build
     layers: list = [_conv_block(spatial_dims, in_channels, widths[0], False, stride=stem_stride)]
     for cin, cout in zip(widths[:-1], widths[1:], strict=True):
         layers += [Pool[Pool.MAX, spatial_dims](2), _conv_block(spatial_dims, cin, cout, separable)]

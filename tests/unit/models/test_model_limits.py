@@ -47,6 +47,8 @@ def test_the_limit_counts_exactly_and_can_be_raised_or_lowered(monkeypatch):
     ("nodule_unet", {"filters": (0, 0, 0)}, "has no weights: a width or filter size of 0?"),
     ("compact_cnn", {"widths": (0, 8)}, "has no weights: a width or filter size of 0?"),
     ("resnet", {"depth": 7}, "ValueError: depth must be one of"),
+    ("densenet", {"block_config": (10**6,)}, "block_config must list 1 to 8 dense blocks of 1 to 256 layers"),
+    ("compact_cnn", {"widths": (4,) * 15}, "ValueError: widths must list 1 to 14 levels, got 15"),
     ("fusion_decision", {"modalities": ("T1", "PD"), "combine": "nope"}, "ValueError: combine must be one of"),
 ])  # fmt: skip
 def test_parameters_a_network_cannot_be_built_from_are_one_line_naming_it(name, params, reason):
