@@ -69,6 +69,7 @@ def write_folder(root: Path) -> Path:
 @pytest.mark.slow
 def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     folder = write_folder(tmp_path / "images")
+    (folder / "train/normal/empty.png").write_bytes(b"")  # left out and reported, the run goes on
     doc = {"task": "anomaly", "name": "anomaly_2d_fixture",
            "data": {"domain": "folder2d", "folder": str(folder), "size": 32, "copies": 1},
            "method": {"name": "normative", "params": {"z_bins": 1}}, "train": {"epochs": 1, "threads": 1},
@@ -81,6 +82,7 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads((run / "model.json").read_text())
     assert info["input"]["spatial_dims"] == 2 and info["extra"]["domain"]["name"] == "folder2d"
+    assert info["extra"]["domain"]["skipped_files"] == ["train/normal/empty.png: empty file"]
     result = runner.invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 0, result.output
     m = json.loads((run / "metrics.json").read_text())
@@ -88,6 +90,8 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     assert m["image_auroc"]["value"] > 0.75 and m["image_auroc"]["ci95"] is not None
     assert m["pixel"]["pixel_auroc"] > 0.85 and m["pixel"]["aupro"]["value"] > 0.3
     assert m["pixel"]["n_abnormal_with_mask"] == 5 and (run / "report.html").stat().st_size > 20_000
+    assert "1 file(s) could not be used and were left out: train/normal/empty.png: empty file." in (
+        run / "report.html").read_text()
     image = folder / "test/abnormal/synthetic_lesion_01.png"
     out = tmp_path / "pred"
     result = runner.invoke(app, ["predict", str(run), str(image), "-o", str(out)])

@@ -113,6 +113,10 @@ def _report(metrics: dict[str, Any], test: Any, scores: np.ndarray, maps: list[n
              f"pixel AUROC {_fmt(px['pixel_auroc'])}, AUPRO (to {px['aupro']['max_fpr']:.0%} FPR, normalised) "
              f"{_fmt(px['aupro']['value'])} over {px['n_abnormal_with_mask']} masked abnormal and {px['n_normal']} normal images")  # fmt: skip
     grey = f" {metrics['grey_from_rgb']} colour images were converted to grey (luma)." if metrics["grey_from_rgb"] else ""
+    skipped = metrics.get("skipped_files") or []
+    if skipped:  # files of the folder that could not be used: the reader must know the test set is not all of it
+        grey += (f" {len(skipped)} file(s) could not be used and were left out: "
+                 + "; ".join(html.escape(line) for line in skipped[:20]) + (" ..." if len(skipped) > 20 else "") + ".")
     figs = "".join(f"<h3>{html.escape(t)}</h3><img src='data:image/png;base64,{b}'>"
                    for t, b in _figures(metrics, test, scores, maps, y))  # fmt: skip
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>2D anomaly detection: "
