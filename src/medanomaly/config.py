@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -83,12 +83,18 @@ def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, fl
     return pair
 
 
+#: The largest seed NumPy's and torch's generators take from a config (2^32 - 1).
+MAX_SEED = 2**32 - 1
+#: A seed of NumPy's and torch's generators.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
 class RunConfig(Section):
     """Fields every task shares. Tasks subclass this with their own sections."""
 
     task: str
     name: str | None = None
-    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy and torch seeds
+    seed: Seed = 0
     description: str = ""
 
 

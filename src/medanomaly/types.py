@@ -216,15 +216,12 @@ class Volume:
         signs = rounded[permutation, [0, 1, 2]]
         data = np.moveaxis(self.array, (0, 1, 2), (2, 1, 0))  # (x, y, z[, c])
         data = np.flip(data, axis=tuple(a for a in range(3) if signs[a] < 0))
+        data = np.moveaxis(data, (0, 1, 2), tuple(int(p) for p in permutation))  # in other's (x, y, z) order
+        far_corner = (index_map @ np.append(np.asarray(self.shape[::-1]) - 1.0, 1.0))[:3]
+        starts = np.rint(np.minimum(offset, far_corner)).astype(int)  # the lowest index of other that this covers
+        ends = starts + np.asarray(data.shape[:3])
         target_xyz = np.zeros((*other.shape[::-1], *self.array.shape[3:]), self.array.dtype)
-        data = np.moveaxis(data, (0, 1, 2), tuple(int(p) for p in permutation))
-        corner = [int(round(offset[permutation[a]] + (signs[a] < 0) * signs[a] * (self.shape[::-1][a] - 1)))
-                  for a in range(3)]  # fmt: skip
-        starts = [0, 0, 0]
-        for a in range(3):
-            starts[int(permutation[a])] = corner[a]
-        ends = [starts[i] + data.shape[i] for i in range(3)]
-        if min(starts) < 0 or any(ends[i] > target_xyz.shape[i] for i in range(3)):
+        if starts.min() < 0 or np.any(ends > np.asarray(target_xyz.shape[:3])):
             return None
         target_xyz[starts[0]:ends[0], starts[1]:ends[1], starts[2]:ends[2]] = data
         return other.with_array(np.ascontiguousarray(np.moveaxis(target_xyz, (0, 1, 2), (2, 1, 0))), **dict(self.meta))

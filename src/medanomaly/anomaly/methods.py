@@ -155,7 +155,6 @@ class AutoencoderMethod:
             raise ConfigError(f"autoencoder channels must list 1 to 6 levels, got {channels!r}")
         levels = tuple(_checked("autoencoder", "channels", c, 1, 4096, whole=True) for c in levels)
         units = _checked("autoencoder", "num_res_units", num_res_units, 0, 8, whole=True)
-        self.levels = levels
         self.net = MODELS.create("anomaly_autoencoder", channels=levels, num_res_units=units)
 
     def check_grid(self, size: int) -> None:
@@ -169,7 +168,7 @@ class AutoencoderMethod:
         shape = (2, 1, size, size)
         out = meta_output_shape(copy.deepcopy(self.net).to("meta"), "anomaly_autoencoder", shape, "data.size")
         if out is not None and out != shape:
-            raise ConfigError(f"autoencoder channels {list(self.levels)} reconstruct a {shape_text(shape)} "
+            raise ConfigError(f"autoencoder channels {list(self.net.channels)} reconstruct a {shape_text(shape)} "
                               f"slice (data.size) as {shape_text(out)}: use a data.size that 2^levels divides")
 
     def _reconstruct(self, images: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ from typing import Annotated
 import numpy as np
 from pydantic import AfterValidator, Field, validate_call
 
+from medanomaly.config import Seed, first_repeat
+
 __all__ = ["Assessment", "Channels", "Count", "DiameterRange", "Fraction", "ImageSize", "MaxSide", "Millimetres", "PatchMillimetres",
            "Patients", "Seed", "Side", "SimulatedCount", "SourceNames", "checked"]
 
@@ -36,7 +38,7 @@ def _within_voxel_limit(size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _each_once(names: tuple[str, ...]) -> tuple[str, ...]:
-    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    repeated = first_repeat(names)
     if repeated is not None:
         raise ValueError(f"{repeated!r} is named twice")
     return names
@@ -48,8 +50,6 @@ def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
     return pair
 
 
-#: A seed of NumPy's generators.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 #: A fraction of the patients or images (0..1).
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 #: Patients of a simulated cohort.

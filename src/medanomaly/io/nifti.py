@@ -177,9 +177,9 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
         raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
-    channels = 3 if dtype.fields is not None else components
-    check_voxel_bytes((*xyz, channels), dtype.itemsize // (3 if dtype.fields is not None else 1), path,
-                      limit=max_voxel_bytes)  # fmt: skip
+    rgb = dtype.fields is not None  # RGB24 records: three uint8 channels per stored value
+    channels = 3 if rgb else components
+    check_voxel_bytes((*xyz, channels), dtype.itemsize // 3 if rgb else dtype.itemsize, path, limit=max_voxel_bytes)
     spacing, direction, origin = _split_affine(affine, path)
     try:
         array = _voxels(image, xyz, dtype, components)
@@ -193,7 +193,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
         "source_format": "nifti",
         "description": f"{version} geometry from {nifti_geometry_source(header)}",
     }
-    if dtype.fields is not None:
+    if rgb:
         meta.update(channels=3, photometric="RGB")
     elif components > 1:
         meta.update(channels=components)

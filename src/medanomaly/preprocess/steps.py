@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
+from medanomaly.config import Seed
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.preprocess import denoise as _denoise
 from medanomaly.preprocess import enhance as _enhance
@@ -245,7 +246,7 @@ class RandomGamma(Step):
 
     low: Annotated[float, Field(gt=0.0, le=100.0)] = 0.7
     high: Annotated[float, Field(gt=0.0, le=100.0)] = 1.5
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    seed: Seed | None = None
     name: ClassVar[str] = "random_gamma"
 
     def __post_init__(self) -> None:

@@ -22,11 +22,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from medanomaly.config import Section
+from medanomaly.config import MAX_SEED, Section
 from medanomaly.train.augment import AugmentSpec
 
 #: The largest seed numpy and torch both accept.
-MAX_SEED = 2**32 - 1
 
 PositiveWeight = Annotated[float, Field(gt=0.0, le=1e6)]
 
