@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,6 +83,23 @@ def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, fl
     if pair is not None and pair[0] > pair[1]:
         raise ValueError(f"{name} [{pair[0]}, {pair[1]}] is inverted: give [smallest, largest]")
     return pair
+
+
+def env_whole_number(name: str, default: int, low: int = 0, high: int = 2**31 - 1) -> int:
+    """The whole number the environment variable ``name`` holds, ``default`` when it is unset or blank; anything
+    else than a whole number in ``low..high`` is one :class:`ConfigError` naming the variable (``int()`` of a
+    thread count of ``abc`` or ``1.5`` was a traceback; ``99999999999`` threads one of ONNX Runtime's).
+
+    Example:
+        >>> env_whole_number("MEDANOMALY_DOCTEST_UNSET", 3)
+        3
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not (re.fullmatch(r"[0-9]{1,12}", text) and low <= int(text) <= high):  # ASCII digits: int() takes '²' too
+        raise ConfigError(f"environment variable {name}={text[:40]!r} is not a whole number from {low:,} to {high:,}")
+    return int(text)
 
 
 #: The largest seed NumPy's and torch's generators take from a config (2^32 - 1).

@@ -195,3 +195,18 @@ def test_a_fusion_encoder_deeper_than_its_crops_is_refused_at_load(tmp_path):
     words = _refusal(tmp_path, "fusion_brain_sim.yaml", ("model", "params", "widths"), [4, 4, 4, 4, 4, 4, 4])
     assert words == ("model: 7 width levels halve a 64-pixel crop side 7 times, to nothing; use at most 6 levels or "
                      "larger crops (data.size) (1 error(s))")
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-1", "²", "1" * 13, "+3", "0x10", "1_000", "5"])
+def test_a_whole_number_from_the_environment_is_ascii_digits_in_range(monkeypatch, value: str) -> None:
+    """``int()`` takes '²', '+3', '1_000' and 4,300-digit strings; the environment's numbers are 1 to 12 ASCII digits in
+    the caller's range, anything else one ConfigError naming the variable (blank = the default)."""
+    from medanomaly.config import env_whole_number
+
+    monkeypatch.setenv("MEDANOMALY_TEST_NUMBER", value)
+    with pytest.raises(ConfigError, match=r"environment variable MEDANOMALY_TEST_NUMBER=.* is not a whole number from 0 to 4"):
+        env_whole_number("MEDANOMALY_TEST_NUMBER", 1, high=4)
+    monkeypatch.setenv("MEDANOMALY_TEST_NUMBER", "  ")
+    assert env_whole_number("MEDANOMALY_TEST_NUMBER", 1, high=4) == 1
+    monkeypatch.setenv("MEDANOMALY_TEST_NUMBER", " 4 ")
+    assert env_whole_number("MEDANOMALY_TEST_NUMBER", 1, high=4) == 4

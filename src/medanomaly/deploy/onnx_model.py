@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.classify.model import ClassificationModel
+from medanomaly.config import env_whole_number
 from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
 from medanomaly.engine.run import MODEL_JSON, RunInfo
@@ -41,6 +41,9 @@ from medanomaly.types import Prediction, Volume
 
 __all__ = ["session", "ort_reason", "CheckedSession", "OnnxClassifier", "OnnxDetector", "OnnxClassificationModel", "OnnxDetectionModel",
            "OnnxFusionModel", "onnx_model", "softmax"]  # fmt: skip
+
+#: Most ONNX Runtime intra-op threads ``MEDANOMALY_ORT_THREADS`` may ask for (far above any CPU this runs on).
+MAX_ORT_THREADS = 1024
 
 NO_EXPLAIN = "an exported package cannot explain (no gradients); explain the torch run"
 
@@ -58,11 +61,11 @@ def session(path: str | Path, threads: int | None = None) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 4  # fatal only: a graph ORT cannot load is reported below, in one line
-    threads = threads or int(os.environ.get("MEDANOMALY_ORT_THREADS", "0"))
+    threads = threads or env_whole_number("MEDANOMALY_ORT_THREADS", 0, high=MAX_ORT_THREADS)
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    if os.environ.get("MEDANOMALY_ORT_SPINNING", "1") == "0":
+    if not env_whole_number("MEDANOMALY_ORT_SPINNING", 1, high=1):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

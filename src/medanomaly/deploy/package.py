@@ -111,6 +111,10 @@ def verify_package(pkg: str | Path) -> dict[str, Any]:
     return manifest
 
 
+#: Environment variable picking a package's graph when the caller names none (``fp32`` or ``int8``).
+PRECISION_ENV = "MEDANOMALY_PRECISION"
+
+
 def load_package(pkg: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
     """The package's model behind the engine contract, run by ONNX Runtime.
 
@@ -128,9 +132,12 @@ def load_package(pkg: str | Path, precision: str | None = None, threads: int | N
 
     pkg = Path(pkg)
     manifest = verify_package(pkg)
-    precision = precision or os.environ.get("MEDANOMALY_PRECISION") or None
-    if precision not in (None, "fp32", "int8"):
-        raise InputError(f"precision must be fp32 or int8, got {precision!r}", pkg)
+    source = "precision"
+    if not precision and os.environ.get(PRECISION_ENV, "").strip():
+        precision, source = os.environ[PRECISION_ENV].strip(), f"environment variable {PRECISION_ENV}"
+    if precision not in (None, "", "fp32", "int8"):
+        raise InputError(f"{source} must be fp32 or int8, got {precision[:40]!r}", pkg)
+    precision = precision or None
     graph = manifest["default_graph"] if precision is None else (INT8 if precision == "int8" else FP32)
     if graph not in manifest["sha256"]:
         raise InputError(f"the package has no {graph} (export it with --int8)", pkg)

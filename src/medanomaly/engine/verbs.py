@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from medanomaly.config import RunConfig, load_config, save_config
+from medanomaly.config import RunConfig, env_whole_number, load_config, save_config
 from medanomaly.engine.contract import TaskModel
 from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock, write_status)
 from medanomaly.errors import ConfigError, InputError, about_file
@@ -35,7 +34,7 @@ PACKAGE_MANIFEST = "manifest.json"
 
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a ``torchrun`` job (only rank 0 writes the run)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return env_whole_number("RANK", 0) == 0
 
 
 def default_out(verb: str, name: str) -> Path:

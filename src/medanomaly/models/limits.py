@@ -23,10 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
+from medanomaly.config import env_whole_number
 from medanomaly.errors import ConfigError, MedanomalyError, first_reason
 
 __all__ = ["DEFAULT_MAX_PARAMETERS", "MAX_PARAMETERS_ENV", "build_within_limits", "check_input_shape", "max_parameters",
@@ -43,12 +43,7 @@ _CANNOT_BUILD = (TypeError, ValueError, IndexError, KeyError, AssertionError, Ru
 
 def max_parameters() -> int:
     """The largest parameter count a network may have: ``MEDANOMALY_MAX_MODEL_PARAMETERS`` or 2^28."""
-    text = os.environ.get(MAX_PARAMETERS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_PARAMETERS
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"{MAX_PARAMETERS_ENV}={text!r} is not a whole number of parameters >= 1")
-    return int(text)
+    return env_whole_number(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS, low=1, high=10**12)
 
 
 def parameter_count(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> int | None:

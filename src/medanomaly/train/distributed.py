@@ -22,10 +22,10 @@ Example:
 from __future__ import annotations
 
 import atexit
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from medanomaly.config import env_whole_number
 from medanomaly.errors import InputError
 
 __all__ = ["DistContext", "context", "shard", "broadcast_object", "all_sum", "gather_objects", "wrap",
@@ -49,13 +49,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        raise InputError(f"environment variable {name} is not an integer") from None
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> str:
@@ -82,8 +75,8 @@ def context(device: str = "auto") -> DistContext:
     Args:
         device: ``auto``, ``cpu`` or ``cuda`` (the settings' ``device``).
     """
-    world = _env_int("WORLD_SIZE", 1)
-    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    world = env_whole_number("WORLD_SIZE", 1, low=1)
+    rank, local = env_whole_number("RANK", 0), env_whole_number("LOCAL_RANK", 0)
     dev = resolve_device(device, local)
     if world > 1:
         import torch

@@ -407,3 +407,30 @@ def test_a_full_disk_while_exporting_names_the_package_and_leaves_nothing(cls_ru
         export.export_run(cls_run, tmp_path / "pkg")
     assert caught.value.filename == str(tmp_path / "pkg") and caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "value"), [("MEDANOMALY_ORT_THREADS", "abc"), ("MEDANOMALY_ORT_THREADS", "1.5"),
+                                             ("MEDANOMALY_ORT_THREADS", "-1"), ("MEDANOMALY_ORT_THREADS", "99999999999"),
+                                             ("MEDANOMALY_ORT_SPINNING", "off"), ("MEDANOMALY_ORT_SPINNING", "2")])
+def test_an_ort_setting_that_is_not_a_number_in_range_is_one_line(cls_pkg: Path, monkeypatch, capsys, name: str,
+                                                                    value: str) -> None:  # noqa: ANN001
+    """``MEDANOMALY_ORT_THREADS=abc`` or ``1.5`` was a ValueError traceback from ``int()`` and ``99999999999`` one of
+    ORT's own; ``-1`` and a spinning switch of ``off`` were taken silently (``off`` left spinning on). Each is now one
+    line naming the variable, before a session is made."""
+    from tests.integration.conftest import run_main
+
+    monkeypatch.setenv(name, value)
+    code, _out, err = run_main(monkeypatch, capsys, "predict", str(cls_pkg), str(cls_pkg.parent / "img/p0.nrrd"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"error: environment variable {name}={value!r} is not a whole number from 0 to" in err
+
+
+def test_a_precision_from_the_environment_is_named_as_such(cls_pkg: Path, monkeypatch) -> None:
+    """``MEDANOMALY_PRECISION=fp16`` said "precision must be fp32 or int8", as if the caller had asked for it."""
+    from medanomaly.deploy.package import load_package
+
+    monkeypatch.setenv("MEDANOMALY_PRECISION", "fp16")
+    with pytest.raises(InputError, match="environment variable MEDANOMALY_PRECISION must be fp32 or int8, got 'fp16'"):
+        load_package(cls_pkg)
+    monkeypatch.setenv("MEDANOMALY_PRECISION", " ")
+    assert load_package(cls_pkg).graph == "model.onnx"  # blank = unset
