@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from medanomaly.errors import InputError
+        from medanomaly.privacy.batch import check_workers
         from medanomaly.privacy.deid import DeidConfig, check_folders, deidentify_folder
         from medanomaly.privacy.profile import DATE_OPTIONS, ProfileOptions
         from medanomaly.privacy.pseudonym import load_key
@@ -115,6 +116,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--dates must be one of {', '.join(DATE_OPTIONS)}")
         if burned_in not in ("auto", "always", "never") or redact not in ("all", "phi"):
             raise InputError("--burned-in must be auto|always|never and --redact all|phi")
+        check_workers(workers)
         check_folders(in_dir, out_dir)  # before the progress bar starts: a usage error prints one line only
         key = load_key(key_file)
         options = ProfileOptions(

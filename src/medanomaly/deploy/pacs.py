@@ -142,6 +142,27 @@ def _call(url: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise _one_line(exc, url) from None
 
 
+def check_url(url: str) -> None:
+    """Refuse, in one line naming it, a DICOMweb root that is not ``http(s)://host[:port]/...``: another scheme, no
+    host, a port out of 1..65535 or an unclosed IPv6 bracket (``urlsplit`` raised a ValueError traceback inside
+    dicomweb-client for ``http://[::1``; ``:99999`` failed as a request after three tries).
+
+    Example:
+        >>> check_url("http://127.0.0.1:8042/dicom-web")
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"{url}: not a URL ({exc})") from None
+    if not url.startswith(("http://", "https://")) or not parts.hostname:  # dicomweb-client takes lower case only
+        raise InputError(f"{url}: a DICOMweb URL starts with http:// or https:// and names a host")
+    if port == 0:
+        raise InputError(f"{url}: not a URL (port 0)")
+
+
 def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None) -> Any:
     """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query.
 
@@ -153,8 +174,7 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
     from dicomweb_client.api import DICOMwebClient
 
     logging.getLogger("retrying").setLevel(logging.ERROR)  # it logs a traceback per retried attempt
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"{url}: a DICOMweb URL starts with http:// or https://")
+    check_url(url)
     client = DICOMwebClient(url=url.rstrip("/"), session=BoundedSession(), headers=headers, timeout=timeout_s)
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
     _call(url, client.search_for_studies, limit=1)

@@ -238,8 +238,18 @@ def write_audit(path: Path, full: dict, compact: dict) -> Path:
 # --------------------------------------------------------------------------------- worker pool
 #: What :func:`run_jobs` yields for a job whose worker process died, also when run alone.
 WORKER_DIED = "worker died"
+#: Most worker processes a batch may ask for (each imports pydicom and the OCR engine: far beyond this, the machine
+#: runs out of processes or memory before any file is done).
+MAX_WORKERS = 256
 #: What it yields for a job not started because ``stop()`` said so.
 NOT_STARTED = "not started"
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a worker count outside 1..:data:`MAX_WORKERS` in one line, before any work (``--workers 10**20`` was an
+    OverflowError traceback from the pool's semaphore; 100,000 tried to spawn 100,000 processes)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers must be 1..{MAX_WORKERS} processes, got {workers!r}")
 
 
 def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], bool] = lambda: False) -> Iterator:
@@ -263,6 +273,7 @@ def run_jobs(jobs: list[tuple], fn: Callable, workers: int, stop: Callable[[], b
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     size = max(1, min(8, len(jobs) // (4 * workers)))
     queue = deque(jobs[i : i + size] for i in range(0, len(jobs), size))
+    workers = min(workers, len(queue))  # no process without a chunk to work on
     while queue:
         suspects: list = []
         inflight: deque = deque()

@@ -40,6 +40,7 @@ from medanomaly.privacy.batch import (
     STATE_DIR,
     WORKER_DIED,
     RunLock,
+    check_workers,
     clean_stale_temps,
     load_manifest,
     read_record,
@@ -170,6 +171,7 @@ def deidentify_folder(
     """
     config = config or DeidConfig()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    check_workers(workers)
     check_folders(in_dir, out_dir)
     known = check_lookup(config.lookup, in_dir, out_dir, key)
     state = state_dir(out_dir)

@@ -4,6 +4,7 @@ UID of ``../..`` named the work folder that is removed after each series). A fak
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,18 @@ def test_unreadable_metadata_is_a_skip_reason(tmp_path, fake_module):
                         [{"00280010": {"vr": "US", "Value": "not a list"}}])  # fmt: skip
     summary, rows = _poll(tmp_path, client, fake_module)
     assert summary.skipped == 1 and rows[0][3] == "skipped" and rows[0][4].startswith(("unreadable series metadata", "DICOM"))
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("http://[::1", "not a URL (Invalid IPv6 URL)"), ("http://pacs:99999/dicom-web", "not a URL (Port out of range"),
+    ("http://pacs:0/dicom-web", "not a URL (port 0)"), ("HTTP://pacs/dicom-web", "starts with http:// or https://"),
+    ("http://:8042/dicom-web", "names a host"), ("file:///etc/passwd", "starts with http:// or https://"),
+])  # fmt: skip
+def test_a_url_that_is_not_a_dicomweb_root_is_one_line_before_any_request(url: str, words: str) -> None:
+    """``http://[::1`` was a ValueError traceback from ``urlsplit`` inside dicomweb-client, ``HTTP://`` its "Malformed
+    URL", and a port of 99999 failed as a request after three tries; each is now refused before a client is made."""
+    from medanomaly.deploy.pacs import connect
+
+    with pytest.raises(InputError, match=re.escape(words)) as info:
+        connect(url)
+    assert str(info.value).startswith(url) and "\n" not in str(info.value)

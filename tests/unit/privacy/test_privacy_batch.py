@@ -293,3 +293,31 @@ def test_workers_that_always_die_stop_the_run_after_three_files(folder, tmp_path
         "not attempted: the run stopped early (see the audit status)": 1,
     }
     assert _audit(summary)["status"].startswith("stopped: worker processes died")
+
+
+@pytest.mark.parametrize("workers", [0, -1, 10**20, 100_000, True, 2.5])
+def test_a_worker_count_out_of_range_is_one_line_before_any_work(folder, tmp_path, key, workers):
+    """``--workers 10**20`` was an OverflowError traceback from the pool's semaphore and 100,000 tried to spawn
+    100,000 processes; a count outside 1..MAX_WORKERS is refused before the output folder is made."""
+    with pytest.raises(InputError, match=rf"--workers must be 1\.\.{batch_mod.MAX_WORKERS} processes, got"):
+        deidentify_folder(folder, tmp_path / "out", key, CFG, workers=workers)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_more_worker_processes_than_chunks_of_work(monkeypatch):
+    """Asking for 256 workers on 3 jobs starts 3 processes, not 256."""
+    import concurrent.futures
+
+    sizes: list[int] = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def counting(max_workers, **kwargs):  # noqa: ANN001, ANN003
+        sizes.append(max_workers)
+        return real(max_workers=max_workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counting)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _deid_faults
+
+    results = list(batch_mod.run_jobs([(1,), (2,), (3,)], _deid_faults.square_or_die, workers=256))
+    assert [r for _job, r in results] == [1, 4, 9] and sizes == [3]
