@@ -97,8 +97,10 @@ def test_padim_gaussian_of_the_wrong_shape_or_values_is_one_line(tmp_path: Path,
 
 def test_anomaly_model_json_values_no_training_writes_are_one_line(tmp_path: Path, tiny_anomaly_run) -> None:
     """A normative run and its package whose model.json (checksum recomputed) carries a grid size of 10^6 pixels (it
-    allocated terabytes), a negative one, a negative sigma, an unknown domain, or a parameter the method does not
-    take: one InputError naming model.json, before any image is read."""
+    allocated terabytes), a negative one, a negative sigma or one of 1e308 (an OverflowError in SciPy's Gaussian), a
+    method that is not a {name, params} mapping (an AttributeError), a z_bins of 10^30 (a TypeError in np.isfinite), an
+    unknown domain, or a parameter the method does not take: one InputError naming model.json, before any image is
+    read."""
     import hashlib
     import shutil
 
@@ -110,7 +112,11 @@ def test_anomaly_model_json_values_no_training_writes_are_one_line(tmp_path: Pat
     cases = {
         "huge": (lambda i: i["extra"].update(size=10**6), "grid size must be a whole number"),
         "negative": (lambda i: i["extra"].update(size=-5), "grid size must be a whole number"),
-        "sigma": (lambda i: i["thresholds"].update(sigma=-1.0), "sigma, pixels"),
+        "sigma": (lambda i: i["thresholds"].update(sigma=-1.0), r"smoothing \(sigma\) must be 0\.\.100"),
+        "sigma_huge": (lambda i: i["thresholds"].update(sigma=1e308), r"smoothing \(sigma\) must be 0\.\.100"),
+        "method_none": (lambda i: i["extra"].update(method=None), "recorded method must be {name, params}"),
+        "params_list": (lambda i: i["extra"]["method"].update(params=[]), "recorded method must be {name, params}"),
+        "bins_huge": (lambda i: i["extra"]["method"]["params"].update(z_bins=10**30), "z_bins must be a whole number"),
         "domain": (lambda i: i["extra"]["domain"].update(name="../../etc"), "unknown recorded data domain"),
         "param": (lambda i: i["extra"]["method"]["params"].update(evil=1), "evil"),
     }
@@ -194,3 +200,54 @@ def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) ->
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2 and "the atlas method cannot be exported" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["normative", "padim"])
+def test_recorded_parameters_that_do_not_fit_the_saved_arrays_are_one_line(method: str, tmp_path: Path,
+                                                                             tiny_anomaly_run) -> None:
+    """A run whose model.json asks for other ``z_bins`` / ``channels`` (or none: the method's defaults) or another grid
+    ``size`` than its saved arrays were made for indexed past them at the first slice (IndexError, einsum ValueError);
+    now one InputError naming the weights when the run is loaded."""
+    import shutil
+
+    from medanomaly.engine import load_model
+
+    run = tiny_anomaly_run(tmp_path, method)
+    edits = {"params": lambda i: i["extra"]["method"].update(params={"z_bins": 5} if method == "normative" else {}),
+             "size": lambda i: i["extra"].update(size=48)}
+    for case, edit in edits.items():
+        bad = shutil.copytree(run, tmp_path / case)
+        info = json.loads((bad / "model.json").read_text())
+        edit(info)
+        (bad / "model.json").write_text(json.dumps(info))
+        with pytest.raises(InputError, match="do not fit") as err:
+            load_model(bad)
+        assert err.value.path == bad / "weights.safetensors", case
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e30])
+def test_weights_that_are_not_finite_or_overflow_are_one_line_not_the_images_fault(value: float, tmp_path: Path,
+                                                                                    tiny_anomaly_run) -> None:
+    """PaDiM weights holding NaN / infinity gave a NaN map, reported as "brain2_image.nrrd: resample: image has 302670
+    NaN/infinite voxels" after two SciPy warnings; NaN / infinite arrays are now refused when the run is loaded, and
+    finite weights that overflow (1e30) are one line about the model's map."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+
+    run = shutil.copytree(tiny_anomaly_run(tmp_path, "padim"), tmp_path / "bad")
+    state = load_file(str(run / "weights.safetensors"))
+    key = "net.encode.encode_1.conv.bias"  # 1e30 here overflows the features to NaN
+    state[key] = np.full_like(state[key], value)
+    save_file(state, str(run / "weights.safetensors"))
+    if not np.isfinite(value):
+        with pytest.raises(InputError, match=f"weights hold NaN or infinite values \\(array '{key}'\\)") as err:
+            load_model(run)
+        assert err.value.path == run / "weights.safetensors"
+        return
+    with pytest.raises(InputError, match="anomaly map holds .* NaN or infinite values"):
+        load_model(run).predict(read(pyradiomics_case("brain2")[0]))

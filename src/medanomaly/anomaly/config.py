@@ -37,6 +37,8 @@ __all__ = ["AnomalyConfig"]
 
 #: Bounds of the common grid's side (pixels): the config's, and what a recorded run may hold.
 MIN_SIZE, MAX_SIZE = 16, 512
+#: Largest Gaussian smoothing of a map (mm, or pixels on the 2D common grid) a config may offer or a run record.
+MAX_SIGMA = 100.0
 
 
 #: Most volumes a list of the config may name (each is read and registered or sliced).
@@ -111,7 +113,7 @@ class AnomalyThresholdConfig(Section):
 
     target_fpr: float = Field(0.01, gt=0.0, lt=1.0)
     # Gaussian smoothings (mm) of the map the validation chooses from: at least one (none was a max() traceback)
-    sigmas: tuple[Annotated[float, Field(ge=0.0, le=100.0)], ...] = Field((0.0, 1.0, 2.0, 3.0), min_length=1,
+    sigmas: tuple[Annotated[float, Field(ge=0.0, le=MAX_SIGMA)], ...] = Field((0.0, 1.0, 2.0, 3.0), min_length=1,
                                                                           max_length=50)
 
 

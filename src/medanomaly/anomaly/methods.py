@@ -21,11 +21,12 @@ A method has ``fit(train, val, settings)``, ``score(images, masks, rel_z) -> (N,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import ConfigError
+from medanomaly.errors import ConfigError, InputError
 from medanomaly.registry import Registry
 
 __all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc"]
@@ -75,12 +76,30 @@ def residual_map(images: np.ndarray, reconstructions: np.ndarray, ssim_weight: f
     return (w * (1 - ssim_map(x, rec)) + (1 - w) * np.abs(x - rec)).astype(np.float32)
 
 
+def finite_map(maps: np.ndarray) -> np.ndarray:
+    """``maps`` if every value is finite, else one InputError: the method's weights overflow on this input (weights of
+    1e30 passed every load check and gave a NaN map, which was then reported as a fault of the image: "resample:
+    image has 302670 NaN/infinite voxels"). Raised without a file; the verb names the image it was scoring."""
+    bad = int(np.size(maps) - np.count_nonzero(np.isfinite(maps)))
+    if bad:
+        raise InputError(f"the model's anomaly map holds {bad:,} NaN or infinite values (weights that overflow on this "
+                         "input: a damaged or foreign weights file, or a training that diverged)")  # fmt: skip
+    return maps
+
+
+def _fits(what: str, shapes: list[tuple[int, ...]], expected: list[tuple[int, ...]]) -> None:
+    """ValueError naming ``what`` unless the loaded arrays' ``shapes`` are the ``expected`` ones."""
+    if [tuple(s) for s in shapes] != expected:
+        raise ValueError(f"{what} of shapes {' / '.join(map(str, map(tuple, shapes)))} do not fit the recorded "
+                         f"parameters and grid ({' / '.join(map(str, expected))})")
+
+
 def _checked(method: str, name: str, value: Any, low: float, high: float, *, whole: bool = False,
              above_low: bool = False) -> Any:
     """``value`` of ``method``'s parameter ``name`` if it is a finite number in ``low``..``high`` (``above_low``:
     strictly above ``low``; ``whole``: an integer), else one ConfigError line (a hand-written config's typo or
     a hostile model.json: ``z_bins: 0`` was an IndexError, ``z_bins: 1e8`` a 381 GiB allocation)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300 and math.isfinite(value)
     ok = ok and (low < value if above_low else low <= value) and value <= high and (not whole or value == int(value))
     if not ok:
         kind = "a whole number" if whole else "a number"
@@ -132,6 +151,11 @@ class NormativeMethod:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.mean, self.std = np.asarray(state["mean"]), np.asarray(state["std"])
 
+    def check_state(self, size: int) -> None:
+        """ValueError unless the loaded statistics are ``z_bins`` maps of the ``size`` x ``size`` grid (a model.json
+        whose ``z_bins`` or ``size`` was edited indexed past them at the first slice)."""
+        _fits("normative mean and std", [self.mean.shape, self.std.shape], [(self.z_bins, size, size)] * 2)
+
     def network(self) -> Any:
         return None
 
@@ -170,6 +194,10 @@ class AutoencoderMethod:
         if out is not None and out != shape:
             raise ConfigError(f"autoencoder channels {list(self.net.channels)} reconstruct a {shape_text(shape)} "
                               f"slice (data.size) as {shape_text(out)}: use a data.size that 2^levels divides")
+
+    def check_state(self, size: int) -> None:
+        """The loaded network takes the recorded grid (:meth:`check_grid`; its weights were loaded strictly)."""
+        self.check_grid(size)
 
     def _reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's reconstructions (N, S, S) of ``images`` (N, S, S), in batches of 64."""
@@ -268,7 +296,7 @@ class PadimMethod(AutoencoderMethod):
         f = self._features(images)
         n, c, h, w = f.shape
         d = f.transpose(0, 2, 3, 1).reshape(n, h * w, c) - self.mean[None]
-        dist = np.sqrt(np.maximum(np.einsum("npc,pcd,npd->np", d, self.inv_cov, d), 0)).reshape(n, h, w)
+        dist = finite_map(np.sqrt(np.maximum(np.einsum("npc,pcd,npd->np", d, self.inv_cov, d), 0)).reshape(n, h, w))
         size = images.shape[1:]
         up = np.stack([resize(m, size, order=1) for m in dist])
         return (up * masks).astype(np.float32)
@@ -279,6 +307,18 @@ class PadimMethod(AutoencoderMethod):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         super().load_state(state)
         self.mean, self.inv_cov = np.asarray(state["mean"]), np.asarray(state["inv_cov"])
+
+    def check_state(self, size: int) -> None:
+        """ValueError unless the Gaussians are one per feature position of the ``size`` x ``size`` grid (the encoder's
+        feature shape, on a shape-only ``meta`` copy)."""
+        import copy
+
+        import torch
+
+        super().check_state(size)
+        with torch.no_grad():
+            _n, c, h, w = copy.deepcopy(self.net).to("meta").features(torch.empty(1, 1, size, size, device="meta")).shape
+        _fits("padim mean and inverse covariance", [self.mean.shape, self.inv_cov.shape], [(h * w, c), (h * w, c, c)])
 
 
 from medanomaly.anomaly import atlas as _atlas  # noqa: E402,F401  (registers "atlas"; imports METHODS above)

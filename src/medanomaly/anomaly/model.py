@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from medanomaly.anomaly.config import MAX_SIZE, MIN_SIZE, AnomalyDataConfig
+from medanomaly.anomaly.config import MAX_SIGMA, MAX_SIZE, MIN_SIZE, AnomalyDataConfig
 from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
@@ -99,9 +99,12 @@ def check_recorded_settings(info: RunInfo, path: Path) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise InputError(f"the recorded grid size must be a whole number of pixels in {MIN_SIZE}..{MAX_SIZE}, "
                          f"got {size!r}", path)  # fmt: skip
-    sigma = info.thresholds.get("sigma")
-    if sigma is None or sigma < 0:
-        raise InputError(f"the recorded map smoothing (sigma, pixels) must be >= 0, got {sigma!r}", path)
+    sigma = info.thresholds.get("sigma")  # RunInfo holds finite numbers only
+    if sigma is None or not 0 <= sigma <= MAX_SIGMA:  # 1e308 was an OverflowError in SciPy's Gaussian, 1e30 a ValueError
+        raise InputError(f"the recorded map smoothing (sigma) must be 0..{MAX_SIGMA:g}, got {sigma!r}", path)
+    spec = info.extra.get("method")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("params", {}), dict)):
+        raise InputError("the recorded method must be {name, params} (a name and a mapping of its parameters)", path)
     domain = info.extra.get("domain")
     if domain is not None and (not isinstance(domain, dict) or domain.get("name") not in DOMAINS):
         name = domain.get("name") if isinstance(domain, dict) else domain

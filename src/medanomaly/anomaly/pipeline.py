@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.anomaly.data import CommonSlices, augment, load_normal, maps_to_volume, to_common
-from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.anomaly.methods import METHODS, finite_map, pixel_auroc
 from medanomaly.types import Volume
 
 __all__ = ["build_split", "fit", "smooth", "volume_score", "label_free_thresholds", "predict_volume", "Fitted"]
@@ -54,9 +54,11 @@ def build_split(names: tuple[str, ...], config: Any, seed: int, part: str | None
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """In-plane Gaussian smoothing of (N, S, S) maps (sigma in common-grid pixels)."""
+    """In-plane Gaussian smoothing of (N, S, S) maps (sigma in common-grid pixels); a map with NaN or infinite values
+    is refused (:func:`finite_map`)."""
     from scipy import ndimage
 
+    maps = finite_map(maps)
     return ndimage.gaussian_filter(maps, (0, sigma, sigma)) if sigma > 0 else maps
 
 

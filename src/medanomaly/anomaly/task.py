@@ -21,6 +21,7 @@ from medanomaly.errors import ConfigError, InputError, about_file, unfit_file
 from medanomaly.io.staged import write_safetensors
 from medanomaly.jsonio import write_json
 from medanomaly.registry import TASKS
+from medanomaly.train.checkpoint import non_finite_tensor
 
 __all__ = ["AnomalyTask", "WEIGHTS", "save_state", "load_state"]
 
@@ -52,9 +53,13 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"weights of {format_bytes(size)} do not fit in the {format_bytes(available)} of memory "
                          "available", path)  # fmt: skip
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError):
         raise InputError("not a readable safetensors file", path) from None
+    bad = non_finite_tensor(state)
+    if bad is not None:
+        raise InputError(f"weights hold NaN or infinite values (array {bad!r})", path)
+    return state
 
 
 class AnomalyTask:
@@ -83,11 +88,13 @@ class AnomalyTask:
         from medanomaly.anomaly.model import AnomalyModel, check_recorded_settings
 
         check_recorded_settings(info, Path(run_dir) / MODEL_JSON)
-        spec = info.extra.get("method", {})
+        spec = info.extra["method"]  # a {name, params} mapping (checked above)
         with about_file(Path(run_dir) / MODEL_JSON, ConfigError):  # the method's recorded parameters
-            method = METHODS.create(spec.get("name", ""), **spec.get("params", {}))
+            method = METHODS.create(spec["name"], **spec.get("params", {}))
         with unfit_file(Path(run_dir) / WEIGHTS, "weights"):  # arrays of other names or shapes than the method's
             method.load_state(load_state(Path(run_dir) / WEIGHTS))
+            if hasattr(method, "check_state"):  # the 2D grid's methods: arrays that fit the recorded size
+                method.check_state(int(info.extra["size"]))
         return AnomalyModel(info, Path(run_dir), method)
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:

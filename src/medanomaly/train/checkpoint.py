@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,25 @@ def _header_misfit(path: Path, model, strict: bool) -> str:
     return ""
 
 
+def non_finite_tensor(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor (torch or NumPy) of ``state`` that holds NaN or infinity, or None:
+    no training writes one, and a network run with it answers NaN for every input (which was then reported as a
+    fault of the image: "image has 302670 NaN/infinite voxels").
+
+    Example:
+        >>> import numpy as np
+        >>> non_finite_tensor({"a": np.ones(2), "b": np.array([1.0, np.nan]), "c": np.arange(2)})
+        'b'
+    """
+    for key, value in state.items():
+        if hasattr(value, "is_floating_point"):  # a torch tensor
+            if value.is_floating_point() and not bool(value.isfinite().all()):
+                return key
+        elif np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all():
+            return key
+    return None
+
+
 def load_weights(model, path: str | Path, strict: bool = True):
     """Load safetensors weights into ``model`` (in place); returns the model. The header is checked against the
     model first (names and shapes): nothing is read from a file whose tensors do not fit."""
@@ -80,6 +99,9 @@ def load_weights(model, path: str | Path, strict: bool = True):
         state = load_file(str(path))
     except (SafetensorError, OSError):
         raise InputError("not a readable safetensors file", path) from None
+    bad = non_finite_tensor(state)
+    if bad is not None:
+        raise InputError(f"weights hold NaN or infinite values (tensor {bad!r})", path)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:

@@ -76,3 +76,20 @@ def test_an_anomaly_state_larger_than_memory_is_refused_before_reading(tmp_path,
     (tmp_path / "garbage.safetensors").write_bytes(b"garbage")
     with pytest.raises(InputError, match="not a readable safetensors file"):
         load_state(tmp_path / "garbage.safetensors")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_holding_nan_or_infinity_are_refused_naming_the_tensor(tmp_path, value):
+    """No training writes a NaN or infinite weight; a network loaded with one answers NaN for every input, which was
+    then reported against the image (a NaN map, NaN probabilities). Refused at load, naming the tensor; the model keeps
+    its own weights."""
+    from safetensors.torch import save_file
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["0.bias"][1] = value
+    save_file(state, str(tmp_path / "w.safetensors"))
+    before = net[0].bias.detach().clone()
+    with pytest.raises(InputError, match=r"weights hold NaN or infinite values \(tensor '0\.bias'\)"):
+        load_weights(net, tmp_path / "w.safetensors")
+    assert torch.equal(net[0].bias, before)
