@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
-from medanomaly.preprocess.resize import MAX_VOXELS
+from medanomaly.preprocess.resize import MAX_VOXELS, voxel_count
 from medanomaly.train.augment import AugmentSpec as AugmentConfig
 from medanomaly.train.settings import TrainSection
 from medanomaly.train.tune import MAX_TRIALS
@@ -49,8 +48,8 @@ class DataConfig(Section):
     def _size(cls, v: list[int]) -> list[int]:
         if len(v) not in (2, 3) or any(s < 8 for s in v):
             raise ValueError("image_size must be 2 or 3 sizes of at least 8 voxels")
-        if int(np.prod(v, dtype=np.int64)) > MAX_VOXELS:
-            raise ValueError(f"image_size {v} is {int(np.prod(v, dtype=np.int64)):,} voxels per image; "
+        if voxel_count(v) > MAX_VOXELS:
+            raise ValueError(f"image_size {v} is {voxel_count(v):,} voxels per image; "
                              f"the limit is {MAX_VOXELS:,}")
         return v
 

@@ -26,6 +26,8 @@ from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import ConfigError, InputError, unfit_file
 from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.jsonio import read_json, write_text_atomic
+from medanomaly.train.ensemble import METHODS as ENSEMBLE_METHODS
+from medanomaly.train.ensemble import normalised_weights
 
 
 # ----------------------------------------------------------------------------------- data
@@ -278,6 +280,7 @@ def load_classifier(run_dir: str | Path) -> Classifier:
                   "image_size": tuple(info["image_size"]), "channels": int(info["channels"]), "method": info["method"],
                   "weights": tuple(info["weights"]) if info["weights"] else None, "tta": bool(info["tta"]),
                   "synthetic": bool(info["synthetic"]), "intensity": str(info.get("intensity", "percentile"))}
+        check_ensemble(members, fields["method"], fields["weights"])
     models = []
     for member in _member_dirs(run_dir)[:members]:
         model = build_model(cfg, len(fields["class_names"]))
@@ -286,6 +289,18 @@ def load_classifier(run_dir: str | Path) -> Classifier:
     if len(models) != members:
         raise InputError(f"run has {len(models)} of {members} member weights", run_dir)
     return Classifier(models=tuple(models), decision=_decision(info, run_dir), **fields)
+
+
+def check_ensemble(members: int, method: Any, weights: Any) -> None:
+    """ValueError unless ``classifier.json`` describes an ensemble the run can combine: at least one member, a known
+    method, and none or one finite non-negative weight per member (0 members, a method of ``x`` or weights of ``x``
+    were tracebacks from the first prediction's combine)."""
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"unknown ensemble method {method!r} (known: {', '.join(ENSEMBLE_METHODS)})")
+    if weights is not None:
+        normalised_weights(members, weights)
 
 
 def _decision(info: dict[str, Any], run_dir: Path) -> DecisionRule:

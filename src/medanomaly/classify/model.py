@@ -23,7 +23,7 @@ from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["ClassificationModel", "run_info"]
+__all__ = ["ClassificationModel", "check_recorded", "run_info"]
 
 
 def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
@@ -42,6 +42,20 @@ def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
         extra={"ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
                "decision": clf.decision.to_json()},
     )
+
+
+def check_recorded(info: RunInfo, clf: Any, path: Path) -> None:
+    """Refuse, in one line naming ``path`` (model.json), class names or an input that are not the loaded classifier's
+    (``classifier.json`` and the weights were made together; model.json names the classes and shapes each input):
+    an edited or foreign model.json with one class name less, a class twice or a ``spatial_dims`` of 0 was a
+    traceback at the first prediction."""
+    from medanomaly.errors import InputError
+
+    if list(info.class_names) != list(clf.class_names):
+        raise InputError(f"class names {list(info.class_names)} are not the classifier's {list(clf.class_names)}", path)
+    expected = {"spatial_dims": len(clf.image_size), "channels": clf.channels, "image_size": list(clf.image_size)}
+    if dict(info.input) != expected:
+        raise InputError(f"input {dict(info.input)} is not the classifier's {expected}", path)
 
 
 class ClassificationModel(ModelBase):

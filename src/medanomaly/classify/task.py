@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.classify.config import ClassificationConfig
-from medanomaly.engine.run import RunInfo, write_run_info
+from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
 
@@ -131,9 +131,11 @@ class ClassificationTask:
     def load(self, run_dir: Path, info: RunInfo) -> Any:
         """The calibrated classifier of a checked run folder, behind the engine contract."""
         from medanomaly.classify.engine import load_classifier
-        from medanomaly.classify.model import ClassificationModel
+        from medanomaly.classify.model import ClassificationModel, check_recorded
 
-        return ClassificationModel(info, run_dir, load_classifier(run_dir))
+        classifier = load_classifier(run_dir)
+        check_recorded(info, classifier, Path(run_dir) / MODEL_JSON)
+        return ClassificationModel(info, run_dir, classifier)
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:
         return evaluate_run(run_dir, split)

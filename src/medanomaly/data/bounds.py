@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from pydantic import AfterValidator, Field, validate_call
 
 from medanomaly.config import Seed, first_repeat
@@ -29,9 +28,9 @@ __all__ = ["Assessment", "Channels", "Count", "DiameterRange", "Fraction", "Imag
 
 
 def _within_voxel_limit(size: tuple[int, ...]) -> tuple[int, ...]:
-    from medanomaly.preprocess.resize import MAX_VOXELS
+    from medanomaly.preprocess.resize import MAX_VOXELS, voxel_count
 
-    voxels = int(np.prod(size, dtype=np.int64))
+    voxels = voxel_count(size)
     if voxels > MAX_VOXELS:
         raise ValueError(f"{list(size)} is {voxels:,} voxels per image; the limit is {MAX_VOXELS:,}")
     return size

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,10 +31,21 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["MAX_VOXELS", "resize_array", "resize_array_numpy", "resize_to_shape", "channels_first"]
+__all__ = ["MAX_VOXELS", "voxel_count", "resize_array", "resize_array_numpy", "resize_to_shape", "channels_first"]
 
 #: The largest model input a resize may produce, and a config may ask for (voxels per image and channel).
 MAX_VOXELS = 2**26
+
+
+def voxel_count(shape: Sequence[int]) -> int:
+    """Voxels of an image of ``shape``, exact (Python integers: ``np.prod(..., dtype=np.int64)`` wrapped [2^40, 2^40]
+    to 0, under every limit, and raised OverflowError for a size of 10^30).
+
+    Example:
+        >>> voxel_count([2**40, 2**40]) > MAX_VOXELS
+        True
+    """
+    return math.prod(int(s) for s in shape)
 
 
 def resize_array(array: np.ndarray, size: Sequence[int]) -> np.ndarray:

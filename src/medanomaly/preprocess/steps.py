@@ -450,7 +450,7 @@ class Resize(Step):
     def __post_init__(self) -> None:
         if len(self.size) not in (2, 3) or min(int(s) for s in self.size) < 1:
             raise ConfigError(f"size must be 2 or 3 positive ints, got {list(self.size)}")
-        voxels = int(np.prod([int(s) for s in self.size], dtype=np.int64))
+        voxels = _resize.voxel_count(self.size)
         if voxels > _resize.MAX_VOXELS:  # checked before any image is read, not by the allocator
             raise ConfigError(f"size {list(self.size)} is {voxels:,} voxels, the limit is {_resize.MAX_VOXELS:,}")
 
@@ -484,7 +484,7 @@ class CropOrPad(Step):
     spatial: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        voxels = int(np.prod(self.size, dtype=np.int64))
+        voxels = _resize.voxel_count(self.size)
         if voxels > _resize.MAX_VOXELS:  # checked before any image is read, not by the allocator
             raise ConfigError(f"size {list(self.size)} is {voxels:,} voxels, the limit is "
                               f"{_resize.MAX_VOXELS:,}")  # fmt: skip

@@ -29,12 +29,14 @@ from medanomaly.errors import InputError
 METHODS = ("average", "vote")
 
 
-def _weights(m: int, weights: Sequence[float] | None) -> np.ndarray:
+def normalised_weights(m: int, weights: Sequence[float] | None) -> np.ndarray:
+    """The ``m`` members' weights normalised to sum 1 (equal when ``weights`` is None); anything else than ``m``
+    finite non-negative numbers with a positive sum is one InputError."""
     if weights is None:
         return np.full(m, 1.0 / m)
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (m,) or np.any(w < 0) or w.sum() <= 0:
-        raise InputError(f"ensemble weights must be {m} non-negative numbers with a positive sum")
+    if w.shape != (m,) or not np.isfinite(w).all() or np.any(w < 0) or w.sum() <= 0:  # NaN passed both tests
+        raise InputError(f"ensemble weights must be {m} finite non-negative numbers with a positive sum")
     return w / w.sum()
 
 
@@ -43,7 +45,7 @@ def combine(member_probs: np.ndarray, method: str = "average", weights: Sequence
     p = np.asarray(member_probs, dtype=np.float64)
     if p.ndim != 3:
         raise InputError(f"member probabilities must be (members, cases, classes), got {p.shape}")
-    w = _weights(p.shape[0], weights)
+    w = normalised_weights(p.shape[0], weights)
     if method == "average":
         return np.tensordot(w, p, axes=1)
     if method == "vote":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,30 @@ def test_classify_pick_examples_most_confident_right_and_wrong_per_class() -> No
     assert pick_examples(labels, probs, 0) == []
     called = np.array([0, 1, 1, 1, 1])  # a decision threshold of 0.4 on class 1
     assert pick_examples(labels, probs, 6, called) == [0, 2, 3]  # case 2 (p=0.8 wrong) beats case 1 (p=0.4)
+
+
+@pytest.mark.parametrize(("file", "edit", "words"), [
+    ("model.json", lambda d: d.update(class_names=[]), "class names [] are not the classifier's"),
+    ("model.json", lambda d: d.update(class_names=["normal"]), "class names ['normal'] are not the classifier's"),
+    ("model.json", lambda d: d.update(class_names=["normal", "abnormal", "abnormal"]), "are not the classifier's"),
+    ("model.json", lambda d: d["input"].update(spatial_dims=0), "input {'spatial_dims': 0"),
+    ("model.json", lambda d: d.update(input={}), "input {} is not the classifier's"),
+    ("classifier.json", lambda d: d.update(members=0), "members must be at least 1, got 0"),
+    ("classifier.json", lambda d: d.update(method="x"), "unknown ensemble method 'x'"),
+    ("classifier.json", lambda d: d.update(weights="x"), "classifier values do not fit"),
+    ("classifier.json", lambda d: d.update(weights=[1.0, float("nan")]), "finite non-negative numbers"),
+])  # fmt: skip
+def test_recorded_values_that_are_not_the_classifiers_are_one_line_at_load(trained_run: Path, tmp_path: Path, file: str,
+                                                                            edit, words: str) -> None:  # noqa: ANN001
+    """An edited or foreign model.json / classifier.json whose classes, input or ensemble do not fit the classifier and
+    its weights was a traceback at the first prediction (``Prediction`` of 2 scores and 1 class, a conv of a 0-D
+    input, ``np.stack`` of no members); now one InputError naming the file when the run is loaded."""
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    doc = json.loads((run / file).read_text())
+    edit(doc)
+    (run / file).write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=re.escape(words)) as err:
+        load_model(run)
+    assert err.value.path == run / file

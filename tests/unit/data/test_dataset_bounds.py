@@ -26,6 +26,9 @@ def test_every_registered_dataset_checks_its_arguments():
     ("busi", {"root": NOWHERE, "image_size": [0, 0]}, "image_size.0: Input should be greater than or equal to 1"),
     ("busi", {"root": NOWHERE, "image_size": [10**6, 10**6]}, "image_size: [1000000, 1000000] is 1,000,000,000,000 "
                                                                "voxels per image; the limit is 67,108,864"),
+    ("busi", {"root": NOWHERE, "image_size": [2**40, 2**40]},  # an int64 count wrapped it to 0, under the limit
+     "image_size: [1099511627776, 1099511627776] is 1,208,925,819,614,629,174,706,176 voxels per image; the limit is "
+     "67,108,864"),
     ("busi", {"root": NOWHERE, "val": float("nan")}, "val: Input should be a finite number"),
     ("busi_lesions", {"root": NOWHERE, "pixel_mm": -0.1}, "pixel_mm: Input should be greater than 0"),
     ("inbreast", {"root": NOWHERE, "margin": -5.0}, "margin: Input should be greater than or equal to 0"),

@@ -97,6 +97,11 @@ def test_pipeline_config_errors(tmp_path):
     # A resize to 200,000 x 200,000 (a hand-edited model.json) is refused when built, before any allocation.
     with pytest.raises(ConfigError, match=r"40,000,000,000 voxels, the limit is 67,108,864"):
         Pipeline.from_config([{"name": "resize", "size": [200000, 200000]}])
+    # int64 voxel counts wrapped [2^40, 2^40] to 0 (under the limit) and raised OverflowError for 10^30: counted exactly.
+    for step in ({"name": "resize", "size": [2**40, 2**40]}, {"name": "resize", "size": [10**30, 8]},
+                 {"name": "crop_or_pad", "size": [2**32, 2**32, 1]}):
+        with pytest.raises(ConfigError, match=r"voxels, the limit is 67,108,864"):
+            Pipeline.from_config([step])
     # A number YAML read as text (1e9 without a dot) is refused when built, naming the parameter.
     with pytest.raises(ConfigError, match=r"step 1 \(unsharp\): radius_mm must be a number, got '1e9' \(YAML"):
         Pipeline.from_config([{"name": "unsharp", "radius_mm": "1e9"}])
