@@ -144,6 +144,24 @@ def test_fusion_cli_train_evaluate(tmp_path, monkeypatch, capsys):
         assert lines[0].startswith(f"error: T1={ct if 'CT' in reason else mr}, PD={pd}: {reason}"), lines
         assert not (tmp_path / f"bad-{verb}").exists() or not any((tmp_path / f"bad-{verb}").iterdir())
 
+    # an edited or foreign model.json the network cannot be built or run with: one line naming it, at load (windows of
+    # None, a 3D size for the 2D network, one class name for two outputs and no input were tracebacks)
+    import shutil
+
+    for case, edit, reason in (
+        ("windows", lambda d: d["extra"].update(windows=None), "windows must map modality names to finite"),
+        ("size3d", lambda d: d["input"].update(image_size=[32, 32, 32]), "image_size [32, 32, 32] is not 2D"),
+        ("classes", lambda d: d.update(class_names=["a"]), "1 class names ['a'] for a network of 2 outputs"),
+        ("noinput", lambda d: d.update(input={}), "needs modalities, spatial_dims and image_size"),
+    ):
+        bad = shutil.copytree(run, tmp_path / f"edited-{case}")
+        doc = json.loads((bad / "model.json").read_text())
+        edit(doc)
+        (bad / "model.json").write_text(json.dumps(doc))
+        code, _, err = run_main(monkeypatch, capsys, "predict", str(bad), f"T1={t1}", f"PD={pd}")
+        assert code == 2 and err.startswith(f"error: {bad / 'model.json'}: ") and reason in err, (case, err)
+        assert err.count("\n") == 1, (case, err)
+
 
 def test_fusion_cli_manifest_training_with_missing_file(tmp_path):
     from medanomaly.fusion.simulate import simulate_pairs, write_manifest

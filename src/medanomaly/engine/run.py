@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medanomaly.errors import InputError
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
@@ -50,6 +50,39 @@ def software_version() -> str:
     from medanomaly import __version__
 
     return __version__
+
+
+#: Most input channels (or modalities) a recorded model may take.
+MAX_INPUT_CHANNELS = 64
+_Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ModelInput(BaseModel):
+    """``model.json``'s ``input``, checked: what each task records, typed where it is present (a task's ``load`` asks
+    for the keys it needs). ``spatial_dims`` 2 or 3, ``channels`` 1..64, ``image_size`` 2 or 3 sizes within the voxel
+    limit, ``modalities`` one unique name per channel. An edited or foreign model.json with a ``spatial_dims`` of 0, a
+    size of -32 or 10^30, or one modality less than its channels was a traceback at the first prediction."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    spatial_dims: Literal[2, 3] | None = None
+    channels: Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)] | None = None
+    image_size: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=2, max_length=3)
+    modalities: list[_Name] | None = Field(None, min_length=1, max_length=MAX_INPUT_CHANNELS)
+    modality: _Name | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelInput:
+        from medanomaly.preprocess.resize import MAX_VOXELS, voxel_count
+
+        if self.image_size is not None and voxel_count(self.image_size) > MAX_VOXELS:
+            raise ValueError(f"image_size {list(self.image_size)} is over the limit of {MAX_VOXELS:,} voxels")
+        if self.modalities is not None:
+            if len(set(self.modalities)) != len(self.modalities):
+                raise ValueError(f"modalities {list(self.modalities)} name one twice")
+            if self.channels is not None and len(self.modalities) != self.channels:
+                raise ValueError(f"{len(self.modalities)} modalities for {self.channels} channels")
+        return self
 
 
 class RunInfo(BaseModel):
@@ -80,6 +113,19 @@ class RunInfo(BaseModel):
     synthetic: bool = False
     extra: dict[str, Any] = {}
     software_version: str = ""
+
+    @field_validator("class_names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name for name in value) or len(set(value)) != len(value):
+            raise ValueError(f"class names must be distinct and non-empty, got {list(value)}")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: dict[str, Any]) -> dict[str, Any]:
+        ModelInput.model_validate(value)  # the dict is kept as written: tasks read it by key
+        return value
 
     @field_validator("thresholds")
     @classmethod

@@ -25,7 +25,7 @@ from medanomaly.errors import InputError
 from medanomaly.fusion.infer import CLASS_NAMES, predict_volumes
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["FusionModel", "run_info", "all_present"]
+__all__ = ["FusionModel", "run_info", "all_present", "check_classes", "check_recorded"]
 
 
 def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights: str) -> RunInfo:
@@ -40,6 +40,38 @@ def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights:
                "image_size": list(data.size)},
         extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()}},
     )  # fmt: skip
+
+
+def check_recorded(info: RunInfo, path: Path) -> None:
+    """Refuse, in one line naming ``path`` (model.json), a recorded input or windows the fusion model cannot be built
+    or run with: modalities and an ``image_size`` of ``spatial_dims`` sizes must be there (the engine has typed them),
+    and ``extra.windows`` must map modality names to finite ``[low, high]`` ranges (an edited or foreign model.json
+    without them, with a 3D size for a 2D network or windows of ``None`` was a traceback at load or at the first
+    prediction)."""
+    from medanomaly.errors import InputError
+
+    given = info.input
+    if not given.get("modalities") or given.get("spatial_dims") is None or given.get("image_size") is None:
+        raise InputError("the recorded input needs modalities, spatial_dims and image_size", path)
+    if len(given["image_size"]) != given["spatial_dims"]:
+        raise InputError(f"the recorded image_size {given['image_size']} is not {given['spatial_dims']}D", path)
+    windows = info.extra.get("windows", {})
+    ok = isinstance(windows, dict) and all(
+        name in given["modalities"] and isinstance(w, list) and len(w) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in w) and w[0] < w[1]
+        for name, w in windows.items())  # fmt: skip
+    if not ok:
+        raise InputError("the recorded windows must map modality names to finite [low, high] ranges", path)
+
+
+def check_classes(info: RunInfo, network: Any, path: Path) -> None:
+    """One line naming ``path`` unless model.json names as many classes as the network has outputs."""
+    from medanomaly.errors import InputError
+
+    outputs = getattr(network, "num_classes", len(info.class_names))
+    if len(info.class_names) != outputs:
+        raise InputError(f"{len(info.class_names)} class names {list(info.class_names)} for a network of {outputs} "
+                         "outputs", path)  # fmt: skip
 
 
 def all_present(network: Any) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section, ordered_pair
-from medanomaly.engine.run import RunInfo, write_run_info
+from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
 from medanomaly.fusion.model import run_info
@@ -277,11 +277,13 @@ class FusionTask:
     def load(self, run_dir: Path, info: RunInfo) -> Any:
         """The trained fusion network of a checked run folder, behind the engine contract."""
         from medanomaly.config import load_config
-        from medanomaly.fusion.model import FusionModel
+        from medanomaly.fusion.model import FusionModel, check_classes, check_recorded
         from medanomaly.train.checkpoint import load_weights
 
+        check_recorded(info, Path(run_dir) / MODEL_JSON)
         config = load_config(run_dir / "config.yaml")
         network = build_model(config.model, tuple(info.input["modalities"]), int(info.input["spatial_dims"]))
+        check_classes(info, network, Path(run_dir) / MODEL_JSON)
         return FusionModel(info, run_dir, load_weights(network, run_dir / WEIGHTS))
 
     def evaluate(self, run_dir: Path, split: str = "test") -> dict[str, Any]:

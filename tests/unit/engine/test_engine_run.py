@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,31 @@ def test_nan_threshold_and_missing_weights_are_refused(tmp_path):
     (run / "w.safetensors").unlink()
     with pytest.raises(InputError, match="weights file missing"):
         check_run(run)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"class_names": ["a", "a"]}, "class_names: Value error, class names must be distinct and non-empty"),
+    ({"class_names": ["a", ""]}, "class names must be distinct and non-empty"),
+    ({"input": {"spatial_dims": 0}}, "input.spatial_dims: Input should be 2 or 3"),
+    ({"input": {"channels": 10**6}}, "input.channels: Input should be less than or equal to 64"),
+    ({"input": {"image_size": [-32, 32]}}, "input.image_size.0: Input should be greater than or equal to 1"),
+    ({"input": {"image_size": [32]}}, "input.image_size: List should have at least 2 items"),
+    ({"input": {"image_size": [10**30, 32]}}, "is over the limit of 67,108,864 voxels"),
+    ({"input": {"image_size": "x"}}, "input.image_size: Input should be a valid list"),
+    ({"input": {"channels": 2, "modalities": ["T1"]}}, "1 modalities for 2 channels"),
+    ({"input": {"modalities": ["T1", "T1"]}}, "modalities ['T1', 'T1'] name one twice"),
+    ({"input": {"modality": ""}}, "input.modality: String should have at least 1 character"),
+])  # fmt: skip
+def test_model_json_input_and_class_names_are_typed_for_every_task(tmp_path, change, words):
+    """model.json's ``input`` was a free dict: a ``spatial_dims`` of 0, a size of -32 or 10^30, a modality too few, a
+    class named twice reached the task and failed at the first prediction (a conv of a 0-D input, torch's interpolate).
+    The engine now types what is there (each task still asks for the keys it needs) and names the field, one line."""
+    run = _run(tmp_path)
+    data = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**data, **change}))
+    with pytest.raises(InputError, match=re.escape(words)) as err:
+        read_run_info(run)
+    assert str(err.value).startswith(f"{run}: model.json is invalid: ") and "\n" not in str(err.value)
 
 
 def test_missing_status_and_not_a_folder(tmp_path):
