@@ -23,7 +23,7 @@ from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["ClassificationModel", "check_recorded", "run_info"]
+__all__ = ["ClassificationModel", "check_recorded", "check_recorded_input", "run_info"]
 
 
 def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
@@ -42,6 +42,19 @@ def run_info(clf: Any, member_weights: Sequence[str]) -> RunInfo:
         extra={"ensemble": {"members": len(clf.models), "method": clf.method, "tta": clf.tta},
                "decision": clf.decision.to_json()},
     )
+
+
+def check_recorded_input(info: RunInfo, path: Path) -> None:
+    """One line naming ``path`` (model.json) unless the recorded input has ``spatial_dims``, ``channels`` and an
+    ``image_size`` of ``spatial_dims`` sizes (what an exported package, which has no ``classifier.json``, shapes each
+    image by: without them it was a KeyError / TypeError traceback at the first prediction)."""
+    from medanomaly.errors import InputError
+
+    given = info.input
+    if any(given.get(k) is None for k in ("spatial_dims", "channels", "image_size")) or \
+            len(given["image_size"]) != given["spatial_dims"]:  # fmt: skip
+        raise InputError("the recorded input needs spatial_dims, channels and an image_size of spatial_dims sizes, "
+                         f"got {dict(given)}", path)  # fmt: skip
 
 
 def check_recorded(info: RunInfo, clf: Any, path: Path) -> None:

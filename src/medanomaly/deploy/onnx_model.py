@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.classify.model import ClassificationModel
+from medanomaly.classify.model import ClassificationModel, check_recorded_input
 from medanomaly.config import env_whole_number
 from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
@@ -37,6 +37,7 @@ from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.evaluate.decision import DecisionRule
 from medanomaly.fusion.model import FusionModel
+from medanomaly.fusion.model import check_recorded as check_fusion_recorded
 from medanomaly.types import Prediction, Volume
 
 __all__ = ["session", "ort_reason", "CheckedSession", "OnnxClassifier", "OnnxDetector", "OnnxClassificationModel", "OnnxDetectionModel",
@@ -264,11 +265,13 @@ def onnx_model(onnx_path: str | Path, info: RunInfo, folder: str | Path, threads
         raise InputError(f"a {info.task} package needs at least 2 class names, model.json has {len(info.class_names)}",
                          folder / MODEL_JSON)  # fmt: skip
     if info.task == "classification":
+        check_recorded_input(info, folder / MODEL_JSON)
         with unfit_file(folder / MODEL_JSON, "decision rule values"):
             return OnnxClassificationModel(info, folder, OnnxClassifier(sess, info))
     if info.task == "lung_nodule":
         return OnnxDetectionModel(info, folder, OnnxDetector(sess, package_detector_params(info, folder)))
     if info.task == "fusion":
+        check_fusion_recorded(info, folder / MODEL_JSON)
         return OnnxFusionModel(info, folder, sess)
     if info.task == "detection":
         from medanomaly.deploy.onnx_detection import onnx_detection_model

@@ -434,3 +434,17 @@ def test_a_precision_from_the_environment_is_named_as_such(cls_pkg: Path, monkey
         load_package(cls_pkg)
     monkeypatch.setenv("MEDANOMALY_PRECISION", " ")
     assert load_package(cls_pkg).graph == "model.onnx"  # blank = unset
+
+
+@pytest.mark.parametrize("input_", [{}, {"channels": 1, "image_size": [16, 16]}, {"spatial_dims": 3, "channels": 1,
+                                                                                 "image_size": [16, 16]}])
+def test_a_package_model_json_without_its_input_shape_is_one_line(cls_pkg: Path, tmp_path: Path, input_) -> None:
+    """A package has no classifier.json: its model.json input shapes each image. Without ``spatial_dims`` (checksum
+    recomputed) it was a KeyError / TypeError traceback at the first prediction; now one line naming model.json."""
+    from medanomaly.deploy.package import load_package
+
+    doc = json.loads((cls_pkg / "model.json").read_text())
+    bad = _repackaged(cls_pkg, tmp_path / "bad", "model.json", json.dumps({**doc, "input": input_}).encode())
+    with pytest.raises(InputError, match="the recorded input needs spatial_dims, channels and an image_size") as err:
+        load_package(bad)
+    assert err.value.path == bad / "model.json"
