@@ -238,6 +238,22 @@ def conditional_expectation(ranks: np.ndarray, atlas: np.ndarray, brain: np.ndar
     return expected, np.interp(atlas, centres, mad).astype(np.float32)
 
 
+def _values(state: dict[str, np.ndarray], key: str, n: int) -> np.ndarray:
+    """The ``n`` numbers a saved atlas keeps under ``key`` (float64); ValueError for another count."""
+    values = np.asarray(state[key], np.float64).ravel()
+    if values.size != n:
+        raise ValueError(f"atlas {key!r} holds {values.size} values, not {n}")
+    return values
+
+
+def _index(state: dict[str, np.ndarray], key: str, options: tuple[str, ...]) -> int:
+    """The saved index ``key`` of one of ``options``; ValueError when it is not a whole number in range."""
+    value = float(_values(state, key, 1)[0])
+    if value != int(value) or not 0 <= value < len(options):
+        raise ValueError(f"atlas {key!r} index {value:g} is not one of 0..{len(options) - 1} ({', '.join(options)})")
+    return int(value)
+
+
 @METHODS.register("atlas")
 class AtlasMethod:
     """Registered voxel-wise atlas of the normal brains (see the module docstring).
@@ -354,16 +370,27 @@ class AtlasMethod:
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.kind = MAP_KINDS[int(np.asarray(state["kind"])[0])]
-        self.match = MATCHES[int(np.asarray(state["match"])[0])]
-        flag, edge, ramp = np.asarray(state["support"], np.float64) if "support" in state else (0.0, 0.0, 0.0)
+        """The atlas a run saved; ValueError (one line naming the weights, through the task's loader) for arrays no
+        training writes: a map kind or match index out of range (an IndexError), a support or geometry of another
+        length, a spacing <= 0, a brain mask of another shape than its ranks, no brain at all."""
+        self.kind, self.match = MAP_KINDS[_index(state, "kind", MAP_KINDS)], MATCHES[_index(state, "match", MATCHES)]
+        flag, edge, ramp = _values(state, "support", 3) if "support" in state else (0.0, 0.0, 0.0)
+        if ramp < 0:
+            raise ValueError(f"atlas support ramp {ramp} mm is negative")
         self.support = (float(edge), float(ramp)) if flag else None
-        self.local_mm = float(np.asarray(state["local_mm"])[0]) if "local_mm" in state else 0.0
+        self.local_mm = float(_values(state, "local_mm", 1)[0]) if "local_mm" in state else 0.0
+        if self.local_mm < 0:
+            raise ValueError(f"atlas local_mm {self.local_mm} is negative")
         self.brains_ = []
         for k in range(sum(1 for key in state if key.endswith(".ranks"))):
-            g = np.asarray(state[f"brain{k}.geometry"], np.float64)
-            vol = Volume(np.asarray(state[f"brain{k}.ranks"], np.float32), tuple(g[:3]), tuple(g[3:6]), g[6:].reshape(3, 3))
-            self.brains_.append((vol, np.asarray(state[f"brain{k}.mask"]) > 0))
+            g = _values(state, f"brain{k}.geometry", 15)
+            ranks, mask = np.asarray(state[f"brain{k}.ranks"], np.float32), np.asarray(state[f"brain{k}.mask"]) > 0
+            if ranks.ndim != 3 or mask.shape != ranks.shape or min(g[:3]) <= 0:
+                raise ValueError(f"atlas brain {k}: ranks {ranks.shape}, mask {mask.shape}, spacing {list(g[:3])} "
+                                 "(3D arrays of one shape and a positive spacing)")  # fmt: skip
+            self.brains_.append((Volume(ranks, tuple(g[:3]), tuple(g[3:6]), g[6:].reshape(3, 3)), mask))
+        if not self.brains_:
+            raise ValueError("the atlas holds no normal brain")
 
     def network(self) -> Any:
         return None

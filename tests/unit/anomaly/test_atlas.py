@@ -4,6 +4,8 @@ through safetensors-style arrays, and flag a registration that fails the brain-m
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -366,3 +368,35 @@ def test_brain_labels_on_another_grid_are_refused(monkeypatch):
     monkeypatch.setitem(data.BRAIN_LABELS, "itk_t1", "itk/BrainProtonDensity3Slices.mha")
     with pytest.raises(InputError, match="brain labels are not on the grid of 'itk_t1'"):
         data.load_brain_only("itk_t1")
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda s: s.update(kind=np.asarray([99])), "atlas 'kind' index 99 is not one of 0..3"),
+    (lambda s: s.update(match=np.asarray([-1])), "atlas 'match' index -1 is not one of 0..2"),
+    (lambda s: s.update(match=np.asarray([0.5])), "index 0.5 is not one of"),
+    (lambda s: s.update(support=np.asarray([1.0, 0.0])), "atlas 'support' holds 2 values, not 3"),
+    (lambda s: s.update(support=np.asarray([1.0, 0.0, -8.0])), "support ramp -8.0 mm is negative"),
+    (lambda s: s.update(local_mm=np.asarray([-5.0])), "local_mm -5.0 is negative"),
+    (lambda s: s.update({"brain0.geometry": np.ones(14)}), "'brain0.geometry' holds 14 values, not 15"),
+    (lambda s: s.update({"brain0.mask": np.ones((2, 2, 2), np.uint8)}), "atlas brain 0: ranks"),
+    (lambda s: s.update({"brain1.geometry": np.concatenate([[0.0, 2.0, 2.0], np.zeros(3), np.eye(3).ravel()])}),
+     "a positive spacing"),
+    (lambda s: [s.pop(k) for k in [k for k in s if k.startswith("brain")]], "the atlas holds no normal brain"),
+])  # fmt: skip
+def test_a_saved_atlas_that_no_training_writes_is_refused_when_loaded(edit, words):
+    """Saved arrays of a hand-edited or foreign atlas run: a map-kind index of 99 was an IndexError (not caught by the
+    loader's one-line wrapper), a mask of another shape than its ranks failed at the first registration. Each is now a
+    ValueError, which the task's loader reports in one line naming the weights file."""
+    state = _fitted().state()
+    edit(state)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        METHODS.get("atlas")().load_state(state)
+
+
+def test_a_saved_atlas_loads_back_as_it_was():
+    method = _fitted()
+    method.kind, method.match, method.support, method.local_mm = "bright", "rank", (-4.0, 8.0), 25.0
+    again = METHODS.get("atlas")()
+    again.load_state(method.state())
+    assert (again.kind, again.match, again.support, again.local_mm) == ("bright", "rank", (-4.0, 8.0), 25.0)
+    assert len(again.brains_) == 2 and np.array_equal(again.brains_[1][1], method.brains_[1][1])
