@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -126,7 +127,9 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def _made(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """``factory(**kwargs)``; what it raises over its parameters becomes one :class:`ConfigError` line."""
     try:
-        return factory(**kwargs)
+        with warnings.catch_warnings():  # a width of 0: torch warns, on two lines, before the check below refuses it
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            return factory(**kwargs)
     except (MedanomalyError, NotImplementedError):
         raise  # ours already say what is wrong; NotImplementedError: the meta device, handled above
     except _CANNOT_BUILD as exc:

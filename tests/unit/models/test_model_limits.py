@@ -51,9 +51,10 @@ def test_the_limit_counts_exactly_and_can_be_raised_or_lowered(monkeypatch):
     ("compact_cnn", {"widths": (4,) * 15}, "ValueError: widths must list 1 to 14 levels, got 15"),
     ("fusion_decision", {"modalities": ("T1", "PD"), "combine": "nope"}, "ValueError: combine must be one of"),
 ])  # fmt: skip
-def test_parameters_a_network_cannot_be_built_from_are_one_line_naming_it(name, params, reason):
+def test_parameters_a_network_cannot_be_built_from_are_one_line_naming_it(name, params, reason, recwarn):
     with pytest.raises(ConfigError) as caught:
         MODELS.create(name, **params)
+    assert not [w for w in recwarn if "zero-element" in str(w.message)]  # torch's two-line warning for a width of 0
     text = str(caught.value)
     assert text.startswith(f"model {name!r} cannot be built from its parameters (") and reason in text
     assert "\n" not in text
