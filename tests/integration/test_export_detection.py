@@ -5,6 +5,7 @@ ARCHIVE/``) and the service work for the run and for the package."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -195,3 +196,29 @@ def test_service_answers_an_mg_upload_for_run_and_package(breast: tuple[Path, Pa
     a, b = results["breast"], results["breast_onnx"]
     assert a["task"] == "detection" and len(a["findings"]) == len(b["findings"]) >= 1 and a["label"] == b["label"]
     assert [f["bbox_mm"] for f in a["findings"]] == [f["bbox_mm"] for f in b["findings"]]
+
+
+@pytest.mark.parametrize(("file", "edit", "words"), [
+    ("lesion_classifier.json", lambda d: d["params"].update(crop_size=[0, 24]), "crop_size must be 2 sizes of 1..4096"),
+    ("lesion_classifier.json", lambda d: d["params"].update(crop_size=[10**30, 24]), "crop_size must be 2 sizes"),
+    ("lesion_classifier.json", lambda d: d["params"].update(crop_size=[24]), "crop_size must be 2 sizes"),
+    ("lesion_classifier.json", lambda d: d["params"].update(class_names=["benign", ""]),
+     "lesion class names must be distinct non-empty names"),
+    ("model.json", lambda d: d.update(class_names=["benign"]), "class names ['benign'] are not the lesion classifier's"),
+])  # fmt: skip
+def test_recorded_lesion_classifier_values_that_do_not_fit_are_one_line(breast, tmp_path: Path, file: str, edit,
+                                                                        words: str) -> None:  # noqa: ANN001
+    """A recorded crop of 0, 10^30 or one side (torch's interpolate, a C++ trace), an empty lesion class name or a
+    model.json naming fewer classes than the lesion classifier were tracebacks at the first finding; now one line
+    naming the file when the run is loaded."""
+    import shutil
+
+    from medanomaly.engine import load_model
+
+    run = shutil.copytree(breast[0], tmp_path / "run")
+    doc = json.loads((run / file).read_text())
+    edit(doc)
+    (run / file).write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=re.escape(words)) as err:
+        load_model(run)
+    assert err.value.path == run / file and "\n" not in str(err.value)

@@ -28,7 +28,7 @@ import numpy as np
 
 from medanomaly.detect.detection_config import DetectionConfig
 from medanomaly.detect.model import NO_FINDING, DetectionModel
-from medanomaly.engine.run import RunInfo, write_run_info
+from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
 from medanomaly.types import ABSTAIN, Finding, Prediction, Volume
@@ -229,6 +229,9 @@ class DetectionTask:
         from medanomaly.detect.lesion_classifier import CLASSIFIER_WEIGHTS, LesionClassifier
 
         classifier = LesionClassifier.load(run_dir) if CLASSIFIER_WEIGHTS in info.weights else None
+        if classifier is not None and tuple(info.class_names) != classifier.class_names:
+            raise InputError(f"class names {list(info.class_names)} are not the lesion classifier's "
+                             f"{list(classifier.class_names)}", Path(run_dir) / MODEL_JSON)  # fmt: skip
         return HeatmapDetectionModel(info, Path(run_dir), HeatmapDetector.load(run_dir), classifier)
 
     def evaluate(self, run_dir: Path, split: str = "test", lesions: Any = None,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.data.lesions2d import LesionImage, LesionSet, lesion_from_mask
-from medanomaly.errors import ConfigError, InputError
+from medanomaly.errors import ConfigError, InputError, first_reason
 from medanomaly.jsonio import read_json
 from medanomaly.types import Finding, Volume
 
@@ -33,6 +33,8 @@ __all__ = ["LesionClassifier", "CLASSIFIER_WEIGHTS", "CLASSIFIER_JSON"]
 
 CLASSIFIER_WEIGHTS = "lesion_classifier.safetensors"
 CLASSIFIER_JSON = "lesion_classifier.json"
+#: Largest crop side (pixels) a lesion classifier may take: the detection config's bound on ``classifier.crop_size``.
+MAX_CROP = 4096
 
 
 def _crops(lesions: LesionSet, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +59,13 @@ class LesionClassifier:
                  model_params: dict[str, Any] | None = None, crop_size: Sequence[int] = (48, 48), epochs: int = 30,
                  batch_size: int = 32, lr: float = 2e-3, seed: int = 0, abstain_coverage: float = 0.9) -> None:  # fmt: skip
         self.class_names = tuple(class_names)
+        if not self.class_names or not all(isinstance(c, str) and c for c in self.class_names) or \
+                len(set(self.class_names)) != len(self.class_names):  # fmt: skip
+            raise ConfigError(f"lesion class names must be distinct non-empty names, got {list(self.class_names)}")
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.crop_size = tuple(int(c) for c in crop_size)
+        if len(self.crop_size) != 2 or not all(1 <= c <= MAX_CROP for c in self.crop_size):  # a recorded crop of 0 or
+            raise ConfigError(f"crop_size must be 2 sizes of 1..{MAX_CROP} pixels, got {list(crop_size)}")  # 10^30
         self.epochs, self.batch_size, self.lr, self.seed = int(epochs), int(batch_size), float(lr), int(seed)
         self.abstain_coverage = float(abstain_coverage)
 
@@ -171,10 +178,16 @@ class LesionClassifier:
         try:
             doc = read_json(run_dir / CLASSIFIER_JSON)
             clf = cls(**doc["params"])
+            clf.check_network()  # a recorded crop the network cannot take failed at the first finding
             net = load_weights(clf._network(), run_dir / CLASSIFIER_WEIGHTS)
             clf.rule_ = DecisionRule(**doc["rule"])
+        except InputError as exc:  # ours (a ConfigError too): named after the file that gave the value
+            if exc.path is not None:
+                raise
+            raise InputError(f"lesion classifier values do not fit ({exc.reason})", run_dir / CLASSIFIER_JSON) from None
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"lesion classifier files missing or do not fit ({type(exc).__name__})", run_dir) from None
+            raise InputError(f"lesion classifier files missing or do not fit ({type(exc).__name__}: "
+                             f"{first_reason(exc)})", run_dir / CLASSIFIER_JSON) from None  # fmt: skip
         clf.model_ = net.eval()
         clf.rule_fitted_on_ = doc.get("rule_fitted_on", "val")
         return clf
