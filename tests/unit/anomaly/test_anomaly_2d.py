@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,27 @@ def test_window_flags_an_image_far_outside_the_training_grey_window():
     ct_hu = rng.random((32, 32)) * 2000 - 1000  # a CT slice in HU against an 8-bit window
     assert window_flags(ct_hu, [0.0, 255.0]) == ("intensity_outside_training_window",)
     assert window_flags(ct_hu, None) == ()
+
+
+@pytest.mark.parametrize(("domain", "words"), [
+    ({"name": "folder2d", "intensity_range": [0.0]}, "intensity_range must be finite [low, high], got [0.0]"),
+    ({"name": "folder2d", "intensity_range": "x"}, "intensity_range must be finite [low, high]"),
+    ({"name": "folder2d", "intensity_range": [float("nan"), 255.0]}, "intensity_range must be finite"),
+    ({"name": "folder2d", "intensity_range": [255.0, 0.0]}, "intensity_range must be finite [low, high]"),
+    ({"name": "folder2d", "intensity_range": [0.0, 0.0]}, "intensity_range must be finite [low, high]"),
+    ({"name": "chest_ct", "window": "x"}, "unknown recorded CT window 'x'"),
+])  # fmt: skip
+def test_recorded_domain_values_a_prediction_reads_are_checked_at_load(tmp_path, domain, words):
+    """A 2D folder run's recorded ``intensity_range`` of ``[0]``, ``None`` entries or text was a traceback at the first
+    image, NaN or ``[0, 0]`` a NaN map after SciPy warnings; a chest CT run's unknown window a KeyError. One line
+    naming model.json when the run is loaded."""
+    from medanomaly.anomaly.model import check_recorded_settings
+    from medanomaly.engine.run import RunInfo
+
+    info = RunInfo(task="anomaly", class_names=("anomaly",), thresholds={"decision": 1.0, "pixel": 1.0, "sigma": 0.0},
+                   extra={"size": 32, "method": {"name": "normative", "params": {}}, "domain": domain})
+    with pytest.raises(InputError, match=re.escape(words)) as err:
+        check_recorded_settings(info, tmp_path / "model.json")
+    assert err.value.path == tmp_path / "model.json"
+    check_recorded_settings(info.model_copy(update={"extra": {**info.extra, "domain": {
+        "name": "folder2d", "intensity_range": [0, 255]}}}), tmp_path / "model.json")  # a good one passes
