@@ -145,3 +145,34 @@ def test_lung_detect_cli_rejects_mri(tmp_path: Path) -> None:
     brain, _ = pyradiomics_case("brain1")
     res = _cli("detect", run, brain, "--out", tmp_path / "o")
     assert res.returncode == 2 and "CT in HU" in res.stderr, res.stderr
+
+
+def test_detect_dicom_refuses_a_source_its_outputs_cannot_reference_before_the_model_runs(
+        tmp_path: Path, fixture_lung_run: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """A CT series without FrameOfReferenceUID: ``detect --dicom`` ran the detector, wrote findings.json, then failed in
+    highdicom with a traceback; now one line naming the slice, before the model runs."""
+    import pydicom
+
+    from medanomaly.detect.model import DetectionModel
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+    from tests.integration.conftest import run_main
+
+    ct = read(pyradiomics_case("lung1")[0])
+    part = Volume(ct.array[30:34], spacing=ct.spacing, origin=ct.origin, direction=ct.direction, meta={"modality": "CT"})
+    files = write_dicom_series(part, tmp_path / "ct")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f, enforce_file_format=False)
+
+    def model_ran(*_args, **_kwargs):
+        raise AssertionError("the detector ran before the source was checked")
+
+    monkeypatch.setattr(DetectionModel, "predict", model_ran)
+    code, _out, err = run_main(monkeypatch, capsys, "detect", str(fixture_lung_run), str(tmp_path / "ct"), "--dicom",
+                               "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and "source image without FrameOfReferenceUID" in err
+    assert not (tmp_path / "out" / "findings.json").exists()

@@ -37,13 +37,17 @@ def register(app: typer.Typer) -> None:
         with about_file(image):
             volume = read(image)
             model.check_input(volume, image)
+            if dicom:  # the source headers our SEG / SR reference, checked before the model runs
+                from medanomaly.deploy.dicom_out import source_series_for_path
+
+                source = source_series_for_path(image, volume)
             prediction = model.predict(volume)
         path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
         typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
         if dicom:
             from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
 
-            written = write_dicom_outputs_for_path(image, volume, prediction, target / "dicom", run_id=run.name,
+            written = write_dicom_outputs_for_path(source, volume, prediction, target / "dicom", run_id=run.name,
                                                    algorithm=model.task)  # fmt: skip
             typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
 

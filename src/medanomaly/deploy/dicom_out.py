@@ -26,7 +26,8 @@ from medanomaly.deploy.dicom_source import SourceSeries, load_source_series
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
 
-__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "write_dicom_outputs", "write_dicom_outputs_for_path"]
+__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "source_series_for_path", "write_dicom_outputs",
+           "write_dicom_outputs_for_path"]
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,31 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
     return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path)
 
 
+def source_series_for_path(image: str | Path, volume: Volume) -> SourceSeries:
+    """The source headers of an image the user named (a DICOM folder or file), matched to ``volume``'s slices and
+    checked for what our outputs reference: call it before the model runs, so a source our SEG / SR cannot reference
+    is refused before the work, not after it.
+
+    Raises:
+        InputError: the image is not DICOM (a SEG/SR must reference DICOM source images), or its headers do not fit
+            (:func:`~medanomaly.deploy.dicom_source.load_source_series`).
+    """
+    from medanomaly.io import detect_format
+
+    image = Path(image)
+    fmt = detect_format(image)
+    if fmt not in ("dicom", "dicom-folder"):
+        raise InputError(f"DICOM SEG/SR need a DICOM source series, not {fmt}", image)
+    if fmt == "dicom":
+        return load_source_series([image], volume)
+    from medanomaly.deploy.archive import Problem, iter_files
+
+    problems: list[Problem] = []
+    return load_source_series(list(iter_files(image, problems)), volume)
+
+
 def write_dicom_outputs_for_path(
-    image: str | Path,
+    image: str | Path | SourceSeries,
     volume: Volume,
     prediction: Any,
     out_dir: str | Path,
@@ -117,28 +141,16 @@ def write_dicom_outputs_for_path(
     """``write_dicom_outputs`` for an image the user named (``detect RUN IMAGE --dicom``).
 
     Args:
-        image: the DICOM folder or file the volume was read from.
+        image: the DICOM folder or file the volume was read from, or its :func:`source_series_for_path`.
         volume: the volume read from it.
         prediction: the model's :class:`~medanomaly.types.Prediction` (findings, anomaly map).
         out_dir, run_id, site, algorithm: as for :func:`write_dicom_outputs`.
 
     Raises:
-        InputError: the image is not DICOM (a SEG/SR must reference DICOM source images).
+        InputError: the image is not DICOM, or its headers do not fit (:func:`source_series_for_path`).
     """
-    from medanomaly.io import detect_format
-
-    image = Path(image)
-    fmt = detect_format(image)
-    if fmt not in ("dicom", "dicom-folder"):
-        raise InputError(f"DICOM SEG/SR need a DICOM source series, not {fmt}", image)
-    if fmt == "dicom":
-        files: list[Path] = [image]
-    else:
-        from medanomaly.deploy.archive import Problem, iter_files
-
-        problems: list[Problem] = []
-        files = list(iter_files(image, problems))
-    return write_dicom_outputs(prediction.findings, files, volume, out_dir, run_id=run_id, site=site,
+    source = image if isinstance(image, SourceSeries) else source_series_for_path(image, volume)
+    return write_dicom_outputs(prediction.findings, source, volume, out_dir, run_id=run_id, site=site,
                                algorithm=algorithm, score_map=prediction.anomaly_map)  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["PERSON_NAME_WARNING", "SourceSeries", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["PERSON_NAME_WARNING", "SourceSeries", "check_output_geometry", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
@@ -81,6 +81,12 @@ class SourceSeries:
 PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 
 
+#: Dates and times the SEG / SR / PM copy from the source: a value that is not a DICOM date or time is emptied on our
+#: header copy (they are Type 2; highdicom raised a ValueError traceback for a birth date of ``xx`` or 20261399).
+_DATES_COPIED = ("PatientBirthDate", "StudyDate")
+_TIMES_COPIED = ("StudyTime",)
+
+
 def _read_header(path: Path) -> Dataset:
     from medanomaly.io.dicom import read_dataset
 
@@ -88,7 +94,60 @@ def _read_header(path: Path) -> Dataset:
     for keyword in _TYPE2_COPIED:
         if keyword not in ds:
             setattr(ds, keyword, "")
+    _clean_copied_values(ds)
     return ds
+
+
+def _clean_copied_values(ds: Dataset) -> None:
+    """Make the values our DICOM outputs copy from a source header writable (in memory only): an invalid date or time
+    becomes empty, and a character set pydicom does not know (``ISO_IR 999``: highdicom's enum raised), or none for
+    non-ASCII text, becomes UTF-8, which encodes the already decoded text."""
+    from pydicom.charset import python_encoding
+    from pydicom.valuerep import DA, TM
+
+    for keywords, kind in ((_DATES_COPIED, DA), (_TIMES_COPIED, TM)):
+        for keyword in keywords:
+            value = str(ds.get(keyword, "") or "")
+            try:
+                if value:
+                    kind(value)
+            except (ValueError, TypeError, OverflowError):
+                setattr(ds, keyword, "")
+    charset = ds.get("SpecificCharacterSet")
+    terms = [str(t).strip() for t in ([charset] if isinstance(charset, str) else list(charset or []))]
+    unknown = any(t and t not in python_encoding for t in terms)
+    undeclared = not any(terms) and not all(str(ds.get(k, "")).isascii() for k in _TYPE2_COPIED)  # a non-conformant
+    if unknown or undeclared:  # source: copied as is, its text made our outputs fail dciodvfy's value checks
+        ds.SpecificCharacterSet = "ISO_IR 192"
+
+
+def check_output_geometry(ds: Dataset, where: Path) -> None:
+    """Refuse, in one line naming the file, a source header our SEG / SR / Parametric Map cannot reference: no
+    StudyInstanceUID or FrameOfReferenceUID, an ImageOrientationPatient that is not two non-parallel directions, a
+    PixelSpacing that is not two positive numbers (the image itself is read with fallbacks; highdicom raised a
+    ValueError / TypeError / AttributeError traceback after the model had run)."""
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise InputError(f"source image without {keyword}: DICOM SEG/SR outputs need it", where)
+    iop = _numbers(ds.get("ImageOrientationPatient"), 6)
+    row, col = (None, None) if iop is None else (np.asarray(iop[:3]), np.asarray(iop[3:]))
+    if row is None or min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-3 or \
+            np.linalg.norm(np.cross(row / np.linalg.norm(row), col / np.linalg.norm(col))) < 1e-3:  # fmt: skip
+        raise InputError("source image without a valid ImageOrientationPatient (two non-parallel directions): DICOM "
+                         "SEG/SR outputs need it", where)  # fmt: skip
+    spacing = _numbers(ds.get("PixelSpacing"), 2)
+    if spacing is None or min(spacing) <= 0:
+        raise InputError(f"source image PixelSpacing {ds.get('PixelSpacing')!r} is not two positive numbers: DICOM "
+                         "SEG/SR outputs need it", where)  # fmt: skip
+
+
+def _numbers(value: object, n: int) -> list[float] | None:
+    """``n`` finite numbers from a DICOM multi-value, or None."""
+    try:
+        values = [float(v) for v in value]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == n and all(np.isfinite(values)) else None
 
 
 def _slice_of(ds: Dataset, volume: Volume, where: Path) -> int:
@@ -126,6 +185,7 @@ def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSer
             continue
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError("multi-frame source images: DICOM SEG/SR output needs single-frame slices", path)
+        check_output_geometry(ds, Path(path))
         chosen.append((_slice_of(ds, volume, Path(path)), ds))
     if not chosen:
         raise InputError(f"no source image of series {wanted or '?'} among {len(files)} file(s)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -249,3 +250,59 @@ def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_finding
         read(overlapping.seg)
     text = str(error.value)
     assert text.startswith(f"{overlapping.seg}: DICOM SEG not readable as one label map") and "\n" not in text
+
+
+def _edited(files: list[Path], folder: Path, **values: object) -> list[Path]:
+    """Copies of the series whose headers hold ``values`` (None deletes the attribute)."""
+    folder.mkdir()
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword, value in values.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        ds.save_as(folder / f.name, enforce_file_format=False)
+        out.append(folder / f.name)
+    return out
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"FrameOfReferenceUID": None}, "source image without FrameOfReferenceUID"),
+    ({"StudyInstanceUID": None}, "source image without StudyInstanceUID"),
+    ({"ImageOrientationPatient": None}, "without a valid ImageOrientationPatient"),
+    ({"ImageOrientationPatient": [1, 0, 0, 1, 0, 0]}, "without a valid ImageOrientationPatient"),
+    ({"PixelSpacing": [1.0]}, "PixelSpacing '1.0' is not two positive numbers"),
+    ({"PixelSpacing": [0, 0]}, "is not two positive numbers"),
+])  # fmt: skip
+def test_a_source_our_outputs_cannot_reference_is_one_line_naming_the_file(ct_series, tmp_path: Path, values,
+                                                                           words: str) -> None:  # noqa: ANN001
+    """Source headers the volume reader takes with fallbacks (no orientation: identity; no frame of reference) made
+    highdicom raise a ValueError / TypeError / AttributeError traceback after the model had run; refused when the
+    source is loaded, naming the file (``detect --dicom`` loads it before the model runs)."""
+    ct, files = ct_series
+    edited = _edited(files, tmp_path / "edited", **values)
+    with pytest.raises(InputError, match=re.escape(words)) as err:
+        load_source_series(edited, ct)
+    assert err.value.path in edited
+
+
+def test_copied_values_that_are_not_valid_dicom_are_cleaned_and_the_outputs_stay_valid(ct_series, tmp_path: Path) -> None:
+    """A birth date of ``xx``, a study date of 20261399, an unknown character set, or non-ASCII names with none
+    declared: the SEG / SR copy these from the source (highdicom raised a ValueError, its enum for the character set;
+    undeclared non-ASCII text made invalid values). Dates are emptied, the text is written as UTF-8, dciodvfy passes."""
+    ct, files = ct_series
+    for case, values in {"dates": {"PatientBirthDate": "xx", "StudyDate": "20261399", "StudyTime": "99"},
+                         "charset": {"SpecificCharacterSet": "ISO_IR 999"},
+                         "undeclared": {"PatientName": "Müller^Zoë"}}.items():
+        edited = _edited(files, tmp_path / case, **values)
+        out = write_dicom_outputs(_two_lesions(ct), edited, ct, tmp_path / f"o_{case}", run_id="r")
+        for path in out.paths():
+            assert dciodvfy(path).errors == [], (case, path.name, dciodvfy(path).errors)
+        seg = pydicom.dcmread(out.seg)
+        if case == "dates":
+            assert seg.PatientBirthDate == "" and seg.StudyDate == ""
+        else:
+            assert seg.SpecificCharacterSet == "ISO_IR 192"
+    assert str(pydicom.dcmread(out.seg).PatientName) == "Müller^Zoë"
