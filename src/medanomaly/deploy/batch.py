@@ -190,15 +190,29 @@ def _prediction_fields(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def _dicom_outputs(entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext) -> dict[str, str]:
+def _dicom_source(entry: SeriesEntry, volume: Any, ctx: BatchContext) -> Any:
+    """The source headers of a DICOM series whose SEG/SR/map will be written, checked before the model runs (a
+    source the outputs cannot reference is the series' error without the model's work), else None."""
+    from medanomaly.deploy.dicom_source import load_source_series
+
+    if not ctx.options.dicom or entry.kind != "dicom":
+        return None
+    try:
+        return load_source_series(entry.files, volume)
+    except InputError as exc:
+        raise InputError(f"{exc.reason} (--no-dicom predicts without DICOM outputs)", exc.path) from None
+
+
+def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction,
+                   ctx: BatchContext) -> dict[str, str]:  # fmt: skip
     """Write SEG/SR/map for a DICOM series with findings or a map; paths relative to the output folder."""
     from medanomaly.deploy.dicom_out import write_dicom_outputs
 
-    if not ctx.options.dicom or entry.kind != "dicom" or not (prediction.findings or prediction.anomaly_map):
+    if source is None or not (prediction.findings or prediction.anomaly_map):
         return {}
     folder = file_safe(ctx.series_id(entry))
     out = write_dicom_outputs(
-        prediction.findings, entry.files, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
+        prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map,
     )  # fmt: skip
     named = {"seg": out.seg, "sr": out.sr, "parametric_map": out.parametric_map}
@@ -216,10 +230,11 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
             volume = read_series(entry, ctx.options.memory_limit)
         if hasattr(model, "check_input"):
             model.check_input(volume, f"series {entry.key}")
+        source = _dicom_source(entry, volume, ctx)
         prediction = model.predict(volume)
         record = _base_record(entry, ctx, "done")
         record.update(_prediction_fields(prediction))
-        record["dicom"] = _dicom_outputs(entry, volume, prediction, ctx)
+        record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx)
     except InputError as exc:
         record = _base_record(entry, ctx, "error", exc.reason)
     except Exception as exc:  # noqa: BLE001 - one bad series must not stop an archive run

@@ -255,3 +255,32 @@ def test_a_failed_handle_write_names_the_file() -> None:
     with pytest.raises(OSError) as error:
         atomic_write(target, short)
     assert error.value.filename == str(target) and error.value.errno == errno.ENOSPC
+
+
+def test_a_series_its_dicom_outputs_cannot_reference_is_an_error_before_the_model_runs(small_archive, fake_module,
+                                                                                        tmp_path: Path) -> None:
+    """A series without FrameOfReferenceUID: the model ran, then highdicom failed (a ValueError the batch recorded as
+    an error after the work). The source is now checked first: the series' error says why and how to predict anyway,
+    the model never sees it, and the other series are done as before."""
+    import shutil
+
+    import pydicom
+
+    uid = small_archive.good[0]
+    root = tmp_path / "archive"
+    shutil.copytree(small_archive.root, root, symlinks=True)
+    for path in root.rglob("*.dcm"):
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception:  # noqa: BLE001  (the archive's corrupt files)
+            continue
+        if str(ds.get("SeriesInstanceUID", "")) == uid:
+            del ds.FrameOfReferenceUID
+            ds.save_as(path, enforce_file_format=False)
+    log = tmp_path / "calls.log"
+    run_batch(fake_module.FakeDetector(calls_log=str(log)), root, tmp_path / "out", progress=False)
+    rows = {r["series_id"]: r for r in _rows(tmp_path / "out")}
+    assert rows[uid]["status"] == "error"
+    assert rows[uid]["reason"] == ("source image without FrameOfReferenceUID: DICOM SEG/SR outputs need it (--no-dicom "
+                                   "predicts without DICOM outputs)")  # fmt: skip
+    assert uid not in _calls(log) and all(rows[u]["status"] == "done" for u in small_archive.good[1:])
