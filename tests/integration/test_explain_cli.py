@@ -199,3 +199,33 @@ def test_a_failed_explanation_leaves_the_earlier_one_whole(classification_run, t
     assert code.value.code == 2 and "No space left on device" in capsys.readouterr().err
     after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_the_dicom_capture_of_a_dicom_input_joins_its_study_and_is_valid(classification_run, tmp_path):
+    """``explain --dicom`` of a DICOM image wrote its secondary capture into a new study with an anonymous patient
+    (the viewer could not show it beside the image) and dciodvfy reported an error (Laterality, Type 2C, missing).
+    Now the capture joins the source's study and patient, invalid copied values (a birth date of ``xx``) are
+    cleaned, and dciodvfy reports no error; a NRRD input still gets a new anonymous study."""
+    from medanomaly.deploy.dicom_out import dciodvfy
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    img, _ = _blob(np.random.default_rng(3), True)
+    (source,) = write_dicom_series(Volume(img, spacing=(0.7, 0.7, 1.0), meta={"modality": "CT"}), tmp_path / "src")
+    ds = pydicom.dcmread(source)
+    ds.PatientID, ds.PatientBirthDate = "P-123", "xx"
+    ds.save_as(source, enforce_file_format=False)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["explain", str(classification_run), str(source), "--out", str(out), "--dicom"])
+    assert res.exit_code == 0, res.output
+    (capture,) = sorted((out / "dicom").glob("*.dcm"))
+    sc = pydicom.dcmread(capture)
+    assert sc.StudyInstanceUID == ds.StudyInstanceUID and sc.PatientID == "P-123" and sc.PatientBirthDate == ""
+    assert dciodvfy(capture).errors == []
+    nrrd = write(Volume(img, spacing=(0.7, 0.7, 1.0)), tmp_path / "case.nrrd")
+    res = CliRunner().invoke(app, ["explain", str(classification_run), str(nrrd), "--out", str(tmp_path / "o2"),
+                                   "--dicom"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (capture,) = sorted((tmp_path / "o2" / "dicom").glob("*.dcm"))
+    sc = pydicom.dcmread(capture)
+    assert sc.PatientID == "ANONYMOUS" and sc.StudyInstanceUID != ds.StudyInstanceUID
+    assert dciodvfy(capture).errors == []

@@ -36,12 +36,6 @@ __all__ = ["PERSON_NAME_WARNING", "SourceSeries", "check_output_geometry", "load
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
 MODEL_NAME = "medanomaly"
-#: Type 2 attributes (present, may be empty) that the SEG/SR/PM copy from the source: filled in
-#: empty on our in-memory header copies when a source file lacks them (the files are not touched).
-_TYPE2_COPIED = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-    "ReferringPhysicianName", "StudyID", "AccessionNumber",
-)  # fmt: skip
 #: Largest distance (in voxels) of a file's position from the volume grid that still matches.
 _INDEX_TOL = 0.05
 
@@ -81,44 +75,10 @@ class SourceSeries:
 PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 
 
-#: Dates and times the SEG / SR / PM copy from the source: a value that is not a DICOM date or time is emptied on our
-#: header copy (they are Type 2; highdicom raised a ValueError traceback for a birth date of ``xx`` or 20261399).
-_DATES_COPIED = ("PatientBirthDate", "StudyDate")
-_TIMES_COPIED = ("StudyTime",)
-
-
 def _read_header(path: Path) -> Dataset:
-    from medanomaly.io.dicom import read_dataset
+    from medanomaly.io.dicom_reference import reference_header
 
-    ds = read_dataset(Path(path), stop_before_pixels=True)
-    for keyword in _TYPE2_COPIED:
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    _clean_copied_values(ds)
-    return ds
-
-
-def _clean_copied_values(ds: Dataset) -> None:
-    """Make the values our DICOM outputs copy from a source header writable (in memory only): an invalid date or time
-    becomes empty, and a character set pydicom does not know (``ISO_IR 999``: highdicom's enum raised), or none for
-    non-ASCII text, becomes UTF-8, which encodes the already decoded text."""
-    from pydicom.charset import python_encoding
-    from pydicom.valuerep import DA, TM
-
-    for keywords, kind in ((_DATES_COPIED, DA), (_TIMES_COPIED, TM)):
-        for keyword in keywords:
-            value = str(ds.get(keyword, "") or "")
-            try:
-                if value:
-                    kind(value)
-            except (ValueError, TypeError, OverflowError):
-                setattr(ds, keyword, "")
-    charset = ds.get("SpecificCharacterSet")
-    terms = [str(t).strip() for t in ([charset] if isinstance(charset, str) else list(charset or []))]
-    unknown = any(t and t not in python_encoding for t in terms)
-    undeclared = not any(terms) and not all(str(ds.get(k, "")).isascii() for k in _TYPE2_COPIED)  # a non-conformant
-    if unknown or undeclared:  # source: copied as is, its text made our outputs fail dciodvfy's value checks
-        ds.SpecificCharacterSet = "ISO_IR 192"
+    return reference_header(Path(path))
 
 
 def check_output_geometry(ds: Dataset, where: Path) -> None:

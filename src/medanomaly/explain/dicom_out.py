@@ -102,6 +102,10 @@ def write_secondary_capture(image: Volume, map_volume: Volume, out_dir: str | Pa
         else:
             sc = hd.sc.SCImage(study_instance_uid=study_uid, patient_id="ANONYMOUS",
                                patient_name="Anonymous^", **common)  # fmt: skip
+        # Laterality (General Series, Type 2C): dciodvfy requires it for a capture that names no body part; the
+        # source's R / L when it has one, else empty (permitted when unknown)
+        side = str(reference.get("Laterality", "") if reference is not None else "")
+        sc.Laterality = side if side in ("R", "L") else ""
         sc.SeriesDescription = series_description
         sc.ImageComments = f"axial slice {z}; {map_volume.meta.get('description', 'attribution map')}"
         if image.meta.get("synthetic"):

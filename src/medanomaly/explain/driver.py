@@ -171,7 +171,8 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         elif ex.patch_size is not None and ex.runner is not None:  # a detector: explain each finding
             report.update(_explain_findings(ex, volume, lesion, stage, method, layer, fov, evaluate, findings_path))
         else:
-            report.update(_explain_whole(ex, volume, lesion, stage, method, layer, target, evaluate, dicom))
+            reference = _dicom_reference(image, volume) if dicom else None
+            report.update(_explain_whole(ex, volume, lesion, stage, method, layer, target, evaluate, dicom, reference))
         report.update(_relocated(report, str(stage), str(out)))
         write_json(staged_json, report)
 
@@ -280,10 +281,22 @@ def _map_report(volume: Any, heat: Any, lesion: Any, out: Path, method: str) -> 
     return report
 
 
+def _dicom_reference(image: Any, volume: Any) -> Any:
+    """The source header a DICOM input's secondary capture joins (its patient and study), or None: not a DICOM file
+    or folder, or a header without a StudyInstanceUID (the capture then starts a new, anonymous study)."""
+    from medanomaly.io.dicom_reference import series_reference
+
+    if not isinstance(image, Path):
+        return None
+    reference = series_reference(image, volume.meta.get("series_uid"))
+    return reference if reference is not None and str(reference.get("StudyInstanceUID", "")).strip() else None
+
+
 def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, layer: str | None,
-                   target: int | None, evaluate: bool, dicom: bool) -> dict[str, Any]:  # fmt: skip
+                   target: int | None, evaluate: bool, dicom: bool, reference: Any = None) -> dict[str, Any]:  # fmt: skip
     """A whole-image model: one map over the image (PNG overlays + NIfTI), pointing game against the
-    reference lesion, optional DICOM secondary capture and faithfulness."""
+    reference lesion, optional DICOM secondary capture (in the source's study when ``reference`` is its header) and
+    faithfulness."""
     from medanomaly.explain.maps import explain
 
     heat = explain(ex.model, volume, method, target=target if target is not None else ex.target, layer=layer,
@@ -292,7 +305,8 @@ def _explain_whole(ex: Any, volume: Any, lesion: Any, out: Path, method: str, la
     if dicom:
         from medanomaly.explain.dicom_out import write_secondary_capture
 
-        report["files"] += [str(p) for p in write_secondary_capture(volume, heat, out / "dicom", mask=lesion)]
+        report["files"] += [str(p) for p in write_secondary_capture(volume, heat, out / "dicom", mask=lesion,
+                                                                    reference=reference)]
     if evaluate:
         from medanomaly.explain.faithfulness import evaluate_image
 

@@ -134,7 +134,8 @@ class _PixelSink:
         del ds.PixelData
 
 
-def _list_files(folder: Path) -> list[Path]:
+def list_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under ``folder``, in sorted walk order (the files a folder read looks at)."""
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -216,7 +217,7 @@ def list_series(folder: str | Path) -> list[SeriesSummary]:
     """The image series in a folder, largest first (headers only, no pixel decoding)."""
     folder = Path(folder)
     groups: dict[str, list[Any]] = {}
-    for path in _list_files(folder):
+    for path in list_files(folder):
         try:
             ds = read_dataset(path, stop_before_pixels=True)
         except InputError:
@@ -441,7 +442,7 @@ def read_dicom_folder(folder: str | Path, series_uid: str | None = None, max_vox
             over the voxel limit.
     """
     folder = Path(folder)
-    files = _list_files(folder)
+    files = list_files(folder)
     if not files:
         raise InputError("empty folder (no files)", folder)
     return read_dicom_files(files, folder, series_uid=series_uid, max_voxel_bytes=max_voxel_bytes)

@@ -283,11 +283,11 @@ def test_io_series_compressed_rle_and_jpegls(tmp_path, lung_crop, series_writer)
 
 def test_io_series_other_series_pixels_released(tmp_path, lung_crop, series_writer):
     """Parsing keeps pixels of the wanted series only (a whole study never sits in memory)."""
-    from medanomaly.io.dicom_series import _list_files, _parse_all, _PixelSink
+    from medanomaly.io.dicom_series import list_files, _parse_all, _PixelSink
 
     series_writer(lung_crop, tmp_path / "a", series_uid="1.2.826.0.1.3680043.8.498.21")
     series_writer(lung_crop, tmp_path / "b", series_uid="1.2.826.0.1.3680043.8.498.22")
-    files = _list_files(tmp_path)
+    files = list_files(tmp_path)
     sink = _PixelSink(len(files), tmp_path)
     slices, skipped = _parse_all(files, tmp_path, sink, "1.2.826.0.1.3680043.8.498.22")
     assert len(slices) == 24 and skipped == [] and sink.count == 12
