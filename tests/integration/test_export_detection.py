@@ -222,3 +222,26 @@ def test_recorded_lesion_classifier_values_that_do_not_fit_are_one_line(breast, 
     with pytest.raises(InputError, match=re.escape(words)) as err:
         load_model(run)
     assert err.value.path == run / file and "\n" not in str(err.value)
+
+
+def test_a_lesion_classifier_whose_weights_overflow_is_refused_not_read_as_no_classifier(breast, tmp_path: Path) -> None:
+    """Lesion classifier weights of 1e30 gave NaN probabilities, which the model read as "no classifier" and reported
+    as three equal scores of 0.53 with a class called; now one InputError about the classifier's outputs."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+
+    run = shutil.copytree(breast[0], tmp_path / "run")
+    state = load_file(str(run / "lesion_classifier.safetensors"))
+    save_file({k: np.full_like(v, 1e30) if v.dtype.kind == "f" and v.ndim > 1 else v for k, v in state.items()},
+              str(run / "lesion_classifier.safetensors"))  # fmt: skip
+    model = load_model(run)
+    images = [read(p) for p in breast[2]]
+    found = [model.detector.detect(im) for im in images]
+    assert any(found), "no finding to classify in the fixture images"
+    image = images[next(i for i, f in enumerate(found) if f)]
+    with pytest.raises(InputError, match=r"NaN or infinite value\(s\) in the lesion classifier's probabilities"):
+        model.predict(image)

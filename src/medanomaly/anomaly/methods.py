@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import ConfigError, InputError
+from medanomaly.errors import ConfigError
 from medanomaly.registry import Registry
 
 __all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc"]
@@ -77,14 +77,12 @@ def residual_map(images: np.ndarray, reconstructions: np.ndarray, ssim_weight: f
 
 
 def finite_map(maps: np.ndarray) -> np.ndarray:
-    """``maps`` if every value is finite, else one InputError: the method's weights overflow on this input (weights of
-    1e30 passed every load check and gave a NaN map, which was then reported as a fault of the image: "resample:
-    image has 302670 NaN/infinite voxels"). Raised without a file; the verb names the image it was scoring."""
-    bad = int(np.size(maps) - np.count_nonzero(np.isfinite(maps)))
-    if bad:
-        raise InputError(f"the model's anomaly map holds {bad:,} NaN or infinite values (weights that overflow on this "
-                         "input: a damaged or foreign weights file, or a training that diverged)")  # fmt: skip
-    return maps
+    """``maps`` if every value is finite, else one InputError (:func:`medanomaly.engine.contract.finite_output`):
+    weights of 1e30 gave a NaN map, which was then reported as a fault of the image ("resample: image has 302670
+    NaN/infinite voxels"). Raised without a file; the verb names the image it was scoring."""
+    from medanomaly.engine.contract import finite_output
+
+    return finite_output(maps, "the model's anomaly map")
 
 
 def _fits(what: str, shapes: list[tuple[int, ...]], expected: list[tuple[int, ...]]) -> None:

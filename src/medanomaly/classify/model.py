@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.contract import ModelBase, finite_output
 from medanomaly.engine.run import RunInfo
 from medanomaly.types import Prediction, Volume
 
@@ -97,7 +97,7 @@ class ClassificationModel(ModelBase):
 
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         """Predictions from calibrated probabilities (N, K): called class and abstention."""
-        arg, abstained = self.classifier.call(probs)
+        arg, abstained = self.classifier.call(finite_output(probs, "the classifier's probabilities"))
         return [Prediction(scores=tuple(float(v) for v in p), class_names=self.class_names,
                            label=self.class_names[int(a)], abstained=bool(ab), flags=self.flags())
                 for p, a, ab in zip(probs, arg, abstained, strict=True)]  # fmt: skip

@@ -28,6 +28,7 @@ import numpy as np
 
 from medanomaly.detect.detection_config import DetectionConfig
 from medanomaly.detect.model import NO_FINDING, DetectionModel
+from medanomaly.engine.contract import finite_output
 from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import InputError
 from medanomaly.registry import TASKS
@@ -116,6 +117,7 @@ class HeatmapDetectionModel(DetectionModel):
         if self.classifier is None or not findings:
             return list(findings), np.full((len(findings), k), np.nan), np.zeros(len(findings), bool)
         probs, called, abstained = self.classifier.classify(self.classifier.crops_for(image, findings))
+        finite_output(probs, "the lesion classifier's probabilities")  # NaN read as "no classifier": 3 equal scores
         out = [replace(f, label=ABSTAIN if a else self.class_names[int(c)])
                for f, c, a in zip(findings, called, abstained, strict=True)]  # fmt: skip
         return out, probs, abstained

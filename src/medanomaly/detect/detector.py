@@ -46,6 +46,7 @@ from medanomaly.detect.grow import grow_mask, slice_rise_or_none
 from medanomaly.detect.infer import findings_from_heatmap, grid_region, heatmap, keep_large, split_depth_or_none
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
+from medanomaly.engine.contract import finite_output
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.jsonio import read_json, write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
@@ -303,6 +304,7 @@ class NoduleDetector:
         if not region.any():
             raise InputError("no lungs found in the search region")
         prob = self.heatmap(ct, region)
+        finite_output(prob.array, "the detector's heatmap")  # weights that overflow gave NaN: no finding, silently
         core = grid_region(lung, self.spacing_mm, side, 0.0)  # type: ignore[arg-type]
         labels, hu = np.asarray(lung.array), np.asarray(ct.array)
         refine = None

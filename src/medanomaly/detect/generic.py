@@ -37,6 +37,7 @@ from medanomaly.detect.detection_config import GridConfig, InferConfig, TrainCon
 from medanomaly.detect.infer import findings_from_heatmap, mirrored, run_network, search_box, split_depth_or_none
 from medanomaly.detect.mining import mining_round
 from medanomaly.detect.patches import GridScan, PatchSampler
+from medanomaly.engine.contract import finite_output
 from medanomaly.errors import ConfigError, InputError, unfit_file
 from medanomaly.jsonio import read_json
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
@@ -507,6 +508,7 @@ class HeatmapDetector:
             raise InputError(f"this detector takes a 2D image, got a 3D volume of {image.shape[0]} slices")
         region, core = search_region(self.region, image, self.spacing_mm, self.region_margin_mm)  # type: ignore[arg-type]
         prob = self.heatmap(image, region)
+        finite_output(prob.array, "the detector's heatmap")  # weights that overflow gave NaN: no finding, silently
         return findings_from_heatmap(prob, image, region, self.candidate_threshold, self.mask_threshold,
                                      self.max_findings, label=self.label, centre_mask=core,
                                      split_depth=self.split_depth)  # fmt: skip

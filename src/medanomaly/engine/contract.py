@@ -29,7 +29,23 @@ from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["Task", "TaskModel", "ModelBase"]
+__all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
+
+
+def finite_output(values: Any, what: str = "the model's outputs") -> Any:
+    """``values`` if every one is finite, else one InputError: weights that overflow on this input (a damaged or
+    foreign weights file, or a training that diverged). Every task's prediction passes its scores or map through it:
+    weights of 1e30 passed every load check and gave NaN probabilities, which a classifier reported as the class
+    ``normal`` with null probabilities, and an anomaly map that was blamed on the image."""
+    import numpy as np
+
+    array = np.asarray(values)
+    array = array if array.dtype.kind in "fciub" else array.astype(np.float64)  # no copy of a float map
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(f"{bad:,} NaN or infinite value(s) in {what} (weights that overflow on this input: a damaged "
+                         "or foreign weights file, or a training that diverged)")  # fmt: skip
+    return values
 
 
 @runtime_checkable

@@ -67,10 +67,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim == 1:
         z = np.stack([np.zeros_like(z), z], axis=1)  # sigmoid(z) == softmax([0, z])[1]
-    z = z / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits give NaN rows, which the model refuses
+        z = z / temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- reliability

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.engine.contract import finite_output
 from medanomaly.fusion.data import PairedSample, model_inputs, sample_to_array
 from medanomaly.types import Prediction, Volume
 
@@ -32,7 +33,7 @@ def predict_array(
     present = np.asarray(present, bool)
     if not present.any():
         raise InputError("no modality present: nothing to predict from")
-    probs = predict_proba(model, array[np.newaxis], present[np.newaxis])[0]
+    probs = finite_output(predict_proba(model, array[np.newaxis], present[np.newaxis])[0], "the fusion probabilities")
     flags = tuple(f"missing_modality:{name}" for name, ok in zip(model.modalities, present, strict=True) if not ok)
     return Prediction(
         scores=tuple(float(p) for p in probs),

@@ -251,3 +251,23 @@ def test_recorded_values_that_are_not_the_classifiers_are_one_line_at_load(train
     with pytest.raises(InputError, match=re.escape(words)) as err:
         load_model(run)
     assert err.value.path in (run / file, run)  # the engine's model.json checks name the run folder
+
+
+def test_weights_that_overflow_are_refused_not_reported_as_a_class(trained_run: Path, tmp_path: Path,
+                                                                   blob_manifest: Path) -> None:
+    """Finite weights of 1e30 pass every load check; the network then answers NaN and the run reported the class
+    ``normal`` with null probabilities (after a NumPy warning). Now one InputError about the model's outputs."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from medanomaly.io import read
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    for weights in run.glob("members/*/model.safetensors"):
+        state = load_file(str(weights))
+        save_file({k: np.full_like(v, 1e30) if v.dtype.kind == "f" and v.ndim > 1 else v for k, v in state.items()},
+                  str(weights))  # fmt: skip
+    image = read(sorted((blob_manifest.parent / "img").glob("*.nrrd"))[0])
+    with pytest.raises(InputError, match=r"NaN or infinite value\(s\) in the classifier's probabilities"):
+        load_model(run).predict(image)

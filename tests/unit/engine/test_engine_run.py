@@ -140,3 +140,16 @@ def test_write_json_into_unwritable_place_is_one_line(tmp_path):
     blocker.write_text("")
     with pytest.raises(InputError, match="cannot write"):
         write_json(blocker / "sub" / "m.json", {})
+
+
+def test_finite_output_names_how_many_values_are_not_finite_and_keeps_the_array():
+    """The one check every task's scores and maps pass (classification, fusion, lesion classifier, detector heatmap,
+    anomaly map): a float32 map is checked without a copy and returned as given."""
+    import numpy as np
+
+    from medanomaly.engine.contract import finite_output
+
+    fine = np.ones((4, 4), np.float32)
+    assert finite_output(fine) is fine
+    with pytest.raises(InputError, match=r"^2 NaN or infinite value\(s\) in the detector's heatmap \(weights"):
+        finite_output(np.array([1.0, np.nan, np.inf], np.float32), "the detector's heatmap")
