@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,18 +206,22 @@ def test_the_dicom_capture_of_a_dicom_input_joins_its_study_and_is_valid(classif
     """``explain --dicom`` of a DICOM image wrote its secondary capture into a new study with an anonymous patient
     (the viewer could not show it beside the image) and dciodvfy reported an error (Laterality, Type 2C, missing).
     Now the capture joins the source's study and patient, invalid copied values (a birth date of ``xx``) are
-    cleaned, and dciodvfy reports no error; a NRRD input still gets a new anonymous study."""
+    cleaned, dciodvfy reports no error, and highdicom's warning quoting a one-component patient name (PHI) is not
+    shown; a NRRD input still gets a new anonymous study."""
     from medanomaly.deploy.dicom_out import dciodvfy
     from medanomaly.io.dicom_writer import write_dicom_series
 
     img, _ = _blob(np.random.default_rng(3), True)
     (source,) = write_dicom_series(Volume(img, spacing=(0.7, 0.7, 1.0), meta={"modality": "CT"}), tmp_path / "src")
     ds = pydicom.dcmread(source)
-    ds.PatientID, ds.PatientBirthDate = "P-123", "xx"
+    ds.PatientID, ds.PatientBirthDate, ds.PatientName = "P-123", "xx", "DOE"
     ds.save_as(source, enforce_file_format=False)
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["explain", str(classification_run), str(source), "--out", str(out), "--dicom"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = CliRunner().invoke(app, ["explain", str(classification_run), str(source), "--out", str(out), "--dicom"])
     assert res.exit_code == 0, res.output
+    assert not [w for w in caught if "DOE" in str(w.message)]  # highdicom quoted the patient's name on stderr
     (capture,) = sorted((out / "dicom").glob("*.dcm"))
     sc = pydicom.dcmread(capture)
     assert sc.StudyInstanceUID == ds.StudyInstanceUID and sc.PatientID == "P-123" and sc.PatientBirthDate == ""

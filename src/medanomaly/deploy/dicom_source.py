@@ -26,6 +26,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
+from medanomaly.io.dicom_reference import PERSON_NAME_WARNING
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,8 +72,6 @@ class SourceSeries:
         return array[list(self.slice_index)]
 
 
-#: highdicom warns when a copied PatientName has one component ("ANONYMOUS"): not ours to fix.
-PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 
 
 def _read_header(path: Path) -> Dataset:

@@ -18,12 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.dicom_reference import PERSON_NAME_WARNING
 from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
@@ -97,11 +99,13 @@ def write_secondary_capture(image: Volume, map_volume: Volume, out_dir: str | Pa
             sop_instance_uid=generate_uid(), instance_number=number, manufacturer="medanomaly",
             pixel_spacing=(float(sy), float(sx)), patient_orientation=("L", "P"),
         )  # fmt: skip
-        if reference is not None:
-            sc = hd.sc.SCImage.from_ref_dataset(ref_dataset=reference, **common)
-        else:
-            sc = hd.sc.SCImage(study_instance_uid=study_uid, patient_id="ANONYMOUS",
-                               patient_name="Anonymous^", **common)  # fmt: skip
+        with warnings.catch_warnings():  # highdicom quotes a one-component PatientName: PHI on stderr
+            warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+            if reference is not None:
+                sc = hd.sc.SCImage.from_ref_dataset(ref_dataset=reference, **common)
+            else:
+                sc = hd.sc.SCImage(study_instance_uid=study_uid, patient_id="ANONYMOUS",
+                                   patient_name="Anonymous^", **common)  # fmt: skip
         # Laterality (General Series, Type 2C): dciodvfy requires it for a capture that names no body part; the
         # source's R / L when it has one, else empty (permitted when unknown)
         side = str(reference.get("Laterality", "") if reference is not None else "")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["TYPE2_COPIED", "clean_copied_values", "reference_header", "series_reference"]
+__all__ = ["PERSON_NAME_WARNING", "TYPE2_COPIED", "clean_copied_values", "reference_header", "series_reference"]
 
 #: Type 2 attributes (present, may be empty) that derived objects copy from the source: filled in empty on our
 #: in-memory header copies when a source file lacks them.
@@ -31,6 +31,9 @@ TYPE2_COPIED = (
 #: highdicom raised a ValueError traceback for a birth date of ``xx`` or a study date of 20261399).
 _DATES_COPIED = ("PatientBirthDate", "StudyDate")
 _TIMES_COPIED = ("StudyTime",)
+#: highdicom warns, quoting the copied PatientName, when it has one component ("ANONYMOUS", "DOE"): not ours to fix,
+#: and the name is PHI, so every writer of a derived object silences this warning.
+PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
 #: Files of a folder read, at most, to find one header of a series (a reference needs one).
 MAX_FILES_SEARCHED = 10_000
 

@@ -231,6 +231,7 @@ def test_validation_chooses_local_offset_removal_only_when_an_offset_is_there():
         assert len(got) == 2 * 1 * 2 * 2  # match x kind x local x sigma, no support candidates
         assert max(got, key=got.get)[4] == want
     method.local_mm = 15.0
+    method.brains_ = _fitted().brains_  # a saved atlas holds its normal brains (one without is refused)
     restored = AtlasMethod()
     restored.load_state({k: np.asarray(v) for k, v in method.state().items()})
     assert restored.local_mm == 15.0
