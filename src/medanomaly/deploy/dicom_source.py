@@ -26,7 +26,8 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
-from medanomaly.io.dicom_reference import PERSON_NAME_WARNING
+from medanomaly.io.dicom_pixels import ds_floats
+from medanomaly.io.dicom_reference import PERSON_NAME_WARNING, reference_header
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,14 +73,6 @@ class SourceSeries:
         return array[list(self.slice_index)]
 
 
-
-
-def _read_header(path: Path) -> Dataset:
-    from medanomaly.io.dicom_reference import reference_header
-
-    return reference_header(Path(path))
-
-
 def check_output_geometry(ds: Dataset, where: Path) -> None:
     """Refuse, in one line naming the file, a source header our SEG / SR / Parametric Map cannot reference: no
     StudyInstanceUID or FrameOfReferenceUID, an ImageOrientationPatient that is not two non-parallel directions, a
@@ -88,25 +81,16 @@ def check_output_geometry(ds: Dataset, where: Path) -> None:
     for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise InputError(f"source image without {keyword}: DICOM SEG/SR outputs need it", where)
-    iop = _numbers(ds.get("ImageOrientationPatient"), 6)
+    iop = ds_floats(ds.get("ImageOrientationPatient"), 6)
     row, col = (None, None) if iop is None else (np.asarray(iop[:3]), np.asarray(iop[3:]))
     if row is None or min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-3 or \
             np.linalg.norm(np.cross(row / np.linalg.norm(row), col / np.linalg.norm(col))) < 1e-3:  # fmt: skip
         raise InputError("source image without a valid ImageOrientationPatient (two non-parallel directions): DICOM "
                          "SEG/SR outputs need it", where)  # fmt: skip
-    spacing = _numbers(ds.get("PixelSpacing"), 2)
+    spacing = ds_floats(ds.get("PixelSpacing"), 2)
     if spacing is None or min(spacing) <= 0:
         raise InputError(f"source image PixelSpacing {ds.get('PixelSpacing')!r} is not two positive numbers: DICOM "
                          "SEG/SR outputs need it", where)  # fmt: skip
-
-
-def _numbers(value: object, n: int) -> list[float] | None:
-    """``n`` finite numbers from a DICOM multi-value, or None."""
-    try:
-        values = [float(v) for v in value]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return values if len(values) == n and all(np.isfinite(values)) else None
 
 
 def _slice_of(ds: Dataset, volume: Volume, where: Path) -> int:
@@ -139,7 +123,7 @@ def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSer
     wanted = volume.meta.get("series_uid")
     chosen: list[tuple[int, Dataset]] = []
     for path in files:
-        ds = _read_header(Path(path))
+        ds = reference_header(Path(path))
         if "Rows" not in ds or (wanted and str(ds.get("SeriesInstanceUID", "")) != wanted):
             continue
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:

@@ -40,7 +40,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.dicom_pixels import (
     _first,
-    _floats,
+    ds_floats,
     _sequence_item,
     _short,
     apply_rescale,
@@ -184,7 +184,7 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
 # ------------------------------------------------------------------------------------ geometry
 def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
     """3x3 direction matrix (columns: row cosine, column cosine, normal) from ImageOrientationPatient."""
-    values = _floats(iop, 6)
+    values = ds_floats(iop, 6)
     if values is None:
         return np.eye(3)
     row = np.asarray(values[:3])
@@ -210,7 +210,7 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
         if source is None:
             continue
         for kw in ("PixelSpacing", "ImagerPixelSpacing"):
-            ps = _floats(source.get(kw), 2)
+            ps = ds_floats(source.get(kw), 2)
             if ps is not None and ps[0] > 0 and ps[1] > 0:
                 return ps[1], ps[0]
     from pydicom.dataset import Dataset as Item
@@ -223,7 +223,7 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
         if region.get("RegionSpatialFormat") == 1 and region.get("PhysicalUnitsXDirection") == cm and region.get(
             "PhysicalUnitsYDirection"
         ) == cm:
-            dx, dy = _floats(region.get("PhysicalDeltaX"), 1), _floats(region.get("PhysicalDeltaY"), 1)
+            dx, dy = ds_floats(region.get("PhysicalDeltaX"), 1), ds_floats(region.get("PhysicalDeltaY"), 1)
             if dx and dy and dx[0] > 0 and dy[0] > 0:
                 return abs(dx[0]) * 10.0, abs(dy[0]) * 10.0
     return 1.0, 1.0
@@ -235,7 +235,7 @@ def slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float
         if source is None:
             continue
         for kw in ("SpacingBetweenSlices", "SliceThickness"):
-            value = _floats(source.get(kw), 1)
+            value = ds_floats(source.get(kw), 1)
             if value is not None and value[0] > 0:
                 return value[0]
     return 1.0
@@ -288,7 +288,7 @@ def safe_meta(ds: Dataset) -> dict[str, Any]:
     if description:
         meta["description"] = description[:64]
     for key, kw in (("window_center", "WindowCenter"), ("window_width", "WindowWidth")):
-        value = _floats(_first(ds.get(kw)), 1)
+        value = ds_floats(_first(ds.get(kw)), 1)
         if value is not None:
             meta[key] = value[0]
     return meta
@@ -303,7 +303,7 @@ def _frame_positions(ds: Dataset, n_frames: int) -> list[list[float]] | None:
     positions = []
     for group in per_frame:
         item = _sequence_item(group, "PlanePositionSequence")
-        pos = _floats(item.get("ImagePositionPatient") if item is not None else None, 3)
+        pos = ds_floats(item.get("ImagePositionPatient") if item is not None else None, 3)
         if pos is None:
             return None
         positions.append(pos)
@@ -332,7 +332,7 @@ def _geometry(
     direction = direction_from_iop(iop)
     sx, sy = in_plane_spacing(ds, measures)
     sz = slice_thickness(ds, measures)
-    origin = _floats(ds.get("ImagePositionPatient"), 3) or [0.0, 0.0, 0.0]
+    origin = ds_floats(ds.get("ImagePositionPatient"), 3) or [0.0, 0.0, 0.0]
     frame_order = np.arange(n_frames)
     positions = _frame_positions(ds, n_frames) if n_frames > 1 else None
     if positions is None and n_frames == 1:
@@ -348,7 +348,7 @@ def _geometry(
             raise InputError(f"frames are not equally spaced (gaps {np.round(gaps, 3).tolist()[:6]} mm)", path)
         sz = float((proj[-1] - proj[0]) / (n_frames - 1))
         origin = positions[int(frame_order[0])]
-    grid_offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames) if n_frames > 1 else None
+    grid_offsets = ds_floats(ds.get("GridFrameOffsetVector"), n_frames) if n_frames > 1 else None
     if positions is None and grid_offsets is not None:  # RT dose: offsets along the normal
         gaps = np.diff(grid_offsets)
         if len(gaps) and np.all(gaps > 0) and np.ptp(gaps) <= 1e-3 * max(1.0, abs(float(gaps[0]))):

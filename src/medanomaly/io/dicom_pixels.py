@@ -43,7 +43,7 @@ def _short(exc: BaseException, path: str | Path | None = None) -> str:
     return without_header_values(short_reason(exc, path))
 
 
-def _floats(value: Any, n: int) -> list[float] | None:
+def ds_floats(value: Any, n: int) -> list[float] | None:
     """``n`` finite floats from a DS/FD multi-value, or None when missing or malformed."""
     if value is None:
         return None
@@ -88,8 +88,8 @@ def rescale_of(ds: Dataset, frame_group: Dataset | None = None) -> tuple[float, 
     for source in sources:
         if source is None:
             continue
-        slope = _floats(source.get("RescaleSlope"), 1)
-        intercept = _floats(source.get("RescaleIntercept"), 1)
+        slope = ds_floats(source.get("RescaleSlope"), 1)
+        intercept = ds_floats(source.get("RescaleIntercept"), 1)
         if slope is not None or intercept is not None:
             return (slope[0] if slope else 1.0), (intercept[0] if intercept else 0.0)
     return None
