@@ -29,6 +29,7 @@ Run ``python -m medanomaly.data.sources fetch`` (``make setup`` does) to fetch w
 
 from __future__ import annotations
 
+import errno
 import os
 import plistlib
 import shutil
@@ -84,7 +85,7 @@ def _package_data_dir(module: str, *parts: str) -> Path:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise FileNotFoundError(f"python package {module!r} is not installed; run `make setup`") from exc
+        raise missing_data(module, "python package not installed; run `make setup`") from exc
     return Path(mod.__file__).parent.joinpath(*parts)
 
 
@@ -104,6 +105,12 @@ def _source_root(source: str) -> Path:
     return roots[source]()
 
 
+def missing_data(where: str | Path, reason: str) -> FileNotFoundError:
+    """A FileNotFoundError that names ``where`` (``filename``), so the CLI prints it as one line
+    (``error: WHERE: REASON``) instead of a traceback: a data source ``make setup`` fetches is not there."""
+    return FileNotFoundError(errno.ENOENT, reason, str(where))
+
+
 def real_data(key: str) -> Path:
     """Path of a real data file by key ``"<source>/<relative path>"``.
 
@@ -117,15 +124,15 @@ def real_data(key: str) -> Path:
         try:
             from pydicom.data import get_charset_files, get_testdata_file
         except ImportError as exc:  # pragma: no cover
-            raise FileNotFoundError("pydicom is not installed; run `make setup`") from exc
+            raise missing_data(key, "pydicom is not installed; run `make setup`") from exc
         # pydicom keeps its character-set files (chrH31.dcm, ...) apart from its test files.
         found = get_testdata_file(rel) or next(iter(get_charset_files(rel)), None)
         if found is None:
-            raise FileNotFoundError(f"{key}: not among pydicom's test files; run `make setup`")
+            raise missing_data(key, "not among pydicom's test files; run `make setup`")
         return Path(found)
     path = _source_root(source) / rel
     if not path.exists():
-        raise FileNotFoundError(f"{key}: not found at {path}; run `make setup` to fetch the real data")
+        raise missing_data(path, f"real data {key} not found; run `make setup` to fetch it")
     return path
 
 
@@ -174,7 +181,7 @@ def _fetch_invesalius(dest: Path) -> None:
     if target.is_file() and _conversion_version(target) == CRANIUM_CONVERSION:
         return
     if not INVESALIUS_ARCHIVE.is_file():
-        raise FileNotFoundError(f"{INVESALIUS_ARCHIVE}: missing; `make setup` installs invesalius-examples")
+        raise missing_data(INVESALIUS_ARCHIVE, "missing; `make setup` installs invesalius-examples")
     import numpy as np
     import SimpleITK as sitk
 
