@@ -122,15 +122,15 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
         uint8 Volume, 1 = brain.
 
     Raises:
-        InputError: CT input, NaNs, or a constant image.
+        InputError: input labelled as another modality than MR (CT, MG, US...), NaNs, or a constant image.
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     require_scalar(mr, "brain_mask")
     require_finite(mr, "brain_mask")
-    if mr.modality.upper() == "CT":
-        raise InputError("brain_mask expects an MRI, got modality CT")
+    if mr.modality.upper() not in ("", "OT", "MR"):  # a mammogram or an ultrasound gave a "brain" of 44.5 cm2
+        raise InputError(f"brain_mask expects an MRI, got modality {mr.modality.upper()}")
     if mr.modality.upper() in ("", "OT") and looks_like_hu(mr):  # NRRD/NIfTI carry no modality
         lo = float(np.min(mr.array))
         raise InputError(f"brain_mask expects an MRI, but values look like CT in HU (minimum {lo:.0f}, air)")

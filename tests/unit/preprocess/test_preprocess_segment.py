@@ -260,3 +260,11 @@ def test_lesion_completion_takes_lung2_tumour_not_the_spleen_cap(lung2):
     assert (lesion & ~plain).sum() * voxel_ml > 10.0  # the closing alone misses part of the tumour
     assert np.all(lung2.lungs.array[lesion] > 0)
     assert (added & ~lesion).sum() * voxel_ml < 60.0
+
+
+@pytest.mark.parametrize("modality", ["MG", "US", "DX", "CT", "PT"])
+def test_brain_mask_refuses_an_image_labelled_as_another_modality(modality):
+    """``segment --roi brain`` of a mammogram wrote a 44.5 cm2 "brain": only MR (or an unlabelled image) is taken."""
+    image = Volume(np.random.default_rng(0).random((1, 64, 64)).astype(np.float32), meta={"modality": modality})
+    with pytest.raises(InputError, match=f"brain_mask expects an MRI, got modality {modality}"):
+        brain_mask(image)
