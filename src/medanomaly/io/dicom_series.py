@@ -134,12 +134,24 @@ class _PixelSink:
         del ds.PixelData
 
 
+#: Most files a folder read looks at: a CT or MR study holds a few thousand; a folder with more is not one series
+#: (``--mask /`` walked the whole file system, reading every file's header). Archives go through ``predict ARCHIVE``.
+MAX_FOLDER_FILES = 100_000
+
+
 def list_files(folder: Path) -> list[Path]:
-    """Every non-hidden file under ``folder``, in sorted walk order (the files a folder read looks at)."""
+    """Every non-hidden file under ``folder``, in sorted walk order (the files a folder read looks at).
+
+    Raises:
+        InputError: more than :data:`MAX_FOLDER_FILES` files, found while walking (the walk stops there).
+    """
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+        if len(files) > MAX_FOLDER_FILES:
+            raise InputError(f"folder holds more than {MAX_FOLDER_FILES:,} files: not one DICOM study (name the "
+                             "series' folder; `medanomaly predict RUN ARCHIVE/` takes a whole archive)", folder)
     return files
 
 

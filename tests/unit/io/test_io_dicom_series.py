@@ -294,3 +294,31 @@ def test_io_series_other_series_pixels_released(tmp_path, lung_crop, series_writ
     for s in slices:
         wanted = s.ds.SeriesInstanceUID == "1.2.826.0.1.3680043.8.498.22"
         assert (s.slot is not None) == wanted and "PixelData" not in s.ds
+
+
+def test_a_folder_with_more_files_than_a_study_holds_is_one_line_and_the_walk_stops(tmp_path, monkeypatch):
+    """``explain RUN IMAGE --mask /`` walked the whole file system as a DICOM folder, reading every header and
+    listing thousands of skipped files; a folder read now stops at MAX_FOLDER_FILES files with one line."""
+    from medanomaly.io import dicom_series
+    from medanomaly.io import read
+
+    monkeypatch.setattr(dicom_series, "MAX_FOLDER_FILES", 5)
+    for i in range(3):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(3):
+            (tmp_path / f"d{i}" / f"f{j}.dcm").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"folder holds more than 5 files: not one DICOM study") as err:
+        read(tmp_path)
+    assert err.value.path == tmp_path
+    walked = []
+    real_walk = dicom_series.os.walk
+
+    def counting(folder):
+        for item in real_walk(folder):
+            walked.append(item[0])
+            yield item
+
+    monkeypatch.setattr(dicom_series.os, "walk", counting)
+    with pytest.raises(InputError):
+        dicom_series.list_files(tmp_path)
+    assert len(walked) < 4  # stopped before the last folder
