@@ -85,6 +85,20 @@ def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, fl
     return pair
 
 
+def is_finite_range(value: Any) -> bool:
+    """True when ``value`` is a list ``[low, high]`` of two finite numbers (not booleans) with low < high: a range a
+    run recorded (a fusion window, a 2D folder's intensity range), read back from JSON.
+
+    Example:
+        >>> is_finite_range([0, 255.0]), is_finite_range([0, 0]), is_finite_range([0, float("nan")]), is_finite_range(["0", 1])
+        (True, False, False, False)
+    """
+    import math
+
+    return isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value) and value[0] < value[1]
+
+
 def env_whole_number(name: str, default: int, low: int = 0, high: int = 2**31 - 1) -> int:
     """The whole number the environment variable ``name`` holds, ``default`` when it is unset or blank; anything
     else than a whole number in ``low..high`` is one :class:`ConfigError` naming the variable (``int()`` of a

@@ -120,16 +120,12 @@ def _check_domain_values(domain: dict[str, Any], path: Path) -> None:
     """The values a domain's prediction reads: a 2D folder's ``intensity_range`` (None or a finite ``[low, high]``;
     ``[0]``, ``None`` or text were tracebacks, NaN or ``[0, 0]`` a NaN map after SciPy warnings) and a chest CT's
     ``window`` (a preset name)."""
-    import math
-
+    from medanomaly.config import is_finite_range
     from medanomaly.preprocess.intensity import WINDOWS
 
-    if domain.get("name") == "folder2d" and domain.get("intensity_range") is not None:
-        low_high = domain["intensity_range"]
-        ok = isinstance(low_high, list) and len(low_high) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in low_high)
-        if not ok or low_high[0] >= low_high[1]:
-            raise InputError(f"the recorded intensity_range must be finite [low, high], got {low_high!r}", path)
+    low_high = domain.get("intensity_range")
+    if domain.get("name") == "folder2d" and low_high is not None and not is_finite_range(low_high):
+        raise InputError(f"the recorded intensity_range must be finite [low, high], got {low_high!r}", path)
     if domain.get("name") == "chest_ct" and domain.get("window") not in WINDOWS:
         raise InputError(f"unknown recorded CT window {domain.get('window')!r} (known: {', '.join(WINDOWS)})", path)
 

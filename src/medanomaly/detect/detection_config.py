@@ -21,7 +21,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
 
-Voxels = Annotated[int, Field(ge=1, le=4096)]
+#: Largest side (voxels) of a window, patch or crop a detection config may set.
+MAX_SIDE = 4096
+Voxels = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 Spacing = Annotated[float, Field(ge=0.01, le=20.0)]
 
 #: Data source -> the modality of its images.

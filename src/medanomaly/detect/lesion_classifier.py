@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.data.lesions2d import LesionImage, LesionSet, lesion_from_mask
+from medanomaly.detect.detection_config import MAX_SIDE
 from medanomaly.errors import ConfigError, InputError, first_reason
 from medanomaly.jsonio import read_json
 from medanomaly.types import Finding, Volume
@@ -33,8 +34,6 @@ __all__ = ["LesionClassifier", "CLASSIFIER_WEIGHTS", "CLASSIFIER_JSON"]
 
 CLASSIFIER_WEIGHTS = "lesion_classifier.safetensors"
 CLASSIFIER_JSON = "lesion_classifier.json"
-#: Largest crop side (pixels) a lesion classifier may take: the detection config's bound on ``classifier.crop_size``.
-MAX_CROP = 4096
 
 
 def _crops(lesions: LesionSet, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +63,8 @@ class LesionClassifier:
             raise ConfigError(f"lesion class names must be distinct non-empty names, got {list(self.class_names)}")
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.crop_size = tuple(int(c) for c in crop_size)
-        if len(self.crop_size) != 2 or not all(1 <= c <= MAX_CROP for c in self.crop_size):  # a recorded crop of 0 or
-            raise ConfigError(f"crop_size must be 2 sizes of 1..{MAX_CROP} pixels, got {list(crop_size)}")  # 10^30
+        if len(self.crop_size) != 2 or not all(1 <= c <= MAX_SIDE for c in self.crop_size):  # a recorded crop of 0 or
+            raise ConfigError(f"crop_size must be 2 sizes of 1..{MAX_SIDE} pixels, got {list(crop_size)}")  # 10^30
         self.epochs, self.batch_size, self.lr, self.seed = int(epochs), int(batch_size), float(lr), int(seed)
         self.abstain_coverage = float(abstain_coverage)
 

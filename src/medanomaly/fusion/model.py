@@ -48,6 +48,7 @@ def check_recorded(info: RunInfo, path: Path) -> None:
     and ``extra.windows`` must map modality names to finite ``[low, high]`` ranges (an edited or foreign model.json
     without them, with a 3D size for a 2D network or windows of ``None`` was a traceback at load or at the first
     prediction)."""
+    from medanomaly.config import is_finite_range
     from medanomaly.errors import InputError
 
     given = info.input
@@ -56,11 +57,7 @@ def check_recorded(info: RunInfo, path: Path) -> None:
     if len(given["image_size"]) != given["spatial_dims"]:
         raise InputError(f"the recorded image_size {given['image_size']} is not {given['spatial_dims']}D", path)
     windows = info.extra.get("windows", {})
-    ok = isinstance(windows, dict) and all(
-        name in given["modalities"] and isinstance(w, list) and len(w) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in w) and w[0] < w[1]
-        for name, w in windows.items())  # fmt: skip
-    if not ok:
+    if not (isinstance(windows, dict) and all(n in given["modalities"] and is_finite_range(w) for n, w in windows.items())):
         raise InputError("the recorded windows must map modality names to finite [low, high] ranges", path)
 
 

@@ -25,8 +25,6 @@ from pydantic import ConfigDict, Field
 from medanomaly.config import MAX_SEED, Section
 from medanomaly.train.augment import AugmentSpec
 
-#: The largest seed numpy and torch both accept.
-
 PositiveWeight = Annotated[float, Field(gt=0.0, le=1e6)]
 
 
