@@ -74,12 +74,9 @@ def write_dicom_outputs(
     Raises:
         InputError: the source files do not match the volume, or a mask misses the grid.
     """
-    import warnings
+    from medanomaly.io.dicom_reference import quiet_person_name
 
-    from medanomaly.deploy.dicom_source import PERSON_NAME_WARNING
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+    with quiet_person_name():
         return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label)
 
 

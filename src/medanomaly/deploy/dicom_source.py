@@ -27,13 +27,13 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
 from medanomaly.io.dicom_pixels import ds_floats
-from medanomaly.io.dicom_reference import PERSON_NAME_WARNING, reference_header
+from medanomaly.io.dicom_reference import reference_header
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["PERSON_NAME_WARNING", "SourceSeries", "check_output_geometry", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["SourceSeries", "check_output_geometry", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"

@@ -18,14 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.io.dicom_reference import PERSON_NAME_WARNING
+from medanomaly.io.dicom_reference import quiet_person_name
 from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
@@ -99,8 +98,7 @@ def write_secondary_capture(image: Volume, map_volume: Volume, out_dir: str | Pa
             sop_instance_uid=generate_uid(), instance_number=number, manufacturer="medanomaly",
             pixel_spacing=(float(sy), float(sx)), patient_orientation=("L", "P"),
         )  # fmt: skip
-        with warnings.catch_warnings():  # highdicom quotes a one-component PatientName: PHI on stderr
-            warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+        with quiet_person_name():  # highdicom quotes a one-component PatientName: PHI on stderr
             if reference is not None:
                 sc = hd.sc.SCImage.from_ref_dataset(ref_dataset=reference, **common)
             else:

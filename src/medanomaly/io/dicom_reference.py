@@ -13,13 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["PERSON_NAME_WARNING", "TYPE2_COPIED", "clean_copied_values", "reference_header", "series_reference"]
+__all__ = ["PERSON_NAME_WARNING", "TYPE2_COPIED", "quiet_person_name", "clean_copied_values", "reference_header", "series_reference"]
 
 #: Type 2 attributes (present, may be empty) that derived objects copy from the source: filled in empty on our
 #: in-memory header copies when a source file lacks them.
@@ -34,6 +37,17 @@ _TIMES_COPIED = ("StudyTime",)
 #: highdicom warns, quoting the copied PatientName, when it has one component ("ANONYMOUS", "DOE"): not ours to fix,
 #: and the name is PHI, so every writer of a derived object silences this warning.
 PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
+
+
+@contextmanager
+def quiet_person_name() -> Iterator[None]:
+    """Inside the block, highdicom's warning that quotes a copied one-component PatientName (PHI) is not shown: every
+    writer of a derived object (SEG, SR, Parametric Map, Secondary Capture) builds it in this block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+        yield
+
+
 #: Files of a folder read, at most, to find one header of a series (a reference needs one).
 MAX_FILES_SEARCHED = 10_000
 
