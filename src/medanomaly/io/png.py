@@ -32,7 +32,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     :mod:`medanomaly.io.limits` before the pixels are decompressed.
 
     Raises:
-        InputError: unreadable or truncated file, or more pixel data than the limit.
+        InputError: unreadable or truncated file, more pixel data than the limit, or an animated PNG (several
+            frames, of which SimpleITK would read the first alone).
     """
     import SimpleITK as sitk
 
@@ -40,6 +41,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
 
     path = Path(path)
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
+    if fmt == "png":
+        _refuse_animated_png(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -67,6 +70,21 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     else:
         meta["photometric"] = "MONOCHROME2"
     return Volume(np.ascontiguousarray(array), spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+
+
+def _refuse_animated_png(path: Path) -> None:
+    """Refuse an animated PNG (APNG: a cine loop exported as one file): SimpleITK reads its first frame alone, so
+    the other frames would be lost without a word. Pillow reads the frame count from the header chunk."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            frames = int(getattr(picture, "n_frames", 1))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return  # not a PNG Pillow can open: SimpleITK's read gives the reason
+    if frames > 1:
+        raise InputError(f"animated PNG with {frames} frames: only single-frame pictures are read (save each "
+                         "frame as its own file, or the loop as a multi-frame DICOM or a NIfTI volume)", path)
 
 
 def _grey_of_grey_alpha(path: Path, max_voxel_bytes: int | None) -> np.ndarray | None:

@@ -90,3 +90,13 @@ def test_a_grey_alpha_png_is_read_as_grey_and_two_components_are_not_written(tmp
     with pytest.raises(InputError, match="a picture holds grey, RGB or RGBA pixels; this volume has 2 components"):
         write(Volume(pixels[None]), tmp_path / "two.png")
     assert not (tmp_path / "two.png").exists()
+
+
+def test_an_animated_png_is_refused_instead_of_read_as_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((20, 16), 40 * k, np.uint8)) for k in range(3)]
+    frames[0].save(tmp_path / "loop.png", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="animated PNG with 3 frames") as err:
+        read(tmp_path / "loop.png")
+    assert "loop.png" in str(err.value)
+    frames[1].save(tmp_path / "one.png")  # a single frame still reads
+    assert read(tmp_path / "one.png").array.max() == 40
