@@ -173,12 +173,18 @@ _ITK_REASONS = {
     "do not sufficiently overlap": "the images do not overlap in space (not in one patient space?)",
 }
 
+_TOO_FEW_PIXELS = re.compile(r"number of pixels along dimension ([012]) is less than (\d+)")
+
 
 def itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
     """A short, one-line reason for an ITK exception: known messages in plain words, else its
     last line without the file name (the caller names the file) and cut at 120 characters."""
     text = " ".join(str(exc).split())
     lower = text.lower()
+    too_small = _TOO_FEW_PIXELS.search(text)
+    if too_small:  # a recursive Gaussian (smoothing, anti-aliasing before a resample) on a 1-3 pixel axis
+        axis, least = "xyz"[int(too_small[1])], too_small[2]
+        return f"image too small: fewer than {least} pixels along {axis} (this filter needs at least {least})"
     for needle, reason in _ITK_REASONS.items():
         if needle in lower:
             return reason
