@@ -165,7 +165,7 @@ def test_autoencoder_package_with_the_map_in_its_graph_is_refused(tmp_path: Path
 def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
     """An ``atlas`` run (its validation stubbed: one synthetic brain stored) predicts through the engine and is
     refused by export in one line, exit 2."""
-    from medanomaly.anomaly import atlas
+    from medanomaly.anomaly import atlas, atlas_validation
     from medanomaly.engine import load_model, train_run
     from medanomaly.types import Volume
 
@@ -177,7 +177,7 @@ def test_atlas_run_export_is_refused_in_one_line(tmp_path: Path, monkeypatch) ->
         method.brains_ = [atlas.atlas_brain(head, 2.0)]
         return {"sigma": 0.0, "pixel_threshold": 1.0, "image_threshold": 1.0, "log": {}}
 
-    monkeypatch.setattr(atlas, "fit_volumes", fake_fit)
+    monkeypatch.setattr(atlas_validation, "fit_volumes", fake_fit)
     cfg = yaml.safe_load((ROOT / "configs" / "anomaly_tiny.yaml").read_text())
     cfg["method"] = {"name": "atlas", "params": {}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))

@@ -44,7 +44,7 @@ covers take the nearest covered atlas value; with the atlas brain ``support`` on
 weighted by the signed distance (mm) to the edge of the warped normal brains' own brain masks
 (:func:`support_weight`), so such voxels score 0. The match, the map kind, ``sigma`` and the
 support, ``local_mm`` are chosen on SYNTHETIC 3D lesions inserted into the normal validation brain
-and, with ``edge_heads``, into a whole normal head inside its rough ``brain_mask`` (:func:`fit_volumes`;
+and, with ``edge_heads``, into a whole normal head inside its rough ``brain_mask`` (:func:`medanomaly.anomaly.atlas_validation.fit_volumes`;
 the volumes: :mod:`medanomaly.anomaly.atlas_validation`), never on the test. Example (a trained run)::
 
     >>> from medanomaly.engine import load_model                       # doctest: +SKIP
@@ -60,13 +60,13 @@ from typing import Any
 import numpy as np
 
 from medanomaly.anomaly.data import BRAIN_LABELS, SKULL_STRIPPED
-from medanomaly.anomaly.methods import METHODS, pixel_auroc
+from medanomaly.anomaly.methods import METHODS
 from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.types import QUALITY_FAILED, Volume
 
 __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
-           "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight", "fit_volumes"]  # fmt: skip
+           "conditional_expectation", "local_offset", "signed_distance_mm", "support_weight"]  # fmt: skip
 
 #: Map kinds the validation chooses from (see the module docstring).
 MAP_KINDS = ("abs", "z", "bright", "robust")
@@ -515,104 +515,3 @@ class AtlasMethod:
         amap = self.final_map(parts, sigma_mm, volume.spacing)
         score = volume_score(amap, parts["brain"])
         return volume.with_array(amap, units="anomaly score"), score
-
-
-def _choose(method: AtlasMethod, lesioned: list[dict[str, Any]], sigmas: list[float]) -> dict[tuple, float]:
-    """Pooled pixel AUROC on the SYNTHETIC lesion cases, in two stages (to keep training cheap): every
-    (match, kind, sigma mm, local mm) with the support off, then every support candidate with the best
-    of those. Keys are ``(match, kind, sigma, support, local_mm)``; on a tie the earlier candidate
-    (``locals_mm`` in order: list 0 first) wins. The cases' maps are made in parallel threads (one per
-    usable CPU, at most 4; SciPy's filters release the GIL, and each thread works on its own case, so the
-    values are those of a serial run)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from medanomaly.train.thread_probe import thread_candidates
-
-    y = np.concatenate([c["lesions"][c["parts"]["brain"]] for c in lesioned])
-
-    def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None, loc: float) -> float:
-        def case_scores(c: dict[str, Any]) -> np.ndarray:
-            return method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup, loc)[c["parts"]["brain"]]
-
-        return pixel_auroc(np.concatenate(list(pool.map(case_scores, lesioned))), y, np.ones_like(y))
-
-    with ThreadPoolExecutor(max(thread_candidates())) as pool:
-        out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
-               for m in method.matches for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
-        m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
-        out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
-    return out
-
-
-def _validation_fpr(cases: list[dict[str, Any]], maps: list[np.ndarray], threshold: float) -> dict[str, float]:
-    """Per validation volume, the fraction of its normal brain voxels whose final map exceeds the
-    pixel ``threshold`` (the FPR; for a volume with SYNTHETIC lesions, over the voxels more than 2
-    voxels away from them, as the smoothing spreads a lesion): the clean volume gives the target FPR
-    by construction, the noisy copies (clinical-like contrast-to-noise) show how the threshold transfers."""
-    from scipy import ndimage
-
-    out = {}
-    for c, amap in zip(cases, maps, strict=True):
-        brain = c["parts"]["brain"]
-        normal = brain if c["lesions"] is None else brain & ~ndimage.binary_dilation(c["lesions"] > 0, iterations=2)
-        out[c["name"]] = round(float(np.mean(amap[normal] > threshold)), 5)
-    return out
-
-
-def _key(choice: tuple) -> str:
-    m, k, s, sup, loc = choice
-    return f"{m}/{k}/{s:g}/" + ("off" if sup is None else f"{sup[0]:g},{sup[1]:g}") + f"/local{loc:g}"
-
-
-def fit_volumes(method: AtlasMethod, config: Any, val_grid_mm: tuple[float, float] = (0.8, 6.5),
-                noise: tuple[float, ...] = (0.0, 0.5)) -> dict[str, Any]:  # fmt: skip
-    """Store the training brains; choose the intensity match, the map kind, ``sigma`` (mm,
-    ``config.threshold.sigmas``), then the atlas brain support (off or one of ``method.supports``) by
-    pooled pixel AUROC on SYNTHETIC 3D lesions in the validation volumes
-    (:func:`medanomaly.anomaly.atlas_validation.validation_cases`, :func:`_choose`);
-    set the pixel threshold (quantile at ``target_fpr``) and the image threshold on the clean ones.
-
-    Returns:
-        ``{"sigma", "pixel_threshold", "image_threshold", "log"}``.
-    """
-    from medanomaly.anomaly.atlas_validation import validation_cases
-    from medanomaly.anomaly.pipeline import volume_score
-
-    start = time.process_time()
-    log = method.fit_brains(tuple(config.data.train))
-    cases = validation_cases(method, config, val_grid_mm, noise)
-    for c in cases:
-        c["parts"] = c["atlas"].components(c["volume"], c["region"], matches=method.matches)
-    lesioned = [c for c in cases if c["lesions"] is not None]
-    by_choice = _choose(method, lesioned, config.threshold.sigmas)
-    best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
-    method.match, method.kind, sigma, method.support, method.local_mm = best
-    q = 1.0 - config.threshold.target_fpr
-    maps = [method.final_map(c["parts"], sigma, c["volume"].spacing) for c in cases]
-    clean_maps, image_scores = [], []
-    for c, amap in zip(cases, maps, strict=True):
-        if c["lesions"] is None:
-            clean_maps.append(amap[c["parts"]["brain"]])
-            image_scores.append(volume_score(amap, c["parts"]["brain"]))
-    pixel_threshold = float(np.quantile(np.concatenate(clean_maps), q))
-    by_support: dict[str, float] = {}
-    by_local: dict[str, float] = {}
-    for choice, value in by_choice.items():
-        _, _, _, support, local = _key(choice).split("/")
-        for table, name in ((by_support, support), (by_local, local)):
-            table[name] = max(table.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
-    log.update({"val_pixel_fpr_at_threshold": _validation_fpr(cases, maps, pixel_threshold),
-                "map_scale": method.map_scale})  # fmt: skip
-    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support_local": {_key(c): round(v, 4) for c, v in by_choice.items()},
-                "synthetic_val_best_pixel_auroc_by_support": by_support,
-                "synthetic_val_best_pixel_auroc_by_local_mm": by_local,
-                "match": method.match, "kind": method.kind, "sigma_mm": sigma, "local_mm": method.local_mm,
-                "val_leave_out": method.val_leave_out, "val_bias": method.val_bias, "val_lesions": method.val_lesions,
-                "val_cross_outline": method.val_cross_outline,
-                "demons_iterations": method.demons_iterations,
-                "support": None if method.support is None else list(method.support),
-                "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),
-                "registrations": [{"case": c["name"], **c["parts"]["log"]} for c in cases],
-                "val_image_scores": [round(v, 4) for v in image_scores], "fit_cpu_s": round(time.process_time() - start, 1)})  # fmt: skip
-    return {"sigma": sigma, "pixel_threshold": pixel_threshold,
-            "image_threshold": float(np.quantile(image_scores, q)), "log": log}  # fmt: skip

@@ -21,15 +21,18 @@ Everything made here is SYNTHETIC and is never the test.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
+from medanomaly.anomaly.methods import pixel_auroc
 from medanomaly.boxes import mask_bounds
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["bias_field", "lesioned", "leave_out", "validation_cases", "SAME_PERSON", "OUTLINE_SHARE"]
+__all__ = ["bias_field", "lesioned", "leave_out", "validation_cases", "choose_by_validation", "fit_volumes",
+           "SAME_PERSON", "OUTLINE_SHARE"]
 
 #: With ``val_cross_outline``, the share of an edge head's SYNTHETIC lesions centred on the brain's outline (the
 #: rest anywhere in the brain): half, as bright and dark lesions are drawn in equal share; fixed, not tuned.
@@ -139,3 +142,103 @@ def validation_cases(method: Any, config: Any, val_grid_mm: tuple[float, float],
             cases.append({"name": f"{head}_head/noise{noise[j]:g}", "volume": case, "lesions": lesions,
                           "region": region, "atlas": atlas})  # fmt: skip
     return cases
+
+
+def choose_by_validation(method: Any, lesioned: list[dict[str, Any]], sigmas: list[float]) -> dict[tuple, float]:
+    """Pooled pixel AUROC on the SYNTHETIC lesion cases, in two stages (to keep training cheap): every
+    (match, kind, sigma mm, local mm) with the support off, then every support candidate with the best
+    of those. Keys are ``(match, kind, sigma, support, local_mm)``; on a tie the earlier candidate
+    (``locals_mm`` in order: list 0 first) wins. The cases' maps are made in parallel threads (one per
+    usable CPU, at most 4; SciPy's filters release the GIL, and each thread works on its own case, so the
+    values are those of a serial run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medanomaly.train.thread_probe import thread_candidates
+
+    y = np.concatenate([c["lesions"][c["parts"]["brain"]] for c in lesioned])
+
+    def auroc(m: str, k: str, s: float, sup: tuple[float, float] | None, loc: float) -> float:
+        def case_scores(c: dict[str, Any]) -> np.ndarray:
+            return method.map_from(c["parts"], k, s, c["volume"].spacing, m, sup, loc)[c["parts"]["brain"]]
+
+        return pixel_auroc(np.concatenate(list(pool.map(case_scores, lesioned))), y, np.ones_like(y))
+
+    with ThreadPoolExecutor(max(thread_candidates())) as pool:
+        out = {(m, k, float(s), None, loc): auroc(m, k, float(s), None, loc)
+               for m in method.matches for k in method.kinds for loc in method.locals_mm for s in sigmas}  # fmt: skip
+        m, k, s, _, loc = max(out, key=lambda c: np.nan_to_num(out[c], nan=-1.0))
+        out.update({(m, k, s, sup, loc): auroc(m, k, s, sup, loc) for sup in method.supports})
+    return out
+
+
+def _validation_fpr(cases: list[dict[str, Any]], maps: list[np.ndarray], threshold: float) -> dict[str, float]:
+    """Per validation volume, the fraction of its normal brain voxels whose final map exceeds the
+    pixel ``threshold`` (the FPR; for a volume with SYNTHETIC lesions, over the voxels more than 2
+    voxels away from them, as the smoothing spreads a lesion): the clean volume gives the target FPR
+    by construction, the noisy copies (clinical-like contrast-to-noise) show how the threshold transfers."""
+    from scipy import ndimage
+
+    out = {}
+    for c, amap in zip(cases, maps, strict=True):
+        brain = c["parts"]["brain"]
+        normal = brain if c["lesions"] is None else brain & ~ndimage.binary_dilation(c["lesions"] > 0, iterations=2)
+        out[c["name"]] = round(float(np.mean(amap[normal] > threshold)), 5)
+    return out
+
+
+def _key(choice: tuple) -> str:
+    m, k, s, sup, loc = choice
+    return f"{m}/{k}/{s:g}/" + ("off" if sup is None else f"{sup[0]:g},{sup[1]:g}") + f"/local{loc:g}"
+
+
+def fit_volumes(method: Any, config: Any, val_grid_mm: tuple[float, float] = (0.8, 6.5),
+                noise: tuple[float, ...] = (0.0, 0.5)) -> dict[str, Any]:  # fmt: skip
+    """Store the training brains; choose the intensity match, the map kind, ``sigma`` (mm,
+    ``config.threshold.sigmas``), then the atlas brain support (off or one of ``method.supports``) by
+    pooled pixel AUROC on SYNTHETIC 3D lesions in the validation volumes
+    (:func:`validation_cases`, :func:`choose_by_validation`);
+    set the pixel threshold (quantile at ``target_fpr``) and the image threshold on the clean ones.
+
+    Returns:
+        ``{"sigma", "pixel_threshold", "image_threshold", "log"}``.
+    """
+    from medanomaly.anomaly.pipeline import volume_score
+
+    start = time.process_time()
+    log = method.fit_brains(tuple(config.data.train))
+    cases = validation_cases(method, config, val_grid_mm, noise)
+    for c in cases:
+        c["parts"] = c["atlas"].components(c["volume"], c["region"], matches=method.matches)
+    lesioned = [c for c in cases if c["lesions"] is not None]
+    by_choice = choose_by_validation(method, lesioned, config.threshold.sigmas)
+    best = max(by_choice, key=lambda c: np.nan_to_num(by_choice[c], nan=-1.0))
+    method.match, method.kind, sigma, method.support, method.local_mm = best
+    q = 1.0 - config.threshold.target_fpr
+    maps = [method.final_map(c["parts"], sigma, c["volume"].spacing) for c in cases]
+    clean_maps, image_scores = [], []
+    for c, amap in zip(cases, maps, strict=True):
+        if c["lesions"] is None:
+            clean_maps.append(amap[c["parts"]["brain"]])
+            image_scores.append(volume_score(amap, c["parts"]["brain"]))
+    pixel_threshold = float(np.quantile(np.concatenate(clean_maps), q))
+    by_support: dict[str, float] = {}
+    by_local: dict[str, float] = {}
+    for choice, value in by_choice.items():
+        _, _, _, support, local = _key(choice).split("/")
+        for table, name in ((by_support, support), (by_local, local)):
+            table[name] = max(table.get(name, -1.0), round(float(np.nan_to_num(value, nan=-1.0)), 4))
+    log.update({"val_pixel_fpr_at_threshold": _validation_fpr(cases, maps, pixel_threshold),
+                "map_scale": method.map_scale})  # fmt: skip
+    log.update({"synthetic_val_pixel_auroc_by_match_kind_sigma_mm_support_local": {_key(c): round(v, 4) for c, v in by_choice.items()},
+                "synthetic_val_best_pixel_auroc_by_support": by_support,
+                "synthetic_val_best_pixel_auroc_by_local_mm": by_local,
+                "match": method.match, "kind": method.kind, "sigma_mm": sigma, "local_mm": method.local_mm,
+                "val_leave_out": method.val_leave_out, "val_bias": method.val_bias, "val_lesions": method.val_lesions,
+                "val_cross_outline": method.val_cross_outline,
+                "demons_iterations": method.demons_iterations,
+                "support": None if method.support is None else list(method.support),
+                "val_cases": [c["name"] for c in cases], "val_grid_mm": list(val_grid_mm), "val_noise_iqr": list(noise),
+                "registrations": [{"case": c["name"], **c["parts"]["log"]} for c in cases],
+                "val_image_scores": [round(v, 4) for v in image_scores], "fit_cpu_s": round(time.process_time() - start, 1)})  # fmt: skip
+    return {"sigma": sigma, "pixel_threshold": pixel_threshold,
+            "image_threshold": float(np.quantile(image_scores, q)), "log": log}  # fmt: skip

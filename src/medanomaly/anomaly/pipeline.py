@@ -91,7 +91,7 @@ def fit(config: Any) -> Fitted:
     if hasattr(method, "check_grid"):  # the networks' methods: a grid they cannot take, before the data work
         method.check_grid(config.data.size)
     if getattr(method, "volumetric", False):  # the registered atlas: whole volumes, its own validation
-        from medanomaly.anomaly.atlas import fit_volumes
+        from medanomaly.anomaly.atlas_validation import fit_volumes
 
         got = fit_volumes(method, config)
         return Fitted(method, got["sigma"], got["pixel_threshold"], got["image_threshold"], got["log"])

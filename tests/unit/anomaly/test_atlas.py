@@ -150,7 +150,8 @@ def test_validation_chooses_the_support_when_bright_non_brain_rims_the_region():
     hand-made parts: a bright rim outside the atlas support competes with the lesion, so the
     validation must switch the support on; with no rim and a lesion across the support's edge it
     must keep the map unweighted (the support would silence part of the lesion)."""
-    from medanomaly.anomaly.atlas import _choose, signed_distance_mm
+    from medanomaly.anomaly.atlas import signed_distance_mm
+    from medanomaly.anomaly.atlas_validation import choose_by_validation
 
     rng = np.random.default_rng(0)
     shape, spacing = (6, 40, 40), (2.0, 2.0, 4.0)
@@ -169,7 +170,7 @@ def test_validation_chooses_the_support_when_bright_non_brain_rims_the_region():
         flat = (np.full(shape, 0.5, np.float32), np.full(shape, 0.05, np.float32))
         parts = {"ranks": ranks, "brain": np.ones(shape, bool), "rank": flat, "conditional": flat,
                  "conditional_in_support": flat, "support_mm": signed_distance_mm(support, spacing)}  # fmt: skip
-        got = _choose(method, [{"parts": parts, "lesions": lesion, "volume": Volume(ranks, spacing)}], [0.0, 2.0])
+        got = choose_by_validation(method, [{"parts": parts, "lesions": lesion, "volume": Volume(ranks, spacing)}], [0.0, 2.0])
         assert len(got) == 2 * 4 * 2 + 2  # every match/kind/sigma off, then each support with the best
         best = max(got, key=got.get)
         assert best[3] == want and got[best] > 0.97
@@ -221,13 +222,13 @@ def test_robust_map_is_in_units_of_the_volumes_own_residual_spread():
 
 
 def test_validation_chooses_local_offset_removal_only_when_an_offset_is_there():
-    from medanomaly.anomaly.atlas import _choose
+    from medanomaly.anomaly.atlas_validation import choose_by_validation
     from medanomaly.errors import InputError
 
     method = AtlasMethod(supports=(), locals_mm=(0.0, 15.0), kinds=("abs",))
     for offset, want in ((0.3, 15.0), (0.0, 0.0)):
         parts, lesion, spacing = _offset_parts(offset, seed=1)
-        got = _choose(method, [{"parts": parts, "lesions": lesion, "volume": Volume(parts["ranks"], spacing)}], [0.0, 2.0])
+        got = choose_by_validation(method, [{"parts": parts, "lesions": lesion, "volume": Volume(parts["ranks"], spacing)}], [0.0, 2.0])
         assert len(got) == 2 * 1 * 2 * 2  # match x kind x local x sigma, no support candidates
         assert max(got, key=got.get)[4] == want
     method.local_mm = 15.0
