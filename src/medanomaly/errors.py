@@ -112,7 +112,8 @@ _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u20
 
 def printable(text: str) -> str:
     """``text`` with control characters (C0, C1, DEL, line and paragraph separators, bidi controls) written as
-    escapes, so that a file name from an archive or a PACS cannot break one line into two or drive the console.
+    escapes, so that a file name from an archive or a PACS cannot break one line into two or drive the console; so
+    are lone surrogates (the bytes of a file name that are not UTF-8), which a strict console cannot encode.
 
     Example:
         >>> printable("scan\\n\\x1b[2Jname.dcm: truncated")
@@ -121,7 +122,7 @@ def printable(text: str) -> str:
     import unicodedata
 
     def escaped(ch: str) -> str:
-        unsafe = ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        unsafe = ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs")
         return ch.encode("unicode_escape").decode("ascii") if unsafe else ch
 
     return "".join(escaped(ch) for ch in text) if not text.isprintable() else text

@@ -117,6 +117,31 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     result = runner.invoke(app, ["predict", str(run), str(volume), "-o", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "trained on 2D images, got a 3D volume" in result.output
     assert "Traceback" not in result.output
+    _predict_names_not_utf8(run, read(image), tmp_path)
+
+
+def _predict_names_not_utf8(run: Path, image: Volume, tmp_path: Path) -> None:
+    """Input names holding byte 0xFF (not UTF-8): SimpleITK, which writes the map and reads NRRD, aborted the whole
+    process on such a name. A NIfTI (read by nibabel) is predicted, its map named ``%FF``; an NRRD, which ITK must
+    open, is one line naming it, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    nifti, nrrd = tmp_path / os.fsdecode(b"scan\xff.nii.gz"), tmp_path / os.fsdecode(b"scan\xfe.nrrd")
+    write(image, tmp_path / "scan.nii.gz").rename(nifti)
+    write(image, tmp_path / "scan.nrrd").rename(nrrd)
+    out = tmp_path / "pred_names"
+    command = [sys.executable, "-m", "medanomaly.cli.app", "predict", str(run)]
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as en_US.UTF-8: a surrogate was a traceback
+    result = subprocess.run([*command, nifti, "-o", out], capture_output=True, timeout=300, env=strict)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"scan\\udcff.nii.gz: ")  # the result line shows the byte as an escape
+    assert sorted(p.name for p in out.iterdir()) == ["scan%FF.json", "scan%FF_anomaly_map.nii.gz"]
+    assert read(out / "scan%FF_anomaly_map.nii.gz").shape == image.shape
+    result = subprocess.run([*command, nrrd, "-o", tmp_path / "pred_nrrd"], capture_output=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr
+    assert b"scan\\udcfe.nrrd: file name is not UTF-8 text, which ITK cannot open" in result.stderr
 
 
 @pytest.mark.slow

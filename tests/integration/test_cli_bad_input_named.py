@@ -122,3 +122,20 @@ def test_a_full_disk_a_library_reports_without_a_file_name_is_one_line(tmp_path,
         main()
     assert code.value.code == 2
     assert capsys.readouterr().err.strip() == "error: No space left on device (the disk of an output folder is full)"
+
+
+def test_info_shows_a_name_that_is_not_utf8_under_a_strict_console(tmp_path):
+    """``info`` of a NIfTI named with byte 0xFF (nibabel reads it) under a strict console encoding (en_US.UTF-8
+    makes standard output strict): Rich's table of the name was a UnicodeEncodeError traceback; the byte now shows
+    as an escape."""
+    import os
+
+    from medanomaly.io import write
+    from medanomaly.types import Volume
+
+    image = tmp_path / os.fsdecode(b"ct\xff.nii.gz")
+    write(Volume(np.zeros((2, 8, 8), np.float32)), tmp_path / "ct.nii.gz").rename(image)
+    result = subprocess.run([sys.executable, "-m", "medanomaly.cli.app", "info", image], capture_output=True,
+                            timeout=120, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})  # fmt: skip
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert b"ct\\udcff.nii.gz" in result.stdout

@@ -210,3 +210,21 @@ def test_fusion_cli_register_option_errors_name_no_image(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as code:
         main()
     assert code.value.code == 2 and capsys.readouterr().err.strip().startswith(words)
+
+
+def test_fusion_cli_register_checks_its_output_name_before_registering(tmp_path, monkeypatch, capsys):
+    """An output register cannot write (an unknown extension, a name ITK cannot take) failed only after the
+    registration had run (minutes for a bspline on two brains): now before either image is read."""
+    import os
+    import sys
+
+    from medanomaly.cli.app import main
+
+    missing = str(tmp_path / "never_read.nrrd")
+    for out, words in ((tmp_path / "o.txt", "cannot write '.txt'"),
+                       (tmp_path / os.fsdecode(b"o\xff.nrrd"), "file name is not UTF-8 text")):  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "register", missing, missing, "--out", str(out)])
+        with pytest.raises(SystemExit) as code:
+            main()
+        err = capsys.readouterr().err.strip()
+        assert code.value.code == 2 and words in err and "never_read" not in err, err

@@ -56,7 +56,14 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one line and exit code 2."""
+    """Console entry point: run the app, turning expected errors into one line and exit code 2.
+
+    Standard output writes what it cannot encode as backslash escapes, as standard error always does: a file name
+    that is not UTF-8 (byte 0xFF, a lone surrogate to Python) in a result line was a UnicodeEncodeError traceback
+    under a strict locale such as ``en_US.UTF-8``, after the outputs had been written.
+    """
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         app()
     except MedanomalyError as exc:

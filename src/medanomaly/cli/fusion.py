@@ -45,10 +45,11 @@ def register(app: typer.Typer) -> None:
         from medanomaly.errors import about_file
         from medanomaly.preprocess.registration import (check_options, check_registrable, load_scalar, register,
                                                         write_transform)  # fmt: skip
-        from medanomaly.io import write
+        from medanomaly.io import check_writable, write
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()]
         check_options(stage_list, metric)  # option errors: not about an image
+        check_writable(out)  # an output it cannot write (extension, name), before minutes of registration
         images = {}
         for role, path in (("fixed", fixed), ("moving", moving)):
             with about_file(path):  # each bad image is named by its file

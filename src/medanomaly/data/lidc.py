@@ -125,10 +125,12 @@ def _read_series(folder: Path, series_uid: str):
 
     from medanomaly.types import Volume
 
+    from medanomaly.io.itk import itk_path
+
     reader = sitk.ImageSeriesReader()
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid) if series_uid else ()
+    files = reader.GetGDCMSeriesFileNames(itk_path(folder), series_uid) if series_uid else ()
     if not files:
-        files = reader.GetGDCMSeriesFileNames(str(folder))
+        files = reader.GetGDCMSeriesFileNames(itk_path(folder))
     if not files:
         raise InputError("no DICOM series next to the LIDC XML", folder)
     reader.SetFileNames(files)

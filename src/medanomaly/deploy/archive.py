@@ -286,8 +286,10 @@ def _volume_entry(path: Path) -> SeriesEntry:
     """A NIfTI/NRRD/MetaImage file as a series (header read with SimpleITK, no voxels)."""
     import SimpleITK as sitk
 
+    from medanomaly.io.itk import itk_path
+
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(itk_path(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:

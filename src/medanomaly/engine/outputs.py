@@ -11,6 +11,7 @@ earlier prediction of that name as it was, never a new ``NAME.json`` beside no m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,25 @@ from medanomaly.types import Prediction
 
 __all__ = ["output_stem", "prepare_output_dir", "write_prediction"]
 
+#: The lone surrogates (U+DC80..U+DCFF) by which Python's file-system decoding keeps the bytes of a name that are not
+#: UTF-8.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".npz")
 
 
 def output_stem(path: str | Path) -> str:
-    """The input's name without its image extension (``lung1.nii.gz`` -> ``lung1``)."""
+    """The input's name without its image extension (``lung1.nii.gz`` -> ``lung1``), as UTF-8 text: a byte of a
+    name that is not UTF-8 (0xFF from a Latin-1 system, a lone surrogate to Python) is written ``%FF``, as the
+    map's writer (ITK) cannot take such a name.
+
+    Example:
+        >>> import os
+        >>> output_stem("a/lung1.nii.gz"), output_stem(os.fsdecode(b"scan\\xff.nii.gz"))
+        ('lung1', 'scan%FF')
+    """
     name = Path(path).name
+    name = _NOT_UTF8.sub(lambda m: f"%{ord(m[0]) - 0xDC00:02X}", name)
     for suffix in _SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name

@@ -145,12 +145,13 @@ def check_writable(path: str | Path) -> Path:
         >>> check_writable("mask.nii.gz").name
         'mask.nii.gz'
     """
-    from medanomaly.io.itk import itk_format
+    from medanomaly.io.itk import itk_format, itk_path
     from medanomaly.io.png import PICTURE_SUFFIXES
 
     raw = str(path)
     path = Path(path).expanduser()
     if itk_format(path) or path.suffix.lower() in PICTURE_SUFFIXES:
+        itk_path(path)  # a name ITK cannot take (not UTF-8), before the work
         return path
     if raw.endswith(("/", "\\")) or not path.suffix or path.is_dir():
         return path

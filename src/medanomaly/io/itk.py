@@ -93,7 +93,7 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         return read_nifti(path, max_voxel_bytes=max_voxel_bytes)
     check_detached_data(path)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(itk_path(path))
     remarks: list[str] = []
     try:
         with native_remarks_logged(path) as remarks:
@@ -173,6 +173,20 @@ _ITK_REASONS = {
     "do not sufficiently overlap": "the images do not overlap in space (not in one patient space?)",
 }
 
+def itk_path(path: str | Path, *, name: str | Path | None = None) -> str:
+    """``path`` as the text SimpleITK takes, or an InputError naming ``name`` (default ``path``) when the file name is
+    not UTF-8 text: a byte such as 0xFF in a name (written on a Latin-1 system) reaches Python as a lone surrogate,
+    which SimpleITK's C++ string conversion cannot take: the whole process aborted ("terminate called after throwing
+    an instance of 'std::logic_error'"), with no line naming the file and nothing of a batch left to report."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("file name is not UTF-8 text, which ITK cannot open: rename the file (or its folder)",
+                         name if name is not None else path) from None
+    return text
+
+
 _TOO_FEW_PIXELS = re.compile(r"number of pixels along dimension ([012]) is less than (\d+)")
 
 
@@ -216,7 +230,7 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
 
     def write(staged: Path) -> None:
         try:
-            sitk.WriteImage(image, str(staged), useCompression=compress)
+            sitk.WriteImage(image, itk_path(staged, name=path), useCompression=compress)
         except RuntimeError as exc:
             raise InputError(f"cannot write image ({itk_reason(exc, staged)})", path) from None
 

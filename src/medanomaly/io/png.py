@@ -37,14 +37,14 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     """
     import SimpleITK as sitk
 
-    from medanomaly.io.itk import check_declared_size, native_remarks_logged
+    from medanomaly.io.itk import check_declared_size, itk_path, native_remarks_logged
 
     path = Path(path)
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
     if fmt == "png":
         _refuse_animated_png(path)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(itk_path(path))
     try:
         with native_remarks_logged(path):
             reader.ReadImageInformation()
@@ -142,7 +142,7 @@ def write_picture(
     """
     import SimpleITK as sitk
 
-    from medanomaly.io.itk import itk_reason
+    from medanomaly.io.itk import itk_path, itk_reason
 
     path = Path(path)
     if path.suffix.lower() not in PICTURE_SUFFIXES:
@@ -164,7 +164,7 @@ def write_picture(
 
     def write(staged: Path) -> None:
         try:
-            sitk.WriteImage(image, str(staged))
+            sitk.WriteImage(image, itk_path(staged, name=path))
         except RuntimeError as exc:
             raise InputError(f"cannot write picture ({itk_reason(exc, staged)})", path) from None
 

@@ -452,6 +452,7 @@ def write_transform(transform: sitk.Transform, path: str | Path) -> Path:
     """Write a transform as an ITK text transform file (``.tfm``: plain text, no pickle), all-or-nothing."""
     import SimpleITK as sitk
 
+    from medanomaly.io.itk import itk_path
     from medanomaly.io.staged import write_staged
 
-    return write_staged(path, lambda staged: sitk.WriteTransform(transform, str(staged)))
+    return write_staged(path, lambda staged: sitk.WriteTransform(transform, itk_path(staged, name=path)))

@@ -142,3 +142,28 @@ def test_a_series_asked_of_a_single_image_file_is_refused(tmp_path):
     assert read(path).shape == (2, 4, 4)
     with pytest.raises(InputError, match="a series .* is chosen in a DICOM folder or file, not in a nrrd image"):
         read(path, series_uid="1.2.3")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_error_not_an_aborted_process(tmp_path):
+    """A name holding byte 0xFF (a Latin-1 system's file) reaches Python as a lone surrogate; SimpleITK's C++ string
+    conversion aborted the whole process on it ('terminate called after throwing std::logic_error'), so this is
+    run in a child process: before the fix it died by SIGABRT."""
+    import os
+    import subprocess
+    import sys
+
+    from medanomaly.io import read, write
+
+    good = tmp_path / "good.png"
+    write(Volume(np.arange(64, dtype=np.uint8).reshape(1, 8, 8)), good)
+    bad = tmp_path / os.fsdecode(b"scan\xff.png")
+    bad.write_bytes(good.read_bytes())
+    code = ("import sys\nfrom medanomaly.io import read\nfrom medanomaly.errors import InputError\n"
+            "try:\n    read(sys.argv[1])\nexcept InputError as e:\n    print(ascii(str(e)))\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, bad], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "file name is not UTF-8 text, which ITK cannot open" in result.stdout
+    with pytest.raises(InputError, match="not UTF-8 text") as err:  # the writer, before any file is made
+        write(read(good), tmp_path / os.fsdecode(b"out\xff.nii.gz"))
+    assert err.value.path == tmp_path / os.fsdecode(b"out\xff.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.png", bad.name])
