@@ -62,6 +62,8 @@ def detect_format(path: str | Path) -> str:
         raise InputError("no such file or folder", path)
     if path.is_dir():
         return "dicom-folder"
+    if not path.is_file():  # /dev/zero (endless), a named pipe (a read waits for a writer), a socket
+        raise InputError("not a regular file (a device, a named pipe or a socket)", path)
     if path.stat().st_size == 0:
         raise InputError("empty file", path)
     fmt = itk_format(path)

@@ -167,3 +167,19 @@ def test_a_file_name_that_is_not_utf8_is_one_error_not_an_aborted_process(tmp_pa
         write(read(good), tmp_path / os.fsdecode(b"out\xff.nii.gz"))
     assert err.value.path == tmp_path / os.fsdecode(b"out\xff.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.png", bad.name])
+
+
+def test_a_device_or_a_named_pipe_is_not_read_as_an_empty_file(tmp_path):
+    """``scan.nii`` linked to /dev/zero and a named pipe ``pipe.nrrd`` were each refused as an 'empty file' (their
+    size is 0): the reason now says what they are."""
+    import os
+
+    (tmp_path / "scan.nii").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.nrrd")
+    for name in ("scan.nii", "pipe.nrrd"):
+        with pytest.raises(InputError, match="not a regular file") as err:
+            read(tmp_path / name)
+        assert err.value.path == tmp_path / name
+    (tmp_path / "empty.nii").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        read(tmp_path / "empty.nii")
