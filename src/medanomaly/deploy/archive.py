@@ -150,8 +150,9 @@ def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
     """Every regular file under ``root`` once, following links safely: loops are entered once, and a link that leads
     out of the archive is not followed (a link to ``/`` or ``/etc`` made the walk read the whole file system).
 
-    Hidden entries (names starting with ".") are skipped. Folders that cannot be listed, dangling links and links
-    out of the archive are added to ``problems``.
+    Hidden entries (names starting with ".") are skipped. Folders that cannot be listed, dangling links, links
+    out of the archive and entries that are no regular file (a named pipe, a device, a socket) are added to
+    ``problems``.
     """
     inside = root.resolve()
     seen_dirs: set[tuple[int, int]] = set()
@@ -183,7 +184,10 @@ def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(Path(entry.path))
-            elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen_files:
+            elif not stat.S_ISREG(st.st_mode):  # a named pipe would make a read wait for a writer
+                problems.append(Problem(display_path(Path(entry.path), root),
+                                        "not a regular file (a device, a named pipe or a socket)"))  # fmt: skip
+            elif (st.st_dev, st.st_ino) not in seen_files:
                 seen_files.add((st.st_dev, st.st_ino))
                 yield Path(entry.path)
         stack.extend(reversed(subdirs))

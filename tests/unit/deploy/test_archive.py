@@ -71,6 +71,18 @@ def test_a_link_out_of_the_archive_is_not_followed(tmp_path: Path, make_ct) -> N
                                                               ("etc_link", "link out of the archive: not followed")}
 
 
+def test_a_named_pipe_in_the_archive_is_reported_not_passed_over(tmp_path: Path, make_ct) -> None:
+    """A named pipe among the slices was left out without a word (neither a series file nor a problem)."""
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    write_dicom_series(make_ct(), tmp_path / "s", series_uid="1.2.3.7")
+    os.mkfifo(tmp_path / "s" / "pipe.dcm")
+    index = walk_archive(tmp_path)
+    assert [s.key for s in index.series] == ["1.2.3.7"] and len(index.series[0].files) == make_ct().shape[0]
+    assert [(p.where, p.reason) for p in index.problems] == [
+        ("s/pipe.dcm", "not a regular file (a device, a named pipe or a socket)")]
+
+
 def test_missing_archive_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         walk_archive(tmp_path / "nope")
