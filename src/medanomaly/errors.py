@@ -126,3 +126,27 @@ def printable(text: str) -> str:
         return ch.encode("unicode_escape").decode("ascii") if unsafe else ch
 
     return "".join(escaped(ch) for ch in text) if not text.isprintable() else text
+
+
+def utf8_path(path: str | Path, readers: str, *, name: str | Path | None = None, what: str = "file") -> str:
+    """``str(path)``, or an InputError naming ``name`` (default ``path``) when the path is not UTF-8 text: a byte
+    such as 0xFF in a name (written on a Latin-1 system) reaches Python as a lone surrogate, which libraries that
+    take only UTF-8 paths (``readers``: SimpleITK aborted the whole process, safetensors' torch reader and the ONNX
+    exporter raised their own errors) cannot open.
+
+    Example:
+        >>> import os
+        >>> utf8_path("a/lung1.nrrd", "ITK")
+        'a/lung1.nrrd'
+        >>> utf8_path(os.fsdecode(b"a/scan\\xff.nrrd"), "ITK")
+        Traceback (most recent call last):
+        ...
+        medanomaly.errors.InputError: a/scan\udcff.nrrd: file name is not UTF-8 text, which ITK cannot open: rename it (or the folder holding it)
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} name is not UTF-8 text, which {readers} cannot open: rename it (or the folder "
+                         "holding it)", name if name is not None else path) from None
+    return text

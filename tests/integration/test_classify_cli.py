@@ -105,3 +105,31 @@ def test_cli_evaluate_refuses_a_run_whose_training_did_not_finish(tmp_path: Path
                  ["detect", str(run), "x.nrrd"]):
         res = CliRunner().invoke(app, verb)
         assert res.exit_code != 0 and "did not finish" in str(res.exception), verb
+
+
+def test_a_run_folder_name_that_is_not_utf8_is_refused_before_training_and_at_load(tmp_path: Path, monkeypatch,
+                                                                                   capsys) -> None:  # fmt: skip
+    """A run folder named with byte 0xFF trained, then every verb said its weights were "not a readable safetensors
+    file" (safetensors' torch reader takes only UTF-8 paths) and export into such a folder was a TypeError traceback
+    from torch's ONNX exporter: refused in one line before the work, and a run renamed so is refused at load."""
+    import os
+
+    from tests.integration.conftest import run_main
+
+    cfg = _write(tmp_path)
+    bad = tmp_path / os.fsdecode(b"run\xff")
+    code, _, err = run_main(monkeypatch, capsys, "train", str(cfg), "--out", str(bad))
+    assert code == 2 and "run folder name is not UTF-8 text" in err and not bad.exists(), err
+    good = tmp_path / "run"
+    assert run_main(monkeypatch, capsys, "train", str(cfg), "--out", str(good))[0] == 0
+    code, _, err = run_main(monkeypatch, capsys, "export", str(good), "--out", str(tmp_path / os.fsdecode(b"pkg\xfe")))
+    assert code == 2 and "package folder name is not UTF-8 text" in err, err
+    assert run_main(monkeypatch, capsys, "export", str(good), "--out", str(tmp_path / "pkg"))[0] == 0
+    (tmp_path / "pkg").rename(tmp_path / os.fsdecode(b"pkg\xfe"))
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / os.fsdecode(b"pkg\xfe")),
+                            str(tmp_path / "img/p0.nrrd"))  # fmt: skip
+    assert code == 2 and "package folder name is not UTF-8 text" in err, err
+    good.rename(bad)
+    for verb in ("predict", "explain"):
+        code, _, err = run_main(monkeypatch, capsys, verb, str(bad), str(tmp_path / "img/p0.nrrd"))
+        assert code == 2 and err.count("\n") == 1 and "run\\udcff: run folder name is not UTF-8 text" in err, err

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError, named_os_error
+from medanomaly.engine.run import RUN_READERS
+from medanomaly.errors import InputError, named_os_error, utf8_path
 from medanomaly.io.staged import disk_full
 
 __all__ = ["OPSET", "MATCH_LIMIT", "MAX_CALIBRATION", "GraphSpec", "graph_spec", "export_graph", "export_run", "torch_outputs",
@@ -221,6 +222,7 @@ def export_run(run_dir: str | Path, out: str | Path, int8: bool = False, calibra
     from medanomaly.engine import load_model
 
     run_dir, out = Path(run_dir), Path(out)
+    utf8_path(out, RUN_READERS, what="package folder")  # torch's ONNX exporter: a TypeError traceback
     if not 1 <= calibration <= MAX_CALIBRATION:
         raise InputError(f"--calibration must be 1..{MAX_CALIBRATION:,} validation items, got {calibration:,}", run_dir)
     if out.exists() and not overwrite and any(out.iterdir() if out.is_dir() else [out]):

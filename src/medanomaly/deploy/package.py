@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medanomaly.engine.run import RunInfo, software_version, write_run_info
+from medanomaly.engine.run import RUN_READERS, RunInfo, software_version, write_run_info
 from medanomaly.engine.verbs import PACKAGE_MANIFEST
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, utf8_path
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.registry import PACKAGE_LOADERS
 
@@ -131,6 +131,7 @@ def load_package(pkg: str | Path, precision: str | None = None, threads: int | N
     from medanomaly.engine.run import read_run_info
 
     pkg = Path(pkg)
+    utf8_path(pkg, RUN_READERS, what="package folder")
     manifest = verify_package(pkg)
     source = "precision"
     if not precision and os.environ.get(PRECISION_ENV, "").strip():

@@ -29,9 +29,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, utf8_path
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.train.engine import WARNINGS_JSON
+
+#: The libraries that read a run's or package's files and take only UTF-8 paths (a run folder named with byte 0xFF
+#: trained, then its weights were "not a readable safetensors file": safetensors' torch reader; and the ONNX
+#: exporter raised a TypeError traceback).
+RUN_READERS = "safetensors and ONNX"
 
 MODEL_JSON = "model.json"
 STATUS_JSON = "status.json"
@@ -251,6 +256,7 @@ def check_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("run folder not found", run_dir)
+    utf8_path(run_dir, RUN_READERS, what="run folder")
     if not (run_dir / CONFIG_YAML).is_file():
         raise InputError("not a run folder (no config.yaml)", run_dir)
     require_finished(run_dir)
@@ -269,6 +275,7 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
     model.json, metrics and status first, so a half-done retraining can never be mistaken for the old run.
     """
     run_dir = Path(run_dir)
+    utf8_path(run_dir, RUN_READERS, what="run folder")  # before training: its weights could not be read back
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("exists and is not a folder", run_dir)
     holds_run = any((run_dir / f).exists() for f in (MODEL_JSON, STATUS_JSON, CONFIG_YAML))

@@ -174,17 +174,12 @@ _ITK_REASONS = {
 }
 
 def itk_path(path: str | Path, *, name: str | Path | None = None) -> str:
-    """``path`` as the text SimpleITK takes, or an InputError naming ``name`` (default ``path``) when the file name is
-    not UTF-8 text: a byte such as 0xFF in a name (written on a Latin-1 system) reaches Python as a lone surrogate,
-    which SimpleITK's C++ string conversion cannot take: the whole process aborted ("terminate called after throwing
-    an instance of 'std::logic_error'"), with no line naming the file and nothing of a batch left to report."""
-    text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError("file name is not UTF-8 text, which ITK cannot open: rename the file (or its folder)",
-                         name if name is not None else path) from None
-    return text
+    """``path`` as the text SimpleITK takes, or one InputError naming ``name`` (default ``path``) when it is not UTF-8
+    (:func:`medanomaly.errors.utf8_path`): SimpleITK's C++ string conversion aborted the whole process on such a name
+    ("terminate called after throwing an instance of 'std::logic_error'"), a batch with it."""
+    from medanomaly.errors import utf8_path
+
+    return utf8_path(path, "ITK", name=name)
 
 
 _TOO_FEW_PIXELS = re.compile(r"number of pixels along dimension ([012]) is less than (\d+)")
