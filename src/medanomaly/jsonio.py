@@ -126,13 +126,15 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], private: b
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` all-or-nothing (:func:`atomic_write`).
+    """Write UTF-8 ``text`` all-or-nothing (:func:`atomic_write`). A lone surrogate (a byte of a file name that is
+    not UTF-8, e.g. a skipped training image's name in a report) is written as its escape ``\\udcff``: it was a
+    UnicodeEncodeError traceback after the work.
 
     Raises:
         InputError: the folder cannot be written (permission, full disk), naming the file.
     """
     try:
-        return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+        return atomic_write(path, lambda fh: fh.write(text.encode("utf-8", "backslashreplace")))
     except OSError as exc:
         raise InputError(f"cannot write ({exc.strerror or exc.__class__.__name__})", Path(path)) from None
 

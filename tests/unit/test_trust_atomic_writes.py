@@ -123,3 +123,15 @@ def test_outputs_get_the_usual_permissions_and_secrets_stay_private(tmp_path):
         assert mode(write_json(tmp_path / "findings.json", {})) == 0o600
     finally:
         os.umask(old)
+
+
+def test_text_holding_a_file_name_that_is_not_utf8_is_written_with_its_escape(tmp_path):
+    """A 2D anomaly run's report lists the training images it skipped; one named with byte 0xFF (a lone surrogate
+    to Python) made ``evaluate`` end in a UnicodeEncodeError traceback after the work."""
+    import os
+
+    from medanomaly.jsonio import write_text_atomic
+
+    name = os.fsdecode(b"mni\xff.png")
+    path = write_text_atomic(tmp_path / "report.html", f"<p>skipped {name}</p>")
+    assert path.read_bytes() == b"<p>skipped mni\\udcff.png</p>"
