@@ -40,10 +40,24 @@ def test_prepare_output_dir_creates_a_writable_folder_and_leaves_no_probe(tmp_pa
     assert out.is_dir() and list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("verb", ["detect", "predict"])
+@pytest.mark.parametrize("verb", ["detect", "predict", "explain"])
 def test_an_unwritable_output_is_refused_before_the_work(verb: str, impossible_out: Path, tmp_path: Path):
     result = _cli(verb, str(tmp_path / "no_run"), str(tmp_path / "no_image.nrrd"), "--out", str(impossible_out))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert str(impossible_out) in lines[0] and "cannot write the output folder" in lines[0]
+
+
+def test_an_output_folder_name_that_is_not_utf8_is_refused_before_the_work(tmp_path: Path):
+    """Maps, masks and pictures are written by ITK, which cannot take a name holding byte 0xFF: predict and explain
+    failed after the work, naming a hidden staging folder inside."""
+    import os
+
+    out = tmp_path / os.fsdecode(b"out\xff")
+    with pytest.raises(InputError, match="output folder name is not UTF-8 text") as info:
+        prepare_output_dir(out)
+    assert info.value.path == out and not out.exists()
+    for verb in ("predict", "explain"):
+        result = _cli(verb, str(tmp_path / "no_run"), str(tmp_path / "no_image.nrrd"), "--out", str(out))
+        assert result.returncode == 2 and "output folder name is not UTF-8 text" in result.stderr, result.stderr

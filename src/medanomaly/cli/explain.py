@@ -31,11 +31,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import output_stem
+        from medanomaly.engine.outputs import output_stem, prepare_output_dir
         from medanomaly.errors import about_file
         from medanomaly.explain.driver import check_options, explain_file
         from medanomaly.jsonio import finite_json
 
+        if out is not None:  # a folder it cannot write (or ITK cannot name), before the work
+            prepare_output_dir(out)
         model = load_model(run)
         explainable = model.explainable()
         check_options(explainable, fov, target, method, layer)  # option errors: not about the image

@@ -78,14 +78,17 @@ def prepare_output_dir(path: str | Path) -> Path:
     of work with a traceback.
 
     Raises:
-        InputError: the folder cannot be created or written.
+        InputError: the folder cannot be created or written, or its name is not UTF-8 (the maps, masks and pictures
+            in it are written by ITK, which cannot take such a name: that failed after the work, naming a hidden
+            staging folder).
     """
     import os
     import tempfile
 
-    from medanomaly.errors import InputError
+    from medanomaly.errors import InputError, utf8_path
 
     folder = Path(path)
+    utf8_path(folder, "ITK (the image writer)", what="output folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
