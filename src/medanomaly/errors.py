@@ -33,6 +33,12 @@ class InputError(MedanomalyError, ValueError):
         super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
 
 
+class Terminated(BaseException):
+    """The process received SIGTERM (a scheduler, a container stop, ``kill``) while training: raised in the main
+    thread by :func:`medanomaly.engine.run.sigterm_raises`, so the run folder is marked failed instead of staying
+    "running" with no process behind it. A BaseException, as KeyboardInterrupt, so no ``except Exception`` takes it."""
+
+
 class ConfigError(InputError):
     """A config that does not validate (unknown name, wrong type, missing field)."""
 

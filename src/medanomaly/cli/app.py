@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.errors import MedanomalyError, printable
+from medanomaly.errors import MedanomalyError, Terminated, printable
 
 COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
@@ -69,6 +69,9 @@ def main() -> None:
     except MedanomalyError as exc:
         typer.echo(f"error: {printable(str(exc))}", err=True)  # a file name cannot split the line
         sys.exit(2)
+    except Terminated as exc:  # SIGTERM during a training, whose run folder is now marked failed
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(128 + 15)
     except OSError as exc:
         if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
             typer.echo(f"error: {exc.strerror or exc} (the disk of an output folder is full)", err=True)

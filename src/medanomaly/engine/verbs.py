@@ -21,8 +21,9 @@ from typing import Any
 
 from medanomaly.config import RunConfig, env_whole_number, load_config, save_config
 from medanomaly.engine.contract import TaskModel
-from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock, write_status)
-from medanomaly.errors import ConfigError, InputError, about_file
+from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, sigterm_raises, training_lock,
+                                   write_status)
+from medanomaly.errors import ConfigError, InputError, Terminated, about_file
 from medanomaly.types import Prediction
 
 __all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]
@@ -87,7 +88,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
         task.train(cfg, run_dir, **task_options)
         return run_dir
     prepare_run_dir(run_dir, overwrite)
-    with training_lock(run_dir):
+    with training_lock(run_dir), sigterm_raises():
         save_config(cfg, run_dir)
         write_status(run_dir, "running")
         start = time.perf_counter()
@@ -98,7 +99,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
             read_run_info(run_dir)  # the task must have written a valid model.json
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
-            write_status(run_dir, "failed", reason=reason)
+            write_status(run_dir, "failed", reason=str(exc) if isinstance(exc, Terminated) else reason)
             raise
         write_status(run_dir, "complete", seconds=round(time.perf_counter() - start, 1))
     return run_dir

@@ -118,6 +118,52 @@ def test_a_failed_attempt_without_a_model_may_be_trained_into_again(tmp_path):
         prepare_run_dir(run)
 
 
+def test_a_training_killed_while_running_may_be_trained_into_again(tmp_path):
+    """A training killed outright (SIGKILL, a power cut) leaves status "running", no model.json and no process:
+    evaluate said "train it again", and train then said "already holds a run". One whose process lives still asks."""
+    run = _run(tmp_path)
+    (run / "model.json").unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / "status.json").write_text(json.dumps({"status": "running", "pid": int(dead.stdout)}))
+    assert prepare_run_dir(run) == run
+    (run / "status.json").write_text(json.dumps({"status": "running", "pid": os.getpid()}))
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare_run_dir(run)
+
+
+def test_sigterm_during_training_marks_the_run_failed_and_exits_143(tmp_path):
+    """SIGTERM (a scheduler or a container stopping the job) killed a training with its status left "running"."""
+    import signal
+    import time
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[3] / "configs" / "anomaly_tiny.yaml").read_text())
+    cfg["method"] = {"name": "autoencoder", "params": {"channels": [4, 8]}}
+    cfg["train"] = {**cfg.get("train", {}), "epochs": 10_000}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "medanomaly.cli.app", "train", str(tmp_path / "cfg.yaml"), "--out",
+                             str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and '"running"' not in _text(run / "status.json"):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", err
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and status["reason"] == "terminated (SIGTERM)"
+    assert not (run / ".train.lock").exists() and not (run / "model.json").exists()
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def test_training_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
     with training_lock(tmp_path):
         with pytest.raises(InputError, match=f"pid {os.getpid()}"):
