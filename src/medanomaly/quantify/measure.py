@@ -76,7 +76,17 @@ def max_diameter_mm(mask: Volume) -> float:
     binary = np.asarray(mask.array[..., 0] if mask.array.ndim == 4 else mask.array) > 0
     if not binary.any():
         return 0.0
-    return max_distance(surface_mesh(binary, mask.spacing).mm)
+    return max_distance(surface_mesh(binary, mask.spacing, mask.direction).mm)
+
+
+def _axial_metric(mask: Volume) -> np.ndarray:
+    """2 x 2 matrix taking an in-slice index step (dy, dx) to mm in the slice's plane: diag(sy, sx), or on a sheared
+    grid the slice's own metric (:func:`medanomaly.types.grid_metric_zyx`)."""
+    metric = mask.grid_metric_zyx
+    in_plane = metric[:, 1:]
+    if np.count_nonzero(in_plane[0]) == 0 and in_plane[1, 1] == 0:  # not sheared: exactly the two spacings
+        return in_plane[1:]
+    return np.linalg.qr(in_plane)[1]
 
 
 def axial_axes_mm(mask: Volume) -> tuple[float, float]:
@@ -94,8 +104,7 @@ def axial_axes_mm(mask: Volume) -> tuple[float, float]:
     z = int(np.argmax(areas))
     padded = np.pad(binary[z], 1).astype(np.float32)
     contours = find_contours(padded, 0.5)
-    sx, sy, _ = mask.spacing
-    pts = np.concatenate(contours, axis=0)[:, ::-1] * np.array([sx, sy])  # (x, y) mm
+    pts = np.concatenate(contours, axis=0) @ _axial_metric(mask).T  # (y, x) index -> in-plane mm
     if len(pts) < 2:
         return 0.0, 0.0
     from scipy.spatial import ConvexHull, QhullError
@@ -148,7 +157,7 @@ def measure(
         raise InputError("lesion mask is empty")
     volume_ml = n_voxels * mask.voxel_volume_mm3 / 1000.0
     one_slice = mask.shape[0] == 1  # a 2D image: its lesions have an area (mm²), not a volume
-    area_mm2 = n_voxels * float(mask.spacing[0]) * float(mask.spacing[1]) if one_slice else float("nan")
+    area_mm2 = n_voxels * abs(float(np.linalg.det(_axial_metric(mask)))) if one_slice else float("nan")
     long_axis, short_axis = axial_axes_mm(mask)
     stats: dict[str, Any] = {}
     if image is not None:
@@ -161,7 +170,7 @@ def measure(
             "solid_fraction": float((values > solid_threshold).mean()) if unit == "HU" else float("nan"),
             "intensity_unit": unit,
         }
-    shape = shape_features(binary, mask.spacing).to_json()
+    shape = shape_features(binary, mask.spacing, mask.direction).to_json()
     return Measurements(
         volume_ml=float(volume_ml),
         long_axis_mm=long_axis,

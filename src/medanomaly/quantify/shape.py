@@ -18,7 +18,9 @@ Defined as pyradiomics' ``shape`` class defines them (IBSI chapter 3.1), on the 
 * ``elongation`` = sqrt(lambda_minor / lambda_major), ``flatness`` = sqrt(lambda_least / lambda_major),
   0..1 (undefined, ``nan``, when the lesion is a single voxel).
 
-Distances do not depend on the image direction (a rotation), so it is not applied.
+Distances do not depend on the image direction when it is a rotation, so it is not applied; a sheared grid (a
+sheared NIfTI sform, a gantry-tilted CT converted without correction) is measured with its true lengths and angles
+(``direction``, :func:`medanomaly.types.grid_metric_zyx`).
 
 Example:
     >>> import numpy as np
@@ -31,8 +33,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+
+from medanomaly.types import grid_metric_zyx
 
 __all__ = ["ShapeFeatures", "SurfaceMesh", "max_distance", "principal_axes_mm", "shape_features", "surface_mesh"]
 
@@ -44,13 +49,16 @@ class SurfaceMesh:
     Attributes:
         index: (N, 3) vertex positions in voxel indices (z, y, x) of the source grid; they lie on
             voxel-edge midpoints, so ``2 * index`` is integral.
-        mm: (N, 3) the same vertices in mm (z, y, x), spacing applied, relative to voxel (0, 0, 0).
+        mm: (N, 3) the same vertices in mm relative to voxel (0, 0, 0): (z, y, x) times the spacing, or on a sheared
+            grid in a frame turned with it (:func:`medanomaly.types.grid_metric_zyx`).
         faces: (M, 3) triangles (vertex numbers).
+        metric: the sheared grid's metric (None when it is not sheared).
     """
 
     index: np.ndarray
     mm: np.ndarray
     faces: np.ndarray
+    metric: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,13 @@ class ShapeFeatures:
         return asdict(self)
 
 
-def surface_mesh(binary: np.ndarray, spacing: tuple[float, float, float]) -> SurfaceMesh:
+def surface_mesh(binary: np.ndarray, spacing: tuple[float, float, float], direction: Any = None) -> SurfaceMesh:
     """Marching-cubes surface (level 0.5) of a non-empty (z, y, x) mask, padded by one voxel.
 
     Args:
         binary: (z, y, x) mask, non-zero = lesion; must not be empty.
         spacing: voxel size in mm, (x, y, z) like :attr:`medanomaly.types.Volume.spacing`.
+        direction: the grid's direction (:attr:`medanomaly.types.Volume.direction`); matters only when sheared.
     """
     from skimage.measure import marching_cubes
 
@@ -91,8 +100,18 @@ def surface_mesh(binary: np.ndarray, spacing: tuple[float, float, float]) -> Sur
     padded = np.pad(crop, 1).astype(np.float32)
     verts, faces, _, _ = marching_cubes(padded, level=0.5, method="lewiner")
     index = verts.astype(np.float64) + (lo - 1)  # back onto the source grid
-    zyx_spacing = np.array(spacing, dtype=np.float64)[::-1]
-    return SurfaceMesh(index=index, mm=index * zyx_spacing, faces=np.asarray(faces))
+    shear = _shear_metric(spacing, direction)
+    mm = index * np.array(spacing, dtype=np.float64)[::-1] if shear is None else index @ shear.T
+    return SurfaceMesh(index=index, mm=mm, faces=np.asarray(faces), metric=shear)
+
+
+def _shear_metric(spacing: tuple[float, float, float], direction: Any) -> np.ndarray | None:
+    """The grid's metric (:func:`medanomaly.types.grid_metric_zyx`) when it is sheared, else None (then mm are
+    exactly index times spacing, as before shears were measured)."""
+    if direction is None:
+        return None
+    metric = grid_metric_zyx(spacing, direction)
+    return None if np.count_nonzero(metric - np.diag(np.diagonal(metric))) == 0 else metric
 
 
 def max_distance(points: np.ndarray) -> float:
@@ -112,15 +131,18 @@ def max_distance(points: np.ndarray) -> float:
 
 
 def _plane_diameter(mesh: SurfaceMesh, axis: int) -> float:
-    """Largest vertex-vertex distance (mm) among vertices sharing one index coordinate on ``axis``."""
+    """Largest vertex-vertex distance (mm) among vertices sharing one index coordinate on ``axis``, in the plane's
+    own mm coordinates (on a sheared grid its 2 x 2 metric: the 3D frame's two other axes are not the plane's)."""
     keys = np.rint(2.0 * mesh.index[:, axis]).astype(np.int64)
     others = [a for a in range(3) if a != axis]
+    plane = None if mesh.metric is None else np.linalg.qr(mesh.metric[:, others])[1]
     order = np.argsort(keys, kind="stable")
     bounds = np.flatnonzero(np.diff(keys[order])) + 1
     best = 0.0
     for group in np.split(order, bounds):
         if len(group) > 1:
-            best = max(best, max_distance(mesh.mm[group][:, others]))
+            points = mesh.mm[group][:, others] if plane is None else mesh.index[group][:, others] @ plane.T
+            best = max(best, max_distance(points))
     return best
 
 
@@ -133,20 +155,22 @@ def _mesh_volume_area(mesh: SurfaceMesh) -> tuple[float, float]:
     return volume, area
 
 
-def principal_axes_mm(binary: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def principal_axes_mm(binary: np.ndarray, spacing: tuple[float, float, float], direction: Any = None) -> np.ndarray:
     """Eigenvalues (mm^2, descending) of the covariance of the voxel-centre coordinates in mm.
 
     The covariance is the population one (divided by the voxel count), as in pyradiomics.
     """
     idx = np.argwhere(np.asarray(binary) > 0).astype(np.float64)  # (n, 3) z, y, x
-    coords = idx * np.array(spacing, dtype=np.float64)[::-1]
+    shear = _shear_metric(spacing, direction)
+    coords = idx * np.array(spacing, dtype=np.float64)[::-1] if shear is None else idx @ shear.T
     coords -= coords.mean(axis=0)
     cov = coords.T @ coords / len(coords)
     return np.clip(np.sort(np.linalg.eigvalsh(cov))[::-1], 0.0, None)
 
 
-def shape_features(binary: np.ndarray, spacing: tuple[float, float, float]) -> ShapeFeatures:
-    """IBSI / pyradiomics shape features of a non-empty (z, y, x) mask with spacing (x, y, z) mm.
+def shape_features(binary: np.ndarray, spacing: tuple[float, float, float], direction: Any = None) -> ShapeFeatures:
+    """IBSI / pyradiomics shape features of a non-empty (z, y, x) mask with spacing (x, y, z) mm (and the grid's
+    ``direction``, which matters only when it is sheared).
 
     Raises:
         ValueError: the mask is empty.
@@ -154,9 +178,9 @@ def shape_features(binary: np.ndarray, spacing: tuple[float, float, float]) -> S
     mask = np.asarray(binary) > 0
     if not mask.any():
         raise ValueError("shape features need a non-empty mask")
-    mesh = surface_mesh(mask, spacing)
+    mesh = surface_mesh(mask, spacing, direction)
     volume, area = _mesh_volume_area(mesh)
-    lam = principal_axes_mm(mask, spacing)
+    lam = principal_axes_mm(mask, spacing, direction)
     with np.errstate(invalid="ignore", divide="ignore"):
         elongation = float(np.sqrt(lam[1] / lam[0])) if lam[0] > 0 else float("nan")
         flatness = float(np.sqrt(lam[2] / lam[0])) if lam[0] > 0 else float("nan")
