@@ -36,7 +36,7 @@ from medanomaly.errors import InputError
 from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.staged import write_staged
-from medanomaly.types import Volume
+from medanomaly.types import Volume, is_orthonormal
 
 log = logging.getLogger(__name__)
 
@@ -209,13 +209,19 @@ def itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
 def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:
     """Write a Volume as NIfTI / NRRD / MetaImage (by extension), keeping its geometry.
 
-    NRRD and MetaImage also store ``meta["modality"]``; NIfTI has no place for it.
+    NRRD and MetaImage also store ``meta["modality"]``; NIfTI has no place for it. A sheared grid goes to NIfTI
+    through nibabel (:func:`medanomaly.io.nifti.write_sheared_nifti`: ITK's writer would make it orthogonal).
     """
     import SimpleITK as sitk
 
     path = Path(path)
     if itk_format(path) is None:
         raise InputError(f"unknown image extension (use one of {', '.join(ITK_SUFFIXES)})", path)
+    if itk_format(path) == "nifti" and not is_orthonormal(volume.direction):  # ITK would make it orthogonal
+        from medanomaly.io.nifti import write_sheared_nifti
+
+        itk_path(path)  # the same names refused as ITK's own writes
+        return write_sheared_nifti(volume, path)
     array = volume.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)

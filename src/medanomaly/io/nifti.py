@@ -201,3 +201,30 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
 
 
 __all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "read_nifti"]
+
+
+def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
+    """Write a Volume on a sheared grid (a direction whose columns are not orthogonal) as NIfTI with nibabel, the
+    sheared affine as the sform (code 1: scanner), no qform; all-or-nothing (:func:`medanomaly.io.staged.write_staged`).
+
+    Why not SimpleITK, which writes every other NIfTI here: ITK's NIfTI writer coerces such a direction to an
+    orthogonal one ("Non-orthogonal direction matrix coerced to orthogonal" on stderr) and the file then holds
+    another geometry: a sheared image read, resampled or masked came back rotated, its lesions measured on the wrong
+    grid. Readers that take the sform first (nibabel, FSL, this project) get the grid back exactly. Multi-component
+    images are stored as ITK stores them (5D x y z 1 c, intent vector).
+    """
+    import nibabel as nib
+
+    from medanomaly.io.staged import write_staged
+
+    array = np.asarray(volume.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    data = array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(2, 1, 0, 3)[:, :, :, None, :]
+    affine = _RAS_TO_LPS @ volume.affine_lps  # the flip is its own inverse
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    if array.ndim == 4:
+        image.header.set_intent(INTENT_VECTOR)
+    return write_staged(Path(path), lambda staged: nib.save(image, staged))

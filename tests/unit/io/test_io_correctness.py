@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from medanomaly.data.sources import real_data
 from medanomaly.errors import InputError
-from medanomaly.io import read
+from medanomaly.io import read, write
 from medanomaly.types import Volume
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -141,6 +141,23 @@ def test_io_nifti_sheared_sform_kept_exactly(tmp_path):
     sform = np.array([[1.0, 0.3, 0, 5], [0, 1.0, 0, 6], [0.1, 0, 2.0, 7], [0, 0, 0, 1]])
     path = _nifti(tmp_path, "shear.nii", np.ones((3, 4, 5), np.float32), sform=sform, sform_code=2)
     np.testing.assert_allclose(read(path).affine_lps, LPS @ sform, atol=1e-6)
+
+
+def test_io_sheared_volume_written_as_nifti_keeps_its_grid(tmp_path, capfd):
+    """ITK's NIfTI writer coerced a sheared direction to an orthogonal one ("Non-orthogonal direction matrix coerced
+    to orthogonal" on stderr): a sheared NIfTI read and written again (preprocess, segment, a predicted map) came back
+    on another grid. Now written by nibabel with the sform; NRRD kept it already. Multi-component too."""
+    sform = np.array([[1.0, 0.5, 0, 5], [0, 1.0, 0, 6], [0.1, 0, 2.0, 7], [0, 0, 0, 1]])
+    sheared = read(_nifti(tmp_path, "shear.nii", np.arange(60, dtype=np.int16).reshape(3, 4, 5), sform=sform,
+                          sform_code=2))  # fmt: skip
+    for name in ("again.nii.gz", "again.nii", "again.nrrd"):
+        back = read(write(sheared, tmp_path / name))
+        np.testing.assert_allclose(back.affine_lps, LPS @ sform, atol=1e-5)
+        assert back.array.dtype == np.int16 and np.array_equal(back.array, sheared.array)
+    channels = sheared.with_array(np.stack([sheared.array, -sheared.array], axis=-1))
+    back = read(write(channels, tmp_path / "channels.nii.gz"))
+    assert np.array_equal(back.array, channels.array) and np.allclose(back.affine_lps, LPS @ sform, atol=1e-5)
+    assert "coerced" not in capfd.readouterr().err
 
 
 def test_io_nifti_nan_inf_kept_and_scaling(tmp_path):
