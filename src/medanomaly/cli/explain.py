@@ -36,11 +36,11 @@ def register(app: typer.Typer) -> None:
         from medanomaly.explain.driver import check_options, explain_file
         from medanomaly.jsonio import finite_json
 
-        if out is not None:  # a folder it cannot write (or ITK cannot name), before the work
-            prepare_output_dir(out)
         model = load_model(run)
         explainable = model.explainable()
         check_options(explainable, fov, target, method, layer)  # option errors: not about the image
+        if out is not None:  # a folder it cannot write (or ITK cannot name), before the image is read
+            prepare_output_dir(out)
         source = image
         if "=" in str(image):  # one file per modality: stacked as components in the model's order
             from medanomaly.cli.predict import _fusion_inputs
