@@ -13,7 +13,7 @@ nearest integer (ITK alone truncates toward zero: 0.75 would become 0).
 
 Example:
     >>> import numpy as np
-    >>> from medanomaly.types import Volume
+    >>> from medanomaly.types import Volume, is_orthonormal
     >>> v = Volume(np.zeros((10, 20, 20), np.float32), spacing=(0.5, 0.5, 2.0))
     >>> resample_to_spacing(v, 1.0).shape
     (20, 10, 10)
@@ -34,7 +34,7 @@ from numpy.typing import DTypeLike
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.preprocess.checks import require_finite, require_mask, require_scalar
-from medanomaly.types import Volume
+from medanomaly.types import Volume, is_orthonormal
 
 __all__ = [
     "is_mask_volume",
@@ -159,11 +159,37 @@ def resample_to_spacing(
     size = resampled_size(volume.size_xyz, old, target)
     itemsize = max(np.dtype(dtype or np.float32).itemsize, np.dtype(volume.array.dtype).itemsize)
     check_voxel_bytes([*size[::-1], volume.n_components], itemsize, None, what=f"resampling to {spacing} mm gives an image")
+    if not is_orthonormal(volume.direction):  # a sheared grid (gantry tilt): onto a square one around it
+        size, origin, direction = _unsheared_grid(volume, target)
+        check_voxel_bytes([*size[::-1], volume.n_components], itemsize, None,
+                          what=f"resampling to {spacing} mm gives an image")  # fmt: skip
+        return _resample(volume, size, tuple(target), tuple(origin), direction, interpolator, default, antialias,
+                         dtype)  # fmt: skip
     # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
     # sits half a new voxel inside it, so both grids cover the same box up to rounding.
     origin = volume.index_to_physical((target / old - 1.0) / 2.0)
     return _resample(volume, size, tuple(target), tuple(origin), volume.direction, interpolator, default,
                      antialias, dtype)  # fmt: skip
+
+
+def _unsheared_grid(volume: Volume, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(size x, y, z; origin; direction) of a square grid of spacing ``target`` that holds a sheared volume's box:
+    the direction keeps the row axis and the slice plane (QR of the sheared direction: x, then y square to x, then
+    the slice normal), the box is the sheared box's extent along those axes (corners outside the input get the
+    fill value). A one-slice image keeps one slice. A 3D network fed the sheared grid itself saw every vessel lean
+    from slice to slice (a distribution it never trained on)."""
+    q, r = np.linalg.qr(np.asarray(volume.direction, dtype=np.float64))
+    direction = q * np.where(np.diag(r) < 0, -1.0, 1.0)  # the same senses as the input axes
+    size_xyz = np.asarray(volume.size_xyz, dtype=np.float64)
+    corners = np.array([[i, j, k] for i in (-0.5, size_xyz[0] - 0.5) for j in (-0.5, size_xyz[1] - 0.5)
+                        for k in (-0.5, size_xyz[2] - 0.5)])  # fmt: skip
+    along = np.array([volume.index_to_physical(c) for c in corners]) @ direction  # mm along the square axes
+    lo, hi = along.min(axis=0), along.max(axis=0)
+    size = np.maximum(np.ceil((hi - lo) / target - 1e-6), 1).astype(int)
+    if volume.is_2d:
+        size[2], lo[2] = 1, float(np.mean(along[:, 2])) - target[2] / 2.0
+    origin = direction @ (lo + target / 2.0)  # the first voxel's centre, half a voxel inside the box
+    return size, origin, direction
 
 
 def resample_like(volume: Volume, reference: Volume, interpolator: Interpolator = "auto",
