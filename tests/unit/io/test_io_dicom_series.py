@@ -238,15 +238,31 @@ def test_io_series_per_slice_rescale(tmp_path, lung_crop, series_writer):
     assert "rescale_intercept" not in vol.meta and vol.meta["rescale_applied"] is True
 
 
-def test_io_series_gantry_tilt_is_an_error(tmp_path, lung_crop, series_writer):
-    """Slice positions stepping sideways (a tilted gantry) are refused, not read as a straight stack."""
+def test_io_series_gantry_tilt_is_read_as_a_sheared_grid(tmp_path, lung_crop, series_writer):
+    """Slice positions stepping sideways (a gantry tilted 15 degrees) were refused with "resample them first", which
+    nothing here could do: read as a sheared grid, every voxel at its place in patient space; a shear no gantry
+    makes, or a slice off the line of the others, is still refused."""
+    import pydicom
+
     tilt = np.radians(15)
     sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
-    vol = Volume(lung_crop.array, spacing=lung_crop.spacing, origin=lung_crop.origin, direction=sheared,
-                 meta={"modality": "CT"})  # fmt: skip
-    series_writer(vol, tmp_path)
-    with pytest.raises(InputError, match=r"sheared \(gantry tilt of 15.0 deg\)"):
-        read(tmp_path)
+    spacing = (*lung_crop.spacing[:2], lung_crop.spacing[2] / np.cos(tilt))
+    vol = Volume(lung_crop.array, spacing=spacing, origin=lung_crop.origin, direction=sheared, meta={"modality": "CT"})
+    series_writer(vol, tmp_path / "tilted", shuffle=True)
+    back = read(tmp_path / "tilted")
+    np.testing.assert_allclose(back.affine_lps, vol.affine_lps, atol=1e-3)
+    np.testing.assert_array_equal(back.array, vol.array)
+    steep = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(1.0)], [0.0, 0.0, np.cos(1.0)]])  # 57 degrees
+    series_writer(Volume(lung_crop.array, spacing=lung_crop.spacing, direction=steep, meta={"modality": "CT"}),
+                  tmp_path / "steep")  # fmt: skip
+    with pytest.raises(InputError, match=r"sheared by 57.3 deg, more than a gantry tilts \(45\)"):
+        read(tmp_path / "steep")
+    files = sorted((tmp_path / "tilted").glob("*.dcm"))
+    ds = pydicom.dcmread(files[len(files) // 2])
+    ds.ImagePositionPatient = [float(ds.ImagePositionPatient[0]) + 3.0, *ds.ImagePositionPatient[1:]]
+    ds.save_as(files[len(files) // 2])
+    with pytest.raises(InputError, match=r"tilted slices not on one line: IM\d{4}\.dcm lies [0-9.]+ mm off it"):
+        read(tmp_path / "tilted")
 
 
 def test_io_series_mixed_orientation_or_pixel_spacing_is_an_error(tmp_path, lung_crop, series_writer):
