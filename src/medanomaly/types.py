@@ -83,6 +83,20 @@ def is_orthonormal(direction: Any) -> bool:
     return bool(np.allclose(d.T @ d, np.eye(3), atol=1e-6))
 
 
+def voxel_volume_mm3(spacing: Sequence[float], direction: Any = None) -> float:
+    """Volume (mm^3) of one voxel of ``spacing`` (x, y, z) mm: their product, times |det direction| on a sheared grid.
+
+    Example:
+        >>> tilt = np.radians(20.0)
+        >>> round(voxel_volume_mm3((1.0, 1.0, 1.0 / np.cos(tilt)), [[1, 0, 0], [0, 1, np.sin(tilt)], [0, 0, np.cos(tilt)]]), 6)
+        1.0
+    """
+    volume = float(np.prod(spacing))
+    if direction is None or is_orthonormal(direction):
+        return volume
+    return volume * abs(float(np.linalg.det(np.asarray(direction, dtype=np.float64))))
+
+
 def grid_metric_zyx(spacing: Sequence[float], direction: Any) -> np.ndarray:
     """A 3x3 upper-triangular matrix R with a positive diagonal such that ``|R @ u|`` is the length in mm of the index
     step ``u = (dz, dy, dx)`` on a grid of ``spacing`` (x, y, z) mm and ``direction`` (columns x, y, z).
@@ -175,8 +189,7 @@ class Volume:
         """Volume of one voxel in mm^3: the product of the spacings, times |det direction| on a sheared grid (a
         sheared NIfTI sform, a gantry-tilted CT converted without correction), where the product overstates it
         (by 1 / cos(tilt): 6 % at 20 degrees)."""
-        volume = float(np.prod(self.spacing))
-        return volume if is_orthonormal(self.direction) else volume * abs(float(np.linalg.det(self.direction)))
+        return voxel_volume_mm3(self.spacing, self.direction)
 
     @property
     def grid_metric_zyx(self) -> np.ndarray:

@@ -121,4 +121,5 @@ def _with_partial_volumes(lesions: list[Any], image: Any) -> list[Any]:
 
     lung = np.asarray(lung_region(image, what="partial-volume analysis").array) > 0
     hu = np.asarray(image.array)
-    return [replace(les, finding=with_partial_volume(les.finding, hu, lung, image.spacing)) for les in lesions]
+    return [replace(les, finding=with_partial_volume(les.finding, hu, lung, image.spacing, image.direction))
+            for les in lesions]

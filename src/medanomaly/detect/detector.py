@@ -317,7 +317,7 @@ class NoduleDetector:
         findings = findings_from_heatmap(prob, ct, region, self.candidate_threshold, self.mask_threshold,
                                          self.max_findings, centre_mask=core, refine=refine,
                                          split_depth=self.split_depth)  # fmt: skip
-        return [with_partial_volume(f, hu, labels > 0, ct.spacing) for f in findings]
+        return [with_partial_volume(f, hu, labels > 0, ct.spacing, ct.direction) for f in findings]
 
     # ------------------------------------------------------------------------------ persist
     def save(self, run_dir: str | Path) -> Path:

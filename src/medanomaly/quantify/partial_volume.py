@@ -37,10 +37,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from medanomaly.boxes import padded_box
-from medanomaly.types import Finding
+from medanomaly.types import Finding, voxel_volume_mm3
 
 __all__ = ["MIN_CONTRAST_SD", "partial_volume_ml", "with_partial_volume"]
 
@@ -55,6 +57,7 @@ def partial_volume_ml(
     spacing: tuple[float, float, float],
     shell_mm: tuple[float, float] = (5.0, 15.0),
     lesion_percentile: float = 90.0,
+    direction: Any = None,
 ) -> float:
     """The lesion's partial-volume volume (mL; see the module docstring).
 
@@ -65,11 +68,13 @@ def partial_volume_ml(
         spacing: voxel spacing (mm, x/y/z).
         shell_mm: inner and outer distance (mm) from the mask of the parenchyma sampled for ``mu_p``.
         lesion_percentile: percentile of the mask's HU taken as the lesion's attenuation.
+        direction: the grid's direction; on a sheared grid (a gantry-tilted CT) a voxel holds |det direction| times
+            the product of the spacings (the shell's distances stay those of the spacings: a small error at a tilt).
     """
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = voxel_volume_mm3(spacing, direction) / 1000.0
     mask_ml = float(mask.sum()) * voxel_ml
     if not mask.any():
         return 0.0
@@ -94,12 +99,12 @@ def partial_volume_ml(
 
 
 def with_partial_volume(finding: Finding, ct_hu: np.ndarray, parenchyma: np.ndarray,
-                        spacing: tuple[float, float, float]) -> Finding:  # fmt: skip
+                        spacing: tuple[float, float, float], direction: Any = None) -> Finding:  # fmt: skip
     """``finding`` with its measurements' ``partial_volume_ml`` (mL) in ``parenchyma`` (boolean, z, y, x, on the
     finding's mask grid: the lung mask); a finding without mask or measurements is returned as it is."""
     from dataclasses import replace
 
     if finding.mask is None or finding.measurements is None:
         return finding
-    volume = partial_volume_ml(ct_hu, np.asarray(finding.mask.array) > 0, parenchyma, spacing)
+    volume = partial_volume_ml(ct_hu, np.asarray(finding.mask.array) > 0, parenchyma, spacing, direction=direction)
     return replace(finding, measurements=replace(finding.measurements, partial_volume_ml=volume))
