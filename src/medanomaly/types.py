@@ -78,9 +78,11 @@ def _as_vec3(values: Sequence[float], name: str) -> Vec3:
 
 
 def is_orthonormal(direction: Any) -> bool:
-    """True when the direction's columns are orthonormal (a rotation or reflection), to float32 precision."""
+    """True when the direction's columns are orthonormal (a rotation or reflection) within 1e-4: the rounding of
+    a DICOM orientation written with 6 decimals or a float32 sform counts as square; a shear of 0.006 degrees (no
+    gantry tilts so little) changes a length by 1e-4 of itself, so treating it as square costs nothing."""
     d = np.asarray(direction, dtype=np.float64)
-    return bool(np.allclose(d.T @ d, np.eye(3), atol=1e-6))
+    return bool(np.allclose(d.T @ d, np.eye(3), atol=1e-4))
 
 
 def voxel_volume_mm3(spacing: Sequence[float], direction: Any = None) -> float:
