@@ -66,6 +66,19 @@ def test_cli_info_shuffled_series_same_geometry(series_pair):
     assert a["spacing_mm"][2] == pytest.approx(5.0)
 
 
+def test_cli_info_says_a_tilted_stack_is_a_sheared_grid(tmp_path):
+    """A gantry-tilted series (read as a sheared grid since it is no longer refused) shows its tilt."""
+    lung = read(real_data("pyradiomics/lung1_image.nrrd"))
+    tilt = np.radians(12.0)
+    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
+    crop = Volume(lung.array[10:16, 180:220, 160:200], spacing=(*lung.spacing[:2], 5.0 / np.cos(tilt)),
+                  direction=sheared, meta={"modality": "CT"})  # fmt: skip
+    write_dicom_series(crop, tmp_path / "tilted", series_uid="1.2.826.0.1.3680043.8.498.3")
+    assert info_json(tmp_path / "tilted")["shear_deg"] == pytest.approx(12.0, abs=1e-3)
+    assert "sheared: axes 12.0 deg from square" in runner.invoke(app, ["info", str(tmp_path / "tilted")]).stdout
+    assert info_json(real_data("pyradiomics/lung1_image.nrrd"))["shear_deg"] == 0.0
+
+
 def test_cli_info_human_output(series_pair):
     result = runner.invoke(app, ["info", str(series_pair[0])])
     assert result.exit_code == 0

@@ -3,7 +3,8 @@
 Prints modality, shape (z, y, x), spacing / origin (x, y, z, mm, LPS), direction, dtype,
 intensity range, number of frames and series. ``--json`` prints one JSON object with the keys
 ``modality``, ``shape``, ``spacing_mm``, ``origin_mm``, ``direction``, ``min``, ``max`` (plus
-``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``).
+``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, and ``shear_deg``: how
+far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise).
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -41,6 +42,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "spacing_mm": [round(s, 6) for s in vol.spacing],
         "origin_mm": [round(o, 6) for o in vol.origin],
         "direction": [[round(float(v), 6) + 0.0 for v in row] for row in vol.direction],  # + 0.0: no "-0"
+        "shear_deg": _shear_deg(vol.direction),
         "dtype": str(array.dtype),
         "min": lo,
         "max": hi,
@@ -53,6 +55,16 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
     }
+
+
+def _shear_deg(direction: Any) -> float:
+    """How far (degrees) the grid's axes are from square: 0 for a rotation, the gantry tilt for a tilted CT stack."""
+    import numpy as np
+
+    d = np.asarray(direction, dtype=np.float64)
+    cosines = [abs(float(d[:, i] @ d[:, j]) / float(np.linalg.norm(d[:, i]) * np.linalg.norm(d[:, j])))
+               for i, j in ((0, 1), (0, 2), (1, 2))]  # fmt: skip
+    return round(float(np.degrees(np.arcsin(min(max(cosines), 1.0)))), 3) + 0.0
 
 
 def _fmt_vec(values: list[float]) -> str:
@@ -78,6 +90,8 @@ def print_human(info: dict[str, Any]) -> None:
         ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])),
         ("origin (x, y, z) mm", _fmt_vec(info["origin_mm"])),
         ("direction", " ".join(_fmt_vec(row) for row in info["direction"])),
+        *([("grid", f"sheared: axes {info['shear_deg']:.1f} deg from square (a gantry tilt?)")]
+          if info["shear_deg"] >= 0.01 else []),  # fmt: skip
         ("dtype", info["dtype"]),
         ("intensity range", rng),
         ("frames / series", f"{info['n_frames']} / {info['n_series']}"),
