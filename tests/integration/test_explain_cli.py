@@ -127,6 +127,35 @@ def test_explain_dataset_folder_and_bad_inputs(classification_run, tmp_path):
     assert "unknown layer 'nope'; valid layers: 0, 0.0" in str(bad.exception)
     bad = CliRunner().invoke(app, ["explain", str(tmp_path), str(image)])
     assert "not a run folder" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["explain", str(classification_run), str(folder), "--out", str(tmp_path / "y")])
+    assert "no DICOM images in folder" in str(bad.exception)  # a folder is one DICOM series unless --evaluate
+    assert "(a folder of images to evaluate takes --evaluate)" in str(bad.exception)
+
+
+def test_explain_reads_a_dicom_series_folder_as_one_image(tmp_path):
+    """``predict`` and ``detect`` take a DICOM series folder; ``explain`` refused every folder ("a folder or manifest
+    is evaluated: add --evaluate"), so a CT series had to be converted first."""
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.detect.detector import NoduleDetector
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.models.nodule_unet import nodule_unet
+
+    torch.manual_seed(0)
+    det = NoduleDetector(model_params={"filters": [4, 8, 16]})
+    det.model_ = nodule_unet(filters=(4, 8, 16)).eval()
+    run = save_detector_run(det, tmp_path / "lung_run")
+    ct = read(pyradiomics_case("lung1")[0])
+    crop = Volume(ct.array[16:32, 128:384, 128:384], spacing=ct.spacing, origin=ct.index_to_physical((128, 128, 16)),
+                  meta={"modality": "CT"})  # fmt: skip
+    write_dicom_series(crop, tmp_path / "series", series_uid="1.2.826.0.1.3680043.8.498.4")
+    centre = [float(v) for v in crop.index_to_physical((128.0, 128.0, 8.0))]
+    findings = tmp_path / "findings.json"
+    findings.write_text(json.dumps({"findings": [{"center_mm": centre, "score": 0.9, "label": "nodule"}]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", str(run), str(tmp_path / "series"), "--findings", str(findings),
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read(out / "explanation.nii.gz").same_grid(read(tmp_path / "series"), tol=1e-3)
 
 
 def save_detector_run(det, run: Path) -> Path:

@@ -150,13 +150,18 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder ({exc.strerror})", out) from None
-    if isinstance(image, Path) and (image.is_dir() or image.suffix.lower() == ".csv"):
+    if isinstance(image, Path) and (image.suffix.lower() == ".csv" or image.is_dir() and evaluate):
         if not evaluate:
-            raise InputError("a folder or manifest is evaluated: add --evaluate", image)
+            raise InputError("a manifest is evaluated: add --evaluate", image)
         report = _evaluate_dataset(ex, image, method, layer, target)
         write_json(out / "explain.json", report)
         return report
-    volume = read(image) if isinstance(image, Path) else image
+    try:
+        volume = read(image) if isinstance(image, Path) else image  # a folder: a DICOM series, as predict reads it
+    except InputError as exc:
+        if not image.is_dir():
+            raise
+        raise InputError(f"{exc.reason} (a folder of images to evaluate takes --evaluate)", exc.path) from None
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
     lesion = read(mask) if mask is not None else None
