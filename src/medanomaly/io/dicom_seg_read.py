@@ -56,8 +56,10 @@ def read_segmentation(ds: Any, path: Path, meta: dict[str, Any], max_voxel_bytes
     try:
         labels = hd.seg.Segmentation.from_dataset(ds, copy=False).get_volume(combine_segments=True, relabel=False)
     except Exception as exc:  # noqa: BLE001 - highdicom raises ValueError / RuntimeError / KeyError on odd SEGs
-        raise InputError(f"DICOM SEG not readable as one label map ({type(exc).__name__}: "
-                         f"{(str(exc).splitlines() or [''])[0]})", path) from None  # fmt: skip
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if "regularly-spaced" in reason:  # frames stepping sideways: the SEG of a gantry-tilted series
+            return _tilted_label_map(ds, path, meta, frames, max_voxel_bytes, reason)
+        raise InputError(f"DICOM SEG not readable as one label map ({reason})", path) from None
     spacing, origin, direction = _grid(np.asarray(labels.affine, np.float64))
     meta = {**meta, "n_frames": frames}
     return Volume(np.ascontiguousarray(labels.array, np.uint16), spacing=spacing, origin=origin, direction=direction,
@@ -70,3 +72,73 @@ def _grid(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], np.
     columns = affine[:3, [2, 1, 0]]
     spacing = np.linalg.norm(columns, axis=0)
     return tuple(float(s) for s in spacing), tuple(float(o) for o in affine[:3, 3]), columns / spacing
+
+
+def _tilted_label_map(ds: Any, path: Path, meta: dict[str, Any], frames: int, max_voxel_bytes: int | None,
+                      reason: str) -> Volume:  # fmt: skip
+    """The label map of a binary SEG whose frames step sideways (written for a gantry-tilted series, which is read
+    as a sheared grid: :mod:`medanomaly.io.dicom_series`), on the sheared grid its frames span; highdicom's volume
+    needs frames along the normal ("Frame positions do not form a regularly-spaced volume"). Frames holding no
+    segment are left out of a SEG, so the slice step is :func:`_slice_step_mm`, and every gap must be a whole number
+    of steps along one line.
+
+    Raises:
+        InputError: positions that are not one tilted stack (``reason`` is highdicom's), more voxels than the limit,
+            or overlapping segments.
+    """
+    from medanomaly.io.dicom import direction_from_iop, ds_floats
+    from medanomaly.io.dicom_series import GAP_ATOL_MM, GAP_RTOL, MAX_TILT_DEG
+
+    def refused(why: str) -> InputError:
+        return InputError(f"DICOM SEG not readable as one label map ({reason}; {why})", path)
+
+    try:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        direction = direction_from_iop(shared.PlaneOrientationSequence[0].ImageOrientationPatient)
+        row_mm, col_mm = ds_floats(shared.PixelMeasuresSequence[0].PixelSpacing, 2)
+        groups = ds.PerFrameFunctionalGroupsSequence
+        positions = np.array([ds_floats(g.PlanePositionSequence[0].ImagePositionPatient, 3) for g in groups], float)
+        segments = [int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber) for g in groups]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        raise refused("no per-frame plane positions and segment numbers") from None
+    planes, where = np.unique(np.round(positions, 3), axis=0, return_inverse=True)
+    order = np.argsort(planes @ direction[:, 2], kind="stable")
+    planes, rank = planes[order], np.argsort(order)[where.ravel()]
+    gaps = np.diff(planes, axis=0)
+    lengths = np.linalg.norm(gaps, axis=1)
+    step_mm = _slice_step_mm(shared.PixelMeasuresSequence[0], lengths)
+    steps = np.rint(lengths / step_mm).astype(int) if len(gaps) else np.zeros(0, int)
+    if np.any(steps < 1):
+        raise refused("two frames of one segment closer than a slice")
+    index = np.concatenate([[0], np.cumsum(steps)])
+    step = (planes[-1] - planes[0]) / index[-1] if index[-1] else direction[:, 2] * step_mm
+    off = np.linalg.norm(planes - (planes[0] + index[:, None] * step), axis=1)
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(step @ direction[:, 2])) / float(np.linalg.norm(step))))))
+    if off.max() > max(GAP_ATOL_MM, GAP_RTOL * step_mm) or tilt > MAX_TILT_DEG:
+        raise refused("frames not on one line of slices" if off.max() > GAP_ATOL_MM else f"{tilt:.1f} deg of shear")
+    check_voxel_bytes((int(index[-1]) + 1, int(ds.Rows), int(ds.Columns)), 2, path, limit=max_voxel_bytes)
+    pixels = np.asarray(ds.pixel_array).reshape(frames, int(ds.Rows), int(ds.Columns)) > 0
+    labels = np.zeros((int(index[-1]) + 1, int(ds.Rows), int(ds.Columns)), np.uint16)
+    for frame, (k, number) in enumerate(zip(index[rank], segments, strict=True)):
+        if np.any(labels[k][pixels[frame]] != 0):
+            raise refused("segments overlap: a voxel in two segments")
+        labels[k][pixels[frame]] = number
+    tilted = direction.copy()
+    tilted[:, 2] = step / np.linalg.norm(step)
+    return Volume(labels, spacing=(col_mm, row_mm, float(np.linalg.norm(step))), origin=tuple(planes[0]),
+                  direction=tilted, meta={**meta, "n_frames": frames})  # fmt: skip
+
+
+def _slice_step_mm(measures: Any, gaps_mm: np.ndarray) -> float:
+    """The distance (mm) between slices along the frames' step: SpacingBetweenSlices, else SliceThickness (our
+    writer's: the step's length), whichever makes every gap a whole number (>= 1) of steps; else the shortest gap
+    (right whenever one segment covers two neighbouring slices)."""
+    from medanomaly.io.dicom import ds_floats
+
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds_floats(measures.get(keyword), 1)
+        if value and value[0] > 0:
+            ratio = gaps_mm / value[0]
+            if np.all(ratio >= 0.99) and np.all(np.abs(ratio - np.rint(ratio)) < 0.01):
+                return float(value[0])
+    return float(gaps_mm.min()) if len(gaps_mm) else 1.0

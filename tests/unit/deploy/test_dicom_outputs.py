@@ -252,6 +252,39 @@ def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_finding
     assert text.startswith(f"{overlapping.seg}: DICOM SEG not readable as one label map") and "\n" not in text
 
 
+def test_the_seg_of_a_gantry_tilted_series_is_valid_and_reads_back_on_its_sheared_grid(make_ct, tmp_path: Path) -> None:
+    """A gantry-tilted series is read as a sheared grid; its SEG's frames step sideways, which highdicom's volume
+    refuses ("Frame positions do not form a regularly-spaced volume"), so quantify could not take our own SEG of
+    it. Read back on the sheared grid the frames span, each segment is its finding voxel for voxel and measures
+    the same. Lesion A touches slices 1-2 and B 3-5, so every gap between frames is one slice; the SliceThickness
+    (the step's length) tells the step when frames skip slices."""
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.quantify.labels import measure_labels
+
+    tilt = np.radians(15.0)
+    sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
+    base = make_ct()
+    files = write_dicom_series(Volume(base.array, spacing=(0.8, 0.7, 2.5 / np.cos(tilt)), origin=base.origin,
+                                      direction=sheared, meta={"modality": "CT"}), tmp_path / "ct")  # fmt: skip
+    ct = read(tmp_path / "ct")
+    findings = _two_lesions(ct)
+    out = write_dicom_outputs(findings, files, ct, tmp_path / "out", run_id="r1")
+    assert dciodvfy(out.seg).errors == []
+    labels = read(out.seg)
+    np.testing.assert_allclose(labels.direction, ct.direction, atol=1e-4)  # positions written with 6 digits
+    placed = labels.placed_on(ct)
+    for number, finding in enumerate(findings, start=1):
+        assert np.array_equal(placed.array == number, np.asarray(finding.mask.array) > 0)
+    measured = {lesion.label_value: lesion for lesion in measure_labels(labels, ct) if lesion.whole}
+    for number, finding in enumerate(findings, start=1):
+        assert measured[number].finding.measurements.volume_ml == pytest.approx(finding.measurements.volume_ml)
+    gapped = np.zeros(ct.shape, np.uint8)
+    gapped[0, 2:5, 2:5], gapped[4, 10:14, 10:14] = 1, 1  # two segments on slices 0 and 4 only: frames 4 slices apart
+    skipping = write_dicom_outputs(measure_lesions(ct.with_array(gapped), ct), files, ct, tmp_path / "g", run_id="g")
+    assert np.array_equal(read(skipping.seg).placed_on(ct).array > 0, gapped > 0)
+
+
 def _edited(files: list[Path], folder: Path, **values: object) -> list[Path]:
     """Copies of the series whose headers hold ``values`` (None deletes the attribute)."""
     folder.mkdir()
