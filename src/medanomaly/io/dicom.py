@@ -294,6 +294,52 @@ def safe_meta(ds: Dataset) -> dict[str, Any]:
     return meta
 
 
+# ------------------------------------------------------------------------------------ stacks
+#: The largest gantry tilt (degrees) read as a sheared stack: CT gantries tilt up to about 30 degrees; a larger
+#: shear is not a tilt.
+MAX_TILT_DEG = 45.0
+
+
+class OffStack(ValueError):
+    """Slice positions that are not one (straight or tilted) stack: ``reason``, and ``index`` of the slice that lies
+    off the line (None when the stack as a whole is sheared too far)."""
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.index = reason, index
+
+
+def stack_direction(direction: np.ndarray, positions: np.ndarray, tolerance_mm: float,
+                    index: np.ndarray | None = None) -> tuple[np.ndarray, float]:  # fmt: skip
+    """(direction, slice step in mm) of slice ``positions`` (n >= 2, sorted along the normal, equally spaced along
+    it; or at the slice numbers ``index``, increasing, when slices are missing, as in a SEG's frames). Slices
+    stepping along the normal (within ``tolerance_mm`` over the stack) keep ``direction`` and the step along the
+    normal; a gantry-tilted stack (each slice shifted in its plane by the same step) is a sheared grid: the third
+    column becomes the step's unit vector and the step its length, so every voxel keeps its place.
+
+    Raises:
+        OffStack: a shear over :data:`MAX_TILT_DEG`, or a slice more than ``tolerance_mm`` off the line of the
+            first and last (with its index).
+    """
+    normal = direction[:, 2]
+    index = np.arange(len(positions)) if index is None else np.asarray(index)
+    step = (positions[-1] - positions[0]) / float(index[-1] - index[0])
+    along = float(step @ normal)
+    sideways = float(np.linalg.norm(step - normal * along))
+    if sideways <= tolerance_mm:
+        return direction, along
+    tilt = float(np.degrees(np.arctan2(sideways, along)))
+    if tilt > MAX_TILT_DEG:
+        raise OffStack(f"slices are sheared by {tilt:.1f} deg, more than a gantry tilts ({MAX_TILT_DEG:g}): not one stack")
+    off = np.linalg.norm(positions - (positions[0] + (index - index[0])[:, None] * step), axis=1)
+    k = int(np.argmax(off))
+    if off[k] > tolerance_mm:
+        raise OffStack(f"lies {off[k]:.3g} mm off the line of a tilted stack", k)
+    tilted = direction.copy()
+    tilted[:, 2] = step / np.linalg.norm(step)
+    return tilted, float(np.linalg.norm(step))
+
+
 # ------------------------------------------------------------------------------------ one file
 def _frame_positions(ds: Dataset, n_frames: int) -> list[list[float]] | None:
     """Per-frame ImagePositionPatient of an enhanced multi-frame file, when every frame has one."""
@@ -346,7 +392,12 @@ def _geometry(
         gaps = np.diff(proj)
         if np.any(gaps <= 1e-6) or np.ptp(gaps) > max(1e-2, 0.01 * float(np.median(gaps))):
             raise InputError(f"frames are not equally spaced (gaps {np.round(gaps, 3).tolist()[:6]} mm)", path)
-        sz = float((proj[-1] - proj[0]) / (n_frames - 1))
+        try:  # frames stepping sideways were stacked straight, every voxel of a tilted stack misplaced
+            direction, sz = stack_direction(direction, np.asarray(positions)[frame_order],
+                                            max(1e-2, 0.01 * float(np.median(gaps))))  # fmt: skip
+        except OffStack as exc:
+            where = "" if exc.index is None else f"frame {int(frame_order[exc.index]) + 1} "
+            raise InputError(f"{where}{exc.reason}", path) from None
         origin = positions[int(frame_order[0])]
     grid_offsets = ds_floats(ds.get("GridFrameOffsetVector"), n_frames) if n_frames > 1 else None
     if positions is None and grid_offsets is not None:  # RT dose: offsets along the normal

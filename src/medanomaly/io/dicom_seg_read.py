@@ -86,8 +86,8 @@ def _tilted_label_map(ds: Any, path: Path, meta: dict[str, Any], frames: int, ma
         InputError: positions that are not one tilted stack (``reason`` is highdicom's), more voxels than the limit,
             or overlapping segments.
     """
-    from medanomaly.io.dicom import direction_from_iop, ds_floats
-    from medanomaly.io.dicom_series import GAP_ATOL_MM, GAP_RTOL, MAX_TILT_DEG
+    from medanomaly.io.dicom import OffStack, direction_from_iop, ds_floats, stack_direction
+    from medanomaly.io.dicom_series import GAP_ATOL_MM, GAP_RTOL
 
     def refused(why: str) -> InputError:
         return InputError(f"DICOM SEG not readable as one label map ({reason}; {why})", path)
@@ -109,13 +109,15 @@ def _tilted_label_map(ds: Any, path: Path, meta: dict[str, Any], frames: int, ma
     step_mm = _slice_step_mm(shared.PixelMeasuresSequence[0], lengths)
     steps = np.rint(lengths / step_mm).astype(int) if len(gaps) else np.zeros(0, int)
     if np.any(steps < 1):
-        raise refused("two frames of one segment closer than a slice")
+        raise refused("two frame planes closer than one slice")
     index = np.concatenate([[0], np.cumsum(steps)])
-    step = (planes[-1] - planes[0]) / index[-1] if index[-1] else direction[:, 2] * step_mm
-    off = np.linalg.norm(planes - (planes[0] + index[:, None] * step), axis=1)
-    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(step @ direction[:, 2])) / float(np.linalg.norm(step))))))
-    if off.max() > max(GAP_ATOL_MM, GAP_RTOL * step_mm) or tilt > MAX_TILT_DEG:
-        raise refused("frames not on one line of slices" if off.max() > GAP_ATOL_MM else f"{tilt:.1f} deg of shear")
+    if index[-1]:
+        try:
+            direction, spacing_z = stack_direction(direction, planes, max(GAP_ATOL_MM, GAP_RTOL * step_mm), index)
+        except OffStack as exc:
+            raise refused(("a frame " if exc.index is not None else "") + exc.reason) from None
+    else:
+        spacing_z = step_mm
     check_voxel_bytes((int(index[-1]) + 1, int(ds.Rows), int(ds.Columns)), 2, path, limit=max_voxel_bytes)
     pixels = np.asarray(ds.pixel_array).reshape(frames, int(ds.Rows), int(ds.Columns)) > 0
     labels = np.zeros((int(index[-1]) + 1, int(ds.Rows), int(ds.Columns)), np.uint16)
@@ -123,10 +125,8 @@ def _tilted_label_map(ds: Any, path: Path, meta: dict[str, Any], frames: int, ma
         if np.any(labels[k][pixels[frame]] != 0):
             raise refused("segments overlap: a voxel in two segments")
         labels[k][pixels[frame]] = number
-    tilted = direction.copy()
-    tilted[:, 2] = step / np.linalg.norm(step)
-    return Volume(labels, spacing=(col_mm, row_mm, float(np.linalg.norm(step))), origin=tuple(planes[0]),
-                  direction=tilted, meta={**meta, "n_frames": frames})  # fmt: skip
+    return Volume(labels, spacing=(col_mm, row_mm, spacing_z), origin=tuple(planes[0]), direction=direction,
+                  meta={**meta, "n_frames": frames})  # fmt: skip
 
 
 def _slice_step_mm(measures: Any, gaps_mm: np.ndarray) -> float:

@@ -38,12 +38,14 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import (
+    OffStack,
     direction_from_iop,
     in_plane_spacing,
     modality_code,
     read_dataset,
     safe_meta,
     slice_thickness,
+    stack_direction,
     volume_from_dataset,
 )
 from medanomaly.io.dicom_pixels import (
@@ -73,10 +75,6 @@ SKIP_LOG_LIMIT = 10
 #: Relative tolerance on slice gaps (1 %, at least 0.01 mm): scanners write rounded positions.
 GAP_RTOL = 0.01
 GAP_ATOL_MM = 0.01
-
-#: The largest gantry tilt (degrees) read as a sheared stack: CT gantries tilt up to about 30 degrees; a larger
-#: shear is not a tilt.
-MAX_TILT_DEG = 45.0
 
 
 @dataclass(frozen=True)
@@ -321,38 +319,13 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
             f"{_rel(slices[k + 1].path, folder)}, expected {expected:.3g} mm (missing or extra slice?)",
             folder,
         )
-    step = (pos[-1] - pos[0]) / (len(slices) - 1)
-    in_plane = step - normal * float(step @ normal)
-    if np.linalg.norm(in_plane) > max(GAP_ATOL_MM, GAP_RTOL * expected):
-        return slices, _tilted(direction, pos, step, expected, [s.path for s in slices], folder), \
-            float(np.linalg.norm(step)), pos[0]  # fmt: skip
-    spacing_z = float((proj[-1] - proj[0]) / (len(slices) - 1))
+    try:  # a gantry-tilted stack (slices stepping sideways) is a sheared grid
+        direction, spacing_z = stack_direction(direction, pos, max(GAP_ATOL_MM, GAP_RTOL * expected))
+    except OffStack as exc:
+        where = "" if exc.index is None else f"{_rel(slices[exc.index].path, folder)} "
+        raise InputError(f"{where}{exc.reason}", folder) from None
     return slices, direction, spacing_z, pos[0]
 
-
-def _tilted(direction: np.ndarray, pos: np.ndarray, step: np.ndarray, gap: float, paths: list[Path],
-            folder: Path) -> np.ndarray:  # fmt: skip
-    """The direction of a gantry-tilted stack (each slice shifted in its plane by the same step: a sheared grid):
-    the third column is the slice step's unit vector, not the normal, so every voxel keeps its place in patient
-    space (the volume is measured and resampled with that shear, :func:`medanomaly.types.grid_metric_zyx`).
-
-    Raises:
-        InputError: a tilt over :data:`MAX_TILT_DEG`, or slices off the line of the first and last (not one
-            tilted stack: the slice named lies that far off it).
-    """
-    normal = direction[:, 2]
-    tilt = float(np.degrees(np.arctan2(np.linalg.norm(step - normal * float(step @ normal)), float(step @ normal))))
-    if tilt > MAX_TILT_DEG:
-        raise InputError(f"slices are sheared by {tilt:.1f} deg, more than a gantry tilts ({MAX_TILT_DEG:g}): not one "
-                         "stack", folder)  # fmt: skip
-    off = np.linalg.norm(pos - (pos[0] + np.arange(len(pos))[:, None] * step), axis=1)
-    k = int(np.argmax(off))
-    if off[k] > max(GAP_ATOL_MM, GAP_RTOL * gap):
-        raise InputError(f"tilted slices not on one line: {_rel(paths[k], folder)} lies {off[k]:.3g} mm off it",
-                         folder)  # fmt: skip
-    tilted = direction.copy()
-    tilted[:, 2] = step / np.linalg.norm(step)
-    return tilted
 
 
 def _is_simple(ds: Dataset) -> bool:

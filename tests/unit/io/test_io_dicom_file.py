@@ -220,3 +220,22 @@ def test_io_dicom_ultrasound_region_calibration():
     from medanomaly.io.dicom import in_plane_spacing
 
     assert in_plane_spacing(ds) == pytest.approx(read(both).spacing[:2], rel=1e-5)
+
+
+def test_io_dicom_enhanced_frames_stepping_sideways_are_a_tilted_stack(tmp_path):
+    """An enhanced multi-frame CT whose frames step sideways (a gantry tilt) was stacked straight, along the normal:
+    the second frame drawn 2.68 mm from where its header puts it, without a word. It is now a sheared grid, as a
+    tilted series is; a shear no gantry makes is refused naming the file."""
+    ds = pydicom.dcmread(pd("eCT_Supplemental.dcm"))
+    second = ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0]
+    first = [float(v) for v in ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient]
+    second.ImagePositionPatient = [first[0], first[1] + 2.68, first[2] + 10.0]  # 15 degrees for 10 mm slices
+    ds.save_as(tmp_path / "tilted.dcm")
+    vol = read(tmp_path / "tilted.dcm")
+    places = sorted(tuple(np.round(vol.index_to_physical((0.0, 0.0, k)), 3)) for k in (0.0, 1.0))  # either order
+    assert places == sorted([tuple(first), (first[0], first[1] + 2.68, first[2] + 10.0)])
+    assert vol.spacing[2] == pytest.approx(float(np.hypot(2.68, 10.0)), abs=1e-3)
+    second.ImagePositionPatient = [first[0], first[1] + 20.0, first[2] + 10.0]  # 63 degrees
+    ds.save_as(tmp_path / "steep.dcm")
+    with pytest.raises(InputError, match=r"steep.dcm: slices are sheared by 63.4 deg, more than a gantry tilts"):
+        read(tmp_path / "steep.dcm")

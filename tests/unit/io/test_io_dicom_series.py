@@ -261,7 +261,7 @@ def test_io_series_gantry_tilt_is_read_as_a_sheared_grid(tmp_path, lung_crop, se
     ds = pydicom.dcmread(files[len(files) // 2])
     ds.ImagePositionPatient = [float(ds.ImagePositionPatient[0]) + 3.0, *ds.ImagePositionPatient[1:]]
     ds.save_as(files[len(files) // 2])
-    with pytest.raises(InputError, match=r"tilted slices not on one line: IM\d{4}\.dcm lies [0-9.]+ mm off it"):
+    with pytest.raises(InputError, match=r"tilted: IM\d{4}\.dcm lies [0-9.]+ mm off the line of a tilted stack"):
         read(tmp_path / "tilted")
 
 
