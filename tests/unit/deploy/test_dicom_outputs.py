@@ -223,12 +223,23 @@ def test_a_study_with_our_seg_and_sr_can_be_shared_de_identified_and_stays_valid
     assert refs and set(refs) <= instances
 
 
+def _assert_segments_are_the_findings(labels: Volume, ct: Volume, findings: list[Finding]) -> None:
+    """Segment k of a SEG read back is finding k voxel for voxel on the CT's grid, and measures as it."""
+    from medanomaly.quantify.labels import measure_labels
+
+    placed = labels.placed_on(ct)
+    for number, finding in enumerate(findings, start=1):
+        assert np.array_equal(placed.array == number, np.asarray(finding.mask.array) > 0)
+    measured = {lesion.label_value: lesion for lesion in measure_labels(labels, ct) if lesion.whole}
+    for number, finding in enumerate(findings, start=1):
+        assert measured[number].finding.measurements.volume_ml == pytest.approx(finding.measurements.volume_ml)
+
+
 def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_findings(ct_series, tmp_path: Path) -> None:
     """Read as an image, a SEG (one frame per segment and slice) was "frames are not equally spaced": neither `info`
     nor `quantify --mask seg.dcm` could take our own output. It is now the label map of its segment numbers on the
     slices it spans, placed voxel for voxel on the CT's grid to be measured; overlapping segments are one line."""
     from medanomaly.io import read
-    from medanomaly.quantify.labels import measure_labels
 
     ct, files = ct_series
     findings = _two_lesions(ct)
@@ -236,12 +247,7 @@ def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_finding
     labels = read(out.seg)
     assert labels.meta["modality"] == "SEG" and labels.shape[0] < ct.shape[0]  # the slices the segments touch
     assert np.unique(labels.array).tolist() == [0, 1, 2]  # segment numbers, not the frames' 0 / 1
-    placed = labels.placed_on(ct)
-    for number, finding in enumerate(findings, start=1):
-        assert np.array_equal(placed.array == number, np.asarray(finding.mask.array) > 0)
-    measured = {lesion.label_value: lesion for lesion in measure_labels(labels, ct) if lesion.whole}
-    for number, finding in enumerate(findings, start=1):
-        assert measured[number].finding.measurements.volume_ml == pytest.approx(finding.measurements.volume_ml)
+    _assert_segments_are_the_findings(labels, ct, findings)
     a, b = np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)
     a[1:4, 5:12, 5:12], b[2:5, 8:15, 8:15] = 1, 1
     overlapping = write_dicom_outputs([measure_lesions(ct.with_array(m), ct)[0] for m in (a, b)], files, ct,
@@ -260,7 +266,6 @@ def test_the_seg_of_a_gantry_tilted_series_is_valid_and_reads_back_on_its_sheare
     (the step's length) tells the step when frames skip slices."""
     from medanomaly.io import read
     from medanomaly.io.dicom_writer import write_dicom_series
-    from medanomaly.quantify.labels import measure_labels
 
     tilt = np.radians(15.0)
     sheared = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(tilt)], [0.0, 0.0, np.cos(tilt)]])
@@ -273,12 +278,7 @@ def test_the_seg_of_a_gantry_tilted_series_is_valid_and_reads_back_on_its_sheare
     assert dciodvfy(out.seg).errors == []
     labels = read(out.seg)
     np.testing.assert_allclose(labels.direction, ct.direction, atol=1e-4)  # positions written with 6 digits
-    placed = labels.placed_on(ct)
-    for number, finding in enumerate(findings, start=1):
-        assert np.array_equal(placed.array == number, np.asarray(finding.mask.array) > 0)
-    measured = {lesion.label_value: lesion for lesion in measure_labels(labels, ct) if lesion.whole}
-    for number, finding in enumerate(findings, start=1):
-        assert measured[number].finding.measurements.volume_ml == pytest.approx(finding.measurements.volume_ml)
+    _assert_segments_are_the_findings(labels, ct, findings)
     gapped = np.zeros(ct.shape, np.uint8)
     gapped[0, 2:5, 2:5], gapped[4, 10:14, 10:14] = 1, 1  # two segments on slices 0 and 4 only: frames 4 slices apart
     skipping = write_dicom_outputs(measure_lesions(ct.with_array(gapped), ct), files, ct, tmp_path / "g", run_id="g")
