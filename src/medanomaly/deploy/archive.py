@@ -277,20 +277,36 @@ def entry_from_datasets(datasets: Any) -> SeriesEntry | str:
     return entry
 
 
-def content_key(path: Path, chunk: int = 1 << 20) -> str:
-    """``file-<sha256 of size + first MiB>``: an id of a volume file that does not reveal its name."""
+def content_key(path: Path, root: Path, chunk: int = 1 << 20) -> str:
+    """``file-<sha256 of its place in the archive + size + first MiB>``: an id of a volume file that does not reveal
+    its name. The place makes it one per file: two copies of one volume (or two volumes of one size whose first MiB,
+    header and air, agree) shared a key, and the batch then skipped both ("not selected: study's detection series is
+    file-...", naming the key they shared), processing neither."""
+    import os
+
     digest = hashlib.sha256()
+    digest.update(os.fsencode(path.relative_to(root)) + b"\0")
     digest.update(str(path.stat().st_size).encode())
     with path.open("rb") as fh:
         digest.update(fh.read(chunk))
     return "file-" + digest.hexdigest()[:24]
 
 
-def _volume_entry(path: Path) -> SeriesEntry:
-    """A NIfTI/NRRD/MetaImage file as a series (header read with SimpleITK, no voxels)."""
+def _volume_entry(path: Path, root: Path) -> SeriesEntry:
+    """A NIfTI/NRRD/MetaImage file as a series (header only, no voxels): NIfTI read by nibabel as ``io.read`` reads
+    it (SimpleITK took the qform where a file sets its sform, and could not open a name that is not UTF-8), NRRD and
+    MetaImage by SimpleITK."""
     import SimpleITK as sitk
 
-    from medanomaly.io.itk import itk_path
+    from medanomaly.io.itk import itk_format, itk_path
+
+    if itk_format(path) == "nifti":
+        from medanomaly.io.nifti import nifti_layout
+
+        (x, y, z), components, itemsize, spacing = nifti_layout(path)
+        return SeriesEntry(key=content_key(path, root), study_uid=None, kind="volume", files=[path], modality="OT", rows=y,
+                           columns=x, n_frames=z, bytes_per_sample=itemsize, samples=components,
+                           slice_thickness=spacing[2], orientation="axial")  # fmt: skip
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
@@ -301,7 +317,7 @@ def _volume_entry(path: Path) -> SeriesEntry:
     size = list(reader.GetSize()) + [1, 1]
     modality = reader.GetMetaData("modality") if reader.HasMetaDataKey("modality") else "OT"
     return SeriesEntry(
-        key=content_key(path),
+        key=content_key(path, root),
         study_uid=None,
         kind="volume",
         files=[path],
@@ -329,7 +345,7 @@ def _itk_bytes(reader: Any) -> int:
 def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, SeriesEntry]) -> None:
     """Index one file: a volume series, a slice of a DICOM series, or a problem."""
     if path.name.lower().endswith(VOLUME_SUFFIXES):
-        index.series.append(_volume_entry(path))
+        index.series.append(_volume_entry(path, root))
         return
     h = _dicom_header(path)
     reason = _non_image_reason(h)

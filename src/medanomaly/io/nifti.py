@@ -151,6 +151,28 @@ def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.nd
     return spacing, matrix / spacing, affine_lps[:3, 3]
 
 
+def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
+    """(size x, y, z; components; bytes per component; spacing x, y, z mm) of a NIfTI file from its header alone, as
+    :func:`read_nifti` would read it (nibabel's geometry: the sform first; an index of an archive lists it so).
+
+    Raises:
+        InputError: what :func:`read_nifti` refuses in the header.
+    """
+    path = Path(path)
+    image = _load(path)
+    try:
+        xyz, components = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+        dtype = _result_dtype(image)
+        spacing, _, _ = _split_affine(_RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64), path)
+    except InputError as exc:
+        raise InputError(exc.reason, path) from None
+    except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
+        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
+    rgb = dtype.fields is not None
+    itemsize = dtype.itemsize // 3 if rgb else dtype.itemsize
+    return xyz, 3 if rgb else components, itemsize, tuple(float(v) for v in spacing)
+
+
 def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     """Read a NIfTI-1 or NIfTI-2 volume with nibabel, geometry as nibabel's ``affine`` (LPS).
 
@@ -200,7 +222,8 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)
 
 
-__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "read_nifti"]
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
+           "write_sheared_nifti"]
 
 
 def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:

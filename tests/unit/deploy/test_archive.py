@@ -150,3 +150,20 @@ def test_selection_policy_follows_task_and_input_modality() -> None:
     assert selection_policy("detection", SimpleNamespace(input={"modality": "CT"})) == "ct_detection"
     assert selection_policy("detection", SimpleNamespace(input={"modality": "MG"})) == "detection"
     assert selection_policy("classification", None) == "classification"
+
+
+def test_two_copies_of_one_volume_are_two_series_and_both_run(tmp_path: Path, make_ct) -> None:
+    """Volume files were keyed by their size and first MiB alone: two copies of one CT (or two of one size whose
+    first MiB agree) shared a key, and the selection then skipped both ("not selected: study's detection series is
+    file-..."), so an archive of them was processed not at all. The key now holds the file's place (hashed)."""
+    from medanomaly.io import write
+
+    volume = make_ct(shape=(6, 24, 20))
+    write(volume, tmp_path / "a" / "scan.nii.gz")
+    write(volume, tmp_path / "b" / "scan.nii.gz")
+    write(volume, tmp_path / "scan.nrrd")
+    index = walk_archive(tmp_path)
+    keys = [s.key for s in index.series]
+    assert len(keys) == 3 and len(set(keys)) == 3 and not any("scan" in k for k in keys)
+    assert [d.status for d in select_series(index.series, "lung_nodule")] == ["run", "run", "run"]
+    assert [s.key for s in walk_archive(tmp_path).series] == keys  # the same keys again: a rerun resumes
