@@ -118,14 +118,19 @@ def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSer
 
     Raises:
         InputError: no image of the series, a multi-frame source, a file off the volume grid,
-            or a slice with no file / two files.
+            or a slice with no file / two files (copies of one instance, the same SOPInstanceUID, count once).
     """
     wanted = volume.meta.get("series_uid")
     chosen: list[tuple[int, Dataset]] = []
+    instances: set[str] = set()
     for path in files:
         ds = reference_header(Path(path))
         if "Rows" not in ds or (wanted and str(ds.get("SeriesInstanceUID", "")) != wanted):
             continue
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if sop and sop in instances:  # a copy of an instance (a study exported twice), as the volume's reader skips it
+            continue
+        instances.add(sop)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError("multi-frame source images: DICOM SEG/SR output needs single-frame slices", path)
         check_output_geometry(ds, Path(path))

@@ -208,6 +208,24 @@ def _parse_all(
     return slices, skipped
 
 
+def _without_copies(slices: list[_Slice], arrays: list[np.ndarray], folder: Path,
+                    skipped: list[str]) -> tuple[list[_Slice], list[np.ndarray]]:  # fmt: skip
+    """The decoded slices less copies of one instance (the same SOPInstanceUID: a study exported twice into one
+    folder or archive), the first decoded kept (so a truncated copy never wins), each copy skipped naming the one
+    kept; they had made the series "two slices at the same position", read not at all."""
+    first: dict[str, _Slice] = {}
+    kept: list[tuple[_Slice, np.ndarray]] = []
+    for s, a in zip(slices, arrays, strict=True):
+        sop = str(s.ds.get("SOPInstanceUID") or "")
+        if sop in first:
+            _skip(skipped, s.path, folder, f"a copy of {_rel(first[sop].path, folder)} (same SOP Instance UID)")
+            continue
+        if sop:
+            first[sop] = s
+        kept.append((s, a))
+    return [s for s, _ in kept], [a for _, a in kept]
+
+
 def _series_key(ds: Dataset) -> str:
     return str(ds.get("SeriesInstanceUID") or "unknown")
 
@@ -502,6 +520,7 @@ def read_dicom_files(
     chosen, arrays = _decode_all(chosen, source, skipped, sink)
     if not chosen:
         raise InputError("no slice of the series could be decoded", source)
+    chosen, arrays = _without_copies(chosen, arrays, source, skipped)
     try:
         ordered, direction, spacing_z, origin = _sort_and_check(chosen, source)
     except InputError as exc:

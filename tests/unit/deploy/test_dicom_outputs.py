@@ -339,3 +339,18 @@ def test_copied_values_that_are_not_valid_dicom_are_cleaned_and_the_outputs_stay
         else:
             assert seg.SpecificCharacterSet == "ISO_IR 192"
     assert str(pydicom.dcmread(out.seg).PatientName) == "Müller^Zoë"
+
+
+def test_a_series_exported_twice_gets_its_seg_and_sr(ct_series, tmp_path: Path) -> None:
+    """The volume of a folder holding two copies of a series is read once; its DICOM outputs then found "two source
+    files for one slice" and the batch reported the series an error. Copies of an instance count once."""
+    import shutil
+
+    from medanomaly.io import read
+
+    _, files = ct_series
+    shutil.copytree(files[0].parent, tmp_path / "export2")
+    both = sorted(files) + sorted((tmp_path / "export2").glob("*.dcm"))
+    ct = read(files[0].parent)
+    out = write_dicom_outputs(_two_lesions(ct), both, ct, tmp_path / "out", run_id="r1")
+    assert dciodvfy(out.seg).errors == [] and load_source_series(both, ct).slice_index == tuple(range(ct.shape[0]))

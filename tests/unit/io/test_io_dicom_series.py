@@ -138,6 +138,21 @@ def test_io_series_gap_from_a_corrupt_slice_names_it(tmp_path, lung_crop, series
     assert message.endswith(f"; 1 unreadable file(s) skipped: {paths[5].name}")
 
 
+def test_io_series_exported_twice_is_read_once_and_a_cut_copy_never_wins(tmp_path, lung_crop, series_writer):
+    """A study exported twice into one folder (the same instances, SOPInstanceUIDs and all) was "two slices at the
+    same position", read not at all (an archive batch: the series an error). Copies are now skipped, naming the file
+    kept; a truncated copy met first is skipped as unreadable, so the whole one is read."""
+    import shutil
+
+    paths = series_writer(lung_crop, tmp_path / "export1")
+    shutil.copytree(tmp_path / "export1", tmp_path / "export2")
+    (tmp_path / "a_cut.dcm").write_bytes(paths[3].read_bytes()[:2000])  # met before both exports
+    vol = read(tmp_path)
+    np.testing.assert_array_equal(vol.array, lung_crop.array)
+    copies = [f for f in vol.meta["skipped_files"] if f.startswith("export2/")]
+    assert len(copies) == len(paths) and "a_cut.dcm" in vol.meta["skipped_files"]
+
+
 def test_io_series_duplicate_position_is_an_error(tmp_path, lung_crop, series_writer):
     series_writer(lung_crop, tmp_path / "a")
     one = Volume(lung_crop.array[:3], spacing=lung_crop.spacing, origin=lung_crop.origin, meta={"modality": "CT"})
