@@ -122,19 +122,20 @@ def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSer
     """
     wanted = volume.meta.get("series_uid")
     chosen: list[tuple[int, Dataset]] = []
-    instances: set[str] = set()
+    instances: set[tuple[str, int]] = set()
     for path in files:
         ds = reference_header(Path(path))
         if "Rows" not in ds or (wanted and str(ds.get("SeriesInstanceUID", "")) != wanted):
             continue
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-        if sop and sop in instances:  # a copy of an instance (a study exported twice), as the volume's reader skips it
-            continue
-        instances.add(sop)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError("multi-frame source images: DICOM SEG/SR output needs single-frame slices", path)
         check_output_geometry(ds, Path(path))
-        chosen.append((_slice_of(ds, volume, Path(path)), ds))
+        k = _slice_of(ds, volume, Path(path))
+        instance = (str(ds.get("SOPInstanceUID", "") or ""), k)
+        if instance[0] and instance in instances:  # a copy of an instance on its slice (a study exported twice)
+            continue
+        instances.add(instance)
+        chosen.append((k, ds))
     if not chosen:
         raise InputError(f"no source image of series {wanted or '?'} among {len(files)} file(s)")
     chosen.sort(key=lambda item: item[0])

@@ -210,18 +210,19 @@ def _parse_all(
 
 def _without_copies(slices: list[_Slice], arrays: list[np.ndarray], folder: Path,
                     skipped: list[str]) -> tuple[list[_Slice], list[np.ndarray]]:  # fmt: skip
-    """The decoded slices less copies of one instance (the same SOPInstanceUID: a study exported twice into one
-    folder or archive), the first decoded kept (so a truncated copy never wins), each copy skipped naming the one
-    kept; they had made the series "two slices at the same position", read not at all."""
-    first: dict[str, _Slice] = {}
+    """The decoded slices less copies of one instance (the same SOPInstanceUID at the same position: a study exported
+    twice into one folder or archive), the first decoded kept (so a truncated copy never wins), each copy skipped
+    naming the one kept; they had made the series "two slices at the same position", read not at all. Slices that
+    share a SOPInstanceUID at different positions (an anonymiser that blanked the UIDs) are all kept."""
+    first: dict[tuple[str, tuple[float, ...] | None], _Slice] = {}
     kept: list[tuple[_Slice, np.ndarray]] = []
     for s, a in zip(slices, arrays, strict=True):
-        sop = str(s.ds.get("SOPInstanceUID") or "")
-        if sop in first:
-            _skip(skipped, s.path, folder, f"a copy of {_rel(first[sop].path, folder)} (same SOP Instance UID)")
+        position = _position(s.ds)
+        key = (str(s.ds.get("SOPInstanceUID") or ""), None if position is None else tuple(np.round(position, 3)))
+        if key[0] and key in first:
+            _skip(skipped, s.path, folder, f"a copy of {_rel(first[key].path, folder)} (same SOP Instance UID)")
             continue
-        if sop:
-            first[sop] = s
+        first.setdefault(key, s)
         kept.append((s, a))
     return [s for s, _ in kept], [a for _, a in kept]
 

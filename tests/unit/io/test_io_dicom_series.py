@@ -151,6 +151,17 @@ def test_io_series_exported_twice_is_read_once_and_a_cut_copy_never_wins(tmp_pat
     np.testing.assert_array_equal(vol.array, lung_crop.array)
     copies = [f for f in vol.meta["skipped_files"] if f.startswith("export2/")]
     assert len(copies) == len(paths) and "a_cut.dcm" in vol.meta["skipped_files"]
+    import pydicom
+
+    shutil.rmtree(tmp_path / "export2")
+    (tmp_path / "a_cut.dcm").unlink()
+    for path in paths:  # an anonymiser that gave every slice one SOPInstanceUID: distinct slices, all kept
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = "1.2.3"
+        ds.save_as(path)
+    blanked = read(tmp_path)
+    np.testing.assert_array_equal(blanked.array, lung_crop.array)
+    assert blanked.meta["skipped_files"] == []
 
 
 def test_io_series_duplicate_position_is_an_error(tmp_path, lung_crop, series_writer):
