@@ -54,6 +54,7 @@ SAFE_META_KEYS = frozenset(
         "window_center",
         "window_width",
         "skipped_files",
+        "skipped_reasons",
         "synthetic",
         "description",
         "channels",

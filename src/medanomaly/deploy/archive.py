@@ -30,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,32 @@ def walk_archive(root: str | Path) -> ArchiveIndex:
     return index
 
 
+def _link_name(i: int) -> str:
+    """The name of the link to file ``i`` of a series in :func:`read_series`'s folder (neutral: no PHI)."""
+    return f"{i:06d}.dcm"
+
+
+_LINK_NAME = re.compile(r"\b(\d{6})\.dcm\b")
+
+
+def skipped_problems(entry: SeriesEntry, skipped: Sequence[Sequence[str]], root: Path,
+                     shown: Callable[[str], str] = str) -> list[Problem]:  # fmt: skip
+    """The files the reader skipped while reading ``entry`` (``(name, reason)`` as :func:`read_series`'s volume lists
+    them, named by their links) as problems naming the archive's files (``shown`` turns a path relative to ``root``
+    into what is printed: a keyed id with ``--keyed-ids``). They were logged under the links' names alone
+    ("skipped 000004.dcm: truncated"), and ``problems.csv`` did not list them."""
+    def place(match: re.Match[str]) -> str:
+        i = int(match[1])
+        return shown(display_path(entry.files[i], root)) if i < len(entry.files) else match[0]
+
+    out = []
+    for name, reason in skipped:
+        link = _LINK_NAME.fullmatch(name)
+        if link and len(entry.files) > 1 and int(link[1]) < len(entry.files):  # write_problems keys the place itself
+            out.append(Problem(display_path(entry.files[int(link[1])], root), _LINK_NAME.sub(place, reason)))
+    return out
+
+
 def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None) -> Any:
     """Read one series of the index into a :class:`~medanomaly.types.Volume`.
 
@@ -415,7 +442,7 @@ def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None) -> Any:
             return read(entry.files[0], max_voxel_bytes=max_voxel_bytes)
         with tempfile.TemporaryDirectory(prefix="medanomaly-series-") as tmp:
             for i, path in enumerate(entry.files):
-                os.symlink(os.path.abspath(path), os.path.join(tmp, f"{i:06d}.dcm"))
+                os.symlink(os.path.abspath(path), os.path.join(tmp, _link_name(i)))
             return read(tmp, series_uid=entry.key, max_voxel_bytes=max_voxel_bytes)
     except InputError as exc:
         raise InputError(exc.reason, where) from None

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medanomaly.deploy.archive import SeriesEntry, read_series, walk_archive
+from medanomaly.deploy.archive import SeriesEntry, read_series, skipped_problems, walk_archive
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.errors import OUTPUT_FULL, InputError
@@ -93,6 +93,10 @@ class BatchContext:
 
     def study_id(self, entry: SeriesEntry) -> str | None:
         return keyed_id(self.key, "study", entry.study_uid, "T-") if entry.study_uid else None
+
+    def file_id(self, relative_path: str) -> str:
+        """A file of the archive as ``problems.csv`` shows it: its relative path, or a keyed id with a key."""
+        return keyed_id(self.key, "file", relative_path, "F-")
 
 
 @dataclass
@@ -233,6 +237,8 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
         source = _dicom_source(entry, volume, ctx)
         prediction = model.predict(volume)
         record = _base_record(entry, ctx, "done")
+        record["skipped"] = [list(pair) for pair in zip(volume.meta.get("skipped_files", ()),
+                                                          volume.meta.get("skipped_reasons", ()), strict=False)]
         record.update(_prediction_fields(prediction))
         record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx)
     except InputError as exc:
@@ -416,6 +422,9 @@ def _finish(decisions: Sequence[Decision], ctx: BatchContext, index: Any, record
         rows.append(record)
         summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
     summary.results_csv, summary.results_parquet = write_tables(ctx.out_dir, rows)
-    summary.problems_csv = write_problems(ctx.out_dir, index.problems, ctx.key)
+    read_problems = [p for d, row in zip(decisions, rows, strict=True)
+                     for p in skipped_problems(d.entry, row.get("skipped", ()), index.root, ctx.file_id)]  # fmt: skip
+    summary.problems_csv = write_problems(ctx.out_dir, [*index.problems, *read_problems], ctx.key)
+    summary.n_problems += len(read_problems)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -3,8 +3,8 @@
 What it does, in order:
 
 1. parse every file under the folder with pydicom (unreadable files are skipped, logged with
-   their reason and listed in ``Volume.meta["skipped_files"]``; non-image objects such as a
-   DICOMDIR, SR or presentation state are ignored);
+   their reason and listed in ``Volume.meta["skipped_files"]``, the reasons in ``["skipped_reasons"]``;
+   non-image objects such as a DICOMDIR, SR or presentation state are ignored);
 2. group the images by ``SeriesInstanceUID``; with several series and no ``series_uid`` chosen,
    fail with the list of series by UID (modality, file count; never the series description,
    which is free text and can hold a name);
@@ -237,9 +237,22 @@ def _skip(skipped: list[str], path: Path, folder: Path, reason: str) -> None:
     _skip_name(skipped, _rel(path, folder), folder, reason)
 
 
+class _Skipped(list):
+    """The names of the skipped files in order, and ``reasons``: name -> why (``meta["skipped_reasons"]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: dict[str, str] = {}
+
+    def meta(self) -> dict[str, list[str]]:
+        return {"skipped_files": list(self), "skipped_reasons": [self.reasons.get(n, "") for n in self]}
+
+
 def _skip_name(skipped: list[str], name: str, folder: Path, reason: str) -> None:
     """:func:`_skip` for a name already relative to ``folder``."""
     skipped.append(name)
+    if isinstance(skipped, _Skipped):
+        skipped.reasons[name] = reason
     if len(skipped) <= SKIP_LOG_LIMIT:
         log.warning("skipped %s: %s", name, reason)
     elif len(skipped) == SKIP_LOG_LIMIT + 1:
@@ -498,18 +511,16 @@ def read_dicom_files(
             share = "" if count == len(unreadable) else f", {count} of them"
             detail = f", {len(unreadable)} unreadable{share}: {reason}"
         raise InputError(f"no DICOM images in {_kind(source)} ({len(files)} file(s){detail})", source)
-    skipped: list[str] = []
+    skipped = _Skipped()
     for name, reason in unreadable:  # logged now that the read goes on
         _skip_name(skipped, name, source, reason)
     groups: dict[str, list[_Slice]] = {}
     for s in slices:
         groups.setdefault(_series_key(s.ds), []).append(s)
     chosen = _choose_series(groups, series_uid, source)
-    extra: dict[str, Any] = {"n_series": len(groups), "skipped_files": skipped}
-
     if len(chosen) == 1 and chosen[0].slot is None:  # one (possibly multi-frame) file
         vol = volume_from_dataset(chosen[0].ds, chosen[0].path, max_voxel_bytes)
-        return vol.with_meta(**extra)
+        return vol.with_meta(n_series=len(groups), **skipped.meta())
     if any(number_of_frames(s.ds) > 1 for s in chosen):
         raise InputError("series of several multi-frame files: read one file at a time", source)
     sizes = {(int(s.ds.get("Rows") or 0), int(s.ds.get("Columns") or 0)) for s in chosen}
@@ -533,7 +544,7 @@ def read_dicom_files(
     arrays = [by_path[s.path] for s in ordered]
     first = ordered[0].ds
     sx, sy = in_plane_spacing(first)
-    meta = {**safe_meta(first), **extra, "n_frames": len(ordered)}
+    meta = {**safe_meta(first), "n_series": len(groups), **skipped.meta(), "n_frames": len(ordered)}
     out = _stack(ordered, arrays, sink, source, meta)
     return Volume(out, spacing=(sx, sy, spacing_z), origin=origin, direction=direction, meta=meta)
 

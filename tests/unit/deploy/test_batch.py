@@ -284,3 +284,28 @@ def test_a_series_its_dicom_outputs_cannot_reference_is_an_error_before_the_mode
     assert rows[uid]["reason"] == ("source image without FrameOfReferenceUID: DICOM SEG/SR outputs need it (--no-dicom "
                                    "predicts without DICOM outputs)")  # fmt: skip
     assert uid not in _calls(log) and all(rows[u]["status"] == "done" for u in small_archive.good[1:])
+
+
+def test_files_skipped_while_a_series_is_read_are_in_problems_csv_by_their_place(tmp_path: Path, fake_module) -> None:
+    """A slice the reader skips (here a copy of a series exported twice, and a truncated copy) was logged under the
+    name of its temporary link ("skipped 000004.dcm") and missing from problems.csv, which lists the archive's
+    files: now it is there by its place in the archive (a keyed id with a key), and so is the file it copies."""
+    import shutil
+
+    from medanomaly.deploy.demo_archive import build_archive
+
+    archive = build_archive(tmp_path / "a", n_series=1, n_corrupt=0, extras=False)
+    (series,) = [p for p in archive.root.rglob("*") if p.is_dir() and any(p.glob("*.dcm"))]
+    shutil.copytree(series, archive.root / "zz_again")  # walked after the original
+    summary = run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "out", NO_DICOM, progress=False)
+    assert summary.counts == {"done": 1}
+    with open(tmp_path / "out" / "problems.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    n = len(list(series.glob("*.dcm")))
+    assert len(rows) == n and summary.n_problems == n
+    assert all(r["where"].startswith("zz_again/") and r["reason"].startswith("a copy of ") for r in rows)
+    assert all(not r["reason"].split("a copy of ")[1].startswith("zz_again/") for r in rows)  # the one kept
+    key = b"a-secret-key-of-16+-bytes"
+    run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "keyed", NO_DICOM, key=key, progress=False)
+    text = (tmp_path / "keyed" / "problems.csv").read_text()
+    assert "zz_again/" not in text and series.name not in text and text.count("F-") == 2 * n
