@@ -404,21 +404,39 @@ def _link_name(i: int) -> str:
 _LINK_NAME = re.compile(r"\b(\d{6})\.dcm\b")
 
 
-def skipped_problems(entry: SeriesEntry, skipped: Sequence[Sequence[str]], root: Path,
-                     shown: Callable[[str], str] = str) -> list[Problem]:  # fmt: skip
-    """The files the reader skipped while reading ``entry`` (``(name, reason)`` as :func:`read_series`'s volume lists
-    them, named by their links) as problems naming the archive's files (``shown`` turns a path relative to ``root``
-    into what is printed: a keyed id with ``--keyed-ids``). They were logged under the links' names alone
-    ("skipped 000004.dcm: truncated"), and ``problems.csv`` did not list them."""
+def named_files(entry: SeriesEntry, text: str, root: Path, shown: Callable[[str], str] = str) -> str:
+    """``text`` (a reader's message about ``entry``) with the names of :func:`read_series`'s temporary links
+    (``000004.dcm``) replaced by the files they stand for, relative to ``root`` and passed through ``shown`` (a
+    keyed id with ``--keyed-ids``): "gap of 10 mm between 000003.dcm and 000005.dcm" named no file a user has."""
+    if len(entry.files) < 2:  # a one-file series is read without links
+        return text
+
     def place(match: re.Match[str]) -> str:
         i = int(match[1])
         return shown(display_path(entry.files[i], root)) if i < len(entry.files) else match[0]
 
+    return _LINK_NAME.sub(place, text)
+
+
+def numbered_files(entry: SeriesEntry, text: str) -> str:
+    """``text`` with :func:`read_series`'s link names as ``file <n> of the series`` (a result names no file or
+    folder: ``problems.csv`` does, through :func:`named_files`)."""
+    if len(entry.files) < 2:
+        return text
+    return _LINK_NAME.sub(lambda m: f"file {int(m[1]) + 1} of the series", text)
+
+
+def skipped_problems(entry: SeriesEntry, skipped: Sequence[Sequence[str]], root: Path,
+                     shown: Callable[[str], str] = str) -> list[Problem]:  # fmt: skip
+    """The files the reader skipped while reading ``entry`` (``(name, reason)`` as :func:`read_series`'s volume lists
+    them, named by their links) as problems naming the archive's files, the files a reason names through ``shown``.
+    They were logged under the links' names alone ("skipped 000004.dcm: truncated"), and ``problems.csv`` did not
+    list them."""
     out = []
     for name, reason in skipped:
         link = _LINK_NAME.fullmatch(name)
         if link and len(entry.files) > 1 and int(link[1]) < len(entry.files):  # write_problems keys the place itself
-            out.append(Problem(display_path(entry.files[int(link[1])], root), _LINK_NAME.sub(place, reason)))
+            out.append(Problem(display_path(entry.files[int(link[1])], root), named_files(entry, reason, root, shown)))
     return out
 
 

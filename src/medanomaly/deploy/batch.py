@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medanomaly.deploy.archive import SeriesEntry, read_series, skipped_problems, walk_archive
+from medanomaly.deploy.archive import (Problem, SeriesEntry, named_files, numbered_files, read_series, skipped_problems,
+                                       walk_archive)
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.errors import OUTPUT_FULL, InputError
@@ -414,16 +415,22 @@ def _plan(decisions: Sequence[Decision], ctx: BatchContext, retry_errors: bool,
 def _finish(decisions: Sequence[Decision], ctx: BatchContext, index: Any, records: dict[str, dict],
             summary: BatchSummary, start: float) -> BatchSummary:  # fmt: skip
     """Collect every decision's record (from disk), write the tables and problems.csv."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    read_problems: list[Problem] = []
     for d in decisions:
         record = records.get(d.entry.key) or load_record(record_path(ctx.out_dir, ctx.series_id(d.entry)))
         if record is None or record.get("fingerprint") != ctx.fingerprint:
             record = _base_record(d.entry, ctx, "error", "no result was recorded (worker lost)")
+        if record["status"] == "error" and numbered_files(d.entry, record.get("reason") or "") != record.get("reason"):
+            # the reader named its temporary links: problems.csv names the archive's files, the result numbers them
+            read_problems.append(Problem(ctx.series_id(d.entry), named_files(d.entry, record["reason"], index.root,
+                                                                             ctx.file_id), kind="series"))  # fmt: skip
+            record = {**record, "reason": numbered_files(d.entry, record["reason"]) + " (files named in problems.csv)"}
         rows.append(record)
         summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
     summary.results_csv, summary.results_parquet = write_tables(ctx.out_dir, rows)
-    read_problems = [p for d, row in zip(decisions, rows, strict=True)
-                     for p in skipped_problems(d.entry, row.get("skipped", ()), index.root, ctx.file_id)]  # fmt: skip
+    read_problems += [p for d, row in zip(decisions, rows, strict=True)
+                      for p in skipped_problems(d.entry, row.get("skipped", ()), index.root, ctx.file_id)]  # fmt: skip
     summary.problems_csv = write_problems(ctx.out_dir, [*index.problems, *read_problems], ctx.key)
     summary.n_problems += len(read_problems)
     summary.seconds = time.perf_counter() - start

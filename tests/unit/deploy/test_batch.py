@@ -52,6 +52,13 @@ def test_every_series_gets_a_row_and_every_bad_one_a_reason(small_archive, fake_
     assert set(dicom) == {"seg", "sr", "parametric_map"} and (out / dicom["seg"]).is_file()
     problems = (out / "problems.csv").read_text()
     assert "RTPLAN" in problems and "SR" in problems and "misc/broken.dcm" in problems
+    import re  # the reader's temporary links ("gap of 10 mm between 000003.dcm and 000005.dcm") named no file one has
+
+    for uid in small_archive.bad:
+        assert not re.search(r"\b\d{6}\.dcm", rows[uid]["reason"]) and "file " in rows[uid]["reason"], rows[uid]
+    named = {r["where"]: r["reason"] for r in csv.DictReader(problems.splitlines()) if r["kind"] == "series"}
+    assert set(named) == set(small_archive.bad)
+    assert all(re.search(r"[^ ]+/slice_\d{4}\.dcm", reason) for reason in named.values()), named
 
 
 def test_no_phi_folder_or_file_name_in_results(small_archive, fake_module, tmp_path: Path) -> None:
