@@ -53,7 +53,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     except RuntimeError:
         grey = _grey_of_grey_alpha(path, max_voxel_bytes) if fmt == "png" else None
         if grey is None:
-            raise InputError(f"not a readable {fmt} image (corrupt or truncated)", path) from None
+            reason = _unequal_pages(path) if fmt == "tiff" else None
+            raise InputError(reason or f"not a readable {fmt} image (corrupt or truncated)", path) from None
         return Volume(grey[None], meta={"source_format": fmt, "photometric": "MONOCHROME2"})
     vol = Volume.from_sitk(image, source_format=fmt)
     array = vol.array
@@ -85,6 +86,30 @@ def _refuse_animated_png(path: Path) -> None:
     if frames > 1:
         raise InputError(f"animated PNG with {frames} frames: only single-frame pictures are read (save each "
                          "frame as its own file, or the loop as a multi-frame DICOM or a NIfTI volume)", path)
+
+
+#: Pages of a TIFF looked at to tell why SimpleITK could not read it (a stack of thousands is not walked).
+MAX_PAGES_CHECKED = 4096
+
+
+def _unequal_pages(path: Path) -> str | None:
+    """Why SimpleITK refused a multi-page TIFF whose pages differ in size (it reads pages as the slices of one
+    volume), or None: that file was "corrupt or truncated", which it is not."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            sizes = []
+            for page in range(min(int(getattr(picture, "n_frames", 1)), MAX_PAGES_CHECKED)):
+                picture.seek(page)
+                sizes.append(picture.size)
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, Image.DecompressionBombError):
+        return None
+    if len(set(sizes)) < 2:
+        return None
+    first, other = sizes[0], next(size for size in sizes if size != sizes[0])
+    return (f"multi-page TIFF whose pages differ in size ({first[0]} x {first[1]} and {other[0]} x {other[1]} "
+            "pixels): its pages are read as the slices of one volume; save each page as its own file")
 
 
 def _grey_of_grey_alpha(path: Path, max_voxel_bytes: int | None) -> np.ndarray | None:

@@ -100,3 +100,14 @@ def test_an_animated_png_is_refused_instead_of_read_as_its_first_frame(tmp_path)
     assert "loop.png" in str(err.value)
     frames[1].save(tmp_path / "one.png")  # a single frame still reads
     assert read(tmp_path / "one.png").array.max() == 40
+
+
+def test_a_multi_page_tiff_whose_pages_differ_in_size_says_so(tmp_path):
+    """Its pages are the slices of one volume to SimpleITK, which refused it: the file was called "corrupt or
+    truncated", which it is not."""
+    first, second = Image.fromarray(np.zeros((50, 40), np.uint8)), Image.fromarray(np.full((30, 70), 9, np.uint8))
+    first.save(tmp_path / "pages.tif", save_all=True, append_images=[second])
+    with pytest.raises(InputError, match=r"pages.tif: multi-page TIFF whose pages differ in size \(40 x 50 and 70 x 30"):
+        read(tmp_path / "pages.tif")
+    first.save(tmp_path / "stack.tif", save_all=True, append_images=[first])  # equal pages: a two-slice stack
+    assert read(tmp_path / "stack.tif").shape == (2, 50, 40)
