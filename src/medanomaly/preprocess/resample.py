@@ -13,7 +13,7 @@ nearest integer (ITK alone truncates toward zero: 0.75 would become 0).
 
 Example:
     >>> import numpy as np
-    >>> from medanomaly.types import Volume, is_orthonormal
+    >>> from medanomaly.types import Volume
     >>> v = Volume(np.zeros((10, 20, 20), np.float32), spacing=(0.5, 0.5, 2.0))
     >>> resample_to_spacing(v, 1.0).shape
     (20, 10, 10)
@@ -156,19 +156,16 @@ def resample_to_spacing(
     old = np.asarray(volume.spacing)
     if volume.is_2d:
         target[2] = old[2]
-    size = resampled_size(volume.size_xyz, old, target)
+    if is_orthonormal(volume.direction):
+        size, direction = resampled_size(volume.size_xyz, old, target), volume.direction
+        # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
+        # sits half a new voxel inside it, so both grids cover the same box up to rounding.
+        origin = volume.index_to_physical((target / old - 1.0) / 2.0)
+    else:  # a sheared grid (gantry tilt): onto a square one around it
+        size, origin, direction = _unsheared_grid(volume, target)
     itemsize = max(np.dtype(dtype or np.float32).itemsize, np.dtype(volume.array.dtype).itemsize)
     check_voxel_bytes([*size[::-1], volume.n_components], itemsize, None, what=f"resampling to {spacing} mm gives an image")
-    if not is_orthonormal(volume.direction):  # a sheared grid (gantry tilt): onto a square one around it
-        size, origin, direction = _unsheared_grid(volume, target)
-        check_voxel_bytes([*size[::-1], volume.n_components], itemsize, None,
-                          what=f"resampling to {spacing} mm gives an image")  # fmt: skip
-        return _resample(volume, size, tuple(target), tuple(origin), direction, interpolator, default, antialias,
-                         dtype)  # fmt: skip
-    # Keep the outer corner of the first voxel (voxels are boxes): the first new voxel centre
-    # sits half a new voxel inside it, so both grids cover the same box up to rounding.
-    origin = volume.index_to_physical((target / old - 1.0) / 2.0)
-    return _resample(volume, size, tuple(target), tuple(origin), volume.direction, interpolator, default,
+    return _resample(volume, size, tuple(target), tuple(origin), direction, interpolator, default,
                      antialias, dtype)  # fmt: skip
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.types import grid_metric_zyx
+from medanomaly.types import grid_metric_zyx, is_orthonormal
 
 __all__ = ["ShapeFeatures", "SurfaceMesh", "max_distance", "principal_axes_mm", "shape_features", "surface_mesh"]
 
@@ -108,10 +108,9 @@ def surface_mesh(binary: np.ndarray, spacing: tuple[float, float, float], direct
 def _shear_metric(spacing: tuple[float, float, float], direction: Any) -> np.ndarray | None:
     """The grid's metric (:func:`medanomaly.types.grid_metric_zyx`) when it is sheared, else None (then mm are
     exactly index times spacing, as before shears were measured)."""
-    if direction is None:
+    if direction is None or is_orthonormal(direction):
         return None
-    metric = grid_metric_zyx(spacing, direction)
-    return None if np.count_nonzero(metric - np.diag(np.diagonal(metric))) == 0 else metric
+    return grid_metric_zyx(spacing, direction)
 
 
 def max_distance(points: np.ndarray) -> float:
