@@ -85,6 +85,17 @@ def ordered_pair(name: str, pair: tuple[float, float] | None) -> tuple[float, fl
     return pair
 
 
+def distinct_names(values: Iterable[Any]) -> bool:
+    """True when every value is a non-empty string and none comes twice: class names a run or a classifier records.
+
+    Example:
+        >>> distinct_names(["benign", "malignant"]), distinct_names(["a", "a"]), distinct_names(["a", ""])
+        (True, False, False)
+    """
+    values = list(values)
+    return all(isinstance(v, str) and v for v in values) and first_repeat(values) is None
+
+
 def is_finite_range(value: Any) -> bool:
     """True when ``value`` is a list ``[low, high]`` of two finite numbers (not booleans) with low < high: a range a
     run recorded (a fusion window, a 2D folder's intensity range), read back from JSON.

@@ -123,9 +123,8 @@ def _read_series(folder: Path, series_uid: str):
     import pydicom
     import SimpleITK as sitk
 
-    from medanomaly.types import Volume
-
     from medanomaly.io.itk import itk_path
+    from medanomaly.types import Volume
 
     reader = sitk.ImageSeriesReader()
     files = reader.GetGDCMSeriesFileNames(itk_path(folder), series_uid) if series_uid else ()

@@ -283,8 +283,6 @@ def content_key(path: Path, root: Path, chunk: int = 1 << 20) -> str:
     its name. The place makes it one per file: two copies of one volume (or two volumes of one size whose first MiB,
     header and air, agree) shared a key, and the batch then skipped both ("not selected: study's detection series is
     file-...", naming the key they shared), processing neither."""
-    import os
-
     digest = hashlib.sha256()
     digest.update(os.fsencode(path.relative_to(root)) + b"\0")
     digest.update(str(path.stat().st_size).encode())

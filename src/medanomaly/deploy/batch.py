@@ -421,11 +421,13 @@ def _finish(decisions: Sequence[Decision], ctx: BatchContext, index: Any, record
         record = records.get(d.entry.key) or load_record(record_path(ctx.out_dir, ctx.series_id(d.entry)))
         if record is None or record.get("fingerprint") != ctx.fingerprint:
             record = _base_record(d.entry, ctx, "error", "no result was recorded (worker lost)")
-        if record["status"] == "error" and numbered_files(d.entry, record.get("reason") or "") != record.get("reason"):
+        reason = record.get("reason") or ""
+        numbered = numbered_files(d.entry, reason)
+        if record["status"] == "error" and numbered != reason:
             # the reader named its temporary links: problems.csv names the archive's files, the result numbers them
-            read_problems.append(Problem(ctx.series_id(d.entry), named_files(d.entry, record["reason"], index.root,
-                                                                             ctx.file_id), kind="series"))  # fmt: skip
-            record = {**record, "reason": numbered_files(d.entry, record["reason"]) + " (files named in problems.csv)"}
+            read_problems.append(Problem(ctx.series_id(d.entry), named_files(d.entry, reason, index.root, ctx.file_id),
+                                         kind="series"))  # fmt: skip
+            record = {**record, "reason": numbered + " (files named in problems.csv)"}
         rows.append(record)
         summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
     summary.results_csv, summary.results_parquet = write_tables(ctx.out_dir, rows)

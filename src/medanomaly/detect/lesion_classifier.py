@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.config import distinct_names
 from medanomaly.data.lesions2d import LesionImage, LesionSet, lesion_from_mask
 from medanomaly.detect.detection_config import MAX_SIDE
 from medanomaly.errors import ConfigError, InputError, first_reason
@@ -58,8 +59,7 @@ class LesionClassifier:
                  model_params: dict[str, Any] | None = None, crop_size: Sequence[int] = (48, 48), epochs: int = 30,
                  batch_size: int = 32, lr: float = 2e-3, seed: int = 0, abstain_coverage: float = 0.9) -> None:  # fmt: skip
         self.class_names = tuple(class_names)
-        if not self.class_names or not all(isinstance(c, str) and c for c in self.class_names) or \
-                len(set(self.class_names)) != len(self.class_names):  # fmt: skip
+        if not self.class_names or not distinct_names(self.class_names):
             raise ConfigError(f"lesion class names must be distinct non-empty names, got {list(self.class_names)}")
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.crop_size = tuple(int(c) for c in crop_size)

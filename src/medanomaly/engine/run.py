@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medanomaly.config import distinct_names
 from medanomaly.errors import InputError, Terminated, utf8_path
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.train.engine import WARNINGS_JSON
@@ -122,7 +123,7 @@ class RunInfo(BaseModel):
     @field_validator("class_names")
     @classmethod
     def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not name for name in value) or len(set(value)) != len(value):
+        if not distinct_names(value):
             raise ValueError(f"class names must be distinct and non-empty, got {list(value)}")
         return value
 

@@ -209,7 +209,7 @@ def _parse_all(
 
 
 def _without_copies(slices: list[_Slice], arrays: list[np.ndarray], folder: Path,
-                    skipped: list[str]) -> tuple[list[_Slice], list[np.ndarray]]:  # fmt: skip
+                    skipped: _Skipped) -> tuple[list[_Slice], list[np.ndarray]]:  # fmt: skip
     """The decoded slices less copies of one instance (the same SOPInstanceUID at the same position: a study exported
     twice into one folder or archive), the first decoded kept (so a truncated copy never wins), each copy skipped
     naming the one kept; they had made the series "two slices at the same position", read not at all. Slices that
@@ -231,12 +231,6 @@ def _series_key(ds: Dataset) -> str:
     return str(ds.get("SeriesInstanceUID") or "unknown")
 
 
-def _skip(skipped: list[str], path: Path, folder: Path, reason: str) -> None:
-    """Record a skipped file; the first :data:`SKIP_LOG_LIMIT` are logged one line each, then one
-    line says the rest are only counted (a folder of 10,000 foreign files must not print 10,000 lines)."""
-    _skip_name(skipped, _rel(path, folder), folder, reason)
-
-
 class _Skipped(list):
     """The names of the skipped files in order, and ``reasons``: name -> why (``meta["skipped_reasons"]``)."""
 
@@ -245,14 +239,19 @@ class _Skipped(list):
         self.reasons: dict[str, str] = {}
 
     def meta(self) -> dict[str, list[str]]:
-        return {"skipped_files": list(self), "skipped_reasons": [self.reasons.get(n, "") for n in self]}
+        return {"skipped_files": list(self), "skipped_reasons": [self.reasons[n] for n in self]}
 
 
-def _skip_name(skipped: list[str], name: str, folder: Path, reason: str) -> None:
+def _skip(skipped: _Skipped, path: Path, folder: Path, reason: str) -> None:
+    """Record a skipped file; the first :data:`SKIP_LOG_LIMIT` are logged one line each, then one
+    line says the rest are only counted (a folder of 10,000 foreign files must not print 10,000 lines)."""
+    _skip_name(skipped, _rel(path, folder), folder, reason)
+
+
+def _skip_name(skipped: _Skipped, name: str, folder: Path, reason: str) -> None:
     """:func:`_skip` for a name already relative to ``folder``."""
     skipped.append(name)
-    if isinstance(skipped, _Skipped):
-        skipped.reasons[name] = reason
+    skipped.reasons[name] = reason
     if len(skipped) <= SKIP_LOG_LIMIT:
         log.warning("skipped %s: %s", name, reason)
     elif len(skipped) == SKIP_LOG_LIMIT + 1:
@@ -359,7 +358,6 @@ def _sort_and_check(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], n
     return slices, direction, spacing_z, pos[0]
 
 
-
 def _is_simple(ds: Dataset) -> bool:
     """Greyscale, single frame: the fast path (decode + rescale into the output array)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -372,7 +370,7 @@ def _is_simple(ds: Dataset) -> bool:
 
 
 def _decode_all(
-    slices: list[_Slice], folder: Path, skipped: list[str], sink: _PixelSink
+    slices: list[_Slice], folder: Path, skipped: _Skipped, sink: _PixelSink
 ) -> tuple[list[_Slice], list[np.ndarray]]:
     """Decode pixels of every slice; compressed syntaxes in a thread pool. Failures are skipped."""
 

@@ -173,6 +173,7 @@ _ITK_REASONS = {
     "do not sufficiently overlap": "the images do not overlap in space (not in one patient space?)",
 }
 
+
 def itk_path(path: str | Path, *, name: str | Path | None = None) -> str:
     """``path`` as the text SimpleITK takes, or one InputError naming ``name`` (default ``path``) when it is not UTF-8
     (:func:`medanomaly.errors.utf8_path`): SimpleITK's C++ string conversion aborted the whole process on such a name
@@ -215,9 +216,10 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
     import SimpleITK as sitk
 
     path = Path(path)
-    if itk_format(path) is None:
+    fmt = itk_format(path)
+    if fmt is None:
         raise InputError(f"unknown image extension (use one of {', '.join(ITK_SUFFIXES)})", path)
-    if itk_format(path) == "nifti" and not is_orthonormal(volume.direction):  # ITK would make it orthogonal
+    if fmt == "nifti" and not is_orthonormal(volume.direction):  # ITK would make it orthogonal
         from medanomaly.io.nifti import write_sheared_nifti
 
         itk_path(path)  # the same names refused as ITK's own writes

@@ -222,10 +222,6 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)
 
 
-__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
-           "write_sheared_nifti"]
-
-
 def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     """Write a Volume on a sheared grid (a direction whose columns are not orthogonal) as NIfTI with nibabel, the
     sheared affine as the sform (code 1: scanner), no qform; all-or-nothing (:func:`medanomaly.io.staged.write_staged`).
@@ -251,3 +247,7 @@ def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     if array.ndim == 4:
         image.header.set_intent(INTENT_VECTOR)
     return write_staged(Path(path), lambda staged: nib.save(image, staged))
+
+
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
+           "write_sheared_nifti"]
