@@ -32,7 +32,9 @@ import logging
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -438,11 +440,42 @@ def skipped_problems(entry: SeriesEntry, skipped: Sequence[Sequence[str]], root:
     return out
 
 
-def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None) -> Any:
+class _NumberedLinks(logging.Filter):
+    """Rewrites the series reader's log lines of one thread ("skipped 000004.dcm: truncated", named by a temporary link
+    no user has) as "series <key>: skipped file 5 of the series: truncated (named in problems.csv)"."""
+
+    def __init__(self, entry: SeriesEntry, tmp: str, shown_as: str) -> None:
+        super().__init__()
+        self.entry, self.shown_as = entry, shown_as
+        self.tmp_name, self.thread = os.path.basename(tmp), threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread:
+            text = numbered_files(self.entry, record.getMessage()).replace(self.tmp_name, "the series")
+            record.msg, record.args = f"series {self.shown_as}: {text} (named in problems.csv)", ()
+        return True
+
+
+@contextmanager
+def _reader_log_numbered(entry: SeriesEntry, tmp: str, shown_as: str) -> Iterator[None]:
+    """While this thread reads ``entry`` through the links in ``tmp``, the reader's log names no link (see
+    :class:`_NumberedLinks`); ``problems.csv`` names the files (:func:`skipped_problems`)."""
+    from medanomaly.io import dicom_series
+
+    numbered = _NumberedLinks(entry, tmp, shown_as)
+    dicom_series.log.addFilter(numbered)
+    try:
+        yield
+    finally:
+        dicom_series.log.removeFilter(numbered)
+
+
+def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None, shown_as: str | None = None) -> Any:
     """Read one series of the index into a :class:`~medanomaly.types.Volume`.
 
     A DICOM series whose files lie in several folders is read through a temporary folder of
-    links to exactly its files (the reader then sees one series, wherever the files are).
+    links to exactly its files (the reader then sees one series, wherever the files are). The
+    reader's log lines name the series ``shown_as`` (a keyed id with ``--keyed-ids``; else its key).
 
     Raises:
         InputError: the series cannot be read (gaps, corrupt slices, over the voxel limit...);
@@ -456,7 +489,7 @@ def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None) -> Any:
     try:
         if entry.kind == "volume" or len(entry.files) == 1:
             return read(entry.files[0], max_voxel_bytes=max_voxel_bytes)
-        with tempfile.TemporaryDirectory(prefix="medanomaly-series-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="medanomaly-series-") as tmp, _reader_log_numbered(entry, tmp, shown_as or entry.key):
             for i, path in enumerate(entry.files):
                 os.symlink(os.path.abspath(path), os.path.join(tmp, _link_name(i)))
             return read(tmp, series_uid=entry.key, max_voxel_bytes=max_voxel_bytes)

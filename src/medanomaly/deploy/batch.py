@@ -232,7 +232,7 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
     start = time.perf_counter()
     try:
         if volume is None:
-            volume = read_series(entry, ctx.options.memory_limit)
+            volume = read_series(entry, ctx.options.memory_limit, ctx.series_id(entry))
         if hasattr(model, "check_input"):
             model.check_input(volume, f"series {entry.key}")
         source = _dicom_source(entry, volume, ctx)
@@ -281,7 +281,7 @@ def _run_local(model: Any, todo: Sequence[SeriesEntry], ctx: BatchContext, advan
 
     def read(entry: SeriesEntry) -> Any:
         try:
-            return read_series(entry, ctx.options.memory_limit)
+            return read_series(entry, ctx.options.memory_limit, ctx.series_id(entry))
         except InputError as exc:
             return exc
 

@@ -316,3 +316,27 @@ def test_files_skipped_while_a_series_is_read_are_in_problems_csv_by_their_place
     run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "keyed", NO_DICOM, key=key, progress=False)
     text = (tmp_path / "keyed" / "problems.csv").read_text()
     assert "zz_again/" not in text and series.name not in text and text.count("F-") == 2 * n
+
+
+def test_the_readers_log_names_no_temporary_link_and_no_raw_uid_with_a_key(tmp_path: Path, fake_module, caplog) -> None:
+    """A truncated slice in an archive's series was logged as "skipped 000003.dcm: truncated ...", the name of a
+    temporary link no user has: the console now numbers the file in its series, names the series as the results do
+    (a keyed id with a key, never its raw UID) and points to problems.csv, which names the file (keyed here)."""
+    import logging
+
+    from medanomaly.deploy.demo_archive import build_archive
+
+    archive = build_archive(tmp_path / "a", n_series=1, n_corrupt=0, extras=False)
+    (series,) = [p for p in archive.root.rglob("*") if p.is_dir() and any(p.glob("*.dcm"))]
+    slice_file = sorted(series.glob("*.dcm"))[3]
+    slice_file.write_bytes(slice_file.read_bytes()[:-4000])
+    key = b"a-secret-key-of-16+-bytes"
+    with caplog.at_level(logging.WARNING, logger="medanomaly"):
+        run_batch(fake_module.FakeDetector(), archive.root, tmp_path / "out", NO_DICOM, key=key, progress=False)
+    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert lines and all(".dcm" not in line and "medanomaly-series-" not in line for line in lines), lines
+    (row,) = _rows(tmp_path / "out")
+    assert any(line.startswith(f"series {row['series_id']}: skipped file 4 of the series: ") for line in lines), lines
+    uid = next(iter(archive.good or [""]), "")
+    assert not uid or all(uid not in line for line in lines)
+    assert slice_file.name not in "".join(lines) and "F-" in (tmp_path / "out" / "problems.csv").read_text()
