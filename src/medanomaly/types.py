@@ -59,6 +59,7 @@ SAFE_META_KEYS = frozenset(
         "description",
         "channels",
         "label",
+        "exif_orientation",  # a picture turned upright as its EXIF orientation (2..8) says
         "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm
     }
 )

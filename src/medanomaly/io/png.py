@@ -3,7 +3,8 @@
 A picture becomes a one-slice :class:`~medanomaly.types.Volume` (1, y, x) or (1, y, x, 3) for
 colour. RGB files whose three channels are identical (common for exported greyscale slices,
 e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped (an 8-bit grey + alpha PNG,
-which SimpleITK cannot read, through Pillow). Pixel
+which SimpleITK cannot read, through Pillow). An EXIF orientation (a JPEG stored sideways) is applied, as
+viewers apply it. Pixel
 spacing comes from the file when it stores one (else 1 mm); there is no patient geometry.
 
 Example:
@@ -43,6 +44,7 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
     if fmt == "png":
         _refuse_animated_png(path)
+    orientation = _exif_orientation(path, fmt)
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
     try:
@@ -55,7 +57,9 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
         if grey is None:
             reason = _unequal_pages(path) if fmt == "tiff" else None
             raise InputError(reason or f"not a readable {fmt} image (corrupt or truncated)", path) from None
-        return Volume(grey[None], meta={"source_format": fmt, "photometric": "MONOCHROME2"})
+        turned = {"exif_orientation": orientation} if orientation != 1 else {}
+        return Volume(_upright(grey[None], orientation) if turned else grey[None],
+                      meta={"source_format": fmt, "photometric": "MONOCHROME2", **turned})  # fmt: skip
     vol = Volume.from_sitk(image, source_format=fmt)
     array = vol.array
     if array.ndim == 4:
@@ -65,12 +69,66 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
             array[..., 0], array[..., 2]
         ):
             array = array[..., 0]
-    meta = dict(vol.meta)
+    meta, spacing = dict(vol.meta), vol.spacing
+    if orientation != 1:
+        if fmt == "tiff":  # libtiff's RGBA reader applied the orientation's flip and no quarter turn: undo it
+            array = _upright(array, orientation - 4) if orientation >= 6 else array
+            array = _upright(array, orientation) if orientation >= 5 else array
+        else:
+            array = _upright(array, orientation)
+        if orientation >= 5:  # the picture turned a quarter: its pixel width and height swap
+            spacing = (spacing[1], spacing[0], *spacing[2:])
+        meta["exif_orientation"] = orientation
     if array.ndim == 4:
         meta.update(channels=int(array.shape[-1]), photometric="RGB")
     else:
         meta["photometric"] = "MONOCHROME2"
-    return Volume(np.ascontiguousarray(array), spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+    return Volume(np.ascontiguousarray(array), spacing=spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+
+
+#: EXIF Orientation tag (0x0112): how a viewer turns the stored pixels to show them upright.
+EXIF_ORIENTATION = 0x0112
+
+
+def _exif_orientation(path: Path, fmt: str) -> int:
+    """The picture's EXIF orientation, 1 (as stored) to 8, read by Pillow from the header (JPEG, TIFF, PNG eXIf);
+    1 when there is none, or a value outside 1..8. SimpleITK ignores it in a JPEG or a PNG: a phone's or a
+    scanner's JPEG stored sideways with orientation 6 was read sideways, though every viewer shows it upright.
+
+    Raises:
+        InputError: a TIFF of more than 8 bits per sample with an orientation other than 1: ITK reads such a file
+            only through libtiff's 8-bit RGBA reader (a 16-bit radiograph came back as 8 bits, without a word).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            value = picture.getexif().get(EXIF_ORIENTATION, 1)
+            bits = picture.tag_v2.get(258, (8,)) if fmt == "tiff" and hasattr(picture, "tag_v2") else (8,)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1
+    orientation = int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+    deepest = max((int(b) for b in bits), default=8) if isinstance(bits, tuple) else int(bits)
+    if orientation != 1 and deepest > 8:
+        raise InputError(f"{deepest}-bit TIFF with orientation {orientation} (not top-left): ITK reads it only at "
+                         "8 bits, losing its grey levels; save it with orientation 1", path)  # fmt: skip
+    return orientation
+
+
+def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (z, y, x[, c]) turned in each slice as EXIF ``orientation`` 2..8 says a viewer shows it (Pillow's
+    ``ImageOps.exif_transpose``): mirrored (2), turned 180 degrees (3), flipped (4), transposed (5), turned 90
+    degrees clockwise (6), transversed (7), turned 90 degrees counter-clockwise (8)."""
+    turned = {
+        2: lambda a: a[:, :, ::-1],
+        3: lambda a: a[:, ::-1, ::-1],
+        4: lambda a: a[:, ::-1, :],
+        5: lambda a: a.swapaxes(1, 2),
+        6: lambda a: np.rot90(a, k=-1, axes=(1, 2)),
+        7: lambda a: a[:, ::-1, ::-1].swapaxes(1, 2),
+        8: lambda a: np.rot90(a, k=1, axes=(1, 2)),
+    }[orientation](array)
+    return np.ascontiguousarray(turned)
 
 
 def _refuse_animated_png(path: Path) -> None:

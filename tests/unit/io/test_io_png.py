@@ -111,3 +111,45 @@ def test_a_multi_page_tiff_whose_pages_differ_in_size_says_so(tmp_path):
         read(tmp_path / "pages.tif")
     first.save(tmp_path / "stack.tif", save_all=True, append_images=[first])  # equal pages: a two-slice stack
     assert read(tmp_path / "stack.tif").shape == (2, 50, 40)
+
+
+def _viewer_shows(path: Path) -> np.ndarray:
+    """What a viewer shows: Pillow's exif_transpose of a PNG (Pillow's own TIFF loader turns some pages itself)."""
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.exif_transpose(Image.open(path)))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff"])
+@pytest.mark.parametrize("grey", [True, False])
+def test_a_picture_is_read_turned_as_its_exif_orientation_says(tmp_path, fmt, grey):
+    """SimpleITK ignores the EXIF orientation of a JPEG or a PNG (a picture stored sideways, orientation 6, was read
+    sideways though every viewer shows it upright) and libtiff's reader applies a TIFF's flips but no quarter turn:
+    every orientation 1..8 now reads as the viewer shows it, and a quarter turn swaps the pixel spacings."""
+    stored = (np.arange(40 * 60).reshape(40, 60) % 251).astype(np.uint8)
+    stored[5:10, 3:20] = 255  # a mark that tells every turn apart
+    picture = Image.fromarray(stored if grey else np.stack([stored, stored // 2, 255 - stored], -1))
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.{fmt}"
+        picture.save(path, exif=exif, **({"quality": 100, "subsampling": 0} if fmt == "jpeg" else {}))
+        picture.save(tmp_path / f"truth{orientation}.png", exif=exif)
+        got = read(path)
+        truth = _viewer_shows(tmp_path / f"truth{orientation}.png")
+        assert got.array[0].shape == truth.shape, orientation
+        assert np.abs(got.array[0].astype(int) - truth.astype(int)).max() <= 3, orientation
+        assert got.meta.get("exif_orientation") == (orientation if orientation != 1 else None)
+
+
+def test_a_deep_tiff_with_an_orientation_is_refused_not_read_at_8_bits(tmp_path):
+    """ITK reads a TIFF whose orientation is not top-left through libtiff's 8-bit RGBA reader: a 16-bit picture came
+    back with grey levels 0..159 instead of 0..40783, with only an ITK warning on the terminal."""
+    stored = (np.arange(40 * 60).reshape(40, 60) * 17).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(stored).save(tmp_path / "turned.tiff", exif=exif)
+    with pytest.raises(InputError, match="16-bit TIFF with orientation 3 .*save it with orientation 1"):
+        read(tmp_path / "turned.tiff")
+    Image.fromarray(stored).save(tmp_path / "upright.tiff")
+    assert read(tmp_path / "upright.tiff").array.max() == stored.max()
