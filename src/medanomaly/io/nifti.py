@@ -12,6 +12,8 @@ jhu189. ITK also turned NaN voxels into 0 and does not read NIfTI-2. Here:
   ``Volume.affine_lps`` equals ``diag(-1, -1, 1, 1) @ nibabel affine`` exactly (sheared
   affines included). Which one was used is recorded in ``meta["description"]``, e.g.
   ``"NIfTI-1 geometry from sform (code 4: MNI)"``;
+  The header's spatial unit (``xyzt_units``) is converted to mm (metres x 1000, microns / 1000; unknown
+  taken as mm), as ITK converts it; nibabel leaves the affine in the header's unit;
 * **voxels**: stored values, scaled by ``scl_slope``/``scl_inter`` when the header sets them
   (then float32, or float64 for double data), NaN and Inf kept as they are;
 * **limits**: the declared size (dimensions x bytes per voxel of the result) is checked
@@ -151,6 +153,25 @@ def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.nd
     return spacing, matrix / spacing, affine_lps[:3, 3]
 
 
+#: Millimetres per unit of the header's spatial unit (``xyzt_units``); "unknown" (0) is taken as mm, as by ITK.
+MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _affine_lps_mm(image: Any) -> np.ndarray:
+    """nibabel's ``affine`` in LPS millimetres: the header's spatial unit converted (``xyzt_units`` metres or microns:
+    nibabel leaves the affine in them, so a lesion of 1 mL in a file stored in metres measured 0.000 mL, one in
+    microns a billion times its size; ITK converts them, and so does this reader now)."""
+    unit = str(image.header.get_xyzt_units()[0]) if hasattr(image.header, "get_xyzt_units") else "unknown"
+    scale = MM_PER_UNIT.get(unit, 1.0)
+    return _RAS_TO_LPS @ np.diag([scale, scale, scale, 1.0]) @ np.asarray(image.affine, dtype=np.float64)
+
+
+def _units_note(header: Any) -> str:
+    """``", metres to mm"`` (or microns) for the description when the header's unit is not millimetres."""
+    unit = str(header.get_xyzt_units()[0]) if hasattr(header, "get_xyzt_units") else "unknown"
+    return {"meter": ", metres to mm", "micron": ", microns to mm"}.get(unit, "")
+
+
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
     """(size x, y, z; components; bytes per component; spacing x, y, z mm) of a NIfTI file from its header alone, as
     :func:`read_nifti` would read it (nibabel's geometry: the sform first; an index of an archive lists it so).
@@ -163,7 +184,7 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
     try:
         xyz, components = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
         dtype = _result_dtype(image)
-        spacing, _, _ = _split_affine(_RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64), path)
+        spacing, _, _ = _split_affine(_affine_lps_mm(image), path)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
@@ -194,7 +215,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     try:
         xyz, components = _spatial_shape(image.shape, path, int(header.get("intent_code", 0)))
         dtype = _result_dtype(image)
-        affine = _RAS_TO_LPS @ np.asarray(image.affine, dtype=np.float64)
+        affine = _affine_lps_mm(image)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
@@ -213,7 +234,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
     meta: dict[str, Any] = {
         "source_format": "nifti",
-        "description": f"{version} geometry from {nifti_geometry_source(header)}",
+        "description": f"{version} geometry from {nifti_geometry_source(header)}{_units_note(header)}",
     }
     if rgb:
         meta.update(channels=3, photometric="RGB")
@@ -244,6 +265,7 @@ def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     image = nib.Nifti1Image(data, affine)
     image.set_sform(affine, code=1)
     image.set_qform(None, code=0)
+    image.header.set_xyzt_units(xyz="mm")
     if array.ndim == 4:
         image.header.set_intent(INTENT_VECTOR)
     return write_staged(Path(path), lambda staged: nib.save(image, staged))

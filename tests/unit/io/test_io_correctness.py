@@ -143,6 +143,24 @@ def test_io_nifti_sheared_sform_kept_exactly(tmp_path):
     np.testing.assert_allclose(read(path).affine_lps, LPS @ sform, atol=1e-6)
 
 
+@pytest.mark.parametrize(("unit", "mm_per_unit"), [("meter", 1000.0), ("micron", 0.001), ("mm", 1.0), ("unknown", 1.0)])
+def test_io_nifti_spatial_unit_is_converted_to_mm_as_itk_does(tmp_path, unit, mm_per_unit):
+    """nibabel leaves the affine in the header's unit (``xyzt_units``): a 10 mm cube in a file stored in metres read
+    as 10 micrometres (``quantify``: 0.000 mL), one in microns a million times too long. ITK converts; so do we."""
+    affine = np.array([[0.8, 0, 0, -50.0], [0, 0.9, 0, 20.0], [0, 0, 2.0, 100.0], [0, 0, 0, 1]])
+    affine[:3] /= mm_per_unit  # the same grid, written in the header's unit
+    image = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), affine)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units(xyz=unit)
+    nib.save(image, tmp_path / "unit.nii.gz")
+    got, itk = read(tmp_path / "unit.nii.gz"), sitk.ReadImage(str(tmp_path / "unit.nii.gz"))
+    np.testing.assert_allclose(got.spacing, (0.8, 0.9, 2.0), rtol=1e-5)
+    np.testing.assert_allclose(got.origin, (50.0, -20.0, 100.0), rtol=1e-5)
+    np.testing.assert_allclose(got.spacing, itk.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(got.origin, itk.GetOrigin(), rtol=1e-5, atol=1e-6)
+    assert got.meta["description"].endswith({"meter": ", metres to mm", "micron": ", microns to mm"}.get(unit, ")"))
+
+
 def test_io_sheared_volume_written_as_nifti_keeps_its_grid(tmp_path, capfd):
     """ITK's NIfTI writer coerced a sheared direction to an orthogonal one ("Non-orthogonal direction matrix coerced
     to orthogonal" on stderr): a sheared NIfTI read and written again (preprocess, segment, a predicted map) came back
