@@ -120,7 +120,38 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
     vol = Volume.from_sitk(image, **meta)
+    scale = nrrd_mm_per_unit(path) if fmt == "nrrd" else 1.0
+    if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit
+        vol = Volume(vol.array, spacing=tuple(scale * s for s in vol.spacing), origin=tuple(scale * o for o in vol.origin),
+                     direction=vol.direction, meta=vol.meta)  # fmt: skip
     return vol
+
+
+#: Millimetres per NRRD "space units" value (lengths only; "" or none is mm, as NRRD readers take it).
+NRRD_MM_PER_UNIT = {"": 1.0, "mm": 1.0, "millimeter": 1.0, "millimeters": 1.0, "m": 1000.0, "meter": 1000.0,
+                    "meters": 1000.0, "cm": 10.0, "um": 0.001, "\u00b5m": 0.001, "micron": 0.001, "microns": 0.001}
+
+
+def nrrd_mm_per_unit(path: Path) -> float:
+    """Millimetres per unit of an NRRD header's ``space units`` (1 without the field). ITK ignores the field: a grid
+    written in metres (``space units: "m" "m" "m"``) was read as millimetres, every length 1000 times short.
+
+    Raises:
+        InputError: units that are not one length for every axis (``"mm" "mm" "s"``, ``"furlong"``).
+    """
+    from medanomaly.io.detached import HEADER_BYTES
+
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_BYTES).decode("utf-8", errors="replace")
+    header = re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
+    found = re.search(r"^space units\s*:(.*)$", header, re.MULTILINE)
+    if found is None:
+        return 1.0
+    units = {u.strip().lower() for u in re.findall(r'"([^"]*)"', found[1])}
+    if len(units) > 1 or not units <= NRRD_MM_PER_UNIT.keys():
+        shown = " ".join(f'"{u}"' for u in sorted(units)) or found[1].strip()[:40]
+        raise InputError(f"NRRD space units {shown} are not one length (mm, cm, m or microns) for every axis", path)
+    return NRRD_MM_PER_UNIT[units.pop()] if units else 1.0
 
 
 @contextmanager

@@ -109,3 +109,21 @@ def test_io_itk_4d_nifti_refused(tmp_path):
     nib.save(img, tmp_path / "fmri.nii.gz")
     with pytest.raises(InputError, match=r"fmri.nii.gz: 4D image \(3 volumes\)"):
         read(tmp_path / "fmri.nii.gz")
+
+
+@pytest.mark.parametrize(("units", "mm_per_unit"), [('"m" "m" "m"', 1000.0), ('"cm" "cm" "cm"', 10.0),
+                                                    ('"um" "um" "um"', 0.001), ('"mm" "mm" "mm"', 1.0)])
+def test_io_nrrd_space_units_are_converted_to_mm(tmp_path, units, mm_per_unit):
+    """ITK drops an NRRD's ``space units``: a grid written in metres read as millimetres, every length 1000 times
+    short. The header's unit is converted (pynrrd writes the file, as 3D Slicer would); units that are not one
+    length for every axis are refused in one line."""
+    header = {"space": "left-posterior-superior", "space directions": np.diag([0.8, 0.9, 2.0]) / mm_per_unit,
+              "space origin": np.array([50.0, -20.0, 100.0]) / mm_per_unit, "space units": units.strip('"').split('" "')}
+    nrrd.write(str(tmp_path / "grid.nrrd"), np.zeros((6, 5, 4), np.int16), header)
+    got = read(tmp_path / "grid.nrrd")
+    np.testing.assert_allclose(got.spacing, (0.8, 0.9, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(got.origin, (50.0, -20.0, 100.0), rtol=1e-6)
+    header["space units"] = ["mm", "mm", "s"]
+    nrrd.write(str(tmp_path / "time.nrrd"), np.zeros((6, 5, 4), np.int16), header)
+    with pytest.raises(InputError, match='NRRD space units "mm" "s" are not one length'):
+        read(tmp_path / "time.nrrd")
