@@ -239,3 +239,17 @@ def test_io_dicom_enhanced_frames_stepping_sideways_are_a_tilted_stack(tmp_path)
     ds.save_as(tmp_path / "steep.dcm")
     with pytest.raises(InputError, match=r"steep.dcm: slices are sheared by 63.4 deg, more than a gantry tilts"):
         read(tmp_path / "steep.dcm")
+
+
+@pytest.mark.parametrize(("factor", "expected"), [(1.25, 0.08), (None, 0.1), (0.0, 0.1), (50.0, 0.1)])
+def test_io_dicom_imager_spacing_corrected_by_the_magnification_factor(tmp_path, factor, expected):
+    """A projection radiograph without PixelSpacing: its ImagerPixelSpacing is at the detector, and the object
+    plane's is that over the EstimatedRadiographicMagnificationFactor (as Cornerstone calibrates it): a mammography
+    magnification view at 1.8 had measured every lesion 1.8 times too long. A factor outside 1..10 is ignored."""
+    ds = pydicom.dcmread(pd("CT_small.dcm"))
+    del ds.PixelSpacing
+    ds.Modality, ds.ImagerPixelSpacing = "DX", [0.1, 0.1]
+    if factor is not None:
+        ds.EstimatedRadiographicMagnificationFactor = factor
+    ds.save_as(tmp_path / "dx.dcm")
+    assert read(tmp_path / "dx.dcm").spacing[:2] == pytest.approx((expected, expected), rel=1e-9)
