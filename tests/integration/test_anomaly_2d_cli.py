@@ -117,6 +117,9 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     result = runner.invoke(app, ["predict", str(run), str(volume), "-o", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "trained on 2D images, got a 3D volume" in result.output
     assert "Traceback" not in result.output
+    write(Volume(np.zeros((1, 1, 1), np.float32)), tmp_path / "dot.nii.gz")  # was resized up to the grid and scored
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "dot.nii.gz"), "-o", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "image too small: 1 x 1 pixels" in result.output
     _predict_names_not_utf8(run, read(image), tmp_path)
 
 

@@ -73,6 +73,13 @@ def test_classify_cli_train_evaluate_predict_tune(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     written = json.loads((tmp_path / "pred" / "p0.json").read_text())
     assert written["decision"] == "abstain" and written["abstained"] and written["label"] in ("normal", "abnormal")
+    # a 1 x 16 picture was resized up to the model's 16 x 16 grid and called: refused in one line, the rest predicted
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((1, 16), 100, np.float32)), str(tmp_path / "img/row.nrrd"))
+    res = runner.invoke(app, ["predict", str(run), str(tmp_path / "img/row.nrrd"), str(tmp_path / "img/p0.nrrd")])
+    assert res.exit_code == 0 and "row.nrrd: image too small: 1 x 16 pixels (a model takes at least 4" in res.output
+    assert "p0.nrrd: " in res.output
 
     res = runner.invoke(app, ["tune", str(cfg), "--trials", "2", "--out", str(tmp_path / "tune")])
     assert res.exit_code == 0, res.output

@@ -15,7 +15,7 @@ from typing import Any, get_args
 import numpy as np
 
 from medanomaly.anomaly.config import MAX_SIGMA, MAX_SIZE, MIN_SIZE, AnomalyDataConfig
-from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.contract import ModelBase, check_least_size
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Prediction, Volume, quality_check_failed
@@ -144,6 +144,7 @@ class AnomalyModel(ModelBase):
             if not volume.is_2d:
                 raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)",
                                  path)  # fmt: skip
+            check_least_size(volume, path)
             return
         want = str(self.info.input.get("modality", "MR") or "MR")
         trained = "chest CT" if want == "CT" else "brain MRI"
