@@ -38,7 +38,7 @@ from medanomaly.deploy.archive import (Problem, SeriesEntry, named_files, number
                                        walk_archive)
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
-from medanomaly.errors import OUTPUT_FULL, InputError
+from medanomaly.errors import OUTPUT_FULL, InputError, Terminated
 from medanomaly.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def run_batch(
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)
-        with _progress(progress, len(todo)) as advance, _stop_when_output_full(out_dir):
+        with _progress(progress, len(todo)) as advance, _stop_when_output_full(out_dir), _resumable_on_sigterm():
             if engine == "local":
                 _run_local(model, todo, ctx, advance)
             elif engine == "ray":
@@ -377,6 +377,21 @@ def run_batch(
                 raise InputError(f"unknown engine {engine!r} (local, ray)")
         with _stop_when_output_full(out_dir):
             return _finish(decisions, ctx, index, records, summary, start)
+
+
+@contextmanager
+def _resumable_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler's or a container's stop) ends the run with :class:`~medanomaly.errors.Terminated` saying
+    that the finished series are kept and how to resume (exit 143 from the CLI); it had ended the process at once,
+    without a word. The records written so far are whole (staged writes), so a rerun resumes after them."""
+    from medanomaly.engine.run import sigterm_raises
+
+    try:
+        with sigterm_raises():
+            yield
+    except Terminated:
+        raise Terminated("terminated (SIGTERM): the series finished so far are kept; run the same command again "
+                         "to resume") from None
 
 
 @contextmanager

@@ -152,21 +152,29 @@ def run_on_ray(
     started = _init(address, workers)
     import ray
 
+    from medanomaly.engine.run import sigterm_raises
+
     try:
-        ctx_data = ray.data.DataContext.get_current()
-        ctx_data.enable_progress_bars = False
-        factory = model_factory or default_factory(model)
-        ds = ray.data.from_items([_row(e) for e in todo], override_num_blocks=len(todo))
-        results = ds.map_batches(
-            _SeriesWorker,
-            fn_constructor_args=(factory, ctx),
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1,
-        )
-        for batch in results.iter_batches(batch_size=1, batch_format="pandas"):
-            for text in batch["record"]:
-                advance(json.loads(text))
+        with sigterm_raises():  # ray.init set its own handler (sys.exit(15), a native stack dump on stderr)
+            _map_series(ray, todo, ctx, advance, workers, model_factory or default_factory(model))
     finally:
         if started:
             ray.shutdown()
+
+
+def _map_series(ray: Any, todo: Sequence[SeriesEntry], ctx: Any, advance: Callable[[dict], None], workers: int,
+                factory: Callable[[], Any]) -> None:  # fmt: skip
+    """Run the series through ``workers`` model actors of Ray Data, ``advance(record)`` for each as it finishes."""
+    ctx_data = ray.data.DataContext.get_current()
+    ctx_data.enable_progress_bars = False
+    ds = ray.data.from_items([_row(e) for e in todo], override_num_blocks=len(todo))
+    results = ds.map_batches(
+        _SeriesWorker,
+        fn_constructor_args=(factory, ctx),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+    )
+    for batch in results.iter_batches(batch_size=1, batch_format="pandas"):
+        for text in batch["record"]:
+            advance(json.loads(text))

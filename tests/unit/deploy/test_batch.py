@@ -164,6 +164,49 @@ def test_kill_9_mid_run_then_rerun_nothing_missing_nothing_twice(small_archive, 
     assert all(json.loads(p.read_text())["status"] for p in (out / "series").glob("*.json"))
 
 
+_TERM_SCRIPT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("deploy_fake_model", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); sys.modules["deploy_fake_model"] = mod; spec.loader.exec_module(mod)
+from medanomaly.deploy.batch import BatchOptions, run_batch
+from medanomaly.errors import Terminated
+if sys.argv[5] == "ray":
+    import ray.cloudpickle
+    ray.cloudpickle.register_pickle_by_value(mod)  # the test model is not an installed module
+try:
+    run_batch(mod.FakeDetector(calls_log=sys.argv[4], delay_s=0.4), sys.argv[2], sys.argv[3], BatchOptions(dicom=False),
+              progress=False, engine=sys.argv[5], workers=2)
+except Terminated as exc:  # as the CLI's main does
+    print(exc)
+    sys.exit(143)
+"""
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
+def test_sigterm_mid_run_says_how_to_resume_and_the_rerun_finishes(small_archive, fake_module, tmp_path: Path,
+                                                                   engine: str) -> None:  # fmt: skip
+    """SIGTERM (a scheduler's or a container's stop) ended an archive run at once, without a word (on Ray: a native
+    stack dump and exit 15, Ray's own handler): it now ends with one line saying the finished series are kept and how
+    to resume (exit 143 from the CLI), and the rerun finishes."""
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    script = tmp_path / "run.py"
+    script.write_text(_TERM_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), fake_module.__file__, str(small_archive.root), str(out),
+                             str(log), engine], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline and sum(_calls(log).values()) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stdout
+    assert stdout.strip() == ("terminated (SIGTERM): the series finished so far are kept; run the same command again "
+                              "to resume")  # fmt: skip
+    assert sum(_calls(log).values()) < len(small_archive.good), "terminated too late to test resuming"
+    assert not (out / "results.csv").exists() and not (out / ".batch.lock").read_text()
+    run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, progress=False)
+    assert all(r["status"] == "done" for r in _rows(out) if r["series_id"] in small_archive.good)
+
+
 def test_progress_bar_runs_without_a_terminal(tmp_path: Path, fake_module, capsys) -> None:
     from medanomaly.deploy.demo_archive import build_archive
 
