@@ -34,9 +34,31 @@ class InputError(MedanomalyError, ValueError):
 
 
 class Terminated(BaseException):
-    """The process received SIGTERM (a scheduler, a container stop, ``kill``) while training: raised in the main
-    thread by :func:`medanomaly.engine.run.sigterm_raises`, so the run folder is marked failed instead of staying
-    "running" with no process behind it. A BaseException, as KeyboardInterrupt, so no ``except Exception`` takes it."""
+    """The process received SIGTERM (a scheduler, a container stop, ``kill``) during a training, an archive batch or
+    a de-identification: raised in the main thread by :func:`sigterm_raises`, so a run folder is marked failed instead
+    of staying "running" with no process behind it, and a batch says what it kept. A BaseException, as
+    KeyboardInterrupt, so no ``except Exception`` takes it."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`medanomaly.errors.Terminated` in the main thread (elsewhere, where no
+    handler can be set, nothing changes); the previous handler comes back after it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ConfigError(InputError):

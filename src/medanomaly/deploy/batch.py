@@ -384,7 +384,7 @@ def _resumable_on_sigterm() -> Iterator[None]:
     """SIGTERM (a scheduler's or a container's stop) ends the run with :class:`~medanomaly.errors.Terminated` saying
     that the finished series are kept and how to resume (exit 143 from the CLI); it had ended the process at once,
     without a word. The records written so far are whole (staged writes), so a rerun resumes after them."""
-    from medanomaly.engine.run import sigterm_raises
+    from medanomaly.errors import sigterm_raises
 
     try:
         with sigterm_raises():

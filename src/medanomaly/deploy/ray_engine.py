@@ -152,7 +152,7 @@ def run_on_ray(
     started = _init(address, workers)
     import ray
 
-    from medanomaly.engine.run import sigterm_raises
+    from medanomaly.errors import sigterm_raises
 
     try:
         with sigterm_raises():  # ray.init set its own handler (sys.exit(15), a native stack dump on stderr)

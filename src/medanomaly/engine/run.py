@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medanomaly.config import distinct_names
-from medanomaly.errors import InputError, Terminated, utf8_path
+from medanomaly.errors import InputError, utf8_path
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
 from medanomaly.train.engine import WARNINGS_JSON
 
@@ -47,7 +47,7 @@ LOCK_FILE = ".train.lock"
 __all__ = [
     "MODEL_JSON", "STATUS_JSON", "CONFIG_YAML", "RunInfo", "RunStatus", "write_json", "write_run_info",
     "read_run_info", "write_status", "read_status", "require_finished", "check_run", "training_lock",
-    "prepare_run_dir", "write_finished_run", "training_warnings", "sigterm_raises",
+    "prepare_run_dir", "write_finished_run", "training_warnings",
 ]  # fmt: skip
 
 
@@ -304,27 +304,6 @@ def _failed_attempt(run_dir: Path) -> bool:
     if status is not None and status.status == "running":
         return status.pid is not None and not _alive(status.pid)
     return status is not None and status.status == "failed"
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`medanomaly.errors.Terminated` in the main thread (elsewhere, where no
-    handler can be set, nothing changes); the previous handler comes back after it."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signum: int, frame: Any) -> None:
-        raise Terminated("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

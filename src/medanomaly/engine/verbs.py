@@ -21,9 +21,9 @@ from typing import Any
 
 from medanomaly.config import RunConfig, env_whole_number, load_config, save_config
 from medanomaly.engine.contract import TaskModel
-from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, sigterm_raises, training_lock,
+from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock,
                                    write_status)
-from medanomaly.errors import ConfigError, InputError, Terminated, about_file
+from medanomaly.errors import ConfigError, InputError, Terminated, about_file, sigterm_raises
 from medanomaly.types import Prediction
 
 __all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]

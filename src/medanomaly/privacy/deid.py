@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medanomaly.errors import OUTPUT_FULL, InputError
+from medanomaly.errors import OUTPUT_FULL, InputError, Terminated, sigterm_raises
 from medanomaly.privacy.audit import Audit
 from medanomaly.privacy.batch import (
     NOT_STARTED,
@@ -183,7 +183,8 @@ def deidentify_folder(
             clean_stale_temps(out_dir)
         except OSError as exc:
             raise InputError(f"cannot write the output folder ({exc.strerror or 'not writable'})", out_dir) from None
-        return _run(in_dir, out_dir, state, key, config, known, progress, workers)
+        with sigterm_raises():
+            return _run(in_dir, out_dir, state, key, config, known, progress, workers)
 
 
 def _check_record(state: Path, out_dir: Path, record: dict, redo: bool) -> None:
@@ -245,6 +246,10 @@ def _run(in_dir, out_dir, state, key, config, known, progress, workers) -> DeidS
                 if progress is not None:
                     progress(count, total)
         status = "finished" if run.stopped is None else f"stopped: {run.stopped}"
+    except Terminated:  # a scheduler's or a container's stop: the audit says so, the CLI says how to resume
+        status = "terminated (SIGTERM)"
+        raise Terminated("terminated (SIGTERM): the files finished so far are kept and the audit written; run the "
+                         "same command again to resume") from None
     finally:
         clean_stale_temps(out_dir)
         audit.status = status

@@ -120,6 +120,35 @@ def test_interrupted_write_leaves_no_partial_file_and_rerun_resumes(folder, tmp_
         pydicom.dcmread(path)  # every output is a complete DICOM file
 
 
+def test_sigterm_mid_run_writes_the_audit_and_says_how_to_resume(folder, tmp_path, key, monkeypatch):
+    """SIGTERM (a scheduler's or a container's stop) ended a run at once: no audit, no word. Now the audit is written
+    with status "terminated (SIGTERM)", the run ends in one line saying how to resume (exit 143 from the CLI), the
+    previous handler comes back, and the rerun finishes what was left."""
+    import os
+    import signal
+
+    from medanomaly.errors import Terminated
+
+    out, real_stage, calls = tmp_path / "out", deid_mod.stage, {"n": 0}
+
+    def stopped(ds, dest, fid):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_stage(ds, dest, fid)
+
+    monkeypatch.setattr(deid_mod, "stage", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated, match="files finished so far are kept and the audit written; run the same"):
+        deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    assert signal.getsignal(signal.SIGTERM) == before
+    audit = json.loads(next((out / ".medanomaly").glob("audit-*.json")).read_text())
+    assert audit["status"] == "terminated (SIGTERM)"
+    monkeypatch.setattr(deid_mod, "stage", real_stage)
+    summary = deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    assert summary.resumed + summary.processed == 4 and len(list(out.rglob("*.dcm"))) == 4
+
+
 def test_key_required_and_never_written(folder, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(InputError, match="no de-identification key"):
