@@ -148,9 +148,11 @@ class AnomalyConfig(RunConfig):
     @model_validator(mode="after")
     def _chest_leave_one_patient_out(self) -> "AnomalyConfig":
         """Chest CT: known cases only, and never test on a CT whose parenchyma trained the model;
-        2D folders: a folder is named."""
+        2D folders: a folder is named; 3D: at least one test case."""
         if self.data.domain == "folder2d" and not self.data.folder:
             raise ValueError("data.domain folder2d needs data.folder (an image folder tree or a .npz file)")
+        if self.data.domain != "folder2d" and not self.evaluate.cases:  # evaluate had ended in a numpy traceback
+            raise ValueError(f"evaluate.cases is empty: name the {self.data.domain} scans to test on")
         if self.data.domain != "chest_ct":
             return self
         from medanomaly.anomaly.chest import CHEST_CASES

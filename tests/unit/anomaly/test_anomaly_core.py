@@ -141,6 +141,10 @@ def test_chest_config_refuses_unknown_case_and_test_on_training_ct():
     with pytest.raises(ValidationError, match="unknown CT window"):
         AnomalyConfig(data={"domain": "chest_ct", "train": ["lung1"], "window": "nope"})
     assert AnomalyConfig().data.domain == "brain_mr"  # the brain path is the default
+    for domain in ({}, base["data"]):  # no test scan: evaluate, after the training, had nothing to concatenate
+        with pytest.raises(ValidationError, match="evaluate.cases is empty: name the"):
+            AnomalyConfig(data=domain, evaluate={"cases": []})
+    assert AnomalyConfig(data={"domain": "folder2d", "folder": "f"}, evaluate={"cases": []})  # 2D: its test folder
 
 
 def test_masked_normative_ignores_excluded_pixels():
