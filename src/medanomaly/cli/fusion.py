@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
                 images[role] = load_scalar(path)
                 check_registrable(images[role], role)
         with about_file(moving):  # what is left is a pair that does not fit: the moving image is named
-            result = register(images["fixed"], images["moving"], stages=stage_list, metric=metric)
+            result = register(images["fixed"], images["moving"], stages=stage_list, metric=metric,
+                              progress=lambda line: typer.echo(line, err=True))  # fmt: skip
         written = write(result.resampled, out)
         name = written.name
         stem = name[: -len("".join(written.suffixes))] if written.suffixes else name

@@ -26,7 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
 
 STAGES = ("rigid", "affine", "bspline")
+#: The resolution levels of every stage: the images shrunk 2x (smoothed 1 voxel), then at full resolution.
+SHRINK_FACTORS = (2, 1)
 METRICS = ("mattes", "mean_squares")
 
 
@@ -269,7 +272,7 @@ def _method(
             learningRate=2.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.7
         )
         method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
     method.SetSmoothingSigmasPerLevel([1.0, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return method
@@ -283,8 +286,37 @@ def _flatten(transform: sitk.Transform) -> sitk.Transform:
     return transform
 
 
+#: Seconds between two progress lines of a registration (a B-spline stage on two brain MRIs runs for minutes).
+PROGRESS_EVERY_S = 15.0
+
+
+class _Progress:
+    """Progress lines of a registration, at most one every :data:`PROGRESS_EVERY_S` seconds, through ``say``: the
+    stage, its resolution level, the optimiser's iteration, the metric and the seconds since the start (the B-spline
+    stage on brain1 / brain2 ran over 6 minutes without a word)."""
+
+    def __init__(self, say: Callable[[str], None] | None) -> None:
+        self.say, self.start, self.last = say, time.monotonic(), time.monotonic()
+
+    def watch(self, method: sitk.ImageRegistrationMethod, stage: str) -> sitk.ImageRegistrationMethod:
+        import SimpleITK as sitk
+
+        if self.say is None:
+            return method
+        def tick() -> None:
+            now = time.monotonic()
+            if now - self.last >= PROGRESS_EVERY_S:
+                self.last = now
+                self.say(f"registration: {stage} stage, level {method.GetCurrentLevel() + 1} of {len(SHRINK_FACTORS)}, iteration "
+                         f"{method.GetOptimizerIteration()}, metric {method.GetMetricValue():.4f}, "
+                         f"{now - self.start:.0f} s")  # fmt: skip
+
+        method.AddCommand(sitk.sitkIterationEvent, tick)
+        return method
+
+
 def _rigid_stage(init: str, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str, bins: int, sampling: float,
-                 seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+                 seed: int, iterations: int, watch: _Progress) -> sitk.Transform:  # fmt: skip
     """The rigid (Euler) stage from a centred start (``init``: geometric centres or centres of mass)."""
     import SimpleITK as sitk
 
@@ -293,13 +325,13 @@ def _rigid_stage(init: str, fixed_img: sitk.Image, moving_img: sitk.Image, metri
     initial = sitk.CenteredTransformInitializer(
         fixed_img, moving_img, euler, centring.MOMENTS if init == "moments" else centring.GEOMETRY
     )
-    method = _method(metric, bins, sampling, seed, iterations)
+    method = watch.watch(_method(metric, bins, sampling, seed, iterations), "rigid")
     method.SetInitialTransform(initial, inPlace=False)
     return _flatten(method.Execute(fixed_img, moving_img))
 
 
 def _affine_stage(rigid: sitk.Transform, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str, bins: int,
-                  sampling: float, seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+                  sampling: float, seed: int, iterations: int, watch: _Progress) -> sitk.Transform:  # fmt: skip
     """The affine stage, started from the rigid result (same matrix, translation and centre)."""
     import SimpleITK as sitk
 
@@ -309,18 +341,18 @@ def _affine_stage(rigid: sitk.Transform, fixed_img: sitk.Image, moving_img: sitk
     affine.SetMatrix(linear.GetMatrix())
     affine.SetTranslation(linear.GetTranslation())
     affine.SetCenter(linear.GetCenter())
-    method = _method(metric, bins, sampling, seed, iterations)
+    method = watch.watch(_method(metric, bins, sampling, seed, iterations), "affine")
     method.SetInitialTransform(affine, inPlace=False)
     return _flatten(method.Execute(fixed_img, moving_img))
 
 
 def _bspline_stage(current: sitk.Transform, mesh: int, fixed_img: sitk.Image, moving_img: sitk.Image, metric: str,
-                   bins: int, sampling: float, seed: int, iterations: int) -> sitk.Transform:  # fmt: skip
+                   bins: int, sampling: float, seed: int, iterations: int, watch: _Progress) -> sitk.Transform:  # fmt: skip
     """The B-spline stage (``mesh`` control-grid cells per axis) on top of ``current``; returns the composite."""
     import SimpleITK as sitk
 
     bspline = sitk.BSplineTransformInitializer(fixed_img, [mesh] * fixed_img.GetDimension())
-    method = _method(metric, bins, sampling, seed, iterations, bspline=True)
+    method = watch.watch(_method(metric, bins, sampling, seed, iterations, bspline=True), "bspline")
     method.SetMovingInitialTransform(current)
     method.SetInitialTransform(bspline, inPlace=True)
     method.Execute(fixed_img, moving_img)
@@ -340,6 +372,7 @@ def register(
     true_transform: sitk.Transform | None = None,
     seed: int = 0,
     init: str = "geometry",
+    progress: Callable[[str], None] | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``: rigid, then optionally affine and B-spline.
 
@@ -358,6 +391,8 @@ def register(
         init: centring of the rigid start: ``"geometry"`` (the images' geometric centres) or
             ``"moments"`` (their intensity centres of mass: robust when the field of view differs,
             e.g. a skull-stripped template against a head scan whose brain mask is given).
+        progress: called with a progress line (stage, level, iteration, metric, seconds) at most every
+            :data:`PROGRESS_EVERY_S` seconds; None: silent.
 
     Returns:
         A :class:`RegistrationResult` with the resampled moving Volume on the fixed grid.
@@ -372,7 +407,7 @@ def register(
     _check_pair(fixed, moving)
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()
-    run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations)
+    run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations, _Progress(progress))
     try:
         rigid = _rigid_stage(init, *run)
         current: sitk.Transform = rigid

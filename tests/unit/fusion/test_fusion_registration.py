@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -79,6 +80,22 @@ def test_fusion_registration_affine_bspline_stages_keep_accuracy():
     assert result.stages == ("rigid", "affine", "bspline")
     assert result.tre_mm < 1.0
     assert result.mutual_information > result.mutual_information_before
+
+
+def test_fusion_registration_says_where_it_is(monkeypatch):
+    """The B-spline stage on two brain MRIs (brain1, brain2) ran over 6 minutes without a word: progress lines name
+    the stage, its level, the iteration, the metric and the seconds so far (here one every iteration)."""
+    from medanomaly.preprocess import registration
+
+    monkeypatch.setattr(registration, "PROGRESS_EVERY_S", 0.0)
+    lines: list[str] = []
+    t1, pd = load_scalar(real_data("itk/BrainT1SliceBorder20.png")), _moving("Shifted13x17y")
+    plain = register(t1, pd, stages=("rigid", "affine", "bspline"), iterations=10, bspline_mesh=3)
+    told = register(t1, pd, stages=("rigid", "affine", "bspline"), iterations=10, bspline_mesh=3, progress=lines.append)
+    assert {line.split(" stage")[0] for line in lines} == {f"registration: {s}" for s in ("rigid", "affine", "bspline")}
+    assert all(re.fullmatch(r"registration: \w+ stage, level [12] of 2, iteration \d+, metric -?[\d.]+, \d+ s", line)
+               for line in lines), lines[:3]  # fmt: skip
+    assert told.summary() == plain.summary()  # watching changes nothing
 
 
 def test_fusion_registration_3d_rigid_recovers_known_shift():
