@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from medanomaly.config import ComponentConfig, RunConfig, Section, ordered_pair
+from medanomaly.config import ComponentConfig, RunConfig, Section, distinct_names, ordered_pair
 from medanomaly.engine.run import MODEL_JSON, RunInfo, write_run_info
 from medanomaly.errors import InputError, about_file
 from medanomaly.fusion.training import FusionTrainSection
@@ -93,9 +93,23 @@ class VariantConfig(Section):
     modalities: tuple[str, ...] | None = None
 
 
+#: Most variants one benchmark trains (each is a full training; the YAML node limit alone allowed 100,000).
+MAX_VARIANTS = 32
+
+
 class BenchmarkConfig(Section):
-    variants: tuple[VariantConfig, ...] = ()
+    """The benchmark's rows (default: :func:`medanomaly.fusion.benchmark.default_variants`), each labelled once."""
+
+    variants: tuple[VariantConfig, ...] = Field((), max_length=MAX_VARIANTS)
     n_bootstrap: int = Field(1000, ge=0, le=1_000_000)
+
+    @field_validator("variants")
+    @classmethod
+    def _labelled_once(cls, variants: tuple[VariantConfig, ...]) -> tuple[VariantConfig, ...]:
+        labels = [v.label for v in variants]
+        if not distinct_names(labels):
+            raise ValueError(f"benchmark variant labels must be non-empty and distinct (rows of one table), got {labels}")
+        return variants
 
 
 class FusionConfig(RunConfig):

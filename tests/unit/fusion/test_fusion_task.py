@@ -47,6 +47,17 @@ def test_fusion_task_config_errors():
         build_model(cfg.model, ("T1", "PD"), 2)
 
 
+def test_fusion_benchmark_variants_are_bounded_and_labelled_once():
+    """Each variant is a full training: 100,000 of them loaded (only the YAML node limit bounded them), and two rows
+    with one label made a table nobody could read."""
+    row = {"label": "a", "model": {"name": "fusion_feature"}}
+    with pytest.raises(ConfigError, match="at most 32"):
+        parse_config({"task": "fusion", "benchmark": {"variants": [{**row, "label": str(i)} for i in range(33)]}})
+    with pytest.raises(ConfigError, match=r"labels must be non-empty and distinct .*\['a', 'a'\]"):
+        parse_config({"task": "fusion", "benchmark": {"variants": [row, row]}})
+    assert len(parse_config({"task": "fusion", "benchmark": {"variants": [row]}}).benchmark.variants) == 1
+
+
 @pytest.mark.parametrize("simulation, field", [
     ({"p_both": 5.0}, "p_both"), ({"lesion_fraction": -1}, "lesion_fraction"), ({"lesion_fraction": 1.0}, "lesion_fraction"),
     ({"weak_contrast": -3}, "weak_contrast"), ({"noise": 2.0}, "noise"), ({"strong_contrast": [1.0, 0.6]}, "inverted"),
