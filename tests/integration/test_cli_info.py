@@ -79,6 +79,26 @@ def test_cli_info_says_a_tilted_stack_is_a_sheared_grid(tmp_path):
     assert info_json(real_data("pyradiomics/lung1_image.nrrd"))["shear_deg"] == 0.0
 
 
+def test_cli_info_says_a_picture_was_turned_and_a_nifti_unit_converted(tmp_path):
+    """A picture turned upright by its EXIF orientation shows a shape the file's header does not: info says why; a
+    NIfTI in metres says its unit was converted."""
+    import nibabel as nib
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "side.jpg", exif=exif)
+    assert info_json(tmp_path / "side.jpg")["exif_orientation"] == 6 and info_json(tmp_path / "side.jpg")["shape"] == [
+        1, 60, 40]
+    assert "turned upright as its EXIF orientation 6 says" in runner.invoke(app, ["info", str(tmp_path / "side.jpg")]).stdout
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.001, 0.001, 0.002, 1]))
+    image.header.set_xyzt_units(xyz="meter")
+    nib.save(image, tmp_path / "m.nii.gz")
+    described = info_json(tmp_path / "m.nii.gz")
+    assert described["nifti_geometry"].endswith("metres to mm") and described["spacing_mm"] == [1.0, 1.0, 2.0]
+    assert info_json(real_data("pyradiomics/lung1_image.nrrd"))["exif_orientation"] is None
+
+
 def test_cli_info_human_output(series_pair):
     result = runner.invoke(app, ["info", str(series_pair[0])])
     assert result.exit_code == 0

@@ -3,8 +3,10 @@
 Prints modality, shape (z, y, x), spacing / origin (x, y, z, mm, LPS), direction, dtype,
 intensity range, number of frames and series. ``--json`` prints one JSON object with the keys
 ``modality``, ``shape``, ``spacing_mm``, ``origin_mm``, ``direction``, ``min``, ``max`` (plus
-``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, and ``shear_deg``: how
-far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise).
+``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, ``shear_deg``: how
+far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
+orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
+and a unit converted to mm, else null).
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -54,6 +56,8 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "transfer_syntax": meta.get("transfer_syntax"),
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
+        "exif_orientation": meta.get("exif_orientation"),
+        "nifti_geometry": meta.get("description") if meta.get("source_format") == "nifti" else None,
     }
 
 
@@ -92,6 +96,9 @@ def print_human(info: dict[str, Any]) -> None:
         ("direction", " ".join(_fmt_vec(row) for row in info["direction"])),
         *([("grid", f"sheared: axes {info['shear_deg']:.1f} deg from square (a gantry tilt?)")]
           if info["shear_deg"] >= 0.01 else []),  # fmt: skip
+        *([("orientation", f"turned upright as its EXIF orientation {info['exif_orientation']} says")]
+          if info.get("exif_orientation") else []),  # fmt: skip
+        *([("geometry", info["nifti_geometry"])] if info.get("nifti_geometry") else []),
         ("dtype", info["dtype"]),
         ("intensity range", rng),
         ("frames / series", f"{info['n_frames']} / {info['n_series']}"),
