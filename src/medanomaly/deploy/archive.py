@@ -63,7 +63,7 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.1.3.10",  # media storage directory (DICOMDIR)
 )
 #: File endings of volume files that are a series on their own.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
 _KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
@@ -287,10 +287,29 @@ def content_key(path: Path, root: Path, chunk: int = 1 << 20) -> str:
     file-...", naming the key they shared), processing neither."""
     digest = hashlib.sha256()
     digest.update(os.fsencode(path.relative_to(root)) + b"\0")
-    digest.update(str(path.stat().st_size).encode())
-    with path.open("rb") as fh:
-        digest.update(fh.read(chunk))
+    for part in (path, *_data_files(path)):  # a header's voxels in files of their own count as its content
+        digest.update(str(part.stat().st_size).encode())
+        with part.open("rb") as fh:
+            digest.update(fh.read(chunk))
     return "file-" + digest.hexdigest()[:24]
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The files holding a header's voxels: a NIfTI pair's .img, an .nhdr's or .mhd's detached data (numbered or
+    listed files: the first; regular files only); none for a file that holds its own. Their content was not in the
+    key, so a rerun after the voxels were replaced (the header unchanged) reused the old result.
+
+    Raises:
+        InputError: a header naming a data file outside its folder (:func:`medanomaly.io.detached.check_detached_data`).
+    """
+    from medanomaly.io.detached import check_detached_data, detached_names
+
+    if path.suffix.lower() == ".hdr":
+        return [p for p in (path.with_suffix(".img"), path.with_suffix(".IMG")) if p.is_file()][:1]
+    if path.suffix.lower() in (".nhdr", ".mhd"):
+        check_detached_data(path)  # a name outside the header's folder: refused here, before any read
+        return [p for p in (path.parent / n for n in detached_names(path)[:1]) if p.is_file()]
+    return []
 
 
 def _volume_entry(path: Path, root: Path) -> SeriesEntry:
@@ -301,7 +320,7 @@ def _volume_entry(path: Path, root: Path) -> SeriesEntry:
 
     from medanomaly.io.itk import itk_format, itk_path
 
-    if itk_format(path) == "nifti":
+    if itk_format(path) == "nifti" or path.suffix.lower() == ".hdr":  # a NIfTI pair through its header
         from medanomaly.io.nifti import nifti_layout
 
         (x, y, z), components, itemsize, spacing = nifti_layout(path)
@@ -393,6 +412,8 @@ def walk_archive(root: str | Path) -> ArchiveIndex:
             index.problems.append(Problem(display_path(path, base), exc.reason))
         except OSError as exc:
             index.problems.append(Problem(display_path(path, base), f"unreadable ({exc.strerror or exc})"))
+    voxels = {display_path(data, base) for e in index.series if e.kind == "volume" for data in _data_files(e.files[0])}
+    index.problems = [p for p in index.problems if p.where not in voxels]  # an .nhdr's .raw is not "not DICOM"
     return index
 
 

@@ -9,6 +9,7 @@ folder of DICOM files (a series)       :mod:`medanomaly.io.dicom_series` (pydico
 one DICOM file (incl. multi-frame)     :mod:`medanomaly.io.dicom` (pydicom)         --
 a DICOMDIR                             :mod:`medanomaly.io.dicomdir` (pydicom)      --
 ``.nii`` ``.nii.gz`` (NIfTI-1 and -2)  :mod:`medanomaly.io.nifti` (nibabel)         yes
+``.hdr`` + ``.img`` (NIfTI-1 pair)     :mod:`medanomaly.io.nifti` (nibabel)         --
 ``.nrrd`` ``.nhdr`` ``.mha`` ``.mhd``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
 ``.png`` ``.jpg`` ``.bmp`` ``.tif``      :mod:`medanomaly.io.png` (SimpleITK)         yes
 MedMNIST ``.npz``                      :mod:`medanomaly.io.npz` (NumPy)             --
@@ -37,6 +38,10 @@ from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
 __all__ = ["read", "write", "check_writable", "detect_format"]
+
+
+#: The two files of a NIfTI-1 pair (header + voxels, as SPM writes them), read as one image from either.
+NIFTI_PAIR_SUFFIXES = (".hdr", ".img")
 
 
 def _has_dicm_magic(path: Path) -> bool:
@@ -74,9 +79,12 @@ def detect_format(path: str | Path) -> str:
         return PICTURE_SUFFIXES[suffix]
     if suffix == ".npz":
         return "npz"
+    if suffix in NIFTI_PAIR_SUFFIXES:  # SPM's NIfTI-1 pair (or ANALYZE 7.5, which nibabel tells apart)
+        return "nifti"
     if suffix in (".dcm", ".dicom", ".ima", "") or _has_dicm_magic(path):
         return "dicom"
-    raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI, NRRD, MHA, PNG/JPEG, npz)", path)
+    raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI (.nii, .nii.gz, .hdr/.img), NRRD, MHA, PNG/JPEG, "
+                     "npz)", path)  # fmt: skip
 
 
 def read(

@@ -61,12 +61,18 @@ def _load(path: Path) -> Any:
     """nibabel's image object (header parsed, no data read), or InputError."""
     import nibabel as nib
 
+    partner = {".hdr": ".img", ".img": ".hdr"}.get(path.suffix.lower())
+    if partner and not any(path.with_suffix(s).is_file() for s in (partner, partner.upper())):
+        raise InputError(f"one file of a NIfTI pair: its {partner} is not beside it", path)
     try:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
         raise InputError(f"not a readable nifti image ({short_reason(exc, path)})", path) from None
-    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+    if not isinstance(image, nib.Nifti1Pair):  # a single file (Nifti1/2Image) or a .hdr + .img pair (SPM's)
         kind = type(image).__name__.removesuffix("Image")
+        if "Analyze" in kind:
+            raise InputError("ANALYZE 7.5 image (a .hdr without NIfTI magic): its orientation is not defined; convert "
+                             "it to NIfTI", path)  # fmt: skip
         reason = "CIFTI-2 file: surface/grayordinate data, not a volume" if kind == "Cifti2" else f"{kind} file"
         raise InputError(f"{reason}: medanomaly reads NIfTI volumes", path)
     return image

@@ -83,6 +83,33 @@ def test_a_named_pipe_in_the_archive_is_reported_not_passed_over(tmp_path: Path,
         ("s/pipe.dcm", "not a regular file (a device, a named pipe or a socket)")]
 
 
+def test_a_nifti_pair_is_one_series_keyed_by_its_voxels_too(tmp_path: Path) -> None:
+    """A NIfTI pair is one series (its .img indexed through its .hdr, not a "not a DICOM file" problem), read as the
+    image; the key of a header whose voxels sit in another file (.img, an .nhdr's or .mhd's data) hashes those
+    voxels too: replaced voxels under an unchanged header had kept the key, and a rerun reused the old result. A
+    header naming data outside its folder is a problem of the walk."""
+    import nibabel as nib
+    import numpy as np
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Pair(data, np.eye(4)), tmp_path / "pair.hdr")
+    nhdr = "NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 4\nencoding: raw\nendian: little\ndata file: {}\n\n"
+    (tmp_path / "scan.raw").write_bytes(data.tobytes())
+    (tmp_path / "scan.nhdr").write_text(nhdr.format("scan.raw"))
+    (tmp_path / "evil.nhdr").write_text(nhdr.format("/etc/passwd"))
+    index = walk_archive(tmp_path)
+    keys = {s.files[0].name: s.key for s in index.series}
+    assert sorted(keys) == ["pair.hdr", "scan.nhdr"]
+    assert [(p.where, p.reason.split(" (")[0]) for p in index.problems] == [
+        ("evil.nhdr", "header names a data file outside its folder")]
+    assert np.array_equal(read_series(next(s for s in index.series if s.files[0].suffix == ".hdr")).array,
+                          data.transpose(2, 1, 0))  # fmt: skip
+    nib.save(nib.Nifti1Pair(data[::-1].copy(), np.eye(4)), tmp_path / "pair.hdr")  # same header, other voxels
+    (tmp_path / "scan.raw").write_bytes(data[::-1].tobytes())
+    again = {s.files[0].name: s.key for s in walk_archive(tmp_path).series}
+    assert again["pair.hdr"] != keys["pair.hdr"] and again["scan.nhdr"] != keys["scan.nhdr"]
+
+
 def test_missing_archive_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         walk_archive(tmp_path / "nope")

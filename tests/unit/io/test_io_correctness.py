@@ -117,6 +117,25 @@ def _nifti(tmp_path, name, data, sform=None, sform_code=0, qform=None, qform_cod
     return path
 
 
+def test_io_nifti_pair_read_as_the_single_file_and_analyze_refused(tmp_path):
+    """SPM writes NIfTI-1 as a .hdr + .img pair: it was "unsupported file type '.hdr'". Read from either file, it is
+    the single-file NIfTI's image and grid; ANALYZE 7.5 (no NIfTI magic, no defined orientation) and a lone half of
+    a pair are refused in one line."""
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    sform = np.array([[0, 0, 2.0, -10], [1.5, 0, 0, 20], [0, 1.2, 0, 30], [0, 0, 0, 1]])
+    single = read(_nifti(tmp_path, "one.nii.gz", data, sform=sform, sform_code=1))
+    _nifti(tmp_path, "pair.hdr", data, sform=sform, sform_code=1, cls=nib.Nifti1Pair)
+    for name in ("pair.hdr", "pair.img"):
+        got = read(tmp_path / name)
+        assert np.array_equal(got.array, single.array) and got.same_grid(single)
+    nib.save(nib.AnalyzeImage(data, np.eye(4)), tmp_path / "old.hdr")
+    with pytest.raises(InputError, match=r"ANALYZE 7.5 image .*convert it to NIfTI"):
+        read(tmp_path / "old.hdr")
+    (tmp_path / "lone.img").write_bytes((tmp_path / "pair.img").read_bytes())
+    with pytest.raises(InputError, match=r"one file of a NIfTI pair: its \.hdr is not beside it"):
+        read(tmp_path / "lone.img")
+
+
 def test_io_nifti_sform_else_qform_else_pixdim(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
     qform = np.diag([2.0, 2.0, 3.0, 1.0])
