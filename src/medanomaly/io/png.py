@@ -99,13 +99,13 @@ def _exif_orientation(path: Path, fmt: str) -> int:
         InputError: a TIFF of more than 8 bits per sample with an orientation other than 1: ITK reads such a file
             only through libtiff's 8-bit RGBA reader (a 16-bit radiograph came back as 8 bits, without a word).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as picture:
             value = picture.getexif().get(EXIF_ORIENTATION, 1)
             bits = picture.tag_v2.get(258, (8,)) if fmt == "tiff" and hasattr(picture, "tag_v2") else (8,)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except _pillow_errors():
         return 1
     orientation = int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
     deepest = max((int(b) for b in bits), default=8) if isinstance(bits, tuple) else int(bits)
@@ -131,15 +131,22 @@ def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(turned)
 
 
+def _pillow_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises on a header it cannot parse; the callers then leave the reason to SimpleITK's read."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
 def _refuse_animated_png(path: Path) -> None:
     """Refuse an animated PNG (APNG: a cine loop exported as one file): SimpleITK reads its first frame alone, so
     the other frames would be lost without a word. Pillow reads the frame count from the header chunk."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as picture:
             frames = int(getattr(picture, "n_frames", 1))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+    except _pillow_errors():
         return  # not a PNG Pillow can open: SimpleITK's read gives the reason
     if frames > 1:
         raise InputError(f"animated PNG with {frames} frames: only single-frame pictures are read (save each "
@@ -153,7 +160,7 @@ MAX_PAGES_CHECKED = 4096
 def _unequal_pages(path: Path) -> str | None:
     """Why SimpleITK refused a multi-page TIFF whose pages differ in size (it reads pages as the slices of one
     volume), or None: that file was "corrupt or truncated", which it is not."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as picture:
@@ -161,7 +168,7 @@ def _unequal_pages(path: Path) -> str | None:
             for page in range(min(int(getattr(picture, "n_frames", 1)), MAX_PAGES_CHECKED)):
                 picture.seek(page)
                 sizes.append(picture.size)
-    except (OSError, UnidentifiedImageError, ValueError, EOFError, Image.DecompressionBombError):
+    except _pillow_errors():
         return None
     if len(set(sizes)) < 2:
         return None
@@ -174,7 +181,7 @@ def _grey_of_grey_alpha(path: Path, max_voxel_bytes: int | None) -> np.ndarray |
     """The grey channel (y, x) of an 8-bit grey + alpha PNG, which SimpleITK cannot read ("Unknown PixelType"), read
     with Pillow after its declared size is checked (1 mm pixels: such files keep no spacing we read); None when the
     file is not one."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from medanomaly.io.limits import check_voxel_bytes
 
@@ -184,7 +191,7 @@ def _grey_of_grey_alpha(path: Path, max_voxel_bytes: int | None) -> np.ndarray |
                 return None
             check_voxel_bytes((1, picture.height, picture.width), 1, path, limit=max_voxel_bytes)
             return np.ascontiguousarray(np.asarray(picture.getchannel("L"), np.uint8))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+    except _pillow_errors():
         return None
 
 
