@@ -15,7 +15,8 @@ from typing import Any, get_args
 import numpy as np
 
 from medanomaly.anomaly.config import MAX_SIGMA, MAX_SIZE, MIN_SIZE, AnomalyDataConfig
-from medanomaly.engine.contract import ModelBase, check_least_size
+from medanomaly.engine.contract import ModelBase
+from medanomaly.io.limits import check_least_size
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Prediction, Volume, quality_check_failed

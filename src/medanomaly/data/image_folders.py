@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io.limits import check_least_size
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def _read(path: Path) -> tuple[np.ndarray, bool]:
     volume = read(path)
     if not volume.is_2d:
         raise InputError(f"a 3D image ({volume.shape[0]} slices) in a 2D image folder", path)
+    check_least_size(volume, path)
     try:
         return to_grey(volume.array)
     except InputError as err:

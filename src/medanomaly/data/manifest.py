@@ -23,6 +23,7 @@ import numpy as np
 from medanomaly.data.bounds import Channels, ImageSize, checked
 from medanomaly.data.arrays import SPLITS, LabelledImages, check_array_memory, label_index, to_model_array
 from medanomaly.errors import InputError, about_file
+from medanomaly.io.limits import check_least_size
 from medanomaly.io.tables import read_csv
 from medanomaly.registry import DATASETS
 
@@ -92,6 +93,7 @@ def load_manifest(
     images = []
     for path in paths:
         volume = read(path)
+        check_least_size(volume, path)  # a 1 x 160 picture was resized up to the grid and trained on
         with about_file(path):  # a channel count or dimension that does not fit names its file
             images.append(to_model_array(volume.array, image_size, channels, intensity))
     return LabelledImages(

@@ -27,9 +27,10 @@ from typing import Any, Protocol, runtime_checkable
 from medanomaly.config import RunConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, about_file
+from medanomaly.io.limits import check_least_size
 from medanomaly.types import Prediction, Volume
 
-__all__ = ["Task", "TaskModel", "ModelBase", "check_least_size", "finite_output"]
+__all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
 
 
 def finite_output(values: Any, what: str = "the model's outputs") -> Any:
@@ -87,21 +88,6 @@ class TaskModel(Protocol):
 
 
 
-#: The fewest pixels (voxels) along an image axis that a model takes: a 1 x 1 or a 1 x 160 picture was resized up
-#: to the model's grid and called (the classifier abstained, the 2D anomaly model scored it); 4 is ITK's own least.
-MIN_PIXELS_PER_AXIS = 4
-
-
-def check_least_size(volume: Volume, path: Any = None) -> None:
-    """Refuse an image with fewer than :data:`MIN_PIXELS_PER_AXIS` pixels along y or x (or slices, for a volume),
-    in one line: "image too small: 1 x 160 pixels (a model takes at least 4 along each axis)"."""
-    sizes = volume.shape[1:3] if volume.is_2d else volume.shape[:3]
-    if min(sizes) < MIN_PIXELS_PER_AXIS:
-        what = "pixels" if volume.is_2d else "voxels"
-        raise InputError(f"image too small: {' x '.join(map(str, sizes))} {what} (a model takes at least "
-                         f"{MIN_PIXELS_PER_AXIS} along each axis)", path)  # fmt: skip
-
-
 class ModelBase:
     """Shared behaviour of loaded models: names from ``model.json``, the recorded pipeline, a
     one-by-one ``predict_many`` (tasks that can batch override it), and the input checks.
@@ -157,7 +143,7 @@ class ModelBase:
 
     def check_input(self, volume: Volume, path: Any = None) -> None:
         """Refuse an image of another dimensionality or channel count than the model's, or one too small to be an
-        image (:func:`check_least_size`), in one line."""
+        image (:func:`medanomaly.io.limits.check_least_size`), in one line."""
         check_least_size(volume, path)
         want_dims = self.info.input.get("spatial_dims")
         if want_dims == 3 and volume.is_2d:

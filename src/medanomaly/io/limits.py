@@ -26,7 +26,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from medanomaly.errors import InputError
 
@@ -216,6 +216,21 @@ class BoundedInflater:
         return self.total
 
 
+#: The fewest pixels (voxels) along an image axis that a model takes: a 1 x 1 or a 1 x 160 picture was resized up
+#: to the model's grid and called (the classifier abstained, the 2D anomaly model scored it); 4 is ITK's own least.
+MIN_PIXELS_PER_AXIS = 4
+
+
+def check_least_size(volume: Any, path: Any = None) -> None:
+    """Refuse an image with fewer than :data:`MIN_PIXELS_PER_AXIS` pixels along y or x (or slices, for a volume),
+    in one line: "image too small: 1 x 160 pixels (a model takes at least 4 along each axis)"."""
+    sizes = volume.shape[1:3] if volume.is_2d else volume.shape[:3]
+    if min(sizes) < MIN_PIXELS_PER_AXIS:
+        what = "pixels" if volume.is_2d else "voxels"
+        raise InputError(f"image too small: {' x '.join(map(str, sizes))} {what} (a model takes at least "
+                         f"{MIN_PIXELS_PER_AXIS} along each axis)", path)  # fmt: skip
+
+
 def check_inflated_size(stream: BinaryIO, path: str | Path, *, limit: int | None = None) -> int:
     """The size raw-deflate data from ``stream`` expand to; InputError past the limit.
 
@@ -234,7 +249,9 @@ __all__ = [
     "ENV_VAR",
     "BoundedInflater",
     "HEADER_ALLOWANCE",
+    "MIN_PIXELS_PER_AXIS",
     "check_file_bytes",
+    "check_least_size",
     "check_inflated_size",
     "check_voxel_bytes",
     "format_bytes",

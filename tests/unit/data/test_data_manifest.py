@@ -64,6 +64,16 @@ def test_data_manifest_wrong_channel_count_is_a_clear_error(pngs: Path) -> None:
         to_model_array(np.zeros((1, 8, 8, 3)), (4, 4), channels=1)
 
 
+def test_data_manifest_image_too_small_is_named(pngs: Path) -> None:
+    """A 1 x 10 picture was resized up to the model's grid and trained on without a word."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((1, 10), np.uint8)), str(pngs / "row.png"))
+    csv = _csv(pngs, ["im0.png,normal,P1,train", "row.png,abnormal,P2,train"])
+    with pytest.raises(InputError, match=r"row\.png: image too small: 1 x 10 pixels"):
+        load_manifest(csv, image_size=(8, 8))
+
+
 def test_data_to_model_array_refuses_dimension_mismatch() -> None:
     with pytest.raises(InputError, match="cannot feed a 3D model"):
         to_model_array(np.zeros((8, 8)), (4, 4, 4))
