@@ -16,9 +16,9 @@ import numpy as np
 
 from medanomaly.anomaly.config import MAX_SIGMA, MAX_SIZE, MIN_SIZE, AnomalyDataConfig
 from medanomaly.engine.contract import ModelBase
-from medanomaly.io.limits import check_least_size
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
+from medanomaly.io.limits import check_least_size
 from medanomaly.types import Finding, Prediction, Volume, quality_check_failed
 
 __all__ = ["AnomalyModel", "run_info", "map_findings", "MIN_FINDING_ML", "MAX_FINDINGS"]

@@ -69,7 +69,7 @@ def main() -> None:
     except MedanomalyError as exc:
         typer.echo(f"error: {printable(str(exc))}", err=True)  # a file name cannot split the line
         sys.exit(2)
-    except Terminated as exc:  # SIGTERM during a training (its run folder now marked failed) or an archive batch
+    except Terminated as exc:  # SIGTERM in a training (its run folder marked failed), an archive batch or a deid
         typer.echo(f"error: {exc}", err=True)
         sys.exit(128 + 15)
     except OSError as exc:

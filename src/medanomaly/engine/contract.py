@@ -87,7 +87,6 @@ class TaskModel(Protocol):
     def network(self) -> Any: ...
 
 
-
 class ModelBase:
     """Shared behaviour of loaded models: names from ``model.json``, the recorded pipeline, a
     one-by-one ``predict_many`` (tasks that can batch override it), and the input checks.

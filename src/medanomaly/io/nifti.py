@@ -167,15 +167,18 @@ def _affine_lps_mm(image: Any) -> np.ndarray:
     """nibabel's ``affine`` in LPS millimetres: the header's spatial unit converted (``xyzt_units`` metres or microns:
     nibabel leaves the affine in them, so a lesion of 1 mL in a file stored in metres measured 0.000 mL, one in
     microns a billion times its size; ITK converts them, and so does this reader now)."""
-    unit = str(image.header.get_xyzt_units()[0]) if hasattr(image.header, "get_xyzt_units") else "unknown"
-    scale = MM_PER_UNIT.get(unit, 1.0)
+    scale = MM_PER_UNIT.get(_spatial_unit(image.header), 1.0)
     return _RAS_TO_LPS @ np.diag([scale, scale, scale, 1.0]) @ np.asarray(image.affine, dtype=np.float64)
 
 
 def _units_note(header: Any) -> str:
     """``", metres to mm"`` (or microns) for the description when the header's unit is not millimetres."""
-    unit = str(header.get_xyzt_units()[0]) if hasattr(header, "get_xyzt_units") else "unknown"
-    return {"meter": ", metres to mm", "micron": ", microns to mm"}.get(unit, "")
+    return {"meter": ", metres to mm", "micron": ", microns to mm"}.get(_spatial_unit(header), "")
+
+
+def _spatial_unit(header: Any) -> str:
+    """The header's spatial unit as nibabel names it: ``meter``, ``mm``, ``micron`` or ``unknown``."""
+    return str(header.get_xyzt_units()[0]) if hasattr(header, "get_xyzt_units") else "unknown"
 
 
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:

@@ -303,13 +303,14 @@ class _Progress:
 
         if self.say is None:
             return method
+
         def tick() -> None:
             now = time.monotonic()
             if now - self.last >= PROGRESS_EVERY_S:
                 self.last = now
-                self.say(f"registration: {stage} stage, level {method.GetCurrentLevel() + 1} of {len(SHRINK_FACTORS)}, iteration "
-                         f"{method.GetOptimizerIteration()}, metric {method.GetMetricValue():.4f}, "
-                         f"{now - self.start:.0f} s")  # fmt: skip
+                level = f"level {method.GetCurrentLevel() + 1} of {len(SHRINK_FACTORS)}"
+                self.say(f"registration: {stage} stage, {level}, iteration {method.GetOptimizerIteration()}, metric "
+                         f"{method.GetMetricValue():.4f}, {now - self.start:.0f} s")  # fmt: skip
 
         method.AddCommand(sitk.sitkIterationEvent, tick)
         return method
