@@ -43,8 +43,8 @@ from medanomaly.types import Prediction
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "run_batch",
-           "run_fingerprint"]  # fmt: skip
+__all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "resumable_on_sigterm",
+           "run_batch", "run_fingerprint"]  # fmt: skip
 
 #: Statuses a record may have. "done": predicted; "skipped": not for this task; "refused": too
 #: large; "error": could not be read or predicted (reason given).
@@ -366,7 +366,7 @@ def run_batch(
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)
-        with _progress(progress, len(todo)) as advance, _stop_when_output_full(out_dir), _resumable_on_sigterm():
+        with _progress(progress, len(todo)) as advance, _stop_when_output_full(out_dir), resumable_on_sigterm():
             if engine == "local":
                 _run_local(model, todo, ctx, advance)
             elif engine == "ray":
@@ -380,10 +380,11 @@ def run_batch(
 
 
 @contextmanager
-def _resumable_on_sigterm() -> Iterator[None]:
-    """SIGTERM (a scheduler's or a container's stop) ends the run with :class:`~medanomaly.errors.Terminated` saying
-    that the finished series are kept and how to resume (exit 143 from the CLI); it had ended the process at once,
-    without a word. The records written so far are whole (staged writes), so a rerun resumes after them."""
+def resumable_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler's or a container's stop) ends an archive run or a PACS watch with
+    :class:`~medanomaly.errors.Terminated` saying that the finished series are kept and how to resume (exit 143 from
+    the CLI); it had ended the process at once, without a word. The records written so far are whole (staged
+    writes), so a rerun resumes after them."""
     from medanomaly.errors import sigterm_raises
 
     try:

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
-from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series
+from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
 from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
@@ -386,7 +386,8 @@ def run_pacs(
         options: batch options (filters, memory limit, site); DICOM outputs are always written.
         state_path: SQLite state file (default ``work_dir/pacs_state.sqlite``).
         search_filters: QIDO-RS study filters, e.g. ``{"ModalitiesInStudy": "CT"}``.
-        watch: poll every ``interval_s`` seconds until Ctrl-C (or ``max_polls``).
+        watch: poll every ``interval_s`` seconds until Ctrl-C (or ``max_polls``); SIGTERM (a container's stop)
+            ends it with :class:`~medanomaly.errors.Terminated` (the series recorded so far are kept).
         store_map: also store the Parametric Map (off by default: large float data).
         key: secret for keyed ids in the local series records (the PACS always gets real UIDs).
         timeout_s: HTTP timeout per request.
@@ -400,7 +401,7 @@ def run_pacs(
     client = connect(url, timeout_s=timeout_s)
     ctx = make_context(model, work_dir, options, key)
     summary = PacsSummary()
-    with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state:
+    with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state, resumable_on_sigterm():
         while True:
             poll_once(model, client, url, state, ctx, search_filters=search_filters, store_map=store_map,
                       summary=summary)  # fmt: skip

@@ -181,6 +181,33 @@ def test_a_retrieval_within_its_announced_size_is_processed(server, tmp_path, fa
     assert rows[0][0] == SERIES
 
 
+def test_sigterm_ends_a_watch_in_one_line_and_the_next_watch_resumes(server, tmp_path, fake_module):
+    """``pacs --watch`` runs in a container: its stop (SIGTERM) ended the process at once, without a word. It now
+    ends with one line saying what is kept (exit 143 from the CLI), the state file closed for the next run. (This
+    fake PACS takes no STOW, so nothing is recorded as stored here: test_pacs.py has the real round trip.)"""
+    import os
+    import signal
+
+    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.pacs import run_pacs
+    from medanomaly.errors import Terminated
+
+    url, routes = server
+    _pacs_routes(routes, _ct_series())
+    polls: list[int] = []
+
+    def stop_after_first(summary) -> None:
+        polls.append(summary.processed)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Terminated, match="series finished so far are kept; run the same command again to resume"):
+        run_pacs(fake_module.FakeDetector(), url, tmp_path / "work", options=BatchOptions(dicom=False), watch=True,
+                 interval_s=60.0, on_poll=stop_after_first)  # fmt: skip
+    assert len(polls) == 1  # the sleep before the second poll was cut short
+    again = run_pacs(fake_module.FakeDetector(), url, tmp_path / "work", options=BatchOptions(dicom=False))
+    assert again.polls == 1  # the state file was closed: the next run opens it
+
+
 def test_the_limit_is_per_request_and_restored(server):
     from dicomweb_client.api import DICOMwebClient
 
