@@ -28,6 +28,8 @@ def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_detect_and_explain_name_the_file_of_a_nan_volume_and_a_broken_dicom(tmp_path, fixture_lung_run):
+    """One line naming the file, exit 2, and no empty output folder left behind (a refused `detect` had left an
+    empty runs/detect-<name>-<time>, one per try)."""
     import nibabel as nib
 
     run = fixture_lung_run  # tests/integration/conftest.py: the committed fixture detector
@@ -41,6 +43,12 @@ def test_detect_and_explain_name_the_file_of_a_nan_volume_and_a_broken_dicom(tmp
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {image}: "), res.stderr
+        assert not (tmp_path / f"out-{verb}-{image}").exists()  # the folder it made for the outputs is gone
+    (tmp_path / "mine").mkdir()
+    for verb, out in (("detect", None), ("explain", None), ("detect", tmp_path / "mine")):  # default runs/<verb>-...
+        res = _cli(verb, run, "broken.dcm", *(["-o", out] if out else []), cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+    assert not (tmp_path / "runs").exists() and (tmp_path / "mine").is_dir()  # a folder that was there stays
 
 
 def test_predict_gives_one_bad_file_the_error_line_and_a_batch_its_skipped_lines(tmp_path, fixture_lung_run):

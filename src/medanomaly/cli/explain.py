@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import output_stem, prepare_output_dir
+        from medanomaly.engine.outputs import output_dir, output_stem
         from medanomaly.errors import about_file
         from medanomaly.explain.driver import check_options, explain_file
         from medanomaly.jsonio import finite_json
@@ -39,17 +39,18 @@ def register(app: typer.Typer) -> None:
         model = load_model(run)
         explainable = model.explainable()
         check_options(explainable, fov, target, method, layer)  # option errors: not about the image
-        if out is not None:  # a folder it cannot write (or ITK cannot name), before the image is read
-            prepare_output_dir(out)
-        source = image
-        if "=" in str(image):  # one file per modality: stacked as components in the model's order
-            from medanomaly.cli.predict import _fusion_inputs
-            from medanomaly.engine.verbs import stack_modalities
+        fusion = "=" in str(image)  # one file per modality: stacked as components in the model's order
+        # a folder it cannot write (or ITK cannot name) is one line before the image is read; one it made stays only
+        # if the explanation is written
+        with output_dir(out or default_out("explain", "fusion" if fusion else output_stem(image))) as target_dir:
+            source = image
+            if fusion:
+                from medanomaly.cli.predict import _fusion_inputs
+                from medanomaly.engine.verbs import stack_modalities
 
-            source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
-        target_dir = out or default_out("explain", "fusion" if source is not image else output_stem(image))
-        with about_file(image):
-            report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
-                                  dicom, fov, findings, check_input=getattr(model, "check_input", None))  # fmt: skip
+                source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
+            with about_file(image):
+                report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
+                                      dicom, fov, findings, check_input=getattr(model, "check_input", None))  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

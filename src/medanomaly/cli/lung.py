@@ -26,30 +26,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import output_stem, prepare_output_dir, write_detection
+        from medanomaly.engine.outputs import output_dir, output_stem, write_detection
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
 
-        target = prepare_output_dir(out or default_out("detect", output_stem(image)))
-        model = load_model(run)
-        if not model.class_names or model.task not in ("lung_nodule", "detection"):
-            raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
-        with about_file(image):
-            volume = read(image)
-            model.check_input(volume, image)
-            if dicom:  # the source headers our SEG / SR reference, checked before the model runs
-                from medanomaly.deploy.dicom_out import source_series_for_path
+        with output_dir(out or default_out("detect", output_stem(image))) as target:
+            model = load_model(run)
+            if not model.class_names or model.task not in ("lung_nodule", "detection"):
+                raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
+            with about_file(image):
+                volume = read(image)
+                model.check_input(volume, image)
+                if dicom:  # the source headers our SEG / SR reference, checked before the model runs
+                    from medanomaly.deploy.dicom_out import source_series_for_path
 
-                source = source_series_for_path(image, volume)
-            prediction = model.predict(volume)
-        path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
-        typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
-        if dicom:
-            from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
+                    source = source_series_for_path(image, volume)
+                prediction = model.predict(volume)
+            path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
+            typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
+            if dicom:
+                from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
 
-            written = write_dicom_outputs_for_path(source, volume, prediction, target / "dicom", run_id=run.name,
-                                                   algorithm=model.task)  # fmt: skip
-            typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
+                written = write_dicom_outputs_for_path(source, volume, prediction, target / "dicom", run_id=run.name,
+                                                       algorithm=model.task)  # fmt: skip
+                typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
 
     @app.command()
     def quantify(

@@ -52,14 +52,14 @@ def register(app: typer.Typer) -> None:
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import check_distinct_outputs, prepare_output_dir
+        from medanomaly.engine.outputs import check_distinct_outputs, output_dir, prepare_output_dir
 
         if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
             from medanomaly.cli.pacs import predict_archive
 
-            target = prepare_output_dir(out or default_out("predict", paths[0].name))
-            code = predict_archive(run, paths[0], target,
-                                   series_filter=series_filter or None, dicom=dicom, engine=engine, address=address)
+            with output_dir(out or default_out("predict", paths[0].name)) as target:
+                code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
+                                       engine=engine, address=address)  # fmt: skip
             raise typer.Exit(code=code)
         if out is not None:
             if "=" not in str(paths[0]):  # fusion's MOD=path inputs make one prediction

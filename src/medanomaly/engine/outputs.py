@@ -12,7 +12,8 @@ earlier prediction of that name as it was, never a new ``NAME.json`` beside no m
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 from medanomaly.types import Prediction
 
-__all__ = ["output_stem", "prepare_output_dir", "write_prediction"]
+__all__ = ["output_dir", "output_stem", "prepare_output_dir", "write_prediction"]
 
 #: The lone surrogates (U+DC80..U+DCFF) by which Python's file-system decoding keeps the bytes of a name that are not
 #: UTF-8.
@@ -98,6 +99,24 @@ def prepare_output_dir(path: str | Path) -> Path:
         reason = exc.strerror or exc.__class__.__name__
         raise InputError(f"cannot write the output folder ({reason})", folder) from None
     return folder
+
+
+@contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """:func:`prepare_output_dir` for one command's work: the folder is proved writable before the work, and when the
+    work then fails, the folders this command made for it are removed if they hold nothing (a ``detect`` refused for
+    its input had left an empty ``runs/detect-<name>-<time>`` behind; a folder that existed, or holds anything,
+    stays)."""
+    folder = Path(path)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # the folder and the parents made for it
+    prepare_output_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        with suppress(OSError):  # one not empty stops it: what is in it stays
+            for empty in made:
+                empty.rmdir()
+        raise
 
 
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
