@@ -184,10 +184,12 @@ def test_fusion_cli_manifest_training_with_missing_file(tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_fusion_cli_bad_input(tmp_path):
+def test_fusion_cli_bad_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder, runs/<name>-benchmark, is made here
     result = runner.invoke(app, ["fusion-benchmark", str(_config(tmp_path, data={"source": "manifest"}))])
     assert result.exit_code != 0
     assert "data.manifest is not set" in str(result.exception)
+    assert not (tmp_path / "runs").exists()  # the empty folder made for the outputs is gone (it was left behind)
     config = _config(tmp_path, data={"source": "manifest", "manifest": str(tmp_path / "none.csv")})
     result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "r")])
     assert "manifest not found" in str(result.exception)

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train and compare single-modality, early, feature, decision and hybrid fusion on one split."""
         from medanomaly.config import load_config
-        from medanomaly.engine.outputs import prepare_output_dir
+        from medanomaly.engine.outputs import output_dir
         from medanomaly.errors import InputError
         from medanomaly.fusion.benchmark import run_benchmark
         from medanomaly.fusion.task import FusionConfig
@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config)
         if not isinstance(cfg, FusionConfig):
             raise InputError(f"fusion-benchmark needs a config with task: fusion, got task: {cfg.task}", config)
-        out_dir = prepare_output_dir(out or Path("runs") / f"{cfg.name or config.stem}-benchmark")  # before training
-        result = run_benchmark(cfg, out_dir, log=lambda line: typer.echo(line, err=True))
+        with output_dir(out or Path("runs") / f"{cfg.name or config.stem}-benchmark") as out_dir:  # before training
+            result = run_benchmark(cfg, out_dir, log=lambda line: typer.echo(line, err=True))
         typer.echo(result.table())
         typer.echo(f"written: {out_dir / 'fusion_benchmark.md'}")
 
