@@ -7,6 +7,8 @@ their messages) and must stay on one line, cut at a readable length.
 Example:
     >>> short_reason(ValueError('Cannot work out file type of "/data/a.nii"'), "/data/a.nii")
     'Cannot work out file type of the file'
+    >>> short_reason(OSError("File /data/a.nii.gz is not a gzip file"), "/data/a.nii.gz")
+    'the file is not a gzip file'
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def short_reason(exc: BaseException, path: str | Path | None = None, limit: int 
     if path is not None:
         for form in (f'"{path}"', f"'{path}'", str(path)):
             text = text.replace(form, "the file")
+        text = re.sub(r"\b[Ff]ile the file\b", "the file", text)  # nibabel's "File <path> is not a gzip file"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -243,6 +243,9 @@ def test_io_nifti_damaged_one_line(tmp_path):
             read(tmp_path / name)
         text = str(err.value)
         assert text.startswith(str(tmp_path / name)) and "\n" not in text and len(text) < 400
+    (tmp_path / "plain.nii.gz").write_bytes(b"x")  # nibabel: "File <path> is not a gzip file"
+    with pytest.raises(InputError, match=r"not a readable nifti image \(the file is not a gzip file\)$"):
+        read(tmp_path / "plain.nii.gz")  # it read "(File the file is not a gzip file)"
 
 
 def test_io_itk_error_names_file_once_without_cut_off(tmp_path):
