@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
         from medanomaly.errors import InputError, about_file
-        from medanomaly.io import read
+        from medanomaly.io import read, read_mask
         from medanomaly.jsonio import finite_json
         from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
         from medanomaly.types import require_scalar
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         img = read(image)
         with about_file(image):
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
-        msk = read(mask)
+        msk = read_mask(mask, img)
         try:
             lesions = measure_labels(msk, img, label=label)
         except InputError as exc:

@@ -34,6 +34,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_least_size
+from medanomaly.types import Volume
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,16 @@ def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _read(path: Path) -> tuple[np.ndarray, bool]:
-    from medanomaly.io import read
+def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Volume]:
+    """(grey array, whether it was colour, the volume) of a picture; ``image``: the picture a mask is drawn on."""
+    from medanomaly.io import read, read_mask
 
-    volume = read(path)
+    volume = read(path) if image is None else read_mask(path, image)
     if not volume.is_2d:
         raise InputError(f"a 3D image ({volume.shape[0]} slices) in a 2D image folder", path)
     check_least_size(volume, path)
     try:
-        return to_grey(volume.array)
+        return (*to_grey(volume.array), volume)
     except InputError as err:
         raise InputError(str(err), path) from None
 
@@ -155,12 +157,12 @@ def _load_folders(root: Path) -> NormalImageSet:
               [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
     for split, path, abnormal in listing:
         try:
-            array, was_rgb = _read(path)
+            array, was_rgb, volume = _read(path)
         except InputError as err:
             skipped.append(_skip(root, path, err))
             continue
         colour += was_rgb
-        mask = _mask_of(masks.get(_stem(path)), array.shape, root, skipped) if abnormal else None
+        mask = _mask_of(masks.get(_stem(path)), volume, array.shape, root, skipped) if abnormal else None
         parts[split].append(Image2D(path.name, array, abnormal, mask))
     for split in ("train", "val"):
         if not parts[split]:
@@ -169,12 +171,13 @@ def _load_folders(root: Path) -> NormalImageSet:
                           skipped=tuple(skipped))  # fmt: skip
 
 
-def _mask_of(path: Path | None, shape: tuple[int, ...], root: Path, skipped: list[str]) -> np.ndarray | None:
+def _mask_of(path: Path | None, image: Volume, shape: tuple[int, ...], root: Path,
+             skipped: list[str]) -> np.ndarray | None:  # fmt: skip
     """The lesion mask of an abnormal image (None: no mask, or one that cannot be used: logged, the image kept)."""
     if path is None:
         return None
     try:
-        mask = _read(path)[0] > 0
+        mask = _read(path, image)[0] > 0
         if mask.shape != shape:
             raise InputError(f"mask {mask.shape} and image {shape} differ in size", path)
     except InputError as err:

@@ -53,14 +53,15 @@ def _dataset_items(path: Path) -> list[tuple[str, Path, Path | None]]:
 def _evaluate_dataset(ex: Any, path: Path, method: str, layer: str | None, target: int | None) -> dict[str, Any]:
     from medanomaly.errors import InputError
     from medanomaly.explain.faithfulness import evaluate_dataset
-    from medanomaly.io import read
+    from medanomaly.io import read, read_mask
 
     skipped: list[tuple[str, str]] = []
 
     def items():
         for name, image, mask in _dataset_items(path):
             try:
-                yield name, read(image), read(mask) if mask is not None else None
+                volume = read(image)
+                yield name, volume, read_mask(mask, volume) if mask is not None else None
             except InputError as exc:
                 skipped.append((name, str(exc)))
 
@@ -143,7 +144,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         What it writes to ``explain.json``.
     """
     from medanomaly.errors import InputError
-    from medanomaly.io import read
+    from medanomaly.io import read, read_mask
 
     check_options(ex, fov, target, method, layer)
     try:
@@ -164,7 +165,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         raise InputError(f"{exc.reason} (a folder of images to evaluate takes --evaluate)", exc.path) from None
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
-    lesion = read(mask) if mask is not None else None
+    lesion = read_mask(mask, volume) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}

@@ -37,7 +37,7 @@ from typing import Any
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["read", "write", "check_writable", "detect_format"]
+__all__ = ["read", "read_mask", "write", "check_writable", "detect_format"]
 
 
 #: The two files of a NIfTI-1 pair (header + voxels, as SPM writes them), read as one image from either.
@@ -166,6 +166,23 @@ def check_writable(path: str | Path) -> Path:
     if raw.endswith(("/", "\\")) or not path.suffix or path.is_dir():
         return path
     raise InputError(f"cannot write '{path.suffix}' (use .nii.gz, .nrrd, .mha, .png, or a folder for DICOM)", path)
+
+
+def read_mask(path: str | Path, image: Volume) -> Volume:
+    """Read a mask drawn on ``image`` (a lesion mask, an ROI), as :func:`read` does.
+
+    Raises:
+        InputError: what :func:`read` refuses, or a picture turned by another EXIF orientation than the image's (an
+            image stored mirrored or upside down with its orientation tag, and a mask saved without one: each is read
+            upright as a viewer shows it, so which way the mask was drawn is unknown; a 180-degree turn had passed
+            every grid check and measured the wrong region).
+    """
+    mask = read(path)
+    turns = (int(image.meta.get("exif_orientation", 1)), int(mask.meta.get("exif_orientation", 1)))
+    if turns[0] != turns[1]:
+        raise InputError(f"the image is turned by EXIF orientation {turns[0]} and the mask by {turns[1]} (1: as "
+                         "stored): which way the mask was drawn is unknown; save both with one orientation", path)
+    return mask
 
 
 def write(volume: Volume, path: str | Path, **options: Any) -> Path:

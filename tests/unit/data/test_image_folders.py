@@ -58,20 +58,28 @@ def test_a_file_that_cannot_be_used_is_reported_and_left_out_as_in_a_batch(tmp_p
     (root / "val/normal/text.png").write_text("not a picture")
     _png(root / "val/normal/row.png", np.zeros((1, 10)))  # was resized up to the grid and trained on
     _png(root / "test/masks/img1.png", np.zeros((6, 6)))
+    from PIL import Image  # an abnormal image stored mirrored (EXIF 2) whose mask has no tag: mask left out
+
+    exif = Image.Exif()
+    exif[0x0112] = 2
+    Image.fromarray(np.full((12, 10), 90, np.uint8)).save(root / "test/abnormal/img9.png", exif=exif)
+    _png(root / "test/masks/img9.png", np.zeros((12, 10)))
     with caplog.at_level("WARNING", logger="medanomaly.data.image_folders"):
         images = load_normal_images(root)
-    assert (len(images.train), len(images.val), len(images.test)) == (3, 3, 6)
+    assert (len(images.train), len(images.val), len(images.test)) == (3, 3, 7)
     assert images.skipped == ("train/normal/empty.png: empty file",
                               "train/normal/volume.nii.gz: a 3D image (4 slices) in a 2D image folder",
                               "val/normal/row.png: image too small: 1 x 10 pixels (a model takes at least 4 along "
                               "each axis)",
                               "val/normal/text.png: not a readable png image (corrupt or truncated)",
-                              "test/masks/img1.png: mask (6, 6) and image (12, 10) differ in size")  # fmt: skip
+                              "test/masks/img1.png: mask (6, 6) and image (12, 10) differ in size",
+                              "test/masks/img9.png: the image is turned by EXIF orientation 2 and the mask by 1 (1: "
+                              "as stored): which way the mask was drawn is unknown; save both with one orientation")
     assert [r.getMessage() for r in caplog.records] == [f"skipped {line}" for line in images.skipped]
     assert next(im for im in images.test if im.name == "img1.png" and im.abnormal).mask is None  # kept, unmasked
     for f in (root / "val/normal").glob("img*.png"):
         f.write_bytes(b"")
-    with pytest.raises(InputError, match=r"no usable image in val/normal/ \(8 file\(s\) skipped: train/normal/empty"):
+    with pytest.raises(InputError, match=r"no usable image in val/normal/ \(9 file\(s\) skipped: train/normal/empty"):
         load_normal_images(root)
 
 

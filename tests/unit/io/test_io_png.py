@@ -153,3 +153,23 @@ def test_a_deep_tiff_with_an_orientation_is_refused_not_read_at_8_bits(tmp_path)
         read(tmp_path / "turned.tiff")
     Image.fromarray(stored).save(tmp_path / "upright.tiff")
     assert read(tmp_path / "upright.tiff").array.max() == stored.max()
+
+
+def test_a_mask_turned_otherwise_than_its_image_is_refused(tmp_path):
+    """An image stored upside down with EXIF orientation 3 and its mask saved without the tag: each is read upright as
+    a viewer shows it, so which way the mask was drawn is unknown; a 180-degree turn passed every grid check and the
+    lesion was measured in the wrong corner. The same orientation on both is read."""
+    from medanomaly.io import read_mask
+
+    stored = np.zeros((40, 60), np.uint8)
+    stored[2:8, 3:9] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(stored).save(tmp_path / "image.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "mask.png")
+    Image.fromarray(stored).save(tmp_path / "mask_tagged.png", exif=exif)
+    image = read(tmp_path / "image.png")
+    with pytest.raises(InputError, match=r"mask\.png: the image is turned by EXIF orientation 3 and the mask by 1"):
+        read_mask(tmp_path / "mask.png", image)
+    mask = read_mask(tmp_path / "mask_tagged.png", image)
+    assert np.array_equal(mask.array, image.array) and mask.array[0, -3, -4] == 255  # both turned the same way

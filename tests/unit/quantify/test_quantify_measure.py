@@ -202,6 +202,18 @@ def test_a_one_slice_image_reports_the_lesions_area_in_mm2(tmp_path, monkeypatch
     line = capsys.readouterr().out.strip().splitlines()[0]
     assert line.startswith("label 1: area 5.0 mm² (0.05 cm²), max diameter") and "mL" not in line
     assert "sphericity" not in line
+    from PIL import Image  # a picture stored upside down (EXIF 3) and its mask saved without the tag: refused
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray((mask[0] * 100 + 20).astype(np.uint8)).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(mask[0] * 255).save(tmp_path / "untagged.png")
+    monkeypatch.setattr(sys, "argv", ["medanomaly", "quantify", str(tmp_path / "turned.png"), "--mask",
+                                      str(tmp_path / "untagged.png")])  # fmt: skip
+    with pytest.raises(SystemExit) as code:
+        main()
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and "untagged.png: the image is turned by EXIF orientation 3 and the mask by 1" in err
 
 
 def _ball_on_grid(spacing: tuple[float, float, float], direction: np.ndarray, radius_mm: float = 6.0):
