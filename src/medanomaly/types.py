@@ -60,6 +60,7 @@ SAFE_META_KEYS = frozenset(
         "channels",
         "label",
         "exif_orientation",  # a picture turned upright as its EXIF orientation (2..8) says
+        "frame_axis",  # "time": a cine loop's frames are time points stacked on z (spacing 1), not slices
         "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm
     }
 )
@@ -367,6 +368,21 @@ def require_scalar(volume: Volume, what: str = "this step") -> Volume:
 
         raise InputError(f"{what} needs a scalar image (one value per voxel), got {volume.n_components} "
                          "components (a colour image?)")  # fmt: skip
+    return volume
+
+
+def require_slices(volume: Volume, what: str = "this step") -> Volume:
+    """Refuse a cine loop (``meta["frame_axis"] == "time"``, more than one frame) where z must be a length: its frames
+    are time points stacked on z with spacing 1, and a volume in mL would sum them.
+
+    Raises:
+        InputError: naming ``what`` and the number of frames.
+    """
+    if volume.meta.get("frame_axis") == "time" and volume.shape[0] > 1:
+        from medanomaly.errors import InputError  # errors and types are base-layer siblings
+
+        raise InputError(f"{what} needs slices in space, got a cine loop of {volume.shape[0]} frames in time (its z "
+                         "is time, not mm); save one frame as its own image")  # fmt: skip
     return volume
 
 

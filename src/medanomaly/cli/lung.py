@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.io import read, read_mask
         from medanomaly.jsonio import finite_json
         from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
-        from medanomaly.types import require_scalar
+        from medanomaly.types import require_scalar, require_slices
 
         if mask is None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
@@ -75,6 +75,7 @@ def register(app: typer.Typer) -> None:
         img = read(image)
         with about_file(image):
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
+            require_slices(img, "measuring a lesion")
         msk = read_mask(mask, img)
         try:
             lesions = measure_labels(msk, img, label=label)

@@ -28,7 +28,7 @@ from medanomaly.config import RunConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.limits import check_least_size
-from medanomaly.types import Prediction, Volume
+from medanomaly.types import Prediction, Volume, require_slices
 
 __all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
 
@@ -147,6 +147,11 @@ class ModelBase:
         want_dims = self.info.input.get("spatial_dims")
         if want_dims == 3 and volume.is_2d:
             raise InputError("the model expects a 3D volume, got a 2D image", path)
+        if want_dims == 3:
+            try:
+                require_slices(volume, "a 3D model")  # a cine loop's frames are time, not slices
+            except InputError as exc:
+                raise InputError(exc.reason, path) from None
         want = self.info.input.get("modality")
         got = volume.meta.get("modality")
         if want and got and got not in ("OT", want) and want not in ("any",):

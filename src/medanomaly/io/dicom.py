@@ -382,6 +382,18 @@ def _functional(ds: Dataset, keyword: str) -> Dataset | None:
     return item
 
 
+#: Attributes a FrameIncrementPointer names when the frames follow each other in time (a cine loop, an echo).
+_TIME_INCREMENTS = frozenset({0x00181063, 0x00181065})  # FrameTime, FrameTimeVector
+
+
+def _frames_are_time(ds: Dataset) -> bool:
+    """Whether the frames of a multi-frame image are time points, not slices: its FrameIncrementPointer names
+    FrameTime or FrameTimeVector and no frame has a position of its own (an ultrasound or XA cine loop)."""
+    pointer = ds.get("FrameIncrementPointer")
+    tags = pointer if isinstance(pointer, MutableSequence) else [pointer] if pointer is not None else []
+    return any(int(t) in _TIME_INCREMENTS for t in tags) and _frame_positions(ds, int(ds.get("NumberOfFrames") or 1)) is None
+
+
 def _geometry(
     ds: Dataset, n_frames: int, path: Path
 ) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray]:
@@ -486,6 +498,8 @@ def volume_from_dataset(ds: Dataset, path: Path, max_voxel_bytes: int | None = N
     n_frames = array.shape[0]
     meta = safe_meta(ds)
     meta["n_frames"] = n_frames
+    if n_frames > 1 and _frames_are_time(ds):
+        meta["frame_axis"] = "time"
     spacing, origin, direction, frame_order = _geometry(ds, n_frames, path)
     if not np.all(frame_order == np.arange(n_frames)):
         array = array[frame_order]

@@ -25,7 +25,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.jsonio import finite_json
 from medanomaly.quantify.measure import SOLID_THRESHOLD_HU, lesion_box, measure, measure_lesions, on_image_grid
-from medanomaly.types import Finding, Volume, require_scalar
+from medanomaly.types import Finding, Volume, require_scalar, require_slices
 
 #: A mask with more distinct labels than this is refused (it is not a lesion label map).
 MAX_LABELS = 1000
@@ -119,9 +119,12 @@ def measure_labels(
 
     Raises:
         InputError: empty mask or label, non-integer labels, more than :data:`MAX_PARTS` parts, a
-            multi-component (colour) mask or image, or a mask not on the image grid.
+            multi-component (colour) mask or image, a mask not on the image grid, or a cine loop (frames in time).
     """
     require_scalar(mask, "the lesion mask")
+    for volume in (mask, image):
+        if volume is not None:
+            require_slices(volume, "measuring a lesion")
     if image is not None:
         require_scalar(image, INTENSITY_STATISTICS)
     mask = on_image_grid(mask, image)

@@ -114,6 +114,8 @@ def test_model_refuses_other_dimensionality_and_modality():
         model.check_input(Volume(np.zeros((1, 8, 8), np.float32)))
     with pytest.raises(InputError, match="modality CT"):
         model.check_input(Volume(np.zeros((4, 8, 8), np.float32), meta={"modality": "CT"}))
+    with pytest.raises(InputError, match=r"cine.mr: a 3D model needs slices in space, got a cine loop of 4 frames"):
+        model.check_input(Volume(np.zeros((4, 8, 8), np.float32), meta={"frame_axis": "time"}), "cine.mr")
     model.check_input(_head())
 
 

@@ -253,3 +253,19 @@ def test_io_dicom_imager_spacing_corrected_by_the_magnification_factor(tmp_path,
         ds.EstimatedRadiographicMagnificationFactor = factor
     ds.save_as(tmp_path / "dx.dcm")
     assert read(tmp_path / "dx.dcm").spacing[:2] == pytest.approx((expected, expected), rel=1e-9)
+
+
+def test_io_dicom_cine_frames_are_time_and_are_not_measured_as_a_volume(tmp_path):
+    """An ultrasound cine (FrameIncrementPointer: FrameTime) is stacked on z with spacing 1: z is time. quantify
+    summed its frames into "mL" and a 3D model took it as slices; both now refuse it in one line."""
+    from medanomaly.quantify.labels import measure_labels
+
+    echo = read(pd("color3d_jpeg_baseline.dcm"))
+    assert echo.meta["frame_axis"] == "time" and echo.shape[0] == 120
+    assert read(pd("emri_small.dcm")).meta.get("frame_axis") is None  # enhanced MR: frames are slices
+    from medanomaly.types import Volume
+
+    grey = Volume(echo.array[:4, :, :, 0], spacing=echo.spacing, meta={"frame_axis": "time", "modality": "US"})
+    mask = grey.with_array((grey.array > 100).astype(np.uint8))
+    with pytest.raises(InputError, match=r"measuring a lesion needs slices in space, got a cine loop of 4 frames"):
+        measure_labels(mask, grey)
