@@ -161,6 +161,10 @@ def test_bad_zips_refused_and_service_goes_on(service):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr(link, "/etc/passwd")
     cases["symlink"] = (buf.getvalue(), 400, "symbolic link")
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Pair(np.zeros((4, 4, 4), np.int16), np.eye(4)), tmp / "pair.hdr")  # its voxels: pair.img
+    cases["pair header"] = ((tmp / "pair.hdr").read_bytes(), 415, "unsupported content")  # was read as the image
     for name, (data, status, words) in cases.items():
         r = post(client, [data])
         assert r.status_code == status, (name, r.text)

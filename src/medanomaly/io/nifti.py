@@ -57,6 +57,20 @@ def nifti_geometry_source(header: Any) -> str:
     return "pixel sizes (no sform or qform)"
 
 
+def _pair_magic(path: Path) -> bool:
+    """Whether the file's own header says "pair" (NIfTI-1 ``ni1`` at byte 344, NIfTI-2 ``ni2`` at byte 4), read from
+    the (gzipped) file; nibabel reports the magic of the class it chose, not the file's."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(348)
+    except (OSError, EOFError):
+        return False  # nibabel's load gives the reason
+    return head[344:348] == b"ni1\0" or head[4:8] == b"ni2\0"
+
+
 def _load(path: Path) -> Any:
     """nibabel's image object (header parsed, no data read), or InputError."""
     import nibabel as nib
@@ -64,6 +78,9 @@ def _load(path: Path) -> Any:
     partner = {".hdr": ".img", ".img": ".hdr"}.get(path.suffix.lower())
     if partner and not any(path.with_suffix(s).is_file() for s in (partner, partner.upper())):
         raise InputError(f"one file of a NIfTI pair: its {partner} is not beside it", path)
+    if not partner and _pair_magic(path):  # nibabel read its header bytes as the voxels, without a word
+        raise InputError("the header of a NIfTI pair (magic ni1 / ni2) named as a single-file NIfTI: its voxels are in "
+                         "a separate .img; name it .hdr beside its .img", path)  # fmt: skip
     try:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers

@@ -134,6 +134,13 @@ def test_io_nifti_pair_read_as_the_single_file_and_analyze_refused(tmp_path):
     (tmp_path / "lone.img").write_bytes((tmp_path / "pair.img").read_bytes())
     with pytest.raises(InputError, match=r"one file of a NIfTI pair: its \.hdr is not beside it"):
         read(tmp_path / "lone.img")
+    import gzip  # a pair's header named .nii: nibabel read its header bytes as the voxels (0 .. 16256), no word
+
+    (tmp_path / "header.nii").write_bytes((tmp_path / "pair.hdr").read_bytes())
+    (tmp_path / "header.nii.gz").write_bytes(gzip.compress((tmp_path / "pair.hdr").read_bytes()))
+    for name in ("header.nii", "header.nii.gz"):
+        with pytest.raises(InputError, match=r"the header of a NIfTI pair \(magic ni1 / ni2\) named as a single-file"):
+            read(tmp_path / name)
 
 
 def test_io_nifti_sform_else_qform_else_pixdim(tmp_path):

@@ -1,6 +1,6 @@
 """Uploads: limits first, the format from the bytes (never the name), and zips opened safely.
 
-An upload is DICOM files (each with the ``DICM`` preamble), one NIfTI (``n+1``/``ni1``/``n+2``
+An upload is DICOM files (each with the ``DICM`` preamble), one single-file NIfTI (``n+1``/``n+2``
 header, gzipped or not) or NRRD (``NRRD000``) file, or a zip of those. Every file is stored under a
 name the service makes (``00001.dcm``): the client's file names, which may carry patient names,
 are never used or logged. A zip is checked *before* anything is extracted: member count, no
@@ -65,9 +65,9 @@ def sniff(head: bytes) -> str | None:
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 540)
         except zlib.error:
             return None
-    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "nifti"
-    if len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
+    if len(head) >= 348 and head[344:348] == b"n+1\x00":  # single-file NIfTI only: a pair's header (ni1 / ni2)
+        return "nifti"  # holds no voxels, and stored as image.nii its header bytes were read as the image
+    if len(head) >= 8 and head[4:8] == b"n+2\x00":
         return "nifti"
     return None
 
