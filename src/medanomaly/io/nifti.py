@@ -71,6 +71,21 @@ def _pair_magic(path: Path) -> bool:
     return head[344:348] == b"ni1\0" or head[4:8] == b"ni2\0"
 
 
+def _check_voxel_offset(image: Any, path: Path) -> None:
+    """Refuse a single-file NIfTI whose ``vox_offset`` points inside its header: nibabel read the header's bytes as
+    the voxels (values 0..16256 from a 4 x 4 x 4 image), ITK read from byte 348 (two voxels shifted in); the standard
+    puts them at byte 352 (NIfTI-2: 544) or later."""
+    import nibabel as nib
+
+    if not isinstance(image, nib.Nifti1Image):  # a pair's .img starts its voxels at byte 0
+        return
+    least = 544 if isinstance(image, nib.Nifti2Image) else 352
+    offset = int(getattr(image.dataobj, "offset", least))  # the header's vox_offset, as nibabel reads the voxels
+    if offset < least:
+        raise InputError(f"vox_offset {offset} points inside the {least - 4}-byte header: its bytes would be read as "
+                         f"the voxels (a single-file NIfTI's voxels start at byte {least} or later)", path)
+
+
 def _load(path: Path) -> Any:
     """nibabel's image object (header parsed, no data read), or InputError."""
     import nibabel as nib
@@ -250,6 +265,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     channels = 3 if rgb else components
     check_voxel_bytes((*xyz, channels), dtype.itemsize // 3 if rgb else dtype.itemsize, path, limit=max_voxel_bytes)
     spacing, direction, origin = _split_affine(affine, path)
+    _check_voxel_offset(image, path)
     try:
         array = _voxels(image, xyz, dtype, components)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)

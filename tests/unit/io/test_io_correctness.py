@@ -143,6 +143,20 @@ def test_io_nifti_pair_read_as_the_single_file_and_analyze_refused(tmp_path):
             read(tmp_path / name)
 
 
+def test_io_nifti_voxel_offset_inside_the_header_is_refused(tmp_path):
+    """A single-file NIfTI whose vox_offset is 0: nibabel read the header's own bytes as the voxels (a 4 x 4 x 4 image
+    of 1000..1063 came back as 0..16256, without a word; ITK read it two voxels shifted). Refused in one line."""
+    import struct
+
+    data = (np.arange(64, dtype=np.int16) + 1000).reshape(4, 4, 4)
+    raw = bytearray(_nifti(tmp_path, "ok.nii", data, sform=np.eye(4), sform_code=1).read_bytes())
+    assert read(tmp_path / "ok.nii").array.min() == 1000
+    raw[108:112] = struct.pack("<f", 0.0)
+    (tmp_path / "zero.nii").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"zero\.nii: vox_offset 0 points inside the 348-byte header"):
+        read(tmp_path / "zero.nii")
+
+
 def test_io_nifti_sform_else_qform_else_pixdim(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
     qform = np.diag([2.0, 2.0, 3.0, 1.0])
