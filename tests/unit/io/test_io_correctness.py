@@ -143,6 +143,20 @@ def test_io_nifti_pair_read_as_the_single_file_and_analyze_refused(tmp_path):
             read(tmp_path / name)
 
 
+def test_io_nifti_scaling_past_float32_is_read_in_float64(tmp_path, recwarn):
+    """int16 voxels with scl_slope 1e38 were scaled in float32: 60 of 64 voxels became inf (and numpy's overflow
+    warning reached the terminal). The scaled values are kept finite, in float64; a usual slope stays float32."""
+    data = np.arange(64, dtype=np.int16).reshape(4, 4, 4)
+    for slope, dtype in ((1e38, np.float64), (0.5, np.float32)):
+        image = nib.Nifti1Image(data, np.eye(4))
+        image.header.set_slope_inter(slope, 0.0)
+        nib.save(image, tmp_path / "scaled.nii")
+        got = read(tmp_path / "scaled.nii")
+        assert got.array.dtype == dtype and np.isfinite(got.array).all()
+        np.testing.assert_allclose(got.array.max(), 63 * slope, rtol=1e-6)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_io_nifti_voxel_offset_inside_the_header_is_refused(tmp_path):
     """A single-file NIfTI whose vox_offset is 0: nibabel read the header's own bytes as the voxels (a 4 x 4 x 4 image
     of 1000..1063 came back as 0..16256, without a word; ITK read it two voxels shifted). Refused in one line."""
