@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.io.dicom_pixels import (
     _first,
     ds_floats,
@@ -464,6 +464,8 @@ def _greyscale(
     meta["rescale_applied"] = rescale is not None
     if rescale is not None:
         pairs = [r or (1.0, 0.0) for r in rescales]
+        if any(slope == 0 for slope, _ in pairs):
+            raise InputError("RescaleSlope 0: every pixel would be the intercept (a blank image)")
         dtype = np.result_type(*{rescaled_dtype(stored_range(ds), a, b) for a, b in pairs})
         if len(set(pairs)) == 1:
             array = apply_rescale(array, *pairs[0], dtype)
@@ -507,7 +509,8 @@ def volume_from_dataset(ds: Dataset, path: Path, max_voxel_bytes: int | None = N
         array = to_rgb(array, ds, photometric)
         meta.update(photometric="RGB", channels=3)
     else:
-        array = _greyscale(array, ds, photometric, frame_order, meta)
+        with about_file(path):  # a rescale that cannot be applied names the file
+            array = _greyscale(array, ds, photometric, frame_order, meta)
     return Volume(np.ascontiguousarray(array), spacing=spacing, origin=origin, direction=direction, meta=meta)
 
 

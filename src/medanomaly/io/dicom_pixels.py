@@ -105,15 +105,16 @@ def stored_range(ds: Dataset) -> tuple[int, int]:
 
 def rescaled_dtype(value_range: tuple[int, int], slope: float, intercept: float) -> np.dtype:
     """Smallest faithful dtype for ``stored * slope + intercept`` (int16 for usual CT HU, else
-    int32, float32 when slope or intercept is fractional)."""
+    int32, float32 when slope or intercept is fractional, float64 where float32 would overflow: a RescaleSlope of
+    1e38 had made every pixel inf)."""
+    ends = [value_range[0] * slope + intercept, value_range[1] * slope + intercept]
+    lo, hi = min(ends), max(ends)
     if float(slope).is_integer() and float(intercept).is_integer():
-        ends = [value_range[0] * slope + intercept, value_range[1] * slope + intercept]
-        lo, hi = min(ends), max(ends)
         for candidate in (np.int16, np.int32):
             info = np.iinfo(candidate)
             if lo >= info.min and hi <= info.max:
                 return np.dtype(candidate)
-    return np.dtype(np.float32)
+    return np.dtype(np.float64 if max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max) else np.float32)
 
 
 def apply_rescale(
@@ -123,9 +124,9 @@ def apply_rescale(
     if out is None:
         out = np.empty(array.shape, dtype)
     if dtype.kind == "f":
-        np.multiply(array, np.float32(slope), out=out, casting="unsafe")
+        np.multiply(array, dtype.type(slope), out=out, casting="unsafe")
         if intercept != 0.0:
-            out += np.float32(intercept)
+            out += dtype.type(intercept)
     elif slope == 1.0:  # one pass: stored + intercept, computed wide, cast into out
         np.add(array, np.int32(intercept), out=out, casting="unsafe")
     else:

@@ -269,3 +269,19 @@ def test_io_dicom_cine_frames_are_time_and_are_not_measured_as_a_volume(tmp_path
     mask = grey.with_array((grey.array > 100).astype(np.uint8))
     with pytest.raises(InputError, match=r"measuring a lesion needs slices in space, got a cine loop of 4 frames"):
         measure_labels(mask, grey)
+
+
+def test_io_dicom_rescale_that_overflows_float32_or_blanks_the_image(tmp_path):
+    """RescaleSlope 1e38 made every pixel inf (float32, with numpy's overflow warning on the terminal): the values are
+    kept finite in float64. RescaleSlope 0 made every pixel the intercept, a blank image read without a word:
+    refused in one line naming the file."""
+    ds = pydicom.dcmread(pd("CT_small.dcm"))
+    stored = ds.pixel_array.astype(np.float64)
+    for slope, intercept in (("1e38", "0"), ("0", "-1024")):
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(tmp_path / f"slope{slope}.dcm")
+    big = read(tmp_path / "slope1e38.dcm")
+    assert big.array.dtype == np.float64 and np.isfinite(big.array).all()
+    np.testing.assert_allclose(big.array[0], stored * 1e38, rtol=1e-12)
+    with pytest.raises(InputError, match=r"slope0\.dcm: RescaleSlope 0: every pixel would be the intercept"):
+        read(tmp_path / "slope0.dcm")
