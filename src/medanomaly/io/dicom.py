@@ -202,7 +202,8 @@ def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
 def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tuple[float, float]:
     """(x, y) pixel spacing in mm.
 
-    PixelSpacing, else ImagerPixelSpacing (projection radiographs: spacing at the detector) divided by the
+    PixelSpacing (its magnitude: a negative value is a writer's sign error, as GDCM reads it), else ImagerPixelSpacing
+    (projection radiographs: spacing at the detector) divided by the
     EstimatedRadiographicMagnificationFactor when the file gives one of 1 to 10 (the spacing in the object's plane:
     a magnified mammography view at factor 1.8 measured a lesion 1.8 times too long; as Cornerstone calibrates it),
     else the calibration of the first 2D tissue region of an ultrasound image (``SequenceOfUltrasoundRegions``,
@@ -213,6 +214,7 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
             continue
         for kw in ("PixelSpacing", "ImagerPixelSpacing"):
             ps = ds_floats(source.get(kw), 2)
+            ps = None if ps is None else [abs(v) for v in ps]  # a writer's minus sign, as GDCM reads it (it was 1 mm)
             if ps is not None and ps[0] > 0 and ps[1] > 0:
                 factor = magnification(ds) if kw == "ImagerPixelSpacing" else 1.0
                 return ps[1] / factor, ps[0] / factor

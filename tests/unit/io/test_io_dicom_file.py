@@ -285,3 +285,13 @@ def test_io_dicom_rescale_that_overflows_float32_or_blanks_the_image(tmp_path):
     np.testing.assert_allclose(big.array[0], stored * 1e38, rtol=1e-12)
     with pytest.raises(InputError, match=r"slope0\.dcm: RescaleSlope 0: every pixel would be the intercept"):
         read(tmp_path / "slope0.dcm")
+
+
+def test_io_dicom_negative_pixel_spacing_is_read_by_its_magnitude(tmp_path):
+    """PixelSpacing -0.5 \\ -0.5 (a writer's sign error) fell back to 1 mm without a word, doubling every length;
+    GDCM (SimpleITK) reads its magnitude, and so does this reader."""
+    ds = pydicom.dcmread(pd("CT_small.dcm"))
+    ds.PixelSpacing = ["-0.5", "-0.5"]
+    ds.save_as(tmp_path / "minus.dcm")
+    assert read(tmp_path / "minus.dcm").spacing[:2] == pytest.approx((0.5, 0.5))
+    assert sitk.ReadImage(str(tmp_path / "minus.dcm")).GetSpacing()[:2] == pytest.approx((0.5, 0.5))
