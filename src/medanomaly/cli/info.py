@@ -6,7 +6,7 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 ``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, ``shear_deg``: how
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
-and a unit converted to mm, else null).
+and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken).
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -56,6 +56,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "transfer_syntax": meta.get("transfer_syntax"),
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
+        "spacing_assumed": bool(meta.get("spacing_assumed")),
         "exif_orientation": meta.get("exif_orientation"),
         "nifti_geometry": meta.get("description") if meta.get("source_format") == "nifti" else None,
     }
@@ -91,7 +92,8 @@ def print_human(info: dict[str, Any]) -> None:
         ("format", str(info["format"])),
         ("modality", info["modality"]),
         ("shape (z, y, x)", " x ".join(map(str, info["shape"])) + (f" x {info['components']} channels" if info["components"] > 1 else "")),
-        ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])),
+        ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])
+         + (" (not in the file: 1 mm assumed, lengths are pixels)" if info.get("spacing_assumed") else "")),
         ("origin (x, y, z) mm", _fmt_vec(info["origin_mm"])),
         ("direction", " ".join(_fmt_vec(row) for row in info["direction"])),
         *([("grid", f"sheared: axes {info['shear_deg']:.1f} deg from square (a gantry tilt?)")]

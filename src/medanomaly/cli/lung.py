@@ -84,10 +84,14 @@ def register(app: typer.Typer) -> None:
         if partial_volume:
             with about_file(image):
                 lesions = _with_partial_volumes(lesions, img)
+        assumed = bool(img.meta.get("spacing_assumed"))  # the file states no pixel spacing: its "mm" are pixels
         if as_json:
-            rows = [lesion.to_json() for lesion in lesions]
+            rows = [{**lesion.to_json(), **({"spacing_assumed": True} if assumed else {})} for lesion in lesions]
             typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
             return
+        if assumed:
+            typer.echo("note: the image states no pixel spacing: lengths and areas below are in pixels (1 pixel "
+                       "counted as 1 mm)", err=True)  # fmt: skip
         for lesion in lesions:
             typer.echo(_lesion_line(lesion, partial_volume))
 

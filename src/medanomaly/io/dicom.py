@@ -200,14 +200,19 @@ def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
 
 
 def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tuple[float, float]:
-    """(x, y) pixel spacing in mm.
+    """(x, y) pixel spacing in mm: :func:`stated_in_plane_spacing`, else 1 mm (``meta["spacing_assumed"]`` says so)."""
+    return stated_in_plane_spacing(ds, pixel_measures) or (1.0, 1.0)
+
+
+def stated_in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tuple[float, float] | None:
+    """(x, y) pixel spacing in mm as the file states it, or None.
 
     PixelSpacing (its magnitude: a negative value is a writer's sign error, as GDCM reads it), else ImagerPixelSpacing
     (projection radiographs: spacing at the detector) divided by the
     EstimatedRadiographicMagnificationFactor when the file gives one of 1 to 10 (the spacing in the object's plane:
     a magnified mammography view at factor 1.8 measured a lesion 1.8 times too long; as Cornerstone calibrates it),
     else the calibration of the first 2D tissue region of an ultrasound image (``SequenceOfUltrasoundRegions``,
-    physical units cm -> mm), else 1 mm.
+    physical units cm -> mm), else None.
     """
     for source in (pixel_measures, ds):
         if source is None:
@@ -231,7 +236,7 @@ def in_plane_spacing(ds: Dataset, pixel_measures: Dataset | None = None) -> tupl
             dx, dy = ds_floats(region.get("PhysicalDeltaX"), 1), ds_floats(region.get("PhysicalDeltaY"), 1)
             if dx and dy and dx[0] > 0 and dy[0] > 0:
                 return abs(dx[0]) * 10.0, abs(dy[0]) * 10.0
-    return 1.0, 1.0
+    return None
 
 
 #: Magnification factors taken from ``EstimatedRadiographicMagnificationFactor`` (mammography magnification views
@@ -309,6 +314,8 @@ def safe_meta(ds: Dataset) -> dict[str, Any]:
         value = ds_floats(_first(ds.get(kw)), 1)
         if value is not None:
             meta[key] = value[0]
+    if stated_in_plane_spacing(ds, _functional(ds, "PixelMeasuresSequence")) is None:
+        meta["spacing_assumed"] = True  # 1 mm: lengths and areas are in pixels
     return meta
 
 

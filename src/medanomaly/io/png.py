@@ -5,7 +5,8 @@ colour. RGB files whose three channels are identical (common for exported greysc
 e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped (an 8-bit grey + alpha PNG,
 which SimpleITK cannot read, through Pillow). An EXIF orientation (a JPEG stored sideways) is applied, as
 viewers apply it. Pixel
-spacing comes from the file when it stores one (else 1 mm); there is no patient geometry.
+spacing comes from the file when it stores one (JPEG / TIFF resolution, as ITK reads it), else 1 mm with
+``meta["spacing_assumed"]`` (lengths are then in pixels); there is no patient geometry.
 
 Example:
     >>> from medanomaly.data.sources import real_data
@@ -59,7 +60,7 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
             raise InputError(reason or f"not a readable {fmt} image (corrupt or truncated)", path) from None
         turned = {"exif_orientation": orientation} if orientation != 1 else {}
         return Volume(_upright(grey[None], orientation) if turned else grey[None],
-                      meta={"source_format": fmt, "photometric": "MONOCHROME2", **turned})  # fmt: skip
+                      meta={"source_format": fmt, "photometric": "MONOCHROME2", "spacing_assumed": True, **turned})  # fmt: skip
     vol = Volume.from_sitk(image, source_format=fmt)
     array = vol.array
     if array.ndim == 4:
@@ -70,6 +71,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
         ):
             array = array[..., 0]
     meta, spacing = dict(vol.meta), vol.spacing
+    if spacing[0] == 1.0 and spacing[1] == 1.0:  # ITK's default: the file states none (PNG and BMP never do)
+        meta["spacing_assumed"] = True
     if orientation != 1:
         if fmt == "tiff":  # libtiff's RGBA reader applied the orientation's flip and no quarter turn: undo it
             array = _upright(array, orientation - 4) if orientation >= 6 else array

@@ -295,3 +295,14 @@ def test_io_dicom_negative_pixel_spacing_is_read_by_its_magnitude(tmp_path):
     ds.save_as(tmp_path / "minus.dcm")
     assert read(tmp_path / "minus.dcm").spacing[:2] == pytest.approx((0.5, 0.5))
     assert sitk.ReadImage(str(tmp_path / "minus.dcm")).GetSpacing()[:2] == pytest.approx((0.5, 0.5))
+
+
+def test_io_dicom_without_any_pixel_spacing_says_so():
+    """No PixelSpacing, ImagerPixelSpacing or ultrasound calibration: 1 mm is taken and meta["spacing_assumed"] says
+    so (lengths are pixels); a file that states its spacing is not flagged."""
+    ds = pydicom.dcmread(pd("CT_small.dcm"))
+    from medanomaly.io.dicom import safe_meta
+
+    assert "spacing_assumed" not in safe_meta(ds)
+    del ds.PixelSpacing
+    assert safe_meta(ds)["spacing_assumed"] is True

@@ -173,3 +173,14 @@ def test_a_mask_turned_otherwise_than_its_image_is_refused(tmp_path):
         read_mask(tmp_path / "mask.png", image)
     mask = read_mask(tmp_path / "mask_tagged.png", image)
     assert np.array_equal(mask.array, image.array) and mask.array[0, -3, -4] == 255  # both turned the same way
+
+
+def test_a_picture_without_pixel_spacing_says_its_millimetres_are_pixels(tmp_path):
+    """A PNG states no pixel spacing (ITK reads none from it), and neither does a JPEG without a density: 1 mm was
+    taken and every length and area reported in "mm" without a word; meta["spacing_assumed"] says so now (quantify and
+    info show it). A JPEG's stated density is read as ITK reads it, and is not flagged."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "plain.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "dense.jpg", dpi=(300, 300))
+    assert read(tmp_path / "plain.png").meta.get("spacing_assumed") is True
+    dense = read(tmp_path / "dense.jpg")
+    assert "spacing_assumed" not in dense.meta and dense.spacing[0] == pytest.approx(25.4 / 300)

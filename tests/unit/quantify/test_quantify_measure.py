@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -214,6 +215,19 @@ def test_a_one_slice_image_reports_the_lesions_area_in_mm2(tmp_path, monkeypatch
         main()
     err = capsys.readouterr().err
     assert code.value.code == 2 and "untagged.png: the image is turned by EXIF orientation 3 and the mask by 1" in err
+    Image.fromarray((mask[0] * 100 + 20).astype(np.uint8)).save(tmp_path / "plain.png")  # no spacing in a PNG
+    Image.fromarray(mask[0]).save(tmp_path / "plain_mask.png")
+    for extra in ([], ["--json"]):
+        monkeypatch.setattr(sys, "argv", ["medanomaly", "quantify", str(tmp_path / "plain.png"), "--mask",
+                                          str(tmp_path / "plain_mask.png"), *extra])  # fmt: skip
+        with pytest.raises(SystemExit) as code:
+            main()
+        out, err = capsys.readouterr()
+        assert code.value.code == 0
+        if extra:
+            assert json.loads(out)[0]["spacing_assumed"] is True
+        else:
+            assert "note: the image states no pixel spacing: lengths and areas below are in pixels" in err
 
 
 def _ball_on_grid(spacing: tuple[float, float, float], direction: np.ndarray, radius_mm: float = 6.0):
