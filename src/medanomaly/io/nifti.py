@@ -61,12 +61,13 @@ def _pair_magic(path: Path) -> bool:
     """Whether the file's own header says "pair" (NIfTI-1 ``ni1`` at byte 344, NIfTI-2 ``ni2`` at byte 4), read from
     the (gzipped) file; nibabel reports the magic of the class it chose, not the file's."""
     import gzip
+    import zlib
 
     try:
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         with opener(path, "rb") as fh:
             head = fh.read(348)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False  # nibabel's load gives the reason
     return head[344:348] == b"ni1\0" or head[4:8] == b"ni2\0"
 

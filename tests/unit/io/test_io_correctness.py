@@ -4,6 +4,7 @@ that never print a series description."""
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -278,6 +279,12 @@ def test_io_nifti_damaged_one_line(tmp_path):
             read(tmp_path / name)
         text = str(err.value)
         assert text.startswith(str(tmp_path / name)) and "\n" not in text and len(text) < 400
+    small = _nifti(tmp_path, "small.nii", np.arange(64, dtype=np.int16).reshape(4, 4, 4), sform=np.eye(4), sform_code=1)
+    corrupt = bytearray(gzip.compress(small.read_bytes()))
+    corrupt[20:40] = b"\xff" * 20  # a damaged deflate stream: zlib.error, which is no OSError
+    (tmp_path / "corrupt.nii.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(InputError, match=r"corrupt\.nii\.gz: not a readable nifti image \("):
+        read(tmp_path / "corrupt.nii.gz")
     (tmp_path / "plain.nii.gz").write_bytes(b"x")  # nibabel: "File <path> is not a gzip file"
     with pytest.raises(InputError, match=r"not a readable nifti image \(the file is not a gzip file\)$"):
         read(tmp_path / "plain.nii.gz")  # it read "(File the file is not a gzip file)"
