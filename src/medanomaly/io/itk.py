@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 
 #: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
 #: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
-NATIVE_REMARKS = re.compile(r"^(libpng warning:|MetaObject:|MetaImage:|\w+ required and not defined\.)")
-_FD2 = threading.Lock()  # one capture of file descriptor 2 at a time (a second would restore the first's file)
+NATIVE_REMARKS = re.compile(r"^(libpng warning:|libpng error:|MetaObject:|MetaImage:|\w+ required and not defined\.|"
+                            + "|".join(["Premature end of JPEG file", "Invalid JPEG file structure", "Corrupt JPEG data",
+                                        "Not a JPEG file", "Bogus ", "Unsupported JPEG", "JPEG datastream"]) + ")")
+#: The libjpeg lines above: its error and warning texts, printed on the terminal by ITK's JPEG reader.
+LIBJPEG_REMARK = re.compile(r"^(Premature end|Invalid JPEG|Corrupt JPEG|Not a JPEG|Bogus |Unsupported JPEG|JPEG data)")
+_FD2 = threading.Lock()  # one capture of file descriptors 1 and 2 at a time (a second would restore the first's file)
 
 #: File endings read and written by this module, with the name stored in ``meta["source_format"]``.
 ITK_SUFFIXES = {
@@ -156,29 +160,33 @@ def nrrd_mm_per_unit(path: Path) -> float:
 
 @contextmanager
 def native_remarks_logged(path: Path) -> Iterator[list[str]]:
-    """Run a native (C/C++) reader with file descriptor 2 captured: its :data:`NATIVE_REMARKS` go to
+    """Run a native (C/C++) reader with file descriptors 1 and 2 captured: its :data:`NATIVE_REMARKS` go to
     the debug log under ``path``'s name instead of the terminal (a bad input is one line on stderr, and
     a good one none), and into the list this yields (after the block); anything else written meanwhile
-    is passed on to stderr unchanged, after the read. Used around libpng reads
+    is passed on to its descriptor unchanged, after the read. Used around libpng and libjpeg reads
     (:func:`medanomaly.io.png.read_picture`) and ITK's header reads (MetaIO prints four lines for a
-    header it cannot parse): short, and serialised."""
+    header it cannot parse): short, and serialised. libjpeg writes on standard output: "Premature end of JPEG
+    file" came before ``info --json``'s JSON, which a reader of that output could then not parse."""
     remarks: list[str] = []
-    with _FD2, tempfile.TemporaryFile() as captured:
+    with _FD2, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
         sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        for fd, captured in ((1, out), (2, err)):
+            os.dup2(captured.fileno(), fd)
         try:
             yield remarks
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if NATIVE_REMARKS.match(line):
-                    log.debug("%s: %s", path.name, line.rstrip())
-                    remarks.append(line.strip())
-                else:  # another thread's output, or the reader's own: passed on as it came
-                    os.write(2, line.encode())
+            for fd, captured in ((1, out), (2, err)):
+                os.dup2(saved[fd], fd)
+                os.close(saved[fd])
+                captured.seek(0)
+                for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                    if NATIVE_REMARKS.match(line):
+                        log.debug("%s: %s", path.name, line.rstrip())
+                        remarks.append(line.strip())
+                    else:  # another thread's output, or the reader's own: passed on as it came
+                        os.write(fd, line.encode())
 
 
 def check_declared_size(reader: Any, path: Path, max_voxel_bytes: int | None = None) -> None:

@@ -48,8 +48,9 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     orientation = _exif_orientation(path, fmt)
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
+    remarks: list[str] = []
     try:
-        with native_remarks_logged(path):
+        with native_remarks_logged(path) as remarks:
             reader.ReadImageInformation()
             check_declared_size(reader, path, max_voxel_bytes)
             image = reader.Execute()
@@ -57,7 +58,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
         grey = _grey_of_grey_alpha(path, max_voxel_bytes) if fmt == "png" else None
         if grey is None:
             reason = _unequal_pages(path) if fmt == "tiff" else None
-            raise InputError(reason or f"not a readable {fmt} image (corrupt or truncated)", path) from None
+            raise InputError(reason or f"not a readable {fmt} image (corrupt or truncated{_library_detail(remarks)})",
+                             path) from None  # fmt: skip
         turned = {"exif_orientation": orientation} if orientation != 1 else {}
         return Volume(_upright(grey[None], orientation) if turned else grey[None],
                       meta={"source_format": fmt, "photometric": "MONOCHROME2", "spacing_assumed": True, **turned})  # fmt: skip
@@ -87,6 +89,19 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
     else:
         meta["photometric"] = "MONOCHROME2"
     return Volume(np.ascontiguousarray(array), spacing=spacing, origin=vol.origin, direction=vol.direction, meta=meta)
+
+
+def _library_detail(remarks: list[str]) -> str:
+    """``": <what the decoder said>"`` from libpng's or libjpeg's lines, which had reached the terminal above our one
+    line ("libpng error: IDAT: CRC error", "Invalid JPEG file structure: missing SOS marker"), else ``""``."""
+    from medanomaly.io.itk import LIBJPEG_REMARK
+
+    for remark in reversed(remarks):  # the last word is the decoder's verdict
+        if remark.startswith("libpng error:"):
+            return ": " + remark.split(": ")[-1]
+        if LIBJPEG_REMARK.match(remark):
+            return ": " + remark
+    return ""
 
 
 #: EXIF Orientation tag (0x0112): how a viewer turns the stored pixels to show them upright.

@@ -75,7 +75,36 @@ def test_png_native_remarks_go_to_the_log_not_the_terminal(capfd, caplog):
     assert any("FFTCosinus.png: libpng warning" in r.getMessage() for r in caplog.records)
     with native_remarks_logged(Path("x.png")):
         os.write(2, b"libpng warning: a remark\nsomething else\n")
-    assert capfd.readouterr().err == "something else\n"  # what is not a known remark is passed on
+        os.write(1, b"Premature end of JPEG file\nan answer\n")
+    out, err = capfd.readouterr()
+    assert err == "something else\n" and out == "an answer\n"  # what is not a known remark is passed on
+
+
+def test_a_damaged_picture_is_one_line_with_the_decoders_word_and_stdout_stays_clean(tmp_path):
+    """libjpeg wrote "Premature end of JPEG file" on standard output: `info --json` of a JPEG cut short (still
+    decodable) printed it before its JSON, which a reader of that output could not parse; a JPEG cut in half printed
+    two libjpeg lines, and a PNG with a bad chunk libpng's "libpng error: ..." line, above our one line. Now stdout
+    holds the JSON alone, and the decoder's word is in the one line."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(tmp_path / "full.jpg", quality=90)
+    whole = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "tail_cut.jpg").write_bytes(whole[:-200])
+    (tmp_path / "half.jpg").write_bytes(whole[: len(whole) // 2][:300])
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "medanomaly.cli.app", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)  # fmt: skip
+
+    done = cli("info", "tail_cut.jpg", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["shape"] == [1, 64, 64], done.stdout[:200]
+    broken = cli("info", "half.jpg")
+    assert broken.returncode == 2 and broken.stdout == "" and broken.stderr.strip().splitlines() == [
+        "error: half.jpg: not a readable jpeg image (corrupt or truncated: Invalid JPEG file structure: missing SOS "
+        "marker)"], (broken.stdout, broken.stderr)
 
 
 def test_a_grey_alpha_png_is_read_as_grey_and_two_components_are_not_written(tmp_path):
