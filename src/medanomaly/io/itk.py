@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 #: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
 #: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
 NATIVE_REMARKS = re.compile(r"^(libpng warning:|libpng error:|MetaObject:|MetaImage:|\w+ required and not defined\.|"
+                            r"\s+ideal = \d+ : actual = \d+|"
                             + "|".join(["Premature end of JPEG file", "Invalid JPEG file structure", "Corrupt JPEG data",
                                         "Not a JPEG file", "Bogus ", "Unsupported JPEG", "JPEG datastream"]) + ")")
 #: The libjpeg lines above: its error and warning texts, printed on the terminal by ITK's JPEG reader.
@@ -108,9 +109,10 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         if len(size) not in (2, 3, 4):
             raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images", path)
         check_declared_size(reader, path, max_voxel_bytes)
-        image = reader.Execute()
+        with native_remarks_logged(path) as remarks:  # MetaIO reports truncated data on the terminal
+            image = reader.Execute()
     except RuntimeError as exc:  # MetaIO's own first remark says more than ITK's errno text
-        reason = remarks[0].rstrip(".") if remarks else itk_reason(exc, path)
+        reason = _remark_reason(remarks[0]) if remarks else itk_reason(exc, path)
         raise InputError(f"not a readable {fmt} image ({reason})", path) from None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
@@ -156,6 +158,13 @@ def nrrd_mm_per_unit(path: Path) -> float:
         shown = " ".join(f'"{u}"' for u in sorted(units)) or found[1].strip()[:40]
         raise InputError(f"NRRD space units {shown} are not one length (mm, cm, m or microns) for every axis", path)
     return NRRD_MM_PER_UNIT[units.pop()] if units else 1.0
+
+
+def _remark_reason(remark: str) -> str:
+    """A MetaIO remark as a reason: ``MetaImage: M_ReadElementsData: data not read completely`` -> ``truncated: data
+    not read completely``; its internal function name says nothing to a user."""
+    text = remark.rstrip(".").split(": ")[-1]
+    return f"truncated: {text}" if "not read completely" in text else text
 
 
 @contextmanager

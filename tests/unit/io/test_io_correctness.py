@@ -299,6 +299,18 @@ def test_io_itk_error_names_file_once_without_cut_off(tmp_path):
     assert text.startswith(f"{bad}: not a readable metaimage image") and text.count(str(bad)) == 1 and "..." not in text
 
 
+def test_io_metaimage_with_its_data_cut_short_is_one_line(tmp_path, capfd):
+    """An .mha whose voxels end early: MetaIO printed "MetaImage: M_ReadElementsData: data not read completely" and
+    "   ideal = 102 : actual = 62" on the terminal while ITK read the data, and the reason was "No such file or
+    directory". The remark is the reason now, and nothing else reaches the terminal."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 64, 64), np.int16)), str(tmp_path / "whole.mha"), True)
+    (tmp_path / "cut.mha").write_bytes((tmp_path / "whole.mha").read_bytes()[:-40])
+    with pytest.raises(InputError, match=r"cut\.mha: not a readable metaimage image \(truncated: data not read completely\)$"):
+        read(tmp_path / "cut.mha")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
 # ------------------------------------------------------------------------------ DICOMDIR, series
 def test_io_dicomdir_lists_series_by_uid_and_reads_the_chosen_one():
     dicomdir = pd("DICOMDIR")
