@@ -168,6 +168,28 @@ def _remark_reason(remark: str) -> str:
 
 
 @contextmanager
+def _captured_output() -> Iterator[dict[int, bytes]]:
+    """File descriptors 1 and 2 redirected into temporary files for the block (one capture at a time); yields a
+    dict that holds ``{fd: what was written}`` once the block is over and the descriptors are restored."""
+    written: dict[int, bytes] = {}
+    with _FD2, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        files = {1: out, 2: err}
+        saved = {fd: os.dup(fd) for fd in files}
+        for fd, captured in files.items():
+            os.dup2(captured.fileno(), fd)
+        try:
+            yield written
+        finally:
+            for fd, captured in files.items():
+                os.dup2(saved[fd], fd)
+                os.close(saved[fd])
+                captured.seek(0)
+                written[fd] = captured.read()
+
+
+@contextmanager
 def native_remarks_logged(path: Path) -> Iterator[list[str]]:
     """Run a native (C/C++) reader with file descriptors 1 and 2 captured: its :data:`NATIVE_REMARKS` go to
     the debug log under ``path``'s name instead of the terminal (a bad input is one line on stderr, and
@@ -177,25 +199,35 @@ def native_remarks_logged(path: Path) -> Iterator[list[str]]:
     header it cannot parse): short, and serialised. libjpeg writes on standard output: "Premature end of JPEG
     file" came before ``info --json``'s JSON, which a reader of that output could then not parse."""
     remarks: list[str] = []
-    with _FD2, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = {fd: os.dup(fd) for fd in (1, 2)}
-        for fd, captured in ((1, out), (2, err)):
-            os.dup2(captured.fileno(), fd)
-        try:
+    try:
+        with _captured_output() as written:
             yield remarks
-        finally:
-            for fd, captured in ((1, out), (2, err)):
-                os.dup2(saved[fd], fd)
-                os.close(saved[fd])
-                captured.seek(0)
-                for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                    if NATIVE_REMARKS.match(line):
-                        log.debug("%s: %s", path.name, line.rstrip())
-                        remarks.append(line.strip())
-                    else:  # another thread's output, or the reader's own: passed on as it came
-                        os.write(fd, line.encode())
+    finally:
+        for fd, text in written.items():
+            for line in text.decode(errors="replace").splitlines(keepends=True):
+                if NATIVE_REMARKS.match(line):
+                    log.debug("%s: %s", path.name, line.rstrip())
+                    remarks.append(line.strip())
+                else:  # another thread's output, or the reader's own: passed on as it came
+                    os.write(fd, line.encode())
+
+
+@contextmanager
+def native_output_if_ok(path: Path) -> Iterator[None]:
+    """Run a native decoder with file descriptors 1 and 2 captured: what it printed is passed on when the block
+    succeeds, and only logged (debug, under ``path``'s name) when it raises: the error then says it in one line
+    (a Rust decoder's panic message and backtrace had reached the terminal above it)."""
+    failed = True
+    try:
+        with _captured_output() as written:
+            yield
+            failed = False
+    finally:
+        for fd, text in written.items():
+            if failed and text:
+                log.debug("%s: the decoder printed %s", path.name, text.decode(errors="replace")[:2000])
+            elif text:
+                os.write(fd, text)
 
 
 def check_declared_size(reader: Any, path: Path, max_voxel_bytes: int | None = None) -> None:
