@@ -204,12 +204,13 @@ def native_remarks_logged(path: Path) -> Iterator[list[str]]:
             yield remarks
     finally:
         for fd, text in written.items():
-            for line in text.decode(errors="replace").splitlines(keepends=True):
+            for raw in text.splitlines(keepends=True):
+                line = raw.decode(errors="replace")
                 if NATIVE_REMARKS.match(line):
                     log.debug("%s: %s", path.name, line.rstrip())
                     remarks.append(line.strip())
-                else:  # another thread's output, or the reader's own: passed on as it came
-                    os.write(fd, line.encode())
+                else:  # another thread's output, or the reader's own: passed on byte for byte
+                    os.write(fd, raw)
 
 
 @contextmanager
