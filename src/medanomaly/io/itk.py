@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 #: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
 #: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
 NATIVE_REMARKS = re.compile(r"^(libpng warning:|libpng error:|MetaObject:|MetaImage:|\w+ required and not defined\.|"
+                            r"Uncompress failed|"
                             r"\s+ideal = \d+ : actual = \d+|"
                             + "|".join(["Premature end of JPEG file", "Invalid JPEG file structure", "Corrupt JPEG data",
                                         "Not a JPEG file", "Bogus ", "Unsupported JPEG", "JPEG datastream"]) + ")")
+#: Remarks after which ITK's voxels are not the file's, though it returns an image: MetaIO's zlib failure on data
+#: marked ``CompressedData = True`` (the buffer came back uninitialised).
+DATA_FAILURES = ("Uncompress failed",)
 #: The libjpeg lines above: its error and warning texts, printed on the terminal by ITK's JPEG reader.
 LIBJPEG_REMARK = re.compile(r"^(Premature end|Invalid JPEG|Corrupt JPEG|Not a JPEG|Bogus |Unsupported JPEG|JPEG data)")
 _FD2 = threading.Lock()  # one capture of file descriptors 1 and 2 at a time (a second would restore the first's file)
@@ -111,6 +115,9 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         check_declared_size(reader, path, max_voxel_bytes)
         with native_remarks_logged(path) as remarks:  # MetaIO reports truncated data on the terminal
             image = reader.Execute()
+        failed = [r for r in remarks if r.startswith(DATA_FAILURES)]
+        if failed:  # ITK returned the image anyway: its buffer uninitialised (values changed from read to read)
+            raise InputError(f"not a readable {fmt} image ({_remark_reason(failed[0])})", path)
     except RuntimeError as exc:  # MetaIO's own first remark says more than ITK's errno text
         reason = _remark_reason(remarks[0]) if remarks else itk_reason(exc, path)
         raise InputError(f"not a readable {fmt} image ({reason})", path) from None
@@ -164,6 +171,8 @@ def _remark_reason(remark: str) -> str:
     """A MetaIO remark as a reason: ``MetaImage: M_ReadElementsData: data not read completely`` -> ``truncated: data
     not read completely``; its internal function name says nothing to a user."""
     text = remark.rstrip(".").split(": ")[-1]
+    if text.startswith("Uncompress failed"):
+        return "data marked CompressedData = True do not decompress"
     return f"truncated: {text}" if "not read completely" in text else text
 
 

@@ -299,7 +299,7 @@ def test_io_itk_error_names_file_once_without_cut_off(tmp_path):
     assert text.startswith(f"{bad}: not a readable metaimage image") and text.count(str(bad)) == 1 and "..." not in text
 
 
-def test_io_metaimage_with_its_data_cut_short_is_one_line(tmp_path, capfd):
+def test_io_metaimage_with_its_data_cut_short_or_not_decompressing_is_one_line(tmp_path, capfd):
     """An .mha whose voxels end early: MetaIO printed "MetaImage: M_ReadElementsData: data not read completely" and
     "   ideal = 102 : actual = 62" on the terminal while ITK read the data, and the reason was "No such file or
     directory". The remark is the reason now, and nothing else reaches the terminal."""
@@ -309,6 +309,12 @@ def test_io_metaimage_with_its_data_cut_short_is_one_line(tmp_path, capfd):
         read(tmp_path / "cut.mha")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+    lie = b"ObjectType = Image\nNDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\nCompressedData = True\n"
+    (tmp_path / "lie.mha").write_bytes(lie + b"ElementDataFile = LOCAL\n" + bytes(range(48)))  # not zlib data
+    with pytest.raises(InputError, match=r"lie\.mha: not a readable metaimage image \(data marked CompressedData = "
+                                         r"True do not decompress\)$"):  # fmt: skip
+        read(tmp_path / "lie.mha")  # ITK printed "Uncompress failed" and returned uninitialised memory as the image
+    assert capfd.readouterr() == ("", "")
 
 
 # ------------------------------------------------------------------------------ DICOMDIR, series
