@@ -292,6 +292,7 @@ def itk_reason(exc: RuntimeError, path: Path | None = None) -> str:
     text = lines[-1] if lines else "ITK error"
     text = text.split(": ", 1)[-1] if text.startswith(("itk::", "ITK ", "sitk::")) else text
     text = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", text)  # the filter's class and address: noise to a user
+    text = re.sub(r"^(ReadImageInformation: )?\[nrrd\] _?\w+: ", "", text)  # teem's function name ("[nrrd] _nrrd...")
     if path is not None:
         text = text.replace(f'"{path}"', "the file").replace(str(path), "the file")
     return text if len(text) <= 120 else text[:117] + "..."

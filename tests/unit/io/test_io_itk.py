@@ -98,6 +98,10 @@ def test_io_itk_errors(tmp_path):
     bad.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 10 10 10\nencoding: raw\n\n" + "x" * 20)
     with pytest.raises(InputError, match="broken.nrrd: not a readable nrrd image"):
         read(bad)
+    ascii_bad = tmp_path / "ascii.nrrd"  # teem's function name was in the reason: "([nrrd] _nrrdEncodingAscii_read: ..."
+    ascii_bad.write_text("NRRD0004\ntype: short\ndimension: 1\nsizes: 4\nencoding: ascii\n\n1 2 x 4")
+    with pytest.raises(InputError, match=r"ascii\.nrrd: not a readable nrrd image \(couldn't parse element 3 of 4"):
+        read(ascii_bad)
     with pytest.raises(InputError, match="unknown image extension"):
         from medanomaly.io.itk import write_itk
 
