@@ -99,7 +99,7 @@ def test_io_itk_errors(tmp_path):
     with pytest.raises(InputError, match="broken.nrrd: not a readable nrrd image"):
         read(bad)
     ascii_bad = tmp_path / "ascii.nrrd"  # teem's function name was in the reason: "([nrrd] _nrrdEncodingAscii_read: ..."
-    ascii_bad.write_text("NRRD0004\ntype: short\ndimension: 1\nsizes: 4\nencoding: ascii\n\n1 2 x 4")
+    ascii_bad.write_text("NRRD0004\ntype: short\ndimension: 2\nsizes: 2 2\nencoding: ascii\n\n1 2 x 4")
     with pytest.raises(InputError, match=r"ascii\.nrrd: not a readable nrrd image \(couldn't parse element 3 of 4"):
         read(ascii_bad)
     with pytest.raises(InputError, match="unknown image extension"):
