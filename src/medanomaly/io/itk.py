@@ -42,16 +42,15 @@ log = logging.getLogger(__name__)
 
 #: What native readers print on file descriptor 2 that is a remark on a readable file, not an error (libpng's
 #: default warning handler: ``libpng warning: sCAL: invalid unit`` three times for ITK's own example PNGs).
+#: How libjpeg's error and warning texts begin (ITK's JPEG reader prints them on standard output).
+_LIBJPEG = r"Premature end|Invalid JPEG|Corrupt JPEG|Not a JPEG|Bogus |Unsupported JPEG|JPEG datastream"
 NATIVE_REMARKS = re.compile(r"^(libpng warning:|libpng error:|MetaObject:|MetaImage:|\w+ required and not defined\.|"
-                            r"Uncompress failed|"
-                            r"\s+ideal = \d+ : actual = \d+|"
-                            + "|".join(["Premature end of JPEG file", "Invalid JPEG file structure", "Corrupt JPEG data",
-                                        "Not a JPEG file", "Bogus ", "Unsupported JPEG", "JPEG datastream"]) + ")")
+                            rf"Uncompress failed|\s+ideal = \d+ : actual = \d+|{_LIBJPEG})")
 #: Remarks after which ITK's voxels are not the file's, though it returns an image: MetaIO's zlib failure on data
 #: marked ``CompressedData = True`` (the buffer came back uninitialised).
 DATA_FAILURES = ("Uncompress failed",)
-#: The libjpeg lines above: its error and warning texts, printed on the terminal by ITK's JPEG reader.
-LIBJPEG_REMARK = re.compile(r"^(Premature end|Invalid JPEG|Corrupt JPEG|Not a JPEG|Bogus |Unsupported JPEG|JPEG data)")
+#: The libjpeg lines among the remarks.
+LIBJPEG_REMARK = re.compile(rf"^({_LIBJPEG})")
 _FD2 = threading.Lock()  # one capture of file descriptors 1 and 2 at a time (a second would restore the first's file)
 
 #: File endings read and written by this module, with the name stored in ``meta["source_format"]``.
@@ -208,6 +207,7 @@ def native_remarks_logged(path: Path) -> Iterator[list[str]]:
     header it cannot parse): short, and serialised. libjpeg writes on standard output: "Premature end of JPEG
     file" came before ``info --json``'s JSON, which a reader of that output could then not parse."""
     remarks: list[str] = []
+    written: dict[int, bytes] = {}  # stays empty if the capture could not start
     try:
         with _captured_output() as written:
             yield remarks
@@ -227,7 +227,7 @@ def native_output_if_ok(path: Path) -> Iterator[None]:
     """Run a native decoder with file descriptors 1 and 2 captured: what it printed is passed on when the block
     succeeds, and only logged (debug, under ``path``'s name) when it raises: the error then says it in one line
     (a Rust decoder's panic message and backtrace had reached the terminal above it)."""
-    failed = True
+    failed, written = True, {}
     try:
         with _captured_output() as written:
             yield
