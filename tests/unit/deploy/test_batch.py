@@ -199,8 +199,10 @@ def test_sigterm_mid_run_says_how_to_resume_and_the_rerun_finishes(small_archive
     os.kill(proc.pid, signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, stdout
-    assert stdout.strip() == ("terminated (SIGTERM): the series finished so far are kept; run the same command again "
-                              "to resume")  # fmt: skip
+    # the last line is ours; on Ray the driver may print raylet lines before it (actors killed at the shutdown)
+    assert stdout.strip().splitlines()[-1] == ("terminated (SIGTERM): the series finished so far are kept; run the same "
+                                               "command again to resume")  # fmt: skip
+    assert engine == "ray" or stdout.strip().count("\n") == 0
     assert sum(_calls(log).values()) < len(small_archive.good), "terminated too late to test resuming"
     assert not (out / "results.csv").exists() and not (out / ".batch.lock").read_text()
     run_batch(fake_module.FakeDetector(), small_archive.root, out, NO_DICOM, progress=False)
