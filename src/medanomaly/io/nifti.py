@@ -223,6 +223,21 @@ def _spatial_unit(header: Any) -> str:
     return str(header.get_xyzt_units()[0]) if hasattr(header, "get_xyzt_units") else "unknown"
 
 
+def _header_layout(image: Any, path: Path) -> tuple[tuple[int, int, int], int, np.dtype, int, np.ndarray]:
+    """(size x, y, z; components; dtype of the voxels read; bytes per component; LPS affine in mm) from the header
+    alone, or InputError naming ``path``: what :func:`nifti_layout` lists and :func:`read_nifti` checks first."""
+    try:
+        xyz, components = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+        dtype = _result_dtype(image)
+        affine = _affine_lps_mm(image)
+    except InputError as exc:
+        raise InputError(exc.reason, path) from None
+    except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
+        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
+    rgb = dtype.fields is not None  # RGB24 records: three uint8 channels per stored value
+    return xyz, 3 if rgb else components, dtype, dtype.itemsize // 3 if rgb else dtype.itemsize, affine
+
+
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
     """(size x, y, z; components; bytes per component; spacing x, y, z mm) of a NIfTI file from its header alone, as
     :func:`read_nifti` would read it (nibabel's geometry: the sform first; an index of an archive lists it so).
@@ -231,25 +246,16 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
         InputError: what :func:`read_nifti` refuses in the header.
     """
     path = Path(path)
-    image = _load(path)
-    try:
-        xyz, components = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
-        dtype = _result_dtype(image)
-        spacing, _, _ = _split_affine(_affine_lps_mm(image), path)
-    except InputError as exc:
-        raise InputError(exc.reason, path) from None
-    except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
-        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
-    rgb = dtype.fields is not None
-    itemsize = dtype.itemsize // 3 if rgb else dtype.itemsize
-    return xyz, 3 if rgb else components, itemsize, tuple(float(v) for v in spacing)
+    xyz, channels, _, itemsize, affine = _header_layout(_load(path), path)
+    spacing, _, _ = _split_affine(affine, path)
+    return xyz, channels, itemsize, tuple(float(v) for v in spacing)
 
 
 def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     """Read a NIfTI-1 or NIfTI-2 volume with nibabel, geometry as nibabel's ``affine`` (LPS).
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file.
+        path: ``.nii`` or ``.nii.gz`` file, or either file of a ``.hdr`` + ``.img`` pair.
         max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`).
 
     Returns:
@@ -263,17 +269,9 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     path = Path(path)
     image = _load(path)
     header = image.header
-    try:
-        xyz, components = _spatial_shape(image.shape, path, int(header.get("intent_code", 0)))
-        dtype = _result_dtype(image)
-        affine = _affine_lps_mm(image)
-    except InputError as exc:
-        raise InputError(exc.reason, path) from None
-    except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
-        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
-    rgb = dtype.fields is not None  # RGB24 records: three uint8 channels per stored value
-    channels = 3 if rgb else components
-    check_voxel_bytes((*xyz, channels), dtype.itemsize // 3 if rgb else dtype.itemsize, path, limit=max_voxel_bytes)
+    xyz, channels, dtype, itemsize, affine = _header_layout(image, path)
+    components = 1 if dtype.fields is not None else channels  # RGB24: one record per voxel
+    check_voxel_bytes((*xyz, channels), itemsize, path, limit=max_voxel_bytes)
     spacing, direction, origin = _split_affine(affine, path)
     _check_voxel_offset(image, path)
     try:
@@ -288,7 +286,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
         "source_format": "nifti",
         "description": f"{version} geometry from {nifti_geometry_source(header)}{_units_note(header)}",
     }
-    if rgb:
+    if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")
     elif components > 1:
         meta.update(channels=components)

@@ -43,9 +43,7 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
 
     path = Path(path)
     fmt = PICTURE_SUFFIXES.get(path.suffix.lower(), "picture")
-    if fmt == "png":
-        _refuse_animated_png(path)
-    orientation = _exif_orientation(path, fmt)
+    orientation = _checked_header(path, fmt)
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
     remarks: list[str] = []
@@ -108,23 +106,30 @@ def _library_detail(remarks: list[str]) -> str:
 EXIF_ORIENTATION = 0x0112
 
 
-def _exif_orientation(path: Path, fmt: str) -> int:
-    """The picture's EXIF orientation, 1 (as stored) to 8, read by Pillow from the header (JPEG, TIFF, PNG eXIf);
-    1 when there is none, or a value outside 1..8. SimpleITK ignores it in a JPEG or a PNG: a phone's or a
+def _checked_header(path: Path, fmt: str) -> int:
+    """The picture's EXIF orientation, 1 (as stored) to 8, from one read of its header by Pillow (JPEG, TIFF, PNG
+    eXIf); 1 when there is none, or a value outside 1..8. SimpleITK ignores it in a JPEG or a PNG: a phone's or a
     scanner's JPEG stored sideways with orientation 6 was read sideways, though every viewer shows it upright.
+    A file Pillow cannot open gives 1: SimpleITK's read then says why.
 
     Raises:
-        InputError: a TIFF of more than 8 bits per sample with an orientation other than 1: ITK reads such a file
-            only through libtiff's 8-bit RGBA reader (a 16-bit radiograph came back as 8 bits, without a word).
+        InputError: an animated PNG (APNG: a cine loop exported as one file; SimpleITK read its first frame alone,
+            the others lost without a word), or a TIFF of more than 8 bits per sample with an orientation other than
+            1 (ITK reads such a file only through libtiff's 8-bit RGBA reader: a 16-bit radiograph came back as 8
+            bits, without a word).
     """
     from PIL import Image
 
     try:
         with Image.open(path) as picture:
+            frames = int(getattr(picture, "n_frames", 1)) if fmt == "png" else 1
             value = picture.getexif().get(EXIF_ORIENTATION, 1)
             bits = picture.tag_v2.get(258, (8,)) if fmt == "tiff" and hasattr(picture, "tag_v2") else (8,)
     except _pillow_errors():
         return 1
+    if frames > 1:
+        raise InputError(f"animated PNG with {frames} frames: only single-frame pictures are read (save each "
+                         "frame as its own file, or the loop as a multi-frame DICOM or a NIfTI volume)", path)
     orientation = int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
     deepest = max((int(b) for b in bits), default=8) if isinstance(bits, tuple) else int(bits)
     if orientation != 1 and deepest > 8:
@@ -154,21 +159,6 @@ def _pillow_errors() -> tuple[type[BaseException], ...]:
     from PIL import Image
 
     return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def _refuse_animated_png(path: Path) -> None:
-    """Refuse an animated PNG (APNG: a cine loop exported as one file): SimpleITK reads its first frame alone, so
-    the other frames would be lost without a word. Pillow reads the frame count from the header chunk."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as picture:
-            frames = int(getattr(picture, "n_frames", 1))
-    except _pillow_errors():
-        return  # not a PNG Pillow can open: SimpleITK's read gives the reason
-    if frames > 1:
-        raise InputError(f"animated PNG with {frames} frames: only single-frame pictures are read (save each "
-                         "frame as its own file, or the loop as a multi-frame DICOM or a NIfTI volume)", path)
 
 
 #: Pages of a TIFF looked at to tell why SimpleITK could not read it (a stack of thousands is not walked).
