@@ -147,6 +147,7 @@ class ArchiveIndex:
     series: list[SeriesEntry] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     n_files: int = 0
+    data_files: set[Path] = field(default_factory=set)  # volumes' voxel files beside their headers (.img, .raw)
 
 
 def iter_files(root: Path, problems: list[Problem]) -> Iterator[Path]:
@@ -280,14 +281,14 @@ def entry_from_datasets(datasets: Any) -> SeriesEntry | str:
     return entry
 
 
-def content_key(path: Path, root: Path, chunk: int = 1 << 20) -> str:
+def content_key(path: Path, root: Path, data_files: Sequence[Path] = (), chunk: int = 1 << 20) -> str:
     """``file-<sha256 of its place in the archive + size + first MiB>``: an id of a volume file that does not reveal
     its name. The place makes it one per file: two copies of one volume (or two volumes of one size whose first MiB,
     header and air, agree) shared a key, and the batch then skipped both ("not selected: study's detection series is
     file-...", naming the key they shared), processing neither."""
     digest = hashlib.sha256()
     digest.update(os.fsencode(path.relative_to(root)) + b"\0")
-    for part in (path, *_data_files(path)):  # a header's voxels in files of their own count as its content
+    for part in (path, *data_files):  # a header's voxels in files of their own (:func:`_data_files`) are its content
         digest.update(str(part.stat().st_size).encode())
         with part.open("rb") as fh:
             digest.update(fh.read(chunk))
@@ -312,7 +313,7 @@ def _data_files(path: Path) -> list[Path]:
     return []
 
 
-def _volume_entry(path: Path, root: Path) -> SeriesEntry:
+def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> SeriesEntry:
     """A NIfTI/NRRD/MetaImage file as a series (header only, no voxels): NIfTI read by nibabel as ``io.read`` reads
     it (SimpleITK took the qform where a file sets its sform, and could not open a name that is not UTF-8), NRRD and
     MetaImage by SimpleITK."""
@@ -324,7 +325,7 @@ def _volume_entry(path: Path, root: Path) -> SeriesEntry:
         from medanomaly.io.nifti import nifti_layout
 
         (x, y, z), components, itemsize, spacing = nifti_layout(path)
-        return SeriesEntry(key=content_key(path, root), study_uid=None, kind="volume", files=[path], modality="OT", rows=y,
+        return SeriesEntry(key=content_key(path, root, data_files), study_uid=None, kind="volume", files=[path], modality="OT", rows=y,
                            columns=x, n_frames=z, bytes_per_sample=itemsize, samples=components,
                            slice_thickness=spacing[2], orientation="axial")  # fmt: skip
 
@@ -337,7 +338,7 @@ def _volume_entry(path: Path, root: Path) -> SeriesEntry:
     size = list(reader.GetSize()) + [1, 1]
     modality = reader.GetMetaData("modality") if reader.HasMetaDataKey("modality") else "OT"
     return SeriesEntry(
-        key=content_key(path, root),
+        key=content_key(path, root, data_files),
         study_uid=None,
         kind="volume",
         files=[path],
@@ -365,7 +366,9 @@ def _itk_bytes(reader: Any) -> int:
 def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, SeriesEntry]) -> None:
     """Index one file: a volume series, a slice of a DICOM series, or a problem."""
     if path.name.lower().endswith(VOLUME_SUFFIXES):
-        index.series.append(_volume_entry(path, root))
+        data = _data_files(path)
+        index.series.append(_volume_entry(path, root, data))
+        index.data_files.update(data)
         return
     h = _dicom_header(path)
     reason = _non_image_reason(h)
@@ -412,7 +415,7 @@ def walk_archive(root: str | Path) -> ArchiveIndex:
             index.problems.append(Problem(display_path(path, base), exc.reason))
         except OSError as exc:
             index.problems.append(Problem(display_path(path, base), f"unreadable ({exc.strerror or exc})"))
-    voxels = {display_path(data, base) for e in index.series if e.kind == "volume" for data in _data_files(e.files[0])}
+    voxels = {display_path(data, base) for data in index.data_files}
     index.problems = [p for p in index.problems if p.where not in voxels]  # an .nhdr's .raw is not "not DICOM"
     return index
 
