@@ -91,6 +91,10 @@ def test_cli_info_says_a_picture_was_turned_and_a_nifti_unit_converted(tmp_path)
     assert info_json(tmp_path / "side.jpg")["exif_orientation"] == 6 and info_json(tmp_path / "side.jpg")["shape"] == [
         1, 60, 40]
     assert "turned upright as its EXIF orientation 6 says" in runner.invoke(app, ["info", str(tmp_path / "side.jpg")]).stdout
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "print.tif", dpi=(300, 300))
+    printed = info_json(tmp_path / "print.tif")
+    assert printed["print_resolution_dpi"] == [300.0, 300.0] and printed["spacing_mm"] == [1.0, 1.0, 1.0]
+    assert "300.0 x 300.0 dpi" in runner.invoke(app, ["info", str(tmp_path / "print.tif")], terminal_width=200).stdout
     image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.001, 0.001, 0.002, 1]))
     image.header.set_xyzt_units(xyz="meter")
     nib.save(image, tmp_path / "m.nii.gz")

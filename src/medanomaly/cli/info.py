@@ -6,7 +6,8 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 ``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, ``shear_deg``: how
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
-and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken).
+and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
+``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null).
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -58,6 +59,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "skipped_files": list(meta.get("skipped_files", [])),
         "spacing_assumed": bool(meta.get("spacing_assumed")),
         "exif_orientation": meta.get("exif_orientation"),
+        "print_resolution_dpi": meta.get("print_resolution_dpi"),
         "nifti_geometry": meta.get("description") if meta.get("source_format") == "nifti" else None,
     }
 
@@ -101,6 +103,8 @@ def print_human(info: dict[str, Any]) -> None:
         *([("orientation", f"turned upright as its EXIF orientation {info['exif_orientation']} says")]
           if info.get("exif_orientation") else []),  # fmt: skip
         *([("geometry", info["nifti_geometry"])] if info.get("nifti_geometry") else []),
+        *([("print resolution", "{} x {} dpi (how large to print it: not the patient's size, not used)".format(
+            *info["print_resolution_dpi"]))] if info.get("print_resolution_dpi") else []),  # fmt: skip
         ("dtype", info["dtype"]),
         ("intensity range", rng),
         ("frames / series", f"{info['n_frames']} / {info['n_series']}"),

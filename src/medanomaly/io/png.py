@@ -4,9 +4,10 @@ A picture becomes a one-slice :class:`~medanomaly.types.Volume` (1, y, x) or (1,
 colour. RGB files whose three channels are identical (common for exported greyscale slices,
 e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped (an 8-bit grey + alpha PNG,
 which SimpleITK cannot read, through Pillow). An EXIF orientation (a JPEG stored sideways) is applied, as
-viewers apply it. Pixel
-spacing comes from the file when it stores one (JPEG / TIFF resolution, as ITK reads it), else 1 mm with
-``meta["spacing_assumed"]`` (lengths are then in pixels); there is no patient geometry.
+viewers apply it. A
+picture states no patient geometry: its pixel spacing is 1 mm with ``meta["spacing_assumed"]`` (lengths are in
+pixels). A JPEG's or TIFF's print resolution (72 dpi, ITK's spacing of 0.35 mm) says how large to print it, not how
+large the patient is, and a PNG's is not read by ITK at all: it is kept as ``meta["print_resolution_dpi"]``, not used.
 
 Example:
     >>> from medanomaly.data.sources import real_data
@@ -70,17 +71,18 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
             array[..., 0], array[..., 2]
         ):
             array = array[..., 0]
-    meta, spacing = dict(vol.meta), vol.spacing
-    if spacing[0] == 1.0 and spacing[1] == 1.0:  # ITK's default: the file states none (PNG and BMP never do)
-        meta["spacing_assumed"] = True
+    meta, spacing = dict(vol.meta), (1.0, 1.0, *vol.spacing[2:])
+    meta["spacing_assumed"] = True  # a picture states no patient geometry: its mm are pixels
+    if vol.spacing[:2] != (1.0, 1.0):  # ITK took the JPEG's or TIFF's print resolution as spacing: kept aside
+        meta["print_resolution_dpi"] = [round(25.4 / s, 3) for s in vol.spacing[:2]]
     if orientation != 1:
         if fmt == "tiff":  # libtiff's RGBA reader applied the orientation's flip and no quarter turn: undo it
             array = _upright(array, orientation - 4) if orientation >= 6 else array
             array = _upright(array, orientation) if orientation >= 5 else array
         else:
             array = _upright(array, orientation)
-        if orientation >= 5:  # the picture turned a quarter: its pixel width and height swap
-            spacing = (spacing[1], spacing[0], *spacing[2:])
+        if orientation >= 5 and "print_resolution_dpi" in meta:  # turned a quarter: its width and height swap
+            meta["print_resolution_dpi"] = meta["print_resolution_dpi"][::-1]
         meta["exif_orientation"] = orientation
     if array.ndim == 4:
         meta.update(channels=int(array.shape[-1]), photometric="RGB")

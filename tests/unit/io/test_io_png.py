@@ -207,9 +207,24 @@ def test_a_mask_turned_otherwise_than_its_image_is_refused(tmp_path):
 def test_a_picture_without_pixel_spacing_says_its_millimetres_are_pixels(tmp_path):
     """A PNG states no pixel spacing (ITK reads none from it), and neither does a JPEG without a density: 1 mm was
     taken and every length and area reported in "mm" without a word; meta["spacing_assumed"] says so now (quantify and
-    info show it). A JPEG's stated density is read as ITK reads it, and is not flagged."""
+    info show it)."""
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "plain.png")
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "dense.jpg", dpi=(300, 300))
     assert read(tmp_path / "plain.png").meta.get("spacing_assumed") is True
-    dense = read(tmp_path / "dense.jpg")
-    assert "spacing_assumed" not in dense.meta and dense.spacing[0] == pytest.approx(25.4 / 300)
+
+
+@pytest.mark.parametrize("name", ["dense.jpg", "dense.tif", "dense.png"])
+def test_a_pictures_print_resolution_is_not_taken_as_its_pixel_spacing(tmp_path, name):
+    """ITK took a JPEG's or TIFF's print density as spacing (300 dpi: 0.085 mm) and a PNG's not at all, so one
+    ultrasound frame measured 12 times smaller saved as JPEG than as PNG, and a 72-dpi export (every screenshot) put a
+    100-pixel lesion at 35 mm. A dpi says how large to print the picture, not how large the patient is: every picture
+    is read in pixels (spacing_assumed), its JPEG / TIFF dpi kept aside for `info`, turned with the picture."""
+    picture = Image.fromarray(np.zeros((6, 8), np.uint8))
+    picture.save(tmp_path / name, dpi=(300, 150))
+    dense = read(tmp_path / name)
+    assert dense.spacing == (1.0, 1.0, 1.0) and dense.meta["spacing_assumed"] is True
+    if name != "dense.png":  # ITK reads no pHYs from a PNG
+        assert dense.meta["print_resolution_dpi"] == pytest.approx([300.0, 150.0], abs=0.01)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    picture.save(tmp_path / "turned.jpg", dpi=(300, 150), exif=exif)
+    assert read(tmp_path / "turned.jpg").meta["print_resolution_dpi"] == pytest.approx([150.0, 300.0], abs=0.01)
