@@ -82,6 +82,30 @@ def test_explain_takes_an_image_the_network_cannot_divide_and_refuses_another_mo
 
 
 @pytest.mark.slow
+def test_findings_of_a_picture_say_their_millimetres_are_pixels(tmp_path: Path) -> None:
+    """A PNG states no pixel spacing: detect's findings.json, predict's NAME.json / NAME.findings.json and its --json
+    line gave centres, boxes and diameters in "mm" that are pixels, without a word (quantify and info said it). They
+    carry "spacing_assumed": true now, and detect's line says so; an NRRD with its spacing carries no such key."""
+    from PIL import Image
+
+    from medanomaly.io import read
+    from medanomaly.io.png import to_uint8
+
+    run = _assembled_run(tmp_path)
+    mg = _images(tmp_path)[0]
+    picture = tmp_path / "mg.png"
+    Image.fromarray(to_uint8(read(mg).array[0])).save(picture)
+    for image, assumed in ((mg, False), (picture, True)):
+        res = _cli("detect", run, image, "--out", tmp_path / f"det_{image.suffix[1:]}")
+        assert res.returncode == 0 and ("in pixels" in res.stdout) is assumed, res.stderr[-2000:]
+        found = json.loads((tmp_path / f"det_{image.suffix[1:]}" / "findings.json").read_text())
+        assert found.get("spacing_assumed", False) is assumed
+        res = _cli("predict", run, image, "--out", tmp_path / f"pred_{image.suffix[1:]}", "--json")
+        assert res.returncode == 0 and json.loads(res.stdout).get("spacing_assumed", False) is assumed
+        record = json.loads((tmp_path / f"pred_{image.suffix[1:]}" / f"{image.stem}.json").read_text())
+        assert record.get("spacing_assumed", False) is assumed
+
+
 def test_breast_tiny_train_evaluate_detect_predict_explain(tmp_path: Path) -> None:
     mg, us, ct = _images(tmp_path)
     run = tmp_path / "run"

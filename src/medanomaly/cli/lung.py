@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
                     source = source_series_for_path(image, volume)
                 prediction = model.predict(volume)
             path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
-            typer.echo(f"{len(prediction.findings)} finding(s) -> {path}")
+            in_pixels = " (in pixels: the image states no pixel spacing)" if volume.meta.get("spacing_assumed") else ""
+            typer.echo(f"{len(prediction.findings)} finding(s) -> {path}{in_pixels}")
             if dicom:
                 from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
 

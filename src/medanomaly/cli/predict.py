@@ -103,12 +103,12 @@ def register(app: typer.Typer) -> None:
 def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = False) -> None:
     """Print each result (bad files on stderr, "skipped: ...") and write outputs; exit 2 when every file failed. A
     ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2)."""
-    from medanomaly.engine.outputs import write_prediction
+    from medanomaly.engine.outputs import geometry_context, write_prediction
     from medanomaly.errors import InputError, printable
     from medanomaly.jsonio import finite_json
 
     total = failures = 0
-    for path, outcome, _volume in results:
+    for path, outcome, volume in results:
         total += 1
         if isinstance(outcome, InputError):
             if single:  # the console entry point's one line for any bad input
@@ -118,9 +118,9 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
             typer.echo(f"skipped: {printable(str(outcome))}", err=True)
             continue
         if out is not None:
-            write_prediction(out, path, outcome, {"run": run.name})
+            write_prediction(out, path, outcome, {"run": run.name, **geometry_context(volume)})
         if as_json:
-            typer.echo(json.dumps(finite_json({"file": path.name, **outcome.to_json()})))
+            typer.echo(json.dumps(finite_json({"file": path.name, **geometry_context(volume), **outcome.to_json()})))
         else:
             typer.echo(printable(_format_prediction(path, outcome)))
     if failures and failures == total:

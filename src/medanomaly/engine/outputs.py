@@ -6,7 +6,9 @@ when the model found lesions (the one findings schema, :mod:`medanomaly.io.findi
 ``NAME_anomaly_map.nii.gz`` on the input's grid when the model gives a voxel map. Nothing is
 overwritten silently: a prediction's files are written together into a hidden folder and moved into place only
 when all are whole (:func:`medanomaly.io.staged.write_staged`), so a write that fails (a full disk) leaves the
-earlier prediction of that name as it was, never a new ``NAME.json`` beside no map.
+earlier prediction of that name as it was, never a new ``NAME.json`` beside no map. Both JSON files, and
+``detect``'s ``findings.json``, carry ``"spacing_assumed": true`` when the input states no pixel spacing (a picture):
+their millimetres are then pixels.
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ def output_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def geometry_context(volume: Any) -> dict[str, Any]:
+    """``{"spacing_assumed": True}`` when ``volume``'s file states no pixel spacing (a picture; a DICOM without one):
+    the findings' mm, mm^2 and mL are then pixels, and the JSON says so as ``quantify --json`` does; else ``{}``."""
+    return {"spacing_assumed": True} if volume is not None and volume.meta.get("spacing_assumed") else {}
+
+
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
                      context: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
     """Write one prediction's files into ``out_dir``; returns the paths written."""
@@ -170,6 +178,6 @@ def write_detection(out_dir: str | Path, source: str | Path, volume: Any, predic
                 row["mask"] = Path(write(finding.mask, stage / f"finding_{i:02d}_mask.nrrd")).name
             extra.append(row)
         write_findings(staged_json, prediction.findings, image=Path(source).name, extra=extra, run=run,
-                       flags=list(prediction.flags))  # fmt: skip
+                       flags=list(prediction.flags), **geometry_context(volume))  # fmt: skip
 
     return write_staged(Path(out_dir) / "findings.json", write_all)
