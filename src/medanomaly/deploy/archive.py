@@ -498,22 +498,22 @@ def read_series(entry: SeriesEntry, max_voxel_bytes: int | None = None, shown_as
     """Read one series of the index into a :class:`~medanomaly.types.Volume`.
 
     A DICOM series whose files lie in several folders is read through a temporary folder of
-    links to exactly its files (the reader then sees one series, wherever the files are). The
+    links to exactly its files (the reader then sees one series, wherever the files are;
+    :mod:`medanomaly.deploy.series_links`). The
     reader's log lines name the series ``shown_as`` (a keyed id with ``--keyed-ids``; else its key).
 
     Raises:
         InputError: the series cannot be read (gaps, corrupt slices, over the voxel limit...);
             the message names the series by its key, never by a folder.
     """
-    import tempfile
-
+    from medanomaly.deploy.series_links import series_links_folder
     from medanomaly.io import read
 
     where = f"series {entry.key}"
     try:
         if entry.kind == "volume" or len(entry.files) == 1:
             return read(entry.files[0], max_voxel_bytes=max_voxel_bytes)
-        with tempfile.TemporaryDirectory(prefix="medanomaly-series-") as tmp, _reader_log_numbered(entry, tmp, shown_as or entry.key):
+        with series_links_folder() as tmp, _reader_log_numbered(entry, tmp, shown_as or entry.key):
             for i, path in enumerate(entry.files):
                 os.symlink(os.path.abspath(path), os.path.join(tmp, _link_name(i)))
             return read(tmp, series_uid=entry.key, max_voxel_bytes=max_voxel_bytes)

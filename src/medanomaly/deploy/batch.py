@@ -38,6 +38,7 @@ from medanomaly.deploy.archive import (Problem, SeriesEntry, named_files, number
                                        walk_archive)
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
+from medanomaly.deploy.series_links import remove_orphaned_series_links
 from medanomaly.errors import OUTPUT_FULL, InputError, Terminated
 from medanomaly.types import Prediction
 
@@ -360,6 +361,7 @@ def run_batch(
     out_dir = Path(out_dir)
     start = time.perf_counter()
     with batch_lock(out_dir):
+        remove_orphaned_series_links()  # what a batch killed outright (SIGKILL) left in the temporary folder
         ctx = make_context(model, out_dir, options, key)
         index = walk_archive(archive)
         decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit)
