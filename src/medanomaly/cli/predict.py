@@ -22,6 +22,12 @@ def _format_prediction(path: Path, prediction) -> str:
     return f"{path.name}: {call}{found}  [{probs}]{flags}"
 
 
+def _in_order(paths: list[Path], refused: dict, predicted):
+    """``predict_paths``' results with the ``refused`` inputs' errors in their places (input order)."""
+    for path in paths:
+        yield (path, refused[path], None) if path in refused else next(predicted)
+
+
 def _fusion_inputs(paths: list[Path]) -> dict[str, Path | None]:
     """``MOD=path`` arguments of a fusion prediction (``MOD=-`` marks a missing modality)."""
     from medanomaly.errors import InputError
@@ -52,7 +58,7 @@ def register(app: typer.Typer) -> None:
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
-        from medanomaly.engine.outputs import check_distinct_outputs, output_dir, prepare_output_dir
+        from medanomaly.engine.outputs import check_distinct_outputs, output_dir, output_names_too_long, prepare_output_dir
 
         if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
             from medanomaly.cli.pacs import predict_archive
@@ -61,19 +67,22 @@ def register(app: typer.Typer) -> None:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address)  # fmt: skip
             raise typer.Exit(code=code)
+        too_long: dict = {}
         if out is not None:
             if "=" not in str(paths[0]):  # fusion's MOD=path inputs make one prediction
                 check_distinct_outputs(paths)
             prepare_output_dir(out)
+            too_long = output_names_too_long([paths[0]] if "=" in str(paths[0]) else paths, out)
         model = load_model(run)
         if model.task == "fusion":
             from medanomaly.engine.verbs import predict_multimodal
 
-            results = [predict_multimodal(model, _fusion_inputs(paths))]
+            results = [(paths[0], too_long[paths[0]], None) if too_long else
+                       predict_multimodal(model, _fusion_inputs(paths))]  # fmt: skip
         else:
             from medanomaly.engine import predict_paths
 
-            results = predict_paths(model, paths)
+            results = _in_order(paths, too_long, predict_paths(model, [p for p in paths if p not in too_long]))
         single = len(paths) == 1 or model.task == "fusion"  # fusion: its files make one prediction
         _report(results, out, as_json, run, single=single)
 

@@ -31,15 +31,17 @@ def _check_slices(out: Path, image_path: Path, n_slices: int) -> None:
 
 def output_file(verb: str, in_path: Path, out_arg: Path | None, out_opt: Path | None) -> Path:
     """The output file of a verb that writes one image: ``--out/-o`` (or the positional OUT), default
-    ``runs/<verb>-<IN>-<time>/<IN>.nii.gz``; never the input itself."""
+    ``runs/<verb>-<IN>-<time>/<IN>.nii.gz`` (``IN`` cut as :func:`medanomaly.engine.default_out` cuts it); never
+    the input itself."""
     from medanomaly.engine import default_out
     from medanomaly.engine.outputs import output_stem
+    from medanomaly.engine.verbs import DEFAULT_OUT_NAME_CHARS
     from medanomaly.errors import InputError
 
     if out_arg is not None and out_opt is not None and out_arg != out_opt:
         raise InputError("give the output once (OUT or --out), not both", out_opt)
     stem = output_stem(in_path)
-    out_path = out_opt or out_arg or default_out(verb, stem) / f"{stem}.nii.gz"
+    out_path = out_opt or out_arg or default_out(verb, stem) / f"{stem[:DEFAULT_OUT_NAME_CHARS]}.nii.gz"
     if out_path.exists() and in_path.exists() and out_path.resolve() == in_path.resolve():
         raise InputError("the output would overwrite the input; choose another --out", out_path)
     return out_path
@@ -61,12 +63,14 @@ def register(app: typer.Typer) -> None:
         from medanomaly.cli.info import log_warnings_to_stderr
         from medanomaly.errors import about_file
         from medanomaly.io import check_writable, read, write
+        from medanomaly.io.limits import check_name_fits
         from medanomaly.jsonio import write_json
         from medanomaly.preprocess.pipeline import Pipeline
 
         log_warnings_to_stderr()
         out_path = output_file("preprocess", in_path, out_arg, out)
         check_writable(out_path)
+        check_name_fits(out_path, _sidecar(out_path))
         pipeline = Pipeline.from_yaml(config)
         image = read(in_path)
         _check_slices(out_path, in_path, image.shape[0])

@@ -73,6 +73,27 @@ def check_distinct_outputs(sources: list[str | Path]) -> None:
         first[stem] = source
 
 
+def output_names_too_long(sources: list[str | Path], out_dir: str | Path) -> dict[str | Path, Any]:
+    """The inputs whose outputs in ``out_dir`` would have names longer than its file system takes (255 bytes on
+    most), each with its :class:`~medanomaly.errors.InputError`: checked before the work, so such a file is
+    skipped with its reason and the rest are predicted (a 248-character name was predicted, then its
+    ``NAME_anomaly_map.nii.gz`` could not be written and the command stopped there, the files after it never run)."""
+    import os
+
+    from medanomaly.errors import InputError
+    from medanomaly.io.limits import name_max
+
+    limit = name_max(out_dir)
+    too_long: dict[str | Path, Any] = {}
+    for source in sources:
+        stem = output_stem(source)
+        longest = len(os.fsencode(f"{stem}_anomaly_map.nii.gz"))  # the longest of NAME.json, NAME.findings.json
+        if longest > limit:
+            too_long[source] = InputError(f"the name is too long for its outputs ({longest} bytes with their "
+                                          f"endings; the output folder takes {limit}): shorten it", source)  # fmt: skip
+    return too_long
+
+
 def prepare_output_dir(path: str | Path) -> Path:
     """Create the output folder and prove it can be written, before any work is done.
 

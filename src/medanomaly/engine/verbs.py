@@ -38,17 +38,23 @@ def is_main_process() -> bool:
     return env_whole_number("RANK", 0) == 0
 
 
+#: How much of a name a default output folder keeps (with the verb and the time, well under 255 bytes).
+DEFAULT_OUT_NAME_CHARS = 100
+
+
 def default_out(verb: str, name: str) -> Path:
     """The one default output rule of every verb that writes: ``runs/<verb>-<name>-<YYYYmmdd-HHMMSS>``, always one
     folder inside ``runs/``: ``name`` (a config's ``name``, an input's file name) keeps letters, digits, ``.``, ``_``
-    and ``-``, anything else becomes ``_`` (a config named ``../../../x`` wrote its run outside ``runs/``).
+    and ``-``, anything else becomes ``_`` (a config named ``../../../x`` wrote its run outside ``runs/``), and its
+    first :data:`DEFAULT_OUT_NAME_CHARS` characters (an input of a 248-character name made a folder name longer than
+    a file system takes: "File name too long", though the user had named no folder).
 
     Example:
         >>> default_out("train", "../../etc/x").parent, default_out("train", "../../etc/x").name[:18]
         (PosixPath('runs'), 'train-.._.._etc_x-')
     """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:DEFAULT_OUT_NAME_CHARS] or "run"
     return Path("runs") / f"{verb}-{safe}-{stamp}"
 
 

@@ -149,7 +149,8 @@ def read(
 def check_writable(path: str | Path) -> Path:
     """Raise :class:`InputError` now if :func:`write` could not write ``path``'s format.
 
-    Commands call it before a long computation, so a typo in the output name fails at once.
+    Commands call it before a long computation, so a typo in the output name, or a name longer than its folder
+    takes (:func:`medanomaly.io.limits.check_name_fits`), fails at once.
 
     Example:
         >>> check_writable("mask.nii.gz").name
@@ -158,8 +159,11 @@ def check_writable(path: str | Path) -> Path:
     from medanomaly.io.itk import itk_format, itk_path
     from medanomaly.io.png import PICTURE_SUFFIXES
 
+    from medanomaly.io.limits import check_name_fits
+
     raw = str(path)
     path = Path(path).expanduser()
+    check_name_fits(path)
     if itk_format(path) or path.suffix.lower() in PICTURE_SUFFIXES:
         itk_path(path)  # a name ITK cannot take (not UTF-8), before the work
         return path
@@ -199,8 +203,11 @@ def write(volume: Volume, path: str | Path, **options: Any) -> Path:
     from medanomaly.io.itk import itk_format
     from medanomaly.io.png import PICTURE_SUFFIXES
 
+    from medanomaly.io.limits import check_name_fits
+
     raw = str(path)
     path = Path(path).expanduser()
+    check_name_fits(path)
     if itk_format(path):
         from medanomaly.io.itk import write_itk
 

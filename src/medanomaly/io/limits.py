@@ -231,6 +231,32 @@ def check_least_size(volume: Any, path: Any = None) -> None:
                          f"{MIN_PIXELS_PER_AXIS} along each axis)", path)  # fmt: skip
 
 
+def name_max(folder: str | Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing parent) takes: 255 on
+    most, and 255 when it cannot be asked."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_fits(path: str | Path, *companions: str | Path) -> None:
+    """Refuse, before the work, an output ``path`` (and the ``companions`` written beside it: a log, a sidecar) whose
+    name is longer than its folder takes: the file was written after the work and failed there, "File name too
+    long", the work lost.
+
+    Raises:
+        InputError: a name over :func:`name_max` bytes, naming ``path``.
+    """
+    limit = name_max(Path(path).parent)
+    longest = max(len(os.fsencode(Path(p).name)) for p in (path, *companions))
+    if longest > limit:
+        raise InputError(f"the output's file name is too long ({longest} bytes; the folder takes {limit})", path)
+
+
 def check_inflated_size(stream: BinaryIO, path: str | Path, *, limit: int | None = None) -> int:
     """The size raw-deflate data from ``stream`` expand to; InputError past the limit.
 

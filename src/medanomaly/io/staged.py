@@ -58,6 +58,11 @@ def disk_full(folder: Path) -> bool:
     return blocks * st.f_frsize < FULL_BELOW_BYTES
 
 
+#: How much of the file's name its hidden staging folder keeps: the full name plus ``.``, 8 random characters and
+#: ``.part`` went over 255 bytes for a name of 241 that the file system takes ("File name too long" after the work).
+STAGE_NAME_CHARS = 100
+
+
 def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(staged_path)``, then move what it wrote to ``path``'s folder.
 
@@ -72,7 +77,7 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name[:STAGE_NAME_CHARS]}.", suffix=".part", dir=path.parent))
     except OSError as exc:  # name the file asked for, not the hidden folder
         raise named_os_error(exc, path) from None
     try:
