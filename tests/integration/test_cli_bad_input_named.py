@@ -3,6 +3,7 @@ library warning noise, for errors raised deep in a check (NaN voxels) and for a 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,25 @@ def test_info_shows_a_name_that_is_not_utf8_under_a_strict_console(tmp_path):
                             timeout=120, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})  # fmt: skip
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
     assert b"ct\\udcff.nii.gz" in result.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_standard_output_that_cannot_take_the_results_is_named_as_such(tmp_path):
+    """``info > /dev/full`` (as a full disk under ``> out.txt``) said "the disk of an output folder is full" though
+    no output folder was involved. A reader gone from the pipe (``| head -1``) stays click's way: exit 1, no word."""
+    import subprocess
+    import sys
+
+    from medanomaly.data.sources import real_data
+
+    image = str(real_data("pyradiomics/lung1_image.nrrd"))
+    command = [sys.executable, "-m", "medanomaly.cli.app", "info", image, "--json"]
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        "error: standard output: No space left on device (the results could not be printed)"], res.stderr
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first line
+    proc = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(writer)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(128 + 15)
     except OSError as exc:
+        if exc.filename is None and _stdout_failed(exc):  # `> /dev/full`, a full disk under `> out.txt`
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more to print; the exit's flush must not fail)
+            typer.echo(f"error: standard output: {exc.strerror or exc} (the results could not be printed)", err=True)
+            sys.exit(2)
         if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
             typer.echo(f"error: {exc.strerror or exc} (the disk of an output folder is full)", err=True)
             sys.exit(2)
@@ -84,6 +89,24 @@ def main() -> None:
             reason = "is a file, where a folder is needed"
         typer.echo(printable(f"error: {exc.filename}: {reason}"), err=True)
         sys.exit(2)
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` (an error naming no file) is standard output's: ``> /dev/full`` (a character device: a
+    terminal is never full) or a file on a full disk (``> out.txt``). It had said "the disk of an output folder is
+    full" for ``info > /dev/full``. (A reader gone from the pipe, ``| head -1``, is click's: exit 1, no word.)"""
+    import stat
+
+    from medanomaly.io.staged import disk_full
+
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):  # closed, or not a file
+        return False
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return stat.S_ISCHR(mode) or (stat.S_ISREG(mode) and disk_full(fd))
+    return False
 
 
 if __name__ == "__main__":
