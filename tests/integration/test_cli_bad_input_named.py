@@ -52,6 +52,27 @@ def test_detect_and_explain_name_the_file_of_a_nan_volume_and_a_broken_dicom(tmp
     assert not (tmp_path / "runs").exists() and (tmp_path / "mine").is_dir()  # a folder that was there stays
 
 
+def test_values_float32_cannot_hold_are_refused_in_one_line_not_turned_into_infinities(tmp_path, fixture_lung_run):
+    """A float64 CT with voxels up to 1e300 (a NIfTI scl_slope can put them there; info shows them) became infinite
+    in the float32 every model and step computes in: numpy's overflow warnings on the terminal, then a wrong reason
+    ("brain_mask: image is constant") or a result; quantify's SD overflowed to inf. One line now, the same for each."""
+    import nibabel as nib
+
+    hu = np.full((10, 64, 64), -800.0)
+    hu[5, 30, 30] = 1e300
+    nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([1.0, 1.0, 5.0, 1.0])), tmp_path / "huge.nii.gz")
+    mask = np.zeros((64, 64, 10), np.uint8)
+    mask[28:33, 28:33, 4:7] = 1
+    nib.save(nib.Nifti1Image(mask, np.diag([1.0, 1.0, 5.0, 1.0])), tmp_path / "mask.nii.gz")
+    commands = (("detect", fixture_lung_run, "huge.nii.gz", "-o", "det"), ("predict", fixture_lung_run, "huge.nii.gz"),
+                ("quantify", "huge.nii.gz", "--mask", "mask.nii.gz"), ("segment", "huge.nii.gz", "--roi", "body"))
+    for command in commands:
+        res = _cli(*command, cwd=tmp_path)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert res.stderr.startswith("error: huge.nii.gz: ") and "1 voxels beyond float32's range (up to 1e+300" in (
+            res.stderr), res.stderr
+
+
 def test_predict_gives_one_bad_file_the_error_line_and_a_batch_its_skipped_lines(tmp_path, fixture_lung_run):
     (tmp_path / "bad.png").write_text("not an image")
     (tmp_path / "bad2.png").write_text("not an image either")

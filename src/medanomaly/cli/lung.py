@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.io import read, read_mask
         from medanomaly.jsonio import finite_json
         from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
+        from medanomaly.preprocess.checks import require_float32_range
         from medanomaly.types import require_scalar, require_slices
 
         if mask is None:
@@ -76,6 +77,7 @@ def register(app: typer.Typer) -> None:
         img = read(image)
         with about_file(image):
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
+            require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")
         msk = read_mask(mask, img)
         try:

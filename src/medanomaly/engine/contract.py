@@ -142,8 +142,13 @@ class ModelBase:
 
     def check_input(self, volume: Volume, path: Any = None) -> None:
         """Refuse an image of another dimensionality or channel count than the model's, or one too small to be an
-        image (:func:`medanomaly.io.limits.check_least_size`), in one line."""
+        image (:func:`medanomaly.io.limits.check_least_size`), or one of values float32 cannot hold
+        (:func:`medanomaly.preprocess.checks.require_float32_range`), in one line."""
+        from medanomaly.preprocess.checks import require_float32_range
+
         check_least_size(volume, path)
+        with about_file(path):
+            require_float32_range(volume, "the model")
         want_dims = self.info.input.get("spatial_dims")
         if want_dims == 3 and volume.is_2d:
             raise InputError("the model expects a 3D volume, got a 2D image", path)

@@ -32,6 +32,31 @@ def require_finite(volume: Volume, what: str = "this step") -> Volume:
             raise InputError(f"{what}: image has {bad} NaN/infinite voxels; fill or crop them first")
     if arr.size == 0:
         raise InputError(f"{what}: image is empty")
+    return require_float32_range(volume, what)
+
+
+#: The largest magnitude float32 holds, the type every model and step computes in.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def require_float32_range(volume: Volume, what: str = "this step") -> Volume:
+    """Refuse a float64 image with voxels beyond float32's range (|value| > 3.4e38): every model and step computes
+    in float32, where they became infinite without a word (numpy's overflow warnings on the terminal, then "brain_mask:
+    image is constant" for an image of values up to 1e300). A NIfTI whose ``scl_slope`` takes its values there is read
+    as float64 (``info`` shows them) and refused here.
+
+    Raises:
+        InputError: with the count and the largest magnitude.
+    """
+    arr = volume.array
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(arr) > FLOAT32_MAX  # NaN compares False: require_finite counts those
+        count = int(np.count_nonzero(beyond))
+        if count:
+            largest = float(np.max(np.abs(arr[beyond])))
+            raise InputError(f"{what}: image has {count} voxels beyond float32's range (up to {largest:.3g}; "
+                             f"float32 holds {FLOAT32_MAX:.3g}), where models, steps and statistics overflow: rescale it")
     return volume
 
 

@@ -129,3 +129,17 @@ def test_resize_and_middle_slice_keep_the_physical_box():
     # a linear ramp (value = flat index) is reproduced at the new voxel centres away from the border
     y, x = 5, 7
     np.testing.assert_allclose(out.array[0, y, x], 2 * 2400 + (2 * y + 0.5) * 60 + (2 * x + 0.5), rtol=1e-6)
+
+
+def test_values_beyond_float32_are_refused_and_large_ones_within_it_are_not() -> None:
+    from medanomaly.preprocess.checks import require_finite, require_float32_range
+
+    huge = np.zeros((2, 4, 4))
+    huge[0, 1, 1], huge[1, 2, 2] = -1e39, np.nan  # NaN is require_finite's to count
+    with pytest.raises(InputError, match=r"lung_mask: image has 1 voxels beyond float32's range \(up to 1e\+39"):
+        require_float32_range(Volume(huge), "lung_mask")
+    huge[1, 2, 2] = 3e38  # within float32
+    with pytest.raises(InputError, match="beyond float32's range"):
+        require_finite(Volume(huge), "lung_mask")
+    huge[0, 1, 1] = -3e38
+    assert require_finite(Volume(huge)).shape == (2, 4, 4)
