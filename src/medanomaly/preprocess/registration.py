@@ -238,11 +238,11 @@ def foreground_points(volume: Volume, n: int = 200, seed: int = 0) -> np.ndarray
 
     Foreground = voxels above the Otsu threshold; used as targets for TRE.
     """
-    from skimage.filters import threshold_otsu
+    from medanomaly.preprocess.tissue_masks import otsu_threshold
 
     scalar = as_scalar(volume)
     array = scalar.array
-    zyx = np.argwhere(array > threshold_otsu(array))
+    zyx = np.argwhere(array > otsu_threshold(array))
     rng = np.random.default_rng(seed)
     if len(zyx) > n:
         zyx = zyx[rng.choice(len(zyx), n, replace=False)]

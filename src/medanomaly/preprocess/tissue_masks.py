@@ -43,7 +43,6 @@ def breast_mask(image: Volume, remove_pectoral: bool | None = None) -> Volume:
         InputError: CT input (labelled CT, or unlabelled values in HU), NaNs, a constant image.
     """
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     require_scalar(image, "breast_mask")
     require_finite(image, "breast_mask")
@@ -59,7 +58,7 @@ def breast_mask(image: Volume, remove_pectoral: bool | None = None) -> Volume:
         sl = arr[z]
         if sl.min() == sl.max():
             continue
-        fg = sl > threshold_otsu(sl)
+        fg = sl > otsu_threshold(sl)
         if not fg.any():
             continue
         breast = ndimage.binary_fill_holes(_largest_component(fg))
@@ -71,9 +70,21 @@ def breast_mask(image: Volume, remove_pectoral: bool | None = None) -> Volume:
     return _mask_volume(image, out, "breast")
 
 
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` in their own unit, computed on them mapped to [0, 1] (float64): the same
+    threshold for any unit, where skimage's between-class variance overflowed float32 for values of 1e19 and more
+    (an int64 or float64 image: numpy's overflow warnings on the terminal and a threshold from infinities)."""
+    from skimage.filters import threshold_otsu
+
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if hi == lo:
+        return lo
+    return lo + float(threshold_otsu((values - lo) / (hi - lo))) * (hi - lo)
+
+
 def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     h, w = sl.shape
     flip = breast[:, w // 2 :].sum() > breast[:, : w // 2].sum()  # chest wall on the right
@@ -82,7 +93,7 @@ def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
     values = img[br]
     if values.size < 10 or values.min() == values.max():
         return np.zeros_like(breast)
-    bright = (img > threshold_otsu(values)) & br
+    bright = (img > otsu_threshold(values)) & br
     bright[h // 2 :] = False
     labels, _ = ndimage.label(bright)
     corner = labels[: max(h // 10, 1), : max(w // 10, 1)]
@@ -125,7 +136,6 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
         InputError: input labelled as another modality than MR (CT, MG, US...), NaNs, or a constant image.
     """
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     require_scalar(mr, "brain_mask")
     require_finite(mr, "brain_mask")
@@ -137,7 +147,7 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
     arr = np.asarray(mr.array, dtype=np.float32)
     if float(arr.min()) == float(arr.max()):
         raise InputError("brain_mask: image is constant")
-    fg = arr > threshold_otsu(arr)
+    fg = arr > otsu_threshold(arr)
     _, sy, sx = _spacing_zyx(mr)
     core = ndimage.binary_erosion(fg, structure=_disk(erosion_mm, sy, sx))
     if not core.any():

@@ -268,3 +268,19 @@ def test_brain_mask_refuses_an_image_labelled_as_another_modality(modality):
     image = Volume(np.random.default_rng(0).random((1, 64, 64)).astype(np.float32), meta={"modality": modality})
     with pytest.raises(InputError, match=f"brain_mask expects an MRI, got modality {modality}"):
         brain_mask(image)
+
+
+def test_the_brain_mask_is_the_same_in_any_unit_and_warns_of_no_overflow() -> None:
+    """An int64 MRI of values near 10^18 (or a float64 one of 10^30): skimage's Otsu overflowed float32 in its
+    between-class variance (numpy's warnings on the terminal) and the mask came from infinities. Otsu is computed on
+    the values mapped to [0, 1], the same threshold for any unit."""
+    import warnings
+
+    brain = read(pyradiomics_case("brain1")[0])
+    reference = brain_mask(brain).array
+    for scale, dtype in ((2.0**40, np.int64), (1e26, np.float64)):
+        scaled = Volume((brain.array.astype(np.float64) * scale).astype(dtype), spacing=brain.spacing,
+                        origin=brain.origin, direction=brain.direction, meta={"modality": "MR"})  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert np.array_equal(brain_mask(scaled).array, reference)
