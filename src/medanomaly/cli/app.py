@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -75,7 +76,7 @@ def main() -> None:
         sys.exit(128 + 15)
     except OSError as exc:
         if exc.filename is None and _stdout_failed(exc):  # `> /dev/full`, a full disk under `> out.txt`
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more to print; the exit's flush must not fail)
+            sys.stdout = io.StringIO()  # nothing more to print: the exit's flush must not fail
             typer.echo(f"error: standard output: {exc.strerror or exc} (the results could not be printed)", err=True)
             sys.exit(2)
         if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
