@@ -32,6 +32,7 @@ from medanomaly.classify.model import ClassificationModel, check_recorded_input
 from medanomaly.config import env_whole_number
 from medanomaly.detect.detector import NoduleDetector, saved_params
 from medanomaly.detect.model import DetectionModel
+from medanomaly.engine.contract import finite_output
 from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, unfit_file
 from medanomaly.evaluate.calibration import softmax
@@ -223,7 +224,7 @@ class OnnxFusionModel(FusionModel):
         windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
         array, present = sample_to_array(PairedSample("case", full, -1), self.modalities,
                                          self.info.input["image_size"], windows)  # fmt: skip
-        probs = self.probabilities(array[None], present[None])[0]
+        probs = finite_output(self.probabilities(array[None], present[None])[0], "the fusion probabilities")
         flags = tuple(f"missing_modality:{n}" for n, ok in zip(self.modalities, present, strict=True) if not ok)
         return Prediction(scores=tuple(float(p) for p in probs), class_names=self.class_names,
                           label=self.class_names[int(np.argmax(probs))], flags=flags + self.flags())  # fmt: skip

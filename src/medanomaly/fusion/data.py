@@ -340,6 +340,7 @@ def sample_to_array(
         (array, present): array (M, *size) float32 with zeros for missing modalities, and the
         boolean presence vector (M,).
     """
+    from medanomaly.preprocess.checks import require_finite
     from medanomaly.preprocess.resize import resize_array
 
     windows = dict(windows or {})
@@ -347,6 +348,7 @@ def sample_to_array(
     for name in modalities:
         vol = sample.volumes.get(name)
         if vol is not None:
+            require_finite(vol, name)  # NaN or values float32 cannot hold gave NaN probabilities, blamed on weights
             array = normalise(vol, windows.get(name))
             arrays[name] = array[array.shape[0] // 2] if len(size) == 2 else array  # 2D model: middle slice
     present = np.asarray([name in arrays for name in modalities], dtype=bool)

@@ -270,6 +270,17 @@ def test_fusion_export_matches_torch_with_missing_modalities(tmp_path: Path) -> 
     a, b = model.predict(vols), onnx_model.predict(vols)
     assert np.abs(np.subtract(a.scores, b.scores)).max() <= 1e-4 and a.flags == b.flags
     assert f"missing_modality:{names[1]}" in b.flags
+    # a NaN or a value float32 cannot hold gave NaN probabilities (the run blamed its weights; the package reported
+    # the class with NaN scores); weights that overflow in the package are refused as in the run
+    for bad, why in ((np.nan, "1 NaN/infinite voxels"), (1e300, "1 voxels beyond float32's range")):
+        image = np.random.default_rng(2).random((24, 24))
+        image[3, 3] = bad
+        for engine in (model, onnx_model):
+            with pytest.raises(InputError, match=f"{names[0]}: image has {why}"):
+                engine.predict({names[0]: Volume(image), names[1]: None})
+    onnx_model.probabilities = lambda x, present: np.full((1, len(onnx_model.class_names)), np.nan)
+    with pytest.raises(InputError, match="NaN or infinite value"):
+        onnx_model.predict(vols)
 
 
 def test_numpy_sliding_window_matches_monai() -> None:
