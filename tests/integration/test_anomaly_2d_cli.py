@@ -120,6 +120,12 @@ def test_anomaly_2d_folder_train_evaluate_predict(tmp_path):
     write(Volume(np.zeros((1, 1, 1), np.float32)), tmp_path / "dot.nii.gz")  # was resized up to the grid and scored
     result = runner.invoke(app, ["predict", str(run), str(tmp_path / "dot.nii.gz"), "-o", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "image too small: 1 x 1 pixels" in result.output
+    spot = np.asarray(read(image).array, np.float32).copy()  # a NaN gave a NaN map, blamed on the weights
+    spot[0, 5, 5] = np.nan
+    write(Volume(spot), tmp_path / "nan.nii.gz")
+    for model in (run, pkg):
+        result = runner.invoke(app, ["predict", str(model), str(tmp_path / "nan.nii.gz"), "-o", str(tmp_path / "bad")])
+        assert result.exit_code == 2 and "image has 1 NaN/infinite voxels" in result.output, result.output
     _predict_names_not_utf8(run, read(image), tmp_path)
 
 

@@ -19,7 +19,7 @@ from medanomaly.engine.contract import ModelBase
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.limits import check_least_size
-from medanomaly.preprocess.checks import require_float32_range
+from medanomaly.preprocess.checks import require_finite
 from medanomaly.types import Finding, Prediction, Volume, quality_check_failed
 
 __all__ = ["AnomalyModel", "run_info", "map_findings", "MIN_FINDING_ML", "MAX_FINDINGS"]
@@ -147,8 +147,8 @@ class AnomalyModel(ModelBase):
                 raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)",
                                  path)  # fmt: skip
             check_least_size(volume, path)
-            with about_file(path):
-                require_float32_range(volume, "the model")
+            with about_file(path):  # NaN gave a NaN map, blamed on the weights; so did values float32 cannot hold
+                require_finite(volume, "the model")
             return
         want = str(self.info.input.get("modality", "MR") or "MR")
         trained = "chest CT" if want == "CT" else "brain MRI"
