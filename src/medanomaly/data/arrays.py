@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.checks import unusable_values
 from medanomaly.preprocess.intensity import INTENSITY_WINDOWS_HU, percentile_unit_array, window_array
 from medanomaly.preprocess.resize import resize_array
 
@@ -67,9 +68,13 @@ def to_model_array(image: np.ndarray, size: Sequence[int], channels: int = 1,
         intensity: how intensities map to [0, 1] (see :func:`map_intensity`).
 
     Raises:
-        InputError: when the image dimension or channel count cannot match.
+        InputError: when the image dimension or channel count cannot match, or it holds NaN / infinite values
+            or values float32 cannot hold (:func:`medanomaly.preprocess.checks.unusable_values`).
     """
     a = np.asarray(image)
+    reason = unusable_values(a)  # a NaN image became an all-zero one and was trained on without a word
+    if reason:
+        raise InputError(reason)
     comps = 1
     if a.ndim == 4 or (a.ndim == 3 and len(size) == 2 and a.shape[-1] in (3, 4) and a.shape[0] != 1):
         comps = a.shape[-1]

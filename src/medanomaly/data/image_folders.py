@@ -34,6 +34,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_least_size
+from medanomaly.preprocess.checks import unusable_values
 from medanomaly.types import Volume
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Vo
     if not volume.is_2d:
         raise InputError(f"a 3D image ({volume.shape[0]} slices) in a 2D image folder", path)
     check_least_size(volume, path)
+    reason = unusable_values(volume.array)  # a NaN picture became an all-zero one: reported and left out now
+    if reason:
+        raise InputError(reason, path)
     try:
         return (*to_grey(volume.array), volume)
     except InputError as err:

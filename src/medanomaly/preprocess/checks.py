@@ -20,23 +20,47 @@ from medanomaly.types import require_scalar as require_scalar  # quantify uses i
 
 
 def require_finite(volume: Volume, what: str = "this step") -> Volume:
-    """Reject volumes that contain NaN or infinite voxels.
+    """Reject volumes that contain NaN or infinite voxels, or values float32 cannot hold (:func:`unusable_values`).
 
     Raises:
-        InputError: with the count of non-finite voxels.
+        InputError: with the count of such voxels.
     """
-    arr = volume.array
-    if np.issubdtype(arr.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        if bad:
-            raise InputError(f"{what}: image has {bad} NaN/infinite voxels; fill or crop them first")
-    if arr.size == 0:
+    reason = unusable_values(volume.array)
+    if reason:
+        raise InputError(f"{what}: {reason}")
+    if volume.array.size == 0:
         raise InputError(f"{what}: image is empty")
-    return require_float32_range(volume, what)
+    return volume
 
 
 #: The largest magnitude float32 holds, the type every model and step computes in.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def unusable_values(array: np.ndarray) -> str | None:
+    """Why ``array``'s values cannot be computed on ("image has 3 NaN/infinite voxels; ...", or values beyond
+    float32's range: :func:`require_float32_range`), or None. For checks over plain arrays too (a training set's
+    loaders, where a NaN image had become an all-zero one without a word)."""
+    arr = np.asarray(array)
+    if arr.dtype.kind != "f":
+        return None
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        return f"image has {bad} NaN/infinite voxels; fill or crop them first"
+    return _beyond_float32(arr)
+
+
+def _beyond_float32(arr: np.ndarray) -> str | None:
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= 4 or not arr.size:
+        return None
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(arr) > FLOAT32_MAX  # NaN compares False: require_finite counts those
+    count = int(np.count_nonzero(beyond))
+    if not count:
+        return None
+    largest = float(np.max(np.abs(arr[beyond])))
+    return (f"image has {count} voxels beyond float32's range (up to {largest:.3g}; float32 holds "
+            f"{FLOAT32_MAX:.3g}), where models, steps and statistics overflow: rescale it")
 
 
 def require_float32_range(volume: Volume, what: str = "this step") -> Volume:
@@ -48,15 +72,9 @@ def require_float32_range(volume: Volume, what: str = "this step") -> Volume:
     Raises:
         InputError: with the count and the largest magnitude.
     """
-    arr = volume.array
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
-        with np.errstate(invalid="ignore"):
-            beyond = np.abs(arr) > FLOAT32_MAX  # NaN compares False: require_finite counts those
-        count = int(np.count_nonzero(beyond))
-        if count:
-            largest = float(np.max(np.abs(arr[beyond])))
-            raise InputError(f"{what}: image has {count} voxels beyond float32's range (up to {largest:.3g}; "
-                             f"float32 holds {FLOAT32_MAX:.3g}), where models, steps and statistics overflow: rescale it")
+    reason = _beyond_float32(np.asarray(volume.array))
+    if reason:
+        raise InputError(f"{what}: {reason}")
     return volume
 
 

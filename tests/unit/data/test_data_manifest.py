@@ -74,6 +74,21 @@ def test_data_manifest_image_too_small_is_named(pngs: Path) -> None:
         load_manifest(csv, image_size=(8, 8))
 
 
+def test_data_manifest_image_with_nan_or_values_float32_cannot_hold_is_named(pngs: Path) -> None:
+    """A NaN image's percentiles were NaN and it became an all-zero image, trained on without a word; one of values
+    up to 1e300 overflowed float32 (numpy's warning) and became one too."""
+    from medanomaly.io import write
+    from medanomaly.types import Volume
+
+    for name, bad, why in (("nan.nrrd", np.nan, "1 NaN/infinite voxels"), ("huge.nrrd", 1e300, "1 voxels beyond float32")):
+        image = np.random.default_rng(0).random((1, 8, 8))
+        image[0, 2, 2] = bad
+        write(Volume(image), pngs / name)
+        csv = _csv(pngs, ["im0.png,normal,P1,train", f"{name},abnormal,P2,train"])
+        with pytest.raises(InputError, match=rf"{name}: image has {why}"):
+            load_manifest(csv, image_size=(8, 8))
+
+
 def test_data_to_model_array_refuses_dimension_mismatch() -> None:
     with pytest.raises(InputError, match="cannot feed a 3D model"):
         to_model_array(np.zeros((8, 8)), (4, 4, 4))

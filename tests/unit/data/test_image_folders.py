@@ -57,6 +57,9 @@ def test_a_file_that_cannot_be_used_is_reported_and_left_out_as_in_a_batch(tmp_p
     (root / "train/normal/empty.png").write_bytes(b"")
     (root / "val/normal/text.png").write_text("not a picture")
     _png(root / "val/normal/row.png", np.zeros((1, 10)))  # was resized up to the grid and trained on
+    spot = np.full((1, 12, 10), 90.0)
+    spot[0, 3, 3] = np.nan  # became an all-zero image, trained on without a word
+    write(Volume(spot), root / "train/normal/spot.nrrd")
     _png(root / "test/masks/img1.png", np.zeros((6, 6)))
     from PIL import Image  # an abnormal image stored mirrored (EXIF 2) whose mask has no tag: mask left out
 
@@ -68,6 +71,7 @@ def test_a_file_that_cannot_be_used_is_reported_and_left_out_as_in_a_batch(tmp_p
         images = load_normal_images(root)
     assert (len(images.train), len(images.val), len(images.test)) == (3, 3, 7)
     assert images.skipped == ("train/normal/empty.png: empty file",
+                              "train/normal/spot.nrrd: image has 1 NaN/infinite voxels; fill or crop them first",
                               "train/normal/volume.nii.gz: a 3D image (4 slices) in a 2D image folder",
                               "val/normal/row.png: image too small: 1 x 10 pixels (a model takes at least 4 along "
                               "each axis)",
@@ -79,7 +83,7 @@ def test_a_file_that_cannot_be_used_is_reported_and_left_out_as_in_a_batch(tmp_p
     assert next(im for im in images.test if im.name == "img1.png" and im.abnormal).mask is None  # kept, unmasked
     for f in (root / "val/normal").glob("img*.png"):
         f.write_bytes(b"")
-    with pytest.raises(InputError, match=r"no usable image in val/normal/ \(9 file\(s\) skipped: train/normal/empty"):
+    with pytest.raises(InputError, match=r"no usable image in val/normal/ \(10 file\(s\) skipped: train/normal/empty"):
         load_normal_images(root)
 
 
