@@ -65,7 +65,8 @@ def test_values_float32_cannot_hold_are_refused_in_one_line_not_turned_into_infi
     mask[28:33, 28:33, 4:7] = 1
     nib.save(nib.Nifti1Image(mask, np.diag([1.0, 1.0, 5.0, 1.0])), tmp_path / "mask.nii.gz")
     commands = (("detect", fixture_lung_run, "huge.nii.gz", "-o", "det"), ("predict", fixture_lung_run, "huge.nii.gz"),
-                ("quantify", "huge.nii.gz", "--mask", "mask.nii.gz"), ("segment", "huge.nii.gz", "--roi", "body"))
+                ("quantify", "huge.nii.gz", "--mask", "mask.nii.gz"), ("segment", "huge.nii.gz", "--roi", "body"),
+                ("register", "mask.nii.gz", "huge.nii.gz", "--out", "moved.nii.gz"))
     for command in commands:
         res = _cli(*command, cwd=tmp_path)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr

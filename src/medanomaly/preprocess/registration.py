@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.preprocess.checks import require_float32_range
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +100,10 @@ class RegistrationResult:
 
 # --------------------------------------------------------------------------------------- helpers
 def as_scalar(volume: Volume) -> Volume:
-    """A float32 scalar Volume: multi-component images (grey PNGs stored as RGB) are averaged."""
+    """A float32 scalar Volume: multi-component images (grey PNGs stored as RGB) are averaged; values float32 cannot
+    hold are refused (:func:`~medanomaly.preprocess.checks.require_float32_range`: they became infinite behind
+    numpy's overflow warning, then "non-finite voxels")."""
+    require_float32_range(volume, "registration")
     array = volume.array.astype(np.float32)
     if array.ndim == 4:
         array = array.mean(axis=3)
