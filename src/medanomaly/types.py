@@ -384,7 +384,8 @@ def require_slices(volume: Volume, what: str = "this step") -> Volume:
         from medanomaly.errors import InputError  # errors and types are base-layer siblings
 
         raise InputError(f"{what} needs slices in space, got a cine loop of {volume.shape[0]} frames in time (its z "
-                         "is time, not mm); save one frame as its own image")  # fmt: skip
+                         "is time, not mm); give --frame N to take one frame, or save one frame as its own "
+                         "image")  # fmt: skip
     return volume
 
 

@@ -23,19 +23,25 @@ def register(app: typer.Typer) -> None:
         overlays: bool = typer.Option(False, "--overlays", help="Also write an axial overlay PNG per finding."),
         masks: bool = typer.Option(False, "--masks", help="Also write each finding's mask as NRRD."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM SEG + SR (TID 1500) for a DICOM input."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): detect in this "
+                                         "frame (0-based)."),
     ) -> None:
         """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_dir, output_stem, write_detection
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read
+        from medanomaly.io.frames import select_frame
 
+        if dicom and frame is not None:
+            raise InputError("--dicom writes a SEG and an SR on the source series' grid: not for one frame of a cine "
+                             "(give one of --dicom and --frame)", image)  # fmt: skip
         with output_dir(out or default_out("detect", output_stem(image))) as target:
             model = load_model(run)
             if not model.class_names or model.task not in ("lung_nodule", "detection"):
                 raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
             with about_file(image):
-                volume = read(image)
+                volume = select_frame(read(image), frame)
                 model.check_input(volume, image)
                 if dicom:  # the source headers our SEG / SR reference, checked before the model runs
                     from medanomaly.deploy.dicom_out import source_series_for_path
@@ -60,26 +66,30 @@ def register(app: typer.Typer) -> None:
         label: int = typer.Option(0, "--label", min=0, help="Only this mask label (0 = every label, each on its own)."),
         partial_volume: bool = typer.Option(False, "--partial-volume", help="Chest CT: also each lesion's "
                                             "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): measure this "
+                                         "frame (0-based) as one image; the mask is that frame's or the cine's."),
     ) -> None:
         """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read, read_mask
+        from medanomaly.io.frames import frame_of_mask, select_frame
         from medanomaly.jsonio import finite_json
-        from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
         from medanomaly.preprocess.checks import require_float32_range
+        from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
         from medanomaly.types import require_scalar, require_slices
 
         if mask is None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
         if not mask.exists():
             raise InputError("mask file not found", mask)
-        img = read(image)
+        cine = read(image)
         with about_file(image):
+            img = select_frame(cine, frame)
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
             require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")
-        msk = read_mask(mask, img)
+        msk = frame_of_mask(read_mask(mask, cine), cine, frame)
         try:
             lesions = measure_labels(msk, img, label=label)
         except InputError as exc:

@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", "--engine", help="Archive: local (one machine) or ray."),
         address: str | None = typer.Option(None, "--address", help="Archive: Ray cluster address (--engine ray)."),
         dicom: bool = typer.Option(True, "--dicom/--no-dicom", help="Archive: write DICOM SEG + SR per series."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="Cine loops (frames in time): predict this "
+                                         "frame (0-based) of each."),
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
@@ -82,7 +84,8 @@ def register(app: typer.Typer) -> None:
         else:
             from medanomaly.engine import predict_paths
 
-            results = _in_order(paths, too_long, predict_paths(model, [p for p in paths if p not in too_long]))
+            results = _in_order(paths, too_long, predict_paths(model, [p for p in paths if p not in too_long],
+                                                               frame=frame))  # fmt: skip
         single = len(paths) == 1 or model.task == "fusion"  # fusion: its files make one prediction
         _report(results, out, as_json, run, single=single)
 

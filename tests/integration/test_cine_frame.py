@@ -1,0 +1,79 @@
+"""``--frame N``: one frame of a cine loop (frames in time) measured, predicted or searched as the one image it is;
+a cine without it is refused, an image whose slices lie in space refuses the option, a frame out of range is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medanomaly.engine import predict_paths
+from medanomaly.errors import InputError
+from medanomaly.io import read, write
+from medanomaly.types import Prediction, Volume
+
+from .conftest import run_main
+
+
+def _grey_cine(tmp_path: Path) -> Path:
+    """The first 4 frames of pydicom's echocardiography cine (FrameIncrementPointer: FrameTime), made grey."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    grey = np.ascontiguousarray(ds.pixel_array[:4, :, :, 0], dtype=np.uint8)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.NumberOfFrames = "MONOCHROME2", 1, 4
+    del ds.PlanarConfiguration
+    ds.PixelData = grey.tobytes()
+    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    return tmp_path / "cine.dcm"
+
+
+def test_quantify_measures_one_frame_of_a_cine(tmp_path, monkeypatch, capsys) -> None:
+    """quantify refused a cine (its z is time) and the refusal said to save a frame as its own file: --frame takes
+    it, with a mask drawn on the whole cine (the same frame is taken) or on that frame alone."""
+    cine_path = _grey_cine(tmp_path)
+    cine = read(cine_path)
+    assert cine.meta["frame_axis"] == "time" and cine.shape == (4, 480, 640)
+    marks = np.zeros(cine.shape, np.uint8)
+    marks[2, 100:140, 200:260] = 1  # 40 x 60 pixels on frame 2
+    grid = {"spacing": cine.spacing, "origin": cine.origin, "direction": cine.direction}
+    write(Volume(marks, **grid), tmp_path / "cine_mask.nrrd")
+    write(Volume(marks[2:3], **grid), tmp_path / "frame_mask.nrrd")
+    area = 40 * 60 * cine.spacing[0] * cine.spacing[1]  # mm2
+    for mask in ("cine_mask.nrrd", "frame_mask.nrrd"):
+        code, out, err = run_main(monkeypatch, capsys, "quantify", str(cine_path), "--mask", str(tmp_path / mask),
+                                  "--frame", "2")  # fmt: skip
+        assert code == 0 and f"area {area:.1f} mm²" in out, err
+    refusals = ((["--frame", "9"], "cine.dcm: --frame 9: the cine has 4 frames (0..3)"),
+                ([], "give --frame N to take one frame"))  # fmt: skip
+    for options, why in refusals:
+        code, _, err = run_main(monkeypatch, capsys, "quantify", str(cine_path), "--mask",
+                                str(tmp_path / "cine_mask.nrrd"), *options)  # fmt: skip
+        assert code == 2 and why in err, err
+    code, _, err = run_main(monkeypatch, capsys, "quantify", str(tmp_path / "cine_mask.nrrd"), "--mask",
+                            str(tmp_path / "cine_mask.nrrd"), "--frame", "0")  # fmt: skip
+    assert code == 2 and "--frame 0: not a cine loop (its 4 slice(s) lie in space" in err, err
+
+
+class _FrameModel:
+    """A stand-in 2D model: checks it gets one slice and returns that slice's mean."""
+
+    def check_input(self, volume: Volume, path: object = None) -> None:
+        if volume.shape[0] != 1:
+            raise InputError("a 2D model takes one slice", path)
+
+    def predict(self, volume: Volume) -> Prediction:
+        return Prediction(scores=(float(volume.array.mean()),), class_names=("mean",), label="mean")
+
+
+def test_predict_takes_the_frame_of_each_cine_and_names_a_file_that_is_not_one(tmp_path) -> None:
+    cine_path = _grey_cine(tmp_path)
+    write(Volume(np.zeros((3, 8, 8), np.uint8)), tmp_path / "stack.nrrd")
+    results = list(predict_paths(_FrameModel(), [cine_path, tmp_path / "stack.nrrd"], frame=1))
+    assert results[0][1].scores[0] == pytest.approx(float(read(cine_path).array[1].mean()))
+    assert isinstance(results[1][1], InputError) and "not a cine loop" in str(results[1][1])
+    assert isinstance(next(iter(predict_paths(_FrameModel(), [cine_path])))[1], InputError)  # no --frame: refused
