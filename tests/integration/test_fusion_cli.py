@@ -92,6 +92,38 @@ def test_fusion_cli_register_names_the_bad_file(tmp_path):
         assert not out.exists()
 
 
+def test_fusion_cli_register_within_a_time_budget(tmp_path):
+    """ITK's L-BFGS-B ignores StopRegistration: a B-spline registration of two brains ran over 6 minutes with no way
+    to stop it. --max-minutes runs it in a child process and stops that at the deadline: one line, exit 2, nothing
+    written, no process left; within the budget the result is the in-process one, and a bad image in the child is
+    the same one line naming it."""
+    import subprocess
+    import sys
+
+    t1, pd = real_data("itk/BrainT1SliceBorder20.png"), real_data("itk/BrainProtonDensitySliceShifted13x17y.png")
+    command = [sys.executable, "-m", "medanomaly.cli.app", "register"]
+    brains = [str(real_data(f"pyradiomics/brain{i}_image.nrrd")) for i in (1, 2)]
+    slow = subprocess.run([*command, *brains, "--out", str(tmp_path / "slow.nii.gz"), "--stages",
+                           "rigid,affine,bspline", "--max-minutes", "0.1"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert slow.returncode == 2 and slow.stderr.strip().splitlines()[-1].endswith(
+        "brain2_image.nrrd: registration did not finish within 0.1 minute(s) and was stopped; nothing was written "
+        "(give fewer stages, or more --max-minutes)"), slow.stderr
+    assert not list(tmp_path.iterdir())
+    within = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "a.nrrd"), "--max-minutes", "5"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    plain = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "b.nrrd")], capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert within.returncode == 0 and plain.returncode == 0, within.stderr
+    summary, reference = json.loads(within.stdout), json.loads(plain.stdout)
+    assert summary.pop("image").endswith("a.nrrd") and summary.pop("transform").endswith("a.tfm")
+    assert summary == {k: v for k, v in reference.items() if k not in ("image", "transform")}
+    (tmp_path / "empty.png").write_bytes(b"")
+    bad = subprocess.run([*command, str(t1), str(tmp_path / "empty.png"), "--out", str(tmp_path / "c.nrrd"),
+                          "--max-minutes", "5"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'empty.png'}: empty file"]
+
+
 def test_fusion_cli_benchmark_table(tmp_path):
     result = runner.invoke(app, ["fusion-benchmark", str(_config(tmp_path)), "--out", str(tmp_path / "bench")])
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -40,27 +41,23 @@ def register(app: typer.Typer) -> None:
         ),
         stages: str = typer.Option("rigid", help="Comma-separated: rigid[,affine[,bspline]]."),
         metric: str = typer.Option("mattes", help="mattes (mutual information, multi-modal) or mean_squares."),
+        max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.1, max=24 * 60, help="Stop the "
+                                                 "registration after this many minutes (nothing written)."),
     ) -> None:
         """Register MOVING to FIXED (SimpleITK); write the resampled image, the transform and the residual."""
-        from medanomaly.errors import about_file
-        from medanomaly.preprocess.registration import (check_options, check_registrable, load_scalar, register,
-                                                        write_transform)  # fmt: skip
-        from medanomaly.io import check_writable, write
+        from medanomaly.errors import InputError
+        from medanomaly.io import check_writable
+        from medanomaly.preprocess.registration import check_options
+        from medanomaly.preprocess.registration_files import register_files, register_files_within
 
         stage_list = [s.strip() for s in stages.split(",") if s.strip()]
         check_options(stage_list, metric)  # option errors: not about an image
         check_writable(out)  # an output it cannot write (extension, name), before minutes of registration
-        images = {}
-        for role, path in (("fixed", fixed), ("moving", moving)):
-            with about_file(path):  # each bad image is named by its file
-                images[role] = load_scalar(path)
-                check_registrable(images[role], role)
-        with about_file(moving):  # what is left is a pair that does not fit: the moving image is named
-            result = register(images["fixed"], images["moving"], stages=stage_list, metric=metric,
-                              progress=lambda line: typer.echo(line, err=True))  # fmt: skip
-        written = write(result.resampled, out)
-        name = written.name
-        stem = name[: -len("".join(written.suffixes))] if written.suffixes else name
-        tfm = write_transform(result.transform, written.with_name(stem + ".tfm"))
-        summary = {**result.summary(), "image": str(written), "transform": str(tfm)}
+        if max_minutes is not None and not math.isfinite(max_minutes):
+            raise InputError(f"--max-minutes must be a number of minutes (0.1 to 1440), got {max_minutes}")
+        if max_minutes is None:
+            summary = register_files(fixed, moving, out, stage_list, metric,
+                                     progress=lambda line: typer.echo(line, err=True))  # fmt: skip
+        else:
+            summary = register_files_within(max_minutes, fixed, moving, out, stage_list, metric)
         typer.echo(json.dumps(summary, indent=2))
