@@ -114,6 +114,9 @@ def _stop(child: Any, grace: float) -> None:
 def _child(answers: Any, parent: int, fixed: str, moving: str, out: str, stages: list[str], metric: str) -> None:
     """The child's work: one answer on ``answers``, ``("done", summary)``, ``("error", reason, path)`` or
     ``("crash", what)``. It ends itself when its parent is gone (killed outright: no one would stop it)."""
+    from medanomaly.io.library_logs import quiet_dicom_libraries
+
+    quiet_dicom_libraries()  # a spawned interpreter starts without the CLI's: header values stay out of its stderr
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
 
     def say(line: str) -> None:
