@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medanomaly.errors import ConfigError, first_reason
-from medanomaly.jsonio import write_text_atomic
+from medanomaly.jsonio import FileLimitError, read_bytes_limited, write_text_atomic
 
 
 class Section(BaseModel):
@@ -161,12 +161,11 @@ def read_yaml(path: str | Path) -> Any:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{size:,} bytes, over the {MAX_YAML_BYTES:,}-byte limit for a YAML file", path)
-        text = path.read_text()
+        text = read_bytes_limited(path, MAX_YAML_BYTES, "a YAML file").decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except FileLimitError as exc:
+        raise ConfigError(str(exc), path) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config ({exc.__class__.__name__})", path) from None
     try:

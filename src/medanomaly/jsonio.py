@@ -25,11 +25,13 @@ from typing import IO, Any
 from medanomaly.errors import InputError, named_os_error
 
 __all__ = [
+    "FileLimitError",
     "JsonLimitError",
     "MAX_JSON_BYTES",
     "atomic_write",
     "finite_json",
     "new_file_mode",
+    "read_bytes_limited",
     "read_json",
     "write_json",
     "write_text_atomic",
@@ -38,23 +40,47 @@ __all__ = [
 MAX_JSON_BYTES = 256 << 20  # the largest JSON we write (findings with contours, manifests) is a few MiB
 
 
-class JsonLimitError(ValueError):
+class FileLimitError(ValueError):
+    """A small input file (JSON, YAML, a key) over its size limit, or a device where a file is needed."""
+
+
+class JsonLimitError(FileLimitError):
     """A JSON file over :data:`MAX_JSON_BYTES` or nested deeper than the parser can follow."""
 
 
+def read_bytes_limited(path: str | Path, max_bytes: int, kind: str = "file",
+                       error: type[FileLimitError] = FileLimitError) -> bytes:  # fmt: skip
+    """The bytes of ``path``, at most ``max_bytes``: a regular file's size is checked before it is read, and a named
+    pipe (``--key-file <(pass show key)``, a config from ``<(...)``) is read up to the limit and refused beyond it.
+    A device (``/dev/zero``) or socket is refused: its "size" was 0, so the limit passed and the read grew until the
+    machine killed the process.
+
+    Raises:
+        FileLimitError (or ``error``): over the limit, or not a regular file or a pipe; errors of ``open`` otherwise.
+    """
+    import stat
+
+    with open(path, "rb") as handle:  # a pipe waits here for its writer, as `cat` would
+        mode = os.fstat(handle.fileno())
+        if not (stat.S_ISREG(mode.st_mode) or stat.S_ISFIFO(mode.st_mode)):
+            raise error(f"not a regular file (a device or a socket) where {kind} is needed")
+        if stat.S_ISREG(mode.st_mode) and mode.st_size > max_bytes:
+            raise error(f"{mode.st_size:,} bytes, over the {max_bytes:,}-byte limit for {kind}")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"over the {max_bytes:,}-byte limit for {kind}")
+    return data
+
+
 def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """Parse the JSON file ``path`` with its size checked before it is read.
+    """Parse the JSON file ``path`` with its size checked before it is read (:func:`read_bytes_limited`).
 
     Errors are those of ``open`` (FileNotFoundError, OSError, UnicodeDecodeError) and ``ValueError`` for
     text that is not JSON, so callers keep one ``except`` per cause; a file over ``max_bytes`` or nested
     so deep that the parser would recurse past Python's limit (``[[[[...`` 100,000 times: a
     RecursionError trace before) is a :class:`JsonLimitError`, a ValueError saying which.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise JsonLimitError(f"{size:,} bytes, over the {max_bytes:,}-byte limit for a JSON file")
-    text = path.read_text()
+    text = read_bytes_limited(path, max_bytes, "a JSON file", JsonLimitError).decode("utf-8")
     try:
         return json.loads(text)
     except RecursionError:

@@ -253,7 +253,7 @@ def load_steps(path: str | Path) -> list[dict[str, Any]]:
     from medanomaly.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a pipe (`-c <(...)`) is read; a folder or a device is refused by read_yaml
         raise InputError("steps file not found", path)
     data = read_yaml(path)
     if isinstance(data, Mapping):

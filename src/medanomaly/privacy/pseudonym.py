@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from medanomaly.errors import InputError
-from medanomaly.jsonio import atomic_write
+from medanomaly.jsonio import FileLimitError, atomic_write, read_bytes_limited
 
 #: Environment variable holding the project secret.
 KEY_ENV = "MEDANOMALY_DEID_KEY"
@@ -32,6 +32,10 @@ KEY_ENV = "MEDANOMALY_DEID_KEY"
 MIN_KEY_BYTES = 16
 #: Date shifts lie in [-MAX_SHIFT_DAYS, -1]: dates move into the past by up to ten years.
 MAX_SHIFT_DAYS = 3650
+
+
+#: A key file is a secret of a few dozen bytes; one larger than this is not a key file.
+MAX_KEY_FILE_BYTES = 64 << 10
 
 
 def load_key(key_file: str | Path | None = None, env: dict[str, str] | None = None) -> bytes:
@@ -49,7 +53,9 @@ def load_key(key_file: str | Path | None = None, env: dict[str, str] | None = No
     if key_file is not None:
         path = Path(key_file)
         try:
-            raw = path.read_bytes().strip()
+            raw = read_bytes_limited(path, MAX_KEY_FILE_BYTES, "a key file").strip()
+        except FileLimitError as exc:  # /dev/zero as the key file read until the machine killed the process
+            raise InputError(str(exc), path) from None
         except OSError as exc:
             raise InputError(f"cannot read the key file ({exc.strerror or 'unreadable'})", path) from None
         source = "key file"
