@@ -42,8 +42,10 @@ def read_csv(path: str | Path, what: str = "CSV table", delimiter: str = ",") ->
             not UTF-8 or a field the ``csv`` module refuses; the message names the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} not found", path)
+    if not path.is_file():  # a pipe (`<(...)`) has no size to check: it had been "not found"
+        reason = "not a regular file (a device, a named pipe or a socket): save it as a file" if path.exists() else (
+            "not found")  # fmt: skip
+        raise InputError(f"{what} {reason}", path)
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
         raise InputError(f"{what} of {format_bytes(size)} exceeds the limit of {format_bytes(MAX_TABLE_BYTES)}", path)

@@ -4,6 +4,7 @@ the csv module refuses is one line naming the file and line (a Latin-1 manifest 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ def test_a_field_over_the_csv_limit_is_one_line(tmp_path: Path) -> None:
 
 def test_a_missing_table_or_one_over_the_file_limit_is_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(InputError, match="patients CSV not found"), read_csv(tmp_path / "no.csv", "patients CSV"):
+        pass
+    os.mkfifo(tmp_path / "pipe.csv")  # `<(...)`: no size to check; it was "not found"
+    with pytest.raises(InputError, match="patients CSV not a regular file .*: save it as a file"), read_csv(
+            tmp_path / "pipe.csv", "patients CSV"):  # fmt: skip
         pass
     path = tmp_path / "big.csv"
     path.write_text("a,b\n" + "1,2\n" * 1000)
