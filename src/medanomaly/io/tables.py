@@ -43,7 +43,7 @@ def read_csv(path: str | Path, what: str = "CSV table", delimiter: str = ",") ->
     """
     path = Path(path)
     if not path.is_file():  # a pipe (`<(...)`) has no size to check: it had been "not found"
-        reason = "not a regular file (a device, a named pipe or a socket): save it as a file" if path.exists() else (
+        reason = "is not a regular file (a device, a named pipe or a socket): save it as a file" if path.exists() else (
             "not found")  # fmt: skip
         raise InputError(f"{what} {reason}", path)
     size = path.stat().st_size

@@ -40,7 +40,7 @@ def test_a_missing_table_or_one_over_the_file_limit_is_refused_before_reading(tm
     with pytest.raises(InputError, match="patients CSV not found"), read_csv(tmp_path / "no.csv", "patients CSV"):
         pass
     os.mkfifo(tmp_path / "pipe.csv")  # `<(...)`: no size to check; it was "not found"
-    with pytest.raises(InputError, match="patients CSV not a regular file .*: save it as a file"), read_csv(
+    with pytest.raises(InputError, match="patients CSV is not a regular file .*: save it as a file"), read_csv(
             tmp_path / "pipe.csv", "patients CSV"):  # fmt: skip
         pass
     path = tmp_path / "big.csv"
