@@ -77,3 +77,14 @@ def test_predict_takes_the_frame_of_each_cine_and_names_a_file_that_is_not_one(t
     assert results[0][1].scores[0] == pytest.approx(float(read(cine_path).array[1].mean()))
     assert isinstance(results[1][1], InputError) and "not a cine loop" in str(results[1][1])
     assert isinstance(next(iter(predict_paths(_FrameModel(), [cine_path])))[1], InputError)  # no --frame: refused
+
+
+def test_explain_takes_a_frame_and_refuses_it_where_it_cannot_apply(tmp_path, monkeypatch, capsys,
+                                                                     fixture_lung_run) -> None:  # fmt: skip
+    cine_path = _grey_cine(tmp_path)
+    for options, why in ((["--frame", "9"], "cine.dcm: --frame 9: the cine has 4 frames (0..3)"),
+                         (["--frame", "1", "--evaluate"], "--frame explains one frame of one cine: not with"),
+                         (["--frame", "1"], "cine.dcm: ")):  # the frame reaches the model's own check (a CT model)
+        code, _, err = run_main(monkeypatch, capsys, "explain", str(fixture_lung_run), str(cine_path),
+                                "-o", str(tmp_path / "explained"), *options)  # fmt: skip
+        assert code == 2 and err.startswith("error: ") and why in err and "a cine loop" not in err, err

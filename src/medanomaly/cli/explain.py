@@ -28,11 +28,13 @@ def register(app: typer.Typer) -> None:
         fov: float = typer.Option(80.0, "--fov", help="Field of view (mm) of each finding's overlay."),
         findings: Path | None = typer.Option(None, "--findings",
                                              help="findings.json to explain instead of running the detector."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): explain this "
+                                         "frame (0-based); --mask is that frame's."),
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_dir, output_stem
-        from medanomaly.errors import about_file
+        from medanomaly.errors import InputError, about_file
         from medanomaly.explain.driver import check_options, explain_file
         from medanomaly.jsonio import finite_json
 
@@ -40,6 +42,9 @@ def register(app: typer.Typer) -> None:
         explainable = model.explainable()
         check_options(explainable, fov, target, method, layer)  # option errors: not about the image
         fusion = "=" in str(image)  # one file per modality: stacked as components in the model's order
+        if frame is not None and (fusion or evaluate or dicom):
+            raise InputError("--frame explains one frame of one cine: not with a fusion input, --evaluate or --dicom",
+                             image)  # fmt: skip
         # a folder it cannot write (or ITK cannot name) is one line before the image is read; one it made stays only
         # if the explanation is written
         with output_dir(out or default_out("explain", "fusion" if fusion else output_stem(image))) as target_dir:
@@ -49,6 +54,12 @@ def register(app: typer.Typer) -> None:
                 from medanomaly.engine.verbs import stack_modalities
 
                 source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
+            elif frame is not None:
+                from medanomaly.io import read
+                from medanomaly.io.frames import select_frame
+
+                with about_file(image):
+                    source = select_frame(read(image), frame)
             with about_file(image):
                 report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
                                       dicom, fov, findings, check_input=getattr(model, "check_input", None))  # fmt: skip
