@@ -88,3 +88,13 @@ def test_explain_takes_a_frame_and_refuses_it_where_it_cannot_apply(tmp_path, mo
         code, _, err = run_main(monkeypatch, capsys, "explain", str(fixture_lung_run), str(cine_path),
                                 "-o", str(tmp_path / "explained"), *options)  # fmt: skip
         assert code == 2 and err.startswith("error: ") and why in err and "a cine loop" not in err, err
+
+
+def test_a_cine_given_to_a_2d_model_says_how_to_take_a_frame(tmp_path, monkeypatch, capsys) -> None:
+    """It was "a 3D image of shape (4, 480, 640) cannot feed a 2D model" (or "got a 3D volume (4 slices)")."""
+    from .test_breast_detect_cli import _assembled_run
+
+    run = _assembled_run(tmp_path)
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(run), str(_grey_cine(tmp_path)))
+    assert code == 2 and err.strip().endswith("cine.dcm: a cine loop of 4 frames in time, where the model takes one "
+                                              "2D image: give --frame N to take frame N"), err

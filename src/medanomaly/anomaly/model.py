@@ -15,7 +15,7 @@ from typing import Any, get_args
 import numpy as np
 
 from medanomaly.anomaly.config import MAX_SIGMA, MAX_SIZE, MIN_SIZE, AnomalyDataConfig
-from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.contract import ModelBase, refuse_cine
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.limits import check_least_size
@@ -143,6 +143,7 @@ class AnomalyModel(ModelBase):
         """Refuse a 2D image, a multi-component image or another modality than training, in one line
         (a chest CT model also refuses values that are not CT in HU, e.g. an unlabelled MRI)."""
         if self.info.input.get("spatial_dims") == 2:  # 2D images (grey; colour is converted)
+            refuse_cine(volume, path)
             if not volume.is_2d:
                 raise InputError(f"the anomaly model was trained on 2D images, got a 3D volume ({volume.shape[0]} slices)",
                                  path)  # fmt: skip

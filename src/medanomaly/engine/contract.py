@@ -49,6 +49,14 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
     return values
 
 
+def refuse_cine(volume: Volume, path: Any = None) -> None:
+    """Refuse a cine loop (several frames in time) given to a model of one 2D image, saying how to take one frame
+    (it was "a 3D image of shape (4, 480, 640) cannot feed a 2D model")."""
+    if volume.meta.get("frame_axis") == "time" and volume.shape[0] > 1:
+        raise InputError(f"a cine loop of {volume.shape[0]} frames in time, where the model takes one 2D image: give "
+                         "--frame N to take frame N", path)  # fmt: skip
+
+
 @runtime_checkable
 class Task(Protocol):
     """A trainable task (see the module docstring)."""
@@ -150,6 +158,8 @@ class ModelBase:
         with about_file(path):
             require_float32_range(volume, "the model")
         want_dims = self.info.input.get("spatial_dims")
+        if want_dims == 2:
+            refuse_cine(volume, path)
         if want_dims == 3 and volume.is_2d:
             raise InputError("the model expects a 3D volume, got a 2D image", path)
         if want_dims == 3:
