@@ -61,9 +61,13 @@ def register(app: typer.Typer) -> None:
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import check_distinct_outputs, output_dir, output_names_too_long, prepare_output_dir
+        from medanomaly.errors import InputError
 
         if len(paths) == 1 and paths[0].is_dir() and "=" not in str(paths[0]):
             from medanomaly.cli.pacs import predict_archive
+
+            if frame is not None:
+                raise InputError("--frame takes one frame of a cine file, not of every series of an archive", paths[0])
 
             with output_dir(out or default_out("predict", paths[0].name)) as target:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
