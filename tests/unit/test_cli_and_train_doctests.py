@@ -9,7 +9,8 @@ import importlib
 
 import pytest
 
-MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types")
+MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
+           "medanomaly.io.frames")
 
 
 @pytest.mark.parametrize("name", MODULES)

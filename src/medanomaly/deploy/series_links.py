@@ -20,6 +20,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from medanomaly.processes import pid_alive
+
 PREFIX = "medanomaly-series-"
 _ORPHAN = re.compile(re.escape(PREFIX) + r"(\d+)-")
 
@@ -43,7 +45,7 @@ def remove_orphaned_series_links(root: str | Path | None = None) -> int:
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
                 continue
-            if _running(int(_ORPHAN.match(entry.name)[1])):  # type: ignore[index]
+            if pid_alive(int(_ORPHAN.match(entry.name)[1])):  # type: ignore[index]
                 continue
             links = list(os.scandir(entry.path))
             if not all(link.is_symlink() for link in links):
@@ -55,14 +57,3 @@ def remove_orphaned_series_links(root: str | Path | None = None) -> int:
         except OSError:  # gone meanwhile, or not ours to remove
             continue
     return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether a process with this id runs (or may: one of another user's counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medanomaly.config import distinct_names
 from medanomaly.errors import InputError, utf8_path
 from medanomaly.jsonio import JsonLimitError, read_json, write_json
+from medanomaly.processes import pid_alive
 from medanomaly.train.engine import WARNINGS_JSON
 
 #: The libraries that read a run's or package's files and take only UTF-8 paths (a run folder named with byte 0xFF
@@ -302,7 +303,7 @@ def _failed_attempt(run_dir: Path) -> bool:
     except InputError:
         return False
     if status is not None and status.status == "running":
-        return status.pid is not None and not _alive(status.pid)
+        return status.pid is not None and not pid_alive(status.pid)
     return status is not None and status.status == "failed"
 
 
@@ -319,7 +320,7 @@ def training_lock(run_dir: str | Path) -> Iterator[Path]:
             break
         except FileExistsError:
             pid = _lock_pid(lock)
-            if pid is not None and _alive(pid):
+            if pid is not None and pid_alive(pid):
                 raise InputError(f"another training (pid {pid}) is writing this run folder", run_dir) from None
             lock.unlink(missing_ok=True)
     else:  # pragma: no cover - only when two processes race for a stale lock
@@ -337,16 +338,6 @@ def _lock_pid(lock: Path) -> int | None:
         return int(lock.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_finished_run(run_dir: str | Path, config: Any, info: RunInfo) -> Path:

@@ -33,24 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from medanomaly.errors import InputError
+from medanomaly.processes import pid_alive
 
 STATE_DIR = ".medanomaly"
 #: Room reserved for the audit file at the start of a run (bytes of JSON whitespace).
 AUDIT_RESERVE = 256 * 1024
 _TMP = re.compile(r"^\..*\.(\d+)\.tmp$")
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this PID exists on this machine (zombies count as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def temp_name(path: Path) -> Path:
