@@ -100,10 +100,13 @@ def test_a_cine_given_to_a_2d_model_says_how_to_take_a_frame(tmp_path, monkeypat
                                               "2D image: give --frame N to take frame N"), err
 
 
-def test_frame_is_refused_for_an_archive(tmp_path, monkeypatch, capsys, fixture_lung_run) -> None:
+def test_frame_is_refused_for_an_archive_and_a_fusion(tmp_path, monkeypatch, capsys, fixture_lung_run) -> None:
     """An archive's series are not one cine: --frame was ignored there without a word."""
     (tmp_path / "archive").mkdir()
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), str(tmp_path / "archive"),
                             "--frame", "1", "-o", str(tmp_path / "out"))  # fmt: skip
     assert code == 2 and "--frame takes one frame of a cine file, not of every series of an archive" in err, err
     assert not (tmp_path / "out").exists()
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), "T1=a.nrrd", "PD=b.nrrd",
+                            "--frame", "1")  # fmt: skip
+    assert code == 2 and "not of a fusion's modalities" in err, err  # it was ignored there

@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address)  # fmt: skip
             raise typer.Exit(code=code)
+        if frame is not None and "=" in str(paths[0]):
+            raise InputError("--frame takes one frame of a cine file, not of a fusion's modalities", paths[0])
         too_long: dict = {}
         if out is not None:
             if "=" not in str(paths[0]):  # fusion's MOD=path inputs make one prediction
