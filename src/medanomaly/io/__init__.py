@@ -157,9 +157,8 @@ def check_writable(path: str | Path) -> Path:
         'mask.nii.gz'
     """
     from medanomaly.io.itk import itk_format, itk_path
-    from medanomaly.io.png import PICTURE_SUFFIXES
-
     from medanomaly.io.limits import check_name_fits
+    from medanomaly.io.png import PICTURE_SUFFIXES
 
     raw = str(path)
     path = Path(path).expanduser()
@@ -201,9 +200,8 @@ def write(volume: Volume, path: str | Path, **options: Any) -> Path:
         The written file (or folder).
     """
     from medanomaly.io.itk import itk_format
-    from medanomaly.io.png import PICTURE_SUFFIXES
-
     from medanomaly.io.limits import check_name_fits
+    from medanomaly.io.png import PICTURE_SUFFIXES
 
     raw = str(path)
     path = Path(path).expanduser()
