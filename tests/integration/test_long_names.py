@@ -48,3 +48,16 @@ def test_an_output_name_too_long_is_refused_before_the_work_and_a_long_name_that
     assert code == 0, err
     (folder,) = (tmp_path / "runs").iterdir()
     assert folder.name.startswith("segment-" + "d" * 100 + "-") and (folder / ("d" * 100 + ".nii.gz")).is_file()
+
+
+def test_a_write_under_a_name_its_folder_cannot_take_is_one_line_naming_it(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from medanomaly.errors import InputError
+    from medanomaly.io import write
+    from medanomaly.types import Volume
+
+    with pytest.raises(InputError, match=r"the output's file name is too long \(262 bytes; the folder takes 255\)"):
+        write(Volume(np.zeros((2, 4, 4), np.uint8)), tmp_path / ("e" * 255 + ".nii.gz"))
+    assert not list(tmp_path.iterdir())  # no hidden staging folder left
