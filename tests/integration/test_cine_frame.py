@@ -110,3 +110,12 @@ def test_frame_is_refused_for_an_archive_and_a_fusion(tmp_path, monkeypatch, cap
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), "T1=a.nrrd", "PD=b.nrrd",
                             "--frame", "1")  # fmt: skip
     assert code == 2 and "not of a fusion's modalities" in err, err  # it was ignored there
+
+
+def test_fusion_refuses_a_cine_as_a_modality(tmp_path) -> None:
+    """A 2D fusion network took a cine's middle frame without a word (its rule for a 3D image)."""
+    from medanomaly.fusion.data import PairedSample, sample_to_array
+
+    cine = read(_grey_cine(tmp_path))
+    with pytest.raises(InputError, match="T1: a cine loop of 4 frames in time, where fusion takes co-registered"):
+        sample_to_array(PairedSample("case", {"T1": cine, "PD": None}, -1), ("T1", "PD"), (16, 16))

@@ -349,6 +349,9 @@ def sample_to_array(
         vol = sample.volumes.get(name)
         if vol is not None:
             require_finite(vol, name)  # NaN or values float32 cannot hold gave NaN probabilities, blamed on weights
+            if vol.meta.get("frame_axis") == "time" and vol.shape[0] > 1:  # a 2D network took its middle frame
+                raise InputError(f"{name}: a cine loop of {vol.shape[0]} frames in time, where fusion takes "
+                                 "co-registered images in space: save one frame as its own image")  # fmt: skip
             array = normalise(vol, windows.get(name))
             arrays[name] = array[array.shape[0] // 2] if len(size) == 2 else array  # 2D model: middle slice
     present = np.asarray([name in arrays for name in modalities], dtype=bool)
