@@ -119,3 +119,15 @@ def test_fusion_refuses_a_cine_as_a_modality(tmp_path) -> None:
     cine = read(_grey_cine(tmp_path))
     with pytest.raises(InputError, match="T1: a cine loop of 4 frames in time, where fusion takes co-registered"):
         sample_to_array(PairedSample("case", {"T1": cine, "PD": None}, -1), ("T1", "PD"), (16, 16))
+
+
+def test_info_says_a_cine_is_frames_in_time(tmp_path, monkeypatch, capsys) -> None:
+    """info showed a cine's z spacing as "1 mm" and nothing else: its frames are time, and --frame takes one."""
+    import json
+
+    cine_path = _grey_cine(tmp_path)
+    code, out, _ = run_main(monkeypatch, capsys, "info", str(cine_path), "--json")
+    assert code == 0 and json.loads(out)["frame_axis"] == "time"
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "info", str(cine_path))
+    assert code == 0 and "a cine loop: frames in time, z is not mm; --frame N takes one" in out

@@ -7,7 +7,8 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
 and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
-``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null).
+``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
+``"time"`` for a cine loop, whose z is time and not mm, else null).
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -60,6 +61,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "spacing_assumed": bool(meta.get("spacing_assumed")),
         "exif_orientation": meta.get("exif_orientation"),
         "print_resolution_dpi": meta.get("print_resolution_dpi"),
+        "frame_axis": meta.get("frame_axis"),
         "nifti_geometry": meta.get("description") if meta.get("source_format") == "nifti" else None,
     }
 
@@ -107,7 +109,9 @@ def print_human(info: dict[str, Any]) -> None:
             *info["print_resolution_dpi"]))] if info.get("print_resolution_dpi") else []),  # fmt: skip
         ("dtype", info["dtype"]),
         ("intensity range", rng),
-        ("frames / series", f"{info['n_frames']} / {info['n_series']}"),
+        ("frames / series", f"{info['n_frames']} / {info['n_series']}" + (
+            " (a cine loop: frames in time, z is not mm; --frame N takes one)" if info.get("frame_axis") == "time"
+            else "")),  # fmt: skip
     ]
     if info.get("transfer_syntax"):
         rows.append(("transfer syntax", info["transfer_syntax"]))
