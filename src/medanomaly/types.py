@@ -373,6 +373,16 @@ def require_scalar(volume: Volume, what: str = "this step") -> Volume:
     return volume
 
 
+#: The largest magnitude float32 holds, the type every model and step computes in (a reader that would overflow it
+#: keeps float64; the models and steps then refuse such values: :func:`medanomaly.preprocess.checks.require_float32_range`).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_cine_loop(volume: Volume) -> bool:
+    """Whether ``volume`` is a cine loop: several frames in time (``meta["frame_axis"] == "time"``) stacked on z."""
+    return volume.meta.get("frame_axis") == "time" and volume.shape[0] > 1
+
+
 def require_slices(volume: Volume, what: str = "this step") -> Volume:
     """Refuse a cine loop (``meta["frame_axis"] == "time"``, more than one frame) where z must be a length: its frames
     are time points stacked on z with spacing 1, and a volume in mL would sum them.
@@ -380,7 +390,7 @@ def require_slices(volume: Volume, what: str = "this step") -> Volume:
     Raises:
         InputError: naming ``what`` and the number of frames.
     """
-    if volume.meta.get("frame_axis") == "time" and volume.shape[0] > 1:
+    if is_cine_loop(volume):
         from medanomaly.errors import InputError  # errors and types are base-layer siblings
 
         raise InputError(f"{what} needs slices in space, got a cine loop of {volume.shape[0]} frames in time (its z "

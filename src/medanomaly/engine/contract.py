@@ -28,7 +28,7 @@ from medanomaly.config import RunConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.limits import check_least_size
-from medanomaly.types import Prediction, Volume, require_slices
+from medanomaly.types import Prediction, Volume, is_cine_loop, require_slices
 
 __all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
 
@@ -52,7 +52,7 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
 def refuse_cine(volume: Volume, path: Any = None) -> None:
     """Refuse a cine loop (several frames in time) given to a model of one 2D image, saying how to take one frame
     (it was "a 3D image of shape (4, 480, 640) cannot feed a 2D model")."""
-    if volume.meta.get("frame_axis") == "time" and volume.shape[0] > 1:
+    if is_cine_loop(volume):
         raise InputError(f"a cine loop of {volume.shape[0]} frames in time, where the model takes one 2D image: give "
                          "--frame N to take frame N", path)  # fmt: skip
 

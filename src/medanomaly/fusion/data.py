@@ -37,7 +37,7 @@ from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
 from medanomaly.io.tables import read_csv
 from medanomaly.preprocess.intensity import WINDOWS, robust_zscore_array, window_array
-from medanomaly.types import Volume
+from medanomaly.types import Volume, is_cine_loop
 
 #: Manifest column stem -> DICOM Modality code the image must carry (when it says).
 EXPECTED_DICOM_MODALITY: dict[str, str] = {
@@ -349,7 +349,7 @@ def sample_to_array(
         vol = sample.volumes.get(name)
         if vol is not None:
             require_finite(vol, name)  # NaN or values float32 cannot hold gave NaN probabilities, blamed on weights
-            if vol.meta.get("frame_axis") == "time" and vol.shape[0] > 1:  # a 2D network took its middle frame
+            if is_cine_loop(vol):  # a 2D network took its middle frame
                 raise InputError(f"{name}: a cine loop of {vol.shape[0]} frames in time, where fusion takes "
                                  "co-registered images in space: save one frame as its own image")  # fmt: skip
             array = normalise(vol, windows.get(name))

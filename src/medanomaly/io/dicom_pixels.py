@@ -33,6 +33,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.reasons import short_reason, without_header_values
+from medanomaly.types import FLOAT32_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
@@ -114,7 +115,7 @@ def rescaled_dtype(value_range: tuple[int, int], slope: float, intercept: float)
             info = np.iinfo(candidate)
             if lo >= info.min and hi <= info.max:
                 return np.dtype(candidate)
-    return np.dtype(np.float64 if max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max) else np.float32)
+    return np.dtype(np.float64 if max(abs(lo), abs(hi)) > FLOAT32_MAX else np.float32)
 
 
 def apply_rescale(

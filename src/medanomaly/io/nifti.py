@@ -40,7 +40,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.reasons import short_reason
-from medanomaly.types import Volume, is_valid_direction
+from medanomaly.types import FLOAT32_MAX, Volume, is_valid_direction
 
 #: NIfTI xform codes (``sform_code`` / ``qform_code``).
 XFORM_NAMES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI", 5: "template"}
@@ -152,7 +152,7 @@ def _result_dtype(image: Any) -> np.dtype:
     scaling = _scaling(image)
     if scaling is None:
         return stored.newbyteorder("=") if stored.fields is None else stored
-    if stored.itemsize == 8 or (stored.kind in "iu" and _scaled_bound(stored, *scaling) > float(np.finfo(np.float32).max)):
+    if stored.itemsize == 8 or (stored.kind in "iu" and _scaled_bound(stored, *scaling) > FLOAT32_MAX):
         return np.dtype(np.float64)  # float32 would overflow: scl_slope 1e38 on int16 gave inf in 60 of 64 voxels
     return np.dtype(np.float32)
 

@@ -4,10 +4,10 @@ A picture becomes a one-slice :class:`~medanomaly.types.Volume` (1, y, x) or (1,
 colour. RGB files whose three channels are identical (common for exported greyscale slices,
 e.g. ITK's ``BrainT1Slice.png``) are read as greyscale; an alpha channel is dropped (an 8-bit grey + alpha PNG,
 which SimpleITK cannot read, through Pillow). An EXIF orientation (a JPEG stored sideways) is applied, as
-viewers apply it. A
-picture states no patient geometry: its pixel spacing is 1 mm with ``meta["spacing_assumed"]`` (lengths are in
-pixels). A JPEG's or TIFF's print resolution (72 dpi, ITK's spacing of 0.35 mm) says how large to print it, not how
-large the patient is, and a PNG's is not read by ITK at all: it is kept as ``meta["print_resolution_dpi"]``, not used.
+viewers apply it. A picture states no patient geometry: its pixel spacing is 1 mm with ``meta["spacing_assumed"]``
+(lengths are in pixels). A JPEG's or TIFF's print resolution (72 dpi, ITK's spacing of 0.35 mm) says how large to
+print it, not how large the patient is, and a PNG's is not read by ITK at all: it is kept as
+``meta["print_resolution_dpi"]``, not used.
 
 Example:
     >>> from medanomaly.data.sources import real_data

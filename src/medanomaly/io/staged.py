@@ -46,8 +46,8 @@ def _fsync(path: Path) -> None:
 
 
 def disk_full(folder: Path | int) -> bool:
-    """True when ``folder``'s (or an open file descriptor's) file system has less than :data:`FULL_BELOW_BYTES` left for this process (root may
-    use the blocks a file system reserves; others may not). A file system that reports no size at all (some FUSE
+    """True when ``folder``'s (or an open file descriptor's) file system has less than :data:`FULL_BELOW_BYTES` left
+    for this process (root may use the blocks a file system reserves; others may not). A file system that reports no size at all (some FUSE
     mounts answer zeros) is never taken for full."""
     if not hasattr(os, "statvfs"):
         return False

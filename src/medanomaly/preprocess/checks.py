@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from medanomaly.types import Volume
+    >>> from medanomaly.types import FLOAT32_MAX, Volume
     >>> require_finite(Volume(np.zeros((1, 2, 2), np.float32))).shape
     (1, 2, 2)
 """
@@ -14,7 +14,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import MIN_AIR_FRACTION as MIN_AIR_FRACTION  # the HU test lives in types (quantify uses it)
 from medanomaly.types import NON_HU_MODALITIES as NON_HU_MODALITIES
-from medanomaly.types import Volume
+from medanomaly.types import FLOAT32_MAX, Volume
 from medanomaly.types import looks_like_hu as looks_like_hu
 from medanomaly.types import require_scalar as require_scalar  # quantify uses it too
 
@@ -31,10 +31,6 @@ def require_finite(volume: Volume, what: str = "this step") -> Volume:
     if volume.array.size == 0:
         raise InputError(f"{what}: image is empty")
     return volume
-
-
-#: The largest magnitude float32 holds, the type every model and step computes in.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def unusable_values(array: np.ndarray) -> str | None:
