@@ -7,6 +7,8 @@ Messages name the file (never a patient) and the reason, e.g.
 from __future__ import annotations
 
 import errno
+import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +80,9 @@ def about_file(path: str | Path, kind: type[InputError] = InputError) -> Iterato
         ... except InputError as exc:
         ...     print(exc)
         scan.nii.gz: image has 1 NaN/infinite voxels
+
+    An allocation that fails inside the block (:func:`out_of_memory`) is an :class:`InputError` naming ``path``
+    too: in a batch that file is reported and the rest go on.
     """
     try:
         yield
@@ -85,6 +90,49 @@ def about_file(path: str | Path, kind: type[InputError] = InputError) -> Iterato
         if exc.path is not None:
             raise
         raise type(exc)(exc.reason, path) from None
+    except (MemoryError, RuntimeError) as exc:
+        reason = out_of_memory(exc)
+        if reason is None:
+            raise
+        traceback.clear_frames(exc.__traceback__)  # the failed work's arrays go now, not when the error does
+        raise InputError(reason, path) from None
+
+
+#: How the libraries say that an allocation failed: torch's CPU allocator ("can't allocate memory"), ITK ("Failed to
+#: allocate memory for image"), C++ (``std::bad_alloc``), errno 12 ("Cannot allocate memory").
+_ALLOCATION_FAILED = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "cannot allocate memory")
+
+
+def raise_if_out_of_memory(exc: BaseException) -> None:
+    """Raise ``exc`` again when it is an allocation that failed (:func:`out_of_memory`): a reader's or a filter's
+    catch-all must not call it a damaged file or a refused image (ITK says "Failed to allocate memory" for a file it
+    reads well); :func:`about_file` and the CLI name it for what it is."""
+    if out_of_memory(exc) is not None:
+        raise exc
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """The one-line reason when ``exc`` is an allocation that failed (numpy's ``MemoryError``, a RuntimeError from
+    torch or ITK saying so), with its size where the library gave it; None for any other error.
+
+    Example:
+        >>> out_of_memory(MemoryError("Unable to allocate 150. MiB for an array with shape (600, 512, 512)"))
+        'not enough memory (150 MiB could not be allocated)'
+        >>> out_of_memory(RuntimeError("shape mismatch")) is None
+        True
+    """
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and not any(m in text.lower() for m in _ALLOCATION_FAILED):
+        return None
+    numpy_size = re.search(r"Unable to allocate ([\d.]+)\.? ?([KMGTP]?i?B)", text)
+    torch_bytes = re.search(r"tried to allocate (\d+) bytes", text)
+    if numpy_size:
+        size = f"{numpy_size.group(1).rstrip('.')} {numpy_size.group(2)}"
+    elif torch_bytes:
+        size = f"{int(torch_bytes.group(1)) / 2**20:.0f} MiB"
+    else:
+        return "not enough memory (an allocation failed)"
+    return f"not enough memory ({size} could not be allocated)"
 
 
 @contextmanager

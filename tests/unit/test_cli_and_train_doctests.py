@@ -10,7 +10,7 @@ import importlib
 import pytest
 
 MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
-           "medanomaly.io.frames")
+           "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -13,10 +13,11 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from medanomaly.errors import MedanomalyError, Terminated, printable
+from medanomaly.errors import MedanomalyError, Terminated, out_of_memory, printable
 
 COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.runs",
@@ -75,21 +76,48 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(128 + 15)
     except OSError as exc:
-        if exc.filename is None and _stdout_failed(exc):  # `> /dev/full`, a full disk under `> out.txt`
-            sys.stdout = io.StringIO()  # nothing more to print: the exit's flush must not fail
-            typer.echo(f"error: standard output: {exc.strerror or exc} (the results could not be printed)", err=True)
-            sys.exit(2)
-        if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
-            typer.echo(f"error: {exc.strerror or exc} (the disk of an output folder is full)", err=True)
-            sys.exit(2)
-        if exc.filename is None:  # not about a path the user gave (a socket, a library): a real failure, shown whole
+        if exc.errno == errno.ENOMEM:  # fork or mmap refused
+            _exit_out_of_memory("not enough memory (the system refused more)")
+        if not _os_error_line(exc):  # not about a path the user gave (a socket, a library): a real failure, whole
             raise
-        # a file or folder that is missing, in the way (an output under a regular file), read-only or full
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, FileExistsError) and Path(exc.filename).is_file():  # mkdir where a file is in the way
-            reason = "is a file, where a folder is needed"
-        typer.echo(printable(f"error: {exc.filename}: {reason}"), err=True)
         sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:
+        reason = out_of_memory(exc)
+        if reason is None:
+            raise
+        _exit_out_of_memory(reason)
+
+
+def _exit_out_of_memory(reason: str) -> NoReturn:
+    """One line for an allocation that failed outside any one input file (an input's names the file: see
+    :func:`medanomaly.errors.about_file`), with what this process may still take, exit 2."""
+    from medanomaly.io.limits import format_bytes
+    from medanomaly.io.memory import available_memory_bytes
+
+    left = available_memory_bytes()
+    room = f"about {format_bytes(left)} is left to this process" if left is not None else "how much is left is unknown"
+    typer.echo(f"error: {reason}: {room} (the least of the system's available memory, a container's limit and "
+               "ulimit -v); give the work less (a smaller image, batch or grid) or the process more", err=True)  # fmt: skip
+    sys.exit(2)
+
+
+def _os_error_line(exc: OSError) -> bool:
+    """Print the one line for an OSError about standard output, a full disk, or a path the user gave (missing, in
+    the way, read-only or full); False when it is about none of them."""
+    if exc.filename is None and _stdout_failed(exc):  # `> /dev/full`, a full disk under `> out.txt`
+        sys.stdout = io.StringIO()  # nothing more to print: the exit's flush must not fail
+        typer.echo(f"error: standard output: {exc.strerror or exc} (the results could not be printed)", err=True)
+        return True
+    if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write named no file
+        typer.echo(f"error: {exc.strerror or exc} (the disk of an output folder is full)", err=True)
+        return True
+    if exc.filename is None:
+        return False
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, FileExistsError) and Path(exc.filename).is_file():  # mkdir where a file is in the way
+        reason = "is a file, where a folder is needed"
+    typer.echo(printable(f"error: {exc.filename}: {reason}"), err=True)
+    return True
 
 
 def _stdout_failed(exc: OSError) -> bool:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, about_file
 from medanomaly.types import Volume
 
 __all__ = ["read", "read_mask", "write", "check_writable", "detect_format"]
@@ -107,11 +107,18 @@ def read(
     Raises:
         InputError: the path is missing, empty, truncated, of unknown format, over the voxel
             limit, or (folders) holds several series, inconsistent slice gaps or no readable
-            image. The message is one line naming the file and the reason.
+            image, or the memory the process may take ran out while decoding it. The message is one
+            line naming the file and the reason.
     """
+    path = Path(path).expanduser()
+    with about_file(path):
+        return _read(path, series_uid, max_voxel_bytes, options)
+
+
+def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, options: dict[str, Any]) -> Volume:
+    """:func:`read`'s work, by format."""
     from medanomaly.io.limits import max_voxel_bytes as resolve_limit
 
-    path = Path(path).expanduser()
     fmt = detect_format(path)
     limit = resolve_limit(max_voxel_bytes)
     if fmt == "dicom-folder":

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from medanomaly.errors import InputError, about_file
+from medanomaly.errors import InputError, about_file, raise_if_out_of_memory
 from medanomaly.io.dicom_pixels import (
     _first,
     ds_floats,
@@ -162,6 +162,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, max_voxel_byte
     except InputError:
         raise
     except Exception as exc:  # pydicom raises many types on garbage; all mean "unreadable"
+        raise_if_out_of_memory(exc)
         raise InputError(f"not a readable DICOM file ({_short(exc, path)})", path) from None
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.staged import write_staged
@@ -118,6 +118,7 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         if failed:  # ITK returned the image anyway: its buffer uninitialised (values changed from read to read)
             raise InputError(f"not a readable {fmt} image ({_remark_reason(failed[0])})", path)
     except RuntimeError as exc:  # MetaIO's own first remark says more than ITK's errno text
+        raise_if_out_of_memory(exc)
         reason = _remark_reason(remarks[0]) if remarks else itk_reason(exc, path)
         raise InputError(f"not a readable {fmt} image ({reason})", path) from None
     if image.GetDimension() == 4:
@@ -326,6 +327,7 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
         try:
             sitk.WriteImage(image, itk_path(staged, name=path), useCompression=compress)
         except RuntimeError as exc:
+            raise_if_out_of_memory(exc)
             raise InputError(f"cannot write image ({itk_reason(exc, staged)})", path) from None
 
     return write_staged(path, write)  # all-or-nothing: a failed write leaves an earlier file of this name whole

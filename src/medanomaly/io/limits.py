@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from medanomaly.errors import InputError
+from medanomaly.io.memory import available_memory_bytes
 
 #: Default limit on the voxel data one read may produce (bytes): 1 GiB.
 DEFAULT_MAX_VOXEL_BYTES = 1 << 30
@@ -78,23 +79,9 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give this process without swapping (Linux ``MemAvailable``, bytes), else the free
-    physical pages; None when neither can be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def memory_shortfall(need: int, share: float, available: int | None = None) -> int | None:
-    """The memory available (bytes; default :func:`available_memory_bytes`) when work that needs ``need`` bytes would
+    """The memory available (bytes; default :func:`medanomaly.io.memory.available_memory_bytes`: the system's, a
+    container's limit, ``ulimit -v``) when work that needs ``need`` bytes would
     take more than ``share`` of it, for the caller to refuse the work in its own words; None when it fits or when the
     available memory cannot be read."""
     available = available_memory_bytes() if available is None else available

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.reasons import short_reason
 from medanomaly.types import FLOAT32_MAX, Volume, is_valid_direction
@@ -100,6 +100,7 @@ def _load(path: Path) -> Any:
     try:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
+        raise_if_out_of_memory(exc)
         raise InputError(f"not a readable nifti image ({short_reason(exc, path)})", path) from None
     if not isinstance(image, nib.Nifti1Pair):  # a single file (Nifti1/2Image) or a .hdr + .img pair (SPM's)
         kind = type(image).__name__.removesuffix("Image")
@@ -277,6 +278,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     try:
         array = _voxels(image, xyz, dtype, components)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
+        raise_if_out_of_memory(exc)
         reason = f"truncated or corrupt data: {short_reason(exc, path)}"
         raise InputError(f"not a readable nifti image ({reason})", path) from None
     import nibabel as nib

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
@@ -53,7 +53,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
             reader.ReadImageInformation()
             check_declared_size(reader, path, max_voxel_bytes)
             image = reader.Execute()
-    except RuntimeError:
+    except RuntimeError as exc:
+        raise_if_out_of_memory(exc)
         grey = _grey_of_grey_alpha(path, max_voxel_bytes) if fmt == "png" else None
         if grey is None:
             reason = _unequal_pages(path) if fmt == "tiff" else None
@@ -266,6 +267,7 @@ def write_picture(
         try:
             sitk.WriteImage(image, itk_path(staged, name=path))
         except RuntimeError as exc:
+            raise_if_out_of_memory(exc)
             raise InputError(f"cannot write picture ({itk_reason(exc, staged)})", path) from None
 
     return write_staged(path, write)  # all-or-nothing: a failed write leaves an earlier file of this name whole

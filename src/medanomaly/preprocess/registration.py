@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.preprocess.checks import require_float32_range
 from medanomaly.types import Volume
 
@@ -424,6 +424,7 @@ def register(
         if "bspline" in stages:
             current = _bspline_stage(current, bspline_mesh, *run)
     except RuntimeError as exc:  # ITK's optimiser refuses: one line, not a C++ trace
+        raise_if_out_of_memory(exc)
         from medanomaly.io.itk import itk_reason
 
         raise InputError(f"registration failed: {itk_reason(exc)}") from None

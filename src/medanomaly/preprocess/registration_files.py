@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from medanomaly.errors import InputError, about_file
+from medanomaly.errors import InputError, about_file, out_of_memory
 
 __all__ = ["register_files", "register_files_within"]
 
@@ -96,7 +96,8 @@ def _wait(answers: Any, child: Any, deadline: float) -> tuple[Any, ...]:
                 try:  # it may have answered just before it ended
                     return answers.get(timeout=1.0)
                 except queue.Empty:
-                    return ("crash", f"the process ended without an answer (exit code {child.exitcode})")
+                    killed = " (killed: the system may have run out of memory)" if child.exitcode == -9 else ""
+                    return ("crash", f"the process ended without an answer (exit code {child.exitcode}){killed}")
     return ("timeout",)
 
 
@@ -128,7 +129,8 @@ def _child(answers: Any, parent: int, fixed: str, moving: str, out: str, stages:
     except InputError as exc:
         answers.put(("error", exc.reason, None if exc.path is None else str(exc.path)))
     except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
-        answers.put(("crash", f"{type(exc).__name__}: {exc}"))
+        reason = out_of_memory(exc)
+        answers.put(("error", reason, moving) if reason else ("crash", f"{type(exc).__name__}: {exc}"))
 
 
 def _end_with_parent(parent: int) -> None:

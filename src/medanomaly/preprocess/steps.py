@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from medanomaly.config import Seed
-from medanomaly.errors import ConfigError, InputError
+from medanomaly.errors import ConfigError, InputError, raise_if_out_of_memory
 from medanomaly.preprocess import denoise as _denoise
 from medanomaly.preprocess import enhance as _enhance
 from medanomaly.preprocess import normalise as _normalise
@@ -101,6 +101,7 @@ class Step:
         try:
             out, applied = self.run(volume, context)
         except RuntimeError as exc:  # SimpleITK's C++ exceptions: one line, not a trace
+            raise_if_out_of_memory(exc)
             from medanomaly.io.itk import itk_reason
 
             raise InputError(f"{self.name}: {itk_reason(exc)}") from None

@@ -1,0 +1,60 @@
+"""Running out of memory is one line naming the file, exit 2, never "not a readable image" nor a traceback.
+
+Under ``ulimit -v`` (or a container's limit) a 1.6 GB image that ITK reads well was "not a readable nrrd image
+(Failed to allocate memory for image.)", and a numpy or torch allocation that failed in the work was a traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# The child imports what reading needs, then allows itself 300 MiB more address space than it has mapped.
+_LIMITED = textwrap.dedent("""
+    import resource, sys
+    import numpy, SimpleITK
+    import medanomaly.cli.app as app, medanomaly.io.itk
+    size = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + 300 * 2**20, resource.RLIM_INFINITY))
+    sys.argv = ["medanomaly", *sys.argv[1:]]
+    app.main()
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_an_image_larger_than_the_memory_left_is_named_not_called_unreadable(tmp_path, monkeypatch):
+    data = tmp_path / "big.raw"
+    with open(data, "wb") as handle:  # sparse: 1.6 GB of zeros that take no disk
+        handle.truncate(1000 * 1000 * 800 * 2)
+    header = tmp_path / "big.nhdr"
+    header.write_text("NRRD0004\ntype: int16\ndimension: 3\nsizes: 1000 1000 800\nspacings: 1 1 1\n"
+                      "encoding: raw\nendian: little\ndata file: big.raw\n")  # fmt: skip
+    monkeypatch.setenv("MEDANOMALY_MAX_VOXEL_BYTES", "4G")  # above the image: memory, not the limit, stops it
+    result = subprocess.run([sys.executable, "-c", _LIMITED, "info", str(header)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"error: {header}: not enough memory (an allocation failed)"], result.stderr
+
+
+def test_an_allocation_that_fails_outside_any_one_file_is_one_line_with_the_memory_left(monkeypatch, capsys):
+    import medanomaly.cli.app as cli
+    from medanomaly.io import memory
+
+    def work() -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)")  # fmt: skip
+
+    monkeypatch.setattr(cli, "app", work)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 512 * 2**20)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    lines = capsys.readouterr().err.splitlines()
+    assert exited.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: not enough memory (2048 MiB could not be allocated): about 512 MiB is left")
+    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # any other failure stays a real failure, whole
+        cli.main()
