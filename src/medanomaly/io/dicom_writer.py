@@ -116,6 +116,8 @@ def write_dicom_series(
         series_uid / study_uid: UIDs to use (new ones by default).
         file_names: one name per slice (default ``slice_0000.dcm``...); any order is fine,
             readers sort by position.
+
+    The series is written whole or not at all (:func:`medanomaly.io.staged.write_staged`).
         description: SeriesDescription (technical text only, no identity).
 
     Returns:
@@ -128,20 +130,25 @@ def write_dicom_series(
     n = volume.shape[0]
     if file_names is not None and len(file_names) != n:
         raise ValueError(f"need {n} file names, got {len(file_names)}")
+    if file_names is not None and any(Path(name).name != name for name in file_names):
+        raise ValueError("file names are names inside the folder, not paths")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stored, slope, intercept, bits = _stored(volume.array, volume.modality)
     series = _series_header(volume, series_uid or generate_uid(), study_uid or generate_uid(), description)
     series.update(BitsStored=bits, HighBit=bits - 1, RescaleSlope=_ds(slope), RescaleIntercept=_ds(intercept))
-    paths = []
-    for k in range(n):
-        path = folder / (file_names[k] if file_names is not None else f"slice_{k:04d}.dcm")
-        ds = _new_instance(path, series["SOPClassUID"])
-        for keyword, value in series.items():
-            setattr(ds, keyword, value)
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [_ds(v) for v in volume.index_to_physical((0.0, 0.0, float(k)))]
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        write_staged(path, lambda staged: ds.save_as(staged, enforce_file_format=True))  # noqa: B023 - called at once
-        paths.append(path)
+    paths = [folder / (file_names[k] if file_names is not None else f"slice_{k:04d}.dcm") for k in range(n)]
+
+    def write_all(staged: Path) -> None:
+        for k, path in enumerate(paths):
+            ds = _new_instance(path, series["SOPClassUID"])
+            for keyword, value in series.items():
+                setattr(ds, keyword, value)
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [_ds(v) for v in volume.index_to_physical((0.0, 0.0, float(k)))]
+            ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+            ds.save_as(staged.parent / path.name, enforce_file_format=True)
+
+    # the whole series or none of it: a full disk at slice 30 of 48 left 29 slices, read back as a shorter series
+    write_staged(paths[0], write_all)
     return paths

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 #: How libjpeg's error and warning texts begin (ITK's JPEG reader prints them on standard output).
 _LIBJPEG = r"Premature end|Invalid JPEG|Corrupt JPEG|Not a JPEG|Bogus |Unsupported JPEG|JPEG datastream"
 NATIVE_REMARKS = re.compile(r"^(libpng warning:|libpng error:|MetaObject:|MetaImage:|\w+ required and not defined\.|"
+                            r"\*\* ERROR: NWAD:|"
                             rf"Uncompress failed|\s+ideal = \d+ : actual = \d+|{_LIBJPEG})")
 #: Remarks after which ITK's voxels are not the file's, though it returns an image: MetaIO's zlib failure on data
 #: marked ``CompressedData = True`` (the buffer came back uninitialised).
@@ -324,8 +325,9 @@ def write_itk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
         image.SetMetaData("modality", str(volume.meta["modality"]))
 
     def write(staged: Path) -> None:
-        try:
-            sitk.WriteImage(image, itk_path(staged, name=path), useCompression=compress)
+        try:  # NIfTI's "** ERROR: NWAD: wrote only N of M bytes", MetaIO's "file stream is fail": write_staged says it
+            with native_remarks_logged(path):
+                sitk.WriteImage(image, itk_path(staged, name=path), useCompression=compress)
         except RuntimeError as exc:
             raise_if_out_of_memory(exc)
             raise InputError(f"cannot write image ({itk_reason(exc, staged)})", path) from None

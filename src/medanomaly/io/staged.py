@@ -10,7 +10,8 @@ which is moved first). On failure the hidden folder is removed and the old file 
 A full disk counts as a failure even when the writer does not say so: ITK's NIfTI writer (``.nii`` and
 ``.nii.gz``) and its transform writer print ``** ERROR: NWAD: wrote only 0 of N bytes`` and return normally,
 leaving a cut file that was then moved into place and reported as written. A file system left with less than
-:data:`FULL_BELOW_BYTES` free after the write is therefore treated as "No space left on device".
+:data:`FULL_BELOW_BYTES` free after the write is therefore treated as "No space left on device", and a file as large
+as the process may write one (``ulimit -f``) as "File too large".
 
 Example:
     >>> import tempfile, pathlib
@@ -58,6 +59,19 @@ def disk_full(folder: Path | int) -> bool:
     return blocks * st.f_frsize < FULL_BELOW_BYTES
 
 
+def _refuse_cut_files(stage: Path, path: Path) -> None:
+    """Raise "No space left on device" when the stage's file system is full, or "File too large" when one of its
+    files is as large as this process may write one (``ulimit -f``, RLIMIT_FSIZE: Python ignores SIGXFSZ, and ITK's
+    NIfTI writer stopped there without an error: a cut ``.nii.gz`` was reported as written), naming ``path``."""
+    import resource
+
+    if disk_full(stage):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY and any(f.stat().st_size >= soft for f in stage.rglob("*") if f.is_file()):
+        raise OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)} (the file size limit, ulimit -f)", str(path))
+
+
 #: How much of the file's name its hidden staging folder keeps: the full name plus ``.``, 8 random characters and
 #: ``.part`` went over 255 bytes for a name of 241 that the file system takes ("File name too long" after the work).
 STAGE_NAME_CHARS = 100
@@ -81,13 +95,16 @@ def write_staged(path: str | Path, write: Callable[[Path], Any]) -> Path:
     except OSError as exc:  # name the file asked for, not the hidden folder
         raise named_os_error(exc, path) from None
     try:
-        write(stage / path.name)
+        try:
+            write(stage / path.name)
+        except Exception:  # noqa: BLE001 - NRRD's writer says "corrupt compressed data" when cut short by ulimit -f
+            _refuse_cut_files(stage, path)
+            raise
         named = stage / path.name
         written = sorted((p for p in stage.rglob("*") if not p.is_dir()), key=lambda p: p == named)  # named last
         for file in written:
             _fsync(file)
-        if disk_full(stage):  # a writer may have stopped short without an error (module docstring)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        _refuse_cut_files(stage, path)  # a writer may have stopped short without an error (module docstring)
         for file in written:
             target = path.parent / file.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -139,3 +139,58 @@ def test_a_file_system_that_reports_no_size_is_not_taken_for_full(tmp_path, monk
     target = tmp_path / "out.nii.gz"
     write(_volume(), target)
     assert read(target).shape == (3, 8, 9)
+
+
+def test_a_dicom_series_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Each slice was staged on its own: a full disk at slice 3 of 5 left slices 1-2 in the folder, a shorter series
+    that reads back without a word."""
+    import errno
+    import os
+
+    from pydicom.dataset import FileDataset
+
+    save_as = FileDataset.save_as
+    calls = []
+
+    def full_at_the_third(self, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
+        return save_as(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(FileDataset, "save_as", full_at_the_third)
+    with pytest.raises(OSError, match="No space left on device"):
+        write(Volume(np.full((5, 8, 9), 7, np.int16), spacing=(2.0, 0.5, 0.5), meta={"modality": "CT"}),
+              tmp_path / "series/")  # fmt: skip
+    assert [p.name for p in tmp_path.rglob("*")] == ["series"] and not any((tmp_path / "series").iterdir())
+    monkeypatch.setattr(FileDataset, "save_as", save_as)
+    write(_volume(), tmp_path / "series/")
+    assert read(tmp_path / "series").shape == (3, 8, 9)
+
+
+def test_a_file_cut_short_by_the_file_size_limit_is_a_failure_not_written(tmp_path):
+    """Under ``ulimit -f`` ITK's NIfTI writer stopped at the limit without an error (and NRRD's said "corrupt
+    compressed data"): ``segment`` reported a cut ``.nii.gz`` as written."""
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent("""
+        import resource, sys
+        import numpy as np
+        from medanomaly.io import write
+        from medanomaly.types import Volume
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+        noise = np.random.default_rng(0).integers(-1000, 1000, (8, 64, 64)).astype(np.int16)  # 64 KB, incompressible
+        for name in sys.argv[1:]:
+            try:
+                write(Volume(noise, meta={"modality": "CT"}), name)
+                print(name, "written")
+            except OSError as exc:
+                print(name, exc.strerror)
+    """)
+    names = [str(tmp_path / n) for n in ("cut.nii.gz", "cut.nii", "cut.nrrd", "cut.mha")]
+    result = subprocess.run([sys.executable, "-c", child, *names], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{n} File too large (the file size limit, ulimit -f)" for n in names]
+    assert list(tmp_path.iterdir()) == [] and result.stderr == ""  # nothing cut left, no native remark printed
