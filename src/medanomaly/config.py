@@ -161,12 +161,14 @@ def read_yaml(path: str | Path) -> Any:
     """
     path = Path(path)
     try:
-        text = read_bytes_limited(path, MAX_YAML_BYTES, "a YAML file").decode("utf-8")
+        text = _yaml_text(read_bytes_limited(path, MAX_YAML_BYTES, "a YAML file"))
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
     except FileLimitError as exc:
         raise ConfigError(str(exc), path) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start} of the file): save it as UTF-8", path) from None
+    except (IsADirectoryError, PermissionError) as exc:
         raise ConfigError(f"cannot read config ({exc.__class__.__name__})", path) from None
     try:
         _check_yaml_depth(text)
@@ -183,6 +185,22 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"not valid YAML ({_first_line(exc)})", path) from None
     except _YamlLimit as exc:
         raise ConfigError(str(exc), path) from None
+
+
+def _yaml_text(raw: bytes) -> str:
+    """The text of a YAML file in the encodings YAML allows (1.2, section 5.2): UTF-16 with its byte-order mark, as
+    Windows PowerShell 5's ``>`` and Notepad's "Unicode" save it (it was "cannot read config
+    (UnicodeDecodeError)"), else UTF-8 (with or without a byte-order mark).
+
+    Example:
+        >>> _yaml_text("task: anomaly".encode("utf-16"))
+        'task: anomaly'
+    """
+    import codecs
+
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8")
 
 
 class _YamlLimit(Exception):

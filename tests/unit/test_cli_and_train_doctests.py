@@ -10,7 +10,8 @@ import importlib
 import pytest
 
 MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
-           "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors")
+           "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors",
+           "medanomaly.config")
 
 
 @pytest.mark.parametrize("name", MODULES)

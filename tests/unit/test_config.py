@@ -210,3 +210,21 @@ def test_a_whole_number_from_the_environment_is_ascii_digits_in_range(monkeypatc
     assert env_whole_number("MEDANOMALY_TEST_NUMBER", 1, high=4) == 1
     monkeypatch.setenv("MEDANOMALY_TEST_NUMBER", " 4 ")
     assert env_whole_number("MEDANOMALY_TEST_NUMBER", 1, high=4) == 4
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"])
+def test_a_config_saved_by_windows_tools_loads(tmp_path, toy_tasks, encoding):
+    """PowerShell 5's ``>`` and Notepad's "Unicode" save UTF-16 with a byte-order mark, which YAML allows: it was
+    "cannot read config (UnicodeDecodeError)". CRLF line ends and a UTF-8 byte-order mark load too."""
+    import codecs
+
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")
+    text = "task: toy\r\nmodel: {name: a}\r\ntoy:\r\n  width: 8\r\n"
+    (tmp_path / "win.yaml").write_bytes(bom + text.encode(encoding))
+    assert load_config(tmp_path / "win.yaml").toy.width == 8
+
+
+def test_a_config_that_is_not_utf8_names_the_byte(tmp_path, toy_tasks):
+    (tmp_path / "latin1.yaml").write_bytes("task: toy\nname: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 19 of the file\): save it as UTF-8"):
+        load_config(tmp_path / "latin1.yaml")
