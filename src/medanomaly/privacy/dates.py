@@ -5,6 +5,8 @@ Example:
     '20170301'
     >>> shift_datetime("20170302101530.25+0100", -2)
     '20170228101530.25+0100'
+    >>> shift_date("09990105", -10), shift_date("00010105", -10)
+    ('09981226', None)
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ def shift_date(value: str, days: int) -> str | None:
         return None
     if len(value) != 8:
         return None
-    return (day + _dt.timedelta(days=days)).strftime("%Y%m%d")
+    try:
+        moved = day + _dt.timedelta(days=days)
+    except OverflowError:  # before year 1 (a placeholder such as 00010101 moved into the past): emptied
+        return None
+    return f"{moved.year:04d}{moved.month:02d}{moved.day:02d}"  # strftime's %Y drops a year's leading zeros
 
 
 def shift_datetime(value: str, days: int) -> str | None:

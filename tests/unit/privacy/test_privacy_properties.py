@@ -117,3 +117,17 @@ def test_random_phi_at_any_depth_never_reaches_the_output(name, comment, private
     raw = buf.getvalue()
     for value in (name, private):
         assert value.encode("utf-8") not in raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dates(), st.integers(min_value=-MAX_SHIFT_DAYS, max_value=-1))
+def test_every_date_shifts_to_a_valid_da_or_is_emptied(day, days):
+    """Placeholder dates refused a valid file ("de-identification failed": 00010105 moved before year 1 raised) or
+    came out as 7 digits (09990101 -> '9890103': strftime drops a year's leading zeros), an invalid DA."""
+    shifted = shift_date(f"{day.year:04d}{day.month:02d}{day.day:02d}", days)
+    if (day - dt.date.min).days < -days:
+        assert shifted is None  # emptied, as a date that cannot be parsed
+    else:
+        assert shifted is not None and len(shifted) == 8 and shifted.isdigit()
+        moved = dt.date(int(shifted[:4]), int(shifted[4:6]), int(shifted[6:]))
+        assert (moved - day).days == days
