@@ -138,6 +138,17 @@ def nifti_2d(tmp: Path, n: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def service_rss_mib(pid: int) -> int | None:
+    """The service process's resident memory (MiB, Linux ``VmRSS``); None where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, choices=range(1, 1001), metavar="N")
@@ -160,8 +171,14 @@ def main() -> None:
         runs = [cls, fixture_detector(tmp / "lung")] if args.cts else [cls]
         proc, base, token = start_service(runs, tmp, args.threads)
         try:
-            results = {"classification": run_load(base, token, "cls", nifti_2d(tmp, args.requests), args.clients, 120)}
+            images = nifti_2d(tmp, args.requests)
+            run_load(base, token, "cls", images[:50], args.clients, 120)  # warm-up: imports, first batches
+            rss_before = service_rss_mib(proc.pid)
+            results = {"classification": run_load(base, token, "cls", images, args.clients, 120)}
+            results["classification"]["service_rss_mib"] = [rss_before, service_rss_mib(proc.pid)]
             print("classification:", json.dumps(results["classification"]))
+            print(f"service memory: {rss_before} MiB after 50 warm-up studies, "
+                  f"{results['classification']['service_rss_mib'][1]} MiB after {args.requests} more")
             if args.cts:
                 cts = [pyradiomics_case(c)[0] for c in ("lung1", "lung2")]
                 payloads = [(f"ct{i}.nrrd", cts[i % 2].read_bytes()) for i in range(args.cts)]
