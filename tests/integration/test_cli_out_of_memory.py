@@ -58,3 +58,25 @@ def test_an_allocation_that_fails_outside_any_one_file_is_one_line_with_the_memo
     monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # any other failure stays a real failure, whole
         cli.main()
+
+
+def test_an_image_whose_prediction_cannot_fit_is_refused_before_the_work(fixture_lung_run, tmp_path, monkeypatch,
+                                                                         capsys):  # fmt: skip
+    """In a container (a cgroup limit) the kernel kills a process that takes more than its share: a service with
+    every job it held, without a word. Each task states a floor under its memory per input voxel; an image over what
+    is left is refused before the model runs, and a batch goes on."""
+    from medanomaly.data.sources import real_data
+    from medanomaly.detect.model import DetectionModel
+    from medanomaly.io import limits
+    from tests.integration.conftest import run_main
+
+    image = real_data("pyradiomics/lung1_image.nrrd")  # 48 x 512 x 512: at least 20 bytes per voxel, 240 MiB
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(DetectionModel, "predict", lambda self, volume: pytest.fail("the model ran"))
+    code, out, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), str(image),
+                              "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and out == "", out
+    assert err.splitlines() == [f"error: {image}: predicting it takes at least about 240 MiB of memory but 100 "
+                                "MiB is left to this process: crop or resample the image, or give the process more "
+                                "memory"], err  # fmt: skip
+    assert not any((tmp_path / "out").rglob("*.json"))

@@ -135,6 +135,9 @@ def _check_domain_values(domain: dict[str, Any], path: Path) -> None:
 class AnomalyModel(ModelBase):
     """An anomaly method fitted on normal brains, loaded from a run folder."""
 
+    #: Bytes per input voxel, a floor: measured 12 (2D) to 52-135 (3D brains) by bench/bench_predict_memory.py.
+    PREDICT_BYTES_PER_VOXEL = 10.0
+
     def __init__(self, info: RunInfo, run_dir: Path, method: Any) -> None:
         super().__init__(info, run_dir)
         self.method = method
@@ -150,6 +153,7 @@ class AnomalyModel(ModelBase):
             check_least_size(volume, path)
             with about_file(path):  # NaN gave a NaN map, blamed on the weights; so did values float32 cannot hold
                 require_finite(volume, "the model")
+            self.check_memory(volume, path)
             return
         want = str(self.info.input.get("modality", "MR") or "MR")
         trained = "chest CT" if want == "CT" else "brain MRI"

@@ -74,6 +74,9 @@ def check_recorded(info: RunInfo, clf: Any, path: Path) -> None:
 class ClassificationModel(ModelBase):
     """Binary / multi-class classifier (2D or 3D, single model or ensemble) loaded from a run."""
 
+    #: Bytes per input voxel, a floor: measured 20 (2D, 4 and 16 megapixels) by bench/bench_predict_memory.py.
+    PREDICT_BYTES_PER_VOXEL = 16.0
+
     def __init__(self, info: RunInfo, run_dir: Path, classifier: Any) -> None:
         super().__init__(info, run_dir)
         self.classifier = classifier

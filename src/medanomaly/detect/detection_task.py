@@ -105,6 +105,9 @@ def birads_like(called: str | None, abstained: bool, p_malignant: float) -> str:
 class HeatmapDetectionModel(DetectionModel):
     """A trained ``detection`` run: heatmap detector + lesion classifier behind the engine contract."""
 
+    #: Bytes per input voxel, a floor: measured 28-38 (2D, 4 and 16 megapixels) by bench/bench_predict_memory.py.
+    PREDICT_BYTES_PER_VOXEL = 22.0
+
     def __init__(self, info: RunInfo, run_dir: Path, detector: Any, classifier: Any) -> None:
         super().__init__(info, run_dir, detector)
         self.classifier = classifier

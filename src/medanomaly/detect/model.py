@@ -82,6 +82,9 @@ def cpu_network(network: Any) -> Any:
 class DetectionModel(ModelBase):
     """Whole-volume lesion detector loaded from a run (the lung-nodule recipe today)."""
 
+    #: Bytes per input voxel, a floor: measured 27-65 (CTs of 16-64 million voxels) by bench/bench_predict_memory.py.
+    PREDICT_BYTES_PER_VOXEL = 20.0
+
     def __init__(self, info: RunInfo, run_dir: Path, detector: Any) -> None:
         super().__init__(info, run_dir)
         self.detector = detector

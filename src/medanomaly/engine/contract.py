@@ -104,6 +104,10 @@ class ModelBase:
         run_dir: the run folder it was loaded from.
     """
 
+    #: A floor under the memory one prediction takes beyond its input, per input voxel (bytes): each task sets the
+    #: least it was measured to take on large inputs (``bench/bench_predict_memory.py`` prints measured / floor).
+    PREDICT_BYTES_PER_VOXEL: float = 8.0
+
     def __init__(self, info: RunInfo, run_dir: Path) -> None:
         self.info = info
         self.run_dir = Path(run_dir)
@@ -171,6 +175,20 @@ class ModelBase:
         got = volume.meta.get("modality")
         if want and got and got not in ("OT", want) and want not in ("any",):
             raise InputError(f"the model expects modality {want}, got {got}", path)
+        self.check_memory(volume, path)
+
+    def check_memory(self, volume: Volume, path: Any = None) -> None:
+        """Refuse an image whose prediction would take more memory than this process may still take
+        (:func:`medanomaly.io.memory.available_memory_bytes`: a container's limit counts), before the work: in a
+        container the kernel kills the process instead (a service with it), without a word."""
+        from medanomaly.io.limits import format_bytes, memory_shortfall
+
+        need = int(self.PREDICT_BYTES_PER_VOXEL * volume.array.size)
+        available = memory_shortfall(need, 1.0)
+        if available is not None:
+            raise InputError(f"predicting it takes at least about {format_bytes(need)} of memory but "
+                             f"{format_bytes(available)} is left to this process: crop or resample the image, or give "
+                             "the process more memory", path)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, classes={self.class_names}, run={self.run_dir.name!r})"
