@@ -23,7 +23,7 @@ from medanomaly.config import RunConfig, env_whole_number, load_config, save_con
 from medanomaly.engine.contract import TaskModel
 from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock,
                                    write_status)
-from medanomaly.errors import ConfigError, InputError, Terminated, about_file, sigterm_raises
+from medanomaly.errors import ConfigError, InputError, Terminated, about_file, out_of_memory, sigterm_raises
 from medanomaly.types import Prediction
 
 __all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]
@@ -104,7 +104,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
                 task.train(cfg, run_dir, **task_options)
             read_run_info(run_dir)  # the task must have written a valid model.json
         except BaseException as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (out_of_memory(exc) or _one_line(exc))
             write_status(run_dir, "failed", reason=str(exc) if isinstance(exc, Terminated) else reason)
             raise
         write_status(run_dir, "complete", seconds=round(time.perf_counter() - start, 1))

@@ -199,3 +199,22 @@ def test_finite_output_names_how_many_values_are_not_finite_and_keeps_the_array(
     assert finite_output(fine) is fine
     with pytest.raises(InputError, match=r"^2 NaN or infinite value\(s\) in the detector's heatmap \(weights"):
         finite_output(np.array([1.0, np.nan, np.inf], np.float32), "the detector's heatmap")
+
+
+def test_a_training_that_runs_out_of_memory_records_it_in_its_status(tmp_path, monkeypatch):
+    """The run folder said "MemoryError" (numpy's error has no text when the allocator gives no size)."""
+    import yaml
+
+    from medanomaly.config import load_config
+    from medanomaly.engine import verbs
+
+    class Starved:
+        def train(self, cfg, run_dir, **options):
+            raise MemoryError()
+
+    cfg_path = Path(__file__).resolve().parents[3] / "configs" / "anomaly_tiny.yaml"
+    monkeypatch.setattr(verbs, "get_task", lambda name, where=None: Starved())
+    with pytest.raises(MemoryError):
+        verbs.train_run(load_config(cfg_path), tmp_path / "run")
+    status = yaml.safe_load((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and status["reason"] == "not enough memory (an allocation failed)"
