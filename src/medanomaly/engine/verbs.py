@@ -47,7 +47,8 @@ def default_out(verb: str, name: str) -> Path:
     folder inside ``runs/``: ``name`` (a config's ``name``, an input's file name) keeps letters, digits, ``.``, ``_``
     and ``-``, anything else becomes ``_`` (a config named ``../../../x`` wrote its run outside ``runs/``), and its
     first :data:`DEFAULT_OUT_NAME_CHARS` characters (an input of a 248-character name made a folder name longer than
-    a file system takes: "File name too long", though the user had named no folder).
+    a file system takes: "File name too long", though the user had named no folder); ``-2``, ``-3``... when that
+    folder already exists.
 
     Example:
         >>> default_out("train", "../../etc/x").parent, default_out("train", "../../etc/x").name[:18]
@@ -55,7 +56,12 @@ def default_out(verb: str, name: str) -> Path:
     """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:DEFAULT_OUT_NAME_CHARS] or "run"
-    return Path("runs") / f"{verb}-{safe}-{stamp}"
+    out = base = Path("runs") / f"{verb}-{safe}-{stamp}"
+    number = 1
+    while out.exists():  # a second command on an input of the same name within the same second (a script's loop
+        number += 1  # over a/scan.nii, b/scan.nii) wrote into the first one's folder, over its results
+        out = base.with_name(f"{base.name}-{number}")
+    return out
 
 
 def get_task(name: str, where: Any = None) -> Any:

@@ -81,3 +81,19 @@ def test_a_default_output_folder_stays_one_folder_inside_runs(name):
     out = default_out("train", name)
     assert out.parent == Path("runs") and len(out.parts) == 2 and ".." not in out.parts
     assert "/" not in out.name and "\n" not in out.name
+
+
+def test_a_default_output_folder_that_exists_is_not_reused(tmp_path, monkeypatch):
+    """Two commands on inputs of one name within one second (a loop over a/scan.nii, b/scan.nii) shared a folder:
+    the second wrote over the first one's results."""
+    from medanomaly.engine.verbs import default_out
+
+    monkeypatch.chdir(tmp_path)
+    first = default_out("detect", "scan.nii")
+    first.mkdir(parents=True)
+    second = default_out("detect", "scan.nii")
+    second.mkdir()
+    third = default_out("detect", "scan.nii")
+    if third.name.startswith(first.name):  # the clock did not move on meanwhile
+        assert (second.name, third.name) == (f"{first.name}-2", f"{first.name}-3")
+    assert len({first, second, third}) == 3
