@@ -42,13 +42,14 @@ def is_main_process() -> bool:
 DEFAULT_OUT_NAME_CHARS = 100
 
 
-def default_out(verb: str, name: str) -> Path:
+def default_out(verb: str, name: str, *, fresh: bool = True) -> Path:
     """The one default output rule of every verb that writes: ``runs/<verb>-<name>-<YYYYmmdd-HHMMSS>``, always one
     folder inside ``runs/``: ``name`` (a config's ``name``, an input's file name) keeps letters, digits, ``.``, ``_``
     and ``-``, anything else becomes ``_`` (a config named ``../../../x`` wrote its run outside ``runs/``), and its
     first :data:`DEFAULT_OUT_NAME_CHARS` characters (an input of a 248-character name made a folder name longer than
     a file system takes: "File name too long", though the user had named no folder); ``-2``, ``-3``... when that
-    folder already exists.
+    folder already exists (``fresh=False``: the name as it is, for the other processes of a multi-process training,
+    whose first process has made the folder by then).
 
     Example:
         >>> default_out("train", "../../etc/x").parent, default_out("train", "../../etc/x").name[:18]
@@ -58,8 +59,10 @@ def default_out(verb: str, name: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:DEFAULT_OUT_NAME_CHARS] or "run"
     out = base = Path("runs") / f"{verb}-{safe}-{stamp}"
     number = 1
-    while out.exists():  # a second command on an input of the same name within the same second (a script's loop
-        number += 1  # over a/scan.nii, b/scan.nii) wrote into the first one's folder, over its results
+    # a second command on an input of the same name within the same second (a script's loop over a/scan.nii,
+    # b/scan.nii) wrote into the first one's folder, over its results
+    while fresh and out.exists():
+        number += 1
         out = base.with_name(f"{base.name}-{number}")
     return out
 
@@ -94,7 +97,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
     """
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     name = cfg.name or (Path(config).stem if isinstance(config, (str, Path)) else cfg.task)
-    run_dir = Path(out) if out is not None else default_out("train", name)
+    run_dir = Path(out) if out is not None else default_out("train", name, fresh=is_main_process())
     task = get_task(cfg.task, config if isinstance(config, (str, Path)) else None)
     if not is_main_process():
         task.train(cfg, run_dir, **task_options)
