@@ -108,7 +108,8 @@ def write_dicom_series(
     file_names: Sequence[str] | None = None,
     description: str = "",
 ) -> list[Path]:
-    """Write a scalar volume as one DICOM file per slice into ``folder``.
+    """Write a scalar volume as one DICOM file per slice into ``folder``, the whole series or none of it
+    (:func:`medanomaly.io.staged.write_staged`).
 
     Args:
         volume: scalar volume (z, y, x); its modality (``meta["modality"]``) picks the SOP class.
@@ -116,8 +117,6 @@ def write_dicom_series(
         series_uid / study_uid: UIDs to use (new ones by default).
         file_names: one name per slice (default ``slice_0000.dcm``...); any order is fine,
             readers sort by position.
-
-    The series is written whole or not at all (:func:`medanomaly.io.staged.write_staged`).
         description: SeriesDescription (technical text only, no identity).
 
     Returns:
@@ -128,6 +127,8 @@ def write_dicom_series(
     if volume.n_components != 1:
         raise InputError("only scalar volumes can be written as a DICOM series", folder)
     n = volume.shape[0]
+    if n == 0:
+        raise InputError("the volume has no slices to write", folder)
     if file_names is not None and len(file_names) != n:
         raise ValueError(f"need {n} file names, got {len(file_names)}")
     if file_names is not None and any(Path(name).name != name for name in file_names):

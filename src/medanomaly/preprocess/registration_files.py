@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -79,7 +80,7 @@ def register_files_within(minutes: float, fixed: str | Path, moving: str | Path,
         raise InputError(f"registration did not finish within {minutes:g} minute(s) and was stopped; nothing was "
                          "written (give fewer stages, or more --max-minutes)", moving)  # fmt: skip
     if answer[0] == "error":
-        raise InputError(answer[1], answer[2])
+        raise InputError(answer[1], answer[2] or moving)
     if answer[0] == "crash":
         raise RuntimeError(f"registration failed in its process: {answer[1]}")
     return answer[1]
@@ -96,8 +97,10 @@ def _wait(answers: Any, child: Any, deadline: float) -> tuple[Any, ...]:
                 try:  # it may have answered just before it ended
                     return answers.get(timeout=1.0)
                 except queue.Empty:
-                    killed = " (killed: the system may have run out of memory)" if child.exitcode == -9 else ""
-                    return ("crash", f"the process ended without an answer (exit code {child.exitcode}){killed}")
+                    if child.exitcode == -signal.SIGKILL:  # the kernel's OOM killer, in a container above all
+                        return ("error", "the registration's process was killed (SIGKILL: the system may have run "
+                                "out of memory); nothing was written", None)  # fmt: skip
+                    return ("crash", f"the process ended without an answer (exit code {child.exitcode})")
     return ("timeout",)
 
 

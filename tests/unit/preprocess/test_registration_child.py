@@ -28,3 +28,21 @@ def test_out_of_memory_in_the_child_is_an_error_naming_the_moving_image(monkeypa
 
 def test_any_other_failure_in_the_child_stays_a_crash(monkeypatch):
     assert _answer_of(monkeypatch, ValueError("odd")) == ("crash", "ValueError: odd")
+
+
+def test_a_child_killed_outright_is_one_line_not_a_crash():
+    """In a container the kernel's OOM killer ends the child with SIGKILL: that was a RuntimeError traceback ("the
+    process ended without an answer (exit code -9)")."""
+    import signal
+    import time
+
+    class Gone:
+        exitcode = -signal.SIGKILL
+
+        def is_alive(self) -> bool:
+            return False
+
+    answer = registration_files._wait(queue.Queue(), Gone(), time.monotonic() + 5)
+    assert answer[0] == "error" and "killed (SIGKILL: the system may have run out of memory)" in answer[1]
+    Gone.exitcode = 1
+    assert registration_files._wait(queue.Queue(), Gone(), time.monotonic() + 5)[0] == "crash"
