@@ -61,9 +61,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def quantify(
         image: Path = typer.Argument(..., help="The image the mask belongs to (CT in HU for HU statistics)."),
-        mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (0 = background)."),
+        mask: Path = typer.Option(None, "--mask", help="Lesion mask on the image grid (0 = background), a DICOM SEG, "
+                                  "or an RT Structure Set (its contours filled on the image's grid)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: per label the whole lesion, then its parts."),
-        label: int = typer.Option(0, "--label", min=0, help="Only this mask label (0 = every label, each on its own)."),
+        label: int = typer.Option(0, "--label", min=0, help="Only this mask label (0 = every label, each on its own; "
+                                  "of an RT Structure Set, its ROI Number: overlapping ROIs are read one at a time)."),
         partial_volume: bool = typer.Option(False, "--partial-volume", help="Chest CT: also each lesion's "
                                             "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
         frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): measure this "
@@ -74,6 +76,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read, read_mask
         from medanomaly.io.frames import frame_of_mask, select_frame
+        from medanomaly.io.rtstruct import roi_names
         from medanomaly.jsonio import finite_json
         from medanomaly.preprocess.checks import require_float32_range
         from medanomaly.quantify.labels import INTENSITY_STATISTICS, measure_labels
@@ -89,7 +92,8 @@ def register(app: typer.Typer) -> None:
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
             require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")
-        msk = frame_of_mask(read_mask(mask, cine), cine, frame)
+        msk = frame_of_mask(read_mask(mask, cine, label=label), cine, frame)  # an RT Structure Set: ROI numbers
+        names = roi_names(mask) if msk.meta.get("modality") == "RTSTRUCT" else {}
         try:
             lesions = measure_labels(msk, img, label=label)
         except InputError as exc:
@@ -99,23 +103,29 @@ def register(app: typer.Typer) -> None:
                 lesions = _with_partial_volumes(lesions, img)
         assumed = bool(img.meta.get("spacing_assumed"))  # the file states no pixel spacing: its "mm" are pixels
         if as_json:
-            rows = [{**lesion.to_json(), **({"spacing_assumed": True} if assumed else {})} for lesion in lesions]
+            rows = [{**lesion.to_json(), **({"roi_name": names[lesion.label_value]} if lesion.label_value in names
+                                            else {}), **({"spacing_assumed": True} if assumed else {})}
+                    for lesion in lesions]  # fmt: skip
             typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
             return
         if assumed:
             typer.echo("note: the image states no pixel spacing: lengths and areas below are in pixels (1 pixel "
                        "counted as 1 mm)", err=True)  # fmt: skip
         for lesion in lesions:
-            typer.echo(_lesion_line(lesion, partial_volume))
+            typer.echo(_lesion_line(lesion, partial_volume, names.get(lesion.label_value) if lesion.whole else None))
 
 
-def _lesion_line(lesion: Any, partial_volume: bool) -> str:
+def _lesion_line(lesion: Any, partial_volume: bool, roi_name: str | None = None) -> str:
     """One measured lesion (or part) as ``quantify`` prints it: volume and sphericity for a volume, area (mm², cm²)
-    for a one-slice image, whose lesions have no volume to speak of."""
+    for a one-slice image, whose lesions have no volume to speak of; a structure set's ROI name after its number."""
     import math
+
+    from medanomaly.errors import printable
 
     m = lesion.finding.measurements
     head = f"label {lesion.label_value}" if lesion.whole else f"  part {lesion.part} of {lesion.n_parts}"
+    if roi_name:
+        head += f" ({printable(roi_name)})"
     if lesion.whole and lesion.n_parts > 1:
         head += f" (whole, {lesion.n_parts} parts)"
     flat = math.isfinite(m.area_mm2)

@@ -178,8 +178,10 @@ def check_writable(path: str | Path) -> Path:
     raise InputError(f"cannot write '{path.suffix}' (use .nii.gz, .nrrd, .mha, .png, or a folder for DICOM)", path)
 
 
-def read_mask(path: str | Path, image: Volume) -> Volume:
-    """Read a mask drawn on ``image`` (a lesion mask, an ROI), as :func:`read` does.
+def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
+    """Read a mask drawn on ``image`` (a lesion mask, an ROI), as :func:`read` does; a DICOM RT Structure Set's
+    contours are filled on the image's grid (:func:`medanomaly.io.rtstruct.read_structure_set`: every ROI, or ROI
+    Number ``label``).
 
     Raises:
         InputError: what :func:`read` refuses, or a picture turned by another EXIF orientation than the image's (an
@@ -187,6 +189,14 @@ def read_mask(path: str | Path, image: Volume) -> Volume:
             upright as a viewer shows it, so which way the mask was drawn is unknown; a 180-degree turn had passed
             every grid check and measured the wrong region).
     """
+    path = Path(path).expanduser()
+    if detect_format(path) == "dicom":
+        from medanomaly.io.dicom import read_dataset
+        from medanomaly.io.rtstruct import is_structure_set, read_structure_set
+
+        with about_file(path):
+            if is_structure_set(read_dataset(path, stop_before_pixels=True)):
+                return read_structure_set(path, image, label)
     mask = read(path)
     turns = (int(image.meta.get("exif_orientation", 1)), int(mask.meta.get("exif_orientation", 1)))
     if turns[0] != turns[1]:

@@ -235,6 +235,8 @@ def missing_pixels_reason(ds: Dataset) -> str:
     if is_truncated_image(ds):
         return "truncated DICOM (pixel data missing or cut off)"
     sop = getattr(ds.get("SOPClassUID"), "name", None)
+    if sop == "RT Structure Set Storage":  # contours of an image: read on its grid (medanomaly.io.rtstruct)
+        return f"DICOM without pixel data ({sop}): not an image; measure its ROIs with quantify IMAGE --mask FILE"
     return f"DICOM without pixel data ({sop}): not an image"
 
 

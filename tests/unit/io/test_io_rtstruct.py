@@ -1,0 +1,142 @@
+"""RT Structure Sets read as masks on the image's grid (``quantify CT --mask RS.dcm``): read as an image, a structure
+set was "no pixel data". The structure sets here are written in the standard's layout from real masks (lung1's
+expert nodule) and from squares whose voxels are known; pydicom's own ``rtstruct.dcm`` is a foreign file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.errors import InputError
+from medanomaly.io import read_mask
+from medanomaly.types import Volume
+
+RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def write_structure_set(path: Path, rois: list[tuple[int, str, list[np.ndarray]]]) -> Path:
+    """A minimal RT Structure Set: each ROI (number, name, closed planar contours as (N, 3) LPS mm arrays)."""
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = RT_STRUCT, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RT_STRUCT, meta.MediaStorageSOPInstanceUID, "RTSTRUCT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, frame = generate_uid(), generate_uid(), generate_uid()
+    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
+    for number, name, contours in rois:
+        roi = Dataset()
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame, name
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber, item.ContourSequence = number, Sequence()
+        for points in contours:
+            contour = Dataset()
+            contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", len(points)
+            contour.ContourData = [f"{v:.4f}" for v in np.asarray(points).ravel()]
+            item.ContourSequence.append(contour)
+        ds.ROIContourSequence.append(item)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def contours_of(mask: np.ndarray, image: Volume) -> list[np.ndarray]:
+    """Each slice's outlines of ``mask`` (half-way between inside and outside voxel centres), in LPS mm."""
+    from skimage.measure import find_contours
+
+    out = []
+    for k in range(mask.shape[0]):
+        for rows_cols in find_contours(np.pad(mask[k] > 0, 1).astype(float), 0.5):
+            yx = rows_cols - 1
+            out.append(image.index_to_physical(np.column_stack([yx[:, 1], yx[:, 0], np.full(len(yx), k)])))
+    return out
+
+
+def _square(image: Volume, k: float, lo: float, hi: float) -> np.ndarray:
+    """A square outline on slice ``k`` from voxel ``lo`` to ``hi`` (rows and columns), half a voxel outside them."""
+    a, b = lo - 0.5, hi + 0.5
+    return image.index_to_physical(np.array([[a, a, k], [b, a, k], [b, b, k], [a, b, k]]))
+
+
+@pytest.fixture()
+def small() -> Volume:
+    return Volume(np.zeros((4, 20, 20), np.int16), spacing=(0.5, 0.5, 2.0), origin=(-10.0, 5.0, 30.0),
+                  meta={"modality": "CT"})  # fmt: skip
+
+
+def test_lung1s_expert_mask_comes_back_voxel_for_voxel_and_measures_the_same(tmp_path):
+    from medanomaly.data.sources import real_data
+    from medanomaly.io import read
+    from medanomaly.quantify.labels import measure_labels
+
+    image, label = read(real_data("pyradiomics/lung1_image.nrrd")), read(real_data("pyradiomics/lung1_label.nrrd"))
+    rs = write_structure_set(tmp_path / "rs.dcm", [(7, "GTV-1", contours_of(label.array, image))])
+    mask = read_mask(rs, image)
+    assert mask.same_grid(image) and mask.meta["modality"] == "RTSTRUCT"
+    assert np.array_equal(mask.array == 7, label.array > 0)
+    volume = measure_labels(mask, image)[0].finding.measurements.volume_ml
+    assert volume == pytest.approx(measure_labels(label, image)[0].finding.measurements.volume_ml)
+
+
+def test_a_contour_inside_another_is_a_hole(tmp_path, small):
+    rs = write_structure_set(tmp_path / "ring.dcm", [(1, "ring", [_square(small, 2, 4, 15), _square(small, 2, 8, 11)])])
+    mask = read_mask(rs, small).array
+    assert mask[2, 4:16, 4:16].sum() == 144 - 16 and mask[2, 8:12, 8:12].sum() == 0 and mask[[0, 1, 3]].sum() == 0
+
+
+def test_overlapping_rois_are_refused_together_and_read_one_at_a_time(tmp_path, small):
+    rs = write_structure_set(tmp_path / "rs.dcm", [(1, "BODY", [_square(small, 1, 0, 19)]),
+                                                   (4, "GTV", [_square(small, 1, 5, 7)])])  # fmt: skip
+    with pytest.raises(InputError, match=r"rs\.dcm: ROIs 1 and 4 overlap .* with --label N"):
+        read_mask(rs, small)
+    gtv = read_mask(rs, small, label=4).array
+    assert set(np.unique(gtv)) == {0, 4} and (gtv == 4).sum() == 9
+    with pytest.raises(InputError, match=r"no ROI number 2 with contours \(ROI numbers: 1, 4\)"):
+        read_mask(rs, small, label=2)
+
+
+@pytest.mark.parametrize(
+    ("contour", "reason"),
+    [
+        (lambda im: _square(im, 1.5, 2, 5), "a contour is not on one slice of the image"),  # between slices
+        (lambda im: _square(im, 6, 2, 5), "a contour lies outside the image"),  # beyond the last slice
+        (lambda im: _square(im, 1, 40, 45), "a contour lies outside the image"),  # beside it in plane
+    ],
+)
+def test_contours_off_the_images_grid_are_refused_not_moved_to_the_nearest_slice(tmp_path, small, contour, reason):
+    rs = write_structure_set(tmp_path / "rs.dcm", [(3, "x", [contour(small)])])
+    with pytest.raises(InputError, match=rf"rs\.dcm: ROI 3: {reason}"):
+        read_mask(rs, small)
+
+
+def test_a_structure_set_drawn_on_another_series_is_one_line(small):
+    """pydicom's rtstruct.dcm (no preamble, contours of another patient's series)."""
+    from pydicom.data import get_testdata_file
+
+    with pytest.raises(InputError, match=r"rtstruct\.dcm: ROI \d+: a contour"):
+        read_mask(get_testdata_file("rtstruct.dcm"), small)
+
+
+def test_quantify_names_each_roi_beside_its_number(tmp_path, monkeypatch, capsys):
+    from medanomaly.data.sources import real_data
+    from medanomaly.io import read
+    from tests.integration.conftest import run_main
+
+    image_path = real_data("pyradiomics/lung1_image.nrrd")
+    image, label = read(image_path), read(real_data("pyradiomics/lung1_label.nrrd"))
+    rs = write_structure_set(tmp_path / "rs.dcm", [(7, "GTV-1", contours_of(label.array, image))])
+    code, out, err = run_main(monkeypatch, capsys, "quantify", str(image_path), "--mask", str(rs))
+    assert code == 0 and out.startswith("label 7 (GTV-1): 1.361 mL"), (out, err)
+
+
+def test_a_structure_set_read_as_an_image_says_how_to_measure_it(tmp_path, small):
+    from medanomaly.io import read
+
+    rs = write_structure_set(tmp_path / "rs.dcm", [(1, "x", [_square(small, 1, 2, 5)])])
+    with pytest.raises(InputError, match=r"not an image; measure its ROIs with quantify IMAGE --mask FILE"):
+        read(rs)
