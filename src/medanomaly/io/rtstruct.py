@@ -38,6 +38,11 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 SLICE_TOLERANCE = 0.3
 #: Most contour points read from one structure set (a whole-body set of 50 ROIs holds about a million).
 MAX_CONTOUR_POINTS = 20_000_000
+#: Most ROIs with contours read from one structure set (each is filled on a whole-image grid; clinical sets hold
+#: tens to a few hundred).
+MAX_ROIS = 1_000
+#: ROI Numbers are the labels of the mask (int32; 0 is the background).
+_ROI_NUMBERS = (1, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,9 @@ def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volum
 
     Raises:
         InputError: not a structure set, no closed contours (or none of ROI ``label``), a contour that is not on one
-            slice of the image or lies outside it, two ROIs that overlap (without ``label``), or more contour points
-            than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI numbers, never an ROI's name.
+            slice of the image or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without
+            ``label``), or more contour points than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI
+            numbers, never an ROI's name.
     """
     from medanomaly.io.dicom import read_dataset
 
@@ -80,6 +86,9 @@ def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volum
     rois = [roi for roi in structure_set_rois(ds, path) if roi.contours]
     if not rois:
         raise InputError("the structure set holds no closed planar contour", path)
+    if len(rois) > MAX_ROIS and not label:
+        raise InputError(f"{len(rois):,} ROIs with contours, more than {MAX_ROIS:,}: measure one at a time with "
+                         "--label N", path)  # fmt: skip
     if label:
         chosen = [roi for roi in rois if roi.number == label]
         if not chosen:
@@ -118,7 +127,7 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
 
     Raises:
         InputError: a contour whose data are not (x, y, z) triplets of finite numbers, an ROI number that is not an
-            integer, or more points in all than :data:`MAX_CONTOUR_POINTS`.
+            integer from 1 to 2^31 - 1, or more points in all than :data:`MAX_CONTOUR_POINTS`.
     """
     names = {}
     for item in ds.get("StructureSetROISequence", None) or []:
@@ -140,10 +149,14 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
 
 
 def _roi_number(value: Any, path: Path) -> int:
+    """An ROI Number as a label: an integer from 1 to 2^31 - 1 (0 would be the background)."""
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
         raise InputError("an ROI Number that is not an integer", path) from None
+    if not _ROI_NUMBERS[0] <= number <= _ROI_NUMBERS[1]:
+        raise InputError(f"ROI Number {number} is not from {_ROI_NUMBERS[0]} to {_ROI_NUMBERS[1]:,}", path)
+    return number
 
 
 def _points(values: Any, number: int, path: Path) -> np.ndarray:

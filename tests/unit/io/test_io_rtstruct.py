@@ -140,3 +140,25 @@ def test_a_structure_set_read_as_an_image_says_how_to_measure_it(tmp_path, small
     rs = write_structure_set(tmp_path / "rs.dcm", [(1, "x", [_square(small, 1, 2, 5)])])
     with pytest.raises(InputError, match=r"not an image; measure its ROIs with quantify IMAGE --mask FILE"):
         read(rs)
+
+
+@pytest.mark.filterwarnings("ignore:The value length:UserWarning")  # pydicom, writing the invalid fixture
+@pytest.mark.parametrize(("number", "reason"), [(0, "ROI Number 0 is not from 1"), (2**40, "is not from 1 to")])
+def test_roi_numbers_that_cannot_be_labels_are_refused(tmp_path, small, number, reason):
+    """ROI Number 0 would be the background; 2^40 overflowed the int32 labels (an OverflowError traceback)."""
+    rs = write_structure_set(tmp_path / "rs.dcm", [(number, "x", [_square(small, 1, 2, 5)])])
+    with pytest.raises(InputError, match=reason):
+        read_mask(rs, small)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")  # pydicom, writing the invalid fixture
+def test_contour_data_that_are_not_finite_triplets_are_refused(tmp_path, small):
+    square = _square(small, 1, 2, 5)
+    rs = write_structure_set(tmp_path / "rs.dcm", [(2, "x", [square])])
+    import pydicom
+
+    ds = pydicom.dcmread(rs)
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData = ["1", "2", "nan", "4", "5", "6", "7", "8", "9"]
+    ds.save_as(rs)
+    with pytest.raises(InputError, match=r"ROI 2: Contour Data are not \(x, y, z\) triplets of finite numbers"):
+        read_mask(rs, small)
