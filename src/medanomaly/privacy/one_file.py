@@ -30,15 +30,21 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 MAX_FILE_MB = 1 << 20
 
 
+#: Objects without pixels whose every attribute the profile's table covers: key object selection documents and RT
+#: Structure Sets (contours are numbers; ROI Name is emptied, Structure Set Label dummied, ROI Interpreter, ROI and
+#: observation descriptions removed, as Table E.1-1 says; references remapped with the images' UIDs).
+_PIXELLESS = frozenset({"Key Object Selection Document Storage", "RT Structure Set Storage"})
+
+
 def is_document(ds) -> bool:
-    """True for a structured report or key object selection document: no pixels, and everything it says is in its
-    Content Sequence, which the profile dummies (text, names, dates replaced; codes, numbers and references kept).
-    Other objects without pixels (encapsulated PDF or CDA, waveforms, RT plans) carry content the profile cannot
-    check and stay refused."""
+    """True for an object without pixels that the profile covers whole: a structured report (everything it says is
+    in its Content Sequence, which the profile dummies: text, names, dates replaced; codes, numbers and references
+    kept), a key object selection document or an RT Structure Set. Other objects without pixels (encapsulated PDF or
+    CDA, waveforms, RT plans) carry content the profile cannot check and stay refused."""
     from pydicom.uid import UID
 
     name = UID(str(ds.get("SOPClassUID", "") or "")).name
-    return name.endswith("SR Storage") or name == "Key Object Selection Document Storage"
+    return name.endswith("SR Storage") or name in _PIXELLESS
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ expert nodule) and from squares whose voxels are known; pydicom's own ``rtstruct
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,38 +11,7 @@ import pytest
 from medanomaly.errors import InputError
 from medanomaly.io import read_mask
 from medanomaly.types import Volume
-
-RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
-
-
-def write_structure_set(path: Path, rois: list[tuple[int, str, list[np.ndarray]]]) -> Path:
-    """A minimal RT Structure Set: each ROI (number, name, closed planar contours as (N, 3) LPS mm arrays)."""
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = RT_STRUCT, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RT_STRUCT, meta.MediaStorageSOPInstanceUID, "RTSTRUCT"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, frame = generate_uid(), generate_uid(), generate_uid()
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    for number, name, contours in rois:
-        roi = Dataset()
-        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame, name
-        ds.StructureSetROISequence.append(roi)
-        item = Dataset()
-        item.ReferencedROINumber, item.ContourSequence = number, Sequence()
-        for points in contours:
-            contour = Dataset()
-            contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", len(points)
-            contour.ContourData = [f"{v:.4f}" for v in np.asarray(points).ravel()]
-            item.ContourSequence.append(contour)
-        ds.ROIContourSequence.append(item)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
+from tests.unit.io.conftest import write_structure_set
 
 def contours_of(mask: np.ndarray, image: Volume) -> list[np.ndarray]:
     """Each slice's outlines of ``mask`` (half-way between inside and outside voxel centres), in LPS mm."""
