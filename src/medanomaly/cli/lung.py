@@ -70,6 +70,8 @@ def register(app: typer.Typer) -> None:
                                             "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
         frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): measure this "
                                          "frame (0-based) as one image; the mask is that frame's or the cine's."),
+        show_roi_names: bool = typer.Option(False, "--roi-names", help="An RT Structure Set: print each ROI's name "
+                                            "beside its number (free text a person typed: off by default)."),
     ) -> None:
         """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
@@ -93,7 +95,7 @@ def register(app: typer.Typer) -> None:
             require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")
         msk = frame_of_mask(read_mask(mask, cine, label=label), cine, frame)  # an RT Structure Set: ROI numbers
-        names = roi_names(mask) if msk.meta.get("modality") == "RTSTRUCT" else {}
+        names = roi_names(mask) if show_roi_names and msk.meta.get("modality") == "RTSTRUCT" else {}
         try:
             lesions = measure_labels(msk, img, label=label)
         except InputError as exc:

@@ -90,7 +90,7 @@ def test_a_structure_set_drawn_on_another_series_is_one_line(small):
         read_mask(get_testdata_file("rtstruct.dcm"), small)
 
 
-def test_quantify_names_each_roi_beside_its_number(tmp_path, monkeypatch, capsys):
+def test_quantify_names_each_roi_beside_its_number_when_asked(tmp_path, monkeypatch, capsys):
     from medanomaly.data.sources import real_data
     from medanomaly.io import read
     from tests.integration.conftest import run_main
@@ -99,6 +99,8 @@ def test_quantify_names_each_roi_beside_its_number(tmp_path, monkeypatch, capsys
     image, label = read(image_path), read(real_data("pyradiomics/lung1_label.nrrd"))
     rs = write_structure_set(tmp_path / "rs.dcm", [(7, "GTV-1", contours_of(label.array, image))])
     code, out, err = run_main(monkeypatch, capsys, "quantify", str(image_path), "--mask", str(rs))
+    assert code == 0 and out.startswith("label 7: 1.361 mL") and "GTV" not in out, (out, err)  # free text: asked for
+    code, out, err = run_main(monkeypatch, capsys, "quantify", str(image_path), "--mask", str(rs), "--roi-names")
     assert code == 0 and out.startswith("label 7 (GTV-1): 1.361 mL"), (out, err)
 
 
