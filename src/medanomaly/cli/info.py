@@ -8,7 +8,8 @@ far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherw
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
 and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
 ``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
-``"time"`` for a cine loop, whose z is time and not mm, else null).
+``"time"`` for a cine loop, whose z is time and not mm, else null). An RT Structure Set (contours, no pixels) is
+shown by its ROIs instead: number, closed contours, points and span along z (``--json``: ``rois``), never their names.
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
 """
@@ -122,6 +123,18 @@ def print_human(info: dict[str, Any]) -> None:
     Console(soft_wrap=True).print(table)
 
 
+def print_structure_set(info: dict[str, Any]) -> None:
+    """An RT Structure Set: its ROIs by number (their names are free text a person typed: not shown), each with its
+    contours, points and span along z."""
+    typer.echo(f"file                  {info['path']}")
+    typer.echo("modality              RTSTRUCT (contours, no pixels: quantify IMAGE --mask FILE measures them)")
+    typer.echo(f"ROIs                  {len(info['rois'])} ({sum(1 for r in info['rois'] if r['contours'])} with "
+               "closed contours)")  # fmt: skip
+    for roi in info["rois"]:
+        span = f", z {roi['z_mm'][0]:g} .. {roi['z_mm'][1]:g} mm" if roi["z_mm"] else ""
+        typer.echo(f"  ROI {roi['number']:<16}{roi['contours']} contour(s), {roi['points']} point(s){span}")
+
+
 class _StderrHandler(logging.Handler):
     """Writes ``warning: <message>`` to the *current* ``sys.stderr`` (so redirections apply), one line (a file
     name's control characters escaped)."""
@@ -151,9 +164,14 @@ def register(app: typer.Typer) -> None:
 
         Example: medanomaly info study/CT_series/ --json
         """
+        from medanomaly.io.rtstruct import structure_set_summary
+
         log_warnings_to_stderr()
-        summary = describe(path, series)
+        contours = structure_set_summary(path) if path.is_file() and series is None else None
+        summary = contours or describe(path, series)
         if as_json:
             typer.echo(json.dumps(summary))
+        elif contours:
+            print_structure_set(contours)
         else:
             print_human(summary)

@@ -30,7 +30,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["RT_STRUCTURE_SET_STORAGE", "MAX_CONTOUR_POINTS", "Roi", "is_structure_set", "read_structure_set", "roi_names"]
+__all__ = ["RT_STRUCTURE_SET_STORAGE", "MAX_CONTOUR_POINTS", "Roi", "is_structure_set", "read_structure_set", "roi_names", "structure_set_summary"]
 
 #: SOP Class UID of RT Structure Set Storage.
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -105,6 +105,25 @@ def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volum
         labels[inside] = roi.number
     return Volume(labels, spacing=image.spacing, origin=image.origin, direction=image.direction,
                   meta={"modality": "RTSTRUCT"})  # fmt: skip
+
+
+def structure_set_summary(path: str | Path) -> dict[str, Any] | None:
+    """What ``info`` shows of a structure set (no names: free text), or None for any other file: per ROI its number,
+    closed contours, points and the span of its contours along z (LPS mm)."""
+    from medanomaly.io import detect_format
+    from medanomaly.io.dicom import read_dataset
+
+    path = Path(path)
+    if detect_format(path) != "dicom":
+        return None
+    ds = read_dataset(path, stop_before_pixels=True)
+    if not is_structure_set(ds):
+        return None
+    rois = [{"number": roi.number, "contours": len(roi.contours), "points": int(sum(len(c) for c in roi.contours)),
+             "z_mm": [round(float(min(c[:, 2].min() for c in roi.contours)), 3),
+                      round(float(max(c[:, 2].max() for c in roi.contours)), 3)] if roi.contours else None}
+            for roi in structure_set_rois(ds, path)]  # fmt: skip
+    return {"path": path.name, "format": "dicom", "modality": "RTSTRUCT", "rois": rois}
 
 
 def roi_names(path: str | Path) -> dict[int, str]:

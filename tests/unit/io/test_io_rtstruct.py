@@ -132,3 +132,18 @@ def test_contour_data_that_are_not_finite_triplets_are_refused(tmp_path, small):
     ds.save_as(rs)
     with pytest.raises(InputError, match=r"ROI 2: Contour Data are not \(x, y, z\) triplets of finite numbers"):
         read_mask(rs, small)
+
+
+def test_info_shows_a_structure_sets_rois_by_number_never_by_name(tmp_path, small, monkeypatch, capsys):
+    import json
+
+    from tests.integration.conftest import run_main
+
+    rs = write_structure_set(tmp_path / "rs.dcm", [(2, "GTV Dr Smith", [_square(small, 1, 2, 5), _square(small, 2, 2, 5)]),
+                                                   (5, "empty", [])])  # fmt: skip
+    code, out, err = run_main(monkeypatch, capsys, "info", str(rs), "--json")
+    assert code == 0 and json.loads(out)["rois"] == [
+        {"number": 2, "contours": 2, "points": 8, "z_mm": [32.0, 34.0]},
+        {"number": 5, "contours": 0, "points": 0, "z_mm": None}], out
+    code, out, err = run_main(monkeypatch, capsys, "info", str(rs))
+    assert code == 0 and "ROI 2" in out and "2 contour(s), 8 point(s), z 32 .. 34 mm" in out and "Smith" not in out
