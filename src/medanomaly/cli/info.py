@@ -7,6 +7,7 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
 and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
+``orientation_assumed``: its ImageOrientationPatient gives no plane (zero or parallel rows), axial was taken;
 ``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
 ``"time"`` for a cine loop, whose z is time and not mm, else null). An RT Structure Set (contours, no pixels) is
 shown by its ROIs instead: number, closed contours, points and span along z (``--json``: ``rois``), never their names.
@@ -60,6 +61,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
         "spacing_assumed": bool(meta.get("spacing_assumed")),
+        "orientation_assumed": bool(meta.get("orientation_assumed")),
         "exif_orientation": meta.get("exif_orientation"),
         "print_resolution_dpi": meta.get("print_resolution_dpi"),
         "frame_axis": meta.get("frame_axis"),
@@ -100,7 +102,8 @@ def print_human(info: dict[str, Any]) -> None:
         ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])
          + (" (not in the file: 1 mm assumed, lengths are pixels)" if info.get("spacing_assumed") else "")),
         ("origin (x, y, z) mm", _fmt_vec(info["origin_mm"])),
-        ("direction", " ".join(_fmt_vec(row) for row in info["direction"])),
+        ("direction", " ".join(_fmt_vec(row) for row in info["direction"])
+         + (" (ImageOrientationPatient gives no plane: axial assumed)" if info.get("orientation_assumed") else "")),
         *([("grid", f"sheared: axes {info['shear_deg']:.1f} deg from square (a gantry tilt?)")]
           if info["shear_deg"] >= 0.01 else []),  # fmt: skip
         *([("orientation", f"turned upright as its EXIF orientation {info['exif_orientation']} says")]

@@ -184,18 +184,30 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
 
 # ------------------------------------------------------------------------------------ geometry
 def direction_from_iop(iop: Sequence[float] | None) -> np.ndarray:
-    """3x3 direction matrix (columns: row cosine, column cosine, normal) from ImageOrientationPatient."""
+    """3x3 direction matrix (columns: row cosine, column cosine, normal) from ImageOrientationPatient; the identity
+    (axial) when it is missing or unusable (:func:`orientation_unusable` says which)."""
+    direction = _iop_direction(iop)
+    return np.eye(3) if direction is None else direction
+
+
+def orientation_unusable(iop: Any) -> bool:
+    """True when an ImageOrientationPatient is given but gives no plane (not six numbers, a zero row, parallel
+    rows): it is read as axial, and ``meta["orientation_assumed"]`` says so (it was taken without a word)."""
+    return iop is not None and _iop_direction(iop) is None
+
+
+def _iop_direction(iop: Sequence[float] | None) -> np.ndarray | None:
     values = ds_floats(iop, 6)
     if values is None:
-        return np.eye(3)
+        return None
     row = np.asarray(values[:3])
     col = np.asarray(values[3:])
     if np.linalg.norm(row) < 1e-6 or np.linalg.norm(col) < 1e-6:
-        return np.eye(3)
+        return None
     row = row / np.linalg.norm(row)
     col = col - row * float(row @ col)  # re-orthogonalise small rounding errors
     if not np.all(np.isfinite(col)) or np.linalg.norm(col) < 1e-6:  # parallel cosines: no plane
-        return np.eye(3)
+        return None
     col = col / np.linalg.norm(col)
     return np.column_stack([row, col, np.cross(row, col)])
 
@@ -404,16 +416,19 @@ def _frames_are_time(ds: Dataset) -> bool:
     return any(int(t) in _TIME_INCREMENTS for t in tags) and _frame_positions(ds, int(ds.get("NumberOfFrames") or 1)) is None
 
 
+def image_orientation(ds: Dataset) -> Any:
+    """The ImageOrientationPatient that applies to the frames: the shared functional group's, else the top level's."""
+    orientation = _functional(ds, "PlaneOrientationSequence")
+    return (orientation.get("ImageOrientationPatient") if orientation is not None else None) or ds.get(
+        "ImageOrientationPatient")  # fmt: skip
+
+
 def _geometry(
     ds: Dataset, n_frames: int, path: Path
 ) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray]:
     """Spacing (x, y, z mm), origin (LPS mm), direction and the frame order (sorted along the normal)."""
-    orientation = _functional(ds, "PlaneOrientationSequence")
     measures = _functional(ds, "PixelMeasuresSequence")
-    iop = (orientation.get("ImageOrientationPatient") if orientation is not None else None) or ds.get(
-        "ImageOrientationPatient"
-    )
-    direction = direction_from_iop(iop)
+    direction = direction_from_iop(image_orientation(ds))
     sx, sy = in_plane_spacing(ds, measures)
     sz = slice_thickness(ds, measures)
     origin = ds_floats(ds.get("ImagePositionPatient"), 3) or [0.0, 0.0, 0.0]
@@ -513,6 +528,8 @@ def volume_from_dataset(ds: Dataset, path: Path, max_voxel_bytes: int | None = N
     if n_frames > 1 and _frames_are_time(ds):
         meta["frame_axis"] = "time"
     spacing, origin, direction, frame_order = _geometry(ds, n_frames, path)
+    if orientation_unusable(image_orientation(ds)):
+        meta["orientation_assumed"] = True
     if not np.all(frame_order == np.arange(n_frames)):
         array = array[frame_order]
     if photometric in _COLOUR_PHOTOMETRICS:

@@ -42,6 +42,7 @@ from medanomaly.io.dicom import (
     direction_from_iop,
     in_plane_spacing,
     modality_code,
+    orientation_unusable,
     read_dataset,
     safe_meta,
     slice_thickness,
@@ -543,6 +544,8 @@ def read_dicom_files(
     first = ordered[0].ds
     sx, sy = in_plane_spacing(first)
     meta = {**safe_meta(first), "n_series": len(groups), **skipped.meta(), "n_frames": len(ordered)}
+    if orientation_unusable(first.get("ImageOrientationPatient")):
+        meta["orientation_assumed"] = True  # read as axial: the slice checks above held along z
     out = _stack(ordered, arrays, sink, source, meta)
     return Volume(out, spacing=(sx, sy, spacing_z), origin=origin, direction=direction, meta=meta)
 

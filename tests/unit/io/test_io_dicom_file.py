@@ -326,3 +326,25 @@ def test_io_dicom_damaged_rle_is_one_line_without_the_decoders_panic(tmp_path):
     assert done.stderr.strip().splitlines() == ["error: damaged.dcm: cannot decode pixel data (index out of bounds: the "
                                                 "len is 8192 but the index is 8192)"], done.stderr[:400]  # fmt: skip
     assert read(pd("MR_small_RLE.dcm")).array.shape == (1, 64, 64)
+
+
+def test_an_orientation_that_gives_no_plane_is_read_as_axial_and_said(tmp_path, ct_series):
+    """ImageOrientationPatient with parallel or zero rows was read as the identity without a word (the stop-54
+    left-alone item); ``meta["orientation_assumed"]`` says so, and ``info`` shows it."""
+    import shutil
+
+    source = real_data("pydicom/CT_small.dcm")
+    for name, iop in (("parallel.dcm", [1, 0, 0, 1, 0, 0]), ("zero.dcm", [0, 0, 0, 0, 1, 0])):
+        ds = pydicom.dcmread(source)
+        ds.ImageOrientationPatient = iop
+        ds.save_as(tmp_path / name)
+        volume = read(tmp_path / name)
+        assert volume.meta["orientation_assumed"] is True and np.array_equal(volume.direction, np.eye(3))
+    assert "orientation_assumed" not in read(source).meta
+    series = tmp_path / "series"
+    shutil.copytree(ct_series, series)
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
+        ds.save_as(path)
+    assert read(series).meta.get("orientation_assumed") is True
