@@ -167,11 +167,18 @@ def register(app: typer.Typer) -> None:
 
         Example: medanomaly info study/CT_series/ --json
         """
+        from medanomaly.errors import InputError
         from medanomaly.io.rtstruct import structure_set_summary
 
         log_warnings_to_stderr()
-        contours = structure_set_summary(path) if path.is_file() and series is None else None
-        summary = contours or describe(path, series)
+        contours = None
+        try:
+            summary = describe(path, series)
+        except InputError:  # not an image: an RT Structure Set is shown by its ROIs (looked for only then)
+            contours = structure_set_summary(path) if path.is_file() and series is None else None
+            if contours is None:
+                raise
+            summary = contours
         if as_json:
             typer.echo(json.dumps(summary))
         elif contours:

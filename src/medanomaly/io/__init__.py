@@ -180,7 +180,7 @@ def check_writable(path: str | Path) -> Path:
 
 def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
     """Read a mask drawn on ``image`` (a lesion mask, an ROI), as :func:`read` does; a DICOM RT Structure Set's
-    contours are filled on the image's grid (:func:`medanomaly.io.rtstruct.read_structure_set`: every ROI, or ROI
+    contours are filled on the image's grid (:func:`medanomaly.io.rtstruct.structure_set_mask`: every ROI, or ROI
     Number ``label``).
 
     Raises:
@@ -191,12 +191,12 @@ def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
     """
     path = Path(path).expanduser()
     if detect_format(path) == "dicom":
-        from medanomaly.io.dicom import read_dataset
-        from medanomaly.io.rtstruct import is_structure_set, read_structure_set
+        from medanomaly.io.rtstruct import load_structure_set, structure_set_mask
 
         with about_file(path):
-            if is_structure_set(read_dataset(path, stop_before_pixels=True)):
-                return read_structure_set(path, image, label)
+            contours = load_structure_set(path)
+        if contours is not None:
+            return structure_set_mask(contours, path, image, label)
     mask = read(path)
     turns = (int(image.meta.get("exif_orientation", 1)), int(mask.meta.get("exif_orientation", 1)))
     if turns[0] != turns[1]:

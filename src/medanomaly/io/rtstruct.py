@@ -30,7 +30,8 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["RT_STRUCTURE_SET_STORAGE", "MAX_CONTOUR_POINTS", "Roi", "is_structure_set", "read_structure_set", "roi_names", "structure_set_summary"]
+__all__ = ["RT_STRUCTURE_SET_STORAGE", "MAX_CONTOUR_POINTS", "MAX_ROIS", "Roi", "is_structure_set", "load_structure_set",
+           "roi_names", "structure_set_mask", "structure_set_summary"]
 
 #: SOP Class UID of RT Structure Set Storage.
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -59,11 +60,32 @@ def is_structure_set(ds: Any) -> bool:
     return str(getattr(ds, "SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE
 
 
-def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volume:
+def load_structure_set(path: str | Path) -> Any | None:
+    """The parsed structure set (pydicom Dataset) at ``path``, or None for any other file: the one read behind
+    :func:`structure_set_mask`, :func:`structure_set_summary` and :func:`roi_names`. A structure set has no pixel
+    data, so the header parse reads all of it: the file's size is checked first, as for any DICOM read whole.
+
+    Raises:
+        InputError: a DICOM file over the size limit or that cannot be parsed.
+    """
+    from medanomaly.io import detect_format
+    from medanomaly.io.dicom import read_dataset
+    from medanomaly.io.limits import check_file_bytes
+
+    path = Path(path)
+    if detect_format(path) != "dicom":
+        return None
+    check_file_bytes(path.stat().st_size, path)
+    ds = read_dataset(path, stop_before_pixels=True)
+    return ds if is_structure_set(ds) else None
+
+
+def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0) -> Volume:
     """The structure set's ROIs as a label map (int32 ROI numbers, 0 = none) on ``image``'s grid.
 
     Args:
-        path: the RT Structure Set file.
+        ds: the parsed structure set (:func:`load_structure_set`).
+        path: its file, named in errors.
         image: the image it was drawn on (any orientation); its grid is the mask's.
         label: one ROI Number to read (0 = every ROI that has contours).
 
@@ -72,17 +94,12 @@ def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volum
         holds no free text: :func:`roi_names`).
 
     Raises:
-        InputError: not a structure set, no closed contours (or none of ROI ``label``), a contour that is not on one
-            slice of the image or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without
-            ``label``), or more contour points than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI
-            numbers, never an ROI's name.
+        InputError: no closed contours (or none of ROI ``label``), a contour that is not on one slice of the image
+            or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without ``label``), or more
+            contour points than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI numbers, never an
+            ROI's name.
     """
-    from medanomaly.io.dicom import read_dataset
-
     path = Path(path)
-    ds = read_dataset(path)
-    if not is_structure_set(ds):
-        raise InputError("not an RT Structure Set", path)
     rois = [roi for roi in structure_set_rois(ds, path) if roi.contours]
     if not rois:
         raise InputError("the structure set holds no closed planar contour", path)
@@ -110,35 +127,23 @@ def read_structure_set(path: str | Path, image: Volume, label: int = 0) -> Volum
 def structure_set_summary(path: str | Path) -> dict[str, Any] | None:
     """What ``info`` shows of a structure set (no names: free text), or None for any other file: per ROI its number,
     closed contours, points and the span of its contours along z (LPS mm)."""
-    from medanomaly.io import detect_format
-    from medanomaly.io.dicom import read_dataset
-
-    path = Path(path)
-    if detect_format(path) != "dicom":
-        return None
-    ds = read_dataset(path, stop_before_pixels=True)
-    if not is_structure_set(ds):
+    ds = load_structure_set(path)
+    if ds is None:
         return None
     rois = [{"number": roi.number, "contours": len(roi.contours), "points": int(sum(len(c) for c in roi.contours)),
              "z_mm": [round(float(min(c[:, 2].min() for c in roi.contours)), 3),
                       round(float(max(c[:, 2].max() for c in roi.contours)), 3)] if roi.contours else None}
-            for roi in structure_set_rois(ds, path)]  # fmt: skip
-    return {"path": path.name, "format": "dicom", "modality": "RTSTRUCT", "rois": rois}
+            for roi in structure_set_rois(ds, Path(path))]  # fmt: skip
+    return {"path": Path(path).name, "format": "dicom", "modality": "RTSTRUCT", "rois": rois}
 
 
 def roi_names(path: str | Path) -> dict[int, str]:
-    """{ROI Number: ROI Name} of a structure set file; {} for any other file (what ``quantify`` prints beside each
-    label)."""
-    from medanomaly.io import detect_format
-    from medanomaly.io.dicom import read_dataset
-
-    path = Path(path)
-    if detect_format(path) != "dicom":
+    """{ROI Number: ROI Name} of a structure set file; {} for any other file (what ``quantify --roi-names`` prints
+    beside each label)."""
+    ds = load_structure_set(path)
+    if ds is None:
         return {}
-    ds = read_dataset(path, stop_before_pixels=True)
-    if not is_structure_set(ds):
-        return {}
-    return {roi.number: roi.name for roi in structure_set_rois(ds, path)}
+    return {roi.number: roi.name for roi in structure_set_rois(ds, Path(path))}
 
 
 def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
@@ -207,8 +212,8 @@ def rasterize(roi: Roi, image: Volume, path: Path) -> np.ndarray:
             raise InputError(f"ROI {roi.number}: a contour is not on one slice of the image (drawn on another series, "
                              "or on another plane)", path)  # fmt: skip
         k = int(slices[0])
-        in_plane = index[:, :2].min(axis=0) <= (cols - 0.5, rows - 0.5)
-        if not 0 <= k < depth or not (np.all(in_plane) and np.all(index[:, :2].max(axis=0) >= -0.5)):
+        beside = np.any(index[:, :2].min(axis=0) > (cols - 0.5, rows - 0.5)) or np.any(index[:, :2].max(axis=0) < -0.5)
+        if not 0 <= k < depth or beside:
             raise InputError(f"ROI {roi.number}: a contour lies outside the image (drawn on another series?)", path)
         rr, cc = polygon(index[:, 1], index[:, 0], shape=(rows, cols))
         inside[k, rr, cc] ^= True

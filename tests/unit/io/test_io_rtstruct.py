@@ -147,3 +147,16 @@ def test_info_shows_a_structure_sets_rois_by_number_never_by_name(tmp_path, smal
         {"number": 5, "contours": 0, "points": 0, "z_mm": None}], out
     code, out, err = run_main(monkeypatch, capsys, "info", str(rs))
     assert code == 0 and "ROI 2" in out and "2 contour(s), 8 point(s), z 32 .. 34 mm" in out and "Smith" not in out
+
+
+def test_a_mask_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path, small, monkeypatch):
+    """A structure set has no pixel data, so looking for one parses the whole file: its size is checked first, as
+    for any DICOM read whole (a hostile multi-gigabyte contour set was parsed before the limit applied)."""
+    huge = tmp_path / "huge.dcm"
+    with open(huge, "wb") as handle:
+        handle.write(b"\0" * 128 + b"DICM")
+        handle.truncate(40 << 20)  # sparse: 40 MiB that take no disk
+    monkeypatch.setenv("MEDANOMALY_MAX_VOXEL_BYTES", "1M")
+    with pytest.raises(InputError, match=r"huge\.dcm: file of 40 MiB exceeds the limit"):
+        read_mask(huge, small)
+
