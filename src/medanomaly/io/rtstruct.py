@@ -174,6 +174,8 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
 
 def _roi_number(value: Any, path: Path) -> int:
     """An ROI Number as a label: an integer from 1 to 2^31 - 1 (0 would be the background)."""
+    if value is None:  # a file cut short parses as items without their elements
+        raise InputError("an ROI without its ROI Number (an incomplete or cut structure set)", path)
     try:
         number = int(str(value).strip())
     except ValueError:

@@ -160,3 +160,11 @@ def test_a_mask_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path
     with pytest.raises(InputError, match=r"huge\.dcm: file of 40 MiB exceeds the limit"):
         read_mask(huge, small)
 
+
+def test_a_structure_set_cut_short_says_so(tmp_path, small):
+    rs = write_structure_set(tmp_path / "rs.dcm", [(1, "x", [_square(small, 1, 2, 5)])])
+    data = rs.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: data.index(b"\x06\x30\x22\x00")])  # just before the first ROI Number (3006,0022)
+    with pytest.raises(InputError, match=r"cut\.dcm: an ROI without its ROI Number \(an incomplete or cut structure"):
+        read_mask(cut, small)  # it said "an ROI Number that is not an integer"
