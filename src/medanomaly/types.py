@@ -38,6 +38,7 @@ SAFE_META_KEYS = frozenset(
         "modality",
         "series_uid",
         "study_uid",
+        "frame_of_reference_uid",  # the patient coordinate system the geometry is in (a structure set must share it)
         "sop_class_uid",
         "transfer_syntax",
         "rescale_applied",

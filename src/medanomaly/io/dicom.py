@@ -308,7 +308,8 @@ def safe_meta(ds: Dataset) -> dict[str, Any]:
     modality = modality_code(ds.get("Modality"))
     if modality:
         meta["modality"] = modality
-    for key, kw in (("series_uid", "SeriesInstanceUID"), ("study_uid", "StudyInstanceUID")):
+    for key, kw in (("series_uid", "SeriesInstanceUID"), ("study_uid", "StudyInstanceUID"),
+                    ("frame_of_reference_uid", "FrameOfReferenceUID")):
         if ds.get(kw):
             meta[key] = str(ds.get(kw))
     if ds.get("SOPClassUID"):

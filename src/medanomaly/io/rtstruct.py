@@ -53,6 +53,7 @@ class Roi:
     number: int
     name: str
     contours: tuple[np.ndarray, ...]
+    frame: str = ""  # its Referenced Frame of Reference UID: the patient coordinate system of its points
 
 
 def is_structure_set(ds: Any) -> bool:
@@ -94,8 +95,8 @@ def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0)
         holds no free text: :func:`roi_names`).
 
     Raises:
-        InputError: no closed contours (or none of ROI ``label``), a contour that is not on one slice of the image
-            or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without ``label``), or more
+        InputError: no closed contours (or none of ROI ``label``), an ROI drawn in another frame of reference than
+            the image's, a contour that is not on one slice of the image or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without ``label``), or more
             contour points than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI numbers, never an
             ROI's name.
     """
@@ -112,6 +113,7 @@ def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0)
             numbers = ", ".join(str(roi.number) for roi in rois)
             raise InputError(f"no ROI number {label} with contours (ROI numbers: {numbers})", path)
         rois = chosen
+    _check_frames(rois, image, path)
     labels = np.zeros(image.shape[:3], np.int32)
     for roi in rois:
         inside = rasterize(roi, image, path)
@@ -153,9 +155,14 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
         InputError: a contour whose data are not (x, y, z) triplets of finite numbers, an ROI number that is not an
             integer from 1 to 2^31 - 1, or more points in all than :data:`MAX_CONTOUR_POINTS`.
     """
-    names = {}
+    names, frames = {}, {}
     for item in ds.get("StructureSetROISequence", None) or []:
-        names[_roi_number(item.get("ROINumber"), path)] = str(item.get("ROIName", "") or "")
+        number = _roi_number(item.get("ROINumber"), path)
+        names[number] = str(item.get("ROIName", "") or "")
+        frames[number] = str(item.get("ReferencedFrameOfReferenceUID", "") or "").strip()
+    set_frames = {str(item.get("FrameOfReferenceUID", "") or "").strip()
+                  for item in ds.get("ReferencedFrameOfReferenceSequence", None) or []} - {""}  # fmt: skip
+    set_frame = next(iter(set_frames)) if len(set_frames) == 1 else ""
     rois, total = [], 0
     for item in ds.get("ROIContourSequence", None) or []:
         number = _roi_number(item.get("ReferencedROINumber"), path)
@@ -168,8 +175,24 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
             if total > MAX_CONTOUR_POINTS:
                 raise InputError(f"more than {MAX_CONTOUR_POINTS:,} contour points", path)
             contours.append(_points(values, number, path))
-        rois.append(Roi(number, names.get(number, ""), tuple(c for c in contours if len(c) >= 3)))
+        rois.append(Roi(number, names.get(number, ""), tuple(c for c in contours if len(c) >= 3),
+                        frames.get(number) or set_frame))
     return rois
+
+
+def _check_frames(rois: list[Roi], image: Volume, path: Path) -> None:
+    """Refuse ROIs drawn in another patient coordinate system than the image's (both Frame of Reference UIDs known).
+
+    A contour's points are millimetres of its frame of reference: in another frame (another patient, another
+    session on the scanner, a registered image not resampled) they can land on the image's slices by chance and
+    measure the wrong tissue without a word. A NIfTI or NRRD image carries no frame: the grid checks alone apply.
+    """
+    frame = str(image.meta.get("frame_of_reference_uid", "") or "")
+    other = [roi.number for roi in rois if frame and roi.frame and roi.frame != frame]
+    if other:
+        raise InputError(f"ROI {other[0]} is drawn in another frame of reference than the image (Referenced Frame of "
+                         "Reference UID is not the image's Frame of Reference UID): its coordinates are not this "
+                         "image's; give the series it was drawn on", path)  # fmt: skip
 
 
 def _roi_number(value: Any, path: Path) -> int:

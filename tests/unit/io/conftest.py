@@ -134,8 +134,9 @@ def deflated_dicom_writer():
 RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
-def write_structure_set(path: Path, rois: list[tuple[int, str, list[np.ndarray]]]) -> Path:
-    """A minimal RT Structure Set: each ROI (number, name, closed planar contours as (N, 3) LPS mm arrays)."""
+def write_structure_set(path: Path, rois: list[tuple[int, str, list[np.ndarray]]], frame: str = "") -> Path:
+    """A minimal RT Structure Set: each ROI (number, name, closed planar contours as (N, 3) LPS mm arrays), drawn in
+    Frame of Reference ``frame`` (a new UID when empty)."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -145,7 +146,7 @@ def write_structure_set(path: Path, rois: list[tuple[int, str, list[np.ndarray]]
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RT_STRUCT, meta.MediaStorageSOPInstanceUID, "RTSTRUCT"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, frame = generate_uid(), generate_uid(), generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, frame = generate_uid(), generate_uid(), frame or generate_uid()
     ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
     for number, name, contours in rois:
         roi = Dataset()

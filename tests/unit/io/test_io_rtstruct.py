@@ -168,3 +168,23 @@ def test_a_structure_set_cut_short_says_so(tmp_path, small):
     cut.write_bytes(data[: data.index(b"\x06\x30\x22\x00")])  # just before the first ROI Number (3006,0022)
     with pytest.raises(InputError, match=r"cut\.dcm: an ROI without its ROI Number \(an incomplete or cut structure"):
         read_mask(cut, small)  # it said "an ROI Number that is not an integer"
+
+
+def test_an_roi_drawn_in_another_frame_of_reference_is_refused_though_it_lands_on_the_slice(tmp_path):
+    """pydicom's CT_small with a square on its one slice: drawn in the CT's Frame of Reference it is read; the same
+    points in another frame (another patient or session: millimetres of another coordinate system) fitted the grid
+    and measured the wrong tissue without a word."""
+    from medanomaly.data.sources import real_data
+    from medanomaly.io import read
+
+    ct_path = real_data("pydicom/CT_small.dcm")
+    image = read(ct_path)
+    square = _square(image, 0, 40, 59)
+    frame = image.meta["frame_of_reference_uid"]
+    same = write_structure_set(tmp_path / "same.dcm", [(2, "x", [square])], frame=frame)
+    assert int((read_mask(same, image).array == 2).sum()) == 400
+    other = write_structure_set(tmp_path / "other.dcm", [(2, "x", [square])])
+    with pytest.raises(InputError, match=r"other\.dcm: ROI 2 is drawn in another frame of reference than the image"):
+        read_mask(other, image)
+    nifti = Volume(image.array, spacing=image.spacing, origin=image.origin, direction=image.direction)
+    assert int((read_mask(other, nifti).array == 2).sum()) == 400  # an image without a frame: the grid checks alone

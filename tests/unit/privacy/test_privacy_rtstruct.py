@@ -23,7 +23,7 @@ def _study(tmp_path):
     shutil.copy(real_data("pydicom/CT_small.dcm"), folder / "ct.dcm")
     ct = pydicom.dcmread(folder / "ct.dcm")
     square = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [10.0, 10.0, 0.0], [0.0, 10.0, 0.0]])
-    rs_path = write_structure_set(folder / "rs.dcm", [(1, "GTV Dr Smith", [square])])
+    rs_path = write_structure_set(folder / "rs.dcm", [(1, "GTV Dr Smith", [square])], frame=ct.FrameOfReferenceUID)
     rs = pydicom.dcmread(rs_path)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "FrameOfReferenceUID"):
         setattr(rs, keyword, ct.get(keyword, ""))
@@ -57,3 +57,23 @@ def test_roi_names_are_kept_cleaned_under_clean_descriptors(tmp_path, key):
     rs = next(ds for ds in map(pydicom.dcmread, (tmp_path / "out").rglob("*.dcm")) if ds.Modality == "RTSTRUCT")
     name = rs.StructureSetROISequence[0].ROIName
     assert name.startswith("GTV") and "Smith" not in name  # the cleaner drops the person ("GTV X")
+
+
+def test_a_de_identified_structure_set_still_measures_on_its_de_identified_image(tmp_path, key):
+    """Its Referenced Frame of Reference UID is remapped with the image's Frame of Reference UID (one key), so the
+    pair still shares one frame (``read_mask`` refuses a structure set in another frame) and its voxels are the same."""
+    from medanomaly.io import read, read_mask
+
+    folder, ct = _study(tmp_path)
+    square = np.array([[-150.0, -170.0, -75.7], [-140.0, -170.0, -75.7], [-140.0, -160.0, -75.7], [-150.0, -160.0, -75.7]])
+    rs = pydicom.dcmread(folder / "rs.dcm")
+    rs.ROIContourSequence[0].ContourSequence[0].ContourData = [f"{v:.4f}" for v in square.ravel()]
+    rs.save_as(folder / "rs.dcm", enforce_file_format=True)
+    before = read_mask(folder / "rs.dcm", read(folder / "ct.dcm")).array
+    out = tmp_path / "out"
+    deidentify_folder(folder, out, key, DeidConfig(burned_in="never"))
+    by_modality = {pydicom.dcmread(p).Modality: p for p in out.rglob("*.dcm")}
+    image = read(by_modality["CT"])
+    assert image.meta["frame_of_reference_uid"] != ct.FrameOfReferenceUID
+    after = read_mask(by_modality["RTSTRUCT"], image).array
+    assert before.sum() > 100 and np.array_equal(after, before)
