@@ -184,7 +184,8 @@ def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
     Number ``label``).
 
     Raises:
-        InputError: what :func:`read` refuses, or a picture turned by another EXIF orientation than the image's (an
+        InputError: what :func:`read` refuses, a DICOM mask (a SEG, a series, a structure set) in another Frame of
+            Reference than a DICOM image's, or a picture turned by another EXIF orientation than the image's (an
             image stored mirrored or upside down with its orientation tag, and a mask saved without one: each is read
             upright as a viewer shows it, so which way the mask was drawn is unknown; a 180-degree turn had passed
             every grid check and measured the wrong region).
@@ -198,6 +199,10 @@ def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
         if contours is not None:
             return structure_set_mask(contours, path, image, label)
     mask = read(path)
+    frames = (image.meta.get("frame_of_reference_uid"), mask.meta.get("frame_of_reference_uid"))
+    if all(frames) and frames[0] != frames[1]:  # both DICOM: a SEG or a mask series of another patient or session
+        raise InputError("the mask is in another frame of reference than the image (its Frame of Reference UID is "
+                         "not the image's): its coordinates are not this image's", path)  # fmt: skip
     turns = (int(image.meta.get("exif_orientation", 1)), int(mask.meta.get("exif_orientation", 1)))
     if turns[0] != turns[1]:
         raise InputError(f"the image is turned by EXIF orientation {turns[0]} and the mask by {turns[1]} (1: as "

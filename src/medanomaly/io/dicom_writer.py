@@ -73,17 +73,28 @@ def _new_instance(path: Path, sop_class: str) -> Any:
     return ds
 
 
+def _frame_of(volume: Volume) -> str:
+    """The volume's own Frame of Reference UID when it came from DICOM (a series derived from an image, such as its
+    mask, lies in the image's patient coordinate system: viewers overlay them, ``read_mask`` accepts it), else a new
+    one; a recorded value that is not a valid UID is replaced."""
+    import re
+
+    from pydicom.uid import generate_uid
+
+    frame = str(volume.meta.get("frame_of_reference_uid", "") or "")
+    return frame if len(frame) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", frame) else generate_uid()
+
+
 def _series_header(volume: Volume, series_uid: str, study_uid: str, description: str) -> dict[str, Any]:
     """The elements every slice of the series shares (keyword -> value): UIDs, anonymous patient,
     modality, orientation, pixel spacing and slice thickness (mm), 16-bit unsigned MONOCHROME2, and
     the IODs' type 2 elements left empty (unknown)."""
-    from pydicom.uid import generate_uid
 
     modality = volume.modality
     direction = volume.direction
     sx, sy, sz = volume.spacing
     header = {"SOPClassUID": _SOP_CLASSES.get(modality, _SECONDARY_CAPTURE), "StudyInstanceUID": study_uid,
-              "SeriesInstanceUID": series_uid, "FrameOfReferenceUID": generate_uid(), "PatientName": "ANONYMOUS",
+              "SeriesInstanceUID": series_uid, "FrameOfReferenceUID": _frame_of(volume), "PatientName": "ANONYMOUS",
               "PatientID": "ANONYMOUS", "Modality": modality, "SeriesDescription": description, "SeriesNumber": 1,
               "ImageOrientationPatient": [_ds(v) for v in [*direction[:, 0], *direction[:, 1]]],
               "PixelSpacing": [_ds(sy), _ds(sx)], "SliceThickness": _ds(sz), "Rows": volume.shape[1],

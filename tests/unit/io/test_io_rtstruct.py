@@ -188,3 +188,28 @@ def test_an_roi_drawn_in_another_frame_of_reference_is_refused_though_it_lands_o
         read_mask(other, image)
     nifti = Volume(image.array, spacing=image.spacing, origin=image.origin, direction=image.direction)
     assert int((read_mask(other, nifti).array == 2).sum()) == 400  # an image without a frame: the grid checks alone
+
+
+def test_a_dicom_mask_series_keeps_its_images_frame_and_one_of_another_frame_is_refused(tmp_path):
+    """A mask written as a DICOM series from an image read from DICOM lies in the image's Frame of Reference (it was
+    given a new one, as if drawn on another patient); a DICOM mask (series or SEG) in another frame is one line."""
+    from medanomaly.data.sources import real_data
+    from medanomaly.io import read, write
+
+    image = read(real_data("pydicom/CT_small.dcm"))
+    labels = np.zeros(image.shape, np.int16)
+    labels[0, 40:60, 40:60] = 1
+    mask = Volume(labels, spacing=image.spacing, origin=image.origin, direction=image.direction, meta=image.meta)
+    write(mask, tmp_path / "same/")
+    assert int(read_mask(tmp_path / "same", image).array.sum()) == 400
+    stranger = Volume(labels, spacing=image.spacing, origin=image.origin, direction=image.direction,
+                      meta={**image.meta, "frame_of_reference_uid": "1.2.3.4"})  # fmt: skip
+    write(stranger, tmp_path / "other/")
+    with pytest.raises(InputError, match=r"other: the mask is in another frame of reference than the image"):
+        read_mask(tmp_path / "other", image)
+    odd = Volume(labels, meta={"frame_of_reference_uid": "1.02.x" + "9" * 80})  # not a UID: a new one is written
+    write(odd, tmp_path / "odd/")
+    import pydicom
+
+    written = pydicom.dcmread(next((tmp_path / "odd").glob("*.dcm"))).FrameOfReferenceUID
+    assert written.is_valid and "x" not in written

@@ -264,3 +264,18 @@ def test_a_step_checks_its_parameters_when_the_pipeline_is_built(step, words):
     with pytest.raises(ConfigError) as error:
         Pipeline.from_config([step])
     assert str(error.value).startswith(f"step 1 ({step['name']}): {words}") and "\n" not in str(error.value)
+
+
+def test_cli_segment_of_a_dicom_series_written_as_dicom_measures_on_it(tmp_path):
+    """``segment CT/ --out MASK/`` then ``quantify CT/ --mask MASK/``: the mask series keeps the CT's Frame of
+    Reference (a mask in another frame is refused as drawn on another patient's coordinates)."""
+    from medanomaly.cli.app import app
+    from medanomaly.data.sources import real_data
+
+    ct = _small_ct(read(real_data("pyradiomics/lung1_image.nrrd")))
+    write(ct.with_meta(modality="CT"), tmp_path / "ct/")
+    runner = CliRunner()
+    res = runner.invoke(app, ["segment", str(tmp_path / "ct"), "--out", f"{tmp_path / 'mask'}/", "--roi", "lung"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["quantify", str(tmp_path / "ct"), "--mask", str(tmp_path / "mask")])
+    assert res.exit_code == 0 and res.output.startswith("label 1: "), res.output
