@@ -234,6 +234,9 @@ def test_failed_job_has_one_line_reason(service):
     (["--max-upload-mb", "-1"], "error: --max-upload-mb must be 1..1,048,576, got -1"),
     (["--queue-size", "0"], "error: --queue-size must be 1..100,000, got 0"),
     (["--min-free-mb", "-5"], "error: --min-free-mb must be 0..1,048,576, got -5"),
+    (["--header-timeout-s", "0"], "error: --header-timeout-s must be 0.1..86,400 seconds, got 0.0"),
+    (["--body-idle-timeout-s", "nan"], "error: --body-idle-timeout-s must be 0.1..86,400 seconds, got nan"),
+    (["--max-connections", "0"], "error: --max-connections must be 1..100,000, got 0"),
     (["--port", "{busy}"], "error: cannot listen on 127.0.0.1 port {busy} (Address already in use)"),
 ])  # fmt: skip
 def test_serve_options_no_server_can_use_are_one_line(tmp_path, monkeypatch, capsys, args, words):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -46,6 +47,12 @@ def register(app: typer.Typer) -> None:
         max_upload_mb: int = typer.Option(1024, help="largest request body, MiB (413 above)"),
         queue_size: int = typer.Option(32, help="most queued jobs per model (503 + Retry-After above)"),
         min_free_mb: int = typer.Option(512, help="free disk space (MiB) --data keeps after an upload (507 below)"),
+        header_timeout: float = typer.Option(15.0, "--header-timeout-s", help="seconds a client has to send a "
+                                             "request's headers; the connection is closed after"),
+        body_timeout: float = typer.Option(60.0, "--body-idle-timeout-s", help="seconds an upload may stall before "
+                                           "it is dropped"),
+        max_connections: int = typer.Option(1000, help="most open connections (fewer when ulimit -n is lower); one "
+                                            "more is closed at once"),
     ) -> None:
         """Serve models over HTTP: POST /v1/studies, GET /v1/jobs/{id}, results, viewer at /, docs at /docs."""
         import logging
@@ -53,10 +60,12 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from medanomaly.deploy.service.app import ServiceConfig, create_app
+        from medanomaly.deploy.service.connections import BACKLOG, guarded_protocol
         from medanomaly.deploy.service.ingest import IngestLimits
         from medanomaly.deploy.service.tokens import TokenStore
 
         _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
+        connection_limits = _connection_limits(header_timeout, body_timeout, max_connections)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -65,7 +74,23 @@ def register(app: typer.Typer) -> None:
                                queue_size=queue_size)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", http=guarded_protocol(connection_limits),
+                    backlog=BACKLOG)
+
+
+def _connection_limits(header_s: float, body_idle_s: float, max_connections: int) -> Any:
+    """The service's connection limits, each checked (one line, exit 2): deadlines of 0.1 s to a day, 1 to 100,000
+    connections, fewer when the open-file limit leaves less room."""
+    import math
+
+    from medanomaly.deploy.service.connections import ConnectionLimits, default_max_connections
+
+    for name, value in (("--header-timeout-s", header_s), ("--body-idle-timeout-s", body_idle_s)):
+        if not (math.isfinite(value) and 0.1 <= value <= 86_400):
+            raise InputError(f"{name} must be 0.1..86,400 seconds, got {value}")
+    if not 1 <= max_connections <= 100_000:
+        raise InputError(f"--max-connections must be 1..100,000, got {max_connections}")
+    return ConnectionLimits(header_s, body_idle_s, default_max_connections(max_connections))
 
 
 def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int) -> None:

@@ -116,6 +116,7 @@ async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, A
     from fastapi import HTTPException
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
     state = request.app.state
     worker = state.workers.get(model)
@@ -136,6 +137,9 @@ async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, A
     except StarletteHTTPException as exc:
         status = 413 if "Too many" in str(exc.detail) else 400
         raise HTTPException(status, f"bad multipart body: {exc.detail}") from None
+    except ClientDisconnect:  # the client went away mid-upload, or sent nothing for --body-idle-timeout-s
+        log.info("upload not read: the connection closed before its end")
+        raise HTTPException(400, "the upload ended before its end (the connection closed)") from None
     except OSError as exc:  # the multipart parser's spool (the system's temporary folder) is full
         log.warning("upload not read: %s", exc.strerror or type(exc).__name__)
         raise HTTPException(507, "the server could not read the upload (no room for it); retry later") from None
