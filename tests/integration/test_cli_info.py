@@ -53,6 +53,8 @@ def test_cli_info_json_keys_on_real_scans():
     assert np.allclose(info["direction"], np.eye(3))
     ct = info_json(real_data("pydicom/CT_small.dcm"))
     assert ct["modality"] == "CT" and ct["units"] == "HU" and ct["shape"] == [1, 128, 128]
+    assert ct["frame_of_reference_uid"] == "1.3.6.1.4.1.5962.1.4.1.1.20040119072730.12322" and info[
+        "frame_of_reference_uid"] is None  # what a DICOM mask or structure set must share; an NRRD has none
     echo = info_json(real_data("pydicom/color3d_jpeg_baseline.dcm"))
     assert echo["n_frames"] == 120 and echo["components"] == 3
 

@@ -57,6 +57,7 @@ def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         "n_frames": int(meta.get("n_frames", vol.shape[0])),
         "n_series": int(meta.get("n_series", 1)),
         "series_uid": meta.get("series_uid"),
+        "frame_of_reference_uid": meta.get("frame_of_reference_uid"),  # what a mask or structure set must share
         "transfer_syntax": meta.get("transfer_syntax"),
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
