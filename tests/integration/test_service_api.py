@@ -294,3 +294,27 @@ def test_disk_full_is_507_and_leaves_no_half_stored_study(service, monkeypatch, 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1 << 40))
     r = post(client, [nifti_bytes(tmp)])
     assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done"
+
+
+def test_a_cine_loop_is_predicted_on_the_frame_asked_for(service):
+    """A cine (an ultrasound clip) sent to the service failed with "give --frame N", an option the API had not:
+    ``?frame=N`` predicts frame N; without it the reason names the query parameter; a frame out of range is named."""
+    from tests.integration.test_cine_frame import _grey_cine
+
+    client, _, _, tmp = service
+    cine = _grey_cine(tmp).read_bytes()
+    reasons = {}
+    for query in ({}, {"frame": 9}):
+        job = wait_done(client, post(client, [cine], params={"model": "cls", **query}).json()["job_id"])
+        assert job["status"] == "failed"
+        reasons[str(query)] = job["reason"]
+    assert "upload it with ?frame=N" in reasons["{}"] and "--frame" not in reasons["{}"]
+    assert reasons["{'frame': 9}"].startswith("frame=9: the cine has 4 frames (0..3)")
+    r = post(client, [cine], params={"model": "cls", "frame": 2})
+    assert r.status_code == 202, r.text
+    job = wait_done(client, r.json()["job_id"])
+    assert job["status"] == "done", job
+    study = r.json()["study_id"]
+    result = client.get(f"/v1/studies/{study}/results").json()
+    assert result["image"]["shape_zyx"][0] == 1 and set(result["probabilities"]) == {"normal", "abnormal"}
+    assert post(client, [cine], params={"model": "cls", "frame": -1}).status_code == 422

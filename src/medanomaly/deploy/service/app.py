@@ -22,11 +22,12 @@ from typing import Any
 
 from starlette.requests import Request
 
+from medanomaly.deploy.atomic import atomic_write_json
 from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, check_free_space, store_upload
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.deploy.service.tokens import TokenEntry, TokenStore
-from medanomaly.deploy.service.worker import ModelWorker
+from medanomaly.deploy.service.worker import REQUEST_FILE, ModelWorker
 
 __all__ = ["ServiceConfig", "create_app", "WEB_DIR"]
 
@@ -111,8 +112,9 @@ def bearer(request: Request) -> TokenEntry:
     return entry
 
 
-async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, Any]:
-    """Store an upload as a new queued job of ``model`` (the body of ``POST /v1/studies``)."""
+async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | None = None) -> dict[str, Any]:
+    """Store an upload as a new queued job of ``model`` (the body of ``POST /v1/studies``); ``frame``: the frame of a
+    cine loop to predict, kept beside the input (:func:`~medanomaly.deploy.service.worker.requested_frame`)."""
     from fastapi import HTTPException
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -148,6 +150,8 @@ async def ingest(request: Request, model: str, entry: TokenEntry) -> dict[str, A
     study_dir = studies / job_id
     try:
         kind, n = await run_in_threadpool(store_upload, files, study_dir / "input", limits)
+        if frame is not None:
+            atomic_write_json(study_dir / REQUEST_FILE, {"frame": frame})
     except (UploadRefused, OSError) as exc:
         shutil.rmtree(study_dir, ignore_errors=True)  # nothing half-stored stays behind
         if isinstance(exc, UploadRefused):

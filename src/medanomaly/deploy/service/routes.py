@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
+from medanomaly.deploy.service.worker import MAX_FRAME
 from medanomaly.deploy.service.ingest import remove_tree
 from medanomaly.deploy.service.tokens import TokenEntry
 from medanomaly.jsonio import read_json
@@ -45,11 +46,13 @@ def _study_file(request: Request, study_id: str, entry: TokenEntry, *parts: str)
 
 def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     """Add every route to ``app``."""
-    from fastapi import Depends
+    from fastapi import Depends, Query
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
     auth = Depends(bearer)
+    frame_query = Query(None, ge=0, le=MAX_FRAME, description="a cine loop's frame to predict (0-based, as stored); "
+                        "a cine is refused without it")  # fmt: skip
     static = WEB_DIR / "static"
     static.mkdir(parents=True, exist_ok=True)
     app.mount("/static", StaticFiles(directory=static), name="static")
@@ -66,9 +69,10 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
 
     @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/NRRD)",
               openapi_extra=_UPLOAD_DOC)  # fmt: skip
-    async def upload(request: Request, model: str | None = None, entry: TokenEntry = auth) -> Any:
+    async def upload(request: Request, model: str | None = None, frame: int | None = frame_query,
+                     entry: TokenEntry = auth) -> Any:
         name = model or next(iter(request.app.state.workers))
-        return await ingest(request, name, entry)
+        return await ingest(request, name, entry, frame)
 
     @app.get("/v1/jobs", summary="Recent jobs of the models this token may use")
     def jobs(request: Request, entry: TokenEntry = auth) -> Any:

@@ -18,9 +18,13 @@ from medanomaly.deploy.service.outputs import write_outputs
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.errors import MedanomalyError
 
-__all__ = ["ModelWorker", "input_path"]
+__all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame"]
 
 log = logging.getLogger("medanomaly.service")
+#: What an upload asked beside its files (``{"frame": N}``), in its study folder.
+REQUEST_FILE = "request.json"
+#: Largest frame number an upload may ask for.
+MAX_FRAME = 1_000_000
 
 
 def input_path(study_dir: Path) -> Path:
@@ -32,9 +36,21 @@ def input_path(study_dir: Path) -> Path:
     return folder
 
 
+def requested_frame(study_dir: Path) -> int | None:
+    """The cine frame an upload asked for (``POST /v1/studies?frame=N``), or None."""
+    from medanomaly.jsonio import read_json
+
+    path = study_dir / REQUEST_FILE
+    if not path.is_file():
+        return None
+    frame = read_json(path, max_bytes=4096).get("frame")
+    return frame if isinstance(frame, int) and 0 <= frame <= MAX_FRAME else None
+
+
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, MedanomalyError):
-        return getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    if isinstance(exc, MedanomalyError):  # the CLI's option is the API's query parameter here
+        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        return reason.replace("give --frame N", "upload it with ?frame=N").replace("--frame ", "frame=")
     text = str(exc).strip().splitlines()
     return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
 
@@ -102,12 +118,14 @@ class ModelWorker:
 
     def _run(self, jobs: list[dict[str, Any]]) -> None:
         from medanomaly.io import read
+        from medanomaly.io.frames import select_frame
 
         start = time.perf_counter()
         volumes, ready = [], []
         for job in jobs:
             try:
-                volume = read(input_path(self.data_dir / job["id"]))
+                study_dir = self.data_dir / job["id"]
+                volume = select_frame(read(input_path(study_dir)), requested_frame(study_dir))
                 self.model.check_input(volume)
             except MedanomalyError as exc:
                 self.store.fail(job["id"], _reason(exc))
