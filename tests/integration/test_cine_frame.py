@@ -100,6 +100,22 @@ def test_a_cine_given_to_a_2d_model_says_how_to_take_a_frame(tmp_path, monkeypat
                                               "2D image: give --frame N to take frame N"), err
 
 
+def test_a_cine_in_an_archive_says_to_predict_its_file_alone(tmp_path, monkeypatch, capsys) -> None:
+    """The archive's reason said "give --frame N", which an archive refuses: it names the command that takes it."""
+    import csv
+
+    from .test_breast_detect_cli import _assembled_run
+
+    run = _assembled_run(tmp_path)
+    (tmp_path / "archive").mkdir()
+    _grey_cine(tmp_path / "archive")
+    code, _, _ = run_main(monkeypatch, capsys, "predict", str(run), str(tmp_path / "archive"), "--no-dicom", "-o",
+                          str(tmp_path / "out"))  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert code == 1 and [row["status"] for row in rows] == ["error"]
+    assert rows[0]["reason"].endswith("predict its file alone with `medanomaly predict RUN FILE --frame N`"), rows
+
+
 def test_frame_is_refused_for_an_archive_and_a_fusion(tmp_path, monkeypatch, capsys, fixture_lung_run) -> None:
     """An archive's series are not one cine: --frame was ignored there without a word."""
     (tmp_path / "archive").mkdir()

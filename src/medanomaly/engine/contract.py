@@ -49,12 +49,16 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
     return values
 
 
+#: How :func:`refuse_cine` tells a CLI user to take one frame; the service and archive batches say it their way.
+CINE_ADVICE = "give --frame N to take frame N"
+
+
 def refuse_cine(volume: Volume, path: Any = None) -> None:
     """Refuse a cine loop (several frames in time) given to a model of one 2D image, saying how to take one frame
     (it was "a 3D image of shape (4, 480, 640) cannot feed a 2D model")."""
     if is_cine_loop(volume):
-        raise InputError(f"a cine loop of {volume.shape[0]} frames in time, where the model takes one 2D image: give "
-                         "--frame N to take frame N", path)  # fmt: skip
+        raise InputError(f"a cine loop of {volume.shape[0]} frames in time, where the model takes one 2D image: "
+                         f"{CINE_ADVICE}", path)  # fmt: skip
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from typing import Any
 
 from medanomaly.deploy.service.outputs import write_outputs
 from medanomaly.deploy.service.store import JobStore
+from medanomaly.engine.contract import CINE_ADVICE
 from medanomaly.errors import MedanomalyError
 
 __all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame"]
@@ -50,7 +51,7 @@ def requested_frame(study_dir: Path) -> int | None:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, MedanomalyError):  # the CLI's option is the API's query parameter here
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
-        return reason.replace("give --frame N", "upload it with ?frame=N").replace("--frame ", "frame=")
+        return reason.replace(CINE_ADVICE, "upload it with ?frame=N").replace("--frame ", "frame=")
     text = str(exc).strip().splitlines()
     return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
 
