@@ -263,3 +263,35 @@ def test_the_dicom_capture_of_a_dicom_input_joins_its_study_and_is_valid(classif
     sc = pydicom.dcmread(capture)
     assert sc.PatientID == "ANONYMOUS" and sc.StudyInstanceUID != ds.StudyInstanceUID
     assert dciodvfy(capture).errors == []
+
+
+def test_explain_takes_one_label_of_a_mask_or_one_roi_of_a_structure_set(classification_run, tmp_path):
+    """A structure set's ROIs overlap as a rule (BODY holds the lesion): explain --mask RS.dcm was refused with
+    "--label N", an option explain had not. ``--label`` reads one ROI, or one label of a label map."""
+    from tests.unit.io.conftest import write_structure_set
+    from tests.unit.io.test_io_rtstruct import contours_of
+
+    img, mask = _blob(np.random.default_rng(42), True)
+    image_volume = Volume(img, spacing=(0.7, 0.7, 1.0), origin=(5, 6, 0))
+    image = write(image_volume, tmp_path / "case_image.nrrd")
+    body = np.ones_like(mask)
+    rs = write_structure_set(tmp_path / "rs.dcm", [(1, "BODY", contours_of(body[None], image_volume)),
+                                                   (2, "GTV", contours_of(mask[None], image_volume))])  # fmt: skip
+    labels = write(Volume(body + mask, spacing=(0.7, 0.7, 1.0), origin=(5, 6, 0)), tmp_path / "labels.nrrd")
+
+    def explain(*extra: str) -> tuple[int, str, dict]:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        result = CliRunner().invoke(app, ["explain", str(classification_run), str(image), "--out", str(out),
+                                          "--target", "1", *extra])  # fmt: skip
+        report = json.loads((out / "explain.json").read_text()) if result.exit_code == 0 else {}
+        return result.exit_code, str(result.exception or result.output), report  # InputError: exit 2 under main
+
+    code, err, _ = explain("--mask", str(rs))
+    assert code != 0 and "ROIs 1 and 2 overlap" in err and "--label N" in err
+    for path in (rs, labels):
+        code, err, report = explain("--mask", str(path), "--label", "2")
+        assert code == 0 and report["pointing_hit"] is True, err
+    code, err, _ = explain("--mask", str(labels), "--label", "5")
+    assert code != 0 and "no voxel of label 5 in the mask" in err
+    code, err, _ = explain("--label", "2")
+    assert code != 0 and "--label picks a label of --mask" in err

@@ -22,7 +22,10 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/explain-<image>-<time>)."),
         layer: str | None = typer.Option(None, "--layer", help="Target layer for CAM methods (default: automatic)."),
         target: int | None = typer.Option(None, "--target", help="Class index to explain (default: predicted)."),
-        mask: Path | None = typer.Option(None, "--mask", help="Reference lesion mask on the image grid."),
+        mask: Path | None = typer.Option(None, "--mask", help="Reference lesion mask on the image grid (a label map, "
+                                         "a DICOM SEG or an RT Structure Set)."),
+        label: int = typer.Option(0, "--label", min=0, help="The mask's label that is the lesion (an RT Structure "
+                                  "Set's ROI Number); default: every non-zero voxel."),
         evaluate: bool = typer.Option(False, "--evaluate", help="Faithfulness: deletion/insertion AUC vs random maps."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write a DICOM secondary capture (classification)."),
         fov: float = typer.Option(80.0, "--fov", help="Field of view (mm) of each finding's overlay."),
@@ -42,6 +45,8 @@ def register(app: typer.Typer) -> None:
         explainable = model.explainable()
         check_options(explainable, fov, target, method, layer)  # option errors: not about the image
         fusion = "=" in str(image)  # one file per modality: stacked as components in the model's order
+        if label and mask is None:
+            raise InputError("--label picks a label of --mask: give --mask")
         if frame is not None and (fusion or evaluate or dicom):
             raise InputError("--frame explains one frame of one cine: not with a fusion input, --evaluate or --dicom",
                              image)  # fmt: skip
@@ -62,6 +67,7 @@ def register(app: typer.Typer) -> None:
                     source = select_frame(read(image), frame)
             with about_file(image):
                 report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
-                                      dicom, fov, findings, check_input=getattr(model, "check_input", None))  # fmt: skip
+                                      dicom, fov, findings, check_input=getattr(model, "check_input", None),
+                                      label=label)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

@@ -122,10 +122,31 @@ def check_options(ex: Any, fov: float, target: int | None, method: str = "gradca
         raise InputError(f"--target must be a class index 0..{len(names) - 1} ({', '.join(names)}), got {target}")
 
 
+def reference_mask(path: Path, volume: Any, label: int = 0) -> Any:
+    """The reference lesion of ``path`` on ``volume``: every non-zero voxel, or label ``label`` alone (a structure set's
+    ROI Number: its ROIs overlap, so one is read).
+
+    Raises:
+        InputError: what :func:`medanomaly.io.read_mask` refuses, or no voxel of label ``label``.
+    """
+    import numpy as np
+
+    from medanomaly.errors import InputError
+    from medanomaly.io import read_mask
+
+    lesion = read_mask(path, volume, label=label)
+    if not label or lesion.meta.get("modality") == "RTSTRUCT":
+        return lesion
+    inside = np.asarray(lesion.array) == label
+    if not inside.any():
+        raise InputError(f"no voxel of label {label} in the mask", path)
+    return lesion.with_array(inside.astype(np.uint8))
+
+
 def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str | None = None, target: int | None = None,
                  mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
                  findings_path: Path | None = None,
-                 check_input: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:  # fmt: skip
+                 check_input: Callable[[Any, Any], None] | None = None, label: int = 0) -> dict[str, Any]:  # fmt: skip
     """Explain a model's call on one image file (or, with ``evaluate``, a folder / CSV manifest).
 
     Args:
@@ -135,6 +156,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         method: a registered explainer (gradcam, occlusion, ...).
         out: output folder (PNG overlays, NIfTI map, ``explain.json``).
         mask: the reference lesion mask on the image grid (contour, pointing game, energy inside).
+        label: the mask's label that is the lesion (an RT Structure Set's ROI Number); 0: every non-zero voxel.
         fov: field of view (mm) of each finding's overlay (detectors).
         findings_path: a findings.json to explain instead of running the detector.
         check_input: the loaded model's ``check_input(volume, path)``: an image of another modality or
@@ -144,7 +166,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         What it writes to ``explain.json``.
     """
     from medanomaly.errors import InputError
-    from medanomaly.io import read, read_mask
+    from medanomaly.io import read
 
     check_options(ex, fov, target, method, layer)
     try:
@@ -165,7 +187,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         raise InputError(f"{exc.reason} (a folder of images to evaluate takes --evaluate)", exc.path) from None
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
-    lesion = read_mask(mask, volume) if mask is not None else None
+    lesion = reference_mask(mask, volume, label) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}

@@ -105,7 +105,7 @@ def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0)
     if not rois:
         raise InputError("the structure set holds no closed planar contour", path)
     if len(rois) > MAX_ROIS and not label:
-        raise InputError(f"{len(rois):,} ROIs with contours, more than {MAX_ROIS:,}: measure one at a time with "
+        raise InputError(f"{len(rois):,} ROIs with contours, more than {MAX_ROIS:,}: take one at a time with "
                          "--label N", path)  # fmt: skip
     if label:
         chosen = [roi for roi in rois if roi.number == label]
@@ -119,8 +119,8 @@ def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0)
         inside = rasterize(roi, image, path)
         taken = np.unique(labels[inside & (labels != 0)])
         if taken.size:
-            raise InputError(f"ROIs {int(taken[0])} and {roi.number} overlap (a voxel holds one label): measure one "
-                             "at a time with --label N", path)  # fmt: skip
+            raise InputError(f"ROIs {int(taken[0])} and {roi.number} overlap (a voxel holds one label): take one at "
+                             "a time with --label N", path)  # fmt: skip
         labels[inside] = roi.number
     return Volume(labels, spacing=image.spacing, origin=image.origin, direction=image.direction,
                   meta={"modality": "RTSTRUCT"})  # fmt: skip
