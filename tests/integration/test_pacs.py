@@ -128,7 +128,7 @@ def lung1_uploaded(orthanc, tmp_path_factory):
     return str(first.StudyInstanceUID), str(first.SeriesInstanceUID), read(mask)
 
 
-def test_round_trip_stores_seg_and_sr_in_the_study_and_a_second_run_adds_nothing(
+def test_round_trip_stores_seg_rtstruct_and_sr_in_the_study_and_a_second_run_adds_nothing(
     orthanc, lung1_uploaded, tmp_path: Path
 ) -> None:
     import pydicom
@@ -141,13 +141,17 @@ def test_round_trip_stores_seg_and_sr_in_the_study_and_a_second_run_adds_nothing
     model = ReferenceLesionModel(mask)
     before = _count_instances(orthanc)
     first = run_pacs(model, f"{orthanc}/dicom-web", tmp_path / "work")
-    assert (first.processed, first.stored, first.errors) == (1, 2, [])
-    assert _count_instances(orthanc) == before + 2
+    assert (first.processed, first.stored, first.errors) == (1, 3, [])
+    assert _count_instances(orthanc) == before + 3
 
     client = DICOMwebClient(f"{orthanc}/dicom-web")
     series = {s["0020000E"]["Value"][0]: s["00080060"]["Value"][0] for s in client.search_for_series(study_uid)}
     seg_uid = next(uid for uid, modality in series.items() if modality == "SEG")
     sr_uid = next(uid for uid, modality in series.items() if modality == "SR")
+    rt_uid = next(uid for uid, modality in series.items() if modality == "RTSTRUCT")
+    (rtstruct,) = client.retrieve_series(study_uid, rt_uid)
+    frame = rtstruct.ReferencedFrameOfReferenceSequence[0]
+    assert frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID == ct_uid
     (seg,) = client.retrieve_series(study_uid, seg_uid)
     (sr,) = client.retrieve_series(study_uid, sr_uid)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_uid
@@ -160,13 +164,13 @@ def test_round_trip_stores_seg_and_sr_in_the_study_and_a_second_run_adds_nothing
 
     second = run_pacs(model, f"{orthanc}/dicom-web", tmp_path / "work")
     assert (second.processed, second.stored) == (0, 0)
-    assert _count_instances(orthanc) == before + 2
+    assert _count_instances(orthanc) == before + 3
     statuses = {row[0]: row[3] for row in PacsState(tmp_path / "work" / "pacs_state.sqlite").rows()}
-    assert statuses[ct_uid] == "done" and statuses[seg_uid] == statuses[sr_uid] == "skipped"
+    assert statuses[ct_uid] == "done" and statuses[seg_uid] == statuses[sr_uid] == statuses[rt_uid] == "skipped"
 
     # Even without its state file, a rerun stores the same SOP instances: still nothing added.
     third = run_pacs(model, f"{orthanc}/dicom-web", tmp_path / "work2")
-    assert third.processed == 1 and _count_instances(orthanc) == before + 2
+    assert third.processed == 1 and _count_instances(orthanc) == before + 3
 
 
 def test_unreachable_pacs_is_one_line(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
            "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors",
-           "medanomaly.config")
+           "medanomaly.config", "medanomaly.deploy.dicom_rtstruct")
 
 
 @pytest.mark.parametrize("name", MODULES)

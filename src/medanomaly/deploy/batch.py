@@ -222,7 +222,7 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map,
     )  # fmt: skip
-    named = {"seg": out.seg, "sr": out.sr, "parametric_map": out.parametric_map}
+    named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}
 
 

@@ -1,12 +1,13 @@
-"""Write the DICOM results of one series: SEG of the lesion masks, SR (TID 1500), Parametric Map.
+"""Write the DICOM results of one series: SEG and RT Structure Set of the lesion masks, SR (TID 1500), Parametric Map.
 
 The one call the batch runner, the PACS bridge and ``detect --dicom`` share:
 
 >>> out = write_dicom_outputs(findings, files, volume, "out/series1", run_id="r1")  # doctest: +SKIP
->>> out.seg.name, out.sr.name                                                        # doctest: +SKIP
-('seg.dcm', 'sr.dcm')
+>>> out.seg.name, out.rtstruct.name, out.sr.name                                     # doctest: +SKIP
+('seg.dcm', 'rtstruct.dcm', 'sr.dcm')
 
-Files are written all-or-nothing (temporary file, then rename). A SEG is written when at least
+Files are written all-or-nothing (temporary file, then rename). A SEG and an RT Structure Set
+(:mod:`medanomaly.deploy.dicom_rtstruct`: what radiotherapy planning systems import) are written when at least
 one finding has a mask, an SR when there is at least one finding, a Parametric Map when a score
 map is given. UIDs are deterministic in (run id, source series), so a rerun rewrites the same
 instances. :func:`dciodvfy` runs the DICOM validator of dicom3tools on a written file.
@@ -37,10 +38,11 @@ class DicomOutputs:
     seg: Path | None = None
     sr: Path | None = None
     parametric_map: Path | None = None
+    rtstruct: Path | None = None
 
     def paths(self) -> list[Path]:
-        """The written files: SEG, SR, Parametric Map (those present)."""
-        return [p for p in (self.seg, self.sr, self.parametric_map) if p is not None]
+        """The written files: SEG, RT Structure Set, SR, Parametric Map (those present)."""
+        return [p for p in (self.seg, self.rtstruct, self.sr, self.parametric_map) if p is not None]
 
 
 def write_dicom_outputs(
@@ -55,7 +57,7 @@ def write_dicom_outputs(
     score_map: Volume | None = None,
     map_label: str = "anomaly score",
 ) -> DicomOutputs:
-    """Write ``seg.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
+    """Write ``seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
 
     Args:
         findings: the findings made on ``volume`` (masks on its grid; measured in mL, mm, HU).
@@ -83,23 +85,26 @@ def write_dicom_outputs(
 def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
            out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
            map_label: str) -> DicomOutputs:  # fmt: skip
+    from medanomaly.deploy.dicom_rtstruct import build_rtstruct
     from medanomaly.deploy.dicom_seg import build_seg
     from medanomaly.deploy.dicom_sr import build_sr
     from medanomaly.deploy.parametric_map import build_parametric_map
 
     source = source_files if isinstance(source_files, SourceSeries) else load_source_series(source_files, volume)
-    seg_path = sr_path = pm_path = None
+    seg_path = sr_path = pm_path = rt_path = None
     seg, infos = None, []
     if any(f.mask is not None for f in findings):
         seg, infos = build_seg(findings, source, volume, run_id=run_id, site=site, algorithm=algorithm)
         seg_path = atomic_save_dataset(out_dir / "seg.dcm", seg)
+        rt = build_rtstruct(findings, source, volume, run_id=run_id, algorithm=algorithm)
+        rt_path = atomic_save_dataset(out_dir / "rtstruct.dcm", rt)
     if findings:
         sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm)
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", sr)
     if score_map is not None:
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
-    return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path)
+    return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path, rtstruct=rt_path)
 
 
 def source_series_for_path(image: str | Path, volume: Volume) -> SourceSeries:

@@ -270,7 +270,7 @@ def _store(client: Any, url: str, ctx: BatchContext, record: dict, study_uid: st
     """STOW-RS the SEG and SR (and map) of a record into its study; returns the stored SOP Instance UIDs."""
     import pydicom
 
-    kinds = ("seg", "sr", "parametric_map") if store_map else ("seg", "sr")
+    kinds = ("seg", "rtstruct", "sr", "parametric_map") if store_map else ("seg", "rtstruct", "sr")
     datasets = [pydicom.dcmread(ctx.out_dir / record["dicom"][k]) for k in kinds if k in record.get("dicom", {})]
     if not datasets:
         return []

@@ -49,7 +49,7 @@ def test_every_series_gets_a_row_and_every_bad_one_a_reason(small_archive, fake_
     record = json.loads((out / "series" / f"{small_archive.good[0]}.json").read_text())
     assert record["status"] == "done" and record["prediction"]["findings"]
     dicom = record["dicom"]
-    assert set(dicom) == {"seg", "sr", "parametric_map"} and (out / dicom["seg"]).is_file()
+    assert set(dicom) == {"seg", "rtstruct", "sr", "parametric_map"} and (out / dicom["seg"]).is_file()
     problems = (out / "problems.csv").read_text()
     assert "RTPLAN" in problems and "SR" in problems and "misc/broken.dcm" in problems
     import re  # the reader's temporary links ("gap of 10 mm between 000003.dcm and 000005.dcm") named no file one has

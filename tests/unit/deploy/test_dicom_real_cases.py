@@ -37,8 +37,8 @@ def case(request, tmp_path_factory):
     return {"name": name, "ct": ct, "files": files, "findings": findings, "out": out, "dir": tmp}
 
 
-def test_dciodvfy_finds_no_error_in_seg_and_sr(case) -> None:
-    for path in (case["out"].seg, case["out"].sr):
+def test_dciodvfy_finds_no_error_in_seg_rtstruct_and_sr(case) -> None:
+    for path in (case["out"].seg, case["out"].rtstruct, case["out"].sr):
         result = dciodvfy(path)
         assert result.errors == [], (case["name"], path.name, result.errors)
 
@@ -55,6 +55,23 @@ def test_seg_equals_the_real_lesion_mask_voxel_for_voxel(case) -> None:
     want = np.stack([np.asarray(f.mask.array) > 0 for f in case["findings"]])
     assert np.array_equal(got, want)
     assert int(got.sum()) == sum(f.measurements.n_voxels for f in case["findings"])
+
+
+def test_rtstruct_contours_enclose_the_real_lesion_and_its_volume(case) -> None:
+    """Each slice's contours run along the pixel edges: filled, they are the mask voxel for voxel; their polygon
+    areas times the slice spacing are its volume (lung1 1.36 mL, lung2 48.4 mL), as a planning system computes it."""
+    import pydicom
+
+    from medanomaly.io import read_mask
+
+    ct, (finding,) = case["ct"], case["findings"]
+    assert np.array_equal(read_mask(case["out"].rtstruct, ct).array == 1, np.asarray(finding.mask.array) > 0)
+    area_mm2 = 0.0
+    for contour in pydicom.dcmread(case["out"].rtstruct).ROIContourSequence[0].ContourSequence:
+        xy = np.asarray(contour.ContourData, float).reshape(-1, 3)[:, :2]
+        area_mm2 += 0.5 * float(np.dot(xy[:, 0], np.roll(xy[:, 1], -1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], -1)))
+    ml = abs(area_mm2) * ct.spacing[2] / 1000  # points are written to 0.0001 mm
+    assert ml == pytest.approx(finding.measurements.volume_ml, rel=1e-4)
 
 
 def test_sr_volumes_equal_findings_json(case) -> None:
