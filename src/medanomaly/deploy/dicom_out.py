@@ -15,6 +15,7 @@ instances. :func:`dciodvfy` runs the DICOM validator of dicom3tools on a written
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.dicom_source import SourceSeries, load_source_series
 from medanomaly.errors import InputError
 from medanomaly.types import Finding, Volume
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "source_series_for_path", "write_dicom_outputs",
            "write_dicom_outputs_for_path"]
@@ -85,7 +88,7 @@ def write_dicom_outputs(
 def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
            out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
            map_label: str) -> DicomOutputs:  # fmt: skip
-    from medanomaly.deploy.dicom_rtstruct import build_rtstruct
+    from medanomaly.deploy.dicom_rtstruct import TooManyContourPoints, build_rtstruct
     from medanomaly.deploy.dicom_seg import build_seg
     from medanomaly.deploy.dicom_sr import build_sr
     from medanomaly.deploy.parametric_map import build_parametric_map
@@ -96,8 +99,11 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
     if any(f.mask is not None for f in findings):
         seg, infos = build_seg(findings, source, volume, run_id=run_id, site=site, algorithm=algorithm)
         seg_path = atomic_save_dataset(out_dir / "seg.dcm", seg)
-        rt = build_rtstruct(findings, source, volume, run_id=run_id, algorithm=algorithm)
-        rt_path = atomic_save_dataset(out_dir / "rtstruct.dcm", rt)
+        try:
+            rt_path = atomic_save_dataset(out_dir / "rtstruct.dcm", build_rtstruct(findings, source, volume,
+                                                                                   run_id=run_id, algorithm=algorithm))
+        except TooManyContourPoints as exc:  # a noise-like mask: the SEG holds it, contours would not be read
+            log.warning("%s", exc.reason)
     if findings:
         sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm)
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", sr)

@@ -32,9 +32,13 @@ from medanomaly.errors import InputError
 from medanomaly.io.dicom_reference import TYPE2_COPIED
 from medanomaly.types import Finding, Volume
 
-__all__ = ["RT_STRUCTURE_SET_STORAGE", "build_rtstruct", "pixel_edge_contours"]
+__all__ = ["MAX_CONTOUR_POINTS", "RT_STRUCTURE_SET_STORAGE", "TooManyContourPoints", "build_rtstruct", "edge_count",
+           "pixel_edge_contours"]
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: Most contour points written (what ``medanomaly.io.rtstruct`` reads): masks outlined by more pixel edges (a noise-like
+#: anomaly map thresholded) get no structure set; their SEG holds them.
+MAX_CONTOUR_POINTS = 20_000_000
 #: Study Component Management SOP Class: what RT Referenced Study Sequence items name (PS3.3 C.8.8.5).
 _STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"
 #: Patient and study elements copied from the source images (already cleaned: ``io.dicom_reference``), as a SEG
@@ -46,6 +50,19 @@ _COLOURS = ((255, 0, 0), (255, 160, 0), (0, 200, 255), (0, 220, 0), (255, 0, 255
 _EDGES = ((0, 0, 1, 0), (1, 0, 1, 1), (1, 1, 0, 1), (0, 1, 0, 0))
 #: The neighbour across each of those edges (drow, dcol).
 _ACROSS = ((-1, 0), (0, 1), (1, 0), (0, -1))
+
+
+class TooManyContourPoints(InputError):
+    """The masks are outlined by more pixel edges than :data:`MAX_CONTOUR_POINTS`: no structure set is written."""
+
+
+def edge_count(mask: np.ndarray) -> int:
+    """How many pixel edges outline a (z, y, x) or 2D boolean mask in its slices: an upper bound on the contour points
+    its structure set holds, counted before any contour is traced."""
+    mask = np.asarray(mask, bool)
+    mask = mask.reshape(-1, *mask.shape[-2:])
+    return int(np.count_nonzero(np.diff(mask, axis=1, prepend=False, append=False))
+               + np.count_nonzero(np.diff(mask, axis=2, prepend=False, append=False)))  # fmt: skip
 
 
 def pixel_edge_contours(mask: np.ndarray) -> list[np.ndarray]:
@@ -119,7 +136,9 @@ def build_rtstruct(
         algorithm: written as each ROI's generation algorithm (e.g. the task name).
 
     Raises:
-        InputError: no finding has a mask, or a mask misses the grid.
+        InputError: no finding has a mask, a mask misses the grid, or the masks are outlined by more than
+            :data:`MAX_CONTOUR_POINTS` pixel edges (:class:`TooManyContourPoints`, counted before any contour is
+            traced).
     """
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -129,6 +148,10 @@ def build_rtstruct(
     if not infos:
         raise InputError("no finding has a mask: nothing to put in an RT Structure Set")
     masks = finding_masks(findings, infos, volume)
+    edges = sum(edge_count(mask) for mask in masks)
+    if edges > MAX_CONTOUR_POINTS:
+        raise TooManyContourPoints(f"the masks are outlined by {edges:,} pixel edges, more than {MAX_CONTOUR_POINTS:,} contour "
+                         "points: no RT Structure Set (the SEG holds them)")  # fmt: skip
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
     meta.MediaStorageSOPInstanceUID = deterministic_uid(run_id, source.series_uid, "rtstruct")

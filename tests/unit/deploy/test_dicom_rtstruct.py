@@ -66,3 +66,15 @@ def test_the_structure_set_reads_back_as_the_findings_and_is_valid(ct_series, tm
 
 def ct_study(files) -> str:
     return pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+
+
+def test_masks_outlined_by_too_many_edges_get_no_structure_set_but_their_seg(ct_series, tmp_path, monkeypatch, caplog):
+    """Counted before any contour is traced (a noise-like anomaly mask holds ~1 contour point per pixel): over the
+    reader's limit, the series keeps its SEG and SR and the log says why there is no structure set."""
+    from medanomaly.deploy import dicom_rtstruct
+
+    ct, files = ct_series
+    monkeypatch.setattr(dicom_rtstruct, "MAX_CONTOUR_POINTS", 50)  # the two lesions: 2 x 18 + 3 x 24 = 108 edges
+    out = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "out", run_id="r1")
+    assert out.rtstruct is None and out.seg is not None and out.sr is not None
+    assert "pixel edges, more than 50 contour points: no RT Structure Set" in caplog.text
