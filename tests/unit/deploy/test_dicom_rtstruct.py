@@ -78,3 +78,26 @@ def test_masks_outlined_by_too_many_edges_get_no_structure_set_but_their_seg(ct_
     out = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "out", run_id="r1")
     assert out.rtstruct is None and out.seg is not None and out.sr is not None
     assert "pixel edges, more than 50 contour points: no RT Structure Set" in caplog.text
+
+
+@pytest.mark.parametrize("direction", [
+    np.array([[1.0, 0.0, 0.0], [0.0, 1.0, np.sin(np.radians(15))], [0.0, 0.0, np.cos(np.radians(15))]]),  # tilted
+    np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),  # sagittal slices
+])  # fmt: skip
+def test_contours_of_a_tilted_or_sagittal_series_lie_on_its_slices_and_read_back(make_ct, tmp_path, direction):
+    """Contours are traced on the image's own slices and mapped through its geometry: on a gantry-tilted (sheared)
+    grid and on sagittal slices they lie in the slice planes, pass dciodvfy and fill back to the findings."""
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    base = make_ct()
+    files = write_dicom_series(Volume(base.array, spacing=(0.8, 0.7, 2.5), origin=base.origin, direction=direction,
+                                      meta={"modality": "CT"}), tmp_path / "ct")  # fmt: skip
+    ct = read(tmp_path / "ct")
+    findings = _two_lesions(ct)
+    out = write_dicom_outputs(findings, files, ct, tmp_path / "out", run_id="r1")
+    assert dciodvfy(out.rtstruct).errors == []
+    labels = read_mask(out.rtstruct, ct).array
+    for number, finding in enumerate(findings, start=1):
+        assert np.array_equal(labels == number, np.asarray(finding.mask.array) > 0)
