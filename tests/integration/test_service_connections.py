@@ -124,3 +124,42 @@ def test_connections_over_the_cap_are_closed_at_once(tmp_path, cls_run):
             sock.close()
         time.sleep(0.3)
         assert _get(port) == 200
+
+
+def test_a_client_that_stops_reading_a_response_is_closed(tmp_path, caplog):
+    """A slow reader (its receive buffer full, writing paused) held its connection and the response's task for ever;
+    after ``body_idle_s`` of nothing read it is closed and the app's sending ends."""
+    import uvicorn
+
+    ended = threading.Event()
+
+    async def big(scope, receive, send):  # 64 MiB in 64 KiB parts
+        if scope["type"] != "http":
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"67108864")]})
+            for _ in range(1024):
+                await send({"type": "http.response.body", "body": b"\0" * 65536, "more_body": True})
+        finally:
+            ended.set()
+
+    limits = ConnectionLimits(header_s=10.0, body_idle_s=1.0, max_connections=10)
+    server = uvicorn.Server(uvicorn.Config(big, host="127.0.0.1", port=0, log_level="warning",
+                                           http=guarded_protocol(limits), lifespan="off"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        assert ended.wait(30), "the response's task still runs"
+        assert "the client read nothing of the response for 1 s" in caplog.text
+        sock.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)

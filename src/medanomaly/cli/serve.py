@@ -49,8 +49,8 @@ def register(app: typer.Typer) -> None:
         min_free_mb: int = typer.Option(512, help="free disk space (MiB) --data keeps after an upload (507 below)"),
         header_timeout: float = typer.Option(15.0, "--header-timeout-s", help="seconds a client has to send a "
                                              "request's headers; the connection is closed after"),
-        body_timeout: float = typer.Option(60.0, "--body-idle-timeout-s", help="seconds an upload may stall before "
-                                           "it is dropped"),
+        body_timeout: float = typer.Option(60.0, "--body-idle-timeout-s", help="seconds an upload may stall, or a "
+                                           "client stop reading a response, before its connection is closed"),
         max_connections: int = typer.Option(1000, help="most open connections (fewer when ulimit -n is lower); one "
                                             "more is closed at once"),
     ) -> None:

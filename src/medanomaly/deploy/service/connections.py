@@ -10,6 +10,8 @@ protocol does the same inside the service, so it stays up without a proxy in fro
   connection, of the request's first byte); else the connection is closed.
 - **body**: a request body that stops arriving for ``body_idle_s`` seconds is dropped (the app sees a disconnect: no
   job is made, the half-stored upload is removed); a body the service itself has paused reading is never timed out.
+- **response**: a client that stops reading a response (its socket full: writing paused) for ``body_idle_s`` seconds
+  is closed, so a slow reader does not hold a connection, its file and the response's task for ever.
 - **connections**: at most ``max_connections`` are open at once; one more is closed as soon as it is accepted, so the
   ones already open keep their file descriptors. The open-file limit (``ulimit -n``) is raised to its hard limit and
   the cap kept under it with room for the service's own files and for one burst of accepts (asyncio accepts up to
@@ -117,6 +119,16 @@ class _Guarded(H11Protocol):
         super().data_received(data)
         self._follow()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if not self._timing:  # the client has stopped reading what the service sends
+            self._arm("response", self.limits.body_idle_s)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._timing == "response":
+            self._disarm()
+
     def on_response_complete(self) -> None:
         self._disarm()  # uvicorn's keep-alive timeout now waits for the next request
         super().on_response_complete()
@@ -151,7 +163,12 @@ class _Guarded(H11Protocol):
             self._arm("body", self.limits.body_idle_s)
             return
         seconds = self.limits.header_s if what == "headers" else self.limits.body_idle_s
-        _throttled.warning(what, f"closed a connection: the client sent no complete request {what} within {seconds:g} s")
+        _throttled.warning(what, f"closed a connection: the client read nothing of the response for {seconds:g} s"
+                           if what == "response" else
+                           f"closed a connection: the client sent no complete request {what} within {seconds:g} s")  # fmt: skip
         self._timing = ""
-        self.transport.close()
+        if what == "response":  # close() would wait to flush what the client does not read
+            self.transport.abort()
+        else:
+            self.transport.close()
 
