@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,23 +21,28 @@ from tests.integration.test_service_api import make_classification_run
 pytestmark = pytest.mark.xdist_group("service")
 
 
-def _server(tmp: Path, run: Path, limits: ConnectionLimits) -> Iterator[tuple[int, str]]:
+def _serving(app: Any, limits: ConnectionLimits, **options: Any) -> Iterator[int]:
+    """``app`` served by uvicorn with the guarded protocol in a thread: yields its port."""
     import uvicorn
 
-    token = new_token(tmp / "tokens.json")
-    app = create_app(ServiceConfig(models={"cls": run}, data_dir=tmp / "data", tokens=tmp / "tokens.json"))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=guarded_protocol(limits),
-                            backlog=BACKLOG)  # fmt: skip
+                            backlog=BACKLOG, **options)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield port, token
+    yield server.servers[0].sockets[0].getsockname()[1]
     server.should_exit = True
     thread.join(30)
+
+
+def _server(tmp: Path, run: Path, limits: ConnectionLimits) -> Iterator[tuple[int, str]]:
+    token = new_token(tmp / "tokens.json")
+    app = create_app(ServiceConfig(models={"cls": run}, data_dir=tmp / "data", tokens=tmp / "tokens.json"))
+    for port in _serving(app, limits):
+        yield port, token
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +135,6 @@ def test_connections_over_the_cap_are_closed_at_once(tmp_path, cls_run):
 def test_a_client_that_stops_reading_a_response_is_closed(tmp_path, caplog):
     """A slow reader (its receive buffer full, writing paused) held its connection and the response's task for ever;
     after ``body_idle_s`` of nothing read it is closed and the app's sending ends."""
-    import uvicorn
-
     ended = threading.Event()
 
     async def big(scope, receive, send):  # 64 MiB in 64 KiB parts
@@ -144,15 +148,7 @@ def test_a_client_that_stops_reading_a_response_is_closed(tmp_path, caplog):
             ended.set()
 
     limits = ConnectionLimits(header_s=10.0, body_idle_s=1.0, max_connections=10)
-    server = uvicorn.Server(uvicorn.Config(big, host="127.0.0.1", port=0, log_level="warning",
-                                           http=guarded_protocol(limits), lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    for port in _serving(big, limits, lifespan="off"):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", port))
@@ -160,6 +156,3 @@ def test_a_client_that_stops_reading_a_response_is_closed(tmp_path, caplog):
         assert ended.wait(30), "the response's task still runs"
         assert "the client read nothing of the response for 1 s" in caplog.text
         sock.close()
-    finally:
-        server.should_exit = True
-        thread.join(30)
