@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
                                queue_size=queue_size)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info", http=guarded_protocol(connection_limits),
-                    backlog=BACKLOG)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info",
+                    http=guarded_protocol(connection_limits), backlog=BACKLOG)
 
 
 def _connection_limits(header_s: float, body_idle_s: float, max_connections: int) -> Any:

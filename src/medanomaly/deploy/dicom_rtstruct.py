@@ -150,8 +150,8 @@ def build_rtstruct(
     masks = finding_masks(findings, infos, volume)
     edges = sum(edge_count(mask) for mask in masks)
     if edges > MAX_CONTOUR_POINTS:
-        raise TooManyContourPoints(f"the masks are outlined by {edges:,} pixel edges, more than {MAX_CONTOUR_POINTS:,} contour "
-                         "points: no RT Structure Set (the SEG holds them)")  # fmt: skip
+        raise TooManyContourPoints(f"the masks are outlined by {edges:,} pixel edges, more than "
+                                   f"{MAX_CONTOUR_POINTS:,} contour points: no RT Structure Set (the SEG holds them)")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
     meta.MediaStorageSOPInstanceUID = deterministic_uid(run_id, source.series_uid, "rtstruct")

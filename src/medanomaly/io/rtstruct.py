@@ -96,7 +96,8 @@ def structure_set_mask(ds: Any, path: str | Path, image: Volume, label: int = 0)
 
     Raises:
         InputError: no closed contours (or none of ROI ``label``), an ROI drawn in another frame of reference than
-            the image's, a contour that is not on one slice of the image or lies outside it, two ROIs that overlap or more than :data:`MAX_ROIS` (without ``label``), or more
+            the image's, a contour that is not on one slice of the image or lies outside it, two ROIs that overlap
+            or more than :data:`MAX_ROIS` (without ``label``), or more
             contour points than :data:`MAX_CONTOUR_POINTS`; the message names the file and ROI numbers, never an
             ROI's name.
     """

@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 
 from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
-from medanomaly.deploy.service.worker import MAX_FRAME
 from medanomaly.deploy.service.ingest import remove_tree
 from medanomaly.deploy.service.tokens import TokenEntry
+from medanomaly.deploy.service.worker import MAX_FRAME
 from medanomaly.jsonio import read_json
 
 __all__ = ["add_routes"]
