@@ -35,6 +35,10 @@ __all__ = ["RT_STRUCTURE_SET_STORAGE", "MAX_CONTOUR_POINTS", "MAX_ROIS", "Roi", 
 
 #: SOP Class UID of RT Structure Set Storage.
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: Contour Geometric Types that enclose an area: CLOSED_PLANAR (nested ones are holes) and CLOSEDPLANAR_XOR (combined
+#: by XOR with the others on its plane, PS3.3 C.8.8.6.3; 16 characters, the longest a CS holds: the spelling
+#: CLOSED_PLANAR_XOR is taken too); both are filled even-odd. Points and open curves are left out.
+CLOSED_TYPES = frozenset({"CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "CLOSED_PLANAR_XOR"})
 #: How far (in slices) a contour's points may lie from the nearest slice centre.
 SLICE_TOLERANCE = 0.3
 #: Most contour points read from one structure set (a whole-body set of 50 ROIs holds about a million).
@@ -169,7 +173,7 @@ def structure_set_rois(ds: Any, path: Path) -> list[Roi]:
         number = _roi_number(item.get("ReferencedROINumber"), path)
         contours = []
         for contour in item.get("ContourSequence", None) or []:
-            if str(contour.get("ContourGeometricType", "")).strip().upper() != "CLOSED_PLANAR":
+            if str(contour.get("ContourGeometricType", "")).strip().upper() not in CLOSED_TYPES:
                 continue
             values = contour.get("ContourData", None) or []
             total += len(values) // 3

@@ -213,3 +213,17 @@ def test_a_dicom_mask_series_keeps_its_images_frame_and_one_of_another_frame_is_
 
     written = pydicom.dcmread(next((tmp_path / "odd").glob("*.dcm"))).FrameOfReferenceUID
     assert written.is_valid and "x" not in written
+
+
+def test_closed_planar_xor_contours_are_combined_not_left_out(tmp_path, small):
+    """CLOSEDPLANAR_XOR (PS3.3 C.8.8.6.3, written by newer planning systems) was skipped as if it were a point or an
+    open curve: the ROI lost that area without a word. Two overlapping XOR squares leave their overlap out."""
+    import pydicom
+
+    rs = write_structure_set(tmp_path / "xor.dcm", [(1, "x", [_square(small, 1, 2, 9), _square(small, 1, 6, 13)])])
+    ds = pydicom.dcmread(rs)
+    for contour in ds.ROIContourSequence[0].ContourSequence:
+        contour.ContourGeometricType = "CLOSEDPLANAR_XOR"
+    ds.save_as(rs, enforce_file_format=True)
+    mask = read_mask(rs, small).array[1] > 0
+    assert mask.sum() == 2 * 64 - 2 * 16 and not mask[6:10, 6:10].any()
