@@ -26,16 +26,15 @@ from typing import Any
 import numpy as np
 
 from medanomaly.deploy.codes import deterministic_uid
-from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER, finding_masks, segment_infos
+from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER, finding_masks, segment_infos, segment_label
 from medanomaly.deploy.dicom_source import MANUFACTURER, MODEL_NAME, SourceSeries, software_version
 from medanomaly.errors import InputError
 from medanomaly.io.dicom_reference import TYPE2_COPIED
+from medanomaly.io.rtstruct import RT_STRUCTURE_SET_STORAGE
 from medanomaly.types import Finding, Volume
 
-__all__ = ["MAX_CONTOUR_POINTS", "RT_STRUCTURE_SET_STORAGE", "TooManyContourPoints", "build_rtstruct", "edge_count",
-           "pixel_edge_contours"]
+__all__ = ["MAX_CONTOUR_POINTS", "TooManyContourPoints", "build_rtstruct", "edge_count", "pixel_edge_contours"]
 
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: Most contour points written (what ``medanomaly.io.rtstruct`` reads): masks outlined by more pixel edges (a noise-like
 #: anomaly map thresholded) get no structure set; their SEG holds them.
 MAX_CONTOUR_POINTS = 20_000_000
@@ -43,7 +42,7 @@ MAX_CONTOUR_POINTS = 20_000_000
 _STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"
 #: Patient and study elements copied from the source images (already cleaned: ``io.dicom_reference``), as a SEG
 #: carries them.
-_FROM_SOURCE = ("SpecificCharacterSet", "StudyInstanceUID", *TYPE2_COPIED)
+_FROM_SOURCE = ("StudyInstanceUID", *TYPE2_COPIED)
 #: Display colours of the ROIs (RGB), in turn.
 _COLOURS = ((255, 0, 0), (255, 160, 0), (0, 200, 255), (0, 220, 0), (255, 0, 255), (255, 255, 0))
 #: Each pixel's edges walked clockwise (x right, y down): (dx0, dy0, dx1, dy1) of its top, right, bottom, left edge.
@@ -140,7 +139,7 @@ def build_rtstruct(
             :data:`MAX_CONTOUR_POINTS` pixel edges (:class:`TooManyContourPoints`, counted before any contour is
             traced).
     """
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian
 
@@ -152,26 +151,24 @@ def build_rtstruct(
     if edges > MAX_CONTOUR_POINTS:
         raise TooManyContourPoints(f"the masks are outlined by {edges:,} pixel edges, more than "
                                    f"{MAX_CONTOUR_POINTS:,} contour points: no RT Structure Set (the SEG holds them)")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = deterministic_uid(run_id, source.series_uid, "rtstruct")
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("rtstruct.dcm", Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()  # its SOP Class and Instance UIDs are the data set's, filled in when saved
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     first = source.datasets[0]
+    if first.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = first.SpecificCharacterSet
     for keyword in _FROM_SOURCE:
         setattr(ds, keyword, first.get(keyword, ""))
-    if not str(ds.SpecificCharacterSet or ""):
-        del ds.SpecificCharacterSet
-    now = datetime.datetime.now()
-    ds.update(_header(source, run_id, algorithm, now))
-    images = {k: ds_ref for k, ds_ref in zip(source.slice_index, source.datasets, strict=True)}
+    ds.update(_header(source, run_id, algorithm, datetime.datetime.now()))
+    images = dict(zip(source.slice_index, source.datasets, strict=True))
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_frame_reference(source)])
     ds.StructureSetROISequence, ds.ROIContourSequence = DicomSequence(), DicomSequence()
     ds.RTROIObservationsSequence = DicomSequence()
     for n, (info, mask) in enumerate(zip(infos, masks, strict=True)):
-        name = f"{info.tracking_id} ({findings[info.finding_index].label})"[:64]
+        name = segment_label(info, findings[info.finding_index])
         ds.StructureSetROISequence.append(_roi(info.segment_number, name, source, algorithm))
-        ds.ROIContourSequence.append(_roi_contours(info.segment_number, mask, volume, images, _COLOURS[n % 6]))
+        colour = _COLOURS[n % len(_COLOURS)]
+        ds.ROIContourSequence.append(_roi_contours(info.segment_number, mask, volume, images, colour))
         observation = Dataset()
         observation.ObservationNumber, observation.ReferencedROINumber = info.segment_number, info.segment_number
         observation.RTROIInterpretedType, observation.ROIInterpreter = "", ""

@@ -33,7 +33,7 @@ from medanomaly.types import Finding, Volume
 if TYPE_CHECKING:  # pragma: no cover
     import highdicom as hd
 
-__all__ = ["SegmentInfo", "build_seg", "finding_masks", "segment_infos"]
+__all__ = ["SegmentInfo", "build_seg", "finding_masks", "segment_infos", "segment_label"]
 
 #: SeriesNumber of the SEG, SR and Parametric Map series we create (source series are usually < 100).
 SEG_SERIES_NUMBER = 901
@@ -66,6 +66,12 @@ def segment_infos(findings: Sequence[Finding], series_uid: str, run_id: str) -> 
         uid = deterministic_uid(run_id, series_uid, "lesion", str(i))
         out.append(SegmentInfo(finding_index=i, segment_number=n, tracking_id=f"Lesion {i + 1}", tracking_uid=uid))
     return out
+
+
+def segment_label(info: SegmentInfo, finding: Finding) -> str:
+    """What a segment (and the RT Structure Set's ROI of the same finding) is called: ``Lesion 1 (nodule)``, the
+    algorithm's words, at most 64 characters (an LO)."""
+    return f"{info.tracking_id} ({finding.label})"[:64]
 
 
 def _on_grid(mask: Volume, volume: Volume) -> np.ndarray:
@@ -118,7 +124,7 @@ def _description(info: SegmentInfo, finding: Finding, site: str | None, algorith
     )
     return hd.seg.SegmentDescription(
         segment_number=info.segment_number,
-        segment_label=f"{info.tracking_id} ({finding.label})"[:64],
+        segment_label=segment_label(info, finding),
         segmented_property_category=finding_category(),
         segmented_property_type=finding_type(finding.label),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
