@@ -112,8 +112,6 @@ def register(app: typer.Typer) -> None:
         _check_slices(out_path, in_path, image.shape[0])
         with about_file(in_path):
             mask = ROI_FUNCTIONS[roi](image)
-        if image.meta.get("frame_of_reference_uid"):  # a DICOM series written from it lies in the image's frame
-            mask = mask.with_meta(frame_of_reference_uid=image.meta["frame_of_reference_uid"])
         write(mask, out_path)
         if mask.is_2d:  # one slice: an area (cm2), not a volume
             sx, sy, _ = mask.spacing

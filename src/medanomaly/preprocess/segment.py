@@ -53,10 +53,12 @@ _IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 
 # --------------------------------------------------------------------------------------- helpers
 def _mask_volume(like: Volume, mask: np.ndarray, label: str) -> Volume:
-    modality = like.meta.get("modality")
+    """An ROI mask of ``like``: its grid, modality and Frame of Reference (a DICOM series written from the mask lies in
+    the image's patient coordinate system, so ``read_mask`` takes it back against the image)."""
     meta: dict[str, object] = {"label": label}
-    if modality is not None:
-        meta["modality"] = modality
+    for key in ("modality", "frame_of_reference_uid"):
+        if like.meta.get(key) is not None:
+            meta[key] = like.meta[key]
     return Volume(
         mask.astype(np.uint8), spacing=like.spacing, origin=like.origin, direction=like.direction, meta=meta
     )
