@@ -80,16 +80,17 @@ def register(app: typer.Typer) -> None:
 
 def _connection_limits(header_s: float, body_idle_s: float, max_connections: int) -> Any:
     """The service's connection limits, each checked (one line, exit 2): deadlines of 0.1 s to a day, 1 to 100,000
-    connections, fewer when the open-file limit leaves less room."""
+    connections, fewer when the open-file limit (first raised to its hard limit) leaves less room."""
     import math
 
-    from medanomaly.deploy.service.connections import ConnectionLimits, default_max_connections
+    from medanomaly.deploy.service.connections import ConnectionLimits, default_max_connections, raise_open_file_limit
 
     for name, value in (("--header-timeout-s", header_s), ("--body-idle-timeout-s", body_idle_s)):
         if not (math.isfinite(value) and 0.1 <= value <= 86_400):
             raise InputError(f"{name} must be 0.1..86,400 seconds, got {value}")
     if not 1 <= max_connections <= 100_000:
         raise InputError(f"--max-connections must be 1..100,000, got {max_connections}")
+    raise_open_file_limit()  # room for more connections where the hard limit allows it
     return ConnectionLimits(header_s, body_idle_s, default_max_connections(max_connections))
 
 

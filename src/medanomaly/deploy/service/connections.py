@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["BACKLOG", "ConnectionLimits", "default_max_connections", "guarded_protocol"]
+__all__ = ["BACKLOG", "ConnectionLimits", "default_max_connections", "guarded_protocol", "raise_open_file_limit"]
 
 _log = logging.getLogger("medanomaly.service")
 #: Listen backlog of the service's socket: connections the kernel queues, and asyncio accepts in one go.
@@ -57,17 +57,22 @@ class ConnectionLimits:
             raise ValueError(f"connection limits must be positive, got {self}")
 
 
-def default_max_connections(limit: int = 1000) -> int:
-    """``limit``, or fewer when the open-file limit (``ulimit -n``, first raised to its hard limit, at most 65,536)
-    leaves less room beside the service's own files and a burst of :data:`BACKLOG` accepts."""
+def raise_open_file_limit(most: int = 65_536) -> None:
+    """Raise this process's open-file limit (``ulimit -n``) to its hard limit, at most ``most`` (left as it is when
+    the system refuses)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    wanted = most if hard == resource.RLIM_INFINITY else min(hard, most)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
         except (ValueError, OSError):
             pass
+
+
+def default_max_connections(limit: int = 1000) -> int:
+    """``limit``, or fewer when the open-file limit (``ulimit -n``) leaves less room beside the service's own files and
+    a burst of :data:`BACKLOG` accepts."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return limit
     return max(1, min(limit, soft - _RESERVED_FILES - BACKLOG))
