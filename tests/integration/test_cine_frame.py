@@ -121,7 +121,7 @@ def test_frame_is_refused_for_an_archive_and_a_fusion(tmp_path, monkeypatch, cap
     (tmp_path / "archive").mkdir()
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), str(tmp_path / "archive"),
                             "--frame", "1", "-o", str(tmp_path / "out"))  # fmt: skip
-    assert code == 2 and "--frame takes one frame of a cine file, not of every series of an archive" in err, err
+    assert code == 2 and "--frame takes one frame of a cine or 4D file, not of every series of an archive" in err, err
     assert not (tmp_path / "out").exists()
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), "T1=a.nrrd", "PD=b.nrrd",
                             "--frame", "1")  # fmt: skip

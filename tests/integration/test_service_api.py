@@ -318,3 +318,26 @@ def test_a_cine_loop_is_predicted_on_the_frame_asked_for(service):
     result = client.get(f"/v1/studies/{study}/results").json()
     assert result["image"]["shape_zyx"][0] == 1 and set(result["probabilities"]) == {"normal", "abnormal"}
     assert post(client, [cine], params={"model": "cls", "frame": -1}).status_code == 422
+
+
+def test_a_4d_image_is_predicted_on_the_volume_asked_for(service):
+    """A 4D NIfTI (an MSD-style multi-contrast volume) was refused with "medanomaly reads 2D/3D images", with no way
+    to take one volume: ``?frame=N`` predicts volume N, as the same volume uploaded alone is predicted."""
+    import nibabel as nib
+
+    client, _, _, tmp = service
+    volumes = np.random.default_rng(3).normal(0, 1, (32, 32, 1, 2)).astype(np.float32)
+    volumes[..., 1] += 2.0  # another contrast
+    nib.save(nib.Nifti1Image(volumes, np.diag([0.5, 0.5, 1.0, 1.0])), tmp / "four.nii.gz")
+    nib.save(nib.Nifti1Image(volumes[..., 1], np.diag([0.5, 0.5, 1.0, 1.0])), tmp / "second.nii.gz")
+    job = wait_done(client, post(client, [(tmp / "four.nii.gz").read_bytes()], params={"model": "cls"}).json()["job_id"])
+    assert job["status"] == "failed" and job["reason"].endswith("4D image (2 volumes, 0..1): upload it with ?frame=N")
+    probabilities = []
+    for name, query in (("four.nii.gz", {"frame": 1}), ("second.nii.gz", {})):
+        r = post(client, [(tmp / name).read_bytes()], params={"model": "cls", **query})
+        assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done", r.text
+        probabilities.append(client.get(f"/v1/studies/{r.json()['study_id']}/results").json()["probabilities"])
+    assert probabilities[0] == pytest.approx(probabilities[1])
+    job = wait_done(client, post(client, [(tmp / "four.nii.gz").read_bytes()],
+                                 params={"model": "cls", "frame": 2}).json()["job_id"])  # fmt: skip
+    assert job["reason"].endswith("frame=2: the 4D image has 2 volumes (0..1)"), job

@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
         fov: float = typer.Option(80.0, "--fov", help="Field of view (mm) of each finding's overlay."),
         findings: Path | None = typer.Option(None, "--findings",
                                              help="findings.json to explain instead of running the detector."),
-        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): explain this "
-                                         "frame (0-based); --mask is that frame's."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D "
+                                         "image: explain this frame or volume (0-based); --mask is that frame's."),
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
@@ -60,11 +60,10 @@ def register(app: typer.Typer) -> None:
 
                 source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
             elif frame is not None:
-                from medanomaly.io import read
-                from medanomaly.io.frames import select_frame
+                from medanomaly.io.frames import read_frame
 
                 with about_file(image):
-                    source = select_frame(read(image), frame)
+                    source = read_frame(image, frame)
             with about_file(image):
                 report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
                                       dicom, fov, findings, check_input=getattr(model, "check_input", None),

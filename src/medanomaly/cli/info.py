@@ -26,13 +26,14 @@ from typing import Any
 import typer
 
 
-def describe(path: Path, series_uid: str | None = None) -> dict[str, Any]:
-    """Read ``path`` and summarise it as a JSON-able dict (no PHI: technical fields only)."""
+def describe(path: Path, series_uid: str | None = None, frame: int | None = None) -> dict[str, Any]:
+    """Read ``path`` (frame ``frame`` of a cine loop or volume ``frame`` of a 4D image) and summarise it as a JSON-able
+    dict (no PHI: technical fields only)."""
     import numpy as np
 
-    from medanomaly.io import read
+    from medanomaly.io.frames import read_frame
 
-    vol = read(path, series_uid=series_uid)
+    vol = read_frame(path, frame, series_uid=series_uid)
     array = vol.array
     finite = array if array.dtype.kind in "iub" else array[np.isfinite(array)]
     lo = finite.min().item() if finite.size else None
@@ -163,6 +164,8 @@ def register(app: typer.Typer) -> None:
         path: Path = typer.Argument(..., help="DICOM folder or file, NIfTI, NRRD, MHA, PNG/JPEG or MedMNIST .npz."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a multi-series folder."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D image: "
+                                         "show this frame or volume (0-based)."),
     ) -> None:
         """Show modality, shape, spacing, origin, direction, dtype and intensity range of an image.
 
@@ -174,9 +177,9 @@ def register(app: typer.Typer) -> None:
         log_warnings_to_stderr()
         contours = None
         try:
-            summary = describe(path, series)
+            summary = describe(path, series, frame)
         except InputError:  # not an image: an RT Structure Set is shown by its ROIs (looked for only then)
-            contours = structure_set_summary(path) if path.is_file() and series is None else None
+            contours = structure_set_summary(path) if path.is_file() and series is None and frame is None else None
             if contours is None:
                 raise
             summary = contours

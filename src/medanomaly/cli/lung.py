@@ -23,15 +23,14 @@ def register(app: typer.Typer) -> None:
         overlays: bool = typer.Option(False, "--overlays", help="Also write an axial overlay PNG per finding."),
         masks: bool = typer.Option(False, "--masks", help="Also write each finding's mask as NRRD."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM SEG + SR (TID 1500) for a DICOM input."),
-        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): detect in this "
-                                         "frame (0-based)."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D image: "
+                                         "detect in this frame or volume (0-based)."),
     ) -> None:
         """Find lesions in a whole image; write findings.json (centre, box, score, mask, measurements)."""
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_dir, output_stem, write_detection
         from medanomaly.errors import InputError, about_file
-        from medanomaly.io import read
-        from medanomaly.io.frames import select_frame
+        from medanomaly.io.frames import read_frame
 
         if dicom and frame is not None:
             raise InputError("--dicom writes a SEG and an SR on the source series' grid: not for one frame of a cine "
@@ -41,7 +40,7 @@ def register(app: typer.Typer) -> None:
             if not model.class_names or model.task not in ("lung_nodule", "detection"):
                 raise InputError(f"a {model.task} run does not detect lesions; use `medanomaly predict`", run)
             with about_file(image):
-                volume = select_frame(read(image), frame)
+                volume = read_frame(image, frame)
                 model.check_input(volume, image)
                 if dicom:  # the source headers our SEG / SR reference, checked before the model runs
                     from medanomaly.deploy.dicom_out import source_series_for_path
@@ -68,16 +67,17 @@ def register(app: typer.Typer) -> None:
                                   "of an RT Structure Set, its ROI Number: overlapping ROIs are read one at a time)."),
         partial_volume: bool = typer.Option(False, "--partial-volume", help="Chest CT: also each lesion's "
                                             "partial-volume volume in the lungs (partial_volume_ml; docs/quantify.md)."),
-        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time): measure this "
-                                         "frame (0-based) as one image; the mask is that frame's or the cine's."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D image: "
+                                         "measure this frame or volume (0-based) as one image; the mask is that "
+                                         "frame's or the cine's (the volume's grid for a 4D image)."),
         show_roi_names: bool = typer.Option(False, "--roi-names", help="An RT Structure Set: print each ROI's name "
                                             "beside its number (free text a person typed: off by default)."),
     ) -> None:
         """Measure each label of a mask as one lesion, then its connected parts: volume (mL),
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
         from medanomaly.errors import InputError, about_file
-        from medanomaly.io import read, read_mask
-        from medanomaly.io.frames import frame_of_mask, select_frame
+        from medanomaly.io import read_mask
+        from medanomaly.io.frames import frame_of_mask, read_with_frame
         from medanomaly.io.rtstruct import roi_names
         from medanomaly.jsonio import finite_json
         from medanomaly.preprocess.checks import require_float32_range
@@ -88,9 +88,8 @@ def register(app: typer.Typer) -> None:
             raise InputError("a lesion mask is required (--mask MASK)", image)
         if not mask.exists():
             raise InputError("mask file not found", mask)
-        cine = read(image)
         with about_file(image):
-            img = select_frame(cine, frame)
+            cine, img = read_with_frame(image, frame)
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
             require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")

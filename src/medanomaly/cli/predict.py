@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", "--engine", help="Archive: local (one machine) or ray."),
         address: str | None = typer.Option(None, "--address", help="Archive: Ray cluster address (--engine ray)."),
         dicom: bool = typer.Option(True, "--dicom/--no-dicom", help="Archive: write DICOM SEG + SR per series."),
-        frame: int | None = typer.Option(None, "--frame", min=0, help="Cine loops (frames in time): predict this "
-                                         "frame (0-based) of each."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="Cine loops (frames in time) or 4D images: "
+                                         "predict this frame or volume (0-based) of each."),
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
@@ -67,20 +67,20 @@ def register(app: typer.Typer) -> None:
             from medanomaly.cli.pacs import predict_archive
 
             if frame is not None:
-                raise InputError("--frame takes one frame of a cine file, not of every series of an archive", paths[0])
+                raise InputError("--frame takes one frame of a cine or 4D file, not of every series of an archive", paths[0])
 
             with output_dir(out or default_out("predict", paths[0].name)) as target:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address)  # fmt: skip
             raise typer.Exit(code=code)
         if frame is not None and "=" in str(paths[0]):
-            raise InputError("--frame takes one frame of a cine file, not of a fusion's modalities", paths[0])
+            raise InputError("--frame takes one frame of a cine or 4D file, not of a fusion's modalities", paths[0])
         too_long: dict = {}
         if out is not None:
             if "=" not in str(paths[0]):  # fusion's MOD=path inputs make one prediction
                 check_distinct_outputs(paths)
             prepare_output_dir(out)
-            too_long = output_names_too_long([paths[0]] if "=" in str(paths[0]) else paths, out)
+            too_long = output_names_too_long([paths[0]] if "=" in str(paths[0]) else paths, out, frame)
         model = load_model(run)
         if model.task == "fusion":
             from medanomaly.engine.verbs import predict_multimodal
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             results = _in_order(paths, too_long, predict_paths(model, [p for p in paths if p not in too_long],
                                                                frame=frame))  # fmt: skip
         single = len(paths) == 1 or model.task == "fusion"  # fusion: its files make one prediction
-        _report(results, out, as_json, run, single=single)
+        _report(results, out, as_json, run, single=single, frame=frame)
 
     @app.command()
     def tune(
@@ -118,9 +118,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"tune: {out_dir}")
 
 
-def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = False) -> None:
+def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = False, frame: int | None = None) -> None:
     """Print each result (bad files on stderr, "skipped: ...") and write outputs; exit 2 when every file failed. A
-    ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2)."""
+    ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2). ``frame``
+    (of a cine or a 4D image) is recorded with each result and names its files (``NAME_frameN.json``)."""
     from medanomaly.engine.outputs import geometry_context, write_prediction
     from medanomaly.errors import InputError, printable
     from medanomaly.jsonio import finite_json
@@ -135,10 +136,12 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
             failures += 1
             typer.echo(f"skipped: {printable(str(outcome))}", err=True)
             continue
+        which = {} if frame is None else {"frame": frame}
         if out is not None:
-            write_prediction(out, path, outcome, {"run": run.name, **geometry_context(volume)})
+            write_prediction(out, path, outcome, {"run": run.name, **which, **geometry_context(volume)})
         if as_json:
-            typer.echo(json.dumps(finite_json({"file": path.name, **geometry_context(volume), **outcome.to_json()})))
+            typer.echo(json.dumps(finite_json({"file": path.name, **which, **geometry_context(volume),
+                                               **outcome.to_json()})))  # fmt: skip
         else:
             typer.echo(printable(_format_prediction(path, outcome)))
     if failures and failures == total:

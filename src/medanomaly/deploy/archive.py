@@ -41,10 +41,11 @@ from typing import Any
 
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
+from medanomaly.io.frames import check_volume, reword_frame_advice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
+__all__ = ["FRAME_ALONE_ADVICE", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
            "walk_archive"]
 
 #: Modalities of DICOM objects that are not images to run a model on.
@@ -62,6 +63,8 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.30",  # parametric map
     "1.2.840.10008.1.3.10",  # media storage directory (DICOMDIR)
 )
+#: How an archive run, which takes no ``--frame``, says to take one frame of a cine or one volume of a 4D file.
+FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE --frame N`"
 #: File endings of volume files that are a series on their own.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
@@ -335,6 +338,7 @@ def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> Se
         reader.ReadImageInformation()
     except RuntimeError:
         raise InputError("not a readable NIfTI/NRRD/MetaImage header", path) from None
+    check_volume(reader.GetSize()[3] if reader.GetDimension() > 3 else 1, None, path)  # a 4D file, as for NIfTI
     size = list(reader.GetSize()) + [1, 1]
     modality = reader.GetMetaData("modality") if reader.HasMetaDataKey("modality") else "OT"
     return SeriesEntry(
@@ -412,7 +416,7 @@ def walk_archive(root: str | Path) -> ArchiveIndex:
         try:
             _add_file(path, base, index, by_uid)
         except InputError as exc:
-            index.problems.append(Problem(display_path(path, base), exc.reason))
+            index.problems.append(Problem(display_path(path, base), reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)))
         except OSError as exc:
             index.problems.append(Problem(display_path(path, base), f"unreadable ({exc.strerror or exc})"))
     voxels = {display_path(data, base) for data in index.data_files}

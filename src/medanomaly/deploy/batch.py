@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medanomaly.deploy.archive import (Problem, SeriesEntry, named_files, numbered_files, read_series, skipped_problems,
-                                       walk_archive)
+from medanomaly.deploy.archive import (FRAME_ALONE_ADVICE, Problem, SeriesEntry, named_files, numbered_files,
+                                       read_series, skipped_problems, walk_archive)
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.deploy.series_links import remove_orphaned_series_links
-from medanomaly.engine.contract import CINE_ADVICE
 from medanomaly.errors import OUTPUT_FULL, InputError, Terminated
+from medanomaly.io.frames import reword_frame_advice
 from medanomaly.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,8 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
                                                           volume.meta.get("skipped_reasons", ()), strict=False)]
         record.update(_prediction_fields(prediction))
         record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx)
-    except InputError as exc:  # a batch takes no --frame: a cine is predicted from its own file
-        reason = exc.reason.replace(CINE_ADVICE, "predict its file alone with `medanomaly predict RUN FILE --frame N`")
+    except InputError as exc:  # a batch takes no --frame: a cine or a 4D image is predicted from its own file
+        reason = reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)
         record = _base_record(entry, ctx, "error", reason)
     except Exception as exc:  # noqa: BLE001 - one bad series must not stop an archive run
         log.debug("series %s failed", entry.key, exc_info=True)

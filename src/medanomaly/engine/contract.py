@@ -28,6 +28,7 @@ from medanomaly.config import RunConfig
 from medanomaly.engine.run import MODEL_JSON, RunInfo
 from medanomaly.errors import InputError, about_file
 from medanomaly.io.limits import check_least_size
+from medanomaly.io.frames import CINE_ADVICE
 from medanomaly.types import Prediction, Volume, is_cine_loop, require_slices
 
 __all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
@@ -48,9 +49,6 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
                          "or foreign weights file, or a training that diverged)")  # fmt: skip
     return values
 
-
-#: How :func:`refuse_cine` tells a CLI user to take one frame; the service and archive batches say it their way.
-CINE_ADVICE = "give --frame N to take frame N"
 
 
 def refuse_cine(volume: Volume, path: Any = None) -> None:

@@ -23,7 +23,7 @@ from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 from medanomaly.types import Prediction
 
-__all__ = ["output_dir", "output_stem", "prepare_output_dir", "write_prediction"]
+__all__ = ["output_dir", "output_stem", "prediction_stem", "prepare_output_dir", "write_prediction"]
 
 #: The lone surrogates (U+DC80..U+DCFF) by which Python's file-system decoding keeps the bytes of a name that are not
 #: UTF-8.
@@ -73,7 +73,18 @@ def check_distinct_outputs(sources: list[str | Path]) -> None:
         first[stem] = source
 
 
-def output_names_too_long(sources: list[str | Path], out_dir: str | Path) -> dict[str | Path, Any]:
+def prediction_stem(source: str | Path, frame: int | None = None) -> str:
+    """The name of one prediction's files: the input's stem, and ``_frameN`` for frame ``N`` of a cine or 4D image.
+
+    Example:
+        >>> prediction_stem("scan.nii.gz"), prediction_stem("scan.nii.gz", 3)
+        ('scan', 'scan_frame3')
+    """
+    return output_stem(source) + ("" if frame is None else f"_frame{int(frame)}")
+
+
+def output_names_too_long(sources: list[str | Path], out_dir: str | Path,
+                          frame: int | None = None) -> dict[str | Path, Any]:  # fmt: skip
     """The inputs whose outputs in ``out_dir`` would have names longer than its file system takes (255 bytes on
     most), each with its :class:`~medanomaly.errors.InputError`: checked before the work, so such a file is
     skipped with its reason and the rest are predicted (a 248-character name was predicted, then its
@@ -86,7 +97,7 @@ def output_names_too_long(sources: list[str | Path], out_dir: str | Path) -> dic
     limit = name_max(out_dir)
     too_long: dict[str | Path, Any] = {}
     for source in sources:
-        stem = output_stem(source)
+        stem = prediction_stem(source, frame)
         longest = len(os.fsencode(f"{stem}_anomaly_map.nii.gz"))  # the longest of NAME.json, NAME.findings.json
         if longest > limit:
             too_long[source] = InputError(f"the name is too long for its outputs ({longest} bytes with their "
@@ -150,12 +161,14 @@ def geometry_context(volume: Any) -> dict[str, Any]:
 
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
                      context: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
-    """Write one prediction's files into ``out_dir``; returns the paths written."""
+    """Write one prediction's files into ``out_dir`` (``NAME.json``; ``NAME_frameN.json`` when ``context`` names the
+    ``frame`` of a cine or 4D image, so that two frames' predictions do not replace each other); returns the paths
+    written."""
     from medanomaly.io import write
     from medanomaly.io.findings import write_findings
 
     out_dir = Path(out_dir)
-    stem = output_stem(source)
+    stem = prediction_stem(source, (context or {}).get("frame"))
     doc = {"image": Path(source).name, **(context or {}), **prediction.to_json()}
     record, findings, anomaly_map = (out_dir / f"{stem}{end}" for end in (".json", ".findings.json",
                                                                            "_anomaly_map.nii.gz"))  # fmt: skip

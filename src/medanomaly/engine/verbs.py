@@ -148,18 +148,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 def predict_paths(model: TaskModel, paths: Iterable[str | Path], read_options: dict[str, Any] | None = None,
                   frame: int | None = None) -> Iterator[tuple[Path, Prediction | InputError, Any]]:  # fmt: skip
     """Predict image files one by one; a bad file yields its ``InputError`` and the rest go on. ``frame``: each
-    file is a cine loop of which this frame is predicted (:func:`medanomaly.io.frames.select_frame`).
+    file is a cine loop or a 4D image of which this frame or volume is predicted (:func:`medanomaly.io.frames.read_frame`).
 
     Yields:
         ``(path, Prediction or InputError, Volume or None)`` in input order.
     """
-    from medanomaly.io import read
-    from medanomaly.io.frames import select_frame
+    from medanomaly.io.frames import read_frame
 
     for path in map(Path, paths):
         try:
             with about_file(path):
-                volume = select_frame(read(path, **(read_options or {})), frame)
+                volume = read_frame(path, frame, **(read_options or {}))
                 model.check_input(volume, path)  # type: ignore[attr-defined]
                 prediction = model.predict(volume)
         except InputError as exc:

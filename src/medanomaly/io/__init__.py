@@ -99,7 +99,8 @@ def read(
             read; for a DICOM file, checked against the file's.
         max_voxel_bytes: refuse images with more voxel data than this (bytes), checked from the
             header before allocating; default ``$MEDANOMALY_MAX_VOXEL_BYTES``, else 1 GiB.
-        **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test").
+        **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test"); ``volume`` (0-based) for
+            a 4D NIfTI, NRRD or MetaImage, read alone (:func:`medanomaly.io.frames.read_frame`).
 
     Returns:
         Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS); NaN kept.
@@ -107,8 +108,8 @@ def read(
     Raises:
         InputError: the path is missing, empty, truncated, of unknown format, over the voxel
             limit, or (folders) holds several series, inconsistent slice gaps or no readable
-            image, or the memory the process may take ran out while decoding it. The message is one
-            line naming the file and the reason.
+            image, a 4D image without ``volume`` (or ``volume`` on a 3D one), or the memory the process may take
+            ran out while decoding it. The message is one line naming the file and the reason.
     """
     path = Path(path).expanduser()
     with about_file(path):
@@ -143,11 +144,11 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
     if fmt == "nifti":
         from medanomaly.io.nifti import read_nifti
 
-        return read_nifti(path, max_voxel_bytes=limit)
+        return read_nifti(path, max_voxel_bytes=limit, volume=options.get("volume"))
     if fmt in ("nrrd", "metaimage"):
         from medanomaly.io.itk import read_itk
 
-        return read_itk(path, max_voxel_bytes=limit)
+        return read_itk(path, max_voxel_bytes=limit, volume=options.get("volume"))
     from medanomaly.io.png import read_picture
 
     return read_picture(path, max_voxel_bytes=limit)

@@ -35,6 +35,7 @@ import numpy as np
 from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.frames import check_volume
 from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume, is_orthonormal
 
@@ -76,13 +77,15 @@ def itk_format(path: Path) -> str | None:
     return None
 
 
-def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
+def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
     """Read an NRRD or MetaImage file with SimpleITK, keeping its LPS geometry.
 
     Args:
         path: ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file (``.nii``/``.nii.gz`` are passed
             to :func:`medanomaly.io.nifti.read_nifti`).
-        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`).
+        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`): of the whole file, 4D included
+            (ITK's NRRD reader reads every volume before one is taken).
+        volume: of a 4D image, the volume to keep (0-based).
 
     Returns:
         Volume (z, y, x[, c]); intensities as stored (HU for CT NRRDs written in HU), NaN kept.
@@ -99,7 +102,7 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
     if fmt == "nifti":
         from medanomaly.io.nifti import read_nifti
 
-        return read_nifti(path, max_voxel_bytes=max_voxel_bytes)
+        return read_nifti(path, max_voxel_bytes=max_voxel_bytes, volume=volume)
     check_detached_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
@@ -108,11 +111,13 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
         with native_remarks_logged(path) as remarks:
             reader.ReadImageInformation()
         size = reader.GetSize()
-        if len(size) == 4 and size[3] != 1:
-            raise InputError(f"4D image ({size[3]} volumes): medanomaly reads 2D/3D images", path)
         if len(size) not in (2, 3, 4):
-            raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images", path)
+            raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images and one volume of a 4D image", path)
+        check_volume(size[3] if len(size) == 4 else 1, volume, path, slices=size[2] if len(size) > 2 else 1)
         check_declared_size(reader, path, max_voxel_bytes)
+        if volume is not None:  # the fourth dimension collapsed: a 3D image of that volume
+            reader.SetExtractIndex([0, 0, 0, volume])
+            reader.SetExtractSize([*size[:3], 0])
         with native_remarks_logged(path) as remarks:  # MetaIO reports truncated data on the terminal
             image = reader.Execute()
         failed = [r for r in remarks if r.startswith(DATA_FAILURES)]

@@ -19,8 +19,11 @@ jhu189. ITK also turned NaN voxels into 0 and does not read NIfTI-2. Here:
 * **limits**: the declared size (dimensions x bytes per voxel of the result) is checked
   against :mod:`medanomaly.io.limits` from the 348/540-byte header, before any data is read or
   decompressed;
-* **refused** (one line): 4D and higher images with more than one volume, CIFTI-2 (not a
-  volume), complex voxels, a singular affine.
+* **4D**: one volume is read (``volume=N``, the CLI's ``--frame N``: :func:`medanomaly.io.frames.read_frame`), only
+  its bytes (nibabel slices the file), the limit checked on that volume; without ``volume`` a 4D image is refused in
+  one line saying so;
+* **refused** (one line): 5D and higher images with more than one volume (a vector image's components excepted),
+  CIFTI-2 (not a volume), complex voxels, a singular affine.
 
 The header's free-text fields (``descrip``, ``aux_file``, intent name) are never copied.
 
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError, raise_if_out_of_memory
+from medanomaly.io.frames import check_volume
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.reasons import short_reason
 from medanomaly.types import FLOAT32_MAX, Volume, is_valid_direction
@@ -119,9 +123,10 @@ INTENT_VECTOR = 1007
 MAX_COMPONENTS = 64
 
 
-def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple[tuple[int, int, int], int]:
-    """((x, y, z), components) of a NIfTI shape: extra dimensions must be 1 (a single volume), except the fifth of a
-    vector image (``intent`` :data:`INTENT_VECTOR`, time 1), whose components become channels."""
+def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple[tuple[int, int, int], int, int]:
+    """((x, y, z), components, volumes) of a NIfTI shape: the fourth dimension counts volumes (time points, contrasts),
+    the dimensions after it must be 1, except the fifth of a vector image (``intent`` :data:`INTENT_VECTOR`, time 1),
+    whose components become channels."""
     dims = tuple(int(d) for d in shape) + (1,) * max(0, 3 - len(shape))
     components = 1
     if intent == INTENT_VECTOR and len(dims) == 5 and dims[3] == 1:
@@ -129,9 +134,11 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple
         if not 1 <= components <= MAX_COMPONENTS:
             raise InputError(f"vector image of {components} components; at most {MAX_COMPONENTS} are read", path)
     extra = int(np.prod(dims[3:])) if len(dims) > 3 else 1
-    if extra != 1:
-        raise InputError(f"{len(shape)}D image ({extra} volumes): medanomaly reads 2D/3D images", path)
-    return (dims[0], dims[1], dims[2]), components
+    volumes = dims[3] if len(dims) > 3 else 1
+    if extra != volumes:
+        raise InputError(f"{len(shape)}D image ({extra} volumes): medanomaly reads 2D/3D images and one volume of a "
+                         "4D image", path)  # fmt: skip
+    return (dims[0], dims[1], dims[2]), components, volumes
 
 
 def _scaling(image: Any) -> tuple[float, float] | None:
@@ -164,9 +171,14 @@ def _scaled_bound(stored: np.dtype, slope: float, inter: float) -> float:
     return max(abs(float(limits.min)), abs(float(limits.max))) * abs(slope) + abs(inter)
 
 
-def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype, components: int = 1) -> np.ndarray:
-    """The voxels as a C-contiguous (z, y, x[, c]) array: scaled, native byte order, NaN kept."""
-    raw = np.asarray(image.dataobj.get_unscaled())
+def _voxels(image: Any, xyz: tuple[int, int, int], dtype: np.dtype, components: int = 1,
+            volume: int | None = None) -> np.ndarray:  # fmt: skip
+    """The voxels (of volume ``volume`` of a 4D image) as a C-contiguous (z, y, x[, c]) array: scaled, native byte
+    order, NaN kept."""
+    if volume is None:
+        raw = np.asarray(image.dataobj.get_unscaled())
+    else:  # nibabel's proxy reads only the bytes of this volume (its public slicing would scale them its own way)
+        raw = np.asarray(image.dataobj._get_unscaled((slice(None),) * 3 + (volume,)))
     if components > 1:  # a vector image (x, y, z, 1, c)
         out = _voxels_scaled(raw.reshape((*xyz, components), order="A"), image, dtype)
         return np.ascontiguousarray(out.transpose(2, 1, 0, 3))
@@ -224,11 +236,15 @@ def _spatial_unit(header: Any) -> str:
     return str(header.get_xyzt_units()[0]) if hasattr(header, "get_xyzt_units") else "unknown"
 
 
-def _header_layout(image: Any, path: Path) -> tuple[tuple[int, int, int], int, np.dtype, int, np.ndarray]:
+def _header_layout(
+    image: Any, path: Path, volume: int | None = None
+) -> tuple[tuple[int, int, int], int, np.dtype, int, np.ndarray]:
     """(size x, y, z; components; dtype of the voxels read; bytes per component; LPS affine in mm) from the header
-    alone, or InputError naming ``path``: what :func:`nifti_layout` lists and :func:`read_nifti` checks first."""
+    alone, or InputError naming ``path``: what :func:`nifti_layout` lists and :func:`read_nifti` checks first (a 4D
+    image without ``volume``: :func:`medanomaly.io.frames.check_volume`)."""
     try:
-        xyz, components = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+        xyz, components, volumes = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+        check_volume(volumes, volume, path, slices=xyz[2])
         dtype = _result_dtype(image)
         affine = _affine_lps_mm(image)
     except InputError as exc:
@@ -252,31 +268,32 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
     return xyz, channels, itemsize, tuple(float(v) for v in spacing)
 
 
-def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volume:
+def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
     """Read a NIfTI-1 or NIfTI-2 volume with nibabel, geometry as nibabel's ``affine`` (LPS).
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file, or either file of a ``.hdr`` + ``.img`` pair.
-        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`).
+        max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`): of the one volume read.
+        volume: of a 4D image, the volume to read (0-based); only its bytes are read.
 
     Returns:
         Volume (z, y, x) (or (z, y, x, 3) for RGB NIfTI); ``meta["description"]`` says which
-        transform the geometry came from.
+        transform the geometry came from (and which volume of how many).
 
     Raises:
-        InputError: unreadable or truncated file, CIFTI, several volumes, complex voxels,
-            degenerate affine, or more voxel data than the limit.
+        InputError: unreadable or truncated file, CIFTI, several volumes without ``volume`` (or ``volume`` of a 3D
+            image, or past the last), complex voxels, degenerate affine, or more voxel data than the limit.
     """
     path = Path(path)
     image = _load(path)
     header = image.header
-    xyz, channels, dtype, itemsize, affine = _header_layout(image, path)
+    xyz, channels, dtype, itemsize, affine = _header_layout(image, path, volume)
     components = 1 if dtype.fields is not None else channels  # RGB24: one record per voxel
     check_voxel_bytes((*xyz, channels), itemsize, path, limit=max_voxel_bytes)
     spacing, direction, origin = _split_affine(affine, path)
     _check_voxel_offset(image, path)
     try:
-        array = _voxels(image, xyz, dtype, components)
+        array = _voxels(image, xyz, dtype, components, volume)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
         raise_if_out_of_memory(exc)
         reason = f"truncated or corrupt data: {short_reason(exc, path)}"
@@ -286,7 +303,8 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None) -> Volum
     version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
     meta: dict[str, Any] = {
         "source_format": "nifti",
-        "description": f"{version} geometry from {nifti_geometry_source(header)}{_units_note(header)}",
+        "description": f"{version} geometry from {nifti_geometry_source(header)}{_units_note(header)}"
+        + ("" if volume is None else f", volume {volume} of {int(image.shape[3])}"),
     }
     if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")

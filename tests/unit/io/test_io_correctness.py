@@ -263,7 +263,7 @@ def test_io_nifti2_read_and_cifti_refused(tmp_path):
     np.testing.assert_allclose(vol.affine_lps, LPS @ affine, atol=1e-6)
     assert vol.meta["description"].startswith("NIfTI-2 geometry from sform")
     nibabel_tests = Path(nib.__file__).parent / "tests" / "data"
-    with pytest.raises(InputError, match=r"example_nifti2.nii.gz: 4D image \(2 volumes\)") as err:
+    with pytest.raises(InputError, match=r"example_nifti2.nii.gz: 4D image \(2 volumes, 0..1\): info, predict") as err:
         read(nibabel_tests / "example_nifti2.nii.gz")
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="row_major.dconn.nii: CIFTI-2 file"):

@@ -16,7 +16,7 @@ from typing import Any
 
 from medanomaly.deploy.service.outputs import write_outputs
 from medanomaly.deploy.service.store import JobStore
-from medanomaly.engine.contract import CINE_ADVICE
+from medanomaly.io.frames import reword_frame_advice
 from medanomaly.errors import MedanomalyError
 
 __all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame"]
@@ -38,7 +38,7 @@ def input_path(study_dir: Path) -> Path:
 
 
 def requested_frame(study_dir: Path) -> int | None:
-    """The cine frame an upload asked for (``POST /v1/studies?frame=N``), or None."""
+    """The cine frame or 4D volume an upload asked for (``POST /v1/studies?frame=N``), or None."""
     from medanomaly.jsonio import read_json
 
     path = study_dir / REQUEST_FILE
@@ -51,7 +51,7 @@ def requested_frame(study_dir: Path) -> int | None:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, MedanomalyError):  # the CLI's option is the API's query parameter here
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
-        return reason.replace(CINE_ADVICE, "upload it with ?frame=N").replace("--frame ", "frame=")
+        return reword_frame_advice(reason, "upload it with ?frame=N").replace("--frame ", "frame=")
     text = str(exc).strip().splitlines()
     return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
 
@@ -118,15 +118,14 @@ class ModelWorker:
                         self.store.fail(job["id"], _reason(exc))
 
     def _run(self, jobs: list[dict[str, Any]]) -> None:
-        from medanomaly.io import read
-        from medanomaly.io.frames import select_frame
+        from medanomaly.io.frames import read_frame
 
         start = time.perf_counter()
         volumes, ready = [], []
         for job in jobs:
             try:
                 study_dir = self.data_dir / job["id"]
-                volume = select_frame(read(input_path(study_dir)), requested_frame(study_dir))
+                volume = read_frame(input_path(study_dir), requested_frame(study_dir))
                 self.model.check_input(volume)
             except MedanomalyError as exc:
                 self.store.fail(job["id"], _reason(exc))
