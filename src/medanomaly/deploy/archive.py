@@ -66,7 +66,7 @@ NON_IMAGE_SOP_PREFIXES = (
 #: How an archive run, which takes no ``--frame``, says to take one frame of a cine or one volume of a 4D file.
 FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE --frame N`"
 #: File endings of volume files that are a series on their own.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
 _KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
@@ -317,14 +317,14 @@ def _data_files(path: Path) -> list[Path]:
 
 
 def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> SeriesEntry:
-    """A NIfTI/NRRD/MetaImage file as a series (header only, no voxels): NIfTI read by nibabel as ``io.read`` reads
-    it (SimpleITK took the qform where a file sets its sform, and could not open a name that is not UTF-8), NRRD and
-    MetaImage by SimpleITK."""
+    """A NIfTI/MGH/NRRD/MetaImage file as a series (header only, no voxels): NIfTI and MGH read by nibabel as
+    ``io.read`` reads them (SimpleITK took the qform where a file sets its sform, and could not open a name that is not
+    UTF-8), NRRD and MetaImage by SimpleITK."""
     import SimpleITK as sitk
 
     from medanomaly.io.itk import itk_format, itk_path
 
-    if itk_format(path) == "nifti" or path.suffix.lower() == ".hdr":  # a NIfTI pair through its header
+    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", ".mgh", ".mgz"):  # a NIfTI pair: its header
         from medanomaly.io.nifti import nifti_layout
 
         (x, y, z), components, itemsize, spacing = nifti_layout(path)

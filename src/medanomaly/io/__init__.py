@@ -10,6 +10,7 @@ one DICOM file (incl. multi-frame)     :mod:`medanomaly.io.dicom` (pydicom)     
 a DICOMDIR                             :mod:`medanomaly.io.dicomdir` (pydicom)      --
 ``.nii`` ``.nii.gz`` (NIfTI-1 and -2)  :mod:`medanomaly.io.nifti` (nibabel)         yes
 ``.hdr`` + ``.img`` (NIfTI-1 pair)     :mod:`medanomaly.io.nifti` (nibabel)         --
+``.mgh`` ``.mgz`` (FreeSurfer MGH)     :mod:`medanomaly.io.nifti` (nibabel)         --
 ``.nrrd`` ``.nhdr`` ``.mha`` ``.mhd``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
 ``.png`` ``.jpg`` ``.bmp`` ``.tif``      :mod:`medanomaly.io.png` (SimpleITK)         yes
 MedMNIST ``.npz``                      :mod:`medanomaly.io.npz` (NumPy)             --
@@ -54,12 +55,13 @@ def _has_dicm_magic(path: Path) -> bool:
 
 
 def detect_format(path: str | Path) -> str:
-    """The format ``read`` would use: dicom-folder, dicom, nifti, nrrd, metaimage, png..., npz.
+    """The format ``read`` would use: dicom-folder, dicom, nifti, mgh, nrrd, metaimage, png..., npz.
 
     Raises:
         InputError: missing path or a file of no known format.
     """
     from medanomaly.io.itk import itk_format
+    from medanomaly.io.nifti import MGH_SUFFIXES
     from medanomaly.io.png import PICTURE_SUFFIXES
 
     path = Path(path).expanduser()
@@ -79,12 +81,14 @@ def detect_format(path: str | Path) -> str:
         return PICTURE_SUFFIXES[suffix]
     if suffix == ".npz":
         return "npz"
+    if suffix in MGH_SUFFIXES:  # FreeSurfer's T1.mgz, brain.mgz, aseg.mgz
+        return "mgh"
     if suffix in NIFTI_PAIR_SUFFIXES:  # SPM's NIfTI-1 pair (or ANALYZE 7.5, which nibabel tells apart)
         return "nifti"
     if suffix in (".dcm", ".dicom", ".ima", "") or _has_dicm_magic(path):
         return "dicom"
-    raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI (.nii, .nii.gz, .hdr/.img), NRRD, MHA, PNG/JPEG, "
-                     "npz)", path)  # fmt: skip
+    raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI (.nii, .nii.gz, .hdr/.img), MGH/MGZ, NRRD, MHA, "
+                     "PNG/JPEG, npz)", path)  # fmt: skip
 
 
 def read(
@@ -93,7 +97,7 @@ def read(
     """Read a medical image into a :class:`Volume` with its geometry.
 
     Args:
-        path: a DICOM series folder, a DICOM file or DICOMDIR, NIfTI, NRRD, MetaImage,
+        path: a DICOM series folder, a DICOM file or DICOMDIR, NIfTI, FreeSurfer MGH/MGZ, NRRD, MetaImage,
             PNG/JPEG or MedMNIST ``.npz``.
         series_uid: for a folder or DICOMDIR holding several series, the SeriesInstanceUID to
             read; for a DICOM file, checked against the file's.
@@ -141,7 +145,7 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
         from medanomaly.io.npz import read_npz
 
         return read_npz(path, split=options.get("split"), max_voxel_bytes=limit)
-    if fmt == "nifti":
+    if fmt in ("nifti", "mgh"):
         from medanomaly.io.nifti import read_nifti
 
         return read_nifti(path, max_voxel_bytes=limit, volume=options.get("volume"))

@@ -1,5 +1,5 @@
-"""NIfTI-1 and NIfTI-2 (``.nii``, ``.nii.gz``) read with nibabel: geometry as nibabel, FSL and
-MRtrix see it, NaN kept.
+"""NIfTI-1 and NIfTI-2 (``.nii``, ``.nii.gz``), and FreeSurfer's MGH (``.mgh``, ``.mgz``: ``T1.mgz``, ``brain.mgz``,
+``aseg.mgz``), read with nibabel: geometry as nibabel, FSL, MRtrix and FreeSurfer see it, NaN kept.
 
 Why nibabel and not SimpleITK for NIfTI: ITK builds the geometry from the qform even where a
 file sets its sform (which nibabel, FSL, MRtrix and the NIfTI standard's "sform first" use): on
@@ -26,6 +26,9 @@ jhu189. ITK also turned NaN voxels into 0 and does not read NIfTI-2. Here:
   CIFTI-2 (not a volume), complex voxels, a singular affine.
 
 The header's free-text fields (``descrip``, ``aux_file``, intent name) are never copied.
+
+MGH: the same path (nibabel's ``MGHImage``: geometry from its vox2ras matrix, in mm; its fourth dimension, frames,
+read one at a time as a NIfTI's volumes; no scaling; MGZ is gzipped and its size checked from the header first).
 
 Example:
     >>> from medanomaly.data.sources import real_data
@@ -91,10 +94,34 @@ def _check_voxel_offset(image: Any, path: Path) -> None:
                          f"the voxels (a single-file NIfTI's voxels start at byte {least} or later)", path)
 
 
+#: File endings of FreeSurfer's MGH format (``.mgz``: gzipped).
+MGH_SUFFIXES = (".mgh", ".mgz")
+
+
+def _kind(path: Path) -> str:
+    """``mgh`` or ``nifti``: the format's name in messages and ``meta["source_format"]``."""
+    return "mgh" if path.name.lower().endswith(MGH_SUFFIXES) else "nifti"
+
+
+def _load_mgh(path: Path) -> Any:
+    """nibabel's ``MGHImage`` (header parsed, no data read), or InputError."""
+    from nibabel.freesurfer.mghformat import MGHImage
+
+    try:
+        return MGHImage.from_filename(str(path), mmap=False)
+    except KeyError as exc:  # nibabel's lookup of the header's data type code
+        raise InputError(f"not a readable mgh image (unknown data type code {exc.args[0]!r})", path) from None
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers (and gzip on bad MGZ)
+        raise_if_out_of_memory(exc)
+        raise InputError(f"not a readable mgh image ({short_reason(exc, path)})", path) from None
+
+
 def _load(path: Path) -> Any:
     """nibabel's image object (header parsed, no data read), or InputError."""
     import nibabel as nib
 
+    if _kind(path) == "mgh":
+        return _load_mgh(path)
     partner = {".hdr": ".img", ".img": ".hdr"}.get(path.suffix.lower())
     if partner and not any(path.with_suffix(s).is_file() for s in (partner, partner.upper())):
         raise InputError(f"one file of a NIfTI pair: its {partner} is not beside it", path)
@@ -250,13 +277,14 @@ def _header_layout(
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
-        raise InputError(f"not a readable nifti image (invalid header: {short_reason(exc, path)})", path) from None
+        raise InputError(f"not a readable {_kind(path)} image (invalid header: {short_reason(exc, path)})",
+                         path) from None  # fmt: skip
     rgb = dtype.fields is not None  # RGB24 records: three uint8 channels per stored value
     return xyz, 3 if rgb else components, dtype, dtype.itemsize // 3 if rgb else dtype.itemsize, affine
 
 
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
-    """(size x, y, z; components; bytes per component; spacing x, y, z mm) of a NIfTI file from its header alone, as
+    """(size x, y, z; components; bytes per component; spacing x, y, z mm) of a NIfTI (or MGH) file from its header alone, as
     :func:`read_nifti` would read it (nibabel's geometry: the sform first; an index of an archive lists it so).
 
     Raises:
@@ -269,10 +297,10 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
 
 
 def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
-    """Read a NIfTI-1 or NIfTI-2 volume with nibabel, geometry as nibabel's ``affine`` (LPS).
+    """Read a NIfTI-1, NIfTI-2 or MGH volume with nibabel, geometry as nibabel's ``affine`` (LPS).
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file, or either file of a ``.hdr`` + ``.img`` pair.
+        path: ``.nii`` or ``.nii.gz`` file, either file of a ``.hdr`` + ``.img`` pair, or ``.mgh`` / ``.mgz``.
         max_voxel_bytes: limit on the voxel data (see :mod:`medanomaly.io.limits`): of the one volume read.
         volume: of a 4D image, the volume to read (0-based); only its bytes are read.
 
@@ -286,7 +314,6 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
     """
     path = Path(path)
     image = _load(path)
-    header = image.header
     xyz, channels, dtype, itemsize, affine = _header_layout(image, path, volume)
     components = 1 if dtype.fields is not None else channels  # RGB24: one record per voxel
     check_voxel_bytes((*xyz, channels), itemsize, path, limit=max_voxel_bytes)
@@ -297,20 +324,26 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data (EOFError, zlib, OSError)
         raise_if_out_of_memory(exc)
         reason = f"truncated or corrupt data: {short_reason(exc, path)}"
-        raise InputError(f"not a readable nifti image ({reason})", path) from None
-    import nibabel as nib
-
-    version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
+        raise InputError(f"not a readable {_kind(path)} image ({reason})", path) from None
     meta: dict[str, Any] = {
-        "source_format": "nifti",
-        "description": f"{version} geometry from {nifti_geometry_source(header)}{_units_note(header)}"
-        + ("" if volume is None else f", volume {volume} of {int(image.shape[3])}"),
+        "source_format": _kind(path),
+        "description": _geometry_note(image) + ("" if volume is None else f", volume {volume} of {image.shape[3]}"),
     }
     if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")
     elif components > 1:
         meta.update(channels=components)
     return Volume(array, spacing=tuple(spacing), origin=tuple(origin), direction=direction, meta=meta)
+
+
+def _geometry_note(image: Any) -> str:
+    """Where the geometry came from, for ``meta["description"]``: the NIfTI version and transform, or MGH's vox2ras."""
+    import nibabel as nib
+
+    if not isinstance(image, nib.Nifti1Pair):  # MGHImage
+        return "FreeSurfer MGH geometry from its vox2ras matrix"
+    version = "NIfTI-2" if isinstance(image, nib.Nifti2Image) else "NIfTI-1"
+    return f"{version} geometry from {nifti_geometry_source(image.header)}{_units_note(image.header)}"
 
 
 def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
@@ -341,5 +374,5 @@ def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     return write_staged(Path(path), lambda staged: nib.save(image, staged))
 
 
-__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "MGH_SUFFIXES", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
            "write_sheared_nifti"]

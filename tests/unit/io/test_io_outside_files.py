@@ -103,7 +103,7 @@ def _check(path: Path) -> str | None:
         return f"crash {type(exc).__name__}: {exc}"
     if _is_constant(vol.array) and _file_pixels_vary(path, vol):
         return f"silently blank: all voxels {vol.array.ravel()[0]!r}, the file's pixels vary"
-    if vol.meta.get("source_format") == "nifti":
+    if vol.meta.get("source_format") in ("nifti", "mgh"):  # FreeSurfer MGH: nibabel's affine too
         lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nib.load(str(path)).affine
         if not np.allclose(vol.affine_lps, lps, atol=1e-4):
             return f"NIfTI geometry differs from nibabel's affine by {np.abs(vol.affine_lps - lps).max():.3g} mm"
