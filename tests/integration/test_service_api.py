@@ -341,3 +341,25 @@ def test_a_4d_image_is_predicted_on_the_volume_asked_for(service):
     job = wait_done(client, post(client, [(tmp / "four.nii.gz").read_bytes()],
                                  params={"model": "cls", "frame": 2}).json()["job_id"])  # fmt: skip
     assert job["reason"].endswith("frame=2: the 4D image has 2 volumes (0..1)"), job
+
+
+def test_a_freesurfer_mgz_upload_is_predicted(service):
+    """An MGZ (FreeSurfer's T1.mgz) was refused as "unsupported content": stored as image.mgz, it is predicted as the
+    same image sent as NIfTI is; bytes that only look like a gzip are still refused."""
+    import gzip
+
+    import nibabel as nib
+
+    client, _, _, tmp = service
+    image = np.random.default_rng(5).normal(0, 1, (32, 32, 1)).astype(np.float32)
+    affine = np.diag([0.5, 0.5, 1.0, 1.0])
+    nib.save(nib.MGHImage(image, affine), tmp / "T1.mgz")
+    nib.save(nib.Nifti1Image(image, affine), tmp / "T1.nii.gz")
+    probabilities = []
+    for name in ("T1.mgz", "T1.nii.gz"):
+        r = post(client, [(tmp / name).read_bytes()], params={"model": "cls"})
+        assert r.status_code == 202 and wait_done(client, r.json()["job_id"])["status"] == "done", r.text
+        probabilities.append(client.get(f"/v1/studies/{r.json()['study_id']}/results").json()["probabilities"])
+    assert probabilities[0] == pytest.approx(probabilities[1])
+    r = post(client, [gzip.compress(b"not an image" * 100)], params={"model": "cls"})
+    assert r.status_code == 415 and "NIfTI, MGH, NRRD or zip" in r.json()["detail"]

@@ -11,7 +11,8 @@ import pytest
 
 MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
            "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors",
-           "medanomaly.config", "medanomaly.deploy.dicom_rtstruct")
+           "medanomaly.config", "medanomaly.deploy.dicom_rtstruct", "medanomaly.deploy.service.ingest",
+           "medanomaly.engine.outputs")
 
 
 @pytest.mark.parametrize("name", MODULES)

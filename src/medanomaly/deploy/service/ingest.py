@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -48,11 +49,13 @@ class UploadRefused(Exception):
 
 
 def sniff(head: bytes) -> str | None:
-    """The format of a file from its first bytes (at least 352): dicom, nifti, nrrd, zip or None.
+    """The format of a file from its first bytes (at least 352): dicom, nifti, mgh, nrrd, zip or None.
 
     Example:
         >>> sniff(b"\\0" * 128 + b"DICM" + b"\\0" * 220), sniff(b"NRRD0004\\n"), sniff(b"hello")
         ('dicom', 'nrrd', None)
+        >>> sniff(struct.pack(">7i", 1, 256, 256, 256, 1, 0, 0) + bytes(330))  # FreeSurfer's T1.mgz, inflated
+        'mgh'
     """
     if head[128:132] == b"DICM":
         return "dicom"
@@ -69,7 +72,20 @@ def sniff(head: bytes) -> str | None:
         return "nifti"  # holds no voxels, and stored as image.nii its header bytes were read as the image
     if len(head) >= 8 and head[4:8] == b"n+2\x00":
         return "nifti"
-    return None
+    return "mgh" if _is_mgh_header(head) else None
+
+
+#: FreeSurfer MGH data type codes (uchar, int, float, short).
+MGH_TYPES = frozenset({0, 1, 3, 4})
+
+
+def _is_mgh_header(head: bytes) -> bool:
+    """Whether ``head`` starts a FreeSurfer MGH header: version 1, then four positive dimensions and a known type
+    (big-endian int32s; MGH has no magic, so every field is checked)."""
+    if len(head) < 28:
+        return False
+    version, *dims, kind = struct.unpack(">6i", head[:24])
+    return version == 1 and all(0 < d < 1 << 20 for d in dims) and kind in MGH_TYPES
 
 
 def check_free_space(folder: Path, upload_bytes: int, limits: IngestLimits) -> None:
@@ -156,7 +172,7 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
 
     Returns:
         ``(kind, n)``: ``"dicom"`` (``dest`` is a folder of n DICOM files) or ``"nifti"``/``"nrrd"``
-        (one file ``dest/image.nii.gz`` or ``dest/image.nrrd``).
+        (one file ``dest/image.nii.gz``, ``dest/image.mgz`` or ``dest/image.nrrd``).
 
     Raises:
         UploadRefused: 415 a file that is none of the accepted formats (or a mix), 400/413 see
@@ -171,7 +187,7 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
     for fh in files:
         kind = sniff(_head(fh))
         if kind is None:
-            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, NRRD or zip")
+            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, MGH, NRRD or zip")
         counter[0] += 1
         target = dest / f"{counter[0]:05d}.part"
         _copy(fh, target, budget, "upload larger than the size limit")
@@ -183,10 +199,14 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
     return _finish(found, dest)
 
 
+#: The name an uploaded NIfTI or MGH file is stored under: ``[kind][gzipped]`` (:func:`medanomaly.io.read` goes by it).
+IMAGE_NAMES = {"nifti": {False: "image.nii", True: "image.nii.gz"}, "mgh": {False: "image.mgh", True: "image.mgz"}}
+
+
 def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
     kinds = {k for _, k in found}
     if not found or "unknown" in kinds or "zip" in kinds:
-        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/NRRD")
+        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD")
     if kinds == {"dicom"}:
         for path, _ in found:
             path.rename(path.with_suffix(".dcm"))
@@ -197,10 +217,10 @@ def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
             gz = fh.read(2) == b"\x1f\x8b"
         if kind == "nrrd" and detached_names(path):  # its data would have to be another file of the server's
             raise UploadRefused(415, "NRRD header names a detached data file: send one .nrrd with its data inside")
-        name = "image.nrrd" if kind == "nrrd" else ("image.nii.gz" if gz else "image.nii")
+        name = "image.nrrd" if kind == "nrrd" else IMAGE_NAMES[kind][gz]
         path.rename(dest / name)
         return kind, 1
-    raise UploadRefused(415, "send DICOM files of one series, or exactly one NIfTI/NRRD file")
+    raise UploadRefused(415, "send DICOM files of one series, or exactly one NIfTI/MGH/NRRD file")
 
 
 def remove_tree(path: Path) -> None:

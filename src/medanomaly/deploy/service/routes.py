@@ -18,7 +18,7 @@ __all__ = ["add_routes"]
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "description": "DICOM files of one series, a zip of them, or one NIfTI/NRRD"}}}}}}}  # fmt: skip
+                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD"}}}}}}}  # fmt: skip
 
 
 def _job(request: Request, job_id: str, entry: TokenEntry) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
                  "queued": request.app.state.store.n_queued(n), "queue_size": w.queue_size}
                 for n, w in request.app.state.workers.items() if entry.allows(n)]  # fmt: skip
 
-    @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/NRRD)",
+    @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/MGH/NRRD)",
               openapi_extra=_UPLOAD_DOC)  # fmt: skip
     async def upload(request: Request, model: str | None = None, frame: int | None = frame_query,
                      entry: TokenEntry = auth) -> Any:

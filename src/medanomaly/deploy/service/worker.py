@@ -31,7 +31,7 @@ MAX_FRAME = 1_000_000
 def input_path(study_dir: Path) -> Path:
     """What to read for a study: its single image file, or its folder of DICOM files."""
     folder = study_dir / "input"
-    for name in ("image.nii.gz", "image.nii", "image.nrrd"):
+    for name in ("image.nii.gz", "image.nii", "image.mgz", "image.mgh", "image.nrrd"):
         if (folder / name).is_file():
             return folder / name
     return folder
