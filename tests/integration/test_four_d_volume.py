@@ -60,7 +60,7 @@ def test_one_volume_of_a_4d_nrrd_or_metaimage_is_read(tmp_path, suffix) -> None:
     np.testing.assert_array_equal(volume.array, stack[2])
     assert volume.spacing == pytest.approx((0.5, 0.7, 2.0)) and volume.origin == pytest.approx((1.0, 2.0, 3.0))
     with pytest.raises(InputError, match=rf"series{suffix}: 4D image \(3 volumes, 0..2\): info, predict, explain, "
-                                         "detect and quantify take one with --frame N"):  # fmt: skip
+                                         "detect, quantify, preprocess and segment take one with --frame N"):  # fmt: skip
         read(tmp_path / f"series{suffix}")
     with pytest.raises(InputError, match=rf"series{suffix}: --frame 3: the 4D image has 3 volumes \(0..2\)"):
         read_frame(tmp_path / f"series{suffix}", 3)
@@ -85,7 +85,7 @@ def test_the_voxel_limit_applies_to_the_one_volume_read_from_a_nifti(tmp_path) -
         read(tmp_path / "series.nii", volume=3, max_voxel_bytes=one_volume - 1)
 
 
-def test_quantify_info_and_predict_take_one_volume(tmp_path, monkeypatch, capsys) -> None:
+def test_quantify_info_segment_and_predict_take_one_volume(tmp_path, monkeypatch, capsys) -> None:
     """quantify measures a mask drawn on the volume's grid (a 3D mask was cut to one slice as if the volume were a
     cine's frame); info shows the volume; predict names its files NAME_frameN, so two volumes do not replace each
     other's results, and records the frame."""
@@ -104,8 +104,11 @@ def test_quantify_info_and_predict_take_one_volume(tmp_path, monkeypatch, capsys
     code, out, _ = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"), "--frame", "1", "--json")
     assert code == 0 and json.loads(out)["shape"] == [7, 8, 9]
     code, _, err = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"))
-    assert code == 2 and err.strip().endswith("4D image (2 volumes, 0..1): info, predict, explain, detect and "
-                                              "quantify take one with --frame N"), err
+    assert code == 2 and err.strip().endswith("4D image (2 volumes, 0..1): info, predict, explain, detect, quantify, "
+                                              "preprocess and segment take one with --frame N"), err
+    code, out, err = run_main(monkeypatch, capsys, "segment", str(tmp_path / "series.nii.gz"), "--roi", "body",
+                              "--frame", "1", "-o", str(tmp_path / "body.nii.gz"))  # fmt: skip
+    assert code == 0 and read(tmp_path / "body.nii.gz").shape == (7, 8, 9), err
 
     run = make_classification_run(tmp_path / "cls")
     images = np.random.default_rng(3).normal(0, 1, (32, 32, 1, 2)).astype(np.float32)

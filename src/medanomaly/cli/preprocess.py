@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(..., "--config", "-c", help="YAML list of steps (- {name: window, preset: lung})."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output image (.nii.gz, .nrrd, ...; default "
                                         "runs/preprocess-<IN>-<time>/<IN>.nii.gz)."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D image: "
+                                         "preprocess this frame or volume (0-based)."),
     ) -> None:
         """Run a preprocessing pipeline; writes OUT and OUT's .steps.json (what every step did).
 
@@ -62,7 +64,8 @@ def register(app: typer.Typer) -> None:
         """
         from medanomaly.cli.info import log_warnings_to_stderr
         from medanomaly.errors import about_file
-        from medanomaly.io import check_writable, read, write
+        from medanomaly.io import check_writable, write
+        from medanomaly.io.frames import read_frame
         from medanomaly.io.limits import check_name_fits
         from medanomaly.jsonio import write_json
         from medanomaly.preprocess.pipeline import Pipeline
@@ -72,7 +75,7 @@ def register(app: typer.Typer) -> None:
         check_writable(out_path)
         check_name_fits(out_path, _sidecar(out_path))
         pipeline = Pipeline.from_yaml(config)
-        image = read(in_path)
+        image = read_frame(in_path, frame)
         _check_slices(out_path, in_path, image.shape[0])
         with about_file(in_path):
             result = pipeline(image)
@@ -93,6 +96,8 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output mask (.nii.gz, .nrrd, ...; default "
                                         "runs/segment-<IN>-<time>/<IN>.nii.gz)."),
+        frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D image: "
+                                         "segment this frame or volume (0-based)."),
     ) -> None:
         """Write a classical ROI mask (uint8, same grid as IN) and print its volume in mL (area in cm2 for 2D).
 
@@ -100,7 +105,8 @@ def register(app: typer.Typer) -> None:
         """
         from medanomaly.cli.info import log_warnings_to_stderr
         from medanomaly.errors import InputError, about_file
-        from medanomaly.io import check_writable, read, write
+        from medanomaly.io import check_writable, write
+        from medanomaly.io.frames import read_frame
         from medanomaly.preprocess.steps import ROI_FUNCTIONS
 
         log_warnings_to_stderr()
@@ -108,7 +114,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"unknown --roi {roi!r}; valid: {', '.join(ROIS)}")
         out_path = output_file("segment", in_path, out_arg, out)
         check_writable(out_path)
-        image = read(in_path)
+        image = read_frame(in_path, frame)
         _check_slices(out_path, in_path, image.shape[0])
         with about_file(in_path):
             mask = ROI_FUNCTIONS[roi](image)

@@ -1,5 +1,6 @@
 """One frame of a cine loop or one volume of a 4D image, for the verbs that measure or call a single image
-(``--frame N``: ``info``, ``predict``, ``explain``, ``detect``, ``quantify``; the service's ``?frame=N``).
+(``--frame N``: ``info``, ``predict``, ``explain``, ``detect``, ``quantify``, ``preprocess``, ``segment``; the
+service's ``?frame=N``).
 
 A cine (a multi-frame DICOM whose frames are time points: an ultrasound clip, a cardiac MRI cine; read with
 ``meta["frame_axis"] == "time"``) is a stack of one plane seen at several times, not slices in space: measuring it
@@ -35,7 +36,7 @@ __all__ = ["CINE_ADVICE", "FOUR_D_ADVICE", "VOLUME_FORMATS", "check_volume", "fr
 CINE_ADVICE = "give --frame N to take frame N"
 
 #: How a CLI user is told to take one volume of a 4D image: every command reads images, only these take ``--frame``.
-FOUR_D_ADVICE = "info, predict, explain, detect and quantify take one with --frame N"
+FOUR_D_ADVICE = "info, predict, explain, detect, quantify, preprocess and segment take one with --frame N"
 
 #: Formats whose 4D files :func:`read_frame` reads one volume of (``detect_format``'s names).
 VOLUME_FORMATS = frozenset({"nifti", "mgh", "nrrd", "metaimage"})
