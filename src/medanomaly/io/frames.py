@@ -8,9 +8,10 @@ as a volume summed its frames, so ``quantify`` and the 3D models refuse it. ``--
 (0-based, as the file stores them) as the one-slice image it is: the same plane, so the same origin, spacing and
 direction for every frame.
 
-A 4D NIfTI, NRRD or MetaImage (an fMRI or perfusion series; the Medical Segmentation Decathlon's multi-contrast brain
+A 4D NIfTI, MGH, NRRD or MetaImage (an fMRI or perfusion series; the Medical Segmentation Decathlon's multi-contrast brain
 and prostate volumes, one contrast per volume) is refused whole, in one line saying how to take one volume;
-``--frame N`` reads volume ``N`` alone (:func:`read_frame`; NIfTI through nibabel reads only that volume's bytes).
+``--frame N`` reads volume ``N`` alone (:func:`read_frame`; NIfTI and MGH through nibabel read only that volume's
+bytes).
 
 Example:
     >>> import numpy as np
@@ -78,8 +79,8 @@ def check_volume(volumes: int, volume: int | None, path: Any = None, slices: int
 
 def read_frame(path: Any, frame: int | None, **options: Any) -> Volume:
     """The image at ``path`` (:func:`medanomaly.io.read`); with ``frame``, frame ``frame`` of a cine loop
-    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, NRRD or MetaImage (read alone; the voxel limit applies
-    to that volume for NIfTI, to the whole file for NRRD and MetaImage, which ITK reads whole first).
+    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, MGH, NRRD or MetaImage (read alone; the voxel limit
+    applies to that volume for NIfTI and MGH, to the whole file for NRRD and MetaImage, which ITK reads whole first).
 
     Raises:
         InputError: what :func:`medanomaly.io.read` and :func:`check_volume` refuse, naming ``path``.

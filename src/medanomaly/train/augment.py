@@ -1,4 +1,6 @@
-"""Training augmentation through MONAI: rotation, scaling, cropping, flips, intensity, elastic.
+"""Training augmentation through MONAI: rotation, scaling, cropping, flips, intensity, elastic; and the MRI and CT
+artefacts TorchIO users expect: gamma (contrast), a smooth multiplicative bias field, blur and anisotropy (thick
+slices).
 
 Random = sample parameters, then call the deterministic operation, and record what was applied.
 :meth:`Augmenter.sample` draws a plain-dict record from a NumPy generator (angles in degrees,
@@ -8,6 +10,10 @@ resized crop compose into one affine matrix per image, applied to the whole batc
 MONAI's ``AffineTransform``; the elastic deformation is a seeded smooth displacement field applied
 by MONAI's ``Warp``. Batched warping is why this is not a chain of MONAI's per-image ``Rand*``
 array transforms: those cost ~8 ms per 128x128 image on a CPU, more than the network step itself.
+The artefacts follow the intensity step, in this order: gamma ``x ** g`` (x clipped at 0), bias field
+``x * exp(p)`` with ``p`` a polynomial of degree 2 over the image in normalised coordinates (coefficients recorded; the
+field of RandomBiasField in TorchIO and RandBiasField in MONAI), Gaussian blur (a sigma in voxels per image), and
+anisotropy: one axis downsampled by a factor and resampled back (linear), as a scan with slices that much thicker.
 A record is JSON-able: a run can log exactly what each image went through.
 
 Example:
@@ -42,6 +48,14 @@ class AugmentSpec(Section):
         intensity: maximum relative intensity scale and absolute shift (inputs are in [0, 1]).
         noise_std: maximum standard deviation of added Gaussian noise.
         elastic: elastic deformation (MONAI Rand2DElastic / Rand3DElastic).
+        gamma: maximum ``|log gamma|``: the contrast curve ``x ** gamma`` with gamma in ``[exp(-g), exp(g)]``.
+        bias_field: largest ``|log|`` of the bias field anywhere in the image (a degree-2 polynomial over the image,
+            coordinates in [-1, 1], its coefficients scaled so that the sum of their magnitudes is drawn in
+            ``[0, bias_field]``): 0.3 multiplies intensities by at most 1.35 and divides them by at most 1.35 (10-30 %
+            across the brain is an uncorrected MRI at 1.5-3 T).
+        blur: maximum Gaussian blur sigma, voxels.
+        anisotropy: maximum factor by which one axis (the slices: z for 3D, a random one for 2D) is made coarser
+            and resampled back (TorchIO's RandomAnisotropy): 3 is slices three times thicker.
         prob: probability of each operation.
     """
 
@@ -54,12 +68,16 @@ class AugmentSpec(Section):
     intensity: float = Field(0.0, ge=0.0, lt=1.0)
     noise_std: float = Field(0.0, ge=0.0, le=10.0)
     elastic: bool = False
+    gamma: float = Field(0.0, ge=0.0, le=2.0)
+    bias_field: float = Field(0.0, ge=0.0, le=2.0)
+    blur: float = Field(0.0, ge=0.0, le=20.0)
+    anisotropy: float = Field(1.0, ge=1.0, le=16.0)
     prob: float = Field(0.5, ge=0.0, le=1.0)
 
     @property
     def active(self) -> bool:
-        return bool(self.rotate_deg or self.scale or self.crop or self.flip or self.intensity
-                    or self.noise_std or self.elastic) and self.prob > 0
+        return bool(self.rotate_deg or self.scale or self.crop or self.flip or self.intensity or self.noise_std
+                    or self.elastic or self.gamma or self.bias_field or self.blur or self.anisotropy > 1) and self.prob > 0
 
 
 class Augmenter:
@@ -102,6 +120,23 @@ class Augmenter:
             rec["noise"] = [float(rng.uniform(0, s.noise_std)), int(rng.integers(2**31 - 1))]
         if s.elastic and fires():
             rec["elastic_seed"] = int(rng.integers(2**31 - 1))
+        rec.update(self._sample_artefacts(rng, fires))  # after the rest: earlier specs draw the same records
+        return rec
+
+    def _sample_artefacts(self, rng: np.random.Generator, fires: Any) -> dict[str, Any]:
+        """Gamma, bias field coefficients, blur sigma and anisotropy (axis, factor) of one record."""
+        s, d, rec = self.spec, self.spatial_dims, {}
+        if s.gamma and fires():
+            rec["gamma"] = float(np.exp(rng.uniform(-s.gamma, s.gamma)))
+        if s.bias_field and fires():  # every monomial lies in [-1, 1]: the field's |log| <= the sum of |c|
+            shape = rng.uniform(-1.0, 1.0, len(_monomials(d)))
+            size = rng.uniform(0.0, s.bias_field) / max(float(np.abs(shape).sum()), 1e-12)
+            rec["bias_field"] = [float(c) for c in shape * size]
+        if s.blur and fires():
+            rec["blur"] = float(rng.uniform(0.0, s.blur))
+        if s.anisotropy > 1 and fires():
+            axis = 0 if d == 3 else int(rng.integers(d))  # 3D: the slices (z); 2D: either in-plane axis
+            rec["anisotropy"] = [axis, float(rng.uniform(1.0, s.anisotropy))]
         return rec
 
     # ------------------------------------------------------------------ apply
@@ -155,11 +190,29 @@ class Augmenter:
             shape = (len(scaled),) + (1,) * (out.ndim - 1)
             out[scaled] = out[scaled] * fs[:, 0].view(shape) + fs[:, 1].view(shape)
         for i, r in enumerate(records):
+            out[i] = self._artefacts(out[i], r)
             if "noise" in r:
                 std, seed = r["noise"]
                 gen = torch.Generator().manual_seed(int(seed))
                 out[i] = out[i] + std * torch.randn(out[i].shape, generator=gen)
         return out
+
+    def _artefacts(self, x, record: dict[str, Any]):
+        """A record's gamma, bias field, blur and anisotropy applied to one image (C, *spatial), in that order."""
+        import torch
+
+        if "gamma" in record:
+            x = x.clamp(min=0.0) ** record["gamma"]
+        if "bias_field" in record:
+            x = x * torch.exp(_polynomial_field(record["bias_field"], tuple(x.shape[1:])))
+        if record.get("blur"):  # edges replicated: zero padding had darkened the image's rim
+            from monai.networks.layers import gaussian_1d, separable_filtering
+
+            kernel = gaussian_1d(torch.tensor(record["blur"]), truncated=3.0)
+            x = separable_filtering(x[None], [kernel] * (x.ndim - 1), mode="replicate")[0]
+        if "anisotropy" in record:
+            x = _coarser_along(x, *record["anisotropy"])
+        return torch.as_tensor(x, dtype=torch.float32)
 
     def _displacement(self, seed: int, size: tuple[int, ...]):
         """A smooth displacement field (d, *size) in voxels: coarse Gaussian noise (1/8 of the grid,
@@ -193,6 +246,41 @@ class Augmenter:
 
     def __repr__(self) -> str:
         return f"Augmenter({self.spec.model_dump()}, spatial_dims={self.spatial_dims})"
+
+
+def _monomials(d: int) -> list[tuple[int, ...]]:
+    """Exponents of the degree-1 and degree-2 monomials in ``d`` coordinates (the constant is left out: a field's
+    overall level is the intensity scale's job)."""
+    from itertools import product
+
+    return [e for e in product(range(3), repeat=d) if 0 < sum(e) <= 2]
+
+
+def _polynomial_field(coefficients: list[float], size: tuple[int, ...]):
+    """``sum c_k * monomial_k`` over the grid, coordinates in [-1, 1] per axis: the log of a bias field."""
+    import torch
+
+    grids = torch.meshgrid(*[torch.linspace(-1.0, 1.0, n) for n in size], indexing="ij")
+    field = torch.zeros(size)
+    for c, exponents in zip(coefficients, _monomials(len(size)), strict=True):
+        term = torch.ones(size)
+        for grid, e in zip(grids, exponents, strict=True):
+            term = term * grid**e
+        field = field + c * term
+    return field
+
+
+def _coarser_along(x, axis: int, factor: float):
+    """``x`` (C, *spatial) with spatial ``axis`` sampled ``factor`` times more coarsely and resampled back (linear):
+    the detail a scan with slices ``factor`` times thicker would not hold."""
+    import torch.nn.functional as F
+
+    size = list(x.shape[1:])
+    coarse = list(size)
+    coarse[axis] = max(1, int(round(size[axis] / factor)))
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    small = F.interpolate(x[None], size=coarse, mode="area")
+    return F.interpolate(small, size=size, mode=mode, align_corners=False)[0]
 
 
 def _rotation(angles_rad, d: int) -> np.ndarray:
