@@ -141,3 +141,18 @@ def test_a_4d_file_in_an_archive_says_to_predict_it_alone(tmp_path, monkeypatch,
     assert [row["status"] for row in rows] == ["done"]
     advice = "4D image (2 volumes, 0..1): predict its file alone with `medanomaly predict RUN FILE --frame N`"
     assert problems == {"four.nii.gz": advice, "four.nrrd": advice}, problems
+
+
+def test_a_nifti_declaring_no_volumes_says_so(tmp_path) -> None:
+    """A fourth dimension of 0 was "truncated or corrupt data: cannot reshape array of size 0", of -3 "negative
+    count": the header declares no voxels, and the reason says that, with or without --frame."""
+    import struct
+
+    _four_d_nifti(tmp_path / "series.nii", volumes=2)
+    raw = bytearray((tmp_path / "series.nii").read_bytes())
+    for count in (0, -3):
+        struct.pack_into("<h", raw, 48, count)  # dim[4]: the number of volumes
+        (tmp_path / "none.nii").write_bytes(bytes(raw))
+        for frame in (None, 0):
+            with pytest.raises(InputError, match=rf"none.nii: dimensions \[9, 8, 7, {count}\]: a dimension below 1"):
+                read_frame(tmp_path / "none.nii", frame)

@@ -155,6 +155,8 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple
     the dimensions after it must be 1, except the fifth of a vector image (``intent`` :data:`INTENT_VECTOR`, time 1),
     whose components become channels."""
     dims = tuple(int(d) for d in shape) + (1,) * max(0, 3 - len(shape))
+    if min(dims) < 1:  # a fourth dimension of 0 read as "truncated data", of -3 as "negative count"
+        raise InputError(f"dimensions {list(dims)}: a dimension below 1 (the header declares no voxels)", path)
     components = 1
     if intent == INTENT_VECTOR and len(dims) == 5 and dims[3] == 1:
         components, dims = dims[4], dims[:3]
