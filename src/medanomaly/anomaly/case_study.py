@@ -1,7 +1,8 @@
 """Case study of an anomaly run on real lesions with expert masks: brain MR (trained on normal
 brains, tested on the real tumours of pyradiomics brain1 and brain2, T1 post-contrast) or chest CT
 (trained on one CT's lung parenchyma away from its lesion, tested on the other CT's lesion, inside
-its lung mask: ``metrics.json`` ``region`` says which).
+its lung mask: ``metrics.json`` ``region`` says which); a brain run also on the user's labelled scans in an MSD-layout
+folder (``evaluate.folder``: BraTS as MSD Task01 ships it; :mod:`medanomaly.anomaly.test_cases`).
 
 Metrics (``metrics.json``): pixel AUROC and AUPRO (per-region overlap up to ``evaluate.max_fpr`` = 30 %
 FPR, normalised: :mod:`medanomaly.evaluate.aupro`; 3D regions) inside the brain mask (per case and pooled), slice-level
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.anomaly.test_cases import LabelledCase, describe_test_data, labelled_cases
 from medanomaly.evaluate.aupro import aupro_report
 from medanomaly.jsonio import write_json, write_text_atomic
 
@@ -59,19 +61,15 @@ def _findings(amap: Any, binary: np.ndarray, image: Any, min_ml: float) -> list[
     return [f.to_json() for f in map_findings(amap, binary, image, min_ml)]
 
 
-def case_metrics(model: Any, name: str, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics of one pyradiomics case, and the arrays the report plots (``brain`` = the region:
-    brain mask, or lung mask for a chest CT run)."""
+def case_metrics(model: Any, case: LabelledCase, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of one labelled case (a pyradiomics scan, or one of ``evaluate.folder``), and the arrays the report
+    plots (``brain`` = the region: brain mask, or lung mask for a chest CT run)."""
     from medanomaly.anomaly.pipeline import predict_volume
-    from medanomaly.data.sources import pyradiomics_case
-    from medanomaly.io import read
 
-    image_path, mask_path = pyradiomics_case(name)
+    name, image, tumour = case.name, case.image, case.lesion
     domain = model.info.extra.get("domain") or {}
     chest = domain.get("name") == "chest_ct"
-    image = read(image_path).with_meta(modality="CT" if chest else "MR")
-    model.check_input(image, image_path)
-    tumour = np.asarray(read(mask_path).array) > 0
+    model.check_input(image, case.path)
     if chest:
         from medanomaly.anomaly.chest import chest_case
         from medanomaly.preprocess.segment import lung_mask
@@ -159,21 +157,20 @@ def run_case_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
         from medanomaly.anomaly.case_study_2d import run_folder_study
 
         return run_folder_study(model, config, run_dir)
+    chest = domain.get("name") == "chest_ct"
     cases, arrays = [], []
-    for name in config.evaluate.cases:
-        row, arr = case_metrics(model, name, config)
+    for case in labelled_cases(config.evaluate, chest):
+        row, arr = case_metrics(model, case, config)
         cases.append(row)
         arrays.append(arr)
     y = np.concatenate([a["tumour"][a["brain"]] for a in arrays])
     s = np.concatenate([a["map"][a["brain"]] for a in arrays])
     sy = np.concatenate([a["slice_y"] for a in arrays])
     ss = np.concatenate([a["slice_scores"] for a in arrays])
-    chest = domain.get("name") == "chest_ct"
     simulated, sim_arrays = _simulated(model, config) if chest else (None, [])
     metrics = {"task": "anomaly", "method": config.method.name, "synthetic": False, "domain": domain["name"],
                "region": domain.get("region", "brain_mask"),
-               "test_data": "pyradiomics " + " + ".join(config.evaluate.cases) + " (real "
-               + ("lesions" if chest else "tumours") + ", expert masks)",
+               "test_data": describe_test_data(config.evaluate, chest),
                "training_exclusion": domain.get("training_exclusion"),
                "pixel_auroc": auroc_ci(y, s, 0)["value"],
                "aupro": aupro_report([a["map"] for a in arrays], [a["tumour"] for a in arrays],
@@ -254,7 +251,7 @@ def _figures(metrics: dict[str, Any], arrays: list[dict[str, Any]], y: np.ndarra
 
     figs, where = [], _where(metrics)
     fig = score_panels(s, y, metrics["thresholds"]["pixel"], (f"{where}, no lesion", "lesion (expert mask)"),
-                       "anomaly score per voxel", f"pixel AUROC {metrics['pixel_auroc']:.3f}", bins=60, density=True)
+                       "anomaly score per voxel", f"pixel AUROC {_fmt(metrics['pixel_auroc'])}", bins=60, density=True)
     figs.append((f"Score histograms and pixel ROC inside the {where}", _png(fig)))
     plt.close(fig)
     for row, a in zip(metrics["cases"], arrays):
@@ -298,7 +295,7 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
     aupro = metrics["aupro"]
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anomaly detection: {html.escape(metrics['method'])}"
            f"</title></head><body><h1>Anomaly detection ({html.escape(metrics['method'])}), trained on {trained}</h1>"
-           f"<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the {where} {metrics['pixel_auroc']:.3f}; "
+           f"<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the {where} {_fmt(metrics['pixel_auroc'])}; "
            f"AUPRO (to {aupro['max_fpr']:.0%} FPR, normalised) {_fmt(aupro['value'])}; "
            f"slice AUROC {_fmt(sl.get('value'))}{ci}; mean Dice at the validation threshold {metrics['dice_mean']:.3f}. "
            f"{ref}</p>"

@@ -32,7 +32,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section, first_repeat
 
-__all__ = ["AnomalyConfig"]
+__all__ = ["AnomalyConfig", "AnomalyTestFolder"]
 
 
 #: Bounds of the common grid's side (pixels): the config's, and what a recorded run may hold.
@@ -117,11 +117,28 @@ class AnomalyThresholdConfig(Section):
                                                                           max_length=50)
 
 
+class AnomalyTestFolder(Section):
+    """Labelled test cases of the user's own, in the Medical Segmentation Decathlon's layout (:mod:`medanomaly.data.msd`:
+    ``dataset.json``, ``imagesTr/``, ``labelsTr/``; MSD Task01_BrainTumour is BraTS): each ``training`` pair is a test
+    case, scored as brain1 and brain2 are. ``channel``: the volume of a 4D image (MSD BrainTumour: 0 FLAIR, 1 T1w,
+    2 T1gd, 3 T2w); ``labels``: the label values that count as lesion (empty: every value above 0, BraTS's whole
+    tumour); ``max_cases``: the first so many pairs, in the listing's order."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    root: str = Field(min_length=1, max_length=4096)
+    channel: int | None = Field(None, ge=0, le=100_000)
+    labels: tuple[Annotated[int, Field(ge=1, le=2**31 - 1)], ...] = Field((), max_length=1000)
+    max_cases: int = Field(20, ge=1, le=MAX_NAMED)
+
+
 class AnomalyEvaluateConfig(Section):
-    """The case study; ``simulated_nodules`` (chest CT only): held-out simulated nodules (SYNTHETIC,
-    LIDC test-split shapes) inserted in each test CT's lungs, scored apart from its real lesion."""
+    """The case study: the named pyradiomics ``cases`` and, with ``folder``, the labelled cases of an MSD-layout folder
+    (:class:`AnomalyTestFolder`; 3D brain runs); ``simulated_nodules`` (chest CT only): held-out simulated nodules
+    (SYNTHETIC, LIDC test-split shapes) inserted in each test CT's lungs, scored apart from its real lesion."""
 
     cases: tuple[str, ...] = Field(("brain1", "brain2"), max_length=MAX_NAMED)
+    folder: AnomalyTestFolder | None = None
     n_bootstrap: int = Field(1000, ge=0, le=100_000)
     min_finding_ml: float = Field(0.1, ge=0.0)
     max_fpr: float = Field(0.3, gt=0.0, le=1.0)  # AUPRO integration limit
@@ -151,8 +168,12 @@ class AnomalyConfig(RunConfig):
         2D folders: a folder is named; 3D: at least one test case."""
         if self.data.domain == "folder2d" and not self.data.folder:
             raise ValueError("data.domain folder2d needs data.folder (an image folder tree or a .npz file)")
-        if self.data.domain != "folder2d" and not self.evaluate.cases:  # evaluate had ended in a numpy traceback
-            raise ValueError(f"evaluate.cases is empty: name the {self.data.domain} scans to test on")
+        if self.data.domain != "folder2d" and not self.evaluate.cases and not self.evaluate.folder:
+            # evaluate had ended in a numpy traceback
+            raise ValueError(f"evaluate.cases is empty: name the {self.data.domain} scans to test on (or give "
+                             "evaluate.folder)")
+        if self.evaluate.folder is not None and self.data.domain != "brain_mr":
+            raise ValueError(f"evaluate.folder (an MSD-layout test folder) is for 3D brain runs, not {self.data.domain}")
         if self.data.domain != "chest_ct":
             return self
         from medanomaly.anomaly.chest import CHEST_CASES
