@@ -46,6 +46,7 @@ import numpy as np
 from medanomaly.errors import InputError, raise_if_out_of_memory
 from medanomaly.io.frames import check_volume
 from medanomaly.io.limits import check_voxel_bytes
+from medanomaly.io.nifti_header import check_extensions, pair_magic
 from medanomaly.io.reasons import short_reason
 from medanomaly.types import FLOAT32_MAX, Volume, is_valid_direction
 
@@ -62,21 +63,6 @@ def nifti_geometry_source(header: Any) -> str:
         if code > 0:
             return f"{name} (code {code}: {XFORM_NAMES.get(code, 'other')})"
     return "pixel sizes (no sform or qform)"
-
-
-def _pair_magic(path: Path) -> bool:
-    """Whether the file's own header says "pair" (NIfTI-1 ``ni1`` at byte 344, NIfTI-2 ``ni2`` at byte 4), read from
-    the (gzipped) file; nibabel reports the magic of the class it chose, not the file's."""
-    import gzip
-    import zlib
-
-    try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            head = fh.read(348)
-    except (OSError, EOFError, zlib.error):
-        return False  # nibabel's load gives the reason
-    return head[344:348] == b"ni1\0" or head[4:8] == b"ni2\0"
 
 
 def _check_voxel_offset(image: Any, path: Path) -> None:
@@ -125,9 +111,11 @@ def _load(path: Path) -> Any:
     partner = {".hdr": ".img", ".img": ".hdr"}.get(path.suffix.lower())
     if partner and not any(path.with_suffix(s).is_file() for s in (partner, partner.upper())):
         raise InputError(f"one file of a NIfTI pair: its {partner} is not beside it", path)
-    if not partner and _pair_magic(path):  # nibabel read its header bytes as the voxels, without a word
+    if not partner and pair_magic(path):  # nibabel read its header bytes as the voxels, without a word
         raise InputError("the header of a NIfTI pair (magic ni1 / ni2) named as a single-file NIfTI: its voxels are in "
                          "a separate .img; name it .hdr beside its .img", path)  # fmt: skip
+    headers = [path.with_suffix(s) for s in (".hdr", ".HDR")] if partner == ".hdr" else [path]
+    check_extensions(next((h for h in headers if h.is_file()), path))  # before nibabel reads them into memory
     try:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
