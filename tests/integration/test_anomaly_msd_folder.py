@@ -72,6 +72,8 @@ def test_an_msd_folder_without_its_channel_or_with_a_bad_listing_is_one_line(tin
     task = write_msd_task(tmp_path / "task")
     with pytest.raises(InputError, match=r"BRATS_001.nii.gz: 4D image \(4 volumes, 0..3\): set evaluate.folder.channel"):
         _evaluate_with(tiny_run, {"cases": [], "folder": {"root": str(task)}})
+    with pytest.raises(InputError, match=r"BRATS_001.nii.gz: evaluate.folder.channel 7: the 4D image has 4 volumes"):
+        _evaluate_with(tiny_run, {"cases": [], "folder": {"root": str(task), "channel": 7}})
     listing = json.loads((task / "dataset.json").read_text())
     listing["training"].append({"image": "../../etc/passwd", "label": "./labelsTr/BRATS_001.nii.gz"})
     (task / "dataset.json").write_text(json.dumps(listing))

@@ -77,8 +77,8 @@ def _folder_cases(folder: Any) -> Iterator[LabelledCase]:
         try:
             image = read_frame(pair.image, folder.channel).with_meta(modality="MR")
         except InputError as exc:  # a config, not a command line: say which setting takes one volume
-            raise InputError(reword_frame_advice(exc.reason, "set evaluate.folder.channel to one of them"),
-                             pair.image) from None  # fmt: skip
+            reason = reword_frame_advice(exc.reason, "set evaluate.folder.channel to one of them")
+            raise InputError(reason.replace("--frame ", "evaluate.folder.channel "), pair.image) from None
         with about_file(pair.label):
             mask = read_mask(pair.label, image)
             if not mask.same_grid(image):
