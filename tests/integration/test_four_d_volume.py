@@ -103,8 +103,9 @@ def test_quantify_info_segment_and_predict_take_one_volume(tmp_path, monkeypatch
     assert lesion["mean_intensity"] == pytest.approx(float(data[..., 1][marks > 0].mean()))
     code, out, _ = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"), "--frame", "1", "--json")
     assert code == 0 and json.loads(out)["shape"] == [7, 8, 9]
-    code, _, err = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"))
-    assert code == 2 and err.strip().endswith("4D image (2 volumes, 0..1): info, predict, explain, detect, quantify, "
+    code, _, err = run_main(monkeypatch, capsys, "segment", str(tmp_path / "series.nii.gz"), "--roi", "body", "-o",
+                            str(tmp_path / "whole.nii.gz"))  # fmt: skip
+    assert code == 2 and not (tmp_path / "whole.nii.gz").exists() and err.strip().endswith("4D image (2 volumes, 0..1): info, predict, explain, detect, quantify, "
                                               "preprocess and segment take one with --frame N"), err
     code, out, err = run_main(monkeypatch, capsys, "segment", str(tmp_path / "series.nii.gz"), "--roi", "body",
                               "--frame", "1", "-o", str(tmp_path / "body.nii.gz"))  # fmt: skip
@@ -156,3 +157,27 @@ def test_a_nifti_declaring_no_volumes_says_so(tmp_path) -> None:
         for frame in (None, 0):
             with pytest.raises(InputError, match=rf"none.nii: dimensions \[9, 8, 7, {count}\]: a dimension below 1"):
                 read_frame(tmp_path / "none.nii", frame)
+
+
+def test_info_shows_a_4d_file_and_quantify_takes_the_same_volume_of_a_4d_mask(tmp_path, monkeypatch, capsys) -> None:
+    """info refused a 4D file with "take one with --frame N" (an inspection tool that would not inspect): it shows
+    volume 0 and says how many there are. A 4D mask (one label map per volume) gives quantify the --frame volume."""
+    data = _four_d_nifti(tmp_path / "series.nii.gz", volumes=3)
+    code, out, err = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"), "--json")
+    shown = json.loads(out)
+    assert code == 0 and (shown["volumes"], shown["volume"], shown["shape"]) == (3, 0, [7, 8, 9]), err
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "info", str(tmp_path / "series.nii.gz"))
+    assert code == 0 and "3 (a 4D image: volume 0 shown; --frame N shows another" in out
+    marks = np.zeros((*data.shape[:3], 3), np.uint8)
+    marks[2:4, 3:5, 1:3, 2] = 1  # 8 voxels, drawn on volume 2 only
+    mask = nib.Nifti1Image(marks, AFFINE)
+    mask.set_sform(AFFINE, code=1)
+    nib.save(mask, tmp_path / "masks.nii.gz")
+    counts = []
+    for frame in ("1", "2"):
+        code, out, err = run_main(monkeypatch, capsys, "quantify", str(tmp_path / "series.nii.gz"), "--mask",
+                                  str(tmp_path / "masks.nii.gz"), "--frame", frame, "--json")  # fmt: skip
+        counts.append((code, json.loads(out) if code == 0 else err))
+    assert counts[0][0] == 2 and counts[0][1].strip().endswith("masks.nii.gz: lesion mask is empty")  # volume 1's
+    assert counts[1][0] == 0 and counts[1][1][0]["n_voxels"] == 8

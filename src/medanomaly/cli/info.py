@@ -9,7 +9,9 @@ orientation a picture was turned upright by, else null; ``nifti_geometry``: whic
 and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
 ``orientation_assumed``: its ImageOrientationPatient gives no plane (zero or parallel rows), axial was taken;
 ``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
-``"time"`` for a cine loop, whose z is time and not mm, else null). An RT Structure Set (contours, no pixels) is
+``"time"`` for a cine loop, whose z is time and not mm, else null; ``volumes``: how many volumes a 4D NIfTI, MGH,
+NRRD or MetaImage holds, 1 otherwise, and ``volume``: the one shown, volume 0 unless ``--frame N``, else null). An RT
+Structure Set (contours, no pixels) is
 shown by its ROIs instead: number, closed contours, points and span along z (``--json``: ``rois``), never their names.
 ``min``/``max`` are over finite voxels; ``nonfinite_voxels`` counts the NaN/Inf ones (kept in
 the image, never turned into 0).
@@ -27,12 +29,16 @@ import typer
 
 
 def describe(path: Path, series_uid: str | None = None, frame: int | None = None) -> dict[str, Any]:
-    """Read ``path`` (frame ``frame`` of a cine loop or volume ``frame`` of a 4D image) and summarise it as a JSON-able
-    dict (no PHI: technical fields only)."""
+    """Read ``path`` (frame ``frame`` of a cine loop or volume ``frame`` of a 4D image: volume 0 when none is given, so
+    that a 4D file is shown, not refused) and summarise it as a JSON-able dict (no PHI: technical fields only)."""
     import numpy as np
 
-    from medanomaly.io.frames import read_frame
+    from medanomaly.io import count_volumes, detect_format
+    from medanomaly.io.frames import VOLUME_FORMATS, read_frame
 
+    volumes = count_volumes(path) if series_uid is None and detect_format(path) in VOLUME_FORMATS else 1
+    if frame is None and volumes > 1:
+        frame = 0
     vol = read_frame(path, frame, series_uid=series_uid)
     array = vol.array
     finite = array if array.dtype.kind in "iub" else array[np.isfinite(array)]
@@ -67,7 +73,9 @@ def describe(path: Path, series_uid: str | None = None, frame: int | None = None
         "exif_orientation": meta.get("exif_orientation"),
         "print_resolution_dpi": meta.get("print_resolution_dpi"),
         "frame_axis": meta.get("frame_axis"),
-        "nifti_geometry": meta.get("description") if meta.get("source_format") == "nifti" else None,
+        "nifti_geometry": meta.get("description") if meta.get("source_format") in ("nifti", "mgh") else None,
+        "volumes": volumes,  # along a fourth dimension; the one shown is "volume"
+        "volume": frame if volumes > 1 else None,
     }
 
 
@@ -119,6 +127,9 @@ def print_human(info: dict[str, Any]) -> None:
             " (a cine loop: frames in time, z is not mm; --frame N takes one)" if info.get("frame_axis") == "time"
             else "")),  # fmt: skip
     ]
+    if info.get("volumes", 1) > 1:
+        rows.append(("volumes", f"{info['volumes']} (a 4D image: volume {info['volume']} shown; --frame N shows another, "
+                                "and predict, explain, detect, quantify, preprocess and segment take one)"))
     if info.get("transfer_syntax"):
         rows.append(("transfer syntax", info["transfer_syntax"]))
     if info["skipped_files"]:

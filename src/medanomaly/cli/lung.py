@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             require_scalar(img, INTENSITY_STATISTICS)  # before the mask is read: names the image file
             require_float32_range(img, INTENSITY_STATISTICS)  # an SD of values over 1e154 overflowed to inf
             require_slices(img, "measuring a lesion")
-        msk = frame_of_mask(read_mask(mask, cine, label=label), cine, frame)  # an RT Structure Set: ROI numbers
+        msk = frame_of_mask(read_mask(mask, cine, label=label, frame=frame), cine, frame)  # RT Structure Set: ROIs
         names = roi_names(mask) if show_roi_names and msk.meta.get("modality") == "RTSTRUCT" else {}
         try:
             lesions = measure_labels(msk, img, label=label)

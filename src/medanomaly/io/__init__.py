@@ -38,7 +38,7 @@ from typing import Any
 from medanomaly.errors import InputError, about_file
 from medanomaly.types import Volume
 
-__all__ = ["read", "read_mask", "write", "check_writable", "detect_format"]
+__all__ = ["read", "read_mask", "write", "check_writable", "count_volumes", "detect_format"]
 
 
 #: The two files of a NIfTI-1 pair (header + voxels, as SPM writes them), read as one image from either.
@@ -158,6 +158,26 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
     return read_picture(path, max_voxel_bytes=limit)
 
 
+def count_volumes(path: str | Path) -> int:
+    """How many volumes a file holds along a fourth dimension, from its header alone: a 4D NIfTI, MGH, NRRD or
+    MetaImage's count (:func:`medanomaly.io.frames.read_frame` reads one), 1 for every other image.
+
+    Raises:
+        InputError: a missing file, or a header that cannot be read.
+    """
+    path = Path(path).expanduser()
+    fmt = detect_format(path)
+    if fmt in ("nifti", "mgh"):
+        from medanomaly.io.nifti import nifti_volumes
+
+        return nifti_volumes(path)
+    if fmt in ("nrrd", "metaimage"):
+        from medanomaly.io.itk import itk_volumes
+
+        return itk_volumes(path)
+    return 1
+
+
 def check_writable(path: str | Path) -> Path:
     """Raise :class:`InputError` now if :func:`write` could not write ``path``'s format.
 
@@ -183,10 +203,13 @@ def check_writable(path: str | Path) -> Path:
     raise InputError(f"cannot write '{path.suffix}' (use .nii.gz, .nrrd, .mha, .png, or a folder for DICOM)", path)
 
 
-def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
+def read_mask(path: str | Path, image: Volume, label: int = 0, frame: int | None = None) -> Volume:
     """Read a mask drawn on ``image`` (a lesion mask, an ROI), as :func:`read` does; a DICOM RT Structure Set's
     contours are filled on the image's grid (:func:`medanomaly.io.rtstruct.structure_set_mask`: every ROI, or ROI
     Number ``label``).
+
+    ``frame`` (the image's ``--frame``): a 4D mask gives that volume; any other mask is read whole (a cine's is cut to
+    the frame by :func:`medanomaly.io.frames.frame_of_mask`).
 
     Raises:
         InputError: what :func:`read` refuses, a DICOM mask (a SEG, a series, a structure set) in another Frame of
@@ -203,7 +226,10 @@ def read_mask(path: str | Path, image: Volume, label: int = 0) -> Volume:
             contours = load_structure_set(path)
         if contours is not None:
             return structure_set_mask(contours, path, image, label)
-    mask = read(path)
+    from medanomaly.io.frames import VOLUME_FORMATS
+
+    four_d = frame is not None and detect_format(path) in VOLUME_FORMATS and count_volumes(path) > 1
+    mask = read(path, volume=frame) if four_d else read(path)  # a 4D mask: the volume of the image's --frame
     frames = (image.meta.get("frame_of_reference_uid"), mask.meta.get("frame_of_reference_uid"))
     if all(frames) and frames[0] != frames[1]:  # both DICOM: a SEG or a mask series of another patient or session
         raise InputError("the mask is in another frame of reference than the image (its Frame of Reference UID is "

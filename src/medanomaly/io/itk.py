@@ -77,6 +77,26 @@ def itk_format(path: Path) -> str | None:
     return None
 
 
+def itk_volumes(path: str | Path) -> int:
+    """How many volumes an NRRD or MetaImage file holds along its fourth dimension (1 for 2D/3D), from its header.
+
+    Raises:
+        InputError: an unreadable header, or one naming a data file outside its folder.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    check_detached_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(itk_path(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"not a readable {itk_format(path) or 'itk'} image ({itk_reason(exc, path)})", path) from None
+    size = reader.GetSize()
+    return int(size[3]) if len(size) == 4 else 1
+
+
 def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
     """Read an NRRD or MetaImage file with SimpleITK, keeping its LPS geometry.
 

@@ -286,6 +286,17 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
     return xyz, channels, itemsize, tuple(float(v) for v in spacing)
 
 
+def nifti_volumes(path: str | Path) -> int:
+    """How many volumes a NIfTI or MGH file holds along its fourth dimension (1 for a 3D one), from its header alone.
+
+    Raises:
+        InputError: an unreadable header, or one :func:`read_nifti` refuses whatever the volume (5D, CIFTI...).
+    """
+    path = Path(path)
+    image = _load(path)
+    return _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))[2]
+
+
 def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
     """Read a NIfTI-1, NIfTI-2 or MGH volume with nibabel, geometry as nibabel's ``affine`` (LPS).
 
@@ -364,5 +375,5 @@ def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     return write_staged(Path(path), lambda staged: nib.save(image, staged))
 
 
-__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "MGH_SUFFIXES", "XFORM_NAMES", "nifti_geometry_source", "nifti_layout", "read_nifti",
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "MGH_SUFFIXES", "XFORM_NAMES", "nifti_volumes", "nifti_geometry_source", "nifti_layout", "read_nifti",
            "write_sheared_nifti"]
