@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from medanomaly.errors import InputError, about_file
+from medanomaly.types import Volume
 
 
 def test_about_file_names_the_input_only_when_the_error_has_no_file():
@@ -147,6 +148,7 @@ def test_a_full_disk_a_library_reports_without_a_file_name_is_one_line(tmp_path,
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    mio.write(Volume(np.zeros((2, 3, 4), np.int16)), tmp_path / "x.nii.gz")  # info reads its header first
     monkeypatch.setattr(mio, "read", disk_full)
     monkeypatch.setattr(sys, "argv", ["medanomaly", "info", str(tmp_path / "x.nii.gz")])
     with pytest.raises(SystemExit) as code:
