@@ -58,7 +58,8 @@ def run_folder_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
     test = images.test
     y = np.asarray([im.abnormal for im in test], bool)
     if y.all() or not y.any():
-        raise InputError("the 2D test set needs normal and abnormal images (test/normal and test/abnormal)",
+        raise InputError("the 2D test set needs normal and abnormal images (test/normal and test/abnormal; BMAD: "
+                         "test/good and test/Ungood)",
                          images.source)  # fmt: skip
     scores, maps = score_images(model, test)
     decision = float(model.info.thresholds["decision"])

@@ -66,7 +66,7 @@ def _refuse_scale_mismatch(found: NormalImageSet) -> None:
         return
     for im, top in zip(found.train, tops, strict=True):
         if top > SCALE_MISMATCH * typical:
-            where = found.source / "train" / "normal" / im.name if found.layout == "folders" else found.source
+            where = im.path or found.source
             raise InputError(f"training image {im.name} reaches grey value {top:.0f} where the training images "
                              f"typically reach {typical:.0f} (another bit depth or scaling): convert or remove it, "
                              "or set data.intensity: image", where)  # fmt: skip
@@ -110,9 +110,9 @@ def folder_split(data: Any, part: str) -> dict[str, np.ndarray]:
 
     found = image_set(data.folder, data.normal_label)
     images = getattr(found, part)
-    if found.layout == "folders":  # a file named like a mask or a lesion case, or with a mask beside it
-        for im in images:
-            refuse_lesion_image(found.source / part / "normal" / im.name)
+    for im in images:  # a file named like a mask or a lesion case, or with a mask beside it
+        if im.path is not None:
+            refuse_lesion_image(im.path)
     return stack_images(images, data.size, intensity_range(data))
 
 

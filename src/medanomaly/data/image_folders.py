@@ -9,7 +9,21 @@ Folder layout (PNG, JPEG, BMP, TIFF, or 2D NIfTI/NRRD/DICOM files)::
     ROOT/test/masks/*        optional: a lesion mask per abnormal image, same file name (or same stem)
 
 A ``train/abnormal`` or ``train/masks`` (or ``val/...``) folder with files is refused: training and
-validation are on normal images only. MedMNIST-style ``.npz``: ``{train,val,test}_images`` (uint8 (N, H, W)
+validation are on normal images only.
+
+BMAD's layout (Benchmarks for Medical Anomaly Detection; its Brain, Liver and Retina_RESC sets with pixel labels keep
+each part's images in ``img/`` and the masks in ``label/``, the image-level sets put the images in the part itself)
+is read too, told by ``ROOT/train/good``::
+
+    ROOT/train/good[/img]/*       normal training images
+    ROOT/valid/good[/img]/*       normal validation images
+    ROOT/valid/Ungood/...         BMAD's labelled validation anomalies: NOT used (thresholds and choices are made on
+                                  normal images only), counted in :attr:`NormalImageSet.excluded`
+    ROOT/test/good[/img]/*        normal test images
+    ROOT/test/Ungood[/img]/*      abnormal test images
+    ROOT/test/Ungood/label/*      their masks, same file name
+
+A ``train/Ungood`` with files is refused as ``train/abnormal`` is. MedMNIST-style ``.npz``: ``{train,val,test}_images`` (uint8 (N, H, W)
 or (N, H, W, 3)) and ``{train,val,test}_labels``; ``normal_label`` names the normal class; train and val
 images of other labels are **excluded** (counted in :attr:`NormalImageSet.excluded`); an optional
 ``test_masks`` array (N, H, W) gives pixel truth. 3D images ((N, D, H, W) sets, or a 3D file) are refused.
@@ -49,12 +63,14 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True, eq=False)
 class Image2D:
-    """One 2D image: ``array`` (y, x) float32 grey; ``mask`` (y, x) bool lesion truth or None."""
+    """One 2D image: ``array`` (y, x) float32 grey; ``mask`` (y, x) bool lesion truth or None; ``path``: its file (a
+    folder tree's images; None for an ``.npz`` entry)."""
 
     name: str
     array: np.ndarray
     abnormal: bool = False
     mask: np.ndarray | None = None
+    path: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,11 +79,12 @@ class NormalImageSet:
 
     Attributes:
         source: the folder or ``.npz``.
-        layout: ``folders`` or ``npz``.
+        layout: ``folders``, ``bmad`` or ``npz``.
         train, val: normal images.
         test: normal and abnormal test images (``abnormal`` flag, optional ``mask``).
         grey_from_rgb: how many colour images were converted to grey (luma).
-        excluded: train/val images left out because their label is not normal (``npz`` only).
+        excluded: train/val images left out because their label is not normal (``npz``), or BMAD's ``valid/Ungood``
+            images (labelled anomalies, never used).
         skipped: ``part/name: reason`` of each file left out because it could not be used (unreadable, empty, a 3D
             image, a mask of another size: reported, the rest loaded; ``folders`` only).
     """
@@ -137,6 +154,32 @@ def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Vo
         raise InputError(str(err), path) from None
 
 
+#: BMAD's parts (``good`` / ``Ungood``), each holding its images in ``img/`` when the set has pixel labels.
+BMAD_SPLITS = {"train": "train", "val": "valid", "test": "test"}
+
+
+def _bmad_images(folder: Path) -> list[Path]:
+    """A BMAD part's images: ``folder/img/*`` (pixel-level sets) or ``folder/*`` (image-level sets)."""
+    return _files(folder / "img") if (folder / "img").is_dir() else _files(folder)
+
+
+def _bmad_listing(root: Path) -> tuple[list[tuple[str, Path, bool]], Path, int]:
+    """(split, file, abnormal) of a BMAD tree, its masks folder, and how many of ``valid/Ungood``'s labelled anomalies
+    were left out (never used: thresholds come from normal images)."""
+    if _bmad_images(root / "train" / "Ungood"):
+        raise InputError("train/Ungood/ holds images: train must be normal images only (no lesions, no masks)",
+                         root / "train" / "Ungood")  # fmt: skip
+    listing: list[tuple[str, Path, bool]] = []
+    for split, folder in BMAD_SPLITS.items():
+        files = _bmad_images(root / folder / "good")
+        if split != "test" and not files:
+            raise InputError(f"no images in {folder}/good/ (BMAD layout: train/good, valid/good, test/good, "
+                             "test/Ungood)", root)  # fmt: skip
+        listing += [(split, f, False) for f in files]
+    listing += [("test", f, True) for f in _bmad_images(root / "test" / "Ungood")]
+    return listing, root / "test" / "Ungood" / "label", len(_bmad_images(root / "valid" / "Ungood"))
+
+
 def _normal_part(root: Path, split: str) -> list[Path]:
     for bad in ("abnormal", "masks"):
         if _files(root / split / bad):
@@ -150,15 +193,21 @@ def _normal_part(root: Path, split: str) -> list[Path]:
 
 
 def _load_folders(root: Path) -> NormalImageSet:
-    """Every usable image of the folder tree; a file that cannot be used is logged and left out, as a batch does."""
+    """Every usable image of the folder tree (ours or BMAD's); a file that cannot be used is logged and left out, as a
+    batch does."""
     colour = 0
     parts: dict[str, list[Image2D]] = {"train": [], "val": [], "test": []}
     skipped: list[str] = []
-    masks = {_stem(p): p for p in _files(root / "test" / "masks")}
-    listing = [("train", f, False) for f in _normal_part(root, "train")] + \
-              [("val", f, False) for f in _normal_part(root, "val")] + \
-              [("test", f, False) for f in _files(root / "test" / "normal")] + \
-              [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
+    bmad = (root / "train" / "good").is_dir()
+    if bmad:
+        listing, masks_dir, excluded = _bmad_listing(root)
+    else:
+        listing = [("train", f, False) for f in _normal_part(root, "train")] + \
+                  [("val", f, False) for f in _normal_part(root, "val")] + \
+                  [("test", f, False) for f in _files(root / "test" / "normal")] + \
+                  [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
+        masks_dir, excluded = root / "test" / "masks", 0
+    masks = {_stem(p): p for p in _files(masks_dir)}
     for split, path, abnormal in listing:
         try:
             array, was_rgb, volume = _read(path)
@@ -167,12 +216,13 @@ def _load_folders(root: Path) -> NormalImageSet:
             continue
         colour += was_rgb
         mask = _mask_of(masks.get(_stem(path)), volume, array.shape, root, skipped) if abnormal else None
-        parts[split].append(Image2D(path.name, array, abnormal, mask))
+        parts[split].append(Image2D(path.name, array, abnormal, mask, path))
     for split in ("train", "val"):
         if not parts[split]:
-            raise InputError(f"no usable image in {split}/normal/ ({len(skipped)} file(s) skipped: {skipped[0]})", root)
-    return NormalImageSet(root, "folders", *(tuple(parts[s]) for s in ("train", "val", "test")), grey_from_rgb=colour,
-                          skipped=tuple(skipped))  # fmt: skip
+            where = f"{BMAD_SPLITS[split]}/good" if bmad else f"{split}/normal"
+            raise InputError(f"no usable image in {where}/ ({len(skipped)} file(s) skipped: {skipped[0]})", root)
+    return NormalImageSet(root, "bmad" if bmad else "folders", *(tuple(parts[s]) for s in ("train", "val", "test")),
+                          grey_from_rgb=colour, excluded=excluded, skipped=tuple(skipped))  # fmt: skip
 
 
 def _mask_of(path: Path | None, image: Volume, shape: tuple[int, ...], root: Path,
