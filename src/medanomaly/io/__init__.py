@@ -104,7 +104,7 @@ def read(
         max_voxel_bytes: refuse images with more voxel data than this (bytes), checked from the
             header before allocating; default ``$MEDANOMALY_MAX_VOXEL_BYTES``, else 1 GiB.
         **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test"); ``volume`` (0-based) for
-            a 4D NIfTI, NRRD or MetaImage, read alone (:func:`medanomaly.io.frames.read_frame`).
+            a 4D NIfTI, MGH, NRRD or MetaImage, read alone (:func:`medanomaly.io.frames.read_frame`).
 
     Returns:
         Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS); NaN kept.
