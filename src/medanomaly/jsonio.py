@@ -32,6 +32,7 @@ __all__ = [
     "finite_json",
     "new_file_mode",
     "read_bytes_limited",
+    "read_folder_json",
     "read_json",
     "write_json",
     "write_text_atomic",
@@ -86,6 +87,27 @@ def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     except RecursionError:
         raise JsonLimitError("JSON nested too deeply to read") from None
 
+
+
+def read_folder_json(folder: str | Path, name: str, kind: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON file ``name`` of ``folder`` (a run, a package, a data set's listing), or one :class:`InputError`
+    naming ``folder``: ``not {kind} (no NAME)``, ``NAME: over the limit`` or ``NAME is truncated or not valid JSON``.
+
+    Example:
+        >>> read_folder_json("/nowhere", "model.json", "a trained run")
+        Traceback (most recent call last):
+        ...
+        medanomaly.errors.InputError: /nowhere: not a trained run (no model.json)
+    """
+    folder = Path(folder)
+    try:
+        return read_json(folder / name, max_bytes)
+    except FileNotFoundError:
+        raise InputError(f"not {kind} (no {name})", folder) from None
+    except JsonLimitError as exc:
+        raise InputError(f"{name}: {exc}", folder) from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise InputError(f"{name} is truncated or not valid JSON", folder) from None
 
 def finite_json(value: Any) -> Any:
     """``value`` with every non-finite float replaced by None and NumPy values made plain."""

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medanomaly.errors import InputError
-from medanomaly.jsonio import JsonLimitError, read_json
+from medanomaly.jsonio import read_folder_json
 
 __all__ = ["DATASET_JSON", "MsdFolder", "MsdPair"]
 
@@ -74,17 +74,9 @@ class MsdFolder:
 
 
 def _listing(root: Path) -> dict[str, Any]:
-    path = root / DATASET_JSON
     if not root.is_dir():
         raise InputError("MSD task folder not found", root)
-    try:
-        listing = read_json(path, max_bytes=MAX_LISTING_BYTES)
-    except FileNotFoundError:
-        raise InputError(f"not an MSD task folder (no {DATASET_JSON})", root) from None
-    except JsonLimitError as exc:
-        raise InputError(f"{DATASET_JSON}: {exc}", root) from None
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise InputError(f"{DATASET_JSON} is not valid JSON", root) from None
+    listing = read_folder_json(root, DATASET_JSON, "an MSD task folder", MAX_LISTING_BYTES)
     if not isinstance(listing, dict):
         raise InputError(f"{DATASET_JSON} is not an MSD listing (a JSON object)", root)
     return listing

@@ -28,7 +28,7 @@ from typing import Any
 from medanomaly.engine.run import RUN_READERS, RunInfo, software_version, write_run_info
 from medanomaly.engine.verbs import PACKAGE_MANIFEST
 from medanomaly.errors import InputError, utf8_path
-from medanomaly.jsonio import JsonLimitError, read_json, write_json
+from medanomaly.jsonio import read_folder_json, write_json
 from medanomaly.registry import PACKAGE_LOADERS
 
 __all__ = ["FORMAT", "sha256", "write_package", "verify_package", "load_package", "read_manifest"]
@@ -75,14 +75,7 @@ def write_package(folder: Path, info: RunInfo, run_dir: Path, record: dict[str, 
 def read_manifest(pkg: str | Path) -> dict[str, Any]:
     """The package's manifest (JSON only); a missing or broken one is one InputError."""
     pkg = Path(pkg)
-    try:
-        manifest = read_json(pkg / PACKAGE_MANIFEST)
-    except FileNotFoundError:
-        raise InputError("not an exported package (no manifest.json)", pkg) from None
-    except JsonLimitError as exc:
-        raise InputError(f"manifest.json: {exc}", pkg) from None
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise InputError("manifest.json is truncated or not valid JSON", pkg) from None
+    manifest = read_folder_json(pkg, PACKAGE_MANIFEST, "an exported package")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("sha256"), dict):
         raise InputError(f"manifest.json is not a {FORMAT} manifest", pkg)
     return manifest

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medanomaly.config import distinct_names
 from medanomaly.errors import InputError, utf8_path
-from medanomaly.jsonio import JsonLimitError, read_json, write_json
+from medanomaly.jsonio import read_folder_json, read_json, write_json
 from medanomaly.processes import pid_alive
 from medanomaly.train.engine import WARNINGS_JSON
 
@@ -156,17 +156,6 @@ class RunStatus(BaseModel):
     warnings: list[str] | None = None
 
 
-def _read_json(path: Path, run_dir: Path) -> Any:
-    try:
-        return read_json(path)
-    except FileNotFoundError:
-        raise InputError(f"not a trained run (no {path.name})", run_dir) from None
-    except JsonLimitError as exc:
-        raise InputError(f"{path.name}: {exc}", run_dir) from None
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise InputError(f"{path.name} is truncated or not valid JSON", run_dir) from None
-
-
 def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
     """Write ``model.json`` (the software version is filled in when empty)."""
     if not info.software_version:
@@ -177,7 +166,7 @@ def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
 def read_run_info(run_dir: str | Path) -> RunInfo:
     """Read and validate ``model.json``; a missing, truncated or invalid one is one InputError."""
     run_dir = Path(run_dir)
-    data = _read_json(run_dir / MODEL_JSON, run_dir)
+    data = read_folder_json(run_dir, MODEL_JSON, "a trained run")
     try:
         return RunInfo.model_validate(data)
     except ValidationError as exc:
@@ -235,7 +224,7 @@ def read_status(run_dir: str | Path) -> RunStatus | None:
     if not (run_dir / STATUS_JSON).is_file():
         return None
     try:
-        return RunStatus.model_validate(_read_json(run_dir / STATUS_JSON, run_dir))
+        return RunStatus.model_validate(read_folder_json(run_dir, STATUS_JSON, "a trained run"))
     except ValidationError:
         raise InputError("status.json is invalid", run_dir) from None
 

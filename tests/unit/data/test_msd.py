@@ -51,7 +51,7 @@ def test_msd_folder_problems(tmp_path) -> None:
     with pytest.raises(InputError, match="not an MSD task folder"):
         MsdFolder(tmp_path)
     (tmp_path / "dataset.json").write_text("{broken")
-    with pytest.raises(InputError, match="dataset.json is not valid JSON"):
+    with pytest.raises(InputError, match="dataset.json is truncated or not valid JSON"):
         MsdFolder(tmp_path)
     outside = tmp_path.parent / "outside.nii.gz"
     outside.write_bytes(b"x")
