@@ -92,3 +92,21 @@ def test_the_config_takes_a_folder_for_brain_runs_only(tmp_path) -> None:
     (tmp_path / "chest.yaml").write_text(yaml.safe_dump(chest))
     with pytest.raises(ConfigError, match="evaluate.folder .* is for 3D brain runs, not chest_ct"):
         load_config(tmp_path / "chest.yaml")
+
+
+def test_explain_takes_the_frame_of_a_4d_image_and_of_its_4d_mask(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+    """explain --frame N read volume N of a 4D image but refused a 4D --mask ("take one with --frame N", given): the
+    mask's volume N is the reference now."""
+    from .conftest import run_main
+
+    task = write_msd_task(tmp_path / "task")
+    image = task / "imagesTr" / "BRATS_001.nii.gz"
+    label = nib.load(task / "labelsTr" / "BRATS_001.nii.gz")
+    per_volume = np.zeros((*label.shape, 4), np.uint8)
+    per_volume[..., 2] = np.asarray(label.dataobj) > 0  # the tumour drawn on the t1gd volume only
+    nib.save(nib.Nifti1Image(per_volume, label.affine), tmp_path / "masks.nii.gz")
+    code, out, err = run_main(monkeypatch, capsys, "explain", str(tiny_run), str(image), "--frame", "2", "--mask",
+                              str(tmp_path / "masks.nii.gz"), "-o", str(tmp_path / "explained"))  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "explained" / "explain.json").read_text())
+    assert report["method"] == "anomaly_map" and isinstance(report["pointing_hit"], bool)

@@ -67,6 +67,6 @@ def register(app: typer.Typer) -> None:
             with about_file(image):
                 report = explain_file(explainable, source, method, target_dir, layer, target, mask, evaluate,
                                       dicom, fov, findings, check_input=getattr(model, "check_input", None),
-                                      label=label)  # fmt: skip
+                                      label=label, frame=frame)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

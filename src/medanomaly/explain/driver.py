@@ -122,9 +122,9 @@ def check_options(ex: Any, fov: float, target: int | None, method: str = "gradca
         raise InputError(f"--target must be a class index 0..{len(names) - 1} ({', '.join(names)}), got {target}")
 
 
-def reference_mask(path: Path, volume: Any, label: int = 0) -> Any:
+def reference_mask(path: Path, volume: Any, label: int = 0, frame: int | None = None) -> Any:
     """The reference lesion of ``path`` on ``volume``: every non-zero voxel, or label ``label`` alone (a structure set's
-    ROI Number: its ROIs overlap, so one is read).
+    ROI Number: its ROIs overlap, so one is read); ``frame``: the image's ``--frame`` (a 4D mask gives that volume).
 
     Raises:
         InputError: what :func:`medanomaly.io.read_mask` refuses, or no voxel of label ``label``.
@@ -134,7 +134,7 @@ def reference_mask(path: Path, volume: Any, label: int = 0) -> Any:
     from medanomaly.errors import InputError
     from medanomaly.io import read_mask
 
-    lesion = read_mask(path, volume, label=label)
+    lesion = read_mask(path, volume, label=label, frame=frame)
     if not label or lesion.meta.get("modality") == "RTSTRUCT":
         return lesion
     inside = np.asarray(lesion.array) == label
@@ -146,7 +146,8 @@ def reference_mask(path: Path, volume: Any, label: int = 0) -> Any:
 def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str | None = None, target: int | None = None,
                  mask: Path | None = None, evaluate: bool = False, dicom: bool = False, fov: float = 80.0,
                  findings_path: Path | None = None,
-                 check_input: Callable[[Any, Any], None] | None = None, label: int = 0) -> dict[str, Any]:  # fmt: skip
+                 check_input: Callable[[Any, Any], None] | None = None, label: int = 0,
+                 frame: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Explain a model's call on one image file (or, with ``evaluate``, a folder / CSV manifest).
 
     Args:
@@ -157,6 +158,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         out: output folder (PNG overlays, NIfTI map, ``explain.json``).
         mask: the reference lesion mask on the image grid (contour, pointing game, energy inside).
         label: the mask's label that is the lesion (an RT Structure Set's ROI Number); 0: every non-zero voxel.
+        frame: the ``--frame`` the image was read with: a 4D ``mask`` gives that volume.
         fov: field of view (mm) of each finding's overlay (detectors).
         findings_path: a findings.json to explain instead of running the detector.
         check_input: the loaded model's ``check_input(volume, path)``: an image of another modality or
@@ -187,7 +189,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         raise InputError(f"{exc.reason} (a folder of images to evaluate takes --evaluate)", exc.path) from None
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
-    lesion = reference_mask(mask, volume, label) if mask is not None else None
+    lesion = reference_mask(mask, volume, label, frame) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
     report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}
