@@ -11,20 +11,9 @@ Folder layout (PNG, JPEG, BMP, TIFF, or 2D NIfTI/NRRD/DICOM files)::
 A ``train/abnormal`` or ``train/masks`` (or ``val/...``) folder with files is refused: training and
 validation are on normal images only.
 
-BMAD's layout (Benchmarks for Medical Anomaly Detection; its Brain, Liver and Retina_RESC sets with pixel labels keep
-each part's images in ``img/`` and the masks in ``label/``, the image-level sets put the images in the part itself)
-is read too, told by ``ROOT/train/good``::
+BMAD's and MVTec AD's layouts are read too (:mod:`medanomaly.data.folder_layouts`).
 
-    ROOT/train/good[/img]/*       normal training images
-    ROOT/valid/good[/img]/*       normal validation images
-    ROOT/valid/Ungood/...         BMAD's labelled validation anomalies: NOT used (thresholds and choices are made on
-                                  normal images only), counted in :attr:`NormalImageSet.excluded`
-    ROOT/test/good[/img]/*        normal test images
-    ROOT/test/Ungood[/img]/*      abnormal test images
-    ROOT/test/Ungood/label/*      their masks, same file name
-
-A ``train/Ungood`` with files is refused as ``train/abnormal`` is. MedMNIST-style ``.npz``: ``{train,val,test}_images`` (uint8 (N, H, W)
-or (N, H, W, 3)) and ``{train,val,test}_labels``; ``normal_label`` names the normal class; train and val
+MedMNIST-style ``.npz``: ``{train,val,test}_images`` (uint8 (N, H, W) or (N, H, W, 3)) and ``{train,val,test}_labels``; ``normal_label`` names the normal class; train and val
 images of other labels are **excluded** (counted in :attr:`NormalImageSet.excluded`); an optional
 ``test_masks`` array (N, H, W) gives pixel truth. 3D images ((N, D, H, W) sets, or a 3D file) are refused.
 
@@ -46,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medanomaly.data.folder_layouts import IMAGE_SUFFIXES, folder_layout
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_least_size
 from medanomaly.preprocess.checks import unusable_values
@@ -55,8 +45,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Image2D", "NormalImageSet", "load_normal_images", "to_grey", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
 
-#: Files read from a folder tree (pictures, and 2D medical formats).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".dcm")
 #: ITU-R BT.601 luma weights (R, G, B) used to turn a colour image into grey.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -79,7 +67,7 @@ class NormalImageSet:
 
     Attributes:
         source: the folder or ``.npz``.
-        layout: ``folders``, ``bmad`` or ``npz``.
+        layout: ``folders``, ``bmad``, ``mvtec`` (:mod:`medanomaly.data.folder_layouts`) or ``npz``.
         train, val: normal images.
         test: normal and abnormal test images (``abnormal`` flag, optional ``mask``).
         grey_from_rgb: how many colour images were converted to grey (luma).
@@ -126,17 +114,6 @@ def to_grey(array: np.ndarray) -> tuple[np.ndarray, bool]:
     return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32), True
 
 
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.name.lower().endswith(IMAGE_SUFFIXES))  # fmt: skip
-
-
-def _stem(path: Path) -> str:
-    return path.name.split(".")[0]
-
-
 def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Volume]:
     """(grey array, whether it was colour, the volume) of a picture; ``image``: the picture a mask is drawn on."""
     from medanomaly.io import read, read_mask
@@ -154,75 +131,28 @@ def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Vo
         raise InputError(str(err), path) from None
 
 
-#: BMAD's parts (``good`` / ``Ungood``), each holding its images in ``img/`` when the set has pixel labels.
-BMAD_SPLITS = {"train": "train", "val": "valid", "test": "test"}
-
-
-def _bmad_images(folder: Path) -> list[Path]:
-    """A BMAD part's images: ``folder/img/*`` (pixel-level sets) or ``folder/*`` (image-level sets)."""
-    return _files(folder / "img") if (folder / "img").is_dir() else _files(folder)
-
-
-def _bmad_listing(root: Path) -> tuple[list[tuple[str, Path, bool]], Path, int]:
-    """(split, file, abnormal) of a BMAD tree, its masks folder, and how many of ``valid/Ungood``'s labelled anomalies
-    were left out (never used: thresholds come from normal images)."""
-    if _bmad_images(root / "train" / "Ungood"):
-        raise InputError("train/Ungood/ holds images: train must be normal images only (no lesions, no masks)",
-                         root / "train" / "Ungood")  # fmt: skip
-    listing: list[tuple[str, Path, bool]] = []
-    for split, folder in BMAD_SPLITS.items():
-        files = _bmad_images(root / folder / "good")
-        if split != "test" and not files:
-            raise InputError(f"no images in {folder}/good/ (BMAD layout: train/good, valid/good, test/good, "
-                             "test/Ungood)", root)  # fmt: skip
-        listing += [(split, f, False) for f in files]
-    listing += [("test", f, True) for f in _bmad_images(root / "test" / "Ungood")]
-    return listing, root / "test" / "Ungood" / "label", len(_bmad_images(root / "valid" / "Ungood"))
-
-
-def _normal_part(root: Path, split: str) -> list[Path]:
-    for bad in ("abnormal", "masks"):
-        if _files(root / split / bad):
-            raise InputError(f"{split}/{bad}/ holds images: {split} must be normal images only (no lesions, no masks)",
-                             root / split / bad)  # fmt: skip
-    files = _files(root / split / "normal")
-    if not files:
-        raise InputError(f"no images in {split}/normal/ (layout: train/normal, val/normal, test/normal, test/abnormal)",
-                         root)  # fmt: skip
-    return files
-
-
 def _load_folders(root: Path) -> NormalImageSet:
-    """Every usable image of the folder tree (ours or BMAD's); a file that cannot be used is logged and left out, as a
-    batch does."""
+    """Every usable image of the folder tree (ours, BMAD's or MVTec AD's: :func:`folder_layout`); a file that cannot be
+    used is logged and left out, as a batch does."""
+    layout = folder_layout(root)
     colour = 0
     parts: dict[str, list[Image2D]] = {"train": [], "val": [], "test": []}
     skipped: list[str] = []
-    bmad = (root / "train" / "good").is_dir()
-    if bmad:
-        listing, masks_dir, excluded = _bmad_listing(root)
-    else:
-        listing = [("train", f, False) for f in _normal_part(root, "train")] + \
-                  [("val", f, False) for f in _normal_part(root, "val")] + \
-                  [("test", f, False) for f in _files(root / "test" / "normal")] + \
-                  [("test", f, True) for f in _files(root / "test" / "abnormal")]  # fmt: skip
-        masks_dir, excluded = root / "test" / "masks", 0
-    masks = {_stem(p): p for p in _files(masks_dir)}
-    for split, path, abnormal in listing:
+    for entry in layout.entries:
         try:
-            array, was_rgb, volume = _read(path)
+            array, was_rgb, volume = _read(entry.path)
         except InputError as err:
-            skipped.append(_skip(root, path, err))
+            skipped.append(_skip(root, entry.path, err))
             continue
         colour += was_rgb
-        mask = _mask_of(masks.get(_stem(path)), volume, array.shape, root, skipped) if abnormal else None
-        parts[split].append(Image2D(path.name, array, abnormal, mask, path))
+        mask = _mask_of(entry.mask, volume, array.shape, root, skipped) if entry.abnormal else None
+        parts[entry.split].append(Image2D(entry.name, array, entry.abnormal, mask, entry.path))
     for split in ("train", "val"):
         if not parts[split]:
-            where = f"{BMAD_SPLITS[split]}/good" if bmad else f"{split}/normal"
-            raise InputError(f"no usable image in {where}/ ({len(skipped)} file(s) skipped: {skipped[0]})", root)
-    return NormalImageSet(root, "bmad" if bmad else "folders", *(tuple(parts[s]) for s in ("train", "val", "test")),
-                          grey_from_rgb=colour, excluded=excluded, skipped=tuple(skipped))  # fmt: skip
+            raise InputError(f"no usable image in {layout.normal_parts[split]}/ ({len(skipped)} file(s) skipped: "
+                             f"{skipped[0]})", root)  # fmt: skip
+    return NormalImageSet(root, layout.name, *(tuple(parts[s]) for s in ("train", "val", "test")), grey_from_rgb=colour,
+                          excluded=layout.excluded, skipped=tuple(skipped))  # fmt: skip
 
 
 def _mask_of(path: Path | None, image: Volume, shape: tuple[int, ...], root: Path,
