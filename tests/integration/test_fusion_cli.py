@@ -264,3 +264,38 @@ def test_fusion_cli_register_checks_its_output_name_before_registering(tmp_path,
             main()
         err = capsys.readouterr().err.strip()
         assert code.value.code == 2 and words in err and "never_read" not in err, err
+
+
+def test_fusion_takes_its_modalities_from_volumes_of_one_4d_file(tmp_path, monkeypatch, capsys):
+    """The Medical Segmentation Decathlon keeps a case's contrasts as volumes of one 4D file: ``data.volumes`` names
+    each modality's volume (both manifest columns name the same file), the run records it, and ``predict T1=F PD=F``
+    reads the same volumes. A 4D file without it says which setting takes one."""
+    import nibabel as nib
+
+    from medanomaly.fusion.simulate import simulate_pairs, write_manifest
+    from medanomaly.io import read
+
+    data = simulate_pairs(40, "train", seed=5, size=32, strong_contrast=(0.8, 1.2))
+    manifest = write_manifest(data, tmp_path / "sim")
+    lines = ["patient_id,t1_path,pd_path,label"]
+    for row in manifest.read_text().splitlines()[1:]:
+        pid, t1, pd, label = row.split(",")
+        stacked = np.stack([np.asarray(read(tmp_path / "sim" / f).array, np.float32)[0].T for f in (pd, t1)], -1)
+        nib.save(nib.Nifti1Image(stacked[:, :, None, :], np.eye(4)), tmp_path / "sim" / f"{pid}.nii.gz")
+        lines.append(f"{pid},{pid}.nii.gz,{pid}.nii.gz,{label}")  # volume 0: PD, volume 1: T1
+    (tmp_path / "sim" / "four_d.csv").write_text("\n".join(lines) + "\n")
+    base = {"source": "manifest", "manifest": str(tmp_path / "sim" / "four_d.csv"), "size": [32, 32], "val": 0.2,
+            "test": 0.2}  # fmt: skip
+    result = runner.invoke(app, ["train", str(_config(tmp_path, data=base)), "--out", str(tmp_path / "none")])
+    assert result.exit_code != 0 and "set data.volumes.T1 to one of them" in str(result.exception)
+    config = _config(tmp_path, data={**base, "volumes": {"T1": 1, "PD": 0}})
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["extra"]["volumes"] == {"T1": 1, "PD": 0}
+    case = tmp_path / "sim" / "sim0001.nii.gz"
+    code, out, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / "run"), f"T1={case}", f"PD={case}",
+                              "--json")  # fmt: skip
+    assert code == 0, err
+    swapped = _config(tmp_path, data={**base, "volumes": {"T1": 0, "PD": 1, "CT": 2}})
+    result = runner.invoke(app, ["train", str(swapped), "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "data.volumes names ['CT'], not among data.modalities" in str(result.exception)

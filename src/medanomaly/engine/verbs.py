@@ -179,7 +179,7 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
     first = given[0] if given else Path("-")
     try:
         with _naming_inputs(paths):
-            return first, model.predict(_read_modalities(paths)), None  # type: ignore[arg-type]
+            return first, model.predict(_read_modalities(model, paths)), None  # type: ignore[arg-type]
     except InputError as exc:
         return first, exc, None
 
@@ -195,7 +195,7 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
     with _naming_inputs(paths):
-        by_name = _read_modalities(paths)
+        by_name = _read_modalities(model, paths)
         model.predict(by_name)  # type: ignore[arg-type]  # the model's own checks of the images together
     volumes = [by_name[n] for n in names]
     arrays = [np.asarray(v.array, np.float32) for v in volumes]
@@ -203,11 +203,13 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -
     return volumes[0].with_array(np.stack(arrays, axis=-1))
 
 
-def _read_modalities(paths: Mapping[str, str | Path | None]) -> dict[str, Any]:
-    """The Volume of each modality's file (None stays None: a missing modality)."""
-    from medanomaly.io import read
+def _read_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> dict[str, Any]:
+    """The Volume of each modality's file (None stays None: a missing modality); a modality the run recorded as a
+    volume of a 4D file (``extra.volumes``) reads that volume."""
+    from medanomaly.io.frames import read_modality
 
-    return {name: (read(p) if p is not None else None) for name, p in paths.items()}
+    volumes = getattr(getattr(model, "info", None), "extra", {}).get("volumes") or {}
+    return {name: (read_modality(p, name, volumes) if p is not None else None) for name, p in paths.items()}
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
 from medanomaly.io.tables import read_csv
 from medanomaly.preprocess.intensity import WINDOWS, robust_zscore_array, window_array
+from medanomaly.io.frames import read_modality
 from medanomaly.types import Volume, is_cine_loop
 
 #: Manifest column stem -> DICOM Modality code the image must carry (when it says).
@@ -251,32 +252,32 @@ def check_same_grid(volumes: Mapping[str, Volume | None], source: Path | None = 
 
 # --------------------------------------------------------------------------------------- loading
 def load_case(
-    case: PairedCase, reader: Callable[[Path], Volume] | None = None, source: Path | None = None
-) -> PairedSample:
-    """Read every present modality of one case and run the modality and grid checks.
+    case: PairedCase, reader: Callable[[Path], Volume] | None = None, source: Path | None = None,
+    volumes: Mapping[str, int] | None = None,
+) -> PairedSample:  # fmt: skip
+    """Read every present modality of one case (``volumes``: a modality's volume of a 4D file,
+    :func:`medanomaly.io.frames.read_modality`) and run the modality and grid checks.
 
     Raises:
         InputError: unreadable file, swapped or wrong modality, different grids.
     """
-    if reader is None:
-        from medanomaly.io import read as reader
-    volumes: dict[str, Volume | None] = {}
+    volumes_read: dict[str, Volume | None] = {}
     detected: dict[str, str | None] = {}
     for name, path in case.paths.items():
         if path is None:
-            volumes[name] = None
+            volumes_read[name] = None
             continue
-        volume = reader(path)
+        volume = reader(path) if reader is not None else read_modality(path, name, volumes)
         detected[name] = detect_modality(path, volume)
-        volumes[name] = volume.with_meta(modality=detected[name] or EXPECTED_DICOM_MODALITY.get(name.lower(), "OT"))
+        volumes_read[name] = volume.with_meta(modality=detected[name] or EXPECTED_DICOM_MODALITY.get(name.lower(), "OT"))
     check_modalities(detected, source)
-    check_same_grid(volumes, source)
-    return PairedSample(case.patient_id, volumes, case.label, case.flags)
+    check_same_grid(volumes_read, source)
+    return PairedSample(case.patient_id, volumes_read, case.label, case.flags)
 
 
 def load_paired_dataset(
     manifest: str | Path | PairedManifest, reader: Callable[[Path], Volume] | None = None,
-    convert: Callable[[PairedSample], Any] | None = None,
+    convert: Callable[[PairedSample], Any] | None = None, volumes: Mapping[str, int] | None = None,
 ) -> tuple[list[Any], list[tuple[str, str]]]:  # fmt: skip
     """Load every case of a manifest; a bad case is reported in ``problems`` and skipped.
 
@@ -294,7 +295,7 @@ def load_paired_dataset(
     problems = list(manifest.problems)
     for case in manifest.cases:
         try:
-            sample = load_case(case, reader)
+            sample = load_case(case, reader, volumes=volumes)
             samples.append(convert(sample) if convert is not None else sample)
         except InputError as exc:
             problems.append((case.patient_id, exc.reason))

@@ -38,7 +38,8 @@ def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights:
         preprocessing=fusion_steps(modalities, data.size, dict(data.windows)),
         input={"spatial_dims": len(data.size), "channels": len(modalities), "modalities": list(modalities),
                "image_size": list(data.size)},
-        extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()}},
+        extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()},
+               "volumes": dict(getattr(data, "volumes", {}))},
     )  # fmt: skip
 
 
@@ -59,6 +60,10 @@ def check_recorded(info: RunInfo, path: Path) -> None:
     windows = info.extra.get("windows", {})
     if not (isinstance(windows, dict) and all(n in given["modalities"] and is_finite_range(w) for n, w in windows.items())):
         raise InputError("the recorded windows must map modality names to finite [low, high] ranges", path)
+    volumes = info.extra.get("volumes", {})
+    if not (isinstance(volumes, dict) and all(n in given["modalities"] and type(k) is int and k >= 0
+                                              for n, k in volumes.items())):  # fmt: skip
+        raise InputError("the recorded volumes must map modality names to volume numbers (0, 1, ...)", path)
 
 
 def check_classes(info: RunInfo, network: Any, path: Path) -> None:

@@ -62,7 +62,9 @@ class FusionDataConfig(Section):
 
     ``source: simulated`` draws ``n_train``/``n_val``/``n_test`` T1/PD crops (synthetic);
     ``source: manifest`` reads ``manifest`` (``patient_id,<mod>_path...,label``) and splits
-    patients ``val``/``test`` fractions (stratified, seeded).
+    patients ``val``/``test`` fractions (stratified, seeded). ``volumes``: the volume of a 4D file each modality
+    is (the Medical Segmentation Decathlon's BrainTumour holds FLAIR, T1w, T1gd and T2w as volumes 0-3 of one file,
+    so two modality columns may name the same file); recorded in the run, so ``predict MOD=FILE`` takes the same.
     """
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -77,7 +79,15 @@ class FusionDataConfig(Section):
     val: float = Field(0.15, ge=0.0, lt=1.0)
     test: float = Field(0.2, ge=0.0, lt=1.0)
     windows: dict[str, tuple[float, float]] = {}
+    volumes: dict[str, Annotated[int, Field(ge=0, le=100_000)]] = Field({}, max_length=64)
     simulation: SimulationConfig = SimulationConfig()
+
+    @model_validator(mode="after")
+    def _volumes_of_modalities(self) -> "FusionDataConfig":
+        unknown = sorted(set(self.volumes) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"data.volumes names {unknown}, not among data.modalities {list(self.modalities)}")
+        return self
 
 
 class FusionTrainConfig(FusionTrainSection):
@@ -188,9 +198,10 @@ def build_splits(config: FusionConfig) -> FusionSplits:
     def as_input(s: Any) -> tuple[str, int, np.ndarray, np.ndarray]:  # each case converted as it loads
         return (s.patient_id, s.label, *sample_to_array(s, data.modalities, data.size, data.windows))
 
-    samples, problems = load_paired_dataset(manifest, convert=as_input)
-    if len(samples) < 6:
-        raise InputError(f"only {len(samples)} usable patients in the manifest; need at least 6", data.manifest)
+    samples, problems = load_paired_dataset(manifest, convert=as_input, volumes=data.volumes)
+    if len(samples) < 6:  # say why the others were left out (the first reason; no patient id)
+        why = f" ({len(problems)} left out, the first because: {problems[0][1]})" if problems else ""
+        raise InputError(f"only {len(samples)} usable patients in the manifest; need at least 6{why}", data.manifest)
     x = np.stack([s[2] for s in samples])
     present = np.stack([s[3] for s in samples])
     y = np.asarray([s[1] for s in samples], np.int64)

@@ -24,13 +24,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
 __all__ = ["CINE_ADVICE", "FOUR_D_ADVICE", "VOLUME_FORMATS", "check_volume", "frame_of_mask", "read_frame",
-           "read_with_frame", "reword_frame_advice", "select_frame"]
+           "read_modality", "read_with_frame", "reword_frame_advice", "select_frame"]
 
 #: How a CLI user is told to take one frame of a cine loop (the service and archive batches say it their way:
 #: :func:`reword_frame_advice`).
@@ -103,6 +104,21 @@ def read_with_frame(path: Any, frame: int | None, **options: Any) -> tuple[Volum
         return volume, volume
     whole = read(path, **options)
     return whole, select_frame(whole, frame, path)
+
+
+def read_modality(path: Any, name: str, volumes: Mapping[str, int] | None = None) -> Volume:
+    """A multimodal model's modality ``name`` (fusion): volume ``volumes[name]`` of a 4D file (the Medical Segmentation
+    Decathlon keeps a case's contrasts as volumes of one file), else the whole file (a 4D one refused, saying to set
+    ``data.volumes``).
+
+    Raises:
+        InputError: what :func:`medanomaly.io.frames.read_frame` refuses, naming the file.
+    """
+    try:
+        return read_frame(path, (volumes or {}).get(name))
+    except InputError as exc:  # a config or a recorded run, not a command line: say which setting takes one volume
+        reason = reword_frame_advice(exc.reason, f"set data.volumes.{name} to one of them")
+        raise InputError(reason.replace("--frame ", f"data.volumes.{name} "), path) from None
 
 
 def select_frame(volume: Volume, frame: int | None, path: Any = None) -> Volume:
