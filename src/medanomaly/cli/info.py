@@ -33,10 +33,10 @@ def describe(path: Path, series_uid: str | None = None, frame: int | None = None
     that a 4D file is shown, not refused) and summarise it as a JSON-able dict (no PHI: technical fields only)."""
     import numpy as np
 
-    from medanomaly.io import count_volumes, detect_format
-    from medanomaly.io.frames import VOLUME_FORMATS, read_frame
+    from medanomaly.io import count_volumes
+    from medanomaly.io.frames import read_frame
 
-    volumes = count_volumes(path) if series_uid is None and detect_format(path) in VOLUME_FORMATS else 1
+    volumes = count_volumes(path) if series_uid is None else 1  # 1 for every format without a fourth dimension
     if frame is None and volumes > 1:
         frame = 0
     vol = read_frame(path, frame, series_uid=series_uid)

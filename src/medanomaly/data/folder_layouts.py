@@ -148,4 +148,4 @@ def _mvtec(root: Path) -> Layout:
     for kind in kinds:
         abnormal = _masked(image_files(kind), root / "ground_truth" / kind.name, "_mask")
         entries += [Entry("test", f, True, m, f"{kind.name}/{f.name}") for f, m in abnormal]
-    return Layout("mvtec", tuple(entries), 0, {"train": "train/good", "val": "train/good (every 5th)"})
+    return Layout("mvtec", tuple(entries), 0, {"train": "train/good", "val": f"train/good (every {MVTEC_VAL_EVERY}th)"})

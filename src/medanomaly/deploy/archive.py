@@ -323,8 +323,9 @@ def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> Se
     import SimpleITK as sitk
 
     from medanomaly.io.itk import itk_format, itk_path
+    from medanomaly.io.nifti import MGH_SUFFIXES
 
-    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", ".mgh", ".mgz"):  # a NIfTI pair: its header
+    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", *MGH_SUFFIXES):  # nibabel's (a pair: its .hdr)
         from medanomaly.io.nifti import nifti_layout
 
         (x, y, z), components, itemsize, spacing = nifti_layout(path)

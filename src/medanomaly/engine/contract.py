@@ -50,7 +50,6 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
     return values
 
 
-
 def refuse_cine(volume: Volume, path: Any = None) -> None:
     """Refuse a cine loop (several frames in time) given to a model of one 2D image, saying how to take one frame
     (it was "a 3D image of shape (4, 480, 640) cannot feed a 2D model")."""

@@ -39,7 +39,7 @@ def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights:
         input={"spatial_dims": len(data.size), "channels": len(modalities), "modalities": list(modalities),
                "image_size": list(data.size)},
         extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()},
-               "volumes": dict(getattr(data, "volumes", {}))},
+               "volumes": dict(data.volumes)},
     )  # fmt: skip
 
 

@@ -226,9 +226,7 @@ def read_mask(path: str | Path, image: Volume, label: int = 0, frame: int | None
             contours = load_structure_set(path)
         if contours is not None:
             return structure_set_mask(contours, path, image, label)
-    from medanomaly.io.frames import VOLUME_FORMATS
-
-    four_d = frame is not None and detect_format(path) in VOLUME_FORMATS and count_volumes(path) > 1
+    four_d = frame is not None and count_volumes(path) > 1  # 1 for every format without a fourth dimension
     mask = read(path, volume=frame) if four_d else read(path)  # a 4D mask: the volume of the image's --frame
     frames = (image.meta.get("frame_of_reference_uid"), mask.meta.get("frame_of_reference_uid"))
     if all(frames) and frames[0] != frames[1]:  # both DICOM: a SEG or a mask series of another patient or session

@@ -83,18 +83,28 @@ def itk_volumes(path: str | Path) -> int:
     Raises:
         InputError: an unreadable header, or one naming a data file outside its folder.
     """
+    path = Path(path)
+    size = _read_header(path, itk_format(path) or "itk").GetSize()
+    return int(size[3]) if len(size) == 4 else 1
+
+
+def _read_header(path: Path, fmt: str) -> Any:
+    """A SimpleITK ``ImageFileReader`` that has read ``path``'s header (no voxels), or one InputError: a detached data
+    file outside the header's folder, or a header ITK cannot read (MetaIO's own first remark, else ITK's reason)."""
     import SimpleITK as sitk
 
-    path = Path(path)
     check_detached_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(itk_path(path))
+    remarks: list[str] = []
     try:
-        reader.ReadImageInformation()
+        with native_remarks_logged(path) as remarks:
+            reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"not a readable {itk_format(path) or 'itk'} image ({itk_reason(exc, path)})", path) from None
-    size = reader.GetSize()
-    return int(size[3]) if len(size) == 4 else 1
+        raise_if_out_of_memory(exc)
+        reason = _remark_reason(remarks[0]) if remarks else itk_reason(exc, path)
+        raise InputError(f"not a readable {fmt} image ({reason})", path) from None
+    return reader
 
 
 def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
@@ -115,21 +125,15 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
             data than the limit, or a header naming a data file outside its folder
             (:mod:`medanomaly.io.detached`).
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     fmt = itk_format(path) or "itk"
     if fmt == "nifti":
         from medanomaly.io.nifti import read_nifti
 
         return read_nifti(path, max_voxel_bytes=max_voxel_bytes, volume=volume)
-    check_detached_data(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(itk_path(path))
+    reader = _read_header(path, fmt)
     remarks: list[str] = []
     try:
-        with native_remarks_logged(path) as remarks:
-            reader.ReadImageInformation()
         size = reader.GetSize()
         if len(size) not in (2, 3, 4):
             raise InputError(f"{len(size)}D image: medanomaly reads 2D/3D images and one volume of a 4D image", path)

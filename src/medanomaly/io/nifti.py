@@ -138,6 +138,11 @@ INTENT_VECTOR = 1007
 MAX_COMPONENTS = 64
 
 
+def _image_shape(image: Any, path: Path) -> tuple[tuple[int, int, int], int, int]:
+    """:func:`_spatial_shape` of a nibabel image (its shape, and its intent code: a vector image's components)."""
+    return _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+
+
 def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple[tuple[int, int, int], int, int]:
     """((x, y, z), components, volumes) of a NIfTI shape: the fourth dimension counts volumes (time points, contrasts),
     the dimensions after it must be 1, except the fifth of a vector image (``intent`` :data:`INTENT_VECTOR`, time 1),
@@ -260,7 +265,7 @@ def _header_layout(
     alone, or InputError naming ``path``: what :func:`nifti_layout` lists and :func:`read_nifti` checks first (a 4D
     image without ``volume``: :func:`medanomaly.io.frames.check_volume`)."""
     try:
-        xyz, components, volumes = _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))
+        xyz, components, volumes = _image_shape(image, path)
         check_volume(volumes, volume, path, slices=xyz[2])
         dtype = _result_dtype(image)
         affine = _affine_lps_mm(image)
@@ -293,8 +298,7 @@ def nifti_volumes(path: str | Path) -> int:
         InputError: an unreadable header, or one :func:`read_nifti` refuses whatever the volume (5D, CIFTI...).
     """
     path = Path(path)
-    image = _load(path)
-    return _spatial_shape(image.shape, path, int(image.header.get("intent_code", 0)))[2]
+    return _image_shape(_load(path), path)[2]
 
 
 def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:

@@ -35,6 +35,10 @@ from pydantic import ConfigDict, Field
 from medanomaly.config import Section
 
 
+#: The record keys of the MRI / CT artefacts (applied after the intensity step, before the noise).
+ARTEFACT_KEYS = frozenset({"gamma", "bias_field", "blur", "anisotropy"})
+
+
 class AugmentSpec(Section):
     """How strongly to augment (0 / False = off). Each operation fires with probability ``prob``.
 
@@ -190,7 +194,8 @@ class Augmenter:
             shape = (len(scaled),) + (1,) * (out.ndim - 1)
             out[scaled] = out[scaled] * fs[:, 0].view(shape) + fs[:, 1].view(shape)
         for i, r in enumerate(records):
-            out[i] = self._artefacts(out[i], r)
+            if ARTEFACT_KEYS & r.keys():  # an image without them is not copied through
+                out[i] = self._artefacts(out[i], r)
             if "noise" in r:
                 std, seed = r["noise"]
                 gen = torch.Generator().manual_seed(int(seed))
