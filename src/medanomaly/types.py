@@ -77,6 +77,40 @@ def is_valid_direction(direction: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(direction)) and abs(np.linalg.det(direction)) >= 1e-6)
 
 
+#: The voxel sizes a Volume may have (mm): 0.1 um (beyond OCT and micro-CT) to 1 m (half a patient). A header outside
+#: is damaged or in other units; every step that turns millimetres into voxels (a 10 mm opening, a 1.25 mm grid) went
+#: wrong on it: a 1e-30 mm spacing built a disc of 1e31 pixels (a traceback), 1e30 mm overflowed a resampled size.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-4, 1e3
+#: The largest |origin| (mm) a Volume may have: 1 km. Beyond it float64 positions lose the voxel (at 1e30 mm two voxels'
+#: centres are the same number), so masks, maps and resampled grids land anywhere.
+MAX_COORDINATE_MM = 1e6
+
+
+def _voxel_problem(array: np.ndarray, spacing: Vec3, origin: Vec3) -> str | None:
+    """Why ``array``, ``spacing`` and ``origin`` cannot make a :class:`Volume`, or None.
+
+    Example:
+        >>> _voxel_problem(np.zeros((1, 2, 2), np.complex64), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+        'voxels are complex numbers (complex64): take their magnitude (np.abs) or one part first'
+        >>> _voxel_problem(np.zeros((1, 2, 2)), (1e-30, 1e-30, 1.0), (0.0, 0.0, 0.0))
+        'voxel spacing (x, y, z) (1e-30, 1e-30, 1) mm is not a voxel size (0.0001 to 1000 mm): a damaged header, or lengths in other units'
+    """
+    if array.dtype.kind == "c":
+        return f"voxels are complex numbers ({array.dtype}): take their magnitude (np.abs) or one part first"
+    if array.dtype.kind not in "biuf":
+        return f"voxels must be numbers, got dtype {array.dtype}"
+    shown = ", ".join(f"{v:.6g}" for v in spacing)
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        return f"spacing must be positive and finite, got ({shown})"
+    if any(not MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        return (f"voxel spacing (x, y, z) ({shown}) mm is not a voxel size ({MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} "
+                "mm): a damaged header, or lengths in other units")  # fmt: skip
+    if any(not np.isfinite(v) or abs(v) > MAX_COORDINATE_MM for v in origin):
+        return (f"origin (x, y, z) ({', '.join(f'{v:.6g}' for v in origin)}) mm is not a position in a scanner "
+                f"(at most {MAX_COORDINATE_MM:g} mm from its centre): a damaged header")  # fmt: skip
+    return None
+
+
 def _as_vec3(values: Sequence[float], name: str) -> Vec3:
     arr = tuple(float(v) for v in values)
     if len(arr) != 3:
@@ -153,9 +187,12 @@ class Volume:
             array = array[np.newaxis]
         if array.ndim not in (3, 4):
             raise ValueError(f"Volume array must be (z,y,x) or (z,y,x,c), got shape {array.shape}")
-        spacing = _as_vec3(self.spacing, "spacing")
-        if any(s <= 0 or not np.isfinite(s) for s in spacing):
-            raise ValueError(f"spacing must be positive and finite, got {spacing}")
+        spacing, origin = _as_vec3(self.spacing, "spacing"), _as_vec3(self.origin, "origin")
+        problem = _voxel_problem(array, spacing, origin)
+        if problem:
+            from medanomaly.errors import InputError  # errors and types are base-layer siblings; a ValueError
+
+            raise InputError(problem)
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
         if not is_valid_direction(direction):
             raise ValueError(f"direction must be a finite, invertible 3x3 matrix, got {direction.tolist()}")
@@ -164,7 +201,7 @@ class Volume:
             raise ValueError(f"meta keys not allowed (possible PHI): {sorted(unsafe)}")
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "spacing", spacing)
-        object.__setattr__(self, "origin", _as_vec3(self.origin, "origin"))
+        object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
 
@@ -307,6 +344,8 @@ class Volume:
         array = self.array
         if array.dtype == np.bool_:  # SimpleITK has no bool pixel type
             array = array.astype(np.uint8)
+        elif array.dtype == np.float16:  # nor a half-float one ("dtype: float16 is not supported"); exact in float32
+            array = array.astype(np.float32)
         elif not array.dtype.isnative:  # big-endian arrays (old DICOM) are not accepted
             array = array.astype(array.dtype.newbyteorder("="))
         image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=is_vector)

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medanomaly.errors import InputError
 from medanomaly.types import SAFE_META_KEYS, Finding, Measurements, Prediction, Volume
 
 finite = st.floats(min_value=-500.0, max_value=500.0, allow_nan=False)
@@ -116,3 +117,41 @@ def test_require_scalar_names_the_step_and_the_components_and_passes_a_grey_volu
     assert require_scalar(grey, "median") is grey
     with pytest.raises(InputError, match=r"^median needs a scalar image .*got 3 components \(a colour image\?\)$"):
         require_scalar(Volume(np.zeros((1, 4, 4, 3), np.uint8)), "median")
+
+
+@pytest.mark.parametrize(("array", "reason"), [
+    (np.zeros((1, 4, 4), np.complex64), "complex numbers"),
+    (np.zeros((1, 4, 4), object), "must be numbers, got dtype object"),
+    (np.zeros((1, 4, 4), "<U4"), "must be numbers"),
+    (np.zeros((1, 4, 4), "datetime64[s]"), "must be numbers"),
+])  # fmt: skip
+def test_types_voxels_that_are_not_real_numbers_are_refused(array, reason):
+    """A library caller's complex, object or text array became a Volume and was predicted on (a complex MR image
+    silently lost its imaginary part; text was parsed as numbers). Booleans, integers and floats stay voxels."""
+    with pytest.raises(InputError, match=reason):
+        Volume(array)
+    for dtype in (bool, np.int8, np.uint64, np.float16, np.float64):
+        assert Volume(np.zeros((1, 4, 4), dtype)).array.dtype == dtype
+
+
+@pytest.mark.parametrize(("spacing", "origin", "reason"), [
+    ((1e-30, 1e-30, 1.0), (0.0, 0.0, 0.0), r"spacing \(x, y, z\) \(1e-30, 1e-30, 1\) mm is not a voxel size"),
+    ((1e30, 1.0, 1.0), (0.0, 0.0, 0.0), "is not a voxel size"),
+    ((1.0, 1.0, 1.0), (float("nan"), 0.0, 0.0), "is not a position in a scanner"),
+    ((1.0, 1.0, 1.0), (1e30, 0.0, 0.0), "is not a position in a scanner"),
+])  # fmt: skip
+def test_types_a_spacing_or_origin_no_scanner_gives_is_refused(spacing, origin, reason):
+    """A spacing of 1e-30 mm built a disc of 1e31 pixels in the lung mask (a traceback), 1e30 mm overflowed a resampled
+    size into "negative image dimension", and a NaN or 1e30 mm origin put every voxel at one position; micro-CT and
+    OCT voxels (1-4 um) and a slab of 100 mm stay voxels."""
+    with pytest.raises(InputError, match=reason):
+        Volume(np.zeros((1, 4, 4)), spacing=spacing, origin=origin)
+    for ok in ((0.001, 0.001, 0.0039), (0.5, 0.5, 100.0)):
+        assert Volume(np.zeros((1, 4, 4)), spacing=ok, origin=(-5000.0, 250.0, 1e5)).spacing == ok
+
+
+def test_types_half_floats_go_to_simpleitk_as_float32():
+    """SimpleITK has no half-float pixel: a float16 Volume (a library caller's array) failed in every ITK step with
+    "dtype: float16 is not supported"; the values are exact in float32."""
+    half = Volume(np.linspace(-2, 2, 8, dtype=np.float16).reshape(2, 2, 2))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(half.to_sitk()), half.array.astype(np.float32))

@@ -162,12 +162,11 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
                 meta["units"] = "HU"
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
-    vol = Volume.from_sitk(image, **meta)
     scale = nrrd_mm_per_unit(path) if fmt == "nrrd" else 1.0
-    if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit
-        vol = Volume(vol.array, spacing=tuple(scale * s for s in vol.spacing), origin=tuple(scale * o for o in vol.origin),
-                     direction=vol.direction, meta=vol.meta)  # fmt: skip
-    return vol
+    if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit (converted before the
+        image.SetSpacing([scale * s for s in image.GetSpacing()])  # Volume checks the voxel size in mm)
+        image.SetOrigin([scale * o for o in image.GetOrigin()])
+    return Volume.from_sitk(image, **meta)
 
 
 #: Millimetres per NRRD "space units" value (lengths only; "" or none is mm, as NRRD readers take it).

@@ -183,3 +183,33 @@ def test_a_device_or_a_named_pipe_is_not_read_as_an_empty_file(tmp_path):
     (tmp_path / "empty.nii").write_bytes(b"")
     with pytest.raises(InputError, match="empty file"):
         read(tmp_path / "empty.nii")
+
+
+def test_a_header_whose_voxel_size_or_position_no_scanner_gives_is_one_line(tmp_path):
+    """A NIfTI, NRRD or DICOM header of 1e-30 or 1e30 mm voxels, or a position 1e30 mm away, was read as it said:
+    `segment` then stopped in a traceback ("Maximum allowed dimension exceeded": a 10 mm disc of 1e31 pixels) and
+    `predict` said "negative image dimension in the header" for an overflowed size. Refused when read, naming the
+    file; an NRRD in micrometres (800 um voxels) is converted first and read."""
+    import copy
+
+    import nibabel as nib
+    import nrrd
+    import pydicom
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.diag([1e-30, 1e-30, 1e-30, 1.0])), tmp_path / "a.nii.gz")
+    nrrd.write(str(tmp_path / "b.nrrd"), np.zeros((8, 8, 4), np.int16), {"space": "left-posterior-superior",
+               "space directions": np.diag([1e30, 1e30, 1e30]), "space origin": np.zeros(3)})  # fmt: skip
+    ds = pydicom.dcmread(real_data("pydicom/CT_small.dcm"))
+    far = copy.deepcopy(ds)
+    far.ImagePositionPatient = ["1e30", "0", "0"]
+    far.save_as(tmp_path / "c.dcm")
+    ds.PixelSpacing = ["1e-30", "1e-30"]
+    ds.save_as(tmp_path / "d.dcm")
+    for name, reason in (("a.nii.gz", "is not a voxel size"), ("b.nrrd", "is not a voxel size"),
+                         ("c.dcm", "is not a position in a scanner"), ("d.dcm", "is not a voxel size")):  # fmt: skip
+        with pytest.raises(InputError, match=rf"{name}: .*{reason}"):
+            read(tmp_path / name)
+    nrrd.write(str(tmp_path / "um.nrrd"), np.zeros((8, 8, 4), np.int16), {"space": "left-posterior-superior",
+               "space directions": np.diag([800.0, 900.0, 2000.0]), "space origin": np.zeros(3),
+               "space units": ["um", "um", "um"]})  # fmt: skip
+    np.testing.assert_allclose(read(tmp_path / "um.nrrd").spacing, (0.8, 0.9, 2.0), rtol=1e-6)
