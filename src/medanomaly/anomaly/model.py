@@ -172,10 +172,9 @@ class AnomalyModel(ModelBase):
                                  "(no air near -1000 HU)", path)  # fmt: skip
         super().check_input(volume, path)
 
-    def predict(self, volume: Volume) -> Prediction:
+    def _predict(self, volume: Volume) -> Prediction:
         from medanomaly.anomaly.pipeline import predict_volume
 
-        self.check_input(volume)
         amap, score, _, _ = predict_volume(self.method, volume, int(self.info.extra["size"]),
                                            float(self.info.thresholds["sigma"]), self.info.extra.get("domain"))  # fmt: skip
         label = "anomaly" if score > float(self.info.thresholds["decision"]) else "normal"

@@ -87,10 +87,10 @@ class ClassificationModel(ModelBase):
 
         return channels_first(self.preprocessing(volume).volume, int(self.info.input["spatial_dims"]))
 
-    def predict(self, volume: Volume) -> Prediction:
-        return self.predict_many([volume])[0]
+    def _predict(self, volume: Volume) -> Prediction:
+        return self._predict_many([volume])[0]
 
-    def predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
+    def _predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
         """Batched prediction: one forward pass per batch of images."""
         if not volumes:
             return []

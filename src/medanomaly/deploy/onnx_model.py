@@ -216,10 +216,9 @@ class OnnxFusionModel(FusionModel):
         self._pipeline = None
         self.session = sess
 
-    def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
+    def _predict_volumes(self, volumes: Mapping[str, Volume | None]) -> Prediction:
         from medanomaly.fusion.data import PairedSample, model_inputs, sample_to_array
 
-        volumes = volume if isinstance(volume, Mapping) else self.split_components(volume)
         full = model_inputs(volumes, self.modalities)
         windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
         array, present = sample_to_array(PairedSample("case", full, -1), self.modalities,

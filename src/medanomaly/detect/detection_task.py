@@ -125,7 +125,7 @@ class HeatmapDetectionModel(DetectionModel):
                for f, c, a in zip(findings, called, abstained, strict=True)]  # fmt: skip
         return out, probs, abstained
 
-    def predict(self, volume: Volume) -> Prediction:
+    def _predict(self, volume: Volume) -> Prediction:
         """Findings (best detection score first) and the image summary (highest-risk lesion)."""
         found = self.detector.detect(volume)
         findings, probs, abstained = self.classify(volume, found)

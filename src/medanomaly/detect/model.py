@@ -89,7 +89,7 @@ class DetectionModel(ModelBase):
         super().__init__(info, run_dir)
         self.detector = detector
 
-    def predict(self, volume: Volume) -> Prediction:
+    def _predict(self, volume: Volume) -> Prediction:
         from medanomaly.detect.grid import lung_region, require_chest_ct
 
         ct = require_chest_ct(volume)

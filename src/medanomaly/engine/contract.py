@@ -31,7 +31,7 @@ from medanomaly.io.limits import check_least_size
 from medanomaly.io.frames import CINE_ADVICE
 from medanomaly.types import Prediction, Volume, is_cine_loop, require_slices
 
-__all__ = ["Task", "TaskModel", "ModelBase", "finite_output"]
+__all__ = ["Task", "TaskModel", "ModelBase", "finite_output", "require_volume"]
 
 
 def finite_output(values: Any, what: str = "the model's outputs") -> Any:
@@ -48,6 +48,16 @@ def finite_output(values: Any, what: str = "the model's outputs") -> Any:
         raise InputError(f"{bad:,} NaN or infinite value(s) in {what} (weights that overflow on this input: a damaged "
                          "or foreign weights file, or a training that diverged)")  # fmt: skip
     return values
+
+
+def require_volume(value: Any) -> Volume:
+    """``value`` when it is a :class:`~medanomaly.types.Volume`, else a TypeError saying how to make one: a library
+    caller's NumPy array or file name reached the task's code and failed there (``'numpy.ndarray' object has no
+    attribute 'spacing'``)."""
+    if not isinstance(value, Volume):
+        raise TypeError(f"a model predicts a medanomaly.Volume (medanomaly.read(path), or Volume(array, spacing=(x, y, "
+                        f"z) mm)), got {type(value).__name__}")  # fmt: skip
+    return value
 
 
 def refuse_cine(volume: Volume, path: Any = None) -> None:
@@ -136,12 +146,27 @@ class ModelBase:
                 self._pipeline = Pipeline.from_config(list(self.info.preprocessing))
         return self._pipeline
 
-    def predict(self, volume: Volume) -> Prediction:  # pragma: no cover - every task overrides
-        raise NotImplementedError
+    def predict(self, volume: Volume) -> Prediction:
+        """The :class:`Prediction` of one image, checked first as every command checks it (:meth:`check_input`), so a
+        library caller's image is refused as the CLI's would be (a 1 x 1 picture was called, a volume too large
+        for the memory left ended the process)."""
+        self.check_input(require_volume(volume))
+        return self._predict(volume)
 
     def predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
-        """One :class:`Prediction` per volume, in order."""
-        return [self.predict(v) for v in volumes]
+        """One :class:`Prediction` per volume, in order, each checked as :meth:`predict` checks it."""
+        volumes = list(volumes)
+        for volume in volumes:
+            self.check_input(require_volume(volume))
+        return self._predict_many(volumes)
+
+    def _predict(self, volume: Volume) -> Prediction:  # pragma: no cover - every task overrides
+        """The task's prediction of one checked image."""
+        raise NotImplementedError
+
+    def _predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
+        """The task's predictions of checked images (one by one unless the task batches)."""
+        return [self._predict(v) for v in volumes]
 
     def network(self) -> Any:  # pragma: no cover - every task overrides
         raise NotImplementedError
@@ -153,15 +178,21 @@ class ModelBase:
         """Flags every prediction of this model carries."""
         return ("synthetic_training_data",) if self.synthetic else ()
 
-    def check_input(self, volume: Volume, path: Any = None) -> None:
-        """Refuse an image of another dimensionality or channel count than the model's, or one too small to be an
-        image (:func:`medanomaly.io.limits.check_least_size`), or one of values float32 cannot hold
-        (:func:`medanomaly.preprocess.checks.require_float32_range`), in one line."""
+    def check_image(self, volume: Volume, path: Any = None) -> None:
+        """Refuse, in one line, an image too small to be one (:func:`medanomaly.io.limits.check_least_size`), of
+        values float32 cannot hold (:func:`medanomaly.preprocess.checks.require_float32_range`), or whose prediction
+        would take more memory than is left (:meth:`check_memory`): what every model asks of every image."""
         from medanomaly.preprocess.checks import require_float32_range
 
         check_least_size(volume, path)
         with about_file(path):
             require_float32_range(volume, "the model")
+        self.check_memory(volume, path)
+
+    def check_input(self, volume: Volume, path: Any = None) -> None:
+        """Refuse an image of another dimensionality or modality than the model's, or one :meth:`check_image`
+        refuses, in one line."""
+        self.check_image(volume, path)
         want_dims = self.info.input.get("spatial_dims")
         if want_dims == 2:
             refuse_cine(volume, path)
@@ -176,7 +207,6 @@ class ModelBase:
         got = volume.meta.get("modality")
         if want and got and got not in ("OT", want) and want not in ("any",):
             raise InputError(f"the model expects modality {want}, got {got}", path)
-        self.check_memory(volume, path)
 
     def check_memory(self, volume: Volume, path: Any = None) -> None:
         """Refuse an image whose prediction would take more memory than this process may still take

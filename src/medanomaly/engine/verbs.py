@@ -159,8 +159,7 @@ def predict_paths(model: TaskModel, paths: Iterable[str | Path], read_options: d
         try:
             with about_file(path):
                 volume = read_frame(path, frame, **(read_options or {}))
-                model.check_input(volume, path)  # type: ignore[attr-defined]
-                prediction = model.predict(volume)
+                prediction = model.predict(volume)  # checks the image first (ModelBase.check_input)
         except InputError as exc:
             yield path, exc, None
             continue

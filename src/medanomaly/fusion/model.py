@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.engine.contract import ModelBase
+from medanomaly.engine.contract import ModelBase, require_volume
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
 from medanomaly.fusion.infer import CLASS_NAMES, predict_volumes
+from medanomaly.preprocess.checks import require_finite
 from medanomaly.types import Prediction, Volume
 
 __all__ = ["FusionModel", "run_info", "all_present", "check_classes", "check_recorded"]
@@ -117,13 +118,31 @@ class FusionModel(ModelBase):
         return {name: volume.with_array(np.asarray(volume.array[..., j])) for j, name in enumerate(self.modalities)}
 
     def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
-        volumes = volume if isinstance(volume, Mapping) else self.split_components(volume)
+        """The prediction from one image per modality (a mapping, None for a missing one) or from one image whose
+        components are the modalities; each image checked as every model checks one (:meth:`check_image`), an error
+        naming its modality. Names and grids are checked together when the input is built."""
+        volumes = volume if isinstance(volume, Mapping) else self.split_components(require_volume(volume))
+        for name, image in volumes.items():
+            if image is not None:
+                require_finite(require_volume(image), name)  # "T1: image has 1 NaN/infinite voxels"
+                try:
+                    self.check_image(image)
+                except InputError as exc:
+                    raise InputError(f"{name}: {exc.reason}", exc.path) from None
+        return self._predict_volumes(volumes)
+
+    def _predict(self, volume: Volume) -> Prediction:
+        return self._predict_volumes(self.split_components(volume))
+
+    def _predict_volumes(self, volumes: Mapping[str, Volume | None]) -> Prediction:
         windows = {k: tuple(v) for k, v in self.info.extra.get("windows", {}).items()}
         p = predict_volumes(self.net, volumes, self.info.input["image_size"], windows, self.class_names)
         return Prediction(scores=p.scores, class_names=p.class_names, label=p.label, flags=p.flags + self.flags())
 
     def check_input(self, volume: Volume, path: Any = None) -> None:
-        return None  # modality names and grids are checked by predict_volumes
+        """What every model asks of an image (:meth:`check_image`); modality names and grids are checked when the
+        input is built, and a 2D network takes a 3D image's middle slice (its rule in training)."""
+        self.check_image(volume, path)
 
     def network(self) -> Any:
         """The fusion network with every modality present (``model(x)``, x: (B, M, *spatial))."""

@@ -63,6 +63,25 @@ def cls_pkg(cls_run: Path) -> Path:
     return export_run(cls_run, cls_run.parent / "pkg")
 
 
+def test_a_library_callers_image_is_checked_as_the_cli_checks_it(cls_run: Path, cls_pkg: Path) -> None:
+    """``load_model(run).predict(volume)`` (the README's Python API) skipped the checks ``medanomaly predict`` makes:
+    a 1 x 1 picture and a 2 x 2 x 2 volume were called, and a NumPy array or a file name failed deep in the task's code
+    (``'numpy.ndarray' object has no attribute 'spacing'``). Torch run and ONNX package alike, and predict_many."""
+    from medanomaly.engine import load_model
+    from medanomaly.types import Volume
+
+    good = Volume(np.random.default_rng(0).random((16, 16)).astype(np.float32))
+    for model in (load_model(cls_run), load_model(cls_pkg)):
+        assert model.predict(good).label in model.class_names
+        for tiny in (Volume(np.zeros((1, 1, 1), np.float32)), Volume(np.zeros((2, 2, 2), np.float32))):
+            with pytest.raises(InputError, match="image too small"):
+                model.predict(tiny)
+            with pytest.raises(InputError, match="image too small"):
+                model.predict_many([good, tiny])
+        with pytest.raises(TypeError, match=r"a model predicts a medanomaly.Volume .*got ndarray"):
+            model.predict(good.array)  # type: ignore[arg-type]
+
+
 def test_classification_package_matches_torch(cls_run: Path, cls_pkg: Path) -> None:
     from medanomaly.deploy.export import OPSET
     from medanomaly.deploy.validation import validation_data
@@ -278,6 +297,11 @@ def test_fusion_export_matches_torch_with_missing_modalities(tmp_path: Path) -> 
         for engine in (model, onnx_model):
             with pytest.raises(InputError, match=f"{names[0]}: image has {why}"):
                 engine.predict({names[0]: Volume(image), names[1]: None})
+    for engine in (model, onnx_model):  # each modality's image is checked as every model checks one
+        with pytest.raises(InputError, match=f"{names[0]}: image too small: 1 x 1 pixels"):
+            engine.predict({names[0]: Volume(np.zeros((1, 1), np.float32)), names[1]: None})
+        with pytest.raises(TypeError, match="got ndarray"):
+            engine.predict({names[0]: np.zeros((24, 24)), names[1]: None})
     onnx_model.probabilities = lambda x, present: np.full((1, len(onnx_model.class_names)), np.nan)
     with pytest.raises(InputError, match="NaN or infinite value"):
         onnx_model.predict(vols)
