@@ -45,12 +45,15 @@ $(STAMPS)/data: $(STAMPS)/venv src/medanomaly/data/sources.py
 	$(PY) -m medanomaly.data.sources fetch
 	@touch $@
 
-# The viewer's NiiVue bundle: npm ci from the committed lockfile, the UMD file copied into web/static.
+# The viewer's NiiVue bundle and the API page's Swagger UI: npm ci from the committed lockfile, no install scripts
+# (swagger-ui-dist pulls in @scarf/scarf, whose postinstall reports the install to a server), files copied into
+# web/static so that no page of the service loads anything from outside it.
 WEB := src/medanomaly/web
 $(STAMPS)/web: $(STAMPS)/apt $(WEB)/package.json $(WEB)/package-lock.json
 	@mkdir -p $(STAMPS)
-	cd $(WEB) && npm ci --no-audit --no-fund --silent
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --silent
 	cp $(WEB)/node_modules/@niivue/niivue/dist/niivue.umd.js $(WEB)/static/niivue.umd.js
+	cp $(WEB)/node_modules/swagger-ui-dist/swagger-ui-bundle.js $(WEB)/node_modules/swagger-ui-dist/swagger-ui.css $(WEB)/static/
 	@touch $@
 
 test: setup

@@ -97,6 +97,27 @@ def test_upload_classify_results_delete(service):
     assert client.get("/docs").status_code == 200 and "/v1/studies" in client.get("/openapi.json").json()["paths"]
 
 
+def test_the_api_page_loads_nothing_from_outside_the_service(service):
+    """FastAPI's /docs page loaded Swagger UI from cdn.jsdelivr.net and its icon from fastapi.tiangolo.com: blank on
+    a hospital network without internet, and elsewhere each visit told a third party about the service. Swagger UI
+    is served from the service's own static files (``make setup`` copies it from npm); /redoc, another CDN page, is
+    not served. The bearer scheme is in the API description, so the page can authorize its "Try it out" calls."""
+    import re
+
+    client, *_ = service
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/static/swagger-ui-bundle.js" in page.text
+    assert not re.findall(r"(?:src|href)=[\"'](?:https?:)?//", page.text), page.text
+    for asset in re.findall(r"(?:src|href)=[\"'](/static/[^\"']+)", page.text):
+        reply = client.get(asset)
+        assert reply.status_code == 200 and len(reply.content) > 10_000, asset
+    assert client.get("/redoc").status_code == 404
+    schema = client.get("/openapi.json").json()  # the bearer scheme is declared: the page's "Authorize" button
+    assert schema["components"]["securitySchemes"]["HTTPBearer"] == {**schema["components"]["securitySchemes"]
+                                                                     ["HTTPBearer"], "type": "http", "scheme": "bearer"}
+    assert schema["paths"]["/v1/models"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
 def test_tokens_401_403(service):
     client, full, other, tmp = service
     data = [nifti_bytes(tmp)]

@@ -194,3 +194,25 @@ def test_viewer_lung2_findings_table_and_three_planes(server, tmp_path):
     assert rows == len(result["findings"])
     assert result["findings"][0]["slice"] in lesion_slices("lung2"), "finding 1 is the real lesion of lung2"
     assert overlay_pixels(shot) > 50, "the lesion's mask and contour show in the three planes"
+
+
+def test_the_viewer_and_the_api_page_load_nothing_from_outside_the_service(server, tmp_path):
+    """In chromium, every request the viewer and the API page make goes to the service itself, and the API page
+    renders (Swagger UI from the service's own files; FastAPI's default page fetched it from a CDN and stayed blank
+    without internet)."""
+    from urllib.parse import urlsplit
+
+    base, _, _ = server
+    with chromium_page(760) as page:
+        hosts: list[str] = []
+        page.on("request", lambda r: hosts.append(urlsplit(r.url).netloc or urlsplit(r.url).scheme))
+        page.goto(base + "/")
+        page.wait_for_load_state("networkidle")
+        page.goto(base + "/docs")
+        page.wait_for_selector(".swagger-ui .info .title", state="visible")
+        assert "medanomaly" in page.inner_text(".swagger-ui .info .title")
+        page.wait_for_selector(".opblock-summary-path[data-path='/v1/studies']")
+        page.wait_for_selector(".swagger-ui .btn.authorize", state="visible")  # the bearer scheme is declared
+        page.screenshot(path=str(tmp_path / "api_page.png"))
+    outside = {h for h in hosts if h not in (urlsplit(base).netloc, "data")}
+    assert not outside, outside

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 
 from medanomaly.deploy.atomic import atomic_write_json
@@ -89,7 +91,7 @@ def create_app(config: ServiceConfig) -> Any:
         for w in workers.values():
             w.stop()
 
-    app = FastAPI(title="medanomaly", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="medanomaly", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Upload a study, follow its job, read the findings. Research use only.")  # fmt: skip
     app.state.store, app.state.workers, app.state.tokens, app.state.config = store, workers, tokens, config
     from medanomaly.deploy.service.routes import add_routes
@@ -100,12 +102,16 @@ def create_app(config: ServiceConfig) -> Any:
     return wrapped
 
 
-def bearer(request: Request) -> TokenEntry:
+#: The bearer scheme, declared in the OpenAPI description so that the API page has an "Authorize" button (its "Try
+#: it out" calls were all 401 without one); the token is checked by :func:`bearer`.
+BEARER_SCHEME = HTTPBearer(auto_error=False, description="a token from `medanomaly token new --tokens FILE`")
+
+
+def bearer(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(BEARER_SCHEME)) -> TokenEntry:
     """The caller's token entry, or 401."""
     from fastapi import HTTPException
 
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    token = credentials.credentials if credentials is not None else None
     entry = request.app.state.tokens.check(token)
     if entry is None:
         raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})

@@ -44,6 +44,10 @@ def _study_file(request: Request, study_id: str, entry: TokenEntry, *parts: str)
     return path
 
 
+#: Swagger UI's files in ``web/static`` (copied there from npm's swagger-ui-dist by ``make setup``).
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
+
+
 def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     """Add every route to ``app``."""
     from fastapi import Depends, Query
@@ -60,6 +64,20 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Any:
         return HTMLResponse((WEB_DIR / "index.html").read_text())
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_page() -> Any:
+        """The API page, Swagger UI from the service's own files: FastAPI's default page loads it from a CDN, so
+        on a hospital network without internet it stayed blank, and elsewhere every visit told a third party that
+        this service exists and who opened it (``redoc`` likewise: not served)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        if not all((static / name).is_file() for name in SWAGGER_FILES):
+            return HTMLResponse("<p>Swagger UI is not installed here: run <code>make setup</code>. The API's "
+                                "description is at <a href='/openapi.json'>/openapi.json</a>.</p>", 503)  # fmt: skip
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="medanomaly API",
+                                   swagger_js_url=f"/static/{SWAGGER_FILES[0]}", swagger_css_url=f"/static/{SWAGGER_FILES[1]}",
+                                   swagger_favicon_url="data:,")  # fmt: skip
 
     @app.get("/v1/models", summary="Models this token may use")
     def models(request: Request, entry: TokenEntry = auth) -> Any:
