@@ -16,7 +16,10 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +49,19 @@ def _dicomweb_plugin() -> str:
     return plugins[0]
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    """Base URL of a fresh Orthanc (REST at URL, DICOMweb at URL/dicom-web), stopped by PID afterwards."""
+@contextmanager
+def running_orthanc(tmp: Path, **settings: object) -> Iterator[str]:
+    """Base URL of a fresh Orthanc on a free port (REST at URL, DICOMweb at URL/dicom-web) with ``settings`` over
+    the test configuration, stopped by PID afterwards."""
     exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(exe).exists():
         pytest.fail("Orthanc is not installed: run `make setup`")
-    tmp = tmp_path_factory.mktemp("orthanc")
     port = _free_port()
     config = {
         "Name": "medanomaly-test", "StorageDirectory": str(tmp / "db"), "IndexDirectory": str(tmp / "db"),
         "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "Plugins": [_dicomweb_plugin()],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, **settings,
     }  # fmt: skip
     (tmp / "orthanc.json").write_text(json.dumps(config))
     log = (tmp / "orthanc.log").open("w")
@@ -67,23 +70,33 @@ def orthanc(tmp_path_factory):
     deadline = time.time() + 60
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/system", timeout=2) as r:
-                if r.status == 200:
-                    break
+            with urllib.request.urlopen(f"{url}/dicom-web/studies?limit=1", timeout=2):
+                break
+        except urllib.error.HTTPError:  # an answer (401 from an Orthanc that asks for credentials): it is up
+            break
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-1000:]}")
         time.sleep(0.2)
-    yield url
-    proc.terminate()  # by its PID
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()  # by its PID
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """Base URL of a fresh Orthanc that asks for no credentials."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as url:
+        yield url
 
 
 def _count_instances(url: str) -> int:
@@ -188,3 +201,32 @@ def test_refusing_pacs_is_one_line(orthanc) -> None:
     with pytest.raises(InputError, match=r"PACS refused the request \(HTTP 404") as err:
         connect(f"{orthanc}/no-such-root", timeout_s=5)
     assert "\n" not in str(err.value)
+
+
+def test_a_pacs_that_asks_for_credentials_gets_them_from_the_environment_only(tmp_path, monkeypatch, capsys) -> None:
+    """A PACS with authentication on (Orthanc's RegisteredUsers, as most are) could not be used: `pacs` had no way to
+    give credentials, and its refusal said only "HTTP 401". Credentials come from the environment (HTTP Basic, or a
+    bearer token), never from the command line (``ps`` shows it) nor the URL (printed with every error); no error
+    line shows them."""
+    from .conftest import run_main
+
+    from medanomaly.deploy.pacs import connect
+    from medanomaly.deploy.pacs_auth import PacsAuth
+
+    password = "Wörter-9f3k"  # not Latin-1: HTTP Basic in UTF-8, as RFC 7617 allows
+    with running_orthanc(tmp_path, AuthenticationEnabled=True, RegisteredUsers={"reader": password}) as url:
+        root = f"{url}/dicom-web"
+        for env, words in (({}, "HTTP 401"), ({"MEDANOMALY_PACS_USER": "reader", "MEDANOMALY_PACS_PASSWORD": "wrong"},
+                                                "HTTP 401")):  # fmt: skip
+            for name in ("MEDANOMALY_PACS_USER", "MEDANOMALY_PACS_PASSWORD", "MEDANOMALY_PACS_TOKEN"):
+                monkeypatch.delenv(name, raising=False)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            code, _, err = run_main(monkeypatch, capsys, "pacs", str(tmp_path / "no-run"), "--url", root, "--out",
+                                    str(tmp_path / "work"))  # fmt: skip
+            assert code == 2 and words in err and "MEDANOMALY_PACS_USER" in err and "wrong" not in err, err
+        good = PacsAuth.from_env({"MEDANOMALY_PACS_USER": "reader", "MEDANOMALY_PACS_PASSWORD": password})
+        assert connect(root, auth=good).search_for_studies() == []  # the fresh PACS answers, empty
+        with pytest.raises(InputError, match="credentials in the URL would be printed") as err:
+            connect(root.replace("http://", f"http://reader:{password}@"), auth=None)
+        assert password not in str(err.value)

@@ -12,6 +12,7 @@ tree (the ``predict`` command calls it): one row per series in ``DIR/results.csv
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import typer
@@ -117,15 +118,24 @@ def register(app: typer.Typer) -> None:
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
         store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly map (Parametric Map)."),
     ) -> None:
-        """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study."""
+        """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
+
+        Credentials, if the PACS asks for them, come from the environment, never the command line:
+        MEDANOMALY_PACS_USER and MEDANOMALY_PACS_PASSWORD (HTTP Basic), or MEDANOMALY_PACS_TOKEN (bearer).
+        """
         from medanomaly.deploy.pacs import connect, run_pacs
+        from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
 
         options = _options(series_filter, memory_limit, True, site)
         filters = _study_filters(study_filter)
         if watch and not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
             raise InputError(f"--interval must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {interval:g}")
-        connect(url)  # an unreachable or refusing PACS is one line before the model is loaded
+        auth = PacsAuth.from_env(os.environ)  # never from the command line: ps shows it to every user
+        warning = cleartext_warning(url, auth)
+        if warning:
+            typer.echo(warning, err=True)
+        connect(url, auth=auth)  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
         def report(s) -> None:
@@ -133,7 +143,7 @@ def register(app: typer.Typer) -> None:
                        f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
 
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
-                           interval_s=interval, store_map=store_map, on_poll=report)  # fmt: skip
+                           interval_s=interval, store_map=store_map, on_poll=report, auth=auth)  # fmt: skip
         for line in summary.errors:
             typer.echo(f"error: {printable(line)}", err=True)
         if summary.errors:

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
+from medanomaly.deploy.pacs_auth import CREDENTIALS_HINT, PacsAuth
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
 from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
@@ -121,6 +122,8 @@ def _one_line(exc: BaseException, url: str) -> InputError:
     response = getattr(exc, "response", None)
     if isinstance(exc, requests.exceptions.HTTPError) and response is not None:
         reason = f"PACS refused the request (HTTP {response.status_code} {response.reason})"
+        if response.status_code in (401, 403):  # it wants credentials, or refused those given
+            reason += f": {CREDENTIALS_HINT} (or check those given)"
     elif isinstance(exc, AnswerTooLarge):
         reason = str(exc)
     elif isinstance(exc, requests.exceptions.Timeout):
@@ -161,10 +164,15 @@ def check_url(url: str) -> None:
         raise InputError(f"{url}: a DICOMweb URL starts with http:// or https:// and names a host")
     if port == 0:
         raise InputError(f"{url}: not a URL (port 0)")
+    if parts.username is not None or parts.password is not None:  # named here without them: the URL is in errors
+        raise InputError(f"{parts.scheme}://{parts.hostname}...: credentials in the URL would be printed with every "
+                         f"error; {CREDENTIALS_HINT}")  # fmt: skip
 
 
-def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None) -> Any:
-    """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query.
+def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None,
+            auth: PacsAuth | None = None) -> Any:  # fmt: skip
+    """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query;
+    ``auth``: the PACS's credentials (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`), carried by every request.
 
     Raises:
         InputError: the PACS cannot be reached or refuses the query (one line naming the URL).
@@ -175,7 +183,10 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
 
     logging.getLogger("retrying").setLevel(logging.ERROR)  # it logs a traceback per retried attempt
     check_url(url)
-    client = DICOMwebClient(url=url.rstrip("/"), session=BoundedSession(), headers=headers, timeout=timeout_s)
+    session = BoundedSession()
+    if auth is not None:
+        auth.apply(session)
+    client = DICOMwebClient(url=url.rstrip("/"), session=session, headers=headers, timeout=timeout_s)
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
     _call(url, client.search_for_studies, limit=1)
     return client
@@ -376,6 +387,7 @@ def run_pacs(
     key: bytes | None = None,
     timeout_s: float = 30.0,
     on_poll: Callable[[PacsSummary], None] | None = None,
+    auth: PacsAuth | None = None,
 ) -> PacsSummary:
     """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
 
@@ -392,13 +404,14 @@ def run_pacs(
         key: secret for keyed ids in the local series records (the PACS always gets real UIDs).
         timeout_s: HTTP timeout per request.
         on_poll: called after each poll with the running summary (the CLI prints a line).
+        auth: the PACS's credentials (:meth:`PacsAuth.from_env <medanomaly.deploy.pacs_auth.PacsAuth.from_env>`).
 
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
     """
     options = BatchOptions(**{**options.__dict__, "dicom": True}) if options else BatchOptions()
     work_dir = Path(work_dir)
-    client = connect(url, timeout_s=timeout_s)
+    client = connect(url, timeout_s=timeout_s, auth=auth)
     ctx = make_context(model, work_dir, options, key)
     summary = PacsSummary()
     with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state, resumable_on_sigterm():
