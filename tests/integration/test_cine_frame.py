@@ -60,13 +60,15 @@ def test_quantify_measures_one_frame_of_a_cine(tmp_path, monkeypatch, capsys) ->
 
 
 class _FrameModel:
-    """A stand-in 2D model: checks it gets one slice and returns that slice's mean."""
+    """A stand-in 2D model: checks it gets one slice (as a model's predict checks its input) and returns that slice's
+    mean."""
 
     def check_input(self, volume: Volume, path: object = None) -> None:
         if volume.shape[0] != 1:
             raise InputError("a 2D model takes one slice", path)
 
     def predict(self, volume: Volume) -> Prediction:
+        self.check_input(volume)
         return Prediction(scores=(float(volume.array.mean()),), class_names=("mean",), label="mean")
 
 

@@ -76,7 +76,7 @@ def test_an_image_whose_prediction_cannot_fit_is_refused_before_the_work(fixture
 
     image = real_data("pyradiomics/lung1_image.nrrd")  # 48 x 512 x 512: at least 20 bytes per voxel, 240 MiB
     monkeypatch.setattr(limits, "available_memory_bytes", lambda: 100 << 20)
-    monkeypatch.setattr(DetectionModel, "predict", lambda self, volume: pytest.fail("the model ran"))
+    monkeypatch.setattr(DetectionModel, "_predict", lambda self, volume: pytest.fail("the model ran"))
     code, out, err = run_main(monkeypatch, capsys, "predict", str(fixture_lung_run), str(image),
                               "--out", str(tmp_path / "out"))  # fmt: skip
     assert code == 2 and out == "", out

@@ -170,7 +170,7 @@ def test_detect_dicom_refuses_a_source_its_outputs_cannot_reference_before_the_m
     def model_ran(*_args, **_kwargs):
         raise AssertionError("the detector ran before the source was checked")
 
-    monkeypatch.setattr(DetectionModel, "predict", model_ran)
+    monkeypatch.setattr(DetectionModel, "_predict", model_ran)
     code, _out, err = run_main(monkeypatch, capsys, "detect", str(fixture_lung_run), str(tmp_path / "ct"), "--dicom",
                                "--out", str(tmp_path / "out"))  # fmt: skip
     assert code == 2 and err.count("\n") == 1, err
