@@ -118,6 +118,55 @@ def test_the_api_page_loads_nothing_from_outside_the_service(service):
     assert schema["paths"]["/v1/models"]["get"]["security"] == [{"HTTPBearer": []}]
 
 
+def test_health_and_readiness_answer_without_a_token_and_name_what_stops_the_jobs(service, monkeypatch):
+    """A container platform or a load balancer asks whether the service is up and would run an upload; there was no
+    such route (only /docs, which says nothing about the jobs). /ready is 503 with the reasons when a model worker has
+    stopped (its jobs would queue for ever), the job store does not answer or the disk is below its reserve."""
+    client, *_ = service
+    bare = {"Authorization": ""}
+    assert client.get("/health", headers=bare).json() == {"status": "ok"}
+    assert client.get("/ready", headers=bare).json() == {"status": "ready"}
+    state = client.app.fastapi.state
+    worker = state.workers["cls"]
+    worker.stop()
+    monkeypatch.setattr(state.store, "list", lambda limit=200: (_ for _ in ()).throw(OSError("disk I/O error")))
+    reply = client.get("/ready", headers=bare)
+    assert reply.status_code == 503 and reply.json()["reasons"] == ["1 of 1 model worker(s) stopped",
+                                                                   "the job store does not answer"], reply.json()
+    assert "cls" not in reply.text
+
+
+def test_a_worker_outlives_a_job_store_that_fails(tmp_path, cls_run, monkeypatch):
+    """A job store that failed once (a disk error, a lock) ended the worker's thread without a word: the service went
+    on taking uploads that never ran. The worker logs the failure and asks again."""
+    from medanomaly.deploy.service import worker as worker_module
+    from medanomaly.deploy.service.store import JobStore
+    from medanomaly.deploy.service.worker import ModelWorker
+    from medanomaly.engine import load_model
+
+    monkeypatch.setattr(worker_module, "STORE_RETRY_S", 0.05)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    calls = []
+
+    def flaky_claim(model, n=1):
+        calls.append(n)
+        if len(calls) <= 2:
+            raise OSError("disk I/O error")
+        return []
+
+    monkeypatch.setattr(store, "claim", flaky_claim)
+    worker = ModelWorker("cls", load_model(cls_run), store, tmp_path / "studies")
+    worker.start()
+    try:
+        deadline = time.time() + 10
+        while len(calls) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(calls) >= 3 and worker.alive
+    finally:
+        worker.stop()
+    assert not worker.alive
+
+
 def test_tokens_401_403(service):
     client, full, other, tmp = service
     data = [nifti_bytes(tmp)]

@@ -44,6 +44,27 @@ def _study_file(request: Request, study_id: str, entry: TokenEntry, *parts: str)
     return path
 
 
+def not_ready_reasons(state: Any) -> list[str]:
+    """Why the service would not run an upload now (empty: ready): a model worker stopped (its thread died: jobs would
+    queue for ever), the job store does not answer, or the data disk is below the reserve (uploads refused, 507). No
+    model name or path: the route takes no token."""
+    import shutil
+
+    reasons = []
+    workers = list(state.workers.values())
+    stopped = sum(not w.alive for w in workers) if state.config.start_workers else 0
+    if stopped:
+        reasons.append(f"{stopped} of {len(workers)} model worker(s) stopped")
+    try:
+        state.store.list(limit=1)
+    except Exception:  # noqa: BLE001 - any failure of the store is "not ready"
+        reasons.append("the job store does not answer")
+    usage = shutil.disk_usage(state.config.data_dir)
+    if usage.total and usage.free < state.config.limits.min_free_bytes:
+        reasons.append("the data disk is below its reserve: uploads are refused")
+    return reasons
+
+
 #: Swagger UI's files in ``web/static`` (copied there from npm's swagger-ui-dist by ``make setup``).
 SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
@@ -78,6 +99,17 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="medanomaly API",
                                    swagger_js_url=f"/static/{SWAGGER_FILES[0]}", swagger_css_url=f"/static/{SWAGGER_FILES[1]}",
                                    swagger_favicon_url="data:,")  # fmt: skip
+
+    @app.get("/health", summary="Liveness: the process answers (no token)")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: uploads would be run (no token); 503 with the reasons when not")
+    def ready(request: Request) -> Any:
+        reasons = not_ready_reasons(request.app.state)
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, 503)
+        return {"status": "ready"}
 
     @app.get("/v1/models", summary="Models this token may use")
     def models(request: Request, entry: TokenEntry = auth) -> Any:

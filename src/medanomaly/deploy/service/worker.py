@@ -56,6 +56,10 @@ def _reason(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
 
 
+#: Seconds a worker waits before asking a job store that failed again.
+STORE_RETRY_S = 5.0
+
+
 class ModelWorker:
     """Serve one loaded model from the job store on a daemon thread.
 
@@ -103,9 +107,20 @@ class ModelWorker:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """True while the worker's thread runs (a service's readiness: ``GET /ready``)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            jobs = self.store.claim(self.name, self.batch if self.batchable else 1)
+            try:
+                jobs = self.store.claim(self.name, self.batch if self.batchable else 1)
+            except Exception as exc:  # noqa: BLE001 - the job store failed (disk error, locked): try again, not die
+                log.warning("model %s: the job store failed (%s); trying again in %g s", self.name, _reason(exc),
+                            STORE_RETRY_S)  # fmt: skip
+                self._stop.wait(STORE_RETRY_S)
+                continue
             if not jobs:
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -113,9 +128,18 @@ class ModelWorker:
             try:
                 self._run(jobs)
             except BaseException as exc:  # noqa: BLE001 - a job never takes the worker down
-                for job in jobs:
-                    if self.store.get(job["id"]) and self.store.get(job["id"])["status"] == "running":
-                        self.store.fail(job["id"], _reason(exc))
+                self._fail_running(jobs, _reason(exc))
+
+    def _fail_running(self, jobs: list[dict[str, Any]], reason: str) -> None:
+        """Mark the jobs still running as failed; a job store that fails meanwhile is logged, not raised (the jobs
+        stay "running" and are failed or queued again when the service restarts: :meth:`JobStore.recover`)."""
+        try:
+            for job in jobs:
+                row = self.store.get(job["id"])
+                if row and row["status"] == "running":
+                    self.store.fail(job["id"], reason)
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive the store's failure
+            log.warning("model %s: could not record a failed job (%s)", self.name, _reason(exc))
 
     def _run(self, jobs: list[dict[str, Any]]) -> None:
         from medanomaly.io.frames import read_frame
