@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from medanomaly.config import RunConfig, env_whole_number, load_config, save_config
+from medanomaly.config import RunConfig, env_whole_number, load_config, parse_config, save_config
 from medanomaly.engine.contract import TaskModel
 from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, training_lock,
                                    write_status)
@@ -77,8 +77,22 @@ def get_task(name: str, where: Any = None) -> Any:
         raise InputError(exc.reason, where) from None
 
 
-def train_run(config: RunConfig | str | Path, out: str | Path | None = None, overwrite: bool = False,
-              **task_options: Any) -> Path:
+def as_run_config(config: RunConfig | Mapping[str, Any] | str | Path) -> RunConfig:
+    """``config`` as a validated :class:`~medanomaly.config.RunConfig`: a YAML file's path, a mapping (a library
+    caller's dict, validated as the file would be: an unknown key or a bad value is one ConfigError line), or a
+    config already validated; anything else is a TypeError saying what is taken (a dict had failed with
+    "'dict' object has no attribute 'name'")."""
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, Mapping):
+        return parse_config(dict(config))
+    if isinstance(config, RunConfig):
+        return config
+    raise TypeError(f"a config is a YAML file's path, a dict or a RunConfig, got {type(config).__name__}")
+
+
+def train_run(config: RunConfig | Mapping[str, Any] | str | Path, out: str | Path | None = None,
+              overwrite: bool = False, **task_options: Any) -> Path:  # fmt: skip
     """Train the task a config describes into a run folder, with the run's lock and status.
 
     ``status.json`` says ``running`` while training, then ``complete`` (with seconds) or ``failed``
@@ -86,7 +100,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
     marks the folder; every rank trains.
 
     Args:
-        config: a validated config, or the path of a YAML config.
+        config: the path of a YAML config, a dict of one (validated as the file would be), or a validated config.
         out: run folder (default ``runs/train-<name>-<time>``).
         overwrite: allow training into a folder that already holds a run.
         task_options: passed to the task's ``train`` (e.g. ``out_dir`` for the lung report).
@@ -95,7 +109,7 @@ def train_run(config: RunConfig | str | Path, out: str | Path | None = None, ove
         InputError: the folder already holds a run (without ``overwrite``), another training holds
             its lock, or the config is invalid.
     """
-    cfg = load_config(config) if isinstance(config, (str, Path)) else config
+    cfg = as_run_config(config)
     name = cfg.name or (Path(config).stem if isinstance(config, (str, Path)) else cfg.task)
     run_dir = Path(out) if out is not None else default_out("train", name, fresh=is_main_process())
     task = get_task(cfg.task, config if isinstance(config, (str, Path)) else None)

@@ -218,3 +218,26 @@ def test_a_training_that_runs_out_of_memory_records_it_in_its_status(tmp_path, m
         verbs.train_run(load_config(cfg_path), tmp_path / "run")
     status = yaml.safe_load((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and status["reason"] == "not enough memory (an allocation failed)"
+
+
+def test_train_run_takes_a_dict_as_a_library_caller_writes_one(tmp_path):
+    """``train_run({...}, out)`` failed with "'dict' object has no attribute 'name'": a dict is validated as the
+    YAML file would be (an unknown key is one ConfigError line) and trained; another type is a TypeError saying what
+    is taken."""
+    import torch
+
+    from medanomaly.config import load_config
+    from medanomaly.engine import load_model, train_run
+    from medanomaly.errors import ConfigError
+
+    torch.set_num_threads(1)
+    cfg = {"task": "fusion", "name": "from-a-dict", "seed": 0,
+           "data": {"source": "simulated", "size": [24, 24], "n_train": 12, "n_val": 8, "n_test": 6},
+           "model": {"name": "fusion_hybrid", "params": {"widths": [4, 8]}},
+           "train": {"epochs": 1, "batch_size": 8}, "benchmark": {"n_bootstrap": 10, "variants": []}}  # fmt: skip
+    with pytest.raises(ConfigError, match="bogus"):
+        train_run({**cfg, "bogus": 1}, tmp_path / "bad")
+    with pytest.raises(TypeError, match="a YAML file's path, a dict or a RunConfig, got int"):
+        train_run(42, tmp_path / "bad")  # type: ignore[arg-type]
+    run = train_run(cfg, tmp_path / "run")
+    assert load_model(run).task == "fusion" and load_config(run / "config.yaml").name == "from-a-dict"
