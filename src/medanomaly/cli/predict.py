@@ -115,7 +115,8 @@ def register(app: typer.Typer) -> None:
             summary = task.tune(cfg, trials, out_dir)
         tag = " (SYNTHETIC data)" if summary.get("synthetic") else ""
         typer.echo(f"best {summary['metric']} = {summary['best_value']:.4f}{tag} with {summary['best_params']}")
-        typer.echo(f"tune: {out_dir}")
+        typer.echo(f"tune: {out_dir} ({summary['n_trials']} trial(s); the same command with -o {out_dir} resumes or "
+                   "extends this search)")  # fmt: skip
 
 
 def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = False, frame: int | None = None) -> None:

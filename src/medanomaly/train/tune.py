@@ -6,6 +6,12 @@ validation split (never on test). Unpromising trials are pruned by Optuna's medi
 their per-epoch validation scores. The result (``tune.json``) lists every trial; ``best.yaml`` is
 the winning config, ready for ``medanomaly train``.
 
+With an output folder the search lives in ``tune.db`` there (Optuna's SQLite storage) and both files are
+rewritten after every trial: a search stopped by Ctrl-C, SIGTERM or a reboot keeps its finished trials, and the
+same command again runs only the trials still missing (``--trials`` more than before extends it). Two processes
+given the same folder share one search (Optuna's parallel optimisation); a trial whose process died is failed
+after :data:`STALE_TRIAL_S`. A folder holding the search of another config is refused.
+
 Example YAML::
 
     tune:
@@ -83,6 +89,55 @@ def suggest(trial, name: str, space) -> Any:
 
 #: Most trials one search may run: the bound of ``--trials`` and of the config's ``tune.trials``.
 MAX_TRIALS = 100_000
+#: Seconds after its last heartbeat when a running trial of a stored search counts as dead (its process killed).
+STALE_TRIAL_S = 300
+STUDY_NAME, STORE_FILE = "medanomaly-tune", "tune.db"
+
+
+def search_fingerprint(cfg) -> str:
+    """What makes two searches one: the config without its trial count (``--trials`` may extend a search)."""
+    import hashlib
+
+    tree = cfg.model_dump(mode="json")
+    tree.get("tune", {}).pop("trials", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def open_study(cfg, out_dir: str | Path | None, direction: str, pruner):
+    """The Optuna study: in memory without ``out_dir``, else stored in ``out_dir/tune.db`` (created, or resumed
+    when it holds this config's search; another config's is one InputError naming the folder). The sampler is
+    seeded by the config's seed and the trials already stored, so a resumed search draws new values."""
+    import optuna
+
+    storage = None
+    if out_dir is not None:
+        from sqlalchemy.engine import URL
+
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        url = URL.create("sqlite", database=str(Path(out_dir).resolve() / STORE_FILE)).render_as_string()
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(STALE_TRIAL_S // 5, 1),
+                                             grace_period=STALE_TRIAL_S)  # fmt: skip
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction=direction,
+                                pruner=pruner)  # fmt: skip
+    fingerprint = search_fingerprint(cfg)
+    stored = study.user_attrs.get("config_fingerprint")
+    if stored is None:
+        study.set_user_attr("config_fingerprint", fingerprint)
+    elif stored != fingerprint:
+        raise InputError(f"holds the search of another config ({STORE_FILE}): give another --out, or the same "
+                         "config to resume it", out_dir)  # fmt: skip
+    seed = cfg.seed + len(study.trials)
+    study.sampler = (optuna.samplers.TPESampler(seed=seed) if cfg.tune.sampler == "tpe"
+                     else optuna.samplers.RandomSampler(seed=seed))  # fmt: skip
+    return study
+
+
+def _counted(study) -> int:
+    """Trials that count towards the requested number: finished or pruned (failed ones are run again)."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in done for t in study.trials)
 
 
 def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data=None, *,
@@ -110,16 +165,14 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
     n_trials = cfg.tune.trials if trials is None else trials
     if not 1 <= n_trials <= MAX_TRIALS:  # 0 used to mean "the config's 20", -1 ran none and said "no trial completed"
         raise InputError(f"--trials must be 1..{MAX_TRIALS:,}, got {n_trials}")
-    data = load_data(cfg) if data is None else data
-    train, val = data.split("train"), data.split("val")
     metric = cfg.tune.metric
     higher = METRICS[metric]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.tune.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=cfg.seed))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failed-trial warning prints the trial's traceback
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2) if cfg.tune.pruning \
         else optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize" if higher else "minimize", sampler=sampler, pruner=pruner)
+    study = open_study(cfg, out_dir, "maximize" if higher else "minimize", pruner)  # another search: before the data
+    data = load_data(cfg) if data is None else data
+    train, val = data.split("train"), data.split("val")
 
     def objective(trial) -> float:
         overrides = {name: suggest(trial, name, space) for name, space in cfg.tune.space.items()}
@@ -142,24 +195,44 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
             raise InputError(f"trial {trial.number}: validation {metric} is undefined")
         return result.best_score
 
-    study.optimize(objective, n_trials=n_trials, catch=())
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
+    def record(study, _trial) -> None:  # after every trial: a stopped search keeps what it found
+        if out_dir is not None and _completed(study):
+            write_results(study, cfg, out_dir, metric, higher, data.synthetic)
+
+    missing = n_trials - _counted(study)
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, catch=(), callbacks=[record])
+    if not _completed(study):
         raise InputError("no tuning trial completed")
+    if out_dir is not None:
+        write_results(study, cfg, out_dir, metric, higher, data.synthetic)
+    return summarise(study, metric, higher, data.synthetic)
+
+
+def _completed(study) -> list:
+    import optuna
+
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def summarise(study, metric: str, higher: bool, synthetic: bool) -> dict[str, Any]:
+    """``tune.json``'s content: the metric, the best trial and every trial (resumed ones included)."""
     best = study.best_trial
-    summary = {
+    return {
         "metric": f"val_{metric}", "direction": "maximize" if higher else "minimize",
-        "synthetic": bool(data.synthetic), "n_trials": len(study.trials), "best_value": best.value,
+        "synthetic": bool(synthetic), "n_trials": len(study.trials), "best_value": best.value,
         "best_params": best.params,
         "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
                    for t in study.trials],
-    }
-    if out_dir is not None:
-        import yaml
+    }  # fmt: skip
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "tune.json", json.dumps(summary, indent=2, default=float))
-        best_cfg = apply_overrides(cfg, dict(best.params))
-        write_text_atomic(out / "best.yaml", yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
-    return summary
+
+def write_results(study, cfg, out_dir: str | Path, metric: str, higher: bool, synthetic: bool) -> None:
+    """Write ``tune.json`` and ``best.yaml`` (the best trial's config) into ``out_dir``, each whole or not at all."""
+    import yaml
+
+    out = Path(out_dir)
+    write_text_atomic(out / "tune.json", json.dumps(summarise(study, metric, higher, synthetic), indent=2,
+                                                    default=float))  # fmt: skip
+    best_cfg = apply_overrides(cfg, dict(study.best_trial.params))
+    write_text_atomic(out / "best.yaml", yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False))
