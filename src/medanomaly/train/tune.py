@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,10 @@ def open_study(cfg, out_dir: str | Path | None, direction: str, pruner):
 
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         url = URL.create("sqlite", database=str(Path(out_dir).resolve() / STORE_FILE)).render_as_string()
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(STALE_TRIAL_S // 5, 1),
-                                             grace_period=STALE_TRIAL_S)  # fmt: skip
+        with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature", on every run's terminal
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(STALE_TRIAL_S // 5, 1),
+                                                 grace_period=STALE_TRIAL_S)  # fmt: skip
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction=direction,
                                 pruner=pruner)  # fmt: skip
     fingerprint = search_fingerprint(cfg)

@@ -302,7 +302,13 @@ def test_a_stopped_search_keeps_its_trials_and_the_same_command_resumes_it(blob_
     summary = ClassificationTask().tune(cfg, 3, out)  # resumed: two more finished trials, the stopped one failed
     assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"] and len(fits) == 4
     assert len({t["params"]["train.lr"] for t in summary["trials"]}) == 4, "a resumed search draws new values"
-    assert ClassificationTask().tune(cfg, 3, out)["n_trials"] == 4 and len(fits) == 4  # nothing missing: no trial
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature" reached every run's terminal
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        assert ClassificationTask().tune(cfg, 3, out)["n_trials"] == 4 and len(fits) == 4  # nothing missing: no trial
     other = parse_config(tiny_config(blob_manifest, train={"epochs": 7}))
     monkeypatch.setattr(engine, "load_data", lambda _cfg: pytest.fail("data read for a folder of another search"))
     with pytest.raises(InputError, match="holds the search of another config"):
