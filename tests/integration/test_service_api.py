@@ -433,3 +433,21 @@ def test_a_freesurfer_mgz_upload_is_predicted(service):
     assert probabilities[0] == pytest.approx(probabilities[1])
     r = post(client, [gzip.compress(b"not an image" * 100)], params={"model": "cls"})
     assert r.status_code == 415 and "NIfTI, MGH, NRRD or zip" in r.json()["detail"]
+
+
+def test_every_answer_carries_the_security_headers_and_patient_data_is_not_cached(service):
+    """No security header was set: a study's files could be sniffed as HTML, the viewer framed by another site, a
+    study id sent on as a referrer, and a patient's images and results kept by the browser's or a proxy's cache."""
+    client, *_ , tmp = service
+    r = post(client, [nifti_bytes(tmp)])
+    job = wait_done(client, r.json()["job_id"])
+    for path in ("/", "/docs", "/health", "/v1/models", f"/v1/studies/{job['id']}/results",
+                 f"/v1/studies/{job['id']}/image", "/v1/jobs/nope"):  # fmt: skip
+        reply = client.get(path)
+        assert reply.headers["x-content-type-options"] == "nosniff", path
+        assert reply.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in reply.headers[
+            "content-security-policy"], path
+        assert reply.headers["referrer-policy"] == "no-referrer", path
+        assert (reply.headers.get("cache-control") == "no-store") == path.startswith("/v1/"), path
+    too_big = client.post("/v1/studies", content=b"x" * (3 << 20), headers={"content-type": "multipart/form-data"})
+    assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"

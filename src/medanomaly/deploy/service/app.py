@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from medanomaly.deploy.atomic import atomic_write_json
 from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, check_free_space, store_upload
+from medanomaly.deploy.service.headers import SecurityHeaders
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.deploy.service.tokens import TokenEntry, TokenStore
@@ -97,7 +98,7 @@ def create_app(config: ServiceConfig) -> Any:
     from medanomaly.deploy.service.routes import add_routes
 
     add_routes(app)
-    wrapped = BodyLimit(app, config.limits.max_body_bytes)
+    wrapped = SecurityHeaders(BodyLimit(app, config.limits.max_body_bytes))  # the 413 carries them too
     wrapped.fastapi = app  # type: ignore[attr-defined]
     return wrapped
 

@@ -1,0 +1,53 @@
+"""Security headers on every answer of the service, as plain ASGI middleware (so the body limit's 413 has them too).
+
+* ``X-Content-Type-Options: nosniff``: a study's files (NIfTI, PNG, JSON) are never guessed to be HTML or script.
+* ``X-Frame-Options: DENY`` and ``Content-Security-Policy: frame-ancestors 'none'``: no other site frames the viewer
+  (clickjacking: a hidden frame under a decoy page, the user's clicks going to a delete button).
+* ``Referrer-Policy: no-referrer``: a study's id in a URL does not travel to another site.
+* ``Cache-Control: no-store`` on the API (``/v1/...``): a patient's images and results are not kept by the browser
+  or a proxy's cache after the answer (the viewer's and the API page's own files may be).
+
+Example:
+    >>> dict(security_headers("/v1/jobs"))[b"cache-control"]
+    b'no-store'
+    >>> b"cache-control" in dict(security_headers("/static/viewer.js"))
+    False
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SecurityHeaders", "security_headers"]
+
+_ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+           (b"content-security-policy", b"frame-ancestors 'none'"), (b"referrer-policy", b"no-referrer"))  # fmt: skip
+
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """The headers every answer to ``path`` carries (see the module docstring)."""
+    return [*_ALWAYS, *([(b"cache-control", b"no-store")] if path.startswith("/v1/") else [])]
+
+
+class SecurityHeaders:
+    """Wrap an ASGI app so that every HTTP answer carries :func:`security_headers` (a header the app set itself is
+    kept as the app set it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = security_headers(scope.get("path", ""))
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in extra if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
