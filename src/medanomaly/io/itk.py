@@ -37,7 +37,8 @@ from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.frames import check_volume
 from medanomaly.io.staged import write_staged
-from medanomaly.types import Volume, is_orthonormal
+from medanomaly.geometry import is_orthonormal
+from medanomaly.types import Volume
 
 log = logging.getLogger(__name__)
 

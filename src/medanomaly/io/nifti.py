@@ -48,7 +48,8 @@ from medanomaly.io.frames import check_volume
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.nifti_header import check_extensions, pair_magic
 from medanomaly.io.reasons import short_reason
-from medanomaly.types import FLOAT32_MAX, Volume, is_valid_direction
+from medanomaly.geometry import is_valid_direction
+from medanomaly.types import FLOAT32_MAX, Volume
 
 #: NIfTI xform codes (``sform_code`` / ``qform_code``).
 XFORM_NAMES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI", 5: "template"}

@@ -34,7 +34,8 @@ from numpy.typing import DTypeLike
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.preprocess.checks import require_finite, require_mask, require_scalar
-from medanomaly.types import Volume, is_orthonormal
+from medanomaly.geometry import is_orthonormal
+from medanomaly.types import Volume
 
 __all__ = [
     "is_mask_volume",

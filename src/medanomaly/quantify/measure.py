@@ -33,7 +33,8 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.quantify.shape import max_distance, shape_features, surface_mesh
-from medanomaly.types import Finding, Measurements, Volume, intensity_unit, is_orthonormal
+from medanomaly.geometry import is_orthonormal
+from medanomaly.types import Finding, Measurements, Volume, intensity_unit
 
 #: CT voxels above this (HU) count as solid; below as ground glass (Fleischner convention).
 SOLID_THRESHOLD_HU = -300.0
@@ -81,7 +82,7 @@ def max_diameter_mm(mask: Volume) -> float:
 
 def _axial_metric(mask: Volume) -> np.ndarray:
     """2 x 2 matrix taking an in-slice index step (dy, dx) to mm in the slice's plane: diag(sy, sx), or on a sheared
-    grid the slice's own metric (:func:`medanomaly.types.grid_metric_zyx`)."""
+    grid the slice's own metric (:func:`medanomaly.geometry.grid_metric_zyx`)."""
     if is_orthonormal(mask.direction):  # not sheared: exactly the two spacings
         return np.diag([float(mask.spacing[1]), float(mask.spacing[0])])
     return np.linalg.qr(mask.grid_metric_zyx[:, 1:])[1]

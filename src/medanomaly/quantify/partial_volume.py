@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from medanomaly.boxes import padded_box
-from medanomaly.types import Finding, voxel_volume_mm3
+from medanomaly.geometry import voxel_volume_mm3
+from medanomaly.types import Finding
 
 __all__ = ["MIN_CONTRAST_SD", "partial_volume_ml", "with_partial_volume"]
 

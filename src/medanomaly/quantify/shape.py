@@ -20,7 +20,7 @@ Defined as pyradiomics' ``shape`` class defines them (IBSI chapter 3.1), on the 
 
 Distances do not depend on the image direction when it is a rotation, so it is not applied; a sheared grid (a
 sheared NIfTI sform, a gantry-tilted CT converted without correction) is measured with its true lengths and angles
-(``direction``, :func:`medanomaly.types.grid_metric_zyx`).
+(``direction``, :func:`medanomaly.geometry.grid_metric_zyx`).
 
 Example:
     >>> import numpy as np
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.types import grid_metric_zyx, is_orthonormal
+from medanomaly.geometry import grid_metric_zyx, is_orthonormal
 
 __all__ = ["ShapeFeatures", "SurfaceMesh", "max_distance", "principal_axes_mm", "shape_features", "surface_mesh"]
 
@@ -50,7 +50,7 @@ class SurfaceMesh:
         index: (N, 3) vertex positions in voxel indices (z, y, x) of the source grid; they lie on
             voxel-edge midpoints, so ``2 * index`` is integral.
         mm: (N, 3) the same vertices in mm relative to voxel (0, 0, 0): (z, y, x) times the spacing, or on a sheared
-            grid in a frame turned with it (:func:`medanomaly.types.grid_metric_zyx`).
+            grid in a frame turned with it (:func:`medanomaly.geometry.grid_metric_zyx`).
         faces: (M, 3) triangles (vertex numbers).
         metric: the sheared grid's metric (None when it is not sheared).
     """
@@ -106,7 +106,7 @@ def surface_mesh(binary: np.ndarray, spacing: tuple[float, float, float], direct
 
 
 def _shear_metric(spacing: tuple[float, float, float], direction: Any) -> np.ndarray | None:
-    """The grid's metric (:func:`medanomaly.types.grid_metric_zyx`) when it is sheared, else None (then mm are
+    """The grid's metric (:func:`medanomaly.geometry.grid_metric_zyx`) when it is sheared, else None (then mm are
     exactly index times spacing, as before shears were measured)."""
     if direction is None or is_orthonormal(direction):
         return None

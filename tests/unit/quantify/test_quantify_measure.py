@@ -248,7 +248,7 @@ def test_a_ball_on_a_sheared_grid_measures_as_the_same_ball_on_a_square_one(plan
     """A sheared grid (a NIfTI sform with shear, a gantry-tilted CT converted without correction: 30 degrees here)
     was measured with its spacings alone: the same 13 mm ball (tilt along z) came out at 1.02 mL instead of 0.90
     (+13 %), its largest diameter 17.7 mm instead of 13.2 and its principal axes 14.8 / 8.7 mm instead of 10.9 /
-    10.4; sheared in-plane, its axial axes were unequal. Its true lengths (types.grid_metric_zyx) now give the
+    10.4; sheared in-plane, its axial axes were unequal. Its true lengths (geometry.grid_metric_zyx) now give the
     square grid's answer."""
     from medanomaly.quantify.measure import measure
 
