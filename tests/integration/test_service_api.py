@@ -134,6 +134,8 @@ def test_health_and_readiness_answer_without_a_token_and_name_what_stops_the_job
     assert reply.status_code == 503 and reply.json()["reasons"] == ["1 of 1 model worker(s) stopped",
                                                                    "the job store does not answer"], reply.json()
     assert "cls" not in reply.text
+    monkeypatch.setattr(state.config, "data_dir", state.config.data_dir / "unmounted")  # gone under the service
+    assert "the data folder cannot be read" in client.get("/ready", headers=bare).json()["reasons"]
 
 
 def test_a_worker_outlives_a_job_store_that_fails(tmp_path, cls_run, monkeypatch):

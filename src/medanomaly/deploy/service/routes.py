@@ -59,9 +59,13 @@ def not_ready_reasons(state: Any) -> list[str]:
         state.store.list(limit=1)
     except Exception:  # noqa: BLE001 - any failure of the store is "not ready"
         reasons.append("the job store does not answer")
-    usage = shutil.disk_usage(state.config.data_dir)
-    if usage.total and usage.free < state.config.limits.min_free_bytes:
-        reasons.append("the data disk is below its reserve: uploads are refused")
+    try:
+        usage = shutil.disk_usage(state.config.data_dir)
+    except OSError:  # the folder removed or unmounted under the service
+        reasons.append("the data folder cannot be read")
+    else:
+        if usage.total and usage.free < state.config.limits.min_free_bytes:
+            reasons.append("the data disk is below its reserve: uploads are refused")
     return reasons
 
 
