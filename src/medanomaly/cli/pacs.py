@@ -138,13 +138,17 @@ def register(app: typer.Typer) -> None:
         connect(url, auth=auth)  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
-        def report(s) -> None:
+        printed = 0
+
+        def report(s) -> None:  # each poll's line, and its new errors as they happen (a watch runs for days)
+            nonlocal printed
             typer.echo(f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
                        f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
+            for line in s.errors[printed:]:
+                typer.echo(f"error: {printable(line)}", err=True)
+            printed = len(s.errors)
 
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report, auth=auth)  # fmt: skip
-        for line in summary.errors:
-            typer.echo(f"error: {printable(line)}", err=True)
         if summary.errors:
             raise typer.Exit(1)

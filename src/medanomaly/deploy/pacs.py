@@ -399,7 +399,9 @@ def run_pacs(
         state_path: SQLite state file (default ``work_dir/pacs_state.sqlite``).
         search_filters: QIDO-RS study filters, e.g. ``{"ModalitiesInStudy": "CT"}``.
         watch: poll every ``interval_s`` seconds until Ctrl-C (or ``max_polls``); SIGTERM (a container's stop)
-            ends it with :class:`~medanomaly.errors.Terminated` (the series recorded so far are kept).
+            ends it with :class:`~medanomaly.errors.Terminated` (the series recorded so far are kept). A poll the
+            PACS fails (unreachable, refusing) is recorded in ``errors`` and the next one comes at its time: one
+            restart of the PACS ended a watch meant to run for days.
         store_map: also store the Parametric Map (off by default: large float data).
         key: secret for keyed ids in the local series records (the PACS always gets real UIDs).
         timeout_s: HTTP timeout per request.
@@ -416,8 +418,13 @@ def run_pacs(
     summary = PacsSummary()
     with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state, resumable_on_sigterm():
         while True:
-            poll_once(model, client, url, state, ctx, search_filters=search_filters, store_map=store_map,
-                      summary=summary)  # fmt: skip
+            try:
+                poll_once(model, client, url, state, ctx, search_filters=search_filters, store_map=store_map,
+                          summary=summary)  # fmt: skip
+            except InputError as exc:  # the PACS unreachable or refusing during a poll (restarted, a token expired)
+                if not watch:
+                    raise
+                summary.errors.append(f"poll {summary.polls}: {exc} (tried again in {interval_s:g} s)")
             if on_poll is not None:
                 on_poll(summary)
             if not watch or (max_polls is not None and summary.polls >= max_polls):

@@ -144,3 +144,32 @@ def test_a_url_that_is_not_a_dicomweb_root_is_one_line_before_any_request(url: s
     with pytest.raises(InputError, match=re.escape(words)) as info:
         connect(url)
     assert str(info.value).startswith(url) and "\n" not in str(info.value)
+
+
+def test_a_watch_outlives_a_poll_the_pacs_fails_and_a_single_run_does_not(tmp_path, fake_module, monkeypatch):
+    """One restart of the PACS (a refused connection during a poll) ended a watch meant to run for days with exit 2:
+    the failed poll is an error line and the next poll comes at its time. Without --watch it stays one error."""
+    import requests
+
+    from medanomaly.deploy import pacs
+
+    class FlakyClient(FakeClient):
+        fail_next = True
+
+        def search_for_studies(self, search_filters=None, offset=0):
+            if self.fail_next:
+                self.fail_next = False
+                raise requests.exceptions.ConnectionError("connection refused")
+            return super().search_for_studies(search_filters, offset)
+
+    client = FlakyClient([_uid_item("0020000D", STUDY)], [])
+    monkeypatch.setattr(pacs, "connect", lambda *a, **k: client)
+    lines = []
+    summary = pacs.run_pacs(fake_module.FakeDetector(), URL, tmp_path / "work", watch=True, interval_s=0.01,
+                            max_polls=2, on_poll=lambda s: lines.append(list(s.errors)))  # fmt: skip
+    assert summary.polls == 2 and summary.studies == 1, summary
+    assert len(summary.errors) == 1 and summary.errors[0].startswith(f"poll 1: {URL}: cannot reach the PACS")
+    assert lines[0] == summary.errors  # reported when it happened, not when the watch ends
+    client.fail_next = True
+    with pytest.raises(InputError, match="cannot reach the PACS"):
+        pacs.run_pacs(fake_module.FakeDetector(), URL, tmp_path / "work2", watch=False)
