@@ -121,7 +121,8 @@ def register(app: typer.Typer) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
         Credentials, if the PACS asks for them, come from the environment, never the command line:
-        MEDANOMALY_PACS_USER and MEDANOMALY_PACS_PASSWORD (HTTP Basic), or MEDANOMALY_PACS_TOKEN (bearer).
+        MEDANOMALY_PACS_USER and MEDANOMALY_PACS_PASSWORD (HTTP Basic), MEDANOMALY_PACS_TOKEN (bearer), or
+        MEDANOMALY_PACS_TOKEN_COMMAND (a command that prints a bearer token, run again when it expires).
         """
         from medanomaly.deploy.pacs import connect, run_pacs
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning

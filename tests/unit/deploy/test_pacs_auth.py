@@ -12,7 +12,9 @@ from medanomaly.errors import InputError
 @pytest.mark.parametrize(("env", "words"), [
     ({"MEDANOMALY_PACS_USER": "reader"}, "go together"),
     ({"MEDANOMALY_PACS_PASSWORD": "x"}, "go together"),
-    ({"MEDANOMALY_PACS_TOKEN": "t", "MEDANOMALY_PACS_USER": "u", "MEDANOMALY_PACS_PASSWORD": "p"}, "not both"),
+    ({"MEDANOMALY_PACS_TOKEN": "t", "MEDANOMALY_PACS_USER": "u", "MEDANOMALY_PACS_PASSWORD": "p"}, "set one of"),
+    ({"MEDANOMALY_PACS_TOKEN": "t", "MEDANOMALY_PACS_TOKEN_COMMAND": "gcloud auth print-access-token"}, "set one of"),
+    ({"MEDANOMALY_PACS_TOKEN_COMMAND": "tool 'unclosed"}, "not a command line"),
     ({"MEDANOMALY_PACS_TOKEN": "abc\r\nX-Admin: 1"}, "line break"),
     ({"MEDANOMALY_PACS_TOKEN": "two words"}, "not a bearer token"),
     ({"MEDANOMALY_PACS_USER": "a:b", "MEDANOMALY_PACS_PASSWORD": "p"}, "holds a colon"),
@@ -44,3 +46,56 @@ def test_credentials_in_clear_text_to_another_host_are_warned_about():
                   "http://[::1]:8042/dicom-web"):  # fmt: skip
         assert cleartext_warning(quiet, auth) is None
     assert cleartext_warning("http://pacs.hospital.lan/dicom-web", None) is None
+
+
+def test_a_token_command_is_run_again_when_the_pacs_says_the_token_expired(tmp_path):
+    """An access token expires (an hour for Google's); a watch runs for days. With MEDANOMALY_PACS_TOKEN_COMMAND the
+    token comes from a command (no shell), run at the start and again on a 401, and the refused request is sent once
+    more. A command that fails is one line quoting neither its output nor its errors. A local DICOMweb stand-in."""
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from medanomaly.deploy.pacs import connect
+
+    valid = ["tok1"]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            ok = self.headers.get("Authorization") == f"Bearer {valid[0]}"
+            body = b"[]" if ok else b'{"error": "expired"}'
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/dicom+json" if ok else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    counter = tmp_path / "count"
+    script = tmp_path / "token.py"
+    script.write_text("import pathlib, sys\np = pathlib.Path(sys.argv[1])\nn = int(p.read_text() or 0) + 1 "
+                      "if p.exists() else 1\np.write_text(str(n))\nprint(f'tok{n}')\n")  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        auth = PacsAuth.from_env({"MEDANOMALY_PACS_TOKEN_COMMAND": f"{sys.executable} {script} {counter}"})
+        client = connect(url, auth=auth)  # runs the command once: tok1
+        assert client.search_for_studies() == [] and counter.read_text() == "1"
+        valid[0] = "tok2"  # the token expired
+        assert client.search_for_studies() == [] and counter.read_text() == "2"  # 401, command again, sent again
+        valid[0] = "never"
+        with pytest.raises(InputError, match="HTTP 401"):  # a second 401 after a fresh token: refused, no loop
+            connect(url, auth=auth)
+        assert int(counter.read_text()) <= 4
+    finally:
+        server.shutdown()
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nprint('secret-part-of-a-token')\nsys.exit(3)\n")
+    with pytest.raises(InputError, match=r"failed \(exit 3\)") as err:
+        connect("http://127.0.0.1:9/dicom-web", auth=PacsAuth(command=(sys.executable, str(failing))))
+    assert "secret" not in str(err.value)
+    with pytest.raises(InputError, match="cannot run 'no-such-tool-xyz' \\(not found\\)"):
+        PacsAuth(command=("no-such-tool-xyz",)).apply(requests.Session())
