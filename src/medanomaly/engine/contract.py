@@ -13,8 +13,11 @@ its network to export::
     model.explainable() -> Explainable              model.network() -> torch module
     model.preprocessing -> Pipeline (recorded in model.json, replayable without training code)
 
-Adding a task = one package with a ``config_class``, these four methods, and one line in
-``medanomaly/tasks.py``. The verbs (:mod:`medanomaly.engine.verbs`), the CLI, export, batch
+``predict`` and ``predict_many`` (:class:`ModelBase`) check each image as every command does, then call the task's
+``_predict`` (``_predict_many`` where it batches): a library caller's image is refused as the CLI's is.
+
+Adding a task = one package with a ``config_class``, these four methods (a model's ``_predict`` in place of
+``predict``), and one line in ``medanomaly/tasks.py``. The verbs (:mod:`medanomaly.engine.verbs`), the CLI, export, batch
 inference and the service then work for it unchanged.
 """
 
