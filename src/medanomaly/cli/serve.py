@@ -33,9 +33,31 @@ def register(app: typer.Typer) -> None:
         model: list[str] = typer.Option(None, "--model", help="model name the token may use (repeat); default all"),
     ) -> None:
         """Print a new bearer token once; the token file keeps only its SHA-256 hash."""
-        from medanomaly.deploy.service.tokens import new_token
+        from medanomaly.deploy.service.tokens import list_tokens, new_token
 
-        typer.echo(new_token(tokens, models=list(model or [])))
+        token = new_token(tokens, models=list(model or []))
+        token_id = list_tokens(tokens)[-1]["id"]
+        typer.echo(token)  # alone on standard output, for scripts; its id (to revoke it) on standard error
+        typer.echo(f"token id {token_id} (revoke: medanomaly token revoke {token_id} --tokens {tokens})", err=True)
+
+    @token_app.command("list")
+    def token_list(tokens: Path = typer.Option(..., "--tokens", help="token file made by `medanomaly token new`")) -> None:
+        """List the tokens: id, models, created (never a token or its hash)."""
+        from medanomaly.deploy.service.tokens import list_tokens
+
+        for entry in list_tokens(tokens):
+            typer.echo(f"{entry['id']}  models {','.join(entry['models'])}  created {entry['created'] or '?'}")
+
+    @token_app.command("revoke")
+    def token_revoke(
+        token_id: str = typer.Argument(..., help="the token's id (see `medanomaly token list`)"),
+        tokens: Path = typer.Option(..., "--tokens", help="token file made by `medanomaly token new`"),
+    ) -> None:
+        """Remove a token; a running service refuses it from its next request."""
+        from medanomaly.deploy.service.tokens import revoke_token
+
+        revoke_token(tokens, token_id)
+        typer.echo(f"revoked {token_id}")
 
     @app.command("serve")
     def serve(

@@ -26,7 +26,7 @@ from pathlib import Path
 from medanomaly.errors import InputError
 from medanomaly.jsonio import atomic_write, read_json
 
-__all__ = ["TokenEntry", "TokenStore", "new_token", "hash_token"]
+__all__ = ["TokenEntry", "TokenStore", "new_token", "hash_token", "list_tokens", "revoke_token"]
 
 
 def hash_token(token: str) -> str:
@@ -80,15 +80,39 @@ def new_token(path: str | Path, models: list[str] | None = None) -> str:
         models: model names the token may use; None or empty = every model.
 
     Returns:
-        The token: shown once, never stored.
+        The token: shown once, never stored (its id, for :func:`revoke_token`, is the file's last entry's).
     """
     path = Path(path)
     entries = _read(path)
     token = secrets.token_urlsafe(32)
-    entries.append({"id": secrets.token_hex(4), "sha256": hash_token(token), "models": list(models or ["*"]),
+    taken = {str(e.get("id")) for e in entries}
+    token_id = next(i for i in iter(lambda: secrets.token_hex(4), None) if i not in taken)  # ids name one token
+    entries.append({"id": token_id, "sha256": hash_token(token), "models": list(models or ["*"]),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": entries}, indent=2).encode()), private=True)
     return token
+
+
+def list_tokens(path: str | Path) -> list[dict[str, object]]:
+    """Each stored token's ``id``, ``models`` and ``created`` (no hash: nothing an attacker could test guesses
+    against), in the file's order; a missing file has none."""
+    return [{"id": str(e.get("id", "?")), "models": list(e.get("models") or ["*"]), "created": e.get("created", "")}
+            for e in _read(Path(path))]  # fmt: skip
+
+
+def revoke_token(path: str | Path, token_id: str) -> None:
+    """Remove the token ``token_id`` from the file (atomically, 0600): a running service refuses it from its next
+    request (the file is re-read when it changes).
+
+    Raises:
+        InputError: no token of that id (the ids are listed by :func:`list_tokens`).
+    """
+    path = Path(path)
+    entries = _read(path)
+    kept = [e for e in entries if str(e.get("id")) != token_id]
+    if len(kept) == len(entries):
+        raise InputError(f"no token with id {token_id!r} (see `medanomaly token list --tokens FILE`)", path)
+    atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": kept}, indent=2).encode()), private=True)
 
 
 class TokenStore:
