@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -453,3 +454,29 @@ def test_every_answer_carries_the_security_headers_and_patient_data_is_not_cache
         assert (reply.headers.get("cache-control") == "no-store") == path.startswith("/v1/"), path
     too_big = client.post("/v1/studies", content=b"x" * (3 << 20), headers={"content-type": "multipart/form-data"})
     assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
+
+
+def test_every_api_request_is_in_the_audit_trail_with_its_token_id_and_nothing_secret(service):
+    """Who read or deleted which study was nowhere: each /v1 request is one JSON line in DATA/audit.jsonl (0600): the
+    token's id (never the token), method, path, status and client address; refusals too."""
+    import stat
+
+    from medanomaly.deploy.service.tokens import list_tokens
+
+    client, full, other, tmp = service
+    r = post(client, [nifti_bytes(tmp)])
+    job = wait_done(client, r.json()["job_id"])
+    client.get(f"/v1/studies/{job['id']}/results")
+    client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})
+    client.delete(f"/v1/studies/{job['id']}")
+    client.get("/health")  # not an API request: not recorded
+    trail = tmp / "data" / "audit.jsonl"
+    lines = [json.loads(line) for line in trail.read_text().splitlines()]
+    full_id = next(e["id"] for e in list_tokens(tmp / "tokens.json") if e["models"] == ["*"])
+    seen = {(e["method"], e["path"].replace(job["id"], "ID"), e["status"], e["token"]) for e in lines}
+    assert ("POST", "/v1/studies", 202, full_id) in seen
+    assert ("GET", "/v1/studies/ID/results", 200, full_id) in seen and ("DELETE", "/v1/studies/ID", 200, full_id) in seen
+    assert ("GET", "/v1/jobs", 401, "-") in seen and not any(e["path"] == "/health" for e in lines)
+    text = trail.read_text()
+    assert full not in text and other not in text and "wrong" not in text and "Bearer" not in text
+    assert stat.S_IMODE(trail.stat().st_mode) == 0o600 and all(e["time"].endswith("Z") and e["client"] for e in lines)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from medanomaly.deploy.atomic import atomic_write_json
 from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, check_free_space, store_upload
+from medanomaly.deploy.service.audit import AUDIT_FILE, AuditLog, AuditTrail
 from medanomaly.deploy.service.headers import SecurityHeaders
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
@@ -98,7 +99,8 @@ def create_app(config: ServiceConfig) -> Any:
     from medanomaly.deploy.service.routes import add_routes
 
     add_routes(app)
-    wrapped = SecurityHeaders(BodyLimit(app, config.limits.max_body_bytes))  # the 413 carries them too
+    trail = AuditTrail(data_dir / AUDIT_FILE)  # outside the body limit: a refused upload is recorded too
+    wrapped = SecurityHeaders(AuditLog(BodyLimit(app, config.limits.max_body_bytes), trail))
     wrapped.fastapi = app  # type: ignore[attr-defined]
     return wrapped
 
@@ -116,6 +118,7 @@ def bearer(request: Request, credentials: HTTPAuthorizationCredentials | None = 
     entry = request.app.state.tokens.check(token)
     if entry is None:
         raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.token_id = entry.id  # the audit trail's "who" (deploy.service.audit)
     return entry
 
 
