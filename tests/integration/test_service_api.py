@@ -480,3 +480,64 @@ def test_every_api_request_is_in_the_audit_trail_with_its_token_id_and_nothing_s
     text = trail.read_text()
     assert full not in text and other not in text and "wrong" not in text and "Bearer" not in text
     assert stat.S_IMODE(trail.stat().st_mode) == 0o600 and all(e["time"].endswith("Z") and e["client"] for e in lines)
+
+
+class _LesionModel:
+    """A stand-in lung model: one finding, a 10 x 10 pixel square on slices 1-2, measured as the real ones are."""
+
+    task, class_names = "lung_nodule", ("nodule",)
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.info = SimpleNamespace(input={"spatial_dims": 3})
+
+    def check_input(self, volume, path=None) -> None:
+        return None
+
+    def predict(self, volume):
+        from medanomaly.quantify.measure import measure_lesions
+        from medanomaly.types import Prediction
+
+        mask = np.zeros(volume.shape, np.uint8)
+        mask[1:3, 200:210, 200:210] = 1
+        findings = tuple(measure_lesions(volume.with_array(mask), volume, label="nodule"))
+        return Prediction(scores=(1.0,), class_names=self.class_names, label="nodule", findings=findings)
+
+
+def test_a_dicom_upload_gets_dicom_seg_rtstruct_and_sr_of_its_findings(tmp_path):
+    """The service answered a DICOM upload with NIfTI masks and JSON only: a DICOM viewer (OHIF) or a PACS could take
+    none of it. Its findings are now also DICOM SEG, RT Structure Set and SR referencing the uploaded series (as
+    `predict --dicom` and the PACS bridge write them), served under /v1/studies/{id}/dicom/{kind}; valid for dciodvfy."""
+    import pydicom
+    from fastapi.testclient import TestClient
+
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.deploy.dicom_out import dciodvfy
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    ct = read(pyradiomics_case("lung1")[0])
+    part = Volume(np.asarray(ct.array)[20:24], spacing=ct.spacing, origin=ct.origin, direction=ct.direction,
+                  meta={"modality": "CT"})
+    files = write_dicom_series(part, tmp_path / "ct")
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    tokens = tmp_path / "tokens.json"
+    token = new_token(tokens)
+    app = create_app(ServiceConfig(models={"lung": _LesionModel()}, data_dir=tmp_path / "data", tokens=tokens))
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
+        r = client.post("/v1/studies?model=lung", files=[("files", (f"f{i}", f.read_bytes())) for i, f in enumerate(files)])
+        job = wait_done(client, r.json()["job_id"], timeout=120)
+        assert job["status"] == "done", job
+        assert set(client.get(f"/v1/studies/{job['id']}/results").json()["dicom"]) == {"seg", "rtstruct", "sr"}
+        for kind in ("seg", "rtstruct", "sr"):
+            reply = client.get(f"/v1/studies/{job['id']}/dicom/{kind}")
+            assert reply.status_code == 200 and reply.headers["content-type"] == "application/dicom", kind
+            (tmp_path / f"{kind}.dcm").write_bytes(reply.content)
+            assert dciodvfy(tmp_path / f"{kind}.dcm").errors == [], kind
+        seg = pydicom.dcmread(tmp_path / "seg.dcm")
+        assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+        missing = client.get(f"/v1/studies/{job['id']}/dicom/parametric_map")
+        assert missing.status_code == 404 and "no DICOM parametric_map" in missing.json()["detail"]

@@ -4,7 +4,9 @@
 axial slice the viewer jumps to (the slice of largest lesion area, the one the overlay PNG shows),
 that point in LPS and RAS mm, and which files exist. Beside it: ``image.nii.gz`` (the study on its
 own grid, for the viewer), ``masks/N.nii.gz`` and ``contours/N.nii.gz`` (lesion N and its outline,
-slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map.
+slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map. For an upload of DICOM
+files with findings or a map: ``dicom/seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` (and ``map.dcm``) referencing the
+uploaded series, as ``predict --dicom`` and the PACS bridge write them, for a DICOM viewer (OHIF) or a PACS.
 Every file is written atomically; ``result.json`` last, so its presence means the job is complete.
 """
 
@@ -18,7 +20,10 @@ import numpy as np
 from medanomaly.jsonio import write_json
 from medanomaly.types import Finding, Prediction, Volume
 
-__all__ = ["write_outputs", "finding_view"]
+__all__ = ["write_outputs", "finding_view", "DICOM_KINDS"]
+
+#: The DICOM objects a study may have, by the name the API serves them under.
+DICOM_KINDS = ("seg", "rtstruct", "sr", "parametric_map")
 
 
 def finding_view(volume: Volume, finding: Finding) -> dict[str, Any]:
@@ -50,10 +55,13 @@ def _write_volume(volume: Volume, path: Path) -> str:
     return path.name
 
 
-def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model_name: str,
-                  task: str) -> dict[str, Any]:  # fmt: skip
-    """Write a job's files into ``study_dir`` and return the result document (also ``result.json``)."""
+def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model_name: str, task: str,
+                  dicom_source: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write a job's files into ``study_dir`` and return the result document (also ``result.json``);
+    ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference."""
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
+    if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None):
+        doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task)
     is_3d = not volume.is_2d and volume.n_components == 1
     doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": is_3d}
     if is_3d:
@@ -75,6 +83,24 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
     doc["findings"] = rows
     write_json(study_dir / "result.json", doc)
     return doc
+
+
+def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Prediction, model_name: str,
+                   task: str) -> dict[str, str]:  # fmt: skip
+    """DICOM SEG / RT Structure Set / SR / Parametric Map of the findings and map, written into ``study_dir/dicom``
+    (:func:`medanomaly.deploy.dicom_out.write_dicom_outputs_for_path`): ``{kind: file name}``, or ``{"error": reason}``
+    when the upload's headers cannot be referenced (the job's other results stand)."""
+    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
+    from medanomaly.errors import InputError
+
+    try:
+        out = write_dicom_outputs_for_path(source, volume, prediction, study_dir / "dicom", run_id=f"service:{model_name}",
+                                           site=BatchOptions().resolved_site(task), algorithm=task)  # fmt: skip
+    except InputError as exc:
+        return {"error": exc.reason}
+    written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
+    return {kind: path.name for kind, path in written.items() if path is not None}
 
 
 def _overlay(volume: Volume, finding: Finding, path: Path) -> bool:

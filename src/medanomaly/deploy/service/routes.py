@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
 from medanomaly.deploy.service.ingest import remove_tree
+from medanomaly.deploy.service.outputs import DICOM_KINDS
 from medanomaly.deploy.service.tokens import TokenEntry
 from medanomaly.deploy.service.worker import MAX_FRAME
 from medanomaly.jsonio import read_json
@@ -160,6 +161,18 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     @app.get("/v1/studies/{study_id}/heatmap", summary="The model's voxel map as NIfTI, when it gives one")
     def heatmap(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
         return FileResponse(_study_file(request, study_id, entry, "heatmap.nii.gz"), filename="heatmap.nii.gz")
+
+    @app.get("/v1/studies/{study_id}/dicom/{kind}", summary="DICOM SEG, RT Structure Set, SR or Parametric Map of "
+             "a DICOM upload's findings (kind: seg, rtstruct, sr, parametric_map)")  # fmt: skip
+    def dicom_object(request: Request, study_id: str, kind: str, entry: TokenEntry = auth) -> Any:
+        from fastapi import HTTPException
+
+        written = read_json(_study_file(request, study_id, entry, "result.json")).get("dicom") or {}
+        if kind not in DICOM_KINDS or kind not in written or Path(str(written[kind])).name != written[kind]:
+            reason = written.get("error") or "none was written (not a DICOM upload, or nothing found)"
+            raise HTTPException(404, f"this study has no DICOM {kind}: {reason}")
+        return FileResponse(_study_file(request, study_id, entry, "dicom", written[kind]),
+                            media_type="application/dicom", filename=f"{kind}.dcm")  # fmt: skip
 
     @app.delete("/v1/studies/{study_id}", summary="Remove a study, its job and its files")
     def delete(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:

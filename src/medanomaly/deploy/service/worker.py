@@ -166,7 +166,9 @@ class ModelWorker:
             study_dir = self.data_dir / job["id"]
             if not study_dir.is_dir():  # deleted while running
                 continue
-            write_outputs(study_dir, volume, prediction, self.name, self.model.task)
+            source = input_path(study_dir)  # a folder: the uploaded DICOM files, which DICOM outputs reference
+            write_outputs(study_dir, volume, prediction, self.name, self.model.task,
+                          dicom_source=source if source.is_dir() else None)  # fmt: skip
             seconds = time.perf_counter() - start
             self.store.finish(job["id"], round(seconds, 3))
             log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)
