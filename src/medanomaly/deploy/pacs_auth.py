@@ -56,22 +56,40 @@ def run_token_command(argv: tuple[str, ...]) -> str:
     :data:`TOKEN_COMMAND_TIMEOUT_S`; a command that cannot run, fails, takes too long or prints no token is one
     InputError that quotes neither its output nor its error text (either may hold the secret)."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, timeout=TOKEN_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              check=False)  # fmt: skip
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except FileNotFoundError:
         raise InputError(f"{TOKEN_COMMAND_ENV}: cannot run {argv[0]!r} (not found)") from None
-    except subprocess.TimeoutExpired:
-        raise InputError(f"{TOKEN_COMMAND_ENV}: {argv[0]!r} gave no token in {TOKEN_COMMAND_TIMEOUT_S:g} s") from None
     except OSError as exc:
         raise InputError(f"{TOKEN_COMMAND_ENV}: cannot run {argv[0]!r} ({exc.strerror})") from None
-    if done.returncode != 0:
-        raise InputError(f"{TOKEN_COMMAND_ENV}: {argv[0]!r} failed (exit {done.returncode})")
-    if len(done.stdout) > TOKEN_COMMAND_MAX_BYTES:
-        raise InputError(f"{TOKEN_COMMAND_ENV}: {argv[0]!r} printed more than a token")
-    token = done.stdout.decode("utf-8", "replace").strip()
+    output = _bounded_output(proc, argv[0])
+    if proc.returncode != 0:
+        raise InputError(f"{TOKEN_COMMAND_ENV}: {argv[0]!r} failed (exit {proc.returncode})")
+    token = output.decode("utf-8", "replace").strip()
     if not token:
         raise InputError(f"{TOKEN_COMMAND_ENV}: {argv[0]!r} printed no token")
     return check_token(token, f"the output of {TOKEN_COMMAND_ENV}")
+
+
+def _bounded_output(proc: subprocess.Popen, name: str) -> bytes:
+    """What ``proc`` prints, read up to :data:`TOKEN_COMMAND_MAX_BYTES` (more, or no end within
+    :data:`TOKEN_COMMAND_TIMEOUT_S`, kills it: ``yes`` as the command had filled the memory for a minute)."""
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.read(TOKEN_COMMAND_MAX_BYTES + 1)), daemon=True)
+    reader.start()
+    reader.join(TOKEN_COMMAND_TIMEOUT_S)
+    output = result[0] if result else b""
+    if reader.is_alive() or len(output) > TOKEN_COMMAND_MAX_BYTES:
+        proc.kill()
+        proc.wait()
+        what = "printed more than a token" if output else f"gave no token in {TOKEN_COMMAND_TIMEOUT_S:g} s"
+        raise InputError(f"{TOKEN_COMMAND_ENV}: {name!r} {what}")
+    try:
+        proc.wait(TOKEN_COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # it closed its output but goes on
+        proc.kill()
+        proc.wait()
+        raise InputError(f"{TOKEN_COMMAND_ENV}: {name!r} gave no token in {TOKEN_COMMAND_TIMEOUT_S:g} s") from None
+    return output
 
 
 class RefreshingBearer:

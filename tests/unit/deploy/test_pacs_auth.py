@@ -99,3 +99,21 @@ def test_a_token_command_is_run_again_when_the_pacs_says_the_token_expired(tmp_p
     assert "secret" not in str(err.value)
     with pytest.raises(InputError, match="cannot run 'no-such-tool-xyz' \\(not found\\)"):
         PacsAuth(command=("no-such-tool-xyz",)).apply(requests.Session())
+
+
+def test_a_token_command_that_prints_without_end_or_hangs_is_stopped(monkeypatch):
+    """``yes`` as the token command filled the memory for a minute (its output was read whole); a command that hangs
+    held the bridge for the same minute. Output is read up to 64 KiB, the command killed past it or past the time."""
+    import sys
+    import time
+
+    from medanomaly.deploy import pacs_auth
+
+    monkeypatch.setattr(pacs_auth, "TOKEN_COMMAND_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(InputError, match="printed more than a token"):
+        pacs_auth.run_token_command(("yes",))
+    with pytest.raises(InputError, match="gave no token in 1 s"):
+        pacs_auth.run_token_command((sys.executable, "-c", "import time; time.sleep(30)"))
+    assert time.monotonic() - start < 10
+    assert pacs_auth.run_token_command((sys.executable, "-c", "print(' tok-123 ')")) == "tok-123"
