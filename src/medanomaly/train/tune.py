@@ -106,8 +106,8 @@ def search_fingerprint(cfg) -> str:
 
 def open_study(cfg, out_dir: str | Path | None, direction: str, pruner):
     """The Optuna study: in memory without ``out_dir``, else stored in ``out_dir/tune.db`` (created, or resumed
-    when it holds this config's search; another config's is one InputError naming the folder). The sampler is
-    seeded by the config's seed and the trials already stored, so a resumed search draws new values."""
+    when it holds this config's search; another config's is one InputError naming the folder). Each trial's sampler
+    is :func:`trial_sampler`'s."""
     import optuna
 
     storage = None
@@ -129,10 +129,18 @@ def open_study(cfg, out_dir: str | Path | None, direction: str, pruner):
     elif stored != fingerprint:
         raise InputError(f"holds the search of another config ({STORE_FILE}): give another --out, or the same "
                          "config to resume it", out_dir)  # fmt: skip
-    seed = cfg.seed + len(study.trials)
-    study.sampler = (optuna.samplers.TPESampler(seed=seed) if cfg.tune.sampler == "tpe"
-                     else optuna.samplers.RandomSampler(seed=seed))  # fmt: skip
+    study.sampler = trial_sampler(cfg, 0)
     return study
+
+
+def trial_sampler(cfg, number: int):
+    """The sampler of trial ``number``, seeded by the config's seed and that number: a search draws the same values
+    whether run at once, stopped and resumed, or shared by two processes (which, seeded alike, had drawn the same
+    values side by side), and a resumed search draws new ones."""
+    import optuna
+
+    seed = cfg.seed + number
+    return optuna.samplers.TPESampler(seed=seed) if cfg.tune.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
 
 
 def _counted(study) -> int:
@@ -178,6 +186,7 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
     train, val = data.split("train"), data.split("val")
 
     def objective(trial) -> float:
+        study.sampler = trial_sampler(cfg, trial.number)  # TPE reads the history from the storage at each draw
         overrides = {name: suggest(trial, name, space) for name, space in cfg.tune.space.items()}
         if cfg.tune.epochs:
             overrides["train.epochs"] = cfg.tune.epochs
@@ -202,9 +211,8 @@ def tune(cfg, trials: int | None = None, out_dir: str | Path | None = None, data
         if out_dir is not None and _completed(study):
             write_results(study, cfg, out_dir, metric, higher, data.synthetic)
 
-    missing = n_trials - _counted(study)
-    if missing > 0:
-        study.optimize(objective, n_trials=missing, catch=(), callbacks=[record])
+    while _counted(study) < n_trials:  # one at a time: a second process on the same storage shares the count
+        study.optimize(objective, n_trials=1, catch=(), callbacks=[record])
     if not _completed(study):
         raise InputError("no tuning trial completed")
     if out_dir is not None:
