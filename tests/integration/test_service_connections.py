@@ -4,6 +4,7 @@ nothing, half a request or half an upload is closed after its deadline, and open
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -97,7 +98,9 @@ def test_a_stalled_upload_is_dropped_and_leaves_no_job(quick, tmp_path, caplog):
     assert _closed_within(sock, 20)
     assert _get(port, "/v1/jobs") in (401, 200)
     studies = tmp_path / "data"
-    assert not [p for p in studies.rglob("*") if p.is_file() and "jobs.sqlite" not in p.name]
+    assert not [p for p in studies.rglob("*") if p.is_file() and not p.name.startswith(("jobs.sqlite", "audit.jsonl"))]
+    audit = [json.loads(line) for line in (studies / "audit.jsonl").read_text().splitlines()]
+    assert audit[0]["method"] == "POST" and audit[0]["path"] == "/v1/studies", audit  # the attempt is on record
     assert "Traceback" not in caplog.text and "ClientDisconnect" not in caplog.text
 
 

@@ -4,7 +4,7 @@ which address, which token (its id, never the token), what (method and path, no 
 Who read or deleted which study was nowhere (the access log, when uvicorn writes one, names no token); an audit
 trail of access to patient data is what a hospital's security review asks of a clinical service (HIPAA's audit
 controls, 45 CFR 164.312(b)). Refused requests (401, 403, 413) are recorded too, with ``"token": "-"`` when no
-valid token came. Paths hold job and study ids (random), never a file name; the trail holds no header value.
+valid token came, and a request dropped before any answer (a stalled upload) with ``"status": null``. Paths hold job and study ids (random), never a file name; the trail holds no header value.
 
 Example:
     >>> import json, tempfile, pathlib
@@ -80,4 +80,4 @@ class AuditLog:
             client = scope.get("client") or ("-", 0)
             self.trail.record({"client": str(client[0]), "token": str((scope.get("state") or {}).get("token_id", "-")),
                                "method": scope.get("method", ""), "path": scope.get("path", ""),
-                               "status": status[0] or 500})  # fmt: skip
+                               "status": status[0] or None})  # fmt: skip  # None: no answer was sent (dropped)
