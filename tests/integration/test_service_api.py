@@ -541,3 +541,30 @@ def test_a_dicom_upload_gets_dicom_seg_rtstruct_and_sr_of_its_findings(tmp_path)
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
         missing = client.get(f"/v1/studies/{job['id']}/dicom/parametric_map")
         assert missing.status_code == 404 and "no DICOM parametric_map" in missing.json()["detail"]
+
+
+def test_a_viewer_on_another_origin_may_call_the_api_only_when_named(tmp_path, cls_run, monkeypatch, capsys):
+    """A DICOM viewer served from another origin (OHIF at https://ohif.hospital.org) could not call the API: the
+    browser's preflight got no CORS answer. `serve --cors-origin URL` names the origins that may (none by default);
+    another origin still gets none, and '*' or a URL with a path is refused in one line."""
+    from fastapi.testclient import TestClient
+
+    from .conftest import run_main
+
+    tokens = tmp_path / "tokens.json"
+    token = new_token(tokens)
+    preflight = {"Origin": "https://ohif.hospital.org", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+    for origins, allowed in (((), False), (("https://ohif.hospital.org",), True)):
+        app = create_app(ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / f"d{len(origins)}", tokens=tokens,
+                                       cors_origins=origins))  # fmt: skip
+        with TestClient(app) as client:
+            reply = client.options("/v1/jobs", headers=preflight)
+            assert (reply.headers.get("access-control-allow-origin") == "https://ohif.hospital.org") == allowed
+            got = client.get("/v1/jobs", headers={"Origin": "https://ohif.hospital.org", "Authorization": f"Bearer {token}"})
+            assert got.status_code == 200 and ("access-control-allow-origin" in got.headers) == allowed
+            other = client.options("/v1/jobs", headers={**preflight, "Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in other.headers
+    for bad in ("*", "https://ohif.hospital.org/viewer", "ftp://x"):
+        code, _, err = run_main(monkeypatch, capsys, "serve", str(cls_run), "--tokens", str(tokens), "--cors-origin", bad)
+        assert code == 2 and "an origin is http(s)://host[:port]" in err, err

@@ -13,7 +13,8 @@ MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.t
            "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors",
            "medanomaly.config", "medanomaly.deploy.dicom_rtstruct", "medanomaly.deploy.service.ingest",
            "medanomaly.engine.outputs", "medanomaly.jsonio", "medanomaly.deploy.pacs_auth",
-           "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit")
+           "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
+           "medanomaly.deploy.service.app")
 
 
 @pytest.mark.parametrize("name", MODULES)

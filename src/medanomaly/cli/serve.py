@@ -75,25 +75,28 @@ def register(app: typer.Typer) -> None:
                                            "client stop reading a response, before its connection is closed"),
         max_connections: int = typer.Option(1000, help="most open connections (fewer when ulimit -n is lower); one "
                                             "more is closed at once"),
+        cors_origin: list[str] = typer.Option(None, "--cors-origin", help="a web origin whose pages may call the API "
+                                              "from a browser, e.g. https://ohif.hospital.org (repeat); none by default"),
     ) -> None:
         """Serve models over HTTP: POST /v1/studies, GET /v1/jobs/{id}, results, viewer at /, docs at /docs."""
         import logging
 
         import uvicorn
 
-        from medanomaly.deploy.service.app import ServiceConfig, create_app
+        from medanomaly.deploy.service.app import ServiceConfig, check_origin, create_app
         from medanomaly.deploy.service.connections import BACKLOG, guarded_protocol
         from medanomaly.deploy.service.ingest import IngestLimits
         from medanomaly.deploy.service.tokens import TokenStore
 
         _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
+        origins = tuple(check_origin(o) for o in cors_origin or ())
         connection_limits = _connection_limits(header_timeout, body_timeout, max_connections)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         limits = IngestLimits(max_body_bytes=max_upload_mb << 20, min_free_bytes=min_free_mb << 20)
         config = ServiceConfig(models=_model_names(runs), data_dir=data, tokens=tokens, limits=limits,
-                               queue_size=queue_size)  # fmt: skip
+                               queue_size=queue_size, cors_origins=origins)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info",

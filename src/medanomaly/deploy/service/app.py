@@ -7,7 +7,7 @@ queue is full. OpenAPI docs at ``/docs``.
 
 Example:
     >>> from fastapi.testclient import TestClient                       # doctest: +SKIP
-    >>> app = create_app(ServiceConfig(models={"lung": "runs/lung"}, data_dir="svc", tokens="t.json"))
+    >>> app = create_app(ServiceConfig(models={"lung": "runs/lung"}, data_dir="svc", tokens="t.json"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class ServiceConfig:
         queue_size: most queued jobs per model (more: 503 + Retry-After).
         batch: most jobs per batched call of a 2D classifier.
         start_workers: False only to queue jobs without running them (tests of a restart).
+        cors_origins: the web origins (``https://viewer.hospital.org``) whose pages may call the API from a browser
+            (a DICOM viewer such as OHIF served elsewhere); none by default (:func:`check_origin`).
     """
 
     models: dict[str, Any]
@@ -60,6 +62,30 @@ class ServiceConfig:
     queue_size: int = 32
     batch: int = 8
     start_workers: bool = True
+    cors_origins: tuple[str, ...] = ()
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` when it is a web origin, ``http(s)://host[:port]`` (no path, no ``*``: a page of any site could
+    then call the API with a token it holds), else one InputError.
+
+    Example:
+        >>> check_origin("https://ohif.hospital.org")
+        'https://ohif.hospital.org'
+    """
+    from urllib.parse import urlsplit
+
+    from medanomaly.errors import InputError
+
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - a port out of range raises here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or origin.endswith("/"):  # fmt: skip
+        raise InputError(f"--cors-origin {origin!r}: an origin is http(s)://host[:port], without a path or '*'")
+    return origin
 
 
 def _load(models: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +122,12 @@ def create_app(config: ServiceConfig) -> Any:
     app = FastAPI(title="medanomaly", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Upload a study, follow its job, read the findings. Research use only.")  # fmt: skip
     app.state.store, app.state.workers, app.state.tokens, app.state.config = store, workers, tokens, config
+    if config.cors_origins:  # a viewer served from another origin (OHIF) calls the API with its bearer token
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=[check_origin(o) for o in config.cors_origins],
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)  # fmt: skip
     from medanomaly.deploy.service.routes import add_routes
 
     add_routes(app)
