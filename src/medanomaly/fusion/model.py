@@ -23,7 +23,7 @@ from medanomaly.engine.contract import ModelBase, require_volume
 from medanomaly.engine.run import RunInfo
 from medanomaly.errors import InputError
 from medanomaly.fusion.infer import CLASS_NAMES, predict_volumes
-from medanomaly.preprocess.checks import require_finite
+from medanomaly.io.limits import check_least_size
 from medanomaly.types import Prediction, Volume
 
 __all__ = ["FusionModel", "run_info", "all_present", "check_classes", "check_recorded"]
@@ -119,14 +119,15 @@ class FusionModel(ModelBase):
 
     def predict(self, volume: Volume | Mapping[str, Volume | None]) -> Prediction:  # type: ignore[override]
         """The prediction from one image per modality (a mapping, None for a missing one) or from one image whose
-        components are the modalities; each image checked as every model checks one (:meth:`check_image`), an error
-        naming its modality. Names and grids are checked together when the input is built."""
+        components are the modalities; each image checked for its size and the memory its prediction takes, an error
+        naming its modality. Its values (NaN, beyond float32), names and grids are checked together when the input is
+        built (:func:`medanomaly.fusion.data.sample_to_array`: ``T1: image has 1 NaN/infinite voxels``)."""
         volumes = volume if isinstance(volume, Mapping) else self.split_components(require_volume(volume))
         for name, image in volumes.items():
             if image is not None:
-                require_finite(require_volume(image), name)  # "T1: image has 1 NaN/infinite voxels"
                 try:
-                    self.check_image(image)
+                    check_least_size(require_volume(image))
+                    self.check_memory(image)
                 except InputError as exc:
                     raise InputError(f"{name}: {exc.reason}", exc.path) from None
         return self._predict_volumes(volumes)
