@@ -565,6 +565,7 @@ def test_a_viewer_on_another_origin_may_call_the_api_only_when_named(tmp_path, c
             assert got.status_code == 200 and ("access-control-allow-origin" in got.headers) == allowed
             other = client.options("/v1/jobs", headers={**preflight, "Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in other.headers
-    for bad in ("*", "https://ohif.hospital.org/viewer", "ftp://x"):
+    for bad in ("*", "https://ohif.hospital.org/viewer", "https://ohif.hospital.org/", "ftp://x", "https://x:0",
+                "https://user:pw@ohif.hospital.org"):  # fmt: skip
         code, _, err = run_main(monkeypatch, capsys, "serve", str(cls_run), "--tokens", str(tokens), "--cors-origin", bad)
         assert code == 2 and "an origin is http(s)://host[:port]" in err, err

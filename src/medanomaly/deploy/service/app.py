@@ -67,7 +67,8 @@ class ServiceConfig:
 
 def check_origin(origin: str) -> str:
     """``origin`` when it is a web origin, ``http(s)://host[:port]`` (no path, no ``*``: a page of any site could
-    then call the API with a token it holds), else one InputError.
+    then call the API with a token it holds), else one InputError. The scheme, host, port and no credentials are the
+    PACS URL's rules (:func:`medanomaly.deploy.pacs.check_url`); an origin also has no path, query or fragment.
 
     Example:
         >>> check_origin("https://ohif.hospital.org")
@@ -75,16 +76,17 @@ def check_origin(origin: str) -> str:
     """
     from urllib.parse import urlsplit
 
+    from medanomaly.deploy.pacs import check_url
     from medanomaly.errors import InputError
 
+    refused = InputError(f"--cors-origin {origin!r}: an origin is http(s)://host[:port], without a path or '*'")
     try:
-        parts = urlsplit(origin)
-        parts.port  # noqa: B018 - a port out of range raises here
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query or parts.fragment or parts.username or origin.endswith("/"):  # fmt: skip
-        raise InputError(f"--cors-origin {origin!r}: an origin is http(s)://host[:port], without a path or '*'")
+        check_url(origin)
+    except InputError:
+        raise refused from None
+    parts = urlsplit(origin)
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        raise refused
     return origin
 
 
