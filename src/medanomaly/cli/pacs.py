@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         warning = cleartext_warning(url, auth)
         if warning:
             typer.echo(warning, err=True)
-        connect(url, auth=auth)  # an unreachable or refusing PACS is one line before the model is loaded
+        client = connect(url, auth=auth)  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
         printed = 0
@@ -150,6 +150,6 @@ def register(app: typer.Typer) -> None:
             printed = len(s.errors)
 
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
-                           interval_s=interval, store_map=store_map, on_poll=report, auth=auth)  # fmt: skip
+                           interval_s=interval, store_map=store_map, on_poll=report, client=client)  # fmt: skip
         if summary.errors:
             raise typer.Exit(1)

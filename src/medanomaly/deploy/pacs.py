@@ -388,6 +388,7 @@ def run_pacs(
     timeout_s: float = 30.0,
     on_poll: Callable[[PacsSummary], None] | None = None,
     auth: PacsAuth | None = None,
+    client: Any = None,
 ) -> PacsSummary:
     """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
 
@@ -407,13 +408,14 @@ def run_pacs(
         timeout_s: HTTP timeout per request.
         on_poll: called after each poll with the running summary (the CLI prints a line).
         auth: the PACS's credentials (:meth:`PacsAuth.from_env <medanomaly.deploy.pacs_auth.PacsAuth.from_env>`).
+        client: a client :func:`connect` made already (the CLI connects before loading the model), else one is made.
 
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
     """
     options = BatchOptions(**{**options.__dict__, "dicom": True}) if options else BatchOptions()
     work_dir = Path(work_dir)
-    client = connect(url, timeout_s=timeout_s, auth=auth)
+    client = client if client is not None else connect(url, timeout_s=timeout_s, auth=auth)
     ctx = make_context(model, work_dir, options, key)
     summary = PacsSummary()
     with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state, resumable_on_sigterm():
