@@ -2,7 +2,8 @@
 
 ``medanomaly pacs RUN --url http://127.0.0.1:8042/dicom-web [--watch]`` queries the PACS
 (QIDO-RS), retrieves the series the task needs (WADO-RS), runs the model, stores the DICOM SEG
-and SR back into each study (STOW-RS) and remembers what it did in ``OUT/pacs_state.sqlite``.
+and SR back into each study (STOW-RS) and remembers what it did in ``OUT/pacs_state.sqlite``;
+``--url dimse://HOST:PORT/CALLED_AE`` does the same with C-FIND, C-GET and C-STORE.
 
 :func:`predict_archive` is the body of ``medanomaly predict RUN ARCHIVE --out DIR`` on a folder
 tree (the ``predict`` command calls it): one row per series in ``DIR/results.csv`` and
@@ -107,7 +108,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def pacs(
         run: Path = typer.Argument(..., help="Run folder of a trained model (e.g. a lung_nodule detector)."),
-        url: str = typer.Option(..., "--url", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web (Orthanc)."),
+        url: str = typer.Option(..., "--url", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web (Orthanc), "
+                                "or a DIMSE PACS: dimse://HOST:PORT/CALLED_AE."),
         out: Path = typer.Option(Path("pacs-work"), "--out", help="Work folder: records, DICOM outputs, state file."),
         watch: bool = typer.Option(False, "--watch", help="Keep polling the PACS until Ctrl-C."),
         interval: float = typer.Option(30.0, "--interval", help="Seconds between polls with --watch."),
@@ -117,12 +119,15 @@ def register(app: typer.Typer) -> None:
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this as float32."),
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
         store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly map (Parametric Map)."),
+        ae_title: str | None = typer.Option(None, "--ae-title", help="Our AE title to a DIMSE PACS (default "
+                                            "MEDANOMALY); the PACS must know it."),
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
         Credentials, if the PACS asks for them, come from the environment, never the command line:
         MEDANOMALY_PACS_USER and MEDANOMALY_PACS_PASSWORD (HTTP Basic), MEDANOMALY_PACS_TOKEN (bearer), or
         MEDANOMALY_PACS_TOKEN_COMMAND (a command that prints a bearer token, run again when it expires).
+        A DIMSE PACS (dimse://HOST:PORT/CALLED_AE) knows us by our AE title (--ae-title) instead.
         """
         from medanomaly.deploy.pacs import connect, run_pacs
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
@@ -136,7 +141,7 @@ def register(app: typer.Typer) -> None:
         warning = cleartext_warning(url, auth)
         if warning:
             typer.echo(warning, err=True)
-        client = connect(url, auth=auth)  # an unreachable or refusing PACS is one line before the model is loaded
+        client = connect(url, auth=auth, ae_title=ae_title)  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
         printed = 0

@@ -45,7 +45,7 @@ from medanomaly.io.frames import check_volume, reword_frame_advice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FRAME_ALONE_ADVICE", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
+__all__ = ["FRAME_ALONE_ADVICE", "HEADER_KEYWORDS", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
            "walk_archive"]
 
 #: Modalities of DICOM objects that are not images to run a model on.
@@ -68,7 +68,7 @@ FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE -
 #: File endings of volume files that are a series on their own.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
-_KEYWORDS = (
+HEADER_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
     "BitsAllocated", "SamplesPerPixel", "SliceThickness", "ConvolutionKernel", "ImageType",
     "ImageOrientationPatient", "BodyPartExamined", "SeriesDescription",
@@ -230,7 +230,7 @@ def _dicom_header(path: Path) -> dict[str, Any]:
     from medanomaly.io.dicom import read_dataset
 
     ds = read_dataset(path, stop_before_pixels=True)
-    return {kw: ds.get(kw) for kw in _KEYWORDS}
+    return {kw: ds.get(kw) for kw in HEADER_KEYWORDS}
 
 
 def _non_image_reason(h: dict[str, Any]) -> str | None:
@@ -271,7 +271,7 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
 def entry_from_datasets(datasets: Any) -> SeriesEntry | str:
     """A :class:`SeriesEntry` (no files yet) from the headers of one series' instances, e.g. WADO-RS
     metadata; or the reason (str) why the series is not an image series to run on."""
-    headers = [{kw: ds.get(kw) for kw in _KEYWORDS} for ds in datasets]
+    headers = [{kw: ds.get(kw) for kw in HEADER_KEYWORDS} for ds in datasets]
     if not headers:
         return "series without instances"
     reason = _non_image_reason(headers[0])

@@ -72,10 +72,13 @@ class BoundedSession(requests.Session):
 
 @contextmanager
 def answers_at_most(client: Any, n_bytes: int) -> Iterator[None]:
-    """Within the block, answers to ``client`` (a ``DICOMwebClient`` built on a :class:`BoundedSession`)
-    may be at most ``n_bytes`` long; a client without one (a test's fake) is left as it is."""
+    """Within the block, answers to ``client`` (a ``DICOMwebClient`` built on a :class:`BoundedSession`, or a
+    client with a ``limit`` of its own: :class:`~medanomaly.deploy.dimse.DimseClient`) may be at most ``n_bytes``
+    long; a client without either (a test's fake) is left as it is."""
     session = getattr(client, "_session", None)  # dicomweb-client keeps the session it was given there
     if not isinstance(session, BoundedSession):
+        session = client if isinstance(getattr(client, "limit", None), int) else None
+    if session is None:
         yield
         return
     before, session.limit = session.limit, n_bytes

@@ -2,7 +2,8 @@
 DICOM SEG and SR back into the same study (STOW-RS), and remember what was processed.
 
 Talks DICOMweb through ``dicomweb-client`` to any PACS that serves it (Orthanc with its DICOMweb
-plugin in the tests). One poll:
+plugin in the tests), and DIMSE (C-FIND, C-GET, C-STORE) to one named ``dimse://HOST:PORT/CALLED_AE``
+through :class:`medanomaly.deploy.dimse.DimseClient`, which answers the same calls. One poll:
 
 1. QIDO-RS: the studies (optionally filtered, e.g. ``{"ModalitiesInStudy": "CT"}``) and their series;
 2. series already in the state file for this model run and these options are skipped without a
@@ -170,9 +171,11 @@ def check_url(url: str) -> None:
 
 
 def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None,
-            auth: PacsAuth | None = None) -> Any:  # fmt: skip
+            auth: PacsAuth | None = None, ae_title: str | None = None) -> Any:  # fmt: skip
     """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query;
     ``auth``: the PACS's credentials (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`), carried by every request.
+    A ``dimse://HOST:PORT/CALLED_AE`` URL gets a :class:`~medanomaly.deploy.dimse.DimseClient` instead, calling as
+    ``ae_title`` (default ``MEDANOMALY``), checked with C-ECHO and one C-FIND.
 
     Raises:
         InputError: the PACS cannot be reached or refuses the query (one line naming the URL).
@@ -181,6 +184,11 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
 
     from dicomweb_client.api import DICOMwebClient
 
+    if url.startswith("dimse://"):
+        return _connect_dimse(url, timeout_s=timeout_s, auth=auth, ae_title=ae_title)
+    if ae_title is not None:
+        raise InputError(f"{url}: --ae-title names us to a DIMSE PACS (dimse://HOST:PORT/CALLED_AE); DICOMweb "
+                         "has none")  # fmt: skip
     logging.getLogger("retrying").setLevel(logging.ERROR)  # it logs a traceback per retried attempt
     check_url(url)
     session = BoundedSession()
@@ -189,6 +197,18 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
     client = DICOMwebClient(url=url.rstrip("/"), session=session, headers=headers, timeout=timeout_s)
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
     _call(url, client.search_for_studies, limit=1)
+    return client
+
+
+def _connect_dimse(url: str, *, timeout_s: float, auth: PacsAuth | None, ae_title: str | None) -> Any:
+    from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, DimseClient
+
+    if auth is not None:  # set in the environment for another PACS: said, never sent in clear
+        raise InputError(f"{url}: DIMSE carries no credentials; unset MEDANOMALY_PACS_USER / _PASSWORD / _TOKEN / "
+                         "_TOKEN_COMMAND (the PACS knows us by our AE title, --ae-title)")  # fmt: skip
+    client = DimseClient(url, ae_title=ae_title or DEFAULT_AE_TITLE, timeout_s=timeout_s, max_results=MAX_QIDO_RESULTS)
+    client.echo()
+    client.search_for_studies(limit=1)
     return client
 
 

@@ -1,0 +1,331 @@
+"""A PACS that speaks DIMSE (C-ECHO, C-FIND, C-GET, C-STORE) as the PACS bridge's client.
+
+Most hospital PACS speak DIMSE, the DICOM network protocol, and many of them nothing else.
+:class:`DimseClient` answers the calls :mod:`medanomaly.deploy.pacs` makes of a DICOMweb client with
+the DIMSE services, through ``pynetdicom``, so one bridge serves both (``medanomaly pacs RUN --url
+dimse://HOST:PORT/CALLED_AE``):
+
+- ``search_for_studies`` / ``search_for_series``: C-FIND (Study Root) at STUDY / SERIES level; the
+  answers come back as DICOM JSON datasets, as QIDO-RS sends them. DIMSE has no paging: the whole answer
+  is the first page and a later ``offset`` gets none; more than ``max_results`` answers end the query;
+- ``retrieve_series_metadata``: C-FIND at IMAGE level asking for the headers that choose a series
+  (:data:`medanomaly.deploy.archive.HEADER_KEYWORDS`: size, orientation, kernel, ...); no pixels move. A PACS
+  that does not return Rows / Columns at this level has them read from one instance, fetched with C-GET;
+- ``retrieve_series``: C-GET at SERIES level on the same association (no port of ours needs to be
+  open: C-MOVE would need the PACS to connect back); what arrives is counted as it comes and the
+  association is aborted past :attr:`DimseClient.limit` bytes (set per series by the bridge);
+- ``store_instances``: C-STORE of the SEG / RTSTRUCT / SR into the PACS, failures reported the way STOW-RS
+  reports them (``FailedSOPSequence``).
+
+Each call opens its own association and releases it (a watch runs for days; a PACS restart between
+polls costs nothing). The PACS must know our AE title (``--ae-title``, default ``MEDANOMALY``) and
+allow it to query and retrieve; a refusal is one line saying so. DIMSE carries no password and no
+encryption here: keep the bridge on the hospital network, as a modality is.
+
+Example:
+    >>> parse_dimse_url("dimse://127.0.0.1:4242/ORTHANC")
+    ('127.0.0.1', 4242, 'ORTHANC')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from medanomaly.errors import InputError
+
+__all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url"]
+
+#: Our calling AE title when ``--ae-title`` is not given.
+DEFAULT_AE_TITLE = "MEDANOMALY"
+#: Bytes one retrieval may bring when the bridge sets no limit (it sets one per series).
+DEFAULT_LIMIT_BYTES = 2**30
+_AE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # DICOM AE: 16 printable characters, no backslash
+_PENDING = (0xFF00, 0xFF01)
+_SUCCESS, _WARNING = 0x0000, 0xB000
+_OUT_OF_RESOURCES = 0xA702
+
+
+def check_ae_title(title: str, what: str = "AE title") -> str:
+    """``title`` if it is a DICOM AE title (1-16 printable ASCII characters, no backslash, not only spaces)."""
+    if not _AE.fullmatch(title) or not title.strip():
+        raise InputError(f"{what} {title!r}: a DICOM AE title is 1 to 16 printable ASCII characters, no backslash")
+    return title.strip()
+
+
+def parse_dimse_url(url: str) -> tuple[str, int, str]:
+    """(host, port, called AE title) of ``dimse://HOST[:PORT]/CALLED_AE`` (port 104, DICOM's own, if none).
+
+    Raises:
+        InputError: another form, a port out of 1..65535, or an AE title DICOM does not allow (one line).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = 104 if parts.port is None else parts.port
+    except ValueError as exc:
+        raise InputError(f"{url}: not a URL ({exc})") from None
+    if parts.scheme != "dimse" or not parts.hostname or parts.query or parts.fragment:
+        raise InputError(f"{url}: a DIMSE PACS is named dimse://HOST:PORT/CALLED_AE (e.g. dimse://pacs:104/PACS)")
+    if parts.username is not None or parts.password is not None:
+        raise InputError(f"dimse://{parts.hostname}...: DIMSE carries no credentials; the PACS knows us by our AE "
+                         "title (--ae-title)")  # fmt: skip
+    if not 1 <= port <= 65535:
+        raise InputError(f"{url}: not a URL (port {port})")
+    called = unquote(parts.path.strip("/"))
+    if not called:
+        raise InputError(f"{url}: name the PACS's AE title as the path (dimse://HOST:PORT/CALLED_AE)")
+    return parts.hostname, port, check_ae_title(called, "called AE title")
+
+
+def _transfer_syntaxes() -> list[str]:
+    """The transfer syntaxes we accept an image in: those pydicom and its pylibjpeg plugins decode."""
+    from pydicom import uid
+
+    return [uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
+            uid.ExplicitVRBigEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless,
+            uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
+            uid.RLELossless]  # fmt: skip
+
+
+class DimseClient:
+    """A DIMSE PACS with the calls the PACS bridge makes of a DICOMweb client (see the module docstring)."""
+
+    def __init__(self, url: str, *, ae_title: str = DEFAULT_AE_TITLE, timeout_s: float = 30.0,
+                 max_results: int = 100_000) -> None:  # fmt: skip
+        self.url = url
+        self.host, self.port, self.called_ae = parse_dimse_url(url)
+        self.ae_title = check_ae_title(ae_title, "--ae-title")
+        self.timeout_s = timeout_s
+        self.max_results = max_results
+        self.limit = DEFAULT_LIMIT_BYTES  # most bytes one retrieval may bring (``answers_at_most`` sets it)
+        self.last_retrieval_bytes = 0  # encoded bytes the last C-GET brought
+
+    # -- associations ---------------------------------------------------------------------------------------
+    def _ae(self) -> Any:
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        ae.connection_timeout = self.timeout_s
+        return ae
+
+    def _fail(self, reason: str) -> InputError:
+        return InputError(f"{self.url}: {reason}")
+
+    @contextmanager
+    def _association(self, contexts: Sequence[tuple[str, list[str]]], roles: Sequence[Any] = ()) -> Iterator[Any]:
+        """An association with ``contexts`` ((abstract syntax, transfer syntaxes) each), released afterwards."""
+        import logging
+
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # it logs each refusal with a traceback
+        ae = self._ae()
+        for abstract, syntaxes in contexts:
+            if syntaxes:
+                ae.add_requested_context(abstract, syntaxes)
+            else:  # pynetdicom's default transfer syntaxes
+                ae.add_requested_context(abstract)
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=list(roles) or None)
+        if assoc.is_rejected:
+            raise self._fail(f"the PACS refused the association: is our AE title {self.ae_title!r} known to it "
+                             f"(--ae-title), and is {self.called_ae!r} its own?")  # fmt: skip
+        if not assoc.is_established:
+            raise self._fail("cannot reach the PACS (connection refused, host unknown or no DICOM answer in time)")
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _query_contexts(self) -> list[tuple[str, list[str]]]:
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+        return [(StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+
+    def _ended(self, what: str) -> str:
+        """Why a query or retrieval ended without an answer: a PACS that does not allow our AE title ends the
+        association (Orthanc does), as does one that stays silent past the timeout."""
+        return (f"the PACS ended the {what} without an answer: does it allow our AE title {self.ae_title!r} to "
+                f"query and retrieve (--ae-title)? (or it did not answer within {self.timeout_s:g} s)")
+
+    def _sent(self, send: Any, query: Any, model: str) -> Iterator[tuple[Any, Any]]:
+        """The answers of one C-FIND / C-GET; a query pynetdicom cannot encode (a filter value too long for its
+        attribute) is one line."""
+        try:
+            yield from send(query, model)
+        except (ValueError, TypeError, AttributeError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise self._fail(f"query not sent ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+
+    # -- the calls the bridge makes ---------------------------------------------------------------------------
+    def echo(self) -> None:
+        """C-ECHO: the PACS answers and accepts our AE title (raises a one-line InputError otherwise)."""
+        from pynetdicom.sop_class import Verification
+
+        with self._association([(Verification, [])]) as assoc:
+            status = assoc.send_c_echo()
+            if not status or status.Status != _SUCCESS:
+                raise self._fail("the PACS did not answer C-ECHO")
+
+    def _find(self, level: str, keys: dict[str, Any]) -> list[dict]:
+        """C-FIND answers at ``level`` as DICOM JSON datasets (at most ``max_results``)."""
+        from pydicom import Dataset
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+        query = Dataset()
+        query.QueryRetrieveLevel = level
+        for keyword, value in keys.items():
+            setattr(query, keyword, value)
+        answers: list[dict] = []
+        with self._association(self._query_contexts()) as assoc:
+            for status, identifier in self._sent(assoc.send_c_find, query, StudyRootQueryRetrieveInformationModelFind):
+                code = getattr(status, "Status", None)
+                if code in _PENDING and identifier is not None:
+                    answers.append(identifier.to_json_dict())
+                    if len(answers) > self.max_results:
+                        assoc.abort()
+                        raise self._fail(f"more than {self.max_results:,} results for one query; narrow it "
+                                         "(--study-filter)")  # fmt: skip
+                elif code is None:
+                    raise self._fail(self._ended("query"))
+                elif code != _SUCCESS:
+                    raise self._fail(f"the PACS refused the query (C-FIND status 0x{code:04X}): does it allow our "
+                                     f"AE title {self.ae_title!r} to query?")  # fmt: skip
+        return answers
+
+    def search_for_studies(self, search_filters: dict[str, Any] | None = None, offset: int = 0,
+                           limit: int | None = None) -> list[dict]:  # fmt: skip
+        """The studies matching ``search_filters`` (keyword = value, e.g. ``ModalitiesInStudy=CT``)."""
+        if offset:  # DIMSE has no paging: everything came with the first page
+            return []
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        keys: dict[str, Any] = {"StudyInstanceUID": ""}
+        for keyword, value in (search_filters or {}).items():
+            if tag_for_keyword(keyword) is None or dictionary_VR(tag_for_keyword(keyword)) == "SQ":
+                raise InputError(f"study filter {keyword!r}: not a DICOM keyword a C-FIND can match")
+            keys[keyword] = value
+        answers = self._find("STUDY", keys)
+        return answers[:limit] if limit else answers
+
+    def search_for_series(self, study_instance_uid: str, offset: int = 0) -> list[dict]:
+        """The series of one study, with their modality."""
+        if offset:
+            return []
+        return self._find("SERIES", {"StudyInstanceUID": study_instance_uid, "SeriesInstanceUID": "", "Modality": ""})
+
+    def retrieve_series_metadata(self, study_instance_uid: str, series_instance_uid: str) -> list[dict]:
+        """Each instance's choosing headers (IMAGE-level C-FIND; one instance fetched if the PACS omits the size)."""
+        from medanomaly.deploy.archive import HEADER_KEYWORDS
+
+        keys = {kw: None for kw in HEADER_KEYWORDS}
+        keys.update(StudyInstanceUID=study_instance_uid, SeriesInstanceUID=series_instance_uid, SOPInstanceUID="")
+        answers = self._find("IMAGE", keys)
+        if answers and not all(_has_value(answers[0], tag) for tag in ("00280010", "00280011")):
+            answers = self._with_headers_of_one(answers, study_instance_uid, series_instance_uid)
+        return answers
+
+    def _with_headers_of_one(self, answers: list[dict], study_uid: str, series_uid: str) -> list[dict]:
+        """``answers`` completed with the choosing headers of one instance, fetched by C-GET."""
+        from medanomaly.deploy.archive import HEADER_KEYWORDS
+
+        sop_uid = next((a["00080018"]["Value"][0] for a in answers if _has_value(a, "00080018")), None)
+        if sop_uid is None:
+            return answers
+        (first, *_) = self._get("IMAGE", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid,
+                                           "SOPInstanceUID": sop_uid}) or [None]  # fmt: skip
+        if first is None:
+            return answers
+        header = first.to_json_dict(bulk_data_threshold=0, bulk_data_element_handler=lambda element: "")
+        wanted = {f"{first.data_element(kw).tag:08X}" for kw in HEADER_KEYWORDS if kw in first}
+        return [{**{t: header[t] for t in wanted if t in header}, **{k: v for k, v in a.items() if _has_value(a, k)}}
+                for a in answers]  # fmt: skip
+
+    def retrieve_series(self, study_instance_uid: str, series_instance_uid: str) -> list[Any]:
+        """Every instance of a series (C-GET), at most :attr:`limit` bytes in all."""
+        return self._get("SERIES", {"StudyInstanceUID": study_instance_uid, "SeriesInstanceUID": series_instance_uid})
+
+    def _get(self, level: str, keys: dict[str, str]) -> list[Any]:
+        from pydicom import Dataset
+        from pynetdicom import StoragePresentationContexts, build_role, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+        query = Dataset()
+        query.QueryRetrieveLevel = level
+        for keyword, value in keys.items():
+            setattr(query, keyword, value)
+        received: list[Any] = []
+        state = {"bytes": 0, "over": False, "unreadable": 0}
+
+        def on_store(event: Any) -> int:
+            state["bytes"] += event.request.DataSet.getbuffer().nbytes  # the encoded instance, before decoding
+            if state["bytes"] > self.limit:
+                state["over"] = True
+                return _OUT_OF_RESOURCES
+            try:
+                dataset = event.dataset  # decoded in the transfer syntax of its presentation context
+                dataset.file_meta = event.file_meta
+                dataset.SOPInstanceUID  # noqa: B018 - parse the header now, not when the series is read
+            except Exception:  # noqa: BLE001 - pydicom on bytes a PACS sent: counted, reported below
+                state["unreadable"] += 1
+                return 0xC210  # cannot understand
+            received.append(dataset)
+            return _SUCCESS
+
+        storage = [c.abstract_syntax for c in StoragePresentationContexts]  # 120: a request holds 128 at most
+        contexts = [(StudyRootQueryRetrieveInformationModelGet, [])] + [(s, _transfer_syntaxes()) for s in storage]
+        over = self._fail(f"the PACS sent more than the {self.limit / 2**20:,.1f} MiB allowed for this series "
+                          "(read no further)")  # fmt: skip
+        with self._association(contexts, [build_role(s, scp_role=True) for s in storage]) as assoc:
+            assoc.bind(evt.EVT_C_STORE, on_store)
+            final = None
+            for status, _ in self._sent(assoc.send_c_get, query, StudyRootQueryRetrieveInformationModelGet):
+                if state["over"]:
+                    assoc.abort()
+                    raise over
+                final = getattr(status, "Status", None)
+        self.last_retrieval_bytes = state["bytes"]
+        if state["over"]:  # the last instance passed it and no pending status followed (they are optional)
+            raise over
+        if final is None:
+            raise self._fail(self._ended("retrieval"))
+        if state["unreadable"]:
+            raise self._fail(f"the PACS sent {state['unreadable']} instance(s) that are not readable DICOM")
+        if final not in (_SUCCESS, _WARNING) or (final == _WARNING and not received):
+            raise self._fail(f"the PACS refused the retrieval (C-GET status 0x{final:04X}): does it allow our AE "
+                             f"title {self.ae_title!r} to retrieve?")  # fmt: skip
+        if final == _WARNING:
+            raise self._fail(f"the PACS sent only part of the series ({len(received)} instance(s); C-GET warning)")
+        return received
+
+    def store_instances(self, datasets: Sequence[Any], study_instance_uid: str | None = None) -> dict:
+        """C-STORE each dataset; the SOP Instance UIDs the PACS did not store as STOW-RS reports them."""
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        contexts: dict[str, list[str]] = {}
+        for ds in datasets:
+            syntaxes = contexts.setdefault(str(ds.SOPClassUID), [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            syntax = str(ds.file_meta.TransferSyntaxUID)
+            if syntax not in syntaxes:
+                syntaxes.insert(0, syntax)
+        failed = []
+        with self._association(list(contexts.items())) as assoc:
+            for ds in datasets:
+                try:
+                    status = assoc.send_c_store(ds)
+                except (ValueError, RuntimeError):  # the PACS accepted no context for its SOP class
+                    status = None
+                if getattr(status, "Status", None) not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings: stored
+                    failed.append(str(ds.SOPInstanceUID))
+        return {"FailedSOPSequence": failed} if failed else {}
+
+
+def _has_value(item: dict, tag: str) -> bool:
+    attribute = item.get(tag)
+    return isinstance(attribute, dict) and bool(attribute.get("Value"))
+
