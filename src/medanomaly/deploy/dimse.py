@@ -186,7 +186,7 @@ class DimseClient:
             for status, identifier in self._sent(assoc.send_c_find, query, StudyRootQueryRetrieveInformationModelFind):
                 code = getattr(status, "Status", None)
                 if code in _PENDING and identifier is not None:
-                    answers.append(identifier.to_json_dict())
+                    answers.append(_as_json(identifier))
                     if len(answers) > self.max_results:
                         assoc.abort()
                         raise self._fail(f"more than {self.max_results:,} results for one query; narrow it "
@@ -323,6 +323,19 @@ class DimseClient:
                 if getattr(status, "Status", None) not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings: stored
                     failed.append(str(ds.SOPInstanceUID))
         return {"FailedSOPSequence": failed} if failed else {}
+
+
+def _as_json(identifier: Any) -> dict:
+    """A C-FIND answer as a DICOM JSON dataset, as QIDO-RS sends one; an attribute pydicom cannot convert is left
+    out (a PACS answered a Japanese study's orientation as ``1.0000¥0.0000...``, its character set's backslash, and
+    the whole poll ended in a traceback)."""
+    out = {}
+    for element in identifier:
+        try:
+            out[f"{element.tag:08X}"] = element.to_json_dict(None, 1024)
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return out
 
 
 def _has_value(item: dict, tag: str) -> bool:

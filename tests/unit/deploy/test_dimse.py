@@ -64,3 +64,19 @@ def test_a_study_filter_a_c_find_cannot_match_is_one_line() -> None:
     for keyword in ("NoSuchKeyword", "ReferencedSeriesSequence"):
         with pytest.raises(InputError, match=f"study filter '{keyword}'"):
             client.search_for_studies(search_filters={keyword: "x"})
+
+
+def test_a_c_find_answer_with_an_attribute_pydicom_cannot_convert_keeps_the_rest() -> None:
+    """A PACS answered a Japanese study's orientation as ``1.0000¥0.0000...`` (its character set's backslash): the
+    whole answer's conversion to DICOM JSON raised, and the poll ended in a traceback. pydicom's badVR.dcm has such
+    an attribute (an IS of ``1A``)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medanomaly.deploy.dimse import _as_json
+
+    answer = pydicom.dcmread(get_testdata_file("badVR.dcm"), stop_before_pixels=True)
+    with pytest.raises(ValueError):
+        answer.to_json_dict()
+    converted = _as_json(answer)
+    assert converted["0020000E"]["Value"] == [answer.SeriesInstanceUID] and len(converted) == len(answer) - 1
