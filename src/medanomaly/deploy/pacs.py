@@ -293,6 +293,11 @@ def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
             # the type only: pydicom's message may quote a header value (PHI)
             raise InputError(f"{url}: the PACS sent a retrieval answer that is not DICOM "
                              f"({type(exc).__name__})") from None  # fmt: skip
+    foreign = sum((str(ds.get("SeriesInstanceUID", "")), str(ds.get("StudyInstanceUID", ""))) != (entry.key, entry.study_uid)
+                  for ds in datasets)  # fmt: skip
+    if foreign:  # run on, its SEG and SR would be filed in the study asked for: another patient's findings there
+        raise InputError(f"{url}: the PACS sent {foreign} instance(s) of another series or study than asked; "
+                         "nothing run or stored")  # fmt: skip
     entry.files = [atomic_save_dataset(folder / f"{i:06d}.dcm", ds) for i, ds in enumerate(datasets)]
     entry.n_frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets)
 

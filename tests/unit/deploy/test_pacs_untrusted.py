@@ -173,3 +173,44 @@ def test_a_watch_outlives_a_poll_the_pacs_fails_and_a_single_run_does_not(tmp_pa
     client.fail_next = True
     with pytest.raises(InputError, match="cannot reach the PACS"):
         pacs.run_pacs(fake_module.FakeDetector(), URL, tmp_path / "work2", watch=False)
+
+
+class SwappingClient(FakeClient):
+    """A PACS whose retrieval answers with instances of another series than asked (a mix-up, or a hostile PACS)."""
+
+    def __init__(self, studies, series, metadata, sent) -> None:
+        super().__init__(studies, series, metadata)
+        self.sent, self.stored = sent, []
+
+    def retrieve_series(self, study_uid, series_uid):
+        self.calls.append(("retrieve", study_uid, series_uid))
+        return self.sent
+
+    def store_instances(self, datasets, study_instance_uid=None):
+        self.stored.append(study_instance_uid)
+        return {}
+
+
+@pytest.mark.parametrize(("swapped", "how_many"), [("SeriesInstanceUID", 1), ("SeriesInstanceUID", 4),
+                                                  ("StudyInstanceUID", 1), ("StudyInstanceUID", 4)])  # fmt: skip
+def test_instances_of_another_series_or_study_than_asked_are_not_run_on_nor_stored(tmp_path, fake_module, swapped,
+                                                                                   how_many):  # fmt: skip
+    """The model ran on whatever the retrieval brought, and its SEG and SR were stored into the study asked for: a
+    PACS that answers with another patient's series would have had that patient's findings filed under this one."""
+    import numpy as np
+    import pydicom
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    volume = Volume(np.full((4, 32, 32), -800, np.int16), spacing=(1.0, 1.0, 2.0)).with_meta(modality="CT")
+    sent = [pydicom.dcmread(f) for f in write_dicom_series(volume, tmp_path / "ct")]
+    study, series = str(sent[0].StudyInstanceUID), str(sent[0].SeriesInstanceUID)
+    metadata = [ds.to_json_dict(1024, lambda element: "") for ds in sent]
+    for ds in sent[-how_many:]:  # one instance, or all, of another series or study
+        setattr(ds, swapped, "1.2.826.0.1.3680043.8.498.999")
+    client = SwappingClient([_uid_item("0020000D", study)], [_uid_item("0020000E", series)], metadata, sent)
+    summary, rows = _poll(tmp_path, client, fake_module)
+    assert summary.processed == 0 and client.stored == [] and rows == []  # not recorded: the next poll tries again
+    (error,) = summary.errors
+    assert "instance(s) of another series or study than asked" in error and "\n" not in error
