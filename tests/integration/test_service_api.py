@@ -569,3 +569,32 @@ def test_a_viewer_on_another_origin_may_call_the_api_only_when_named(tmp_path, c
                 "https://user:pw@ohif.hospital.org"):  # fmt: skip
         code, _, err = run_main(monkeypatch, capsys, "serve", str(cls_run), "--tokens", str(tokens), "--cors-origin", bad)
         assert code == 2 and "an origin is http(s)://host[:port]" in err, err
+
+
+def test_behind_a_proxy_at_a_path_prefix_pages_point_under_it_and_the_api_keeps_its_headers_and_audit(
+    tmp_path, cls_run, monkeypatch, capsys
+) -> None:
+    """``serve --root-path /medanomaly`` (a reverse proxy serving it at https://host/medanomaly/): the viewer's and the
+    API page's URLs stay under the prefix, and uvicorn's prefixed ``scope["path"]`` (``/medanomaly/v1/jobs``) still
+    gets the API's ``no-store`` and an audit line of the API's own path (both matched ``/v1/`` at the start only)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from .conftest import run_main
+
+    tokens = tmp_path / "tokens.json"
+    token = new_token(tokens)
+    app = create_app(ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / "data", tokens=tokens))
+    with TestClient(app, root_path="/medanomaly") as client:  # paths as uvicorn gives them: the prefix in front
+        assert '<base href="/medanomaly/">' in client.get("/medanomaly/").text
+        page = client.get("/medanomaly/docs").text
+        assert "'/medanomaly/openapi.json'" in page and '"/medanomaly/static/swagger-ui-bundle.js"' in page
+        assert client.get("/medanomaly/openapi.json").json()["servers"] == [{"url": "/medanomaly"}]
+        jobs = client.get("/medanomaly/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+        assert jobs.status_code == 200 and jobs.headers["cache-control"] == "no-store"
+    (line,) = (tmp_path / "data" / "audit.jsonl").read_text().splitlines()
+    assert json.loads(line)["path"] == "/v1/jobs"
+    for bad in ("medanomaly", "/a b", "/a/../b", "/a//b", '/"><script>', "/a?b"):
+        code, _, err = run_main(monkeypatch, capsys, "serve", str(cls_run), "--tokens", str(tokens), "--root-path", bad)
+        assert code == 2 and "--root-path" in err and len(err.strip().splitlines()) == 1, err

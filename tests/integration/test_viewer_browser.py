@@ -12,6 +12,7 @@ Screenshots are kept in each test's tmp folder (the artefacts).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -38,21 +39,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, fixture_lung_run):
-    """``medanomaly serve`` on the fixture run in a subprocess: (base URL, token, tmp folder)."""
+@contextmanager
+def serving(tmp: Path, run: Path, *options: str) -> Iterator[tuple[str, str]]:
+    """``medanomaly serve`` on ``run`` in a subprocess (with ``options``): (base URL, token)."""
     import httpx
 
     from medanomaly.deploy.service.tokens import new_token
 
-    tmp = tmp_path_factory.mktemp("viewer")
     tokens = tmp / "tokens.json"
     token = new_token(tokens)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp / "serve.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "medanomaly.cli.app", "serve", str(fixture_lung_run),
-                                 "--port", str(port), "--tokens", str(tokens), "--data", str(tmp / "data")],
+        proc = subprocess.Popen([sys.executable, "-m", "medanomaly.cli.app", "serve", str(run), "--port", str(port),
+                                 "--tokens", str(tokens), "--data", str(tmp / "data"), *options],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -65,7 +65,7 @@ def server(tmp_path_factory, fixture_lung_run):
     else:
         proc.kill()
         raise AssertionError((tmp / "serve.log").read_text()[-2000:])
-    yield base, token, tmp
+    yield base, token
     proc.terminate()
     try:
         proc.wait(40)
@@ -73,6 +73,14 @@ def server(tmp_path_factory, fixture_lung_run):
         proc.kill()
     log = (tmp / "serve.log").read_text()
     assert "lung1" not in log and "lung2" not in log, "client file names never reach the log"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fixture_lung_run):
+    """``medanomaly serve`` on the fixture run in a subprocess: (base URL, token, tmp folder)."""
+    tmp = tmp_path_factory.mktemp("viewer")
+    with serving(tmp, fixture_lung_run) as (base, token):
+        yield base, token, tmp
 
 
 def red_pixels(png: bytes) -> int:
@@ -216,3 +224,79 @@ def test_the_viewer_and_the_api_page_load_nothing_from_outside_the_service(serve
         page.screenshot(path=str(tmp_path / "api_page.png"))
     outside = {h for h in hosts if h not in (urlsplit(base).netloc, "data")}
     assert not outside, outside
+
+
+@contextmanager
+def prefix_proxy(prefix: str, backend: str) -> Iterator[str]:
+    """A reverse proxy on a free port that serves ``backend`` at ``prefix`` and strips it, as nginx's
+    ``location /medanomaly/ { proxy_pass http://backend/; }`` does: its base URL."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    target = urlsplit(backend)
+    hop = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+    class Forward(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if not (self.path == prefix or self.path.startswith(prefix + "/")):
+                self.send_error(404)  # only the prefix leads to the service
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+            conn.request(self.command, self.path[len(prefix):] or "/", body=body, headers=headers)
+            answer = conn.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in hop | {"content-length"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_POST = do_DELETE = _forward
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+
+
+def test_the_viewer_and_the_api_page_work_behind_a_proxy_at_a_path_prefix(tmp_path, fixture_lung_run):
+    """A hospital puts the service behind its reverse proxy at https://host/medanomaly/: the viewer's and the API
+    page's URLs were absolute (/v1/..., /static/...) and went to the proxy's root, so nothing loaded. With
+    ``serve --root-path /medanomaly`` every URL stays under the prefix, opened with or without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    prefix = "/medanomaly"
+    with serving(tmp_path, fixture_lung_run, "--root-path", prefix + "/") as (backend, token), \
+            prefix_proxy(prefix, backend) as proxy, chromium_page(760) as page:  # fmt: skip
+        paths: list[str] = []
+        page.on("request", lambda r: paths.append(urlsplit(r.url).path if r.url.startswith(proxy) else r.url))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        result, job = open_first_finding(page, proxy + prefix, token, "lung1", tmp_path)
+        assert result["findings"][0]["slice"] in lesion_slices("lung1")
+        page.goto(proxy + prefix)  # no trailing slash: the page's <base> keeps its URLs under the prefix
+        page.wait_for_load_state("networkidle")
+        page.goto(proxy + prefix + "/docs")
+        page.wait_for_selector(".opblock-summary-path[data-path='/v1/studies']")
+        servers = page.evaluate("fetch('openapi.json').then(r => r.json()).then(d => d.servers)")
+        page.screenshot(path=str(tmp_path / "api_page_prefix.png"))
+    assert servers == [{"url": prefix}], "Swagger UI's 'Try it out' calls go through the prefix"
+    assert not failed, failed
+    outside = [p for p in paths if not (p.startswith(prefix + "/") or p == prefix or p.startswith("data:"))]
+    assert not outside, outside
+    audit = [json.loads(line) for line in (tmp_path / "data" / "audit.jsonl").read_text().splitlines()]
+    assert {"POST", "GET"} <= {a["method"] for a in audit} and all(a["path"].startswith("/v1/") for a in audit)
+    assert any(a["path"] == f"/v1/studies/{job}/image" for a in audit), "the API's own paths are recorded"

@@ -14,7 +14,7 @@ MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.t
            "medanomaly.config", "medanomaly.deploy.dicom_rtstruct", "medanomaly.deploy.service.ingest",
            "medanomaly.engine.outputs", "medanomaly.jsonio", "medanomaly.deploy.pacs_auth", "medanomaly.deploy.dimse",
            "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
-           "medanomaly.deploy.service.app")
+           "medanomaly.deploy.service.app", "medanomaly.cli.serve")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -77,6 +77,8 @@ def register(app: typer.Typer) -> None:
                                             "more is closed at once"),
         cors_origin: list[str] = typer.Option(None, "--cors-origin", help="a web origin whose pages may call the API "
                                               "from a browser, e.g. https://ohif.hospital.org (repeat); none by default"),
+        root_path: str = typer.Option("", "--root-path", help="the path a reverse proxy serves the service under, "
+                                      "e.g. /medanomaly for https://host/medanomaly/ (the proxy strips it)"),
     ) -> None:
         """Serve models over HTTP: POST /v1/studies, GET /v1/jobs/{id}, results, viewer at /, docs at /docs."""
         import logging
@@ -90,6 +92,7 @@ def register(app: typer.Typer) -> None:
 
         _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
         origins = tuple(check_origin(o) for o in cors_origin or ())
+        root_path = check_root_path(root_path)
         connection_limits = _connection_limits(header_timeout, body_timeout, max_connections)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
@@ -99,8 +102,8 @@ def register(app: typer.Typer) -> None:
                                queue_size=queue_size, cors_origins=origins)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info",
-                    http=guarded_protocol(connection_limits), backlog=BACKLOG)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", root_path=root_path,
+                    http=guarded_protocol(connection_limits), backlog=BACKLOG)  # fmt: skip
 
 
 def _connection_limits(header_s: float, body_idle_s: float, max_connections: int) -> Any:
@@ -117,6 +120,25 @@ def _connection_limits(header_s: float, body_idle_s: float, max_connections: int
         raise InputError(f"--max-connections must be 1..100,000, got {max_connections}")
     raise_open_file_limit()  # room for more connections where the hard limit allows it
     return ConnectionLimits(header_s, body_idle_s, default_max_connections(max_connections))
+
+
+def check_root_path(value: str) -> str:
+    """``--root-path`` as ``/a/b`` (no trailing slash; "" for none): letters, digits and ``. _ ~ -`` between slashes,
+    no empty, ``.`` or ``..`` segment (it goes into every page's ``<base>`` and the API description's server).
+
+    Example:
+        >>> check_root_path("/medanomaly/")
+        '/medanomaly'
+    """
+    import re
+
+    path = value.rstrip("/")
+    segments = path.split("/")[1:]
+    if path and (not path.startswith("/") or not all(re.fullmatch(r"[A-Za-z0-9._~-]+", s) and s not in (".", "..")
+                                                         for s in segments)):  # fmt: skip
+        raise InputError(f"--root-path {value!r}: a URL path such as /medanomaly (letters, digits, . _ ~ - between "
+                         "slashes)")  # fmt: skip
+    return path
 
 
 def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int) -> None:

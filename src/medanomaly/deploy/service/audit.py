@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medanomaly.deploy.service.headers import route_path
+
 __all__ = ["AuditLog", "AuditTrail", "AUDIT_FILE"]
 
 AUDIT_FILE = "audit.jsonl"
@@ -64,7 +66,7 @@ class AuditLog:
         self.app, self.trail = app, trail
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith("/v1/"):
+        if scope["type"] != "http" or not route_path(scope).startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         status = [0]
@@ -79,5 +81,5 @@ class AuditLog:
         finally:
             client = scope.get("client") or ("-", 0)
             self.trail.record({"client": str(client[0]), "token": str((scope.get("state") or {}).get("token_id", "-")),
-                               "method": scope.get("method", ""), "path": scope.get("path", ""),
+                               "method": scope.get("method", ""), "path": route_path(scope),
                                "status": status[0] or None})  # fmt: skip  # None: no answer was sent (dropped)

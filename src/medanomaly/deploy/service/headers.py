@@ -24,6 +24,18 @@ _ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"
            (b"content-security-policy", b"frame-ancestors 'none'"), (b"referrer-policy", b"no-referrer"))  # fmt: skip
 
 
+def route_path(scope: Any) -> str:
+    """The request's path within the service: behind a proxy at a prefix (``serve --root-path /medanomaly``)
+    uvicorn puts the prefix in front of ``scope["path"]``, and ``/medanomaly/v1/jobs`` is the API's ``/v1/jobs``.
+
+    Example:
+        >>> route_path({"path": "/medanomaly/v1/jobs", "root_path": "/medanomaly"})
+        '/v1/jobs'
+    """
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", "") or "")
+    return path[len(root):] if root and (path == root or path.startswith(root + "/")) else path
+
+
 def security_headers(path: str) -> list[tuple[bytes, bytes]]:
     """The headers every answer to ``path`` carries (see the module docstring)."""
     return [*_ALWAYS, *([(b"cache-control", b"no-store")] if path.startswith("/v1/") else [])]
@@ -40,7 +52,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = security_headers(scope.get("path", ""))
+        extra = security_headers(route_path(scope))
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,11 @@ def not_ready_reasons(state: Any) -> list[str]:
     return reasons
 
 
+def _root(request: Request) -> str:
+    """The prefix a proxy serves the service under (``serve --root-path``), "" when none."""
+    return str(request.scope.get("root_path", "") or "").rstrip("/")
+
+
 #: Swagger UI's files in ``web/static`` (copied there from npm's swagger-ui-dist by ``make setup``).
 SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
@@ -88,22 +94,26 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     app.mount("/static", StaticFiles(directory=static), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> Any:
-        return HTMLResponse((WEB_DIR / "index.html").read_text())
+    def index(request: Request) -> Any:
+        """The viewer; its URLs are relative to a ``<base>`` at the service's root (``serve --root-path``), so that it
+        works at ``https://host/PREFIX`` and ``https://host/PREFIX/`` behind a proxy alike."""
+        base = html.escape(_root(request) + "/", quote=True)
+        return HTMLResponse((WEB_DIR / "index.html").read_text().replace("<head>", f'<head>\n<base href="{base}">', 1))
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    def api_page() -> Any:
+    def api_page(request: Request) -> Any:
         """The API page, Swagger UI from the service's own files: FastAPI's default page loads it from a CDN, so
         on a hospital network without internet it stayed blank, and elsewhere every visit told a third party that
         this service exists and who opened it (``redoc`` likewise: not served)."""
         from fastapi.openapi.docs import get_swagger_ui_html
 
+        root = html.escape(_root(request), quote=True)
         if not all((static / name).is_file() for name in SWAGGER_FILES):
             return HTMLResponse("<p>Swagger UI is not installed here: run <code>make setup</code>. The API's "
-                                "description is at <a href='/openapi.json'>/openapi.json</a>.</p>", 503)  # fmt: skip
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="medanomaly API",
-                                   swagger_js_url=f"/static/{SWAGGER_FILES[0]}", swagger_css_url=f"/static/{SWAGGER_FILES[1]}",
-                                   swagger_favicon_url="data:,")  # fmt: skip
+                                f"description is at <a href='{root}/openapi.json'>openapi.json</a>.</p>", 503)  # fmt: skip
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title="medanomaly API",
+                                   swagger_js_url=f"{root}/static/{SWAGGER_FILES[0]}",
+                                   swagger_css_url=f"{root}/static/{SWAGGER_FILES[1]}", swagger_favicon_url="data:,")  # fmt: skip
 
     @app.get("/health", summary="Liveness: the process answers (no token)")
     def health() -> Any:

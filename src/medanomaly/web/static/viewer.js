@@ -21,7 +21,7 @@ function esc(s) { return (s == null ? "" : String(s)).replace(/[&<>"']/g, (c) =>
 async function refreshJobs() {
   if (!token()) return;
   try {
-    const jobs = await api("/v1/jobs");
+    const jobs = await api("v1/jobs");
     $("#jobs tbody").innerHTML = jobs.map((j) => `<tr data-id="${esc(j.id)}" data-status="${esc(j.status)}">
       <td>${esc(j.id.slice(0, 12))}</td><td>${esc(j.model)}</td><td class="status">${esc(j.status)}</td>
       <td>${Math.round(100 * j.progress)}%</td><td>${esc(j.created)}</td><td>${esc(j.reason || "")}</td>
@@ -31,7 +31,7 @@ async function refreshJobs() {
 async function loadModels() {
   if (!token()) return;
   try {
-    const models = await api("/v1/models");
+    const models = await api("v1/models");
     $("#model").innerHTML = models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)})</option>`).join("");
   } catch (e) { $("#upload-status").textContent = e.message; }
 }
@@ -41,7 +41,7 @@ async function upload(ev) {
   for (const f of $("#files").files) data.append("files", f);
   $("#upload-status").textContent = "uploading...";
   try {
-    const r = await api("/v1/studies?model=" + encodeURIComponent($("#model").value), { method: "POST", body: data });
+    const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value), { method: "POST", body: data });
     $("#upload-status").textContent = "queued " + r.job_id.slice(0, 12);
     $("#upload-status").dataset.job = r.job_id;
   } catch (e) { $("#upload-status").textContent = e.message; }
@@ -80,7 +80,7 @@ async function showFinding(n) {
   state.finding = n;
   document.querySelectorAll("#findings tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.n === String(n)));
   while (nv.volumes.length > 1) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
-  const base = `/v1/studies/${state.study}`;
+  const base = `v1/studies/${state.study}`;
   if (f.mask) {
     const opacity = $("#opacity").value / 100;
     for (const [kind, colormap, op] of [["masks", "warm", opacity], ["contours", "red", 1]]) {
@@ -110,7 +110,7 @@ function renderResult(res) {
 async function openStudy(id) {
   $("#list-view").hidden = true; $("#study-view").hidden = false;
   state.study = id; $("#study-title").textContent = "study " + id.slice(0, 12);
-  const res = await api(`/v1/studies/${id}/results`);
+  const res = await api(`v1/studies/${id}/results`);
   state.result = res;
   renderResult(res);
   const blob = new Blob([JSON.stringify(res, null, 2)], { type: "application/json" });
@@ -118,7 +118,7 @@ async function openStudy(id) {
   if (!res.image.viewable) return;
   const nv = ensureViewer();
   const [lo, hi] = WINDOWS.lung;
-  await nv.loadVolumes([{ url: `/v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray", cal_min: lo, cal_max: hi }]);
+  await nv.loadVolumes([{ url: `v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray", cal_min: lo, cal_max: hi }]);
   setView(state.view);
   showSlice();
   document.body.dataset.ready = "1";
