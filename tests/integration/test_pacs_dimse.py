@@ -145,7 +145,7 @@ def test_a_compressed_series_arrives_with_its_pixels_unchanged(dimse_orthanc, tm
     import pydicom
     from pydicom.uid import RLELossless, generate_uid
 
-    from medanomaly.deploy.dimse import DimseClient, _transfer_syntaxes
+    from medanomaly.deploy.dimse import DimseClient, transfer_syntaxes
     from medanomaly.io.dicom_writer import write_dicom_series
     from medanomaly.types import Volume
 
@@ -160,6 +160,6 @@ def test_a_compressed_series_arrives_with_its_pixels_unchanged(dimse_orthanc, tm
         ds.save_as(f)
         urllib.request.urlopen(urllib.request.Request(f"{rest}/instances", data=Path(f).read_bytes(), method="POST"))
     got = sorted(DimseClient(url, ae_title=AE).retrieve_series(study, series), key=lambda d: int(d.InstanceNumber))
-    assert len(got) == 3 and all(d.file_meta.TransferSyntaxUID in _transfer_syntaxes() for d in got)
+    assert len(got) == 3 and all(d.file_meta.TransferSyntaxUID in transfer_syntaxes() for d in got)
     assert np.array_equal(np.stack([d.pixel_array for d in got]),
                           np.stack([pydicom.dcmread(f).pixel_array for f in files]))  # fmt: skip

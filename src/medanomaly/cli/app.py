@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medanomaly.cli.serve",
     "medanomaly.cli.export",
     "medanomaly.cli.pacs",
+    "medanomaly.cli.listen",
 )
 
 app = typer.Typer(

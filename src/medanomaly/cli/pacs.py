@@ -33,7 +33,7 @@ def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
     return load_key(key_file)
 
 
-def _options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str):
+def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str):
     from medanomaly.deploy.batch import BatchOptions
     from medanomaly.deploy.select import parse_rule, parse_size
 
@@ -74,7 +74,7 @@ def predict_archive(
     from medanomaly.deploy.batch import run_batch
     from medanomaly.engine import load_model
 
-    options = _options(series_filter, memory_limit, dicom, site)
+    options = batch_options(series_filter, memory_limit, dicom, site)
     key = _key(keyed_ids, key_file)
     if engine == "ray" and address:
         from medanomaly.deploy.ray_engine import check_reachable
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
 
-        options = _options(series_filter, memory_limit, True, site)
+        options = batch_options(series_filter, memory_limit, True, site)
         filters = _study_filters(study_filter)
         if watch and not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
             raise InputError(f"--interval must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {interval:g}")

@@ -145,16 +145,23 @@ def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: i
     """One line, exit 2, for an option no server can use, before the models load: a port over 65535 was an
     OverflowError traceback from the socket, a port in use uvicorn's log and exit 3, a negative upload limit or
     queue a server that refused every request."""
-    import socket
 
     for name, value, low, high in (("--port", port, 1, 65535), ("--max-upload-mb", max_upload_mb, 1, 1 << 20),
                                    ("--queue-size", queue_size, 1, 100_000), ("--min-free-mb", min_free_mb, 0, 1 << 20)):  # fmt: skip
         if not low <= value <= high:
             raise InputError(f"{name} must be {low}..{high:,}, got {value}")
+    check_free(host, port)
+
+
+def check_free(host: str, port: int) -> None:
+    """One line when ``host:port`` cannot be listened on now (in use, an address not of this machine): checked
+    before the models load; the server binds it a moment later."""
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.create_server((host, port), family=family):
-            pass  # free now; uvicorn binds it a moment later
+            pass
     except OSError as exc:
         reason = (exc.strerror or str(exc)).split(" (while attempting")[0]  # Python adds the address again
         raise InputError(f"cannot listen on {host} port {port} ({reason})") from None

@@ -36,7 +36,7 @@ from typing import Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url"]
+__all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url", "transfer_syntaxes"]
 
 #: Our calling AE title when ``--ae-title`` is not given.
 DEFAULT_AE_TITLE = "MEDANOMALY"
@@ -81,7 +81,7 @@ def parse_dimse_url(url: str) -> tuple[str, int, str]:
     return parts.hostname, port, check_ae_title(called, "called AE title")
 
 
-def _transfer_syntaxes() -> list[str]:
+def transfer_syntaxes() -> list[str]:
     """The transfer syntaxes we accept an image in: those pydicom and its pylibjpeg plugins decode."""
     from pydicom import uid
 
@@ -278,7 +278,7 @@ class DimseClient:
             return _SUCCESS
 
         storage = [c.abstract_syntax for c in StoragePresentationContexts]  # 120: a request holds 128 at most
-        contexts = [(StudyRootQueryRetrieveInformationModelGet, [])] + [(s, _transfer_syntaxes()) for s in storage]
+        contexts = [(StudyRootQueryRetrieveInformationModelGet, [])] + [(s, transfer_syntaxes()) for s in storage]
         over = self._fail(f"the PACS sent more than the {self.limit / 2**20:,.1f} MiB allowed for this series "
                           "(read no further)")  # fmt: skip
         with self._association(contexts, [build_role(s, scp_role=True) for s in storage]) as assoc:

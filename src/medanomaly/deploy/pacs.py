@@ -56,7 +56,8 @@ from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs"]
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs",
+           "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
@@ -302,7 +303,7 @@ def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
     entry.n_frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets)
 
 
-def _store(client: Any, url: str, ctx: BatchContext, record: dict, study_uid: str, store_map: bool) -> list[str]:
+def store_results(client: Any, url: str, ctx: BatchContext, record: dict, study_uid: str, store_map: bool) -> list[str]:
     """STOW-RS the SEG and SR (and map) of a record into its study; returns the stored SOP Instance UIDs."""
     import pydicom
 
@@ -358,7 +359,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
         try:
             _retrieve(client, url, entry, folder)
             record = process_series(model, entry, ctx)
-            stored = _store(client, url, ctx, record, study_uid, store_map) if record["status"] == "done" else []
+            stored = store_results(client, url, ctx, record, study_uid, store_map) if record["status"] == "done" else []
         except InputError as exc:  # retrieve or store failed: not recorded, so the next poll retries
             summary.errors.append(f"series {entry.key}: {exc}")
             continue

@@ -1,0 +1,64 @@
+"""``listen``: a DICOM node that receives series (C-STORE), runs the model and sends the results on.
+
+``medanomaly listen RUN --allow-ae PACS [--port 11112] [--store-to dimse://pacs:104/PACS]`` (see
+:mod:`medanomaly.deploy.listener`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from medanomaly.errors import printable
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def listen(
+        run: Path = typer.Argument(..., help="Run folder of a trained model (e.g. a lung_nodule detector)."),
+        allow_ae: list[str] = typer.Option(None, "--allow-ae", help="AE title that may send (repeat); required."),
+        port: int = typer.Option(11112, "--port", help="TCP port to listen on."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+        ae_title: str = typer.Option("MEDANOMALY", "--ae-title", help="Our AE title, which senders call."),
+        store_to: str | None = typer.Option(None, "--store-to", help="Where SEG / RTSTRUCT / SR go: "
+                                            "dimse://HOST:PORT/AE or a DICOMweb root; none: kept in OUT only."),
+        out: Path = typer.Option(Path("listener-work"), "--out", help="Work folder: records, outputs, state file."),
+        idle: float = typer.Option(10.0, "--idle", help="Seconds without a new instance after which a series is "
+                                   "complete and run."),
+        series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
+        memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this (float32, "
+                                         "and as received)."),
+        site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
+        store_map: bool = typer.Option(False, "--store-map", help="Also send the anomaly map (Parametric Map)."),
+    ) -> None:
+        """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
+        from medanomaly.cli.pacs import batch_options
+        from medanomaly.cli.serve import check_free
+        from medanomaly.deploy.listener import ListenerOptions, check_options, run_listener
+        from medanomaly.deploy.pacs_auth import PacsAuth
+        from medanomaly.engine import load_model
+
+        options = ListenerOptions(host=host, port=port, ae_title=ae_title, allowed=tuple(allow_ae or ()),
+                                  store_to=store_to, idle_s=idle, store_map=store_map)  # fmt: skip
+        check_options(options)
+        check_free(host, port)
+        batch = batch_options(series_filter, memory_limit, True, site)
+        auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(f"warning: listening on {host}: reachable from other machines (DICOM has no encryption here)",
+                       err=True)  # fmt: skip
+        model = load_model(run)
+        printed = 0
+
+        def report(s) -> None:
+            nonlocal printed
+            typer.echo(f"{s.received} instance(s) received, {s.processed} series run, {s.skipped} skipped, "
+                       f"{s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
+            for line in s.errors[printed:]:
+                typer.echo(f"error: {printable(line)}", err=True)
+            printed = len(s.errors)
+
+        typer.echo(f"listening on {host}:{port} as {options.ae_title} for {', '.join(options.allowed)}", err=True)
+        run_listener(model, out, options, batch, on_series=report, auth=auth)

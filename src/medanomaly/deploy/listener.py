@@ -1,0 +1,328 @@
+"""A DICOM node that receives: series pushed to it (C-STORE) are run when complete, their results sent on.
+
+Most hospitals route studies to an AI node rather than let it query the PACS: a routing rule in the PACS (or a
+modality) sends each new CT to an AE title, and the node sends its DICOM SEG / RT Structure Set / SR back.
+``medanomaly listen RUN --port 11112 --allow-ae PACS [--store-to dimse://pacs:104/PACS]`` is that node:
+
+1. a storage SCP (pynetdicom) accepts C-ECHO and C-STORE of every storage class, in every transfer syntax pydicom
+   decodes, from the calling AE titles named with ``--allow-ae`` only (an association from another is rejected);
+2. each received image instance is written, whole or not at all, into ``OUT/incoming/<series UID>/`` (non-image
+   objects, such as our own SEG and SR routed back, are accepted and set aside); a series is refused (status "out of
+   resources", its files removed) once its bytes pass ``--memory-limit`` or the disk its reserve, and a series whose
+   sender's association was aborted is dropped: neither is ever run on in part;
+3. a series from which nothing has arrived for ``--idle`` seconds is complete (DICOM has no end-of-series signal): it
+   is indexed and selected like an archive series (:mod:`medanomaly.deploy.select`, judged on its own), run
+   (:func:`medanomaly.deploy.batch.process_series`), its outputs sent to ``--store-to`` (a DIMSE or DICOMweb PACS,
+   :func:`medanomaly.deploy.pacs.store_results`), recorded in ``OUT/listener_state.sqlite`` and its files removed; a
+   series recorded before (same run and options) is not run again;
+4. series left in ``incoming`` by a stopped listener are taken up when it starts again.
+
+Example:
+    >>> ListenerOptions(allowed=("PACS",)).allowed
+    ('PACS',)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medanomaly.jsonio import atomic_write
+from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
+from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title
+from medanomaly.deploy.pacs import PacsState, connect, store_results
+from medanomaly.deploy.pacs_auth import PacsAuth
+from medanomaly.errors import InputError
+
+__all__ = ["DEFAULT_PORT", "Inbox", "ListenerOptions", "ListenerSummary", "run_listener"]
+
+log = logging.getLogger(__name__)
+#: The port DICOM nodes commonly listen on when not root (104 needs privileges).
+DEFAULT_PORT = 11112
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_SUCCESS, _OUT_OF_RESOURCES, _CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+
+
+@dataclass(frozen=True)
+class ListenerOptions:
+    """Where and whom the node listens to, and where results go.
+
+    Attributes:
+        host, port: the address to listen on (127.0.0.1 unless the PACS is on another machine).
+        ae_title: our AE title, which the sender calls.
+        allowed: calling AE titles that may send (required: a node that accepts anyone's images runs anyone's work).
+        store_to: where SEG / RTSTRUCT / SR go (``dimse://HOST:PORT/AE`` or a DICOMweb root); None: kept in OUT only.
+        idle_s: seconds without a new instance after which a series is complete.
+        min_free_bytes: free disk space the incoming folder keeps.
+        store_map: also send the Parametric Map of an anomaly map.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    ae_title: str = DEFAULT_AE_TITLE
+    allowed: tuple[str, ...] = ()
+    store_to: str | None = None
+    idle_s: float = 10.0
+    min_free_bytes: int = 512 * 2**20
+    store_map: bool = False
+
+
+@dataclass
+class ListenerSummary:
+    """What the node did: instances received, series run / skipped / refused, results stored, error lines."""
+
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0
+    refused: int = 0
+    stored: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Series:
+    study_uid: str
+    last: float
+    n_bytes: int = 0
+    refused: str = ""  # why the series will not be run (its files are gone)
+    associations: set[int] = field(default_factory=set)
+
+
+class Inbox:
+    """Received instances on disk, one folder per series, with when the last arrived (thread-safe: pynetdicom calls
+    :meth:`accept` from one thread per association)."""
+
+    def __init__(self, folder: Path, series_limit_bytes: int, min_free_bytes: int) -> None:
+        self.folder, self.series_limit, self.min_free = folder, series_limit_bytes, min_free_bytes
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._series: dict[str, _Series] = {}
+        self._lock = threading.Lock()
+        self.received = 0  # image instances offered, counted under the lock (one thread per association)
+        for left in sorted(p for p in self.folder.iterdir() if p.is_dir() and _UID.fullmatch(p.name)):
+            self._series[left.name] = _Series("", 0.0, sum(f.stat().st_size for f in left.iterdir()))  # a restart
+
+    def accept(self, series_uid: str, study_uid: str, sop_uid: str, data: bytes, association: int) -> int:
+        """Write one instance; the C-STORE status to answer."""
+        with self._lock:
+            series = self._series.setdefault(series_uid, _Series(study_uid, time.monotonic()))
+            series.last = time.monotonic()
+            series.associations.add(association)
+            self.received += 1
+            if series.refused:
+                return _OUT_OF_RESOURCES
+            series.n_bytes += len(data)
+            if series.n_bytes > self.series_limit:
+                self._refuse(series_uid, series, f"larger than --memory-limit ({self.series_limit / 2**20:,.0f} MiB) "
+                             "as it arrived; not run")  # fmt: skip
+                return _OUT_OF_RESOURCES
+            if shutil.disk_usage(self.folder).free - len(data) < self.min_free:
+                self._refuse(series_uid, series, "the disk reached its reserve while the series arrived; not run")
+                return _OUT_OF_RESOURCES
+        try:  # a patient's image: readable by its owner only
+            atomic_write(self.folder / series_uid / f"{sop_uid}.dcm", lambda fh: fh.write(data), private=True)
+        except OSError:
+            with self._lock:
+                self._refuse(series_uid, series, "an instance could not be written (disk); not run")
+            return _OUT_OF_RESOURCES
+        return _SUCCESS
+
+    def aborted(self, association: int) -> None:
+        """The sender's association ended in an abort: its series may be incomplete, so none of them is run."""
+        with self._lock:
+            for uid, series in self._series.items():
+                if association in series.associations and not series.refused:
+                    self._refuse(uid, series, "the sender aborted while sending it (incomplete); not run")
+
+    def _refuse(self, uid: str, series: _Series, reason: str) -> None:
+        series.refused = reason
+        shutil.rmtree(self.folder / uid, ignore_errors=True)
+
+    def complete(self, idle_s: float) -> list[tuple[str, str, str]]:
+        """(series UID, study UID, refusal reason or "") of the series idle for ``idle_s``, taken out of the inbox."""
+        now = time.monotonic()
+        with self._lock:
+            done = [uid for uid, s in self._series.items() if now - s.last >= idle_s]
+            return [(uid, self._series[uid].study_uid, self._series.pop(uid).refused) for uid in done]
+
+
+def _on_store(inbox: Inbox) -> Callable[[Any], int]:
+    from medanomaly.deploy.archive import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
+
+    def handle(event: Any) -> int:
+        try:
+            header = event.dataset
+            uids = [str(header.get(k, "")) for k in ("SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID")]
+            modality, sop_class = str(header.get("Modality", "")).upper(), str(header.get("SOPClassUID", ""))
+        except Exception:  # noqa: BLE001 - pydicom on bytes a sender sent
+            return _CANNOT_UNDERSTAND
+        if not all(len(u) <= 64 and _UID.fullmatch(u) for u in uids):
+            return _CANNOT_UNDERSTAND  # a UID names a folder and a file: only digits and dots
+        if modality in NON_IMAGE_MODALITIES or sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
+            return _SUCCESS  # our own SEG / SR routed back, a report: accepted, set aside
+        return inbox.accept(uids[0], uids[1], uids[2], event.encoded_dataset(include_meta=True), id(event.assoc))
+
+    return handle
+
+
+def _server(options: ListenerOptions, inbox: Inbox) -> Any:
+    """The storage SCP, serving in its own threads."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+    from pynetdicom.sop_class import Verification
+
+    from medanomaly.deploy.dimse import transfer_syntaxes
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    ae = AE(ae_title=options.ae_title)
+    ae.require_calling_aet = list(options.allowed)
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, transfer_syntaxes())
+    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(id(e.assoc)))]
+    try:
+        return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {options.host} port {options.port} ({exc.strerror or exc})") from None
+
+
+def check_options(options: ListenerOptions) -> None:
+    """One line, before the model loads, for options no node can use."""
+    if not options.allowed:
+        raise InputError("name the AE titles that may send (--allow-ae PACS, repeatable): a node that takes anyone's "
+                         "images runs anyone's work")  # fmt: skip
+    for title in (options.ae_title, *options.allowed):
+        check_ae_title(title, "AE title")
+    if not 1 <= options.port <= 65535:
+        raise InputError(f"--port must be 1..65535, got {options.port}")
+    if not 0.5 <= options.idle_s <= 3600:
+        raise InputError(f"--idle must be 0.5..3600 seconds, got {options.idle_s:g}")
+
+
+def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: str, reason: str,
+            summary: ListenerSummary, stored: list[str] | None = None) -> None:  # fmt: skip
+    state.record(uid, ctx.fingerprint, study, status, reason, stored or [])
+    if status in ("skipped", "refused"):
+        setattr(summary, status, getattr(summary, status) + 1)
+    if status in ("refused", "error"):
+        summary.errors.append(f"series {uid}: {reason}")
+
+
+def _run_series(model: Any, folder: Path, study_uid: str, state: PacsState, ctx: BatchContext, client: Any,
+                options: ListenerOptions, summary: ListenerSummary) -> None:  # fmt: skip
+    """Index, select, run and send on one complete series (see the module docstring)."""
+    from medanomaly.deploy.archive import walk_archive
+    from medanomaly.deploy.select import select_series
+
+    entries = [e for e in walk_archive(folder).series if e.kind == "dicom"]
+    if not entries:
+        _record(state, ctx, folder.name, study_uid, "error", "no readable DICOM image in it", summary)
+        return
+    for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
+        entry, study = decision.entry, decision.entry.study_uid or study_uid
+        if decision.status != "run":
+            _record(state, ctx, entry.key, study, decision.status, decision.reason, summary)
+            continue
+        record = process_series(model, entry, ctx)
+        summary.processed += 1
+        stored: list[str] = []
+        if record["status"] == "done" and client is not None:
+            try:
+                stored = store_results(client, options.store_to or "", ctx, record, study, options.store_map)
+            except InputError as exc:  # the outputs stay in OUT/dicom; the series is recorded with the reason
+                record = {**record, "status": "error", "reason": f"results not stored: {exc}"}
+        summary.stored += len(stored)
+        _record(state, ctx, entry.key, study, record["status"], record.get("reason", ""), summary, stored)
+
+
+def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
+             summary: ListenerSummary) -> int:  # fmt: skip
+    """Run the series that are complete now; how many there were."""
+    complete = inbox.complete(options.idle_s)
+    for uid, study_uid, refused in complete:
+        folder = inbox.folder / uid
+        try:
+            if refused:
+                _record(state, ctx, uid, study_uid, "refused", refused, summary)
+            elif state.done(uid, ctx.fingerprint):
+                summary.skipped += 1  # sent again: run before with this model and these options
+            elif folder.is_dir():  # (an instance come after its series was taken up has no folder left)
+                _run_series(model, folder, study_uid, state, ctx, client, options, summary)
+        except InputError as exc:  # the folder unreadable as an archive: recorded, the node goes on
+            _record(state, ctx, uid, study_uid, "error", exc.reason, summary)
+        except Exception as exc:  # noqa: BLE001 - one series must not end a node that runs for months
+            log.debug("series %s failed", uid, exc_info=True)
+            _record(state, ctx, uid, study_uid, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                    summary)  # fmt: skip
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return len(complete)
+
+
+@contextmanager
+def _serving(options: ListenerOptions, inbox: Inbox) -> Iterator[None]:
+    server = _server(options, inbox)
+    try:
+        yield
+    finally:
+        server.shutdown()
+
+
+def run_listener(
+    model: Any,
+    out_dir: str | Path,
+    options: ListenerOptions,
+    batch: BatchOptions | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_series: Callable[[ListenerSummary], None] | None = None,
+    auth: PacsAuth | None = None,
+) -> ListenerSummary:
+    """Receive, run and send on until ``stop`` is set, Ctrl-C or SIGTERM (see the module docstring).
+
+    Args:
+        model: a loaded model (``medanomaly.engine.load_model``).
+        out_dir: records, DICOM outputs, the incoming folder and ``listener_state.sqlite``.
+        options: address, AE titles, where results go, completion time.
+        batch: filters, memory limit (also each series' most bytes as it arrives), site; DICOM outputs always.
+        stop: set it to end the node (a test, an embedding program).
+        on_series: called after each round that ran series, with the running summary (the CLI prints a line).
+        auth: credentials for a DICOMweb ``store_to`` (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`).
+
+    Raises:
+        InputError: bad options, a port that cannot be listened on, or a ``store_to`` PACS that does not answer.
+    """
+    check_options(options)
+    batch = BatchOptions(**{**batch.__dict__, "dicom": True}) if batch else BatchOptions()
+    out_dir = Path(out_dir)
+    client = connect(options.store_to, ae_title=_own_title(options), auth=auth) if options.store_to else None
+    ctx = make_context(model, out_dir, batch)
+    inbox = Inbox(out_dir / "incoming", batch.memory_limit, options.min_free_bytes)
+    summary = ListenerSummary()
+    stop = stop or threading.Event()
+    state = PacsState(out_dir / "listener_state.sqlite")
+    try:
+        with _serving(options, inbox), resumable_on_sigterm():
+            while not stop.is_set():
+                ran = _take_up(model, inbox, state, ctx, client, options, summary)
+                summary.received = inbox.received
+                if ran and on_series is not None:
+                    on_series(summary)
+                stop.wait(min(0.5, options.idle_s / 2))
+    except KeyboardInterrupt:  # pragma: no cover - interactive stop
+        pass
+    finally:
+        state.close()
+        summary.received = inbox.received
+    return summary
+
+
+def _own_title(options: ListenerOptions) -> str | None:
+    """Our AE title towards a DIMSE ``store_to`` (None for DICOMweb, which has none)."""
+    return options.ae_title if (options.store_to or "").startswith("dimse://") else None
