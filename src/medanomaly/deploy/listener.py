@@ -141,6 +141,13 @@ class Inbox:
                 if association in series.associations and not series.refused:
                     self._refuse(uid, series, "the sender aborted while sending it (incomplete); not run")
 
+    def closed(self, association: int) -> None:
+        """The association ended: forget its id (Python reuses the id of a freed object, and a later association's
+        abort must not drop a series this one sent whole)."""
+        with self._lock:
+            for series in self._series.values():
+                series.associations.discard(association)
+
     def _refuse(self, uid: str, series: _Series, reason: str) -> None:
         series.refused = reason
         shutil.rmtree(self.folder / uid, ignore_errors=True)
@@ -185,7 +192,8 @@ def _server(options: ListenerOptions, inbox: Inbox) -> Any:
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, transfer_syntaxes())
-    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(id(e.assoc)))]
+    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(id(e.assoc))),
+                (evt.EVT_CONN_CLOSE, lambda e: inbox.closed(id(e.assoc)))]  # after EVT_ABORTED
     try:
         return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers)
     except OSError as exc:
@@ -250,8 +258,8 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
         try:
             if refused:
                 _record(state, ctx, uid, study_uid, "refused", refused, summary)
-            elif state.done(uid, ctx.fingerprint):
-                summary.skipped += 1  # sent again: run before with this model and these options
+            elif state.status(uid, ctx.fingerprint) in ("done", "skipped"):
+                summary.skipped += 1  # sent again: run before with this model and these options (an error is retried)
             elif folder.is_dir():  # (an instance come after its series was taken up has no folder left)
                 _run_series(model, folder, study_uid, state, ctx, client, options, summary)
         except InputError as exc:  # the folder unreadable as an archive: recorded, the node goes on

@@ -102,6 +102,13 @@ class PacsState:
                                (series_uid, fingerprint)).fetchone()  # fmt: skip
         return row is not None
 
+    def status(self, series_uid: str, fingerprint: str) -> str | None:
+        """The recorded status of the series under this fingerprint (``done``, ``skipped``, ``refused``, ``error``), or
+        None when it was not handled."""
+        row = self._db.execute("SELECT status FROM processed WHERE series_uid=? AND fingerprint=?",
+                               (series_uid, fingerprint)).fetchone()  # fmt: skip
+        return None if row is None else str(row[0])
+
     def record(self, series_uid: str, fingerprint: str, study_uid: str, status: str, reason: str = "",
                stored: Sequence[str] = ()) -> None:  # fmt: skip
         """Remember one series' outcome (replacing an earlier one of the same fingerprint)."""

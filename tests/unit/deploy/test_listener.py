@@ -1,0 +1,106 @@
+"""The DICOM node's inbox and its rounds, without a network: instances go in as a sender's C-STOREs would bring them,
+a complete series is run and its results stored; a store the PACS refused is retried when the series comes again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.deploy.batch import BatchOptions, make_context
+from medanomaly.deploy.listener import Inbox, ListenerOptions, ListenerSummary, _take_up, check_options
+from medanomaly.deploy.pacs import PacsState
+from medanomaly.errors import InputError
+
+
+@pytest.fixture()
+def series_bytes(tmp_path) -> list[tuple[str, str, str, bytes]]:
+    """(series UID, study UID, SOP UID, file bytes) of a 6-slice CT with a bright block (a finding for the fake)."""
+    import pydicom
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    pixels = np.full((6, 48, 48), -800, np.int16)
+    pixels[2:4, 20:28, 20:28] = 40
+    files = write_dicom_series(Volume(pixels, spacing=(1.0, 1.0, 2.0)).with_meta(modality="CT"), tmp_path / "ct")
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        out.append((str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), Path(f).read_bytes()))
+    return out
+
+
+class Pacs:
+    """A store target that refuses while ``refusing`` (as a PACS that is down or full)."""
+
+    def __init__(self) -> None:
+        self.refusing, self.stored = True, []
+
+    def store_instances(self, datasets, study_instance_uid=None):
+        if self.refusing:
+            raise InputError("dimse://pacs:104/PACS: the PACS refused the association")
+        self.stored += [ds.SOPInstanceUID for ds in datasets]
+        return {}
+
+
+def _round(tmp_path, fake_module, inbox, pacs, summary):
+    model = fake_module.FakeDetector()
+    ctx = make_context(model, tmp_path / "work", BatchOptions())
+    state = PacsState(tmp_path / "state.sqlite")
+    options = ListenerOptions(allowed=("PACS",), store_to="dimse://pacs:104/PACS", idle_s=0.5)
+    try:
+        return _take_up(model, inbox, state, ctx, pacs, options, summary), [r[3] for r in state.rows()]
+    finally:
+        state.close()
+
+
+def test_a_series_whose_results_the_pacs_refused_is_run_again_when_it_comes_again(tmp_path, fake_module,
+                                                                                   series_bytes) -> None:  # fmt: skip
+    inbox, pacs, summary = Inbox(tmp_path / "incoming", 2**30, 0), Pacs(), ListenerSummary()
+    for series, study, sop, data in series_bytes:
+        assert inbox.accept(series, study, sop, data, association=1) == 0
+    assert _round(tmp_path, fake_module, inbox, pacs, summary) == (0, [])  # not idle yet: nothing taken up
+    inbox._series[series_bytes[0][0]].last -= 1.0  # idle now
+    ran, statuses = _round(tmp_path, fake_module, inbox, pacs, summary)
+    assert ran == 1 and statuses == ["error"] and "results not stored" in summary.errors[0]
+    assert not (tmp_path / "incoming" / series_bytes[0][0]).exists() and pacs.stored == []
+
+    pacs.refusing = False  # the PACS is back; the router sends the series again
+    for series, study, sop, data in series_bytes:
+        inbox.accept(series, study, sop, data, association=2)
+    inbox._series[series_bytes[0][0]].last -= 1.0
+    ran, statuses = _round(tmp_path, fake_module, inbox, pacs, summary)
+    assert ran == 1 and statuses == ["done"] and len(pacs.stored) == 3  # SEG, RT Structure Set, SR
+    assert inbox.received == 2 * len(series_bytes) and summary.processed == 2
+
+
+def test_an_abort_drops_only_the_series_its_association_sent_while_open(tmp_path, series_bytes) -> None:
+    """Python reuses a freed object's id: once an association has closed, a later one with the same id aborting
+    must not drop the series the first sent whole."""
+    inbox = Inbox(tmp_path / "incoming", 2**30, 0)
+    series, study, sop, data = series_bytes[0]
+    inbox.accept(series, study, sop, data, association=7)
+    inbox.closed(7)  # released normally
+    inbox.aborted(7)  # a later association, same id, aborts
+    ((uid, _, refused),) = inbox.complete(0.0)
+    assert uid == series and refused == "" and (tmp_path / "incoming" / series / f"{sop}.dcm").is_file()
+
+
+def test_a_series_over_its_limit_is_refused_and_its_files_removed_as_it_arrives(tmp_path, series_bytes) -> None:
+    inbox = Inbox(tmp_path / "incoming", series_limit_bytes=2 * len(series_bytes[0][3]), min_free_bytes=0)
+    codes = [inbox.accept(*item, association=1) for item in series_bytes]
+    assert codes[:2] == [0, 0] and set(codes[2:]) == {0xA700}
+    assert not (tmp_path / "incoming" / series_bytes[0][0]).exists()
+    ((_, _, refused),) = inbox.complete(0.0)
+    assert "larger than --memory-limit" in refused
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    (ListenerOptions(), "--allow-ae"), (ListenerOptions(allowed=("PACS",), port=0), "--port"),
+    (ListenerOptions(allowed=("PACS",), idle_s=0.0), "--idle"), (ListenerOptions(allowed=("A" * 17,)), "AE title"),
+])  # fmt: skip
+def test_options_no_node_can_use_are_one_line(options, words) -> None:
+    with pytest.raises(InputError, match=words):
+        check_options(options)
