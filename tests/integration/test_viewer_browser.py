@@ -300,3 +300,44 @@ def test_the_viewer_and_the_api_page_work_behind_a_proxy_at_a_path_prefix(tmp_pa
     audit = [json.loads(line) for line in (tmp_path / "data" / "audit.jsonl").read_text().splitlines()]
     assert {"POST", "GET"} <= {a["method"] for a in audit} and all(a["path"].startswith("/v1/") for a in audit)
     assert any(a["path"] == f"/v1/studies/{job}/image" for a in audit), "the API's own paths are recorded"
+
+
+def test_a_dicom_upload_offers_its_seg_rtstruct_and_sr_for_download(server, tmp_path):
+    """The API served a DICOM upload's SEG, RT Structure Set and SR, but the page offered none: a user had to call
+    the API by hand with the token. The page's buttons fetch them with the token and save KIND.dcm."""
+    import pydicom
+
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    base, token, _ = server
+    files = write_dicom_series(read(pyradiomics_case("lung1")[0]).with_meta(modality="CT"), tmp_path / "ct")
+    ct_series = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    with chromium_page(760) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.dispatch_event("#token", "change")
+        page.wait_for_selector("#model option", state="attached")
+        page.set_input_files("#files", [str(f) for f in files])
+        page.click("#upload button")
+        page.wait_for_function("document.querySelector('#upload-status').dataset.job")
+        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
+        page.click(f"tr[data-id='{job}'] a")
+        page.wait_for_selector("button[data-dicom='seg']", state="visible")
+        kinds = page.eval_on_selector_all("button[data-dicom]", "bs => bs.map(b => b.dataset.dicom)")
+        saved = {}
+        for kind in ("seg", "rtstruct", "sr"):
+            with page.expect_download() as download:
+                page.click(f"button[data-dicom='{kind}']")
+            saved[kind] = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved[kind])
+        page.screenshot(path=str(tmp_path / "dicom_links.png"))
+    assert not errors, errors
+    assert kinds == ["seg", "rtstruct", "sr"] and {p.name for p in saved.values()} == {"seg.dcm", "rtstruct.dcm", "sr.dcm"}
+    seg, rtstruct, sr = (pydicom.dcmread(saved[k]) for k in ("seg", "rtstruct", "sr"))
+    assert (seg.Modality, rtstruct.Modality, sr.Modality) == ("SEG", "RTSTRUCT", "SR")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_series, "the SEG references the uploaded series"

@@ -107,6 +107,25 @@ function renderResult(res) {
   $("#flags").textContent = (res.flags || []).join(", ");
   $("#mask-kind").textContent = res.heatmap ? "heatmap" : "mask";
 }
+// The DICOM objects of a DICOM upload (SEG, RT Structure Set, SR, Parametric Map), for a PACS or a DICOM viewer:
+// fetched with the token (a plain link cannot send it) and saved as KIND.dcm.
+const DICOM_NAMES = { seg: "SEG", rtstruct: "RT Structure Set", sr: "SR", parametric_map: "Parametric Map" };
+function renderDicomLinks(id, written) {
+  const kinds = Object.keys(DICOM_NAMES).filter((k) => k in written);
+  $("#dicom-links").innerHTML = kinds.length
+    ? "DICOM: " + kinds.map((k) => `<button data-dicom="${esc(k)}">${esc(DICOM_NAMES[k])}</button>`).join("")
+    : written.error ? `<span class="note" title="${esc(written.error)}">DICOM: not written</span>` : "";
+  document.querySelectorAll("[data-dicom]").forEach((b) => b.addEventListener("click", () => downloadDicom(id, b.dataset.dicom)));
+}
+async function downloadDicom(id, kind) {
+  const r = await fetch(`v1/studies/${id}/dicom/${kind}`, { headers: auth() });
+  if (!r.ok) { $("#study-title").textContent = `${DICOM_NAMES[kind]}: ${r.status}`; return; }
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = `${kind}.dcm`;
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
 async function openStudy(id) {
   $("#list-view").hidden = true; $("#study-view").hidden = false;
   state.study = id; $("#study-title").textContent = "study " + id.slice(0, 12);
@@ -115,6 +134,7 @@ async function openStudy(id) {
   renderResult(res);
   const blob = new Blob([JSON.stringify(res, null, 2)], { type: "application/json" });
   $("#report").href = URL.createObjectURL(blob);
+  renderDicomLinks(id, res.dicom || {});
   if (!res.image.viewable) return;
   const nv = ensureViewer();
   const [lo, hi] = WINDOWS.lung;
