@@ -452,6 +452,18 @@ def test_every_answer_carries_the_security_headers_and_patient_data_is_not_cache
             "content-security-policy"], path
         assert reply.headers["referrer-policy"] == "no-referrer", path
         assert (reply.headers.get("cache-control") == "no-store") == path.startswith("/v1/"), path
+        policy = reply.headers["content-security-policy"]
+        script = policy.split(";")[1]
+        assert script.startswith(" script-src 'self'") and "unsafe-inline" not in script and "'unsafe-eval'" not in script, path
+    import base64
+    import hashlib
+    import re
+
+    docs = client.get("/docs")
+    (inline,) = re.findall(r"<script>(.*?)</script>", docs.text, flags=re.S)  # Swagger UI's start: allowed by hash
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in docs.headers["content-security-policy"]
+    assert "sha256" not in client.get("/").headers["content-security-policy"], "the viewer has no inline script"
     too_big = client.post("/v1/studies", content=b"x" * (3 << 20), headers={"content-type": "multipart/form-data"})
     assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
 

@@ -107,7 +107,7 @@ def open_first_finding(page, base: str, token: str, case: str, shots: Path) -> t
     page.wait_for_selector("#model option", state="attached")  # <option>s are never "visible"
     page.set_input_files("#files", str(pyradiomics_case(case)[0]))
     page.click("#upload button")
-    page.wait_for_function("document.querySelector('#upload-status').dataset.job")
+    page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
     job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
     page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
     page.screenshot(path=str(shots / "list.png"))
@@ -143,17 +143,22 @@ def lesion_slices(case: str) -> set[int]:
 
 @contextmanager
 def chromium_page(height: int) -> Iterator[Any]:
-    """A page of Debian's headless chromium, 1280 px wide, with the generous action timeout."""
+    """A page of Debian's headless chromium, 1280 px wide, with the generous action timeout; nothing the pages do
+    may be blocked by their Content-Security-Policy (checked when the page closes)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": height})
         page.set_default_timeout(PAGE_MS)
+        refused: list[str] = []  # what the pages' Content-Security-Policy blocked: none of their own work may be
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.csp_refused = refused  # a test that provokes a refusal on purpose clears it
         try:
             yield page
         finally:
             browser.close()
+        assert not refused, refused
 
 
 def test_viewer_lung1_first_finding_shows_lesion_slice_and_contour(server, tmp_path):
@@ -207,7 +212,8 @@ def test_viewer_lung2_findings_table_and_three_planes(server, tmp_path):
 def test_the_viewer_and_the_api_page_load_nothing_from_outside_the_service(server, tmp_path):
     """In chromium, every request the viewer and the API page make goes to the service itself, and the API page
     renders (Swagger UI from the service's own files; FastAPI's default page fetched it from a CDN and stayed blank
-    without internet)."""
+    without internet). Their Content-Security-Policy blocks a script injected into either page (none was set: any
+    script that got in would have run with the user's token in reach)."""
     from urllib.parse import urlsplit
 
     base, _, _ = server
@@ -222,6 +228,14 @@ def test_the_viewer_and_the_api_page_load_nothing_from_outside_the_service(serve
         page.wait_for_selector(".opblock-summary-path[data-path='/v1/studies']")
         page.wait_for_selector(".swagger-ui .btn.authorize", state="visible")  # the bearer scheme is declared
         page.screenshot(path=str(tmp_path / "api_page.png"))
+        for where in ("/", "/docs"):  # a script injected into either page (stored text, a file name) does not run
+            page.goto(base + where)
+            page.wait_for_load_state("networkidle")
+            page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1'; "
+                          "document.body.appendChild(s); }")  # fmt: skip
+            assert page.evaluate("() => window.injected") is None, where
+            assert len(page.csp_refused) == 1 and "inline script" in page.csp_refused[0], page.csp_refused
+            page.csp_refused.clear()
     outside = {h for h in hosts if h not in (urlsplit(base).netloc, "data")}
     assert not outside, outside
 
@@ -323,7 +337,7 @@ def test_a_dicom_upload_offers_its_seg_rtstruct_and_sr_for_download(server, tmp_
         page.wait_for_selector("#model option", state="attached")
         page.set_input_files("#files", [str(f) for f in files])
         page.click("#upload button")
-        page.wait_for_function("document.querySelector('#upload-status').dataset.job")
+        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
         job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
         page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
         page.click(f"tr[data-id='{job}'] a")

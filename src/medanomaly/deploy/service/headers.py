@@ -1,8 +1,12 @@
 """Security headers on every answer of the service, as plain ASGI middleware (so the body limit's 413 has them too).
 
 * ``X-Content-Type-Options: nosniff``: a study's files (NIfTI, PNG, JSON) are never guessed to be HTML or script.
-* ``X-Frame-Options: DENY`` and ``Content-Security-Policy: frame-ancestors 'none'``: no other site frames the viewer
-  (clickjacking: a hidden frame under a decoy page, the user's clicks going to a delete button).
+* ``X-Frame-Options: DENY`` and ``frame-ancestors 'none'``: no other site frames the viewer (clickjacking: a hidden
+  frame under a decoy page, the user's clicks going to a delete button).
+* ``Content-Security-Policy`` (:data:`CONTENT_POLICY`): scripts, styles, images and requests from the service only;
+  no inline script (the API page's one is allowed by its hash, :func:`policy_with_script`), no ``eval``, WebAssembly
+  compiled (NiiVue's decoders), no plugins, no ``<base>`` or form to another site. A script injected into a page
+  (a study's text shown in the viewer, a file name) would not run, nor send what it read elsewhere.
 * ``Referrer-Policy: no-referrer``: a study's id in a URL does not travel to another site.
 * ``Cache-Control: no-store`` on the API (``/v1/...``): a patient's images and results are not kept by the browser
   or a proxy's cache after the answer (the viewer's and the API page's own files may be).
@@ -18,10 +22,31 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SecurityHeaders", "security_headers"]
+__all__ = ["CONTENT_POLICY", "SecurityHeaders", "policy_with_script", "route_path", "security_headers"]
 
+#: The pages' script policy: everything from the service itself; WebAssembly may be compiled (NiiVue), nothing evaluated.
+CONTENT_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+                  "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+                  "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
 _ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-           (b"content-security-policy", b"frame-ancestors 'none'"), (b"referrer-policy", b"no-referrer"))  # fmt: skip
+           (b"content-security-policy", CONTENT_POLICY.encode()), (b"referrer-policy", b"no-referrer"))  # fmt: skip
+
+
+def policy_with_script(page: str) -> str:
+    """:data:`CONTENT_POLICY` allowing, by their SHA-256, the inline scripts of ``page`` (HTML) and no other.
+
+    Example:
+        >>> "'sha256-" in policy_with_script("<script>start()</script>")
+        True
+    """
+    import base64
+    import hashlib
+    import re
+
+    hashes = [base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+              for body in re.findall(r"<script>(.*?)</script>", page, flags=re.S)]  # fmt: skip
+    allowed = " ".join(f"'sha256-{h}'" for h in hashes)
+    return CONTENT_POLICY.replace("script-src 'self'", f"script-src 'self' {allowed}".rstrip(), 1)
 
 
 def route_path(scope: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from medanomaly.deploy.service.app import WEB_DIR, bearer, ingest, job_view
+from medanomaly.deploy.service.headers import policy_with_script
 from medanomaly.deploy.service.ingest import remove_tree
 from medanomaly.deploy.service.outputs import DICOM_KINDS
 from medanomaly.deploy.service.tokens import TokenEntry
@@ -111,9 +112,11 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
         if not all((static / name).is_file() for name in SWAGGER_FILES):
             return HTMLResponse("<p>Swagger UI is not installed here: run <code>make setup</code>. The API's "
                                 f"description is at <a href='{root}/openapi.json'>openapi.json</a>.</p>", 503)  # fmt: skip
-        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title="medanomaly API",
+        page = get_swagger_ui_html(openapi_url=root + app.openapi_url, title="medanomaly API",
                                    swagger_js_url=f"{root}/static/{SWAGGER_FILES[0]}",
                                    swagger_css_url=f"{root}/static/{SWAGGER_FILES[1]}", swagger_favicon_url="data:,")  # fmt: skip
+        page.headers["content-security-policy"] = policy_with_script(page.body.decode())  # its one inline script
+        return page
 
     @app.get("/health", summary="Liveness: the process answers (no token)")
     def health() -> Any:
