@@ -67,7 +67,7 @@ def test_round_trip_over_dimse_stores_seg_rtstruct_and_sr_and_a_second_run_adds_
     before = _count_instances(rest)
     client = connect(url, ae_title=AE)
     metadata = client.retrieve_series_metadata(study_uid, ct_uid)  # headers only, from an IMAGE-level C-FIND
-    assert len(metadata) == before and metadata[0]["00280010"]["Value"] == [512]
+    assert len(metadata) == 48 and metadata[0]["00280010"]["Value"] == [512]
     first = run_pacs(model, url, tmp_path / "work", client=client)
     assert (first.processed, first.stored, first.errors) == (1, 3, [])
     assert _count_instances(rest) == before + 3

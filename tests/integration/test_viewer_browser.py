@@ -65,12 +65,14 @@ def serving(tmp: Path, run: Path, *options: str) -> Iterator[tuple[str, str]]:
     else:
         proc.kill()
         raise AssertionError((tmp / "serve.log").read_text()[-2000:])
-    yield base, token
-    proc.terminate()
     try:
-        proc.wait(40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base, token
+    finally:  # a failed test stops it too (it outlived a failing test)
+        proc.terminate()
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     log = (tmp / "serve.log").read_text()
     assert "lung1" not in log and "lung2" not in log, "client file names never reach the log"
 

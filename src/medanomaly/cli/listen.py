@@ -32,23 +32,28 @@ def register(app: typer.Typer) -> None:
                                          "and as received)."),
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
         store_map: bool = typer.Option(False, "--store-map", help="Also send the anomaly map (Parametric Map)."),
+        tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
+                                           "hospital's CA); default the system store."),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM); with it the node listens over TLS."),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
     ) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
-        from medanomaly.cli.pacs import batch_options
+        from medanomaly.cli.pacs import batch_options, tls_files
         from medanomaly.cli.serve import check_free
         from medanomaly.deploy.listener import ListenerOptions, check_options, run_listener
         from medanomaly.deploy.pacs_auth import PacsAuth
         from medanomaly.engine import load_model
 
         options = ListenerOptions(host=host, port=port, ae_title=ae_title, allowed=tuple(allow_ae or ()),
-                                  store_to=store_to, idle_s=idle, store_map=store_map)  # fmt: skip
+                                  store_to=store_to, idle_s=idle, store_map=store_map,
+                                  tls=tls_files(tls_ca, tls_cert, tls_key))  # fmt: skip
         check_options(options)
         check_free(host, port)
         batch = batch_options(series_filter, memory_limit, True, site)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            typer.echo(f"warning: listening on {host}: reachable from other machines (DICOM has no encryption here)",
-                       err=True)  # fmt: skip
+        if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
+            typer.echo(f"warning: listening on {host}: reachable from other machines, in the clear (--tls-cert and "
+                       "--tls-key for DICOM TLS)", err=True)  # fmt: skip
         model = load_model(run)
         printed = 0
 

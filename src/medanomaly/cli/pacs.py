@@ -94,6 +94,15 @@ def predict_archive(
     return 1 if summary.counts.get("error") else 0
 
 
+def tls_files(ca: Path | None, cert: Path | None, key: Path | None):
+    """The ``--tls-*`` files as a :class:`~medanomaly.deploy.dicom_tls.DicomTls`, or None when none is given."""
+    if ca is None and cert is None and key is None:
+        return None
+    from medanomaly.deploy.dicom_tls import DicomTls
+
+    return DicomTls(ca=ca, cert=cert, key=key)
+
+
 def _study_filters(pairs: list[str] | None) -> dict[str, str] | None:
     out = {}
     for pair in pairs or ():
@@ -121,13 +130,19 @@ def register(app: typer.Typer) -> None:
         store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly map (Parametric Map)."),
         ae_title: str | None = typer.Option(None, "--ae-title", help="Our AE title to a DIMSE PACS (default "
                                             "MEDANOMALY); the PACS must know it."),
+        tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
+                                           "hospital's CA); default the system store."),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM)."),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
         Credentials, if the PACS asks for them, come from the environment, never the command line:
         MEDANOMALY_PACS_USER and MEDANOMALY_PACS_PASSWORD (HTTP Basic), MEDANOMALY_PACS_TOKEN (bearer), or
         MEDANOMALY_PACS_TOKEN_COMMAND (a command that prints a bearer token, run again when it expires).
-        A DIMSE PACS (dimse://HOST:PORT/CALLED_AE) knows us by our AE title (--ae-title) instead.
+        A DIMSE PACS (dimse://HOST:PORT/CALLED_AE) knows us by our AE title (--ae-title) instead; over DICOM TLS
+        (dimse+tls://HOST:PORT/CALLED_AE) the PACS's certificate is checked against --tls-ca (default: the system
+        store) and ours, if it asks for one, is --tls-cert / --tls-key.
         """
         from medanomaly.deploy.pacs import connect, run_pacs
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
@@ -141,7 +156,7 @@ def register(app: typer.Typer) -> None:
         warning = cleartext_warning(url, auth)
         if warning:
             typer.echo(warning, err=True)
-        client = connect(url, auth=auth, ae_title=ae_title)  # an unreachable or refusing PACS is one line before the model is loaded
+        client = connect(url, auth=auth, ae_title=ae_title, tls=tls_files(tls_ca, tls_cert, tls_key))  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
         printed = 0

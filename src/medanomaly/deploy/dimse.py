@@ -19,8 +19,9 @@ dimse://HOST:PORT/CALLED_AE``):
 
 Each call opens its own association and releases it (a watch runs for days; a PACS restart between
 polls costs nothing). The PACS must know our AE title (``--ae-title``, default ``MEDANOMALY``) and
-allow it to query and retrieve; a refusal is one line saying so. DIMSE carries no password and no
-encryption here: keep the bridge on the hospital network, as a modality is.
+allow it to query and retrieve; a refusal is one line saying so. DIMSE carries no password;
+``dimse+tls://HOST:PORT/CALLED_AE`` runs every association over DICOM TLS
+(:class:`~medanomaly.deploy.dicom_tls.DicomTls`: the CA to trust, our certificate), ``dimse://`` in the clear.
 
 Example:
     >>> parse_dimse_url("dimse://127.0.0.1:4242/ORTHANC")
@@ -34,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from medanomaly.deploy.dicom_tls import DicomTls
 from medanomaly.errors import InputError
 
 __all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url", "transfer_syntaxes"]
@@ -55,8 +57,13 @@ def check_ae_title(title: str, what: str = "AE title") -> str:
     return title.strip()
 
 
+#: Default ports: DICOM's own, and DICOM over TLS's.
+DEFAULT_PORTS = {"dimse": 104, "dimse+tls": 2762}
+
+
 def parse_dimse_url(url: str) -> tuple[str, int, str]:
-    """(host, port, called AE title) of ``dimse://HOST[:PORT]/CALLED_AE`` (port 104, DICOM's own, if none).
+    """(host, port, called AE title) of ``dimse://HOST[:PORT]/CALLED_AE`` (port 104, DICOM's own, if none) or
+    ``dimse+tls://...`` (DICOM TLS, port 2762 if none).
 
     Raises:
         InputError: another form, a port out of 1..65535, or an AE title DICOM does not allow (one line).
@@ -65,10 +72,10 @@ def parse_dimse_url(url: str) -> tuple[str, int, str]:
 
     try:
         parts = urlsplit(url)
-        port = 104 if parts.port is None else parts.port
+        port = DEFAULT_PORTS.get(parts.scheme, 104) if parts.port is None else parts.port
     except ValueError as exc:
         raise InputError(f"{url}: not a URL ({exc})") from None
-    if parts.scheme != "dimse" or not parts.hostname or parts.query or parts.fragment:
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:
         raise InputError(f"{url}: a DIMSE PACS is named dimse://HOST:PORT/CALLED_AE (e.g. dimse://pacs:104/PACS)")
     if parts.username is not None or parts.password is not None:
         raise InputError(f"dimse://{parts.hostname}...: DIMSE carries no credentials; the PACS knows us by our AE "
@@ -95,9 +102,10 @@ class DimseClient:
     """A DIMSE PACS with the calls the PACS bridge makes of a DICOMweb client (see the module docstring)."""
 
     def __init__(self, url: str, *, ae_title: str = DEFAULT_AE_TITLE, timeout_s: float = 30.0,
-                 max_results: int = 100_000) -> None:  # fmt: skip
+                 max_results: int = 100_000, tls: DicomTls | None = None) -> None:  # fmt: skip
         self.url = url
         self.host, self.port, self.called_ae = parse_dimse_url(url)
+        self.tls = tls_for(url, tls)
         self.ae_title = check_ae_title(ae_title, "--ae-title")
         self.timeout_s = timeout_s
         self.max_results = max_results
@@ -128,12 +136,15 @@ class DimseClient:
                 ae.add_requested_context(abstract, syntaxes)
             else:  # pynetdicom's default transfer syntaxes
                 ae.add_requested_context(abstract)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=list(roles) or None)
+        tls_args = (self.tls.client_context(), self.host) if self.tls is not None else None
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=list(roles) or None,
+                             tls_args=tls_args)  # fmt: skip
         if assoc.is_rejected:
             raise self._fail(f"the PACS refused the association: is our AE title {self.ae_title!r} known to it "
                              f"(--ae-title), and is {self.called_ae!r} its own?")  # fmt: skip
         if not assoc.is_established:
-            raise self._fail("cannot reach the PACS (connection refused, host unknown or no DICOM answer in time)")
+            raise self._fail("cannot reach the PACS (connection refused, host unknown or no DICOM answer in time)"
+                             + (TLS_HINT if self.tls is not None else ""))  # fmt: skip
         try:
             yield assoc
         finally:
@@ -336,6 +347,21 @@ def _as_json(identifier: Any) -> dict:
         except (ValueError, TypeError, OverflowError):
             continue
     return out
+
+
+#: Said when a TLS association fails: the handshake is the likelier cause than the network.
+TLS_HINT = ("; or the TLS handshake failed: is the PACS's certificate signed by --tls-ca and does it name the host? "
+            "does the PACS want ours (--tls-cert, --tls-key)?")
+
+
+def tls_for(url: str, tls: DicomTls | None) -> DicomTls | None:
+    """The TLS files a ``url`` is used with: ``dimse+tls://`` always uses TLS (the system's trust store unless
+    ``tls`` names a CA), ``dimse://`` never, and TLS files given for it are refused (they would go unused)."""
+    if url.startswith("dimse+tls://"):
+        return tls or DicomTls()
+    if tls is not None and tls != DicomTls():
+        raise InputError(f"{url}: --tls-* options are for a DICOM TLS PACS: name it dimse+tls://HOST:PORT/AE")
+    return None
 
 
 def _has_value(item: dict, tag: str) -> bool:

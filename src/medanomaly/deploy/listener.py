@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.jsonio import atomic_write
+from medanomaly.deploy.dicom_tls import DicomTls
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title
 from medanomaly.deploy.pacs import PacsState, connect, store_results
@@ -63,6 +65,8 @@ class ListenerOptions:
         idle_s: seconds without a new instance after which a series is complete.
         min_free_bytes: free disk space the incoming folder keeps.
         store_map: also send the Parametric Map of an anomaly map.
+        tls: DICOM TLS (:class:`~medanomaly.deploy.dicom_tls.DicomTls`): with a certificate the node listens over TLS
+            (a sender's certificate required when a CA is named); a ``dimse+tls://`` ``store_to`` uses it as client.
     """
 
     host: str = "127.0.0.1"
@@ -73,6 +77,7 @@ class ListenerOptions:
     idle_s: float = 10.0
     min_free_bytes: int = 512 * 2**20
     store_map: bool = False
+    tls: DicomTls | None = None
 
 
 @dataclass
@@ -141,13 +146,6 @@ class Inbox:
                 if association in series.associations and not series.refused:
                     self._refuse(uid, series, "the sender aborted while sending it (incomplete); not run")
 
-    def closed(self, association: int) -> None:
-        """The association ended: forget its id (Python reuses the id of a freed object, and a later association's
-        abort must not drop a series this one sent whole)."""
-        with self._lock:
-            for series in self._series.values():
-                series.associations.discard(association)
-
     def _refuse(self, uid: str, series: _Series, reason: str) -> None:
         series.refused = reason
         shutil.rmtree(self.folder / uid, ignore_errors=True)
@@ -158,6 +156,20 @@ class Inbox:
         with self._lock:
             done = [uid for uid, s in self._series.items() if now - s.last >= idle_s]
             return [(uid, self._series[uid].study_uid, self._series.pop(uid).refused) for uid in done]
+
+
+_KEYS = itertools.count(1)
+_KEYS_LOCK = threading.Lock()
+
+
+def association_key(assoc: Any) -> int:
+    """A number of its own for each association, kept on it: ``id()`` is reused once an object is freed, so a later
+    association's abort dropped a series an earlier one had sent whole (and ending-event order cannot be relied on
+    to forget ids: pynetdicom signals the abort and the closed connection from different threads)."""
+    with _KEYS_LOCK:
+        if getattr(assoc, "_medanomaly_key", None) is None:
+            assoc._medanomaly_key = next(_KEYS)
+        return int(assoc._medanomaly_key)
 
 
 def _on_store(inbox: Inbox) -> Callable[[Any], int]:
@@ -174,7 +186,8 @@ def _on_store(inbox: Inbox) -> Callable[[Any], int]:
             return _CANNOT_UNDERSTAND  # a UID names a folder and a file: only digits and dots
         if modality in NON_IMAGE_MODALITIES or sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
             return _SUCCESS  # our own SEG / SR routed back, a report: accepted, set aside
-        return inbox.accept(uids[0], uids[1], uids[2], event.encoded_dataset(include_meta=True), id(event.assoc))
+        return inbox.accept(uids[0], uids[1], uids[2], event.encoded_dataset(include_meta=True),
+                            association_key(event.assoc))  # fmt: skip
 
     return handle
 
@@ -192,10 +205,10 @@ def _server(options: ListenerOptions, inbox: Inbox) -> Any:
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, transfer_syntaxes())
-    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(id(e.assoc))),
-                (evt.EVT_CONN_CLOSE, lambda e: inbox.closed(id(e.assoc)))]  # after EVT_ABORTED
+    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(association_key(e.assoc)))]
+    context = options.tls.server_context() if options.tls is not None and options.tls.cert is not None else None
     try:
-        return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers)
+        return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers, ssl_context=context)
     except OSError as exc:
         raise InputError(f"cannot listen on {options.host} port {options.port} ({exc.strerror or exc})") from None
 
@@ -211,6 +224,11 @@ def check_options(options: ListenerOptions) -> None:
         raise InputError(f"--port must be 1..65535, got {options.port}")
     if not 0.5 <= options.idle_s <= 3600:
         raise InputError(f"--idle must be 0.5..3600 seconds, got {options.idle_s:g}")
+    if options.tls is not None and options.tls.cert is not None:
+        options.tls.server_context()  # the files load (one line naming the one that does not)
+    elif options.tls is not None and not (options.store_to or "").startswith("dimse+tls://"):
+        raise InputError("--tls-ca alone: the node would listen in the clear; give --tls-cert and --tls-key to listen "
+                         "over DICOM TLS")  # fmt: skip
 
 
 def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: str, reason: str,
@@ -309,7 +327,10 @@ def run_listener(
     check_options(options)
     batch = BatchOptions(**{**batch.__dict__, "dicom": True}) if batch else BatchOptions()
     out_dir = Path(out_dir)
-    client = connect(options.store_to, ae_title=_own_title(options), auth=auth) if options.store_to else None
+    client = None
+    if options.store_to:
+        tls = options.tls if options.store_to.startswith("dimse+tls://") else None
+        client = connect(options.store_to, ae_title=_own_title(options), auth=auth, tls=tls)
     ctx = make_context(model, out_dir, batch)
     inbox = Inbox(out_dir / "incoming", batch.memory_limit, options.min_free_bytes)
     summary = ListenerSummary()
@@ -333,4 +354,4 @@ def run_listener(
 
 def _own_title(options: ListenerOptions) -> str | None:
     """Our AE title towards a DIMSE ``store_to`` (None for DICOMweb, which has none)."""
-    return options.ae_title if (options.store_to or "").startswith("dimse://") else None
+    return options.ae_title if (options.store_to or "").startswith(("dimse://", "dimse+tls://")) else None
