@@ -164,3 +164,13 @@ def test_listen_refuses_a_node_open_to_anyone_and_a_port_in_use_in_one_line(tmp_
         code, _, err = run_main(monkeypatch, capsys, "listen", str(tmp_path / "no-run"), "--allow-ae", "PACS",
                                 "--port", port)  # fmt: skip
     assert code == 2 and f"cannot listen on 127.0.0.1 port {port}" in err, err
+
+
+def test_a_store_to_pacs_that_does_not_answer_is_one_line_before_the_model_loads(tmp_path, monkeypatch,
+                                                                                 capsys) -> None:  # fmt: skip
+    from .conftest import run_main
+
+    closed = f"dimse://127.0.0.1:{_free_port()}/PACS"
+    code, _, err = run_main(monkeypatch, capsys, "listen", str(tmp_path / "no-run"), "--allow-ae", "PACS", "--port",
+                            str(_free_port()), "--store-to", closed, "--out", str(tmp_path / "work"))  # fmt: skip
+    assert code == 2 and "cannot reach the PACS" in err and "no-run" not in err, err

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
         from medanomaly.cli.pacs import batch_options, tls_files
         from medanomaly.cli.serve import check_free
-        from medanomaly.deploy.listener import ListenerOptions, check_options, run_listener
+        from medanomaly.deploy.listener import ListenerOptions, check_options, connect_store_to, run_listener
         from medanomaly.deploy.pacs_auth import PacsAuth
         from medanomaly.engine import load_model
 
@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
             typer.echo(f"warning: listening on {host}: reachable from other machines, in the clear (--tls-cert and "
                        "--tls-key for DICOM TLS)", err=True)  # fmt: skip
+        client = connect_store_to(options, auth)  # a --store-to that does not answer is one line before the model loads
         model = load_model(run)
         printed = 0
 
@@ -66,4 +67,4 @@ def register(app: typer.Typer) -> None:
             printed = len(s.errors)
 
         typer.echo(f"listening on {host}:{port} as {options.ae_title} for {', '.join(options.allowed)}", err=True)
-        run_listener(model, out, options, batch, on_series=report, auth=auth)
+        run_listener(model, out, options, batch, on_series=report, auth=auth, client=client)

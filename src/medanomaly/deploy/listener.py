@@ -44,7 +44,8 @@ from medanomaly.deploy.pacs import PacsState, connect, store_results
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError
 
-__all__ = ["DEFAULT_PORT", "Inbox", "ListenerOptions", "ListenerSummary", "run_listener"]
+__all__ = ["DEFAULT_PORT", "Inbox", "ListenerOptions", "ListenerSummary", "association_key", "check_options",
+           "connect_store_to", "run_listener"]
 
 log = logging.getLogger(__name__)
 #: The port DICOM nodes commonly listen on when not root (104 needs privileges).
@@ -309,6 +310,7 @@ def run_listener(
     stop: threading.Event | None = None,
     on_series: Callable[[ListenerSummary], None] | None = None,
     auth: PacsAuth | None = None,
+    client: Any = None,
 ) -> ListenerSummary:
     """Receive, run and send on until ``stop`` is set, Ctrl-C or SIGTERM (see the module docstring).
 
@@ -320,6 +322,8 @@ def run_listener(
         stop: set it to end the node (a test, an embedding program).
         on_series: called after each round that ran series, with the running summary (the CLI prints a line).
         auth: credentials for a DICOMweb ``store_to`` (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`).
+        client: the ``store_to`` client :func:`connect_store_to` made already (the CLI connects before loading the
+            model), else one is made.
 
     Raises:
         InputError: bad options, a port that cannot be listened on, or a ``store_to`` PACS that does not answer.
@@ -327,10 +331,7 @@ def run_listener(
     check_options(options)
     batch = BatchOptions(**{**batch.__dict__, "dicom": True}) if batch else BatchOptions()
     out_dir = Path(out_dir)
-    client = None
-    if options.store_to:
-        tls = options.tls if options.store_to.startswith("dimse+tls://") else None
-        client = connect(options.store_to, ae_title=_own_title(options), auth=auth, tls=tls)
+    client = client if client is not None else connect_store_to(options, auth)
     ctx = make_context(model, out_dir, batch)
     inbox = Inbox(out_dir / "incoming", batch.memory_limit, options.min_free_bytes)
     summary = ListenerSummary()
@@ -350,6 +351,18 @@ def run_listener(
         state.close()
         summary.received = inbox.received
     return summary
+
+
+def connect_store_to(options: ListenerOptions, auth: PacsAuth | None = None) -> Any:
+    """A client of ``options.store_to`` (checked: it answers), or None when results stay in OUT.
+
+    Raises:
+        InputError: the PACS does not answer or refuses (one line naming it).
+    """
+    if not options.store_to:
+        return None
+    tls = options.tls if options.store_to.startswith("dimse+tls://") else None
+    return connect(options.store_to, ae_title=_own_title(options), auth=auth, tls=tls)
 
 
 def _own_title(options: ListenerOptions) -> str | None:
