@@ -11,7 +11,6 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.errors import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
         tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
     ) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
-        from medanomaly.cli.pacs import batch_options, tls_files
+        from medanomaly.cli.pacs import batch_options, reporter, tls_files
         from medanomaly.cli.serve import check_free
         from medanomaly.deploy.listener import ListenerOptions, check_options, connect_store_to, run_listener
         from medanomaly.deploy.pacs_auth import PacsAuth
@@ -56,15 +55,8 @@ def register(app: typer.Typer) -> None:
                        "--tls-key for DICOM TLS)", err=True)  # fmt: skip
         client = connect_store_to(options, auth)  # a --store-to that does not answer is one line before the model loads
         model = load_model(run)
-        printed = 0
-
-        def report(s) -> None:
-            nonlocal printed
-            typer.echo(f"{s.received} instance(s) received, {s.processed} series run, {s.skipped} skipped, "
-                       f"{s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
-            for line in s.errors[printed:]:
-                typer.echo(f"error: {printable(line)}", err=True)
-            printed = len(s.errors)
+        report = reporter(lambda s: f"{s.received} instance(s) received, {s.processed} series run, {s.skipped} "
+                          f"skipped, {s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
 
         typer.echo(f"listening on {host}:{port} as {options.ae_title} for {', '.join(options.allowed)}", err=True)
         run_listener(model, out, options, batch, on_series=report, auth=auth, client=client)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -94,6 +96,21 @@ def predict_archive(
     return 1 if summary.counts.get("error") else 0
 
 
+def reporter(line: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A callback for a running summary (a poll's, a node round's): prints ``line(summary)``, then each error line
+    added since the last call, as it happens (a watch or a node runs for days)."""
+    printed = 0
+
+    def report(summary: Any) -> None:
+        nonlocal printed
+        typer.echo(line(summary))
+        for error in summary.errors[printed:]:
+            typer.echo(f"error: {printable(error)}", err=True)
+        printed = len(summary.errors)
+
+    return report
+
+
 def tls_files(ca: Path | None, cert: Path | None, key: Path | None):
     """The ``--tls-*`` files as a :class:`~medanomaly.deploy.dicom_tls.DicomTls`, or None when none is given."""
     if ca is None and cert is None and key is None:
@@ -159,16 +176,8 @@ def register(app: typer.Typer) -> None:
         client = connect(url, auth=auth, ae_title=ae_title, tls=tls_files(tls_ca, tls_cert, tls_key))  # an unreachable or refusing PACS is one line before the model is loaded
         model = load_model(run)
 
-        printed = 0
-
-        def report(s) -> None:  # each poll's line, and its new errors as they happen (a watch runs for days)
-            nonlocal printed
-            typer.echo(f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
-                       f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
-            for line in s.errors[printed:]:
-                typer.echo(f"error: {printable(line)}", err=True)
-            printed = len(s.errors)
-
+        report = reporter(lambda s: f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
+                          f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report, client=client)  # fmt: skip
         if summary.errors:

@@ -185,13 +185,9 @@ class DimseClient:
 
     def _find(self, level: str, keys: dict[str, Any]) -> list[dict]:
         """C-FIND answers at ``level`` as DICOM JSON datasets (at most ``max_results``)."""
-        from pydicom import Dataset
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-        query = Dataset()
-        query.QueryRetrieveLevel = level
-        for keyword, value in keys.items():
-            setattr(query, keyword, value)
+        query = _identifier(level, keys)
         answers: list[dict] = []
         with self._association(self._query_contexts()) as assoc:
             for status, identifier in self._sent(assoc.send_c_find, query, StudyRootQueryRetrieveInformationModelFind):
@@ -262,14 +258,10 @@ class DimseClient:
         return self._get("SERIES", {"StudyInstanceUID": study_instance_uid, "SeriesInstanceUID": series_instance_uid})
 
     def _get(self, level: str, keys: dict[str, str]) -> list[Any]:
-        from pydicom import Dataset
         from pynetdicom import StoragePresentationContexts, build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
-        query = Dataset()
-        query.QueryRetrieveLevel = level
-        for keyword, value in keys.items():
-            setattr(query, keyword, value)
+        query = _identifier(level, keys)
         received: list[Any] = []
         state = {"bytes": 0, "over": False, "unreadable": 0}
 
@@ -334,6 +326,18 @@ class DimseClient:
                 if getattr(status, "Status", None) not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings: stored
                     failed.append(str(ds.SOPInstanceUID))
         return {"FailedSOPSequence": failed} if failed else {}
+
+
+def _identifier(level: str, keys: dict[str, Any]) -> Any:
+    """The identifier of a C-FIND or C-GET at ``level`` (STUDY, SERIES, IMAGE) with ``keys`` (keyword: value; an
+    empty or None value asks for the attribute)."""
+    from pydicom import Dataset
+
+    query = Dataset()
+    query.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    return query
 
 
 def _as_json(identifier: Any) -> dict:
