@@ -100,6 +100,7 @@ class _Series:
     n_bytes: int = 0
     refused: str = ""  # why the series will not be run (its files are gone)
     associations: set[int] = field(default_factory=set)
+    writing: int = 0  # instances being written now: the series is not complete while any is
 
 
 class Inbox:
@@ -132,12 +133,17 @@ class Inbox:
             if shutil.disk_usage(self.folder).free - len(data) < self.min_free:
                 self._refuse(series_uid, series, "the disk reached its reserve while the series arrived; not run")
                 return _OUT_OF_RESOURCES
+            series.writing += 1
         try:  # a patient's image: readable by its owner only
             atomic_write(self.folder / series_uid / f"{sop_uid}.dcm", lambda fh: fh.write(data), private=True)
         except OSError:
             with self._lock:
                 self._refuse(series_uid, series, "an instance could not be written (disk); not run")
             return _OUT_OF_RESOURCES
+        finally:
+            with self._lock:
+                series.writing -= 1
+                series.last = time.monotonic()  # idle counts from the end of the last write
         return _SUCCESS
 
     def aborted(self, association: int) -> None:
@@ -155,7 +161,7 @@ class Inbox:
         """(series UID, study UID, refusal reason or "") of the series idle for ``idle_s``, taken out of the inbox."""
         now = time.monotonic()
         with self._lock:
-            done = [uid for uid, s in self._series.items() if now - s.last >= idle_s]
+            done = [uid for uid, s in self._series.items() if now - s.last >= idle_s and not s.writing]
             return [(uid, self._series[uid].study_uid, self._series.pop(uid).refused) for uid in done]
 
 

@@ -109,3 +109,31 @@ def test_a_series_over_its_limit_is_refused_and_its_files_removed_as_it_arrives(
 def test_options_no_node_can_use_are_one_line(options, words) -> None:
     with pytest.raises(InputError, match=words):
         check_options(options)
+
+
+def test_a_series_with_an_instance_still_being_written_is_not_complete(tmp_path, series_bytes, monkeypatch) -> None:
+    """A write slower than ``--idle`` (a busy disk) let the series be taken up without it, and the file then landed
+    in a folder already removed."""
+    import threading
+
+    from medanomaly.deploy import listener
+
+    inbox = Inbox(tmp_path / "incoming", 2**30, 0)
+    series, study, sop, data = series_bytes[0]
+    started, release = threading.Event(), threading.Event()
+    real_write = listener.atomic_write
+
+    def slow_write(path, write, private=False):
+        started.set()
+        release.wait(10)
+        return real_write(path, write, private)
+
+    monkeypatch.setattr(listener, "atomic_write", slow_write)
+    worker = threading.Thread(target=inbox.accept, args=(series, study, sop, data, 1))
+    worker.start()
+    started.wait(10)
+    assert inbox.complete(0.0) == [], "not complete while its instance is being written"
+    release.set()
+    worker.join(10)
+    ((uid, _, refused),) = inbox.complete(0.0)
+    assert uid == series and refused == "" and (tmp_path / "incoming" / series / f"{sop}.dcm").is_file()
