@@ -20,6 +20,7 @@ from .test_pacs import ReferenceLesionModel, _count_instances, _free_port, runni
 
 pytestmark = pytest.mark.pacs
 AE = "MEDANOMALY"
+MOVE_PORT = _free_port()  # where our C-MOVE storage SCP listens; Orthanc is told of it
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def dimse_orthanc(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(REST URL, DIMSE URL) of an Orthanc whose DICOM server knows our AE title; lung1's CT stored in it."""
     port = _free_port()
     settings = {"DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": port,
-                "DicomModalities": {"medanomaly": [AE, "127.0.0.1", 11112]}}  # fmt: skip
+                "DicomModalities": {"medanomaly": [AE, "127.0.0.1", MOVE_PORT]}}  # fmt: skip
     with running_orthanc(tmp_path_factory.mktemp("orthanc-dimse"), **settings) as rest:
         yield rest, f"dimse://127.0.0.1:{port}/ORTHANC"
 
@@ -163,3 +164,25 @@ def test_a_compressed_series_arrives_with_its_pixels_unchanged(dimse_orthanc, tm
     assert len(got) == 3 and all(d.file_meta.TransferSyntaxUID in transfer_syntaxes() for d in got)
     assert np.array_equal(np.stack([d.pixel_array for d in got]),
                           np.stack([pydicom.dcmread(f).pixel_array for f in files]))  # fmt: skip
+
+
+def test_a_pacs_without_c_get_is_retrieved_from_with_c_move(dimse_orthanc, lung1_in_pacs, tmp_path, monkeypatch,
+                                                            capsys) -> None:  # fmt: skip
+    """Many PACS answer C-MOVE only: with ``--move-port`` the bridge listens there for the retrieval (taking stores
+    from the PACS's AE title only) and the PACS sends the series to our AE title."""
+    from .conftest import run_main
+
+    from medanomaly.deploy.pacs import connect, run_pacs
+
+    _, url = dimse_orthanc
+    study_uid, ct_uid, mask = lung1_in_pacs
+    client = connect(url, ae_title=AE, move_to=("127.0.0.1", MOVE_PORT))
+    assert len(client.retrieve_series(study_uid, ct_uid)) == 48
+    summary = run_pacs(ReferenceLesionModel(mask), url, tmp_path / "work", client=client,
+                       search_filters={"StudyInstanceUID": study_uid})  # a C-FIND key as a study filter
+    assert (summary.studies, summary.processed, summary.errors) == (1, 1, [])
+    record = json.loads(next((tmp_path / "work" / "series").glob("*.json")).read_text())
+    assert record["largest_lesion_ml"] == pytest.approx(1.36, rel=0.01)
+    code, _, err = run_main(monkeypatch, capsys, "pacs", str(tmp_path / "no-run"), "--url", "http://127.0.0.1:1/x",
+                            "--move-port", str(_free_port()))  # fmt: skip
+    assert code == 2 and "--move-port is for a DIMSE PACS" in err, err

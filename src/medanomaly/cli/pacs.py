@@ -151,6 +151,9 @@ def register(app: typer.Typer) -> None:
                                            "hospital's CA); default the system store."),
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM)."),
         tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
+        move_port: int | None = typer.Option(None, "--move-port", help="Retrieve with C-MOVE to this port of ours (a "
+                                             "PACS without C-GET; it must know our AE title there)."),
+        move_host: str = typer.Option("0.0.0.0", "--move-host", help="Address our C-MOVE storage SCP listens on."),
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
@@ -173,7 +176,16 @@ def register(app: typer.Typer) -> None:
         warning = cleartext_warning(url, auth)
         if warning:
             typer.echo(warning, err=True)
-        client = connect(url, auth=auth, ae_title=ae_title, tls=tls_files(tls_ca, tls_cert, tls_key))  # an unreachable or refusing PACS is one line before the model is loaded
+        move_to = None
+        if move_port is not None:
+            from medanomaly.cli.serve import check_free
+
+            if not 1 <= move_port <= 65535:
+                raise InputError(f"--move-port must be 1..65535, got {move_port}")
+            check_free(move_host, move_port)
+            move_to = (move_host, move_port)
+        tls = tls_files(tls_ca, tls_cert, tls_key)
+        client = connect(url, auth=auth, ae_title=ae_title, tls=tls, move_to=move_to)  # one line before the model
         model = load_model(run)
 
         report = reporter(lambda s: f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -102,7 +103,8 @@ class DimseClient:
     """A DIMSE PACS with the calls the PACS bridge makes of a DICOMweb client (see the module docstring)."""
 
     def __init__(self, url: str, *, ae_title: str = DEFAULT_AE_TITLE, timeout_s: float = 30.0,
-                 max_results: int = 100_000, tls: DicomTls | None = None) -> None:  # fmt: skip
+                 max_results: int = 100_000, tls: DicomTls | None = None,
+                 move_to: tuple[str, int] | None = None) -> None:  # fmt: skip
         self.url = url
         self.host, self.port, self.called_ae = parse_dimse_url(url)
         self.tls = tls_for(url, tls)
@@ -110,7 +112,8 @@ class DimseClient:
         self.timeout_s = timeout_s
         self.max_results = max_results
         self.limit = DEFAULT_LIMIT_BYTES  # most bytes one retrieval may bring (``answers_at_most`` sets it)
-        self.last_retrieval_bytes = 0  # encoded bytes the last C-GET brought
+        self.last_retrieval_bytes = 0  # encoded bytes the last retrieval brought
+        self.move_to = move_to  # (host, port) our storage SCP listens on for C-MOVE; None: C-GET
 
     # -- associations ---------------------------------------------------------------------------------------
     def _ae(self) -> Any:
@@ -258,53 +261,79 @@ class DimseClient:
         return self._get("SERIES", {"StudyInstanceUID": study_instance_uid, "SeriesInstanceUID": series_instance_uid})
 
     def _get(self, level: str, keys: dict[str, str]) -> list[Any]:
+        """The instances matching ``keys`` at ``level``: C-GET on our association, or C-MOVE to our own storage SCP
+        when :attr:`move_to` is set (a PACS without C-GET)."""
+        if self.move_to is not None:
+            return self._move(level, keys)
         from pynetdicom import StoragePresentationContexts, build_role, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
 
-        query = _identifier(level, keys)
-        received: list[Any] = []
-        state = {"bytes": 0, "over": False, "unreadable": 0}
-
-        def on_store(event: Any) -> int:
-            state["bytes"] += event.request.DataSet.getbuffer().nbytes  # the encoded instance, before decoding
-            if state["bytes"] > self.limit:
-                state["over"] = True
-                return _OUT_OF_RESOURCES
-            try:
-                dataset = event.dataset  # decoded in the transfer syntax of its presentation context
-                dataset.file_meta = event.file_meta
-                dataset.SOPInstanceUID  # noqa: B018 - parse the header now, not when the series is read
-            except Exception:  # noqa: BLE001 - pydicom on bytes a PACS sent: counted, reported below
-                state["unreadable"] += 1
-                return 0xC210  # cannot understand
-            received.append(dataset)
-            return _SUCCESS
-
+        received = _Received(self.limit)
         storage = [c.abstract_syntax for c in StoragePresentationContexts]  # 120: a request holds 128 at most
-        contexts = [(StudyRootQueryRetrieveInformationModelGet, [])] + [(s, transfer_syntaxes()) for s in storage]
-        over = self._fail(f"the PACS sent more than the {self.limit / 2**20:,.1f} MiB allowed for this series "
-                          "(read no further)")  # fmt: skip
+        contexts = [(Get, [])] + [(s, transfer_syntaxes()) for s in storage]
         with self._association(contexts, [build_role(s, scp_role=True) for s in storage]) as assoc:
-            assoc.bind(evt.EVT_C_STORE, on_store)
-            final = None
-            for status, _ in self._sent(assoc.send_c_get, query, StudyRootQueryRetrieveInformationModelGet):
-                if state["over"]:
-                    assoc.abort()
-                    raise over
-                final = getattr(status, "Status", None)
-        self.last_retrieval_bytes = state["bytes"]
-        if state["over"]:  # the last instance passed it and no pending status followed (they are optional)
-            raise over
+            assoc.bind(evt.EVT_C_STORE, received.on_store)
+            final = self._final(assoc, self._sent(assoc.send_c_get, _identifier(level, keys), Get), received)
+        return self._checked(final, received, "C-GET")
+
+    def _move(self, level: str, keys: dict[str, str]) -> list[Any]:
+        """C-MOVE to our AE title: the PACS connects to :attr:`move_to` (it must know our AE title there) and stores
+        the instances into a storage SCP that lives for this retrieval and takes them from the PACS's AE only."""
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+
+        received = _Received(self.limit)
+        scp = AE(ae_title=self.ae_title)
+        scp.require_calling_aet = [self.called_ae]
+        scp.network_timeout = scp.dimse_timeout = scp.acse_timeout = self.timeout_s
+        for context in AllStoragePresentationContexts:
+            scp.add_supported_context(context.abstract_syntax, transfer_syntaxes())
+        tls = self.tls.server_context() if self.tls is not None and self.tls.cert is not None else None
+        try:
+            server = scp.start_server(self.move_to, block=False, evt_handlers=[(evt.EVT_C_STORE, received.on_store)],
+                                      ssl_context=tls)  # fmt: skip
+        except OSError as exc:
+            raise self._fail(f"cannot listen on {self.move_to[0]} port {self.move_to[1]} for C-MOVE "
+                             f"({exc.strerror or exc})") from None  # fmt: skip
+        try:
+            with self._association([(Move, [])]) as assoc:
+                answers = self._sent(lambda q, m: assoc.send_c_move(q, self.ae_title, m), _identifier(level, keys), Move)
+                final = self._final(assoc, answers, received)
+        finally:
+            server.shutdown()
+        return self._checked(final, received, "C-MOVE")
+
+    def _final(self, assoc: Any, answers: Iterator[tuple[Any, Any]], received: _Received) -> int | None:
+        """The final status of a retrieval's answers; the association aborted as soon as the limit is passed."""
+        final = None
+        for status, _ in answers:
+            if received.over:
+                assoc.abort()
+                raise self._over()
+            final = getattr(status, "Status", None)
+        return final
+
+    def _over(self) -> InputError:
+        return self._fail(f"the PACS sent more than the {self.limit / 2**20:,.1f} MiB allowed for this series "
+                          "(read no further)")  # fmt: skip
+
+    def _checked(self, final: int | None, received: _Received, service: str) -> list[Any]:
+        """The received instances, or a one-line error for how the retrieval ended."""
+        self.last_retrieval_bytes = received.bytes
+        if received.over:  # the last instance passed it and no pending status followed (they are optional)
+            raise self._over()
         if final is None:
             raise self._fail(self._ended("retrieval"))
-        if state["unreadable"]:
-            raise self._fail(f"the PACS sent {state['unreadable']} instance(s) that are not readable DICOM")
-        if final not in (_SUCCESS, _WARNING) or (final == _WARNING and not received):
-            raise self._fail(f"the PACS refused the retrieval (C-GET status 0x{final:04X}): does it allow our AE "
-                             f"title {self.ae_title!r} to retrieve?")  # fmt: skip
+        if received.unreadable:
+            raise self._fail(f"the PACS sent {received.unreadable} instance(s) that are not readable DICOM")
+        if final not in (_SUCCESS, _WARNING) or (final == _WARNING and not received.datasets):
+            where = " and know where we listen (--move-port)" if service == "C-MOVE" else ""
+            raise self._fail(f"the PACS refused the retrieval ({service} status 0x{final:04X}): does it allow our AE "
+                             f"title {self.ae_title!r} to retrieve{where}?")  # fmt: skip
         if final == _WARNING:
-            raise self._fail(f"the PACS sent only part of the series ({len(received)} instance(s); C-GET warning)")
-        return received
+            raise self._fail(f"the PACS sent only part of the series ({len(received.datasets)} instance(s); "
+                             f"{service} warning)")  # fmt: skip
+        return received.datasets
 
     def store_instances(self, datasets: Sequence[Any], study_instance_uid: str | None = None) -> dict:
         """C-STORE each dataset; the SOP Instance UIDs the PACS did not store as STOW-RS reports them."""
@@ -326,6 +355,34 @@ class DimseClient:
                 if getattr(status, "Status", None) not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings: stored
                     failed.append(str(ds.SOPInstanceUID))
         return {"FailedSOPSequence": failed} if failed else {}
+
+
+class _Received:
+    """What one retrieval brings (C-GET on its association, or C-MOVE to our storage SCP): the instances, decoded,
+    and their encoded bytes counted against ``limit`` as they arrive (thread-safe: a C-MOVE's stores come from the
+    PACS's own associations)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.datasets, self.bytes, self.over, self.unreadable = limit, [], 0, False, 0
+        self._lock = threading.Lock()
+
+    def on_store(self, event: Any) -> int:
+        with self._lock:
+            self.bytes += event.request.DataSet.getbuffer().nbytes  # the encoded instance, before decoding
+            if self.bytes > self.limit:
+                self.over = True
+                return _OUT_OF_RESOURCES
+        try:
+            dataset = event.dataset  # decoded in the transfer syntax of its presentation context
+            dataset.file_meta = event.file_meta
+            dataset.SOPInstanceUID  # noqa: B018 - parse the header now, not when the series is read
+        except Exception:  # noqa: BLE001 - pydicom on bytes a PACS sent: counted, reported by the caller
+            with self._lock:
+                self.unreadable += 1
+            return 0xC210  # cannot understand
+        with self._lock:
+            self.datasets.append(dataset)
+        return _SUCCESS
 
 
 def _identifier(level: str, keys: dict[str, Any]) -> Any:

@@ -179,12 +179,14 @@ def check_url(url: str) -> None:
 
 
 def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None,
-            auth: PacsAuth | None = None, ae_title: str | None = None, tls: Any = None) -> Any:  # fmt: skip
+            auth: PacsAuth | None = None, ae_title: str | None = None, tls: Any = None,
+            move_to: tuple[str, int] | None = None) -> Any:  # fmt: skip
     """A ``DICOMwebClient`` for ``url`` (e.g. ``http://127.0.0.1:8042/dicom-web``), checked with one QIDO-RS query;
     ``auth``: the PACS's credentials (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`), carried by every request.
     A ``dimse://HOST:PORT/CALLED_AE`` URL gets a :class:`~medanomaly.deploy.dimse.DimseClient` instead, calling as
     ``ae_title`` (default ``MEDANOMALY``), checked with C-ECHO and one C-FIND; ``dimse+tls://`` over DICOM TLS with
-    ``tls`` (:class:`~medanomaly.deploy.dicom_tls.DicomTls`: the CA to trust, our certificate).
+    ``tls`` (:class:`~medanomaly.deploy.dicom_tls.DicomTls`: the CA to trust, our certificate); ``move_to`` (host, port):
+    retrieve with C-MOVE to a storage SCP of ours there instead of C-GET (a PACS without C-GET).
 
     Raises:
         InputError: the PACS cannot be reached or refuses the query (one line naming the URL).
@@ -194,7 +196,9 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
     from dicomweb_client.api import DICOMwebClient
 
     if url.startswith(("dimse://", "dimse+tls://")):
-        return _connect_dimse(url, timeout_s=timeout_s, auth=auth, ae_title=ae_title, tls=tls)
+        return _connect_dimse(url, timeout_s=timeout_s, auth=auth, ae_title=ae_title, tls=tls, move_to=move_to)
+    if move_to is not None:
+        raise InputError(f"{url}: --move-port is for a DIMSE PACS (dimse://HOST:PORT/CALLED_AE)")
     if ae_title is not None:
         raise InputError(f"{url}: --ae-title names us to a DIMSE PACS (dimse://HOST:PORT/CALLED_AE); DICOMweb "
                          "has none")  # fmt: skip
@@ -212,14 +216,15 @@ def connect(url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None
     return client
 
 
-def _connect_dimse(url: str, *, timeout_s: float, auth: PacsAuth | None, ae_title: str | None, tls: Any) -> Any:
+def _connect_dimse(url: str, *, timeout_s: float, auth: PacsAuth | None, ae_title: str | None, tls: Any,
+                   move_to: tuple[str, int] | None) -> Any:  # fmt: skip
     from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, DimseClient
 
     if auth is not None:  # set in the environment for another PACS: said, never sent in clear
         raise InputError(f"{url}: DIMSE carries no credentials; unset MEDANOMALY_PACS_USER / _PASSWORD / _TOKEN / "
                          "_TOKEN_COMMAND (the PACS knows us by our AE title, --ae-title)")  # fmt: skip
     client = DimseClient(url, ae_title=ae_title or DEFAULT_AE_TITLE, timeout_s=timeout_s, max_results=MAX_QIDO_RESULTS,
-                         tls=tls)  # fmt: skip
+                         tls=tls, move_to=move_to)  # fmt: skip
     client.echo()
     client.search_for_studies(limit=1)
     return client
