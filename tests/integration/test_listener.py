@@ -174,3 +174,15 @@ def test_a_store_to_pacs_that_does_not_answer_is_one_line_before_the_model_loads
     code, _, err = run_main(monkeypatch, capsys, "listen", str(tmp_path / "no-run"), "--allow-ae", "PACS", "--port",
                             str(_free_port()), "--store-to", closed, "--out", str(tmp_path / "work"))  # fmt: skip
     assert code == 2 and "cannot reach the PACS" in err and "no-run" not in err, err
+
+
+def test_results_can_go_to_a_dicomweb_pacs(pushing_orthanc, tmp_path) -> None:
+    """``--store-to`` a DICOMweb root: the results are sent with STOW-RS (Orthanc's DICOMweb plugin)."""
+    rest = pushing_orthanc["rest"]
+    with node(tmp_path, pushing_orthanc, store_to=f"{rest}/dicom-web") as (box, work):
+        assert _push(rest) == 200
+        _wait(lambda: _states(work) != [])
+    summary = box["summary"]
+    assert (summary.processed, summary.stored, summary.errors) == (1, 3, []) and _states(work) == [("done", "")]
+    modalities = {s["MainDicomTags"]["Modality"] for s in json.load(urllib.request.urlopen(f"{rest}/series?expand"))}
+    assert {"SEG", "RTSTRUCT", "SR"} <= modalities
