@@ -15,7 +15,9 @@ modality) sends each new CT to an AE title, and the node sends its DICOM SEG / R
    (:func:`medanomaly.deploy.batch.process_series`), its outputs sent to ``--store-to`` (a DIMSE or DICOMweb PACS,
    :func:`medanomaly.deploy.pacs.store_results`), recorded in ``OUT/listener_state.sqlite`` and its files removed; a
    series recorded before (same run and options) is not run again;
-4. series left in ``incoming`` by a stopped listener are taken up when it starts again.
+4. series left in ``incoming`` by a stopped node are taken up when it starts again if a sender had ended its
+   association normally after sending to them (:data:`SENT_WHOLE`); others may be partial (the node was killed while
+   they arrived) and are recorded as refused, to be sent again.
 
 Example:
     >>> ListenerOptions(allowed=("PACS",)).allowed
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 #: The port DICOM nodes commonly listen on when not root (104 needs privileges).
 DEFAULT_PORT = 11112
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: Marker in a series' incoming folder: an association that sent to it ended normally (hidden: not read as DICOM).
+SENT_WHOLE = ".sent-whole"
 _SUCCESS, _OUT_OF_RESOURCES, _CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
 
@@ -113,8 +117,11 @@ class Inbox:
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
         self.received = 0  # image instances offered, counted under the lock (one thread per association)
-        for left in sorted(p for p in self.folder.iterdir() if p.is_dir() and _UID.fullmatch(p.name)):
-            self._series[left.name] = _Series("", 0.0, sum(f.stat().st_size for f in left.iterdir()))  # a restart
+        for left in sorted(p for p in self.folder.iterdir() if p.is_dir() and _UID.fullmatch(p.name)):  # a restart
+            self._series[left.name] = series = _Series("", 0.0, sum(f.stat().st_size for f in left.iterdir()))
+            if not (left / SENT_WHOLE).is_file():  # the node stopped while it arrived: it may be incomplete
+                self._refuse(left.name, series, "the node stopped while the series arrived (no sender had ended its "
+                             "association normally since); not run: send it again")  # fmt: skip
 
     def accept(self, series_uid: str, study_uid: str, sop_uid: str, data: bytes, association: int) -> int:
         """Write one instance; the C-STORE status to answer."""
@@ -134,6 +141,7 @@ class Inbox:
                 self._refuse(series_uid, series, "the disk reached its reserve while the series arrived; not run")
                 return _OUT_OF_RESOURCES
             series.writing += 1
+            (self.folder / series_uid / SENT_WHOLE).unlink(missing_ok=True)  # more is coming: whole when released
         try:  # a patient's image: readable by its owner only
             atomic_write(self.folder / series_uid / f"{sop_uid}.dcm", lambda fh: fh.write(data), private=True)
         except OSError:
@@ -145,6 +153,14 @@ class Inbox:
                 series.writing -= 1
                 series.last = time.monotonic()  # idle counts from the end of the last write
         return _SUCCESS
+
+    def released(self, association: int) -> None:
+        """The sender ended its association normally: what it sent of each series is whole, marked on disk so that
+        a node stopped before the series is run takes it up at its next start (an unmarked one may be partial)."""
+        with self._lock:
+            for uid, series in self._series.items():
+                if association in series.associations and not series.refused and (self.folder / uid).is_dir():
+                    (self.folder / uid / SENT_WHOLE).touch()
 
     def aborted(self, association: int) -> None:
         """The sender's association ended in an abort: its series may be incomplete, so none of them is run."""
@@ -212,7 +228,8 @@ def _server(options: ListenerOptions, inbox: Inbox) -> Any:
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, transfer_syntaxes())
-    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(association_key(e.assoc)))]
+    handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(association_key(e.assoc))),
+                (evt.EVT_RELEASED, lambda e: inbox.released(association_key(e.assoc)))]  # fmt: skip
     context = options.tls.server_context() if options.tls is not None and options.tls.cert is not None else None
     try:
         return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers, ssl_context=context)

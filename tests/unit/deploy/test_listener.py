@@ -137,3 +137,28 @@ def test_a_series_with_an_instance_still_being_written_is_not_complete(tmp_path,
     worker.join(10)
     ((uid, _, refused),) = inbox.complete(0.0)
     assert uid == series and refused == "" and (tmp_path / "incoming" / series / f"{sop}.dcm").is_file()
+
+
+def test_after_a_stop_a_series_is_taken_up_only_if_its_sender_had_ended_normally(tmp_path, series_bytes) -> None:
+    """Series left in ``incoming`` were all run at the next start: one that was still arriving when the node was
+    killed would have been measured as if whole. Now only those a sender ended its association after are run."""
+    whole, partial = series_bytes[:3], [("1.2.826.0.1.3680043.8.498.77", *item[1:]) for item in series_bytes[3:]]
+    inbox = Inbox(tmp_path / "incoming", 2**30, 0)
+    for item in whole:
+        inbox.accept(*item, association=1)
+    inbox.released(1)
+    for item in partial:
+        inbox.accept(*item, association=2)  # killed before association 2 ended
+    restarted = dict((uid, refused) for uid, _, refused in Inbox(tmp_path / "incoming", 2**30, 0).complete(0.0))
+    assert restarted[whole[0][0]] == "" and (tmp_path / "incoming" / whole[0][0]).is_dir()
+    assert "the node stopped while the series arrived" in restarted[partial[0][0]]
+    assert not (tmp_path / "incoming" / partial[0][0]).exists()
+
+
+def test_a_series_that_gets_more_after_a_release_is_whole_only_at_the_next_release(tmp_path, series_bytes) -> None:
+    inbox = Inbox(tmp_path / "incoming", 2**30, 0)
+    inbox.accept(*series_bytes[0], association=1)
+    inbox.released(1)
+    inbox.accept(*series_bytes[1], association=2)  # the same series, more of it, still arriving
+    ((_, _, refused),) = Inbox(tmp_path / "incoming", 2**30, 0).complete(0.0)
+    assert "node stopped" in refused
