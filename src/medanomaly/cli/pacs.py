@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
         watch: bool = typer.Option(False, "--watch", help="Keep polling the PACS until Ctrl-C."),
         interval: float = typer.Option(30.0, "--interval", help="Seconds between polls with --watch."),
         state: Path | None = typer.Option(None, "--state", help="SQLite state file (default OUT/pacs_state.sqlite)."),
-        study_filter: list[str] | None = typer.Option(None, "--study-filter", help="QIDO-RS filter KEYWORD=VALUE."),
+        study_filter: list[str] | None = typer.Option(None, "--study-filter", help="Study filter KEYWORD=VALUE (QIDO-RS or "
+                                                      "C-FIND), e.g. ModalitiesInStudy=CT, StudyDate=20261201-."),
         series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this as float32."),
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
