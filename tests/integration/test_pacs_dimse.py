@@ -67,6 +67,8 @@ def test_round_trip_over_dimse_stores_seg_rtstruct_and_sr_and_a_second_run_adds_
     model = ReferenceLesionModel(mask)
     before = _count_instances(rest)
     client = connect(url, ae_title=AE)
+    assert client.search_for_studies(search_filters={"StudyDate": "20261201-"}) == []  # a range (lung1 has no date)
+    assert len(client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"})) == 1
     metadata = client.retrieve_series_metadata(study_uid, ct_uid)  # headers only, from an IMAGE-level C-FIND
     assert len(metadata) == 48 and metadata[0]["00280010"]["Value"] == [512]
     first = run_pacs(model, url, tmp_path / "work", client=client)

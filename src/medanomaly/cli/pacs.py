@@ -155,6 +155,8 @@ def register(app: typer.Typer) -> None:
         move_port: int | None = typer.Option(None, "--move-port", help="Retrieve with C-MOVE to this port of ours (a "
                                              "PACS without C-GET; it must know our AE title there)."),
         move_host: str = typer.Option("0.0.0.0", "--move-host", help="Address our C-MOVE storage SCP listens on."),
+        since_days: int | None = typer.Option(None, "--since-days", help="Only studies of the last N days (and "
+                                              "today), recomputed each poll: a watch of a PACS holding years."),
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
@@ -171,6 +173,10 @@ def register(app: typer.Typer) -> None:
 
         options = batch_options(series_filter, memory_limit, True, site)
         filters = _study_filters(study_filter)
+        if since_days is not None and not 0 <= since_days <= 36_500:
+            raise InputError(f"--since-days must be 0..36,500, got {since_days}")
+        if since_days is not None and "StudyDate" in (filters or {}):
+            raise InputError("--since-days sets the StudyDate filter: give one or the other")
         if watch and not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
             raise InputError(f"--interval must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {interval:g}")
         auth = PacsAuth.from_env(os.environ)  # never from the command line: ps shows it to every user
@@ -192,6 +198,7 @@ def register(app: typer.Typer) -> None:
         report = reporter(lambda s: f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
                           f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
-                           interval_s=interval, store_map=store_map, on_poll=report, client=client)  # fmt: skip
+                           interval_s=interval, store_map=store_map, on_poll=report, client=client,
+                           since_days=since_days)  # fmt: skip
         if summary.errors:
             raise typer.Exit(1)

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -56,8 +57,8 @@ from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "run_pacs",
-           "store_results"]
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "recent_filter",
+           "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
@@ -406,6 +407,22 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
     return summary
 
 
+def recent_filter(search_filters: dict[str, Any] | None, since_days: int | None,
+                  today: datetime.date | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """``search_filters`` with ``StudyDate`` from ``since_days`` days before ``today`` on (a DICOM date range, which
+    QIDO-RS and C-FIND both match), or as they are when ``since_days`` is None. A watch recomputes it each poll: it
+    queried every study of the PACS, and one holding years of them (over :data:`MAX_QIDO_RESULTS`) failed each poll.
+
+    Example:
+        >>> recent_filter({"ModalitiesInStudy": "CT"}, 7, datetime.date(2026, 12, 6))
+        {'ModalitiesInStudy': 'CT', 'StudyDate': '20261129-'}
+    """
+    if since_days is None:
+        return search_filters
+    start = (today or datetime.date.today()) - datetime.timedelta(days=since_days)
+    return {**(search_filters or {}), "StudyDate": f"{start:%Y%m%d}-"}
+
+
 @contextmanager
 def _state(path: Path) -> Iterator[PacsState]:
     state = PacsState(path)
@@ -432,6 +449,7 @@ def run_pacs(
     on_poll: Callable[[PacsSummary], None] | None = None,
     auth: PacsAuth | None = None,
     client: Any = None,
+    since_days: int | None = None,
 ) -> PacsSummary:
     """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
 
@@ -452,6 +470,8 @@ def run_pacs(
         on_poll: called after each poll with the running summary (the CLI prints a line).
         auth: the PACS's credentials (:meth:`PacsAuth.from_env <medanomaly.deploy.pacs_auth.PacsAuth.from_env>`).
         client: a client :func:`connect` made already (the CLI connects before loading the model), else one is made.
+        since_days: only studies of the last ``since_days`` days (and today), the range recomputed each poll
+            (:func:`recent_filter`).
 
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
@@ -464,8 +484,8 @@ def run_pacs(
     with _state(Path(state_path) if state_path else work_dir / "pacs_state.sqlite") as state, resumable_on_sigterm():
         while True:
             try:
-                poll_once(model, client, url, state, ctx, search_filters=search_filters, store_map=store_map,
-                          summary=summary)  # fmt: skip
+                poll_once(model, client, url, state, ctx, search_filters=recent_filter(search_filters, since_days),
+                          store_map=store_map, summary=summary)  # fmt: skip
             except InputError as exc:  # the PACS unreachable or refusing during a poll (restarted, a token expired)
                 if not watch:
                     raise

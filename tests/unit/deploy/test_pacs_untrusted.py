@@ -214,3 +214,44 @@ def test_instances_of_another_series_or_study_than_asked_are_not_run_on_nor_stor
     assert summary.processed == 0 and client.stored == [] and rows == []  # not recorded: the next poll tries again
     (error,) = summary.errors
     assert "instance(s) of another series or study than asked" in error and "\n" not in error
+
+
+def test_a_watch_with_since_days_asks_for_recent_studies_only_the_range_recomputed_each_poll(tmp_path, fake_module,
+                                                                                             monkeypatch) -> None:  # fmt: skip
+    """A watch queried every study of the PACS each poll: one holding years of studies (over 100,000) failed every
+    poll. ``--since-days N`` adds a StudyDate range, recomputed each poll (a watch outlives midnight)."""
+    import datetime
+
+    from medanomaly.deploy import pacs
+
+    class RecordingClient(FakeClient):
+        def search_for_studies(self, search_filters=None, offset=0):
+            self.calls.append(("filters", dict(search_filters or {})))
+            return super().search_for_studies(search_filters, offset)
+
+    days = iter([datetime.date(2026, 12, 6), datetime.date(2026, 12, 7)])
+
+    class Clock(datetime.date):
+        @classmethod
+        def today(cls):
+            return next(days)
+
+    client = RecordingClient([], [])
+    monkeypatch.setattr(pacs.datetime, "date", Clock)
+    pacs.run_pacs(fake_module.FakeDetector(), URL, tmp_path / "work", client=client, watch=True, interval_s=0.01,
+                  max_polls=2, search_filters={"ModalitiesInStudy": "CT"}, since_days=3)  # fmt: skip
+    asked = [c[1] for c in client.calls if c[0] == "filters"]
+    assert asked == [{"ModalitiesInStudy": "CT", "StudyDate": "20261203-"},
+                     {"ModalitiesInStudy": "CT", "StudyDate": "20261204-"}]  # fmt: skip
+
+
+def test_since_days_out_of_range_or_with_a_study_date_filter_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from medanomaly.cli.app import main
+
+    for args, words in ((["--since-days", "-1"], "--since-days must be 0..36,500"),
+                        (["--since-days", "7", "--study-filter", "StudyDate=20260101-"], "give one or the other")):  # fmt: skip
+        monkeypatch.setattr("sys.argv", ["medanomaly", "pacs", str(tmp_path / "no-run"), "--url", URL, *args])
+        with pytest.raises(SystemExit) as exit_code:
+            main()
+        err = capsys.readouterr().err
+        assert exit_code.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
