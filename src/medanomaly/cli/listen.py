@@ -12,7 +12,6 @@ from pathlib import Path
 import typer
 
 
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def listen(

@@ -187,9 +187,7 @@ def register(app: typer.Typer) -> None:
         if move_port is not None:
             from medanomaly.cli.serve import check_free
 
-            if not 1 <= move_port <= 65535:
-                raise InputError(f"--move-port must be 1..65535, got {move_port}")
-            check_free(move_host, move_port)
+            check_free(move_host, move_port, "--move-port")
             move_to = (move_host, move_port)
         tls = tls_files(tls_ca, tls_cert, tls_key)
         client = connect(url, auth=auth, ae_title=ae_title, tls=tls, move_to=move_to)  # one line before the model

@@ -153,10 +153,13 @@ def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: i
     check_free(host, port)
 
 
-def check_free(host: str, port: int) -> None:
-    """One line when ``host:port`` cannot be listened on now (in use, an address not of this machine): checked
-    before the models load; the server binds it a moment later."""
+def check_free(host: str, port: int, option: str = "--port") -> None:
+    """One line when ``host:port`` cannot be listened on now (a port out of 1..65535, named as ``option``; in use; an
+    address not of this machine): checked before the models load; the server binds it a moment later."""
     import socket
+
+    if not 1 <= port <= 65535:  # the socket raised OverflowError past 65535, a traceback
+        raise InputError(f"{option} must be 1..65535, got {port}")
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:

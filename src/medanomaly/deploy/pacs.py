@@ -99,9 +99,7 @@ class PacsState:
 
     def done(self, series_uid: str, fingerprint: str) -> bool:
         """True when the series was handled (any status) under this fingerprint."""
-        row = self._db.execute("SELECT 1 FROM processed WHERE series_uid=? AND fingerprint=?",
-                               (series_uid, fingerprint)).fetchone()  # fmt: skip
-        return row is not None
+        return self.status(series_uid, fingerprint) is not None
 
     def status(self, series_uid: str, fingerprint: str) -> str | None:
         """The recorded status of the series under this fingerprint (``done``, ``skipped``, ``refused``, ``error``), or
