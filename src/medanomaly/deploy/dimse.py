@@ -39,7 +39,8 @@ from typing import Any
 from medanomaly.deploy.dicom_tls import DicomTls
 from medanomaly.errors import InputError
 
-__all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url", "transfer_syntaxes"]
+__all__ = ["DEFAULT_AE_TITLE", "DimseClient", "check_ae_title", "parse_dimse_url", "start_storage_scp",
+           "transfer_syntaxes"]
 
 #: Our calling AE title when ``--ae-title`` is not given.
 DEFAULT_AE_TITLE = "MEDANOMALY"
@@ -114,6 +115,7 @@ class DimseClient:
         self.limit = DEFAULT_LIMIT_BYTES  # most bytes one retrieval may bring (``answers_at_most`` sets it)
         self.last_retrieval_bytes = 0  # encoded bytes the last retrieval brought
         self.move_to = move_to  # (host, port) our storage SCP listens on for C-MOVE; None: C-GET
+        self._tls_client = self.tls.client_context() if self.tls is not None else None  # files read once, here
 
     # -- associations ---------------------------------------------------------------------------------------
     def _ae(self) -> Any:
@@ -139,7 +141,7 @@ class DimseClient:
                 ae.add_requested_context(abstract, syntaxes)
             else:  # pynetdicom's default transfer syntaxes
                 ae.add_requested_context(abstract)
-        tls_args = (self.tls.client_context(), self.host) if self.tls is not None else None
+        tls_args = (self._tls_client, self.host) if self._tls_client is not None else None
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=list(roles) or None,
                              tls_args=tls_args)  # fmt: skip
         if assoc.is_rejected:
@@ -279,22 +281,15 @@ class DimseClient:
     def _move(self, level: str, keys: dict[str, str]) -> list[Any]:
         """C-MOVE to our AE title: the PACS connects to :attr:`move_to` (it must know our AE title there) and stores
         the instances into a storage SCP that lives for this retrieval and takes them from the PACS's AE only."""
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom import evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
 
         received = _Received(self.limit)
-        scp = AE(ae_title=self.ae_title)
-        scp.require_calling_aet = [self.called_ae]
-        scp.network_timeout = scp.dimse_timeout = scp.acse_timeout = self.timeout_s
-        for context in AllStoragePresentationContexts:
-            scp.add_supported_context(context.abstract_syntax, transfer_syntaxes())
-        tls = self.tls.server_context() if self.tls is not None and self.tls.cert is not None else None
         try:
-            server = scp.start_server(self.move_to, block=False, evt_handlers=[(evt.EVT_C_STORE, received.on_store)],
-                                      ssl_context=tls)  # fmt: skip
-        except OSError as exc:
-            raise self._fail(f"cannot listen on {self.move_to[0]} port {self.move_to[1]} for C-MOVE "
-                             f"({exc.strerror or exc})") from None  # fmt: skip
+            server = start_storage_scp(self.ae_title, [self.called_ae], self.move_to, [(evt.EVT_C_STORE, received.on_store)],
+                                       self.tls, self.timeout_s, purpose=" for C-MOVE")  # fmt: skip
+        except InputError as exc:
+            raise self._fail(exc.reason) from None
         try:
             with self._association([(Move, [])]) as assoc:
                 answers = self._sent(lambda q, m: assoc.send_c_move(q, self.ae_title, m), _identifier(level, keys), Move)
@@ -383,6 +378,32 @@ class _Received:
         with self._lock:
             self.datasets.append(dataset)
         return _SUCCESS
+
+
+def start_storage_scp(ae_title: str, allowed: Sequence[str], address: tuple[str, int], handlers: Sequence[Any],
+                      tls: DicomTls | None = None, timeout_s: float | None = None, purpose: str = "") -> Any:
+    """A storage SCP serving in its own threads (stop it with ``.shutdown()``): C-ECHO and C-STORE of every storage
+    class, in every transfer syntax pydicom decodes (:func:`transfer_syntaxes`), from the calling AE titles
+    ``allowed`` only, over TLS when ``tls`` has our certificate. The node's (``listen``) and a C-MOVE's.
+
+    Raises:
+        InputError: the address cannot be listened on (``cannot listen on HOST port PORT{purpose} (reason)``).
+    """
+    from pynetdicom import AE, AllStoragePresentationContexts
+    from pynetdicom.sop_class import Verification
+
+    scp = AE(ae_title=ae_title)
+    scp.require_calling_aet = list(allowed)
+    if timeout_s is not None:
+        scp.network_timeout = scp.dimse_timeout = scp.acse_timeout = timeout_s
+    scp.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        scp.add_supported_context(context.abstract_syntax, transfer_syntaxes())
+    ssl_context = tls.server_context() if tls is not None and tls.cert is not None else None
+    try:
+        return scp.start_server(address, block=False, evt_handlers=list(handlers), ssl_context=ssl_context)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {address[0]} port {address[1]}{purpose} ({exc.strerror or exc})") from None
 
 
 def _identifier(level: str, keys: dict[str, Any]) -> Any:

@@ -34,14 +34,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from medanomaly.jsonio import atomic_write
 from medanomaly.deploy.dicom_tls import DicomTls
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
-from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title
+from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
 from medanomaly.deploy.pacs import PacsState, connect, store_results
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError
@@ -216,25 +216,13 @@ def _on_store(inbox: Inbox) -> Callable[[Any], int]:
 
 
 def _server(options: ListenerOptions, inbox: Inbox) -> Any:
-    """The storage SCP, serving in its own threads."""
-    from pynetdicom import AE, AllStoragePresentationContexts, evt
-    from pynetdicom.sop_class import Verification
-
-    from medanomaly.deploy.dimse import transfer_syntaxes
+    """The node's storage SCP (:func:`~medanomaly.deploy.dimse.start_storage_scp`), its events feeding ``inbox``."""
+    from pynetdicom import evt
 
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    ae = AE(ae_title=options.ae_title)
-    ae.require_calling_aet = list(options.allowed)
-    ae.add_supported_context(Verification)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, transfer_syntaxes())
     handlers = [(evt.EVT_C_STORE, _on_store(inbox)), (evt.EVT_ABORTED, lambda e: inbox.aborted(association_key(e.assoc))),
                 (evt.EVT_RELEASED, lambda e: inbox.released(association_key(e.assoc)))]  # fmt: skip
-    context = options.tls.server_context() if options.tls is not None and options.tls.cert is not None else None
-    try:
-        return ae.start_server((options.host, options.port), block=False, evt_handlers=handlers, ssl_context=context)
-    except OSError as exc:
-        raise InputError(f"cannot listen on {options.host} port {options.port} ({exc.strerror or exc})") from None
+    return start_storage_scp(options.ae_title, options.allowed, (options.host, options.port), handlers, options.tls)
 
 
 def check_options(options: ListenerOptions) -> None:
@@ -352,7 +340,7 @@ def run_listener(
         InputError: bad options, a port that cannot be listened on, or a ``store_to`` PACS that does not answer.
     """
     check_options(options)
-    batch = BatchOptions(**{**batch.__dict__, "dicom": True}) if batch else BatchOptions()
+    batch = replace(batch or BatchOptions(), dicom=True)
     out_dir = Path(out_dir)
     client = client if client is not None else connect_store_to(options, auth)
     ctx = make_context(model, out_dir, batch)

@@ -45,7 +45,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -474,7 +474,7 @@ def run_pacs(
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
     """
-    options = BatchOptions(**{**options.__dict__, "dicom": True}) if options else BatchOptions()
+    options = replace(options or BatchOptions(), dicom=True)
     work_dir = Path(work_dir)
     client = client if client is not None else connect(url, timeout_s=timeout_s, auth=auth)
     ctx = make_context(model, work_dir, options, key)
