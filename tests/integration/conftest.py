@@ -1,5 +1,5 @@
 """Integration-test helpers: the committed lung detector fixture as a finished run folder, and tiny
-anomaly runs trained here on the real normal brains (``configs/anomaly_tiny.yaml``).
+anomaly runs trained here on the real normal brains (``configs/anomaly_tiny.yaml``), a tiny fusion run (simulated).
 
 ``tests/fixtures/lung_detector/`` holds the demo lung_nodule detector (``LungNoduleConfig()``
 defaults) trained once on simulated nodules inserted into lung1 / lung2 (synthetic training data):
@@ -22,6 +22,44 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Tiny parameters per anomaly method for export tests (seconds to train on one thread).
 TINY_ANOMALY_PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
                        "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
+
+#: A tiny fusion config (T1 + PD, 32 x 32, simulated brains: synthetic; seconds to train).
+TINY_FUSION = {
+    "task": "fusion",
+    "name": "tiny",
+    "seed": 0,
+    "data": {
+        "source": "simulated",
+        "size": [32, 32],
+        "n_train": 96,
+        "n_val": 32,
+        "n_test": 48,
+        "simulation": {"strong_contrast": [0.8, 1.2]},
+    },
+    "model": {"name": "fusion_decision", "params": {"widths": [4, 8]}},
+    "train": {"epochs": 3, "batch_size": 16},
+    "benchmark": {
+        "n_bootstrap": 50,
+        "variants": [
+            {"label": "single T1", "model": {"name": "fusion_early", "params": {"widths": [4, 8]}}, "modalities": ["T1"]},
+            {"label": "hybrid", "model": {"name": "fusion_hybrid", "params": {"widths": [4, 8]}}},
+        ],
+    },
+}
+
+
+def train_tiny_fusion(root: Path, epochs: int = 1) -> Path:
+    """Train :data:`TINY_FUSION` for ``epochs`` into ``root/fusion`` (the model's name when served)."""
+    import json
+
+    import yaml
+
+    from medanomaly.engine import train_run
+
+    cfg = json.loads(json.dumps(TINY_FUSION))
+    cfg["train"]["epochs"] = epochs
+    (root / "fusion.yaml").write_text(yaml.safe_dump(cfg))
+    return train_run(root / "fusion.yaml", root / "fusion")
 
 
 def train_tiny_anomaly(root: Path, method: str) -> Path:

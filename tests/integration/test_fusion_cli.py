@@ -12,32 +12,11 @@ from typer.testing import CliRunner
 
 from medanomaly.cli.app import app
 from medanomaly.data.sources import real_data
-from tests.integration.conftest import run_main
+from tests.integration.conftest import TINY_FUSION, run_main
 
 runner = CliRunner()
 
-TINY = {
-    "task": "fusion",
-    "name": "tiny",
-    "seed": 0,
-    "data": {
-        "source": "simulated",
-        "size": [32, 32],
-        "n_train": 96,
-        "n_val": 32,
-        "n_test": 48,
-        "simulation": {"strong_contrast": [0.8, 1.2]},
-    },
-    "model": {"name": "fusion_decision", "params": {"widths": [4, 8]}},
-    "train": {"epochs": 3, "batch_size": 16},
-    "benchmark": {
-        "n_bootstrap": 50,
-        "variants": [
-            {"label": "single T1", "model": {"name": "fusion_early", "params": {"widths": [4, 8]}}, "modalities": ["T1"]},
-            {"label": "hybrid", "model": {"name": "fusion_hybrid", "params": {"widths": [4, 8]}}},
-        ],
-    },
-}
+TINY = TINY_FUSION
 
 
 def _config(tmp_path: Path, **changes) -> Path:

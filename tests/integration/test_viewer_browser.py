@@ -357,3 +357,33 @@ def test_a_dicom_upload_offers_its_seg_rtstruct_and_sr_for_download(server, tmp_
     seg, rtstruct, sr = (pydicom.dcmread(saved[k]) for k in ("seg", "rtstruct", "sr"))
     assert (seg.Modality, rtstruct.Modality, sr.Modality) == ("SEG", "RTSTRUCT", "SR")
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_series, "the SEG references the uploaded series"
+
+
+def test_a_fusion_model_takes_one_file_field_per_modality_from_the_page(tmp_path):
+    """The page had one file field, so a fusion model could not be given its modalities from it. Choosing a fusion
+    model shows one field per modality (the model's names); the result shows the call and the missing one's flag."""
+    from tests.integration.conftest import train_tiny_fusion
+    from tests.integration.test_service_fusion import slice_nifti
+
+    run = train_tiny_fusion(tmp_path)
+    t1 = slice_nifti(tmp_path, "T1")
+    with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.dispatch_event("#token", "change")
+        page.wait_for_selector("input[data-modality='PD']", state="attached")
+        shown = page.eval_on_selector_all("input[data-modality]", "es => es.map(e => e.dataset.modality)")
+        assert shown == ["T1", "PD"] and page.is_hidden("#files"), shown
+        page.set_input_files("input[data-modality='T1']", str(t1))  # PD left empty: missing
+        page.click("#upload button")
+        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
+        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
+        page.click(f"tr[data-id='{job}'] a")
+        page.wait_for_selector("#classification b", state="visible")
+        decision, flags = page.inner_text("#classification"), page.inner_text("#flags")
+        page.screenshot(path=str(tmp_path / "fusion.png"))
+    assert not errors, errors
+    assert decision.startswith("decision ") and "normal" in decision and "missing_modality:PD" in flags, (decision, flags)

@@ -26,7 +26,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError, Terminated, about_file, out_of_memory, sigterm_raises
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "stack_modalities", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "stack_modalities", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
@@ -191,10 +191,23 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
     given = [Path(p) for p in paths.values() if p is not None]
     first = given[0] if given else Path("-")
     try:
-        with _naming_inputs(paths):
-            return first, model.predict(_read_modalities(model, paths)), None  # type: ignore[arg-type]
+        return first, predict_modalities(model, paths)[1], None
     except InputError as exc:
         return first, exc, None
+
+
+def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> tuple[dict[str, Any], Prediction]:
+    """Read one file (or DICOM folder) per modality (None = missing) and predict them together.
+
+    Returns:
+        ``(the Volume of each modality, None where missing; the Prediction)``.
+
+    Raises:
+        InputError: a file that cannot be read, or the model's checks of the images together, naming the inputs.
+    """
+    with _naming_inputs(paths):
+        volumes = _read_modalities(model, paths)
+        return volumes, model.predict(volumes)  # type: ignore[arg-type]
 
 
 def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> Any:

@@ -25,7 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 
 from medanomaly.deploy.atomic import atomic_write_json
-from medanomaly.deploy.service.ingest import IngestLimits, UploadRefused, check_free_space, store_upload
+from medanomaly.deploy.service.ingest import (IngestLimits, UploadRefused, check_free_space, store_modalities,
+                                               store_upload)
 from medanomaly.deploy.service.audit import AUDIT_FILE, AuditLog, AuditTrail
 from medanomaly.deploy.service.headers import SecurityHeaders
 from medanomaly.deploy.service.limits import BodyLimit
@@ -189,13 +190,11 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
     except OSError as exc:  # the multipart parser's spool (the system's temporary folder) is full
         log.warning("upload not read: %s", exc.strerror or type(exc).__name__)
         raise HTTPException(507, "the server could not read the upload (no room for it); retry later") from None
-    files = [v.file for k, v in form.multi_items() if k == "files" and hasattr(v, "file")]
     job_id = __import__("uuid").uuid4().hex
     study_dir = studies / job_id
     try:
-        kind, n = await run_in_threadpool(store_upload, files, study_dir / "input", limits)
-        if frame is not None:
-            atomic_write_json(study_dir / REQUEST_FILE, {"frame": frame})
+        parts = upload_parts(form, worker.model, frame)
+        kind, n = await run_in_threadpool(_store, parts, worker.model, study_dir, limits, frame)
     except (UploadRefused, OSError) as exc:
         shutil.rmtree(study_dir, ignore_errors=True)  # nothing half-stored stays behind
         if isinstance(exc, UploadRefused):
@@ -208,6 +207,45 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
     worker.notify()
     log.info("job %s queued (%s, %d %s file(s))", job_id, model, n, kind)
     return {"job_id": job_id, "study_id": job_id, "status": "queued", "model": model}
+
+
+def upload_parts(form: Any, model: Any, frame: int | None) -> dict[str, list[Any]]:
+    """The uploaded files by multipart field: ``{"files": [...]}``, or, for a multimodal (fusion) model sent one
+    field per modality (``T1``, ``PD``), ``{modality: [...]}`` for the modalities sent (one may be missing).
+
+    Raises:
+        UploadRefused: 400 a field that is no modality of the model beside modality fields, or ``frame`` with them.
+    """
+    fields: dict[str, list[Any]] = {}
+    for key, value in form.multi_items():
+        if hasattr(value, "file"):
+            fields.setdefault(key, []).append(value.file)
+    names = tuple(getattr(model, "modalities", ()))
+    if not fields and len(names) > 1:
+        raise UploadRefused(400, f"no file in the upload: send one field per modality ({', '.join(names)}), or one "
+                                 "image with them as components in field 'files'")  # fmt: skip
+    if not set(fields) & set(names):
+        return {"files": fields.get("files", [])}
+    others = sorted(set(fields) - set(names))
+    if others:
+        raise UploadRefused(400, f"field {others[0]!r} is not a modality of this model: send one field per modality "
+                                 f"({', '.join(names)}), or one image with them as components in field 'files'")  # fmt: skip
+    if frame is not None:
+        raise UploadRefused(400, "frame takes one frame of a cine or 4D file, not of a fusion's modalities")
+    return fields
+
+
+def _store(parts: dict[str, list[Any]], model: Any, study_dir: Path, limits: IngestLimits,
+           frame: int | None) -> tuple[str, int]:  # fmt: skip
+    """Store an upload's files under ``study_dir/input`` and what it asked beside them (:data:`REQUEST_FILE`)."""
+    if "files" in parts:
+        kind, n = store_upload(parts["files"], study_dir / "input", limits)
+        if frame is not None:
+            atomic_write_json(study_dir / REQUEST_FILE, {"frame": frame})
+        return kind, n
+    kind, n, folders = store_modalities(parts, model.modalities, study_dir / "input", limits)
+    atomic_write_json(study_dir / REQUEST_FILE, {"modalities": folders})
+    return kind, n
 
 
 def _declared_length(request: Request, limits: IngestLimits) -> int:

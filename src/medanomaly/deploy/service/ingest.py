@@ -15,13 +15,15 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from medanomaly.io.detached import detached_names
 
-__all__ = ["IngestLimits", "UploadRefused", "check_free_space", "check_zip", "sniff", "store_upload"]
+__all__ = ["IngestLimits", "UploadRefused", "check_free_space", "check_zip", "modality_folder", "sniff", "store_modalities",
+           "store_upload"]
 
 _CHUNK = 1 << 20
 
@@ -197,6 +199,43 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
         else:
             found.append((target, kind))
     return _finish(found, dest)
+
+
+def modality_folder(index: int) -> str:
+    """The folder (under the study's ``input``) of a multimodal model's modality number ``index`` (0-based, the
+    model's order): a service-made name, never the modality's own (a name from a config or a client)."""
+    return f"modality-{index + 1}"
+
+
+def store_modalities(parts: Mapping[str, list[BinaryIO]], order: Sequence[str], dest: Path,
+                     limits: IngestLimits) -> tuple[str, int, dict[str, str]]:  # fmt: skip
+    """Store a multimodal upload: each modality's files (one image, a DICOM series or a zip of it) into its own
+    folder of ``dest`` (:func:`modality_folder`), each checked as :func:`store_upload` checks an upload.
+
+    Args:
+        parts: modality name -> its uploaded files (the modalities sent; one may be missing).
+        order: the model's modality names, in its order.
+        dest: an empty folder.
+        limits: the upload limits (the request body's limit bounds all modalities together).
+
+    Returns:
+        ``(kinds joined by "+" in the model's order, number of files, {modality: folder name})``.
+
+    Raises:
+        UploadRefused: what :func:`store_upload` refuses, the reason naming the modality.
+    """
+    kinds, total, folders = [], 0, {}
+    for index, name in enumerate(order):
+        if name not in parts:
+            continue
+        folders[name] = modality_folder(index)
+        try:
+            kind, n = store_upload(parts[name], dest / folders[name], limits)
+        except UploadRefused as exc:
+            raise UploadRefused(exc.status, f"{name}: {exc.reason}") from None
+        kinds.append(kind)
+        total += n
+    return "+".join(kinds), total, folders
 
 
 #: The name an uploaded NIfTI or MGH file is stored under: ``[kind][gzipped]`` (:func:`medanomaly.io.read` goes by it).

@@ -19,9 +19,12 @@ from medanomaly.jsonio import read_json
 __all__ = ["add_routes"]
 
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
+    "type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "format": "binary"}},
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD"}}}}}}}  # fmt: skip
+                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD. A "
+                             "multimodal (fusion) model also takes one such field per modality instead, named as "
+                             "GET /v1/models lists its modalities (e.g. T1, PD); a modality left out is flagged "
+                             "missing"}}}}}}}  # fmt: skip
 
 
 def _job(request: Request, job_id: str, entry: TokenEntry) -> dict[str, Any]:
@@ -132,6 +135,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     @app.get("/v1/models", summary="Models this token may use")
     def models(request: Request, entry: TokenEntry = auth) -> Any:
         return [{"name": n, "task": w.model.task, "class_names": list(w.model.class_names),
+                 "modalities": list(getattr(w.model, "modalities", ())),
                  "queued": request.app.state.store.n_queued(n), "queue_size": w.queue_size}
                 for n, w in request.app.state.workers.items() if entry.allows(n)]  # fmt: skip
 

@@ -19,7 +19,7 @@ from medanomaly.deploy.service.store import JobStore
 from medanomaly.io.frames import reword_frame_advice
 from medanomaly.errors import MedanomalyError
 
-__all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame"]
+__all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame", "requested_modalities"]
 
 log = logging.getLogger("medanomaly.service")
 #: What an upload asked beside its files (``{"frame": N}``), in its study folder.
@@ -28,9 +28,10 @@ REQUEST_FILE = "request.json"
 MAX_FRAME = 1_000_000
 
 
-def input_path(study_dir: Path) -> Path:
-    """What to read for a study: its single image file, or its folder of DICOM files."""
-    folder = study_dir / "input"
+def input_path(study_dir: Path, modality_folder: str | None = None) -> Path:
+    """What to read for a study: its single image file, or its folder of DICOM files (of one modality's folder of
+    the study's input, when the upload sent one per modality)."""
+    folder = study_dir / "input" / (modality_folder or "")
     for name in ("image.nii.gz", "image.nii", "image.mgz", "image.mgh", "image.nrrd"):
         if (folder / name).is_file():
             return folder / name
@@ -46,6 +47,29 @@ def requested_frame(study_dir: Path) -> int | None:
         return None
     frame = read_json(path, max_bytes=4096).get("frame")
     return frame if isinstance(frame, int) and 0 <= frame <= MAX_FRAME else None
+
+
+def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[str, Path | None] | None:
+    """What to read for each modality of a multimodal model (None: not sent), when the upload sent one field per
+    modality; None for an upload in field ``files``.
+
+    Raises:
+        InputError: the upload named a modality the model does not take (the service restarted with another model
+            under this name).
+    """
+    from medanomaly.errors import InputError
+    from medanomaly.jsonio import read_json
+
+    path = study_dir / REQUEST_FILE
+    folders = read_json(path, max_bytes=4096).get("modalities") if path.is_file() else None
+    if not isinstance(folders, dict):
+        return None
+    unknown = sorted(set(folders) - set(modalities))
+    if unknown or not all(isinstance(f, str) and Path(f).name == f for f in folders.values()):
+        takes = f"its modalities are {', '.join(modalities)}" if modalities else "it takes one image"
+        raise InputError(f"the upload sent modalities {', '.join(sorted(folders))}, but {takes} (the service was "
+                         "restarted with another model of this name?)")  # fmt: skip
+    return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
 
 
 def _reason(exc: BaseException) -> str:
@@ -145,6 +169,8 @@ class ModelWorker:
         from medanomaly.io.frames import read_frame
 
         start = time.perf_counter()
+        if len(jobs) == 1 and self._run_modalities(jobs[0], start):
+            return
         volumes, ready = [], []
         for job in jobs:
             try:
@@ -152,8 +178,7 @@ class ModelWorker:
                 volume = read_frame(input_path(study_dir), requested_frame(study_dir))
                 self.model.check_input(volume)
             except MedanomalyError as exc:
-                self.store.fail(job["id"], _reason(exc))
-                log.info("job %s failed: %s", job["id"], _reason(exc))
+                self._fail(job, exc)
                 continue
             self.store.progress(job["id"], 0.2)
             volumes.append(volume)
@@ -162,14 +187,43 @@ class ModelWorker:
             return
         predictions = self.model.predict_many(volumes) if len(ready) > 1 else [self.model.predict(volumes[0])]
         for job, volume, prediction in zip(ready, volumes, predictions, strict=True):
-            self.store.progress(job["id"], 0.8)
-            study_dir = self.data_dir / job["id"]
-            if not study_dir.is_dir():  # deleted while running
-                continue
-            source = input_path(study_dir)  # a folder: the uploaded DICOM files, which DICOM outputs reference
-            write_outputs(study_dir, volume, prediction, self.name, self.model.task,
-                          dicom_source=source if source.is_dir() else None)  # fmt: skip
-            seconds = time.perf_counter() - start
-            self.store.finish(job["id"], round(seconds, 3))
-            log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)
+            self._finish(job, volume, prediction, start)
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start) / len(ready)
+
+    def _run_modalities(self, job: dict[str, Any], start: float) -> bool:
+        """Run a job whose upload sent one field per modality (a fusion model); False when it sent field ``files``.
+        The viewer's image is the first modality sent."""
+        from medanomaly.engine.verbs import predict_modalities
+
+        study_dir = self.data_dir / job["id"]
+        try:
+            paths = requested_modalities(study_dir, tuple(getattr(self.model, "modalities", ())))
+            if paths is None:
+                return False
+            self.store.progress(job["id"], 0.2)
+            volumes, prediction = predict_modalities(self.model, paths)
+        except MedanomalyError as exc:
+            self._fail(job, exc)
+            return True
+        first = next(v for v in volumes.values() if v is not None)
+        self._finish(job, first, prediction, start, modalities=True)
+        self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
+        return True
+
+    def _fail(self, job: dict[str, Any], exc: MedanomalyError) -> None:
+        self.store.fail(job["id"], _reason(exc))
+        log.info("job %s failed: %s", job["id"], _reason(exc))
+
+    def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, modalities: bool = False) -> None:
+        """Write a job's outputs and mark it done (a study deleted while it ran is left deleted). DICOM outputs
+        reference an upload of DICOM files in field ``files`` (``modalities``: it sent one field per modality)."""
+        self.store.progress(job["id"], 0.8)
+        study_dir = self.data_dir / job["id"]
+        if not study_dir.is_dir():
+            return
+        source = input_path(study_dir)
+        write_outputs(study_dir, volume, prediction, self.name, self.model.task,
+                      dicom_source=source if source.is_dir() and not modalities else None)  # fmt: skip
+        seconds = time.perf_counter() - start
+        self.store.finish(job["id"], round(seconds, 3))
+        log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)

@@ -31,14 +31,26 @@ async function refreshJobs() {
 async function loadModels() {
   if (!token()) return;
   try {
-    const models = await api("v1/models");
-    $("#model").innerHTML = models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)})</option>`).join("");
+    state.models = await api("v1/models");
+    $("#model").innerHTML = state.models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)})</option>`).join("");
+    showModalityFields();
   } catch (e) { $("#upload-status").textContent = e.message; }
+}
+// A multimodal (fusion) model takes one file field per modality (a DICOM series or one image each; one may be left
+// empty: the model flags it missing); every other model one field of files.
+function showModalityFields() {
+  const model = (state.models || []).find((m) => m.name === $("#model").value);
+  const names = model && model.task === "fusion" ? model.modalities || [] : [];
+  $("#files").hidden = names.length > 0;
+  $("#modality-files").innerHTML = names.map((n) =>
+    `<label>${esc(n)} <input type="file" multiple data-modality="${esc(n)}"></label>`).join(" ");
 }
 async function upload(ev) {
   ev.preventDefault();
   const data = new FormData();
-  for (const f of $("#files").files) data.append("files", f);
+  const fields = document.querySelectorAll("#modality-files input[data-modality]");
+  if (fields.length) { for (const input of fields) for (const f of input.files) data.append(input.dataset.modality, f); }
+  else { for (const f of $("#files").files) data.append("files", f); }
   $("#upload-status").textContent = "uploading...";
   try {
     const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value), { method: "POST", body: data });
@@ -154,6 +166,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("#token").value = sessionStorage.getItem("medanomaly-token") || "";
   $("#token").addEventListener("change", () => { sessionStorage.setItem("medanomaly-token", token()); route(); });
   $("#upload").addEventListener("submit", upload);
+  $("#model").addEventListener("change", showModalityFields);
   document.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => setWindow(b.dataset.window)));
   document.querySelectorAll("[data-view]").forEach((b) => b.addEventListener("click", () => setView(b.dataset.view)));
   $("#show-mask").addEventListener("change", () => state.nv && state.nv.volumes.length > 1 && state.nv.setOpacity(1, $("#show-mask").checked ? $("#opacity").value / 100 : 0));

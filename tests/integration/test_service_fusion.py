@@ -1,0 +1,145 @@
+"""A multimodal (fusion) model served: one multipart field per modality, as `predict T1=... PD=...` takes them.
+
+The service had taken one field of files per study, so a fusion model could only be sent one image whose components
+were its modalities: a CT series and an MR series (the cardiac case study), or two NIfTI files, could not be sent at
+all. The tiny fusion run is trained here on simulated brains (synthetic); its inputs are ITK's real brain slices.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.data.sources import real_data
+from medanomaly.deploy.service.app import ServiceConfig, create_app
+from medanomaly.deploy.service.ingest import IngestLimits
+from medanomaly.deploy.service.tokens import new_token
+from tests.integration.conftest import train_tiny_fusion
+from tests.integration.test_service_api import nifti_bytes, wait_done
+
+pytestmark = pytest.mark.xdist_group("service")
+
+SLICES = {"T1": "itk/BrainT1Slice.png", "PD": "itk/BrainProtonDensitySlice.png"}
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory) -> Path:
+    return train_tiny_fusion(tmp_path_factory.mktemp("svc-fusion"))
+
+
+def slice_nifti(tmp: Path, modality: str) -> Path:
+    """ITK's real brain slice of ``modality`` as a one-slice NIfTI (the service takes no PNG)."""
+    import nibabel as nib
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(real_data(SLICES[modality])).convert("L"), np.float32)
+    path = tmp / f"{modality.lower()}.nii.gz"
+    nib.save(nib.Nifti1Image(pixels.T[..., None], np.eye(4)), path)
+    return path
+
+
+@pytest.fixture
+def service(tmp_path, fusion_run):
+    from fastapi.testclient import TestClient
+
+    tokens = tmp_path / "tokens.json"
+    token = new_token(tokens)
+    limits = IngestLimits(max_body_bytes=4 << 20, max_files=20, max_zip_members=100, max_unzipped_bytes=8 << 20)
+    app = create_app(ServiceConfig(models={"fusion": fusion_run}, data_dir=tmp_path / "data", tokens=tokens,
+                                   limits=limits))  # fmt: skip
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client, tmp_path
+
+
+def upload(client, fields: list[tuple[str, bytes]], **params):
+    return client.post("/v1/studies", params={"model": "fusion", **params},
+                       files=[(name, (f"f{i}", data)) for i, (name, data) in enumerate(fields)])  # fmt: skip
+
+
+def cli_prediction(run: Path, inputs: dict[str, Path | None]) -> dict:
+    """What `medanomaly predict RUN T1=... PD=...` says of the same files (the reference)."""
+    from medanomaly.engine import load_model
+    from medanomaly.engine.verbs import predict_multimodal
+
+    _, prediction, _ = predict_multimodal(load_model(run), inputs)
+    return json.loads(json.dumps(prediction.to_json()))
+
+
+def test_one_field_per_modality_is_predicted_as_the_cli_predicts_it(service, fusion_run):
+    client, tmp = service
+    t1, pd = slice_nifti(tmp, "T1"), slice_nifti(tmp, "PD")
+    models = client.get("/v1/models").json()
+    assert models[0]["task"] == "fusion" and models[0]["modalities"] == ["T1", "PD"]
+    for fields, inputs in (([("T1", t1), ("PD", pd)], {"T1": t1, "PD": pd}),
+                           ([("PD", pd), ("T1", t1)], {"T1": t1, "PD": pd}),  # the model's order, not the form's
+                           ([("T1", t1)], {"T1": t1, "PD": None})):  # fmt: skip
+        r = upload(client, [(name, path.read_bytes()) for name, path in fields])
+        assert r.status_code == 202, r.text
+        job = wait_done(client, r.json()["job_id"])
+        assert job["status"] == "done", job
+        assert job["input_kind"] == "+".join(["nifti"] * len(fields)) and job["n_files"] == len(fields)
+        result = client.get(f"/v1/studies/{job['id']}/results").json()
+        expected = cli_prediction(fusion_run, inputs)
+        assert result["task"] == "fusion" and result["flags"] == expected["flags"]
+        assert result["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+        assert ("missing_modality:PD" in result["flags"]) == (inputs["PD"] is None)
+        assert result["image"]["shape_zyx"] == [1, 217, 181] and not result["image"]["viewable"]
+
+
+def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(service, fusion_run):
+    """The way a fusion model was served before (and an MSD-style case): one image, one component per modality."""
+    from medanomaly.engine import load_model
+    from medanomaly.io import read, write
+
+    client, tmp = service
+    t1, pd = read(slice_nifti(tmp, "T1")), read(slice_nifti(tmp, "PD"))
+    both = t1.with_array(np.stack([np.asarray(t1.array), np.asarray(pd.array)], axis=-1))
+    path = write(both, tmp / "both.nii.gz")
+    r = client.post("/v1/studies", params={"model": "fusion"}, files=[("files", ("x", Path(path).read_bytes()))])
+    assert r.status_code == 202, r.text
+    job = wait_done(client, r.json()["job_id"])
+    assert job["status"] == "done", job
+    expected = load_model(fusion_run).predict(read(path)).to_json()
+    assert client.get(f"/v1/studies/{job['id']}/results").json()["probabilities"] == pytest.approx(
+        expected["probabilities"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("fields", "params", "status", "words"), [
+    ([("T1", "t1"), ("CT", "pd")], {}, 400, "field 'CT' is not a modality of this model: send one field per "
+                                            "modality (T1, PD)"),
+    ([("T1", "t1"), ("files", "pd")], {}, 400, "field 'files' is not a modality"),
+    ([("T1", "t1")], {"frame": 0}, 400, "frame takes one frame of a cine or 4D file, not of a fusion's modalities"),
+    ([("T1", "t1"), ("PD", "text")], {}, 415, "PD: unsupported content: not DICOM"),
+    ([("T1", "t1"), ("PD", "pd"), ("PD", "pd")], {}, 415, "PD: send DICOM files of one series, or exactly one"),
+    ([], {}, 400, "no file in the upload: send one field per modality (T1, PD)"),
+])  # fmt: skip
+def test_an_upload_the_modalities_cannot_make_is_refused_in_one_line_and_nothing_stays(service, fields, params,
+                                                                                        status, words):  # fmt: skip
+    client, tmp = service
+    data = {"t1": slice_nifti(tmp, "T1").read_bytes(), "pd": slice_nifti(tmp, "PD").read_bytes(), "text": b"hello\n"}
+    parts = [(name, (f"f{i}", data[what])) for i, (name, what) in enumerate(fields)] or [("note", (None, b"x"))]
+    r = client.post("/v1/studies", params={"model": "fusion", **params}, files=parts)  # no file part: only a field
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    assert client.get("/v1/jobs").json() == []
+    studies = tmp / "data" / "studies"
+    assert not studies.exists() or not any(studies.iterdir()), "nothing half-stored stays behind"
+
+
+def test_images_the_model_cannot_take_together_fail_the_job_with_a_reason_naming_the_modality_not_a_path(service):
+    """A CT behind the T1 field (pydicom's CT), or two grids: the job fails with the model's own reason, which names
+    the modality and never the server's folders."""
+    from pydicom.data import get_testdata_file
+
+    client, tmp = service
+    pd = slice_nifti(tmp, "PD").read_bytes()
+    for t1, reason in ((Path(get_testdata_file("CT_small.dcm")).read_bytes(), "T1 holds a CT image, expected MR"),
+                       (nifti_bytes(tmp), "grids differ")):  # fmt: skip
+        r = upload(client, [("T1", t1), ("PD", pd)])
+        assert r.status_code == 202, r.text
+        job = wait_done(client, r.json()["job_id"])
+        assert job["status"] == "failed" and reason in job["reason"], job
+        assert "studies" not in job["reason"] and "modality-" not in job["reason"], job
