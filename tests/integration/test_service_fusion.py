@@ -87,7 +87,7 @@ def test_one_field_per_modality_is_predicted_as_the_cli_predicts_it(service, fus
         assert result["task"] == "fusion" and result["flags"] == expected["flags"]
         assert result["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
         assert ("missing_modality:PD" in result["flags"]) == (inputs["PD"] is None)
-        assert result["image"]["shape_zyx"] == [1, 217, 181] and not result["image"]["viewable"]
+        assert result["image"] == {"shape_zyx": [1, 217, 181], "spacing_mm": [1.0, 1.0, 1.0], "viewable": True, "unit": "a.u."}
 
 
 def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(service, fusion_run):

@@ -384,6 +384,20 @@ def test_a_fusion_model_takes_one_file_field_per_modality_from_the_page(tmp_path
         page.click(f"tr[data-id='{job}'] a")
         page.wait_for_selector("#classification b", state="visible")
         decision, flags = page.inner_text("#classification"), page.inner_text("#flags")
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
+        canvas = page.locator("#gl").screenshot()
+        windows_hidden = page.is_hidden("#windows")
         page.screenshot(path=str(tmp_path / "fusion.png"))
     assert not errors, errors
     assert decision.startswith("decision ") and "normal" in decision and "missing_modality:PD" in flags, (decision, flags)
+    # the first modality sent (T1, a 2D slice) is shown in its own grey range, with no HU window presets
+    assert windows_hidden and grey_levels(canvas) > 50, grey_levels(canvas)
+
+
+def grey_levels(png: bytes) -> int:
+    """Distinct grey levels in a screenshot (a blank canvas has 1; one flat window has 2 or 3)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    return len(np.unique(np.asarray(Image.open(BytesIO(png)).convert("L"))))

@@ -23,7 +23,7 @@ from medanomaly.evaluate.agreement import BlandAltman
 from medanomaly.evaluate.froc import FP_RATES, FrocResult
 from medanomaly.jsonio import write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
-from medanomaly.types import Finding, Volume
+from medanomaly.types import Finding, Volume, intensity_unit
 
 __all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "plot_learning_curve", "write_lung_report"]
 
@@ -109,6 +109,15 @@ def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path
     return finish_figure(fig, path)
 
 
+def _robust_range(pixels: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles of the finite pixels (a grey scale for an image without HU)."""
+    finite = pixels[np.isfinite(pixels)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(finite, [1, 99]))
+    return low, max(high, low + 1e-6)
+
+
 def plot_finding(
     ct: Volume,
     finding: Finding,
@@ -117,7 +126,8 @@ def plot_finding(
     title: str = "",
     half_width_mm: float = 40.0,
 ) -> Path:
-    """Axial overlay of one finding: lung window, finding mask (red), reference lesion (green)."""
+    """Axial overlay of one finding: finding mask (red), reference lesion (green); a CT in the lung window, another
+    image (MR, mammogram) from its 1st to 99th percentile in the crop (the lung window made it one flat grey)."""
     plt = _plt()
     idx = ct.physical_to_index(finding.center_mm)
     z = int(np.clip(round(idx[2]), 0, ct.shape[0] - 1))
@@ -130,8 +140,9 @@ def plot_finding(
     ys = slice(max(cy - hy, 0), min(cy + hy, ct.shape[1]))
     xs = slice(max(cx - hx, 0), min(cx + hx, ct.shape[2]))
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(np.asarray(ct.array)[z, ys, xs], cmap="gray", vmin=WINDOWS["lung_input"][0], vmax=WINDOWS["lung_input"][1],
-              extent=(0, (xs.stop - xs.start) * sx, (ys.stop - ys.start) * sy, 0))  # fmt: skip
+    crop = np.asarray(ct.array)[z, ys, xs]
+    low, high = WINDOWS["lung_input"] if intensity_unit(ct) == "HU" else _robust_range(crop)
+    ax.imshow(crop, cmap="gray", vmin=low, vmax=high, extent=(0, (xs.stop - xs.start) * sx, (ys.stop - ys.start) * sy, 0))
     extent = (0, (xs.stop - xs.start) * sx, 0, (ys.stop - ys.start) * sy)
     key = []
     for vol, colour, name in ((reference, "lime", "reference"), (finding.mask, "red", "finding")):

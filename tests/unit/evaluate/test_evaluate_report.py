@@ -134,3 +134,23 @@ def test_finding_overlay_names_its_colours_in_the_picture(tmp_path, monkeypatch)
     lung_report.plot_finding(ct, finding, tmp_path / "a.png", reference=ct.with_array(mask))
     lung_report.plot_finding(ct, finding, tmp_path / "b.png")
     assert labels == ["mm; green: reference; red: finding", "mm; red: finding"]
+
+
+@pytest.mark.parametrize(("modality", "grey_range"), [("CT", (-1000.0, 400.0)), ("MR", None)])  # CT: lung input
+def test_finding_overlay_shows_an_image_without_hu_in_its_own_grey_range(tmp_path, monkeypatch, modality, grey_range):
+    """The service draws every finding's overlay with this function: an MR or a mammogram (values 0..1000) was drawn
+    in the lung window, one flat white square around the finding."""
+    from medanomaly.evaluate import lung_report
+    from medanomaly.types import Finding, Volume
+
+    shown = []
+    monkeypatch.setattr(lung_report, "finish_figure", lambda fig, path, dpi=110: shown.append(fig.axes[0].images[0]))
+    values = np.linspace(0.0, 1000.0, 40 * 40, dtype=np.float32).reshape(1, 40, 40)
+    if modality == "CT":
+        values = values - 1024.0
+    image = Volume(np.repeat(values, 3, axis=0), spacing=(1.0, 1.0, 5.0), meta={"modality": modality})
+    finding = Finding(label="lesion", center_mm=(20.0, 20.0, 5.0), bbox_mm=((15, 15, 5), (25, 25, 5)), score=0.9)
+    lung_report.plot_finding(image, finding, tmp_path / "a.png")
+    low, high = shown[0].get_clim()
+    expected = grey_range or tuple(np.percentile(values[0], [1, 99]))
+    assert (low, high) == pytest.approx(expected, rel=1e-4)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.jsonio import write_json
-from medanomaly.types import Finding, Prediction, Volume
+from medanomaly.types import Finding, Prediction, Volume, intensity_unit
 
 __all__ = ["write_outputs", "finding_view", "DICOM_KINDS"]
 
@@ -62,22 +62,23 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
     if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None):
         doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task)
-    is_3d = not volume.is_2d and volume.n_components == 1
-    doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": is_3d}
-    if is_3d:
+    viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
+    doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": viewable,
+                    "unit": intensity_unit(volume)}  # fmt: skip
+    if viewable:
         _write_volume(volume, study_dir / "image.nii.gz")
-    if prediction.anomaly_map is not None and is_3d and prediction.anomaly_map.same_grid(volume):
+    if prediction.anomaly_map is not None and viewable and prediction.anomaly_map.same_grid(volume):
         _write_volume(prediction.anomaly_map, study_dir / "heatmap.nii.gz")
         doc["heatmap"] = True
     rows = []
     for n, finding in enumerate(prediction.findings, start=1):
-        row = {"n": n, **finding.to_json(), **(finding_view(volume, finding) if is_3d else {})}
-        if is_3d and finding.mask is not None and finding.mask.same_grid(volume):
+        row = {"n": n, **finding.to_json(), **(finding_view(volume, finding) if viewable else {})}
+        if viewable and finding.mask is not None and finding.mask.same_grid(volume):
             mask = (np.asarray(finding.mask.array) > 0).astype(np.uint8)
             _write_volume(finding.mask.with_array(mask), study_dir / "masks" / f"{n}.nii.gz")
             _write_volume(finding.mask.with_array(_contour(mask)), study_dir / "contours" / f"{n}.nii.gz")
             row["mask"] = True
-        if is_3d:
+        if viewable:
             row["overlay"] = _overlay(volume, finding, study_dir / "overlays" / f"{n}.png")
         rows.append(row)
     doc["findings"] = rows

@@ -32,7 +32,9 @@ async function loadModels() {
   if (!token()) return;
   try {
     state.models = await api("v1/models");
+    const chosen = $("#model").value;  // listed again (the token changed): the model chosen stays chosen
     $("#model").innerHTML = state.models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)})</option>`).join("");
+    if (state.models.some((m) => m.name === chosen)) $("#model").value = chosen;
     showModalityFields();
   } catch (e) { $("#upload-status").textContent = e.message; }
 }
@@ -41,6 +43,9 @@ async function loadModels() {
 function showModalityFields() {
   const model = (state.models || []).find((m) => m.name === $("#model").value);
   const names = model && model.task === "fusion" ? model.modalities || [] : [];
+  const key = JSON.stringify([$("#model").value, names]);
+  if ($("#modality-files").dataset.key === key) return;  // the models listed again: files already chosen stay
+  $("#modality-files").dataset.key = key;
   $("#files").hidden = names.length > 0;
   $("#modality-files").innerHTML = names.map((n) =>
     `<label>${esc(n)} <input type="file" multiple data-modality="${esc(n)}"></label>`).join(" ");
@@ -77,7 +82,8 @@ function showSlice() {
   $("#slice-info").textContent = `axial slice ${Math.round(vox[2])} (voxel ${Math.round(vox[0])}, ${Math.round(vox[1])})`;
 }
 function setView(view) {
-  const nv = state.nv; state.view = view;
+  const nv = state.nv;
+  if (state.result && state.result.image.shape_zyx[0] > 1) state.view = view;  // a 2D image's axial view is not kept
   const types = { multi: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal };
   nv.setSliceType(types[view]);
 }
@@ -149,9 +155,14 @@ async function openStudy(id) {
   renderDicomLinks(id, res.dicom || {});
   if (!res.image.viewable) return;
   const nv = ensureViewer();
-  const [lo, hi] = WINDOWS.lung;
-  await nv.loadVolumes([{ url: `v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray", cal_min: lo, cal_max: hi }]);
-  setView(state.view);
+  // a CT opens in the lung window and offers the HU presets; any other image (MR, mammogram, X-ray) in NiiVue's own
+  // robust range (the lung window made it one flat white); one slice (a 2D image) opens in the axial view
+  const hu = res.image.unit === "HU";
+  $("#windows").hidden = !hu;
+  const image = { url: `v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray" };
+  if (hu) [image.cal_min, image.cal_max] = WINDOWS.lung;
+  await nv.loadVolumes([image]);
+  setView(res.image.shape_zyx[0] === 1 ? "axial" : state.view);
   showSlice();
   document.body.dataset.ready = "1";
 }
