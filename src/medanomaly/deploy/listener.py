@@ -10,11 +10,13 @@ modality) sends each new CT to an AE title, and the node sends its DICOM SEG / R
    objects, such as our own SEG and SR routed back, are accepted and set aside); a series is refused (status "out of
    resources", its files removed) once its bytes pass ``--memory-limit`` or the disk its reserve, and a series whose
    sender's association was aborted is dropped: neither is ever run on in part;
-3. a series from which nothing has arrived for ``--idle`` seconds is complete (DICOM has no end-of-series signal): it
-   is indexed and selected like an archive series (:mod:`medanomaly.deploy.select`, judged on its own), run
+3. a study none of whose series has had an instance for ``--idle`` seconds is complete (DICOM has no end-of-series
+   or end-of-study signal): its series are indexed and selected together like an archive's
+   (:mod:`medanomaly.deploy.select`: one thin axial CT per study for detection), each chosen one run
    (:func:`medanomaly.deploy.batch.process_series`), its outputs sent to ``--store-to`` (a DIMSE or DICOMweb PACS,
-   :func:`medanomaly.deploy.pacs.store_results`), recorded in ``OUT/listener_state.sqlite`` and its files removed; a
-   series recorded before (same run and options) is not run again;
+   :func:`medanomaly.deploy.pacs.store_results`), recorded in ``OUT/listener_state.sqlite`` and the files removed; a
+   series recorded before (same run and options) is not run again, nor a detection series of a study whose detection
+   series was run before it came (one set of results per study);
 4. series left in ``incoming`` by a stopped node are taken up when it starts again if a sender had ended its
    association normally after sending to them (:data:`SENT_WHOLE`); others may be partial (the node was killed while
    they arrived) and are recorded as refused, to be sent again.
@@ -174,10 +176,13 @@ class Inbox:
         shutil.rmtree(self.folder / uid, ignore_errors=True)
 
     def complete(self, idle_s: float) -> list[tuple[str, str, str]]:
-        """(series UID, study UID, refusal reason or "") of the series idle for ``idle_s``, taken out of the inbox."""
+        """(series UID, study UID, refusal reason or "") of every series of the studies complete now, taken out of the
+        inbox: a study is complete when none of its series has had an instance for ``idle_s`` or is being written
+        (its series are then chosen among together; series left by a stopped node are judged as one group)."""
         now = time.monotonic()
         with self._lock:
-            done = [uid for uid, s in self._series.items() if now - s.last >= idle_s and not s.writing]
+            busy = {s.study_uid for s in self._series.values() if now - s.last < idle_s or s.writing}
+            done = [uid for uid, s in self._series.items() if s.study_uid not in busy]
             return [(uid, self._series[uid].study_uid, self._series.pop(uid).refused) for uid in done]
 
 
@@ -252,54 +257,83 @@ def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: s
         summary.errors.append(f"series {uid}: {reason}")
 
 
-def _run_series(model: Any, folder: Path, study_uid: str, state: PacsState, ctx: BatchContext, client: Any,
-                options: ListenerOptions, summary: ListenerSummary) -> None:  # fmt: skip
-    """Index, select, run and send on one complete series (see the module docstring)."""
+def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState, ctx: BatchContext, client: Any,
+               options: ListenerOptions, summary: ListenerSummary) -> None:  # fmt: skip
+    """Index a study's complete series together, select among them as the archive batch and the bridge do (one
+    detection series per study: the thin axial CT), run and send on each chosen one. A series of a study whose
+    detection series was run before (it came later) is skipped, so a study gets one set of results."""
     from medanomaly.deploy.archive import walk_archive
-    from medanomaly.deploy.select import select_series
+    from medanomaly.deploy.select import CT_DETECTION, Decision, select_series
 
-    entries = [e for e in walk_archive(folder).series if e.kind == "dicom"]
-    if not entries:
-        _record(state, ctx, folder.name, study_uid, "error", "no readable DICOM image in it", summary)
-        return
+    entries = []
+    for folder in folders:
+        try:
+            found = [e for e in walk_archive(folder).series if e.kind == "dicom"]
+        except InputError as exc:  # the folder unreadable as an archive: recorded, the study's others go on
+            _record(state, ctx, folder.name, study_uid, "error", exc.reason, summary)
+            continue
+        if not found:
+            _record(state, ctx, folder.name, study_uid, "error", "no readable DICOM image in it", summary)
+        entries += found
     for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
         entry, study = decision.entry, decision.entry.study_uid or study_uid
+        earlier = [uid for uid in state.series_of_study(study, ctx.fingerprint, "done") if uid != entry.key]
+        if decision.status == "run" and ctx.selection == CT_DETECTION and earlier:
+            decision = Decision(entry, "skipped", f"not selected: the study's detection series {earlier[0]} was run "
+                                "before this one came")  # fmt: skip
         if decision.status != "run":
             _record(state, ctx, entry.key, study, decision.status, decision.reason, summary)
             continue
-        record = process_series(model, entry, ctx)
-        summary.processed += 1
-        stored: list[str] = []
-        if record["status"] == "done" and client is not None:
-            try:
-                stored = store_results(client, options.store_to or "", ctx, record, study, options.store_map)
-            except InputError as exc:  # the outputs stay in OUT/dicom; the series is recorded with the reason
-                record = {**record, "status": "error", "reason": f"results not stored: {exc}"}
-        summary.stored += len(stored)
-        _record(state, ctx, entry.key, study, record["status"], record.get("reason", ""), summary, stored)
+        try:
+            _run_series(model, entry, study, state, ctx, client, options, summary)
+        except Exception as exc:  # noqa: BLE001 - one series must not end a node that runs for months
+            log.debug("series %s failed", entry.key, exc_info=True)
+            _record(state, ctx, entry.key, study, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                    summary)  # fmt: skip
+
+
+def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: BatchContext, client: Any,
+                options: ListenerOptions, summary: ListenerSummary) -> None:  # fmt: skip
+    """Run one chosen series, send its results on, record it."""
+    record = process_series(model, entry, ctx)
+    summary.processed += 1
+    stored: list[str] = []
+    if record["status"] == "done" and client is not None:
+        try:
+            stored = store_results(client, options.store_to or "", ctx, record, study, options.store_map)
+        except InputError as exc:  # the outputs stay in OUT/dicom; the series is recorded with the reason
+            record = {**record, "status": "error", "reason": f"results not stored: {exc}"}
+    summary.stored += len(stored)
+    _record(state, ctx, entry.key, study, record["status"], record.get("reason", ""), summary, stored)
 
 
 def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
              summary: ListenerSummary) -> int:  # fmt: skip
-    """Run the series that are complete now; how many there were."""
+    """Run the studies that are complete now (:meth:`Inbox.complete`); how many series they had."""
     complete = inbox.complete(options.idle_s)
+    studies: dict[str, list[tuple[str, str]]] = {}
     for uid, study_uid, refused in complete:
-        folder = inbox.folder / uid
-        try:
+        studies.setdefault(study_uid, []).append((uid, refused))
+    for study_uid, series in studies.items():
+        folders = []
+        for uid, refused in series:
             if refused:
                 _record(state, ctx, uid, study_uid, "refused", refused, summary)
             elif state.status(uid, ctx.fingerprint) in ("done", "skipped"):
                 summary.skipped += 1  # sent again: run before with this model and these options (an error is retried)
-            elif folder.is_dir():  # (an instance come after its series was taken up has no folder left)
-                _run_series(model, folder, study_uid, state, ctx, client, options, summary)
-        except InputError as exc:  # the folder unreadable as an archive: recorded, the node goes on
-            _record(state, ctx, uid, study_uid, "error", exc.reason, summary)
-        except Exception as exc:  # noqa: BLE001 - one series must not end a node that runs for months
-            log.debug("series %s failed", uid, exc_info=True)
-            _record(state, ctx, uid, study_uid, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
-                    summary)  # fmt: skip
+            elif (inbox.folder / uid).is_dir():  # (an instance come after its series was taken up has no folder left)
+                folders.append(inbox.folder / uid)
+        try:
+            _run_study(model, folders, study_uid, state, ctx, client, options, summary)
+        except Exception as exc:  # noqa: BLE001 - one study must not end a node that runs for months
+            log.debug("study failed", exc_info=True)
+            for folder in folders:
+                if state.status(folder.name, ctx.fingerprint) is None:
+                    _record(state, ctx, folder.name, study_uid, "error",
+                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", summary)  # fmt: skip
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            for uid, _ in series:
+                shutil.rmtree(inbox.folder / uid, ignore_errors=True)
     return len(complete)
 
 

@@ -115,6 +115,12 @@ class PacsState:
                          (series_uid, fingerprint, study_uid, status, reason, " ".join(stored), time.time()))  # fmt: skip
         self._db.commit()
 
+    def series_of_study(self, study_uid: str, fingerprint: str, status: str) -> list[str]:
+        """The series of a study recorded with ``status`` under this fingerprint, oldest first."""
+        rows = self._db.execute("SELECT series_uid FROM processed WHERE study_uid=? AND fingerprint=? AND status=? "
+                                "ORDER BY at", (study_uid, fingerprint, status)).fetchall()  # fmt: skip
+        return [str(r[0]) for r in rows]
+
     def rows(self) -> list[tuple]:
         """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""
         return self._db.execute("SELECT * FROM processed ORDER BY at").fetchall()

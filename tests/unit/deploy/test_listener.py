@@ -162,3 +162,58 @@ def test_a_series_that_gets_more_after_a_release_is_whole_only_at_the_next_relea
     inbox.accept(*series_bytes[1], association=2)  # the same series, more of it, still arriving
     ((_, _, refused),) = Inbox(tmp_path / "incoming", 2**30, 0).complete(0.0)
     assert "node stopped" in refused
+
+
+def _study_series(tmp_path: Path, study: str, thickness_mm: float, name: str) -> list[tuple[str, str, str, bytes]]:
+    """A CT series of ``study`` with a bright block, slices ``thickness_mm`` apart (same 12 mm of body)."""
+    import pydicom
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    n = int(round(12 / thickness_mm))
+    pixels = np.full((n, 48, 48), -800, np.int16)
+    pixels[n // 3 : 2 * n // 3, 20:28, 20:28] = 40
+    files = write_dicom_series(Volume(pixels, spacing=(1.0, 1.0, thickness_mm)).with_meta(modality="CT"),
+                               tmp_path / name, study_uid=study)  # fmt: skip
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        out.append((str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), Path(f).read_bytes()))
+    return out
+
+
+def test_a_study_pushed_as_several_series_is_run_once_on_its_thin_series(tmp_path, fake_module) -> None:
+    """The node judged each series on its own: a study routed with a thin and a thick reconstruction got two sets of
+    SEG / RT Structure Set / SR in the PACS (the archive batch and the bridge choose one per study). The study is
+    complete when all its series are idle; the thin one is run, the thick one skipped naming it; a series of the same
+    study that comes after it was run is skipped too."""
+    from pydicom.uid import generate_uid
+
+    study = str(generate_uid())
+    thin, thick = _study_series(tmp_path, study, 1.0, "thin"), _study_series(tmp_path, study, 2.0, "thick")
+    inbox, pacs, summary = Inbox(tmp_path / "incoming", 2**30, 0), Pacs(), ListenerSummary()
+    pacs.refusing = False
+    for series, study_uid, sop, data in thin + thick:
+        assert inbox.accept(series, study_uid, sop, data, association=1) == 0
+    inbox._series[thin[0][0]].last -= 1.0  # the thin series is idle, the thick one still arriving: not complete
+    assert _round(tmp_path, fake_module, inbox, pacs, summary) == (0, [])
+    inbox._series[thick[0][0]].last -= 1.0
+    ran, statuses = _round(tmp_path, fake_module, inbox, pacs, summary)
+    state = PacsState(tmp_path / "state.sqlite")
+    rows = {r[0]: (r[3], r[4]) for r in state.rows()}
+    state.close()
+    assert ran == 2 and sorted(statuses) == ["done", "skipped"] and len(pacs.stored) == 3  # one SEG, RTSTRUCT, SR
+    assert rows[thin[0][0]][0] == "done" and rows[thick[0][0]] == ("skipped", f"not selected: study's detection "
+                                                                               f"series is {thin[0][0]}")  # fmt: skip
+    later = _study_series(tmp_path, study, 3.0, "later")  # the router sends another reconstruction an hour later
+    for series, study_uid, sop, data in later:
+        inbox.accept(series, study_uid, sop, data, association=2)
+    inbox._series[later[0][0]].last -= 1.0
+    ran, _ = _round(tmp_path, fake_module, inbox, pacs, summary)
+    state = PacsState(tmp_path / "state.sqlite")
+    rows = {r[0]: (r[3], r[4]) for r in state.rows()}
+    state.close()
+    assert ran == 1 and len(pacs.stored) == 3 and summary.processed == 1
+    assert rows[later[0][0]] == ("skipped", f"not selected: the study's detection series {thin[0][0]} was run before "
+                                            "this one came")  # fmt: skip
