@@ -44,7 +44,7 @@ from medanomaly.jsonio import atomic_write
 from medanomaly.deploy.dicom_tls import DicomTls
 from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
-from medanomaly.deploy.pacs import PacsState, connect, store_results
+from medanomaly.deploy.pacs import PacsState, SeriesCounts, connect, once_per_study, store_results
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError
 
@@ -88,15 +88,11 @@ class ListenerOptions:
 
 
 @dataclass
-class ListenerSummary:
-    """What the node did: instances received, series run / skipped / refused, results stored, error lines."""
+class ListenerSummary(SeriesCounts):
+    """What the node did: :class:`~medanomaly.deploy.pacs.SeriesCounts`, instances received and series refused."""
 
     received: int = 0
-    processed: int = 0
-    skipped: int = 0
     refused: int = 0
-    stored: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -263,7 +259,7 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
     detection series per study: the thin axial CT), run and send on each chosen one. A series of a study whose
     detection series was run before (it came later) is skipped, so a study gets one set of results."""
     from medanomaly.deploy.archive import walk_archive
-    from medanomaly.deploy.select import CT_DETECTION, Decision, select_series
+    from medanomaly.deploy.select import select_series
 
     entries = []
     for folder in folders:
@@ -277,10 +273,7 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
         entries += found
     for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
         entry, study = decision.entry, decision.entry.study_uid or study_uid
-        earlier = [uid for uid in state.series_of_study(study, ctx.fingerprint, "done") if uid != entry.key]
-        if decision.status == "run" and ctx.selection == CT_DETECTION and earlier:
-            decision = Decision(entry, "skipped", f"not selected: the study's detection series {earlier[0]} was run "
-                                "before this one came")  # fmt: skip
+        decision = once_per_study(decision, study, state, ctx)
         if decision.status != "run":
             _record(state, ctx, entry.key, study, decision.status, decision.reason, summary)
             continue

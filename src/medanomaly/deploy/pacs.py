@@ -57,7 +57,7 @@ from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "connect", "poll_once", "recent_filter",
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect", "once_per_study", "poll_once", "recent_filter",
            "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
@@ -78,15 +78,21 @@ _COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "store
 
 
 @dataclass
-class PacsSummary:
-    """What polls did: studies seen, series processed / skipped, instances stored, errors (one line each)."""
+class SeriesCounts:
+    """What a bridge or a node did with series: processed / skipped, instances stored, errors (one line each)."""
 
-    polls: int = 0
-    studies: int = 0
     processed: int = 0
     skipped: int = 0
     stored: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PacsSummary(SeriesCounts):
+    """What polls did: :class:`SeriesCounts` and the polls made and studies seen."""
+
+    polls: int = 0
+    studies: int = 0
 
 
 class PacsState:
@@ -127,6 +133,20 @@ class PacsState:
 
     def close(self) -> None:
         self._db.close()
+
+
+def once_per_study(decision: Any, study_uid: str, state: PacsState, ctx: BatchContext) -> Any:
+    """``decision`` (:class:`~medanomaly.deploy.select.Decision`), or a skip when it would run a detection series of
+    a study whose detection series was run before (a series that came later: a study keeps one set of results)."""
+    from medanomaly.deploy.select import CT_DETECTION, Decision
+
+    if decision.status != "run" or ctx.selection != CT_DETECTION:
+        return decision
+    earlier = [uid for uid in state.series_of_study(study_uid, ctx.fingerprint, "done") if uid != decision.entry.key]
+    if not earlier:
+        return decision
+    return Decision(decision.entry, "skipped", f"not selected: the study's detection series {earlier[0]} was run "
+                    "before this one came")  # fmt: skip
 
 
 def _one_line(exc: BaseException, url: str) -> InputError:
@@ -372,7 +392,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
 
     entries = _candidates(client, url, study_uid, state, ctx, summary)
     for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
-        entry = decision.entry
+        entry, decision = decision.entry, once_per_study(decision, study_uid, state, ctx)
         if decision.status != "run":
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
             summary.skipped += 1

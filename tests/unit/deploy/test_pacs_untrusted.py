@@ -255,3 +255,54 @@ def test_since_days_out_of_range_or_with_a_study_date_filter_is_one_line(tmp_pat
             main()
         err = capsys.readouterr().err
         assert exit_code.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+class GrowingStudyClient(FakeClient):
+    """A PACS study whose series are a dict the test adds to (a reconstruction archived after the first poll)."""
+
+    def __init__(self, study: str) -> None:
+        super().__init__([_uid_item("0020000D", study)], [])
+        self.by_series: dict[str, list] = {}
+        self.stored: list[str] = []
+
+    def add(self, datasets: list) -> None:
+        self.by_series[str(datasets[0].SeriesInstanceUID)] = datasets
+        self.series = [_uid_item("0020000E", uid) for uid in self.by_series]
+
+    def retrieve_series_metadata(self, study_uid, series_uid):
+        return [ds.to_json_dict(1024, lambda element: "") for ds in self.by_series[series_uid]]
+
+    def retrieve_series(self, study_uid, series_uid):
+        return self.by_series[series_uid]
+
+    def store_instances(self, datasets, study_instance_uid=None):
+        self.stored.append(study_instance_uid)
+        return {}
+
+
+def test_a_detection_series_archived_after_its_study_was_run_is_skipped_naming_the_one_run(tmp_path, fake_module):
+    """A later poll chose among the study's new series only, so a reconstruction archived after the first poll got
+    a second set of SEG / RT Structure Set / SR into the study; it is skipped, naming the series run."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    study = str(generate_uid())
+    client = GrowingStudyClient(study)
+    stores = []
+    for thickness, name in ((2.0, "first"), (1.0, "later")):
+        n = int(12 / thickness)
+        pixels = np.full((n, 32, 32), -800, np.int16)
+        pixels[n // 3 : 2 * n // 3, 12:20, 12:20] = 40  # a finding for the fake detector
+        files = write_dicom_series(Volume(pixels, spacing=(1.0, 1.0, thickness)).with_meta(modality="CT"),
+                                   tmp_path / name, study_uid=study)  # fmt: skip
+        client.add([pydicom.dcmread(f) for f in files])
+        summary, rows = _poll(tmp_path, client, fake_module)
+        stores.append(len(client.stored))
+    first, later = client.by_series
+    assert [(r[0], r[3]) for r in rows] == [(first, "done"), (later, "skipped")], rows
+    assert rows[1][4] == f"not selected: the study's detection series {first} was run before this one came"
+    assert stores[0] > 0 and stores[1] == stores[0], "the first poll's results only"
