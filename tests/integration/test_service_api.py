@@ -311,6 +311,8 @@ def test_failed_job_has_one_line_reason(service):
     (["--body-idle-timeout-s", "nan"], "error: --body-idle-timeout-s must be 0.1..86,400 seconds, got nan"),
     (["--max-connections", "0"], "error: --max-connections must be 1..100,000, got 0"),
     (["--port", "{busy}"], "error: cannot listen on 127.0.0.1 port {busy} (Address already in use)"),
+    (["--explain", "bogus"], "error: --explain bogus: unknown explainer 'bogus'; valid: gradcam, gradcampp, "
+                             "guided_backprop, integrated_gradients, occlusion"),
 ])  # fmt: skip
 def test_serve_options_no_server_can_use_are_one_line(tmp_path, monkeypatch, capsys, args, words):
     """A port over 65535 was an OverflowError traceback, a port in use uvicorn's log and exit 3, a negative upload

@@ -401,3 +401,48 @@ def grey_levels(png: bytes) -> int:
     from PIL import Image
 
     return len(np.unique(np.asarray(Image.open(BytesIO(png)).convert("L"))))
+
+
+def warm_pixels(png: bytes) -> int:
+    """Pixels of NiiVue's warm colormap (red to yellow, little blue) in a screenshot: a map drawn over a grey image."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb[..., 0] > 150) & (rgb[..., 0] - rgb[..., 2] > 80)).sum())
+
+
+def test_an_anomaly_map_is_drawn_over_the_image_and_follows_the_checkbox(tmp_path, tiny_anomaly_run):
+    """The service wrote every anomaly map (the model's explanation) as the study's heatmap, but the page never drew
+    it: the checkbox was relabelled "heatmap" and toggled nothing. brain1 (a real tumour), a tiny normative model
+    trained on the normal brains: the map's upper half is drawn in warm colours, and hidden with the checkbox."""
+    from medanomaly.data.sources import pyradiomics_case
+    from medanomaly.io import read, write
+
+    run = tiny_anomaly_run(tmp_path, "normative")
+    brain = write(read(pyradiomics_case("brain1")[0]), tmp_path / "brain.nii.gz")
+    with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#token", token)
+        page.dispatch_event("#token", "change")
+        page.wait_for_selector("#model option", state="attached")
+        page.set_input_files("#files", str(brain))
+        page.click("#upload button")
+        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
+        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
+        page.click(f"tr[data-id='{job}'] a")
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
+        page.click("[data-view='axial']")
+        shown = page.locator("#gl").screenshot()
+        label = page.inner_text("#mask-kind")
+        page.screenshot(path=str(tmp_path / "anomaly_map.png"))
+        page.uncheck("#show-mask")
+        hidden = page.locator("#gl").screenshot()
+    assert not errors, errors
+    assert label.startswith("anomaly map"), label
+    assert warm_pixels(shown) > 500 and warm_pixels(hidden) < warm_pixels(shown) / 20, (warm_pixels(shown),
+                                                                                         warm_pixels(hidden))

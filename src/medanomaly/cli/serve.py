@@ -79,6 +79,9 @@ def register(app: typer.Typer) -> None:
                                               "from a browser, e.g. https://ohif.hospital.org (repeat); none by default"),
         root_path: str = typer.Option("", "--root-path", help="the path a reverse proxy serves the service under, "
                                       "e.g. /medanomaly for https://host/medanomaly/ (the proxy strips it)"),
+        explain: str | None = typer.Option(None, "--explain", help="also explain each call with this method "
+                                           "(gradcam, occlusion, integrated_gradients, ...): its map is shown over "
+                                           "the image (classifiers, whole-image detectors)"),
     ) -> None:
         """Serve models over HTTP: POST /v1/studies, GET /v1/jobs/{id}, results, viewer at /, docs at /docs."""
         import logging
@@ -93,13 +96,21 @@ def register(app: typer.Typer) -> None:
         _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
         origins = tuple(check_origin(o) for o in cors_origin or ())
         root_path = check_root_path(root_path)
+        if explain is not None:
+            from medanomaly.explain import methods  # noqa: F401 - registers the explainers
+            from medanomaly.registry import EXPLAINERS
+
+            try:
+                EXPLAINERS.get(explain)  # before the models load: one line listing the methods
+            except InputError as exc:
+                raise InputError(f"--explain {explain}: {exc.reason}") from None
         connection_limits = _connection_limits(header_timeout, body_timeout, max_connections)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         limits = IngestLimits(max_body_bytes=max_upload_mb << 20, min_free_bytes=min_free_mb << 20)
         config = ServiceConfig(models=_model_names(runs), data_dir=data, tokens=tokens, limits=limits,
-                               queue_size=queue_size, cors_origins=origins)  # fmt: skip
+                               queue_size=queue_size, cors_origins=origins, explain=explain)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info", root_path=root_path,

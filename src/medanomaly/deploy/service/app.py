@@ -28,6 +28,7 @@ from medanomaly.deploy.atomic import atomic_write_json
 from medanomaly.deploy.service.ingest import (IngestLimits, UploadRefused, check_free_space, store_modalities,
                                                store_upload)
 from medanomaly.deploy.service.audit import AUDIT_FILE, AuditLog, AuditTrail
+from medanomaly.deploy.service.explanation import explainer_for
 from medanomaly.deploy.service.headers import SecurityHeaders
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
@@ -54,6 +55,8 @@ class ServiceConfig:
         start_workers: False only to queue jobs without running them (tests of a restart).
         cors_origins: the web origins (``https://viewer.hospital.org``) whose pages may call the API from a browser
             (a DICOM viewer such as OHIF served elsewhere); none by default (:func:`check_origin`).
+        explain: an explainer (``gradcam``, ``occlusion``, ...) whose map of each call is written beside it
+            (:mod:`.explanation`); None: none.
     """
 
     models: dict[str, Any]
@@ -64,6 +67,7 @@ class ServiceConfig:
     batch: int = 8
     start_workers: bool = True
     cors_origins: tuple[str, ...] = ()
+    explain: str | None = None
 
 
 def check_origin(origin: str) -> str:
@@ -108,7 +112,8 @@ def create_app(config: ServiceConfig) -> Any:
     data_dir = Path(config.data_dir)
     store = JobStore(data_dir / "jobs.sqlite")
     tokens = TokenStore(config.tokens)
-    workers = {n: ModelWorker(n, m, store, data_dir / "studies", config.queue_size, config.batch)
+    workers = {n: ModelWorker(n, m, store, data_dir / "studies", config.queue_size, config.batch,
+                              explainer=explainer_for(m, config.explain, n) if config.explain else None)
                for n, m in _load(config.models).items()}  # fmt: skip
 
     @asynccontextmanager

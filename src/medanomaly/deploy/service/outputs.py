@@ -56,10 +56,16 @@ def _write_volume(volume: Volume, path: Path) -> str:
 
 
 def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model_name: str, task: str,
-                  dicom_source: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                  dicom_source: Path | None = None,
+                  explanation: tuple[Volume | None, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write a job's files into ``study_dir`` and return the result document (also ``result.json``);
-    ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference."""
+    ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference; ``explanation``: the map of
+    the call (``serve --explain``, written as the heatmap when the model gives no map) and what it is."""
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
+    heatmap = prediction.anomaly_map
+    if explanation is not None:
+        heatmap = heatmap if heatmap is not None else explanation[0]
+        doc["explanation"] = explanation[1]
     if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None):
         doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task)
     viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
@@ -67,8 +73,8 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
                     "unit": intensity_unit(volume)}  # fmt: skip
     if viewable:
         _write_volume(volume, study_dir / "image.nii.gz")
-    if prediction.anomaly_map is not None and viewable and prediction.anomaly_map.same_grid(volume):
-        _write_volume(prediction.anomaly_map, study_dir / "heatmap.nii.gz")
+    if heatmap is not None and viewable and heatmap.same_grid(volume):
+        _write_volume(heatmap, study_dir / "heatmap.nii.gz")
         doc["heatmap"] = True
     rows = []
     for n, finding in enumerate(prediction.findings, start=1):

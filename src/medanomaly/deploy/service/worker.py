@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,13 @@ class ModelWorker:
         data_dir: the folder of study folders.
         queue_size: most queued jobs of this model; more are refused (503 + Retry-After).
         batch: most jobs per ``predict_many`` call for 2D classification models.
+        explainer: image -> the explanation map of the model's call on it (:mod:`.explanation`), or None.
     """
 
     def __init__(self, name: str, model: Any, store: JobStore, data_dir: Path, queue_size: int = 32,
-                 batch: int = 8) -> None:  # fmt: skip
+                 batch: int = 8, explainer: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
         self.name, self.model, self.store, self.data_dir = name, model, store, Path(data_dir)
-        self.queue_size, self.batch = queue_size, batch
+        self.queue_size, self.batch, self.explainer = queue_size, batch, explainer
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,6 +212,18 @@ class ModelWorker:
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
+    def _explain(self, job: dict[str, Any], volume: Any, prediction: Any) -> tuple[Any, dict[str, Any]] | None:
+        """The explanation map of a call and what it is (``{"method", "class"}``, or ``{"method", "error"}``: a map
+        that cannot be made fails the explanation, not the job), or None without ``--explain``."""
+        if self.explainer is None or prediction.anomaly_map is not None:
+            return None
+        method = getattr(self.explainer, "method", "")
+        try:
+            return self.explainer(volume), {"method": method, "class": prediction.label}
+        except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
+            log.info("job %s: no explanation (%s)", job["id"], _reason(exc))
+            return None, {"method": method, "error": _reason(exc)}
+
     def _fail(self, job: dict[str, Any], exc: MedanomalyError) -> None:
         self.store.fail(job["id"], _reason(exc))
         log.info("job %s failed: %s", job["id"], _reason(exc))
@@ -223,7 +237,8 @@ class ModelWorker:
             return
         source = input_path(study_dir)
         write_outputs(study_dir, volume, prediction, self.name, self.model.task,
-                      dicom_source=source if source.is_dir() and not modalities else None)  # fmt: skip
+                      dicom_source=source if source.is_dir() and not modalities else None,
+                      explanation=self._explain(job, volume, prediction))  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
         log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)

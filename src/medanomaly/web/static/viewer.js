@@ -5,7 +5,7 @@ const WINDOWS = { // [low, high] HU from width/level: lung W1500/L-600, mediasti
   lung: [-1350, 150], mediastinum: [-125, 225], bone: [-700, 1300], brain: [0, 80],
 };
 const $ = (s) => document.querySelector(s);
-const state = { nv: null, study: null, result: null, finding: 0, timer: null, view: "multi" };
+const state = { nv: null, study: null, result: null, finding: 0, timer: null, view: "multi", kept: 1 };
 
 function token() { return $("#token").value.trim(); }
 function auth() { return { Authorization: "Bearer " + token() }; }
@@ -74,6 +74,24 @@ function ensureViewer() {
   state.nv = nv;
   return nv;
 }
+// The map (an anomaly map, or the explanation of a call with serve --explain) and a finding's mask follow the
+// checkbox and the opacity slider; a finding's red contour always shows.
+function showOverlays() {
+  const nv = state.nv;
+  if (!nv) return;
+  const opacity = $("#show-mask").checked ? $("#opacity").value / 100 : 0;
+  nv.volumes.forEach((v, i) => { if (i > 0 && !v.name.startsWith("contours")) nv.setOpacity(i, opacity); });
+}
+// The upper half of the map's robust range is drawn (low values would tint the whole image).
+async function loadMap(id) {
+  const nv = state.nv;
+  const map = await niivue.NVImage.loadFromUrl({ url: `v1/studies/${id}/heatmap`, headers: auth(), name: "heatmap.nii.gz",
+                                                 colormap: "warm", opacity: 1 });
+  map.cal_min = map.robust_min + 0.5 * (map.robust_max - map.robust_min);
+  map.cal_max = map.robust_max;
+  nv.addVolume(map);
+  showOverlays();
+}
 function showSlice() {
   const nv = state.nv;
   if (!nv || !nv.volumes.length) return;
@@ -97,16 +115,15 @@ async function showFinding(n) {
   const nv = state.nv, f = state.result.findings[n - 1];
   state.finding = n;
   document.querySelectorAll("#findings tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.n === String(n)));
-  while (nv.volumes.length > 1) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
+  while (nv.volumes.length > state.kept) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);  // the image and its map stay
   const base = `v1/studies/${state.study}`;
   if (f.mask) {
-    const opacity = $("#opacity").value / 100;
-    for (const [kind, colormap, op] of [["masks", "warm", opacity], ["contours", "red", 1]]) {
+    for (const [kind, colormap] of [["masks", "warm"], ["contours", "red"]]) {
       const img = await niivue.NVImage.loadFromUrl({ url: `${base}/${kind}/${n}`, headers: auth(), name: kind + ".nii.gz",
-                                                     colormap, opacity: op, cal_min: 0.5, cal_max: 1 });
+                                                     colormap, opacity: 1, cal_min: 0.5, cal_max: 1 });
       nv.addVolume(img);
     }
-    nv.setOpacity(1, $("#show-mask").checked ? opacity : 0);
+    showOverlays();
   }
   nv.scene.crosshairPos = nv.mm2frac(f.point_ras_mm);
   nv.drawScene();
@@ -122,8 +139,10 @@ function renderResult(res) {
     <td>${fmt(f.max_diameter_mm, 1)}</td><td>${f.mean_hu != null ? fmt(f.mean_hu, 0) + " HU" : f.mean_intensity != null ? fmt(f.mean_intensity, 0) + " " + esc(f.intensity_unit || "") : "-"}</td><td>${esc(f.slice ?? "-")}</td></tr>`).join("")
     || `<tr><td colspan="8">no findings</td></tr>`;
   document.querySelectorAll("#findings tr.clickable").forEach((tr) => tr.addEventListener("click", () => showFinding(Number(tr.dataset.n))));
-  $("#flags").textContent = (res.flags || []).join(", ");
-  $("#mask-kind").textContent = res.heatmap ? "heatmap" : "mask";
+  const explanation = res.explanation || {};
+  $("#flags").textContent = [...(res.flags || []), ...(explanation.error ? [`no ${explanation.method} map: ${explanation.error}`] : [])].join(", ");
+  const map = explanation.method && !explanation.error ? `${explanation.method} map` : "anomaly map";
+  $("#mask-kind").textContent = res.heatmap ? (res.findings.length ? `${map} and mask` : map) : "mask";
 }
 // The DICOM objects of a DICOM upload (SEG, RT Structure Set, SR, Parametric Map), for a PACS or a DICOM viewer:
 // fetched with the token (a plain link cannot send it) and saved as KIND.dcm.
@@ -162,6 +181,8 @@ async function openStudy(id) {
   const image = { url: `v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray" };
   if (hu) [image.cal_min, image.cal_max] = WINDOWS.lung;
   await nv.loadVolumes([image]);
+  state.kept = 1;
+  if (res.heatmap) { await loadMap(id); state.kept = 2; }
   setView(res.image.shape_zyx[0] === 1 ? "axial" : state.view);
   showSlice();
   document.body.dataset.ready = "1";
@@ -180,8 +201,8 @@ window.addEventListener("DOMContentLoaded", () => {
   $("#model").addEventListener("change", showModalityFields);
   document.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => setWindow(b.dataset.window)));
   document.querySelectorAll("[data-view]").forEach((b) => b.addEventListener("click", () => setView(b.dataset.view)));
-  $("#show-mask").addEventListener("change", () => state.nv && state.nv.volumes.length > 1 && state.nv.setOpacity(1, $("#show-mask").checked ? $("#opacity").value / 100 : 0));
-  $("#opacity").addEventListener("input", () => state.nv && state.nv.volumes.length > 1 && $("#show-mask").checked && state.nv.setOpacity(1, $("#opacity").value / 100));
+  $("#show-mask").addEventListener("change", showOverlays);
+  $("#opacity").addEventListener("input", showOverlays);
   window.addEventListener("hashchange", route);
   state.timer = setInterval(() => { if (!$("#list-view").hidden) refreshJobs(); }, 2000);
   route();

@@ -1,0 +1,45 @@
+"""Explanation maps of a served model's calls (``serve --explain METHOD``), shown by the viewer over the image.
+
+A classifier's or a whole-image detector's call is explained on the image's grid (:func:`medanomaly.explain.maps.explain`,
+the map ``medanomaly explain RUN IMAGE`` writes), written as the study's ``heatmap.nii.gz``. An anomaly model's own map
+is its explanation and is written as it is; a lung nodule detector's findings carry their masks, and its per-finding
+explanations stay an offline tool (``medanomaly explain``); a fusion model is explained offline from all its
+modalities. The map is relative attribution (no unit): where the model looked, not where disease is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from medanomaly.errors import InputError
+from medanomaly.types import Volume
+
+__all__ = ["explainer_for"]
+
+
+def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volume] | None:
+    """A function from an image to the explanation map of ``model``'s call on it, or None when the model's own outputs
+    are its explanation (an anomaly map, a lung detector's finding masks) or it is explained offline (fusion).
+
+    Raises:
+        InputError: ``method`` is not an explainer, or ``model`` cannot be explained (an exported ONNX package), naming
+            the model; raised when the service starts, before any upload.
+    """
+    from medanomaly.explain.driver import check_options
+
+    try:
+        ex = model.explainable()
+        check_options(ex, 80.0, None, method)
+    except InputError as exc:
+        raise InputError(f"--explain {method}: model {name!r} cannot be explained: {exc.reason}") from None
+    if ex.kind in ("anomaly", "fusion") or ex.patch_size is not None:
+        return None
+
+    def explain_call(volume: Volume) -> Volume:
+        from medanomaly.explain.maps import explain
+
+        return explain(ex.model, volume, method, target=ex.target, preprocess=ex.preprocess, output_fn=ex.output_fn)
+
+    explain_call.method = method  # type: ignore[attr-defined]  # named in each result's "explanation"
+    return explain_call
