@@ -557,6 +557,29 @@ def test_a_dicom_upload_gets_dicom_seg_rtstruct_and_sr_of_its_findings(tmp_path)
         assert missing.status_code == 404 and "no DICOM parametric_map" in missing.json()["detail"]
 
 
+def test_a_classifiers_call_on_a_dicom_upload_is_a_dicom_sr_of_its_class_and_probabilities(service):
+    """A classifier's call on a DICOM upload left nothing in DICOM (SEG and SR were written for findings only): the
+    call is now an SR (TID 1500) of the class and each class's probability, in the upload's study, valid for
+    dciodvfy, read back equal to the JSON result. pydicom's real CT slice (CT_small.dcm) into the 2D classifier."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medanomaly.deploy.dicom_call_sr import read_call_sr
+    from medanomaly.deploy.dicom_out import dciodvfy
+
+    client, *_, tmp = service
+    source = Path(get_testdata_file("CT_small.dcm"))
+    job = wait_done(client, post(client, [source.read_bytes()]).json()["job_id"])
+    assert job["status"] == "done", job
+    result = client.get(f"/v1/studies/{job['id']}/results").json()
+    assert set(result["dicom"]) == {"sr"}, result.get("dicom")
+    (tmp / "sr.dcm").write_bytes(client.get(f"/v1/studies/{job['id']}/dicom/sr").content)
+    assert dciodvfy(tmp / "sr.dcm").errors == []
+    call = read_call_sr(tmp / "sr.dcm")
+    assert call["class"] == result["label"] and call["probabilities"] == pytest.approx(result["probabilities"])
+    assert pydicom.dcmread(tmp / "sr.dcm").StudyInstanceUID == pydicom.dcmread(source).StudyInstanceUID
+
+
 def test_a_viewer_on_another_origin_may_call_the_api_only_when_named(tmp_path, cls_run, monkeypatch, capsys):
     """A DICOM viewer served from another origin (OHIF at https://ohif.hospital.org) could not call the API: the
     browser's preflight got no CORS answer. `serve --cors-origin URL` names the origins that may (none by default);

@@ -12,7 +12,7 @@ import pytest
 MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.types", "medanomaly.processes",
            "medanomaly.io.frames", "medanomaly.io.memory", "medanomaly.errors",
            "medanomaly.config", "medanomaly.deploy.dicom_rtstruct", "medanomaly.deploy.service.ingest",
-           "medanomaly.engine.outputs", "medanomaly.jsonio", "medanomaly.deploy.pacs_auth", "medanomaly.deploy.dimse", "medanomaly.deploy.listener", "medanomaly.deploy.dicom_tls",
+           "medanomaly.engine.outputs", "medanomaly.jsonio", "medanomaly.deploy.pacs_auth", "medanomaly.deploy.dimse", "medanomaly.deploy.listener", "medanomaly.deploy.dicom_tls", "medanomaly.deploy.dicom_call_sr",
            "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
            "medanomaly.deploy.service.app", "medanomaly.cli.serve")
 

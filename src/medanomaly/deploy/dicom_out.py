@@ -8,7 +8,8 @@ The one call the batch runner, the PACS bridge and ``detect --dicom`` share:
 
 Files are written all-or-nothing (temporary file, then rename). A SEG and an RT Structure Set
 (:mod:`medanomaly.deploy.dicom_rtstruct`: what radiotherapy planning systems import) are written when at least
-one finding has a mask, an SR when there is at least one finding, a Parametric Map when a score
+one finding has a mask, an SR when there is at least one finding (or, for a whole-image model's call, an SR of
+the class and its probabilities: :mod:`medanomaly.deploy.dicom_call_sr`), a Parametric Map when a score
 map is given. UIDs are deterministic in (run id, source series), so a rerun rewrites the same
 instances. :func:`dciodvfy` runs the DICOM validator of dicom3tools on a written file.
 """
@@ -59,6 +60,7 @@ def write_dicom_outputs(
     algorithm: str = "medanomaly",
     score_map: Volume | None = None,
     map_label: str = "anomaly score",
+    call: Any = None,
 ) -> DicomOutputs:
     """Write ``seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
 
@@ -72,6 +74,9 @@ def write_dicom_outputs(
         algorithm: algorithm name (e.g. the task name).
         score_map: a voxel-wise score map to write as a Parametric Map, or None.
         map_label: what the map's values are.
+        call: the :class:`~medanomaly.types.Prediction` of a whole-image model (class probabilities, no findings:
+            :func:`~medanomaly.deploy.dicom_call_sr.is_call`), written as the SR (``sr.dcm``) instead of a lesion
+            report; None otherwise.
 
     Returns:
         The written paths.
@@ -82,12 +87,14 @@ def write_dicom_outputs(
     from medanomaly.io.dicom_reference import quiet_person_name
 
     with quiet_person_name():
-        return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label)
+        return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label,
+                      call)  # fmt: skip
 
 
 def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
            out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
-           map_label: str) -> DicomOutputs:  # fmt: skip
+           map_label: str, call: Any) -> DicomOutputs:  # fmt: skip
+    from medanomaly.deploy.dicom_call_sr import build_call_sr, is_call
     from medanomaly.deploy.dicom_rtstruct import TooManyContourPoints, build_rtstruct
     from medanomaly.deploy.dicom_seg import build_seg
     from medanomaly.deploy.dicom_sr import build_sr
@@ -107,6 +114,9 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
     if findings:
         sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm)
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", sr)
+    elif call is not None and is_call(call):
+        sr_path = atomic_save_dataset(out_dir / "sr.dcm", build_call_sr(call, source, run_id=run_id, site=site,
+                                                                        algorithm=algorithm))  # fmt: skip
     if score_map is not None:
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
@@ -159,7 +169,7 @@ def write_dicom_outputs_for_path(
     """
     source = image if isinstance(image, SourceSeries) else source_series_for_path(image, volume)
     return write_dicom_outputs(prediction.findings, source, volume, out_dir, run_id=run_id, site=site,
-                               algorithm=algorithm, score_map=prediction.anomaly_map)  # fmt: skip
+                               algorithm=algorithm, score_map=prediction.anomaly_map, call=prediction)  # fmt: skip
 
 
 @dataclass(frozen=True)

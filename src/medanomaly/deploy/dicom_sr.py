@@ -42,7 +42,8 @@ from medanomaly.types import Finding
 if TYPE_CHECKING:  # pragma: no cover
     import highdicom as hd
 
-__all__ = ["SR_SERIES_NUMBER", "build_sr", "lesion_measurements"]
+__all__ = ["SR_SERIES_NUMBER", "algorithm_identification", "build_sr", "declare_private_scheme", "lesion_measurements",
+           "observation_context"]
 
 SR_SERIES_NUMBER = 902
 
@@ -75,7 +76,7 @@ def lesion_measurements(finding: Finding, modality: str) -> list[Any]:
     return out
 
 
-def _algorithm(algorithm: str) -> Any:
+def algorithm_identification(algorithm: str) -> Any:
     import highdicom as hd
 
     return hd.sr.AlgorithmIdentification(name=algorithm[:64], version=software_version())
@@ -100,7 +101,7 @@ def _group(
         finding_type=finding_type(finding.label),
         finding_category=finding_category(),
         finding_sites=[hd.sr.FindingSite(finding_site(site))] if site else None,
-        algorithm_id=_algorithm(algorithm),
+        algorithm_id=algorithm_identification(algorithm),
         measurements=lesion_measurements(finding, source.modality) or None,
     )
     if info is None:
@@ -114,7 +115,7 @@ def _group(
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
 
 
-def _observation_context(algorithm: str) -> Any:
+def observation_context(algorithm: str) -> Any:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -158,7 +159,7 @@ def build_sr(
     by_index = {i.finding_index: i for i in infos}
     groups = [_group(k, f, by_index.get(k), seg, source, site, algorithm, run_id) for k, f in enumerate(findings)]
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(algorithm),
+        observation_context=observation_context(algorithm),
         procedure_reported=codes.cid100.ImagingProcedure,
         imaging_measurements=groups,
         title=codes.cid7021.ImagingMeasurementReport,
@@ -178,11 +179,11 @@ def build_sr(
         series_description=f"{algorithm} measurement report"[:64],
     )
     if any(f.measurements is not None and math.isfinite(f.measurements.partial_volume_ml) for f in findings):
-        _declare_private_scheme(sr)  # only a report holding a partial-volume method code uses the scheme
+        declare_private_scheme(sr)  # only a report holding a partial-volume method code uses the scheme
     return sr
 
 
-def _declare_private_scheme(sr: Any) -> None:
+def declare_private_scheme(sr: Any) -> None:
     """Name medanomaly's private coding scheme in the Coding Scheme Identification Sequence (PS3.3 C.12.1), which a
     report using one of its codes (the partial-volume method) should carry."""
     from pydicom.dataset import Dataset

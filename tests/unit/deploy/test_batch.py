@@ -385,3 +385,28 @@ def test_the_readers_log_names_no_temporary_link_and_no_raw_uid_with_a_key(tmp_p
     uid = next(iter(archive.good or [""]), "")
     assert not uid or all(uid not in line for line in lines)
     assert slice_file.name not in "".join(lines) and "F-" in (tmp_path / "out" / "problems.csv").read_text()
+
+
+def test_a_classifiers_call_on_each_series_of_an_archive_is_a_dicom_sr(small_archive, fake_module, tmp_path: Path) -> None:
+    """A classifier on an archive wrote no DICOM at all (SEG and SR were for findings): each series' call is an SR of
+    the class and its probabilities, which the PACS bridge and the node store as they store a lesion report."""
+    from medanomaly.deploy.dicom_call_sr import read_call_sr
+    from medanomaly.types import Prediction
+
+    class Classifier(fake_module.FakeDetector):
+        def __init__(self) -> None:
+            super().__init__()
+            self.info = fake_module.FakeInfo(task="classification", class_names=("benign", "malignant"))
+            self.task, self.class_names = self.info.task, self.info.class_names
+
+        def predict(self, volume):
+            return Prediction(scores=(0.3, 0.7), class_names=self.class_names, label="malignant")
+
+    out = tmp_path / "out"
+    run_batch(Classifier(), small_archive.root, out, progress=False)
+    for uid in small_archive.good:
+        record = json.loads((out / "series" / f"{uid}.json").read_text())
+        assert record["status"] == "done" and set(record["dicom"]) == {"sr"}, record
+        assert read_call_sr(out / record["dicom"]["sr"]) == {"class": "malignant", "certainty": pytest.approx(0.7),
+                                                              "probabilities": {"benign": pytest.approx(0.3),
+                                                                                "malignant": pytest.approx(0.7)}}  # fmt: skip

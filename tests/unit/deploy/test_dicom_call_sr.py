@@ -1,0 +1,47 @@
+"""A whole-image call as a DICOM SR: a classifier on an archive, a PACS or a DICOM upload left nothing in DICOM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from medanomaly.deploy.dicom_call_sr import is_call, read_call_sr
+from medanomaly.deploy.dicom_out import dciodvfy, write_dicom_outputs
+from medanomaly.types import Finding, Prediction
+
+CALL = Prediction(scores=(0.12, 0.07, 0.81), class_names=("benign", "uncertain", "malignant"), label="malignant")
+
+
+def test_a_call_is_an_sr_of_its_class_and_probabilities_that_dciodvfy_accepts(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    out = write_dicom_outputs([], files, ct, tmp_path / "o", run_id="r", site="breast", algorithm="classification",
+                              call=CALL)  # fmt: skip
+    assert out.seg is None and out.rtstruct is None and out.sr is not None
+    assert read_call_sr(out.sr) == {"class": "malignant", "certainty": pytest.approx(0.81),
+                                    "probabilities": {"benign": pytest.approx(0.12), "uncertain": pytest.approx(0.07),
+                                                      "malignant": pytest.approx(0.81)}}  # fmt: skip
+    assert dciodvfy(out.sr).errors == []
+    sr, source = pydicom.dcmread(out.sr), pydicom.dcmread(files[0])
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.CodingSchemeIdentificationSequence[0]
+    evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in s.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}  # fmt: skip
+    assert evidence == {pydicom.dcmread(f).SOPInstanceUID for f in files}, "the whole series is the evidence"
+    again = write_dicom_outputs([], files, ct, tmp_path / "again", run_id="r", call=CALL)
+    assert pydicom.dcmread(again.sr).SOPInstanceUID == sr.SOPInstanceUID  # a rerun rewrites the same instance
+
+
+def test_an_abstained_call_says_so(ct_series, tmp_path: Path) -> None:
+    ct, files = ct_series
+    abstained = Prediction(scores=(0.48, 0.52), class_names=("normal", "abnormal"), label="abnormal", abstained=True)
+    out = write_dicom_outputs([], files, ct, tmp_path / "o", run_id="r", call=abstained)
+    assert read_call_sr(out.sr)["class"] == "abstained (not to be acted on)" and dciodvfy(out.sr).errors == []
+
+
+def test_findings_anomaly_scores_and_nan_are_not_calls() -> None:
+    finding = Finding(center_mm=(0.0, 0.0, 0.0), bbox_mm=((0, 0, 0), (1, 1, 1)), score=0.9, label="nodule")
+    assert is_call(CALL)
+    assert not is_call(Prediction(scores=(0.2, 0.8), class_names=("a", "b"), label="b", findings=(finding,)))
+    assert not is_call(Prediction(scores=(5.7,), class_names=("anomaly",), label="anomaly"))  # a score, not p
+    assert not is_call(Prediction(scores=(float("nan"), 0.5), class_names=("a", "b"), label="b"))
