@@ -99,3 +99,16 @@ def test_a_model_that_cannot_be_explained_stops_the_service_at_its_start_in_one_
                                  explain="gradcam"))  # fmt: skip
     assert str(err.value) == ("--explain gradcam: model 'pkg' cannot be explained: an exported package cannot "
                               "explain (no gradients); explain the torch run")
+
+
+def test_an_input_too_large_to_explain_is_refused_before_the_work_and_the_call_stands(tmp_path, cls_run,  # noqa: F811
+                                                                                         monkeypatch):  # fmt: skip
+    from medanomaly.deploy.service import explanation
+
+    monkeypatch.setattr(explanation, "MAX_EXPLAIN_VOXELS", 100)  # the classifier's 32 x 32 input: 1,024 voxels
+    with client_for(tmp_path, {"cls": cls_run}, "gradcam") as client:
+        job = wait_done(client, post(client, [nifti_bytes(tmp_path)]).json()["job_id"])
+        result = client.get(f"/v1/studies/{job['id']}/results").json()
+    assert job["status"] == "done" and "heatmap" not in result
+    assert result["explanation"] == {"method": "gradcam", "error": "the model's input is 1,024 voxels, more than the "
+                                     "100 a served explanation takes; run `medanomaly explain` on it"}  # fmt: skip

@@ -12,10 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["explainer_for"]
+__all__ = ["MAX_EXPLAIN_VOXELS", "explainer_for"]
+
+#: Most voxels of a model's input a served call is explained on. A gradient map keeps every layer's activations of
+#: the whole input (a U-Net detector on a whole CT: many GB), and one worker's failure to allocate them would end the
+#: service's process; a classifier's input (its image size) is far below it.
+MAX_EXPLAIN_VOXELS = 4_000_000
 
 
 def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volume] | None:
@@ -39,7 +46,12 @@ def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volu
     def explain_call(volume: Volume) -> Volume:
         from medanomaly.explain.maps import explain
 
-        return explain(ex.model, volume, method, target=ex.target, preprocess=ex.preprocess, output_fn=ex.output_fn)
+        grid = ex.preprocess(volume) if ex.preprocess is not None else volume
+        voxels = int(np.prod(grid.shape))
+        if voxels > MAX_EXPLAIN_VOXELS:  # checked before the work: gradients of a whole CT would take the service down
+            raise InputError(f"the model's input is {voxels:,} voxels, more than the {MAX_EXPLAIN_VOXELS:,} a served "
+                             "explanation takes; run `medanomaly explain` on it")  # fmt: skip
+        return explain(ex.model, volume, method, target=ex.target, preprocess=lambda _: grid, output_fn=ex.output_fn)
 
     explain_call.method = method  # type: ignore[attr-defined]  # named in each result's "explanation"
     return explain_call
