@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
 
                 written = write_dicom_outputs_for_path(source, volume, prediction, target / "dicom", run_id=run.name,
-                                                       algorithm=model.task)  # fmt: skip
+                                                       algorithm=model.task, task=model.task)  # fmt: skip
                 typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
 
     @app.command()

@@ -212,17 +212,18 @@ def _dicom_source(entry: SeriesEntry, volume: Any, ctx: BatchContext) -> Any:
 
 def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction,
                    ctx: BatchContext) -> dict[str, str]:  # fmt: skip
-    """Write SEG/SR/map for a DICOM series with findings, a map or a whole-image call (an SR of the class); paths
-    relative to the output folder."""
-    from medanomaly.deploy.dicom_call_sr import is_call
+    """Write SEG/SR/map for a DICOM series with findings, a map, a whole-image call (an SR of the class) or, for a
+    detector, none found (an SR saying so); paths relative to the output folder."""
+    from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
     from medanomaly.deploy.dicom_out import write_dicom_outputs
 
-    if source is None or not (prediction.findings or prediction.anomaly_map or is_call(prediction)):
+    report_none = ctx.task in FINDING_TASKS  # a detector that finds nothing says so
+    if source is None or not (prediction.findings or prediction.anomaly_map or is_call(prediction) or report_none):
         return {}
     folder = file_safe(ctx.series_id(entry))
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
-        site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map, call=prediction,
+        site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map, call=prediction, report_none=report_none,
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}

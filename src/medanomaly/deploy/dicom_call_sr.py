@@ -1,4 +1,4 @@
-"""A whole-image call (a classifier's or a fusion model's class and probabilities) as a DICOM SR (TID 1500).
+"""Whole-image results as a DICOM SR (TID 1500): a classifier's or fusion model's call, or a detector's "no findings".
 
 A classifier run on a PACS, an archive or a DICOM upload left nothing in DICOM: the SEG and the lesion SR are written
 for findings only, so a breast lesion classifier's "malignant, 0.81" reached no viewer or PACS. The report holds one
@@ -10,7 +10,9 @@ Measurements and Qualitative Evaluations group (TID 1501, no region: the call is
 * measurements are Certainty of Finding (DCM 111012: the probability of the class called, unitless) and each
   class's probability (private codes ``P1``, ``P2``, ... named "Probability of CLASS", unitless).
 
-The source series' images are its evidence; the observer is the medanomaly device; the report is complete and
+A detector or an anomaly model that finds no lesion in a series reports that too (:func:`build_no_findings_sr`:
+Lesion = Absent, standard codes): nothing was written, so a PACS could not tell a study read and clear from one never
+read. The source series' images are the evidence; the observer is the medanomaly device; the report is complete and
 unverified, as the lesion report is (:mod:`medanomaly.deploy.dicom_sr`, whose observer and algorithm it shares).
 
 Example:
@@ -23,11 +25,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from medanomaly.deploy.codes import PRIVATE_SCHEME, deterministic_uid, finding_site, unit
+from medanomaly.deploy.codes import PRIVATE_SCHEME, deterministic_uid, finding_site, finding_type, unit
 from medanomaly.deploy.dicom_source import MANUFACTURER, SourceSeries
 from medanomaly.types import Prediction
 
-__all__ = ["build_call_sr", "is_call", "read_call_sr"]
+__all__ = ["FINDING_TASKS", "build_call_sr", "build_no_findings_sr", "is_call", "read_call_sr"]
+
+#: Tasks whose results are findings: a series in which they find none gets a "no findings" report.
+FINDING_TASKS = ("lung_nodule", "detection", "anomaly")
 
 
 def is_call(prediction: Prediction) -> bool:
@@ -60,9 +65,6 @@ def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str =
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from medanomaly.deploy.dicom_sr import (SR_SERIES_NUMBER, algorithm_identification, declare_private_scheme,
-                                           observation_context)
-
     if not is_call(prediction):
         raise ValueError("not a whole-image call: no class probabilities, or findings")
     called = prediction.scores[prediction.class_names.index(prediction.label)]
@@ -71,14 +73,45 @@ def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str =
                                        unit=unit("1")) for k, (name, p) in enumerate(zip(prediction.class_names,
                                                                                           prediction.scores,
                                                                                           strict=True))]  # fmt: skip
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = _group(source, run_id, site, algorithm, "Image call", finding_type=_class_code(prediction),
+                   measurements=measurements)  # fmt: skip
+    return _report(group, source, run_id, algorithm, "classification", private_codes=True)
+
+
+def build_no_findings_sr(source: SourceSeries, *, run_id: str = "", site: str | None = None,
+                         algorithm: str = "medanomaly") -> Any:  # fmt: skip
+    """A Comprehensive 3D SR saying that a detector (or an anomaly model) found no lesion in the series: one TID 1501
+    group "No findings" whose qualitative evaluation is Lesion (SCT 52988006) = Absent (SCT 272519000), standard codes
+    only. A run that finds nothing wrote nothing, so a PACS could not tell a study read and clear from one never read."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    absent = hd.sr.QualitativeEvaluation(name=finding_type("lesion"), value=codes.SCT.Absent)
+    group = _group(source, run_id, site, algorithm, "No findings", qualitative_evaluations=[absent])
+    return _report(group, source, run_id, algorithm, "no findings", private_codes=False)
+
+
+def _group(source: SourceSeries, run_id: str, site: str | None, algorithm: str, identifier: str, **content: Any) -> Any:
+    """The one TID 1501 group of a whole-image result (no region: about the series)."""
+    import highdicom as hd
+
+    from medanomaly.deploy.dicom_sr import algorithm_identification
+
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=deterministic_uid(run_id, source.series_uid, "call"),
-                                                     identifier="Image call"),  # fmt: skip
-        finding_type=_class_code(prediction),
+                                                     identifier=identifier),  # fmt: skip
         finding_sites=[hd.sr.FindingSite(finding_site(site))] if site else None,
-        algorithm_id=algorithm_identification(algorithm),
-        measurements=measurements,
-    )
+        algorithm_id=algorithm_identification(algorithm), **content,
+    )  # fmt: skip
+
+
+def _report(group: Any, source: SourceSeries, run_id: str, algorithm: str, what: str, private_codes: bool) -> Any:
+    """The SR of one group (its UIDs those a lesion report of the same run and series would have: one or the other)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from medanomaly.deploy.dicom_sr import SR_SERIES_NUMBER, declare_private_scheme, observation_context
+
     report = hd.sr.MeasurementReport(observation_context=observation_context(algorithm),
                                      procedure_reported=codes.cid100.ImagingProcedure, imaging_measurements=[group],
                                      title=codes.cid7021.ImagingMeasurementReport)  # fmt: skip
@@ -87,20 +120,24 @@ def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str =
         series_instance_uid=deterministic_uid(run_id, source.series_uid, "sr-series"), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=deterministic_uid(run_id, source.series_uid, "sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description=f"{algorithm} classification"[:64],
+        series_description=f"{algorithm} {what}"[:64],
     )  # fmt: skip
-    declare_private_scheme(sr)
+    if private_codes:
+        declare_private_scheme(sr)
     return sr
 
 
 def read_call_sr(path_or_dataset: Any) -> dict[str, Any]:
-    """The call of an SR written by :func:`build_call_sr`: ``{"class": meaning, "certainty": p, "probabilities":
-    {class: p}}``."""
+    """The whole-image result of an SR written here: ``{"class": meaning, "certainty": p, "probabilities": {class:
+    p}}`` for a call (:func:`build_call_sr`), ``{"absent": "Lesion"}`` for no findings (:func:`build_no_findings_sr`)."""
     import highdicom as hd
     import pydicom
 
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(path_or_dataset)
     (group,) = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_image_measurement_groups()
+    absent = [e.name.meaning for e in group.get_qualitative_evaluations() if e.value.value == "272519000"]
+    if absent:
+        return {"absent": absent[0]}
     out: dict[str, Any] = {"class": group.finding_type.meaning, "probabilities": {}}
     for m in group.get_measurements():
         if m.name.scheme_designator == "DCM" and m.name.value == "111012":

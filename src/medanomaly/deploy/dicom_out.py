@@ -61,6 +61,7 @@ def write_dicom_outputs(
     score_map: Volume | None = None,
     map_label: str = "anomaly score",
     call: Any = None,
+    report_none: bool = False,
 ) -> DicomOutputs:
     """Write ``seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
 
@@ -77,6 +78,8 @@ def write_dicom_outputs(
         call: the :class:`~medanomaly.types.Prediction` of a whole-image model (class probabilities, no findings:
             :func:`~medanomaly.deploy.dicom_call_sr.is_call`), written as the SR (``sr.dcm``) instead of a lesion
             report; None otherwise.
+        report_none: with no findings (and no call), write an SR saying no lesion was found (a detector's or anomaly
+            model's result: :data:`~medanomaly.deploy.dicom_call_sr.FINDING_TASKS`).
 
     Returns:
         The written paths.
@@ -88,13 +91,13 @@ def write_dicom_outputs(
 
     with quiet_person_name():
         return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label,
-                      call)  # fmt: skip
+                      call, report_none)  # fmt: skip
 
 
 def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
            out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
-           map_label: str, call: Any) -> DicomOutputs:  # fmt: skip
-    from medanomaly.deploy.dicom_call_sr import build_call_sr, is_call
+           map_label: str, call: Any, report_none: bool) -> DicomOutputs:  # fmt: skip
+    from medanomaly.deploy.dicom_call_sr import build_call_sr, build_no_findings_sr, is_call
     from medanomaly.deploy.dicom_rtstruct import TooManyContourPoints, build_rtstruct
     from medanomaly.deploy.dicom_seg import build_seg
     from medanomaly.deploy.dicom_sr import build_sr
@@ -117,6 +120,9 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
     elif call is not None and is_call(call):
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", build_call_sr(call, source, run_id=run_id, site=site,
                                                                         algorithm=algorithm))  # fmt: skip
+    elif report_none:
+        sr_path = atomic_save_dataset(out_dir / "sr.dcm", build_no_findings_sr(source, run_id=run_id, site=site,
+                                                                               algorithm=algorithm))  # fmt: skip
     if score_map is not None:
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
@@ -155,6 +161,7 @@ def write_dicom_outputs_for_path(
     run_id: str = "",
     site: str | None = "lung",
     algorithm: str = "medanomaly",
+    task: str = "",
 ) -> DicomOutputs:
     """``write_dicom_outputs`` for an image the user named (``detect RUN IMAGE --dicom``).
 
@@ -163,13 +170,17 @@ def write_dicom_outputs_for_path(
         volume: the volume read from it.
         prediction: the model's :class:`~medanomaly.types.Prediction` (findings, anomaly map).
         out_dir, run_id, site, algorithm: as for :func:`write_dicom_outputs`.
+        task: the model's task: a detector's or anomaly model's finding nothing is reported too.
 
     Raises:
         InputError: the image is not DICOM, or its headers do not fit (:func:`source_series_for_path`).
     """
+    from medanomaly.deploy.dicom_call_sr import FINDING_TASKS
+
     source = image if isinstance(image, SourceSeries) else source_series_for_path(image, volume)
     return write_dicom_outputs(prediction.findings, source, volume, out_dir, run_id=run_id, site=site,
-                               algorithm=algorithm, score_map=prediction.anomaly_map, call=prediction)  # fmt: skip
+                               algorithm=algorithm, score_map=prediction.anomaly_map, call=prediction,
+                               report_none=task in FINDING_TASKS)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,25 @@ def test_findings_anomaly_scores_and_nan_are_not_calls() -> None:
     assert not is_call(Prediction(scores=(0.2, 0.8), class_names=("a", "b"), label="b", findings=(finding,)))
     assert not is_call(Prediction(scores=(5.7,), class_names=("anomaly",), label="anomaly"))  # a score, not p
     assert not is_call(Prediction(scores=(float("nan"), 0.5), class_names=("a", "b"), label="b"))
+
+
+def test_a_detector_that_finds_nothing_says_so_in_standard_codes(ct_series, tmp_path: Path, small_archive,
+                                                                 fake_module) -> None:  # fmt: skip
+    """A detector that found nothing wrote nothing: a PACS could not tell a study read and clear from one never read.
+    Lesion (SCT 52988006) = Absent (SCT 272519000); through an archive batch, every clear series gets one."""
+    import json
+
+    from medanomaly.deploy.batch import BatchOptions, run_batch
+
+    ct, files = ct_series
+    out = write_dicom_outputs([], files, ct, tmp_path / "o", run_id="r", site="lung", report_none=True)
+    assert out.seg is None and read_call_sr(out.sr) == {"absent": "Lesion"} and dciodvfy(out.sr).errors == []
+    assert "CodingSchemeIdentificationSequence" not in pydicom.dcmread(out.sr), "standard codes only"
+    assert write_dicom_outputs([], files, ct, tmp_path / "none", run_id="r").sr is None  # a classifier: no call given
+
+    batch = tmp_path / "batch"
+    run_batch(fake_module.FakeDetector(threshold_hu=10_000.0), small_archive.root, batch, BatchOptions(),
+              progress=False)  # fmt: skip
+    for uid in small_archive.good:
+        record = json.loads((batch / "series" / f"{uid}.json").read_text())
+        assert record["n_findings"] == 0 and read_call_sr(batch / record["dicom"]["sr"]) == {"absent": "Lesion"}

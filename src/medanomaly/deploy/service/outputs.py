@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.deploy.dicom_call_sr import is_call
+from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
 from medanomaly.jsonio import write_json
 from medanomaly.types import Finding, Prediction, Volume, intensity_unit
 
@@ -67,7 +67,8 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
     if explanation is not None:
         heatmap = heatmap if heatmap is not None else explanation[0]
         doc["explanation"] = explanation[1]
-    if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None or is_call(prediction)):
+    if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None or is_call(prediction)
+                                     or task in FINDING_TASKS):  # fmt: skip
         doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task)
     viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
     doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": viewable,
@@ -104,7 +105,7 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
 
     try:
         out = write_dicom_outputs_for_path(source, volume, prediction, study_dir / "dicom", run_id=f"service:{model_name}",
-                                           site=BatchOptions().resolved_site(task), algorithm=task)  # fmt: skip
+                                           site=BatchOptions().resolved_site(task), algorithm=task, task=task)  # fmt: skip
     except InputError as exc:
         return {"error": exc.reason}
     written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
