@@ -103,7 +103,7 @@ def test_a_model_that_cannot_be_explained_stops_the_service_at_its_start_in_one_
 
 def test_an_input_too_large_to_explain_is_refused_before_the_work_and_the_call_stands(tmp_path, cls_run,  # noqa: F811
                                                                                          monkeypatch):  # fmt: skip
-    from medanomaly.deploy.service import explanation
+    from medanomaly.deploy import explanation
 
     monkeypatch.setattr(explanation, "MAX_EXPLAIN_VOXELS", 100)  # the classifier's 32 x 32 input: 1,024 voxels
     with client_for(tmp_path, {"cls": cls_run}, "gradcam") as client:

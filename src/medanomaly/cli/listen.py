@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this (float32, "
                                          "and as received)."),
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
-        store_map: bool = typer.Option(False, "--store-map", help="Also send the anomaly map (Parametric Map)."),
+        store_map: bool = typer.Option(False, "--store-map", help="Also send the anomaly or explanation map "
+                                       "(Parametric Map)."),
+        explain: str | None = typer.Option(None, "--explain", help="Also explain each call with this method "
+                                           "(gradcam, ...) as a Parametric Map (sent with --store-map)."),
         tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
                                            "hospital's CA); default the system store."),
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM); with it the node listens over TLS."),
@@ -47,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                   tls=tls_files(tls_ca, tls_cert, tls_key))  # fmt: skip
         check_options(options)
         check_free(host, port)
-        batch = batch_options(series_filter, memory_limit, True, site)
+        batch = batch_options(series_filter, memory_limit, True, site, explain)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
             typer.echo(f"warning: listening on {host}: reachable from other machines, in the clear (--tls-cert and "

@@ -35,9 +35,13 @@ def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
     return load_key(key_file)
 
 
-def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str):
+def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
+                  explain: str | None = None):  # fmt: skip
     from medanomaly.deploy.batch import BatchOptions
     from medanomaly.deploy.select import parse_rule, parse_size
+
+    if explain is not None:
+        check_explain_method(explain)
 
     filters = tuple(series_filter or ())
     for rule in filters:
@@ -47,7 +51,18 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
 
         finding_site(site)  # an unknown site failed each series' SR after its model run
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
-                        site=None if site == "none" else site)  # fmt: skip
+                        site=None if site == "none" else site, explain=explain)  # fmt: skip
+
+
+def check_explain_method(method: str) -> None:
+    """One line, before any model loads, for an ``--explain`` method that is not an explainer."""
+    from medanomaly.explain import methods  # noqa: F401 - registers the explainers
+    from medanomaly.registry import EXPLAINERS
+
+    try:
+        EXPLAINERS.get(method)
+    except InputError as exc:
+        raise InputError(f"--explain {method}: {exc.reason}") from None
 
 
 def predict_archive(
@@ -66,6 +81,7 @@ def predict_archive(
     key_file: Path | None = None,
     retry_errors: bool = False,
     progress: bool = True,
+    explain: str | None = None,
 ) -> int:
     """Run a trained model over every series of an archive; print a summary; return the exit code.
 
@@ -76,7 +92,7 @@ def predict_archive(
     from medanomaly.deploy.batch import run_batch
     from medanomaly.engine import load_model
 
-    options = batch_options(series_filter, memory_limit, dicom, site)
+    options = batch_options(series_filter, memory_limit, dicom, site, explain)
     key = _key(keyed_ids, key_file)
     if engine == "ray" and address:
         from medanomaly.deploy.ray_engine import check_reachable
@@ -145,7 +161,8 @@ def register(app: typer.Typer) -> None:
         series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this as float32."),
         site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
-        store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly map (Parametric Map)."),
+        store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly or explanation map "
+                                       "(Parametric Map)."),
         ae_title: str | None = typer.Option(None, "--ae-title", help="Our AE title to a DIMSE PACS (default "
                                             "MEDANOMALY); the PACS must know it."),
         tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
@@ -157,6 +174,8 @@ def register(app: typer.Typer) -> None:
         move_host: str = typer.Option("0.0.0.0", "--move-host", help="Address our C-MOVE storage SCP listens on."),
         since_days: int | None = typer.Option(None, "--since-days", help="Only studies of the last N days (and "
                                               "today), recomputed each poll: a watch of a PACS holding years."),
+        explain: str | None = typer.Option(None, "--explain", help="Also explain each call with this method "
+                                           "(gradcam, ...) as a Parametric Map (stored with --store-map)."),
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
@@ -171,7 +190,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
 
-        options = batch_options(series_filter, memory_limit, True, site)
+        options = batch_options(series_filter, memory_limit, True, site, explain)
         filters = _study_filters(study_filter)
         if since_days is not None and not 0 <= since_days <= 36_500:
             raise InputError(f"--since-days must be 0..36,500, got {since_days}")

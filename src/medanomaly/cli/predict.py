@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
         dicom: bool = typer.Option(True, "--dicom/--no-dicom", help="Archive: write DICOM SEG + SR per series."),
         frame: int | None = typer.Option(None, "--frame", min=0, help="Cine loops (frames in time) or 4D images: "
                                          "predict this frame or volume (0-based) of each."),
+        explain: str | None = typer.Option(None, "--explain", help="Archive: also explain each call with this "
+                                           "method (gradcam, occlusion, ...), written as the series' Parametric Map."),
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
@@ -71,8 +73,11 @@ def register(app: typer.Typer) -> None:
 
             with output_dir(out or default_out("predict", paths[0].name)) as target:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
-                                       engine=engine, address=address)  # fmt: skip
+                                       engine=engine, address=address, explain=explain)  # fmt: skip
             raise typer.Exit(code=code)
+        if explain is not None:
+            raise InputError("--explain explains each series of an archive (a folder); for files use `medanomaly "
+                             "explain RUN IMAGE`", paths[0])  # fmt: skip
         if frame is not None and "=" in str(paths[0]):
             raise InputError("--frame takes one frame of a cine or 4D file, not of a fusion's modalities", paths[0])
         too_long: dict = {}

@@ -97,13 +97,9 @@ def register(app: typer.Typer) -> None:
         origins = tuple(check_origin(o) for o in cors_origin or ())
         root_path = check_root_path(root_path)
         if explain is not None:
-            from medanomaly.explain import methods  # noqa: F401 - registers the explainers
-            from medanomaly.registry import EXPLAINERS
+            from medanomaly.cli.pacs import check_explain_method
 
-            try:
-                EXPLAINERS.get(explain)  # before the models load: one line listing the methods
-            except InputError as exc:
-                raise InputError(f"--explain {explain}: {exc.reason}") from None
+            check_explain_method(explain)  # before the models load: one line listing the methods
         connection_limits = _connection_limits(header_timeout, body_timeout, max_connections)
         if not tokens.exists() or len(TokenStore(tokens)) == 0:
             raise InputError("no tokens yet: run `medanomaly token new --tokens FILE` first", tokens)

@@ -63,12 +63,15 @@ class BatchOptions:
         dicom: write DICOM SEG + SR (findings) and Parametric Map (anomaly map) for DICOM sources.
         site: anatomic site of findings for the DICOM outputs; ``"auto"`` = lung for lung
             detection, none otherwise.
+        explain: an explainer (``gradcam``, ...) whose map of each call is written as the series' Parametric Map
+            (:mod:`medanomaly.deploy.explanation`); None: none.
     """
 
     series_filters: tuple[str, ...] = ()
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     dicom: bool = True
     site: str | None = "auto"
+    explain: str | None = None
 
     def resolved_site(self, task: str) -> str | None:
         if self.site != "auto":
@@ -140,12 +143,22 @@ def run_fingerprint(model: Any) -> str:
 
 
 def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: bytes | None = None) -> BatchContext:
-    """The batch context: run id, and a fingerprint over the run, the options and the key."""
+    """The batch context: run id, and a fingerprint over the run, the options and the key.
+
+    Raises:
+        InputError: ``options.explain`` names a method the model cannot be explained with (an ONNX package).
+    """
     from medanomaly import __version__
 
+    if options.explain is not None:  # a model that cannot be explained: one line before any series
+        from medanomaly.deploy.explanation import explainer_for
+
+        explainer_for(model, options.explain, str(getattr(model, "run_dir", "") or "the model"))
     run = run_fingerprint(model)
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
+    if opts["explain"] is None:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
+        del opts["explain"]
     key_tag = hashlib.sha256(b"medanomaly-batch-key\x1f" + key).hexdigest()[:16] if key else ""
     blob = json.dumps({"run": run, "options": opts, "key": key_tag, "version": __version__}, sort_keys=True)
     task = str(model.task)
@@ -210,8 +223,29 @@ def _dicom_source(entry: SeriesEntry, volume: Any, ctx: BatchContext) -> Any:
         raise InputError(f"{exc.reason} (--no-dicom predicts without DICOM outputs)", exc.path) from None
 
 
-def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction,
-                   ctx: BatchContext) -> dict[str, str]:  # fmt: skip
+def _explanation(model: Any, volume: Any, prediction: Prediction, ctx: BatchContext, record: dict[str, Any]) -> Any:
+    """The explanation map of a call with ``--explain`` (None without it, for a model with its own map, or when it
+    cannot be made: the call stands, the reason in ``record["explanation"]``)."""
+    from medanomaly.deploy.explanation import explainer_for
+
+    method = ctx.options.explain
+    if method is None or prediction.anomaly_map is not None:
+        return None
+    explainer = explainer_for(model, method, ctx.run_id)
+    if explainer is None:
+        return None
+    try:
+        heat = explainer(volume)
+    except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
+        reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        record["explanation"] = {"method": method, "error": reason}
+        return None
+    record["explanation"] = {"method": method, "class": prediction.label}
+    return heat
+
+
+def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext,
+                   explanation: Any = None) -> dict[str, str]:  # fmt: skip
     """Write SEG/SR/map for a DICOM series with findings, a map, a whole-image call (an SR of the class) or, for a
     detector, none found (an SR saying so); paths relative to the output folder."""
     from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
@@ -221,9 +255,13 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
     if source is None or not (prediction.findings or prediction.anomaly_map or is_call(prediction) or report_none):
         return {}
     folder = file_safe(ctx.series_id(entry))
+    score_map, label = prediction.anomaly_map, "anomaly score"
+    if score_map is None and explanation is not None:
+        score_map, label = explanation, f"{ctx.options.explain} attribution"
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
-        site=ctx.site, algorithm=ctx.task, score_map=prediction.anomaly_map, call=prediction, report_none=report_none,
+        site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
+        report_none=report_none,
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}
@@ -246,7 +284,8 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
         record["skipped"] = [list(pair) for pair in zip(volume.meta.get("skipped_files", ()),
                                                           volume.meta.get("skipped_reasons", ()), strict=False)]
         record.update(_prediction_fields(prediction))
-        record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx)
+        explanation = _explanation(model, volume, prediction, ctx, record) if source is not None else None
+        record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx, explanation)
     except InputError as exc:  # a batch takes no --frame: a cine or a 4D image is predicted from its own file
         reason = reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)
         record = _base_record(entry, ctx, "error", reason)

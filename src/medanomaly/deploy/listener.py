@@ -71,7 +71,7 @@ class ListenerOptions:
         store_to: where SEG / RTSTRUCT / SR go (``dimse://HOST:PORT/AE`` or a DICOMweb root); None: kept in OUT only.
         idle_s: seconds without a new instance after which a series is complete.
         min_free_bytes: free disk space the incoming folder keeps.
-        store_map: also send the Parametric Map of an anomaly map.
+        store_map: also send the Parametric Map (an anomaly map, or a call's explanation with ``--explain``).
         tls: DICOM TLS (:class:`~medanomaly.deploy.dicom_tls.DicomTls`): with a certificate the node listens over TLS
             (a sender's certificate required when a CA is named); a ``dimse+tls://`` ``store_to`` uses it as client.
     """

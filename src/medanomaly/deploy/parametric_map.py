@@ -87,7 +87,7 @@ def build_parametric_map(
         slope=1.0,
         intercept=0.0,
     )
-    width = max(hi - lo, 1e-6)
+    width = max(hi - lo, 1e-6)  # LINEAR_EXACT: a width under 1 (a 0..1 attribution map) is valid DICOM only with it
     pm = hd.pm.ParametricMap(
         source_images=list(source.datasets),
         pixel_array=np.ascontiguousarray(array, dtype=np.float32),
@@ -101,7 +101,8 @@ def build_parametric_map(
         device_serial_number="0",
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=(lo + hi) / 2.0, window_width=width)],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=(lo + hi) / 2.0, window_width=width,
+                                                         voi_lut_function="LINEAR_EXACT")],  # fmt: skip
         series_description=f"{label} map"[:64],
     )
     if site:
@@ -109,6 +110,8 @@ def build_parametric_map(
     body_part = source.datasets[0].get("BodyPartExamined") or _BODY_PART.get((site or "").strip().lower())
     if body_part:  # tells validators whether General Series Laterality is needed (paired part)
         pm.BodyPartExamined = str(body_part)
+    else:  # Type 2C when the part may be paired: present and empty (unknown) when nothing says which part
+        pm.Laterality = ""
     return pm
 
 

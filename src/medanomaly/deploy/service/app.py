@@ -28,7 +28,7 @@ from medanomaly.deploy.atomic import atomic_write_json
 from medanomaly.deploy.service.ingest import (IngestLimits, UploadRefused, check_free_space, store_modalities,
                                                store_upload)
 from medanomaly.deploy.service.audit import AUDIT_FILE, AuditLog, AuditTrail
-from medanomaly.deploy.service.explanation import explainer_for
+from medanomaly.deploy.explanation import explainer_for
 from medanomaly.deploy.service.headers import SecurityHeaders
 from medanomaly.deploy.service.limits import BodyLimit
 from medanomaly.deploy.service.store import JobStore
@@ -56,7 +56,7 @@ class ServiceConfig:
         cors_origins: the web origins (``https://viewer.hospital.org``) whose pages may call the API from a browser
             (a DICOM viewer such as OHIF served elsewhere); none by default (:func:`check_origin`).
         explain: an explainer (``gradcam``, ``occlusion``, ...) whose map of each call is written beside it
-            (:mod:`.explanation`); None: none.
+            (:mod:`medanomaly.deploy.explanation`); None: none.
     """
 
     models: dict[str, Any]

@@ -95,7 +95,8 @@ class ModelWorker:
         data_dir: the folder of study folders.
         queue_size: most queued jobs of this model; more are refused (503 + Retry-After).
         batch: most jobs per ``predict_many`` call for 2D classification models.
-        explainer: image -> the explanation map of the model's call on it (:mod:`.explanation`), or None.
+        explainer: image -> the explanation map of the model's call on it (:mod:`medanomaly.deploy.explanation`),
+            or None.
     """
 
     def __init__(self, name: str, model: Any, store: JobStore, data_dir: Path, queue_size: int = 32,

@@ -1,10 +1,11 @@
-"""Explanation maps of a served model's calls (``serve --explain METHOD``), shown by the viewer over the image.
+"""Explanation maps of a deployed model's calls: ``serve --explain METHOD`` (the viewer draws the map over the image) and
+``predict ARCHIVE`` / ``pacs`` / ``listen`` ``--explain METHOD`` (the map as a DICOM Parametric Map beside the result).
 
 A classifier's or a whole-image detector's call is explained on the image's grid (:func:`medanomaly.explain.maps.explain`,
-the map ``medanomaly explain RUN IMAGE`` writes), written as the study's ``heatmap.nii.gz``. An anomaly model's own map
-is its explanation and is written as it is; a lung nodule detector's findings carry their masks, and its per-finding
-explanations stay an offline tool (``medanomaly explain``); a fusion model is explained offline from all its
-modalities. The map is relative attribution (no unit): where the model looked, not where disease is.
+the map ``medanomaly explain RUN IMAGE`` writes). An anomaly model's own map is its explanation and is written as it
+is; a lung nodule detector's findings carry their masks, and its per-finding explanations stay an offline tool
+(``medanomaly explain``); a fusion model is explained offline from all its modalities. The map is relative attribution
+(no unit): where the model looked, not where disease is.
 """
 
 from __future__ import annotations
