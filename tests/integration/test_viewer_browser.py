@@ -95,25 +95,39 @@ def red_pixels(png: bytes) -> int:
     return int(((rgb[..., 0] > 180) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).sum())
 
 
+def sign_in(page, base: str, token: str) -> list[str]:
+    """Open the viewer and give it the token; returns the list the page's uncaught errors are collected in."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/")
+    page.fill("#token", token)
+    page.dispatch_event("#token", "change")
+    return errors
+
+
+def upload_and_open(page, list_shot: Path | None = None) -> str:
+    """Submit the upload form (its files already chosen), follow the job to done (``list_shot``: a screenshot of the
+    job list then), open its study; the job id."""
+    page.click("#upload button")
+    page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
+    job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+    page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
+    if list_shot is not None:
+        page.screenshot(path=str(list_shot))
+    page.click(f"tr[data-id='{job}'] a")
+    return job
+
+
 def open_first_finding(page, base: str, token: str, case: str, shots: Path) -> tuple[dict, str]:
     """Upload ``case`` through the page, wait for done, open the study, click finding 1."""
     import httpx
 
     from medanomaly.data.sources import pyradiomics_case
 
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(base + "/")
-    page.fill("#token", token)
-    page.dispatch_event("#token", "change")
+    errors = sign_in(page, base, token)
     page.wait_for_selector("#model option", state="attached")  # <option>s are never "visible"
     page.set_input_files("#files", str(pyradiomics_case(case)[0]))
-    page.click("#upload button")
-    page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
-    job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
-    page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
-    page.screenshot(path=str(shots / "list.png"))
-    page.click(f"tr[data-id='{job}'] a")
+    job = upload_and_open(page, shots / "list.png")
     page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
     result = httpx.get(f"{base}/v1/studies/{job}/results", headers={"Authorization": f"Bearer {token}"}).json()
     assert result["findings"], f"the fixture detector finds something on {case}"
@@ -331,18 +345,10 @@ def test_a_dicom_upload_offers_its_seg_rtstruct_and_sr_for_download(server, tmp_
     files = write_dicom_series(read(pyradiomics_case("lung1")[0]).with_meta(modality="CT"), tmp_path / "ct")
     ct_series = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     with chromium_page(760) as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", token)
-        page.dispatch_event("#token", "change")
+        errors = sign_in(page, base, token)
         page.wait_for_selector("#model option", state="attached")
         page.set_input_files("#files", [str(f) for f in files])
-        page.click("#upload button")
-        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
-        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
-        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
-        page.click(f"tr[data-id='{job}'] a")
+        upload_and_open(page)
         page.wait_for_selector("button[data-dicom='seg']", state="visible")
         kinds = page.eval_on_selector_all("button[data-dicom]", "bs => bs.map(b => b.dataset.dicom)")
         saved = {}
@@ -368,20 +374,12 @@ def test_a_fusion_model_takes_one_file_field_per_modality_from_the_page(tmp_path
     run = train_tiny_fusion(tmp_path)
     t1 = slice_nifti(tmp_path, "T1")
     with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", token)
-        page.dispatch_event("#token", "change")
+        errors = sign_in(page, base, token)
         page.wait_for_selector("input[data-modality='PD']", state="attached")
         shown = page.eval_on_selector_all("input[data-modality]", "es => es.map(e => e.dataset.modality)")
         assert shown == ["T1", "PD"] and page.is_hidden("#files"), shown
         page.set_input_files("input[data-modality='T1']", str(t1))  # PD left empty: missing
-        page.click("#upload button")
-        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
-        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
-        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
-        page.click(f"tr[data-id='{job}'] a")
+        upload_and_open(page)
         page.wait_for_selector("#classification b", state="visible")
         decision, flags = page.inner_text("#classification"), page.inner_text("#flags")
         page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
@@ -423,18 +421,10 @@ def test_an_anomaly_map_is_drawn_over_the_image_and_follows_the_checkbox(tmp_pat
     run = tiny_anomaly_run(tmp_path, "normative")
     brain = write(read(pyradiomics_case("brain1")[0]), tmp_path / "brain.nii.gz")
     with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", token)
-        page.dispatch_event("#token", "change")
+        errors = sign_in(page, base, token)
         page.wait_for_selector("#model option", state="attached")
         page.set_input_files("#files", str(brain))
-        page.click("#upload button")
-        page.wait_for_function("() => document.querySelector('#upload-status').dataset.job")  # a function: CSP blocks eval of an expression
-        job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
-        page.wait_for_selector(f"tr[data-id='{job}'][data-status='done']", state="attached", timeout=300_000)
-        page.click(f"tr[data-id='{job}'] a")
+        upload_and_open(page)
         page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
         page.click("[data-view='axial']")
         shown = page.locator("#gl").screenshot()
