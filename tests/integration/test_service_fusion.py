@@ -112,6 +112,7 @@ def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(s
     ([("T1", "t1"), ("CT", "pd")], {}, 400, "field 'CT' is not a modality of this model: send one field per "
                                             "modality (T1, PD)"),
     ([("T1", "t1"), ("files", "pd")], {}, 400, "field 'files' is not a modality"),
+    ([("T1", "t1"), ("X" * 200, "pd")], {}, 400, f"field '{'X' * 64}' is not a modality"),  # a client's name, cut
     ([("T1", "t1")], {"frame": 0}, 400, "frame takes one frame of a cine or 4D file, not of a fusion's modalities"),
     ([("T1", "t1"), ("PD", "text")], {}, 415, "PD: unsupported content: not DICOM"),
     ([("T1", "t1"), ("PD", "pd"), ("PD", "pd")], {}, 415, "PD: send DICOM files of one series, or exactly one"),

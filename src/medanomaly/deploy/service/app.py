@@ -236,7 +236,7 @@ def upload_parts(form: Any, model: Any, frame: int | None) -> dict[str, list[Any
         return {"files": fields.get("files", [])}
     others = sorted(set(fields) - set(names))
     if others:
-        raise UploadRefused(400, f"field {others[0]!r} is not a modality of this model: send one field per modality "
+        raise UploadRefused(400, f"field {others[0][:64]!r} is not a modality of this model: send one field per modality "
                                  f"({', '.join(names)}), or one image with them as components in field 'files'")  # fmt: skip
     if frame is not None:
         raise UploadRefused(400, "frame takes one frame of a cine or 4D file, not of a fusion's modalities")
