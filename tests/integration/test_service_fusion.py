@@ -144,3 +144,30 @@ def test_images_the_model_cannot_take_together_fail_the_job_with_a_reason_naming
         job = wait_done(client, r.json()["job_id"])
         assert job["status"] == "failed" and reason in job["reason"], job
         assert "studies" not in job["reason"] and "modality-" not in job["reason"], job
+
+
+def test_a_fusion_call_on_a_dicom_modality_is_a_dicom_sr_referencing_that_series(service, fusion_run):
+    """The call of a fusion model sent a DICOM series for its first modality is an SR (TID 1500) in that series'
+    study, as a classifier's call on a DICOM upload is; its probabilities are the JSON result's."""
+    import pydicom
+
+    from medanomaly.deploy.dicom_call_sr import read_call_sr
+    from medanomaly.deploy.dicom_out import dciodvfy
+    from medanomaly.io import read, write
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    client, tmp = service
+    t1 = read(slice_nifti(tmp, "T1")).with_meta(modality="MR")
+    (dcm,) = write_dicom_series(t1, tmp / "t1_dicom")
+    pd = tmp / "pd_on_t1_grid.nii.gz"
+    write(read(dcm).with_array(np.asarray(read(slice_nifti(tmp, "PD")).array)), pd)  # PD on the DICOM's own grid
+    r = upload(client, [("T1", dcm.read_bytes()), ("PD", pd.read_bytes())])
+    job = wait_done(client, r.json()["job_id"])
+    assert job["status"] == "done", job
+    result = client.get(f"/v1/studies/{job['id']}/results").json()
+    assert set(result.get("dicom", {})) == {"sr"}, result.get("dicom")
+    (tmp / "sr.dcm").write_bytes(client.get(f"/v1/studies/{job['id']}/dicom/sr").content)
+    assert dciodvfy(tmp / "sr.dcm").errors == []
+    call = read_call_sr(tmp / "sr.dcm")
+    assert call["class"] == result["label"] and call["probabilities"] == pytest.approx(result["probabilities"])
+    assert pydicom.dcmread(tmp / "sr.dcm").StudyInstanceUID == pydicom.dcmread(dcm).StudyInstanceUID

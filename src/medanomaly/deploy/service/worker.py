@@ -190,12 +190,12 @@ class ModelWorker:
             return
         predictions = self.model.predict_many(volumes) if len(ready) > 1 else [self.model.predict(volumes[0])]
         for job, volume, prediction in zip(ready, volumes, predictions, strict=True):
-            self._finish(job, volume, prediction, start)
+            self._finish(job, volume, prediction, start, input_path(self.data_dir / job["id"]))
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start) / len(ready)
 
     def _run_modalities(self, job: dict[str, Any], start: float) -> bool:
         """Run a job whose upload sent one field per modality (a fusion model); False when it sent field ``files``.
-        The viewer's image is the first modality sent."""
+        The viewer's image, and the series a DICOM SR of the call references, are the first modality sent's."""
         from medanomaly.engine.verbs import predict_modalities
 
         study_dir = self.data_dir / job["id"]
@@ -208,8 +208,8 @@ class ModelWorker:
         except MedanomalyError as exc:
             self._fail(job, exc)
             return True
-        first = next(v for v in volumes.values() if v is not None)
-        self._finish(job, first, prediction, start, modalities=True)
+        name, first = next((n, v) for n, v in volumes.items() if v is not None)
+        self._finish(job, first, prediction, start, paths[name])
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
@@ -229,16 +229,15 @@ class ModelWorker:
         self.store.fail(job["id"], _reason(exc))
         log.info("job %s failed: %s", job["id"], _reason(exc))
 
-    def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, modalities: bool = False) -> None:
-        """Write a job's outputs and mark it done (a study deleted while it ran is left deleted). DICOM outputs
-        reference an upload of DICOM files in field ``files`` (``modalities``: it sent one field per modality)."""
+    def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None) -> None:
+        """Write a job's outputs and mark it done (a study deleted while it ran is left deleted); ``read_from``: what
+        ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference."""
         self.store.progress(job["id"], 0.8)
         study_dir = self.data_dir / job["id"]
         if not study_dir.is_dir():
             return
-        source = input_path(study_dir)
-        write_outputs(study_dir, volume, prediction, self.name, self.model.task,
-                      dicom_source=source if source.is_dir() and not modalities else None,
+        dicom_source = read_from if read_from is not None and read_from.is_dir() else None
+        write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
                       explanation=self._explain(job, volume, prediction))  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
