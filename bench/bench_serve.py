@@ -9,10 +9,15 @@
     the fixture lung detector (tests/fixtures/lung_detector, trained on synthetic nodules), queued
     at once; per-job server time and the throughput of the whole batch.
 
+(c) with --explain METHOD: the same classification load on a second service started with ``serve --explain METHOD``
+    (each call's map written beside it), in the same process after (a): the round trip and throughput ratios
+    against (a) are printed (the cost of explaining every call).
+
 The service runs in a subprocess (uvicorn, one worker thread per model) with --threads torch
 threads. Prints p50 / p95 latency and throughput; --json writes them.
 
-Usage: python bench/bench_serve.py [--requests 200] [--clients 8] [--cts 10] [--threads 2] [--json out.json]
+Usage: python bench/bench_serve.py [--requests 200] [--clients 8] [--cts 10] [--threads 2] [--explain gradcam]
+       [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,19 +63,20 @@ def fixture_detector(run: Path) -> Path:
     return Path(shutil.copytree(FIXTURE, run))
 
 
-def start_service(runs: list[Path], tmp: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
-    """``medanomaly serve`` on a free 127.0.0.1 port: (process, base URL, token)."""
+def start_service(runs: list[Path], tmp: Path, threads: int, *options: str) -> tuple[subprocess.Popen, str, str]:
+    """``medanomaly serve`` (with ``options``) on a free 127.0.0.1 port: (process, base URL, token)."""
     import httpx
 
     from medanomaly.deploy.service.tokens import new_token
 
+    tmp.mkdir(parents=True, exist_ok=True)
     token = new_token(tmp / "tokens.json")
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "medanomaly.cli.app", "serve", *map(str, runs), "--host", HOST, "--port", str(port),
-           "--tokens", str(tmp / "tokens.json"), "--data", str(tmp / "data"), "--queue-size", "64"]  # fmt: skip
+           "--tokens", str(tmp / "tokens.json"), "--data", str(tmp / "data"), "--queue-size", "64", *options]  # fmt: skip
     with open(tmp / "serve.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://{HOST}:{port}"
@@ -155,6 +161,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, choices=range(1, 33), metavar="C")
     ap.add_argument("--cts", type=int, default=10, choices=range(0, 21), metavar="M")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the service")
+    ap.add_argument("--explain", default=None, help="also load a service explaining each call with this method")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -190,12 +197,43 @@ def main() -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if args.explain:
+            results["classification_explained"] = explained_load(cls, tmp / "explain", images, args)
+            base_trip = results["classification"]["roundtrip_p50_s"]
+            ratio = results["classification_explained"]["roundtrip_p50_s"] / base_trip
+            slower = results["classification"]["throughput_per_s"] / results["classification_explained"]["throughput_per_s"]
+            print(f"explained ({args.explain}):", json.dumps(results["classification_explained"]))
+            print(f"explaining each call: round trip p50 x{ratio:.2f}, throughput / {slower:.2f} (same process, "
+                  f"same images, after the plain run)")  # fmt: skip
         results["threads"], results["cpus"] = args.threads, os.cpu_count()
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         errors = sum(r["errors"] for r in results.values() if isinstance(r, dict))
         print(f"errors: {errors}")
         raise SystemExit(1 if errors else 0)
+
+
+def explained_load(cls: Path, tmp: Path, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict:
+    """The classification load on a service started with ``--explain``; every job must carry its map."""
+    import httpx
+
+    proc, base, token = start_service([cls], tmp, args.threads, "--explain", args.explain)
+    try:
+        run_load(base, token, "cls", images[:50], args.clients, 120)  # warm-up, as for the plain run
+        result = run_load(base, token, "cls", images, args.clients, 120)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+            job = client.get("/v1/jobs").json()[0]
+            explanation = client.get(f"/v1/studies/{job['id']}/results").json().get("explanation", {})
+        if explanation.get("method") != args.explain or "error" in explanation:
+            result["errors"] += 1
+            result["error_examples"].append(f"no map: {explanation}")
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 if __name__ == "__main__":
