@@ -38,6 +38,7 @@ def test_a_classifiers_call_is_explained_by_the_map_the_explain_command_writes(t
     image = tmp_path / "img.nii.gz"
     image.write_bytes(nifti_bytes(tmp_path, seed=3))
     with client_for(tmp_path, {"cls": cls_run}, "gradcam") as client:
+        assert client.get("/v1/models").json()[0]["explanation"] == "gradcam"
         job = wait_done(client, post(client, [image.read_bytes()]).json()["job_id"])
         assert job["status"] == "done", job
         result = client.get(f"/v1/studies/{job['id']}/results").json()

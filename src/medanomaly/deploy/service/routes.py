@@ -136,6 +136,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     def models(request: Request, entry: TokenEntry = auth) -> Any:
         return [{"name": n, "task": w.model.task, "class_names": list(w.model.class_names),
                  "modalities": list(getattr(w.model, "modalities", ())),
+                 "explanation": getattr(w.explainer, "method", None),
                  "queued": request.app.state.store.n_queued(n), "queue_size": w.queue_size}
                 for n, w in request.app.state.workers.items() if entry.allows(n)]  # fmt: skip
 
