@@ -135,10 +135,15 @@ def test_images_the_model_cannot_take_together_fail_the_job_with_a_reason_naming
     the modality and never the server's folders."""
     from pydicom.data import get_testdata_file
 
+    import nibabel as nib
+
     client, tmp = service
     pd = slice_nifti(tmp, "PD").read_bytes()
+    nib.save(nib.Nifti1Image(np.ones((217, 181, 1, 3), np.float32), np.eye(4)), tmp / "t1_4d.nii.gz")
     for t1, reason in ((Path(get_testdata_file("CT_small.dcm")).read_bytes(), "T1 holds a CT image, expected MR"),
-                       (nifti_bytes(tmp), "grids differ")):  # fmt: skip
+                       (nifti_bytes(tmp), "grids differ"),
+                       ((tmp / "t1_4d.nii.gz").read_bytes(),  # the run's "set data.volumes.T1": no client can
+                        "4D image (3 volumes, 0..2): send T1 as one volume (a 3D image)")):  # fmt: skip
         r = upload(client, [("T1", t1), ("PD", pd)])
         assert r.status_code == 202, r.text
         job = wait_done(client, r.json()["job_id"])

@@ -9,6 +9,7 @@ a one-line reason; the thread goes on with the next. Logs name jobs by their ran
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -73,9 +74,14 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
     return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
 
 
+#: A fusion run's advice for a 4D modality (:func:`medanomaly.io.frames.read_modality`), which a client cannot follow.
+_VOLUMES_ADVICE = re.compile(r"set data\.volumes\.(\S+) to one of them")
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, MedanomalyError):  # the CLI's option is the API's query parameter here
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        reason = _VOLUMES_ADVICE.sub(r"send \1 as one volume (a 3D image)", reason)  # a run's setting, not the client's
         return reword_frame_advice(reason, "upload it with ?frame=N").replace("--frame ", "frame=")
     text = str(exc).strip().splitlines()
     return f"internal error: {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
