@@ -73,10 +73,10 @@ def post(client, files, **kw):
     return client.post("/v1/studies", files=[("files", (f"f{i}", data)) for i, data in enumerate(files)], **kw)
 
 
-def wait_done(client, job_id: str, timeout: float = 30.0) -> dict:
+def wait_done(client, job_id: str, timeout: float = 30.0, headers: dict | None = None) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
         if job["status"] in ("done", "failed"):
             return job
         time.sleep(0.05)
@@ -182,6 +182,45 @@ def test_tokens_401_403(service):
     assert client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {other}"}).status_code == 403
     stored = (tmp / "tokens.json").read_text()
     assert full not in stored and other not in stored
+
+
+def test_a_token_reads_only_the_studies_uploaded_with_it_unless_it_sees_every_study(service):
+    """Every token allowed a model read every study of it: one client application's uploads (images, findings, DICOM
+    objects) were listed and downloadable by any other's token. A study is now its uploader's (another token: 404,
+    as if it did not exist; not in its job list), unless the token was made with --all-studies (a reading room)."""
+    import sqlite3
+
+    from medanomaly.deploy.service.tokens import new_token
+
+    client, full, _, tmp = service
+    peer, reader = new_token(tmp / "tokens.json"), new_token(tmp / "tokens.json", all_studies=True)
+    job_id = wait_done(client, post(client, [nifti_bytes(tmp)]).json()["job_id"])["id"]
+    as_peer, as_reader = ({"Authorization": f"Bearer {t}"} for t in (peer, reader))
+    for route in (f"/v1/jobs/{job_id}", f"/v1/studies/{job_id}/results", f"/v1/studies/{job_id}/image"):
+        assert client.get(route, headers=as_peer).status_code == 404, route
+        assert client.get(route).status_code == 200 and client.get(route, headers=as_reader).status_code == 200, route
+    assert client.get("/v1/jobs", headers=as_peer).json() == []
+    assert [j["id"] for j in client.get("/v1/jobs", headers=as_reader).json()] == [job_id]
+    assert client.delete(f"/v1/studies/{job_id}", headers=as_peer).status_code == 404
+    peer_job = wait_done(client, post(client, [nifti_bytes(tmp)], headers=as_peer).json()["job_id"], headers=as_peer)
+    assert client.get(f"/v1/jobs/{peer_job['id']}").status_code == 404  # the first client cannot read the peer's
+    with sqlite3.connect(tmp / "data" / "jobs.sqlite") as db:  # a job of an earlier version: no owner recorded
+        db.execute("UPDATE jobs SET token = NULL WHERE id = ?", (job_id,))
+    assert client.get(f"/v1/jobs/{job_id}", headers=as_peer).status_code == 200
+
+
+def test_a_job_store_of_an_earlier_version_gains_the_owner_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "jobs.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, status TEXT NOT NULL, progress REAL "
+                   "NOT NULL DEFAULT 0, reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, input_kind TEXT, n_files "
+                   "INTEGER, created REAL NOT NULL, updated REAL NOT NULL, seconds REAL)")  # fmt: skip
+        db.execute("INSERT INTO jobs (id, model, status, created, updated) VALUES ('a', 'cls', 'done', 1, 1)")
+    store = JobStore(path)
+    assert store.get("a")["token"] is None and store.get(store.create("cls", "nifti", 1, token="t1"))["token"] == "t1"
+    store.close()
 
 
 def test_size_limit_413(service):

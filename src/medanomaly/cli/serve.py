@@ -31,22 +31,25 @@ def register(app: typer.Typer) -> None:
     def token_new(
         tokens: Path = typer.Option(..., "--tokens", help="token file (JSON of hashes; created 0600)"),
         model: list[str] = typer.Option(None, "--model", help="model name the token may use (repeat); default all"),
+        all_studies: bool = typer.Option(False, "--all-studies", help="the token reads every study of its models "
+                                         "(a reading room's viewer); by default only those uploaded with it"),
     ) -> None:
         """Print a new bearer token once; the token file keeps only its SHA-256 hash."""
         from medanomaly.deploy.service.tokens import list_tokens, new_token
 
-        token = new_token(tokens, models=list(model or []))
+        token = new_token(tokens, models=list(model or []), all_studies=all_studies)
         token_id = list_tokens(tokens)[-1]["id"]
         typer.echo(token)  # alone on standard output, for scripts; its id (to revoke it) on standard error
         typer.echo(f"token id {token_id} (revoke: medanomaly token revoke {token_id} --tokens {tokens})", err=True)
 
     @token_app.command("list")
     def token_list(tokens: Path = typer.Option(..., "--tokens", help="token file made by `medanomaly token new`")) -> None:
-        """List the tokens: id, models, created (never a token or its hash)."""
+        """List the tokens: id, models, which studies, created (never a token or its hash)."""
         from medanomaly.deploy.service.tokens import list_tokens
 
         for entry in list_tokens(tokens):
-            typer.echo(f"{entry['id']}  models {','.join(entry['models'])}  created {entry['created'] or '?'}")
+            studies = "every study" if entry["all_studies"] else "its own studies"
+            typer.echo(f"{entry['id']}  models {','.join(entry['models'])}  {studies}  created {entry['created'] or '?'}")
 
     @token_app.command("revoke")
     def token_revoke(

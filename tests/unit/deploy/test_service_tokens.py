@@ -19,6 +19,7 @@ from medanomaly.errors import InputError
     ("not a mapping", "'sha256' must be 64 hex digits"),
     ({"sha256": "ab" * 32, "models": "lung"}, "'models' must be a list of model names"),
     ({"sha256": "ab" * 32, "models": [""]}, "'models' must be a list of model names"),
+    ({"sha256": "ab" * 32, "all_studies": "yes"}, "'all_studies' must be true or false"),
 ])  # fmt: skip
 def test_a_bad_entry_is_one_line_naming_it(tmp_path, entry, reason):
     path = tmp_path / "tokens.json"

@@ -211,7 +211,7 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
         raise HTTPException(507, "the server could not store the upload (disk full or not writable); retry later")
     finally:
         await form.close()
-    state.store.create(model, kind, n, job_id=job_id)
+    state.store.create(model, kind, n, job_id=job_id, token=entry.id)
     worker.notify()
     log.info("job %s queued (%s, %d %s file(s))", job_id, model, n, kind)
     return {"job_id": job_id, "study_id": job_id, "status": "queued", "model": model}

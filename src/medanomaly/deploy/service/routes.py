@@ -31,7 +31,7 @@ def _job(request: Request, job_id: str, entry: TokenEntry) -> dict[str, Any]:
     from fastapi import HTTPException
 
     job = request.app.state.store.get(job_id) if len(job_id) == 32 and job_id.isalnum() else None
-    if job is None:
+    if job is None or (entry.allows(job["model"]) and not entry.sees(job)):  # another client's study: not even there
         raise HTTPException(404, "no such job or study")
     if not entry.allows(job["model"]):
         raise HTTPException(403, f"this token may not use model {job['model']!r}")
@@ -149,7 +149,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
 
     @app.get("/v1/jobs", summary="Recent jobs of the models this token may use")
     def jobs(request: Request, entry: TokenEntry = auth) -> Any:
-        return [job_view(j) for j in request.app.state.store.list() if entry.allows(j["model"])]
+        return [job_view(j) for j in request.app.state.store.list() if entry.sees(j)]
 
     @app.get("/v1/jobs/{job_id}", summary="One job: queued, running (progress), done or failed (reason)")
     def job(request: Request, job_id: str, entry: TokenEntry = auth) -> Any:

@@ -28,7 +28,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0,
     reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, input_kind TEXT, n_files INTEGER,
-    created REAL NOT NULL, updated REAL NOT NULL, seconds REAL
+    created REAL NOT NULL, updated REAL NOT NULL, seconds REAL, token TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (model, status, created);
 """
@@ -44,18 +44,22 @@ class JobStore:
         self._lock = threading.Lock()
         self._db = open_state_db(self.path, "PRAGMA journal_mode=WAL;" + _SCHEMA, "jobs", _COLUMNS, "job store",
                                  check_same_thread=False, isolation_level=None, timeout=30)  # fmt: skip
+        if "token" not in {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN token TEXT")  # a store of an earlier version: no owners
         self._db.row_factory = sqlite3.Row
 
     def _exec(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, args).fetchall()]
 
-    def create(self, model: str, input_kind: str, n_files: int, job_id: str | None = None) -> str:
-        """A new queued job; returns its id (random, carries nothing about the patient)."""
+    def create(self, model: str, input_kind: str, n_files: int, job_id: str | None = None,
+               token: str | None = None) -> str:  # fmt: skip
+        """A new queued job; returns its id (random, carries nothing about the patient). ``token``: the id of the
+        token it was uploaded with (its owner)."""
         job_id = job_id or uuid.uuid4().hex
         now = time.time()
-        self._exec("INSERT INTO jobs (id, model, status, input_kind, n_files, created, updated) "
-                   "VALUES (?, ?, 'queued', ?, ?, ?, ?)", (job_id, model, input_kind, n_files, now, now))  # fmt: skip
+        self._exec("INSERT INTO jobs (id, model, status, input_kind, n_files, created, updated, token) "
+                   "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)", (job_id, model, input_kind, n_files, now, now, token))  # fmt: skip
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """Bearer tokens: a new token is printed once; the token file keeps only its SHA-256 hash.
 
-The file is JSON ``{"tokens": [{"id", "sha256", "models", "created"}]}`` written atomically with
-mode 0600. ``models`` is ``["*"]`` (every model) or a list of model names. A presented token is
+The file is JSON ``{"tokens": [{"id", "sha256", "models", "created"[, "all_studies"]}]}`` written atomically with
+mode 0600. ``models`` is ``["*"]`` (every model) or a list of model names; a token reads the studies uploaded with it
+only, unless ``all_studies`` (:meth:`TokenEntry.sees`). A presented token is
 hashed and compared with :func:`hmac.compare_digest` against every stored hash.
 
 Example:
@@ -36,15 +37,23 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class TokenEntry:
-    """One stored token: its id (not secret), hash and the models it may use."""
+    """One stored token: its id (not secret), hash, the models it may use, and whether it sees every study of them
+    (``all_studies``: a reading room's viewer) or only those uploaded with it (the default)."""
 
     id: str
     sha256: str
     models: tuple[str, ...]
+    all_studies: bool = False
 
     def allows(self, model: str) -> bool:
         """True when this token may use ``model``."""
         return "*" in self.models or model in self.models
+
+    def sees(self, job: dict) -> bool:
+        """True when this token may read ``job`` (a job row): its model is allowed, and the job was uploaded with
+        this token, or the token sees every study, or the job predates owners (no ``token`` recorded)."""
+        owner = job.get("token")
+        return self.allows(str(job["model"])) and (self.all_studies or owner is None or owner == self.id)
 
 
 def _read(path: Path) -> list[dict]:
@@ -70,14 +79,17 @@ def _check_entry(entry: object, number: int, path: Path) -> None:
                          "token new`)", path)  # fmt: skip
     if not (isinstance(models, list) and all(isinstance(m, str) and m for m in models)):
         raise InputError(f"token {number}: 'models' must be a list of model names", path)
+    if not isinstance(entry.get("all_studies", False), bool):
+        raise InputError(f"token {number}: 'all_studies' must be true or false", path)
 
 
-def new_token(path: str | Path, models: list[str] | None = None) -> str:
+def new_token(path: str | Path, models: list[str] | None = None, all_studies: bool = False) -> str:
     """Create a token, store its hash in ``path`` (created 0600), and return the token itself.
 
     Args:
         path: the token file (JSON).
         models: model names the token may use; None or empty = every model.
+        all_studies: the token sees every study of its models, not only those uploaded with it.
 
     Returns:
         The token: shown once, never stored (its id, for :func:`revoke_token`, is the file's last entry's).
@@ -88,7 +100,8 @@ def new_token(path: str | Path, models: list[str] | None = None) -> str:
     taken = {str(e.get("id")) for e in entries}
     token_id = next(i for i in iter(lambda: secrets.token_hex(4), None) if i not in taken)  # ids name one token
     entries.append({"id": token_id, "sha256": hash_token(token), "models": list(models or ["*"]),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    **({"all_studies": True} if all_studies else {})})  # fmt: skip
     atomic_write(path, lambda fh: fh.write(json.dumps({"tokens": entries}, indent=2).encode()), private=True)
     return token
 
@@ -96,8 +109,8 @@ def new_token(path: str | Path, models: list[str] | None = None) -> str:
 def list_tokens(path: str | Path) -> list[dict[str, object]]:
     """Each stored token's ``id``, ``models`` and ``created`` (no hash: nothing an attacker could test guesses
     against), in the file's order; a missing file has none."""
-    return [{"id": str(e.get("id", "?")), "models": list(e.get("models") or ["*"]), "created": e.get("created", "")}
-            for e in _read(Path(path))]  # fmt: skip
+    return [{"id": str(e.get("id", "?")), "models": list(e.get("models") or ["*"]), "created": e.get("created", ""),
+             "all_studies": bool(e.get("all_studies", False))} for e in _read(Path(path))]  # fmt: skip
 
 
 def revoke_token(path: str | Path, token_id: str) -> None:
@@ -138,8 +151,8 @@ class TokenStore:
             logging.getLogger(__name__).warning("%s; keeping the %d token(s) read before", exc, len(self._entries))
             self._mtime = mtime
             return
-        self._entries = tuple(TokenEntry(str(e.get("id", "?")), e["sha256"], tuple(e.get("models") or ["*"]))
-                              for e in entries)  # fmt: skip
+        self._entries = tuple(TokenEntry(str(e.get("id", "?")), e["sha256"], tuple(e.get("models") or ["*"]),
+                                         bool(e.get("all_studies", False))) for e in entries)  # fmt: skip
         self._mtime = mtime
 
     def __len__(self) -> int:
