@@ -307,6 +307,23 @@ def test_full_queue_503_retry_after(tmp_path, cls_run):
     assert int(codes[2].headers["Retry-After"]) >= 1
 
 
+def test_one_token_cannot_fill_a_models_queue_for_the_others(tmp_path, cls_run):
+    """One client could queue a model's whole queue (503 for every other client until it drained). With
+    --max-active-per-token 2 its third study is 429 with Retry-After, another token's upload is taken."""
+    from fastapi.testclient import TestClient
+
+    tokens = tmp_path / "t.json"
+    busy, other = new_token(tokens), new_token(tokens)
+    app = create_app(ServiceConfig(models={"cls": cls_run}, data_dir=tmp_path / "d", tokens=tokens, queue_size=8,
+                                   start_workers=False, max_active_per_token=2))  # fmt: skip
+    with TestClient(app, headers={"Authorization": f"Bearer {busy}"}) as client:
+        codes = [post(client, [nifti_bytes(tmp_path)]) for _ in range(3)]
+        taken = post(client, [nifti_bytes(tmp_path)], headers={"Authorization": f"Bearer {other}"})
+    assert [r.status_code for r in codes] == [202, 202, 429] and taken.status_code == 202
+    assert "this token has 2 studies queued or running" in codes[2].json()["detail"]
+    assert int(codes[2].headers["Retry-After"]) >= 1
+
+
 def test_restart_runs_queued_jobs_and_retries_dead_worker_once(tmp_path, cls_run):
     """Jobs queued when the service stopped run after the restart; a job left 'running' (its worker
     killed mid-job) is retried once, and failed with a reason the second time, never lost."""
@@ -349,6 +366,7 @@ def test_failed_job_has_one_line_reason(service):
     (["--header-timeout-s", "0"], "error: --header-timeout-s must be 0.1..86,400 seconds, got 0.0"),
     (["--body-idle-timeout-s", "nan"], "error: --body-idle-timeout-s must be 0.1..86,400 seconds, got nan"),
     (["--max-connections", "0"], "error: --max-connections must be 1..100,000, got 0"),
+    (["--max-active-per-token", "-1"], "error: --max-active-per-token must be 0..100,000, got -1"),
     (["--port", "{busy}"], "error: cannot listen on 127.0.0.1 port {busy} (Address already in use)"),
     (["--explain", "bogus"], "error: --explain bogus: unknown explainer 'bogus'; valid: gradcam, gradcampp, "
                              "guided_backprop, integrated_gradients, occlusion"),

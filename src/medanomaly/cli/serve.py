@@ -82,6 +82,8 @@ def register(app: typer.Typer) -> None:
                                               "from a browser, e.g. https://ohif.hospital.org (repeat); none by default"),
         root_path: str = typer.Option("", "--root-path", help="the path a reverse proxy serves the service under, "
                                       "e.g. /medanomaly for https://host/medanomaly/ (the proxy strips it)"),
+        max_active_per_token: int = typer.Option(0, "--max-active-per-token", help="most studies one token may have "
+                                                 "queued or running (429 above); 0: no limit"),
         explain: str | None = typer.Option(None, "--explain", help="also explain each call with this method "
                                            "(gradcam, occlusion, integrated_gradients, ...): its map is shown over "
                                            "the image (classifiers, whole-image detectors)"),
@@ -96,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.service.ingest import IngestLimits
         from medanomaly.deploy.service.tokens import TokenStore
 
-        _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb)
+        _check_serve_options(host, port, max_upload_mb, queue_size, min_free_mb, max_active_per_token)
         origins = tuple(check_origin(o) for o in cors_origin or ())
         root_path = check_root_path(root_path)
         if explain is not None:
@@ -109,7 +111,8 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         limits = IngestLimits(max_body_bytes=max_upload_mb << 20, min_free_bytes=min_free_mb << 20)
         config = ServiceConfig(models=_model_names(runs), data_dir=data, tokens=tokens, limits=limits,
-                               queue_size=queue_size, cors_origins=origins, explain=explain)  # fmt: skip
+                               queue_size=queue_size, cors_origins=origins, explain=explain,
+                               max_active_per_token=max_active_per_token)  # fmt: skip
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: binding {host}: reachable from other machines; put TLS in front", err=True)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info", root_path=root_path,
@@ -151,13 +154,15 @@ def check_root_path(value: str) -> str:
     return path
 
 
-def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int) -> None:
+def _check_serve_options(host: str, port: int, max_upload_mb: int, queue_size: int, min_free_mb: int,
+                         max_active_per_token: int = 0) -> None:  # fmt: skip
     """One line, exit 2, for an option no server can use, before the models load: a port over 65535 was an
     OverflowError traceback from the socket, a port in use uvicorn's log and exit 3, a negative upload limit or
     queue a server that refused every request."""
 
     for name, value, low, high in (("--port", port, 1, 65535), ("--max-upload-mb", max_upload_mb, 1, 1 << 20),
-                                   ("--queue-size", queue_size, 1, 100_000), ("--min-free-mb", min_free_mb, 0, 1 << 20)):  # fmt: skip
+                                   ("--queue-size", queue_size, 1, 100_000), ("--min-free-mb", min_free_mb, 0, 1 << 20),
+                                   ("--max-active-per-token", max_active_per_token, 0, 100_000)):  # fmt: skip
         if not low <= value <= high:
             raise InputError(f"{name} must be {low}..{high:,}, got {value}")
     check_free(host, port)

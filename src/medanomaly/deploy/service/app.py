@@ -57,6 +57,8 @@ class ServiceConfig:
             (a DICOM viewer such as OHIF served elsewhere); none by default (:func:`check_origin`).
         explain: an explainer (``gradcam``, ``occlusion``, ...) whose map of each call is written beside it
             (:mod:`medanomaly.deploy.explanation`); None: none.
+        max_active_per_token: most studies one token may have queued or running at once (more: 429 + Retry-After),
+            so that one client cannot fill a model's queue for the others; 0: no limit.
     """
 
     models: dict[str, Any]
@@ -68,6 +70,7 @@ class ServiceConfig:
     start_workers: bool = True
     cors_origins: tuple[str, ...] = ()
     explain: str | None = None
+    max_active_per_token: int = 0
 
 
 def check_origin(origin: str) -> str:
@@ -183,6 +186,10 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
         raise HTTPException(415, "send multipart/form-data with the files in field 'files'")
     if not worker.accepts():
         raise HTTPException(503, f"the queue of model {model!r} is full, retry later",
+                            headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
+    most = state.config.max_active_per_token
+    if most and state.store.n_active(entry.id) >= most:
+        raise HTTPException(429, f"this token has {most} studies queued or running, its limit; retry when one is done",
                             headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
     limits: IngestLimits = state.config.limits
     studies = Path(worker.data_dir)

@@ -72,6 +72,11 @@ class JobStore:
     def n_queued(self, model: str) -> int:
         return int(self._exec("SELECT COUNT(*) AS n FROM jobs WHERE model = ? AND status = 'queued'", (model,))[0]["n"])
 
+    def n_active(self, token: str) -> int:
+        """Jobs uploaded with the token ``token`` (its id) that are queued or running."""
+        return int(self._exec("SELECT COUNT(*) AS n FROM jobs WHERE token = ? AND status IN ('queued', 'running')",
+                              (token,))[0]["n"])  # fmt: skip
+
     def claim(self, model: str, n: int = 1) -> list[dict[str, Any]]:
         """Mark the ``n`` oldest queued jobs of ``model`` running (attempts + 1) and return them."""
         with self._lock:
