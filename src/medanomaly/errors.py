@@ -181,6 +181,17 @@ def first_reason(exc: Exception) -> str:
     return (str(exc).splitlines() or [""])[0]
 
 
+def unexpected_reason(exc: BaseException) -> str:
+    """A record's one-line reason for an error no check foresaw: its type and the first 200 characters of its message
+    on one line (a series or a job that fails so is recorded, and the run goes on).
+
+    Example:
+        >>> unexpected_reason(RuntimeError("planted\\n  failure"))
+        'RuntimeError: planted failure'
+    """
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 #: Characters a console line must not carry raw: line breaks would split one error into several (or forge a
 #: line), terminal escapes could recolour or rewrite the console, bidi controls reorder what is shown.
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

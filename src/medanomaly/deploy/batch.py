@@ -39,7 +39,7 @@ from medanomaly.deploy.archive import (FRAME_ALONE_ADVICE, Problem, SeriesEntry,
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.deploy.series_links import remove_orphaned_series_links
-from medanomaly.errors import OUTPUT_FULL, InputError, Terminated
+from medanomaly.errors import OUTPUT_FULL, InputError, Terminated, unexpected_reason
 from medanomaly.io.frames import reword_frame_advice
 from medanomaly.types import Prediction
 
@@ -237,7 +237,7 @@ def _explanation(model: Any, volume: Any, prediction: Prediction, ctx: BatchCont
     try:
         heat = explainer(volume)
     except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
-        reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        reason = exc.reason if isinstance(exc, InputError) else unexpected_reason(exc)
         record["explanation"] = {"method": method, "error": reason}
         return None
     record["explanation"] = {"method": method, "class": prediction.label}
@@ -291,7 +291,7 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
         record = _base_record(entry, ctx, "error", reason)
     except Exception as exc:  # noqa: BLE001 - one bad series must not stop an archive run
         log.debug("series %s failed", entry.key, exc_info=True)
-        record = _base_record(entry, ctx, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        record = _base_record(entry, ctx, "error", unexpected_reason(exc))
     record["seconds"] = round(time.perf_counter() - start, 3)
     write_record(ctx.out_dir, record)
     return record

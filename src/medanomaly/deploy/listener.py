@@ -46,7 +46,7 @@ from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, pr
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
 from medanomaly.deploy.pacs import PacsState, SeriesCounts, connect, once_per_study, store_results
 from medanomaly.deploy.pacs_auth import PacsAuth
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, unexpected_reason
 
 __all__ = ["DEFAULT_PORT", "Inbox", "ListenerOptions", "ListenerSummary", "association_key", "check_options",
            "connect_store_to", "run_listener"]
@@ -281,8 +281,7 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
             _run_series(model, entry, study, state, ctx, client, options, summary)
         except Exception as exc:  # noqa: BLE001 - one series must not end a node that runs for months
             log.debug("series %s failed", entry.key, exc_info=True)
-            _record(state, ctx, entry.key, study, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
-                    summary)  # fmt: skip
+            _record(state, ctx, entry.key, study, "error", unexpected_reason(exc), summary)
 
 
 def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: BatchContext, client: Any,
@@ -322,8 +321,7 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
             log.debug("study failed", exc_info=True)
             for folder in folders:
                 if state.status(folder.name, ctx.fingerprint) is None:
-                    _record(state, ctx, folder.name, study_uid, "error",
-                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", summary)  # fmt: skip
+                    _record(state, ctx, folder.name, study_uid, "error", unexpected_reason(exc), summary)
         finally:
             for uid, _ in series:
                 shutil.rmtree(inbox.folder / uid, ignore_errors=True)
