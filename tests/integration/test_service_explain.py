@@ -113,3 +113,28 @@ def test_an_input_too_large_to_explain_is_refused_before_the_work_and_the_call_s
     assert job["status"] == "done" and "heatmap" not in result
     assert result["explanation"] == {"method": "gradcam", "error": "the model's input is 1,024 voxels, more than the "
                                      "100 a served explanation takes; run `medanomaly explain` on it"}  # fmt: skip
+
+
+def test_a_fusion_call_is_explained_on_its_modalities_together(tmp_path, monkeypatch, capsys):
+    """A fusion model's call sent one field per modality is explained by the map `medanomaly explain RUN T1=...,PD=...`
+    writes; with a modality missing, the call stands and says why it has no map."""
+    from tests.integration.conftest import run_main, train_tiny_fusion
+    from tests.integration.test_service_fusion import slice_nifti, upload
+
+    run = train_tiny_fusion(tmp_path)
+    t1, pd = slice_nifti(tmp_path, "T1"), slice_nifti(tmp_path, "PD")
+    with client_for(tmp_path, {"fusion": run}, "gradcam") as client:
+        both = wait_done(client, upload(client, [("T1", t1.read_bytes()), ("PD", pd.read_bytes())]).json()["job_id"])
+        alone = wait_done(client, upload(client, [("T1", t1.read_bytes())]).json()["job_id"])
+        results = [client.get(f"/v1/studies/{j['id']}/results").json() for j in (both, alone)]
+        (tmp_path / "served.nii.gz").write_bytes(client.get(f"/v1/studies/{both['id']}/heatmap").content)
+    assert results[0]["explanation"] == {"method": "gradcam", "class": results[0]["label"]} and results[0]["heatmap"]
+    assert results[1]["explanation"] == {"method": "gradcam", "error": "a fusion call is explained with every "
+                                         "modality present; PD was not sent"} and "heatmap" not in results[1]  # fmt: skip
+    code, _, err = run_main(monkeypatch, capsys, "explain", str(run), f"T1={t1},PD={pd}", "--method", "gradcam", "-o",
+                            str(tmp_path / "cli"))  # fmt: skip
+    assert code == 0, err
+    (cli_file,) = list((tmp_path / "cli").rglob("*.nii.gz"))
+    served, cli_map = read(tmp_path / "served.nii.gz"), read(cli_file)
+    assert np.ptp(np.asarray(served.array)) > 0
+    np.testing.assert_allclose(np.asarray(served.array), np.asarray(cli_map.array), atol=1e-5)

@@ -4,7 +4,7 @@
 A classifier's or a whole-image detector's call is explained on the image's grid (:func:`medanomaly.explain.maps.explain`,
 the map ``medanomaly explain RUN IMAGE`` writes). An anomaly model's own map is its explanation and is written as it
 is; a lung nodule detector's findings carry their masks, and its per-finding explanations stay an offline tool
-(``medanomaly explain``); a fusion model is explained offline from all its modalities. The map is relative attribution
+(``medanomaly explain``); a fusion model's call is explained with every modality present. The map is relative attribution
 (no unit): where the model looked, not where disease is.
 """
 
@@ -27,8 +27,9 @@ MAX_EXPLAIN_VOXELS = 4_000_000
 
 
 def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volume] | None:
-    """A function from an image to the explanation map of ``model``'s call on it, or None when the model's own outputs
-    are its explanation (an anomaly map, a lung detector's finding masks) or it is explained offline (fusion).
+    """A function from an image to the explanation map of ``model``'s call on it (a fusion model's: from one image whose
+    components are its modalities, :func:`medanomaly.engine.verbs.stacked`), or None when the model's own outputs are
+    its explanation (an anomaly map, a lung detector's finding masks).
 
     Raises:
         InputError: ``method`` is not an explainer, or ``model`` cannot be explained (an exported ONNX package), naming
@@ -41,7 +42,7 @@ def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volu
         check_options(ex, 80.0, None, method)
     except InputError as exc:
         raise InputError(f"--explain {method}: model {name!r} cannot be explained: {exc.reason}") from None
-    if ex.kind in ("anomaly", "fusion") or ex.patch_size is not None:
+    if ex.kind == "anomaly" or ex.patch_size is not None:
         return None
 
     def explain_call(volume: Volume) -> Volume:

@@ -26,7 +26,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError, Terminated, about_file, out_of_memory, sigterm_raises
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "stack_modalities", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "stack_modalities", "stacked", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
@@ -214,8 +214,6 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -
     """One Volume whose components are a multimodal model's inputs in its order (read from one file
     per modality, all present, checked as ``predict`` checks them: each image's modality, one grid): what explain
     takes for a fusion model."""
-    import numpy as np
-
     names = tuple(getattr(model, "modalities", ()))
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
@@ -223,10 +221,17 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -
     with _naming_inputs(paths):
         by_name = _read_modalities(model, paths)
         model.predict(by_name)  # type: ignore[arg-type]  # the model's own checks of the images together
-    volumes = [by_name[n] for n in names]
-    arrays = [np.asarray(v.array, np.float32) for v in volumes]
+    return stacked(model, by_name)
+
+
+def stacked(model: TaskModel, volumes: Mapping[str, Any]) -> Any:
+    """The modalities' Volumes (every one present, already checked together by the model's ``predict``) as one
+    Volume whose components are the model's inputs in its order (colour images as their grey mean)."""
+    import numpy as np
+
+    arrays = [np.asarray(volumes[n].array, np.float32) for n in getattr(model, "modalities", ())]
     arrays = [a.mean(axis=-1) if a.ndim == 4 else a for a in arrays]
-    return volumes[0].with_array(np.stack(arrays, axis=-1))
+    return volumes[model.modalities[0]].with_array(np.stack(arrays, axis=-1))  # type: ignore[attr-defined]
 
 
 def _read_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> dict[str, Any]:

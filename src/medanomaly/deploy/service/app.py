@@ -120,7 +120,7 @@ def create_app(config: ServiceConfig) -> Any:
                for n, m in _load(config.models).items()}  # fmt: skip
     for name in (n for n, w in workers.items() if config.explain and w.explainer is None):
         log.info("model %s: --explain does not apply (an anomaly model's map is its explanation, a lung nodule "
-                 "detector's findings carry their masks, a fusion model is explained offline)", name)  # fmt: skip
+                 "detector's findings carry their masks)", name)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202

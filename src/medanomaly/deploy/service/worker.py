@@ -202,7 +202,8 @@ class ModelWorker:
     def _run_modalities(self, job: dict[str, Any], start: float) -> bool:
         """Run a job whose upload sent one field per modality (a fusion model); False when it sent field ``files``.
         The viewer's image, and the series a DICOM SR of the call references, are the first modality sent's."""
-        from medanomaly.engine.verbs import predict_modalities
+        from medanomaly.engine.verbs import predict_modalities, stacked
+        from medanomaly.errors import InputError
 
         study_dir = self.data_dir / job["id"]
         try:
@@ -215,7 +216,10 @@ class ModelWorker:
             self._fail(job, exc)
             return True
         name, first = next((n, v) for n, v in volumes.items() if v is not None)
-        self._finish(job, first, prediction, start, paths[name])
+        missing = [n for n, v in volumes.items() if v is None]
+        explain_on = (InputError(f"a fusion call is explained with every modality present; {missing[0]} was not sent")
+                      if missing else stacked(self.model, volumes))  # fmt: skip
+        self._finish(job, first, prediction, start, paths[name], explain_on)
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
@@ -226,6 +230,8 @@ class ModelWorker:
             return None
         method = getattr(self.explainer, "method", "")
         try:
+            if isinstance(volume, Exception):  # why this call cannot be explained
+                raise volume
             return self.explainer(volume), {"method": method, "class": prediction.label}
         except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
             log.info("job %s: no explanation (%s)", job["id"], _reason(exc))
@@ -235,16 +241,18 @@ class ModelWorker:
         self.store.fail(job["id"], _reason(exc))
         log.info("job %s failed: %s", job["id"], _reason(exc))
 
-    def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None) -> None:
+    def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None,
+                explain_on: Any = None) -> None:  # fmt: skip
         """Write a job's outputs and mark it done (a study deleted while it ran is left deleted); ``read_from``: what
-        ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference."""
+        ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference; ``explain_on``: the image
+        the call is explained on when not ``volume`` (a fusion call's modalities as one image), or why it is not."""
         self.store.progress(job["id"], 0.8)
         study_dir = self.data_dir / job["id"]
         if not study_dir.is_dir():
             return
         dicom_source = read_from if read_from is not None and read_from.is_dir() else None
         write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
-                      explanation=self._explain(job, volume, prediction))  # fmt: skip
+                      explanation=self._explain(job, volume if explain_on is None else explain_on, prediction))  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
         log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)
