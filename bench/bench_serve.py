@@ -192,11 +192,7 @@ def main() -> None:
                 results["ct"] = run_load(base, token, "lung", payloads, args.cts, 1800)
                 print("ct:", json.dumps(results["ct"]))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_service(proc)
         if args.explain:
             results["classification_explained"] = explained_load(cls, tmp / "explain", images, args)
             base_trip = results["classification"]["roundtrip_p50_s"]
@@ -229,11 +225,16 @@ def explained_load(cls: Path, tmp: Path, images: list[tuple[str, bytes]], args: 
             result["error_examples"].append(f"no map: {explanation}")
         return result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_service(proc)
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    """Stop a service this bench started (killed when it does not stop within 60 s)."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 if __name__ == "__main__":
