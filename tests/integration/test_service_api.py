@@ -209,6 +209,19 @@ def test_a_token_reads_only_the_studies_uploaded_with_it_unless_it_sees_every_st
     assert client.get(f"/v1/jobs/{job_id}", headers=as_peer).status_code == 200
 
 
+def test_the_per_token_limit_holds_for_uploads_that_pass_its_first_check_together(tmp_path):
+    """The limit was checked before an upload was read and the job created after it: two uploads of one token that
+    passed the check together both became jobs. Creating counts and inserts in one transaction."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: store.create("cls", "nifti", 1, token="t1", max_active=3), range(8)))
+    assert sum(j is not None for j in made) == 3 and store.n_active("t1") == 3
+    assert store.create("cls", "nifti", 1, token="t2", max_active=3) is not None  # another token: its own count
+    store.close()
+
+
 def test_a_job_store_of_an_earlier_version_gains_the_owner_column(tmp_path):
     import sqlite3
 

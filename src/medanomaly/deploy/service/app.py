@@ -188,9 +188,8 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
         raise HTTPException(503, f"the queue of model {model!r} is full, retry later",
                             headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
     most = state.config.max_active_per_token
-    if most and state.store.n_active(entry.id) >= most:
-        raise HTTPException(429, f"this token has {most} studies queued or running, its limit; retry when one is done",
-                            headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
+    if most and state.store.n_active(entry.id) >= most:  # before the body is read; again, atomically, at the end
+        raise _over_token_limit(most, worker)
     limits: IngestLimits = state.config.limits
     studies = Path(worker.data_dir)
     _room_for(studies, _declared_length(request, limits), limits)
@@ -218,10 +217,20 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
         raise HTTPException(507, "the server could not store the upload (disk full or not writable); retry later")
     finally:
         await form.close()
-    state.store.create(model, kind, n, job_id=job_id, token=entry.id)
+    if state.store.create(model, kind, n, job_id=job_id, token=entry.id, max_active=most) is None:
+        shutil.rmtree(study_dir, ignore_errors=True)  # another upload of this token took the last place meanwhile
+        raise _over_token_limit(most, worker)
     worker.notify()
     log.info("job %s queued (%s, %d %s file(s))", job_id, model, n, kind)
     return {"job_id": job_id, "study_id": job_id, "status": "queued", "model": model}
+
+
+def _over_token_limit(most: int, worker: ModelWorker) -> Exception:
+    """The 429 of a token that has ``most`` studies queued or running (``serve --max-active-per-token``)."""
+    from fastapi import HTTPException
+
+    return HTTPException(429, f"this token has {most} studies queued or running, its limit; retry when one is done",
+                         headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
 
 
 def upload_parts(form: Any, model: Any, frame: int | None) -> dict[str, list[Any]]:

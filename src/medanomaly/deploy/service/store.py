@@ -53,13 +53,28 @@ class JobStore:
             return [dict(r) for r in self._db.execute(sql, args).fetchall()]
 
     def create(self, model: str, input_kind: str, n_files: int, job_id: str | None = None,
-               token: str | None = None) -> str:  # fmt: skip
+               token: str | None = None, max_active: int = 0) -> str | None:  # fmt: skip
         """A new queued job; returns its id (random, carries nothing about the patient). ``token``: the id of the
-        token it was uploaded with (its owner)."""
+        token it was uploaded with (its owner); ``max_active`` (> 0): None, and no job, when that token already has
+        this many queued or running (counted and inserted in one transaction, so concurrent uploads cannot pass it)."""
         job_id = job_id or uuid.uuid4().hex
         now = time.time()
-        self._exec("INSERT INTO jobs (id, model, status, input_kind, n_files, created, updated, token) "
-                   "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)", (job_id, model, input_kind, n_files, now, now, token))  # fmt: skip
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                active = cur.execute("SELECT COUNT(*) FROM jobs WHERE token = ? AND status IN ('queued', 'running')",
+                                     (token,)).fetchone()[0]  # fmt: skip
+                if max_active and active >= max_active:
+                    cur.execute("ROLLBACK")
+                    return None
+                cur.execute("INSERT INTO jobs (id, model, status, input_kind, n_files, created, updated, token) "
+                            "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)", (job_id, model, input_kind, n_files, now, now,
+                                                                      token))  # fmt: skip
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any] | None:
