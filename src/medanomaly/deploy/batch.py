@@ -226,33 +226,27 @@ def _dicom_source(entry: SeriesEntry, volume: Any, ctx: BatchContext) -> Any:
 def _explanation(model: Any, volume: Any, prediction: Prediction, ctx: BatchContext, record: dict[str, Any]) -> Any:
     """The explanation map of a call with ``--explain`` (None without it, for a model with its own map, or when it
     cannot be made: the call stands, the reason in ``record["explanation"]``)."""
-    from medanomaly.deploy.explanation import explainer_for
+    from medanomaly.deploy.explanation import explained, explainer_for
 
     method = ctx.options.explain
     if method is None or prediction.anomaly_map is not None:
         return None
-    explainer = explainer_for(model, method, ctx.run_id)
-    if explainer is None:
+    result = explained(explainer_for(model, method, ctx.run_id), volume, prediction,
+                       lambda exc: exc.reason if isinstance(exc, InputError) else unexpected_reason(exc))  # fmt: skip
+    if result is None:
         return None
-    try:
-        heat = explainer(volume)
-    except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
-        reason = exc.reason if isinstance(exc, InputError) else unexpected_reason(exc)
-        record["explanation"] = {"method": method, "error": reason}
-        return None
-    record["explanation"] = {"method": method, "class": prediction.label}
-    return heat
+    record["explanation"] = result[1]
+    return result[0]
 
 
 def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext,
                    explanation: Any = None) -> dict[str, str]:  # fmt: skip
     """Write SEG/SR/map for a DICOM series with findings, a map, a whole-image call (an SR of the class) or, for a
     detector, none found (an SR saying so); paths relative to the output folder."""
-    from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
-    from medanomaly.deploy.dicom_out import write_dicom_outputs
+    from medanomaly.deploy.dicom_call_sr import FINDING_TASKS
+    from medanomaly.deploy.dicom_out import has_dicom_results, write_dicom_outputs
 
-    report_none = ctx.task in FINDING_TASKS  # a detector that finds nothing says so
-    if source is None or not (prediction.findings or prediction.anomaly_map or is_call(prediction) or report_none):
+    if source is None or not has_dicom_results(prediction, ctx.task):
         return {}
     folder = file_safe(ctx.series_id(entry))
     score_map, label = prediction.anomaly_map, "anomaly score"
@@ -261,7 +255,7 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
-        report_none=report_none,
+        report_none=ctx.task in FINDING_TASKS,  # a detector that finds nothing says so
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}

@@ -31,8 +31,8 @@ from medanomaly.types import Finding, Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "source_series_for_path", "write_dicom_outputs",
-           "write_dicom_outputs_for_path"]
+__all__ = ["DicomOutputs", "ValidationResult", "dciodvfy", "has_dicom_results", "source_series_for_path",
+           "write_dicom_outputs", "write_dicom_outputs_for_path"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,15 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
     return DicomOutputs(seg=seg_path, sr=sr_path, parametric_map=pm_path, rtstruct=rt_path)
+
+
+def has_dicom_results(prediction: Any, task: str) -> bool:
+    """Whether :func:`write_dicom_outputs` has anything to write for a ``task`` model's prediction on a DICOM series:
+    findings, a map, a whole-image call, or (a detector's or an anomaly model's) none found. The batch and the
+    service ask it before they write."""
+    from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
+
+    return bool(prediction.findings) or prediction.anomaly_map is not None or is_call(prediction) or task in FINDING_TASKS
 
 
 def source_series_for_path(image: str | Path, volume: Volume) -> SourceSeries:

@@ -18,7 +18,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.types import Volume
 
-__all__ = ["MAX_EXPLAIN_VOXELS", "explainer_for"]
+__all__ = ["MAX_EXPLAIN_VOXELS", "explained", "explainer_for"]
 
 #: Most voxels of a model's input a served call is explained on. A gradient map keeps every layer's activations of
 #: the whole input (a U-Net detector on a whole CT: many GB), and one worker's failure to allocate them would end the
@@ -57,3 +57,20 @@ def explainer_for(model: Any, method: str, name: str) -> Callable[[Volume], Volu
 
     explain_call.method = method  # type: ignore[attr-defined]  # named in each result's "explanation"
     return explain_call
+
+
+def explained(explainer: Callable[[Volume], Volume] | None, image: Volume | Exception, prediction: Any,
+              reason: Callable[[BaseException], str]) -> tuple[Volume | None, dict[str, Any]] | None:
+    """The explanation map of a call and what it is: ``(map, {"method", "class"})``; ``(None, {"method", "error":
+    reason(exc)})`` when the map cannot be made (the call stands without it; ``image`` may itself be the exception
+    saying why); None without an explainer or for a model that gives its own map. The service and the batch share it.
+    """
+    if explainer is None or prediction.anomaly_map is not None:
+        return None
+    method = getattr(explainer, "method", "")
+    try:
+        if isinstance(image, Exception):  # why this call cannot be explained
+            raise image
+        return explainer(image), {"method": method, "class": prediction.label}
+    except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
+        return None, {"method": method, "error": reason(exc)}

@@ -57,8 +57,8 @@ from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect", "once_per_study", "poll_once", "recent_filter",
-           "run_pacs", "store_results"]
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect", "once_per_study",
+           "poll_once", "recent_filter", "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000

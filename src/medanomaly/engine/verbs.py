@@ -218,9 +218,7 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
-    with _naming_inputs(paths):
-        by_name = _read_modalities(model, paths)
-        model.predict(by_name)  # type: ignore[arg-type]  # the model's own checks of the images together
+    by_name, _ = predict_modalities(model, paths)  # the model's own checks of the images together
     return stacked(model, by_name)
 
 
@@ -229,9 +227,10 @@ def stacked(model: TaskModel, volumes: Mapping[str, Any]) -> Any:
     Volume whose components are the model's inputs in its order (colour images as their grey mean)."""
     import numpy as np
 
-    arrays = [np.asarray(volumes[n].array, np.float32) for n in getattr(model, "modalities", ())]
+    names = tuple(model.modalities)  # type: ignore[attr-defined]
+    arrays = [np.asarray(volumes[n].array, np.float32) for n in names]
     arrays = [a.mean(axis=-1) if a.ndim == 4 else a for a in arrays]
-    return volumes[model.modalities[0]].with_array(np.stack(arrays, axis=-1))  # type: ignore[attr-defined]
+    return volumes[names[0]].with_array(np.stack(arrays, axis=-1))
 
 
 def _read_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.deploy.dicom_call_sr import FINDING_TASKS, is_call
+from medanomaly.deploy.dicom_out import has_dicom_results
 from medanomaly.jsonio import write_json
 from medanomaly.types import Finding, Prediction, Volume, intensity_unit
 
@@ -67,8 +67,7 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
     if explanation is not None:
         heatmap = heatmap if heatmap is not None else explanation[0]
         doc["explanation"] = explanation[1]
-    if dicom_source is not None and (prediction.findings or prediction.anomaly_map is not None or is_call(prediction)
-                                     or task in FINDING_TASKS):  # fmt: skip
+    if dicom_source is not None and has_dicom_results(prediction, task):
         doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task)
     viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
     doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": viewable,

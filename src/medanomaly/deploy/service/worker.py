@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medanomaly.deploy.explanation import explained
 from medanomaly.deploy.service.outputs import write_outputs
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.io.frames import reword_frame_advice
-from medanomaly.errors import MedanomalyError
+from medanomaly.errors import InputError, MedanomalyError
 
 __all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame", "requested_modalities"]
 
@@ -59,7 +60,6 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
         InputError: the upload named a modality the model does not take (the service restarted with another model
             under this name).
     """
-    from medanomaly.errors import InputError
     from medanomaly.jsonio import read_json
 
     path = study_dir / REQUEST_FILE
@@ -203,7 +203,6 @@ class ModelWorker:
         """Run a job whose upload sent one field per modality (a fusion model); False when it sent field ``files``.
         The viewer's image, and the series a DICOM SR of the call references, are the first modality sent's."""
         from medanomaly.engine.verbs import predict_modalities, stacked
-        from medanomaly.errors import InputError
 
         study_dir = self.data_dir / job["id"]
         try:
@@ -223,19 +222,13 @@ class ModelWorker:
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
-    def _explain(self, job: dict[str, Any], volume: Any, prediction: Any) -> tuple[Any, dict[str, Any]] | None:
-        """The explanation map of a call and what it is (``{"method", "class"}``, or ``{"method", "error"}``: a map
-        that cannot be made fails the explanation, not the job), or None without ``--explain``."""
-        if self.explainer is None or prediction.anomaly_map is not None:
-            return None
-        method = getattr(self.explainer, "method", "")
-        try:
-            if isinstance(volume, Exception):  # why this call cannot be explained
-                raise volume
-            return self.explainer(volume), {"method": method, "class": prediction.label}
-        except Exception as exc:  # noqa: BLE001 - the call's results stand without its explanation
-            log.info("job %s: no explanation (%s)", job["id"], _reason(exc))
-            return None, {"method": method, "error": _reason(exc)}
+    def _explain(self, job: dict[str, Any], image: Any, prediction: Any) -> tuple[Any, dict[str, Any]] | None:
+        """The call's explanation (:func:`medanomaly.deploy.explanation.explained`: a map that cannot be made fails
+        the explanation, not the job, and is logged), or None without ``--explain``."""
+        result = explained(self.explainer, image, prediction, _reason)
+        if result is not None and "error" in result[1]:
+            log.info("job %s: no explanation (%s)", job["id"], result[1]["error"])
+        return result
 
     def _fail(self, job: dict[str, Any], exc: MedanomalyError) -> None:
         self.store.fail(job["id"], _reason(exc))
