@@ -95,7 +95,11 @@ class BatchContext:
     key: bytes | None = None
 
     def series_id(self, entry: SeriesEntry) -> str:
-        return keyed_id(self.key, "series", entry.key, "S-")
+        return self.series_id_of(entry.key)
+
+    def series_id_of(self, key: str) -> str:
+        """The id results show for the series of archive key ``key`` (a keyed id with a key, never its UID)."""
+        return keyed_id(self.key, "series", key, "S-")
 
     def study_id(self, entry: SeriesEntry) -> str | None:
         return keyed_id(self.key, "study", entry.study_uid, "T-") if entry.study_uid else None
@@ -402,7 +406,8 @@ def run_batch(
         remove_orphaned_series_links()  # what a batch killed outright (SIGKILL) left in the temporary folder
         ctx = make_context(model, out_dir, options, key)
         index = walk_archive(archive)
-        decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit)
+        decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit,
+                                  ctx.series_id_of)
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from medanomaly.deploy.archive import SeriesEntry
@@ -199,8 +199,9 @@ def _detection_candidate(entry: SeriesEntry) -> str:
     return ""
 
 
-def _pick_per_study(entries: Sequence[SeriesEntry]) -> dict[str, str]:
-    """series key -> "" (chosen) or the reason it was not chosen, for detection tasks."""
+def _pick_per_study(entries: Sequence[SeriesEntry], name: Callable[[str], str]) -> dict[str, str]:
+    """series key -> "" (chosen) or the reason it was not chosen (naming the chosen series by ``name``), for
+    detection tasks."""
     out: dict[str, str] = {}
     by_study: dict[str, list[SeriesEntry]] = {}
     for e in entries:
@@ -212,7 +213,7 @@ def _pick_per_study(entries: Sequence[SeriesEntry]) -> dict[str, str]:
     for group in by_study.values():
         best = min(group, key=_preference)
         for e in group:
-            out[e.key] = "" if e is best else f"not selected: study's detection series is {best.key}"
+            out[e.key] = "" if e is best else f"not selected: study's detection series is {name(best.key)}"
     return out
 
 
@@ -221,6 +222,7 @@ def select_series(
     task: str,
     rules: Sequence[Rule | str] = (),
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    name: Callable[[str], str] = str,
 ) -> list[Decision]:
     """Decide, for every series, whether the task runs on it (one decision per series, in order).
 
@@ -230,6 +232,7 @@ def select_series(
             thin axial CT per study) or a task name.
         rules: ``--series-filter`` rules (text or parsed) that every run series must pass.
         memory_limit: largest estimated float32 volume (bytes) a series may have.
+        name: how a reason names a series, from its key (a keyed id where the results must show no UID).
     """
     from medanomaly.io.limits import format_bytes
 
@@ -243,7 +246,7 @@ def select_series(
         else:
             kept.append(e)
     if task == CT_DETECTION or task in DETECTION_TASKS:
-        reasons.update(_pick_per_study(kept))
+        reasons.update(_pick_per_study(kept, name))
     out = []
     for e in entries:
         reason = reasons.get(e.key, "")
@@ -251,7 +254,7 @@ def select_series(
             out.append(Decision(e, "skipped", reason))
         elif e.estimated_bytes > memory_limit:
             need, limit = format_bytes(e.estimated_bytes), format_bytes(memory_limit)
-            out.append(Decision(e, "refused", f"series {e.key}: needs ~{need} as float32, over the limit of {limit}"))
+            out.append(Decision(e, "refused", f"series {name(e.key)}: needs ~{need} as float32, over the limit of {limit}"))
         else:
             out.append(Decision(e, "run"))
     return out

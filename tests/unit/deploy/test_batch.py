@@ -81,6 +81,30 @@ def test_keyed_ids_replace_uids_and_paths(small_archive, fake_module, tmp_path: 
     assert "misc/" not in text and all(r["series_id"].startswith(("S-", "file-")) for r in _rows(out))
 
 
+def test_with_a_key_a_reason_names_another_series_by_its_keyed_id_never_its_uid(fake_module, tmp_path: Path) -> None:
+    """Two CT series of one study (one chosen for detection, the other "not selected" naming it) and a series over
+    the memory limit: with a key, every reason names a series by the id its row shows (it named the raw UID)."""
+    import numpy as np
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    array = np.full((6, 32, 32), -800, np.float32)
+    uids = ["1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2", "1.2.826.0.1.3680043.8.498.3"]
+    for i, (thickness, uid) in enumerate(zip((1.0, 2.0), uids, strict=False)):
+        volume = Volume(array, spacing=(0.7, 0.7, thickness), meta={"modality": "CT"})
+        write_dicom_series(volume, tmp_path / "a" / f"s{i}", study_uid="1.2.826.0.1.3680043.8.498.9", series_uid=uid)
+    big = Volume(np.full((6, 64, 64), -800, np.float32), spacing=(0.7, 0.7, 1.0), meta={"modality": "CT"})
+    write_dicom_series(big, tmp_path / "a" / "big", series_uid=uids[2])
+    out = tmp_path / "out"
+    run_batch(fake_module.FakeDetector(), tmp_path / "a", out, BatchOptions(dicom=False, memory_limit=50_000),
+              key=b"a-secret-key-of-16+-bytes", progress=False)  # fmt: skip
+    rows = {r["status"]: r for r in _rows(out)}
+    assert not any(uid in (out / "results.csv").read_text() for uid in uids)
+    assert rows["skipped"]["reason"] == f"not selected: study's detection series is {rows['done']['series_id']}"
+    assert rows["refused"]["reason"].startswith(f"series {rows['refused']['series_id']}: needs ~")
+
+
 def test_rerun_skips_finished_series_and_other_options_redo_them(small_archive, fake_module, tmp_path: Path) -> None:
     out, log = tmp_path / "out", tmp_path / "calls.log"
     model = fake_module.FakeDetector(calls_log=str(log))
