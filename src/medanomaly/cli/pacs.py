@@ -36,7 +36,8 @@ def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
 
 
 def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
-                  explain: str | None = None):  # fmt: skip
+                  explain: str | None = None, modality_series: list[str] | None = None,
+                  resample_to_first: bool = False):  # fmt: skip
     from medanomaly.deploy.batch import BatchOptions
     from medanomaly.deploy.select import parse_rule, parse_size
 
@@ -51,7 +52,8 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
 
         finding_site(site)  # an unknown site failed each series' SR after its model run
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
-                        site=None if site == "none" else site, explain=explain)  # fmt: skip
+                        site=None if site == "none" else site, explain=explain,
+                        modality_series=tuple(modality_series or ()), resample_to_first=resample_to_first)  # fmt: skip
 
 
 def check_explain_method(method: str) -> None:
@@ -82,6 +84,8 @@ def predict_archive(
     retry_errors: bool = False,
     progress: bool = True,
     explain: str | None = None,
+    modality_series: list[str] | None = None,
+    resample_to_first: bool = False,
 ) -> int:
     """Run a trained model over every series of an archive; print a summary; return the exit code.
 
@@ -92,7 +96,7 @@ def predict_archive(
     from medanomaly.deploy.batch import run_batch
     from medanomaly.engine import load_model
 
-    options = batch_options(series_filter, memory_limit, dicom, site, explain)
+    options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first)
     key = _key(keyed_ids, key_file)
     if engine == "ray" and address:
         from medanomaly.deploy.ray_engine import check_reachable

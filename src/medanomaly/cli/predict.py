@@ -57,6 +57,13 @@ def register(app: typer.Typer) -> None:
                                          "predict this frame or volume (0-based) of each."),
         explain: str | None = typer.Option(None, "--explain", help="Archive: also explain each call with this "
                                            "method (gradcam, occlusion, ...), written as the series' Parametric Map."),
+        modality_series: list[str] = typer.Option([], "--modality-series", help="Archive, fusion model: NAME=REGEX, "
+                                                  "the series of a study that is modality NAME, by its "
+                                                  "SeriesDescription (default: by Modality or the name as a word); "
+                                                  "repeatable."),
+        resample_to_first: bool = typer.Option(False, "--resample-to-first", help="Archive, fusion model: bring "
+                                               "each modality onto the first's grid by patient coordinates (same "
+                                               "DICOM frame of reference only; no registration)."),
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
@@ -73,8 +80,12 @@ def register(app: typer.Typer) -> None:
 
             with output_dir(out or default_out("predict", paths[0].name)) as target:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
-                                       engine=engine, address=address, explain=explain)  # fmt: skip
+                                       engine=engine, address=address, explain=explain,
+                                       modality_series=modality_series, resample_to_first=resample_to_first)  # fmt: skip
             raise typer.Exit(code=code)
+        if modality_series or resample_to_first:
+            raise InputError("--modality-series and --resample-to-first pair the series of an archive's studies (a "
+                             "folder); for files give MODALITY=path", paths[0])  # fmt: skip
         if explain is not None:
             raise InputError("--explain explains each series of an archive (a folder); for files use `medanomaly "
                              "explain RUN IMAGE`", paths[0])  # fmt: skip

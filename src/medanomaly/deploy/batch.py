@@ -27,10 +27,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,10 @@ class BatchOptions:
             detection, none otherwise.
         explain: an explainer (``gradcam``, ...) whose map of each call is written as the series' Parametric Map
             (:mod:`medanomaly.deploy.explanation`); None: none.
+        modality_series: a fusion model's ``NAME=REGEX`` rules telling which series of a study is which modality
+            (:mod:`medanomaly.deploy.fusion_sets`).
+        resample_to_first: a fusion set's modalities on other grids resampled onto the first's (same frame of
+            reference only).
     """
 
     series_filters: tuple[str, ...] = ()
@@ -72,6 +76,8 @@ class BatchOptions:
     dicom: bool = True
     site: str | None = "auto"
     explain: str | None = None
+    modality_series: tuple[str, ...] = ()
+    resample_to_first: bool = False
 
     def resolved_site(self, task: str) -> str | None:
         if self.site != "auto":
@@ -93,6 +99,7 @@ class BatchContext:
     options: BatchOptions
     site: str | None
     key: bytes | None = None
+    sets: Mapping[str, Any] = field(default_factory=dict)  # a fusion model's sets, by their row's series key
 
     def series_id(self, entry: SeriesEntry) -> str:
         return self.series_id_of(entry.key)
@@ -161,13 +168,15 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     run = run_fingerprint(model)
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
-    if opts["explain"] is None:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
-        del opts["explain"]
+    for name, default in (("explain", None), ("modality_series", ()), ("resample_to_first", False)):
+        if opts[name] == default:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
+            del opts[name]
     key_tag = hashlib.sha256(b"medanomaly-batch-key\x1f" + key).hexdigest()[:16] if key else ""
     blob = json.dumps({"run": run, "options": opts, "key": key_tag, "version": __version__}, sort_keys=True)
     task = str(model.task)
     info = getattr(model, "info", None)
     policy = selection_policy(task, info)
+    _check_fusion_options(model, policy, options)
     return BatchContext(
         out_dir=Path(out_dir),
         fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:32],
@@ -182,7 +191,31 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     )
 
 
+def _check_fusion_options(model: Any, policy: str, options: BatchOptions) -> None:
+    """A fusion model's pairing options checked before any work; refused for another model."""
+    from medanomaly.deploy.fusion_sets import FUSION_SELECTION, parse_modality_series
+
+    if policy == FUSION_SELECTION:
+        parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
+    elif options.modality_series or options.resample_to_first:
+        raise InputError("--modality-series and --resample-to-first pair a fusion model's modalities; this model "
+                         f"({model.task}) takes one series at a time")  # fmt: skip
+
+
+def _with_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
+    """For a fusion model, the decisions with each study's series paired into sets, and the context holding them."""
+    from medanomaly.deploy.fusion_sets import FUSION_SELECTION, modality_matchers, pair_studies, parse_modality_series
+
+    if ctx.selection != FUSION_SELECTION:
+        return decisions, ctx
+    names = tuple(getattr(model, "modalities", ()))
+    matchers = modality_matchers(names, parse_modality_series(ctx.options.modality_series, names))
+    decisions, sets = pair_studies(decisions, names, matchers, ctx.series_id_of)
+    return decisions, replace(ctx, sets=sets)
+
+
 def _base_record(entry: SeriesEntry, ctx: BatchContext, status: str, reason: str = "") -> dict[str, Any]:
+    fusion = ctx.sets.get(entry.key)
     return {
         "fingerprint": ctx.fingerprint,
         "series_id": ctx.series_id(entry),
@@ -194,6 +227,7 @@ def _base_record(entry: SeriesEntry, ctx: BatchContext, status: str, reason: str
         "run_id": ctx.run_id,
         "software_version": ctx.software_version,
         "synthetic_model": ctx.synthetic,
+        **({"fusion": fusion.ids(ctx.series_id)} if fusion is not None else {}),
     }
 
 
@@ -227,20 +261,30 @@ def _dicom_source(entry: SeriesEntry, volume: Any, ctx: BatchContext) -> Any:
         raise InputError(f"{exc.reason} (--no-dicom predicts without DICOM outputs)", exc.path) from None
 
 
-def _explanation(model: Any, volume: Any, prediction: Prediction, ctx: BatchContext, record: dict[str, Any]) -> Any:
-    """The explanation map of a call with ``--explain`` (None without it, for a model with its own map, or when it
-    cannot be made: the call stands, the reason in ``record["explanation"]``)."""
+def _explanation(model: Any, inputs: Any, prediction: Prediction, ctx: BatchContext, record: dict[str, Any]) -> Any:
+    """The explanation map of a call on ``inputs`` (an image, or a fusion set's modalities) with ``--explain`` (None
+    without it, for a model with its own map, or when it cannot be made: the call stands, the reason in
+    ``record["explanation"]``)."""
     from medanomaly.deploy.explanation import explained, explainer_for
 
     method = ctx.options.explain
     if method is None or prediction.anomaly_map is not None:
         return None
-    result = explained(explainer_for(model, method, ctx.run_id), volume, prediction,
+    result = explained(explainer_for(model, method, ctx.run_id), _explained_input(model, inputs), prediction,
                        lambda exc: exc.reason if isinstance(exc, InputError) else unexpected_reason(exc))  # fmt: skip
     if result is None:
         return None
     record["explanation"] = result[1]
     return result[0]
+
+
+def _explained_input(model: Any, inputs: Any) -> Any:
+    """What an explanation of the call on ``inputs`` takes: the image, or a fusion set's modalities stacked."""
+    if not isinstance(inputs, Mapping):
+        return inputs
+    from medanomaly.deploy.fusion_sets import explanation_input
+
+    return explanation_input(model, inputs)
 
 
 def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext,
@@ -272,17 +316,23 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
     """
     start = time.perf_counter()
     try:
-        if volume is None:
-            volume = read_series(entry, ctx.options.memory_limit, ctx.series_id(entry))
-        if hasattr(model, "check_input"):
-            model.check_input(volume, f"series {entry.key}")
+        if entry.key in ctx.sets:  # a fusion model: the study's series of each modality together
+            from medanomaly.deploy.fusion_sets import read_set
+
+            inputs, volume = read_set(entry, ctx, volume)
+        else:
+            if volume is None:
+                volume = read_series(entry, ctx.options.memory_limit, ctx.series_id(entry))
+            if hasattr(model, "check_input"):
+                model.check_input(volume, f"series {entry.key}")
+            inputs = volume
         source = _dicom_source(entry, volume, ctx)
-        prediction = model.predict(volume)
+        prediction = model.predict(inputs)
         record = _base_record(entry, ctx, "done")
         record["skipped"] = [list(pair) for pair in zip(volume.meta.get("skipped_files", ()),
                                                           volume.meta.get("skipped_reasons", ()), strict=False)]
         record.update(_prediction_fields(prediction))
-        explanation = _explanation(model, volume, prediction, ctx, record) if source is not None else None
+        explanation = _explanation(model, inputs, prediction, ctx, record) if source is not None else None
         record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx, explanation)
     except InputError as exc:  # a batch takes no --frame: a cine or a 4D image is predicted from its own file
         reason = reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)
@@ -302,6 +352,9 @@ def _finished(entry: SeriesEntry, ctx: BatchContext, retry_errors: bool) -> dict
         return None
     if retry_errors and record["status"] == "error":
         return None
+    fusion = ctx.sets.get(entry.key)
+    if fusion is not None and record.get("fusion") != fusion.ids(ctx.series_id):
+        return None  # the study's set changed (a series added or removed since): run again
     return record
 
 
@@ -408,6 +461,7 @@ def run_batch(
         index = walk_archive(archive)
         decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit,
                                   ctx.series_id_of)
+        decisions, ctx = _with_sets(model, decisions, ctx)
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)

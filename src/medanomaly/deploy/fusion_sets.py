@@ -1,0 +1,252 @@
+"""A multimodal (fusion) model over an archive: the series of one study paired into one set, one prediction per set.
+
+A fusion model takes one image per modality it was trained with (``T1`` and ``PD``; ``CT`` and ``MR``). In an archive
+those are series of one study (a brain MR study holds its T1, T2, PD and FLAIR series). Per study:
+
+* **Which series is which modality**: a modality name that is a DICOM Modality (``CT``, ``MR``, ``PT``...; ``MRI``
+  and ``PET`` too) matches the series of that Modality; another name (``T1``, ``PD``, ``FLAIR``...) matches the series
+  whose SeriesDescription holds it as a word, case-insensitive, a trailing ``W`` or ``WI`` allowed (``t1_mprage_sag``,
+  ``AX T1W``, ``T1WI``; not ``T1rho``, not ``PDFS`` unless told), of the Modality the name implies (an MR sequence's
+  name matches no CT series described "T1 chest"). ``--modality-series NAME=REGEX`` replaces a name's rule by a case-insensitive
+  regular expression searched in the SeriesDescription (``PD=pd_tse|proton``). Localizers never match.
+* **One series per modality**: two series that match one modality (a T1 before and after contrast), or one series that
+  matches two, make the study an error on each of them, naming the series and the option that tells them apart; a
+  series no modality matches is skipped; a modality no series of the study matches is missing (the model's
+  ``missing_modality`` flag, as ``MOD=-`` on the command line).
+* **One row per series**: the set's prediction is the row of its first present modality's series (in the model's
+  order; its ``fusion`` field names each modality's series by its id); the others are skipped, naming that row. A
+  member over the memory limit refuses the set. A resumed batch redoes a set whose members changed.
+* **One grid**: the model takes its modalities on one grid. ``--resample-to-first`` brings each other modality onto
+  the first's grid by patient coordinates, and only when both series share a DICOM frame of reference (the scanner's
+  coordinates, no registration); otherwise a set on several grids is an error naming ``medanomaly register``.
+
+A series description is used only to match; it is never written to a result (it is free text).
+
+Example:
+    >>> from medanomaly.deploy.archive import SeriesEntry
+    >>> t1 = SeriesEntry("1.1", "9", "dicom", modality="MR", description="AX T1W SE")
+    >>> pd = SeriesEntry("1.2", "9", "dicom", modality="MR", description="pd_tse_tra")
+    >>> matchers = modality_matchers(("T1", "PD"))
+    >>> [name for name, match in matchers.items() if match(t1)], [name for name, match in matchers.items() if match(pd)]
+    (['T1'], ['PD'])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from medanomaly.deploy.archive import SeriesEntry
+from medanomaly.deploy.select import Decision
+from medanomaly.errors import InputError
+
+__all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "explanation_input", "modality_matchers", "pair_studies",
+           "parse_modality_series", "read_set"]
+
+#: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
+FUSION_SELECTION = "fusion"
+#: Longest ``--modality-series`` expression (characters).
+MAX_PATTERN = 200
+_LOCALIZER = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
+#: Modality names matched by DICOM Modality rather than by description (imaging modalities only: a retired code such
+#: as FA, fluorescein angiography, is also a diffusion map's name).
+IMAGING_MODALITIES = frozenset("CT MR PT NM US CR DX MG XA RF IO PX OCT OP SM".split())
+#: Modality names that are words for a DICOM Modality.
+_MODALITY_WORDS = {"mri": "MR", "pet": "PT"}
+
+
+@dataclass(frozen=True)
+class FusionSet:
+    """One study's series per modality of the model, in the model's order (None: the study has none)."""
+
+    members: tuple[tuple[str, SeriesEntry | None], ...]
+
+    @property
+    def primary(self) -> tuple[str, SeriesEntry]:
+        """The first present modality and its series: the set's row, and the series its DICOM results reference."""
+        return next((name, entry) for name, entry in self.members if entry is not None)
+
+    def ids(self, series_id: Callable[[SeriesEntry], str]) -> dict[str, str | None]:
+        """Each modality's series as results name it (None: missing)."""
+        return {name: None if entry is None else series_id(entry) for name, entry in self.members}
+
+
+def parse_modality_series(rules: Sequence[str], names: Sequence[str]) -> dict[str, re.Pattern[str]]:
+    """``NAME=REGEX`` rules (``--modality-series``) as compiled case-insensitive patterns, by modality name.
+
+    Raises:
+        InputError: a rule without ``=``, a name the model does not take, a name given twice, an empty, too long or
+            invalid expression.
+    """
+    out: dict[str, re.Pattern[str]] = {}
+    for rule in rules:
+        name, sep, pattern = str(rule).partition("=")
+        name = name.strip()
+        if not sep or not pattern:
+            raise InputError(f"--modality-series takes NAME=REGEX (e.g. PD=pd_tse), got {rule[:64]!r}")
+        if name not in names:
+            raise InputError(f"--modality-series {name[:64]!r}: the model's modalities are {', '.join(names)}")
+        if name in out:
+            raise InputError(f"--modality-series {name}: given twice")
+        if len(pattern) > MAX_PATTERN:
+            raise InputError(f"--modality-series {name}: the expression is over {MAX_PATTERN} characters")
+        try:
+            out[name] = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise InputError(f"--modality-series {name}: not a regular expression ({exc})") from None
+    return out
+
+
+def modality_matchers(names: Sequence[str], patterns: Mapping[str, re.Pattern[str]] | None = None,
+                      ) -> dict[str, Callable[[SeriesEntry], bool]]:  # fmt: skip
+    """For each modality name, whether a series is that modality (see the module docstring)."""
+    from medanomaly.fusion.data import EXPECTED_DICOM_MODALITY
+
+    patterns = dict(patterns or {})
+    out: dict[str, Callable[[SeriesEntry], bool]] = {}
+    for name in names:
+        code = name.upper() if name.upper() in IMAGING_MODALITIES else _MODALITY_WORDS.get(name.lower())
+        if name in patterns:
+            out[name] = lambda e, p=patterns[name]: bool(p.search(e.description))
+        elif code:
+            out[name] = lambda e, c=code: e.modality == c
+        else:
+            word = re.compile(rf"(?<![a-z0-9]){re.escape(name)}(?:wi?)?(?![a-z0-9])", re.IGNORECASE)
+            implied = EXPECTED_DICOM_MODALITY.get(name.lower())
+            out[name] = lambda e, p=word, m=implied: bool(p.search(e.description)) and m in (None, e.modality)
+    return out
+
+
+def pair_studies(decisions: Sequence[Decision], names: Sequence[str],
+                 matchers: Mapping[str, Callable[[SeriesEntry], bool]], name_of: Callable[[str], str] = str,
+                 ) -> tuple[list[Decision], dict[str, FusionSet]]:  # fmt: skip
+    """The decisions with each study's series paired into one set (see the module docstring), and the sets by the key
+    of the series whose row runs them. ``name_of`` names a series in a reason, from its key (a keyed id)."""
+    by_study: dict[str, list[Decision]] = {}
+    for d in decisions:
+        if d.status in ("run", "refused"):
+            by_study.setdefault(d.entry.study_uid or d.entry.key, []).append(d)
+    changed: dict[str, Decision] = {}
+    sets: dict[str, FusionSet] = {}
+    for group in by_study.values():
+        _pair_study(group, names, matchers, name_of, changed, sets)
+    return [changed.get(d.entry.key, d) for d in decisions], sets
+
+
+def _matches(entry: SeriesEntry, names: Sequence[str], matchers: Mapping[str, Callable[[SeriesEntry], bool]]) -> list[str]:
+    if _LOCALIZER.intersection(entry.image_type):
+        return []
+    return [name for name in names if matchers[name](entry)]
+
+
+def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mapping[str, Callable[[SeriesEntry], bool]],
+                name_of: Callable[[str], str], changed: dict[str, Decision], sets: dict[str, FusionSet]) -> None:  # fmt: skip
+    """Pair one study's series (``changed`` and ``sets`` filled in place)."""
+    matched = {d.entry.key: _matches(d.entry, names, matchers) for d in group}
+    rule = f"matched by Modality or SeriesDescription, --modality-series NAME=REGEX; the model takes {', '.join(names)}"
+    for d in group:
+        if not matched[d.entry.key]:
+            changed[d.entry.key] = replace(d, status="skipped", reason=f"no modality of the fusion model ({rule})")
+    by_name = {name: [d for d in group if name in matched[d.entry.key]] for name in names}
+    ambiguous = [n for n, ds in by_name.items() if len(ds) > 1]
+    double = [d for d in group if len(matched[d.entry.key]) > 1]
+    if ambiguous or double:
+        reason = "; ".join([f"{len(by_name[n])} series of its study match {n} "
+                            f"({', '.join(name_of(d.entry.key) for d in by_name[n])})" for n in ambiguous]
+                           + [f"series {name_of(d.entry.key)} matches {' and '.join(matched[d.entry.key])}"
+                              for d in double])  # fmt: skip
+        for d in group:
+            if matched[d.entry.key]:
+                changed[d.entry.key] = replace(d, status="error", reason=f"{reason}: tell them apart with "
+                                                                          "--modality-series NAME=REGEX")  # fmt: skip
+        return
+    chosen = {name: (ds[0] if ds else None) for name, ds in by_name.items()}
+    fusion = FusionSet(tuple((name, None if d is None else d.entry) for name, d in chosen.items()))
+    if fusion.members and all(entry is None for _, entry in fusion.members):
+        return
+    primary_name, primary = fusion.primary
+    refused = next(((n, d) for n, d in chosen.items() if d is not None and d.status == "refused"), None)
+    for name, d in chosen.items():
+        if d is not None and d.entry.key != primary.key and d.status != "refused":
+            changed[d.entry.key] = replace(d, status="skipped", reason=f"{name} of the fusion set in the row of "
+                                                                       f"series {name_of(primary.key)}")  # fmt: skip
+    if refused is not None:
+        changed[primary.key] = replace(chosen[primary_name], status="refused",  # type: ignore[arg-type]
+                                       reason=f"{refused[0]}: {refused[1].reason}")  # fmt: skip
+    else:
+        changed[primary.key] = replace(chosen[primary_name], status="run", reason="")  # type: ignore[arg-type]
+        sets[primary.key] = fusion
+
+
+def aligned(volumes: Mapping[str, Any], first: str, resample: bool) -> dict[str, Any]:
+    """The modalities' Volumes, each other one on ``first``'s grid when ``resample`` is set and the two share a frame
+    of reference (patient coordinates: linear interpolation, the image's minimum outside); else as they are (the model refuses two
+    grids, naming them).
+
+    Raises:
+        InputError: ``resample`` asked for a modality on another grid in another (or no) frame of reference.
+    """
+    from medanomaly.preprocess.resample import resample_like
+
+    reference = volumes[first]
+    out = dict(volumes)
+    frame = str(reference.meta.get("frame_of_reference_uid") or "")
+    for name, volume in volumes.items():
+        if volume is None or name == first or volume.same_grid(reference):
+            continue
+        if not resample:
+            raise InputError(f"{name} is on another grid than {first} ({_grid(volume)} vs {_grid(reference)}): "
+                             "--resample-to-first brings it onto the first's when they share a frame of reference; "
+                             "else co-register them (medanomaly register)")  # fmt: skip
+        if not frame or str(volume.meta.get("frame_of_reference_uid") or "") != frame:
+            raise InputError(f"{name} is in another frame of reference than {first}: --resample-to-first needs one "
+                             f"(bring it onto {first}'s grid with `medanomaly register` first)")  # fmt: skip
+        out[name] = resample_like(volume, reference, interpolator="linear", dtype="float32")
+    return out
+
+
+def _grid(volume: Any) -> str:
+    size = "x".join(str(n) for n in volume.size_xyz)
+    return f"{size} voxels of {' x '.join(f'{s:g}' for s in volume.spacing)} mm"
+
+
+def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str, Any], Any]:
+    """Read the set whose row is ``entry``'s series (``volume``: that series, already read).
+
+    Returns:
+        ``(each modality's Volume, on one grid with --resample-to-first, or None; the first modality's Volume, what
+        the DICOM results reference)``.
+
+    Raises:
+        InputError: a member that cannot be read (its modality named) or aligned.
+    """
+    from medanomaly.deploy.archive import read_series
+
+    fusion: FusionSet = ctx.sets[entry.key]
+    first, _ = fusion.primary
+    volumes: dict[str, Any] = {}
+    for name, member in fusion.members:
+        if member is None:
+            volumes[name] = None
+        elif member.key == entry.key and volume is not None:
+            volumes[name] = volume
+        else:
+            try:
+                volumes[name] = read_series(member, ctx.options.memory_limit, ctx.series_id(member))
+            except InputError as exc:
+                raise InputError(f"{name}: {exc.reason}", exc.path) from None
+    volumes = aligned(volumes, first, ctx.options.resample_to_first)
+    return volumes, volumes[first]
+
+
+def explanation_input(model: Any, volumes: Mapping[str, Any]) -> Any:
+    """What an explanation of a set's call takes (after the model has predicted it, so its images are checked
+    together): the modalities stacked, or an InputError saying which one the study lacks."""
+    from medanomaly.engine.verbs import stacked
+
+    missing = [name for name, v in volumes.items() if v is None]
+    if missing:
+        return InputError(f"a fusion call is explained with every modality present; the study has no {missing[0]}")
+    return stacked(model, volumes)

@@ -1,0 +1,159 @@
+"""A fusion model over an archive: each study's T1 and PD series (ITK's real brain slices written as DICOM MR series)
+paired into one prediction, the prediction `predict RUN T1=... PD=...` makes, resumable, explained, in DICOM."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medanomaly.data.sources import real_data
+from medanomaly.deploy.batch import BatchOptions, run_batch
+from tests.integration.conftest import run_main, train_tiny_fusion
+
+STUDY = "1.2.826.0.1.3680043.8.498.{}"
+FRAME = "1.2.826.0.1.3680043.8.498.100{}"
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory) -> Path:
+    return train_tiny_fusion(tmp_path_factory.mktemp("batch-fusion"))
+
+
+def _slice(name: str) -> np.ndarray:
+    from PIL import Image
+
+    path = real_data(f"itk/{'BrainT1Slice' if name == 'T1' else 'BrainProtonDensitySlice'}.png")
+    return np.asarray(Image.open(path).convert("L"), np.float32)
+
+
+def _series(root: Path, study: int, folder: str, name: str, description: str, frame: int | None = None,
+            crop: int = 0, shift: float = 0.0) -> Path:  # fmt: skip
+    """``name``'s slice as a one-slice DICOM MR series of study ``study`` (a crop moves its origin, a ``shift`` (mm)
+    too: another grid)."""
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    pixels = _slice(name)[crop:-crop, crop:-crop] if crop else _slice(name)
+    volume = Volume(pixels[None], spacing=(1.0, 1.0, 3.0), origin=(crop + shift, crop + shift, 0.0),
+                    meta={"modality": "MR", "frame_of_reference_uid": FRAME.format(study if frame is None else frame)})
+    write_dicom_series(volume, root / f"study{study}" / folder, study_uid=STUDY.format(study), description=description)
+    return root / f"study{study}" / folder
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """Study 1: T1 + PD; study 2: T1 alone; study 3: a T1 before and after contrast and a PD (which T1?)."""
+    root = tmp_path_factory.mktemp("fusion-archive")
+    _series(root, 1, "t1", "T1", "AX T1W SE")
+    _series(root, 1, "pd", "PD", "pd_tse_tra")
+    _series(root, 2, "t1", "T1", "t1_sag")
+    for folder, description in (("pre", "T1 pre"), ("post", "T1 post")):
+        _series(root, 3, folder, "T1", description)
+    _series(root, 3, "pd", "PD", "PD")
+    return root
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with (out / "results.csv").open() as fh:
+        return {r["study_id"][-1] + ":" + r["status"]: r for r in csv.DictReader(fh)}
+
+
+def _record(out: Path, series_id: str) -> dict:
+    return json.loads((out / "series" / f"{series_id}.json").read_text())
+
+
+def test_each_study_is_one_prediction_equal_to_the_cli_and_an_sr_in_its_study(fusion_run, archive, tmp_path,
+                                                                               monkeypatch, capsys) -> None:  # fmt: skip
+    import pydicom
+
+    from medanomaly.deploy.dicom_call_sr import read_call_sr
+    from medanomaly.deploy.dicom_out import dciodvfy
+
+    out = tmp_path / "out"
+    code, text, _ = run_main(monkeypatch, capsys, "predict", str(fusion_run), str(archive), "--out", str(out),
+                             "--explain", "gradcam")  # fmt: skip
+    assert code == 1 and "6 series: done 2, error 3, skipped 1" in text, text  # study 3 cannot tell its T1s apart
+    rows = _rows(out)
+    both, alone = _record(out, rows["1:done"]["series_id"]), _record(out, rows["2:done"]["series_id"])
+    assert rows["1:skipped"]["reason"] == f"PD of the fusion set in the row of series {rows['1:done']['series_id']}"
+    assert both["fusion"] == {"T1": rows["1:done"]["series_id"], "PD": rows["1:skipped"]["series_id"]}
+    assert alone["fusion"]["PD"] is None and "missing_modality:PD" in alone["prediction"]["flags"]
+    assert rows["3:error"]["reason"].startswith("2 series of its study match T1 (")
+    code, text, _ = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={archive}/study1/t1",
+                             f"PD={archive}/study1/pd", "--json")  # fmt: skip
+    assert json.loads(text.strip().splitlines()[-1])["probabilities"] == pytest.approx(both["probabilities"], abs=1e-9)
+    sr = out / both["dicom"]["sr"]
+    assert dciodvfy(sr).errors == [] and read_call_sr(sr)["class"] == both["label"]
+    assert pydicom.dcmread(sr).StudyInstanceUID == STUDY.format(1)
+    assert both["explanation"] == {"method": "gradcam", "class": both["label"]} and "parametric_map" in both["dicom"]
+    assert "no PD" in alone["explanation"]["error"]  # a missing modality: the call stands, unexplained
+    texts = (out / "results.csv").read_text() + "".join(p.read_text() for p in (out / "series").glob("*.json"))
+    assert not any(d in texts for d in ("AX T1W", "pd_tse", "t1_sag", "T1 post")), "a description reached a result"
+
+
+def test_a_rule_tells_two_series_apart_a_rerun_reuses_and_a_changed_set_runs_again(fusion_run, archive,
+                                                                                  tmp_path) -> None:  # fmt: skip
+    from medanomaly.engine import load_model
+
+    model, out = load_model(fusion_run), tmp_path / "out"
+    options = BatchOptions(dicom=False, modality_series=("T1=post|^t1_|AX T1W",))
+    first = run_batch(model, archive, out, options, progress=False)
+    assert first.counts == {"done": 3, "skipped": 3}, first.counts
+    assert _record(out, _rows(out)["3:done"]["series_id"])["fusion"]["T1"].endswith(
+        _series_uid(archive / "study3" / "post"))  # fmt: skip
+    again = run_batch(model, archive, out, options, progress=False)
+    assert again.processed == 0 and again.reused == 3
+    _series(archive, 2, "pd", "PD", "PD axial")  # study 2 gets its PD: its set changed
+    try:
+        third = run_batch(model, archive, out, options, progress=False)
+        assert third.processed == 1 and _record(out, _rows(out)["2:done"]["series_id"])["fusion"]["PD"] is not None
+    finally:
+        import shutil
+
+        shutil.rmtree(archive / "study2" / "pd")
+
+
+def _series_uid(folder: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_modalities_on_two_grids_need_resample_to_first_and_one_frame_of_reference(fusion_run, tmp_path) -> None:
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+    from medanomaly.preprocess.resample import resample_like
+
+    root = tmp_path / "a"
+    t1 = _series(root, 4, "t1", "T1", "T1")
+    pd = _series(root, 4, "pd", "PD", "PD", crop=12, shift=0.5)  # smaller, half a voxel off: another grid, one frame
+    _series(root, 5, "t1", "T1", "T1")
+    _series(root, 5, "pd", "PD", "PD", crop=12, frame=6)  # another frame of reference
+    model = load_model(fusion_run)
+    run_batch(model, root, tmp_path / "plain", BatchOptions(dicom=False), progress=False)
+    assert "PD is on another grid than T1" in _rows(tmp_path / "plain")["4:error"]["reason"]
+    run_batch(model, root, tmp_path / "out", BatchOptions(dicom=False, resample_to_first=True), progress=False)
+    rows = _rows(tmp_path / "out")
+    assert "PD is in another frame of reference than T1" in rows["5:error"]["reason"]
+    t1_volume = read(t1)
+    expected = model.predict({"T1": t1_volume, "PD": resample_like(read(pd), t1_volume, "linear", dtype="float32")})
+    got = _record(tmp_path / "out", rows["4:done"]["series_id"])["probabilities"]
+    assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-9)
+
+
+def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_path, monkeypatch, capsys) -> None:
+    from tests.integration.conftest import lung_detector_run
+
+    lung = lung_detector_run(tmp_path / "lung")
+    (tmp_path / "empty").mkdir()
+    for args, reason in (
+        ((str(lung), str(tmp_path / "empty"), "--resample-to-first"), "takes one series at a time"),
+        ((str(fusion_run), str(tmp_path / "empty"), "--modality-series", "T2=x"), "the model's modalities are T1, PD"),
+        ((str(fusion_run), "T1=a.nii", "--modality-series", "T1=x"), "for files give MODALITY=path"),
+    ):
+        code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
+        assert code == 2 and reason in err and "Traceback" not in err, err

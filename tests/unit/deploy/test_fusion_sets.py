@@ -1,0 +1,80 @@
+"""A fusion model's series of one study paired by modality: which series is which, and what a study that cannot make
+one set says."""
+
+from __future__ import annotations
+
+import pytest
+
+from medanomaly.deploy.archive import SeriesEntry
+from medanomaly.deploy.fusion_sets import modality_matchers, pair_studies, parse_modality_series
+from medanomaly.deploy.select import Decision
+from medanomaly.errors import InputError
+
+
+def _entry(key: str, study: str, description: str = "", modality: str = "MR", **kw) -> SeriesEntry:
+    return SeriesEntry(key, study, "dicom", modality=modality, description=description, **kw)
+
+
+def _matched(names, entry, rules=()) -> list[str]:
+    matchers = modality_matchers(names, parse_modality_series(rules, names))
+    return [name for name, match in matchers.items() if match(entry)]
+
+
+@pytest.mark.parametrize(("description", "modality", "expected"), [
+    ("AX T1W SE", "MR", ["T1"]), ("t1_mprage_sag", "MR", ["T1"]), ("T1WI", "MR", ["T1"]), ("pd_tse_tra", "MR", ["PD"]),
+    ("T1rho map", "MR", []), ("PDFS", "MR", []), ("T1 chest", "CT", []), ("", "MR", []), ("T12 T1 PD", "MR", ["T1", "PD"]),
+])  # fmt: skip
+def test_a_sequence_name_matches_a_word_of_the_description_of_its_modality(description, modality, expected):
+    assert _matched(("T1", "PD"), _entry("1", "9", description, modality)) == expected
+
+
+def test_a_modality_name_matches_the_dicom_modality_and_a_rule_replaces_the_default():
+    ct, mr = _entry("1", "9", "T1 chest", "CT"), _entry("2", "9", "anything", "MR")
+    assert _matched(("CT", "MRI"), ct) == ["CT"] and _matched(("CT", "MRI"), mr) == ["MRI"]
+    assert _matched(("T1", "PD"), mr, ["PD=any"]) == ["PD"]
+    assert _matched(("T1", "PD"), _entry("3", "9", "pd_fs"), ["PD=^pd_"]) == ["PD"]
+
+
+@pytest.mark.parametrize(("rule", "reason"), [
+    ("PD", "NAME=REGEX"), ("PD=", "NAME=REGEX"), ("T2=x", "the model's modalities are T1, PD"),
+    ("PD=(", "not a regular expression"), ("PD=" + "x" * 201, "over 200 characters"),
+])  # fmt: skip
+def test_a_bad_modality_series_rule_is_one_line(rule, reason):
+    with pytest.raises(InputError, match=reason.replace("(", r"\(")):
+        parse_modality_series([rule], ("T1", "PD"))
+    with pytest.raises(InputError, match="given twice"):
+        parse_modality_series(["PD=a", "PD=b"], ("T1", "PD"))
+
+
+def _pair(entries, names=("T1", "PD"), refused=()):
+    decisions = [Decision(e, "refused", "series x: needs ~9 GiB") if e.key in refused else Decision(e, "run")
+                 for e in entries]  # fmt: skip
+    out, sets = pair_studies(decisions, names, modality_matchers(names), lambda key: f"S-{key}")
+    return {d.entry.key: (d.status, d.reason) for d in out}, sets
+
+
+def test_each_study_makes_one_set_run_on_its_first_modality_and_the_others_name_that_row():
+    got, sets = _pair([_entry("a", "s1", "pd"), _entry("b", "s1", "T1"), _entry("c", "s2", "PD"),
+                       _entry("d", "s1", "localizer T1", image_type=("ORIGINAL", "LOCALIZER")), _entry("e", "s1", "DWI")])
+    assert got["b"] == ("run", "") and got["a"] == ("skipped", "PD of the fusion set in the row of series S-b")
+    assert got["c"] == ("run", "") and got["d"][0] == got["e"][0] == "skipped"
+    assert "no modality of the fusion model" in got["e"][1]
+    assert [(n, e and e.key) for n, e in sets["b"].members] == [("T1", "b"), ("PD", "a")]
+    assert [(n, e and e.key) for n, e in sets["c"].members] == [("T1", None), ("PD", "c")]  # T1 missing: flagged
+
+
+def test_a_study_with_two_series_for_a_modality_is_an_error_on_each_naming_them():
+    got, sets = _pair([_entry("a", "s1", "T1 pre"), _entry("b", "s1", "T1 post"), _entry("c", "s1", "PD"),
+                       _entry("d", "s2", "T1 PD")])  # fmt: skip
+    assert {k: s for k, (s, _) in got.items()} == {"a": "error", "b": "error", "c": "error", "d": "error"} and not sets
+    assert got["a"][1] == ("2 series of its study match T1 (S-a, S-b): tell them apart with --modality-series "
+                           "NAME=REGEX")  # fmt: skip
+    assert got["d"][1].startswith("series S-d matches T1 and PD")
+
+
+def test_a_member_over_the_memory_limit_refuses_the_set():
+    got, sets = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"b"})
+    assert got["a"] == ("refused", "PD: series x: needs ~9 GiB") and got["b"][0] == "refused" and not sets
+    got, _ = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"a"})
+    assert got["a"] == ("refused", "T1: series x: needs ~9 GiB")
+    assert got["b"] == ("skipped", "PD of the fusion set in the row of series S-a")
