@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from medanomaly.cli.pacs import MODALITY_SERIES, RESAMPLE_TO_FIRST
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -37,6 +39,8 @@ def register(app: typer.Typer) -> None:
                                            "hospital's CA); default the system store."),
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM); with it the node listens over TLS."),
         tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
+        modality_series: list[str] = MODALITY_SERIES,
+        resample_to_first: bool = RESAMPLE_TO_FIRST,
     ) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
         from medanomaly.cli.pacs import batch_options, reporter, tls_files
@@ -50,7 +54,7 @@ def register(app: typer.Typer) -> None:
                                   tls=tls_files(tls_ca, tls_cert, tls_key))  # fmt: skip
         check_options(options)
         check_free(host, port)
-        batch = batch_options(series_filter, memory_limit, True, site, explain)
+        batch = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
             typer.echo(f"warning: listening on {host}: reachable from other machines, in the clear (--tls-cert and "

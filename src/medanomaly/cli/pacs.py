@@ -22,6 +22,13 @@ import typer
 
 from medanomaly.errors import InputError, printable
 
+#: A fusion model's pairing of a study's series (``deploy.fusion_sets``): shared by predict (archive), pacs and listen.
+MODALITY_SERIES = typer.Option([], "--modality-series", help="Fusion model: NAME=REGEX, the series of a study that is "
+                               "modality NAME, by its SeriesDescription (default: by Modality, or the name as a word "
+                               "of the description); repeatable.")
+RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion model: bring each modality onto the "
+                                 "first's grid by patient coordinates (same DICOM frame of reference only; no "
+                                 "registration).")
 #: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
 
@@ -180,6 +187,8 @@ def register(app: typer.Typer) -> None:
                                               "today), recomputed each poll: a watch of a PACS holding years."),
         explain: str | None = typer.Option(None, "--explain", help="Also explain each call with this method "
                                            "(gradcam, ...) as a Parametric Map (stored with --store-map)."),
+        modality_series: list[str] = MODALITY_SERIES,
+        resample_to_first: bool = RESAMPLE_TO_FIRST,
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
@@ -194,7 +203,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
 
-        options = batch_options(series_filter, memory_limit, True, site, explain)
+        options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
         filters = _study_filters(study_filter)
         if since_days is not None and not 0 <= since_days <= 36_500:
             raise InputError(f"--since-days must be 0..36,500, got {since_days}")

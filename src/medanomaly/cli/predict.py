@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medanomaly.cli.pacs import MODALITY_SERIES, RESAMPLE_TO_FIRST
+
 
 def _format_prediction(path: Path, prediction) -> str:
     probs = " ".join(f"{c}={p:.3f}" for c, p in zip(prediction.class_names, prediction.scores, strict=True))
@@ -57,13 +59,8 @@ def register(app: typer.Typer) -> None:
                                          "predict this frame or volume (0-based) of each."),
         explain: str | None = typer.Option(None, "--explain", help="Archive: also explain each call with this "
                                            "method (gradcam, occlusion, ...), written as the series' Parametric Map."),
-        modality_series: list[str] = typer.Option([], "--modality-series", help="Archive, fusion model: NAME=REGEX, "
-                                                  "the series of a study that is modality NAME, by its "
-                                                  "SeriesDescription (default: by Modality or the name as a word); "
-                                                  "repeatable."),
-        resample_to_first: bool = typer.Option(False, "--resample-to-first", help="Archive, fusion model: bring "
-                                               "each modality onto the first's grid by patient coordinates (same "
-                                               "DICOM frame of reference only; no registration)."),
+        modality_series: list[str] = MODALITY_SERIES,
+        resample_to_first: bool = RESAMPLE_TO_FIRST,
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,

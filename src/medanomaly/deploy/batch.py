@@ -46,7 +46,7 @@ from medanomaly.types import Prediction
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "resumable_on_sigterm",
-           "run_batch", "run_fingerprint"]  # fmt: skip
+           "run_batch", "run_fingerprint", "with_fusion_sets"]  # fmt: skip
 
 #: Statuses a record may have. "done": predicted; "skipped": not for this task; "refused": too
 #: large; "error": could not be read or predicted (reason given).
@@ -202,7 +202,7 @@ def _check_fusion_options(model: Any, policy: str, options: BatchOptions) -> Non
                          f"({model.task}) takes one series at a time")  # fmt: skip
 
 
-def _with_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
+def with_fusion_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
     """For a fusion model, the decisions with each study's series paired into sets, and the context holding them."""
     from medanomaly.deploy.fusion_sets import FUSION_SELECTION, modality_matchers, pair_studies, parse_modality_series
 
@@ -461,7 +461,7 @@ def run_batch(
         index = walk_archive(archive)
         decisions = select_series(index.series, ctx.selection, options.series_filters, options.memory_limit,
                                   ctx.series_id_of)
-        decisions, ctx = _with_sets(model, decisions, ctx)
+        decisions, ctx = with_fusion_sets(model, decisions, ctx)
         summary = BatchSummary(n_problems=len(index.problems))
         records, todo = _plan(decisions, ctx, retry_errors, summary)
         summary.processed = len(todo)

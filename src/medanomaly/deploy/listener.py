@@ -42,7 +42,8 @@ from typing import Any
 
 from medanomaly.jsonio import atomic_write
 from medanomaly.deploy.dicom_tls import DicomTls
-from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
+from medanomaly.deploy.batch import (BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm,
+                                     with_fusion_sets)
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
 from medanomaly.deploy.pacs import PacsState, SeriesCounts, connect, once_per_study, store_results
 from medanomaly.deploy.pacs_auth import PacsAuth
@@ -271,7 +272,9 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
         if not found:
             _record(state, ctx, folder.name, study_uid, "error", "no readable DICOM image in it", summary)
         entries += found
-    for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
+    decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
+    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study
+    for decision in decisions:
         entry, study = decision.entry, decision.entry.study_uid or study_uid
         decision = once_per_study(decision, study, state, ctx)
         if decision.status != "run":

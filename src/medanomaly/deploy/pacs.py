@@ -52,7 +52,8 @@ from typing import Any, TypeVar
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
 from medanomaly.deploy.pacs_auth import CREDENTIALS_HINT, PacsAuth
-from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
+from medanomaly.deploy.batch import (BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm,
+                                     with_fusion_sets)
 from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db
 from medanomaly.errors import InputError
@@ -136,17 +137,20 @@ class PacsState:
 
 
 def once_per_study(decision: Any, study_uid: str, state: PacsState, ctx: BatchContext) -> Any:
-    """``decision`` (:class:`~medanomaly.deploy.select.Decision`), or a skip when it would run a detection series of
-    a study whose detection series was run before (a series that came later: a study keeps one set of results)."""
+    """``decision`` (:class:`~medanomaly.deploy.select.Decision`), or a skip when it would run a detection series (a
+    fusion model's set) of a study whose detection series (set) was run before: a series that came later; a study keeps
+    one set of results."""
+    from medanomaly.deploy.fusion_sets import FUSION_SELECTION
     from medanomaly.deploy.select import CT_DETECTION, Decision
 
-    if decision.status != "run" or ctx.selection != CT_DETECTION:
+    if decision.status != "run" or ctx.selection not in (CT_DETECTION, FUSION_SELECTION):
         return decision
     earlier = [uid for uid in state.series_of_study(study_uid, ctx.fingerprint, "done") if uid != decision.entry.key]
     if not earlier:
         return decision
-    return Decision(decision.entry, "skipped", f"not selected: the study's detection series {earlier[0]} was run "
-                    "before this one came")  # fmt: skip
+    what = "detection series" if ctx.selection == CT_DETECTION else "fusion set, in the row of series"
+    return Decision(decision.entry, "skipped", f"not selected: the study's {what} {earlier[0]} was run before this "
+                    "one came")  # fmt: skip
 
 
 def _one_line(exc: BaseException, url: str) -> InputError:
@@ -391,22 +395,27 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
     from medanomaly.deploy.select import select_series
 
     entries = _candidates(client, url, study_uid, state, ctx, summary)
-    for decision in select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit):
+    decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
+    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study
+    for decision in decisions:
         entry, decision = decision.entry, once_per_study(decision, study_uid, state, ctx)
         if decision.status != "run":
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
             summary.skipped += 1
             continue
-        folder = ctx.out_dir / "incoming" / file_safe(ctx.series_id(entry))  # never a path the PACS chose
+        members = [m for _, m in ctx.sets[entry.key].members if m is not None] if entry.key in ctx.sets else [entry]
+        folders = [ctx.out_dir / "incoming" / file_safe(ctx.series_id(m)) for m in members]  # never a PACS's path
         try:
-            _retrieve(client, url, entry, folder)
+            for member, folder in zip(members, folders, strict=True):
+                _retrieve(client, url, member, folder)
             record = process_series(model, entry, ctx)
             stored = store_results(client, url, ctx, record, study_uid, store_map) if record["status"] == "done" else []
         except InputError as exc:  # retrieve or store failed: not recorded, so the next poll retries
             summary.errors.append(f"series {entry.key}: {exc}")
             continue
         finally:
-            shutil.rmtree(folder, ignore_errors=True)  # disk stays bounded: one series at a time
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)  # disk stays bounded: one series (or set) at a time
         state.record(entry.key, ctx.fingerprint, study_uid, record["status"], record.get("reason", ""), stored)
         summary.processed += 1
         summary.stored += len(stored)

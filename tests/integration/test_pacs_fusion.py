@@ -1,0 +1,123 @@
+"""A fusion model at a real Orthanc (Debian; no mock): the PACS bridge and the DICOM node pair a study's T1 and PD
+series (ITK's real brain slices written as DICOM MR series) into one call, stored as one SR in the study; a series of
+the study that comes after its set was run is skipped, naming the set's row."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import train_tiny_fusion
+from tests.integration.test_batch_fusion import STUDY, _series
+from tests.integration.test_listener import AE, _push, _wait
+from tests.integration.test_pacs import _count_instances, _free_port, running_orthanc
+
+pytestmark = pytest.mark.pacs
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory) -> Path:
+    return train_tiny_fusion(tmp_path_factory.mktemp("pacs-fusion"))
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _upload(rest: str, folder: Path) -> None:
+    for path in sorted(folder.iterdir()):
+        urllib.request.urlopen(urllib.request.Request(f"{rest}/instances", data=path.read_bytes(), method="POST"))
+
+
+def _states(path: Path) -> dict[str, tuple[str, str]]:
+    from medanomaly.deploy.pacs import PacsState
+
+    state = PacsState(path)
+    try:
+        return {row[0]: (row[3], row[4]) for row in state.rows()}
+    finally:
+        state.close()
+
+
+def _series_uid(folder: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _stored_call(rest: str, study_uid: str) -> dict:
+    """The call SR (TID 1500) our run stored in the study, read back."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from medanomaly.deploy.dicom_call_sr import read_call_sr
+
+    client = DICOMwebClient(f"{rest}/dicom-web")
+    (sr_uid,) = [s["0020000E"]["Value"][0] for s in client.search_for_series(study_uid)
+                 if s["00080060"]["Value"][0] == "SR"]  # fmt: skip
+    (sr,) = client.retrieve_series(study_uid, sr_uid)
+    return read_call_sr(sr)
+
+
+def test_the_bridge_runs_a_studys_set_once_and_stores_its_call_in_the_study(fusion_run, tmp_path) -> None:
+    from medanomaly.deploy.pacs import run_pacs
+    from medanomaly.engine import load_model
+
+    model = load_model(fusion_run)
+    with running_orthanc(_folder(tmp_path / "orthanc")) as rest:
+        t1, pd = _series(tmp_path, 1, "t1", "T1", "AX T1W SE"), _series(tmp_path, 1, "pd", "PD", "pd_tse_tra")
+        for folder in (t1, pd):
+            _upload(rest, folder)
+        first = run_pacs(model, f"{rest}/dicom-web", tmp_path / "work")
+        assert (first.processed, first.stored, first.errors) == (1, 1, []), first
+        record = json.loads(next((tmp_path / "work" / "series").glob("*.json")).read_text())
+        assert record["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)}
+        assert _stored_call(rest, STUDY.format(1))["class"] == record["label"]
+        later = _series(tmp_path, 1, "pd2", "PD", "PD repeat")  # archived after the study was run
+        _upload(rest, later)
+        before = _count_instances(rest)
+        second = run_pacs(model, f"{rest}/dicom-web", tmp_path / "work")
+        assert (second.processed, second.stored) == (0, 0) and _count_instances(rest) == before
+    states = _states(tmp_path / "work" / "pacs_state.sqlite")
+    assert states[_series_uid(t1)] == ("done", "")
+    assert states[_series_uid(pd)] == ("skipped", f"PD of the fusion set in the row of series {_series_uid(t1)}")
+    assert states[_series_uid(later)][1] == (f"not selected: the study's fusion set, in the row of series "
+                                             f"{_series_uid(t1)} was run before this one came")  # fmt: skip
+
+
+def test_the_node_pairs_a_pushed_studys_series_into_one_call_sent_back(fusion_run, tmp_path) -> None:
+    import threading
+    import time
+
+    from medanomaly.deploy.listener import ListenerOptions, run_listener
+    from medanomaly.engine import load_model
+
+    dicom_port, node_port = _free_port(), _free_port()
+    settings = {"DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": dicom_port,
+                "DicomModalities": {"medanomaly": [AE, "127.0.0.1", node_port]}}  # fmt: skip
+    with running_orthanc(_folder(tmp_path / "orthanc"), **settings) as rest:
+        t1, pd = _series(tmp_path, 2, "t1", "T1", "T1"), _series(tmp_path, 2, "pd", "PD", "PD")
+        for folder in (t1, pd):
+            _upload(rest, folder)
+        before = _count_instances(rest)
+        stop, box = threading.Event(), {}
+        options = ListenerOptions(port=node_port, allowed=("ORTHANC",), idle_s=1.0,
+                                  store_to=f"dimse://127.0.0.1:{dicom_port}/ORTHANC")  # fmt: skip
+        thread = threading.Thread(target=lambda: box.update(summary=run_listener(
+            load_model(fusion_run), tmp_path / "work", options, stop=stop)), daemon=True)  # fmt: skip
+        thread.start()
+        time.sleep(1.0)
+        try:
+            assert _push(rest) == 200
+            _wait(lambda: _count_instances(rest) == before + 1)
+            call = _stored_call(rest, STUDY.format(2))
+        finally:
+            stop.set()
+            thread.join(30)
+    summary = box["summary"]
+    assert (summary.processed, summary.stored, summary.errors) == (1, 1, []), summary
+    record = json.loads(next((tmp_path / "work" / "series").glob("*.json")).read_text())
+    assert record["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)} and call["class"] == record["label"]
