@@ -51,9 +51,10 @@ class TokenEntry:
 
     def sees(self, job: dict) -> bool:
         """True when this token may read ``job`` (a job row): its model is allowed, and the job was uploaded with
-        this token, or the token sees every study, or the job predates owners (no ``token`` recorded)."""
+        this token, or the token sees every study (the only way to a job that predates owners: no ``token`` recorded,
+        it could be any client's)."""
         owner = job.get("token")
-        return self.allows(str(job["model"])) and (self.all_studies or owner is None or owner == self.id)
+        return self.allows(str(job["model"])) and (self.all_studies or (owner is not None and owner == self.id))
 
 
 def _read(path: Path) -> list[dict]:
