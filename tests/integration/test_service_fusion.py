@@ -90,6 +90,28 @@ def test_one_field_per_modality_is_predicted_as_the_cli_predicts_it(service, fus
         assert result["image"] == {"shape_zyx": [1, 217, 181], "spacing_mm": [1.0, 1.0, 1.0], "viewable": True, "unit": "a.u."}
 
 
+def test_each_modality_sent_is_served_for_the_viewer_by_its_number(service):
+    """The viewer showed the first modality only: a reader of a T1 + PD call never saw the PD. Each modality sent is
+    listed in the result (``modalities``: n, name, unit) and served by its number; a number not listed is 404."""
+    from medanomaly.io import read
+
+    client, tmp = service
+    t1, pd = slice_nifti(tmp, "T1"), slice_nifti(tmp, "PD")
+    both = wait_done(client, upload(client, [("PD", pd.read_bytes()), ("T1", t1.read_bytes())]).json()["job_id"])
+    alone = wait_done(client, upload(client, [("T1", t1.read_bytes())]).json()["job_id"])
+    result = client.get(f"/v1/studies/{both['id']}/results").json()
+    assert result["modalities"] == [{"n": 0, "name": "T1", "unit": "a.u."}, {"n": 1, "name": "PD", "unit": "a.u."}]
+    for n, sent in ((0, t1), (1, pd)):
+        r = client.get(f"/v1/studies/{both['id']}/image", params={"modality": n})
+        assert r.status_code == 200, r.text
+        (tmp / f"served{n}.nii.gz").write_bytes(r.content)
+        assert np.array_equal(read(tmp / f"served{n}.nii.gz").array, read(sent).array), n
+    assert client.get(f"/v1/studies/{both['id']}/image", params={"modality": 2}).status_code == 404
+    assert client.get(f"/v1/studies/{both['id']}/image", params={"modality": -1}).status_code == 422
+    assert client.get(f"/v1/studies/{alone['id']}/results").json()["modalities"] == [{"n": 0, "name": "T1",
+                                                                                     "unit": "a.u."}]  # fmt: skip
+
+
 def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(service, fusion_run):
     """The way a fusion model was served before (and an MSD-style case): one image, one component per modality."""
     from medanomaly.engine import load_model

@@ -392,6 +392,42 @@ def test_a_fusion_model_takes_one_file_field_per_modality_from_the_page(tmp_path
     assert windows_hidden and grey_levels(canvas) > 50, grey_levels(canvas)
 
 
+def test_a_fusion_call_shows_each_modality_sent_at_the_same_place(tmp_path):
+    """The viewer showed the first modality only. A study sent T1 and PD offers both: choosing PD draws the PD slice
+    (another picture, the cursor where it was)."""
+    from tests.integration.conftest import train_tiny_fusion
+    from tests.integration.test_service_fusion import slice_nifti
+
+    run = train_tiny_fusion(tmp_path)
+    with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
+        errors = sign_in(page, base, token)
+        page.wait_for_selector("input[data-modality='PD']", state="attached")
+        for name in ("T1", "PD"):
+            page.set_input_files(f"input[data-modality='{name}']", str(slice_nifti(tmp_path, name)))
+        upload_and_open(page)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
+        offered = page.eval_on_selector_all("#modality option", "es => es.map(e => e.textContent)")
+        picker_shown, slice_before = page.is_visible("#modality-pick"), page.inner_text("#slice-info")
+        t1_canvas = page.locator("#gl").screenshot()
+        page.select_option("#modality", label="PD")
+        page.wait_for_selector("#slice-info[data-modality='1']", state="attached", timeout=PAGE_MS)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=PAGE_MS)
+        pd_canvas, slice_after = page.locator("#gl").screenshot(), page.inner_text("#slice-info")
+        page.screenshot(path=str(tmp_path / "fusion_pd.png"))
+    assert not errors, errors
+    assert offered == ["T1", "PD"] and picker_shown and slice_after == slice_before, (offered, slice_before, slice_after)
+    diff = np.abs(_grey(t1_canvas) - _grey(pd_canvas))
+    assert grey_levels(pd_canvas) > 50 and (diff > 40).mean() > 0.05, (grey_levels(pd_canvas), (diff > 40).mean())
+
+
+def _grey(png: bytes) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return np.asarray(Image.open(BytesIO(png)).convert("L"), np.float32)
+
+
 def grey_levels(png: bytes) -> int:
     """Distinct grey levels in a screenshot (a blank canvas has 1; one flat window has 2 or 3)."""
     from io import BytesIO

@@ -3,7 +3,7 @@
 ``result.json``: the :class:`~medanomaly.types.Prediction` JSON plus, per finding, its number, the
 axial slice the viewer jumps to (the slice of largest lesion area, the one the overlay PNG shows),
 that point in LPS and RAS mm, and which files exist. Beside it: ``image.nii.gz`` (the study on its
-own grid, for the viewer), ``masks/N.nii.gz`` and ``contours/N.nii.gz`` (lesion N and its outline,
+own grid, for the viewer; a fusion model's other modalities sent as ``modalities/N.nii.gz``), ``masks/N.nii.gz`` and ``contours/N.nii.gz`` (lesion N and its outline,
 slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map. For an upload of DICOM
 files with findings or a map: ``dicom/seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` (and ``map.dcm``) referencing the
 uploaded series, as ``predict --dicom`` and the PACS bridge write them, for a DICOM viewer (OHIF) or a PACS.
@@ -12,6 +12,7 @@ Every file is written atomically; ``result.json`` last, so its presence means th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,13 @@ def _write_volume(volume: Volume, path: Path) -> str:
 
 def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model_name: str, task: str,
                   dicom_source: Path | None = None,
-                  explanation: tuple[Volume | None, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+                  explanation: tuple[Volume | None, dict[str, Any]] | None = None,
+                  modalities: Mapping[str, Volume | None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write a job's files into ``study_dir`` and return the result document (also ``result.json``);
     ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference; ``explanation``: the map of
-    the call (``serve --explain``, written as the heatmap when the model gives no map) and what it is."""
+    the call (``serve --explain``, written as the heatmap when the model gives no map) and what it is; ``modalities``:
+    a fusion call's images by modality (``volume`` is the first one sent), each one viewable on its grid listed in
+    ``doc["modalities"]`` (``{"n", "name", "unit"}``, n 0 = the image) and written as ``modalities/N.nii.gz``."""
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
     heatmap = prediction.anomaly_map
     if explanation is not None:
@@ -74,6 +78,8 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
                     "unit": intensity_unit(volume)}  # fmt: skip
     if viewable:
         _write_volume(volume, study_dir / "image.nii.gz")
+        if modalities:
+            doc["modalities"] = _write_modalities(study_dir, volume, modalities)
     if heatmap is not None and viewable and heatmap.same_grid(volume):
         _write_volume(heatmap, study_dir / "heatmap.nii.gz")
         doc["heatmap"] = True
@@ -91,6 +97,19 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
     doc["findings"] = rows
     write_json(study_dir / "result.json", doc)
     return doc
+
+
+def _write_modalities(study_dir: Path, volume: Volume, modalities: Mapping[str, Volume | None]) -> list[dict[str, Any]]:
+    """The modalities the viewer can switch between: ``volume`` (the image, n 0) and every other one sent that is one
+    component on its grid, written as ``modalities/N.nii.gz``."""
+    first = next(name for name, image in modalities.items() if image is volume)
+    listed = [{"n": 0, "name": first, "unit": intensity_unit(volume)}]
+    for name, image in modalities.items():
+        if image is None or image is volume or image.n_components != 1 or not image.same_grid(volume):
+            continue
+        _write_volume(image, study_dir / "modalities" / f"{len(listed)}.nii.gz")
+        listed.append({"n": len(listed), "name": name, "unit": intensity_unit(image)})
+    return listed
 
 
 def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Prediction, model_name: str,

@@ -93,6 +93,8 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     auth = Depends(bearer)
     frame_query = Query(None, ge=0, le=MAX_FRAME, description="a cine loop's frame to predict (0-based, as stored); "
                         "a cine is refused without it")  # fmt: skip
+    modality_query = Query(0, ge=0, le=64, description="a fusion call's modality, its `n` in the result's "
+                           "`modalities` (0: the first sent, the image)")  # fmt: skip
     static = WEB_DIR / "static"
     static.mkdir(parents=True, exist_ok=True)
     app.mount("/static", StaticFiles(directory=static), name="static")
@@ -163,9 +165,11 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     def overlay(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:
         return FileResponse(_study_file(request, study_id, entry, "overlays", f"{n}.png"), media_type="image/png")
 
-    @app.get("/v1/studies/{study_id}/image", summary="The study as NIfTI (for the viewer)")
-    def image(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
-        return FileResponse(_study_file(request, study_id, entry, "image.nii.gz"), filename="image.nii.gz")
+    @app.get("/v1/studies/{study_id}/image", summary="The study as NIfTI (for the viewer); a fusion call's other "
+             "modalities by their number in the result's `modalities`")
+    def image(request: Request, study_id: str, modality: int = modality_query, entry: TokenEntry = auth) -> Any:
+        parts = ("modalities", f"{modality}.nii.gz") if modality else ("image.nii.gz",)
+        return FileResponse(_study_file(request, study_id, entry, *parts), filename="image.nii.gz")
 
     @app.get("/v1/studies/{study_id}/masks/{n}", summary="Mask of finding n as NIfTI")
     def mask(request: Request, study_id: str, n: int, entry: TokenEntry = auth) -> Any:

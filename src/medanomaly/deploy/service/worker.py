@@ -218,7 +218,7 @@ class ModelWorker:
         missing = [n for n, v in volumes.items() if v is None]
         explain_on = (InputError(f"a fusion call is explained with every modality present; {missing[0]} was not sent")
                       if missing else stacked(self.model, volumes))  # fmt: skip
-        self._finish(job, first, prediction, start, paths[name], explain_on)
+        self._finish(job, first, prediction, start, paths[name], explain_on, volumes)
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
@@ -235,17 +235,19 @@ class ModelWorker:
         log.info("job %s failed: %s", job["id"], _reason(exc))
 
     def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None,
-                explain_on: Any = None) -> None:  # fmt: skip
+                explain_on: Any = None, modalities: dict[str, Any] | None = None) -> None:  # fmt: skip
         """Write a job's outputs and mark it done (a study deleted while it ran is left deleted); ``read_from``: what
         ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference; ``explain_on``: the image
-        the call is explained on when not ``volume`` (a fusion call's modalities as one image), or why it is not."""
+        the call is explained on when not ``volume`` (a fusion call's modalities as one image), or why it is not;
+        ``modalities``: a fusion call's images by modality, for the viewer."""
         self.store.progress(job["id"], 0.8)
         study_dir = self.data_dir / job["id"]
         if not study_dir.is_dir():
             return
         dicom_source = read_from if read_from is not None and read_from.is_dir() else None
         write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
-                      explanation=self._explain(job, volume if explain_on is None else explain_on, prediction))  # fmt: skip
+                      explanation=self._explain(job, volume if explain_on is None else explain_on, prediction),
+                      modalities=modalities)  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
         log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)

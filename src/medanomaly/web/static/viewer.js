@@ -172,19 +172,37 @@ async function openStudy(id) {
   const blob = new Blob([JSON.stringify(res, null, 2)], { type: "application/json" });
   $("#report").href = URL.createObjectURL(blob);
   renderDicomLinks(id, res.dicom || {});
+  const modalities = res.modalities || [];
+  $("#modality-pick").hidden = modalities.length < 2;
+  $("#modality").innerHTML = modalities.map((m) => `<option value="${esc(m.n)}">${esc(m.name)}</option>`).join("");
   if (!res.image.viewable) return;
-  const nv = ensureViewer();
+  state.finding = null;
+  await showImage(id, 0, res.image.unit);
+  setView(res.image.shape_zyx[0] === 1 ? "axial" : state.view);
+  showSlice();
+  document.body.dataset.ready = "1";
+}
+// The study's image (n 0), or another modality a fusion call was sent (n > 0, on the same grid), with the map and the
+// finding shown over it; the cursor stays where it was.
+async function showImage(id, n, unit) {
+  const nv = ensureViewer(), at = nv.volumes.length ? nv.scene.crosshairPos : null;
   // a CT opens in the lung window and offers the HU presets; any other image (MR, mammogram, X-ray) in NiiVue's own
   // robust range (the lung window made it one flat white); one slice (a 2D image) opens in the axial view
-  const hu = res.image.unit === "HU";
+  const hu = unit === "HU";
   $("#windows").hidden = !hu;
-  const image = { url: `v1/studies/${id}/image`, headers: auth(), name: "image.nii.gz", colormap: "gray" };
+  const image = { url: `v1/studies/${id}/image${n ? "?modality=" + n : ""}`, headers: auth(), name: "image.nii.gz", colormap: "gray" };
   if (hu) [image.cal_min, image.cal_max] = WINDOWS.lung;
   await nv.loadVolumes([image]);
   state.kept = 1;
-  if (res.heatmap) { await loadMap(id); state.kept = 2; }
-  setView(res.image.shape_zyx[0] === 1 ? "axial" : state.view);
-  showSlice();
+  if (state.result.heatmap) { await loadMap(id); state.kept = 2; }
+  if (state.finding) await showFinding(state.finding);
+  if (at) { nv.scene.crosshairPos = at; nv.drawScene(); showSlice(); }
+  $("#slice-info").dataset.modality = String(n);
+}
+async function pickModality() {
+  const n = Number($("#modality").value), m = state.result.modalities.find((x) => x.n === n);
+  document.body.dataset.ready = "";
+  await showImage(state.study, n, m.unit);
   document.body.dataset.ready = "1";
 }
 function route() {
@@ -199,6 +217,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("#token").addEventListener("change", () => { sessionStorage.setItem("medanomaly-token", token()); route(); });
   $("#upload").addEventListener("submit", upload);
   $("#model").addEventListener("change", showModalityFields);
+  $("#modality").addEventListener("change", pickModality);
   document.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => setWindow(b.dataset.window)));
   document.querySelectorAll("[data-view]").forEach((b) => b.addEventListener("click", () => setView(b.dataset.view)));
   $("#show-mask").addEventListener("change", showOverlays);
