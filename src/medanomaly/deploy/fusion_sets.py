@@ -47,6 +47,8 @@ __all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "explanation_input", "mod
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
+#: Most series a reason names (the rest counted).
+MAX_NAMED = 5
 #: Longest ``--modality-series`` expression (characters).
 MAX_PATTERN = 200
 _LOCALIZER = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
@@ -153,10 +155,12 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
     ambiguous = [n for n, ds in by_name.items() if len(ds) > 1]
     double = [d for d in group if len(matched[d.entry.key]) > 1]
     if ambiguous or double:
-        reason = "; ".join([f"{len(by_name[n])} series of its study match {n} "
-                            f"({', '.join(name_of(d.entry.key) for d in by_name[n])})" for n in ambiguous]
+        reason = "; ".join([f"{len(by_name[n])} series of its study match {n} ({_some(by_name[n], name_of)})"
+                            for n in ambiguous]
                            + [f"series {name_of(d.entry.key)} matches {' and '.join(matched[d.entry.key])}"
-                              for d in double])  # fmt: skip
+                              for d in double[:MAX_NAMED]]
+                           + ([f"{len(double) - MAX_NAMED} more series match two"] if len(double) > MAX_NAMED else []))
+        # fmt: skip
         for d in group:
             if matched[d.entry.key]:
                 changed[d.entry.key] = replace(d, status="error", reason=f"{reason}: tell them apart with "
@@ -178,6 +182,13 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
     else:
         changed[primary.key] = replace(chosen[primary_name], status="run", reason="")  # type: ignore[arg-type]
         sets[primary.key] = fusion
+
+
+def _some(decisions: Sequence[Decision], name_of: Callable[[str], str]) -> str:
+    """Up to :data:`MAX_NAMED` series named, then how many more (a study of hundreds of series gave each of its rows
+    every id)."""
+    named = ", ".join(name_of(d.entry.key) for d in decisions[:MAX_NAMED])
+    return named + (f" and {len(decisions) - MAX_NAMED} more" if len(decisions) > MAX_NAMED else "")
 
 
 def aligned(volumes: Mapping[str, Any], first: str, resample: bool) -> dict[str, Any]:

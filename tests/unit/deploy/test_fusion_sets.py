@@ -72,6 +72,14 @@ def test_a_study_with_two_series_for_a_modality_is_an_error_on_each_naming_them(
     assert got["d"][1].startswith("series S-d matches T1 and PD")
 
 
+def test_a_reason_names_a_few_series_of_a_large_study_and_counts_the_rest():
+    """Every matched series of a study with hundreds of T1 series had a reason naming all of them (quadratic)."""
+    got, _ = _pair([_entry(f"k{i}", "s1", "T1") for i in range(300)] + [_entry(f"d{i}", "s1", "T1 PD") for i in range(9)])
+    reason = got["k0"][1]
+    assert reason.startswith("309 series of its study match T1 (S-k0, S-k1, S-k2, S-k3, S-k4 and 304 more)")
+    assert "4 more series match two" in reason and len(reason) < 500, reason
+
+
 def test_a_member_over_the_memory_limit_refuses_the_set():
     got, sets = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"b"})
     assert got["a"] == ("refused", "PD: series x: needs ~9 GiB") and got["b"][0] == "refused" and not sets
