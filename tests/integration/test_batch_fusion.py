@@ -125,6 +125,7 @@ def _series_uid(folder: Path) -> str:
 
 def test_modalities_on_two_grids_need_resample_to_first_and_one_frame_of_reference(fusion_run, tmp_path) -> None:
     from medanomaly.engine import load_model
+    from medanomaly.engine.verbs import predict_multimodal
     from medanomaly.io import read
     from medanomaly.preprocess.resample import resample_like
 
@@ -143,6 +144,9 @@ def test_modalities_on_two_grids_need_resample_to_first_and_one_frame_of_referen
     expected = model.predict({"T1": t1_volume, "PD": resample_like(read(pd), t1_volume, "linear", dtype="float32")})
     got = _record(tmp_path / "out", rows["4:done"]["series_id"])["probabilities"]
     assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-9)
+    files = predict_multimodal(model, {"T1": t1, "PD": pd}, resample_to_first=True)[1]  # the CLI's files, alike
+    assert files.scores == pytest.approx(expected.scores, abs=1e-9)
+    assert "grids differ" in predict_multimodal(model, {"T1": t1, "PD": pd})[1].reason
 
 
 def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_path, monkeypatch, capsys) -> None:
@@ -154,6 +158,7 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
         ((str(lung), str(tmp_path / "empty"), "--resample-to-first"), "takes one series at a time"),
         ((str(fusion_run), str(tmp_path / "empty"), "--modality-series", "T2=x"), "the model's modalities are T1, PD"),
         ((str(fusion_run), "T1=a.nii", "--modality-series", "T1=x"), "for files give MODALITY=path"),
+        ((str(lung), "a.nii", "--resample-to-first"), "give MODALITY=path (or an archive)"),
     ):
         code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and reason in err and "Traceback" not in err, err

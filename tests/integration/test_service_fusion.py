@@ -112,6 +112,41 @@ def test_each_modality_sent_is_served_for_the_viewer_by_its_number(service):
                                                                                      "unit": "a.u."}]  # fmt: skip
 
 
+def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, fusion_run):
+    """A T1 and a PD series of one session share their coordinates but not always their grid: the job failed ("grids
+    differ"). With resample_to_first the PD is brought onto the T1's grid, the prediction the CLI's
+    `predict RUN T1=... PD=... --resample-to-first` makes; in another frame of reference it still fails, in one line."""
+    from medanomaly.engine import load_model
+    from medanomaly.engine.verbs import predict_multimodal
+    from medanomaly.io import read, write
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    client, tmp = service
+    frame = {"modality": "MR", "frame_of_reference_uid": "1.2.826.0.1.3680043.8.498.77"}
+    t1 = Volume(np.asarray(read(slice_nifti(tmp, "T1")).array), spacing=(1.0, 1.0, 1.0), meta=frame)
+    pd_pixels = np.asarray(read(slice_nifti(tmp, "PD")).array)[:, 10:-10, 10:-10]  # smaller, half a voxel off
+    pd = Volume(pd_pixels, spacing=(1.0, 1.0, 1.0), origin=(10.5, 10.5, 0.0), meta=frame)
+    files = {}
+    for name, volume in (("T1", t1), ("PD", pd)):
+        (files[name],) = write_dicom_series(volume, tmp / f"{name}_frame")
+    fields = [(name, path.read_bytes()) for name, path in files.items()]
+    plain = wait_done(client, upload(client, fields).json()["job_id"])
+    assert plain["status"] == "failed" and "grids differ" in plain["reason"], plain
+    asked = wait_done(client, upload(client, fields, resample_to_first="true").json()["job_id"])
+    assert asked["status"] == "done", asked
+    _, expected, _ = predict_multimodal(load_model(fusion_run), files, resample_to_first=True)
+    got = client.get(f"/v1/studies/{asked['id']}/results").json()["probabilities"]
+    assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-6)
+    other = tmp / "pd_other_frame.nii.gz"
+    write(pd, other)  # a NIfTI: no frame of reference recorded
+    failed = wait_done(client, upload(client, [fields[0], ("PD", other.read_bytes())],
+                                      resample_to_first="true").json()["job_id"])  # fmt: skip
+    assert failed["status"] == "failed" and "another frame of reference" in failed["reason"], failed
+    refused = upload(client, [("files", fields[0][1])], resample_to_first="true")
+    assert refused.status_code == 400 and "one field per modality" in refused.json()["detail"], refused.text
+
+
 def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(service, fusion_run):
     """The way a fusion model was served before (and an MSD-style case): one image, one component per modality."""
     from medanomaly.engine import load_model

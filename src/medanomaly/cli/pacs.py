@@ -28,7 +28,7 @@ MODALITY_SERIES = typer.Option([], "--modality-series", help="Fusion model: NAME
                                "of the description); repeatable.")
 RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion model: bring each modality onto the "
                                  "first's grid by patient coordinates (same DICOM frame of reference only; no "
-                                 "registration).")
+                                 "registration); files (MOD=path) or an archive.")
 #: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
 

@@ -80,9 +80,12 @@ def register(app: typer.Typer) -> None:
                                        engine=engine, address=address, explain=explain,
                                        modality_series=modality_series, resample_to_first=resample_to_first)  # fmt: skip
             raise typer.Exit(code=code)
-        if modality_series or resample_to_first:
-            raise InputError("--modality-series and --resample-to-first pair the series of an archive's studies (a "
-                             "folder); for files give MODALITY=path", paths[0])  # fmt: skip
+        if modality_series:
+            raise InputError("--modality-series pairs the series of an archive's studies (a folder); for files give "
+                             "MODALITY=path", paths[0])  # fmt: skip
+        if resample_to_first and "=" not in str(paths[0]):
+            raise InputError("--resample-to-first brings a fusion model's modalities onto one grid: give MODALITY=path "
+                             "(or an archive)", paths[0])  # fmt: skip
         if explain is not None:
             raise InputError("--explain explains each series of an archive (a folder); for files use `medanomaly "
                              "explain RUN IMAGE`", paths[0])  # fmt: skip
@@ -99,7 +102,7 @@ def register(app: typer.Typer) -> None:
             from medanomaly.engine.verbs import predict_multimodal
 
             results = [(paths[0], too_long[paths[0]], None) if too_long else
-                       predict_multimodal(model, _fusion_inputs(paths))]  # fmt: skip
+                       predict_multimodal(model, _fusion_inputs(paths), resample_to_first)]  # fmt: skip
         else:
             from medanomaly.engine import predict_paths
 

@@ -192,30 +192,24 @@ def _some(decisions: Sequence[Decision], name_of: Callable[[str], str]) -> str:
 
 
 def aligned(volumes: Mapping[str, Any], first: str, resample: bool) -> dict[str, Any]:
-    """The modalities' Volumes, each other one on ``first``'s grid when ``resample`` is set and the two share a frame
-    of reference (patient coordinates: linear interpolation, the image's minimum outside); else as they are (the model refuses two
-    grids, naming them).
+    """The modalities' Volumes, with ``resample`` each other one on ``first``'s grid
+    (:func:`medanomaly.engine.verbs.onto_first_grid`: one frame of reference only); without it a member on another grid
+    is an error saying how to bring it onto one (the model's own message names `medanomaly register` only).
 
     Raises:
-        InputError: ``resample`` asked for a modality on another grid in another (or no) frame of reference.
+        InputError: a member on another grid without ``resample``, or in another frame of reference with it.
     """
-    from medanomaly.preprocess.resample import resample_like
+    from medanomaly.engine.verbs import onto_first_grid
 
+    if resample:
+        return onto_first_grid(volumes)
     reference = volumes[first]
-    out = dict(volumes)
-    frame = str(reference.meta.get("frame_of_reference_uid") or "")
     for name, volume in volumes.items():
-        if volume is None or name == first or volume.same_grid(reference):
-            continue
-        if not resample:
+        if volume is not None and name != first and not volume.same_grid(reference):
             raise InputError(f"{name} is on another grid than {first} ({_grid(volume)} vs {_grid(reference)}): "
                              "--resample-to-first brings it onto the first's when they share a frame of reference; "
                              "else co-register them (medanomaly register)")  # fmt: skip
-        if not frame or str(volume.meta.get("frame_of_reference_uid") or "") != frame:
-            raise InputError(f"{name} is in another frame of reference than {first}: --resample-to-first needs one "
-                             f"(bring it onto {first}'s grid with `medanomaly register` first)")  # fmt: skip
-        out[name] = resample_like(volume, reference, interpolator="linear", dtype="float32")
-    return out
+    return dict(volumes)
 
 
 def _grid(volume: Any) -> str:

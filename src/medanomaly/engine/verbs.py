@@ -26,7 +26,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError, Terminated, about_file, out_of_memory, sigterm_raises
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "stack_modalities", "stacked", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "onto_first_grid", "stack_modalities", "stacked", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
@@ -180,9 +180,10 @@ def predict_paths(model: TaskModel, paths: Iterable[str | Path], read_options: d
         yield path, prediction, volume
 
 
-def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
+def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False,
                        ) -> tuple[Path, Prediction | InputError, Any]:  # fmt: skip
-    """Predict one case from one file per modality (None = missing, flagged by the model).
+    """Predict one case from one file per modality (None = missing, flagged by the model; ``resample_to_first``:
+    :func:`onto_first_grid`).
 
     Returns:
         ``(first path, Prediction or InputError, None)``, like one item of :func:`predict_paths`; an error the
@@ -191,13 +192,15 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None]
     given = [Path(p) for p in paths.values() if p is not None]
     first = given[0] if given else Path("-")
     try:
-        return first, predict_modalities(model, paths)[1], None
+        return first, predict_modalities(model, paths, resample_to_first)[1], None
     except InputError as exc:
         return first, exc, None
 
 
-def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> tuple[dict[str, Any], Prediction]:
-    """Read one file (or DICOM folder) per modality (None = missing) and predict them together.
+def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False,
+                       ) -> tuple[dict[str, Any], Prediction]:  # fmt: skip
+    """Read one file (or DICOM folder) per modality (None = missing) and predict them together (``resample_to_first``:
+    each on the first's grid, :func:`onto_first_grid`).
 
     Returns:
         ``(the Volume of each modality, None where missing; the Prediction)``.
@@ -207,7 +210,26 @@ def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None])
     """
     with _naming_inputs(paths):
         volumes = _read_modalities(model, paths)
+        if resample_to_first:
+            volumes = onto_first_grid(volumes)
         return volumes, model.predict(volumes)  # type: ignore[arg-type]
+
+
+def onto_first_grid(volumes: Mapping[str, Any]) -> dict[str, Any]:
+    """The modalities' Volumes (None: missing), each on the first present one's grid by patient coordinates, which
+    only one DICOM frame of reference makes right (:func:`medanomaly.preprocess.resample.resample_in_frame`: else an
+    InputError naming the two).
+
+    The same scanner session's series (a T1 and a PD of one study) share their coordinates but often not their
+    grid (another field of view, matrix or slice count); fusion takes them on one grid and never resamples unasked."""
+    from medanomaly.preprocess.resample import resample_in_frame
+
+    present = [name for name, v in volumes.items() if v is not None]
+    if not present:
+        return dict(volumes)
+    first = present[0]
+    return {name: (v if v is None or name == first else resample_in_frame(v, volumes[first], name, first))
+            for name, v in volumes.items()}  # fmt: skip
 
 
 def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> Any:

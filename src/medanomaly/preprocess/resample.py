@@ -290,3 +290,20 @@ def to_canonical(volume: Volume, orientation: str = "LPS") -> Volume:
     require_scalar(volume, "to_canonical")
     out = sitk.DICOMOrient(volume.to_sitk(), orientation)
     return Volume.from_sitk(out, **dict(volume.meta))
+
+
+def resample_in_frame(volume: Volume, reference: Volume, name: str = "the image", onto: str = "the reference") -> Volume:
+    """``volume`` on ``reference``'s grid by patient coordinates (linear, float32, the image's minimum outside), when
+    both carry the same DICOM frame of reference (one scanner's coordinates: no registration needed); as it is when
+    already on the grid. ``name`` / ``onto`` name the two in the error.
+
+    Raises:
+        InputError: the two are on different grids and not in one (recorded) frame of reference.
+    """
+    if volume.same_grid(reference):
+        return volume
+    frame = str(reference.meta.get("frame_of_reference_uid") or "")
+    if not frame or str(volume.meta.get("frame_of_reference_uid") or "") != frame:
+        raise InputError(f"{name} is in another frame of reference than {onto} (or one is not recorded): resampling "
+                         f"by coordinates needs one; bring it onto {onto}'s grid with `medanomaly register` first")
+    return resample_like(volume, reference, interpolator="linear", dtype="float32")

@@ -22,7 +22,8 @@ from medanomaly.deploy.service.store import JobStore
 from medanomaly.io.frames import reword_frame_advice
 from medanomaly.errors import InputError, MedanomalyError
 
-__all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame", "requested_modalities"]
+__all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame", "requested_modalities",
+           "requested_resample"]
 
 log = logging.getLogger("medanomaly.service")
 #: What an upload asked beside its files (``{"frame": N}``), in its study folder.
@@ -72,6 +73,14 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
         raise InputError(f"the upload sent modalities {', '.join(sorted(folders))}, but {takes} (the service was "
                          "restarted with another model of this name?)")  # fmt: skip
     return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
+
+
+def requested_resample(study_dir: Path) -> bool:
+    """Whether an upload of one field per modality asked for them on the first's grid (``resample_to_first``)."""
+    from medanomaly.jsonio import read_json
+
+    path = study_dir / REQUEST_FILE
+    return path.is_file() and read_json(path, max_bytes=4096).get("resample_to_first") is True
 
 
 #: A fusion run's advice for a 4D modality (:func:`medanomaly.io.frames.read_modality`), which a client cannot follow.
@@ -210,7 +219,7 @@ class ModelWorker:
             if paths is None:
                 return False
             self.store.progress(job["id"], 0.2)
-            volumes, prediction = predict_modalities(self.model, paths)
+            volumes, prediction = predict_modalities(self.model, paths, requested_resample(study_dir))
         except MedanomalyError as exc:
             self._fail(job, exc)
             return True
