@@ -162,3 +162,13 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
     ):
         code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and reason in err and "Traceback" not in err, err
+
+
+def test_explain_takes_modalities_of_one_frame_on_two_grids_when_asked(fusion_run, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "a"
+    inputs = f"T1={_series(root, 4, 't1', 'T1', 'T1')},PD={_series(root, 4, 'pd', 'PD', 'PD', crop=12, shift=0.5)}"
+    code, _, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), inputs, "-o", str(tmp_path / "plain"))
+    assert code == 2 and "grids differ" in err, err
+    code, out, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), inputs, "-o", str(tmp_path / "ex"),
+                              "--resample-to-first")  # fmt: skip
+    assert code == 0 and (tmp_path / "ex" / "explanation.nii.gz").is_file(), err

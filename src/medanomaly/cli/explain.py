@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from medanomaly.cli.pacs import RESAMPLE_TO_FIRST
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
@@ -33,6 +35,7 @@ def register(app: typer.Typer) -> None:
                                              help="findings.json to explain instead of running the detector."),
         frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D "
                                          "image: explain this frame or volume (0-based); --mask is that frame's."),
+        resample_to_first: bool = RESAMPLE_TO_FIRST,
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
@@ -47,6 +50,9 @@ def register(app: typer.Typer) -> None:
         fusion = "=" in str(image)  # one file per modality: stacked as components in the model's order
         if label and mask is None:
             raise InputError("--label picks a label of --mask: give --mask")
+        if resample_to_first and not fusion:
+            raise InputError("--resample-to-first brings a fusion model's modalities onto one grid: give "
+                             "MODALITY=path,MODALITY=path", image)  # fmt: skip
         if frame is not None and (fusion or evaluate or dicom):
             raise InputError("--frame explains one frame of one cine: not with a fusion input, --evaluate or --dicom",
                              image)  # fmt: skip
@@ -58,7 +64,8 @@ def register(app: typer.Typer) -> None:
                 from medanomaly.cli.predict import _fusion_inputs
                 from medanomaly.engine.verbs import stack_modalities
 
-                source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]))
+                source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]),
+                                          resample_to_first)  # fmt: skip
             elif frame is not None:
                 from medanomaly.io.frames import read_frame
 

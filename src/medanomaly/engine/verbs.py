@@ -232,15 +232,15 @@ def onto_first_grid(volumes: Mapping[str, Any]) -> dict[str, Any]:
             for name, v in volumes.items()}  # fmt: skip
 
 
-def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None]) -> Any:
+def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False) -> Any:
     """One Volume whose components are a multimodal model's inputs in its order (read from one file
-    per modality, all present, checked as ``predict`` checks them: each image's modality, one grid): what explain
-    takes for a fusion model."""
+    per modality, all present, checked as ``predict`` checks them: each image's modality, one grid, with
+    ``resample_to_first`` after :func:`onto_first_grid`): what explain takes for a fusion model."""
     names = tuple(getattr(model, "modalities", ()))
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
-    by_name, _ = predict_modalities(model, paths)  # the model's own checks of the images together
+    by_name, _ = predict_modalities(model, paths, resample_to_first)  # the model's own checks of the images together
     return stacked(model, by_name)
 
 
