@@ -172,3 +172,31 @@ def test_explain_takes_modalities_of_one_frame_on_two_grids_when_asked(fusion_ru
     code, out, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), inputs, "-o", str(tmp_path / "ex"),
                               "--resample-to-first")  # fmt: skip
     assert code == 0 and (tmp_path / "ex" / "explanation.nii.gz").is_file(), err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_on_ray_each_set_is_run_and_explained_as_on_one_machine(fusion_run, archive, tmp_path) -> None:
+    """Ray workers get the sets with the batch's context: the same rows, sets, calls and explanation maps (--explain
+    on Ray had not been run by any test)."""
+    import pydicom
+
+    from medanomaly.engine import load_model
+
+    model = load_model(fusion_run)
+    options = BatchOptions(modality_series=("T1=post|^t1_|AX T1W",), explain="gradcam")
+    local = run_batch(model, archive, tmp_path / "local", options, progress=False)
+    on_ray = run_batch(model, archive, tmp_path / "ray", options, progress=False, engine="ray", workers=2)
+    assert local.counts == on_ray.counts == {"done": 3, "skipped": 3}
+    records = {}
+    for where in ("local", "ray"):
+        records[where] = {p.name: json.loads(p.read_text()) for p in (tmp_path / where / "series").glob("*.json")}
+    assert records["local"].keys() == records["ray"].keys()
+    assert sum("parametric_map" in r.get("dicom", {}) for r in records["ray"].values()) == 2  # the two whole sets
+    for name, a in records["local"].items():
+        b = records["ray"][name]
+        assert {k: a.get(k) for k in ("status", "fusion", "prediction", "explanation")} == {
+            k: b.get(k) for k in ("status", "fusion", "prediction", "explanation")}, name  # fmt: skip
+        if "parametric_map" in a.get("dicom", {}):
+            maps = [pydicom.dcmread(tmp_path / w / r["dicom"]["parametric_map"]) for w, r in (("local", a), ("ray", b))]
+            assert np.array_equal(maps[0].pixel_array, maps[1].pixel_array), name
