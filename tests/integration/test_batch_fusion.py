@@ -89,6 +89,9 @@ def test_each_study_is_one_prediction_equal_to_the_cli_and_an_sr_in_its_study(fu
     sr = out / both["dicom"]["sr"]
     assert dciodvfy(sr).errors == [] and read_call_sr(sr)["class"] == both["label"]
     assert pydicom.dcmread(sr).StudyInstanceUID == STUDY.format(1)
+    evidence = {s.SeriesInstanceUID for study in pydicom.dcmread(sr).CurrentRequestedProcedureEvidenceSequence
+                for s in study.ReferencedSeriesSequence}  # fmt: skip
+    assert evidence == set(both["fusion"].values()), evidence  # the call was made from both series: both listed
     assert both["explanation"] == {"method": "gradcam", "class": both["label"]} and "parametric_map" in both["dicom"]
     assert "no PD" in alone["explanation"]["error"]  # a missing modality: the call stands, unexplained
     texts = (out / "results.csv").read_text() + "".join(p.read_text() for p in (out / "series").glob("*.json"))

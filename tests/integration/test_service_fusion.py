@@ -116,6 +116,9 @@ def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, 
     """A T1 and a PD series of one session share their coordinates but not always their grid: the job failed ("grids
     differ"). With resample_to_first the PD is brought onto the T1's grid, the prediction the CLI's
     `predict RUN T1=... PD=... --resample-to-first` makes; in another frame of reference it still fails, in one line."""
+    import pydicom
+
+    from medanomaly.deploy.dicom_out import dciodvfy
     from medanomaly.engine import load_model
     from medanomaly.engine.verbs import predict_multimodal
     from medanomaly.io import read, write
@@ -129,7 +132,7 @@ def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, 
     pd = Volume(pd_pixels, spacing=(1.0, 1.0, 1.0), origin=(10.5, 10.5, 0.0), meta=frame)
     files = {}
     for name, volume in (("T1", t1), ("PD", pd)):
-        (files[name],) = write_dicom_series(volume, tmp / f"{name}_frame")
+        (files[name],) = write_dicom_series(volume, tmp / f"{name}_frame", study_uid="1.2.826.0.1.3680043.8.498.78")
     fields = [(name, path.read_bytes()) for name, path in files.items()]
     plain = wait_done(client, upload(client, fields).json()["job_id"])
     assert plain["status"] == "failed" and "grids differ" in plain["reason"], plain
@@ -138,6 +141,12 @@ def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, 
     _, expected, _ = predict_multimodal(load_model(fusion_run), files, resample_to_first=True)
     got = client.get(f"/v1/studies/{asked['id']}/results").json()["probabilities"]
     assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-6)
+    (tmp / "sr.dcm").write_bytes(client.get(f"/v1/studies/{asked['id']}/dicom/sr").content)
+    sr = pydicom.dcmread(tmp / "sr.dcm")
+    evidence = {s.SeriesInstanceUID for st in sr.CurrentRequestedProcedureEvidenceSequence
+                for s in st.ReferencedSeriesSequence}  # fmt: skip
+    assert evidence == {pydicom.dcmread(files[n]).SeriesInstanceUID for n in ("T1", "PD")}  # the call's both series
+    assert dciodvfy(tmp / "sr.dcm").errors == []
     other = tmp / "pd_other_frame.nii.gz"
     write(pd, other)  # a NIfTI: no frame of reference recorded
     failed = wait_done(client, upload(client, [fields[0], ("PD", other.read_bytes())],

@@ -300,10 +300,16 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
     score_map, label = prediction.anomaly_map, "anomaly score"
     if score_map is None and explanation is not None:
         score_map, label = explanation, f"{ctx.options.explain} attribution"
+    evidence = []
+    if entry.key in ctx.sets:  # a fusion call: made from the study's other modalities too
+        from medanomaly.deploy.fusion_sets import partner_headers
+
+        evidence = partner_headers(ctx.sets[entry.key], entry)
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
         report_none=ctx.task in FINDING_TASKS,  # a detector that finds nothing says so
+        evidence=evidence,
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}

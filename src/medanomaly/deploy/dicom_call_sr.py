@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from medanomaly.deploy.codes import PRIVATE_SCHEME, deterministic_uid, finding_site, finding_type, unit
@@ -56,8 +57,10 @@ def _class_code(prediction: Prediction) -> Any:
 
 
 def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str = "", site: str | None = None,
-                  algorithm: str = "medanomaly") -> Any:  # fmt: skip
-    """A Comprehensive 3D SR of the call (see the module docstring), its UIDs deterministic in (run, series).
+                  algorithm: str = "medanomaly", evidence: Sequence[Any] = ()) -> Any:  # fmt: skip
+    """A Comprehensive 3D SR of the call (see the module docstring), its UIDs deterministic in (run, series);
+    ``evidence``: the headers of other series the call was made from too (a fusion model's other modalities), listed
+    with the source series' in the SR's evidence.
 
     Raises:
         ValueError: the prediction is not a call (:func:`is_call`).
@@ -75,7 +78,7 @@ def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str =
                                                                                           strict=True))]  # fmt: skip
     group = _group(source, run_id, site, algorithm, "Image call", finding_type=_class_code(prediction),
                    measurements=measurements)  # fmt: skip
-    return _report(group, source, run_id, algorithm, "classification", private_codes=True)
+    return _report(group, source, run_id, algorithm, "classification", private_codes=True, evidence=evidence)
 
 
 def build_no_findings_sr(source: SourceSeries, *, run_id: str = "", site: str | None = None,
@@ -105,7 +108,8 @@ def _group(source: SourceSeries, run_id: str, site: str | None, algorithm: str, 
     )  # fmt: skip
 
 
-def _report(group: Any, source: SourceSeries, run_id: str, algorithm: str, what: str, private_codes: bool) -> Any:
+def _report(group: Any, source: SourceSeries, run_id: str, algorithm: str, what: str, private_codes: bool,
+            evidence: Sequence[Any] = ()) -> Any:  # fmt: skip
     """The SR of one group (its UIDs those a lesion report of the same run and series would have: one or the other)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -116,7 +120,7 @@ def _report(group: Any, source: SourceSeries, run_id: str, algorithm: str, what:
                                      procedure_reported=codes.cid100.ImagingProcedure, imaging_measurements=[group],
                                      title=codes.cid7021.ImagingMeasurementReport)  # fmt: skip
     sr = hd.sr.Comprehensive3DSR(
-        evidence=list(source.datasets), content=report[0],
+        evidence=[*source.datasets, *evidence], content=report[0],
         series_instance_uid=deterministic_uid(run_id, source.series_uid, "sr-series"), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=deterministic_uid(run_id, source.series_uid, "sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,

@@ -33,7 +33,8 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["SourceSeries", "check_output_geometry", "load_source_series", "software_version", "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["SourceSeries", "check_output_geometry", "load_source_series", "series_headers", "software_version",
+           "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
@@ -103,6 +104,23 @@ def _slice_of(ds: Dataset, volume: Volume, where: Path) -> int:
     if np.any(np.abs(index[:2]) > _INDEX_TOL) or abs(index[2] - k) > _INDEX_TOL or not 0 <= k < volume.shape[0]:
         raise InputError(f"source image is not on the volume grid (index {np.round(index, 2).tolist()})", where)
     return k
+
+
+def series_headers(files: Sequence[str | Path], series_uid: str) -> list[Dataset]:
+    """The reference headers (no pixels) of the images of series ``series_uid`` among ``files``, one per instance: what
+    a result made from that series too (another modality of a fusion call) lists as its evidence.
+
+    Raises:
+        InputError: a file that is not DICOM.
+    """
+    out, seen = [], set()
+    for path in files:
+        ds = reference_header(Path(path))
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if "Rows" in ds and str(ds.get("SeriesInstanceUID", "")) == series_uid and uid not in seen:
+            seen.add(uid)
+            out.append(ds)
+    return out
 
 
 def load_source_series(files: Sequence[str | Path], volume: Volume) -> SourceSeries:

@@ -43,7 +43,7 @@ from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
 __all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "explanation_input", "modality_matchers", "pair_studies",
-           "parse_modality_series", "read_set"]
+           "parse_modality_series", "partner_headers", "read_set"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
@@ -244,6 +244,14 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
                 raise InputError(f"{name}: {exc.reason}", exc.path) from None
     volumes = aligned(volumes, first, ctx.options.resample_to_first)
     return volumes, volumes[first]
+
+
+def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:
+    """The headers of the set's other DICOM series (not ``entry``'s), the call SR's evidence beside its own series."""
+    from medanomaly.deploy.dicom_source import series_headers
+
+    return [ds for _, member in fusion.members if member is not None and member.key != entry.key
+            and member.kind == "dicom" for ds in series_headers(member.files, member.key)]  # fmt: skip
 
 
 def explanation_input(model: Any, volumes: Mapping[str, Any]) -> Any:

@@ -75,6 +75,23 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
     return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
 
 
+def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any], first: str) -> list[Any]:
+    """The headers of a fusion upload's DICOM modalities other than ``first`` (sent as a folder of one series); a
+    folder whose headers cannot be read adds none (the call SR then lists its first series only)."""
+    from medanomaly.deploy.dicom_source import series_headers
+    from medanomaly.io.dicom_series import list_files
+
+    out: list[Any] = []
+    for name, path in paths.items():
+        uid = str((getattr(volumes.get(name), "meta", None) or {}).get("series_uid") or "")
+        if name != first and path is not None and path.is_dir() and uid:
+            try:
+                out += series_headers(list_files(path), uid)
+            except InputError as exc:
+                log.info("%s: no evidence headers (%s)", name, exc.reason)
+    return out
+
+
 def requested_resample(study_dir: Path) -> bool:
     """Whether an upload of one field per modality asked for them on the first's grid (``resample_to_first``)."""
     from medanomaly.jsonio import read_json
@@ -227,7 +244,8 @@ class ModelWorker:
         missing = [n for n, v in volumes.items() if v is None]
         explain_on = (InputError(f"a fusion call is explained with every modality present; {missing[0]} was not sent")
                       if missing else stacked(self.model, volumes))  # fmt: skip
-        self._finish(job, first, prediction, start, paths[name], explain_on, volumes)
+        evidence = _other_dicom_headers(paths, volumes, name)
+        self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence)
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
@@ -244,11 +262,13 @@ class ModelWorker:
         log.info("job %s failed: %s", job["id"], _reason(exc))
 
     def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None,
-                explain_on: Any = None, modalities: dict[str, Any] | None = None) -> None:  # fmt: skip
+                explain_on: Any = None, modalities: dict[str, Any] | None = None,
+                evidence: list[Any] | None = None) -> None:  # fmt: skip
         """Write a job's outputs and mark it done (a study deleted while it ran is left deleted); ``read_from``: what
         ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference; ``explain_on``: the image
         the call is explained on when not ``volume`` (a fusion call's modalities as one image), or why it is not;
-        ``modalities``: a fusion call's images by modality, for the viewer."""
+        ``modalities``: a fusion call's images by modality, for the viewer; ``evidence``: the headers of its other
+        DICOM modalities, the call SR's evidence too."""
         self.store.progress(job["id"], 0.8)
         study_dir = self.data_dir / job["id"]
         if not study_dir.is_dir():
@@ -256,7 +276,7 @@ class ModelWorker:
         dicom_source = read_from if read_from is not None and read_from.is_dir() else None
         write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
                       explanation=self._explain(job, volume if explain_on is None else explain_on, prediction),
-                      modalities=modalities)  # fmt: skip
+                      modalities=modalities, evidence=evidence)  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
         log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)
