@@ -299,6 +299,13 @@ def resample_in_frame(volume: Volume, reference: Volume, name: str = "the image"
 
     Raises:
         InputError: the two are on different grids and not in one (recorded) frame of reference.
+
+    Example:
+        >>> frame = {"frame_of_reference_uid": "1.2.3"}
+        >>> t1 = Volume(np.zeros((1, 8, 8), np.float32), spacing=(1.0, 1.0, 3.0), meta=frame)
+        >>> pd = Volume(np.ones((1, 4, 4), np.float32), spacing=(2.0, 2.0, 3.0), meta=frame)  # 8 x 8 mm too
+        >>> resample_in_frame(pd, t1, "PD", "T1").shape
+        (1, 8, 8)
     """
     if volume.same_grid(reference):
         return volume
