@@ -65,6 +65,9 @@ NON_IMAGE_SOP_PREFIXES = (
 )
 #: How an archive run, which takes no ``--frame``, says to take one frame of a cine or one volume of a 4D file.
 FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE --frame N`"
+#: Most characters of a header text a series keeps (SeriesDescription, ConvolutionKernel, BodyPartExamined): DICOM's
+#: LO holds 64 a value; a hostile file's megabytes would be matched by every selection rule and pairing expression.
+MAX_TEXT = 128
 #: File endings of volume files that are a series on their own.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
@@ -218,10 +221,14 @@ def _orientation(iop: Any) -> str:
 
 
 def _text(value: Any) -> str:
+    """A header value as text: values joined by a backslash; bytes (a value too long for its VR, written as UN)
+    decoded, never their ``b'...'`` repr."""
     if value is None:
         return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").rstrip("\x00 ")
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
+        return "\\".join(_text(v) for v in value)
     return str(value)
 
 
@@ -260,11 +267,11 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
         bytes_per_sample=max(int(h.get("BitsAllocated") or 16) // 8, 1),
         samples=int(h.get("SamplesPerPixel") or 1),
         slice_thickness=thickness_mm,
-        kernel=_text(h.get("ConvolutionKernel")),
+        kernel=_text(h.get("ConvolutionKernel"))[:MAX_TEXT],
         image_type=tuple(_text(h.get("ImageType")).upper().split("\\")) if h.get("ImageType") else (),
         orientation=_orientation(h.get("ImageOrientationPatient")),
-        body_part=str(h.get("BodyPartExamined") or ""),
-        description=str(h.get("SeriesDescription") or ""),
+        body_part=_text(h.get("BodyPartExamined"))[:MAX_TEXT],
+        description=_text(h.get("SeriesDescription"))[:MAX_TEXT],
     )
 
 

@@ -40,6 +40,24 @@ def test_files_of_one_series_in_two_folders_are_one_series(tmp_path: Path, make_
     assert read_series(entry).shape == make_ct().shape
 
 
+def test_a_hostile_files_megabyte_of_description_is_kept_to_a_few_characters(tmp_path: Path, make_ct) -> None:
+    """A SeriesDescription (LO: 64 characters) of 60,000 was kept whole, and every --series-filter ~ rule and fusion
+    pairing expression was matched against it; a kernel too long for its VR's length field (written as UN, read as
+    bytes) was kept as the text "b'B30f...'"."""
+    import pydicom
+
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    files = write_dicom_series(make_ct(), tmp_path / "s", description="T1")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription, ds.ConvolutionKernel = "T1 " + "x" * 60_000, "B30f" + "y" * 100_000
+        ds.save_as(f)
+    (entry,) = walk_archive(tmp_path).series
+    assert entry.description.startswith("T1 x") and entry.kernel.startswith("B30f")
+    assert len(entry.description) == len(entry.kernel) == 128
+
+
 def test_unreadable_file_is_a_problem_not_a_crash(tmp_path: Path, make_ct) -> None:
     from medanomaly.io.dicom_writer import write_dicom_series
 
