@@ -165,6 +165,19 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
     ):
         code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and reason in err and "Traceback" not in err, err
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    for args, reason in (  # before the node listens, before the PACS is asked anything
+        (("listen", str(fusion_run), "--allow-ae", "PACS", "--port", port, "--modality-series", "T2=x"),
+         "the model's modalities are T1, PD"),
+        (("pacs", str(fusion_run), "--url", "http://127.0.0.1:9/dicom-web", "--modality-series", "T1=("),
+         "not a regular expression"),
+    ):  # fmt: skip
+        code, _, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path / "w"))
+        assert code == 2 and reason in err and "listening" not in err and "cannot reach" not in err, err
 
 
 def test_explain_takes_modalities_of_one_frame_on_two_grids_when_asked(fusion_run, tmp_path, monkeypatch, capsys):

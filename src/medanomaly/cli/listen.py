@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
         from medanomaly.cli.pacs import batch_options, reporter, tls_files
         from medanomaly.cli.serve import check_free
+        from medanomaly.deploy.batch import check_options_for
         from medanomaly.deploy.listener import ListenerOptions, check_options, connect_store_to, run_listener
         from medanomaly.deploy.pacs_auth import PacsAuth
         from medanomaly.engine import load_model
@@ -61,6 +62,7 @@ def register(app: typer.Typer) -> None:
                        "--tls-key for DICOM TLS)", err=True)  # fmt: skip
         client = connect_store_to(options, auth)  # a --store-to that does not answer is one line before the model loads
         model = load_model(run)
+        check_options_for(model, batch)  # before the node listens
         report = reporter(lambda s: f"{s.received} instance(s) received, {s.processed} series run, {s.skipped} "
                           f"skipped, {s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
 

@@ -54,6 +54,10 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work
+    if modality_series:
+        from medanomaly.deploy.fusion_sets import parse_modality_series
+
+        parse_modality_series(modality_series, None)  # its form before any work; its names once the model is loaded
     if site not in ("auto", "none"):
         from medanomaly.deploy.codes import finding_site
 
@@ -199,6 +203,7 @@ def register(app: typer.Typer) -> None:
         (dimse+tls://HOST:PORT/CALLED_AE) the PACS's certificate is checked against --tls-ca (default: the system
         store) and ours, if it asks for one, is --tls-cert / --tls-key.
         """
+        from medanomaly.deploy.batch import check_options_for
         from medanomaly.deploy.pacs import connect, run_pacs
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
@@ -224,6 +229,7 @@ def register(app: typer.Typer) -> None:
         tls = tls_files(tls_ca, tls_cert, tls_key)
         client = connect(url, auth=auth, ae_title=ae_title, tls=tls, move_to=move_to)  # one line before the model
         model = load_model(run)
+        check_options_for(model, options)  # before the first poll
 
         report = reporter(lambda s: f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
                           f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip

@@ -46,7 +46,7 @@ from medanomaly.types import Prediction
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "resumable_on_sigterm",
-           "run_batch", "run_fingerprint", "with_fusion_sets"]  # fmt: skip
+           "run_batch", "run_fingerprint", "with_fusion_sets", "check_options_for"]  # fmt: skip
 
 #: Statuses a record may have. "done": predicted; "skipped": not for this task; "refused": too
 #: large; "error": could not be read or predicted (reason given).
@@ -176,7 +176,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     task = str(model.task)
     info = getattr(model, "info", None)
     policy = selection_policy(task, info)
-    _check_fusion_options(model, policy, options)
+    check_options_for(model, options)
     return BatchContext(
         out_dir=Path(out_dir),
         fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:32],
@@ -191,11 +191,16 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     )
 
 
-def _check_fusion_options(model: Any, policy: str, options: BatchOptions) -> None:
-    """A fusion model's pairing options checked before any work; refused for another model."""
+def check_options_for(model: Any, options: BatchOptions) -> None:
+    """The options that depend on the model, checked before any work: a fusion model's pairing options name its
+    modalities; another model takes none.
+
+    Raises:
+        InputError: one line saying which option does not fit the model.
+    """
     from medanomaly.deploy.fusion_sets import FUSION_SELECTION, parse_modality_series
 
-    if policy == FUSION_SELECTION:
+    if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
     elif options.modality_series or options.resample_to_first:
         raise InputError("--modality-series and --resample-to-first pair a fusion model's modalities; this model "

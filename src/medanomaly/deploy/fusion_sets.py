@@ -75,8 +75,9 @@ class FusionSet:
         return {name: None if entry is None else series_id(entry) for name, entry in self.members}
 
 
-def parse_modality_series(rules: Sequence[str], names: Sequence[str]) -> dict[str, re.Pattern[str]]:
-    """``NAME=REGEX`` rules (``--modality-series``) as compiled case-insensitive patterns, by modality name.
+def parse_modality_series(rules: Sequence[str], names: Sequence[str] | None) -> dict[str, re.Pattern[str]]:
+    """``NAME=REGEX`` rules (``--modality-series``) as compiled case-insensitive patterns, by modality name
+    (``names`` None: any name, the form alone checked before the model is loaded).
 
     Raises:
         InputError: a rule without ``=``, a name the model does not take, a name given twice, an empty, too long or
@@ -88,7 +89,7 @@ def parse_modality_series(rules: Sequence[str], names: Sequence[str]) -> dict[st
         name = name.strip()
         if not sep or not pattern:
             raise InputError(f"--modality-series takes NAME=REGEX (e.g. PD=pd_tse), got {rule[:64]!r}")
-        if name not in names:
+        if names is not None and name not in names:
             raise InputError(f"--modality-series {name[:64]!r}: the model's modalities are {', '.join(names)}")
         if name in out:
             raise InputError(f"--modality-series {name}: given twice")
