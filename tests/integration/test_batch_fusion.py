@@ -167,6 +167,8 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
         assert code == 2 and reason in err and "Traceback" not in err, err
     import socket
 
+    package = tmp_path / "package"
+    assert run_main(monkeypatch, capsys, "export", str(fusion_run), "--out", str(package))[0] == 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
@@ -175,6 +177,8 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
          "the model's modalities are T1, PD"),
         (("pacs", str(fusion_run), "--url", "http://127.0.0.1:9/dicom-web", "--modality-series", "T1=("),
          "not a regular expression"),
+        (("listen", str(package), "--allow-ae", "PACS", "--port", port, "--explain", "gradcam"),
+         "cannot be explained: an exported package cannot explain"),
     ):  # fmt: skip
         code, _, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path / "w"))
         assert code == 2 and reason in err and "listening" not in err and "cannot reach" not in err, err

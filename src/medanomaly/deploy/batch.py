@@ -157,14 +157,11 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     """The batch context: run id, and a fingerprint over the run, the options and the key.
 
     Raises:
-        InputError: ``options.explain`` names a method the model cannot be explained with (an ONNX package).
+        InputError: an option that does not fit the model (:func:`check_options_for`).
     """
     from medanomaly import __version__
 
-    if options.explain is not None:  # a model that cannot be explained: one line before any series
-        from medanomaly.deploy.explanation import explainer_for
-
-        explainer_for(model, options.explain, str(getattr(model, "run_dir", "") or "the model"))
+    check_options_for(model, options)
     run = run_fingerprint(model)
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
@@ -176,7 +173,6 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     task = str(model.task)
     info = getattr(model, "info", None)
     policy = selection_policy(task, info)
-    check_options_for(model, options)
     return BatchContext(
         out_dir=Path(out_dir),
         fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:32],
@@ -192,13 +188,19 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
 
 
 def check_options_for(model: Any, options: BatchOptions) -> None:
-    """The options that depend on the model, checked before any work: a fusion model's pairing options name its
-    modalities; another model takes none.
+    """The options that depend on the model, checked before any work (the CLI's node and PACS watch call it before
+    they listen or poll): ``--explain`` a method the model can be explained with (not an ONNX package); a fusion
+    model's pairing options name its modalities, another model takes none.
 
     Raises:
         InputError: one line saying which option does not fit the model.
     """
     from medanomaly.deploy.fusion_sets import FUSION_SELECTION, parse_modality_series
+
+    if options.explain is not None:  # a model that cannot be explained: one line before any series
+        from medanomaly.deploy.explanation import explainer_for
+
+        explainer_for(model, options.explain, str(getattr(model, "run_dir", "") or "the model"))
 
     if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
