@@ -420,6 +420,40 @@ def test_a_fusion_call_shows_each_modality_sent_at_the_same_place(tmp_path):
     assert grey_levels(pd_canvas) > 50 and (diff > 40).mean() > 0.05, (grey_levels(pd_canvas), (diff > 40).mean())
 
 
+def test_a_fusion_upload_of_two_grids_of_one_frame_is_resampled_when_the_box_is_ticked(tmp_path):
+    """A T1 and a PD DICOM series of one session on two grids failed ("grids differ") from the page, which could not
+    ask for them on one grid; ticked, the box sends resample_to_first and the job is done."""
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+    from tests.integration.conftest import train_tiny_fusion
+    from tests.integration.test_service_fusion import slice_nifti
+
+    run = train_tiny_fusion(tmp_path)
+    frame = {"modality": "MR", "frame_of_reference_uid": "1.2.826.0.1.3680043.8.498.79"}
+    t1 = np.asarray(read(slice_nifti(tmp_path, "T1")).array)
+    pd = np.asarray(read(slice_nifti(tmp_path, "PD")).array)[:, 10:-10, 10:-10]
+    (t1_file,) = write_dicom_series(Volume(t1, meta=frame), tmp_path / "t1")
+    (pd_file,) = write_dicom_series(Volume(pd, origin=(10.5, 10.5, 0.0), meta=frame), tmp_path / "pd")
+    statuses = []
+    with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
+        errors = sign_in(page, base, token)
+        page.wait_for_selector("input[data-modality='PD']", state="attached")
+        for ticked in (False, True):
+            page.set_input_files("input[data-modality='T1']", str(t1_file))
+            page.set_input_files("input[data-modality='PD']", str(pd_file))
+            page.set_checked("#resample-to-first", ticked)
+            before = page.eval_on_selector("#upload-status", "e => e.dataset.job || ''")
+            page.click("#upload button")
+            page.wait_for_function(f"() => (document.querySelector('#upload-status').dataset.job || '') !== '{before}'")
+            job = page.eval_on_selector("#upload-status", "e => e.dataset.job")
+            page.wait_for_selector(f"tr[data-id='{job}'][data-status='done'], tr[data-id='{job}'][data-status='failed']",
+                                   state="attached", timeout=PAGE_MS)  # fmt: skip
+            statuses.append(page.eval_on_selector(f"tr[data-id='{job}']", "e => e.dataset.status"))
+    assert not errors, errors
+    assert statuses == ["failed", "done"], statuses
+
+
 def _grey(png: bytes) -> np.ndarray:
     from io import BytesIO
 

@@ -48,7 +48,9 @@ function showModalityFields() {
   $("#modality-files").dataset.key = key;
   $("#files").hidden = names.length > 0;
   $("#modality-files").innerHTML = names.map((n) =>
-    `<label>${esc(n)} <input type="file" multiple data-modality="${esc(n)}"></label>`).join(" ");
+    `<label>${esc(n)} <input type="file" multiple data-modality="${esc(n)}"></label>`).join(" ") + (names.length
+    ? ` <label title="series of one DICOM frame of reference on other grids: resampled onto the first's (no registration)">`
+      + `<input type="checkbox" id="resample-to-first"> resample to the first's grid</label>` : "");
 }
 async function upload(ev) {
   ev.preventDefault();
@@ -57,8 +59,9 @@ async function upload(ev) {
   if (fields.length) { for (const input of fields) for (const f of input.files) data.append(input.dataset.modality, f); }
   else { for (const f of $("#files").files) data.append("files", f); }
   $("#upload-status").textContent = "uploading...";
+  const resample = fields.length && $("#resample-to-first").checked ? "&resample_to_first=true" : "";
   try {
-    const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value), { method: "POST", body: data });
+    const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value) + resample, { method: "POST", body: data });
     $("#upload-status").textContent = "queued " + r.job_id.slice(0, 12);
     $("#upload-status").dataset.job = r.job_id;
   } catch (e) { $("#upload-status").textContent = e.message; }
