@@ -108,14 +108,14 @@ def _slice_of(ds: Dataset, volume: Volume, where: Path) -> int:
 
 def series_headers(files: Sequence[str | Path], series_uid: str) -> list[Dataset]:
     """The reference headers (no pixels) of the images of series ``series_uid`` among ``files``, one per instance: what
-    a result made from that series too (another modality of a fusion call) lists as its evidence.
-
-    Raises:
-        InputError: a file that is not DICOM.
-    """
+    a result made from that series too (another modality of a fusion call) lists as its evidence. A file whose header
+    cannot be read is left out (the reader skipped it too; the evidence is what was used)."""
     out, seen = [], set()
     for path in files:
-        ds = reference_header(Path(path))
+        try:
+            ds = reference_header(Path(path))
+        except InputError:
+            continue
         uid = str(ds.get("SOPInstanceUID", "") or "")
         if "Rows" in ds and str(ds.get("SeriesInstanceUID", "")) == series_uid and uid not in seen:
             seen.add(uid)
