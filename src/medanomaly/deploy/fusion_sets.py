@@ -153,15 +153,8 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
         if not matched[d.entry.key]:
             changed[d.entry.key] = replace(d, status="skipped", reason=f"no modality of the fusion model ({rule})")
     by_name = {name: [d for d in group if name in matched[d.entry.key]] for name in names}
-    ambiguous = [n for n, ds in by_name.items() if len(ds) > 1]
-    double = [d for d in group if len(matched[d.entry.key]) > 1]
-    if ambiguous or double:
-        reason = "; ".join([f"{len(by_name[n])} series of its study match {n} ({_some(by_name[n], name_of)})"
-                            for n in ambiguous]
-                           + [f"series {name_of(d.entry.key)} matches {' and '.join(matched[d.entry.key])}"
-                              for d in double[:MAX_NAMED]]
-                           + ([f"{len(double) - MAX_NAMED} more series match two"] if len(double) > MAX_NAMED else []))
-        # fmt: skip
+    reason = _ambiguity(by_name, matched, name_of)
+    if reason:
         for d in group:
             if matched[d.entry.key]:
                 changed[d.entry.key] = replace(d, status="error", reason=f"{reason}: tell them apart with "
@@ -183,6 +176,19 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
     else:
         changed[primary.key] = replace(chosen[primary_name], status="run", reason="")  # type: ignore[arg-type]
         sets[primary.key] = fusion
+
+
+def _ambiguity(by_name: Mapping[str, Sequence[Decision]], matched: Mapping[str, Sequence[str]],
+               name_of: Callable[[str], str]) -> str:  # fmt: skip
+    """Why a study's series make no set (a modality matched by several series, a series matching several
+    modalities), or "" when they make one."""
+    double = [d for ds in by_name.values() for d in ds if len(matched[d.entry.key]) > 1]
+    double = list({d.entry.key: d for d in double}.values())  # each such series once
+    parts = [f"{len(ds)} series of its study match {n} ({_some(ds, name_of)})" for n, ds in by_name.items() if len(ds) > 1]
+    parts += [f"series {name_of(d.entry.key)} matches {' and '.join(matched[d.entry.key])}" for d in double[:MAX_NAMED]]
+    if len(double) > MAX_NAMED:
+        parts.append(f"{len(double) - MAX_NAMED} more series match two")
+    return "; ".join(parts)
 
 
 def _some(decisions: Sequence[Decision], name_of: Callable[[str], str]) -> str:
