@@ -61,6 +61,18 @@ def register(app: typer.Typer) -> None:
                                            "method (gradcam, occlusion, ...), written as the series' Parametric Map."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        memory_limit: str = typer.Option("4G", "--memory-limit", help="Archive: refuse a series whose float32 "
+                                         "volume is larger, by its headers, before reading it."),
+        site: str = typer.Option("auto", "--site", help="Archive: finding site in the SR (lung, breast, ...; auto; "
+                                 "none)."),
+        keyed_ids: bool = typer.Option(False, "--keyed-ids", help="Archive: series, study and file ids as keyed "
+                                       "pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs "
+                                       "or paths."),
+        key_file: Path | None = typer.Option(None, "--key-file", help="Archive: the key of --keyed-ids (a file)."),
+        retry_errors: bool = typer.Option(False, "--retry-errors", help="Archive: run again the series an earlier "
+                                          "run recorded as errors."),
+        workers: int | None = typer.Option(None, "--workers", min=1, max=1024, help="Archive: Ray workers "
+                                           "(--engine ray; default 2)."),
     ) -> None:
         """Predict with a trained run (or exported package): class and probabilities (or "ABSTAIN"),
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
@@ -78,8 +90,17 @@ def register(app: typer.Typer) -> None:
             with output_dir(out or default_out("predict", paths[0].name)) as target:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address, explain=explain,
-                                       modality_series=modality_series, resample_to_first=resample_to_first)  # fmt: skip
+                                       modality_series=modality_series, resample_to_first=resample_to_first,
+                                       memory_limit=memory_limit, site=site, keyed_ids=keyed_ids, key_file=key_file,
+                                       retry_errors=retry_errors, workers=workers)  # fmt: skip
             raise typer.Exit(code=code)
+        archive_only = {"--series-filter": bool(series_filter), "--engine": engine != "local", "--address": address,
+                        "--no-dicom": not dicom, "--memory-limit": memory_limit != "4G", "--site": site != "auto",
+                        "--keyed-ids": keyed_ids, "--key-file": key_file, "--retry-errors": retry_errors,
+                        "--workers": workers}  # fmt: skip
+        given = [name for name, value in archive_only.items() if value]
+        if given:  # they were ignored without a word for files
+            raise InputError(f"{', '.join(given)}: for an archive (a folder of series); not for files", paths[0])
         if modality_series:
             raise InputError("--modality-series pairs the series of an archive's studies (a folder); for files give "
                              "MODALITY=path", paths[0])  # fmt: skip

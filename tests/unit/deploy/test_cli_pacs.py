@@ -90,3 +90,28 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path: Path, 
     with pytest.raises(InputError) as caught:
         predict_archive(tmp_path / "never_loaded_run", tmp_path, tmp_path / "out", engine="ray", address=address)
     assert str(caught.value).startswith(words) and not (tmp_path / "out").exists()
+
+
+def test_the_archive_options_the_docs_name_reach_the_batch_from_predict(small_archive, tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:  # fmt: skip
+    """docs/dicom_out.md names --keyed-ids and --memory-limit for `predict RUN ARCHIVE`, but predict had neither (the
+    batch took them from Python only): the key that hides UIDs could not be asked for. For files they are one line."""
+    import csv
+
+    from tests.integration.conftest import run_main
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "lung_detector"
+    monkeypatch.setenv("MEDANOMALY_DEID_KEY", "a-secret-key-of-16+-bytes")
+    out = tmp_path / "out"
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture), str(small_archive.root), "--out", str(out),
+                            "--keyed-ids", "--no-dicom", "--memory-limit", "100K")  # every 8x64x64 crop: 128 KiB
+    text = (out / "results.csv").read_text()
+    with (out / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert code == 0 and rows and not any(uid in text for uid in small_archive.good), err
+    assert all(r["series_id"].startswith(("S-", "file-")) for r in rows)
+    refused = [r for r in rows if r["status"] == "refused"]
+    assert len(refused) >= len(small_archive.good) and "over the limit of 100 KiB" in refused[0]["reason"]
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture), str(next(small_archive.root.rglob("*.dcm"))),
+                            "--keyed-ids", "--memory-limit", "1G")  # fmt: skip
+    assert code == 2 and "--memory-limit, --keyed-ids: for an archive" in err, err
