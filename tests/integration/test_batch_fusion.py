@@ -220,3 +220,25 @@ def test_on_ray_each_set_is_run_and_explained_as_on_one_machine(fusion_run, arch
         if "parametric_map" in a.get("dicom", {}):
             maps = [pydicom.dcmread(tmp_path / w / r["dicom"]["parametric_map"]) for w, r in (("local", a), ("ray", b))]
             assert np.array_equal(maps[0].pixel_array, maps[1].pixel_array), name
+
+
+def test_a_file_the_reader_skips_in_a_partner_series_is_named_in_problems_csv(fusion_run, tmp_path) -> None:
+    """A copy of an instance in the PD series is skipped by the reader, which says so "(named in problems.csv)"; the
+    batch listed only the row's own series' skipped files there, so the PD's copy was in no file."""
+    import shutil
+
+    from medanomaly.engine import load_model
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    root = tmp_path / "a"
+    frame = {"modality": "MR", "frame_of_reference_uid": FRAME.format(7)}
+    for name, description in (("T1", "T1"), ("PD", "PD")):
+        volume = Volume(np.stack([_slice(name)] * 4), spacing=(1.0, 1.0, 3.0), meta=frame)  # a model takes 4+
+        write_dicom_series(volume, root / name.lower(), study_uid=STUDY.format(7), description=description)
+    shutil.copy(root / "pd" / "slice_0001.dcm", root / "pd" / "copy_of_slice_1.dcm")
+    out = tmp_path / "out"
+    summary = run_batch(load_model(fusion_run), root, out, BatchOptions(dicom=False), progress=False)
+    assert summary.counts == {"done": 1, "skipped": 1}, summary.counts
+    problems = (out / "problems.csv").read_text()
+    assert "pd/copy_of_slice_1.dcm" in problems and "pd/slice_0001.dcm" in problems, problems

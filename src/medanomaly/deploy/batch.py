@@ -344,6 +344,10 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
         record = _base_record(entry, ctx, "done")
         record["skipped"] = [list(pair) for pair in zip(volume.meta.get("skipped_files", ()),
                                                           volume.meta.get("skipped_reasons", ()), strict=False)]
+        if entry.key in ctx.sets:
+            from medanomaly.deploy.fusion_sets import partner_skips
+
+            record["skipped_partners"] = partner_skips(ctx.sets[entry.key], entry, inputs, ctx.series_id)
         record.update(_prediction_fields(prediction))
         explanation = _explanation(model, inputs, prediction, ctx, record) if source is not None else None
         record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx, explanation)
@@ -561,6 +565,12 @@ def _finish(decisions: Sequence[Decision], ctx: BatchContext, index: Any, record
     summary.results_csv, summary.results_parquet = write_tables(ctx.out_dir, rows)
     read_problems += [p for d, row in zip(decisions, rows, strict=True)
                       for p in skipped_problems(d.entry, row.get("skipped", ()), index.root, ctx.file_id)]  # fmt: skip
+    if ctx.sets:  # a fusion set's other series: their skipped files too
+        from medanomaly.deploy.fusion_sets import partner_problems
+
+        read_problems += [p for d, row in zip(decisions, rows, strict=True) if d.entry.key in ctx.sets
+                          for p in partner_problems(ctx.sets[d.entry.key], row, index.root, ctx.file_id,
+                                                    ctx.series_id)]  # fmt: skip
     summary.problems_csv = write_problems(ctx.out_dir, [*index.problems, *read_problems], ctx.key)
     summary.n_problems += len(read_problems)
     summary.seconds = time.perf_counter() - start

@@ -43,7 +43,7 @@ from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
 __all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "explanation_input", "modality_matchers", "pair_studies",
-           "parse_modality_series", "partner_headers", "read_set"]
+           "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
@@ -251,6 +251,34 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
                 raise InputError(f"{name}: {exc.reason}", exc.path) from None
     volumes = aligned(volumes, first, ctx.options.resample_to_first)
     return volumes, volumes[first]
+
+
+def partner_skips(fusion: FusionSet, entry: SeriesEntry, volumes: Mapping[str, Any],
+                  series_id: Callable[[SeriesEntry], str]) -> dict[str, list[list[str]]]:  # fmt: skip
+    """The files the reader skipped in each other series of the set (a copy of an instance, a truncated slice), by
+    that series' id: ``{id: [[name, reason], ...]}`` for the record (:func:`partner_problems` names them)."""
+    out = {}
+    for name, member in fusion.members:
+        volume = volumes.get(name)
+        if member is None or member.key == entry.key or volume is None:
+            continue
+        meta = volume.meta
+        skipped = [list(pair) for pair in zip(meta.get("skipped_files", ()), meta.get("skipped_reasons", ()),
+                                               strict=False)]  # fmt: skip
+        if skipped:
+            out[series_id(member)] = skipped
+    return out
+
+
+def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, file_id: Callable[[str], str],
+                     series_id: Callable[[SeriesEntry], str]) -> list[Any]:  # fmt: skip
+    """The skipped files a set's record lists for its other series (:func:`partner_skips`) as problems naming the
+    archive's files, as the row's own series' are (the console said "named in problems.csv", which did not name them)."""
+    from medanomaly.deploy.archive import skipped_problems
+
+    by_id = {series_id(m): m for _, m in fusion.members if m is not None}
+    return [p for sid, skipped in (record.get("skipped_partners") or {}).items() if sid in by_id
+            for p in skipped_problems(by_id[sid], skipped, root, file_id)]  # fmt: skip
 
 
 def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:
