@@ -109,6 +109,8 @@ def predict_archive(
 
     options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first)
     key = _key(keyed_ids, key_file)
+    if engine != "ray" and (address or workers):  # they were ignored without a word on one machine
+        raise InputError(f"{'--address' if address else '--workers'} is for --engine ray")
     if engine == "ray" and address:
         from medanomaly.deploy.ray_engine import check_reachable
 

@@ -115,3 +115,5 @@ def test_the_archive_options_the_docs_name_reach_the_batch_from_predict(small_ar
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture), str(next(small_archive.root.rglob("*.dcm"))),
                             "--keyed-ids", "--memory-limit", "1G")  # fmt: skip
     assert code == 2 and "--memory-limit, --keyed-ids: for an archive" in err, err
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture), str(small_archive.root), "--workers", "4")
+    assert code == 2 and "--workers is for --engine ray" in err, err
