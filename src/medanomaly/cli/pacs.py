@@ -216,6 +216,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--since-days must be 0..36,500, got {since_days}")
         if since_days is not None and "StudyDate" in (filters or {}):
             raise InputError("--since-days sets the StudyDate filter: give one or the other")
+        if interval != 30.0 and not watch:  # it was ignored without a word: one poll
+            raise InputError("--interval is the time between polls of --watch; give --watch too")
+        if move_host != "0.0.0.0" and move_port is None:
+            raise InputError("--move-host is where our C-MOVE storage SCP listens; give --move-port too")
         if watch and not (math.isfinite(interval) and MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S):
             raise InputError(f"--interval must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {interval:g}")
         auth = PacsAuth.from_env(os.environ)  # never from the command line: ps shows it to every user

@@ -44,7 +44,8 @@ def test_pacs_unreachable_is_one_line(tmp_path: Path) -> None:
      (["--study-filter", "CT"], "study filter"), (["--url", "ftp://x"], "http"),
      (["--watch", "--interval", "-5"], "--interval must be 1..86400 seconds, got -5"),
      (["--watch", "--interval", "nan"], "got nan"), (["--watch", "--interval", "0"], "got 0"),
-     (["--site", "../../x"], "unknown finding site '../../x'")],
+     (["--site", "../../x"], "unknown finding site '../../x'"),
+     (["--interval", "5"], "give --watch too"), (["--move-host", "10.0.0.1"], "give --move-port too")],
 )  # fmt: skip
 def test_pacs_bad_options_are_one_line(tmp_path: Path, args: list[str], match: str) -> None:
     base = ["pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web"]
