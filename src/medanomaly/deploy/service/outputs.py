@@ -3,8 +3,8 @@
 ``result.json``: the :class:`~medanomaly.types.Prediction` JSON plus, per finding, its number, the
 axial slice the viewer jumps to (the slice of largest lesion area, the one the overlay PNG shows),
 that point in LPS and RAS mm, and which files exist. Beside it: ``image.nii.gz`` (the study on its
-own grid, for the viewer; a fusion model's other modalities sent as ``modalities/N.nii.gz``), ``masks/N.nii.gz`` and ``contours/N.nii.gz`` (lesion N and its outline,
-slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map. For an upload of DICOM
+own grid, for the viewer; a fusion model's other modalities sent as ``modalities/N.nii.gz``), ``masks/N.nii.gz``
+and ``contours/N.nii.gz`` (lesion N and its outline, slice by slice), ``overlays/N.png`` and ``heatmap.nii.gz`` when the model gives a voxel map. For an upload of DICOM
 files with findings or a map: ``dicom/seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` (and ``map.dcm``) referencing the
 uploaded series, as ``predict --dicom`` and the PACS bridge write them, for a DICOM viewer (OHIF) or a PACS.
 Every file is written atomically; ``result.json`` last, so its presence means the job is complete.
