@@ -52,9 +52,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(prediction.findings)} finding(s) -> {path}{in_pixels}")
             if dicom:
                 from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
+                from medanomaly.deploy.dicom_sr import threshold_parameters
 
                 written = write_dicom_outputs_for_path(source, volume, prediction, target / "dicom", run_id=run.name,
-                                                       algorithm=model.task, task=model.task)  # fmt: skip
+                                                       algorithm=model.task, task=model.task,
+                                                       parameters=threshold_parameters(model.info))  # fmt: skip
                 typer.echo(f"DICOM outputs: {', '.join(str(p) for p in written.paths())}")
 
     @app.command()

@@ -100,6 +100,7 @@ class BatchContext:
     site: str | None
     key: bytes | None = None
     sets: Mapping[str, Any] = field(default_factory=dict)  # a fusion model's sets, by their row's series key
+    parameters: tuple[str, ...] = ()  # the run's thresholds, in every SR (deploy.dicom_sr.threshold_parameters)
 
     def series_id(self, entry: SeriesEntry) -> str:
         return self.series_id_of(entry.key)
@@ -160,6 +161,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
         InputError: an option that does not fit the model (:func:`check_options_for`).
     """
     from medanomaly import __version__
+    from medanomaly.deploy.dicom_sr import threshold_parameters
 
     check_options_for(model, options)
     run = run_fingerprint(model)
@@ -184,6 +186,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
         options=options,
         site=options.resolved_site(task),
         key=key,
+        parameters=threshold_parameters(info),
     )
 
 
@@ -316,7 +319,7 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
         report_none=ctx.task in FINDING_TASKS,  # a detector that finds nothing says so
-        evidence=evidence,
+        evidence=evidence, parameters=ctx.parameters,
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}

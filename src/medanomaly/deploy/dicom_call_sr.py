@@ -57,7 +57,7 @@ def _class_code(prediction: Prediction) -> Any:
 
 
 def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str = "", site: str | None = None,
-                  algorithm: str = "medanomaly", evidence: Sequence[Any] = ()) -> Any:  # fmt: skip
+                  algorithm: str = "medanomaly", evidence: Sequence[Any] = (), parameters: Sequence[str] = ()) -> Any:  # fmt: skip
     """A Comprehensive 3D SR of the call (see the module docstring), its UIDs deterministic in (run, series);
     ``evidence``: the headers of other series the call was made from too (a fusion model's other modalities), listed
     with the source series' in the SR's evidence.
@@ -76,13 +76,13 @@ def build_call_sr(prediction: Prediction, source: SourceSeries, *, run_id: str =
                                        unit=unit("1")) for k, (name, p) in enumerate(zip(prediction.class_names,
                                                                                           prediction.scores,
                                                                                           strict=True))]  # fmt: skip
-    group = _group(source, run_id, site, algorithm, "Image call", finding_type=_class_code(prediction),
+    group = _group(source, run_id, site, algorithm, "Image call", parameters, finding_type=_class_code(prediction),
                    measurements=measurements)  # fmt: skip
     return _report(group, source, run_id, algorithm, "classification", private_codes=True, evidence=evidence)
 
 
 def build_no_findings_sr(source: SourceSeries, *, run_id: str = "", site: str | None = None,
-                         algorithm: str = "medanomaly") -> Any:  # fmt: skip
+                         algorithm: str = "medanomaly", parameters: Sequence[str] = ()) -> Any:  # fmt: skip
     """A Comprehensive 3D SR saying that a detector (or an anomaly model) found no lesion in the series: one TID 1501
     group "No findings" whose qualitative evaluation is Lesion (SCT 52988006) = Absent (SCT 272519000), standard codes
     only. A run that finds nothing wrote nothing, so a PACS could not tell a study read and clear from one never read."""
@@ -90,11 +90,12 @@ def build_no_findings_sr(source: SourceSeries, *, run_id: str = "", site: str | 
     from pydicom.sr.codedict import codes
 
     absent = hd.sr.QualitativeEvaluation(name=finding_type("lesion"), value=codes.SCT.Absent)
-    group = _group(source, run_id, site, algorithm, "No findings", qualitative_evaluations=[absent])
+    group = _group(source, run_id, site, algorithm, "No findings", parameters, qualitative_evaluations=[absent])
     return _report(group, source, run_id, algorithm, "no findings", private_codes=False)
 
 
-def _group(source: SourceSeries, run_id: str, site: str | None, algorithm: str, identifier: str, **content: Any) -> Any:
+def _group(source: SourceSeries, run_id: str, site: str | None, algorithm: str, identifier: str,
+           parameters: Sequence[str], **content: Any) -> Any:  # fmt: skip
     """The one TID 1501 group of a whole-image result (no region: about the series)."""
     import highdicom as hd
 
@@ -104,7 +105,7 @@ def _group(source: SourceSeries, run_id: str, site: str | None, algorithm: str, 
         tracking_identifier=hd.sr.TrackingIdentifier(uid=deterministic_uid(run_id, source.series_uid, "call"),
                                                      identifier=identifier),  # fmt: skip
         finding_sites=[hd.sr.FindingSite(finding_site(site))] if site else None,
-        algorithm_id=algorithm_identification(algorithm), **content,
+        algorithm_id=algorithm_identification(algorithm, parameters), **content,
     )  # fmt: skip
 
 

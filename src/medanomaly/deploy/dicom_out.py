@@ -63,6 +63,7 @@ def write_dicom_outputs(
     call: Any = None,
     report_none: bool = False,
     evidence: Sequence[Any] = (),
+    parameters: Sequence[str] = (),
 ) -> DicomOutputs:
     """Write ``seg.dcm``, ``rtstruct.dcm``, ``sr.dcm`` and ``map.dcm`` for one series into ``out_dir``.
 
@@ -83,6 +84,9 @@ def write_dicom_outputs(
             model's result: :data:`~medanomaly.deploy.dicom_call_sr.FINDING_TASKS`).
         evidence: headers of other series the call was made from (a fusion model's other modalities,
             :func:`~medanomaly.deploy.dicom_source.series_headers`), listed in the call SR's evidence.
+        parameters: the algorithm's parameters in the SR (the run's thresholds,
+            :func:`~medanomaly.deploy.dicom_sr.threshold_parameters`): the operating point of its findings or its
+            "no findings".
 
     Returns:
         The written paths.
@@ -94,12 +98,13 @@ def write_dicom_outputs(
 
     with quiet_person_name():
         return _write(findings, source_files, volume, Path(out_dir), run_id, site, algorithm, score_map, map_label,
-                      call, report_none, evidence)  # fmt: skip
+                      call, report_none, evidence, parameters)  # fmt: skip
 
 
 def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | SourceSeries, volume: Volume,
            out_dir: Path, run_id: str, site: str | None, algorithm: str, score_map: Volume | None,
-           map_label: str, call: Any, report_none: bool, evidence: Sequence[Any] = ()) -> DicomOutputs:  # fmt: skip
+           map_label: str, call: Any, report_none: bool, evidence: Sequence[Any] = (),
+           parameters: Sequence[str] = ()) -> DicomOutputs:  # fmt: skip
     from medanomaly.deploy.dicom_call_sr import build_call_sr, build_no_findings_sr, is_call
     from medanomaly.deploy.dicom_rtstruct import TooManyContourPoints, build_rtstruct
     from medanomaly.deploy.dicom_seg import build_seg
@@ -118,14 +123,16 @@ def _write(findings: Sequence[Finding], source_files: Sequence[str | Path] | Sou
         except TooManyContourPoints as exc:  # a noise-like mask: the SEG holds it, contours would not be read
             log.warning("%s", exc.reason)
     if findings:
-        sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm)
+        sr = build_sr(findings, source, seg, infos, run_id=run_id, site=site, algorithm=algorithm, parameters=parameters)
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", sr)
     elif call is not None and is_call(call):
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", build_call_sr(call, source, run_id=run_id, site=site,
-                                                                        algorithm=algorithm, evidence=evidence))  # fmt: skip
+                                                                        algorithm=algorithm, evidence=evidence,
+                                                                        parameters=parameters))  # fmt: skip
     elif report_none:
         sr_path = atomic_save_dataset(out_dir / "sr.dcm", build_no_findings_sr(source, run_id=run_id, site=site,
-                                                                               algorithm=algorithm))  # fmt: skip
+                                                                               algorithm=algorithm,
+                                                                               parameters=parameters))  # fmt: skip
     if score_map is not None:
         pm = build_parametric_map(score_map, source, volume, run_id=run_id, label=map_label, site=site)
         pm_path = atomic_save_dataset(out_dir / "map.dcm", pm)
@@ -175,6 +182,7 @@ def write_dicom_outputs_for_path(
     algorithm: str = "medanomaly",
     task: str = "",
     evidence: Sequence[Any] = (),
+    parameters: Sequence[str] = (),
 ) -> DicomOutputs:
     """``write_dicom_outputs`` for an image the user named (``detect RUN IMAGE --dicom``).
 
@@ -184,7 +192,7 @@ def write_dicom_outputs_for_path(
         prediction: the model's :class:`~medanomaly.types.Prediction` (findings, anomaly map).
         out_dir, run_id, site, algorithm: as for :func:`write_dicom_outputs`.
         task: the model's task: a detector's or anomaly model's finding nothing is reported too.
-        evidence: headers of other series the call was made from (as for :func:`write_dicom_outputs`).
+        evidence, parameters: as for :func:`write_dicom_outputs`.
 
     Raises:
         InputError: the image is not DICOM, or its headers do not fit (:func:`source_series_for_path`).
@@ -194,7 +202,7 @@ def write_dicom_outputs_for_path(
     source = image if isinstance(image, SourceSeries) else source_series_for_path(image, volume)
     return write_dicom_outputs(prediction.findings, source, volume, out_dir, run_id=run_id, site=site,
                                algorithm=algorithm, score_map=prediction.anomaly_map, call=prediction,
-                               report_none=task in FINDING_TASKS, evidence=evidence)  # fmt: skip
+                               report_none=task in FINDING_TASKS, evidence=evidence, parameters=parameters)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,28 @@ def lesion_measurements(finding: Finding, modality: str) -> list[Any]:
     return out
 
 
-def algorithm_identification(algorithm: str) -> Any:
+def algorithm_identification(algorithm: str, parameters: Sequence[str] = ()) -> Any:
+    """TID 4019 Algorithm Identification: the algorithm (task) name, our version, and its ``parameters`` (the run's
+    operating thresholds, :func:`threshold_parameters`) as Algorithm Parameters."""
     import highdicom as hd
 
-    return hd.sr.AlgorithmIdentification(name=algorithm[:64], version=software_version())
+    return hd.sr.AlgorithmIdentification(name=algorithm[:64], version=software_version(),
+                                         parameters=list(parameters) or None)  # fmt: skip
+
+
+def threshold_parameters(info: Any) -> tuple[str, ...]:
+    """A run's recorded thresholds (``model.json`` ``thresholds``) as ``name=value`` texts, sorted: the operating
+    point a report's reader needs to weigh a finding, or a "no findings" (a detector that found nothing at 0.5 is not
+    one that found nothing at 0.05). Values that are not finite numbers are left out.
+
+    >>> threshold_parameters(type("Info", (), {"thresholds": {"finding": 0.5, "candidate": 0.15, "bad": "x"}})())
+    ('candidate=0.15', 'finding=0.5')
+    """
+    import math
+
+    thresholds = getattr(info, "thresholds", None) or {}
+    return tuple(f"{name}={float(value):g}" for name, value in sorted(thresholds.items())
+                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))  # fmt: skip
 
 
 def _group(
@@ -91,6 +109,7 @@ def _group(
     site: str | None,
     algorithm: str,
     run_id: str,
+    parameters: Sequence[str] = (),
 ) -> Any:
     """One TID 1411 (with segment) or TID 1501 (without) measurement group."""
     import highdicom as hd
@@ -101,7 +120,7 @@ def _group(
         finding_type=finding_type(finding.label),
         finding_category=finding_category(),
         finding_sites=[hd.sr.FindingSite(finding_site(site))] if site else None,
-        algorithm_id=algorithm_identification(algorithm),
+        algorithm_id=algorithm_identification(algorithm, parameters),
         measurements=lesion_measurements(finding, source.modality) or None,
     )
     if info is None:
@@ -140,6 +159,7 @@ def build_sr(
     run_id: str = "",
     site: str | None = "lung",
     algorithm: str = "medanomaly",
+    parameters: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR holding a TID 1500 Measurement Report of the findings.
 
@@ -152,12 +172,14 @@ def build_sr(
         run_id: identifies the model run; enters the deterministic UIDs.
         site: anatomic site name of the findings, or None.
         algorithm: algorithm name (e.g. the task name) for the observer and each group.
+        parameters: the algorithm's parameters (:func:`threshold_parameters`), in each group's identification.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     by_index = {i.finding_index: i for i in infos}
-    groups = [_group(k, f, by_index.get(k), seg, source, site, algorithm, run_id) for k, f in enumerate(findings)]
+    groups = [_group(k, f, by_index.get(k), seg, source, site, algorithm, run_id, parameters)
+              for k, f in enumerate(findings)]  # fmt: skip
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(algorithm),
         procedure_reported=codes.cid100.ImagingProcedure,

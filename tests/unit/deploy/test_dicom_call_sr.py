@@ -67,3 +67,39 @@ def test_a_detector_that_finds_nothing_says_so_in_standard_codes(ct_series, tmp_
     for uid in small_archive.good:
         record = json.loads((batch / "series" / f"{uid}.json").read_text())
         assert record["n_findings"] == 0 and read_call_sr(batch / record["dicom"]["sr"]) == {"absent": "Lesion"}
+
+
+def _algorithm_parameters(path: Path) -> list[str]:
+    """Every Algorithm Parameters (DCM 111002) text of an SR's content tree."""
+    found: list[str] = []
+
+    def walk(items) -> None:
+        for item in items:
+            code = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
+            if code == "111002":
+                found.append(str(item.TextValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(pydicom.dcmread(path).ContentSequence)
+    return found
+
+
+def test_an_sr_carries_the_runs_thresholds_as_its_algorithm_parameters(ct_series, tmp_path: Path, small_archive,
+                                                                       fake_module) -> None:  # fmt: skip
+    """A "no findings" said nothing of the operating point: a detector that found nothing at 0.5 is not one that found
+    nothing at 0.05. The run's thresholds are the algorithm's parameters in every SR (TID 4019)."""
+    import json
+    from types import SimpleNamespace
+
+    from medanomaly.deploy.batch import BatchOptions, run_batch
+
+    ct, files = ct_series
+    parameters = ("candidate=0.15", "finding=0.5")
+    for name, kwargs in (("none", {"report_none": True}), ("call", {"call": CALL})):
+        out = write_dicom_outputs([], files, ct, tmp_path / name, run_id="r", parameters=parameters, **kwargs)
+        assert _algorithm_parameters(out.sr) == list(parameters) and dciodvfy(out.sr).errors == [], name
+    model = fake_module.FakeDetector(threshold_hu=10_000.0)
+    model.info = SimpleNamespace(**vars(model.info), thresholds={"finding": 0.5, "candidate": 0.15, "text": "x"})
+    run_batch(model, small_archive.root, tmp_path / "batch", BatchOptions(), progress=False)
+    record = json.loads((tmp_path / "batch" / "series" / f"{small_archive.good[0]}.json").read_text())
+    assert _algorithm_parameters(tmp_path / "batch" / record["dicom"]["sr"]) == list(parameters)

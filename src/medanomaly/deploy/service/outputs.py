@@ -61,20 +61,22 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
                   dicom_source: Path | None = None,
                   explanation: tuple[Volume | None, dict[str, Any]] | None = None,
                   modalities: Mapping[str, Volume | None] | None = None,
-                  evidence: list[Any] | None = None) -> dict[str, Any]:  # fmt: skip
+                  evidence: list[Any] | None = None, parameters: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """Write a job's files into ``study_dir`` and return the result document (also ``result.json``);
     ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference; ``explanation``: the map of
     the call (``serve --explain``, written as the heatmap when the model gives no map) and what it is; ``modalities``:
     a fusion call's images by modality (``volume`` is the first one sent), each one viewable on its grid listed in
     ``doc["modalities"]`` (``{"n", "name", "unit"}``, n 0 = the image) and written as ``modalities/N.nii.gz``;
-    ``evidence``: the headers of the other DICOM modalities sent, listed in the call SR's evidence."""
+    ``evidence``: the headers of the other DICOM modalities sent, listed in the call SR's evidence; ``parameters``: the
+    run's thresholds, the SR's Algorithm Parameters."""
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
     heatmap = prediction.anomaly_map
     if explanation is not None:
         heatmap = heatmap if heatmap is not None else explanation[0]
         doc["explanation"] = explanation[1]
     if dicom_source is not None and has_dicom_results(prediction, task):
-        doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task, evidence or [])
+        doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task, evidence or [],
+                                      parameters)
     viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
     doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": viewable,
                     "unit": intensity_unit(volume)}  # fmt: skip
@@ -115,7 +117,7 @@ def _write_modalities(study_dir: Path, volume: Volume, modalities: Mapping[str, 
 
 
 def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Prediction, model_name: str,
-                   task: str, evidence: list[Any]) -> dict[str, str]:  # fmt: skip
+                   task: str, evidence: list[Any], parameters: tuple[str, ...] = ()) -> dict[str, str]:  # fmt: skip
     """DICOM SEG / RT Structure Set / SR / Parametric Map of the findings and map, written into ``study_dir/dicom``
     (:func:`medanomaly.deploy.dicom_out.write_dicom_outputs_for_path`): ``{kind: file name}``, or ``{"error": reason}``
     when the upload's headers cannot be referenced (the job's other results stand)."""
@@ -126,7 +128,7 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
     try:
         out = write_dicom_outputs_for_path(source, volume, prediction, study_dir / "dicom", run_id=f"service:{model_name}",
                                            site=BatchOptions().resolved_site(task), algorithm=task, task=task,
-                                           evidence=evidence)  # fmt: skip
+                                           evidence=evidence, parameters=parameters)  # fmt: skip
     except InputError as exc:
         return {"error": exc.reason}
     written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
