@@ -150,7 +150,7 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
     matched = {d.entry.key: _matches(d.entry, names, matchers) for d in group}
     rule = f"matched by Modality or SeriesDescription, --modality-series NAME=REGEX; the model takes {', '.join(names)}"
     for d in group:
-        if not matched[d.entry.key]:
+        if not matched[d.entry.key] and d.status != "refused":  # a refusal (too large) stays one, whatever it is
             changed[d.entry.key] = replace(d, status="skipped", reason=f"no modality of the fusion model ({rule})")
     by_name = {name: [d for d in group if name in matched[d.entry.key]] for name in names}
     reason = _ambiguity(by_name, matched, name_of)

@@ -83,6 +83,8 @@ def test_a_reason_names_a_few_series_of_a_large_study_and_counts_the_rest():
 def test_a_member_over_the_memory_limit_refuses_the_set():
     got, sets = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"b"})
     assert got["a"] == ("refused", "PD: series x: needs ~9 GiB") and got["b"][0] == "refused" and not sets
+    got, _ = _pair([_entry("a", "s1", "T1"), _entry("c", "s1", "DWI")], refused={"c"})
+    assert got["c"] == ("refused", "series x: needs ~9 GiB")  # matching no modality, it is still refused, not skipped
     got, _ = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"a"})
     assert got["a"] == ("refused", "T1: series x: needs ~9 GiB")
     assert got["b"] == ("skipped", "PD of the fusion set in the row of series S-a")
