@@ -292,9 +292,9 @@ def _explained_input(model: Any, inputs: Any) -> Any:
     """What an explanation of the call on ``inputs`` takes: the image, or a fusion set's modalities stacked."""
     if not isinstance(inputs, Mapping):
         return inputs
-    from medanomaly.deploy.fusion_sets import explanation_input
+    from medanomaly.engine.verbs import explanation_input
 
-    return explanation_input(model, inputs)
+    return explanation_input(model, inputs, "the study has no {}")
 
 
 def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext,

@@ -42,7 +42,7 @@ from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
-__all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "explanation_input", "modality_matchers", "pair_studies",
+__all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "modality_matchers", "pair_studies",
            "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
@@ -287,14 +287,3 @@ def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:
 
     return [ds for _, member in fusion.members if member is not None and member.key != entry.key
             and member.kind == "dicom" for ds in series_headers(member.files, member.key)]  # fmt: skip
-
-
-def explanation_input(model: Any, volumes: Mapping[str, Any]) -> Any:
-    """What an explanation of a set's call takes (after the model has predicted it, so its images are checked
-    together): the modalities stacked, or an InputError saying which one the study lacks."""
-    from medanomaly.engine.verbs import stacked
-
-    missing = [name for name, v in volumes.items() if v is None]
-    if missing:
-        return InputError(f"a fusion call is explained with every modality present; the study has no {missing[0]}")
-    return stacked(model, volumes)

@@ -244,6 +244,16 @@ def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], r
     return stacked(model, by_name)
 
 
+def explanation_input(model: TaskModel, volumes: Mapping[str, Any], absent: str) -> Any:
+    """What an explanation of a fusion call takes (after the model has predicted it, so its images are checked
+    together): the modalities stacked (:func:`stacked`), or an InputError saying which one is missing, worded by
+    ``absent`` (``"{} was not sent"``: the service; ``"the study has no {}"``: an archive)."""
+    missing = [name for name, v in volumes.items() if v is None]
+    if missing:
+        return InputError(f"a fusion call is explained with every modality present; {absent.format(missing[0])}")
+    return stacked(model, volumes)
+
+
 def stacked(model: TaskModel, volumes: Mapping[str, Any]) -> Any:
     """The modalities' Volumes (every one present, already checked together by the model's ``predict``) as one
     Volume whose components are the model's inputs in its order (colour images as their grey mean)."""

@@ -229,7 +229,7 @@ class ModelWorker:
     def _run_modalities(self, job: dict[str, Any], start: float) -> bool:
         """Run a job whose upload sent one field per modality (a fusion model); False when it sent field ``files``.
         The viewer's image, and the series a DICOM SR of the call references, are the first modality sent's."""
-        from medanomaly.engine.verbs import predict_modalities, stacked
+        from medanomaly.engine.verbs import explanation_input, predict_modalities
 
         study_dir = self.data_dir / job["id"]
         try:
@@ -242,9 +242,7 @@ class ModelWorker:
             self._fail(job, exc)
             return True
         name, first = next((n, v) for n, v in volumes.items() if v is not None)
-        missing = [n for n, v in volumes.items() if v is None]
-        explain_on = (InputError(f"a fusion call is explained with every modality present; {missing[0]} was not sent")
-                      if missing else stacked(self.model, volumes))  # fmt: skip
+        explain_on = explanation_input(self.model, volumes, "{} was not sent")
         evidence = _other_dicom_headers(paths, volumes, name)
         self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence)
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
