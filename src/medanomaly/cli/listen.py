@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import MODALITY_SERIES, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, RESAMPLE_TO_FIRST
 
 
 def register(app: typer.Typer) -> None:
@@ -41,9 +41,11 @@ def register(app: typer.Typer) -> None:
         tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        keyed_ids: bool = KEYED_IDS,
+        key_file: Path | None = KEY_FILE,
     ) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
-        from medanomaly.cli.pacs import batch_options, reporter, tls_files
+        from medanomaly.cli.pacs import batch_options, ids_key, reporter, tls_files
         from medanomaly.cli.serve import check_free
         from medanomaly.deploy.batch import check_options_for
         from medanomaly.deploy.listener import ListenerOptions, check_options, connect_store_to, run_listener
@@ -56,6 +58,7 @@ def register(app: typer.Typer) -> None:
         check_options(options)
         check_free(host, port)
         batch = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
+        key = ids_key(keyed_ids, key_file)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
             typer.echo(f"warning: listening on {host}: reachable from other machines, in the clear (--tls-cert and "
@@ -67,4 +70,4 @@ def register(app: typer.Typer) -> None:
                           f"skipped, {s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
 
         typer.echo(f"listening on {host}:{port} as {options.ae_title} for {', '.join(options.allowed)}", err=True)
-        run_listener(model, out, options, batch, on_series=report, auth=auth, client=client)
+        run_listener(model, out, options, batch, on_series=report, auth=auth, client=client, key=key)

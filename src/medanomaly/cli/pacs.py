@@ -29,11 +29,15 @@ MODALITY_SERIES = typer.Option([], "--modality-series", help="Fusion model: NAME
 RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion model: bring each modality onto the "
                                  "first's grid by patient coordinates (same DICOM frame of reference only; no "
                                  "registration); files (MOD=path) or an archive.")
+#: Keyed ids in results (HMAC pseudonyms of UIDs and paths): shared by predict (archive), pacs and listen.
+KEYED_IDS = typer.Option(False, "--keyed-ids", help="Series, study and file ids in results, records and messages as "
+                         "keyed pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs or paths.")
+KEY_FILE = typer.Option(None, "--key-file", help="The key of --keyed-ids (a file).")
 #: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
 
 
-def _key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
+def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
     """The secret for keyed ids (``--keyed-ids``: ``$MEDANOMALY_DEID_KEY`` or ``--key-file``), else None."""
     if not keyed_ids and key_file is None:
         return None
@@ -108,7 +112,7 @@ def predict_archive(
     from medanomaly.engine import load_model
 
     options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first)
-    key = _key(keyed_ids, key_file)
+    key = ids_key(keyed_ids, key_file)
     if engine != "ray" and (address or workers):  # they were ignored without a word on one machine
         raise InputError(f"{'--address' if address else '--workers'} is for --engine ray")
     if engine == "ray" and address:
@@ -195,6 +199,8 @@ def register(app: typer.Typer) -> None:
                                            "(gradcam, ...) as a Parametric Map (stored with --store-map)."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        keyed_ids: bool = KEYED_IDS,
+        key_file: Path | None = KEY_FILE,
     ) -> None:
         """Query a PACS, run the model on new series, store DICOM SEG + SR back into each study.
 
@@ -212,6 +218,7 @@ def register(app: typer.Typer) -> None:
 
         options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
         filters = _study_filters(study_filter)
+        key = ids_key(keyed_ids, key_file)
         if since_days is not None and not 0 <= since_days <= 36_500:
             raise InputError(f"--since-days must be 0..36,500, got {since_days}")
         if since_days is not None and "StudyDate" in (filters or {}):
@@ -241,6 +248,6 @@ def register(app: typer.Typer) -> None:
                           f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report, client=client,
-                           since_days=since_days)  # fmt: skip
+                           since_days=since_days, key=key)  # fmt: skip
         if summary.errors:
             raise typer.Exit(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import MODALITY_SERIES, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, RESAMPLE_TO_FIRST
 
 
 def _format_prediction(path: Path, prediction) -> str:
@@ -65,10 +65,8 @@ def register(app: typer.Typer) -> None:
                                          "volume is larger, by its headers, before reading it."),
         site: str = typer.Option("auto", "--site", help="Archive: finding site in the SR (lung, breast, ...; auto; "
                                  "none)."),
-        keyed_ids: bool = typer.Option(False, "--keyed-ids", help="Archive: series, study and file ids as keyed "
-                                       "pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs "
-                                       "or paths."),
-        key_file: Path | None = typer.Option(None, "--key-file", help="Archive: the key of --keyed-ids (a file)."),
+        keyed_ids: bool = KEYED_IDS,
+        key_file: Path | None = KEY_FILE,
         retry_errors: bool = typer.Option(False, "--retry-errors", help="Archive: run again the series an earlier "
                                           "run recorded as errors."),
         workers: int | None = typer.Option(None, "--workers", min=1, max=1024, help="Archive: Ray workers "

@@ -110,7 +110,11 @@ class BatchContext:
         return keyed_id(self.key, "series", key, "S-")
 
     def study_id(self, entry: SeriesEntry) -> str | None:
-        return keyed_id(self.key, "study", entry.study_uid, "T-") if entry.study_uid else None
+        return self.study_id_of(entry.study_uid) if entry.study_uid else None
+
+    def study_id_of(self, uid: str) -> str:
+        """The id results show for the study of UID ``uid`` (a keyed id with a key)."""
+        return keyed_id(self.key, "study", uid, "T-")
 
     def file_id(self, relative_path: str) -> str:
         """A file of the archive as ``problems.csv`` shows it: its relative path, or a keyed id with a key."""

@@ -251,7 +251,7 @@ def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: s
     if status in ("skipped", "refused"):
         setattr(summary, status, getattr(summary, status) + 1)
     if status in ("refused", "error"):
-        summary.errors.append(f"series {uid}: {reason}")
+        summary.errors.append(f"series {ctx.series_id_of(uid)}: {reason}")
 
 
 def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState, ctx: BatchContext, client: Any,
@@ -350,6 +350,7 @@ def run_listener(
     on_series: Callable[[ListenerSummary], None] | None = None,
     auth: PacsAuth | None = None,
     client: Any = None,
+    key: bytes | None = None,
 ) -> ListenerSummary:
     """Receive, run and send on until ``stop`` is set, Ctrl-C or SIGTERM (see the module docstring).
 
@@ -363,6 +364,7 @@ def run_listener(
         auth: credentials for a DICOMweb ``store_to`` (:class:`~medanomaly.deploy.pacs_auth.PacsAuth`).
         client: the ``store_to`` client :func:`connect_store_to` made already (the CLI connects before loading the
             model), else one is made.
+        key: secret for keyed ids in the series records and the error lines (what is sent on keeps real UIDs).
 
     Raises:
         InputError: bad options, a port that cannot be listened on, or a ``store_to`` PACS that does not answer.
@@ -371,7 +373,7 @@ def run_listener(
     batch = replace(batch or BatchOptions(), dicom=True)
     out_dir = Path(out_dir)
     client = client if client is not None else connect_store_to(options, auth)
-    ctx = make_context(model, out_dir, batch)
+    ctx = make_context(model, out_dir, batch, key)
     inbox = Inbox(out_dir / "incoming", batch.memory_limit, options.min_free_bytes)
     summary = ListenerSummary()
     stop = stop or threading.Event()

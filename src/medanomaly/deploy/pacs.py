@@ -373,7 +373,7 @@ def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: Ba
     for item in _search(url, client.search_for_series, study_uid):
         series_uid = _uid(item, _SERIES_UID)
         if not series_uid:
-            summary.errors.append(f"study {study_uid}: a series without a valid SeriesInstanceUID, not retrieved")
+            summary.errors.append(f"study {ctx.study_id_of(study_uid)}: a series without a valid SeriesInstanceUID, not retrieved")
             continue
         if state.done(series_uid, ctx.fingerprint):
             continue
@@ -411,7 +411,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
             record = process_series(model, entry, ctx)
             stored = store_results(client, url, ctx, record, study_uid, store_map) if record["status"] == "done" else []
         except InputError as exc:  # retrieve or store failed: not recorded, so the next poll retries
-            summary.errors.append(f"series {entry.key}: {exc}")
+            summary.errors.append(f"series {ctx.series_id(entry)}: {exc}")
             continue
         finally:
             for folder in folders:
@@ -420,7 +420,7 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
         summary.processed += 1
         summary.stored += len(stored)
         if record["status"] == "error":
-            summary.errors.append(f"series {entry.key}: {record['reason']}")
+            summary.errors.append(f"series {ctx.series_id(entry)}: {record['reason']}")
 
 
 def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchContext, *,
@@ -498,7 +498,7 @@ def run_pacs(
             PACS fails (unreachable, refusing) is recorded in ``errors`` and the next one comes at its time: one
             restart of the PACS ended a watch meant to run for days.
         store_map: also store the Parametric Map (off by default: large float data).
-        key: secret for keyed ids in the local series records (the PACS always gets real UIDs).
+        key: secret for keyed ids in the local series records and the error lines (the PACS always gets real UIDs).
         timeout_s: HTTP timeout per request.
         on_poll: called after each poll with the running summary (the CLI prints a line).
         auth: the PACS's credentials (:meth:`PacsAuth.from_env <medanomaly.deploy.pacs_auth.PacsAuth.from_env>`).

@@ -118,3 +118,28 @@ def test_the_archive_options_the_docs_name_reach_the_batch_from_predict(small_ar
     assert code == 2 and "--memory-limit, --keyed-ids: for an archive" in err, err
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fixture), str(small_archive.root), "--workers", "4")
     assert code == 2 and "--workers is for --engine ray" in err, err
+
+
+@pytest.mark.parametrize("command", ["pacs", "listen"])
+def test_the_bridge_and_the_node_take_keyed_ids_from_the_command_line(tmp_path: Path, monkeypatch, capsys, fake_module,
+                                                                      command: str) -> None:  # fmt: skip
+    """``pacs`` and ``listen`` had no ``--keyed-ids``: their records and error lines could hide UIDs from Python only.
+    The key reaches the run; without one anywhere it is one line before any work."""
+    from medanomaly.deploy import listener, pacs
+    from medanomaly.deploy.results import keyed_id
+    from tests.integration.conftest import run_main
+
+    given: dict = {}
+    monkeypatch.setattr("medanomaly.engine.load_model", lambda run: fake_module.FakeDetector())
+    monkeypatch.setattr(pacs, "connect", lambda *a, **k: object())
+    monkeypatch.setattr(pacs, "run_pacs", lambda *a, **k: given.update(k) or pacs.PacsSummary())
+    monkeypatch.setattr(listener, "run_listener", lambda *a, **k: given.update(k))
+    args = (["pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web"] if command == "pacs" else
+            ["listen", str(tmp_path / "run"), "--allow-ae", "SENDER", "--port", str(_free_port())])  # fmt: skip
+    monkeypatch.delenv("MEDANOMALY_DEID_KEY", raising=False)
+    code, _, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path / "w"), "--keyed-ids")
+    assert code == 2 and "MEDANOMALY_DEID_KEY" in err and not given, err
+    monkeypatch.setenv("MEDANOMALY_DEID_KEY", "a-secret-key-of-16+-bytes")
+    code, _, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path / "w"), "--keyed-ids")
+    assert code == 0 and keyed_id(given["key"], "series", "1.2.3", "S-") == keyed_id(
+        b"a-secret-key-of-16+-bytes", "series", "1.2.3", "S-"), err

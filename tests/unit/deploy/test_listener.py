@@ -45,9 +45,9 @@ class Pacs:
         return {}
 
 
-def _round(tmp_path, fake_module, inbox, pacs, summary):
+def _round(tmp_path, fake_module, inbox, pacs, summary, key: bytes | None = None):
     model = fake_module.FakeDetector()
-    ctx = make_context(model, tmp_path / "work", BatchOptions())
+    ctx = make_context(model, tmp_path / "work", BatchOptions(), key)
     state = PacsState(tmp_path / "state.sqlite")
     options = ListenerOptions(allowed=("PACS",), store_to="dimse://pacs:104/PACS", idle_s=0.5)
     try:
@@ -74,6 +74,20 @@ def test_a_series_whose_results_the_pacs_refused_is_run_again_when_it_comes_agai
     ran, statuses = _round(tmp_path, fake_module, inbox, pacs, summary)
     assert ran == 1 and statuses == ["done"] and len(pacs.stored) == 3  # SEG, RT Structure Set, SR
     assert inbox.received == 2 * len(series_bytes) and summary.processed == 2
+
+
+def test_with_a_key_the_node_s_error_lines_name_the_series_keyed_id(tmp_path, fake_module, series_bytes) -> None:
+    """``listen --keyed-ids``: an error line (printed as it happens) named the series by its UID."""
+    from medanomaly.deploy.results import keyed_id
+
+    key = b"k" * 32
+    inbox, summary = Inbox(tmp_path / "incoming", 2**30, 0), ListenerSummary()
+    for series, study, sop, data in series_bytes:
+        inbox.accept(series, study, sop, data, association=1)
+    inbox._series[series_bytes[0][0]].last -= 1.0
+    _round(tmp_path, fake_module, inbox, Pacs(), summary, key)
+    (error,) = summary.errors
+    assert error.startswith(f"series {keyed_id(key, 'series', series_bytes[0][0], 'S-')}: results not stored")
 
 
 def test_each_association_has_a_key_of_its_own_though_python_reuses_its_id() -> None:

@@ -51,8 +51,8 @@ class FakeClient:
         raise AssertionError("nothing here should be retrieved")
 
 
-def _poll(tmp_path: Path, client: FakeClient, fake_module):
-    ctx = make_context(fake_module.FakeDetector(), tmp_path / "work", BatchOptions())
+def _poll(tmp_path: Path, client: FakeClient, fake_module, key: bytes | None = None):
+    ctx = make_context(fake_module.FakeDetector(), tmp_path / "work", BatchOptions(), key)
     state = PacsState(tmp_path / "state.sqlite")
     try:
         return poll_once(fake_module.FakeDetector(), client, URL, state, ctx), state.rows()
@@ -191,12 +191,8 @@ class SwappingClient(FakeClient):
         return {}
 
 
-@pytest.mark.parametrize(("swapped", "how_many"), [("SeriesInstanceUID", 1), ("SeriesInstanceUID", 4),
-                                                  ("StudyInstanceUID", 1), ("StudyInstanceUID", 4)])  # fmt: skip
-def test_instances_of_another_series_or_study_than_asked_are_not_run_on_nor_stored(tmp_path, fake_module, swapped,
-                                                                                   how_many):  # fmt: skip
-    """The model ran on whatever the retrieval brought, and its SEG and SR were stored into the study asked for: a
-    PACS that answers with another patient's series would have had that patient's findings filed under this one."""
+def _swapping_client(tmp_path: Path, swapped: str, how_many: int) -> tuple[SwappingClient, str, str]:
+    """A PACS whose retrieval answers with ``how_many`` instances of another ``swapped`` UID: (client, study, series)."""
     import numpy as np
     import pydicom
 
@@ -209,7 +205,16 @@ def test_instances_of_another_series_or_study_than_asked_are_not_run_on_nor_stor
     metadata = [ds.to_json_dict(1024, lambda element: "") for ds in sent]
     for ds in sent[-how_many:]:  # one instance, or all, of another series or study
         setattr(ds, swapped, "1.2.826.0.1.3680043.8.498.999")
-    client = SwappingClient([_uid_item("0020000D", study)], [_uid_item("0020000E", series)], metadata, sent)
+    return SwappingClient([_uid_item("0020000D", study)], [_uid_item("0020000E", series)], metadata, sent), study, series
+
+
+@pytest.mark.parametrize(("swapped", "how_many"), [("SeriesInstanceUID", 1), ("SeriesInstanceUID", 4),
+                                                  ("StudyInstanceUID", 1), ("StudyInstanceUID", 4)])  # fmt: skip
+def test_instances_of_another_series_or_study_than_asked_are_not_run_on_nor_stored(tmp_path, fake_module, swapped,
+                                                                                   how_many):  # fmt: skip
+    """The model ran on whatever the retrieval brought, and its SEG and SR were stored into the study asked for: a
+    PACS that answers with another patient's series would have had that patient's findings filed under this one."""
+    client, _, _ = _swapping_client(tmp_path, swapped, how_many)
     summary, rows = _poll(tmp_path, client, fake_module)
     assert summary.processed == 0 and client.stored == [] and rows == []  # not recorded: the next poll tries again
     (error,) = summary.errors
@@ -306,3 +311,19 @@ def test_a_detection_series_archived_after_its_study_was_run_is_skipped_naming_t
     assert [(r[0], r[3]) for r in rows] == [(first, "done"), (later, "skipped")], rows
     assert rows[1][4] == f"not selected: the study's detection series {first} was run before this one came"
     assert stores[0] > 0 and stores[1] == stores[0], "the first poll's results only"
+
+
+def test_with_a_key_the_bridge_s_error_lines_name_keyed_ids_never_a_uid(tmp_path, fake_module) -> None:
+    """``pacs --keyed-ids`` (the bridge took a key from Python only): its error lines, printed as they happen, named
+    the series and study by UID; they name the ids its records show."""
+    from medanomaly.deploy.results import keyed_id
+
+    key = b"k" * 32
+    client, study, series = _swapping_client(tmp_path, "SeriesInstanceUID", 1)
+    summary, _ = _poll(tmp_path, client, fake_module, key)
+    (error,) = summary.errors
+    assert error.startswith(f"series {keyed_id(key, 'series', series, 'S-')}: ") and series not in error
+    client = FakeClient([_uid_item("0020000D", STUDY)], [_uid_item("0020000E", "../x")])
+    summary, _ = _poll(tmp_path / "bad", client, fake_module, key)
+    assert summary.errors == [f"study {keyed_id(key, 'study', STUDY, 'T-')}: a series without a valid "
+                              "SeriesInstanceUID, not retrieved"]  # fmt: skip
