@@ -69,7 +69,7 @@ FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE -
 #: LO holds 64 a value; a hostile file's megabytes would be matched by every selection rule and pairing expression.
 MAX_TEXT = 128
 #: File endings of volume files that are a series on their own.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".mnc", ".par", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
 HEADER_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
@@ -315,8 +315,10 @@ def _data_files(path: Path) -> list[Path]:
     """
     from medanomaly.io.detached import check_detached_data, detached_names
 
-    if path.suffix.lower() == ".hdr":
-        return [p for p in (path.with_suffix(".img"), path.with_suffix(".IMG")) if p.is_file()][:1]
+    pairs = {".hdr": ".img", ".par": ".rec"}  # a NIfTI pair's, a PAR/REC's voxels beside their header
+    if path.suffix.lower() in pairs:
+        data = pairs[path.suffix.lower()]
+        return [p for p in (path.with_suffix(data), path.with_suffix(data.upper())) if p.is_file()][:1]
     if path.suffix.lower() in (".nhdr", ".mhd"):
         check_detached_data(path)  # a name outside the header's folder: refused here, before any read
         return [p for p in (path.parent / n for n in detached_names(path)[:1]) if p.is_file()]
@@ -324,19 +326,24 @@ def _data_files(path: Path) -> list[Path]:
 
 
 def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> SeriesEntry:
-    """A NIfTI/MGH/NRRD/MetaImage file as a series (header only, no voxels): NIfTI and MGH read by nibabel as
-    ``io.read`` reads them (SimpleITK took the qform where a file sets its sform, and could not open a name that is not
-    UTF-8), NRRD and MetaImage by SimpleITK."""
+    """A NIfTI/MGH/MINC/PAR-REC/NRRD/MetaImage file as a series (header only, no voxels): NIfTI, MGH, MINC and PAR/REC
+    read by nibabel as ``io.read`` reads them (SimpleITK took the qform where a file sets its sform, and could not open
+    a name that is not UTF-8), NRRD and MetaImage by SimpleITK."""
     import SimpleITK as sitk
 
     from medanomaly.io.itk import itk_format, itk_path
+    from medanomaly.io.minc_parrec import MINC_SUFFIXES
     from medanomaly.io.nifti import MGH_SUFFIXES
 
-    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", *MGH_SUFFIXES):  # nibabel's (a pair: its .hdr)
+    minc_parrec = path.suffix.lower() in (*MINC_SUFFIXES, ".par")
+    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", *MGH_SUFFIXES) or minc_parrec:  # nibabel's
+        from medanomaly.io.minc_parrec import minc_parrec_layout
         from medanomaly.io.nifti import nifti_layout
 
-        (x, y, z), components, itemsize, spacing = nifti_layout(path)
-        return SeriesEntry(key=content_key(path, root, data_files), study_uid=None, kind="volume", files=[path], modality="OT", rows=y,
+        (x, y, z), components, itemsize, spacing = (minc_parrec_layout if minc_parrec else nifti_layout)(path)
+        modality = "MR" if path.suffix.lower() == ".par" else "OT"  # PAR/REC: a Philips MR scanner's export
+        return SeriesEntry(key=content_key(path, root, data_files), study_uid=None, kind="volume", files=[path],
+                           modality=modality, rows=y,
                            columns=x, n_frames=z, bytes_per_sample=itemsize, samples=components,
                            slice_thickness=spacing[2], orientation="axial")  # fmt: skip
 
@@ -379,8 +386,8 @@ def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, Ser
     """Index one file: a volume series, a slice of a DICOM series, or a problem."""
     if path.name.lower().endswith(VOLUME_SUFFIXES):
         data = _data_files(path)
+        index.data_files.update(data)  # first: a header refused (a 4D pair) left its .img / .rec listed as not DICOM
         index.series.append(_volume_entry(path, root, data))
-        index.data_files.update(data)
         return
     h = _dicom_header(path)
     reason = _non_image_reason(h)

@@ -226,14 +226,15 @@ def _voxels_scaled(raw: np.ndarray, image: Any, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(spacing, direction, origin) with ``direction @ diag(spacing) == affine[:3, :3]``."""
+def split_affine(affine_lps: np.ndarray, path: Path, kind: str = "NIfTI") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spacing, direction, origin) with ``direction @ diag(spacing) == affine[:3, :3]``, or InputError naming the
+    ``kind`` of file and its affine."""
     matrix = affine_lps[:3, :3]
     spacing = np.linalg.norm(matrix, axis=0)
     # the Volume's own test of the direction (a looser det of the scaled matrix let a near-singular
     # qform through to a ValueError: found by the reader fuzz test)
     if not np.all(np.isfinite(affine_lps)) or np.any(spacing <= 0) or not is_valid_direction(matrix / spacing):
-        raise InputError(f"degenerate NIfTI geometry (affine {np.round(affine_lps[:3], 4).tolist()})", path)
+        raise InputError(f"degenerate {kind} geometry (affine {np.round(affine_lps[:3], 4).tolist()})", path)
     return spacing, matrix / spacing, affine_lps[:3, 3]
 
 
@@ -241,8 +242,8 @@ def _split_affine(affine_lps: np.ndarray, path: Path) -> tuple[np.ndarray, np.nd
 MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 
 
-def _affine_lps_mm(image: Any) -> np.ndarray:
-    """nibabel's ``affine`` in LPS millimetres: the header's spatial unit converted (``xyzt_units`` metres or microns:
+def affine_lps_mm(image: Any) -> np.ndarray:
+    """nibabel's ``affine`` (any of its images) in LPS millimetres: the header's spatial unit converted (``xyzt_units`` metres or microns:
     nibabel leaves the affine in them, so a lesion of 1 mL in a file stored in metres measured 0.000 mL, one in
     microns a billion times its size; ITK converts them, and so does this reader now)."""
     scale = MM_PER_UNIT.get(_spatial_unit(image.header), 1.0)
@@ -269,7 +270,7 @@ def _header_layout(
         xyz, components, volumes = _image_shape(image, path)
         check_volume(volumes, volume, path, slices=xyz[2])
         dtype = _result_dtype(image)
-        affine = _affine_lps_mm(image)
+        affine = affine_lps_mm(image)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel HeaderDataError and friends
@@ -288,7 +289,7 @@ def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
     """
     path = Path(path)
     xyz, channels, _, itemsize, affine = _header_layout(_load(path), path)
-    spacing, _, _ = _split_affine(affine, path)
+    spacing, _, _ = split_affine(affine, path)
     return xyz, channels, itemsize, tuple(float(v) for v in spacing)
 
 
@@ -323,7 +324,7 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
     xyz, channels, dtype, itemsize, affine = _header_layout(image, path, volume)
     components = 1 if dtype.fields is not None else channels  # RGB24: one record per voxel
     check_voxel_bytes((*xyz, channels), itemsize, path, limit=max_voxel_bytes)
-    spacing, direction, origin = _split_affine(affine, path)
+    spacing, direction, origin = split_affine(affine, path)
     _check_voxel_offset(image, path)
     try:
         array = _voxels(image, xyz, dtype, components, volume)
@@ -380,5 +381,5 @@ def write_sheared_nifti(volume: Volume, path: str | Path) -> Path:
     return write_staged(Path(path), lambda staged: nib.save(image, staged))
 
 
-__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "MGH_SUFFIXES", "XFORM_NAMES", "nifti_volumes", "nifti_geometry_source", "nifti_layout", "read_nifti",
+__all__ = ["INTENT_VECTOR", "MAX_COMPONENTS", "MGH_SUFFIXES", "XFORM_NAMES", "affine_lps_mm", "nifti_volumes", "nifti_geometry_source", "nifti_layout", "read_nifti", "split_affine",
            "write_sheared_nifti"]

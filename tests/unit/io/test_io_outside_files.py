@@ -9,7 +9,7 @@ nilearn's templates. For every file and every folder among them:
   with the path (unsupported types, non-images and damaged files included);
 * **no silently blank image**: a Volume whose voxels are all equal while the file's own pixel
   data (pydicom / nibabel / SimpleITK reading the same file) are not, is a failure;
-* **NIfTI geometry equals nibabel's affine** (RAS -> LPS) for every NIfTI read.
+* **NIfTI geometry equals nibabel's affine** (RAS -> LPS) for every NIfTI, MGH, MINC and PAR/REC read.
 """
 
 from __future__ import annotations
@@ -85,9 +85,16 @@ def _file_pixels_vary(path: Path, vol: Volume) -> bool:
         return _dicom_pixels_vary(path, vol.meta.get("series_uid"))
     if fmt == "nifti":
         return not _is_constant(np.asarray(nib.load(str(path)).dataobj.get_unscaled()))
+    if fmt in ("minc", "parrec"):
+        return not _is_constant(np.asarray(_nibabel_image(path).dataobj))
     import SimpleITK as sitk
 
     return not _is_constant(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+
+
+def _nibabel_image(path: Path):
+    """nibabel's image of ``path`` (a PAR/REC pair's from its .PAR, as nibabel opens it)."""
+    return nib.load(str(path.with_suffix(".PAR") if path.suffix.lower() == ".rec" else path))
 
 
 def _check(path: Path) -> str | None:
@@ -103,8 +110,8 @@ def _check(path: Path) -> str | None:
         return f"crash {type(exc).__name__}: {exc}"
     if _is_constant(vol.array) and _file_pixels_vary(path, vol):
         return f"silently blank: all voxels {vol.array.ravel()[0]!r}, the file's pixels vary"
-    if vol.meta.get("source_format") in ("nifti", "mgh"):  # FreeSurfer MGH: nibabel's affine too
-        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nib.load(str(path)).affine
+    if vol.meta.get("source_format") in ("nifti", "mgh", "minc", "parrec"):  # nibabel's affine for all of them
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ _nibabel_image(path).affine
         if not np.allclose(vol.affine_lps, lps, atol=1e-4):
             return f"NIfTI geometry differs from nibabel's affine by {np.abs(vol.affine_lps - lps).max():.3g} mm"
     return None

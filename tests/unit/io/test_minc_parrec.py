@@ -1,0 +1,123 @@
+"""MINC and Philips PAR/REC read as nibabel reads them (they were "unsupported file type"), on nibabel's own test files
+(written by MINC tools and a Philips scanner, not by us); half pairs, truncated voxels, 4D files and the voxel limit
+are one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medanomaly.errors import InputError
+from medanomaly.io import count_volumes, detect_format, read
+
+DATA = Path(nib.__file__).parent / "tests" / "data"
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["tiny.mnc", "minc1_1_scale.mnc", "small.mnc", "minc2_1_scale.mnc"])
+def test_minc_1_and_2_read_with_nibabel_s_world_and_scaled_values(name: str) -> None:
+    """MINC's world is RAS (as nibabel, mnc2nii and the MNI tools take it); SimpleITK's reader took it as LPS (x and y
+    of the other sign: ITK pull request 4864) and could not open the MINC-1 files at all."""
+    image = nib.load(str(DATA / name))
+    volume = read(DATA / name)
+    assert detect_format(DATA / name) == "minc" and volume.meta["source_format"] == "minc"
+    assert np.allclose(volume.affine_lps, RAS_TO_LPS @ image.affine, atol=1e-5)
+    expected = np.asarray(image.dataobj, np.float32).transpose(2, 1, 0)
+    assert volume.array.dtype == np.float32 and np.allclose(volume.array, expected)
+    assert not np.all(volume.array == volume.array.flat[0])
+
+
+def test_a_4d_parrec_is_read_one_volume_at_a_time_in_the_scanner_s_patient_axes(tmp_path: Path) -> None:
+    par = DATA / "phantom_EPI_asc_CLEAR_2_1.PAR"
+    image = nib.load(str(par))
+    assert count_volumes(par) == 3 and count_volumes(par.with_suffix(".REC")) == 3
+    with pytest.raises(InputError, match=r"4D image \(3 volumes, 0\.\.2\): .*--frame N"):
+        read(par)
+    for path in (par, par.with_suffix(".REC")):  # from either file of the pair
+        volume = read(path, volume=1)
+        assert volume.meta["source_format"] == "parrec" and volume.meta["modality"] == "MR"
+        assert volume.meta["description"].endswith("volume 1 of 3")
+        assert np.allclose(volume.affine_lps, RAS_TO_LPS @ image.affine, atol=1e-5)
+        assert np.allclose(volume.array, np.asarray(image.dataobj[..., 1], np.float32).transpose(2, 1, 0))
+    assert not np.allclose(read(par, volume=0).array, read(par, volume=2).array)
+    with pytest.raises(InputError, match="--frame 3: the 4D image has 3 volumes"):
+        read(par, volume=3)
+
+
+def test_each_slice_s_own_rescale_is_applied(tmp_path: Path) -> None:
+    """phantom_varscale gives each slice its own rescale slope and intercept: the displayed values are nibabel's."""
+    par = DATA / "phantom_varscale.PAR"
+    volume = read(par, volume=0)
+    assert np.allclose(volume.array, np.asarray(nib.load(str(par)).dataobj[..., 0], np.float32).transpose(2, 1, 0))
+    assert not np.allclose(volume.array, read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=0).array)
+
+
+def _pair(tmp_path: Path) -> Path:
+    for suffix in (".PAR", ".REC"):
+        shutil.copy(DATA / f"phantom_EPI_asc_CLEAR_2_1{suffix}", tmp_path / f"scan{suffix}")
+    return tmp_path / "scan.PAR"
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    ("no rec", "one file of a PAR/REC pair: its .rec is not beside it"),
+    ("no par", "one file of a PAR/REC pair: its .par is not beside it"),
+    ("short rec", "not a readable parrec image ("),
+    ("garbage par", "not a readable parrec image ("),
+])  # fmt: skip
+def test_a_half_or_damaged_pair_is_one_line_naming_the_file(tmp_path: Path, damage: str, words: str) -> None:
+    par = _pair(tmp_path)
+    rec = par.with_suffix(".REC")
+    target = par
+    if damage == "no rec":
+        rec.unlink()
+    elif damage == "no par":
+        par.unlink()
+        target = rec
+    elif damage == "short rec":
+        rec.write_bytes(rec.read_bytes()[:1000])
+    else:
+        par.write_bytes(b"# not a PAR header\n" * 20)
+    with pytest.raises(InputError) as caught:
+        read(target, volume=0)
+    assert words in str(caught.value) and str(caught.value).startswith(str(target)) and "\n" not in str(caught.value)
+
+
+def test_a_4d_minc_and_a_damaged_minc_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="4D MINC image .* not read; take one volume out"):
+        read(DATA / "minc1_4d.mnc")
+    with pytest.raises(InputError, match="4D MINC image"):
+        read(DATA / "minc2_4d.mnc")
+    bad = tmp_path / "brain.mnc"
+    bad.write_bytes(b"CDF\x01" + b"\xff" * 300)
+    with pytest.raises(InputError, match="not a readable minc image"):
+        read(bad)
+
+
+def test_the_voxel_limit_is_checked_from_the_header_before_any_voxel_is_read(monkeypatch) -> None:
+    from nibabel.parrec import PARRECArrayProxy
+
+    def never(*args, **kwargs):
+        raise AssertionError("voxels read before the limit was checked")
+
+    monkeypatch.setattr(PARRECArrayProxy, "__getitem__", never)
+    with pytest.raises(InputError, match="voxel data"):
+        read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=0, max_voxel_bytes=1000)
+
+
+def test_an_archive_lists_a_minc_and_a_parrec_as_series_and_the_rec_is_no_problem(tmp_path: Path) -> None:
+    from medanomaly.deploy.archive import walk_archive
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    shutil.copy(DATA / "small.mnc", root / "brain.mnc")
+    shutil.copy(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", root / "epi.PAR")
+    shutil.copy(DATA / "phantom_EPI_asc_CLEAR_2_1.REC", root / "epi.REC")
+    index = walk_archive(root)
+    (minc,) = [s for s in index.series if s.files[0].suffix == ".mnc"]
+    assert (minc.columns, minc.rows, minc.n_frames, minc.modality) == (18, 28, 29, "OT")
+    assert [p.where for p in index.problems] == ["epi.PAR"]  # a 4D PAR/REC: one frame at a time, not in a batch
+    assert "4D image (3 volumes" in index.problems[0].reason
