@@ -66,6 +66,7 @@ SAFE_META_KEYS = frozenset(
         "orientation_assumed",  # a DICOM ImageOrientationPatient that gives no plane: read as axial
         "print_resolution_dpi",  # a JPEG's / TIFF's print density (x, y): how large to print it, not used as spacing
         "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm
+        "registration",  # a fusion input registered onto the first modality: the transform found (engine.alignment)
     }
 )
 

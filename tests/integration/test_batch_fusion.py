@@ -31,13 +31,16 @@ def _slice(name: str) -> np.ndarray:
 
 
 def _series(root: Path, study: int, folder: str, name: str, description: str, frame: int | None = None,
-            crop: int = 0, shift: float = 0.0) -> Path:  # fmt: skip
+            crop: int = 0, shift: float = 0.0, move: int = 0) -> Path:  # fmt: skip
     """``name``'s slice as a one-slice DICOM MR series of study ``study`` (a crop moves its origin, a ``shift`` (mm)
-    too: another grid)."""
+    too: another grid; ``move``: the anatomy moved by that many pixels down and to the right, the grid kept, as a
+    patient who moved)."""
     from medanomaly.io.dicom_writer import write_dicom_series
     from medanomaly.types import Volume
 
     pixels = _slice(name)[crop:-crop, crop:-crop] if crop else _slice(name)
+    if move:
+        pixels = np.pad(pixels, ((move, 0), (move, 0)), constant_values=float(pixels.min()))[:-move, :-move]
     volume = Volume(pixels[None], spacing=(1.0, 1.0, 3.0), origin=(crop + shift, crop + shift, 0.0),
                     meta={"modality": "MR", "frame_of_reference_uid": FRAME.format(study if frame is None else frame)})
     write_dicom_series(volume, root / f"study{study}" / folder, study_uid=STUDY.format(study), description=description)
@@ -147,9 +150,44 @@ def test_modalities_on_two_grids_need_resample_to_first_and_one_frame_of_referen
     expected = model.predict({"T1": t1_volume, "PD": resample_like(read(pd), t1_volume, "linear", dtype="float32")})
     got = _record(tmp_path / "out", rows["4:done"]["series_id"])["probabilities"]
     assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-9)
-    files = predict_multimodal(model, {"T1": t1, "PD": pd}, resample_to_first=True)[1]  # the CLI's files, alike
+    files = predict_multimodal(model, {"T1": t1, "PD": pd}, "resample")[1]  # the CLI's files, alike
     assert files.scores == pytest.approx(expected.scores, abs=1e-9)
     assert "grids differ" in predict_multimodal(model, {"T1": t1, "PD": pd})[1].reason
+
+
+def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_when_asked(fusion_run, tmp_path,
+                                                                                     monkeypatch, capsys) -> None:  # fmt: skip
+    """A PD in another frame of reference, its anatomy 6 mm off the T1's: resampling by coordinates cannot align it
+    (one line saying to register), --register-to-first does (the archive, the CLI's files and explain alike), and the
+    transform found is in the call's flags."""
+    import json
+    import re
+
+    from medanomaly.engine import load_model
+
+    root = tmp_path / "a"
+    t1 = _series(root, 6, "t1", "T1", "T1")
+    pd = _series(root, 6, "pd", "PD", "PD", frame=7, move=6)
+    model = load_model(fusion_run)
+    run_batch(model, root, tmp_path / "resampled", BatchOptions(dicom=False, resample_to_first=True), progress=False)
+    reason = _rows(tmp_path / "resampled")["6:error"]["reason"]
+    assert "PD is in another frame of reference than T1" in reason and "--register-to-first" in reason
+    run_batch(model, root, tmp_path / "out", BatchOptions(dicom=False, register_to_first=True), progress=False)
+    record = _record(tmp_path / "out", _rows(tmp_path / "out")["6:done"]["series_id"])
+    (flag,) = [f for f in record["prediction"]["flags"] if f.startswith("registered:PD rigid onto T1")]
+    translation = [float(v) for v in re.search(r"translation \(([^)]*)\) mm", flag).group(1).split(", ")]
+    assert translation == pytest.approx([6.0, 6.0], abs=0.3)  # the T1's point lies 6 mm further down and right in the PD
+    code, out, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={t1}", f"PD={pd}", "--json",
+                              "--register-to-first")  # fmt: skip
+    files = json.loads(out)
+    assert code == 0 and files["probabilities"] == pytest.approx(record["probabilities"], abs=1e-9), err
+    assert flag in files["flags"]
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={t1}", f"PD={pd}",
+                            "--register-to-first", "--resample-to-first")  # fmt: skip
+    assert code == 2 and "give one" in err, err
+    code, _, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), f"T1={t1},PD={pd}", "-o",
+                            str(tmp_path / "ex"), "--register-to-first")  # fmt: skip
+    assert code == 0 and (tmp_path / "ex" / "explanation.nii.gz").is_file(), err
 
 
 def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_path, monkeypatch, capsys) -> None:
@@ -162,6 +200,8 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
         ((str(fusion_run), str(tmp_path / "empty"), "--modality-series", "T2=x"), "the model's modalities are T1, PD"),
         ((str(fusion_run), "T1=a.nii", "--modality-series", "T1=x"), "for files give MODALITY=path"),
         ((str(lung), "a.nii", "--resample-to-first"), "give MODALITY=path (or an archive)"),
+        ((str(lung), str(tmp_path / "empty"), "--register-to-first"), "takes one series at a time"),
+        ((str(lung), "a.nii", "--register-to-first"), "give MODALITY=path (or an archive)"),
     ):
         code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and reason in err and "Traceback" not in err, err

@@ -138,7 +138,7 @@ def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, 
     assert plain["status"] == "failed" and "grids differ" in plain["reason"], plain
     asked = wait_done(client, upload(client, fields, resample_to_first="true").json()["job_id"])
     assert asked["status"] == "done", asked
-    _, expected, _ = predict_multimodal(load_model(fusion_run), files, resample_to_first=True)
+    _, expected, _ = predict_multimodal(load_model(fusion_run), files, "resample")
     got = client.get(f"/v1/studies/{asked['id']}/results").json()["probabilities"]
     assert got == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)), abs=1e-6)
     (tmp / "sr.dcm").write_bytes(client.get(f"/v1/studies/{asked['id']}/dicom/sr").content)
@@ -154,6 +154,39 @@ def test_modalities_of_one_frame_on_two_grids_are_resampled_when_asked(service, 
     assert failed["status"] == "failed" and "another frame of reference" in failed["reason"], failed
     refused = upload(client, [("files", fields[0][1])], resample_to_first="true")
     assert refused.status_code == 400 and "one field per modality" in refused.json()["detail"], refused.text
+
+
+def test_modalities_of_two_visits_are_registered_when_asked(service, fusion_run):
+    """A PD of another frame of reference whose anatomy lies 6 mm off the T1's: register_to_first registers it onto
+    the T1 (the CLI's `--register-to-first`: the same call and flags); both alignments at once, or one without a
+    field per modality, are refused before anything is stored."""
+    from medanomaly.engine import load_model
+    from medanomaly.engine.verbs import predict_multimodal
+    from medanomaly.io import read
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    client, tmp = service
+    t1_pixels = np.asarray(read(slice_nifti(tmp, "T1")).array)
+    pd_pixels = np.asarray(read(slice_nifti(tmp, "PD")).array)
+    moved = np.pad(pd_pixels, ((0, 0), (6, 0), (6, 0)), constant_values=float(pd_pixels.min()))[:, :-6, :-6]
+    files = {}
+    for name, pixels, frame in (("T1", t1_pixels, "81"), ("PD", moved, "82")):
+        volume = Volume(pixels, meta={"modality": "MR", "frame_of_reference_uid": f"1.2.826.0.1.3680043.8.498.{frame}"})
+        (files[name],) = write_dicom_series(volume, tmp / f"{name}_visit", study_uid=f"1.2.826.0.1.3680043.8.498.9{frame}")
+    fields = [(name, path.read_bytes()) for name, path in files.items()]
+    job = wait_done(client, upload(client, fields, register_to_first="true").json()["job_id"])
+    assert job["status"] == "done", job
+    _, expected, _ = predict_multimodal(load_model(fusion_run), files, "register")
+    result = client.get(f"/v1/studies/{job['id']}/results").json()
+    assert result["probabilities"] == pytest.approx(dict(zip(expected.class_names, expected.scores, strict=True)),
+                                                    abs=1e-6)  # fmt: skip
+    assert [f for f in result["flags"] if f.startswith("registered:PD")] == list(expected.flags[-1:])
+    assert "translation (6.0, 6.0) mm" in expected.flags[-1]
+    both = upload(client, fields, register_to_first="true", resample_to_first="true")
+    assert both.status_code == 400 and "give one" in both.json()["detail"], both.text
+    alone = upload(client, [("files", fields[0][1])], register_to_first="true")
+    assert alone.status_code == 400 and "register_to_first brings" in alone.json()["detail"], alone.text
 
 
 def test_one_image_with_the_modalities_as_components_still_goes_in_field_files(service, fusion_run):
@@ -242,3 +275,16 @@ def test_a_fusion_call_on_a_dicom_modality_is_a_dicom_sr_referencing_that_series
     call = read_call_sr(tmp / "sr.dcm")
     assert call["class"] == result["label"] and call["probabilities"] == pytest.approx(result["probabilities"])
     assert pydicom.dcmread(tmp / "sr.dcm").StudyInstanceUID == pydicom.dcmread(dcm).StudyInstanceUID
+
+
+def test_a_job_stored_before_alignments_had_names_keeps_its_resampling(tmp_path) -> None:
+    """Queued jobs written by the previous release said ``resample_to_first``: they are still resampled."""
+    from medanomaly.deploy.service.worker import REQUEST_FILE, requested_alignment
+
+    cases = [({"modalities": {}, "resample_to_first": True}, "resample"), ({"modalities": {}}, "none"),
+             ({"alignment": "register"}, "register"), ({"alignment": "guess"}, "none")]  # fmt: skip
+    for request, alignment in cases:
+        (tmp_path / REQUEST_FILE).write_text(json.dumps(request))
+        assert requested_alignment(tmp_path) == alignment, request
+    (tmp_path / REQUEST_FILE).unlink()
+    assert requested_alignment(tmp_path) == "none"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -36,9 +36,11 @@ def register(app: typer.Typer) -> None:
         frame: int | None = typer.Option(None, "--frame", min=0, help="A cine loop (frames in time) or a 4D "
                                          "image: explain this frame or volume (0-based); --mask is that frame's."),
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        register_to_first: bool = REGISTER_TO_FIRST,
     ) -> None:
         """Explain a trained model's call on an image: heatmap overlays (PNG), NIfTI map, faithfulness."""
         from medanomaly.engine import default_out, load_model
+        from medanomaly.engine.alignment import alignment_of
         from medanomaly.engine.outputs import output_dir, output_stem
         from medanomaly.errors import InputError, about_file
         from medanomaly.explain.driver import check_options, explain_file
@@ -50,8 +52,9 @@ def register(app: typer.Typer) -> None:
         fusion = "=" in str(image)  # one file per modality: stacked as components in the model's order
         if label and mask is None:
             raise InputError("--label picks a label of --mask: give --mask")
-        if resample_to_first and not fusion:
-            raise InputError("--resample-to-first brings a fusion model's modalities onto one grid: give "
+        alignment = alignment_of(resample_to_first, register_to_first)
+        if alignment != "none" and not fusion:
+            raise InputError(f"--{alignment}-to-first brings a fusion model's modalities onto one grid: give "
                              "MODALITY=path,MODALITY=path", image)  # fmt: skip
         if frame is not None and (fusion or evaluate or dicom):
             raise InputError("--frame explains one frame of one cine: not with a fusion input, --evaluate or --dicom",
@@ -65,7 +68,7 @@ def register(app: typer.Typer) -> None:
                 from medanomaly.engine.verbs import stack_modalities
 
                 source = stack_modalities(model, _fusion_inputs([Path(p) for p in str(image).split(",")]),
-                                          resample_to_first)  # fmt: skip
+                                          alignment)  # fmt: skip
             elif frame is not None:
                 from medanomaly.io.frames import read_frame
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        register_to_first: bool = REGISTER_TO_FIRST,
         keyed_ids: bool = KEYED_IDS,
         key_file: Path | None = KEY_FILE,
     ) -> None:
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
                                   tls=tls_files(tls_ca, tls_cert, tls_key))  # fmt: skip
         check_options(options)
         check_free(host, port)
-        batch = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
+        batch = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first,
+                              register_to_first)  # fmt: skip
         key = ids_key(keyed_ids, key_file)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):

@@ -29,6 +29,9 @@ MODALITY_SERIES = typer.Option([], "--modality-series", help="Fusion model: NAME
 RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion model: bring each modality onto the "
                                  "first's grid by patient coordinates (same DICOM frame of reference only; no "
                                  "registration); files (MOD=path) or an archive.")
+REGISTER_TO_FIRST = typer.Option(False, "--register-to-first", help="Fusion model: register each modality onto the "
+                                 "first (rigid, mutual information; any frame of reference: two visits, a patient who "
+                                 "moved) and resample it there; the transform found is in the flags.")
 #: Keyed ids in results (HMAC pseudonyms of UIDs and paths): shared by predict (archive), pacs and listen.
 KEYED_IDS = typer.Option(False, "--keyed-ids", help="Series, study and file ids in results, records and messages as "
                          "keyed pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs or paths.")
@@ -48,13 +51,15 @@ def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
 
 def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
                   explain: str | None = None, modality_series: list[str] | None = None,
-                  resample_to_first: bool = False):  # fmt: skip
+                  resample_to_first: bool = False, register_to_first: bool = False):  # fmt: skip
     from medanomaly.deploy.batch import BatchOptions
     from medanomaly.deploy.select import parse_rule, parse_size
 
+    from medanomaly.engine.alignment import alignment_of
+
     if explain is not None:
         check_explain_method(explain)
-
+    alignment_of(resample_to_first, register_to_first)  # both at once: one line before any work
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work
@@ -68,7 +73,8 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
         finding_site(site)  # an unknown site failed each series' SR after its model run
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
                         site=None if site == "none" else site, explain=explain,
-                        modality_series=tuple(modality_series or ()), resample_to_first=resample_to_first)  # fmt: skip
+                        modality_series=tuple(modality_series or ()), resample_to_first=resample_to_first,
+                        register_to_first=register_to_first)  # fmt: skip
 
 
 def check_explain_method(method: str) -> None:
@@ -101,6 +107,7 @@ def predict_archive(
     explain: str | None = None,
     modality_series: list[str] | None = None,
     resample_to_first: bool = False,
+    register_to_first: bool = False,
 ) -> int:
     """Run a trained model over every series of an archive; print a summary; return the exit code.
 
@@ -111,7 +118,8 @@ def predict_archive(
     from medanomaly.deploy.batch import run_batch
     from medanomaly.engine import load_model
 
-    options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first)
+    options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first,
+                            register_to_first)  # fmt: skip
     key = ids_key(keyed_ids, key_file)
     if engine != "ray" and (address or workers):  # they were ignored without a word on one machine
         raise InputError(f"{'--address' if address else '--workers'} is for --engine ray")
@@ -199,6 +207,7 @@ def register(app: typer.Typer) -> None:
                                            "(gradcam, ...) as a Parametric Map (stored with --store-map)."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        register_to_first: bool = REGISTER_TO_FIRST,
         keyed_ids: bool = KEYED_IDS,
         key_file: Path | None = KEY_FILE,
     ) -> None:
@@ -216,7 +225,8 @@ def register(app: typer.Typer) -> None:
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model
 
-        options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first)
+        options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first,
+                                register_to_first)  # fmt: skip
         filters = _study_filters(study_filter)
         key = ids_key(keyed_ids, key_file)
         if since_days is not None and not 0 <= since_days <= 36_500:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
 
 
 def _format_prediction(path: Path, prediction) -> str:
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
                                            "method (gradcam, occlusion, ...), written as the series' Parametric Map."),
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
+        register_to_first: bool = REGISTER_TO_FIRST,
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Archive: refuse a series whose float32 "
                                          "volume is larger, by its headers, before reading it."),
         site: str = typer.Option("auto", "--site", help="Archive: finding site in the SR (lung, breast, ...; auto; "
@@ -76,6 +77,7 @@ def register(app: typer.Typer) -> None:
         findings, anomaly score. A single folder argument is an archive: every series is found by UID,
         run, and summarised in OUT/results.csv + results.parquet (resumable)."""
         from medanomaly.engine import default_out, load_model
+        from medanomaly.engine.alignment import alignment_of
         from medanomaly.engine.outputs import check_distinct_outputs, output_dir, output_names_too_long, prepare_output_dir
         from medanomaly.errors import InputError
 
@@ -89,6 +91,7 @@ def register(app: typer.Typer) -> None:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address, explain=explain,
                                        modality_series=modality_series, resample_to_first=resample_to_first,
+                                       register_to_first=register_to_first,
                                        memory_limit=memory_limit, site=site, keyed_ids=keyed_ids, key_file=key_file,
                                        retry_errors=retry_errors, workers=workers)  # fmt: skip
             raise typer.Exit(code=code)
@@ -102,9 +105,10 @@ def register(app: typer.Typer) -> None:
         if modality_series:
             raise InputError("--modality-series pairs the series of an archive's studies (a folder); for files give "
                              "MODALITY=path", paths[0])  # fmt: skip
-        if resample_to_first and "=" not in str(paths[0]):
-            raise InputError("--resample-to-first brings a fusion model's modalities onto one grid: give MODALITY=path "
-                             "(or an archive)", paths[0])  # fmt: skip
+        alignment = alignment_of(resample_to_first, register_to_first)
+        if alignment != "none" and "=" not in str(paths[0]):
+            raise InputError(f"--{alignment}-to-first brings a fusion model's modalities onto one grid: give "
+                             "MODALITY=path (or an archive)", paths[0])  # fmt: skip
         if explain is not None:
             raise InputError("--explain explains each series of an archive (a folder); for files use `medanomaly "
                              "explain RUN IMAGE`", paths[0])  # fmt: skip
@@ -121,7 +125,7 @@ def register(app: typer.Typer) -> None:
             from medanomaly.engine.verbs import predict_multimodal
 
             results = [(paths[0], too_long[paths[0]], None) if too_long else
-                       predict_multimodal(model, _fusion_inputs(paths), resample_to_first)]  # fmt: skip
+                       predict_multimodal(model, _fusion_inputs(paths), alignment)]  # fmt: skip
         else:
             from medanomaly.engine import predict_paths
 

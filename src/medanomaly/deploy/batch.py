@@ -39,6 +39,7 @@ from medanomaly.deploy.archive import (FRAME_ALONE_ADVICE, Problem, SeriesEntry,
 from medanomaly.deploy.results import file_safe, keyed_id, load_record, record_path, write_problems, write_record, write_tables
 from medanomaly.deploy.select import DEFAULT_MEMORY_LIMIT, Decision, select_series, selection_policy
 from medanomaly.deploy.series_links import remove_orphaned_series_links
+from medanomaly.engine.verbs import predict_aligned
 from medanomaly.errors import OUTPUT_FULL, InputError, Terminated, unexpected_reason
 from medanomaly.io.frames import reword_frame_advice
 from medanomaly.types import Prediction
@@ -69,6 +70,8 @@ class BatchOptions:
             (:mod:`medanomaly.deploy.fusion_sets`).
         resample_to_first: a fusion set's modalities on other grids resampled onto the first's (same frame of
             reference only).
+        register_to_first: a fusion set's other modalities registered onto the first (rigid; any frame of
+            reference: :mod:`medanomaly.engine.alignment`).
     """
 
     series_filters: tuple[str, ...] = ()
@@ -78,6 +81,14 @@ class BatchOptions:
     explain: str | None = None
     modality_series: tuple[str, ...] = ()
     resample_to_first: bool = False
+    register_to_first: bool = False
+
+    @property
+    def alignment(self) -> str:
+        """How a fusion set's modalities are brought onto the first's grid (:data:`medanomaly.engine.alignment.ALIGNMENTS`)."""
+        from medanomaly.engine.alignment import alignment_of
+
+        return alignment_of(self.resample_to_first, self.register_to_first)
 
     def resolved_site(self, task: str) -> str | None:
         if self.site != "auto":
@@ -171,7 +182,8 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     run = run_fingerprint(model)
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
-    for name, default in (("explain", None), ("modality_series", ()), ("resample_to_first", False)):
+    for name, default in (("explain", None), ("modality_series", ()), ("resample_to_first", False),
+                          ("register_to_first", False)):
         if opts[name] == default:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
             del opts[name]
     key_tag = hashlib.sha256(b"medanomaly-batch-key\x1f" + key).hexdigest()[:16] if key else ""
@@ -211,9 +223,10 @@ def check_options_for(model: Any, options: BatchOptions) -> None:
 
     if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
-    elif options.modality_series or options.resample_to_first:
-        raise InputError("--modality-series and --resample-to-first pair a fusion model's modalities; this model "
-                         f"({model.task}) takes one series at a time")  # fmt: skip
+        options.alignment  # noqa: B018 - both alignments at once: one line before any work
+    elif options.modality_series or options.resample_to_first or options.register_to_first:
+        raise InputError("--modality-series, --resample-to-first and --register-to-first pair a fusion model's "
+                         f"modalities; this model ({model.task}) takes one series at a time")  # fmt: skip
 
 
 def with_fusion_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
@@ -347,7 +360,7 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
                 model.check_input(volume, f"series {entry.key}")
             inputs = volume
         source = _dicom_source(entry, volume, ctx)
-        prediction = model.predict(inputs)
+        prediction = predict_aligned(model, inputs) if entry.key in ctx.sets else model.predict(inputs)
         record = _base_record(entry, ctx, "done")
         record["skipped"] = [list(pair) for pair in zip(volume.meta.get("skipped_files", ()),
                                                           volume.meta.get("skipped_reasons", ()), strict=False)]

@@ -198,24 +198,25 @@ def _some(decisions: Sequence[Decision], name_of: Callable[[str], str]) -> str:
     return named + (f" and {len(decisions) - MAX_NAMED} more" if len(decisions) > MAX_NAMED else "")
 
 
-def aligned(volumes: Mapping[str, Any], first: str, resample: bool) -> dict[str, Any]:
-    """The modalities' Volumes, with ``resample`` each other one on ``first``'s grid
-    (:func:`medanomaly.engine.verbs.onto_first_grid`: one frame of reference only); without it a member on another grid
-    is an error saying how to bring it onto one (the model's own message names `medanomaly register` only).
+def aligned(volumes: Mapping[str, Any], first: str, alignment: str) -> dict[str, Any]:
+    """The modalities' Volumes, each other one resampled or registered onto ``first``'s grid as ``alignment`` says
+    (:func:`medanomaly.engine.alignment.align_to_first`); with ``none`` a member on another grid is an error saying
+    how to bring it onto one (the model's own message names `medanomaly register` only).
 
     Raises:
-        InputError: a member on another grid without ``resample``, or in another frame of reference with it.
+        InputError: a member on another grid with ``none``, in another frame of reference with ``resample``, or one
+            registration cannot align with ``register``.
     """
-    from medanomaly.engine.verbs import onto_first_grid
+    from medanomaly.engine.alignment import align_to_first
 
-    if resample:
-        return onto_first_grid(volumes)
+    if alignment != "none":
+        return align_to_first(volumes, alignment)
     reference = volumes[first]
     for name, volume in volumes.items():
         if volume is not None and name != first and not volume.same_grid(reference):
             raise InputError(f"{name} is on another grid than {first} ({_grid(volume)} vs {_grid(reference)}): "
-                             "--resample-to-first brings it onto the first's when they share a frame of reference; "
-                             "else co-register them (medanomaly register)")  # fmt: skip
+                             "--resample-to-first brings it onto the first's when they share a frame of reference, "
+                             "--register-to-first by registration otherwise")  # fmt: skip
     return dict(volumes)
 
 
@@ -249,7 +250,7 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
                 volumes[name] = read_series(member, ctx.options.memory_limit, ctx.series_id(member))
             except InputError as exc:
                 raise InputError(f"{name}: {exc.reason}", exc.path) from None
-    volumes = aligned(volumes, first, ctx.options.resample_to_first)
+    volumes = aligned(volumes, first, ctx.options.alignment)
     return volumes, volumes[first]
 
 

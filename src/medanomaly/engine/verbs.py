@@ -26,7 +26,7 @@ from medanomaly.engine.run import (check_run, prepare_run_dir, read_run_info, tr
 from medanomaly.errors import ConfigError, InputError, Terminated, about_file, out_of_memory, sigterm_raises
 from medanomaly.types import Prediction
 
-__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "onto_first_grid", "stack_modalities", "stacked", "default_out", "is_main_process", "get_task"]
+__all__ = ["PACKAGE_MANIFEST", "train_run", "load_model", "evaluate_run", "predict_paths", "predict_multimodal", "predict_modalities", "predict_aligned", "stack_modalities", "stacked", "default_out", "is_main_process", "get_task"]
 
 
 #: The file that marks an exported package folder (written by :mod:`medanomaly.deploy.package`).
@@ -180,10 +180,10 @@ def predict_paths(model: TaskModel, paths: Iterable[str | Path], read_options: d
         yield path, prediction, volume
 
 
-def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False,
+def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None], alignment: str = "none",
                        ) -> tuple[Path, Prediction | InputError, Any]:  # fmt: skip
-    """Predict one case from one file per modality (None = missing, flagged by the model; ``resample_to_first``:
-    :func:`onto_first_grid`).
+    """Predict one case from one file per modality (None = missing, flagged by the model; ``alignment``: how the
+    modalities are brought onto the first's grid, :mod:`medanomaly.engine.alignment`).
 
     Returns:
         ``(first path, Prediction or InputError, None)``, like one item of :func:`predict_paths`; an error the
@@ -192,15 +192,16 @@ def predict_multimodal(model: TaskModel, paths: Mapping[str, str | Path | None],
     given = [Path(p) for p in paths.values() if p is not None]
     first = given[0] if given else Path("-")
     try:
-        return first, predict_modalities(model, paths, resample_to_first)[1], None
+        return first, predict_modalities(model, paths, alignment)[1], None
     except InputError as exc:
         return first, exc, None
 
 
-def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False,
+def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], alignment: str = "none",
                        ) -> tuple[dict[str, Any], Prediction]:  # fmt: skip
-    """Read one file (or DICOM folder) per modality (None = missing) and predict them together (``resample_to_first``:
-    each on the first's grid, :func:`onto_first_grid`).
+    """Read one file (or DICOM folder) per modality (None = missing) and predict them together (``alignment``: each
+    other one resampled or registered onto the first's grid, :func:`medanomaly.engine.alignment.align_to_first`;
+    a registration is said in the prediction's flags).
 
     Returns:
         ``(the Volume of each modality, None where missing; the Prediction)``.
@@ -208,39 +209,34 @@ def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None],
     Raises:
         InputError: a file that cannot be read, or the model's checks of the images together, naming the inputs.
     """
+    from medanomaly.engine.alignment import align_to_first
+
     with _naming_inputs(paths):
-        volumes = _read_modalities(model, paths)
-        if resample_to_first:
-            volumes = onto_first_grid(volumes)
-        return volumes, model.predict(volumes)  # type: ignore[arg-type]
+        volumes = align_to_first(_read_modalities(model, paths), alignment)
+        return volumes, predict_aligned(model, volumes)
 
 
-def onto_first_grid(volumes: Mapping[str, Any]) -> dict[str, Any]:
-    """The modalities' Volumes (None: missing), each on the first present one's grid by patient coordinates, which
-    only one DICOM frame of reference makes right (:func:`medanomaly.preprocess.resample.resample_in_frame`: else an
-    InputError naming the two).
+def predict_aligned(model: TaskModel, volumes: Mapping[str, Any]) -> Prediction:
+    """The model's prediction of modalities already on one grid, with a flag for each one registered onto the first
+    (:func:`medanomaly.engine.alignment.registration_flags`): the transform found stays with the call."""
+    from dataclasses import replace
 
-    The same scanner session's series (a T1 and a PD of one study) share their coordinates but often not their
-    grid (another field of view, matrix or slice count); fusion takes them on one grid and never resamples unasked."""
-    from medanomaly.preprocess.resample import resample_in_frame
+    from medanomaly.engine.alignment import registration_flags
 
-    present = [name for name, v in volumes.items() if v is not None]
-    if not present:
-        return dict(volumes)
-    first = present[0]
-    return {name: (v if v is None or name == first else resample_in_frame(v, volumes[first], name, first))
-            for name, v in volumes.items()}  # fmt: skip
+    prediction = model.predict(volumes)  # type: ignore[arg-type]
+    flags = registration_flags(volumes)
+    return replace(prediction, flags=prediction.flags + flags) if flags else prediction
 
 
-def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], resample_to_first: bool = False) -> Any:
+def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], alignment: str = "none") -> Any:
     """One Volume whose components are a multimodal model's inputs in its order (read from one file
-    per modality, all present, checked as ``predict`` checks them: each image's modality, one grid, with
-    ``resample_to_first`` after :func:`onto_first_grid`): what explain takes for a fusion model."""
+    per modality, all present, checked as ``predict`` checks them: each image's modality, one grid, after
+    ``alignment``, :mod:`medanomaly.engine.alignment`): what explain takes for a fusion model."""
     names = tuple(getattr(model, "modalities", ()))
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
-    by_name, _ = predict_modalities(model, paths, resample_to_first)  # the model's own checks of the images together
+    by_name, _ = predict_modalities(model, paths, alignment)  # the model's own checks of the images together
     return stacked(model, by_name)
 
 

@@ -295,10 +295,12 @@ def to_canonical(volume: Volume, orientation: str = "LPS") -> Volume:
 def resample_in_frame(volume: Volume, reference: Volume, name: str = "the image", onto: str = "the reference") -> Volume:
     """``volume`` on ``reference``'s grid by patient coordinates (linear, float32, the image's minimum outside), when
     both carry the same DICOM frame of reference (one scanner's coordinates: no registration needed); as it is when
-    already on the grid. ``name`` / ``onto`` name the two in the error.
+    already on the grid, unless the two record different frames (the same numbers then name two places: a series of
+    another visit on a grid of the same size was fused voxel by voxel). ``name`` / ``onto`` name the two in the error.
 
     Raises:
-        InputError: the two are on different grids and not in one (recorded) frame of reference.
+        InputError: the two record different frames of reference, or are on different grids and not in one
+            (recorded) frame of reference.
 
     Example:
         >>> frame = {"frame_of_reference_uid": "1.2.3"}
@@ -307,10 +309,12 @@ def resample_in_frame(volume: Volume, reference: Volume, name: str = "the image"
         >>> resample_in_frame(pd, t1, "PD", "T1").shape
         (1, 8, 8)
     """
-    if volume.same_grid(reference):
-        return volume
     frame = str(reference.meta.get("frame_of_reference_uid") or "")
-    if not frame or str(volume.meta.get("frame_of_reference_uid") or "") != frame:
+    own = str(volume.meta.get("frame_of_reference_uid") or "")
+    if volume.same_grid(reference) and not (frame and own and own != frame):  # two recorded frames: not one space
+        return volume
+    if not frame or own != frame:
         raise InputError(f"{name} is in another frame of reference than {onto} (or one is not recorded): resampling "
-                         f"by coordinates needs one; bring it onto {onto}'s grid with `medanomaly register` first")
+                         f"by coordinates needs one; register it onto {onto} (--register-to-first, or `medanomaly "
+                         "register` first)")
     return resample_like(volume, reference, interpolator="linear", dtype="float32")

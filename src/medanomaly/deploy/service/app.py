@@ -169,10 +169,11 @@ def bearer(request: Request, credentials: HTTPAuthorizationCredentials | None = 
 
 
 async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | None = None,
-                 resample_to_first: bool = False) -> dict[str, Any]:  # fmt: skip
+                 alignment: str = "none") -> dict[str, Any]:  # fmt: skip
     """Store an upload as a new queued job of ``model`` (the body of ``POST /v1/studies``); ``frame``: the frame of a
     cine loop to predict, kept beside the input (:func:`~medanomaly.deploy.service.worker.requested_frame`);
-    ``resample_to_first``: a fusion upload's modalities brought onto the first's grid (one frame of reference)."""
+    ``alignment``: how a fusion upload's modalities are brought onto the first's grid
+    (:data:`medanomaly.engine.alignment.ALIGNMENTS`)."""
     from fastapi import HTTPException
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -209,8 +210,8 @@ async def ingest(request: Request, model: str, entry: TokenEntry, frame: int | N
     job_id = __import__("uuid").uuid4().hex
     study_dir = studies / job_id
     try:
-        parts = upload_parts(form, worker.model, frame, resample_to_first)
-        kind, n = await run_in_threadpool(_store, parts, worker.model, study_dir, limits, frame, resample_to_first)
+        parts = upload_parts(form, worker.model, frame, alignment)
+        kind, n = await run_in_threadpool(_store, parts, worker.model, study_dir, limits, frame, alignment)
     except (UploadRefused, OSError) as exc:
         shutil.rmtree(study_dir, ignore_errors=True)  # nothing half-stored stays behind
         if isinstance(exc, UploadRefused):
@@ -235,13 +236,13 @@ def _over_token_limit(most: int, worker: ModelWorker) -> Exception:
                          headers={"Retry-After": str(worker.retry_after())})  # fmt: skip
 
 
-def upload_parts(form: Any, model: Any, frame: int | None, resample_to_first: bool = False) -> dict[str, list[Any]]:
+def upload_parts(form: Any, model: Any, frame: int | None, alignment: str = "none") -> dict[str, list[Any]]:
     """The uploaded files by multipart field: ``{"files": [...]}``, or, for a multimodal (fusion) model sent one
     field per modality (``T1``, ``PD``), ``{modality: [...]}`` for the modalities sent (one may be missing).
 
     Raises:
         UploadRefused: 400 a field that is no modality of the model beside modality fields, ``frame`` with them, or
-            ``resample_to_first`` without them.
+            an ``alignment`` (``resample_to_first``, ``register_to_first``) without them.
     """
     fields: dict[str, list[Any]] = {}
     for key, value in form.multi_items():
@@ -252,8 +253,8 @@ def upload_parts(form: Any, model: Any, frame: int | None, resample_to_first: bo
         raise UploadRefused(400, f"no file in the upload: send one field per modality ({', '.join(names)}), or one "
                                  "image with them as components in field 'files'")  # fmt: skip
     if not set(fields) & set(names):
-        if resample_to_first:
-            raise UploadRefused(400, "resample_to_first brings a fusion model's modalities onto one grid: send one "
+        if alignment != "none":
+            raise UploadRefused(400, f"{alignment}_to_first brings a fusion model's modalities onto one grid: send one "
                                      f"field per modality ({', '.join(names) or 'this model takes one image'})")  # fmt: skip
         return {"files": fields.get("files", [])}
     others = sorted(set(fields) - set(names))
@@ -266,7 +267,7 @@ def upload_parts(form: Any, model: Any, frame: int | None, resample_to_first: bo
 
 
 def _store(parts: dict[str, list[Any]], model: Any, study_dir: Path, limits: IngestLimits,
-           frame: int | None, resample_to_first: bool = False) -> tuple[str, int]:  # fmt: skip
+           frame: int | None, alignment: str = "none") -> tuple[str, int]:  # fmt: skip
     """Store an upload's files under ``study_dir/input`` and what it asked beside them (:data:`REQUEST_FILE`)."""
     if "files" in parts:
         kind, n = store_upload(parts["files"], study_dir / "input", limits)
@@ -274,7 +275,7 @@ def _store(parts: dict[str, list[Any]], model: Any, study_dir: Path, limits: Ing
             atomic_write_json(study_dir / REQUEST_FILE, {"frame": frame})
         return kind, n
     kind, n, folders = store_modalities(parts, model.modalities, study_dir / "input", limits)
-    atomic_write_json(study_dir / REQUEST_FILE, {"modalities": folders, "resample_to_first": resample_to_first})
+    atomic_write_json(study_dir / REQUEST_FILE, {"modalities": folders, "alignment": alignment})
     return kind, n
 
 

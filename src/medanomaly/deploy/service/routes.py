@@ -95,6 +95,9 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
                         "a cine is refused without it")  # fmt: skip
     resample_query = Query(False, description="a fusion model's modalities sent one field each, brought onto the "
                            "first's grid by patient coordinates (one DICOM frame of reference only; no registration)")
+    register_query = Query(False, description="a fusion model's modalities sent one field each, each other one "
+                           "registered onto the first (rigid, mutual information; any frame of reference) and "
+                           "resampled there; the transform found is in the result's flags")  # fmt: skip
     modality_query = Query(0, ge=0, le=64, description="a fusion call's modality, its `n` in the result's "
                            "`modalities` (0: the first sent, the image)")  # fmt: skip
     static = WEB_DIR / "static"
@@ -147,9 +150,16 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/MGH/NRRD)",
               openapi_extra=_UPLOAD_DOC)  # fmt: skip
     async def upload(request: Request, model: str | None = None, frame: int | None = frame_query,
-                     resample_to_first: bool = resample_query, entry: TokenEntry = auth) -> Any:
+                     resample_to_first: bool = resample_query, register_to_first: bool = register_query,
+                     entry: TokenEntry = auth) -> Any:  # fmt: skip
+        from fastapi import HTTPException
+
+        from medanomaly.engine.alignment import alignment_of
+
         name = model or next(iter(request.app.state.workers))
-        return await ingest(request, name, entry, frame, resample_to_first)
+        if resample_to_first and register_to_first:
+            raise HTTPException(400, "resample_to_first and register_to_first: give one (registration resamples too)")
+        return await ingest(request, name, entry, frame, alignment_of(resample_to_first, register_to_first))
 
     @app.get("/v1/jobs", summary="Recent jobs of the models this token may use")
     def jobs(request: Request, entry: TokenEntry = auth) -> Any:

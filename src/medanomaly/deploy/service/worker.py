@@ -24,7 +24,7 @@ from medanomaly.io.frames import reword_frame_advice
 from medanomaly.errors import InputError, MedanomalyError
 
 __all__ = ["MAX_FRAME", "REQUEST_FILE", "ModelWorker", "input_path", "requested_frame", "requested_modalities",
-           "requested_resample"]
+           "requested_alignment"]
 
 log = logging.getLogger("medanomaly.service")
 #: What an upload asked beside its files (``{"frame": N}``), in its study folder.
@@ -93,12 +93,17 @@ def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any],
     return out
 
 
-def requested_resample(study_dir: Path) -> bool:
-    """Whether an upload of one field per modality asked for them on the first's grid (``resample_to_first``)."""
+def requested_alignment(study_dir: Path) -> str:
+    """How an upload of one field per modality asked for them on the first's grid
+    (:data:`medanomaly.engine.alignment.ALIGNMENTS`; a job stored before alignments had names kept
+    ``resample_to_first``)."""
+    from medanomaly.engine.alignment import ALIGNMENTS
     from medanomaly.jsonio import read_json
 
     path = study_dir / REQUEST_FILE
-    return path.is_file() and read_json(path, max_bytes=4096).get("resample_to_first") is True
+    request = read_json(path, max_bytes=4096) if path.is_file() else {}
+    alignment = request.get("alignment", "resample" if request.get("resample_to_first") is True else "none")
+    return alignment if alignment in ALIGNMENTS else "none"
 
 
 #: A fusion run's advice for a 4D modality (:func:`medanomaly.io.frames.read_modality`), which a client cannot follow.
@@ -237,7 +242,7 @@ class ModelWorker:
             if paths is None:
                 return False
             self.store.progress(job["id"], 0.2)
-            volumes, prediction = predict_modalities(self.model, paths, requested_resample(study_dir))
+            volumes, prediction = predict_modalities(self.model, paths, requested_alignment(study_dir))
         except MedanomalyError as exc:
             self._fail(job, exc)
             return True
