@@ -190,6 +190,57 @@ def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_whe
     assert code == 0 and (tmp_path / "ex" / "explanation.nii.gz").is_file(), err
 
 
+def _of_patient(folder: Path, patient: str) -> Path:
+    """``folder``'s series rewritten as patient ``patient``'s (our writer names every patient ANONYMOUS)."""
+    import pydicom
+
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.PatientID = patient
+        ds.save_as(path)
+    return folder
+
+
+def test_a_patient_s_studies_are_paired_with_pair_by_patient(fusion_run, tmp_path, monkeypatch, capsys) -> None:
+    """A T1 study and a PD study of one patient (another visit: another frame of reference, the anatomy 6 mm off):
+    each ran alone, its other modality missing; with --pair-by patient and --register-to-first they are one call, its SR
+    in the T1's study listing the PD of the other study. A patient with two T1 studies is an error naming them; no
+    PatientID reaches a result table or record."""
+    import pydicom
+
+    from medanomaly.deploy.dicom_out import dciodvfy
+
+    root = tmp_path / "a"
+    _of_patient(_series(root, 1, "t1", "T1", "T1"), "PAT-A")
+    pd = _of_patient(_series(root, 2, "pd", "PD", "PD", frame=8, move=6), "PAT-A")
+    _of_patient(_series(root, 3, "t1", "T1", "T1"), "PAT-B")
+    for study, name in ((4, "T1"), (5, "T1"), (6, "PD")):
+        _of_patient(_series(root, study, name.lower(), name, name), "PAT-C")
+    code, text, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), str(root), "--out", str(tmp_path / "s"))
+    rows = _rows(tmp_path / "s")
+    assert {"1:done", "2:done"} <= set(rows) and "missing_modality:T1" in _record(
+        tmp_path / "s", rows["2:done"]["series_id"])["prediction"]["flags"], text  # fmt: skip
+    out = tmp_path / "p"
+    code, text, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), str(root), "--out", str(out),
+                               "--pair-by", "patient", "--register-to-first")  # fmt: skip
+    assert code == 1 and "6 series: done 2, error 3, skipped 1" in text, text + err  # patient C: 3 errors
+    rows = _rows(out)
+    both = _record(out, rows["1:done"]["series_id"])
+    assert both["fusion"] == {"T1": rows["1:done"]["series_id"], "PD": rows["2:skipped"]["series_id"]}
+    assert rows["2:skipped"]["reason"] == f"PD of the fusion set in the row of series {rows['1:done']['series_id']}"
+    assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
+    assert "missing_modality:PD" in _record(out, rows["3:done"]["series_id"])["prediction"]["flags"]
+    assert rows["4:error"]["reason"].startswith("2 series of its patient match T1 (")
+    sr = out / both["dicom"]["sr"]
+    assert dciodvfy(sr).errors == [] and pydicom.dcmread(sr).StudyInstanceUID == STUDY.format(1)
+    other = {s.SeriesInstanceUID for study in pydicom.dcmread(sr).PertinentOtherEvidenceSequence
+             for s in study.ReferencedSeriesSequence}  # fmt: skip
+    assert other == {_series_uid(pd)}  # the PD, of another study, is the call's evidence too
+    assert pydicom.dcmread(sr).PatientID == "PAT-A"  # filed as the patient's (the DICOM outputs must name them)
+    texts = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".csv", ".json"))
+    assert not any(patient in texts for patient in ("PAT-A", "PAT-B", "PAT-C"))  # the results never do
+
+
 def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_path, monkeypatch, capsys) -> None:
     from tests.integration.conftest import lung_detector_run
 
@@ -202,6 +253,9 @@ def test_pairing_options_are_one_line_where_they_do_not_apply(fusion_run, tmp_pa
         ((str(lung), "a.nii", "--resample-to-first"), "give MODALITY=path (or an archive)"),
         ((str(lung), str(tmp_path / "empty"), "--register-to-first"), "takes one series at a time"),
         ((str(lung), "a.nii", "--register-to-first"), "give MODALITY=path (or an archive)"),
+        ((str(lung), str(tmp_path / "empty"), "--pair-by", "patient"), "takes one series at a time"),
+        ((str(fusion_run), str(tmp_path / "empty"), "--pair-by", "visit"), "--pair-by must be study or patient"),
+        ((str(fusion_run), "T1=a.nii", "--pair-by", "patient"), "--pair-by: for an archive"),
     ):
         code, _, err = run_main(monkeypatch, capsys, "predict", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and reason in err and "Traceback" not in err, err

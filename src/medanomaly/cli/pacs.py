@@ -51,7 +51,7 @@ def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
 
 def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
                   explain: str | None = None, modality_series: list[str] | None = None,
-                  resample_to_first: bool = False, register_to_first: bool = False):  # fmt: skip
+                  resample_to_first: bool = False, register_to_first: bool = False, pair_by: str = "study"):  # fmt: skip
     from medanomaly.deploy.batch import BatchOptions
     from medanomaly.deploy.select import parse_rule, parse_size
 
@@ -60,6 +60,8 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
     if explain is not None:
         check_explain_method(explain)
     alignment_of(resample_to_first, register_to_first)  # both at once: one line before any work
+    if pair_by not in ("study", "patient"):
+        raise InputError(f"--pair-by must be study or patient, got {pair_by[:32]!r}")
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work
@@ -74,7 +76,7 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
                         site=None if site == "none" else site, explain=explain,
                         modality_series=tuple(modality_series or ()), resample_to_first=resample_to_first,
-                        register_to_first=register_to_first)  # fmt: skip
+                        register_to_first=register_to_first, pair_by=pair_by)  # fmt: skip
 
 
 def check_explain_method(method: str) -> None:
@@ -108,6 +110,7 @@ def predict_archive(
     modality_series: list[str] | None = None,
     resample_to_first: bool = False,
     register_to_first: bool = False,
+    pair_by: str = "study",
 ) -> int:
     """Run a trained model over every series of an archive; print a summary; return the exit code.
 
@@ -119,7 +122,7 @@ def predict_archive(
     from medanomaly.engine import load_model
 
     options = batch_options(series_filter, memory_limit, dicom, site, explain, modality_series, resample_to_first,
-                            register_to_first)  # fmt: skip
+                            register_to_first, pair_by)  # fmt: skip
     key = ids_key(keyed_ids, key_file)
     if engine != "ray" and (address or workers):  # they were ignored without a word on one machine
         raise InputError(f"{'--address' if address else '--workers'} is for --engine ray")

@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,
+        pair_by: str = typer.Option("study", "--pair-by", help="Archive, fusion model: pair the series of one study "
+                                    "(study) or of one patient across their studies (patient: a CT and an MR of two "
+                                    "visits; with --register-to-first)."),
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Archive: refuse a series whose float32 "
                                          "volume is larger, by its headers, before reading it."),
         site: str = typer.Option("auto", "--site", help="Archive: finding site in the SR (lung, breast, ...; auto; "
@@ -91,14 +94,14 @@ def register(app: typer.Typer) -> None:
                 code = predict_archive(run, paths[0], target, series_filter=series_filter or None, dicom=dicom,
                                        engine=engine, address=address, explain=explain,
                                        modality_series=modality_series, resample_to_first=resample_to_first,
-                                       register_to_first=register_to_first,
+                                       register_to_first=register_to_first, pair_by=pair_by,
                                        memory_limit=memory_limit, site=site, keyed_ids=keyed_ids, key_file=key_file,
                                        retry_errors=retry_errors, workers=workers)  # fmt: skip
             raise typer.Exit(code=code)
         archive_only = {"--series-filter": bool(series_filter), "--engine": engine != "local", "--address": address,
                         "--no-dicom": not dicom, "--memory-limit": memory_limit != "4G", "--site": site != "auto",
                         "--keyed-ids": keyed_ids, "--key-file": key_file, "--retry-errors": retry_errors,
-                        "--workers": workers}  # fmt: skip
+                        "--workers": workers, "--pair-by": pair_by != "study"}  # fmt: skip
         given = [name for name, value in archive_only.items() if value]
         if given:  # they were ignored without a word for files
             raise InputError(f"{', '.join(given)}: for an archive (a folder of series); not for files", paths[0])

@@ -45,7 +45,7 @@ from medanomaly.io.frames import check_volume, reword_frame_advice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FRAME_ALONE_ADVICE", "HEADER_KEYWORDS", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "read_series",
+__all__ = ["FRAME_ALONE_ADVICE", "HEADER_KEYWORDS", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "patient_key", "read_series",
            "walk_archive"]
 
 #: Modalities of DICOM objects that are not images to run a model on.
@@ -74,8 +74,11 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".mnc", ".par", ".
 HEADER_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
     "BitsAllocated", "SamplesPerPixel", "SliceThickness", "ConvolutionKernel", "ImageType",
-    "ImageOrientationPatient", "BodyPartExamined", "SeriesDescription",
+    "ImageOrientationPatient", "BodyPartExamined", "SeriesDescription", "PatientID", "IssuerOfPatientID",
 )  # fmt: skip
+
+#: The secret of :func:`patient_key`, new in each process: its keys pair one run's series and mean nothing after it.
+_PATIENT_KEY_SECRET = os.urandom(32)
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -114,6 +117,9 @@ class SeriesEntry:
         orientation: "axial" | "coronal" | "sagittal" | "oblique" | "" (from ImageOrientationPatient).
         body_part: BodyPartExamined ("" when absent).
         description: SeriesDescription, used only for selection rules, never written to results.
+        patient_key: which patient the series is of, as a keyed hash of PatientID and its issuer whose secret is new
+            in each process (:func:`patient_key`), for pairing a patient's studies; never written; None when the
+            header names no patient.
     """
 
     key: str
@@ -132,6 +138,7 @@ class SeriesEntry:
     orientation: str = ""
     body_part: str = ""
     description: str = ""
+    patient_key: str | None = None
 
     @property
     def series_uid(self) -> str | None:
@@ -272,7 +279,26 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
         orientation=_orientation(h.get("ImageOrientationPatient")),
         body_part=_text(h.get("BodyPartExamined"))[:MAX_TEXT],
         description=_text(h.get("SeriesDescription"))[:MAX_TEXT],
+        patient_key=patient_key(h),
     )
+
+
+def patient_key(h: dict[str, Any]) -> str | None:
+    """A series' patient as HMAC-SHA256 of its PatientID and IssuerOfPatientID under a secret new in each process: two
+    series of one patient get one key in a run, and the key cannot be turned back into the id (a plain hash of a
+    hospital's short record numbers could be, by trying them all) nor matched across runs. None without a PatientID.
+
+    Example:
+        >>> patient_key({"PatientID": "12345"}) == patient_key({"PatientID": "12345"}) != patient_key({"PatientID": "1"})
+        True
+    """
+    import hmac
+
+    patient = _text(h.get("PatientID")).strip()
+    if not patient:
+        return None
+    issuer = _text(h.get("IssuerOfPatientID")).strip()
+    return hmac.new(_PATIENT_KEY_SECRET, f"{issuer}\x1f{patient}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def entry_from_datasets(datasets: Any) -> SeriesEntry | str:

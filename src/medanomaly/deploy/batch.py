@@ -72,6 +72,8 @@ class BatchOptions:
             reference only).
         register_to_first: a fusion set's other modalities registered onto the first (rigid; any frame of
             reference: :mod:`medanomaly.engine.alignment`).
+        pair_by: a fusion set is one ``study``'s series, or one ``patient``'s across their studies (a CT and an MR
+            of two visits; :data:`medanomaly.deploy.fusion_sets.PAIR_BY`).
     """
 
     series_filters: tuple[str, ...] = ()
@@ -82,6 +84,7 @@ class BatchOptions:
     modality_series: tuple[str, ...] = ()
     resample_to_first: bool = False
     register_to_first: bool = False
+    pair_by: str = "study"
 
     @property
     def alignment(self) -> str:
@@ -183,7 +186,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
     for name, default in (("explain", None), ("modality_series", ()), ("resample_to_first", False),
-                          ("register_to_first", False)):
+                          ("register_to_first", False), ("pair_by", "study")):
         if opts[name] == default:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
             del opts[name]
     key_tag = hashlib.sha256(b"medanomaly-batch-key\x1f" + key).hexdigest()[:16] if key else ""
@@ -214,19 +217,21 @@ def check_options_for(model: Any, options: BatchOptions) -> None:
     Raises:
         InputError: one line saying which option does not fit the model.
     """
-    from medanomaly.deploy.fusion_sets import FUSION_SELECTION, parse_modality_series
+    from medanomaly.deploy.fusion_sets import FUSION_SELECTION, PAIR_BY, parse_modality_series
 
     if options.explain is not None:  # a model that cannot be explained: one line before any series
         from medanomaly.deploy.explanation import explainer_for
 
         explainer_for(model, options.explain, str(getattr(model, "run_dir", "") or "the model"))
 
+    if options.pair_by not in PAIR_BY:
+        raise InputError(f"--pair-by must be one of {', '.join(PAIR_BY)}, got {options.pair_by[:32]!r}")
     if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
         options.alignment  # noqa: B018 - both alignments at once: one line before any work
-    elif options.modality_series or options.resample_to_first or options.register_to_first:
-        raise InputError("--modality-series, --resample-to-first and --register-to-first pair a fusion model's "
-                         f"modalities; this model ({model.task}) takes one series at a time")  # fmt: skip
+    elif options.modality_series or options.resample_to_first or options.register_to_first or options.pair_by != "study":
+        raise InputError("--modality-series, --pair-by, --resample-to-first and --register-to-first pair a fusion "
+                         f"model's modalities; this model ({model.task}) takes one series at a time")  # fmt: skip
 
 
 def with_fusion_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
@@ -237,7 +242,7 @@ def with_fusion_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -
         return decisions, ctx
     names = tuple(getattr(model, "modalities", ()))
     matchers = modality_matchers(names, parse_modality_series(ctx.options.modality_series, names))
-    decisions, sets = pair_studies(decisions, names, matchers, ctx.series_id_of)
+    decisions, sets = pair_studies(decisions, names, matchers, ctx.series_id_of, ctx.options.pair_by)
     return decisions, replace(ctx, sets=sets)
 
 

@@ -1,4 +1,5 @@
-"""A multimodal (fusion) model over an archive: the series of one study paired into one set, one prediction per set.
+"""A multimodal (fusion) model over an archive: the series of one study (or patient) paired into one set, one prediction
+per set.
 
 A fusion model takes one image per modality it was trained with (``T1`` and ``PD``; ``CT`` and ``MR``). In an archive
 those are series of one study (a brain MR study holds its T1, T2, PD and FLAIR series). Per study:
@@ -18,7 +19,14 @@ those are series of one study (a brain MR study holds its T1, T2, PD and FLAIR s
   member over the memory limit refuses the set. A resumed batch redoes a set whose members changed.
 * **One grid**: the model takes its modalities on one grid. ``--resample-to-first`` brings each other modality onto
   the first's grid by patient coordinates, and only when both series share a DICOM frame of reference (the scanner's
-  coordinates, no registration); otherwise a set on several grids is an error naming ``medanomaly register``.
+  coordinates, no registration); ``--register-to-first`` registers it onto the first (rigid, any frame of reference:
+  :mod:`medanomaly.engine.alignment`); otherwise a set on several grids is an error saying so.
+* **A patient's studies** (``--pair-by patient``): the series of one patient's studies are paired as one study's are
+  (a CT study and an MR study of two visits: by study each ran alone, its other modality missing), the patient told by
+  a keyed hash of PatientID and its issuer whose secret is new in each run
+  (:func:`medanomaly.deploy.archive.patient_key`: never written, meaningless after the run); a series whose header
+  names no patient is paired within its study. Two visits with a CT each are two series that match CT: an error
+  naming them, as in one study.
 
 A series description is used only to match; it is never written to a result (it is free text).
 
@@ -42,7 +50,7 @@ from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
-__all__ = ["FUSION_SELECTION", "FusionSet", "aligned", "modality_matchers", "pair_studies",
+__all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "aligned", "modality_matchers", "pair_studies",
            "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
@@ -122,19 +130,26 @@ def modality_matchers(names: Sequence[str], patterns: Mapping[str, re.Pattern[st
     return out
 
 
+#: What a fusion set is made within (``--pair-by``): one study's series, or one patient's, across their studies.
+PAIR_BY = ("study", "patient")
+
+
 def pair_studies(decisions: Sequence[Decision], names: Sequence[str],
                  matchers: Mapping[str, Callable[[SeriesEntry], bool]], name_of: Callable[[str], str] = str,
-                 ) -> tuple[list[Decision], dict[str, FusionSet]]:  # fmt: skip
-    """The decisions with each study's series paired into one set (see the module docstring), and the sets by the key
-    of the series whose row runs them. ``name_of`` names a series in a reason, from its key (a keyed id)."""
-    by_study: dict[str, list[Decision]] = {}
+                 by: str = "study") -> tuple[list[Decision], dict[str, FusionSet]]:  # fmt: skip
+    """The decisions with each study's (``by="patient"``: each patient's) series paired into one set (see the module
+    docstring), and the sets by the key of the series whose row runs them. ``name_of`` names a series in a reason,
+    from its key (a keyed id). A series whose header names no patient is paired within its study."""
+    groups: dict[tuple[str, str], list[Decision]] = {}
     for d in decisions:
         if d.status in ("run", "refused"):
-            by_study.setdefault(d.entry.study_uid or d.entry.key, []).append(d)
+            patient = d.entry.patient_key if by == "patient" else None
+            groups.setdefault(("patient", patient) if patient else ("study", d.entry.study_uid or d.entry.key),
+                              []).append(d)  # fmt: skip
     changed: dict[str, Decision] = {}
     sets: dict[str, FusionSet] = {}
-    for group in by_study.values():
-        _pair_study(group, names, matchers, name_of, changed, sets)
+    for (kind, _), group in groups.items():
+        _pair_study(group, names, matchers, name_of, changed, sets, kind)
     return [changed.get(d.entry.key, d) for d in decisions], sets
 
 
@@ -145,15 +160,16 @@ def _matches(entry: SeriesEntry, names: Sequence[str], matchers: Mapping[str, Ca
 
 
 def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mapping[str, Callable[[SeriesEntry], bool]],
-                name_of: Callable[[str], str], changed: dict[str, Decision], sets: dict[str, FusionSet]) -> None:  # fmt: skip
-    """Pair one study's series (``changed`` and ``sets`` filled in place)."""
+                name_of: Callable[[str], str], changed: dict[str, Decision], sets: dict[str, FusionSet],
+                by: str = "study") -> None:  # fmt: skip
+    """Pair one study's (or patient's) series (``changed`` and ``sets`` filled in place)."""
     matched = {d.entry.key: _matches(d.entry, names, matchers) for d in group}
     rule = f"matched by Modality or SeriesDescription, --modality-series NAME=REGEX; the model takes {', '.join(names)}"
     for d in group:
         if not matched[d.entry.key] and d.status != "refused":  # a refusal (too large) stays one, whatever it is
             changed[d.entry.key] = replace(d, status="skipped", reason=f"no modality of the fusion model ({rule})")
     by_name = {name: [d for d in group if name in matched[d.entry.key]] for name in names}
-    reason = _ambiguity(by_name, matched, name_of)
+    reason = _ambiguity(by_name, matched, name_of, by)
     if reason:
         for d in group:
             if matched[d.entry.key]:
@@ -179,12 +195,12 @@ def _pair_study(group: Sequence[Decision], names: Sequence[str], matchers: Mappi
 
 
 def _ambiguity(by_name: Mapping[str, Sequence[Decision]], matched: Mapping[str, Sequence[str]],
-               name_of: Callable[[str], str]) -> str:  # fmt: skip
-    """Why a study's series make no set (a modality matched by several series, a series matching several
+               name_of: Callable[[str], str], by: str = "study") -> str:  # fmt: skip
+    """Why a study's (a patient's) series make no set (a modality matched by several series, a series matching several
     modalities), or "" when they make one."""
     double = [d for ds in by_name.values() for d in ds if len(matched[d.entry.key]) > 1]
     double = list({d.entry.key: d for d in double}.values())  # each such series once
-    parts = [f"{len(ds)} series of its study match {n} ({_some(ds, name_of)})" for n, ds in by_name.items() if len(ds) > 1]
+    parts = [f"{len(ds)} series of its {by} match {n} ({_some(ds, name_of)})" for n, ds in by_name.items() if len(ds) > 1]
     parts += [f"series {name_of(d.entry.key)} matches {' and '.join(matched[d.entry.key])}" for d in double[:MAX_NAMED]]
     if len(double) > MAX_NAMED:
         parts.append(f"{len(double) - MAX_NAMED} more series match two")

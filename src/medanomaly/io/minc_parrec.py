@@ -17,9 +17,14 @@
 Why these two: the MNI's templates and BrainWeb's simulated brains are MINC, and PAR/REC is how many MR research
 groups export from a Philips scanner; both were ``unsupported file type``.
 
-Example:
-    >>> read_minc_parrec("brain.mnc").meta["source_format"]  # doctest: +SKIP
+Example (nibabel's own test files):
+    >>> from pathlib import Path
+    >>> import nibabel
+    >>> data = Path(nibabel.__file__).parent / "tests" / "data"
+    >>> read_minc_parrec(data / "tiny.mnc").meta["source_format"]
     'minc'
+    >>> read_minc_parrec(data / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=2).meta["description"]
+    'PAR/REC geometry from its angulation and offcentre, volume 2 of 3'
 """
 
 from __future__ import annotations

@@ -88,3 +88,20 @@ def test_a_member_over_the_memory_limit_refuses_the_set():
     got, _ = _pair([_entry("a", "s1", "T1"), _entry("b", "s1", "PD")], refused={"a"})
     assert got["a"] == ("refused", "T1: series x: needs ~9 GiB")
     assert got["b"] == ("skipped", "PD of the fusion set in the row of series S-a")
+
+
+def test_by_patient_a_ct_and_an_mr_of_two_studies_make_one_set_and_a_series_naming_no_patient_stays_in_its_study():
+    """A CT study and an MR study of one patient (the cardiac case study's two visits): by study each was a set of
+    its own with the other modality missing."""
+    ct = _entry("1", "study-ct", modality="CT", patient_key="p1")
+    mr = _entry("2", "study-mr", modality="MR", patient_key="p1")
+    lone = _entry("3", "study-x", modality="MR")  # no PatientID: paired within its study only
+    decisions = [Decision(e, "run") for e in (ct, mr, lone)]
+    by_study = pair_studies(decisions, ("CT", "MR"), modality_matchers(("CT", "MR")))[1]
+    assert set(by_study) == {"1", "2", "3"}
+    out, sets = pair_studies(decisions, ("CT", "MR"), modality_matchers(("CT", "MR")), by="patient")
+    assert set(sets) == {"1", "3"} and dict(sets["1"].members) == {"CT": ct, "MR": mr}
+    assert [d.status for d in out] == ["run", "skipped", "run"]
+    two = [Decision(_entry(k, f"s{k}", modality="CT", patient_key="p2"), "run") for k in ("4", "5")]
+    out, sets = pair_studies(two, ("CT", "MR"), modality_matchers(("CT", "MR")), by="patient")
+    assert not sets and all(d.reason.startswith("2 series of its patient match CT (4, 5)") for d in out)
