@@ -420,9 +420,10 @@ def test_a_fusion_call_shows_each_modality_sent_at_the_same_place(tmp_path):
     assert grey_levels(pd_canvas) > 50 and (diff > 40).mean() > 0.05, (grey_levels(pd_canvas), (diff > 40).mean())
 
 
-def test_a_fusion_upload_of_two_grids_of_one_frame_is_resampled_when_the_box_is_ticked(tmp_path):
+def test_a_fusion_upload_of_two_grids_is_resampled_or_registered_as_chosen(tmp_path):
     """A T1 and a PD DICOM series of one session on two grids failed ("grids differ") from the page, which could not
-    ask for them on one grid; ticked, the box sends resample_to_first and the job is done."""
+    ask for them on one grid: "resample" sends resample_to_first and the job is done. A PD of another visit (another
+    frame of reference, the anatomy moved) fails resampled and is done registered (register_to_first)."""
     from medanomaly.io import read
     from medanomaly.io.dicom_writer import write_dicom_series
     from medanomaly.types import Volume
@@ -435,14 +436,18 @@ def test_a_fusion_upload_of_two_grids_of_one_frame_is_resampled_when_the_box_is_
     pd = np.asarray(read(slice_nifti(tmp_path, "PD")).array)[:, 10:-10, 10:-10]
     (t1_file,) = write_dicom_series(Volume(t1, meta=frame), tmp_path / "t1")
     (pd_file,) = write_dicom_series(Volume(pd, origin=(10.5, 10.5, 0.0), meta=frame), tmp_path / "pd")
+    visit = {"modality": "MR", "frame_of_reference_uid": "1.2.826.0.1.3680043.8.498.80"}
+    moved = np.pad(pd, ((0, 0), (6, 0), (6, 0)), constant_values=float(pd.min()))[:, :-6, :-6]
+    (visit_file,) = write_dicom_series(Volume(moved, origin=(10.0, 10.0, 0.0), meta=visit), tmp_path / "visit")
     statuses = []
     with serving(tmp_path, run) as (base, token), chromium_page(700) as page:
         errors = sign_in(page, base, token)
         page.wait_for_selector("input[data-modality='PD']", state="attached")
-        for ticked in (False, True):
+        for pd_upload, align in ((pd_file, ""), (pd_file, "resample_to_first"), (visit_file, "resample_to_first"),
+                                 (visit_file, "register_to_first")):  # fmt: skip
             page.set_input_files("input[data-modality='T1']", str(t1_file))
-            page.set_input_files("input[data-modality='PD']", str(pd_file))
-            page.set_checked("#resample-to-first", ticked)
+            page.set_input_files("input[data-modality='PD']", str(pd_upload))
+            page.select_option("#align", align)
             before = page.eval_on_selector("#upload-status", "e => e.dataset.job || ''")
             page.click("#upload button")
             page.wait_for_function(f"() => (document.querySelector('#upload-status').dataset.job || '') !== '{before}'")
@@ -451,7 +456,7 @@ def test_a_fusion_upload_of_two_grids_of_one_frame_is_resampled_when_the_box_is_
                                    state="attached", timeout=PAGE_MS)  # fmt: skip
             statuses.append(page.eval_on_selector(f"tr[data-id='{job}']", "e => e.dataset.status"))
     assert not errors, errors
-    assert statuses == ["failed", "done"], statuses
+    assert statuses == ["failed", "done", "failed", "done"], statuses
 
 
 def _grey(png: bytes) -> np.ndarray:

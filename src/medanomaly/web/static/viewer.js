@@ -49,8 +49,11 @@ function showModalityFields() {
   $("#files").hidden = names.length > 0;
   $("#modality-files").innerHTML = names.map((n) =>
     `<label>${esc(n)} <input type="file" multiple data-modality="${esc(n)}"></label>`).join(" ") + (names.length
-    ? ` <label title="series of one DICOM frame of reference on other grids: resampled onto the first's (no registration)">`
-      + `<input type="checkbox" id="resample-to-first"> resample to the first's grid</label>` : "");
+    ? ` <label title="modalities on other grids: resampled onto the first's by coordinates (series of one frame of `
+      + `reference), or registered onto the first (rigid: two visits, a patient who moved)">grids `
+      + `<select id="align"><option value="">as sent (one grid)</option>`
+      + `<option value="resample_to_first">resample to the first's</option>`
+      + `<option value="register_to_first">register onto the first</option></select></label>` : "");
 }
 async function upload(ev) {
   ev.preventDefault();
@@ -59,9 +62,9 @@ async function upload(ev) {
   if (fields.length) { for (const input of fields) for (const f of input.files) data.append(input.dataset.modality, f); }
   else { for (const f of $("#files").files) data.append("files", f); }
   $("#upload-status").textContent = "uploading...";
-  const resample = fields.length && $("#resample-to-first").checked ? "&resample_to_first=true" : "";
+  const align = fields.length && $("#align").value ? "&" + $("#align").value + "=true" : "";
   try {
-    const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value) + resample, { method: "POST", body: data });
+    const r = await api("v1/studies?model=" + encodeURIComponent($("#model").value) + align, { method: "POST", body: data });
     $("#upload-status").textContent = "queued " + r.job_id.slice(0, 12);
     $("#upload-status").dataset.job = r.job_id;
   } catch (e) { $("#upload-status").textContent = e.message; }
