@@ -237,6 +237,10 @@ def test_a_patient_s_studies_are_paired_with_pair_by_patient(fusion_run, tmp_pat
              for s in study.ReferencedSeriesSequence}  # fmt: skip
     assert other == {_series_uid(pd)}  # the PD, of another study, is the call's evidence too
     assert pydicom.dcmread(sr).PatientID == "PAT-A"  # filed as the patient's (the DICOM outputs must name them)
+    from tests.unit.deploy.test_dicom_call_sr import _algorithm_parameters
+
+    registered = [f for f in both["prediction"]["flags"] if f.startswith("registered:")]
+    assert registered and set(registered) <= set(_algorithm_parameters(sr))  # the SR says the PD was moved
     texts = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".csv", ".json"))
     assert not any(patient in texts for patient in ("PAT-A", "PAT-B", "PAT-C"))  # the results never do
 

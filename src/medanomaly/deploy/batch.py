@@ -325,6 +325,7 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
     detector, none found (an SR saying so); paths relative to the output folder."""
     from medanomaly.deploy.dicom_call_sr import FINDING_TASKS
     from medanomaly.deploy.dicom_out import has_dicom_results, write_dicom_outputs
+    from medanomaly.deploy.dicom_sr import alignment_parameters
 
     if source is None or not has_dicom_results(prediction, ctx.task):
         return {}
@@ -341,7 +342,7 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
         report_none=ctx.task in FINDING_TASKS,  # a detector that finds nothing says so
-        evidence=evidence, parameters=ctx.parameters,
+        evidence=evidence, parameters=ctx.parameters + alignment_parameters(prediction),
     )  # fmt: skip
     named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}

@@ -100,6 +100,16 @@ def threshold_parameters(info: Any) -> tuple[str, ...]:
                  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))  # fmt: skip
 
 
+def alignment_parameters(prediction: Any) -> tuple[str, ...]:
+    """A fusion call's registrations (its ``registered:`` flags, :func:`medanomaly.engine.alignment.registration_flags`)
+    as algorithm parameters: a reader of the SR learns the call was made on a modality moved onto another.
+
+    >>> alignment_parameters(type("P", (), {"flags": ("missing_modality:CT", "registered:PD rigid onto T1: ...")})())
+    ('registered:PD rigid onto T1: ...',)
+    """
+    return tuple(flag for flag in getattr(prediction, "flags", ()) if flag.startswith("registered:"))
+
+
 def _group(
     index: int,
     finding: Finding,

@@ -10,9 +10,10 @@ Three ways, named by :data:`ALIGNMENTS` (the CLI's ``--resample-to-first`` / ``-
 * ``register``: each other modality registered onto the first by image content (rigid, Mattes mutual information:
   :func:`medanomaly.preprocess.registration.register`, as ``medanomaly register``) and resampled through the result
   (:func:`onto_first_by_registration`): a CT and an MR of two visits, or a patient who moved between two series. The
-  transform found is said in the prediction's flags (``registered:PD rigid onto T1: rotation 0.1 deg, translation
-  (13.0, 17.0) mm, mutual information 0.13 -> 1.00``); a registration that leaves the images less alike than it found
-  them (mutual information lower) is refused in one line, not predicted on.
+  transform found is said in the prediction's flags (``registered:PD rigid onto T1: rotation 0.0 deg, translation
+  (6.0, 6.0) mm, mutual information 0.35 -> 1.00``, measured on ITK's brain slices, the PD moved 6 mm; also an
+  Algorithm Parameter of the call's DICOM SR); a registration that leaves the images less alike than it found them
+  (mutual information lower) is refused in one line, not predicted on.
 """
 
 from __future__ import annotations
@@ -95,11 +96,15 @@ def onto_first_by_registration(volumes: Mapping[str, Any]) -> dict[str, Any]:
                              f"information {before:.3f} -> {after:.3f}); not predicted on: register them yourself "
                              "(medanomaly register) and check the result")  # fmt: skip
         rigid = result.rigid
-        note = (f"rigid onto {first}: rotation {', '.join(f'{a:.1f}' for a in rigid.angles_deg)} deg, translation "
-                f"({', '.join(f'{t:.1f}' for t in rigid.translation_mm)}) mm, mutual information {before:.2f} -> "
-                f"{after:.2f}")  # fmt: skip
+        note = (f"rigid onto {first}: rotation {_tenths(rigid.angles_deg)} deg, translation "
+                f"({_tenths(rigid.translation_mm)}) mm, mutual information {before:.2f} -> {after:.2f}")  # fmt: skip
         out[name] = result.resampled.with_meta(**{REGISTRATION_META: note})
     return out
+
+
+def _tenths(values: Any) -> str:
+    """Numbers to a tenth, comma-separated, without a negative zero (``-0.0`` for a rotation of -0.01 degrees)."""
+    return ", ".join(f"{(round(float(v), 1) or 0.0):.1f}" for v in values)
 
 
 def registration_flags(volumes: Mapping[str, Any]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medanomaly.deploy.dicom_sr import threshold_parameters
+from medanomaly.deploy.dicom_sr import alignment_parameters, threshold_parameters
 from medanomaly.deploy.explanation import explained
 from medanomaly.deploy.service.outputs import write_outputs
 from medanomaly.deploy.service.store import JobStore
@@ -278,8 +278,9 @@ class ModelWorker:
         if not study_dir.is_dir():
             return
         dicom_source = read_from if read_from is not None and read_from.is_dir() else None
+        parameters = threshold_parameters(getattr(self.model, "info", None)) + alignment_parameters(prediction)
         write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
-                      parameters=threshold_parameters(getattr(self.model, "info", None)),
+                      parameters=parameters,
                       explanation=self._explain(job, volume if explain_on is None else explain_on, prediction),
                       modalities=modalities, evidence=evidence)  # fmt: skip
         seconds = time.perf_counter() - start
