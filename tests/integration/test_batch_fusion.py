@@ -169,6 +169,9 @@ def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_whe
     t1 = _series(root, 6, "t1", "T1", "T1")
     pd = _series(root, 6, "pd", "PD", "PD", frame=7, move=6)
     model = load_model(fusion_run)
+    run_batch(model, root, tmp_path / "plain", BatchOptions(dicom=False), progress=False)
+    reason = _rows(tmp_path / "plain")["6:error"]["reason"]  # it was fused voxel by voxel: one grid, two places
+    assert "PD is in another frame of reference than T1" in reason and "--register-to-first" in reason
     run_batch(model, root, tmp_path / "resampled", BatchOptions(dicom=False, resample_to_first=True), progress=False)
     reason = _rows(tmp_path / "resampled")["6:error"]["reason"]
     assert "PD is in another frame of reference than T1" in reason and "--register-to-first" in reason
@@ -182,6 +185,8 @@ def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_whe
     files = json.loads(out)
     assert code == 0 and files["probabilities"] == pytest.approx(record["probabilities"], abs=1e-9), err
     assert flag in files["flags"]
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={t1}", f"PD={pd}")
+    assert code == 2 and "PD is in another frame of reference than T1" in err, err
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={t1}", f"PD={pd}",
                             "--register-to-first", "--resample-to-first")  # fmt: skip
     assert code == 2 and "give one" in err, err

@@ -220,8 +220,8 @@ def aligned(volumes: Mapping[str, Any], first: str, alignment: str) -> dict[str,
     how to bring it onto one (the model's own message names `medanomaly register` only).
 
     Raises:
-        InputError: a member on another grid with ``none``, in another frame of reference with ``resample``, or one
-            registration cannot align with ``register``.
+        InputError: a member on another grid, or of another recorded frame of reference, with ``none``; in another
+            frame of reference with ``resample``; one registration cannot align with ``register``.
     """
     from medanomaly.engine.alignment import align_to_first
 
@@ -233,7 +233,7 @@ def aligned(volumes: Mapping[str, Any], first: str, alignment: str) -> dict[str,
             raise InputError(f"{name} is on another grid than {first} ({_grid(volume)} vs {_grid(reference)}): "
                              "--resample-to-first brings it onto the first's when they share a frame of reference, "
                              "--register-to-first by registration otherwise")  # fmt: skip
-    return dict(volumes)
+    return align_to_first(volumes, "none")  # one grid: one frame of reference too, where they record one
 
 
 def _grid(volume: Any) -> str:

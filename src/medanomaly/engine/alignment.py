@@ -3,8 +3,8 @@
 Three ways, named by :data:`ALIGNMENTS` (the CLI's ``--resample-to-first`` / ``--register-to-first``, the service's
 ``?resample_to_first=true`` / ``?register_to_first=true``, an archive batch's options):
 
-* ``none``: the images must already share a grid (the model refuses others: "grids differ"); nothing is resampled
-  unasked;
+* ``none``: the images must already share a grid (the model refuses others: "grids differ") and, where they record
+  one, a DICOM frame of reference (:func:`check_one_frame`); nothing is resampled unasked;
 * ``resample``: each other modality resampled onto the first's grid by patient coordinates (linear), which only one
   DICOM frame of reference makes right (:func:`onto_first_grid`): the series of one scanner session;
 * ``register``: each other modality registered onto the first by image content (rigid, Mattes mutual information:
@@ -23,8 +23,8 @@ from typing import Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["ALIGNMENTS", "align_to_first", "alignment_of", "onto_first_by_registration", "onto_first_grid",
-           "registration_flags"]
+__all__ = ["ALIGNMENTS", "align_to_first", "alignment_of", "check_one_frame", "onto_first_by_registration",
+           "onto_first_grid", "registration_flags"]
 
 #: How a fusion input's modalities are brought onto one grid (the module docstring).
 ALIGNMENTS = ("none", "resample", "register")
@@ -51,7 +51,26 @@ def align_to_first(volumes: Mapping[str, Any], alignment: str) -> dict[str, Any]
         raise InputError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
     if alignment == "register":
         return onto_first_by_registration(volumes)
-    return onto_first_grid(volumes) if alignment == "resample" else dict(volumes)
+    if alignment == "resample":
+        return onto_first_grid(volumes)
+    check_one_frame(volumes)
+    return dict(volumes)
+
+
+def check_one_frame(volumes: Mapping[str, Any]) -> None:
+    """Refuse modalities that record two different DICOM frames of reference: taken as they are (no alignment asked),
+    their voxels would be fused by index although the same numbers name two places (a PD of another visit on a grid
+    of the T1's size was fused voxel by voxel). Images that record none (NIfTI, PNG) cannot be checked.
+
+    Raises:
+        InputError: naming the two modalities and how to align them.
+    """
+    frames = [(name, str(v.meta.get("frame_of_reference_uid") or "")) for name, v in volumes.items() if v is not None]
+    recorded = [(name, frame) for name, frame in frames if frame]
+    for name, frame in recorded[1:]:
+        if frame != recorded[0][1]:
+            raise InputError(f"{name} is in another frame of reference than {recorded[0][0]}: its voxels are not "
+                             f"{recorded[0][0]}'s places; --register-to-first registers it onto {recorded[0][0]}")
 
 
 def onto_first_grid(volumes: Mapping[str, Any]) -> dict[str, Any]:
