@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from medanomaly.types import Prediction
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchContext", "BatchOptions", "BatchSummary", "make_context", "process_series", "resumable_on_sigterm",
-           "run_batch", "run_fingerprint", "with_fusion_sets", "check_options_for"]  # fmt: skip
+           "run_batch", "run_fingerprint", "check_options_for"]  # fmt: skip
 
 #: Statuses a record may have. "done": predicted; "skipped": not for this task; "refused": too
 #: large; "error": could not be read or predicted (reason given).
@@ -232,18 +232,6 @@ def check_options_for(model: Any, options: BatchOptions) -> None:
     elif options.modality_series or options.resample_to_first or options.register_to_first or options.pair_by != "study":
         raise InputError("--modality-series, --pair-by, --resample-to-first and --register-to-first pair a fusion "
                          f"model's modalities; this model ({model.task}) takes one series at a time")  # fmt: skip
-
-
-def with_fusion_sets(model: Any, decisions: list[Decision], ctx: BatchContext) -> tuple[list[Decision], BatchContext]:
-    """For a fusion model, the decisions with each study's series paired into sets, and the context holding them."""
-    from medanomaly.deploy.fusion_sets import FUSION_SELECTION, modality_matchers, pair_studies, parse_modality_series
-
-    if ctx.selection != FUSION_SELECTION:
-        return decisions, ctx
-    names = tuple(getattr(model, "modalities", ()))
-    matchers = modality_matchers(names, parse_modality_series(ctx.options.modality_series, names))
-    decisions, sets = pair_studies(decisions, names, matchers, ctx.series_id_of, ctx.options.pair_by)
-    return decisions, replace(ctx, sets=sets)
 
 
 def _base_record(entry: SeriesEntry, ctx: BatchContext, status: str, reason: str = "") -> dict[str, Any]:
@@ -495,6 +483,8 @@ def run_batch(
     Raises:
         InputError: the archive is missing, a filter rule is invalid, or the folder is locked.
     """
+    from medanomaly.deploy.fusion_sets import with_fusion_sets
+
     options = options or BatchOptions()
     out_dir = Path(out_dir)
     start = time.perf_counter()

@@ -51,7 +51,8 @@ from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
 __all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "aligned", "modality_matchers", "pair_studies",
-           "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set"]
+           "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set",
+           "with_fusion_sets"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
@@ -151,6 +152,17 @@ def pair_studies(decisions: Sequence[Decision], names: Sequence[str],
     for (kind, _), group in groups.items():
         _pair_study(group, names, matchers, name_of, changed, sets, kind)
     return [changed.get(d.entry.key, d) for d in decisions], sets
+
+
+def with_fusion_sets(model: Any, decisions: list[Decision], ctx: Any) -> tuple[list[Decision], Any]:
+    """For a fusion model, the decisions with each study's (patient's) series paired into sets, and the batch context
+    (:class:`medanomaly.deploy.batch.BatchContext`) holding them; any other model's as they are."""
+    if ctx.selection != FUSION_SELECTION:
+        return decisions, ctx
+    names = tuple(getattr(model, "modalities", ()))
+    matchers = modality_matchers(names, parse_modality_series(ctx.options.modality_series, names))
+    decisions, sets = pair_studies(decisions, names, matchers, ctx.series_id_of, ctx.options.pair_by)
+    return decisions, replace(ctx, sets=sets)
 
 
 def _matches(entry: SeriesEntry, names: Sequence[str], matchers: Mapping[str, Callable[[SeriesEntry], bool]]) -> list[str]:
