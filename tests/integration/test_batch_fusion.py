@@ -345,3 +345,28 @@ def test_a_file_the_reader_skips_in_a_partner_series_is_named_in_problems_csv(fu
     assert summary.counts == {"done": 1, "skipped": 1}, summary.counts
     problems = (out / "problems.csv").read_text()
     assert "pd/copy_of_slice_1.dcm" in problems and "pd/slice_0001.dcm" in problems, problems
+
+
+def test_a_partner_series_that_cannot_be_read_has_its_own_files_named(fusion_run, tmp_path) -> None:
+    """A PD with a slice missing: problems.csv named the T1's files ("gap between t1/slice_0001.dcm and
+    t1/slice_0002.dcm"), the reader's link names read as the row's own series'; it names the PD and its files."""
+    from medanomaly.engine import load_model
+    from medanomaly.io.dicom_writer import write_dicom_series
+    from medanomaly.types import Volume
+
+    rng = np.random.default_rng(0)
+    meta = {"modality": "MR", "frame_of_reference_uid": FRAME.format(9)}
+    for name in ("T1", "PD"):
+        volume = Volume(rng.normal(100, 10, (5, 64, 64)).astype(np.float32), spacing=(1.0, 1.0, 3.0), meta=meta)
+        files = write_dicom_series(volume, tmp_path / "a" / name.lower(), study_uid=STUDY.format(9), description=name)
+    files[2].unlink()  # the PD's third slice
+    out = tmp_path / "out"
+    run_batch(load_model(fusion_run), tmp_path / "a", out, BatchOptions(dicom=False), progress=False)
+    rows = _rows(out)
+    assert rows["9:error"]["reason"] == ("PD: inconsistent slice spacing: gap of 6 mm between file 2 of the PD series "
+                                         "and file 3 of the PD series, expected 3 mm (missing or extra slice?) (files "
+                                         "named in problems.csv)")  # fmt: skip
+    with (out / "problems.csv").open() as fh:
+        (problem,) = list(csv.DictReader(fh))
+    assert problem["where"] == rows["9:skipped"]["series_id"]  # the PD's id, not the row's
+    assert "between pd/slice_0001.dcm and pd/slice_0003.dcm" in problem["reason"], problem

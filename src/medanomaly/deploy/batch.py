@@ -368,6 +368,8 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
     except InputError as exc:  # a batch takes no --frame: a cine or a 4D image is predicted from its own file
         reason = reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)
         record = _base_record(entry, ctx, "error", reason)
+        if getattr(exc, "series_key", None):  # another series of a fusion set: problems.csv names its files
+            record["partner_error"] = {"series": ctx.series_id_of(exc.series_key), "reason": exc.reader_reason}
     except Exception as exc:  # noqa: BLE001 - one bad series must not stop an archive run
         log.debug("series %s failed", entry.key, exc_info=True)
         record = _base_record(entry, ctx, "error", unexpected_reason(exc))

@@ -50,7 +50,7 @@ from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.deploy.select import Decision
 from medanomaly.errors import InputError
 
-__all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "aligned", "modality_matchers", "pair_studies",
+__all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "PartnerReadError", "aligned", "modality_matchers", "pair_studies",
            "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set",
            "with_fusion_sets"]
 
@@ -253,6 +253,18 @@ def _grid(volume: Any) -> str:
     return f"{size} voxels of {' x '.join(f'{s:g}' for s in volume.spacing)} mm"
 
 
+class PartnerReadError(InputError):
+    """A set's other series could not be read: the reason numbers its files (``file 3 of the PD series``); the reader's
+    own message (its link names) and the series' key stay with it, for ``problems.csv`` to name that series' files
+    (:func:`partner_problems`): the links were named as the row's own series' files, another series' (the PD's gap
+    between two of the T1's files)."""
+
+    def __init__(self, reason: str, path: Any, series_key: str, reader_reason: str) -> None:
+        super().__init__(reason, path)
+        self.series_key = series_key
+        self.reader_reason = reader_reason
+
+
 def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str, Any], Any]:
     """Read the set whose row is ``entry``'s series (``volume``: that series, already read).
 
@@ -263,7 +275,7 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
     Raises:
         InputError: a member that cannot be read (its modality named) or aligned.
     """
-    from medanomaly.deploy.archive import read_series
+    from medanomaly.deploy.archive import numbered_files, read_series
 
     fusion: FusionSet = ctx.sets[entry.key]
     first, _ = fusion.primary
@@ -277,7 +289,11 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
             try:
                 volumes[name] = read_series(member, ctx.options.memory_limit, ctx.series_id(member))
             except InputError as exc:
-                raise InputError(f"{name}: {exc.reason}", exc.path) from None
+                if member.key == entry.key:  # the row's own series: its files are named as any row's are
+                    raise InputError(f"{name}: {exc.reason}", exc.path) from None
+                numbered = numbered_files(member, exc.reason).replace(" of the series", f" of the {name} series")
+                where = " (files named in problems.csv)" if numbered != exc.reason else ""
+                raise PartnerReadError(f"{name}: {numbered}{where}", exc.path, member.key, exc.reason) from None
     volumes = aligned(volumes, first, ctx.options.alignment)
     return volumes, volumes[first]
 
@@ -302,12 +318,18 @@ def partner_skips(fusion: FusionSet, entry: SeriesEntry, volumes: Mapping[str, A
 def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, file_id: Callable[[str], str],
                      series_id: Callable[[SeriesEntry], str]) -> list[Any]:  # fmt: skip
     """The skipped files a set's record lists for its other series (:func:`partner_skips`) as problems naming the
-    archive's files, as the row's own series' are (the console said "named in problems.csv", which did not name them)."""
-    from medanomaly.deploy.archive import skipped_problems
+    archive's files, as the row's own series' are (the console said "named in problems.csv", which did not name them);
+    and the files of another series that could not be read (:class:`PartnerReadError`, ``partner_error``)."""
+    from medanomaly.deploy.archive import Problem, named_files, skipped_problems
 
     by_id = {series_id(m): m for _, m in fusion.members if m is not None}
-    return [p for sid, skipped in (record.get("skipped_partners") or {}).items() if sid in by_id
-            for p in skipped_problems(by_id[sid], skipped, root, file_id)]  # fmt: skip
+    out = [p for sid, skipped in (record.get("skipped_partners") or {}).items() if sid in by_id
+           for p in skipped_problems(by_id[sid], skipped, root, file_id)]  # fmt: skip
+    error = record.get("partner_error") or {}
+    if error.get("series") in by_id and named_files(by_id[error["series"]], error["reason"], root) != error["reason"]:
+        out.append(Problem(error["series"], named_files(by_id[error["series"]], error["reason"], root, file_id),
+                           kind="series"))  # fmt: skip
+    return out
 
 
 def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:
