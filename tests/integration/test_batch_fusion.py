@@ -190,9 +190,10 @@ def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_whe
     code, _, err = run_main(monkeypatch, capsys, "predict", str(fusion_run), f"T1={t1}", f"PD={pd}",
                             "--register-to-first", "--resample-to-first")  # fmt: skip
     assert code == 2 and "give one" in err, err
-    code, _, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), f"T1={t1},PD={pd}", "-o",
-                            str(tmp_path / "ex"), "--register-to-first")  # fmt: skip
+    code, out, err = run_main(monkeypatch, capsys, "explain", str(fusion_run), f"T1={t1},PD={pd}", "-o",
+                              str(tmp_path / "ex"), "--register-to-first")  # fmt: skip
     assert code == 0 and (tmp_path / "ex" / "explanation.nii.gz").is_file(), err
+    assert json.loads(out)["registration"] == flag  # the explanation says it was made on the PD moved
 
 
 def _of_patient(folder: Path, patient: str) -> Path:

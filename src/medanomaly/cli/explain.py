@@ -79,4 +79,6 @@ def register(app: typer.Typer) -> None:
                                       dicom, fov, findings, check_input=getattr(model, "check_input", None),
                                       label=label, frame=frame)  # fmt: skip
         summary = {k: v for k, v in report.items() if k not in ("items",)}
+        if fusion and source.meta.get("registration"):  # explained on a modality moved onto another: said with it
+            summary["registration"] = source.meta["registration"]
         typer.echo(json.dumps(finite_json(summary), indent=2, allow_nan=False))  # valid JSON: NaN -> null

@@ -231,13 +231,17 @@ def predict_aligned(model: TaskModel, volumes: Mapping[str, Any]) -> Prediction:
 def stack_modalities(model: TaskModel, paths: Mapping[str, str | Path | None], alignment: str = "none") -> Any:
     """One Volume whose components are a multimodal model's inputs in its order (read from one file
     per modality, all present, checked as ``predict`` checks them: each image's modality, one grid, after
-    ``alignment``, :mod:`medanomaly.engine.alignment`): what explain takes for a fusion model."""
+    ``alignment``, :mod:`medanomaly.engine.alignment`): what explain takes for a fusion model. A registration is said
+    in its ``meta["registration"]`` (the flags :func:`predict_aligned` gives, joined)."""
+    from medanomaly.engine.alignment import registration_flags
+
     names = tuple(getattr(model, "modalities", ()))
     missing = [n for n in names if paths.get(n) is None]
     if not names or missing or set(paths) - set(names):
         raise InputError(f"give every modality of the model once: {', '.join(f'{n}=path' for n in names)}")
     by_name, _ = predict_modalities(model, paths, alignment)  # the model's own checks of the images together
-    return stacked(model, by_name)
+    flags = registration_flags(by_name)
+    return stacked(model, by_name).with_meta(**({"registration": "; ".join(flags)} if flags else {}))
 
 
 def explanation_input(model: TaskModel, volumes: Mapping[str, Any], absent: str) -> Any:
