@@ -53,15 +53,15 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
                   explain: str | None = None, modality_series: list[str] | None = None,
                   resample_to_first: bool = False, register_to_first: bool = False, pair_by: str = "study"):  # fmt: skip
     from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.fusion_sets import PAIR_BY
     from medanomaly.deploy.select import parse_rule, parse_size
-
     from medanomaly.engine.alignment import alignment_of
 
     if explain is not None:
         check_explain_method(explain)
     alignment_of(resample_to_first, register_to_first)  # both at once: one line before any work
-    if pair_by not in ("study", "patient"):
-        raise InputError(f"--pair-by must be study or patient, got {pair_by[:32]!r}")
+    if pair_by not in PAIR_BY:
+        raise InputError(f"--pair-by must be {' or '.join(PAIR_BY)}, got {pair_by[:32]!r}")
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work

@@ -225,7 +225,7 @@ def check_options_for(model: Any, options: BatchOptions) -> None:
         explainer_for(model, options.explain, str(getattr(model, "run_dir", "") or "the model"))
 
     if options.pair_by not in PAIR_BY:
-        raise InputError(f"--pair-by must be one of {', '.join(PAIR_BY)}, got {options.pair_by[:32]!r}")
+        raise InputError(f"--pair-by must be {' or '.join(PAIR_BY)}, got {options.pair_by[:32]!r}")
     if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
         options.alignment  # noqa: B018 - both alignments at once: one line before any work
