@@ -278,3 +278,35 @@ def test_fusion_takes_its_modalities_from_volumes_of_one_4d_file(tmp_path, monke
     swapped = _config(tmp_path, data={**base, "volumes": {"T1": 0, "PD": 1, "CT": 2}})
     result = runner.invoke(app, ["train", str(swapped), "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "data.volumes names ['CT'], not among data.modalities" in str(result.exception)
+
+
+def test_a_run_trained_on_registered_pairs_registers_its_inputs_too(tmp_path, monkeypatch, capsys):
+    """``data.alignment: register`` on a manifest whose PDs lie 4 mm off their T1s (another grid): the pairs were
+    refused ("grids differ"), so a CT and an MR of two visits could not train a model. They are registered as they load,
+    the run records it, and its predictions register their inputs unless asked otherwise."""
+    from medanomaly.fusion.simulate import simulate_pairs, write_manifest
+    from medanomaly.io import read, write
+    from medanomaly.types import Volume
+
+    data = simulate_pairs(24, "train", seed=5, size=48, strong_contrast=(0.8, 1.2))
+    manifest = write_manifest(data, tmp_path / "sim")
+    for pd in (tmp_path / "sim").glob("*_pd.nrrd"):  # each PD moved 4 mm in x: another grid
+        volume = read(pd)
+        write(Volume(volume.array, volume.spacing, (4.0, 0.0, 0.0), meta={"modality": "MR"}), pd)
+    changes = {"data": {"source": "manifest", "manifest": str(manifest), "size": [48, 48], "val": 0.25, "test": 0.25}}
+    code, _, err = run_main(monkeypatch, capsys, "train", str(_config(tmp_path, **changes)), "--out", str(tmp_path / "a"))
+    assert code == 2 and "only 0 usable patients" in err and "grids differ" in err, err
+    changes["data"]["alignment"] = "register"
+    code, _, err = run_main(monkeypatch, capsys, "train", str(_config(tmp_path, **changes)), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["extra"]["alignment"] == "register"
+    assert json.loads((tmp_path / "b" / "train.json").read_text())["skipped"] == []  # every pair registered
+    pair = [f"T1={tmp_path / 'sim' / 'sim0000_t1.nrrd'}", f"PD={tmp_path / 'sim' / 'sim0000_pd.nrrd'}"]
+    code, out, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / "b"), *pair, "--json")
+    flags = json.loads(out.strip().splitlines()[-1])["flags"]
+    assert code == 0 and any(f.startswith("registered:PD rigid onto T1") for f in flags), (out, err)
+    code, _, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / "b"), *pair, "--resample-to-first")
+    assert code == 2 and "another frame of reference" in err, err  # asked otherwise: as asked
+    code, _, err = run_main(monkeypatch, capsys, "train", str(_config(tmp_path, **{"data": {"alignment": "register"}})),
+                            "--out", str(tmp_path / "c"))  # fmt: skip
+    assert code == 2 and "data.alignment aligns a manifest's images" in err, err

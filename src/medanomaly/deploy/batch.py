@@ -115,6 +115,7 @@ class BatchContext:
     key: bytes | None = None
     sets: Mapping[str, Any] = field(default_factory=dict)  # a fusion model's sets, by their row's series key
     parameters: tuple[str, ...] = ()  # the run's thresholds, in every SR (deploy.dicom_sr.threshold_parameters)
+    alignment: str = "none"  # a fusion set's, the options' or the run's own (engine.alignment.alignment_for)
 
     def series_id(self, entry: SeriesEntry) -> str:
         return self.series_id_of(entry.key)
@@ -180,6 +181,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     """
     from medanomaly import __version__
     from medanomaly.deploy.dicom_sr import threshold_parameters
+    from medanomaly.engine.alignment import alignment_for
 
     check_options_for(model, options)
     run = run_fingerprint(model)
@@ -206,6 +208,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
         site=options.resolved_site(task),
         key=key,
         parameters=threshold_parameters(info),
+        alignment=alignment_for(model, options.alignment),
     )
 
 

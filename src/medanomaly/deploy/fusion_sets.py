@@ -294,7 +294,7 @@ def read_set(entry: SeriesEntry, ctx: Any, volume: Any = None) -> tuple[dict[str
                 numbered = numbered_files(member, exc.reason).replace(" of the series", f" of the {name} series")
                 where = " (files named in problems.csv)" if numbered != exc.reason else ""
                 raise PartnerReadError(f"{name}: {numbered}{where}", exc.path, member.key, exc.reason) from None
-    volumes = aligned(volumes, first, ctx.options.alignment)
+    volumes = aligned(volumes, first, ctx.alignment)
     return volumes, volumes[first]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from medanomaly.errors import InputError
 
-__all__ = ["ALIGNMENTS", "align_to_first", "alignment_of", "check_one_frame", "onto_first_by_registration",
+__all__ = ["ALIGNMENTS", "align_to_first", "alignment_for", "alignment_of", "check_one_frame", "onto_first_by_registration",
            "onto_first_grid", "registration_flags"]
 
 #: How a fusion input's modalities are brought onto one grid (the module docstring).
@@ -48,6 +48,22 @@ def alignment_of(resample_to_first: bool, register_to_first: bool) -> str:
     if resample_to_first and register_to_first:
         raise InputError("--resample-to-first and --register-to-first: give one (registration resamples too)")
     return "register" if register_to_first else "resample" if resample_to_first else "none"
+
+
+def alignment_for(model: Any, asked: str) -> str:
+    """The alignment a call of ``model`` uses: the one asked for, else the one its training used (a fusion run trained
+    with ``data.alignment: register`` records it in ``model.json`` ``extra.alignment``: its inputs are registered as
+    its training images were, unless another alignment is asked for).
+
+    Example:
+        >>> run = type("Model", (), {"info": type("Info", (), {"extra": {"alignment": "register"}})()})()
+        >>> alignment_for(run, "none"), alignment_for(run, "resample"), alignment_for(object(), "none")
+        ('register', 'resample', 'none')
+    """
+    if asked != "none":
+        return asked
+    recorded = (getattr(getattr(model, "info", None), "extra", None) or {}).get("alignment", "none")
+    return recorded if recorded in ALIGNMENTS else "none"
 
 
 def align_to_first(volumes: Mapping[str, Any], alignment: str) -> dict[str, Any]:

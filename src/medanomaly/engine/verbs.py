@@ -201,7 +201,8 @@ def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None],
                        ) -> tuple[dict[str, Any], Prediction]:  # fmt: skip
     """Read one file (or DICOM folder) per modality (None = missing) and predict them together (``alignment``: each
     other one resampled or registered onto the first's grid, :func:`medanomaly.engine.alignment.align_to_first`;
-    a registration is said in the prediction's flags).
+    ``none``: the run's own, :func:`~medanomaly.engine.alignment.alignment_for`; a registration is said in the
+    prediction's flags).
 
     Returns:
         ``(the Volume of each modality, None where missing; the Prediction)``.
@@ -209,10 +210,10 @@ def predict_modalities(model: TaskModel, paths: Mapping[str, str | Path | None],
     Raises:
         InputError: a file that cannot be read, or the model's checks of the images together, naming the inputs.
     """
-    from medanomaly.engine.alignment import align_to_first
+    from medanomaly.engine.alignment import align_to_first, alignment_for
 
     with _naming_inputs(paths):
-        volumes = align_to_first(_read_modalities(model, paths), alignment)
+        volumes = align_to_first(_read_modalities(model, paths), alignment_for(model, alignment))
         return volumes, predict_aligned(model, volumes)
 
 

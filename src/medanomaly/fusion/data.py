@@ -253,13 +253,14 @@ def check_same_grid(volumes: Mapping[str, Volume | None], source: Path | None = 
 # --------------------------------------------------------------------------------------- loading
 def load_case(
     case: PairedCase, reader: Callable[[Path], Volume] | None = None, source: Path | None = None,
-    volumes: Mapping[str, int] | None = None,
+    volumes: Mapping[str, int] | None = None, alignment: str = "none",
 ) -> PairedSample:  # fmt: skip
     """Read every present modality of one case (``volumes``: a modality's volume of a 4D file,
-    :func:`medanomaly.io.frames.read_modality`) and run the modality and grid checks.
+    :func:`medanomaly.io.frames.read_modality`), run the modality checks, bring the others onto the first's grid as
+    ``alignment`` says (:func:`medanomaly.engine.alignment.align_to_first`; ``none``: nothing moved) and check the grid.
 
     Raises:
-        InputError: unreadable file, swapped or wrong modality, different grids.
+        InputError: unreadable file, swapped or wrong modality, different grids, a registration that fails.
     """
     volumes_read: dict[str, Volume | None] = {}
     detected: dict[str, str | None] = {}
@@ -271,6 +272,10 @@ def load_case(
         detected[name] = detect_modality(path, volume)
         volumes_read[name] = volume.with_meta(modality=detected[name] or EXPECTED_DICOM_MODALITY.get(name.lower(), "OT"))
     check_modalities(detected, source)
+    if alignment != "none":
+        from medanomaly.engine.alignment import align_to_first
+
+        volumes_read = align_to_first(volumes_read, alignment)
     check_same_grid(volumes_read, source)
     return PairedSample(case.patient_id, volumes_read, case.label, case.flags)
 
@@ -278,6 +283,7 @@ def load_case(
 def load_paired_dataset(
     manifest: str | Path | PairedManifest, reader: Callable[[Path], Volume] | None = None,
     convert: Callable[[PairedSample], Any] | None = None, volumes: Mapping[str, int] | None = None,
+    alignment: str = "none",
 ) -> tuple[list[Any], list[tuple[str, str]]]:  # fmt: skip
     """Load every case of a manifest; a bad case is reported in ``problems`` and skipped.
 
@@ -295,7 +301,7 @@ def load_paired_dataset(
     problems = list(manifest.problems)
     for case in manifest.cases:
         try:
-            sample = load_case(case, reader, volumes=volumes)
+            sample = load_case(case, reader, volumes=volumes, alignment=alignment)
             samples.append(convert(sample) if convert is not None else sample)
         except InputError as exc:
             problems.append((case.patient_id, exc.reason))

@@ -40,7 +40,7 @@ def run_info(config: Any, modalities: tuple[str, ...], synthetic: bool, weights:
         input={"spatial_dims": len(data.size), "channels": len(modalities), "modalities": list(modalities),
                "image_size": list(data.size)},
         extra={"model": config.model.model_dump(mode="json"), "windows": {k: list(v) for k, v in data.windows.items()},
-               "volumes": dict(data.volumes)},
+               "volumes": dict(data.volumes), **({"alignment": data.alignment} if data.alignment != "none" else {})},
     )  # fmt: skip
 
 
@@ -65,6 +65,10 @@ def check_recorded(info: RunInfo, path: Path) -> None:
     if not (isinstance(volumes, dict) and all(n in given["modalities"] and type(k) is int and k >= 0
                                               for n, k in volumes.items())):  # fmt: skip
         raise InputError("the recorded volumes must map modality names to volume numbers (0, 1, ...)", path)
+    from medanomaly.engine.alignment import ALIGNMENTS
+
+    if info.extra.get("alignment", "none") not in ALIGNMENTS:
+        raise InputError(f"the recorded alignment must be one of {', '.join(ALIGNMENTS)}", path)
 
 
 def check_classes(info: RunInfo, network: Any, path: Path) -> None:

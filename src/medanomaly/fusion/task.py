@@ -65,6 +65,10 @@ class FusionDataConfig(Section):
     patients ``val``/``test`` fractions (stratified, seeded). ``volumes``: the volume of a 4D file each modality
     is (the Medical Segmentation Decathlon's BrainTumour holds FLAIR, T1w, T1gd and T2w as volumes 0-3 of one file,
     so two modality columns may name the same file); recorded in the run, so ``predict MOD=FILE`` takes the same.
+    ``alignment``: how each case's other modalities are brought onto the first's grid as they load (``none``: they
+    must share it; ``resample``: by patient coordinates, one DICOM frame of reference; ``register``: rigid
+    registration, a CT and an MR of two visits: :mod:`medanomaly.engine.alignment`); recorded in the run, so predict,
+    explain, an archive, the PACS bridge, the node and the service align its inputs the same way unless told another.
     """
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -80,6 +84,7 @@ class FusionDataConfig(Section):
     test: float = Field(0.2, ge=0.0, lt=1.0)
     windows: dict[str, tuple[float, float]] = {}
     volumes: dict[str, Annotated[int, Field(ge=0, le=100_000)]] = Field({}, max_length=64)
+    alignment: Literal["none", "resample", "register"] = "none"
     simulation: SimulationConfig = SimulationConfig()
 
     @model_validator(mode="after")
@@ -87,6 +92,8 @@ class FusionDataConfig(Section):
         unknown = sorted(set(self.volumes) - set(self.modalities))
         if unknown:
             raise ValueError(f"data.volumes names {unknown}, not among data.modalities {list(self.modalities)}")
+        if self.alignment != "none" and self.source != "manifest":  # it would be recorded without having been used
+            raise ValueError("data.alignment aligns a manifest's images; the simulated pairs share one grid")
         return self
 
 
@@ -198,7 +205,7 @@ def build_splits(config: FusionConfig) -> FusionSplits:
     def as_input(s: Any) -> tuple[str, int, np.ndarray, np.ndarray]:  # each case converted as it loads
         return (s.patient_id, s.label, *sample_to_array(s, data.modalities, data.size, data.windows))
 
-    samples, problems = load_paired_dataset(manifest, convert=as_input, volumes=data.volumes)
+    samples, problems = load_paired_dataset(manifest, convert=as_input, volumes=data.volumes, alignment=data.alignment)
     if len(samples) < 6:  # say why the others were left out (the first reason; no patient id)
         why = f" ({len(problems)} left out, the first because: {problems[0][1]})" if problems else ""
         raise InputError(f"only {len(samples)} usable patients in the manifest; need at least 6{why}", data.manifest)

@@ -126,3 +126,20 @@ def test_cases_are_converted_as_they_load_and_the_arrays_memory_is_checked_first
     with pytest.raises(InputError, match=r"2 images of 2 x 64 x 64 need about 128 KiB of memory but 97\.66 KiB is "
                                          r"available: use fewer patients or a smaller data.size"):  # fmt: skip
         build_splits(cfg)
+
+
+def test_a_case_on_two_grids_is_registered_as_it_loads_when_the_config_asks(tmp_path):
+    """``data.alignment: register``: a CT and a second channel 5 mm apart (another grid, no frame of reference
+    recorded) were refused ("grids differ"); registered, the second lands on the CT's grid, its anatomy on the CT's."""
+    _write_pair(tmp_path, "p1", shift_origin=True)
+    manifest = read_manifest(_manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,1"]))
+    with pytest.raises(InputError, match="another frame of reference"):
+        load_case(manifest.cases[0], alignment="resample")  # NRRD records no frame: coordinates cannot be trusted
+    sample = load_case(manifest.cases[0], alignment="register")
+    ct, mr = sample.volumes["CT"], sample.volumes["MR"]
+    assert mr.same_grid(ct) and any("registration" in k for k in mr.meta)
+    expected = np.sqrt(np.abs(ct.array.astype(np.float32)))
+    inner = (slice(None), slice(10, -10), slice(10, -10))
+    assert np.corrcoef(mr.array[inner].ravel(), expected[inner].ravel())[0, 1] > 0.98
+    samples, problems = load_paired_dataset(manifest, alignment="register")
+    assert len(samples) == 1 and problems == []
