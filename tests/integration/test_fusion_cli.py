@@ -307,6 +307,19 @@ def test_a_run_trained_on_registered_pairs_registers_its_inputs_too(tmp_path, mo
     assert code == 0 and any(f.startswith("registered:PD rigid onto T1") for f in flags), (out, err)
     code, _, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / "b"), *pair, "--resample-to-first")
     assert code == 2 and "another frame of reference" in err, err  # asked otherwise: as asked
+    from medanomaly.io.dicom_writer import write_dicom_series
+
+    study = "1.2.826.0.1.3680043.8.498.61"
+    for name, origin in (("T1", 0.0), ("PD", 4.0)):  # an archive's study: the PD of another visit, 4 mm off
+        volume = read(tmp_path / "sim" / f"sim0001_{name.lower()}.nrrd")
+        write_dicom_series(Volume(volume.array, volume.spacing, (origin, 0.0, 0.0), meta={
+            "modality": "MR", "frame_of_reference_uid": f"{study}.{name == 'PD'}"}), tmp_path / "arch" / name,
+            study_uid=study, description=name)  # fmt: skip
+    code, out, err = run_main(monkeypatch, capsys, "predict", str(tmp_path / "b"), str(tmp_path / "arch"), "--out",
+                              str(tmp_path / "batch"), "--no-dicom")  # fmt: skip
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "batch" / "series").glob("*.json")
+                 if json.loads(p.read_text())["status"] == "done"]  # fmt: skip
+    assert code == 0 and any(f.startswith("registered:PD") for f in record["prediction"]["flags"]), (out, err)
     code, _, err = run_main(monkeypatch, capsys, "train", str(_config(tmp_path, **{"data": {"alignment": "register"}})),
                             "--out", str(tmp_path / "c"))  # fmt: skip
     assert code == 2 and "data.alignment aligns a manifest's images" in err, err
