@@ -67,6 +67,7 @@ SAFE_META_KEYS = frozenset(
         "print_resolution_dpi",  # a JPEG's / TIFF's print density (x, y): how large to print it, not used as spacing
         "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm
         "registration",  # a fusion input registered onto the first modality: the transform found (engine.alignment)
+        "registration_matrix",  # the same as a 4 x 4 matrix, moving -> fixed (a DICOM Spatial Registration's)
     }
 )
 

@@ -175,8 +175,19 @@ def test_modalities_of_two_frames_of_reference_are_registered_onto_the_first_whe
     run_batch(model, root, tmp_path / "resampled", BatchOptions(dicom=False, resample_to_first=True), progress=False)
     reason = _rows(tmp_path / "resampled")["6:error"]["reason"]
     assert "PD is in another frame of reference than T1" in reason and "--register-to-first" in reason
-    run_batch(model, root, tmp_path / "out", BatchOptions(dicom=False, register_to_first=True), progress=False)
+    run_batch(model, root, tmp_path / "out", BatchOptions(register_to_first=True), progress=False)
     record = _record(tmp_path / "out", _rows(tmp_path / "out")["6:done"]["series_id"])
+    reg = tmp_path / "out" / record["dicom"]["reg"]  # the transform as a DICOM Spatial Registration, in the T1's study
+    from medanomaly.deploy.dicom_out import dciodvfy
+
+    assert dciodvfy(reg).errors == [], dciodvfy(reg).errors
+    import pydicom
+
+    registration = pydicom.dcmread(reg).RegistrationSequence
+    assert [item.FrameOfReferenceUID for item in registration] == [FRAME.format(6), FRAME.format(7)]
+    matrix = np.asarray(registration[1].MatrixRegistrationSequence[0].MatrixSequence[0]
+                        .FrameOfReferenceTransformationMatrix, float).reshape(4, 4)  # fmt: skip
+    assert np.allclose(matrix @ [16.0, 20.0, 0.0, 1.0], [10.0, 14.0, 0.0, 1.0], atol=0.3)  # a PD point onto the T1
     (flag,) = [f for f in record["prediction"]["flags"] if f.startswith("registered:PD rigid onto T1")]
     translation = [float(v) for v in re.search(r"translation \(([^)]*)\) mm", flag).group(1).split(", ")]
     assert translation == pytest.approx([6.0, 6.0], abs=0.3)  # the T1's point lies 6 mm further down and right in the PD

@@ -121,3 +121,27 @@ def test_the_node_pairs_a_pushed_studys_series_into_one_call_sent_back(fusion_ru
     assert (summary.processed, summary.stored, summary.errors) == (1, 1, []), summary
     record = json.loads(next((tmp_path / "work" / "series").glob("*.json")).read_text())
     assert record["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)} and call["class"] == record["label"]
+
+
+def test_the_bridge_stores_a_registered_calls_spatial_registration_in_the_study(fusion_run, tmp_path) -> None:
+    """--register-to-first at the PACS: a PD of another frame of reference, its anatomy 6 mm off; the call's SR and its
+    Spatial Registration (REG) are stored into the study, the REG relating the PD's frame to the T1's."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.pacs import run_pacs
+    from medanomaly.engine import load_model
+    from tests.integration.test_batch_fusion import FRAME
+
+    with running_orthanc(_folder(tmp_path / "orthanc")) as rest:
+        t1, pd = _series(tmp_path, 3, "t1", "T1", "T1"), _series(tmp_path, 3, "pd", "PD", "PD", frame=8, move=6)
+        for folder in (t1, pd):
+            _upload(rest, folder)
+        summary = run_pacs(load_model(fusion_run), f"{rest}/dicom-web", tmp_path / "work",
+                           options=BatchOptions(register_to_first=True))  # fmt: skip
+        assert (summary.processed, summary.stored, summary.errors) == (1, 2, []), summary
+        client = DICOMwebClient(f"{rest}/dicom-web")
+        (reg_uid,) = [s["0020000E"]["Value"][0] for s in client.search_for_series(STUDY.format(3))
+                      if s["00080060"]["Value"][0] == "REG"]  # fmt: skip
+        (reg,) = client.retrieve_series(STUDY.format(3), reg_uid)
+    assert [item.FrameOfReferenceUID for item in reg.RegistrationSequence] == [FRAME.format(3), FRAME.format(8)]

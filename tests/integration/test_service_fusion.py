@@ -183,6 +183,14 @@ def test_modalities_of_two_visits_are_registered_when_asked(service, fusion_run)
                                                     abs=1e-6)  # fmt: skip
     assert [f for f in result["flags"] if f.startswith("registered:PD")] == list(expected.flags[-1:])
     assert "translation (6.0, 6.0) mm" in expected.flags[-1]
+    import pydicom
+
+    from medanomaly.deploy.dicom_out import dciodvfy
+
+    (tmp / "reg.dcm").write_bytes(client.get(f"/v1/studies/{job['id']}/dicom/reg").content)
+    assert dciodvfy(tmp / "reg.dcm").errors == []  # the transform as a DICOM Spatial Registration
+    matrix = pydicom.dcmread(tmp / "reg.dcm").RegistrationSequence[1].MatrixRegistrationSequence[0].MatrixSequence[0]
+    assert np.allclose(np.asarray(matrix.FrameOfReferenceTransformationMatrix, float)[[3, 7]], [-6.0, -6.0], atol=0.3)
     both = upload(client, fields, register_to_first="true", resample_to_first="true")
     assert both.status_code == 400 and "give one" in both.json()["detail"], both.text
     alone = upload(client, [("files", fields[0][1])], register_to_first="true")

@@ -311,9 +311,10 @@ def _explained_input(model: Any, inputs: Any) -> Any:
 
 
 def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Prediction, ctx: BatchContext,
-                   explanation: Any = None) -> dict[str, str]:  # fmt: skip
+                   explanation: Any = None, inputs: Any = None) -> dict[str, str]:  # fmt: skip
     """Write SEG/SR/map for a DICOM series with findings, a map, a whole-image call (an SR of the class) or, for a
-    detector, none found (an SR saying so); paths relative to the output folder."""
+    detector, none found (an SR saying so), and a fusion set's registrations (``inputs``: its modalities) as a REG;
+    paths relative to the output folder."""
     from medanomaly.deploy.dicom_call_sr import FINDING_TASKS
     from medanomaly.deploy.dicom_out import has_dicom_results, write_dicom_outputs
     from medanomaly.deploy.dicom_sr import alignment_parameters
@@ -324,18 +325,20 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
     score_map, label = prediction.anomaly_map, "anomaly score"
     if score_map is None and explanation is not None:
         score_map, label = explanation, f"{ctx.options.explain} attribution"
-    evidence = []
-    if entry.key in ctx.sets:  # a fusion call: made from the study's other modalities too
-        from medanomaly.deploy.fusion_sets import partner_headers
+    evidence, reg = [], None
+    if entry.key in ctx.sets:  # a fusion call: made from the study's other modalities too, maybe registered (a REG)
+        from medanomaly.deploy.fusion_sets import partner_headers, write_set_registration
 
         evidence = partner_headers(ctx.sets[entry.key], entry)
+        reg = write_set_registration(ctx.sets[entry.key], inputs, source, ctx.out_dir / "dicom" / folder,
+                                     ctx.fingerprint, ctx.task)  # fmt: skip
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,
         report_none=ctx.task in FINDING_TASKS,  # a detector that finds nothing says so
         evidence=evidence, parameters=ctx.parameters + alignment_parameters(prediction),
     )  # fmt: skip
-    named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
+    named = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map, "reg": reg}
     return {k: str(p.relative_to(ctx.out_dir)) for k, p in named.items() if p is not None}
 
 
@@ -367,7 +370,7 @@ def process_series(model: Any, entry: SeriesEntry, ctx: BatchContext, volume: An
             record["skipped_partners"] = partner_skips(ctx.sets[entry.key], entry, inputs, ctx.series_id)
         record.update(_prediction_fields(prediction))
         explanation = _explanation(model, inputs, prediction, ctx, record) if source is not None else None
-        record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx, explanation)
+        record["dicom"] = _dicom_outputs(source, entry, volume, prediction, ctx, explanation, inputs)
     except InputError as exc:  # a batch takes no --frame: a cine or a 4D image is predicted from its own file
         reason = reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)
         record = _base_record(entry, ctx, "error", reason)

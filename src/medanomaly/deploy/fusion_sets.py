@@ -52,7 +52,7 @@ from medanomaly.errors import InputError
 
 __all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "PartnerReadError", "aligned", "modality_matchers", "pair_studies",
            "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set",
-           "with_fusion_sets"]
+           "with_fusion_sets", "write_set_registration"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
@@ -330,6 +330,25 @@ def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, fi
         out.append(Problem(error["series"], named_files(by_id[error["series"]], error["reason"], root, file_id),
                            kind="series"))  # fmt: skip
     return out
+
+
+def write_set_registration(fusion: FusionSet, inputs: Mapping[str, Any], source: Any, folder: Any, run_id: str,
+                           algorithm: str) -> Any:  # fmt: skip
+    """Write ``folder/reg.dcm``, the Spatial Registration of the set's DICOM series that were registered onto the
+    first (:mod:`medanomaly.deploy.dicom_reg`), and return its path; None when none was, or a frame is not recorded."""
+    from medanomaly.deploy.atomic import atomic_save_dataset
+    from medanomaly.deploy.dicom_reg import build_registration
+    from medanomaly.deploy.dicom_source import series_headers
+    from medanomaly.engine.alignment import MATRIX_META
+
+    if not isinstance(inputs, Mapping):
+        return None
+    moved = [(series_headers(member.files, member.key), inputs[name].meta[MATRIX_META]) for name, member in fusion.members
+             if member is not None and member.kind == "dicom" and inputs.get(name) is not None
+             and inputs[name].meta.get(MATRIX_META)]  # fmt: skip
+    if not moved or not all(h and h[0].get("FrameOfReferenceUID") for h, _ in moved) or not source.frame_of_reference_uid:
+        return None
+    return atomic_save_dataset(folder / "reg.dcm", build_registration(source, moved, run_id=run_id, algorithm=algorithm))
 
 
 def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:

@@ -350,10 +350,11 @@ def _retrieve(client: Any, url: str, entry: Any, folder: Path) -> None:
 
 
 def store_results(client: Any, url: str, ctx: BatchContext, record: dict, study_uid: str, store_map: bool) -> list[str]:
-    """STOW-RS the SEG and SR (and map) of a record into its study; returns the stored SOP Instance UIDs."""
+    """STOW-RS the SEG, RT Structure Set, SR, a fusion call's REG (and map) of a record into its study; returns the
+    stored SOP Instance UIDs."""
     import pydicom
 
-    kinds = ("seg", "rtstruct", "sr", "parametric_map") if store_map else ("seg", "rtstruct", "sr")
+    kinds = ("seg", "rtstruct", "sr", "reg", "parametric_map") if store_map else ("seg", "rtstruct", "sr", "reg")
     datasets = [pydicom.dcmread(ctx.out_dir / record["dicom"][k]) for k in kinds if k in record.get("dicom", {})]
     if not datasets:
         return []

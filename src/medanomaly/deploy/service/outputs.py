@@ -25,7 +25,7 @@ from medanomaly.types import Finding, Prediction, Volume, intensity_unit
 __all__ = ["write_outputs", "finding_view", "DICOM_KINDS"]
 
 #: The DICOM objects a study may have, by the name the API serves them under.
-DICOM_KINDS = ("seg", "rtstruct", "sr", "parametric_map")
+DICOM_KINDS = ("seg", "rtstruct", "sr", "reg", "parametric_map")
 
 
 def finding_view(volume: Volume, finding: Finding) -> dict[str, Any]:
@@ -61,14 +61,16 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
                   dicom_source: Path | None = None,
                   explanation: tuple[Volume | None, dict[str, Any]] | None = None,
                   modalities: Mapping[str, Volume | None] | None = None,
-                  evidence: list[Any] | None = None, parameters: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+                  evidence: list[Any] | None = None, parameters: tuple[str, ...] = (),
+                  registrations: list[Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write a job's files into ``study_dir`` and return the result document (also ``result.json``);
     ``dicom_source``: the uploaded DICOM folder, whose series the DICOM outputs reference; ``explanation``: the map of
     the call (``serve --explain``, written as the heatmap when the model gives no map) and what it is; ``modalities``:
     a fusion call's images by modality (``volume`` is the first one sent), each one viewable on its grid listed in
     ``doc["modalities"]`` (``{"n", "name", "unit"}``, n 0 = the image) and written as ``modalities/N.nii.gz``;
     ``evidence``: the headers of the other DICOM modalities sent, listed in the call SR's evidence; ``parameters``: the
-    run's thresholds, the SR's Algorithm Parameters."""
+    run's thresholds, the SR's Algorithm Parameters; ``registrations``: the DICOM modalities registered onto the first
+    (headers, moving -> fixed matrix), written as ``dicom/reg.dcm`` (:mod:`medanomaly.deploy.dicom_reg`)."""
     doc: dict[str, Any] = {"model": model_name, "task": task, **prediction.to_json()}
     heatmap = prediction.anomaly_map
     if explanation is not None:
@@ -76,7 +78,7 @@ def write_outputs(study_dir: Path, volume: Volume, prediction: Prediction, model
         doc["explanation"] = explanation[1]
     if dicom_source is not None and has_dicom_results(prediction, task):
         doc["dicom"] = _dicom_outputs(study_dir, dicom_source, volume, prediction, model_name, task, evidence or [],
-                                      parameters)
+                                      parameters, registrations or [])
     viewable = volume.n_components == 1  # a volume or one slice (X-ray, mammogram); not an RGB image
     doc["image"] = {"shape_zyx": list(volume.shape), "spacing_mm": list(volume.spacing), "viewable": viewable,
                     "unit": intensity_unit(volume)}  # fmt: skip
@@ -117,7 +119,8 @@ def _write_modalities(study_dir: Path, volume: Volume, modalities: Mapping[str, 
 
 
 def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Prediction, model_name: str,
-                   task: str, evidence: list[Any], parameters: tuple[str, ...] = ()) -> dict[str, str]:  # fmt: skip
+                   task: str, evidence: list[Any], parameters: tuple[str, ...] = (),
+                   registrations: list[Any] | None = None) -> dict[str, str]:  # fmt: skip
     """DICOM SEG / RT Structure Set / SR / Parametric Map of the findings and map, written into ``study_dir/dicom``
     (:func:`medanomaly.deploy.dicom_out.write_dicom_outputs_for_path`): ``{kind: file name}``, or ``{"error": reason}``
     when the upload's headers cannot be referenced (the job's other results stand)."""
@@ -129,10 +132,28 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
         out = write_dicom_outputs_for_path(source, volume, prediction, study_dir / "dicom", run_id=f"service:{model_name}",
                                            site=BatchOptions().resolved_site(task), algorithm=task, task=task,
                                            evidence=evidence, parameters=parameters)  # fmt: skip
+        reg = _registration(study_dir, source, volume, model_name, task, registrations or [])
     except InputError as exc:
         return {"error": exc.reason}
-    written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "parametric_map": out.parametric_map}
+    written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "reg": reg, "parametric_map": out.parametric_map}
     return {kind: path.name for kind, path in written.items() if path is not None}
+
+
+def _registration(study_dir: Path, source: Path, volume: Volume, model_name: str, task: str,
+                  registrations: list[Any]) -> Path | None:  # fmt: skip
+    """``dicom/reg.dcm``: the Spatial Registration of the modalities registered onto the first, when there are any and
+    every series records its frame of reference; else None."""
+    from medanomaly.deploy.atomic import atomic_save_dataset
+    from medanomaly.deploy.dicom_out import source_series_for_path
+    from medanomaly.deploy.dicom_reg import build_registration
+
+    if not registrations or not all(h and h[0].get("FrameOfReferenceUID") for h, _ in registrations):
+        return None
+    series = source_series_for_path(source, volume)
+    if not series.frame_of_reference_uid:
+        return None
+    return atomic_save_dataset(study_dir / "dicom" / "reg.dcm", build_registration(
+        series, registrations, run_id=f"service:{model_name}", algorithm=task))  # fmt: skip
 
 
 def _overlay(volume: Volume, finding: Finding, path: Path) -> bool:

@@ -196,8 +196,8 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
     def heatmap(request: Request, study_id: str, entry: TokenEntry = auth) -> Any:
         return FileResponse(_study_file(request, study_id, entry, "heatmap.nii.gz"), filename="heatmap.nii.gz")
 
-    @app.get("/v1/studies/{study_id}/dicom/{kind}", summary="DICOM SEG, RT Structure Set, SR or Parametric Map of "
-             "a DICOM upload's findings (kind: seg, rtstruct, sr, parametric_map)")  # fmt: skip
+    @app.get("/v1/studies/{study_id}/dicom/{kind}", summary="DICOM SEG, RT Structure Set, SR, Spatial Registration or "
+             "Parametric Map of a DICOM upload's findings (kind: seg, rtstruct, sr, reg, parametric_map)")  # fmt: skip
     def dicom_object(request: Request, study_id: str, kind: str, entry: TokenEntry = auth) -> Any:
         from fastapi import HTTPException
 

@@ -76,6 +76,24 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
     return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
 
 
+def _registered_series(paths: dict[str, Path | None], volumes: dict[str, Any]) -> list[Any]:
+    """``(headers, moving -> fixed matrix)`` of each DICOM modality of a fusion upload registered onto the first (for
+    its Spatial Registration object); a folder whose headers cannot be read adds none."""
+    from medanomaly.deploy.dicom_source import series_headers
+    from medanomaly.engine.alignment import MATRIX_META
+    from medanomaly.io.dicom_series import list_files
+
+    out: list[Any] = []
+    for name, path in paths.items():
+        meta = getattr(volumes.get(name), "meta", None) or {}
+        if path is not None and path.is_dir() and meta.get(MATRIX_META) and meta.get("series_uid"):
+            try:
+                out.append((series_headers(list_files(path), str(meta["series_uid"])), meta[MATRIX_META]))
+            except InputError as exc:
+                log.info("%s: no registration headers (%s)", name, exc.reason)
+    return out
+
+
 def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any], first: str) -> list[Any]:
     """The headers of a fusion upload's DICOM modalities other than ``first`` (sent as a folder of one series); a
     folder whose headers cannot be read adds none (the call SR then lists its first series only)."""
@@ -249,7 +267,8 @@ class ModelWorker:
         name, first = next((n, v) for n, v in volumes.items() if v is not None)
         explain_on = explanation_input(self.model, volumes, "{} was not sent")
         evidence = _other_dicom_headers(paths, volumes, name)
-        self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence)
+        self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence,
+                     _registered_series(paths, volumes))  # fmt: skip
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
@@ -267,12 +286,12 @@ class ModelWorker:
 
     def _finish(self, job: dict[str, Any], volume: Any, prediction: Any, start: float, read_from: Path | None,
                 explain_on: Any = None, modalities: dict[str, Any] | None = None,
-                evidence: list[Any] | None = None) -> None:  # fmt: skip
+                evidence: list[Any] | None = None, registrations: list[Any] | None = None) -> None:  # fmt: skip
         """Write a job's outputs and mark it done (a study deleted while it ran is left deleted); ``read_from``: what
         ``volume`` was read from, whose DICOM files (a folder) the DICOM outputs reference; ``explain_on``: the image
         the call is explained on when not ``volume`` (a fusion call's modalities as one image), or why it is not;
         ``modalities``: a fusion call's images by modality, for the viewer; ``evidence``: the headers of its other
-        DICOM modalities, the call SR's evidence too."""
+        DICOM modalities, the call SR's evidence too; ``registrations``: those registered onto the first (a REG)."""
         self.store.progress(job["id"], 0.8)
         study_dir = self.data_dir / job["id"]
         if not study_dir.is_dir():
@@ -282,7 +301,7 @@ class ModelWorker:
         write_outputs(study_dir, volume, prediction, self.name, self.model.task, dicom_source=dicom_source,
                       parameters=parameters,
                       explanation=self._explain(job, volume if explain_on is None else explain_on, prediction),
-                      modalities=modalities, evidence=evidence)  # fmt: skip
+                      modalities=modalities, evidence=evidence, registrations=registrations)  # fmt: skip
         seconds = time.perf_counter() - start
         self.store.finish(job["id"], round(seconds, 3))
         log.info("job %s done (%s, %.2f s)", job["id"], self.name, seconds)

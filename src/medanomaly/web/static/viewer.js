@@ -150,9 +150,10 @@ function renderResult(res) {
   const map = explanation.method && !explanation.error ? `${explanation.method} map` : "anomaly map";
   $("#mask-kind").textContent = res.heatmap ? (res.findings.length ? `${map} and mask` : map) : "mask";
 }
-// The DICOM objects of a DICOM upload (SEG, RT Structure Set, SR, Parametric Map), for a PACS or a DICOM viewer:
+// The DICOM objects of a DICOM upload (SEG, RT Structure Set, SR, a fusion call's Spatial Registration, Parametric
+// Map), for a PACS or a DICOM viewer:
 // fetched with the token (a plain link cannot send it) and saved as KIND.dcm.
-const DICOM_NAMES = { seg: "SEG", rtstruct: "RT Structure Set", sr: "SR", parametric_map: "Parametric Map" };
+const DICOM_NAMES = { seg: "SEG", rtstruct: "RT Structure Set", sr: "SR", reg: "Registration", parametric_map: "Parametric Map" };
 function renderDicomLinks(id, written) {
   const kinds = Object.keys(DICOM_NAMES).filter((k) => k in written);
   $("#dicom-links").innerHTML = kinds.length
