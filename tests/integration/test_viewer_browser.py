@@ -455,8 +455,17 @@ def test_a_fusion_upload_of_two_grids_is_resampled_or_registered_as_chosen(tmp_p
             page.wait_for_selector(f"tr[data-id='{job}'][data-status='done'], tr[data-id='{job}'][data-status='failed']",
                                    state="attached", timeout=PAGE_MS)  # fmt: skip
             statuses.append(page.eval_on_selector(f"tr[data-id='{job}']", "e => e.dataset.status"))
+        page.click(f"tr[data-id='{job}'] a")  # the registered call: its Spatial Registration is offered
+        page.wait_for_selector("button[data-dicom='reg']", state="visible")
+        with page.expect_download() as download:
+            page.click("button[data-dicom='reg']")
+        reg = tmp_path / download.value.suggested_filename
+        download.value.save_as(reg)
     assert not errors, errors
     assert statuses == ["failed", "done", "failed", "done"], statuses
+    import pydicom
+
+    assert reg.name == "reg.dcm" and pydicom.dcmread(reg).Modality == "REG"
 
 
 def _grey(png: bytes) -> np.ndarray:
