@@ -21,11 +21,9 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from medanomaly.deploy.codes import deterministic_uid
 from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER
-from medanomaly.deploy.dicom_source import MANUFACTURER, MODEL_NAME, SourceSeries, software_version
+from medanomaly.deploy.dicom_source import SourceSeries, derived_instance
 from medanomaly.errors import InputError
-from medanomaly.io.dicom_reference import TYPE2_COPIED
 
 __all__ = ["SPATIAL_REGISTRATION_STORAGE", "build_registration"]
 
@@ -47,54 +45,28 @@ def build_registration(source: SourceSeries, moved: Sequence[tuple[Sequence[Any]
     Raises:
         InputError: the first series or a moved one records no frame of reference (a REG can only relate frames).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian
 
     frame = str(source.frame_of_reference_uid or "")
     if not frame or not moved or any(not headers or not headers[0].get("FrameOfReferenceUID") for headers, _ in moved):
         raise InputError("a spatial registration relates frames of reference: a series records none")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    first = source.datasets[0]
-    if first.get("SpecificCharacterSet"):
-        ds.SpecificCharacterSet = first.SpecificCharacterSet
-    for keyword in ("StudyInstanceUID", *TYPE2_COPIED):
-        setattr(ds, keyword, first.get(keyword, ""))
-    ds.update(_header(source, run_id, algorithm, datetime.datetime.now()))
+    now = datetime.datetime.now()
+    ds = derived_instance(source, run_id, "reg", SPATIAL_REGISTRATION_STORAGE, "REG", SEG_SERIES_NUMBER + 4,
+                          f"{algorithm} registration of the fused modalities")  # fmt: skip
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    ds.ContentLabel = "REGISTRATION"
+    ds.ContentDescription = "rigid registration by mutual information onto the first modality"
+    ds.ContentCreatorName = ""
+    body_part = source.datasets[0].get("BodyPartExamined")
+    if body_part:  # tells validators whether General Series Laterality is needed (a paired part)
+        ds.BodyPartExamined = str(body_part)
+    else:  # Type 2C when the part may be paired: present and empty (unknown), as the Parametric Map does
+        ds.Laterality = ""
     ds.RegistrationSequence = DicomSequence([_registration(frame, source.datasets, _IDENTITY)]
                                             + [_registration(str(h[0].FrameOfReferenceUID), h, m) for h, m in moved])
     _common_instance_reference(ds, [list(source.datasets), *[list(h) for h, _ in moved]])
     return ds
-
-
-def _header(source: SourceSeries, run_id: str, algorithm: str, now: datetime.datetime) -> Any:
-    """The series, frame of reference, equipment, spatial registration and SOP common elements."""
-    from pydicom.dataset import Dataset
-
-    header = Dataset()
-    header.SOPClassUID = SPATIAL_REGISTRATION_STORAGE
-    header.SOPInstanceUID = deterministic_uid(run_id, source.series_uid, "reg")
-    header.Modality = "REG"
-    header.SeriesInstanceUID = deterministic_uid(run_id, source.series_uid, "reg-series")
-    header.SeriesNumber, header.InstanceNumber = SEG_SERIES_NUMBER + 4, 1
-    header.SeriesDescription = f"{algorithm} registration of the fused modalities"[:64]
-    header.FrameOfReferenceUID = source.frame_of_reference_uid
-    header.PositionReferenceIndicator = str(source.datasets[0].get("PositionReferenceIndicator", "") or "")
-    header.Manufacturer, header.ManufacturerModelName = MANUFACTURER, MODEL_NAME
-    header.SoftwareVersions, header.DeviceSerialNumber = software_version(), "0"
-    header.ContentDate, header.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    header.InstanceCreationDate, header.InstanceCreationTime = header.ContentDate, header.ContentTime
-    header.ContentLabel = "REGISTRATION"
-    header.ContentDescription = "rigid registration by mutual information onto the first modality"
-    header.ContentCreatorName = ""
-    body_part = source.datasets[0].get("BodyPartExamined")
-    if body_part:  # tells validators whether General Series Laterality is needed (a paired part)
-        header.BodyPartExamined = str(body_part)
-    else:  # Type 2C when the part may be paired: present and empty (unknown), as the Parametric Map does
-        header.Laterality = ""
-    return header
 
 
 def _registration(frame: str, headers: Sequence[Any], matrix: Sequence[float]) -> Any:

@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.deploy.codes import deterministic_uid
 from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER, finding_masks, segment_infos, segment_label
-from medanomaly.deploy.dicom_source import MANUFACTURER, MODEL_NAME, SourceSeries, software_version
+from medanomaly.deploy.dicom_source import SourceSeries, derived_instance, software_version
 from medanomaly.errors import InputError
-from medanomaly.io.dicom_reference import TYPE2_COPIED
 from medanomaly.io.rtstruct import RT_STRUCTURE_SET_STORAGE
 from medanomaly.types import Finding, Volume
 
@@ -40,9 +38,6 @@ __all__ = ["MAX_CONTOUR_POINTS", "TooManyContourPoints", "build_rtstruct", "edge
 MAX_CONTOUR_POINTS = 20_000_000
 #: Study Component Management SOP Class: what RT Referenced Study Sequence items name (PS3.3 C.8.8.5).
 _STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"
-#: Patient and study elements copied from the source images (already cleaned: ``io.dicom_reference``), as a SEG
-#: carries them.
-_FROM_SOURCE = ("StudyInstanceUID", *TYPE2_COPIED)
 #: Display colours of the ROIs (RGB), in turn.
 _COLOURS = ((255, 0, 0), (255, 160, 0), (0, 200, 255), (0, 220, 0), (255, 0, 255), (255, 255, 0))
 #: Each pixel's edges walked clockwise (x right, y down): (dx0, dy0, dx1, dy1) of its top, right, bottom, left edge.
@@ -139,9 +134,8 @@ def build_rtstruct(
             :data:`MAX_CONTOUR_POINTS` pixel edges (:class:`TooManyContourPoints`, counted before any contour is
             traced).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian
 
     infos = segment_infos(findings, source.series_uid, run_id)
     if not infos:
@@ -151,15 +145,15 @@ def build_rtstruct(
     if edges > MAX_CONTOUR_POINTS:
         raise TooManyContourPoints(f"the masks are outlined by {edges:,} pixel edges, more than "
                                    f"{MAX_CONTOUR_POINTS:,} contour points: no RT Structure Set (the SEG holds them)")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()  # its SOP Class and Instance UIDs are the data set's, filled in when saved
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    first = source.datasets[0]
-    if first.get("SpecificCharacterSet"):
-        ds.SpecificCharacterSet = first.SpecificCharacterSet
-    for keyword in _FROM_SOURCE:
-        setattr(ds, keyword, first.get(keyword, ""))
-    ds.update(_header(source, run_id, algorithm, datetime.datetime.now()))
+    now = datetime.datetime.now()
+    ds = derived_instance(source, run_id, "rtstruct", RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", SEG_SERIES_NUMBER + 3,
+                          f"{algorithm} lesion contours")  # fmt: skip
+    ds.OperatorsName = ""
+    ds.StructureSetLabel = "LESIONS"
+    ds.StructureSetName = f"{algorithm} lesions"[:64]
+    ds.StructureSetDate, ds.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.StructureSetDate, ds.StructureSetTime
+    ds.ApprovalStatus = "UNAPPROVED"  # an algorithm's contours: a person approves them
     images = dict(zip(source.slice_index, source.datasets, strict=True))
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_frame_reference(source)])
     ds.StructureSetROISequence, ds.ROIContourSequence = DicomSequence(), DicomSequence()
@@ -174,30 +168,6 @@ def build_rtstruct(
         observation.RTROIInterpretedType, observation.ROIInterpreter = "", ""
         ds.RTROIObservationsSequence.append(observation)
     return ds
-
-
-def _header(source: SourceSeries, run_id: str, algorithm: str, now: datetime.datetime) -> Any:
-    """The series, equipment, structure set and SOP common elements of the new instance."""
-    from pydicom.dataset import Dataset
-
-    header = Dataset()
-    header.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    header.SOPInstanceUID = deterministic_uid(run_id, source.series_uid, "rtstruct")
-    header.Modality = "RTSTRUCT"
-    header.FrameOfReferenceUID = source.frame_of_reference_uid  # the Frame of Reference module (PS3.3 A.19.3)
-    header.PositionReferenceIndicator = str(source.datasets[0].get("PositionReferenceIndicator", "") or "")
-    header.SeriesInstanceUID = deterministic_uid(run_id, source.series_uid, "rtstruct-series")
-    header.SeriesNumber, header.InstanceNumber = SEG_SERIES_NUMBER + 3, 1
-    header.SeriesDescription = f"{algorithm} lesion contours"[:64]
-    header.OperatorsName = ""
-    header.Manufacturer, header.ManufacturerModelName = MANUFACTURER, MODEL_NAME
-    header.SoftwareVersions, header.DeviceSerialNumber = software_version(), "0"
-    header.StructureSetLabel = "LESIONS"
-    header.StructureSetName = f"{algorithm} lesions"[:64]
-    header.StructureSetDate, header.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    header.InstanceCreationDate, header.InstanceCreationTime = header.StructureSetDate, header.StructureSetTime
-    header.ApprovalStatus = "UNAPPROVED"  # an algorithm's contours: a person approves them
-    return header
 
 
 def _image_reference(ds: Any) -> Any:

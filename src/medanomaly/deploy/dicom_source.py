@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,8 +33,8 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["SourceSeries", "check_output_geometry", "load_source_series", "series_headers", "software_version",
-           "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["SourceSeries", "check_output_geometry", "derived_instance", "load_source_series", "series_headers",
+           "software_version", "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
@@ -48,6 +48,38 @@ def software_version() -> str:
     from medanomaly import __version__
 
     return str(__version__)
+
+
+def derived_instance(source: SourceSeries, run_id: str, kind: str, sop_class: str, modality: str, series_number: int,
+                     description: str) -> Any:  # fmt: skip
+    """A new instance filed in ``source``'s study and frame of reference (an RT Structure Set, a Spatial Registration):
+    its patient and study elements copied from the source (already cleaned: ``io.dicom_reference``), the SOP, series,
+    frame of reference and equipment elements; UIDs deterministic in (run, source series, ``kind``), so a rerun
+    rewrites the same instance. The caller adds its module's own elements."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from medanomaly.deploy.codes import deterministic_uid
+    from medanomaly.io.dicom_reference import TYPE2_COPIED
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()  # its SOP Class and Instance UIDs are the data set's, filled in when saved
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    first = source.datasets[0]
+    if first.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = first.SpecificCharacterSet
+    for keyword in ("StudyInstanceUID", *TYPE2_COPIED):
+        setattr(ds, keyword, first.get(keyword, ""))
+    ds.SOPClassUID, ds.Modality = sop_class, modality
+    ds.SOPInstanceUID = deterministic_uid(run_id, source.series_uid, kind)
+    ds.SeriesInstanceUID = deterministic_uid(run_id, source.series_uid, f"{kind}-series")
+    ds.SeriesNumber, ds.InstanceNumber = series_number, 1
+    ds.SeriesDescription = description[:64]
+    ds.FrameOfReferenceUID = source.frame_of_reference_uid  # the Frame of Reference module (PS3.3 A.19.3)
+    ds.PositionReferenceIndicator = str(first.get("PositionReferenceIndicator", "") or "")
+    ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, MODEL_NAME
+    ds.SoftwareVersions, ds.DeviceSerialNumber = software_version(), "0"
+    return ds
 
 
 @dataclass(frozen=True)
