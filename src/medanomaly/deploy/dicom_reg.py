@@ -7,7 +7,9 @@ in that series' frame of reference, one Registration Sequence item for that fram
 series' frame, whose rigid Frame of Reference Transformation Matrix takes a point of the moved series into the first's
 coordinates (C.20.2.1.1), each item listing the images it registers; the Common Instance Reference module lists them
 by series (another study's under Studies Containing Other Referenced Instances). UIDs derive from the run and the
-first series, as the SEG's do; ``dciodvfy`` validates it.
+first series, as the SEG's do; ``dciodvfy`` validates it. A series registered within the first's own frame (a patient
+who moved between two series of one session) gets no REG: two items of one frame would contradict each other; the
+SR's Algorithm Parameters say it.
 
 Example:
     >>> ds = build_registration(source, [(pd_headers, matrix)], run_id="r1")   # doctest: +SKIP
@@ -25,10 +27,18 @@ from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER
 from medanomaly.deploy.dicom_source import SourceSeries, derived_instance
 from medanomaly.errors import InputError
 
-__all__ = ["SPATIAL_REGISTRATION_STORAGE", "build_registration"]
+__all__ = ["SPATIAL_REGISTRATION_STORAGE", "build_registration", "can_register_frames"]
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def can_register_frames(source: SourceSeries, moved: Sequence[tuple[Sequence[Any], Sequence[float]]]) -> bool:
+    """Whether :func:`build_registration` can relate these series: every one records a frame of reference, and each
+    moved one another than the first's."""
+    frame = str(source.frame_of_reference_uid or "")
+    frames = [str(headers[0].get("FrameOfReferenceUID") or "") if headers else "" for headers, _ in moved]
+    return bool(frame and moved and all(frames) and frame not in frames)
 
 
 def build_registration(source: SourceSeries, moved: Sequence[tuple[Sequence[Any], Sequence[float]]], *,
@@ -43,13 +53,15 @@ def build_registration(source: SourceSeries, moved: Sequence[tuple[Sequence[Any]
         algorithm: the task, in the series description.
 
     Raises:
-        InputError: the first series or a moved one records no frame of reference (a REG can only relate frames).
+        InputError: the first series or a moved one records no frame of reference, or a moved one records the first's
+            (a REG relates frames; a patient who moved within one frame is said by the SR's parameters only).
     """
     from pydicom.sequence import Sequence as DicomSequence
 
-    frame = str(source.frame_of_reference_uid or "")
-    if not frame or not moved or any(not headers or not headers[0].get("FrameOfReferenceUID") for headers, _ in moved):
-        raise InputError("a spatial registration relates frames of reference: a series records none")
+    if not can_register_frames(source, moved):  # an item of the first's frame would contradict its identity item
+        raise InputError("a spatial registration relates frames of reference: every series must record one, each "
+                         "moved series another than the first's")  # fmt: skip
+    frame = str(source.frame_of_reference_uid)
     now = datetime.datetime.now()
     ds = derived_instance(source, run_id, "reg", SPATIAL_REGISTRATION_STORAGE, "REG", SEG_SERIES_NUMBER + 4,
                           f"{algorithm} registration of the fused modalities")  # fmt: skip

@@ -337,7 +337,7 @@ def write_set_registration(fusion: FusionSet, inputs: Mapping[str, Any], source:
     """Write ``folder/reg.dcm``, the Spatial Registration of the set's DICOM series that were registered onto the
     first (:mod:`medanomaly.deploy.dicom_reg`), and return its path; None when none was, or a frame is not recorded."""
     from medanomaly.deploy.atomic import atomic_save_dataset
-    from medanomaly.deploy.dicom_reg import build_registration
+    from medanomaly.deploy.dicom_reg import build_registration, can_register_frames
     from medanomaly.deploy.dicom_source import series_headers
     from medanomaly.engine.alignment import MATRIX_META
 
@@ -346,7 +346,7 @@ def write_set_registration(fusion: FusionSet, inputs: Mapping[str, Any], source:
     moved = [(series_headers(member.files, member.key), inputs[name].meta[MATRIX_META]) for name, member in fusion.members
              if member is not None and member.kind == "dicom" and inputs.get(name) is not None
              and inputs[name].meta.get(MATRIX_META)]  # fmt: skip
-    if not moved or not all(h and h[0].get("FrameOfReferenceUID") for h, _ in moved) or not source.frame_of_reference_uid:
+    if not can_register_frames(source, moved):
         return None
     return atomic_save_dataset(folder / "reg.dcm", build_registration(source, moved, run_id=run_id, algorithm=algorithm))
 

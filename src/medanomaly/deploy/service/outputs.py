@@ -145,12 +145,12 @@ def _registration(study_dir: Path, source: Path, volume: Volume, model_name: str
     every series records its frame of reference; else None."""
     from medanomaly.deploy.atomic import atomic_save_dataset
     from medanomaly.deploy.dicom_out import source_series_for_path
-    from medanomaly.deploy.dicom_reg import build_registration
+    from medanomaly.deploy.dicom_reg import build_registration, can_register_frames
 
-    if not registrations or not all(h and h[0].get("FrameOfReferenceUID") for h, _ in registrations):
+    if not registrations:
         return None
     series = source_series_for_path(source, volume)
-    if not series.frame_of_reference_uid:
+    if not can_register_frames(series, registrations):
         return None
     return atomic_save_dataset(study_dir / "dicom" / "reg.dcm", build_registration(
         series, registrations, run_id=f"service:{model_name}", algorithm=task))  # fmt: skip
