@@ -124,10 +124,15 @@ def onto_first_by_registration(volumes: Mapping[str, Any]) -> dict[str, Any]:
 
     present = [name for name, v in volumes.items() if v is not None]
     out = dict(volumes)
+    if len(present) < 2:
+        return out
+    first, coarse_first = present[0], None
     for name in present[1:]:
-        first = present[0]
         try:
-            (fixed, fixed_mm), (moving, _) = _coarse(volumes[first]), _coarse(volumes[name])
+            if coarse_first is None:  # once for every other modality
+                coarse_first = _coarse(volumes[first])
+            fixed, fixed_mm = coarse_first
+            moving, _ = _coarse(volumes[name])
             result = register(fixed, moving, stages=("rigid",), metric="mattes")
         except InputError as exc:
             raise InputError(f"{name} registered onto {first}: {exc.reason}") from None
