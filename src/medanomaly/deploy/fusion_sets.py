@@ -332,28 +332,28 @@ def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, fi
     return out
 
 
-def write_set_registration(fusion: FusionSet, inputs: Mapping[str, Any], source: Any, folder: Any, run_id: str,
-                           algorithm: str) -> Any:  # fmt: skip
-    """Write ``folder/reg.dcm``, the Spatial Registration of the set's DICOM series that were registered onto the
-    first (:mod:`medanomaly.deploy.dicom_reg`), and return its path; None when none was, or a frame is not recorded."""
+def write_set_registration(partners: Mapping[str, list[Any]], inputs: Mapping[str, Any], source: Any, folder: Any,
+                           run_id: str, algorithm: str) -> Any:  # fmt: skip
+    """Write ``folder/reg.dcm``, the Spatial Registration of the set's other DICOM series (``partners``: their headers
+    by modality, :func:`partner_headers`) that were registered onto the first (:mod:`medanomaly.deploy.dicom_reg`), and
+    return its path; None when none was, or a frame is not recorded."""
     from medanomaly.deploy.atomic import atomic_save_dataset
     from medanomaly.deploy.dicom_reg import build_registration, can_register_frames
-    from medanomaly.deploy.dicom_source import series_headers
     from medanomaly.engine.alignment import MATRIX_META
 
     if not isinstance(inputs, Mapping):
         return None
-    moved = [(series_headers(member.files, member.key), inputs[name].meta[MATRIX_META]) for name, member in fusion.members
-             if member is not None and member.kind == "dicom" and inputs.get(name) is not None
-             and inputs[name].meta.get(MATRIX_META)]  # fmt: skip
+    moved = [(headers, inputs[name].meta[MATRIX_META]) for name, headers in partners.items()
+             if inputs.get(name) is not None and inputs[name].meta.get(MATRIX_META)]  # fmt: skip
     if not can_register_frames(source, moved):
         return None
     return atomic_save_dataset(folder / "reg.dcm", build_registration(source, moved, run_id=run_id, algorithm=algorithm))
 
 
-def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> list[Any]:
-    """The headers of the set's other DICOM series (not ``entry``'s), the call SR's evidence beside its own series."""
+def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> dict[str, list[Any]]:
+    """The headers of the set's other DICOM series (not ``entry``'s), by modality, read once: the call SR's evidence
+    beside its own series, and the Spatial Registration's moved series."""
     from medanomaly.deploy.dicom_source import series_headers
 
-    return [ds for _, member in fusion.members if member is not None and member.key != entry.key
-            and member.kind == "dicom" for ds in series_headers(member.files, member.key)]  # fmt: skip
+    return {name: series_headers(member.files, member.key) for name, member in fusion.members
+            if member is not None and member.key != entry.key and member.kind == "dicom"}  # fmt: skip

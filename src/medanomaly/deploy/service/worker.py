@@ -76,39 +76,31 @@ def requested_modalities(study_dir: Path, modalities: tuple[str, ...]) -> dict[s
     return {name: (input_path(study_dir, folders[name]) if name in folders else None) for name in modalities}
 
 
-def _registered_series(paths: dict[str, Path | None], volumes: dict[str, Any]) -> list[Any]:
-    """``(headers, moving -> fixed matrix)`` of each DICOM modality of a fusion upload registered onto the first (for
-    its Spatial Registration object); a folder whose headers cannot be read adds none."""
-    from medanomaly.deploy.dicom_source import series_headers
-    from medanomaly.engine.alignment import MATRIX_META
-    from medanomaly.io.dicom_series import list_files
-
-    out: list[Any] = []
-    for name, path in paths.items():
-        meta = getattr(volumes.get(name), "meta", None) or {}
-        if path is not None and path.is_dir() and meta.get(MATRIX_META) and meta.get("series_uid"):
-            try:
-                out.append((series_headers(list_files(path), str(meta["series_uid"])), meta[MATRIX_META]))
-            except InputError as exc:
-                log.info("%s: no registration headers (%s)", name, exc.reason)
-    return out
-
-
-def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any], first: str) -> list[Any]:
-    """The headers of a fusion upload's DICOM modalities other than ``first`` (sent as a folder of one series); a
-    folder whose headers cannot be read adds none (the call SR then lists its first series only)."""
+def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any], first: str) -> dict[str, list[Any]]:
+    """The headers of a fusion upload's DICOM modalities other than ``first`` (sent as a folder of one series), by
+    modality, read once: the call SR's evidence, and the Spatial Registration's moved series; a folder whose headers
+    cannot be read adds none (the call SR then lists its first series only)."""
     from medanomaly.deploy.dicom_source import series_headers
     from medanomaly.io.dicom_series import list_files
 
-    out: list[Any] = []
+    out: dict[str, list[Any]] = {}
     for name, path in paths.items():
         uid = str((getattr(volumes.get(name), "meta", None) or {}).get("series_uid") or "")
         if name != first and path is not None and path.is_dir() and uid:
             try:
-                out += series_headers(list_files(path), uid)
+                out[name] = series_headers(list_files(path), uid)
             except InputError as exc:
                 log.info("%s: no evidence headers (%s)", name, exc.reason)
     return out
+
+
+def _registered_series(headers: dict[str, list[Any]], volumes: dict[str, Any]) -> list[Any]:
+    """``(headers, moving -> fixed matrix)`` of each DICOM modality (``headers``: :func:`_other_dicom_headers`)
+    registered onto the first, for its Spatial Registration object."""
+    from medanomaly.engine.alignment import MATRIX_META
+
+    return [(series, volumes[name].meta[MATRIX_META]) for name, series in headers.items()
+            if volumes.get(name) is not None and volumes[name].meta.get(MATRIX_META)]  # fmt: skip
 
 
 def requested_alignment(study_dir: Path) -> str:
@@ -266,9 +258,10 @@ class ModelWorker:
             return True
         name, first = next((n, v) for n, v in volumes.items() if v is not None)
         explain_on = explanation_input(self.model, volumes, "{} was not sent")
-        evidence = _other_dicom_headers(paths, volumes, name)
+        headers = _other_dicom_headers(paths, volumes, name)
+        evidence = [ds for series in headers.values() for ds in series]
         self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence,
-                     _registered_series(paths, volumes))  # fmt: skip
+                     _registered_series(headers, volumes))  # fmt: skip
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
