@@ -66,22 +66,24 @@ def alignment_for(model: Any, asked: str) -> str:
     return recorded if recorded in ALIGNMENTS else "none"
 
 
-def align_to_first(volumes: Mapping[str, Any], alignment: str) -> dict[str, Any]:
-    """The modalities' Volumes (None: missing) aligned as ``alignment`` says (:data:`ALIGNMENTS`)."""
+def align_to_first(volumes: Mapping[str, Any], alignment: str, remedy: str = "--register-to-first") -> dict[str, Any]:
+    """The modalities' Volumes (None: missing) aligned as ``alignment`` says (:data:`ALIGNMENTS`); ``remedy``: how the
+    caller asks for registration, said where ``none`` meets two frames of reference (:func:`check_one_frame`)."""
     if alignment not in ALIGNMENTS:
         raise InputError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
     if alignment == "register":
         return onto_first_by_registration(volumes)
     if alignment == "resample":
         return onto_first_grid(volumes)
-    check_one_frame(volumes)
+    check_one_frame(volumes, remedy)
     return dict(volumes)
 
 
-def check_one_frame(volumes: Mapping[str, Any]) -> None:
+def check_one_frame(volumes: Mapping[str, Any], remedy: str = "--register-to-first") -> None:
     """Refuse modalities that record two different DICOM frames of reference: taken as they are (no alignment asked),
     their voxels would be fused by index although the same numbers name two places (a PD of another visit on a grid
-    of the T1's size was fused voxel by voxel). Images that record none (NIfTI, PNG) cannot be checked.
+    of the T1's size was fused voxel by voxel). Images that record none (NIfTI, PNG) cannot be checked. ``remedy``:
+    how the caller asks for registration (a fusion config's ``data.alignment: register``).
 
     Raises:
         InputError: naming the two modalities and how to align them.
@@ -91,7 +93,7 @@ def check_one_frame(volumes: Mapping[str, Any]) -> None:
     for name, frame in recorded[1:]:
         if frame != recorded[0][1]:
             raise InputError(f"{name} is in another frame of reference than {recorded[0][0]}: its voxels are not "
-                             f"{recorded[0][0]}'s places; --register-to-first registers it onto {recorded[0][0]}")
+                             f"{recorded[0][0]}'s places; {remedy} registers it onto {recorded[0][0]}")
 
 
 def onto_first_grid(volumes: Mapping[str, Any]) -> dict[str, Any]:

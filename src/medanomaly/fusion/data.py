@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.engine.alignment import align_to_first
 from medanomaly.errors import InputError
 from medanomaly.io.dicom import modality_code
 from medanomaly.io.tables import read_csv
@@ -257,10 +258,12 @@ def load_case(
 ) -> PairedSample:  # fmt: skip
     """Read every present modality of one case (``volumes``: a modality's volume of a 4D file,
     :func:`medanomaly.io.frames.read_modality`), run the modality checks, bring the others onto the first's grid as
-    ``alignment`` says (:func:`medanomaly.engine.alignment.align_to_first`; ``none``: nothing moved) and check the grid.
+    ``alignment`` says (:func:`medanomaly.engine.alignment.align_to_first`; ``none``: nothing moved, and two recorded
+    DICOM frames of reference refused as prediction refuses them) and check the grid.
 
     Raises:
-        InputError: unreadable file, swapped or wrong modality, different grids, a registration that fails.
+        InputError: unreadable file, swapped or wrong modality, different grids, two frames of reference unaligned, a
+            registration that fails.
     """
     volumes_read: dict[str, Volume | None] = {}
     detected: dict[str, str | None] = {}
@@ -272,10 +275,7 @@ def load_case(
         detected[name] = detect_modality(path, volume)
         volumes_read[name] = volume.with_meta(modality=detected[name] or EXPECTED_DICOM_MODALITY.get(name.lower(), "OT"))
     check_modalities(detected, source)
-    if alignment != "none":
-        from medanomaly.engine.alignment import align_to_first
-
-        volumes_read = align_to_first(volumes_read, alignment)
+    volumes_read = align_to_first(volumes_read, alignment, remedy="data.alignment: register")
     check_same_grid(volumes_read, source)
     return PairedSample(case.patient_id, volumes_read, case.label, case.flags)
 

@@ -74,8 +74,8 @@ def test_fusion_data_detects_swapped_dicom_modalities(tmp_path):
     manifest = read_manifest(_manifest(tmp_path, ["p1,b.dcm,a.dcm,0", "p2,a.dcm,b.dcm,0"]))
     with pytest.raises(InputError, match="modalities swapped: ct_path holds MR and mr_path holds CT"):
         load_case(manifest.cases[0])
-    # correct columns: the modality check passes, and the real CT/MR grids differ
-    with pytest.raises(InputError, match="grids differ"):
+    # correct columns: the modality check passes, and the real CT and MR are of two frames of reference
+    with pytest.raises(InputError, match="MR is in another frame of reference than CT.*data.alignment: register"):
         load_case(manifest.cases[1])
 
 
@@ -143,3 +143,28 @@ def test_a_case_on_two_grids_is_registered_as_it_loads_when_the_config_asks(tmp_
     assert np.corrcoef(mr.array[inner].ravel(), expected[inner].ravel())[0, 1] > 0.98
     samples, problems = load_paired_dataset(manifest, alignment="register")
     assert len(samples) == 1 and problems == []
+
+
+def test_a_case_of_two_frames_of_reference_on_one_grid_is_refused_unless_registered(tmp_path):
+    """Training took a CT and an MR recording two DICOM frames of reference on grids of one size and fused them voxel
+    by voxel, while prediction refused such a pair: the loader now refuses it as prediction does (the case skipped,
+    named with the config key that registers it); one frame, or registration asked, loads."""
+    import medanomaly
+
+    _write_pair(tmp_path, "p1")
+    manifest = read_manifest(_manifest(tmp_path, ["p1,p1_ct.nrrd,p1_mr.nrrd,1"]))
+
+    def frames(ct_frame: str, mr_frame: str):
+        def reader(path: Path) -> Volume:
+            volume = medanomaly.read(path)
+            return volume.with_meta(frame_of_reference_uid=ct_frame if "_ct" in path.name else mr_frame)
+
+        return reader
+
+    samples, problems = load_paired_dataset(manifest, reader=frames("1.2.3", "1.2.4"))
+    assert samples == [] and problems == [
+        ("p1", "MR is in another frame of reference than CT: its voxels are not CT's places; data.alignment: register "
+               "registers it onto CT")]  # fmt: skip
+    assert load_case(manifest.cases[0], frames("1.2.3", "1.2.3")).volumes["MR"] is not None
+    registered = load_case(manifest.cases[0], frames("1.2.3", "1.2.4"), alignment="register")
+    assert registered.volumes["MR"].same_grid(registered.volumes["CT"])
