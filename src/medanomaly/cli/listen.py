@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """Receive series pushed by a PACS or modality, run the model on each complete one, send SEG + SR on."""
         from medanomaly.cli.pacs import batch_options, ids_key, reporter, tls_files
         from medanomaly.cli.serve import check_free
-        from medanomaly.deploy.batch import check_options_for
+        from medanomaly.deploy.batch_context import check_options_for
         from medanomaly.deploy.listener import ListenerOptions, check_options, connect_store_to, run_listener
         from medanomaly.deploy.pacs_auth import PacsAuth
         from medanomaly.engine import load_model

@@ -52,7 +52,7 @@ def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
 def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
                   explain: str | None = None, modality_series: list[str] | None = None,
                   resample_to_first: bool = False, register_to_first: bool = False, pair_by: str = "study"):  # fmt: skip
-    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.batch_context import BatchOptions
     from medanomaly.deploy.fusion_sets import PAIR_BY
     from medanomaly.deploy.select import parse_rule, parse_size
     from medanomaly.engine.alignment import alignment_of
@@ -223,7 +223,7 @@ def register(app: typer.Typer) -> None:
         (dimse+tls://HOST:PORT/CALLED_AE) the PACS's certificate is checked against --tls-ca (default: the system
         store) and ours, if it asks for one, is --tls-cert / --tls-key.
         """
-        from medanomaly.deploy.batch import check_options_for
+        from medanomaly.deploy.batch_context import check_options_for
         from medanomaly.deploy.pacs import connect, run_pacs
         from medanomaly.deploy.pacs_auth import PacsAuth, cleartext_warning
         from medanomaly.engine import load_model

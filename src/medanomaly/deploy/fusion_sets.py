@@ -156,7 +156,7 @@ def pair_studies(decisions: Sequence[Decision], names: Sequence[str],
 
 def with_fusion_sets(model: Any, decisions: list[Decision], ctx: Any) -> tuple[list[Decision], Any]:
     """For a fusion model, the decisions with each study's (patient's) series paired into sets, and the batch context
-    (:class:`medanomaly.deploy.batch.BatchContext`) holding them; any other model's as they are."""
+    (:class:`medanomaly.deploy.batch_context.BatchContext`) holding them; any other model's as they are."""
     if ctx.selection != FUSION_SELECTION:
         return decisions, ctx
     names = tuple(getattr(model, "modalities", ()))

@@ -42,7 +42,8 @@ from typing import Any
 
 from medanomaly.jsonio import atomic_write
 from medanomaly.deploy.dicom_tls import DicomTls
-from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
+from medanomaly.deploy.batch import process_series, resumable_on_sigterm
+from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
 from medanomaly.deploy.pacs import PacsState, SeriesCounts, connect, once_per_study, store_results

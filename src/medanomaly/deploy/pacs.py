@@ -52,7 +52,8 @@ from typing import Any, TypeVar
 from medanomaly.deploy.atomic import atomic_save_dataset
 from medanomaly.deploy.bounded_http import AnswerTooLarge, BoundedSession, answers_at_most
 from medanomaly.deploy.pacs_auth import CREDENTIALS_HINT, PacsAuth
-from medanomaly.deploy.batch import BatchContext, BatchOptions, make_context, process_series, resumable_on_sigterm
+from medanomaly.deploy.batch import process_series, resumable_on_sigterm
+from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.state_db import open_state_db

@@ -124,7 +124,7 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
     """DICOM SEG / RT Structure Set / SR / Parametric Map of the findings and map, written into ``study_dir/dicom``
     (:func:`medanomaly.deploy.dicom_out.write_dicom_outputs_for_path`): ``{kind: file name}``, or ``{"error": reason}``
     when the upload's headers cannot be referenced (the job's other results stand)."""
-    from medanomaly.deploy.batch import BatchOptions
+    from medanomaly.deploy.batch_context import BatchOptions
     from medanomaly.deploy.dicom_out import source_series_for_path, write_dicom_outputs_for_path
     from medanomaly.errors import InputError
 
