@@ -82,7 +82,7 @@ def _wait(condition, seconds: float = 60.0) -> None:
 
 
 def _states(work: Path) -> list[tuple]:
-    from medanomaly.deploy.pacs import PacsState
+    from medanomaly.deploy.pacs_state import PacsState
 
     state = PacsState(work / "listener_state.sqlite")
     try:

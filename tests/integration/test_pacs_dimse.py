@@ -188,3 +188,26 @@ def test_a_pacs_without_c_get_is_retrieved_from_with_c_move(dimse_orthanc, lung1
     code, _, err = run_main(monkeypatch, capsys, "pacs", str(tmp_path / "no-run"), "--url", "http://127.0.0.1:1/x",
                             "--move-port", str(_free_port()))  # fmt: skip
     assert code == 2 and "--move-port is for a DIMSE PACS" in err, err
+
+
+def test_a_patient_s_studies_are_found_over_c_find_by_exact_patient_id(dimse_orthanc, tmp_path: Path) -> None:
+    """--pair-by patient over DIMSE: the study C-FIND returns PatientID and its issuer when asked; a patient's two
+    studies are found by an exact C-FIND on them, another patient whose ID starts the same is not, and a PatientID
+    holding a wildcard is never put in a query (``PAT-*`` matches every PAT- patient): its study stays alone."""
+    from medanomaly.deploy.pacs import PATIENT_FIELDS, connect, patient_studies
+    from tests.integration.test_batch_fusion import STUDY, _of_patient, _series
+
+    rest, url = dimse_orthanc
+    for study, patient in ((21, "PAT-D"), (22, "PAT-D"), (23, "PAT-DX"), (24, "PAT-*")):
+        for path in sorted(_of_patient(_series(tmp_path, study, "t1", "T1", "T1"), patient).iterdir()):
+            urllib.request.urlopen(urllib.request.Request(f"{rest}/instances", data=path.read_bytes(), method="POST"))
+    client = connect(url, ae_title=AE)
+    answers = {a["0020000D"]["Value"][0]: a for a in client.search_for_studies(fields=list(PATIENT_FIELDS))}
+    assert answers[STUDY.format(21)]["00100020"]["Value"] == ["PAT-D"]
+    assert patient_studies(client, url, answers[STUDY.format(22)], STUDY.format(22)) == [STUDY.format(22),
+                                                                                          STUDY.format(21)]  # fmt: skip
+    asked: list[dict] = []
+    search = client.search_for_studies
+    client.search_for_studies = lambda **kw: asked.append(kw["search_filters"]) or search(**kw)
+    assert patient_studies(client, url, answers[STUDY.format(24)], STUDY.format(24)) == [STUDY.format(24)]
+    assert asked == [] and STUDY.format(23) in answers  # PAT-DX's study is there, not PAT-D's

@@ -34,7 +34,7 @@ def _upload(rest: str, folder: Path) -> None:
 
 
 def _states(path: Path) -> dict[str, tuple[str, str]]:
-    from medanomaly.deploy.pacs import PacsState
+    from medanomaly.deploy.pacs_state import PacsState
 
     state = PacsState(path)
     try:
@@ -145,3 +145,54 @@ def test_the_bridge_stores_a_registered_calls_spatial_registration_in_the_study(
                       if s["00080060"]["Value"][0] == "REG"]  # fmt: skip
         (reg,) = client.retrieve_series(STUDY.format(3), reg_uid)
     assert [item.FrameOfReferenceUID for item in reg.RegistrationSequence] == [FRAME.format(3), FRAME.format(8)]
+
+
+def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_modality(fusion_run, tmp_path) -> None:
+    """--pair-by patient at the PACS: a T1 study came first; with --pair-wait its set waited (nothing run or stored)
+    instead of running without PD; the patient's PD study (another visit, another frame, the anatomy 6 mm off) came and
+    the next poll ran both as one call (registered), its SR and REG in the T1's study. Another patient's lone T1 waited
+    until its wait was over, then ran without PD. No PatientID in the state file or the records."""
+    import time
+
+    import pydicom
+
+    from medanomaly.deploy.batch_context import BatchOptions
+    from medanomaly.deploy.pacs import run_pacs
+    from medanomaly.engine import load_model
+    from tests.integration.test_batch_fusion import _of_patient
+
+    model, work = load_model(fusion_run), tmp_path / "work"
+    options = BatchOptions(pair_by="patient", register_to_first=True)
+    with running_orthanc(_folder(tmp_path / "orthanc")) as rest:
+        t1 = _of_patient(_series(tmp_path, 11, "t1", "T1", "T1"), "PAT-A")
+        lone = _of_patient(_series(tmp_path, 13, "t1", "T1", "T1"), "PAT-B")
+        for folder in (t1, lone):
+            _upload(rest, folder)
+
+        def poll(wait_s: float):
+            return run_pacs(model, f"{rest}/dicom-web", work, options=options, pair_wait_s=wait_s)
+
+        first = poll(3600.0)
+        assert (first.processed, first.stored, first.waiting, first.errors) == (0, 0, 2, []), first
+        pd = _of_patient(_series(tmp_path, 12, "pd", "PD", "PD", frame=18, move=6), "PAT-A")
+        _upload(rest, pd)
+        second = poll(3600.0)
+        assert (second.processed, second.stored, second.waiting, second.errors) == (1, 2, 1, []), second
+        assert _stored_call(rest, STUDY.format(11))["class"] is not None  # the call's SR is in the T1's study
+        time.sleep(0.2)
+        third = poll(0.1)  # PAT-B's wait is over: its T1 runs without PD
+        assert (third.processed, third.stored, third.waiting, third.errors) == (1, 1, 0, []), third
+    states = _states(work / "pacs_state.sqlite")
+    assert states[_series_uid(t1)] == ("done", "")
+    assert states[_series_uid(pd)] == ("skipped", f"PD of the fusion set in the row of series {_series_uid(t1)}")
+    assert states[_series_uid(lone)] == ("done", "")
+    records = {r["series_id"]: r for r in (json.loads(p.read_text()) for p in (work / "series").glob("*.json"))}
+    both, alone = records[_series_uid(t1)], records[_series_uid(lone)]
+    assert both["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)}
+    assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
+    assert "missing_modality:PD" in alone["prediction"]["flags"]
+    sr = pydicom.dcmread(work / both["dicom"]["sr"])
+    assert {s.SeriesInstanceUID for study in sr.PertinentOtherEvidenceSequence
+            for s in study.ReferencedSeriesSequence} == {_series_uid(pd)}  # fmt: skip
+    texts = (work / "pacs_state.sqlite").read_bytes() + b"".join(p.read_bytes() for p in (work / "series").glob("*"))
+    assert b"PAT-A" not in texts and b"PAT-B" not in texts

@@ -32,12 +32,17 @@ RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion mode
 REGISTER_TO_FIRST = typer.Option(False, "--register-to-first", help="Fusion model: register each modality onto the "
                                  "first (rigid, mutual information; any frame of reference: two visits, a patient who "
                                  "moved) and resample it there; the transform found is in the flags.")
+PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model, archive or PACS: pair the series of one study (study) "
+                       "or of one patient across their studies (patient: a CT and an MR of two visits; with "
+                       "--register-to-first).")
 #: Keyed ids in results (HMAC pseudonyms of UIDs and paths): shared by predict (archive), pacs and listen.
 KEYED_IDS = typer.Option(False, "--keyed-ids", help="Series, study and file ids in results, records and messages as "
                          "keyed pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs or paths.")
 KEY_FILE = typer.Option(None, "--key-file", help="The key of --keyed-ids (a file).")
 #: Bounds of ``--interval`` with ``--watch``, seconds (0 polled the PACS about 140 times a second; -5 was a traceback).
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
+#: Longest ``--pair-wait``, hours (a set held longer than a month is a set whose other modality will not come).
+MAX_PAIR_WAIT_H = 24.0 * 31
 
 
 def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
@@ -211,6 +216,10 @@ def register(app: typer.Typer) -> None:
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,
+        pair_by: str = PAIR_BY,
+        pair_wait: float = typer.Option(0.0, "--pair-wait", help="Fusion model: a set that lacks a modality waits up "
+                                        "to this many hours for it (from the poll that first saw it; with --watch), "
+                                        "then runs without it; 0: at once."),
         keyed_ids: bool = KEYED_IDS,
         key_file: Path | None = KEY_FILE,
     ) -> None:
@@ -229,8 +238,12 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import load_model
 
         options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first,
-                                register_to_first)  # fmt: skip
+                                register_to_first, pair_by)  # fmt: skip
         filters = _study_filters(study_filter)
+        if not (math.isfinite(pair_wait) and 0 <= pair_wait <= MAX_PAIR_WAIT_H):
+            raise InputError(f"--pair-wait must be 0..{MAX_PAIR_WAIT_H:g} hours, got {pair_wait:g}")
+        if pair_wait and not watch:  # one poll would never come back for the set
+            raise InputError("--pair-wait holds a set for a later poll of --watch; give --watch too")
         key = ids_key(keyed_ids, key_file)
         if since_days is not None and not 0 <= since_days <= 36_500:
             raise InputError(f"--since-days must be 0..36,500, got {since_days}")
@@ -258,9 +271,10 @@ def register(app: typer.Typer) -> None:
         check_options_for(model, options)  # before the first poll
 
         report = reporter(lambda s: f"poll {s.polls}: {s.studies} stud(ies) seen, {s.processed} series processed, "
-                          f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)")  # fmt: skip
+                          f"{s.skipped} skipped, {s.stored} instance(s) stored, {len(s.errors)} error(s)"
+                          + (f", {s.waiting} set(s) waiting for a modality" if pair_wait else ""))  # fmt: skip
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report, client=client,
-                           since_days=since_days, key=key)  # fmt: skip
+                           since_days=since_days, key=key, pair_wait_s=pair_wait * 3600.0)  # fmt: skip
         if summary.errors:
             raise typer.Exit(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, PAIR_BY, REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
 
 
 def _format_prediction(path: Path, prediction) -> str:
@@ -62,9 +62,7 @@ def register(app: typer.Typer) -> None:
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,
-        pair_by: str = typer.Option("study", "--pair-by", help="Archive, fusion model: pair the series of one study "
-                                    "(study) or of one patient across their studies (patient: a CT and an MR of two "
-                                    "visits; with --register-to-first)."),
+        pair_by: str = PAIR_BY,
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Archive: refuse a series whose float32 "
                                          "volume is larger, by its headers, before reading it."),
         site: str = typer.Option("auto", "--site", help="Archive: finding site in the SR (lung, breast, ...; auto; "

@@ -211,13 +211,14 @@ class DimseClient:
         return answers
 
     def search_for_studies(self, search_filters: dict[str, Any] | None = None, offset: int = 0,
-                           limit: int | None = None) -> list[dict]:  # fmt: skip
-        """The studies matching ``search_filters`` (keyword = value, e.g. ``ModalitiesInStudy=CT``)."""
+                           limit: int | None = None, fields: Sequence[str] = ()) -> list[dict]:  # fmt: skip
+        """The studies matching ``search_filters`` (keyword = value, e.g. ``ModalitiesInStudy=CT``), with the
+        attributes ``fields`` names returned too (QIDO-RS's ``includefield``)."""
         if offset:  # DIMSE has no paging: everything came with the first page
             return []
         from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-        keys: dict[str, Any] = {"StudyInstanceUID": ""}
+        keys: dict[str, Any] = {"StudyInstanceUID": "", **dict.fromkeys(fields, "")}
         for keyword, value in (search_filters or {}).items():
             if tag_for_keyword(keyword) is None or dictionary_VR(tag_for_keyword(keyword)) == "SQ":
                 raise InputError(f"study filter {keyword!r}: not a DICOM keyword a C-FIND can match")

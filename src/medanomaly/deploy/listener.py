@@ -46,7 +46,8 @@ from medanomaly.deploy.batch import process_series, resumable_on_sigterm
 from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
-from medanomaly.deploy.pacs import PacsState, SeriesCounts, connect, once_per_study, store_results
+from medanomaly.deploy.pacs import SeriesCounts, connect, once_per_study, store_results
+from medanomaly.deploy.pacs_state import PacsState
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError, unexpected_reason
 

@@ -14,6 +14,11 @@ through :class:`medanomaly.deploy.dimse.DimseClient`, which answers the same cal
    its SEG and SR (and, with ``store_map``, the Parametric Map) are stored with STOW-RS;
 5. the outcome is written to the state file (SQLite): a second poll adds nothing.
 
+A fusion model's series are run in sets, one per study; with ``--pair-by patient`` one per patient, across the
+patient's studies in the PACS of any date (:func:`patient_studies`: PatientID and issuer matched exactly, used in that
+query only). A set that lacks a modality runs without it at once, or waits for it up to ``pair_wait_s`` from the poll
+that first saw it (recorded ``waiting``; a watch's later poll runs it whole when the other study has come).
+
 The SEG/SR UIDs are deterministic in (run, options, source series), so even with a lost state
 file a rerun stores the same instances again instead of adding new ones.
 
@@ -56,11 +61,11 @@ from medanomaly.deploy.batch import process_series, resumable_on_sigterm
 from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.results import file_safe
-from medanomaly.deploy.state_db import open_state_db
+from medanomaly.deploy.pacs_state import WAITING, PacsState
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect", "once_per_study",
-           "poll_once", "recent_filter", "run_pacs", "store_results"]
+__all__ = ["MAX_QIDO_RESULTS", "WAITING", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect",
+           "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
@@ -69,16 +74,12 @@ HEADER_BYTES_PER_FRAME = 256 * 2**10
 #: Fixed room for one retrieval's multipart framing, bytes.
 ANSWER_OVERHEAD_BYTES = 16 * 2**20
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: What a ``--pair-by patient`` poll asks of each study (QIDO-RS returns PatientID by default; C-FIND what is asked).
+PATIENT_FIELDS = ("PatientID", "IssuerOfPatientID")
+#: What a QIDO-RS or C-FIND match reads as a wildcard or a value separator: a PatientID holding one matches others.
+_NOT_EXACT = re.compile(r"[*?\\]")
 
 T = TypeVar("T")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS processed (
-    series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, status TEXT NOT NULL,
-    reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint)
-)"""
-_COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
-
-
 @dataclass
 class SeriesCounts:
     """What a bridge or a node did with series: processed / skipped, instances stored, errors (one line each)."""
@@ -95,46 +96,7 @@ class PacsSummary(SeriesCounts):
 
     polls: int = 0
     studies: int = 0
-
-
-class PacsState:
-    """The SQLite file of processed series: (series UID, fingerprint) -> status, reason, stored UIDs."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db = open_state_db(self.path, _SCHEMA, "processed", _COLUMNS, "PACS state file")
-        self._db.commit()
-
-    def done(self, series_uid: str, fingerprint: str) -> bool:
-        """True when the series was handled (any status) under this fingerprint."""
-        return self.status(series_uid, fingerprint) is not None
-
-    def status(self, series_uid: str, fingerprint: str) -> str | None:
-        """The recorded status of the series under this fingerprint (``done``, ``skipped``, ``refused``, ``error``), or
-        None when it was not handled."""
-        row = self._db.execute("SELECT status FROM processed WHERE series_uid=? AND fingerprint=?",
-                               (series_uid, fingerprint)).fetchone()  # fmt: skip
-        return None if row is None else str(row[0])
-
-    def record(self, series_uid: str, fingerprint: str, study_uid: str, status: str, reason: str = "",
-               stored: Sequence[str] = ()) -> None:  # fmt: skip
-        """Remember one series' outcome (replacing an earlier one of the same fingerprint)."""
-        self._db.execute("INSERT OR REPLACE INTO processed VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (series_uid, fingerprint, study_uid, status, reason, " ".join(stored), time.time()))  # fmt: skip
-        self._db.commit()
-
-    def series_of_study(self, study_uid: str, fingerprint: str, status: str) -> list[str]:
-        """The series of a study recorded with ``status`` under this fingerprint, oldest first."""
-        rows = self._db.execute("SELECT series_uid FROM processed WHERE study_uid=? AND fingerprint=? AND status=? "
-                                "ORDER BY at", (study_uid, fingerprint, status)).fetchall()  # fmt: skip
-        return [str(r[0]) for r in rows]
-
-    def rows(self) -> list[tuple]:
-        """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""
-        return self._db.execute("SELECT * FROM processed ORDER BY at").fetchall()
-
-    def close(self) -> None:
-        self._db.close()
+    waiting: int = 0
 
 
 def once_per_study(decision: Any, study_uid: str, state: PacsState, ctx: BatchContext) -> Any:
@@ -302,6 +264,28 @@ def _search(url: str, search: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 
 
 _STUDY_UID, _SERIES_UID, _MODALITY = "0020000D", "0020000E", "00080060"
+_PATIENT_ID, _ISSUER = "00100020", "00100021"
+
+
+def _patient_of(study: dict) -> tuple[str, str] | None:
+    """(PatientID, IssuerOfPatientID) of a study answer, or None where it names no patient or one no query matches
+    exactly (a wildcard or a backslash in it: ``*`` would match every patient's studies)."""
+    patient, issuer = _value(study, _PATIENT_ID).strip(), _value(study, _ISSUER).strip()
+    return None if not patient or _NOT_EXACT.search(patient + issuer) else (patient, issuer)
+
+
+def patient_studies(client: Any, url: str, study: dict, study_uid: str) -> list[str]:
+    """``study_uid`` and the UIDs of its patient's other studies in the PACS, of any date or filter (a CT and an MR of
+    two visits), for ``--pair-by patient``. PatientID and its issuer are matched exactly (the answers are checked, not
+    only the query), go into this query only and are never written or said; a study naming no patient, or one no
+    query can match exactly, is alone."""
+    patient = _patient_of(study)
+    if patient is None:
+        return [study_uid]
+    filters = {"PatientID": patient[0], **({"IssuerOfPatientID": patient[1]} if patient[1] else {})}
+    answers = _search(url, client.search_for_studies, search_filters=filters, fields=list(PATIENT_FIELDS))
+    others = {_uid(answer, _STUDY_UID) for answer in answers if _patient_of(answer) == patient}
+    return [study_uid, *sorted(others - {"", study_uid})]
 
 
 def _metadata_entry(client: Any, url: str, study_uid: str, series_uid: str) -> Any:
@@ -392,15 +376,44 @@ def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: Ba
     return out
 
 
-def _process_study(model: Any, client: Any, url: str, study_uid: str, state: PacsState, ctx: BatchContext,
-                   summary: PacsSummary, store_map: bool) -> None:  # fmt: skip
+def _waiting(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, pair_wait_s: float,
+             summary: PacsSummary) -> set[str]:  # fmt: skip
+    """The series of fusion sets that lack a modality and wait for it, ``pair_wait_s`` from when the bridge first saw
+    them (recorded ``waiting``: not done, so each poll forms their set again); a set whose wait is over runs without
+    the missing modality, as it would have at once."""
+    held: set[str] = set()
+    for decision in decisions:
+        fusion = ctx.sets.get(decision.entry.key) if decision.status == "run" else None
+        missing = [name for name, member in fusion.members if member is None] if fusion is not None else []
+        if not missing or pair_wait_s <= 0:
+            continue
+        present = [member for _, member in fusion.members if member is not None]
+        since = state.waiting_since([m.key for m in present], ctx.fingerprint)
+        if since is None:
+            for member in present:
+                state.record(member.key, ctx.fingerprint, member.study_uid or "", WAITING,
+                             f"its fusion set waits for {', '.join(missing)}")  # fmt: skip
+            since = time.time()
+        if time.time() - since < pair_wait_s:
+            held.update(m.key for m in present)
+            summary.waiting += 1
+    return held
+
+
+def _process_studies(model: Any, client: Any, url: str, study_uids: Sequence[str], state: PacsState,
+                     ctx: BatchContext, summary: PacsSummary, store_map: bool, pair_wait_s: float = 0.0) -> None:  # fmt: skip
+    """Run the new series of a study (with ``--pair-by patient``: of a patient's studies), a fusion model's in sets."""
     from medanomaly.deploy.select import select_series
 
-    entries = _candidates(client, url, study_uid, state, ctx, summary)
+    entries = [entry for uid in study_uids for entry in _candidates(client, url, uid, state, ctx, summary)]
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
-    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study
+    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
+    decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
+    held = _waiting(decisions, state, ctx, pair_wait_s, summary)
     for decision in decisions:
-        entry, decision = decision.entry, once_per_study(decision, study_uid, state, ctx)
+        entry, study_uid = decision.entry, decision.entry.study_uid
+        if entry.key in held:
+            continue
         if decision.status != "run":
             state.record(entry.key, ctx.fingerprint, study_uid, decision.status, decision.reason)
             summary.skipped += 1
@@ -427,18 +440,24 @@ def _process_study(model: Any, client: Any, url: str, study_uid: str, state: Pac
 
 def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchContext, *,
               search_filters: dict[str, Any] | None = None, store_map: bool = False,
-              summary: PacsSummary | None = None) -> PacsSummary:  # fmt: skip
-    """Query every study once and process its new series (see the module docstring)."""
+              summary: PacsSummary | None = None, pair_wait_s: float = 0.0) -> PacsSummary:  # fmt: skip
+    """Query every study once and process its new series (see the module docstring); with ``--pair-by patient``, a
+    study's with its patient's other studies' (:func:`patient_studies`), each patient's once a poll."""
     summary = summary or PacsSummary()
     summary.polls += 1
-    studies = _search(url, client.search_for_studies, search_filters=search_filters)
-    for study in studies:
+    by_patient = ctx.options.pair_by == "patient"
+    fields = {"fields": list(PATIENT_FIELDS)} if by_patient else {}
+    seen: set[str] = set()
+    for study in _search(url, client.search_for_studies, search_filters=search_filters, **fields):
         study_uid = _uid(study, _STUDY_UID)
         if not study_uid:
             summary.errors.append("a study without a valid StudyInstanceUID, not queried")
-        else:
-            summary.studies += 1
-            _process_study(model, client, url, study_uid, state, ctx, summary, store_map)
+        elif study_uid not in seen:
+            group = patient_studies(client, url, study, study_uid) if by_patient else [study_uid]
+            group = [uid for uid in group if uid not in seen]
+            seen.update(group)
+            summary.studies += len(group)
+            _process_studies(model, client, url, group, state, ctx, summary, store_map, pair_wait_s)
     return summary
 
 
@@ -485,6 +504,7 @@ def run_pacs(
     auth: PacsAuth | None = None,
     client: Any = None,
     since_days: int | None = None,
+    pair_wait_s: float = 0.0,
 ) -> PacsSummary:
     """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
 
@@ -507,6 +527,8 @@ def run_pacs(
         client: a client :func:`connect` made already (the CLI connects before loading the model), else one is made.
         since_days: only studies of the last ``since_days`` days (and today), the range recomputed each poll
             (:func:`recent_filter`).
+        pair_wait_s: a fusion set that lacks a modality waits this long for it from when a poll first saw it (a CT
+            study whose MR comes later, ``--pair-by patient``), then runs without it; 0: at once.
 
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
@@ -520,7 +542,7 @@ def run_pacs(
         while True:
             try:
                 poll_once(model, client, url, state, ctx, search_filters=recent_filter(search_filters, since_days),
-                          store_map=store_map, summary=summary)  # fmt: skip
+                          store_map=store_map, summary=summary, pair_wait_s=pair_wait_s)  # fmt: skip
             except InputError as exc:  # the PACS unreachable or refusing during a poll (restarted, a token expired)
                 if not watch:
                     raise

@@ -45,7 +45,10 @@ def test_pacs_unreachable_is_one_line(tmp_path: Path) -> None:
      (["--watch", "--interval", "-5"], "--interval must be 1..86400 seconds, got -5"),
      (["--watch", "--interval", "nan"], "got nan"), (["--watch", "--interval", "0"], "got 0"),
      (["--site", "../../x"], "unknown finding site '../../x'"),
-     (["--interval", "5"], "give --watch too"), (["--move-host", "10.0.0.1"], "give --move-port too")],
+     (["--interval", "5"], "give --watch too"), (["--move-host", "10.0.0.1"], "give --move-port too"),
+     (["--pair-wait", "2"], "--pair-wait holds a set for a later poll of --watch; give --watch too"),
+     (["--watch", "--pair-wait", "-1"], "--pair-wait must be 0..744 hours, got -1"),
+     (["--watch", "--pair-wait", "inf"], "got inf"), (["--pair-by", "visit"], "--pair-by must be study or patient")],
 )  # fmt: skip
 def test_pacs_bad_options_are_one_line(tmp_path: Path, args: list[str], match: str) -> None:
     base = ["pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web"]
@@ -143,3 +146,25 @@ def test_the_bridge_and_the_node_take_keyed_ids_from_the_command_line(tmp_path: 
     code, _, err = run_main(monkeypatch, capsys, *args, "--out", str(tmp_path / "w"), "--keyed-ids")
     assert code == 0 and keyed_id(given["key"], "series", "1.2.3", "S-") == keyed_id(
         b"a-secret-key-of-16+-bytes", "series", "1.2.3", "S-"), err
+
+
+def test_the_bridge_takes_pair_by_patient_and_a_pair_wait_in_hours(tmp_path: Path, monkeypatch, capsys,
+                                                                   fake_module) -> None:  # fmt: skip
+    """``pacs`` had no ``--pair-by`` (archive only); with a fusion model it reaches the run with ``--pair-wait`` in
+    seconds; another model is one line before any poll."""
+    from medanomaly.deploy import pacs
+    from tests.integration.conftest import run_main
+
+    given: dict = {}
+    model = fake_module.FakeDetector()
+    monkeypatch.setattr("medanomaly.engine.load_model", lambda run: model)
+    monkeypatch.setattr(pacs, "connect", lambda *a, **k: object())
+    monkeypatch.setattr(pacs, "run_pacs", lambda *a, **k: given.update(k) or pacs.PacsSummary())
+    args = ("pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web", "--out", str(tmp_path / "w"),
+            "--pair-by", "patient", "--watch", "--pair-wait", "1.5", "--interval", "60")  # fmt: skip
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and "takes one series at a time" in err and not given, err
+    monkeypatch.setattr("medanomaly.deploy.batch_context.selection_policy", lambda task, info: "fusion")
+    monkeypatch.setattr(type(model), "modalities", ("T1", "PD"), raising=False)
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 0 and given["options"].pair_by == "patient" and given["pair_wait_s"] == 5400.0, err

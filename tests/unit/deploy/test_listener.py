@@ -10,7 +10,7 @@ import pytest
 
 from medanomaly.deploy.batch import BatchOptions, make_context
 from medanomaly.deploy.listener import Inbox, ListenerOptions, ListenerSummary, _take_up, check_options
-from medanomaly.deploy.pacs import PacsState
+from medanomaly.deploy.pacs_state import PacsState
 from medanomaly.errors import InputError
 
 

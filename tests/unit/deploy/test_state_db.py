@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from medanomaly.deploy.pacs import PacsState
+from medanomaly.deploy.pacs_state import PacsState
 from medanomaly.deploy.service.store import JobStore
 from medanomaly.errors import InputError
 

@@ -1,0 +1,79 @@
+"""The PACS bridge's state file: which series it handled under which model run and options (the fingerprint), with
+what outcome and which instances it stored, so a later poll (or a restart) adds nothing. The DICOM node keeps its own
+file of the same kind.
+
+Example:
+    >>> import tempfile
+    >>> state = PacsState(Path(tempfile.mkdtemp()) / "state.sqlite")
+    >>> state.record("1.2.3", "f", "1.2", WAITING, "its fusion set waits for PD")
+    >>> state.done("1.2.3", "f"), state.status("1.2.3", "f"), state.waiting_since(["1.2.3"], "f") is not None
+    (False, 'waiting', True)
+    >>> state.close()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from medanomaly.deploy.state_db import open_state_db
+
+__all__ = ["WAITING", "PacsState"]
+
+#: The state of a series whose fusion set waits for a missing modality (``pair_wait_s``): not done, asked again.
+WAITING = "waiting"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed (
+    series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, status TEXT NOT NULL,
+    reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint)
+)"""
+_COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
+
+
+
+class PacsState:
+    """The SQLite file of processed series: (series UID, fingerprint) -> status, reason, stored UIDs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = open_state_db(self.path, _SCHEMA, "processed", _COLUMNS, "PACS state file")
+        self._db.commit()
+
+    def done(self, series_uid: str, fingerprint: str) -> bool:
+        """True when the series was handled (any status but ``waiting``) under this fingerprint."""
+        return self.status(series_uid, fingerprint) not in (None, WAITING)
+
+    def status(self, series_uid: str, fingerprint: str) -> str | None:
+        """The recorded status of the series under this fingerprint (``done``, ``skipped``, ``refused``, ``error``;
+        ``waiting``: its fusion set waits for a missing modality), or None when it was not handled."""
+        row = self._db.execute("SELECT status FROM processed WHERE series_uid=? AND fingerprint=?",
+                               (series_uid, fingerprint)).fetchone()  # fmt: skip
+        return None if row is None else str(row[0])
+
+    def record(self, series_uid: str, fingerprint: str, study_uid: str, status: str, reason: str = "",
+               stored: Sequence[str] = ()) -> None:  # fmt: skip
+        """Remember one series' outcome (replacing an earlier one of the same fingerprint)."""
+        self._db.execute("INSERT OR REPLACE INTO processed VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (series_uid, fingerprint, study_uid, status, reason, " ".join(stored), time.time()))  # fmt: skip
+        self._db.commit()
+
+    def series_of_study(self, study_uid: str, fingerprint: str, status: str) -> list[str]:
+        """The series of a study recorded with ``status`` under this fingerprint, oldest first."""
+        rows = self._db.execute("SELECT series_uid FROM processed WHERE study_uid=? AND fingerprint=? AND status=? "
+                                "ORDER BY at", (study_uid, fingerprint, status)).fetchall()  # fmt: skip
+        return [str(r[0]) for r in rows]
+
+    def waiting_since(self, series_uids: Sequence[str], fingerprint: str) -> float | None:
+        """When the first of ``series_uids`` was recorded ``waiting`` under this fingerprint (Unix time), or None."""
+        marks = ",".join("?" * len(series_uids))
+        row = self._db.execute(f"SELECT min(at) FROM processed WHERE fingerprint=? AND status=? AND series_uid IN "
+                               f"({marks})", (fingerprint, WAITING, *series_uids)).fetchone()  # fmt: skip
+        return None if row is None or row[0] is None else float(row[0])
+
+    def rows(self) -> list[tuple]:
+        """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""
+        return self._db.execute("SELECT * FROM processed ORDER BY at").fetchall()
+
+    def close(self) -> None:
+        self._db.close()
