@@ -400,12 +400,11 @@ def _waiting(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, pair
     return held
 
 
-def _process_studies(model: Any, client: Any, url: str, study_uids: Sequence[str], state: PacsState,
-                     ctx: BatchContext, summary: PacsSummary, store_map: bool, pair_wait_s: float = 0.0) -> None:  # fmt: skip
+def _process_series(model: Any, client: Any, url: str, entries: list[Any], state: PacsState, ctx: BatchContext,
+                    summary: PacsSummary, store_map: bool, pair_wait_s: float = 0.0) -> None:  # fmt: skip
     """Run the new series of a study (with ``--pair-by patient``: of a patient's studies), a fusion model's in sets."""
     from medanomaly.deploy.select import select_series
 
-    entries = [entry for uid in study_uids for entry in _candidates(client, url, uid, state, ctx, summary)]
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
     decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
     decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
@@ -453,11 +452,15 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
         if not study_uid:
             summary.errors.append("a study without a valid StudyInstanceUID, not queried")
         elif study_uid not in seen:
-            group = patient_studies(client, url, study, study_uid) if by_patient else [study_uid]
-            group = [uid for uid in group if uid not in seen]
-            seen.update(group)
-            summary.studies += len(group)
-            _process_studies(model, client, url, group, state, ctx, summary, store_map, pair_wait_s)
+            seen.add(study_uid)
+            summary.studies += 1
+            entries = _candidates(client, url, study_uid, state, ctx, summary)
+            if by_patient and entries:  # the patient's other studies are asked for only when this one has news
+                others = [uid for uid in patient_studies(client, url, study, study_uid)[1:] if uid not in seen]
+                seen.update(others)
+                summary.studies += len(others)
+                entries += [e for uid in others for e in _candidates(client, url, uid, state, ctx, summary)]
+            _process_series(model, client, url, entries, state, ctx, summary, store_map, pair_wait_s)
     return summary
 
 

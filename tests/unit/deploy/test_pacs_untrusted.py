@@ -327,3 +327,38 @@ def test_with_a_key_the_bridge_s_error_lines_name_keyed_ids_never_a_uid(tmp_path
     summary, _ = _poll(tmp_path / "bad", client, fake_module, key)
     assert summary.errors == [f"study {keyed_id(key, 'study', STUDY, 'T-')}: a series without a valid "
                               "SeriesInstanceUID, not retrieved"]  # fmt: skip
+
+
+def test_pair_by_patient_asks_for_a_patient_s_studies_only_when_a_study_has_new_series(tmp_path, fake_module):
+    """Each poll of a watch lists the studies again: with --pair-by patient, a patient's other studies (one more study
+    query, then one series query per study, hundreds for a patient followed for years) are asked for only when the
+    study has a series not handled yet; a study with nothing new costs what it costs by study."""
+    from dataclasses import replace
+
+    class PatientClient(FakeClient):
+        def search_for_studies(self, search_filters=None, offset=0, fields=None):
+            self.calls.append(("studies", offset, dict(search_filters or {})))
+            return self._page(self.studies, offset) if not search_filters else []
+
+    study = {**_uid_item("0020000D", STUDY), "00100020": {"vr": "LO", "Value": ["PAT-A"]}}
+    series = [_uid_item("0020000E", f"{STUDY}.5", "SR")]  # handled (skipped as not an image) by the first poll
+    client = PatientClient([study], series)
+    ctx = make_context(fake_module.FakeDetector(), tmp_path / "work", BatchOptions())
+    ctx = replace(ctx, options=replace(ctx.options, pair_by="patient"))
+    state = PacsState(tmp_path / "state.sqlite")
+    try:
+        first = poll_once(fake_module.FakeDetector(), client, URL, state, ctx)
+        assert first.skipped == 1 and not [c for c in client.calls if c[0] == "studies" and c[2]]  # SR: no news
+        client.series.append(_uid_item("0020000E", f"{STUDY}.6"))  # a new CT series: news
+        client.metadata = [{"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+                            "0020000E": {"vr": "UI", "Value": [f"{STUDY}.6"]}, "00080060": {"vr": "CS", "Value": ["CT"]},
+                            "00280010": {"vr": "US", "Value": [64]}, "00280011": {"vr": "US", "Value": [64]}}]  # fmt: skip
+
+        def refuse(*args):  # not retrieved here: the query is what is checked
+            raise InputError("not retrieved in this test")
+
+        client.retrieve_series = refuse
+        poll_once(fake_module.FakeDetector(), client, URL, state, ctx)
+    finally:
+        state.close()
+    assert [c[2] for c in client.calls if c[0] == "studies" and c[2]] == [{"PatientID": "PAT-A"}]
