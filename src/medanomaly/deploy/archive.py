@@ -69,7 +69,7 @@ FRAME_ALONE_ADVICE = "predict its file alone with `medanomaly predict RUN FILE -
 #: LO holds 64 a value; a hostile file's megabytes would be matched by every selection rule and pairing expression.
 MAX_TEXT = 128
 #: File endings of volume files that are a series on their own.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".mnc", ".par", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgh", ".mgz", ".mnc", ".par", ".head", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: DICOM header keywords kept per file (technical only; never identity).
 HEADER_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames",
@@ -342,6 +342,13 @@ def _data_files(path: Path) -> list[Path]:
     from medanomaly.io.detached import check_detached_data, detached_names
 
     pairs = {".hdr": ".img", ".par": ".rec"}  # a NIfTI pair's, a PAR/REC's voxels beside their header
+    if path.suffix.lower() == ".head":  # an AFNI dataset's .BRIK (or .BRIK.gz)
+        from medanomaly.io.neuro import afni_files
+
+        try:
+            return [afni_files(path)[1]]
+        except InputError:
+            return []
     if path.suffix.lower() in pairs:
         data = pairs[path.suffix.lower()]
         return [p for p in (path.with_suffix(data), path.with_suffix(data.upper())) if p.is_file()][:1]
@@ -352,21 +359,21 @@ def _data_files(path: Path) -> list[Path]:
 
 
 def _volume_entry(path: Path, root: Path, data_files: Sequence[Path] = ()) -> SeriesEntry:
-    """A NIfTI/MGH/MINC/PAR-REC/NRRD/MetaImage file as a series (header only, no voxels): NIfTI, MGH, MINC and PAR/REC
+    """A NIfTI/MGH/MINC/PAR-REC/AFNI/NRRD/MetaImage file as a series (header only, no voxels): NIfTI, MGH, MINC, PAR/REC, AFNI
     read by nibabel as ``io.read`` reads them (SimpleITK took the qform where a file sets its sform, and could not open
     a name that is not UTF-8), NRRD and MetaImage by SimpleITK."""
     import SimpleITK as sitk
 
     from medanomaly.io.itk import itk_format, itk_path
-    from medanomaly.io.minc_parrec import MINC_SUFFIXES
+    from medanomaly.io.neuro import neuro_kind
     from medanomaly.io.nifti import MGH_SUFFIXES
 
-    minc_parrec = path.suffix.lower() in (*MINC_SUFFIXES, ".par")
-    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", *MGH_SUFFIXES) or minc_parrec:  # nibabel's
-        from medanomaly.io.minc_parrec import minc_parrec_layout
+    neuro = neuro_kind(path) is not None  # MINC, PAR/REC, AFNI
+    if itk_format(path) == "nifti" or path.suffix.lower() in (".hdr", *MGH_SUFFIXES) or neuro:  # nibabel's
+        from medanomaly.io.neuro import neuro_layout
         from medanomaly.io.nifti import nifti_layout
 
-        (x, y, z), components, itemsize, spacing = (minc_parrec_layout if minc_parrec else nifti_layout)(path)
+        (x, y, z), components, itemsize, spacing = (neuro_layout if neuro else nifti_layout)(path)
         modality = "MR" if path.suffix.lower() == ".par" else "OT"  # PAR/REC: a Philips MR scanner's export
         return SeriesEntry(key=content_key(path, root, data_files), study_uid=None, kind="volume", files=[path],
                            modality=modality, rows=y,

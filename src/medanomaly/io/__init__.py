@@ -11,8 +11,9 @@ a DICOMDIR                             :mod:`medanomaly.io.dicomdir` (pydicom)  
 ``.nii`` ``.nii.gz`` (NIfTI-1 and -2)  :mod:`medanomaly.io.nifti` (nibabel)         yes
 ``.hdr`` + ``.img`` (NIfTI-1 pair)     :mod:`medanomaly.io.nifti` (nibabel)         --
 ``.mgh`` ``.mgz`` (FreeSurfer MGH)     :mod:`medanomaly.io.nifti` (nibabel)         --
-``.mnc`` (MINC-1 and -2)               :mod:`medanomaly.io.minc_parrec` (nibabel)   --
-``.par`` + ``.rec`` (Philips PAR/REC)  :mod:`medanomaly.io.minc_parrec` (nibabel)   --
+``.mnc`` (MINC-1 and -2)               :mod:`medanomaly.io.neuro` (nibabel)   --
+``.par`` + ``.rec`` (Philips PAR/REC)  :mod:`medanomaly.io.neuro` (nibabel)   --
+``.HEAD`` + ``.BRIK[.gz]`` (AFNI)      :mod:`medanomaly.io.neuro` (nibabel)   --
 ``.nrrd`` ``.nhdr`` ``.mha`` ``.mhd``  :mod:`medanomaly.io.itk` (SimpleITK)         yes
 ``.png`` ``.jpg`` ``.bmp`` ``.tif``      :mod:`medanomaly.io.png` (SimpleITK)         yes
 MedMNIST ``.npz``                      :mod:`medanomaly.io.npz` (NumPy)             --
@@ -57,13 +58,13 @@ def _has_dicm_magic(path: Path) -> bool:
 
 
 def detect_format(path: str | Path) -> str:
-    """The format ``read`` would use: dicom-folder, dicom, nifti, mgh, minc, parrec, nrrd, metaimage, png..., npz.
+    """The format ``read`` would use: dicom-folder, dicom, nifti, mgh, minc, parrec, afni, nrrd, metaimage, png..., npz.
 
     Raises:
         InputError: missing path or a file of no known format.
     """
     from medanomaly.io.itk import itk_format
-    from medanomaly.io.minc_parrec import MINC_SUFFIXES, PARREC_SUFFIXES
+    from medanomaly.io.neuro import neuro_kind
     from medanomaly.io.nifti import MGH_SUFFIXES
     from medanomaly.io.png import PICTURE_SUFFIXES
 
@@ -86,16 +87,14 @@ def detect_format(path: str | Path) -> str:
         return "npz"
     if suffix in MGH_SUFFIXES:  # FreeSurfer's T1.mgz, brain.mgz, aseg.mgz
         return "mgh"
-    if suffix in MINC_SUFFIXES:  # the MNI's templates, BrainWeb's brains
-        return "minc"
-    if suffix in PARREC_SUFFIXES:  # a Philips MR scanner's research export
-        return "parrec"
+    if neuro_kind(path):  # MINC (the MNI's templates), PAR/REC (a Philips scanner's export), AFNI
+        return str(neuro_kind(path))
     if suffix in NIFTI_PAIR_SUFFIXES:  # SPM's NIfTI-1 pair (or ANALYZE 7.5, which nibabel tells apart)
         return "nifti"
     if suffix in (".dcm", ".dicom", ".ima", "") or _has_dicm_magic(path):
         return "dicom"
     raise InputError(f"unsupported file type '{suffix}' (DICOM, NIfTI (.nii, .nii.gz, .hdr/.img), MGH/MGZ, MINC, "
-                     "PAR/REC, NRRD, MHA, PNG/JPEG, npz)", path)  # fmt: skip
+                     "PAR/REC, AFNI, NRRD, MHA, PNG/JPEG, npz)", path)  # fmt: skip
 
 
 def read(
@@ -156,10 +155,10 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
         from medanomaly.io.nifti import read_nifti
 
         return read_nifti(path, max_voxel_bytes=limit, volume=options.get("volume"))
-    if fmt in ("minc", "parrec"):
-        from medanomaly.io.minc_parrec import read_minc_parrec
+    if fmt in ("minc", "parrec", "afni"):
+        from medanomaly.io.neuro import read_neuro
 
-        return read_minc_parrec(path, max_voxel_bytes=limit, volume=options.get("volume"))
+        return read_neuro(path, max_voxel_bytes=limit, volume=options.get("volume"))
     if fmt in ("nrrd", "metaimage"):
         from medanomaly.io.itk import read_itk
 
@@ -170,7 +169,7 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
 
 
 def count_volumes(path: str | Path) -> int:
-    """How many volumes a file holds along a fourth dimension, from its header alone: a 4D NIfTI, MGH, PAR/REC, NRRD
+    """How many volumes a file holds along a fourth dimension, from its header alone: a 4D NIfTI, MGH, PAR/REC, AFNI, NRRD
     or MetaImage's count (:func:`medanomaly.io.frames.read_frame` reads one), 1 for every other image.
 
     Raises:
@@ -182,10 +181,10 @@ def count_volumes(path: str | Path) -> int:
         from medanomaly.io.nifti import nifti_volumes
 
         return nifti_volumes(path)
-    if fmt in ("minc", "parrec"):
-        from medanomaly.io.minc_parrec import minc_parrec_volumes
+    if fmt in ("minc", "parrec", "afni"):
+        from medanomaly.io.neuro import neuro_volumes
 
-        return minc_parrec_volumes(path)
+        return neuro_volumes(path)
     if fmt in ("nrrd", "metaimage"):
         from medanomaly.io.itk import itk_volumes
 

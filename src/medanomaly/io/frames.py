@@ -41,7 +41,7 @@ CINE_ADVICE = "give --frame N to take frame N"
 FOUR_D_ADVICE = "info, predict, explain, detect, quantify, preprocess and segment take one with --frame N"
 
 #: Formats whose 4D files :func:`read_frame` reads one volume of (``detect_format``'s names).
-VOLUME_FORMATS = frozenset({"nifti", "mgh", "parrec", "nrrd", "metaimage"})
+VOLUME_FORMATS = frozenset({"nifti", "mgh", "parrec", "afni", "nrrd", "metaimage"})
 
 
 def reword_frame_advice(reason: str, advice: str) -> str:

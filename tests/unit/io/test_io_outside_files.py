@@ -9,7 +9,7 @@ nilearn's templates. For every file and every folder among them:
   with the path (unsupported types, non-images and damaged files included);
 * **no silently blank image**: a Volume whose voxels are all equal while the file's own pixel
   data (pydicom / nibabel / SimpleITK reading the same file) are not, is a failure;
-* **NIfTI geometry equals nibabel's affine** (RAS -> LPS) for every NIfTI, MGH, MINC and PAR/REC read.
+* **NIfTI geometry equals nibabel's affine** (RAS -> LPS) for every NIfTI, MGH, MINC, PAR/REC and AFNI read.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _file_pixels_vary(path: Path, vol: Volume) -> bool:
         return _dicom_pixels_vary(path, vol.meta.get("series_uid"))
     if fmt == "nifti":
         return not _is_constant(np.asarray(nib.load(str(path)).dataobj.get_unscaled()))
-    if fmt in ("minc", "parrec"):
+    if fmt in ("minc", "parrec", "afni"):
         return not _is_constant(np.asarray(_nibabel_image(path).dataobj))
     import SimpleITK as sitk
 
@@ -93,7 +93,10 @@ def _file_pixels_vary(path: Path, vol: Volume) -> bool:
 
 
 def _nibabel_image(path: Path):
-    """nibabel's image of ``path`` (a PAR/REC pair's from its .PAR, as nibabel opens it)."""
+    """nibabel's image of ``path`` (a PAR/REC pair's from its .PAR, an AFNI dataset's from its .HEAD, as nibabel
+    opens them)."""
+    if path.name.lower().endswith((".brik", ".brik.gz")):
+        return nib.load(str(path.parent / (path.name[: path.name.lower().rindex(".brik")] + ".HEAD")))
     return nib.load(str(path.with_suffix(".PAR") if path.suffix.lower() == ".rec" else path))
 
 
@@ -110,7 +113,7 @@ def _check(path: Path) -> str | None:
         return f"crash {type(exc).__name__}: {exc}"
     if _is_constant(vol.array) and _file_pixels_vary(path, vol):
         return f"silently blank: all voxels {vol.array.ravel()[0]!r}, the file's pixels vary"
-    if vol.meta.get("source_format") in ("nifti", "mgh", "minc", "parrec"):  # nibabel's affine for all of them
+    if vol.meta.get("source_format") in ("nifti", "mgh", "minc", "parrec", "afni"):  # nibabel's affine for all
         lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ _nibabel_image(path).affine
         if not np.allclose(vol.affine_lps, lps, atol=1e-4):
             return f"NIfTI geometry differs from nibabel's affine by {np.abs(vol.affine_lps - lps).max():.3g} mm"

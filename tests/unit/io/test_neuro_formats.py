@@ -1,6 +1,6 @@
-"""MINC and Philips PAR/REC read as nibabel reads them (they were "unsupported file type"), on nibabel's own test files
-(written by MINC tools and a Philips scanner, not by us); half pairs, truncated voxels, 4D files and the voxel limit
-are one line."""
+"""MINC, Philips PAR/REC and AFNI read as nibabel reads them (they were "unsupported file type"), on nibabel's own test
+files (written by MINC tools, a Philips scanner and AFNI, not by us); half pairs, truncated voxels, 4D files, an
+oversized text header and the voxel limit are one line."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def _pair(tmp_path: Path) -> Path:
     ("no par", "one file of a PAR/REC pair: its .par is not beside it"),
     ("short rec", "not a readable parrec image ("),
     ("garbage par", "not a readable parrec image ("),
+    ("huge par", "a 17 MiB header: more than the 16 MiB a scanner's text header could be; not parsed"),
 ])  # fmt: skip
 def test_a_half_or_damaged_pair_is_one_line_naming_the_file(tmp_path: Path, damage: str, words: str) -> None:
     par = _pair(tmp_path)
@@ -79,6 +80,9 @@ def test_a_half_or_damaged_pair_is_one_line_naming_the_file(tmp_path: Path, dama
         target = rec
     elif damage == "short rec":
         rec.write_bytes(rec.read_bytes()[:1000])
+    elif damage == "huge par":
+        with par.open("ab") as fh:
+            fh.truncate(17 * 2**20)  # sparse: nibabel read a PAR whole, whatever its size
     else:
         par.write_bytes(b"# not a PAR header\n" * 20)
     with pytest.raises(InputError) as caught:
@@ -116,8 +120,67 @@ def test_an_archive_lists_a_minc_and_a_parrec_as_series_and_the_rec_is_no_proble
     shutil.copy(DATA / "small.mnc", root / "brain.mnc")
     shutil.copy(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", root / "epi.PAR")
     shutil.copy(DATA / "phantom_EPI_asc_CLEAR_2_1.REC", root / "epi.REC")
+    for suffix in (".HEAD", ".BRIK"):
+        shutil.copy(DATA / f"scaled+tlrc{suffix}", root / f"anat+tlrc{suffix}")
     index = walk_archive(root)
+    (afni,) = [s for s in index.series if s.files[0].suffix == ".HEAD"]
+    assert (afni.columns, afni.rows, afni.n_frames) == (47, 54, 43)  # its .BRIK is no problem either
     (minc,) = [s for s in index.series if s.files[0].suffix == ".mnc"]
     assert (minc.columns, minc.rows, minc.n_frames, minc.modality) == (18, 28, 29, "OT")
     assert [p.where for p in index.problems] == ["epi.PAR"]  # a 4D PAR/REC: one frame at a time, not in a batch
     assert "4D image (3 volumes" in index.problems[0].reason
+
+
+@pytest.mark.parametrize("name", ["scaled+tlrc.HEAD", "scaled+tlrc.BRIK"])
+def test_an_afni_dataset_is_read_from_either_file_with_nibabel_s_geometry_and_scale_factors(name: str) -> None:
+    """AFNI's one-sub-brick dataset is 3D; its int16 voxels times BRICK_FLOAT_FACS (values ~1e-4: unscaled they would
+    be integers up to thousands)."""
+    image = nib.load(str(DATA / "scaled+tlrc.HEAD"))
+    volume = read(DATA / name)
+    assert detect_format(DATA / name) == "afni" and volume.meta["source_format"] == "afni"
+    assert volume.shape == (43, 54, 47) and count_volumes(DATA / name) == 1
+    assert np.allclose(volume.affine_lps, RAS_TO_LPS @ image.affine, atol=1e-5)
+    expected = np.asarray(image.dataobj, np.float32)[..., 0].transpose(2, 1, 0)
+    assert np.allclose(volume.array, expected) and 0 < volume.array.max() < 0.01
+
+
+def test_a_4d_afni_dataset_is_read_one_sub_brick_at_a_time_from_its_gzipped_brik() -> None:
+    head = DATA / "example4d+orig.HEAD"
+    image = nib.load(str(head))
+    assert count_volumes(head) == 3 and count_volumes(DATA / "example4d+orig.BRIK.gz") == 3
+    with pytest.raises(InputError, match=r"4D image \(3 volumes, 0\.\.2\): .*--frame N"):
+        read(head)
+    volume = read(DATA / "example4d+orig.BRIK.gz", volume=2)
+    assert volume.meta["description"] == "AFNI geometry from its origin, steps and orientation code, volume 2 of 3"
+    assert np.allclose(volume.affine_lps, RAS_TO_LPS @ image.affine, atol=1e-5)
+    assert np.allclose(volume.array, np.asarray(image.dataobj[..., 2], np.float32).transpose(2, 1, 0))
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    ("no brik", "one file of an AFNI dataset: its .BRIK (or .BRIK.gz) is not beside it"),
+    ("no head", "one file of an AFNI dataset: its .HEAD is not beside it"),
+    ("bad attribute", "not a readable afni image ("),
+    ("short brik", "not a readable afni image ("),
+    ("huge head", "a 17 MiB header: more than the 16 MiB a scanner's text header could be; not parsed"),
+])  # fmt: skip
+def test_a_half_damaged_or_oversized_afni_dataset_is_one_line_naming_the_file(tmp_path: Path, damage: str,
+                                                                              words: str) -> None:  # fmt: skip
+    head, brik = tmp_path / "anat+orig.HEAD", tmp_path / "anat+orig.BRIK"
+    shutil.copy(DATA / "scaled+tlrc.HEAD", head)
+    shutil.copy(DATA / "scaled+tlrc.BRIK", brik)
+    target = head
+    if damage == "no brik":
+        brik.unlink()
+    elif damage == "no head":
+        head.unlink()
+        target = brik
+    elif damage == "bad attribute":
+        shutil.copy(DATA / "bad_attribute+orig.HEAD", head)
+    elif damage == "short brik":
+        brik.write_bytes(brik.read_bytes()[:1000])
+    else:
+        with head.open("ab") as fh:
+            fh.truncate(17 * 2**20)  # sparse: the size is what is checked, before nibabel reads it whole
+    with pytest.raises(InputError) as caught:
+        read(target)
+    assert words in str(caught.value) and str(caught.value).startswith(str(target)) and "\n" not in str(caught.value)
