@@ -162,6 +162,8 @@ def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_moda
     from tests.integration.test_batch_fusion import _of_patient
 
     model, work = load_model(fusion_run), tmp_path / "work"
+    from dataclasses import replace
+
     options = BatchOptions(pair_by="patient", register_to_first=True)
     with running_orthanc(_folder(tmp_path / "orthanc")) as rest:
         t1 = _of_patient(_series(tmp_path, 11, "t1", "T1", "T1"), "PAT-A")
@@ -170,7 +172,7 @@ def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_moda
             _upload(rest, folder)
 
         def poll(wait_s: float):
-            return run_pacs(model, f"{rest}/dicom-web", work, options=options, pair_wait_s=wait_s)
+            return run_pacs(model, f"{rest}/dicom-web", work, options=replace(options, pair_wait_s=wait_s))
 
         first = poll(3600.0)
         assert (first.processed, first.stored, first.waiting, first.errors) == (0, 0, 2, []), first

@@ -35,6 +35,9 @@ REGISTER_TO_FIRST = typer.Option(False, "--register-to-first", help="Fusion mode
 PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model, archive or PACS: pair the series of one study (study) "
                        "or of one patient across their studies (patient: a CT and an MR of two visits; with "
                        "--register-to-first).")
+PAIR_WAIT = typer.Option(0.0, "--pair-wait", help="Fusion model, PACS (with --watch) or node: a set that lacks a "
+                         "modality waits up to this many hours for it (its other study may come later), then runs "
+                         "without it; 0: at once.")
 #: Keyed ids in results (HMAC pseudonyms of UIDs and paths): shared by predict (archive), pacs and listen.
 KEYED_IDS = typer.Option(False, "--keyed-ids", help="Series, study and file ids in results, records and messages as "
                          "keyed pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs or paths.")
@@ -56,7 +59,8 @@ def ids_key(keyed_ids: bool, key_file: Path | None) -> bytes | None:
 
 def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: bool, site: str,
                   explain: str | None = None, modality_series: list[str] | None = None,
-                  resample_to_first: bool = False, register_to_first: bool = False, pair_by: str = "study"):  # fmt: skip
+                  resample_to_first: bool = False, register_to_first: bool = False, pair_by: str = "study",
+                  pair_wait_h: float = 0.0):  # fmt: skip
     from medanomaly.deploy.batch_context import BatchOptions
     from medanomaly.deploy.fusion_sets import PAIR_BY
     from medanomaly.deploy.select import parse_rule, parse_size
@@ -67,6 +71,8 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
     alignment_of(resample_to_first, register_to_first)  # both at once: one line before any work
     if pair_by not in PAIR_BY:
         raise InputError(f"--pair-by must be {' or '.join(PAIR_BY)}, got {pair_by[:32]!r}")
+    if not (math.isfinite(pair_wait_h) and 0 <= pair_wait_h <= MAX_PAIR_WAIT_H):
+        raise InputError(f"--pair-wait must be 0..{MAX_PAIR_WAIT_H:g} hours, got {pair_wait_h:g}")
     filters = tuple(series_filter or ())
     for rule in filters:
         parse_rule(rule)  # a bad rule is one line, before any work
@@ -81,7 +87,8 @@ def batch_options(series_filter: list[str] | None, memory_limit: str, dicom: boo
     return BatchOptions(series_filters=filters, memory_limit=parse_size(memory_limit), dicom=dicom,
                         site=None if site == "none" else site, explain=explain,
                         modality_series=tuple(modality_series or ()), resample_to_first=resample_to_first,
-                        register_to_first=register_to_first, pair_by=pair_by)  # fmt: skip
+                        register_to_first=register_to_first, pair_by=pair_by,
+                        pair_wait_s=pair_wait_h * 3600.0)  # fmt: skip
 
 
 def check_explain_method(method: str) -> None:
@@ -217,9 +224,7 @@ def register(app: typer.Typer) -> None:
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,
         pair_by: str = PAIR_BY,
-        pair_wait: float = typer.Option(0.0, "--pair-wait", help="Fusion model: a set that lacks a modality waits up "
-                                        "to this many hours for it (from the poll that first saw it; with --watch), "
-                                        "then runs without it; 0: at once."),
+        pair_wait: float = PAIR_WAIT,
         keyed_ids: bool = KEYED_IDS,
         key_file: Path | None = KEY_FILE,
     ) -> None:
@@ -238,10 +243,8 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import load_model
 
         options = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first,
-                                register_to_first, pair_by)  # fmt: skip
+                                register_to_first, pair_by, pair_wait)  # fmt: skip
         filters = _study_filters(study_filter)
-        if not (math.isfinite(pair_wait) and 0 <= pair_wait <= MAX_PAIR_WAIT_H):
-            raise InputError(f"--pair-wait must be 0..{MAX_PAIR_WAIT_H:g} hours, got {pair_wait:g}")
         if pair_wait and not watch:  # one poll would never come back for the set
             raise InputError("--pair-wait holds a set for a later poll of --watch; give --watch too")
         key = ids_key(keyed_ids, key_file)
@@ -275,6 +278,6 @@ def register(app: typer.Typer) -> None:
                           + (f", {s.waiting} set(s) waiting for a modality" if pair_wait else ""))  # fmt: skip
         summary = run_pacs(model, url, out, options=options, state_path=state, search_filters=filters, watch=watch,
                            interval_s=interval, store_map=store_map, on_poll=report, client=client,
-                           since_days=since_days, key=key, pair_wait_s=pair_wait * 3600.0)  # fmt: skip
+                           since_days=since_days, key=key)  # fmt: skip
         if summary.errors:
             raise typer.Exit(1)

@@ -47,6 +47,9 @@ class BatchOptions:
             reference: :mod:`medanomaly.engine.alignment`).
         pair_by: a fusion set is one ``study``'s series, or one ``patient``'s across their studies (a CT and an MR
             of two visits; :data:`medanomaly.deploy.fusion_sets.PAIR_BY`).
+        pair_wait_s: the PACS bridge and the DICOM node: a fusion set that lacks a modality waits this long for it (its
+            other study may come later), then runs without it; 0: at once. Not in the fingerprint: a set that ran is
+            not run again for another wait.
     """
 
     series_filters: tuple[str, ...] = ()
@@ -58,6 +61,7 @@ class BatchOptions:
     resample_to_first: bool = False
     register_to_first: bool = False
     pair_by: str = "study"
+    pair_wait_s: float = 0.0
 
     @property
     def alignment(self) -> str:
@@ -146,6 +150,7 @@ def make_context(model: Any, out_dir: str | Path, options: BatchOptions, key: by
     run = run_fingerprint(model)
     opts = asdict(options)
     opts["series_filters"] = sorted(opts["series_filters"])
+    del opts["pair_wait_s"]  # when a set runs, not what it gives: a rerun with another wait keeps what ran
     for name, default in (("explain", None), ("modality_series", ()), ("resample_to_first", False),
                           ("register_to_first", False), ("pair_by", "study")):
         if opts[name] == default:  # a batch without it keeps the fingerprint (and the output UIDs) it had before
@@ -191,6 +196,7 @@ def check_options_for(model: Any, options: BatchOptions) -> None:
     if selection_policy(str(model.task), getattr(model, "info", None)) == FUSION_SELECTION:
         parse_modality_series(options.modality_series, tuple(getattr(model, "modalities", ())))
         options.alignment  # noqa: B018 - both alignments at once: one line before any work
-    elif options.modality_series or options.resample_to_first or options.register_to_first or options.pair_by != "study":
-        raise InputError("--modality-series, --pair-by, --resample-to-first and --register-to-first pair a fusion "
-                         f"model's modalities; this model ({model.task}) takes one series at a time")  # fmt: skip
+    elif (options.modality_series or options.resample_to_first or options.register_to_first or options.pair_by != "study"
+          or options.pair_wait_s):  # fmt: skip
+        raise InputError("--modality-series, --pair-by, --pair-wait, --resample-to-first and --register-to-first pair a "
+                         f"fusion model's modalities; this model ({model.task}) takes one series at a time")  # fmt: skip

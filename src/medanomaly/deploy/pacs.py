@@ -65,7 +65,8 @@ from medanomaly.deploy.pacs_state import WAITING, PacsState
 from medanomaly.errors import InputError
 
 __all__ = ["MAX_QIDO_RESULTS", "WAITING", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect",
-           "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results"]
+           "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results",
+           "waiting_sets"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
@@ -376,11 +377,12 @@ def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: Ba
     return out
 
 
-def _waiting(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, pair_wait_s: float,
-             summary: PacsSummary) -> set[str]:  # fmt: skip
-    """The series of fusion sets that lack a modality and wait for it, ``pair_wait_s`` from when the bridge first saw
-    them (recorded ``waiting``: not done, so each poll forms their set again); a set whose wait is over runs without
-    the missing modality, as it would have at once."""
+def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any) -> set[str]:
+    """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
+    when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
+    set whose wait is over runs without the missing modality, as it would have at once. ``summary.waiting`` counts
+    the sets held."""
+    pair_wait_s = ctx.options.pair_wait_s
     held: set[str] = set()
     for decision in decisions:
         fusion = ctx.sets.get(decision.entry.key) if decision.status == "run" else None
@@ -401,14 +403,14 @@ def _waiting(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, pair
 
 
 def _process_series(model: Any, client: Any, url: str, entries: list[Any], state: PacsState, ctx: BatchContext,
-                    summary: PacsSummary, store_map: bool, pair_wait_s: float = 0.0) -> None:  # fmt: skip
+                    summary: PacsSummary, store_map: bool) -> None:  # fmt: skip
     """Run the new series of a study (with ``--pair-by patient``: of a patient's studies), a fusion model's in sets."""
     from medanomaly.deploy.select import select_series
 
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
     decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
     decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
-    held = _waiting(decisions, state, ctx, pair_wait_s, summary)
+    held = waiting_sets(decisions, state, ctx, summary)
     for decision in decisions:
         entry, study_uid = decision.entry, decision.entry.study_uid
         if entry.key in held:
@@ -439,7 +441,7 @@ def _process_series(model: Any, client: Any, url: str, entries: list[Any], state
 
 def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchContext, *,
               search_filters: dict[str, Any] | None = None, store_map: bool = False,
-              summary: PacsSummary | None = None, pair_wait_s: float = 0.0) -> PacsSummary:  # fmt: skip
+              summary: PacsSummary | None = None) -> PacsSummary:  # fmt: skip
     """Query every study once and process its new series (see the module docstring); with ``--pair-by patient``, a
     study's with its patient's other studies' (:func:`patient_studies`), each patient's once a poll."""
     summary = summary or PacsSummary()
@@ -460,7 +462,7 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
                 seen.update(others)
                 summary.studies += len(others)
                 entries += [e for uid in others for e in _candidates(client, url, uid, state, ctx, summary)]
-            _process_series(model, client, url, entries, state, ctx, summary, store_map, pair_wait_s)
+            _process_series(model, client, url, entries, state, ctx, summary, store_map)
     return summary
 
 
@@ -507,7 +509,6 @@ def run_pacs(
     auth: PacsAuth | None = None,
     client: Any = None,
     since_days: int | None = None,
-    pair_wait_s: float = 0.0,
 ) -> PacsSummary:
     """Process the PACS' studies once, or keep watching it (``watch``) until interrupted.
 
@@ -530,8 +531,6 @@ def run_pacs(
         client: a client :func:`connect` made already (the CLI connects before loading the model), else one is made.
         since_days: only studies of the last ``since_days`` days (and today), the range recomputed each poll
             (:func:`recent_filter`).
-        pair_wait_s: a fusion set that lacks a modality waits this long for it from when a poll first saw it (a CT
-            study whose MR comes later, ``--pair-by patient``), then runs without it; 0: at once.
 
     Raises:
         InputError: the PACS is unreachable or refuses (one line).
@@ -545,7 +544,7 @@ def run_pacs(
         while True:
             try:
                 poll_once(model, client, url, state, ctx, search_filters=recent_filter(search_filters, since_days),
-                          store_map=store_map, summary=summary, pair_wait_s=pair_wait_s)  # fmt: skip
+                          store_map=store_map, summary=summary)  # fmt: skip
             except InputError as exc:  # the PACS unreachable or refusing during a poll (restarted, a token expired)
                 if not watch:
                     raise

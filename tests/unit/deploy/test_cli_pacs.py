@@ -167,4 +167,4 @@ def test_the_bridge_takes_pair_by_patient_and_a_pair_wait_in_hours(tmp_path: Pat
     monkeypatch.setattr("medanomaly.deploy.batch_context.selection_policy", lambda task, info: "fusion")
     monkeypatch.setattr(type(model), "modalities", ("T1", "PD"), raising=False)
     code, _, err = run_main(monkeypatch, capsys, *args)
-    assert code == 0 and given["options"].pair_by == "patient" and given["pair_wait_s"] == 5400.0, err
+    assert code == 0 and given["options"].pair_by == "patient" and given["options"].pair_wait_s == 5400.0, err
