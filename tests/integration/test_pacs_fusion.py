@@ -198,3 +198,82 @@ def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_moda
             for s in study.ReferencedSeriesSequence} == {_series_uid(pd)}  # fmt: skip
     texts = (work / "pacs_state.sqlite").read_bytes() + b"".join(p.read_bytes() for p in (work / "series").glob("*"))
     assert b"PAT-A" not in texts and b"PAT-B" not in texts
+
+
+def _push_study(rest: str, study_uid: str) -> int:
+    """Orthanc C-STOREs one study (by its UID) to the node: the HTTP status."""
+    lookup = urllib.request.Request(f"{rest}/tools/lookup", data=study_uid.encode(), method="POST")
+    with urllib.request.urlopen(lookup) as r:
+        (found,) = [item["ID"] for item in json.load(r) if item["Type"] == "Study"]
+    push = urllib.request.Request(f"{rest}/modalities/medanomaly/store", data=found.encode(), method="POST")
+    with urllib.request.urlopen(push, timeout=120) as r:
+        return r.status
+
+
+def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_pushed(fusion_run, tmp_path) -> None:
+    """--pair-by patient --pair-wait at the node: a pushed T1 study was run at once without PD (its PD study, another
+    visit, came later and ran alone). Now the T1's files wait in the inbox (recorded ``waiting``, nothing sent), also
+    across a restart of the node; the patient's PD study is pushed and both run as one registered call, SR and REG sent
+    into the T1's study. Another patient's lone T1 runs without PD once its wait is over."""
+    import threading
+    import time
+    from contextlib import contextmanager
+    from dataclasses import replace
+
+    from medanomaly.deploy.batch_context import BatchOptions
+    from medanomaly.deploy.listener import ListenerOptions, run_listener
+    from medanomaly.engine import load_model
+    from tests.integration.test_batch_fusion import _of_patient
+
+    dicom_port, node_port = _free_port(), _free_port()
+    settings = {"DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": dicom_port,
+                "DicomModalities": {"medanomaly": [AE, "127.0.0.1", node_port]}}  # fmt: skip
+    work = tmp_path / "work"
+    with running_orthanc(_folder(tmp_path / "orthanc"), **settings) as rest:
+        t1 = _of_patient(_series(tmp_path, 31, "t1", "T1", "T1"), "PAT-A")
+        pd = _of_patient(_series(tmp_path, 32, "pd", "PD", "PD", frame=38, move=6), "PAT-A")
+        lone = _of_patient(_series(tmp_path, 33, "t1", "T1", "T1"), "PAT-B")
+        for folder in (t1, pd, lone):
+            _upload(rest, folder)
+        before = _count_instances(rest)
+        options = ListenerOptions(port=node_port, allowed=("ORTHANC",), idle_s=1.0,
+                                  store_to=f"dimse://127.0.0.1:{dicom_port}/ORTHANC")  # fmt: skip
+        batch = BatchOptions(pair_by="patient", register_to_first=True, pair_wait_s=3600.0)
+        summaries = []
+
+        @contextmanager
+        def node(batch: BatchOptions):
+            stop, box = threading.Event(), {}
+            thread = threading.Thread(target=lambda: box.update(summary=run_listener(
+                load_model(fusion_run), work, options, batch, stop=stop)), daemon=True)  # fmt: skip
+            thread.start()
+            time.sleep(1.0)
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join(30)
+                summaries.append(box["summary"])
+
+        with node(batch):
+            assert _push_study(rest, STUDY.format(31)) == 200
+            _wait(lambda: _states(work / "listener_state.sqlite").get(_series_uid(t1), ("",))[0] == "waiting")
+            time.sleep(2.0)  # rounds go by: the set still waits, nothing is sent
+            assert _count_instances(rest) == before and (work / "incoming" / _series_uid(t1)).is_dir()
+        with node(batch):  # the node stopped and started again: the held T1 is taken up from its inbox
+            assert _push_study(rest, STUDY.format(32)) == 200
+            _wait(lambda: _count_instances(rest) == before + 2)  # the call's SR and REG
+        with node(replace(batch, pair_wait_s=1.0)):  # PAT-B's T1 waits a second, then runs alone
+            assert _push_study(rest, STUDY.format(33)) == 200
+            _wait(lambda: _count_instances(rest) == before + 3)
+        call = _stored_call(rest, STUDY.format(31))
+    states = _states(work / "listener_state.sqlite")
+    assert states[_series_uid(t1)] == ("done", "") and states[_series_uid(lone)] == ("done", "")
+    assert states[_series_uid(pd)] == ("skipped", f"PD of the fusion set in the row of series {_series_uid(t1)}")
+    records = {r["series_id"]: r for r in (json.loads(p.read_text()) for p in (work / "series").glob("*.json"))}
+    both = records[_series_uid(t1)]
+    assert both["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)} and call["class"] == both["label"]
+    assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
+    assert "missing_modality:PD" in records[_series_uid(lone)]["prediction"]["flags"]
+    assert not any((work / "incoming").iterdir())  # nothing left held
+    assert [summary.processed for summary in summaries] == [0, 1, 1]

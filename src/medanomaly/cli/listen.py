@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from medanomaly.cli.pacs import KEY_FILE, KEYED_IDS, MODALITY_SERIES, REGISTER_TO_FIRST, RESAMPLE_TO_FIRST
+from medanomaly.cli.pacs import (KEY_FILE, KEYED_IDS, MODALITY_SERIES, PAIR_BY, PAIR_WAIT, REGISTER_TO_FIRST,
+                                 RESAMPLE_TO_FIRST)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +43,8 @@ def register(app: typer.Typer) -> None:
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,
+        pair_by: str = PAIR_BY,
+        pair_wait: float = PAIR_WAIT,
         keyed_ids: bool = KEYED_IDS,
         key_file: Path | None = KEY_FILE,
     ) -> None:
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         check_options(options)
         check_free(host, port)
         batch = batch_options(series_filter, memory_limit, True, site, explain, modality_series, resample_to_first,
-                              register_to_first)  # fmt: skip
+                              register_to_first, pair_by, pair_wait)  # fmt: skip
         key = ids_key(keyed_ids, key_file)
         auth = PacsAuth.from_env(os.environ) if store_to else None  # a DICOMweb --store-to's, as `pacs` takes them
         if host not in ("127.0.0.1", "localhost", "::1") and (options.tls is None or options.tls.cert is None):
@@ -69,7 +72,8 @@ def register(app: typer.Typer) -> None:
         model = load_model(run)
         check_options_for(model, batch)  # before the node listens
         report = reporter(lambda s: f"{s.received} instance(s) received, {s.processed} series run, {s.skipped} "
-                          f"skipped, {s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)")  # fmt: skip
+                          f"skipped, {s.refused} refused, {s.stored} result(s) stored, {len(s.errors)} error(s)"
+                          + (f", {s.waiting} set(s) waiting for a modality" if pair_wait else ""))  # fmt: skip
 
         typer.echo(f"listening on {host}:{port} as {options.ae_title} for {', '.join(options.allowed)}", err=True)
         run_listener(model, out, options, batch, on_series=report, auth=auth, client=client, key=key)

@@ -32,7 +32,7 @@ RESAMPLE_TO_FIRST = typer.Option(False, "--resample-to-first", help="Fusion mode
 REGISTER_TO_FIRST = typer.Option(False, "--register-to-first", help="Fusion model: register each modality onto the "
                                  "first (rigid, mutual information; any frame of reference: two visits, a patient who "
                                  "moved) and resample it there; the transform found is in the flags.")
-PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model, archive or PACS: pair the series of one study (study) "
+PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model (archive, PACS, node): pair the series of one study (study) "
                        "or of one patient across their studies (patient: a CT and an MR of two visits; with "
                        "--register-to-first).")
 PAIR_WAIT = typer.Option(0.0, "--pair-wait", help="Fusion model, PACS (with --watch) or node: a set that lacks a "

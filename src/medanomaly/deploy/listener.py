@@ -16,7 +16,9 @@ modality) sends each new CT to an AE title, and the node sends its DICOM SEG / R
    (:func:`medanomaly.deploy.batch.process_series`), its outputs sent to ``--store-to`` (a DIMSE or DICOMweb PACS,
    :func:`medanomaly.deploy.pacs.store_results`), recorded in ``OUT/listener_state.sqlite`` and the files removed; a
    series recorded before (same run and options) is not run again, nor a detection series of a study whose detection
-   series was run before it came (one set of results per study);
+   series was run before it came (one set of results per study); a fusion model's series are run in sets (per study,
+   or with ``--pair-by patient`` per patient), and with ``--pair-wait`` a set that lacks a modality is held, its files
+   kept in the inbox and recorded ``waiting``, until the patient's other study comes or the wait is over;
 4. series left in ``incoming`` by a stopped node are taken up when it starts again if a sender had ended its
    association normally after sending to them (:data:`SENT_WHOLE`); others may be partial (the node was killed while
    they arrived) and are recorded as refused, to be sent again.
@@ -46,8 +48,8 @@ from medanomaly.deploy.batch import process_series, resumable_on_sigterm
 from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
-from medanomaly.deploy.pacs import SeriesCounts, connect, once_per_study, store_results
-from medanomaly.deploy.pacs_state import PacsState
+from medanomaly.deploy.pacs import SeriesCounts, connect, once_per_study, store_results, waiting_sets
+from medanomaly.deploy.pacs_state import WAITING, PacsState
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError, unexpected_reason
 
@@ -256,13 +258,10 @@ def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: s
         summary.errors.append(f"series {ctx.series_id_of(uid)}: {reason}")
 
 
-def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState, ctx: BatchContext, client: Any,
-               options: ListenerOptions, summary: ListenerSummary) -> None:  # fmt: skip
-    """Index a study's complete series together, select among them as the archive batch and the bridge do (one
-    detection series per study: the thin axial CT), run and send on each chosen one. A series of a study whose
-    detection series was run before (it came later) is skipped, so a study gets one set of results."""
+def _index_study(folders: list[Path], study_uid: str, state: PacsState, ctx: BatchContext,
+                 summary: ListenerSummary) -> list[Any]:  # fmt: skip
+    """The DICOM series of a complete study's folders (a folder that holds none is recorded as an error)."""
     from medanomaly.deploy.archive import walk_archive
-    from medanomaly.deploy.select import select_series
 
     entries = []
     for folder in folders:
@@ -273,12 +272,31 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
             continue
         if not found:
             _record(state, ctx, folder.name, study_uid, "error", "no readable DICOM image in it", summary)
+        for entry in found:
+            entry.study_uid = entry.study_uid or study_uid
         entries += found
+    return entries
+
+
+def _run_group(model: Any, entries: list[Any], state: PacsState, ctx: BatchContext, client: Any,
+               options: ListenerOptions, summary: ListenerSummary) -> set[str]:  # fmt: skip
+    """Select among a study's series (with ``--pair-by patient``: a patient's studies') as the archive batch and the
+    bridge do (one detection series per study: the thin axial CT; a fusion model's set), run and send on each chosen
+    one. A series of a study whose detection series (set) was run before (it came later) is skipped, so a study gets
+    one set of results. Returns the keys of the series held for a fusion set that waits for a modality
+    (``--pair-wait``): not run, not recorded but as ``waiting``."""
+    from medanomaly.deploy.select import select_series
+
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
-    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study
+    decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
+    decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
+    held = waiting_sets(decisions, state, ctx, summary)
+    held_studies = {d.entry.study_uid for d in decisions if d.entry.key in held}
     for decision in decisions:
-        entry, study = decision.entry, decision.entry.study_uid or study_uid
-        decision = once_per_study(decision, study, state, ctx)
+        entry, study = decision.entry, decision.entry.study_uid
+        if study in held_studies:  # the study waits whole: its other series are judged with it later
+            held.add(entry.key)
+            continue
         if decision.status != "run":
             _record(state, ctx, entry.key, study, decision.status, decision.reason, summary)
             continue
@@ -287,6 +305,7 @@ def _run_study(model: Any, folders: list[Path], study_uid: str, state: PacsState
         except Exception as exc:  # noqa: BLE001 - one series must not end a node that runs for months
             log.debug("series %s failed", entry.key, exc_info=True)
             _record(state, ctx, entry.key, study, "error", unexpected_reason(exc), summary)
+    return held
 
 
 def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: BatchContext, client: Any,
@@ -305,12 +324,16 @@ def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: Batch
 
 
 def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
-             summary: ListenerSummary) -> int:  # fmt: skip
-    """Run the studies that are complete now (:meth:`Inbox.complete`); how many series they had."""
+             summary: ListenerSummary, held: dict[str, Any] | None = None) -> int:  # fmt: skip
+    """Run the studies that are complete now (:meth:`Inbox.complete`), each with the series ``held`` (by key) for a
+    fusion set of the same study or patient that waits for a modality; how many series came complete. ``held`` is
+    updated in place: the series that wait now, their files kept in the inbox."""
+    held = {} if held is None else held
     complete = inbox.complete(options.idle_s)
     studies: dict[str, list[tuple[str, str]]] = {}
     for uid, study_uid, refused in complete:
         studies.setdefault(study_uid, []).append((uid, refused))
+    fresh: list[Any] = []
     for study_uid, series in studies.items():
         folders = []
         for uid, refused in series:
@@ -320,17 +343,55 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
                 summary.skipped += 1  # sent again: run before with this model and these options (an error is retried)
             elif (inbox.folder / uid).is_dir():  # (an instance come after its series was taken up has no folder left)
                 folders.append(inbox.folder / uid)
-        try:
-            _run_study(model, folders, study_uid, state, ctx, client, options, summary)
-        except Exception as exc:  # noqa: BLE001 - one study must not end a node that runs for months
-            log.debug("study failed", exc_info=True)
-            for folder in folders:
-                if state.status(folder.name, ctx.fingerprint) is None:
-                    _record(state, ctx, folder.name, study_uid, "error", unexpected_reason(exc), summary)
-        finally:
-            for uid, _ in series:
-                shutil.rmtree(inbox.folder / uid, ignore_errors=True)
+        fresh += _index_study(folders, study_uid, state, ctx, summary)
+    waited = {key: entry for key, entry in held.items() if key not in {e.key for e in fresh}}
+    held.clear()
+    waiting = 0
+    for group, judge in _groups(fresh, waited, ctx, state):
+        keep = {e.key for e in group}  # a held group with nothing new, its wait not over, waits on as it is
+        if judge:
+            keep = _judged(model, group, state, ctx, client, options, summary)
+        waiting += bool(keep)
+        held.update({e.key: e for e in group if e.key in keep})
+        for entry in group:
+            if entry.key not in keep:
+                shutil.rmtree(inbox.folder / entry.key, ignore_errors=True)
+    summary.waiting = waiting
+    for uid, _ in (pair for series in studies.values() for pair in series):
+        if uid not in held:  # refused, sent again, unreadable: nothing of it is kept
+            shutil.rmtree(inbox.folder / uid, ignore_errors=True)
     return len(complete)
+
+
+def _judged(model: Any, group: list[Any], state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
+            summary: ListenerSummary) -> set[str]:  # fmt: skip
+    """:func:`_run_group` of one group, whose failure is the error of its series not recorded yet (one study must not
+    end a node that runs for months); the keys of the series held."""
+    try:
+        return _run_group(model, group, state, ctx, client, options, summary)
+    except Exception as exc:  # noqa: BLE001 - recorded per series
+        log.debug("study failed", exc_info=True)
+        for entry in group:
+            if state.status(entry.key, ctx.fingerprint) in (None, WAITING):
+                _record(state, ctx, entry.key, entry.study_uid, "error", unexpected_reason(exc), summary)
+        return set()
+
+
+def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext,
+            state: PacsState) -> list[tuple[list[Any], bool]]:  # fmt: skip
+    """The series to judge together (a study's; with ``--pair-by patient`` a patient's), each group with whether it is
+    to be judged now: it has a series new this round, or its wait (``--pair-wait``) is over."""
+    by_patient = ctx.options.pair_by == "patient"
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for entry in [*fresh, *waited.values()]:
+        key = ("patient", entry.patient_key) if by_patient and entry.patient_key else ("study", entry.study_uid or "")
+        groups.setdefault(key, []).append(entry)
+    out = []
+    for group in groups.values():
+        new = any(e.key not in waited for e in group)
+        since = None if new else state.waiting_since([e.key for e in group], ctx.fingerprint)
+        out.append((group, new or since is None or time.time() - since >= ctx.options.pair_wait_s))
+    return out
 
 
 @contextmanager
@@ -380,10 +441,11 @@ def run_listener(
     summary = ListenerSummary()
     stop = stop or threading.Event()
     state = PacsState(out_dir / "listener_state.sqlite")
+    held: dict[str, Any] = {}  # series of fusion sets that wait for a modality (--pair-wait), by key
     try:
         with _serving(options, inbox), resumable_on_sigterm():
             while not stop.is_set():
-                ran = _take_up(model, inbox, state, ctx, client, options, summary)
+                ran = _take_up(model, inbox, state, ctx, client, options, summary, held)
                 summary.received = inbox.received
                 if ran and on_series is not None:
                     on_series(summary)

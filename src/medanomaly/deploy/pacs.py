@@ -89,6 +89,7 @@ class SeriesCounts:
     skipped: int = 0
     stored: int = 0
     errors: list[str] = field(default_factory=list)
+    waiting: int = 0  # fusion sets waiting for a modality now (--pair-wait), as last counted
 
 
 @dataclass
@@ -97,7 +98,6 @@ class PacsSummary(SeriesCounts):
 
     polls: int = 0
     studies: int = 0
-    waiting: int = 0
 
 
 def once_per_study(decision: Any, study_uid: str, state: PacsState, ctx: BatchContext) -> Any:
@@ -381,7 +381,7 @@ def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, 
     """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
     when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
     set whose wait is over runs without the missing modality, as it would have at once. ``summary.waiting`` counts
-    the sets held."""
+    the sets held (the caller sets it to 0 before a poll or a round)."""
     pair_wait_s = ctx.options.pair_wait_s
     held: set[str] = set()
     for decision in decisions:
@@ -446,6 +446,7 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
     study's with its patient's other studies' (:func:`patient_studies`), each patient's once a poll."""
     summary = summary or PacsSummary()
     summary.polls += 1
+    summary.waiting = 0  # the sets waiting now, counted again by this poll
     by_patient = ctx.options.pair_by == "patient"
     fields = {"fields": list(PATIENT_FIELDS)} if by_patient else {}
     seen: set[str] = set()

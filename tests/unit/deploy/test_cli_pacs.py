@@ -148,11 +148,12 @@ def test_the_bridge_and_the_node_take_keyed_ids_from_the_command_line(tmp_path: 
         b"a-secret-key-of-16+-bytes", "series", "1.2.3", "S-"), err
 
 
-def test_the_bridge_takes_pair_by_patient_and_a_pair_wait_in_hours(tmp_path: Path, monkeypatch, capsys,
-                                                                   fake_module) -> None:  # fmt: skip
-    """``pacs`` had no ``--pair-by`` (archive only); with a fusion model it reaches the run with ``--pair-wait`` in
-    seconds; another model is one line before any poll."""
-    from medanomaly.deploy import pacs
+@pytest.mark.parametrize("command", ["pacs", "listen"])
+def test_the_bridge_and_the_node_take_pair_by_patient_and_a_pair_wait_in_hours(tmp_path: Path, monkeypatch, capsys,
+                                                                               fake_module, command: str) -> None:  # fmt: skip
+    """``pacs`` and ``listen`` had no ``--pair-by`` (archive only); with a fusion model it reaches the run with
+    ``--pair-wait`` in seconds; another model is one line before any poll or association."""
+    from medanomaly.deploy import listener, pacs
     from tests.integration.conftest import run_main
 
     given: dict = {}
@@ -160,8 +161,11 @@ def test_the_bridge_takes_pair_by_patient_and_a_pair_wait_in_hours(tmp_path: Pat
     monkeypatch.setattr("medanomaly.engine.load_model", lambda run: model)
     monkeypatch.setattr(pacs, "connect", lambda *a, **k: object())
     monkeypatch.setattr(pacs, "run_pacs", lambda *a, **k: given.update(k) or pacs.PacsSummary())
-    args = ("pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web", "--out", str(tmp_path / "w"),
-            "--pair-by", "patient", "--watch", "--pair-wait", "1.5", "--interval", "60")  # fmt: skip
+    monkeypatch.setattr(listener, "run_listener", lambda model, out, options, batch, **k: given.update(options=batch))
+    args = (["pacs", str(tmp_path / "run"), "--url", "http://127.0.0.1:1/dicom-web", "--watch", "--interval", "60"]
+            if command == "pacs" else ["listen", str(tmp_path / "run"), "--allow-ae", "SENDER", "--port",
+                                       str(_free_port())])  # fmt: skip
+    args += ["--out", str(tmp_path / "w"), "--pair-by", "patient", "--pair-wait", "1.5"]
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2 and "takes one series at a time" in err and not given, err
     monkeypatch.setattr("medanomaly.deploy.batch_context.selection_policy", lambda task, info: "fusion")
