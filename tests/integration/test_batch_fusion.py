@@ -245,6 +245,8 @@ def test_a_patient_s_studies_are_paired_with_pair_by_patient(fusion_run, tmp_pat
     both = _record(out, rows["1:done"]["series_id"])
     assert both["fusion"] == {"T1": rows["1:done"]["series_id"], "PD": rows["2:skipped"]["series_id"]}
     assert rows["2:skipped"]["reason"] == f"PD of the fusion set in the row of series {rows['1:done']['series_id']}"
+    assert rows["1:done"]["fusion"] == f"T1={rows['1:done']['series_id']}; PD={rows['2:skipped']['series_id']}"
+    assert rows["3:done"]["fusion"].endswith("; PD=-") and rows["2:skipped"]["fusion"] == ""  # the table says it
     assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
     assert "missing_modality:PD" in _record(out, rows["3:done"]["series_id"])["prediction"]["flags"]
     assert rows["4:error"]["reason"].startswith("2 series of its patient match T1 (")

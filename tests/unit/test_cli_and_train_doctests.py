@@ -14,7 +14,7 @@ MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.t
            "medanomaly.config", "medanomaly.deploy.dicom_rtstruct", "medanomaly.deploy.service.ingest",
            "medanomaly.engine.outputs", "medanomaly.jsonio", "medanomaly.deploy.pacs_auth", "medanomaly.deploy.dimse", "medanomaly.deploy.listener", "medanomaly.deploy.dicom_tls", "medanomaly.deploy.dicom_call_sr",
            "medanomaly.deploy.fusion_sets", "medanomaly.deploy.dicom_sr", "medanomaly.engine.alignment",
-           "medanomaly.deploy.archive", "medanomaly.io.neuro", "medanomaly.deploy.batch_context", "medanomaly.deploy.pacs_state",
+           "medanomaly.deploy.archive", "medanomaly.io.neuro", "medanomaly.deploy.batch_context", "medanomaly.deploy.pacs_state", "medanomaly.deploy.results",
            "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
            "medanomaly.deploy.service.app", "medanomaly.cli.serve")
 

@@ -43,7 +43,7 @@ RECORD_SCHEMA = "medanomaly.batch-series/1"
 COLUMNS: tuple[str, ...] = (
     "series_id", "study_id", "modality", "status", "reason", "label", "decision", "abstained", "score",
     "probabilities", "n_findings", "largest_lesion_ml", "task", "run_id", "software_version",
-    "synthetic_model", "seconds",
+    "synthetic_model", "seconds", "fusion",
 )  # fmt: skip
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -83,11 +83,19 @@ def load_record(path: str | Path) -> dict[str, Any] | None:
 
 
 def table_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One table row (``COLUMNS``) of a record; probabilities as a JSON object string."""
+    """One table row (``COLUMNS``) of a record; probabilities as a JSON object string; a fusion call's series as
+    ``T1=<series id>; PD=<series id>`` (a missing modality ``PD=-``), so the table alone says what was fused.
+
+    Example:
+        >>> table_row({"series_id": "1.2", "fusion": {"T1": "1.2", "PD": None}})["fusion"]
+        'T1=1.2; PD=-'
+    """
     row = {c: record.get(c) for c in COLUMNS}
     probs = record.get("probabilities")
     row["probabilities"] = json.dumps(probs, sort_keys=True) if probs else ""
     row["reason"] = record.get("reason") or ""
+    fusion = record.get("fusion") or {}
+    row["fusion"] = "; ".join(f"{name}={series or '-'}" for name, series in fusion.items())
     return row
 
 
