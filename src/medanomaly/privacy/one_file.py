@@ -30,17 +30,20 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 MAX_FILE_MB = 1 << 20
 
 
-#: Objects without pixels whose every attribute the profile's table covers: key object selection documents and RT
+#: Objects without pixels whose every attribute the profile's table covers: key object selection documents, RT
 #: Structure Sets (contours are numbers; ROI Name is emptied, Structure Set Label dummied, ROI Interpreter, ROI and
-#: observation descriptions removed, as Table E.1-1 says; references remapped with the images' UIDs).
-_PIXELLESS = frozenset({"Key Object Selection Document Storage", "RT Structure Set Storage"})
+#: observation descriptions removed, as Table E.1-1 says; references remapped with the images' UIDs) and Spatial
+#: Registrations (a fusion call's REG: matrices are numbers, each frame of reference and image reference remapped with
+#: the images' key, Content Description removed, Content Creator's Name emptied).
+_PIXELLESS = frozenset({"Key Object Selection Document Storage", "RT Structure Set Storage",
+                        "Spatial Registration Storage"})
 
 
 def is_document(ds) -> bool:
     """True for an object without pixels that the profile covers whole: a structured report (everything it says is
     in its Content Sequence, which the profile dummies: text, names, dates replaced; codes, numbers and references
-    kept), a key object selection document or an RT Structure Set. Other objects without pixels (encapsulated PDF or
-    CDA, waveforms, RT plans) carry content the profile cannot check and stay refused."""
+    kept), a key object selection document, an RT Structure Set or a Spatial Registration. Other objects without
+    pixels (encapsulated PDF or CDA, waveforms, RT plans) carry content the profile cannot check and stay refused."""
     from pydicom.uid import UID
 
     name = UID(str(ds.get("SOPClassUID", "") or "")).name
