@@ -56,40 +56,6 @@ def test_each_slice_s_own_rescale_is_applied(tmp_path: Path) -> None:
     assert not np.allclose(volume.array, read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=0).array)
 
 
-def _pair(tmp_path: Path) -> Path:
-    for suffix in (".PAR", ".REC"):
-        shutil.copy(DATA / f"phantom_EPI_asc_CLEAR_2_1{suffix}", tmp_path / f"scan{suffix}")
-    return tmp_path / "scan.PAR"
-
-
-@pytest.mark.parametrize(("damage", "words"), [
-    ("no rec", "one file of a PAR/REC pair: its .rec is not beside it"),
-    ("no par", "one file of a PAR/REC pair: its .par is not beside it"),
-    ("short rec", "not a readable parrec image ("),
-    ("garbage par", "not a readable parrec image ("),
-    ("huge par", "a 17 MiB header: more than the 16 MiB a scanner's text header could be; not parsed"),
-])  # fmt: skip
-def test_a_half_or_damaged_pair_is_one_line_naming_the_file(tmp_path: Path, damage: str, words: str) -> None:
-    par = _pair(tmp_path)
-    rec = par.with_suffix(".REC")
-    target = par
-    if damage == "no rec":
-        rec.unlink()
-    elif damage == "no par":
-        par.unlink()
-        target = rec
-    elif damage == "short rec":
-        rec.write_bytes(rec.read_bytes()[:1000])
-    elif damage == "huge par":
-        with par.open("ab") as fh:
-            fh.truncate(17 * 2**20)  # sparse: nibabel read a PAR whole, whatever its size
-    else:
-        par.write_bytes(b"# not a PAR header\n" * 20)
-    with pytest.raises(InputError) as caught:
-        read(target, volume=0)
-    assert words in str(caught.value) and str(caught.value).startswith(str(target)) and "\n" not in str(caught.value)
-
-
 def test_a_4d_minc_and_a_damaged_minc_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="4D MINC image .* not read; take one volume out"):
         read(DATA / "minc1_4d.mnc")
@@ -156,31 +122,45 @@ def test_a_4d_afni_dataset_is_read_one_sub_brick_at_a_time_from_its_gzipped_brik
     assert np.allclose(volume.array, np.asarray(image.dataobj[..., 2], np.float32).transpose(2, 1, 0))
 
 
-@pytest.mark.parametrize(("damage", "words"), [
-    ("no brik", "one file of an AFNI dataset: its .BRIK (or .BRIK.gz) is not beside it"),
-    ("no head", "one file of an AFNI dataset: its .HEAD is not beside it"),
-    ("bad attribute", "not a readable afni image ("),
-    ("short brik", "not a readable afni image ("),
-    ("huge head", "a 17 MiB header: more than the 16 MiB a scanner's text header could be; not parsed"),
+#: Each two-file format: (nibabel's header and data files, the names they are copied to).
+PAIRS = {"parrec": ("phantom_EPI_asc_CLEAR_2_1.PAR", "phantom_EPI_asc_CLEAR_2_1.REC", "scan.PAR", "scan.REC"),
+         "afni": ("scaled+tlrc.HEAD", "scaled+tlrc.BRIK", "anat+orig.HEAD", "anat+orig.BRIK")}  # fmt: skip
+HUGE = "a 17 MiB header: more than the 16 MiB a scanner's text header could be; not parsed"
+
+
+@pytest.mark.parametrize(("kind", "damage", "words"), [
+    ("parrec", "no data", "one file of a PAR/REC pair: its .rec is not beside it"),
+    ("parrec", "no header", "one file of a PAR/REC pair: its .par is not beside it"),
+    ("parrec", "short data", "not a readable parrec image ("),
+    ("parrec", "bad header", "not a readable parrec image ("),
+    ("parrec", "huge header", HUGE),
+    ("afni", "no data", "one file of an AFNI dataset: its .BRIK (or .BRIK.gz) is not beside it"),
+    ("afni", "no header", "one file of an AFNI dataset: its .HEAD is not beside it"),
+    ("afni", "short data", "not a readable afni image ("),
+    ("afni", "bad header", "not a readable afni image ("),
+    ("afni", "huge header", HUGE),
 ])  # fmt: skip
-def test_a_half_damaged_or_oversized_afni_dataset_is_one_line_naming_the_file(tmp_path: Path, damage: str,
-                                                                              words: str) -> None:  # fmt: skip
-    head, brik = tmp_path / "anat+orig.HEAD", tmp_path / "anat+orig.BRIK"
-    shutil.copy(DATA / "scaled+tlrc.HEAD", head)
-    shutil.copy(DATA / "scaled+tlrc.BRIK", brik)
-    target = head
-    if damage == "no brik":
-        brik.unlink()
-    elif damage == "no head":
-        head.unlink()
-        target = brik
-    elif damage == "bad attribute":
-        shutil.copy(DATA / "bad_attribute+orig.HEAD", head)
-    elif damage == "short brik":
-        brik.write_bytes(brik.read_bytes()[:1000])
+def test_a_half_damaged_or_oversized_pair_is_one_line_naming_the_file(tmp_path: Path, kind: str, damage: str,
+                                                                      words: str) -> None:  # fmt: skip
+    source_header, source_data, header_name, data_name = PAIRS[kind]
+    header, data = tmp_path / header_name, tmp_path / data_name
+    shutil.copy(DATA / source_header, header)
+    shutil.copy(DATA / source_data, data)
+    target = header
+    if damage == "no data":
+        data.unlink()
+    elif damage == "no header":
+        header.unlink()
+        target = data
+    elif damage == "short data":
+        data.write_bytes(data.read_bytes()[:1000])
+    elif damage == "huge header":
+        with header.open("ab") as fh:
+            fh.truncate(17 * 2**20)  # sparse: the size is checked before nibabel reads the text whole
+    elif kind == "afni":
+        shutil.copy(DATA / "bad_attribute+orig.HEAD", header)  # nibabel's own damaged HEAD
     else:
-        with head.open("ab") as fh:
-            fh.truncate(17 * 2**20)  # sparse: the size is what is checked, before nibabel reads it whole
+        header.write_bytes(b"# not a PAR header\n" * 20)
     with pytest.raises(InputError) as caught:
-        read(target)
+        read(target, volume=0 if kind == "parrec" else None)
     assert words in str(caught.value) and str(caught.value).startswith(str(target)) and "\n" not in str(caught.value)
