@@ -239,13 +239,14 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
         options = ListenerOptions(port=node_port, allowed=("ORTHANC",), idle_s=1.0,
                                   store_to=f"dimse://127.0.0.1:{dicom_port}/ORTHANC")  # fmt: skip
         batch = BatchOptions(pair_by="patient", register_to_first=True, pair_wait_s=3600.0)
-        summaries = []
+        summaries, reported = [], []
 
         @contextmanager
         def node(batch: BatchOptions):
             stop, box = threading.Event(), {}
             thread = threading.Thread(target=lambda: box.update(summary=run_listener(
-                load_model(fusion_run), work, options, batch, stop=stop)), daemon=True)  # fmt: skip
+                load_model(fusion_run), work, options, batch, stop=stop,
+                on_series=lambda s: reported.append((s.processed, s.waiting)))), daemon=True)  # fmt: skip
             thread.start()
             time.sleep(1.0)
             try:
@@ -266,6 +267,7 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
         with node(replace(batch, pair_wait_s=1.0)):  # PAT-B's T1 waits a second, then runs alone
             assert _push_study(rest, STUDY.format(33)) == 200
             _wait(lambda: _count_instances(rest) == before + 3)
+            _wait(lambda: reported[-1] == (1, 0), 10)  # the round its wait ended in is reported, as any other
         call = _stored_call(rest, STUDY.format(31))
     states = _states(work / "listener_state.sqlite")
     assert states[_series_uid(t1)] == ("done", "") and states[_series_uid(lone)] == ("done", "")

@@ -326,8 +326,9 @@ def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: Batch
 def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
              summary: ListenerSummary, held: dict[str, Any] | None = None) -> int:  # fmt: skip
     """Run the studies that are complete now (:meth:`Inbox.complete`), each with the series ``held`` (by key) for a
-    fusion set of the same study or patient that waits for a modality; how many series came complete. ``held`` is
-    updated in place: the series that wait now, their files kept in the inbox."""
+    fusion set of the same study or patient that waits for a modality; how many series came complete, plus the held
+    groups judged again because their wait is over (so the caller reports that round too). ``held`` is updated in
+    place: the series that wait now, their files kept in the inbox."""
     held = {} if held is None else held
     complete = inbox.complete(options.idle_s)
     studies: dict[str, list[tuple[str, str]]] = {}
@@ -346,10 +347,11 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
         fresh += _index_study(folders, study_uid, state, ctx, summary)
     waited = {key: entry for key, entry in held.items() if key not in {e.key for e in fresh}}
     held.clear()
-    waiting = 0
+    waiting = expired = 0
     for group, judge in _groups(fresh, waited, ctx, state):
         keep = {e.key for e in group}  # a held group with nothing new, its wait not over, waits on as it is
         if judge:
+            expired += all(e.key in waited for e in group)
             keep = _judged(model, group, state, ctx, client, options, summary)
         waiting += bool(keep)
         held.update({e.key: e for e in group if e.key in keep})
@@ -360,7 +362,7 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
     for uid, _ in (pair for series in studies.values() for pair in series):
         if uid not in held:  # refused, sent again, unreadable: nothing of it is kept
             shutil.rmtree(inbox.folder / uid, ignore_errors=True)
-    return len(complete)
+    return len(complete) + expired
 
 
 def _judged(model: Any, group: list[Any], state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
