@@ -323,3 +323,26 @@ def test_a_run_trained_on_registered_pairs_registers_its_inputs_too(tmp_path, mo
     code, _, err = run_main(monkeypatch, capsys, "train", str(_config(tmp_path, **{"data": {"alignment": "register"}})),
                             "--out", str(tmp_path / "c"))  # fmt: skip
     assert code == 2 and "data.alignment aligns a manifest's images" in err, err
+
+
+def test_register_takes_one_volume_of_a_4d_image_on_each_side(tmp_path):
+    """A 4D image (an fMRI run, a multi-echo series) could not be registered at all (``4D image ...``, and register
+    took no frame): --fixed-frame / --moving-frame take one volume of each, in the process and within --max-minutes
+    alike; without them the refusal says which options take one."""
+    import nibabel as nib
+    from PIL import Image
+
+    pd = np.asarray(Image.open(real_data("itk/BrainProtonDensitySlice.png")).convert("L"), np.float32).T
+    moved = np.zeros_like(pd)
+    moved[13:, 17:] = pd[:-13, :-17]  # the anatomy 13 and 17 px (1 mm each) further along x and y
+    four_d = tmp_path / "run.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([pd, moved], -1)[:, :, None, :], np.eye(4)), four_d)
+    for budget in ([], ["--max-minutes", "5"]):
+        out = tmp_path / f"moved_on_first{len(budget)}.nii.gz"
+        result = runner.invoke(app, ["register", str(four_d), str(four_d), "--fixed-frame", "0", "--moving-frame", "1",
+                                     "--out", str(out), *budget])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output[result.output.index("{"):])
+        assert np.allclose(np.abs(summary["translation_mm"]), [13, 17], atol=1.0) and out.is_file()
+    result = runner.invoke(app, ["register", str(four_d), str(four_d), "--out", str(tmp_path / "x.nii.gz")])
+    assert result.exit_code != 0 and "register with --fixed-frame / --moving-frame" in str(result.exception)

@@ -43,6 +43,10 @@ def register(app: typer.Typer) -> None:
         metric: str = typer.Option("mattes", help="mattes (mutual information, multi-modal) or mean_squares."),
         max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.1, max=24 * 60, help="Stop the "
                                                  "registration after this many minutes (nothing written)."),
+        fixed_frame: int | None = typer.Option(None, "--fixed-frame", min=0, help="A cine loop or 4D image as FIXED: "
+                                               "this frame or volume of it (0-based)."),
+        moving_frame: int | None = typer.Option(None, "--moving-frame", min=0, help="A cine loop or 4D image as "
+                                                "MOVING: this frame or volume of it (0-based)."),
     ) -> None:
         """Register MOVING to FIXED (SimpleITK); write the resampled image, the transform and the residual."""
         from medanomaly.errors import InputError
@@ -55,9 +59,10 @@ def register(app: typer.Typer) -> None:
         check_writable(out)  # an output it cannot write (extension, name), before minutes of registration
         if max_minutes is not None and not math.isfinite(max_minutes):
             raise InputError(f"--max-minutes must be a number of minutes (0.1 to 1440), got {max_minutes}")
+        frames = (fixed_frame, moving_frame)
         if max_minutes is None:
             summary = register_files(fixed, moving, out, stage_list, metric,
-                                     progress=lambda line: typer.echo(line, err=True))  # fmt: skip
+                                     progress=lambda line: typer.echo(line, err=True), frames=frames)  # fmt: skip
         else:
-            summary = register_files_within(max_minutes, fixed, moving, out, stage_list, metric)
+            summary = register_files_within(max_minutes, fixed, moving, out, stage_list, metric, frames)
         typer.echo(json.dumps(summary, indent=2))

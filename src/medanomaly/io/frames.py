@@ -38,7 +38,8 @@ __all__ = ["CINE_ADVICE", "FOUR_D_ADVICE", "VOLUME_FORMATS", "check_volume", "fr
 CINE_ADVICE = "give --frame N to take frame N"
 
 #: How a CLI user is told to take one volume of a 4D image: every command reads images, only these take ``--frame``.
-FOUR_D_ADVICE = "info, predict, explain, detect, quantify, preprocess and segment take one with --frame N"
+FOUR_D_ADVICE = ("info, predict, explain, detect, quantify, preprocess and segment take one with --frame N, register "
+                 "with --fixed-frame / --moving-frame")
 
 #: Formats whose 4D files :func:`read_frame` reads one volume of (``detect_format``'s names).
 VOLUME_FORMATS = frozenset({"nifti", "mgh", "parrec", "afni", "nrrd", "metaimage"})

@@ -110,11 +110,12 @@ def as_scalar(volume: Volume) -> Volume:
     return volume.with_array(array)
 
 
-def load_scalar(path: str | Path, modality: str | None = None) -> Volume:
-    """Read an image with :func:`medanomaly.io.read` and make it a float32 scalar Volume."""
-    from medanomaly.io import read
+def load_scalar(path: str | Path, modality: str | None = None, frame: int | None = None) -> Volume:
+    """Read an image with :func:`medanomaly.io.read` (``frame``: one frame of a cine loop or one volume of a 4D image,
+    :func:`medanomaly.io.frames.read_frame`) and make it a float32 scalar Volume."""
+    from medanomaly.io.frames import read_frame
 
-    volume = as_scalar(read(path))
+    volume = as_scalar(read_frame(path, frame))
     return volume.with_meta(modality=modality) if modality else volume
 
 
