@@ -106,7 +106,8 @@ def test_quantify_info_segment_and_predict_take_one_volume(tmp_path, monkeypatch
     code, _, err = run_main(monkeypatch, capsys, "segment", str(tmp_path / "series.nii.gz"), "--roi", "body", "-o",
                             str(tmp_path / "whole.nii.gz"))  # fmt: skip
     assert code == 2 and not (tmp_path / "whole.nii.gz").exists() and err.strip().endswith("4D image (2 volumes, 0..1): info, predict, explain, detect, quantify, "
-                                              "preprocess and segment take one with --frame N"), err
+                                              "preprocess and segment take one with --frame N, register with "
+                                              "--fixed-frame / --moving-frame"), err
     code, out, err = run_main(monkeypatch, capsys, "segment", str(tmp_path / "series.nii.gz"), "--roi", "body",
                               "--frame", "1", "-o", str(tmp_path / "body.nii.gz"))  # fmt: skip
     assert code == 0 and read(tmp_path / "body.nii.gz").shape == (7, 8, 9), err
