@@ -50,7 +50,7 @@ from medanomaly.io.nifti import affine_lps_mm, split_affine
 from medanomaly.io.reasons import short_reason
 from medanomaly.types import Volume
 
-__all__ = ["AFNI_SUFFIXES", "MINC_SUFFIXES", "NEURO_KINDS", "PARREC_SUFFIXES", "neuro_kind", "neuro_layout",
+__all__ = ["AFNI_SUFFIXES", "MINC_SUFFIXES", "NEURO_KINDS", "PARREC_SUFFIXES", "afni_files", "neuro_kind", "neuro_layout",
            "neuro_volumes", "read_neuro"]
 
 #: File endings of MINC (1 and 2: nibabel tells them apart by their first bytes).
