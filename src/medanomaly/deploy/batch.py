@@ -157,12 +157,13 @@ def _dicom_outputs(source: Any, entry: SeriesEntry, volume: Any, prediction: Pre
         score_map, label = explanation, f"{ctx.options.explain} attribution"
     evidence, reg = [], None
     if entry.key in ctx.sets:  # a fusion call: made from the study's other modalities too, maybe registered (a REG)
-        from medanomaly.deploy.fusion_sets import partner_headers, write_set_registration
+        from medanomaly.deploy.dicom_reg import registered_series, write_registration
+        from medanomaly.deploy.fusion_sets import partner_headers
 
         partners = partner_headers(ctx.sets[entry.key], entry)
         evidence = [ds for headers in partners.values() for ds in headers]
-        reg = write_set_registration(partners, inputs, source, ctx.out_dir / "dicom" / folder, ctx.fingerprint,
-                                     ctx.task)  # fmt: skip
+        reg = write_registration(ctx.out_dir / "dicom" / folder / "reg.dcm", source, registered_series(partners, inputs),
+                                 run_id=ctx.fingerprint, algorithm=ctx.task)  # fmt: skip
     out = write_dicom_outputs(
         prediction.findings, source, volume, ctx.out_dir / "dicom" / folder, run_id=ctx.fingerprint,
         site=ctx.site, algorithm=ctx.task, score_map=score_map, map_label=label, call=prediction,

@@ -20,14 +20,16 @@ Example:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER
-from medanomaly.deploy.dicom_source import SourceSeries, derived_instance
+from medanomaly.deploy.dicom_source import SourceSeries, derived_instance, image_reference
 from medanomaly.errors import InputError
 
-__all__ = ["SPATIAL_REGISTRATION_STORAGE", "build_registration", "can_register_frames"]
+__all__ = ["SPATIAL_REGISTRATION_STORAGE", "build_registration", "can_register_frames", "registered_series",
+           "write_registration"]
 
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
@@ -39,6 +41,28 @@ def can_register_frames(source: SourceSeries, moved: Sequence[tuple[Sequence[Any
     frame = str(source.frame_of_reference_uid or "")
     frames = [str(headers[0].get("FrameOfReferenceUID") or "") if headers else "" for headers, _ in moved]
     return bool(frame and moved and all(frames) and frame not in frames)
+
+
+def registered_series(headers: Mapping[str, Sequence[Any]],
+                      volumes: Mapping[str, Any]) -> list[tuple[Sequence[Any], Sequence[float]]]:  # fmt: skip
+    """``(headers, moving -> fixed matrix)`` of each modality whose DICOM headers are given (by modality) and whose
+    Volume was registered onto the first (its ``meta["registration_matrix"]``, :mod:`medanomaly.engine.alignment`)."""
+    from medanomaly.engine.alignment import MATRIX_META
+
+    return [(series, volumes[name].meta[MATRIX_META]) for name, series in headers.items()
+            if volumes.get(name) is not None and volumes[name].meta.get(MATRIX_META)]  # fmt: skip
+
+
+def write_registration(path: Path, source: SourceSeries, moved: Sequence[tuple[Sequence[Any], Sequence[float]]], *,
+                       run_id: str, algorithm: str) -> Path | None:  # fmt: skip
+    """Write the Spatial Registration of ``moved`` onto ``source`` at ``path`` (:func:`build_registration`) and return
+    it; None, nothing written, when no series was moved or a frame is not recorded (:func:`can_register_frames`). The
+    archive batch and the service both write theirs so."""
+    from medanomaly.deploy.atomic import atomic_save_dataset
+
+    if not can_register_frames(source, moved):
+        return None
+    return atomic_save_dataset(path, build_registration(source, moved, run_id=run_id, algorithm=algorithm))
 
 
 def build_registration(source: SourceSeries, moved: Sequence[tuple[Sequence[Any], Sequence[float]]], *,
@@ -88,7 +112,7 @@ def _registration(frame: str, headers: Sequence[Any], matrix: Sequence[float]) -
 
     item = Dataset()
     item.FrameOfReferenceUID = frame
-    item.ReferencedImageSequence = DicomSequence([_image_reference(ds) for ds in headers])
+    item.ReferencedImageSequence = DicomSequence([image_reference(ds) for ds in headers])
     transformation = Dataset()
     transformation.FrameOfReferenceTransformationMatrixType = "RIGID"
     transformation.FrameOfReferenceTransformationMatrix = [f"{v:.10g}" for v in matrix]
@@ -96,14 +120,6 @@ def _registration(frame: str, headers: Sequence[Any], matrix: Sequence[float]) -
     registration.MatrixSequence = DicomSequence([transformation])
     registration.RegistrationTypeCodeSequence = DicomSequence()
     item.MatrixRegistrationSequence = DicomSequence([registration])
-    return item
-
-
-def _image_reference(ds: Any) -> Any:
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     return item
 
 
@@ -117,7 +133,7 @@ def _common_instance_reference(ds: Any, series: Sequence[Sequence[Any]]) -> None
     for headers in series:
         item = Dataset()
         item.SeriesInstanceUID = headers[0].SeriesInstanceUID
-        item.ReferencedInstanceSequence = DicomSequence([_image_reference(h) for h in headers])
+        item.ReferencedInstanceSequence = DicomSequence([image_reference(h) for h in headers])
         by_study.setdefault(str(headers[0].StudyInstanceUID), []).append(item)
     ds.ReferencedSeriesSequence = DicomSequence(by_study.pop(str(ds.StudyInstanceUID), []))
     if by_study:

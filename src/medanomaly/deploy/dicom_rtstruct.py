@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.deploy.dicom_seg import SEG_SERIES_NUMBER, finding_masks, segment_infos, segment_label
-from medanomaly.deploy.dicom_source import SourceSeries, derived_instance, software_version
+from medanomaly.deploy.dicom_source import SourceSeries, derived_instance, image_reference, software_version
 from medanomaly.errors import InputError
 from medanomaly.io.rtstruct import RT_STRUCTURE_SET_STORAGE
 from medanomaly.types import Finding, Volume
@@ -170,14 +170,6 @@ def build_rtstruct(
     return ds
 
 
-def _image_reference(ds: Any) -> Any:
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    return item
-
-
 def _frame_reference(source: SourceSeries) -> Any:
     """Referenced Frame of Reference Sequence item: the frame, its study, series and every image of the series."""
     from pydicom.dataset import Dataset
@@ -185,7 +177,7 @@ def _frame_reference(source: SourceSeries) -> Any:
 
     series = Dataset()
     series.SeriesInstanceUID = source.series_uid
-    series.ContourImageSequence = DicomSequence([_image_reference(ds) for ds in source.datasets])
+    series.ContourImageSequence = DicomSequence([image_reference(ds) for ds in source.datasets])
     study = Dataset()
     study.ReferencedSOPClassUID, study.ReferencedSOPInstanceUID = _STUDY_COMPONENT, source.study_uid
     study.RTReferencedSeriesSequence = DicomSequence([series])
@@ -218,7 +210,7 @@ def _roi_contours(number: int, mask: np.ndarray, volume: Volume, images: dict[in
             index = np.column_stack([points, np.full(len(points), float(k))])
             contour = Dataset()
             if k in images:  # the source image of this slice
-                contour.ContourImageSequence = DicomSequence([_image_reference(images[k])])
+                contour.ContourImageSequence = DicomSequence([image_reference(images[k])])
             contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", len(points)
             contour.ContourData = [f"{v:.4f}" for v in volume.index_to_physical(index).ravel()]
             item.ContourSequence.append(contour)

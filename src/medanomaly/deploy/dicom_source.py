@@ -33,8 +33,8 @@ from medanomaly.types import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom.dataset import Dataset
 
-__all__ = ["SourceSeries", "check_output_geometry", "derived_instance", "load_source_series", "series_headers",
-           "software_version", "MANUFACTURER", "MODEL_NAME"]
+__all__ = ["SourceSeries", "check_output_geometry", "derived_instance", "image_reference", "load_source_series",
+           "series_headers", "software_version", "MANUFACTURER", "MODEL_NAME"]
 
 #: Written into Manufacturer / ManufacturerModelName of every object we create.
 MANUFACTURER = "medanomaly"
@@ -80,6 +80,16 @@ def derived_instance(source: SourceSeries, run_id: str, kind: str, sop_class: st
     ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, MODEL_NAME
     ds.SoftwareVersions, ds.DeviceSerialNumber = software_version(), "0"
     return ds
+
+
+def image_reference(ds: Any) -> Any:
+    """A reference to the image ``ds`` (its SOP Class and Instance UIDs), as an RT Structure Set's contours and a
+    Spatial Registration's items list their images."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    return item
 
 
 @dataclass(frozen=True)

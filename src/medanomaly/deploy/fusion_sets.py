@@ -52,7 +52,7 @@ from medanomaly.errors import InputError
 
 __all__ = ["FUSION_SELECTION", "PAIR_BY", "FusionSet", "PartnerReadError", "aligned", "modality_matchers", "pair_studies",
            "parse_modality_series", "partner_headers", "partner_problems", "partner_skips", "read_set",
-           "with_fusion_sets", "write_set_registration"]
+           "with_fusion_sets"]
 
 #: The selection policy of a fusion model's batch (``deploy.select.selection_policy`` gives the task name).
 FUSION_SELECTION = "fusion"
@@ -330,24 +330,6 @@ def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, fi
         out.append(Problem(error["series"], named_files(by_id[error["series"]], error["reason"], root, file_id),
                            kind="series"))  # fmt: skip
     return out
-
-
-def write_set_registration(partners: Mapping[str, list[Any]], inputs: Mapping[str, Any], source: Any, folder: Any,
-                           run_id: str, algorithm: str) -> Any:  # fmt: skip
-    """Write ``folder/reg.dcm``, the Spatial Registration of the set's other DICOM series (``partners``: their headers
-    by modality, :func:`partner_headers`) that were registered onto the first (:mod:`medanomaly.deploy.dicom_reg`), and
-    return its path; None when none was, or a frame is not recorded."""
-    from medanomaly.deploy.atomic import atomic_save_dataset
-    from medanomaly.deploy.dicom_reg import build_registration, can_register_frames
-    from medanomaly.engine.alignment import MATRIX_META
-
-    if not isinstance(inputs, Mapping):
-        return None
-    moved = [(headers, inputs[name].meta[MATRIX_META]) for name, headers in partners.items()
-             if inputs.get(name) is not None and inputs[name].meta.get(MATRIX_META)]  # fmt: skip
-    if not can_register_frames(source, moved):
-        return None
-    return atomic_save_dataset(folder / "reg.dcm", build_registration(source, moved, run_id=run_id, algorithm=algorithm))
 
 
 def partner_headers(fusion: FusionSet, entry: SeriesEntry) -> dict[str, list[Any]]:

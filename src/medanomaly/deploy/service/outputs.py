@@ -126,6 +126,7 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
     when the upload's headers cannot be referenced (the job's other results stand)."""
     from medanomaly.deploy.batch_context import BatchOptions
     from medanomaly.deploy.dicom_out import source_series_for_path, write_dicom_outputs_for_path
+    from medanomaly.deploy.dicom_reg import write_registration
     from medanomaly.errors import InputError
 
     try:
@@ -133,23 +134,12 @@ def _dicom_outputs(study_dir: Path, source: Path, volume: Volume, prediction: Pr
         out = write_dicom_outputs_for_path(series, volume, prediction, study_dir / "dicom", run_id=f"service:{model_name}",
                                            site=BatchOptions().resolved_site(task), algorithm=task, task=task,
                                            evidence=evidence, parameters=parameters)  # fmt: skip
-        reg = _registration(study_dir, series, model_name, task, registrations or [])
+        reg = write_registration(study_dir / "dicom" / "reg.dcm", series, registrations or [],
+                                 run_id=f"service:{model_name}", algorithm=task)  # fmt: skip
     except InputError as exc:
         return {"error": exc.reason}
     written = {"seg": out.seg, "rtstruct": out.rtstruct, "sr": out.sr, "reg": reg, "parametric_map": out.parametric_map}
     return {kind: path.name for kind, path in written.items() if path is not None}
-
-
-def _registration(study_dir: Path, series: Any, model_name: str, task: str, registrations: list[Any]) -> Path | None:
-    """``dicom/reg.dcm``: the Spatial Registration of the modalities registered onto the first (``series``: the first's
-    source headers), when there are any and every series records its frame of reference; else None."""
-    from medanomaly.deploy.atomic import atomic_save_dataset
-    from medanomaly.deploy.dicom_reg import build_registration, can_register_frames
-
-    if not can_register_frames(series, registrations):
-        return None
-    return atomic_save_dataset(study_dir / "dicom" / "reg.dcm", build_registration(
-        series, registrations, run_id=f"service:{model_name}", algorithm=task))  # fmt: skip
 
 
 def _overlay(volume: Volume, finding: Finding, path: Path) -> bool:

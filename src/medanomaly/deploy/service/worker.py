@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medanomaly.deploy.dicom_reg import registered_series
 from medanomaly.deploy.dicom_sr import alignment_parameters, threshold_parameters
 from medanomaly.deploy.explanation import explained
 from medanomaly.deploy.service.outputs import write_outputs
@@ -92,15 +93,6 @@ def _other_dicom_headers(paths: dict[str, Path | None], volumes: dict[str, Any],
             except InputError as exc:
                 log.info("%s: no evidence headers (%s)", name, exc.reason)
     return out
-
-
-def _registered_series(headers: dict[str, list[Any]], volumes: dict[str, Any]) -> list[Any]:
-    """``(headers, moving -> fixed matrix)`` of each DICOM modality (``headers``: :func:`_other_dicom_headers`)
-    registered onto the first, for its Spatial Registration object."""
-    from medanomaly.engine.alignment import MATRIX_META
-
-    return [(series, volumes[name].meta[MATRIX_META]) for name, series in headers.items()
-            if volumes.get(name) is not None and volumes[name].meta.get(MATRIX_META)]  # fmt: skip
 
 
 def requested_alignment(study_dir: Path) -> str:
@@ -261,7 +253,7 @@ class ModelWorker:
         headers = _other_dicom_headers(paths, volumes, name)
         evidence = [ds for series in headers.values() for ds in series]
         self._finish(job, first, prediction, start, paths[name], explain_on, volumes, evidence,
-                     _registered_series(headers, volumes))  # fmt: skip
+                     registered_series(headers, volumes))  # fmt: skip
         self.seconds_per_job = 0.7 * self.seconds_per_job + 0.3 * (time.perf_counter() - start)
         return True
 
