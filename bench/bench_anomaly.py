@@ -2,7 +2,7 @@
 tumour case study of each (CPU, 2 torch threads).
 
 Usage: ``python bench/bench_anomaly.py [--config configs/anomaly_brain.yaml] [--epochs N]
-[--methods normative autoencoder padim] [--evaluate] [--out runs/bench_anomaly]``; prints one JSON
+[--methods normative autoencoder padim draem] [--evaluate] [--seed N] [--out runs/bench_anomaly]``; prints one JSON
 line per method (train seconds, inference seconds per volume, and with ``--evaluate`` pixel AUROC,
 slice AUROC with its 95 % CI and mean Dice on brain1 + brain2).
 """
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 
-def _row(name: str, run: Path, infer_s: float, metrics: dict | None) -> dict:
+def _row(name: str, seed: int, run: Path, infer_s: float, metrics: dict | None) -> dict:
     train = json.loads((run / "train.json").read_text())
-    row = {"method": name, "train_s": train["seconds"], "inference_s_per_volume": round(infer_s, 2), "threads": 2,
+    row = {"method": name, "seed": seed, "train_s": train["seconds"], "inference_s_per_volume": round(infer_s, 2), "threads": 2,
            "sigma": train.get("sigma"), "synthetic_val_pixel_auroc_by_sigma": train.get("synthetic_val_pixel_auroc_by_sigma")}
     if metrics:
         sl = metrics["slice_auroc"]
@@ -40,8 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "anomaly_brain.yaml"))
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--methods", nargs="+", default=["normative", "autoencoder", "padim"])
+    parser.add_argument("--methods", nargs="+", default=["normative", "autoencoder", "padim", "draem"])
     parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--seed", type=int, default=None, help="the config's seed (training, augmentation, validation)")
     parser.add_argument("--out", default="runs/bench_anomaly")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -52,6 +53,8 @@ def main() -> None:
         updates = {"method": base.method.model_copy(update={"name": name, "params": params})}
         if args.epochs:
             updates["train"] = base.train.model_copy(update={"epochs": args.epochs})
+        if args.seed is not None:
+            updates["seed"] = args.seed
         config = base.model_copy(update=updates)
         run = train_run(config, Path(args.out) / name, overwrite=True)
         model = load_model(run)
@@ -59,7 +62,7 @@ def main() -> None:
         model.predict(volume)
         infer_s = time.perf_counter() - start
         metrics = evaluate_run(run) if args.evaluate else None
-        print(json.dumps(_row(name, run, infer_s, metrics)), flush=True)
+        print(json.dumps(_row(name, config.seed, run, infer_s, metrics)), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "lung_detector"
 ROOT = Path(__file__).resolve().parents[2]
 #: Tiny parameters per anomaly method for export tests (seconds to train on one thread).
 TINY_ANOMALY_PARAMS = {"normative": {"z_bins": 3}, "autoencoder": {"channels": [4, 8, 8], "num_res_units": 0},
-                       "padim": {"channels": [4, 8, 8], "num_res_units": 0}}  # fmt: skip
+                       "padim": {"channels": [4, 8, 8], "num_res_units": 0},
+                       "draem": {"channels": [4, 8, 8], "disc_channels": [4, 8], "num_res_units": 0}}  # fmt: skip
 
 #: A tiny fusion config (T1 + PD, 32 x 32, simulated brains: synthetic; seconds to train).
 TINY_FUSION = {

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
-@pytest.mark.parametrize("method", ["normative", "autoencoder", "padim"])
+@pytest.mark.parametrize("method", ["normative", "autoencoder", "padim", "draem"])
 def test_anomaly_package_matches_torch(method: str, tmp_path: Path, predict_without_torch, tiny_anomaly_run) -> None:
     from medanomaly.data.sources import pyradiomics_case
     from medanomaly.deploy.export import export_run

@@ -101,8 +101,8 @@ def test_force_keeps_a_refused_int8_graph_with_a_warning(padim_run: Path, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["normative", "autoencoder"])
-def test_int8_normative_and_autoencoder_packages(method: str, tmp_path: Path, tiny_anomaly_run) -> None:
+@pytest.mark.parametrize("method", ["normative", "autoencoder", "draem"])
+def test_int8_normative_autoencoder_and_draem_packages(method: str, tmp_path: Path, tiny_anomaly_run) -> None:
     from medanomaly.deploy.export import export_run
 
     run = tiny_anomaly_run(tmp_path, method)

@@ -16,7 +16,8 @@ MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.t
            "medanomaly.deploy.fusion_sets", "medanomaly.deploy.dicom_sr", "medanomaly.engine.alignment",
            "medanomaly.deploy.archive", "medanomaly.io.neuro", "medanomaly.deploy.batch_context", "medanomaly.deploy.pacs_state", "medanomaly.deploy.results",
            "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
-           "medanomaly.deploy.service.app", "medanomaly.cli.serve")
+           "medanomaly.deploy.service.app", "medanomaly.cli.serve", "medanomaly.models.anomaly_autoencoder",
+           "medanomaly.models.anomaly_draem")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -11,6 +11,9 @@ autoencoder    MONAI convolutional autoencoder trained to reconstruct normal sli
                map = w (1 - local SSIM) + (1 - w) |x - reconstruction|
 padim          PaDiM-style per-position Gaussian on the features of the autoencoder's encoder
                (self-supervised on the normal data, no downloaded weights); map = Mahalanobis distance
+draem          DRAEM-style: an autoencoder that removes synthetic anomalies and a UNet that segments
+               them from the slice beside its reconstruction (:mod:`medanomaly.anomaly.draem`);
+               map = the UNet's probability per pixel
 atlas          registered voxel-wise atlas (3D, :mod:`medanomaly.anomaly.atlas`): the normal brains
                registered (affine) to the test volume; map = difference to their voxel-wise mean
 =============  ===============================================================================
@@ -29,7 +32,8 @@ import numpy as np
 from medanomaly.errors import ConfigError
 from medanomaly.registry import Registry
 
-__all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc"]
+__all__ = ["METHODS", "NormativeMethod", "AutoencoderMethod", "PadimMethod", "ssim_map", "residual_map", "pixel_auroc",
+           "checked_param", "levels", "batches"]
 
 #: Anomaly methods by name.
 METHODS: Registry[Any] = Registry("anomaly method")
@@ -92,7 +96,7 @@ def _fits(what: str, shapes: list[tuple[int, ...]], expected: list[tuple[int, ..
                          f"parameters and grid ({' / '.join(map(str, expected))})")
 
 
-def _checked(method: str, name: str, value: Any, low: float, high: float, *, whole: bool = False,
+def checked_param(method: str, name: str, value: Any, low: float, high: float, *, whole: bool = False,
              above_low: bool = False) -> Any:
     """``value`` of ``method``'s parameter ``name`` if it is a finite number in ``low``..``high`` (``above_low``:
     strictly above ``low``; ``whole``: an integer), else one ConfigError line (a hand-written config's typo or
@@ -111,8 +115,8 @@ class NormativeMethod:
     """Per-pixel mean and spread in ``z_bins`` bins of relative brain height (see module doc)."""
 
     def __init__(self, z_bins: int = 6, floor: float = 0.05, masked: bool = False) -> None:
-        self.z_bins = _checked("normative", "z_bins", z_bins, 1, 256, whole=True)
-        self.floor = _checked("normative", "floor", floor, 0.0, 1.0, above_low=True)  # spread floor, rank units
+        self.z_bins = checked_param("normative", "z_bins", z_bins, 1, 256, whole=True)
+        self.floor = checked_param("normative", "floor", floor, 0.0, 1.0, above_low=True)  # spread floor, rank units
         self.masked = bool(masked)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -158,7 +162,15 @@ class NormativeMethod:
         return None
 
 
-def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def levels(method: str, name: str, channels: Any) -> tuple[int, ...]:
+    """A network's channels per level, 1 to 6 levels of 1..4096 (ConfigError naming ``method`` ``name`` otherwise)."""
+    got = tuple(channels) if isinstance(channels, list | tuple) else ()
+    if not 1 <= len(got) <= 6:
+        raise ConfigError(f"{method} {name} must list 1 to 6 levels, got {channels!r}")
+    return tuple(checked_param(method, name, c, 1, 4096, whole=True) for c in got)
+
+
+def batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     return [order[i : i + size] for i in range(0, n, size)]
 
@@ -167,31 +179,34 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 class AutoencoderMethod:
     """Autoencoder with an L1 + SSIM residual map; the epoch is chosen on synthetic anomalies."""
 
+    #: The method's name in :data:`METHODS` and its network's in :data:`~medanomaly.registry.MODELS`.
+    name, model_name = "autoencoder", "anomaly_autoencoder"
+
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
                  num_res_units: int = 1) -> None:  # fmt: skip
         from medanomaly.registry import MODELS
 
-        self.ssim_weight = _checked("autoencoder", "ssim_weight", ssim_weight, 0.0, 1.0)
-        levels = tuple(channels) if isinstance(channels, list | tuple) else ()
-        if not 1 <= len(levels) <= 6:
-            raise ConfigError(f"autoencoder channels must list 1 to 6 levels, got {channels!r}")
-        levels = tuple(_checked("autoencoder", "channels", c, 1, 4096, whole=True) for c in levels)
-        units = _checked("autoencoder", "num_res_units", num_res_units, 0, 8, whole=True)
-        self.net = MODELS.create("anomaly_autoencoder", channels=levels, num_res_units=units)
+        self.ssim_weight = checked_param(self.name, "ssim_weight", ssim_weight, 0.0, 1.0)
+        units = checked_param(self.name, "num_res_units", num_res_units, 0, 8, whole=True)
+        self.net = MODELS.create("anomaly_autoencoder", channels=levels(self.name, "channels", channels),
+                                 num_res_units=units)  # fmt: skip
 
     def check_grid(self, size: int) -> None:
-        """Refuse, before any slice is made, a network that cannot reconstruct ``size`` x ``size`` slices (more
-        levels than the side allows, or a side its strides do not divide: the reconstruction comes out of
+        """Refuse, before any slice is made, a network that cannot map ``size`` x ``size`` slices to slices of that
+        size (more levels than the side allows, or a side its strides do not divide: the output comes out of
         another size), run on a shape-only ``meta`` copy (:func:`medanomaly.models.limits.meta_output_shape`)."""
         import copy
 
         from medanomaly.models.limits import meta_output_shape, shape_text
 
-        shape = (2, 1, size, size)
-        out = meta_output_shape(copy.deepcopy(self.net).to("meta"), "anomaly_autoencoder", shape, "data.size")
+        shape, net = (2, 1, size, size), self._reconstruction_net()
+        out = meta_output_shape(copy.deepcopy(net).to("meta"), self.model_name, shape, "data.size")
         if out is not None and out != shape:
-            raise ConfigError(f"autoencoder channels {list(self.net.channels)} reconstruct a {shape_text(shape)} "
-                              f"slice (data.size) as {shape_text(out)}: use a data.size that 2^levels divides")
+            raise ConfigError(f"{self.name} channels {list(net.channels)} map a {shape_text(shape)} "
+                              f"slice (data.size) to {shape_text(out)}: use a data.size that 2^levels divides")
+
+    def _reconstruction_net(self) -> Any:
+        return self.net
 
     def check_state(self, size: int) -> None:
         """The loaded network takes the recorded grid (:meth:`check_grid`; its weights were loaded strictly)."""
@@ -210,32 +225,45 @@ class AutoencoderMethod:
         x = np.asarray(images, np.float32)
         return residual_map(x, self._reconstruct(x), self.ssim_weight) * np.asarray(masks, np.float32)
 
+    def _losses(self) -> dict[str, Any]:
+        from monai.losses import SSIMLoss
+
+        return {"ssim": SSIMLoss(spatial_dims=2, data_range=1.0)}
+
+    def _step(self, x: np.ndarray, masks: np.ndarray, rng: np.random.Generator, losses: dict[str, Any]) -> Any:
+        """The loss of one batch of normal slices ``x`` (B, S, S): L1 + weighted SSIM of their reconstruction."""
+        import torch
+
+        clean = torch.from_numpy(x[:, None])
+        rec = self.net(clean)
+        return (rec - clean).abs().mean() + self.ssim_weight * losses["ssim"](rec.clamp(0, 1), clean)
+
     def fit(self, train: dict[str, np.ndarray], val: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
-        """Train on normal slices; every ``eval_every`` epochs score the synthetic-anomaly validation
-        set and keep the weights with the best pixel AUROC there (label-free model selection)."""
+        """Train on normal slices (one :meth:`_step` per batch); every ``eval_every`` epochs score the
+        synthetic-anomaly validation set and keep the weights with the best pixel AUROC there (label-free
+        model selection)."""
         import copy
 
         import torch
-        from monai.losses import SSIMLoss
 
         rng = np.random.default_rng(settings.get("seed", 0))
         torch.manual_seed(int(settings.get("seed", 0)))
         opt = torch.optim.Adam(self.net.parameters(), lr=float(settings.get("lr", 2e-3)))
-        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
-        x_all = torch.from_numpy(train["images"][:, None].astype(np.float32))
+        losses = self._losses()
+        images, masks = train["images"].astype(np.float32), train["masks"]
+        epochs, every = int(settings.get("epochs", 20)), int(settings.get("eval_every", 5))
         history, best = [], (-1.0, None, 0)
-        for epoch in range(1, int(settings.get("epochs", 20)) + 1):
+        for epoch in range(1, epochs + 1):
             self.net.train()
-            for idx in _batches(len(x_all), int(settings.get("batch_size", 16)), rng):
-                x = x_all[idx]
-                rec = self.net(x)
-                loss = (rec - x).abs().mean() + self.ssim_weight * ssim_loss(rec.clamp(0, 1), x)
+            for idx in batches(len(images), int(settings.get("batch_size", 16)), rng):
+                loss = self._step(images[idx], masks[idx], rng, losses)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            if epoch % int(settings.get("eval_every", 5)) == 0 or epoch == int(settings.get("epochs", 20)):
+            if epoch % every == 0 or epoch == epochs:
                 auc = pixel_auroc(self.score(val["images"], val["masks"], val["rel_z"]), val["lesions"], val["masks"])
-                history.append({"epoch": epoch, "loss": round(float(loss.item()), 5), "synthetic_val_pixel_auroc": round(auc, 4)})
+                history.append({"epoch": epoch, "loss": round(float(loss.item()), 5),
+                                "synthetic_val_pixel_auroc": round(auc, 4)})  # fmt: skip
                 if auc > best[0]:
                     best = (auc, copy.deepcopy(self.net.state_dict()), epoch)
         if best[1] is not None:
@@ -259,10 +287,12 @@ class AutoencoderMethod:
 class PadimMethod(AutoencoderMethod):
     """PaDiM-style: a Gaussian per feature position on the self-supervised encoder's features."""
 
+    name = "padim"
+
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
                  num_res_units: int = 1, eps: float = 0.01) -> None:  # fmt: skip
         super().__init__(channels, ssim_weight, num_res_units)
-        self.eps = _checked("padim", "eps", eps, 0.0, 100.0, above_low=True)  # covariance regulariser
+        self.eps = checked_param("padim", "eps", eps, 0.0, 100.0, above_low=True)  # covariance regulariser
         self.mean: np.ndarray | None = None
         self.inv_cov: np.ndarray | None = None
 
@@ -320,3 +350,4 @@ class PadimMethod(AutoencoderMethod):
 
 
 from medanomaly.anomaly import atlas as _atlas  # noqa: E402,F401  (registers "atlas"; imports METHODS above)
+from medanomaly.anomaly import draem as _draem  # noqa: E402,F401  (registers "draem")

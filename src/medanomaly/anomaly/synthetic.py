@@ -11,7 +11,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 
-__all__ = ["make_synthetic", "make_synthetic_3d", "LESION_MODELS", "OUTLINE_MM"]
+__all__ = ["make_synthetic", "make_synthetic_3d", "make_blobs", "LESION_MODELS", "OUTLINE_MM"]
 
 
 def _ellipse(size: int, rng: np.random.Generator, brain: np.ndarray) -> np.ndarray | None:
@@ -57,6 +57,53 @@ def make_synthetic(images: np.ndarray, masks: np.ndarray, seed: int = 0,
             out[i] = (1 - weight) * out[i] + weight * patch
             lesions[i] |= weight > 0.5
     return out.astype(np.float32), lesions
+
+
+def _blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A soft irregular blob (weight 0..1) inside ``mask``: smoothed white noise at a random scale (2-8 px),
+    cut at the quantile that leaves 1-8 % of the mask's pixels above it, its edge softened."""
+    from scipy import ndimage
+
+    inside = mask > 0
+    if inside.sum() < 50:
+        return None
+    field = ndimage.gaussian_filter(rng.standard_normal(mask.shape), rng.uniform(2.0, 8.0))
+    cut = np.quantile(field[inside], 1.0 - rng.uniform(0.01, 0.08))
+    return np.clip(ndimage.gaussian_filter((field >= cut).astype(np.float32), 1.0) * inside, 0.0, 1.0)
+
+
+def make_blobs(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
+               fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Training anomalies for a discriminative method (``draem``), another family than the validation's
+    :func:`make_synthetic` so that the validation judges how far the learning carries: in ``fraction`` of the
+    slices an irregular blob (:func:`_blob`) whose pixels are blended towards another slice of the batch at the
+    same place (foreign-patch interpolation, weight 0.3-1) or shifted in intensity by +-0.2..0.6 (ranks,
+    clipped to 0..1), half each.
+
+    Args:
+        images: (N, S, S) normal slices (0..1).
+        masks: (N, S, S) brain masks.
+        rng: random generator (a new draw every batch).
+        fraction: share of slices that get a blob.
+
+    Returns:
+        (slices with blobs, (N, S, S) bool masks of the pixels the blob changed by more than 0.05).
+    """
+    out = np.asarray(images, np.float32).copy()
+    changed = np.zeros(out.shape, bool)
+    for i in np.flatnonzero(rng.random(len(out)) < fraction):
+        weight = _blob(masks[i], rng)
+        if weight is None:
+            continue
+        if rng.random() < 0.5:
+            share = rng.uniform(0.3, 1.0)
+            target = share * images[int(rng.integers(len(images)))] + (1 - share) * images[i]
+        else:
+            target = np.clip(images[i] + rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.6), 0.0, 1.0)
+        new = (1 - weight) * images[i] + weight * target
+        changed[i] = (weight > 0.5) & (np.abs(new - images[i]) > 0.05)
+        out[i] = new
+    return out, changed
 
 
 #: Depth (mm) inside the brain's edge where a lesion "on the outline" is centred (:func:`make_synthetic_3d`).

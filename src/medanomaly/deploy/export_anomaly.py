@@ -1,4 +1,4 @@
-"""Export of an ``anomaly`` run (normative, autoencoder, padim) to ONNX.
+"""Export of an ``anomaly`` run (normative, autoencoder, padim, draem) to ONNX.
 
 What goes into ``model.onnx``, per method (the common-grid slicing, the brain masks, the Gaussian
 smoothing, the image score and the mapping back to the input grid stay the run's own NumPy code,
@@ -14,7 +14,9 @@ smoothing, the image score and the mapping back to the input grid stay the run's
 * ``padim``: the encoder, ``input`` (N, 1, S, S) -> ``features`` (N, C, h, w); the Gaussian
   (``mean`` and ``inv_cov`` per position) is stored beside it as ``padim_mean.npy`` and
   ``padim_inv_cov.npy`` (read with ``allow_pickle=False``) and the Mahalanobis distance and its
-  up-sampling run in NumPy, the run's code.
+  up-sampling run in NumPy, the run's code;
+* ``draem``: both networks, ``input`` (N, 1, S, S) -> ``map`` (N, 1, S, S), the discriminator's
+  probability per pixel (the reconstruction feeds the discriminator inside the graph).
 
 ``--int8`` (:func:`quantise`): the graph is quantised as :mod:`medanomaly.deploy.quantise` does,
 calibrated on up to ``--calibration`` normal **validation** slices (evenly spaced through the split;
@@ -103,7 +105,9 @@ def graphs(model: Any) -> list[tuple[str, GraphSpec]]:
     if name == "padim":
         return [("model.onnx", GraphSpec(_encoder_module(model.method), x, ["input"], ["features"],
                                          {"input": batch, "features": batch}))]  # fmt: skip
-    raise InputError(f"export does not know anomaly method {name!r} (exportable: normative, autoencoder, padim)",
+    if name == "draem":
+        return [("model.onnx", GraphSpec(model.method.net.eval(), x, ["input"], ["map"], {"input": batch, "map": batch}))]
+    raise InputError(f"export does not know anomaly method {name!r} (exportable: normative, autoencoder, padim, draem)",
                      model.run_dir)  # fmt: skip
 
 
@@ -155,7 +159,8 @@ def check(model: Any, folder: Path, info: Any, limit: int) -> dict[str, Any]:
 #: What the int8 graph quantises, per method (recorded in the manifest).
 QUANTISED = {"autoencoder": "the encoder; the decoder stays float and the residual map (local SSIM, L1) runs in NumPy, float64",
              "padim": "the encoder; the Gaussian (Mahalanobis) distance runs in NumPy, float",
-             "normative": "the mean and spread tables and the input (no network)"}  # fmt: skip
+             "normative": "the mean and spread tables and the input (no network)",
+             "draem": "both networks (the reconstruction and the discriminator whose probability is the map)"}  # fmt: skip
 
 
 def _calibration_feeds(model: Any, val: dict[str, np.ndarray], limit: int) -> list[dict[str, np.ndarray]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medanomaly.anomaly.draem import DraemMethod
 from medanomaly.anomaly.methods import AutoencoderMethod, NormativeMethod, PadimMethod
 from medanomaly.anomaly.model import AnomalyModel, check_recorded_settings
 from medanomaly.engine.run import MODEL_JSON, RunInfo
@@ -23,7 +24,7 @@ from medanomaly.errors import InputError, unfit_file
 #: The PaDiM Gaussian beside the encoder graph (NumPy .npy, read without pickle).
 PADIM_ARRAYS = ("padim_mean.npy", "padim_inv_cov.npy")
 
-__all__ = ["PADIM_ARRAYS", "OnnxNormative", "OnnxAutoencoder", "OnnxPadim", "OnnxAnomalyModel", "onnx_method",
+__all__ = ["PADIM_ARRAYS", "OnnxNormative", "OnnxAutoencoder", "OnnxPadim", "OnnxDraem", "OnnxAnomalyModel", "onnx_method",
            "onnx_anomaly_model"]  # fmt: skip
 
 
@@ -87,6 +88,20 @@ class OnnxPadim(PadimMethod):
         return self.session
 
 
+class OnnxDraem(DraemMethod):
+    """DRAEM-style method with both networks in the graph (``input`` -> ``map``, the probability per pixel)."""
+
+    def __init__(self, sess: Any) -> None:  # noqa: PLW0231 - no torch net
+        self.session = sess
+
+    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
+        maps = _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (1, *np.shape(images)[1:]))
+        return (maps[:, 0] * np.asarray(masks, np.float32)).astype(np.float32)
+
+    def network(self) -> Any:
+        return self.session
+
+
 class OnnxAnomalyModel(AnomalyModel):
     """An anomaly run's model over an exported graph (``network()`` is the ORT session)."""
 
@@ -141,6 +156,8 @@ def _onnx_method(sess: Any, name: str, params: dict[str, Any], folder: str | Pat
         mean, inv_cov = (_load_npy(Path(folder) / f) for f in PADIM_ARRAYS)
         _check_gaussian(mean, inv_cov, Path(folder))
         return OnnxPadim(sess, mean, inv_cov)
+    if name == "draem":
+        return OnnxDraem(sess)
     raise InputError(f"no ONNX runner for anomaly method {name!r}", folder)
 
 

@@ -23,6 +23,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "fusion_decision",
     "fusion_hybrid",
     "anomaly_autoencoder",
+    "anomaly_draem",
 )
 
 for _module in MODEL_MODULES:

@@ -117,7 +117,7 @@ def test_the_lung_detector_is_run_on_its_windows_before_the_scans_are_read(tmp_p
                          "it returns shape (1), not one heatmap of the window's size")
 
 
-@pytest.mark.parametrize("method", ["autoencoder", "padim"])
+@pytest.mark.parametrize("method", ["autoencoder", "padim", "draem"])
 def test_an_anomaly_network_that_cannot_reconstruct_the_grid_is_refused_before_any_slice(tmp_path, monkeypatch, method):
     from medanomaly.anomaly import pipeline
 
@@ -129,5 +129,15 @@ def test_an_anomaly_network_that_cannot_reconstruct_the_grid_is_refused_before_a
     config["data"]["size"] = 20
     config["method"]["params"]["channels"] = [4, 4, 4]  # 20 -> 10 -> 5 -> 3 -> ... -> 24
     text = _train_refused(tmp_path, config, monkeypatch, pipeline, "build_split")
-    assert text.endswith("autoencoder channels [4, 4, 4] reconstruct a 1 x 20 x 20 slice (data.size) as 1 x 24 x 24: "
+    assert text.endswith(f"{method} channels [4, 4, 4] map a 1 x 20 x 20 slice (data.size) to 1 x 24 x 24: "
                          "use a data.size that 2^levels divides")
+
+
+def test_a_draem_discriminator_deeper_than_the_grid_is_one_line_before_any_slice(tmp_path, monkeypatch):
+    from medanomaly.anomaly import pipeline
+
+    config = _yaml("anomaly_tiny.yaml")
+    config["data"]["size"] = 20  # the one-level autoencoder takes it (20 -> 10 -> 20); the 4-level UNet does not
+    config["method"] = {"name": "draem", "params": {"channels": [4], "disc_channels": [4, 4, 4, 4]}}
+    text = _train_refused(tmp_path, config, monkeypatch, pipeline, "build_split")
+    assert "model 'anomaly_draem' cannot take inputs of 1 x 20 x 20 (data.size" in text and "\n" not in text
