@@ -122,3 +122,22 @@ def test_anomaly_chest_ct_leave_one_patient_out(tmp_path):
     result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "leak")])
     # the console entry point (cli.app.main) prints a ConfigError as one line, exit 2
     assert isinstance(result.exception, ConfigError) and "leave-one-patient-out" in str(result.exception)
+
+
+def test_a_run_whose_maps_are_at_chance_on_its_synthetic_validation_says_so(tmp_path, monkeypatch, caplog):
+    """A flat map (every pixel alike: AUROC 0.5 on the validation's SYNTHETIC anomalies) trained without a word; now
+    a warning line, ``warnings.json``, and the run's ``status.json`` (which the report's banner reads) carry it."""
+    from medanomaly.anomaly.methods import NormativeMethod
+    from medanomaly.engine import train_run
+
+    monkeypatch.setattr(NormativeMethod, "score", lambda self, images, masks, rel_z: np.zeros(np.shape(masks), np.float32))
+    run = train_run(CONFIG, tmp_path / "run")
+    status = json.loads((run / "status.json").read_text())
+    expected = ("synthetic-anomaly validation pixel AUROC 0.500 is at chance level (<= 0.55): the normative maps do "
+                "not separate the validation's SYNTHETIC anomalies from normal tissue")  # fmt: skip
+    assert [w[: len(expected)] for w in status["warnings"]] == [expected]
+    assert expected in caplog.text and json.loads((run / "train.json").read_text())["warnings"] == status["warnings"]
+    from medanomaly.engine import evaluate_run
+
+    assert [w[: len(expected) + 10] for w in evaluate_run(run)["warnings"]] == [f"training: {expected}"]
+    assert "<b>Warning:</b> training: synthetic-anomaly validation pixel AUROC 0.500" in (run / "report.html").read_text()

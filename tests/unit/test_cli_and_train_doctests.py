@@ -17,7 +17,7 @@ MODULES = ("medanomaly.cli.runs", "medanomaly.train.thread_probe", "medanomaly.t
            "medanomaly.deploy.archive", "medanomaly.io.neuro", "medanomaly.deploy.batch_context", "medanomaly.deploy.pacs_state", "medanomaly.deploy.results",
            "medanomaly.deploy.service.headers", "medanomaly.geometry", "medanomaly.deploy.service.audit",
            "medanomaly.deploy.service.app", "medanomaly.cli.serve", "medanomaly.models.anomaly_autoencoder",
-           "medanomaly.models.anomaly_draem")
+           "medanomaly.models.anomaly_draem", "medanomaly.anomaly.pipeline")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -30,6 +30,7 @@ import numpy as np
 
 from medanomaly.anomaly.test_cases import LabelledCase, describe_test_data, labelled_cases
 from medanomaly.evaluate.aupro import aupro_report
+from medanomaly.evaluate.report import run_warnings
 from medanomaly.jsonio import write_json, write_text_atomic
 
 __all__ = ["run_case_study", "auroc_ci", "case_metrics", "simulated_metrics"]
@@ -178,7 +179,7 @@ def run_case_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
                "slice_auroc": auroc_ci(sy, ss, config.evaluate.n_bootstrap, config.seed),
                "dice_mean": float(np.mean([c["dice"] for c in cases])),
                "thresholds": dict(model.info.thresholds), "cases": cases,
-               "reference": _REFERENCE_CHEST if chest else _REFERENCE_BRAIN}  # fmt: skip
+               "reference": _REFERENCE_CHEST if chest else _REFERENCE_BRAIN, "warnings": run_warnings(run_dir)}  # fmt: skip
     if simulated is not None:
         metrics["simulated"] = simulated
     write_json(Path(run_dir) / "metrics.json", metrics)
@@ -295,13 +296,20 @@ def write_report(path: Path, metrics: dict[str, Any], arrays: list[dict[str, Any
     aupro = metrics["aupro"]
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anomaly detection: {html.escape(metrics['method'])}"
            f"</title></head><body><h1>Anomaly detection ({html.escape(metrics['method'])}), trained on {trained}</h1>"
-           f"<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the {where} {_fmt(metrics['pixel_auroc'])}; "
+           f"{warning_html(metrics)}<p>Test: {html.escape(metrics['test_data'])}. Pixel AUROC inside the {where} {_fmt(metrics['pixel_auroc'])}; "
            f"AUPRO (to {aupro['max_fpr']:.0%} FPR, normalised) {_fmt(aupro['value'])}; "
            f"slice AUROC {_fmt(sl.get('value'))}{ci}; mean Dice at the validation threshold {metrics['dice_mean']:.3f}. "
            f"{ref}</p>"
            f"<table border=1><tr><th>case</th><th>pixel AUROC</th><th>AUPRO</th><th>Dice</th><th>flagged mL</th><th>image score</th>"
            f"<th>call</th><th>findings</th></tr>{rows}</table>{_simulated_html(metrics)}{figs}</body></html>")  # fmt: skip
     return write_html(path, doc)
+
+
+def warning_html(metrics: dict[str, Any]) -> str:
+    """The training's warnings (``metrics["warnings"]``, e.g. maps at chance on the synthetic validation) as a
+    banner at the top of the report; empty when there are none."""
+    return "".join(f"<p style='background:#fde2e1;padding:6px'><b>Warning:</b> {html.escape(w)}</p>"
+                   for w in metrics.get("warnings") or [])  # fmt: skip
 
 
 def write_html(path: Path, doc: str) -> Path:

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.anomaly.case_study import _fmt, _png, auroc_ci, score_panels, write_html
+from medanomaly.anomaly.case_study import _fmt, _png, auroc_ci, score_panels, warning_html, write_html
 from medanomaly.errors import InputError
 from medanomaly.evaluate.aupro import aupro_report
+from medanomaly.evaluate.report import run_warnings
 from medanomaly.jsonio import write_json
 
 __all__ = ["run_folder_study", "score_images"]
@@ -72,7 +73,7 @@ def run_folder_study(model: Any, config: Any, run_dir: Path) -> dict[str, Any]:
                "sensitivity": float(called[y].mean()), "specificity": float((~called[~y]).mean()),
                "pixel": _pixel_metrics(test, maps, config.evaluate.max_fpr), "thresholds": dict(model.info.thresholds),
                "images": [{"name": im.name, "abnormal": bool(im.abnormal), "score": float(sc), "call": "anomaly" if c else "normal"}
-                          for im, sc, c in zip(test, scores, called)]}  # fmt: skip
+                          for im, sc, c in zip(test, scores, called)], "warnings": run_warnings(run_dir)}  # fmt: skip
     write_json(Path(run_dir) / "metrics.json", metrics)
     write_html(Path(run_dir) / "report.html", _report(metrics, test, scores, maps, y))
     return metrics
@@ -123,6 +124,6 @@ def _report(metrics: dict[str, Any], test: Any, scores: np.ndarray, maps: list[n
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>2D anomaly detection: "
             f"{html.escape(metrics['method'])}</title></head><body><h1>2D anomaly detection "
             f"({html.escape(metrics['method'])}), trained on normal images only</h1>"
-            f"<p>Test: {html.escape(metrics['test_data'])}. Image AUROC {_fmt(im['value'])}{ci}; at the threshold "
+            f"{warning_html(metrics)}<p>Test: {html.escape(metrics['test_data'])}. Image AUROC {_fmt(im['value'])}{ci}; at the threshold "
             f"chosen on normal validation images: sensitivity {metrics['sensitivity']:.3f}, specificity "
             f"{metrics['specificity']:.3f}; {pixel}.{grey}</p>{figs}</body></html>")  # fmt: skip

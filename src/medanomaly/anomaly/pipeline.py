@@ -106,7 +106,9 @@ def fit(config: Any) -> Fitted:
     sigma = max(by_sigma, key=lambda s: -1 if np.isnan(by_sigma[s]) else by_sigma[s])
     clean = smooth(method.score(val["images"], val["masks"], val["rel_z"]), sigma)
     pixel_threshold, image_threshold, image_scores = label_free_thresholds(clean, val["masks"], config)
-    log.update({"synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
+    weak = chance_message(config.method.name, by_sigma[sigma])
+    log.update({"warnings": [weak] if weak else [],
+                "synthetic_val_pixel_auroc_by_sigma": {str(k): round(v, 4) for k, v in by_sigma.items()},
                 "sigma": sigma, "n_train_slices": int(len(train["images"])), "n_val_slices": int(len(clean)),
                 "val_image_scores": [round(s, 4) for s in image_scores]})  # fmt: skip
     if config.data.domain == "chest_ct":
@@ -115,6 +117,25 @@ def fit(config: Any) -> Fitted:
         log["training_exclusion"] = [exclusion_record(n, config.data.exclude_margin_mm)
                                      for n in dict.fromkeys(config.data.train + config.data.val)]  # fmt: skip
     return Fitted(method, float(sigma), pixel_threshold, image_threshold, log)
+
+
+def chance_message(method: str, auc: float) -> str | None:
+    """One line when the synthetic-anomaly validation pixel AUROC at the chosen smoothing is at chance level
+    (<= :data:`~medanomaly.train.engine.CHANCE_AUC`, the house's line for every task), else None.
+
+    Example:
+        >>> chance_message("draem", 0.53)[:65]
+        'synthetic-anomaly validation pixel AUROC 0.530 is at chance level'
+        >>> chance_message("normative", 0.75) is None
+        True
+    """
+    from medanomaly.train.engine import CHANCE_AUC
+
+    if not auc <= CHANCE_AUC:  # NaN (no lesion pixel) is no judgement
+        return None
+    return (f"synthetic-anomaly validation pixel AUROC {auc:.3f} is at chance level (<= {CHANCE_AUC}): the {method} "
+            "maps do not separate the validation's SYNTHETIC anomalies from normal tissue; train longer "
+            "(train.epochs) or choose another method")
 
 
 def label_free_thresholds(clean: np.ndarray, masks: np.ndarray, config: Any) -> tuple[float, float, list[float]]:

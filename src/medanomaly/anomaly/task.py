@@ -29,6 +29,18 @@ __all__ = ["AnomalyTask", "WEIGHTS", "save_state", "load_state"]
 WEIGHTS = "weights.safetensors"
 
 
+def _record_warnings(run_dir: Path, warnings: list[str]) -> None:
+    """Say each training warning (a log line) and write them where the run's status and report pick them up."""
+    import logging
+
+    from medanomaly.train.engine import WARNINGS_JSON
+
+    for message in warnings:
+        logging.getLogger(__name__).warning(message)
+    if warnings:
+        write_json(run_dir / WARNINGS_JSON, list(warnings))
+
+
 def save_state(state: dict[str, np.ndarray], path: Path, method: str) -> Path:
     """Write the method's arrays as safetensors, all-or-nothing (:func:`medanomaly.io.staged.write_safetensors`)."""
     from safetensors.numpy import save_file
@@ -81,6 +93,7 @@ class AnomalyTask:
         write_json(run_dir / "train.json", {**fitted.log, "seconds": seconds, "method": config.method.name,
                                             "threads": config.train.threads})  # fmt: skip
         write_run_info(run_dir, run_info(config, fitted, WEIGHTS))
+        _record_warnings(run_dir, fitted.log.get("warnings") or [])
         return run_dir
 
     def load(self, run_dir: Path, info: RunInfo) -> Any:
