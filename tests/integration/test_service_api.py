@@ -508,7 +508,37 @@ def test_a_freesurfer_mgz_upload_is_predicted(service):
         probabilities.append(client.get(f"/v1/studies/{r.json()['study_id']}/results").json()["probabilities"])
     assert probabilities[0] == pytest.approx(probabilities[1])
     r = post(client, [gzip.compress(b"not an image" * 100)], params={"model": "cls"})
-    assert r.status_code == 415 and "NIfTI, MGH, NRRD or zip" in r.json()["detail"]
+    assert r.status_code == 415 and "NIfTI, MGH, NRRD, MINC or zip" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["minc2_1_scale.mnc", "minc1_1_scale.mnc"])
+def test_a_minc_upload_is_read_as_the_same_image_sent_as_nifti(service, name):
+    """A MINC file (nibabel's test data, written by the MINC tools) was "unsupported content" at the service though
+    `medanomaly predict` reads it: stored as image.mnc it is read as the same image sent as NIfTI is (the test's model
+    is 2D, so both jobs end with the same reason, naming the volume's shape)."""
+    import nibabel as nib
+
+    from medanomaly.io import read, write
+
+    client, _, _, tmp = service
+    source = Path(nib.__file__).parent / "tests" / "data" / name
+    write(read(source), tmp / "same.nii.gz")
+    reasons = []
+    for data in (source.read_bytes(), (tmp / "same.nii.gz").read_bytes()):
+        r = post(client, [data], params={"model": "cls"})
+        assert r.status_code == 202, r.text
+        reasons.append(wait_done(client, r.json()["job_id"]).get("reason"))
+    shape = " x ".join(map(str, read(source).array.shape))
+    assert reasons[0] == reasons[1] and reasons[0].startswith("a 3D image of shape"), reasons
+    assert f"({shape.replace(' x ', ', ')})" in reasons[0]
+
+
+def test_an_hdf5_file_that_is_no_minc_fails_its_job_in_one_line(service):
+    client, _, _, tmp = service
+    r = post(client, [b"\x89HDF\r\n\x1a\n" + bytes(4000)], params={"model": "cls"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client, r.json()["job_id"])
+    assert job["status"] == "failed" and "\n" not in job["reason"] and str(tmp) not in job["reason"], job
 
 
 def test_every_answer_carries_the_security_headers_and_patient_data_is_not_cached(service):

@@ -97,7 +97,7 @@ def _fits(what: str, shapes: list[tuple[int, ...]], expected: list[tuple[int, ..
 
 
 def checked_param(method: str, name: str, value: Any, low: float, high: float, *, whole: bool = False,
-             above_low: bool = False) -> Any:
+                  above_low: bool = False) -> Any:
     """``value`` of ``method``'s parameter ``name`` if it is a finite number in ``low``..``high`` (``above_low``:
     strictly above ``low``; ``whole``: an integer), else one ConfigError line (a hand-written config's typo or
     a hostile model.json: ``z_bins: 0`` was an IndexError, ``z_bins: 1e8`` a 381 GiB allocation)."""

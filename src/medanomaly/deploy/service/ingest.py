@@ -51,11 +51,13 @@ class UploadRefused(Exception):
 
 
 def sniff(head: bytes) -> str | None:
-    """The format of a file from its first bytes (at least 352): dicom, nifti, mgh, nrrd, zip or None.
+    """The format of a file from its first bytes (at least 352): dicom, nifti, mgh, nrrd, minc, zip or None.
 
     Example:
         >>> sniff(b"\\0" * 128 + b"DICM" + b"\\0" * 220), sniff(b"NRRD0004\\n"), sniff(b"hello")
         ('dicom', 'nrrd', None)
+        >>> sniff(b"\\x89HDF\\r\\n\\x1a\\n" + bytes(344)), sniff(b"CDF\\x01" + bytes(348))  # MINC-2, MINC-1
+        ('minc', 'minc')
         >>> sniff(struct.pack(">7i", 1, 256, 256, 256, 1, 0, 0) + bytes(330))  # FreeSurfer's T1.mgz, inflated
         'mgh'
     """
@@ -65,6 +67,8 @@ def sniff(head: bytes) -> str | None:
         return "nrrd"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
+    if head.startswith(MINC_MAGIC):  # an HDF5 or netCDF file that is no MINC is refused when it is read
+        return "minc"
     if head.startswith(b"\x1f\x8b"):
         try:  # a gzipped NIfTI: inflate only the header
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 540)
@@ -76,6 +80,9 @@ def sniff(head: bytes) -> str | None:
         return "nifti"
     return "mgh" if _is_mgh_header(head) else None
 
+
+#: MINC-2 (HDF5) and MINC-1 (netCDF classic or 64-bit offset) file signatures.
+MINC_MAGIC = (b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02")
 
 #: FreeSurfer MGH data type codes (uchar, int, float, short).
 MGH_TYPES = frozenset({0, 1, 3, 4})
@@ -173,8 +180,8 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
         limits: the upload limits.
 
     Returns:
-        ``(kind, n)``: ``"dicom"`` (``dest`` is a folder of n DICOM files) or ``"nifti"``/``"nrrd"``
-        (one file ``dest/image.nii.gz``, ``dest/image.mgz`` or ``dest/image.nrrd``).
+        ``(kind, n)``: ``"dicom"`` (``dest`` is a folder of n DICOM files) or ``"nifti"``/``"mgh"``/``"nrrd"``/
+        ``"minc"`` (one file ``dest/image.nii.gz``, ``dest/image.mgz``, ``dest/image.nrrd`` or ``dest/image.mnc``).
 
     Raises:
         UploadRefused: 415 a file that is none of the accepted formats (or a mix), 400/413 see
@@ -189,7 +196,7 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
     for fh in files:
         kind = sniff(_head(fh))
         if kind is None:
-            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, MGH, NRRD or zip")
+            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, MGH, NRRD, MINC or zip")
         counter[0] += 1
         target = dest / f"{counter[0]:05d}.part"
         _copy(fh, target, budget, "upload larger than the size limit")
@@ -239,13 +246,16 @@ def store_modalities(parts: Mapping[str, list[BinaryIO]], order: Sequence[str], 
 
 
 #: The name an uploaded NIfTI or MGH file is stored under: ``[kind][gzipped]`` (:func:`medanomaly.io.read` goes by it).
-IMAGE_NAMES = {"nifti": {False: "image.nii", True: "image.nii.gz"}, "mgh": {False: "image.mgh", True: "image.mgz"}}
+IMAGE_NAMES = {"nifti": {False: "image.nii", True: "image.nii.gz"}, "mgh": {False: "image.mgh", True: "image.mgz"},
+               "minc": {False: "image.mnc"}}
+#: Every name an uploaded image file is stored under (a study's input holds one of them, or DICOM files).
+STORED_IMAGE_NAMES = (*(name for names in IMAGE_NAMES.values() for name in names.values()), "image.nrrd")
 
 
 def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
     kinds = {k for _, k in found}
     if not found or "unknown" in kinds or "zip" in kinds:
-        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD")
+        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD/MINC")
     if kinds == {"dicom"}:
         for path, _ in found:
             path.rename(path.with_suffix(".dcm"))
@@ -259,7 +269,7 @@ def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
         name = "image.nrrd" if kind == "nrrd" else IMAGE_NAMES[kind][gz]
         path.rename(dest / name)
         return kind, 1
-    raise UploadRefused(415, "send DICOM files of one series, or exactly one NIfTI/MGH/NRRD file")
+    raise UploadRefused(415, "send DICOM files of one series, or exactly one NIfTI/MGH/NRRD/MINC file")
 
 
 def remove_tree(path: Path) -> None:

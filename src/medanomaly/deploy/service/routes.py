@@ -21,7 +21,7 @@ __all__ = ["add_routes"]
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "format": "binary"}},
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD. A "
+                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD/MINC. A "
                              "multimodal (fusion) model also takes one such field per modality instead, named as "
                              "GET /v1/models lists its modalities (e.g. T1, PD); a modality left out is flagged "
                              "missing"}}}}}}}  # fmt: skip
@@ -147,7 +147,7 @@ def add_routes(app: Any) -> None:  # noqa: C901 - one flat list of small routes
                  "queued": request.app.state.store.n_queued(n), "queue_size": w.queue_size}
                 for n, w in request.app.state.workers.items() if entry.allows(n)]  # fmt: skip
 
-    @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/MGH/NRRD)",
+    @app.post("/v1/studies", status_code=202, summary="Upload a study (DICOM files, a zip, or NIfTI/MGH/NRRD/MINC)",
               openapi_extra=_UPLOAD_DOC)  # fmt: skip
     async def upload(request: Request, model: str | None = None, frame: int | None = frame_query,
                      resample_to_first: bool = resample_query, register_to_first: bool = register_query,

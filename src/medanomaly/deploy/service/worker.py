@@ -38,7 +38,9 @@ def input_path(study_dir: Path, modality_folder: str | None = None) -> Path:
     """What to read for a study: its single image file, or its folder of DICOM files (of one modality's folder of
     the study's input, when the upload sent one per modality)."""
     folder = study_dir / "input" / (modality_folder or "")
-    for name in ("image.nii.gz", "image.nii", "image.mgz", "image.mgh", "image.nrrd"):
+    from medanomaly.deploy.service.ingest import STORED_IMAGE_NAMES
+
+    for name in STORED_IMAGE_NAMES:
         if (folder / name).is_file():
             return folder / name
     return folder
