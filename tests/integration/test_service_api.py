@@ -533,6 +533,55 @@ def test_a_minc_upload_is_read_as_the_same_image_sent_as_nifti(service, name):
     assert f"({shape.replace(' x ', ', ')})" in reasons[0]
 
 
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("header", "frame"), [("scaled+tlrc.HEAD", None), ("phantom_EPI_asc_CLEAR_2_1.PAR", 1)])
+def test_an_afni_or_par_rec_pair_is_read_as_the_same_image_sent_as_nifti(service, header, frame):
+    """A two-file image (AFNI HEAD + BRIK, Philips PAR + REC; nibabel's test files) could not be uploaded at all: its
+    voxel file has no signature. Sent as its two files, or a zip of them, it is read as the same volume sent as NIfTI
+    (the test's model is 2D, so the jobs end with one reason naming the volume's shape)."""
+    import nibabel as nib
+
+    from medanomaly.io import read, write
+
+    client, _, _, tmp = service
+    data_dir = Path(nib.__file__).parent / "tests" / "data"
+    head = data_dir / header
+    voxels = head.with_suffix(".BRIK") if header.endswith(".HEAD") else head.with_suffix(".REC")
+    write(read(head, volume=frame), tmp / "same.nii.gz")
+    query = {"model": "cls", **({"frame": frame} if frame is not None else {})}
+    reasons = []
+    for files, params in (([head.read_bytes(), voxels.read_bytes()], query),
+                          ([voxels.read_bytes(), head.read_bytes()], query),
+                          ([_zip({head.name: head.read_bytes(), voxels.name: voxels.read_bytes()})], query),
+                          ([(tmp / "same.nii.gz").read_bytes()], {"model": "cls"})):  # fmt: skip
+        r = post(client, files, params=params)
+        assert r.status_code == 202, r.text
+        reasons.append(wait_done(client, r.json()["job_id"]).get("reason"))
+    assert len(set(reasons)) == 1 and reasons[0].startswith("a 3D image of shape"), reasons
+
+
+def test_half_a_pair_or_a_header_with_another_image_is_refused_before_it_is_stored(service):
+    import nibabel as nib
+
+    client, _, _, tmp = service
+    data_dir = Path(nib.__file__).parent / "tests" / "data"
+    par, rec = ((data_dir / f"phantom_EPI_asc_CLEAR_2_1.{s}").read_bytes() for s in ("PAR", "REC"))
+    for files in ([rec], [par], [par, nifti_bytes(tmp)], [rec, rec], [_zip({"a.PAR": par})], [_zip({"a.REC": rec})]):
+        r = post(client, files, params={"model": "cls"})
+        assert r.status_code == 415 and "a PAR/REC or AFNI HEAD/BRIK pair is sent as its two files" in r.text, r.text
+    assert not any((tmp / "data").rglob("*.part")) and not any((tmp / "data").rglob("image.*"))
+
+
 def test_an_hdf5_file_that_is_no_minc_fails_its_job_in_one_line(service):
     client, _, _, tmp = service
     r = post(client, [b"\x89HDF\r\n\x1a\n" + bytes(4000)], params={"model": "cls"})

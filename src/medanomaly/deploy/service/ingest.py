@@ -51,7 +51,8 @@ class UploadRefused(Exception):
 
 
 def sniff(head: bytes) -> str | None:
-    """The format of a file from its first bytes (at least 352): dicom, nifti, mgh, nrrd, minc, zip or None.
+    """The format of a file from its first bytes (at least 352): dicom, nifti, mgh, nrrd, minc, zip, the header of a
+    two-file image (par: Philips PAR, afni: AFNI .HEAD; the voxel file of either has no signature) or None.
 
     Example:
         >>> sniff(b"\\0" * 128 + b"DICM" + b"\\0" * 220), sniff(b"NRRD0004\\n"), sniff(b"hello")
@@ -69,6 +70,10 @@ def sniff(head: bytes) -> str | None:
         return "zip"
     if head.startswith(MINC_MAGIC):  # an HDF5 or netCDF file that is no MINC is refused when it is read
         return "minc"
+    if head.startswith(b"# === DATA DESCRIPTION FILE"):  # a Philips PAR header (its REC has no signature)
+        return "par"
+    if head.lstrip(b"\n").startswith(b"type = ") and b"\nname = " in head[:200]:  # an AFNI .HEAD (text attributes)
+        return "afni"
     if head.startswith(b"\x1f\x8b"):
         try:  # a gzipped NIfTI: inflate only the header
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 540)
@@ -193,10 +198,12 @@ def store_upload(files: list[BinaryIO], dest: Path, limits: IngestLimits) -> tup
     counter = [0]
     found: list[tuple[Path, str]] = []
     budget = [limits.max_body_bytes]
-    for fh in files:
-        kind = sniff(_head(fh))
-        if kind is None:
-            raise UploadRefused(415, "unsupported content: not DICOM (no DICM preamble), NIfTI, MGH, NRRD, MINC or zip")
+    kinds = [sniff(_head(fh)) for fh in files]
+    if None in kinds and not _a_pair(kinds):  # before anything is stored
+        raise UploadRefused(415, f"unsupported content: not DICOM (no DICM preamble), NIfTI, MGH, NRRD, MINC or zip "
+                                 f"({PAIR_ADVICE})")  # fmt: skip
+    for fh, kind in zip(files, kinds, strict=True):
+        kind = kind or "unknown"  # the voxel file of a PAR/REC or AFNI pair
         counter[0] += 1
         target = dest / f"{counter[0]:05d}.part"
         _copy(fh, target, budget, "upload larger than the size limit")
@@ -248,14 +255,40 @@ def store_modalities(parts: Mapping[str, list[BinaryIO]], order: Sequence[str], 
 #: The name an uploaded NIfTI or MGH file is stored under: ``[kind][gzipped]`` (:func:`medanomaly.io.read` goes by it).
 IMAGE_NAMES = {"nifti": {False: "image.nii", True: "image.nii.gz"}, "mgh": {False: "image.mgh", True: "image.mgz"},
                "minc": {False: "image.mnc"}}
-#: Every name an uploaded image file is stored under (a study's input holds one of them, or DICOM files).
-STORED_IMAGE_NAMES = (*(name for names in IMAGE_NAMES.values() for name in names.values()), "image.nrrd")
+#: The names a two-file image's header and voxel file are stored under, by the header's kind (:func:`sniff`).
+PAIR_NAMES = {"par": ("image.PAR", "image.REC"), "afni": ("image+orig.HEAD", "image+orig.BRIK")}
+#: Every name an uploaded image file is stored under (a study's input holds one of them, or DICOM files); a pair is
+#: found by its header.
+STORED_IMAGE_NAMES = (*(name for names in IMAGE_NAMES.values() for name in names.values()), "image.nrrd",
+                      *(names[0] for names in PAIR_NAMES.values()))  # fmt: skip
+#: How a two-file image is sent.
+PAIR_ADVICE = "a PAR/REC or AFNI HEAD/BRIK pair is sent as its two files, or a zip of them"
+
+
+def _a_pair(kinds: list[str | None]) -> bool:
+    """Whether the kinds of an upload's files are one two-file image: its header and one file of no known kind."""
+    return len(kinds) == 2 and sum(k in PAIR_NAMES for k in kinds) == 1 and sum(k in (None, "unknown") for k in kinds) == 1
+
+
+def _store_pair(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
+    """Store a PAR/REC or AFNI pair under :data:`PAIR_NAMES` (an AFNI BRIK that is gzipped as ``.BRIK.gz``), where
+    :func:`medanomaly.io.read` finds the voxel file beside its header."""
+    (header, kind), (data, _) = sorted(found, key=lambda item: item[1] not in PAIR_NAMES)
+    with data.open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    header_name, data_name = PAIR_NAMES[kind]
+    header.rename(dest / header_name)
+    data.rename(dest / (data_name + (".gz" if gz and kind == "afni" else "")))
+    return kind, 2
 
 
 def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
     kinds = {k for _, k in found}
-    if not found or "unknown" in kinds or "zip" in kinds:
-        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD/MINC")
+    if _a_pair([k for _, k in found]):
+        return _store_pair(found, dest)
+    if not found or "unknown" in kinds or "zip" in kinds or kinds & PAIR_NAMES.keys():
+        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD/MINC "
+                                 f"({PAIR_ADVICE})")  # fmt: skip
     if kinds == {"dicom"}:
         for path, _ in found:
             path.rename(path.with_suffix(".dcm"))

@@ -21,7 +21,7 @@ __all__ = ["add_routes"]
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "format": "binary"}},
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "description": "DICOM files of one series, a zip of them, or one NIfTI/MGH/NRRD/MINC. A "
+                             "description": "DICOM files of one series, a zip of them, one NIfTI/MGH/NRRD/MINC, or a PAR/REC or AFNI pair. A "
                              "multimodal (fusion) model also takes one such field per modality instead, named as "
                              "GET /v1/models lists its modalities (e.g. T1, PD); a modality left out is flagged "
                              "missing"}}}}}}}  # fmt: skip
