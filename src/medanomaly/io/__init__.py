@@ -97,6 +97,10 @@ def detect_format(path: str | Path) -> str:
                      "PAR/REC, AFNI, NRRD, MHA, PNG/JPEG, npz)", path)  # fmt: skip
 
 
+#: The format-specific options :func:`read` takes.
+READ_OPTIONS = frozenset({"split", "volume"})
+
+
 def read(
     path: str | Path, series_uid: str | None = None, *, max_voxel_bytes: int | None = None, **options: Any
 ) -> Volume:
@@ -121,6 +125,9 @@ def read(
             image, a 4D image without ``volume`` (or ``volume`` on a 3D one), or the memory the process may take
             ran out while decoding it. The message is one line naming the file and the reason.
     """
+    unknown = sorted(set(options) - READ_OPTIONS)
+    if unknown:  # a misspelt option (``frame=`` for ``volume=``) was ignored: the whole 4D image, or its refusal
+        raise TypeError(f"read() got unknown option(s) {', '.join(unknown)}: it takes {', '.join(sorted(READ_OPTIONS))}")
     path = Path(path).expanduser()
     with about_file(path):
         return _read(path, series_uid, max_voxel_bytes, options)

@@ -164,3 +164,10 @@ def test_a_half_damaged_or_oversized_pair_is_one_line_naming_the_file(tmp_path: 
     with pytest.raises(InputError) as caught:
         read(target, volume=0 if kind == "parrec" else None)
     assert words in str(caught.value) and str(caught.value).startswith(str(target)) and "\n" not in str(caught.value)
+
+
+def test_read_refuses_an_option_it_does_not_know_instead_of_ignoring_it() -> None:
+    """``read(par, frame=1)`` ignored ``frame`` (the option is ``volume``) and refused the 4D image as if none was given."""
+    with pytest.raises(TypeError, match="unknown option.s. frame: it takes split, volume"):
+        read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", frame=1)
+    assert read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=1).array.ndim == 3
