@@ -278,3 +278,19 @@ def test_method_parameters_out_of_range_are_one_config_error(name, params, words
     with pytest.raises(ConfigError) as caught:
         METHODS.create(name, **params)
     assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_draem_brain_config_is_the_measured_recipe():
+    """configs/anomaly_brain_draem.yaml is what docs/anomaly.md measured with the bench: anomaly_brain.yaml's data,
+    draem's defaults, 300 epochs; its networks take the grid."""
+    from pathlib import Path
+
+    from medanomaly.config import load_config
+
+    root = Path(__file__).resolve().parents[3] / "configs"
+    draem, base = load_config(root / "anomaly_brain_draem.yaml"), load_config(root / "anomaly_brain.yaml")
+    assert draem.data == base.data and draem.threshold == base.threshold and draem.evaluate == base.evaluate
+    assert draem.train.epochs == 300 and draem.train.eval_every == base.train.eval_every and draem.seed == base.seed
+    method = METHODS.create(draem.method.name, **draem.method.params)
+    assert (method.ssim_weight, method.net.channels, method.net.disc_channels) == (0.5, (16, 32, 64), (16, 32, 64))
+    method.check_grid(draem.data.size)
