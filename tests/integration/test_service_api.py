@@ -533,17 +533,6 @@ def test_a_minc_upload_is_read_as_the_same_image_sent_as_nifti(service, name):
     assert f"({shape.replace(' x ', ', ')})" in reasons[0]
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(("header", "frame"), [("scaled+tlrc.HEAD", None), ("phantom_EPI_asc_CLEAR_2_1.PAR", 1)])
 def test_an_afni_or_par_rec_pair_is_read_as_the_same_image_sent_as_nifti(service, header, frame):
     """A two-file image (AFNI HEAD + BRIK, Philips PAR + REC; nibabel's test files) could not be uploaded at all: its
