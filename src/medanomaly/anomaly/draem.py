@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.anomaly.methods import METHODS, AutoencoderMethod, checked_param, levels
+from medanomaly.anomaly.methods import METHODS, AutoencoderMethod, levels
 
 __all__ = ["DraemMethod"]
 
@@ -30,13 +30,8 @@ class DraemMethod(AutoencoderMethod):
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), disc_channels: tuple[int, ...] = (16, 32, 64),
                  ssim_weight: float = 0.5, num_res_units: int = 1) -> None:  # fmt: skip
-        from medanomaly.registry import MODELS
-
-        self.ssim_weight = checked_param(self.name, "ssim_weight", ssim_weight, 0.0, 1.0)
-        units = checked_param(self.name, "num_res_units", num_res_units, 0, 8, whole=True)
-        self.net = MODELS.create(self.model_name, channels=levels(self.name, "channels", channels),
-                                 disc_channels=levels(self.name, "disc_channels", disc_channels),
-                                 num_res_units=units)  # fmt: skip
+        self.net = self._create_net(channels, ssim_weight, num_res_units,
+                                    disc_channels=levels(self.name, "disc_channels", disc_channels))
 
     def _reconstruction_net(self) -> Any:
         return self.net.recon
@@ -51,14 +46,9 @@ class DraemMethod(AutoencoderMethod):
         super().check_grid(size)
         meta_output_shape(copy.deepcopy(self.net).to("meta"), self.model_name, (2, 1, size, size), "data.size")
 
-    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        import torch
-
-        self.net.eval()
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32)[:, None]))
-            maps = torch.cat([self.net(x[i : i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
-        return (maps * np.asarray(masks, np.float32)).astype(np.float32)
+    def _map(self, images: np.ndarray) -> np.ndarray:
+        """The discriminator's probability per pixel (N, S, S): the whole network's output."""
+        return self._net_output(images)
 
     def _losses(self) -> dict[str, Any]:
         from monai.losses import FocalLoss

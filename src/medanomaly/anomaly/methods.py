@@ -184,12 +184,17 @@ class AutoencoderMethod:
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), ssim_weight: float = 0.5,
                  num_res_units: int = 1) -> None:  # fmt: skip
+        self.net = self._create_net(channels, ssim_weight, num_res_units)
+
+    def _create_net(self, channels: tuple[int, ...], ssim_weight: float, num_res_units: int, **extra: Any) -> Any:
+        """Check the parameters every reconstruction method shares (one ConfigError naming the method), keep
+        ``ssim_weight`` and build :attr:`model_name` with them and ``extra`` (already checked)."""
         from medanomaly.registry import MODELS
 
         self.ssim_weight = checked_param(self.name, "ssim_weight", ssim_weight, 0.0, 1.0)
         units = checked_param(self.name, "num_res_units", num_res_units, 0, 8, whole=True)
-        self.net = MODELS.create("anomaly_autoencoder", channels=levels(self.name, "channels", channels),
-                                 num_res_units=units)  # fmt: skip
+        return MODELS.create(self.model_name, channels=levels(self.name, "channels", channels),
+                             num_res_units=units, **extra)  # fmt: skip
 
     def check_grid(self, size: int) -> None:
         """Refuse, before any slice is made, a network that cannot map ``size`` x ``size`` slices to slices of that
@@ -212,8 +217,9 @@ class AutoencoderMethod:
         """The loaded network takes the recorded grid (:meth:`check_grid`; its weights were loaded strictly)."""
         self.check_grid(size)
 
-    def _reconstruct(self, images: np.ndarray) -> np.ndarray:
-        """The network's reconstructions (N, S, S) of ``images`` (N, S, S), in batches of 64."""
+    def _net_output(self, images: np.ndarray) -> np.ndarray:
+        """The network's one-channel output (N, S, S) for ``images`` (N, S, S), in batches of 64 (the
+        autoencoder's reconstructions; the ONNX runners override this alone)."""
         import torch
 
         self.net.eval()
@@ -221,9 +227,12 @@ class AutoencoderMethod:
             x = torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32))
             return torch.cat([self.net(x[i : i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
 
+    def _map(self, images: np.ndarray) -> np.ndarray:
+        """The anomaly map (N, S, S) of float32 ``images``, before the brain mask: the L1 + SSIM residual."""
+        return residual_map(images, self._net_output(images), self.ssim_weight)
+
     def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        x = np.asarray(images, np.float32)
-        return residual_map(x, self._reconstruct(x), self.ssim_weight) * np.asarray(masks, np.float32)
+        return self._map(np.asarray(images, np.float32)) * np.asarray(masks, np.float32)
 
     def _losses(self) -> dict[str, Any]:
         from monai.losses import SSIMLoss

@@ -37,6 +37,11 @@ def _run(sess: Any, feed: dict[str, np.ndarray], tail: tuple[int | None, ...], b
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def _one_channel(sess: Any, images: np.ndarray) -> np.ndarray:
+    """A graph's one-channel output (N, S, S) for ``images`` (N, S, S): ``input`` (N, 1, S, S) -> (N, 1, S, S)."""
+    return _run(sess, {"input": np.asarray(images, np.float32)[:, None]}, (1, *np.shape(images)[1:]))[:, 0]
+
+
 class OnnxNormative(NormativeMethod):
     """Normative z-score map with the mean and spread inside the graph (initializers)."""
 
@@ -61,8 +66,8 @@ class OnnxAutoencoder(AutoencoderMethod):
     def __init__(self, sess: Any, ssim_weight: float) -> None:  # noqa: PLW0231 - no torch net
         self.session, self.ssim_weight = sess, float(ssim_weight)
 
-    def _reconstruct(self, images: np.ndarray) -> np.ndarray:
-        return _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (1, *np.shape(images)[1:]))[:, 0]
+    def _net_output(self, images: np.ndarray) -> np.ndarray:
+        return _one_channel(self.session, images)
 
     def network(self) -> Any:
         return self.session
@@ -94,9 +99,8 @@ class OnnxDraem(DraemMethod):
     def __init__(self, sess: Any) -> None:  # noqa: PLW0231 - no torch net
         self.session = sess
 
-    def score(self, images: np.ndarray, masks: np.ndarray, rel_z: np.ndarray) -> np.ndarray:
-        maps = _run(self.session, {"input": np.asarray(images, np.float32)[:, None]}, (1, *np.shape(images)[1:]))
-        return (maps[:, 0] * np.asarray(masks, np.float32)).astype(np.float32)
+    def _net_output(self, images: np.ndarray) -> np.ndarray:
+        return _one_channel(self.session, images)
 
     def network(self) -> Any:
         return self.session
