@@ -568,7 +568,10 @@ def test_half_a_pair_or_a_header_with_another_image_is_refused_before_it_is_stor
     for files in ([rec], [par], [par, nifti_bytes(tmp)], [rec, rec], [_zip({"a.PAR": par})], [_zip({"a.REC": rec})]):
         r = post(client, files, params={"model": "cls"})
         assert r.status_code == 415 and "a PAR/REC or AFNI HEAD/BRIK pair is sent as its two files" in r.text, r.text
+        assert "in the zip" not in r.text, r.text  # the refusal said so of files sent directly
     assert not any((tmp / "data").rglob("*.part")) and not any((tmp / "data").rglob("image.*"))
+    for files in ([par], [_zip({"a.PAR": par})]):
+        assert "a PAR header without its voxel file" in post(client, files, params={"model": "cls"}).text
 
 
 def test_an_hdf5_file_that_is_no_minc_fails_its_job_in_one_line(service):

@@ -261,6 +261,8 @@ PAIR_NAMES = {"par": ("image.PAR", "image.REC"), "afni": ("image+orig.HEAD", "im
 #: found by its header.
 STORED_IMAGE_NAMES = (*(name for names in IMAGE_NAMES.values() for name in names.values()), "image.nrrd",
                       *(names[0] for names in PAIR_NAMES.values()))  # fmt: skip
+#: What a two-file image's header is called in a refusal, by its kind.
+HEADER_NAMES = {"par": "PAR", "afni": "AFNI HEAD"}
 #: How a two-file image is sent.
 PAIR_ADVICE = "a PAR/REC or AFNI HEAD/BRIK pair is sent as its two files, or a zip of them"
 
@@ -286,9 +288,11 @@ def _finish(found: list[tuple[Path, str]], dest: Path) -> tuple[str, int]:
     kinds = {k for _, k in found}
     if _a_pair([k for _, k in found]):
         return _store_pair(found, dest)
+    if len(found) == 1 and found[0][1] in PAIR_NAMES:
+        raise UploadRefused(415, f"a {HEADER_NAMES[found[0][1]]} header without its voxel file ({PAIR_ADVICE})")
     if not found or "unknown" in kinds or "zip" in kinds or kinds & PAIR_NAMES.keys():
-        raise UploadRefused(415, "unsupported content in the zip: every member must be DICOM, or one NIfTI/MGH/NRRD/MINC "
-                                 f"({PAIR_ADVICE})")  # fmt: skip
+        raise UploadRefused(415, "unsupported content: every file (or zip member) must be DICOM, or one "
+                                 f"NIfTI/MGH/NRRD/MINC ({PAIR_ADVICE})")  # fmt: skip
     if kinds == {"dicom"}:
         for path, _ in found:
             path.rename(path.with_suffix(".dcm"))
