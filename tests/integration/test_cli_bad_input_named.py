@@ -194,3 +194,36 @@ def test_standard_output_that_cannot_take_the_results_is_named_as_such(tmp_path)
     proc = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=300)
     os.close(writer)
     assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
+def _nifti_with_pixdim(path: Path, pixdim: tuple[float, float, float], shape: tuple[int, ...], sform: bool) -> Path:
+    """A NIfTI-1 written byte by byte from its header (nibabel refuses to make one with a zero pixel size)."""
+    import nibabel as nib
+
+    data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header["pixdim"][1:4] = pixdim
+    header["vox_offset"] = 352
+    if sform:
+        header.set_sform(np.diag([0.7, 0.7, 2.5, 1.0]), code=1)
+    path.write_bytes(header.binaryblock + bytes(4) + data.tobytes(order="F"))
+    return path
+
+
+def test_a_nifti_whose_spacing_is_a_zero_pixel_size_is_refused_in_one_line(tmp_path):
+    """pixdim[1] = 0 and no sform: nibabel took the spacing as 1 mm and printed its own line on stderr, and every mL
+    measured on the image was a guess; refused in one line now. An sform gives the geometry whatever the pixel
+    sizes, and a one-slice image's slice thickness does not matter."""
+    from medanomaly.io import read
+
+    zero = _nifti_with_pixdim(tmp_path / "zero.nii", (0.0, 0.8, 2.0), (6, 5, 4), sform=False)
+    result = _cli("info", zero.name, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: zero.nii: pixel size pixdim[1] is 0 and no sform gives the geometry: the voxel spacing is unknown "
+        "(set the pixel sizes or an sform)"], result.stderr
+    assert np.allclose(read(_nifti_with_pixdim(tmp_path / "sform.nii", (0.0, 0.0, 0.0), (6, 5, 4), True)).spacing,
+                       (0.7, 0.7, 2.5))  # fmt: skip
+    assert np.allclose(read(_nifti_with_pixdim(tmp_path / "flat.nii", (0.6, 0.6, 0.0), (6, 5, 1), False)).spacing[:2],
+                       (0.6, 0.6))  # fmt: skip

@@ -1,9 +1,10 @@
-"""Quiet the DICOM libraries' own log messages: they quote header values.
+"""Quiet the image libraries' own log messages: the DICOM libraries quote header values, nibabel adds lines.
 
 pydicom logs every value it finds invalid (``Invalid value for VR DA: '<a birth date>'``, a patient name too
 long for PN) through the ``pydicom`` logger as well as through ``warnings``, and highdicom logs what it copies from
 source datasets. A service that logs at INFO (``medanomaly serve``) would write those values, which may be PHI,
-into its log. medanomaly reports what matters itself, one line per file with a fixed reason, so the CLI and the
+into its log. nibabel prints the header fixes it makes (``qfac (pixdim[0]) should be 1``) through a stderr handler of
+its own, a second line beside the CLI's one-line error. medanomaly reports what matters itself, one line per file with a fixed reason, so the CLI and the
 service raise these loggers' level to CRITICAL (neither library logs at that level) and ignore pydicom's
 ``UserWarning``s (multi-line, quoting the same values); so do Ray's worker processes, which start without the CLI.
 
@@ -20,8 +21,9 @@ import logging
 
 __all__ = ["DICOM_LIBRARY_LOGGERS", "quiet_dicom_libraries"]
 
-#: Loggers whose messages may quote DICOM header values.
-DICOM_LIBRARY_LOGGERS = ("pydicom", "highdicom")
+#: Loggers whose messages may quote DICOM header values, and nibabel's, whose own stderr handler printed the header
+#: fixes it makes (``qfac (pixdim[0]) should be 1 (default) or -1``) as a second line beside the reader's own.
+DICOM_LIBRARY_LOGGERS = ("pydicom", "highdicom", "nibabel.global")
 
 
 def quiet_dicom_libraries() -> None:

@@ -270,6 +270,7 @@ def _header_layout(
         xyz, components, volumes = _image_shape(image, path)
         check_volume(volumes, volume, path, slices=xyz[2])
         dtype = _result_dtype(image)
+        _check_pixel_sizes(image, path)
         affine = affine_lps_mm(image)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
@@ -278,6 +279,24 @@ def _header_layout(
                          path) from None  # fmt: skip
     rgb = dtype.fields is not None  # RGB24 records: three uint8 channels per stored value
     return xyz, 3 if rgb else components, dtype, dtype.itemsize // 3 if rgb else dtype.itemsize, affine
+
+
+def _check_pixel_sizes(image: Any, path: Path) -> None:
+    """Refuse a NIfTI without an sform whose header gives a pixel size (``pixdim``) of 0, or not a number, along an
+    axis of more than one voxel: its geometry comes from the pixel sizes, and nibabel sets such a size to 1 mm (with
+    a line of its own on stderr), so every mm, mm2 and mL measured on it would be a guess. The header is read again
+    unchecked: nibabel has already replaced the size on its copy."""
+    import nibabel as nib
+
+    if "pixdim" not in image.header or int(image.header["sform_code"]) > 0:  # MGH, or the sform gives the geometry
+        return
+    with nib.openers.ImageOpener(image.file_map.get("header", image.file_map["image"]).filename) as fh:
+        raw = type(image.header).from_fileobj(fh, check=False)
+    dims, sizes = raw["dim"], raw["pixdim"]
+    for axis in range(1, min(int(dims[0]), 3) + 1):
+        if int(dims[axis]) > 1 and not (np.isfinite(sizes[axis]) and sizes[axis] != 0):
+            raise InputError(f"pixel size pixdim[{axis}] is {float(sizes[axis]):g} and no sform gives the geometry: the "
+                             "voxel spacing is unknown (set the pixel sizes or an sform)", path)  # fmt: skip
 
 
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
