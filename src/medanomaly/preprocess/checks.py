@@ -88,7 +88,7 @@ def require_ct(volume: Volume, what: str = "this step") -> Volume:
     if not looks_like_hu(volume):
         lo, hi = float(np.min(volume.array)), float(np.max(volume.array))
         raise InputError(
-            f"{what} needs a CT in HU, but values range {lo:.0f}..{hi:.0f} (no air near -1000 HU)"
+            f"{what} needs a CT in HU, but values range {lo:.7g}..{hi:.7g} (no air near -1000 HU)"
         )
     return volume
 

@@ -91,3 +91,12 @@ def test_clahe_3d_and_slice_wise_on_a_volume(lung1_ct):
     for out in (slice_wise, volumetric):
         assert out.same_grid(block) and out.array.std() > block.array.std()
     assert not np.allclose(slice_wise.array, volumetric.array)
+
+
+def test_the_not_hu_refusal_prints_huge_values_shortly():
+    """Values of 1e38 were printed as a 38-digit integer in the one-line refusal."""
+    from medanomaly.preprocess.checks import require_ct
+    from medanomaly.types import Volume
+
+    with pytest.raises(InputError, match=r"values range 1e\+38\.\.1e\+38 \(no air"):
+        require_ct(Volume(np.full((2, 4, 4), 1e38, np.float32)))
