@@ -258,6 +258,28 @@ def test_our_seg_reads_back_as_a_label_map_that_quantify_measures_as_the_finding
     assert text.startswith(f"{overlapping.seg}: DICOM SEG not readable as one label map") and "\n" not in text
 
 
+@pytest.mark.parametrize("vr", ["OB", "OW"])
+def test_a_big_endian_seg_reads_back_as_the_same_label_map(ct_series, tmp_path: Path, vr: str) -> None:
+    """Our SEG rewritten in Explicit VR Big Endian (an old archive's, or ``dcmconv +tb``'s) was "DICOM SEG not
+    readable as one label map" (highdicom parses little-endian datasets only); it now reads as the same label map,
+    its pixel data's words swapped back when stored as OW."""
+    from pydicom.uid import ExplicitVRBigEndian
+
+    from medanomaly.io import read
+
+    ct, files = ct_series
+    seg = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "out", run_id="r1").seg
+    ds = pydicom.dcmread(seg)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    if vr == "OW":  # big-endian words: each pair of the little-endian byte stream swapped
+        ds[0x7FE00010].VR = "OW"
+        ds.PixelData = np.frombuffer(ds.PixelData, "<u2").astype(">u2").tobytes()
+    pydicom.dcmwrite(tmp_path / "be.dcm", ds, implicit_vr=False, little_endian=False)
+    assert not pydicom.dcmread(tmp_path / "be.dcm").file_meta.TransferSyntaxUID.is_little_endian
+    want, got = read(seg), read(tmp_path / "be.dcm")
+    assert np.array_equal(got.array, want.array) and np.allclose(got.affine_lps, want.affine_lps)
+
+
 def test_the_seg_of_a_gantry_tilted_series_is_valid_and_reads_back_on_its_sheared_grid(make_ct, tmp_path: Path) -> None:
     """A gantry-tilted series is read as a sheared grid; its SEG's frames step sideways, which highdicom's volume
     refuses ("Frame positions do not form a regularly-spaced volume"), so quantify could not take our own SEG of
