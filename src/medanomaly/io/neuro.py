@@ -217,8 +217,7 @@ def read_neuro(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = image.dataobj[..., volume] if volume is not None else image.dataobj[...]  # AFNI 3D: [..., :1]
-        array = np.asarray(data, dtype=np.float32).reshape(xyz)
+            array = _voxels_float32(image, xyz, volume)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
         raise_if_out_of_memory(exc)
         raise InputError(f"not a readable {kind} image (truncated or corrupt data: {short_reason(exc, path)})",
@@ -228,6 +227,25 @@ def read_neuro(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
         meta["modality"] = "MR"
     return Volume(np.ascontiguousarray(array.transpose(2, 1, 0)), spacing=tuple(spacing), origin=tuple(origin),
                   direction=direction, meta=meta)  # fmt: skip
+
+
+#: Voxels read per chunk: nibabel gives MINC (and scaled PAR/REC, AFNI) data as float64, so a whole volume read at once
+#: took twice the float32 volume the limit counts, then the float32 copy beside it.
+CHUNK_VOXELS = 1 << 22
+
+
+def _voxels_float32(image: Any, xyz: tuple[int, int, int], volume: int | None) -> np.ndarray:
+    """The voxels (x, y, z) of one volume as float32, read a few slices at a time along z (at most
+    :data:`CHUNK_VOXELS` of nibabel's float64 at once beside the float32 result)."""
+    ndim = len(image.shape)
+    if ndim < 3:  # a 2D image: small by the limit's check
+        return np.asarray(image.dataobj[...], dtype=np.float32).reshape(xyz)
+    out = np.empty(xyz, np.float32)
+    step = max(1, CHUNK_VOXELS // max(1, xyz[0] * xyz[1]))
+    for k in range(0, xyz[2], step):
+        index = (slice(None), slice(None), slice(k, k + step), *((volume,) if volume is not None else ()))
+        out[:, :, k : k + step] = np.asarray(image.dataobj[index], np.float32).reshape(xyz[0], xyz[1], -1)
+    return out
 
 
 def _description(kind: str, image: Any, volume: int | None) -> str:
