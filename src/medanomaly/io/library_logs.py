@@ -3,10 +3,11 @@
 pydicom logs every value it finds invalid (``Invalid value for VR DA: '<a birth date>'``, a patient name too
 long for PN) through the ``pydicom`` logger as well as through ``warnings``, and highdicom logs what it copies from
 source datasets. A service that logs at INFO (``medanomaly serve``) would write those values, which may be PHI,
-into its log. nibabel prints the header fixes it makes (``qfac (pixdim[0]) should be 1``) through a stderr handler of
-its own, a second line beside the CLI's one-line error. medanomaly reports what matters itself, one line per file with a fixed reason, so the CLI and the
-service raise these loggers' level to CRITICAL (neither library logs at that level) and ignore pydicom's
-``UserWarning``s (multi-line, quoting the same values); so do Ray's worker processes, which start without the CLI.
+into its log. nibabel prints the header fixes it makes (``qfac (pixdim[0]) should be 1``) through a stderr handler
+of its own, a second line beside the CLI's one-line error. medanomaly reports what matters itself, one line per file
+with a fixed reason, so the CLI and the service raise these loggers' level to CRITICAL (none of them logs at that
+level) and ignore pydicom's ``UserWarning``s (multi-line, quoting the same values); so do Ray's worker processes,
+which start without the CLI.
 
 Example:
     >>> import logging

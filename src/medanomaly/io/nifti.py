@@ -290,7 +290,10 @@ def _check_pixel_sizes(image: Any, path: Path) -> None:
 
     if "pixdim" not in image.header or int(image.header["sform_code"]) > 0:  # MGH, or the sform gives the geometry
         return
-    with nib.openers.ImageOpener(image.file_map.get("header", image.file_map["image"]).filename) as fh:
+    header_file = image.file_map.get("header", image.file_map["image"]).filename
+    if header_file is None:  # an image made in memory: no raw header to read
+        return
+    with nib.openers.ImageOpener(header_file) as fh:
         raw = type(image.header).from_fileobj(fh, check=False)
     dims, sizes = raw["dim"], raw["pixdim"]
     for axis in range(1, min(int(dims[0]), 3) + 1):
