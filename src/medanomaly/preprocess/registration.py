@@ -27,7 +27,8 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,6 +284,28 @@ def _method(
     return method
 
 
+#: ITK threads a registration runs on: one makes it reproducible. On several, ITK's Mattes metric sums its joint
+#: histogram in the order the threads finish, and the registered atlas (``anomaly/atlas.py``) gave 5, 6, 7, 8 and 9
+#: findings (anomaly score 2.78-2.96) on brain1 in five runs of ``medanomaly predict`` on 2 threads; on one, 7 and
+#: 2.872 every time, in about the same wall time (15.8-18.3 s against 14.9-19.7 s, this 2-core machine).
+REGISTRATION_THREADS = 1
+
+
+@contextmanager
+def itk_threads(threads: int) -> Iterator[None]:
+    """ITK's global default number of threads set to ``threads`` inside the block (objects made in it take it: the
+    registration method, its metric), restored after. Process-wide: two registrations run at once in threads of one
+    process share it."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 def _flatten(transform: sitk.Transform) -> sitk.Transform:
     import SimpleITK as sitk
 
@@ -379,6 +402,7 @@ def register(
     seed: int = 0,
     init: str = "geometry",
     progress: Callable[[str], None] | None = None,
+    threads: int = REGISTRATION_THREADS,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``: rigid, then optionally affine and B-spline.
 
@@ -393,15 +417,15 @@ def register(
         bspline_mesh: B-spline control-grid cells per axis.
         true_transform: the known fixed -> moving transform, to report TRE in mm.
         seed: metric sampling seed: the same seed on one ITK thread gives the same result (ITK gets seed + 1: it
-            reads 0 as "the wall clock", which made results vary run to run). On several threads the Mattes metric
-            sums its histogram in the order the threads finish, so a B-spline result can differ in the third decimal
-            of the mutual information from run to run (0.96581 or 0.97091 on ITK's brain slices);
-            ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1`` makes it reproducible.
+            reads 0 as "the wall clock", which made results vary run to run).
         init: centring of the rigid start: ``"geometry"`` (the images' geometric centres) or
             ``"moments"`` (their intensity centres of mass: robust when the field of view differs,
             e.g. a skull-stripped template against a head scan whose brain mask is given).
         progress: called with a progress line (stage, level, iteration, metric, seconds) at most every
             :data:`PROGRESS_EVERY_S` seconds; None: silent.
+        threads: ITK threads of the registration (:data:`REGISTRATION_THREADS`, 1: reproducible). On several the
+            Mattes metric sums its histogram in the order the threads finish, so a B-spline result can differ in
+            the third decimal of the mutual information from run to run (0.96581 or 0.97091 on ITK's brain slices).
 
     Returns:
         A :class:`RegistrationResult` with the resampled moving Volume on the fixed grid.
@@ -417,13 +441,16 @@ def register(
     fixed_img, moving_img = to_sitk_image(fixed), to_sitk_image(moving)
     dim = fixed_img.GetDimension()
     run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations, _Progress(progress))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
     try:
-        rigid = _rigid_stage(init, *run)
-        current: sitk.Transform = rigid
-        if "affine" in stages:
-            current = _affine_stage(rigid, *run)
-        if "bspline" in stages:
-            current = _bspline_stage(current, bspline_mesh, *run)
+        with itk_threads(threads):
+            rigid = _rigid_stage(init, *run)
+            current: sitk.Transform = rigid
+            if "affine" in stages:
+                current = _affine_stage(rigid, *run)
+            if "bspline" in stages:
+                current = _bspline_stage(current, bspline_mesh, *run)
     except RuntimeError as exc:  # ITK's optimiser refuses: one line, not a C++ trace
         raise_if_out_of_memory(exc)
         from medanomaly.io.itk import itk_reason
