@@ -163,6 +163,8 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
                 meta["units"] = "HU"
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
+    if fmt == "nrrd":
+        check_nrrd_spacing(path)
     scale = nrrd_mm_per_unit(path) if fmt == "nrrd" else 1.0
     if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit (converted before the
         image.SetSpacing([scale * s for s in image.GetSpacing()])  # Volume checks the voxel size in mm)
@@ -182,12 +184,7 @@ def nrrd_mm_per_unit(path: Path) -> float:
     Raises:
         InputError: units that are not one length for every axis (``"mm" "mm" "s"``, ``"furlong"``).
     """
-    from medanomaly.io.detached import HEADER_BYTES
-
-    with open(path, "rb") as fh:
-        head = fh.read(HEADER_BYTES).decode("utf-8", errors="replace")
-    header = re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
-    found = re.search(r"^space units\s*:(.*)$", header, re.MULTILINE)
+    found = re.search(r"^space units\s*:(.*)$", _nrrd_header(path), re.MULTILINE)
     if found is None:
         return 1.0
     units = {u.strip().lower() for u in re.findall(r'"([^"]*)"', found[1])}
@@ -195,6 +192,32 @@ def nrrd_mm_per_unit(path: Path) -> float:
         shown = " ".join(f'"{u}"' for u in sorted(units)) or found[1].strip()[:40]
         raise InputError(f"NRRD space units {shown} are not one length (mm, cm, m or microns) for every axis", path)
     return NRRD_MM_PER_UNIT[units.pop()] if units else 1.0
+
+
+def _nrrd_header(path: Path) -> str:
+    """An NRRD file's header text (up to its blank line), read from its first bytes only."""
+    from medanomaly.io.detached import HEADER_BYTES
+
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_BYTES).decode("utf-8", errors="replace")
+    return re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
+
+
+def check_nrrd_spacing(path: Path) -> None:
+    """Refuse an NRRD whose ``spacings`` (or a ``space directions`` vector) is ``nan`` along an axis of more than one
+    sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (every mm and mL measured would be a guess)."""
+    header = _nrrd_header(path)
+    sizes = re.search(r"^sizes\s*:(.*)$", header, re.MULTILINE)
+    counts = [int(v) for v in sizes[1].split() if v.isdigit()] if sizes else []
+    spacings = re.search(r"^spacings\s*:(.*)$", header, re.MULTILINE)
+    directions = re.search(r"^space directions\s*:(.*)$", header, re.MULTILINE)
+    per_axis = spacings[1].split() if spacings else []
+    if not per_axis and directions:  # one vector, or "none" for a non-spatial axis, per axis
+        per_axis = re.findall(r"\([^)]*\)|none", directions[1])
+    for axis, (count, value) in enumerate(zip(counts, per_axis, strict=False)):
+        if count > 1 and "nan" in value.lower():
+            raise InputError(f"NRRD spacing of axis {axis} is {value.strip()} (unknown): the voxel spacing is unknown "
+                             "(set spacings or space directions)", path)  # fmt: skip
 
 
 def _remark_reason(remark: str) -> str:

@@ -131,3 +131,21 @@ def test_io_nrrd_space_units_are_converted_to_mm(tmp_path, units, mm_per_unit):
     nrrd.write(str(tmp_path / "time.nrrd"), np.zeros((6, 5, 4), np.int16), header)
     with pytest.raises(InputError, match='NRRD space units "mm" "s" are not one length'):
         read(tmp_path / "time.nrrd")
+
+
+@pytest.mark.parametrize("field", ["spacings: nan 0.9 2", "space: left-posterior-superior\nspace directions: (nan,nan,nan) "
+                                   "(0,0.9,0) (0,0,2)"])  # fmt: skip
+def test_an_nrrd_whose_spacing_is_nan_is_refused_as_unknown(tmp_path, field):
+    """NRRD writes an unknown spacing as ``nan``; ITK read it as 1 mm, so every length and volume measured on the
+    image was a guess. Refused in one line now; a nan along an axis of one sample (a single slice's thickness)
+    changes no measurement and is read."""
+    for sizes, name in (("4 5 6", "unknown.nrrd"), ("4 5 1", "flat.nrrd")):
+        header = f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {sizes}\n{field}\n"
+        if name == "flat.nrrd":
+            header = header.replace("nan 0.9 2", "0.8 0.9 nan").replace("(nan,nan,nan) (0,0.9,0) (0,0,2)",
+                                                                          "(0.8,0,0) (0,0.9,0) (nan,nan,nan)")  # fmt: skip
+        count = int(np.prod([int(v) for v in sizes.split()]))
+        (tmp_path / name).write_bytes(f"{header}encoding: raw\n\n".encode() + bytes(count))
+    with pytest.raises(InputError, match=r"unknown\.nrrd: NRRD spacing of axis 0 is .*nan.* \(unknown\)"):
+        read(tmp_path / "unknown.nrrd")
+    np.testing.assert_allclose(read(tmp_path / "flat.nrrd").spacing[:2], (0.8, 0.9))
