@@ -212,18 +212,19 @@ def _nifti_with_pixdim(path: Path, pixdim: tuple[float, float, float], shape: tu
     return path
 
 
-def test_a_nifti_whose_spacing_is_a_zero_pixel_size_is_refused_in_one_line(tmp_path):
-    """pixdim[1] = 0 and no sform: nibabel took the spacing as 1 mm and printed its own line on stderr, and every mL
-    measured on the image was a guess; refused in one line now. An sform gives the geometry whatever the pixel
-    sizes, and a one-slice image's slice thickness does not matter."""
+def test_a_nifti_whose_pixel_size_is_zero_is_read_with_1_mm_said_to_be_assumed(tmp_path):
+    """pixdim[1] = 0 and no sform: nibabel took the spacing as 1 mm and printed a line of its own on stderr, and
+    nothing said the mm were a guess. Now the stderr is quiet and the image is marked as a DICOM without
+    PixelSpacing is (``spacing_assumed``: info says so, findings carry it). An sform gives the geometry whatever the
+    pixel sizes, and a one-slice image's slice thickness changes no measurement."""
     from medanomaly.io import read
 
     zero = _nifti_with_pixdim(tmp_path / "zero.nii", (0.0, 0.8, 2.0), (6, 5, 4), sform=False)
     result = _cli("info", zero.name, cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.splitlines() == [
-        "error: zero.nii: pixel size pixdim[1] is 0 and no sform gives the geometry: the voxel spacing is unknown "
-        "(set the pixel sizes or an sform)"], result.stderr
-    assert np.allclose(read(_nifti_with_pixdim(tmp_path / "sform.nii", (0.0, 0.0, 0.0), (6, 5, 4), True)).spacing,
-                       (0.7, 0.7, 2.5))  # fmt: skip
-    assert np.allclose(read(_nifti_with_pixdim(tmp_path / "flat.nii", (0.6, 0.6, 0.0), (6, 5, 1), False)).spacing[:2],
-                       (0.6, 0.6))  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "(not in the file: 1 mm assumed, lengths are pixels)" in " ".join(result.stdout.split()), result.stdout
+    assert read(zero).meta.get("spacing_assumed") is True
+    stated = read(_nifti_with_pixdim(tmp_path / "sform.nii", (0.0, 0.0, 0.0), (6, 5, 4), True))
+    assert np.allclose(stated.spacing, (0.7, 0.7, 2.5)) and "spacing_assumed" not in stated.meta
+    flat = read(_nifti_with_pixdim(tmp_path / "flat.nii", (0.6, 0.6, 0.0), (6, 5, 1), False))
+    assert np.allclose(flat.spacing[:2], (0.6, 0.6)) and "spacing_assumed" not in flat.meta

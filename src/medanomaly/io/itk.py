@@ -163,8 +163,8 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
                 meta["units"] = "HU"
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
-    if fmt == "nrrd":
-        check_nrrd_spacing(path)
+    if fmt == "nrrd" and not nrrd_spacing_stated(path):
+        meta["spacing_assumed"] = True  # nan (unknown): ITK took 1 mm, so those "mm" are samples
     scale = nrrd_mm_per_unit(path) if fmt == "nrrd" else 1.0
     if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit (converted before the
         image.SetSpacing([scale * s for s in image.GetSpacing()])  # Volume checks the voxel size in mm)
@@ -203,9 +203,10 @@ def _nrrd_header(path: Path) -> str:
     return re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
 
 
-def check_nrrd_spacing(path: Path) -> None:
-    """Refuse an NRRD whose ``spacings`` (or a ``space directions`` vector) is ``nan`` along an axis of more than one
-    sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (every mm and mL measured would be a guess)."""
+def nrrd_spacing_stated(path: Path) -> bool:
+    """False when an NRRD's ``spacings`` (or a ``space directions`` vector) is ``nan`` along an axis of more than one
+    sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (the reader then marks
+    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing)."""
     header = _nrrd_header(path)
     sizes = re.search(r"^sizes\s*:(.*)$", header, re.MULTILINE)
     counts = [int(v) for v in sizes[1].split() if v.isdigit()] if sizes else []
@@ -214,10 +215,7 @@ def check_nrrd_spacing(path: Path) -> None:
     per_axis = spacings[1].split() if spacings else []
     if not per_axis and directions:  # one vector, or "none" for a non-spatial axis, per axis
         per_axis = re.findall(r"\([^)]*\)|none", directions[1])
-    for axis, (count, value) in enumerate(zip(counts, per_axis, strict=False)):
-        if count > 1 and "nan" in value.lower():
-            raise InputError(f"NRRD spacing of axis {axis} is {value.strip()} (unknown): the voxel spacing is unknown "
-                             "(set spacings or space directions)", path)  # fmt: skip
+    return not any(count > 1 and "nan" in value.lower() for count, value in zip(counts, per_axis, strict=False))
 
 
 def _remark_reason(remark: str) -> str:

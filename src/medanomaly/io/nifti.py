@@ -270,7 +270,6 @@ def _header_layout(
         xyz, components, volumes = _image_shape(image, path)
         check_volume(volumes, volume, path, slices=xyz[2])
         dtype = _result_dtype(image)
-        _check_pixel_sizes(image, path)
         affine = affine_lps_mm(image)
     except InputError as exc:
         raise InputError(exc.reason, path) from None
@@ -281,25 +280,22 @@ def _header_layout(
     return xyz, 3 if rgb else components, dtype, dtype.itemsize // 3 if rgb else dtype.itemsize, affine
 
 
-def _check_pixel_sizes(image: Any, path: Path) -> None:
-    """Refuse a NIfTI without an sform whose header gives a pixel size (``pixdim``) of 0, or not a number, along an
-    axis of more than one voxel: its geometry comes from the pixel sizes, and nibabel sets such a size to 1 mm (with
-    a line of its own on stderr), so every mm, mm2 and mL measured on it would be a guess. The header is read again
-    unchecked: nibabel has already replaced the size on its copy."""
+def pixel_sizes_stated(image: Any) -> bool:
+    """False for a NIfTI without an sform whose header gives a pixel size (``pixdim``) of 0 along an axis of more than
+    one voxel: its geometry comes from the pixel sizes, and nibabel takes such a size as 1 mm (the reader then marks
+    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). The header is read again unchecked: nibabel has
+    already replaced the size on its copy (a NaN size it leaves, and the affine is refused as degenerate)."""
     import nibabel as nib
 
     if "pixdim" not in image.header or int(image.header["sform_code"]) > 0:  # MGH, or the sform gives the geometry
-        return
+        return True
     header_file = image.file_map.get("header", image.file_map["image"]).filename
     if header_file is None:  # an image made in memory: no raw header to read
-        return
+        return True
     with nib.openers.ImageOpener(header_file) as fh:
         raw = type(image.header).from_fileobj(fh, check=False)
     dims, sizes = raw["dim"], raw["pixdim"]
-    for axis in range(1, min(int(dims[0]), 3) + 1):
-        if int(dims[axis]) > 1 and not (np.isfinite(sizes[axis]) and sizes[axis] != 0):
-            raise InputError(f"pixel size pixdim[{axis}] is {float(sizes[axis]):g} and no sform gives the geometry: the "
-                             "voxel spacing is unknown (set the pixel sizes or an sform)", path)  # fmt: skip
+    return all(int(dims[axis]) <= 1 or sizes[axis] != 0 for axis in range(1, min(int(dims[0]), 3) + 1))
 
 
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
@@ -358,6 +354,8 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
         "source_format": _kind(path),
         "description": _geometry_note(image) + ("" if volume is None else f", volume {volume} of {image.shape[3]}"),
     }
+    if not pixel_sizes_stated(image):
+        meta["spacing_assumed"] = True  # a pixel size of 0: nibabel took 1 mm, so those "mm" are voxels
     if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")
     elif components > 1:

@@ -135,10 +135,10 @@ def test_io_nrrd_space_units_are_converted_to_mm(tmp_path, units, mm_per_unit):
 
 @pytest.mark.parametrize("field", ["spacings: nan 0.9 2", "space: left-posterior-superior\nspace directions: (nan,nan,nan) "
                                    "(0,0.9,0) (0,0,2)"])  # fmt: skip
-def test_an_nrrd_whose_spacing_is_nan_is_refused_as_unknown(tmp_path, field):
-    """NRRD writes an unknown spacing as ``nan``; ITK read it as 1 mm, so every length and volume measured on the
-    image was a guess. Refused in one line now; a nan along an axis of one sample (a single slice's thickness)
-    changes no measurement and is read."""
+def test_an_nrrd_whose_spacing_is_nan_is_marked_as_assumed(tmp_path, field):
+    """NRRD writes an unknown spacing as ``nan``; ITK read it as 1 mm and nothing said the mm were a guess. The image
+    is now marked as a DICOM without PixelSpacing is (``spacing_assumed``); a nan along an axis of one sample (a
+    single slice's thickness) changes no measurement and is not."""
     for sizes, name in (("4 5 6", "unknown.nrrd"), ("4 5 1", "flat.nrrd")):
         header = f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {sizes}\n{field}\n"
         if name == "flat.nrrd":
@@ -146,6 +146,7 @@ def test_an_nrrd_whose_spacing_is_nan_is_refused_as_unknown(tmp_path, field):
                                                                           "(0.8,0,0) (0,0.9,0) (nan,nan,nan)")  # fmt: skip
         count = int(np.prod([int(v) for v in sizes.split()]))
         (tmp_path / name).write_bytes(f"{header}encoding: raw\n\n".encode() + bytes(count))
-    with pytest.raises(InputError, match=r"unknown\.nrrd: NRRD spacing of axis 0 is .*nan.* \(unknown\)"):
-        read(tmp_path / "unknown.nrrd")
-    np.testing.assert_allclose(read(tmp_path / "flat.nrrd").spacing[:2], (0.8, 0.9))
+    assert read(tmp_path / "unknown.nrrd").meta.get("spacing_assumed") is True
+    flat = read(tmp_path / "flat.nrrd")
+    np.testing.assert_allclose(flat.spacing[:2], (0.8, 0.9))
+    assert "spacing_assumed" not in flat.meta
