@@ -90,11 +90,12 @@ def test_fusion_cli_register_within_a_time_budget(tmp_path):
         "brain2_image.nrrd: registration did not finish within 0.1 minute(s) and was stopped; nothing was written "
         "(give fewer stages, or more --max-minutes)"), slow.stderr
     assert not list(tmp_path.iterdir())
-    one_thread = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}  # reproducible (see register's seed)
+    # register runs on one ITK thread whatever ITK's default (4 here), so the two runs give the same result
+    four = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "4"}
     within = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "a.nrrd"), "--max-minutes", "5"],
-                            capture_output=True, text=True, timeout=300, env=one_thread)  # fmt: skip
+                            capture_output=True, text=True, timeout=300, env=four)  # fmt: skip
     plain = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "b.nrrd")], capture_output=True,
-                           text=True, timeout=300, env=one_thread)  # fmt: skip
+                           text=True, timeout=300, env=four)  # fmt: skip
     assert within.returncode == 0 and plain.returncode == 0, within.stderr
     summary, reference = json.loads(within.stdout), json.loads(plain.stdout)
     assert summary.pop("image").endswith("a.nrrd") and summary.pop("transform").endswith("a.tfm")
@@ -103,6 +104,12 @@ def test_fusion_cli_register_within_a_time_budget(tmp_path):
     bad = subprocess.run([*command, str(t1), str(tmp_path / "empty.png"), "--out", str(tmp_path / "c.nrrd"),
                           "--max-minutes", "5"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'empty.png'}: empty file"]
+    faster = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "d.nrrd"), "--threads", "2",
+                             "--max-minutes", "5"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert faster.returncode == 0 and json.loads(faster.stdout)["stages"] == reference["stages"], faster.stderr
+    none = subprocess.run([*command, str(t1), str(pd), "--out", str(tmp_path / "e.nrrd"), "--threads", "0"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert none.returncode == 2 and "--threads" in none.stderr and not (tmp_path / "e.nrrd").exists()
 
 
 def test_fusion_cli_benchmark_table(tmp_path):

@@ -35,9 +35,10 @@ TERMINATE_GRACE_S = 10.0
 
 def register_files(fixed: str | Path, moving: str | Path, out: str | Path, stages: Sequence[str], metric: str,
                    progress: Callable[[str], None] | None = None,
-                   frames: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
+                   frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> dict[str, Any]:  # fmt: skip
     """Register ``moving`` to ``fixed`` and write ``out`` and ``out``'s ``.tfm``; returns the summary (JSON-able).
-    ``frames``: the frame (cine) or volume (4D image) of ``fixed`` and of ``moving`` to take, None for a 2D or 3D one.
+    ``frames``: the frame (cine) or volume (4D image) of ``fixed`` and of ``moving`` to take, None for a 2D or 3D one;
+    ``threads``: ITK threads (1: reproducible, :data:`~medanomaly.preprocess.registration.REGISTRATION_THREADS`).
 
     Raises:
         InputError: an image registration cannot use, named by its file; a pair that does not fit, naming
@@ -52,7 +53,8 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, stage
             images[role] = load_scalar(path, frame=frame)
             check_registrable(images[role], role)
     with about_file(moving):  # what is left is a pair that does not fit: the moving image is named
-        result = register(images["fixed"], images["moving"], stages=list(stages), metric=metric, progress=progress)
+        result = register(images["fixed"], images["moving"], stages=list(stages), metric=metric, progress=progress,
+                          threads=threads)  # fmt: skip
     written = write(result.resampled, out)
     name = written.name
     stem = name[: -len("".join(written.suffixes))] if written.suffixes else name
@@ -62,7 +64,7 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, stage
 
 def register_files_within(minutes: float, fixed: str | Path, moving: str | Path, out: str | Path,
                           stages: Sequence[str], metric: str,
-                          frames: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
+                          frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> dict[str, Any]:  # fmt: skip
     """:func:`register_files` in a child process stopped after ``minutes`` (its progress lines go to stderr).
 
     Raises:
@@ -72,7 +74,7 @@ def register_files_within(minutes: float, fixed: str | Path, moving: str | Path,
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked ITK or torch threads
     answers = context.Queue()
     child = context.Process(target=_child, args=(answers, os.getpid(), str(fixed), str(moving), str(out),
-                                                 list(stages), metric, frames), daemon=True)  # fmt: skip
+                                                 list(stages), metric, frames, threads), daemon=True)  # fmt: skip
     child.start()
     answer: tuple[Any, ...] = ("timeout",)
     try:
@@ -119,7 +121,7 @@ def _stop(child: Any, grace: float) -> None:
 
 
 def _child(answers: Any, parent: int, fixed: str, moving: str, out: str, stages: list[str], metric: str,
-           frames: tuple[int | None, int | None] = (None, None)) -> None:  # fmt: skip
+           frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> None:  # fmt: skip
     """The child's work: one answer on ``answers``, ``("done", summary)``, ``("error", reason, path)`` or
     ``("crash", what)``. It ends itself when its parent is gone (killed outright: no one would stop it)."""
     from medanomaly.io.library_logs import quiet_dicom_libraries
@@ -132,7 +134,8 @@ def _child(answers: Any, parent: int, fixed: str, moving: str, out: str, stages:
         sys.stderr.flush()
 
     try:
-        answers.put(("done", register_files(fixed, moving, out, stages, metric, progress=say, frames=frames)))
+        answers.put(("done", register_files(fixed, moving, out, stages, metric, progress=say, frames=frames,
+                                            threads=threads)))  # fmt: skip
     except InputError as exc:
         answers.put(("error", exc.reason, None if exc.path is None else str(exc.path)))
     except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
