@@ -388,6 +388,23 @@ def _bspline_stage(current: sitk.Transform, mesh: int, fixed_img: sitk.Image, mo
     return sitk.CompositeTransform([current, bspline])
 
 
+def _stages(init: str, stages: tuple[str, ...], bspline_mesh: int, run: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(the rigid transform, the last stage's) of the stages asked, rigid first; ITK's refusal is one InputError."""
+    try:
+        rigid = _rigid_stage(init, *run)
+        current = rigid
+        if "affine" in stages:
+            current = _affine_stage(rigid, *run)
+        if "bspline" in stages:
+            current = _bspline_stage(current, bspline_mesh, *run)
+    except RuntimeError as exc:  # ITK's optimiser refuses: one line, not a C++ trace
+        raise_if_out_of_memory(exc)
+        from medanomaly.io.itk import itk_reason
+
+        raise InputError(f"registration failed: {itk_reason(exc)}") from None
+    return rigid, current
+
+
 def register(
     fixed: Volume,
     moving: Volume,
@@ -443,26 +460,13 @@ def register(
     run = (fixed_img, moving_img, metric, bins, sampling, seed, iterations, _Progress(progress))
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
-    try:
-        with itk_threads(threads):
-            rigid = _rigid_stage(init, *run)
-            current: sitk.Transform = rigid
-            if "affine" in stages:
-                current = _affine_stage(rigid, *run)
-            if "bspline" in stages:
-                current = _bspline_stage(current, bspline_mesh, *run)
-    except RuntimeError as exc:  # ITK's optimiser refuses: one line, not a C++ trace
-        raise_if_out_of_memory(exc)
-        from medanomaly.io.itk import itk_reason
-
-        raise InputError(f"registration failed: {itk_reason(exc)}") from None
-    rigid_params = _rigid_parameters(rigid, dim)
-
-    resampled = resample_to(fixed, moving, current)
     identity = sitk.Transform(dim, sitk.sitkIdentity)
-    with itk_threads(threads):  # the metric's value too, reported to the last digit
+    with itk_threads(threads):  # the stages and the reported metric alike, to the last digit
+        rigid, current = _stages(init, stages, bspline_mesh, run)
+        resampled = resample_to(fixed, moving, current)
         mi_before = mattes_mutual_information(fixed, resample_to(fixed, moving, identity), bins=bins)
         mi_after = mattes_mutual_information(fixed, resampled, bins=bins)
+    rigid_params = _rigid_parameters(rigid, dim)
     tre = None
     if true_transform is not None:
         tre = target_registration_error(current, true_transform, foreground_points(fixed, seed=seed))

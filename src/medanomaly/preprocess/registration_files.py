@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medanomaly.errors import InputError, about_file, out_of_memory
+from medanomaly.preprocess.registration import REGISTRATION_THREADS
 
 __all__ = ["register_files", "register_files_within"]
 
@@ -35,10 +36,10 @@ TERMINATE_GRACE_S = 10.0
 
 def register_files(fixed: str | Path, moving: str | Path, out: str | Path, stages: Sequence[str], metric: str,
                    progress: Callable[[str], None] | None = None,
-                   frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> dict[str, Any]:  # fmt: skip
+                   frames: tuple[int | None, int | None] = (None, None), threads: int = REGISTRATION_THREADS) -> dict[str, Any]:  # fmt: skip
     """Register ``moving`` to ``fixed`` and write ``out`` and ``out``'s ``.tfm``; returns the summary (JSON-able).
     ``frames``: the frame (cine) or volume (4D image) of ``fixed`` and of ``moving`` to take, None for a 2D or 3D one;
-    ``threads``: ITK threads (1: reproducible, :data:`~medanomaly.preprocess.registration.REGISTRATION_THREADS`).
+    ``threads``: ITK threads (:data:`~medanomaly.preprocess.registration.REGISTRATION_THREADS`, 1: reproducible).
 
     Raises:
         InputError: an image registration cannot use, named by its file; a pair that does not fit, naming
@@ -64,7 +65,7 @@ def register_files(fixed: str | Path, moving: str | Path, out: str | Path, stage
 
 def register_files_within(minutes: float, fixed: str | Path, moving: str | Path, out: str | Path,
                           stages: Sequence[str], metric: str,
-                          frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> dict[str, Any]:  # fmt: skip
+                          frames: tuple[int | None, int | None] = (None, None), threads: int = REGISTRATION_THREADS) -> dict[str, Any]:  # fmt: skip
     """:func:`register_files` in a child process stopped after ``minutes`` (its progress lines go to stderr).
 
     Raises:
@@ -121,12 +122,12 @@ def _stop(child: Any, grace: float) -> None:
 
 
 def _child(answers: Any, parent: int, fixed: str, moving: str, out: str, stages: list[str], metric: str,
-           frames: tuple[int | None, int | None] = (None, None), threads: int = 1) -> None:  # fmt: skip
+           frames: tuple[int | None, int | None] = (None, None), threads: int = REGISTRATION_THREADS) -> None:  # fmt: skip
     """The child's work: one answer on ``answers``, ``("done", summary)``, ``("error", reason, path)`` or
     ``("crash", what)``. It ends itself when its parent is gone (killed outright: no one would stop it)."""
-    from medanomaly.io.library_logs import quiet_dicom_libraries
+    from medanomaly.io.library_logs import quiet_image_libraries
 
-    quiet_dicom_libraries()  # a spawned interpreter starts without the CLI's: header values stay out of its stderr
+    quiet_image_libraries()  # a spawned interpreter starts without the CLI's: header values stay out of its stderr
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
 
     def say(line: str) -> None:
