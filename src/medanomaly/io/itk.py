@@ -163,9 +163,12 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
                 meta["units"] = "HU"
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
-    if fmt == "nrrd" and not nrrd_spacing_stated(path):
-        meta["spacing_assumed"] = True  # nan (unknown): ITK took 1 mm, so those "mm" are samples
-    scale = nrrd_mm_per_unit(path) if fmt == "nrrd" else 1.0
+    scale = 1.0
+    if fmt == "nrrd":  # what ITK leaves out of the header, read once
+        header = _nrrd_header(path)
+        if not nrrd_spacing_stated(header):
+            meta["spacing_assumed"] = True  # nan (unknown): ITK took 1 mm, so those "mm" are samples
+        scale = nrrd_mm_per_unit(header, path)
     if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit (converted before the
         image.SetSpacing([scale * s for s in image.GetSpacing()])  # Volume checks the voxel size in mm)
         image.SetOrigin([scale * o for o in image.GetOrigin()])
@@ -177,14 +180,15 @@ NRRD_MM_PER_UNIT = {"": 1.0, "mm": 1.0, "millimeter": 1.0, "millimeters": 1.0, "
                     "meters": 1000.0, "cm": 10.0, "um": 0.001, "\u00b5m": 0.001, "micron": 0.001, "microns": 0.001}
 
 
-def nrrd_mm_per_unit(path: Path) -> float:
-    """Millimetres per unit of an NRRD header's ``space units`` (1 without the field). ITK ignores the field: a grid
+def nrrd_mm_per_unit(header: str, path: Path) -> float:
+    """Millimetres per unit of an NRRD header's ``space units`` (1 without the field; ``header``: its text,
+    :func:`_nrrd_header`; ``path`` is named in the error). ITK ignores the field: a grid
     written in metres (``space units: "m" "m" "m"``) was read as millimetres, every length 1000 times short.
 
     Raises:
         InputError: units that are not one length for every axis (``"mm" "mm" "s"``, ``"furlong"``).
     """
-    found = re.search(r"^space units\s*:(.*)$", _nrrd_header(path), re.MULTILINE)
+    found = re.search(r"^space units\s*:(.*)$", header, re.MULTILINE)
     if found is None:
         return 1.0
     units = {u.strip().lower() for u in re.findall(r'"([^"]*)"', found[1])}
@@ -203,11 +207,10 @@ def _nrrd_header(path: Path) -> str:
     return re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
 
 
-def nrrd_spacing_stated(path: Path) -> bool:
+def nrrd_spacing_stated(header: str) -> bool:
     """False when an NRRD's ``spacings`` (or a ``space directions`` vector) is ``nan`` along an axis of more than one
     sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (the reader then marks
-    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing)."""
-    header = _nrrd_header(path)
+    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). ``header``: its text (:func:`_nrrd_header`)."""
     sizes = re.search(r"^sizes\s*:(.*)$", header, re.MULTILINE)
     counts = [int(v) for v in sizes[1].split() if v.isdigit()] if sizes else []
     spacings = re.search(r"^spacings\s*:(.*)$", header, re.MULTILINE)

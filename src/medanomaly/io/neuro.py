@@ -237,10 +237,7 @@ CHUNK_VOXELS = 1 << 22
 def _voxels_float32(image: Any, xyz: tuple[int, int, int], volume: int | None) -> np.ndarray:
     """The voxels (x, y, z) of one volume as float32, read a few slices at a time along z (at most
     :data:`CHUNK_VOXELS` of nibabel's float64 at once beside the float32 result)."""
-    ndim = len(image.shape)
-    if ndim < 3:  # a 2D image: small by the limit's check
-        return np.asarray(image.dataobj[...], dtype=np.float32).reshape(xyz)
-    out = np.empty(xyz, np.float32)
+    out = np.empty(xyz, np.float32)  # the image is 3D, or 4D read one volume (:func:`_layout`)
     step = max(1, CHUNK_VOXELS // max(1, xyz[0] * xyz[1]))
     for k in range(0, xyz[2], step):
         index = (slice(None), slice(None), slice(k, k + step), *((volume,) if volume is not None else ()))
