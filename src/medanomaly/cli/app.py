@@ -50,9 +50,9 @@ def _every_command() -> None:
     """Before any command: pydicom's warnings about odd-but-readable headers (multi-line, with
     source lines, quoting header values) and the DICOM libraries' log messages are silenced; what matters
     (skipped files, refusals) medanomaly reports itself, one line each."""
-    from medanomaly.io.library_logs import quiet_dicom_libraries
+    from medanomaly.io.library_logs import quiet_image_libraries
 
-    quiet_dicom_libraries()  # pydicom also logs the values it warns about: a birth date, a name
+    quiet_image_libraries()  # pydicom also logs the values it warns about: a birth date, a name
 
 
 for _module in COMMAND_MODULES:

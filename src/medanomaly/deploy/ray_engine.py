@@ -73,9 +73,9 @@ class _SeriesWorker:
     def __init__(self, factory: Callable[[], Any], ctx: Any) -> None:
         import torch
 
-        from medanomaly.io.library_logs import quiet_dicom_libraries
+        from medanomaly.io.library_logs import quiet_image_libraries
 
-        quiet_dicom_libraries()  # a worker process starts without the CLI: keep header values out of Ray's logs
+        quiet_image_libraries()  # a worker process starts without the CLI: keep header values out of Ray's logs
         torch.set_num_threads(1)
         self.model = factory()
         self.ctx = ctx

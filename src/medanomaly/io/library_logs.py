@@ -11,7 +11,7 @@ which start without the CLI.
 
 Example:
     >>> import logging
-    >>> quiet_dicom_libraries()
+    >>> quiet_image_libraries()
     >>> logging.getLogger("pydicom").isEnabledFor(logging.WARNING)
     False
 """
@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["DICOM_LIBRARY_LOGGERS", "quiet_dicom_libraries"]
+__all__ = ["QUIETED_LIBRARY_LOGGERS", "quiet_image_libraries"]
 
 #: Loggers whose messages may quote DICOM header values, and nibabel's, whose own stderr handler printed the header
 #: fixes it makes (``qfac (pixdim[0]) should be 1 (default) or -1``) as a second line beside the reader's own.
-DICOM_LIBRARY_LOGGERS = ("pydicom", "highdicom", "nibabel.global")
+QUIETED_LIBRARY_LOGGERS = ("pydicom", "highdicom", "nibabel.global")
 
 
-def quiet_dicom_libraries() -> None:
-    """Raise the DICOM libraries' loggers to CRITICAL and ignore pydicom's ``UserWarning``s about odd-but-readable
-    headers, for this process (see the module docstring)."""
+def quiet_image_libraries() -> None:
+    """Raise the image libraries' loggers (:data:`QUIETED_LIBRARY_LOGGERS`) to CRITICAL and ignore pydicom's
+    ``UserWarning``s about odd-but-readable headers, for this process (see the module docstring)."""
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
-    for name in DICOM_LIBRARY_LOGGERS:
+    for name in QUIETED_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -14,7 +14,7 @@ def _answer_of(monkeypatch, failure: BaseException) -> tuple:
         raise failure
 
     monkeypatch.setattr(registration_files, "register_files", register_files)
-    monkeypatch.setattr("medanomaly.io.library_logs.quiet_dicom_libraries", lambda: None)
+    monkeypatch.setattr("medanomaly.io.library_logs.quiet_image_libraries", lambda: None)
     answers: queue.Queue = queue.Queue()
     registration_files._child(answers, os.getppid(), "fixed.nii.gz", "moving.nii.gz", "out.nii.gz", ["rigid"], "mi")
     return answers.get_nowait()

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medanomaly.io.library_logs import DICOM_LIBRARY_LOGGERS
+from medanomaly.io.library_logs import QUIETED_LIBRARY_LOGGERS
 
 PHI = "JANE.DOE.19450101"  # a name and a birth date where a UID belongs: invalid for VR UI, so pydicom quotes it
 
@@ -22,7 +22,7 @@ def phi_dicom(tmp_path, monkeypatch):
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.StudyInstanceUID = PHI
     ds.save_as(tmp_path / "phi.dcm", enforce_file_format=True)
-    for name in DICOM_LIBRARY_LOGGERS:  # as a fresh process has them
+    for name in QUIETED_LIBRARY_LOGGERS:  # as a fresh process has them
         monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
     return tmp_path / "phi.dcm"
 

@@ -109,9 +109,9 @@ def create_app(config: ServiceConfig) -> Any:
     log messages, which quote header values, are kept out of the service log."""
     from fastapi import FastAPI
 
-    from medanomaly.io.library_logs import quiet_dicom_libraries
+    from medanomaly.io.library_logs import quiet_image_libraries
 
-    quiet_dicom_libraries()
+    quiet_image_libraries()
     data_dir = Path(config.data_dir)
     store = JobStore(data_dir / "jobs.sqlite")
     tokens = TokenStore(config.tokens)
