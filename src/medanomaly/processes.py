@@ -1,5 +1,6 @@
-"""Whether a process runs: the one test behind every lock and leftover that names the process that made it (a
-training's lock and status, a de-identification's temporary files, an archive batch's folders of links).
+"""Processes: whether one runs (the one test behind every lock and leftover that names the process that made it: a
+training's lock and status, a de-identification's temporary files, an archive batch's folders of links), and how many
+CPUs this one may use.
 
 Example:
     >>> import os
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["pid_alive"]
+__all__ = ["pid_alive", "usable_cpus"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -26,3 +27,11 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True
     return True
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or ``taskset``'s share, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ import numpy as np
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.reasons import short_reason, without_header_values
+from medanomaly.processes import usable_cpus
 from medanomaly.types import FLOAT32_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -326,7 +326,7 @@ def _pillow_jpeg_frames(ds: Dataset) -> np.ndarray | None:
         if len(frames) != n_frames:
             return None
         if n_frames > 2:
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
                 decoded = list(pool.map(decode, frames))
         else:
             decoded = [decode(f) for f in frames]

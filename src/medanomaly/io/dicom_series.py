@@ -63,6 +63,7 @@ from medanomaly.io.dicom_pixels import (
 )
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.limits import max_voxel_bytes as max_voxel_limit
+from medanomaly.processes import usable_cpus
 from medanomaly.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -386,7 +387,7 @@ def _decode_all(
     tsyntax = getattr(getattr(slices[0].ds, "file_meta", None), "TransferSyntaxUID", None)
     compressed = bool(tsyntax is not None and tsyntax.is_compressed) and slices[0].slot is None
     if compressed and len(slices) > 4:
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
             results = list(pool.map(decode, slices))
     else:
         results = [decode(s) for s in slices]

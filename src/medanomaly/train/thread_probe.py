@@ -19,21 +19,18 @@ Example:
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+
+from medanomaly.processes import usable_cpus
 
 __all__ = ["ThreadProbe", "thread_candidates"]
 
 
 def thread_candidates(cap: int = 4) -> tuple[int, ...]:
     """The thread counts worth timing: the CPUs this process may use (at most ``cap``) and 1."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
-    return tuple(sorted({1, max(1, min(cap, available))}, reverse=True))
+    return tuple(sorted({1, max(1, min(cap, usable_cpus()))}, reverse=True))
 
 
 class ThreadProbe:
