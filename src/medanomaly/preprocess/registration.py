@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -291,19 +292,56 @@ def _method(
 REGISTRATION_THREADS = 1
 
 
+class _ItkThreads:
+    """Who holds ITK's global default thread count (:func:`itk_threads`): the count set, the blocks inside, the
+    default to restore, and which Python threads hold a block (to refuse a nested block of another count)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.threads: int | None = None
+        self.inside = 0
+        self.before = 0
+        self.holders: dict[int, int] = {}
+
+
+_ITK_THREADS = _ItkThreads()
+
+
 @contextmanager
 def itk_threads(threads: int) -> Iterator[None]:
     """ITK's global default number of threads set to ``threads`` inside the block (objects made in it take it: the
-    registration method, its metric), restored after. Process-wide: two registrations run at once in threads of one
-    process share it."""
+    registration method, its metric), restored when the last block leaves.
+
+    The default is process-wide, so blocks in Python threads of one process are coordinated: blocks asking the same
+    count run side by side (registrations one ITK thread each, SimpleITK releases the GIL while it works); a block
+    asking another count waits until they have all left. A block of another count inside one's own is refused
+    (RuntimeError: it would wait for itself).
+    """
     import SimpleITK as sitk
 
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    threads, me, state = int(threads), threading.get_ident(), _ITK_THREADS
+    with state.changed:
+        if state.holders.get(me) and state.threads != threads:
+            raise RuntimeError(f"itk_threads({threads}) inside itk_threads({state.threads}) of the same thread")
+        state.changed.wait_for(lambda: state.inside == 0 or state.threads == threads)
+        if state.inside == 0:
+            state.before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            state.threads = threads
+        state.inside += 1
+        state.holders[me] = state.holders.get(me, 0) + 1
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+        with state.changed:
+            state.inside -= 1
+            state.holders[me] -= 1
+            if not state.holders[me]:
+                del state.holders[me]
+            if state.inside == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(state.before)
+                state.threads = None
+                state.changed.notify_all()
 
 
 def _flatten(transform: sitk.Transform) -> sitk.Transform:
@@ -482,12 +520,14 @@ def register(
 
 
 def demons_refine(fixed: Volume, moving: Volume, transform: sitk.Transform, iterations: int = 50,
-                  smooth_mm: float = 4.0) -> sitk.Transform:  # fmt: skip
+                  smooth_mm: float = 4.0, threads: int = REGISTRATION_THREADS) -> sitk.Transform:  # fmt: skip
     """A deformable refinement on top of ``transform`` (fixed -> moving): ``moving`` is resampled onto
     ``fixed``'s grid, histogram-matched to it (one contrast for the demons forces), and SimpleITK's
     fast symmetric-forces demons estimates a displacement field on the fixed grid, smoothed by a
     Gaussian of SD ``smooth_mm`` mm per iteration (larger = stiffer; a lesion much larger than it is
     not squeezed away). Returns the composite (field first, then ``transform``), fixed -> moving.
+    Runs on ``threads`` ITK threads (:func:`itk_threads`; the demons stop early when the field's RMS change, a sum
+    over threads, falls under ITK's level, so one thread is what makes it reproducible).
     """
     import SimpleITK as sitk
 
@@ -497,11 +537,12 @@ def demons_refine(fixed: Volume, moving: Volume, transform: sitk.Transform, iter
     warped = to_sitk_image(resample_to(fixed, moving, transform))
     warped = sitk.HistogramMatching(warped, fixed_img, numberOfHistogramLevels=64, numberOfMatchPoints=15,
                                     thresholdAtMeanIntensity=True)  # fmt: skip
-    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-    demons.SetNumberOfIterations(int(iterations))
-    demons.SetSmoothDisplacementField(True)
-    demons.SetStandardDeviations([float(smooth_mm) / sp for sp in fixed_img.GetSpacing()])  # voxels per axis
-    field = demons.Execute(fixed_img, warped)
+    with itk_threads(threads):
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(int(iterations))
+        demons.SetSmoothDisplacementField(True)
+        demons.SetStandardDeviations([float(smooth_mm) / sp for sp in fixed_img.GetSpacing()])  # voxels per axis
+        field = demons.Execute(fixed_img, warped)
     displacement = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
     return sitk.CompositeTransform([transform, displacement])
 
