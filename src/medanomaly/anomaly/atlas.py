@@ -63,6 +63,7 @@ from medanomaly.anomaly.data import BRAIN_LABELS, SKULL_STRIPPED
 from medanomaly.anomaly.methods import METHODS
 from medanomaly.anomaly.synthetic import LESION_MODELS
 from medanomaly.errors import ConfigError, InputError
+from medanomaly.processes import usable_cpus
 from medanomaly.types import QUALITY_FAILED, Volume
 
 __all__ = ["AtlasMethod", "MAP_KINDS", "MATCHES", "MAP_SCALES", "median_spread", "robust_scaled", "DEFAULT_SUPPORTS", "thick_slices", "atlas_brain",
@@ -407,6 +408,25 @@ class AtlasMethod:
                           init="moments")  # fmt: skip
         return demons_refine(fixed, brain, result.transform, self.demons_iterations, self.demons_smooth_mm)
 
+    def _warp_all(self, fixed: Volume, fine: Volume, samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each normal brain registered to ``fixed`` and its (brain mask, ranks) resampled onto ``fine``'s grid, in
+        the atlas's order. The registrations run side by side, one per usable CPU: each runs on one ITK thread
+        (reproducible, :data:`~medanomaly.preprocess.registration.REGISTRATION_THREADS`) with its own seed, so the
+        result is the one they give one after the other."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def warp(k: int) -> tuple[np.ndarray, np.ndarray]:
+            atlas, mask = self.brains_[k]
+            transform = self._register(fixed, atlas, k)
+            w_mask = _slab_resample(fine, atlas.with_array(mask.astype(np.float32)), transform, samples) > 0.5
+            return w_mask, _slab_resample(fine, atlas, transform, samples)
+
+        workers = min(len(self.brains_), usable_cpus())
+        if workers == 1:
+            return [warp(k) for k in range(len(self.brains_))]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atlas-registration") as pool:
+            return list(pool.map(warp, range(len(self.brains_))))
+
     def components(self, volume: Volume, brain: np.ndarray | None = None,
                    matches: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
         """Test ranks, test brain (``brain``, default :func:`medanomaly.anomaly.data._brain`), the
@@ -429,10 +449,7 @@ class AtlasMethod:
                                     antialias=True) if min(volume.spacing[:2]) < self.fixed_mm else fine  # fmt: skip
         samples = max(1, int(np.ceil(volume.spacing[2] / self.spacing_mm)))
         warped, dices, masks = [], [], []
-        for k, (atlas, mask) in enumerate(self.brains_):
-            transform = self._register(fixed, atlas, k)
-            w_mask = _slab_resample(fine, atlas.with_array(mask.astype(np.float32)), transform, samples) > 0.5
-            w_ranks = _slab_resample(fine, atlas, transform, samples)
+        for w_mask, w_ranks in self._warp_all(fixed, fine, samples):
             dices.append(_dice(w_mask, brain))
             masks.append(w_mask)
             warped.append((_rank_in(w_ranks, w_mask & brain), w_mask & brain))

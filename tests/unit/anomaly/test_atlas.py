@@ -402,3 +402,28 @@ def test_a_saved_atlas_loads_back_as_it_was():
     again.load_state(method.state())
     assert (again.kind, again.match, again.support, again.local_mm) == ("bright", "rank", (-4.0, 8.0), 25.0)
     assert len(again.brains_) == 2 and np.array_equal(again.brains_[1][1], method.brains_[1][1])
+
+
+def test_atlas_registers_its_brains_side_by_side_and_gets_what_one_after_the_other_gives(monkeypatch):
+    """The atlas registers each normal brain to the test volume; on one ITK thread each (reproducible) it ran them
+    one after the other and left a many-core machine idle. Side by side, in threads of one process, each still on
+    one ITK thread (whatever ITK's default: here 4, a workstation's), they give the same map to the last bit; the
+    default is restored."""
+    import SimpleITK as sitk
+
+    from medanomaly.anomaly import atlas
+
+    method = _fitted()
+    method.demons_iterations = 5  # the demons too: they stop on a sum over threads
+    test, _ = _head(9, shift_mm=6.0, lesion=True)
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(4)
+    try:
+        monkeypatch.setattr(atlas, "usable_cpus", lambda: 1)
+        alone = np.asarray(method.predict_volume(test, 2.0)[0].array)
+        monkeypatch.setattr(atlas, "usable_cpus", lambda: 4)
+        side = [np.asarray(method.predict_volume(test, 2.0)[0].array) for _ in range(2)]
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 4
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+    assert all(np.array_equal(alone, s) for s in side)
