@@ -54,6 +54,7 @@ the volumes: :mod:`medanomaly.anomaly.atlas_validation`), never on the test. Exa
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -346,8 +347,17 @@ class AtlasMethod:
         self.min_dice, self.floor, self.kind, self.kinds, self.seed = float(min_dice), float(floor), kind, tuple(kinds), int(seed)
         self.brains_: list[tuple[Volume, np.ndarray]] = []
         self.names_: tuple[str, ...] = ()
-        self.last_flags: tuple[str, ...] = ()
-        self.last_log: dict[str, Any] = {}
+        self._last = threading.local()  # the last predict_volume of each thread (a model may serve several)
+
+    @property
+    def last_flags(self) -> tuple[str, ...]:
+        """The flags of this thread's last :meth:`predict_volume` (a failed registration), () before one."""
+        return getattr(self._last, "flags", ())
+
+    @property
+    def last_log(self) -> dict[str, Any]:
+        """What this thread's last :meth:`predict_volume` logged (mask Dice per brain, kept, CPU s), {} before one."""
+        return getattr(self._last, "log", {})
 
     # ------------------------------------------------------------------ train / state
     def fit_brains(self, names: tuple[str, ...]) -> dict[str, Any]:
@@ -527,8 +537,8 @@ class AtlasMethod:
 
         parts = self.components(volume)
         none_passed = len(parts["flags"]) == len(self.brains_)  # the map then rests on a misaligned brain
-        self.last_flags = parts["flags"] + ((f"{QUALITY_FAILED}:no_atlas_registration_passed",) if none_passed else ())
-        self.last_log = parts["log"]
+        self._last.flags = parts["flags"] + ((f"{QUALITY_FAILED}:no_atlas_registration_passed",) if none_passed else ())
+        self._last.log = parts["log"]
         amap = self.final_map(parts, sigma_mm, volume.spacing)
         score = volume_score(amap, parts["brain"])
         return volume.with_array(amap, units="anomaly score"), score

@@ -63,6 +63,13 @@ def test_atlas_flags_a_failed_registration():
     assert set(method.last_flags) == {"atlas_registration_failed:0", "atlas_registration_failed:1",
                                       "quality_check_failed:no_atlas_registration_passed"}  # fmt: skip
     assert len(method.last_log["kept"]) == 1 and np.asarray(amap.array).max() > 0
+    import threading
+
+    other_thread: list = []  # a model shared by threads: each reads its own call's flags, not another's
+    reader = threading.Thread(target=lambda: other_thread.append((method.last_flags, method.last_log)))
+    reader.start()
+    reader.join()
+    assert other_thread == [((), {})] and len(method.last_flags) == 3
     method.min_dice = 0.6  # both pass again: no flag, no abstention
     method.predict_volume(test, 0.0)
     assert method.last_flags == ()
