@@ -45,8 +45,14 @@ from medanomaly.errors import InputError
 from medanomaly.train.averaging import WeightAverage
 from medanomaly.train.distributed import (DistContext, all_sum, broadcast_object, context, gather_objects, module_device,
                                          wrap)
+from medanomaly.train.precision import in_precision
 
 __all__ = ["Hooks", "LoopOptions", "FitResult", "train", "seed_everything", "CHANCE_AUC", "chance_warning"]
+
+#: A bfloat16 run stops when more than this share of its steps had non-finite gradients (:meth:`_Run.finite_step`) ...
+MAX_SKIPPED_SHARE = 0.05
+#: ... and more than this many.
+MIN_SKIPPED_LIMIT = 10
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,8 @@ class LoopOptions:
         ema_decay: exponential moving average of the weights (0 = off; the decay warms up as (1 + n) / (10 + n),
             so 0.995 holds from about step 1,800 and then averages over about the last 200 steps): what is
             validated, kept and returned (:mod:`medanomaly.train.averaging`).
+        precision: ``fp32``, or ``bf16``: the training forward pass under bfloat16 autocast, float32 outputs to the
+            loss, float32 weights (:func:`medanomaly.train.precision.in_precision`; resolve ``auto`` first).
     """
 
     epochs: int = 1
@@ -111,6 +119,7 @@ class LoopOptions:
     find_unused_parameters: bool = False
     weights_file: str = "model.safetensors"
     ema_decay: float = 0.0
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,8 @@ class FitResult:
 
     ``stop_reason``: ``epochs`` (all done), ``patience`` (early stopping) or ``budget``
     (``max_steps`` / ``max_minutes``). ``chance_level``: the kept model's validation AUC is at or
-    below :data:`CHANCE_AUC` (said in ``warnings`` and the log too).
+    below :data:`CHANCE_AUC` (said in ``warnings`` and the log too). ``precision``: the forward pass's (``fp32`` or
+    ``bf16``); ``skipped_steps``: bfloat16 steps not applied for non-finite gradients (since the start or the resume).
     """
 
     best_epoch: int
@@ -135,6 +145,8 @@ class FitResult:
     step_losses: tuple[float, ...] = ()
     chance_level: bool = False
     warnings: tuple[str, ...] = field(default=())
+    precision: str = "fp32"
+    skipped_steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "history": list(self.history), "step_losses": list(self.step_losses),
@@ -266,6 +278,7 @@ class _Run:
         self.best: dict[str, Any] = {"epoch": -1, "score": math.nan, "stale": 0}
         self.best_state: dict[str, Any] | None = None
         self.start_epoch, self.steps_run, self.samples, self.reason = 0, 0, 0.0, "epochs"
+        self.skipped_steps = 0  # bfloat16 steps with non-finite gradients, not applied (finite_step)
         self.seconds, self.reporter, self.t0 = 0.0, None, None
         self.validation_seconds = 0.0  # the longest validation so far: the time the budget keeps for the last one
         self.fwd: Any = None
@@ -295,7 +308,8 @@ class _Run:
     # ------------------------------------------------------------------------ the loop
     def loop(self) -> None:
         opts = self.opts
-        self.fwd = wrap(_method_module(self.model, opts.forward), self.ctx, opts.find_unused_parameters)
+        forward = in_precision(_method_module(self.model, opts.forward), opts.precision)
+        self.fwd = wrap(forward, self.ctx, opts.find_unused_parameters)
         left = min(self.steps_per_epoch * (opts.epochs - self.start_epoch), self.total_steps - self.steps_run)
         self.reporter = _Reporter(self.ctx.is_main, opts.progress, opts.title, max(left, 0))
         self.t0 = time.perf_counter()
@@ -369,6 +383,8 @@ class _Run:
             weighted = loss * (batch.n * scale / batch.total) if scale > 1 else loss
             self.optimizer.zero_grad(set_to_none=True)
             weighted.backward()
+            if self.opts.precision == "bf16" and not self.finite_step(loss):
+                continue
             self.optimizer.step()
             if self.average is not None:
                 self.average.update(self.model)
@@ -387,6 +403,30 @@ class _Run:
         record = {"epoch": epoch, "train_loss": loss_sum / max(count, 1.0),
                   "lr": float(self.optimizer.param_groups[0]["lr"])}
         return record, out or (self.opts.max_steps is not None and self.steps_run >= self.opts.max_steps)
+
+    def finite_step(self, loss: Any) -> bool:
+        """Whether a bfloat16 step's loss and gradients are finite; if not, the step is skipped (no update, not
+        counted), as mixed-precision training does. oneDNN's bfloat16 3D-convolution weight gradient came out NaN now
+        and then on 2 threads for finite inputs (a captured case: 96 of 6,912 entries in 2 of 3 calls with the same
+        tensors; docs/lung_nodules_runs.md), and one NaN update spoils every weight after it.
+
+        Raises:
+            InputError: more than :data:`MAX_SKIPPED_SHARE` of the steps so far (at least
+                :data:`MIN_SKIPPED_LIMIT`) were skipped: train in float32 instead.
+        """
+        import torch
+
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        checks = [torch.isfinite(loss.detach()).all()] + [torch.isfinite(g).all() for g in grads]
+        if bool(torch.stack(checks).all()):
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        limit = max(MIN_SKIPPED_LIMIT, MAX_SKIPPED_SHARE * (self.steps_run + self.skipped_steps))
+        if self.skipped_steps > limit:
+            raise InputError(f"training in bfloat16 gave non-finite gradients in {self.skipped_steps} of "
+                             f"{self.steps_run + self.skipped_steps} steps; set train.precision: fp32")  # fmt: skip
+        return False
 
     def after_step(self, epoch: int, loss: Any) -> None:
         """Per-step loss record, progress bar and the every-N-steps log line."""
@@ -479,4 +519,5 @@ class _Run:
                          images_per_second=self.samples / self.seconds if self.seconds > 0 else math.nan,
                          history=tuple(self.history), steps_run=self.steps_run, stop_reason=self.reason,
                          step_losses=tuple(self.step_losses), chance_level=bool(self.warnings),
-                         warnings=tuple(self.warnings))
+                         warnings=tuple(self.warnings), precision=self.opts.precision,
+                         skipped_steps=self.skipped_steps)

@@ -37,6 +37,9 @@ class LoopControl(Section):
         progress: show a progress bar and one line per epoch.
         ema_decay: an exponential moving average of the weights is validated, kept and returned instead of the
             live weights (0 = off; :mod:`medanomaly.train.averaging`).
+        precision: the training forward pass's arithmetic: ``fp32``, ``bf16`` (bfloat16 autocast, float32 weights
+            and loss) or ``auto`` (bf16 where the device computes it natively; :mod:`medanomaly.train.precision`).
+            Prediction stays float32 (a classifier's one forward pass per image is not where the time goes).
     """
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -45,6 +48,7 @@ class LoopControl(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
 
 class TrainSection(LoopControl):
