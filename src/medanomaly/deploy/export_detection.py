@@ -117,6 +117,7 @@ def check(model: Any, folder: Path, info: Any, limit: int) -> dict[str, Any]:
     if not images:
         raise InputError("the run's validation split holds no image to check the export on", model.run_dir)
     exported = onnx_detection_model(session(folder / "model.onnx"), info, folder)
+    model.detector.precision = "fp32"  # the graphs are float32: compared with the torch network in float32
     heat, prob = 0.0, 0.0
     for i, image in enumerate(images):
         h, p, same = compare(model, exported, image)

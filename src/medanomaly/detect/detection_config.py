@@ -94,6 +94,10 @@ class PatchTrainConfig(Finite):
     # exponential moving average of the weights, validated, kept and saved instead of the live ones (0 = off; the
     # decay warms up as (1 + n) / (10 + n), so 0.995 holds from about step 1,800: medanomaly.train.averaging)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    # the network's arithmetic in training, validation, mining and detection: "fp32", "bf16" (bfloat16 autocast, float32
+    # weights and losses) or "auto" (bf16 where the CPU or GPU computes it natively, else fp32; resolved on each
+    # machine: medanomaly.train.precision)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     # hard negatives mined from the network's own false positives on the training scans every N steps (0 = off;
     # medanomaly.detect.mining); `mined_fraction` of the hard-negative patches are then centred on them
     mine_every: int = Field(0, ge=0, le=1_000_000)

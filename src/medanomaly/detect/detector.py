@@ -51,6 +51,8 @@ from medanomaly.errors import InputError, unfit_file
 from medanomaly.jsonio import read_json, write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.quantify.partial_volume import with_partial_volume
+from medanomaly.train.distributed import resolve_device
+from medanomaly.train.precision import checked_precision, network_in_precision, resolve_precision
 from medanomaly.types import Finding, Volume
 
 WEIGHTS_FILE = "model.safetensors"
@@ -63,12 +65,13 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """Constructor parameters of a saved detector (``detector.json``, a package's ``model.json``): a run saved
     before test-time mirroring or the image pyramid existed has no ``mirror_axes`` / ``scales`` and keeps the
     one pass on the detector grid it was measured with; one saved before valley splitting keeps whole components,
-    one saved before the second-body rule grows without it.
+    one saved before the second-body rule grows without it, one saved before ``precision`` runs in float32.
 
     The values of the config's ``grid``, ``train`` and ``infer`` sections are checked with the config's own
     bounds, so a hand-edited file fails here (pydantic's ValidationError, a ValueError) and not at detect time.
     """
-    full = {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, **params}
+    full = {"mirror_axes": (), "scales": (1.0,), "split_depth": None, "grow_max_slice_rise": None, "precision": "fp32",
+            **params}
     check_saved(full, (GridConfig, TrainConfig, InferConfig))
     return full
 
@@ -112,6 +115,9 @@ class NoduleDetector:
             :func:`medanomaly.detect.generic.thread_probe`; the count kept is saved).
         device: where the network trains (``auto``: a CUDA GPU when present; ``cpu``; ``cuda``); a ``cpu`` run is
             also evaluated on the CPU (:meth:`load` with ``device="auto"``).
+        precision: the network's arithmetic in training, validation, mining and detection: ``fp32``, ``bf16`` or
+            ``auto`` (bfloat16 where the device computes it natively, else float32; resolved on each machine that
+            runs it, :mod:`medanomaly.train.precision`); a saved run without the key loads with ``fp32``.
     """
 
     def __init__(
@@ -155,6 +161,7 @@ class NoduleDetector:
         seed: int = 0,
         threads: int | str = "auto",
         device: str = "auto",
+        precision: str = "auto",
     ) -> None:
         self.model_name = model_name
         self.model_params = dict(model_params or {})
@@ -195,6 +202,7 @@ class NoduleDetector:
         self.seed = seed
         self.threads = threads
         self.device = str(device)
+        self.precision = checked_precision(precision)
 
     # ------------------------------------------------------------------------------ config
     @classmethod
@@ -228,8 +236,6 @@ class NoduleDetector:
         """
         import torch
 
-        from medanomaly.train.distributed import resolve_device
-
         torch.manual_seed(self.seed)
         probe = thread_probe(self.threads, self.device)
         with torch_threads(self.threads):
@@ -248,7 +254,9 @@ class NoduleDetector:
                                                     self.budget_minutes, hook, eval_every,
                                                     loss_name=self.loss, keep=self.keep_weights, probe=probe,
                                                     mine=mine, mine_every=self.mine_every,
-                                                    ema_decay=self.ema_decay, device=self.device)  # fmt: skip
+                                                    ema_decay=self.ema_decay, device=self.device,
+                                                    precision=resolve_precision(self.precision,
+                                                                                resolve_device(self.device)))  # fmt: skip
             model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
         if probe is not None:
@@ -268,8 +276,9 @@ class NoduleDetector:
         """Nodule probability on the detector grid (0 outside ``region``'s box; None = everywhere)."""
         self._check_fitted()
         with torch_threads(self.threads):
+            network = network_in_precision(self.model_, self.precision)
             return heatmap(
-                self.model_, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region,  # type: ignore[arg-type]
+                network, ct, self.spacing_mm, self.hu_window, self.roi_size, self.overlap, region,  # type: ignore[arg-type]
                 mirror_axes=self.mirror_axes, scales=self.scales, coarse_filter=self.coarse_filter,
             )
 
@@ -340,7 +349,6 @@ class NoduleDetector:
             InputError: the folder has no detector weights, or ``cuda`` without a GPU.
         """
         from medanomaly.train.checkpoint import load_weights
-        from medanomaly.train.distributed import resolve_device
 
         run_dir = Path(run_dir)
         if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / SIDECAR_FILE).is_file():

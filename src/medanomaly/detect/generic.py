@@ -40,6 +40,8 @@ from medanomaly.detect.patches import GridScan, PatchSampler
 from medanomaly.engine.contract import finite_output
 from medanomaly.errors import ConfigError, InputError, unfit_file
 from medanomaly.jsonio import read_json
+from medanomaly.train.distributed import resolve_device
+from medanomaly.train.precision import checked_precision, network_in_precision, resolve_precision
 from medanomaly.train.thread_probe import ThreadProbe, thread_candidates
 from medanomaly.types import Finding, Volume
 
@@ -167,8 +169,6 @@ def thread_probe(threads: int | str, device: str = "auto") -> ThreadProbe | None
     (:mod:`medanomaly.train.thread_probe`), else None: the count is given, or the run trains on a GPU (``device``
     resolves to CUDA: the steps then time the GPU, not the CPU threads inference will use; ``threads`` stays
     ``"auto"``)."""
-    from medanomaly.train.distributed import resolve_device
-
     return ThreadProbe(thread_candidates()) if threads == "auto" and resolve_device(device) == "cpu" else None
 
 
@@ -189,13 +189,16 @@ class HeatmapFit:
     threads: int | None = None
     thread_step_seconds: dict[int, float] = field(default_factory=dict)
     mining: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "fp32"
+    skipped_steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"steps_done": self.steps, "wall_seconds": round(self.seconds, 2),
                 "cpu_seconds": round(self.cpu_seconds, 2), "stop_reason": self.stop_reason,
                 "learning_curve": self.curve, "best_step": self.best_step, "threads": self.threads,
                 "thread_probe_step_seconds": {str(k): round(v, 4) for k, v in self.thread_step_seconds.items()},
-                "hard_negative_mining": self.mining}
+                "hard_negative_mining": self.mining, "precision": self.precision,
+                "skipped_steps": self.skipped_steps}
 
 
 #: Share of a run (steps or budget) after which no more hard negatives are mined (a round on the budget starts only
@@ -250,7 +253,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
                     validate: Callable[[Any], dict[str, float]] | None = None, eval_every: int = 0,
                     monitor: str = "cpm", loss_name: str = "dice_ce", keep: str = "best",
                     probe: ThreadProbe | None = None, mine: Callable[[Any], dict[str, float]] | None = None,
-                    mine_every: int = 0, ema_decay: float = 0.0, device: str = "auto") -> HeatmapFit:  # fmt: skip
+                    mine_every: int = 0, ema_decay: float = 0.0, device: str = "auto",
+                    precision: str = "fp32") -> HeatmapFit:  # fmt: skip
     """Train a heatmap network in place on sampled patches (Dice + BCE, AdamW, one-cycle rate) through the one
     training loop, with a wall-clock budget and a learning curve.
 
@@ -263,7 +267,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     then a record only). ``loss_name``: :func:`heatmap_loss`. ``probe`` (:func:`thread_probe`) chooses the torch
     thread count on the first steps; the run's ``threads`` is the count it kept (1 if the run was shorter than the
     probe), or the count the caller set. ``ema_decay`` > 0: the moving average of the weights is what is validated
-    and kept (:mod:`medanomaly.train.averaging`).
+    and kept (:mod:`medanomaly.train.averaging`). ``precision``: ``fp32`` or ``bf16`` (resolved,
+    :func:`medanomaly.train.precision.resolve_precision`), the training forward pass's and the mining rounds'.
     """
     import torch
 
@@ -312,7 +317,8 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     options = LoopOptions(epochs=math.ceil(steps / every), seed=seed, progress=progress, record_steps=True,
                           title=title, log_every=max(steps // 10, 1), max_steps=steps, max_minutes=budget_minutes,
                           monitor=f"val_{monitor}" if validate is not None and keep == "best" else None,
-                          min_delta=-1e-9, ema_decay=ema_decay, device=device)  # fmt: skip  # a tie keeps the later weights
+                          min_delta=-1e-9, ema_decay=ema_decay, device=device,
+                          precision=precision)  # fmt: skip  # a tie keeps the later weights
     result = train(model, lambda ctx: SampledBatches(sampler.sample, batch_size, every, seed, ctx), hooks, options)
     model.eval()
     best = curve[result.best_epoch]["step"] if curve and 0 <= result.best_epoch < len(curve) else None
@@ -320,7 +326,7 @@ def fit_heatmap_run(model: Any, sampler: PatchSampler, batch_size: int, steps: i
     threads = torch.get_num_threads() if probe is None else (probe.chosen or 1)
     return HeatmapFit(list(result.step_losses), result.steps_run, result.seconds, time.process_time() - clock["cpu0"],
                       reason, curve, best, threads, dict(probe.step_seconds) if probe is not None else {},
-                      mining)  # fmt: skip
+                      mining, precision, result.skipped_steps)  # fmt: skip
 
 
 def mining_round_due(step: int, every: int, steps: int, budget_share_at_end: float) -> bool:
@@ -369,6 +375,8 @@ class HeatmapDetector:
             (:func:`medanomaly.detect.infer.split_at_valleys`; None = off).
         label: the findings' label before classification.
         seed / threads: seeds; torch CPU threads (``"auto"``: timed on the first training steps, :func:`thread_probe`).
+        precision: the network's arithmetic in training and inference, ``fp32``, ``bf16`` or ``auto`` (bfloat16 where
+            the device has it natively: :mod:`medanomaly.train.precision`).
     """
 
     def __init__(self, spatial_dims: int = 2, model_name: str = "heatmap_unet",
@@ -381,7 +389,7 @@ class HeatmapDetector:
                  overlap: float = 0.25, candidate_threshold: float = 0.2, mask_threshold: float = 0.5,
                  max_findings: int = 10, mirror_axes: Any = (), split_depth: float | None = None,
                  label: str = "lesion", seed: int = 0, threads: int | str = 1,
-                 device: str = "auto") -> None:  # fmt: skip
+                 device: str = "auto", precision: str = "fp32") -> None:  # fmt: skip
         self.spatial_dims = int(spatial_dims)
         self.model_name, self.model_params = model_name, dict(model_params or {})
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
@@ -400,6 +408,7 @@ class HeatmapDetector:
         self.device = str(device)
         self.mirror_axes = tuple(mirror_axes)
         self.split_depth = split_depth_or_none(split_depth)
+        self.precision = checked_precision(precision)
 
     @classmethod
     def from_config(cls, cfg: Any) -> HeatmapDetector:
@@ -467,7 +476,8 @@ class HeatmapDetector:
             mine = mining_round(sampler, self.roi_size, self.overlap, self.mine_every, self.divisor)
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
                                   "train heatmap detector", probe=probe, mine=mine, mine_every=self.mine_every,
-                                  ema_decay=self.ema_decay, device=self.device)  # fmt: skip
+                                  ema_decay=self.ema_decay, device=self.device,
+                                  precision=resolve_precision(self.precision, resolve_device(self.device)))  # fmt: skip
         self.history_, self.mining_ = fit.losses, fit.mining
         if probe is not None:
             self.threads = fit.threads  # the count the probe kept: inference uses it too
@@ -493,7 +503,8 @@ class HeatmapDetector:
         ``threads`` CPU threads (an exported package overrides this with ONNX Runtime)."""
         self._check_fitted()
         with torch_threads(self.threads):
-            return run_network(self.model_, arr, self.roi_size, self.overlap, self.divisor)  # type: ignore[arg-type]
+            return run_network(network_in_precision(self.model_, self.precision), arr, self.roi_size, self.overlap,
+                               self.divisor)  # type: ignore[arg-type]
 
     def detect(self, image: Volume) -> list[Finding]:
         """Findings in ``image`` (best first): centre, box, score, mask on the image grid, measurements.

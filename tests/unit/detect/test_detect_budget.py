@@ -142,3 +142,26 @@ def test_train_history_records_budget_and_learning_curve(tmp_path, toy_source) -
     assert metrics["training"]["learning_curve"] == hist["learning_curve"]
     assert (tmp_path / "learning_curve.png").is_file()
     assert "learning curve" in (tmp_path / "report.html").read_text().lower()
+
+
+def test_bfloat16_trains_saves_and_detects_in_bfloat16(toy_scans, toy_source, tmp_path) -> None:
+    """``train.precision: bf16``: the record says so, the saved detector keeps it, and its detection runs the network
+    in bfloat16 (a detector saved before the setting loads as float32)."""
+    import torch
+
+    from .conftest import toy_chest
+
+    det = NoduleDetector(**{**TINY, "steps": 3, "precision": "bf16"}).fit(toy_scans, progress=False)
+    assert det.fit_.to_json()["precision"] == "bf16"
+    det.save(tmp_path)
+    back = NoduleDetector.load(tmp_path)
+    seen: list[torch.dtype] = []
+    first = next(m for m in back.model_.modules() if isinstance(m, torch.nn.Conv3d))
+    first.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    ct, lung = toy_chest()
+    back.detect(ct, lung)
+    assert back.precision == "bf16" and seen and set(seen) == {torch.bfloat16}
+    saved = json.loads((tmp_path / "detector.json").read_text())
+    del saved["precision"]
+    (tmp_path / "detector.json").write_text(json.dumps(saved))
+    assert NoduleDetector.load(tmp_path).precision == "fp32"

@@ -74,3 +74,19 @@ def test_a_cuda_run_without_a_gpu_stops_before_reading_any_scan(tmp_path, monkey
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(InputError, match="no CUDA device is available"):
         train_run(path, tmp_path / "run")
+
+
+def test_train_precision_is_one_of_three_and_reaches_both_detectors() -> None:
+    from medanomaly.detect.detector import NoduleDetector
+    from medanomaly.detect.generic import HeatmapDetector
+
+    lung = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
+    lung["train"]["precision"] = "auto"
+    assert NoduleDetector.from_config(parse_config(lung)).get_params()["precision"] == "auto"
+    breast = yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())
+    breast["train"]["precision"] = "bf16"
+    assert HeatmapDetector.from_config(parse_config(breast)).get_params()["precision"] == "bf16"
+    assert LungNoduleConfig(name="x").train.precision == "auto"  # the lung recipe: bf16 where the hardware has it
+    assert parse_config(yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())).train.precision == "fp32"
+    with pytest.raises(ConfigError, match="train.precision"):
+        parse_config({**lung, "train": {**lung["train"], "precision": "fp16"}})
