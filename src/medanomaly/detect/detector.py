@@ -255,8 +255,7 @@ class NoduleDetector:
                                                     loss_name=self.loss, keep=self.keep_weights, probe=probe,
                                                     mine=mine, mine_every=self.mine_every,
                                                     ema_decay=self.ema_decay, device=self.device,
-                                                    precision=resolve_precision(self.precision,
-                                                                                resolve_device(self.device)))  # fmt: skip
+                                                    precision=resolve_precision(self.precision, self.device))  # fmt: skip
             model.to(memory_format=torch.contiguous_format)  # saved and exported as before
         self.history_ = self.fit_.losses
         if probe is not None:

@@ -477,7 +477,7 @@ class HeatmapDetector:
             fit = fit_heatmap_run(model, sampler, self.batch_size, self.steps, self.lr, self.seed, progress,
                                   "train heatmap detector", probe=probe, mine=mine, mine_every=self.mine_every,
                                   ema_decay=self.ema_decay, device=self.device,
-                                  precision=resolve_precision(self.precision, resolve_device(self.device)))  # fmt: skip
+                                  precision=resolve_precision(self.precision, self.device))  # fmt: skip
         self.history_, self.mining_ = fit.losses, fit.mining
         if probe is not None:
             self.threads = fit.threads  # the count the probe kept: inference uses it too

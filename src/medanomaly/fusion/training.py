@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from medanomaly.errors import InputError
-from medanomaly.train.distributed import module_device, resolve_device
+from medanomaly.train.distributed import module_device
 from medanomaly.train.precision import resolve_precision
 from medanomaly.train.settings import MAX_SEED, LoopControl
 
@@ -201,7 +201,7 @@ def fit_fusion(model, train: Split, val: Split | None, settings: FusionTrainSett
                           device=s.device, progress=s.progress, max_minutes=s.max_minutes, title="train fusion",
                           chance_metric="val_auc" if validate else None, forward="forward_all",
                           find_unused_parameters=True, ema_decay=s.ema_decay,
-                          precision=resolve_precision(s.precision, resolve_device(s.device)))
+                          precision=resolve_precision(s.precision, s.device))
     r = run_loop(model, batches, hooks, options)
     auc = r.best_score if validate is not None and np.isfinite(r.best_score) else float("nan")
     return FusionFitResult(best_epoch=r.best_epoch, best_val_auc=float(auc), epochs_run=r.epochs_run,

@@ -33,7 +33,7 @@ from medanomaly.data.arrays import LabelledImages
 from medanomaly.errors import InputError
 from medanomaly.evaluate.calibration import softmax
 from medanomaly.train.engine import FitResult, Hooks, LoopOptions, seed_everything
-from medanomaly.train.distributed import module_device, resolve_device
+from medanomaly.train.distributed import module_device
 from medanomaly.train.precision import resolve_precision
 from medanomaly.train.engine import train as run_loop
 from medanomaly.train.settings import TrainSettings
@@ -180,6 +180,6 @@ def fit(model, train: LabelledImages, val: LabelledImages | None, settings: Trai
         min_delta=s.min_delta, max_minutes=s.max_minutes, max_steps_per_epoch=s.max_steps_per_epoch,
         seed=s.seed, device=s.device, progress=s.progress, title="train",
         chance_metric="val_auc" if validated else None, ema_decay=s.ema_decay,
-        precision=resolve_precision(s.precision, resolve_device(s.device)))
+        precision=resolve_precision(s.precision, s.device))
     result = run_loop(model, batches, hooks, options, run_dir=run_dir, resume=resume)
     return replace(result, metric=s.early_stopping_metric)

@@ -47,15 +47,20 @@ def checked_precision(precision: Any) -> str:
     return str(precision)
 
 
-def resolve_precision(precision: str, device_type: str) -> str:
-    """``fp32`` or ``bf16`` for what a config asks (:data:`PRECISIONS`) on ``device_type``.
+def resolve_precision(precision: str, device: str) -> str:
+    """``fp32`` or ``bf16`` for what a config asks (:data:`PRECISIONS`) on ``device``: a device setting (``auto``,
+    ``cpu``, ``cuda``) or a torch device's name (``cuda:0``).
 
     Raises:
         ValueError: not one of :data:`PRECISIONS`.
     """
-    if checked_precision(precision) == "auto":
-        return "bf16" if native_bf16(device_type) else "fp32"
-    return precision
+    if checked_precision(precision) != "auto":
+        return precision
+    if device == "auto":
+        from medanomaly.train.distributed import resolve_device
+
+        device = resolve_device(device)
+    return "bf16" if native_bf16(str(device).split(":")[0]) else "fp32"
 
 
 def _as_float32(out: Any) -> Any:

@@ -24,9 +24,14 @@ def _dtypes_inside(net: torch.nn.Module) -> list[torch.dtype]:
 def test_auto_takes_bfloat16_only_where_the_device_has_it(monkeypatch) -> None:
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     monkeypatch.setattr(prec, "native_bf16", lambda device_type: True)
-    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == "bf16" and resolve_precision("auto", "cuda:0") == "bf16"
     monkeypatch.setattr(prec, "native_bf16", lambda device_type: False)
     assert resolve_precision("auto", "cpu") == "fp32"
+    seen: list[str] = []
+    monkeypatch.setattr(prec, "native_bf16", lambda device_type: seen.append(device_type) or False)
+    resolve_precision("auto", "cuda:1")
+    resolve_precision("auto", "cpu")
+    assert seen == ["cuda", "cpu"]
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto, got 'fp16'"):
         resolve_precision("fp16", "cpu")
 
