@@ -41,7 +41,7 @@ def test_blocks_of_one_count_overlap_and_the_default_returns_when_the_last_leave
 
 
 def test_a_block_of_another_count_waits_for_the_others_to_leave(default_three):
-    first_in, release = threading.Event(), threading.Event()
+    first_in = threading.Event()
     seen = []
 
     def other() -> None:
