@@ -17,6 +17,7 @@ from medanomaly.config import ComponentConfig, RunConfig, first_repeat, ordered_
 from medanomaly.detect.detection_config import Finite, PatchTrainConfig, SlidingInferConfig, check_window_sizes
 from medanomaly.detect.luna16_source import Luna16Section
 from medanomaly.preprocess.intensity import WINDOWS
+from medanomaly.train.precision import Precision
 
 Voxels = Annotated[int, Field(ge=1, le=1024)]
 Spacing = Annotated[float, Field(ge=0.1, le=20.0)]
@@ -128,7 +129,7 @@ class TrainConfig(PatchTrainConfig):
     loss: Literal["dice_ce", "dice_ce_patch", "dice_focal_patch"] = "dice_ce_patch"
     # bfloat16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32: on this 2-core machine a
     # training step x0.56 and the held-out detection x0.63 of fp32, with the same CPM (F14, docs/lung_nodules_runs.md)
-    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    precision: Precision = "auto"
 
 
 class InferConfig(SlidingInferConfig):

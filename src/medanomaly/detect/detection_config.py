@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medanomaly.config import ComponentConfig, RunConfig, Section
+from medanomaly.train.precision import Precision
 
 #: Largest side (voxels) of a window, patch or crop a detection config may set.
 MAX_SIDE = 4096
@@ -97,7 +98,7 @@ class PatchTrainConfig(Finite):
     # the network's arithmetic in training, validation, mining and detection: "fp32", "bf16" (bfloat16 autocast, float32
     # weights and losses) or "auto" (bf16 where the CPU or GPU computes it natively, else fp32; resolved on each
     # machine: medanomaly.train.precision)
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Precision = "fp32"
     # hard negatives mined from the network's own false positives on the training scans every N steps (0 = off;
     # medanomaly.detect.mining); `mined_fraction` of the hard-negative patches are then centred on them
     mine_every: int = Field(0, ge=0, le=1_000_000)

@@ -16,13 +16,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["PRECISIONS", "checked_precision", "in_precision", "native_bf16", "network_in_precision",
+__all__ = ["PRECISIONS", "Precision", "checked_precision", "in_precision", "native_bf16", "network_in_precision",
            "resolve_precision"]
 
-#: What a config may ask: ``fp32``, ``bf16`` (always), ``auto`` (bf16 where the device computes it natively).
-PRECISIONS = ("fp32", "bf16", "auto")
+#: What a config may ask (the ``train.precision`` field's type): ``fp32``, ``bf16`` (always), ``auto`` (bf16 where
+#: the device computes it natively).
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def native_bf16(device_type: str) -> bool:

@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field
 
 from medanomaly.config import MAX_SEED, Section
 from medanomaly.train.augment import AugmentSpec
+from medanomaly.train.precision import Precision
 
 PositiveWeight = Annotated[float, Field(gt=0.0, le=1e6)]
 
@@ -48,7 +49,7 @@ class LoopControl(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Precision = "fp32"
 
 
 class TrainSection(LoopControl):
