@@ -432,8 +432,6 @@ class AtlasMethod:
             return w_mask, _slab_resample(fine, atlas, transform, samples)
 
         workers = min(len(self.brains_), usable_cpus())
-        if workers == 1:
-            return [warp(k) for k in range(len(self.brains_))]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atlas-registration") as pool:
             return list(pool.map(warp, range(len(self.brains_))))
 

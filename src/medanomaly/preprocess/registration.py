@@ -293,13 +293,12 @@ REGISTRATION_THREADS = 1
 
 
 class _ItkThreads:
-    """Who holds ITK's global default thread count (:func:`itk_threads`): the count set, the blocks inside, the
-    default to restore, and which Python threads hold a block (to refuse a nested block of another count)."""
+    """Who holds ITK's global default thread count (:func:`itk_threads`): the count set, the default to restore, and
+    the blocks each Python thread holds (none held: the default is ITK's own again)."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition()
         self.threads: int | None = None
-        self.inside = 0
         self.before = 0
         self.holders: dict[int, int] = {}
 
@@ -323,22 +322,20 @@ def itk_threads(threads: int) -> Iterator[None]:
     with state.changed:
         if state.holders.get(me) and state.threads != threads:
             raise RuntimeError(f"itk_threads({threads}) inside itk_threads({state.threads}) of the same thread")
-        state.changed.wait_for(lambda: state.inside == 0 or state.threads == threads)
-        if state.inside == 0:
+        state.changed.wait_for(lambda: not state.holders or state.threads == threads)
+        if not state.holders:
             state.before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
             state.threads = threads
-        state.inside += 1
         state.holders[me] = state.holders.get(me, 0) + 1
     try:
         yield
     finally:
         with state.changed:
-            state.inside -= 1
             state.holders[me] -= 1
             if not state.holders[me]:
                 del state.holders[me]
-            if state.inside == 0:
+            if not state.holders:
                 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(state.before)
                 state.threads = None
                 state.changed.notify_all()
