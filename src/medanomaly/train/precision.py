@@ -3,10 +3,10 @@
 ``bf16`` runs the forward pass under :func:`torch.autocast` with bfloat16 (convolutions and matrix products in
 bfloat16, reductions and losses kept in float32 by torch's autocast lists) and hands float32 outputs on, so losses,
 sigmoids and everything after see float32. The weights and the optimiser stay float32 (mixed precision, not a
-bfloat16 model), and what is saved is float32. On a CPU with native bfloat16 (AVX512-BF16 or AMX) it is the
-difference between 0.38 and 0.22 s a training step of the full lung detector (16-32-64 filters, batch 8,
-8 x 48 x 48 patches, 2 threads; the demo's 8-16-32 network 0.18-0.22 against 0.10 s) and 2.5-10x in inference
-(``bench/bench_precision.py``). Without native support bfloat16 is emulated and slow: ``auto`` takes it only where
+bfloat16 model), and what is saved is float32. On this project's 2-core AVX512-BF16 CPU (``bench/bench_precision.py``,
+2 threads) a training step of the full lung detector (16-32-64 filters, batch 8, 8 x 48 x 48 patches) took 360 ms in
+float32 and 196 ms in bfloat16, the demo's 8-16-32 network 186 and 116 ms; one 16 x 128 x 128 inference window
+267 / 102 ms and 457 / 49 ms. Without native support bfloat16 is emulated and slow: ``auto`` takes it only where
 the device has it (:func:`native_bf16`), else float32.
 
 Example:

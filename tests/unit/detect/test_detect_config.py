@@ -37,16 +37,21 @@ def test_detect_config_refuses_bad_mirror_axes(axes: list[str], message: str) ->
         parse_config({"task": "lung_nodule", "infer": {"mirror_axes": axes}})
 
 
+def _tiny(name: str, **train: object) -> dict:
+    """The YAML of ``configs/<name>.yaml`` as a dict, with these ``train:`` values set."""
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    data["train"].update(train)
+    return data
+
+
 def test_train_device_reaches_both_detectors_and_their_saved_parameters(tmp_path) -> None:
     """The docs named `train.device` for the detection recipes while their configs refused it; now it is a setting."""
     from medanomaly.detect.detector import NoduleDetector
     from medanomaly.detect.generic import HeatmapDetector, thread_probe
 
-    lung = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
-    lung["train"]["device"] = "cpu"
+    lung = _tiny("lung_nodule_tiny", device="cpu")
     assert NoduleDetector.from_config(parse_config(lung)).get_params()["device"] == "cpu"
-    breast = yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())
-    breast["train"]["device"] = "cpu"
+    breast = _tiny("breast_mammo_detect_tiny", device="cpu")
     assert HeatmapDetector.from_config(parse_config(breast)).get_params()["device"] == "cpu"
     assert LungNoduleConfig(name="x").train.device == "auto"
     assert thread_probe("auto", "cpu") is not None and thread_probe(2, "cpu") is None
@@ -68,8 +73,7 @@ def test_a_cuda_run_without_a_gpu_stops_before_reading_any_scan(tmp_path, monkey
         raise AssertionError("the sources were read before the device was checked")
 
     monkeypatch.setattr(lung_task, "load_sources", no_reading)
-    config = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
-    config["train"]["device"] = "cuda"
+    config = _tiny("lung_nodule_tiny", device="cuda")
     path = tmp_path / "cuda.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(InputError, match="no CUDA device is available"):
@@ -80,13 +84,11 @@ def test_train_precision_is_one_of_three_and_reaches_both_detectors() -> None:
     from medanomaly.detect.detector import NoduleDetector
     from medanomaly.detect.generic import HeatmapDetector
 
-    lung = yaml.safe_load((CONFIGS / "lung_nodule_tiny.yaml").read_text())
-    lung["train"]["precision"] = "auto"
+    lung = _tiny("lung_nodule_tiny", precision="auto")
     assert NoduleDetector.from_config(parse_config(lung)).get_params()["precision"] == "auto"
-    breast = yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())
-    breast["train"]["precision"] = "bf16"
+    breast = _tiny("breast_mammo_detect_tiny", precision="bf16")
     assert HeatmapDetector.from_config(parse_config(breast)).get_params()["precision"] == "bf16"
     assert LungNoduleConfig(name="x").train.precision == "auto"  # the lung recipe: bf16 where the hardware has it
-    assert parse_config(yaml.safe_load((CONFIGS / "breast_mammo_detect_tiny.yaml").read_text())).train.precision == "fp32"
+    assert parse_config(_tiny("breast_mammo_detect_tiny")).train.precision == "fp32"
     with pytest.raises(ConfigError, match="train.precision"):
         parse_config({**lung, "train": {**lung["train"], "precision": "fp16"}})
