@@ -1,4 +1,5 @@
-"""Eager torch fp32 vs ONNX Runtime fp32 vs ONNX Runtime int8, from one process, side by side.
+"""Eager torch fp32 (and bf16 where the CPU has it) vs ONNX Runtime fp32 vs ONNX Runtime int8, from one process,
+side by side.
 
 (a) 2D classifier: a MONAI ResNet-18 at 224 px trained for ``--epochs`` (default 4: validation AUC 0.70 measured,
     so the int8 AUC change is that of a model that has learned; one epoch left it at chance) on the breast phantom
@@ -20,6 +21,10 @@
     ``--heldout-scans`` per source, the run itself uses 3). int8 is calibrated on the same
     validation windows export uses; the full export guard (CPM on validation scans, real lesion
     ranks) is not rerun here: ``medanomaly export RUN --int8`` does that.
+
+Where the CPU computes bfloat16 natively (AVX512-BF16 or AMX: ``train.precision: auto`` picks it there), both parts
+also time eager torch under bfloat16 autocast (``torch bf16``, :mod:`medanomaly.train.precision`: the arithmetic a
+detector saved with ``precision: bf16`` or ``auto`` runs in ``predict``); the exported package is always fp32.
 
 The machine's load changes absolute numbers; the ratios are what to compare (see docs/deploy.md). The first line
 printed names the CPU and the instruction sets the int8 ratio depends on (AVX2, AVX-512, VNNI); the second the
@@ -188,14 +193,24 @@ def _gmacs(module: Any, x1: np.ndarray) -> float:
     return total[0] / 1e9
 
 
+def _eager(module: Any, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """``module``'s float32 outputs (logits) for ``inputs``, in batches, under inference mode."""
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([module(torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch], np.float32)))
+                               .float().numpy() for i in range(0, len(inputs), batch)])  # fmt: skip
+
+
 def _paths_2d(run: Path, pkg: Path, threads: int) -> tuple[dict[str, Any], dict[str, float], Any, Any]:
     """The three runnable paths of the exported classifier, their validation AUC, the validation data
     and the torch module."""
     from medanomaly.deploy.export import graph_spec, onnx_outputs, torch_outputs
-    from medanomaly.deploy.onnx_model import session
+    from medanomaly.deploy.onnx_model import session, softmax
     from medanomaly.deploy.quantise import class_metrics
     from medanomaly.deploy.validation import validation_data
     from medanomaly.engine import load_model
+    from medanomaly.train.precision import in_precision, native_bf16
 
     model = load_model(run)
     val = validation_data(run, "classification")
@@ -203,16 +218,15 @@ def _paths_2d(run: Path, pkg: Path, threads: int) -> tuple[dict[str, Any], dict[
     sessions = {name: session(pkg / graph, threads) for name, graph in (("onnx fp32", "model.onnx"),
                                                                         ("onnx int8", "model.int8.onnx"))}
     aucs = {"torch fp32": class_metrics(val.labels, torch_outputs(model, val.inputs))["auc"]}
+    bf16 = in_precision(module, "bf16") if native_bf16("cpu") else None
+    if bf16 is not None:
+        aucs["torch bf16"] = class_metrics(val.labels, softmax(_eager(bf16, val.inputs)))["auc"]
     aucs.update({k: class_metrics(val.labels, onnx_outputs(s, "classification", val.inputs))["auc"]
                  for k, s in sessions.items()})  # fmt: skip
 
-    def eager(b: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return module(torch.from_numpy(b)).numpy()
-
-    runners: dict[str, Any] = {"torch fp32": eager}
+    runners: dict[str, Any] = {"torch fp32": lambda b: _eager(module, b)}
+    if bf16 is not None:
+        runners["torch bf16"] = lambda b: _eager(bf16, b)
     runners.update({k: (lambda b, s=s: s.run(None, {"input": b})[0]) for k, s in sessions.items()})
     return runners, aucs, val, module
 
@@ -294,6 +308,7 @@ def bench_ct(threads: int, heldout_scans: int, ct_repeats: int, tmp: Path) -> No
     from medanomaly.deploy.quantise import quantise_graph
     from medanomaly.deploy.validation import validation_data
     from medanomaly.engine import load_model
+    from medanomaly.train.precision import native_bf16
 
     if not (FIXTURE / "model.safetensors").is_file():
         print(f"(b) skipped: the fixture detector {FIXTURE} is missing")
@@ -306,6 +321,9 @@ def bench_ct(threads: int, heldout_scans: int, ct_repeats: int, tmp: Path) -> No
     torch_model = load_model(run)
     torch_model.detector.threads = threads
     detectors = {"torch fp32": torch_model.detector}
+    if native_bf16("cpu"):  # the same weights, the network under bfloat16 autocast
+        detectors["torch bf16"] = load_model(run).detector
+        detectors["torch bf16"].threads, detectors["torch bf16"].precision = threads, "bf16"
     for name, path in (("onnx fp32", pkg / "model.onnx"), ("onnx int8", int8)):
         detectors[name] = onnx_model(path, torch_model.info, pkg, threads).detector
     print(f"(b) whole-CT detection, fixture lung detector (lung_nodule.yaml network), {threads} thread(s); "
