@@ -360,8 +360,10 @@ def _training_record(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     record["plot"] = None
     if record["learning_curve"]:
         shapes = "LIDC val" if record["shapes"] in ("lidc", "mixed") else str(record["shapes"])
+        loss = history.get("loss")
+        loss = loss if isinstance(loss, list) and all(isinstance(v, (int, float)) for v in loss) else None
         record["plot"] = plot_learning_curve(record["learning_curve"], out_dir / "learning_curve.png",
-                                             record["best_step"], shapes=shapes).name  # fmt: skip
+                                             record["best_step"], shapes=shapes, loss=loss).name  # fmt: skip
     return record
 
 

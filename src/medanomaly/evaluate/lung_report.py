@@ -72,25 +72,47 @@ def plot_froc(result: FrocResult, path: Path, title: str = "FROC on held-out sim
 
 
 def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: int | None = None,
-                        metric: str = "cpm", shapes: str = "LIDC val") -> Path:
+                        metric: str = "cpm", shapes: str = "LIDC val", loss: list[float] | None = None) -> Path:
     """Validation ``metric`` (CPM on simulated validation scans, synthetic) against training steps, the
-    kept step marked."""
+    kept step marked; with ``loss`` (the training loss of every step, 1 ... n) also its running mean on a right
+    axis, so that a run validated once (the demo: one CPM at the end of its budget) still shows how it learned."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [r["step"] for r in curve]
-    ax.plot(steps, [r[metric] for r in curve], "o-", color="C0", label=f"validation {metric.upper()}")
+    handles = ax.plot(steps, [r[metric] for r in curve], "o-", color="C0", label=f"validation {metric.upper()}")
     if best_step is not None:
         best = [r[metric] for r in curve if r["step"] == best_step]
         if best:
-            ax.plot([best_step], best[:1], "*", color="C3", markersize=14, label=f"kept: step {best_step}")
+            handles += ax.plot([best_step], best[:1], "*", color="C3", markersize=14, label=f"kept: step {best_step}")
+    smooth = running_mean(loss or [])
+    if np.isfinite(smooth).any():
+        right = ax.twinx()
+        handles += right.plot(np.arange(1, smooth.size + 1), smooth, color="0.45", linewidth=1,
+                              label="training loss (running mean)")  # fmt: skip
+        right.set_ylabel("training loss")
+        right.set_ylim(0, 1.05 * float(np.nanmax(smooth)))
     ax.set_xlabel("training steps")
     ax.set_ylabel(metric.upper())
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(0, 1.05 * max(steps, default=1))  # from step 0: one validation (the demo's) is a point, not a curve
-    ax.set_title(f"Learning curve on validation scans (synthetic, {shapes} shapes)", fontsize=10)
+    ax.set_xlim(0, 1.05 * max([*steps, smooth.size], default=1))  # from step 0: one validation is a point
+    also = " and training loss" if np.isfinite(smooth).any() else ""
+    ax.set_title(f"Learning curve: validation scans (synthetic, {shapes} shapes){also}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(handles=handles, loc="lower right")
     return finish_figure(fig, path)
+
+
+def running_mean(values: list[float], points: int = 50) -> np.ndarray:
+    """``values`` (one per training step) averaged over a trailing window of ``len / points`` steps (at least 1),
+    non-finite values left out of each window's mean (NaN where a window holds none); empty for no values."""
+    v = np.asarray(values, float)
+    if not v.size:
+        return v
+    kernel = np.ones(max(1, v.size // points))
+    finite = np.isfinite(v)
+    sums = np.convolve(np.where(finite, v, 0.0), kernel)[: v.size]
+    counts = np.convolve(finite.astype(float), kernel)[: v.size]
+    return np.divide(sums, counts, out=np.full(v.size, np.nan), where=counts > 0)
 
 
 def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path:

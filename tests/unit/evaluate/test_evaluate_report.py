@@ -154,3 +154,29 @@ def test_finding_overlay_shows_an_image_without_hu_in_its_own_grey_range(tmp_pat
     low, high = shown[0].get_clim()
     expected = grey_range or tuple(np.percentile(values[0], [1, 99]))
     assert (low, high) == pytest.approx(expected, rel=1e-4)
+
+
+def test_running_mean_trails_and_leaves_out_non_finite_steps() -> None:
+    from medanomaly.evaluate.lung_report import running_mean
+
+    assert running_mean([]).size == 0
+    np.testing.assert_allclose(running_mean([1.0, 3.0, 5.0, 7.0], points=2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_allclose(running_mean([1.0, np.nan, 5.0, np.inf], points=2), [1.0, 1.0, 5.0, 5.0])
+    assert np.isnan(running_mean([np.nan, np.nan], points=2)).all()
+
+
+def test_a_learning_curve_validated_once_still_shows_the_training_loss(tmp_path, monkeypatch) -> None:
+    """The demo validates once, at the end of its budget: its learning curve was one point. With the training loss
+    of every step it shows how the run learned (a right axis; the legend names it)."""
+    from medanomaly.evaluate import lung_report
+
+    drawn = []
+    monkeypatch.setattr(lung_report, "finish_figure", lambda fig, path, dpi=110: drawn.append(fig))
+    curve = [{"step": 884, "cpm": 0.77}]
+    lung_report.plot_learning_curve(curve, tmp_path / "a.png", 884, loss=[1.3 - 0.001 * i for i in range(884)])
+    lung_report.plot_learning_curve(curve, tmp_path / "b.png", 884)
+    with_loss, without = drawn
+    assert len(with_loss.axes) == 2 and with_loss.axes[1].get_ylabel() == "training loss"
+    assert len(with_loss.axes[1].lines[0].get_xdata()) == 884
+    assert "training loss (running mean)" in [t.get_text() for t in with_loss.axes[0].get_legend().get_texts()]
+    assert len(without.axes) == 1 and "training loss" not in without.axes[0].get_title()
