@@ -79,7 +79,8 @@ def load_mammo_phantom(
         image_size, channels: model input.
     """
     from medanomaly.data.manifest import load_manifest
-    from medanomaly.synth.mammo import PHANTOM_VERSION, write_dataset
+    from medanomaly.synth.mammo import PHANTOM_VERSION
+    from medanomaly.synth.mammo_cohort import write_dataset
 
     root = Path(cache_dir) if cache_dir is not None else synth_cache_dir()
     tag = f"mammo_v{PHANTOM_VERSION}_n{n_patients}_s{size}_seed{seed}_{'-'.join(labels)}_tv{two_view_fraction:g}_" + "-".join(

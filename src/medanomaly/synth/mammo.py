@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -65,9 +64,6 @@ from medanomaly.synth.mammo_lesions import (
 from medanomaly.synth.texture import power_law_noise, radial_power_spectrum, spectrum_slope
 from medanomaly.types import Volume
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pathlib import Path
-
 __all__ = [
     "DENSITIES",
     "KIND_LABEL",
@@ -81,7 +77,6 @@ __all__ = [
     "render_case",
     "render_mammogram",
     "spectrum_slope",
-    "write_dataset",
 ]
 
 #: Bumped whenever the drawing rules change, so cached cohorts can be told apart.
@@ -476,24 +471,3 @@ def make_lesion_cohort(
                                           patient_id=pid, key=f"{pid}_{side}_{view}"))
     cohort = LesionSet(tuple(items), tuple(class_names), "mammo_phantom", synthetic=True)
     return cohort.with_patient_splits(val=val, test=test, seed=seed)
-
-
-def write_dataset(
-    out_dir: str | Path,
-    n_patients: int = 300,
-    labels: Sequence[str] = ("benign", "uncertain", "malignant"),
-    size: int = 128,
-    seed: int = 0,
-    two_view_fraction: float = 0.5,
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-    fmt: str = "nrrd",
-    field_of_view_mm: float = 120.0,
-) -> Path:
-    """Write a synthetic one-lesion-per-image cohort for classification: images, lesion masks,
-    ``manifest.csv`` (columns ``path,label,patient_id,split,view,mask_path,density``).
-
-    See :func:`medanomaly.synth.mammo_cohort.write_dataset` (same arguments).
-    """
-    from medanomaly.synth.mammo_cohort import write_dataset as _write
-
-    return _write(out_dir, n_patients, labels, size, seed, two_view_fraction, split_fractions, fmt, field_of_view_mm)

@@ -14,8 +14,8 @@ from medanomaly.synth.mammo import (
     power_law_noise,
     render_case,
     spectrum_slope,
-    write_dataset,
 )
+from medanomaly.synth.mammo_cohort import write_dataset
 
 KINDS = (
     ("circumscribed", "benign"),
