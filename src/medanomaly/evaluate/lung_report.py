@@ -90,7 +90,8 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
         handles += right.plot(np.arange(1, smooth.size + 1), smooth, color="0.45", linewidth=1,
                               label="training loss (running mean)")  # fmt: skip
         right.set_ylabel("training loss")
-        right.set_ylim(0, 1.05 * float(np.nanmax(smooth)))
+        shown = smooth[np.isfinite(smooth)]
+        right.set_ylim(min(0.0, float(shown.min())), max(1.05 * float(shown.max()), 1e-6))
     ax.set_xlabel("training steps")
     ax.set_ylabel(metric.upper())
     ax.set_ylim(0, 1.02)
