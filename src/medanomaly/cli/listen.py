@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from medanomaly.cli.pacs import (KEY_FILE, KEYED_IDS, MODALITY_SERIES, PAIR_BY, PAIR_WAIT, REGISTER_TO_FIRST,
-                                 RESAMPLE_TO_FIRST)
+                                 RESAMPLE_TO_FIRST, SERIES_FILTER, SITE, TLS_CA, TLS_KEY)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,18 +28,17 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("listener-work"), "--out", help="Work folder: records, outputs, state file."),
         idle: float = typer.Option(10.0, "--idle", help="Seconds without a new instance after which a series is "
                                    "complete and run."),
-        series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
+        series_filter: list[str] | None = SERIES_FILTER,
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this (float32, "
                                          "and as received)."),
-        site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
+        site: str = SITE,
         store_map: bool = typer.Option(False, "--store-map", help="Also send the anomaly or explanation map "
                                        "(Parametric Map)."),
         explain: str | None = typer.Option(None, "--explain", help="Also explain each call with this method "
                                            "(gradcam, ...) as a Parametric Map (sent with --store-map)."),
-        tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
-                                           "hospital's CA); default the system store."),
+        tls_ca: Path | None = TLS_CA,
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM); with it the node listens over TLS."),
-        tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
+        tls_key: Path | None = TLS_KEY,
         modality_series: list[str] = MODALITY_SERIES,
         resample_to_first: bool = RESAMPLE_TO_FIRST,
         register_to_first: bool = REGISTER_TO_FIRST,

@@ -38,6 +38,12 @@ PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model (archive, PACS, 
 PAIR_WAIT = typer.Option(0.0, "--pair-wait", help="Fusion model, PACS (with --watch) or node: a set that lacks a "
                          "modality waits up to this many hours for it (its other study may come later), then runs "
                          "without it; 0: at once.")
+#: Options of both DICOM network commands (pacs and listen).
+SERIES_FILTER = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT.")
+SITE = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none).")
+TLS_CA = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the hospital's CA); default "
+                      "the system store.")
+TLS_KEY = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM).")
 #: Keyed ids in results (HMAC pseudonyms of UIDs and paths): shared by predict (archive), pacs and listen.
 KEYED_IDS = typer.Option(False, "--keyed-ids", help="Series, study and file ids in results, records and messages as "
                          "keyed pseudonyms (HMAC; key from $MEDANOMALY_DEID_KEY or --key-file), never UIDs or paths.")
@@ -202,17 +208,16 @@ def register(app: typer.Typer) -> None:
         state: Path | None = typer.Option(None, "--state", help="SQLite state file (default OUT/pacs_state.sqlite)."),
         study_filter: list[str] | None = typer.Option(None, "--study-filter", help="Study filter KEYWORD=VALUE (QIDO-RS or "
                                                       "C-FIND), e.g. ModalitiesInStudy=CT, StudyDate=20261201-."),
-        series_filter: list[str] | None = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT."),
+        series_filter: list[str] | None = SERIES_FILTER,
         memory_limit: str = typer.Option("4G", "--memory-limit", help="Refuse series larger than this as float32."),
-        site: str = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none)."),
+        site: str = SITE,
         store_map: bool = typer.Option(False, "--store-map", help="Also store the anomaly or explanation map "
                                        "(Parametric Map)."),
         ae_title: str | None = typer.Option(None, "--ae-title", help="Our AE title to a DIMSE PACS (default "
                                             "MEDANOMALY); the PACS must know it."),
-        tls_ca: Path | None = typer.Option(None, "--tls-ca", help="DICOM TLS: PEM certificate(s) to trust (the "
-                                           "hospital's CA); default the system store."),
+        tls_ca: Path | None = TLS_CA,
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="DICOM TLS: our certificate (PEM)."),
-        tls_key: Path | None = typer.Option(None, "--tls-key", help="DICOM TLS: our certificate's private key (PEM)."),
+        tls_key: Path | None = TLS_KEY,
         move_port: int | None = typer.Option(None, "--move-port", help="Retrieve with C-MOVE to this port of ours (a "
                                              "PACS without C-GET; it must know our AE title there)."),
         move_host: str = typer.Option("0.0.0.0", "--move-host", help="Address our C-MOVE storage SCP listens on."),
