@@ -25,7 +25,7 @@ from medanomaly.jsonio import write_text_atomic
 from medanomaly.preprocess.intensity import WINDOWS
 from medanomaly.types import Finding, Volume, intensity_unit
 
-__all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "plot_learning_curve", "write_lung_report"]
+__all__ = ["plot_bland_altman", "plot_finding", "plot_froc", "plot_learning_curve", "running_mean", "write_lung_report"]
 
 
 def _plt() -> Any:
