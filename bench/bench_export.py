@@ -54,7 +54,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "lung_detector"
-PATHS = ("torch fp32", "onnx fp32", "onnx int8")
 
 
 def _interleaved_rates(runners: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int) -> dict[str, Any]:
@@ -203,8 +202,8 @@ def _eager(module: Any, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 def _paths_2d(run: Path, pkg: Path, threads: int) -> tuple[dict[str, Any], dict[str, float], Any, Any]:
-    """The three runnable paths of the exported classifier, their validation AUC, the validation data
-    and the torch module."""
+    """The runnable paths of the exported classifier (torch fp32, torch bf16 where the CPU has it, ONNX fp32 and
+    int8), their validation AUC, the validation data and the torch module."""
     from medanomaly.deploy.export import graph_spec, onnx_outputs, torch_outputs
     from medanomaly.deploy.onnx_model import session, softmax
     from medanomaly.deploy.quantise import class_metrics
@@ -249,7 +248,7 @@ def bench_2d_run(run: Path, threads: int, repeats: int, tmp: Path) -> None:
 
 
 def _bench_2d_paths(run: Path, pkg_dir: Path, title: str, threads: int, repeats: int) -> None:
-    """Export ``run`` with int8 (kept with ``force``), then time and score the three paths at batch 16."""
+    """Export ``run`` with int8 (kept with ``force``), then time and score the paths at batch 16."""
     from medanomaly.deploy.export import export_run
 
     t = time.perf_counter()
