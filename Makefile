@@ -59,7 +59,7 @@ $(STAMPS)/web: $(STAMPS)/apt $(WEB)/package.json $(WEB)/package-lock.json
 test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 --durations-min=30 $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/medanomaly demo
