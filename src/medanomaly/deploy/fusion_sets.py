@@ -326,9 +326,10 @@ def partner_problems(fusion: FusionSet, record: Mapping[str, Any], root: Any, fi
     out = [p for sid, skipped in (record.get("skipped_partners") or {}).items() if sid in by_id
            for p in skipped_problems(by_id[sid], skipped, root, file_id)]  # fmt: skip
     error = record.get("partner_error") or {}
-    if error.get("series") in by_id and named_files(by_id[error["series"]], error["reason"], root) != error["reason"]:
-        out.append(Problem(error["series"], named_files(by_id[error["series"]], error["reason"], root, file_id),
-                           kind="series"))  # fmt: skip
+    if error.get("series") in by_id:  # only a reason that names a file is a problem of its own
+        named = named_files(by_id[error["series"]], error["reason"], root, file_id)
+        if named != error["reason"]:
+            out.append(Problem(error["series"], named, kind="series"))
     return out
 
 

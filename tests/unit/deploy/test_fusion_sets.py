@@ -105,3 +105,22 @@ def test_by_patient_a_ct_and_an_mr_of_two_studies_make_one_set_and_a_series_nami
     two = [Decision(_entry(k, f"s{k}", modality="CT", patient_key="p2"), "run") for k in ("4", "5")]
     out, sets = pair_studies(two, ("CT", "MR"), modality_matchers(("CT", "MR")), by="patient")
     assert not sets and all(d.reason.startswith("2 series of its patient match CT (4, 5)") for d in out)
+
+
+def test_a_partner_series_read_error_names_the_archive_s_file_through_the_keyed_id(tmp_path) -> None:
+    """``partner_error``: a reason naming a reader's link (``000001.dcm``) becomes a problem naming the archive's file
+    as results show it (``file_id``); a reason naming no file adds none (it is the row's own reason already)."""
+    from medanomaly.deploy.fusion_sets import FusionSet, partner_problems
+
+    files = [tmp_path / "mr" / f"slice{i}.dcm" for i in range(3)]
+    ct, mr = _entry("1.2.3", "9", modality="CT"), _entry("1.2.4", "9", files=files)
+    fusion = FusionSet((("ct", ct), ("mr", mr)))
+
+    def problems(reason: str) -> list:
+        record = {"partner_error": {"series": "id-1.2.4", "reason": reason}}
+        return partner_problems(fusion, record, tmp_path, lambda f: f"key({f})", lambda e: f"id-{e.key}")
+
+    (problem,) = problems("gap of 10 mm after 000001.dcm")
+    assert (problem.where, problem.kind) == ("id-1.2.4", "series")
+    assert problem.reason == "gap of 10 mm after key(mr/slice1.dcm)"
+    assert problems("pixel data cannot be decoded") == []
