@@ -321,8 +321,9 @@ def bench_ct(threads: int, heldout_scans: int, ct_repeats: int, tmp: Path) -> No
     torch_model.detector.threads = threads
     detectors = {"torch fp32": torch_model.detector}
     if native_bf16("cpu"):  # the same weights, the network under bfloat16 autocast
-        detectors["torch bf16"] = load_model(run).detector
-        detectors["torch bf16"].threads, detectors["torch bf16"].precision = threads, "bf16"
+        bf16 = load_model(run).detector
+        bf16.threads, bf16.precision = threads, "bf16"
+        detectors["torch bf16"] = bf16
     for name, path in (("onnx fp32", pkg / "model.onnx"), ("onnx int8", int8)):
         detectors[name] = onnx_model(path, torch_model.info, pkg, threads).detector
     print(f"(b) whole-CT detection, fixture lung detector (lung_nodule.yaml network), {threads} thread(s); "

@@ -127,7 +127,7 @@ class TrainConfig(PatchTrainConfig):
     # dice_ce: Dice over the batch + BCE (large nodules weigh by their volume); dice_ce_patch: Dice per patch;
     # dice_focal_patch: Dice per patch + focal loss (medanomaly.detect.generic.heatmap_loss)
     loss: Literal["dice_ce", "dice_ce_patch", "dice_focal_patch"] = "dice_ce_patch"
-    # bfloat16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32: on this 2-core machine a
+    # bfloat16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32: on a 2-core AVX512-BF16 CPU a
     # training step x0.56 and the held-out detection x0.63 of fp32, with the same CPM (F14, docs/lung_nodules_runs.md)
     precision: Precision = "auto"
 

@@ -85,7 +85,8 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
         if best:
             handles += ax.plot([best_step], best[:1], "*", color="C3", markersize=14, label=f"kept: step {best_step}")
     smooth = running_mean(loss or [])
-    if np.isfinite(smooth).any():
+    has_loss = bool(np.isfinite(smooth).any())
+    if has_loss:
         right = ax.twinx()
         handles += right.plot(np.arange(1, smooth.size + 1), smooth, color="0.45", linewidth=1,
                               label="training loss (running mean)")  # fmt: skip
@@ -96,7 +97,7 @@ def plot_learning_curve(curve: list[dict[str, float]], path: Path, best_step: in
     ax.set_ylabel(metric.upper())
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, 1.05 * max([*steps, smooth.size], default=1))  # from step 0: one validation is a point
-    also = " and training loss" if np.isfinite(smooth).any() else ""
+    also = " and training loss" if has_loss else ""
     ax.set_title(f"Learning curve: validation scans (synthetic, {shapes} shapes){also}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, loc="lower right")

@@ -3,7 +3,7 @@
 ``bf16`` runs the forward pass under :func:`torch.autocast` with bfloat16 (convolutions and matrix products in
 bfloat16, reductions and losses kept in float32 by torch's autocast lists) and hands float32 outputs on, so losses,
 sigmoids and everything after see float32. The weights and the optimiser stay float32 (mixed precision, not a
-bfloat16 model), and what is saved is float32. On this project's 2-core AVX512-BF16 CPU (``bench/bench_precision.py``,
+bfloat16 model), and what is saved is float32. On a 2-core AVX512-BF16 CPU (the previous pass's machine, ``bench/bench_precision.py``,
 2 threads) a training step of the full lung detector (16-32-64 filters, batch 8, 8 x 48 x 48 patches) took 360 ms in
 float32 and 196 ms in bfloat16, the demo's 8-16-32 network 186 and 116 ms; one 16 x 128 x 128 inference window
 267 / 102 ms and 457 / 49 ms. Without native support bfloat16 is emulated and slow: ``auto`` takes it only where
