@@ -151,7 +151,9 @@ def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_moda
     """--pair-by patient at the PACS: a T1 study came first; with --pair-wait its set waited (nothing run or stored)
     instead of running without PD; the patient's PD study (another visit, another frame, the anatomy 6 mm off) came and
     the next poll ran both as one call (registered), its SR and REG in the T1's study. Another patient's lone T1 waited
-    until its wait was over, then ran without PD. No PatientID in the state file or the records."""
+    until its wait was over, then ran without PD; that patient's PD study, come later, ran at once without T1 (its T1
+    ran already and will not come again) instead of waiting out its own wait. No PatientID in the state file or the
+    records."""
     import time
 
     import pydicom
@@ -184,11 +186,17 @@ def test_the_bridge_pairs_a_patient_s_studies_and_a_set_waits_for_its_other_moda
         time.sleep(0.2)
         third = poll(0.1)  # PAT-B's wait is over: its T1 runs without PD
         assert (third.processed, third.stored, third.waiting, third.errors) == (1, 1, 0, []), third
+        late = _of_patient(_series(tmp_path, 14, "pd", "PD", "PD"), "PAT-B")
+        _upload(rest, late)
+        fourth = poll(3600.0)  # PAT-B's PD comes after its T1 ran: it runs now, without T1
+        assert (fourth.processed, fourth.stored, fourth.waiting, fourth.errors) == (1, 1, 0, []), fourth
     states = _states(work / "pacs_state.sqlite")
     assert states[_series_uid(t1)] == ("done", "")
     assert states[_series_uid(pd)] == ("skipped", f"PD of the fusion set in the row of series {_series_uid(t1)}")
-    assert states[_series_uid(lone)] == ("done", "")
+    assert states[_series_uid(lone)] == ("done", "") and states[_series_uid(late)] == ("done", "")
     records = {r["series_id"]: r for r in (json.loads(p.read_text()) for p in (work / "series").glob("*.json"))}
+    assert records[_series_uid(late)]["fusion"] == {"T1": None, "PD": _series_uid(late)}
+    assert "missing_modality:T1" in records[_series_uid(late)]["prediction"]["flags"]
     both, alone = records[_series_uid(t1)], records[_series_uid(lone)]
     assert both["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)}
     assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
@@ -214,7 +222,8 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
     """--pair-by patient --pair-wait at the node: a pushed T1 study was run at once without PD (its PD study, another
     visit, came later and ran alone). Now the T1's files wait in the inbox (recorded ``waiting``, nothing sent), also
     across a restart of the node; the patient's PD study is pushed and both run as one registered call, SR and REG sent
-    into the T1's study. Another patient's lone T1 runs without PD once its wait is over."""
+    into the T1's study. Another patient's lone T1 runs without PD once its wait is over; that patient's PD study,
+    pushed later, runs at once without T1 (the round that takes it up holds nothing), not after a wait of its own."""
     import threading
     import time
     from contextlib import contextmanager
@@ -233,7 +242,8 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
         t1 = _of_patient(_series(tmp_path, 31, "t1", "T1", "T1"), "PAT-A")
         pd = _of_patient(_series(tmp_path, 32, "pd", "PD", "PD", frame=38, move=6), "PAT-A")
         lone = _of_patient(_series(tmp_path, 33, "t1", "T1", "T1"), "PAT-B")
-        for folder in (t1, pd, lone):
+        late = _of_patient(_series(tmp_path, 34, "pd", "PD", "PD"), "PAT-B")
+        for folder in (t1, pd, lone, late):
             _upload(rest, folder)
         before = _count_instances(rest)
         options = ListenerOptions(port=node_port, allowed=("ORTHANC",), idle_s=1.0,
@@ -268,14 +278,21 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
             assert _push_study(rest, STUDY.format(33)) == 200
             _wait(lambda: _count_instances(rest) == before + 3)
             _wait(lambda: reported[-1] == (1, 0), 10)  # the round its wait ended in is reported, as any other
+            rounds = len(reported)
+            assert _push_study(rest, STUDY.format(34)) == 200  # PAT-B's PD, after its T1 ran
+            _wait(lambda: _count_instances(rest) == before + 4)
+            _wait(lambda: len(reported) > rounds, 10)
+            assert reported[rounds:] == [(2, 0)], reported  # run in the round that took it up, never held
         call = _stored_call(rest, STUDY.format(31))
     states = _states(work / "listener_state.sqlite")
     assert states[_series_uid(t1)] == ("done", "") and states[_series_uid(lone)] == ("done", "")
+    assert states[_series_uid(late)] == ("done", "")
     assert states[_series_uid(pd)] == ("skipped", f"PD of the fusion set in the row of series {_series_uid(t1)}")
     records = {r["series_id"]: r for r in (json.loads(p.read_text()) for p in (work / "series").glob("*.json"))}
+    assert "missing_modality:T1" in records[_series_uid(late)]["prediction"]["flags"]
     both = records[_series_uid(t1)]
     assert both["fusion"] == {"T1": _series_uid(t1), "PD": _series_uid(pd)} and call["class"] == both["label"]
     assert any(f.startswith("registered:PD rigid onto T1") for f in both["prediction"]["flags"])
     assert "missing_modality:PD" in records[_series_uid(lone)]["prediction"]["flags"]
     assert not any((work / "incoming").iterdir())  # nothing left held
-    assert [summary.processed for summary in summaries] == [0, 1, 1]
+    assert [summary.processed for summary in summaries] == [0, 1, 2]

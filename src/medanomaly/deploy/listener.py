@@ -18,7 +18,8 @@ modality) sends each new CT to an AE title, and the node sends its DICOM SEG / R
    series recorded before (same run and options) is not run again, nor a detection series of a study whose detection
    series was run before it came (one set of results per study); a fusion model's series are run in sets (per study,
    or with ``--pair-by patient`` per patient), and with ``--pair-wait`` a set that lacks a modality is held, its files
-   kept in the inbox and recorded ``waiting``, until the patient's other study comes or the wait is over;
+   kept in the inbox and recorded ``waiting``, until the patient's other study comes or the wait is over (not for a
+   modality that ran without it in a study received since the node started: :mod:`medanomaly.deploy.pair_wait`);
 4. series left in ``incoming`` by a stopped node are taken up when it starts again if a sender had ended its
    association normally after sending to them (:data:`SENT_WHOLE`); others may be partial (the node was killed while
    they arrived) and are recorded as refused, to be sent again.
@@ -36,7 +37,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,8 @@ from medanomaly.deploy.batch import process_series, resumable_on_sigterm
 from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.dimse import DEFAULT_AE_TITLE, check_ae_title, start_storage_scp
-from medanomaly.deploy.pacs import SeriesCounts, connect, once_per_study, store_results, waiting_sets
+from medanomaly.deploy.pacs import SeriesCounts, connect, once_per_study, store_results
+from medanomaly.deploy.pair_wait import waiting_sets
 from medanomaly.deploy.pacs_state import WAITING, PacsState
 from medanomaly.deploy.pacs_auth import PacsAuth
 from medanomaly.errors import InputError, unexpected_reason
@@ -279,18 +281,19 @@ def _index_study(folders: list[Path], study_uid: str, state: PacsState, ctx: Bat
 
 
 def _run_group(model: Any, entries: list[Any], state: PacsState, ctx: BatchContext, client: Any,
-               options: ListenerOptions, summary: ListenerSummary) -> set[str]:  # fmt: skip
+               options: ListenerOptions, summary: ListenerSummary, studies: Sequence[str] = ()) -> set[str]:  # fmt: skip
     """Select among a study's series (with ``--pair-by patient``: a patient's studies') as the archive batch and the
     bridge do (one detection series per study: the thin axial CT; a fusion model's set), run and send on each chosen
     one. A series of a study whose detection series (set) was run before (it came later) is skipped, so a study gets
     one set of results. Returns the keys of the series held for a fusion set that waits for a modality
-    (``--pair-wait``): not run, not recorded but as ``waiting``."""
+    (``--pair-wait``): not run, not recorded but as ``waiting`` (not when its other modality ran without it in one of
+    ``studies``: :func:`~medanomaly.deploy.pair_wait.waiting_sets`)."""
     from medanomaly.deploy.select import select_series
 
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
     decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
     decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
-    held = waiting_sets(decisions, state, ctx, summary)
+    held = waiting_sets(decisions, state, ctx, summary, studies)
     held_studies = {d.entry.study_uid for d in decisions if d.entry.key in held}
     for decision in decisions:
         entry, study = decision.entry, decision.entry.study_uid
@@ -324,11 +327,13 @@ def _run_series(model: Any, entry: Any, study: str, state: PacsState, ctx: Batch
 
 
 def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
-             summary: ListenerSummary, held: dict[str, Any] | None = None) -> int:  # fmt: skip
+             summary: ListenerSummary, held: dict[str, Any] | None = None,
+             patients: dict[str, set[str]] | None = None) -> int:  # fmt: skip
     """Run the studies that are complete now (:meth:`Inbox.complete`), each with the series ``held`` (by key) for a
     fusion set of the same study or patient that waits for a modality; how many series came complete, plus the held
     groups judged again because their wait is over (so the caller reports that round too). ``held`` is updated in
-    place: the series that wait now, their files kept in the inbox."""
+    place: the series that wait now, their files kept in the inbox; ``patients`` (with ``--pair-by patient``): the
+    studies received of each patient (keyed) since the node started, updated in place."""
     held = {} if held is None else held
     complete = inbox.complete(options.idle_s)
     studies: dict[str, list[tuple[str, str]]] = {}
@@ -348,11 +353,11 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
     waited = {key: entry for key, entry in held.items() if key not in {e.key for e in fresh}}
     held.clear()
     waiting = expired = 0
-    for group, judge in _groups(fresh, waited, ctx, state):
+    for group, judge, studies_of_group in _groups(fresh, waited, ctx, state, {} if patients is None else patients):
         keep = {e.key for e in group}  # a held group with nothing new, its wait not over, waits on as it is
         if judge:
             expired += all(e.key in waited for e in group)
-            keep = _judged(model, group, state, ctx, client, options, summary)
+            keep = _judged(model, group, state, ctx, client, options, summary, studies_of_group)
         waiting += bool(keep)
         held.update({e.key: e for e in group if e.key in keep})
         for entry in group:
@@ -366,11 +371,11 @@ def _take_up(model: Any, inbox: Inbox, state: PacsState, ctx: BatchContext, clie
 
 
 def _judged(model: Any, group: list[Any], state: PacsState, ctx: BatchContext, client: Any, options: ListenerOptions,
-            summary: ListenerSummary) -> set[str]:  # fmt: skip
+            summary: ListenerSummary, studies: Sequence[str] = ()) -> set[str]:  # fmt: skip
     """:func:`_run_group` of one group, whose failure is the error of its series not recorded yet (one study must not
     end a node that runs for months); the keys of the series held."""
     try:
-        return _run_group(model, group, state, ctx, client, options, summary)
+        return _run_group(model, group, state, ctx, client, options, summary, studies)
     except Exception as exc:  # noqa: BLE001 - recorded per series
         log.debug("study failed", exc_info=True)
         for entry in group:
@@ -379,10 +384,12 @@ def _judged(model: Any, group: list[Any], state: PacsState, ctx: BatchContext, c
         return set()
 
 
-def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext,
-            state: PacsState) -> list[tuple[list[Any], bool]]:  # fmt: skip
+def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext, state: PacsState,
+            patients: dict[str, set[str]]) -> list[tuple[list[Any], bool, list[str]]]:  # fmt: skip
     """The series to judge together (a study's; with ``--pair-by patient`` a patient's), each group with whether it is
-    to be judged now: it has a series new this round, or its wait (``--pair-wait``) is over."""
+    to be judged now (it has a series new this round, or its wait, ``--pair-wait``, is over) and the studies whose
+    fusion sets it may pair with: its own, and with ``--pair-by patient`` those of the patient received before
+    (``patients``, updated in place; the patient keys are the run's own, so it is forgotten at a restart)."""
     by_patient = ctx.options.pair_by == "patient"
     groups: dict[tuple[str, str], list[Any]] = {}
     for entry in [*fresh, *waited.values()]:
@@ -392,7 +399,11 @@ def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext,
     for group in groups.values():
         new = any(e.key not in waited for e in group)
         since = None if new else state.waiting_since([e.key for e in group], ctx.fingerprint)
-        out.append((group, new or since is None or time.time() - since >= ctx.options.pair_wait_s))
+        studies = {e.study_uid or "" for e in group} - {""}
+        if by_patient and group[0].patient_key:
+            studies = patients.setdefault(group[0].patient_key, set()) | studies
+            patients[group[0].patient_key] = studies
+        out.append((group, new or since is None or time.time() - since >= ctx.options.pair_wait_s, sorted(studies)))
     return out
 
 
@@ -444,10 +455,11 @@ def run_listener(
     stop = stop or threading.Event()
     state = PacsState(out_dir / "listener_state.sqlite")
     held: dict[str, Any] = {}  # series of fusion sets that wait for a modality (--pair-wait), by key
+    patients: dict[str, set[str]] = {}  # with --pair-by patient: the studies received of each patient (keyed)
     try:
         with _serving(options, inbox), resumable_on_sigterm():
             while not stop.is_set():
-                ran = _take_up(model, inbox, state, ctx, client, options, summary, held)
+                ran = _take_up(model, inbox, state, ctx, client, options, summary, held, patients)
                 summary.received = inbox.received
                 if ran and on_series is not None:
                     on_series(summary)

@@ -17,7 +17,8 @@ through :class:`medanomaly.deploy.dimse.DimseClient`, which answers the same cal
 A fusion model's series are run in sets, one per study; with ``--pair-by patient`` one per patient, across the
 patient's studies in the PACS of any date (:func:`patient_studies`: PatientID and issuer matched exactly, used in that
 query only). A set that lacks a modality runs without it at once, or waits for it up to ``pair_wait_s`` from the poll
-that first saw it (recorded ``waiting``; a watch's later poll runs it whole when the other study has come).
+that first saw it (recorded ``waiting``; a watch's later poll runs it whole when the other study has come), but
+not for a modality that ran already without it (:mod:`medanomaly.deploy.pair_wait`).
 
 The SEG/SR UIDs are deterministic in (run, options, source series), so even with a lost state
 file a rerun stores the same instances again instead of adding new ones.
@@ -62,11 +63,11 @@ from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_con
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.results import file_safe
 from medanomaly.deploy.pacs_state import WAITING, PacsState
+from medanomaly.deploy.pair_wait import waiting_sets
 from medanomaly.errors import InputError
 
 __all__ = ["MAX_QIDO_RESULTS", "WAITING", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect",
-           "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results",
-           "waiting_sets"]
+           "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).
 MAX_QIDO_RESULTS = 100_000
@@ -377,40 +378,16 @@ def _candidates(client: Any, url: str, study_uid: str, state: PacsState, ctx: Ba
     return out
 
 
-def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any) -> set[str]:
-    """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
-    when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
-    set whose wait is over runs without the missing modality, as it would have at once. ``summary.waiting`` counts
-    the sets held (the caller sets it to 0 before a poll or a round)."""
-    pair_wait_s = ctx.options.pair_wait_s
-    held: set[str] = set()
-    for decision in decisions:
-        fusion = ctx.sets.get(decision.entry.key) if decision.status == "run" else None
-        missing = [name for name, member in fusion.members if member is None] if fusion is not None else []
-        if not missing or pair_wait_s <= 0:
-            continue
-        present = [member for _, member in fusion.members if member is not None]
-        since = state.waiting_since([m.key for m in present], ctx.fingerprint)
-        if since is None:
-            for member in present:
-                state.record(member.key, ctx.fingerprint, member.study_uid or "", WAITING,
-                             f"its fusion set waits for {', '.join(missing)}")  # fmt: skip
-            since = time.time()
-        if time.time() - since < pair_wait_s:
-            held.update(m.key for m in present)
-            summary.waiting += 1
-    return held
-
-
 def _process_series(model: Any, client: Any, url: str, entries: list[Any], state: PacsState, ctx: BatchContext,
-                    summary: PacsSummary, store_map: bool) -> None:  # fmt: skip
-    """Run the new series of a study (with ``--pair-by patient``: of a patient's studies), a fusion model's in sets."""
+                    summary: PacsSummary, store_map: bool, studies: Sequence[str] = ()) -> None:  # fmt: skip
+    """Run the new series of a study (with ``--pair-by patient``: of a patient's studies, ``studies``), a fusion
+    model's in sets."""
     from medanomaly.deploy.select import select_series
 
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
     decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
     decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
-    held = waiting_sets(decisions, state, ctx, summary)
+    held = waiting_sets(decisions, state, ctx, summary, studies)
     for decision in decisions:
         entry, study_uid = decision.entry, decision.entry.study_uid
         if entry.key in held:
@@ -457,13 +434,14 @@ def poll_once(model: Any, client: Any, url: str, state: PacsState, ctx: BatchCon
         elif study_uid not in seen:
             seen.add(study_uid)
             summary.studies += 1
-            entries = _candidates(client, url, study_uid, state, ctx, summary)
+            entries, studies = _candidates(client, url, study_uid, state, ctx, summary), [study_uid]
             if by_patient and entries:  # the patient's other studies are asked for only when this one has news
-                others = [uid for uid in patient_studies(client, url, study, study_uid)[1:] if uid not in seen]
+                studies = patient_studies(client, url, study, study_uid)
+                others = [uid for uid in studies[1:] if uid not in seen]
                 seen.update(others)
                 summary.studies += len(others)
                 entries += [e for uid in others for e in _candidates(client, url, uid, state, ctx, summary)]
-            _process_series(model, client, url, entries, state, ctx, summary, store_map)
+            _process_series(model, client, url, entries, state, ctx, summary, store_map, studies)
     return summary
 
 

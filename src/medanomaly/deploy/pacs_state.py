@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,13 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
     series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, status TEXT NOT NULL,
     reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS lone_sets (
+    series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, present TEXT NOT NULL,
+    missing TEXT NOT NULL, at REAL, PRIMARY KEY (series_uid, fingerprint)
 )"""
 _COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
+_LONE_COLUMNS = ("series_uid", "fingerprint", "study_uid", "present", "missing", "at")
 
 
 
@@ -37,7 +43,8 @@ class PacsState:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = open_state_db(self.path, _SCHEMA, "processed", _COLUMNS, "PACS state file")
+        self._db = open_state_db(self.path, _SCHEMA, {"processed": _COLUMNS, "lone_sets": _LONE_COLUMNS},
+                                 "PACS state file")  # fmt: skip
         self._db.commit()
 
     def done(self, series_uid: str, fingerprint: str) -> bool:
@@ -70,6 +77,30 @@ class PacsState:
         row = self._db.execute(f"SELECT min(at) FROM processed WHERE fingerprint=? AND status=? AND series_uid IN "
                                f"({marks})", (fingerprint, WAITING, *series_uids)).fetchone()  # fmt: skip
         return None if row is None or row[0] is None else float(row[0])
+
+    def record_lone(self, series_uid: str, fingerprint: str, study_uid: str, present: Sequence[str],
+                    missing: Sequence[str]) -> None:  # fmt: skip
+        """Remember that the fusion set in the row of ``series_uid`` ran with the modalities ``present`` (names)
+        and without those ``missing``, so that a missing one come later need not wait for it
+        (:func:`medanomaly.deploy.pair_wait.waiting_sets`)."""
+        names = json.dumps(list(present)), json.dumps(list(missing))
+        self._db.execute("INSERT OR REPLACE INTO lone_sets VALUES (?, ?, ?, ?, ?, ?)",
+                         (series_uid, fingerprint, study_uid, *names, time.time()))
+        self._db.commit()
+
+    def lone_sets(self, study_uids: Sequence[str], fingerprint: str) -> list[tuple[frozenset[str], frozenset[str]]]:
+        """(present, missing) modality names of each fusion set of ``study_uids`` that ran without a modality under
+        this fingerprint (:meth:`record_lone`)."""
+        marks = ",".join("?" * len(study_uids))
+        rows = self._db.execute(f"SELECT present, missing FROM lone_sets WHERE fingerprint=? AND study_uid IN ({marks})",
+                                (fingerprint, *study_uids)).fetchall()  # fmt: skip
+        out = []
+        for present, missing in rows:
+            try:
+                out.append((frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))))
+            except (TypeError, ValueError):  # a row not written here: no set to go by
+                continue
+        return out
 
     def rows(self) -> list[tuple]:
         """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""

@@ -8,7 +8,7 @@ columns medanomaly writes, used to end ``serve`` or ``pacs`` with a ``sqlite3.Da
 Example:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.sqlite"
-    >>> db = open_state_db(path, "CREATE TABLE IF NOT EXISTS t (a TEXT)", "t", ("a",), "state file")
+    >>> db = open_state_db(path, "CREATE TABLE IF NOT EXISTS t (a TEXT)", {"t": ("a",)}, "state file")
     >>> db.execute("SELECT count(*) FROM t").fetchone()[0]
     0
 """
@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,18 @@ from medanomaly.errors import InputError
 __all__ = ["open_state_db"]
 
 
-def open_state_db(path: Path, schema: str, table: str, columns: Sequence[str], what: str,
+def open_state_db(path: Path, schema: str, tables: Mapping[str, Sequence[str]], what: str,
                   **connect: Any) -> sqlite3.Connection:  # fmt: skip
-    """A connection to ``path`` with ``schema`` applied and ``table`` holding ``columns``.
+    """A connection to ``path`` with ``schema`` applied and each of ``tables`` holding its columns.
 
     Raises:
-        InputError: the file is not a SQLite database, or its ``table`` lacks a column (one line naming it).
+        InputError: the file is not a SQLite database, or one of its ``tables`` lacks a column (one line naming it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, **connect)
     try:
         db.executescript(schema)
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        present = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in tables}
     except sqlite3.OperationalError as exc:  # a SQLite file whose tables are not ours
         db.close()
         raise InputError(f"not a {what} ({exc}; another program's file?)", path) from None
@@ -44,9 +44,9 @@ def open_state_db(path: Path, schema: str, table: str, columns: Sequence[str], w
         db.close()
         raise InputError(f"not a readable {what} (corrupt, or not a SQLite file): move it away to start "
                          "afresh", path) from None  # fmt: skip
-    missing = [c for c in columns if c not in present]
+    missing = [(table, c) for table, columns in tables.items() for c in columns if c not in present[table]]
     if missing:
         db.close()
-        raise InputError(f"not a {what}: its table {table!r} has no column {missing[0]!r} (another program's "
-                         "file?)", path)  # fmt: skip
+        raise InputError(f"not a {what}: its table {missing[0][0]!r} has no column {missing[0][1]!r} (another "
+                         "program's file?)", path)  # fmt: skip
     return db

@@ -20,7 +20,7 @@ def test_a_file_that_is_not_sqlite_is_one_line(tmp_path, opener):
         opener(path)
 
 
-@pytest.mark.parametrize(("opener", "table"), [(JobStore, "jobs"), (PacsState, "processed")])
+@pytest.mark.parametrize(("opener", "table"), [(JobStore, "jobs"), (PacsState, "processed"), (PacsState, "lone_sets")])
 def test_another_programs_sqlite_file_is_one_line(tmp_path, opener, table):
     path = tmp_path / "state.sqlite"
     with sqlite3.connect(path) as db:

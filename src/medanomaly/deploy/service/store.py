@@ -42,7 +42,7 @@ class JobStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_state_db(self.path, "PRAGMA journal_mode=WAL;" + _SCHEMA, "jobs", _COLUMNS, "job store",
+        self._db = open_state_db(self.path, "PRAGMA journal_mode=WAL;" + _SCHEMA, {"jobs": _COLUMNS}, "job store",
                                  check_same_thread=False, isolation_level=None, timeout=30)  # fmt: skip
         if "token" not in {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}:
             self._db.execute("ALTER TABLE jobs ADD COLUMN token TEXT")  # a store of an earlier version: no owners

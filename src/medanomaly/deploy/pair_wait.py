@@ -1,0 +1,81 @@
+"""``--pair-wait``: a fusion set that lacks a modality waits for it, at the PACS bridge and at the DICOM node.
+
+A set whose series are here but one modality is not (a T1 study came, its PD study not yet) is held, recorded
+``waiting``, up to ``pair_wait_s`` from when the bridge (the node) first saw it; a later poll (round) that brings the
+other modality forms the set whole and runs it. A set whose wait is over runs without the missing modality, as it
+would have at once, and is remembered as a **lone set** (:meth:`PacsState.record_lone
+<medanomaly.deploy.pacs_state.PacsState.record_lone>`: which modalities it had and lacked).
+
+**A late partner does not wait.** A PD that comes after its T1 ran alone lacks a T1 that will not come again (the T1
+was run; only new series are paired), so it runs at once, without T1, instead of waiting out its own wait: a set does
+not wait when, for every modality it lacks, a lone set of the same study or patient (``studies``: the bridge asks the
+PACS for the patient's studies; the node knows those it received since it started) had that modality and lacked one
+this set has. The price: a patient whose earlier T1 ran without PD no longer waits for a T1 of a new visit when that
+visit's PD comes first (the two are told apart only by time, which the bridge does not judge).
+
+Example:
+    >>> partner_ran_without(["PD"], ["T1"], [(frozenset({"T1"}), frozenset({"PD"}))])
+    True
+    >>> partner_ran_without(["PD"], ["T1"], [(frozenset({"PD"}), frozenset({"T1"}))])  # another PD ran alone
+    False
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from medanomaly.deploy.batch_context import BatchContext
+from medanomaly.deploy.pacs_state import WAITING, PacsState
+
+__all__ = ["partner_ran_without", "waiting_sets"]
+
+
+def partner_ran_without(present: Collection[str], missing: Collection[str],
+                        lone: Iterable[tuple[Collection[str], Collection[str]]]) -> bool:  # fmt: skip
+    """True when every modality in ``missing`` (names) was present in a lone set (``(present, missing)`` pairs) that
+    lacked one of ``present``: the set's other modalities ran already without it, and will not come to pair."""
+    lone = list(lone)
+    return bool(missing) and all(any(name in had and set(present) & set(lacked) for had, lacked in lone)
+                                 for name in missing)  # fmt: skip
+
+
+def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any,
+                 studies: Sequence[str] = ()) -> set[str]:  # fmt: skip
+    """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
+    when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
+    set whose wait is over, or whose missing modality ran already without it (:func:`partner_ran_without` over the lone
+    sets of ``studies`` and of the decisions' own studies), runs without the missing modality, as it would have at
+    once, and is recorded as a lone set. ``summary.waiting`` counts the sets held (the caller sets it to 0 before a
+    poll or a round)."""
+    pair_wait_s = ctx.options.pair_wait_s
+    studies = sorted({*studies, *(d.entry.study_uid or "" for d in decisions)} - {""})
+    held: set[str] = set()
+    for decision in decisions:
+        fusion = ctx.sets.get(decision.entry.key) if decision.status == "run" else None
+        missing = [name for name, member in fusion.members if member is None] if fusion is not None else []
+        if not missing:
+            continue
+        names = [name for name, member in fusion.members if member is not None]
+        present = [member for _, member in fusion.members if member is not None]
+        if pair_wait_s > 0 and not partner_ran_without(names, missing, state.lone_sets(studies, ctx.fingerprint)):
+            if _still_waiting(present, missing, state, ctx):
+                held.update(m.key for m in present)
+                summary.waiting += 1
+                continue
+        primary = fusion.primary[1]
+        state.record_lone(primary.key, ctx.fingerprint, primary.study_uid or "", names, missing)
+    return held
+
+
+def _still_waiting(present: Sequence[Any], missing: Sequence[str], state: PacsState, ctx: BatchContext) -> bool:
+    """Whether a set of the ``present`` series waits on for ``missing``: its wait began now (recorded ``waiting``)
+    or less than ``pair_wait_s`` ago."""
+    since = state.waiting_since([m.key for m in present], ctx.fingerprint)
+    if since is None:
+        for member in present:
+            state.record(member.key, ctx.fingerprint, member.study_uid or "", WAITING,
+                         f"its fusion set waits for {', '.join(missing)}")  # fmt: skip
+        since = time.time()
+    return time.time() - since < ctx.options.pair_wait_s

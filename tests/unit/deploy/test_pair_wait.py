@@ -1,0 +1,87 @@
+"""--pair-wait without a PACS: which fusion sets wait for a missing modality, and a late partner that does not."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from medanomaly.deploy.archive import SeriesEntry
+from medanomaly.deploy.fusion_sets import FusionSet
+from medanomaly.deploy.pacs_state import PacsState
+from medanomaly.deploy.pair_wait import partner_ran_without, waiting_sets
+from medanomaly.deploy.select import Decision
+
+FINGERPRINT = "f"
+
+
+@pytest.mark.parametrize(("present", "missing", "lone", "expected"), [
+    (["PD"], ["T1"], [({"T1"}, {"PD"})], True),  # its T1 ran without it
+    (["PD"], ["T1"], [({"PD"}, {"T1"})], False),  # an earlier PD ran alone: no T1 ran
+    (["PD"], ["T1"], [({"T1", "PD"}, set())], False),  # a whole set ran: nothing lacked a PD
+    (["PD"], ["T1"], [], False),
+    (["T1"], [], [({"T1"}, {"PD"})], False),  # nothing missing: nothing to wait for either
+    (["CT"], ["T1", "PD"], [({"T1"}, {"CT", "PD"})], False),  # the PD has not run
+    (["CT"], ["T1", "PD"], [({"T1"}, {"CT", "PD"}), ({"PD"}, {"CT"})], True),
+])  # fmt: skip
+def test_a_set_need_not_wait_only_for_modalities_that_ran_without_it(present, missing, lone, expected) -> None:
+    assert partner_ran_without(present, missing, lone) is expected
+
+
+def _set(study: str, t1: str | None, pd: str | None) -> tuple[Decision, FusionSet]:
+    entries = {name: None if key is None else SeriesEntry(key, study, "dicom", modality="MR")
+               for name, key in (("T1", t1), ("PD", pd))}  # fmt: skip
+    fusion = FusionSet(tuple(entries.items()))
+    return Decision(fusion.primary[1], "run", ""), fusion
+
+
+def _judge(state: PacsState, wait_s: float, sets: list[tuple[Decision, FusionSet]], studies=()) -> tuple[set, int]:
+    ctx = SimpleNamespace(options=SimpleNamespace(pair_wait_s=wait_s), fingerprint=FINGERPRINT,
+                          sets={d.entry.key: fusion for d, fusion in sets})  # fmt: skip
+    summary = SimpleNamespace(waiting=0)
+    held = waiting_sets([d for d, _ in sets], state, ctx, summary, studies)
+    return held, summary.waiting
+
+
+def test_a_pd_come_after_its_patients_t1_ran_alone_runs_at_once(tmp_path: Path) -> None:
+    """A T1 waits; its wait over, it runs without PD (a lone set); the patient's PD of another study, come later, runs
+    at once; another patient's PD (whose studies had no lone T1) waits, and a set that lacks nothing never does."""
+    state = PacsState(tmp_path / "state.sqlite")
+    t1 = _set("1.1", "10", None)
+    assert _judge(state, 3600.0, [t1]) == ({"10"}, 1)
+    assert state.status("10", FINGERPRINT) == "waiting" and not state.lone_sets(["1.1"], FINGERPRINT)
+    assert _judge(state, 1e-6, [t1]) == (set(), 0)  # its wait is over: it runs without PD
+    assert state.lone_sets(["1.1"], FINGERPRINT) == [(frozenset({"T1"}), frozenset({"PD"}))]
+    late = _set("1.2", None, "20")
+    assert _judge(state, 3600.0, [late], studies=["1.2", "1.1"]) == (set(), 0)
+    assert state.status("20", FINGERPRINT) is None  # never recorded waiting
+    other = _set("2.1", None, "30")
+    assert _judge(state, 3600.0, [other], studies=["2.1"]) == ({"30"}, 1)
+    assert _judge(state, 3600.0, [_set("3.1", "40", "41")]) == (set(), 0)
+    assert not state.lone_sets(["3.1"], FINGERPRINT)
+    state.close()
+
+
+def test_without_a_wait_a_set_that_lacks_a_modality_runs_and_is_remembered_as_lone(tmp_path: Path) -> None:
+    state = PacsState(tmp_path / "state.sqlite")
+    before = time.time()
+    assert _judge(state, 0.0, [_set("1.1", "10", None)]) == (set(), 0)
+    assert state.status("10", FINGERPRINT) is None
+    (row,) = sqlite3.connect(tmp_path / "state.sqlite").execute("SELECT * FROM lone_sets").fetchall()
+    assert row[:5] == ("10", FINGERPRINT, "1.1", '["T1"]', '["PD"]') and row[5] >= before
+    state.close()
+
+
+def test_a_lone_set_row_not_written_here_is_no_set_to_go_by(tmp_path: Path) -> None:
+    state = PacsState(tmp_path / "state.sqlite")
+    state.record_lone("10", FINGERPRINT, "1.1", ["T1"], ["PD"])
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    db.execute("INSERT INTO lone_sets VALUES ('11', 'f', '1.1', 'not json', '{\"a\": 1}', 0)")
+    db.execute("INSERT INTO lone_sets VALUES ('12', 'f', '1.1', '7', '[]', 0)")
+    db.commit()
+    assert state.lone_sets(["1.1"], FINGERPRINT) == [(frozenset({"T1"}), frozenset({"PD"}))]
+    assert state.lone_sets(["1.1"], "another run") == [] and state.lone_sets([], FINGERPRINT) == []
+    state.close()
