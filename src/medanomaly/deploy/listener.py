@@ -64,6 +64,9 @@ DEFAULT_PORT = 11112
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: Marker in a series' incoming folder: an association that sent to it ended normally (hidden: not read as DICOM).
 SENT_WHOLE = ".sent-whole"
+#: With ``--pair-by patient --pair-wait``: the patients (the most recent) whose received studies the node remembers,
+#: so that a late partner need not wait (a node runs for months; a few hundred bytes each, some 50 MB at most).
+MAX_PATIENTS_KEPT = 100_000
 _SUCCESS, _OUT_OF_RESOURCES, _CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
 
@@ -389,7 +392,8 @@ def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext, state: 
     """The series to judge together (a study's; with ``--pair-by patient`` a patient's), each group with whether it is
     to be judged now (it has a series new this round, or its wait, ``--pair-wait``, is over) and the studies whose
     fusion sets it may pair with: its own, and with ``--pair-by patient`` those of the patient received before
-    (``patients``, updated in place; the patient keys are the run's own, so it is forgotten at a restart)."""
+    (``patients``, updated in place, at most :data:`MAX_PATIENTS_KEPT`; the patient keys are the run's own, so it
+    is forgotten at a restart)."""
     by_patient = ctx.options.pair_by == "patient"
     groups: dict[tuple[str, str], list[Any]] = {}
     for entry in [*fresh, *waited.values()]:
@@ -400,9 +404,11 @@ def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext, state: 
         new = any(e.key not in waited for e in group)
         since = None if new else state.waiting_since([e.key for e in group], ctx.fingerprint)
         studies = {e.study_uid or "" for e in group} - {""}
-        if by_patient and group[0].patient_key:
-            studies = patients.setdefault(group[0].patient_key, set()) | studies
-            patients[group[0].patient_key] = studies
+        if by_patient and group[0].patient_key and ctx.options.pair_wait_s > 0:
+            studies |= patients.pop(group[0].patient_key, set())
+            patients[group[0].patient_key] = studies  # the most recent last
+            while len(patients) > MAX_PATIENTS_KEPT:
+                del patients[next(iter(patients))]
         out.append((group, new or since is None or time.time() - since >= ctx.options.pair_wait_s, sorted(studies)))
     return out
 

@@ -85,3 +85,27 @@ def test_a_lone_set_row_not_written_here_is_no_set_to_go_by(tmp_path: Path) -> N
     assert state.lone_sets(["1.1"], FINGERPRINT) == [(frozenset({"T1"}), frozenset({"PD"}))]
     assert state.lone_sets(["1.1"], "another run") == [] and state.lone_sets([], FINGERPRINT) == []
     state.close()
+
+
+def test_the_node_remembers_the_studies_of_its_most_recent_patients(tmp_path: Path, monkeypatch) -> None:
+    """With --pair-by patient --pair-wait the node groups a patient's series with the studies it received of that
+    patient before (where a lone set may have run); it keeps the most recent patients only, and nothing without a
+    wait."""
+    from medanomaly.deploy import listener
+
+    monkeypatch.setattr(listener, "MAX_PATIENTS_KEPT", 2)
+    state, patients = PacsState(tmp_path / "state.sqlite"), {}
+
+    def groups(patient: str, study: str, wait_s: float = 60.0) -> list[str]:
+        entry = SeriesEntry(f"{patient}-{study}", study, "dicom", modality="MR", patient_key=patient)
+        ctx = SimpleNamespace(options=SimpleNamespace(pair_by="patient", pair_wait_s=wait_s), fingerprint=FINGERPRINT)
+        ((_, judge, studies),) = listener._groups([entry], {}, ctx, state, patients)
+        assert judge  # a new series is judged at once
+        return studies
+
+    assert groups("A", "1.1") == ["1.1"] and groups("A", "1.2") == ["1.1", "1.2"]
+    assert groups("B", "2.1") == ["2.1"] and groups("A", "1.3") == ["1.1", "1.2", "1.3"]
+    assert groups("C", "3.1") == ["3.1"] and list(patients) == ["A", "C"]  # B, the least recent, forgotten
+    assert groups("B", "2.2") == ["2.2"]
+    assert groups("D", "4.1", wait_s=0.0) == ["4.1"] and "D" not in patients
+    state.close()
