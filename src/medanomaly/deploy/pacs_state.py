@@ -88,19 +88,28 @@ class PacsState:
                          (series_uid, fingerprint, study_uid, *names, time.time()))
         self._db.commit()
 
-    def lone_sets(self, study_uids: Sequence[str], fingerprint: str) -> list[tuple[frozenset[str], frozenset[str]]]:
-        """(present, missing) modality names of each fusion set of ``study_uids`` that ran without a modality under
-        this fingerprint (:meth:`record_lone`)."""
+    def lone_sets(self, study_uids: Sequence[str],
+                  fingerprint: str) -> list[tuple[str, frozenset[str], frozenset[str]]]:  # fmt: skip
+        """(row series UID, present, missing modality names) of each fusion set of ``study_uids`` that ran without a
+        modality under this fingerprint (:meth:`record_lone`) and was not answered (:meth:`forget_lone`), oldest
+        first."""
         marks = ",".join("?" * len(study_uids))
-        rows = self._db.execute(f"SELECT present, missing FROM lone_sets WHERE fingerprint=? AND study_uid IN ({marks})",
-                                (fingerprint, *study_uids)).fetchall()  # fmt: skip
+        rows = self._db.execute(f"SELECT series_uid, present, missing FROM lone_sets WHERE fingerprint=? AND "
+                                f"study_uid IN ({marks}) ORDER BY at", (fingerprint, *study_uids)).fetchall()  # fmt: skip
         out = []
-        for present, missing in rows:
+        for series_uid, present, missing in rows:
             try:
-                out.append((frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))))
+                had, lacked = frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))
             except (TypeError, ValueError):  # a row not written here: no set to go by
                 continue
+            out.append((str(series_uid), had, lacked))
         return out
+
+    def forget_lone(self, series_uids: Sequence[str], fingerprint: str) -> None:
+        """Forget the lone sets in the rows of ``series_uids``: their late partner came and ran."""
+        self._db.executemany("DELETE FROM lone_sets WHERE series_uid=? AND fingerprint=?",
+                             [(uid, fingerprint) for uid in series_uids])  # fmt: skip
+        self._db.commit()
 
     def rows(self) -> list[tuple]:
         """Every recorded row: (series_uid, fingerprint, study_uid, status, reason, stored, at)."""

@@ -10,14 +10,17 @@ would have at once, and is remembered as a **lone set** (:meth:`PacsState.record
 was run; only new series are paired), so it runs at once, without T1, instead of waiting out its own wait: a set does
 not wait when, for every modality it lacks, a lone set of the same study or patient (``studies``: the bridge asks the
 PACS for the patient's studies; the node knows those it received since it started) had that modality and lacked one
-this set has. The price: a patient whose earlier T1 ran without PD no longer waits for a T1 of a new visit when that
-visit's PD comes first (the two are told apart only by time, which the bridge does not judge).
+this set has. Those lone sets are then answered (forgotten: the two have run, each without the other), and the late
+set is not remembered as lone, so the patient's next visit waits again. The price: when a patient's T1 ran without
+PD and its PD never came, the PD of a later visit that comes before its own T1 is taken for the late partner (it runs
+at once, and that visit's T1 then waits out its wait): the two are told apart only by time, which the bridge does not
+judge.
 
 Example:
-    >>> partner_ran_without(["PD"], ["T1"], [(frozenset({"T1"}), frozenset({"PD"}))])
-    True
-    >>> partner_ran_without(["PD"], ["T1"], [(frozenset({"PD"}), frozenset({"T1"}))])  # another PD ran alone
-    False
+    >>> ran_without(["PD"], ["T1"], [("1.2.3", frozenset({"T1"}), frozenset({"PD"}))])
+    ['1.2.3']
+    >>> ran_without(["PD"], ["T1"], [("1.2.4", frozenset({"PD"}), frozenset({"T1"}))])  # another PD ran alone
+    []
 """
 
 from __future__ import annotations
@@ -29,25 +32,27 @@ from typing import Any
 from medanomaly.deploy.batch_context import BatchContext
 from medanomaly.deploy.pacs_state import WAITING, PacsState
 
-__all__ = ["partner_ran_without", "waiting_sets"]
+__all__ = ["ran_without", "waiting_sets"]
 
 
-def partner_ran_without(present: Collection[str], missing: Collection[str],
-                        lone: Iterable[tuple[Collection[str], Collection[str]]]) -> bool:  # fmt: skip
-    """True when every modality in ``missing`` (names) was present in a lone set (``(present, missing)`` pairs) that
-    lacked one of ``present``: the set's other modalities ran already without it, and will not come to pair."""
+def ran_without(present: Collection[str], missing: Collection[str],
+                lone: Iterable[tuple[str, Collection[str], Collection[str]]]) -> list[str]:  # fmt: skip
+    """The rows (series) of lone sets (``(row, present, missing)``) that had a modality in ``missing`` (names) and
+    lacked one of ``present``, the first for each missing modality: the set's other modalities that ran already
+    without it and will not come to pair; empty unless every missing modality has one."""
     lone = list(lone)
-    return bool(missing) and all(any(name in had and set(present) & set(lacked) for had, lacked in lone)
-                                 for name in missing)  # fmt: skip
+    rows = [next((row for row, had, lacked in lone if name in had and set(present) & set(lacked)), None)
+            for name in missing]  # fmt: skip
+    return [] if not rows or None in rows else sorted(set(rows))  # type: ignore[arg-type]
 
 
 def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any,
                  studies: Sequence[str] = ()) -> set[str]:  # fmt: skip
     """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
     when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
-    set whose wait is over, or whose missing modality ran already without it (:func:`partner_ran_without` over the lone
-    sets of ``studies`` and of the decisions' own studies), runs without the missing modality, as it would have at
-    once, and is recorded as a lone set. ``summary.waiting`` counts the sets held (the caller sets it to 0 before a
+    set whose wait is over runs without the missing modality, as it would have at once, and is recorded as a lone
+    set; one whose missing modalities ran already without it (:func:`ran_without` over the lone sets of ``studies``
+    and of the decisions' own studies) runs too, and answers those lone sets. ``summary.waiting`` counts the sets held (the caller sets it to 0 before a
     poll or a round)."""
     pair_wait_s = ctx.options.pair_wait_s
     studies = sorted({*studies, *(d.entry.study_uid or "" for d in decisions)} - {""})
@@ -59,7 +64,11 @@ def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, 
             continue
         names = [name for name, member in fusion.members if member is not None]
         present = [member for _, member in fusion.members if member is not None]
-        if pair_wait_s > 0 and not partner_ran_without(names, missing, state.lone_sets(studies, ctx.fingerprint)):
+        if pair_wait_s > 0:
+            partners = ran_without(names, missing, state.lone_sets(studies, ctx.fingerprint))
+            if partners:  # a late partner: runs now, and the pair is answered
+                state.forget_lone(partners, ctx.fingerprint)
+                continue
             if _still_waiting(present, missing, state, ctx):
                 held.update(m.key for m in present)
                 summary.waiting += 1

@@ -12,23 +12,28 @@ import pytest
 from medanomaly.deploy.archive import SeriesEntry
 from medanomaly.deploy.fusion_sets import FusionSet
 from medanomaly.deploy.pacs_state import PacsState
-from medanomaly.deploy.pair_wait import partner_ran_without, waiting_sets
+from medanomaly.deploy.pair_wait import ran_without, waiting_sets
 from medanomaly.deploy.select import Decision
 
 FINGERPRINT = "f"
 
 
+T1_ALONE, PD_ALONE = ("1", {"T1"}, {"PD"}), ("2", {"PD"}, {"T1"})
+
+
 @pytest.mark.parametrize(("present", "missing", "lone", "expected"), [
-    (["PD"], ["T1"], [({"T1"}, {"PD"})], True),  # its T1 ran without it
-    (["PD"], ["T1"], [({"PD"}, {"T1"})], False),  # an earlier PD ran alone: no T1 ran
-    (["PD"], ["T1"], [({"T1", "PD"}, set())], False),  # a whole set ran: nothing lacked a PD
-    (["PD"], ["T1"], [], False),
-    (["T1"], [], [({"T1"}, {"PD"})], False),  # nothing missing: nothing to wait for either
-    (["CT"], ["T1", "PD"], [({"T1"}, {"CT", "PD"})], False),  # the PD has not run
-    (["CT"], ["T1", "PD"], [({"T1"}, {"CT", "PD"}), ({"PD"}, {"CT"})], True),
+    (["PD"], ["T1"], [T1_ALONE], ["1"]),  # its T1 ran without it
+    (["PD"], ["T1"], [PD_ALONE], []),  # an earlier PD ran alone: no T1 ran
+    (["PD"], ["T1"], [("3", {"T1", "PD"}, set())], []),  # a whole set ran: nothing lacked a PD
+    (["PD"], ["T1"], [], []),
+    (["T1"], [], [T1_ALONE], []),  # nothing missing: nothing to wait for either
+    (["CT"], ["T1", "PD"], [("4", {"T1"}, {"CT", "PD"})], []),  # the PD has not run
+    (["CT"], ["T1", "PD"], [("4", {"T1"}, {"CT", "PD"}), ("5", {"PD"}, {"CT"})], ["4", "5"]),
+    (["CT"], ["T1", "PD"], [("6", {"T1", "PD"}, {"CT"})], ["6"]),  # one set had both
+    (["PD"], ["T1"], [("7", {"T1"}, {"PD"}), ("1", {"T1"}, {"PD"})], ["7"]),  # the oldest answers
 ])  # fmt: skip
 def test_a_set_need_not_wait_only_for_modalities_that_ran_without_it(present, missing, lone, expected) -> None:
-    assert partner_ran_without(present, missing, lone) is expected
+    assert ran_without(present, missing, lone) == expected
 
 
 def _set(study: str, t1: str | None, pd: str | None) -> tuple[Decision, FusionSet]:
@@ -54,10 +59,12 @@ def test_a_pd_come_after_its_patients_t1_ran_alone_runs_at_once(tmp_path: Path) 
     assert _judge(state, 3600.0, [t1]) == ({"10"}, 1)
     assert state.status("10", FINGERPRINT) == "waiting" and not state.lone_sets(["1.1"], FINGERPRINT)
     assert _judge(state, 1e-6, [t1]) == (set(), 0)  # its wait is over: it runs without PD
-    assert state.lone_sets(["1.1"], FINGERPRINT) == [(frozenset({"T1"}), frozenset({"PD"}))]
+    assert state.lone_sets(["1.1"], FINGERPRINT) == [("10", frozenset({"T1"}), frozenset({"PD"}))]
     late = _set("1.2", None, "20")
     assert _judge(state, 3600.0, [late], studies=["1.2", "1.1"]) == (set(), 0)
     assert state.status("20", FINGERPRINT) is None  # never recorded waiting
+    assert state.lone_sets(["1.1", "1.2"], FINGERPRINT) == []  # answered: the patient's next visit waits again
+    assert _judge(state, 3600.0, [_set("1.3", "21", None)], studies=["1.3", "1.2", "1.1"]) == ({"21"}, 1)
     other = _set("2.1", None, "30")
     assert _judge(state, 3600.0, [other], studies=["2.1"]) == ({"30"}, 1)
     assert _judge(state, 3600.0, [_set("3.1", "40", "41")]) == (set(), 0)
@@ -82,7 +89,7 @@ def test_a_lone_set_row_not_written_here_is_no_set_to_go_by(tmp_path: Path) -> N
     db.execute("INSERT INTO lone_sets VALUES ('11', 'f', '1.1', 'not json', '{\"a\": 1}', 0)")
     db.execute("INSERT INTO lone_sets VALUES ('12', 'f', '1.1', '7', '[]', 0)")
     db.commit()
-    assert state.lone_sets(["1.1"], FINGERPRINT) == [(frozenset({"T1"}), frozenset({"PD"}))]
+    assert state.lone_sets(["1.1"], FINGERPRINT) == [("10", frozenset({"T1"}), frozenset({"PD"}))]
     assert state.lone_sets(["1.1"], "another run") == [] and state.lone_sets([], FINGERPRINT) == []
     state.close()
 
