@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS lone_sets (
 )"""
 _COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
 _LONE_COLUMNS = ("series_uid", "fingerprint", "study_uid", "present", "missing", "at")
+#: Most study UIDs asked for in one query (SQLite takes at most 32,766 values in one statement).
+_CHUNK = 500
 
 
 
@@ -93,11 +95,13 @@ class PacsState:
         """(row series UID, present, missing modality names) of each fusion set of ``study_uids`` that ran without a
         modality under this fingerprint (:meth:`record_lone`) and was not answered (:meth:`forget_lone`), oldest
         first."""
-        marks = ",".join("?" * len(study_uids))
-        rows = self._db.execute(f"SELECT series_uid, present, missing FROM lone_sets WHERE fingerprint=? AND "
-                                f"study_uid IN ({marks}) ORDER BY at", (fingerprint, *study_uids)).fetchall()  # fmt: skip
+        rows = []
+        for start in range(0, len(study_uids), _CHUNK):  # a patient may have more studies than SQLite takes values
+            chunk = study_uids[start:start + _CHUNK]
+            rows += self._db.execute(f"SELECT at, series_uid, present, missing FROM lone_sets WHERE fingerprint=? AND "
+                                     f"study_uid IN ({','.join('?' * len(chunk))})", (fingerprint, *chunk)).fetchall()  # fmt: skip
         out = []
-        for series_uid, present, missing in rows:
+        for _, series_uid, present, missing in sorted(rows, key=lambda row: row[0] or 0.0):
             try:
                 had, lacked = frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))
             except (TypeError, ValueError):  # a row not written here: no set to go by

@@ -116,3 +116,14 @@ def test_the_node_remembers_the_studies_of_its_most_recent_patients(tmp_path: Pa
     assert groups("B", "2.2") == ["2.2"]
     assert groups("D", "4.1", wait_s=0.0) == ["4.1"] and "D" not in patients
     state.close()
+
+
+def test_lone_sets_of_more_studies_than_sqlite_takes_in_one_query(tmp_path: Path) -> None:
+    """A patient's studies come from the PACS's answers (up to 100,000): more values than one SQLite statement takes."""
+    state = PacsState(tmp_path / "state.sqlite")
+    state._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)  # SQLite's default (Debian builds take 250,000)
+    state.record_lone("10", FINGERPRINT, "1.40000", ["T1"], ["PD"])
+    state.record_lone("11", FINGERPRINT, "1.3", ["PD"], ["T1"])
+    studies = [f"1.{i}" for i in range(40_001)]
+    assert [row for row, _, _ in state.lone_sets(studies, FINGERPRINT)] == ["10", "11"]  # oldest first
+    state.close()
