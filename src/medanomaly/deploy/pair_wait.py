@@ -43,7 +43,9 @@ def ran_without(present: Collection[str], missing: Collection[str],
     lone = list(lone)
     rows = [next((row for row, had, lacked in lone if name in had and set(present) & set(lacked)), None)
             for name in missing]  # fmt: skip
-    return [] if not rows or None in rows else sorted(set(rows))  # type: ignore[arg-type]
+    if not rows or any(row is None for row in rows):
+        return []
+    return sorted({row for row in rows if row is not None})
 
 
 def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any,
@@ -52,8 +54,8 @@ def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, 
     when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
     set whose wait is over runs without the missing modality, as it would have at once, and is recorded as a lone
     set; one whose missing modalities ran already without it (:func:`ran_without` over the lone sets of ``studies``
-    and of the decisions' own studies) runs too, and answers those lone sets. ``summary.waiting`` counts the sets held (the caller sets it to 0 before a
-    poll or a round)."""
+    and of the decisions' own studies) runs too, and answers those lone sets. ``summary.waiting`` counts the sets
+    held (the caller sets it to 0 before a poll or a round)."""
     pair_wait_s = ctx.options.pair_wait_s
     studies = sorted({*studies, *(d.entry.study_uid or "" for d in decisions)} - {""})
     held: set[str] = set()
