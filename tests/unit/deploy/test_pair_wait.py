@@ -127,3 +127,16 @@ def test_lone_sets_of_more_studies_than_sqlite_takes_in_one_query(tmp_path: Path
     studies = [f"1.{i}" for i in range(40_001)]
     assert [row for row, _, _ in state.lone_sets(studies, FINGERPRINT)] == ["10", "11"]  # oldest first
     state.close()
+
+
+def test_a_state_file_of_an_earlier_version_gets_the_lone_sets_table(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as db:  # the earlier schema: the processed table alone, one series done
+        db.execute("CREATE TABLE processed (series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, "
+                   "status TEXT NOT NULL, reason TEXT, stored TEXT, at REAL, PRIMARY KEY (series_uid, fingerprint))")
+        db.execute("INSERT INTO processed VALUES ('10', 'f', '1.1', 'done', '', '', 0)")
+    state = PacsState(path)
+    assert state.done("10", FINGERPRINT) and state.lone_sets(["1.1"], FINGERPRINT) == []
+    state.record_lone("11", FINGERPRINT, "1.1", ["T1"], ["PD"])
+    assert [row for row, _, _ in state.lone_sets(["1.1"], FINGERPRINT)] == ["11"]
+    state.close()
