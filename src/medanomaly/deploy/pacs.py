@@ -62,11 +62,11 @@ from medanomaly.deploy.batch import process_series, resumable_on_sigterm
 from medanomaly.deploy.batch_context import BatchContext, BatchOptions, make_context
 from medanomaly.deploy.fusion_sets import with_fusion_sets
 from medanomaly.deploy.results import file_safe
-from medanomaly.deploy.pacs_state import WAITING, PacsState
+from medanomaly.deploy.pacs_state import PacsState
 from medanomaly.deploy.pair_wait import waiting_sets
 from medanomaly.errors import InputError
 
-__all__ = ["MAX_QIDO_RESULTS", "WAITING", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect",
+__all__ = ["MAX_QIDO_RESULTS", "retrieval_limit", "PacsState", "PacsSummary", "SeriesCounts", "connect",
            "once_per_study", "patient_studies", "poll_once", "recent_filter", "run_pacs", "store_results"]
 
 #: Most results one QIDO-RS query pages through (the studies of a poll, the series of a study).

@@ -40,8 +40,8 @@ def ran_without(present: Collection[str], missing: Collection[str],
     """The rows (series) of lone sets (``(row, present, missing)``) that had a modality in ``missing`` (names) and
     lacked one of ``present``, the first for each missing modality: the set's other modalities that ran already
     without it and will not come to pair; empty unless every missing modality has one."""
-    lone = list(lone)
-    rows = [next((row for row, had, lacked in lone if name in had and set(present) & set(lacked)), None)
+    lone, present = list(lone), set(present)
+    rows = [next((row for row, had, lacked in lone if name in had and present & set(lacked)), None)
             for name in missing]  # fmt: skip
     if not rows or any(row is None for row in rows):
         return []
