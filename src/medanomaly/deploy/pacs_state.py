@@ -101,7 +101,8 @@ class PacsState:
             rows += self._db.execute(f"SELECT at, series_uid, present, missing FROM lone_sets WHERE fingerprint=? AND "
                                      f"study_uid IN ({','.join('?' * len(chunk))})", (fingerprint, *chunk)).fetchall()  # fmt: skip
         out = []
-        for _, series_uid, present, missing in sorted(rows, key=lambda row: row[0] or 0.0):
+        ours = [row for row in rows if isinstance(row[0], (int, float))]  # a row with another time was not written here
+        for _, series_uid, present, missing in sorted(ours, key=lambda row: row[0]):
             try:
                 had, lacked = frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))
             except (TypeError, ValueError):  # a row not written here: no set to go by

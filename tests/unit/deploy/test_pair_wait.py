@@ -88,6 +88,9 @@ def test_a_lone_set_row_not_written_here_is_no_set_to_go_by(tmp_path: Path) -> N
     db = sqlite3.connect(tmp_path / "state.sqlite")
     db.execute("INSERT INTO lone_sets VALUES ('11', 'f', '1.1', 'not json', '{\"a\": 1}', 0)")
     db.execute("INSERT INTO lone_sets VALUES ('12', 'f', '1.1', '7', '[]', 0)")
+    db.execute("INSERT INTO lone_sets VALUES ('13', 'f', '1.1', '[\"T1\"]', '[\"PD\"]', 'yesterday')")
+    db.execute("INSERT INTO lone_sets VALUES ('14', 'f', '1.1', '[\"T1\"]', '[\"PD\"]', NULL)")
+    db.execute("INSERT INTO lone_sets VALUES ('15', 'f', '1.1', X'00ff', '[\"PD\"]', 1)")
     db.commit()
     assert state.lone_sets(["1.1"], FINGERPRINT) == [("10", frozenset({"T1"}), frozenset({"PD"}))]
     assert state.lone_sets(["1.1"], "another run") == [] and state.lone_sets([], FINGERPRINT) == []
