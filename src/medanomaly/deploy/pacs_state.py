@@ -77,7 +77,8 @@ class PacsState:
         """When the first of ``series_uids`` was recorded ``waiting`` under this fingerprint (Unix time), or None."""
         marks = ",".join("?" * len(series_uids))
         row = self._db.execute(f"SELECT min(at) FROM processed WHERE fingerprint=? AND status=? AND series_uid IN "
-                               f"({marks})", (fingerprint, WAITING, *series_uids)).fetchone()  # fmt: skip
+                               f"({marks}) AND typeof(at) IN ('integer', 'real')",  # a time written here
+                               (fingerprint, WAITING, *series_uids)).fetchone()  # fmt: skip
         return None if row is None or row[0] is None else float(row[0])
 
     def record_lone(self, series_uid: str, fingerprint: str, study_uid: str, present: Sequence[str],

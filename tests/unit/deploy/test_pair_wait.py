@@ -143,3 +143,14 @@ def test_a_state_file_of_an_earlier_version_gets_the_lone_sets_table(tmp_path: P
     state.record_lone("11", FINGERPRINT, "1.1", ["T1"], ["PD"])
     assert [row for row, _, _ in state.lone_sets(["1.1"], FINGERPRINT)] == ["11"]
     state.close()
+
+
+def test_a_waiting_row_whose_time_is_not_a_number_is_no_wait_begun(tmp_path: Path) -> None:
+    """A ``waiting`` row not written here (its time text) was a ValueError traceback when the set was judged."""
+    state = PacsState(tmp_path / "state.sqlite")
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        db.execute("INSERT INTO processed VALUES ('10', 'f', '1.1', 'waiting', '', '', 'yesterday')")
+    assert state.waiting_since(["10"], FINGERPRINT) is None
+    state.record("11", FINGERPRINT, "1.1", "waiting")
+    assert state.waiting_since(["10", "11"], FINGERPRINT) is not None
+    state.close()
