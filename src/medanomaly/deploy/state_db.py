@@ -30,11 +30,18 @@ def open_state_db(path: Path, schema: str, tables: Mapping[str, Sequence[str]], 
     """A connection to ``path`` with ``schema`` applied and each of ``tables`` holding its columns.
 
     Raises:
-        InputError: the file is not a SQLite database, or one of its ``tables`` lacks a column (one line naming it).
+        InputError: the file is not a SQLite database, holds another program's tables and none of ours (left as it
+            is), or one of its ``tables`` lacks a column (one line naming it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, **connect)
     try:
+        existing = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                    if not name.startswith("sqlite_")}  # fmt: skip
+        if existing and not existing & set(tables):  # another program's database: nothing of ours is added to it
+            db.close()
+            raise InputError(f"not a {what}: a SQLite database of another program (none of its {len(existing)} "
+                             "tables is ours); give a new file", path)  # fmt: skip
         db.executescript(schema)
         present = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in tables}
     except sqlite3.OperationalError as exc:  # a SQLite file whose tables are not ours

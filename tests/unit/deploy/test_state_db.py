@@ -35,3 +35,17 @@ def test_our_own_files_open_again(tmp_path):
     assert JobStore(tmp_path / "jobs.sqlite").get(job)["model"] == "m"
     PacsState(tmp_path / "pacs.sqlite").close()
     PacsState(tmp_path / "pacs.sqlite").close()
+
+
+@pytest.mark.parametrize("opener", [JobStore, PacsState])
+def test_another_programs_database_is_refused_and_left_as_it_is(tmp_path, opener):
+    """A state file given as another program's SQLite database (``pacs --state``) got our tables added to it."""
+    path = tmp_path / "theirs.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE scans (id INTEGER PRIMARY KEY AUTOINCREMENT, patient_id TEXT)")
+        db.execute("INSERT INTO scans (patient_id) VALUES ('x')")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=r"theirs\.sqlite: not a .*another program \(none of its 1 tables is ours\)"):
+        opener(path)
+    assert path.read_bytes() == before
