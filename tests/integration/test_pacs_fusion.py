@@ -296,3 +296,64 @@ def test_the_node_holds_a_patient_s_first_study_until_the_other_modality_is_push
     assert "missing_modality:PD" in records[_series_uid(lone)]["prediction"]["flags"]
     assert not any((work / "incoming").iterdir())  # nothing left held
     assert [summary.processed for summary in summaries] == [0, 1, 2]
+
+
+def test_with_keyed_ids_the_node_takes_a_late_partner_for_one_across_a_restart(fusion_run, tmp_path) -> None:
+    """--pair-by patient --pair-wait --keyed-ids at the node: a patient's T1 waits its second, runs without PD, and the
+    node stops. Started again (a restart forgets what it received), it takes the patient's PD, pushed now, for the late
+    partner and runs it at once without T1 instead of holding it for its hour: the lone set was recorded with a patient
+    key derived from the user's key, which lasts across runs (the run's own keys did not: it waited). Answered, the
+    lone set and its patient key are gone from the state file, which never held the PatientID."""
+    import sqlite3
+    import threading
+    import time
+
+    from medanomaly.deploy.batch_context import BatchOptions
+    from medanomaly.deploy.listener import ListenerOptions, run_listener
+    from medanomaly.engine import load_model
+    from tests.integration.test_batch_fusion import _of_patient
+
+    dicom_port, node_port = _free_port(), _free_port()
+    settings = {"DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": dicom_port,
+                "DicomModalities": {"medanomaly": [AE, "127.0.0.1", node_port]}}  # fmt: skip
+    work, reported = tmp_path / "work", []
+    options = ListenerOptions(port=node_port, allowed=("ORTHANC",), idle_s=1.0)
+
+    def node(wait_s: float, until) -> None:
+        stop = threading.Event()
+        batch = BatchOptions(pair_by="patient", pair_wait_s=wait_s)
+        thread = threading.Thread(target=lambda: run_listener(
+            load_model(fusion_run), work, options, batch, stop=stop, key=b"k" * 32,
+            on_series=lambda s: reported.append((s.processed, s.waiting))), daemon=True)  # fmt: skip
+        thread.start()
+        try:
+            time.sleep(1.0)
+            until()
+        finally:
+            stop.set()
+            thread.join(30)
+
+    with running_orthanc(_folder(tmp_path / "orthanc"), **settings) as rest:
+        t1 = _of_patient(_series(tmp_path, 35, "t1", "T1", "T1"), "PAT-C")
+        pd = _of_patient(_series(tmp_path, 36, "pd", "PD", "PD"), "PAT-C")
+        for folder in (t1, pd):
+            _upload(rest, folder)
+        state_file = work / "listener_state.sqlite"
+
+        def t1_ran_alone() -> None:
+            assert _push_study(rest, STUDY.format(35)) == 200
+            _wait(lambda: _states(state_file).get(_series_uid(t1), ("",))[0] == "done")
+
+        def pd_taken_up() -> None:
+            assert _push_study(rest, STUDY.format(36)) == 200
+            _wait(lambda: _states(state_file).get(_series_uid(pd), ("",))[0] in ("done", "waiting"))
+
+        node(1.0, t1_ran_alone)
+        assert sqlite3.connect(state_file).execute("SELECT count(*) FROM lone_patients").fetchone() == (1,)
+        node(3600.0, pd_taken_up)
+    assert _states(state_file)[_series_uid(pd)] == ("done", ""), "the late partner was held for its own wait"
+    assert reported[-1] == (1, 0), reported  # the restarted node's first round: the PD run, nothing held
+    db = sqlite3.connect(state_file)
+    assert db.execute("SELECT count(*) FROM lone_sets").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM lone_patients").fetchone() == (0,)
+    assert b"PAT-C" not in state_file.read_bytes()

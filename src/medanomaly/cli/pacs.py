@@ -38,7 +38,7 @@ PAIR_BY = typer.Option("study", "--pair-by", help="Fusion model (archive, PACS, 
 PAIR_WAIT = typer.Option(0.0, "--pair-wait", help="Fusion model, PACS (with --watch) or node: a set that lacks a "
                          "modality waits up to this many hours for it (its other study may come later), then runs "
                          "without it; 0: at once. A modality whose other one ran already without it does not "
-                         "wait.")
+                         "wait (at the node across a restart only with --keyed-ids).")
 #: Options of both DICOM network commands (pacs and listen).
 SERIES_FILTER = typer.Option(None, "--series-filter", help="Series rule, e.g. Modality=CT.")
 SITE = typer.Option("auto", "--site", help="Finding site in the SR (lung, breast, ...; auto; none).")

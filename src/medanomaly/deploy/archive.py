@@ -45,8 +45,8 @@ from medanomaly.io.frames import check_volume, reword_frame_advice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FRAME_ALONE_ADVICE", "HEADER_KEYWORDS", "ArchiveIndex", "Problem", "SeriesEntry", "display_path", "entry_from_datasets", "iter_files", "patient_key", "read_series",
-           "walk_archive"]
+__all__ = ["FRAME_ALONE_ADVICE", "HEADER_KEYWORDS", "ArchiveIndex", "Problem", "SeriesEntry", "display_path",
+           "entry_from_datasets", "iter_files", "lasting_patient_secret", "patient_key", "read_series", "walk_archive"]
 
 #: Modalities of DICOM objects that are not images to run a model on.
 NON_IMAGE_MODALITIES = frozenset(
@@ -118,8 +118,9 @@ class SeriesEntry:
         body_part: BodyPartExamined ("" when absent).
         description: SeriesDescription, used only for selection rules, never written to results.
         patient_key: which patient the series is of, as a keyed hash of PatientID and its issuer whose secret is new
-            in each process (:func:`patient_key`), for pairing a patient's studies; never written; None when the
-            header names no patient.
+            in each process (:func:`patient_key`), for pairing a patient's studies; never written (but by the DICOM
+            node for its lone sets, when the secret is derived from the user's key); None when the header names no
+            patient.
     """
 
     key: str
@@ -258,7 +259,7 @@ def _non_image_reason(h: dict[str, Any]) -> str | None:
     return None
 
 
-def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
+def _new_dicom_entry(h: dict[str, Any], patient_secret: bytes | None = None) -> SeriesEntry:
     thickness = h.get("SliceThickness")
     try:
         thickness_mm = float(thickness) if thickness not in (None, "") else None
@@ -279,14 +280,16 @@ def _new_dicom_entry(h: dict[str, Any]) -> SeriesEntry:
         orientation=_orientation(h.get("ImageOrientationPatient")),
         body_part=_text(h.get("BodyPartExamined"))[:MAX_TEXT],
         description=_text(h.get("SeriesDescription"))[:MAX_TEXT],
-        patient_key=patient_key(h),
+        patient_key=patient_key(h, patient_secret),
     )
 
 
-def patient_key(h: dict[str, Any]) -> str | None:
+def patient_key(h: dict[str, Any], secret: bytes | None = None) -> str | None:
     """A series' patient as HMAC-SHA256 of its PatientID and IssuerOfPatientID under a secret new in each process: two
     series of one patient get one key in a run, and the key cannot be turned back into the id (a plain hash of a
-    hospital's short record numbers could be, by trying them all) nor matched across runs. None without a PatientID.
+    hospital's short record numbers could be, by trying them all) nor matched across runs. With ``secret``
+    (:func:`lasting_patient_secret` of the user's key) the key is the same in every run with that key. None without a
+    PatientID.
 
     Example:
         >>> patient_key({"PatientID": "12345"}) == patient_key({"PatientID": "12345"}) != patient_key({"PatientID": "1"})
@@ -298,7 +301,16 @@ def patient_key(h: dict[str, Any]) -> str | None:
     if not patient:
         return None
     issuer = _text(h.get("IssuerOfPatientID")).strip()
-    return hmac.new(_PATIENT_KEY_SECRET, f"{issuer}\x1f{patient}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret or _PATIENT_KEY_SECRET, f"{issuer}\x1f{patient}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def lasting_patient_secret(key: bytes) -> bytes:
+    """The secret of :func:`patient_key` derived from the user's key (``--keyed-ids``): patient keys that last across
+    runs (the DICOM node's lone sets, :mod:`medanomaly.deploy.pair_wait`), unlike any id or pseudonym made with the key
+    itself."""
+    import hmac
+
+    return hmac.new(key, b"medanomaly-patient-key", hashlib.sha256).digest()
 
 
 def entry_from_datasets(datasets: Any) -> SeriesEntry | str:
@@ -415,7 +427,8 @@ def _itk_bytes(reader: Any) -> int:
     return 4
 
 
-def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, SeriesEntry]) -> None:
+def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, SeriesEntry],
+              patient_secret: bytes | None) -> None:  # fmt: skip
     """Index one file: a volume series, a slice of a DICOM series, or a problem."""
     if path.name.lower().endswith(VOLUME_SUFFIXES):
         data = _data_files(path)
@@ -433,17 +446,18 @@ def _add_file(path: Path, root: Path, index: ArchiveIndex, by_uid: dict[str, Ser
     uid = str(h["SeriesInstanceUID"])
     entry = by_uid.get(uid)
     if entry is None:
-        entry = by_uid[uid] = _new_dicom_entry(h)
+        entry = by_uid[uid] = _new_dicom_entry(h, patient_secret)
         index.series.append(entry)
     entry.files.append(path)
     entry.n_frames += int(h.get("NumberOfFrames") or 1)
 
 
-def walk_archive(root: str | Path) -> ArchiveIndex:
+def walk_archive(root: str | Path, patient_secret: bytes | None = None) -> ArchiveIndex:
     """Index every series under ``root`` (headers only), reporting what cannot be used.
 
     Args:
         root: a folder (searched recursively, links followed safely) or one file.
+        patient_secret: the secret of the series' patient keys (:func:`patient_key`; default: the process's own).
 
     Returns:
         The :class:`ArchiveIndex`: series in the order first met, and the problems (relative
@@ -462,7 +476,7 @@ def walk_archive(root: str | Path) -> ArchiveIndex:
     for path in files:
         index.n_files += 1
         try:
-            _add_file(path, base, index, by_uid)
+            _add_file(path, base, index, by_uid, patient_secret)
         except InputError as exc:
             index.problems.append(Problem(display_path(path, base), reword_frame_advice(exc.reason, FRAME_ALONE_ADVICE)))
         except OSError as exc:

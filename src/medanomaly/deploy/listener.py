@@ -266,12 +266,13 @@ def _record(state: PacsState, ctx: BatchContext, uid: str, study: str, status: s
 def _index_study(folders: list[Path], study_uid: str, state: PacsState, ctx: BatchContext,
                  summary: ListenerSummary) -> list[Any]:  # fmt: skip
     """The DICOM series of a complete study's folders (a folder that holds none is recorded as an error)."""
-    from medanomaly.deploy.archive import walk_archive
+    from medanomaly.deploy.archive import lasting_patient_secret, walk_archive
 
+    secret = lasting_patient_secret(ctx.key) if ctx.key else None  # with --keyed-ids: patient keys that last
     entries = []
     for folder in folders:
         try:
-            found = [e for e in walk_archive(folder).series if e.kind == "dicom"]
+            found = [e for e in walk_archive(folder, secret).series if e.kind == "dicom"]
         except InputError as exc:  # the folder unreadable as an archive: recorded, the study's others go on
             _record(state, ctx, folder.name, study_uid, "error", exc.reason, summary)
             continue
@@ -290,13 +291,16 @@ def _run_group(model: Any, entries: list[Any], state: PacsState, ctx: BatchConte
     one. A series of a study whose detection series (set) was run before (it came later) is skipped, so a study gets
     one set of results. Returns the keys of the series held for a fusion set that waits for a modality
     (``--pair-wait``): not run, not recorded but as ``waiting`` (not when its other modality ran without it in one of
-    ``studies``: :func:`~medanomaly.deploy.pair_wait.waiting_sets`)."""
+    ``studies``, or with ``--keyed-ids`` in a lone set of the patient before a restart:
+    :func:`~medanomaly.deploy.pair_wait.waiting_sets`)."""
     from medanomaly.deploy.select import select_series
 
     decisions = select_series(entries, ctx.selection, ctx.options.series_filters, ctx.options.memory_limit)
     decisions, ctx = with_fusion_sets(model, decisions, ctx)  # a fusion model: one set of series per study (patient)
     decisions = [once_per_study(d, d.entry.study_uid, state, ctx) for d in decisions]
-    held = waiting_sets(decisions, state, ctx, summary, studies)
+    lasting = ctx.key is not None and ctx.options.pair_by == "patient"  # the patient key outlives a restart
+    patient = next((e.patient_key for e in entries), None) if lasting else None
+    held = waiting_sets(decisions, state, ctx, summary, studies, patient)
     held_studies = {d.entry.study_uid for d in decisions if d.entry.key in held}
     for decision in decisions:
         entry, study = decision.entry, decision.entry.study_uid
@@ -393,7 +397,7 @@ def _groups(fresh: list[Any], waited: dict[str, Any], ctx: BatchContext, state: 
     to be judged now (it has a series new this round, or its wait, ``--pair-wait``, is over) and the studies whose
     fusion sets it may pair with: its own, and with ``--pair-by patient`` those of the patient received before
     (``patients``, updated in place, at most :data:`MAX_PATIENTS_KEPT`; the patient keys are the run's own, so it
-    is forgotten at a restart)."""
+    is forgotten at a restart: with ``--keyed-ids`` the lone sets carry a patient key that lasts, :func:`_run_group`)."""
     by_patient = ctx.options.pair_by == "patient"
     groups: dict[tuple[str, str], list[Any]] = {}
     for entry in [*fresh, *waited.values()]:

@@ -32,9 +32,13 @@ CREATE TABLE IF NOT EXISTS processed (
 CREATE TABLE IF NOT EXISTS lone_sets (
     series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, study_uid TEXT, present TEXT NOT NULL,
     missing TEXT NOT NULL, at REAL, PRIMARY KEY (series_uid, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS lone_patients (
+    series_uid TEXT NOT NULL, fingerprint TEXT NOT NULL, patient TEXT NOT NULL, PRIMARY KEY (series_uid, fingerprint)
 )"""
 _COLUMNS = ("series_uid", "fingerprint", "study_uid", "status", "reason", "stored", "at")
 _LONE_COLUMNS = ("series_uid", "fingerprint", "study_uid", "present", "missing", "at")
+_LONE_PATIENT_COLUMNS = ("series_uid", "fingerprint", "patient")
 #: Most study UIDs asked for in one query (SQLite takes at most 32,766 values in one statement).
 _CHUNK = 500
 
@@ -45,8 +49,8 @@ class PacsState:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = open_state_db(self.path, _SCHEMA, {"processed": _COLUMNS, "lone_sets": _LONE_COLUMNS},
-                                 "PACS state file")  # fmt: skip
+        self._db = open_state_db(self.path, _SCHEMA, {"processed": _COLUMNS, "lone_sets": _LONE_COLUMNS,
+                                                          "lone_patients": _LONE_PATIENT_COLUMNS}, "PACS state file")  # fmt: skip
         self._db.commit()
 
     def done(self, series_uid: str, fingerprint: str) -> bool:
@@ -82,28 +86,35 @@ class PacsState:
         return None if row is None or row[0] is None else float(row[0])
 
     def record_lone(self, series_uid: str, fingerprint: str, study_uid: str, present: Sequence[str],
-                    missing: Sequence[str]) -> None:  # fmt: skip
+                    missing: Sequence[str], patient: str | None = None) -> None:  # fmt: skip
         """Remember that the fusion set in the row of ``series_uid`` ran with the modalities ``present`` (names)
         and without those ``missing``, so that a missing one come later need not wait for it
-        (:func:`medanomaly.deploy.pair_wait.waiting_sets`)."""
+        (:func:`medanomaly.deploy.pair_wait.waiting_sets`); with ``patient`` (a patient key that lasts across runs:
+        :func:`medanomaly.deploy.archive.lasting_patient_secret`) it is found by its patient too."""
         names = json.dumps(list(present)), json.dumps(list(missing))
         self._db.execute("INSERT OR REPLACE INTO lone_sets VALUES (?, ?, ?, ?, ?, ?)",
                          (series_uid, fingerprint, study_uid, *names, time.time()))
+        if patient:
+            self._db.execute("INSERT OR REPLACE INTO lone_patients VALUES (?, ?, ?)", (series_uid, fingerprint, patient))
         self._db.commit()
 
-    def lone_sets(self, study_uids: Sequence[str],
-                  fingerprint: str) -> list[tuple[str, frozenset[str], frozenset[str]]]:  # fmt: skip
-        """(row series UID, present, missing modality names) of each fusion set of ``study_uids`` that ran without a
-        modality under this fingerprint (:meth:`record_lone`) and was not answered (:meth:`forget_lone`), oldest
-        first."""
-        rows = []
+    def lone_sets(self, study_uids: Sequence[str], fingerprint: str,
+                  patient: str | None = None) -> list[tuple[str, frozenset[str], frozenset[str]]]:  # fmt: skip
+        """(row series UID, present, missing modality names) of each fusion set of ``study_uids`` (or recorded with
+        ``patient``) that ran without a modality under this fingerprint (:meth:`record_lone`) and was not answered
+        (:meth:`forget_lone`), oldest first."""
+        rows = set()
         for start in range(0, len(study_uids), _CHUNK):  # a patient may have more studies than SQLite takes values
             chunk = study_uids[start:start + _CHUNK]
-            rows += self._db.execute(f"SELECT at, series_uid, present, missing FROM lone_sets WHERE fingerprint=? AND "
-                                     f"study_uid IN ({','.join('?' * len(chunk))})", (fingerprint, *chunk)).fetchall()  # fmt: skip
+            rows |= set(self._db.execute(f"SELECT at, series_uid, present, missing FROM lone_sets WHERE fingerprint=? "
+                                         f"AND study_uid IN ({','.join('?' * len(chunk))})", (fingerprint, *chunk)))  # fmt: skip
+        if patient:
+            rows |= set(self._db.execute("SELECT s.at, s.series_uid, s.present, s.missing FROM lone_sets s JOIN "
+                                         "lone_patients p ON p.series_uid=s.series_uid AND p.fingerprint=s.fingerprint "
+                                         "WHERE s.fingerprint=? AND p.patient=?", (fingerprint, patient)))  # fmt: skip
         out = []
         ours = [row for row in rows if isinstance(row[0], (int, float))]  # a row with another time was not written here
-        for _, series_uid, present, missing in sorted(ours, key=lambda row: row[0]):
+        for _, series_uid, present, missing in sorted(ours, key=lambda row: (row[0], str(row[1]))):
             try:
                 had, lacked = frozenset(map(str, json.loads(present))), frozenset(map(str, json.loads(missing)))
             except (TypeError, ValueError):  # a row not written here: no set to go by
@@ -113,8 +124,9 @@ class PacsState:
 
     def forget_lone(self, series_uids: Sequence[str], fingerprint: str) -> None:
         """Forget the lone sets in the rows of ``series_uids``: their late partner came and ran."""
-        self._db.executemany("DELETE FROM lone_sets WHERE series_uid=? AND fingerprint=?",
-                             [(uid, fingerprint) for uid in series_uids])  # fmt: skip
+        for table in ("lone_sets", "lone_patients"):
+            self._db.executemany(f"DELETE FROM {table} WHERE series_uid=? AND fingerprint=?",
+                                 [(uid, fingerprint) for uid in series_uids])  # fmt: skip
         self._db.commit()
 
     def rows(self) -> list[tuple]:

@@ -9,12 +9,12 @@ would have at once, and is remembered as a **lone set** (:meth:`PacsState.record
 **A late partner does not wait.** A PD that comes after its T1 ran alone lacks a T1 that will not come again (the T1
 was run; only new series are paired), so it runs at once, without T1, instead of waiting out its own wait: a set does
 not wait when, for every modality it lacks, a lone set of the same study or patient (``studies``: the bridge asks the
-PACS for the patient's studies; the node knows those it received since it started) had that modality and lacked one
-this set has. Those lone sets are then answered (forgotten: the two have run, each without the other), and the late
-set is not remembered as lone, so the patient's next visit waits again. The price: when a patient's T1 ran without
-PD and its PD never came, the PD of a later visit that comes before its own T1 is taken for the late partner (it runs
-at once, and that visit's T1 then waits out its wait): the two are told apart only by time, which the bridge does not
-judge.
+PACS for the patient's studies; the node knows those it received since it started, and with ``--keyed-ids`` finds
+the patient's lone sets by a patient key that lasts across restarts) had that modality and lacked one this set has.
+Those lone sets are then answered (forgotten: the two have run, each without the other), and the late set is not
+remembered as lone, so the patient's next visit waits again. The price: when a patient's T1 ran without PD and its PD
+never came, the PD of a later visit that comes before its own T1 is taken for the late partner (it runs at once, and
+that visit's T1 then waits out its wait): the two are told apart only by time, which the bridge does not judge.
 
 Example:
     >>> ran_without(["PD"], ["T1"], [("1.2.3", frozenset({"T1"}), frozenset({"PD"}))])
@@ -49,13 +49,14 @@ def ran_without(present: Collection[str], missing: Collection[str],
 
 
 def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, summary: Any,
-                 studies: Sequence[str] = ()) -> set[str]:  # fmt: skip
+                 studies: Sequence[str] = (), patient: str | None = None) -> set[str]:  # fmt: skip
     """The keys of the series of fusion sets that lack a modality and wait for it, ``ctx.options.pair_wait_s`` from
     when the bridge (the node) first saw them (recorded ``waiting``: not done, so a later poll forms their set again); a
     set whose wait is over runs without the missing modality, as it would have at once, and is recorded as a lone
     set; one whose missing modalities ran already without it (:func:`ran_without` over the lone sets of ``studies``
-    and of the decisions' own studies) runs too, and answers those lone sets. ``summary.waiting`` counts the sets
-    held (the caller sets it to 0 before a poll or a round)."""
+    and of the decisions' own studies, and of ``patient``: a patient key that lasts across runs, recorded with each
+    lone set) runs too, and answers those lone sets. ``summary.waiting`` counts the sets held (the caller sets it to
+    0 before a poll or a round)."""
     pair_wait_s = ctx.options.pair_wait_s
     studies = sorted({*studies, *(d.entry.study_uid or "" for d in decisions)} - {""})
     held: set[str] = set()
@@ -67,7 +68,7 @@ def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, 
         names = [name for name, member in fusion.members if member is not None]
         present = [member for _, member in fusion.members if member is not None]
         if pair_wait_s > 0:
-            partners = ran_without(names, missing, state.lone_sets(studies, ctx.fingerprint))
+            partners = ran_without(names, missing, state.lone_sets(studies, ctx.fingerprint, patient))
             if partners:  # a late partner: runs now, and the pair is answered
                 state.forget_lone(partners, ctx.fingerprint)
                 continue
@@ -76,7 +77,7 @@ def waiting_sets(decisions: Sequence[Any], state: PacsState, ctx: BatchContext, 
                 summary.waiting += 1
                 continue
         primary = fusion.primary[1]
-        state.record_lone(primary.key, ctx.fingerprint, primary.study_uid or "", names, missing)
+        state.record_lone(primary.key, ctx.fingerprint, primary.study_uid or "", names, missing, patient)
     return held
 
 

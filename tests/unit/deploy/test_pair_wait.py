@@ -43,11 +43,12 @@ def _set(study: str, t1: str | None, pd: str | None) -> tuple[Decision, FusionSe
     return Decision(fusion.primary[1], "run", ""), fusion
 
 
-def _judge(state: PacsState, wait_s: float, sets: list[tuple[Decision, FusionSet]], studies=()) -> tuple[set, int]:
+def _judge(state: PacsState, wait_s: float, sets: list[tuple[Decision, FusionSet]], studies=(),
+           patient: str | None = None) -> tuple[set, int]:  # fmt: skip
     ctx = SimpleNamespace(options=SimpleNamespace(pair_wait_s=wait_s), fingerprint=FINGERPRINT,
                           sets={d.entry.key: fusion for d, fusion in sets})  # fmt: skip
     summary = SimpleNamespace(waiting=0)
-    held = waiting_sets([d for d, _ in sets], state, ctx, summary, studies)
+    held = waiting_sets([d for d, _ in sets], state, ctx, summary, studies, patient)
     return held, summary.waiting
 
 
@@ -140,8 +141,9 @@ def test_a_state_file_of_an_earlier_version_gets_the_lone_sets_table(tmp_path: P
         db.execute("INSERT INTO processed VALUES ('10', 'f', '1.1', 'done', '', '', 0)")
     state = PacsState(path)
     assert state.done("10", FINGERPRINT) and state.lone_sets(["1.1"], FINGERPRINT) == []
-    state.record_lone("11", FINGERPRINT, "1.1", ["T1"], ["PD"])
+    state.record_lone("11", FINGERPRINT, "1.1", ["T1"], ["PD"], patient="P")
     assert [row for row, _, _ in state.lone_sets(["1.1"], FINGERPRINT)] == ["11"]
+    assert [row for row, _, _ in state.lone_sets([], FINGERPRINT, "P")] == ["11"]  # and the lone_patients table
     state.close()
 
 
@@ -154,3 +156,54 @@ def test_a_waiting_row_whose_time_is_not_a_number_is_no_wait_begun(tmp_path: Pat
     state.record("11", FINGERPRINT, "1.1", "waiting")
     assert state.waiting_since(["10", "11"], FINGERPRINT) is not None
     state.close()
+
+
+def test_a_lone_set_recorded_with_a_lasting_patient_key_is_found_after_a_restart(tmp_path: Path) -> None:
+    """The node forgets the studies it received at a restart; a lone set recorded with the patient's lasting key
+    (``--keyed-ids``) is found by that key alone: the patient's PD of a new study runs at once and answers it (both
+    tables). Another patient's PD, or one judged without a key, waits."""
+    state = PacsState(tmp_path / "state.sqlite")
+    assert _judge(state, 0.0, [_set("1.1", "10", None)], patient="P") == (set(), 0)  # T1 ran alone
+    state.close()
+    state = PacsState(tmp_path / "state.sqlite")  # restarted: no studies remembered
+    assert _judge(state, 3600.0, [_set("2.1", None, "30")], studies=["2.1"], patient="Q") == ({"30"}, 1)
+    assert _judge(state, 3600.0, [_set("2.2", None, "31")], studies=["2.2"]) == ({"31"}, 1)
+    assert _judge(state, 3600.0, [_set("1.2", None, "20")], studies=["1.2"], patient="P") == (set(), 0)
+    assert state.lone_sets([], FINGERPRINT, "P") == [] and state.lone_sets(["1.1"], FINGERPRINT) == []
+    assert sqlite3.connect(tmp_path / "state.sqlite").execute("SELECT * FROM lone_patients").fetchall() == []
+    state.close()
+
+
+def test_a_lone_patient_row_is_no_lone_set_without_its_own_row_of_this_run(tmp_path: Path) -> None:
+    """A ``lone_patients`` row (not written here) whose lone set is missing or of another fingerprint names no set."""
+    state = PacsState(tmp_path / "state.sqlite")
+    state.record_lone("10", "another run", "1.1", ["T1"], ["PD"], patient="P")
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        db.execute("INSERT INTO lone_patients VALUES ('10', 'f', 'P')")
+        db.execute("INSERT INTO lone_patients VALUES ('11', 'f', 'P')")
+    assert state.lone_sets([], FINGERPRINT, "P") == []
+    assert [row for row, _, _ in state.lone_sets([], "another run", "P")] == ["10"]
+    state.close()
+
+
+def test_a_patient_key_lasts_across_runs_only_with_a_secret_from_the_users_key(tmp_path: Path) -> None:
+    """patient_key under :func:`lasting_patient_secret` of one key is the same in every run (a fresh process: the
+    secret is derived, not drawn) and differs from the run's own key, from another user key's and from the PatientID;
+    walk_archive gives a series that key."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medanomaly.deploy.archive import lasting_patient_secret, patient_key, walk_archive
+
+    header = {"PatientID": "12345", "IssuerOfPatientID": "HOSP"}
+    secret = lasting_patient_secret(b"k" * 32)
+    assert secret == lasting_patient_secret(b"k" * 32) != lasting_patient_secret(b"j" * 32)
+    lasting = patient_key(header, secret)
+    assert lasting == patient_key(dict(header), lasting_patient_secret(b"k" * 32))
+    assert lasting not in (patient_key(header), patient_key(header, lasting_patient_secret(b"j" * 32)))
+    assert "12345" not in lasting and patient_key({"PatientID": " "}, secret) is None
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.IssuerOfPatientID = "12345", "HOSP"
+    ds.save_as(tmp_path / "ct.dcm")
+    (entry,) = walk_archive(tmp_path, secret).series
+    assert entry.patient_key == lasting and walk_archive(tmp_path).series[0].patient_key != lasting
