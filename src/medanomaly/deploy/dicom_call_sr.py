@@ -134,12 +134,15 @@ def _report(group: Any, source: SourceSeries, run_id: str, algorithm: str, what:
 
 def read_call_sr(path_or_dataset: Any) -> dict[str, Any]:
     """The whole-image result of an SR written here: ``{"class": meaning, "certainty": p, "probabilities": {class:
-    p}}`` for a call (:func:`build_call_sr`), ``{"absent": "Lesion"}`` for no findings (:func:`build_no_findings_sr`)."""
+    p}}`` for a call (:func:`build_call_sr`), ``{"absent": "Lesion"}`` for no findings (:func:`build_no_findings_sr`); in
+    Explicit VR Big Endian too."""
     import highdicom as hd
     import pydicom
 
+    from medanomaly.io.dicom import as_little_endian
+
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(path_or_dataset)
-    (group,) = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_image_measurement_groups()
+    (group,) = hd.sr.Comprehensive3DSR.from_dataset(as_little_endian(ds)).content.get_image_measurement_groups()
     absent = [e.name.meaning for e in group.get_qualitative_evaluations() if e.value.value == "272519000"]
     if absent:
         return {"absent": absent[0]}

@@ -244,13 +244,16 @@ def read_sr_lesions(path_or_dataset: Any) -> list[dict[str, Any]]:
     Each dict holds ``tracking_id``, ``tracking_uid``, ``finding_type`` (code meaning),
     ``finding_site`` (meaning or None), ``segment_number`` and ``seg_sop_instance_uid`` (None
     for a group without a segment) and the measurements (``volume_ml``, ``partial_volume_ml``, ``max_diameter_mm``,
-    ``long_axis_mm``, ``short_axis_mm``, ``mean_hu``, ``score``) present in the group.
+    ``long_axis_mm``, ``short_axis_mm``, ``mean_hu``, ``score``) present in the group. An SR in Explicit VR Big Endian
+    (an archive's rewrite) reads as well (:func:`~medanomaly.io.dicom.as_little_endian`).
     """
     import highdicom as hd
     import pydicom
 
+    from medanomaly.io.dicom import as_little_endian
+
     ds = path_or_dataset if isinstance(path_or_dataset, pydicom.Dataset) else pydicom.dcmread(path_or_dataset)
-    sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(as_little_endian(ds))
     content = sr.content
     groups = [*content.get_volumetric_roi_measurement_groups(), *content.get_image_measurement_groups()]
     rows = []

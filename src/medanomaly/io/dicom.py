@@ -566,3 +566,23 @@ def read_dicom_file(path: str | Path, *, series_uid: str | None = None, max_voxe
 
         return read_dicomdir(path, ds, series_uid=series_uid, max_voxel_bytes=max_voxel_bytes)
     return volume_from_dataset(ds, path, max_voxel_bytes)
+
+
+def as_little_endian(ds: Dataset) -> Dataset:
+    """``ds`` as highdicom parses it: a dataset in Explicit VR Big Endian (retired, still written by old archives and
+    ``dcmconv +tb``; highdicom refuses every big-endian dataset) as a copy relabelled little endian, its pixel data's
+    16-bit words byte-swapped when stored as OW (OB, a binary SEG's usual VR, is a byte stream in either order). The
+    other elements are decoded values already; a little-endian dataset (or one without file meta) is ``ds`` itself."""
+    import copy
+
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_little_endian:
+        return ds
+    ds = copy.deepcopy(ds)
+    pixels = ds.get((0x7FE0, 0x0010))
+    if pixels is not None and pixels.VR == "OW" and len(pixels.value) % 2 == 0:
+        pixels.value = np.frombuffer(pixels.value, ">u2").astype("<u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds

@@ -49,12 +49,14 @@ def read_segmentation(ds: Any, path: Path, meta: dict[str, Any], max_voxel_bytes
     """
     import highdicom as hd
 
+    from medanomaly.io.dicom import as_little_endian
+
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     check_voxel_bytes((frames, int(ds.Rows), int(ds.Columns)), 1, path, limit=max_voxel_bytes)
     if str(getattr(ds, "SegmentationType", "")) != "BINARY":
         raise InputError(f"DICOM SEG of type {getattr(ds, 'SegmentationType', '?')}: medanomaly reads binary ones", path)
     try:
-        labels = hd.seg.Segmentation.from_dataset(_little_endian(ds), copy=False).get_volume(
+        labels = hd.seg.Segmentation.from_dataset(as_little_endian(ds), copy=False).get_volume(
             combine_segments=True, relabel=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - highdicom raises ValueError / RuntimeError / KeyError on odd SEGs
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
@@ -65,23 +67,6 @@ def read_segmentation(ds: Any, path: Path, meta: dict[str, Any], max_voxel_bytes
     meta = {**meta, "n_frames": frames}
     return Volume(np.ascontiguousarray(labels.array, np.uint16), spacing=spacing, origin=origin, direction=direction,
                   meta=meta)  # fmt: skip
-
-
-def _little_endian(ds: Any) -> Any:
-    """``ds`` as highdicom parses it: a SEG in Explicit VR Big Endian (retired, still written by old archives and
-    ``dcmconv +tb``; highdicom refuses every big-endian dataset) relabelled little endian, its pixel data's 16-bit
-    words byte-swapped when stored as OW (OB, the binary SEG's usual VR, is a byte stream in either order). The
-    other elements are decoded values already; nothing else changes."""
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or syntax.is_little_endian:
-        return ds
-    pixels = ds.get((0x7FE0, 0x0010))
-    if pixels is not None and pixels.VR == "OW" and len(pixels.value) % 2 == 0:
-        pixels.value = np.frombuffer(pixels.value, ">u2").astype("<u2").tobytes()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
 
 
 def _grid(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:

@@ -103,3 +103,15 @@ def test_an_sr_carries_the_runs_thresholds_as_its_algorithm_parameters(ct_series
     run_batch(model, small_archive.root, tmp_path / "batch", BatchOptions(), progress=False)
     record = json.loads((tmp_path / "batch" / "series" / f"{small_archive.good[0]}.json").read_text())
     assert _algorithm_parameters(tmp_path / "batch" / record["dicom"]["sr"]) == list(parameters)
+
+
+def test_a_big_endian_call_sr_reads_back_as_the_same_call(ct_series, tmp_path: Path) -> None:
+    """A call SR an archive rewrote in Explicit VR Big Endian was a highdicom ValueError in read_call_sr."""
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ct, files = ct_series
+    out = write_dicom_outputs([], files, ct, tmp_path / "o", run_id="r", algorithm="classification", call=CALL)
+    ds = pydicom.dcmread(out.sr)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(tmp_path / "be.dcm", ds, implicit_vr=False, little_endian=False)
+    assert read_call_sr(tmp_path / "be.dcm") == read_call_sr(out.sr)

@@ -280,6 +280,22 @@ def test_a_big_endian_seg_reads_back_as_the_same_label_map(ct_series, tmp_path: 
     assert np.array_equal(got.array, want.array) and np.allclose(got.affine_lps, want.affine_lps)
 
 
+def test_a_big_endian_sr_reads_back_as_the_same_lesions(ct_series, tmp_path: Path) -> None:
+    """Our SR rewritten in Explicit VR Big Endian was a highdicom ValueError in read_sr_lesions (it parses
+    little-endian datasets only); it now reads back the same rows, and a dataset passed in is left as it was."""
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ct, files = ct_series
+    sr = write_dicom_outputs(_two_lesions(ct), files, ct, tmp_path / "out", run_id="r1").sr
+    ds = pydicom.dcmread(sr)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(tmp_path / "be.dcm", ds, implicit_vr=False, little_endian=False)
+    big = pydicom.dcmread(tmp_path / "be.dcm")
+    assert read_sr_lesions(big) == read_sr_lesions(sr) and len(read_sr_lesions(sr)) == 2
+    assert read_sr_lesions(tmp_path / "be.dcm") == read_sr_lesions(sr)
+    assert not big.file_meta.TransferSyntaxUID.is_little_endian  # the caller's dataset unchanged
+
+
 def test_the_seg_of_a_gantry_tilted_series_is_valid_and_reads_back_on_its_sheared_grid(make_ct, tmp_path: Path) -> None:
     """A gantry-tilted series is read as a sheared grid; its SEG's frames step sideways, which highdicom's volume
     refuses ("Frame positions do not form a regularly-spaced volume"), so quantify could not take our own SEG of
