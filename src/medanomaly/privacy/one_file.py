@@ -163,7 +163,9 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         raise Refused("file larger than the size limit")
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, Exception):  # noqa: BLE001 - any reader failure: refuse, go on
+    except InvalidDicomError:
+        ds = _without_file_meta(path)
+    except Exception:  # noqa: BLE001 - any reader failure: refuse, go on
         raise Refused("not a readable DICOM file") from None
     document = is_document(ds)
     if not document and not any(t in ds for t in _PIXEL_TAGS):
@@ -184,6 +186,31 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
         raise Refused("de-identification failed") from None
     rel = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     return FileResult(ds, outcome, redaction, rel)
+
+
+def _without_file_meta(path: Path):
+    """A dataset stored without the preamble and file meta (old ACR-NEMA style, some archives' exports; pydicom's
+    ``rtstruct.dcm`` and ``OT-PAL-8-face.dcm``), parsed as the image readers take it (:func:`medanomaly.io.dicom.
+    read_dataset`: only when it names its SOP class), its transfer syntax the encoding the parse found.
+
+    Raises:
+        Refused: not a DICOM dataset.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        implicit, little = ds.original_encoding
+        if "SOPClassUID" not in ds or (implicit and not little):
+            raise ValueError("no SOP class")
+    except Exception:  # noqa: BLE001 - any reader failure: refuse, go on
+        raise Refused("not a readable DICOM file") from None
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)  # fmt: skip
+    return ds
 
 
 def _redact(ds, config: DeidConfig) -> RedactionResult:

@@ -329,3 +329,36 @@ def test_a_file_size_limit_no_file_can_be_judged_by_is_refused(limit):
     with pytest.raises(InputError, match=r"the file size limit \(--max-size-mb\) must be above 0 and at most"):
         DeidConfig(max_file_mb=limit)
     assert DeidConfig(max_file_mb=0.5).max_file_mb == 0.5
+
+
+def test_files_stored_without_file_meta_are_de_identified_as_the_readers_take_them(tmp_path, key):
+    """pydicom's ``OT-PAL-8-face.dcm`` (a picture) and ``rtstruct.dcm`` are stored without the preamble and file meta
+    (old ACR-NEMA style; the image readers take them): deid refused both as "not a readable DICOM file". They are now
+    de-identified and written with a file meta (their own implicit VR transfer syntax), the picture's pixels as they
+    were (no burned-in text scan here), dciodvfy finding no error the source did not have; a file without a SOP class, a big-endian RT Ion Plan
+    without meta (no pixels) and random bytes stay refused."""
+    import subprocess
+
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("OT-PAL-8-face.dcm", "rtstruct.dcm", "no_meta.dcm", "ExplVR_BigEndNoMeta.dcm"):
+        shutil.copy(get_testdata_file(name), src / name)
+    (src / "random.dcm").write_bytes(bytes(range(256)) * 20)
+    summary = deidentify_folder(src, tmp_path / "out", key, DeidConfig(burned_in="never"))
+    audit = json.loads(summary.audit_path.read_text())
+    assert summary.processed == 2 and audit["files"]["refused_by_reason"] == {"no pixel data": 1,
+                                                                               "not a readable DICOM file": 2}
+    written = {pydicom.dcmread(p).SOPClassUID.name: p for p in (tmp_path / "out").rglob("*.dcm")}
+    assert set(written) == {"Secondary Capture Image Storage", "RT Structure Set Storage"}
+    face, source = pydicom.dcmread(written["Secondary Capture Image Storage"]), pydicom.dcmread(src / "OT-PAL-8-face.dcm",
+                                                                                                force=True)
+    assert face.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2" and face.StudyDate == ""
+    assert face.PatientName != source.PatientName and face.AccessionNumber == ""
+    assert face.PixelData == source.PixelData
+    for name, path in (("OT-PAL-8-face.dcm", written["Secondary Capture Image Storage"]),
+                       ("rtstruct.dcm", written["RT Structure Set Storage"])):
+        errors = [subprocess.run(["dciodvfy", str(p)], capture_output=True, text=True).stderr for p in (src / name, path)]
+        before, after = ({line for line in e.splitlines() if line.startswith("Error")} for e in errors)
+        assert after <= before, (name, after - before)
