@@ -568,21 +568,38 @@ def read_dicom_file(path: str | Path, *, series_uid: str | None = None, max_voxe
     return volume_from_dataset(ds, path, max_voxel_bytes)
 
 
-def as_little_endian(ds: Dataset) -> Dataset:
-    """``ds`` as highdicom parses it: a dataset in Explicit VR Big Endian (retired, still written by old archives and
-    ``dcmconv +tb``; highdicom refuses every big-endian dataset) as a copy relabelled little endian, its pixel data's
-    16-bit words byte-swapped when stored as OW (OB, a binary SEG's usual VR, is a byte stream in either order). The
-    other elements are decoded values already; a little-endian dataset (or one without file meta) is ``ds`` itself."""
-    import copy
+#: Bytes per word of the VRs whose values pydicom keeps as raw bytes in the file's byte order.
+_WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def as_little_endian(ds: Dataset, copy: bool = True) -> Dataset:
+    """``ds`` as highdicom and pydicom's pixel writer take it: a dataset in Explicit VR Big Endian (retired, still
+    written by old archives and ``dcmconv +tb``; both refuse every big-endian dataset) relabelled Explicit VR Little
+    Endian, the words of every value kept as raw bytes (OW, OL, OF, OD, OV: pixel data, palette lookup tables...)
+    byte-swapped, in sequences too (OB, a binary SEG's usual VR, is a byte stream in either order; the other elements
+    are decoded values already). A copy unless ``copy`` is False; a little-endian dataset (or one without file meta)
+    is ``ds`` itself."""
+    import copy as copying
 
     from pydicom.uid import ExplicitVRLittleEndian
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or syntax.is_little_endian:
         return ds
-    ds = copy.deepcopy(ds)
-    pixels = ds.get((0x7FE0, 0x0010))
-    if pixels is not None and pixels.VR == "OW" and len(pixels.value) % 2 == 0:
-        pixels.value = np.frombuffer(pixels.value, ">u2").astype("<u2").tobytes()
+    ds = copying.deepcopy(ds) if copy else ds
+    _swap_words(ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if hasattr(ds, "set_original_encoding"):  # its raw values are little endian now: it may be saved so
+        ds.set_original_encoding(False, True, ds.original_character_set)
     return ds
+
+
+def _swap_words(ds: Dataset) -> None:
+    """Byte-swap, in place, the raw words of ``ds``'s OW / OL / OF / OD / OV values and those in its sequences."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                _swap_words(item)
+        elif elem.VR in _WORD_BYTES and isinstance(elem.value, bytes) and len(elem.value) % _WORD_BYTES[elem.VR] == 0:
+            size = _WORD_BYTES[elem.VR]
+            elem.value = np.frombuffer(elem.value, f">u{size}").astype(f"<u{size}").tobytes()

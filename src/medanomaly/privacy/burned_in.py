@@ -36,6 +36,8 @@ MODES = ("all", "phi")
 
 _PHI_PATTERN = re.compile(
     r"\d{1,4}\s*[/.\-]\s*\d{1,2}\s*[/.\-]\s*\d{2,4}"  # dates 08/29/1951, 4/14/2020
+    r"|\b\d{1,2}\s*[-/ .]\s*(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*[-/ .,]\s*\d{2,4}\b"  # 24-MAY-02
+    r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{4}\b"  # May 24, 2002
     r"|\b\d{6,}\b"  # MRN, accession, phone numbers
     r"|\bDOB\b|\bMRN\b|\bDOB:",
     re.IGNORECASE,
@@ -234,8 +236,9 @@ def looks_like_phi(text: str, terms: Iterable[str] = ()) -> bool:
 
 
 # ------------------------------------------------------------------------------- blanking
-def blank_regions(frame: np.ndarray, regions: Sequence[TextRegion]) -> np.ndarray:
-    """A copy of ``frame`` with each region filled by the median of its 1-pixel border (per channel)."""
+def blank_regions(frame: np.ndarray, regions: Sequence[TextRegion], fill: str = "median") -> np.ndarray:
+    """A copy of ``frame`` with each region filled by the median of its 1-pixel border (per channel), or with
+    ``fill="mode"`` its most common value (palette indices, whose median is just another colour)."""
     out = np.array(frame, copy=True)
     rows, cols = out.shape[:2]
     for r in regions:
@@ -248,7 +251,11 @@ def blank_regions(frame: np.ndarray, regions: Sequence[TextRegion]) -> np.ndarra
                 out[y0:y1, min(x1, cols - 1)].reshape(-1, *out.shape[2:]),
             ]
         )
-        out[y0:y1, x0:x1] = np.median(ring, axis=0).astype(out.dtype)
+        if fill == "mode":
+            values, counts = np.unique(ring, axis=0, return_counts=True)
+            out[y0:y1, x0:x1] = values[np.argmax(counts)]
+        else:
+            out[y0:y1, x0:x1] = np.median(ring, axis=0).astype(out.dtype)
     return out
 
 
@@ -278,6 +285,20 @@ def _frames(ds) -> tuple[np.ndarray, bool]:
     arr = ds.pixel_array
     multi = int(ds.get("NumberOfFrames", 1) or 1) > 1
     return arr, multi
+
+
+def _is_palette(ds) -> bool:
+    return str(ds.get("PhotometricInterpretation", "") or "").strip() == "PALETTE COLOR"
+
+
+def _shown(ds, frames: np.ndarray) -> np.ndarray:
+    """``frames`` (stored values) as a viewer shows them: a palette colour image's indices through its palette (an
+    index is no grey level: the text of a coloured banner was invisible to the detector and to tesseract)."""
+    if not _is_palette(ds):
+        return frames
+    from pydicom.pixels import apply_color_lut
+
+    return apply_color_lut(frames, ds)
 
 
 def _sample(n: int, k: int = 8) -> list[int]:
@@ -313,20 +334,23 @@ def redact_dataset(
     arr, multi = _frames(ds)
     frames = arr if multi else arr[None]
     picked = _sample(len(frames))
-    regions = _dedupe(detect_text_regions(frames[picked], multiframe=True))
-    texts = ocr_regions(frames[picked[0]], regions) if regions else []
+    shown = _shown(ds, frames[picked])
+    regions = _dedupe(detect_text_regions(shown, multiframe=True))
+    texts = ocr_regions(shown[0], regions) if regions else []
     phi_flags = [looks_like_phi(t, terms) for t in texts]
     to_blank = regions if mode == "all" else [r for r, p in zip(regions, phi_flags, strict=False) if p]
     changed = bool(to_blank)
     if changed:
-        frames = np.stack([blank_regions(f, to_blank) for f in frames])
-    residual = _dedupe(detect_text_regions(frames[picked], multiframe=True))
+        fill = "mode" if _is_palette(ds) else "median"
+        frames = np.stack([blank_regions(f, to_blank, fill) for f in frames])
+        shown = _shown(ds, frames[picked])
+    residual = _dedupe(detect_text_regions(shown, multiframe=True))
     if mode == "phi":
         residual = [r for r in residual if not any(_overlaps(r, b) for b in to_blank)]
-    residual_texts = ocr_regions(frames[picked[0]], residual) if residual else []
+    residual_texts = ocr_regions(shown[0], residual) if residual else []
     residual_phi = sum(looks_like_phi(t, terms) for t in residual_texts)
     if ocr_check:
-        residual_phi += _count_phi_lines(ocr_text(frames[picked[0]]), terms)
+        residual_phi += _count_phi_lines(ocr_text(shown[0]), terms)
     if changed:
         _store_pixels(ds, frames if multi else frames[0])
     if residual_phi == 0:
@@ -367,7 +391,11 @@ def _dedupe(regions: Sequence[TextRegion]) -> list[TextRegion]:
 
 
 def _store_pixels(ds, arr: np.ndarray) -> None:
-    """Write modified pixels back, uncompressed (colour as RGB, interleaved)."""
+    """Write modified pixels back, uncompressed (colour as RGB, interleaved); a big-endian dataset (an old archive's
+    ultrasound), which pydicom's writer refuses, is relabelled little endian first, its raw words swapped."""
+    from medanomaly.io.dicom import as_little_endian
+
+    as_little_endian(ds, copy=False)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = "RGB" if samples == 3 else str(ds.PhotometricInterpretation)
     ds.set_pixel_data(arr, photometric, int(ds.BitsStored), generate_instance_uid=False)

@@ -246,5 +246,7 @@ def _truncated(ds) -> bool:
         n = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1))
     except (AttributeError, TypeError, ValueError):
         return True
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        n = n * 2 // 3  # two chroma samples shared by each pair of pixels
     expected = (n * bits + 7) // 8
     return len(ds.PixelData) < expected

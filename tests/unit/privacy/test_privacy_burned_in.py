@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -161,3 +162,55 @@ def test_real_greyscale_cine_text_gone_from_every_frame(tmp_path, key):
     after = _norm(ocr_text(arr[-1]))  # the last frame: blanking must reach every frame
     assert not [s for s in planted if _norm(s) in after]
     assert 0 < (arr != original).mean() < 0.10
+
+
+def _shown(ds) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
+    return apply_color_lut(_frame(ds), ds)
+
+
+def _banner_text(ds, rows: int) -> str:
+    """What tesseract reads in the top ``rows`` of a palette colour frame as shown, upscaled 3x (whole-frame OCR does
+    not read a small banner's text)."""
+    from medanomaly.privacy.burned_in import to_gray8
+
+    band = to_gray8(_shown(ds)[:rows])
+    big = Image.fromarray(band).resize((band.shape[1] * 3, rows * 3), Image.LANCZOS)
+    return _norm(ocr_text(np.asarray(big), psm=6))
+
+
+@pytest.mark.parametrize(("name", "rows", "planted"), [
+    ("OBXXXX1A.dcm", 60, ["25/2011", "2:56:22", "11-05-25-142825", "Philips Healthcare"]),  # white on dark blue
+    ("gdcm-US-ALOKA-16.dcm", 26, ["WESTWAY", "ULTRASOUND", "11:24:20"]),  # 16-bit palette indices
+])  # fmt: skip
+def test_palette_colour_ultrasound_text_is_found_in_its_colours(name, rows, planted, key):
+    """A palette colour image's pixels are palette indices: the detector and tesseract looked at them as grey levels,
+    missed the text of the banner (dates, times, an id, the site), and the file went out "de-identified" with them.
+    Now both look at the image through its palette: after redaction OCR reads none of what it read before, the file
+    is still a palette colour image, and its big-endian twin (refused before: pydicom writes no big endian) comes out
+    with the same pixels."""
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file(name))
+    before = _banner_text(pydicom.dcmread(path), rows)
+    assert [s for s in planted if _norm(s) in before] == planted, f"{name}: OCR read {before!r} before"
+    result = deidentify_file(path, key, DeidConfig())
+    ds = result.dataset
+    assert result.redaction.changed and result.redaction.residual_phi == 0
+    assert ds.PhotometricInterpretation == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" in ds
+    after = _banner_text(ds, rows)
+    assert not [s for s in planted if _norm(s) in after], after
+    twin = path.with_name(name.replace(".dcm", "_big.dcm") if "ALOKA" in name else name.replace(".dcm", "_expb.dcm"))
+    big = deidentify_file(twin, key, DeidConfig()).dataset
+    assert big.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert np.array_equal(big.pixel_array, ds.pixel_array) and np.array_equal(_shown(big), _shown(ds))
+
+
+def test_an_uncompressed_ybr_full_422_image_is_not_taken_for_truncated(key):
+    """YBR_FULL_422 stores two samples a pixel uncompressed: its pixel data was judged short ("pixel data cannot be
+    decoded") against three."""
+    from pydicom.data import get_testdata_file
+
+    result = deidentify_file(Path(get_testdata_file("SC_ybr_full_422_uncompressed.dcm")), key, DeidConfig())
+    assert result.redaction.scanned and result.dataset.pixel_array.shape == (100, 100, 3)
