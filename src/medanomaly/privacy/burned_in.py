@@ -38,6 +38,7 @@ _PHI_PATTERN = re.compile(
     r"\d{1,4}\s*[/.\-]\s*\d{1,2}\s*[/.\-]\s*\d{2,4}"  # dates 08/29/1951, 4/14/2020
     r"|\b\d{1,2}\s*[-/ .]\s*(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*[-/ .,]\s*\d{2,4}\b"  # 24-MAY-02
     r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{4}\b"  # May 24, 2002
+    r"|\b\d{1,2}:\d{2}:\d{2}\b|\b\d{1,2}:\d{2}\s*[AP]M\b"  # times of day: 11:24:20, 2:56 PM
     r"|\b\d{6,}\b"  # MRN, accession, phone numbers
     r"|\bDOB\b|\bMRN\b|\bDOB:",
     re.IGNORECASE,
@@ -191,6 +192,14 @@ def ocr_text(image: np.ndarray, psm: int = 11) -> str:
     return pytesseract.image_to_string(Image.fromarray(g), config=f"--psm {psm}")
 
 
+def _dark_on_light(crop: np.ndarray) -> np.ndarray:
+    """A region's crop for tesseract: its own grey range stretched to 0..255, inverted when its background (the
+    median) is dark, so that light text on a mid-grey or coloured banner reads as black on white (stretched over the
+    whole frame, a banner's date read as nothing)."""
+    g = to_gray8(crop)
+    return 255 - g if np.median(g) < 128 else g
+
+
 def ocr_regions(frame: np.ndarray, regions: Sequence[TextRegion]) -> list[str]:
     """Text of each region, read by one tesseract call on a composite of the crops (x2 upscaled)."""
     import pytesseract
@@ -199,11 +208,8 @@ def ocr_regions(frame: np.ndarray, regions: Sequence[TextRegion]) -> list[str]:
     if not regions:
         return []
     _single_thread_tesseract()
-    g = to_gray8(frame)
-    if np.median(g) < 128:
-        g = 255 - g
     scale, gap = 2, 16
-    crops = [g[r.y : r.y + r.height, r.x : r.x + r.width] for r in regions]
+    crops = [_dark_on_light(np.asarray(frame)[r.y : r.y + r.height, r.x : r.x + r.width]) for r in regions]
     width = max(c.shape[1] for c in crops) * scale + 2 * gap
     height = sum(c.shape[0] * scale + gap for c in crops) + gap
     canvas = np.full((height, width), 255, np.uint8)
@@ -335,20 +341,17 @@ def redact_dataset(
     frames = arr if multi else arr[None]
     picked = _sample(len(frames))
     shown = _shown(ds, frames[picked])
-    regions = _dedupe(detect_text_regions(shown, multiframe=True))
-    texts = ocr_regions(shown[0], regions) if regions else []
-    phi_flags = [looks_like_phi(t, terms) for t in texts]
-    to_blank = regions if mode == "all" else [r for r, p in zip(regions, phi_flags, strict=False) if p]
+    regions, phi_flags = _text_found(shown, terms)
+    to_blank = regions if mode == "all" else [r for r, p in zip(regions, phi_flags, strict=True) if p]
     changed = bool(to_blank)
     if changed:
         fill = "mode" if _is_palette(ds) else "median"
         frames = np.stack([blank_regions(f, to_blank, fill) for f in frames])
         shown = _shown(ds, frames[picked])
-    residual = _dedupe(detect_text_regions(shown, multiframe=True))
+    left = list(zip(*_text_found(shown, terms), strict=True))
     if mode == "phi":
-        residual = [r for r in residual if not any(_overlaps(r, b) for b in to_blank)]
-    residual_texts = ocr_regions(shown[0], residual) if residual else []
-    residual_phi = sum(looks_like_phi(t, terms) for t in residual_texts)
+        left = [(r, p) for r, p in left if not any(_overlaps(r, b) for b in to_blank)]
+    residual_phi = sum(p for _, p in left)
     if ocr_check:
         residual_phi += _count_phi_lines(ocr_text(shown[0]), terms)
     if changed:
@@ -361,10 +364,25 @@ def redact_dataset(
         scanned=True,
         regions=tuple(to_blank),
         phi_regions=int(sum(phi_flags)),
-        residual_regions=len(residual),
+        residual_regions=len(left),
         residual_phi=int(residual_phi),
         changed=changed,
     )
+
+
+def _text_found(shown: np.ndarray, terms: Sequence[str]) -> tuple[list[TextRegion], list[bool]]:
+    """The text regions of the sampled frames ``shown`` (as a viewer shows them) and whether each reads as PHI: the
+    text static in every frame and, in a multi-frame file, the first frame's own regions that read as PHI (text that
+    changes between frames, a clock or frames that differ throughout, is no static ink: pydicom's
+    ``OBXXXX1A_2frame.dcm`` kept its banner's date, time and id)."""
+    regions = _dedupe(detect_text_regions(shown, multiframe=True))
+    flags = [looks_like_phi(t, terms) for t in (ocr_regions(shown[0], regions) if regions else [])]
+    if len(shown) > 1:
+        own = [r for r in _dedupe(detect_text_regions(shown[0])) if not any(_overlaps(r, s) for s in regions)]
+        texts = ocr_regions(shown[0], own) if own else []
+        phi = [r for r, t in zip(own, texts, strict=True) if looks_like_phi(t, terms)]
+        regions, flags = regions + phi, flags + [True] * len(phi)
+    return regions, flags
 
 
 def _count_phi_lines(text: str, terms: Sequence[str]) -> int:

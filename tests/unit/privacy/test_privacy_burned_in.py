@@ -214,3 +214,25 @@ def test_an_uncompressed_ybr_full_422_image_is_not_taken_for_truncated(key):
 
     result = deidentify_file(Path(get_testdata_file("SC_ybr_full_422_uncompressed.dcm")), key, DeidConfig())
     assert result.redaction.scanned and result.dataset.pixel_array.shape == (100, 100, 3)
+
+
+def test_text_that_is_not_the_same_in_every_frame_is_blanked_where_it_reads_as_phi(key):
+    """Only ink static across a cine's frames counted as text (speckle and anatomy move): pydicom's
+    ``OBXXXX1A_2frame.dcm``, whose second frame differs from the first everywhere, went out with its banner's date,
+    time and id. A multi-frame file's first frame is now also read region by region, and what reads as PHI there is
+    blanked in every frame; tesseract then reads none of them (each crop stretched to its own contrast: over the whole
+    frame's range the banner's date read as nothing)."""
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("OBXXXX1A_2frame.dcm"))
+    planted = ["25/2011", "2:56:22", "11-05-25-142825"]
+    source = pydicom.dcmread(path)
+    assert [s for s in planted if _norm(s) in _banner_text(source, 60)] == planted
+    result = deidentify_file(path, key, DeidConfig())
+    assert result.redaction.phi_regions >= 3 and result.redaction.residual_phi == 0
+    after = _banner_text(result.dataset, 60)
+    assert not [s for s in planted if _norm(s) in after], after
+    second, boxes = result.dataset.pixel_array[1] != source.pixel_array[1], np.zeros((600, 800), bool)
+    for r in result.redaction.regions:
+        boxes[r.y : r.y + r.height, r.x : r.x + r.width] = True
+    assert second[:60].any() and not (second & ~boxes).any(), "the same boxes blanked in the second frame, no other"
