@@ -147,3 +147,33 @@ def test_breast_tiny_train_evaluate_detect_predict_explain(tmp_path: Path) -> No
     for other, why in ((ct, "CT"), (us, "US")):  # an MG run refuses a CT and an ultrasound, in one line
         res = _cli("detect", run, other, "--out", tmp_path / "bad")
         assert res.returncode == 2 and "Traceback" not in res.stderr and why in res.stderr + res.stdout
+
+
+def test_a_colour_image_is_detected_and_explained_as_its_luma_and_says_so(tmp_path: Path) -> None:
+    """An ultrasound's frames are RGB, palette colour or YBR (read as RGB), and a picture may be saved in colour: a 2D
+    detector (grey input) failed on them with an ITK resampling error ("vector of 32-bit float is not supported").
+    Predict, detect and explain now run a colour image as its BT.601 luma, flagged ``colour_to_grey``; the same
+    image with three equal channels is its grey self, without the flag."""
+    from PIL import Image
+
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+    from medanomaly.io.png import to_uint8
+    from medanomaly.preprocess.colour import grey_volume
+
+    run = _assembled_run(tmp_path)
+    grey = to_uint8(read(_images(tmp_path)[0]).array[0])
+    rgb = np.stack([grey] * 3, axis=-1)
+    rgb[5:12, 5:40] = (255, 200, 0)  # a coloured annotation, as a scanner draws it
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(tmp_path / "grey_rgb.png")
+    model, colour = load_model(run), read(tmp_path / "colour.png")
+    assert colour.n_components == 3
+    called = model.predict(colour)
+    assert "colour_to_grey" in called.flags
+    as_luma = model.predict(grey_volume(colour)[0])
+    assert [f.center_mm for f in called.findings] == [f.center_mm for f in as_luma.findings]
+    assert "colour_to_grey" not in model.predict(read(tmp_path / "grey_rgb.png")).flags
+    res = _cli("explain", run, tmp_path / "colour.png", "--out", tmp_path / "exp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "exp" / "explain.json").read_text())["colour_to_grey"] is True

@@ -39,14 +39,13 @@ from medanomaly.data.folder_layouts import IMAGE_SUFFIXES, folder_layout
 from medanomaly.errors import InputError
 from medanomaly.io.limits import check_least_size
 from medanomaly.preprocess.checks import unusable_values
+from medanomaly.preprocess.colour import LUMA_WEIGHTS, luma
 from medanomaly.types import Volume
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Image2D", "NormalImageSet", "load_normal_images", "to_grey", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
 
-#: ITU-R BT.601 luma weights (R, G, B) used to turn a colour image into grey.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,8 +109,7 @@ def to_grey(array: np.ndarray) -> tuple[np.ndarray, bool]:
         raise InputError(f"not a 2D image (array of shape {np.shape(array)})")
     if a.shape[-1] in (1, 2):  # grey (+ alpha)
         return a[..., 0].astype(np.float32), False
-    rgb = a[..., :3].astype(np.float32)
-    return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32), True
+    return luma(a), True
 
 
 def _read(path: Path, image: Volume | None = None) -> tuple[np.ndarray, bool, Volume]:

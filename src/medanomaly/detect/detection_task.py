@@ -126,12 +126,18 @@ class HeatmapDetectionModel(DetectionModel):
         return out, probs, abstained
 
     def _predict(self, volume: Volume) -> Prediction:
-        """Findings (best detection score first) and the image summary (highest-risk lesion)."""
+        """Findings (best detection score first) and the image summary (highest-risk lesion). A colour image (an
+        ultrasound's RGB, palette or YBR frames) is run as its luma, flagged ``colour_to_grey`` when its channels
+        differ (:func:`~medanomaly.preprocess.colour.grey_volume`: the detector and its classifier take grey images;
+        it was an ITK resampling error)."""
+        from medanomaly.preprocess.colour import grey_volume
+
+        volume, coloured = grey_volume(volume)
         found = self.detector.detect(volume)
         findings, probs, abstained = self.classify(volume, found)
         threshold = float(self.info.thresholds.get("finding") or 0.5)
         kept = [i for i, f in enumerate(findings) if f.score >= threshold]
-        flags = list(self.flags())
+        flags = [*self.flags(), *(("colour_to_grey",) if coloured else ())]
         if not kept:
             flags.append("birads_like:1")
             return Prediction(scores=(0.0,) * len(self.class_names), class_names=self.class_names, label=NO_FINDING,

@@ -189,10 +189,16 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
         raise InputError(f"{exc.reason} (a folder of images to evaluate takes --evaluate)", exc.path) from None
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
+    coloured = False
+    if ex.runner is not None:  # a detector takes grey images: a colour one is run as its luma, as predict runs it
+        from medanomaly.preprocess.colour import grey_volume
+
+        volume, coloured = grey_volume(volume)
     lesion = reference_mask(mask, volume, label, frame) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
-    report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic}
+    report: dict[str, Any] = {"method": method, "run_kind": ex.kind, "synthetic_model": ex.synthetic,
+                              **({"colour_to_grey": True} if coloured else {})}
 
     def explain_into(staged_json: Path) -> None:  # every file into a hidden folder, moved into ``out`` when all are whole
         stage = staged_json.parent
