@@ -80,6 +80,7 @@ def test_classify_cli_train_evaluate_predict_tune(tmp_path: Path) -> None:
     res = runner.invoke(app, ["predict", str(run), str(tmp_path / "img/row.nrrd"), str(tmp_path / "img/p0.nrrd")])
     assert res.exit_code == 0 and "row.nrrd: image too small: 1 x 16 pixels (a model takes at least 4" in res.output
     assert "p0.nrrd: " in res.output
+    _colour_is_called_as_its_luma(run)
 
     res = runner.invoke(app, ["tune", str(cfg), "--trials", "2", "--out", str(tmp_path / "tune")])
     assert res.exit_code == 0, res.output
@@ -140,3 +141,21 @@ def test_a_run_folder_name_that_is_not_utf8_is_refused_before_training_and_at_lo
     for verb in ("predict", "explain"):
         code, _, err = run_main(monkeypatch, capsys, verb, str(bad), str(tmp_path / "img/p0.nrrd"))
         assert code == 2 and err.count("\n") == 1 and "run\\udcff: run folder name is not UTF-8 text" in err, err
+
+
+def _colour_is_called_as_its_luma(run: Path) -> None:
+    """A one-channel classifier given a colour image (an ultrasound's frames, a colour picture) refused it with
+    advice for training ("set data.channels to 3"); it is called as its BT.601 luma now, flagged ``colour_to_grey``
+    (pydicom's real colour ultrasound and RGB picture)."""
+    from pydicom.data import get_testdata_file
+
+    from medanomaly.engine import load_model
+    from medanomaly.io import read
+    from medanomaly.preprocess.colour import grey_volume
+
+    model = load_model(run)
+    for name in ("US1_UNCR.dcm", "SC_rgb.dcm"):
+        colour = read(get_testdata_file(name))
+        called, as_luma = model.predict(colour), model.predict(grey_volume(colour)[0])
+        assert "colour_to_grey" in called.flags and "colour_to_grey" not in as_luma.flags
+        assert called.scores == as_luma.scores

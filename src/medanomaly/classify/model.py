@@ -81,29 +81,43 @@ class ClassificationModel(ModelBase):
         super().__init__(info, run_dir)
         self.classifier = classifier
 
+    def model_image(self, volume: Volume) -> tuple[Volume, bool]:
+        """(the image the model takes, whether it was colour): for a one-channel model a colour image (an
+        ultrasound's RGB, palette or YBR frames; a colour picture) is its BT.601 luma
+        (:func:`~medanomaly.preprocess.colour.grey_volume`; it was refused with advice for training, "set
+        data.channels to 3", at predict time); anything else as it is (the recorded pipeline checks it)."""
+        from medanomaly.preprocess.colour import grey_volume
+
+        return grey_volume(volume) if int(self.info.input.get("channels") or 1) == 1 else (volume, False)
+
     def model_input(self, volume: Volume) -> np.ndarray:
-        """The network input (C, *spatial) of one image, by replaying the recorded pipeline."""
+        """The network input (C, *spatial) of one image, by replaying the recorded pipeline (on :meth:`model_image`)."""
         from medanomaly.preprocess.resize import channels_first
 
-        return channels_first(self.preprocessing(volume).volume, int(self.info.input["spatial_dims"]))
+        image = self.model_image(volume)[0]
+        return channels_first(self.preprocessing(image).volume, int(self.info.input["spatial_dims"]))
 
     def _predict(self, volume: Volume) -> Prediction:
         return self._predict_many([volume])[0]
 
     def _predict_many(self, volumes: Sequence[Volume]) -> list[Prediction]:
-        """Batched prediction: one forward pass per batch of images."""
+        """Batched prediction: one forward pass per batch of images; a colour image run as grey is flagged
+        ``colour_to_grey``."""
         if not volumes:
             return []
-        x = np.stack([self.model_input(v) for v in volumes])
+        images = [self.model_image(v) for v in volumes]
+        x = np.stack([self.model_input(v) for v, _ in images])
         probs = self.classifier.predict_proba(x)
-        return self.predictions(probs)
+        return self.predictions(probs, [("colour_to_grey",) if coloured else () for _, coloured in images])
 
-    def predictions(self, probs: np.ndarray) -> list[Prediction]:
-        """Predictions from calibrated probabilities (N, K): called class and abstention."""
+    def predictions(self, probs: np.ndarray, extra_flags: Sequence[tuple[str, ...]] | None = None) -> list[Prediction]:
+        """Predictions from calibrated probabilities (N, K): called class and abstention; ``extra_flags``: each
+        image's own flags."""
         arg, abstained = self.classifier.call(finite_output(probs, "the classifier's probabilities"))
+        extra = extra_flags if extra_flags is not None else [()] * len(probs)
         return [Prediction(scores=tuple(float(v) for v in p), class_names=self.class_names,
-                           label=self.class_names[int(a)], abstained=bool(ab), flags=self.flags())
-                for p, a, ab in zip(probs, arg, abstained, strict=True)]  # fmt: skip
+                           label=self.class_names[int(a)], abstained=bool(ab), flags=(*self.flags(), *e))
+                for p, a, ab, e in zip(probs, arg, abstained, extra, strict=True)]  # fmt: skip
 
     def network(self) -> Any:
         """A torch module mapping the model input to calibrated log-probabilities (members averaged,

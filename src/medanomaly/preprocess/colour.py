@@ -32,8 +32,9 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 def grey_volume(volume: Volume) -> tuple[Volume, bool]:
     """(``volume`` with one grey component, whether it had colour): RGB(A) -> :func:`luma`, grey + alpha -> its grey;
-    three equal channels are the grey itself (not counted as colour); a grey volume is returned as it is."""
-    if volume.n_components == 1:
+    three equal channels are the grey itself (not counted as colour); a grey volume, or one of another component count
+    (channels that are not colours, refused where a model takes one), is returned as it is."""
+    if volume.n_components not in (2, 3, 4):
         return volume, False
     arr = np.asarray(volume.array)
     if arr.shape[-1] < 3:
