@@ -190,7 +190,7 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
     coloured = False
-    if ex.runner is not None:  # a detector takes grey images: a colour one is run as its luma, as predict runs it
+    if ex.kind == "detection":  # a 2D detector takes grey images: a colour one is run as its luma, as predict runs it
         from medanomaly.preprocess.colour import grey_volume
 
         volume, coloured = grey_volume(volume)
