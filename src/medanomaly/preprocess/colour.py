@@ -4,6 +4,7 @@ An ultrasound scanner stores its B-mode frames as RGB, palette colour or YBR (re
 pydicom's ``US1_UNCR.dcm`` and ``OBXXXX1A.dcm`` have three equal channels; the rest is the banner, the annotations and
 a Doppler overlay), and a picture may be saved in colour. A model trained on grey images takes their luma
 (0.299 R + 0.587 G + 0.114 B, as DICOM's YBR_FULL and most viewers weigh them); an alpha channel is dropped.
+Only three or four components are colours: two are, say, a T1 and a PD stacked for a fusion model.
 
 Example:
     >>> import numpy as np
@@ -31,15 +32,13 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def grey_volume(volume: Volume) -> tuple[Volume, bool]:
-    """(``volume`` with one grey component, whether it had colour): RGB(A) -> :func:`luma`, grey + alpha -> its grey;
-    three equal channels are the grey itself (not counted as colour); a grey volume, or one of another component count
-    (channels that are not colours, refused where a model takes one), is returned as it is."""
-    if volume.n_components not in (2, 3, 4):
+    """(``volume`` with one grey component, whether it had colour): RGB(A) -> :func:`luma`; three equal channels are
+    the grey itself (not counted as colour); a grey volume, or one of another component count (two modalities
+    stacked, channels that are not colours: refused where a model takes one; a picture's alpha is dropped when it is
+    read), is returned as it is."""
+    if volume.n_components not in (3, 4):
         return volume, False
-    arr = np.asarray(volume.array)
-    if arr.shape[-1] < 3:
-        return volume.with_array(arr[..., 0]), False
-    rgb = arr[..., :3]
+    rgb = np.asarray(volume.array)[..., :3]
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
         return volume.with_array(rgb[..., 0]), False
     return volume.with_array(luma(rgb)), True
