@@ -157,7 +157,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, max_voxel_byte
             ds = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels, force=True)
             if "SOPClassUID" not in ds and "Rows" not in ds:
                 raise InputError("not a DICOM file", path) from None
-        _ensure_transfer_syntax(ds)
+        ensure_transfer_syntax(ds)
         return ds
     except InputError:
         raise
@@ -166,7 +166,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False, max_voxel_byte
         raise InputError(f"not a readable DICOM file ({_short(exc, path)})", path) from None
 
 
-def _ensure_transfer_syntax(ds: Dataset) -> None:
+def ensure_transfer_syntax(ds: Dataset) -> None:
     """A file meta without TransferSyntaxUID gets the encoding pydicom actually parsed with."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian

@@ -191,14 +191,15 @@ def _deidentify_file(path: Path, key: bytes, config: DeidConfig) -> FileResult:
 def _without_file_meta(path: Path):
     """A dataset stored without the preamble and file meta (old ACR-NEMA style, some archives' exports; pydicom's
     ``rtstruct.dcm`` and ``OT-PAL-8-face.dcm``), parsed as the image readers take it (:func:`medanomaly.io.dicom.
-    read_dataset`: only when it names its SOP class), its transfer syntax the encoding the parse found.
+    read_dataset`: only when it names its SOP class), its transfer syntax the encoding the parse found
+    (:func:`medanomaly.io.dicom.ensure_transfer_syntax`).
 
     Raises:
         Refused: not a DICOM dataset.
     """
     import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    from medanomaly.io.dicom import ensure_transfer_syntax
 
     try:
         ds = pydicom.dcmread(path, force=True)
@@ -207,9 +208,7 @@ def _without_file_meta(path: Path):
             raise ValueError("no SOP class")
     except Exception:  # noqa: BLE001 - any reader failure: refuse, go on
         raise Refused("not a readable DICOM file") from None
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
-                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)  # fmt: skip
+    ensure_transfer_syntax(ds)
     return ds
 
 
