@@ -375,14 +375,13 @@ def _text_found(shown: np.ndarray, terms: Sequence[str]) -> tuple[list[TextRegio
     text static in every frame and, in a multi-frame file, the first frame's own regions that read as PHI (text that
     changes between frames, a clock or frames that differ throughout, is no static ink: pydicom's
     ``OBXXXX1A_2frame.dcm`` kept its banner's date, time and id)."""
-    regions = _dedupe(detect_text_regions(shown, multiframe=True))
-    flags = [looks_like_phi(t, terms) for t in (ocr_regions(shown[0], regions) if regions else [])]
-    if len(shown) > 1:
-        own = [r for r in _dedupe(detect_text_regions(shown[0])) if not any(_overlaps(r, s) for s in regions)]
-        texts = ocr_regions(shown[0], own) if own else []
-        phi = [r for r, t in zip(own, texts, strict=True) if looks_like_phi(t, terms)]
-        regions, flags = regions + phi, flags + [True] * len(phi)
-    return regions, flags
+    static = _dedupe(detect_text_regions(shown, multiframe=True))
+    own = [] if len(shown) == 1 else [r for r in _dedupe(detect_text_regions(shown[0]))
+                                      if not any(_overlaps(r, s) for s in static)]  # fmt: skip
+    both = static + own  # read by one tesseract call: its start-up is most of its time
+    flags = [looks_like_phi(t, terms) for t in (ocr_regions(shown[0], both) if both else [])]
+    kept = [k for k in range(len(both)) if k < len(static) or flags[k]]
+    return [both[k] for k in kept], [flags[k] for k in kept]
 
 
 def _count_phi_lines(text: str, terms: Sequence[str]) -> int:
