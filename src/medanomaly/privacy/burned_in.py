@@ -299,12 +299,14 @@ def _is_palette(ds) -> bool:
 
 def _shown(ds, frames: np.ndarray) -> np.ndarray:
     """``frames`` (stored values) as a viewer shows them: a palette colour image's indices through its palette (an
-    index is no grey level: the text of a coloured banner was invisible to the detector and to tesseract)."""
+    index is no grey level: the text of a coloured banner was invisible to the detector and to tesseract), as the
+    image readers apply it (:func:`medanomaly.io.dicom_pixels.to_rgb`: a big-endian file's LUT in its own byte
+    order; pydicom's ``apply_color_lut`` alone gave ``OBXXXX1A_expb.dcm`` other colours than its little-endian twin)."""
     if not _is_palette(ds):
         return frames
-    from pydicom.pixels import apply_color_lut
+    from medanomaly.io.dicom_pixels import to_rgb
 
-    return apply_color_lut(frames, ds)
+    return to_rgb(frames, ds, "PALETTE COLOR")
 
 
 def _sample(n: int, k: int = 8) -> list[int]:

@@ -236,3 +236,14 @@ def test_text_that_is_not_the_same_in_every_frame_is_blanked_where_it_reads_as_p
     for r in result.redaction.regions:
         boxes[r.y : r.y + r.height, r.x : r.x + r.width] = True
     assert second[:60].any() and not (second & ~boxes).any(), "the same boxes blanked in the second frame, no other"
+
+
+def test_a_big_endian_palette_is_seen_in_the_colours_of_its_little_endian_twin() -> None:
+    """The detector looks through the palette as the image readers apply it: pydicom's ``apply_color_lut`` alone read
+    the 16-bit LUT of ``OBXXXX1A_expb.dcm`` (big endian) in the machine's byte order, other colours than its twin's."""
+    from pydicom.data import get_testdata_file
+
+    from medanomaly.privacy.burned_in import _shown as seen
+
+    little, big = (pydicom.dcmread(get_testdata_file(n)) for n in ("OBXXXX1A.dcm", "OBXXXX1A_expb.dcm"))
+    assert np.array_equal(seen(big, big.pixel_array[None]), seen(little, little.pixel_array[None]))
