@@ -177,7 +177,8 @@ def modality_lut_sequence(array: np.ndarray, ds: Dataset) -> tuple[np.ndarray, t
 
 
 def to_rgb(array: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
-    """Palette colour to 8-bit RGB with pydicom's LUT; YBR arrives as RGB already.
+    """Palette colour to 8-bit RGB with pydicom's LUT; YBR arrives as RGB already. A lookup table pydicom cannot
+    apply (a descriptor that does not fit its data, a colour missing) is one :class:`InputError`.
 
     pydicom's ``pixel_array`` converts every YBR variant (native, JPEG, JPEG 2000 ICT/RCT) to
     RGB itself. 16-bit palette entries are scaled to 8 bits (``>> 8``), as GDCM/SimpleITK do.
@@ -188,7 +189,10 @@ def to_rgb(array: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
 
     if photometric != "PALETTE COLOR":
         return array
-    rgb = apply_color_lut(array, _palette_in_native_order(ds))
+    try:
+        rgb = apply_color_lut(array, _palette_in_native_order(ds))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a descriptor that does not fit its LUT data
+        raise InputError(f"palette colour lookup table not usable ({short_reason(exc)})") from None
     if rgb.dtype.itemsize > 1:
         rgb = (rgb >> 8).astype(np.uint8)
     return rgb

@@ -348,3 +348,18 @@ def test_an_orientation_that_gives_no_plane_is_read_as_axial_and_said(tmp_path, 
         ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
         ds.save_as(path)
     assert read(series).meta.get("orientation_assumed") is True
+
+
+@pytest.mark.parametrize("damage", ["descriptor", "missing colour"])
+def test_a_palette_lookup_table_that_does_not_fit_is_one_line(tmp_path, damage):
+    """A Red Palette Color LUT Descriptor of 5 entries over 16-bit data (pydicom: "data type 'uint819' not
+    understood") or a missing Green LUT was a traceback from ``read``; it is one InputError naming the lookup table."""
+    ds = pydicom.dcmread(real_data("pydicom/OBXXXX1A.dcm"))
+    if damage == "descriptor":
+        ds.RedPaletteColorLookupTableDescriptor = [5, 0, 16]
+    else:
+        del ds.GreenPaletteColorLookupTableData
+    ds.save_as(tmp_path / "bad.dcm")
+    with pytest.raises(InputError, match="palette colour lookup table not usable") as caught:
+        read(tmp_path / "bad.dcm")
+    assert "\n" not in str(caught.value)
