@@ -159,3 +159,8 @@ def _colour_is_called_as_its_luma(run: Path) -> None:
         called, as_luma = model.predict(colour), model.predict(grey_volume(colour)[0])
         assert "colour_to_grey" in called.flags and "colour_to_grey" not in as_luma.flags
         assert called.scores == as_luma.scores
+    # explain says so as predict does (its explain.json did not; the detectors' did)
+    res = CliRunner().invoke(app, ["explain", str(run), get_testdata_file("US1_UNCR.dcm"), "--method", "occlusion",
+                                   "--out", str(run.parent / "explain_colour")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((run.parent / "explain_colour" / "explain.json").read_text()).get("colour_to_grey") is True

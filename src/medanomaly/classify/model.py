@@ -129,7 +129,7 @@ class ClassificationModel(ModelBase):
     def explainable(self) -> Any:
         from medanomaly.explain.adapters import from_classifier
 
-        return from_classifier(self.classifier, preprocess=self._explain_preprocess())
+        return from_classifier(self.classifier, preprocess=self._explain_preprocess(), model_image=self.model_image)
 
     def _explain_preprocess(self) -> Any:
         def preprocess(volume: Volume) -> Volume:

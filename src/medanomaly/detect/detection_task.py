@@ -159,6 +159,7 @@ class HeatmapDetectionModel(DetectionModel):
         from medanomaly.explain.adapters import Explainable
 
         from medanomaly.detect.infer import padded_to_divisor
+        from medanomaly.preprocess.colour import grey_volume
 
         def peak(output: Any) -> Any:
             return output.flatten(1).max(dim=1).values
@@ -168,7 +169,7 @@ class HeatmapDetectionModel(DetectionModel):
 
         return Explainable(model=self.detector.model_.eval(), preprocess=prepare, patch_size=None,
                            output_fn=peak, class_names=("lesion",), target=0, kind="detection",
-                           synthetic=self.synthetic, runner=self.detector)  # fmt: skip
+                           synthetic=self.synthetic, runner=self.detector, model_image=grey_volume)  # fmt: skip
 
 
 def _run_info(cfg: DetectionConfig, detector: Any, classifier: Any, synthetic: bool) -> RunInfo:

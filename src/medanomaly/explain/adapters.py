@@ -43,6 +43,8 @@ class Explainable:
         kind: "lung_nodule", "classification" or "model".
         synthetic: the model was trained on simulated data (labelled in outputs).
         runner: the loaded task object (NoduleDetector / Classifier), for predictions.
+        model_image: the image the model takes and whether it was colour, as its ``predict`` makes it (a
+            one-channel model runs a colour image as its luma); None = the image as it is.
     """
 
     model: Any
@@ -54,6 +56,7 @@ class Explainable:
     kind: str = "model"
     synthetic: bool = False
     runner: Any = None
+    model_image: Callable[[Volume], tuple[Volume, bool]] | None = None
 
 
 def centre_max(fraction: float = 0.5) -> Callable[[Any], Any]:
@@ -119,13 +122,15 @@ def ensemble_module(models: Sequence[Any], weights: Sequence[float] | None, temp
     return Ensemble().eval()
 
 
-def from_classifier(clf: Any, preprocess: Callable[[Volume], Volume] | None = None) -> Explainable:
+def from_classifier(clf: Any, preprocess: Callable[[Volume], Volume] | None = None,
+                    model_image: Callable[[Volume], tuple[Volume, bool]] | None = None) -> Explainable:  # fmt: skip
     """Explainable of a calibrated classifier (members, weights, temperature, class names; ensemble-aware).
 
     Args:
         clf: an object with ``models``, ``weights``, ``temperature``, ``class_names``, ``image_size``,
             ``channels`` and ``synthetic`` (the classification task's ``Classifier``).
         preprocess: the run's recorded input pipeline (default: the classifier's resize and intensity).
+        model_image: the loaded model's colour-to-grey step (:attr:`Explainable.model_image`).
     """
     models = list(clf.models)
     if len(models) == 1 and float(clf.temperature) == 1.0:
@@ -137,6 +142,7 @@ def from_classifier(clf: Any, preprocess: Callable[[Volume], Volume] | None = No
         model=model,
         preprocess=preprocess or default,
         class_names=tuple(clf.class_names), kind="classification", synthetic=bool(clf.synthetic), runner=clf,
+        model_image=model_image,
     )  # fmt: skip
 
 

@@ -190,10 +190,8 @@ def explain_file(ex: Any, image: Path | Any, method: str, out: Path, layer: str 
     if check_input is not None:
         check_input(volume, image if isinstance(image, Path) else None)
     coloured = False
-    if ex.kind == "detection":  # a 2D detector takes grey images: a colour one is run as its luma, as predict runs it
-        from medanomaly.preprocess.colour import grey_volume
-
-        volume, coloured = grey_volume(volume)
+    if ex.model_image is not None:  # a one-channel model runs a colour image as its luma, as its predict runs it
+        volume, coloured = ex.model_image(volume)
     lesion = reference_mask(mask, volume, label, frame) if mask is not None else None
     if lesion is not None and not lesion.same_grid(volume, tol=1e-3):
         raise InputError("the mask is not on the image grid", mask)
