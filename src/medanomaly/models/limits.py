@@ -74,7 +74,9 @@ def build_within_limits(name: str, factory: Callable[..., Any], kwargs: dict[str
     if count is not None and count > limit:
         raise ConfigError(f"model {name!r}: {count:,} parameters ({count * 4 / 2**30:.1f} GiB of float32 "
                           f"weights) exceed the limit of {limit:,}; set {MAX_PARAMETERS_ENV} to allow more")  # fmt: skip
-    return _made(name, factory, kwargs)
+    from medanomaly.models.conv3d_cpu import onednn_conv3d
+
+    return onednn_conv3d(_made(name, factory, kwargs))  # one 3D image on the CPU at oneDNN's speed
 
 
 def check_input_shape(name: str, factory: Callable[..., Any], kwargs: dict[str, Any], shape: tuple[int, ...],
