@@ -56,7 +56,8 @@ def _forward(conv: Any, x: Any) -> Any:
 
 
 def _one_image_on_cpu(conv: Any, x: Any) -> bool:
-    """Whether PyTorch would send ``x`` to its native kernel by the 2D rule, and oneDNN can take it."""
+    """Whether ``x`` is one float32 image on the CPU that oneDNN can take (PyTorch's rule sends such an image to its
+    native kernel unless N x C x D x H > 20,480; above it oneDNN is the kernel PyTorch would have called anyway)."""
     import torch
 
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
