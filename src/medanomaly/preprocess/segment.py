@@ -32,6 +32,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.preprocess.checks import require_ct, require_finite, require_scalar
+from medanomaly.preprocess.morphology import dilate_in_plane, elliptic_disk, erode_in_plane, open_in_plane
 from medanomaly.types import Volume
 
 __all__ = [
@@ -101,27 +102,21 @@ def _fill_holes_per_slice(mask: np.ndarray, max_hole_px: int | None = None) -> n
 
 
 def _disk_closing_per_slice(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
-    """Per-slice binary closing with a disk of ``radius_mm`` via two exact distance transforms.
+    """Per-slice binary closing with a disk of ``radius_mm`` (mm; the pixels within that physical distance), the
+    plane around the image counted as background (the mask is padded, so the closing never meets the image edge).
 
-    Own code because ``ndimage.binary_closing`` with a 80-pixel disk is ~50x slower; dilation
-    and erosion by a Euclidean disk are thresholds of the EDT of the complement.
+    At 0.7 mm pixels the 20 mm disk holds about 2,500 pixels, each of which ``ndimage.binary_closing`` would
+    visit at every voxel; :mod:`~medanomaly.preprocess.morphology` passes it one row (57) at a time. Same
+    masks as the per-slice distance transforms this used before, 1.5x faster
+    (``bench/bench_inplane_morphology.py``).
     """
-    from scipy import ndimage
-
-    out = mask.copy()
-    pad = int(np.ceil(radius_mm / min(spacing_yx))) + 2
-    for z in range(mask.shape[0]):
-        sl = mask[z]
-        if not sl.any():
-            continue
-        ys, xs = np.nonzero(sl)
-        y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, sl.shape[0])
-        x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, sl.shape[1])
-        crop = np.pad(sl[y0:y1, x0:x1], pad)  # pad so the dilation never touches the crop border
-        dilated = ndimage.distance_transform_edt(~crop, sampling=spacing_yx) <= radius_mm
-        closed = ndimage.distance_transform_edt(dilated, sampling=spacing_yx) > radius_mm
-        out[z, y0:y1, x0:x1] |= closed[pad:-pad, pad:-pad]
-    return out
+    sy, sx = spacing_yx
+    ry, rx = int(np.ceil(radius_mm / sy)), int(np.ceil(radius_mm / sx))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    disk = np.sqrt((yy * sy) ** 2 + (xx * sx) ** 2) <= radius_mm  # SciPy's EDT arithmetic: the same ties
+    pad = ((0, 0), (ry + 1, ry + 1), (rx + 1, rx + 1))
+    closed = erode_in_plane(dilate_in_plane(np.pad(mask, pad), disk), disk)
+    return mask | closed[:, ry + 1 : -ry - 1, rx + 1 : -rx - 1]
 
 
 def _spacing_zyx(volume: Volume) -> tuple[float, float, float]:
@@ -148,8 +143,6 @@ def body_mask(volume: Volume, threshold: float | None = None, opening_mm: float 
     Raises:
         InputError: NaNs, multi-component input, or nothing above the threshold.
     """
-    from scipy import ndimage
-
     require_scalar(volume, "body_mask")
     require_finite(volume, "body_mask")
     arr = np.asarray(volume.array, dtype=np.float32)
@@ -165,10 +158,7 @@ def body_mask(volume: Volume, threshold: float | None = None, opening_mm: float 
     fg = arr > threshold
     if opening_mm > 0:
         _, sy, sx = _spacing_zyx(volume)
-        ry, rx = max(int(round(opening_mm / sy)), 1), max(int(round(opening_mm / sx)), 1)
-        yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-        disk = ((yy / ry) ** 2 + (xx / rx) ** 2) <= 1.0
-        opened = ndimage.binary_opening(fg, structure=disk[np.newaxis])
+        opened = open_in_plane(fg, elliptic_disk(opening_mm, sy, sx))
         fg = opened if opened.any() else fg
     if not fg.any():
         raise InputError(f"body_mask: no voxel above {threshold:.1f}; is this an empty image?")

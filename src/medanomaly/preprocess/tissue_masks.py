@@ -11,6 +11,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.preprocess.checks import looks_like_hu, require_finite, require_scalar
+from medanomaly.preprocess.morphology import dilate_in_plane, elliptic_disk, erode_in_plane
 from medanomaly.preprocess.segment import (
     _fill_holes_per_slice,
     _largest_component,
@@ -112,13 +113,6 @@ def _pectoral(sl: np.ndarray, breast: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- brain
-def _disk(radius_mm: float, sy: float, sx: float) -> np.ndarray:
-    """In-plane elliptic disk (1, ny, nx) of ``radius_mm`` for a (z, y, x) array."""
-    ry, rx = max(int(round(radius_mm / sy)), 1), max(int(round(radius_mm / sx)), 1)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    return (((yy / ry) ** 2 + (xx / rx) ** 2) <= 1.0)[np.newaxis]
-
-
 def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> Volume:
     """Brain mask of a head MRI: Otsu -> erosion to cut the scalp -> largest component ->
     dilation back (a little further, within the Otsu foreground, so peripheral lesions stay
@@ -135,8 +129,6 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
     Raises:
         InputError: input labelled as another modality than MR (CT, MG, US...), NaNs, or a constant image.
     """
-    from scipy import ndimage
-
     require_scalar(mr, "brain_mask")
     require_finite(mr, "brain_mask")
     if mr.modality.upper() not in ("", "OT", "MR"):  # a mammogram or an ultrasound gave a "brain" of 44.5 cm2
@@ -149,10 +141,10 @@ def brain_mask(mr: Volume, erosion_mm: float = 8.0, regrow_mm: float = 10.0) -> 
         raise InputError("brain_mask: image is constant")
     fg = arr > otsu_threshold(arr)
     _, sy, sx = _spacing_zyx(mr)
-    core = ndimage.binary_erosion(fg, structure=_disk(erosion_mm, sy, sx))
+    core = erode_in_plane(fg, elliptic_disk(erosion_mm, sy, sx))
     if not core.any():
         core = fg
     core = _largest_component(core)
-    brain = ndimage.binary_dilation(core, structure=_disk(regrow_mm, sy, sx)) & fg
+    brain = dilate_in_plane(core, elliptic_disk(regrow_mm, sy, sx)) & fg
     brain = _fill_holes_per_slice(brain)
     return _mask_volume(mr, brain, "brain")

@@ -284,3 +284,22 @@ def test_the_brain_mask_is_the_same_in_any_unit_and_warns_of_no_overflow() -> No
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert np.array_equal(brain_mask(scaled).array, reference)
+
+
+@pytest.mark.parametrize(("spacing_yx", "radius_mm"), [((0.8, 0.7), 20.0), ((0.703125, 0.703125), 20.0),
+                                                       ((2.0, 0.8), 5.0), ((0.5, 1.0), 0.4)])  # fmt: skip
+def test_lung_closing_equals_distance_transform_thresholds(spacing_yx, radius_mm):
+    """The closing's row passes give the masks of thresholded Euclidean distances in mm (the plane around the
+    image is background), ties at exactly ``radius_mm`` included (20 mm is 25 pixels of 0.8 mm)."""
+    from medanomaly.preprocess.segment import _disk_closing_per_slice
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((3, 70, 64)) < 0.01, iterations=3)
+    mask[1, :5, :5] = True  # against the image corner
+    pad = 40
+    expected = mask.copy()
+    for z in range(mask.shape[0]):
+        plane = np.pad(mask[z], pad)
+        grown = ndimage.distance_transform_edt(~plane, sampling=spacing_yx) <= radius_mm
+        expected[z] |= (ndimage.distance_transform_edt(grown, sampling=spacing_yx) > radius_mm)[pad:-pad, pad:-pad]
+    np.testing.assert_array_equal(_disk_closing_per_slice(mask, radius_mm, spacing_yx), expected)

@@ -1,0 +1,73 @@
+"""In-plane disk morphology by row runs: equal to SciPy's, voxel for voxel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from medanomaly.preprocess.morphology import dilate_in_plane, elliptic_disk, erode_in_plane, open_in_plane
+
+CROSS = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)
+
+
+def _physical_disk(radius_mm: float, sy: float, sx: float) -> np.ndarray:
+    """The disk of synth.insert: pixels within ``radius_mm`` in physical units (radii floored)."""
+    ry, rx = max(int(radius_mm // sy), 1), max(int(radius_mm // sx), 1)
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return ((yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm**2)[np.newaxis]
+
+
+def _structures() -> list[np.ndarray]:
+    out = [CROSS, np.ones((1, 3, 5), bool), np.ones((1, 1, 1), bool)]
+    for radius, sy, sx in ((3.0, 0.7, 0.7), (3.0, 0.6, 0.9), (8.0, 1.0, 1.0), (1.0, 1.0, 2.5), (10.0, 0.9, 0.9)):
+        out += [elliptic_disk(radius, sy, sx), _physical_disk(radius, sy, sx)]
+    return out
+
+
+def _masks(rng: np.random.Generator) -> list[np.ndarray]:
+    blobs = ndimage.binary_dilation(rng.random((3, 40, 37)) < 0.05, iterations=3)
+    return [
+        blobs,
+        rng.random((2, 29, 31)) < 0.8,  # mostly foreground: erosion decides at the image border
+        rng.random((2, 5, 60)) < 0.9,  # fewer rows than most disks
+        np.ones((2, 12, 9), bool),
+        np.zeros((1, 10, 10), bool),
+        np.pad(np.ones((1, 1, 1), bool), ((1, 0), (1, 28), (2, 27))),  # one pixel by a corner: the box is clipped
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_structures())))
+def test_equal_to_scipy(index: int) -> None:
+    structure = _structures()[index]
+    for mask in _masks(np.random.default_rng(index)):
+        np.testing.assert_array_equal(erode_in_plane(mask, structure), ndimage.binary_erosion(mask, structure))
+        np.testing.assert_array_equal(dilate_in_plane(mask, structure), ndimage.binary_dilation(mask, structure))
+        np.testing.assert_array_equal(open_in_plane(mask, structure), ndimage.binary_opening(mask, structure))
+
+
+def test_a_single_slice_array_takes_a_2d_structure() -> None:
+    mask = np.random.default_rng(7).random((30, 30)) < 0.7
+    disk = elliptic_disk(2.0, 1.0, 1.0)
+    np.testing.assert_array_equal(open_in_plane(mask, disk[0]), ndimage.binary_opening(mask, disk[0]))
+
+
+def test_elliptic_disk_radii_follow_the_spacing() -> None:
+    disk = elliptic_disk(3.0, 0.6, 1.5)  # 5 rows up and down, 2 columns left and right
+    assert disk.shape == (1, 11, 5)
+    assert disk[0, 5].all() and disk[0, :, 2].all() and not disk[0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "structure",
+    [
+        np.ones((1, 2, 3), bool),  # even size: no centre
+        np.ones((3, 3, 3), bool),  # crosses slices
+        np.array([[1, 0, 1]], bool),  # a row with a gap
+        np.array([[0, 1, 1], [1, 1, 0], [1, 1, 0]], bool),  # not point-symmetric
+        np.zeros((3, 3), bool),
+    ],
+)
+def test_refuses_a_structure_it_cannot_decompose(structure: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        erode_in_plane(np.ones((1, 5, 5), bool), structure)
