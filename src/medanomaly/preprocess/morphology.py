@@ -23,9 +23,13 @@ equality with SciPy on random masks and disks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["elliptic_disk", "erode_in_plane", "dilate_in_plane", "open_in_plane"]
+__all__ = ["elliptic_disk", "erode_in_plane", "dilate_in_plane", "open_in_plane", "in_plane_box"]
+
+_SLAB_PIXELS = 2**22  # pixels per pass: about 8 MiB per int16 temporary (a few live at once)
 
 
 
@@ -104,17 +108,65 @@ def _row_pairs(ny: int, dy: int) -> tuple[slice, slice]:
     return slice(max(0, -dy), ny - max(0, dy)), slice(max(0, dy), ny + min(0, dy))
 
 
-def _in_plane_box(mask: np.ndarray, margin: tuple[int, int]) -> tuple[slice, slice] | None:
-    """Rows and columns holding foreground on any slice, widened by ``margin`` (clipped to the image);
-    None for an empty mask. Outside it, erosion and dilation by a structure within the margin are background."""
-    rows, cols = mask.any(axis=-1), mask.any(axis=-2)
-    rows = np.flatnonzero(rows.reshape(-1, mask.shape[-2]).any(axis=0))
-    cols = np.flatnonzero(cols.reshape(-1, mask.shape[-1]).any(axis=0))
+def in_plane_box(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[slice, slice] | None:
+    """Rows and columns (the last two axes) holding foreground on any slice, widened by ``margin`` pixels and
+    clipped to the image; None for an empty mask."""
+    rows = np.flatnonzero(mask.any(axis=-1).reshape(-1, mask.shape[-2]).any(axis=0))
+    cols = np.flatnonzero(mask.any(axis=-2).reshape(-1, mask.shape[-1]).any(axis=0))
     if rows.size == 0:
         return None
     (my, mx), (ny, nx) = margin, mask.shape[-2:]
     return (slice(max(int(rows[0]) - my, 0), min(int(rows[-1]) + my + 1, ny)),
             slice(max(int(cols[0]) - mx, 0), min(int(cols[-1]) + mx + 1, nx)))  # fmt: skip
+
+
+def _by_slabs(mask: np.ndarray, structure: np.ndarray, grow: bool,
+              rows_op: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip
+    """Apply ``rows_op(slab, half_widths)`` to the mask's in-plane box (widened by the structure when the result
+    ``grow``s past the mask), a slab of slices at a time, so the integer temporaries stay near ``_SLAB_PIXELS``
+    whatever the number of slices; background outside the box."""
+    mask = np.asarray(mask, bool)
+    widths = _row_half_widths(structure)
+    out = np.zeros(mask.shape, bool)
+    box = in_plane_box(mask, (widths.size // 2, int(widths.max())) if grow else (0, 0))
+    if box is None:
+        return out
+    stack, result = mask.reshape(-1, *mask.shape[-2:]), out.reshape(-1, *mask.shape[-2:])
+    rows, cols = box
+    step = max(1, _SLAB_PIXELS // ((rows.stop - rows.start) * (cols.stop - cols.start)))
+    for z in range(0, stack.shape[0], step):
+        result[z : z + step, rows, cols] = rows_op(stack[z : z + step, rows, cols], widths)
+    return out
+
+
+def _erode_rows(slab: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    half_run = _ones_run_half_width(slab)
+    eroded = np.ones(slab.shape, bool)
+    ny, centre = slab.shape[-2], widths.size // 2
+    for i, width in enumerate(widths):
+        if width < 0:
+            continue
+        dy = i - centre
+        if abs(dy) >= ny:  # every row's neighbour ``y + dy`` is outside the image, which is background
+            return np.zeros(slab.shape, bool)
+        dst, src = _row_pairs(ny, dy)
+        eroded[..., dst, :] &= half_run[..., src, :] >= width
+        eroded[..., : max(0, -dy), :] = False  # rows whose neighbour is outside the image
+        eroded[..., ny - max(0, dy) :, :] = False
+    return eroded
+
+
+def _dilate_rows(slab: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    nearest = _nearest_one_along_x(slab)
+    dilated = np.zeros(slab.shape, bool)
+    ny, centre = slab.shape[-2], widths.size // 2
+    for i, width in enumerate(widths):
+        dy = i - centre
+        if width < 0 or abs(dy) >= ny:
+            continue
+        dst, src = _row_pairs(ny, dy)
+        dilated[..., dst, :] |= nearest[..., src, :] <= width
+    return dilated
 
 
 def erode_in_plane(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -123,49 +175,12 @@ def erode_in_plane(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     Equal to ``ndimage.binary_erosion(mask, structure)`` for a ``(1, ny, nx)`` or ``(ny, nx)`` structure that
     is point-symmetric with centred, contiguous rows (any disk).
     """
-    mask = np.asarray(mask, bool)
-    widths = _row_half_widths(structure)
-    out = np.zeros(mask.shape, bool)
-    box = _in_plane_box(mask, (0, 0))  # the eroded mask lies inside the mask
-    if box is None:
-        return out
-    crop = mask[..., box[0], box[1]]
-    half_run = _ones_run_half_width(crop)
-    eroded = np.ones(crop.shape, bool)
-    ny, centre = crop.shape[-2], widths.size // 2
-    for i, width in enumerate(widths):
-        if width < 0:
-            continue
-        dy = i - centre
-        if abs(dy) >= ny:  # every row's neighbour ``y + dy`` is outside the image, which is background
-            return out
-        dst, src = _row_pairs(ny, dy)
-        eroded[..., dst, :] &= half_run[..., src, :] >= width
-        eroded[..., : max(0, -dy), :] = False  # rows whose neighbour is outside the image
-        eroded[..., ny - max(0, dy) :, :] = False
-    out[..., box[0], box[1]] = eroded
-    return out
+    return _by_slabs(mask, structure, False, _erode_rows)
 
 
 def dilate_in_plane(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """Binary dilation of every slice by an in-plane ``structure`` (same conditions as :func:`erode_in_plane`)."""
-    mask = np.asarray(mask, bool)
-    widths = _row_half_widths(structure)
-    out = np.zeros(mask.shape, bool)
-    box = _in_plane_box(mask, (widths.size // 2, int(widths.max())))
-    if box is None:
-        return out
-    nearest = _nearest_one_along_x(mask[..., box[0], box[1]])
-    dilated = np.zeros(nearest.shape, bool)
-    ny, centre = nearest.shape[-2], widths.size // 2
-    for i, width in enumerate(widths):
-        dy = i - centre
-        if width < 0 or abs(dy) >= ny:
-            continue
-        dst, src = _row_pairs(ny, dy)
-        dilated[..., dst, :] |= nearest[..., src, :] <= width
-    out[..., box[0], box[1]] = dilated
-    return out
+    return _by_slabs(mask, structure, True, _dilate_rows)
 
 
 def open_in_plane(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:

@@ -46,6 +46,17 @@ def test_equal_to_scipy(index: int) -> None:
         np.testing.assert_array_equal(open_in_plane(mask, structure), ndimage.binary_opening(mask, structure))
 
 
+def test_slab_by_slab_equals_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long volumes go a few slices at a time (bounded temporaries): here one slice per pass."""
+    from medanomaly.preprocess import morphology
+
+    monkeypatch.setattr(morphology, "_SLAB_PIXELS", 1)
+    mask = np.random.default_rng(5).random((7, 33, 29)) < 0.75
+    disk = elliptic_disk(3.0, 1.0, 1.5)
+    np.testing.assert_array_equal(open_in_plane(mask, disk), ndimage.binary_opening(mask, disk))
+    np.testing.assert_array_equal(dilate_in_plane(mask, disk), ndimage.binary_dilation(mask, disk))
+
+
 def test_a_single_slice_array_takes_a_2d_structure() -> None:
     mask = np.random.default_rng(7).random((30, 30)) < 0.7
     disk = elliptic_disk(2.0, 1.0, 1.0)

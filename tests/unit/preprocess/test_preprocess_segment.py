@@ -303,3 +303,27 @@ def test_lung_closing_equals_distance_transform_thresholds(spacing_yx, radius_mm
         grown = ndimage.distance_transform_edt(~plane, sampling=spacing_yx) <= radius_mm
         expected[z] |= (ndimage.distance_transform_edt(grown, sampling=spacing_yx) > radius_mm)[pad:-pad, pad:-pad]
     np.testing.assert_array_equal(_disk_closing_per_slice(mask, radius_mm, spacing_yx), expected)
+
+
+def test_hole_filling_equals_scipy_slice_by_slice():
+    """Holes are filled on the mask's in-plane box only; the result is SciPy's ``binary_fill_holes`` per slice,
+    rings against the image edge (not holes) and masks off the box's centre included, and ``max_hole_px`` leaves
+    larger holes open."""
+    from medanomaly.preprocess.segment import _fill_holes_per_slice
+
+    rng = np.random.default_rng(11)
+    mask = rng.random((4, 40, 50)) < 0.55
+    mask[0] = False
+    mask[1, 10:30, 5:45] = True
+    mask[1, 15:25, 10:40] = False  # a 300-pixel hole
+    mask[1, 18:20, 20:22] = True  # an island inside it
+    mask[2, :, :3] = False
+    mask[2, :, 3] = True  # a wall against the left edge: what lies left of it touches the edge
+    mask[3] = False
+    mask[3, 30:36, 40:46] = True
+    mask[3, 32:34, 42:44] = False  # a small hole in a ring far from the other slices' box
+    expected = np.stack([ndimage.binary_fill_holes(s) for s in mask])
+    np.testing.assert_array_equal(_fill_holes_per_slice(mask), expected)
+    capped = _fill_holes_per_slice(mask, max_hole_px=100)
+    assert not capped[1, 16, 11] and capped[3, 32, 42]  # the 300-pixel hole stays open, the 4-pixel one is filled
+    assert not _fill_holes_per_slice(np.zeros((2, 5, 5), bool)).any()
