@@ -57,6 +57,18 @@ def test_slab_by_slab_equals_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(dilate_in_plane(mask, disk), ndimage.binary_dilation(mask, disk))
 
 
+def test_rows_wider_than_int16_runs() -> None:
+    """Rows of 16,384 pixels or more count their runs in int32 (int16 would overflow)."""
+    mask = np.random.default_rng(9).random((1, 6, 20_000)) < 0.9
+    mask[0, 2:4, :19_000] = False  # 19,000 pixels of background before the first foreground pixel
+    disk = elliptic_disk(2.0, 1.0, 1.0)
+    np.testing.assert_array_equal(open_in_plane(mask, disk), ndimage.binary_opening(mask, disk))
+    sparse = np.zeros_like(mask)
+    sparse[0, 3, 19_500] = True
+    sparse[0, 0, 0] = True  # the box spans the whole row
+    np.testing.assert_array_equal(dilate_in_plane(sparse, disk), ndimage.binary_dilation(sparse, disk))
+
+
 def test_a_single_slice_array_takes_a_2d_structure() -> None:
     mask = np.random.default_rng(7).random((30, 30)) < 0.7
     disk = elliptic_disk(2.0, 1.0, 1.0)
