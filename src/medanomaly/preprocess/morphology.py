@@ -23,7 +23,7 @@ equality with SciPy on random masks and disks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -102,9 +102,14 @@ def _nearest_one_along_x(mask: np.ndarray) -> np.ndarray:
     return np.minimum(back_to_one(mask), back_to_one(mask[..., ::-1])[..., ::-1])
 
 
-def _row_pairs(ny: int, dy: int) -> tuple[slice, slice]:
-    """Output rows ``y`` and source rows ``y + dy`` that both lie inside ``ny`` rows."""
-    return slice(max(0, -dy), ny - max(0, dy)), slice(max(0, dy), ny + min(0, dy))
+def _structure_rows(widths: np.ndarray, ny: int) -> Iterator[tuple[int, slice, slice]]:
+    """Each non-empty structure row within reach of ``ny`` image rows: its half width, the output rows ``y`` and
+    the source rows ``y + dy`` that both lie inside the image."""
+    centre = widths.size // 2
+    for i, width in enumerate(widths):
+        dy = i - centre
+        if width >= 0 and abs(dy) < ny:
+            yield int(width), slice(max(0, -dy), ny - max(0, dy)), slice(max(0, dy), ny + min(0, dy))
 
 
 def in_plane_box(mask: np.ndarray, margin: tuple[int, int] = (0, 0)) -> tuple[slice, slice] | None:
@@ -139,31 +144,22 @@ def _by_slabs(mask: np.ndarray, structure: np.ndarray, grow: bool,
 
 
 def _erode_rows(slab: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    ny, centre = slab.shape[-2], widths.size // 2
+    if any(abs(i - centre) >= ny for i in np.flatnonzero(widths >= 0)):
+        return np.zeros(slab.shape, bool)  # a structure row reaches past every image row: outside is background
     half_run = _ones_run_half_width(slab)
     eroded = np.ones(slab.shape, bool)
-    ny, centre = slab.shape[-2], widths.size // 2
-    for i, width in enumerate(widths):
-        if width < 0:
-            continue
-        dy = i - centre
-        if abs(dy) >= ny:  # every row's neighbour ``y + dy`` is outside the image, which is background
-            return np.zeros(slab.shape, bool)
-        dst, src = _row_pairs(ny, dy)
+    for width, dst, src in _structure_rows(widths, ny):
         eroded[..., dst, :] &= half_run[..., src, :] >= width
-        eroded[..., : max(0, -dy), :] = False  # rows whose neighbour is outside the image
-        eroded[..., ny - max(0, dy) :, :] = False
+        eroded[..., : dst.start, :] = False  # rows whose neighbour ``y + dy`` is outside the image
+        eroded[..., dst.stop :, :] = False
     return eroded
 
 
 def _dilate_rows(slab: np.ndarray, widths: np.ndarray) -> np.ndarray:
     nearest = _nearest_one_along_x(slab)
     dilated = np.zeros(slab.shape, bool)
-    ny, centre = slab.shape[-2], widths.size // 2
-    for i, width in enumerate(widths):
-        dy = i - centre
-        if width < 0 or abs(dy) >= ny:
-            continue
-        dst, src = _row_pairs(ny, dy)
+    for width, dst, src in _structure_rows(widths, slab.shape[-2]):
         dilated[..., dst, :] |= nearest[..., src, :] <= width
     return dilated
 
