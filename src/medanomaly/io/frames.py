@@ -42,7 +42,7 @@ FOUR_D_ADVICE = ("info, predict, explain, detect, quantify, preprocess and segme
                  "with --fixed-frame / --moving-frame")
 
 #: Formats whose 4D files :func:`read_frame` reads one volume of (``detect_format``'s names).
-VOLUME_FORMATS = frozenset({"nifti", "mgh", "parrec", "afni", "nrrd", "metaimage"})
+VOLUME_FORMATS = frozenset({"nifti", "mgh", "minc", "parrec", "afni", "nrrd", "metaimage"})
 
 
 def reword_frame_advice(reason: str, advice: str) -> str:
@@ -81,8 +81,8 @@ def check_volume(volumes: int, volume: int | None, path: Any = None, slices: int
 
 def read_frame(path: Any, frame: int | None, **options: Any) -> Volume:
     """The image at ``path`` (:func:`medanomaly.io.read`); with ``frame``, frame ``frame`` of a cine loop
-    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, MGH, NRRD or MetaImage (read alone; the voxel limit
-    applies to that volume for NIfTI and MGH, to the whole file for NRRD and MetaImage, which ITK reads whole first).
+    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, MGH, MINC, PAR/REC, AFNI, NRRD or MetaImage (read alone; the
+    voxel limit applies to that volume for NIfTI, MGH and the nibabel formats, to the whole file for NRRD and MetaImage, which ITK reads whole first).
 
     Raises:
         InputError: what :func:`medanomaly.io.read` and :func:`check_volume` refuse, naming ``path``.

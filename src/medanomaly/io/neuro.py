@@ -16,8 +16,10 @@ export of Philips MR scanners) and AFNI (``+orig.HEAD`` + ``+orig.BRIK`` or ``.B
   stays off); a text header (``.par``, ``.HEAD``) over :data:`MAX_TEXT_HEADER_BYTES` is refused before it is parsed;
 * **4D**: a PAR/REC of several dynamics, echoes or image types, or an AFNI dataset of several sub-bricks (a time
   series), is read one volume at a time (``volume=N``, the CLI's ``--frame N``), as a 4D NIfTI (an AFNI dataset of one
-  sub-brick is 3D); a 4D MINC (time as its first axis) is refused in one line (convert one volume with
-  ``mincreshape``): its axis order is the file's, and a guess would put time on a spatial axis.
+  sub-brick is 3D); so is a 4D MINC whose dimensions, by their names in the file, are one non-spatial dimension
+  (``time``) first and ``xspace`` / ``yspace`` / ``zspace`` after it (nibabel's affine covers those three). Any other
+  4D MINC (a vector dimension, time not first, names nibabel does not give) is refused in one line: its axis order is
+  the file's, and a guess would put time on a spatial axis.
 
 Why these: the MNI's templates and BrainWeb's simulated brains are MINC, PAR/REC is how many MR research groups export
 from a Philips scanner, and AFNI's datasets are many a brain MRI study's working format; all were
@@ -38,6 +40,7 @@ Example (nibabel's own test files):
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,22 +155,52 @@ def _load(path: Path) -> Any:
         raise InputError(f"not a readable {kind} image ({short_reason(exc, path)})", path) from None
 
 
-def _layout(image: Any, path: Path, volume: int | None) -> tuple[tuple[int, ...], np.ndarray]:
-    """(the spatial shape in nibabel's axis order; the LPS affine in mm) from the header alone, the volume checked."""
+#: MINC's names of its spatial dimensions.
+MINC_SPACE = ("xspace", "yspace", "zspace")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the header says: the spatial shape in nibabel's axis order, the LPS affine (mm), and for a 4D image the
+    axis that holds its volumes and how many there are."""
+
+    xyz: tuple[int, int, int]
+    affine: np.ndarray
+    volume_axis: int | None = None
+    volumes: int = 1
+
+
+def _volume_axis(image: Any, shape: tuple[int, ...], path: Path) -> int | None:
+    """The axis of a 4D image's volumes (None for a 3D one): the last for PAR/REC and AFNI; for MINC the first, when
+    the file names it as no spatial dimension and the other three as ``xspace`` / ``yspace`` / ``zspace``."""
+    if len(shape) != 4:
+        return None
+    if kind_of(path) != "minc":
+        return 3
+    names = tuple(str(n) for n in getattr(getattr(image.dataobj, "minc_file", None), "_dim_names", None) or ())
+    if len(names) == 4 and names[0] not in MINC_SPACE and sorted(names[1:]) == list(MINC_SPACE):
+        return 0
+    raise InputError(f"4D MINC image (dimensions {', '.join(names) or shape}): medanomaly reads one volume of a MINC "
+                     "whose first dimension is time and the other three space; take one volume out (mincreshape "
+                     "-dimrange time=N,0) and read that", path)  # fmt: skip
+
+
+def _layout(image: Any, path: Path, volume: int | None) -> _Layout:
+    """The header's :class:`_Layout`, without reading a voxel, the volume checked against it."""
     shape = tuple(int(d) for d in image.shape)
     if len(shape) == 4 and shape[3] == 1 and kind_of(path) == "afni":  # AFNI's one sub-brick: a 3D image
         shape = shape[:3]
     if len(shape) not in (3, 4) or min(shape) < 1:
         raise InputError(f"dimensions {list(shape)}: medanomaly reads 3D images and one volume of a 4D one", path)
-    if len(shape) == 4 and kind_of(path) == "minc":
-        raise InputError(f"4D MINC image ({shape[0]} volumes along its first axis): not read; take one volume out "
-                         "(mincreshape -dimrange time=N,0) and read that", path)  # fmt: skip
-    check_volume(shape[3] if len(shape) == 4 else 1, volume, path, slices=shape[2])
+    axis = _volume_axis(image, shape, path)
+    xyz = tuple(d for i, d in enumerate(shape) if i != axis)
+    volumes = 1 if axis is None else shape[axis]
+    check_volume(volumes, volume, path, slices=xyz[2])
     try:
         affine = affine_lps_mm(image)
     except Exception as exc:  # noqa: BLE001 - an affine nibabel cannot build from a damaged header
         raise InputError(f"not a readable {kind_of(path)} image (geometry: {short_reason(exc, path)})", path) from None
-    return shape[:3], affine
+    return _Layout((xyz[0], xyz[1], xyz[2]), affine, axis, volumes)
 
 
 def neuro_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
@@ -178,18 +211,23 @@ def neuro_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tupl
         InputError: what :func:`read_neuro` refuses in the header (a 4D image read whole, too).
     """
     path = Path(path)
-    image = _load(path)
-    shape, affine = _layout(image, path, None)
-    spacing, _, _ = split_affine(affine, path, kind_of(path))
-    return (shape[0], shape[1], shape[2]), 1, 4, (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    layout = _layout(_load(path), path, None)
+    spacing, _, _ = split_affine(layout.affine, path, kind_of(path))
+    return layout.xyz, 1, 4, (float(spacing[0]), float(spacing[1]), float(spacing[2]))
 
 
 def neuro_volumes(path: str | Path) -> int:
-    """How many volumes a PAR/REC or an AFNI dataset holds along its fourth dimension (1 for a 3D one, and for a
-    MINC), header only."""
+    """How many volumes a PAR/REC, an AFNI dataset or a MINC holds along its fourth dimension (1 for a 3D one), header
+    only.
+
+    Raises:
+        InputError: a 4D MINC whose volumes are not its first dimension, by name (:func:`read_neuro` refuses it too).
+    """
     path = Path(path)
-    shape = _load(path).shape
-    return int(shape[3]) if len(shape) == 4 and kind_of(path) != "minc" else 1
+    image = _load(path)
+    shape = tuple(int(d) for d in image.shape)
+    axis = _volume_axis(image, shape, path)
+    return 1 if axis is None else shape[axis]
 
 
 def read_neuro(path: str | Path, *, max_voxel_bytes: int | None = None, volume: int | None = None) -> Volume:
@@ -198,31 +236,32 @@ def read_neuro(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
     Args:
         path: a ``.mnc`` file, either file of a ``.par`` + ``.rec`` pair, or of an AFNI ``.HEAD`` + ``.BRIK`` pair.
         max_voxel_bytes: limit on the voxel data (float32, of the one volume read).
-        volume: of a 4D PAR/REC or AFNI dataset, the volume to read (0-based).
+        volume: of a 4D PAR/REC, AFNI dataset or MINC, the volume to read (0-based).
 
     Returns:
         Volume (z, y, x) float32; ``meta["source_format"]`` ``minc``, ``parrec`` or ``afni`` (PAR/REC: ``modality``
         MR).
 
     Raises:
-        InputError: an unreadable, truncated or half-present file, a 4D MINC, a 4D PAR/REC or AFNI dataset without
-            ``volume`` (or a volume past its last), a degenerate affine, or more voxel data than the limit.
+        InputError: an unreadable, truncated or half-present file, a 4D image without ``volume`` (or a volume past
+            its last), a 4D MINC whose first dimension is not its volumes', a degenerate affine, or more voxel data
+            than the limit.
     """
     path = Path(path)
     kind = kind_of(path)
     image = _load(path)
-    xyz, affine = _layout(image, path, volume)
-    check_voxel_bytes(xyz, 4, path, limit=max_voxel_bytes)
-    spacing, direction, origin = split_affine(affine, path, kind)
+    layout = _layout(image, path, volume)
+    check_voxel_bytes(layout.xyz, 4, path, limit=max_voxel_bytes)
+    spacing, direction, origin = split_affine(layout.affine, path, kind)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array = _voxels_float32(image, xyz, volume)
+            array = _voxels_float32(image, layout, volume)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
         raise_if_out_of_memory(exc)
         raise InputError(f"not a readable {kind} image (truncated or corrupt data: {short_reason(exc, path)})",
                          path) from None  # fmt: skip
-    meta: dict[str, Any] = {"source_format": kind, "description": _description(kind, image, volume)}
+    meta: dict[str, Any] = {"source_format": kind, "description": _description(kind, volume, layout.volumes)}
     if kind == "parrec":
         meta["modality"] = "MR"
     return Volume(np.ascontiguousarray(array.transpose(2, 1, 0)), spacing=tuple(spacing), origin=tuple(origin),
@@ -234,19 +273,22 @@ def read_neuro(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
 CHUNK_VOXELS = 1 << 22
 
 
-def _voxels_float32(image: Any, xyz: tuple[int, int, int], volume: int | None) -> np.ndarray:
+def _voxels_float32(image: Any, layout: _Layout, volume: int | None) -> np.ndarray:
     """The voxels (x, y, z) of one volume as float32, read a few slices at a time along z (at most
     :data:`CHUNK_VOXELS` of nibabel's float64 at once beside the float32 result)."""
+    xyz = layout.xyz
     out = np.empty(xyz, np.float32)  # the image is 3D, or 4D read one volume (:func:`_layout`)
     step = max(1, CHUNK_VOXELS // max(1, xyz[0] * xyz[1]))
     for k in range(0, xyz[2], step):
-        index = (slice(None), slice(None), slice(k, k + step), *((volume,) if volume is not None else ()))
-        out[:, :, k : k + step] = np.asarray(image.dataobj[index], np.float32).reshape(xyz[0], xyz[1], -1)
+        index: list[Any] = [slice(None), slice(None), slice(k, k + step)]
+        if volume is not None and layout.volume_axis is not None:
+            index.insert(layout.volume_axis, volume)
+        out[:, :, k : k + step] = np.asarray(image.dataobj[tuple(index)], np.float32).reshape(xyz[0], xyz[1], -1)
     return out
 
 
-def _description(kind: str, image: Any, volume: int | None) -> str:
+def _description(kind: str, volume: int | None, volumes: int) -> str:
     """Where the geometry came from, and which volume of how many."""
     what = {"minc": "MINC geometry from its world axes", "parrec": "PAR/REC geometry from its angulation and offcentre",
             "afni": "AFNI geometry from its origin, steps and orientation code"}[kind]
-    return what + ("" if volume is None else f", volume {volume} of {image.shape[3]}")
+    return what + ("" if volume is None else f", volume {volume} of {volumes}")

@@ -56,11 +56,38 @@ def test_each_slice_s_own_rescale_is_applied(tmp_path: Path) -> None:
     assert not np.allclose(volume.array, read(DATA / "phantom_EPI_asc_CLEAR_2_1.PAR", volume=0).array)
 
 
-def test_a_4d_minc_and_a_damaged_minc_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="4D MINC image .* not read; take one volume out"):
-        read(DATA / "minc1_4d.mnc")
-    with pytest.raises(InputError, match="4D MINC image"):
-        read(DATA / "minc2_4d.mnc")
+@pytest.mark.parametrize("name", ["minc1_4d.mnc", "minc2_4d.mnc", "minc2-4d-d.mnc"])
+def test_a_4d_minc_is_read_one_volume_at_a_time(name: str) -> None:
+    """nibabel's 4D MINC-1 and MINC-2 files (time, then zspace / yspace / xspace; minc2-4d-d: time, then xspace /
+    yspace / zspace): the volume is the first dimension by its name, the geometry nibabel's affine of the other three.
+    They were refused ("4D MINC image ... not read")."""
+    path = DATA / name
+    image = nib.load(str(path))
+    volumes = image.shape[0]
+    assert count_volumes(path) == volumes
+    with pytest.raises(InputError, match=rf"4D image \({volumes} volumes, 0\.\.{volumes - 1}\): .*--frame N"):
+        read(path)
+    last = read(path, volume=volumes - 1)
+    assert last.meta["description"] == f"MINC geometry from its world axes, volume {volumes - 1} of {volumes}"
+    assert np.allclose(last.affine_lps, RAS_TO_LPS @ image.affine, atol=1e-5)
+    assert np.allclose(last.array, np.asarray(image.dataobj[volumes - 1], np.float32).transpose(2, 1, 0))
+    with pytest.raises(InputError, match=f"--frame {volumes}: the 4D image has {volumes} volumes"):
+        read(path, volume=volumes)
+
+
+def test_a_4d_minc_whose_volumes_are_not_its_first_dimension_is_one_line(monkeypatch) -> None:
+    """A vector dimension last (an RGB or displacement MINC) would put the volumes on a spatial axis: refused."""
+    from medanomaly.io import neuro
+
+    image = nib.load(str(DATA / "minc2_4d.mnc"))
+    image.dataobj.minc_file._dim_names = ["zspace", "yspace", "xspace", "vector_dimension"]
+    monkeypatch.setattr(neuro, "_load", lambda path: image)
+    for call in (lambda: read(DATA / "minc2_4d.mnc", volume=0), lambda: count_volumes(DATA / "minc2_4d.mnc")):
+        with pytest.raises(InputError, match="4D MINC image .*zspace, yspace, xspace, vector_dimension.*mincreshape"):
+            call()
+
+
+def test_a_damaged_minc_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "brain.mnc"
     bad.write_bytes(b"CDF\x01" + b"\xff" * 300)
     with pytest.raises(InputError, match="not a readable minc image"):
