@@ -316,6 +316,9 @@ _ITK_REASONS = {
     "zlib": "corrupt compressed data",
     "gzip": "corrupt compressed data",
     "do not sufficiently overlap": "the images do not overlap in space (not in one patient space?)",
+    # a MetaImage ElementSpacing or NRRD space direction of 0 (nan and inf are parsed as 0): "Refusing to change
+    # spacing from [1, 1, 1] to [0, 1, 1]" said nothing a user could act on
+    "refusing to change spacing": "a voxel spacing of 0 (or not a number): spacings must be positive, mm",
 }
 
 

@@ -150,3 +150,13 @@ def test_an_nrrd_whose_spacing_is_nan_is_marked_as_assumed(tmp_path, field):
     flat = read(tmp_path / "flat.nrrd")
     np.testing.assert_allclose(flat.spacing[:2], (0.8, 0.9))
     assert "spacing_assumed" not in flat.meta
+
+
+@pytest.mark.parametrize("spacing", ["0 1 1", "nan 1 1", "1 inf 1"])
+def test_a_metaimage_with_a_zero_or_unreadable_spacing_says_so(tmp_path, spacing):
+    """ITK parses nan and inf as 0 and refused with "Refusing to change spacing from [1, 1, 1] to [0, 1, 1]"."""
+    header = (f"ObjectType = Image\nNDims = 3\nDimSize = 6 5 4\nElementType = MET_SHORT\nElementSpacing = {spacing}\n"
+              "ElementDataFile = LOCAL\n")  # fmt: skip
+    (tmp_path / "grid.mha").write_bytes(header.encode() + bytes(2 * 6 * 5 * 4))
+    with pytest.raises(InputError, match=r"a voxel spacing of 0 \(or not a number\): spacings must be positive, mm"):
+        read(tmp_path / "grid.mha")
