@@ -114,7 +114,8 @@ def read(
         max_voxel_bytes: refuse images with more voxel data than this (bytes), checked from the
             header before allocating; default ``$MEDANOMALY_MAX_VOXEL_BYTES``, else 1 GiB.
         **options: format-specific options: ``split`` for ``.npz`` ("train", "val", "test"); ``volume`` (0-based) for
-            a 4D NIfTI, MGH, MINC, PAR/REC, AFNI, NRRD or MetaImage, read alone (:func:`medanomaly.io.frames.read_frame`).
+            a 4D NIfTI, MGH, MINC, PAR/REC, AFNI, NRRD or MetaImage, read alone
+            (:func:`medanomaly.io.frames.read_frame`).
 
     Returns:
         Volume (z, y, x) or (z, y, x, 3); CT in HU; spacing/origin in mm (LPS); NaN kept.
@@ -176,8 +177,8 @@ def _read(path: Path, series_uid: str | None, max_voxel_bytes: int | None, optio
 
 
 def count_volumes(path: str | Path) -> int:
-    """How many volumes a file holds along a fourth dimension, from its header alone: a 4D NIfTI, MGH, MINC, PAR/REC, AFNI,
-    NRRD or MetaImage's count (:func:`medanomaly.io.frames.read_frame` reads one), 1 for every other image.
+    """How many volumes a file holds along a fourth dimension, from its header alone: a 4D NIfTI, MGH, MINC, PAR/REC,
+    AFNI, NRRD or MetaImage's count (:func:`medanomaly.io.frames.read_frame` reads one), 1 for every other image.
 
     Raises:
         InputError: a missing file, or a header that cannot be read.

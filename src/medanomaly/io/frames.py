@@ -81,8 +81,9 @@ def check_volume(volumes: int, volume: int | None, path: Any = None, slices: int
 
 def read_frame(path: Any, frame: int | None, **options: Any) -> Volume:
     """The image at ``path`` (:func:`medanomaly.io.read`); with ``frame``, frame ``frame`` of a cine loop
-    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, MGH, MINC, PAR/REC, AFNI, NRRD or MetaImage (read alone; the
-    voxel limit applies to that volume for NIfTI, MGH and the nibabel formats, to the whole file for NRRD and MetaImage, which ITK reads whole first).
+    (:func:`select_frame`) or volume ``frame`` of a 4D NIfTI, MGH, MINC, PAR/REC, AFNI, NRRD or MetaImage (read
+    alone; the voxel limit applies to that volume for NIfTI, MGH, MINC, PAR/REC and AFNI, to the whole file for NRRD
+    and MetaImage, which ITK reads whole first).
 
     Raises:
         InputError: what :func:`medanomaly.io.read` and :func:`check_volume` refuse, naming ``path``.
