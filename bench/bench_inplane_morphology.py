@@ -23,7 +23,7 @@ from scipy import ndimage
 from medanomaly.data.sources import pyradiomics_case
 from medanomaly.io import read
 from medanomaly.preprocess.morphology import dilate_in_plane, elliptic_disk, erode_in_plane, open_in_plane
-from medanomaly.preprocess.segment import _two_air_regions, body_mask, lung_mask
+from medanomaly.preprocess.segment import _disk_closing_per_slice, _two_air_regions, body_mask, lung_mask
 from medanomaly.preprocess.tissue_masks import brain_mask, otsu_threshold
 
 REPEATS = 3
@@ -61,12 +61,6 @@ def closing_by_edt(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, 
     return out
 
 
-def closing_by_rows(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
-    from medanomaly.preprocess.segment import _disk_closing_per_slice
-
-    return _disk_closing_per_slice(mask, radius_mm, spacing_yx)
-
-
 def main() -> None:
     ct = read(pyradiomics_case("lung2")[0])
     fg = np.asarray(ct.array) > -500
@@ -83,7 +77,7 @@ def main() -> None:
     right = _two_air_regions(ct, body_mask(ct).array > 0, -320.0, 20.0) == 1
     yx = (ct.spacing[1], ct.spacing[0])
     compare("lung2 one lung's closing 20 mm", lambda: closing_by_edt(right, 20.0, yx),
-            lambda: closing_by_rows(right, 20.0, yx))  # fmt: skip
+            lambda: _disk_closing_per_slice(right, 20.0, yx))  # fmt: skip
 
     for case in ("lung1", "lung2"):
         image = read(pyradiomics_case(case)[0])
