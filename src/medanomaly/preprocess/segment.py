@@ -38,6 +38,7 @@ from medanomaly.preprocess.morphology import (
     erode_in_plane,
     in_plane_box,
     open_in_plane,
+    physical_disk,
 )
 from medanomaly.types import Volume
 
@@ -121,10 +122,8 @@ def _disk_closing_per_slice(mask: np.ndarray, radius_mm: float, spacing_yx: tupl
     masks as the per-slice distance transforms this used before, 1.5-1.7x faster
     (``bench/bench_inplane_morphology.py``).
     """
-    sy, sx = spacing_yx
-    ry, rx = int(np.ceil(radius_mm / sy)), int(np.ceil(radius_mm / sx))
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    disk = np.sqrt((yy * sy) ** 2 + (xx * sx) ** 2) <= radius_mm  # SciPy's EDT arithmetic: the same ties
+    disk = physical_disk(radius_mm, *spacing_yx)  # SciPy's EDT arithmetic: the same ties
+    ry, rx = disk.shape[1] // 2, disk.shape[2] // 2
     pad = ((0, 0), (ry + 1, ry + 1), (rx + 1, rx + 1))
     closed = erode_in_plane(dilate_in_plane(np.pad(mask, pad), disk), disk)
     return mask | closed[:, ry + 1 : -ry - 1, rx + 1 : -rx - 1]

@@ -52,7 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.preprocess.morphology import open_in_plane
+from medanomaly.preprocess.morphology import open_in_plane, physical_disk
 from medanomaly.preprocess.resample import crop_zyx
 from medanomaly.types import Volume
 
@@ -200,14 +200,11 @@ def _spacing_zyx(ct: Volume) -> np.ndarray:
 
 
 def _opening_in_plane(mask: np.ndarray, diameter_mm: float, spacing_yx: np.ndarray) -> np.ndarray:
-    """Per-slice binary opening with a disk of ``diameter_mm`` (removes thinner structures)."""
-    r = diameter_mm / 2
-    ry, rx = (max(int(np.floor(r / s)), 0) for s in spacing_yx)
-    if ry == 0 and rx == 0:
+    """Per-slice binary opening with a disk of ``diameter_mm`` (removes thinner structures; the pixels within half
+    the diameter, as the lung mask's closing counts them)."""
+    if diameter_mm / 2 < min(spacing_yx):  # the disk is its centre pixel alone: nothing is removed
         return mask
-    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-    disk = (yy * spacing_yx[0]) ** 2 + (xx * spacing_yx[1]) ** 2 <= r**2
-    return open_in_plane(mask, disk[None])
+    return open_in_plane(mask, physical_disk(diameter_mm / 2, *spacing_yx))
 
 
 def _grow(mask: np.ndarray, margin_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:

@@ -6,22 +6,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medanomaly.preprocess.morphology import dilate_in_plane, elliptic_disk, erode_in_plane, open_in_plane
+from medanomaly.preprocess.morphology import (
+    dilate_in_plane,
+    elliptic_disk,
+    erode_in_plane,
+    open_in_plane,
+    physical_disk,
+)
 
 CROSS = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)
-
-
-def _physical_disk(radius_mm: float, sy: float, sx: float) -> np.ndarray:
-    """The disk of synth.insert: pixels within ``radius_mm`` in physical units (radii floored)."""
-    ry, rx = max(int(radius_mm // sy), 1), max(int(radius_mm // sx), 1)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    return ((yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm**2)[np.newaxis]
 
 
 def _structures() -> list[np.ndarray]:
     out = [CROSS, np.ones((1, 3, 5), bool), np.ones((1, 1, 1), bool)]
     for radius, sy, sx in ((3.0, 0.7, 0.7), (3.0, 0.6, 0.9), (8.0, 1.0, 1.0), (1.0, 1.0, 2.5), (10.0, 0.9, 0.9)):
-        out += [elliptic_disk(radius, sy, sx), _physical_disk(radius, sy, sx)]
+        out += [elliptic_disk(radius, sy, sx), physical_disk(radius, sy, sx)]
     return out
 
 
@@ -79,6 +78,17 @@ def test_elliptic_disk_radii_follow_the_spacing() -> None:
     disk = elliptic_disk(3.0, 0.6, 1.5)  # 5 rows up and down, 2 columns left and right
     assert disk.shape == (1, 11, 5)
     assert disk[0, 5].all() and disk[0, :, 2].all() and not disk[0, 0, 0]
+
+
+@pytest.mark.parametrize(("radius", "sy", "sx"), [(20.0, 0.8, 0.8), (1.5, 0.5703125, 0.5703125), (3.0, 0.6, 0.9),
+                                                   (2.0, 1.0, 1.0), (0.5, 0.8, 0.8), (0.5, 0.1, 0.1)])
+def test_physical_disk_is_the_distance_transform_thresholded(radius: float, sy: float, sx: float) -> None:
+    """The pixels SciPy's distance transform puts within ``radius`` of the centre, ties included: 0.5 mm on 0.1 mm
+    pixels takes 81 (comparing squared distances, 73: (3 x 0.1)^2 + (4 x 0.1)^2 rounds above 0.25)."""
+    disk = physical_disk(radius, sy, sx)[0]
+    point = np.ones(disk.shape, bool)
+    point[disk.shape[0] // 2, disk.shape[1] // 2] = False
+    assert np.array_equal(disk, ndimage.distance_transform_edt(point, sampling=(sy, sx)) <= radius)
 
 
 @pytest.mark.parametrize(
