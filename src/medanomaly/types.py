@@ -63,6 +63,7 @@ SAFE_META_KEYS = frozenset(
         "exif_orientation",  # a picture turned upright as its EXIF orientation (2..8) says
         "frame_axis",  # "time": a cine loop's frames are time points stacked on z (spacing 1), not slices
         "spacing_assumed",  # the file states no pixel spacing: 1 mm was taken, so "mm" are pixels
+        "spacing_assumed_directions",  # the LPS directions of the axes so taken (io.assumed_spacing)
         "orientation_assumed",  # a DICOM ImageOrientationPatient that gives no plane: read as axial
         "print_resolution_dpi",  # a JPEG's / TIFF's print density (x, y): how large to print it, not used as spacing
         "model_pixels",  # a model input without patient geometry: overlays label axes in pixels, not mm

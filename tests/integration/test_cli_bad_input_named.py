@@ -215,14 +215,14 @@ def _nifti_with_pixdim(path: Path, pixdim: tuple[float, float, float], shape: tu
 def test_a_nifti_whose_pixel_size_is_zero_is_read_with_1_mm_said_to_be_assumed(tmp_path):
     """pixdim[1] = 0 and no sform: nibabel took the spacing as 1 mm and printed a line of its own on stderr, and
     nothing said the mm were a guess. Now the stderr is quiet and the image is marked as a DICOM without
-    PixelSpacing is (``spacing_assumed``: info says so, findings carry it). An sform gives the geometry whatever the
+    PixelSpacing is (``spacing_assumed``: info says so, naming the axis, x here; findings carry it). An sform gives the geometry whatever the
     pixel sizes, and a one-slice image's slice thickness changes no measurement."""
     from medanomaly.io import read
 
     zero = _nifti_with_pixdim(tmp_path / "zero.nii", (0.0, 0.8, 2.0), (6, 5, 4), sform=False)
     result = _cli("info", zero.name, cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert "(not in the file: 1 mm assumed, lengths are pixels)" in " ".join(result.stdout.split()), result.stdout
+    assert "(not in the file along x: 1 mm assumed there)" in " ".join(result.stdout.split()), result.stdout
     assert read(zero).meta.get("spacing_assumed") is True
     stated = read(_nifti_with_pixdim(tmp_path / "sform.nii", (0.0, 0.0, 0.0), (6, 5, 4), True))
     assert np.allclose(stated.spacing, (0.7, 0.7, 2.5)) and "spacing_assumed" not in stated.meta

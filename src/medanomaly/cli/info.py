@@ -6,7 +6,8 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 ``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, ``shear_deg``: how
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
-and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
+and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken, and ``spacing_assumed_axes`` along which of
+x, y, z;
 ``orientation_assumed``: its ImageOrientationPatient gives no plane (zero or parallel rows), axial was taken;
 ``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
 ``"time"`` for a cine loop, whose z is time and not mm, else null; ``volumes``: how many volumes a 4D NIfTI, MGH,
@@ -34,6 +35,7 @@ def describe(path: Path, series_uid: str | None = None, frame: int | None = None
     import numpy as np
 
     from medanomaly.io import count_volumes
+    from medanomaly.io.assumed_spacing import assumed_axes
     from medanomaly.io.frames import read_frame
 
     volumes = count_volumes(path) if series_uid is None else 1  # 1 for every format without a fourth dimension
@@ -69,6 +71,7 @@ def describe(path: Path, series_uid: str | None = None, frame: int | None = None
         "photometric": meta.get("photometric"),
         "skipped_files": list(meta.get("skipped_files", [])),
         "spacing_assumed": bool(meta.get("spacing_assumed")),
+        "spacing_assumed_axes": list(assumed_axes(vol)),
         "orientation_assumed": bool(meta.get("orientation_assumed")),
         "exif_orientation": meta.get("exif_orientation"),
         "print_resolution_dpi": meta.get("print_resolution_dpi"),
@@ -87,6 +90,18 @@ def _shear_deg(direction: Any) -> float:
     cosines = [abs(float(d[:, i] @ d[:, j]) / float(np.linalg.norm(d[:, i]) * np.linalg.norm(d[:, j])))
                for i, j in ((0, 1), (0, 2), (1, 2))]  # fmt: skip
     return round(float(np.degrees(np.arcsin(min(max(cosines), 1.0)))), 3) + 0.0
+
+
+def _assumed_note(info: dict[str, Any]) -> str:
+    """What the file did not state about its spacing: every axis (its lengths are pixels) or some, named."""
+    from medanomaly.io.assumed_spacing import unstated_throughout
+
+    axes = info.get("spacing_assumed_axes") or []
+    if not axes:
+        return ""
+    if unstated_throughout(axes, info["shape"][::-1]):
+        return " (not in the file: 1 mm assumed, lengths are pixels)"
+    return f" (not in the file along {' and '.join(axes)}: 1 mm assumed there)"
 
 
 def _fmt_vec(values: list[float]) -> str:
@@ -109,8 +124,7 @@ def print_human(info: dict[str, Any]) -> None:
         ("format", str(info["format"])),
         ("modality", info["modality"]),
         ("shape (z, y, x)", " x ".join(map(str, info["shape"])) + (f" x {info['components']} channels" if info["components"] > 1 else "")),
-        ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"])
-         + (" (not in the file: 1 mm assumed, lengths are pixels)" if info.get("spacing_assumed") else "")),
+        ("spacing (x, y, z) mm", _fmt_vec(info["spacing_mm"]) + _assumed_note(info)),
         ("origin (x, y, z) mm", _fmt_vec(info["origin_mm"])),
         ("direction", " ".join(_fmt_vec(row) for row in info["direction"])
          + (" (ImageOrientationPatient gives no plane: axial assumed)" if info.get("orientation_assumed") else "")),

@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         from medanomaly.engine import default_out, load_model
         from medanomaly.engine.outputs import output_dir, output_stem, write_detection
         from medanomaly.errors import InputError, about_file
+        from medanomaly.io.assumed_spacing import spacing_note
         from medanomaly.io.frames import read_frame
 
         if dicom and frame is not None:
@@ -48,8 +49,8 @@ def register(app: typer.Typer) -> None:
                     source = source_series_for_path(image, volume)
                 prediction = model.predict(volume)
             path = write_detection(target, image, volume, prediction, overlays, masks, run=run.name)
-            in_pixels = " (in pixels: the image states no pixel spacing)" if volume.meta.get("spacing_assumed") else ""
-            typer.echo(f"{len(prediction.findings)} finding(s) -> {path}{in_pixels}")
+            note = spacing_note(volume)
+            typer.echo(f"{len(prediction.findings)} finding(s) -> {path}" + (f" ({note})" if note else ""))
             if dicom:
                 from medanomaly.deploy.dicom_out import write_dicom_outputs_for_path
                 from medanomaly.deploy.dicom_sr import threshold_parameters
@@ -79,6 +80,7 @@ def register(app: typer.Typer) -> None:
         diameters (mm), IBSI / pyradiomics shape features, intensity statistics."""
         from medanomaly.errors import InputError, about_file
         from medanomaly.io import read_mask
+        from medanomaly.io.assumed_spacing import assumed_spacing_json, spacing_note
         from medanomaly.io.frames import frame_of_mask, read_with_frame
         from medanomaly.io.rtstruct import roi_names
         from medanomaly.jsonio import finite_json
@@ -104,16 +106,15 @@ def register(app: typer.Typer) -> None:
         if partial_volume:
             with about_file(image):
                 lesions = _with_partial_volumes(lesions, img)
-        assumed = bool(img.meta.get("spacing_assumed"))  # the file states no pixel spacing: its "mm" are pixels
+        assumed = assumed_spacing_json(img)  # the file states no pixel spacing along some axes: those "mm" are voxels
         if as_json:
             rows = [{**lesion.to_json(), **({"roi_name": names[lesion.label_value]} if lesion.label_value in names
-                                            else {}), **({"spacing_assumed": True} if assumed else {})}
+                                            else {}), **assumed}
                     for lesion in lesions]  # fmt: skip
             typer.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
             return
         if assumed:
-            typer.echo("note: the image states no pixel spacing: lengths and areas below are in pixels (1 pixel "
-                       "counted as 1 mm)", err=True)  # fmt: skip
+            typer.echo(f"note: {spacing_note(img)}", err=True)
         for lesion in lesions:
             typer.echo(_lesion_line(lesion, partial_volume, names.get(lesion.label_value) if lesion.whole else None))
 

@@ -163,7 +163,8 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
     """Print each result (bad files on stderr, "skipped: ...") and write outputs; exit 2 when every file failed. A
     ``single`` input that fails is the one error line of any bad input (``error: FILE: reason``, exit 2). ``frame``
     (of a cine or a 4D image) is recorded with each result and names its files (``NAME_frameN.json``)."""
-    from medanomaly.engine.outputs import geometry_context, write_prediction
+    from medanomaly.engine.outputs import write_prediction
+    from medanomaly.io.assumed_spacing import assumed_spacing_json
     from medanomaly.errors import InputError, printable
     from medanomaly.jsonio import finite_json
 
@@ -179,9 +180,9 @@ def _report(results, out: Path | None, as_json: bool, run: Path, single: bool = 
             continue
         which = {} if frame is None else {"frame": frame}
         if out is not None:
-            write_prediction(out, path, outcome, {"run": run.name, **which, **geometry_context(volume)})
+            write_prediction(out, path, outcome, {"run": run.name, **which, **assumed_spacing_json(volume)})
         if as_json:
-            typer.echo(json.dumps(finite_json({"file": path.name, **which, **geometry_context(volume),
+            typer.echo(json.dumps(finite_json({"file": path.name, **which, **assumed_spacing_json(volume),
                                                **outcome.to_json()})))  # fmt: skip
         else:
             typer.echo(printable(_format_prediction(path, outcome)))

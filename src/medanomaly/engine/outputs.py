@@ -7,8 +7,8 @@ when the model found lesions (the one findings schema, :mod:`medanomaly.io.findi
 overwritten silently: a prediction's files are written together into a hidden folder and moved into place only
 when all are whole (:func:`medanomaly.io.staged.write_staged`), so a write that fails (a full disk) leaves the
 earlier prediction of that name as it was, never a new ``NAME.json`` beside no map. Both JSON files, and
-``detect``'s ``findings.json``, carry ``"spacing_assumed": true`` when the input states no pixel spacing (a picture):
-their millimetres are then pixels.
+``detect``'s ``findings.json``, carry ``"spacing_assumed": true`` and ``"spacing_assumed_axes"`` when the input states
+no spacing along some axes (a picture: x and y): their millimetres are then voxels along those axes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from medanomaly.io.assumed_spacing import assumed_spacing_json
 from medanomaly.io.staged import write_staged
 from medanomaly.jsonio import write_json
 from medanomaly.types import Prediction
@@ -153,12 +154,6 @@ def output_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def geometry_context(volume: Any) -> dict[str, Any]:
-    """``{"spacing_assumed": True}`` when ``volume``'s file states no pixel spacing (a picture; a DICOM without one):
-    the findings' mm, mm^2 and mL are then pixels, and the JSON says so as ``quantify --json`` does; else ``{}``."""
-    return {"spacing_assumed": True} if volume is not None and volume.meta.get("spacing_assumed") else {}
-
-
 def write_prediction(out_dir: str | Path, source: str | Path, prediction: Prediction,
                      context: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
     """Write one prediction's files into ``out_dir`` (``NAME.json``; ``NAME_frameN.json`` when ``context`` names the
@@ -212,6 +207,6 @@ def write_detection(out_dir: str | Path, source: str | Path, volume: Any, predic
                 row["mask"] = Path(write(finding.mask, stage / f"finding_{i:02d}_mask.nrrd")).name
             extra.append(row)
         write_findings(staged_json, prediction.findings, image=Path(source).name, extra=extra, run=run,
-                       flags=list(prediction.flags), **geometry_context(volume))  # fmt: skip
+                       flags=list(prediction.flags), **assumed_spacing_json(volume))  # fmt: skip
 
     return write_staged(Path(out_dir) / "findings.json", write_all)

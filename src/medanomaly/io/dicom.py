@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from medanomaly.errors import InputError, about_file, raise_if_out_of_memory
+from medanomaly.io.assumed_spacing import spacing_assumed_meta
 from medanomaly.io.dicom_pixels import (
     _first,
     ds_floats,
@@ -267,6 +268,19 @@ def magnification(ds: Dataset) -> float:
 
 def slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float:
     """Nominal slice spacing (mm) for a single slice: SpacingBetweenSlices, SliceThickness, else 1."""
+    return stated_slice_thickness(ds, pixel_measures) or 1.0
+
+
+def mark_unstated_spacing(meta: dict[str, Any], direction: np.ndarray, z_stated: bool) -> None:
+    """Record in ``meta`` which axes took 1 mm (:mod:`~medanomaly.io.assumed_spacing`): x and y when
+    :func:`safe_meta` found no pixel spacing, z when ``z_stated`` is false (frames or slices without positions, slice
+    spacing or thickness)."""
+    unstated = ([0, 1] if meta.get("spacing_assumed") else []) + ([] if z_stated else [2])
+    meta.update(spacing_assumed_meta(direction, unstated))
+
+
+def stated_slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float | None:
+    """SpacingBetweenSlices, else SliceThickness (mm, positive), from the pixel measures first; ``None`` if neither."""
     for source in (pixel_measures, ds):
         if source is None:
             continue
@@ -274,7 +288,7 @@ def slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float
             value = ds_floats(source.get(kw), 1)
             if value is not None and value[0] > 0:
                 return value[0]
-    return 1.0
+    return None
 
 
 # ------------------------------------------------------------------------------------ metadata
@@ -426,12 +440,14 @@ def image_orientation(ds: Dataset) -> Any:
 
 def _geometry(
     ds: Dataset, n_frames: int, path: Path
-) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray]:
-    """Spacing (x, y, z mm), origin (LPS mm), direction and the frame order (sorted along the normal)."""
+) -> tuple[tuple[float, float, float], list[float], np.ndarray, np.ndarray, bool]:
+    """Spacing (x, y, z mm), origin (LPS mm), direction, the frame order (sorted along the normal) and whether the
+    slice spacing is stated (frame positions, a slice spacing or thickness, RT dose offsets; one frame needs none)."""
     measures = _functional(ds, "PixelMeasuresSequence")
     direction = direction_from_iop(image_orientation(ds))
     sx, sy = in_plane_spacing(ds, measures)
-    sz = slice_thickness(ds, measures)
+    stated_sz = stated_slice_thickness(ds, measures)
+    sz = stated_sz or 1.0
     origin = ds_floats(ds.get("ImagePositionPatient"), 3) or [0.0, 0.0, 0.0]
     frame_order = np.arange(n_frames)
     positions = _frame_positions(ds, n_frames) if n_frames > 1 else None
@@ -457,8 +473,9 @@ def _geometry(
     if positions is None and grid_offsets is not None:  # RT dose: offsets along the normal
         gaps = np.diff(grid_offsets)
         if len(gaps) and np.all(gaps > 0) and np.ptp(gaps) <= 1e-3 * max(1.0, abs(float(gaps[0]))):
-            sz = float(gaps[0])
-    return (sx, sy, sz), origin, direction, frame_order
+            sz = stated_sz = float(gaps[0])
+    z_stated = n_frames == 1 or positions is not None or stated_sz is not None
+    return (sx, sy, sz), origin, direction, frame_order, z_stated
 
 
 def _greyscale(
@@ -528,7 +545,8 @@ def volume_from_dataset(ds: Dataset, path: Path, max_voxel_bytes: int | None = N
     meta["n_frames"] = n_frames
     if n_frames > 1 and _frames_are_time(ds):
         meta["frame_axis"] = "time"
-    spacing, origin, direction, frame_order = _geometry(ds, n_frames, path)
+    spacing, origin, direction, frame_order, z_stated = _geometry(ds, n_frames, path)
+    mark_unstated_spacing(meta, direction, z_stated or "frame_axis" in meta)
     if orientation_unusable(image_orientation(ds)):
         meta["orientation_assumed"] = True
     if not np.all(frame_order == np.arange(n_frames)):

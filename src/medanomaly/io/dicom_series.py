@@ -41,11 +41,13 @@ from medanomaly.io.dicom import (
     OffStack,
     direction_from_iop,
     in_plane_spacing,
+    mark_unstated_spacing,
     modality_code,
     orientation_unusable,
     read_dataset,
     safe_meta,
     slice_thickness,
+    stated_slice_thickness,
     stack_direction,
     volume_from_dataset,
 )
@@ -547,6 +549,9 @@ def read_dicom_files(
     meta = {**safe_meta(first), "n_series": len(groups), **skipped.meta(), "n_frames": len(ordered)}
     if orientation_unusable(first.get("ImageOrientationPatient")):
         meta["orientation_assumed"] = True  # read as axial: the slice checks above held along z
+    z_stated = len(ordered) == 1 or stated_slice_thickness(first) is not None or all(
+        _position(s.ds) is not None for s in ordered)  # fmt: skip
+    mark_unstated_spacing(meta, direction, z_stated)
     out = _stack(ordered, arrays, sink, source, meta)
     return Volume(out, spacing=(sx, sy, spacing_z), origin=origin, direction=direction, meta=meta)
 

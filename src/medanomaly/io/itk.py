@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError, raise_if_out_of_memory
+from medanomaly.io.assumed_spacing import spacing_assumed_meta
 from medanomaly.io.detached import check_detached_data
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.frames import check_volume
@@ -163,16 +164,16 @@ def read_itk(path: str | Path, *, max_voxel_bytes: int | None = None, volume: in
                 meta["units"] = "HU"
     if image.GetNumberOfComponentsPerPixel() > 1:
         meta["channels"] = image.GetNumberOfComponentsPerPixel()
-    scale = 1.0
+    scale, unstated = 1.0, []
     if fmt == "nrrd":  # what ITK leaves out of the header, read once
         header = _nrrd_header(path)
-        if not nrrd_spacing_stated(header):
-            meta["spacing_assumed"] = True  # nan (unknown): ITK took 1 mm, so those "mm" are samples
+        unstated = nrrd_unstated_axes(header)  # nan (unknown): ITK took 1 mm, so those "mm" are samples
         scale = nrrd_mm_per_unit(header, path)
     if scale != 1.0:  # ITK drops an NRRD's "space units": the grid is in the header's unit (converted before the
         image.SetSpacing([scale * s for s in image.GetSpacing()])  # Volume checks the voxel size in mm)
         image.SetOrigin([scale * o for o in image.GetOrigin()])
-    return Volume.from_sitk(image, **meta)
+    volume = Volume.from_sitk(image, **meta)
+    return volume.with_meta(**spacing_assumed_meta(volume.direction, unstated)) if unstated else volume
 
 
 #: Millimetres per NRRD "space units" value (lengths only; "" or none is mm, as NRRD readers take it).
@@ -207,18 +208,30 @@ def _nrrd_header(path: Path) -> str:
     return re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
 
 
-def nrrd_spacing_stated(header: str) -> bool:
-    """False when an NRRD's ``spacings`` (or a ``space directions`` vector) is ``nan`` along an axis of more than one
-    sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (the reader then marks
-    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). ``header``: its text (:func:`_nrrd_header`)."""
-    sizes = re.search(r"^sizes\s*:(.*)$", header, re.MULTILINE)
-    counts = [int(v) for v in sizes[1].split() if v.isdigit()] if sizes else []
-    spacings = re.search(r"^spacings\s*:(.*)$", header, re.MULTILINE)
-    directions = re.search(r"^space directions\s*:(.*)$", header, re.MULTILINE)
-    per_axis = spacings[1].split() if spacings else []
+#: NRRD ``kinds`` of a spatial or time axis (the spec's domain kinds; an axis without a kind is one too). Any other
+#: kind (``vector``, ``RGB-color``, ``list`` ...) is a pixel's components, whose ``nan`` spacing says nothing.
+NRRD_DOMAIN_KINDS = frozenset({"domain", "space", "time", "???", "none"})
+
+
+def nrrd_unstated_axes(header: str) -> list[int]:
+    """The grid axes (0 = x, 1 = y, 2 = z) of an NRRD whose ``spacings`` (or ``space directions`` vector) is ``nan``
+    along more than one sample: NRRD's word for an unknown spacing, which ITK reads as 1 mm (the reader then marks
+    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). Axes of a non-spatial kind (a vector's
+    components, written with a ``nan`` spacing as the spec asks) are not grid axes and are skipped.
+    ``header``: its text (:func:`_nrrd_header`)."""
+    def field(name: str) -> str | None:
+        found = re.search(rf"^{name}\s*:(.*)$", header, re.MULTILINE)
+        return found[1] if found else None
+
+    counts = [int(v) for v in (field("sizes") or "").split() if v.isdigit()]
+    per_axis = (field("spacings") or "").split()
+    directions = field("space directions")
     if not per_axis and directions:  # one vector, or "none" for a non-spatial axis, per axis
-        per_axis = re.findall(r"\([^)]*\)|none", directions[1])
-    return not any(count > 1 and "nan" in value.lower() for count, value in zip(counts, per_axis, strict=False))
+        per_axis = re.findall(r"\([^)]*\)|none", directions)
+    kinds = (field("kinds") or "").split()
+    grid = [i for i in range(len(counts)) if i >= len(kinds) or kinds[i].lower() in NRRD_DOMAIN_KINDS][:3]
+    return [axis for axis, i in enumerate(grid)
+            if counts[i] > 1 and i < len(per_axis) and "nan" in per_axis[i].lower()]  # fmt: skip
 
 
 def _remark_reason(remark: str) -> str:
@@ -319,6 +332,10 @@ _ITK_REASONS = {
     # a MetaImage ElementSpacing or NRRD space direction of 0 (nan and inf are parsed as 0): "Refusing to change
     # spacing from [1, 1, 1] to [0, 1, 1]" said nothing a user could act on
     "refusing to change spacing": "a voxel spacing of 0 (or not a number): spacings must be positive, mm",
+    # a MetaImage TransformMatrix or NRRD space directions whose axes are not independent, or an NRRD direction
+    # of nan, for which ITK takes (0, 0, 1) (a sagittal image's unknown slice direction): "(0 1 1)", the matrix's
+    # last row, was all it said
+    "bad direction, determinant is 0": "the axes' directions are not independent: a zero, parallel or nan direction",
 }
 
 

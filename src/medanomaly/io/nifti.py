@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError, raise_if_out_of_memory
+from medanomaly.io.assumed_spacing import spacing_assumed_meta
 from medanomaly.io.frames import check_volume
 from medanomaly.io.limits import check_voxel_bytes
 from medanomaly.io.nifti_header import check_extensions, pair_magic
@@ -280,22 +281,23 @@ def _header_layout(
     return xyz, 3 if rgb else components, dtype, dtype.itemsize // 3 if rgb else dtype.itemsize, affine
 
 
-def pixel_sizes_stated(image: Any) -> bool:
-    """False for a NIfTI without an sform whose header gives a pixel size (``pixdim``) of 0 along an axis of more than
-    one voxel: its geometry comes from the pixel sizes, and nibabel takes such a size as 1 mm (the reader then marks
-    ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). The header is read again unchecked: nibabel has
-    already replaced the size on its copy (a NaN size it leaves, and the affine is refused as degenerate)."""
+def unstated_pixel_axes(image: Any) -> list[int]:
+    """The grid axes (0 = x, 1 = y, 2 = z) of a NIfTI without an sform whose header gives a pixel size (``pixdim``)
+    of 0 along more than one voxel: its geometry comes from the pixel sizes, and nibabel takes such a size as 1 mm
+    (the reader then marks ``meta["spacing_assumed"]``, as for a DICOM without PixelSpacing). The header is read
+    again unchecked: nibabel has already replaced the size on its copy (a NaN size it leaves, and the affine is
+    refused as degenerate)."""
     import nibabel as nib
 
     if "pixdim" not in image.header or int(image.header["sform_code"]) > 0:  # MGH, or the sform gives the geometry
-        return True
+        return []
     header_file = image.file_map.get("header", image.file_map["image"]).filename
     if header_file is None:  # an image made in memory: no raw header to read
-        return True
+        return []
     with nib.openers.ImageOpener(header_file) as fh:
         raw = type(image.header).from_fileobj(fh, check=False)
     dims, sizes = raw["dim"], raw["pixdim"]
-    return all(int(dims[axis]) <= 1 or sizes[axis] != 0 for axis in range(1, min(int(dims[0]), 3) + 1))
+    return [axis - 1 for axis in range(1, min(int(dims[0]), 3) + 1) if int(dims[axis]) > 1 and sizes[axis] == 0]
 
 
 def nifti_layout(path: str | Path) -> tuple[tuple[int, int, int], int, int, tuple[float, float, float]]:
@@ -354,8 +356,8 @@ def read_nifti(path: str | Path, *, max_voxel_bytes: int | None = None, volume: 
         "source_format": _kind(path),
         "description": _geometry_note(image) + ("" if volume is None else f", volume {volume} of {image.shape[3]}"),
     }
-    if not pixel_sizes_stated(image):
-        meta["spacing_assumed"] = True  # a pixel size of 0: nibabel took 1 mm, so those "mm" are voxels
+    # a pixel size of 0: nibabel took 1 mm, so those "mm" are voxels
+    meta.update(spacing_assumed_meta(direction, unstated_pixel_axes(image)))
     if dtype.fields is not None:
         meta.update(channels=3, photometric="RGB")
     elif components > 1:

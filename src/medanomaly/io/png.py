@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from medanomaly.errors import InputError, raise_if_out_of_memory
+from medanomaly.io.assumed_spacing import spacing_assumed_meta
 from medanomaly.io.staged import write_staged
 from medanomaly.types import Volume
 
@@ -73,7 +74,8 @@ def read_picture(path: str | Path, *, max_voxel_bytes: int | None = None) -> Vol
         ):
             array = array[..., 0]
     meta, spacing = dict(vol.meta), (1.0, 1.0, *vol.spacing[2:])
-    meta["spacing_assumed"] = True  # a picture states no patient geometry: its mm are pixels
+    # a picture states no patient geometry: its mm are pixels (a multi-page TIFF's pages 1 mm apart, too)
+    meta.update(spacing_assumed_meta(vol.direction, [0, 1] + ([2] if array.shape[0] > 1 else [])))
     if vol.spacing[:2] != (1.0, 1.0):  # ITK took the JPEG's or TIFF's print resolution as spacing: kept aside
         meta["print_resolution_dpi"] = [round(25.4 / s, 3) for s in vol.spacing[:2]]
     if orientation != 1:

@@ -308,6 +308,32 @@ def test_io_dicom_without_any_pixel_spacing_says_so():
     assert safe_meta(ds)["spacing_assumed"] is True
 
 
+def test_io_dicom_frames_without_a_slice_spacing_name_the_axis(tmp_path):
+    """pydicom's emri_small (10 frames, no PixelSpacing, SpacingBetweenSlices 1.2): x and y are taken as 1 mm, z
+    is stated. Without its slice spacing either, z is taken too, and with a PixelSpacing only z (the note names it
+    instead of calling every length pixels)."""
+    from medanomaly.io.assumed_spacing import assumed_axes, spacing_note
+
+    assert assumed_axes(read(pd("emri_small.dcm"))) == ("x", "y")
+    ds = pydicom.dcmread(pd("emri_small.dcm"))
+    del ds.SpacingBetweenSlices
+    ds.save_as(tmp_path / "no_z.dcm")
+    assert assumed_axes(read(tmp_path / "no_z.dcm")) == ("x", "y", "z")
+    ds.PixelSpacing = ["0.9", "0.9"]
+    ds.save_as(tmp_path / "only_z.dcm")
+    only_z = read(tmp_path / "only_z.dcm")
+    assert assumed_axes(only_z) == ("z",) and only_z.spacing == pytest.approx((0.9, 0.9, 1.0))
+    assert "no spacing along z" in spacing_note(only_z)
+    folder = tmp_path / "stack"  # a folder of slices with no positions and no thickness: stacked 1 mm apart
+    folder.mkdir()
+    for i in range(3):
+        ds = pydicom.dcmread(pd("MR_small.dcm"))
+        del ds.ImagePositionPatient, ds.SliceThickness
+        ds.InstanceNumber, ds.SOPInstanceUID = i + 1, f"{ds.SOPInstanceUID}.{i + 1}"
+        ds.save_as(folder / f"{i}.dcm")
+    assert assumed_axes(read(folder)) == ("z",)
+
+
 def test_io_dicom_damaged_rle_is_one_line_without_the_decoders_panic(tmp_path):
     """Damaged RLE segments make pylibjpeg-rle (Rust) panic: the panic became our one-line error, but its message
     and (RUST_BACKTRACE=1) a 220-line backtrace reached the terminal above it. The decoder's output is held back

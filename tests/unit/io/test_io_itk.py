@@ -10,6 +10,7 @@ import pytest
 from medanomaly.data.sources import PYRADIOMICS_CASES, real_data
 from medanomaly.errors import InputError
 from medanomaly.io import read, write
+from medanomaly.io.assumed_spacing import assumed_axes
 from medanomaly.types import Volume
 
 
@@ -146,10 +147,56 @@ def test_an_nrrd_whose_spacing_is_nan_is_marked_as_assumed(tmp_path, field):
                                                                           "(0.8,0,0) (0,0.9,0) (nan,nan,nan)")  # fmt: skip
         count = int(np.prod([int(v) for v in sizes.split()]))
         (tmp_path / name).write_bytes(f"{header}encoding: raw\n\n".encode() + bytes(count))
-    assert read(tmp_path / "unknown.nrrd").meta.get("spacing_assumed") is True
+    unknown = read(tmp_path / "unknown.nrrd")
+    assert unknown.meta.get("spacing_assumed") is True and assumed_axes(unknown) == ("x",)
     flat = read(tmp_path / "flat.nrrd")
     np.testing.assert_allclose(flat.spacing[:2], (0.8, 0.9))
     assert "spacing_assumed" not in flat.meta
+
+
+def _raw_nrrd(path, fields: str, count: int) -> None:
+    path.write_bytes(f"NRRD0004\ntype: uint8\n{fields}\nencoding: raw\n\n".encode() + bytes(count))
+
+
+def test_an_nrrd_vectors_nan_spacing_is_no_unstated_grid_spacing(tmp_path):
+    """A vector image's NRRD gives its component axis the spacing ``nan``, as the format asks (teem writes it so):
+    every grid spacing is stated, yet the image was marked "1 mm assumed, lengths are pixels"."""
+    _raw_nrrd(tmp_path / "vector.nrrd", "dimension: 4\nsizes: 3 4 5 6\nkinds: vector domain domain domain\n"
+              "spacings: nan 0.5 0.5 2", 3 * 4 * 5 * 6)  # fmt: skip
+    vector = read(tmp_path / "vector.nrrd")
+    assert vector.n_components == 3 and vector.spacing == (0.5, 0.5, 2.0)
+    assert "spacing_assumed" not in vector.meta
+    _raw_nrrd(tmp_path / "unknown_z.nrrd", "dimension: 4\nsizes: 3 4 5 6\nkinds: vector domain domain domain\n"
+              "spacings: nan 0.5 0.5 nan", 3 * 4 * 5 * 6)  # fmt: skip
+    assert assumed_axes(read(tmp_path / "unknown_z.nrrd")) == ("z",)
+
+
+def test_the_unstated_axis_is_followed_through_a_reorientation():
+    """The axes are recorded as patient directions, so a sagittal image reoriented to LPS (its grid axes permuted)
+    still names the axis whose spacing was taken, and the note names it (not "lengths are pixels")."""
+    from medanomaly.io.assumed_spacing import spacing_assumed_meta, spacing_note
+    from medanomaly.preprocess.resample import to_canonical
+
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # x: posterior, y: superior, z: left
+    volume = Volume(np.zeros((6, 5, 4), np.int16), spacing=(0.7, 0.7, 1.0), direction=sagittal,
+                    meta=spacing_assumed_meta(sagittal, [2]))  # fmt: skip
+    assert assumed_axes(volume) == ("z",)
+    canonical = to_canonical(volume)
+    assert canonical.shape == (5, 4, 6) and canonical.spacing == (1.0, 0.7, 0.7) and assumed_axes(canonical) == ("x",)
+    assert spacing_note(canonical).startswith("the image states no spacing along x (1 voxel counted as 1 mm there)")
+
+
+def test_a_direction_matrix_without_independent_axes_is_named(tmp_path):
+    """A sagittal NRRD whose slice direction is nan (ITK takes (0, 0, 1): a singular matrix) and a MetaImage whose
+    TransformMatrix repeats an axis were "not a readable nrrd image (0 1 1)", the matrix's last row."""
+    _raw_nrrd(tmp_path / "sagittal.nrrd", "dimension: 3\nsizes: 4 5 6\nspace: left-posterior-superior\n"
+              "space directions: (0,0.7,0) (0,0,0.7) (nan,nan,nan)", 4 * 5 * 6)  # fmt: skip
+    header = ("ObjectType = Image\nNDims = 3\nDimSize = 4 5 6\nElementType = MET_UCHAR\n"
+              "TransformMatrix = 1 0 0 1 0 0 0 0 1\nElementDataFile = LOCAL\n")  # fmt: skip
+    (tmp_path / "parallel.mha").write_bytes(header.encode() + bytes(4 * 5 * 6))
+    for name in ("sagittal.nrrd", "parallel.mha"):
+        with pytest.raises(InputError, match="the axes' directions are not independent"):
+            read(tmp_path / name)
 
 
 @pytest.mark.parametrize("spacing", ["0 1 1", "nan 1 1", "1 inf 1"])

@@ -11,6 +11,7 @@ from PIL import Image
 from medanomaly.data.sources import real_data
 from medanomaly.errors import InputError
 from medanomaly.io import read, write
+from medanomaly.io.assumed_spacing import assumed_axes
 from medanomaly.io.png import to_uint8
 from medanomaly.types import Volume
 
@@ -139,7 +140,8 @@ def test_a_multi_page_tiff_whose_pages_differ_in_size_says_so(tmp_path):
     with pytest.raises(InputError, match=r"pages.tif: multi-page TIFF whose pages differ in size \(40 x 50 and 70 x 30"):
         read(tmp_path / "pages.tif")
     first.save(tmp_path / "stack.tif", save_all=True, append_images=[first])  # equal pages: a two-slice stack
-    assert read(tmp_path / "stack.tif").shape == (2, 50, 40)
+    stack = read(tmp_path / "stack.tif")
+    assert stack.shape == (2, 50, 40) and assumed_axes(stack) == ("x", "y", "z")  # pages 1 mm apart: taken too
 
 
 def _viewer_shows(path: Path) -> np.ndarray:

@@ -225,9 +225,9 @@ def test_a_one_slice_image_reports_the_lesions_area_in_mm2(tmp_path, monkeypatch
         out, err = capsys.readouterr()
         assert code.value.code == 0
         if extra:
-            assert json.loads(out)[0]["spacing_assumed"] is True
+            assert json.loads(out)[0]["spacing_assumed"] is True and json.loads(out)[0]["spacing_assumed_axes"] == ["x", "y"]
         else:
-            assert "note: the image states no pixel spacing: lengths and areas below are in pixels" in err
+            assert "note: the image states no pixel spacing: lengths and areas are in pixels" in err
 
 
 def _ball_on_grid(spacing: tuple[float, float, float], direction: np.ndarray, radius_mm: float = 6.0):
