@@ -76,19 +76,30 @@ def _default_value(volume: Volume) -> float:
 
 def _antialiased(image, old_spacing: np.ndarray, new_spacing: np.ndarray):  # noqa: ANN001, ANN202 - sitk.Image
     """Gaussian low-pass before down-sampling: sigma = half the new spacing (mm) on each axis that
-    shrinks by more than 1 %; other axes get a negligible 0.001 mm. Unchanged when none shrinks."""
+    shrinks by more than 1 %; the other axes are left as they are. Unchanged when none shrinks.
+
+    When every axis shrinks, ITK's ``SmoothingRecursiveGaussian``; otherwise one recursive Gaussian pass per
+    shrinking axis, in the order that filter takes them (the last axis first, then the others; a one-slice image
+    in-plane, y then x). The filter smooths every axis, so the axes that do not shrink had a pass of a negligible
+    0.001 mm that changes no voxel: the result is the same to the bit (``tests/unit/preprocess/test_preprocess_core.py``)
+    and a chest CT's resampling to the 1.25 mm grid takes about a quarter less (lung1 0.60 -> 0.44 s, lung2 0.77 ->
+    0.56 s, old and new alternating in one process). An axis of fewer than 4 samples is not smoothed (ITK's filter
+    refuses it: a 3-row image raised a RuntimeError).
+    """
     import SimpleITK as sitk
 
     sigma = [0.5 * d if d > s * 1.01 else 0.0 for s, d in zip(old_spacing, new_spacing, strict=True)]
     if not any(sigma):
         return image
-    if image.GetDimension() == 3 and image.GetSize()[2] < 4:  # one-slice (2D) images: in-plane, slice by slice
-        planes = [sitk.SmoothingRecursiveGaussian(image[:, :, k], [max(s, 1e-3) for s in sigma[:2]])
-                  for k in range(image.GetSize()[2])]  # fmt: skip
-        out = sitk.JoinSeries(planes)
-        out.CopyInformation(image)
-        return out
-    return sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
+    size = image.GetSize()
+    order = (1, 0) if image.GetDimension() == 3 and size[2] < 4 else (2, 0, 1)  # one-slice (2D) images: in-plane
+    passes = [axis for axis in order if sigma[axis] > 0 and size[axis] >= 4]  # ITK's filter needs 4 samples
+    if len(passes) == 3:  # every axis: ITK's own filter (one pipeline, faster than three passes)
+        return sitk.SmoothingRecursiveGaussian(image, sigma)
+    out = image
+    for axis in passes:
+        out = sitk.RecursiveGaussian(out, sigma[axis], False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    return out
 
 
 def _resample(volume: Volume, size_xyz, spacing, origin, direction, interpolator: Interpolator,
