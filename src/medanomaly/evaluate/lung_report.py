@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +118,36 @@ def running_mean(values: list[float], points: int = 50) -> np.ndarray:
     return np.divide(sums, counts, out=np.full(v.size, np.nan), where=counts > 0)
 
 
+#: The spread of pair means (largest over smallest) from which a Bland-Altman plot's x axis is logarithmic: nodule
+#: volumes run from 0.01 to 10 mL, and on a linear axis three quarters of the points sat in one column at 0.
+LOG_AXIS_SPREAD = 30.0
+
+
+def wants_log_axis(means: Sequence[float]) -> bool:
+    """Whether positive ``means`` span :data:`LOG_AXIS_SPREAD` or more (largest over smallest).
+
+    Example:
+        >>> wants_log_axis([0.01, 0.2, 8.6]), wants_log_axis([3.0, 12.0, 30.0]), wants_log_axis([-1.0, 50.0])
+        (True, False, False)
+    """
+    values = np.asarray(means, float)
+    return values.size > 1 and bool(np.all(values > 0)) and float(values.max() / values.min()) >= LOG_AXIS_SPREAD
+
+
 def plot_bland_altman(ba: BlandAltman, path: Path, what: str, unit: str) -> Path:
-    """Bland-Altman plot: difference vs mean, bias and 95 % limits of agreement."""
+    """Bland-Altman plot: difference vs mean, bias and 95 % limits of agreement; the mean on a log axis when the
+    means are positive and span :data:`LOG_AXIS_SPREAD` or more (volumes of 3 to 30 mm nodules)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(ba.means, ba.diffs, s=14, alpha=0.8)
+    log_axis = wants_log_axis(ba.means)
+    if log_axis:
+        ax.set_xscale("log")
     for y, style, name in ((ba.bias, "-", "bias"), (ba.loa_low, "--", "-1.96 SD"), (ba.loa_high, "--", "+1.96 SD")):
         ax.axhline(y, color="C3", linestyle=style, linewidth=1)
         ax.text(ax.get_xlim()[1], y, f" {name} {y:.2f}", va="center", fontsize=8, color="C3")
     diff_unit = "%" if ba.relative else unit
-    ax.set_xlabel(f"mean of measured and simulated {what} ({unit})")
+    ax.set_xlabel(f"mean of measured and simulated {what} ({unit}" + (", log scale)" if log_axis else ")"))
     ax.set_ylabel(f"measured - simulated ({diff_unit})")
     ax.set_title(f"{what}: agreement with simulation truth (synthetic), n = {ba.n}", fontsize=10)
     ax.grid(True, alpha=0.3)

@@ -15,6 +15,7 @@ MODULES = (
     "medanomaly.evaluate.report",
     "medanomaly.evaluate.recurrence",
     "medanomaly.evaluate.froc",
+    "medanomaly.evaluate.lung_report",
     "medanomaly.synth.mammo",
 )
 
