@@ -215,7 +215,8 @@ def _nifti_with_pixdim(path: Path, pixdim: tuple[float, float, float], shape: tu
 def test_a_nifti_whose_pixel_size_is_zero_is_read_with_1_mm_said_to_be_assumed(tmp_path):
     """pixdim[1] = 0 and no sform: nibabel took the spacing as 1 mm and printed a line of its own on stderr, and
     nothing said the mm were a guess. Now the stderr is quiet and the image is marked as a DICOM without
-    PixelSpacing is (``spacing_assumed``: info says so, naming the axis, x here; findings carry it). An sform gives the geometry whatever the
+    PixelSpacing is (``spacing_assumed``: info says so, naming the axis, x here; findings carry
+    it). An sform gives the geometry whatever the
     pixel sizes, and a one-slice image's slice thickness changes no measurement."""
     from medanomaly.io import read
 

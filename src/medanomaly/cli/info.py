@@ -6,8 +6,8 @@ intensity range, number of frames and series. ``--json`` prints one JSON object 
 ``dtype``, ``format``, ``components``, ``units``, ``n_frames``, ``n_series``, ``skipped_files``, ``shear_deg``: how
 far the grid's axes are from square, the tilt of a gantry-tilted stack, 0 otherwise; ``exif_orientation``: the EXIF
 orientation a picture was turned upright by, else null; ``nifti_geometry``: which NIfTI transform gave the geometry,
-and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken, and ``spacing_assumed_axes`` along which of
-x, y, z;
+and a unit converted to mm, else null; ``spacing_assumed``: the file states no pixel spacing, 1 mm was taken;
+``spacing_assumed_axes``: along which of x, y, z (``[]`` when all are stated);
 ``orientation_assumed``: its ImageOrientationPatient gives no plane (zero or parallel rows), axial was taken;
 ``print_resolution_dpi``: a JPEG's or TIFF's print density (x, y), not used as spacing, else null; ``frame_axis``:
 ``"time"`` for a cine loop, whose z is time and not mm, else null; ``volumes``: how many volumes a 4D NIfTI, MGH,

@@ -17,7 +17,8 @@ import numpy as np
 
 from medanomaly.types import Volume
 
-__all__ = ["AXES", "assumed_axes", "assumed_spacing_json", "spacing_assumed_meta", "spacing_note", "unstated_throughout"]
+__all__ = ["AXES", "assumed_axes", "assumed_spacing_json", "spacing_assumed_meta", "spacing_note",
+           "unstated_throughout"]
 
 #: Grid axis names in index order (spacing and direction columns are x, y, z).
 AXES = ("x", "y", "z")

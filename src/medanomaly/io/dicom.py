@@ -271,14 +271,6 @@ def slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float
     return stated_slice_thickness(ds, pixel_measures) or 1.0
 
 
-def mark_unstated_spacing(meta: dict[str, Any], direction: np.ndarray, z_stated: bool) -> None:
-    """Record in ``meta`` which axes took 1 mm (:mod:`~medanomaly.io.assumed_spacing`): x and y when
-    :func:`safe_meta` found no pixel spacing, z when ``z_stated`` is false (frames or slices without positions, slice
-    spacing or thickness)."""
-    unstated = ([0, 1] if meta.get("spacing_assumed") else []) + ([] if z_stated else [2])
-    meta.update(spacing_assumed_meta(direction, unstated))
-
-
 def stated_slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -> float | None:
     """SpacingBetweenSlices, else SliceThickness (mm, positive), from the pixel measures first; ``None`` if neither."""
     for source in (pixel_measures, ds):
@@ -289,6 +281,14 @@ def stated_slice_thickness(ds: Dataset, pixel_measures: Dataset | None = None) -
             if value is not None and value[0] > 0:
                 return value[0]
     return None
+
+
+def mark_unstated_spacing(meta: dict[str, Any], direction: np.ndarray, z_stated: bool) -> None:
+    """Record in ``meta`` which axes took 1 mm (:mod:`~medanomaly.io.assumed_spacing`): x and y when
+    :func:`safe_meta` found no pixel spacing, z when ``z_stated`` is false (frames or slices without positions, slice
+    spacing or thickness)."""
+    unstated = ([0, 1] if meta.get("spacing_assumed") else []) + ([] if z_stated else [2])
+    meta.update(spacing_assumed_meta(direction, unstated))
 
 
 # ------------------------------------------------------------------------------------ metadata

@@ -81,8 +81,8 @@ def _antialiased(image, old_spacing: np.ndarray, new_spacing: np.ndarray):  # no
     When every axis shrinks, ITK's ``SmoothingRecursiveGaussian``; otherwise one recursive Gaussian pass per
     shrinking axis, in the order that filter takes them (the last axis first, then the others; a one-slice image
     in-plane, y then x). The filter smooths every axis, so the axes that do not shrink had a pass of a negligible
-    0.001 mm that changes no voxel: the result is the same to the bit (``tests/unit/preprocess/test_preprocess_core.py``)
-    and a chest CT's resampling to the 1.25 mm grid takes about a quarter less (lung1 0.60 -> 0.44 s, lung2 0.77 ->
+    0.001 mm that changes no voxel: the result is the same to the bit
+    (``tests/unit/preprocess/test_preprocess_core.py``) and a chest CT's resampling to the 1.25 mm grid takes about a quarter less (lung1 0.60 -> 0.44 s, lung2 0.77 ->
     0.56 s, old and new alternating in one process). An axis of fewer than 4 samples is not smoothed (ITK's filter
     refuses it: a 3-row image raised a RuntimeError).
     """

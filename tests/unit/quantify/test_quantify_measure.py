@@ -225,7 +225,8 @@ def test_a_one_slice_image_reports_the_lesions_area_in_mm2(tmp_path, monkeypatch
         out, err = capsys.readouterr()
         assert code.value.code == 0
         if extra:
-            assert json.loads(out)[0]["spacing_assumed"] is True and json.loads(out)[0]["spacing_assumed_axes"] == ["x", "y"]
+            row = json.loads(out)[0]
+            assert row["spacing_assumed"] is True and row["spacing_assumed_axes"] == ["x", "y"]
         else:
             assert "note: the image states no pixel spacing: lengths and areas are in pixels" in err
 
