@@ -313,6 +313,10 @@ def check_declared_size(reader: Any, path: Path, max_voxel_bytes: int | None = N
     import SimpleITK as sitk
 
     size = reader.GetSize()
+    for axis, count in enumerate(size):  # MetaIO reads "DimSize = 4 -5 6" as unsigned: -5 came back as 4294967291,
+        if count >= 2**31:  # and the limit's "96 GiB of voxel data" hid the typo
+            raise InputError(f"the header's size of axis {axis} (counting from 0) is {count - 2**32}: sizes must be "
+                             "positive", path)
     probe = sitk.Image([1] * len(size), reader.GetPixelID())  # a 1-voxel image of the same pixel type
     itemsize = sitk.GetArrayViewFromImage(probe).itemsize  # bytes per component
     components = max(1, reader.GetNumberOfComponents())
@@ -335,6 +339,8 @@ _ITK_REASONS = {
     # a MetaImage TransformMatrix or NRRD space directions whose axes are not independent, or an NRRD direction
     # of nan, for which ITK takes (0, 0, 1) (a sagittal image's unknown slice direction): "(0 1 1)", the matrix's
     # last row, was all it said
+    # teem's words for an NRRD "sizes" value of 0 or less ("sizes: 4 -5 6" said "axis 1 size is zero!")
+    "size is zero": "an axis size of 0 or less in the header's sizes: sizes must be positive",
     "bad direction, determinant is 0": "the axes' directions are not independent: a zero, parallel or nan direction",
 }
 

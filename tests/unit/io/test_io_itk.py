@@ -199,6 +199,18 @@ def test_a_direction_matrix_without_independent_axes_is_named(tmp_path):
             read(tmp_path / name)
 
 
+def test_a_negative_size_in_the_header_is_named(tmp_path):
+    """MetaIO reads ``DimSize = 4 -5 6`` as unsigned: the size limit then spoke of 96 GiB of voxel data; teem called
+    an NRRD's ``sizes: 4 -5 6`` "axis 1 size is zero!"."""
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 4 -5 6\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+    (tmp_path / "negative.mha").write_bytes(header.encode() + bytes(120))
+    with pytest.raises(InputError, match=r"size of axis 1 \(counting from 0\) is -5: sizes must be positive"):
+        read(tmp_path / "negative.mha")
+    _raw_nrrd(tmp_path / "negative.nrrd", "dimension: 3\nsizes: 4 -5 6", 120)
+    with pytest.raises(InputError, match="an axis size of 0 or less in the header's sizes"):
+        read(tmp_path / "negative.nrrd")
+
+
 @pytest.mark.parametrize("spacing", ["0 1 1", "nan 1 1", "1 inf 1"])
 def test_a_metaimage_with_a_zero_or_unreadable_spacing_says_so(tmp_path, spacing):
     """ITK parses nan and inf as 0 and refused with "Refusing to change spacing from [1, 1, 1] to [0, 1, 1]"."""
