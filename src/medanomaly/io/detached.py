@@ -34,14 +34,18 @@ __all__ = ["check_detached_data", "detached_names"]
 #: How much of a file is read to find its header (a LIST of 10,000 slice names fits).
 HEADER_BYTES = 1 << 20
 
+#: The most files of a numbered pattern (``slice%03d.raw 1 40 1``) each checked; a longer range is checked by its
+#: first name only (a header of a few bytes must not make a list of a billion names).
+MAX_NUMBERED = 100_000
+
 _NRRD_KEY = re.compile(r"^(data ?file)\s*:\s*(.*)$", re.IGNORECASE)
 _META_KEY = re.compile(r"^ElementDataFile\s*=\s*(.*)$")
 _NUMBERED = re.compile(r"^(\S+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(\s+\d+)?$")
 
 
 def detached_names(path: str | Path) -> list[str]:
-    """The data files an NRRD or MetaImage header names (a numbered pattern filled in with its first
-    number), in the header's own words; an empty list for a header with its data inline."""
+    """The data files an NRRD or MetaImage header names (a numbered pattern filled in with each of its numbers, up
+    to :data:`MAX_NUMBERED`), in the header's own words; an empty list for a header with its data inline."""
     if not Path(path).is_file():
         return []
     with open(path, "rb") as fh:
@@ -68,7 +72,9 @@ def _names(lines: list[str], key: re.Pattern[str], group: int, inline: str = "")
             return [name.strip() for name in lines[i + 1 :] if name.strip()]
         numbered = _NUMBERED.match(value)
         if numbered and "%" in numbered.group(1):
-            return [_fill(numbered.group(1), int(numbered.group(2)))]
+            first, last, step = (int(numbered.group(k)) for k in (2, 3, 4))
+            numbers = range(first, last + (1 if step > 0 else -1), step) if step else range(first, first + 1)
+            return [_fill(numbered.group(1), n) for n in (numbers if len(numbers) <= MAX_NUMBERED else numbers[:1])]
         return [value]
     return []
 
@@ -81,18 +87,20 @@ def _fill(pattern: str, number: int) -> str:
 
 
 def check_detached_data(path: str | Path) -> None:
-    """Refuse an NRRD or MetaImage header that names a data file outside its own folder.
+    """Refuse an NRRD or MetaImage header that names a data file outside its own folder, or one that is not there
+    (MetaIO said "Cannot open data file" or, for a LIST or a numbered pattern, "cannot open slice", naming none).
 
     Raises:
         InputError: an absolute path, a ``..`` step, or a name that resolves (through symlinks) outside the
-            header's folder; naming the header and the offending name.
+            header's folder; a named file that does not exist; naming the header and the offending name.
     """
     path = Path(path)
     folder = path.parent.resolve()
     for name in detached_names(path):
         parts = Path(name.replace("\\", "/")).parts
         escapes = os.path.isabs(name) or ".." in parts or re.match(r"^[A-Za-z]:", name)
-        if not escapes and (folder / name).resolve().is_relative_to(folder):
-            continue
         shown = name if len(name) <= 80 else name[:77] + "..."
-        raise InputError(f"header names a data file outside its folder ({shown!r}): refused", path)
+        if escapes or not (folder / name).resolve().is_relative_to(folder):
+            raise InputError(f"header names a data file outside its folder ({shown!r}): refused", path)
+        if not (folder / name).is_file():
+            raise InputError(f"header names a data file that is not beside it ({shown!r})", path)

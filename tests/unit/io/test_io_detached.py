@@ -63,3 +63,23 @@ def test_a_metaimage_header_without_its_data_key_is_one_line(study: Path, capfd)
                                          r"not defined\)$"):  # fmt: skip
         read(study / "nokey.mhd")
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "missing"),
+    [
+        ("gone.nhdr", NRRD.format(dim=2, extra="", ref="gone.raw"), "gone.raw"),
+        ("gone.mhd", META.format(ref="gone.raw"), "gone.raw"),
+        ("list.mhd", META.replace("NDims = 2\nDimSize = 8 8", "NDims = 3\nDimSize = 8 8 2").format(ref="LIST")
+         + "slice1.raw\nslice2.raw\n", "slice2.raw"),
+        ("pattern.nhdr", NRRD.format(dim=3, extra=" 2", ref="slice%d.raw 1 2 1"), "slice2.raw"),
+    ],
+)
+def test_a_data_file_that_is_not_there_is_named(study: Path, name: str, text: str, missing: str) -> None:
+    """MetaIO said "Cannot open data file", or "cannot open slice" for a LIST or a numbered pattern, naming none."""
+    (study / name).write_text(text)
+    with pytest.raises(InputError, match=re.escape(f"{name}: header names a data file that is not beside it "
+                                                   f"('{missing}')")):  # fmt: skip
+        read(study / name)
+    (study / missing).write_bytes(np.full(64, 7, dtype="<i2").tobytes())  # once it is there, it reads
+    assert np.all(np.asarray(read(study / name).array) == 7)
