@@ -104,6 +104,11 @@ def _load_mgh(path: Path) -> Any:
         raise InputError(f"not a readable mgh image ({short_reason(exc, path)})", path) from None
 
 
+#: nibabel's "w2 should be positive, but is -6.2e-01": the qform's quaternion has b^2 + c^2 + d^2 over 1, so it
+#: gives no rotation (its first component would be the square root of a negative number).
+QUATERNION_REASON = "its qform quaternion is not a rotation: quatern_b^2 + quatern_c^2 + quatern_d^2 is over 1"
+
+
 def _load(path: Path) -> Any:
     """nibabel's image object (header parsed, no data read), or InputError."""
     import nibabel as nib
@@ -122,7 +127,8 @@ def _load(path: Path) -> Any:
         image = nib.load(str(path), mmap=False)  # read into memory: no mapping of a file that may change
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on damaged headers
         raise_if_out_of_memory(exc)
-        raise InputError(f"not a readable nifti image ({short_reason(exc, path)})", path) from None
+        reason = QUATERNION_REASON if "w2 should be positive" in str(exc) else short_reason(exc, path)
+        raise InputError(f"not a readable nifti image ({reason})", path) from None
     if not isinstance(image, nib.Nifti1Pair):  # a single file (Nifti1/2Image) or a .hdr + .img pair (SPM's)
         kind = type(image).__name__.removesuffix("Image")
         if "Analyze" in kind:

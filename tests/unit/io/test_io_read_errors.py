@@ -136,6 +136,19 @@ def test_nifti_with_a_near_singular_affine_is_refused_in_one_line(tmp_path):
         read(tmp_path / "flat.nii.gz")
 
 
+def test_a_nifti_whose_qform_quaternion_is_no_rotation_says_so(tmp_path):
+    """quatern_b = quatern_c = 0.9 (b^2 + c^2 over 1): nibabel's "w2 should be positive, but is -6.2e-01" was all."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), None)
+    image.header.set_qform(np.diag([0.8, 0.8, 2.0, 1.0]), 1)
+    image.header["quatern_b"], image.header["quatern_c"] = 0.9, 0.9
+    nib.save(image, tmp_path / "quaternion.nii")
+    with pytest.raises(InputError, match=r"quaternion.nii: not a readable nifti image \(its qform quaternion is not a "
+                                         r"rotation: quatern_b\^2 \+ quatern_c\^2 \+ quatern_d\^2 is over 1\)$"):
+        read(tmp_path / "quaternion.nii")
+
+
 def test_a_series_asked_of_a_single_image_file_is_refused(tmp_path):
     """`info IMAGE.nrrd --series UID` read the NRRD and ignored the series asked for."""
     path = write(Volume(np.zeros((2, 4, 4), np.int16), (1.0, 1.0, 1.0)), tmp_path / "v.nrrd")
