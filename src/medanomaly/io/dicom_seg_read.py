@@ -89,7 +89,8 @@ def _tilted_label_map(ds: Any, path: Path, meta: dict[str, Any], frames: int, ma
         InputError: positions that are not one tilted stack (``reason`` is highdicom's), more voxels than the limit,
             or overlapping segments.
     """
-    from medanomaly.io.dicom import OffStack, direction_from_iop, ds_floats, stack_direction
+    from medanomaly.io.dicom_geometry import OffStack, direction_from_iop, stack_direction
+    from medanomaly.io.dicom_pixels import ds_floats
     from medanomaly.io.dicom_series import GAP_ATOL_MM, GAP_RTOL
 
     def refused(why: str) -> InputError:
@@ -136,7 +137,7 @@ def _slice_step_mm(measures: Any, gaps_mm: np.ndarray) -> float:
     """The distance (mm) between slices along the frames' step: SpacingBetweenSlices, else SliceThickness (our
     writer's: the step's length), whichever makes every gap a whole number (>= 1) of steps; else the shortest gap
     (right whenever one segment covers two neighbouring slices)."""
-    from medanomaly.io.dicom import ds_floats
+    from medanomaly.io.dicom_pixels import ds_floats
 
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         value = ds_floats(measures.get(keyword), 1)

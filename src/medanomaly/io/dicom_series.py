@@ -37,19 +37,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.io.dicom import (
+from medanomaly.io.dicom import modality_code, read_dataset, safe_meta, volume_from_dataset
+from medanomaly.io.dicom_geometry import (
     OffStack,
     direction_from_iop,
     in_plane_spacing,
     mark_unstated_spacing,
-    modality_code,
     orientation_unusable,
-    read_dataset,
-    safe_meta,
     slice_thickness,
-    stated_slice_thickness,
     stack_direction,
-    volume_from_dataset,
+    stated_slice_thickness,
 )
 from medanomaly.io.dicom_pixels import (
     _native_pixels,

@@ -217,7 +217,7 @@ def test_io_dicom_ultrasound_region_calibration():
     both = real_data("deid/ultrasounds") / "RGB_IMAGE.dcm"
     ds = pydicom.dcmread(both, stop_before_pixels=True)
     del ds.PixelSpacing
-    from medanomaly.io.dicom import in_plane_spacing
+    from medanomaly.io.dicom_geometry import in_plane_spacing
 
     assert in_plane_spacing(ds) == pytest.approx(read(both).spacing[:2], rel=1e-5)
 
