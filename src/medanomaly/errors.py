@@ -175,10 +175,43 @@ def first_reason(exc: Exception) -> str:
 
     if isinstance(exc, ValidationError) and exc.errors():
         error = exc.errors()[0]
+        if len(error["loc"]) >= 2 and _union_branch(error["loc"][1]):  # "spacing.float: Input should be a number"
+            return _union_reason(exc.errors())  # of [1, 1], the first of the union's errors, said nothing useful
         field = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         return f"{field}: {message}" if field else message
     return (str(exc).splitlines() or [""])[0]
+
+
+_SCALAR_WORDS = {"float": "a number", "int": "a whole number", "str": "text", "bool": "true or false", "none": "null"}
+
+
+def _union_branch(label: object) -> bool:
+    """Whether a pydantic error location part names a member of a union type (``float``, ``tuple[float, float]``)
+    rather than a field or an index."""
+    return isinstance(label, str) and (label in _SCALAR_WORDS or "[" in label)
+
+
+def _union_reason(errors: list) -> str:
+    """``spacing: expected a number or 3 numbers, got [1, 1]``: every member of the field's union, and the value.
+
+    Example:
+        >>> _union_reason([{"loc": ("spacing", "float"), "input": [1, 1], "msg": "..."},
+        ...                {"loc": ("spacing", "tuple[float, float, float]", 2), "input": [1, 1], "msg": "..."}])
+        'spacing: expected a number or 3 numbers, got [1, 1]'
+    """
+    field = str(errors[0]["loc"][0])
+    members = [e["loc"][1] for e in errors if len(e["loc"]) >= 2 and str(e["loc"][0]) == field]
+    words = []
+    for label in dict.fromkeys(members):
+        inner = label[label.find("[") + 1 : -1].split(", ") if "[" in label else []
+        if label in _SCALAR_WORDS:
+            words.append(_SCALAR_WORDS[label])
+        elif inner and set(inner) <= {"float", "int"} and "..." not in inner:
+            words.append(f"{len(inner)} numbers")
+        else:
+            words.append(label)
+    return f"{field}: expected {' or '.join(words)}, got {errors[0].get('input')!r}"
 
 
 def unexpected_reason(exc: BaseException) -> str:

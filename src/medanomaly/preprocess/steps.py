@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -51,8 +52,8 @@ DENOISERS = {
     "median": _denoise.median,
     "bilateral": _denoise.bilateral,
     "nl_means": _denoise.nl_means,
-    "curvature": lambda v, **kw: _denoise.anisotropic_diffusion(v, kind="curvature", **kw),
-    "gradient": lambda v, **kw: _denoise.anisotropic_diffusion(v, kind="gradient", **kw),
+    "curvature": partial(_denoise.anisotropic_diffusion, kind="curvature"),
+    "gradient": partial(_denoise.anisotropic_diffusion, kind="gradient"),
     "speckle": _denoise.speckle_lee,
 }
 
@@ -177,6 +178,10 @@ class Denoise(Step):
     def __init__(self, method: str = "gaussian", **options: Any) -> None:
         if method not in DENOISERS:
             raise ConfigError(f"unknown denoise method {method!r}; valid: {', '.join(sorted(DENOISERS))}")
+        valid = _denoise_options(method)
+        unknown = sorted(set(options) - set(valid))
+        if unknown:  # before any image is read (it was the function's "unexpected keyword argument", at run time)
+            raise ConfigError(f"denoise {method}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         odd = next((k for k, v in options.items() if isinstance(v, float) and not np.isfinite(v)), None)
         if odd is not None:
             raise ConfigError(f"denoise {method}: {odd} is {options[odd]}: give a finite number")
@@ -193,6 +198,15 @@ class Denoise(Step):
         except TypeError as exc:
             raise ConfigError(f"denoise {self.method}: {exc}") from None
         return out, {"method": self.method}
+
+
+def _denoise_options(method: str) -> list[str]:
+    """The options a denoise ``method`` takes (its function's keyword parameters after the volume)."""
+    import inspect
+
+    parameters = list(inspect.signature(DENOISERS[method]).parameters.values())[1:]
+    fixed = DENOISERS[method].keywords if isinstance(DENOISERS[method], partial) else {}
+    return [p.name for p in parameters if p.name not in fixed and p.kind is not p.VAR_KEYWORD]
 
 
 @TRANSFORMS.register("clahe")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,18 @@ def test_pipeline_config_errors(tmp_path):
         Pipeline.from_config([{"name": "window"}, {"name": "windw"}])
     with pytest.raises(ConfigError, match="unknown denoise"):
         Pipeline.from_config([{"name": "denoise", "method": "magic"}])
+    # A denoise option its method does not take: refused when built (it was the function's TypeError, after the image
+    # was read, printed as an error of the image)
+    with pytest.raises(ConfigError, match=r"^step 1 \(denoise\): denoise nl_means: unknown option\(s\) strength; valid: "
+                                          r"h, patch_size, patch_distance, per_slice$"):  # fmt: skip
+        Pipeline.from_config([{"name": "denoise", "method": "nl_means", "strength": 3}])
+    Pipeline.from_config([{"name": "denoise", "method": "curvature", "iterations": 2}])  # its own options still pass
+    # A union's members named with the value given (the first member's "spacing.float: Input should be a valid
+    # number" was all, for a list of two)
+    for spacing in ([1, 1], [1, 2, 3, 4]):
+        with pytest.raises(ConfigError, match=re.escape(f"step 1 (resample): spacing: expected a number or 3 numbers, "
+                                                        f"got {spacing}")):  # fmt: skip
+            Pipeline.from_config([{"name": "resample", "spacing": spacing}])
     with pytest.raises(ConfigError, match="unknown roi"):
         Pipeline.from_config([{"name": "mask_roi", "roi": "liver"}])
     with pytest.raises(ConfigError, match="mapping with a 'name'"):
