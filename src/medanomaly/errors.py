@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 #: errno values meaning "this output folder cannot take more files" (full, over quota, read-only, not ours).
 OUTPUT_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -174,44 +175,72 @@ def first_reason(exc: Exception) -> str:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError) and exc.errors():
-        error = exc.errors()[0]
-        if len(error["loc"]) >= 2 and _union_branch(error["loc"][1]):  # "spacing.float: Input should be a number"
-            return _union_reason(exc.errors())  # of [1, 1], the first of the union's errors, said nothing useful
-        field = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        return f"{field}: {message}" if field else message
+        errors = exc.errors()
+        error = errors[0]
+        at = next((k for k, part in enumerate(error["loc"]) if k and _union_branch(part)), None)
+        if at is not None:  # "spacing.float: Input should be a valid number", of [1, 1]: the union's first member
+            return _union_reason(errors, at)
+        return _error_line(error)
     return (str(exc).splitlines() or [""])[0]
 
 
-_SCALAR_WORDS = {"float": "a number", "int": "a whole number", "str": "text", "bool": "true or false", "none": "null"}
+def _error_line(error: Any, loc: tuple | None = None) -> str:
+    """``field: message`` of one pydantic error (``loc`` in place of its own); a tuple's missing item says how many
+    values were given (``patch_size: item 2 (counting from 0) is missing, got [8, 48]``, was "Field required")."""
+    loc = tuple(error["loc"]) if loc is None else loc
+    if error.get("type") == "missing" and loc and isinstance(loc[-1], int):
+        field = ".".join(str(part) for part in loc[:-1])
+        return f"{field}: item {loc[-1]} (counting from 0) is missing, got {error.get('input')!r}"
+    field = ".".join(str(part) for part in loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+_SCALAR_WORDS = {"float": "a number", "int": "a whole number", "str": "text", "bool": "true or false", "none": "null",
+                 "constrained-int": "a whole number", "constrained-float": "a number"}
+#: pydantic error types that mean the value is not of a union member's type (any other: it is, but out of bounds).
+_TYPE_MISMATCH = ("_parsing", "_type", "literal_error", "missing", "too_long", "too_short")
 
 
 def _union_branch(label: object) -> bool:
-    """Whether a pydantic error location part names a member of a union type (``float``, ``tuple[float, float]``)
-    rather than a field or an index."""
+    """Whether a pydantic error location part names a member of a union type (``float``, ``tuple[float, float]``,
+    ``constrained-int``, ``literal['auto']``) rather than a field or an index."""
     return isinstance(label, str) and (label in _SCALAR_WORDS or "[" in label)
 
 
-def _union_reason(errors: list) -> str:
-    """``spacing: expected a number or 3 numbers, got [1, 1]``: every member of the field's union, and the value.
+def _union_reason(errors: list, at: int) -> str:
+    """The error of a union-typed field (its members at location part ``at``): the message of the member whose type
+    the value has, when one fails only on a bound (``threads: Input should be less than or equal to 256``); else
+    every member and the value (``spacing: expected a number or 3 numbers, got [1, 1]``).
 
     Example:
-        >>> _union_reason([{"loc": ("spacing", "float"), "input": [1, 1], "msg": "..."},
-        ...                {"loc": ("spacing", "tuple[float, float, float]", 2), "input": [1, 1], "msg": "..."}])
+        >>> _union_reason([{"loc": ("spacing", "float"), "input": [1, 1], "msg": "...", "type": "float_type"},
+        ...                {"loc": ("spacing", "tuple[float, float, float]", 2), "input": [1, 1], "msg": "...",
+        ...                 "type": "missing"}], 1)
         'spacing: expected a number or 3 numbers, got [1, 1]'
     """
-    field = str(errors[0]["loc"][0])
-    members = [e["loc"][1] for e in errors if len(e["loc"]) >= 2 and str(e["loc"][0]) == field]
+    field = tuple(errors[0]["loc"][:at])
+    own = [e for e in errors if tuple(e["loc"][:at]) == field and len(e["loc"]) > at]
+    by_member: dict[str, list] = {}
+    for error in own:
+        by_member.setdefault(error["loc"][at], []).append(error)
+    fitting = [e for es in by_member.values() if not any(e["type"].endswith(_TYPE_MISMATCH) for e in es) for e in es]
+    if fitting:
+        error = fitting[0]
+        return _error_line(error, field + tuple(error["loc"][at + 1 :]))
     words = []
-    for label in dict.fromkeys(members):
+    for label in by_member:
         inner = label[label.find("[") + 1 : -1].split(", ") if "[" in label else []
         if label in _SCALAR_WORDS:
             words.append(_SCALAR_WORDS[label])
-        elif inner and set(inner) <= {"float", "int"} and "..." not in inner:
+        elif label.startswith("literal["):
+            words.append(" or ".join(inner))
+        elif inner and set(inner) <= {"float", "int"}:
             words.append(f"{len(inner)} numbers")
         else:
             words.append(label)
-    return f"{field}: expected {' or '.join(words)}, got {errors[0].get('input')!r}"
+    value = next((e.get("input") for e in own if len(e["loc"]) == at + 1), own[0].get("input"))
+    return f"{'.'.join(str(part) for part in field)}: expected {' or '.join(words)}, got {value!r}"
 
 
 def unexpected_reason(exc: BaseException) -> str:

@@ -172,6 +172,17 @@ def test_a_component_parameter_that_is_not_finite_is_refused_at_load(tmp_path, w
     assert _refusal(tmp_path, "breast_3class.yaml", where, value) == words
 
 
+@pytest.mark.parametrize("where, value, words", [
+    (("train", "threads"), 999, "train.threads: Input should be less than or equal to 256 (2 error(s))"),
+    (("train", "threads"), "many", "train.threads: expected a whole number or 'auto', got 'many' (2 error(s))"),
+    (("train", "patch_size"), [8, 48], "train.patch_size: item 2 (counting from 0) is missing, got [8, 48] (1 error(s))"),
+])  # fmt: skip
+def test_a_union_or_a_short_tuple_is_said_plainly(tmp_path, where, value, words):
+    """pydantic's first error was the union member's label ("train.threads.constrained-int: ...") or a bare "Field
+    required" at a tuple's index ("train.patch_size.2")."""
+    assert _refusal(tmp_path, "lung_nodule_tiny.yaml", where, value) == words
+
+
 @pytest.mark.parametrize("params, words", [
     ({"n_patients": 10**9}, "n_patients: Input should be less than or equal to 100000"),
     ({"size": 10**9}, "size: Input should be less than or equal to 4096"),
