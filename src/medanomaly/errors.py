@@ -193,6 +193,8 @@ def _error_line(error: Any, loc: tuple | None = None) -> str:
         return f"{field}: item {loc[-1]} (counting from 0) is missing, got {error.get('input')!r}"
     field = ".".join(str(part) for part in loc)
     message = str(error["msg"]).removeprefix("Value error, ")
+    message = re.sub(r" for <class '[^']*'>", "", message)  # "Input is not a valid path for <class 'pathlib.Path'>"
+    message = re.sub(r"a valid dictionary or instance of \w+", "a mapping (key: value)", message)  # our class names
     return f"{field}: {message}" if field else message
 
 
@@ -206,6 +208,27 @@ def _union_branch(label: object) -> bool:
     """Whether a pydantic error location part names a member of a union type (``float``, ``tuple[float, float]``,
     ``constrained-int``, ``literal['auto']``) rather than a field or an index."""
     return isinstance(label, str) and (label in _SCALAR_WORDS or "[" in label)
+
+
+def _member_words(label: str) -> str:
+    """A union member's pydantic label in words: ``float`` -> a number, ``tuple[float, float, float]`` -> 3 numbers,
+    ``tuple[constrained-float, ...]`` -> a list of numbers, ``literal['balanced','none']`` -> 'balanced' or 'none'.
+
+    Example:
+        >>> [_member_words(x) for x in ("constrained-int", "tuple[int, int]", "tuple[float, ...]", "literal['a','b']")]
+        ['a whole number', '2 numbers', 'a list of numbers', "'a' or 'b'"]
+    """
+    if label in _SCALAR_WORDS:
+        return _SCALAR_WORDS[label]
+    inner = [part.strip() for part in label[label.find("[") + 1 : -1].split(",")] if "[" in label else []
+    if label.startswith("literal["):
+        return " or ".join(inner)
+    numbers = {"float", "int", "constrained-float", "constrained-int"}
+    if len(inner) == 2 and inner[1] == "..." and inner[0] in numbers:
+        return "a list of numbers"
+    if inner and set(inner) <= numbers:
+        return f"{len(inner)} numbers"
+    return label
 
 
 def _union_reason(errors: list, at: int) -> str:
@@ -228,17 +251,7 @@ def _union_reason(errors: list, at: int) -> str:
     if fitting:
         error = fitting[0]
         return _error_line(error, field + tuple(error["loc"][at + 1 :]))
-    words = []
-    for label in by_member:
-        inner = label[label.find("[") + 1 : -1].split(", ") if "[" in label else []
-        if label in _SCALAR_WORDS:
-            words.append(_SCALAR_WORDS[label])
-        elif label.startswith("literal["):
-            words.append(" or ".join(inner))
-        elif inner and set(inner) <= {"float", "int"}:
-            words.append(f"{len(inner)} numbers")
-        else:
-            words.append(label)
+    words = [_member_words(label) for label in by_member]
     value = next((e.get("input") for e in own if len(e["loc"]) == at + 1), own[0].get("input"))
     return f"{'.'.join(str(part) for part in field)}: expected {' or '.join(words)}, got {value!r}"
 

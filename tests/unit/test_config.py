@@ -176,6 +176,8 @@ def test_a_component_parameter_that_is_not_finite_is_refused_at_load(tmp_path, w
     (("train", "threads"), 999, "train.threads: Input should be less than or equal to 256 (2 error(s))"),
     (("train", "threads"), "many", "train.threads: expected a whole number or 'auto', got 'many' (2 error(s))"),
     (("train", "patch_size"), [8, 48], "train.patch_size: item 2 (counting from 0) is missing, got [8, 48] (1 error(s))"),
+    (("simulation", "sources"), [5], "simulation.sources.0: Input should be a mapping (key: value) (1 error(s))"),
+    (("luna16", "root"), [1], "luna16.root: Input is not a valid path (1 error(s))"),
 ])  # fmt: skip
 def test_a_union_or_a_short_tuple_is_said_plainly(tmp_path, where, value, words):
     """pydantic's first error was the union member's label ("train.threads.constrained-int: ...") or a bare "Field
