@@ -42,7 +42,8 @@ def spacing_assumed_meta(direction: Any, axes: Iterable[int]) -> dict[str, Any]:
 
 def assumed_axes(volume: Volume) -> tuple[str, ...]:
     """The grid axes (``"x"``, ``"y"``, ``"z"``) of ``volume`` whose spacing its file did not state: those parallel to
-    a recorded direction; x and y when only ``spacing_assumed`` is recorded (a picture, a DICOM without
+    a recorded direction (all three when none is: the image was resampled onto an oblique grid, where every axis
+    mixes in the unstated one); x and y when only ``spacing_assumed`` is recorded (a picture, a DICOM without
     PixelSpacing); ``()`` when every spacing was stated."""
     if not volume.meta.get("spacing_assumed"):
         return ()
@@ -51,8 +52,9 @@ def assumed_axes(volume: Volume) -> tuple[str, ...]:
         return ("x", "y")
     columns = np.asarray(volume.direction, dtype=np.float64)
     columns = columns / np.where(np.linalg.norm(columns, axis=0) > 0, np.linalg.norm(columns, axis=0), 1.0)
-    return tuple(name for i, name in enumerate(AXES)
-                 if any(abs(float(np.dot(columns[:, i], d))) > 0.99 for d in recorded))  # fmt: skip
+    parallel = tuple(name for i, name in enumerate(AXES)
+                     if any(abs(float(np.dot(columns[:, i], d))) > 0.99 for d in recorded))  # fmt: skip
+    return parallel or AXES  # resampled onto an oblique grid: every axis mixes in the unstated one
 
 
 def assumed_spacing_json(volume: Volume | None) -> dict[str, Any]:
