@@ -41,10 +41,10 @@ def spacing_assumed_meta(direction: Any, axes: Iterable[int]) -> dict[str, Any]:
 
 
 def assumed_axes(volume: Volume) -> tuple[str, ...]:
-    """The grid axes (``"x"``, ``"y"``, ``"z"``) of ``volume`` whose spacing its file did not state: those parallel to
-    a recorded direction (all three when none is: the image was resampled onto an oblique grid, where every axis
-    mixes in the unstated one); x and y when only ``spacing_assumed`` is recorded (a picture, a DICOM without
-    PixelSpacing); ``()`` when every spacing was stated."""
+    """The grid axes (``"x"``, ``"y"``, ``"z"``) of ``volume`` along which a length is not in mm: those not orthogonal
+    to a direction whose spacing the file did not state (after a reorientation, the axis now along it; after a
+    resampling onto a turned grid, every axis with a part along it); x and y when only ``spacing_assumed`` is
+    recorded (a picture, a DICOM without PixelSpacing); ``()`` when every spacing was stated."""
     if not volume.meta.get("spacing_assumed"):
         return ()
     recorded = volume.meta.get("spacing_assumed_directions")
@@ -52,9 +52,8 @@ def assumed_axes(volume: Volume) -> tuple[str, ...]:
         return ("x", "y")
     columns = np.asarray(volume.direction, dtype=np.float64)
     columns = columns / np.where(np.linalg.norm(columns, axis=0) > 0, np.linalg.norm(columns, axis=0), 1.0)
-    parallel = tuple(name for i, name in enumerate(AXES)
-                     if any(abs(float(np.dot(columns[:, i], d))) > 0.99 for d in recorded))  # fmt: skip
-    return parallel or AXES  # resampled onto an oblique grid: every axis mixes in the unstated one
+    return tuple(name for i, name in enumerate(AXES)  # a length along it has a part along an unstated direction
+                 if any(abs(float(np.dot(columns[:, i], d))) > 0.01 for d in recorded))  # fmt: skip
 
 
 def assumed_spacing_json(volume: Volume | None) -> dict[str, Any]:
