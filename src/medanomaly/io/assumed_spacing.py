@@ -4,8 +4,8 @@ A picture states no pixel spacing; a DICOM may lack PixelSpacing or a slice spac
 NIfTI a pixel size of 0 along one axis. The reader takes 1 mm there and marks ``meta["spacing_assumed"]``; this module
 also records **which** axes, as their patient directions (``meta["spacing_assumed_directions"]``, unit LPS vectors),
 so the record stays right when the image is reoriented (``to_canonical`` permutes the grid axes) or resampled onto
-another grid (every axis with a part along an unstated direction is then one). Messages then name the axes: an NRRD with ``spacings: nan 0.7 0.7`` said "lengths are
-pixels" though two of its three spacings are stated.
+another grid (every axis with a part along an unstated direction is then one). Messages then name the axes: an NRRD
+with ``spacings: nan 0.7 0.7`` said "lengths are pixels" though two of its three spacings are stated.
 """
 
 from __future__ import annotations
