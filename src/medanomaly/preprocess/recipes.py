@@ -38,7 +38,7 @@ import numpy as np
 from medanomaly.errors import ConfigError, InputError
 from medanomaly.preprocess.checks import require_finite
 from medanomaly.preprocess.intensity import INTENSITY_WINDOWS_HU, WINDOWS, robust_zscore_array, window_array
-from medanomaly.preprocess.steps import Step
+from medanomaly.preprocess.steps import Step, checked_step
 from medanomaly.registry import TRANSFORMS
 from medanomaly.types import Volume
 
@@ -127,19 +127,19 @@ class Channels(Step):
 
 
 @TRANSFORMS.register("modality_intensity")
-@dataclass(frozen=True)
+@checked_step
 class ModalityIntensity(Step):
     """Per component (one modality each, in ``modalities`` order): the HU window of
     ``windows[name]`` to [0, 1], or a robust z-score when it is None. One modality with colour
-    components is averaged to grey first."""
+    components is averaged to grey first. Types checked when made (``windows: 5`` was an AttributeError)."""
 
     modalities: tuple[str, ...] = ("CT", "MR")
-    windows: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     name: ClassVar[str] = "modality_intensity"
 
     def __post_init__(self) -> None:
         for name, win in self.windows.items():
-            if win is not None and (len(win) != 2 or not float(win[1]) > float(win[0])):
+            if win is not None and not float(win[1]) > float(win[0]):
                 raise ConfigError(f"modality_intensity: window of {name} must be [low, high] with high > low")
 
     def run(self, volume: Volume, context: dict[str, Any]) -> tuple[Volume, dict[str, Any]]:

@@ -176,7 +176,7 @@ class Denoise(Step):
     name: ClassVar[str] = "denoise"
 
     def __init__(self, method: str = "gaussian", **options: Any) -> None:
-        if method not in DENOISERS:
+        if not isinstance(method, str) or method not in DENOISERS:  # a list or mapping: "unhashable type" before
             raise ConfigError(f"unknown denoise method {method!r}; valid: {', '.join(sorted(DENOISERS))}")
         valid = _denoise_options(method)
         unknown = sorted(set(options) - set(valid))

@@ -97,6 +97,12 @@ def test_pipeline_config_errors(tmp_path):
                                           r"h, patch_size, patch_distance, per_slice$"):  # fmt: skip
         Pipeline.from_config([{"name": "denoise", "method": "nl_means", "strength": 3}])
     Pipeline.from_config([{"name": "denoise", "method": "curvature", "iterations": 2}])  # its own options still pass
+    # Found by a sweep of odd values over every step's every parameter: a method given as a list ("unhashable type:
+    # 'list'") and windows that are no mapping (an AttributeError, a traceback)
+    with pytest.raises(ConfigError, match=r"^step 1 \(denoise\): unknown denoise method \['gaussian'\]; valid: "):
+        Pipeline.from_config([{"name": "denoise", "method": ["gaussian"]}])
+    with pytest.raises(ConfigError, match=r"^step 1 \(modality_intensity\): windows: Input should be a valid dictionary$"):
+        Pipeline.from_config([{"name": "modality_intensity", "windows": 5}])
     # A union's members named with the value given (the first member's "spacing.float: Input should be a valid
     # number" was all, for a list of two)
     for spacing in ([1, 1], [1, 2, 3, 4]):
