@@ -336,11 +336,11 @@ _ITK_REASONS = {
     # a MetaImage ElementSpacing or NRRD space direction of 0 (nan and inf are parsed as 0): "Refusing to change
     # spacing from [1, 1, 1] to [0, 1, 1]" said nothing a user could act on
     "refusing to change spacing": "a voxel spacing of 0 (or not a number): spacings must be positive, mm",
+    # teem's words for an NRRD "sizes" value of 0 or less ("sizes: 4 -5 6" said "axis 1 size is zero!")
+    "size is zero": "an axis size of 0 or less in the header's sizes: sizes must be positive",
     # a MetaImage TransformMatrix or NRRD space directions whose axes are not independent, or an NRRD direction
     # of nan, for which ITK takes (0, 0, 1) (a sagittal image's unknown slice direction): "(0 1 1)", the matrix's
     # last row, was all it said
-    # teem's words for an NRRD "sizes" value of 0 or less ("sizes: 4 -5 6" said "axis 1 size is zero!")
-    "size is zero": "an axis size of 0 or less in the header's sizes: sizes must be positive",
     "bad direction, determinant is 0": "the axes' directions are not independent: a zero, parallel or nan direction",
 }
 
